@@ -1,0 +1,8 @@
+"""Guide families. Each is written once and works for every model whose latents it supports."""
+from guides.amortized import Amortized
+from guides.base import ZooGuide
+from guides.exact import Exact
+from guides.iaf import IAF
+from guides.meanfield import MeanField
+
+__all__ = ["ZooGuide", "MeanField", "Amortized", "IAF", "Exact"]

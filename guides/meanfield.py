@@ -1,0 +1,70 @@
+"""Per-datum (non-amortized) mean-field Gaussian guide.
+
+For every datum n and latent site z::
+
+    q(z_n) = N(z_n; m_n, diag(s_n^2))
+
+with free parameters (m_n, s_n) for each n, stored as ``[N, ...]`` tables and
+indexed by the minibatch indices ``idx`` of the data plate. This is classical
+stochastic variational inference: no encoder, so there is no amortization gap,
+but new data need a fresh fit (:func:`zoo.train.fit_local_guide` does it).
+
+Reference: M. D. Hoffman, D. M. Blei, C. Wang and J. Paisley, "Stochastic
+Variational Inference", JMLR 14, 2013.
+
+Example::
+
+    >>> from zoo.models import PPCA
+    >>> g = MeanField(PPCA(x_dim=5, latent_dim=2), num_data=100)
+    >>> g.z_loc.shape
+    torch.Size([100, 2])
+"""
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from guides.base import ZooGuide
+from zoo.errors import ZooError
+from zoo.models.base import data_plate
+
+__all__ = ["MeanField"]
+
+
+class MeanField(ZooGuide):
+    """Per-datum diagonal Normal for each real latent site.
+
+    Arguments:
+        model: the zoo model.
+        num_data: N, the number of data whose posteriors are fitted.
+        init_scale: initial posterior standard deviation.
+    """
+
+    family = "meanfield"
+    amortized = False
+
+    def __init__(self, model, num_data: int, init_scale: float = 0.1):
+        super().__init__(model, num_data)
+        if not num_data or num_data < 1:
+            raise ZooError("the 'meanfield' guide needs the number of data it is fitted to")
+        for site in self.sites:
+            setattr(self, f"{site.name}_loc", nn.Parameter(torch.zeros(num_data, *site.event_shape)))
+            setattr(self, f"{site.name}_log_scale",
+                    nn.Parameter(torch.full((num_data, *site.event_shape), math.log(init_scale))))
+
+    def forward(self, x=None, idx=None, N=None):
+        pyro.module("meanfield", self)
+        if idx is None:
+            if x is not None and x.shape[0] != self.num_data:
+                raise ZooError(f"this 'meanfield' guide holds {self.num_data} per-datum posteriors but got "
+                               f"{x.shape[0]} data without indices; pass idx, or refit it on the new data")
+            idx = torch.arange(self.num_data, device=getattr(self, f"{self.sites[0].name}_loc").device)
+        with data_plate(x, idx, self.num_data if N is None else N):
+            for site in self.sites:
+                loc = getattr(self, f"{site.name}_loc")[idx]
+                scale = torch.exp(getattr(self, f"{site.name}_log_scale")[idx])
+                pyro.sample(site.name, dist.Normal(loc, scale).to_event(len(site.event_shape)))

@@ -1,0 +1,268 @@
+"""Datasets: the embedded 8x8 digits, static binarized MNIST, and synthetic pPCA data.
+
+Each loader returns a :class:`Dataset` of float32 tensors ``[N, D]`` split into
+train/valid/test. Loaders validate what they read and raise
+:class:`~zoo.errors.ZooError` with one line that says what to do.
+
+Binarized MNIST (Larochelle & Murray 2011, 50k/10k/10k) is read, in this order, from
+
+1. ``--data-dir`` / ``data_dir=``, else the ``PYRO_ZOO_DATA`` environment variable,
+   else ``~/.cache/pyro-zoo``: a ``binarized_mnist.npz`` (arrays ``train``, ``valid``,
+   ``test``), the path of such a file itself, or the three canonical text files
+   ``binarized_mnist_{train,valid,test}.amat``;
+2. otherwise the canonical ``.amat`` files are downloaded into that folder.
+
+Either way the decoded arrays are checked against the SHA-256 of the canonical
+data (:data:`BINARIZED_MNIST_SHA256`, computed over the uint8 array bytes, so the
+check does not depend on the file's text formatting).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from zoo.errors import ZooError
+
+__all__ = ["Dataset", "DATASETS", "load_dataset", "load_digits", "load_binarized_mnist",
+           "read_amat", "read_npz", "array_sha256", "synthetic_ppca"]
+
+SPLITS = ("train", "valid", "test")
+MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{}.amat"
+#: SHA-256 of each split as a C-ordered uint8 array of shape [n, 784].
+BINARIZED_MNIST_SHA256 = {
+    "train": "43490d4d6ac9002727af4426d8748609fdb7e4094fa65ad8d681ea60082a7a5a",
+    "valid": "069b4f0beb389b776478c3e872b4df71c95ac4be64d7cbe6d32e24ebac8e6d5e",
+    "test": "ca0294c3b8d984c7a1dc891015a8eea6f37bae59a34e35ea0fc8c47110a8dd86",
+}
+BINARIZED_MNIST_SHAPES = {"train": 50000, "valid": 10000, "test": 10000}
+
+
+@dataclass
+class Dataset:
+    """Train/valid/test splits as float32 ``[N, D]`` tensors.
+
+    Attributes:
+        binary: all values are 0/1, so a Bernoulli likelihood applies.
+        image_shape: (H, W) for image data, used by the sample and reconstruction plots.
+        labels: optional class labels per split (for the latent scatter plot).
+        truth: known generating parameters, for synthetic data.
+    """
+
+    name: str
+    train: torch.Tensor
+    valid: torch.Tensor
+    test: torch.Tensor
+    binary: bool
+    image_shape: Optional[Tuple[int, int]] = None
+    labels: Dict[str, torch.Tensor] = field(default_factory=dict)
+    truth: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def x_dim(self) -> int:
+        return self.train.shape[1]
+
+    def split(self, name: str) -> torch.Tensor:
+        if name not in SPLITS:
+            raise ZooError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+
+def array_sha256(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def _split_indices(n: int, n_valid: int, n_test: int, seed: int = 0):
+    perm = np.random.RandomState(seed).permutation(n)
+    return perm[n_valid + n_test:], perm[:n_valid], perm[n_valid:n_valid + n_test]
+
+
+def _as_tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+# -- digits (embedded, offline) ---------------------------------------------------------------
+def load_digits(binarize: bool = True, **_) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1797 images): 1257 train / 270 valid / 270 test.
+
+    Pixels are 0..16; binarized at >= 8, or scaled to [0, 1] with ``binarize=False``.
+    """
+    from sklearn.datasets import load_digits as sk_digits
+    bunch = sk_digits()
+    x = bunch.data.astype(np.float32)
+    x = (x >= 8).astype(np.float32) if binarize else x / 16.0
+    tr, va, te = _split_indices(len(x), 270, 270)
+    y = bunch.target
+    return Dataset("digits" if binarize else "digits-gray", _as_tensor(x[tr]), _as_tensor(x[va]),
+                   _as_tensor(x[te]), binary=binarize, image_shape=(8, 8),
+                   labels={s: torch.from_numpy(y[i]) for s, i in zip(SPLITS, (tr, va, te))})
+
+
+# -- synthetic pPCA ---------------------------------------------------------------------------
+def synthetic_ppca(x_dim: int = 10, latent_dim: int = 2, sigma: float = 0.5,
+                   sizes=(2000, 500, 500), seed: int = 0, **_) -> Dataset:
+    """Data drawn from a pPCA model with known W, mu, sigma (returned in ``truth``)."""
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(x_dim, latent_dim, generator=g)
+    mu = torch.randn(x_dim, generator=g)
+    n = sum(sizes)
+    z = torch.randn(n, latent_dim, generator=g)
+    x = z @ W.T + mu + sigma * torch.randn(n, x_dim, generator=g)
+    a, b = sizes[0], sizes[0] + sizes[1]
+    return Dataset("synthetic", x[:a], x[a:b], x[b:], binary=False,
+                   truth={"W": W, "mu": mu, "sigma": torch.tensor(sigma)})
+
+
+# -- binarized MNIST ----------------------------------------------------------------------------
+def read_amat(path: Path, num_features: int = 784) -> np.ndarray:
+    """Parse one ``.amat`` file: one datum per line, ``num_features`` space-separated 0/1 values."""
+    rows = []
+    try:
+        with open(path, "r") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                values = line.split()
+                if len(values) != num_features:
+                    raise ZooError(f"{path} is corrupt: line {lineno} has {len(values)} values, expected "
+                                   f"{num_features}; delete it and download it again")
+                rows.append(values)
+    except UnicodeDecodeError:
+        raise ZooError(f"{path} is not a text .amat file; delete it and download it again") from None
+    if not rows:
+        raise ZooError(f"{path} is empty; delete it and download it again")
+    try:
+        a = np.asarray(rows, dtype=np.float64)
+    except ValueError:
+        raise ZooError(f"{path} is corrupt: it has non-numeric values; delete it and download it again") from None
+    if not np.isin(a, (0.0, 1.0)).all():
+        raise ZooError(f"{path} is corrupt: values other than 0 and 1; delete it and download it again")
+    return a.astype(np.uint8)
+
+
+def read_npz(path: Path) -> Dict[str, np.ndarray]:
+    """Read ``train``/``valid``/``test`` arrays from an ``.npz`` and check they are 0/1 ``[n, D]``."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise ZooError(f"{path} is corrupt or truncated ({type(e).__name__}); replace it with a good copy") from None
+    missing = [s for s in SPLITS if s not in arrays]
+    if missing:
+        raise ZooError(f"{path} lacks the arrays {missing}; it must hold 'train', 'valid' and 'test'")
+    dims = set()
+    for s in SPLITS:
+        a = arrays[s]
+        if a.ndim != 2 or a.shape[0] == 0 or not np.issubdtype(a.dtype, np.number):
+            raise ZooError(f"{path}: array {s!r} must be a non-empty numeric [n, D] array, got shape {a.shape}")
+        if not np.isin(a, (0, 1)).all():
+            raise ZooError(f"{path}: array {s!r} has values other than 0 and 1; binarize it first")
+        dims.add(a.shape[1])
+    if len(dims) != 1:
+        raise ZooError(f"{path}: the splits have different numbers of features {sorted(dims)}")
+    return {s: arrays[s].astype(np.uint8) for s in SPLITS}
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("PYRO_ZOO_DATA") or Path.home() / ".cache" / "pyro-zoo")
+
+
+def _download_amat(folder: Path) -> None:
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        _fetch_each(folder)
+    except OSError:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()          # leave nothing behind when the download fails
+        raise
+
+
+def _fetch_each(folder: Path) -> None:
+    for s in SPLITS:
+        target = folder / f"binarized_mnist_{s}.amat"
+        if target.exists():
+            continue
+        tmp = target.with_suffix(".amat.part")
+        try:
+            with urllib.request.urlopen(MNIST_URL.format(s), timeout=30) as r, open(tmp, "wb") as f:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, target)
+
+
+def load_binarized_mnist(data_dir: Optional[str] = None, download: bool = True,
+                         expected_sha256: Optional[Dict[str, str]] = BINARIZED_MNIST_SHA256,
+                         **_) -> Dataset:
+    """Static binarized MNIST from a local ``.npz`` / ``.amat`` folder, downloading if absent."""
+    root = Path(data_dir) if data_dir else default_data_dir()
+    where = "--data-dir or PYRO_ZOO_DATA"
+    if root.is_file():
+        if root.suffix != ".npz":
+            raise ZooError(f"{root} is not an .npz file; point {where} at binarized_mnist.npz or at a "
+                           f"folder holding it or the three .amat files")
+        arrays = read_npz(root)
+    elif root.is_dir() and (root / "binarized_mnist.npz").is_file():
+        arrays = read_npz(root / "binarized_mnist.npz")
+    else:
+        amat = [root / f"binarized_mnist_{s}.amat" for s in SPLITS]
+        if not all(p.is_file() for p in amat):
+            if root.exists() and not root.is_dir():
+                raise ZooError(f"{root} is neither a folder nor an .npz file")
+            if download:
+                try:
+                    _download_amat(root)
+                except OSError as e:
+                    raise ZooError(f"binarized MNIST is not in {root} and could not be downloaded "
+                                   f"({type(e).__name__}); put binarized_mnist.npz or "
+                                   f"binarized_mnist_{{train,valid,test}}.amat there, or pass {where}") from None
+            else:
+                raise ZooError(f"binarized MNIST is not in {root}; put binarized_mnist.npz or "
+                               f"binarized_mnist_{{train,valid,test}}.amat there, or pass {where}")
+        arrays = {s: read_amat(p) for s, p in zip(SPLITS, amat)}
+    if expected_sha256:
+        for s in SPLITS:
+            if array_sha256(arrays[s]) != expected_sha256[s]:
+                raise ZooError(f"binarized MNIST split {s!r} in {root} fails its checksum "
+                               f"(shape {arrays[s].shape}); the file is corrupt or not the "
+                               f"Larochelle & Murray split: replace it")
+    side = int(round(np.sqrt(arrays["train"].shape[1])))
+    image_shape = (side, side) if side * side == arrays["train"].shape[1] else None
+    return Dataset("binarized_mnist", *(_as_tensor(arrays[s]) for s in SPLITS), binary=True,
+                   image_shape=image_shape)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    description: str
+    load: Callable[..., Dataset]
+
+
+DATASETS = {d.name: d for d in [
+    DatasetSpec("digits", "scikit-learn's bundled 8x8 digits, binarized at 8/16 (offline default)",
+                load_digits),
+    DatasetSpec("digits-gray", "the same digits scaled to [0, 1], for Gaussian likelihoods",
+                lambda **kw: load_digits(binarize=False)),
+    DatasetSpec("binarized_mnist", "static binarized MNIST, Larochelle & Murray 50k/10k/10k "
+                "(--data-dir or PYRO_ZOO_DATA)", load_binarized_mnist),
+    DatasetSpec("synthetic", "10-D data drawn from a 2-D pPCA with known parameters", synthetic_ppca),
+]}
+
+
+def load_dataset(name: str, data_dir: Optional[str] = None) -> Dataset:
+    """Load a registered dataset by name."""
+    from zoo.errors import unknown_name
+    if name not in DATASETS:
+        raise unknown_name("dataset", name, DATASETS)
+    return DATASETS[name].load(data_dir=data_dir)

@@ -1,0 +1,26 @@
+"""The one exception type the zoo raises for user mistakes.
+
+Anything the user can fix (a name, a file, a flag, a data shape) raises
+:class:`ZooError`. The CLI prints its message on one line and exits with code 2;
+everything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+__all__ = ["ZooError", "unknown_name"]
+
+
+class ZooError(Exception):
+    """A user-fixable error. Its message is one line that says what to do."""
+
+    exit_code = 2
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> ZooError:
+    """Build the error for an unknown registry name, suggesting the nearest one."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ZooError(f"unknown {kind} {name!r}.{hint} Known {kind}s: {', '.join(known)}.")

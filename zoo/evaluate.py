@@ -1,0 +1,174 @@
+"""The shared evaluation harness. It knows nothing about specific models.
+
+It sees a model and a guide that follow the contract of :mod:`zoo.models.base`,
+and data. For each datum x it draws K samples z_k ~ q(z | x) (in chunks, so memory
+stays bounded), forms log w_k = log p(x, z_k) - log q(z_k | x) with
+:func:`zoo.importance.per_datum_log_weights`, and reports, averaged over data:
+
+``elbo``, ``reconstruction``, ``kl``
+    ELBO = E_q[log p(x | z)] - KL(q(z|x) || p(z)), both parts by Monte Carlo over the K samples.
+``iwae_bound`` (``iwae_k``)
+    The IWAE-k bound E[log (1/k) sum_{j<=k} w_j], averaged over the K/k disjoint groups.
+``log_likelihood``, ``log_likelihood_se``
+    The importance-sampled log p(x) = log (1/K) sum_k w_k (an IWAE-K bound, so it
+    slightly underestimates log p(x)), and its Monte Carlo standard error: per
+    datum by the delta method, se_n = sqrt((mean(w^2)/mean(w)^2 - 1) / K); for the
+    average, sqrt(sum_n se_n^2) / n.
+``exact_log_likelihood``, ``elbo_gap``, ``is_error``
+    Where the model has a closed-form ``log_marginal``: the exact log p(x), the gap
+    log p(x) - ELBO (the KL from q to the true posterior), and IS - exact.
+``active_units``
+    Burda et al.'s count of latent units u with Cov_x(E_q[z_u | x]) > 0.01, where
+    E_q[z | x] is the mean of the K samples.
+``psis_khat_*``
+    The Pareto k-hat of each datum's K importance weights (arviz's PSIS). k-hat above
+    0.7 means the importance-sampled log p(x) for that datum is unreliable
+    (Yao et al. 2018, "Yes, but did it work?"); ``psis_khat_frac_over_0_7`` says how often.
+
+All figures are in nats per datum. Per-datum arrays come back in ``per_datum``.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from zoo.importance import per_datum_log_weights
+from zoo.objectives import per_datum_renyi_bound
+
+__all__ = ["evaluate", "bound_per_datum", "RESULT_KEYS", "PSIS_THRESHOLD"]
+
+PSIS_THRESHOLD = 0.7
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+#: The documented keys of an evaluation result (README "results.json").
+RESULT_KEYS = {
+    "num_data": "number of data evaluated",
+    "num_samples": "K, importance samples per datum",
+    "elbo": "ELBO per datum, Monte Carlo over the K samples",
+    "reconstruction": "E_q[log p(x|z)] per datum",
+    "kl": "E_q[log q(z|x) - log p(z)] per datum",
+    "iwae_k": "k of the reported IWAE bound",
+    "iwae_bound": "IWAE-k bound per datum",
+    "log_likelihood": "importance-sampled log p(x) per datum (K samples)",
+    "log_likelihood_se": "Monte Carlo standard error of log_likelihood",
+    "nll": "-log_likelihood, the figure papers report",
+    "exact_log_likelihood": "closed-form log p(x) per datum, or null",
+    "elbo_gap": "exact log p(x) - ELBO (else log_likelihood - ELBO), per datum",
+    "is_error": "log_likelihood - exact_log_likelihood, or null",
+    "active_units": "units with Cov_x(E_q[z_u|x]) > 0.01",
+    "num_latent_units": "total latent units",
+    "psis_khat_mean": "mean Pareto k-hat of the per-datum importance weights",
+    "psis_khat_max": "largest k-hat",
+    "psis_khat_frac_over_0_7": "fraction of data with k-hat > 0.7 (IS estimate unreliable)",
+    "psis_warning": "a sentence when any k-hat exceeds 0.7, else null",
+}
+
+
+def _log_weight_chunks(model, guide, x, num_samples: int, max_elements: int):
+    """Yield LogWeights for ``x`` in particle chunks of at most ``max_elements`` decoder outputs."""
+    per_particle = x.shape[0] * max(1, x.shape[1])
+    chunk = max(1, min(num_samples, max_elements // per_particle))
+    done = 0
+    while done < num_samples:
+        k = min(chunk, num_samples - done)
+        yield per_datum_log_weights(model, guide, x, num_particles=k)
+        done += k
+
+
+@torch.no_grad()
+def bound_per_datum(model, guide, x: torch.Tensor, num_particles: int = 1, batch_size: int = 500) -> float:
+    """The ELBO per datum on ``x`` (K = ``num_particles``), for monitoring during training."""
+    total = 0.0
+    for i in range(0, x.shape[0], batch_size):
+        lw = per_datum_log_weights(model, guide, x[i:i + batch_size], num_particles=num_particles)
+        total += lw.log_w.mean(0).sum().item()
+    return total / x.shape[0]
+
+
+def _psis_khat(log_w: np.ndarray) -> np.ndarray:
+    """Pareto k-hat per row of ``log_w`` ``[n, K]`` (arviz PSIS)."""
+    import arviz as az
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, khat = az.psislw(log_w)
+    return np.asarray(khat, dtype=np.float64).reshape(-1)
+
+
+@torch.no_grad()
+def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int = 50,
+             batch_size: int = 100, max_elements: int = 1 << 24, psis: bool = True,
+             keep_reconstructions: int = 0) -> Dict:
+    """Score ``guide`` and ``model`` on data ``x`` ``[n, D]``; see the module docstring for keys.
+
+    ``max_elements`` bounds the number of decoder outputs held at once.
+    """
+    n = x.shape[0]
+    iwae_k = max(1, min(iwae_k, num_samples))
+    cols = {k: [] for k in ("elbo", "rec", "kl", "iwae", "ll", "se", "khat", "exact")}
+    z_means, recon = [], None
+    for i in range(0, n, batch_size):
+        xb = x[i:i + batch_size]
+        parts = list(_log_weight_chunks(model, guide, xb, num_samples, max_elements))
+        log_lik = torch.cat([p.log_likelihood for p in parts])
+        kl_term = torch.cat([p.log_q - p.log_prior for p in parts])
+        log_w = log_lik - kl_term                                           # [K, b]
+        K = log_w.shape[0]
+        cols["rec"].append(log_lik.mean(0))
+        cols["kl"].append(kl_term.mean(0))
+        cols["elbo"].append(log_w.mean(0))
+        groups = K // iwae_k
+        grouped = log_w[:groups * iwae_k].reshape(groups, iwae_k, -1)           # [K/k, k, b]
+        cols["iwae"].append(torch.stack([per_datum_renyi_bound(g, 0.0) for g in grouped]).mean(0))
+        log_mean_w = torch.logsumexp(log_w, 0) - math.log(K)
+        log_mean_w2 = torch.logsumexp(2 * log_w, 0) - math.log(K)
+        cols["ll"].append(log_mean_w)
+        cols["se"].append(torch.sqrt(torch.clamp(torch.expm1(log_mean_w2 - 2 * log_mean_w), min=0) / K))
+        if psis:
+            cols["khat"].append(torch.from_numpy(_psis_khat(log_w.T.double().cpu().numpy())))
+        if model.has_log_marginal:
+            cols["exact"].append(model.log_marginal(xb))
+        # E_q[z | x] per latent, flattened per datum, for the active-unit count.
+        z_means.append(torch.cat([torch.cat([p.latents[s.name] for p in parts]).mean(0).reshape(xb.shape[0], -1)
+                                  for s in model.latents], dim=-1))
+        if keep_reconstructions and recon is None:
+            recon = (xb[:keep_reconstructions], parts[0].x_mean[0, :keep_reconstructions])
+    col = {k: torch.cat(v).double().cpu() for k, v in cols.items() if v}
+    z_mean = torch.cat(z_means).double()
+    au_var = z_mean.var(0, unbiased=True) if n > 1 else torch.zeros(z_mean.shape[1])
+
+    ll = col["ll"].mean().item()
+    result = {
+        "num_data": n,
+        "num_samples": num_samples,
+        "elbo": col["elbo"].mean().item(),
+        "reconstruction": col["rec"].mean().item(),
+        "kl": col["kl"].mean().item(),
+        "iwae_k": iwae_k,
+        "iwae_bound": col["iwae"].mean().item(),
+        "log_likelihood": ll,
+        "log_likelihood_se": (col["se"].pow(2).sum().sqrt() / n).item(),
+        "nll": -ll,
+        "exact_log_likelihood": col["exact"].mean().item() if "exact" in col else None,
+        "active_units": int((au_var > ACTIVE_UNIT_THRESHOLD).sum()),
+        "num_latent_units": int(z_mean.shape[1]),
+    }
+    reference = result["exact_log_likelihood"] if "exact" in col else ll
+    result["elbo_gap"] = reference - result["elbo"]
+    result["is_error"] = ll - result["exact_log_likelihood"] if "exact" in col else None
+    if "khat" in col:
+        khat = col["khat"]
+        frac = (khat > PSIS_THRESHOLD).double().mean().item()
+        result.update(psis_khat_mean=khat.mean().item(), psis_khat_max=khat.max().item(),
+                      psis_khat_frac_over_0_7=frac,
+                      psis_warning=(f"{frac:.1%} of data have PSIS k-hat > {PSIS_THRESHOLD}: their "
+                                    f"importance-sampled log p(x) is unreliable" if frac > 0 else None))
+    result["per_datum"] = {"log_likelihood": col["ll"], "log_likelihood_se": col["se"],
+                           "elbo": col["elbo"], "psis_khat": col.get("khat"),
+                           "exact_log_likelihood": col.get("exact"), "z_mean": z_mean.float()}
+    if recon is not None:
+        result["reconstructions"] = recon
+    return result

@@ -1,0 +1,6 @@
+"""Zoo models. Each file is one generative story; see :mod:`zoo.models.base` for the contract."""
+from zoo.models.base import LatentSite, ZooModel, data_plate, MAX_PLATE_NESTING
+from zoo.models.ppca import PPCA, ppca_ml_solution
+from zoo.models.vae import VAE
+
+__all__ = ["LatentSite", "ZooModel", "data_plate", "MAX_PLATE_NESTING", "PPCA", "ppca_ml_solution", "VAE"]

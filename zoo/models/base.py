@@ -1,0 +1,177 @@
+"""The model contract that makes guides and objectives interchangeable.
+
+Every zoo model is a :class:`ZooModel`. It promises four things:
+
+1. **Latent declaration.** ``model.latents`` lists its latent sample sites
+   (:class:`LatentSite`: name, event shape, support). Guide families read this
+   list to build themselves, and refuse models whose latents they cannot handle.
+2. **A subsampled data plate.** ``model.model(x, idx, N)`` puts every latent and
+   the observation ``"x"`` inside ``pyro.plate("data", N, subsample=idx)``
+   (:func:`data_plate`), so minibatch ELBOs are scaled by N/B and per-datum guides
+   can index their parameter tables with ``idx``. Every latent is *local* (one per
+   datum); global parameters are point estimates learned by maximum likelihood
+   through ``pyro.module`` / ``pyro.param``. This is what lets the per-datum
+   importance weights of :mod:`zoo.importance` be formed for any model.
+3. **Exact quantities where tractable.** ``log_marginal(x)`` and
+   ``posterior(x)`` return ``None`` unless the model overrides them.
+4. **Generation.** ``sample(n)`` draws new data from the model.
+
+Validation of user data (shape, finiteness, binary values under a Bernoulli
+likelihood) lives here too, so every entry point gives the same clear error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.nn import PyroModule
+
+from zoo.errors import ZooError
+
+__all__ = ["LatentSite", "ZooModel", "data_plate", "MAX_PLATE_NESTING", "SUPPORTS"]
+
+#: Every zoo model nests exactly one plate (``"data"``, dim -1). Particle plates
+#: used by vectorized objectives go to the left of it.
+MAX_PLATE_NESTING = 1
+
+#: The latent supports the contract knows about.
+SUPPORTS = ("real", "binary", "categorical")
+
+
+@dataclass(frozen=True)
+class LatentSite:
+    """One latent sample site of a model, as guides see it.
+
+    Arguments:
+        name: the Pyro sample-site name.
+        event_shape: shape of one datum's value, e.g. ``(50,)``; for a
+            categorical latent ``(n_variables, num_classes)`` in one-hot form.
+        support: ``"real"``, ``"binary"`` or ``"categorical"``.
+        num_classes: K for categorical latents, else ``None``.
+    """
+
+    name: str
+    event_shape: Tuple[int, ...]
+    support: str = "real"
+    num_classes: Optional[int] = None
+
+    def __post_init__(self):
+        if self.support not in SUPPORTS:
+            raise ValueError(f"support must be one of {SUPPORTS}, got {self.support!r}")
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.event_shape:
+            n *= s
+        return n
+
+
+def data_plate(x: Optional[torch.Tensor], idx: Optional[torch.Tensor] = None,
+               N: Optional[int] = None, device=None) -> pyro.plate:
+    """The ``"data"`` plate of the contract, subsampled by ``idx`` out of ``N``.
+
+    ``x`` is the minibatch (``None`` when generating ``N`` new data). With ``idx``
+    given, Pyro scales every site inside the plate by ``N / len(idx)``.
+    """
+    if x is None:
+        if N is None:
+            raise ValueError("give either data x or the number of data N to generate")
+        return pyro.plate("data", N, dim=-1, device=device)
+    B = x.shape[0]
+    if idx is None:
+        if N is not None and N != B:
+            raise ValueError(f"a minibatch of {B} out of N={N} needs its indices idx")
+        return pyro.plate("data", B, dim=-1, device=x.device)
+    return pyro.plate("data", N if N is not None else B, subsample=idx, dim=-1)
+
+
+class ZooModel(PyroModule):
+    """Base class of zoo models. Subclasses define ``latents`` and ``model``.
+
+    Class attributes:
+        likelihood: ``"bernoulli"`` or ``"gaussian"``; decides which data are valid.
+    """
+
+    likelihood: str = "gaussian"
+
+    def __init__(self, x_dim: int):
+        super().__init__()
+        self.x_dim = int(x_dim)
+
+    # -- the contract ------------------------------------------------------------
+    @property
+    def latents(self) -> Sequence[LatentSite]:
+        raise NotImplementedError
+
+    def model(self, x: Optional[torch.Tensor] = None, idx: Optional[torch.Tensor] = None,
+              N: Optional[int] = None):
+        raise NotImplementedError
+
+    def forward(self, x=None, idx=None, N=None):
+        return self.model(x, idx=idx, N=N)
+
+    def log_marginal(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Exact log p(x) per datum, shape ``[B]``; ``None`` where intractable."""
+        return None
+
+    def posterior(self, x: torch.Tensor) -> Optional[Dict[str, torch.distributions.Distribution]]:
+        """Exact p(z | x) per latent site (batch shape ``[B]``); ``None`` where intractable."""
+        return None
+
+    @property
+    def has_log_marginal(self) -> bool:
+        return type(self).log_marginal is not ZooModel.log_marginal
+
+    @property
+    def has_posterior(self) -> bool:
+        return type(self).posterior is not ZooModel.posterior
+
+    @property
+    def device(self) -> torch.device:
+        for t in list(self.parameters()) + list(self.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
+        """Draw ``n`` new data: z from the prior, then x | z.
+
+        With ``mean=True`` return E[x | z] (pixel probabilities for a Bernoulli
+        decoder), which is what sample grids conventionally show.
+        """
+        trace = poutine.trace(self.model).get_trace(None, N=n)
+        site = trace.nodes["x"]
+        return site["fn"].mean if mean else site["value"]
+
+    # -- validation of user data -----------------------------------------------------
+    def validate_data(self, x: torch.Tensor, what: str = "data") -> None:
+        """Raise :class:`ZooError` unless ``x`` is a finite ``[N, x_dim]`` float array
+        that this model's likelihood can score."""
+        check_data(x, self.x_dim, binary=self.likelihood == "bernoulli", what=what,
+                   model_name=type(self).__name__)
+
+
+def check_data(x, x_dim: Optional[int], binary: bool, what: str = "data",
+               model_name: str = "the model") -> None:
+    """The data checks shared by loaders and models (one clear error each)."""
+    if not isinstance(x, torch.Tensor):
+        raise ZooError(f"{what} must be a torch tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ZooError(f"{what} must be a 2-D array [num_data, num_features], got shape "
+                       f"{tuple(x.shape)}; flatten images to one row per datum")
+    if x.shape[0] == 0:
+        raise ZooError(f"{what} is empty (0 rows); give at least one datum")
+    if x_dim is not None and x.shape[1] != x_dim:
+        raise ZooError(f"{what} has {x.shape[1]} features but {model_name} expects {x_dim}; "
+                       f"build the model with x_dim={x.shape[1]} or use matching data")
+    if not torch.is_floating_point(x):
+        raise ZooError(f"{what} has dtype {x.dtype}; convert it to float32 first")
+    if not torch.isfinite(x).all():
+        raise ZooError(f"{what} contains NaN or infinite values; clean or impute them first")
+    if binary and not ((x == 0) | (x == 1)).all():
+        raise ZooError(f"{what} has values other than 0 and 1, but {model_name} uses a Bernoulli "
+                       f"likelihood; binarize the data or use a Gaussian likelihood")

@@ -1,0 +1,88 @@
+"""The variational autoencoder's generative model (the decoder half).
+
+Generative story, for each datum n = 1..N::
+
+    z_n ~ N(0, I_d)
+    x_n | z_n ~ Bernoulli(sigmoid(f_theta(z_n)))          (likelihood="bernoulli")
+    x_n | z_n ~ N(f_theta(z_n), diag(sigma_theta^2))        (likelihood="gaussian")
+
+f_theta is an MLP with tanh hidden layers. The default is Burda et al.'s
+one-stochastic-layer architecture: 50 latents, two hidden layers of 200 units,
+giving 784-200-200-50 on MNIST with the amortized encoder that mirrors it.
+The encoder belongs to the guide (``guides/``), so any guide family can be paired
+with this model; the model itself has no exact log p(x).
+
+References:
+    D. P. Kingma and M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014,
+    https://arxiv.org/abs/1312.6114.
+    Y. Burda, R. Grosse and R. Salakhutdinov, "Importance Weighted Autoencoders",
+    ICLR 2016, https://arxiv.org/abs/1509.00519 (appendix D for the architecture).
+
+Example::
+
+    >>> m = VAE(x_dim=64, latent_dim=2, hidden=(32,))
+    >>> m.sample(4).shape
+    torch.Size([4, 64])
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from zoo.models.base import LatentSite, ZooModel, data_plate
+
+__all__ = ["VAE", "mlp"]
+
+
+def mlp(sizes: Sequence[int], activation=nn.Tanh, final_activation: bool = False) -> nn.Sequential:
+    """A plain MLP ``sizes[0] -> ... -> sizes[-1]`` with ``activation`` between layers
+    (and after the last one if ``final_activation``)."""
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or final_activation:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class VAE(ZooModel):
+    """Gaussian prior, MLP decoder, Bernoulli or Gaussian likelihood.
+
+    Arguments:
+        x_dim: data dimension (784 for MNIST, 64 for the 8x8 digits).
+        latent_dim: d, the number of latent units (default 50).
+        hidden: decoder hidden sizes, from z to x (default (200, 200)).
+        likelihood: ``"bernoulli"`` for binary data, ``"gaussian"`` for continuous data.
+    """
+
+    def __init__(self, x_dim: int, latent_dim: int = 50, hidden: Sequence[int] = (200, 200),
+                 likelihood: str = "bernoulli"):
+        super().__init__(x_dim)
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        self.likelihood = likelihood
+        self.latent_dim = int(latent_dim)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.decoder = mlp((self.latent_dim, *self.hidden, x_dim))
+        if likelihood == "gaussian":
+            self.log_scale = nn.Parameter(torch.zeros(x_dim))
+        self.register_buffer("prior_loc", torch.zeros(self.latent_dim))
+
+    @property
+    def latents(self):
+        return (LatentSite("z", (self.latent_dim,), "real"),)
+
+    def model(self, x=None, idx=None, N=None):
+        pyro.module("decoder", self.decoder)
+        with data_plate(x, idx, N, device=self.prior_loc.device):
+            z = pyro.sample("z", dist.Normal(self.prior_loc, 1.0).to_event(1))
+            out = self.decoder(z)
+            if self.likelihood == "bernoulli":
+                px = dist.Bernoulli(logits=out, validate_args=False)
+            else:
+                px = dist.Normal(out, torch.exp(self.log_scale))
+            pyro.sample("x", px.to_event(1), obs=x)

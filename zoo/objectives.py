@@ -1,0 +1,164 @@
+"""Training objectives: Pyro's ELBOs, and our per-datum Renyi / IWAE bounds.
+
+Every objective is a :class:`pyro.infer.ELBO` (``loss``, ``loss_and_grads``), built by
+name from the registry with a number of particles K, vectorized over a particle
+plate left of the data plate.
+
+Why we write our own Renyi/IWAE class
+-------------------------------------
+The per-datum bound of Burda et al. (2016) and Li & Turner (2016) is, for minibatch
+indices b of N data::
+
+    L_alpha(x_b) = 1/(1 - alpha) * log (1/K) sum_k w_{k,b}^(1 - alpha),
+    w_{k,b} = p(x_b, z_kb) / q(z_kb | x_b),          z_kb ~ q(z | x_b)
+    objective = (N / B) * sum_b L_alpha(x_b)
+
+with alpha = 0 the IWAE bound and alpha -> 1 the ELBO. Pyro's
+:class:`~pyro.infer.RenyiELBO` differs in two ways (pyro-ppl/pyro#3104): it
+multiplies each log-weight by the subsample scale N/B *before* the logsumexp, and
+it sums the log-weights of the whole minibatch into one weight per particle.
+Under minibatching that is a different, looser quantity, not (N/B) x the per-datum
+bound. :class:`RenyiBound` forms per-datum weights (:mod:`zoo.importance`), takes
+the logsumexp per datum, and only then scales by N/B. Pyro's class stays available
+as ``renyi_pyro`` so the difference can be seen.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+
+from zoo.errors import ZooError
+from zoo.importance import per_datum_log_weights
+from zoo.models.base import MAX_PLATE_NESTING
+
+__all__ = ["RenyiBound", "IWAEBound", "ObjectiveSpec", "OBJECTIVES", "build_objective",
+           "per_datum_renyi_bound"]
+
+
+def per_datum_renyi_bound(log_w: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The Renyi bound of each datum from its ``[K, B]`` log-weights, shape ``[B]``.
+
+    alpha = 0 is the IWAE bound log (1/K) sum_k w_k; alpha = 1 is the ELBO mean_k log w_k.
+    """
+    K = log_w.shape[0]
+    if alpha == 1.0:
+        return log_w.mean(0)
+    return (torch.logsumexp((1.0 - alpha) * log_w, dim=0) - math.log(K)) / (1.0 - alpha)
+
+
+class RenyiBound(ELBO):
+    """The per-datum Renyi variational bound, scaled by N/B after the logsumexp.
+
+    Computes ``-(N/B) * sum_b L_alpha(x_b)`` (see the module docstring) and its
+    reparameterized gradient.
+
+    Assumptions:
+        - every latent lies inside the model's ``"data"`` plate (local latents);
+        - the guide is fully reparameterizable. A score-function guide raises a
+          :class:`~zoo.errors.ZooError`; its gradient would be silently wrong.
+
+    Arguments:
+        alpha: the Renyi order; 0 gives IWAE, 1 gives the ELBO. Must be >= 0.
+        num_particles: K, importance samples per datum.
+    """
+
+    def __init__(self, alpha: float = 0.0, num_particles: int = 2,
+                 max_plate_nesting: int = MAX_PLATE_NESTING):
+        if alpha < 0:
+            raise ZooError(f"the Renyi order alpha must be >= 0, got {alpha}")
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
+                         vectorize_particles=True)
+        self.alpha = float(alpha)
+
+    def per_datum_bound(self, model, guide, *args, **kwargs):
+        """Return (``[B]`` per-datum bounds, N/B)."""
+        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles, **kwargs)
+        if not lw.reparameterized:
+            raise ZooError(f"{type(self).__name__} needs a reparameterizable guide; "
+                           f"for discrete latents use tracegraph")
+        return per_datum_renyi_bound(lw.log_w, self.alpha), lw.scale
+
+    def _get_trace(self, model, guide, args, kwargs):
+        raise NotImplementedError("RenyiBound forms per-datum weights in zoo.importance, not per trace")
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        bound, scale = self.per_datum_bound(model, guide, *args, **kwargs)
+        return -scale * bound.sum()
+
+    def loss(self, model, guide, *args, **kwargs):
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
+class IWAEBound(RenyiBound):
+    """The per-datum importance-weighted bound of Burda et al. (2016): RenyiBound at alpha = 0.
+
+    Reference: Y. Burda, R. Grosse and R. Salakhutdinov, "Importance Weighted
+    Autoencoders", ICLR 2016, https://arxiv.org/abs/1509.00519.
+    """
+
+    def __init__(self, num_particles: int = 5, max_plate_nesting: int = MAX_PLATE_NESTING):
+        super().__init__(alpha=0.0, num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+
+
+def _pyro_elbo(cls):
+    def build(particles: int, alpha: float):
+        return cls(num_particles=particles, vectorize_particles=particles > 1,
+                   max_plate_nesting=MAX_PLATE_NESTING)
+    return build
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """A registry entry: how to build an objective, and what it requires of a guide."""
+
+    name: str
+    description: str
+    build: Callable[[int, float], ELBO]
+    default_particles: int = 1
+    needs_reparam: bool = False
+    uses_alpha: bool = False
+
+
+OBJECTIVES = {spec.name: spec for spec in [
+    ObjectiveSpec("elbo", "Trace_ELBO: Monte Carlo ELBO (score function for non-reparameterized sites)",
+                  _pyro_elbo(Trace_ELBO)),
+    ObjectiveSpec("tracemeanfield", "TraceMeanField_ELBO: analytic KL(q || p) where available",
+                  _pyro_elbo(TraceMeanField_ELBO)),
+    ObjectiveSpec("tracegraph", "TraceGraph_ELBO: score function with Rao-Blackwellization and baselines",
+                  _pyro_elbo(TraceGraph_ELBO)),
+    ObjectiveSpec("renyi", "per-datum Renyi bound of order --alpha, scaled by N/B after the logsumexp",
+                  lambda k, a: RenyiBound(alpha=a, num_particles=k), default_particles=5,
+                  needs_reparam=True, uses_alpha=True),
+    ObjectiveSpec("iwae", "per-datum IWAE bound (Burda et al. 2016), the Renyi bound at alpha = 0",
+                  lambda k, a: IWAEBound(num_particles=k), default_particles=5, needs_reparam=True),
+    ObjectiveSpec("renyi_pyro", "Pyro's RenyiELBO. Caveat: scales log-weights by N/B before the "
+                  "logsumexp and pools the minibatch into one weight (pyro-ppl/pyro#3104), so under "
+                  "minibatching it is not the per-datum bound",
+                  lambda k, a: RenyiELBO(alpha=a, num_particles=k, vectorize_particles=True,
+                                         max_plate_nesting=MAX_PLATE_NESTING),
+                  default_particles=5, needs_reparam=True, uses_alpha=True),
+]}
+
+
+def build_objective(name: str, particles: Optional[int] = None, alpha: float = 0.0) -> ELBO:
+    """Build the named objective with K = ``particles`` (default: the objective's own)."""
+    from zoo.errors import unknown_name
+    if name not in OBJECTIVES:
+        raise unknown_name("objective", name, OBJECTIVES)
+    spec = OBJECTIVES[name]
+    if spec.uses_alpha and name == "renyi_pyro" and alpha == 1.0:
+        raise ZooError("renyi_pyro needs --alpha != 1 (alpha = 1 is the ELBO: use 'elbo')")
+    k = spec.default_particles if particles is None else int(particles)
+    if k < 1:
+        raise ZooError(f"--particles must be a positive integer, got {k}")
+    return spec.build(k, float(alpha))

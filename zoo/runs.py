@@ -1,0 +1,328 @@
+"""Runs: train, evaluate and compare, writing results to a folder. The CLI is a thin shell over this.
+
+A run folder holds::
+
+    config.json          the RunConfig (everything needed to rebuild the run)
+    checkpoint.pt        model, guide, optimizer, RNG state, history (atomic, weights_only)
+    results.json         evaluation (keys documented in zoo.evaluate.RESULT_KEYS) + history
+    results.md           the same as a Markdown table
+    per_datum.npz        per-datum log p(x), its standard error, ELBO, PSIS k-hat
+    training_curves.png, samples.png, reconstructions.png, latent_scatter.png (2-D latents)
+
+Everything the user can get wrong is checked in :func:`prepare` before anything
+is written, so bad input leaves no half-written folder behind.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pyro
+import torch
+
+from zoo import plots
+from zoo.checkpoint import (atomic_write_bytes, atomic_write_text, load_checkpoint, rng_state,
+                            save_checkpoint, set_rng_state)
+from zoo.data import Dataset, load_dataset
+from zoo.errors import ZooError
+from zoo.evaluate import RESULT_KEYS, evaluate
+from zoo.registry import (GUIDES, MODELS, OBJECTIVES, build_guide, build_model, build_objective,
+                          check_combination)
+from zoo.train import fit, fit_local_guide
+
+__all__ = ["RunConfig", "Prepared", "prepare", "train_run", "evaluate_run", "compare", "resolve_device"]
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run. Plain JSON types only (it is stored in checkpoints)."""
+
+    model: str = "vae"
+    guide: str = "amortized"
+    objective: str = "elbo"
+    dataset: str = "digits"
+    latent_dim: Optional[int] = None
+    hidden: Optional[List[int]] = None
+    likelihood: Optional[str] = None
+    guide_hidden: Optional[List[int]] = None
+    flows: Optional[int] = None
+    particles: Optional[int] = None
+    alpha: float = 0.0
+    epochs: int = 20
+    batch_size: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    data_dir: Optional[str] = None
+    eval_samples: int = 1000
+    iwae_k: int = 50
+    eval_split: str = "test"
+    refit_epochs: Optional[int] = None
+
+    def to_json(self) -> Dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Dict) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA if present else CPU; ``cuda`` without a GPU is an error, never a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ZooError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+        return torch.device(name)
+    if name != "cpu":
+        raise ZooError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return torch.device("cpu")
+
+
+def _check_positive(config: RunConfig) -> None:
+    for key in ("epochs", "batch_size", "eval_samples", "iwae_k"):
+        if int(getattr(config, key)) < 1:
+            raise ZooError(f"--{key.replace('_', '-')} must be a positive integer, got {getattr(config, key)}")
+    if not config.lr > 0:
+        raise ZooError(f"--lr must be positive, got {config.lr}")
+    if config.particles is not None and config.particles < 1:
+        raise ZooError(f"--particles must be a positive integer, got {config.particles}")
+    if config.refit_epochs is not None and config.refit_epochs < 1:
+        raise ZooError(f"--refit-epochs must be a positive integer, got {config.refit_epochs}")
+
+
+@dataclass
+class Prepared:
+    """A run's live objects, built and checked from a :class:`RunConfig`."""
+
+    config: RunConfig
+    data: Dataset
+    model: object
+    guide: object
+    objective: object
+    device: torch.device
+
+
+def prepare(config: RunConfig, data: Optional[Dataset] = None) -> Prepared:
+    """Build and check data, model, guide and objective; raises ZooError before any output exists."""
+    _check_positive(config)
+    for table, kind, name in ((MODELS, "model", config.model), (GUIDES, "guide", config.guide),
+                              (OBJECTIVES, "objective", config.objective)):
+        if name not in table:
+            from zoo.errors import unknown_name
+            raise unknown_name(kind, name, table)
+    device = resolve_device(config.device)
+    data = data if data is not None else load_dataset(config.dataset, config.data_dir)
+    options = {"latent_dim": config.latent_dim,
+               "hidden": tuple(config.hidden) if config.hidden else None,
+               "likelihood": config.likelihood}
+    if "likelihood" in MODELS[config.model].options and config.likelihood is None:
+        options["likelihood"] = "bernoulli" if data.binary else "gaussian"
+    pyro.set_rng_seed(config.seed)
+    model = build_model(config.model, data.x_dim, **options)
+    model.validate_data(data.train, what=f"dataset {data.name!r}")
+    check_combination(model, config.guide, config.objective)
+    guide_options = {}
+    if "hidden" in GUIDES[config.guide].options:
+        guide_options["hidden"] = tuple(config.guide_hidden) if config.guide_hidden else None
+    if "num_flows" in GUIDES[config.guide].options:
+        guide_options["num_flows"] = config.flows
+    elif config.flows is not None:
+        raise ZooError(f"--flows applies to the 'iaf' guide only, not {config.guide!r}")
+    guide = build_guide(config.guide, model, num_data=data.train.shape[0], **guide_options)
+    objective = build_objective(config.objective, config.particles, config.alpha)
+    if config.batch_size > data.train.shape[0]:
+        raise ZooError(f"--batch-size {config.batch_size} is larger than the {data.train.shape[0]} "
+                       f"training data of {data.name!r}; use at most {data.train.shape[0]}")
+    return Prepared(config, data, model.to(device), guide.to(device), objective, device)
+
+
+def _check_out_dir(out: Path, force: bool, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ZooError(f"--out {out} exists and is not a folder; choose another path")
+    if out.exists() and (out / "results.json").exists() and not (force or resume):
+        raise ZooError(f"{out} already holds results; pass --force to overwrite or choose another --out")
+    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(probe, os.W_OK):
+        raise ZooError(f"cannot write to {probe}; choose a writable --out")
+
+
+def _checkpoint(run: Prepared, path: Path, epoch: int, optimizer, history) -> None:
+    save_checkpoint(path, config=run.config.to_json(), model=run.model.state_dict(),
+                    guide=run.guide.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
+                    history=history, rng=rng_state())
+
+
+def _json_ready(obj):
+    if isinstance(obj, dict):
+        return {k: _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = False,
+              progress: bool = True, data: Optional[Dataset] = None) -> Dict:
+    """Train a run into folder ``out`` (resuming from its checkpoint if ``resume``), then evaluate it."""
+    out = Path(out)
+    ckpt_path = out / "checkpoint.pt"
+    if resume:
+        if not ckpt_path.is_file():
+            raise ZooError(f"--resume: no checkpoint in {out}; start the run without --resume")
+        state = load_checkpoint(ckpt_path)
+        _refuse_mismatch(RunConfig.from_json(state["config"]), config)
+    _check_out_dir(out, force, resume)
+    run = prepare(config, data)
+    params = list(run.model.parameters()) + list(run.guide.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    history, start = [], 0
+    if resume:
+        run.model.load_state_dict(state["model"])
+        run.guide.load_state_dict(state["guide"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, start = list(state["history"]), int(state["epoch"])
+        set_rng_state(state["rng"])
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.json", json.dumps(config.to_json(), indent=2))
+    x = run.data.train.to(run.device)
+    valid = run.data.valid.to(run.device)
+    t0 = time.perf_counter()
+    fit(run.model, run.guide, run.objective, x, epochs=config.epochs, batch_size=config.batch_size,
+        lr=config.lr, seed=config.seed, valid=valid, progress=progress, optimizer=optimizer,
+        start_epoch=start, history=history,
+        on_epoch_end=lambda e, opt, h: _checkpoint(run, ckpt_path, e, opt, h))
+    train_seconds = time.perf_counter() - t0
+    return _evaluate_and_write(run, out, history, progress, train_seconds=train_seconds)
+
+
+#: Config fields that may change when a run is resumed or re-evaluated; all others must match.
+RESUMABLE_CHANGES = ("epochs", "device", "eval_samples", "iwae_k", "eval_split", "refit_epochs", "data_dir")
+
+
+def _refuse_mismatch(stored: RunConfig, given: RunConfig) -> None:
+    for key in RunConfig.__dataclass_fields__:
+        if key not in RESUMABLE_CHANGES and getattr(stored, key) != getattr(given, key):
+            raise ZooError(f"the checkpoint was made with {key}={getattr(stored, key)!r}, not "
+                           f"{getattr(given, key)!r}; resume with the same {key} or use a new --out")
+
+
+def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train_seconds=None) -> Dict:
+    cfg = run.config
+    x_eval = run.data.split(cfg.eval_split).to(run.device)
+    guide = run.guide
+    if not getattr(guide, "amortized", True):
+        # A per-datum guide has no posterior for held-out data: fit a fresh one, model fixed.
+        guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0]).to(run.device)
+        fit_local_guide(run.model, guide, build_objective("elbo", 1), x_eval,
+                        epochs=cfg.refit_epochs or cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                        seed=cfg.seed, progress=progress)
+    pyro.set_rng_seed(cfg.seed + 12345)
+    t0 = time.perf_counter()
+    result = evaluate(run.model, guide, x_eval, num_samples=cfg.eval_samples, iwae_k=cfg.iwae_k,
+                      keep_reconstructions=32 if run.data.image_shape else 0)
+    eval_seconds = time.perf_counter() - t0
+    per_datum = result.pop("per_datum")
+    recon = result.pop("reconstructions", None)
+    summary = {"config": cfg.to_json(), "device": str(run.device), "split": cfg.eval_split,
+               "epochs_trained": len(history), "train_seconds": train_seconds,
+               "eval_seconds": eval_seconds, **result, "history": history}
+    atomic_write_text(out / "results.json", json.dumps(_json_ready(summary), indent=2))
+    atomic_write_text(out / "results.md", results_markdown([summary]))
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, **{k: v.numpy() for k, v in per_datum.items() if v is not None})
+    atomic_write_bytes(out / "per_datum.npz", buf.getvalue())
+    plots.training_curves(history, out / "training_curves.png")
+    if run.data.image_shape:
+        plots.image_grid(run.model.sample(64), run.data.image_shape, out / "samples.png")
+        plots.image_grid(torch.cat([recon[0], recon[1]]), run.data.image_shape, out / "reconstructions.png",
+                         nrow=recon[0].shape[0] // 2 if recon[0].shape[0] >= 2 else 1)
+    if per_datum["z_mean"].shape[1] == 2:
+        labels = run.data.labels.get(cfg.eval_split)
+        plots.latent_scatter(per_datum["z_mean"], labels, out / "latent_scatter.png")
+    return summary
+
+
+def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional[int] = None,
+                 device: Optional[str] = None, data_dir: Optional[str] = None,
+                 progress: bool = True) -> Dict:
+    """Re-evaluate a trained run folder (optionally with more samples or another device)."""
+    out = Path(out)
+    state = load_checkpoint(out / "checkpoint.pt")
+    config = RunConfig.from_json(state["config"])
+    for key, value in (("eval_samples", eval_samples), ("iwae_k", iwae_k), ("device", device),
+                       ("data_dir", data_dir)):
+        if value is not None:
+            setattr(config, key, value)
+    run = prepare(config)
+    try:
+        run.model.load_state_dict(state["model"])
+        run.guide.load_state_dict(state["guide"])
+    except RuntimeError:
+        raise ZooError(f"checkpoint in {out} does not match its config (parameter shapes differ); "
+                       f"retrain the run") from None
+    return _evaluate_and_write(run, out, list(state["history"]), progress)
+
+
+COLUMNS = [("model", "model"), ("guide", "guide"), ("objective", "objective"), ("K", "particles"),
+           ("epochs", "epochs_trained"), ("ELBO", "elbo"), ("rec", "reconstruction"), ("KL", "kl"),
+           ("IWAE-k", "iwae_bound"), ("log p(x) (IS)", "log_likelihood"), ("± se", "log_likelihood_se"),
+           ("exact log p(x)", "exact_log_likelihood"), ("gap", "elbo_gap"), ("AU", "active_units"),
+           ("k̂>0.7", "psis_khat_frac_over_0_7"), ("train s", "train_seconds")]
+
+
+def results_markdown(rows: Sequence[Dict]) -> str:
+    """A Markdown table of evaluation summaries (one row per run), nats per datum."""
+    def cell(row, key):
+        v = row.get(key, row.get("config", {}).get(key))
+        if key == "particles" and v is None:
+            v = OBJECTIVES[row["config"]["objective"]].default_particles
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            return f"{v:.1%}" if key == "psis_khat_frac_over_0_7" else f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+        return str(v)
+    head = "| " + " | ".join(c for c, _ in COLUMNS) + " |"
+    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    lines = [head, sep] + ["| " + " | ".join(cell(r, k) for _, k in COLUMNS) + " |" for r in rows]
+    first = rows[0] if rows else {}
+    note = (f"\nAll figures in nats per datum on the {first.get('split', 'test')} split "
+            f"({first.get('num_data', '?')} data), K = {first.get('num_samples', '?')} importance samples, "
+            f"IWAE-k with k = {first.get('iwae_k', '?')}.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: RunConfig, out: Path,
+            force: bool = False, progress: bool = True) -> List[Dict]:
+    """Train and evaluate every (guide, objective) cell with the same seed, budget and evaluation."""
+    out = Path(out)
+    _check_out_dir(out, force, resume=False)
+    if (out / "compare.json").exists() and not force:
+        raise ZooError(f"{out} already holds a comparison; pass --force to overwrite or choose another --out")
+    data = load_dataset(base.dataset, base.data_dir)
+    cells = [(g, o) for g in guides for o in objectives]
+    for g, o in cells:                              # check the whole grid before training anything
+        prepare(dataclasses.replace(base, model=model, guide=g, objective=o), data)
+    rows = []
+    for g, o in cells:
+        cfg = dataclasses.replace(base, model=model, guide=g, objective=o)
+        if progress:
+            print(f"== {model} / {g} / {o} ==", flush=True)
+        rows.append(train_run(cfg, out / f"{g}-{o}", force=True, progress=progress, data=data))
+    out.mkdir(parents=True, exist_ok=True)
+    table = results_markdown(rows)
+    atomic_write_text(out / "compare.md", table)
+    atomic_write_text(out / "compare.json", json.dumps(_json_ready(
+        [{k: v for k, v in r.items() if k != "history"} for r in rows]), indent=2))
+    plots.compare_plot(rows, out / "compare.png")
+    return rows
