@@ -59,14 +59,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("evaluation")
     e.add_argument("--eval-samples", type=int, default=None, help="importance samples K per datum (default 1000)")
     e.add_argument("--iwae-k", type=int, default=None, help="k of the reported IWAE-k bound (default 50)")
+    e.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N data of the split (default: all)")
     e.add_argument("--refit-epochs", type=int, default=None,
-                   help="epochs to fit a per-datum guide to the test data (default: --epochs)")
+                   help="epochs to fit a per-datum guide to the test data (default: max(--epochs, 50))")
     p.add_argument("--force", action="store_true", help="overwrite existing results in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 RUN_FIELDS = ("dataset", "data_dir", "latent_dim", "hidden", "likelihood", "guide_hidden", "flows", "particles",
-              "alpha", "epochs", "batch_size", "lr", "seed", "device", "eval_samples", "iwae_k", "refit_epochs")
+              "alpha", "epochs", "batch_size", "lr", "seed", "device", "eval_samples", "iwae_k", "eval_limit", "refit_epochs")
 
 
 def _config_from_args(args, base=None):
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="a run folder written by 'pyro-zoo train'")
     p.add_argument("--eval-samples", type=int, default=None)
     p.add_argument("--iwae-k", type=int, default=None)
+    p.add_argument("--eval-limit", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
@@ -158,6 +160,7 @@ def cmd_train(args) -> None:
 def cmd_eval(args) -> None:
     from zoo.runs import evaluate_run
     summary = evaluate_run(Path(args.dir), eval_samples=args.eval_samples, iwae_k=args.iwae_k,
+                           eval_limit=args.eval_limit,
                            device=args.device, data_dir=args.data_dir, progress=not args.no_progress)
     _print_summary([summary], Path(args.dir))
 

@@ -68,23 +68,25 @@ RESULT_KEYS = {
 }
 
 
-def _log_weight_chunks(model, guide, x, num_samples: int, max_elements: int):
-    """Yield LogWeights for ``x`` in particle chunks of at most ``max_elements`` decoder outputs."""
+def _log_weight_chunks(model, guide, x, idx, N, num_samples: int, max_elements: int):
+    """Yield LogWeights for the minibatch ``x = data[idx]`` in particle chunks of at most
+    ``max_elements`` decoder outputs. Passing ``idx`` lets per-datum guides find their rows."""
     per_particle = x.shape[0] * max(1, x.shape[1])
     chunk = max(1, min(num_samples, max_elements // per_particle))
     done = 0
     while done < num_samples:
         k = min(chunk, num_samples - done)
-        yield per_datum_log_weights(model, guide, x, num_particles=k)
+        yield per_datum_log_weights(model, guide, x, idx=idx, N=N, num_particles=k)
         done += k
 
 
 @torch.no_grad()
 def bound_per_datum(model, guide, x: torch.Tensor, num_particles: int = 1, batch_size: int = 500) -> float:
     """The ELBO per datum on ``x`` (K = ``num_particles``), for monitoring during training."""
-    total = 0.0
-    for i in range(0, x.shape[0], batch_size):
-        lw = per_datum_log_weights(model, guide, x[i:i + batch_size], num_particles=num_particles)
+    total, n = 0.0, x.shape[0]
+    for i in range(0, n, batch_size):
+        idx = torch.arange(i, min(i + batch_size, n), device=x.device)
+        lw = per_datum_log_weights(model, guide, x[idx], idx=idx, N=n, num_particles=num_particles)
         total += lw.log_w.mean(0).sum().item()
     return total / x.shape[0]
 
@@ -111,8 +113,9 @@ def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int
     cols = {k: [] for k in ("elbo", "rec", "kl", "iwae", "ll", "se", "khat", "exact")}
     z_means, recon = [], None
     for i in range(0, n, batch_size):
-        xb = x[i:i + batch_size]
-        parts = list(_log_weight_chunks(model, guide, xb, num_samples, max_elements))
+        idx = torch.arange(i, min(i + batch_size, n), device=x.device)
+        xb = x[idx]
+        parts = list(_log_weight_chunks(model, guide, xb, idx, n, num_samples, max_elements))
         log_lik = torch.cat([p.log_likelihood for p in parts])
         kl_term = torch.cat([p.log_q - p.log_prior for p in parts])
         log_w = log_lik - kl_term                                           # [K, b]

@@ -34,7 +34,7 @@ from zoo.errors import ZooError
 from zoo.evaluate import RESULT_KEYS, evaluate
 from zoo.registry import (GUIDES, MODELS, OBJECTIVES, build_guide, build_model, build_objective,
                           check_combination)
-from zoo.train import fit, fit_local_guide
+from zoo.train import fit, fit_local_guide, make_optimizer
 
 __all__ = ["RunConfig", "Prepared", "prepare", "train_run", "evaluate_run", "compare", "resolve_device"]
 
@@ -63,6 +63,7 @@ class RunConfig:
     eval_samples: int = 1000
     iwae_k: int = 50
     eval_split: str = "test"
+    eval_limit: Optional[int] = None
     refit_epochs: Optional[int] = None
 
     def to_json(self) -> Dict:
@@ -95,6 +96,8 @@ def _check_positive(config: RunConfig) -> None:
         raise ZooError(f"--lr must be positive, got {config.lr}")
     if config.particles is not None and config.particles < 1:
         raise ZooError(f"--particles must be a positive integer, got {config.particles}")
+    if config.eval_limit is not None and config.eval_limit < 1:
+        raise ZooError(f"--eval-limit must be a positive integer, got {config.eval_limit}")
     if config.refit_epochs is not None and config.refit_epochs < 1:
         raise ZooError(f"--refit-epochs must be a positive integer, got {config.refit_epochs}")
 
@@ -183,8 +186,7 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
         _refuse_mismatch(RunConfig.from_json(state["config"]), config)
     _check_out_dir(out, force, resume)
     run = prepare(config, data)
-    params = list(run.model.parameters()) + list(run.guide.parameters())
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    optimizer = make_optimizer(run.model, run.guide, config.lr)
     history, start = [], 0
     if resume:
         run.model.load_state_dict(state["model"])
@@ -206,7 +208,8 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
 
 
 #: Config fields that may change when a run is resumed or re-evaluated; all others must match.
-RESUMABLE_CHANGES = ("epochs", "device", "eval_samples", "iwae_k", "eval_split", "refit_epochs", "data_dir")
+RESUMABLE_CHANGES = ("epochs", "device", "eval_samples", "iwae_k", "eval_split", "eval_limit", "refit_epochs",
+                     "data_dir")
 
 
 def _refuse_mismatch(stored: RunConfig, given: RunConfig) -> None:
@@ -218,13 +221,13 @@ def _refuse_mismatch(stored: RunConfig, given: RunConfig) -> None:
 
 def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train_seconds=None) -> Dict:
     cfg = run.config
-    x_eval = run.data.split(cfg.eval_split).to(run.device)
+    x_eval = run.data.split(cfg.eval_split)[:cfg.eval_limit].to(run.device)
     guide = run.guide
     if not getattr(guide, "amortized", True):
         # A per-datum guide has no posterior for held-out data: fit a fresh one, model fixed.
         guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0]).to(run.device)
         fit_local_guide(run.model, guide, build_objective("elbo", 1), x_eval,
-                        epochs=cfg.refit_epochs or cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                        epochs=cfg.refit_epochs or max(cfg.epochs, 50), batch_size=cfg.batch_size, lr=cfg.lr,
                         seed=cfg.seed, progress=progress)
     pyro.set_rng_seed(cfg.seed + 12345)
     t0 = time.perf_counter()
@@ -249,18 +252,21 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
                          nrow=recon[0].shape[0] // 2 if recon[0].shape[0] >= 2 else 1)
     if per_datum["z_mean"].shape[1] == 2:
         labels = run.data.labels.get(cfg.eval_split)
+        labels = labels[:cfg.eval_limit] if labels is not None else None
         plots.latent_scatter(per_datum["z_mean"], labels, out / "latent_scatter.png")
     return summary
 
 
 def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional[int] = None,
+                 eval_limit: Optional[int] = None,
                  device: Optional[str] = None, data_dir: Optional[str] = None,
                  progress: bool = True) -> Dict:
     """Re-evaluate a trained run folder (optionally with more samples or another device)."""
     out = Path(out)
     state = load_checkpoint(out / "checkpoint.pt")
     config = RunConfig.from_json(state["config"])
-    for key, value in (("eval_samples", eval_samples), ("iwae_k", iwae_k), ("device", device),
+    for key, value in (("eval_samples", eval_samples), ("iwae_k", iwae_k), ("eval_limit", eval_limit),
+                       ("device", device),
                        ("data_dir", data_dir)):
         if value is not None:
             setattr(config, key, value)

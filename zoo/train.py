@@ -18,13 +18,15 @@ import math
 import time
 from typing import Callable, Dict, List, Optional
 
+import pyro
+import pyro.infer.util
 import torch
 from tqdm.auto import tqdm
 
 from zoo.errors import ZooError
 from zoo.evaluate import bound_per_datum
 
-__all__ = ["fit", "fit_local_guide", "epoch_order"]
+__all__ = ["fit", "fit_local_guide", "epoch_order", "make_optimizer"]
 
 
 def epoch_order(num_data: int, seed: int, epoch: int) -> torch.Tensor:
@@ -33,11 +35,21 @@ def epoch_order(num_data: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_data, generator=g)
 
 
+def make_optimizer(model, guide, lr: float, guide_only: bool = False) -> torch.optim.Adam:
+    """Adam over the model's and the guide's parameters (only the guide's if ``guide_only``);
+    a guide's ``lr_multiplier`` (per-datum tables) scales its step."""
+    guide_params = list(guide.parameters())
+    model_params = [] if guide_only else list(model.parameters())
+    groups = [{"params": model_params, "lr": lr},
+              {"params": guide_params, "lr": lr * getattr(guide, "lr_multiplier", 1.0)}]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=lr)
+
+
 def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
         seed: int = 0, valid: Optional[torch.Tensor] = None, progress: bool = True,
         optimizer: Optional[torch.optim.Optimizer] = None, start_epoch: int = 0,
         history: Optional[List[Dict]] = None, on_epoch_end: Optional[Callable] = None,
-        params: Optional[list] = None, desc: str = "train") -> List[Dict]:
+        guide_only: bool = False, desc: str = "train") -> List[Dict]:
     """Run SVI for ``epochs`` epochs; return the per-epoch history.
 
     Each history row has ``epoch``, ``loss`` (the objective's negative bound per
@@ -48,8 +60,7 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     N = x.shape[0]
     if batch_size > N:
         raise ZooError(f"--batch-size {batch_size} is larger than the {N} training data; use at most {N}")
-    params = params if params is not None else list(model.parameters()) + list(guide.parameters())
-    optimizer = optimizer or torch.optim.Adam(params, lr=lr)
+    optimizer = optimizer or make_optimizer(model, guide, lr, guide_only)
     history = history if history is not None else []
     steps = math.ceil(N / batch_size)
     for epoch in range(start_epoch, epochs):
@@ -61,7 +72,11 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
         for step in bar:
             idx = order[step * batch_size:(step + 1) * batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = objective.loss_and_grads(model, guide, x[idx], idx=idx, N=N)
+            # Pyro checks distribution arguments on the first step of each epoch (shapes,
+            # supports); after that the checks are off in the hot loop. The data were
+            # validated once up front and a non-finite loss is caught just below.
+            with pyro.validation_enabled(pyro.infer.util.is_validation_enabled() and step == 0):
+                loss = objective.loss_and_grads(model, guide, x[idx], idx=idx, N=N)
             if not math.isfinite(loss):
                 raise ZooError(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1} with "
                                f"{type(objective).__name__}; lower --lr or check the data scale")
@@ -92,10 +107,13 @@ def fit_local_guide(model, guide, objective, x: torch.Tensor, *, epochs: int, ba
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
+    was_training = model.training
+    model.train(False)          # pyro.module skips frozen parameters silently in eval mode
     try:
         return fit(model, guide, objective, x, epochs=epochs, batch_size=min(batch_size, x.shape[0]),
-                   lr=lr, seed=seed + 1, progress=progress, params=list(guide.parameters()),
+                   lr=lr, seed=seed + 1, progress=progress, guide_only=True,
                    desc="refit guide")
     finally:
         for p in frozen:
             p.requires_grad_(True)
+        model.train(was_training)

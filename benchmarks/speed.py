@@ -1,0 +1,106 @@
+"""Epoch time of the zoo's SVI loop against a hand-written PyTorch loop computing the same ELBO.
+
+Both train the same 784-200-200-50 VAE (amortized Gaussian encoder, Bernoulli decoder)
+with the single-particle ELBO
+
+    loss = -(N/B) * sum_b [ log p(x_b | z_b) + log p(z_b) - log q(z_b | x_b) ],   z_b ~ q(z | x_b)
+
+and Adam, on the same minibatch order, in the same process. Epochs alternate
+(zoo, hand, zoo, hand, ...) so drifts in machine load hit both; the ratio is
+median(zoo) / median(hand).
+
+    python benchmarks/speed.py --dataset binarized_mnist --data-dir ../shared/data --rounds 3
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pyro  # noqa: E402
+from common import write_result  # noqa: E402
+
+from zoo.data import load_dataset  # noqa: E402
+from zoo.registry import build_guide, build_model, build_objective  # noqa: E402
+from zoo.runs import resolve_device  # noqa: E402
+from zoo.train import epoch_order, fit, make_optimizer  # noqa: E402
+
+
+def hand_epoch(x, guide, model, optimizer, order, batch_size):
+    """One epoch of the ELBO written directly in PyTorch, using the same networks."""
+    N = x.shape[0]
+    prior = torch.distributions.Normal(torch.zeros((), device=x.device), torch.ones((), device=x.device))
+    for start in range(0, N, batch_size):
+        idx = order[start:start + batch_size]
+        xb = x[idx]
+        _, params = guide.encode(xb)
+        loc, scale = params["z"]
+        z = loc + scale * torch.randn_like(loc)
+        log_px = -F.binary_cross_entropy_with_logits(model.decoder(z), xb, reduction="none").sum(-1)
+        log_pz = prior.log_prob(z).sum(-1)
+        log_q = torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
+        loss = -(N / xb.shape[0]) * (log_px + log_pz - log_q).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss.item()                      # the zoo loop reads the loss every step too
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="binarized_mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--name", default=None, help="result file name (default speed_<device>)")
+    args = p.parse_args(argv)
+
+    device = resolve_device(args.device)
+    data = load_dataset(args.dataset, args.data_dir)
+    x = data.train.to(device)
+    pyro.set_rng_seed(0)
+    model = build_model("vae", data.x_dim).to(device)
+    guide = build_guide("amortized", model).to(device)
+    objective = build_objective("elbo", 1)
+    zoo_opt = make_optimizer(model, guide, 1e-3)
+    hand_opt = torch.optim.Adam(list(model.parameters()) + list(guide.parameters()), lr=1e-3)
+
+    times = {"zoo": [], "hand": []}
+    for r in range(args.rounds + 1):          # round 0 is warm-up, not recorded
+        for which in ("zoo", "hand"):
+            sync(device)
+            t0 = time.perf_counter()
+            if which == "zoo":
+                fit(model, guide, objective, x, epochs=1, batch_size=args.batch_size, lr=1e-3, seed=r,
+                    progress=False, optimizer=zoo_opt)
+            else:
+                hand_epoch(x, guide, model, hand_opt, epoch_order(x.shape[0], r, 0).to(device), args.batch_size)
+            sync(device)
+            if r > 0:
+                times[which].append(time.perf_counter() - t0)
+            print(f"round {r} {which}: {time.perf_counter() - t0:.2f} s", flush=True)
+    zoo_s, hand_s = statistics.median(times["zoo"]), statistics.median(times["hand"])
+    result = {"dataset": args.dataset, "num_data": x.shape[0], "batch_size": args.batch_size,
+              "device": str(device), "architecture": "784-200-200-50 tanh VAE, Trace_ELBO K=1, Adam",
+              "epoch_seconds": times, "median_zoo_s": zoo_s, "median_hand_s": hand_s,
+              "ratio_zoo_over_hand": zoo_s / hand_s}
+    path = write_result(args.name or f"speed_{device.type}", result)
+    print(f"zoo {zoo_s:.2f} s/epoch, hand-written {hand_s:.2f} s/epoch, ratio {zoo_s / hand_s:.3f}; wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
