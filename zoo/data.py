@@ -10,7 +10,8 @@ Binarized MNIST (Larochelle & Murray 2011, 50k/10k/10k) is read, in this order, 
    else ``~/.cache/pyro-zoo``: a ``binarized_mnist.npz`` (arrays ``train``, ``valid``,
    ``test``), the path of such a file itself, or the three canonical text files
    ``binarized_mnist_{train,valid,test}.amat``;
-2. otherwise the canonical ``.amat`` files are downloaded into that folder.
+2. otherwise the canonical ``.amat`` files are downloaded into that folder (unless
+   ``PYRO_ZOO_OFFLINE=1``, which makes a missing dataset an immediate error).
 
 Either way the decoded arrays are checked against the SHA-256 of the canonical
 data (:data:`BINARIZED_MNIST_SHA256`, computed over the uint8 array bytes, so the
@@ -147,7 +148,7 @@ def read_amat(path: Path, num_features: int = 784) -> np.ndarray:
     return a.astype(np.uint8)
 
 
-def read_npz(path: Path) -> Dict[str, np.ndarray]:
+def read_npz(path: Path, num_features: Optional[int] = None) -> Dict[str, np.ndarray]:
     """Read ``train``/``valid``/``test`` arrays from an ``.npz`` and check they are 0/1 ``[n, D]``."""
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -167,6 +168,8 @@ def read_npz(path: Path) -> Dict[str, np.ndarray]:
         dims.add(a.shape[1])
     if len(dims) != 1:
         raise ZooError(f"{path}: the splits have different numbers of features {sorted(dims)}")
+    if num_features is not None and dims != {num_features}:
+        raise ZooError(f"{path}: rows have {dims.pop()} features, expected {num_features}")
     return {s: arrays[s].astype(np.uint8) for s in SPLITS}
 
 
@@ -203,17 +206,18 @@ def _fetch_each(folder: Path) -> None:
 
 def load_binarized_mnist(data_dir: Optional[str] = None, download: bool = True,
                          expected_sha256: Optional[Dict[str, str]] = BINARIZED_MNIST_SHA256,
-                         **_) -> Dataset:
+                         num_features: int = 784, **_) -> Dataset:
     """Static binarized MNIST from a local ``.npz`` / ``.amat`` folder, downloading if absent."""
     root = Path(data_dir) if data_dir else default_data_dir()
+    download = download and os.environ.get("PYRO_ZOO_OFFLINE", "") not in ("1", "true", "yes")
     where = "--data-dir or PYRO_ZOO_DATA"
     if root.is_file():
         if root.suffix != ".npz":
             raise ZooError(f"{root} is not an .npz file; point {where} at binarized_mnist.npz or at a "
                            f"folder holding it or the three .amat files")
-        arrays = read_npz(root)
+        arrays = read_npz(root, num_features)
     elif root.is_dir() and (root / "binarized_mnist.npz").is_file():
-        arrays = read_npz(root / "binarized_mnist.npz")
+        arrays = read_npz(root / "binarized_mnist.npz", num_features)
     else:
         amat = [root / f"binarized_mnist_{s}.amat" for s in SPLITS]
         if not all(p.is_file() for p in amat):
@@ -229,7 +233,7 @@ def load_binarized_mnist(data_dir: Optional[str] = None, download: bool = True,
             else:
                 raise ZooError(f"binarized MNIST is not in {root}; put binarized_mnist.npz or "
                                f"binarized_mnist_{{train,valid,test}}.amat there, or pass {where}")
-        arrays = {s: read_amat(p) for s, p in zip(SPLITS, amat)}
+        arrays = {s: read_amat(p, num_features) for s, p in zip(SPLITS, amat)}
     if expected_sha256:
         for s in SPLITS:
             if array_sha256(arrays[s]) != expected_sha256[s]:

@@ -19,7 +19,8 @@ stays bounded), forms log w_k = log p(x, z_k) - log q(z_k | x) with
     log p(x) - ELBO (the KL from q to the true posterior), and IS - exact.
 ``active_units``
     Burda et al.'s count of latent units u with Cov_x(E_q[z_u | x]) > 0.01, where
-    E_q[z | x] is the mean of the K samples.
+    E_q[z | x] is the guide's analytic mean, or the mean of the K samples for guides
+    (flows) that have none.
 ``psis_khat_*``
     The Pareto k-hat of each datum's K importance weights (arviz's PSIS). k-hat above
     0.7 means the importance-sampled log p(x) for that datum is unreliable
@@ -92,12 +93,19 @@ def bound_per_datum(model, guide, x: torch.Tensor, num_particles: int = 1, batch
 
 
 def _psis_khat(log_w: np.ndarray) -> np.ndarray:
-    """Pareto k-hat per row of ``log_w`` ``[n, K]`` (arviz PSIS)."""
+    """Pareto k-hat per row of ``log_w`` ``[n, K]`` (arviz PSIS).
+
+    Rows whose weights are constant to 1e-4 nats (the proposal is the exact posterior)
+    have no tail to fit; PSIS returns inf for them, and we report 0 (perfectly reliable).
+    """
     import arviz as az
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, khat = az.psislw(log_w)
-    return np.asarray(khat, dtype=np.float64).reshape(-1)
+    khat = np.asarray(khat, dtype=np.float64).reshape(-1)
+    flat = (log_w.max(-1) - log_w.min(-1)) < 1e-4
+    khat[flat] = 0.0
+    return khat
 
 
 @torch.no_grad()
@@ -134,9 +142,13 @@ def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int
             cols["khat"].append(torch.from_numpy(_psis_khat(log_w.T.double().cpu().numpy())))
         if model.has_log_marginal:
             cols["exact"].append(model.log_marginal(xb))
-        # E_q[z | x] per latent, flattened per datum, for the active-unit count.
-        z_means.append(torch.cat([torch.cat([p.latents[s.name] for p in parts]).mean(0).reshape(xb.shape[0], -1)
-                                  for s in model.latents], dim=-1))
+        # E_q[z | x] per latent, flattened per datum, for the active-unit count: the guide's
+        # analytic mean where it has one (a sample mean would add Monte Carlo variance to
+        # Cov_x and inflate the count), else the mean of the K samples.
+        z_means.append(torch.cat([
+            (parts[0].guide_means[s.name].expand_as(parts[0].latents[s.name])[0] if s.name in parts[0].guide_means
+             else torch.cat([p.latents[s.name] for p in parts]).mean(0)).reshape(xb.shape[0], -1)
+            for s in model.latents], dim=-1))
         if keep_reconstructions and recon is None:
             recon = (xb[:keep_reconstructions], parts[0].x_mean[0, :keep_reconstructions])
     col = {k: torch.cat(v).double().cpu() for k, v in cols.items() if v}

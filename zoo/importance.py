@@ -38,6 +38,7 @@ class LogWeights:
     log_q: torch.Tensor            # log q(z | x)
     scale: float                   # N / B, the data plate's subsample factor
     latents: Dict[str, torch.Tensor] = field(default_factory=dict)   # z, [K, B, *event]
+    guide_means: Dict[str, torch.Tensor] = field(default_factory=dict)  # E_q[z | x] where analytic
     x_mean: torch.Tensor = None    # E[x | z], [K, B, D]
     reparameterized: bool = True
 
@@ -69,7 +70,7 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
         poutine.replay(vectorize(model, num_particles), trace=guide_trace)).get_trace(*args, **kwargs)
 
     log_likelihood = log_prior = log_q = 0.0
-    scale, x_mean, latents = 1.0, None, {}
+    scale, x_mean, latents, guide_means = 1.0, None, {}, {}
     reparameterized = True
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample" or name in ("particles", "data"):
@@ -92,7 +93,11 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
         if site["type"] == "sample" and name not in ("particles", "data"):
             log_q = log_q + site["fn"].log_prob(site["value"])
             reparameterized = reparameterized and bool(site["fn"].has_rsample)
+            try:
+                guide_means[name] = site["fn"].mean
+            except NotImplementedError:         # e.g. a flow: no closed-form mean
+                pass
     if not torch.is_tensor(log_likelihood):
         raise ZooError("the model observed nothing: pass the data x to score it")
     log_likelihood, log_prior, log_q = torch.broadcast_tensors(log_likelihood, log_prior, log_q)
-    return LogWeights(log_likelihood, log_prior, log_q, scale, latents, x_mean, reparameterized)
+    return LogWeights(log_likelihood, log_prior, log_q, scale, latents, guide_means, x_mean, reparameterized)

@@ -53,8 +53,10 @@ def latent_scatter(z: torch.Tensor, labels: Optional[torch.Tensor], path: Path) 
     """Scatter of the 2-D posterior means E_q[z | x], coloured by label when known."""
     fig, ax = plt.subplots(figsize=(4.5, 4))
     z = z.detach().cpu()
-    sc = ax.scatter(z[:, 0], z[:, 1], s=6, c=None if labels is None else labels.cpu(), cmap="tab10")
-    if labels is not None:
+    if labels is None:
+        ax.scatter(z[:, 0], z[:, 1], s=6)
+    else:
+        sc = ax.scatter(z[:, 0], z[:, 1], s=6, c=labels.cpu(), cmap="tab10")
         fig.colorbar(sc, ax=ax, label="label")
     ax.set_xlabel("E[z_1 | x]")
     ax.set_ylabel("E[z_2 | x]")

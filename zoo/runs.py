@@ -154,8 +154,17 @@ def _check_out_dir(out: Path, force: bool, resume: bool) -> None:
     if out.exists() and (out / "results.json").exists() and not (force or resume):
         raise ZooError(f"{out} already holds results; pass --force to overwrite or choose another --out")
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not probe.is_dir():
+        raise ZooError(f"cannot create --out {out}: {probe} is a file; choose another path")
     if not os.access(probe, os.W_OK):
         raise ZooError(f"cannot write to {probe}; choose a writable --out")
+
+
+def _make_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ZooError(f"cannot create --out {out} ({e.strerror}); choose a writable path") from None
 
 
 def _checkpoint(run: Prepared, path: Path, epoch: int, optimizer, history) -> None:
@@ -194,7 +203,7 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
         optimizer.load_state_dict(state["optimizer"])
         history, start = list(state["history"]), int(state["epoch"])
         set_rng_state(state["rng"])
-    out.mkdir(parents=True, exist_ok=True)
+    _make_out_dir(out)
     atomic_write_text(out / "config.json", json.dumps(config.to_json(), indent=2))
     x = run.data.train.to(run.device)
     valid = run.data.valid.to(run.device)
@@ -325,7 +334,7 @@ def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: 
         if progress:
             print(f"== {model} / {g} / {o} ==", flush=True)
         rows.append(train_run(cfg, out / f"{g}-{o}", force=True, progress=progress, data=data))
-    out.mkdir(parents=True, exist_ok=True)
+    _make_out_dir(out)
     table = results_markdown(rows)
     atomic_write_text(out / "compare.md", table)
     atomic_write_text(out / "compare.json", json.dumps(_json_ready(

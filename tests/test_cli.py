@@ -1,0 +1,153 @@
+"""The command line, end to end, and its one-line errors for bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--epochs", "2", "--eval-samples", "40", "--iwae-k", "8", "--no-progress", "--seed", "0"]
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_console_script_and_module_entry_points(tmp_path):
+    for cmd in (["pyro-zoo", "list"], [sys.executable, "-m", "zoo", "list"]):
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "valid combinations" in r.stdout and "iwae" in r.stdout and "vae    × exact" in r.stdout
+
+
+def test_train_then_eval_a_ppca_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["train", "ppca", "--guide", "exact", "--objective", "elbo", "--dataset",
+                                 "synthetic", "--batch-size", "200", "--lr", "0.02", "--out", str(out)] + TINY, capsys)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert results["elbo"] == pytest.approx(results["exact_log_likelihood"], abs=1e-3)
+    assert len(results["history"]) == 2 and "| ppca | exact | elbo |" in stdout
+    for name in ("config.json", "checkpoint.pt", "results.md", "per_datum.npz", "training_curves.png",
+                 "latent_scatter.png"):
+        assert (out / name).is_file(), name
+    code, stdout, err = run_cli(["eval", str(out), "--eval-samples", "80", "--no-progress"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "results.json").read_text())["num_samples"] == 80
+
+
+def test_resume_continues_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--eval-samples", "20", "--no-progress"]
+    assert run_cli(["train", "vae", "--epochs", "1", "--out", str(out)] + base, capsys)[0] == 0
+    code, _, err = run_cli(["train", "--resume", str(out), "--epochs", "3", "--no-progress"], capsys)
+    assert code == 0, err
+    history = json.loads((out / "results.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    code, _, err = run_cli(["train", "vae", "--guide", "iaf", "--resume", str(out)], capsys)
+    assert code == 2 and "guide='amortized'" in err
+
+
+def test_compare_writes_table_json_and_plot(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code, stdout, err = run_cli(["compare", "vae", "--guides", "amortized,iaf", "--objectives", "elbo,iwae",
+                                 "--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--out", str(out)]
+                                + TINY, capsys)
+    assert code == 0, err
+    rows = json.loads((out / "compare.json").read_text())
+    assert [(r["config"]["guide"], r["config"]["objective"]) for r in rows] == [
+        ("amortized", "elbo"), ("amortized", "iwae"), ("iaf", "elbo"), ("iaf", "iwae")]
+    assert all(r["config"]["seed"] == 0 and r["num_samples"] == 40 for r in rows)
+    for name in ("compare.md", "compare.png", "amortized-iwae/samples.png", "iaf-elbo/reconstructions.png",
+                 "iaf-elbo/latent_scatter.png"):
+        assert (out / name).is_file(), name
+    assert stdout.count("| vae |") == 4
+
+
+def one_line_error(code, out, err):
+    lines = err.strip().splitlines()
+    return code == 2 and len(lines) == 1 and lines[0].startswith("pyro-zoo: error:")
+
+
+BAD = {
+    "unknown model": (["train", "vea"], "Did you mean 'vae'"),
+    "unknown guide": (["train", "vae", "--guide", "amortised"], "Did you mean 'amortized'"),
+    "unknown objective": (["train", "vae", "--objective", "iwea"], "Did you mean 'iwae'"),
+    "unknown dataset": (["train", "vae", "--dataset", "digit"], "Did you mean 'digits'"),
+    "incompatible guide": (["train", "vae", "--guide", "exact"], "closed-form posterior"),
+    "non-binary under Bernoulli": (["train", "vae", "--dataset", "digits-gray", "--likelihood", "bernoulli"],
+                                   "values other than 0 and 1"),
+    "zero epochs": (["train", "vae", "--epochs", "0"], "--epochs must be a positive"),
+    "negative lr": (["train", "vae", "--lr", "-1"], "--lr must be positive"),
+    "zero particles": (["train", "vae", "--particles", "0"], "--particles must be a positive"),
+    "batch too large": (["train", "vae", "--batch-size", "5000"], "larger than the 1257 training data"),
+    "flows on a non-flow guide": (["train", "vae", "--flows", "3"], "applies to the 'iaf' guide only"),
+    "bad option type": (["train", "vae", "--epochs", "many"], "invalid int value"),
+    "unknown grid entry": (["compare", "vae", "--guides", "amortized,flow", "--objectives", "elbo"], "unknown guide 'flow'"),
+    "option the model lacks": (["train", "ppca", "--hidden", "10"], "takes no option hidden"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys):
+    args, match = BAD[case]
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(args + ["--out", str(out), "--no-progress"], capsys)
+    assert one_line_error(code, stdout, err), err
+    assert match in err
+    assert not out.exists()
+
+
+def test_missing_dataset(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PYRO_ZOO_OFFLINE", "1")
+    code, out, err = run_cli(["train", "vae", "--dataset", "binarized_mnist", "--data-dir", str(tmp_path / "none"),
+                              "--out", str(tmp_path / "out")], capsys)
+    assert one_line_error(code, out, err) and "put binarized_mnist.npz" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_data_file(tmp_path, capsys):
+    (tmp_path / "binarized_mnist.npz").write_bytes(b"PK\x03\x04 definitely not a zip archive")
+    code, out, err = run_cli(["train", "vae", "--dataset", "binarized_mnist", "--data-dir", str(tmp_path),
+                              "--out", str(tmp_path / "out")], capsys)
+    assert one_line_error(code, out, err) and "corrupt" in err
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"\x00" * 100)
+    code, out, err = run_cli(["eval", str(run)], capsys)
+    assert one_line_error(code, out, err) and "corrupt or truncated" in err
+    torch.save({"hello": torch.zeros(2)}, run / "checkpoint.pt")
+    code, out, err = run_cli(["eval", str(run)], capsys)
+    assert one_line_error(code, out, err) and "not a pyro-zoo checkpoint" in err
+
+
+def test_existing_results_need_force(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    code, stdout, err = run_cli(["train", "vae", "--out", str(out)], capsys)
+    assert one_line_error(code, stdout, err) and "--force" in err
+    assert (out / "results.json").read_text() == "{}"
+
+
+def test_out_path_under_a_file(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, stdout, err = run_cli(["train", "vae", "--out", str(tmp_path / "file" / "run")], capsys)
+    assert one_line_error(code, stdout, err) and "is a file" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_an_error_not_a_fallback(tmp_path, capsys):
+    code, stdout, err = run_cli(["train", "vae", "--device", "cuda", "--out", str(tmp_path / "o")], capsys)
+    assert one_line_error(code, stdout, err) and "no CUDA GPU" in err

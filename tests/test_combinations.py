@@ -1,0 +1,70 @@
+"""Every valid (model, guide, objective) triple trains and lowers its loss; every invalid one is refused."""
+import pyro
+import pytest
+import torch
+
+from zoo.errors import ZooError
+from zoo.registry import MODELS, build_guide, build_model, build_objective, check_combination, compatibility
+from zoo.train import fit
+
+ROWS = compatibility(x_dim=16)
+VALID = [(m, g, o) for m, g, o, why in ROWS if why is None]
+INVALID = [(m, g, o, why) for m, g, o, why in ROWS if why is not None]
+SMALL = {"ppca": {"latent_dim": 2}, "fa": {"latent_dim": 2}, "vae": {"latent_dim": 3, "hidden": (16,)}}
+
+
+def test_registry_has_the_issue_s_grid():
+    assert {"ppca", "fa", "vae"} <= set(MODELS)
+    assert ("vae", "iaf", "iwae") in VALID and ("ppca", "exact", "renyi") in VALID
+    assert any(m == "vae" and g == "exact" for m, g, o, _ in INVALID)
+
+
+def data_for(model_name):
+    torch.manual_seed(0)
+    if model_name == "vae":
+        return (torch.rand(64, 16) < 0.3).float()
+    return torch.randn(64, 2) @ torch.randn(2, 16) + 0.3 * torch.randn(64, 16)
+
+
+def mean_loss(objective, model, guide, x, seed, reps=8):
+    pyro.set_rng_seed(seed)
+    with torch.no_grad():
+        return sum(objective.loss(model, guide, x) for _ in range(reps)) / reps
+
+
+@pytest.mark.parametrize("model_name,guide_name,objective_name", VALID)
+def test_valid_triple_trains_and_lowers_its_loss(model_name, guide_name, objective_name):
+    x = data_for(model_name)
+    pyro.set_rng_seed(0)
+    model = build_model(model_name, x.shape[1], **SMALL[model_name])
+    guide = build_guide(guide_name, model, num_data=x.shape[0], **({"hidden": (16,)} if guide_name in ("amortized", "iaf") else {}))
+    objective = build_objective(objective_name, 3)
+    before = mean_loss(objective, model, guide, x, seed=1)
+    fit(model, guide, objective, x, epochs=40, batch_size=32, lr=2e-2, progress=False)
+    after = mean_loss(objective, model, guide, x, seed=1)
+    assert after < before, (before, after)
+
+
+@pytest.mark.parametrize("model_name,guide_name,objective_name,why", INVALID)
+def test_invalid_triple_gets_a_clear_error(model_name, guide_name, objective_name, why):
+    model = build_model(model_name, 16)
+    with pytest.raises(ZooError) as e:
+        check_combination(model, guide_name, objective_name)
+    message = str(e.value)
+    assert "\n" not in message and guide_name in message and "guides that fit this model" in message
+    with pytest.raises(ZooError):
+        build_guide(guide_name, model, num_data=10)
+
+
+def test_unknown_names_suggest_the_nearest():
+    with pytest.raises(ZooError, match="Did you mean 'amortized'"):
+        build_guide("amortised", build_model("vae", 16))
+    with pytest.raises(ZooError, match="Did you mean 'ppca'"):
+        build_model("pcca", 16)
+
+
+def test_unknown_options_are_refused():
+    with pytest.raises(ZooError, match="takes no option hidden"):
+        build_model("ppca", 16, hidden=(4,))
+    with pytest.raises(ZooError, match="num_flows"):
+        build_guide("amortized", build_model("vae", 16), num_flows=3)
