@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from guides import Amortized, Exact
-from zoo.evaluate import evaluate
+from zoo.harness import evaluate
 from zoo.models import PPCA, ppca_ml_solution
 from zoo.objectives import build_objective
 from zoo.train import fit, fit_local_guide

@@ -1,12 +1,39 @@
 """pyro-zoo: latent-variable models, interchangeable guides, SVI objectives, one harness.
 
+The Python API mirrors the CLI::
+
+    import zoo
+    data = zoo.load_dataset("digits")
+    model = zoo.build_model("vae", data.x_dim, latent_dim=2)
+    guide = zoo.build_guide("iaf", model)
+    zoo.fit(model, guide, zoo.build_objective("iwae", particles=5), data.train,
+            epochs=20, batch_size=100, lr=1e-3)
+    print(zoo.evaluate(model, guide, data.test)["log_likelihood"])
+
 Importing the zoo switches on Pyro's ``module_local_params`` setting: parameters live
 in their modules (``model.parameters()``, ``guide.parameters()``, ``state_dict``)
 rather than in Pyro's global param store, so several models can live in one
 process (a compare grid, a test session) without sharing parameters by name.
 """
+import importlib
+
 import pyro
 
 pyro.settings.set(module_local_params=True)
 
 __version__ = "0.1.0"
+
+_API = {
+    "load_dataset": "zoo.data", "build_model": "zoo.registry", "build_guide": "zoo.registry",
+    "build_objective": "zoo.registry", "check_combination": "zoo.registry", "fit": "zoo.train",
+    "fit_local_guide": "zoo.train", "evaluate": "zoo.harness", "RunConfig": "zoo.runs",
+    "train_run": "zoo.runs", "evaluate_run": "zoo.runs", "compare": "zoo.runs", "ZooError": "zoo.errors",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name):
+    # Imported lazily so that `import zoo` stays light and free of import cycles.
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")

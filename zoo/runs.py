@@ -4,7 +4,7 @@ A run folder holds::
 
     config.json          the RunConfig (everything needed to rebuild the run)
     checkpoint.pt        model, guide, optimizer, RNG state, history (atomic, weights_only)
-    results.json         evaluation (keys documented in zoo.evaluate.RESULT_KEYS) + history
+    results.json         evaluation (keys documented in zoo.harness.RESULT_KEYS) + history
     results.md           the same as a Markdown table
     per_datum.npz        per-datum log p(x), its standard error, ELBO, PSIS k-hat
     training_curves.png, samples.png, reconstructions.png, latent_scatter.png (2-D latents)
@@ -31,7 +31,7 @@ from zoo.checkpoint import (atomic_write_bytes, atomic_write_text, load_checkpoi
                             save_checkpoint, set_rng_state)
 from zoo.data import Dataset, load_dataset
 from zoo.errors import ZooError
-from zoo.evaluate import RESULT_KEYS, evaluate
+from zoo.harness import RESULT_KEYS, evaluate
 from zoo.registry import (GUIDES, MODELS, OBJECTIVES, build_guide, build_model, build_objective,
                           check_combination)
 from zoo.train import fit, fit_local_guide, make_optimizer

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from zoo.errors import ZooError
-from zoo.evaluate import bound_per_datum
+from zoo.harness import bound_per_datum
 
 __all__ = ["fit", "fit_local_guide", "epoch_order", "make_optimizer"]
 

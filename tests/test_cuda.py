@@ -1,0 +1,40 @@
+"""CUDA: parameters, data and sampling all live on the GPU (skipped where there is none)."""
+import json
+
+import pytest
+import torch
+
+import zoo
+from zoo.runs import RunConfig, train_run
+
+pytestmark = pytest.mark.cuda
+
+
+@pytest.mark.parametrize("guide_name,objective", [("amortized", "elbo"), ("iaf", "iwae"), ("meanfield", "tracemeanfield")])
+def test_training_and_evaluation_stay_on_the_gpu(guide_name, objective, digits):
+    device = torch.device("cuda")
+    x = digits.train[:200].to(device)
+    model = zoo.build_model("vae", x.shape[1], latent_dim=4, hidden=(32,)).to(device)
+    guide = zoo.build_guide(guide_name, model, num_data=x.shape[0]).to(device)
+    history = zoo.fit(model, guide, zoo.build_objective(objective, 3), x, epochs=2, batch_size=50, lr=1e-3,
+                      progress=False)
+    assert all(p.is_cuda for p in list(model.parameters()) + list(guide.parameters()))
+    assert model.sample(8).is_cuda
+    assert torch.isfinite(torch.tensor(history[-1]["loss"]))
+    r = zoo.evaluate(model, guide, x[:50], num_samples=20, iwae_k=5)
+    assert r["per_datum"]["log_likelihood"].shape == (50,) and torch.isfinite(torch.tensor(r["log_likelihood"]))
+
+
+def test_ppca_closed_forms_on_the_gpu(synthetic):
+    m = zoo.build_model("ppca", synthetic.x_dim).cuda()
+    m.set_ml_solution(synthetic.train.cuda())
+    r = zoo.evaluate(m, zoo.build_guide("exact", m), synthetic.test.cuda(), num_samples=20, iwae_k=5)
+    assert abs(r["elbo"] - r["exact_log_likelihood"]) < 1e-3
+
+
+def test_cli_run_on_cuda(tmp_path):
+    cfg = RunConfig(model="vae", guide="amortized", objective="iwae", dataset="digits", latent_dim=2,
+                    hidden=[32], epochs=1, eval_samples=20, device="cuda")
+    summary = train_run(cfg, tmp_path / "run", progress=False)
+    assert summary["device"].startswith("cuda")
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["device"].startswith("cuda")
