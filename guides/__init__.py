@@ -4,5 +4,6 @@ from guides.base import ZooGuide
 from guides.exact import Exact
 from guides.iaf import IAF
 from guides.meanfield import MeanField
+from guides.relaxed import Relaxed
 
-__all__ = ["ZooGuide", "MeanField", "Amortized", "IAF", "Exact"]
+__all__ = ["ZooGuide", "MeanField", "Amortized", "IAF", "Relaxed", "Exact"]

@@ -1,37 +1,39 @@
-"""Amortized Gaussian guide: an MLP encoder shared by all data.
+"""Amortized guide: an MLP encoder shared by all data.
 
-For each real latent site z::
+For each latent site, with h = g_phi(x) a tanh MLP (the "encoder")::
 
-    h = g_phi(x)                              (tanh MLP, the "encoder")
-    q_phi(z | x) = N(z; W_mu h + b_mu, diag(softplus(W_s h + b_s)^2))
+    q_phi(z | x) = N(z; W_mu h + b_mu, diag(softplus(W_s h + b_s)^2))    real latents
+    q_phi(z | x) = prod_k Bernoulli(z_k; sigmoid(W h + b)_k)              binary latents (score function)
+    q_phi(z | x) = prod_j OneHotCategorical(z_j; softmax((W h + b)_j))    categorical latents (score function)
 
 Training the encoder amortizes inference: one network maps any x to its approximate
 posterior, so unseen data need no refit. The default encoder mirrors the model's
-decoder, which for the VAE gives Burda et al.'s 784-200-200-50.
+decoder, which for the VAE gives Burda et al.'s 784-200-200-50. Discrete sites are
+not reparameterizable: their gradients come from the score function (``elbo``,
+``tracegraph`` with baselines, ``rws``) or from exact enumeration (``enum``).
 
-Reference: D. P. Kingma and M. Welling, "Auto-Encoding Variational Bayes",
-ICLR 2014, https://arxiv.org/abs/1312.6114.
+References: D. P. Kingma and M. Welling, "Auto-Encoding Variational Bayes",
+ICLR 2014, https://arxiv.org/abs/1312.6114; A. Mnih and K. Gregor, "Neural
+Variational Inference and Learning in Belief Networks", ICML 2014.
 
 Example::
 
     >>> import torch
     >>> from zoo.models import VAE
     >>> g = Amortized(VAE(x_dim=64, latent_dim=2, hidden=(32,)))
-    >>> h, params = g.encode(torch.zeros(3, 64))
-    >>> params["z"][0].shape
-    torch.Size([3, 2])
+    >>> h, raw = g.encode(torch.zeros(3, 64))
+    >>> raw["z"].shape
+    torch.Size([3, 4])
 """
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Tuple
 
 import pyro
-import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from guides.base import ZooGuide
+from guides.base import ZooGuide, raw_size, site_distribution
 from zoo.models.base import data_plate
 from zoo.models.vae import mlp
 
@@ -45,37 +47,34 @@ def default_encoder_hidden(model) -> Tuple[int, ...]:
 
 
 class Amortized(ZooGuide):
-    """MLP encoder giving a diagonal Normal for each real latent site.
+    """MLP encoder giving, per latent site, a diagonal Normal or independent Bernoulli/categorical logits.
 
     Arguments:
         model: the zoo model.
         num_data: unused (the guide is amortized); accepted so all families build alike.
         hidden: encoder hidden sizes, from x to the heads (default: mirror the decoder).
+        baseline: see :class:`~guides.base.ZooGuide`.
     """
 
     family = "amortized"
+    supports = ("real", "binary", "categorical")
+    enumerable = True
 
-    def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None):
-        super().__init__(model, num_data)
+    def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,
+                 baseline: Optional[str] = None):
+        super().__init__(model, num_data, baseline)
         self.hidden = tuple(hidden) if hidden else default_encoder_hidden(model)
         self.trunk = mlp((self.x_dim, *self.hidden), final_activation=True)
-        self.heads = nn.ModuleDict({
-            s.name: nn.Linear(self.hidden[-1], 2 * s.numel) for s in self.sites})
+        self.heads = nn.ModuleDict({s.name: nn.Linear(self.hidden[-1], raw_size(s)) for s in self.sites})
 
-    def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, Tuple[torch.Tensor, torch.Tensor]]]:
-        """Return the encoder's hidden state h and (loc, scale) per latent site."""
+    def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Return the encoder's hidden state h and the raw parameters of each site."""
         h = self.trunk(x)
-        params = {}
-        for s in self.sites:
-            loc, raw_scale = self.heads[s.name](h).chunk(2, dim=-1)
-            shape = x.shape[:-1] + s.event_shape
-            params[s.name] = (loc.reshape(shape), (F.softplus(raw_scale) + 1e-5).reshape(shape))
-        return h, params
+        return h, {s.name: self.heads[s.name](h) for s in self.sites}
 
     def forward(self, x, idx=None, N=None):
         pyro.module("encoder", self)
-        _, params = self.encode(x)
+        _, raw = self.encode(x)
         with data_plate(x, idx, N):
             for s in self.sites:
-                loc, scale = params[s.name]
-                pyro.sample(s.name, dist.Normal(loc, scale).to_event(len(s.event_shape)))
+                pyro.sample(s.name, site_distribution(s, raw[s.name]), infer=self.infer_for(s, x))

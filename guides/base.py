@@ -7,17 +7,63 @@ declares inside the same ``"data"`` plate as the model, and it refuses, with a
 it cannot represent. Guides never look at a model's internals beyond
 ``model.latents``, ``model.x_dim`` and, for the oracle ``exact`` guide,
 ``model.posterior``.
+
+Raw parameters become distributions in one place, :func:`site_distribution`:
+
+- real:        ``N(loc, softplus(s)^2)`` per unit, from ``2 * numel`` numbers;
+- binary:      ``Bernoulli(logits)`` per bit, from ``numel`` logits (a score-function site);
+- categorical: ``OneHotCategorical(logits)`` per variable, from ``N * K`` logits.
+
+Discrete sites are :class:`~zoo.distributions.JointDiscrete`, so the ``enum``
+objective can sum over them exactly.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
+import torch
+import torch.nn.functional as F
+import pyro.distributions as dist
 from pyro.nn import PyroModule
+from pyro.poutine.runtime import get_plates
+from torch import nn
+from torch.distributions import Bernoulli, OneHotCategorical
 
+from zoo.distributions import JointDiscrete
 from zoo.errors import ZooError
-from zoo.models.base import ZooModel
+from zoo.models.base import LatentSite, ZooModel
 
-__all__ = ["ZooGuide"]
+__all__ = ["ZooGuide", "raw_size", "site_distribution", "BASELINES"]
+
+BASELINES = ("none", "decaying", "neural")
+
+
+def raw_size(site: LatentSite) -> int:
+    """How many unconstrained numbers parameterize one datum's q for ``site``."""
+    return 2 * site.numel if site.support == "real" else site.numel
+
+
+def site_distribution(site: LatentSite, raw: torch.Tensor) -> dist.TorchDistribution:
+    """q for one site from its raw parameters ``[..., raw_size(site)]``; batch shape ``raw.shape[:-1]``."""
+    batch = raw.shape[:-1]
+    if site.support == "real":
+        loc, s = raw.chunk(2, dim=-1)
+        return dist.Normal(loc.reshape(batch + site.event_shape),
+                           (F.softplus(s) + 1e-5).reshape(batch + site.event_shape)).to_event(len(site.event_shape))
+    if site.support == "binary":
+        return JointDiscrete(Bernoulli(logits=raw.reshape(batch + site.event_shape)))
+    return JointDiscrete(OneHotCategorical(logits=raw.reshape(batch + site.event_shape)))
+
+
+class NeuralBaseline(nn.Module):
+    """NVIL's input-dependent baseline b(x) (Mnih & Gregor 2014): a small MLP, one number per datum."""
+
+    def __init__(self, x_dim: int, hidden: int = 100):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(x_dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, x):
+        return self.net(x).squeeze(-1)
 
 
 class ZooGuide(PyroModule):
@@ -28,20 +74,33 @@ class ZooGuide(PyroModule):
         supports: latent supports this family can represent.
         amortized: ``False`` for per-datum (non-amortized) guides, whose parameters
             are tables indexed by ``idx``; such a guide must be refitted on new data.
-        reparameterized: whether every sample it draws is reparameterizable.
+        enumerable: its discrete sites can be summed exactly by the ``enum`` objective.
+
+    Arguments:
+        baseline: variance reduction for score-function (discrete) sites under
+            ``tracegraph``: ``"none"``, ``"decaying"`` (an exponentially decaying
+            average of the cost) or ``"neural"`` (NVIL's b(x), trained by TraceGraph_ELBO).
     """
 
     family: str = ""
     supports: Sequence[str] = ("real",)
     amortized: bool = True
-    reparameterized: bool = True
+    enumerable: bool = False
 
-    def __init__(self, model: ZooModel, num_data: Optional[int] = None):
+    def __init__(self, model: ZooModel, num_data: Optional[int] = None, baseline: Optional[str] = None):
         super().__init__()
         self.check(model)
         self.x_dim = model.x_dim
         self.sites = tuple(model.latents)
         self.num_data = num_data
+        self.baseline = baseline or "none"
+        if self.baseline not in BASELINES:
+            raise ZooError(f"--baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
+        if self.baseline != "none" and all(s.support == "real" for s in self.sites):
+            raise ZooError("baselines reduce the variance of score-function (discrete) sites; this model has none")
+        if self.baseline == "neural":
+            self.baselines = nn.ModuleDict({s.name: NeuralBaseline(self.x_dim) for s in self.sites
+                                            if s.support != "real"})
 
     @classmethod
     def check(cls, model: ZooModel) -> None:
@@ -52,3 +111,19 @@ class ZooGuide(PyroModule):
             raise ZooError(f"the {cls.family!r} guide supports {'/'.join(cls.supports)} latents only, "
                            f"but {type(model).__name__} has {desc}; pick a guide that supports them "
                            f"(see 'pyro-zoo list')")
+
+    @classmethod
+    def is_reparameterized(cls, model: ZooModel) -> bool:
+        """Whether every sample this family draws for ``model`` is reparameterizable."""
+        return all(s.support == "real" for s in model.latents)
+
+    def infer_for(self, site: LatentSite, x) -> Dict:
+        """The ``infer`` dict of a sample site: TraceGraph_ELBO's baseline options."""
+        if site.support == "real" or self.baseline == "none":
+            return {}
+        if self.baseline == "decaying":
+            return {"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": 0.95}}
+        # TraceGraph_ELBO wants b(x) in the site's batch shape, particles included.
+        particles = [f.size for f in sorted(get_plates(), key=lambda f: f.dim) if f.dim is not None and f.dim < -1]
+        x_in = x.expand(*particles, *x.shape) if particles else x
+        return {"baseline": {"nn_baseline": self.baselines[site.name], "nn_baseline_input": x_in}}

@@ -31,7 +31,7 @@ class Exact(ZooGuide):
     """q(z | x) = p(z | x), read from ``model.posterior(x)``."""
 
     family = "exact"
-    supports = ("real", "binary", "categorical")
+    supports = ("real",)
 
     def __init__(self, model, num_data: Optional[int] = None):
         super().__init__(model, num_data)
@@ -41,6 +41,7 @@ class Exact(ZooGuide):
 
     @classmethod
     def check(cls, model) -> None:
+        super().check(model)
         if not model.has_posterior:
             raise ZooError(f"the 'exact' guide needs a closed-form posterior, which "
                            f"{type(model).__name__} does not have; use it with ppca or fa")

@@ -37,6 +37,7 @@ from pyro.distributions.transforms import Permute, conditional_affine_autoregres
 from torch import nn
 
 from guides.amortized import Amortized
+from guides.base import site_distribution
 from zoo.errors import ZooError
 from zoo.models.base import data_plate
 
@@ -56,6 +57,8 @@ class IAF(Amortized):
     """
 
     family = "iaf"
+    supports = ("real",)
+    enumerable = False
 
     def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,
                  num_flows: int = 2, flow_hidden: Optional[Sequence[int]] = None):
@@ -79,19 +82,19 @@ class IAF(Amortized):
         if bad:
             raise ZooError(f"the 'iaf' guide needs latents with a 1-D event shape; {bad} are not")
 
-    def posterior_distribution(self, name: str, h, loc, scale):
-        """q(z | x) for one site: the Normal base pushed through the conditioned IAF steps."""
+    def posterior_distribution(self, name: str, h, base):
+        """q(z | x) for one site: the Normal ``base`` pushed through the conditioned IAF steps."""
         transforms = []
         for k, flow in enumerate(self.flows[name]):
             if k > 0:
                 transforms.append(Permute(getattr(self, f"{name}_reverse")))
             transforms.append(flow.condition(h))
-        return dist.TransformedDistribution(dist.Normal(loc, scale).to_event(1), transforms)
+        return dist.TransformedDistribution(base, transforms)
 
     def forward(self, x, idx=None, N=None):
         pyro.module("encoder", self)
-        h, params = self.encode(x)
+        h, raw = self.encode(x)
         with data_plate(x, idx, N):
             for s in self.sites:
-                loc, scale = params[s.name]
-                pyro.sample(s.name, self.posterior_distribution(s.name, h, loc, scale))
+                base = site_distribution(s, raw[s.name])
+                pyro.sample(s.name, self.posterior_distribution(s.name, h, base))

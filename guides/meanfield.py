@@ -1,13 +1,14 @@
-"""Per-datum (non-amortized) mean-field Gaussian guide.
+"""Per-datum (non-amortized) mean-field guide.
 
-For every datum n and latent site z::
+For every datum n and latent site z, with free parameters per datum::
 
-    q(z_n) = N(z_n; m_n, diag(s_n^2))
+    q(z_n) = N(z_n; m_n, diag(s_n^2))           real latents
+    q(z_n) = prod_k Bernoulli(z_nk; sigmoid(l_nk))   binary latents
+    q(z_n) = prod_j OneHotCategorical(z_nj; softmax(l_nj))   categorical latents
 
-with free parameters (m_n, s_n) for each n, stored as ``[N, ...]`` tables and
-indexed by the minibatch indices ``idx`` of the data plate. This is classical
-stochastic variational inference: no encoder, so there is no amortization gap,
-but new data need a fresh fit (:func:`zoo.train.fit_local_guide` does it).
+stored as ``[N, ...]`` tables and indexed by the minibatch indices ``idx`` of the
+data plate. This is classical stochastic variational inference: no encoder, so there
+is no amortization gap, but new data need a fresh fit (:func:`zoo.train.fit_local_guide`).
 
 Reference: M. D. Hoffman, D. M. Blei, C. Wang and J. Paisley, "Stochastic
 Variational Inference", JMLR 14, 2013.
@@ -22,13 +23,14 @@ Example::
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
 
-from guides.base import ZooGuide
+from guides.base import ZooGuide, site_distribution
 from zoo.errors import ZooError
 from zoo.models.base import data_plate
 
@@ -36,28 +38,44 @@ __all__ = ["MeanField"]
 
 
 class MeanField(ZooGuide):
-    """Per-datum diagonal Normal for each real latent site.
+    """Per-datum diagonal Normal (real) or independent logits (binary, categorical) for each site.
 
     Arguments:
         model: the zoo model.
         num_data: N, the number of data whose posteriors are fitted.
-        init_scale: initial posterior standard deviation.
+        init_scale: initial posterior standard deviation of real latents.
+        baseline: see :class:`~guides.base.ZooGuide`.
     """
 
     family = "meanfield"
+    supports = ("real", "binary", "categorical")
     amortized = False
+    enumerable = True
     #: Each row of a per-datum table gets one gradient per epoch, against one per step for
     #: shared parameters, so the tables train with a 10x larger Adam step by default.
     lr_multiplier = 10.0
 
-    def __init__(self, model, num_data: int, init_scale: float = 0.1):
-        super().__init__(model, num_data)
+    def __init__(self, model, num_data: int, init_scale: float = 0.1, baseline: Optional[str] = None):
+        super().__init__(model, num_data, baseline)
         if not num_data or num_data < 1:
             raise ZooError("the 'meanfield' guide needs the number of data it is fitted to")
         for site in self.sites:
-            setattr(self, f"{site.name}_loc", nn.Parameter(torch.zeros(num_data, *site.event_shape)))
-            setattr(self, f"{site.name}_log_scale",
-                    nn.Parameter(torch.full((num_data, *site.event_shape), math.log(init_scale))))
+            if site.support == "real":
+                setattr(self, f"{site.name}_loc", nn.Parameter(torch.zeros(num_data, *site.event_shape)))
+                setattr(self, f"{site.name}_log_scale",
+                        nn.Parameter(torch.full((num_data, *site.event_shape), math.log(init_scale))))
+            else:
+                setattr(self, f"{site.name}_logits", nn.Parameter(torch.zeros(num_data, site.numel)))
+
+    def _device(self):
+        return next(self.parameters()).device
+
+    def distribution(self, site, idx):
+        if site.support == "real":
+            loc = getattr(self, f"{site.name}_loc")[idx]
+            scale = torch.exp(getattr(self, f"{site.name}_log_scale")[idx])
+            return dist.Normal(loc, scale).to_event(len(site.event_shape))
+        return site_distribution(site, getattr(self, f"{site.name}_logits")[idx])
 
     def forward(self, x=None, idx=None, N=None):
         pyro.module("meanfield", self)
@@ -65,9 +83,7 @@ class MeanField(ZooGuide):
             if x is not None and x.shape[0] != self.num_data:
                 raise ZooError(f"this 'meanfield' guide holds {self.num_data} per-datum posteriors but got "
                                f"{x.shape[0]} data without indices; pass idx, or refit it on the new data")
-            idx = torch.arange(self.num_data, device=getattr(self, f"{self.sites[0].name}_loc").device)
+            idx = torch.arange(self.num_data, device=self._device())
         with data_plate(x, idx, self.num_data if N is None else N):
             for site in self.sites:
-                loc = getattr(self, f"{site.name}_loc")[idx]
-                scale = torch.exp(getattr(self, f"{site.name}_log_scale")[idx])
-                pyro.sample(site.name, dist.Normal(loc, scale).to_event(len(site.event_shape)))
+                pyro.sample(site.name, self.distribution(site, idx), infer=self.infer_for(site, x))

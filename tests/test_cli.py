@@ -44,6 +44,25 @@ def test_train_then_eval_a_ppca_run(tmp_path, capsys):
     assert json.loads((out / "results.json").read_text())["num_samples"] == 80
 
 
+def test_discrete_compare_reports_the_true_discrete_bounds(tmp_path, capsys):
+    """A small SBN: score function with a neural baseline, exact enumeration and the relaxed guide, one grid;
+    every row carries the exact log p(x) by enumeration."""
+    out = tmp_path / "cmp"
+    code, stdout, err = run_cli(["compare", "sbn", "--layers", "8", "--guides", "amortized",
+                                 "--objectives", "tracegraph,enum,rws", "--dataset", "digits", "--out", str(out)]
+                                + TINY, capsys)
+    assert code == 0, err
+    code, stdout, err = run_cli(["train", "sbn", "--layers", "8", "--guide", "relaxed", "--objective", "iwae",
+                                 "--anneal-rate", "0.01", "--dataset", "digits", "--out", str(tmp_path / "relaxed")]
+                                + TINY, capsys)
+    assert code == 0, err
+    rows = json.loads((out / "compare.json").read_text()) + [json.loads((tmp_path / "relaxed" / "results.json").read_text())]
+    for r in rows:
+        assert r["exact_log_likelihood"] is not None
+        assert r["elbo"] <= r["exact_log_likelihood"] + 1e-3
+        assert r["log_likelihood"] <= r["exact_log_likelihood"] + 3 * r["log_likelihood_se"] + 1e-3
+
+
 def test_resume_continues_the_run(tmp_path, capsys):
     out = tmp_path / "run"
     base = ["--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--eval-samples", "20", "--no-progress"]
@@ -79,6 +98,7 @@ def one_line_error(code, out, err):
 
 BAD = {
     "unknown model": (["train", "vea"], "Did you mean 'vae'"),
+    "flows on a discrete guide": (["train", "sbn", "--flows", "2"], "--flows applies to the 'iaf' guide only"),
     "unknown guide": (["train", "vae", "--guide", "amortised"], "Did you mean 'amortized'"),
     "unknown objective": (["train", "vae", "--objective", "iwea"], "Did you mean 'iwae'"),
     "unknown dataset": (["train", "vae", "--dataset", "digit"], "Did you mean 'digits'"),
@@ -93,6 +113,13 @@ BAD = {
     "bad option type": (["train", "vae", "--epochs", "many"], "invalid int value"),
     "unknown grid entry": (["compare", "vae", "--guides", "amortized,flow", "--objectives", "elbo"], "unknown guide 'flow'"),
     "option the model lacks": (["train", "ppca", "--hidden", "10"], "takes no option hidden"),
+    "iaf on binary latents": (["train", "sbn", "--guide", "iaf"], "supports real latents only"),
+    "zero temperature": (["train", "sbn", "--guide", "relaxed", "--temperature", "0"], "must be positive"),
+    "enum too large": (["train", "sbn", "--objective", "enum"], "1.61e+60 latent configurations"),
+    "analytic KL with a score-function guide": (["train", "categorical_vae", "--objective", "tracemeanfield"],
+                                                 "needs a reparameterizable guide"),
+    "baseline without tracegraph": (["train", "sbn", "--baseline", "neural"], "tracegraph objective only"),
+    "insomnia out of range": (["train", "sbn", "--objective", "rws", "--insomnia", "2"], "--insomnia must be in [0, 1]"),
 }
 
 

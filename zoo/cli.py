@@ -46,11 +46,24 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hidden", type=_ints, default=None, help="decoder hidden sizes, e.g. 200,200")
     g.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=None,
                    help="VAE likelihood (default: bernoulli for binary data, else gaussian)")
+    g.add_argument("--layers", type=_ints, default=None, help="sbn stochastic layer sizes, bottom to top (default 200)")
+    g.add_argument("--num-variables", type=int, default=None, help="categorical_vae: number of categorical latents (20)")
+    g.add_argument("--num-classes", type=int, default=None, help="categorical_vae: classes per latent (10)")
     g.add_argument("--guide-hidden", type=_ints, default=None, help="encoder hidden sizes (default: mirror decoder)")
     g.add_argument("--flows", type=int, default=None, help="number of IAF steps for the iaf guide (default 2)")
+    g.add_argument("--baseline", choices=("none", "decaying", "neural"), default=None,
+                   help="score-function baseline for discrete sites under tracegraph (default none)")
+    g.add_argument("--temperature", type=float, default=None, help="relaxed guide: initial temperature (1.0)")
+    g.add_argument("--temperature-min", type=float, default=None, help="relaxed guide: annealing floor (0.5)")
+    g.add_argument("--anneal-rate", type=float, default=None,
+                   help="relaxed guide: r in tau = max(tau_min, tau_0 exp(-r step)) (default 0)")
+    g.add_argument("--straight-through", action="store_true", default=None,
+                   help="relaxed guide: hard samples forward, soft gradients backward")
     t = p.add_argument_group("training")
     t.add_argument("--particles", type=int, default=None, help="K particles per datum (default: 1; 5 for iwae/renyi)")
     t.add_argument("--alpha", type=float, default=None, help="Renyi order for renyi / renyi_pyro (default 0)")
+    t.add_argument("--insomnia", type=float, default=None,
+                   help="rws: weight of wake-phi against sleep-phi for the guide (default 1)")
     t.add_argument("--epochs", type=int, default=None, help="training epochs (default 20)")
     t.add_argument("--batch-size", type=int, default=None, help="minibatch size (default 100)")
     t.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
@@ -66,8 +79,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-RUN_FIELDS = ("dataset", "data_dir", "latent_dim", "hidden", "likelihood", "guide_hidden", "flows", "particles",
-              "alpha", "epochs", "batch_size", "lr", "seed", "device", "eval_samples", "iwae_k", "eval_limit", "refit_epochs")
+RUN_FIELDS = ("dataset", "data_dir", "latent_dim", "hidden", "likelihood", "layers", "num_variables", "num_classes",
+              "guide_hidden", "flows", "baseline", "temperature", "temperature_min", "anneal_rate",
+              "straight_through", "particles", "alpha", "insomnia", "epochs", "batch_size", "lr", "seed", "device", "eval_samples", "iwae_k", "eval_limit", "refit_epochs")
 
 
 def _config_from_args(args, base=None):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 from typing import Dict, Optional
 
 import numpy as np
@@ -81,14 +82,28 @@ def _log_weight_chunks(model, guide, x, idx, N, num_samples: int, max_elements: 
         done += k
 
 
+@contextmanager
+def evaluation_mode(*modules):
+    """Put modules in eval mode (a relaxed guide then samples hard discrete values)."""
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
 @torch.no_grad()
 def bound_per_datum(model, guide, x: torch.Tensor, num_particles: int = 1, batch_size: int = 500) -> float:
     """The ELBO per datum on ``x`` (K = ``num_particles``), for monitoring during training."""
     total, n = 0.0, x.shape[0]
-    for i in range(0, n, batch_size):
-        idx = torch.arange(i, min(i + batch_size, n), device=x.device)
-        lw = per_datum_log_weights(model, guide, x[idx], idx=idx, N=n, num_particles=num_particles)
-        total += lw.log_w.mean(0).sum().item()
+    with evaluation_mode(model, guide):
+        for i in range(0, n, batch_size):
+            idx = torch.arange(i, min(i + batch_size, n), device=x.device)
+            lw = per_datum_log_weights(model, guide, x[idx], idx=idx, N=n, num_particles=num_particles)
+            total += lw.log_w.mean(0).sum().item()
     return total / x.shape[0]
 
 
@@ -108,14 +123,21 @@ def _psis_khat(log_w: np.ndarray) -> np.ndarray:
     return khat
 
 
-@torch.no_grad()
 def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int = 50,
              batch_size: int = 100, max_elements: int = 1 << 24, psis: bool = True,
              keep_reconstructions: int = 0) -> Dict:
     """Score ``guide`` and ``model`` on data ``x`` ``[n, D]``; see the module docstring for keys.
 
-    ``max_elements`` bounds the number of decoder outputs held at once.
+    ``max_elements`` bounds the number of decoder outputs held at once. Model and guide
+    are scored in eval mode, so a relaxed guide proposes hard discrete samples and every
+    figure is a bound on the true discrete model.
     """
+    with evaluation_mode(model, guide), torch.no_grad():
+        return _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, psis,
+                         keep_reconstructions)
+
+
+def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, psis, keep_reconstructions):
     n = x.shape[0]
     iwae_k = max(1, min(iwae_k, num_samples))
     cols = {k: [] for k in ("elbo", "rec", "kl", "iwae", "ll", "se", "khat", "exact")}

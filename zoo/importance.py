@@ -60,12 +60,16 @@ def _in_data_plate(site) -> bool:
 
 
 def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles: int = 1,
-                          **kwargs) -> LogWeights:
+                          detach_latents: bool = False, **kwargs) -> LogWeights:
     """Sample ``num_particles`` z per datum from ``guide`` and score them under ``model``.
 
-    ``args``/``kwargs`` are passed to both, e.g. ``(x, idx=idx, N=N)``.
+    ``args``/``kwargs`` are passed to both, e.g. ``(x, idx=idx, N=N)``. With
+    ``detach_latents`` the samples carry no gradient (path derivatives are cut), so
+    gradients of log q reach the guide's parameters only through its density (score).
     """
     guide_trace = poutine.trace(vectorize(guide, num_particles)).get_trace(*args, **kwargs)
+    if detach_latents:
+        guide_trace.detach_()
     model_trace = poutine.trace(
         poutine.replay(vectorize(model, num_particles), trace=guide_trace)).get_trace(*args, **kwargs)
 

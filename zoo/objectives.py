@@ -29,14 +29,16 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
-from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+import pyro.poutine as poutine
+from pyro.infer import (ELBO, RenyiELBO, ReweightedWakeSleep as PyroRWS, Trace_ELBO, TraceEnum_ELBO,
+                        TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate)
 
 from zoo.errors import ZooError
 from zoo.importance import per_datum_log_weights
 from zoo.models.base import MAX_PLATE_NESTING
 
-__all__ = ["RenyiBound", "IWAEBound", "ObjectiveSpec", "OBJECTIVES", "build_objective",
-           "per_datum_renyi_bound"]
+__all__ = ["RenyiBound", "IWAEBound", "EnumELBO", "ReweightedWakeSleep", "ObjectiveSpec", "OBJECTIVES",
+           "build_objective", "per_datum_renyi_bound"]
 
 
 def per_datum_renyi_bound(log_w: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -110,6 +112,123 @@ class IWAEBound(RenyiBound):
         super().__init__(alpha=0.0, num_particles=num_particles, max_plate_nesting=max_plate_nesting)
 
 
+class EnumELBO(TraceEnum_ELBO):
+    """The ELBO with the expectation over discrete guide sites summed exactly.
+
+    Computes sum_z q(z | x) [log p(x, z) - log q(z | x)] per datum, and its exact
+    gradient, by Pyro's TraceEnum_ELBO with the guide's sites enumerated in parallel
+    (``config_enumerate(guide, "parallel")``). The discrete sites are
+    :class:`~zoo.distributions.JointDiscrete`, whose support lists all joint
+    configurations of a latent vector.
+
+    Assumptions: every guide site is discrete and the joint latent space has at most
+    :data:`~zoo.distributions.ENUMERATION_LIMIT` configurations; otherwise the registry
+    refuses the combination (and enumeration itself raises).
+    """
+
+    def __init__(self, max_plate_nesting: int = MAX_PLATE_NESTING):
+        super().__init__(max_plate_nesting=max_plate_nesting)
+
+    def loss(self, model, guide, *args, **kwargs):
+        return super().loss(model, config_enumerate(guide, "parallel"), *args, **kwargs)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        return super().differentiable_loss(model, config_enumerate(guide, "parallel"), *args, **kwargs)
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        return super().loss_and_grads(model, config_enumerate(guide, "parallel"), *args, **kwargs)
+
+
+class ReweightedWakeSleep(ELBO):
+    """Reweighted wake-sleep (Bornschein & Bengio 2015) with per-datum importance weights.
+
+    With K samples z_k ~ q(z | x_b) per datum (detached: no path derivatives) and
+    w_kb = p(x_b, z_kb) / q(z_kb | x_b), normalized to w~_kb over k::
+
+        wake-theta:  maximize (N/B) sum_b log (1/K) sum_k w_kb            (model parameters)
+        wake-phi:    maximize (N/B) sum_b sum_k w~_kb log q(z_kb | x_b)   (guide parameters)
+        sleep-phi:   maximize (N/B) sum_b log q(z'_b | x'_b),  (x', z') ~ p  (guide parameters)
+
+    The guide minimizes ``insomnia * wake-phi + (1 - insomnia) * sleep-phi``.
+    ``num_particles=1, insomnia=0`` is the wake-sleep algorithm of the Helmholtz
+    machine (Hinton et al. 1995). The reported loss is the wake-theta term, i.e. minus
+    (N/B) x the IWAE bound.
+
+    Why not Pyro's :class:`~pyro.infer.ReweightedWakeSleep` (kept as ``rws_pyro``): it
+    sums each particle's N/B-scaled log-probabilities over the whole minibatch into one
+    weight, so under minibatching its weights are not per-datum (as with RenyiELBO,
+    pyro-ppl/pyro#3104).
+
+    Assumptions: local latents only; the sleep phase needs an amortized guide (a
+    per-datum guide has no row for a dreamt x').
+    """
+
+    def __init__(self, num_particles: int = 5, insomnia: float = 1.0,
+                 max_plate_nesting: int = MAX_PLATE_NESTING):
+        if not 0.0 <= insomnia <= 1.0:
+            raise ZooError(f"--insomnia must be in [0, 1], got {insomnia}")
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
+                         vectorize_particles=True)
+        self.insomnia = float(insomnia)
+
+    def _get_trace(self, model, guide, args, kwargs):
+        raise NotImplementedError("ReweightedWakeSleep forms per-datum weights in zoo.importance")
+
+    def _losses(self, model, guide, *args, **kwargs):
+        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
+                                   detach_latents=True, **kwargs)
+        log_w = lw.log_likelihood + lw.log_prior - lw.log_q.detach()
+        wake_theta = -lw.scale * (torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
+        phi = 0.0
+        if self.insomnia > 0:
+            normalized = torch.softmax(log_w, 0).detach()
+            phi = phi - self.insomnia * lw.scale * (normalized * lw.log_q).sum()
+        if self.insomnia < 1:
+            phi = phi + (1 - self.insomnia) * self._sleep_phi(model, guide, args[0].shape[0], lw.scale)
+        return wake_theta, phi
+
+    @staticmethod
+    def _sleep_phi(model, guide, batch_size: int, scale: float):
+        if not getattr(guide, "amortized", True):
+            raise ZooError("the sleep phase needs an amortized guide; use --insomnia 1 with per-datum guides")
+        with torch.no_grad():
+            dream = poutine.trace(model).get_trace(None, N=batch_size)
+        latents = {n: s["value"] for n, s in dream.nodes.items()        # "x" is the contract's observation
+                   if s["type"] == "sample" and n not in ("data", "x")}
+        trace = poutine.trace(poutine.condition(guide, data=latents)).get_trace(dream.nodes["x"]["value"])
+        log_q = sum(trace.nodes[n]["fn"].log_prob(v) for n, v in latents.items())
+        return -scale * log_q.sum()
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        wake_theta, phi = self._losses(model, guide, *args, **kwargs)
+        return wake_theta + phi
+
+    def loss(self, model, guide, *args, **kwargs):
+        with torch.no_grad():
+            lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles, **kwargs)
+            return -lw.scale * per_datum_renyi_bound(lw.log_w, 0.0).sum().item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        wake_theta, phi = self._losses(model, guide, *args, **kwargs)
+        (wake_theta + phi).backward()
+        return wake_theta.item()
+
+
+class PyroReweightedWakeSleep(PyroRWS):
+    """Pyro's ReweightedWakeSleep, returning one number like every other objective.
+
+    Pyro's ``loss``/``loss_and_grads`` return (wake-theta loss, guide loss); the zoo's
+    training loop and tables use the wake-theta loss, minus the (minibatch-pooled) IWAE
+    bound. See :class:`ReweightedWakeSleep` for why this is not the per-datum estimator.
+    """
+
+    def loss(self, model, guide, *args, **kwargs):
+        return super().loss(model, guide, *args, **kwargs)[0]
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        return super().loss_and_grads(model, guide, *args, **kwargs)[0]
+
+
 def _pyro_elbo(cls):
     def build(particles: int, alpha: float):
         return cls(num_particles=particles, vectorize_particles=particles > 1,
@@ -127,15 +246,25 @@ class ObjectiveSpec:
     default_particles: int = 1
     needs_reparam: bool = False
     uses_alpha: bool = False
+    needs_enumeration: bool = False
+    uses_baselines: bool = False
+    uses_insomnia: bool = False
 
 
 OBJECTIVES = {spec.name: spec for spec in [
     ObjectiveSpec("elbo", "Trace_ELBO: Monte Carlo ELBO (score function for non-reparameterized sites)",
                   _pyro_elbo(Trace_ELBO)),
-    ObjectiveSpec("tracemeanfield", "TraceMeanField_ELBO: analytic KL(q || p) where available",
-                  _pyro_elbo(TraceMeanField_ELBO)),
-    ObjectiveSpec("tracegraph", "TraceGraph_ELBO: score function with Rao-Blackwellization and baselines",
-                  _pyro_elbo(TraceGraph_ELBO)),
+    ObjectiveSpec("tracemeanfield", "TraceMeanField_ELBO: analytic KL(q || p) where available "
+                  "(reparameterizable guides only)", _pyro_elbo(TraceMeanField_ELBO), needs_reparam=True),
+    ObjectiveSpec("tracegraph", "TraceGraph_ELBO: score function with Rao-Blackwellization and the guide's "
+                  "--baseline (none, decaying, neural/NVIL)", _pyro_elbo(TraceGraph_ELBO), uses_baselines=True),
+    ObjectiveSpec("enum", "TraceEnum_ELBO with the guide's discrete sites summed exactly (small latent spaces)",
+                  lambda k, a: EnumELBO(), needs_enumeration=True),
+    ObjectiveSpec("rws", "per-datum reweighted wake-sleep (wake-theta, wake-phi, sleep-phi by --insomnia); "
+                  "--particles 1 --insomnia 0 is wake-sleep", None, default_particles=5, uses_insomnia=True),
+    ObjectiveSpec("rws_pyro", "Pyro's ReweightedWakeSleep. Caveat: pools the N/B-scaled log-weights of the "
+                  "minibatch into one weight per particle, so under minibatching it is not per-datum",
+                  None, default_particles=5, uses_insomnia=True),
     ObjectiveSpec("renyi", "per-datum Renyi bound of order --alpha, scaled by N/B after the logsumexp",
                   lambda k, a: RenyiBound(alpha=a, num_particles=k), default_particles=5,
                   needs_reparam=True, uses_alpha=True),
@@ -150,7 +279,8 @@ OBJECTIVES = {spec.name: spec for spec in [
 ]}
 
 
-def build_objective(name: str, particles: Optional[int] = None, alpha: float = 0.0) -> ELBO:
+def build_objective(name: str, particles: Optional[int] = None, alpha: float = 0.0,
+                    insomnia: float = 1.0) -> ELBO:
     """Build the named objective with K = ``particles`` (default: the objective's own)."""
     from zoo.errors import unknown_name
     if name not in OBJECTIVES:
@@ -161,4 +291,11 @@ def build_objective(name: str, particles: Optional[int] = None, alpha: float = 0
     k = spec.default_particles if particles is None else int(particles)
     if k < 1:
         raise ZooError(f"--particles must be a positive integer, got {k}")
+    if spec.uses_insomnia:
+        if not 0.0 <= insomnia <= 1.0:
+            raise ZooError(f"--insomnia must be in [0, 1], got {insomnia}")
+        if name == "rws":
+            return ReweightedWakeSleep(num_particles=k, insomnia=insomnia)
+        return PyroReweightedWakeSleep(num_particles=k, insomnia=insomnia, vectorize_particles=True,
+                                       max_plate_nesting=MAX_PLATE_NESTING)
     return spec.build(k, float(alpha))

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from guides import IAF, Amortized, Exact, MeanField, ZooGuide
+from guides import IAF, Amortized, Exact, MeanField, Relaxed, ZooGuide
 from zoo.data import DATASETS
 from zoo.errors import ZooError, unknown_name
-from zoo.models import PPCA, VAE, ZooModel
+from zoo.distributions import ENUMERATION_LIMIT
+from zoo.models import PPCA, SBN, VAE, CategoricalVAE, ZooModel
 from zoo.objectives import OBJECTIVES, build_objective
 
 __all__ = ["MODELS", "GUIDES", "OBJECTIVES", "DATASETS", "build_model", "build_guide",
@@ -39,6 +40,12 @@ MODELS = {m.name: m for m in [
     ModelSpec("vae", "VAE, Gaussian prior, tanh MLP decoder, Bernoulli or Gaussian likelihood "
               "(Burda et al. 2016: 784-200-200-50)", VAE,
               {"latent_dim": 50, "hidden": (200, 200), "likelihood": "bernoulli"}),
+    ModelSpec("sbn", "sigmoid belief net / Helmholtz machine: binary latent layers, learnable prior, "
+              "Bernoulli decoder (affine by default, as in Mnih & Gregor 2014); exact log p(x) when small",
+              SBN, {"layers": (200,), "hidden": ()}),
+    ModelSpec("categorical_vae", "categorical VAE: N one-hot latents with K classes (Jang et al. 2017: 20x10), "
+              "MLP decoder; exact log p(x) when small", CategoricalVAE,
+              {"num_variables": 20, "num_classes": 10, "hidden": (256, 512)}),
 ]}
 
 
@@ -51,14 +58,24 @@ class GuideSpec:
 
 
 GUIDES = {g.name: g for g in [
-    GuideSpec("meanfield", "per-datum diagonal Normal, parameters indexed by the data plate's idx",
-              MeanField),
-    GuideSpec("amortized", "MLP encoder giving a diagonal Normal (mirrors the decoder)", Amortized,
-              {"hidden": None}),
+    GuideSpec("meanfield", "per-datum diagonal Normal or Bernoulli/categorical logits, indexed by the data "
+              "plate's idx", MeanField, {"baseline": None}),
+    GuideSpec("amortized", "MLP encoder giving a diagonal Normal, or Bernoulli/categorical logits "
+              "(score function)", Amortized, {"hidden": None, "baseline": None}),
     GuideSpec("iaf", "amortized encoder + K conditional inverse autoregressive flow steps "
               "(Kingma et al. 2016)", IAF, {"hidden": None, "num_flows": 2}),
+    GuideSpec("relaxed", "amortized Concrete / Gumbel-softmax for binary and categorical latents, annealed "
+              "temperature, optional straight-through; evaluated with hard samples", Relaxed,
+              {"hidden": None, "temperature": 1.0, "temperature_min": 0.5, "anneal_rate": 0.0,
+               "straight_through": False}),
     GuideSpec("exact", "the closed-form posterior p(z|x), the oracle (pPCA, FA)", Exact),
 ]}
+
+
+#: The CLI flag of each guide option, for error messages.
+GUIDE_FLAGS = {"hidden": "--guide-hidden", "num_flows": "--flows", "baseline": "--baseline",
+               "temperature": "--temperature", "temperature_min": "--temperature-min",
+               "anneal_rate": "--anneal-rate", "straight_through": "--straight-through"}
 
 
 def _lookup(table, kind, name):
@@ -76,6 +93,12 @@ def build_model(name: str, x_dim: int, **options) -> ZooModel:
         raise ZooError(f"model {name!r} takes no option {', '.join(unknown)}; "
                        f"its options are: {', '.join(spec.options) or 'none'}")
     kwargs = {**spec.options, **given}
+    for key in ("num_variables", "num_classes"):
+        if key in kwargs and int(kwargs[key]) < (2 if key == "num_classes" else 1):
+            raise ZooError(f"--{key.replace('_', '-')} must be at least {2 if key == 'num_classes' else 1}, "
+                           f"got {kwargs[key]}")
+    if "layers" in kwargs and (not kwargs["layers"] or any(int(k) < 1 for k in kwargs["layers"])):
+        raise ZooError(f"--layers must be positive layer sizes, e.g. 200 or 200,200; got {kwargs['layers']}")
     if "latent_dim" in kwargs and int(kwargs["latent_dim"]) < 1:
         raise ZooError(f"--latent-dim must be a positive integer, got {kwargs['latent_dim']}")
     if "hidden" in kwargs and any(int(h) < 1 for h in kwargs["hidden"]):
@@ -91,8 +114,14 @@ def build_guide(name: str, model: ZooModel, num_data: Optional[int] = None, **op
     given = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(given) - set(spec.options))
     if unknown:
-        raise ZooError(f"guide {name!r} takes no option {', '.join(unknown)}; "
-                       f"its options are: {', '.join(spec.options) or 'none'}")
+        option = unknown[0]
+        owners = [g for g, other in GUIDES.items() if option in other.options]
+        raise ZooError(f"{GUIDE_FLAGS.get(option, option)} applies to the {', '.join(map(repr, owners))} "
+                       f"guide{'s' if len(owners) > 1 else ''} only, not {name!r}")
+    if spec.name == "relaxed":
+        for key in ("temperature", "temperature_min"):
+            if key in given and not float(given[key]) > 0:
+                raise ZooError(f"--{key.replace('_', '-')} must be positive, got {given[key]}")
     if given.get("num_flows") is not None and int(given["num_flows"]) < 1:
         raise ZooError(f"--flows must be a positive integer, got {given['num_flows']}")
     check_guide(name, model)
@@ -116,21 +145,43 @@ def _fits(cls, model) -> bool:
         return False
 
 
-def check_combination(model: ZooModel, guide: str, objective: str, model_name: str = "") -> None:
+def check_combination(model: ZooModel, guide: str, objective: str,
+                      guide_options: Optional[Dict[str, object]] = None) -> None:
     """Raise :class:`ZooError` unless (model, guide, objective) is mathematically valid."""
     check_guide(guide, model)
     obj = _lookup(OBJECTIVES, "objective", objective)
     gcls = GUIDES[guide].cls
-    if obj.needs_reparam and not gcls.reparameterized:
-        raise ZooError(f"objective {objective!r} needs a reparameterizable guide and {guide!r} is not; "
-                       f"use elbo or tracegraph")
+    if obj.needs_reparam and not gcls.is_reparameterized(model):
+        raise ZooError(f"objective {objective!r} needs a reparameterizable guide, and {guide!r} over "
+                       f"{type(model).__name__}'s discrete latents is a score-function guide; use elbo, "
+                       f"tracegraph, enum or rws, or the 'relaxed' guide")
+    if obj.needs_enumeration:
+        n = model.num_configurations
+        if n is None:
+            raise ZooError(f"'enum' sums over discrete latents, and {type(model).__name__} has real ones; "
+                           f"use elbo, tracemeanfield or iwae")
+        if not gcls.enumerable:
+            raise ZooError(f"'enum' sums over the guide's discrete distribution, which the {guide!r} guide "
+                           f"does not have while training; use the amortized or meanfield guide")
+        if n > ENUMERATION_LIMIT:
+            raise ZooError(f"'enum' would sum over {n:.3g} latent configurations per datum, more than the "
+                           f"limit {ENUMERATION_LIMIT}; use tracegraph (with --baseline neural), rws or "
+                           f"the relaxed guide")
+    baseline = (guide_options or {}).get("baseline")
+    if baseline not in (None, "none") and not obj.uses_baselines:
+        raise ZooError(f"--baseline is used by the tracegraph objective only, not {objective!r}")
 
 
-def compatibility(x_dim: int = 64) -> List[Tuple[str, str, str, Optional[str]]]:
-    """Every (model, guide, objective) with ``None`` if valid, else the reason it is not."""
+def compatibility(x_dim: int = 64, model_options: Optional[Dict[str, Dict]] = None
+                  ) -> List[Tuple[str, str, str, Optional[str]]]:
+    """Every (model, guide, objective) with ``None`` if valid, else the reason it is not.
+
+    ``model_options`` (per model name) changes the models checked, e.g. a latent space
+    small enough for ``enum``.
+    """
     rows = []
     for m in MODELS:
-        model = build_model(m, x_dim)
+        model = build_model(m, x_dim, **(model_options or {}).get(m, {}))
         for g in GUIDES:
             for o in OBJECTIVES:
                 try:

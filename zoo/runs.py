@@ -50,10 +50,19 @@ class RunConfig:
     latent_dim: Optional[int] = None
     hidden: Optional[List[int]] = None
     likelihood: Optional[str] = None
+    layers: Optional[List[int]] = None
+    num_variables: Optional[int] = None
+    num_classes: Optional[int] = None
     guide_hidden: Optional[List[int]] = None
     flows: Optional[int] = None
+    baseline: Optional[str] = None
+    temperature: Optional[float] = None
+    temperature_min: Optional[float] = None
+    anneal_rate: Optional[float] = None
+    straight_through: bool = False
     particles: Optional[int] = None
     alpha: float = 0.0
+    insomnia: float = 1.0
     epochs: int = 20
     batch_size: int = 100
     lr: float = 1e-3
@@ -102,6 +111,13 @@ def _check_positive(config: RunConfig) -> None:
         raise ZooError(f"--refit-epochs must be a positive integer, got {config.refit_epochs}")
 
 
+#: RunConfig fields passed to the model, and to the guide (config field -> guide argument).
+MODEL_OPTION_FIELDS = ("latent_dim", "hidden", "likelihood", "layers", "num_variables", "num_classes")
+GUIDE_OPTION_FIELDS = {"guide_hidden": "hidden", "flows": "num_flows", "baseline": "baseline",
+                       "temperature": "temperature", "temperature_min": "temperature_min",
+                       "anneal_rate": "anneal_rate", "straight_through": "straight_through"}
+
+
 @dataclass
 class Prepared:
     """A run's live objects, built and checked from a :class:`RunConfig`."""
@@ -124,24 +140,19 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None) -> Prepared:
             raise unknown_name(kind, name, table)
     device = resolve_device(config.device)
     data = data if data is not None else load_dataset(config.dataset, config.data_dir)
-    options = {"latent_dim": config.latent_dim,
-               "hidden": tuple(config.hidden) if config.hidden else None,
-               "likelihood": config.likelihood}
+    model_options = {k: getattr(config, k) for k in MODEL_OPTION_FIELDS if getattr(config, k) is not None}
+    model_options = {k: tuple(v) if isinstance(v, list) else v for k, v in model_options.items()}
     if "likelihood" in MODELS[config.model].options and config.likelihood is None:
-        options["likelihood"] = "bernoulli" if data.binary else "gaussian"
+        model_options["likelihood"] = "bernoulli" if data.binary else "gaussian"
     pyro.set_rng_seed(config.seed)
-    model = build_model(config.model, data.x_dim, **options)
+    model = build_model(config.model, data.x_dim, **model_options)
     model.validate_data(data.train, what=f"dataset {data.name!r}")
-    check_combination(model, config.guide, config.objective)
-    guide_options = {}
-    if "hidden" in GUIDES[config.guide].options:
-        guide_options["hidden"] = tuple(config.guide_hidden) if config.guide_hidden else None
-    if "num_flows" in GUIDES[config.guide].options:
-        guide_options["num_flows"] = config.flows
-    elif config.flows is not None:
-        raise ZooError(f"--flows applies to the 'iaf' guide only, not {config.guide!r}")
+    guide_options = {option: getattr(config, field) for field, option in GUIDE_OPTION_FIELDS.items()
+                     if getattr(config, field) is not None and getattr(config, field) is not False}
+    guide_options = {k: tuple(v) if isinstance(v, list) else v for k, v in guide_options.items()}
+    check_combination(model, config.guide, config.objective, guide_options)
     guide = build_guide(config.guide, model, num_data=data.train.shape[0], **guide_options)
-    objective = build_objective(config.objective, config.particles, config.alpha)
+    objective = build_objective(config.objective, config.particles, config.alpha, config.insomnia)
     if config.batch_size > data.train.shape[0]:
         raise ZooError(f"--batch-size {config.batch_size} is larger than the {data.train.shape[0]} "
                        f"training data of {data.name!r}; use at most {data.train.shape[0]}")
@@ -234,7 +245,8 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     guide = run.guide
     if not getattr(guide, "amortized", True):
         # A per-datum guide has no posterior for held-out data: fit a fresh one, model fixed.
-        guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0]).to(run.device)
+        guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0],
+                            **({"baseline": cfg.baseline} if cfg.baseline else {})).to(run.device)
         fit_local_guide(run.model, guide, build_objective("elbo", 1), x_eval,
                         epochs=cfg.refit_epochs or max(cfg.epochs, 50), batch_size=cfg.batch_size, lr=cfg.lr,
                         seed=cfg.seed, progress=progress)

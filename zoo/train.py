@@ -63,6 +63,12 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     optimizer = optimizer or make_optimizer(model, guide, lr, guide_only)
     history = history if history is not None else []
     steps = math.ceil(N / batch_size)
+    # A guide may change what the objective sees of the model while training (the relaxed
+    # guide relaxes the model's discrete sites) and may anneal itself per step.
+    train_model = guide.training_model(model) if hasattr(guide, "training_model") else model
+    on_step = getattr(guide, "on_step", None)
+    model.train()
+    guide.train()
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         order = epoch_order(N, seed, epoch).to(x.device)
@@ -71,12 +77,14 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
                    leave=False, dynamic_ncols=True)
         for step in bar:
             idx = order[step * batch_size:(step + 1) * batch_size]
+            if on_step is not None:
+                on_step(epoch * steps + step)
             optimizer.zero_grad(set_to_none=True)
             # Pyro checks distribution arguments on the first step of each epoch (shapes,
             # supports); after that the checks are off in the hot loop. The data were
             # validated once up front and a non-finite loss is caught just below.
             with pyro.validation_enabled(pyro.infer.util.is_validation_enabled() and step == 0):
-                loss = objective.loss_and_grads(model, guide, x[idx], idx=idx, N=N)
+                loss = objective.loss_and_grads(train_model, guide, x[idx], idx=idx, N=N)
             if not math.isfinite(loss):
                 raise ZooError(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1} with "
                                f"{type(objective).__name__}; lower --lr or check the data scale")
@@ -88,6 +96,8 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
                "valid_elbo": None}
         if valid is not None and getattr(guide, "amortized", True):
             row["valid_elbo"] = bound_per_datum(model, guide, valid)
+            model.train()
+            guide.train()
         history.append(row)
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: loss/datum {row['loss']:.3f}"

@@ -2,5 +2,7 @@
 from zoo.models.base import LatentSite, ZooModel, data_plate, MAX_PLATE_NESTING
 from zoo.models.ppca import PPCA, ppca_ml_solution
 from zoo.models.vae import VAE
+from zoo.models.sbn import SBN
+from zoo.models.categorical_vae import CategoricalVAE
 
-__all__ = ["LatentSite", "ZooModel", "data_plate", "MAX_PLATE_NESTING", "PPCA", "ppca_ml_solution", "VAE"]
+__all__ = ["LatentSite", "ZooModel", "data_plate", "MAX_PLATE_NESTING", "PPCA", "ppca_ml_solution", "VAE", "SBN", "CategoricalVAE"]

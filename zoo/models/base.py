@@ -69,6 +69,15 @@ class LatentSite:
             n *= s
         return n
 
+    @property
+    def num_configurations(self) -> Optional[int]:
+        """How many values one datum's latent can take (``None`` for real latents)."""
+        if self.support == "binary":
+            return 2 ** self.numel
+        if self.support == "categorical":
+            return self.num_classes ** self.event_shape[0]
+        return None
+
 
 def data_plate(x: Optional[torch.Tensor], idx: Optional[torch.Tensor] = None,
                N: Optional[int] = None, device=None) -> pyro.plate:
@@ -115,8 +124,31 @@ class ZooModel(PyroModule):
         return self.model(x, idx=idx, N=N)
 
     def log_marginal(self, x: torch.Tensor) -> Optional[torch.Tensor]:
-        """Exact log p(x) per datum, shape ``[B]``; ``None`` where intractable."""
+        """Exact log p(x) per datum, shape ``[B]``; ``None`` where intractable.
+
+        Models with only discrete latents get it by exact enumeration of the joint
+        latent space when that has at most ``ENUMERATION_LIMIT`` configurations.
+        """
+        if self.is_enumerable:
+            from zoo.enumeration import enumerated_log_marginal
+            return enumerated_log_marginal(self, x)
         return None
+
+    @property
+    def num_configurations(self) -> Optional[int]:
+        """Size of one datum's joint latent space, ``None`` if any latent is real."""
+        total = 1
+        for s in self.latents:
+            if s.num_configurations is None:
+                return None
+            total *= s.num_configurations
+        return total
+
+    @property
+    def is_enumerable(self) -> bool:
+        from zoo.distributions import ENUMERATION_LIMIT
+        n = self.num_configurations
+        return n is not None and n <= ENUMERATION_LIMIT
 
     def posterior(self, x: torch.Tensor) -> Optional[Dict[str, torch.distributions.Distribution]]:
         """Exact p(z | x) per latent site (batch shape ``[B]``); ``None`` where intractable."""
@@ -124,7 +156,7 @@ class ZooModel(PyroModule):
 
     @property
     def has_log_marginal(self) -> bool:
-        return type(self).log_marginal is not ZooModel.log_marginal
+        return type(self).log_marginal is not ZooModel.log_marginal or self.is_enumerable
 
     @property
     def has_posterior(self) -> bool:

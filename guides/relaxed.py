@@ -1,0 +1,141 @@
+"""Relaxed guide: Concrete / Gumbel-softmax samples for binary and categorical latents.
+
+The amortized encoder gives logits l(x) as for the ``amortized`` guide. In training
+mode a sample is relaxed, and so differentiable in l::
+
+    binary:       z~ = sigmoid((l + logistic noise) / tau)                   RelaxedBernoulli
+    categorical:  z~ = softmax((l + Gumbel noise) / tau)                     RelaxedOneHotCategorical
+
+How the relaxed guide meets the discrete model (what the ELBO is during training):
+
+- Default (Maddison et al. 2017): the model's discrete sites are relaxed too, by
+  :class:`RelaxDiscrete`, to Concrete distributions with the same temperature and the
+  model's own logits. Training maximizes the *relaxed* ELBO
+  E_q~[log p(x | z~) + log p~(z~) - log q~(z~ | x)], a surrogate whose densities are
+  Concrete densities, reparameterized and biased, that tends to the discrete problem
+  as tau -> 0.
+- ``straight_through=True`` (Jang et al. 2017, ST Gumbel-softmax): the forward pass uses
+  the hard value (rounded / argmax), so the discrete model scores a discrete z, while
+  gradients flow through the soft sample. log q is the Concrete density of the soft
+  sample (Pyro's ``*StraightThrough`` distributions).
+
+The temperature is annealed as tau_t = max(tau_min, tau_0 exp(-r t)) over SVI steps t
+(Jang et al.'s schedule). In evaluation mode (``guide.eval()``, which the harness
+sets) the guide samples the *hard* distribution it relaxes, Bernoulli(sigmoid(l)) or
+OneHotCategorical(softmax(l)), so reported bounds and log p(x) are those of the true
+discrete model, never of the surrogate.
+
+References:
+    C. J. Maddison, A. Mnih and Y. W. Teh, "The Concrete Distribution", ICLR 2017,
+    https://arxiv.org/abs/1611.00712.
+    E. Jang, S. Gu and B. Poole, "Categorical Reparameterization with Gumbel-Softmax",
+    ICLR 2017, https://arxiv.org/abs/1611.01144.
+
+Example::
+
+    >>> from zoo.models import SBN
+    >>> g = Relaxed(SBN(x_dim=6, layers=(3,)), temperature=0.5)
+    >>> float(g.temperature)
+    0.5
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.poutine.messenger import Messenger
+
+from guides.amortized import Amortized
+from guides.base import site_distribution
+from zoo.distributions import JointDiscrete
+from zoo.errors import ZooError
+from zoo.models.base import data_plate
+
+__all__ = ["Relaxed", "RelaxDiscrete", "relaxed_distribution"]
+
+
+def relaxed_distribution(hard, temperature, straight_through: bool = False):
+    """The Concrete relaxation of a :class:`JointDiscrete` ``hard`` at ``temperature``."""
+    base = hard.base if isinstance(hard, JointDiscrete) else hard
+    if isinstance(base, torch.distributions.Bernoulli):
+        cls = dist.RelaxedBernoulliStraightThrough if straight_through else dist.RelaxedBernoulli
+    else:
+        cls = dist.RelaxedOneHotCategoricalStraightThrough if straight_through else dist.RelaxedOneHotCategorical
+    return cls(temperature, logits=base.logits).to_event(1)
+
+
+class RelaxDiscrete(Messenger):
+    """Replace the named discrete latent sites of a model by their Concrete relaxations.
+
+    Used around the model while a :class:`Relaxed` guide trains without straight-through,
+    so that p~(z~) is a density on the same (continuous) space as q~(z~ | x).
+    """
+
+    def __init__(self, temperature: torch.Tensor, names):
+        super().__init__()
+        self.temperature = temperature
+        self.names = set(names)
+
+    def _pyro_sample(self, msg):
+        if msg["name"] in self.names and not msg["is_observed"] and isinstance(msg["fn"], JointDiscrete):
+            msg["fn"] = relaxed_distribution(msg["fn"], self.temperature)
+
+
+class Relaxed(Amortized):
+    """Amortized Concrete / Gumbel-softmax guide for binary and categorical latents.
+
+    Arguments:
+        model: a zoo model with binary and/or categorical latents.
+        num_data: unused (amortized).
+        hidden: encoder hidden sizes (default: mirror the decoder).
+        temperature: initial temperature tau_0 > 0 (default 1.0).
+        temperature_min: floor of the annealing schedule (default 0.5).
+        anneal_rate: r in tau_t = max(tau_min, tau_0 exp(-r t)) (default 0: constant tau_0).
+        straight_through: use hard values in the forward pass (default False).
+    """
+
+    family = "relaxed"
+    supports = ("binary", "categorical")
+    enumerable = False
+
+    def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,
+                 temperature: float = 1.0, temperature_min: float = 0.5, anneal_rate: float = 0.0,
+                 straight_through: bool = False):
+        super().__init__(model, num_data, hidden)
+        if not temperature > 0 or not temperature_min > 0:
+            raise ZooError(f"the temperature must be positive, got --temperature {temperature} and "
+                           f"--temperature-min {temperature_min}")
+        if anneal_rate < 0:
+            raise ZooError(f"--anneal-rate must be >= 0, got {anneal_rate}")
+        self.temperature_0 = float(temperature)
+        self.temperature_min = min(float(temperature_min), float(temperature))
+        self.anneal_rate = float(anneal_rate)
+        self.straight_through = bool(straight_through)
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    @classmethod
+    def is_reparameterized(cls, model) -> bool:
+        return True
+
+    def on_step(self, step: int) -> None:
+        """Anneal: tau_t = max(tau_min, tau_0 exp(-r t))."""
+        tau = max(self.temperature_min, self.temperature_0 * math.exp(-self.anneal_rate * step))
+        self.temperature.fill_(tau)
+
+    def training_model(self, model):
+        """The model as the training objective sees it (relaxed unless straight-through)."""
+        if self.straight_through:
+            return model
+        return RelaxDiscrete(self.temperature, [s.name for s in self.sites])(model)
+
+    def forward(self, x, idx=None, N=None):
+        pyro.module("encoder", self)
+        _, raw = self.encode(x)
+        with data_plate(x, idx, N):
+            for s in self.sites:
+                hard = site_distribution(s, raw[s.name])
+                q = relaxed_distribution(hard, self.temperature, self.straight_through) if self.training else hard
+                pyro.sample(s.name, q)

@@ -1,0 +1,122 @@
+"""Discrete latent distributions whose joint support can be enumerated.
+
+A binary latent z in {0,1}^K is ``Bernoulli(logits).to_event(1)`` and a block of N
+categorical latents with K classes is ``OneHotCategorical(logits).to_event(1)``.
+torch's ``Independent`` cannot enumerate its support (it would have to list the
+joint configurations of the event), so Pyro's TraceEnum_ELBO cannot sum over it.
+:class:`JointDiscrete` is the same distribution with that one ability added:
+``enumerate_support`` lists all 2^K (or K^N) joint configurations, so exact sums
+over small latent spaces (the ``enum`` objective, exact log p(x)) work through
+Pyro's own enumeration machinery.
+
+Example::
+
+    >>> import torch
+    >>> d = JointDiscrete(torch.distributions.Bernoulli(logits=torch.zeros(3)))
+    >>> d.enumerate_support().shape
+    torch.Size([8, 3])
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from pyro.distributions import TorchDistribution
+from torch.distributions import Bernoulli, OneHotCategorical, constraints
+
+from zoo.errors import ZooError
+
+__all__ = ["JointDiscrete", "ENUMERATION_LIMIT", "joint_configurations", "num_configurations"]
+
+#: The largest joint latent space summed exactly (2^16 configurations).
+ENUMERATION_LIMIT = 2 ** 16
+
+
+def num_configurations(base) -> int:
+    """How many joint values one event of ``base`` (Bernoulli or OneHotCategorical, event = last
+    batch dim for Bernoulli, last two dims for a block of categoricals) can take."""
+    if isinstance(base, Bernoulli):
+        return 2 ** base.batch_shape[-1]
+    return base.event_shape[-1] ** base.batch_shape[-1]
+
+
+def joint_configurations(kind: str, shape, device=None, dtype=torch.float32) -> torch.Tensor:
+    """All joint values of a binary vector of length ``shape[0]`` (kind ``"binary"``) or of
+    ``shape[0]`` one-hot vectors of length ``shape[1]`` (kind ``"categorical"``): ``[C, *shape]``."""
+    if kind == "binary":
+        (k,) = shape
+        bits = torch.tensor(list(itertools.product((0.0, 1.0), repeat=k)), dtype=dtype, device=device)
+        return bits.reshape(-1, k)
+    n, k = shape
+    eye = torch.eye(k, dtype=dtype, device=device)
+    index = torch.tensor(list(itertools.product(range(k), repeat=n)), device=device).reshape(-1, n)
+    return eye[index]
+
+
+class JointDiscrete(TorchDistribution):
+    """``base.to_event(1)`` for a Bernoulli or OneHotCategorical ``base``, with an enumerable joint support.
+
+    Arguments:
+        base: ``Bernoulli`` with batch shape ``[..., K]`` (K bits per event) or
+            ``OneHotCategorical`` with batch shape ``[..., N]`` and event ``[K]``.
+    """
+
+    arg_constraints = {}
+    has_enumerate_support = True
+
+    def __init__(self, base, validate_args=None):
+        if not isinstance(base, (Bernoulli, OneHotCategorical)):
+            raise TypeError("JointDiscrete wraps a Bernoulli or OneHotCategorical")
+        self.base = base
+        self.kind = "binary" if isinstance(base, Bernoulli) else "categorical"
+        batch_shape = base.batch_shape[:-1]
+        event_shape = base.batch_shape[-1:] + base.event_shape
+        super().__init__(batch_shape, event_shape, validate_args=False)
+
+    @property
+    def support(self):
+        return constraints.independent(self.base.support, 1)
+
+    @property
+    def logits(self):
+        return self.base.logits
+
+    @property
+    def mean(self):
+        return self.base.mean
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return JointDiscrete(self.base.expand(batch_shape + self.base.batch_shape[-1:]))
+
+    def sample(self, sample_shape=torch.Size()):
+        return self.base.sample(sample_shape)
+
+    def log_prob(self, value):
+        return self.base.log_prob(value).sum(-1)
+
+    def entropy(self):
+        return self.base.entropy().sum(-1)
+
+    def enumerate_support(self, expand=True):
+        count = num_configurations(self.base)
+        if count > ENUMERATION_LIMIT:
+            raise ZooError(f"exact enumeration of this latent needs {count:.3g} configurations, more than the "
+                           f"limit {ENUMERATION_LIMIT}; use a sampling objective (elbo, tracegraph, rws) instead")
+        values = joint_configurations(self.kind, tuple(self.event_shape), self.base.logits.device,
+                                      self.base.logits.dtype)
+        values = values.reshape((values.shape[0],) + (1,) * len(self.batch_shape) + tuple(self.event_shape))
+        if expand:
+            values = values.expand((values.shape[0],) + self.batch_shape + self.event_shape)
+        return values
+
+
+@torch.distributions.kl.register_kl(JointDiscrete, JointDiscrete)
+def _kl_joint_discrete(p, q):
+    return torch.distributions.kl_divergence(p.base, q.base).sum(-1)
+
+
+def log_configurations(kind: str, shape) -> float:
+    """log of the number of joint configurations."""
+    return shape[0] * math.log(2 if kind == "binary" else shape[1])

@@ -1,0 +1,55 @@
+"""Exact log p(x) for any model whose latents are all discrete, by enumerating them.
+
+    log p(x) = log sum_z p(z) p(x | z)
+
+over every joint configuration z of the model's declared latents. The model is run
+under ``poutine.condition`` with a chunk of C configurations stacked on a
+``"particles"`` plate left of the data plate, so one trace scores C configurations
+for every datum at once, and the chunks are combined with logsumexp. Nothing here
+knows which model it is; it reads ``model.latents`` only.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Dict, Iterator
+
+import pyro.poutine as poutine
+import torch
+
+from zoo.distributions import ENUMERATION_LIMIT, joint_configurations
+from zoo.errors import ZooError
+from zoo.importance import vectorize
+
+__all__ = ["enumerated_log_marginal", "configuration_chunks"]
+
+
+def configuration_chunks(model, chunk: int, device=None) -> Iterator[Dict[str, torch.Tensor]]:
+    """Yield ``{site: values [c, 1, *event]}`` covering the product of all latents' configurations."""
+    tables = [joint_configurations(s.support, s.event_shape, device) for s in model.latents]
+    sizes = [t.shape[0] for t in tables]
+    total = 1
+    for n in sizes:
+        total *= n
+    if total > ENUMERATION_LIMIT:
+        raise ZooError(f"exact enumeration needs {total:.3g} latent configurations, more than the limit "
+                       f"{ENUMERATION_LIMIT}; estimate log p(x) by importance sampling instead")
+    flat = torch.tensor(list(itertools.product(*[range(n) for n in sizes])), device=device).reshape(total, -1)
+    for start in range(0, total, chunk):
+        rows = flat[start:start + chunk]
+        yield {s.name: t[rows[:, j]].unsqueeze(1) for j, (s, t) in enumerate(zip(model.latents, tables))}
+
+
+@torch.no_grad()
+def enumerated_log_marginal(model, x: torch.Tensor, max_elements: int = 1 << 24) -> torch.Tensor:
+    """Exact log p(x) per datum, ``[B]``, by summing p(x, z) over all latent configurations."""
+    chunk = max(1, max_elements // (x.shape[0] * max(1, x.shape[1])))
+    parts = []
+    for values in configuration_chunks(model, chunk, x.device):
+        c = next(iter(values.values())).shape[0]
+        trace = poutine.trace(poutine.condition(vectorize(model.model, c), data=values)).get_trace(x)
+        log_joint = 0.0
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample" and name not in ("particles", "data"):
+                log_joint = log_joint + site["fn"].log_prob(site["value"])
+        parts.append(torch.logsumexp(log_joint, dim=0))
+    return torch.logsumexp(torch.stack(parts), dim=0)

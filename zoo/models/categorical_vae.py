@@ -1,0 +1,66 @@
+"""Categorical VAE: N categorical latents with K classes each, in one-hot form.
+
+Generative story, for each datum::
+
+    z_n ~ OneHotCategorical(1/K, ..., 1/K)        n = 1..N     (uniform prior)
+    x | z ~ Bernoulli(sigmoid(f_theta(flatten(z))))            (tanh MLP decoder)
+
+The latent site ``z`` has event shape (N, K). The default 20 x 10 is Jang et al.'s;
+their decoder is 200-256-512-784. With K^N at most 2^16 (e.g. 4 x 4 = 256)
+``log_marginal`` is exact by enumeration.
+
+Reference: E. Jang, S. Gu and B. Poole, "Categorical Reparameterization with
+Gumbel-Softmax", ICLR 2017, https://arxiv.org/abs/1611.01144.
+
+Example::
+
+    >>> m = CategoricalVAE(x_dim=8, num_variables=2, num_classes=3, hidden=(16,))
+    >>> m.sample(4).shape
+    torch.Size([4, 8])
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch.distributions import OneHotCategorical
+
+from zoo.distributions import JointDiscrete
+from zoo.models.base import LatentSite, ZooModel, data_plate
+from zoo.models.vae import mlp
+
+__all__ = ["CategoricalVAE"]
+
+
+class CategoricalVAE(ZooModel):
+    """Uniform categorical prior, MLP decoder, Bernoulli likelihood.
+
+    Arguments:
+        x_dim: data dimension.
+        num_variables: N, the number of categorical latents (default 20).
+        num_classes: K, classes per latent (default 10).
+        hidden: decoder hidden sizes from z to x (default (256, 512)).
+    """
+
+    likelihood = "bernoulli"
+
+    def __init__(self, x_dim: int, num_variables: int = 20, num_classes: int = 10,
+                 hidden: Sequence[int] = (256, 512)):
+        super().__init__(x_dim)
+        self.num_variables, self.num_classes = int(num_variables), int(num_classes)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.decoder = mlp((self.num_variables * self.num_classes, *self.hidden, x_dim))
+        self.register_buffer("prior_logits", torch.zeros(self.num_variables, self.num_classes))
+
+    @property
+    def latents(self):
+        return (LatentSite("z", (self.num_variables, self.num_classes), "categorical", self.num_classes),)
+
+    def model(self, x=None, idx=None, N=None):
+        pyro.module("decoder", self.decoder)
+        with data_plate(x, idx, N, device=self.prior_logits.device):
+            z = pyro.sample("z", JointDiscrete(OneHotCategorical(logits=self.prior_logits)))
+            logits = self.decoder(z.flatten(-2))
+            pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(1), obs=x)
