@@ -14,8 +14,7 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def provenance() -> dict:
-    """The command, git commit and hardware a result was measured with."""
+def _git_state():
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -24,6 +23,17 @@ def provenance() -> dict:
                                     capture_output=True, text=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", None
+    return commit, dirty
+
+
+#: Read when the benchmark starts: the code a long run imported, not what HEAD is when it ends.
+GIT_AT_START = _git_state()
+
+
+def provenance() -> dict:
+    """The command, git commit (at start) and hardware a result was measured with."""
+    root = Path(__file__).resolve().parent.parent
+    commit, dirty = GIT_AT_START
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -46,3 +56,32 @@ def write_result(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"provenance": provenance(), **payload}, indent=2))
     return path
+
+
+def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, extra_columns=()) -> list:
+    """Train and evaluate each ``(label, RunConfig, reference_nll)`` through the zoo's own
+    ``train_run`` (the same harness as the CLI), then write ``results/<name>.json`` and ``.md``."""
+    from zoo.runs import results_markdown, train_run
+    rows = []
+    for label, config, reference in runs:
+        summary = train_run(config, Path(out_root) / label, force=True, progress=False)
+        summary["label"], summary["reference_nll"] = label, reference
+        rows.append(summary)
+        print(f"{label}: test -ELBO {-summary['elbo']:.2f}, NLL {summary['nll']:.2f} ± "
+              f"{summary['log_likelihood_se']:.2f} after {summary['epochs_trained']} epochs "
+              f"({summary['train_seconds']:.0f} s)", flush=True)
+    write_result(name, {"protocol": protocol, "runs": rows})
+    prov = provenance()
+    md = [f"# {title}", "", f"Command: `{prov['command']}`  ", f"Commit: `{prov['git_commit']}`  ",
+          f"Hardware: {prov['cpu']} ({prov['cpu_threads']} torch threads, {prov['logical_cores']} cores), "
+          f"GPU: {prov['gpu']}", "", f"Protocol: {protocol}", "",
+          "| run | objective | guide | epochs | test −ELBO | test NLL (IS) | ± se | reference NLL | active units | k̂>0.7 | train s |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['label']} | {r['config']['objective']} | {r['config']['guide']} | {r['epochs_trained']} | "
+                  f"{-r['elbo']:.2f} | {r['nll']:.2f} | {r['log_likelihood_se']:.2f} | "
+                  f"{r['reference_nll'] if r['reference_nll'] is not None else '–'} | {r['active_units']} | "
+                  f"{r['psis_khat_frac_over_0_7']:.1%} | {r['train_seconds']:.0f} |")
+    md += ["", "Full harness table:", "", results_markdown(rows)]
+    (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
+    return rows

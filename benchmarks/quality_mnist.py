@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, provenance, write_result  # noqa: E402
+from common import run_grid  # noqa: E402
 
-from zoo.runs import RunConfig, results_markdown, train_run  # noqa: E402
+from zoo.runs import RunConfig  # noqa: E402
 
 REFERENCES = {"elbo": 88.71, "iwae": 87.10}
 
@@ -38,33 +38,15 @@ def main(argv=None):
     p.add_argument("--out", default="runs/quality_mnist")
     args = p.parse_args(argv)
 
-    rows = []
+    runs = []
     for objective, particles, epochs in (("elbo", 1, args.elbo_epochs), ("iwae", 50, args.iwae_epochs)):
         config = RunConfig(model="vae", guide="amortized", objective=objective, particles=particles,
                            dataset="binarized_mnist", data_dir=args.data_dir, epochs=epochs, batch_size=100,
                            lr=1e-3, seed=0, device=args.device, eval_samples=args.eval_samples,
                            eval_limit=args.eval_limit, iwae_k=50)
-        summary = train_run(config, Path(args.out) / objective, force=True, progress=False)
-        summary["reference_nll"] = REFERENCES[objective]
-        rows.append(summary)
-        print(f"{objective}: test NLL {summary['nll']:.2f} ± {summary['log_likelihood_se']:.2f} after "
-              f"{epochs} epochs, {summary['train_seconds']:.0f} s training", flush=True)
-    slim = [{k: v for k, v in r.items() if k != "history"} | {"history": r["history"]} for r in rows]
-    write_result("quality_mnist", {"protocol": __doc__.split("Protocol:")[1].split("\n\n")[0].strip(),
-                                   "runs": slim})
-    prov = provenance()
-    md = ["# VAE on static binarized MNIST: test NLL", "",
-          f"Command: `{prov['command']}`  ", f"Commit: `{prov['git_commit']}`  ",
-          f"Hardware: {prov['cpu']} ({prov['cpu_threads']} threads), GPU: {prov['gpu']}", "",
-          "| objective | K train | epochs | test NLL (IS) | ± se | reference NLL (3280 epochs) | ELBO | active units | train s |",
-          "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        md.append(f"| {r['config']['objective']} | {r['config']['particles']} | {r['epochs_trained']} | "
-                  f"{r['nll']:.2f} | {r['log_likelihood_se']:.2f} | {r['reference_nll']} | {r['elbo']:.2f} | "
-                  f"{r['active_units']} | {r['train_seconds']:.0f} |")
-    md += ["", f"Evaluation: K = {args.eval_samples} importance samples on the first "
-           f"{rows[0]['num_data']} test images.", "", results_markdown(rows)]
-    (RESULTS / "quality_mnist.md").write_text("\n".join(md) + "\n")
+        runs.append((objective, config, REFERENCES[objective]))
+    run_grid("quality_mnist", "VAE 784-200-200-50 on static binarized MNIST: test NLL", runs, Path(args.out),
+             __doc__.split("Protocol:")[1].split("\n\n")[0].strip().replace("\n", " "))
 
 
 if __name__ == "__main__":

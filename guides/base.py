@@ -75,6 +75,7 @@ class ZooGuide(PyroModule):
         amortized: ``False`` for per-datum (non-amortized) guides, whose parameters
             are tables indexed by ``idx``; such a guide must be refitted on new data.
         enumerable: its discrete sites can be summed exactly by the ``enum`` objective.
+        normal_sites, own_parameters: what path-derivative estimators (stl, dreg) need.
 
     Arguments:
         baseline: variance reduction for score-function (discrete) sites under
@@ -86,6 +87,10 @@ class ZooGuide(PyroModule):
     supports: Sequence[str] = ("real",)
     amortized: bool = True
     enumerable: bool = False
+    #: every site is a Normal whose density can be evaluated at detached parameters (stl, dreg)
+    normal_sites: bool = True
+    #: the guide has parameters of its own, separate from the model's (dreg)
+    own_parameters: bool = True
 
     def __init__(self, model: ZooModel, num_data: Optional[int] = None, baseline: Optional[str] = None):
         super().__init__()

@@ -32,6 +32,7 @@ class Exact(ZooGuide):
 
     family = "exact"
     supports = ("real",)
+    own_parameters = False
 
     def __init__(self, model, num_data: Optional[int] = None):
         super().__init__(model, num_data)

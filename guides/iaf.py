@@ -59,6 +59,7 @@ class IAF(Amortized):
     family = "iaf"
     supports = ("real",)
     enumerable = False
+    normal_sites = False
 
     def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,
                  num_flows: int = 2, flow_hidden: Optional[Sequence[int]] = None):

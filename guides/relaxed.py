@@ -100,6 +100,7 @@ class Relaxed(Amortized):
     family = "relaxed"
     supports = ("binary", "categorical")
     enumerable = False
+    normal_sites = False
 
     def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,
                  temperature: float = 1.0, temperature_min: float = 0.5, anneal_rate: float = 0.0,

@@ -37,7 +37,7 @@ def _names(text: str) -> List[str]:
     return names
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def _add_run_options(p: argparse.ArgumentParser, particles: bool = True) -> None:
     g = p.add_argument_group("data and model")
     g.add_argument("--dataset", default=None, help="dataset name (default: digits)")
     g.add_argument("--data-dir", default=None,
@@ -60,7 +60,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--straight-through", action="store_true", default=None,
                    help="relaxed guide: hard samples forward, soft gradients backward")
     t = p.add_argument_group("training")
-    t.add_argument("--particles", type=int, default=None, help="K particles per datum (default: 1; 5 for iwae/renyi)")
+    if particles:
+        t.add_argument("--particles", type=int, default=None, help="K particles per datum (default: 1; 5 for iwae/renyi)")
     t.add_argument("--alpha", type=float, default=None, help="Renyi order for renyi / renyi_pyro (default 0)")
     t.add_argument("--insomnia", type=float, default=None,
                    help="rws: weight of wake-phi against sleep-phi for the guide (default 1)")
@@ -88,6 +89,8 @@ def _config_from_args(args, base=None):
     from zoo.runs import RunConfig
     config = base or RunConfig()
     given = {f: getattr(args, f) for f in RUN_FIELDS if getattr(args, f, None) is not None}
+    if isinstance(given.get("particles"), list):
+        del given["particles"]
     return dataclasses.replace(config, **given)
 
 
@@ -121,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objectives", type=_names, required=True, help="comma-separated objectives")
     p.add_argument("--out", default=None, help="output folder (default: runs/compare-MODEL)")
     _add_run_options(p)
+
+    p = sub.add_parser("gradients", help="bias, variance and SNR of gradient estimators at fixed parameters")
+    p.add_argument("model", help="model name")
+    p.add_argument("--guide", default="amortized", help="guide family (default: amortized)")
+    p.add_argument("--objectives", type=_names, required=True, help="comma-separated objectives")
+    p.add_argument("--particles", type=_ints, default=[1, 5, 50], dest="particles_list",
+                   help="comma-separated K values (default 1,5,50)")
+    p.add_argument("--repeats", type=int, default=100, help="gradient estimates per setting (default 100)")
+    p.add_argument("--checkpoint", default=None, help="a run folder (or checkpoint.pt) to take parameters from")
+    p.add_argument("--out", default=None, help="output folder (default: runs/gradients-MODEL-GUIDE)")
+    _add_run_options(p, particles=False)
     return parser
 
 
@@ -197,7 +211,17 @@ def _print_summary(rows, out: Path, files=("results.json", "results.md")) -> Non
     print(f"wrote {', '.join(str(out / f) for f in files)}")
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compare": cmd_compare}
+def cmd_gradients(args) -> None:
+    from zoo.runs import gradients_markdown, gradients_run
+    config = _config_from_args(args)
+    out = Path(args.out or f"runs/gradients-{args.model}-{args.guide}")
+    result = gradients_run(args.model, args.guide, args.objectives, args.particles_list, args.repeats, config, out,
+                           checkpoint=args.checkpoint, force=args.force)
+    print(gradients_markdown(result))
+    print(f"wrote {out / 'gradients.md'}, {out / 'gradients.json'}, {out / 'gradients.png'}")
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "gradients": cmd_gradients}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

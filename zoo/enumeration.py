@@ -39,9 +39,15 @@ def configuration_chunks(model, chunk: int, device=None) -> Iterator[Dict[str, t
         yield {s.name: t[rows[:, j]].unsqueeze(1) for j, (s, t) in enumerate(zip(model.latents, tables))}
 
 
-@torch.no_grad()
-def enumerated_log_marginal(model, x: torch.Tensor, max_elements: int = 1 << 24) -> torch.Tensor:
-    """Exact log p(x) per datum, ``[B]``, by summing p(x, z) over all latent configurations."""
+def enumerated_log_marginal(model, x: torch.Tensor, max_elements: int = 1 << 24,
+                            differentiable: bool = False) -> torch.Tensor:
+    """Exact log p(x) per datum, ``[B]``, by summing p(x, z) over all latent configurations
+    (differentiable in the model's parameters if asked)."""
+    with torch.set_grad_enabled(differentiable):
+        return _enumerated_log_marginal(model, x, max_elements)
+
+
+def _enumerated_log_marginal(model, x, max_elements):
     chunk = max(1, max_elements // (x.shape[0] * max(1, x.shape[1])))
     parts = []
     for values in configuration_chunks(model, chunk, x.device):

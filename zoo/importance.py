@@ -17,7 +17,7 @@ the ``"data"`` plate, and the guide samples every latent the model has.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict
+from typing import Callable, Dict, List, Optional
 
 import pyro
 import pyro.poutine as poutine
@@ -41,6 +41,8 @@ class LogWeights:
     guide_means: Dict[str, torch.Tensor] = field(default_factory=dict)  # E_q[z | x] where analytic
     x_mean: torch.Tensor = None    # E[x | z], [K, B, D]
     reparameterized: bool = True
+    model_params: List[torch.Tensor] = field(default_factory=list)   # from the traces' param sites
+    guide_params: List[torch.Tensor] = field(default_factory=list)
 
     @property
     def log_w(self) -> torch.Tensor:
@@ -60,12 +62,15 @@ def _in_data_plate(site) -> bool:
 
 
 def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles: int = 1,
-                          detach_latents: bool = False, **kwargs) -> LogWeights:
+                          detach_latents: bool = False, q_transform: Optional[Callable] = None,
+                          **kwargs) -> LogWeights:
     """Sample ``num_particles`` z per datum from ``guide`` and score them under ``model``.
 
     ``args``/``kwargs`` are passed to both, e.g. ``(x, idx=idx, N=N)``. With
     ``detach_latents`` the samples carry no gradient (path derivatives are cut), so
     gradients of log q reach the guide's parameters only through its density (score).
+    ``q_transform`` maps each guide distribution before log q is evaluated (e.g. to cut
+    its parameters from the graph, for path-derivative estimators).
     """
     guide_trace = poutine.trace(vectorize(guide, num_particles)).get_trace(*args, **kwargs)
     if detach_latents:
@@ -95,7 +100,8 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
             latents[name] = site["value"]
     for name, site in guide_trace.nodes.items():
         if site["type"] == "sample" and name not in ("particles", "data"):
-            log_q = log_q + site["fn"].log_prob(site["value"])
+            q = q_transform(site["fn"]) if q_transform is not None else site["fn"]
+            log_q = log_q + q.log_prob(site["value"])
             reparameterized = reparameterized and bool(site["fn"].has_rsample)
             try:
                 guide_means[name] = site["fn"].mean
@@ -104,4 +110,8 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
     if not torch.is_tensor(log_likelihood):
         raise ZooError("the model observed nothing: pass the data x to score it")
     log_likelihood, log_prior, log_q = torch.broadcast_tensors(log_likelihood, log_prior, log_q)
-    return LogWeights(log_likelihood, log_prior, log_q, scale, latents, guide_means, x_mean, reparameterized)
+    def params(trace):
+        return list({id(s["value"]): s["value"] for s in trace.nodes.values() if s["type"] == "param"}.values())
+
+    return LogWeights(log_likelihood, log_prior, log_q, scale, latents, guide_means, x_mean, reparameterized,
+                      params(model_trace), params(guide_trace))

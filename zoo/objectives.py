@@ -34,6 +34,7 @@ from pyro.infer import (ELBO, RenyiELBO, ReweightedWakeSleep as PyroRWS, Trace_E
                         TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate)
 
 from zoo.errors import ZooError
+from zoo.estimators import VIMCO, DReGIWAE, StickingTheLanding
 from zoo.importance import per_datum_log_weights
 from zoo.models.base import MAX_PLATE_NESTING
 
@@ -249,6 +250,8 @@ class ObjectiveSpec:
     needs_enumeration: bool = False
     uses_baselines: bool = False
     uses_insomnia: bool = False
+    needs_normal_guide: bool = False      # path derivatives: log q at detached parameters
+    needs_own_guide_params: bool = False
 
 
 OBJECTIVES = {spec.name: spec for spec in [
@@ -265,6 +268,13 @@ OBJECTIVES = {spec.name: spec for spec in [
     ObjectiveSpec("rws_pyro", "Pyro's ReweightedWakeSleep. Caveat: pools the N/B-scaled log-weights of the "
                   "minibatch into one weight per particle, so under minibatching it is not per-datum",
                   None, default_particles=5, uses_insomnia=True),
+    ObjectiveSpec("stl", "ELBO with the sticking-the-landing path-derivative guide gradient (Roeder et al. 2017)",
+                  lambda k, a: StickingTheLanding(num_particles=k), needs_reparam=True, needs_normal_guide=True),
+    ObjectiveSpec("dreg", "IWAE bound with the doubly-reparameterized guide gradient (Tucker et al. 2019)",
+                  lambda k, a: DReGIWAE(num_particles=k), default_particles=5, needs_reparam=True,
+                  needs_normal_guide=True, needs_own_guide_params=True),
+    ObjectiveSpec("vimco", "IWAE bound with VIMCO's leave-one-out score-function gradient (Mnih & Rezende 2016), "
+                  "for discrete latents; K >= 2", lambda k, a: VIMCO(num_particles=k), default_particles=5),
     ObjectiveSpec("renyi", "per-datum Renyi bound of order --alpha, scaled by N/B after the logsumexp",
                   lambda k, a: RenyiBound(alpha=a, num_particles=k), default_particles=5,
                   needs_reparam=True, uses_alpha=True),

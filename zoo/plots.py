@@ -81,3 +81,23 @@ def compare_plot(rows: Sequence[Dict], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
+
+
+def gradient_plot(rows: Sequence[Dict], path: Path) -> None:
+    """Gradient variance and SNR against the number of particles, per objective and parameter group."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    keys = sorted({(r["objective"], r["group"]) for r in rows})
+    for objective, group in keys:
+        sel = sorted((r for r in rows if r["objective"] == objective and r["group"] == group), key=lambda r: r["particles"])
+        ks = [r["particles"] for r in sel]
+        style = "-" if group == "model" else "--"
+        for ax, key in zip(axes, ("variance", "snr")):
+            ax.plot(ks, [r[key] for r in sel], style, marker="o", label=f"{objective} ({group})")
+    for ax, title in zip(axes, ("mean per-coordinate variance", "mean |E g| / sd(g)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("particles K")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    _save(fig, path)

@@ -167,6 +167,12 @@ def check_combination(model: ZooModel, guide: str, objective: str,
             raise ZooError(f"'enum' would sum over {n:.3g} latent configurations per datum, more than the "
                            f"limit {ENUMERATION_LIMIT}; use tracegraph (with --baseline neural), rws or "
                            f"the relaxed guide")
+    if obj.needs_normal_guide and not gcls.normal_sites:
+        raise ZooError(f"{objective!r} evaluates log q at detached parameters, which needs a guide of Normal "
+                       f"sites; the {guide!r} guide is not one: use meanfield or amortized")
+    if obj.needs_own_guide_params and not gcls.own_parameters:
+        raise ZooError(f"{objective!r} separates model and guide parameters, and the {guide!r} guide has none "
+                       f"of its own; use iwae, or the meanfield or amortized guide")
     baseline = (guide_options or {}).get("baseline")
     if baseline not in (None, "none") and not obj.uses_baselines:
         raise ZooError(f"--baseline is used by the tracegraph objective only, not {objective!r}")

@@ -353,3 +353,56 @@ def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: 
         [{k: v for k, v in r.items() if k != "history"} for r in rows]), indent=2))
     plots.compare_plot(rows, out / "compare.png")
     return rows
+
+
+def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: Sequence[int], repeats: int,
+                  base: RunConfig, out: Path, checkpoint: Optional[Path] = None, force: bool = False) -> Dict:
+    """``pyro-zoo gradients``: gradient diagnostics at fixed parameters (initialization or a checkpoint)."""
+    from zoo.gradients import diagnose
+    out = Path(out)
+    _check_out_dir(out, force, resume=False)
+    if (out / "gradients.json").exists() and not force:
+        raise ZooError(f"{out} already holds gradient diagnostics; pass --force to overwrite or choose another --out")
+    if repeats < 2:
+        raise ZooError(f"--repeats must be at least 2 to estimate a variance, got {repeats}")
+    if not particles or any(k < 1 for k in particles):
+        raise ZooError(f"--particles must be positive integers, got {list(particles)}")
+    config = dataclasses.replace(base, model=model, guide=guide, objective=objectives[0])
+    data = load_dataset(config.dataset, config.data_dir)
+    for name in objectives:
+        check = prepare(dataclasses.replace(config, objective=name), data)
+    run = check
+    if checkpoint is not None:
+        state = load_checkpoint(Path(checkpoint) / "checkpoint.pt" if Path(checkpoint).is_dir() else Path(checkpoint))
+        stored = RunConfig.from_json(state["config"])
+        for key in ("model", "guide", "dataset", "latent_dim", "hidden", "layers", "num_variables", "num_classes",
+                    "guide_hidden", "flows"):
+            if getattr(stored, key) != getattr(config, key):
+                raise ZooError(f"the checkpoint was made with {key}={getattr(stored, key)!r}, not "
+                               f"{getattr(config, key)!r}; pass the same options")
+        run.model.load_state_dict(state["model"])
+        run.guide.load_state_dict(state["guide"])
+    x = run.data.train[:config.batch_size].to(run.device)
+    if not getattr(run.guide, "amortized", True):
+        run.guide = build_guide(guide, run.model, num_data=x.shape[0]).to(run.device)
+    result = diagnose(run.model, run.guide, x, objectives, particles, repeats, alpha=config.alpha, seed=config.seed)
+    result.update(config=config.to_json(), objectives=list(objectives), particles=list(particles),
+                  repeats=repeats, checkpoint=str(checkpoint) if checkpoint else None, device=str(run.device))
+    _make_out_dir(out)
+    atomic_write_text(out / "gradients.json", json.dumps(_json_ready(result), indent=2))
+    atomic_write_text(out / "gradients.md", gradients_markdown(result))
+    plots.gradient_plot(result["rows"], out / "gradients.png")
+    return result
+
+
+def gradients_markdown(result: Dict) -> str:
+    head = ("| objective | K | group | variance | SNR | cosine to ref | bias norm | ± se | s/estimate |\n"
+            "|---|---|---|---|---|---|---|---|---|")
+    def f(v, fmt):
+        return "–" if v is None else format(v, fmt)
+    lines = [head] + [f"| {r['objective']} | {r['particles']} | {r['group']} | {f(r['variance'], '.3g')} | "
+                      f"{f(r['snr'], '.3f')} | {f(r.get('cosine'), '.4f')} | {f(r.get('bias_norm'), '.3g')} | "
+                      f"{f(r.get('bias_se'), '.3g')} | {f(r['seconds'], '.4f')} |" for r in result["rows"]]
+    refs = "; ".join(f"{g}: {h}" for g, h in result["reference"].items())
+    return "\n".join(lines) + (f"\n\nReference gradients — {refs}. Minibatch of {result['batch_size']} data, "
+                               f"{result['rows'][0]['repeats'] if result['rows'] else 0} repeats.\n")

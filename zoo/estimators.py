@@ -1,0 +1,196 @@
+"""Gradient estimators beyond Pyro's: STL, DReG and VIMCO, as drop-in :class:`pyro.infer.ELBO` classes.
+
+All three work on the per-datum log-weights of :mod:`zoo.importance`, for K samples
+z_k ~ q(z | x_b) per datum::
+
+    log w_kb = log p(x_b, z_kb) - log q(z_kb | x_b)
+
+and scale per-datum quantities by N/B like every zoo objective. Their ``loss`` is
+the bound they estimate (ELBO for STL, IWAE-K for DReG and VIMCO), negated and scaled.
+"""
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+from pyro.infer import ELBO
+
+from zoo.errors import ZooError
+from zoo.importance import per_datum_log_weights
+from zoo.models.base import MAX_PLATE_NESTING
+
+__all__ = ["StickingTheLanding", "DReGIWAE", "VIMCO", "detach_parameters"]
+
+
+def detach_parameters(fn):
+    """The same distribution with its parameters cut from the graph (for path-derivative estimators).
+
+    Supports Normal, MultivariateNormal and ``Independent`` wrappers of them: the guides
+    whose density has a closed form in its parameters (meanfield, amortized, exact).
+    """
+    if isinstance(fn, torch.distributions.Independent):
+        return dist.Independent(detach_parameters(fn.base_dist), fn.reinterpreted_batch_ndims)
+    if isinstance(fn, torch.distributions.Normal):
+        return dist.Normal(fn.loc.detach(), fn.scale.detach())
+    if isinstance(fn, torch.distributions.MultivariateNormal):
+        return dist.MultivariateNormal(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
+    raise ZooError(f"path-derivative estimators (stl, dreg) need a guide of Normal sites; "
+                   f"{type(fn).__name__} is not supported (use the meanfield or amortized guide)")
+
+
+class _PerDatumEstimator(ELBO):
+    def __init__(self, num_particles: int, max_plate_nesting: int = MAX_PLATE_NESTING):
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
+                         vectorize_particles=True)
+
+    def _get_trace(self, model, guide, args, kwargs):
+        raise NotImplementedError(f"{type(self).__name__} forms per-datum weights in zoo.importance")
+
+    def loss(self, model, guide, *args, **kwargs):
+        with torch.no_grad():
+            lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles, **kwargs)
+            return -lw.scale * self.bound(lw.log_w).sum().item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return self.loss_value
+
+    def _require_reparameterized(self, lw):
+        if not lw.reparameterized:
+            raise ZooError(f"{type(self).__name__} needs a reparameterizable guide; "
+                           f"for discrete latents use vimco or tracegraph")
+
+
+class StickingTheLanding(_PerDatumEstimator):
+    """The ELBO with the path-derivative gradient of Roeder, Wu and Duvenaud (2017).
+
+    The reparameterized ELBO gradient for the guide is
+    grad_phi [log p(x, z(phi)) - log q_phi(z(phi))]; its score term -grad_phi log q_phi(z)|_{z fixed}
+    has mean zero. STL drops it by evaluating log q with parameters cut from the graph
+    (z still depends on phi). The estimator stays unbiased, and where q is the exact
+    posterior the integrand is constant in z, so the guide gradient is exactly zero for
+    every sample: zero variance at the optimum.
+
+    Model gradients are those of the ordinary ELBO.
+
+    Assumptions: a reparameterizable guide of Normal sites (meanfield, amortized, exact);
+    flows and relaxed guides are refused.
+
+    Reference: G. Roeder, Y. Wu, D. Duvenaud, "Sticking the Landing: Simple, Lower-Variance
+    Gradient Estimators for Variational Inference", NeurIPS 2017, https://arxiv.org/abs/1703.09194.
+    """
+
+    def __init__(self, num_particles: int = 1, max_plate_nesting: int = MAX_PLATE_NESTING):
+        super().__init__(num_particles, max_plate_nesting)
+
+    @staticmethod
+    def bound(log_w):
+        return log_w.mean(0)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
+                                   q_transform=detach_parameters, **kwargs)
+        self._require_reparameterized(lw)
+        self.loss_value = -lw.scale * lw.log_w.detach().mean(0).sum().item()
+        return -lw.scale * lw.log_w.mean(0).sum()
+
+
+class DReGIWAE(_PerDatumEstimator):
+    """The IWAE bound with the doubly-reparameterized guide gradient of Tucker et al. (2019).
+
+    For the model parameters theta, the ordinary IWAE gradient
+    sum_k w~_k grad_theta log p(x, z_k). For the guide parameters phi::
+
+        sum_k w~_k^2 * d log w_k / d z_k * d z_k / d phi,      w~_k = w_k / sum_j w_j
+
+    with log q evaluated at detached parameters. It has the IWAE gradient's expectation
+    and, unlike it, a guide signal-to-noise ratio that does not vanish as K grows
+    (Rainforth et al. 2018). Model and guide gradients come from two surrogates, each
+    differentiated only with respect to its own parameters (read from the traces' param sites).
+
+    Assumptions: a reparameterizable guide of Normal sites with parameters of its own
+    (meanfield, amortized); not the exact guide, whose parameters are the model's.
+
+    Reference: G. Tucker, D. Lawson, S. Gu, C. J. Maddison, "Doubly Reparameterized Gradient
+    Estimators for Monte Carlo Objectives", ICLR 2019, https://arxiv.org/abs/1810.04152.
+    """
+
+    def __init__(self, num_particles: int = 5, max_plate_nesting: int = MAX_PLATE_NESTING):
+        super().__init__(num_particles, max_plate_nesting)
+
+    def bound(self, log_w):
+        return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+
+    def _surrogates(self, model, guide, *args, **kwargs):
+        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
+                                   q_transform=detach_parameters, **kwargs)
+        self._require_reparameterized(lw)
+        shared = {id(p) for p in lw.model_params} & {id(p) for p in lw.guide_params}
+        if shared:
+            raise ZooError("dreg separates model and guide parameters, but this guide uses the model's "
+                           "(the exact guide); use iwae, or a guide with parameters of its own")
+        log_w = lw.log_w                                  # z carries d z / d phi; q's parameters are cut
+        normalized = torch.softmax(log_w.detach(), 0)
+        theta_loss = -lw.scale * self.bound(log_w).sum()
+        phi_loss = -lw.scale * (normalized.pow(2) * log_w).sum()
+        self.loss_value = theta_loss.item()
+        return lw, theta_loss, phi_loss
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        raise NotImplementedError("DReG's model and guide gradients come from different surrogates; "
+                                  "use loss_and_grads")
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        lw, theta_loss, phi_loss = self._surrogates(model, guide, *args, **kwargs)
+        for params, surrogate in ((lw.model_params, theta_loss), (lw.guide_params, phi_loss)):
+            params = [p for p in params if p.requires_grad]
+            if not params:
+                continue
+            grads = torch.autograd.grad(surrogate, params, retain_graph=True, allow_unused=True)
+            for p, g in zip(params, grads):
+                if g is not None:
+                    p.grad = g if p.grad is None else p.grad + g
+        return self.loss_value
+
+
+class VIMCO(_PerDatumEstimator):
+    """VIMCO: the multi-sample score-function estimator of Mnih and Rezende (2016).
+
+    For the per-datum IWAE bound L = log (1/K) sum_k w_k with K >= 2 samples that are
+    not reparameterized (discrete latents)::
+
+        grad L = sum_k (L - L_{-k}) grad log q(z_k | x) + sum_k w~_k grad log w_k
+
+    where the leave-one-out baseline L_{-k} replaces w_k by the geometric mean of the
+    other weights. The baseline does not depend on z_k, so the estimator is unbiased
+    for the IWAE gradient, and it needs no learned baseline.
+
+    Reference: A. Mnih and D. J. Rezende, "Variational Inference for Monte Carlo Objectives",
+    ICML 2016, https://arxiv.org/abs/1602.06725.
+    """
+
+    def __init__(self, num_particles: int = 5, max_plate_nesting: int = MAX_PLATE_NESTING):
+        if num_particles < 2:
+            raise ZooError(f"vimco needs at least 2 particles for its leave-one-out baselines, got {num_particles}")
+        super().__init__(num_particles, max_plate_nesting)
+
+    def bound(self, log_w):
+        return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
+                                   detach_latents=True, **kwargs)
+        log_w = lw.log_w                                                   # [K, B]
+        K = log_w.shape[0]
+        L = self.bound(log_w)                                              # [B]
+        with torch.no_grad():
+            others_mean = (log_w.sum(0, keepdim=True) - log_w) / (K - 1)   # geometric mean of the others
+            eye = torch.eye(K, dtype=torch.bool, device=log_w.device)
+            replaced = torch.where(eye[:, :, None], others_mean[:, None, :], log_w[None, :, :])  # [k, j, B]
+            L_minus = torch.logsumexp(replaced, 1) - math.log(K)          # [K, B]
+            learning_signal = L[None] - L_minus
+        surrogate = L + (learning_signal * lw.log_q).sum(0)
+        self.loss_value = -lw.scale * L.detach().sum().item()
+        return -lw.scale * surrogate.sum()

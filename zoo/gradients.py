@@ -1,0 +1,167 @@
+"""Gradient diagnostics: bias, variance and signal-to-noise of SVI estimators at fixed parameters.
+
+For an objective with K particles, R independent gradient estimates g_1..g_R of the
+loss (the negative, N/B-scaled bound) are drawn on one minibatch with the parameters
+held fixed. Separately for the model (decoder) parameters and the guide (encoder)
+parameters we report, with P coordinates in the group:
+
+``variance``
+    mean over coordinates of the per-coordinate variance of g.
+``snr``
+    mean over coordinates of |mean g| / sd(g) (Rainforth et al. 2018: as K grows it rises
+    for the model and falls for the guide under the IWAE gradient).
+``cosine``
+    cosine similarity of mean g to the reference gradient.
+``bias_norm``, ``bias_se``
+    || mean g - reference || and the norm of the per-coordinate standard errors of mean g
+    (a bias_norm well above bias_se is real bias, or a reference of a different bound).
+``seconds``
+    median wall time of one estimate.
+
+The reference is the exact gradient where one exists:
+
+- a model with a closed-form or enumerable log p(x) (pPCA, small discrete models): for the
+  model group, grad_theta of -(N/B) sum_b log p(x_b), the target every bound approaches
+  (with the exact guide it is also the exact gradient of every bound);
+- a discrete model small enough to enumerate with a discrete guide: for the guide group,
+  the exact gradient of the enumerated ELBO (:class:`~zoo.objectives.EnumELBO`);
+- otherwise a high-particle estimate: the mean of 20 IWAE gradients with K = 1000 for the
+  model group, and of 20 ELBO gradients with K = 1000 for the guide group.
+
+:func:`toy_gradients` is the lecture's one-line example, d/dtheta E_{x ~ N(theta, 1)}[x^2] = 2 theta,
+by REINFORCE and by reparameterization.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Dict, List, Optional, Sequence
+
+import pyro
+import torch
+
+from zoo.errors import ZooError
+from zoo.objectives import EnumELBO, build_objective
+
+__all__ = ["parameter_groups", "gradient_samples", "reference_gradients", "summarize", "diagnose", "toy_gradients"]
+
+
+def parameter_groups(model, guide) -> Dict[str, List[torch.nn.Parameter]]:
+    """Model and guide parameters; auxiliary baseline nets (trained on their own loss) are left out."""
+    return {"model": [p for p in model.parameters() if p.requires_grad],
+            "guide": [p for n, p in guide.named_parameters() if p.requires_grad and not n.startswith("baselines.")]}
+
+
+def _flat(params):
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]) \
+        if params else torch.zeros(0)
+
+
+def _zero(groups):
+    for params in groups.values():
+        for p in params:
+            p.grad = None
+
+
+def gradient_samples(objective, model, guide, x, idx, N, repeats: int, groups):
+    """R gradient estimates per group, ``{group: [R, P]}``, and the wall time of each."""
+    train_model = guide.training_model(model) if hasattr(guide, "training_model") else model
+    samples = {g: [] for g in groups}
+    seconds = []
+    for _ in range(repeats):
+        _zero(groups)
+        t0 = time.perf_counter()
+        objective.loss_and_grads(train_model, guide, x, idx=idx, N=N)
+        seconds.append(time.perf_counter() - t0)
+        for g, params in groups.items():
+            samples[g].append(_flat(params).detach().clone())
+    _zero(groups)
+    return {g: torch.stack(v) for g, v in samples.items()}, seconds
+
+
+def _exact_log_likelihood_gradient(model, x, N, groups):
+    _zero(groups)
+    if model.is_enumerable:
+        from zoo.enumeration import enumerated_log_marginal
+        log_p = enumerated_log_marginal(model, x, differentiable=True)
+    else:
+        log_p = model.log_marginal(x)
+    (-(N / x.shape[0]) * log_p.sum()).backward()
+    return _flat(groups["model"]).detach().clone()
+
+
+def reference_gradients(model, guide, x, idx, N, groups, reference_repeats: int = 20):
+    """``({group: reference vector}, {group: description})``; see the module docstring."""
+    ref, how = {}, {}
+    if model.has_log_marginal:
+        ref["model"] = _exact_log_likelihood_gradient(model, x, N, groups)
+        how["model"] = "exact: grad of -(N/B) sum log p(x) (closed form or enumeration)"
+    if model.is_enumerable and getattr(guide, "enumerable", False) and groups["guide"]:
+        _zero(groups)
+        EnumELBO().loss_and_grads(model, guide, x, idx=idx, N=N)
+        ref["guide"] = _flat(groups["guide"]).detach().clone()
+        how["guide"] = "exact: grad of the enumerated ELBO"
+    reparam = type(guide).is_reparameterized(model) and not hasattr(guide, "training_model")
+    for group, name in (("model", "iwae" if reparam else "vimco"), ("guide", "elbo")):
+        if group in ref or not groups[group]:
+            continue
+        samples, _ = gradient_samples(build_objective(name, 1000), model, guide, x, idx, N,
+                                      reference_repeats, {group: groups[group]})
+        ref[group] = samples[group].mean(0)
+        how[group] = f"estimate: mean of {reference_repeats} {name} gradients with K = 1000"
+    return ref, how
+
+
+def summarize(samples: torch.Tensor, reference: Optional[torch.Tensor]) -> Dict[str, float]:
+    """Statistics of ``[R, P]`` gradient samples against a reference vector."""
+    R = samples.shape[0]
+    mean, sd = samples.mean(0), samples.std(0)
+    out = {"repeats": R, "num_parameters": samples.shape[1], "variance": sd.pow(2).mean().item(),
+           "snr": (mean.abs() / sd.clamp_min(1e-30)).mean().item(), "mean_norm": mean.norm().item()}
+    if reference is not None:
+        denom = mean.norm() * reference.norm()
+        out["cosine"] = (mean @ reference / denom).item() if denom > 0 else float("nan")
+        out["bias_norm"] = (mean - reference).norm().item()
+        out["bias_se"] = (sd / math.sqrt(R)).norm().item()
+    return out
+
+
+def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int], repeats: int,
+             alpha: float = 0.0, seed: int = 0) -> Dict:
+    """The full table: one row per (objective, K, group), plus the references used."""
+    if repeats < 2:
+        raise ZooError(f"--repeats must be at least 2 to estimate a variance, got {repeats}")
+    N = x.shape[0]
+    idx = torch.arange(N, device=x.device)
+    groups = parameter_groups(model, guide)
+    pyro.set_rng_seed(seed)
+    ref, how = reference_gradients(model, guide, x, idx, N, groups)
+    rows = []
+    for name in objectives:
+        for k in particles:
+            objective = build_objective(name, k, alpha)
+            pyro.set_rng_seed(seed + 1)
+            samples, seconds = gradient_samples(objective, model, guide, x, idx, N, repeats, groups)
+            for group, s in samples.items():
+                if s.shape[1] == 0:
+                    continue
+                rows.append({"objective": name, "particles": k, "group": group,
+                             "seconds": statistics.median(seconds), **summarize(s, ref.get(group))})
+    return {"rows": rows, "reference": how, "batch_size": N}
+
+
+def toy_gradients(theta: float = 1.5, samples: Sequence[int] = (1, 10, 100, 1000), repeats: int = 1000,
+                  seed: int = 0) -> List[Dict]:
+    """d/dtheta E_{N(theta,1)}[x^2] = 2 theta by REINFORCE, (x^2) d log N(x; theta, 1)/dtheta = x^2 (x - theta),
+    and by reparameterization, x = theta + eps, d x^2/dtheta = 2 x, averaged over S samples; R repeats."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for S in samples:
+        eps = torch.randn(repeats, S, generator=g, dtype=torch.float64)
+        x = theta + eps
+        for name, per_sample in (("reinforce", x.pow(2) * (x - theta)), ("reparameterized", 2 * x)):
+            est = per_sample.mean(1)
+            rows.append({"estimator": name, "samples": S, "mean": est.mean().item(), "exact": 2 * theta,
+                         "bias_se": (est.std() / math.sqrt(repeats)).item(), "variance": est.var().item()})
+    return rows
