@@ -33,6 +33,8 @@ def main(argv=None):
     p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--eval-limit", type=int, default=1000)
     p.add_argument("--device", default="auto")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="re-evaluate the runs already trained in --out instead of training them")
     p.add_argument("--out", default="runs/discrete_mnist")
     args = p.parse_args(argv)
 
@@ -49,7 +51,8 @@ def main(argv=None):
         ("cat20x10-gumbel", RunConfig(model="categorical_vae", **relaxed, **common), 101.5),
     ]
     run_grid("discrete_mnist", "Discrete latents on static binarized MNIST", runs, Path(args.out),
-             __doc__.split("Protocol:")[1].split("\n\n")[0].strip().replace("\n", " "))
+             __doc__.split("Protocol:")[1].split("\n\n")[0].strip().replace("\n", " "),
+             evaluate_only=args.evaluate_only)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ def main(argv=None):
     p.add_argument("--eval-samples", type=int, default=5000)
     p.add_argument("--eval-limit", type=int, default=1000)
     p.add_argument("--device", default="auto")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="re-evaluate the runs already trained in --out instead of training them")
     p.add_argument("--out", default="runs/quality_mnist")
     args = p.parse_args(argv)
 
@@ -46,7 +48,8 @@ def main(argv=None):
                            eval_limit=args.eval_limit, iwae_k=50)
         runs.append((objective, config, REFERENCES[objective]))
     run_grid("quality_mnist", "VAE 784-200-200-50 on static binarized MNIST: test NLL", runs, Path(args.out),
-             __doc__.split("Protocol:")[1].split("\n\n")[0].strip().replace("\n", " "))
+             __doc__.split("Protocol:")[1].split("\n\n")[0].strip().replace("\n", " "),
+             evaluate_only=args.evaluate_only)
 
 
 if __name__ == "__main__":

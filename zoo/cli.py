@@ -73,7 +73,7 @@ def _add_run_options(p: argparse.ArgumentParser, particles: bool = True) -> None
     e = p.add_argument_group("evaluation")
     e.add_argument("--eval-samples", type=int, default=None, help="importance samples K per datum (default 1000)")
     e.add_argument("--iwae-k", type=int, default=None, help="k of the reported IWAE-k bound (default 50)")
-    e.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N data of the split (default: all)")
+    e.add_argument("--eval-limit", type=int, default=None, help="evaluate on a fixed random subset of N data of the split (default: all)")
     e.add_argument("--refit-epochs", type=int, default=None,
                    help="epochs to fit a per-datum guide to the test data (default: max(--epochs, 50))")
     p.add_argument("--force", action="store_true", help="overwrite existing results in --out")
