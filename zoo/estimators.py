@@ -20,7 +20,7 @@ from zoo.errors import ZooError
 from zoo.importance import per_datum_log_weights
 from zoo.models.base import MAX_PLATE_NESTING
 
-__all__ = ["StickingTheLanding", "DReGIWAE", "VIMCO", "detach_parameters"]
+__all__ = ["StickingTheLanding", "DReGIWAE", "VIMCO", "Reinforce", "detach_parameters"]
 
 
 def detach_parameters(fn):
@@ -193,4 +193,29 @@ class VIMCO(_PerDatumEstimator):
             learning_signal = L[None] - L_minus
         surrogate = L + (learning_signal * lw.log_q).sum(0)
         self.loss_value = -lw.scale * L.detach().sum().item()
+        return -lw.scale * surrogate.sum()
+
+
+class Reinforce(_PerDatumEstimator):
+    """The ELBO with the pure score-function (REINFORCE) gradient, for every site.
+
+    Samples are cut from the graph even when the guide could reparameterize them, so
+    the guide gradient is E_q[(log w) grad log q(z | x)] (Williams 1992) with no
+    baseline: the lecture's reference point against which reparameterization and
+    control variates are compared. Model gradients are those of the ELBO.
+    """
+
+    def __init__(self, num_particles: int = 1, max_plate_nesting: int = MAX_PLATE_NESTING):
+        super().__init__(num_particles, max_plate_nesting)
+
+    @staticmethod
+    def bound(log_w):
+        return log_w.mean(0)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
+                                   detach_latents=True, **kwargs)
+        log_w = lw.log_w
+        surrogate = (log_w + lw.log_q * log_w.detach()).mean(0)
+        self.loss_value = -lw.scale * log_w.detach().mean(0).sum().item()
         return -lw.scale * surrogate.sum()

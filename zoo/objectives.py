@@ -34,7 +34,7 @@ from pyro.infer import (ELBO, RenyiELBO, ReweightedWakeSleep as PyroRWS, Trace_E
                         TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate)
 
 from zoo.errors import ZooError
-from zoo.estimators import VIMCO, DReGIWAE, StickingTheLanding
+from zoo.estimators import VIMCO, DReGIWAE, Reinforce, StickingTheLanding
 from zoo.importance import per_datum_log_weights
 from zoo.models.base import MAX_PLATE_NESTING
 
@@ -268,6 +268,8 @@ OBJECTIVES = {spec.name: spec for spec in [
     ObjectiveSpec("rws_pyro", "Pyro's ReweightedWakeSleep. Caveat: pools the N/B-scaled log-weights of the "
                   "minibatch into one weight per particle, so under minibatching it is not per-datum",
                   None, default_particles=5, uses_insomnia=True),
+    ObjectiveSpec("reinforce", "ELBO with the pure score-function gradient for every site, even reparameterizable "
+                  "ones, no baseline (the lecture's comparison)", lambda k, a: Reinforce(num_particles=k)),
     ObjectiveSpec("stl", "ELBO with the sticking-the-landing path-derivative guide gradient (Roeder et al. 2017)",
                   lambda k, a: StickingTheLanding(num_particles=k), needs_reparam=True, needs_normal_guide=True),
     ObjectiveSpec("dreg", "IWAE bound with the doubly-reparameterized guide gradient (Tucker et al. 2019)",
