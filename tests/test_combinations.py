@@ -46,10 +46,11 @@ def test_valid_triple_trains_and_lowers_its_loss(model_name, guide_name, objecti
                         **({"hidden": (16,)} if guide_name in ("amortized", "iaf", "relaxed") else {}))
     objective = build_objective(objective_name, 3)
     before = mean_loss(objective, model, guide, x, seed=1)
-    # Pyro's RWS pools the minibatch's N/B-scaled log-weights into one weight per particle; with
-    # per-datum guides it diverges at the common step (measured on pPCA: 1812 -> 2002 at 2e-2), so
-    # it gets a 4x smaller one. Our per-datum rws trains at the common step.
-    lr = 5e-3 if objective_name == "rws_pyro" else 2e-2
+    # Two estimators are too noisy for the common step with per-datum tables (10x step): Pyro's RWS,
+    # which pools the minibatch's N/B-scaled log-weights into one weight per particle (measured on
+    # pPCA: 1812 -> 2002 at 2e-2), and plain REINFORCE on Gaussian latents (1817 -> 1970). Both lower
+    # their loss at a 4x smaller step (1812 -> 1793, 1817 -> 1771). Our per-datum rws trains at 2e-2.
+    lr = 5e-3 if objective_name in ("rws_pyro", "reinforce") else 2e-2
     fit(model, guide, objective, x, epochs=40, batch_size=32, lr=lr, progress=False)
     after = mean_loss(objective, model, guide, x, seed=1)
     assert after < before, (before, after)

@@ -70,6 +70,12 @@ def _add_run_options(p: argparse.ArgumentParser, particles: bool = True) -> None
     t.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
     t.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     t.add_argument("--device", default=None, help="auto (default), cpu or cuda; cuda without a GPU is an error")
+    t.add_argument("--checkpoint-every", type=int, default=None,
+                   help="also checkpoint every N steps (default: after every epoch only)")
+    t.add_argument("--clip-grad", type=float, default=None, help="clip the global gradient norm to this value")
+    t.add_argument("--lr-decay", type=float, default=None, help="multiply the learning rate by this after each epoch")
+    t.add_argument("--deterministic", action="store_true", default=None,
+                   help="use torch's deterministic algorithms (see README: reproducibility)")
     e = p.add_argument_group("evaluation")
     e.add_argument("--eval-samples", type=int, default=None, help="importance samples K per datum (default 1000)")
     e.add_argument("--iwae-k", type=int, default=None, help="k of the reported IWAE-k bound (default 50)")
@@ -82,7 +88,8 @@ def _add_run_options(p: argparse.ArgumentParser, particles: bool = True) -> None
 
 RUN_FIELDS = ("dataset", "data_dir", "latent_dim", "hidden", "likelihood", "layers", "num_variables", "num_classes",
               "guide_hidden", "flows", "baseline", "temperature", "temperature_min", "anneal_rate",
-              "straight_through", "particles", "alpha", "insomnia", "epochs", "batch_size", "lr", "seed", "device", "eval_samples", "iwae_k", "eval_limit", "refit_epochs")
+              "straight_through", "particles", "alpha", "insomnia", "epochs", "batch_size", "lr", "seed", "device", "eval_samples", "iwae_k", "eval_limit", "refit_epochs", "checkpoint_every", "clip_grad",
+              "lr_decay", "deterministic")
 
 
 def _config_from_args(args, base=None):

@@ -161,8 +161,11 @@ def read_npz(path: Path, num_features: Optional[int] = None) -> Dict[str, np.nda
     dims = set()
     for s in SPLITS:
         a = arrays[s]
-        if a.ndim != 2 or a.shape[0] == 0 or not np.issubdtype(a.dtype, np.number):
-            raise ZooError(f"{path}: array {s!r} must be a non-empty numeric [n, D] array, got shape {a.shape}")
+        if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0 or not np.issubdtype(a.dtype, np.number):
+            raise ZooError(f"{path}: array {s!r} must be a non-empty numeric [n, D] array, got shape {a.shape} "
+                           f"and dtype {a.dtype}")
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            raise ZooError(f"{path}: array {s!r} contains NaN or infinite values; clean the file")
         if not np.isin(a, (0, 1)).all():
             raise ZooError(f"{path}: array {s!r} has values other than 0 and 1; binarize it first")
         dims.add(a.shape[1])

@@ -132,6 +132,7 @@ def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int
     are scored in eval mode, so a relaxed guide proposes hard discrete samples and every
     figure is a bound on the true discrete model.
     """
+    model.validate_data(x, what="evaluation data")
     with evaluation_mode(model, guide), torch.no_grad():
         return _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, psis,
                          keep_reconstructions)

@@ -74,6 +74,10 @@ class RunConfig:
     eval_split: str = "test"
     eval_limit: Optional[int] = None
     refit_epochs: Optional[int] = None
+    checkpoint_every: Optional[int] = None
+    clip_grad: Optional[float] = None
+    lr_decay: float = 1.0
+    deterministic: bool = False
 
     def to_json(self) -> Dict:
         return dataclasses.asdict(self)
@@ -97,6 +101,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def set_determinism(on: bool) -> None:
+    """``--deterministic``: torch's deterministic algorithms (and cuBLAS's fixed workspace on CUDA)."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(on)
+
+
 def _check_positive(config: RunConfig) -> None:
     for key in ("epochs", "batch_size", "eval_samples", "iwae_k"):
         if int(getattr(config, key)) < 1:
@@ -105,6 +117,12 @@ def _check_positive(config: RunConfig) -> None:
         raise ZooError(f"--lr must be positive, got {config.lr}")
     if config.particles is not None and config.particles < 1:
         raise ZooError(f"--particles must be a positive integer, got {config.particles}")
+    if config.checkpoint_every is not None and config.checkpoint_every < 1:
+        raise ZooError(f"--checkpoint-every must be a positive number of steps, got {config.checkpoint_every}")
+    if config.clip_grad is not None and not config.clip_grad > 0:
+        raise ZooError(f"--clip-grad must be a positive gradient norm, got {config.clip_grad}")
+    if not 0 < config.lr_decay <= 1:
+        raise ZooError(f"--lr-decay must be in (0, 1], got {config.lr_decay}")
     if config.eval_limit is not None and config.eval_limit < 1:
         raise ZooError(f"--eval-limit must be a positive integer, got {config.eval_limit}")
     if config.refit_epochs is not None and config.refit_epochs < 1:
@@ -133,6 +151,7 @@ class Prepared:
 def prepare(config: RunConfig, data: Optional[Dataset] = None) -> Prepared:
     """Build and check data, model, guide and objective; raises ZooError before any output exists."""
     _check_positive(config)
+    set_determinism(config.deterministic)
     for table, kind, name in ((MODELS, "model", config.model), (GUIDES, "guide", config.guide),
                               (OBJECTIVES, "objective", config.objective)):
         if name not in table:
@@ -178,9 +197,11 @@ def _make_out_dir(out: Path) -> None:
         raise ZooError(f"cannot create --out {out} ({e.strerror}); choose a writable path") from None
 
 
-def _checkpoint(run: Prepared, path: Path, epoch: int, optimizer, history) -> None:
+def _checkpoint(run: Prepared, path: Path, epoch: int, step: int, epoch_total: float, optimizer, scheduler,
+                history) -> None:
     save_checkpoint(path, config=run.config.to_json(), model=run.model.state_dict(),
-                    guide=run.guide.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
+                    guide=run.guide.state_dict(), optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(), epoch=epoch, step=step, epoch_total=epoch_total,
                     history=history, rng=rng_state())
 
 
@@ -207,12 +228,19 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
     _check_out_dir(out, force, resume)
     run = prepare(config, data)
     optimizer = make_optimizer(run.model, run.guide, config.lr)
-    history, start = [], 0
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
+    history, start_epoch, start_step, epoch_total = [], 0, 0, 0.0
     if resume:
-        run.model.load_state_dict(state["model"])
-        run.guide.load_state_dict(state["guide"])
-        optimizer.load_state_dict(state["optimizer"])
-        history, start = list(state["history"]), int(state["epoch"])
+        try:
+            run.model.load_state_dict(state["model"])
+            run.guide.load_state_dict(state["guide"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, KeyError, ValueError):
+            raise ZooError(f"the checkpoint in {out} does not match this run's model and guide; "
+                           f"start a new run with a new --out") from None
+        history, start_epoch = list(state["history"]), int(state["epoch"])
+        start_step, epoch_total = int(state.get("step", 0)), float(state.get("epoch_total", 0.0))
         set_rng_state(state["rng"])
     _make_out_dir(out)
     atomic_write_text(out / "config.json", json.dumps(config.to_json(), indent=2))
@@ -220,16 +248,17 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
     valid = run.data.valid.to(run.device)
     t0 = time.perf_counter()
     fit(run.model, run.guide, run.objective, x, epochs=config.epochs, batch_size=config.batch_size,
-        lr=config.lr, seed=config.seed, valid=valid, progress=progress, optimizer=optimizer,
-        start_epoch=start, history=history,
-        on_epoch_end=lambda e, opt, h: _checkpoint(run, ckpt_path, e, opt, h))
+        lr=config.lr, seed=config.seed, valid=valid, progress=progress, optimizer=optimizer, scheduler=scheduler,
+        start_epoch=start_epoch, start_step=start_step, epoch_total=epoch_total, history=history,
+        checkpoint_every=config.checkpoint_every, clip_grad=config.clip_grad,
+        on_checkpoint=lambda e, st, tot, opt, sch, h: _checkpoint(run, ckpt_path, e, st, tot, opt, sch, h))
     train_seconds = time.perf_counter() - t0
     return _evaluate_and_write(run, out, history, progress, train_seconds=train_seconds)
 
 
 #: Config fields that may change when a run is resumed or re-evaluated; all others must match.
 RESUMABLE_CHANGES = ("epochs", "device", "eval_samples", "iwae_k", "eval_split", "eval_limit", "refit_epochs",
-                     "data_dir")
+                     "data_dir", "checkpoint_every")
 
 
 def _refuse_mismatch(stored: RunConfig, given: RunConfig) -> None:

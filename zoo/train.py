@@ -47,20 +47,30 @@ def make_optimizer(model, guide, lr: float, guide_only: bool = False) -> torch.o
 
 def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
         seed: int = 0, valid: Optional[torch.Tensor] = None, progress: bool = True,
-        optimizer: Optional[torch.optim.Optimizer] = None, start_epoch: int = 0,
-        history: Optional[List[Dict]] = None, on_epoch_end: Optional[Callable] = None,
-        guide_only: bool = False, desc: str = "train") -> List[Dict]:
+        optimizer: Optional[torch.optim.Optimizer] = None, scheduler=None, start_epoch: int = 0,
+        start_step: int = 0, epoch_total: float = 0.0, history: Optional[List[Dict]] = None,
+        on_checkpoint: Optional[Callable] = None, checkpoint_every: Optional[int] = None,
+        clip_grad: Optional[float] = None, guide_only: bool = False, desc: str = "train") -> List[Dict]:
     """Run SVI for ``epochs`` epochs; return the per-epoch history.
 
     Each history row has ``epoch``, ``loss`` (the objective's negative bound per
     datum, averaged over the epoch's minibatches), ``valid_elbo`` (the ELBO per datum
     on ``valid``, for amortized guides, else ``None``) and ``seconds``.
-    ``on_epoch_end(epoch, optimizer, history)`` runs after each epoch (checkpointing).
+
+    ``on_checkpoint(epoch, step, epoch_total, optimizer, scheduler, history)`` is called
+    after every ``checkpoint_every`` steps (mid-epoch: ``epoch`` epochs done and ``step``
+    steps into the next) and after every epoch (``step`` 0). Resuming with the same
+    ``start_epoch``, ``start_step``, ``epoch_total``, optimizer/scheduler/RNG states continues
+    the run exactly: the data order is a function of (seed, epoch). A non-finite loss or
+    gradient raises :class:`~zoo.errors.ZooError` before the optimizer step, so no
+    checkpoint ever holds a NaN state. ``clip_grad`` clips the global gradient norm.
     """
+    model.validate_data(x, what="training data")
     N = x.shape[0]
     if batch_size > N:
         raise ZooError(f"--batch-size {batch_size} is larger than the {N} training data; use at most {N}")
     optimizer = optimizer or make_optimizer(model, guide, lr, guide_only)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     history = history if history is not None else []
     steps = math.ceil(N / batch_size)
     # A guide may change what the objective sees of the model while training (the relaxed
@@ -72,39 +82,61 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         order = epoch_order(N, seed, epoch).to(x.device)
-        total = 0.0
-        bar = tqdm(range(steps), desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress,
-                   leave=False, dynamic_ncols=True)
+        first = start_step if epoch == start_epoch else 0
+        total = epoch_total if epoch == start_epoch else 0.0
+        bar = tqdm(range(first, steps), desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress,
+                   leave=False, dynamic_ncols=True, initial=first, total=steps)
         for step in bar:
             idx = order[step * batch_size:(step + 1) * batch_size]
+            global_step = epoch * steps + step
             if on_step is not None:
-                on_step(epoch * steps + step)
+                on_step(global_step)
             optimizer.zero_grad(set_to_none=True)
             # Pyro checks distribution arguments on the first step of each epoch (shapes,
             # supports); after that the checks are off in the hot loop. The data were
-            # validated once up front and a non-finite loss is caught just below.
-            with pyro.validation_enabled(pyro.infer.util.is_validation_enabled() and step == 0):
+            # validated once up front and non-finite values are caught just below.
+            with pyro.validation_enabled(pyro.infer.util.is_validation_enabled() and step == first):
                 loss = objective.loss_and_grads(train_model, guide, x[idx], idx=idx, N=N)
-            if not math.isfinite(loss):
-                raise ZooError(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1} with "
-                               f"{type(objective).__name__}; lower --lr or check the data scale")
+            check_finite(loss, params, epoch, step, global_step, objective)
+            if clip_grad:
+                torch.nn.utils.clip_grad_norm_(params, clip_grad)
             optimizer.step()
             total += loss / N
             if progress and step % 10 == 0:
                 bar.set_postfix(loss=f"{loss / N:.3f}")
+            if checkpoint_every and on_checkpoint and (global_step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                on_checkpoint(epoch, step + 1, total, optimizer, scheduler, history)
         row = {"epoch": epoch + 1, "loss": total / steps, "seconds": time.perf_counter() - t0,
-               "valid_elbo": None}
+               "valid_elbo": None, "lr": optimizer.param_groups[0]["lr"]}
         if valid is not None and getattr(guide, "amortized", True):
             row["valid_elbo"] = bound_per_datum(model, guide, valid)
             model.train()
             guide.train()
+        if scheduler is not None:
+            scheduler.step()
         history.append(row)
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: loss/datum {row['loss']:.3f}"
                        + (f", valid ELBO {row['valid_elbo']:.3f}" if row["valid_elbo"] is not None else ""))
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, optimizer, history)
+        if on_checkpoint is not None:
+            on_checkpoint(epoch + 1, 0, 0.0, optimizer, scheduler, history)
     return history
+
+
+def check_finite(loss: float, params, epoch: int, step: int, global_step: int, objective) -> None:
+    """Stop before a non-finite loss or gradient reaches the parameters (or a checkpoint)."""
+    bad = None
+    if not math.isfinite(loss):
+        bad = f"loss {loss}"
+    else:
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            bad = "gradient"
+    if bad:
+        raise ZooError(f"non-finite {bad} at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1}) "
+                       f"with {type(objective).__name__}; likely causes: too large a step (lower --lr or set "
+                       f"--clip-grad), a high-variance score-function gradient (try --baseline neural), or extreme "
+                       f"data values. The last good checkpoint is intact; resume it with a lower --lr")
 
 
 def fit_local_guide(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: int,
