@@ -74,6 +74,8 @@ def _add_run_options(p: argparse.ArgumentParser, particles: bool = True) -> None
                    help="also checkpoint every N steps (default: after every epoch only)")
     t.add_argument("--clip-grad", type=float, default=None, help="clip the global gradient norm to this value")
     t.add_argument("--lr-decay", type=float, default=None, help="multiply the learning rate by this after each epoch")
+    t.add_argument("--distributed", action="store_true", default=None,
+                   help="data-parallel training under torchrun (automatic when torchrun starts several ranks)")
     t.add_argument("--deterministic", action="store_true", default=None,
                    help="use torch's deterministic algorithms (see README: reproducibility)")
     e = p.add_argument_group("evaluation")
@@ -89,7 +91,7 @@ def _add_run_options(p: argparse.ArgumentParser, particles: bool = True) -> None
 RUN_FIELDS = ("dataset", "data_dir", "latent_dim", "hidden", "likelihood", "layers", "num_variables", "num_classes",
               "guide_hidden", "flows", "baseline", "temperature", "temperature_min", "anneal_rate",
               "straight_through", "particles", "alpha", "insomnia", "epochs", "batch_size", "lr", "seed", "device", "eval_samples", "iwae_k", "eval_limit", "refit_epochs", "checkpoint_every", "clip_grad",
-              "lr_decay", "deterministic")
+              "lr_decay", "deterministic", "distributed")
 
 
 def _config_from_args(args, base=None):
@@ -182,6 +184,8 @@ def cmd_train(args) -> None:
             identity["model"] = args.model
         config = dataclasses.replace(_config_from_args(args, stored), **identity)
         summary = train_run(config, out, resume=True, progress=not args.no_progress)
+        if summary.get("rank") == "worker":
+            return
     else:
         if not args.model:
             raise ZooError("name a model, e.g. 'pyro-zoo train vae --guide amortized' (see 'pyro-zoo list')")
@@ -189,6 +193,8 @@ def cmd_train(args) -> None:
                                      guide=args.guide or "amortized", objective=args.objective or "elbo")
         out = Path(args.out or f"runs/{config.model}-{config.guide}-{config.objective}")
         summary = train_run(config, out, force=args.force, progress=not args.no_progress)
+    if summary.get("rank") == "worker":         # a non-zero rank under torchrun: rank 0 reports
+        return
     _print_summary([summary], out)
 
 

@@ -78,6 +78,7 @@ class RunConfig:
     clip_grad: Optional[float] = None
     lr_decay: float = 1.0
     deterministic: bool = False
+    distributed: bool = False
 
     def to_json(self) -> Dict:
         return dataclasses.asdict(self)
@@ -148,7 +149,7 @@ class Prepared:
     device: torch.device
 
 
-def prepare(config: RunConfig, data: Optional[Dataset] = None) -> Prepared:
+def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[torch.device] = None) -> Prepared:
     """Build and check data, model, guide and objective; raises ZooError before any output exists."""
     _check_positive(config)
     set_determinism(config.deterministic)
@@ -157,7 +158,7 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None) -> Prepared:
         if name not in table:
             from zoo.errors import unknown_name
             raise unknown_name(kind, name, table)
-    device = resolve_device(config.device)
+    device = device if device is not None else resolve_device(config.device)
     data = data if data is not None else load_dataset(config.dataset, config.data_dir)
     model_options = {k: getattr(config, k) for k in MODEL_OPTION_FIELDS if getattr(config, k) is not None}
     model_options = {k: tuple(v) if isinstance(v, list) else v for k, v in model_options.items()}
@@ -226,7 +227,16 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
         state = load_checkpoint(ckpt_path)
         _refuse_mismatch(RunConfig.from_json(state["config"]), config)
     _check_out_dir(out, force, resume)
-    run = prepare(config, data)
+    from zoo import distributed as ddp
+    world = 1
+    if config.distributed or (ddp.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1):
+        if config.objective not in ddp.DDP_OBJECTIVES:
+            raise ZooError(f"distributed training needs an objective with one differentiable loss; "
+                           f"{config.objective!r} is not one: use one of {', '.join(ddp.DDP_OBJECTIVES)}")
+        rank, world, device = ddp.init(config.device)
+        run = prepare(config, data, device=device)
+    else:
+        run = prepare(config, data)
     optimizer = make_optimizer(run.model, run.guide, config.lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     history, start_epoch, start_step, epoch_total = [], 0, 0, 0.0
@@ -242,23 +252,38 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
         history, start_epoch = list(state["history"]), int(state["epoch"])
         start_step, epoch_total = int(state.get("step", 0)), float(state.get("epoch_total", 0.0))
         set_rng_state(state["rng"])
-    _make_out_dir(out)
-    atomic_write_text(out / "config.json", json.dumps(config.to_json(), indent=2))
+    main = ddp.is_main()
+    if main:
+        _make_out_dir(out)
+        atomic_write_text(out / "config.json", json.dumps(config.to_json(), indent=2))
     x = run.data.train.to(run.device)
     valid = run.data.valid.to(run.device)
+    hooks = {}
+    if world > 1:
+        pyro.set_rng_seed(config.seed * 7919 + 101 * ddp.dist.get_rank() + start_epoch * 1009 + start_step)
+        hooks = {"batches": ddp.shard_batches(x.shape[0], config.batch_size, config.seed, run.device),
+                 "step_fn": ddp.ddp_step(run.model, run.guide, run.objective, x.shape[0], run.device)}
     t0 = time.perf_counter()
-    fit(run.model, run.guide, run.objective, x, epochs=config.epochs, batch_size=config.batch_size,
-        lr=config.lr, seed=config.seed, valid=valid, progress=progress, optimizer=optimizer, scheduler=scheduler,
-        start_epoch=start_epoch, start_step=start_step, epoch_total=epoch_total, history=history,
-        checkpoint_every=config.checkpoint_every, clip_grad=config.clip_grad,
-        on_checkpoint=lambda e, st, tot, opt, sch, h: _checkpoint(run, ckpt_path, e, st, tot, opt, sch, h))
+    try:
+        fit(run.model, run.guide, run.objective, x, epochs=config.epochs, batch_size=config.batch_size,
+            lr=config.lr, seed=config.seed, valid=valid if main else None, progress=progress and main,
+            optimizer=optimizer, scheduler=scheduler, start_epoch=start_epoch, start_step=start_step,
+            epoch_total=epoch_total, history=history, checkpoint_every=config.checkpoint_every,
+            clip_grad=config.clip_grad, **hooks,
+            on_checkpoint=(lambda e, st, tot, opt, sch, h: _checkpoint(run, ckpt_path, e, st, tot, opt, sch, h))
+            if main else None)
+    finally:
+        if world > 1:
+            ddp.finish()
+    if not main:
+        return {"rank": "worker", "history": history}
     train_seconds = time.perf_counter() - t0
     return _evaluate_and_write(run, out, history, progress, train_seconds=train_seconds)
 
 
 #: Config fields that may change when a run is resumed or re-evaluated; all others must match.
 RESUMABLE_CHANGES = ("epochs", "device", "eval_samples", "iwae_k", "eval_split", "eval_limit", "refit_epochs",
-                     "data_dir", "checkpoint_every")
+                     "data_dir", "checkpoint_every", "distributed")
 
 
 def _refuse_mismatch(stored: RunConfig, given: RunConfig) -> None:

@@ -50,7 +50,8 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
         optimizer: Optional[torch.optim.Optimizer] = None, scheduler=None, start_epoch: int = 0,
         start_step: int = 0, epoch_total: float = 0.0, history: Optional[List[Dict]] = None,
         on_checkpoint: Optional[Callable] = None, checkpoint_every: Optional[int] = None,
-        clip_grad: Optional[float] = None, guide_only: bool = False, desc: str = "train") -> List[Dict]:
+        clip_grad: Optional[float] = None, guide_only: bool = False, desc: str = "train",
+        batches: Optional[Callable] = None, step_fn: Optional[Callable] = None) -> List[Dict]:
     """Run SVI for ``epochs`` epochs; return the per-epoch history.
 
     Each history row has ``epoch``, ``loss`` (the objective's negative bound per
@@ -64,6 +65,11 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     the run exactly: the data order is a function of (seed, epoch). A non-finite loss or
     gradient raises :class:`~zoo.errors.ZooError` before the optimizer step, so no
     checkpoint ever holds a NaN state. ``clip_grad`` clips the global gradient norm.
+
+    Two hooks serve distributed training (:mod:`zoo.distributed`): ``batches(epoch)``
+    returns the epoch's minibatch index tensors (default: the (seed, epoch) permutation cut
+    into ``batch_size`` pieces) and ``step_fn(x_batch, idx)`` computes one step's loss and
+    gradients (default: ``objective.loss_and_grads``).
     """
     model.validate_data(x, what="training data")
     N = x.shape[0]
@@ -72,22 +78,28 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     optimizer = optimizer or make_optimizer(model, guide, lr, guide_only)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     history = history if history is not None else []
-    steps = math.ceil(N / batch_size)
     # A guide may change what the objective sees of the model while training (the relaxed
     # guide relaxes the model's discrete sites) and may anneal itself per step.
     train_model = guide.training_model(model) if hasattr(guide, "training_model") else model
     on_step = getattr(guide, "on_step", None)
+    if batches is None:
+        def batches(epoch):
+            return epoch_order(N, seed, epoch).to(x.device).split(batch_size)
+    if step_fn is None:
+        def step_fn(xb, idx):
+            return objective.loss_and_grads(train_model, guide, xb, idx=idx, N=N)
     model.train()
     guide.train()
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
-        order = epoch_order(N, seed, epoch).to(x.device)
+        epoch_batches = batches(epoch)
+        steps = len(epoch_batches)
         first = start_step if epoch == start_epoch else 0
         total = epoch_total if epoch == start_epoch else 0.0
         bar = tqdm(range(first, steps), desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress,
                    leave=False, dynamic_ncols=True, initial=first, total=steps)
         for step in bar:
-            idx = order[step * batch_size:(step + 1) * batch_size]
+            idx = epoch_batches[step]
             global_step = epoch * steps + step
             if on_step is not None:
                 on_step(global_step)
@@ -96,7 +108,7 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
             # supports); after that the checks are off in the hot loop. The data were
             # validated once up front and non-finite values are caught just below.
             with pyro.validation_enabled(pyro.infer.util.is_validation_enabled() and step == first):
-                loss = objective.loss_and_grads(train_model, guide, x[idx], idx=idx, N=N)
+                loss = step_fn(x[idx], idx)
             check_finite(loss, params, epoch, step, global_step, objective)
             if clip_grad:
                 torch.nn.utils.clip_grad_norm_(params, clip_grad)
