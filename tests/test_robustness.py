@@ -182,3 +182,15 @@ def test_malformed_arrays_get_our_error_and_nothing_else(a, tmp_path_factory):
                 call()
             except ZooError:
                 pass
+
+
+def test_tensorboard_logging(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    train_run(RunConfig(**{**SMALL_RUN, "epochs": 2, "batch_size": 200, "tensorboard": True}), tmp_path / "tb",
+              progress=False)
+    events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/loss_per_datum", "train/grad_norm", "epoch/valid_elbo"} <= set(tags["scalars"])
+    assert "samples" in tags["images"] and len(events.Scalars("train/loss_per_datum")) == 2 * 7

@@ -79,6 +79,7 @@ class RunConfig:
     lr_decay: float = 1.0
     deterministic: bool = False
     distributed: bool = False
+    tensorboard: bool = False
 
     def to_json(self) -> Dict:
         return dataclasses.asdict(self)
@@ -263,9 +264,13 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
         pyro.set_rng_seed(config.seed * 7919 + 101 * ddp.dist.get_rank() + start_epoch * 1009 + start_step)
         hooks = {"batches": ddp.shard_batches(x.shape[0], config.batch_size, config.seed, run.device),
                  "step_fn": ddp.ddp_step(run.model, run.guide, run.objective, x.shape[0], run.device)}
+    logger = None
+    if config.tensorboard and main:
+        from zoo.monitor import TensorBoardLogger
+        logger = TensorBoardLogger(out / "tensorboard", run.model, run.data.image_shape)
     t0 = time.perf_counter()
     try:
-        fit(run.model, run.guide, run.objective, x, epochs=config.epochs, batch_size=config.batch_size,
+        fit(run.model, run.guide, run.objective, x, epochs=config.epochs, batch_size=config.batch_size, log=logger,
             lr=config.lr, seed=config.seed, valid=valid if main else None, progress=progress and main,
             optimizer=optimizer, scheduler=scheduler, start_epoch=start_epoch, start_step=start_step,
             epoch_total=epoch_total, history=history, checkpoint_every=config.checkpoint_every,
@@ -273,6 +278,8 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
             on_checkpoint=(lambda e, st, tot, opt, sch, h: _checkpoint(run, ckpt_path, e, st, tot, opt, sch, h))
             if main else None)
     finally:
+        if logger is not None:
+            logger.close()
         if world > 1:
             ddp.finish()
     if not main:
@@ -283,7 +290,7 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
 
 #: Config fields that may change when a run is resumed or re-evaluated; all others must match.
 RESUMABLE_CHANGES = ("epochs", "device", "eval_samples", "iwae_k", "eval_split", "eval_limit", "refit_epochs",
-                     "data_dir", "checkpoint_every", "distributed")
+                     "data_dir", "checkpoint_every", "distributed", "tensorboard")
 
 
 def _refuse_mismatch(stored: RunConfig, given: RunConfig) -> None:

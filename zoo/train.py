@@ -51,7 +51,8 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
         start_step: int = 0, epoch_total: float = 0.0, history: Optional[List[Dict]] = None,
         on_checkpoint: Optional[Callable] = None, checkpoint_every: Optional[int] = None,
         clip_grad: Optional[float] = None, guide_only: bool = False, desc: str = "train",
-        batches: Optional[Callable] = None, step_fn: Optional[Callable] = None) -> List[Dict]:
+        batches: Optional[Callable] = None, step_fn: Optional[Callable] = None,
+        log: Optional[Callable] = None) -> List[Dict]:
     """Run SVI for ``epochs`` epochs; return the per-epoch history.
 
     Each history row has ``epoch``, ``loss`` (the objective's negative bound per
@@ -69,7 +70,8 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     Two hooks serve distributed training (:mod:`zoo.distributed`): ``batches(epoch)``
     returns the epoch's minibatch index tensors (default: the (seed, epoch) permutation cut
     into ``batch_size`` pieces) and ``step_fn(x_batch, idx)`` computes one step's loss and
-    gradients (default: ``objective.loss_and_grads``).
+    gradients (default: ``objective.loss_and_grads``). ``log("step", global_step, loss=,
+    grad_norm=)`` and ``log("epoch", epoch, row=)`` receive the monitoring values (TensorBoard).
     """
     model.validate_data(x, what="training data")
     N = x.shape[0]
@@ -111,8 +113,13 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
                 loss = step_fn(x[idx], idx)
             check_finite(loss, params, epoch, step, global_step, objective)
             if clip_grad:
-                torch.nn.utils.clip_grad_norm_(params, clip_grad)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
+            elif log is not None:
+                grad_norm = torch.linalg.vector_norm(
+                    torch.stack([torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]))
             optimizer.step()
+            if log is not None:
+                log("step", global_step, loss=loss / N, grad_norm=float(grad_norm))
             total += loss / N
             if progress and step % 10 == 0:
                 bar.set_postfix(loss=f"{loss / N:.3f}")
@@ -127,6 +134,8 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
         if scheduler is not None:
             scheduler.step()
         history.append(row)
+        if log is not None:
+            log("epoch", epoch + 1, row=row)
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: loss/datum {row['loss']:.3f}"
                        + (f", valid ELBO {row['valid_elbo']:.3f}" if row["valid_elbo"] is not None else ""))
