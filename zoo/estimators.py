@@ -17,7 +17,7 @@ import torch
 from pyro.infer import ELBO
 
 from zoo.errors import ZooError
-from zoo.importance import per_datum_log_weights
+from zoo.importance import per_datum_log_weights, per_datum_renyi_bound
 from zoo.models.base import MAX_PLATE_NESTING
 
 __all__ = ["StickingTheLanding", "DReGIWAE", "VIMCO", "Reinforce", "detach_parameters"]
@@ -40,9 +40,16 @@ def detach_parameters(fn):
 
 
 class _PerDatumEstimator(ELBO):
-    def __init__(self, num_particles: int, max_plate_nesting: int = MAX_PLATE_NESTING):
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
-                         vectorize_particles=True)
+    #: which bound ``loss`` reports: 1 for the ELBO, 0 for the IWAE bound (per_datum_renyi_bound's alpha)
+    alpha = 1.0
+    default_particles = 1
+
+    def __init__(self, num_particles: int = None, max_plate_nesting: int = MAX_PLATE_NESTING):
+        super().__init__(num_particles=num_particles or self.default_particles,
+                         max_plate_nesting=max_plate_nesting, vectorize_particles=True)
+
+    def bound(self, log_w):
+        return per_datum_renyi_bound(log_w, self.alpha)
 
     def _get_trace(self, model, guide, args, kwargs):
         raise NotImplementedError(f"{type(self).__name__} forms per-datum weights in zoo.importance")
@@ -82,13 +89,6 @@ class StickingTheLanding(_PerDatumEstimator):
     Gradient Estimators for Variational Inference", NeurIPS 2017, https://arxiv.org/abs/1703.09194.
     """
 
-    def __init__(self, num_particles: int = 1, max_plate_nesting: int = MAX_PLATE_NESTING):
-        super().__init__(num_particles, max_plate_nesting)
-
-    @staticmethod
-    def bound(log_w):
-        return log_w.mean(0)
-
     def differentiable_loss(self, model, guide, *args, **kwargs):
         lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
                                    q_transform=detach_parameters, **kwargs)
@@ -117,11 +117,8 @@ class DReGIWAE(_PerDatumEstimator):
     Estimators for Monte Carlo Objectives", ICLR 2019, https://arxiv.org/abs/1810.04152.
     """
 
-    def __init__(self, num_particles: int = 5, max_plate_nesting: int = MAX_PLATE_NESTING):
-        super().__init__(num_particles, max_plate_nesting)
-
-    def bound(self, log_w):
-        return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+    alpha = 0.0
+    default_particles = 5
 
     def _surrogates(self, model, guide, *args, **kwargs):
         lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
@@ -171,13 +168,13 @@ class VIMCO(_PerDatumEstimator):
     ICML 2016, https://arxiv.org/abs/1602.06725.
     """
 
+    alpha = 0.0
+    default_particles = 5
+
     def __init__(self, num_particles: int = 5, max_plate_nesting: int = MAX_PLATE_NESTING):
         if num_particles < 2:
             raise ZooError(f"vimco needs at least 2 particles for its leave-one-out baselines, got {num_particles}")
         super().__init__(num_particles, max_plate_nesting)
-
-    def bound(self, log_w):
-        return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
@@ -204,13 +201,6 @@ class Reinforce(_PerDatumEstimator):
     baseline: the lecture's reference point against which reparameterization and
     control variates are compared. Model gradients are those of the ELBO.
     """
-
-    def __init__(self, num_particles: int = 1, max_plate_nesting: int = MAX_PLATE_NESTING):
-        super().__init__(num_particles, max_plate_nesting)
-
-    @staticmethod
-    def bound(log_w):
-        return log_w.mean(0)
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,

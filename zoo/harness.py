@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from zoo.importance import per_datum_log_weights
-from zoo.objectives import per_datum_renyi_bound
+from zoo.importance import per_datum_renyi_bound
 
 __all__ = ["evaluate", "bound_per_datum", "RESULT_KEYS", "PSIS_THRESHOLD"]
 

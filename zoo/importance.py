@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
+import math
+
 import pyro
 import pyro.poutine as poutine
 import torch
@@ -26,7 +28,7 @@ import torch
 from zoo.errors import ZooError
 from zoo.models.base import MAX_PLATE_NESTING
 
-__all__ = ["LogWeights", "vectorize", "per_datum_log_weights"]
+__all__ = ["LogWeights", "vectorize", "per_datum_log_weights", "per_datum_renyi_bound"]
 
 
 @dataclass
@@ -115,3 +117,14 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
 
     return LogWeights(log_likelihood, log_prior, log_q, scale, latents, guide_means, x_mean, reparameterized,
                       params(model_trace), params(guide_trace))
+
+
+def per_datum_renyi_bound(log_w: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The Renyi bound of each datum from its ``[K, B]`` log-weights, shape ``[B]``.
+
+    alpha = 0 is the IWAE bound log (1/K) sum_k w_k; alpha = 1 is the ELBO mean_k log w_k.
+    """
+    K = log_w.shape[0]
+    if alpha == 1.0:
+        return log_w.mean(0)
+    return (torch.logsumexp((1.0 - alpha) * log_w, dim=0) - math.log(K)) / (1.0 - alpha)

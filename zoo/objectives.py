@@ -35,22 +35,11 @@ from pyro.infer import (ELBO, RenyiELBO, ReweightedWakeSleep as PyroRWS, Trace_E
 
 from zoo.errors import ZooError
 from zoo.estimators import VIMCO, DReGIWAE, Reinforce, StickingTheLanding
-from zoo.importance import per_datum_log_weights
+from zoo.importance import per_datum_log_weights, per_datum_renyi_bound
 from zoo.models.base import MAX_PLATE_NESTING
 
 __all__ = ["RenyiBound", "IWAEBound", "EnumELBO", "ReweightedWakeSleep", "ObjectiveSpec", "OBJECTIVES",
            "build_objective", "per_datum_renyi_bound"]
-
-
-def per_datum_renyi_bound(log_w: torch.Tensor, alpha: float) -> torch.Tensor:
-    """The Renyi bound of each datum from its ``[K, B]`` log-weights, shape ``[B]``.
-
-    alpha = 0 is the IWAE bound log (1/K) sum_k w_k; alpha = 1 is the ELBO mean_k log w_k.
-    """
-    K = log_w.shape[0]
-    if alpha == 1.0:
-        return log_w.mean(0)
-    return (torch.logsumexp((1.0 - alpha) * log_w, dim=0) - math.log(K)) / (1.0 - alpha)
 
 
 class RenyiBound(ELBO):
