@@ -128,15 +128,16 @@ def summarize(samples: torch.Tensor, reference: Optional[torch.Tensor]) -> Dict[
 
 
 def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int], repeats: int,
-             alpha: float = 0.0, seed: int = 0) -> Dict:
-    """The full table: one row per (objective, K, group), plus the references used."""
+             alpha: float = 0.0, seed: int = 0, reference: bool = True, reference_repeats: int = 20) -> Dict:
+    """The full table: one row per (objective, K, group), plus the references used
+    (``reference=False`` skips them: variance and SNR need none)."""
     if repeats < 2:
         raise ZooError(f"--repeats must be at least 2 to estimate a variance, got {repeats}")
     N = x.shape[0]
     idx = torch.arange(N, device=x.device)
     groups = parameter_groups(model, guide)
     pyro.set_rng_seed(seed)
-    ref, how = reference_gradients(model, guide, x, idx, N, groups)
+    ref, how = reference_gradients(model, guide, x, idx, N, groups, reference_repeats) if reference else ({}, {})
     rows = []
     for name in objectives:
         for k in particles:
