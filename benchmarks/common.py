@@ -73,7 +73,7 @@ def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluat
             summary = evaluate_run(folder, eval_samples=config.eval_samples, iwae_k=config.iwae_k,
                                    eval_limit=config.eval_limit, device=config.device, data_dir=config.data_dir,
                                    progress=False)
-            summary["train_seconds"] = trained.get("train_seconds")
+            summary["train_seconds"] = trained.get("train_seconds") or sum(h["seconds"] for h in summary["history"])
         else:
             summary = train_run(config, Path(out_root) / label, force=True, progress=False)
         summary["label"], summary["reference_nll"] = label, reference
