@@ -8,7 +8,7 @@ References (fixed binarization):
 Protocol: Adam lr 3e-4 (1e-3 for the relaxed runs, as in Jang et al.), batch 100, seed 0, amortized
 encoder; score-function runs use tracegraph with NVIL's neural baseline; relaxed runs anneal
 tau = max(0.5, exp(-1e-4 t)). Reported: test -ELBO and IS NLL (K = --eval-samples) of the true
-discrete model with hard samples, on the first --eval-limit test images.
+discrete model with hard samples, on a fixed random subset (seed 0) of --eval-limit test images.
 
     python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 20 --eval-samples 1000 --eval-limit 1000
 """

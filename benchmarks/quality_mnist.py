@@ -6,7 +6,7 @@ IWAE k=50 87.10 nats test NLL, both with IS K=5000.
 
 Protocol: Adam (lr 1e-3), batch 100, seed 0, amortized Gaussian encoder mirroring the
 decoder, tanh. Test NLL = -log (1/K) sum_k w_k with K = --eval-samples importance samples
-from the trained encoder, on the first --eval-limit test images (all 10,000 if unset).
+from the trained encoder, on a fixed random subset (seed 0) of --eval-limit test images (all 10,000 if unset).
 
     python benchmarks/quality_mnist.py --data-dir ../shared/data --elbo-epochs 60 --iwae-epochs 8 \
         --eval-samples 5000 --eval-limit 1000
