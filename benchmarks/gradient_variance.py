@@ -10,7 +10,8 @@
 4. The cost of one gradient estimate of each objective, as a ratio to Trace_ELBO at the same K,
    measured in the same run.
 
-    python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 100
+    python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 100 \
+        --vae-checkpoint runs/quality_mnist/elbo --sbn-checkpoint runs/discrete_mnist/sbn200-nvil
 """
 from __future__ import annotations
 
@@ -30,12 +31,15 @@ from zoo.registry import build_guide, build_model  # noqa: E402
 from zoo.runs import gradients_markdown  # noqa: E402
 
 
-def load(folder, model, guide):
+def load(folder, model, *guides):
+    """Model and guides from a run's checkpoint; each guide takes the parameters it has
+    (encoder always; the NVIL baseline net only where the guide has one)."""
     if folder:
         from zoo.checkpoint import load_checkpoint
         state = load_checkpoint(Path(folder) / "checkpoint.pt")
         model.load_state_dict(state["model"])
-        guide.load_state_dict(state["guide"])
+        for guide in guides:
+            guide.load_state_dict(state["guide"], strict=False)
 
 
 def main(argv=None):
@@ -61,9 +65,7 @@ def main(argv=None):
 
     sbn = build_model("sbn", data.x_dim, layers=(200,))
     sbn_guides = {b: build_guide("amortized", sbn, baseline=b) for b in ("none", "decaying", "neural")}
-    load(args.sbn_checkpoint, sbn, sbn_guides["none"])
-    for b in ("decaying", "neural"):
-        sbn_guides[b].load_state_dict(sbn_guides["none"].state_dict(), strict=False)
+    load(args.sbn_checkpoint, sbn, *sbn_guides.values())
     sbn_rows = []
     for label, guide, objective, k in (("REINFORCE (elbo)", sbn_guides["none"], "elbo", 1),
                                        ("tracegraph, decaying baseline", sbn_guides["decaying"], "tracegraph", 1),
@@ -74,7 +76,7 @@ def main(argv=None):
         rows = diagnose(sbn, guide, x, [objective], [k], args.repeats, reference_repeats=args.reference_repeats)["rows"]
         sbn_rows += [dict(r, estimator=label) for r in rows]
     relaxed = build_guide("relaxed", sbn, temperature=0.5, temperature_min=0.5)
-    relaxed.load_state_dict(sbn_guides["none"].state_dict(), strict=False)
+    relaxed.load_state_dict(sbn_guides["none"].state_dict(), strict=False)   # the same encoder
     sbn_rows += [dict(r, estimator="relaxed (Concrete, tau=0.5; a biased surrogate)")
                  for r in diagnose(sbn, relaxed, x, ["elbo"], [1], args.repeats,
                                    reference_repeats=args.reference_repeats)["rows"]]
