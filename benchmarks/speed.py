@@ -41,8 +41,9 @@ def hand_epoch(x, guide, model, optimizer, order, batch_size):
     for start in range(0, N, batch_size):
         idx = order[start:start + batch_size]
         xb = x[idx]
-        _, params = guide.encode(xb)
-        loc, scale = params["z"]
+        _, raw = guide.encode(xb)
+        loc, s = raw["z"].chunk(2, dim=-1)
+        scale = F.softplus(s) + 1e-5                 # the amortized guide's parameterization
         z = loc + scale * torch.randn_like(loc)
         log_px = -F.binary_cross_entropy_with_logits(model.decoder(z), xb, reduction="none").sum(-1)
         log_pz = prior.log_prob(z).sum(-1)
