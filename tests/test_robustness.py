@@ -194,3 +194,13 @@ def test_tensorboard_logging(tmp_path):
     tags = events.Tags()
     assert {"train/loss_per_datum", "train/grad_norm", "epoch/valid_elbo"} <= set(tags["scalars"])
     assert "samples" in tags["images"] and len(events.Scalars("train/loss_per_datum")) == 2 * 7
+
+
+def test_a_non_finite_gradient_is_caught_even_when_the_loss_is_finite():
+    from zoo.train import check_finite
+    p, q = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    p.grad, q.grad = torch.ones(3), torch.tensor([1.0, float("inf")])
+    with pytest.raises(ZooError, match="non-finite gradient at epoch 2, step 4"):
+        check_finite(1.0, [p, q], epoch=1, step=3, global_step=10, objective=pyro.infer.Trace_ELBO())
+    q.grad = torch.ones(2)
+    check_finite(1.0, [p, q], epoch=1, step=3, global_step=10, objective=pyro.infer.Trace_ELBO())

@@ -151,7 +151,8 @@ def check_finite(loss: float, params, epoch: int, step: int, global_step: int, o
         bad = f"loss {loss}"
     else:
         grads = [p.grad for p in params if p.grad is not None]
-        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+        # one fused norm per tensor and a single sync: any NaN/inf makes the sum non-finite
+        if grads and not math.isfinite(torch.stack(torch._foreach_norm(grads)).sum().item()):
             bad = "gradient"
     if bad:
         raise ZooError(f"non-finite {bad} at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1}) "
