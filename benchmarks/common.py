@@ -58,7 +58,8 @@ def write_result(name: str, payload: dict) -> Path:
     return path
 
 
-def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluate_only: bool = False) -> list:
+def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluate_only: bool = False,
+             reference_label: str = "reference NLL") -> list:
     """Train and evaluate each ``(label, RunConfig, reference_nll)`` through the zoo's own
     ``train_run`` (the same harness as the CLI), then write ``results/<name>.json`` and ``.md``.
     With ``evaluate_only`` the runs already in ``out_root`` are re-scored with ``evaluate_run``
@@ -86,7 +87,7 @@ def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluat
     md = [f"# {title}", "", f"Command: `{prov['command']}`  ", f"Commit: `{prov['git_commit']}`  ",
           f"Hardware: {prov['cpu']} ({prov['cpu_threads']} torch threads, {prov['logical_cores']} cores), "
           f"GPU: {prov['gpu']}", "", f"Protocol: {protocol}", "",
-          "| run | objective | guide | epochs | test −ELBO | test NLL (IS) | ± se | reference NLL | active units | k̂>0.7 | train s |",
+          f"| run | objective | guide | epochs | test −ELBO | test NLL (IS) | ± se | {reference_label} | active units | k̂>0.7 | train s |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['label']} | {r['config']['objective']} | {r['config']['guide']} | {r['epochs_trained']} | "

@@ -52,7 +52,7 @@ def main(argv=None):
     ]
     run_grid("discrete_mnist", "Discrete latents on static binarized MNIST", runs, Path(args.out),
              __doc__.split("Protocol:")[1].split("\n\n")[0].strip().replace("\n", " "),
-             evaluate_only=args.evaluate_only)
+             evaluate_only=args.evaluate_only, reference_label="reference (paper; Jang et al.: test −ELBO)")
 
 
 if __name__ == "__main__":
