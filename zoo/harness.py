@@ -118,7 +118,8 @@ def _psis_khat(log_w: np.ndarray) -> np.ndarray:
         warnings.simplefilter("ignore")
         _, khat = az.psislw(log_w)
     khat = np.asarray(khat, dtype=np.float64).reshape(-1)
-    flat = (log_w.max(-1) - log_w.min(-1)) < 1e-4
+    with np.errstate(invalid="ignore"):           # inf - inf for data the model gives zero density
+        flat = (log_w.max(-1) - log_w.min(-1)) < 1e-4
     khat[flat] = 0.0
     return khat
 

@@ -90,7 +90,8 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     if step_fn is None:
         def step_fn(xb, idx):
             return objective.loss_and_grads(train_model, guide, xb, idx=idx, N=N)
-    model.train()
+    if not guide_only:                  # a test-time refit keeps the frozen model in eval mode
+        model.train()
     guide.train()
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
@@ -129,7 +130,8 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
                "valid_elbo": None, "lr": optimizer.param_groups[0]["lr"]}
         if valid is not None and getattr(guide, "amortized", True):
             row["valid_elbo"] = bound_per_datum(model, guide, valid)
-            model.train()
+            if not guide_only:
+                model.train()
             guide.train()
         if scheduler is not None:
             scheduler.step()

@@ -3,7 +3,7 @@
 Every zoo model is a :class:`ZooModel`. It promises four things:
 
 1. **Latent declaration.** ``model.latents`` lists its latent sample sites
-   (:class:`LatentSite`: name, event shape, support). Guide families read this
+   (:class:`LatentSite`: name, event shape, support), in the order the model samples them. Guide families read this
    list to build themselves, and refuse models whose latents they cannot handle.
 2. **A subsampled data plate.** ``model.model(x, idx, N)`` puts every latent and
    the observation ``"x"`` inside ``pyro.plate("data", N, subsample=idx)``

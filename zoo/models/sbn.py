@@ -65,7 +65,8 @@ class SBN(ZooModel):
 
     @property
     def latents(self):
-        return tuple(LatentSite(f"z{l + 1}", (k,), "binary") for l, k in enumerate(self.layers))
+        # in the order the model samples them (top layer first), as guides then sample them too
+        return tuple(LatentSite(f"z{l + 1}", (k,), "binary") for l, k in reversed(list(enumerate(self.layers))))
 
     def model(self, x=None, idx=None, N=None):
         pyro.module("sbn", self)
