@@ -32,6 +32,8 @@ def main(argv=None):
     p.add_argument("--eval-limit", type=int, default=500)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--device", default="auto")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="re-evaluate the runs already trained in --out instead of training them")
     p.add_argument("--out", default="runs/dreg_mnist")
     args = p.parse_args(argv)
     runs = [(name, RunConfig(model="vae", guide="amortized", objective=name, particles=50, dataset="binarized_mnist",
@@ -39,7 +41,7 @@ def main(argv=None):
                              device=args.device, eval_samples=args.eval_samples, eval_limit=args.eval_limit,
                              iwae_k=50), None) for name in ("iwae", "dreg")]
     rows = run_grid("dreg_mnist", "IWAE vs DReG-IWAE (k = 50) on static binarized MNIST", runs, Path(args.out),
-                    __doc__.split("\n\n")[1].replace("\n", " "))
+                    __doc__.split("\n\n")[1].replace("\n", " "), evaluate_only=args.evaluate_only)
     lines = ["", f"## Encoder-gradient SNR at each run's final parameters ({args.repeats} estimates, K = 50, "
              "minibatch of 100)", "", "| run | group | variance | SNR |", "|---|---|---|---|"]
     for (name, config, _), row in zip(runs, rows):
