@@ -1,0 +1,72 @@
+"""Where the zoo's per-step time goes: hand-written PyTorch vs a bare Pyro SVI loop vs zoo.fit.
+
+Same 784-200-200-50 VAE, Trace_ELBO K=1, Adam, batch 100, on 20,000 binarized-MNIST images;
+the three loops alternate for --rounds rounds (the first is warm-up), median ms per step.
+
+    python benchmarks/step_overhead.py --data-dir ../shared/data --rounds 4
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pyro  # noqa: E402
+import torch  # noqa: E402
+from common import write_result  # noqa: E402
+from speed import hand_epoch  # noqa: E402
+
+from zoo.data import load_dataset  # noqa: E402
+from zoo.registry import build_guide, build_model, build_objective  # noqa: E402
+from zoo.train import epoch_order, fit  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--rounds", type=int, default=4)
+    args = p.parse_args(argv)
+    x = load_dataset("binarized_mnist", args.data_dir).train[:20000]
+    N, B = x.shape[0], 100
+    pyro.set_rng_seed(0)
+    model = build_model("vae", 784)
+    guide = build_guide("amortized", model)
+    opt = torch.optim.Adam(list(model.parameters()) + list(guide.parameters()), 1e-3)
+    elbo = build_objective("elbo", 1)
+
+    def hand():
+        t = time.perf_counter()
+        hand_epoch(x, guide, model, opt, epoch_order(N, 0, 0), B)
+        return time.perf_counter() - t
+
+    def bare_pyro():
+        t = time.perf_counter()
+        with pyro.validation_enabled(False):
+            for idx in epoch_order(N, 0, 0).split(B):
+                opt.zero_grad(set_to_none=True)
+                elbo.loss_and_grads(model, guide, x[idx], idx=idx, N=N)
+                opt.step()
+        return time.perf_counter() - t
+
+    def zoo_fit():
+        return fit(model, guide, elbo, x, epochs=1, batch_size=B, lr=1e-3, progress=False, optimizer=opt)[-1]["seconds"]
+
+    times = {"hand-written": [], "bare Pyro SVI loop": [], "zoo.fit": []}
+    for r in range(args.rounds):
+        for name, f in zip(times, (hand, bare_pyro, zoo_fit)):
+            seconds = f()
+            if r > 0:
+                times[name].append(seconds / (N / B) * 1000)
+    ms = {k: statistics.median(v) for k, v in times.items()}
+    write_result("step_overhead", {"ms_per_step": ms, "all_ms_per_step": times, "batch_size": B, "num_data": N})
+    for k, v in ms.items():
+        print(f"{k}: {v:.2f} ms/step ({v / ms['hand-written']:.2f}x hand-written)")
+
+
+if __name__ == "__main__":
+    main()
