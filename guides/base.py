@@ -29,6 +29,7 @@ from pyro.poutine.runtime import get_plates
 from torch import nn
 from torch.distributions import Bernoulli, OneHotCategorical
 
+from zoo.baselines import BASELINE_KEY, SiteBaseline
 from zoo.distributions import JointDiscrete
 from zoo.errors import ZooError
 from zoo.models.base import LatentSite, ZooModel
@@ -55,17 +56,6 @@ def site_distribution(site: LatentSite, raw: torch.Tensor) -> dist.TorchDistribu
     return JointDiscrete(OneHotCategorical(logits=raw.reshape(batch + site.event_shape)))
 
 
-class NeuralBaseline(nn.Module):
-    """NVIL's input-dependent baseline b(x) (Mnih & Gregor 2014): a small MLP, one number per datum."""
-
-    def __init__(self, x_dim: int, hidden: int = 100):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(x_dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
-
-    def forward(self, x):
-        return self.net(x).squeeze(-1)
-
-
 class ZooGuide(PyroModule):
     """Base class of guide families.
 
@@ -79,8 +69,9 @@ class ZooGuide(PyroModule):
 
     Arguments:
         baseline: variance reduction for score-function (discrete) sites under
-            ``tracegraph``: ``"none"``, ``"decaying"`` (an exponentially decaying
-            average of the cost) or ``"neural"`` (NVIL's b(x), trained by TraceGraph_ELBO).
+            ``tracegraph``: ``"none"``, ``"decaying"`` (a running average c of the per-datum
+            learning signal) or ``"neural"`` (NVIL: c plus a network b(x)); see :mod:`zoo.baselines`.
+            The baselines are part of the guide's ``state_dict``, so checkpoints carry them.
     """
 
     family: str = ""
@@ -103,9 +94,9 @@ class ZooGuide(PyroModule):
             raise ZooError(f"--baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
         if self.baseline != "none" and all(s.support == "real" for s in self.sites):
             raise ZooError("baselines reduce the variance of score-function (discrete) sites; this model has none")
-        if self.baseline == "neural":
-            self.baselines = nn.ModuleDict({s.name: NeuralBaseline(self.x_dim) for s in self.sites
-                                            if s.support != "real"})
+        if self.baseline != "none":
+            self.baselines = nn.ModuleDict({s.name: SiteBaseline(self.x_dim, neural=self.baseline == "neural")
+                                            for s in self.sites if s.support != "real"})
 
     @classmethod
     def check(cls, model: ZooModel) -> None:
@@ -123,12 +114,10 @@ class ZooGuide(PyroModule):
         return all(s.support == "real" for s in model.latents)
 
     def infer_for(self, site: LatentSite, x) -> Dict:
-        """The ``infer`` dict of a sample site: TraceGraph_ELBO's baseline options."""
+        """The ``infer`` dict of a sample site: its baseline for :class:`~zoo.baselines.BaselineTraceGraph_ELBO`."""
         if site.support == "real" or self.baseline == "none":
             return {}
-        if self.baseline == "decaying":
-            return {"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": 0.95}}
-        # TraceGraph_ELBO wants b(x) in the site's batch shape, particles included.
+        # b(x) must come in the site's batch shape, particles included.
         particles = [f.size for f in sorted(get_plates(), key=lambda f: f.dim) if f.dim is not None and f.dim < -1]
         x_in = x.expand(*particles, *x.shape) if particles else x
-        return {"baseline": {"nn_baseline": self.baselines[site.name], "nn_baseline_input": x_in}}
+        return {BASELINE_KEY: {"module": self.baselines[site.name], "input": x_in}}

@@ -54,16 +54,56 @@ from zoo.distributions import JointDiscrete
 from zoo.errors import ZooError
 from zoo.models.base import data_plate
 
-__all__ = ["Relaxed", "RelaxDiscrete", "relaxed_distribution"]
+__all__ = ["Relaxed", "RelaxDiscrete", "relaxed_distribution", "ConcreteBernoulli", "ConcreteOneHotCategorical",
+           "ConcreteBernoulliST", "ConcreteOneHotCategoricalST"]
+
+
+class ConcreteBernoulli(dist.RelaxedBernoulli):
+    """Pyro's RelaxedBernoulli (Concrete), tagged as the relaxation of a Bernoulli: its KL
+    to another one is the KL of the two discrete Bernoullis they relax (see the module doc)."""
+
+
+class ConcreteOneHotCategorical(dist.RelaxedOneHotCategorical):
+    """Pyro's RelaxedOneHotCategorical (Gumbel-softmax), tagged as the relaxation of a
+    OneHotCategorical: its KL to another one is the discrete categorical KL."""
+
+
+class ConcreteBernoulliST(dist.RelaxedBernoulliStraightThrough):
+    """Straight-through Concrete: hard forward value, soft gradient; KL to the discrete prior is discrete."""
+
+
+class ConcreteOneHotCategoricalST(dist.RelaxedOneHotCategoricalStraightThrough):
+    """Straight-through Gumbel-softmax: hard one-hot forward value; KL to the discrete prior is discrete."""
+
+
+def _hard(d):
+    """The discrete distribution a Concrete relaxation stands for (same logits)."""
+    if isinstance(d, dist.RelaxedBernoulli):
+        return torch.distributions.Bernoulli(logits=d.logits)
+    return torch.distributions.OneHotCategorical(logits=d.logits)
+
+
+@torch.distributions.kl.register_kl(ConcreteBernoulli, ConcreteBernoulli)
+@torch.distributions.kl.register_kl(ConcreteOneHotCategorical, ConcreteOneHotCategorical)
+def _kl_concrete_discrete(q, p):
+    return torch.distributions.kl_divergence(_hard(q), _hard(p))
+
+
+@torch.distributions.kl.register_kl(torch.distributions.Independent, JointDiscrete)
+def _kl_straight_through_discrete(q, p):
+    if not isinstance(q.base_dist, (ConcreteBernoulliST, ConcreteOneHotCategoricalST)) \
+            or q.reinterpreted_batch_ndims != 1:
+        raise NotImplementedError
+    return torch.distributions.kl_divergence(_hard(q.base_dist), p.base).sum(-1)
 
 
 def relaxed_distribution(hard, temperature, straight_through: bool = False):
     """The Concrete relaxation of a :class:`JointDiscrete` ``hard`` at ``temperature``."""
     base = hard.base if isinstance(hard, JointDiscrete) else hard
     if isinstance(base, torch.distributions.Bernoulli):
-        cls = dist.RelaxedBernoulliStraightThrough if straight_through else dist.RelaxedBernoulli
+        cls = ConcreteBernoulliST if straight_through else ConcreteBernoulli
     else:
-        cls = dist.RelaxedOneHotCategoricalStraightThrough if straight_through else dist.RelaxedOneHotCategorical
+        cls = ConcreteOneHotCategoricalST if straight_through else ConcreteOneHotCategorical
     return cls(temperature, logits=base.logits).to_event(1)
 
 

@@ -31,8 +31,9 @@ from typing import Callable, Optional
 import torch
 import pyro.poutine as poutine
 from pyro.infer import (ELBO, RenyiELBO, ReweightedWakeSleep as PyroRWS, Trace_ELBO, TraceEnum_ELBO,
-                        TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate)
+                        TraceMeanField_ELBO, config_enumerate)
 
+from zoo.baselines import BaselineTraceGraph_ELBO
 from zoo.errors import ZooError
 from zoo.estimators import VIMCO, DReGIWAE, Reinforce, StickingTheLanding
 from zoo.importance import per_datum_log_weights, per_datum_renyi_bound
@@ -249,7 +250,8 @@ OBJECTIVES = {spec.name: spec for spec in [
     ObjectiveSpec("tracemeanfield", "TraceMeanField_ELBO: analytic KL(q || p) where available "
                   "(reparameterizable guides only)", _pyro_elbo(TraceMeanField_ELBO), needs_reparam=True),
     ObjectiveSpec("tracegraph", "TraceGraph_ELBO: score function with Rao-Blackwellization and the guide's "
-                  "--baseline (none, decaying, neural/NVIL)", _pyro_elbo(TraceGraph_ELBO), uses_baselines=True),
+                  "--baseline (none, decaying, neural = NVIL), per datum (zoo.baselines)",
+                  _pyro_elbo(BaselineTraceGraph_ELBO), uses_baselines=True),
     ObjectiveSpec("enum", "TraceEnum_ELBO with the guide's discrete sites summed exactly (small latent spaces)",
                   lambda k, a: EnumELBO(), needs_enumeration=True),
     ObjectiveSpec("rws", "per-datum reweighted wake-sleep (wake-theta, wake-phi, sleep-phi by --insomnia); "
