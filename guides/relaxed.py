@@ -6,18 +6,24 @@ mode a sample is relaxed, and so differentiable in l::
     binary:       z~ = sigmoid((l + logistic noise) / tau)                   RelaxedBernoulli
     categorical:  z~ = softmax((l + Gumbel noise) / tau)                     RelaxedOneHotCategorical
 
-How the relaxed guide meets the discrete model (what the ELBO is during training):
+How the relaxed guide meets the discrete model (what the ELBO is during training) depends
+on the objective, because the relaxed sites carry two facts: they *sample* Concrete
+values, and their KL to the model's site is the KL of the *discrete* distributions they
+relax (registered for :class:`ConcreteBernoulli` / :class:`ConcreteOneHotCategorical`):
 
-- Default (Maddison et al. 2017): the model's discrete sites are relaxed too, by
-  :class:`RelaxDiscrete`, to Concrete distributions with the same temperature and the
-  model's own logits. Training maximizes the *relaxed* ELBO
-  E_q~[log p(x | z~) + log p~(z~) - log q~(z~ | x)], a surrogate whose densities are
-  Concrete densities, reparameterized and biased, that tends to the discrete problem
-  as tau -> 0.
-- ``straight_through=True`` (Jang et al. 2017, ST Gumbel-softmax): the forward pass uses
-  the hard value (rounded / argmax), so the discrete model scores a discrete z, while
-  gradients flow through the soft sample. log q is the Concrete density of the soft
-  sample (Pyro's ``*StraightThrough`` distributions).
+- ``tracemeanfield`` (analytic KL; Jang et al. 2017's objective):
+  E_q~[log p(x | z~)] - KL(q(z | x) || p(z)), the reconstruction at a relaxed sample z~
+  and the closed-form KL between the discrete q and the discrete prior. Only the
+  reconstruction term is relaxed.
+- ``elbo``, ``iwae``, ``renyi`` (Monte Carlo densities; Maddison et al. 2017): the model's
+  discrete sites are relaxed too, by :class:`RelaxDiscrete`, to Concrete distributions
+  with the same temperature and the model's own logits, and the bound is
+  E_q~[log p(x | z~) + log p~(z~) - log q~(z~ | x)] with Concrete densities: a
+  reparameterized, biased surrogate that tends to the discrete problem as tau -> 0.
+- ``straight_through=True`` (ST Gumbel-softmax): the forward pass uses the hard value
+  (rounded / argmax), so the discrete model scores a discrete z, while gradients flow
+  through the soft sample; with ``tracemeanfield`` the KL is again the discrete one,
+  with ``elbo`` log q is the Concrete density of the soft sample.
 
 The temperature is annealed as tau_t = max(tau_min, tau_0 exp(-r t)) over SVI steps t
 (Jang et al.'s schedule). In evaluation mode (``guide.eval()``, which the harness

@@ -234,3 +234,95 @@ def test_wake_sleep_trains_a_helmholtz_machine():
     before = m.log_marginal(x).mean().item()
     fit(m, g, build_objective("rws", 1, insomnia=0.0), x, epochs=60, batch_size=50, lr=2e-2, progress=False)
     assert m.log_marginal(x).mean().item() > before + 0.3
+
+
+# -- baselines (zoo.baselines) and the relaxed guide's discrete KL ------------------------------
+
+def test_baselines_survive_a_smaller_last_minibatch_and_are_checkpointed():
+    """250 data in minibatches of 100 (the last has 50): Pyro's per-position decaying average
+    fails here; ours is one scalar per site, and it is part of the guide's state_dict."""
+    from zoo.train import fit
+    x = binary_data(n=250, seed=3)
+    for baseline in ("decaying", "neural"):
+        m = small_sbn(seed=3)
+        g = build_guide("amortized", m, hidden=(8,), baseline=baseline)
+        fit(m, g, build_objective("tracegraph"), x, epochs=2, batch_size=100, lr=1e-2, progress=False)
+        state = g.state_dict()
+        assert "baselines.z1.average" in state and state["baselines.z1.average"] != 0
+
+
+def test_baseline_average_tracks_the_unscaled_per_datum_learning_signal():
+    """With N = 10,000 declared and B = 4 every log-probability in the trace is scaled by 2,500.
+    The running average must still converge to the per-datum ELBO (a few nats), not 2,500 times it."""
+    m = small_sbn(seed=4)
+    x = binary_data(n=4, seed=4)
+    g = build_guide("amortized", m, hidden=(8,), baseline="decaying")
+    objective = build_objective("tracegraph", 50)
+    idx, N = torch.arange(4), 10_000
+    pyro.set_rng_seed(0)
+    for _ in range(100):
+        objective.loss_and_grads(m, g, x, idx=idx, N=N)
+    elbo_per_datum = -EnumELBO().loss(m, g, x) / 4             # exact, no subsampling scale
+    assert float(g.baselines["z1"].average) == pytest.approx(elbo_per_datum, abs=0.3)
+
+
+def test_nvil_baseline_network_learns_the_input_dependent_part():
+    """NVIL's b(x) + c approaches E_q[log p(x, z) - log q(z | x)] per datum (the optimal
+    input-dependent baseline for the squared error it is trained on), here computed exactly."""
+    m = small_sbn(seed=5)
+    x = binary_data(n=4, seed=5)
+    g = build_guide("amortized", m, hidden=(8,), baseline="neural")
+    # only b(x) is trained: the model and the encoder stay where they are
+    objective = build_objective("tracegraph", 20)
+    opt = torch.optim.Adam(g.baselines.parameters(), lr=2e-2)
+    pyro.set_rng_seed(0)
+    for _ in range(400):
+        opt.zero_grad()
+        objective.loss_and_grads(m, g, x)
+        opt.step()
+    _, raw = g.encode(x)
+    zs = torch.tensor(list(itertools.product((0.0, 1.0), repeat=3)))
+    log_q = Bernoulli(logits=raw["z1"][None]).log_prob(zs[:, None, :]).sum(-1)             # [8, B]
+    log_p = (Bernoulli(logits=m.prior_logits).log_prob(zs).sum(-1)[:, None]
+             + Bernoulli(logits=m.decoder(zs)[:, None, :]).log_prob(x).sum(-1))
+    exact = (log_q.exp() * (log_p - log_q)).sum(0)                                             # per datum
+    site = g.baselines["z1"]
+    with torch.no_grad():
+        predicted = site.average + site.input_dependent(x)
+    assert torch.allclose(predicted, exact, atol=0.5), (predicted, exact)
+
+
+@pytest.mark.parametrize("model_kind,straight_through", [("sbn", False), ("sbn", True),
+                                                         ("categorical", False), ("categorical", True)])
+def test_relaxed_tracemeanfield_is_reconstruction_minus_the_discrete_kl(model_kind, straight_through):
+    """Jang et al.'s objective: the loss equals -(log p(x | z~) - KL(q || p)) computed by hand at the
+    same relaxed (or straight-through hard) sample, with the KL of the discrete distributions."""
+    from pyro import poutine
+    x = binary_data(n=5, seed=6)
+    if model_kind == "sbn":
+        m = small_sbn(seed=6)
+        name, prior = "z1", Bernoulli(logits=m.prior_logits)
+    else:
+        torch.manual_seed(6)
+        m = CategoricalVAE(x_dim=6, num_variables=2, num_classes=3, hidden=(5,))
+        name, prior = "z", None
+    g = build_guide("relaxed", m, hidden=(8,), temperature=0.7, straight_through=straight_through)
+    g.train()
+    train_model = g.training_model(m)
+    pyro.set_rng_seed(7)
+    loss = build_objective("tracemeanfield").loss(train_model, g, x)
+    pyro.set_rng_seed(7)
+    z = poutine.trace(g).get_trace(x).nodes[name]["value"]
+    if straight_through:
+        assert set(z.unique().tolist()) <= {0.0, 1.0}
+    _, raw = g.encode(x)
+    if model_kind == "sbn":
+        q = Bernoulli(logits=raw[name])
+        kl = torch.distributions.kl_divergence(q, prior.expand(q.batch_shape)).sum(-1)
+        logits = m.decoder(z)
+    else:
+        q = OneHotCategorical(logits=raw[name].reshape(-1, 2, 3))
+        kl = (q.probs * (q.logits - math.log(1 / 3))).sum((-1, -2))
+        logits = m.decoder(z.flatten(-2))
+    rec = Bernoulli(logits=logits).log_prob(x).sum(-1)
+    assert loss == pytest.approx(-(rec - kl).sum().item(), rel=1e-5)
