@@ -59,11 +59,14 @@ def write_result(name: str, payload: dict) -> Path:
 
 
 def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluate_only: bool = False,
-             reference_label: str = "reference NLL") -> list:
+             reference_label: str = "reference NLL", resume: bool = False) -> list:
     """Train and evaluate each ``(label, RunConfig, reference_nll)`` through the zoo's own
     ``train_run`` (the same harness as the CLI), then write ``results/<name>.json`` and ``.md``.
     With ``evaluate_only`` the runs already in ``out_root`` are re-scored with ``evaluate_run``
-    (same evaluation settings as ``config``), keeping their training history and time."""
+    (same evaluation settings as ``config``), keeping their training history and time. With
+    ``resume`` a run whose folder holds a checkpoint continues from it up to ``config.epochs``
+    (``train_run(..., resume=True)``: same data order, optimizer and RNG state), and its
+    training time is the sum over all its epochs."""
     import json
     from zoo.runs import evaluate_run, results_markdown, train_run
     rows = []
@@ -75,6 +78,9 @@ def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluat
                                    eval_limit=config.eval_limit, device=config.device, data_dir=config.data_dir,
                                    progress=False)
             summary["train_seconds"] = trained.get("train_seconds") or sum(h["seconds"] for h in summary["history"])
+        elif resume and (Path(out_root) / label / "checkpoint.pt").exists():
+            summary = train_run(config, Path(out_root) / label, resume=True, progress=False)
+            summary["train_seconds"] = sum(h["seconds"] for h in summary["history"])
         else:
             summary = train_run(config, Path(out_root) / label, force=True, progress=False)
         summary["label"], summary["reference_nll"] = label, reference

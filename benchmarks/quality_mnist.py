@@ -37,11 +37,16 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--evaluate-only", action="store_true",
                    help="re-evaluate the runs already trained in --out instead of training them")
+    p.add_argument("--resume", action="store_true",
+                   help="continue runs that have a checkpoint in --out up to the given epochs")
+    p.add_argument("--runs", default="elbo,iwae", help="which runs, comma-separated (default elbo,iwae)")
     p.add_argument("--out", default="runs/quality_mnist")
     args = p.parse_args(argv)
 
     runs = []
     for objective, particles, epochs in (("elbo", 1, args.elbo_epochs), ("iwae", 50, args.iwae_epochs)):
+        if objective not in args.runs.split(","):
+            continue
         config = RunConfig(model="vae", guide="amortized", objective=objective, particles=particles,
                            dataset="binarized_mnist", data_dir=args.data_dir, epochs=epochs, batch_size=100,
                            lr=1e-3, seed=0, device=args.device, eval_samples=args.eval_samples,
@@ -49,7 +54,7 @@ def main(argv=None):
         runs.append((objective, config, REFERENCES[objective]))
     run_grid("quality_mnist", "VAE 784-200-200-50 on static binarized MNIST: test NLL", runs, Path(args.out),
              __doc__.split("Protocol:")[1].split("\n\n")[0].strip().replace("\n", " "),
-             evaluate_only=args.evaluate_only)
+             evaluate_only=args.evaluate_only, resume=args.resume)
 
 
 if __name__ == "__main__":

@@ -127,6 +127,16 @@ def test_learning_rate_schedule_is_recorded(tmp_path):
     assert [h["lr"] for h in s["history"]] == pytest.approx([1e-3, 5e-4, 2.5e-4])
 
 
+def test_resume_with_a_lower_learning_rate_and_a_new_decay(tmp_path):
+    """What the NaN guard advises: resume the last good checkpoint with a lower --lr. The new rate
+    applies from the resumed epoch on and the new --lr-decay schedules it from there."""
+    out = tmp_path / "r"
+    train_run(RunConfig(**{**SMALL_RUN, "epochs": 1, "batch_size": 200}), out, progress=False)
+    s = train_run(RunConfig(**{**SMALL_RUN, "epochs": 3, "batch_size": 200, "lr": 1e-4, "lr_decay": 0.5}), out,
+                  resume=True, progress=False)
+    assert [h["lr"] for h in s["history"]] == pytest.approx([1e-3, 1e-4, 5e-5])
+
+
 def test_resume_refuses_a_checkpoint_with_another_config(tmp_path, capsys):
     from zoo.cli import main
     out = tmp_path / "run"

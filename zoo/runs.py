@@ -246,10 +246,14 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
             run.model.load_state_dict(state["model"])
             run.guide.load_state_dict(state["guide"])
             optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+            if "scheduler" in state:            # checkpoints from before --lr-decay existed have none
+                scheduler.load_state_dict(state["scheduler"])
         except (RuntimeError, KeyError, ValueError):
             raise ZooError(f"the checkpoint in {out} does not match this run's model and guide; "
                            f"start a new run with a new --out") from None
+        stored = RunConfig.from_json(state["config"])
+        if (stored.lr, stored.lr_decay) != (config.lr, config.lr_decay):
+            _change_schedule(optimizer, scheduler, config, stored)
         history, start_epoch = list(state["history"]), int(state["epoch"])
         start_step, epoch_total = int(state.get("step", 0)), float(state.get("epoch_total", 0.0))
         set_rng_state(state["rng"])
@@ -289,8 +293,21 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
 
 
 #: Config fields that may change when a run is resumed or re-evaluated; all others must match.
+#: ``lr`` and ``lr_decay`` take effect from the resumed step on (e.g. a lower --lr after a non-finite loss).
 RESUMABLE_CHANGES = ("epochs", "device", "eval_samples", "iwae_k", "eval_split", "eval_limit", "refit_epochs",
-                     "data_dir", "checkpoint_every", "distributed", "tensorboard")
+                     "data_dir", "checkpoint_every", "distributed", "tensorboard", "lr", "lr_decay")
+
+
+def _change_schedule(optimizer, scheduler, config: RunConfig, stored: RunConfig) -> None:
+    """A resumed run with a new --lr / --lr-decay: the restored Adam moments are kept, each
+    parameter group's step size restarts at its initial value times new/old --lr (so a
+    guide's ``lr_multiplier`` is kept), and decays by the new factor from here on."""
+    if stored.lr != config.lr:
+        for group in optimizer.param_groups:
+            group["initial_lr"] = group.get("initial_lr", group["lr"]) * config.lr / stored.lr
+            group["lr"] = group["initial_lr"]
+        scheduler.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+    scheduler.gamma = config.lr_decay
 
 
 def _refuse_mismatch(stored: RunConfig, given: RunConfig) -> None:
