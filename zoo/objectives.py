@@ -248,7 +248,8 @@ OBJECTIVES = {spec.name: spec for spec in [
     ObjectiveSpec("elbo", "Trace_ELBO: Monte Carlo ELBO (score function for non-reparameterized sites)",
                   _pyro_elbo(Trace_ELBO)),
     ObjectiveSpec("tracemeanfield", "TraceMeanField_ELBO: analytic KL(q || p) where available "
-                  "(reparameterizable guides only)", _pyro_elbo(TraceMeanField_ELBO), needs_reparam=True),
+                  "(reparameterizable guides only; with the relaxed guide, the discrete KL: Jang et al.'s objective)",
+                  _pyro_elbo(TraceMeanField_ELBO), needs_reparam=True),
     ObjectiveSpec("tracegraph", "TraceGraph_ELBO: score function with Rao-Blackwellization and the guide's "
                   "--baseline (none, decaying, neural = NVIL), per datum (zoo.baselines)",
                   _pyro_elbo(BaselineTraceGraph_ELBO), uses_baselines=True),
