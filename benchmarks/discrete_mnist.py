@@ -40,6 +40,8 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--evaluate-only", action="store_true",
                    help="re-evaluate the runs already trained in --out instead of training them")
+    p.add_argument("--resume", action="store_true",
+                   help="continue runs that have a checkpoint in --out up to --epochs (same data order and RNG)")
     p.add_argument("--out", default="runs/discrete_mnist")
     args = p.parse_args(argv)
 
@@ -58,7 +60,7 @@ def main(argv=None):
     ]
     run_grid("discrete_mnist", "Discrete latents on static binarized MNIST", runs, Path(args.out),
              __doc__.split("Protocol:")[1].split("\n\n")[0].strip().replace("\n", " "),
-             evaluate_only=args.evaluate_only, reference_label="reference (paper; Jang et al.: test −ELBO)")
+             evaluate_only=args.evaluate_only, resume=args.resume, reference_label="reference (paper; Jang et al.: test −ELBO)")
 
 
 if __name__ == "__main__":
