@@ -60,7 +60,7 @@ def main(argv=None):
     ]
     run_grid("discrete_mnist", "Discrete latents on static binarized MNIST", runs, Path(args.out),
              __doc__.split("Protocol:")[1].split("\n\n")[0].strip().replace("\n", " "),
-             evaluate_only=args.evaluate_only, resume=args.resume, reference_label="reference (paper; Jang et al.: test −ELBO)")
+             evaluate_only=args.evaluate_only, resume=args.resume, reference_label="reference (Jang et al.: test −ELBO; NVIL: test NLL)")
 
 
 if __name__ == "__main__":
