@@ -64,22 +64,46 @@ __all__ = ["Relaxed", "RelaxDiscrete", "relaxed_distribution", "ConcreteBernoull
            "ConcreteBernoulliST", "ConcreteOneHotCategoricalST"]
 
 
+def _inside(value: torch.Tensor, upper: bool) -> torch.Tensor:
+    """A relaxed sample kept strictly inside the simplex / unit interval for its log-density.
+
+    In float32 a Concrete sample at a low temperature can round to exactly 0 (or 1), where
+    the Concrete log-density is log(0) - log(0) = NaN. Clamping by the smallest normal
+    number changes no representable sample that was not already on the boundary.
+    """
+    value = getattr(value, "_unquantize", value)          # straight-through: the soft value
+    tiny = torch.finfo(value.dtype).tiny
+    return value.clamp(tiny, 1 - torch.finfo(value.dtype).eps / 2) if upper else value.clamp_min(tiny)
+
+
 class ConcreteBernoulli(dist.RelaxedBernoulli):
     """Pyro's RelaxedBernoulli (Concrete), tagged as the relaxation of a Bernoulli: its KL
     to another one is the KL of the two discrete Bernoullis they relax (see the module doc)."""
+
+    def log_prob(self, value):
+        return super().log_prob(_inside(value, upper=True))
 
 
 class ConcreteOneHotCategorical(dist.RelaxedOneHotCategorical):
     """Pyro's RelaxedOneHotCategorical (Gumbel-softmax), tagged as the relaxation of a
     OneHotCategorical: its KL to another one is the discrete categorical KL."""
 
+    def log_prob(self, value):
+        return super().log_prob(_inside(value, upper=False))
+
 
 class ConcreteBernoulliST(dist.RelaxedBernoulliStraightThrough):
     """Straight-through Concrete: hard forward value, soft gradient; KL to the discrete prior is discrete."""
 
+    def log_prob(self, value):
+        return super().log_prob(_inside(value, upper=True))
+
 
 class ConcreteOneHotCategoricalST(dist.RelaxedOneHotCategoricalStraightThrough):
     """Straight-through Gumbel-softmax: hard one-hot forward value; KL to the discrete prior is discrete."""
+
+    def log_prob(self, value):
+        return super().log_prob(_inside(value, upper=False))
 
 
 def _hard(d):

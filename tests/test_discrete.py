@@ -326,3 +326,17 @@ def test_relaxed_tracemeanfield_is_reconstruction_minus_the_discrete_kl(model_ki
         logits = m.decoder(z.flatten(-2))
     rec = Bernoulli(logits=logits).log_prob(x).sum(-1)
     assert loss == pytest.approx(-(rec - kl).sum().item(), rel=1e-5)
+
+
+def test_concrete_log_density_is_finite_on_the_boundary():
+    """float32 Concrete samples can round to exact 0/1 at low temperatures; torch's density is NaN there."""
+    from guides.relaxed import ConcreteBernoulli, ConcreteOneHotCategorical
+    tau = torch.tensor(0.1)
+    cat = ConcreteOneHotCategorical(tau, logits=torch.tensor([0.0, 50.0, -50.0]))
+    bern = ConcreteBernoulli(tau, logits=torch.tensor([3.0, -3.0]))
+    assert torch.isnan(torch.distributions.RelaxedOneHotCategorical(tau, logits=cat.logits).log_prob(
+        torch.tensor([0.0, 1.0, 0.0])))
+    assert torch.isfinite(cat.log_prob(torch.tensor([0.0, 1.0, 0.0])))
+    assert torch.isfinite(bern.log_prob(torch.tensor([1.0, 0.0]))).all()
+    inner = torch.tensor([0.3, 0.6])                  # unchanged away from the boundary
+    assert torch.allclose(bern.log_prob(inner), torch.distributions.RelaxedBernoulli(tau, logits=bern.logits).log_prob(inner))
