@@ -58,11 +58,11 @@ def write_result(name: str, payload: dict) -> Path:
     return path
 
 
-def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluate_only: bool = False,
+def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluate_only=False,
              reference_label: str = "reference NLL", resume: bool = False) -> list:
     """Train and evaluate each ``(label, RunConfig, reference_nll)`` through the zoo's own
     ``train_run`` (the same harness as the CLI), then write ``results/<name>.json`` and ``.md``.
-    With ``evaluate_only`` the runs already in ``out_root`` are re-scored with ``evaluate_run``
+    With ``evaluate_only`` (True, or a set of run labels) the runs already in ``out_root`` are re-scored with ``evaluate_run``
     (same evaluation settings as ``config``), keeping their training history and time. With
     ``resume`` a run whose folder holds a checkpoint continues from it up to ``config.epochs``
     (``train_run(..., resume=True)``: same data order, optimizer and RNG state), and its
@@ -71,7 +71,7 @@ def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluat
     from zoo.runs import evaluate_run, results_markdown, train_run
     rows = []
     for label, config, reference in runs:
-        if evaluate_only:
+        if evaluate_only is True or (evaluate_only and label in evaluate_only):
             folder = Path(out_root) / label
             trained = json.loads((folder / "results.json").read_text()) if (folder / "results.json").exists() else {}
             summary = evaluate_run(folder, eval_samples=config.eval_samples, iwae_k=config.iwae_k,
