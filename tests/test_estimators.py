@@ -172,3 +172,14 @@ def test_gradients_cli_writes_table_json_and_plot(tmp_path, capsys):
     assert {(r["objective"], r["particles"], r["group"]) for r in result["rows"]} >= {("dreg", 4, "guide"), ("stl", 1, "model")}
     assert result["reference"]["model"].startswith("exact")
     assert (out / "gradients.png").is_file() and "| dreg | 4 | guide |" in stdout
+
+
+def test_snr_ignores_coordinates_whose_gradient_does_not_vary():
+    """A saturated coordinate (sd ~ 1e-30, tiny non-zero mean) must not swamp the mean SNR."""
+    from zoo.gradients import summarize
+    g = torch.Generator().manual_seed(0)
+    samples = torch.randn(200, 3, generator=g) + torch.tensor([1.0, 0.0, 0.0])
+    samples[:, 2] = 1e-20 + 1e-30 * torch.randn(200, generator=g)
+    snr = summarize(samples, None)["snr"]
+    expected = summarize(samples[:, :2], None)["snr"]
+    assert snr == pytest.approx(expected) and snr < 2

@@ -9,7 +9,10 @@ parameters we report, with P coordinates in the group:
     mean over coordinates of the per-coordinate variance of g.
 ``snr``
     mean over coordinates of |mean g| / sd(g) (Rainforth et al. 2018: as K grows it rises
-    for the model and falls for the guide under the IWAE gradient).
+    for the model and falls for the guide under the IWAE gradient), over the coordinates
+    whose gradient varies at all (sd > 1e-6 x the group's largest sd): a numerically
+    deterministic coordinate, e.g. the bias of a saturated always-off pixel, has no
+    meaningful ratio and would swamp the mean.
 ``cosine``
     cosine similarity of mean g to the reference gradient.
 ``bias_norm``, ``bias_se``
@@ -26,7 +29,10 @@ The reference is the exact gradient where one exists:
 - a discrete model small enough to enumerate with a discrete guide: for the guide group,
   the exact gradient of the enumerated ELBO (:class:`~zoo.objectives.EnumELBO`);
 - otherwise a high-particle estimate: the mean of 20 IWAE gradients with K = 1000 for the
-  model group, and of 20 ELBO gradients with K = 1000 for the guide group.
+  model group, and of 20 ELBO gradients with K = 1000 for the guide group. For a relaxed
+  guide both are the *discrete* model's (VIMCO for the model, and for the encoder the
+  score-function ELBO gradient with the guide's hard samples), so the cosine and bias
+  show how far the relaxed surrogate's gradient is from the true one.
 
 :func:`toy_gradients` is the lecture's one-line example, d/dtheta E_{x ~ N(theta, 1)}[x^2] = 2 theta,
 by REINFORCE and by reparameterization.
@@ -64,9 +70,11 @@ def _zero(groups):
             p.grad = None
 
 
-def gradient_samples(objective, model, guide, x, idx, N, repeats: int, groups):
-    """R gradient estimates per group, ``{group: [R, P]}``, and the wall time of each."""
-    train_model = guide.training_model(model) if hasattr(guide, "training_model") else model
+def gradient_samples(objective, model, guide, x, idx, N, repeats: int, groups, train_model=None):
+    """R gradient estimates per group, ``{group: [R, P]}``, and the wall time of each
+    (``train_model``: the model as the objective sees it; default the guide's training view)."""
+    if train_model is None:
+        train_model = guide.training_model(model) if hasattr(guide, "training_model") else model
     samples = {g: [] for g in groups}
     seconds = []
     for _ in range(repeats):
@@ -106,11 +114,24 @@ def reference_gradients(model, guide, x, idx, N, groups, reference_repeats: int 
     for group, name in (("model", "iwae" if reparam else "vimco"), ("guide", "elbo")):
         if group in ref or not groups[group]:
             continue
-        samples, _ = gradient_samples(build_objective(name, 1000), model, guide, x, idx, N,
-                                      reference_repeats, {group: groups[group]})
+        relaxed, was_training = hasattr(guide, "training_model"), guide.training
+        if relaxed:                     # the true discrete model's bounds: the guide's hard samples
+            guide.eval()
+        try:
+            samples, _ = gradient_samples(build_objective(name, 1000), model, guide, x, idx, N,
+                                          reference_repeats, {group: groups[group]}, train_model=model)
+        finally:
+            guide.train(was_training)
         ref[group] = samples[group].mean(0)
-        how[group] = f"estimate: mean of {reference_repeats} {name} gradients with K = 1000"
+        how[group] = f"estimate: mean of {reference_repeats} {name} gradients with K = 1000" + (
+            " of the discrete model (hard samples)" if relaxed else "")
     return ref, how
+
+
+def _snr(mean: torch.Tensor, sd: torch.Tensor) -> float:
+    """Mean |mean| / sd over the coordinates whose gradient varies (sd > 1e-6 max sd)."""
+    varies = sd > 1e-6 * sd.max() if sd.numel() and sd.max() > 0 else torch.zeros_like(sd, dtype=torch.bool)
+    return (mean[varies].abs() / sd[varies]).mean().item() if varies.any() else float("nan")
 
 
 def summarize(samples: torch.Tensor, reference: Optional[torch.Tensor]) -> Dict[str, float]:
@@ -118,7 +139,7 @@ def summarize(samples: torch.Tensor, reference: Optional[torch.Tensor]) -> Dict[
     R = samples.shape[0]
     mean, sd = samples.mean(0), samples.std(0)
     out = {"repeats": R, "num_parameters": samples.shape[1], "variance": sd.pow(2).mean().item(),
-           "snr": (mean.abs() / sd.clamp_min(1e-30)).mean().item(), "mean_norm": mean.norm().item()}
+           "snr": _snr(mean, sd), "mean_norm": mean.norm().item()}
     if reference is not None:
         denom = mean.norm() * reference.norm()
         out["cosine"] = (mean @ reference / denom).item() if denom > 0 else float("nan")
