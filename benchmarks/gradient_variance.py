@@ -110,7 +110,8 @@ def main(argv=None):
     md += [f"| {r['estimator']} | {r['group']} | {r['variance']:.4g} | {r['snr']:.4f} | "
            f"{r.get('cosine', float('nan')):.4f} | {r['seconds']:.4f} |" for r in sbn_rows]
     md += ["", f"Reference for the SBN rows: a high-particle estimate ({args.reference_repeats} x K=1000 VIMCO gradients for the model, "
-           "ELBO gradients for the guide); no exact gradient exists at 2^200 configurations.", "",
+           "score-function ELBO gradients for the guide, all of the discrete model: the relaxed rows are compared with "
+           "the true discrete gradient, their guide's hard samples); no exact gradient exists at 2^200 configurations.", "",
            "## Cost per gradient estimate, ratio to Trace_ELBO at the same K (VAE, same run)", "",
            "| objective | ratio |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in cost.items()]
     (RESULTS / "gradient_variance.md").write_text("\n".join(md) + "\n")
