@@ -16,6 +16,9 @@ model with hard samples, never the relaxed surrogate, on a fixed random subset (
 --eval-limit test images.
 
     python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 50 --eval-samples 1000 --eval-limit 1000
+    python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 100 --eval-samples 1000 --eval-limit 1000 --resume
+    python benchmarks/discrete_mnist.py --data-dir ../shared/data --evaluate-only --runs sbn200-nvil \
+        --eval-samples 1000 --eval-limit 10000 --name discrete_mnist_nvil_full_test
 """
 from __future__ import annotations
 
@@ -42,6 +45,8 @@ def main(argv=None):
                    help="re-evaluate the runs already trained in --out instead of training them")
     p.add_argument("--resume", action="store_true",
                    help="continue runs that have a checkpoint in --out up to --epochs (same data order and RNG)")
+    p.add_argument("--runs", default=None, help="only these runs, comma-separated (default: all)")
+    p.add_argument("--name", default="discrete_mnist", help="result file name in benchmarks/results")
     p.add_argument("--out", default="runs/discrete_mnist")
     args = p.parse_args(argv)
 
@@ -58,7 +63,12 @@ def main(argv=None):
         ("cat20x10-nvil", RunConfig(model="categorical_vae", **nvil, **common), 110.6),
         ("cat20x10-gumbel", RunConfig(model="categorical_vae", **relaxed, **common), 101.5),
     ]
-    run_grid("discrete_mnist", "Discrete latents on static binarized MNIST", runs, Path(args.out),
+    if args.runs:
+        unknown = set(args.runs.split(",")) - {label for label, _, _ in runs}
+        if unknown:
+            p.error(f"unknown run(s) {', '.join(sorted(unknown))}; choose from {', '.join(l for l, _, _ in runs)}")
+        runs = [r for r in runs if r[0] in args.runs.split(",")]
+    run_grid(args.name, "Discrete latents on static binarized MNIST", runs, Path(args.out),
              __doc__.split("Protocol:")[1].split("\n\n")[0].strip().replace("\n", " "),
              evaluate_only=args.evaluate_only, resume=args.resume, reference_label="reference (Jang et al.: test −ELBO; NVIL: test NLL)")
 
