@@ -77,7 +77,8 @@ def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluat
             summary = evaluate_run(folder, eval_samples=config.eval_samples, iwae_k=config.iwae_k,
                                    eval_limit=config.eval_limit, device=config.device, data_dir=config.data_dir,
                                    progress=False)
-            summary["train_seconds"] = trained.get("train_seconds") or sum(h["seconds"] for h in summary["history"])
+            # the sum of the logged epoch times covers every epoch, also of a resumed run
+            summary["train_seconds"] = sum(h["seconds"] for h in summary["history"]) or trained.get("train_seconds")
         elif resume and (Path(out_root) / label / "checkpoint.pt").exists():
             summary = train_run(config, Path(out_root) / label, resume=True, progress=False)
             summary["train_seconds"] = sum(h["seconds"] for h in summary["history"])
