@@ -58,6 +58,23 @@ def write_result(name: str, payload: dict) -> Path:
     return path
 
 
+def grid_parser(doc: str, out: str, eval_samples: int, eval_limit: int):
+    """The options every training benchmark shares: data, evaluation, device, --evaluate-only,
+    --resume and --out (each script adds its own, e.g. epochs)."""
+    import argparse
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--eval-samples", type=int, default=eval_samples)
+    p.add_argument("--eval-limit", type=int, default=eval_limit)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="re-evaluate the runs already trained in --out instead of training them")
+    p.add_argument("--resume", action="store_true",
+                   help="continue runs that have a checkpoint in --out up to the given epochs (same data order and RNG)")
+    p.add_argument("--out", default=out)
+    return p
+
+
 def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluate_only=False,
              reference_label: str = "reference NLL", resume: bool = False) -> list:
     """Train and evaluate each ``(label, RunConfig, reference_nll)`` through the zoo's own

@@ -24,32 +24,22 @@ model with hard samples, never the relaxed surrogate, on a fixed random subset (
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import run_grid  # noqa: E402
+from common import grid_parser, run_grid  # noqa: E402
 
 from zoo.runs import RunConfig  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None)
+    p = grid_parser(__doc__, "runs/discrete_mnist", eval_samples=1000, eval_limit=1000)
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--eval-samples", type=int, default=1000)
-    p.add_argument("--eval-limit", type=int, default=1000)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--evaluate-only", action="store_true",
-                   help="re-evaluate the runs already trained in --out instead of training them")
-    p.add_argument("--resume", action="store_true",
-                   help="continue runs that have a checkpoint in --out up to --epochs (same data order and RNG)")
     p.add_argument("--runs", default=None, help="only these runs, comma-separated (default: all)")
     p.add_argument("--name", default="discrete_mnist", help="result file name in benchmarks/results")
-    p.add_argument("--out", default="runs/discrete_mnist")
     args = p.parse_args(argv)
 
     common = dict(dataset="binarized_mnist", data_dir=args.data_dir, epochs=args.epochs, batch_size=100,

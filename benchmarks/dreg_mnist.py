@@ -10,14 +10,13 @@ report that DReG improves IWAE training; this records what we find at this budge
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, run_grid  # noqa: E402
+from common import RESULTS, grid_parser, run_grid  # noqa: E402
 
 from zoo.checkpoint import load_checkpoint  # noqa: E402
 from zoo.gradients import diagnose  # noqa: E402
@@ -25,23 +24,17 @@ from zoo.runs import RunConfig, prepare  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None)
+    p = grid_parser(__doc__, "runs/dreg_mnist", eval_samples=1000, eval_limit=500)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--eval-samples", type=int, default=1000)
-    p.add_argument("--eval-limit", type=int, default=500)
     p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--evaluate-only", action="store_true",
-                   help="re-evaluate the runs already trained in --out instead of training them")
-    p.add_argument("--out", default="runs/dreg_mnist")
     args = p.parse_args(argv)
     runs = [(name, RunConfig(model="vae", guide="amortized", objective=name, particles=50, dataset="binarized_mnist",
                              data_dir=args.data_dir, epochs=args.epochs, batch_size=100, lr=1e-3, seed=0,
                              device=args.device, eval_samples=args.eval_samples, eval_limit=args.eval_limit,
                              iwae_k=50), None) for name in ("iwae", "dreg")]
     rows = run_grid("dreg_mnist", "IWAE vs DReG-IWAE (k = 50) on static binarized MNIST", runs, Path(args.out),
-                    __doc__.split("\n\n")[1].replace("\n", " "), evaluate_only=args.evaluate_only)
+                    __doc__.split("\n\n")[1].replace("\n", " "), evaluate_only=args.evaluate_only,
+                    resume=args.resume)
     lines = ["", f"## Encoder-gradient SNR at each run's final parameters ({args.repeats} estimates, K = 50, "
              "minibatch of 100)", "", "| run | group | variance | SNR |", "|---|---|---|---|"]
     for (name, config, _), row in zip(runs, rows):

@@ -13,14 +13,13 @@ from the trained encoder, on a fixed random subset (seed 0) of --eval-limit test
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import run_grid  # noqa: E402
+from common import grid_parser, run_grid  # noqa: E402
 
 from zoo.runs import RunConfig  # noqa: E402
 
@@ -28,21 +27,12 @@ REFERENCES = {"elbo": 88.71, "iwae": 87.10}
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None)
+    p = grid_parser(__doc__, "runs/quality_mnist", eval_samples=5000, eval_limit=1000)
     p.add_argument("--elbo-epochs", type=int, default=60)
     p.add_argument("--iwae-epochs", type=int, default=8)
-    p.add_argument("--eval-samples", type=int, default=5000)
-    p.add_argument("--eval-limit", type=int, default=1000)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--evaluate-only", action="store_true",
-                   help="re-evaluate the runs already trained in --out instead of training them")
-    p.add_argument("--resume", action="store_true",
-                   help="continue runs that have a checkpoint in --out up to the given epochs")
     p.add_argument("--runs", default="elbo,iwae",
                    help="which runs to train, comma-separated (default elbo,iwae); the others are re-scored as they are")
     p.add_argument("--lr-decay", type=float, default=1.0, help="learning-rate decay per epoch (default 1: constant)")
-    p.add_argument("--out", default="runs/quality_mnist")
     args = p.parse_args(argv)
 
     runs = []
