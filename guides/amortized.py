@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from guides.base import ZooGuide, raw_size, site_distribution
-from zoo.models.base import data_plate
+from zoo.models.base import data_plate, register_module
 from zoo.models.vae import mlp
 
 __all__ = ["Amortized", "default_encoder_hidden"]
@@ -73,7 +73,7 @@ class Amortized(ZooGuide):
         return h, {s.name: self.heads[s.name](h) for s in self.sites}
 
     def forward(self, x, idx=None, N=None):
-        pyro.module("encoder", self)
+        register_module("encoder", self)
         _, raw = self.encode(x)
         with data_plate(x, idx, N):
             for s in self.sites:

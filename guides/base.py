@@ -24,7 +24,6 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn.functional as F
 import pyro.distributions as dist
-from pyro.nn import PyroModule
 from pyro.poutine.runtime import get_plates
 from torch import nn
 from torch.distributions import Bernoulli, OneHotCategorical
@@ -56,8 +55,12 @@ def site_distribution(site: LatentSite, raw: torch.Tensor) -> dist.TorchDistribu
     return JointDiscrete(OneHotCategorical(logits=raw.reshape(batch + site.event_shape)))
 
 
-class ZooGuide(PyroModule):
+class ZooGuide(nn.Module):
     """Base class of guide families.
+
+    A plain ``nn.Module`` whose ``forward`` registers every parameter once with
+    ``register_module(name, self)`` (see :func:`zoo.models.base.register_module` for why not
+    ``pyro.module``, and :class:`~zoo.models.base.ZooModel` for why not ``PyroModule``).
 
     Class attributes:
         family: the registry name.

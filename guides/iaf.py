@@ -39,7 +39,7 @@ from torch import nn
 from guides.amortized import Amortized
 from guides.base import site_distribution
 from zoo.errors import ZooError
-from zoo.models.base import data_plate
+from zoo.models.base import data_plate, register_module
 
 __all__ = ["IAF"]
 
@@ -93,7 +93,7 @@ class IAF(Amortized):
         return dist.TransformedDistribution(base, transforms)
 
     def forward(self, x, idx=None, N=None):
-        pyro.module("encoder", self)
+        register_module("encoder", self)
         h, raw = self.encode(x)
         with data_plate(x, idx, N):
             for s in self.sites:

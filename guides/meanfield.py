@@ -32,7 +32,7 @@ from torch import nn
 
 from guides.base import ZooGuide, site_distribution
 from zoo.errors import ZooError
-from zoo.models.base import data_plate
+from zoo.models.base import data_plate, register_module
 
 __all__ = ["MeanField"]
 
@@ -78,7 +78,7 @@ class MeanField(ZooGuide):
         return site_distribution(site, getattr(self, f"{site.name}_logits")[idx])
 
     def forward(self, x=None, idx=None, N=None):
-        pyro.module("meanfield", self)
+        register_module("meanfield", self)
         if idx is None:
             if x is not None and x.shape[0] != self.num_data:
                 raise ZooError(f"this 'meanfield' guide holds {self.num_data} per-datum posteriors but got "

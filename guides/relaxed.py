@@ -58,7 +58,7 @@ from guides.amortized import Amortized
 from guides.base import site_distribution
 from zoo.distributions import JointDiscrete
 from zoo.errors import ZooError
-from zoo.models.base import data_plate
+from zoo.models.base import data_plate, register_module
 
 __all__ = ["Relaxed", "RelaxDiscrete", "relaxed_distribution", "ConcreteBernoulli", "ConcreteOneHotCategorical",
            "ConcreteBernoulliST", "ConcreteOneHotCategoricalST"]
@@ -203,7 +203,7 @@ class Relaxed(Amortized):
         return RelaxDiscrete(self.temperature, [s.name for s in self.sites])(model)
 
     def forward(self, x, idx=None, N=None):
-        pyro.module("encoder", self)
+        register_module("encoder", self)
         _, raw = self.encode(x)
         with data_plate(x, idx, N):
             for s in self.sites:

@@ -91,3 +91,22 @@ def test_relaxed_guide_refuses_real_latents_and_bad_temperatures():
 def test_exact_refuses_models_without_a_posterior():
     with pytest.raises(ZooError, match="closed-form posterior"):
         Exact(VAE(x_dim=6))
+
+
+@pytest.mark.parametrize("family", ["amortized", "meanfield", "relaxed"])
+def test_traces_carry_each_models_own_parameters(family):
+    """Two models and guides of the same families in one process each show *their own* tensors
+    as param sites, every trainable parameter exactly once. (pyro.module would hand the second
+    pair the first pair's tensors from Pyro's global param store.)"""
+    from zoo.registry import build_guide, build_model
+    model_name = "sbn" if family == "relaxed" else "vae"
+    x = torch.bernoulli(torch.full((6, 12), 0.5))
+    for _ in range(2):
+        model = build_model(model_name, 12, **({"layers": (3,)} if model_name == "sbn" else
+                                                {"latent_dim": 2, "hidden": (5,)}))
+        guide = build_guide(family, model, num_data=6)
+        for module, fn in ((model, model.model), (guide, guide)):
+            trace = poutine.trace(fn).get_trace(x, idx=torch.arange(6), N=6)
+            values = [site["value"] for site in trace.nodes.values() if site["type"] == "param"]
+            assert len(values) == len({id(v) for v in values})
+            assert {id(v) for v in values} == {id(p) for p in module.parameters() if p.requires_grad}

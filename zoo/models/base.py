@@ -10,7 +10,7 @@ Every zoo model is a :class:`ZooModel`. It promises four things:
    (:func:`data_plate`), so minibatch ELBOs are scaled by N/B and per-datum guides
    can index their parameter tables with ``idx``. Every latent is *local* (one per
    datum); global parameters are point estimates learned by maximum likelihood
-   through ``pyro.module`` / ``pyro.param``. This is what lets the per-datum
+   through :func:`register_module` (Pyro `param` messages). This is what lets the per-datum
    importance weights of :mod:`zoo.importance` be formed for any model.
 3. **Exact quantities where tractable.** ``log_marginal(x)`` and
    ``posterior(x)`` return ``None`` unless the model overrides them.
@@ -27,11 +27,14 @@ from typing import Dict, Optional, Sequence, Tuple
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.nn import PyroModule
+from pyro.params.param_store import param_with_module_name
+from pyro.poutine.runtime import effectful
+from torch import nn
+from torch.distributions import constraints
 
 from zoo.errors import ZooError
 
-__all__ = ["LatentSite", "ZooModel", "data_plate", "MAX_PLATE_NESTING", "SUPPORTS"]
+__all__ = ["LatentSite", "ZooModel", "data_plate", "register_module", "MAX_PLATE_NESTING", "SUPPORTS"]
 
 #: Every zoo model nests exactly one plate (``"data"``, dim -1). Particle plates
 #: used by vectorized objectives go to the left of it.
@@ -98,8 +101,33 @@ def data_plate(x: Optional[torch.Tensor], idx: Optional[torch.Tensor] = None,
     return pyro.plate("data", N if N is not None else B, subsample=idx, dim=-1)
 
 
-class ZooModel(PyroModule):
+def register_module(name: str, module: nn.Module) -> nn.Module:
+    """Announce every trainable parameter of ``module`` to Pyro, as ``pyro.module`` would.
+
+    Why not ``pyro.module``: it routes each parameter through Pyro's *global* ``ParamStore``,
+    where the first tensor stored under a name wins, even with ``module_local_params`` on.
+    A second model built in the same process (a compare grid, a test session) would then
+    see the first model's tensors in its trace's ``param`` sites, and anything that reads
+    them (the ``dreg`` estimator, ``pyro.infer.SVI``'s parameter collection) would act on
+    the wrong parameters. This emits the same ``param`` messages that ``PyroModule``
+    emits in module-local mode: each carries the module's own tensor and never touches
+    the store. Names are ``name$$$param_name``, as with ``pyro.module``.
+    """
+    for param_name, value in module.named_parameters():
+        if value.requires_grad:
+            full_name = param_with_module_name(name, param_name)
+            effectful(type="param")(lambda *_, _value=value, **__: _value)(
+                full_name, value, constraint=constraints.real, name=full_name)
+    return module
+
+
+class ZooModel(nn.Module):
     """Base class of zoo models. Subclasses define ``latents`` and ``model``.
+
+    A plain ``nn.Module``, not a ``PyroModule``: ``model`` registers all of its parameters
+    with one :func:`register_module` call. A ``PyroModule`` would emit a second ``param``
+    message for every parameter of each sub-module it touches, which doubled Pyro's
+    per-step bookkeeping (``benchmarks/step_overhead.py``) and bought nothing here.
 
     Class attributes:
         likelihood: ``"bernoulli"`` or ``"gaussian"``; decides which data are valid.

@@ -28,7 +28,7 @@ import torch
 from torch.distributions import OneHotCategorical
 
 from zoo.distributions import JointDiscrete
-from zoo.models.base import LatentSite, ZooModel, data_plate
+from zoo.models.base import LatentSite, ZooModel, data_plate, register_module
 from zoo.models.vae import mlp
 
 __all__ = ["CategoricalVAE"]
@@ -59,7 +59,7 @@ class CategoricalVAE(ZooModel):
         return (LatentSite("z", (self.num_variables, self.num_classes), "categorical", self.num_classes),)
 
     def model(self, x=None, idx=None, N=None):
-        pyro.module("decoder", self.decoder)
+        register_module("categorical_vae", self)
         with data_plate(x, idx, N, device=self.prior_logits.device):
             z = pyro.sample("z", JointDiscrete(OneHotCategorical(logits=self.prior_logits)))
             logits = self.decoder(z.flatten(-2))

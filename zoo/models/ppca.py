@@ -34,7 +34,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from zoo.models.base import LatentSite, ZooModel, data_plate
+from zoo.models.base import LatentSite, ZooModel, data_plate, register_module
 
 __all__ = ["PPCA", "ppca_ml_solution"]
 
@@ -71,7 +71,7 @@ class PPCA(ZooModel):
         return torch.exp(2 * self.log_noise_scale).expand(self.x_dim)
 
     def model(self, x=None, idx=None, N=None):
-        pyro.module("ppca", self)
+        register_module("ppca", self)
         noise_scale = torch.exp(self.log_noise_scale)
         with data_plate(x, idx, N, device=self.prior_loc.device):
             z = pyro.sample("z", dist.Normal(self.prior_loc, 1.0).to_event(1))

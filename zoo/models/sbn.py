@@ -37,7 +37,7 @@ from torch import nn
 from torch.distributions import Bernoulli
 
 from zoo.distributions import JointDiscrete
-from zoo.models.base import LatentSite, ZooModel, data_plate
+from zoo.models.base import LatentSite, ZooModel, data_plate, register_module
 from zoo.models.vae import mlp
 
 __all__ = ["SBN"]
@@ -69,7 +69,7 @@ class SBN(ZooModel):
         return tuple(LatentSite(f"z{l + 1}", (k,), "binary") for l, k in reversed(list(enumerate(self.layers))))
 
     def model(self, x=None, idx=None, N=None):
-        pyro.module("sbn", self)
+        register_module("sbn", self)
         L = len(self.layers)
         with data_plate(x, idx, N, device=self.prior_logits.device):
             z = pyro.sample(f"z{L}", JointDiscrete(Bernoulli(logits=self.prior_logits)))

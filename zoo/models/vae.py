@@ -33,7 +33,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from zoo.models.base import LatentSite, ZooModel, data_plate
+from zoo.models.base import LatentSite, ZooModel, data_plate, register_module
 
 __all__ = ["VAE", "mlp"]
 
@@ -77,7 +77,7 @@ class VAE(ZooModel):
         return (LatentSite("z", (self.latent_dim,), "real"),)
 
     def model(self, x=None, idx=None, N=None):
-        pyro.module("decoder", self.decoder)
+        register_module("vae", self)
         with data_plate(x, idx, N, device=self.prior_loc.device):
             z = pyro.sample("z", dist.Normal(self.prior_loc, 1.0).to_event(1))
             out = self.decoder(z)
