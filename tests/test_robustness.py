@@ -137,6 +137,28 @@ def test_resume_with_a_lower_learning_rate_and_a_new_decay(tmp_path):
     assert [h["lr"] for h in s["history"]] == pytest.approx([1e-3, 1e-4, 5e-5])
 
 
+def test_resume_a_checkpoint_of_the_unfused_adam(tmp_path, monkeypatch):
+    """Checkpoints written before the optimizer was fused (PyTorch's default Adam) still resume,
+    and the resumed run uses the fused update again."""
+    import zoo.train
+    from zoo.checkpoint import save_checkpoint
+    out = tmp_path / "r"
+    train_run(RunConfig(**{**SMALL_RUN, "epochs": 1, "batch_size": 200}), out, progress=False)
+    state = load_checkpoint(out / "checkpoint.pt")
+    for group in state["optimizer"]["param_groups"]:
+        group["fused"] = None
+    save_checkpoint(out / "checkpoint.pt", **state)
+    made = []
+
+    def recording_make_optimizer(*args, **kwargs):
+        made.append(make_optimizer(*args, **kwargs))
+        return made[-1]
+    make_optimizer = zoo.train.make_optimizer
+    monkeypatch.setattr("zoo.runs.make_optimizer", recording_make_optimizer)
+    s = train_run(RunConfig(**{**SMALL_RUN, "epochs": 2, "batch_size": 200}), out, resume=True, progress=False)
+    assert [h["epoch"] for h in s["history"]] == [1, 2] and all(g["fused"] for g in made[0].param_groups)
+
+
 def test_resume_refuses_a_checkpoint_with_another_config(tmp_path, capsys):
     from zoo.cli import main
     out = tmp_path / "run"

@@ -245,7 +245,14 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
         try:
             run.model.load_state_dict(state["model"])
             run.guide.load_state_dict(state["guide"])
+            fused = [g.get("fused") for g in optimizer.param_groups]
             optimizer.load_state_dict(state["optimizer"])
+            for group, flag in zip(optimizer.param_groups, fused):
+                group["fused"] = flag         # a checkpoint's implementation choice is not its state
+                for param in group["params"] if flag else ():
+                    if "step" in optimizer.state.get(param, {}):      # fused Adam keeps it on the device
+                        optimizer.state[param]["step"] = optimizer.state[param]["step"].to(param.device,
+                                                                                           torch.float32)
             if "scheduler" in state:            # checkpoints from before --lr-decay existed have none
                 scheduler.load_state_dict(state["scheduler"])
         except (RuntimeError, KeyError, ValueError):

@@ -37,12 +37,22 @@ def epoch_order(num_data: int, seed: int, epoch: int) -> torch.Tensor:
 
 def make_optimizer(model, guide, lr: float, guide_only: bool = False) -> torch.optim.Adam:
     """Adam over the model's and the guide's parameters (only the guide's if ``guide_only``);
-    a guide's ``lr_multiplier`` (per-datum tables) scales its step."""
+    a guide's ``lr_multiplier`` (per-datum tables) scales its step.
+
+    PyTorch's fused Adam: the same update rule in one kernel over all tensors. On CPU the
+    default (one Python-level update per tensor) costs 0.6 ms a step for the 784-200-200-50
+    VAE against 0.19 ms fused, as much as Pyro's tracing (``benchmarks/step_overhead.py``).
+    Where fusing is unavailable (an old torch, an unsupported device) the default is used.
+    """
     guide_params = list(guide.parameters())
     model_params = [] if guide_only else list(model.parameters())
     groups = [{"params": model_params, "lr": lr},
               {"params": guide_params, "lr": lr * getattr(guide, "lr_multiplier", 1.0)}]
-    return torch.optim.Adam([g for g in groups if g["params"]], lr=lr)
+    groups = [g for g in groups if g["params"]]
+    try:
+        return torch.optim.Adam(groups, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(groups, lr=lr)
 
 
 def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
@@ -174,7 +184,7 @@ def fit_local_guide(model, guide, objective, x: torch.Tensor, *, epochs: int, ba
     for p in frozen:
         p.requires_grad_(False)
     was_training = model.training
-    model.train(False)          # pyro.module skips frozen parameters silently in eval mode
+    model.train(False)          # the model is fixed here; register_module skips its frozen parameters
     try:
         return fit(model, guide, objective, x, epochs=epochs, batch_size=min(batch_size, x.shape[0]),
                    lr=lr, seed=seed + 1, progress=progress, guide_only=True,
