@@ -113,7 +113,12 @@ def main(argv=None):
                              "hand_fused": "make_optimizer (fused Adam)"},
               "epoch_seconds": times, "median_zoo_s": zoo_s, "median_hand_s": hand_s,
               "median_hand_fused_s": fused_s, "ratio_zoo_over_hand": zoo_s / hand_s,
-              "ratio_zoo_over_hand_same_optimizer": zoo_s / fused_s}
+              "ratio_zoo_over_hand_same_optimizer": zoo_s / fused_s,
+              # paired per round (the three loops of a round run back to back): robust to load drifts
+              "median_round_ratio_zoo_over_hand": statistics.median(
+                  z / h for z, h in zip(times["zoo"], times["hand"])),
+              "median_round_ratio_same_optimizer": statistics.median(
+                  z / h for z, h in zip(times["zoo"], times["hand_fused"]))}
     path = write_result(args.name or f"speed_{device.type}", result)
     print(f"zoo {zoo_s:.2f} s/epoch, hand-written {hand_s:.2f} s/epoch (ratio {zoo_s / hand_s:.3f}), "
           f"hand-written with the zoo's optimizer {fused_s:.2f} s/epoch (ratio {zoo_s / fused_s:.3f}); wrote {path}")
