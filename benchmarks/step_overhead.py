@@ -1,7 +1,9 @@
 """Where the zoo's per-step time goes: hand-written PyTorch vs a bare Pyro SVI loop vs zoo.fit.
 
 Same 784-200-200-50 VAE, Trace_ELBO K=1, the zoo's (fused) Adam, batch 100, on 20,000 binarized-MNIST images;
-the three loops alternate for --rounds rounds (the first is warm-up), median ms per step.
+the loops alternate for --rounds rounds (the first is warm-up), median ms per step. Two more
+loops evaluate the minibatch ELBO without gradients, by hand and with Pyro's Trace_ELBO.loss:
+their difference is the cost of Pyro's tracing alone (no backward pass, no optimizer).
 
     python benchmarks/step_overhead.py --data-dir ../shared/data --rounds 4
 """
@@ -19,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pyro  # noqa: E402
 import torch  # noqa: E402
 from common import write_result  # noqa: E402
-from speed import hand_epoch  # noqa: E402
+from speed import hand_epoch, hand_loss  # noqa: E402
 
 from zoo.data import load_dataset  # noqa: E402
 from zoo.registry import build_guide, build_model, build_objective  # noqa: E402
@@ -56,16 +58,34 @@ def main(argv=None):
     def zoo_fit():
         return fit(model, guide, elbo, x, epochs=1, batch_size=B, lr=1e-3, progress=False, optimizer=opt)[-1]["seconds"]
 
-    times = {"hand-written": [], "bare Pyro SVI loop": [], "zoo.fit": []}
+    @torch.no_grad()
+    def hand_forward():
+        t = time.perf_counter()
+        for idx in epoch_order(N, 0, 0).split(B):
+            hand_loss(x[idx], guide, model, N).item()
+        return time.perf_counter() - t
+
+    @torch.no_grad()
+    def pyro_forward():
+        t = time.perf_counter()
+        with pyro.validation_enabled(False):
+            for idx in epoch_order(N, 0, 0).split(B):
+                elbo.loss(model, guide, x[idx], idx=idx, N=N)
+        return time.perf_counter() - t
+
+    loops = {"hand-written": hand, "bare Pyro SVI loop": bare_pyro, "zoo.fit": zoo_fit,
+             "hand-written ELBO, forward only": hand_forward, "Pyro Trace_ELBO.loss, forward only": pyro_forward}
+    times = {name: [] for name in loops}
     for r in range(args.rounds):
-        for name, f in zip(times, (hand, bare_pyro, zoo_fit)):
+        for name, f in loops.items():
             seconds = f()
             if r > 0:
                 times[name].append(seconds / (N / B) * 1000)
     ms = {k: statistics.median(v) for k, v in times.items()}
     write_result("step_overhead", {"ms_per_step": ms, "all_ms_per_step": times, "batch_size": B, "num_data": N})
     for k, v in ms.items():
-        print(f"{k}: {v:.2f} ms/step ({v / ms['hand-written']:.2f}x hand-written)")
+        ref = "hand-written ELBO, forward only" if "forward" in k else "hand-written"
+        print(f"{k}: {v:.2f} ms/step ({v / ms[ref]:.2f}x {ref})")
 
 
 if __name__ == "__main__":
