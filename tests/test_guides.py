@@ -110,3 +110,21 @@ def test_traces_carry_each_models_own_parameters(family):
             values = [site["value"] for site in trace.nodes.values() if site["type"] == "param"]
             assert len(values) == len({id(v) for v in values})
             assert {id(v) for v in values} == {id(p) for p in module.parameters() if p.requires_grad}
+
+
+def test_pyros_own_svi_trains_a_zoo_model_and_guide():
+    """A Pyro user's loop, pyro.infer.SVI with a pyro.optim optimizer, finds the zoo's parameters
+    through their param sites and trains them, without touching the global param store."""
+    from pyro.infer import SVI, Trace_ELBO
+    from zoo.registry import build_guide, build_model
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    x = torch.bernoulli(torch.full((64, 16), 0.3))
+    model = build_model("vae", 16, latent_dim=2, hidden=(8,))
+    guide = build_guide("amortized", model)
+    before = [p.detach().clone() for p in (*model.parameters(), *guide.parameters())]
+    svi = SVI(model.model, guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
+    losses = [svi.step(x, idx=torch.arange(64), N=64) for _ in range(300)]
+    assert sum(losses[-20:]) < sum(losses[:20])
+    assert all(not torch.equal(b, p) for b, p in zip(before, (*model.parameters(), *guide.parameters())))
+    assert len(pyro.get_param_store()) == 0

@@ -21,6 +21,7 @@ likelihood) lives here too, so every entry point gives the same clear error.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -111,11 +112,14 @@ def register_module(name: str, module: nn.Module) -> nn.Module:
     them (the ``dreg`` estimator, ``pyro.infer.SVI``'s parameter collection) would act on
     the wrong parameters. This emits the same ``param`` messages that ``PyroModule``
     emits in module-local mode: each carries the module's own tensor and never touches
-    the store. Names are ``name$$$param_name``, as with ``pyro.module``.
+    the store. Names are ``name$$$param_name``, as with ``pyro.module``. Each tensor is its
+    own unconstrained value (``value.unconstrained()``, as ``pyro.param`` sets it), so Pyro's
+    ``SVI`` with a ``pyro.optim`` optimizer trains zoo models too.
     """
     for param_name, value in module.named_parameters():
         if value.requires_grad:
             full_name = param_with_module_name(name, param_name)
+            value.unconstrained = weakref.ref(value)
             effectful(type="param")(lambda *_, _value=value, **__: _value)(
                 full_name, value, constraint=constraints.real, name=full_name)
     return module
