@@ -56,7 +56,7 @@ from pyro.poutine.messenger import Messenger
 
 from guides.amortized import Amortized
 from guides.base import site_distribution
-from zoo.distributions import JointDiscrete
+from zoo.distributions import JointDiscrete, discrete_kl
 from zoo.errors import ZooError
 from zoo.models.base import data_plate, register_module
 
@@ -116,7 +116,7 @@ def _hard(d):
 @torch.distributions.kl.register_kl(ConcreteBernoulli, ConcreteBernoulli)
 @torch.distributions.kl.register_kl(ConcreteOneHotCategorical, ConcreteOneHotCategorical)
 def _kl_concrete_discrete(q, p):
-    return torch.distributions.kl_divergence(_hard(q), _hard(p))
+    return discrete_kl(_hard(q), _hard(p))
 
 
 @torch.distributions.kl.register_kl(torch.distributions.Independent, JointDiscrete)
@@ -124,7 +124,7 @@ def _kl_straight_through_discrete(q, p):
     if not isinstance(q.base_dist, (ConcreteBernoulliST, ConcreteOneHotCategoricalST)) \
             or q.reinterpreted_batch_ndims != 1:
         raise NotImplementedError
-    return torch.distributions.kl_divergence(_hard(q.base_dist), p.base).sum(-1)
+    return discrete_kl(_hard(q.base_dist), p.base).sum(-1)
 
 
 def relaxed_distribution(hard, temperature, straight_through: bool = False):

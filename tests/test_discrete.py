@@ -340,3 +340,35 @@ def test_concrete_log_density_is_finite_on_the_boundary():
     assert torch.isfinite(bern.log_prob(torch.tensor([1.0, 0.0]))).all()
     inner = torch.tensor([0.3, 0.6])                  # unchanged away from the boundary
     assert torch.allclose(bern.log_prob(inner), torch.distributions.RelaxedBernoulli(tau, logits=bern.logits).log_prob(inner))
+
+
+def test_discrete_kl_stays_finite_where_float32_probabilities_saturate():
+    """torch's Bernoulli KL is +inf once sigmoid(prior logit) rounds to 1 (logit >= ~17 in float32);
+    ours is the exact KL, computed from logits, and agrees with torch wherever torch is finite."""
+    from torch.distributions import Bernoulli, OneHotCategorical, kl_divergence
+    from zoo.distributions import discrete_kl
+    lp, lq = torch.tensor([0.0, 3.0, -2.0, 1.0]), torch.tensor([30.0, -120.0, 20.0, 0.5])
+    ours = discrete_kl(Bernoulli(logits=lp), Bernoulli(logits=lq))
+    p64, lq64 = torch.sigmoid(lp.double()), lq.double()
+    exact = p64 * (-torch.log(torch.sigmoid(lq64)) + torch.log(p64)) + (1 - p64) * (
+        -torch.log(torch.sigmoid(-lq64)) + torch.log(1 - p64))
+    assert torch.isinf(kl_divergence(Bernoulli(logits=lp), Bernoulli(logits=lq))[:3]).all()
+    assert torch.allclose(ours.double(), exact, rtol=1e-5)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(50, 10, generator=g) * 3, torch.randn(50, 10, generator=g) * 3
+    assert torch.allclose(discrete_kl(Bernoulli(logits=a), Bernoulli(logits=b)),
+                          kl_divergence(Bernoulli(logits=a), Bernoulli(logits=b)), atol=1e-5)
+    assert torch.allclose(discrete_kl(OneHotCategorical(logits=a), OneHotCategorical(logits=b)),
+                          kl_divergence(OneHotCategorical(logits=a), OneHotCategorical(logits=b)), atol=1e-5)
+
+
+def test_relaxed_objective_is_finite_with_a_saturated_learned_prior():
+    """The failure it fixes: the SBN's learned prior logit of an always-on unit drifts past 17."""
+    from zoo.registry import build_guide, build_model, build_objective
+    model = build_model("sbn", 12, layers=(4,))
+    with torch.no_grad():
+        model.prior_logits.fill_(30.0)
+    guide = build_guide("relaxed", model)
+    x = torch.bernoulli(torch.full((8, 12), 0.5))
+    loss = build_objective("tracemeanfield").loss(guide.training_model(model), guide, x, idx=torch.arange(8), N=8)
+    assert math.isfinite(loss)
