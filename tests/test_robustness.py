@@ -236,3 +236,32 @@ def test_a_non_finite_gradient_is_caught_even_when_the_loss_is_finite():
         check_finite(1.0, [p, q], epoch=1, step=3, global_step=10, objective=pyro.infer.Trace_ELBO())
     q.grad = torch.ones(2)
     check_finite(1.0, [p, q], epoch=1, step=3, global_step=10, objective=pyro.infer.Trace_ELBO())
+
+
+def test_keep_best_scores_the_epoch_with_the_best_validation_elbo(tmp_path, monkeypatch):
+    """Validation ELBOs scripted to peak at epoch 2 of 4: best.pt holds exactly the model and guide
+    after epoch 2 (a 2-epoch run of the same config is the reference), and both the run's own
+    evaluation and a later `eval` score that state, not the last one."""
+    import zoo.train
+    from zoo.runs import evaluate_run
+    scripted = iter([-30.0, -20.0, -25.0, -20.5])
+    monkeypatch.setattr(zoo.train, "bound_per_datum", lambda *a, **k: next(scripted))
+    config = RunConfig(**{**SMALL_RUN, "epochs": 4, "batch_size": 200, "keep_best": True})
+    s = train_run(config, tmp_path / "best", progress=False)
+    assert s["best_epoch"] == 2 and s["epochs_trained"] == 4
+    best = load_checkpoint(tmp_path / "best" / "best.pt")
+    last = load_checkpoint(tmp_path / "best" / "checkpoint.pt")
+    monkeypatch.setattr(zoo.train, "bound_per_datum", lambda *a, **k: 0.0)
+    reference = train_run(RunConfig(**{**SMALL_RUN, "epochs": 2, "batch_size": 200}), tmp_path / "two", progress=False)
+    two = load_checkpoint(tmp_path / "two" / "checkpoint.pt")
+    for part in ("model", "guide"):
+        assert all(torch.equal(best[part][k], two[part][k]) for k in two[part])
+        assert not all(torch.equal(best[part][k], last[part][k]) for k in last[part])
+    assert s["elbo"] == pytest.approx(reference["elbo"]) and evaluate_run(tmp_path / "best", progress=False)[
+        "elbo"] == pytest.approx(reference["elbo"])
+
+
+def test_keep_best_needs_an_amortized_guide(tmp_path):
+    with pytest.raises(ZooError, match="--keep-best .* needs an amortized guide"):
+        train_run(RunConfig(**{**SMALL_RUN, "guide": "meanfield", "keep_best": True}), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()

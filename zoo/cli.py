@@ -74,6 +74,8 @@ def _add_run_options(p: argparse.ArgumentParser, particles: bool = True) -> None
                    help="also checkpoint every N steps (default: after every epoch only)")
     t.add_argument("--clip-grad", type=float, default=None, help="clip the global gradient norm to this value")
     t.add_argument("--lr-decay", type=float, default=None, help="multiply the learning rate by this after each epoch")
+    t.add_argument("--keep-best", action="store_true", default=None,
+                   help="evaluate the epoch with the best validation ELBO (saved as OUT/best.pt), not the last")
     t.add_argument("--tensorboard", action="store_true", default=None,
                    help="log losses, gradient norms, bounds and sample grids to OUT/tensorboard")
     t.add_argument("--distributed", action="store_true", default=None,
@@ -93,7 +95,7 @@ def _add_run_options(p: argparse.ArgumentParser, particles: bool = True) -> None
 RUN_FIELDS = ("dataset", "data_dir", "latent_dim", "hidden", "likelihood", "layers", "num_variables", "num_classes",
               "guide_hidden", "flows", "baseline", "temperature", "temperature_min", "anneal_rate",
               "straight_through", "particles", "alpha", "insomnia", "epochs", "batch_size", "lr", "seed", "device", "eval_samples", "iwae_k", "eval_limit", "refit_epochs", "checkpoint_every", "clip_grad",
-              "lr_decay", "deterministic", "distributed", "tensorboard")
+              "lr_decay", "keep_best", "deterministic", "distributed", "tensorboard")
 
 
 def _config_from_args(args, base=None):

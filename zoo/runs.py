@@ -77,6 +77,7 @@ class RunConfig:
     checkpoint_every: Optional[int] = None
     clip_grad: Optional[float] = None
     lr_decay: float = 1.0
+    keep_best: bool = False
     deterministic: bool = False
     distributed: bool = False
     tensorboard: bool = False
@@ -173,6 +174,9 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
     guide_options = {k: tuple(v) if isinstance(v, list) else v for k, v in guide_options.items()}
     check_combination(model, config.guide, config.objective, guide_options)
     guide = build_guide(config.guide, model, num_data=data.train.shape[0], **guide_options)
+    if config.keep_best and not getattr(guide, "amortized", True):
+        raise ZooError(f"--keep-best picks the epoch with the best validation ELBO, which needs an amortized "
+                       f"guide; {config.guide!r} is per-datum: drop --keep-best or use amortized")
     objective = build_objective(config.objective, config.particles, config.alpha, config.insomnia)
     if config.batch_size > data.train.shape[0]:
         raise ZooError(f"--batch-size {config.batch_size} is larger than the {data.train.shape[0]} "
@@ -201,10 +205,25 @@ def _make_out_dir(out: Path) -> None:
 
 def _checkpoint(run: Prepared, path: Path, epoch: int, step: int, epoch_total: float, optimizer, scheduler,
                 history) -> None:
+    if run.config.keep_best and step == 0 and _is_best_epoch(history):
+        # written before the run's checkpoint: a crash in between redoes this epoch and rewrites it
+        save_checkpoint(path.parent / BEST, config=run.config.to_json(), model=run.model.state_dict(),
+                        guide=run.guide.state_dict(), epoch=epoch, valid_elbo=history[-1]["valid_elbo"])
     save_checkpoint(path, config=run.config.to_json(), model=run.model.state_dict(),
                     guide=run.guide.state_dict(), optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), epoch=epoch, step=step, epoch_total=epoch_total,
                     history=history, rng=rng_state())
+
+
+#: With ``keep_best``, the model and guide of the epoch with the best validation ELBO.
+BEST = "best.pt"
+
+
+def _is_best_epoch(history) -> bool:
+    """Did the last epoch reach the best validation ELBO so far (ties go to the later epoch)?"""
+    if not history or history[-1].get("valid_elbo") is None:
+        return False
+    return all(history[-1]["valid_elbo"] >= h["valid_elbo"] for h in history[:-1] if h.get("valid_elbo") is not None)
 
 
 def _json_ready(obj):
@@ -326,6 +345,15 @@ def _refuse_mismatch(stored: RunConfig, given: RunConfig) -> None:
 
 def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train_seconds=None) -> Dict:
     cfg = run.config
+    best_epoch = None
+    if cfg.keep_best:
+        if not (out / BEST).is_file():
+            raise ZooError(f"--keep-best: {out / BEST} is missing; train the run again, or evaluate it without "
+                           f"--keep-best")
+        best = load_checkpoint(out / BEST)
+        run.model.load_state_dict(best["model"])
+        run.guide.load_state_dict(best["guide"])
+        best_epoch = int(best["epoch"])
     x_eval, labels = _eval_subset(run.data, cfg)
     x_eval = x_eval.to(run.device)
     guide = run.guide
@@ -344,7 +372,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     per_datum = result.pop("per_datum")
     recon = result.pop("reconstructions", None)
     summary = {"config": cfg.to_json(), "device": str(run.device), "split": cfg.eval_split,
-               "epochs_trained": len(history), "train_seconds": train_seconds,
+               "epochs_trained": len(history), "best_epoch": best_epoch, "train_seconds": train_seconds,
                "eval_seconds": eval_seconds, **result, "history": history}
     atomic_write_text(out / "results.json", json.dumps(_json_ready(summary), indent=2))
     atomic_write_text(out / "results.md", results_markdown([summary]))
