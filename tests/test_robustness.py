@@ -265,3 +265,14 @@ def test_keep_best_needs_an_amortized_guide(tmp_path):
     with pytest.raises(ZooError, match="--keep-best .* needs an amortized guide"):
         train_run(RunConfig(**{**SMALL_RUN, "guide": "meanfield", "keep_best": True}), tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_keep_best_run_without_its_best_checkpoint_is_a_clear_error(tmp_path):
+    from zoo.runs import evaluate_run
+    train_run(RunConfig(**{**SMALL_RUN, "epochs": 1, "batch_size": 200, "keep_best": True}), tmp_path / "r",
+              progress=False)
+    (tmp_path / "r" / "best.pt").unlink()
+    before = (tmp_path / "r" / "results.json").read_text()
+    with pytest.raises(ZooError, match="trained with --keep-best but .*best.pt is missing"):
+        evaluate_run(tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "results.json").read_text() == before

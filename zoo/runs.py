@@ -348,8 +348,8 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     best_epoch = None
     if cfg.keep_best:
         if not (out / BEST).is_file():
-            raise ZooError(f"--keep-best: {out / BEST} is missing; train the run again, or evaluate it without "
-                           f"--keep-best")
+            raise ZooError(f"this run was trained with --keep-best but {out / BEST} is missing; restore it, or "
+                           f"train the run again")
         best = load_checkpoint(out / BEST)
         run.model.load_state_dict(best["model"])
         run.guide.load_state_dict(best["guide"])
