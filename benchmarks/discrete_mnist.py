@@ -5,15 +5,15 @@ References (fixed binarization):
   categorical VAE 784-(20x10)-200, score function 110.6 / Gumbel-softmax 101.5 (test -ELBO).
 - Mnih & Gregor 2014 (NVIL): SBN-200, about 113.1 nats.
 
-Protocol: Adam, batch 100, seed 0, amortized encoder (one tanh layer of 200). Plain REINFORCE
-(elbo, no baseline) at lr 3e-4; every other run at lr 1e-3. NVIL = tracegraph with --baseline
-neural (a running average centring the per-datum learning signal plus the input-dependent b(x),
-zoo.baselines). Relaxed runs train Jang et al.'s objective, tracemeanfield with the relaxed guide:
-the reconstruction term at a Gumbel-softmax / Concrete sample minus the closed-form KL of the
-discrete q(z|x) to the discrete prior, with tau = max(0.5, exp(-1e-4 t)); ST = straight-through
-(hard sample forward). Reported: test -ELBO and IS NLL (K = --eval-samples) of the true discrete
-model with hard samples, never the relaxed surrogate, on a fixed random subset (seed 0) of
---eval-limit test images.
+Protocol: Adam, batch 100, seed 0, amortized encoder mirroring the decoder's tanh layers (one tanh
+layer of 200 for the linear SBN). Plain REINFORCE (elbo, no baseline) at lr 3e-4; every other run at
+lr 1e-3. NVIL = tracegraph with --baseline neural (a running average centring the per-datum learning
+signal plus the input-dependent b(x), zoo.baselines). Relaxed runs train Jang et al.'s objective,
+tracemeanfield with the relaxed guide: the reconstruction term at a Gumbel-softmax / Concrete sample
+minus the closed-form KL of the discrete q(z|x) to the discrete prior, with tau = max(0.5, exp(-1e-4
+t)) (floor 0.1 in the -tau0.1 runs); ST = straight-through (hard sample forward). Reported: test
+-ELBO and IS NLL (K = --eval-samples) of the true discrete model with hard samples, never the
+relaxed surrogate, on a fixed random subset (seed 0) of --eval-limit test images.
 
     python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 50 --eval-samples 1000 --eval-limit 1000
     python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 100 --eval-samples 1000 --eval-limit 1000 --resume
