@@ -69,12 +69,13 @@ def _inside(value: torch.Tensor, upper: bool) -> torch.Tensor:
 
     In float32 a Concrete sample at a low temperature can round to exactly 0 (or 1), where
     the Concrete log-density is log(0) - log(0) = NaN. Clamping by the smallest normal
-    number changes no representable sample that was not already on the boundary.
+    number changes only coordinates below it (0 or subnormal), where float32 has already
+    lost the density.
 
     A float32 Gumbel-softmax sample (torch computes it as exp of a log-softmax) can also
     sum to 1 +- 2e-6 at tau = 0.1, outside the 1e-6 tolerance of torch's simplex check, so
-    with validation on its log-density raised a ValueError (a 20 x 10 categorical VAE at
-    tau = 0.1 stopped at the first step of an epoch). Renormalizing moves such a value by
+    with validation on its log-density raised a ValueError (a 20 x 10 categorical VAE
+    annealed towards tau = 0.1 stopped at tau = 0.23, at the first step of an epoch). Renormalizing moves such a value by
     about 1e-6 and leaves valid ones unchanged to float32 precision.
     """
     value = getattr(value, "_unquantize", value)          # straight-through: the soft value
