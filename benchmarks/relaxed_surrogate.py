@@ -47,6 +47,12 @@ from zoo.registry import build_objective  # noqa: E402
 from zoo.runs import RunConfig, _eval_subset, prepare  # noqa: E402
 
 
+def fail(message: str) -> None:
+    """One line on stderr and exit code 2, as the zoo's CLI does for bad input; nothing has been written."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def surrogate_per_datum(run, x: torch.Tensor, particles: int, batch_size: int = 500) -> float:
     """The run's training objective (negated) per datum on ``x``, with the guide relaxed."""
     objective = build_objective(run.config.objective, particles)
@@ -76,12 +82,11 @@ def main(argv=None):
     for label in args.runs.split(","):
         folder = Path(args.out) / label
         if not (folder / "checkpoint.pt").exists() or not (folder / "results.json").exists():
-            raise SystemExit(f"error: no trained and evaluated run {label!r} in {args.out}; "
-                             f"train it with benchmarks/discrete_mnist.py first")
+            fail(f"no trained and evaluated run {label!r} in {args.out}; train it with benchmarks/discrete_mnist.py first")
         state = load_checkpoint(folder / "checkpoint.pt")
         config = RunConfig.from_json(state["config"])
         if config.guide != "relaxed":
-            raise SystemExit(f"error: run {label!r} uses the {config.guide!r} guide; only relaxed runs have a surrogate")
+            fail(f"run {label!r} uses the {config.guide!r} guide; only relaxed runs have a surrogate")
         config.data_dir = args.data_dir or config.data_dir
         if args.device:
             config.device = args.device
@@ -131,4 +136,4 @@ if __name__ == "__main__":
     try:
         main()
     except ZooError as e:
-        raise SystemExit(f"error: {e}")
+        fail(str(e))
