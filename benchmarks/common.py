@@ -121,3 +121,21 @@ def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluat
     md += ["", "Full harness table:", "", results_markdown(rows)]
     (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
     return rows
+
+
+def fail(message: str) -> None:
+    """One line on stderr and exit code 2, as the zoo's CLI does for bad input."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def run_script(main) -> None:
+    """Run a benchmark's ``main()``. Bad input (a :class:`~zoo.errors.ZooError`: an unknown name, a
+    missing dataset, a checkpoint that does not match) ends with one line and exit code 2, before any
+    result file is written (results are written last)."""
+    from zoo.errors import ZooError
+    try:
+        main()
+    except ZooError as e:
+        fail(str(e))
+

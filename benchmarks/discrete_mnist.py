@@ -7,7 +7,7 @@ References (fixed binarization):
 
 Protocol: Adam, batch 100, seed 0, amortized encoder mirroring the decoder's tanh layers (one tanh
 layer of 200 for the linear SBN). Plain REINFORCE (elbo, no baseline) at lr 3e-4; every other run at
-lr 1e-3. NVIL = tracegraph with --baseline neural (a running average centring the per-datum learning
+lr 1e-3, times --lr-decay per epoch from where a run starts or resumes. NVIL = tracegraph with --baseline neural (a running average centring the per-datum learning
 signal plus the input-dependent b(x), zoo.baselines). Relaxed runs train Jang et al.'s objective,
 tracemeanfield with the relaxed guide: the reconstruction term at a Gumbel-softmax / Concrete sample
 minus the closed-form KL of the discrete q(z|x) to the discrete prior, with tau = max(0.5, exp(-1e-4
@@ -21,6 +21,8 @@ relaxed surrogate, on a fixed random subset (seed 0) of --eval-limit test images
         --runs sbn200-mlp-nvil,sbn200-mlp-gumbel --name discrete_mnist_mlp
     python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 100 --eval-samples 1000 --eval-limit 1000 \
         --runs cat20x10-gumbel-tau0.1,sbn200-mlp-gumbel-tau0.1 --name discrete_mnist_low_tau
+    python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 700 --eval-samples 1000 --eval-limit 1000 \
+        --resume --lr-decay 0.99 --runs cat20x10-nvil --name discrete_mnist_cat_nvil_decay
     python benchmarks/discrete_mnist.py --data-dir ../shared/data --evaluate-only --runs sbn200-nvil \
         --eval-samples 1000 --eval-limit 10000 --name discrete_mnist_nvil_full_test
 """
@@ -32,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import grid_parser, run_grid  # noqa: E402
+from common import grid_parser, run_grid, run_script  # noqa: E402
 
 from zoo.runs import RunConfig  # noqa: E402
 
@@ -47,10 +49,13 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--runs", default=None, help="only these runs, comma-separated (default: all)")
     p.add_argument("--name", default="discrete_mnist", help="result file name in benchmarks/results")
+    p.add_argument("--lr-decay", type=float, default=1.0,
+                   help="learning-rate decay per epoch, from where a run starts or resumes (default 1: constant)")
     args = p.parse_args(argv)
 
     common = dict(dataset="binarized_mnist", data_dir=args.data_dir, epochs=args.epochs, batch_size=100,
-                  seed=0, device=args.device, eval_samples=args.eval_samples, eval_limit=args.eval_limit, iwae_k=50)
+                  seed=0, device=args.device, eval_samples=args.eval_samples, eval_limit=args.eval_limit, iwae_k=50,
+                  lr_decay=args.lr_decay)
     relaxed = dict(guide="relaxed", objective="tracemeanfield", lr=1e-3, temperature=1.0, temperature_min=0.5,
                    anneal_rate=1e-4)
     nvil = dict(guide="amortized", objective="tracegraph", baseline="neural", lr=1e-3)
@@ -82,4 +87,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, grid_parser, run_grid  # noqa: E402
+from common import RESULTS, grid_parser, run_grid, run_script  # noqa: E402
 
 from zoo.checkpoint import load_checkpoint  # noqa: E402
 from zoo.gradients import diagnose  # noqa: E402
@@ -52,4 +52,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, provenance, write_result  # noqa: E402
+from common import RESULTS, provenance, run_script, write_result  # noqa: E402
 
 import zoo  # noqa: E402,F401
 from zoo.data import load_dataset  # noqa: E402
@@ -119,4 +119,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import grid_parser, run_grid  # noqa: E402
+from common import grid_parser, run_grid, run_script  # noqa: E402
 
 from zoo.runs import RunConfig  # noqa: E402
 
@@ -49,4 +49,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

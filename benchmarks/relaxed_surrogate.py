@@ -38,19 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyro  # noqa: E402
-from common import RESULTS, provenance, write_result  # noqa: E402
+from common import RESULTS, fail, provenance, run_script, write_result  # noqa: E402
 from discrete_mnist import REFERENCES  # noqa: E402
 
 from zoo.checkpoint import load_checkpoint  # noqa: E402
-from zoo.errors import ZooError  # noqa: E402
 from zoo.registry import build_objective  # noqa: E402
 from zoo.runs import RunConfig, _eval_subset, prepare  # noqa: E402
-
-
-def fail(message: str) -> None:
-    """One line on stderr and exit code 2, as the zoo's CLI does for bad input; nothing has been written."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def surrogate_per_datum(run, x: torch.Tensor, particles: int, batch_size: int = 500) -> float:
@@ -133,7 +126,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ZooError as e:
-        fail(str(e))
+    run_script(main)

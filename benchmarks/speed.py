@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyro  # noqa: E402
-from common import write_result  # noqa: E402
+from common import run_script, write_result  # noqa: E402
 
 from zoo.data import load_dataset  # noqa: E402
 from zoo.registry import build_guide, build_model, build_objective  # noqa: E402
@@ -129,4 +129,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

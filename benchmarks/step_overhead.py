@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyro  # noqa: E402
 import torch  # noqa: E402
-from common import write_result  # noqa: E402
+from common import run_script, write_result  # noqa: E402
 from speed import hand_epoch, hand_loss  # noqa: E402
 
 from zoo.data import load_dataset  # noqa: E402
@@ -89,4 +89,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
