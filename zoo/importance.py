@@ -41,7 +41,7 @@ class LogWeights:
     scale: float                   # N / B, the data plate's subsample factor
     latents: Dict[str, torch.Tensor] = field(default_factory=dict)   # z, [K, B, *event]
     guide_means: Dict[str, torch.Tensor] = field(default_factory=dict)  # E_q[z | x] where analytic
-    x_mean: torch.Tensor = None    # E[x | z], [K, B, D]
+    x_dist: object = None          # p(x | z): its ``mean`` is E[x | z], [K, B, D]
     reparameterized: bool = True
     model_params: List[torch.Tensor] = field(default_factory=list)   # from the traces' param sites
     guide_params: List[torch.Tensor] = field(default_factory=list)
@@ -49,6 +49,13 @@ class LogWeights:
     @property
     def log_w(self) -> torch.Tensor:
         return self.log_likelihood + self.log_prior - self.log_q
+
+    @property
+    def x_mean(self) -> torch.Tensor:
+        """E[x | z], ``[K, B, D]``, computed on demand: for a Bernoulli decoder it is a sigmoid
+        over K x B x D logits, which the training objectives never need (at K=50, B=100 on
+        MNIST it cost about a tenth of an IWAE step when it was computed eagerly)."""
+        return None if self.x_dist is None else self.x_dist.mean
 
 
 def vectorize(fn: Callable, num_particles: int) -> Callable:
@@ -81,7 +88,7 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
         poutine.replay(vectorize(model, num_particles), trace=guide_trace)).get_trace(*args, **kwargs)
 
     log_likelihood = log_prior = log_q = 0.0
-    scale, x_mean, latents, guide_means = 1.0, None, {}, {}
+    scale, x_dist, latents, guide_means = 1.0, None, {}, {}
     reparameterized = True
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample" or name in ("particles", "data"):
@@ -93,7 +100,7 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
         if site["is_observed"]:
             log_likelihood = log_likelihood + log_p
             scale = float(site["scale"])
-            x_mean = site["fn"].mean
+            x_dist = site["fn"]
         else:
             if name not in guide_trace.nodes:
                 raise ZooError(f"the guide does not sample the model's latent {name!r}; "
@@ -115,7 +122,7 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
     def params(trace):
         return list({id(s["value"]): s["value"] for s in trace.nodes.values() if s["type"] == "param"}.values())
 
-    return LogWeights(log_likelihood, log_prior, log_q, scale, latents, guide_means, x_mean, reparameterized,
+    return LogWeights(log_likelihood, log_prior, log_q, scale, latents, guide_means, x_dist, reparameterized,
                       params(model_trace), params(guide_trace))
 
 
