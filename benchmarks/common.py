@@ -138,4 +138,3 @@ def run_script(main) -> None:
         main()
     except ZooError as e:
         fail(str(e))
-

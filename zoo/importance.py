@@ -53,8 +53,8 @@ class LogWeights:
     @property
     def x_mean(self) -> torch.Tensor:
         """E[x | z], ``[K, B, D]``, computed on demand: for a Bernoulli decoder it is a sigmoid
-        over K x B x D logits, which the training objectives never need (at K=50, B=100 on
-        MNIST it cost about a tenth of an IWAE step when it was computed eagerly)."""
+        over all K x B x D logits, which the training objectives never need (only the
+        harness's reconstruction plot does), so an IWAE step should not pay for it."""
         return None if self.x_dist is None else self.x_dist.mean
 
 
