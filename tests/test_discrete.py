@@ -394,3 +394,25 @@ def test_relaxed_objective_is_finite_with_a_saturated_learned_prior():
     x = torch.bernoulli(torch.full((8, 12), 0.5))
     loss = build_objective("tracemeanfield").loss(guide.training_model(model), guide, x, idx=torch.arange(8), N=8)
     assert math.isfinite(loss)
+
+
+def test_independent_bernoulli_is_torchs_bernoulli_to_event():
+    """The pixel likelihood sums before it negates; value, gradient, broadcasting and plates are torch's."""
+    from zoo.distributions import IndependentBernoulli
+    torch.manual_seed(0)
+    logits = torch.randn(5, 3, 7, requires_grad=True)           # [K, B, D] against data [B, D]
+    x = (torch.rand(3, 7) < 0.5).float()
+    ours, ref = IndependentBernoulli(logits), Bernoulli(logits=logits).expand((5, 3, 7))
+    lp, lp_ref = ours.log_prob(x), ref.log_prob(x).sum(-1)
+    assert ours.batch_shape == (5, 3) and ours.event_shape == (7,) and lp.shape == (5, 3)
+    assert torch.allclose(lp, lp_ref, atol=1e-6)
+    g, = torch.autograd.grad(lp.sum(), logits)
+    g_ref, = torch.autograd.grad(lp_ref.sum(), logits)
+    assert torch.allclose(g, g_ref, atol=1e-6)
+    assert torch.allclose(ours.mean, torch.sigmoid(logits))
+    wide = IndependentBernoulli(logits[0, :1]).expand((4, 3))   # what a plate does to a smaller batch
+    assert wide.batch_shape == (4, 3)
+    assert torch.allclose(wide.log_prob(x), Bernoulli(logits=logits[0, :1]).log_prob(x).sum(-1).expand(4, 3))
+    with pyro.plate("data", 3):
+        trace = pyro.poutine.trace(lambda: pyro.sample("x", IndependentBernoulli(logits[0, 0]), obs=x)).get_trace()
+    assert torch.allclose(trace.nodes["x"]["fn"].log_prob(x), Bernoulli(logits=logits[0, 0]).log_prob(x).sum(-1))

@@ -23,11 +23,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import pyro
-import pyro.distributions as dist
 import torch
 from torch.distributions import OneHotCategorical
 
-from zoo.distributions import JointDiscrete
+from zoo.distributions import IndependentBernoulli, JointDiscrete
 from zoo.models.base import LatentSite, ZooModel, data_plate, register_module
 from zoo.models.vae import mlp
 
@@ -63,4 +62,4 @@ class CategoricalVAE(ZooModel):
         with data_plate(x, idx, N, device=self.prior_logits.device):
             z = pyro.sample("z", JointDiscrete(OneHotCategorical(logits=self.prior_logits)))
             logits = self.decoder(z.flatten(-2))
-            pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(1), obs=x)
+            pyro.sample("x", IndependentBernoulli(logits), obs=x)

@@ -31,12 +31,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import pyro
-import pyro.distributions as dist
 import torch
 from torch import nn
 from torch.distributions import Bernoulli
 
-from zoo.distributions import JointDiscrete
+from zoo.distributions import IndependentBernoulli, JointDiscrete
 from zoo.models.base import LatentSite, ZooModel, data_plate, register_module
 from zoo.models.vae import mlp
 
@@ -75,4 +74,4 @@ class SBN(ZooModel):
             z = pyro.sample(f"z{L}", JointDiscrete(Bernoulli(logits=self.prior_logits)))
             for l in reversed(range(L - 1)):
                 z = pyro.sample(f"z{l + 1}", JointDiscrete(Bernoulli(logits=self.transitions[l](z))))
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z), validate_args=False).to_event(1), obs=x)
+            pyro.sample("x", IndependentBernoulli(self.decoder(z)), obs=x)

@@ -33,6 +33,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from zoo.distributions import IndependentBernoulli
 from zoo.models.base import LatentSite, ZooModel, data_plate, register_module
 
 __all__ = ["VAE", "mlp"]
@@ -82,7 +83,7 @@ class VAE(ZooModel):
             z = pyro.sample("z", dist.Normal(self.prior_loc, 1.0).to_event(1))
             out = self.decoder(z)
             if self.likelihood == "bernoulli":
-                px = dist.Bernoulli(logits=out, validate_args=False)
+                px = IndependentBernoulli(out)                 # Bernoulli(logits=out).to_event(1)
             else:
-                px = dist.Normal(out, torch.exp(self.log_scale))
-            pyro.sample("x", px.to_event(1), obs=x)
+                px = dist.Normal(out, torch.exp(self.log_scale)).to_event(1)
+            pyro.sample("x", px, obs=x)
