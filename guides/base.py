@@ -31,7 +31,7 @@ from torch.distributions import Bernoulli, OneHotCategorical
 from zoo.baselines import BASELINE_KEY, SiteBaseline
 from zoo.distributions import JointDiscrete
 from zoo.errors import ZooError
-from zoo.models.base import LatentSite, ZooModel
+from zoo.models.base import LatentSite, ZooModel, forget_parameters
 
 __all__ = ["ZooGuide", "raw_size", "site_distribution", "BASELINES"]
 
@@ -100,6 +100,11 @@ class ZooGuide(nn.Module):
         if self.baseline != "none":
             self.baselines = nn.ModuleDict({s.name: SiteBaseline(self.x_dim, neural=self.baseline == "neural")
                                             for s in self.sites if s.support != "real"})
+
+    def _apply(self, *args, **kwargs):
+        out = super()._apply(*args, **kwargs)
+        forget_parameters()               # a conversion may have replaced parameter objects
+        return out
 
     @classmethod
     def check(cls, model: ZooModel) -> None:

@@ -112,6 +112,38 @@ def test_traces_carry_each_models_own_parameters(family):
             assert {id(v) for v in values} == {id(p) for p in module.parameters() if p.requires_grad}
 
 
+def test_param_sites_follow_frozen_added_and_replaced_parameters():
+    """register_module caches each module's parameter list; the sites must still be the live
+    parameters after freezing one, adding one, and a conversion that replaces parameter objects."""
+    from zoo.registry import build_guide, build_model
+    x = torch.bernoulli(torch.full((6, 12), 0.5))
+    model = build_model("vae", 12, latent_dim=2, hidden=(5,))
+    guide = build_guide("amortized", model)
+
+    def sites(module, fn):
+        trace = poutine.trace(fn).get_trace(x.to(next(module.parameters()).dtype), idx=torch.arange(6), N=6)
+        return {id(s["value"]) for s in trace.nodes.values() if s["type"] == "param"}
+
+    def live(module):
+        return {id(p) for p in module.parameters() if p.requires_grad}
+
+    assert sites(model, model.model) == live(model)
+    model.decoder[0].bias.requires_grad_(False)
+    assert sites(model, model.model) == live(model) and id(model.decoder[0].bias) not in live(model)
+    model.decoder[0].bias.requires_grad_(True)
+    model.extra = torch.nn.Parameter(torch.zeros(3))
+    assert id(model.extra) in sites(model, model.model) == live(model)
+    old = list(guide.parameters())            # held, so their ids are not reused
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        guide.double()
+        model.double()
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(False)
+    assert live(guide).isdisjoint(id(p) for p in old)
+    assert sites(guide, guide) == live(guide) and sites(model, model.model) == live(model)
+
+
 def test_pyros_own_svi_trains_a_zoo_model_and_guide():
     """A Pyro user's loop, pyro.infer.SVI with a pyro.optim optimizer, finds the zoo's parameters
     through their param sites and trains them, without touching the global param store."""

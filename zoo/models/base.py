@@ -35,7 +35,8 @@ from torch.distributions import constraints
 
 from zoo.errors import ZooError
 
-__all__ = ["LatentSite", "ZooModel", "data_plate", "register_module", "MAX_PLATE_NESTING", "SUPPORTS"]
+__all__ = ["LatentSite", "ZooModel", "data_plate", "register_module", "forget_parameters", "MAX_PLATE_NESTING",
+           "SUPPORTS"]
 
 #: Every zoo model nests exactly one plate (``"data"``, dim -1). Particle plates
 #: used by vectorized objectives go to the left of it.
@@ -102,6 +103,28 @@ def data_plate(x: Optional[torch.Tensor], idx: Optional[torch.Tensor] = None,
     return pyro.plate("data", N if N is not None else B, subsample=idx, dim=-1)
 
 
+def _own_value(name, value, *args, **kwargs):
+    """What a ``param`` message returns when no handler changes it: the module's own tensor."""
+    return value
+
+
+#: One ``param`` message; made once, not per call (``effectful`` wraps a function anew each time).
+_param_message = effectful(_own_value, type="param")
+
+#: module -> (name, [(site name, parameter), ...]): walking the module tree and building the
+#: names on every model and guide call cost ~0.15 ms of a ~2.3 ms ELBO forward pass on the MNIST VAE.
+_PARAM_SITES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def forget_parameters(*_args) -> None:
+    """Drop the cached parameter lists of :func:`register_module`; called whenever any module
+    registers a parameter (a global torch hook) and after a zoo model or guide moves (``_apply``)."""
+    _PARAM_SITES.clear()
+
+
+torch.nn.modules.module.register_module_parameter_registration_hook(forget_parameters)
+
+
 def register_module(name: str, module: nn.Module) -> nn.Module:
     """Announce every trainable parameter of ``module`` to Pyro, as ``pyro.module`` would.
 
@@ -114,14 +137,22 @@ def register_module(name: str, module: nn.Module) -> nn.Module:
     emits in module-local mode: each carries the module's own tensor and never touches
     the store. Names are ``name$$$param_name``, as with ``pyro.module``. Each tensor is its
     own unconstrained value (``value.unconstrained()``, as ``pyro.param`` sets it), so Pyro's
-    ``SVI`` with a ``pyro.optim`` optimizer trains zoo models too.
+    ``SVI`` with a ``pyro.optim`` optimizer trains zoo models too. Parameters with
+    ``requires_grad`` off (a frozen model) are not announced.
+
+    The list of (site name, parameter) is built once per module and cached; registering a
+    new parameter anywhere, or moving a zoo model or guide (``.to``), clears the cache.
     """
-    for param_name, value in module.named_parameters():
-        if value.requires_grad:
-            full_name = param_with_module_name(name, param_name)
+    cached = _PARAM_SITES.get(module)
+    if cached is None or cached[0] != name:
+        sites = []
+        for param_name, value in module.named_parameters():
             value.unconstrained = weakref.ref(value)
-            effectful(type="param")(lambda *_, _value=value, **__: _value)(
-                full_name, value, constraint=constraints.real, name=full_name)
+            sites.append((param_with_module_name(name, param_name), value))
+        cached = _PARAM_SITES[module] = (name, sites)
+    for full_name, value in cached[1]:
+        if value.requires_grad:
+            _param_message(full_name, value, constraint=constraints.real, name=full_name)
     return module
 
 
@@ -154,6 +185,11 @@ class ZooModel(nn.Module):
 
     def forward(self, x=None, idx=None, N=None):
         return self.model(x, idx=idx, N=N)
+
+    def _apply(self, *args, **kwargs):
+        out = super()._apply(*args, **kwargs)
+        forget_parameters()               # a conversion may have replaced parameter objects
+        return out
 
     def log_marginal(self, x: torch.Tensor) -> Optional[torch.Tensor]:
         """Exact log p(x) per datum, shape ``[B]``; ``None`` where intractable.
