@@ -25,6 +25,8 @@ relaxed surrogate, on a fixed random subset (seed 0) of --eval-limit test images
         --resume --lr-decay 0.99 --runs cat20x10-nvil --name discrete_mnist_cat_nvil_decay
     python benchmarks/discrete_mnist.py --data-dir ../shared/data --evaluate-only --runs sbn200-nvil \
         --eval-samples 1000 --eval-limit 10000 --name discrete_mnist_nvil_full_test
+    python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 400 --eval-samples 1000 --eval-limit 1000 \
+        --resume --lr-decay 0.995 --runs sbn200-nvil --name discrete_mnist_sbn_nvil_decay
 """
 from __future__ import annotations
 
