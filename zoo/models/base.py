@@ -111,8 +111,8 @@ def _own_value(name, value, *args, **kwargs):
 #: One ``param`` message; made once, not per call (``effectful`` wraps a function anew each time).
 _param_message = effectful(_own_value, type="param")
 
-#: module -> (name, [(site name, parameter), ...]): walking the module tree and building the
-#: names on every model and guide call cost ~0.15 ms of a ~2.3 ms ELBO forward pass on the MNIST VAE.
+#: module -> (name, [(site name, parameter), ...]), so that a training step does not walk the
+#: module tree and rebuild the site names on every model and guide call (Python time per step).
 _PARAM_SITES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
