@@ -10,6 +10,8 @@ from the trained encoder, on a fixed random subset (seed 0) of --eval-limit test
 
     python benchmarks/quality_mnist.py --data-dir ../shared/data --elbo-epochs 60 --iwae-epochs 8 \
         --eval-samples 5000 --eval-limit 1000
+    python benchmarks/quality_mnist.py --data-dir ../shared/data --evaluate-only --eval-samples 5000 \
+        --eval-limit 10000 --name quality_mnist_full_test
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ def main(argv=None):
     p.add_argument("--runs", default="elbo,iwae",
                    help="which runs to train, comma-separated (default elbo,iwae); the others are re-scored as they are")
     p.add_argument("--lr-decay", type=float, default=1.0, help="learning-rate decay per epoch (default 1: constant)")
+    p.add_argument("--name", default="quality_mnist", help="result file name in benchmarks/results")
     args = p.parse_args(argv)
 
     runs = []
@@ -42,7 +45,7 @@ def main(argv=None):
                            lr=1e-3, lr_decay=args.lr_decay, seed=0, device=args.device, eval_samples=args.eval_samples,
                            eval_limit=args.eval_limit, iwae_k=50)
         runs.append((objective, config, REFERENCES[objective]))
-    run_grid("quality_mnist", "VAE 784-200-200-50 on static binarized MNIST: test NLL", runs, Path(args.out),
+    run_grid(args.name, "VAE 784-200-200-50 on static binarized MNIST: test NLL", runs, Path(args.out),
              __doc__.split("Protocol:")[1].split("\n\n")[0].strip().replace("\n", " "),
              evaluate_only=True if args.evaluate_only else set(REFERENCES) - set(args.runs.split(",")),
              resume=args.resume)

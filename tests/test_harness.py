@@ -31,6 +31,23 @@ def test_exact_guide_bounds_all_equal_log_marginal(ml_ppca, synthetic):
     assert r["psis_khat_max"] < 0.7 and r["psis_warning"] is None
 
 
+def test_data_standard_error_is_the_spread_of_exact_log_likelihoods(ml_ppca, synthetic):
+    """With the exact guide each datum's IS estimate is its exact log p(x), so the data standard
+    error must be the sample sd of the closed-form log p(x_n) over sqrt(n); it is what separates
+    the averages of two disjoint halves of the data, not the (zero) Monte Carlo error."""
+    x = synthetic.test
+    r = evaluate(ml_ppca, Exact(ml_ppca), x, num_samples=10, iwae_k=5, psis=False)
+    exact = ml_ppca.log_marginal(x).double()
+    assert r["log_likelihood_data_se"] == pytest.approx((exact.std() / math.sqrt(x.shape[0])).item(), rel=1e-4)
+    assert r["log_likelihood_se"] < 1e-4 < r["log_likelihood_data_se"]
+    half = x.shape[0] // 2
+    a, b = (evaluate(ml_ppca, Exact(ml_ppca), part, num_samples=10, iwae_k=5, psis=False)
+            for part in (x[:half], x[half:2 * half]))
+    # the two halves' averages differ by about sqrt(2) data se of a half, not by the Monte Carlo se
+    assert abs(a["log_likelihood"] - b["log_likelihood"]) < 4 * math.hypot(a["log_likelihood_data_se"],
+                                                                           b["log_likelihood_data_se"])
+
+
 def test_bounds_are_ordered_for_an_inexact_guide(ml_ppca, synthetic):
     """ELBO <= IWAE-k <= IS log p(x) ~ exact, for a mismatched (prior-like) per-datum guide."""
     g = MeanField(ml_ppca, num_data=synthetic.test.shape[0], init_scale=0.5)

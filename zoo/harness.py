@@ -14,6 +14,13 @@ stays bounded), forms log w_k = log p(x, z_k) - log q(z_k | x) with
     slightly underestimates log p(x)), and its Monte Carlo standard error: per
     datum by the delta method, se_n = sqrt((mean(w^2)/mean(w)^2 - 1) / K); for the
     average, sqrt(sum_n se_n^2) / n.
+``log_likelihood_data_se``
+    The other uncertainty of the average: which data were evaluated. The spread of the
+    per-datum log p(x) over the n data divided by sqrt(n): how far the average over a random
+    subset of a test split may sit from the average over the whole split (conservative by
+    the factor 1 / sqrt(1 - n/N_split)). On a subset of 1000 test images it is far above the
+    Monte Carlo error, so a subset's figure can be compared with a paper's whole-test-set
+    figure only within it.
 ``exact_log_likelihood``, ``elbo_gap``, ``is_error``
     Where the model has a closed-form ``log_marginal``: the exact log p(x), the gap
     log p(x) - ELBO (the KL from q to the true posterior), and IS - exact.
@@ -57,6 +64,7 @@ RESULT_KEYS = {
     "iwae_bound": "IWAE-k bound per datum",
     "log_likelihood": "importance-sampled log p(x) per datum (K samples)",
     "log_likelihood_se": "Monte Carlo standard error of log_likelihood",
+    "log_likelihood_data_se": "standard error of log_likelihood over the choice of data: per-datum sd / sqrt(n)",
     "nll": "-log_likelihood, the figure papers report",
     "exact_log_likelihood": "closed-form log p(x) per datum, or null",
     "elbo_gap": "exact log p(x) - ELBO (else log_likelihood - ELBO), per datum",
@@ -190,6 +198,7 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
         "iwae_bound": col["iwae"].mean().item(),
         "log_likelihood": ll,
         "log_likelihood_se": (col["se"].pow(2).sum().sqrt() / n).item(),
+        "log_likelihood_data_se": (col["ll"].std() / math.sqrt(n)).item() if n > 1 else None,
         "nll": -ll,
         "exact_log_likelihood": col["exact"].mean().item() if "exact" in col else None,
         "active_units": int((au_var > ACTIVE_UNIT_THRESHOLD).sum()),
