@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -58,7 +59,7 @@ def write_result(name: str, payload: dict) -> Path:
     return path
 
 
-def grid_parser(doc: str, out: str, eval_samples: int, eval_limit: int):
+def grid_parser(doc: str, out: str, eval_samples: int, eval_limit: Optional[int]):
     """The options every training benchmark shares: data, evaluation, device, --evaluate-only,
     --resume and --out (each script adds its own, e.g. epochs)."""
     import argparse
