@@ -432,6 +432,7 @@ def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional
 COLUMNS = [("model", "model"), ("guide", "guide"), ("objective", "objective"), ("K", "particles"),
            ("epochs", "epochs_trained"), ("ELBO", "elbo"), ("rec", "reconstruction"), ("KL", "kl"),
            ("IWAE-k", "iwae_bound"), ("log p(x) (IS)", "log_likelihood"), ("± se", "log_likelihood_se"),
+           ("± data se", "log_likelihood_data_se"),
            ("exact log p(x)", "exact_log_likelihood"), ("gap", "elbo_gap"), ("AU", "active_units"),
            ("k̂>0.7", "psis_khat_frac_over_0_7"), ("train s", "train_seconds")]
 
