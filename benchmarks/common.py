@@ -118,7 +118,7 @@ def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluat
     for r in rows:
         md.append(f"| {r['label']} | {r['config']['objective']} | {r['config']['guide']} | {r['epochs_trained']} | "
                   f"{-r['elbo']:.2f} | {r['nll']:.2f} | {r['log_likelihood_se']:.2f} | "
-                  f"{r['log_likelihood_data_se']:.2f} | "
+                  f"{_two_places(r['log_likelihood_data_se'])} | "
                   f"{r['reference_nll'] if r['reference_nll'] is not None else '–'} | {r['active_units']} | "
                   f"{r['psis_khat_frac_over_0_7']:.1%} | {r['train_seconds'] or 0:.0f} |")
     md += ["", "± se is the Monte Carlo error of the importance sampling; ± data se the error from which test "
@@ -127,6 +127,11 @@ def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluat
            "", "Full harness table:", "", results_markdown(rows)]
     (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
     return rows
+
+
+def _two_places(value) -> str:
+    """A figure to two decimals, or a dash where there is none (a data se of one scored image)."""
+    return "–" if value is None else f"{value:.2f}"
 
 
 def fail(message: str) -> None:

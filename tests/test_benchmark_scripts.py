@@ -24,3 +24,24 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, script, args, says):
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], r.stderr
     assert "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_run_grid_table_with_one_scored_image(tmp_path, monkeypatch):
+    """Scoring a single image leaves no data standard error: the benchmark table shows a dash there
+    and the JSON a null, instead of failing after the training."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from zoo.runs import RunConfig
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    config = RunConfig(model="vae", dataset="digits", epochs=1, latent_dim=2, hidden=[16],
+                       eval_samples=8, iwae_k=4, eval_limit=1, device="cpu")
+    rows = common.run_grid("one_image", "one image", [("vae", config, None)], tmp_path / "runs", protocol="test")
+    assert rows[0]["log_likelihood_data_se"] is None and rows[0]["num_data"] == 1
+    row = next(line for line in (tmp_path / "results" / "one_image.md").read_text().splitlines()
+               if line.startswith("| vae |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[7] == "–"          # the "± data se" column
+    assert cells[6] != "–"          # the Monte Carlo se is still there
