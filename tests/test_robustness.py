@@ -137,6 +137,22 @@ def test_resume_with_a_lower_learning_rate_and_a_new_decay(tmp_path):
     assert [h["lr"] for h in s["history"]] == pytest.approx([1e-3, 1e-4, 5e-5])
 
 
+def test_a_new_learning_rate_restarts_at_that_rate_even_from_a_checkpoint_without_initial_lr(tmp_path):
+    """A decayed run resumed with a new --lr restarts at the new --lr, also when its checkpoint
+    was written by a run that began before learning-rate schedules existed (its optimizer groups
+    carry no ``initial_lr``): the step size must not be the decayed rate scaled by new/old."""
+    from zoo.checkpoint import save_checkpoint
+    out = tmp_path / "r"
+    train_run(RunConfig(**{**SMALL_RUN, "epochs": 2, "batch_size": 200, "lr_decay": 0.1}), out, progress=False)
+    state = load_checkpoint(out / "checkpoint.pt")
+    for group in state["optimizer"]["param_groups"]:
+        del group["initial_lr"]
+    save_checkpoint(out / "checkpoint.pt", **state)
+    s = train_run(RunConfig(**{**SMALL_RUN, "epochs": 4, "batch_size": 200, "lr": 5e-4, "lr_decay": 0.5}), out,
+                  resume=True, progress=False)
+    assert [h["lr"] for h in s["history"]] == pytest.approx([1e-3, 1e-4, 5e-4, 2.5e-4])
+
+
 def test_resume_a_checkpoint_of_the_unfused_adam(tmp_path, monkeypatch):
     """Checkpoints written before the optimizer was fused (PyTorch's default Adam) still resume,
     and the resumed run uses the fused update again."""

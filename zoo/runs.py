@@ -265,6 +265,7 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
             run.model.load_state_dict(state["model"])
             run.guide.load_state_dict(state["guide"])
             fused = [g.get("fused") for g in optimizer.param_groups]
+            fresh_lrs = [g["lr"] for g in optimizer.param_groups]      # config.lr times each group's multiplier
             optimizer.load_state_dict(state["optimizer"])
             for group, flag in zip(optimizer.param_groups, fused):
                 group["fused"] = flag         # a checkpoint's implementation choice is not its state
@@ -279,7 +280,7 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
                            f"start a new run with a new --out") from None
         stored = RunConfig.from_json(state["config"])
         if (stored.lr, stored.lr_decay) != (config.lr, config.lr_decay):
-            _change_schedule(optimizer, scheduler, config, stored)
+            _change_schedule(optimizer, scheduler, config, stored, fresh_lrs)
         history, start_epoch = list(state["history"]), int(state["epoch"])
         start_step, epoch_total = int(state.get("step", 0)), float(state.get("epoch_total", 0.0))
         set_rng_state(state["rng"])
@@ -324,15 +325,17 @@ RESUMABLE_CHANGES = ("epochs", "device", "eval_samples", "iwae_k", "eval_split",
                      "data_dir", "checkpoint_every", "distributed", "tensorboard", "lr", "lr_decay")
 
 
-def _change_schedule(optimizer, scheduler, config: RunConfig, stored: RunConfig) -> None:
-    """A resumed run with a new --lr / --lr-decay: the restored Adam moments are kept, each
-    parameter group's step size restarts at its initial value times new/old --lr (so a
-    guide's ``lr_multiplier`` is kept), and decays by the new factor from here on."""
+def _change_schedule(optimizer, scheduler, config: RunConfig, stored: RunConfig, fresh_lrs) -> None:
+    """A resumed run with a new --lr / --lr-decay: the restored Adam moments are kept. A new --lr
+    restarts each parameter group's step size at the new --lr times that group's multiplier (a
+    guide's ``lr_multiplier``), i.e. at ``fresh_lrs``, the step sizes of an optimizer just built
+    with the new config; the new --lr-decay decays it from here on. (The step size is not derived
+    from the checkpoint's groups: a checkpoint whose run began before schedules existed carries no
+    ``initial_lr``, and scaling its decayed rate by new/old would restart far below the new --lr.)"""
     if stored.lr != config.lr:
-        for group in optimizer.param_groups:
-            group["initial_lr"] = group.get("initial_lr", group["lr"]) * config.lr / stored.lr
-            group["lr"] = group["initial_lr"]
-        scheduler.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+        for group, lr in zip(optimizer.param_groups, fresh_lrs):
+            group["initial_lr"] = group["lr"] = lr
+        scheduler.base_lrs = list(fresh_lrs)
     scheduler.gamma = config.lr_decay
 
 
