@@ -5,7 +5,8 @@ References (Burda et al. 2016, appendix D, after 3280 epochs): VAE 88.71 and
 IWAE k=50 87.10 nats test NLL, both with IS K=5000.
 
 Protocol: Adam (lr --lr, default 1e-3, times --lr-decay per epoch from where a run starts or resumes;
-a run resumed with a new --lr restarts its step size there and keeps Adam's moments), batch --batch-size
+a run resumed with a new --lr restarts its step size there and keeps Adam's moments; Adam's --adam-betas and
+--adam-eps, default torch's; KL annealing over the first --kl-warmup epochs, default none), batch --batch-size
 (default 100), seed 0, amortized Gaussian encoder mirroring the decoder, tanh. Test NLL = -log (1/K) sum_k w_k with K = --eval-samples importance samples
 from the trained encoder, on all 10,000 test images (the papers' protocol), or with --eval-limit n on a fixed random
 subset (seed 0) of n, quicker but off the whole-test figure by up to a few "data se" (the per-datum NLL
@@ -42,6 +43,11 @@ def main(argv=None):
     p.add_argument("--lr-decay", type=float, default=1.0, help="learning-rate decay per epoch (default 1: constant)")
     p.add_argument("--lr", type=float, default=1e-3,
                    help="Adam step size (default 1e-3); with --resume, the step size the continued runs restart at")
+    p.add_argument("--kl-warmup", type=int, default=None, metavar="EPOCHS",
+                   help="KL annealing over the first EPOCHS epochs (default: none)")
+    p.add_argument("--adam-eps", type=float, default=None, help="Adam's epsilon (default 1e-8; Burda et al.: 1e-4)")
+    p.add_argument("--adam-betas", type=float, nargs=2, default=None, metavar=("B1", "B2"),
+                   help="Adam's betas (default 0.9 0.999)")
     p.add_argument("--name", default="quality_mnist", help="result file name in benchmarks/results")
     args = p.parse_args(argv)
 
@@ -50,7 +56,8 @@ def main(argv=None):
         config = RunConfig(model="vae", guide="amortized", objective=objective, particles=particles,
                            dataset="binarized_mnist", data_dir=args.data_dir, epochs=epochs, batch_size=args.batch_size,
                            lr=args.lr, lr_decay=args.lr_decay, seed=0, device=args.device, eval_samples=args.eval_samples,
-                           eval_limit=args.eval_limit, iwae_k=50)
+                           eval_limit=args.eval_limit, iwae_k=50, kl_warmup=args.kl_warmup,
+                           adam_betas=args.adam_betas, adam_eps=args.adam_eps)
         if objective in args.runs.split(",") or args.evaluate_only or (Path(args.out) / objective).exists():
             runs.append((objective, config, REFERENCES[objective]))
     run_grid(args.name, "VAE 784-200-200-50 on static binarized MNIST: test NLL", runs, Path(args.out),

@@ -87,7 +87,7 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
     model_trace = poutine.trace(
         poutine.replay(vectorize(model, num_particles), trace=guide_trace)).get_trace(*args, **kwargs)
 
-    log_likelihood = log_prior = log_q = 0.0
+    log_likelihood, log_prior_terms, log_q_terms = 0.0, [], []
     scale, x_dist, latents, guide_means = 1.0, None, {}, {}
     reparameterized = True
     for name, site in model_trace.nodes.items():
@@ -105,12 +105,12 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
             if name not in guide_trace.nodes:
                 raise ZooError(f"the guide does not sample the model's latent {name!r}; "
                                f"a guide must cover every latent site")
-            log_prior = log_prior + log_p
+            log_prior_terms.append((log_p, site["scale"]))
             latents[name] = site["value"]
     for name, site in guide_trace.nodes.items():
         if site["type"] == "sample" and name not in ("particles", "data"):
             q = q_transform(site["fn"]) if q_transform is not None else site["fn"]
-            log_q = log_q + q.log_prob(site["value"])
+            log_q_terms.append((q.log_prob(site["value"]), site["scale"]))
             reparameterized = reparameterized and bool(site["fn"].has_rsample)
             try:
                 guide_means[name] = site["fn"].mean
@@ -118,12 +118,25 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
                 pass
     if not torch.is_tensor(log_likelihood):
         raise ZooError("the model observed nothing: pass the data x to score it")
+    log_prior, log_q = _weighted_sum(log_prior_terms, scale), _weighted_sum(log_q_terms, scale)
     log_likelihood, log_prior, log_q = torch.broadcast_tensors(log_likelihood, log_prior, log_q)
     def params(trace):
         return list({id(s["value"]): s["value"] for s in trace.nodes.values() if s["type"] == "param"}.values())
 
     return LogWeights(log_likelihood, log_prior, log_q, scale, latents, guide_means, x_dist, reparameterized,
                       params(model_trace), params(guide_trace))
+
+
+def _weighted_sum(terms, data_scale: float):
+    """Sum latent log-densities, each weighted by its site's scale relative to the data's.
+
+    Sites inside the data plate carry the plate's N/B like the observation, so the weight is 1;
+    under :class:`zoo.objectives.KLWarmup` a latent's scale is beta * N/B and its weight beta."""
+    total = 0.0
+    for log_p, site_scale in terms:
+        weight = site_scale / data_scale
+        total = total + (log_p if isinstance(weight, float) and weight == 1.0 else weight * log_p)
+    return total
 
 
 def per_datum_renyi_bound(log_w: torch.Tensor, alpha: float) -> torch.Tensor:

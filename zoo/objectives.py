@@ -30,6 +30,7 @@ from typing import Callable, Optional
 
 import torch
 import pyro.poutine as poutine
+from pyro.poutine.messenger import Messenger
 from pyro.infer import (ELBO, RenyiELBO, ReweightedWakeSleep as PyroRWS, Trace_ELBO, TraceEnum_ELBO,
                         TraceMeanField_ELBO, config_enumerate)
 
@@ -40,7 +41,42 @@ from zoo.importance import per_datum_log_weights, per_datum_renyi_bound
 from zoo.models.base import MAX_PLATE_NESTING
 
 __all__ = ["RenyiBound", "IWAEBound", "EnumELBO", "ReweightedWakeSleep", "ObjectiveSpec", "OBJECTIVES",
-           "build_objective", "per_datum_renyi_bound"]
+           "build_objective", "per_datum_renyi_bound", "KLWarmup", "kl_warmup_weight"]
+
+
+class KLWarmup(Messenger):
+    """KL annealing, or "warm-up" (Bowman et al. 2016; Sønderby et al. 2016, section 2.3).
+
+    Inside this handler every *latent* sample site, of the model and of the guide, has its
+    log-density weighted by ``beta``; observed sites are left alone. Any objective then trains
+    the tempered bound::
+
+        E_q[ log p(x | z) + beta * (log p(z) - log q(z | x)) ]  =  E_q[log p(x | z)] - beta * KL(q || p)
+
+    and each importance log-weight becomes log p(x | z) + beta * (log p(z) - log q(z | x)).
+    Early in training, with beta near 0, the guide is not pulled to the prior before the decoder
+    has learned to use z, which keeps more latent units active; at beta = 1 it is the ELBO again.
+
+    It multiplies each site's ``scale``, the factor Pyro's ELBOs already apply (the plate's N/B):
+    Trace_ELBO, TraceGraph_ELBO and TraceMeanField_ELBO's analytic KL honour it directly, and
+    :func:`zoo.importance.per_datum_log_weights` reads a latent site's scale relative to the
+    observation's, so the per-datum bounds (iwae, renyi, dreg, stl, vimco, reinforce) are
+    tempered the same way. Training wraps each step in it (``fit(kl_warmup_steps=...)``);
+    validation and the evaluation harness never run under it, so they report the true bound.
+    """
+
+    def __init__(self, beta: float):
+        super().__init__()
+        self.beta = float(beta)
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and not msg["is_observed"]:
+            msg["scale"] = msg["scale"] * self.beta
+
+
+def kl_warmup_weight(global_step: int, warmup_steps: int) -> float:
+    """beta of step ``global_step`` (from 0): linear from 1/warmup_steps to 1, then 1."""
+    return min(1.0, (global_step + 1) / warmup_steps)
 
 
 class RenyiBound(ELBO):
@@ -242,6 +278,7 @@ class ObjectiveSpec:
     uses_insomnia: bool = False
     needs_normal_guide: bool = False      # path derivatives: log q at detached parameters
     needs_own_guide_params: bool = False
+    warmup: bool = True                   # --kl-warmup is defined (no: the latents are summed or slept)
 
 
 OBJECTIVES = {spec.name: spec for spec in [
@@ -254,12 +291,13 @@ OBJECTIVES = {spec.name: spec for spec in [
                   "--baseline (none, decaying, neural = NVIL), per datum (zoo.baselines)",
                   _pyro_elbo(BaselineTraceGraph_ELBO), uses_baselines=True),
     ObjectiveSpec("enum", "TraceEnum_ELBO with the guide's discrete sites summed exactly (small latent spaces)",
-                  lambda k, a: EnumELBO(), needs_enumeration=True),
+                  lambda k, a: EnumELBO(), needs_enumeration=True, warmup=False),
     ObjectiveSpec("rws", "per-datum reweighted wake-sleep (wake-theta, wake-phi, sleep-phi by --insomnia); "
-                  "--particles 1 --insomnia 0 is wake-sleep", None, default_particles=5, uses_insomnia=True),
+                  "--particles 1 --insomnia 0 is wake-sleep", None, default_particles=5, uses_insomnia=True,
+                  warmup=False),
     ObjectiveSpec("rws_pyro", "Pyro's ReweightedWakeSleep. Caveat: pools the N/B-scaled log-weights of the "
                   "minibatch into one weight per particle, so under minibatching it is not per-datum",
-                  None, default_particles=5, uses_insomnia=True),
+                  None, default_particles=5, uses_insomnia=True, warmup=False),
     ObjectiveSpec("reinforce", "ELBO with the pure score-function gradient for every site, even reparameterizable "
                   "ones, no baseline (the lecture's comparison)", lambda k, a: Reinforce(num_particles=k)),
     ObjectiveSpec("stl", "ELBO with the sticking-the-landing path-derivative guide gradient (Roeder et al. 2017)",

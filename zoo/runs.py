@@ -77,6 +77,9 @@ class RunConfig:
     checkpoint_every: Optional[int] = None
     clip_grad: Optional[float] = None
     lr_decay: float = 1.0
+    kl_warmup: Optional[int] = None
+    adam_betas: Optional[List[float]] = None
+    adam_eps: Optional[float] = None
     keep_best: bool = False
     deterministic: bool = False
     distributed: bool = False
@@ -126,6 +129,13 @@ def _check_positive(config: RunConfig) -> None:
         raise ZooError(f"--clip-grad must be a positive gradient norm, got {config.clip_grad}")
     if not 0 < config.lr_decay <= 1:
         raise ZooError(f"--lr-decay must be in (0, 1], got {config.lr_decay}")
+    if config.kl_warmup is not None and int(config.kl_warmup) < 1:
+        raise ZooError(f"--kl-warmup must be a positive number of epochs, got {config.kl_warmup}")
+    if config.adam_betas is not None and not (len(config.adam_betas) == 2
+                                              and all(0 <= b < 1 for b in config.adam_betas)):
+        raise ZooError(f"--adam-betas takes two numbers in [0, 1), e.g. 0.9 0.999; got {config.adam_betas}")
+    if config.adam_eps is not None and not config.adam_eps > 0:
+        raise ZooError(f"--adam-eps must be positive, got {config.adam_eps}")
     if config.eval_limit is not None and config.eval_limit < 1:
         raise ZooError(f"--eval-limit must be a positive integer, got {config.eval_limit}")
     if config.refit_epochs is not None and config.refit_epochs < 1:
@@ -178,6 +188,9 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
         raise ZooError(f"--keep-best picks the epoch with the best validation ELBO, which needs an amortized "
                        f"guide; {config.guide!r} is per-datum: drop --keep-best or use amortized")
     objective = build_objective(config.objective, config.particles, config.alpha, config.insomnia)
+    if config.kl_warmup and not OBJECTIVES[config.objective].warmup:
+        raise ZooError(f"--kl-warmup weights the latent terms of a bound; {config.objective!r} has none to weight "
+                       f"(it sums or sleeps its latents): drop --kl-warmup, or use elbo, tracegraph or iwae")
     if config.batch_size > data.train.shape[0]:
         raise ZooError(f"--batch-size {config.batch_size} is larger than the {data.train.shape[0]} "
                        f"training data of {data.name!r}; use at most {data.train.shape[0]}")
@@ -257,7 +270,7 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
         run = prepare(config, data, device=device)
     else:
         run = prepare(config, data)
-    optimizer = make_optimizer(run.model, run.guide, config.lr)
+    optimizer = make_optimizer(run.model, run.guide, config.lr, betas=config.adam_betas, eps=config.adam_eps)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     history, start_epoch, start_step, epoch_total = [], 0, 0, 0.0
     if resume:
@@ -305,7 +318,7 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
             lr=config.lr, seed=config.seed, valid=valid if main else None, progress=progress and main,
             optimizer=optimizer, scheduler=scheduler, start_epoch=start_epoch, start_step=start_step,
             epoch_total=epoch_total, history=history, checkpoint_every=config.checkpoint_every,
-            clip_grad=config.clip_grad, **hooks,
+            clip_grad=config.clip_grad, kl_warmup=config.kl_warmup, **hooks,
             on_checkpoint=(lambda e, st, tot, opt, sch, h: _checkpoint(run, ckpt_path, e, st, tot, opt, sch, h))
             if main else None)
     finally:

@@ -14,6 +14,7 @@ data order of epoch e is a permutation drawn from a generator seeded by
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Callable, Dict, List, Optional
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 
 from zoo.errors import ZooError
 from zoo.harness import bound_per_datum
+from zoo.objectives import KLWarmup, kl_warmup_weight
 
 __all__ = ["fit", "fit_local_guide", "epoch_order", "make_optimizer"]
 
@@ -35,9 +37,12 @@ def epoch_order(num_data: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_data, generator=g)
 
 
-def make_optimizer(model, guide, lr: float, guide_only: bool = False) -> torch.optim.Adam:
+def make_optimizer(model, guide, lr: float, guide_only: bool = False, betas=None,
+                   eps: Optional[float] = None) -> torch.optim.Adam:
     """Adam over the model's and the guide's parameters (only the guide's if ``guide_only``);
-    a guide's ``lr_multiplier`` (per-datum tables) scales its step.
+    a guide's ``lr_multiplier`` (per-datum tables) scales its step. ``betas`` and ``eps`` are
+    Adam's (default: torch's (0.9, 0.999) and 1e-8; Burda et al. 2016 report (0.9, 0.999) and 1e-4,
+    and their released code's Adam defaults to beta1 = 0.99).
 
     PyTorch's fused Adam: the same update rule in one kernel over all tensors. On CPU the
     default updates one tensor at a time from Python; for the 784-200-200-50 VAE at batch 100
@@ -50,10 +55,13 @@ def make_optimizer(model, guide, lr: float, guide_only: bool = False) -> torch.o
     groups = [{"params": model_params, "lr": lr},
               {"params": guide_params, "lr": lr * getattr(guide, "lr_multiplier", 1.0)}]
     groups = [g for g in groups if g["params"]]
+    options = {"betas": tuple(betas)} if betas is not None else {}
+    if eps is not None:
+        options["eps"] = float(eps)
     try:
-        return torch.optim.Adam(groups, lr=lr, fused=True)
+        return torch.optim.Adam(groups, lr=lr, fused=True, **options)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(groups, lr=lr)
+        return torch.optim.Adam(groups, lr=lr, **options)
 
 
 def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
@@ -63,7 +71,7 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
         on_checkpoint: Optional[Callable] = None, checkpoint_every: Optional[int] = None,
         clip_grad: Optional[float] = None, guide_only: bool = False, desc: str = "train",
         batches: Optional[Callable] = None, step_fn: Optional[Callable] = None,
-        log: Optional[Callable] = None) -> List[Dict]:
+        log: Optional[Callable] = None, kl_warmup: Optional[int] = None) -> List[Dict]:
     """Run SVI for ``epochs`` epochs; return the per-epoch history.
 
     Each history row has ``epoch``, ``loss`` (the objective's negative bound per
@@ -83,6 +91,13 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     into ``batch_size`` pieces) and ``step_fn(x_batch, idx)`` computes one step's loss and
     gradients (default: ``objective.loss_and_grads``). ``log("step", global_step, loss=,
     grad_norm=)`` and ``log("epoch", epoch, row=)`` receive the monitoring values (TensorBoard).
+
+    ``kl_warmup`` (epochs): KL annealing. Step s of the first ``kl_warmup`` epochs runs under
+    :class:`~zoo.objectives.KLWarmup` with beta = (s + 1) / (kl_warmup x steps per epoch), so the
+    latent terms of the objective are weighted up linearly from ~0 to 1; such epochs' rows carry
+    ``kl_weight``, the beta of their last step, and their ``loss`` is the tempered bound. The
+    validation ELBO is always the true one. beta is a function of the step, so a resumed run
+    continues the same schedule.
     """
     model.validate_data(x, what="training data")
     N = x.shape[0]
@@ -121,7 +136,9 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
             # Pyro checks distribution arguments on the first step of each epoch (shapes,
             # supports); after that the checks are off in the hot loop. The data were
             # validated once up front and non-finite values are caught just below.
-            with pyro.validation_enabled(pyro.infer.util.is_validation_enabled() and step == first):
+            beta = kl_warmup_weight(global_step, kl_warmup * steps) if kl_warmup else 1.0
+            warm = KLWarmup(beta) if beta < 1.0 else contextlib.nullcontext()
+            with pyro.validation_enabled(pyro.infer.util.is_validation_enabled() and step == first), warm:
                 loss = step_fn(x[idx], idx)
             check_finite(loss, params, epoch, step, global_step, objective)
             if clip_grad:
@@ -139,6 +156,8 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
                 on_checkpoint(epoch, step + 1, total, optimizer, scheduler, history)
         row = {"epoch": epoch + 1, "loss": total / steps, "seconds": time.perf_counter() - t0,
                "valid_elbo": None, "lr": optimizer.param_groups[0]["lr"]}
+        if kl_warmup and epoch < kl_warmup:
+            row["kl_weight"] = kl_warmup_weight(epoch * steps + steps - 1, kl_warmup * steps)
         if valid is not None and getattr(guide, "amortized", True):
             row["valid_elbo"] = bound_per_datum(model, guide, valid)
             if not guide_only:
