@@ -119,6 +119,11 @@ BAD = {
     "analytic KL with a score-function guide": (["train", "categorical_vae", "--objective", "tracemeanfield"],
                                                  "needs a reparameterizable guide"),
     "baseline without tracegraph": (["train", "sbn", "--baseline", "neural"], "tracegraph objective only"),
+    "zero warm-up": (["train", "vae", "--kl-warmup", "0"], "--kl-warmup must be a positive number of epochs"),
+    "warm-up without a KL": (["train", "sbn", "--objective", "rws", "--kl-warmup", "5"],
+                             "--kl-warmup weights the latent terms"),
+    "Adam beta of 1": (["train", "vae", "--adam-betas", "0.9", "1"], "--adam-betas takes two numbers in [0, 1)"),
+    "zero Adam epsilon": (["train", "vae", "--adam-eps", "0"], "--adam-eps must be positive"),
     "insomnia out of range": (["train", "sbn", "--objective", "rws", "--insomnia", "2"], "--insomnia must be in [0, 1]"),
 }
 

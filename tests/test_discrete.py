@@ -416,3 +416,28 @@ def test_independent_bernoulli_is_torchs_bernoulli_to_event():
     with pyro.plate("data", 3):
         trace = pyro.poutine.trace(lambda: pyro.sample("x", IndependentBernoulli(logits[0, 0]), obs=x)).get_trace()
     assert torch.allclose(trace.nodes["x"]["fn"].log_prob(x), Bernoulli(logits=logits[0, 0]).log_prob(x).sum(-1))
+
+
+@pytest.mark.parametrize("objective_name", ["elbo", "tracegraph"])
+def test_kl_warmup_tempers_the_score_function_elbo(objective_name):
+    """For an SBN with a score-function guide, with the same samples, loss(beta) is linear in beta,
+    loss(1) is the plain loss and loss(1) - loss(0) = sum_b [log q(z_b | x_b) - log p(z_b)]."""
+    from zoo.importance import per_datum_log_weights
+    from zoo.objectives import KLWarmup
+    m, x = small_sbn(seed=1), binary_data(seed=1)
+    g = build_guide("amortized", m, hidden=(8,))
+
+    def loss(beta=None):
+        pyro.set_rng_seed(4)
+        objective = build_objective(objective_name)
+        if beta is None:
+            return objective.loss(m, g, x)
+        with KLWarmup(beta):
+            return objective.loss(m, g, x)
+
+    full, l0, half, l1 = loss(), loss(0.0), loss(0.5), loss(1.0)
+    pyro.set_rng_seed(4)
+    lw = per_datum_log_weights(m, g, x, num_particles=1)
+    assert l1 == pytest.approx(full, rel=1e-6)
+    assert full - l0 == pytest.approx((lw.log_q - lw.log_prior).sum().item(), rel=1e-4, abs=1e-4)
+    assert half == pytest.approx((l0 + full) / 2, rel=1e-5)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from guides import Amortized, MeanField
-from zoo.importance import vectorize
+from zoo.importance import per_datum_log_weights, vectorize
 from zoo.models import PPCA
-from zoo.objectives import IWAEBound, RenyiBound, build_objective
+from zoo.objectives import IWAEBound, KLWarmup, RenyiBound, build_objective
 
 
 def small_ppca(x_dim=3, latent_dim=2, seed=0):
@@ -125,3 +125,66 @@ def test_renyi_refuses_a_score_function_guide():
 
     with pytest.raises(ZooError, match="reparameterizable"):
         IWAEBound(num_particles=3).loss(m, score_function_guide, torch.randn(4, 3))
+
+
+def test_kl_warmup_weights_the_latent_terms_of_each_log_weight_under_subsampling():
+    """Under KLWarmup(beta), log w = log p(x | z) + beta (log p(z) - log q(z | x)) for the same particles,
+    with the observation's N/B still read as the subsample scale, and the IWAE loss is built from it."""
+    m = small_ppca()
+    x_all = torch.randn(50, 3)
+    idx = torch.tensor([3, 17, 22, 40])
+    g = MeanField(m, num_data=50)
+    with torch.no_grad():
+        g.z_loc.normal_()
+    K, N, B, beta = 6, 50, 4, 0.3
+    pyro.set_rng_seed(5)
+    plain = per_datum_log_weights(m, g, x_all[idx], idx=idx, N=N, num_particles=K)
+    pyro.set_rng_seed(5)
+    with KLWarmup(beta):
+        warm = per_datum_log_weights(m, g, x_all[idx], idx=idx, N=N, num_particles=K)
+    assert warm.scale == plain.scale == N / B
+    assert torch.allclose(warm.log_w, plain.log_likelihood + beta * (plain.log_prior - plain.log_q), atol=1e-5)
+    assert not torch.allclose(warm.log_w, plain.log_w, atol=1e-2)
+    pyro.set_rng_seed(5)
+    with KLWarmup(beta):
+        ours = IWAEBound(num_particles=K).loss(m, g, x_all[idx], idx=idx, N=N)
+    hand = torch.logsumexp(plain.log_likelihood + beta * (plain.log_prior - plain.log_q), 0) - math.log(K)
+    assert ours == pytest.approx(-(N / B) * hand.sum().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["elbo", "tracemeanfield"])
+def test_kl_warmup_tempers_pyros_elbos_to_reconstruction_minus_beta_kl(name):
+    """With the same particle, loss(beta) = -(N/B) sum_b [rec_b - beta KL_b]: at beta = 1 the plain loss,
+    and loss(1) - loss(0) = (N/B) sum_b KL_b, where KL_b is the closed-form KL(q(z | x_b) || N(0, I)) for
+    tracemeanfield and its one-sample estimate log q(z_b | x_b) - log p(z_b) for elbo."""
+    m = small_ppca()
+    g = Amortized(m, hidden=(8,))
+    x, idx, N = torch.randn(6, 3), torch.arange(6), 30
+
+    def loss(beta=None):
+        pyro.set_rng_seed(2)
+        objective = build_objective(name)
+        if beta is None:
+            return objective.loss(m, g, x, idx=idx, N=N)
+        with KLWarmup(beta):
+            return objective.loss(m, g, x, idx=idx, N=N)
+
+    full, l0, l1, half = loss(), loss(0.0), loss(1.0), loss(0.5)
+    if name == "tracemeanfield":
+        q = poutine.trace(g).get_trace(x, idx=idx, N=N).nodes["z"]["fn"]
+        kl = torch.distributions.kl_divergence(q.base_dist, torch.distributions.Normal(0.0, 1.0)).sum().item()
+    else:
+        pyro.set_rng_seed(2)
+        lw = per_datum_log_weights(m, g, x, idx=idx, N=N, num_particles=1)
+        kl = (lw.log_q - lw.log_prior).sum().item()
+    assert l1 == pytest.approx(full, rel=1e-6)
+    assert full - l0 == pytest.approx(N / 6 * kl, rel=1e-4)
+    assert half == pytest.approx((l0 + full) / 2, rel=1e-5)
+
+
+def test_kl_warmup_is_refused_where_there_is_no_kl_to_weight(tmp_path):
+    from zoo.errors import ZooError
+    from zoo.runs import RunConfig, prepare
+    for objective in ("enum", "rws"):
+        with pytest.raises(ZooError, match="--kl-warmup weights the latent terms"):
+            prepare(RunConfig(model="sbn", layers=[4], objective=objective, dataset="digits", kl_warmup=5))

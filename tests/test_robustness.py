@@ -127,6 +127,23 @@ def test_learning_rate_schedule_is_recorded(tmp_path):
     assert [h["lr"] for h in s["history"]] == pytest.approx([1e-3, 5e-4, 2.5e-4])
 
 
+def test_kl_warmup_schedule_is_recorded_and_resumes_exactly(tmp_path):
+    """beta rises linearly over the first --kl-warmup epochs (recorded as each epoch's last beta), is a
+    function of the step, so a run stopped during warm-up and resumed ends where an uninterrupted one does,
+    and the optimizer gets --adam-betas and --adam-eps."""
+    config = RunConfig(**{**SMALL_RUN, "epochs": 3, "batch_size": 200, "kl_warmup": 2, "adam_eps": 1e-3,
+                          "adam_betas": [0.8, 0.99]})
+    s = train_run(config, tmp_path / "whole", progress=False)
+    assert [h.get("kl_weight") for h in s["history"]] == [0.5, 1.0, None]
+    groups = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["optimizer"]["param_groups"]
+    assert all(g["eps"] == 1e-3 and tuple(g["betas"]) == (0.8, 0.99) for g in groups)
+    train_run(RunConfig(**{**config.to_json(), "epochs": 1}), tmp_path / "parts", progress=False)
+    train_run(config, tmp_path / "parts", resume=True, progress=False)
+    assert same_parameters(tmp_path / "whole", tmp_path / "parts")
+    plain = train_run(RunConfig(**{**SMALL_RUN, "epochs": 1, "batch_size": 200}), tmp_path / "plain", progress=False)
+    assert plain["history"][0]["loss"] != pytest.approx(s["history"][0]["loss"], rel=1e-3)
+
+
 def test_resume_with_a_lower_learning_rate_and_a_new_decay(tmp_path):
     """What the NaN guard advises: resume the last good checkpoint with a lower --lr. The new rate
     applies from the resumed epoch on and the new --lr-decay schedules it from there."""

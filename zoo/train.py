@@ -41,8 +41,10 @@ def make_optimizer(model, guide, lr: float, guide_only: bool = False, betas=None
                    eps: Optional[float] = None) -> torch.optim.Adam:
     """Adam over the model's and the guide's parameters (only the guide's if ``guide_only``);
     a guide's ``lr_multiplier`` (per-datum tables) scales its step. ``betas`` and ``eps`` are
-    Adam's (default: torch's (0.9, 0.999) and 1e-8; Burda et al. 2016 report (0.9, 0.999) and 1e-4,
-    and their released code's Adam defaults to beta1 = 0.99).
+    Adam's (default: torch's (0.9, 0.999) and 1e-8). Adam is invariant to the scale of the loss except
+    through ``eps``, and the zoo's loss is the bound summed over all N data (N/B times the minibatch
+    sum), so an ``eps`` quoted for a loss summed over a minibatch of B' data is ``eps * N / B'`` here:
+    Burda et al. (2016) used 1e-4 on sums over 20 images, i.e. 0.25 for N = 50,000.
 
     PyTorch's fused Adam: the same update rule in one kernel over all tensors. On CPU the
     default updates one tensor at a time from Python; for the 784-200-200-50 VAE at batch 100
