@@ -34,15 +34,20 @@ def hand_log_weights(m, guide, x, idx, N, K, seed):
     return log_lik + log_prior - q.log_prob(z)
 
 
-@pytest.mark.parametrize("alpha", [0.0, 0.5])
-def test_renyi_matches_hand_computation_under_subsampling(alpha):
-    """-(N/B) sum_b 1/(1-a) log mean_k w_kb^(1-a), with w from the same particles, for a minibatch of 4 out of 50."""
+def subsampled_ppca():
+    """A small pPCA, 50 data, a per-datum guide with spread-out means, and a minibatch of 4 of them."""
     m = small_ppca()
     x_all = torch.randn(50, 3)
-    idx = torch.tensor([3, 17, 22, 40])
     g = MeanField(m, num_data=50)
     with torch.no_grad():
         g.z_loc.normal_()
+    return m, g, x_all, torch.tensor([3, 17, 22, 40])
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_renyi_matches_hand_computation_under_subsampling(alpha):
+    """-(N/B) sum_b 1/(1-a) log mean_k w_kb^(1-a), with w from the same particles, for a minibatch of 4 out of 50."""
+    m, g, x_all, idx = subsampled_ppca()
     K, N, B = 7, 50, 4
     pyro.set_rng_seed(11)
     ours = RenyiBound(alpha=alpha, num_particles=K).loss(m, g, x_all[idx], idx=idx, N=N)
@@ -130,12 +135,7 @@ def test_renyi_refuses_a_score_function_guide():
 def test_kl_warmup_weights_the_latent_terms_of_each_log_weight_under_subsampling():
     """Under KLWarmup(beta), log w = log p(x | z) + beta (log p(z) - log q(z | x)) for the same particles,
     with the observation's N/B still read as the subsample scale, and the IWAE loss is built from it."""
-    m = small_ppca()
-    x_all = torch.randn(50, 3)
-    idx = torch.tensor([3, 17, 22, 40])
-    g = MeanField(m, num_data=50)
-    with torch.no_grad():
-        g.z_loc.normal_()
+    m, g, x_all, idx = subsampled_ppca()
     K, N, B, beta = 6, 50, 4, 0.3
     pyro.set_rng_seed(5)
     plain = per_datum_log_weights(m, g, x_all[idx], idx=idx, N=N, num_particles=K)
