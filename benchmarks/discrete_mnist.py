@@ -7,7 +7,8 @@ References (fixed binarization):
 
 Protocol: Adam, batch 100, seed 0, amortized encoder mirroring the decoder's tanh layers (one tanh
 layer of 200 for the linear SBN). Plain REINFORCE (elbo, no baseline) at lr 3e-4; every other run at
-lr 1e-3, times --lr-decay per epoch from where a run starts or resumes. NVIL = tracegraph with --baseline neural (a running average centring the per-datum learning
+lr 1e-3, times --lr-decay per epoch from where a run starts or resumes; with --kl-warmup E the latent terms are
+weighted by beta rising linearly to 1 over the first E epochs. NVIL = tracegraph with --baseline neural (a running average centring the per-datum learning
 signal plus the input-dependent b(x), zoo.baselines). Relaxed runs train Jang et al.'s objective,
 tracemeanfield with the relaxed guide: the reconstruction term at a Gumbel-softmax / Concrete sample
 minus the closed-form KL of the discrete q(z|x) to the discrete prior, with tau = max(0.5, exp(-1e-4
@@ -54,11 +55,13 @@ def main(argv=None):
     p.add_argument("--name", default="discrete_mnist", help="result file name in benchmarks/results")
     p.add_argument("--lr-decay", type=float, default=1.0,
                    help="learning-rate decay per epoch, from where a run starts or resumes (default 1: constant)")
+    p.add_argument("--kl-warmup", type=int, default=None, metavar="EPOCHS",
+                   help="KL annealing over the first EPOCHS epochs (default: none)")
     args = p.parse_args(argv)
 
     common = dict(dataset="binarized_mnist", data_dir=args.data_dir, epochs=args.epochs, batch_size=100,
                   seed=0, device=args.device, eval_samples=args.eval_samples, eval_limit=args.eval_limit, iwae_k=50,
-                  lr_decay=args.lr_decay)
+                  lr_decay=args.lr_decay, kl_warmup=args.kl_warmup)
     relaxed = dict(guide="relaxed", objective="tracemeanfield", lr=1e-3, temperature=1.0, temperature_min=0.5,
                    anneal_rate=1e-4)
     nvil = dict(guide="amortized", objective="tracegraph", baseline="neural", lr=1e-3)
