@@ -16,6 +16,13 @@ has a spread of about 25 nats, so about 0.8 nats for n = 1000).
         --eval-samples 5000 --eval-limit 1000
     python benchmarks/quality_mnist.py --data-dir ../shared/data --evaluate-only --eval-samples 5000 \
         --eval-limit 10000 --name quality_mnist_full_test
+
+KL warm-up over the first 100 epochs with the baseline's schedule (150 epochs at 1e-3, then x0.99 per epoch):
+
+    python benchmarks/quality_mnist.py --data-dir ../shared/data --elbo-epochs 150 --runs elbo --lr-decay 1.0 \
+        --eval-samples 1000 --eval-limit 1000 --kl-warmup 100 --name quality_mnist_elbo_warmup --out runs/quality_mnist_warmup
+    python benchmarks/quality_mnist.py --data-dir ../shared/data --elbo-epochs 500 --runs elbo --lr-decay 0.99 --resume \
+        --eval-samples 5000 --eval-limit 10000 --kl-warmup 100 --name quality_mnist_elbo_warmup --out runs/quality_mnist_warmup
 """
 from __future__ import annotations
 
