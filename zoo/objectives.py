@@ -61,7 +61,7 @@ class KLWarmup(Messenger):
     Trace_ELBO, TraceGraph_ELBO and TraceMeanField_ELBO's analytic KL honour it directly, and
     :func:`zoo.importance.per_datum_log_weights` reads a latent site's scale relative to the
     observation's, so the per-datum bounds (iwae, renyi, dreg, stl, vimco, reinforce) are
-    tempered the same way. Training wraps each step in it (``fit(kl_warmup_steps=...)``);
+    tempered the same way. Training wraps each step in it (``fit(kl_warmup=EPOCHS)``, ``--kl-warmup``);
     validation and the evaluation harness never run under it, so they report the true bound.
     """
 
