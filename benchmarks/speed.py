@@ -6,14 +6,16 @@ with the single-particle ELBO
     loss = -(N/B) * sum_b [ log p(x_b | z_b) + log p(z_b) - log q(z_b | x_b) ],   z_b ~ q(z | x_b)
 
 and Adam, on the same minibatch order, in the same process. Epochs alternate
-(zoo, hand, hand with the zoo's optimizer, zoo, ...) so drifts in machine load hit all;
-the ratio is median(zoo) / median(hand).
+(zoo, zoo --jit, hand, hand with the zoo's optimizer), the order rotated every round, so drifts
+in machine load hit all; the ratio is median(zoo) / median(hand).
 
 With ``--objective iwae --particles K`` both compute the per-datum IWAE bound instead (the
 zoo's ``IWAEBound``; by hand, ``logsumexp`` over K reparameterized samples per datum), the
 quality benchmark's objective: K times the network work per step against the same Python
 overhead per step.
 
+Two zoo loops: ``zoo`` is ``fit`` with the eager Pyro step, ``zoo_jit`` the same with ``--jit``
+(:class:`zoo.jit.JitObjective`: the step traced once and replayed, same estimator and random draws).
 Two hand-written loops: ``hand`` uses ``torch.optim.Adam(params, lr)``, what a PyTorch user
 writes (the ratio the issue targets), and ``hand_fused`` uses the zoo's optimizer
 (``make_optimizer``: fused Adam). The zoo gains on the first only through its faster optimizer
@@ -103,20 +105,22 @@ def main(argv=None):
     pyro.set_rng_seed(0)
     model = build_model("vae", data.x_dim).to(device)
     guide = build_guide("amortized", model).to(device)
-    objective = build_objective(args.objective, particles or 1)
-    zoo_opt = make_optimizer(model, guide, 1e-3)
+    objectives = {"zoo": build_objective(args.objective, particles or 1),
+                  "zoo_jit": build_objective(args.objective, particles or 1, jit=True)}
+    zoo_opts = {name: make_optimizer(model, guide, 1e-3) for name in objectives}
     hand_opts = {"hand": torch.optim.Adam(list(model.parameters()) + list(guide.parameters()), lr=1e-3),
                  "hand_fused": make_optimizer(model, guide, 1e-3)}
 
-    times = {"zoo": [], "hand": [], "hand_fused": []}
-    for r in range(args.rounds + 1):          # round 0 is warm-up, not recorded
-        for which in times:
+    times = {"zoo": [], "zoo_jit": [], "hand": [], "hand_fused": []}
+    loops = list(times)
+    for r in range(args.rounds + 1):          # round 0 is warm-up (and the --jit trace), not recorded
+        for which in loops[r % len(loops):] + loops[:r % len(loops)]:     # rotated: no loop always runs first
             sync(device)
             t0 = time.perf_counter()
-            if which == "zoo":
+            if which in objectives:
                 # the epoch loop's own clock (fit's one-off data validation is not part of an epoch)
-                history = fit(model, guide, objective, x, epochs=1, batch_size=args.batch_size, lr=1e-3, seed=r,
-                              progress=False, optimizer=zoo_opt)
+                history = fit(model, guide, objectives[which], x, epochs=1, batch_size=args.batch_size, lr=1e-3,
+                              seed=r, progress=False, optimizer=zoo_opts[which])
                 sync(device)
                 seconds = history[-1]["seconds"]
             else:
@@ -127,24 +131,28 @@ def main(argv=None):
             if r > 0:
                 times[which].append(seconds)
             print(f"round {r} {which}: {seconds:.2f} s", flush=True)
-    zoo_s, hand_s, fused_s = (statistics.median(times[k]) for k in ("zoo", "hand", "hand_fused"))
+    zoo_s, jit_s, hand_s, fused_s = (statistics.median(times[k]) for k in ("zoo", "zoo_jit", "hand", "hand_fused"))
     result = {"dataset": args.dataset, "num_data": x.shape[0], "batch_size": args.batch_size,
               "device": str(device), "threads": torch.get_num_threads(),
               "architecture": "784-200-200-50 tanh VAE, Adam",
               "objective": "Trace_ELBO, K=1" if particles is None else f"per-datum IWAE bound, K={particles}",
-              "optimizers": {"zoo": "make_optimizer (fused Adam)", "hand": "torch.optim.Adam defaults",
-                             "hand_fused": "make_optimizer (fused Adam)"},
-              "epoch_seconds": times, "median_zoo_s": zoo_s, "median_hand_s": hand_s,
+              "optimizers": {"zoo": "make_optimizer (fused Adam)", "zoo_jit": "make_optimizer (fused Adam)",
+                             "hand": "torch.optim.Adam defaults", "hand_fused": "make_optimizer (fused Adam)"},
+              "loops": {"zoo": "zoo.fit, eager Pyro step", "zoo_jit": "zoo.fit with --jit (zoo.jit.JitObjective)",
+                        "hand": "hand-written PyTorch", "hand_fused": "hand-written PyTorch, the zoo's optimizer"},
+              "epoch_seconds": times, "median_zoo_s": zoo_s, "median_zoo_jit_s": jit_s, "median_hand_s": hand_s,
               "median_hand_fused_s": fused_s, "ratio_zoo_over_hand": zoo_s / hand_s,
               "ratio_zoo_over_hand_same_optimizer": zoo_s / fused_s,
-              # paired per round (the three loops of a round run back to back): robust to load drifts
-              "median_round_ratio_zoo_over_hand": statistics.median(
-                  z / h for z, h in zip(times["zoo"], times["hand"])),
-              "median_round_ratio_same_optimizer": statistics.median(
-                  z / h for z, h in zip(times["zoo"], times["hand_fused"]))}
+              "ratio_zoo_jit_over_hand": jit_s / hand_s, "ratio_zoo_jit_over_hand_same_optimizer": jit_s / fused_s}
+    # paired per round (the loops of a round run back to back): robust to slow drifts in machine load
+    for name, (a, b) in {"zoo_over_hand": ("zoo", "hand"), "same_optimizer": ("zoo", "hand_fused"),
+                         "zoo_jit_over_hand": ("zoo_jit", "hand"),
+                         "zoo_jit_same_optimizer": ("zoo_jit", "hand_fused")}.items():
+        result[f"median_round_ratio_{name}"] = statistics.median(u / v for u, v in zip(times[a], times[b]))
     path = write_result(args.name or f"speed_{device.type}", result)
-    print(f"zoo {zoo_s:.2f} s/epoch, hand-written {hand_s:.2f} s/epoch (ratio {zoo_s / hand_s:.3f}), "
-          f"hand-written with the zoo's optimizer {fused_s:.2f} s/epoch (ratio {zoo_s / fused_s:.3f}); wrote {path}")
+    print(f"hand-written {hand_s:.2f} s/epoch; zoo {zoo_s:.2f} s/epoch (ratio {zoo_s / hand_s:.3f}); zoo --jit "
+          f"{jit_s:.2f} s/epoch (ratio {jit_s / hand_s:.3f}); hand-written with the zoo's optimizer {fused_s:.2f} "
+          f"s/epoch (zoo {zoo_s / fused_s:.3f}, zoo --jit {jit_s / fused_s:.3f}); wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Where the zoo's per-step time goes: hand-written PyTorch vs a bare Pyro SVI loop vs zoo.fit.
 
-Same 784-200-200-50 VAE, Trace_ELBO K=1, the zoo's (fused) Adam, batch 100, on 20,000 binarized-MNIST images;
-the loops alternate for --rounds rounds (the first is warm-up), median ms per step. Two more
+Same 784-200-200-50 VAE, Trace_ELBO K=1, the zoo's (fused) Adam, batch 100, on 20,000 binarized-MNIST
+images; ``zoo.fit --jit`` replays the step traced once by :class:`zoo.jit.JitObjective`. The loops
+alternate for --rounds rounds (the first is warm-up), median ms per step. Two more
 loops evaluate the minibatch ELBO without gradients, by hand and with Pyro's Trace_ELBO.loss:
 their difference is the cost of Pyro's tracing alone (no backward pass, no optimizer).
 
@@ -40,6 +41,7 @@ def main(argv=None):
     guide = build_guide("amortized", model)
     opt = make_optimizer(model, guide, 1e-3)     # one optimizer for all three: the loops differ only above it
     elbo = build_objective("elbo", 1)
+    elbo_jit = build_objective("elbo", 1, jit=True)
 
     def hand():
         t = time.perf_counter()
@@ -58,6 +60,10 @@ def main(argv=None):
     def zoo_fit():
         return fit(model, guide, elbo, x, epochs=1, batch_size=B, lr=1e-3, progress=False, optimizer=opt)[-1]["seconds"]
 
+    def zoo_fit_jit():
+        return fit(model, guide, elbo_jit, x, epochs=1, batch_size=B, lr=1e-3, progress=False,
+                   optimizer=opt)[-1]["seconds"]
+
     @torch.no_grad()
     def hand_forward():
         t = time.perf_counter()
@@ -73,7 +79,7 @@ def main(argv=None):
                 elbo.loss(model, guide, x[idx], idx=idx, N=N)
         return time.perf_counter() - t
 
-    loops = {"hand-written": hand, "bare Pyro SVI loop": bare_pyro, "zoo.fit": zoo_fit,
+    loops = {"hand-written": hand, "bare Pyro SVI loop": bare_pyro, "zoo.fit": zoo_fit, "zoo.fit --jit": zoo_fit_jit,
              "hand-written ELBO, forward only": hand_forward, "Pyro Trace_ELBO.loss, forward only": pyro_forward}
     times = {name: [] for name in loops}
     for r in range(args.rounds):

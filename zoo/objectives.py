@@ -322,11 +322,23 @@ OBJECTIVES = {spec.name: spec for spec in [
 
 
 def build_objective(name: str, particles: Optional[int] = None, alpha: float = 0.0,
-                    insomnia: float = 1.0) -> ELBO:
-    """Build the named objective with K = ``particles`` (default: the objective's own)."""
+                    insomnia: float = 1.0, jit: bool = False) -> ELBO:
+    """Build the named objective with K = ``particles`` (default: the objective's own).
+
+    ``jit=True`` wraps it in :class:`zoo.jit.JitObjective`: the training step is traced once and
+    replayed (the same estimator with less Python per step), for the objectives in
+    :data:`zoo.jit.JIT_OBJECTIVES`.
+    """
     from zoo.errors import unknown_name
+    from zoo.jit import JIT_OBJECTIVES, JitObjective
     if name not in OBJECTIVES:
         raise unknown_name("objective", name, OBJECTIVES)
+    if jit and name not in JIT_OBJECTIVES:
+        raise ZooError(f"--jit traces objectives whose step is one loss and one backward pass ("
+                       f"{', '.join(JIT_OBJECTIVES)}); {name!r} keeps per-step state in Python (baselines, a loss "
+                       f"read mid-step, a sleep phase or a second backward pass): drop --jit")
+    if jit:
+        return JitObjective(build_objective(name, particles, alpha, insomnia))
     spec = OBJECTIVES[name]
     if spec.uses_alpha and name == "renyi_pyro" and alpha == 1.0:
         raise ZooError("renyi_pyro needs --alpha != 1 (alpha = 1 is the ELBO: use 'elbo')")

@@ -80,6 +80,7 @@ class RunConfig:
     kl_warmup: Optional[int] = None
     adam_betas: Optional[List[float]] = None
     adam_eps: Optional[float] = None
+    jit: bool = False
     keep_best: bool = False
     deterministic: bool = False
     distributed: bool = False
@@ -187,7 +188,7 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
     if config.keep_best and not getattr(guide, "amortized", True):
         raise ZooError(f"--keep-best picks the epoch with the best validation ELBO, which needs an amortized "
                        f"guide; {config.guide!r} is per-datum: drop --keep-best or use amortized")
-    objective = build_objective(config.objective, config.particles, config.alpha, config.insomnia)
+    objective = build_objective(config.objective, config.particles, config.alpha, config.insomnia, jit=config.jit)
     if config.kl_warmup and not OBJECTIVES[config.objective].warmup:
         raise ZooError(f"--kl-warmup weights the latent terms of a bound; {config.objective!r} has none to weight "
                        f"(it sums or sleeps its latents): drop --kl-warmup, or use elbo, tracegraph or iwae")
@@ -266,6 +267,8 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
         if config.objective not in ddp.DDP_OBJECTIVES:
             raise ZooError(f"distributed training needs an objective with one differentiable loss; "
                            f"{config.objective!r} is not one: use one of {', '.join(ddp.DDP_OBJECTIVES)}")
+        if config.jit:
+            raise ZooError("--jit traces the single-process training step; a --distributed step is DDP's: drop --jit")
         rank, world, device = ddp.init(config.device)
         run = prepare(config, data, device=device)
     else:
@@ -333,9 +336,10 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
 
 
 #: Config fields that may change when a run is resumed or re-evaluated; all others must match.
-#: ``lr`` and ``lr_decay`` take effect from the resumed step on (e.g. a lower --lr after a non-finite loss).
+#: ``lr`` and ``lr_decay`` take effect from the resumed step on (e.g. a lower --lr after a non-finite loss);
+#: ``jit`` changes how a step is computed, not what.
 RESUMABLE_CHANGES = ("epochs", "device", "eval_samples", "iwae_k", "eval_split", "eval_limit", "refit_epochs",
-                     "data_dir", "checkpoint_every", "distributed", "tensorboard", "lr", "lr_decay")
+                     "data_dir", "checkpoint_every", "distributed", "tensorboard", "lr", "lr_decay", "jit")
 
 
 def _change_schedule(optimizer, scheduler, config: RunConfig, stored: RunConfig, fresh_lrs) -> None:

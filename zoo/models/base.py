@@ -116,9 +116,15 @@ _param_message = effectful(_own_value, type="param")
 _PARAM_SITES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
+#: Bumped by :func:`forget_parameters`: caches keyed on parameter objects (:mod:`zoo.jit`) compare it.
+parameter_generation = 0
+
+
 def forget_parameters(*_args) -> None:
     """Drop the cached parameter lists of :func:`register_module`; called whenever any module
     registers a parameter (a global torch hook) and after a zoo model or guide moves (``_apply``)."""
+    global parameter_generation
+    parameter_generation += 1
     _PARAM_SITES.clear()
 
 

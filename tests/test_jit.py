@@ -1,0 +1,135 @@
+"""``--jit`` (zoo.jit.JitObjective): the traced-and-replayed step is the eager step.
+
+With the same seed, a replayed step must draw the same latents as the eager step, so it must
+report the same bound and the same gradient, step after step, while the parameters move. A
+trace that froze anything (a parameter, the loss value, an annealed temperature, the random
+draws) would fail these comparisons.
+"""
+import copy
+
+import pyro
+import pytest
+import torch
+
+from zoo.errors import ZooError
+from zoo.jit import JIT_OBJECTIVES, JitObjective
+from zoo.objectives import KLWarmup
+from zoo.registry import build_guide, build_model, build_objective
+from zoo.train import fit
+
+N, D = 40, 12
+
+CASES = [
+    ("vae", "amortized", "elbo", {}, {}),
+    ("vae", "meanfield", "elbo", {}, {"num_data": N}),
+    ("vae", "iaf", "iwae", {}, {}),
+    ("vae", "amortized", "tracemeanfield", {}, {}),
+    ("vae", "amortized", "renyi", {}, {}),
+    ("ppca", "exact", "elbo", {"latent_dim": 2}, {}),
+    ("sbn", "amortized", "elbo", {}, {}),                                  # score-function terms
+    ("sbn", "relaxed", "elbo", {}, {"anneal_rate": 0.05}),                 # temperature annealed each step
+    ("categorical_vae", "relaxed", "iwae", {"num_variables": 3, "num_classes": 4}, {}),
+]
+
+
+def _data(model_name):
+    torch.manual_seed(0)
+    if model_name == "ppca":
+        return torch.randn(N, D)
+    return torch.bernoulli(torch.full((N, D), 0.4))
+
+
+def _trajectory(objective, model, guide, x, steps=4, lr=0.05):
+    """Loss values and gradients of ``steps`` SGD steps on minibatches of 10 (the same for every caller)."""
+    train_model = guide.training_model(model) if hasattr(guide, "training_model") else model
+    params = list(model.parameters()) + list(guide.parameters())
+    optimizer = torch.optim.SGD(params, lr=lr / N)
+    pyro.set_rng_seed(5)
+    values, grads = [], []
+    for step in range(steps):
+        if hasattr(guide, "on_step"):
+            guide.on_step(10 * step)
+        idx = torch.arange(10 * (step % 4), 10 * (step % 4) + 10)
+        optimizer.zero_grad(set_to_none=True)
+        values.append(objective.loss_and_grads(train_model, guide, x[idx], idx=idx, N=N))
+        grads.append([p.grad.clone() if p.grad is not None else None for p in params])
+        optimizer.step()
+    return values, grads
+
+
+@pytest.mark.parametrize("model_name,guide_name,objective_name,model_kw,guide_kw", CASES,
+                         ids=[f"{m}-{g}-{o}" for m, g, o, _, _ in CASES])
+def test_replayed_steps_match_the_eager_steps(model_name, guide_name, objective_name, model_kw, guide_kw):
+    x = _data(model_name)
+    pyro.set_rng_seed(1)
+    model = build_model(model_name, D, **model_kw)
+    guide = build_guide(guide_name, model, **guide_kw)
+    particles = 3 if objective_name in ("iwae", "renyi") else 1
+    runs = []
+    for jit in (False, True):
+        m, g = copy.deepcopy((model, guide))        # together: the exact guide reads its model
+        runs.append(_trajectory(build_objective(objective_name, particles, jit=jit), m, g, x))
+    (eager_values, eager_grads), (jit_values, jit_grads) = runs
+    assert len(set(jit_values)) == len(jit_values)                # a fresh value every step, not a frozen one
+    assert jit_values == pytest.approx(eager_values, rel=1e-5, abs=1e-4)
+    for eager_step, jit_step in zip(eager_grads, jit_grads):
+        for a, b in zip(eager_step, jit_step):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert (a - b).abs().max() <= 1e-4 * a.abs().max() + 1e-5      # float32 sums, summed differently
+
+
+def test_a_step_under_kl_warmup_runs_eagerly_with_the_tempered_bound():
+    x = _data("vae")
+    pyro.set_rng_seed(1)
+    model = build_model("vae", D)
+    guide = build_guide("amortized", model)
+    eager, jit = build_objective("elbo"), build_objective("elbo", jit=True)
+    values = {}
+    for name, objective in (("eager", eager), ("jit", jit)):
+        for beta in (0.2, 1.0):
+            pyro.set_rng_seed(3)
+            with KLWarmup(beta) if beta < 1 else pyro.poutine.messenger.Messenger():
+                values[name, beta] = objective.loss_and_grads(model, guide, x)
+    assert values["jit", 0.2] == pytest.approx(values["eager", 0.2], rel=1e-6)
+    assert values["jit", 1.0] == pytest.approx(values["eager", 1.0], rel=1e-5)
+    assert values["jit", 0.2] < values["jit", 1.0]             # the tempered bound, not a frozen trace of beta = 1
+    assert not jit._compiled                                   # no step was traced under a handler
+
+
+def test_a_replaced_parameter_is_traced_afresh():
+    x = _data("vae")
+    model = build_model("vae", D)
+    guide = build_guide("amortized", model)
+    objective = build_objective("elbo", jit=True)
+    objective.loss_and_grads(model, guide, x)
+    objective.loss_and_grads(model, guide, x)
+    old = model.decoder[0].weight
+    model.decoder[0].weight = torch.nn.Parameter(old.detach().clone())     # a new tensor object
+    guide.zero_grad(set_to_none=True)
+    objective.loss_and_grads(model, guide, x)
+    assert model.decoder[0].weight.grad is not None and old.grad is not None
+    assert not torch.equal(model.decoder[0].weight.grad, old.grad)         # old.grad: from the earlier steps
+
+
+def test_fit_with_jit_follows_the_eager_run():
+    x = _data("vae")
+    pyro.set_rng_seed(1)
+    model = build_model("vae", D)
+    guide = build_guide("amortized", model)
+    histories = []
+    for jit in (False, True):
+        m, g = copy.deepcopy((model, guide))        # together: the exact guide reads its model
+        pyro.set_rng_seed(2)
+        histories.append(fit(m, g, build_objective("iwae", 2, jit=jit), x, epochs=3, batch_size=10, lr=1e-2,
+                             seed=0, progress=False))
+    assert [r["loss"] for r in histories[1]] == pytest.approx([r["loss"] for r in histories[0]], rel=1e-5)
+
+
+def test_attributes_pass_through_and_stateful_objectives_are_refused():
+    objective = build_objective("iwae", 7, jit=True)
+    assert isinstance(objective, JitObjective) and objective.num_particles == 7
+    for name in ("tracegraph", "rws", "dreg", "vimco", "enum"):
+        assert name not in JIT_OBJECTIVES
+        with pytest.raises(ZooError, match="drop --jit"):
+            build_objective(name, jit=True)
