@@ -309,3 +309,19 @@ def test_keep_best_run_without_its_best_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ZooError, match="trained with --keep-best but .*best.pt is missing"):
         evaluate_run(tmp_path / "r", progress=False)
     assert (tmp_path / "r" / "results.json").read_text() == before
+
+
+def test_a_jit_run_resumes_where_it_would_have_been_and_follows_the_eager_run(tmp_path):
+    """--jit traces its step afresh after a resume without drawing from the run's random stream, so
+    1 + 2 epochs resumed end where 3 uninterrupted epochs do; and a --jit run samples what the eager
+    run samples, so it ends at (numerically) the eager run's parameters."""
+    config = RunConfig(**{**SMALL_RUN, "objective": "iwae", "particles": 3, "batch_size": 100, "jit": True})
+    whole = train_run(config, tmp_path / "whole", progress=False)
+    train_run(RunConfig(**{**config.to_json(), "epochs": 1}), tmp_path / "parts", progress=False)
+    train_run(config, tmp_path / "parts", resume=True, progress=False)
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("whole", "parts"))
+    for part in ("model", "guide"):
+        for k in a[part]:
+            assert torch.allclose(a[part][k], b[part][k], rtol=1e-4, atol=1e-6), k
+    eager = train_run(RunConfig(**{**config.to_json(), "jit": False}), tmp_path / "eager", progress=False)
+    assert [h["loss"] for h in whole["history"]] == pytest.approx([h["loss"] for h in eager["history"]], rel=1e-4)

@@ -42,7 +42,9 @@ silenced here, once per trace, for that reason.
 
 Tracing runs under ``torch.random.fork_rng``, so it draws nothing from the run's random
 stream: a ``--jit`` run and an eager run with the same seed sample the same latents, and a
-resumed ``--jit`` run continues its stream exactly.
+resumed ``--jit`` run continues its stream exactly. The replayed graph may round differently from
+the eager step (torch's graph executor optimizes it after a few runs), so such runs agree to
+float32 rounding, not bit for bit; ``--deterministic`` bitwise reproducibility is the eager step's.
 """
 from __future__ import annotations
 
