@@ -168,7 +168,8 @@ def cmd_list(args) -> None:
         print()
     section("models", MODELS, lambda s: s.description + (f"  [options: {', '.join(s.options)}]" if s.options else ""))
     section("guides", GUIDES, lambda s: s.description)
-    section("objectives", OBJECTIVES, lambda s: s.description)
+    from zoo.jit import JIT_OBJECTIVES
+    section("objectives", OBJECTIVES, lambda s: s.description + ("  [--jit]" if s.name in JIT_OBJECTIVES else ""))
     section("datasets", DATASETS, lambda s: s.description)
     rows = compatibility()
     objectives = list(OBJECTIVES)
