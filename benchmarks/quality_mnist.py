@@ -56,6 +56,8 @@ def main(argv=None):
                         "on sums over 20 images is 0.25 here")
     p.add_argument("--adam-betas", type=float, nargs=2, default=None, metavar=("B1", "B2"),
                    help="Adam's betas (default 0.9 0.999)")
+    p.add_argument("--jit", action="store_true",
+                   help="train with --jit (zoo.jit: the step traced once and replayed; same estimator, less Python)")
     p.add_argument("--name", default="quality_mnist", help="result file name in benchmarks/results")
     args = p.parse_args(argv)
 
@@ -65,7 +67,7 @@ def main(argv=None):
                            dataset="binarized_mnist", data_dir=args.data_dir, epochs=epochs, batch_size=args.batch_size,
                            lr=args.lr, lr_decay=args.lr_decay, seed=0, device=args.device, eval_samples=args.eval_samples,
                            eval_limit=args.eval_limit, iwae_k=50, kl_warmup=args.kl_warmup,
-                           adam_betas=args.adam_betas, adam_eps=args.adam_eps)
+                           adam_betas=args.adam_betas, adam_eps=args.adam_eps, jit=args.jit)
         if objective in args.runs.split(",") or args.evaluate_only or (Path(args.out) / objective).exists():
             runs.append((objective, config, REFERENCES[objective]))
     run_grid(args.name, "VAE 784-200-200-50 on static binarized MNIST: test NLL", runs, Path(args.out),
