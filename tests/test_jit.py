@@ -110,6 +110,7 @@ def test_a_replaced_parameter_is_traced_afresh():
     objective.loss_and_grads(model, guide, x)
     assert model.decoder[0].weight.grad is not None and old.grad is not None
     assert not torch.equal(model.decoder[0].weight.grad, old.grad)         # old.grad: from the earlier steps
+    assert len(objective._compiled) == 1                                   # the stale trace was let go
 
 
 def test_fit_with_jit_follows_the_eager_run():

@@ -161,10 +161,12 @@ class JitObjective:
         if _PYRO_STACK or not torch.is_grad_enabled():
             return self.objective.loss_and_grads(model, guide, x, idx=idx, N=N)
         args = (x,) if idx is None else (x, idx)
-        key = (id(model), id(guide), N, getattr(model, "training", None), guide.training,
+        key = (id(model), id(guide), N, getattr(model, "training", None), getattr(guide, "training", None),
                *((tuple(a.shape), a.dtype, a.device) for a in args))
         compiled = self._compiled.get(key)
         if compiled is None or not compiled.valid_for(model, guide):
+            # Traces of other modules or of replaced parameters are dropped: their closures hold the modules.
+            self._compiled = {k: c for k, c in self._compiled.items() if c.valid_for(model, guide)}
             compiled = self._compiled[key] = self._trace(model, guide, args, N)
         loss = compiled.fn(*compiled.inputs, *args)
         loss.backward()
