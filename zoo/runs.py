@@ -381,7 +381,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
         # A per-datum guide has no posterior for held-out data: fit a fresh one, model fixed.
         guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0],
                             **({"baseline": cfg.baseline} if cfg.baseline else {})).to(run.device)
-        fit_local_guide(run.model, guide, build_objective("elbo", 1), x_eval,
+        fit_local_guide(run.model, guide, build_objective("elbo", 1, jit=cfg.jit), x_eval,
                         epochs=cfg.refit_epochs or max(cfg.epochs, 50), batch_size=cfg.batch_size, lr=cfg.lr,
                         seed=cfg.seed, progress=progress)
     pyro.set_rng_seed(cfg.seed + 12345)
