@@ -27,6 +27,11 @@ CASES = [
     ("vae", "amortized", "renyi", {}, {}),
     ("ppca", "exact", "elbo", {"latent_dim": 2}, {}),
     ("sbn", "amortized", "elbo", {}, {}),                                  # score-function terms
+    ("sbn", "amortized", "tracegraph", {}, {"baseline": "decaying"}),      # running average, updated in place
+    ("sbn", "amortized", "tracegraph", {}, {"baseline": "neural"}),        # NVIL: b_psi(x) and its own loss
+    ("sbn", "meanfield", "vimco", {}, {"num_data": N}),
+    ("vae", "amortized", "stl", {}, {}),
+    ("vae", "amortized", "reinforce", {}, {}),
     ("sbn", "relaxed", "elbo", {}, {"anneal_rate": 0.05}),                 # temperature annealed each step
     ("categorical_vae", "relaxed", "iwae", {"num_variables": 3, "num_classes": 4}, {}),
 ]
@@ -58,17 +63,19 @@ def _trajectory(objective, model, guide, x, steps=4, lr=0.05):
 
 
 @pytest.mark.parametrize("model_name,guide_name,objective_name,model_kw,guide_kw", CASES,
-                         ids=[f"{m}-{g}-{o}" for m, g, o, _, _ in CASES])
+                         ids=[f"{m}-{g}-{o}-{gk.get('baseline', '')}" for m, g, o, _, gk in CASES])
 def test_replayed_steps_match_the_eager_steps(model_name, guide_name, objective_name, model_kw, guide_kw):
     x = _data(model_name)
     pyro.set_rng_seed(1)
     model = build_model(model_name, D, **model_kw)
     guide = build_guide(guide_name, model, **guide_kw)
-    particles = 3 if objective_name in ("iwae", "renyi") else 1
+    particles = 3 if objective_name in ("iwae", "renyi", "vimco") else 1
+    lr = 1e-3 if objective_name == "reinforce" else 0.05       # REINFORCE's raw gradients are huge
     runs = []
     for jit in (False, True):
         m, g = copy.deepcopy((model, guide))        # together: the exact guide reads its model
-        runs.append(_trajectory(build_objective(objective_name, particles, jit=jit), m, g, x))
+        runs.append(_trajectory(build_objective(objective_name, particles, jit=jit), m, g, x, lr=lr))
+        assert not any(b.requires_grad for b in g.buffers())          # a replayed update stays out of the graph
     (eager_values, eager_grads), (jit_values, jit_grads) = runs
     assert len(set(jit_values)) == len(jit_values)                # a fresh value every step, not a frozen one
     assert jit_values == pytest.approx(eager_values, rel=1e-5, abs=1e-4)
@@ -130,7 +137,7 @@ def test_fit_with_jit_follows_the_eager_run():
 def test_attributes_pass_through_and_stateful_objectives_are_refused():
     objective = build_objective("iwae", 7, jit=True)
     assert isinstance(objective, JitObjective) and objective.num_particles == 7
-    for name in ("tracegraph", "rws", "dreg", "vimco", "enum"):
+    for name in ("rws", "rws_pyro", "dreg", "enum", "renyi_pyro"):
         assert name not in JIT_OBJECTIVES
         with pytest.raises(ZooError, match="drop --jit"):
             build_objective(name, jit=True)

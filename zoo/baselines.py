@@ -69,10 +69,14 @@ class SiteBaseline(nn.Module):
             return torch.zeros(x.shape[:-1], device=x.device, dtype=x.dtype)
         return self.net(x).squeeze(-1)
 
-    @torch.no_grad()
     def update(self, residual: torch.Tensor) -> None:
-        """c <- beta c + (1 - beta) mean(residual)."""
-        self.average.mul_(self.beta).add_((1 - self.beta) * residual.mean())
+        """c <- beta c + (1 - beta) mean(residual).
+
+        ``detach`` rather than ``torch.no_grad``: a ``torch.jit.trace`` of the step (``--jit``)
+        records operations but not the grad mode they ran in, so only a detach keeps the
+        replayed update out of the graph.
+        """
+        self.average.mul_(self.beta).add_((1 - self.beta) * residual.detach().mean())
 
 
 class BaselineTraceGraph_ELBO(TraceGraph_ELBO):

@@ -59,10 +59,17 @@ class _PerDatumEstimator(ELBO):
             lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles, **kwargs)
             return -lw.scale * self.bound(lw.log_w).sum().item()
 
+    def value_and_surrogate(self, model, guide, *args, **kwargs):
+        """(the loss: minus the N/B-scaled bound, a detached tensor; the surrogate whose gradient is the estimator)."""
+        raise NotImplementedError
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        return self.value_and_surrogate(model, guide, *args, **kwargs)[1]
+
     def loss_and_grads(self, model, guide, *args, **kwargs):
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return self.loss_value
+        value, surrogate = self.value_and_surrogate(model, guide, *args, **kwargs)
+        surrogate.backward()
+        return value.item()
 
     def _require_reparameterized(self, lw):
         if not lw.reparameterized:
@@ -89,12 +96,11 @@ class StickingTheLanding(_PerDatumEstimator):
     Gradient Estimators for Variational Inference", NeurIPS 2017, https://arxiv.org/abs/1703.09194.
     """
 
-    def differentiable_loss(self, model, guide, *args, **kwargs):
+    def value_and_surrogate(self, model, guide, *args, **kwargs):
         lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
                                    q_transform=detach_parameters, **kwargs)
         self._require_reparameterized(lw)
-        self.loss_value = -lw.scale * lw.log_w.detach().mean(0).sum().item()
-        return -lw.scale * lw.log_w.mean(0).sum()
+        return -lw.scale * lw.log_w.detach().mean(0).sum(), -lw.scale * lw.log_w.mean(0).sum()
 
 
 class DReGIWAE(_PerDatumEstimator):
@@ -132,10 +138,9 @@ class DReGIWAE(_PerDatumEstimator):
         normalized = torch.softmax(log_w.detach(), 0)
         theta_loss = -lw.scale * self.bound(log_w).sum()
         phi_loss = -lw.scale * (normalized.pow(2) * log_w).sum()
-        self.loss_value = theta_loss.item()
         return lw, theta_loss, phi_loss
 
-    def differentiable_loss(self, model, guide, *args, **kwargs):
+    def value_and_surrogate(self, model, guide, *args, **kwargs):
         raise NotImplementedError("DReG's model and guide gradients come from different surrogates; "
                                   "use loss_and_grads")
 
@@ -149,7 +154,7 @@ class DReGIWAE(_PerDatumEstimator):
             for p, g in zip(params, grads):
                 if g is not None:
                     p.grad = g if p.grad is None else p.grad + g
-        return self.loss_value
+        return theta_loss.item()
 
 
 class VIMCO(_PerDatumEstimator):
@@ -176,21 +181,22 @@ class VIMCO(_PerDatumEstimator):
             raise ZooError(f"vimco needs at least 2 particles for its leave-one-out baselines, got {num_particles}")
         super().__init__(num_particles, max_plate_nesting)
 
-    def differentiable_loss(self, model, guide, *args, **kwargs):
+    def value_and_surrogate(self, model, guide, *args, **kwargs):
         lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
                                    detach_latents=True, **kwargs)
         log_w = lw.log_w                                                   # [K, B]
         K = log_w.shape[0]
         L = self.bound(log_w)                                              # [B]
-        with torch.no_grad():
-            others_mean = (log_w.sum(0, keepdim=True) - log_w) / (K - 1)   # geometric mean of the others
-            eye = torch.eye(K, dtype=torch.bool, device=log_w.device)
-            replaced = torch.where(eye[:, :, None], others_mean[:, None, :], log_w[None, :, :])  # [k, j, B]
-            L_minus = torch.logsumexp(replaced, 1) - math.log(K)          # [K, B]
-            learning_signal = L[None] - L_minus
+        # The learning signal is a constant of the surrogate. detach, not torch.no_grad: a
+        # torch.jit.trace of the step (--jit) records operations but not the grad mode they ran in.
+        lw_, L_ = log_w.detach(), L.detach()
+        others_mean = (lw_.sum(0, keepdim=True) - lw_) / (K - 1)           # geometric mean of the others
+        eye = torch.eye(K, dtype=torch.bool, device=log_w.device)
+        replaced = torch.where(eye[:, :, None], others_mean[:, None, :], lw_[None, :, :])  # [k, j, B]
+        L_minus = torch.logsumexp(replaced, 1) - math.log(K)              # [K, B]
+        learning_signal = L_[None] - L_minus
         surrogate = L + (learning_signal * lw.log_q).sum(0)
-        self.loss_value = -lw.scale * L.detach().sum().item()
-        return -lw.scale * surrogate.sum()
+        return -lw.scale * L.detach().sum(), -lw.scale * surrogate.sum()
 
 
 class Reinforce(_PerDatumEstimator):
@@ -202,10 +208,9 @@ class Reinforce(_PerDatumEstimator):
     control variates are compared. Model gradients are those of the ELBO.
     """
 
-    def differentiable_loss(self, model, guide, *args, **kwargs):
+    def value_and_surrogate(self, model, guide, *args, **kwargs):
         lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
                                    detach_latents=True, **kwargs)
         log_w = lw.log_w
         surrogate = (log_w + lw.log_q * log_w.detach()).mean(0)
-        self.loss_value = -lw.scale * log_w.detach().mean(0).sum().item()
-        return -lw.scale * surrogate.sum()
+        return -lw.scale * log_w.detach().mean(0).sum(), -lw.scale * surrogate.sum()

@@ -4,7 +4,7 @@ A Pyro training step runs the model and the guide under poutine handlers, builds
 makes distribution objects and sums their log-densities: about a thousand Python calls per
 step whatever the size of the networks. On the CPU, for the 784-200-200-50 VAE at batch 100,
 that is 1-1.5 ms of a 6-8 ms step (``benchmarks/step_overhead.py``). :class:`JitObjective`
-runs the objective's ``differentiable_loss`` once under ``torch.jit.trace``; every later step
+runs the objective's step once under ``torch.jit.trace``; every later step
 with the same shapes replays the recorded graph of tensor operations, sampling included
 (``aten::normal``, ``aten::bernoulli``, ... draw fresh numbers on each replay), and
 backpropagates through it. The estimator is unchanged: same bound, same gradient, and the
@@ -23,16 +23,18 @@ What a trace assumes, and how this class keeps to it:
 - **The same Python control flow every step.** Everything the flow depends on is in the cache
   key: the shapes, dtypes and devices of ``x`` and ``idx``, ``N``, train/eval mode, and the
   parameter objects (any parameter registration or ``.to()`` starts a new trace).
-- **No Python state that changes per step.** Objectives that keep some (baselines' running
-  averages, a loss value read out mid-step, a sleep phase, a second backward pass) are not
+- **No per-step state in Python.** State kept in tensors is fine: a baseline's running average
+  and a relaxed guide's annealed temperature are buffers, so they are inputs of the trace, and
+  the in-place updates of the averages are replayed. Objectives that need Python between steps
+  or a second backward pass (``dreg``, ``rws``, ``rws_pyro``, ``enum``, ``renyi_pyro``) are not
   offered (:data:`JIT_OBJECTIVES`, checked by the registry). A step that runs under an outer
   Pyro handler, such as :class:`~zoo.objectives.KLWarmup` whose beta changes every step, runs
   eagerly: the trace would freeze the handler's effect.
-- **The loss value as a tensor.** Pyro's ``Trace_ELBO`` adds the value of the bound up in
-  Python floats (``torch_item``) and returns ``loss + (surrogate - float(surrogate))``, whose
-  gradient is right but whose value a trace would freeze at the first step's. While tracing,
-  ``torch_item`` is replaced by ``detach``, so the returned tensor's value is the bound of the
-  step that is replayed, and its gradient still the surrogate's.
+- **The loss value as a tensor.** The traced function returns two tensors,
+  (value, surrogate) (:func:`value_and_surrogate`): the zoo's estimators say so themselves,
+  ``TraceGraph_ELBO`` keeps both as tensors, and Pyro's ``Trace_ELBO`` adds the value up in
+  Python floats (``torch_item``), which a trace would freeze at the first step's; while tracing,
+  ``torch_item`` is replaced by ``detach``, so the value is that of the step replayed.
 
 Why not ``torch.compile``: TorchDynamo cannot follow Pyro's handler stack. On this VAE's
 ``Trace_ELBO`` step ``torch._dynamo.explain`` finds 10 graphs and 9 graph breaks, and compiling
@@ -40,7 +42,8 @@ hits the recompile limit at Pyro's ``poutine.runtime`` wrappers after about 50 s
 ``torch.jit.trace`` as deprecated in favour of ``torch.compile``; its ``FutureWarning`` is
 silenced here, once per trace, for that reason.
 
-Tracing runs under ``torch.random.fork_rng``, so it draws nothing from the run's random
+Collecting the inputs and tracing each run the step once for real. Neither counts as a step: the
+buffers are restored afterwards, and both run under ``torch.random.fork_rng``, drawing nothing from the run's random
 stream: a ``--jit`` run and an eager run with the same seed sample the same latents, and a
 resumed ``--jit`` run continues its stream exactly. The replayed graph may round differently from
 the eager step (torch's graph executor optimizes it after a few runs), so such runs agree to
@@ -57,14 +60,27 @@ import pyro.infer.trace_elbo
 import pyro.infer.trace_mean_field_elbo
 import pyro.poutine as poutine
 import torch
+from pyro.infer import TraceGraph_ELBO
 from pyro.poutine.runtime import _PYRO_STACK
 
 from zoo.models import base as model_base
 
 __all__ = ["JitObjective", "JIT_OBJECTIVES"]
 
-#: Objectives whose step is one differentiable loss and one backward pass with no per-step Python state.
-JIT_OBJECTIVES = ("elbo", "tracemeanfield", "renyi", "iwae")
+#: Objectives whose step is one surrogate loss and one backward pass (see :func:`value_and_surrogate`).
+JIT_OBJECTIVES = ("elbo", "tracemeanfield", "tracegraph", "reinforce", "stl", "vimco", "renyi", "iwae")
+
+
+def value_and_surrogate(objective, model, guide, x, idx=None, N=None):
+    """One step of ``objective`` as two tensors: the loss's value (detached) and the surrogate
+    loss whose gradient is the estimator (what ``loss_and_grads`` backpropagates)."""
+    if hasattr(objective, "value_and_surrogate"):           # the zoo's own bounds and estimators
+        return objective.value_and_surrogate(model, guide, x, idx=idx, N=N)
+    if isinstance(objective, TraceGraph_ELBO):              # with the zoo's baselines (zoo.baselines)
+        elbo, surrogate = objective._loss_and_surrogate_loss(model, guide, (x,), {"idx": idx, "N": N})
+        return -elbo.detach(), surrogate
+    loss = objective.differentiable_loss(model, guide, x, idx=idx, N=N)   # Trace_ELBO, TraceMeanField_ELBO
+    return loss.detach(), loss
 
 
 def _detach(x):
@@ -85,15 +101,17 @@ def _tensor_valued_bounds():
             m.torch_item = fn
 
 
-def _step_inputs(objective, model, guide, args, kwargs) -> List[torch.Tensor]:
+def _buffers(model, guide) -> List[torch.Tensor]:
+    return [b for module in (model, guide) if isinstance(module, torch.nn.Module) for b in module.buffers()]
+
+
+def _step_inputs(objective, model, guide, x, idx, N) -> List[torch.Tensor]:
     """The tensors a replay must read afresh: every parameter announced in a ``param`` site
     (one step run under a param-only trace, gradient-free) and the modules' floating buffers."""
     with torch.no_grad(), poutine.block(), poutine.trace(param_only=True) as tracer:
-        objective.differentiable_loss(model, guide, *args, **kwargs)
+        value_and_surrogate(objective, model, guide, x, idx, N)
     tensors = [site["value"] for site in tracer.trace.nodes.values() if site["type"] == "param"]
-    for module in (model, guide):
-        if isinstance(module, torch.nn.Module):
-            tensors += [b for b in module.buffers() if b.is_floating_point()]
+    tensors += [b for b in _buffers(model, guide) if b.is_floating_point()]
     unique: Dict[int, torch.Tensor] = {}
     for t in tensors:
         unique.setdefault(id(t), t)
@@ -168,26 +186,32 @@ class JitObjective:
             # Traces of other modules or of replaced parameters are dropped: their closures hold the modules.
             self._compiled = {k: c for k, c in self._compiled.items() if c.valid_for(model, guide)}
             compiled = self._compiled[key] = self._trace(model, guide, args, N)
-        loss = compiled.fn(*compiled.inputs, *args)
-        loss.backward()
-        return loss.item()
+        value, surrogate = compiled.fn(*compiled.inputs, *args)
+        surrogate.backward()
+        return value.item()
 
     def _trace(self, model, guide, args, N) -> _Compiled:
         objective = self.objective
-        kwargs = {"idx": args[1] if len(args) > 1 else None, "N": N}
+        x, idx = args[0], args[1] if len(args) > 1 else None
         devices = [a.device for a in args if a.device.type == "cuda"]
+        # Collecting the inputs and tracing each run the step for real; neither may count as a step:
+        # the random stream is forked, and buffers the step updates in place (baselines' averages) restored.
+        buffers = _buffers(model, guide)
+        saved = [b.clone() for b in buffers]
         with torch.random.fork_rng(devices=devices):
-            inputs = _step_inputs(objective, model, guide, args[:1], kwargs)
+            inputs = _step_inputs(objective, model, guide, x, idx, N)
             count = len(inputs)
 
             def step(*tensors):
                 # The modules read their own tensors, which are tensors[:count] by identity.
                 data = tensors[count:]
-                return objective.differentiable_loss(model, guide, data[0], idx=data[1] if len(data) > 1 else None,
-                                                     N=N)
+                return value_and_surrogate(objective, model, guide, data[0], data[1] if len(data) > 1 else None, N)
 
             with _tensor_valued_bounds(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 warnings.simplefilter("ignore", FutureWarning)          # "torch.jit.trace is deprecated"
                 fn = torch.jit.trace(step, tuple(inputs) + tuple(args), check_trace=False)
+        with torch.no_grad():
+            for b, value in zip(buffers, saved):
+                b.copy_(value)
         return _Compiled(fn, inputs, model, guide, model_base.parameter_generation)

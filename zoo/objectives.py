@@ -118,6 +118,11 @@ class RenyiBound(ELBO):
         bound, scale = self.per_datum_bound(model, guide, *args, **kwargs)
         return -scale * bound.sum()
 
+    def value_and_surrogate(self, model, guide, *args, **kwargs):
+        """(the loss as a detached tensor, the loss): the bound is its own surrogate."""
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        return loss.detach(), loss
+
     def loss(self, model, guide, *args, **kwargs):
         with torch.no_grad():
             return self.differentiable_loss(model, guide, *args, **kwargs).item()
@@ -335,8 +340,8 @@ def build_objective(name: str, particles: Optional[int] = None, alpha: float = 0
         raise unknown_name("objective", name, OBJECTIVES)
     if jit and name not in JIT_OBJECTIVES:
         raise ZooError(f"--jit traces objectives whose step is one loss and one backward pass ("
-                       f"{', '.join(JIT_OBJECTIVES)}); {name!r} keeps per-step state in Python (baselines, a loss "
-                       f"read mid-step, a sleep phase or a second backward pass): drop --jit")
+                       f"{', '.join(JIT_OBJECTIVES)}); {name!r} needs Python between its steps or a second "
+                       f"backward pass (a sleep phase, separate model and guide surrogates, enumeration): drop --jit")
     if jit:
         return JitObjective(build_objective(name, particles, alpha, insomnia))
     spec = OBJECTIVES[name]
