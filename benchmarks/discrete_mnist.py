@@ -57,11 +57,13 @@ def main(argv=None):
                    help="learning-rate decay per epoch, from where a run starts or resumes (default 1: constant)")
     p.add_argument("--kl-warmup", type=int, default=None, metavar="EPOCHS",
                    help="KL annealing over the first EPOCHS epochs (default: none)")
+    p.add_argument("--jit", action="store_true",
+                   help="train with --jit (zoo.jit: each step traced once and replayed; same estimators, less Python)")
     args = p.parse_args(argv)
 
     common = dict(dataset="binarized_mnist", data_dir=args.data_dir, epochs=args.epochs, batch_size=100,
                   seed=0, device=args.device, eval_samples=args.eval_samples, eval_limit=args.eval_limit, iwae_k=50,
-                  lr_decay=args.lr_decay, kl_warmup=args.kl_warmup)
+                  lr_decay=args.lr_decay, kl_warmup=args.kl_warmup, jit=args.jit)
     relaxed = dict(guide="relaxed", objective="tracemeanfield", lr=1e-3, temperature=1.0, temperature_min=0.5,
                    anneal_rate=1e-4)
     nvil = dict(guide="amortized", objective="tracegraph", baseline="neural", lr=1e-3)

@@ -152,16 +152,21 @@ class RelaxDiscrete(Messenger):
 
     Used around the model while a :class:`Relaxed` guide trains without straight-through,
     so that p~(z~) is a density on the same (continuous) space as q~(z~ | x).
+
+    Arguments:
+        guide: what holds the temperature, as ``guide.temperature``; read at every site, so it
+            follows the annealed buffer, also after the guide moves device.
+        names: the sites to relax.
     """
 
-    def __init__(self, temperature: torch.Tensor, names):
+    def __init__(self, guide, names):
         super().__init__()
-        self.temperature = temperature
+        self.guide = guide
         self.names = set(names)
 
     def _pyro_sample(self, msg):
         if msg["name"] in self.names and not msg["is_observed"] and isinstance(msg["fn"], JointDiscrete):
-            msg["fn"] = relaxed_distribution(msg["fn"], self.temperature)
+            msg["fn"] = relaxed_distribution(msg["fn"], self.guide.temperature)
 
 
 class Relaxed(Amortized):
@@ -207,10 +212,19 @@ class Relaxed(Amortized):
         self.temperature.fill_(tau)
 
     def training_model(self, model):
-        """The model as the training objective sees it (relaxed unless straight-through)."""
+        """The model as the training objective sees it (relaxed unless straight-through).
+
+        One relaxed view per model, made on first use: every ``fit`` call on it then hands the
+        objective the same callable, so a ``--jit`` trace keyed on it is reused across calls.
+        """
         if self.straight_through:
             return model
-        return RelaxDiscrete(self.temperature, [s.name for s in self.sites])(model)
+        cached = self.__dict__.get("_relaxed_view")
+        if cached is None or cached[0] is not model:
+            view = RelaxDiscrete(self, [s.name for s in self.sites])(model)
+            cached = (model, view)
+            object.__setattr__(self, "_relaxed_view", cached)     # not a submodule, not in the state_dict
+        return cached[1]
 
     def forward(self, x, idx=None, N=None):
         register_module("encoder", self)

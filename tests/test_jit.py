@@ -141,3 +141,22 @@ def test_attributes_pass_through_and_stateful_objectives_are_refused():
         assert name not in JIT_OBJECTIVES
         with pytest.raises(ZooError, match="drop --jit"):
             build_objective(name, jit=True)
+
+
+def test_the_relaxed_guide_hands_fit_one_view_of_a_model():
+    """One relaxed view per model, so a --jit trace keyed on it survives repeated fit calls; it reads
+    the temperature of its own guide, also in a copy."""
+    model = build_model("sbn", D)
+    guide = build_guide("relaxed", model, temperature=1.0)
+    view = guide.training_model(model)
+    assert guide.training_model(model) is view
+    objective = build_objective("elbo", jit=True)
+    x = _data("sbn")
+    for _ in range(2):
+        fit(model, guide, objective, x, epochs=1, batch_size=10, lr=1e-3, progress=False)
+    assert len(objective._compiled) == 1
+    m2, g2 = copy.deepcopy((model, guide))
+    g2.temperature.fill_(0.25)
+    pyro.set_rng_seed(0)
+    trace = pyro.poutine.trace(g2.training_model(m2)).get_trace(x, None, None)
+    assert float(trace.nodes["z1"]["fn"].base_dist.temperature) == 0.25 and float(guide.temperature) == 1.0
