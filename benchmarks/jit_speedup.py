@@ -79,22 +79,26 @@ def main(argv=None):
         print(f"{label}: eager {eager:.2f} ms/step, --jit {jit:.2f} ms/step, speed-up {speedup:.2f}x", flush=True)
     path = write_result(args.name, {"batch_size": B, "block_steps": args.block, "rounds": args.rounds,
                                     "threads": torch.get_num_threads(), "runs": rows})
+    write_markdown(path)
+
+
+def write_markdown(path: Path) -> None:
+    """``<name>.md`` next to the JSON result: the command, commit, hardware and the table."""
+    import json
+    result = json.loads(path.read_text())
+    prov = result["provenance"]
     lines = ["# Training step with and without `--jit`", "",
-             f"Command: `python benchmarks/jit_speedup.py {' '.join(sys.argv[1:])}`  ",
-             f"Commit: `{json_commit(path)}`", "",
+             f"Command: `{prov['command']}`  ", f"Commit: `{prov['git_commit']}`  ",
+             f"Hardware: {prov['cpu']} ({result['threads']} torch threads, {prov['logical_cores']} cores), "
+             f"GPU: {prov['gpu']}", "",
              "Binarized MNIST, batch 100, `zoo.fit` with the zoo's Adam; median ms per step over "
-             f"{args.rounds} rounds of {args.block} steps, the two loops alternating on the same model.", "",
+             f"{result['rounds']} rounds of {result['block_steps']} steps, the two loops alternating on the same "
+             "model; speed-up = median of the per-round ratios.", "",
              "| configuration | objective | eager ms/step | `--jit` ms/step | speed-up |", "|---|---|---|---|---|"]
     lines += [f"| {label} | {r['objective']}{' k=' + str(r['particles']) if r['particles'] > 1 else ''} | "
               f"{r['eager_ms_per_step']:.2f} | {r['jit_ms_per_step']:.2f} | {r['speedup']:.2f}× |"
-              for label, r in rows.items()]
+              for label, r in result["runs"].items()]
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
-
-
-def json_commit(path: Path) -> str:
-    import json
-    return json.loads(path.read_text())["provenance"]["git_commit"]
-
 
 if __name__ == "__main__":
     run_script(main)
