@@ -193,7 +193,7 @@ class JitObjective:
     def _trace(self, model, guide, args, N) -> _Compiled:
         objective = self.objective
         x, idx = args[0], args[1] if len(args) > 1 else None
-        devices = [a.device for a in args if a.device.type == "cuda"]
+        devices = sorted({a.device.index or 0 for a in args if a.device.type == "cuda"})
         # Collecting the inputs and tracing each run the step for real; neither may count as a step:
         # the random stream is forked, and buffers the step updates in place (baselines' averages) restored.
         buffers = _buffers(model, guide)
