@@ -31,6 +31,8 @@ CASES = [
     ("sbn", "amortized", "tracegraph", {}, {"baseline": "neural"}),        # NVIL: b_psi(x) and its own loss
     ("sbn", "meanfield", "vimco", {}, {"num_data": N}),
     ("vae", "amortized", "stl", {}, {}),
+    ("sbn", "amortized", "rws", {}, {}),                                   # wake and sleep phases in one step
+    ("vae", "amortized", "rws", {"likelihood": "gaussian"}, {}),           # a reparameterized dream x'
     ("vae", "amortized", "reinforce", {}, {}),
     ("sbn", "relaxed", "elbo", {}, {"anneal_rate": 0.05}),                 # temperature annealed each step
     ("categorical_vae", "relaxed", "iwae", {"num_variables": 3, "num_classes": 4}, {}),
@@ -69,12 +71,14 @@ def test_replayed_steps_match_the_eager_steps(model_name, guide_name, objective_
     pyro.set_rng_seed(1)
     model = build_model(model_name, D, **model_kw)
     guide = build_guide(guide_name, model, **guide_kw)
-    particles = 3 if objective_name in ("iwae", "renyi", "vimco") else 1
+    particles = 3 if objective_name in ("iwae", "renyi", "vimco", "rws") else 1
     lr = 1e-3 if objective_name == "reinforce" else 0.05       # REINFORCE's raw gradients are huge
     runs = []
     for jit in (False, True):
         m, g = copy.deepcopy((model, guide))        # together: the exact guide reads its model
-        runs.append(_trajectory(build_objective(objective_name, particles, jit=jit), m, g, x, lr=lr))
+        insomnia = 0.5 if objective_name == "rws" else 1.0          # rws: wake-phi and sleep-phi
+        runs.append(_trajectory(build_objective(objective_name, particles, insomnia=insomnia, jit=jit), m, g, x,
+                                lr=lr))
         assert not any(b.requires_grad for b in g.buffers())          # a replayed update stays out of the graph
     (eager_values, eager_grads), (jit_values, jit_grads) = runs
     assert len(set(jit_values)) == len(jit_values)                # a fresh value every step, not a frozen one
@@ -137,7 +141,7 @@ def test_fit_with_jit_follows_the_eager_run():
 def test_attributes_pass_through_and_stateful_objectives_are_refused():
     objective = build_objective("iwae", 7, jit=True)
     assert isinstance(objective, JitObjective) and objective.num_particles == 7
-    for name in ("rws", "rws_pyro", "dreg", "enum", "renyi_pyro"):
+    for name in ("rws_pyro", "dreg", "enum", "renyi_pyro"):
         assert name not in JIT_OBJECTIVES
         with pytest.raises(ZooError, match="drop --jit"):
             build_objective(name, jit=True)
@@ -160,3 +164,23 @@ def test_the_relaxed_guide_hands_fit_one_view_of_a_model():
     pyro.set_rng_seed(0)
     trace = pyro.poutine.trace(g2.training_model(m2)).get_trace(x, None, None)
     assert float(trace.nodes["z1"]["fn"].base_dist.temperature) == 0.25 and float(guide.temperature) == 1.0
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_the_sleep_phase_trains_only_the_guide(jit):
+    """rws: the model's gradient is wake-theta's whatever --insomnia is. The dreamt (x', z') are data for the
+    guide; a reparameterized x' (Gaussian decoder) must not pass sleep-phi's gradient back into the decoder,
+    eagerly or replayed (where torch.no_grad would not hold: the trace does not record grad mode)."""
+    x = _data("vae")
+    model = build_model("vae", D, likelihood="gaussian")
+    guide = build_guide("amortized", model)
+    grads = {}
+    for insomnia in (0.0, 1.0):
+        objective = build_objective("rws", 3, insomnia=insomnia, jit=jit)
+        for _ in range(2):                                     # with --jit: the trace, then a replay
+            model.zero_grad(set_to_none=True)
+            pyro.set_rng_seed(4)
+            objective.loss_and_grads(model, guide, x)
+        grads[insomnia] = [p.grad.clone() for p in model.parameters()]
+    for a, b in zip(grads[0.0], grads[1.0]):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)

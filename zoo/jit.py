@@ -26,7 +26,7 @@ What a trace assumes, and how this class keeps to it:
 - **No per-step state in Python.** State kept in tensors is fine: a baseline's running average
   and a relaxed guide's annealed temperature are buffers, so they are inputs of the trace, and
   the in-place updates of the averages are replayed. Objectives that need Python between steps
-  or a second backward pass (``dreg``, ``rws``, ``rws_pyro``, ``enum``, ``renyi_pyro``) are not
+  or a second backward pass (``dreg``, ``rws_pyro``, ``enum``, ``renyi_pyro``) are not
   offered (:data:`JIT_OBJECTIVES`, checked by the registry). A step that runs under an outer
   Pyro handler, such as :class:`~zoo.objectives.KLWarmup` whose beta changes every step, runs
   eagerly: the trace would freeze the handler's effect.
@@ -68,7 +68,7 @@ from zoo.models import base as model_base
 __all__ = ["JitObjective", "JIT_OBJECTIVES"]
 
 #: Objectives whose step is one surrogate loss and one backward pass (see :func:`value_and_surrogate`).
-JIT_OBJECTIVES = ("elbo", "tracemeanfield", "tracegraph", "reinforce", "stl", "vimco", "renyi", "iwae")
+JIT_OBJECTIVES = ("elbo", "tracemeanfield", "tracegraph", "reinforce", "stl", "vimco", "rws", "renyi", "iwae")
 
 
 def value_and_surrogate(objective, model, guide, x, idx=None, N=None):

@@ -223,11 +223,12 @@ class ReweightedWakeSleep(ELBO):
     def _sleep_phi(model, guide, batch_size: int, scale: float):
         if not getattr(guide, "amortized", True):
             raise ZooError("the sleep phase needs an amortized guide; use --insomnia 1 with per-datum guides")
-        with torch.no_grad():
-            dream = poutine.trace(model).get_trace(None, N=batch_size)
-        latents = {n: s["value"] for n, s in dream.nodes.items()        # "x" is the contract's observation
+        # The dream (x', z') is data for the guide: detached, so no gradient reaches the model through
+        # it (a reparameterized x' would carry one). detach, not torch.no_grad, which a --jit trace ignores.
+        dream = poutine.trace(model).get_trace(None, N=batch_size)
+        latents = {n: s["value"].detach() for n, s in dream.nodes.items()   # "x" is the contract's observation
                    if s["type"] == "sample" and n not in ("data", "x")}
-        trace = poutine.trace(poutine.condition(guide, data=latents)).get_trace(dream.nodes["x"]["value"])
+        trace = poutine.trace(poutine.condition(guide, data=latents)).get_trace(dream.nodes["x"]["value"].detach())
         log_q = sum(trace.nodes[n]["fn"].log_prob(v) for n, v in latents.items())
         return -scale * log_q.sum()
 
@@ -240,10 +241,15 @@ class ReweightedWakeSleep(ELBO):
             lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles, **kwargs)
             return -lw.scale * per_datum_renyi_bound(lw.log_w, 0.0).sum().item()
 
-    def loss_and_grads(self, model, guide, *args, **kwargs):
+    def value_and_surrogate(self, model, guide, *args, **kwargs):
+        """(the wake-theta loss, detached; the sum of the model's and the guide's losses)."""
         wake_theta, phi = self._losses(model, guide, *args, **kwargs)
-        (wake_theta + phi).backward()
-        return wake_theta.item()
+        return wake_theta.detach(), wake_theta + phi
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        value, surrogate = self.value_and_surrogate(model, guide, *args, **kwargs)
+        surrogate.backward()
+        return value.item()
 
 
 class PyroReweightedWakeSleep(PyroRWS):
