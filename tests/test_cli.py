@@ -125,7 +125,7 @@ BAD = {
     "Adam beta of 1": (["train", "vae", "--adam-betas", "0.9", "1"], "--adam-betas takes two numbers in [0, 1)"),
     "zero Adam epsilon": (["train", "vae", "--adam-eps", "0"], "--adam-eps must be positive"),
     "--jit on a two-surrogate objective": (["train", "vae", "--objective", "dreg", "--jit"],
-                                      "--jit traces objectives whose step is one loss"),
+                                      "'dreg' is not one of them"),
     "--jit with --distributed": (["train", "vae", "--jit", "--distributed"], "drop --jit"),
     "insomnia out of range": (["train", "sbn", "--objective", "rws", "--insomnia", "2"], "--insomnia must be in [0, 1]"),
 }

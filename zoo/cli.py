@@ -81,7 +81,7 @@ def _add_run_options(p: argparse.ArgumentParser, particles: bool = True) -> None
     t.add_argument("--adam-eps", type=float, default=None, help="Adam's epsilon (default 1e-8)")
     t.add_argument("--jit", action="store_true", default=None,
                    help="trace the training step once with torch.jit.trace and replay it: the same estimator with "
-                        "less Python per step (elbo, tracemeanfield, tracegraph, reinforce, stl, vimco, rws, renyi, iwae)")
+                        "less Python per step (all objectives but dreg, rws_pyro and renyi_pyro)")
     t.add_argument("--keep-best", action="store_true", default=None,
                    help="evaluate the epoch with the best validation ELBO (saved as OUT/best.pt), not the last")
     t.add_argument("--tensorboard", action="store_true", default=None,

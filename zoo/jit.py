@@ -26,7 +26,7 @@ What a trace assumes, and how this class keeps to it:
 - **No per-step state in Python.** State kept in tensors is fine: a baseline's running average
   and a relaxed guide's annealed temperature are buffers, so they are inputs of the trace, and
   the in-place updates of the averages are replayed. Objectives that need Python between steps
-  or a second backward pass (``dreg``, ``rws_pyro``, ``enum``, ``renyi_pyro``) are not
+  or a second backward pass (``dreg``, ``rws_pyro``, ``renyi_pyro``) are not
   offered (:data:`JIT_OBJECTIVES`, checked by the registry). A step that runs under an outer
   Pyro handler, such as :class:`~zoo.objectives.KLWarmup` whose beta changes every step, runs
   eagerly: the trace would freeze the handler's effect.
@@ -68,7 +68,7 @@ from zoo.models import base as model_base
 __all__ = ["JitObjective", "JIT_OBJECTIVES"]
 
 #: Objectives whose step is one surrogate loss and one backward pass (see :func:`value_and_surrogate`).
-JIT_OBJECTIVES = ("elbo", "tracemeanfield", "tracegraph", "reinforce", "stl", "vimco", "rws", "renyi", "iwae")
+JIT_OBJECTIVES = ("elbo", "tracemeanfield", "tracegraph", "reinforce", "stl", "vimco", "rws", "enum", "renyi", "iwae")
 
 
 def value_and_surrogate(objective, model, guide, x, idx=None, N=None):
@@ -107,8 +107,8 @@ def _buffers(model, guide) -> List[torch.Tensor]:
 
 def _step_inputs(objective, model, guide, x, idx, N) -> List[torch.Tensor]:
     """The tensors a replay must read afresh: every parameter announced in a ``param`` site
-    (one step run under a param-only trace, gradient-free) and the modules' floating buffers."""
-    with torch.no_grad(), poutine.block(), poutine.trace(param_only=True) as tracer:
+    (one step run under a param-only trace; its graph is dropped) and the modules' floating buffers."""
+    with poutine.block(), poutine.trace(param_only=True) as tracer:
         value_and_surrogate(objective, model, guide, x, idx, N)
     tensors = [site["value"] for site in tracer.trace.nodes.values() if site["type"] == "param"]
     tensors += [b for b in _buffers(model, guide) if b.is_floating_point()]

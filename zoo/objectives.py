@@ -345,9 +345,9 @@ def build_objective(name: str, particles: Optional[int] = None, alpha: float = 0
     if name not in OBJECTIVES:
         raise unknown_name("objective", name, OBJECTIVES)
     if jit and name not in JIT_OBJECTIVES:
-        raise ZooError(f"--jit traces objectives whose step is one loss and one backward pass ("
-                       f"{', '.join(JIT_OBJECTIVES)}); {name!r} needs Python between its steps or a second "
-                       f"backward pass (a sleep phase, separate model and guide surrogates, enumeration): drop --jit")
+        raise ZooError(f"--jit traces {', '.join(JIT_OBJECTIVES)}; {name!r} is not one of them (dreg differentiates "
+                       f"separate model and guide surrogates; rws_pyro and renyi_pyro are Pyro's own classes, kept to "
+                       f"show their caveat): drop --jit")
     if jit:
         return JitObjective(build_objective(name, particles, alpha, insomnia))
     spec = OBJECTIVES[name]
