@@ -113,7 +113,7 @@ class ZooGuide(nn.Module):
         if bad:
             desc = ", ".join(f"{s.name!r} ({s.support})" for s in bad)
             raise ZooError(f"the {cls.family!r} guide supports {'/'.join(cls.supports)} latents only, "
-                           f"but {type(model).__name__} has {desc}; pick a guide that supports them "
+                           f"but {model.display_name} has {desc}; pick a guide that supports them "
                            f"(see 'pyro-zoo list')")
 
     @classmethod

@@ -45,7 +45,7 @@ class Exact(ZooGuide):
         super().check(model)
         if not model.has_posterior:
             raise ZooError(f"the 'exact' guide needs a closed-form posterior, which "
-                           f"{type(model).__name__} does not have; use it with ppca or fa")
+                           f"{model.display_name} does not have; use it with ppca or fa")
 
     def forward(self, x, idx=None, N=None):
         posterior = self._oracle.posterior(x)

@@ -28,6 +28,15 @@ def test_console_script_and_module_entry_points(tmp_path):
         assert "valid combinations" in r.stdout and "iwae" in r.stdout and "vae    × exact" in r.stdout
 
 
+def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
+    """`pyro-zoo list | head -1`: the reader stops early; no BrokenPipeError traceback."""
+    for reader, shown in (("head -1", "models:\n"), ("true", "")):   # `true` closes the pipe without reading
+        r = subprocess.run(f"'{sys.executable}' -m zoo list | {reader}", shell=True, capture_output=True,
+                           text=True, cwd=tmp_path, timeout=120)
+        assert r.stdout == shown
+        assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+
+
 def test_train_then_eval_a_ppca_run(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, err = run_cli(["train", "ppca", "--guide", "exact", "--objective", "elbo", "--dataset",
@@ -114,6 +123,8 @@ BAD = {
     "unknown grid entry": (["compare", "vae", "--guides", "amortized,flow", "--objectives", "elbo"], "unknown guide 'flow'"),
     "option the model lacks": (["train", "ppca", "--hidden", "10"], "takes no option hidden"),
     "iaf on binary latents": (["train", "sbn", "--guide", "iaf"], "supports real latents only"),
+    "relaxed on factor analysis": (["train", "fa", "--guide", "relaxed", "--dataset", "synthetic"],
+                                   "but FA has 'z' (real)"),
     "zero temperature": (["train", "sbn", "--guide", "relaxed", "--temperature", "0"], "must be positive"),
     "enum too large": (["train", "sbn", "--objective", "enum"], "1.61e+60 latent configurations"),
     "analytic KL with a score-function guide": (["train", "categorical_vae", "--objective", "tracemeanfield"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -262,6 +263,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("pyro-zoo: interrupted; the last checkpoint is intact (resume with --resume DIR)", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader closed the pipe (`pyro-zoo list | head`): stop quietly, as Unix tools do;
+        # point stdout at devnull so that the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 

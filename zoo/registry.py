@@ -153,12 +153,12 @@ def check_combination(model: ZooModel, guide: str, objective: str,
     gcls = GUIDES[guide].cls
     if obj.needs_reparam and not gcls.is_reparameterized(model):
         raise ZooError(f"objective {objective!r} needs a reparameterizable guide, and {guide!r} over "
-                       f"{type(model).__name__}'s discrete latents is a score-function guide; use elbo, "
+                       f"{model.display_name}'s discrete latents is a score-function guide; use elbo, "
                        f"tracegraph, enum or rws, or the 'relaxed' guide")
     if obj.needs_enumeration:
         n = model.num_configurations
         if n is None:
-            raise ZooError(f"'enum' sums over discrete latents, and {type(model).__name__} has real ones; "
+            raise ZooError(f"'enum' sums over discrete latents, and {model.display_name} has real ones; "
                            f"use elbo, tracemeanfield or iwae")
         if not gcls.enumerable:
             raise ZooError(f"'enum' sums over the guide's discrete distribution, which the {guide!r} guide "

@@ -237,6 +237,11 @@ class ZooModel(nn.Module):
         return type(self).posterior is not ZooModel.posterior
 
     @property
+    def display_name(self) -> str:
+        """The model's name in messages (the class name unless a variant says otherwise)."""
+        return type(self).__name__
+
+    @property
     def device(self) -> torch.device:
         for t in list(self.parameters()) + list(self.buffers()):
             return t.device
@@ -258,7 +263,7 @@ class ZooModel(nn.Module):
         """Raise :class:`ZooError` unless ``x`` is a finite ``[N, x_dim]`` float array
         that this model's likelihood can score."""
         check_data(x, self.x_dim, binary=self.likelihood == "bernoulli", what=what,
-                   model_name=type(self).__name__)
+                   model_name=self.display_name)
 
 
 def check_data(x, x_dim: Optional[int], binary: bool, what: str = "data",

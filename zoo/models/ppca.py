@@ -66,6 +66,10 @@ class PPCA(ZooModel):
         return (LatentSite("z", (self.latent_dim,), "real"),)
 
     @property
+    def display_name(self) -> str:
+        return "PPCA" if self.noise == "isotropic" else "FA"
+
+    @property
     def noise_variance(self) -> torch.Tensor:
         """The diagonal of Psi, shape ``[D]``."""
         return torch.exp(2 * self.log_noise_scale).expand(self.x_dim)
