@@ -116,7 +116,8 @@ def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluat
           "active units | k̂>0.7 | train s |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        md.append(f"| {r['label']} | {r['config']['objective']} | {r['config']['guide']} | {r['epochs_trained']} | "
+        epochs = r['epochs_trained'] if r.get('best_epoch') is None else f"{r['epochs_trained']} (best {r['best_epoch']})"
+        md.append(f"| {r['label']} | {r['config']['objective']} | {r['config']['guide']} | {epochs} | "
                   f"{-r['elbo']:.2f} | {r['nll']:.2f} | {r['log_likelihood_se']:.2f} | "
                   f"{_two_places(r['log_likelihood_data_se'])} | "
                   f"{r['reference_nll'] if r['reference_nll'] is not None else '–'} | {r['active_units']} | "

@@ -45,3 +45,23 @@ def test_run_grid_table_with_one_scored_image(tmp_path, monkeypatch):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[7] == "–"          # the "± data se" column
     assert cells[6] != "–"          # the Monte Carlo se is still there
+
+
+def test_run_grid_with_keep_best_scores_and_names_the_best_epoch(tmp_path, monkeypatch):
+    """With keep_best the grid scores the epoch of the best validation ELBO and its table says which one."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from zoo.runs import RunConfig
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    config = RunConfig(model="vae", dataset="digits", epochs=3, latent_dim=2, hidden=[16], lr=1e-2,
+                       eval_samples=8, iwae_k=4, eval_limit=20, device="cpu", keep_best=True)
+    rows = common.run_grid("best", "best", [("vae", config, None)], tmp_path / "runs", protocol="test")
+    valid = [h["valid_elbo"] for h in rows[0]["history"]]
+    best = max(range(len(valid)), key=lambda i: (valid[i], i)) + 1
+    assert rows[0]["best_epoch"] == best
+    row = next(line for line in (tmp_path / "results" / "best.md").read_text().splitlines()
+               if line.startswith("| vae |"))
+    assert [c.strip() for c in row.strip("|").split("|")][3] == f"3 (best {best})"
