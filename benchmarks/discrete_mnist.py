@@ -10,7 +10,8 @@ layer of 200 for the linear SBN). Plain REINFORCE (elbo, no baseline) at lr 3e-4
 lr 1e-3, times --lr-decay per epoch from where a run starts or resumes; with --kl-warmup E the latent terms are
 weighted by beta rising linearly to 1 over the first E epochs; with --keep-best a run is
 scored at its epoch with the best validation ELBO (early stopping; the table gives that epoch). NVIL = tracegraph with --baseline neural (a running average centring the per-datum learning
-signal plus the input-dependent b(x), zoo.baselines). Relaxed runs train Jang et al.'s objective,
+signal plus the input-dependent b(x), zoo.baselines). RLOO = the score function with a leave-one-out
+baseline over K = 2 (or 4) samples per datum (objective rloo). Relaxed runs train Jang et al.'s objective,
 tracemeanfield with the relaxed guide: the reconstruction term at a Gumbel-softmax / Concrete sample
 minus the closed-form KL of the discrete q(z|x) to the discrete prior, with tau = max(0.5, exp(-1e-4
 t)) (floor 0.1 in the -tau0.1 runs); ST = straight-through (hard sample forward). Reported: test
@@ -49,7 +50,8 @@ from zoo.runs import RunConfig  # noqa: E402
 #: Each run's reference: Jang et al.'s test -ELBO for the same estimator family, or NVIL's test NLL.
 REFERENCES = {"sbn200-reinforce": 112.2, "sbn200-nvil": 113.1, "sbn200-gumbel": 105.0, "sbn200-st-gumbel": 105.0,
               "sbn200-mlp-nvil": 113.1, "sbn200-mlp-gumbel": 105.0, "cat20x10-nvil": 110.6, "cat20x10-gumbel": 101.5,
-              "sbn200-mlp-gumbel-tau0.1": 105.0, "cat20x10-gumbel-tau0.1": 101.5}
+              "sbn200-mlp-gumbel-tau0.1": 105.0, "cat20x10-gumbel-tau0.1": 101.5,
+              "sbn200-rloo": 112.2, "sbn200-mlp-rloo": 112.2, "sbn200-mlp-rloo-k4": 112.2, "cat20x10-rloo": 110.6}
 
 
 def main(argv=None):
@@ -74,6 +76,7 @@ def main(argv=None):
     relaxed = dict(guide="relaxed", objective="tracemeanfield", lr=1e-3, temperature=1.0, temperature_min=0.5,
                    anneal_rate=1e-4)
     nvil = dict(guide="amortized", objective="tracegraph", baseline="neural", lr=1e-3)
+    rloo = dict(guide="amortized", objective="rloo", particles=2, lr=1e-3)
     runs = [(label, config, REFERENCES[label]) for label, config in [
         ("sbn200-reinforce", RunConfig(model="sbn", layers=[200], guide="amortized", objective="elbo", lr=3e-4, **common)),
         ("sbn200-nvil", RunConfig(model="sbn", layers=[200], **nvil, **common)),
@@ -90,6 +93,12 @@ def main(argv=None):
         ("sbn200-mlp-gumbel-tau0.1", RunConfig(model="sbn", layers=[200], hidden=[256, 512],
                                                **{**relaxed, "temperature_min": 0.1}, **common)),
         ("cat20x10-gumbel-tau0.1", RunConfig(model="categorical_vae", **{**relaxed, "temperature_min": 0.1}, **common)),
+        # score function with a leave-one-out baseline over K samples per datum (rloo): no baseline to fit
+        ("sbn200-rloo", RunConfig(model="sbn", layers=[200], **rloo, **common)),
+        ("sbn200-mlp-rloo", RunConfig(model="sbn", layers=[200], hidden=[256, 512], **rloo, **common)),
+        ("sbn200-mlp-rloo-k4", RunConfig(model="sbn", layers=[200], hidden=[256, 512], **{**rloo, "particles": 4},
+                                         **common)),
+        ("cat20x10-rloo", RunConfig(model="categorical_vae", **rloo, **common)),
     ]]
     if args.runs:
         unknown = set(args.runs.split(",")) - {label for label, _, _ in runs}

@@ -30,6 +30,7 @@ CASES = [
     ("sbn", "amortized", "tracegraph", {}, {"baseline": "decaying"}),      # running average, updated in place
     ("sbn", "amortized", "tracegraph", {}, {"baseline": "neural"}),        # NVIL: b_psi(x) and its own loss
     ("sbn", "meanfield", "vimco", {}, {"num_data": N}),
+    ("categorical_vae", "amortized", "rloo", {"num_variables": 3, "num_classes": 4}, {}),   # leave-one-out baselines
     ("vae", "amortized", "stl", {}, {}),
     ("sbn", "amortized", "enum", {"layers": (4,)}, {}),                    # all 16 configurations summed
     ("sbn", "amortized", "rws", {}, {}),                                   # wake and sleep phases in one step
@@ -72,7 +73,7 @@ def test_replayed_steps_match_the_eager_steps(model_name, guide_name, objective_
     pyro.set_rng_seed(1)
     model = build_model(model_name, D, **model_kw)
     guide = build_guide(guide_name, model, **guide_kw)
-    particles = 3 if objective_name in ("iwae", "renyi", "vimco", "rws") else 1
+    particles = 3 if objective_name in ("iwae", "renyi", "vimco", "rws", "rloo") else 1
     lr = 1e-3 if objective_name == "reinforce" else 0.05       # REINFORCE's raw gradients are huge
     runs = []
     for jit in (False, True):

@@ -45,7 +45,7 @@ from zoo.errors import ZooError
 __all__ = ["launched_by_torchrun", "init", "SVILoss", "shard_batches", "ddp_step", "is_main", "finish"]
 
 #: Objectives whose gradient is one differentiable loss, as DDP needs.
-DDP_OBJECTIVES = ("elbo", "tracemeanfield", "enum", "iwae", "renyi", "renyi_pyro", "stl", "vimco", "reinforce")
+DDP_OBJECTIVES = ("elbo", "tracemeanfield", "enum", "iwae", "renyi", "renyi_pyro", "stl", "vimco", "reinforce", "rloo")
 
 
 def launched_by_torchrun() -> bool:

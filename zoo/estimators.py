@@ -1,12 +1,12 @@
-"""Gradient estimators beyond Pyro's: STL, DReG and VIMCO, as drop-in :class:`pyro.infer.ELBO` classes.
+"""Gradient estimators beyond Pyro's: STL, DReG, VIMCO, REINFORCE and RLOO, as drop-in :class:`pyro.infer.ELBO` classes.
 
-All three work on the per-datum log-weights of :mod:`zoo.importance`, for K samples
+All of them work on the per-datum log-weights of :mod:`zoo.importance`, for K samples
 z_k ~ q(z | x_b) per datum::
 
     log w_kb = log p(x_b, z_kb) - log q(z_kb | x_b)
 
 and scale per-datum quantities by N/B like every zoo objective. Their ``loss`` is
-the bound they estimate (ELBO for STL, IWAE-K for DReG and VIMCO), negated and scaled.
+the bound they estimate (the ELBO for STL, REINFORCE and RLOO; IWAE-K for DReG and VIMCO), negated and scaled.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from zoo.errors import ZooError
 from zoo.importance import per_datum_log_weights, per_datum_renyi_bound
 from zoo.models.base import MAX_PLATE_NESTING
 
-__all__ = ["StickingTheLanding", "DReGIWAE", "VIMCO", "Reinforce", "detach_parameters"]
+__all__ = ["StickingTheLanding", "DReGIWAE", "VIMCO", "Reinforce", "LeaveOneOutReinforce", "detach_parameters"]
 
 
 def detach_parameters(fn):
@@ -214,3 +214,48 @@ class Reinforce(_PerDatumEstimator):
         log_w = lw.log_w
         surrogate = (log_w + lw.log_q * log_w.detach()).mean(0)
         return -lw.scale * log_w.detach().mean(0).sum(), -lw.scale * surrogate.sum()
+
+
+class LeaveOneOutReinforce(_PerDatumEstimator):
+    """The ELBO with the score-function gradient and a leave-one-out baseline (RLOO), K >= 2.
+
+    Draw K samples z_1..z_K ~ q(z | x) per datum, log w_k = log p(x, z_k) - log q(z_k | x).
+    Each sample's learning signal is centred by the mean of the *other* samples' signals::
+
+        grad ELBO ~ (1/K) sum_k [ (log w_k - b_k) grad log q(z_k | x) + grad log w_k ],
+        b_k = 1/(K-1) sum_{j != k} log w_j
+
+    b_k is independent of z_k, so E[b_k grad log q(z_k | x)] = 0 and the estimator is
+    unbiased for the gradient of the single-sample ELBO (not of the IWAE bound, as VIMCO
+    is). It is the NVIL idea, a baseline that tracks the per-datum learning signal, with a
+    baseline that is free: no network to fit and no running average to lag. Its cost is
+    K decoder passes per datum. All sites are scored (samples cut from the graph), as in
+    :class:`Reinforce`; model gradients are those of the K-sample average ELBO.
+
+    Why not Pyro's: ``TraceGraph_ELBO``'s baselines are per site and fitted (decaying
+    average or a module); none uses the other particles, and its particles are not
+    coupled at all.
+
+    References: T. Salimans and D. A. Knowles, "On Using Control Variates with Stochastic
+    Approximation for Variational Bayes and its Connection to Stochastic Linear
+    Regression", 2014, https://arxiv.org/abs/1401.1022; W. Kool, H. van Hoof, M. Welling,
+    "Buy 4 REINFORCE Samples, Get a Baseline for Free!", ICLR 2019 workshop,
+    https://openreview.net/forum?id=r1lgTGL5DE.
+    """
+
+    default_particles = 2
+
+    def __init__(self, num_particles: int = 2, max_plate_nesting: int = MAX_PLATE_NESTING):
+        if num_particles < 2:
+            raise ZooError(f"rloo needs at least 2 particles for its leave-one-out baselines, got {num_particles}")
+        super().__init__(num_particles, max_plate_nesting)
+
+    def value_and_surrogate(self, model, guide, *args, **kwargs):
+        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
+                                   detach_latents=True, **kwargs)
+        log_w = lw.log_w                                                   # [K, B]
+        K = log_w.shape[0]
+        lw_ = log_w.detach()                    # detach, not no_grad: see VIMCO (torch.jit.trace)
+        baseline = (lw_.sum(0, keepdim=True) - lw_) / (K - 1)             # mean of the others
+        surrogate = (log_w + (lw_ - baseline) * lw.log_q).mean(0)
+        return -lw.scale * lw_.mean(0).sum(), -lw.scale * surrogate.sum()

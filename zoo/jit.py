@@ -68,7 +68,7 @@ from zoo.models import base as model_base
 __all__ = ["JitObjective", "JIT_OBJECTIVES"]
 
 #: Objectives whose step is one surrogate loss and one backward pass (see :func:`value_and_surrogate`).
-JIT_OBJECTIVES = ("elbo", "tracemeanfield", "tracegraph", "reinforce", "stl", "vimco", "rws", "enum", "renyi", "iwae")
+JIT_OBJECTIVES = ("elbo", "tracemeanfield", "tracegraph", "reinforce", "rloo", "stl", "vimco", "rws", "enum", "renyi", "iwae")
 
 
 def value_and_surrogate(objective, model, guide, x, idx=None, N=None):

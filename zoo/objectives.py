@@ -36,7 +36,7 @@ from pyro.infer import (ELBO, RenyiELBO, ReweightedWakeSleep as PyroRWS, Trace_E
 
 from zoo.baselines import BaselineTraceGraph_ELBO
 from zoo.errors import ZooError
-from zoo.estimators import VIMCO, DReGIWAE, Reinforce, StickingTheLanding
+from zoo.estimators import VIMCO, DReGIWAE, LeaveOneOutReinforce, Reinforce, StickingTheLanding
 from zoo.importance import per_datum_log_weights, per_datum_renyi_bound
 from zoo.models.base import MAX_PLATE_NESTING
 
@@ -311,6 +311,9 @@ OBJECTIVES = {spec.name: spec for spec in [
                   None, default_particles=5, uses_insomnia=True, warmup=False),
     ObjectiveSpec("reinforce", "ELBO with the pure score-function gradient for every site, even reparameterizable "
                   "ones, no baseline (the lecture's comparison)", lambda k, a: Reinforce(num_particles=k)),
+    ObjectiveSpec("rloo", "ELBO with the score-function gradient and a leave-one-out baseline over K >= 2 samples "
+                  "per datum (Kool et al. 2019), for discrete latents", lambda k, a: LeaveOneOutReinforce(num_particles=k),
+                  default_particles=2),
     ObjectiveSpec("stl", "ELBO with the sticking-the-landing path-derivative guide gradient (Roeder et al. 2017)",
                   lambda k, a: StickingTheLanding(num_particles=k), needs_reparam=True, needs_normal_guide=True),
     ObjectiveSpec("dreg", "IWAE bound with the doubly-reparameterized guide gradient (Tucker et al. 2019)",

@@ -153,7 +153,7 @@ def check_combination(model: ZooModel, guide: str, objective: str,
     gcls = GUIDES[guide].cls
     if obj.needs_reparam and not gcls.is_reparameterized(model):
         raise ZooError(f"objective {objective!r} needs a reparameterizable guide, and {guide!r} over "
-                       f"{model.display_name}'s discrete latents is a score-function guide; use elbo, "
+                       f"{model.display_name}'s discrete latents is a score-function guide; use elbo, rloo, "
                        f"tracegraph, enum or rws, or the 'relaxed' guide")
     if obj.needs_enumeration:
         n = model.num_configurations
