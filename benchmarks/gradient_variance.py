@@ -6,13 +6,18 @@
    (score function) against the reparameterized ELBO, and IWAE against DReG, as K grows, for the
    decoder ("model") and encoder ("guide") parameters.
 3. The SBN-200 on binarized MNIST (at initialization, or --sbn-checkpoint): REINFORCE (elbo),
-   TraceGraph with decaying and NVIL baselines, VIMCO and the relaxed (Gumbel) guide under the
-   Concrete ELBO and under Jang et al.'s discrete-KL objective.
+   TraceGraph with decaying and NVIL baselines, RLOO (leave-one-out baseline, K = 2 and 5, against
+   REINFORCE with the same K), VIMCO and the relaxed (Gumbel) guide under the Concrete ELBO and under
+   Jang et al.'s discrete-KL objective.
 4. The cost of one gradient estimate of each objective, as a ratio to Trace_ELBO at the same K,
    measured in the same run.
 
+--sections picks some of them (the cost needs the VAE), and --name the result file.
+
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 100 \
         --vae-checkpoint runs/quality_mnist/elbo --sbn-checkpoint runs/discrete_mnist/sbn200-nvil
+    python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 50 --reference-repeats 5 \
+        --sections sbn --name gradient_variance_sbn --sbn-checkpoint runs/discrete_mnist/sbn200-nvil
 """
 from __future__ import annotations
 
@@ -52,18 +57,41 @@ def main(argv=None):
                    help="high-particle (K=1000) gradients averaged for the reference where no exact one exists")
     p.add_argument("--vae-checkpoint", default=None)
     p.add_argument("--sbn-checkpoint", default=None)
+    p.add_argument("--sections", default="toy,vae,sbn", help="comma-separated, from toy, vae, sbn (default: all)")
+    p.add_argument("--name", default="gradient_variance", help="result file name in benchmarks/results")
     args = p.parse_args(argv)
+    sections = set(args.sections.split(","))
+    if not sections or sections - {"toy", "vae", "sbn"}:
+        p.error(f"--sections takes toy, vae and sbn, comma-separated; got {args.sections!r}")
 
     data = load_dataset("binarized_mnist", args.data_dir)
     x = data.train[:args.batch_size]
-    toy = toy_gradients(theta=1.5, samples=(1, 10, 100, 1000), repeats=10000)
+    toy = toy_gradients(theta=1.5, samples=(1, 10, 100, 1000), repeats=10000) if "toy" in sections else []
+    vae_result = vae_section(data, x, args) if "vae" in sections else None
+    sbn_rows = sbn_section(data, x, args) if "sbn" in sections else []
+    cost = {}
+    for r in vae_result["rows"] if vae_result else []:
+        if r["group"] == "model":
+            base = next(b["seconds"] for b in vae_result["rows"] if b["objective"] == "elbo"
+                        and b["particles"] == r["particles"] and b["group"] == "model")
+            cost[f"{r['objective']} K={r['particles']}"] = r["seconds"] / base
+    write_result(args.name, {"toy": toy, "vae": vae_result, "sbn": sbn_rows, "cost_ratio_to_elbo": cost,
+                             "batch_size": args.batch_size, "repeats": args.repeats, "sections": sorted(sections),
+                             "vae_checkpoint": args.vae_checkpoint, "sbn_checkpoint": args.sbn_checkpoint})
+    md = markdown(toy, vae_result, sbn_rows, cost, args)
+    (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
 
+
+def vae_section(data, x, args):
     vae = build_model("vae", data.x_dim)
     vae_guide = build_guide("amortized", vae)
     load(args.vae_checkpoint, vae, vae_guide)
-    vae_result = diagnose(vae, vae_guide, x, ["elbo", "reinforce", "iwae", "dreg", "stl"], [1, 5, 50], args.repeats,
-                          reference_repeats=args.reference_repeats)
+    return diagnose(vae, vae_guide, x, ["elbo", "reinforce", "iwae", "dreg", "stl"], [1, 5, 50], args.repeats,
+                    reference_repeats=args.reference_repeats)
 
+
+def sbn_section(data, x, args):
     sbn = build_model("sbn", data.x_dim, layers=(200,))
     sbn_guides = {b: build_guide("amortized", sbn, baseline=b) for b in ("none", "decaying", "neural")}
     load(args.sbn_checkpoint, sbn, *sbn_guides.values())
@@ -71,7 +99,11 @@ def main(argv=None):
     for label, guide, objective, k in (("REINFORCE (elbo)", sbn_guides["none"], "elbo", 1),
                                        ("tracegraph, decaying baseline", sbn_guides["decaying"], "tracegraph", 1),
                                        ("tracegraph, NVIL neural baseline", sbn_guides["neural"], "tracegraph", 1),
-                                       ("vimco K=5", sbn_guides["none"], "vimco", 5)):
+                                       ("REINFORCE (elbo) K=2", sbn_guides["none"], "elbo", 2),
+                                       ("rloo K=2, leave-one-out baseline", sbn_guides["none"], "rloo", 2),
+                                       ("REINFORCE (elbo) K=5", sbn_guides["none"], "elbo", 5),
+                                       ("rloo K=5, leave-one-out baseline", sbn_guides["none"], "rloo", 5),
+                                       ("vimco K=5 (IWAE bound)", sbn_guides["none"], "vimco", 5)):
         if objective == "tracegraph" and guide.baseline == "decaying":   # let the running average settle
             diagnose(sbn, guide, x, [objective], [k], 20, reference=False)
         rows = diagnose(sbn, guide, x, [objective], [k], args.repeats, reference_repeats=args.reference_repeats)["rows"]
@@ -82,41 +114,38 @@ def main(argv=None):
                              ("tracemeanfield", "relaxed, discrete KL (tracemeanfield), tau=0.5; a biased surrogate")):
         sbn_rows += [dict(r, estimator=label) for r in diagnose(sbn, relaxed, x, [objective], [1], args.repeats,
                                                                 reference_repeats=args.reference_repeats)["rows"]]
+    return sbn_rows
 
-    cost = {}
-    for r in vae_result["rows"]:
-        if r["group"] == "model":
-            base = next(b["seconds"] for b in vae_result["rows"] if b["objective"] == "elbo"
-                        and b["particles"] == r["particles"] and b["group"] == "model")
-            cost[f"{r['objective']} K={r['particles']}"] = r["seconds"] / base
 
-    write_result("gradient_variance", {"toy": toy, "vae": vae_result, "sbn": sbn_rows, "cost_ratio_to_elbo": cost,
-                                       "batch_size": args.batch_size, "repeats": args.repeats,
-                                       "vae_checkpoint": args.vae_checkpoint, "sbn_checkpoint": args.sbn_checkpoint})
+def markdown(toy, vae_result, sbn_rows, cost, args):
     prov = provenance()
     md = ["# Gradient variance, SNR and cost at fixed parameters", "",
           f"Command: `{prov['command']}`  ", f"Commit: `{prov['git_commit']}`  ",
-          f"Hardware: {prov['cpu']} ({prov['cpu_threads']} torch threads), GPU: {prov['gpu']}", "",
-          "## The lecture toy: d/dθ E_{N(θ,1)}[x²] = 2θ at θ = 1.5 (10000 repeats)", "",
-          "| estimator | samples S | mean | exact | ± se | variance |", "|---|---|---|---|---|---|"]
-    md += [f"| {r['estimator']} | {r['samples']} | {r['mean']:.4f} | {r['exact']:.1f} | {r['bias_se']:.4f} | "
-           f"{r['variance']:.4g} |" for r in toy]
-    md += ["", f"## VAE 784-200-200-50, minibatch of {args.batch_size} MNIST images, "
-           f"{'checkpoint ' + args.vae_checkpoint if args.vae_checkpoint else 'at initialization'}", "",
-           gradients_markdown(vae_result),
-           f"## SBN-200, minibatch of {args.batch_size}, "
-           f"{'checkpoint ' + args.sbn_checkpoint if args.sbn_checkpoint else 'at initialization'}", "",
-           "| estimator | group | variance | SNR | cosine to ref | s/estimate |", "|---|---|---|---|---|---|"]
-    md += [f"| {r['estimator']} | {r['group']} | {r['variance']:.4g} | {r['snr']:.4f} | "
-           f"{r.get('cosine', float('nan')):.4f} | {r['seconds']:.4f} |" for r in sbn_rows]
-    md += ["", f"Reference for the SBN rows: a high-particle estimate ({args.reference_repeats} x K=1000 VIMCO gradients for the model, "
-           "score-function ELBO gradients for the guide, all of the discrete model: the relaxed rows are compared with "
-           "the true discrete gradient, their guide's hard samples); no exact gradient exists at 2^200 configurations.", "",
-           "## Cost per gradient estimate, ratio to Trace_ELBO at the same K (VAE, same run)", "",
-           "| objective | ratio |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in cost.items()]
-    (RESULTS / "gradient_variance.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
-
+          f"Hardware: {prov['cpu']} ({prov['cpu_threads']} torch threads), GPU: {prov['gpu']}", ""]
+    if toy:
+        md += ["## The lecture toy: d/dθ E_{N(θ,1)}[x²] = 2θ at θ = 1.5 (10000 repeats)", "",
+               "| estimator | samples S | mean | exact | ± se | variance |", "|---|---|---|---|---|---|"]
+        md += [f"| {r['estimator']} | {r['samples']} | {r['mean']:.4f} | {r['exact']:.1f} | {r['bias_se']:.4f} | "
+               f"{r['variance']:.4g} |" for r in toy] + [""]
+    if vae_result:
+        md += [f"## VAE 784-200-200-50, minibatch of {args.batch_size} MNIST images, "
+               f"{'checkpoint ' + args.vae_checkpoint if args.vae_checkpoint else 'at initialization'}", "",
+               gradients_markdown(vae_result)]
+    if sbn_rows:
+        md += [f"## SBN-200, minibatch of {args.batch_size}, "
+               f"{'checkpoint ' + args.sbn_checkpoint if args.sbn_checkpoint else 'at initialization'}", "",
+               "| estimator | group | variance | SNR | cosine to ref | s/estimate |", "|---|---|---|---|---|---|"]
+        md += [f"| {r['estimator']} | {r['group']} | {r['variance']:.4g} | {r['snr']:.4f} | "
+               f"{r.get('cosine', float('nan')):.4f} | {r['seconds']:.4f} |" for r in sbn_rows]
+        md += ["", f"Reference for the SBN rows: a high-particle estimate ({args.reference_repeats} x K=1000 VIMCO "
+               "gradients for the model, score-function ELBO gradients for the guide, all of the discrete model: the "
+               "relaxed rows are compared with the true discrete gradient, their guide's hard samples); no exact "
+               "gradient exists at 2^200 configurations. The vimco rows estimate the IWAE-5 gradient, so their "
+               "cosine to the ELBO reference is not a bias measure.", ""]
+    if cost:
+        md += ["## Cost per gradient estimate, ratio to Trace_ELBO at the same K (VAE, same run)", "",
+               "| objective | ratio |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in cost.items()]
+    return md
 
 if __name__ == "__main__":
     run_script(main)

@@ -138,6 +138,8 @@ BAD = {
     "--jit on a two-surrogate objective": (["train", "vae", "--objective", "dreg", "--jit"],
                                       "'dreg' is not one of them"),
     "--jit with --distributed": (["train", "vae", "--jit", "--distributed"], "drop --jit"),
+    "one particle for a leave-one-out baseline": (["train", "sbn", "--objective", "rloo", "--particles", "1"],
+                                                  "pass --particles 2 or more"),
     "insomnia out of range": (["train", "sbn", "--objective", "rws", "--insomnia", "2"], "--insomnia must be in [0, 1]"),
 }
 

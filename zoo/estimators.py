@@ -178,7 +178,8 @@ class VIMCO(_PerDatumEstimator):
 
     def __init__(self, num_particles: int = 5, max_plate_nesting: int = MAX_PLATE_NESTING):
         if num_particles < 2:
-            raise ZooError(f"vimco needs at least 2 particles for its leave-one-out baselines, got {num_particles}")
+            raise ZooError(f"vimco needs at least 2 particles for its leave-one-out baselines, got {num_particles}; "
+                           f"pass --particles 2 or more")
         super().__init__(num_particles, max_plate_nesting)
 
     def value_and_surrogate(self, model, guide, *args, **kwargs):
@@ -247,7 +248,8 @@ class LeaveOneOutReinforce(_PerDatumEstimator):
 
     def __init__(self, num_particles: int = 2, max_plate_nesting: int = MAX_PLATE_NESTING):
         if num_particles < 2:
-            raise ZooError(f"rloo needs at least 2 particles for its leave-one-out baselines, got {num_particles}")
+            raise ZooError(f"rloo needs at least 2 particles for its leave-one-out baselines, got {num_particles}; "
+                           f"pass --particles 2 or more")
         super().__init__(num_particles, max_plate_nesting)
 
     def value_and_surrogate(self, model, guide, *args, **kwargs):
