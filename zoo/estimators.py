@@ -157,7 +157,32 @@ class DReGIWAE(_PerDatumEstimator):
         return theta_loss.item()
 
 
-class VIMCO(_PerDatumEstimator):
+class _LeaveOneOutEstimator(_PerDatumEstimator):
+    """Score-function estimators over K >= 2 samples per datum whose baselines leave each sample out."""
+
+    name = ""
+
+    def __init__(self, num_particles: int = None, max_plate_nesting: int = MAX_PLATE_NESTING):
+        num_particles = self.default_particles if num_particles is None else num_particles
+        if num_particles < 2:
+            raise ZooError(f"{self.name} needs at least 2 particles for its leave-one-out baselines, got "
+                           f"{num_particles}; pass --particles 2 or more")
+        super().__init__(num_particles, max_plate_nesting)
+
+    def _log_weights_and_others_mean(self, model, guide, *args, **kwargs):
+        """The per-datum log-weights (samples cut from the graph) and, for each sample k, the
+        mean of the other K - 1 detached log-weights: both [K, B].
+
+        The learning signal is a constant of the surrogate: detach, not torch.no_grad, because a
+        torch.jit.trace of the step (--jit) records operations but not the grad mode they ran in.
+        """
+        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
+                                   detach_latents=True, **kwargs)
+        lw_ = lw.log_w.detach()
+        return lw, (lw_.sum(0, keepdim=True) - lw_) / (lw_.shape[0] - 1)
+
+
+class VIMCO(_LeaveOneOutEstimator):
     """VIMCO: the multi-sample score-function estimator of Mnih and Rezende (2016).
 
     For the per-datum IWAE bound L = log (1/K) sum_k w_k with K >= 2 samples that are
@@ -175,27 +200,18 @@ class VIMCO(_PerDatumEstimator):
 
     alpha = 0.0
     default_particles = 5
-
-    def __init__(self, num_particles: int = 5, max_plate_nesting: int = MAX_PLATE_NESTING):
-        if num_particles < 2:
-            raise ZooError(f"vimco needs at least 2 particles for its leave-one-out baselines, got {num_particles}; "
-                           f"pass --particles 2 or more")
-        super().__init__(num_particles, max_plate_nesting)
+    name = "vimco"
 
     def value_and_surrogate(self, model, guide, *args, **kwargs):
-        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
-                                   detach_latents=True, **kwargs)
+        lw, others_mean = self._log_weights_and_others_mean(model, guide, *args, **kwargs)
         log_w = lw.log_w                                                   # [K, B]
         K = log_w.shape[0]
         L = self.bound(log_w)                                              # [B]
-        # The learning signal is a constant of the surrogate. detach, not torch.no_grad: a
-        # torch.jit.trace of the step (--jit) records operations but not the grad mode they ran in.
-        lw_, L_ = log_w.detach(), L.detach()
-        others_mean = (lw_.sum(0, keepdim=True) - lw_) / (K - 1)           # geometric mean of the others
+        # L_{-k}: w_k replaced by the geometric mean of the others
         eye = torch.eye(K, dtype=torch.bool, device=log_w.device)
-        replaced = torch.where(eye[:, :, None], others_mean[:, None, :], lw_[None, :, :])  # [k, j, B]
+        replaced = torch.where(eye[:, :, None], others_mean[:, None, :], log_w.detach()[None, :, :])  # [k, j, B]
         L_minus = torch.logsumexp(replaced, 1) - math.log(K)              # [K, B]
-        learning_signal = L_[None] - L_minus
+        learning_signal = L.detach()[None] - L_minus
         surrogate = L + (learning_signal * lw.log_q).sum(0)
         return -lw.scale * L.detach().sum(), -lw.scale * surrogate.sum()
 
@@ -217,7 +233,7 @@ class Reinforce(_PerDatumEstimator):
         return -lw.scale * log_w.detach().mean(0).sum(), -lw.scale * surrogate.sum()
 
 
-class LeaveOneOutReinforce(_PerDatumEstimator):
+class LeaveOneOutReinforce(_LeaveOneOutEstimator):
     """The ELBO with the score-function gradient and a leave-one-out baseline (RLOO), K >= 2.
 
     Draw K samples z_1..z_K ~ q(z | x) per datum, log w_k = log p(x, z_k) - log q(z_k | x).
@@ -245,19 +261,10 @@ class LeaveOneOutReinforce(_PerDatumEstimator):
     """
 
     default_particles = 2
-
-    def __init__(self, num_particles: int = 2, max_plate_nesting: int = MAX_PLATE_NESTING):
-        if num_particles < 2:
-            raise ZooError(f"rloo needs at least 2 particles for its leave-one-out baselines, got {num_particles}; "
-                           f"pass --particles 2 or more")
-        super().__init__(num_particles, max_plate_nesting)
+    name = "rloo"
 
     def value_and_surrogate(self, model, guide, *args, **kwargs):
-        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
-                                   detach_latents=True, **kwargs)
+        lw, baseline = self._log_weights_and_others_mean(model, guide, *args, **kwargs)
         log_w = lw.log_w                                                   # [K, B]
-        K = log_w.shape[0]
-        lw_ = log_w.detach()                    # detach, not no_grad: see VIMCO (torch.jit.trace)
-        baseline = (lw_.sum(0, keepdim=True) - lw_) / (K - 1)             # mean of the others
-        surrogate = (log_w + (lw_ - baseline) * lw.log_q).mean(0)
-        return -lw.scale * lw_.mean(0).sum(), -lw.scale * surrogate.sum()
+        surrogate = (log_w + (log_w.detach() - baseline) * lw.log_q).mean(0)
+        return -lw.scale * log_w.detach().mean(0).sum(), -lw.scale * surrogate.sum()
