@@ -9,7 +9,8 @@ Protocol: Adam, batch 100, seed 0, amortized encoder mirroring the decoder's tan
 layer of 200 for the linear SBN). Plain REINFORCE (elbo, no baseline) at lr 3e-4; every other run at
 lr 1e-3, times --lr-decay per epoch from where a run starts or resumes; with --kl-warmup E the latent terms are
 weighted by beta rising linearly to 1 over the first E epochs; with --keep-best a run is
-scored at its epoch with the best validation ELBO (early stopping; the table gives that epoch). NVIL = tracegraph with --baseline neural (a running average centring the per-datum learning
+scored at its epoch with the best validation ELBO (early stopping; the table gives that epoch); with
+--weight-decay w, AdamW with decoupled decay w. NVIL = tracegraph with --baseline neural (a running average centring the per-datum learning
 signal plus the input-dependent b(x), zoo.baselines). RLOO = the score function with a leave-one-out
 baseline over K = 2 (or 4) samples per datum (objective rloo). Relaxed runs train Jang et al.'s objective,
 tracemeanfield with the relaxed guide: the reconstruction term at a Gumbel-softmax / Concrete sample
@@ -65,6 +66,8 @@ def main(argv=None):
                    help="KL annealing over the first EPOCHS epochs (default: none)")
     p.add_argument("--keep-best", action="store_true",
                    help="score each run at its epoch with the best validation ELBO (early stopping), not its last")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="AdamW's decoupled weight decay (default: none, plain Adam)")
     p.add_argument("--jit", action="store_true",
                    help="train with --jit (zoo.jit: each step traced once and replayed; same estimators, less Python)")
     args = p.parse_args(argv)
@@ -72,7 +75,7 @@ def main(argv=None):
     common = dict(dataset="binarized_mnist", data_dir=args.data_dir, epochs=args.epochs, batch_size=100,
                   seed=0, device=args.device, eval_samples=args.eval_samples, eval_limit=args.eval_limit, iwae_k=50,
                   lr_decay=args.lr_decay, kl_warmup=args.kl_warmup, jit=args.jit,
-                  keep_best=args.keep_best)
+                  keep_best=args.keep_best, weight_decay=args.weight_decay)
     relaxed = dict(guide="relaxed", objective="tracemeanfield", lr=1e-3, temperature=1.0, temperature_min=0.5,
                    anneal_rate=1e-4)
     nvil = dict(guide="amortized", objective="tracegraph", baseline="neural", lr=1e-3)

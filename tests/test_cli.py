@@ -134,6 +134,7 @@ BAD = {
     "warm-up without a KL": (["train", "sbn", "--objective", "rws", "--kl-warmup", "5"],
                              "--kl-warmup weights the latent terms"),
     "Adam beta of 1": (["train", "vae", "--adam-betas", "0.9", "1"], "--adam-betas takes two numbers in [0, 1)"),
+    "negative weight decay": (["train", "vae", "--weight-decay", "-0.1"], "--weight-decay must be zero or positive"),
     "zero Adam epsilon": (["train", "vae", "--adam-eps", "0"], "--adam-eps must be positive"),
     "--jit on a two-surrogate objective": (["train", "vae", "--objective", "dreg", "--jit"],
                                       "'dreg' is not one of them"),

@@ -325,3 +325,32 @@ def test_a_jit_run_resumes_where_it_would_have_been_and_follows_the_eager_run(tm
             assert torch.allclose(a[part][k], b[part][k], rtol=1e-4, atol=1e-6), k
     eager = train_run(RunConfig(**{**config.to_json(), "jit": False}), tmp_path / "eager", progress=False)
     assert [h["loss"] for h in whole["history"]] == pytest.approx([h["loss"] for h in eager["history"]], rel=1e-4)
+
+
+def test_weight_decay_is_decoupled_and_resumes_with_the_run(tmp_path):
+    """--weight-decay is AdamW's: with a zero gradient a step shrinks every parameter by exactly
+    lr * decay (an L2 term in Adam's gradient would move it by lr instead, whatever its size);
+    a trained run keeps it in its config and resumes with it."""
+    from guides import Amortized
+    from zoo.models import SBN
+    from zoo.train import make_optimizer
+    torch.manual_seed(0)
+    m = SBN(x_dim=6, layers=(3,))
+    g = Amortized(m, hidden=(4,))
+    before = [p.detach().clone() for p in list(m.parameters()) + list(g.parameters())]
+    opt = make_optimizer(m, g, lr=0.1, weight_decay=0.5)
+    assert isinstance(opt, torch.optim.AdamW)
+    for p in list(m.parameters()) + list(g.parameters()):
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    after = list(m.parameters()) + list(g.parameters())
+    for b, a in zip(before, after):
+        assert torch.allclose(a, b * (1 - 0.1 * 0.5), atol=1e-7)
+    assert type(make_optimizer(m, g, lr=0.1)) is torch.optim.Adam
+
+    out = tmp_path / "r"
+    train_run(RunConfig(**{**SMALL_RUN, "epochs": 1, "batch_size": 200, "weight_decay": 0.01}), out, progress=False)
+    s = train_run(RunConfig(**{**SMALL_RUN, "epochs": 2, "batch_size": 200, "weight_decay": 0.01}), out,
+                  resume=True, progress=False)
+    assert [h["epoch"] for h in s["history"]] == [1, 2]
+    assert load_checkpoint(out / "checkpoint.pt")["optimizer"]["param_groups"][0]["weight_decay"] == 0.01

@@ -80,6 +80,8 @@ def _add_run_options(p: argparse.ArgumentParser, particles: bool = True) -> None
     t.add_argument("--adam-betas", type=float, nargs=2, default=None, metavar=("B1", "B2"),
                    help="Adam's betas (default 0.9 0.999)")
     t.add_argument("--adam-eps", type=float, default=None, help="Adam's epsilon (default 1e-8)")
+    t.add_argument("--weight-decay", type=float, default=None,
+                   help="decoupled weight decay (AdamW): shrink every parameter by lr * this each step (default: none)")
     t.add_argument("--jit", action="store_true", default=None,
                    help="trace the training step once with torch.jit.trace and replay it: the same estimator with "
                         "less Python per step (all objectives but dreg, rws_pyro and renyi_pyro)")
@@ -104,7 +106,7 @@ def _add_run_options(p: argparse.ArgumentParser, particles: bool = True) -> None
 RUN_FIELDS = ("dataset", "data_dir", "latent_dim", "hidden", "likelihood", "layers", "num_variables", "num_classes",
               "guide_hidden", "flows", "baseline", "temperature", "temperature_min", "anneal_rate",
               "straight_through", "particles", "alpha", "insomnia", "epochs", "batch_size", "lr", "seed", "device", "eval_samples", "iwae_k", "eval_limit", "refit_epochs", "checkpoint_every", "clip_grad",
-              "lr_decay", "kl_warmup", "adam_betas", "adam_eps", "jit", "keep_best", "deterministic", "distributed", "tensorboard")
+              "lr_decay", "kl_warmup", "adam_betas", "adam_eps", "weight_decay", "jit", "keep_best", "deterministic", "distributed", "tensorboard")
 
 
 def _config_from_args(args, base=None):

@@ -80,6 +80,7 @@ class RunConfig:
     kl_warmup: Optional[int] = None
     adam_betas: Optional[List[float]] = None
     adam_eps: Optional[float] = None
+    weight_decay: Optional[float] = None
     jit: bool = False
     keep_best: bool = False
     deterministic: bool = False
@@ -137,6 +138,9 @@ def _check_positive(config: RunConfig) -> None:
         raise ZooError(f"--adam-betas takes two numbers in [0, 1), e.g. 0.9 0.999; got {config.adam_betas}")
     if config.adam_eps is not None and not config.adam_eps > 0:
         raise ZooError(f"--adam-eps must be positive, got {config.adam_eps}")
+    if config.weight_decay is not None and not config.weight_decay >= 0:
+        raise ZooError(f"--weight-decay must be zero or positive (AdamW's decoupled decay, e.g. 0.01), "
+                       f"got {config.weight_decay}")
     if config.eval_limit is not None and config.eval_limit < 1:
         raise ZooError(f"--eval-limit must be a positive integer, got {config.eval_limit}")
     if config.refit_epochs is not None and config.refit_epochs < 1:
@@ -273,7 +277,8 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
         run = prepare(config, data, device=device)
     else:
         run = prepare(config, data)
-    optimizer = make_optimizer(run.model, run.guide, config.lr, betas=config.adam_betas, eps=config.adam_eps)
+    optimizer = make_optimizer(run.model, run.guide, config.lr, betas=config.adam_betas, eps=config.adam_eps,
+                               weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     history, start_epoch, start_step, epoch_total = [], 0, 0, 0.0
     if resume:
