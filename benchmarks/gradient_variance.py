@@ -37,15 +37,18 @@ from zoo.registry import build_guide, build_model  # noqa: E402
 from zoo.runs import gradients_markdown  # noqa: E402
 
 
-def load(folder, model, *guides):
+def load(folder, model, *guides) -> bool:
     """Model and guides from a run's checkpoint; each guide takes the parameters it has
-    (encoder always; the NVIL baseline net only where the guide has one)."""
-    if folder:
-        from zoo.checkpoint import load_checkpoint
-        state = load_checkpoint(Path(folder) / "checkpoint.pt")
-        model.load_state_dict(state["model"])
-        for guide in guides:
-            guide.load_state_dict(state["guide"], strict=False)
+    (encoder always; the NVIL baseline net only where the guide has one). Returns whether the
+    checkpoint held a trained NVIL baseline net (a run trained with ``--baseline neural``)."""
+    if not folder:
+        return True
+    from zoo.checkpoint import load_checkpoint
+    state = load_checkpoint(Path(folder) / "checkpoint.pt")
+    model.load_state_dict(state["model"])
+    for guide in guides:
+        guide.load_state_dict(state["guide"], strict=False)
+    return any(k.startswith("baselines.") for k in state["guide"])
 
 
 def main(argv=None):
@@ -94,7 +97,7 @@ def vae_section(data, x, args):
 def sbn_section(data, x, args):
     sbn = build_model("sbn", data.x_dim, layers=(200,))
     sbn_guides = {b: build_guide("amortized", sbn, baseline=b) for b in ("none", "decaying", "neural")}
-    load(args.sbn_checkpoint, sbn, *sbn_guides.values())
+    trained_nvil = load(args.sbn_checkpoint, sbn, *sbn_guides.values())
     sbn_rows = []
     for label, guide, objective, k in (("REINFORCE (elbo)", sbn_guides["none"], "elbo", 1),
                                        ("tracegraph, decaying baseline", sbn_guides["decaying"], "tracegraph", 1),
@@ -104,6 +107,10 @@ def sbn_section(data, x, args):
                                        ("REINFORCE (elbo) K=5", sbn_guides["none"], "elbo", 5),
                                        ("rloo K=5, leave-one-out baseline", sbn_guides["none"], "rloo", 5),
                                        ("vimco K=5 (IWAE bound)", sbn_guides["none"], "vimco", 5)):
+        if guide.baseline == "neural" and not trained_nvil:
+            print(f"skipped {label}: {args.sbn_checkpoint} was not trained with --baseline neural, so its baseline "
+                  f"net would be untrained", file=sys.stderr)
+            continue
         if objective == "tracegraph" and guide.baseline == "decaying":   # let the running average settle
             diagnose(sbn, guide, x, [objective], [k], 20, reference=False)
         rows = diagnose(sbn, guide, x, [objective], [k], args.repeats, reference_repeats=args.reference_repeats)["rows"]
@@ -142,6 +149,9 @@ def markdown(toy, vae_result, sbn_rows, cost, args):
                "relaxed rows are compared with the true discrete gradient, their guide's hard samples); no exact "
                "gradient exists at 2^200 configurations. The vimco rows estimate the IWAE-5 gradient, so their "
                "cosine to the ELBO reference is not a bias measure.", ""]
+        if not any("NVIL" in r["estimator"] for r in sbn_rows):
+            md += ["No NVIL row: the checkpoint was not trained with `--baseline neural`, so its baseline network "
+                   "would be untrained.", ""]
     if cost:
         md += ["## Cost per gradient estimate, ratio to Trace_ELBO at the same K (VAE, same run)", "",
                "| objective | ratio |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in cost.items()]
