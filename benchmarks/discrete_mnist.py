@@ -35,6 +35,12 @@ random subset (seed 0) of n, quicker but off the whole-test figure by up to a fe
         --eval-samples 1000 --eval-limit 10000 --name discrete_mnist_nvil_full_test
     python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 400 --eval-samples 1000 --eval-limit 1000 \
         --resume --lr-decay 0.995 --runs sbn200-nvil --name discrete_mnist_sbn_nvil_decay
+    python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 1000 --eval-samples 1000 --eval-limit 10000 \
+        --lr-decay 0.997 --keep-best --jit --weight-decay 0.1 --runs sbn200-mlp-rloo-k4 \
+        --name discrete_mnist_mlp_rloo_k4_wd --out runs/discrete_mnist_rloo_wd
+
+A long run can be stopped by hand (its last epoch checkpoint and, with --keep-best, its best
+epoch are kept) and then scored by the same command with --evaluate-only added.
 """
 from __future__ import annotations
 
