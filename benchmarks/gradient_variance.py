@@ -145,7 +145,7 @@ def markdown(toy, vae_result, sbn_rows, cost, args):
         md += [f"| {r['estimator']} | {r['group']} | {r['variance']:.4g} | {r['snr']:.4f} | "
                f"{r.get('cosine', float('nan')):.4f} | {r['seconds']:.4f} |" for r in sbn_rows]
         md += ["", f"Reference for the SBN rows: a high-particle estimate ({args.reference_repeats} x K=1000 VIMCO "
-               "gradients for the model, score-function ELBO gradients for the guide, all of the discrete model: the "
+               "gradients for the model, RLOO ELBO gradients for the guide, all of the discrete model: the "
                "relaxed rows are compared with the true discrete gradient, their guide's hard samples); no exact "
                "gradient exists at 2^200 configurations. The vimco rows estimate the IWAE-5 gradient, so their "
                "cosine to the ELBO reference is not a bias measure.", ""]
