@@ -16,8 +16,8 @@
 
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 100 \
         --vae-checkpoint runs/quality_mnist/elbo --sbn-checkpoint runs/discrete_mnist/sbn200-nvil
-    python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 50 --reference-repeats 5 \
-        --sections sbn --name gradient_variance_sbn --sbn-checkpoint runs/discrete_mnist/sbn200-nvil
+    python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \
+        --sections sbn --name gradient_variance_sbn --sbn-checkpoint runs/discrete_mnist_rloo/sbn200-rloo
 """
 from __future__ import annotations
 
