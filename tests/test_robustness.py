@@ -354,3 +354,20 @@ def test_weight_decay_is_decoupled_and_resumes_with_the_run(tmp_path):
                   resume=True, progress=False)
     assert [h["epoch"] for h in s["history"]] == [1, 2]
     assert load_checkpoint(out / "checkpoint.pt")["optimizer"]["param_groups"][0]["weight_decay"] == 0.01
+
+
+def test_resume_with_a_lower_temperature_floor_anneals_on_from_the_resumed_step(tmp_path):
+    """The relaxed guide's tau_t = max(tau_min, tau_0 exp(-r t)) is a function of the step: each epoch
+    records the tau of its last step, and a run resumed with a new --temperature-min follows the new
+    schedule from there (here: the floor drops from 0.5 to 0.2 once exp(-r t) is below both)."""
+    config = dict(model="sbn", layers=[8], guide="relaxed", objective="tracemeanfield", dataset="digits",
+                  temperature=1.0, temperature_min=0.5, anneal_rate=1.0, epochs=1, batch_size=200,
+                  eval_samples=10, iwae_k=5, seed=3)
+    out = tmp_path / "r"
+    first = train_run(RunConfig(**config), out, progress=False)
+    assert [h["temperature"] for h in first["history"]] == pytest.approx([0.5])
+    s = train_run(RunConfig(**{**config, "epochs": 3, "temperature_min": 0.2}), out, resume=True, progress=False)
+    assert [h["temperature"] for h in s["history"]] == pytest.approx([0.5, 0.2, 0.2])
+    assert load_checkpoint(out / "checkpoint.pt")["guide"]["temperature"].item() == pytest.approx(0.2)
+    with pytest.raises(ZooError, match="straight_through"):
+        train_run(RunConfig(**{**config, "epochs": 4, "straight_through": True}), out, resume=True, progress=False)

@@ -342,9 +342,13 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
 
 #: Config fields that may change when a run is resumed or re-evaluated; all others must match.
 #: ``lr`` and ``lr_decay`` take effect from the resumed step on (e.g. a lower --lr after a non-finite loss);
-#: ``jit`` changes how a step is computed, not what.
+#: ``jit`` changes how a step is computed, not what. The relaxed guide's temperature schedule
+#: tau_t = max(tau_min, tau_0 exp(-r t)) is a function of the global step t, so a new ``temperature``,
+#: ``temperature_min`` or ``anneal_rate`` gives the new schedule's tau from the resumed step on (e.g. a
+#: lower floor after the run has plateaued at the old one).
 RESUMABLE_CHANGES = ("epochs", "device", "eval_samples", "iwae_k", "eval_split", "eval_limit", "refit_epochs",
-                     "data_dir", "checkpoint_every", "distributed", "tensorboard", "lr", "lr_decay", "jit")
+                     "data_dir", "checkpoint_every", "distributed", "tensorboard", "lr", "lr_decay", "jit",
+                     "temperature", "temperature_min", "anneal_rate")
 
 
 def _change_schedule(optimizer, scheduler, config: RunConfig, stored: RunConfig, fresh_lrs) -> None:

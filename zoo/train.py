@@ -168,6 +168,8 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
                "valid_elbo": None, "lr": optimizer.param_groups[0]["lr"]}
         if kl_warmup and epoch < kl_warmup:
             row["kl_weight"] = kl_warmup_weight(epoch * steps + steps - 1, kl_warmup * steps)
+        if isinstance(getattr(guide, "temperature", None), torch.Tensor):
+            row["temperature"] = float(guide.temperature)          # the relaxed guide's tau at the last step
         if valid is not None and getattr(guide, "amortized", True):
             row["valid_elbo"] = bound_per_datum(model, guide, valid)
             if not guide_only:
