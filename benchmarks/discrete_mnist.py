@@ -15,7 +15,7 @@ signal plus the input-dependent b(x), zoo.baselines). RLOO = the score function 
 baseline over K = 2 (or 4) samples per datum (objective rloo). Relaxed runs train Jang et al.'s objective,
 tracemeanfield with the relaxed guide: the reconstruction term at a Gumbel-softmax / Concrete sample
 minus the closed-form KL of the discrete q(z|x) to the discrete prior, with tau = max(0.5, exp(-1e-4
-t)) (floor 0.1 in the -tau0.1 runs); ST = straight-through (hard sample forward). Reported: test
+t)) (floor 0.1 in the -tau0.1 runs, or --temperature-min, from the step a run starts or resumes); ST = straight-through (hard sample forward). Reported: test
 -ELBO and IS NLL (K = --eval-samples) of the true discrete model with hard samples, never the
 relaxed surrogate, on all 10,000 test images (the papers' protocol), or with --eval-limit n on a fixed
 random subset (seed 0) of n, quicker but off the whole-test figure by up to a few "data se".
@@ -38,12 +38,19 @@ random subset (seed 0) of n, quicker but off the whole-test figure by up to a fe
     python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 1000 --eval-samples 1000 --eval-limit 10000 \
         --lr-decay 0.997 --keep-best --jit --weight-decay 0.1 --runs sbn200-mlp-rloo-k4 \
         --name discrete_mnist_mlp_rloo_k4_wd --out runs/discrete_mnist_rloo_wd
+    python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 1000 --eval-samples 1000 --eval-limit 10000 \
+        --keep-best --jit --weight-decay 0.1 --resume --lr-decay 0.99 --runs cat20x10-gumbel \
+        --name discrete_mnist_cat_gumbel_wd_decay --out runs/discrete_mnist_gumbel_wd
+    python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 2000 --eval-samples 1000 --eval-limit 10000 \
+        --keep-best --jit --weight-decay 0.1 --resume --lr-decay 0.997 --temperature-min 0.3 --runs sbn200-mlp-gumbel \
+        --name discrete_mnist_sbn_mlp_gumbel_wd_tau03 --out runs/discrete_mnist_gumbel_wd_tau03
 
 A long run can be stopped by hand (its last epoch checkpoint and, with --keep-best, its best
 epoch are kept) and then scored by the same command with --evaluate-only added.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -74,6 +81,9 @@ def main(argv=None):
                    help="score each run at its epoch with the best validation ELBO (early stopping), not its last")
     p.add_argument("--weight-decay", type=float, default=None,
                    help="AdamW's decoupled weight decay (default: none, plain Adam)")
+    p.add_argument("--temperature-min", type=float, default=None, metavar="TAU",
+                   help="the relaxed runs' temperature floor (default: each run's own, 0.5 or 0.1); with --resume "
+                        "it applies from the resumed step on")
     p.add_argument("--jit", action="store_true",
                    help="train with --jit (zoo.jit: each step traced once and replayed; same estimators, less Python)")
     args = p.parse_args(argv)
@@ -109,6 +119,9 @@ def main(argv=None):
                                          **common)),
         ("cat20x10-rloo", RunConfig(model="categorical_vae", **rloo, **common)),
     ]]
+    if args.temperature_min is not None:
+        runs = [(label, dataclasses.replace(config, temperature_min=args.temperature_min)
+                 if config.guide == "relaxed" else config, reference) for label, config, reference in runs]
     if args.runs:
         unknown = set(args.runs.split(",")) - {label for label, _, _ in runs}
         if unknown:
