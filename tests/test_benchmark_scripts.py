@@ -10,6 +10,8 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 @pytest.mark.parametrize("script, args, says", [
     ("discrete_mnist.py", ["--lr-decay", "0", "--runs", "cat20x10-nvil", "--epochs", "1"], "--lr-decay must be in (0, 1]"),
+    ("discrete_mnist.py", ["--temperature-min", "0", "--runs", "cat20x10-gumbel", "--epochs", "1"],
+     "--temperature-min must be positive"),
     ("quality_mnist.py", ["--runs", "elbo", "--elbo-epochs", "1"], "binarized MNIST is not in"),
     ("relaxed_surrogate.py", ["--runs", "cat20x10-gumbel"], "no trained and evaluated run"),
 ])
