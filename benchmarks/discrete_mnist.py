@@ -44,6 +44,12 @@ random subset (seed 0) of n, quicker but off the whole-test figure by up to a fe
     python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 2000 --eval-samples 1000 --eval-limit 10000 \
         --keep-best --jit --weight-decay 0.1 --resume --lr-decay 0.997 --temperature-min 0.3 --runs sbn200-mlp-gumbel \
         --name discrete_mnist_sbn_mlp_gumbel_wd_tau03 --out runs/discrete_mnist_gumbel_wd_tau03
+    python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 2000 --eval-samples 1000 --eval-limit 10000 \
+        --keep-best --jit --weight-decay 0.1 --resume --lr-decay 0.997 --temperature-min 0.2 --runs sbn200-mlp-gumbel \
+        --name discrete_mnist_sbn_mlp_gumbel_wd_tau02 --out runs/discrete_mnist_gumbel_wd_tau02
+
+The last two resume a copy of the sbn200-mlp-gumbel folder of runs/discrete_mnist_gumbel_wd, taken after its
+epoch 395 (see the notes in their result files).
 
 A long run can be stopped by hand (its last epoch checkpoint and, with --keep-best, its best
 epoch are kept) and then scored by the same command with --evaluate-only added.
