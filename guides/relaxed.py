@@ -60,8 +60,8 @@ from zoo.distributions import JointDiscrete, discrete_kl
 from zoo.errors import ZooError
 from zoo.models.base import data_plate, register_module
 
-__all__ = ["Relaxed", "RelaxDiscrete", "relaxed_distribution", "ConcreteBernoulli", "ConcreteOneHotCategorical",
-           "ConcreteBernoulliST", "ConcreteOneHotCategoricalST"]
+__all__ = ["Relaxed", "RelaxDiscrete", "check_schedule", "relaxed_distribution", "ConcreteBernoulli",
+           "ConcreteOneHotCategorical", "ConcreteBernoulliST", "ConcreteOneHotCategoricalST"]
 
 
 def _inside(value: torch.Tensor, upper: bool) -> torch.Tensor:
@@ -137,6 +137,16 @@ def _kl_straight_through_discrete(q, p):
     return discrete_kl(_hard(q.base_dist), p.base).sum(-1)
 
 
+def check_schedule(temperature=None, temperature_min=None, anneal_rate=None) -> None:
+    """Refuse a temperature schedule that is not one: tau_0, tau_min > 0 and r >= 0 (None: not given)."""
+    for flag, value in (("--temperature", temperature), ("--temperature-min", temperature_min)):
+        if value is not None and not value > 0:
+            raise ZooError(f"{flag} must be positive (the relaxed guide's Concrete temperature, e.g. 0.5), "
+                           f"got {value}")
+    if anneal_rate is not None and not anneal_rate >= 0:
+        raise ZooError(f"--anneal-rate must be >= 0, got {anneal_rate}")
+
+
 def relaxed_distribution(hard, temperature, straight_through: bool = False):
     """The Concrete relaxation of a :class:`JointDiscrete` ``hard`` at ``temperature``."""
     base = hard.base if isinstance(hard, JointDiscrete) else hard
@@ -191,11 +201,7 @@ class Relaxed(Amortized):
                  temperature: float = 1.0, temperature_min: float = 0.5, anneal_rate: float = 0.0,
                  straight_through: bool = False):
         super().__init__(model, num_data, hidden)
-        if not temperature > 0 or not temperature_min > 0:
-            raise ZooError(f"the temperature must be positive, got --temperature {temperature} and "
-                           f"--temperature-min {temperature_min}")
-        if anneal_rate < 0:
-            raise ZooError(f"--anneal-rate must be >= 0, got {anneal_rate}")
+        check_schedule(temperature, temperature_min, anneal_rate)
         self.temperature_0 = float(temperature)
         self.temperature_min = min(float(temperature_min), float(temperature))
         self.anneal_rate = float(anneal_rate)

@@ -26,6 +26,7 @@ import numpy as np
 import pyro
 import torch
 
+from guides.relaxed import check_schedule
 from zoo import plots
 from zoo.checkpoint import (atomic_write_bytes, atomic_write_text, load_checkpoint, rng_state,
                             save_checkpoint, set_rng_state)
@@ -141,12 +142,7 @@ def _check_positive(config: RunConfig) -> None:
     if config.weight_decay is not None and not config.weight_decay >= 0:
         raise ZooError(f"--weight-decay must be zero or positive (AdamW's decoupled decay, e.g. 0.01), "
                        f"got {config.weight_decay}")
-    for key in ("temperature", "temperature_min"):       # checked again by the guide; here before any data load
-        if getattr(config, key) is not None and not getattr(config, key) > 0:
-            raise ZooError(f"--{key.replace('_', '-')} must be positive (the relaxed guide's Concrete "
-                           f"temperature, e.g. 0.5), got {getattr(config, key)}")
-    if config.anneal_rate is not None and not config.anneal_rate >= 0:
-        raise ZooError(f"--anneal-rate must be >= 0, got {config.anneal_rate}")
+    check_schedule(config.temperature, config.temperature_min, config.anneal_rate)
     if config.eval_limit is not None and config.eval_limit < 1:
         raise ZooError(f"--eval-limit must be a positive integer, got {config.eval_limit}")
     if config.refit_epochs is not None and config.refit_epochs < 1:
