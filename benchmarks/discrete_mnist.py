@@ -47,8 +47,11 @@ random subset (seed 0) of n, quicker but off the whole-test figure by up to a fe
     python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 2000 --eval-samples 1000 --eval-limit 10000 \
         --keep-best --jit --weight-decay 0.1 --resume --lr-decay 0.997 --temperature-min 0.2 --runs sbn200-mlp-gumbel \
         --name discrete_mnist_sbn_mlp_gumbel_wd_tau02 --out runs/discrete_mnist_gumbel_wd_tau02
+    python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 1000 --eval-samples 1000 --eval-limit 10000 \
+        --lr-decay 0.997 --keep-best --jit --weight-decay 0.1 --runs cat20x10-rloo --name discrete_mnist_cat_rloo_wd \
+        --out runs/discrete_mnist_rloo_wd
 
-The last two resume a copy of the sbn200-mlp-gumbel folder of runs/discrete_mnist_gumbel_wd, taken after its
+The two tau branches resume a copy of the sbn200-mlp-gumbel folder of runs/discrete_mnist_gumbel_wd, taken after its
 epoch 395 (see the notes in their result files).
 
 A long run can be stopped by hand (its last epoch checkpoint and, with --keep-best, its best
