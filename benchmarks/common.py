@@ -86,7 +86,8 @@ def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluat
     (``train_run(..., resume=True)``: same data order, optimizer and RNG state), and its
     training time is the sum over all its epochs."""
     import json
-    from zoo.runs import evaluate_run, results_markdown, train_run
+    from zoo.experiments.run import evaluate_run, train_run
+    from zoo.evaluation.tables import results_markdown
     rows = []
     for label, config, reference in runs:
         if evaluate_only is True or (evaluate_only and label in evaluate_only):
@@ -142,10 +143,10 @@ def fail(message: str) -> None:
 
 
 def run_script(main) -> None:
-    """Run a benchmark's ``main()``. Bad input (a :class:`~zoo.errors.ZooError`: an unknown name, a
+    """Run a benchmark's ``main()``. Bad input (a :class:`~zoo.core.errors.ZooError`: an unknown name, a
     missing dataset, a checkpoint that does not match) ends with one line and exit code 2, before any
     result file is written (results are written last)."""
-    from zoo.errors import ZooError
+    from zoo.core.errors import ZooError
     try:
         main()
     except ZooError as e:

@@ -11,7 +11,7 @@ lr 1e-3, times --lr-decay per epoch from where a run starts or resumes; with --k
 weighted by beta rising linearly to 1 over the first E epochs; with --keep-best a run is
 scored at its epoch with the best validation ELBO (early stopping; the table gives that epoch); with
 --weight-decay w, AdamW with decoupled decay w. NVIL = tracegraph with --baseline neural (a running average centring the per-datum learning
-signal plus the input-dependent b(x), zoo.baselines). RLOO = the score function with a leave-one-out
+signal plus the input-dependent b(x), zoo.objectives.baselines). RLOO = the score function with a leave-one-out
 baseline over K = 2 (or 4) samples per datum (objective rloo). Relaxed runs train Jang et al.'s objective,
 tracemeanfield with the relaxed guide: the reconstruction term at a Gumbel-softmax / Concrete sample
 minus the closed-form KL of the discrete q(z|x) to the discrete prior, with tau = max(0.5, exp(-1e-4
@@ -68,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import grid_parser, run_grid, run_script  # noqa: E402
 
-from zoo.runs import RunConfig  # noqa: E402
+from zoo.experiments.config import RunConfig  # noqa: E402
 
 #: Each run's reference: Jang et al.'s test -ELBO for the same estimator family, or NVIL's test NLL.
 REFERENCES = {"sbn200-reinforce": 112.2, "sbn200-nvil": 113.1, "sbn200-gumbel": 105.0, "sbn200-st-gumbel": 105.0,
@@ -94,7 +94,7 @@ def main(argv=None):
                    help="the relaxed runs' temperature floor (default: each run's own, 0.5 or 0.1); with --resume "
                         "it applies from the resumed step on")
     p.add_argument("--jit", action="store_true",
-                   help="train with --jit (zoo.jit: each step traced once and replayed; same estimators, less Python)")
+                   help="train with --jit (zoo.training.jit: each step traced once and replayed; same estimators, less Python)")
     args = p.parse_args(argv)
 
     common = dict(dataset="binarized_mnist", data_dir=args.data_dir, epochs=args.epochs, batch_size=100,

@@ -18,9 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, grid_parser, run_grid, run_script  # noqa: E402
 
-from zoo.checkpoint import load_checkpoint  # noqa: E402
-from zoo.gradients import diagnose  # noqa: E402
-from zoo.runs import RunConfig, prepare  # noqa: E402
+from zoo.training.checkpoint import load_checkpoint  # noqa: E402
+from zoo.evaluation.gradients import diagnose  # noqa: E402
+from zoo.experiments.config import RunConfig
+from zoo.experiments.run import prepare  # noqa: E402
 
 
 def main(argv=None):

@@ -32,9 +32,9 @@ from common import RESULTS, provenance, run_script, write_result  # noqa: E402
 
 import zoo  # noqa: E402,F401
 from zoo.data import load_dataset  # noqa: E402
-from zoo.gradients import diagnose, toy_gradients  # noqa: E402
+from zoo.evaluation.gradients import diagnose, toy_gradients  # noqa: E402
 from zoo.registry import build_guide, build_model  # noqa: E402
-from zoo.runs import gradients_markdown  # noqa: E402
+from zoo.evaluation.tables import gradients_markdown  # noqa: E402
 
 
 def load(folder, model, *guides) -> bool:
@@ -43,7 +43,7 @@ def load(folder, model, *guides) -> bool:
     checkpoint held a trained NVIL baseline net (a run trained with ``--baseline neural``)."""
     if not folder:
         return True
-    from zoo.checkpoint import load_checkpoint
+    from zoo.training.checkpoint import load_checkpoint
     state = load_checkpoint(Path(folder) / "checkpoint.pt")
     model.load_state_dict(state["model"])
     for guide in guides:

@@ -1,4 +1,4 @@
-"""Training-step time with and without ``--jit`` (zoo.jit) for the configurations the MNIST benchmarks train.
+"""Training-step time with and without ``--jit`` (zoo.training.jit) for the configurations the MNIST benchmarks train.
 
 Each configuration is one model, guide and objective as in ``quality_mnist.py`` and
 ``discrete_mnist.py``, trained by ``zoo.fit`` on binarized MNIST with batch 100 and the zoo's
@@ -25,7 +25,8 @@ from common import run_script, write_result  # noqa: E402
 
 from zoo.data import load_dataset  # noqa: E402
 from zoo.registry import build_guide, build_model, build_objective  # noqa: E402
-from zoo.train import fit, make_optimizer  # noqa: E402
+from zoo.training.loop import fit
+from zoo.training.optimizer import make_optimizer  # noqa: E402
 
 #: label -> (model, model options, guide, guide options, objective, particles)
 CONFIGS = {

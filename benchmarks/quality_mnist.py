@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import grid_parser, run_grid, run_script  # noqa: E402
 
-from zoo.runs import RunConfig  # noqa: E402
+from zoo.experiments.config import RunConfig  # noqa: E402
 
 REFERENCES = {"elbo": 88.71, "iwae": 87.10}
 
@@ -57,7 +57,7 @@ def main(argv=None):
     p.add_argument("--adam-betas", type=float, nargs=2, default=None, metavar=("B1", "B2"),
                    help="Adam's betas (default 0.9 0.999)")
     p.add_argument("--jit", action="store_true",
-                   help="train with --jit (zoo.jit: the step traced once and replayed; same estimator, less Python)")
+                   help="train with --jit (zoo.training.jit: the step traced once and replayed; same estimator, less Python)")
     p.add_argument("--name", default="quality_mnist", help="result file name in benchmarks/results")
     args = p.parse_args(argv)
 

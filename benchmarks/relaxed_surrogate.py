@@ -41,9 +41,10 @@ import pyro  # noqa: E402
 from common import RESULTS, fail, provenance, run_script, write_result  # noqa: E402
 from discrete_mnist import REFERENCES  # noqa: E402
 
-from zoo.checkpoint import load_checkpoint  # noqa: E402
+from zoo.training.checkpoint import load_checkpoint  # noqa: E402
 from zoo.registry import build_objective  # noqa: E402
-from zoo.runs import RunConfig, _eval_subset, prepare  # noqa: E402
+from zoo.experiments.config import RunConfig
+from zoo.experiments.run import _eval_subset, prepare  # noqa: E402
 
 
 def surrogate_per_datum(run, x: torch.Tensor, particles: int, batch_size: int = 500) -> float:

@@ -15,7 +15,7 @@ quality benchmark's objective: K times the network work per step against the sam
 overhead per step.
 
 Two zoo loops: ``zoo`` is ``fit`` with the eager Pyro step, ``zoo_jit`` the same with ``--jit``
-(:class:`zoo.jit.JitObjective`: the step traced once and replayed, same estimator and random draws).
+(:class:`zoo.training.jit.JitObjective`: the step traced once and replayed, same estimator and random draws).
 Two hand-written loops: ``hand`` uses ``torch.optim.Adam(params, lr)``, what a PyTorch user
 writes (the ratio the issue targets), and ``hand_fused`` uses the zoo's optimizer
 (``make_optimizer``: fused Adam). The zoo gains on the first only through its faster optimizer
@@ -45,8 +45,9 @@ from common import run_script, write_result  # noqa: E402
 
 from zoo.data import load_dataset  # noqa: E402
 from zoo.registry import build_guide, build_model, build_objective  # noqa: E402
-from zoo.runs import resolve_device  # noqa: E402
-from zoo.train import epoch_order, fit, make_optimizer  # noqa: E402
+from zoo.experiments.config import resolve_device  # noqa: E402
+from zoo.training.loop import epoch_order, fit
+from zoo.training.optimizer import make_optimizer  # noqa: E402
 
 
 def hand_loss(xb, guide, model, N, particles=None):
@@ -150,7 +151,7 @@ def main(argv=None):
               "objective": "Trace_ELBO, K=1" if particles is None else f"per-datum IWAE bound, K={particles}",
               "optimizers": {"zoo": "make_optimizer (fused Adam)", "zoo_jit": "make_optimizer (fused Adam)",
                              "hand": "torch.optim.Adam defaults", "hand_fused": "make_optimizer (fused Adam)"},
-              "loops": {"zoo": "zoo.fit, eager Pyro step", "zoo_jit": "zoo.fit with --jit (zoo.jit.JitObjective)",
+              "loops": {"zoo": "zoo.fit, eager Pyro step", "zoo_jit": "zoo.fit with --jit (zoo.training.jit.JitObjective)",
                         "hand": "hand-written PyTorch", "hand_fused": "hand-written PyTorch, the zoo's optimizer"},
               "epoch_seconds": times, "median_zoo_s": zoo_s, "median_zoo_jit_s": jit_s, "median_hand_s": hand_s,
               "median_hand_fused_s": fused_s, "ratio_zoo_over_hand": zoo_s / hand_s,

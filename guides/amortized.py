@@ -34,8 +34,9 @@ import torch
 from torch import nn
 
 from guides.base import ZooGuide, raw_size, site_distribution
-from zoo.models.base import data_plate, register_module
-from zoo.models.vae import mlp
+from zoo.core.plates import data_plate
+from zoo.core.params import register_module
+from zoo.core.nn import mlp
 
 __all__ = ["Amortized", "default_encoder_hidden"]
 

@@ -3,7 +3,7 @@
 A guide family is a :class:`ZooGuide` subclass. It is built from a model (and the
 number of data, for per-datum families), it samples every latent site the model
 declares inside the same ``"data"`` plate as the model, and it refuses, with a
-:class:`~zoo.errors.ZooError` that names what it supports, any model whose latents
+:class:`~zoo.core.errors.ZooError` that names what it supports, any model whose latents
 it cannot represent. Guides never look at a model's internals beyond
 ``model.latents``, ``model.x_dim`` and, for the oracle ``exact`` guide,
 ``model.posterior``.
@@ -14,7 +14,7 @@ Raw parameters become distributions in one place, :func:`site_distribution`:
 - binary:      ``Bernoulli(logits)`` per bit, from ``numel`` logits (a score-function site);
 - categorical: ``OneHotCategorical(logits)`` per variable, from ``N * K`` logits.
 
-Discrete sites are :class:`~zoo.distributions.JointDiscrete`, so the ``enum``
+Discrete sites are :class:`~zoo.core.distributions.JointDiscrete`, so the ``enum``
 objective can sum over them exactly.
 """
 from __future__ import annotations
@@ -28,10 +28,11 @@ from pyro.poutine.runtime import get_plates
 from torch import nn
 from torch.distributions import Bernoulli, OneHotCategorical
 
-from zoo.baselines import BASELINE_KEY, SiteBaseline
-from zoo.distributions import JointDiscrete
-from zoo.errors import ZooError
-from zoo.models.base import LatentSite, ZooModel, forget_parameters
+from zoo.objectives.baselines import BASELINE_KEY, SiteBaseline
+from zoo.core.distributions import JointDiscrete
+from zoo.core.errors import ZooError
+from zoo.core.contract import LatentSite, ZooModel
+from zoo.core.params import forget_parameters
 
 __all__ = ["ZooGuide", "raw_size", "site_distribution", "BASELINES"]
 
@@ -59,8 +60,8 @@ class ZooGuide(nn.Module):
     """Base class of guide families.
 
     A plain ``nn.Module`` whose ``forward`` registers every parameter once with
-    ``register_module(name, self)`` (see :func:`zoo.models.base.register_module` for why not
-    ``pyro.module``, and :class:`~zoo.models.base.ZooModel` for why not ``PyroModule``).
+    ``register_module(name, self)`` (see :func:`zoo.core.params.register_module` for why not
+    ``pyro.module``, and :class:`~zoo.core.contract.ZooModel` for why not ``PyroModule``).
 
     Class attributes:
         family: the registry name.
@@ -73,7 +74,7 @@ class ZooGuide(nn.Module):
     Arguments:
         baseline: variance reduction for score-function (discrete) sites under
             ``tracegraph``: ``"none"``, ``"decaying"`` (a running average c of the per-datum
-            learning signal) or ``"neural"`` (NVIL: c plus a network b(x)); see :mod:`zoo.baselines`.
+            learning signal) or ``"neural"`` (NVIL: c plus a network b(x)); see :mod:`zoo.objectives.baselines`.
             The baselines are part of the guide's ``state_dict``, so checkpoints carry them.
     """
 
@@ -122,7 +123,7 @@ class ZooGuide(nn.Module):
         return all(s.support == "real" for s in model.latents)
 
     def infer_for(self, site: LatentSite, x) -> Dict:
-        """The ``infer`` dict of a sample site: its baseline for :class:`~zoo.baselines.BaselineTraceGraph_ELBO`."""
+        """The ``infer`` dict of a sample site: its baseline for :class:`~zoo.objectives.baselines.BaselineTraceGraph_ELBO`."""
         if site.support == "real" or self.baseline == "none":
             return {}
         # b(x) must come in the site's batch shape, particles included.

@@ -21,8 +21,8 @@ from typing import Optional
 import pyro
 
 from guides.base import ZooGuide
-from zoo.errors import ZooError
-from zoo.models.base import data_plate
+from zoo.core.errors import ZooError
+from zoo.core.plates import data_plate
 
 __all__ = ["Exact"]
 

@@ -38,8 +38,9 @@ from torch import nn
 
 from guides.amortized import Amortized
 from guides.base import site_distribution
-from zoo.errors import ZooError
-from zoo.models.base import data_plate, register_module
+from zoo.core.errors import ZooError
+from zoo.core.plates import data_plate
+from zoo.core.params import register_module
 
 __all__ = ["IAF"]
 

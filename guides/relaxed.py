@@ -56,9 +56,10 @@ from pyro.poutine.messenger import Messenger
 
 from guides.amortized import Amortized
 from guides.base import site_distribution
-from zoo.distributions import JointDiscrete, discrete_kl
-from zoo.errors import ZooError
-from zoo.models.base import data_plate, register_module
+from zoo.core.distributions import JointDiscrete, discrete_kl
+from zoo.core.errors import ZooError
+from zoo.core.plates import data_plate
+from zoo.core.params import register_module
 
 __all__ = ["Relaxed", "RelaxDiscrete", "check_schedule", "relaxed_distribution", "ConcreteBernoulli",
            "ConcreteOneHotCategorical", "ConcreteBernoulliST", "ConcreteOneHotCategoricalST"]

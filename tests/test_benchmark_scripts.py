@@ -36,7 +36,7 @@ def test_run_grid_table_with_one_scored_image(tmp_path, monkeypatch):
         import common
     finally:
         sys.path.remove(str(BENCHMARKS))
-    from zoo.runs import RunConfig
+    from zoo.experiments.config import RunConfig
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
     config = RunConfig(model="vae", dataset="digits", epochs=1, latent_dim=2, hidden=[16],
                        eval_samples=8, iwae_k=4, eval_limit=1, device="cpu")
@@ -56,7 +56,7 @@ def test_run_grid_with_keep_best_scores_and_names_the_best_epoch(tmp_path, monke
         import common
     finally:
         sys.path.remove(str(BENCHMARKS))
-    from zoo.runs import RunConfig
+    from zoo.experiments.config import RunConfig
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
     config = RunConfig(model="vae", dataset="digits", epochs=3, latent_dim=2, hidden=[16], lr=1e-2,
                        eval_samples=8, iwae_k=4, eval_limit=20, device="cpu", keep_best=True)

@@ -3,9 +3,9 @@ import pyro
 import pytest
 import torch
 
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
 from zoo.registry import MODELS, build_guide, build_model, build_objective, check_combination, compatibility
-from zoo.train import fit
+from zoo.training.loop import fit
 
 SMALL = {"ppca": {"latent_dim": 2}, "fa": {"latent_dim": 2}, "vae": {"latent_dim": 3, "hidden": (16,)},
          "sbn": {"layers": (4, 2)}, "categorical_vae": {"num_variables": 2, "num_classes": 3, "hidden": (16,)}}

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import zoo
-from zoo.runs import RunConfig, train_run
+from zoo.experiments.config import RunConfig
+from zoo.experiments.run import train_run
 
 pytestmark = pytest.mark.cuda
 

@@ -5,8 +5,8 @@ import torch
 
 from zoo.data import (BINARIZED_MNIST_SHA256, array_sha256, load_binarized_mnist, load_dataset, load_digits,
                       read_amat, read_npz)
-from zoo.errors import ZooError
-from zoo.models.base import check_data
+from zoo.core.errors import ZooError
+from zoo.core.contract import check_data
 
 
 def tiny_splits(d=4):

@@ -8,7 +8,7 @@ import torch
 from torch.distributions import Bernoulli, OneHotCategorical
 
 from guides import Amortized, MeanField, Relaxed
-from zoo.harness import evaluate
+from zoo.evaluation.harness import evaluate
 from zoo.models import SBN, CategoricalVAE
 from zoo.objectives import EnumELBO, ReweightedWakeSleep, build_objective
 from zoo.registry import build_guide
@@ -144,8 +144,8 @@ def test_score_function_gradients_are_unbiased(objective_name, baseline, particl
 def test_rloo_needs_the_baseline_to_leave_its_own_sample_out():
     """Negative control: a baseline that includes the sample's own signal (the mean of all K) is
     correlated with the score and scales the score term by (K-1)/K; with K = 2 the check fails."""
-    from zoo.estimators import LeaveOneOutReinforce
-    from zoo.importance import per_datum_log_weights
+    from zoo.objectives.estimators import LeaveOneOutReinforce
+    from zoo.core.weights import per_datum_log_weights
 
     class LeaveInReinforce(LeaveOneOutReinforce):
         def value_and_surrogate(self, model, guide, *args, **kwargs):
@@ -166,7 +166,7 @@ def test_rloo_needs_the_baseline_to_leave_its_own_sample_out():
 
 def test_rloo_has_lower_variance_than_reinforce_with_the_same_samples():
     """Same K = 4 samples per datum: the leave-one-out baseline cuts the guide gradient's variance."""
-    from zoo.gradients import gradient_samples, parameter_groups
+    from zoo.evaluation.gradients import gradient_samples, parameter_groups
     m = small_sbn(seed=2)
     x = binary_data(seed=2)
     g = build_guide("amortized", m, hidden=(8,))
@@ -182,7 +182,7 @@ def test_rloo_has_lower_variance_than_reinforce_with_the_same_samples():
 def test_gradient_check_detects_a_biased_estimator():
     """Negative control: the estimator that drops the score term of the cost (differentiating
     log p(x, z) - log q(z|x) at fixed samples, so E[grad_phi] = -E[grad log q] = 0) fails the same check."""
-    from zoo.importance import per_datum_log_weights
+    from zoo.core.weights import per_datum_log_weights
 
     class PathwiseOnly:
         def loss_and_grads(self, model, guide, x):
@@ -226,7 +226,7 @@ def test_relaxed_reconstruction_term_tends_to_the_discrete_one():
 
     torch.manual_seed(1)
     g = Relaxed(m, hidden=(8,), temperature=0.01, temperature_min=0.01)
-    from zoo.importance import per_datum_log_weights
+    from zoo.core.weights import per_datum_log_weights
     with torch.no_grad():
         g.train()
         soft = per_datum_log_weights(g.training_model(m), g, x, num_particles=2000).log_likelihood.mean().item()
@@ -258,7 +258,7 @@ def test_rws_wake_theta_gradient_is_the_iwae_model_gradient():
     ours = flat_grad(list(m.parameters()))
     for p in m.parameters():
         p.grad = None
-    from zoo.importance import per_datum_log_weights
+    from zoo.core.weights import per_datum_log_weights
     pyro.set_rng_seed(7)
     lw = per_datum_log_weights(m, g, x, num_particles=6, detach_latents=True)
     (-(torch.logsumexp(lw.log_likelihood + lw.log_prior - lw.log_q.detach(), 0) - math.log(6)).sum()).backward()
@@ -267,7 +267,7 @@ def test_rws_wake_theta_gradient_is_the_iwae_model_gradient():
 
 def test_wake_sleep_trains_a_helmholtz_machine():
     """K=1, insomnia=0 (classic wake-sleep) raises the exact log-likelihood of a small SBN."""
-    from zoo.train import fit
+    from zoo.training.loop import fit
     torch.manual_seed(0)
     m = SBN(x_dim=10, layers=(6,))
     x = binary_data(n=200, d=10, seed=6)
@@ -277,12 +277,12 @@ def test_wake_sleep_trains_a_helmholtz_machine():
     assert m.log_marginal(x).mean().item() > before + 0.3
 
 
-# -- baselines (zoo.baselines) and the relaxed guide's discrete KL ------------------------------
+# -- baselines (zoo.objectives.baselines) and the relaxed guide's discrete KL ------------------------------
 
 def test_baselines_survive_a_smaller_last_minibatch_and_are_checkpointed():
     """250 data in minibatches of 100 (the last has 50): Pyro's per-position decaying average
     fails here; ours is one scalar per site, and it is part of the guide's state_dict."""
-    from zoo.train import fit
+    from zoo.training.loop import fit
     x = binary_data(n=250, seed=3)
     for baseline in ("decaying", "neural"):
         m = small_sbn(seed=3)
@@ -409,7 +409,7 @@ def test_discrete_kl_stays_finite_where_float32_probabilities_saturate():
     """torch's Bernoulli KL is +inf once sigmoid(prior logit) rounds to 1 (logit >= ~17 in float32);
     ours is the exact KL, computed from logits, and agrees with torch wherever torch is finite."""
     from torch.distributions import Bernoulli, OneHotCategorical, kl_divergence
-    from zoo.distributions import discrete_kl
+    from zoo.core.distributions import discrete_kl
     lp, lq = torch.tensor([0.0, 3.0, -2.0, 1.0]), torch.tensor([30.0, -120.0, 20.0, 0.5])
     ours = discrete_kl(Bernoulli(logits=lp), Bernoulli(logits=lq))
     p64, lq64 = torch.sigmoid(lp.double()), lq.double()
@@ -439,7 +439,7 @@ def test_relaxed_objective_is_finite_with_a_saturated_learned_prior():
 
 def test_independent_bernoulli_is_torchs_bernoulli_to_event():
     """The pixel likelihood sums before it negates; value, gradient, broadcasting and plates are torch's."""
-    from zoo.distributions import IndependentBernoulli
+    from zoo.core.distributions import IndependentBernoulli
     torch.manual_seed(0)
     logits = torch.randn(5, 3, 7, requires_grad=True)           # [K, B, D] against data [B, D]
     x = (torch.rand(3, 7) < 0.5).float()
@@ -463,8 +463,8 @@ def test_independent_bernoulli_is_torchs_bernoulli_to_event():
 def test_kl_warmup_tempers_the_score_function_elbo(objective_name):
     """For an SBN with a score-function guide, with the same samples, loss(beta) is linear in beta,
     loss(1) is the plain loss and loss(1) - loss(0) = sum_b [log q(z_b | x_b) - log p(z_b)]."""
-    from zoo.importance import per_datum_log_weights
-    from zoo.objectives import KLWarmup
+    from zoo.core.weights import per_datum_log_weights
+    from zoo.training.warmup import KLWarmup
     m, x = small_sbn(seed=1), binary_data(seed=1)
     g = build_guide("amortized", m, hidden=(8,))
 
@@ -485,9 +485,9 @@ def test_kl_warmup_tempers_the_score_function_elbo(objective_name):
 
 
 def test_rloo_is_the_sharper_high_particle_reference_for_a_score_function_guide():
-    """zoo.gradients' reference for a discrete guide without enumeration: 5 RLOO gradients with K = 1000
+    """zoo.evaluation.gradients' reference for a discrete guide without enumeration: 5 RLOO gradients with K = 1000
     are closer to the exact enumerated ELBO gradient than 5 plain score-function ones with the same samples."""
-    from zoo.gradients import gradient_samples, parameter_groups
+    from zoo.evaluation.gradients import gradient_samples, parameter_groups
     m = small_sbn(seed=2)
     x = binary_data(seed=2)
     g = build_guide("amortized", m, hidden=(8,))

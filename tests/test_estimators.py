@@ -9,7 +9,7 @@ import torch
 from torch.distributions import Bernoulli
 
 from guides import Amortized, MeanField
-from zoo.gradients import gradient_samples, parameter_groups, toy_gradients
+from zoo.evaluation.gradients import gradient_samples, parameter_groups, toy_gradients
 from zoo.models import PPCA, SBN
 from zoo.objectives import build_objective
 
@@ -134,13 +134,13 @@ def test_vimco_is_unbiased_for_the_exact_iwae_gradient():
 
 
 def test_vimco_refuses_one_particle():
-    from zoo.errors import ZooError
+    from zoo.core.errors import ZooError
     with pytest.raises(ZooError, match="at least 2 particles"):
         build_objective("vimco", 1)
 
 
 def test_path_derivative_estimators_refuse_unsupported_guides():
-    from zoo.errors import ZooError
+    from zoo.core.errors import ZooError
     from zoo.registry import build_model, check_combination
     with pytest.raises(ZooError, match="guide of Normal sites"):
         check_combination(build_model("vae", 16), "iaf", "stl")
@@ -176,7 +176,7 @@ def test_gradients_cli_writes_table_json_and_plot(tmp_path, capsys):
 
 def test_snr_ignores_coordinates_whose_gradient_does_not_vary():
     """A saturated coordinate (sd ~ 1e-30, tiny non-zero mean) must not swamp the mean SNR."""
-    from zoo.gradients import summarize
+    from zoo.evaluation.gradients import summarize
     g = torch.Generator().manual_seed(0)
     samples = torch.randn(200, 3, generator=g) + torch.tensor([1.0, 0.0, 0.0])
     samples[:, 2] = 1e-20 + 1e-30 * torch.randn(200, generator=g)

@@ -6,8 +6,8 @@ import torch
 
 from guides import IAF, Amortized, Exact, MeanField
 from guides.base import site_distribution
-from zoo.errors import ZooError
-from zoo.importance import vectorize
+from zoo.core.errors import ZooError
+from zoo.core.weights import vectorize
 from zoo.models import PPCA, VAE, LatentSite, ZooModel
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from guides import IAF, Amortized, Exact, MeanField
-from zoo.harness import RESULT_KEYS, evaluate
+from zoo.evaluation.harness import RESULT_KEYS, evaluate
 from zoo.models import PPCA, VAE
 
 
@@ -105,7 +105,7 @@ def test_standard_error_matches_the_spread_of_repeated_estimates(ml_ppca, synthe
 def test_harness_is_model_agnostic():
     """The harness module never names a model class."""
     import inspect
-    import zoo.harness as harness
+    import zoo.evaluation.harness as harness
     source = inspect.getsource(harness)
     for name in ("PPCA", "VAE", "ppca", "vae"):
         assert name not in source

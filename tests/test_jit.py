@@ -1,4 +1,4 @@
-"""``--jit`` (zoo.jit.JitObjective): the traced-and-replayed step is the eager step.
+"""``--jit`` (zoo.training.jit.JitObjective): the traced-and-replayed step is the eager step.
 
 With the same seed, a replayed step must draw the same latents as the eager step, so it must
 report the same bound and the same gradient, step after step, while the parameters move. A
@@ -11,11 +11,11 @@ import pyro
 import pytest
 import torch
 
-from zoo.errors import ZooError
-from zoo.jit import JIT_OBJECTIVES, JitObjective
-from zoo.objectives import KLWarmup
+from zoo.core.errors import ZooError
+from zoo.training.jit import JIT_OBJECTIVES, JitObjective
+from zoo.training.warmup import KLWarmup
 from zoo.registry import build_guide, build_model, build_objective
-from zoo.train import fit
+from zoo.training.loop import fit
 
 N, D = 40, 12
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from guides import Amortized, MeanField
-from zoo.importance import per_datum_log_weights, vectorize
+from zoo.core.weights import per_datum_log_weights, vectorize
 from zoo.models import PPCA
-from zoo.objectives import IWAEBound, KLWarmup, RenyiBound, build_objective
+from zoo.objectives import IWAEBound, RenyiBound, build_objective
+from zoo.training.warmup import KLWarmup
 
 
 def small_ppca(x_dim=3, latent_dim=2, seed=0):
@@ -104,7 +105,7 @@ def test_pyro_renyi_elbo_is_not_the_per_datum_bound_under_subsampling():
 
 
 def test_objective_refuses_bad_settings():
-    from zoo.errors import ZooError
+    from zoo.core.errors import ZooError
     with pytest.raises(ZooError, match="alpha"):
         build_objective("renyi", 2, alpha=-1.0)
     with pytest.raises(ZooError, match="particles"):
@@ -117,7 +118,7 @@ def test_objective_refuses_bad_settings():
 
 def test_renyi_refuses_a_score_function_guide():
     """A guide whose samples are not reparameterizable would give a silently wrong IWAE gradient."""
-    from zoo.errors import ZooError
+    from zoo.core.errors import ZooError
     m = small_ppca()
 
     class ScoreFunctionNormal(dist.Normal):
@@ -183,8 +184,9 @@ def test_kl_warmup_tempers_pyros_elbos_to_reconstruction_minus_beta_kl(name):
 
 
 def test_kl_warmup_is_refused_where_there_is_no_kl_to_weight(tmp_path):
-    from zoo.errors import ZooError
-    from zoo.runs import RunConfig, prepare
+    from zoo.core.errors import ZooError
+    from zoo.experiments.config import RunConfig
+    from zoo.experiments.run import prepare
     for objective in ("enum", "rws"):
         with pytest.raises(ZooError, match="--kl-warmup weights the latent terms"):
             prepare(RunConfig(model="sbn", layers=[4], objective=objective, dataset="digits", kl_warmup=5))

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from guides import Amortized, Exact
-from zoo.harness import evaluate
+from zoo.evaluation.harness import evaluate
 from zoo.models import PPCA, ppca_ml_solution
 from zoo.objectives import build_objective
-from zoo.train import fit, fit_local_guide
+from zoo.training.loop import fit, fit_local_guide
 
 
 def joint_gaussian_posterior(model, x):

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import zoo
-from zoo.checkpoint import load_checkpoint
-from zoo.errors import ZooError
-from zoo.runs import RunConfig, train_run
+from zoo.training.checkpoint import load_checkpoint
+from zoo.core.errors import ZooError
+from zoo.experiments.config import RunConfig
+from zoo.experiments.run import train_run
 
 SMALL_RUN = dict(model="vae", guide="amortized", objective="elbo", dataset="digits", latent_dim=2, hidden=[64],
                  epochs=3, batch_size=10, eval_samples=10, iwae_k=5, seed=3)
@@ -88,8 +89,8 @@ class NaNAtStep:
 
 
 def test_nan_aborts_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, digits):
-    from zoo.checkpoint import save_checkpoint
-    from zoo.train import fit
+    from zoo.training.checkpoint import save_checkpoint
+    from zoo.training.loop import fit
     model = zoo.build_model("vae", 64, latent_dim=2, hidden=(16,))
     guide = zoo.build_guide("amortized", model)
     path = tmp_path / "checkpoint.pt"
@@ -108,7 +109,7 @@ def test_nan_aborts_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path,
 
 
 def test_gradient_clipping_bounds_the_step(digits):
-    from zoo.train import fit
+    from zoo.training.loop import fit
     moved = {}
     for clip in (None, 1e-6):
         pyro.set_rng_seed(0)
@@ -158,7 +159,7 @@ def test_a_new_learning_rate_restarts_at_that_rate_even_from_a_checkpoint_withou
     """A decayed run resumed with a new --lr restarts at the new --lr, also when its checkpoint
     was written by a run that began before learning-rate schedules existed (its optimizer groups
     carry no ``initial_lr``): the step size must not be the decayed rate scaled by new/old."""
-    from zoo.checkpoint import save_checkpoint
+    from zoo.training.checkpoint import save_checkpoint
     out = tmp_path / "r"
     train_run(RunConfig(**{**SMALL_RUN, "epochs": 2, "batch_size": 200, "lr_decay": 0.1}), out, progress=False)
     state = load_checkpoint(out / "checkpoint.pt")
@@ -173,8 +174,8 @@ def test_a_new_learning_rate_restarts_at_that_rate_even_from_a_checkpoint_withou
 def test_resume_a_checkpoint_of_the_unfused_adam(tmp_path, monkeypatch):
     """Checkpoints written before the optimizer was fused (PyTorch's default Adam) still resume,
     and the resumed run uses the fused update again."""
-    import zoo.train
-    from zoo.checkpoint import save_checkpoint
+    import zoo.training.loop
+    from zoo.training.checkpoint import save_checkpoint
     out = tmp_path / "r"
     train_run(RunConfig(**{**SMALL_RUN, "epochs": 1, "batch_size": 200}), out, progress=False)
     state = load_checkpoint(out / "checkpoint.pt")
@@ -186,8 +187,8 @@ def test_resume_a_checkpoint_of_the_unfused_adam(tmp_path, monkeypatch):
     def recording_make_optimizer(*args, **kwargs):
         made.append(make_optimizer(*args, **kwargs))
         return made[-1]
-    make_optimizer = zoo.train.make_optimizer
-    monkeypatch.setattr("zoo.runs.make_optimizer", recording_make_optimizer)
+    make_optimizer = zoo.training.optimizer.make_optimizer
+    monkeypatch.setattr("zoo.experiments.run.make_optimizer", recording_make_optimizer)
     s = train_run(RunConfig(**{**SMALL_RUN, "epochs": 2, "batch_size": 200}), out, resume=True, progress=False)
     assert [h["epoch"] for h in s["history"]] == [1, 2] and all(g["fused"] for g in made[0].param_groups)
 
@@ -262,7 +263,7 @@ def test_tensorboard_logging(tmp_path):
 
 
 def test_a_non_finite_gradient_is_caught_even_when_the_loss_is_finite():
-    from zoo.train import check_finite
+    from zoo.training.loop import check_finite
     p, q = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
     p.grad, q.grad = torch.ones(3), torch.tensor([1.0, float("inf")])
     with pytest.raises(ZooError, match="non-finite gradient at epoch 2, step 4"):
@@ -275,16 +276,16 @@ def test_keep_best_scores_the_epoch_with_the_best_validation_elbo(tmp_path, monk
     """Validation ELBOs scripted to peak at epoch 2 of 4: best.pt holds exactly the model and guide
     after epoch 2 (a 2-epoch run of the same config is the reference), and both the run's own
     evaluation and a later `eval` score that state, not the last one."""
-    import zoo.train
-    from zoo.runs import evaluate_run
+    import zoo.training.loop
+    from zoo.experiments.run import evaluate_run
     scripted = iter([-30.0, -20.0, -25.0, -20.5])
-    monkeypatch.setattr(zoo.train, "bound_per_datum", lambda *a, **k: next(scripted))
+    monkeypatch.setattr(zoo.training.loop, "bound_per_datum", lambda *a, **k: next(scripted))
     config = RunConfig(**{**SMALL_RUN, "epochs": 4, "batch_size": 200, "keep_best": True})
     s = train_run(config, tmp_path / "best", progress=False)
     assert s["best_epoch"] == 2 and s["epochs_trained"] == 4
     best = load_checkpoint(tmp_path / "best" / "best.pt")
     last = load_checkpoint(tmp_path / "best" / "checkpoint.pt")
-    monkeypatch.setattr(zoo.train, "bound_per_datum", lambda *a, **k: 0.0)
+    monkeypatch.setattr(zoo.training.loop, "bound_per_datum", lambda *a, **k: 0.0)
     reference = train_run(RunConfig(**{**SMALL_RUN, "epochs": 2, "batch_size": 200}), tmp_path / "two", progress=False)
     two = load_checkpoint(tmp_path / "two" / "checkpoint.pt")
     for part in ("model", "guide"):
@@ -301,7 +302,7 @@ def test_keep_best_needs_an_amortized_guide(tmp_path):
 
 
 def test_keep_best_run_without_its_best_checkpoint_is_a_clear_error(tmp_path):
-    from zoo.runs import evaluate_run
+    from zoo.experiments.run import evaluate_run
     train_run(RunConfig(**{**SMALL_RUN, "epochs": 1, "batch_size": 200, "keep_best": True}), tmp_path / "r",
               progress=False)
     (tmp_path / "r" / "best.pt").unlink()
@@ -333,7 +334,7 @@ def test_weight_decay_is_decoupled_and_resumes_with_the_run(tmp_path):
     a trained run keeps it in its config and resumes with it."""
     from guides import Amortized
     from zoo.models import SBN
-    from zoo.train import make_optimizer
+    from zoo.training.optimizer import make_optimizer
     torch.manual_seed(0)
     m = SBN(x_dim=6, layers=(3,))
     g = Amortized(m, hidden=(4,))

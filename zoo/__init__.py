@@ -25,9 +25,10 @@ __version__ = "0.1.0"
 
 _API = {
     "load_dataset": "zoo.data", "build_model": "zoo.registry", "build_guide": "zoo.registry",
-    "build_objective": "zoo.registry", "check_combination": "zoo.registry", "fit": "zoo.train",
-    "fit_local_guide": "zoo.train", "evaluate": "zoo.harness", "RunConfig": "zoo.runs",
-    "train_run": "zoo.runs", "evaluate_run": "zoo.runs", "compare": "zoo.runs", "ZooError": "zoo.errors",
+    "build_objective": "zoo.registry", "check_combination": "zoo.registry", "fit": "zoo.training.loop",
+    "fit_local_guide": "zoo.training.loop", "evaluate": "zoo.evaluation.harness",
+    "RunConfig": "zoo.experiments.config", "train_run": "zoo.experiments.run", "evaluate_run": "zoo.experiments.run",
+    "compare": "zoo.experiments.compare", "ZooError": "zoo.core.errors",
 }
 __all__ = sorted(_API)
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
 
 EPILOG = "Run 'pyro-zoo list' for the models, guides, objectives and datasets, and which combinations are valid."
 
@@ -110,7 +110,7 @@ RUN_FIELDS = ("dataset", "data_dir", "latent_dim", "hidden", "likelihood", "laye
 
 
 def _config_from_args(args, base=None):
-    from zoo.runs import RunConfig
+    from zoo.experiments.config import RunConfig
     config = base or RunConfig()
     given = {f: getattr(args, f) for f in RUN_FIELDS if getattr(args, f, None) is not None}
     if isinstance(given.get("particles"), list):
@@ -171,7 +171,7 @@ def cmd_list(args) -> None:
         print()
     section("models", MODELS, lambda s: s.description + (f"  [options: {', '.join(s.options)}]" if s.options else ""))
     section("guides", GUIDES, lambda s: s.description)
-    from zoo.jit import JIT_OBJECTIVES
+    from zoo.training.jit import JIT_OBJECTIVES
     section("objectives", OBJECTIVES, lambda s: s.description + ("  [--jit]" if s.name in JIT_OBJECTIVES else ""))
     section("datasets", DATASETS, lambda s: s.description)
     rows = compatibility()
@@ -188,8 +188,9 @@ def cmd_list(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from zoo.checkpoint import load_checkpoint
-    from zoo.runs import RunConfig, train_run
+    from zoo.training.checkpoint import load_checkpoint
+    from zoo.experiments.config import RunConfig
+    from zoo.experiments.run import train_run
     if args.resume:
         out = Path(args.resume)
         if args.out and Path(args.out) != out:
@@ -215,7 +216,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from zoo.runs import evaluate_run
+    from zoo.experiments.run import evaluate_run
     summary = evaluate_run(Path(args.dir), eval_samples=args.eval_samples, iwae_k=args.iwae_k,
                            eval_limit=args.eval_limit,
                            device=args.device, data_dir=args.data_dir, progress=not args.no_progress)
@@ -223,7 +224,7 @@ def cmd_eval(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from zoo.runs import compare
+    from zoo.experiments.compare import compare
     config = _config_from_args(args)
     out = Path(args.out or f"runs/compare-{args.model}")
     rows = compare(args.model, args.guides, args.objectives, config, out, force=args.force,
@@ -232,7 +233,7 @@ def cmd_compare(args) -> None:
 
 
 def _print_summary(rows, out: Path, files=("results.json", "results.md")) -> None:
-    from zoo.runs import results_markdown
+    from zoo.evaluation.tables import results_markdown
     print(results_markdown(rows))
     warnings = [r["psis_warning"] for r in rows if r.get("psis_warning")]
     for w in warnings:
@@ -241,7 +242,8 @@ def _print_summary(rows, out: Path, files=("results.json", "results.md")) -> Non
 
 
 def cmd_gradients(args) -> None:
-    from zoo.runs import gradients_markdown, gradients_run
+    from zoo.evaluation.tables import gradients_markdown
+    from zoo.experiments.gradients import gradients_run
     config = _config_from_args(args)
     out = Path(args.out or f"runs/gradients-{args.model}-{args.guide}")
     result = gradients_run(args.model, args.guide, args.objectives, args.particles_list, args.repeats, config, out,

@@ -2,7 +2,7 @@
 
 Each loader returns a :class:`Dataset` of float32 tensors ``[N, D]`` split into
 train/valid/test. Loaders validate what they read and raise
-:class:`~zoo.errors.ZooError` with one line that says what to do.
+:class:`~zoo.core.errors.ZooError` with one line that says what to do.
 
 Binarized MNIST (Larochelle & Murray 2011, 50k/10k/10k) is read, in this order, from
 
@@ -30,7 +30,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
 
 __all__ = ["Dataset", "DATASETS", "load_dataset", "load_digits", "load_binarized_mnist",
            "read_amat", "read_npz", "array_sha256", "synthetic_ppca"]
@@ -269,7 +269,7 @@ DATASETS = {d.name: d for d in [
 
 def load_dataset(name: str, data_dir: Optional[str] = None) -> Dataset:
     """Load a registered dataset by name."""
-    from zoo.errors import unknown_name
+    from zoo.core.errors import unknown_name
     if name not in DATASETS:
         raise unknown_name("dataset", name, DATASETS)
     return DATASETS[name].load(data_dir=data_dir)

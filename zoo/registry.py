@@ -13,8 +13,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from guides import IAF, Amortized, Exact, MeanField, Relaxed, ZooGuide
 from zoo.data import DATASETS
-from zoo.errors import ZooError, unknown_name
-from zoo.distributions import ENUMERATION_LIMIT
+from zoo.core.errors import ZooError, unknown_name
+from zoo.core.distributions import ENUMERATION_LIMIT
 from zoo.models import PPCA, SBN, VAE, CategoricalVAE, ZooModel
 from zoo.objectives import OBJECTIVES, build_objective
 

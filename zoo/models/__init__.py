@@ -1,5 +1,6 @@
-"""Zoo models. Each file is one generative story; see :mod:`zoo.models.base` for the contract."""
-from zoo.models.base import LatentSite, ZooModel, data_plate, MAX_PLATE_NESTING
+"""Zoo models. Each file is one generative story; see :mod:`zoo.core.contract` for the contract."""
+from zoo.core.contract import LatentSite, ZooModel
+from zoo.core.plates import data_plate, MAX_PLATE_NESTING
 from zoo.models.ppca import PPCA, ppca_ml_solution
 from zoo.models.vae import VAE
 from zoo.models.sbn import SBN

@@ -26,9 +26,11 @@ import pyro
 import torch
 from torch.distributions import OneHotCategorical
 
-from zoo.distributions import IndependentBernoulli, JointDiscrete
-from zoo.models.base import LatentSite, ZooModel, data_plate, register_module
-from zoo.models.vae import mlp
+from zoo.core.distributions import IndependentBernoulli, JointDiscrete
+from zoo.core.contract import LatentSite, ZooModel
+from zoo.core.plates import data_plate
+from zoo.core.params import register_module
+from zoo.core.nn import mlp
 
 __all__ = ["CategoricalVAE"]
 

@@ -34,7 +34,9 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from zoo.models.base import LatentSite, ZooModel, data_plate, register_module
+from zoo.core.contract import LatentSite, ZooModel
+from zoo.core.plates import data_plate
+from zoo.core.params import register_module
 
 __all__ = ["PPCA", "ppca_ml_solution"]
 

@@ -10,7 +10,7 @@ f_l and g are affine maps (the classic SBN of Neal 1992 and Mnih & Gregor 2014; 
 et al.'s "784-200-784" is one layer of 200) or tanh MLPs with ``hidden``. Each layer is
 one site ``z1`` .. ``zL`` holding a K_l-bit vector. With a small latent space (at most
 2^16 joint configurations) ``log_marginal`` sums p(x, z) over all of them exactly
-(:mod:`zoo.enumeration`): the discrete ground truth, as pPCA is for real latents.
+(:mod:`zoo.core.enumeration`): the discrete ground truth, as pPCA is for real latents.
 For K = 32 that sum would have 4 billion terms, hence the estimators.
 
 References:
@@ -35,9 +35,11 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli
 
-from zoo.distributions import IndependentBernoulli, JointDiscrete
-from zoo.models.base import LatentSite, ZooModel, data_plate, register_module
-from zoo.models.vae import mlp
+from zoo.core.distributions import IndependentBernoulli, JointDiscrete
+from zoo.core.contract import LatentSite, ZooModel
+from zoo.core.plates import data_plate
+from zoo.core.params import register_module
+from zoo.core.nn import mlp
 
 __all__ = ["SBN"]
 

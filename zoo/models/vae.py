@@ -33,21 +33,15 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from zoo.distributions import IndependentBernoulli
-from zoo.models.base import LatentSite, ZooModel, data_plate, register_module
+from zoo.core.distributions import IndependentBernoulli
+from zoo.core.nn import mlp
+from zoo.core.contract import LatentSite, ZooModel
+from zoo.core.plates import data_plate
+from zoo.core.params import register_module
 
-__all__ = ["VAE", "mlp"]
+__all__ = ["VAE"]
 
 
-def mlp(sizes: Sequence[int], activation=nn.Tanh, final_activation: bool = False) -> nn.Sequential:
-    """A plain MLP ``sizes[0] -> ... -> sizes[-1]`` with ``activation`` between layers
-    (and after the last one if ``final_activation``)."""
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2 or final_activation:
-            layers.append(activation())
-    return nn.Sequential(*layers)
 
 
 class VAE(ZooModel):

@@ -1,6 +1,6 @@
 """Gradient estimators beyond Pyro's: STL, DReG, VIMCO, REINFORCE and RLOO, as drop-in :class:`pyro.infer.ELBO` classes.
 
-All of them work on the per-datum log-weights of :mod:`zoo.importance`, for K samples
+All of them work on the per-datum log-weights of :mod:`zoo.core.weights`, for K samples
 z_k ~ q(z | x_b) per datum::
 
     log w_kb = log p(x_b, z_kb) - log q(z_kb | x_b)
@@ -16,9 +16,9 @@ import pyro.distributions as dist
 import torch
 from pyro.infer import ELBO
 
-from zoo.errors import ZooError
-from zoo.importance import per_datum_log_weights, per_datum_renyi_bound
-from zoo.models.base import MAX_PLATE_NESTING
+from zoo.core.errors import ZooError
+from zoo.core.weights import per_datum_log_weights, per_datum_renyi_bound
+from zoo.core.plates import MAX_PLATE_NESTING
 
 __all__ = ["StickingTheLanding", "DReGIWAE", "VIMCO", "Reinforce", "LeaveOneOutReinforce", "detach_parameters"]
 
@@ -52,7 +52,7 @@ class _PerDatumEstimator(ELBO):
         return per_datum_renyi_bound(log_w, self.alpha)
 
     def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError(f"{type(self).__name__} forms per-datum weights in zoo.importance")
+        raise NotImplementedError(f"{type(self).__name__} forms per-datum weights in zoo.core.weights")
 
     def loss(self, model, guide, *args, **kwargs):
         with torch.no_grad():

@@ -16,9 +16,9 @@ from typing import Dict, Iterator
 import pyro.poutine as poutine
 import torch
 
-from zoo.distributions import ENUMERATION_LIMIT, joint_configurations
-from zoo.errors import ZooError
-from zoo.importance import vectorize
+from zoo.core.distributions import ENUMERATION_LIMIT, joint_configurations
+from zoo.core.errors import ZooError
+from zoo.core.weights import vectorize
 
 __all__ = ["enumerated_log_marginal", "configuration_chunks"]
 

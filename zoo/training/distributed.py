@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
 
 __all__ = ["launched_by_torchrun", "init", "SVILoss", "shard_batches", "ddp_step", "is_main", "finish"]
 
@@ -88,7 +88,7 @@ class SVILoss(nn.Module):
 
 
 def shard_batches(num_data: int, batch_size: int, seed: int, device):
-    """``batches(epoch)`` for :func:`zoo.train.fit`: this rank's DistributedSampler shard in minibatches."""
+    """``batches(epoch)`` for :func:`zoo.training.loop.fit`: this rank's DistributedSampler shard in minibatches."""
     sampler = DistributedSampler(range(num_data), shuffle=True, seed=seed, drop_last=False)
 
     def batches(epoch: int):
@@ -98,7 +98,7 @@ def shard_batches(num_data: int, batch_size: int, seed: int, device):
 
 
 def ddp_step(model, guide, objective, num_data: int, device) -> callable:
-    """``step_fn`` for :func:`zoo.train.fit`: forward through DDP, backward all-reduces the gradients."""
+    """``step_fn`` for :func:`zoo.training.loop.fit`: forward through DDP, backward all-reduces the gradients."""
     train_model = guide.training_model(model) if hasattr(guide, "training_model") else model
     module = SVILoss(model, guide, objective, train_model)
     wrapped = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)

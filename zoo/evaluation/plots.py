@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
 
-from zoo.checkpoint import atomic_write_bytes  # noqa: E402
+from zoo.training.checkpoint import atomic_write_bytes  # noqa: E402
 
 __all__ = ["training_curves", "image_grid", "latent_scatter", "compare_plot"]
 

@@ -11,7 +11,7 @@ into likelihood, prior and guide terms is what the evaluation harness reports as
 reconstruction and KL. Both the Renyi/IWAE objectives and the harness use this one
 function, so training bounds and reported bounds are the same computation.
 
-The contract it relies on (:mod:`zoo.models.base`): every latent is local, inside
+The contract it relies on (:mod:`zoo.core.contract`): every latent is local, inside
 the ``"data"`` plate, and the guide samples every latent the model has.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from zoo.errors import ZooError
-from zoo.models.base import MAX_PLATE_NESTING
+from zoo.core.errors import ZooError
+from zoo.core.plates import MAX_PLATE_NESTING
 
 __all__ = ["LogWeights", "vectorize", "per_datum_log_weights", "per_datum_renyi_bound"]
 
@@ -131,7 +131,7 @@ def _weighted_sum(terms, data_scale: float):
     """Sum latent log-densities, each weighted by its site's scale relative to the data's.
 
     Sites inside the data plate carry the plate's N/B like the observation, so the weight is 1;
-    under :class:`zoo.objectives.KLWarmup` a latent's scale is beta * N/B and its weight beta."""
+    under :class:`zoo.training.warmup.KLWarmup` a latent's scale is beta * N/B and its weight beta."""
     total = 0.0
     for log_p, site_scale in terms:
         weight = site_scale / data_scale

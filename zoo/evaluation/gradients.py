@@ -49,7 +49,7 @@ from typing import Dict, List, Optional, Sequence
 import pyro
 import torch
 
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
 from zoo.objectives import EnumELBO, build_objective
 
 __all__ = ["parameter_groups", "gradient_samples", "reference_gradients", "summarize", "diagnose", "toy_gradients"]
@@ -93,7 +93,7 @@ def gradient_samples(objective, model, guide, x, idx, N, repeats: int, groups, t
 def _exact_log_likelihood_gradient(model, x, N, groups):
     _zero(groups)
     if model.is_enumerable:
-        from zoo.enumeration import enumerated_log_marginal
+        from zoo.core.enumeration import enumerated_log_marginal
         log_p = enumerated_log_marginal(model, x, differentiable=True)
     else:
         log_p = model.log_marginal(x)

@@ -11,7 +11,7 @@ backpropagates through it. The estimator is unchanged: same bound, same gradient
 same random draws in the same order as the eager step.
 
 Why not Pyro's ``JitTrace_ELBO``: it reads every parameter from Pyro's global ``ParamStore``
-by name, and the zoo keeps parameters in the modules (:func:`zoo.models.base.register_module`
+by name, and the zoo keeps parameters in the modules (:func:`zoo.core.params.register_module`
 explains why), so it fails with a ``KeyError``. Here the parameters (collected from the
 ``param`` sites of one step) and the guide's and model's buffers (a relaxed guide's annealed
 temperature) are the example inputs of the trace. ``torch.jit.trace`` maps tensors to graph
@@ -28,7 +28,7 @@ What a trace assumes, and how this class keeps to it:
   the in-place updates of the averages are replayed. Objectives that need Python between steps
   or a second backward pass (``dreg``, ``rws_pyro``, ``renyi_pyro``) are not
   offered (:data:`JIT_OBJECTIVES`, checked by the registry). A step that runs under an outer
-  Pyro handler, such as :class:`~zoo.objectives.KLWarmup` whose beta changes every step, runs
+  Pyro handler, such as :class:`~zoo.training.warmup.KLWarmup` whose beta changes every step, runs
   eagerly: the trace would freeze the handler's effect.
 - **The loss value as a tensor.** The traced function returns two tensors,
   (value, surrogate) (:func:`value_and_surrogate`): the zoo's estimators say so themselves,
@@ -63,7 +63,7 @@ import torch
 from pyro.infer import TraceGraph_ELBO
 from pyro.poutine.runtime import _PYRO_STACK
 
-from zoo.models import base as model_base
+from zoo.core import params as model_base
 
 __all__ = ["JitObjective", "JIT_OBJECTIVES"]
 
@@ -76,7 +76,7 @@ def value_and_surrogate(objective, model, guide, x, idx=None, N=None):
     loss whose gradient is the estimator (what ``loss_and_grads`` backpropagates)."""
     if hasattr(objective, "value_and_surrogate"):           # the zoo's own bounds and estimators
         return objective.value_and_surrogate(model, guide, x, idx=idx, N=N)
-    if isinstance(objective, TraceGraph_ELBO):              # with the zoo's baselines (zoo.baselines)
+    if isinstance(objective, TraceGraph_ELBO):              # with the zoo's baselines (zoo.objectives.baselines)
         elbo, surrogate = objective._loss_and_surrogate_loss(model, guide, (x,), {"idx": idx, "N": N})
         return -elbo.detach(), surrogate
     loss = objective.differentiable_loss(model, guide, x, idx=idx, N=N)   # Trace_ELBO, TraceMeanField_ELBO

@@ -11,7 +11,7 @@ Every zoo model is a :class:`ZooModel`. It promises four things:
    can index their parameter tables with ``idx``. Every latent is *local* (one per
    datum); global parameters are point estimates learned by maximum likelihood
    through :func:`register_module` (Pyro `param` messages). This is what lets the per-datum
-   importance weights of :mod:`zoo.importance` be formed for any model.
+   importance weights of :mod:`zoo.core.weights` be formed for any model.
 3. **Exact quantities where tractable.** ``log_marginal(x)`` and
    ``posterior(x)`` return ``None`` unless the model overrides them.
 4. **Generation.** ``sample(n)`` draws new data from the model.
@@ -21,26 +21,23 @@ likelihood) lives here too, so every entry point gives the same clear error.
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
-import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.params.param_store import param_with_module_name
-from pyro.poutine.runtime import effectful
 from torch import nn
-from torch.distributions import constraints
 
-from zoo.errors import ZooError
+from zoo.core.distributions import ENUMERATION_LIMIT
+from zoo.core.enumeration import enumerated_log_marginal
+from zoo.core.errors import ZooError
+from zoo.core.params import forget_parameters, register_module
+from zoo.core.plates import MAX_PLATE_NESTING, data_plate
 
-__all__ = ["LatentSite", "ZooModel", "data_plate", "register_module", "forget_parameters", "MAX_PLATE_NESTING",
-           "SUPPORTS"]
+__all__ = ["LatentSite", "ZooModel", "check_data", "SUPPORTS",
+           # re-exported: what a model file needs besides the classes above
+           "data_plate", "register_module", "MAX_PLATE_NESTING"]
 
-#: Every zoo model nests exactly one plate (``"data"``, dim -1). Particle plates
-#: used by vectorized objectives go to the left of it.
-MAX_PLATE_NESTING = 1
 
 #: The latent supports the contract knows about.
 SUPPORTS = ("real", "binary", "categorical")
@@ -56,12 +53,15 @@ class LatentSite:
             categorical latent ``(n_variables, num_classes)`` in one-hot form.
         support: ``"real"``, ``"binary"`` or ``"categorical"``.
         num_classes: K for categorical latents, else ``None``.
+        parents: the latent sites this one is conditioned on in the model (``z1``'s parents
+            are ``("z2",)`` in ``z2 -> z1 -> x``); structured guides follow them.
     """
 
     name: str
     event_shape: Tuple[int, ...]
     support: str = "real"
     num_classes: Optional[int] = None
+    parents: Tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.support not in SUPPORTS:
@@ -82,84 +82,6 @@ class LatentSite:
         if self.support == "categorical":
             return self.num_classes ** self.event_shape[0]
         return None
-
-
-def data_plate(x: Optional[torch.Tensor], idx: Optional[torch.Tensor] = None,
-               N: Optional[int] = None, device=None) -> pyro.plate:
-    """The ``"data"`` plate of the contract, subsampled by ``idx`` out of ``N``.
-
-    ``x`` is the minibatch (``None`` when generating ``N`` new data). With ``idx``
-    given, Pyro scales every site inside the plate by ``N / len(idx)``.
-    """
-    if x is None:
-        if N is None:
-            raise ValueError("give either data x or the number of data N to generate")
-        return pyro.plate("data", N, dim=-1, device=device)
-    B = x.shape[0]
-    if idx is None:
-        if N is not None and N != B:
-            raise ValueError(f"a minibatch of {B} out of N={N} needs its indices idx")
-        return pyro.plate("data", B, dim=-1, device=x.device)
-    return pyro.plate("data", N if N is not None else B, subsample=idx, dim=-1)
-
-
-def _own_value(name, value, *args, **kwargs):
-    """What a ``param`` message returns when no handler changes it: the module's own tensor."""
-    return value
-
-
-#: One ``param`` message; made once, not per call (``effectful`` wraps a function anew each time).
-_param_message = effectful(_own_value, type="param")
-
-#: module -> (name, [(site name, parameter), ...]), so that a training step does not walk the
-#: module tree and rebuild the site names on every model and guide call (Python time per step).
-_PARAM_SITES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
-
-
-#: Bumped by :func:`forget_parameters`: caches keyed on parameter objects (:mod:`zoo.jit`) compare it.
-parameter_generation = 0
-
-
-def forget_parameters(*_args) -> None:
-    """Drop the cached parameter lists of :func:`register_module`; called whenever any module
-    registers a parameter (a global torch hook) and after a zoo model or guide moves (``_apply``)."""
-    global parameter_generation
-    parameter_generation += 1
-    _PARAM_SITES.clear()
-
-
-torch.nn.modules.module.register_module_parameter_registration_hook(forget_parameters)
-
-
-def register_module(name: str, module: nn.Module) -> nn.Module:
-    """Announce every trainable parameter of ``module`` to Pyro, as ``pyro.module`` would.
-
-    Why not ``pyro.module``: it routes each parameter through Pyro's *global* ``ParamStore``,
-    where the first tensor stored under a name wins, even with ``module_local_params`` on.
-    A second model built in the same process (a compare grid, a test session) would then
-    see the first model's tensors in its trace's ``param`` sites, and anything that reads
-    them (the ``dreg`` estimator, ``pyro.infer.SVI``'s parameter collection) would act on
-    the wrong parameters. This emits the same ``param`` messages that ``PyroModule``
-    emits in module-local mode: each carries the module's own tensor and never touches
-    the store. Names are ``name$$$param_name``, as with ``pyro.module``. Each tensor is its
-    own unconstrained value (``value.unconstrained()``, as ``pyro.param`` sets it), so Pyro's
-    ``SVI`` with a ``pyro.optim`` optimizer trains zoo models too. Parameters with
-    ``requires_grad`` off (a frozen model) are not announced.
-
-    The list of (site name, parameter) is built once per module and cached; registering a
-    new parameter anywhere, or moving a zoo model or guide (``.to``), clears the cache.
-    """
-    cached = _PARAM_SITES.get(module)
-    if cached is None or cached[0] != name:
-        sites = []
-        for param_name, value in module.named_parameters():
-            value.unconstrained = weakref.ref(value)
-            sites.append((param_with_module_name(name, param_name), value))
-        cached = _PARAM_SITES[module] = (name, sites)
-    for full_name, value in cached[1]:
-        if value.requires_grad:
-            _param_message(full_name, value, constraint=constraints.real, name=full_name)
-    return module
 
 
 class ZooModel(nn.Module):
@@ -204,7 +126,6 @@ class ZooModel(nn.Module):
         latent space when that has at most ``ENUMERATION_LIMIT`` configurations.
         """
         if self.is_enumerable:
-            from zoo.enumeration import enumerated_log_marginal
             return enumerated_log_marginal(self, x)
         return None
 
@@ -220,7 +141,6 @@ class ZooModel(nn.Module):
 
     @property
     def is_enumerable(self) -> bool:
-        from zoo.distributions import ENUMERATION_LIMIT
         n = self.num_configurations
         return n is not None and n <= ENUMERATION_LIMIT
 

@@ -24,11 +24,12 @@ import pyro.infer.util
 import torch
 from tqdm.auto import tqdm
 
-from zoo.errors import ZooError
-from zoo.harness import bound_per_datum
-from zoo.objectives import KLWarmup, kl_warmup_weight
+from zoo.core.errors import ZooError
+from zoo.evaluation.harness import bound_per_datum
+from zoo.training.optimizer import make_optimizer
+from zoo.training.warmup import KLWarmup, kl_warmup_weight
 
-__all__ = ["fit", "fit_local_guide", "epoch_order", "make_optimizer"]
+__all__ = ["fit", "fit_local_guide", "epoch_order"]
 
 
 def epoch_order(num_data: int, seed: int, epoch: int) -> torch.Tensor:
@@ -37,41 +38,6 @@ def epoch_order(num_data: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_data, generator=g)
 
 
-def make_optimizer(model, guide, lr: float, guide_only: bool = False, betas=None,
-                   eps: Optional[float] = None, weight_decay: Optional[float] = None) -> torch.optim.Adam:
-    """Adam over the model's and the guide's parameters (only the guide's if ``guide_only``);
-    a guide's ``lr_multiplier`` (per-datum tables) scales its step. ``betas`` and ``eps`` are
-    Adam's (default: torch's (0.9, 0.999) and 1e-8). Adam is invariant to the scale of the loss except
-    through ``eps``, and the zoo's loss is the bound summed over all N data (N/B times the minibatch
-    sum), so an ``eps`` quoted for a loss summed over a minibatch of B' data is ``eps * N / B'`` here:
-    Burda et al. (2016) used 1e-4 on sums over 20 images, i.e. 0.25 for N = 50,000.
-
-    ``weight_decay`` > 0 switches to AdamW (Loshchilov & Hutter 2019): each step shrinks every
-    parameter by ``lr * weight_decay`` apart from the gradient. Decoupled, because an L2 term added
-    to the gradient (Adam's own ``weight_decay``) would be weighed against a loss summed over N
-    data, and Adam's normalisation would make its strength depend on N and the gradient noise.
-
-    PyTorch's fused Adam: the same update rule in one kernel over all tensors. On CPU the
-    default updates one tensor at a time from Python; for the 784-200-200-50 VAE at batch 100
-    the fused update made a hand-written epoch 1.74 -> 1.53 s (``benchmarks/speed.py``, its
-    ``hand`` and ``hand_fused`` loops), about 0.4 ms a step, half of what Pyro's tracing costs.
-    Where fusing is unavailable (an old torch, an unsupported device) the default is used.
-    """
-    guide_params = list(guide.parameters())
-    model_params = [] if guide_only else list(model.parameters())
-    groups = [{"params": model_params, "lr": lr},
-              {"params": guide_params, "lr": lr * getattr(guide, "lr_multiplier", 1.0)}]
-    groups = [g for g in groups if g["params"]]
-    options = {"betas": tuple(betas)} if betas is not None else {}
-    if eps is not None:
-        options["eps"] = float(eps)
-    cls = torch.optim.Adam
-    if weight_decay:
-        cls, options["weight_decay"] = torch.optim.AdamW, float(weight_decay)
-    try:
-        return cls(groups, lr=lr, fused=True, **options)
-    except (RuntimeError, TypeError, ValueError):
-        return cls(groups, lr=lr, **options)
 
 
 def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
@@ -93,17 +59,17 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     steps into the next) and after every epoch (``step`` 0). Resuming with the same
     ``start_epoch``, ``start_step``, ``epoch_total``, optimizer/scheduler/RNG states continues
     the run exactly: the data order is a function of (seed, epoch). A non-finite loss or
-    gradient raises :class:`~zoo.errors.ZooError` before the optimizer step, so no
+    gradient raises :class:`~zoo.core.errors.ZooError` before the optimizer step, so no
     checkpoint ever holds a NaN state. ``clip_grad`` clips the global gradient norm.
 
-    Two hooks serve distributed training (:mod:`zoo.distributed`): ``batches(epoch)``
+    Two hooks serve distributed training (:mod:`zoo.training.distributed`): ``batches(epoch)``
     returns the epoch's minibatch index tensors (default: the (seed, epoch) permutation cut
     into ``batch_size`` pieces) and ``step_fn(x_batch, idx)`` computes one step's loss and
     gradients (default: ``objective.loss_and_grads``). ``log("step", global_step, loss=,
     grad_norm=)`` and ``log("epoch", epoch, row=)`` receive the monitoring values (TensorBoard).
 
     ``kl_warmup`` (epochs): KL annealing. Step s of the first ``kl_warmup`` epochs runs under
-    :class:`~zoo.objectives.KLWarmup` with beta = (s + 1) / (kl_warmup x steps per epoch), so the
+    :class:`~zoo.training.warmup.KLWarmup` with beta = (s + 1) / (kl_warmup x steps per epoch), so the
     latent terms of the objective are weighted up linearly from ~0 to 1; such epochs' rows carry
     ``kl_weight``, the beta of their last step, and their ``loss`` is the tempered bound. The
     validation ELBO is always the true one. beta is a function of the step, so a resumed run

@@ -1,9 +1,9 @@
 """The shared evaluation harness. It knows nothing about specific models.
 
-It sees a model and a guide that follow the contract of :mod:`zoo.models.base`,
+It sees a model and a guide that follow the contract of :mod:`zoo.core.contract`,
 and data. For each datum x it draws K samples z_k ~ q(z | x) (in chunks, so memory
 stays bounded), forms log w_k = log p(x, z_k) - log q(z_k | x) with
-:func:`zoo.importance.per_datum_log_weights`, and reports, averaged over data:
+:func:`zoo.core.weights.per_datum_log_weights`, and reports, averaged over data:
 
 ``elbo``, ``reconstruction``, ``kl``
     ELBO = E_q[log p(x | z)] - KL(q(z|x) || p(z)), both parts by Monte Carlo over the K samples.
@@ -45,8 +45,8 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from zoo.importance import per_datum_log_weights
-from zoo.importance import per_datum_renyi_bound
+from zoo.core.weights import per_datum_log_weights
+from zoo.core.weights import per_datum_renyi_bound
 
 __all__ = ["evaluate", "bound_per_datum", "RESULT_KEYS", "PSIS_THRESHOLD"]
 

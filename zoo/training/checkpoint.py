@@ -19,7 +19,7 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "save_checkpoint", "load_checkpoint",
            "rng_state", "set_rng_state"]

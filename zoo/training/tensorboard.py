@@ -12,13 +12,13 @@ from typing import Optional, Tuple
 
 import torch
 
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
 
 __all__ = ["TensorBoardLogger"]
 
 
 class TensorBoardLogger:
-    """A ``log(kind, step, **values)`` callable for :func:`zoo.train.fit`, backed by SummaryWriter."""
+    """A ``log(kind, step, **values)`` callable for :func:`zoo.training.loop.fit`, backed by SummaryWriter."""
 
     def __init__(self, folder: Path, model=None, image_shape: Optional[Tuple[int, int]] = None):
         try:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from pyro.distributions import TorchDistribution
 from torch.distributions import Bernoulli, OneHotCategorical, constraints
 
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
 
 __all__ = ["JointDiscrete", "IndependentBernoulli", "ENUMERATION_LIMIT", "discrete_kl", "joint_configurations",
            "num_configurations"]

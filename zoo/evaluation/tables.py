@@ -1,0 +1,50 @@
+"""Markdown tables of evaluation summaries and gradient diagnostics."""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+from zoo.objectives import OBJECTIVES
+
+__all__ = ["COLUMNS", "results_markdown", "gradients_markdown"]
+
+
+COLUMNS = [("model", "model"), ("guide", "guide"), ("objective", "objective"), ("K", "particles"),
+           ("epochs", "epochs_trained"), ("ELBO", "elbo"), ("rec", "reconstruction"), ("KL", "kl"),
+           ("IWAE-k", "iwae_bound"), ("log p(x) (IS)", "log_likelihood"), ("± se", "log_likelihood_se"),
+           ("± data se", "log_likelihood_data_se"),
+           ("exact log p(x)", "exact_log_likelihood"), ("gap", "elbo_gap"), ("AU", "active_units"),
+           ("k̂>0.7", "psis_khat_frac_over_0_7"), ("train s", "train_seconds")]
+
+
+def results_markdown(rows: Sequence[Dict]) -> str:
+    """A Markdown table of evaluation summaries (one row per run), nats per datum."""
+    def cell(row, key):
+        v = row.get(key, row.get("config", {}).get(key))
+        if key == "particles" and v is None:
+            v = OBJECTIVES[row["config"]["objective"]].default_particles
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            return f"{v:.1%}" if key == "psis_khat_frac_over_0_7" else f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+        return str(v)
+    head = "| " + " | ".join(c for c, _ in COLUMNS) + " |"
+    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    lines = [head, sep] + ["| " + " | ".join(cell(r, k) for _, k in COLUMNS) + " |" for r in rows]
+    first = rows[0] if rows else {}
+    note = (f"\nAll figures in nats per datum on the {first.get('split', 'test')} split "
+            f"({first.get('num_data', '?')} data), K = {first.get('num_samples', '?')} importance samples, "
+            f"IWAE-k with k = {first.get('iwae_k', '?')}.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def gradients_markdown(result: Dict) -> str:
+    head = ("| objective | K | group | variance | SNR | cosine to ref | bias norm | ± se | s/estimate |\n"
+            "|---|---|---|---|---|---|---|---|---|")
+    def f(v, fmt):
+        return "–" if v is None else format(v, fmt)
+    lines = [head] + [f"| {r['objective']} | {r['particles']} | {r['group']} | {f(r['variance'], '.3g')} | "
+                      f"{f(r['snr'], '.3f')} | {f(r.get('cosine'), '.4f')} | {f(r.get('bias_norm'), '.3g')} | "
+                      f"{f(r.get('bias_se'), '.3g')} | {f(r['seconds'], '.4f')} |" for r in result["rows"]]
+    refs = "; ".join(f"{g}: {h}" for g, h in result["reference"].items())
+    return "\n".join(lines) + (f"\n\nReference gradients — {refs}. Minibatch of {result['batch_size']} data, "
+                               f"{result['rows'][0]['repeats'] if result['rows'] else 0} repeats.\n")

@@ -1,0 +1,59 @@
+"""``pyro-zoo gradients``: bias, variance and SNR of gradient estimators at fixed parameters."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+from zoo.core.errors import ZooError
+from zoo.data import load_dataset
+from zoo.evaluation import plots
+from zoo.evaluation.gradients import diagnose
+from zoo.evaluation.tables import gradients_markdown
+from zoo.experiments.config import RunConfig
+from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
+from zoo.experiments.run import prepare
+from zoo.registry import build_guide
+from zoo.training.checkpoint import atomic_write_text, load_checkpoint
+
+__all__ = ["gradients_run"]
+
+
+def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: Sequence[int], repeats: int,
+                  base: RunConfig, out: Path, checkpoint: Optional[Path] = None, force: bool = False) -> Dict:
+    """``pyro-zoo gradients``: gradient diagnostics at fixed parameters (initialization or a checkpoint)."""
+    out = Path(out)
+    check_out_dir(out, force, resume=False)
+    if (out / "gradients.json").exists() and not force:
+        raise ZooError(f"{out} already holds gradient diagnostics; pass --force to overwrite or choose another --out")
+    if repeats < 2:
+        raise ZooError(f"--repeats must be at least 2 to estimate a variance, got {repeats}")
+    if not particles or any(k < 1 for k in particles):
+        raise ZooError(f"--particles must be positive integers, got {list(particles)}")
+    config = dataclasses.replace(base, model=model, guide=guide, objective=objectives[0])
+    data = load_dataset(config.dataset, config.data_dir)
+    for name in objectives:
+        check = prepare(dataclasses.replace(config, objective=name), data)
+    run = check
+    if checkpoint is not None:
+        state = load_checkpoint(Path(checkpoint) / "checkpoint.pt" if Path(checkpoint).is_dir() else Path(checkpoint))
+        stored = RunConfig.from_json(state["config"])
+        for key in ("model", "guide", "dataset", "latent_dim", "hidden", "layers", "num_variables", "num_classes",
+                    "guide_hidden", "flows"):
+            if getattr(stored, key) != getattr(config, key):
+                raise ZooError(f"the checkpoint was made with {key}={getattr(stored, key)!r}, not "
+                               f"{getattr(config, key)!r}; pass the same options")
+        run.model.load_state_dict(state["model"])
+        run.guide.load_state_dict(state["guide"])
+    x = run.data.train[:config.batch_size].to(run.device)
+    if not getattr(run.guide, "amortized", True):
+        run.guide = build_guide(guide, run.model, num_data=x.shape[0]).to(run.device)
+    result = diagnose(run.model, run.guide, x, objectives, particles, repeats, alpha=config.alpha, seed=config.seed)
+    result.update(config=config.to_json(), objectives=list(objectives), particles=list(particles),
+                  repeats=repeats, checkpoint=str(checkpoint) if checkpoint else None, device=str(run.device))
+    make_out_dir(out)
+    atomic_write_text(out / "gradients.json", json.dumps(json_ready(result), indent=2))
+    atomic_write_text(out / "gradients.md", gradients_markdown(result))
+    plots.gradient_plot(result["rows"], out / "gradients.png")
+    return result

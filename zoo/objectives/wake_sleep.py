@@ -1,0 +1,110 @@
+"""Reweighted wake-sleep: per-datum (ours) and Pyro's, kept to show its caveat."""
+from __future__ import annotations
+
+import math
+
+import pyro.poutine as poutine
+import torch
+from pyro.infer import ELBO, ReweightedWakeSleep as PyroRWS
+
+from zoo.core.errors import ZooError
+from zoo.core.plates import MAX_PLATE_NESTING
+from zoo.core.weights import per_datum_log_weights, per_datum_renyi_bound
+
+__all__ = ["ReweightedWakeSleep", "PyroReweightedWakeSleep"]
+
+
+class ReweightedWakeSleep(ELBO):
+    """Reweighted wake-sleep (Bornschein & Bengio 2015) with per-datum importance weights.
+
+    With K samples z_k ~ q(z | x_b) per datum (detached: no path derivatives) and
+    w_kb = p(x_b, z_kb) / q(z_kb | x_b), normalized to w~_kb over k::
+
+        wake-theta:  maximize (N/B) sum_b log (1/K) sum_k w_kb            (model parameters)
+        wake-phi:    maximize (N/B) sum_b sum_k w~_kb log q(z_kb | x_b)   (guide parameters)
+        sleep-phi:   maximize (N/B) sum_b log q(z'_b | x'_b),  (x', z') ~ p  (guide parameters)
+
+    The guide minimizes ``insomnia * wake-phi + (1 - insomnia) * sleep-phi``.
+    ``num_particles=1, insomnia=0`` is the wake-sleep algorithm of the Helmholtz
+    machine (Hinton et al. 1995). The reported loss is the wake-theta term, i.e. minus
+    (N/B) x the IWAE bound.
+
+    Why not Pyro's :class:`~pyro.infer.ReweightedWakeSleep` (kept as ``rws_pyro``): it
+    sums each particle's N/B-scaled log-probabilities over the whole minibatch into one
+    weight, so under minibatching its weights are not per-datum (as with RenyiELBO,
+    pyro-ppl/pyro#3104).
+
+    Assumptions: local latents only; the sleep phase needs an amortized guide (a
+    per-datum guide has no row for a dreamt x').
+    """
+
+    def __init__(self, num_particles: int = 5, insomnia: float = 1.0,
+                 max_plate_nesting: int = MAX_PLATE_NESTING):
+        if not 0.0 <= insomnia <= 1.0:
+            raise ZooError(f"--insomnia must be in [0, 1], got {insomnia}")
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
+                         vectorize_particles=True)
+        self.insomnia = float(insomnia)
+
+    def _get_trace(self, model, guide, args, kwargs):
+        raise NotImplementedError("ReweightedWakeSleep forms per-datum weights in zoo.core.weights")
+
+    def _losses(self, model, guide, *args, **kwargs):
+        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
+                                   detach_latents=True, **kwargs)
+        log_w = lw.log_likelihood + lw.log_prior - lw.log_q.detach()
+        wake_theta = -lw.scale * (torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
+        phi = 0.0
+        if self.insomnia > 0:
+            normalized = torch.softmax(log_w, 0).detach()
+            phi = phi - self.insomnia * lw.scale * (normalized * lw.log_q).sum()
+        if self.insomnia < 1:
+            phi = phi + (1 - self.insomnia) * self._sleep_phi(model, guide, args[0].shape[0], lw.scale)
+        return wake_theta, phi
+
+    @staticmethod
+    def _sleep_phi(model, guide, batch_size: int, scale: float):
+        if not getattr(guide, "amortized", True):
+            raise ZooError("the sleep phase needs an amortized guide; use --insomnia 1 with per-datum guides")
+        # The dream (x', z') is data for the guide: detached, so no gradient reaches the model through
+        # it (a reparameterized x' would carry one). detach, not torch.no_grad, which a --jit trace ignores.
+        dream = poutine.trace(model).get_trace(None, N=batch_size)
+        latents = {n: s["value"].detach() for n, s in dream.nodes.items()   # "x" is the contract's observation
+                   if s["type"] == "sample" and n not in ("data", "x")}
+        trace = poutine.trace(poutine.condition(guide, data=latents)).get_trace(dream.nodes["x"]["value"].detach())
+        log_q = sum(trace.nodes[n]["fn"].log_prob(v) for n, v in latents.items())
+        return -scale * log_q.sum()
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        wake_theta, phi = self._losses(model, guide, *args, **kwargs)
+        return wake_theta + phi
+
+    def loss(self, model, guide, *args, **kwargs):
+        with torch.no_grad():
+            lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles, **kwargs)
+            return -lw.scale * per_datum_renyi_bound(lw.log_w, 0.0).sum().item()
+
+    def value_and_surrogate(self, model, guide, *args, **kwargs):
+        """(the wake-theta loss, detached; the sum of the model's and the guide's losses)."""
+        wake_theta, phi = self._losses(model, guide, *args, **kwargs)
+        return wake_theta.detach(), wake_theta + phi
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        value, surrogate = self.value_and_surrogate(model, guide, *args, **kwargs)
+        surrogate.backward()
+        return value.item()
+
+
+class PyroReweightedWakeSleep(PyroRWS):
+    """Pyro's ReweightedWakeSleep, returning one number like every other objective.
+
+    Pyro's ``loss``/``loss_and_grads`` return (wake-theta loss, guide loss); the zoo's
+    training loop and tables use the wake-theta loss, minus the (minibatch-pooled) IWAE
+    bound. See :class:`ReweightedWakeSleep` for why this is not the per-datum estimator.
+    """
+
+    def loss(self, model, guide, *args, **kwargs):
+        return super().loss(model, guide, *args, **kwargs)[0]
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        return super().loss_and_grads(model, guide, *args, **kwargs)[0]
