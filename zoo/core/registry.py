@@ -1,0 +1,310 @@
+"""The one registry: every model, guide family, objective and dataset describes itself here.
+
+A component registers itself where it is defined, with a decorator::
+
+    @MODELS.register("vae", options=VAEOptions, description="VAE, Gaussian prior, MLP decoder")
+    class VAE(ZooModel): ...
+
+Its **options** are a dataclass (:class:`Options`) whose fields carry the default, the help
+text and the checks (:func:`option`); its **capabilities** are keyword arguments of
+``register`` (an objective's ``needs_reparam``, ``jit``, ``ddp``...) or, for guide families,
+class attributes (``supports``, ``amortized``, ...). Everything else reads this one source:
+the CLI's flags and ``pyro-zoo list`` (:mod:`zoo.cli`), the run configuration and its resume
+checks (:mod:`zoo.experiments.config`), the compatibility grid (:mod:`zoo.registry`), the
+tests and the README's table. A new component is one new file that registers itself (and
+one import line in its package's ``__init__``, which is what loads it).
+
+Installed packages add models, guides, objectives or datasets through the entry-point
+groups ``pyro_zoo.models``, ``pyro_zoo.guides``, ``pyro_zoo.objectives`` and
+``pyro_zoo.datasets``: each entry point names a module, and importing it registers its
+components.
+
+Errors speak the Python API's names (``latent_dim``); only the CLI translates them into
+flags (``--latent-dim``), using :attr:`OptionError.option`.
+
+Example::
+
+    >>> from zoo.core.registry import Options, option, Registry
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Toy(Options):
+    ...     width: int = option(3, "hidden width", minimum=1)
+    >>> toys = Registry("toy")
+    >>> @toys.register("box", options=Toy, description="a toy", fast=True)
+    ... def box(width):
+    ...     return [0] * width
+    >>> toys.build("box", width=2), toys["box"].capability("fast")
+    ([0, 0], True)
+    >>> toys.build("box", width=0)
+    Traceback (most recent call last):
+    ...
+    zoo.core.registry.OptionError: width must be at least 1, got 0
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import typing
+from dataclasses import MISSING, dataclass, field
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+
+from zoo.core.errors import ZooError, unknown_name
+
+__all__ = ["Options", "NoOptions", "option", "OptionError", "Component", "Registry",
+           "MODELS", "GUIDES", "OBJECTIVES", "DATASETS", "REGISTRIES"]
+
+
+class OptionError(ZooError):
+    """A bad option value. ``option`` is its API name; the CLI shows its flag instead."""
+
+    def __init__(self, option: str, problem: str):
+        super().__init__(f"{option} {problem}")
+        self.option, self.problem = option, problem
+
+
+def option(default: Any, help: str, *, flag: Optional[str] = None, choices: Optional[Sequence] = None,
+           minimum: Optional[float] = None, positive: bool = False, resumable: bool = False,
+           shape: bool = False) -> Any:
+    """A field of an :class:`Options` dataclass.
+
+    Arguments:
+        default: the value when the option is not given (``None``: decided by the component).
+        help: one line for ``--help`` and ``pyro-zoo list``.
+        flag: the CLI flag without dashes, when it is not the field name with ``-`` for ``_``
+            (a guide's ``hidden`` is ``--guide-hidden``, since models have a ``hidden`` too).
+        choices: the allowed values.
+        minimum: the smallest allowed number (for a tuple: of each element).
+        positive: the number (or each element) must be > 0.
+        resumable: a resumed run may change it (it takes effect from the resumed step on).
+        shape: it changes parameter shapes, so a checkpoint made with another value cannot load.
+    """
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
+                                            "minimum": minimum, "positive": positive, "resumable": resumable,
+                                            "shape": shape})
+
+
+def _field_type(cls, f) -> Any:
+    hints = typing.get_type_hints(cls)
+    return hints.get(f.name, f.type)
+
+
+def base_type(tp) -> Tuple[type, bool]:
+    """(element type, is a tuple) of an annotation such as ``Optional[Tuple[int, ...]]``."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is typing.Union and len(args) == 1:
+        tp = args[0]
+    if typing.get_origin(tp) in (tuple, Tuple):
+        return typing.get_args(tp)[0], True
+    return tp, False
+
+
+@dataclass
+class Options:
+    """Base class of a component's options: typed fields made with :func:`option`.
+
+    Values are checked on construction (choices, minimum, positive), and by
+    :meth:`validate`, which a subclass extends for checks that involve several fields.
+    Tuples may be given as lists (JSON); they are stored as tuples.
+    """
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            elem, is_tuple = base_type(_field_type(type(self), f))
+            if value is None:
+                continue
+            if is_tuple:
+                if isinstance(value, (int, float, str)):
+                    value = (value,)
+                value = tuple(self._coerce(f.name, v, elem) for v in value)
+            else:
+                value = self._coerce(f.name, value, elem)
+            object.__setattr__(self, f.name, value)
+            self._check(f, value, is_tuple)
+        self.validate()
+
+    @staticmethod
+    def _coerce(name: str, value, elem):
+        if elem in (int, float) and isinstance(value, bool):
+            raise OptionError(name, f"must be a number, got {value!r}")
+        try:
+            if elem is int:
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError
+                return int(value)
+            if elem is float:
+                return float(value)
+            if elem is bool:
+                if not isinstance(value, bool):
+                    raise ValueError
+                return value
+        except (TypeError, ValueError):
+            kind = {int: "an integer", float: "a number", bool: "true or false"}[elem]
+            raise OptionError(name, f"must be {kind}, got {value!r}") from None
+        return value
+
+    @staticmethod
+    def _check(f, value, is_tuple: bool) -> None:
+        meta = f.metadata
+        values = value if is_tuple else (value,)
+        if is_tuple and not values:
+            raise OptionError(f.name, "must not be empty")
+        if meta.get("choices") and value not in meta["choices"]:
+            raise OptionError(f.name, f"must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+        for v in values:
+            if meta.get("positive") and not v > 0:
+                raise OptionError(f.name, f"must be positive, got {value!r}" if not is_tuple
+                                  else f"must be positive numbers, got {list(value)}")
+            if meta.get("minimum") is not None and v < meta["minimum"]:
+                raise OptionError(f.name, f"must be at least {meta['minimum']}, got {value!r}" if not is_tuple
+                                  else f"must be numbers of at least {meta['minimum']}, got {list(value)}")
+
+    def validate(self) -> None:
+        """Checks that involve several fields; raise :class:`OptionError`."""
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], owner: str = "this component") -> "Options":
+        """Build from a (JSON) dict; an unknown key is an error that lists the known ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise OptionError(unknown[0], f"is not an option of {owner}; its options are: "
+                              f"{', '.join(sorted(known)) or 'none'}")
+        return cls(**values)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The options as JSON-ready values (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def specs(cls) -> Sequence[dataclasses.Field]:
+        return dataclasses.fields(cls)
+
+
+@dataclass
+class NoOptions(Options):
+    """For components that take no options."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registry entry: how to build it, its options class and its capabilities."""
+
+    kind: str
+    name: str
+    factory: Callable
+    options: type
+    description: str
+    capabilities: Mapping[str, Any] = field(default_factory=dict)
+
+    def capability(self, key: str, default: Any = None) -> Any:
+        """A declared capability: a ``register`` keyword, else an attribute of the factory (a class)."""
+        if key in self.capabilities:
+            return self.capabilities[key]
+        return getattr(self.factory, key, default)
+
+    def resolve(self, options: Optional[Mapping[str, Any]] = None) -> Options:
+        """The options with defaults filled in and checked."""
+        return self.options.from_dict({k: v for k, v in (options or {}).items() if v is not None},
+                                      owner=f"the {self.kind} {self.name!r}")
+
+    def build(self, *args, **options):
+        return self.factory(*args, **dataclasses.asdict(self.resolve(options)))
+
+
+class Registry:
+    """Named components of one kind, filled by the modules that define them.
+
+    Arguments:
+        kind: ``"model"``, ``"guide"``, ``"objective"`` or ``"dataset"`` (for messages).
+        modules: the modules whose import registers the built-in components; imported on
+            first lookup (so that defining a component never imports the registry's users).
+        entry_points: the entry-point group through which installed packages add components.
+    """
+
+    def __init__(self, kind: str, modules: Sequence[str] = (), entry_points: Optional[str] = None):
+        self.kind = kind
+        self._modules = tuple(modules)
+        self._group = entry_points
+        self._entries: Dict[str, Component] = {}
+        self._loaded = not modules and entry_points is None
+
+    def register(self, name: str, *, options: type = NoOptions, description: str = "",
+                 **capabilities) -> Callable:
+        """Decorator: register a class or function as component ``name``."""
+        if not (isinstance(options, type) and issubclass(options, Options)):
+            raise TypeError(f"options of {self.kind} {name!r} must be an Options dataclass")
+
+        def decorate(factory):
+            if name in self._entries and self._entries[name].factory is not factory:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            text = description or (factory.__doc__ or "").strip().split("\n")[0]
+            self._entries[name] = Component(self.kind, name, factory, options, text, dict(capabilities))
+            return factory
+        return decorate
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for module in self._modules:
+            importlib.import_module(module)
+        if self._group:
+            from importlib.metadata import entry_points
+            for ep in entry_points(group=self._group):
+                try:
+                    ep.load()
+                except Exception as e:      # a broken plug-in must not break the zoo
+                    raise ZooError(f"the installed {self.kind} plug-in {ep.name!r} ({ep.value}) failed to "
+                                   f"load: {type(e).__name__}: {e}; fix or uninstall it") from None
+
+    def __getitem__(self, name: str) -> Component:
+        self._load()
+        if name not in self._entries:
+            raise unknown_name(self.kind, name, self._entries)
+        return self._entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return iter(list(self._entries))
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._entries)
+
+    def items(self):
+        self._load()
+        return list(self._entries.items())
+
+    def values(self):
+        self._load()
+        return list(self._entries.values())
+
+    def build(self, name: str, *args, **options):
+        """Build component ``name``; options not given (or ``None``) take their defaults."""
+        return self[name].build(*args, **options)
+
+    def options_fields(self) -> Dict[str, Tuple[dataclasses.Field, list]]:
+        """Every option name of this kind -> (its field, the components that take it)."""
+        out: Dict[str, Tuple[dataclasses.Field, list]] = {}
+        for component in self.values():
+            for f in component.options.specs():
+                out.setdefault(f.name, (f, []))[1].append(component.name)
+        return out
+
+
+MODELS = Registry("model", ["zoo.models"], entry_points="pyro_zoo.models")
+GUIDES = Registry("guide", ["guides"], entry_points="pyro_zoo.guides")
+OBJECTIVES = Registry("objective", ["zoo.objectives"], entry_points="pyro_zoo.objectives")
+DATASETS = Registry("dataset", ["zoo.data"], entry_points="pyro_zoo.datasets")
+
+#: kind -> registry, in the order the CLI and ``pyro-zoo list`` show them
+REGISTRIES = {"model": MODELS, "guide": GUIDES, "objective": OBJECTIVES, "dataset": DATASETS}
+
+
+def required(f: dataclasses.Field) -> bool:
+    return f.default is MISSING and f.default_factory is MISSING
