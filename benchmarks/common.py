@@ -147,7 +147,8 @@ def run_script(main) -> None:
     missing dataset, a checkpoint that does not match) ends with one line and exit code 2, before any
     result file is written (results are written last)."""
     from zoo.core.errors import ZooError
+    from zoo.flags import translate
     try:
         main()
     except ZooError as e:
-        fail(str(e))
+        fail(translate(e))            # an option's API name shown as the script's flag

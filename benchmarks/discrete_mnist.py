@@ -106,30 +106,31 @@ def main(argv=None):
     nvil = dict(guide="amortized", objective="tracegraph", baseline="neural", lr=1e-3)
     rloo = dict(guide="amortized", objective="rloo", particles=2, lr=1e-3)
     runs = [(label, config, REFERENCES[label]) for label, config in [
-        ("sbn200-reinforce", RunConfig(model="sbn", layers=[200], guide="amortized", objective="elbo", lr=3e-4, **common)),
-        ("sbn200-nvil", RunConfig(model="sbn", layers=[200], **nvil, **common)),
-        ("sbn200-gumbel", RunConfig(model="sbn", layers=[200], **relaxed, **common)),
-        ("sbn200-st-gumbel", RunConfig(model="sbn", layers=[200], straight_through=True, **relaxed, **common)),
+        ("sbn200-reinforce", RunConfig.make(model="sbn", layers=[200], guide="amortized", objective="elbo", lr=3e-4, **common)),
+        ("sbn200-nvil", RunConfig.make(model="sbn", layers=[200], **nvil, **common)),
+        ("sbn200-gumbel", RunConfig.make(model="sbn", layers=[200], **relaxed, **common)),
+        ("sbn200-st-gumbel", RunConfig.make(model="sbn", layers=[200], straight_through=True, **relaxed, **common)),
         # the same SBN-200 with tanh MLPs 200-256-512-784 (decoder) and 784-512-256-200 (encoder), as
         # the categorical VAE below: does architecture explain the gap to Jang et al.?
-        ("sbn200-mlp-nvil", RunConfig(model="sbn", layers=[200], hidden=[256, 512], **nvil, **common)),
-        ("sbn200-mlp-gumbel", RunConfig(model="sbn", layers=[200], hidden=[256, 512], **relaxed, **common)),
-        ("cat20x10-nvil", RunConfig(model="categorical_vae", **nvil, **common)),
-        ("cat20x10-gumbel", RunConfig(model="categorical_vae", **relaxed, **common)),
+        ("sbn200-mlp-nvil", RunConfig.make(model="sbn", layers=[200], hidden=[256, 512], **nvil, **common)),
+        ("sbn200-mlp-gumbel", RunConfig.make(model="sbn", layers=[200], hidden=[256, 512], **relaxed, **common)),
+        ("cat20x10-nvil", RunConfig.make(model="categorical_vae", **nvil, **common)),
+        ("cat20x10-gumbel", RunConfig.make(model="categorical_vae", **relaxed, **common)),
         # Jang et al.'s schedule floors tau at 0.5, where the decoder learns soft inputs and the discrete
         # -ELBO lags the relaxed surrogate by 6-12 nats (relaxed_surrogate.py); a floor of 0.1 narrows that
-        ("sbn200-mlp-gumbel-tau0.1", RunConfig(model="sbn", layers=[200], hidden=[256, 512],
+        ("sbn200-mlp-gumbel-tau0.1", RunConfig.make(model="sbn", layers=[200], hidden=[256, 512],
                                                **{**relaxed, "temperature_min": 0.1}, **common)),
-        ("cat20x10-gumbel-tau0.1", RunConfig(model="categorical_vae", **{**relaxed, "temperature_min": 0.1}, **common)),
+        ("cat20x10-gumbel-tau0.1", RunConfig.make(model="categorical_vae", **{**relaxed, "temperature_min": 0.1}, **common)),
         # score function with a leave-one-out baseline over K samples per datum (rloo): no baseline to fit
-        ("sbn200-rloo", RunConfig(model="sbn", layers=[200], **rloo, **common)),
-        ("sbn200-mlp-rloo", RunConfig(model="sbn", layers=[200], hidden=[256, 512], **rloo, **common)),
-        ("sbn200-mlp-rloo-k4", RunConfig(model="sbn", layers=[200], hidden=[256, 512], **{**rloo, "particles": 4},
+        ("sbn200-rloo", RunConfig.make(model="sbn", layers=[200], **rloo, **common)),
+        ("sbn200-mlp-rloo", RunConfig.make(model="sbn", layers=[200], hidden=[256, 512], **rloo, **common)),
+        ("sbn200-mlp-rloo-k4", RunConfig.make(model="sbn", layers=[200], hidden=[256, 512], **{**rloo, "particles": 4},
                                          **common)),
-        ("cat20x10-rloo", RunConfig(model="categorical_vae", **rloo, **common)),
+        ("cat20x10-rloo", RunConfig.make(model="categorical_vae", **rloo, **common)),
     ]]
     if args.temperature_min is not None:
-        runs = [(label, dataclasses.replace(config, temperature_min=args.temperature_min)
+        runs = [(label, dataclasses.replace(config, guide_options={**config.guide_options,
+                                                                 "temperature_min": args.temperature_min})
                  if config.guide == "relaxed" else config, reference) for label, config, reference in runs]
     if args.runs:
         unknown = set(args.runs.split(",")) - {label for label, _, _ in runs}

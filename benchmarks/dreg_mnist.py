@@ -29,7 +29,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--repeats", type=int, default=20)
     args = p.parse_args(argv)
-    runs = [(name, RunConfig(model="vae", guide="amortized", objective=name, particles=50, dataset="binarized_mnist",
+    runs = [(name, RunConfig.make(model="vae", guide="amortized", objective=name, particles=50, dataset="binarized_mnist",
                              data_dir=args.data_dir, epochs=args.epochs, batch_size=100, lr=1e-3, seed=0,
                              device=args.device, eval_samples=args.eval_samples, eval_limit=args.eval_limit,
                              iwae_k=50), None) for name in ("iwae", "dreg")]

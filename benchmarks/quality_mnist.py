@@ -63,7 +63,7 @@ def main(argv=None):
 
     runs = []
     for objective, particles, epochs in (("elbo", 1, args.elbo_epochs), ("iwae", 50, args.iwae_epochs)):
-        config = RunConfig(model="vae", guide="amortized", objective=objective, particles=particles,
+        config = RunConfig.make(model="vae", guide="amortized", objective=objective, particles=particles,
                            dataset="binarized_mnist", data_dir=args.data_dir, epochs=epochs, batch_size=args.batch_size,
                            lr=args.lr, lr_decay=args.lr_decay, seed=0, device=args.device, eval_samples=args.eval_samples,
                            eval_limit=args.eval_limit, iwae_k=50, kl_warmup=args.kl_warmup,

@@ -93,7 +93,7 @@ def main(argv=None):
         for r in range(args.repeats):
             pyro.set_rng_seed(r)
             values.append(surrogate_per_datum(run, x, args.particles))
-        row = {"label": label, "objective": config.objective, "straight_through": bool(config.straight_through),
+        row = {"label": label, "objective": config.objective, "straight_through": config.resolved("guide").straight_through,
                "epochs_trained": harness["epochs_trained"], "temperature": float(run.guide.temperature),
                "num_data": x.shape[0], "surrogate_neg_elbo": -statistics.mean(values),
                "surrogate_se": statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None,

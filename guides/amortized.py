@@ -33,7 +33,10 @@ import pyro
 import torch
 from torch import nn
 
-from guides.base import ZooGuide, raw_size, site_distribution
+from dataclasses import dataclass
+
+from guides.base import BaselineOptions, EncoderOptions, ZooGuide, raw_size, site_distribution
+from zoo.core.registry import GUIDES
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
 from zoo.core.nn import mlp
@@ -47,6 +50,13 @@ def default_encoder_hidden(model) -> Tuple[int, ...]:
     return tuple(reversed(hidden)) if hidden else (200,)
 
 
+@dataclass
+class AmortizedOptions(EncoderOptions, BaselineOptions):
+    pass
+
+
+@GUIDES.register("amortized", options=AmortizedOptions, description="MLP encoder giving a diagonal Normal, or "
+                 "Bernoulli/categorical logits (score function)")
 class Amortized(ZooGuide):
     """MLP encoder giving, per latent site, a diagonal Normal or independent Bernoulli/categorical logits.
 

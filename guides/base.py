@@ -19,7 +19,8 @@ objective can sum over them exactly.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -33,10 +34,27 @@ from zoo.core.distributions import JointDiscrete
 from zoo.core.errors import ZooError
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.params import forget_parameters
+from zoo.core.registry import Options, option
 
-__all__ = ["ZooGuide", "raw_size", "site_distribution", "BASELINES"]
+__all__ = ["ZooGuide", "raw_size", "site_distribution", "BASELINES", "BaselineOptions", "EncoderOptions"]
 
 BASELINES = ("none", "decaying", "neural")
+
+
+@dataclass
+class BaselineOptions(Options):
+    """Options of a guide family that can carry score-function baselines."""
+
+    baseline: Optional[str] = option(None, "score-function baseline for discrete sites under tracegraph: none, "
+                                     "decaying or neural (NVIL) (default none)", choices=BASELINES, shape=True)
+
+
+@dataclass
+class EncoderOptions(Options):
+    """Options of an amortized family: the encoder's hidden sizes."""
+
+    hidden: Optional[Tuple[int, ...]] = option(None, "encoder hidden sizes, from x (default: mirror the decoder)",
+                                               flag="guide-hidden", minimum=1, shape=True)
 
 
 def raw_size(site: LatentSite) -> int:

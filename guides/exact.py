@@ -21,12 +21,14 @@ from typing import Optional
 import pyro
 
 from guides.base import ZooGuide
+from zoo.core.registry import GUIDES
 from zoo.core.errors import ZooError
 from zoo.core.plates import data_plate
 
 __all__ = ["Exact"]
 
 
+@GUIDES.register("exact", description="the closed-form posterior p(z|x), the oracle (pPCA, FA)")
 class Exact(ZooGuide):
     """q(z | x) = p(z | x), read from ``model.posterior(x)``."""
 

@@ -36,7 +36,12 @@ import torch
 from pyro.distributions.transforms import Permute, conditional_affine_autoregressive
 from torch import nn
 
+from dataclasses import dataclass
+from typing import Tuple
+
 from guides.amortized import Amortized
+from guides.base import EncoderOptions
+from zoo.core.registry import GUIDES, option
 from guides.base import site_distribution
 from zoo.core.errors import ZooError
 from zoo.core.plates import data_plate
@@ -45,6 +50,15 @@ from zoo.core.params import register_module
 __all__ = ["IAF"]
 
 
+@dataclass
+class IAFOptions(EncoderOptions):
+    num_flows: int = option(2, "number of IAF steps", flag="flows", minimum=1, shape=True)
+    flow_hidden: Optional[Tuple[int, ...]] = option(None, "hidden sizes of each autoregressive network "
+                                                    "(default two layers of max(2 D, 32))", minimum=1, shape=True)
+
+
+@GUIDES.register("iaf", options=IAFOptions, description="amortized encoder + K conditional inverse autoregressive "
+                 "flow steps (Kingma et al. 2016)")
 class IAF(Amortized):
     """Amortized Gaussian base followed by ``num_flows`` conditional IAF steps.
 

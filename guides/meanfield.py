@@ -30,7 +30,10 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from guides.base import ZooGuide, site_distribution
+from dataclasses import dataclass
+
+from guides.base import BaselineOptions, ZooGuide, site_distribution
+from zoo.core.registry import GUIDES
 from zoo.core.errors import ZooError
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
@@ -38,6 +41,13 @@ from zoo.core.params import register_module
 __all__ = ["MeanField"]
 
 
+@dataclass
+class MeanFieldOptions(BaselineOptions):
+    pass
+
+
+@GUIDES.register("meanfield", options=MeanFieldOptions, description="per-datum diagonal Normal or "
+                 "Bernoulli/categorical logits, indexed by the data plate's idx")
 class MeanField(ZooGuide):
     """Per-datum diagonal Normal (real) or independent logits (binary, categorical) for each site.
 

@@ -54,7 +54,11 @@ import pyro.distributions as dist
 import torch
 from pyro.poutine.messenger import Messenger
 
+from dataclasses import dataclass
+
 from guides.amortized import Amortized
+from guides.base import EncoderOptions
+from zoo.core.registry import GUIDES, OptionError, option
 from guides.base import site_distribution
 from zoo.core.distributions import JointDiscrete, discrete_kl
 from zoo.core.errors import ZooError
@@ -140,12 +144,23 @@ def _kl_straight_through_discrete(q, p):
 
 def check_schedule(temperature=None, temperature_min=None, anneal_rate=None) -> None:
     """Refuse a temperature schedule that is not one: tau_0, tau_min > 0 and r >= 0 (None: not given)."""
-    for flag, value in (("--temperature", temperature), ("--temperature-min", temperature_min)):
+    for name, value in (("temperature", temperature), ("temperature_min", temperature_min)):
         if value is not None and not value > 0:
-            raise ZooError(f"{flag} must be positive (the relaxed guide's Concrete temperature, e.g. 0.5), "
-                           f"got {value}")
+            raise OptionError(name, f"must be positive (the relaxed guide's Concrete temperature, e.g. 0.5), "
+                              f"got {value}")
     if anneal_rate is not None and not anneal_rate >= 0:
-        raise ZooError(f"--anneal-rate must be >= 0, got {anneal_rate}")
+        raise OptionError("anneal_rate", f"must be >= 0, got {anneal_rate}")
+
+
+@dataclass
+class RelaxedOptions(EncoderOptions):
+    temperature: float = option(1.0, "initial temperature tau_0", resumable=True)
+    temperature_min: float = option(0.5, "annealing floor tau_min", resumable=True)
+    anneal_rate: float = option(0.0, "r in tau = max(tau_min, tau_0 exp(-r step))", resumable=True)
+    straight_through: bool = option(False, "hard samples forward, soft gradients backward")
+
+    def validate(self) -> None:
+        check_schedule(self.temperature, self.temperature_min, self.anneal_rate)
 
 
 def relaxed_distribution(hard, temperature, straight_through: bool = False):
@@ -180,6 +195,9 @@ class RelaxDiscrete(Messenger):
             msg["fn"] = relaxed_distribution(msg["fn"], self.guide.temperature)
 
 
+@GUIDES.register("relaxed", options=RelaxedOptions, description="amortized Concrete / Gumbel-softmax for binary "
+                 "and categorical latents, annealed temperature, optional straight-through; evaluated with hard "
+                 "samples")
 class Relaxed(Amortized):
     """Amortized Concrete / Gumbel-softmax guide for binary and categorical latents.
 

@@ -38,7 +38,7 @@ def test_run_grid_table_with_one_scored_image(tmp_path, monkeypatch):
         sys.path.remove(str(BENCHMARKS))
     from zoo.experiments.config import RunConfig
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
-    config = RunConfig(model="vae", dataset="digits", epochs=1, latent_dim=2, hidden=[16],
+    config = RunConfig.make(model="vae", dataset="digits", epochs=1, latent_dim=2, hidden=[16],
                        eval_samples=8, iwae_k=4, eval_limit=1, device="cpu")
     rows = common.run_grid("one_image", "one image", [("vae", config, None)], tmp_path / "runs", protocol="test")
     assert rows[0]["log_likelihood_data_se"] is None and rows[0]["num_data"] == 1
@@ -58,7 +58,7 @@ def test_run_grid_with_keep_best_scores_and_names_the_best_epoch(tmp_path, monke
         sys.path.remove(str(BENCHMARKS))
     from zoo.experiments.config import RunConfig
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
-    config = RunConfig(model="vae", dataset="digits", epochs=3, latent_dim=2, hidden=[16], lr=1e-2,
+    config = RunConfig.make(model="vae", dataset="digits", epochs=3, latent_dim=2, hidden=[16], lr=1e-2,
                        eval_samples=8, iwae_k=4, eval_limit=20, device="cpu", keep_best=True)
     rows = common.run_grid("best", "best", [("vae", config, None)], tmp_path / "runs", protocol="test")
     valid = [h["valid_elbo"] for h in rows[0]["history"]]

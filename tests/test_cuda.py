@@ -34,7 +34,7 @@ def test_ppca_closed_forms_on_the_gpu(synthetic):
 
 
 def test_cli_run_on_cuda(tmp_path):
-    cfg = RunConfig(model="vae", guide="amortized", objective="iwae", dataset="digits", latent_dim=2,
+    cfg = RunConfig.make(model="vae", guide="amortized", objective="iwae", dataset="digits", latent_dim=2,
                     hidden=[32], epochs=1, eval_samples=20, device="cuda")
     summary = train_run(cfg, tmp_path / "run", progress=False)
     assert summary["device"].startswith("cuda")

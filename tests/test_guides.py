@@ -84,7 +84,7 @@ def test_relaxed_guide_refuses_real_latents_and_bad_temperatures():
     from zoo.models import SBN
     with pytest.raises(ZooError, match="supports binary/categorical latents only"):
         Relaxed(VAE(x_dim=6))
-    with pytest.raises(ZooError, match="--temperature must be positive"):
+    with pytest.raises(ZooError, match="temperature must be positive"):
         Relaxed(SBN(x_dim=6, layers=(3,)), temperature=0.0)
 
 

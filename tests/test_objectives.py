@@ -188,5 +188,5 @@ def test_kl_warmup_is_refused_where_there_is_no_kl_to_weight(tmp_path):
     from zoo.experiments.config import RunConfig
     from zoo.experiments.run import prepare
     for objective in ("enum", "rws"):
-        with pytest.raises(ZooError, match="--kl-warmup weights the latent terms"):
-            prepare(RunConfig(model="sbn", layers=[4], objective=objective, dataset="digits", kl_warmup=5))
+        with pytest.raises(ZooError, match="kl_warmup weights the latent terms"):
+            prepare(RunConfig.make(model="sbn", layers=[4], objective=objective, dataset="digits", kl_warmup=5))

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from zoo.core.errors import ZooError
+from zoo.core.registry import DATASETS
 
 __all__ = ["Dataset", "DATASETS", "load_dataset", "load_digits", "load_binarized_mnist",
            "read_amat", "read_npz", "array_sha256", "synthetic_ppca"]
@@ -249,27 +250,16 @@ def load_binarized_mnist(data_dir: Optional[str] = None, download: bool = True,
                    image_shape=image_shape)
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    description: str
-    load: Callable[..., Dataset]
-
-
-DATASETS = {d.name: d for d in [
-    DatasetSpec("digits", "scikit-learn's bundled 8x8 digits, binarized at 8/16 (offline default)",
-                load_digits),
-    DatasetSpec("digits-gray", "the same digits scaled to [0, 1], for Gaussian likelihoods",
-                lambda **kw: load_digits(binarize=False)),
-    DatasetSpec("binarized_mnist", "static binarized MNIST, Larochelle & Murray 50k/10k/10k "
-                "(--data-dir or PYRO_ZOO_DATA)", load_binarized_mnist),
-    DatasetSpec("synthetic", "10-D data drawn from a 2-D pPCA with known parameters", synthetic_ppca),
-]}
+DATASETS.register("digits", description="scikit-learn's bundled 8x8 digits, binarized at 8/16 (offline default)",
+                  binary=True)(load_digits)
+DATASETS.register("digits-gray", description="the same digits scaled to [0, 1], for Gaussian likelihoods",
+                  binary=False)(lambda **kw: load_digits(binarize=False))
+DATASETS.register("binarized_mnist", description="static binarized MNIST, Larochelle & Murray 50k/10k/10k "
+                  "(data_dir or PYRO_ZOO_DATA)", binary=True, needs_data_dir=True)(load_binarized_mnist)
+DATASETS.register("synthetic", description="10-D data drawn from a 2-D pPCA with known parameters",
+                  binary=False)(synthetic_ppca)
 
 
 def load_dataset(name: str, data_dir: Optional[str] = None) -> Dataset:
-    """Load a registered dataset by name."""
-    from zoo.core.errors import unknown_name
-    if name not in DATASETS:
-        raise unknown_name("dataset", name, DATASETS)
-    return DATASETS[name].load(data_dir=data_dir)
+    """Load a registered dataset by name (``data_dir``: where files such as binarized MNIST live)."""
+    return DATASETS[name].factory(data_dir=data_dir)

@@ -38,7 +38,7 @@ Example::
     >>> toys.build("box", width=0)
     Traceback (most recent call last):
     ...
-    zoo.core.registry.OptionError: width must be at least 1, got 0
+    zoo.core.registry.OptionError: width must be a positive integer, got 0
 """
 from __future__ import annotations
 
@@ -57,14 +57,14 @@ __all__ = ["Options", "NoOptions", "option", "OptionError", "Component", "Regist
 class OptionError(ZooError):
     """A bad option value. ``option`` is its API name; the CLI shows its flag instead."""
 
-    def __init__(self, option: str, problem: str):
+    def __init__(self, option: str, problem: str, kind: Optional[str] = None):
         super().__init__(f"{option} {problem}")
-        self.option, self.problem = option, problem
+        self.option, self.problem, self.kind = option, problem, kind
 
 
 def option(default: Any, help: str, *, flag: Optional[str] = None, choices: Optional[Sequence] = None,
-           minimum: Optional[float] = None, positive: bool = False, resumable: bool = False,
-           shape: bool = False) -> Any:
+           minimum: Optional[float] = None, positive: bool = False, nonempty: bool = False,
+           resumable: bool = False, shape: bool = False, cli: Any = None) -> Any:
     """A field of an :class:`Options` dataclass.
 
     Arguments:
@@ -75,11 +75,14 @@ def option(default: Any, help: str, *, flag: Optional[str] = None, choices: Opti
         choices: the allowed values.
         minimum: the smallest allowed number (for a tuple: of each element).
         positive: the number (or each element) must be > 0.
+        nonempty: a tuple must have at least one element.
         resumable: a resumed run may change it (it takes effect from the resumed step on).
         shape: it changes parameter shapes, so a checkpoint made with another value cannot load.
+        cli: ``False`` for no flag, or argparse details (``group``, ``nargs``, ``metavar``).
     """
     return field(default=default, metadata={"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
-                                            "minimum": minimum, "positive": positive, "resumable": resumable,
+                                            "minimum": minimum, "positive": positive, "nonempty": nonempty,
+                                            "resumable": resumable, "cli": cli,
                                             "shape": shape})
 
 
@@ -147,7 +150,7 @@ class Options:
     def _check(f, value, is_tuple: bool) -> None:
         meta = f.metadata
         values = value if is_tuple else (value,)
-        if is_tuple and not values:
+        if is_tuple and meta.get("nonempty") and not values:
             raise OptionError(f.name, "must not be empty")
         if meta.get("choices") and value not in meta["choices"]:
             raise OptionError(f.name, f"must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
@@ -156,7 +159,9 @@ class Options:
                 raise OptionError(f.name, f"must be positive, got {value!r}" if not is_tuple
                                   else f"must be positive numbers, got {list(value)}")
             if meta.get("minimum") is not None and v < meta["minimum"]:
-                raise OptionError(f.name, f"must be at least {meta['minimum']}, got {value!r}" if not is_tuple
+                what = ("a positive integer" if meta["minimum"] == 1 and isinstance(v, int)
+                        else f"at least {meta['minimum']}")
+                raise OptionError(f.name, f"must be {what}, got {value!r}" if not is_tuple
                                   else f"must be numbers of at least {meta['minimum']}, got {list(value)}")
 
     def validate(self) -> None:
@@ -205,8 +210,12 @@ class Component:
 
     def resolve(self, options: Optional[Mapping[str, Any]] = None) -> Options:
         """The options with defaults filled in and checked."""
-        return self.options.from_dict({k: v for k, v in (options or {}).items() if v is not None},
-                                      owner=f"the {self.kind} {self.name!r}")
+        try:
+            return self.options.from_dict({k: v for k, v in (options or {}).items() if v is not None},
+                                          owner=f"the {self.kind} {self.name!r}")
+        except OptionError as e:
+            e.kind = e.kind or self.kind
+            raise
 
     def build(self, *args, **options):
         return self.factory(*args, **dataclasses.asdict(self.resolve(options)))

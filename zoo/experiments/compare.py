@@ -4,9 +4,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from zoo.core.errors import ZooError
+from zoo.core.registry import REGISTRIES, OptionError
 from zoo.data import load_dataset
 from zoo.evaluation import plots
 from zoo.evaluation.tables import results_markdown
@@ -15,26 +16,53 @@ from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
 from zoo.experiments.run import prepare, train_run
 from zoo.training.checkpoint import atomic_write_text
 
-__all__ = ["compare"]
+__all__ = ["compare", "grid_cells"]
+
+
+def grid_cells(model: str, guides: Sequence[str], objectives: Sequence[str], base: RunConfig,
+               guide_options: Optional[Mapping] = None, objective_options: Optional[Mapping] = None) -> List[RunConfig]:
+    """The config of every (guide, objective) cell: ``base`` with that guide and objective, and the
+    options of ``guide_options`` / ``objective_options`` that each cell's component takes. An option that
+    no guide (objective) of the grid takes is an error."""
+    picked = {"guide": list(guides), "objective": list(objectives)}
+    given = {"guide": dict(guide_options or base.guide_options), "objective": dict(objective_options or
+                                                                                   base.objective_options)}
+    for kind, names in picked.items():
+        for key in given[kind]:
+            if not any(key in _option_names(kind, n) for n in names):
+                raise OptionError(key, f"is not an option of any {kind} of the grid ({', '.join(names)})", kind=kind)
+    return [dataclasses.replace(base, model=model, guide=g, objective=o,
+                                guide_options={k: v for k, v in given["guide"].items() if k in _option_names("guide", g)},
+                                objective_options={k: v for k, v in given["objective"].items()
+                                                   if k in _option_names("objective", o)})
+            for g in guides for o in objectives]
+
+
+def _option_names(kind: str, name: str) -> set:
+    return {f.name for f in REGISTRIES[kind][name].options.specs()}
 
 
 def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: RunConfig, out: Path,
-            force: bool = False, progress: bool = True) -> List[Dict]:
-    """Train and evaluate every (guide, objective) cell with the same seed, budget and evaluation."""
+            force: bool = False, progress: bool = True, guide_options: Optional[Mapping] = None,
+            objective_options: Optional[Mapping] = None) -> List[Dict]:
+    """Train and evaluate every (guide, objective) cell with the same seed, budget and evaluation.
+
+    ``guide_options`` and ``objective_options`` (default: ``base``'s) go to the cells whose guide or
+    objective takes them, e.g. ``num_flows`` to the ``iaf`` cells only.
+    """
     out = Path(out)
     check_out_dir(out, force, resume=False)
     if (out / "compare.json").exists() and not force:
         raise ZooError(f"{out} already holds a comparison; pass --force to overwrite or choose another --out")
     data = load_dataset(base.dataset, base.data_dir)
-    cells = [(g, o) for g in guides for o in objectives]
-    for g, o in cells:                              # check the whole grid before training anything
-        prepare(dataclasses.replace(base, model=model, guide=g, objective=o), data)
+    cells = grid_cells(model, guides, objectives, base, guide_options, objective_options)
+    for cfg in cells:                               # check the whole grid before training anything
+        prepare(cfg, data)
     rows = []
-    for g, o in cells:
-        cfg = dataclasses.replace(base, model=model, guide=g, objective=o)
+    for cfg in cells:
         if progress:
-            print(f"== {model} / {g} / {o} ==", flush=True)
-        rows.append(train_run(cfg, out / f"{g}-{o}", force=True, progress=progress, data=data))
+            print(f"== {model} / {cfg.guide} / {cfg.objective} ==", flush=True)
+        rows.append(train_run(cfg, out / f"{cfg.guide}-{cfg.objective}", force=True, progress=progress, data=data))
     make_out_dir(out)
     table = results_markdown(rows)
     atomic_write_text(out / "compare.md", table)

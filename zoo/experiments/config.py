@@ -1,75 +1,249 @@
-"""A run's configuration: :class:`RunConfig`, its checks, and what a resumed run may change."""
+"""A run's configuration: :class:`RunConfig`, its checks, and what a resumed run may change.
+
+A run is (model, guide, objective, dataset), each component's own options, and the training
+and evaluation settings. The component options live in the component's
+:class:`~zoo.core.registry.Options` dataclass, next to the component; ``RunConfig`` holds only
+the values the user gave (``model_options``, ``guide_options``, ``objective_options``) and
+resolves them through the registry, so defaults, checks and help text have one source.
+
+Example::
+
+    >>> c = RunConfig.make(model="vae", latent_dim=2, guide="iaf", flows=3, particles=5, epochs=2)
+    >>> c.model_options, c.guide_options, c.objective_options
+    ({'latent_dim': 2}, {'num_flows': 3}, {'particles': 5})
+    >>> c.resolved("guide").num_flows, c.resolved("model").hidden
+    (3, (200, 200))
+"""
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
-from typing import Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from guides.relaxed import check_schedule
 from zoo.core.errors import ZooError
+from zoo.core.registry import REGISTRIES, OptionError, Options, option
 
-__all__ = ["RunConfig", "resolve_device", "set_determinism", "check_config", "refuse_mismatch",
-           "MODEL_OPTION_FIELDS", "GUIDE_OPTION_FIELDS", "RESUMABLE_CHANGES"]
+__all__ = ["RunConfig", "resolve_device", "set_determinism", "refuse_mismatch", "route_flat", "flat_name",
+           "resumable_changes", "refuse_other_shapes", "COMPONENT_KINDS"]
+
+#: The components of a run that carry options, in the order they are built.
+COMPONENT_KINDS = ("model", "guide", "objective")
+
+
+def _group(name: str) -> dict:
+    return {"group": name}
 
 
 @dataclass
-class RunConfig:
-    """Everything that defines a run. Plain JSON types only (it is stored in checkpoints)."""
+class RunConfig(Options):
+    """Everything that defines a run. Plain JSON types only (it is stored in checkpoints).
 
-    model: str = "vae"
-    guide: str = "amortized"
-    objective: str = "elbo"
-    dataset: str = "digits"
-    latent_dim: Optional[int] = None
-    hidden: Optional[List[int]] = None
-    likelihood: Optional[str] = None
-    layers: Optional[List[int]] = None
-    num_variables: Optional[int] = None
-    num_classes: Optional[int] = None
-    guide_hidden: Optional[List[int]] = None
-    flows: Optional[int] = None
-    baseline: Optional[str] = None
-    temperature: Optional[float] = None
-    temperature_min: Optional[float] = None
-    anneal_rate: Optional[float] = None
-    straight_through: bool = False
-    particles: Optional[int] = None
-    alpha: float = 0.0
-    insomnia: float = 1.0
-    epochs: int = 20
-    batch_size: int = 100
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    data_dir: Optional[str] = None
-    eval_samples: int = 1000
-    iwae_k: int = 50
-    eval_split: str = "test"
-    eval_limit: Optional[int] = None
-    refit_epochs: Optional[int] = None
-    checkpoint_every: Optional[int] = None
-    clip_grad: Optional[float] = None
-    lr_decay: float = 1.0
-    kl_warmup: Optional[int] = None
-    adam_betas: Optional[List[float]] = None
-    adam_eps: Optional[float] = None
-    weight_decay: Optional[float] = None
-    jit: bool = False
-    keep_best: bool = False
-    deterministic: bool = False
-    distributed: bool = False
-    tensorboard: bool = False
+    The training and evaluation fields below are declared once, with their help text and
+    checks; the CLI's flags, ``pyro-zoo list``, the resume checks and the docs read them.
+    """
+
+    model: str = option("vae", "model name (see 'pyro-zoo list')", cli=False)
+    guide: str = option("amortized", "guide family", cli=False)
+    objective: str = option("elbo", "objective", cli=False)
+    dataset: str = option("digits", "dataset name", cli=_group("data"))
+    model_options: Dict[str, Any] = field(default_factory=dict)
+    guide_options: Dict[str, Any] = field(default_factory=dict)
+    objective_options: Dict[str, Any] = field(default_factory=dict)
+    data_dir: Optional[str] = option(None, "folder (or .npz) holding binarized MNIST; default $PYRO_ZOO_DATA or "
+                                     "~/.cache/pyro-zoo", resumable=True, cli=_group("data"))
+    epochs: int = option(20, "training epochs", minimum=1, resumable=True, cli=_group("training"))
+    batch_size: int = option(100, "minibatch size", minimum=1, cli=_group("training"))
+    lr: float = option(1e-3, "Adam learning rate", positive=True, resumable=True, cli=_group("training"))
+    seed: int = option(0, "random seed", cli=_group("training"))
+    device: str = option("auto", "auto, cpu or cuda; cuda without a GPU is an error", resumable=True,
+                         cli=_group("training"))
+    checkpoint_every: Optional[int] = option(None, "also checkpoint every N steps (default: after every epoch only)",
+                                             minimum=1, resumable=True, cli=_group("training"))
+    clip_grad: Optional[float] = option(None, "clip the global gradient norm to this value", positive=True,
+                                        cli=_group("training"))
+    lr_decay: float = option(1.0, "multiply the learning rate by this after each epoch", resumable=True,
+                             cli=_group("training"))
+    kl_warmup: Optional[int] = option(None, "KL annealing: weight the latent terms by beta rising linearly to 1 "
+                                      "over EPOCHS epochs", minimum=1, cli={"group": "training", "metavar": "EPOCHS"})
+    adam_betas: Optional[Tuple[float, ...]] = option(None, "Adam's betas (default 0.9 0.999)",
+                                                     cli={"group": "training", "nargs": 2, "metavar": ("B1", "B2")})
+    adam_eps: Optional[float] = option(None, "Adam's epsilon (default 1e-8)", positive=True, cli=_group("training"))
+    weight_decay: Optional[float] = option(None, "decoupled weight decay (AdamW): shrink every parameter by lr * this "
+                                           "each step (default: none)", cli=_group("training"))
+    jit: bool = option(False, "trace the training step once with torch.jit.trace and replay it: the same estimator "
+                       "with less Python per step", resumable=True, cli=_group("training"))
+    keep_best: bool = option(False, "evaluate the epoch with the best validation ELBO (saved as OUT/best.pt), not the "
+                             "last", cli=_group("training"))
+    deterministic: bool = option(False, "use torch's deterministic algorithms (see README: reproducibility)",
+                                 cli=_group("training"))
+    distributed: bool = option(False, "data-parallel training under torchrun (automatic when torchrun starts "
+                               "several ranks)", resumable=True, cli=_group("training"))
+    tensorboard: bool = option(False, "log losses, gradient norms, bounds and sample grids to OUT/tensorboard",
+                               resumable=True, cli=_group("training"))
+    eval_samples: int = option(1000, "importance samples K per datum", minimum=1, resumable=True,
+                               cli=_group("evaluation"))
+    iwae_k: int = option(50, "k of the reported IWAE-k bound", minimum=1, resumable=True, cli=_group("evaluation"))
+    eval_split: str = option("test", "the split to evaluate on", choices=("train", "valid", "test"), resumable=True,
+                             cli=_group("evaluation"))
+    eval_limit: Optional[int] = option(None, "evaluate on a fixed random subset of N data of the split "
+                                       "(default: all)", minimum=1, resumable=True, cli=_group("evaluation"))
+    refit_epochs: Optional[int] = option(None, "epochs to fit a per-datum guide to the test data (default: "
+                                         "max(epochs, 50))", minimum=1, resumable=True, cli=_group("evaluation"))
+
+    def validate(self) -> None:
+        if not 0 < self.lr_decay <= 1:
+            raise OptionError("lr_decay", f"must be in (0, 1], got {self.lr_decay}")
+        if self.adam_betas is not None and not (len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas)):
+            raise OptionError("adam_betas", f"takes two numbers in [0, 1), e.g. 0.9 0.999; got {list(self.adam_betas)}")
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            raise OptionError("weight_decay", f"must be zero or positive (AdamW's decoupled decay, e.g. 0.01), "
+                              f"got {self.weight_decay}")
+        for kind in COMPONENT_KINDS:
+            self.resolved(kind)                  # unknown names and bad options fail here, before any data load
+        REGISTRIES["dataset"][self.dataset]
+
+    # -- the components ---------------------------------------------------------------
+    def component(self, kind: str):
+        """The registry entry of this run's ``kind`` ("model", "guide", "objective" or "dataset")."""
+        return REGISTRIES[kind][getattr(self, kind)]
+
+    def resolved(self, kind: str) -> Options:
+        """The options of this run's ``kind`` with defaults filled in and checked."""
+        return self.component(kind).resolve(getattr(self, f"{kind}_options"))
 
     def to_json(self) -> Dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, d: Dict) -> "RunConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def make(cls, **settings) -> "RunConfig":
+        """A config from flat keyword arguments, as the CLI's flags name them: ``latent_dim=2``,
+        ``flows=3``, ``particles=5`` go to the chosen model's, guide's or objective's options."""
+        run_fields = {f.name for f in dataclasses.fields(cls)}
+        run = {k: v for k, v in settings.items() if k in run_fields}
+        names = {kind: run.get(kind, cls.__dataclass_fields__[kind].default) for kind in COMPONENT_KINDS}
+        nested = route_flat(names, {k: v for k, v in settings.items() if k not in run_fields})
+        for kind in COMPONENT_KINDS:
+            nested[kind] = {**run.pop(f"{kind}_options", {}), **nested[kind]}
+        return cls(**run, **{f"{kind}_options": nested[kind] for kind in COMPONENT_KINDS})
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "RunConfig":
+        """Read a stored config, also the flat form that checkpoints made before nesting carry."""
+        run_fields = {f.name for f in dataclasses.fields(cls)}
+        legacy = {k: v for k, v in d.items() if k not in run_fields and k in LEGACY_FLAT}
+        run = {k: v for k, v in d.items() if k in run_fields}
+        if legacy:
+            names = {kind: run.get(kind, cls.__dataclass_fields__[kind].default) for kind in COMPONENT_KINDS}
+            routed = route_flat(names, legacy, lenient=True)
+            for kind in COMPONENT_KINDS:
+                run[f"{kind}_options"] = {**routed[kind], **run.get(f"{kind}_options", {})}
+        return cls(**run)
+
+
+#: The option names of the flat RunConfig of earlier versions (stored in old checkpoints), with
+#: the values it stored when the option was not given.
+LEGACY_FLAT = {"latent_dim": None, "hidden": None, "likelihood": None, "layers": None, "num_variables": None,
+               "num_classes": None, "guide_hidden": None, "flows": None, "baseline": None, "temperature": None,
+               "temperature_min": None, "anneal_rate": None, "straight_through": False, "particles": None,
+               "alpha": 0.0, "insomnia": 1.0}
+
+
+def flat_name(f: dataclasses.Field) -> str:
+    """The flat (CLI) name of an option: its ``flag`` metadata, else its field name."""
+    return (f.metadata.get("flag") or f.name).replace("-", "_")
+
+
+def route_flat(names: Mapping[str, str], flat: Mapping[str, Any], lenient: bool = False) -> Dict[str, Dict]:
+    """Send flat option values to the component of each kind that takes them.
+
+    ``names`` maps kind -> the chosen component. A value no chosen component takes is an
+    error that names who does take it; with ``lenient`` (old stored configs), values equal to
+    what the old flat config stored when unset are dropped instead.
+    """
+    nested = {kind: {} for kind in COMPONENT_KINDS}
+    for key, value in flat.items():
+        if value is None:
+            continue
+        owners = []
+        for kind in COMPONENT_KINDS:
+            component = REGISTRIES[kind][names[kind]]
+            for f in component.options.specs():
+                if flat_name(f) == key:
+                    owners.append((kind, f.name))
+        if owners:
+            kind, name = owners[0]
+            nested[kind][name] = list(value) if isinstance(value, tuple) else value
+            continue
+        if lenient and LEGACY_FLAT.get(key, object()) == value:
+            continue
+        raise not_applicable(key, names)
+    return nested
+
+
+def not_applicable(key: str, names: Mapping[str, str]) -> OptionError:
+    """The error for an option that the chosen components do not take: who does take it."""
+    for kind in COMPONENT_KINDS:
+        owners = [c.name for c in REGISTRIES[kind].values()
+                  if any(flat_name(f) == key for f in c.options.specs())]
+        if owners:
+            listed = ", ".join(repr(o) for o in owners)
+            err = OptionError(key, f"applies to the {listed} {kind}{'s' if len(owners) > 1 else ''} only, "
+                              f"not {names[kind]!r}")
+            err.kind = "flat"
+            return err
+    err = OptionError(key, "is not an option of any model, guide or objective")
+    err.kind = "flat"
+    return err
+
+
+def resumable_changes(config: RunConfig) -> Dict[str, Tuple[str, ...]]:
+    """What a resumed run may change: the run fields and each component's options declared ``resumable``."""
+    out = {"run": tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("resumable"))}
+    for kind in COMPONENT_KINDS:
+        out[kind] = tuple(f.name for f in config.component(kind).options.specs() if f.metadata.get("resumable"))
+    return out
+
+
+def refuse_mismatch(stored: RunConfig, given: RunConfig) -> None:
+    """Raise unless ``given`` differs from the checkpoint's ``stored`` config only where resuming allows."""
+    allowed = resumable_changes(stored)
+    for key in ("model", "guide", "objective", "dataset"):
+        if getattr(stored, key) != getattr(given, key):
+            raise ZooError(f"the checkpoint was made with {key}={getattr(stored, key)!r}, not "
+                           f"{getattr(given, key)!r}; resume with the same {key} or start a new run folder")
+    for f in dataclasses.fields(RunConfig):
+        if f.metadata and f.name not in allowed["run"] and f.name not in ("model", "guide", "objective", "dataset") \
+                and getattr(stored, f.name) != getattr(given, f.name):
+            raise _mismatch("run", f.name, getattr(stored, f.name), getattr(given, f.name))
+    for kind in COMPONENT_KINDS:
+        old, new = stored.resolved(kind).to_dict(), given.resolved(kind).to_dict()
+        for name in old:
+            if name not in allowed[kind] and old[name] != new[name]:
+                raise _mismatch(kind, name, old[name], new[name])
+
+
+def refuse_other_shapes(stored: RunConfig, given: RunConfig) -> None:
+    """Raise unless a checkpoint made with ``stored`` can load into ``given``'s model and guide: the same
+    model, guide and dataset, and the same value of every option that shapes parameters."""
+    for key in ("model", "guide", "dataset"):
+        if getattr(stored, key) != getattr(given, key):
+            raise ZooError(f"the checkpoint was made with {key}={getattr(stored, key)!r}, not "
+                           f"{getattr(given, key)!r}; pass the same {key}")
+    for kind in ("model", "guide"):
+        old, new = stored.resolved(kind), given.resolved(kind)
+        for f in old.specs():
+            if f.metadata.get("shape") and getattr(old, f.name) != getattr(new, f.name):
+                raise _mismatch(kind, f.name, getattr(old, f.name), getattr(new, f.name))
+
+
+def _mismatch(kind: str, name: str, old, new) -> OptionError:
+    err = OptionError(name, f"was {old!r} when the checkpoint was made, not {new!r}; resume with the same value "
+                      f"or start a new run folder")
+    err.kind = kind
+    return err
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,74 +252,16 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ZooError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+            raise ZooError("device 'cuda' was asked for but no CUDA GPU is available; use device 'cpu' or 'auto'")
         return torch.device(name)
     if name != "cpu":
-        raise ZooError(f"--device must be auto, cpu or cuda, got {name!r}")
+        raise OptionError("device", f"must be auto, cpu or cuda, got {name!r}")
     return torch.device("cpu")
 
 
 def set_determinism(on: bool) -> None:
-    """``--deterministic``: torch's deterministic algorithms (and cuBLAS's fixed workspace on CUDA)."""
+    """``deterministic``: torch's deterministic algorithms (and cuBLAS's fixed workspace on CUDA)."""
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(on)
-
-
-def check_config(config: RunConfig) -> None:
-    for key in ("epochs", "batch_size", "eval_samples", "iwae_k"):
-        if int(getattr(config, key)) < 1:
-            raise ZooError(f"--{key.replace('_', '-')} must be a positive integer, got {getattr(config, key)}")
-    if not config.lr > 0:
-        raise ZooError(f"--lr must be positive, got {config.lr}")
-    if config.particles is not None and config.particles < 1:
-        raise ZooError(f"--particles must be a positive integer, got {config.particles}")
-    if config.checkpoint_every is not None and config.checkpoint_every < 1:
-        raise ZooError(f"--checkpoint-every must be a positive number of steps, got {config.checkpoint_every}")
-    if config.clip_grad is not None and not config.clip_grad > 0:
-        raise ZooError(f"--clip-grad must be a positive gradient norm, got {config.clip_grad}")
-    if not 0 < config.lr_decay <= 1:
-        raise ZooError(f"--lr-decay must be in (0, 1], got {config.lr_decay}")
-    if config.kl_warmup is not None and int(config.kl_warmup) < 1:
-        raise ZooError(f"--kl-warmup must be a positive number of epochs, got {config.kl_warmup}")
-    if config.adam_betas is not None and not (len(config.adam_betas) == 2
-                                              and all(0 <= b < 1 for b in config.adam_betas)):
-        raise ZooError(f"--adam-betas takes two numbers in [0, 1), e.g. 0.9 0.999; got {config.adam_betas}")
-    if config.adam_eps is not None and not config.adam_eps > 0:
-        raise ZooError(f"--adam-eps must be positive, got {config.adam_eps}")
-    if config.weight_decay is not None and not config.weight_decay >= 0:
-        raise ZooError(f"--weight-decay must be zero or positive (AdamW's decoupled decay, e.g. 0.01), "
-                       f"got {config.weight_decay}")
-    check_schedule(config.temperature, config.temperature_min, config.anneal_rate)
-    if config.eval_limit is not None and config.eval_limit < 1:
-        raise ZooError(f"--eval-limit must be a positive integer, got {config.eval_limit}")
-    if config.refit_epochs is not None and config.refit_epochs < 1:
-        raise ZooError(f"--refit-epochs must be a positive integer, got {config.refit_epochs}")
-
-
-#: RunConfig fields passed to the model, and to the guide (config field -> guide argument).
-MODEL_OPTION_FIELDS = ("latent_dim", "hidden", "likelihood", "layers", "num_variables", "num_classes")
-
-
-GUIDE_OPTION_FIELDS = {"guide_hidden": "hidden", "flows": "num_flows", "baseline": "baseline",
-                       "temperature": "temperature", "temperature_min": "temperature_min",
-                       "anneal_rate": "anneal_rate", "straight_through": "straight_through"}
-
-
-#: Config fields that may change when a run is resumed or re-evaluated; all others must match.
-#: ``lr`` and ``lr_decay`` take effect from the resumed step on (e.g. a lower --lr after a non-finite loss);
-#: ``jit`` changes how a step is computed, not what. The relaxed guide's temperature schedule
-#: tau_t = max(tau_min, tau_0 exp(-r t)) is a function of the global step t, so a new ``temperature``,
-#: ``temperature_min`` or ``anneal_rate`` gives the new schedule's tau from the resumed step on (e.g. a
-#: lower floor after the run has plateaued at the old one).
-RESUMABLE_CHANGES = ("epochs", "device", "eval_samples", "iwae_k", "eval_split", "eval_limit", "refit_epochs",
-                     "data_dir", "checkpoint_every", "distributed", "tensorboard", "lr", "lr_decay", "jit",
-                     "temperature", "temperature_min", "anneal_rate")
-
-
-def refuse_mismatch(stored: RunConfig, given: RunConfig) -> None:
-    for key in RunConfig.__dataclass_fields__:
-        if key not in RESUMABLE_CHANGES and getattr(stored, key) != getattr(given, key):
-            raise ZooError(f"the checkpoint was made with {key}={getattr(stored, key)!r}, not "
-                           f"{getattr(given, key)!r}; resume with the same {key} or use a new --out")

@@ -11,7 +11,7 @@ from zoo.data import load_dataset
 from zoo.evaluation import plots
 from zoo.evaluation.gradients import diagnose
 from zoo.evaluation.tables import gradients_markdown
-from zoo.experiments.config import RunConfig
+from zoo.experiments.config import RunConfig, refuse_other_shapes
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
 from zoo.experiments.run import prepare
 from zoo.registry import build_guide
@@ -38,18 +38,13 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
     run = check
     if checkpoint is not None:
         state = load_checkpoint(Path(checkpoint) / "checkpoint.pt" if Path(checkpoint).is_dir() else Path(checkpoint))
-        stored = RunConfig.from_json(state["config"])
-        for key in ("model", "guide", "dataset", "latent_dim", "hidden", "layers", "num_variables", "num_classes",
-                    "guide_hidden", "flows"):
-            if getattr(stored, key) != getattr(config, key):
-                raise ZooError(f"the checkpoint was made with {key}={getattr(stored, key)!r}, not "
-                               f"{getattr(config, key)!r}; pass the same options")
+        refuse_other_shapes(RunConfig.from_json(state["config"]), config)
         run.model.load_state_dict(state["model"])
         run.guide.load_state_dict(state["guide"])
     x = run.data.train[:config.batch_size].to(run.device)
     if not getattr(run.guide, "amortized", True):
         run.guide = build_guide(guide, run.model, num_data=x.shape[0]).to(run.device)
-    result = diagnose(run.model, run.guide, x, objectives, particles, repeats, alpha=config.alpha, seed=config.seed)
+    result = diagnose(run.model, run.guide, x, objectives, particles, repeats, alpha=config.objective_options.get("alpha", 0.0), seed=config.seed)
     result.update(config=config.to_json(), objectives=list(objectives), particles=list(particles),
                   repeats=repeats, checkpoint=str(checkpoint) if checkpoint else None, device=str(run.device))
     make_out_dir(out)

@@ -14,6 +14,7 @@ is written, so bad input leaves no half-written folder behind.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -26,15 +27,17 @@ import numpy as np
 import pyro
 import torch
 
-from zoo.core.errors import ZooError, unknown_name
+from zoo.core.errors import ZooError
+from zoo.core.registry import OptionError
 from zoo.data import Dataset, load_dataset
 from zoo.evaluation import plots
 from zoo.evaluation.harness import evaluate
 from zoo.evaluation.tables import results_markdown
-from zoo.experiments.config import RunConfig, check_config, refuse_mismatch, resolve_device, set_determinism
-from zoo.experiments.config import GUIDE_OPTION_FIELDS, MODEL_OPTION_FIELDS
+from zoo.experiments.config import RunConfig, refuse_mismatch, resolve_device, set_determinism
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
-from zoo.registry import GUIDES, MODELS, OBJECTIVES, build_guide, build_model, build_objective, check_combination
+from zoo.core.registry import OBJECTIVES
+from zoo.objectives import objective_capabilities
+from zoo.registry import build_guide, build_model, build_objective, check_combination
 from zoo.training import distributed as ddp
 from zoo.training.checkpoint import (atomic_write_bytes, atomic_write_text, load_checkpoint, rng_state,
                                      save_checkpoint, set_rng_state)
@@ -57,37 +60,35 @@ class Prepared:
 
 
 def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[torch.device] = None) -> Prepared:
-    """Build and check data, model, guide and objective; raises ZooError before any output exists."""
-    check_config(config)
+    """Build and check data, model, guide and objective; raises ZooError before any output exists.
+
+    ``config`` was checked when it was made (names, options, training settings); what is checked
+    here needs the data or the built model: the data against the model's likelihood, the
+    combination, and the batch size against the number of data.
+    """
     set_determinism(config.deterministic)
-    for table, kind, name in ((MODELS, "model", config.model), (GUIDES, "guide", config.guide),
-                              (OBJECTIVES, "objective", config.objective)):
-        if name not in table:
-            raise unknown_name(kind, name, table)
     device = device if device is not None else resolve_device(config.device)
     data = data if data is not None else load_dataset(config.dataset, config.data_dir)
-    model_options = {k: getattr(config, k) for k in MODEL_OPTION_FIELDS if getattr(config, k) is not None}
-    model_options = {k: tuple(v) if isinstance(v, list) else v for k, v in model_options.items()}
-    if "likelihood" in MODELS[config.model].options and config.likelihood is None:
+    model_options = dataclasses.asdict(config.resolved("model"))
+    if model_options.get("likelihood", "") is None:           # decided by the data when not given
         model_options["likelihood"] = "bernoulli" if data.binary else "gaussian"
     pyro.set_rng_seed(config.seed)
     model = build_model(config.model, data.x_dim, **model_options)
     model.validate_data(data.train, what=f"dataset {data.name!r}")
-    guide_options = {option: getattr(config, field) for field, option in GUIDE_OPTION_FIELDS.items()
-                     if getattr(config, field) is not None and getattr(config, field) is not False}
-    guide_options = {k: tuple(v) if isinstance(v, list) else v for k, v in guide_options.items()}
-    check_combination(model, config.guide, config.objective, guide_options)
+    guide_options = dataclasses.asdict(config.resolved("guide"))
+    objective_options = dataclasses.asdict(config.resolved("objective"))
+    check_combination(model, config.guide, config.objective, guide_options, objective_options)
     guide = build_guide(config.guide, model, num_data=data.train.shape[0], **guide_options)
-    if config.keep_best and not getattr(guide, "amortized", True):
-        raise ZooError(f"--keep-best picks the epoch with the best validation ELBO, which needs an amortized "
-                       f"guide; {config.guide!r} is per-datum: drop --keep-best or use amortized")
-    objective = build_objective(config.objective, config.particles, config.alpha, config.insomnia, jit=config.jit)
-    if config.kl_warmup and not OBJECTIVES[config.objective].warmup:
-        raise ZooError(f"--kl-warmup weights the latent terms of a bound; {config.objective!r} has none to weight "
-                       f"(it sums or sleeps its latents): drop --kl-warmup, or use elbo, tracegraph or iwae")
+    if config.keep_best and not guide.amortized:
+        raise OptionError("keep_best", f"picks the epoch with the best validation ELBO, which needs an amortized "
+                          f"guide; {config.guide!r} is per-datum: drop it or use amortized", kind="run")
+    objective = build_objective(config.objective, jit=config.jit, **objective_options)
+    if config.kl_warmup and not objective_capabilities(config.objective, objective_options.get("estimator")).warmup:
+        raise OptionError("kl_warmup", f"weights the latent terms of a bound; {config.objective!r} has none to weight "
+                          f"(it sums or sleeps its latents): drop it, or use elbo, tracegraph or iwae", kind="run")
     if config.batch_size > data.train.shape[0]:
-        raise ZooError(f"--batch-size {config.batch_size} is larger than the {data.train.shape[0]} "
-                       f"training data of {data.name!r}; use at most {data.train.shape[0]}")
+        raise OptionError("batch_size", f"{config.batch_size} is larger than the {data.train.shape[0]} training data "
+                          f"of {data.name!r}; use at most {data.train.shape[0]}", kind="run")
     return Prepared(config, data, model.to(device), guide.to(device), objective, device)
 
 
@@ -127,11 +128,14 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
     check_out_dir(out, force, resume)
     world = 1
     if config.distributed or (ddp.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1):
-        if config.objective not in ddp.DDP_OBJECTIVES:
+        caps = objective_capabilities(config.objective, config.objective_options.get("estimator"))
+        if not caps.ddp:
+            ddp_able = [n for n, c in OBJECTIVES.items() if objective_capabilities(n).ddp]
             raise ZooError(f"distributed training needs an objective with one differentiable loss; "
-                           f"{config.objective!r} is not one: use one of {', '.join(ddp.DDP_OBJECTIVES)}")
+                           f"{config.objective!r} is not one: use one of {', '.join(ddp_able)}")
         if config.jit:
-            raise ZooError("--jit traces the single-process training step; a --distributed step is DDP's: drop --jit")
+            raise OptionError("jit", "traces the single-process training step; a distributed step is DDP's: drop it",
+                              kind="run")
         rank, world, device = ddp.init(config.device)
         run = prepare(config, data, device=device)
     else:
@@ -206,8 +210,8 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     if not getattr(guide, "amortized", True):
         # A per-datum guide has no posterior for held-out data: fit a fresh one, model fixed.
         guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0],
-                            **({"baseline": cfg.baseline} if cfg.baseline else {})).to(run.device)
-        fit_local_guide(run.model, guide, build_objective("elbo", 1, jit=cfg.jit), x_eval,
+                            **dataclasses.asdict(cfg.resolved("guide"))).to(run.device)
+        fit_local_guide(run.model, guide, build_objective("elbo", particles=1, jit=cfg.jit), x_eval,
                         epochs=cfg.refit_epochs or max(cfg.epochs, 50), batch_size=cfg.batch_size, lr=cfg.lr,
                         seed=cfg.seed, progress=progress)
     pyro.set_rng_seed(cfg.seed + 12345)
@@ -259,11 +263,9 @@ def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional
     out = Path(out)
     state = load_checkpoint(out / "checkpoint.pt")
     config = RunConfig.from_json(state["config"])
-    for key, value in (("eval_samples", eval_samples), ("iwae_k", iwae_k), ("eval_limit", eval_limit),
-                       ("device", device),
-                       ("data_dir", data_dir)):
-        if value is not None:
-            setattr(config, key, value)
+    changes = {"eval_samples": eval_samples, "iwae_k": iwae_k, "eval_limit": eval_limit, "device": device,
+               "data_dir": data_dir}
+    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
     run = prepare(config)
     try:
         run.model.load_state_dict(state["model"])

@@ -20,13 +20,15 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Sequence, Tuple
 
 import pyro
 import torch
 from torch.distributions import OneHotCategorical
 
 from zoo.core.distributions import IndependentBernoulli, JointDiscrete
+from zoo.core.registry import MODELS, Options, option
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
@@ -35,6 +37,15 @@ from zoo.core.nn import mlp
 __all__ = ["CategoricalVAE"]
 
 
+@dataclass
+class CategoricalVAEOptions(Options):
+    num_variables: int = option(20, "number of categorical latents", minimum=1, shape=True)
+    num_classes: int = option(10, "classes per latent", minimum=2, shape=True)
+    hidden: Tuple[int, ...] = option((256, 512), "decoder hidden sizes, from z to x", minimum=1, shape=True)
+
+
+@MODELS.register("categorical_vae", options=CategoricalVAEOptions, description="categorical VAE: N one-hot latents "
+                 "with K classes (Jang et al. 2017: 20x10), MLP decoder; exact log p(x) when small")
 class CategoricalVAE(ZooModel):
     """Uniform categorical prior, MLP decoder, Bernoulli likelihood.
 

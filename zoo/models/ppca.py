@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import pyro
@@ -35,10 +36,28 @@ import torch
 from torch import nn
 
 from zoo.core.contract import LatentSite, ZooModel
+from zoo.core.registry import MODELS, Options, option
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
 
 __all__ = ["PPCA", "ppca_ml_solution"]
+
+
+@dataclass
+class PPCAOptions(Options):
+    latent_dim: int = option(2, "number of latent units", minimum=1, shape=True)
+
+
+@MODELS.register("ppca", options=PPCAOptions,
+                 description="probabilistic PCA (Tipping & Bishop 1999): exact log p(x) and posterior")
+def ppca(x_dim: int, latent_dim: int) -> "PPCA":
+    return PPCA(x_dim, latent_dim, noise="isotropic")
+
+
+@MODELS.register("fa", options=PPCAOptions,
+                 description="factor analysis: pPCA with diagonal noise; exact log p(x) and posterior")
+def factor_analysis(x_dim: int, latent_dim: int) -> "PPCA":
+    return PPCA(x_dim, latent_dim, noise="diagonal")
 
 
 class PPCA(ZooModel):

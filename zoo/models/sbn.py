@@ -28,7 +28,8 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Sequence, Tuple
 
 import pyro
 import torch
@@ -36,6 +37,7 @@ from torch import nn
 from torch.distributions import Bernoulli
 
 from zoo.core.distributions import IndependentBernoulli, JointDiscrete
+from zoo.core.registry import MODELS, Options, option
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
@@ -44,6 +46,17 @@ from zoo.core.nn import mlp
 __all__ = ["SBN"]
 
 
+@dataclass
+class SBNOptions(Options):
+    layers: Tuple[int, ...] = option((200,), "stochastic layer sizes, bottom to top, e.g. 200 or 200,200",
+                                     minimum=1, nonempty=True, shape=True)
+    hidden: Tuple[int, ...] = option((), "deterministic tanh hidden sizes inside each map (default none: affine)",
+                                     minimum=1, shape=True)
+
+
+@MODELS.register("sbn", options=SBNOptions, description="sigmoid belief net / Helmholtz machine: binary latent "
+                 "layers, learnable prior, Bernoulli decoder (affine by default, as in Mnih & Gregor 2014); "
+                 "exact log p(x) when small")
 class SBN(ZooModel):
     """Sigmoid belief net with binary stochastic layers.
 

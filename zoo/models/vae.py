@@ -26,7 +26,8 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -35,6 +36,7 @@ from torch import nn
 
 from zoo.core.distributions import IndependentBernoulli
 from zoo.core.nn import mlp
+from zoo.core.registry import MODELS, Options, option
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
@@ -44,6 +46,16 @@ __all__ = ["VAE"]
 
 
 
+@dataclass
+class VAEOptions(Options):
+    latent_dim: int = option(50, "number of latent units", minimum=1, shape=True)
+    hidden: Tuple[int, ...] = option((200, 200), "decoder hidden sizes, from z to x", minimum=1, shape=True)
+    likelihood: Optional[str] = option(None, "bernoulli or gaussian (default: bernoulli for binary data, else gaussian)",
+                                       choices=("bernoulli", "gaussian"))
+
+
+@MODELS.register("vae", options=VAEOptions, description="VAE, Gaussian prior, tanh MLP decoder, Bernoulli or "
+                 "Gaussian likelihood (Burda et al. 2016: 784-200-200-50)")
 class VAE(ZooModel):
     """Gaussian prior, MLP decoder, Bernoulli or Gaussian likelihood.
 
@@ -55,8 +67,9 @@ class VAE(ZooModel):
     """
 
     def __init__(self, x_dim: int, latent_dim: int = 50, hidden: Sequence[int] = (200, 200),
-                 likelihood: str = "bernoulli"):
+                 likelihood: Optional[str] = "bernoulli"):
         super().__init__(x_dim)
+        likelihood = likelihood or "bernoulli"
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
         self.likelihood = likelihood

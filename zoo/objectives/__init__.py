@@ -129,3 +129,63 @@ def build_objective(name: str, particles: Optional[int] = None, alpha: float = 0
         return PyroReweightedWakeSleep(num_particles=k, insomnia=insomnia, vectorize_particles=True,
                                        max_plate_nesting=MAX_PLATE_NESTING)
     return spec.build(k, float(alpha))
+
+
+# --- the registry entries (interim: the bound x estimator split replaces these) --------------------
+from dataclasses import dataclass as _dataclass  # noqa: E402
+from typing import Optional as _Optional  # noqa: E402
+
+from zoo.core.registry import OBJECTIVES as _REGISTRY, Options as _Options, option as _option  # noqa: E402
+
+
+@_dataclass
+class ObjectiveOptions(_Options):
+    particles: _Optional[int] = _option(None, "K particles per datum (default: 1; 5 for iwae/renyi)", minimum=1)
+    alpha: float = _option(0.0, "Renyi order for renyi / renyi_pyro (default 0)")
+    insomnia: float = _option(1.0, "rws: weight of wake-phi against sleep-phi for the guide (default 1)")
+
+    def validate(self):
+        if not 0.0 <= self.insomnia <= 1.0:
+            from zoo.core.registry import OptionError
+            raise OptionError("insomnia", f"must be in [0, 1], got {self.insomnia}")
+
+
+@_dataclass(frozen=True)
+class ObjectiveCapabilities:
+    bound: str
+    estimator: str
+    default_particles: int
+    min_particles: int
+    needs_reparam: bool
+    needs_enumeration: bool
+    uses_baselines: bool
+    needs_normal_guide: bool
+    separate_surrogates: bool
+    warmup: bool
+    jit: bool
+    ddp: bool
+    uses_alpha: bool
+    uses_insomnia: bool
+
+
+def _register_interim():
+    from zoo.training.distributed import DDP_OBJECTIVES
+    from zoo.training.jit import JIT_OBJECTIVES
+    for spec in OBJECTIVES.values():
+        def factory(particles=None, alpha=0.0, insomnia=1.0, _name=spec.name):
+            return build_objective(_name, particles, alpha, insomnia)
+        _REGISTRY.register(spec.name, options=ObjectiveOptions, description=spec.description,
+                           caps=ObjectiveCapabilities(spec.name, spec.name, spec.default_particles,
+                                                      2 if spec.name in ("rloo", "vimco") else 1, spec.needs_reparam,
+                                                      spec.needs_enumeration, spec.uses_baselines,
+                                                      spec.needs_normal_guide, spec.needs_own_guide_params,
+                                                      spec.warmup, spec.name in JIT_OBJECTIVES,
+                                                      spec.name in DDP_OBJECTIVES, spec.uses_alpha,
+                                                      spec.uses_insomnia))(factory)
+
+
+def objective_capabilities(name: str, estimator: _Optional[str] = None) -> ObjectiveCapabilities:
+    return _REGISTRY[name].capability("caps")
+
+
+_register_interim()
