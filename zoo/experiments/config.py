@@ -160,12 +160,12 @@ def route_flat(names: Mapping[str, str], flat: Mapping[str, Any], lenient: bool 
     """Send flat option values to the component of each kind that takes them.
 
     ``names`` maps kind -> the chosen component. A value no chosen component takes is an
-    error that names who does take it; with ``lenient`` (old stored configs), values equal to
-    what the old flat config stored when unset are dropped instead.
+    error that names who does take it. With ``lenient`` (old stored configs), values equal to what
+    the old flat config stored when an option was unset are dropped (they are the defaults).
     """
     nested = {kind: {} for kind in COMPONENT_KINDS}
     for key, value in flat.items():
-        if value is None:
+        if value is None or (lenient and LEGACY_FLAT.get(key, object()) == value):
             continue
         owners = []
         for kind in COMPONENT_KINDS:
@@ -176,8 +176,6 @@ def route_flat(names: Mapping[str, str], flat: Mapping[str, Any], lenient: bool 
         if owners:
             kind, name = owners[0]
             nested[kind][name] = list(value) if isinstance(value, tuple) else value
-            continue
-        if lenient and LEGACY_FLAT.get(key, object()) == value:
             continue
         raise not_applicable(key, names)
     return nested
