@@ -7,14 +7,23 @@ For each latent site, with h = g_phi(x) a tanh MLP (the "encoder")::
     q_phi(z | x) = prod_j OneHotCategorical(z_j; softmax((W h + b)_j))    categorical latents (score function)
 
 Training the encoder amortizes inference: one network maps any x to its approximate
-posterior, so unseen data need no refit. The default encoder mirrors the model's
+posterior, so unseen data need no refit.
+
+For a model with several latent sites the family has two modes. Mean-field (the default)
+gives every site its own head on h: q(z1 | x) q(z2 | x). Structured (``structured=True``)
+follows the model's declared dependencies bottom-up (:func:`~zoo.core.contract.guide_order`):
+each site is sampled after its children in the model, and its head also reads their sampled
+values, so for ``z2 -> z1 -> x`` the guide is q(z1 | x) q(z2 | z1, x), the factorization of the
+exact posterior p(z1 | x) p(z2 | z1) (Burda et al.'s two-layer IWAE encoder is of this form).
+A conditioned head is a one-hidden-layer tanh MLP on [h, z_children]. The default encoder mirrors the model's
 decoder, which for the VAE gives Burda et al.'s 784-200-200-50. Discrete sites are
 not reparameterizable: their gradients come from the score function (``elbo``,
 ``tracegraph`` with baselines, ``rws``) or from exact enumeration (``enum``).
 
 References: D. P. Kingma and M. Welling, "Auto-Encoding Variational Bayes",
 ICLR 2014, https://arxiv.org/abs/1312.6114; A. Mnih and K. Gregor, "Neural
-Variational Inference and Learning in Belief Networks", ICML 2014.
+Variational Inference and Learning in Belief Networks", ICML 2014; Y. Burda, R. Grosse and
+R. Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016, https://arxiv.org/abs/1509.00519.
 
 Example::
 
@@ -24,6 +33,9 @@ Example::
     >>> h, raw = g.encode(torch.zeros(3, 64))
     >>> raw["z"].shape
     torch.Size([3, 4])
+    >>> from zoo.models import SBN
+    >>> [s.name for s in Amortized(SBN(x_dim=6, layers=(3, 2)), structured=True).order]
+    ['z1', 'z2']
 """
 from __future__ import annotations
 
@@ -36,6 +48,7 @@ from torch import nn
 from dataclasses import dataclass
 
 from guides.base import BaselineOptions, EncoderOptions, ZooGuide, raw_size, site_distribution
+from zoo.core.contract import LatentSite, children_of, guide_order
 from zoo.core.registry import GUIDES
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
@@ -65,6 +78,8 @@ class Amortized(ZooGuide):
         num_data: unused (the guide is amortized); accepted so all families build alike.
         hidden: encoder hidden sizes, from x to the heads (default: mirror the decoder).
         baseline: see :class:`~guides.base.ZooGuide`.
+        structured: condition each site on its children in the model, bottom-up (default
+            ``False``: mean-field across sites).
     """
 
     family = "amortized"
@@ -72,20 +87,53 @@ class Amortized(ZooGuide):
     enumerable = True
 
     def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,
-                 baseline: Optional[str] = None):
+                 baseline: Optional[str] = None, structured: bool = False):
         super().__init__(model, num_data, baseline)
         self.hidden = tuple(hidden) if hidden else default_encoder_hidden(model)
+        self.structured = bool(structured)
+        #: the order the guide samples the sites in, and what each site's q reads besides x
+        self.order = guide_order(self.sites) if self.structured else self.sites
+        self.conditioning = {s.name: children_of(s, self.sites) if self.structured else () for s in self.sites}
         self.trunk = mlp((self.x_dim, *self.hidden), final_activation=True)
-        self.heads = nn.ModuleDict({s.name: nn.Linear(self.hidden[-1], raw_size(s)) for s in self.sites})
+        self.heads = nn.ModuleDict({s.name: self._head(s) for s in self.sites})
+
+    def _head(self, site: LatentSite) -> nn.Module:
+        given = sum(c.numel for c in self.conditioning[site.name])
+        if not given:
+            return nn.Linear(self.hidden[-1], raw_size(site))
+        return mlp((self.context_size(site), self.hidden[-1], raw_size(site)))
+
+    def context_size(self, site: LatentSite) -> int:
+        """Width of the input of ``site``'s head: h, and its conditioning sites' values."""
+        return self.hidden[-1] + sum(c.numel for c in self.conditioning[site.name])
 
     def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        """Return the encoder's hidden state h and the raw parameters of each site."""
+        """Return the encoder's hidden state h and the raw parameters of every site that reads
+        x alone (all of them in mean-field mode)."""
         h = self.trunk(x)
-        return h, {s.name: self.heads[s.name](h) for s in self.sites}
+        return h, {s.name: self.heads[s.name](h) for s in self.sites if not self.conditioning[s.name]}
+
+    def context(self, site: LatentSite, h: torch.Tensor, values: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """What ``site``'s q is computed from: h, joined by the sampled values of its conditioning
+        sites (flattened per datum, broadcast over particle and enumeration dimensions)."""
+        given = self.conditioning[site.name]
+        if not given:
+            return h
+        flat = [values[c.name].reshape(values[c.name].shape[:values[c.name].dim() - len(c.event_shape)] + (c.numel,))
+                for c in given]
+        batch = torch.broadcast_shapes(h.shape[:-1], *[v.shape[:-1] for v in flat])
+        return torch.cat([h.expand(batch + h.shape[-1:])] + [v.to(h.dtype).expand(batch + v.shape[-1:])
+                                                              for v in flat], dim=-1)
+
+    def distribution(self, site: LatentSite, context: torch.Tensor):
+        """q(site | context) of this family; subclasses transform (IAF) or relax (relaxed) it."""
+        return site_distribution(site, self.heads[site.name](context))
 
     def forward(self, x, idx=None, N=None):
         register_module("encoder", self)
-        _, raw = self.encode(x)
+        h = self.trunk(x)
+        values: Dict[str, torch.Tensor] = {}
         with data_plate(x, idx, N):
-            for s in self.sites:
-                pyro.sample(s.name, site_distribution(s, raw[s.name]), infer=self.infer_for(s, x))
+            for s in self.order:
+                values[s.name] = pyro.sample(s.name, self.distribution(s, self.context(s, h, values)),
+                                             infer=self.infer_for(s, x))

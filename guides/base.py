@@ -55,6 +55,8 @@ class EncoderOptions(Options):
 
     hidden: Optional[Tuple[int, ...]] = option(None, "encoder hidden sizes, from x (default: mirror the decoder)",
                                                flag="guide-hidden", minimum=1, shape=True)
+    structured: bool = option(False, "follow the model's latent dependencies bottom-up, q(z1|x) q(z2|z1,x), "
+                              "instead of mean-field q(z1|x) q(z2|x)", shape=True)
 
 
 def raw_size(site: LatentSite) -> int:
@@ -81,13 +83,23 @@ class ZooGuide(nn.Module):
     ``register_module(name, self)`` (see :func:`zoo.core.params.register_module` for why not
     ``pyro.module``, and :class:`~zoo.core.contract.ZooModel` for why not ``PyroModule``).
 
-    Class attributes:
+    Class attributes (the family's capabilities, read by the registry and the training loop):
         family: the registry name.
         supports: latent supports this family can represent.
         amortized: ``False`` for per-datum (non-amortized) guides, whose parameters
             are tables indexed by ``idx``; such a guide must be refitted on new data.
         enumerable: its discrete sites can be summed exactly by the ``enum`` objective.
-        normal_sites, own_parameters: what path-derivative estimators (stl, dreg) need.
+        normal_sites: every site is a Normal whose density can be evaluated at detached
+            parameters (what the path-derivative estimators stl and dreg need).
+        borrows_model: the guide computes with the model's own modules (the exact posterior),
+            held as a :class:`~zoo.core.contract.Borrowed`; estimators that need disjoint model
+            and guide parameters (dreg) refuse it.
+        relaxes_model: while training, the objective sees :meth:`training_model` rather than the
+            model itself (the relaxed guide's Concrete view of discrete sites).
+        lr_multiplier: the guide's Adam step relative to the model's.
+
+    Hooks the training loop calls (the defaults do nothing): :meth:`training_model`,
+    :meth:`on_step` and :meth:`epoch_record`.
 
     Arguments:
         baseline: variance reduction for score-function (discrete) sites under
@@ -100,10 +112,10 @@ class ZooGuide(nn.Module):
     supports: Sequence[str] = ("real",)
     amortized: bool = True
     enumerable: bool = False
-    #: every site is a Normal whose density can be evaluated at detached parameters (stl, dreg)
     normal_sites: bool = True
-    #: the guide has parameters of its own, separate from the model's (dreg)
-    own_parameters: bool = True
+    borrows_model: bool = False
+    relaxes_model: bool = False
+    lr_multiplier: float = 1.0
 
     def __init__(self, model: ZooModel, num_data: Optional[int] = None, baseline: Optional[str] = None):
         super().__init__()
@@ -139,6 +151,17 @@ class ZooGuide(nn.Module):
     def is_reparameterized(cls, model: ZooModel) -> bool:
         """Whether every sample this family draws for ``model`` is reparameterizable."""
         return all(s.support == "real" for s in model.latents)
+
+    def training_model(self, model: ZooModel):
+        """The model as the training objective sees it (the model itself unless ``relaxes_model``)."""
+        return model
+
+    def on_step(self, step: int) -> None:
+        """Called before SVI step ``step`` (global, from 0): schedules such as temperature annealing."""
+
+    def epoch_record(self) -> Dict[str, float]:
+        """Values of the guide's own state to record in each epoch's history row (e.g. a temperature)."""
+        return {}
 
     def infer_for(self, site: LatentSite, x) -> Dict:
         """The ``infer`` dict of a sample site: its baseline for :class:`~zoo.objectives.baselines.BaselineTraceGraph_ELBO`."""

@@ -21,6 +21,7 @@ from typing import Optional
 import pyro
 
 from guides.base import ZooGuide
+from zoo.core.contract import Borrowed
 from zoo.core.registry import GUIDES
 from zoo.core.errors import ZooError
 from zoo.core.plates import data_plate
@@ -34,13 +35,13 @@ class Exact(ZooGuide):
 
     family = "exact"
     supports = ("real",)
-    own_parameters = False
+    borrows_model = True
 
     def __init__(self, model, num_data: Optional[int] = None):
         super().__init__(model, num_data)
-        # Not a submodule: the model's parameters belong to the model, not to the guide
-        # (they must not appear twice in an optimizer or a checkpoint).
-        object.__setattr__(self, "_oracle", model)
+        # Borrowed, not a submodule: the model's parameters belong to the model, not to the
+        # guide (they must not appear twice in an optimizer or a checkpoint).
+        self._oracle = Borrowed(model)
 
     @classmethod
     def check(cls, model) -> None:
@@ -50,7 +51,7 @@ class Exact(ZooGuide):
                            f"{model.display_name} does not have; use it with ppca or fa")
 
     def forward(self, x, idx=None, N=None):
-        posterior = self._oracle.posterior(x)
+        posterior = self._oracle.module.posterior(x)
         with data_plate(x, idx, N):
             for s in self.sites:
                 pyro.sample(s.name, posterior[s.name])

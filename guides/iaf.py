@@ -69,6 +69,8 @@ class IAF(Amortized):
         num_flows: K, the number of IAF steps (default 2).
         flow_hidden: hidden sizes of each autoregressive network (default two
             layers of max(2 D, 32) units).
+        structured: see :class:`~guides.amortized.Amortized`; the flows of a site are then
+            conditioned on its children's values too.
     """
 
     family = "iaf"
@@ -77,8 +79,8 @@ class IAF(Amortized):
     normal_sites = False
 
     def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,
-                 num_flows: int = 2, flow_hidden: Optional[Sequence[int]] = None):
-        super().__init__(model, num_data, hidden)
+                 num_flows: int = 2, flow_hidden: Optional[Sequence[int]] = None, structured: bool = False):
+        super().__init__(model, num_data, hidden, structured=structured)
         if num_flows < 1:
             raise ZooError(f"the 'iaf' guide needs at least one flow step, got num_flows={num_flows}")
         self.num_flows = int(num_flows)
@@ -87,7 +89,7 @@ class IAF(Amortized):
             (D,) = s.event_shape
             width = tuple(flow_hidden) if flow_hidden else (max(2 * D, 32),) * 2
             self.flows[s.name] = nn.ModuleList([
-                conditional_affine_autoregressive(D, self.hidden[-1], hidden_dims=list(width), stable=True)
+                conditional_affine_autoregressive(D, self.context_size(s), hidden_dims=list(width), stable=True)
                 for _ in range(self.num_flows)])
             self.register_buffer(f"{s.name}_reverse", torch.arange(D - 1, -1, -1))
 
@@ -98,19 +100,15 @@ class IAF(Amortized):
         if bad:
             raise ZooError(f"the 'iaf' guide needs latents with a 1-D event shape; {bad} are not")
 
-    def posterior_distribution(self, name: str, h, base):
-        """q(z | x) for one site: the Normal ``base`` pushed through the conditioned IAF steps."""
+    def posterior_distribution(self, name: str, context, base):
+        """q(z | x) for one site: the Normal ``base`` pushed through the IAF steps conditioned on
+        ``context`` (the encoder's h, and in structured mode the site's children)."""
         transforms = []
         for k, flow in enumerate(self.flows[name]):
             if k > 0:
                 transforms.append(Permute(getattr(self, f"{name}_reverse")))
-            transforms.append(flow.condition(h))
+            transforms.append(flow.condition(context))
         return dist.TransformedDistribution(base, transforms)
 
-    def forward(self, x, idx=None, N=None):
-        register_module("encoder", self)
-        h, raw = self.encode(x)
-        with data_plate(x, idx, N):
-            for s in self.sites:
-                base = site_distribution(s, raw[s.name])
-                pyro.sample(s.name, self.posterior_distribution(s.name, h, base))
+    def distribution(self, site, context):
+        return self.posterior_distribution(site.name, context, super().distribution(site, context))

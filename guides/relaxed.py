@@ -60,6 +60,7 @@ from guides.amortized import Amortized
 from guides.base import EncoderOptions
 from zoo.core.registry import GUIDES, OptionError, option
 from guides.base import site_distribution
+from zoo.core.contract import Borrowed
 from zoo.core.distributions import JointDiscrete, discrete_kl
 from zoo.core.errors import ZooError
 from zoo.core.plates import data_plate
@@ -209,17 +210,20 @@ class Relaxed(Amortized):
         temperature_min: floor of the annealing schedule (default 0.5).
         anneal_rate: r in tau_t = max(tau_min, tau_0 exp(-r t)) (default 0: constant tau_0).
         straight_through: use hard values in the forward pass (default False).
+        structured: see :class:`~guides.amortized.Amortized`; a site's logits then read its
+            children's relaxed (training) or hard (evaluation) values.
     """
 
     family = "relaxed"
     supports = ("binary", "categorical")
     enumerable = False
     normal_sites = False
+    relaxes_model = True
 
     def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,
                  temperature: float = 1.0, temperature_min: float = 0.5, anneal_rate: float = 0.0,
-                 straight_through: bool = False):
-        super().__init__(model, num_data, hidden)
+                 straight_through: bool = False, structured: bool = False):
+        super().__init__(model, num_data, hidden, structured=structured)
         check_schedule(temperature, temperature_min, anneal_rate)
         self.temperature_0 = float(temperature)
         self.temperature_min = min(float(temperature_min), float(temperature))
@@ -236,6 +240,10 @@ class Relaxed(Amortized):
         tau = max(self.temperature_min, self.temperature_0 * math.exp(-self.anneal_rate * step))
         self.temperature.fill_(tau)
 
+    def epoch_record(self):
+        """The temperature tau of the last step."""
+        return {"temperature": float(self.temperature)}
+
     def training_model(self, model):
         """The model as the training objective sees it (relaxed unless straight-through).
 
@@ -245,17 +253,11 @@ class Relaxed(Amortized):
         if self.straight_through:
             return model
         cached = self.__dict__.get("_relaxed_view")
-        if cached is None or cached[0] is not model:
-            view = RelaxDiscrete(self, [s.name for s in self.sites])(model)
-            cached = (model, view)
-            object.__setattr__(self, "_relaxed_view", cached)     # not a submodule, not in the state_dict
+        if cached is None or cached[0].module is not model:
+            # the model is Borrowed: not a submodule, so not in this guide's state_dict
+            self._relaxed_view = cached = (Borrowed(model), RelaxDiscrete(self, [s.name for s in self.sites])(model))
         return cached[1]
 
-    def forward(self, x, idx=None, N=None):
-        register_module("encoder", self)
-        _, raw = self.encode(x)
-        with data_plate(x, idx, N):
-            for s in self.sites:
-                hard = site_distribution(s, raw[s.name])
-                q = relaxed_distribution(hard, self.temperature, self.straight_through) if self.training else hard
-                pyro.sample(s.name, q)
+    def distribution(self, site, context):
+        hard = super().distribution(site, context)
+        return relaxed_distribution(hard, self.temperature, self.straight_through) if self.training else hard

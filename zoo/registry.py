@@ -26,11 +26,17 @@ def build_model(name: str, x_dim: int, **options) -> ZooModel:
 
 
 def build_guide(name: str, model: ZooModel, num_data: Optional[int] = None, **options):
-    """Build a guide of family ``name`` for ``model``; refuses latents it cannot represent."""
+    """Build a guide of family ``name`` for ``model``; refuses latents it cannot represent.
+
+    A model that computes with its guide (``model.borrows_guide``, e.g. a VampPrior) is bound
+    to the new guide (:meth:`~zoo.core.contract.ZooModel.bind_guide`).
+    """
     component = GUIDES[name]
     component.resolve(options)                 # a bad option is reported before a bad fit
     check_guide(name, model)
-    return component.build(model, num_data, **options)
+    guide = component.build(model, num_data, **options)
+    model.bind_guide(guide)
+    return guide
 
 
 def check_guide(guide: str, model: ZooModel) -> None:
@@ -77,9 +83,12 @@ def check_combination(model: ZooModel, guide: str, objective: str,
     if caps.needs_normal_guide and not gcls.normal_sites:
         raise ZooError(f"{objective!r} evaluates log q at detached parameters, which needs a guide of Normal "
                        f"sites; the {guide!r} guide is not one: use meanfield or amortized")
-    if caps.separate_surrogates and not gcls.own_parameters:
-        raise ZooError(f"{objective!r} separates model and guide parameters, and the {guide!r} guide has none "
-                       f"of its own; use iwae, or the meanfield or amortized guide")
+    if caps.separate_surrogates and (gcls.borrows_model or model.borrows_guide):
+        who = (f"the {guide!r} guide computes with the model's parameters" if gcls.borrows_model
+               else f"{model.display_name} computes with its guide's parameters")
+        raise ZooError(f"{objective!r} differentiates separate model and guide surrogates, which needs disjoint "
+                       f"parameters, and {who}; use iwae" + (", or the meanfield or amortized guide"
+                                                             if gcls.borrows_model else ""))
     baseline = (guide_options or {}).get("baseline")
     if baseline not in (None, "none") and not caps.uses_baselines:
         raise ZooError(f"baseline is used by the tracegraph objective only, not {objective!r}")

@@ -15,6 +15,12 @@ Every zoo model is a :class:`ZooModel`. It promises four things:
 3. **Exact quantities where tractable.** ``log_marginal(x)`` and
    ``posterior(x)`` return ``None`` unless the model overrides them.
 4. **Generation.** ``sample(n)`` draws new data from the model.
+5. **Declared sharing.** A model that uses modules owned by its guide (a VampPrior is the
+   encoder's aggregate posterior) says so with ``borrows_guide`` and receives the guide through
+   :meth:`ZooModel.bind_guide`, held in a :class:`Borrowed` reference; a guide that reads the
+   model (the exact posterior) says so with ``borrows_model``. Nothing is owned twice (each
+   parameter is in one ``state_dict`` and one optimizer group), and estimators that need
+   disjoint model and guide parameters (``dreg``) are refused from these declarations.
 
 Validation of user data (shape, finiteness, binary values under a Bernoulli
 likelihood) lives here too, so every entry point gives the same clear error.
@@ -34,7 +40,7 @@ from zoo.core.errors import ZooError
 from zoo.core.params import forget_parameters, register_module
 from zoo.core.plates import MAX_PLATE_NESTING, data_plate
 
-__all__ = ["LatentSite", "ZooModel", "check_data", "SUPPORTS",
+__all__ = ["LatentSite", "ZooModel", "Borrowed", "check_data", "SUPPORTS", "guide_order", "children_of",
            # re-exported: what a model file needs besides the classes above
            "data_plate", "register_module", "MAX_PLATE_NESTING"]
 
@@ -84,6 +90,74 @@ class LatentSite:
         return None
 
 
+class Borrowed:
+    """A reference to a module that another component owns.
+
+    A model that computes with its guide's encoder (VampPrior), or a guide that computes with
+    its model (the exact posterior), holds the other in a ``Borrowed``. Not being an
+    ``nn.Module``, it is not a submodule: the borrowed parameters stay out of the borrower's
+    ``parameters()`` and ``state_dict`` (no parameter is optimized or checkpointed twice), and
+    they move with their owner. Call it like the module, or use :attr:`module`.
+
+    Example::
+
+        >>> from torch import nn
+        >>> owner = nn.Linear(2, 1)
+        >>> class User(nn.Module):
+        ...     def __init__(self, other):
+        ...         super().__init__()
+        ...         self.other = Borrowed(other)
+        >>> len(list(User(owner).parameters())), User(owner).other.module is owner
+        (0, True)
+    """
+
+    __slots__ = ("module",)
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
+def guide_order(latents: Sequence[LatentSite]) -> Tuple[LatentSite, ...]:
+    """The latents in the order a structured guide samples them: every site after its model children.
+
+    The model samples parents first (``z2`` then ``z1`` in ``z2 -> z1 -> x``); its posterior is
+    best factored the other way, bottom-up, ``q(z1 | x) q(z2 | z1, x)``, since each site's
+    children carry the evidence about it. This is the reverse of a topological order of the
+    model's latents (``parents`` as declared).
+
+    Example::
+
+        >>> sites = (LatentSite("z2", (3,)), LatentSite("z1", (4,), parents=("z2",)))
+        >>> [s.name for s in guide_order(sites)]
+        ['z1', 'z2']
+    """
+    names = {s.name for s in latents}
+    for s in latents:
+        unknown = [p for p in s.parents if p not in names]
+        if unknown:
+            raise ZooError(f"latent {s.name!r} declares parents {unknown} that are not latent sites of the model")
+    done, order = set(), []
+    pending = list(latents)
+    while pending:                    # a site goes once all its children (sites naming it a parent) are placed
+        ready = [s for s in pending if all(c.name in done for c in pending + order
+                                           if s.name in c.parents and c.name != s.name)]
+        if not ready:
+            raise ZooError(f"the latents' declared parents form a cycle among {[s.name for s in pending]}")
+        for s in ready:
+            done.add(s.name)
+            order.append(s)
+            pending.remove(s)
+    return tuple(order)
+
+
+def children_of(site: LatentSite, latents: Sequence[LatentSite]) -> Tuple[LatentSite, ...]:
+    """The latents that name ``site`` as a parent, in declaration order."""
+    return tuple(s for s in latents if site.name in s.parents)
+
+
 class ZooModel(nn.Module):
     """Base class of zoo models. Subclasses define ``latents`` and ``model``.
 
@@ -94,9 +168,13 @@ class ZooModel(nn.Module):
 
     Class attributes:
         likelihood: ``"bernoulli"`` or ``"gaussian"``; decides which data are valid.
+        borrows_guide: the model computes with its guide (e.g. a VampPrior's pseudo-input
+            posteriors), which it receives through :meth:`bind_guide`; may be a property that
+            depends on the model's options.
     """
 
     likelihood: str = "gaussian"
+    borrows_guide: bool = False
 
     def __init__(self, x_dim: int):
         super().__init__()
@@ -118,6 +196,28 @@ class ZooModel(nn.Module):
         out = super()._apply(*args, **kwargs)
         forget_parameters()               # a conversion may have replaced parameter objects
         return out
+
+    def bind_guide(self, guide: nn.Module) -> None:
+        """Give a model that ``borrows_guide`` the guide it computes with (a no-op otherwise).
+
+        :func:`zoo.registry.build_guide` calls it. A model that borrows checks here that the guide
+        has what it needs (:meth:`check_guide`) and keeps it as :attr:`guide`, a :class:`Borrowed`.
+        """
+        if self.borrows_guide:
+            self.check_guide(guide)
+            self._guide = Borrowed(guide)
+
+    def check_guide(self, guide: nn.Module) -> None:
+        """Raise :class:`ZooError` unless a model that ``borrows_guide`` can compute with ``guide``."""
+
+    @property
+    def guide(self) -> nn.Module:
+        """The guide bound by :meth:`bind_guide` (models that ``borrows_guide`` only)."""
+        bound = self.__dict__.get("_guide")
+        if bound is None:
+            raise ZooError(f"{self.display_name} computes with its guide, and none is bound: build the guide with "
+                           f"zoo.build_guide(name, model), or call model.bind_guide(guide)")
+        return bound.module
 
     def log_marginal(self, x: torch.Tensor) -> Optional[torch.Tensor]:
         """Exact log p(x) per datum, shape ``[B]``; ``None`` where intractable.

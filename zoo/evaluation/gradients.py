@@ -76,7 +76,7 @@ def gradient_samples(objective, model, guide, x, idx, N, repeats: int, groups, t
     """R gradient estimates per group, ``{group: [R, P]}``, and the wall time of each
     (``train_model``: the model as the objective sees it; default the guide's training view)."""
     if train_model is None:
-        train_model = guide.training_model(model) if hasattr(guide, "training_model") else model
+        train_model = guide.training_model(model)
     samples = {g: [] for g in groups}
     seconds = []
     for _ in range(repeats):
@@ -107,16 +107,16 @@ def reference_gradients(model, guide, x, idx, N, groups, reference_repeats: int 
     if model.has_log_marginal:
         ref["model"] = _exact_log_likelihood_gradient(model, x, N, groups)
         how["model"] = "exact: grad of -(N/B) sum log p(x) (closed form or enumeration)"
-    if model.is_enumerable and getattr(guide, "enumerable", False) and groups["guide"]:
+    if model.is_enumerable and guide.enumerable and groups["guide"]:
         _zero(groups)
         EnumELBO().loss_and_grads(model, guide, x, idx=idx, N=N)
         ref["guide"] = _flat(groups["guide"]).detach().clone()
         how["guide"] = "exact: grad of the enumerated ELBO"
-    reparam = type(guide).is_reparameterized(model) and not hasattr(guide, "training_model")
+    reparam = type(guide).is_reparameterized(model) and not guide.relaxes_model
     for group, name in (("model", "iwae" if reparam else "vimco"), ("guide", "elbo" if reparam else "rloo")):
         if group in ref or not groups[group]:
             continue
-        relaxed, was_training = hasattr(guide, "training_model"), guide.training
+        relaxed, was_training = guide.relaxes_model, guide.training
         if relaxed:                     # the true discrete model's bounds: the guide's hard samples
             guide.eval()
         try:

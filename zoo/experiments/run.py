@@ -207,7 +207,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     x_eval, labels = _eval_subset(run.data, cfg)
     x_eval = x_eval.to(run.device)
     guide = run.guide
-    if not getattr(guide, "amortized", True):
+    if not guide.amortized:
         # A per-datum guide has no posterior for held-out data: fit a fresh one, model fixed.
         guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0],
                             **dataclasses.asdict(cfg.resolved("guide"))).to(run.device)

@@ -80,7 +80,9 @@ class SBN(ZooModel):
     @property
     def latents(self):
         # in the order the model samples them (top layer first), as guides then sample them too
-        return tuple(LatentSite(f"z{l + 1}", (k,), "binary") for l, k in reversed(list(enumerate(self.layers))))
+        L = len(self.layers)
+        return tuple(LatentSite(f"z{l + 1}", (k,), "binary", parents=(f"z{l + 2}",) if l + 1 < L else ())
+                     for l, k in reversed(list(enumerate(self.layers))))
 
     def model(self, x=None, idx=None, N=None):
         register_module("sbn", self)

@@ -64,7 +64,7 @@ class ReweightedWakeSleep(ELBO):
 
     @staticmethod
     def _sleep_phi(model, guide, batch_size: int, scale: float):
-        if not getattr(guide, "amortized", True):
+        if not guide.amortized:
             raise ZooError("the sleep phase needs an amortized guide; use --insomnia 1 with per-datum guides")
         # The dream (x', z') is data for the guide: detached, so no gradient reaches the model through
         # it (a reparameterized x' would carry one). detach, not torch.no_grad, which a --jit trace ignores.

@@ -99,7 +99,7 @@ def shard_batches(num_data: int, batch_size: int, seed: int, device):
 
 def ddp_step(model, guide, objective, num_data: int, device) -> callable:
     """``step_fn`` for :func:`zoo.training.loop.fit`: forward through DDP, backward all-reduces the gradients."""
-    train_model = guide.training_model(model) if hasattr(guide, "training_model") else model
+    train_model = guide.training_model(model)
     module = SVILoss(model, guide, objective, train_model)
     wrapped = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 

@@ -84,8 +84,7 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     history = history if history is not None else []
     # A guide may change what the objective sees of the model while training (the relaxed
     # guide relaxes the model's discrete sites) and may anneal itself per step.
-    train_model = guide.training_model(model) if hasattr(guide, "training_model") else model
-    on_step = getattr(guide, "on_step", None)
+    train_model = guide.training_model(model)
     if batches is None:
         def batches(epoch):
             return epoch_order(N, seed, epoch).to(x.device).split(batch_size)
@@ -106,8 +105,7 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
         for step in bar:
             idx = epoch_batches[step]
             global_step = epoch * steps + step
-            if on_step is not None:
-                on_step(global_step)
+            guide.on_step(global_step)
             optimizer.zero_grad(set_to_none=True)
             # Pyro checks distribution arguments on the first step of each epoch (shapes,
             # supports); after that the checks are off in the hot loop. The data were
@@ -134,9 +132,8 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
                "valid_elbo": None, "lr": optimizer.param_groups[0]["lr"]}
         if kl_warmup and epoch < kl_warmup:
             row["kl_weight"] = kl_warmup_weight(epoch * steps + steps - 1, kl_warmup * steps)
-        if isinstance(getattr(guide, "temperature", None), torch.Tensor):
-            row["temperature"] = float(guide.temperature)          # the relaxed guide's tau at the last step
-        if valid is not None and getattr(guide, "amortized", True):
+        row.update(guide.epoch_record())
+        if valid is not None and guide.amortized:
             row["valid_elbo"] = bound_per_datum(model, guide, valid)
             if not guide_only:
                 model.train()

@@ -31,7 +31,7 @@ def make_optimizer(model, guide, lr: float, guide_only: bool = False, betas=None
     guide_params = list(guide.parameters())
     model_params = [] if guide_only else list(model.parameters())
     groups = [{"params": model_params, "lr": lr},
-              {"params": guide_params, "lr": lr * getattr(guide, "lr_multiplier", 1.0)}]
+              {"params": guide_params, "lr": lr * guide.lr_multiplier}]
     groups = [g for g in groups if g["params"]]
     options = {"betas": tuple(betas)} if betas is not None else {}
     if eps is not None:
