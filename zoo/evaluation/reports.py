@@ -177,7 +177,7 @@ def _link(name: str, base: str) -> str:
 
 def _source(name: str, base: str = "") -> str:
     """A row's provenance: the result file, and (in the results README) its command in the sources table."""
-    return _link(name, base) if base else f"{_link(name, '')} ([command](#{_anchor(name)}))"
+    return f"[{name.removesuffix('.json')}]({base}{name})" if base else f"{_link(name, '')} ([command](#{_anchor(name)}))"
 
 
 def _anchor(name: str) -> str:
@@ -505,7 +505,10 @@ def find_readme(directory: Path) -> Optional[Path]:
     for parent in Path(directory).resolve().parents:
         candidate = parent / "README.md"
         if candidate.is_file() and START in candidate.read_text():
-            return candidate
+            try:
+                return candidate.relative_to(Path.cwd())
+            except ValueError:
+                return candidate
     return None
 
 
