@@ -177,7 +177,9 @@ def _link(name: str, base: str) -> str:
 
 def _source(name: str, base: str = "") -> str:
     """A row's provenance: the result file, and (in the results README) its command in the sources table."""
-    return f"[{name.removesuffix('.json')}]({base}{name})" if base else f"{_link(name, '')} ([command](#{_anchor(name)}))"
+    if base:
+        return f"[{name.removesuffix('.json')}]({base}{name})"
+    return f"{_link(name, '')} ([command](#{_anchor(name)}))"
 
 
 def _anchor(name: str) -> str:
