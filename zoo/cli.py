@@ -1,4 +1,4 @@
-"""The ``pyro-zoo`` command line: list, train, eval, compare.
+"""The ``pyro-zoo`` command line: list, train, eval, compare, gradients, report.
 
 Every user mistake ends in one line on stderr, ``pyro-zoo: error: ...``, and exit code 2.
 """
@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="a run folder (or checkpoint.pt) to take parameters from")
     p.add_argument("--out", default=None, help="output folder (default: runs/gradients-MODEL-GUIDE)")
     _add_common(p, exclude=("particles",))
+
+    p = sub.add_parser("report", help="render the results README (and README.md's results table) from result files")
+    p.add_argument("dir", help="a folder of *.json result files, e.g. benchmarks/results")
+    p.add_argument("--out", default=None, help="the page to write (default: DIR/README.md)")
+    p.add_argument("--readme", default=None, help="the README whose results block to rewrite (default: the "
+                   "nearest README.md above DIR with a results block)")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; fail if the files differ from what would be written")
     return parser
 
 
@@ -180,7 +188,14 @@ def cmd_gradients(args) -> None:
     print(f"wrote {out / 'gradients.md'}, {out / 'gradients.json'}, {out / 'gradients.png'}")
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "gradients": cmd_gradients}
+def cmd_report(args) -> None:
+    from zoo.evaluation.reports import report
+    files = report(Path(args.dir), out=args.out, readme=args.readme, check=args.check)
+    print(f"{'up to date' if args.check else 'wrote'}: {', '.join(str(f) for f in files)}")
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "gradients": cmd_gradients,
+            "report": cmd_report}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -59,7 +59,21 @@ def _fits(cls, model) -> bool:
 def check_combination(model: ZooModel, guide: str, objective: str,
                       guide_options: Optional[Mapping[str, object]] = None,
                       objective_options: Optional[Mapping[str, object]] = None) -> None:
-    """Raise :class:`ZooError` unless (model, guide, objective) is mathematically valid."""
+    """Raise :class:`ZooError` unless (model, guide, objective) is mathematically valid.
+
+    The rules, from what each entry declares:
+
+    - the guide must support the model's latents: ``iaf`` and ``exact`` take real latents only,
+      ``relaxed`` discrete ones only, and ``exact`` needs a model with a closed-form posterior;
+    - ``tracemeanfield``, ``renyi``, ``iwae`` and ``renyi_pyro`` need a reparameterizable guide: any
+      guide over real latents, or ``relaxed`` over discrete ones, not a score-function guide
+      (``amortized``/``meanfield`` over binary or categorical latents);
+    - ``enum`` needs discrete latents, a guide with a discrete distribution and at most 2^16 joint
+      latent configurations per datum; larger spaces are refused with their size;
+    - ``stl`` and ``dreg`` evaluate log q at detached parameters, so they need a guide of Normal
+      sites; ``dreg`` also needs guide parameters separate from the model's (not ``exact``);
+    - ``--baseline`` applies to ``tracegraph`` only.
+    """
     check_guide(guide, model)
     estimator = (objective_options or {}).get("estimator")
     caps = objective_capabilities(objective, estimator)

@@ -125,10 +125,10 @@ class IndependentBernoulli(dist.Independent):
 
         log p(x | logits) = -sum_d BCE(l_d, x_d) = sum_d [x_d l_d - softplus(l_d)]
 
-    For the IWAE bound with K = 50 on MNIST (784-200-200-50 VAE, batch 100, CPU) the zoo's epoch
-    went from 1.25x to 1.02x the time of a hand-written loop computing the same bound
-    (``benchmarks/speed.py --objective iwae --particles 50``, ``speed_cpu_iwae50.json`` before and
-    after this class); for one-particle ELBOs the array is K times smaller and the saving small.
+    For the IWAE bound with K = 50 on MNIST this brought the zoo's epoch close to a hand-written
+    loop's (``benchmarks/speed.py --objective iwae --particles 50``; the figure is in
+    ``benchmarks/results/README.md``); for one-particle ELBOs the array is K times smaller and the
+    saving small.
     ``mean`` (E[x | z] = sigmoid(logits)), ``sample`` and supports are torch's.
 
     Example::

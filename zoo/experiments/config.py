@@ -258,7 +258,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def set_determinism(on: bool) -> None:
-    """``deterministic``: torch's deterministic algorithms (and cuBLAS's fixed workspace on CUDA)."""
+    """``deterministic``: torch's deterministic algorithms (and cuBLAS's fixed workspace on CUDA).
+
+    The same seed on the same device gives the same result. On CUDA, without this, some kernels
+    (atomic-add reductions such as ``index_add_``/scatter in the backward of indexing, as the
+    per-datum ``meanfield`` tables use, and some cuBLAS reductions) are non-deterministic, so runs
+    agree only to float rounding; with it they are reproducible on the same GPU model, driver and
+    library versions, not across GPUs, CUDA versions or numbers of ranks.
+    """
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False

@@ -2,8 +2,8 @@
 
 A Pyro training step runs the model and the guide under poutine handlers, builds two traces,
 makes distribution objects and sums their log-densities: about a thousand Python calls per
-step whatever the size of the networks. On the CPU, for the 784-200-200-50 VAE at batch 100,
-that is 1-1.5 ms of a 6-8 ms step (``benchmarks/step_overhead.py``). :class:`JitObjective`
+step whatever the size of the networks, a sizeable share of a small model's step on a CPU
+(measured in ``benchmarks/results/README.md``, "Speed on CPU"). :class:`JitObjective`
 runs the objective's step once under ``torch.jit.trace``; every later step
 with the same shapes replays the recorded graph of tensor operations, sampling included
 (``aten::normal``, ``aten::bernoulli``, ... draw fresh numbers on each replay), and
@@ -36,9 +36,9 @@ What a trace assumes, and how this class keeps to it:
   Python floats (``torch_item``), which a trace would freeze at the first step's; while tracing,
   ``torch_item`` is replaced by ``detach``, so the value is that of the step replayed.
 
-Why not ``torch.compile``: TorchDynamo cannot follow Pyro's handler stack. On this VAE's
-``Trace_ELBO`` step ``torch._dynamo.explain`` finds 10 graphs and 9 graph breaks, and compiling
-hits the recompile limit at Pyro's ``poutine.runtime`` wrappers after about 50 s. torch marks
+Why not ``torch.compile``: TorchDynamo cannot follow Pyro's handler stack. On a VAE's
+``Trace_ELBO`` step ``torch._dynamo.explain`` finds a graph break at the handlers, and compiling
+hits the recompile limit at Pyro's ``poutine.runtime`` wrappers. torch marks
 ``torch.jit.trace`` as deprecated in favour of ``torch.compile``; its ``FutureWarning`` is
 silenced here, once per trace, for that reason.
 

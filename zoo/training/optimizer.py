@@ -23,10 +23,9 @@ def make_optimizer(model, guide, lr: float, guide_only: bool = False, betas=None
     data, and Adam's normalisation would make its strength depend on N and the gradient noise.
 
     PyTorch's fused Adam: the same update rule in one kernel over all tensors. On CPU the
-    default updates one tensor at a time from Python; for the 784-200-200-50 VAE at batch 100
-    the fused update made a hand-written epoch 1.74 -> 1.53 s (``benchmarks/speed.py``, its
-    ``hand`` and ``hand_fused`` loops), about 0.4 ms a step, half of what Pyro's tracing costs.
-    Where fusing is unavailable (an old torch, an unsupported device) the default is used.
+    default updates one tensor at a time from Python, a visible share of a small model's step
+    (``benchmarks/speed.py`` times both: its ``hand`` and ``hand_fused`` loops; results in
+    ``benchmarks/results/README.md``). Where fusing is unavailable (an old torch, an unsupported device) the default is used.
     """
     guide_params = list(guide.parameters())
     model_params = [] if guide_only else list(model.parameters())

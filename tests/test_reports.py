@@ -1,0 +1,135 @@
+"""`pyro-zoo report`: the results pages are rendered from the result files, so no figure is typed by hand.
+
+The committed benchmarks/results/README.md and README.md's results block are what the report renders
+from the committed JSON files; a figure in a table is the figure in its file; a broken result file is
+one line, exit 2, and nothing written.
+"""
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from zoo.cli import main
+from zoo.evaluation import reports
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def results_copy(tmp_path):
+    """benchmarks/results copied under a repository-like folder with a README that has a results block."""
+    copy = tmp_path / "repo" / "benchmarks" / "results"
+    shutil.copytree(RESULTS, copy)
+    (tmp_path / "repo" / "README.md").write_text(f"# repo\n\n{reports.START}\nold\n{reports.END}\n\ntail\n")
+    return copy
+
+
+def test_committed_pages_are_in_sync_with_the_result_files(capsys):
+    code, out, err = run_cli(["report", str(RESULTS), "--readme", str(ROOT / "README.md"), "--check"], capsys)
+    assert code == 0, err
+    assert "up to date" in out
+
+
+def test_readme_results_block_is_what_the_report_renders():
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index(reports.START):readme.index(reports.END) + len(reports.END)]
+    assert block == reports.render_readme_block(reports.load_results(RESULTS))
+    assert "88.64" in block                 # the VAE headline figure is there, and came from its file
+
+
+def test_a_table_figure_equals_the_value_in_its_json():
+    """The headline NLL of the KL-warm-up VAE, read back from the rendered table, is its file's `nll`."""
+    name, label = "quality_mnist_elbo_warmup700.json", "elbo"
+    run = next(r for r in json.loads((RESULTS / name).read_text())["runs"] if r["label"] == label)
+    page = (RESULTS / "README.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith(f"| `{label}` |") and f"({name})" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    neg_elbo, nll = float(cells[5]), float(cells[6])
+    assert nll == pytest.approx(run["nll"], abs=0.005)
+    assert neg_elbo == pytest.approx(-run["elbo"], abs=0.005)
+
+
+def test_every_reference_is_compared_with_the_measured_figure():
+    """'met' is measured minus published: for the IWAE row, NLL − 87.10."""
+    run = reports.load_results(RESULTS)["quality_mnist_iwae520.json"]["runs"]
+    iwae = next(r for r in run if r["label"] == "iwae")
+    (ref,) = reports.references_for(iwae["config"])
+    assert ref.value == "87.10"
+    d = iwae["nll"] - 87.10
+    _, met = reports._reference_cells(iwae)
+    assert met == f"NLL {'yes' if d <= 0 else 'no'}, {'−' if d < 0 else '+'}{abs(d):.2f}"
+
+
+def test_a_malformed_result_file_is_one_line_exit_2_and_nothing_written(results_copy, capsys):
+    page, readme = results_copy / "README.md", results_copy.parents[1] / "README.md"
+    before = {p: p.read_text() for p in (page, readme)}
+    (results_copy / "broken.json").write_text('{"provenance": {"command": "x"}, "runs": [')
+    code, out, err = run_cli(["report", str(results_copy)], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("pyro-zoo: error:") and "broken.json" in err
+    assert {p: p.read_text() for p in (page, readme)} == before
+    assert not list(results_copy.parent.rglob("*.tmp")) and not list(readme.parent.glob(".*.tmp"))
+
+
+def test_a_result_file_without_its_command_is_refused(results_copy, capsys):
+    (results_copy / "anonymous.json").write_text(json.dumps({"runs": []}))
+    code, out, err = run_cli(["report", str(results_copy)], capsys)
+    assert code == 2 and "anonymous.json" in err and "command" in err
+
+
+def test_report_writes_both_pages_and_check_then_passes(results_copy, capsys):
+    page, readme = results_copy / "README.md", results_copy.parents[1] / "README.md"
+    page.write_text("stale\n")
+    code, out, err = run_cli(["report", str(results_copy), "--check"], capsys)
+    assert code == 2 and "out of date" in err and err.count("\n") == 1
+    assert page.read_text() == "stale\n"                         # --check writes nothing
+    code, out, err = run_cli(["report", str(results_copy)], capsys)
+    assert code == 0, err
+    assert page.read_text() == (RESULTS / "README.md").read_text()
+    text = readme.read_text()
+    assert text.startswith("# repo\n") and text.endswith("\n\ntail\n") and "old" not in text
+    assert "](benchmarks/results/quality_mnist_elbo_warmup700.json)" in text   # links from the README's folder
+    code, out, err = run_cli(["report", str(results_copy), "--check"], capsys)
+    assert code == 0, err
+
+
+def test_a_figure_typed_by_hand_in_the_template_is_refused(results_copy, capsys):
+    template = results_copy / reports.TEMPLATE_NAME
+    template.write_text(template.read_text() + "\nThe VAE reached 88.64 nats.\n")
+    code, out, err = run_cli(["report", str(results_copy)], capsys)
+    assert code == 2 and "88.64" in err and "typed by hand" in err
+
+
+def test_an_unknown_placeholder_names_its_line(results_copy, capsys):
+    template = results_copy / reports.TEMPLATE_NAME
+    template.write_text("# x\n\n{{ quality_mnist.json | runs/nosuchrun/nll }}\n")
+    code, out, err = run_cli(["report", str(results_copy)], capsys)
+    assert code == 2 and "line 3" in err and "nosuchrun" in err
+
+
+def test_placeholders_render_values_references_and_tables():
+    results = {"a.json": {"provenance": {"command": "python a.py"},
+                          "runs": [{"label": "x", "elbo": -90.456, "n": 3, "ratio": 1.0449}]}}
+    text = reports.render_template("{{ a.json | runs/x/neg_elbo }} {{ a.json | runs/0/n }} "
+                                   "{{ a.json | runs/x/ratio | x }} {{ reference | jang-cat-gumbel }}", results)
+    assert text == "90.46 3 1.04× 101.5"
+    assert "`python a.py`" in reports.render_template("{{ table sources }}", results)
+
+
+def test_readme_prose_types_no_figure_by_hand():
+    """Outside code and the generated block, the README quotes no decimal figure."""
+    readme = (ROOT / "README.md").read_text()
+    readme = readme[:readme.index(reports.START)] + readme[readme.index(reports.END):]
+    prose = re.sub(r"```.*?```", "", readme, flags=re.S)
+    prose = "\n".join(l for l in prose.splitlines() if not l.startswith("    "))
+    prose = re.sub(r"`[^`]*`", "", prose)
+    assert not re.findall(r"(?<![\w.])\d+\.\d+", prose)
