@@ -46,6 +46,18 @@ def test_readme_results_block_is_what_the_report_renders():
     assert "88.64" in block                 # the VAE headline figure is there, and came from its file
 
 
+def test_readme_component_tables_are_the_registry():
+    """The README's model/guide/objective/dataset tables are generated from the registrations: every
+    registered name has its row, with its registered description."""
+    from zoo.registry import GUIDES, MODELS
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index(reports.REGISTRY_START):readme.index(reports.REGISTRY_END) + len(reports.REGISTRY_END)]
+    assert block == reports.render_registry_block()
+    for table in (MODELS, GUIDES):
+        for name, component in table.items():
+            assert f"| `{name}` | {component.description.replace('|', chr(92) + '|')} |" in block
+
+
 def test_a_table_figure_equals_the_value_in_its_json():
     """The headline NLL of the KL-warm-up VAE, read back from the rendered table, is its file's `nll`."""
     name, label = "quality_mnist_elbo_warmup700.json", "elbo"

@@ -126,3 +126,27 @@ def compatibility(x_dim: int = 64, model_options: Optional[Dict[str, Dict]] = No
                 except ZooError as e:
                     rows.append((m, g, o, str(e)))
     return rows
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def registry_markdown() -> str:
+    """The README's tables of models, guides, objectives and datasets, from their registrations.
+
+    Each row is the component's registered description (and a guide family's latent supports), so
+    the README says what ``pyro-zoo list`` says; ``pyro-zoo report`` writes it between
+    ``<!-- registry:start -->`` and ``<!-- registry:end -->``.
+    """
+    def table(head, rows):
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+        return "\n".join(lines)
+
+    parts = [table(("model", "generative story"), [(f"`{n}`", c.description) for n, c in MODELS.items()]),
+             table(("guide", "q(z \\| x)", "latents"),
+                   [(f"`{n}`", c.description, ", ".join(c.factory.supports)) for n, c in GUIDES.items()]),
+             table(("objective", "what it optimizes"), [(f"`{n}`", c.description) for n, c in OBJECTIVES.items()]),
+             table(("dataset", "what"), [(f"`{n}`", c.description) for n, c in DATASETS.items()])]
+    return "\n\n".join(parts)
