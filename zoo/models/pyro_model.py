@@ -42,6 +42,9 @@ same code would silently share the first one's values):
   *unconstrained* value; each call returns ``transform_to(constraint)`` of it, as Pyro does.
   The initial value is the one the model passes; the global param store is never read or written.
 
+**Devices.** ``model.to("cuda")`` moves the networks and parameters; tensors the model function
+creates itself (``torch.zeros(2)``) are created on the model's device during the call.
+
 **Fresh networks per zoo model.** Parameters belong to one zoo model; building a second zoo model
 from the same module objects is refused. Give a *factory* instead, a callable whose first argument
 is ``x_dim`` (a function returning the model function, or an ``nn.Module`` class): each
@@ -91,6 +94,7 @@ A user-written model, three guides compared (the README's example)::
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import importlib.util
@@ -217,7 +221,10 @@ class PyroModel(ZooModel):
             N = B if N is None else N
         elif N is None:
             raise ValueError("give either data x or the number of data N to generate")
-        with _OwnParameters(self):
+        device = self.device
+        # On a GPU, tensors the model makes (torch.zeros(2) for a prior's mean) are made there too;
+        # on the CPU nothing changes, and torch's device mode, which sees every op, is not paid for.
+        with _OwnParameters(self), (torch.device(device) if device.type != "cpu" else contextlib.nullcontext()):
             if self.training:
                 return self._fn(x, idx=idx, N=int(N))
             with warnings.catch_warnings():       # pyro.module on a frozen network (a guide refit) warns
