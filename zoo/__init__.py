@@ -28,7 +28,7 @@ _API = {
     "build_objective": "zoo.registry", "check_combination": "zoo.registry", "fit": "zoo.training.loop",
     "fit_local_guide": "zoo.training.loop", "evaluate": "zoo.evaluation.harness",
     "RunConfig": "zoo.experiments.config", "train_run": "zoo.experiments.run", "evaluate_run": "zoo.experiments.run",
-    "compare": "zoo.experiments.compare", "ZooError": "zoo.core.errors",
+    "compare": "zoo.experiments.compare", "ZooError": "zoo.core.errors", "from_pyro": "zoo.models.pyro_model",
 }
 __all__ = sorted(_API)
 

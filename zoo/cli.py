@@ -15,6 +15,8 @@ from typing import List, Optional
 from zoo import flags
 from zoo.core.errors import ZooError
 
+MODEL_HELP = ("model name (see 'pyro-zoo list'), or your own Pyro model as FILE.py:NAME (a model function "
+              "model(x, idx=None, N=None), or a factory NAME(x_dim) returning one; see zoo.from_pyro)")
 EPILOG = "Run 'pyro-zoo list' for the models, guides, objectives and datasets, and which combinations are valid."
 
 
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="models, guides, objectives, datasets and valid combinations")
 
     p = sub.add_parser("train", help="train one model/guide/objective and evaluate it")
-    p.add_argument("model", nargs="?", help="model name (see 'pyro-zoo list')")
+    p.add_argument("model", nargs="?", help=MODEL_HELP)
     p.add_argument("--guide", default=None, help="guide family (default: amortized)")
     p.add_argument("--objective", default=None, help="objective (default: elbo)")
     p.add_argument("--out", default=None, help="output folder (default: runs/MODEL-GUIDE-OBJECTIVE)")
@@ -48,14 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("compare", help="train and evaluate a grid of guides × objectives")
-    p.add_argument("model", help="model name")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--guides", type=flags.names, required=True, help="comma-separated guide families")
     p.add_argument("--objectives", type=flags.names, required=True, help="comma-separated objectives")
     p.add_argument("--out", default=None, help="output folder (default: runs/compare-MODEL)")
     _add_common(p)
 
     p = sub.add_parser("gradients", help="bias, variance and SNR of gradient estimators at fixed parameters")
-    p.add_argument("model", help="model name")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--guide", default="amortized", help="guide family (default: amortized)")
     p.add_argument("--objectives", type=flags.names, required=True, help="comma-separated objectives")
     p.add_argument("--particles", type=flags.ints, default=[1, 5, 50], dest="particles_list",
@@ -92,6 +94,12 @@ def _config(args, model: str, guide: str, objective: str, base=None):
     if base is None:
         return RunConfig(model=model, guide=guide, objective=objective, **settings, **options)
     return dataclasses.replace(base, model=model, guide=guide, objective=objective, **settings, **options)
+
+
+def model_label(model: str) -> str:
+    """The model's name in default folder names: ``FILE.py:NAME`` gives ``NAME``."""
+    from zoo.models.pyro_model import model_label as label
+    return label(model)
 
 
 def cmd_list(args) -> None:
@@ -143,7 +151,7 @@ def cmd_train(args) -> None:
         if not args.model:
             raise ZooError("name a model, e.g. 'pyro-zoo train vae --guide amortized' (see 'pyro-zoo list')")
         config = _config(args, args.model, args.guide or "amortized", args.objective or "elbo")
-        out = Path(args.out or f"runs/{config.model}-{config.guide}-{config.objective}")
+        out = Path(args.out or f"runs/{model_label(config.model)}-{config.guide}-{config.objective}")
         summary = train_run(config, out, force=args.force, progress=not args.no_progress)
     if summary.get("rank") == "worker":         # a non-zero rank under torchrun: rank 0 reports
         return
@@ -161,7 +169,7 @@ def cmd_compare(args) -> None:
     from zoo.experiments.config import RunConfig
     base = RunConfig(model=args.model, **flags.given_run_settings(args),
                      model_options=flags.given_options(args, "model", [args.model]))
-    out = Path(args.out or f"runs/compare-{args.model}")
+    out = Path(args.out or f"runs/compare-{model_label(args.model)}")
     rows = compare(args.model, args.guides, args.objectives, base, out, force=args.force,
                    progress=not args.no_progress, guide_options=flags.given_options(args, "guide", args.guides),
                    objective_options=flags.given_options(args, "objective", args.objectives))
@@ -181,7 +189,7 @@ def cmd_gradients(args) -> None:
     from zoo.evaluation.tables import gradients_markdown
     from zoo.experiments.gradients import gradients_run
     config = _config(args, args.model, args.guide, args.objectives[0])
-    out = Path(args.out or f"runs/gradients-{args.model}-{args.guide}")
+    out = Path(args.out or f"runs/gradients-{model_label(args.model)}-{args.guide}")
     result = gradients_run(args.model, args.guide, args.objectives, args.particles_list, args.repeats, config, out,
                            checkpoint=args.checkpoint, force=args.force)
     print(gradients_markdown(result))

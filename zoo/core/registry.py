@@ -19,6 +19,13 @@ groups ``pyro_zoo.models``, ``pyro_zoo.guides``, ``pyro_zoo.objectives`` and
 ``pyro_zoo.datasets``: each entry point names a module, and importing it registers its
 components.
 
+Names that are not registered can still be looked up through a *resolver*
+(:meth:`Registry.add_resolver`): ``MODELS`` resolves ``FILE.py:NAME`` to the user's own Pyro
+model (:mod:`zoo.models.pyro_model`), so the CLI, ``compare``, ``eval`` and ``gradients`` take it
+wherever they take a model name. A component whose identity lives outside the zoo declares the
+capability ``pinned_options``, a callable giving options that a run's config records when it is
+made (a model file's SHA-256), so that a resumed or re-evaluated run can refuse a changed source.
+
 Errors speak the Python API's names (``latent_dim``); only the CLI translates them into
 flags (``--latent-dim``), using :attr:`OptionError.option`.
 
@@ -236,6 +243,7 @@ class Registry:
         self._modules = tuple(modules)
         self._group = entry_points
         self._entries: Dict[str, Component] = {}
+        self._resolvers: list = []
         self._loaded = not modules and entry_points is None
 
     def register(self, name: str, *, options: type = NoOptions, description: str = "",
@@ -251,6 +259,12 @@ class Registry:
             self._entries[name] = Component(self.kind, name, factory, options, text, dict(capabilities))
             return factory
         return decorate
+
+    def add_resolver(self, resolve: Callable[[str], Optional[Component]]) -> None:
+        """Also look up names that are not registered: ``resolve(name)`` returns a :class:`Component`
+        for names it understands (``FILE.py:NAME`` for models), else ``None``. Resolved names are not
+        listed (iteration shows the registered components only)."""
+        self._resolvers.append(resolve)
 
     def _load(self) -> None:
         if self._loaded:
@@ -270,7 +284,14 @@ class Registry:
     def __getitem__(self, name: str) -> Component:
         self._load()
         if name not in self._entries:
-            raise unknown_name(self.kind, name, self._entries)
+            for resolve in self._resolvers:
+                component = resolve(name)
+                if component is not None:
+                    return component
+            error = unknown_name(self.kind, name, self._entries)
+            if self._resolvers and self.kind == "model":
+                error = ZooError(f"{error} Or give your own Pyro model as FILE.py:NAME.")
+            raise error
         return self._entries[name]
 
     def __contains__(self, name: object) -> bool:

@@ -103,6 +103,9 @@ class RunConfig(Options):
                               f"got {self.weight_decay}")
         for kind in COMPONENT_KINDS:
             self.resolved(kind)                  # unknown names and bad options fail here, before any data load
+            pinned = self.component(kind).capability("pinned_options")
+            if pinned:                           # e.g. a model file's SHA-256, checked when the run is rebuilt
+                setattr(self, f"{kind}_options", {**pinned(), **getattr(self, f"{kind}_options")})
         REGISTRIES["dataset"][self.dataset]
 
     # -- the components ---------------------------------------------------------------
