@@ -31,3 +31,12 @@ def test_python_api_example_runs(capsys):
     code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
     exec(compile(code, "README.md", "exec"), {})
     assert "log p(x) =" in capsys.readouterr().out
+
+
+def test_the_from_pyro_example_is_the_one_that_is_run():
+    """The README's user-model example is the block tests/test_from_pyro.py runs (from_pyro's docstring)."""
+    import textwrap
+    import zoo.models.pyro_model as module
+    tested = textwrap.dedent(module.__doc__.split("(the README's example)::\n", 1)[1].split("\n\n(", 1)[0]).strip()
+    blocks = [b.strip() for b in re.findall(r"```python\n(.*?)```", README, re.S)]
+    assert tested in blocks
