@@ -2,7 +2,9 @@
 
 Every objective is a :class:`pyro.infer.ELBO` (``loss``, ``loss_and_grads``), built by
 name from the registry with a number of particles K, vectorized over a particle
-plate left of the data plate.
+plate left of the data plate. Here the bounds themselves, with their reparameterized
+gradient; the registry entries ``iwae`` and ``renyi`` and their other estimators
+(DReG, VIMCO, Pyro's RenyiELBO) are in :mod:`zoo.objectives.importance`.
 
 Why we write our own Renyi/IWAE class
 -------------------------------------

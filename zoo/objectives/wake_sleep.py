@@ -1,7 +1,16 @@
-"""Reweighted wake-sleep: per-datum (ours) and Pyro's, kept to show its caveat."""
+"""Reweighted wake-sleep: per-datum (ours) and Pyro's, kept to show its caveat; the ``rws`` objective.
+
+Wake-sleep is not one bound with a gradient estimator: the model climbs the IWAE bound, the
+guide follows its own wake and sleep updates (:class:`ReweightedWakeSleep`). It is registered
+as the bound ``rws`` whose two "estimators" are the two implementations, ``per_datum`` (ours,
+the default) and ``pyro`` (the preset ``rws_pyro``), so that it takes the same options
+(``particles``, ``insomnia``) and declares its capabilities like every other objective.
+"""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pyro.poutine as poutine
 import torch
@@ -9,9 +18,11 @@ from pyro.infer import ReweightedWakeSleep as PyroRWS
 
 from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
+from zoo.core.registry import OptionError, option
+from zoo.objectives.axes import BoundOptions, Estimator, Particles, estimator_option, register_bound, register_preset
 from zoo.objectives.base import PerDatumObjective
 
-__all__ = ["ReweightedWakeSleep", "PyroReweightedWakeSleep"]
+__all__ = ["ReweightedWakeSleep", "PyroReweightedWakeSleep", "Insomnia", "RWSOptions", "RWS_ESTIMATORS"]
 
 
 class ReweightedWakeSleep(PerDatumObjective):
@@ -97,3 +108,41 @@ class PyroReweightedWakeSleep(PyroRWS):
     def loss_and_grads(self, model, guide, *args, **kwargs):
         return super().loss_and_grads(model, guide, *args, **kwargs)[0]
 
+
+@dataclass
+class Insomnia(Particles):
+    """Options of the ``rws`` objective but its estimator (the ``rws_pyro`` preset's)."""
+
+    insomnia: float = option(1.0, "rws: weight of wake-phi against sleep-phi for the guide (default 1)")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.insomnia <= 1.0:
+            raise OptionError("insomnia", f"must be in [0, 1], got {self.insomnia}")
+
+
+@dataclass
+class RWSOptions(Insomnia, BoundOptions):
+    """Options of the ``rws`` objective."""
+
+    bound: ClassVar[str] = "rws"
+    estimator: str = estimator_option("per_datum")
+
+
+def _pyro_rws(particles: int, insomnia: float) -> PyroReweightedWakeSleep:
+    return PyroReweightedWakeSleep(num_particles=particles, insomnia=insomnia, vectorize_particles=True,
+                                   max_plate_nesting=MAX_PLATE_NESTING)
+
+
+RWS_ESTIMATORS = register_bound("rws", options=RWSOptions, default="per_datum", description=(
+    "reweighted wake-sleep: the IWAE bound for the model; wake-phi and sleep-phi, mixed by --insomnia, for the "
+    "guide; --particles 1 --insomnia 0 is wake-sleep"), estimators=[
+    Estimator("per_datum", "our per-datum reweighted wake-sleep",
+              lambda k, insomnia: ReweightedWakeSleep(num_particles=k, insomnia=insomnia), default_particles=5,
+              warmup=False, ddp=False),
+    Estimator("pyro", "Pyro's ReweightedWakeSleep. Caveat: pools the N/B-scaled log-weights of the minibatch into "
+              "one weight per particle, so under minibatching it is not per-datum", _pyro_rws, default_particles=5,
+              warmup=False, jit=False, ddp=False),
+])
+
+register_preset("rws_pyro", RWS_ESTIMATORS["pyro"], options=Insomnia)
