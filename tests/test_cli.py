@@ -84,6 +84,22 @@ def test_resume_continues_the_run(tmp_path, capsys):
     assert code == 2 and "guide='amortized'" in err
 
 
+def test_a_bound_with_an_estimator_trains_exactly_as_its_preset(tmp_path, capsys):
+    """`--objective iwae --estimator dreg` is `--objective dreg`: the same losses, bounds and log p(x)."""
+    base = ["vae", "--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--particles", "3"] + TINY
+    results = []
+    for objective in (["--objective", "dreg"], ["--objective", "iwae", "--estimator", "dreg"]):
+        out = tmp_path / "-".join(objective)
+        code, stdout, err = run_cli(["train"] + base + objective + ["--out", str(out)], capsys)
+        assert code == 0, err
+        results.append(json.loads((out / "results.json").read_text()))
+    assert "| vae | amortized | iwae (dreg) | 3 |" in stdout
+    dreg, spelled_out = results
+    assert [h["loss"] for h in dreg["history"]] == [h["loss"] for h in spelled_out["history"]]
+    for key in ("elbo", "iwae_bound", "log_likelihood"):
+        assert dreg[key] == spelled_out[key], key
+
+
 def test_compare_writes_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "cmp"
     code, stdout, err = run_cli(["compare", "vae", "--guides", "amortized,iaf", "--objectives", "elbo,iwae",
@@ -144,6 +160,17 @@ BAD = {
     "one particle for a leave-one-out baseline": (["train", "sbn", "--objective", "rloo", "--particles", "1"],
                                                   "pass --particles 2 or more"),
     "insomnia out of range": (["train", "sbn", "--objective", "rws", "--insomnia", "2"], "--insomnia must be in [0, 1]"),
+    "an estimator of another bound": (["train", "vae", "--objective", "elbo", "--estimator", "dreg", "--epochs", "1"],
+                                      "--estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, "
+                                      "tracegraph, reinforce, rloo, stl, enum (dreg is an estimator of iwae)"),
+    "an estimator for a preset": (["train", "vae", "--objective", "dreg", "--estimator", "vimco"],
+                                  "--estimator applies to the 'elbo', 'iwae', 'renyi', 'rws' objectives only, not 'dreg'"),
+    "a path-derivative estimator of a discrete bound": (["train", "sbn", "--objective", "iwae", "--estimator", "dreg"],
+                                                         "'iwae' with estimator 'dreg' needs a reparameterizable guide"),
+    "--jit on a two-surrogate estimator": (["train", "vae", "--objective", "iwae", "--estimator", "dreg", "--jit"],
+                                           "'iwae' with estimator 'dreg' is not one of them"),
+    "--alpha on a bound without an order": (["train", "vae", "--objective", "iwae", "--alpha", "0.5"],
+                                            "--alpha applies to the 'renyi', 'renyi_pyro' objectives only, not 'iwae'"),
 }
 
 

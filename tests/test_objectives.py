@@ -1,4 +1,5 @@
-"""The per-datum Renyi/IWAE objectives against hand computations."""
+"""The per-datum Renyi/IWAE objectives against hand computations; objectives as bound x estimator."""
+import copy
 import math
 
 import pyro
@@ -190,3 +191,135 @@ def test_kl_warmup_is_refused_where_there_is_no_kl_to_weight(tmp_path):
     for objective in ("enum", "rws"):
         with pytest.raises(ZooError, match="kl_warmup weights the latent terms"):
             prepare(RunConfig.make(model="sbn", layers=[4], objective=objective, dataset="digits", kl_warmup=5))
+
+
+# --- bound x estimator: presets are pairs, and a pair is checked from what its estimator declares ---------
+
+def test_every_registered_name_is_a_bound_or_a_preset_of_a_valid_pair():
+    """Each of the flat list's 14 names is (bound, estimator) of a registered bound; a bound's own name
+    is its default estimator; a preset takes exactly its bound's options but ``estimator``."""
+    from zoo.core.registry import OBJECTIVES
+    from zoo.objectives import bounds, objective_capabilities, preset_of
+    assert set(OBJECTIVES) == {"elbo", "tracemeanfield", "tracegraph", "enum", "rws", "rws_pyro", "reinforce", "rloo",
+                               "stl", "dreg", "vimco", "renyi", "iwae", "renyi_pyro"}
+    assert bounds() == ["elbo", "iwae", "renyi", "rws"]
+    for name in OBJECTIVES:
+        bound, estimator = preset_of(name)
+        assert bound in bounds() and estimator in OBJECTIVES[bound].capability("estimators"), name
+        caps = objective_capabilities(name)
+        assert caps == objective_capabilities(bound, estimator) and (caps.bound, caps.name) == (bound, estimator)
+        options = {f.name for f in OBJECTIVES[name].options.specs()}
+        assert options | {"estimator"} == {f.name for f in OBJECTIVES[bound].options.specs()}, name
+    assert preset_of("dreg") == ("iwae", "dreg") and preset_of("tracemeanfield") == ("elbo", "analytic_kl")
+    assert preset_of("iwae") == ("iwae", "reparam") and preset_of("renyi_pyro") == ("renyi", "pyro")
+
+
+def test_an_invalid_pair_is_refused_in_one_line_naming_the_bound_s_estimators():
+    from zoo.core.errors import ZooError
+    from zoo.core.registry import OptionError
+    from zoo.objectives import objective_capabilities
+    with pytest.raises(OptionError) as info:
+        build_objective("elbo", estimator="dreg")
+    assert str(info.value) == ("estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, "
+                               "tracegraph, reinforce, rloo, stl, enum (dreg is an estimator of iwae)")
+    with pytest.raises(ZooError, match="renyi bound's estimators: reparam, pyro"):
+        objective_capabilities("renyi", "vimco")            # VIMCO is derived for alpha = 0 only
+    with pytest.raises(ZooError, match="'dreg' is iwae with estimator 'dreg'; for estimator 'vimco' use objective"):
+        objective_capabilities("dreg", "vimco")
+    with pytest.raises(OptionError, match="is not an option of the objective 'dreg'"):
+        build_objective("dreg", estimator="dreg")          # a preset has no estimator to choose
+
+
+def _preset_cases():
+    from zoo.core.registry import OBJECTIVES
+    from zoo.objectives import preset_of
+    fixed = {"renyi_pyro": {"alpha": 0.5}, "renyi": {"alpha": 0.5}, "rws": {"insomnia": 0.5}}
+    return [(name, *preset_of(name), fixed.get(name, {})) for name in OBJECTIVES]
+
+
+@pytest.mark.parametrize("name,bound,estimator,options", _preset_cases(), ids=[c[0] for c in _preset_cases()])
+def test_a_preset_is_its_bound_and_estimator_spelled_out(name, bound, estimator, options):
+    """On a fixed seed, --objective NAME and --objective BOUND --estimator E give the same loss and the
+    same gradient of every parameter, to the bit (the same estimator object, the same random draws)."""
+    from zoo.registry import build_guide, build_model
+    from zoo.training.loop import fit
+    torch.manual_seed(0)
+    x = (torch.rand(24, 8) < 0.4).float()
+    discrete = name == "enum"
+    model0 = build_model("sbn", 8, layers=(3,)) if discrete else build_model("vae", 8, latent_dim=2, hidden=(6,))
+    guide0 = build_guide("amortized", model0, hidden=(6,))
+    results = []
+    for objective in (build_objective(name, **options), build_objective(bound, estimator=estimator, **options)):
+        model, guide = copy.deepcopy((model0, guide0))
+        pyro.set_rng_seed(3)
+        history = fit(model, guide, objective, x, epochs=2, batch_size=8, lr=1e-2, seed=3, progress=False)
+        for p in list(model.parameters()) + list(guide.parameters()):
+            p.grad = None
+        pyro.set_rng_seed(4)
+        loss = objective.loss_and_grads(model, guide, x[:8], idx=torch.arange(8), N=24)
+        grads = [p.grad.clone() for p in list(model.parameters()) + list(guide.parameters()) if p.grad is not None]
+        results.append(([h["loss"] for h in history] + [loss], grads))
+    (losses_a, grads_a), (losses_b, grads_b) = results
+    assert losses_a == losses_b and len(grads_a) == len(grads_b) > 0
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+
+
+def test_jit_and_ddp_support_are_read_from_the_estimators():
+    """The names --jit and --distributed accept are those whose estimator declares it, and they are the
+    lists the flat registry kept by hand."""
+    from zoo.core.registry import OBJECTIVES
+    from zoo.training.distributed import DDP_OBJECTIVES
+    from zoo.training.jit import JIT_OBJECTIVES
+    from zoo.objectives import objective_capabilities
+    assert set(JIT_OBJECTIVES) == {n for n in OBJECTIVES if objective_capabilities(n).jit} == {
+        "elbo", "tracemeanfield", "tracegraph", "reinforce", "rloo", "stl", "vimco", "rws", "enum", "renyi", "iwae"}
+    assert set(DDP_OBJECTIVES) == {n for n in OBJECTIVES if objective_capabilities(n).ddp} == {
+        "elbo", "tracemeanfield", "enum", "iwae", "renyi", "renyi_pyro", "stl", "vimco", "reinforce", "rloo"}
+    assert not objective_capabilities("iwae", "dreg").jit and objective_capabilities("iwae", "vimco").jit
+
+
+def test_the_combination_check_reads_the_chosen_estimator():
+    """iwae with reparam or dreg differentiates through the samples: refused for a score-function guide over
+    binary latents, with the objectives that do fit named; iwae with vimco is valid there."""
+    from zoo.core.errors import ZooError
+    from zoo.registry import build_model, check_combination
+    sbn = build_model("sbn", 16, layers=(3,))
+    check_combination(sbn, "amortized", "iwae", objective_options={"estimator": "vimco"})
+    with pytest.raises(ZooError) as info:
+        check_combination(sbn, "amortized", "iwae", objective_options={"estimator": "dreg"})
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("objective 'iwae' with estimator 'dreg' needs a reparam")
+    assert "use elbo, tracegraph, enum, reinforce, rloo, vimco, rws, rws_pyro" in message
+    with pytest.raises(ZooError, match="objective 'iwae' needs a reparameterizable guide"):
+        check_combination(sbn, "amortized", "iwae")
+
+
+def test_a_new_bound_is_one_registration():
+    """A bound registered with a table of one estimator gets its options, a CLI --estimator value and the
+    combination check, with no other change."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from zoo.cli import build_parser
+    from zoo.core.errors import ZooError
+    from zoo.core.registry import OBJECTIVES
+    from zoo.objectives.axes import BoundOptions, Estimator, estimator_option, register_bound
+    from zoo.registry import build_model, check_combination
+
+    @dataclass
+    class ToyOptions(BoundOptions):
+        bound: ClassVar[str] = "toy_bound"
+        estimator: str = estimator_option("path")
+
+    try:
+        register_bound("toy_bound", options=ToyOptions, default="path", description="a test bound", estimators=[
+            Estimator("path", "reparameterized IWAE", lambda k: IWAEBound(num_particles=k), default_particles=3,
+                      needs_reparam=True)])
+        assert build_objective("toy_bound").num_particles == 3
+        args = build_parser().parse_args(["train", "vae", "--objective", "toy_bound", "--estimator", "path"])
+        assert getattr(args, "objective:estimator") == "path"
+        check_combination(build_model("vae", 16), "amortized", "toy_bound")
+        with pytest.raises(ZooError, match="objective 'toy_bound' needs a reparameterizable guide"):
+            check_combination(build_model("sbn", 16, layers=(3,)), "amortized", "toy_bound")
+    finally:
+        OBJECTIVES._entries.pop("toy_bound", None)

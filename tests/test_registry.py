@@ -94,6 +94,21 @@ def test_config_round_trips_and_reads_the_flat_configs_of_old_checkpoints():
     assert RunConfig.from_json(old) == config
 
 
+def test_configs_stored_before_the_bound_estimator_split_still_load():
+    """Every objective used to take alpha and insomnia and ignore them unless it used them: a stored config
+    with them on another objective loads without them; an objective that uses them keeps them."""
+    old_nested = {"model": "vae", "objective": "dreg", "objective_options": {"particles": 3, "alpha": 0.5,
+                                                                             "insomnia": 0.2}}
+    assert RunConfig.from_json(old_nested) == RunConfig.make(model="vae", objective="dreg", particles=3)
+    old_flat = {"model": "vae", "objective": "iwae", "alpha": 0.5, "insomnia": 1.0, "particles": None}
+    assert RunConfig.from_json(old_flat).objective_options == {}
+    for objective, key in (("renyi_pyro", "alpha"), ("rws", "insomnia")):
+        config = RunConfig.from_json({"model": "sbn", "objective": objective, key: 0.5})
+        assert config.objective_options == {key: 0.5} and getattr(config.resolved("objective"), key) == 0.5
+    with pytest.raises(OptionError, match="alpha applies to the 'renyi', 'renyi_pyro' objectives only"):
+        RunConfig.make(model="vae", objective="iwae", alpha=0.5)       # a new config is checked strictly
+
+
 def test_resumable_changes_are_declared_by_the_components():
     changes = resumable_changes(RunConfig.make(model="sbn", layers=[4], guide="relaxed"))
     assert {"epochs", "lr", "lr_decay", "eval_samples"} <= set(changes["run"])

@@ -229,3 +229,16 @@ def test_structured_relaxed_guide_reads_hard_children_when_evaluating():
     assert set(trace.nodes["z1"]["value"].unique().tolist()) <= {0.0, 1.0}
     result = zoo.evaluate(model, guide, x, num_samples=20, iwae_k=5)
     assert result["elbo"] <= result["exact_log_likelihood"] + 1e-4
+
+
+def test_analytic_kl_is_refused_for_a_structured_guide():
+    """TraceMeanField_ELBO's per-site closed-form KL(q(z1|x) || p(z1|z2)) holds z2 fixed while z2 was
+    drawn given z1: biased for q(z2 | z1, x). The registry refuses the pair, and mean-field is fine."""
+    model = SBN(x_dim=6, layers=(3, 2))
+    with pytest.raises(ZooError, match="biased for a structured guide"):
+        check_combination(model, "relaxed", "tracemeanfield", guide_options={"structured": True})
+    with pytest.raises(ZooError, match="biased for a structured guide"):
+        check_combination(model, "relaxed", "elbo", guide_options={"structured": True},
+                          objective_options={"estimator": "analytic_kl"})
+    check_combination(model, "relaxed", "tracemeanfield", guide_options={"structured": False})
+    check_combination(model, "relaxed", "elbo", guide_options={"structured": True})

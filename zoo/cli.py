@@ -103,7 +103,6 @@ def model_label(model: str) -> str:
 
 
 def cmd_list(args) -> None:
-    from zoo.objectives import objective_capabilities
     from zoo.registry import DATASETS, GUIDES, MODELS, OBJECTIVES, compatibility
 
     def section(title, table, describe):
@@ -119,8 +118,7 @@ def cmd_list(args) -> None:
         return describe
     section("models", MODELS, with_options("model"))
     section("guides", GUIDES, with_options("guide"))
-    section("objectives", OBJECTIVES, lambda c: with_options("objective")(c)
-            + ("  [--jit]" if objective_capabilities(c.name).jit else ""))
+    _list_objectives(OBJECTIVES, with_options("objective"))
     section("datasets", DATASETS, lambda c: c.description)
     rows = compatibility()
     objectives = list(OBJECTIVES)
@@ -133,6 +131,29 @@ def cmd_list(args) -> None:
             else:
                 why = next(w for (mm, gg, o, w) in rows if mm == m and gg == g)
                 print(f"  {m:<6} × {g:<10} -  ({why.split(';')[0]})")
+
+
+def _list_objectives(objectives, describe) -> None:
+    """Bounds with their --estimator choices and what each needs; then the presets, one pair each."""
+    from zoo.objectives import bounds, preset_of
+    print("objectives: a bound and its gradient estimator (--objective BOUND --estimator NAME)")
+    named = {preset_of(n): n for n in objectives if objectives[n].capability("preset") is not None}
+    for bound in bounds():
+        print(f"  {bound:<16} {describe(objectives[bound])}")
+        for name, caps in objectives[bound].capability("estimators").items():
+            notes = [text for flag, text in (
+                (name == objectives[bound].capability("default_estimator"), "default"),
+                ((bound, name) in named, f"preset {named.get((bound, name))!r}"),
+                (caps.needs_reparam, "reparameterizable guide"), (caps.needs_enumeration, "small discrete latents"),
+                (caps.needs_normal_guide, "Normal guide sites"), (caps.min_particles > 1, f"K >= {caps.min_particles}"),
+                (caps.jit, "--jit"), (caps.ddp, "--distributed")) if flag]
+            print(f"    --estimator {name:<12} {caps.description}  [{', '.join(notes)}]")
+    print("presets (the names before the split; each takes its bound's options but --estimator):")
+    for name in objectives:
+        if objectives[name].capability("preset") is not None:
+            bound, estimator = preset_of(name)
+            print(f"  {name:<16} = --objective {bound} --estimator {estimator}")
+    print()
 
 
 def cmd_train(args) -> None:
@@ -188,10 +209,14 @@ def _print_summary(rows, out: Path, files=("results.json", "results.md")) -> Non
 def cmd_gradients(args) -> None:
     from zoo.evaluation.tables import gradients_markdown
     from zoo.experiments.gradients import gradients_run
-    config = _config(args, args.model, args.guide, args.objectives[0])
+    from zoo.experiments.config import RunConfig
+    config = RunConfig(model=args.model, guide=args.guide, objective=args.objectives[0],
+                       **flags.given_run_settings(args), model_options=flags.given_options(args, "model", [args.model]),
+                       guide_options=flags.given_options(args, "guide", [args.guide]))
     out = Path(args.out or f"runs/gradients-{model_label(args.model)}-{args.guide}")
     result = gradients_run(args.model, args.guide, args.objectives, args.particles_list, args.repeats, config, out,
-                           checkpoint=args.checkpoint, force=args.force)
+                           checkpoint=args.checkpoint, force=args.force,
+                           objective_options=flags.given_options(args, "objective", args.objectives))
     print(gradients_markdown(result))
     print(f"wrote {out / 'gradients.md'}, {out / 'gradients.json'}, {out / 'gradients.png'}")
 

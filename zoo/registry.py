@@ -8,13 +8,13 @@ capabilities), never from a hand-kept list of pairs.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from zoo.core.contract import ZooModel
 from zoo.core.distributions import ENUMERATION_LIMIT
 from zoo.core.errors import ZooError
 from zoo.core.registry import DATASETS, GUIDES, MODELS, OBJECTIVES
-from zoo.objectives import build_objective, objective_capabilities
+from zoo.objectives import build_objective, objective_capabilities, objective_label
 
 __all__ = ["MODELS", "GUIDES", "OBJECTIVES", "DATASETS", "build_model", "build_guide", "build_objective",
            "check_guide", "check_combination", "compatibility"]
@@ -61,6 +61,11 @@ def check_combination(model: ZooModel, guide: str, objective: str,
                       objective_options: Optional[Mapping[str, object]] = None) -> None:
     """Raise :class:`ZooError` unless (model, guide, objective) is mathematically valid.
 
+    ``objective`` is a bound with ``objective_options["estimator"]`` (default: the bound's own),
+    or a preset that fixes both; the decision reads only what the estimator declares
+    (:class:`~zoo.objectives.axes.Estimator`) and what the guide family declares. The error is
+    one line that says what to use instead: the objectives that do fit this model and guide.
+
     The rules, from what each entry declares:
 
     - the guide must support the model's latents: ``iaf`` and ``exact`` take real latents only,
@@ -71,41 +76,63 @@ def check_combination(model: ZooModel, guide: str, objective: str,
     - ``enum`` needs discrete latents, a guide with a discrete distribution and at most 2^16 joint
       latent configurations per datum; larger spaces are refused with their size;
     - ``stl`` and ``dreg`` evaluate log q at detached parameters, so they need a guide of Normal
-      sites; ``dreg`` also needs guide parameters separate from the model's (not ``exact``);
-    - ``--baseline`` applies to ``tracegraph`` only.
+      sites; ``dreg`` also needs model and guide parameters kept apart: neither may borrow the other's
+      (the ``exact`` guide, a model that ``borrows_guide``);
+    - ``--baseline`` applies to ``tracegraph`` only;
+    - the analytic-KL estimator (``tracemeanfield``) needs a guide that is mean-field across sites: with
+      ``structured`` guides q(z2 | z1, x) its per-site closed-form KLs would be biased.
     """
     check_guide(guide, model)
     estimator = (objective_options or {}).get("estimator")
     caps = objective_capabilities(objective, estimator)
+    problem = _problem(model, guide, caps, objective_label(objective, estimator), guide_options)
+    if problem is not None:
+        raise ZooError(problem(lambda: _fitting(model, guide)))
+
+
+def _fitting(model: ZooModel, guide: str) -> str:
+    """The registered objectives valid for (model, guide), for "use ..." advice."""
+    fits = [o for o in OBJECTIVES if _problem(model, guide, objective_capabilities(o), repr(o), None) is None]
+    return ", ".join(fits) if fits else "no objective"
+
+
+def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Optional[Callable[[Callable], str]]:
+    """None if the estimator ``caps`` fits (model, guide); else the error, given the "use ..." advice lazily."""
     gcls = GUIDES[guide].factory
     if caps.needs_reparam and not gcls.is_reparameterized(model):
-        raise ZooError(f"objective {objective!r} needs a reparameterizable guide, and {guide!r} over "
-                       f"{model.display_name}'s discrete latents is a score-function guide; use elbo, rloo, "
-                       f"tracegraph, enum or rws, or the 'relaxed' guide")
+        return lambda fits: (f"objective {label} needs a reparameterizable guide, and {guide!r} over "
+                             f"{model.display_name}'s discrete latents is a score-function guide; use {fits()}, "
+                             f"or the 'relaxed' guide")
     if caps.needs_enumeration:
         n = model.num_configurations
         if n is None:
-            raise ZooError(f"'enum' sums over discrete latents, and {model.display_name} has real ones; "
-                           f"use elbo, tracemeanfield or iwae")
+            return lambda fits: (f"objective {label} sums over discrete latents, and {model.display_name} has real "
+                                 f"ones; use {fits()}")
         if not gcls.enumerable:
-            raise ZooError(f"'enum' sums over the guide's discrete distribution, which the {guide!r} guide "
-                           f"does not have while training; use the amortized or meanfield guide")
+            return lambda fits: (f"objective {label} sums over the guide's discrete distribution, which the "
+                                 f"{guide!r} guide does not have while training; use the amortized or meanfield "
+                                 f"guide")
         if n > ENUMERATION_LIMIT:
-            raise ZooError(f"'enum' would sum over {n:.3g} latent configurations per datum, more than the "
-                           f"limit {ENUMERATION_LIMIT}; use tracegraph (with baseline 'neural'), rws or "
-                           f"the relaxed guide")
+            return lambda fits: (f"objective {label} would sum over {n:.3g} latent configurations per datum, more "
+                                 f"than the limit {ENUMERATION_LIMIT}; use tracegraph (with baseline 'neural'), rws "
+                                 f"or the relaxed guide")
     if caps.needs_normal_guide and not gcls.normal_sites:
-        raise ZooError(f"{objective!r} evaluates log q at detached parameters, which needs a guide of Normal "
-                       f"sites; the {guide!r} guide is not one: use meanfield or amortized")
+        return lambda fits: (f"objective {label} evaluates log q at detached parameters, which needs a guide of "
+                             f"Normal sites; the {guide!r} guide is not one: use meanfield or amortized, or {fits()}")
     if caps.separate_surrogates and (gcls.borrows_model or model.borrows_guide):
         who = (f"the {guide!r} guide computes with the model's parameters" if gcls.borrows_model
                else f"{model.display_name} computes with its guide's parameters")
-        raise ZooError(f"{objective!r} differentiates separate model and guide surrogates, which needs disjoint "
-                       f"parameters, and {who}; use iwae" + (", or the meanfield or amortized guide"
-                                                             if gcls.borrows_model else ""))
+        return lambda fits: (f"objective {label} differentiates separate model and guide surrogates, which needs "
+                             f"disjoint parameters, and {who}; use {fits()}"
+                             + (", or the meanfield or amortized guide" if gcls.borrows_model else ""))
+    if caps.needs_mean_field_guide and (guide_options or {}).get("structured"):
+        return lambda fits: (f"objective {label} takes each site's KL in closed form, which is biased for a "
+                             f"structured guide q(z2 | z1, x); drop structured, or use {fits()}")
     baseline = (guide_options or {}).get("baseline")
     if baseline not in (None, "none") and not caps.uses_baselines:
-        raise ZooError(f"baseline is used by the tracegraph objective only, not {objective!r}")
+        return lambda fits: (f"baseline is used by the tracegraph objective only (elbo with estimator "
+                             f"'tracegraph'), not {label}; use tracegraph or drop baseline")
+    return None
 
 
 def compatibility(x_dim: int = 64, model_options: Optional[Dict[str, Dict]] = None

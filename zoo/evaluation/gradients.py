@@ -44,13 +44,13 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import pyro
 import torch
 
 from zoo.core.errors import ZooError
-from zoo.objectives import EnumELBO, build_objective
+from zoo.objectives import OBJECTIVES, EnumELBO, build_objective
 
 __all__ = ["parameter_groups", "gradient_samples", "reference_gradients", "summarize", "diagnose", "toy_gradients"]
 
@@ -151,9 +151,13 @@ def summarize(samples: torch.Tensor, reference: Optional[torch.Tensor]) -> Dict[
 
 
 def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int], repeats: int,
-             alpha: float = 0.0, seed: int = 0, reference: bool = True, reference_repeats: int = 20) -> Dict:
+             alpha: float = 0.0, seed: int = 0, reference: bool = True, reference_repeats: int = 20,
+             objective_options: Optional[Mapping[str, Mapping]] = None) -> Dict:
     """The full table: one row per (objective, K, group), plus the references used
-    (``reference=False`` skips them: variance and SNR need none)."""
+    (``reference=False`` skips them: variance and SNR need none).
+
+    ``objective_options``: per objective name, its options other than ``particles`` (e.g. a bound's
+    ``estimator``); ``alpha`` goes to the objectives that take it."""
     if repeats < 2:
         raise ZooError(f"--repeats must be at least 2 to estimate a variance, got {repeats}")
     N = x.shape[0]
@@ -163,14 +167,18 @@ def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int
     ref, how = reference_gradients(model, guide, x, idx, N, groups, reference_repeats) if reference else ({}, {})
     rows = []
     for name in objectives:
+        options = {k: v for k, v in (objective_options or {}).get(name, {}).items() if k != "particles"}
+        if "alpha" in {f.name for f in OBJECTIVES[name].options.specs()}:
+            options.setdefault("alpha", alpha)
+        label = f"{name} ({options['estimator']})" if options.get("estimator") else name
         for k in particles:
-            objective = build_objective(name, k, alpha)
+            objective = build_objective(name, k, **options)
             pyro.set_rng_seed(seed + 1)
             samples, seconds = gradient_samples(objective, model, guide, x, idx, N, repeats, groups)
             for group, s in samples.items():
                 if s.shape[1] == 0:
                     continue
-                rows.append({"objective": name, "particles": k, "group": group,
+                rows.append({"objective": label, "particles": k, "group": group,
                              "seconds": statistics.median(seconds), **summarize(s, ref.get(group))})
     return {"rows": rows, "reference": how, "batch_size": N}
 

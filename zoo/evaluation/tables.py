@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Dict, Sequence
 
-from zoo.objectives import OBJECTIVES
+from zoo.objectives import objective_capabilities
 
 __all__ = ["COLUMNS", "results_markdown", "gradients_markdown"]
 
@@ -19,9 +19,15 @@ COLUMNS = [("model", "model"), ("guide", "guide"), ("objective", "objective"), (
 def results_markdown(rows: Sequence[Dict]) -> str:
     """A Markdown table of evaluation summaries (one row per run), nats per datum."""
     def cell(row, key):
-        v = row.get(key, row.get("config", {}).get(key))
+        config = row.get("config", {})
+        v = row.get(key, config.get(key))
+        objective_options = config.get("objective_options", {})
+        estimator = objective_options.get("estimator")                          # a bound's, if given
         if key == "particles" and v is None:
-            v = OBJECTIVES[row["config"]["objective"]].default_particles
+            v = objective_options.get("particles") or objective_capabilities(config["objective"],
+                                                                             estimator).default_particles
+        if key == "objective" and estimator:
+            v = f"{v} ({estimator})"
         if v is None:
             return "–"
         if isinstance(v, float):

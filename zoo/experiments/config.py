@@ -138,12 +138,24 @@ class RunConfig(Options):
         run_fields = {f.name for f in dataclasses.fields(cls)}
         legacy = {k: v for k, v in d.items() if k not in run_fields and k in LEGACY_FLAT}
         run = {k: v for k, v in d.items() if k in run_fields}
+        objective = run.get("objective", cls.__dataclass_fields__["objective"].default)
+        taken = {f.name for f in REGISTRIES["objective"][objective].options.specs()}
+        # Before objectives had options of their own, every objective took alpha and insomnia and
+        # ignored them unless it used them: so they are dropped where the objective does not take them.
+        legacy = {k: v for k, v in legacy.items() if k not in SHARED_OBJECTIVE_OPTIONS or k in taken}
+        if "objective_options" in run:
+            run["objective_options"] = {k: v for k, v in run["objective_options"].items()
+                                        if k not in SHARED_OBJECTIVE_OPTIONS or k in taken}
         if legacy:
             names = {kind: run.get(kind, cls.__dataclass_fields__[kind].default) for kind in COMPONENT_KINDS}
             routed = route_flat(names, legacy, lenient=True)
             for kind in COMPONENT_KINDS:
                 run[f"{kind}_options"] = {**routed[kind], **run.get(f"{kind}_options", {})}
         return cls(**run)
+
+
+#: The options that every objective took before the bound x estimator split (zoo.objectives.axes).
+SHARED_OBJECTIVE_OPTIONS = ("alpha", "insomnia")
 
 
 #: The option names of the flat RunConfig of earlier versions (stored in old checkpoints), with

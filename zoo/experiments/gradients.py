@@ -1,16 +1,16 @@
 """``pyro-zoo gradients``: bias, variance and SNR of gradient estimators at fixed parameters."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 from zoo.core.errors import ZooError
 from zoo.data import load_dataset
 from zoo.evaluation import plots
 from zoo.evaluation.gradients import diagnose
 from zoo.evaluation.tables import gradients_markdown
+from zoo.experiments.compare import grid_cells
 from zoo.experiments.config import RunConfig, refuse_other_shapes
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
 from zoo.experiments.run import prepare
@@ -21,8 +21,11 @@ __all__ = ["gradients_run"]
 
 
 def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: Sequence[int], repeats: int,
-                  base: RunConfig, out: Path, checkpoint: Optional[Path] = None, force: bool = False) -> Dict:
-    """``pyro-zoo gradients``: gradient diagnostics at fixed parameters (initialization or a checkpoint)."""
+                  base: RunConfig, out: Path, checkpoint: Optional[Path] = None, force: bool = False,
+                  objective_options: Optional[Mapping] = None) -> Dict:
+    """``pyro-zoo gradients``: gradient diagnostics at fixed parameters (initialization or a checkpoint).
+
+    ``objective_options`` (default: ``base``'s) go to the objectives that take them, as in a compare grid."""
     out = Path(out)
     check_out_dir(out, force, resume=False)
     if (out / "gradients.json").exists() and not force:
@@ -31,11 +34,11 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
         raise ZooError(f"--repeats must be at least 2 to estimate a variance, got {repeats}")
     if not particles or any(k < 1 for k in particles):
         raise ZooError(f"--particles must be positive integers, got {list(particles)}")
-    config = dataclasses.replace(base, model=model, guide=guide, objective=objectives[0])
+    cells = grid_cells(model, [guide], objectives, base, objective_options=objective_options)
+    config = cells[0]
     data = load_dataset(config.dataset, config.data_dir)
-    for name in objectives:
-        check = prepare(dataclasses.replace(config, objective=name), data)
-    run = check
+    for cell in cells:
+        run = prepare(cell, data)
     if checkpoint is not None:
         state = load_checkpoint(Path(checkpoint) / "checkpoint.pt" if Path(checkpoint).is_dir() else Path(checkpoint))
         refuse_other_shapes(RunConfig.from_json(state["config"]), config)
@@ -44,7 +47,8 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
     x = run.data.train[:config.batch_size].to(run.device)
     if not getattr(run.guide, "amortized", True):
         run.guide = build_guide(guide, run.model, num_data=x.shape[0]).to(run.device)
-    result = diagnose(run.model, run.guide, x, objectives, particles, repeats, alpha=config.objective_options.get("alpha", 0.0), seed=config.seed)
+    result = diagnose(run.model, run.guide, x, objectives, particles, repeats, seed=config.seed,
+                      objective_options={cell.objective: cell.objective_options for cell in cells})
     result.update(config=config.to_json(), objectives=list(objectives), particles=list(particles),
                   repeats=repeats, checkpoint=str(checkpoint) if checkpoint else None, device=str(run.device))
     make_out_dir(out)

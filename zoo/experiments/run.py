@@ -35,8 +35,7 @@ from zoo.evaluation.harness import evaluate
 from zoo.evaluation.tables import results_markdown
 from zoo.experiments.config import RunConfig, refuse_mismatch, resolve_device, set_determinism
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
-from zoo.core.registry import OBJECTIVES
-from zoo.objectives import objective_capabilities
+from zoo.objectives import objective_capabilities, objective_label
 from zoo.registry import build_guide, build_model, build_objective, check_combination
 from zoo.training import distributed as ddp
 from zoo.training.checkpoint import (atomic_write_bytes, atomic_write_text, load_checkpoint, rng_state,
@@ -83,8 +82,10 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
         raise OptionError("keep_best", f"picks the epoch with the best validation ELBO, which needs an amortized "
                           f"guide; {config.guide!r} is per-datum: drop it or use amortized", kind="run")
     objective = build_objective(config.objective, jit=config.jit, **objective_options)
-    if config.kl_warmup and not objective_capabilities(config.objective, objective_options.get("estimator")).warmup:
-        raise OptionError("kl_warmup", f"weights the latent terms of a bound; {config.objective!r} has none to weight "
+    estimator = objective_options.get("estimator")
+    if config.kl_warmup and not objective_capabilities(config.objective, estimator).warmup:
+        raise OptionError("kl_warmup", f"weights the latent terms of a bound; "
+                          f"{objective_label(config.objective, estimator)} has none to weight "
                           f"(it sums or sleeps its latents): drop it, or use elbo, tracegraph or iwae", kind="run")
     if config.batch_size > data.train.shape[0]:
         raise OptionError("batch_size", f"{config.batch_size} is larger than the {data.train.shape[0]} training data "
@@ -128,11 +129,11 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
     check_out_dir(out, force, resume)
     world = 1
     if config.distributed or (ddp.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1):
-        caps = objective_capabilities(config.objective, config.objective_options.get("estimator"))
-        if not caps.ddp:
-            ddp_able = [n for n, c in OBJECTIVES.items() if objective_capabilities(n).ddp]
+        estimator = config.objective_options.get("estimator")
+        if not objective_capabilities(config.objective, estimator).ddp:
             raise ZooError(f"distributed training needs an objective with one differentiable loss; "
-                           f"{config.objective!r} is not one: use one of {', '.join(ddp_able)}")
+                           f"{objective_label(config.objective, estimator)} is not one: use one of "
+                           f"{', '.join(ddp.DDP_OBJECTIVES)}")
         if config.jit:
             raise OptionError("jit", "traces the single-process training step; a distributed step is DDP's: drop it",
                               kind="run")

@@ -1,83 +1,27 @@
 """Gradient estimators beyond Pyro's: STL, DReG, VIMCO, REINFORCE and RLOO, as drop-in :class:`pyro.infer.ELBO` classes.
 
-All of them work on the per-datum log-weights of :mod:`zoo.core.weights`, for K samples
-z_k ~ q(z | x_b) per datum::
+All of them are :class:`~zoo.objectives.base.PerDatumObjective` s: they work on the per-datum
+log-weights of :mod:`zoo.core.weights`, for K samples z_k ~ q(z | x_b) per datum::
 
     log w_kb = log p(x_b, z_kb) - log q(z_kb | x_b)
 
 and scale per-datum quantities by N/B like every zoo objective. Their ``loss`` is
-the bound they estimate (the ELBO for STL, REINFORCE and RLOO; IWAE-K for DReG and VIMCO), negated and scaled.
+the bound they estimate (the ELBO for STL, REINFORCE and RLOO; IWAE-K for DReG and VIMCO), negated and scaled;
+what each changes is the surrogate it differentiates (:meth:`~zoo.objectives.base.PerDatumObjective.per_datum`).
 """
 from __future__ import annotations
 
 import math
 
-import pyro.distributions as dist
 import torch
-from pyro.infer import ELBO
 
 from zoo.core.errors import ZooError
-from zoo.core.weights import per_datum_log_weights, per_datum_renyi_bound
-from zoo.core.plates import MAX_PLATE_NESTING
+from zoo.objectives.base import PerDatumObjective, detach_parameters
 
 __all__ = ["StickingTheLanding", "DReGIWAE", "VIMCO", "Reinforce", "LeaveOneOutReinforce", "detach_parameters"]
 
 
-def detach_parameters(fn):
-    """The same distribution with its parameters cut from the graph (for path-derivative estimators).
-
-    Supports Normal, MultivariateNormal and ``Independent`` wrappers of them: the guides
-    whose density has a closed form in its parameters (meanfield, amortized, exact).
-    """
-    if isinstance(fn, torch.distributions.Independent):
-        return dist.Independent(detach_parameters(fn.base_dist), fn.reinterpreted_batch_ndims)
-    if isinstance(fn, torch.distributions.Normal):
-        return dist.Normal(fn.loc.detach(), fn.scale.detach())
-    if isinstance(fn, torch.distributions.MultivariateNormal):
-        return dist.MultivariateNormal(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
-    raise ZooError(f"path-derivative estimators (stl, dreg) need a guide of Normal sites; "
-                   f"{type(fn).__name__} is not supported (use the meanfield or amortized guide)")
-
-
-class _PerDatumEstimator(ELBO):
-    #: which bound ``loss`` reports: 1 for the ELBO, 0 for the IWAE bound (per_datum_renyi_bound's alpha)
-    alpha = 1.0
-    default_particles = 1
-
-    def __init__(self, num_particles: int = None, max_plate_nesting: int = MAX_PLATE_NESTING):
-        super().__init__(num_particles=num_particles or self.default_particles,
-                         max_plate_nesting=max_plate_nesting, vectorize_particles=True)
-
-    def bound(self, log_w):
-        return per_datum_renyi_bound(log_w, self.alpha)
-
-    def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError(f"{type(self).__name__} forms per-datum weights in zoo.core.weights")
-
-    def loss(self, model, guide, *args, **kwargs):
-        with torch.no_grad():
-            lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles, **kwargs)
-            return -lw.scale * self.bound(lw.log_w).sum().item()
-
-    def value_and_surrogate(self, model, guide, *args, **kwargs):
-        """(the loss: minus the N/B-scaled bound, a detached tensor; the surrogate whose gradient is the estimator)."""
-        raise NotImplementedError
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        return self.value_and_surrogate(model, guide, *args, **kwargs)[1]
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        value, surrogate = self.value_and_surrogate(model, guide, *args, **kwargs)
-        surrogate.backward()
-        return value.item()
-
-    def _require_reparameterized(self, lw):
-        if not lw.reparameterized:
-            raise ZooError(f"{type(self).__name__} needs a reparameterizable guide; "
-                           f"for discrete latents use vimco or tracegraph")
-
-
-class StickingTheLanding(_PerDatumEstimator):
+class StickingTheLanding(PerDatumObjective):
     """The ELBO with the path-derivative gradient of Roeder, Wu and Duvenaud (2017).
 
     The reparameterized ELBO gradient for the guide is
@@ -96,14 +40,12 @@ class StickingTheLanding(_PerDatumEstimator):
     Gradient Estimators for Variational Inference", NeurIPS 2017, https://arxiv.org/abs/1703.09194.
     """
 
-    def value_and_surrogate(self, model, guide, *args, **kwargs):
-        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
-                                   q_transform=detach_parameters, **kwargs)
-        self._require_reparameterized(lw)
-        return -lw.scale * lw.log_w.detach().mean(0).sum(), -lw.scale * lw.log_w.mean(0).sum()
+    path_derivative = True
+    needs_reparam = True
+    instead = "vimco or tracegraph"
 
 
-class DReGIWAE(_PerDatumEstimator):
+class DReGIWAE(PerDatumObjective):
     """The IWAE bound with the doubly-reparameterized guide gradient of Tucker et al. (2019).
 
     For the model parameters theta, the ordinary IWAE gradient
@@ -125,11 +67,12 @@ class DReGIWAE(_PerDatumEstimator):
 
     alpha = 0.0
     default_particles = 5
+    path_derivative = True
+    needs_reparam = True
+    instead = "vimco or tracegraph"
 
     def _surrogates(self, model, guide, *args, **kwargs):
-        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
-                                   q_transform=detach_parameters, **kwargs)
-        self._require_reparameterized(lw)
+        lw = self.log_weights(model, guide, *args, **kwargs)
         shared = {id(p) for p in lw.model_params} & {id(p) for p in lw.guide_params}
         if shared:
             raise ZooError("dreg separates model and guide parameters, but this guide uses the model's "
@@ -157,29 +100,21 @@ class DReGIWAE(_PerDatumEstimator):
         return theta_loss.item()
 
 
-class _LeaveOneOutEstimator(_PerDatumEstimator):
+class _LeaveOneOutEstimator(PerDatumObjective):
     """Score-function estimators over K >= 2 samples per datum whose baselines leave each sample out."""
 
-    name = ""
+    min_particles = 2
+    detach_latents = True
 
-    def __init__(self, num_particles: int = None, max_plate_nesting: int = MAX_PLATE_NESTING):
-        num_particles = self.default_particles if num_particles is None else num_particles
-        if num_particles < 2:
-            raise ZooError(f"{self.name} needs at least 2 particles for its leave-one-out baselines, got "
-                           f"{num_particles}; pass --particles 2 or more")
-        super().__init__(num_particles, max_plate_nesting)
-
-    def _log_weights_and_others_mean(self, model, guide, *args, **kwargs):
-        """The per-datum log-weights (samples cut from the graph) and, for each sample k, the
-        mean of the other K - 1 detached log-weights: both [K, B].
+    @staticmethod
+    def others_mean(log_w: torch.Tensor) -> torch.Tensor:
+        """For each sample k, the mean of the other K - 1 detached log-weights, ``[K, B]``.
 
         The learning signal is a constant of the surrogate: detach, not torch.no_grad, because a
         torch.jit.trace of the step (--jit) records operations but not the grad mode they ran in.
         """
-        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
-                                   detach_latents=True, **kwargs)
-        lw_ = lw.log_w.detach()
-        return lw, (lw_.sum(0, keepdim=True) - lw_) / (lw_.shape[0] - 1)
+        lw_ = log_w.detach()
+        return (lw_.sum(0, keepdim=True) - lw_) / (lw_.shape[0] - 1)
 
 
 class VIMCO(_LeaveOneOutEstimator):
@@ -202,9 +137,9 @@ class VIMCO(_LeaveOneOutEstimator):
     default_particles = 5
     name = "vimco"
 
-    def value_and_surrogate(self, model, guide, *args, **kwargs):
-        lw, others_mean = self._log_weights_and_others_mean(model, guide, *args, **kwargs)
+    def per_datum(self, lw):
         log_w = lw.log_w                                                   # [K, B]
+        others_mean = self.others_mean(log_w)
         K = log_w.shape[0]
         L = self.bound(log_w)                                              # [B]
         # L_{-k}: w_k replaced by the geometric mean of the others
@@ -212,11 +147,10 @@ class VIMCO(_LeaveOneOutEstimator):
         replaced = torch.where(eye[:, :, None], others_mean[:, None, :], log_w.detach()[None, :, :])  # [k, j, B]
         L_minus = torch.logsumexp(replaced, 1) - math.log(K)              # [K, B]
         learning_signal = L.detach()[None] - L_minus
-        surrogate = L + (learning_signal * lw.log_q).sum(0)
-        return -lw.scale * L.detach().sum(), -lw.scale * surrogate.sum()
+        return L, L + (learning_signal * lw.log_q).sum(0)
 
 
-class Reinforce(_PerDatumEstimator):
+class Reinforce(PerDatumObjective):
     """The ELBO with the pure score-function (REINFORCE) gradient, for every site.
 
     Samples are cut from the graph even when the guide could reparameterize them, so
@@ -225,12 +159,11 @@ class Reinforce(_PerDatumEstimator):
     control variates are compared. Model gradients are those of the ELBO.
     """
 
-    def value_and_surrogate(self, model, guide, *args, **kwargs):
-        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
-                                   detach_latents=True, **kwargs)
+    detach_latents = True
+
+    def per_datum(self, lw):
         log_w = lw.log_w
-        surrogate = (log_w + lw.log_q * log_w.detach()).mean(0)
-        return -lw.scale * log_w.detach().mean(0).sum(), -lw.scale * surrogate.sum()
+        return self.bound(log_w), (log_w + lw.log_q * log_w.detach()).mean(0)
 
 
 class LeaveOneOutReinforce(_LeaveOneOutEstimator):
@@ -263,8 +196,7 @@ class LeaveOneOutReinforce(_LeaveOneOutEstimator):
     default_particles = 2
     name = "rloo"
 
-    def value_and_surrogate(self, model, guide, *args, **kwargs):
-        lw, baseline = self._log_weights_and_others_mean(model, guide, *args, **kwargs)
+    def per_datum(self, lw):
         log_w = lw.log_w                                                   # [K, B]
-        surrogate = (log_w + (log_w.detach() - baseline) * lw.log_q).mean(0)
-        return -lw.scale * log_w.detach().mean(0).sum(), -lw.scale * surrogate.sum()
+        baseline = self.others_mean(log_w)
+        return self.bound(log_w), (log_w + (log_w.detach() - baseline) * lw.log_q).mean(0)

@@ -2,7 +2,9 @@
 
 Every objective is a :class:`pyro.infer.ELBO` (``loss``, ``loss_and_grads``), built by
 name from the registry with a number of particles K, vectorized over a particle
-plate left of the data plate.
+plate left of the data plate. Here the bounds themselves, with their reparameterized
+gradient; the registry entries ``iwae`` and ``renyi`` and their other estimators
+(DReG, VIMCO, Pyro's RenyiELBO) are in :mod:`zoo.objectives.importance`.
 
 Why we write our own Renyi/IWAE class
 -------------------------------------
@@ -24,21 +26,19 @@ as ``renyi_pyro`` so the difference can be seen.
 """
 from __future__ import annotations
 
-import torch
-from pyro.infer import ELBO
-
 from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
-from zoo.core.weights import per_datum_log_weights, per_datum_renyi_bound
+from zoo.core.weights import per_datum_renyi_bound
+from zoo.objectives.base import PerDatumObjective
 
 __all__ = ["RenyiBound", "IWAEBound", "per_datum_renyi_bound"]
 
 
-class RenyiBound(ELBO):
+class RenyiBound(PerDatumObjective):
     """The per-datum Renyi variational bound, scaled by N/B after the logsumexp.
 
     Computes ``-(N/B) * sum_b L_alpha(x_b)`` (see the module docstring) and its
-    reparameterized gradient.
+    reparameterized gradient: the bound is its own surrogate.
 
     Assumptions:
         - every latent lies inside the model's ``"data"`` plate (local latents);
@@ -50,42 +50,19 @@ class RenyiBound(ELBO):
         num_particles: K, importance samples per datum.
     """
 
+    needs_reparam = True
+
     def __init__(self, alpha: float = 0.0, num_particles: int = 2,
                  max_plate_nesting: int = MAX_PLATE_NESTING):
         if alpha < 0:
             raise ZooError(f"the Renyi order alpha must be >= 0, got {alpha}")
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
-                         vectorize_particles=True)
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
         self.alpha = float(alpha)
 
     def per_datum_bound(self, model, guide, *args, **kwargs):
         """Return (``[B]`` per-datum bounds, N/B)."""
-        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles, **kwargs)
-        if not lw.reparameterized:
-            raise ZooError(f"{type(self).__name__} needs a reparameterizable guide; "
-                           f"for discrete latents use tracegraph")
-        return per_datum_renyi_bound(lw.log_w, self.alpha), lw.scale
-
-    def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError("RenyiBound forms per-datum weights in zoo.core.weights, not per trace")
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        bound, scale = self.per_datum_bound(model, guide, *args, **kwargs)
-        return -scale * bound.sum()
-
-    def value_and_surrogate(self, model, guide, *args, **kwargs):
-        """(the loss as a detached tensor, the loss): the bound is its own surrogate."""
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        return loss.detach(), loss
-
-    def loss(self, model, guide, *args, **kwargs):
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.item()
+        lw = self.log_weights(model, guide, *args, **kwargs)
+        return self.bound(lw.log_w), lw.scale
 
 
 class IWAEBound(RenyiBound):

@@ -1,20 +1,31 @@
-"""Reweighted wake-sleep: per-datum (ours) and Pyro's, kept to show its caveat."""
+"""Reweighted wake-sleep: per-datum (ours) and Pyro's, kept to show its caveat; the ``rws`` objective.
+
+Wake-sleep is not one bound with a gradient estimator: the model climbs the IWAE bound, the
+guide follows its own wake and sleep updates (:class:`ReweightedWakeSleep`). It is registered
+as the bound ``rws`` whose two "estimators" are the two implementations, ``per_datum`` (ours,
+the default) and ``pyro`` (the preset ``rws_pyro``), so that it takes the same options
+(``particles``, ``insomnia``) and declares its capabilities like every other objective.
+"""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pyro.poutine as poutine
 import torch
-from pyro.infer import ELBO, ReweightedWakeSleep as PyroRWS
+from pyro.infer import ReweightedWakeSleep as PyroRWS
 
 from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
-from zoo.core.weights import per_datum_log_weights, per_datum_renyi_bound
+from zoo.core.registry import OptionError, option
+from zoo.objectives.axes import BoundOptions, Estimator, Particles, estimator_option, register_bound, register_preset
+from zoo.objectives.base import PerDatumObjective
 
-__all__ = ["ReweightedWakeSleep", "PyroReweightedWakeSleep"]
+__all__ = ["ReweightedWakeSleep", "PyroReweightedWakeSleep", "Insomnia", "RWSOptions", "RWS_ESTIMATORS"]
 
 
-class ReweightedWakeSleep(ELBO):
+class ReweightedWakeSleep(PerDatumObjective):
     """Reweighted wake-sleep (Bornschein & Bengio 2015) with per-datum importance weights.
 
     With K samples z_k ~ q(z | x_b) per datum (detached: no path derivatives) and
@@ -38,20 +49,19 @@ class ReweightedWakeSleep(ELBO):
     per-datum guide has no row for a dreamt x').
     """
 
+    alpha = 0.0                 # the reported loss: minus (N/B) x the IWAE bound
+    default_particles = 5
+    detach_latents = True
+
     def __init__(self, num_particles: int = 5, insomnia: float = 1.0,
                  max_plate_nesting: int = MAX_PLATE_NESTING):
         if not 0.0 <= insomnia <= 1.0:
             raise ZooError(f"--insomnia must be in [0, 1], got {insomnia}")
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
-                         vectorize_particles=True)
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
         self.insomnia = float(insomnia)
 
-    def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError("ReweightedWakeSleep forms per-datum weights in zoo.core.weights")
-
     def _losses(self, model, guide, *args, **kwargs):
-        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
-                                   detach_latents=True, **kwargs)
+        lw = self.log_weights(model, guide, *args, **kwargs)
         log_w = lw.log_likelihood + lw.log_prior - lw.log_q.detach()
         wake_theta = -lw.scale * (torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
         phi = 0.0
@@ -75,24 +85,13 @@ class ReweightedWakeSleep(ELBO):
         log_q = sum(trace.nodes[n]["fn"].log_prob(v) for n, v in latents.items())
         return -scale * log_q.sum()
 
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        wake_theta, phi = self._losses(model, guide, *args, **kwargs)
-        return wake_theta + phi
-
-    def loss(self, model, guide, *args, **kwargs):
-        with torch.no_grad():
-            lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles, **kwargs)
-            return -lw.scale * per_datum_renyi_bound(lw.log_w, 0.0).sum().item()
-
     def value_and_surrogate(self, model, guide, *args, **kwargs):
-        """(the wake-theta loss, detached; the sum of the model's and the guide's losses)."""
+        """(the wake-theta loss, detached; the sum of the model's and the guide's losses).
+
+        Not :meth:`~zoo.objectives.base.PerDatumObjective.per_datum`: the sleep phase scores dreamt
+        data, which are no datum of the minibatch."""
         wake_theta, phi = self._losses(model, guide, *args, **kwargs)
         return wake_theta.detach(), wake_theta + phi
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        value, surrogate = self.value_and_surrogate(model, guide, *args, **kwargs)
-        surrogate.backward()
-        return value.item()
 
 
 class PyroReweightedWakeSleep(PyroRWS):
@@ -108,3 +107,42 @@ class PyroReweightedWakeSleep(PyroRWS):
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
         return super().loss_and_grads(model, guide, *args, **kwargs)[0]
+
+
+@dataclass
+class Insomnia(Particles):
+    """Options of the ``rws`` objective but its estimator (the ``rws_pyro`` preset's)."""
+
+    insomnia: float = option(1.0, "rws: weight of wake-phi against sleep-phi for the guide (default 1)")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.insomnia <= 1.0:
+            raise OptionError("insomnia", f"must be in [0, 1], got {self.insomnia}")
+
+
+@dataclass
+class RWSOptions(Insomnia, BoundOptions):
+    """Options of the ``rws`` objective."""
+
+    bound: ClassVar[str] = "rws"
+    estimator: str = estimator_option("per_datum")
+
+
+def _pyro_rws(particles: int, insomnia: float) -> PyroReweightedWakeSleep:
+    return PyroReweightedWakeSleep(num_particles=particles, insomnia=insomnia, vectorize_particles=True,
+                                   max_plate_nesting=MAX_PLATE_NESTING)
+
+
+RWS_ESTIMATORS = register_bound("rws", options=RWSOptions, default="per_datum", description=(
+    "reweighted wake-sleep: the IWAE bound for the model; wake-phi and sleep-phi, mixed by --insomnia, for the "
+    "guide; --particles 1 --insomnia 0 is wake-sleep"), estimators=[
+    Estimator("per_datum", "our per-datum reweighted wake-sleep",
+              lambda k, insomnia: ReweightedWakeSleep(num_particles=k, insomnia=insomnia), default_particles=5,
+              warmup=False, ddp=False),
+    Estimator("pyro", "Pyro's ReweightedWakeSleep. Caveat: pools the N/B-scaled log-weights of the minibatch into "
+              "one weight per particle, so under minibatching it is not per-datum", _pyro_rws, default_particles=5,
+              warmup=False, jit=False, ddp=False),
+])
+
+register_preset("rws_pyro", RWS_ESTIMATORS["pyro"], options=Insomnia)

@@ -27,7 +27,9 @@ What each piece does:
   and evaluates; the others wait at a barrier at the end.
 
 Objectives need a ``differentiable_loss`` (all the zoo's except ``tracegraph``, ``rws``,
-``rws_pyro`` and ``dreg``, whose surrogate gradients are not one differentiable loss).
+``rws_pyro`` and ``dreg``, whose surrogate gradients are not one differentiable loss): each
+estimator declares ``ddp`` (:class:`zoo.objectives.axes.Estimator`), and :data:`DDP_OBJECTIVES`
+lists the names that allow it.
 """
 from __future__ import annotations
 
@@ -44,8 +46,14 @@ from zoo.core.errors import ZooError
 
 __all__ = ["launched_by_torchrun", "init", "SVILoss", "shard_batches", "ddp_step", "is_main", "finish"]
 
-#: Objectives whose gradient is one differentiable loss, as DDP needs.
-DDP_OBJECTIVES = ("elbo", "tracemeanfield", "enum", "iwae", "renyi", "renyi_pyro", "stl", "vimco", "reinforce", "rloo")
+
+def __getattr__(name):
+    # DDP_OBJECTIVES: the objectives whose gradient is one differentiable loss, as DDP needs, read from
+    # what their estimators declare.
+    if name == "DDP_OBJECTIVES":
+        from zoo.core.registry import OBJECTIVES
+        return tuple(n for n, c in OBJECTIVES.items() if c.capability("caps").ddp)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def launched_by_torchrun() -> bool:

@@ -27,7 +27,8 @@ What a trace assumes, and how this class keeps to it:
   and a relaxed guide's annealed temperature are buffers, so they are inputs of the trace, and
   the in-place updates of the averages are replayed. Objectives that need Python between steps
   or a second backward pass (``dreg``, ``rws_pyro``, ``renyi_pyro``) are not
-  offered (:data:`JIT_OBJECTIVES`, checked by the registry). A step that runs under an outer
+  offered: each estimator declares ``jit`` (:class:`zoo.objectives.axes.Estimator`), which
+  ``build_objective`` checks, and :data:`JIT_OBJECTIVES` lists the names it allows. A step that runs under an outer
   Pyro handler, such as :class:`~zoo.training.warmup.KLWarmup` whose beta changes every step, runs
   eagerly: the trace would freeze the handler's effect.
 - **The loss value as a tensor.** The traced function returns two tensors,
@@ -67,8 +68,15 @@ from zoo.core import params as model_base
 
 __all__ = ["JitObjective", "JIT_OBJECTIVES"]
 
-#: Objectives whose step is one surrogate loss and one backward pass (see :func:`value_and_surrogate`).
-JIT_OBJECTIVES = ("elbo", "tracemeanfield", "tracegraph", "reinforce", "rloo", "stl", "vimco", "rws", "enum", "renyi", "iwae")
+
+def __getattr__(name):
+    # JIT_OBJECTIVES: the objectives whose step is one surrogate loss and one backward pass (see
+    # :func:`value_and_surrogate`), read from what their estimators declare, when asked for (the
+    # registry fills itself on first lookup).
+    if name == "JIT_OBJECTIVES":
+        from zoo.core.registry import OBJECTIVES
+        return tuple(n for n, c in OBJECTIVES.items() if c.capability("caps").jit)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def value_and_surrogate(objective, model, guide, x, idx=None, N=None):
@@ -141,7 +149,7 @@ class JitObjective:
     evaluation harness and the validation bound never run traced code.
 
     Arguments:
-        objective: a built objective whose registry name is in :data:`JIT_OBJECTIVES`.
+        objective: a built objective whose estimator declares ``jit`` (the names in :data:`JIT_OBJECTIVES`).
 
     Example::
 

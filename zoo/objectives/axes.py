@@ -1,0 +1,241 @@
+"""Objectives on two axes: the bound that is maximized, and the estimator of its gradient.
+
+A **bound** is what a run maximizes per datum: ``elbo`` (E_q[log w]), ``iwae``
+(E[log (1/K) sum_k w_k]), ``renyi`` (order alpha, IWAE at 0 and the ELBO at 1), and
+``rws``, reweighted wake-sleep, which is not one bound but a pair of updates (the IWAE
+bound for the model, wake and sleep phases for the guide). An **estimator** is how a
+gradient of that bound is formed from samples: reparameterized, score function,
+leave-one-out baselines, path derivatives, exact sums. Each bound registers itself in
+:data:`zoo.core.registry.OBJECTIVES` (:func:`register_bound`) with a typed options
+dataclass whose ``estimator`` field picks one row of the bound's table of
+:class:`Estimator` s, and each row declares what it assumes of the guide and the model
+and what it supports (``--jit``, data-parallel training, KL warm-up). The compatibility
+rule (:func:`zoo.registry.check_combination`), ``--jit``, DDP and ``pyro-zoo list`` read
+those declarations and nothing else.
+
+The names of the flat list that came before the split (``dreg``, ``tracemeanfield``,
+``renyi_pyro``, ...) stay as **presets** (:func:`register_preset`): registered objectives
+that fix (bound, estimator) and take the bound's other options, so ``--objective dreg`` is
+``--objective iwae --estimator dreg``, sample for sample. A bound's own name means its
+default estimator (``iwae`` is ``iwae --estimator reparam``).
+
+Example::
+
+    >>> objective_capabilities("dreg") == objective_capabilities("iwae", "dreg")
+    True
+    >>> preset_of("tracemeanfield"), preset_of("iwae")
+    (('elbo', 'analytic_kl'), ('iwae', 'reparam'))
+    >>> objective_capabilities("elbo", "dreg")
+    Traceback (most recent call last):
+    ...
+    zoo.core.errors.ZooError: estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, tracegraph, reinforce, rloo, stl, enum (dreg is an estimator of iwae)
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
+
+from zoo.core.errors import ZooError
+from zoo.core.registry import OBJECTIVES, OptionError, Options, option
+
+__all__ = ["Estimator", "Particles", "BoundOptions", "register_bound", "register_preset", "preset_of",
+           "objective_capabilities", "objective_label", "bounds", "presets", "build_objective"]
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """One gradient estimator of a bound: how to build it, what it assumes and what it supports.
+
+    Arguments:
+        name: its value of the bound's ``estimator`` option (``"dreg"``).
+        description: one line for ``pyro-zoo list``.
+        build: ``build(num_particles, **the bound's other options)``, a :class:`pyro.infer.ELBO`.
+        default_particles: K when ``particles`` is not given.
+        min_particles: the smallest K it accepts (2 for leave-one-out baselines).
+        needs_reparam: differentiates through the samples, so the guide must reparameterize them.
+        needs_enumeration: sums over the discrete latents: a discrete guide and a small latent space.
+        uses_baselines: uses the guide's ``baseline`` (score-function control variates).
+        needs_normal_guide: evaluates log q at detached parameters, which needs a guide of Normal sites.
+        separate_surrogates: differentiates model and guide parameters by separate surrogates, so
+            neither may borrow the other's modules.
+        needs_mean_field_guide: takes each site's KL in closed form, exact only for a guide that is
+            mean-field across sites (not a ``structured`` one).
+        warmup: ``kl_warmup`` is defined (the latent terms are weighted, not summed or slept).
+        jit: one surrogate loss and one backward pass per step, which ``--jit`` can trace.
+        ddp: one differentiable loss, which data-parallel training needs.
+        bound: the bound it estimates (filled in by :func:`register_bound`).
+    """
+
+    name: str
+    description: str
+    build: Callable[..., Any] = dataclasses.field(compare=False)
+    default_particles: int = 1
+    min_particles: int = 1
+    needs_reparam: bool = False
+    needs_enumeration: bool = False
+    uses_baselines: bool = False
+    needs_normal_guide: bool = False
+    separate_surrogates: bool = False
+    needs_mean_field_guide: bool = False
+    warmup: bool = True
+    jit: bool = True
+    ddp: bool = True
+    bound: str = ""
+
+    @property
+    def estimator(self) -> str:
+        return self.name
+
+
+@dataclass
+class Particles(Options):
+    """The option every objective takes; a preset's options are its bound's without ``estimator``."""
+
+    particles: Optional[int] = option(None, "K particles per datum (default: the estimator's: 1; 2 for rloo; 5 for "
+                                      "iwae, renyi, rws and their estimators; not used by enum)", minimum=1)
+
+
+def estimator_option(default: str) -> Any:
+    """The ``estimator`` field of a bound's options, defaulting to ``default``."""
+    return option(default, "the bound's gradient estimator (each bound's estimators: 'pyro-zoo list')")
+
+
+@dataclass
+class BoundOptions(Particles):
+    """Base of a bound's options: ``estimator`` names a row of the bound's table (:class:`Estimator`).
+
+    A subclass sets ``bound`` and redeclares ``estimator`` with :func:`estimator_option` (its default).
+    """
+
+    bound: ClassVar[str] = ""
+    estimator: str = estimator_option("")
+
+    def validate(self) -> None:
+        super().validate()
+        _estimator_of(self.bound, self.estimator, OptionError)
+
+
+def _estimators(name: str) -> Dict[str, Estimator]:
+    return OBJECTIVES[name].capability("estimators")
+
+
+def _estimator_of(bound: str, estimator: str, error: type = ZooError) -> Estimator:
+    """The row ``estimator`` of ``bound``'s table; else one line naming the bound's estimators."""
+    table = _estimators(bound)
+    if estimator in table:
+        return table[estimator]
+    others = [b for b in bounds() if estimator in _estimators(b)]
+    hint = f" ({estimator} is an estimator of {', '.join(others)})" if others else ""
+    problem = f"{estimator!r} is not one of the {bound} bound's estimators: {', '.join(table)}{hint}"
+    if error is OptionError:
+        raise OptionError("estimator", problem, kind="objective")
+    raise error(f"estimator {problem}")
+
+
+def register_bound(name: str, *, options: type, default: str, description: str,
+                   estimators: Sequence[Estimator]) -> Dict[str, Estimator]:
+    """Register the bound ``name`` with its table of estimators; return the table.
+
+    ``options`` is a :class:`BoundOptions` subclass whose ``bound`` is ``name`` and whose
+    ``estimator`` defaults to ``default``. Every option other than ``particles`` and
+    ``estimator`` is passed to the chosen estimator's ``build``.
+    """
+    table = {e.name: dataclasses.replace(e, bound=name) for e in estimators}
+    declared = {f.name: f.default for f in dataclasses.fields(options)}.get("estimator")
+    if default not in table or options.bound != name or declared != default:
+        raise ValueError(f"bound {name!r}: its options must say bound={name!r} and default to an estimator "
+                         f"of its table ({default!r})")
+
+    def build(particles: Optional[int] = None, estimator: str = default, **bound_options):
+        return _build(table[estimator], particles, bound_options)
+    OBJECTIVES.register(name, options=options, description=description, bound=name, preset=None,
+                        default_estimator=default, estimators=table, caps=table[default])(build)
+    return table
+
+
+def register_preset(name: str, estimator: Estimator, *, options: type = Particles,
+                    description: Optional[str] = None) -> None:
+    """Register ``name`` as the bound of ``estimator`` with that estimator fixed (a row of a
+    :func:`register_bound` table). ``options``: the bound's options without ``estimator``."""
+    if any(f.name == "estimator" for f in dataclasses.fields(options)):
+        raise ValueError(f"preset {name!r} fixes its estimator; its options must not have one")
+
+    def build(particles: Optional[int] = None, **bound_options):
+        return _build(estimator, particles, bound_options)
+    text = description or f"{estimator.description} (= {estimator.bound} with estimator {estimator.name})"
+    OBJECTIVES.register(name, options=options, description=text, bound=estimator.bound, preset=estimator.name,
+                        default_estimator=estimator.name, estimators=None, caps=estimator)(build)
+
+
+def _build(estimator: Estimator, particles: Optional[int], bound_options: Mapping[str, Any]):
+    k = estimator.default_particles if particles is None else int(particles)
+    if k < estimator.min_particles:
+        raise ZooError(f"{estimator.name} needs at least {estimator.min_particles} particles per datum, got {k}; "
+                       f"pass --particles {estimator.min_particles} or more")
+    return estimator.build(k, **bound_options)
+
+
+def preset_of(name: str, estimator: Optional[str] = None) -> Tuple[str, str]:
+    """(bound, estimator) of the objective ``name``, with ``estimator`` as given to a bound (None: its default)."""
+    component = OBJECTIVES[name]
+    bound, fixed = component.capability("bound"), component.capability("preset")
+    if fixed is not None and estimator not in (None, fixed):
+        raise ZooError(f"{name!r} is {bound} with estimator {fixed!r}; for estimator {estimator!r} use "
+                       f"objective {bound!r} with estimator {estimator!r}")
+    return bound, estimator or component.capability("default_estimator")
+
+
+def objective_capabilities(name: str, estimator: Optional[str] = None) -> Estimator:
+    """What the objective ``name`` (with ``estimator``, for a bound) assumes and supports."""
+    if estimator is None:
+        return OBJECTIVES[name].capability("caps")
+    bound, estimator = preset_of(name, estimator)
+    return _estimator_of(bound, estimator)
+
+
+def objective_label(name: str, estimator: Optional[str] = None) -> str:
+    """How messages name an objective: ``'dreg'``, or ``'iwae' with estimator 'dreg'``."""
+    return repr(name) if estimator is None else f"{name!r} with estimator {estimator!r}"
+
+
+def bounds() -> list:
+    """The registered bounds, in registration order."""
+    return [n for n, c in OBJECTIVES.items() if c.capability("preset") is None]
+
+
+def presets() -> Dict[str, Tuple[str, str]]:
+    """Every registered objective name -> its (bound, estimator); a bound's name means its default."""
+    return {n: preset_of(n) for n in OBJECTIVES}
+
+
+def build_objective(name: str, particles: Optional[int] = None, alpha: Optional[float] = None,
+                    insomnia: Optional[float] = None, jit: bool = False, **options):
+    """Build the objective ``name`` with K = ``particles`` (default: the estimator's own).
+
+    ``options`` are the objective's other options (``estimator="dreg"`` for a bound). ``alpha``
+    and ``insomnia`` are positional for the callers of the flat list of objectives, where every
+    objective took them: each goes to the objectives that take it, and elsewhere must be left at
+    its neutral value (alpha 0, insomnia 1), which those objectives ignored.
+
+    ``jit=True`` wraps it in :class:`zoo.training.jit.JitObjective`: the training step is traced once and
+    replayed (the same estimator with less Python per step), for the estimators that declare ``jit``.
+    """
+    component = OBJECTIVES[name]
+    takes = {f.name for f in dataclasses.fields(component.options)}
+    given = {"particles": particles, **options}
+    for key, value, neutral in (("alpha", alpha, 0.0), ("insomnia", insomnia, 1.0)):
+        if value is not None and (key in takes or value != neutral):
+            given[key] = value
+    caps = objective_capabilities(name, component.resolve(given).to_dict().get("estimator")
+                                  if "estimator" in takes else None)
+    if jit and not caps.jit:
+        traced = [n for n, c in OBJECTIVES.items() if c.capability("caps").jit]
+        label = objective_label(name, given.get("estimator"))
+        raise ZooError(f"--jit traces {', '.join(traced)}; {label} is not one of them (its step is not one "
+                       f"surrogate loss and one backward pass): drop --jit")
+    objective = component.build(**given)
+    if jit:
+        from zoo.training.jit import JitObjective
+        return JitObjective(objective)
+    return objective

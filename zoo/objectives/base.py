@@ -1,0 +1,135 @@
+"""The one base class of the zoo's per-datum objectives: log-weights per particle and datum, then N/B.
+
+For a minibatch x_1..x_B of N data and K particles z_kb ~ q(z | x_b) per datum
+(:mod:`zoo.core.weights`)::
+
+    log w[k, b] = log p(x_b, z_kb) - log q(z_kb | x_b)                    [K, B]
+    bound_b     = reduce_k log w[:, b]        (mean_k: ELBO; log mean_k exp: IWAE; ...)   [B]
+    loss        = -(N / B) * sum_b bound_b
+
+The subsample scale N/B multiplies the per-datum bounds *after* the reduction over
+particles, never the log-weights before it (which is what Pyro's RenyiELBO and
+ReweightedWakeSleep do, pyro-ppl/pyro#3104). A subclass says which bound it reports
+(:meth:`PerDatumObjective.bound`), how its particles are drawn (``detach_latents`` for
+score-function estimators, ``path_derivative`` for estimators that evaluate log q at
+detached parameters) and which per-datum surrogate it differentiates
+(:meth:`PerDatumObjective.per_datum`); the sampling, the checks, the scaling and Pyro's
+``loss`` / ``loss_and_grads`` interface are here, once.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import pyro.distributions as dist
+import torch
+from pyro.infer import ELBO
+
+from zoo.core.errors import ZooError
+from zoo.core.plates import MAX_PLATE_NESTING
+from zoo.core.weights import LogWeights, per_datum_log_weights, per_datum_renyi_bound
+
+__all__ = ["PerDatumObjective", "detach_parameters"]
+
+
+def detach_parameters(fn):
+    """The same distribution with its parameters cut from the graph (for path-derivative estimators).
+
+    Supports Normal, MultivariateNormal and ``Independent`` wrappers of them: the guides
+    whose density has a closed form in its parameters (meanfield, amortized, exact).
+    """
+    if isinstance(fn, torch.distributions.Independent):
+        return dist.Independent(detach_parameters(fn.base_dist), fn.reinterpreted_batch_ndims)
+    if isinstance(fn, torch.distributions.Normal):
+        return dist.Normal(fn.loc.detach(), fn.scale.detach())
+    if isinstance(fn, torch.distributions.MultivariateNormal):
+        return dist.MultivariateNormal(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
+    raise ZooError(f"path-derivative estimators (stl, dreg) need a guide of Normal sites; "
+                   f"{type(fn).__name__} is not supported (use the meanfield or amortized guide)")
+
+
+class PerDatumObjective(ELBO):
+    """A bound formed from per-datum log-weights ``[K, B]``, reduced per datum, then scaled by N/B.
+
+    ``loss`` is ``-(N/B) * sum_b bound(log w)[b]``; ``loss_and_grads`` backpropagates
+    ``-(N/B) * sum_b surrogate[b]`` (:meth:`per_datum`) and returns the loss.
+
+    Assumptions: every latent lies inside the model's ``"data"`` plate (local latents), and
+    the guide samples every latent of the model (:func:`~zoo.core.weights.per_datum_log_weights`
+    refuses otherwise). With ``needs_reparam`` a guide that cannot reparameterize its samples
+    is refused: the gradient would be silently wrong.
+
+    Arguments:
+        num_particles: K, samples per datum (default: the class's ``default_particles``).
+    """
+
+    #: the Renyi order of the reported bound (:func:`~zoo.core.weights.per_datum_renyi_bound`):
+    #: 1 for the ELBO, 0 for the IWAE bound
+    alpha = 1.0
+    default_particles = 1
+    min_particles = 1
+    #: samples cut from the graph: gradients reach q's parameters through its density only (score function)
+    detach_latents = False
+    #: log q evaluated at detached parameters (the path derivative: Roeder et al., Tucker et al.)
+    path_derivative = False
+    needs_reparam = False
+    #: what to use instead, in the error for a guide that cannot reparameterize
+    instead = "tracegraph"
+
+    def __init__(self, num_particles: int = None, max_plate_nesting: int = MAX_PLATE_NESTING):
+        num_particles = self.default_particles if num_particles is None else num_particles
+        if num_particles < self.min_particles:
+            raise ZooError(f"{self.name} needs at least {self.min_particles} particles per datum, got "
+                           f"{num_particles}; pass --particles {self.min_particles} or more")
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
+                         vectorize_particles=True)
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def _get_trace(self, model, guide, args, kwargs):
+        raise NotImplementedError(f"{type(self).__name__} forms per-datum weights in zoo.core.weights, not per trace")
+
+    def log_weights(self, model, guide, *args, **kwargs) -> LogWeights:
+        """K particles per datum, drawn as this estimator needs them, and their log-weights."""
+        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
+                                   detach_latents=self.detach_latents,
+                                   q_transform=detach_parameters if self.path_derivative else None, **kwargs)
+        self._check_reparameterized(lw)
+        return lw
+
+    def _check_reparameterized(self, lw: LogWeights) -> None:
+        if self.needs_reparam and not lw.reparameterized:
+            raise ZooError(f"{type(self).__name__} needs a reparameterizable guide; "
+                           f"for discrete latents use {self.instead}")
+
+    def bound(self, log_w: torch.Tensor) -> torch.Tensor:
+        """The per-datum bound ``[B]`` from log-weights ``[K, B]`` (what ``loss`` reports)."""
+        return per_datum_renyi_bound(log_w, self.alpha)
+
+    def per_datum(self, lw: LogWeights) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(the per-datum bound, the per-datum surrogate whose gradient is the estimator), each ``[B]``.
+
+        By default the bound is its own surrogate: the reparameterized gradient."""
+        bound = self.bound(lw.log_w)
+        return bound, bound
+
+    def value_and_surrogate(self, model, guide, *args, **kwargs):
+        """(the loss, a detached tensor; the surrogate loss whose gradient is the estimator), both scaled by N/B."""
+        lw = self.log_weights(model, guide, *args, **kwargs)
+        bound, surrogate = self.per_datum(lw)
+        return -lw.scale * bound.detach().sum(), -lw.scale * surrogate.sum()
+
+    def loss(self, model, guide, *args, **kwargs):
+        with torch.no_grad():
+            lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles, **kwargs)
+            self._check_reparameterized(lw)
+            return -lw.scale * self.bound(lw.log_w).sum().item()
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        return self.value_and_surrogate(model, guide, *args, **kwargs)[1]
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        value, surrogate = self.value_and_surrogate(model, guide, *args, **kwargs)
+        surrogate.backward()
+        return value.item()
