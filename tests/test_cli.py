@@ -160,6 +160,10 @@ BAD = {
     "one particle for a leave-one-out baseline": (["train", "sbn", "--objective", "rloo", "--particles", "1"],
                                                   "pass --particles 2 or more"),
     "insomnia out of range": (["train", "sbn", "--objective", "rws", "--insomnia", "2"], "--insomnia must be in [0, 1]"),
+    "sleep phase with a per-datum guide": (["train", "sbn", "--guide", "meanfield", "--objective", "rws_pyro",
+                                            "--insomnia", "0"], "needs an amortized guide"),
+    "one particle for Pyro's wake-sleep": (["train", "sbn", "--objective", "rws_pyro", "--particles", "1"],
+                                           "estimator 'pyro' needs at least 2 particles"),
     "an estimator of another bound": (["train", "vae", "--objective", "elbo", "--estimator", "dreg", "--epochs", "1"],
                                       "--estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, "
                                       "tracegraph, reinforce, rloo, stl, enum (dreg is an estimator of iwae)"),

@@ -265,16 +265,32 @@ def test_rws_wake_theta_gradient_is_the_iwae_model_gradient():
     assert torch.allclose(ours, flat_grad(list(m.parameters())), atol=1e-5)
 
 
-def test_wake_sleep_trains_a_helmholtz_machine():
-    """K=1, insomnia=0 (classic wake-sleep) raises the exact log-likelihood of a small SBN."""
+@pytest.mark.parametrize("objective_name", ["rws", "rws_pyro"])
+def test_wake_sleep_trains_a_helmholtz_machine(objective_name):
+    """K=1 (2 for Pyro's), insomnia=0 (classic wake-sleep) raises the exact log-likelihood of a small SBN; with Pyro's
+    estimator too, whose sleep phase hands the guide the dreamt x as ``observations``."""
     from zoo.training.loop import fit
     torch.manual_seed(0)
     m = SBN(x_dim=10, layers=(6,))
     x = binary_data(n=200, d=10, seed=6)
     g = Amortized(m, hidden=(16,))
     before = m.log_marginal(x).mean().item()
-    fit(m, g, build_objective("rws", 1, insomnia=0.0), x, epochs=60, batch_size=50, lr=2e-2, progress=False)
+    particles = 1 if objective_name == "rws" else 2           # Pyro's needs K >= 2 for its wake phase
+    fit(m, g, build_objective(objective_name, particles, insomnia=0.0), x, epochs=60, batch_size=50, lr=2e-2,
+        progress=False)
     assert m.log_marginal(x).mean().item() > before + 0.3
+
+
+def test_pyro_sleep_phase_encodes_the_dream():
+    """rws_pyro's sleep-phi scores q(z' | x') at the dreamt x', not at the minibatch: a guide that records
+    its inputs sees the model's sampled x' (different from the data) on the sleep pass."""
+    m = SBN(x_dim=10, layers=(4,))
+    g = Amortized(m, hidden=(8,))
+    seen = []
+    g.trunk.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().clone()))
+    x = binary_data(n=50, d=10, seed=2)
+    build_objective("rws_pyro", 2, insomnia=0.0).loss(m.model, g, x, torch.arange(50), 50)
+    assert any(v.shape[-2:] == x.shape and not torch.equal(v.expand_as(v), x.expand_as(v)) for v in seen)
 
 
 # -- baselines (zoo.objectives.baselines) and the relaxed guide's discrete KL ------------------------------

@@ -80,7 +80,9 @@ def check_combination(model: ZooModel, guide: str, objective: str,
       (the ``exact`` guide, a model that ``borrows_guide``);
     - ``--baseline`` applies to ``tracegraph`` only;
     - the analytic-KL estimator (``tracemeanfield``) needs a guide that is mean-field across sites: with
-      ``structured`` guides q(z2 | z1, x) its per-site closed-form KLs would be biased.
+      ``structured`` guides q(z2 | z1, x) its per-site closed-form KLs would be biased;
+    - wake-sleep's sleep phase (``rws`` with ``insomnia`` < 1) fits q to dreamt data, so it needs an
+      amortized guide.
     """
     check_guide(guide, model)
     estimator = (objective_options or {}).get("estimator")
@@ -88,6 +90,10 @@ def check_combination(model: ZooModel, guide: str, objective: str,
     problem = _problem(model, guide, caps, objective_label(objective, estimator), guide_options)
     if problem is not None:
         raise ZooError(problem(lambda: _fitting(model, guide)))
+    insomnia = (objective_options or {}).get("insomnia")
+    if insomnia is not None and insomnia < 1 and not GUIDES[guide].factory.amortized:
+        raise ZooError(f"insomnia {insomnia} < 1 trains the guide on dreamt data (sleep-phi), which needs an "
+                       f"amortized guide, and {guide!r} is per-datum; use insomnia 1 or an amortized guide")
 
 
 def _fitting(model: ZooModel, guide: str) -> str:

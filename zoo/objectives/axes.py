@@ -171,7 +171,8 @@ def register_preset(name: str, estimator: Estimator, *, options: type = Particle
 def _build(estimator: Estimator, particles: Optional[int], bound_options: Mapping[str, Any]):
     k = estimator.default_particles if particles is None else int(particles)
     if k < estimator.min_particles:
-        raise ZooError(f"{estimator.name} needs at least {estimator.min_particles} particles per datum, got {k}; "
+        raise ZooError(f"the {estimator.bound} bound's estimator {estimator.name!r} needs at least "
+                       f"{estimator.min_particles} particles per datum, got {k}; "
                        f"pass --particles {estimator.min_particles} or more")
     return estimator.build(k, **bound_options)
 

@@ -129,9 +129,29 @@ class RWSOptions(Insomnia, BoundOptions):
     estimator: str = estimator_option("per_datum")
 
 
+class _PyroRWS(PyroReweightedWakeSleep):
+    """Pyro's :class:`~pyro.infer.ReweightedWakeSleep`, with the guide called as Pyro's sleep phase calls it.
+
+    The sleep phase draws ``x`` from the unconditioned model and calls the guide with
+    ``observations={"x": x}`` added to its arguments; zoo guides take ``(x, idx, N)``, so the guide is
+    wrapped to encode the dreamed ``x`` when ``observations`` is given. Nothing else is changed.
+    """
+
+    def _loss(self, model, guide, args, kwargs):
+        if self.insomnia < 1 and not guide.amortized:
+            raise ZooError("the sleep phase needs an amortized guide; use --insomnia 1 with per-datum guides")
+
+        def sleep_aware_guide(*a, observations=None, **kw):
+            if observations is not None:
+                a = (observations["x"],) + tuple(a[1:])
+            return guide(*a, **kw)
+
+        return super()._loss(model, sleep_aware_guide, args, kwargs)
+
+
 def _pyro_rws(particles: int, insomnia: float) -> PyroReweightedWakeSleep:
-    return PyroReweightedWakeSleep(num_particles=particles, insomnia=insomnia, vectorize_particles=True,
-                                   max_plate_nesting=MAX_PLATE_NESTING)
+    return _PyroRWS(num_particles=particles, insomnia=insomnia, vectorize_particles=True,
+                    max_plate_nesting=MAX_PLATE_NESTING)
 
 
 RWS_ESTIMATORS = register_bound("rws", options=RWSOptions, default="per_datum", description=(
@@ -142,7 +162,7 @@ RWS_ESTIMATORS = register_bound("rws", options=RWSOptions, default="per_datum", 
               warmup=False, ddp=False),
     Estimator("pyro", "Pyro's ReweightedWakeSleep. Caveat: pools the N/B-scaled log-weights of the minibatch into "
               "one weight per particle, so under minibatching it is not per-datum", _pyro_rws, default_particles=5,
-              warmup=False, jit=False, ddp=False),
+              min_particles=2, warmup=False, jit=False, ddp=False),
 ])
 
 register_preset("rws_pyro", RWS_ESTIMATORS["pyro"], options=Insomnia)
