@@ -38,16 +38,14 @@ def my_vae(x_dim, z_dim=2):
 '''
 
 
-def user_vae(x_dim, z_dim=2):
-    """The user's model, as a factory: fresh networks for every zoo model."""
-    decoder = nn.Sequential(nn.Linear(z_dim, 16), nn.Tanh(), nn.Linear(16, x_dim))
+def _user_file_namespace() -> dict:
+    namespace: dict = {}
+    exec(compile(USER_FILE, "my_models.py", "exec"), namespace)
+    return namespace
 
-    def model(x, idx=None, N=None):
-        pyro.module("decoder", decoder)
-        with pyro.plate("data", N, subsample=idx):
-            z = pyro.sample("z", dist.Normal(torch.zeros(z_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
-    return model
+
+#: the user's model, as a factory (fresh networks for every zoo model): the very function the CLI tests' file defines
+user_vae = _user_file_namespace()["my_vae"]
 
 
 def user_sbn(x_dim, k=3):
@@ -90,7 +88,7 @@ def test_the_inferred_declaration_of_a_user_vae():
     model = zoo.from_pyro(user_vae, 64)
     (z,) = model.latents
     assert (z.name, z.event_shape, z.support, z.parents) == ("z", (2,), "real", ())
-    assert model.likelihood == "bernoulli" and model.x_dim == 64 and model.display_name == "user_vae"
+    assert model.likelihood == "bernoulli" and model.x_dim == 64 and model.display_name == "my_vae"
     # the decoder is the zoo model's own: parameters, state_dict, device moves
     assert sorted(model.state_dict()) == ["networks.decoder.0.bias", "networks.decoder.0.weight",
                                           "networks.decoder.2.bias", "networks.decoder.2.weight"]
