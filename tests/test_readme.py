@@ -1,4 +1,5 @@
-"""The README stays true: its API example runs, its tables name every registry entry, CI runs its test command."""
+"""The README and the user guide (zoo/README.md) stay true: their API examples run, the guide's tables name every
+registry entry, CI runs the README's test command."""
 import re
 from pathlib import Path
 
@@ -6,6 +7,7 @@ from zoo.registry import DATASETS, GUIDES, MODELS, OBJECTIVES
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+GUIDE = (ROOT / "zoo" / "README.md").read_text()
 
 
 def quickstart_commands():
@@ -24,13 +26,17 @@ def test_quickstart_has_exactly_two_commands_and_ci_runs_the_test_one():
 def test_every_registry_name_is_documented():
     for table in (MODELS, GUIDES, OBJECTIVES, DATASETS):
         for name in table:
-            assert f"`{name}`" in README, name
+            assert f"`{name}`" in GUIDE, name
 
 
 def test_python_api_example_runs(capsys):
-    code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
-    exec(compile(code, "README.md", "exec"), {})
+    code = re.search(r"```python\n(.*?)```", GUIDE, re.S).group(1)
+    exec(compile(code, "zoo/README.md", "exec"), {})
     assert "log p(x) =" in capsys.readouterr().out
+
+
+def test_the_readme_links_the_user_guide():
+    assert "](zoo/README.md)" in README and "](../README.md)" in GUIDE
 
 
 def test_the_from_pyro_example_is_the_one_that_is_run():

@@ -47,10 +47,10 @@ def test_readme_results_block_is_what_the_report_renders():
 
 
 def test_readme_component_tables_are_the_registry():
-    """The README's model/guide/objective/dataset tables are generated from the registrations: every
+    """The user guide's model/guide/objective/dataset tables are generated from the registrations: every
     registered name has its row, with its registered description."""
     from zoo.registry import GUIDES, MODELS
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / reports.CATALOG).read_text()
     block = readme[readme.index(reports.REGISTRY_START):readme.index(reports.REGISTRY_END) + len(reports.REGISTRY_END)]
     assert block == reports.render_registry_block()
     for table in (MODELS, GUIDES):
@@ -137,10 +137,13 @@ def test_placeholders_render_values_references_and_tables():
     assert "`python a.py`" in reports.render_template("{{ table sources }}", results)
 
 
-def test_readme_prose_types_no_figure_by_hand():
-    """Outside code and the generated block, the README quotes no decimal figure."""
-    readme = (ROOT / "README.md").read_text()
-    readme = readme[:readme.index(reports.START)] + readme[readme.index(reports.END):]
+@pytest.mark.parametrize("page", ["README.md", str(reports.CATALOG)])
+def test_readme_prose_types_no_figure_by_hand(page):
+    """Outside code and the generated blocks, the README and the user guide quote no decimal figure."""
+    readme = (ROOT / page).read_text()
+    for start, end in ((reports.START, reports.END), (reports.REGISTRY_START, reports.REGISTRY_END)):
+        if start in readme:
+            readme = readme[:readme.index(start)] + readme[readme.index(end):]
     prose = re.sub(r"```.*?```", "", readme, flags=re.S)
     prose = "\n".join(l for l in prose.splitlines() if not l.startswith("    "))
     prose = re.sub(r"`[^`]*`", "", prose)

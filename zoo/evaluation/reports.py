@@ -3,7 +3,9 @@
 ``pyro-zoo report DIR`` reads every ``*.json`` in DIR (each benchmark script writes one, with the
 command, the git commit and the hardware under ``provenance``) and renders ``DIR/README.md`` from
 the template ``DIR/README.template.md``. It also rewrites the results block of the nearest
-``README.md`` above DIR, between ``<!-- results:start -->`` and ``<!-- results:end -->``. So no
+``README.md`` above DIR, between ``<!-- results:start -->`` and ``<!-- results:end -->``, and the
+component tables (``<!-- registry:start -->`` ... ``<!-- registry:end -->``) of the user guide
+``zoo/README.md`` from the registry. So no
 figure is typed by hand twice, and none is typed by hand at all: the prose of the template may
 not hold a decimal number; it names the figure instead, and the report fills it in.
 
@@ -504,6 +506,8 @@ def replace_readme_block(readme: str, block: str, where: str = "README.md", star
 
 
 REGISTRY_START, REGISTRY_END = "<!-- registry:start -->", "<!-- registry:end -->"
+#: the user guide beside the package, whose component tables the report also regenerates (path from the repository root)
+CATALOG = Path("zoo") / "README.md"
 
 
 def render_registry_block() -> str:
@@ -548,6 +552,10 @@ def report(directory: Path, out: Optional[Path] = None, readme: Optional[Path] =
         if REGISTRY_START in current:
             current = replace_readme_block(current, render_registry_block(), str(readme), REGISTRY_START, REGISTRY_END)
         outputs[readme] = current
+        catalog = readme.parent / CATALOG
+        if catalog.is_file() and REGISTRY_START in catalog.read_text():
+            outputs[catalog] = replace_readme_block(catalog.read_text(), render_registry_block(), str(catalog),
+                                                    REGISTRY_START, REGISTRY_END)
     if check:
         stale = [str(p) for p, text in outputs.items() if not p.is_file() or p.read_text() != text]
         if stale:
