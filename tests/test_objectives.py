@@ -323,3 +323,23 @@ def test_a_new_bound_is_one_registration():
             check_combination(build_model("sbn", 16, layers=(3,)), "amortized", "toy_bound")
     finally:
         OBJECTIVES._entries.pop("toy_bound", None)
+
+
+def test_a_grid_names_any_valid_pair_as_bound_colon_estimator(tmp_path, capsys):
+    """compare and gradients take BOUND:ESTIMATOR beside the registered names: 'iwae:dreg' is the cell
+    (objective iwae, estimator dreg), in its own folder, next to 'dreg' and plain 'iwae'; a name that is
+    not a bound, or an estimator of another bound, is refused in one line before anything is written."""
+    from zoo.cli import main
+    from zoo.experiments.compare import cell_name, grid_cells
+    from zoo.experiments.config import RunConfig
+    from zoo.objectives import split_objective
+    cells = grid_cells("vae", ["amortized"], ["iwae", "iwae:dreg", "dreg", "elbo:stl"], RunConfig())
+    assert [(c.objective, c.objective_options.get("estimator"), cell_name(c)) for c in cells] == [
+        ("iwae", None, "amortized-iwae"), ("iwae", "dreg", "amortized-iwae-dreg"), ("dreg", None, "amortized-dreg"),
+        ("elbo", "stl", "amortized-elbo-stl")]
+    assert split_objective("rws:pyro") == ("rws", "pyro")
+    for bad, message in (("dreg:reparam", "'dreg' is not a bound"), ("elbo:dreg", "not an estimator of the elbo")):
+        code = main(["compare", "vae", "--guides", "amortized", "--objectives", bad, "--out", str(tmp_path / "x")])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "x").exists()

@@ -17,6 +17,7 @@ from zoo.core.errors import ZooError
 
 MODEL_HELP = ("model name (see 'pyro-zoo list'), or your own Pyro model as FILE.py:NAME (a model function "
               "model(x, idx=None, N=None), or a factory NAME(x_dim) returning one; see zoo.from_pyro)")
+OBJECTIVES_HELP = "comma-separated objectives: registered names, or BOUND:ESTIMATOR for any valid pair (iwae:dreg)"
 EPILOG = "Run 'pyro-zoo list' for the models, guides, objectives and datasets, and which combinations are valid."
 
 
@@ -52,14 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="train and evaluate a grid of guides × objectives")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--guides", type=flags.names, required=True, help="comma-separated guide families")
-    p.add_argument("--objectives", type=flags.names, required=True, help="comma-separated objectives")
+    p.add_argument("--objectives", type=flags.names, required=True, help=OBJECTIVES_HELP)
     p.add_argument("--out", default=None, help="output folder (default: runs/compare-MODEL)")
     _add_common(p)
 
     p = sub.add_parser("gradients", help="bias, variance and SNR of gradient estimators at fixed parameters")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--guide", default="amortized", help="guide family (default: amortized)")
-    p.add_argument("--objectives", type=flags.names, required=True, help="comma-separated objectives")
+    p.add_argument("--objectives", type=flags.names, required=True, help=OBJECTIVES_HELP)
     p.add_argument("--particles", type=flags.ints, default=[1, 5, 50], dest="particles_list",
                    help="comma-separated K values (default 1,5,50)")
     p.add_argument("--repeats", type=int, default=100, help="gradient estimates per setting (default 100)")

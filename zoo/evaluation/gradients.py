@@ -50,7 +50,7 @@ import pyro
 import torch
 
 from zoo.core.errors import ZooError
-from zoo.objectives import OBJECTIVES, EnumELBO, build_objective
+from zoo.objectives import OBJECTIVES, EnumELBO, build_objective, split_objective
 
 __all__ = ["parameter_groups", "gradient_samples", "reference_gradients", "summarize", "diagnose", "toy_gradients"]
 
@@ -167,12 +167,15 @@ def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int
     ref, how = reference_gradients(model, guide, x, idx, N, groups, reference_repeats) if reference else ({}, {})
     rows = []
     for name in objectives:
+        objective_name, estimator = split_objective(name)            # "iwae:dreg" -> ("iwae", "dreg")
         options = {k: v for k, v in (objective_options or {}).get(name, {}).items() if k != "particles"}
-        if "alpha" in {f.name for f in OBJECTIVES[name].options.specs()}:
+        if estimator is not None:
+            options["estimator"] = estimator
+        if "alpha" in {f.name for f in OBJECTIVES[objective_name].options.specs()}:
             options.setdefault("alpha", alpha)
-        label = f"{name} ({options['estimator']})" if options.get("estimator") else name
+        label = f"{objective_name} ({options['estimator']})" if options.get("estimator") else objective_name
         for k in particles:
-            objective = build_objective(name, k, **options)
+            objective = build_objective(objective_name, k, **options)
             pyro.set_rng_seed(seed + 1)
             samples, seconds = gradient_samples(objective, model, guide, x, idx, N, repeats, groups)
             for group, s in samples.items():

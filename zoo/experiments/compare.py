@@ -14,9 +14,10 @@ from zoo.evaluation.tables import results_markdown
 from zoo.experiments.config import RunConfig
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
 from zoo.experiments.run import prepare, train_run
+from zoo.objectives.axes import split_objective
 from zoo.training.checkpoint import atomic_write_text
 
-__all__ = ["compare", "grid_cells"]
+__all__ = ["compare", "grid_cells", "cell_name"]
 
 
 def grid_cells(model: str, guides: Sequence[str], objectives: Sequence[str], base: RunConfig,
@@ -24,18 +25,30 @@ def grid_cells(model: str, guides: Sequence[str], objectives: Sequence[str], bas
     """The config of every (guide, objective) cell: ``base`` with that guide and objective, and the
     options of ``guide_options`` / ``objective_options`` that each cell's component takes. An option that
     no guide (objective) of the grid takes is an error."""
-    picked = {"guide": list(guides), "objective": list(objectives)}
+    pairs = [split_objective(o) for o in objectives]           # "iwae:dreg" -> ("iwae", "dreg")
+    picked = {"guide": list(guides), "objective": [o for o, _ in pairs]}
     given = {"guide": dict(guide_options or base.guide_options), "objective": dict(objective_options or
                                                                                    base.objective_options)}
     for kind, names in picked.items():
         for key in given[kind]:
             if not any(key in _option_names(kind, n) for n in names):
                 raise OptionError(key, f"is not an option of any {kind} of the grid ({', '.join(names)})", kind=kind)
+
+    def objective_options_of(o: str, estimator: Optional[str]) -> Dict:
+        chosen = {k: v for k, v in given["objective"].items() if k in _option_names("objective", o)}
+        if estimator is not None:
+            chosen["estimator"] = estimator
+        return chosen
     return [dataclasses.replace(base, model=model, guide=g, objective=o,
                                 guide_options={k: v for k, v in given["guide"].items() if k in _option_names("guide", g)},
-                                objective_options={k: v for k, v in given["objective"].items()
-                                                   if k in _option_names("objective", o)})
-            for g in guides for o in objectives]
+                                objective_options=objective_options_of(o, estimator))
+            for g in guides for o, estimator in pairs]
+
+
+def cell_name(cfg: RunConfig) -> str:
+    """The folder of a grid cell: ``amortized-dreg``, or ``amortized-iwae-dreg`` for a bound with an estimator."""
+    estimator = cfg.objective_options.get("estimator")
+    return f"{cfg.guide}-{cfg.objective}" + (f"-{estimator}" if estimator else "")
 
 
 def _option_names(kind: str, name: str) -> set:
@@ -61,8 +74,8 @@ def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: 
     rows = []
     for cfg in cells:
         if progress:
-            print(f"== {model} / {cfg.guide} / {cfg.objective} ==", flush=True)
-        rows.append(train_run(cfg, out / f"{cfg.guide}-{cfg.objective}", force=True, progress=progress, data=data))
+            print(f"== {model} / {cfg.guide} / {cell_name(cfg)[len(cfg.guide) + 1:]} ==", flush=True)
+        rows.append(train_run(cfg, out / cell_name(cfg), force=True, progress=progress, data=data))
     make_out_dir(out)
     table = results_markdown(rows)
     atomic_write_text(out / "compare.md", table)

@@ -48,7 +48,7 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
     if not getattr(run.guide, "amortized", True):
         run.guide = build_guide(guide, run.model, num_data=x.shape[0]).to(run.device)
     result = diagnose(run.model, run.guide, x, objectives, particles, repeats, seed=config.seed,
-                      objective_options={cell.objective: cell.objective_options for cell in cells})
+                      objective_options={name: cell.objective_options for name, cell in zip(objectives, cells)})
     result.update(config=config.to_json(), objectives=list(objectives), particles=list(particles),
                   repeats=repeats, checkpoint=str(checkpoint) if checkpoint else None, device=str(run.device))
     make_out_dir(out)

@@ -26,7 +26,7 @@ from zoo.core.registry import OBJECTIVES
 # The registrations, in the order `pyro-zoo list` shows them.
 from zoo.objectives import elbo, importance, wake_sleep  # noqa: F401  isort: skip
 from zoo.objectives.axes import (Estimator, bounds, build_objective, objective_capabilities, objective_label,
-                                 preset_of, presets)
+                                 preset_of, presets, split_objective)
 from zoo.objectives.base import PerDatumObjective
 from zoo.objectives.enum import EnumELBO
 from zoo.objectives.renyi import IWAEBound, RenyiBound
@@ -34,4 +34,4 @@ from zoo.objectives.wake_sleep import ReweightedWakeSleep
 
 __all__ = ["PerDatumObjective", "RenyiBound", "IWAEBound", "EnumELBO", "ReweightedWakeSleep", "Estimator",
            "OBJECTIVES", "build_objective", "objective_capabilities", "objective_label", "preset_of", "presets",
-           "bounds"]
+           "bounds", "split_objective"]

@@ -40,7 +40,8 @@ from zoo.core.errors import ZooError
 from zoo.core.registry import OBJECTIVES, OptionError, Options, option
 
 __all__ = ["Estimator", "Particles", "BoundOptions", "register_bound", "register_preset", "preset_of",
-           "objective_capabilities", "objective_label", "bounds", "presets", "build_objective"]
+           "objective_capabilities", "objective_label", "bounds", "presets", "build_objective",
+           "split_objective"]
 
 
 @dataclass(frozen=True)
@@ -240,3 +241,18 @@ def build_objective(name: str, particles: Optional[int] = None, alpha: Optional[
         from zoo.training.jit import JitObjective
         return JitObjective(objective)
     return objective
+
+
+def split_objective(name: str) -> Tuple[str, Optional[str]]:
+    """A grid's objective: a registered name (``dreg``), or ``BOUND:ESTIMATOR`` (``iwae:dreg``) for any valid pair,
+    including those without a preset name."""
+    if ":" not in name:
+        return name, None
+    bound, estimator = name.split(":", 1)
+    if bound not in bounds():
+        raise ZooError(f"{name!r}: {bound!r} is not a bound; BOUND:ESTIMATOR takes one of {', '.join(bounds())} "
+                       f"(see 'pyro-zoo list')")
+    choices = list(OBJECTIVES[bound].capability("estimators"))
+    if estimator not in choices:
+        raise ZooError(f"{name!r}: {estimator!r} is not an estimator of the {bound} bound: {', '.join(choices)}")
+    return bound, estimator
