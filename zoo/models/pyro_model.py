@@ -202,6 +202,12 @@ class PyroModel(ZooModel):
         self._latents, self.likelihood = self._inspect(example)
         self._claim_parameters()
 
+    def __deepcopy__(self, memo):
+        # A copy's networks would be copies, but the user's function would still call the originals
+        # (they live in its closure), so the copy would silently train and score someone else's weights.
+        raise ZooError(f"{self._name} wraps a Pyro function that holds its own networks, so it cannot be "
+                       f"deep-copied; build another with from_pyro(factory, x_dim) and load_state_dict into it")
+
     # -- the contract ----------------------------------------------------------------
     @property
     def latents(self):
