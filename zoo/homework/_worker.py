@@ -1,10 +1,14 @@
-"""The grader's worker process (``python -m zoo.homework._worker FILE REPLY_FD SEED THREADS``).
+"""The grader's worker process (``python zoo/homework/_worker.py FILE REPLY_FD SEED THREADS``).
 
 It imports the submission once, then reads one JSON request per line on stdin
 (``{"function": "module:function"}``), runs that check on the submission and writes one JSON
 reply per line to the file descriptor REPLY_FD: ``{"status": "passed", "output": ...}`` or
 ``{"status": "failed" | "error", "message": ...}``. Its own stdout goes to stderr, so a
 submission's prints cannot garble the replies. See :mod:`zoo.homework.grader`.
+
+It is run as a script, not ``-m``, and imports nothing heavy itself: torch, Pyro and the zoo are
+imported by the submission and the checks that need them, so a grader's start costs what the
+assignment needs. ``sys.path`` starts with the submission's folder.
 """
 from __future__ import annotations
 
@@ -28,15 +32,17 @@ def _reason(error: BaseException, submission: str) -> str:
     return head
 
 
-def _seed(seed: int) -> None:
-    import numpy as np
-    import pyro
-    import torch
+def _seed(seed: int, threads: int) -> None:
+    """Seed every random number generator in use (Pyro draws from torch's) and clear Pyro's param store."""
     random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    pyro.set_rng_seed(seed)
-    pyro.clear_param_store()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(seed)
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+    if "pyro" in sys.modules:
+        sys.modules["pyro"].clear_param_store()
 
 
 def main(argv) -> None:
@@ -49,10 +55,8 @@ def main(argv) -> None:
         replies.write(json.dumps(message) + "\n")
         replies.flush()
 
-    import torch
-    torch.set_num_threads(threads)
-    import zoo  # noqa: F401  (the zoo's settings, as the checks expect them)
-    _seed(seed)
+    sys.path[0] = str(Path(path).resolve().parent)
+    _seed(seed, threads)
     reply(started=True)                          # the submission's import time is counted from here
     try:
         spec = importlib.util.spec_from_file_location("submission", path)
@@ -72,7 +76,7 @@ def main(argv) -> None:
         except (ImportError, AttributeError) as e:
             reply(status="error", message=f"the grader cannot find its check {request['function']}: {e}")
             continue
-        _seed(seed)
+        _seed(seed, threads)
         try:
             output = check(submission)
         except AssertionError as e:

@@ -263,7 +263,7 @@ class _Worker:
         # the worker must import this same zoo (a checkout run with `python -m zoo`, not an installed one)
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        proc = subprocess.Popen([sys.executable, "-m", "zoo.homework._worker", str(path), str(write_fd), str(seed),
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_worker.py")), str(path), str(write_fd), str(seed),
                                  str(threads)], stdin=subprocess.PIPE, stdout=log, stderr=log,
                                 pass_fds=(write_fd,), env=env, cwd=str(path.parent))
         os.close(write_fd)
@@ -271,7 +271,7 @@ class _Worker:
         reply = worker._read(_START_TIMEOUT)
         if not isinstance(reply, dict) or not reply.get("started"):
             worker.kill()
-            return None, "the grader's worker did not start (torch, Pyro or the zoo failed to import)"
+            return None, "the grader's worker did not start"
         reply = worker._read(import_timeout)
         if reply is None:
             worker.kill()

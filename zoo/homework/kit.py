@@ -51,9 +51,11 @@ def list_text() -> str:
     lines = []
     width = max(len(n) for n in ASSIGNMENTS)
     for name, hw in ASSIGNMENTS.items():
-        hidden = sum(c.hidden for c in hw.checks)
-        note = f", {hidden} hidden" if hidden else ""
-        lines.append(f"{name.ljust(width)}  {hw.title} ({hw.max_points:g} points, {len(hw.checks)} checks{note})")
+        shown = [c for c in hw.checks if not c.hidden]
+        hidden = [c for c in hw.checks if c.hidden]
+        note = f"; hidden: {len(hidden)} more, {sum(c.points for c in hidden):g} points" if hidden else ""
+        lines.append(f"{name.ljust(width)}  {hw.title} ({len(shown)} checks, {sum(c.points for c in shown):g} "
+                     f"points{note})")
     return "\n".join(lines)
 
 
