@@ -68,7 +68,8 @@ def main(argv=None):
     for r in rows:
         if r["submission"] == "solution" and r["seed"] == seeds[0]:
             for c in r["checks"]:
-                md.append(f"| {r['assignment']} | {c['name']} | {c['seconds']:.2f} | {c['message']} |")
+                message = c["message"].replace("|", "\\|")          # a table cell: p(x|z) keeps its bar
+                md.append(f"| {r['assignment']} | {c['name']} | {c['seconds']:.2f} | {message} |")
     (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
 
 
