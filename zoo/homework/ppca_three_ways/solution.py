@@ -90,11 +90,11 @@ def amortized_guide(x, idx, num_data, latent_dim):
         pyro.sample("z", dist.MultivariateNormal(x @ A.T + b, scale_tril=L))
 
 
-def train_svi(x, guide, latent_dim, num_steps=1500, batch_size=50):
+def train_svi(x, guide, latent_dim, num_steps=400, batch_size=100):
     """Fit the model by SVI on minibatches with ``guide``; returns the learned (W, mu, sigma2)."""
     pyro.clear_param_store()
     N = x.shape[0]
-    optim = ClippedAdam({"lr": 0.05, "lrd": 0.01 ** (1 / num_steps)})        # lr decays 100x over the run
+    optim = ClippedAdam({"lr": 0.1, "lrd": 0.05 ** (1 / num_steps)})          # lr decays 20x over the run
     svi = SVI(model, guide, optim, Trace_ELBO())
     for _ in range(num_steps):
         idx = torch.randperm(N)[:batch_size]

@@ -57,6 +57,6 @@ def amortized_guide(x, idx, num_data, latent_dim):
     raise NotImplementedError("TODO: the amortized guide")
 
 
-def train_svi(x, guide, latent_dim, num_steps=300, batch_size=100):
+def train_svi(x, guide, latent_dim, num_steps=400, batch_size=100):
     """Fit the model by SVI on minibatches with ``guide``; returns the learned (W, mu, sigma2)."""
     raise NotImplementedError("TODO: the SVI training loop")
