@@ -1,4 +1,4 @@
-"""The ``pyro-zoo`` command line: list, train, eval, compare, gradients, report.
+"""The ``pyro-zoo`` command line: list, train, eval, compare, gradients, report, homework, grade.
 
 Every user mistake ends in one line on stderr, ``pyro-zoo: error: ...``, and exit code 2.
 """
@@ -75,7 +75,59 @@ def build_parser() -> argparse.ArgumentParser:
                    "nearest README.md above DIR with a results block)")
     p.add_argument("--check", action="store_true",
                    help="write nothing; fail if the files differ from what would be written")
+    _add_homework(sub)
     return parser
+
+
+def _add_homework(sub) -> None:
+    """``homework list | init | solution | bundle`` and ``grade``; the logic is in :mod:`zoo.homework`."""
+    p = sub.add_parser("homework", help="the homework kit: assignments, student folders, Gradescope bundles")
+    hw = p.add_subparsers(dest="homework_command", required=True, parser_class=_Parser)
+    hw.add_parser("list", help="the assignments, their points and checks")
+    q = hw.add_parser("init", help="write a student's folder: handout.md, starter.py, selfcheck.py")
+    q.add_argument("assignment", help="an assignment (see 'pyro-zoo homework list')")
+    q.add_argument("dir", help="a new or empty folder")
+    q = hw.add_parser("solution", help="write the instructor's reference solution.py")
+    q.add_argument("assignment", help="an assignment (see 'pyro-zoo homework list')")
+    q.add_argument("dir", help="a new or empty folder (not the students' folder)")
+    q = hw.add_parser("bundle", help="write the Gradescope autograder zip (setup.sh, run_autograder, the frozen zoo)")
+    q.add_argument("assignment", help="an assignment (see 'pyro-zoo homework list')")
+    q.add_argument("zip", help="the zip to write, e.g. hw1-autograder.zip")
+    _add_grading_flags(q)
+
+    p = sub.add_parser("grade", help="grade a submission: a table of checks with points and reasons")
+    p.add_argument("assignment", help="an assignment (see 'pyro-zoo homework list')")
+    p.add_argument("submission", help="the student's .py file, or a folder holding one (Gradescope's "
+                   "/autograder/submission)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON (pyro-zoo's schema)")
+    p.add_argument("--gradescope", action="store_true", help="write Gradescope's autograder results.json")
+    p.add_argument("--results", default="results.json", metavar="FILE",
+                   help="where --gradescope writes (default results.json; on Gradescope "
+                        "/autograder/results/results.json)")
+    p.add_argument("--seed", type=int, default=0, help="the seed every check starts from (default 0)")
+    p.add_argument("--only", type=flags.names, default=None, help="comma-separated checks to run (default all)")
+    _add_grading_flags(p)
+
+
+def _add_grading_flags(p) -> None:
+    p.add_argument("--hidden", action="store_true", help="run the hidden checks too (Gradescope: after_published)")
+    p.add_argument("--points", type=_points, default=None, metavar="CHECK=P,...",
+                   help="change checks' points, e.g. --points train_amortized=30,kl_closed_form=10")
+    p.add_argument("--timeout-scale", type=float, default=1.0,
+                   help="multiply every check's time limit (a slow grading machine; default 1)")
+
+
+def _points(text: str):
+    points = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            points[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"expected CHECK=POINTS,..., got {item!r}")
+    return points
 
 
 def _add_common(p: argparse.ArgumentParser, exclude=()) -> None:
@@ -228,8 +280,49 @@ def cmd_report(args) -> None:
     print(f"{'up to date' if args.check else 'wrote'}: {', '.join(str(f) for f in files)}")
 
 
+def cmd_homework(args) -> None:
+    from zoo.homework import kit
+    if args.homework_command == "list":
+        print(kit.list_text())
+    elif args.homework_command == "init":
+        files = kit.init_student_folder(args.assignment, args.dir)
+        print(f"wrote {', '.join(f.name for f in files)} to {args.dir}")
+    elif args.homework_command == "solution":
+        files = kit.write_solution(args.assignment, args.dir)
+        print(f"wrote {', '.join(f.name for f in files)} to {args.dir}")
+    else:
+        path = kit.make_bundle(args.assignment, args.zip, hidden=args.hidden, points=args.points,
+                               timeout_scale=args.timeout_scale)
+        print(f"wrote {path}: upload it on Gradescope's Configure Autograder page")
+
+
+def cmd_grade(args) -> None:
+    from zoo.homework import get_assignment
+    from zoo.homework.grader import find_submission, grade, with_points
+    hw = with_points(get_assignment(args.assignment), args.points)
+    find_submission(args.submission)
+    outputs = [Path(f) for f in ([args.json] if args.json else []) + ([args.results] if args.gradescope else [])]
+    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
+        raise ZooError("--json and --gradescope --results name the same file; give two files")
+    for out in outputs:
+        if out.exists() and out.is_dir():
+            raise ZooError(f"{out} is a folder; give a file name for the results")
+    result = grade(hw, args.submission, hidden=args.hidden, seed=args.seed, timeout_scale=args.timeout_scale,
+                   only=args.only)
+    print(result.table())
+    if args.json:
+        _write_json(Path(args.json), result.to_json())
+    if args.gradescope:
+        _write_json(Path(args.results), result.to_gradescope())
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
 COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "gradients": cmd_gradients,
-            "report": cmd_report}
+            "report": cmd_report, "homework": cmd_homework, "grade": cmd_grade}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,24 @@
+"""Grade your homework locally, with the same checks the autograder runs (hidden checks excepted).
+
+    python selfcheck.py                 # grades starter.py in this folder
+    python selfcheck.py my_answer.py    # or another file
+
+It needs pyro-zoo installed (your course page says how). Each check runs in a separate process
+under a time limit, so a bug in your code costs that check's points and nothing else; the table
+gives a one-line reason for each check that failed.
+"""
+import sys
+from pathlib import Path
+
+from zoo.homework.grader import grade
+
+
+def main(argv) -> int:
+    path = Path(argv[0]) if argv else Path(__file__).with_name("starter.py")
+    result = grade("bernoulli_vae", path)
+    print(result.table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
