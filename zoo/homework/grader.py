@@ -42,7 +42,6 @@ import platform
 import select
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -247,27 +246,27 @@ class _Worker:
     """A subprocess that imported the submission and runs checks on request (JSON lines).
 
     Requests go in on its stdin; replies come back on a pipe of their own, so whatever the
-    submission prints (its stdout is sent to the worker's stderr) cannot garble them.
+    submission prints cannot garble them (its output is discarded: a print loop cannot fill a disk).
     """
 
-    def __init__(self, proc: subprocess.Popen, reply_fd: int, log):
-        self.proc, self.reply_fd, self.log = proc, reply_fd, log
+    def __init__(self, proc: subprocess.Popen, reply_fd: int):
+        self.proc, self.reply_fd = proc, reply_fd
         self._buffer = b""
 
     @classmethod
     def start(cls, path: Path, seed: int, threads: int, import_timeout: float):
         read_fd, write_fd = os.pipe()
-        log = tempfile.TemporaryFile()
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    PYTHONDONTWRITEBYTECODE="1")
         # the worker must import this same zoo (a checkout run with `python -m zoo`, not an installed one)
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_worker.py")), str(path), str(write_fd), str(seed),
-                                 str(threads)], stdin=subprocess.PIPE, stdout=log, stderr=log,
+        command = [sys.executable, str(Path(__file__).with_name("_worker.py")), str(path), str(write_fd), str(seed),
+                   str(threads)]
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 pass_fds=(write_fd,), env=env, cwd=str(path.parent))
         os.close(write_fd)
-        worker = cls(proc, read_fd, log)
+        worker = cls(proc, read_fd)
         reply = worker._read(_START_TIMEOUT)
         if not isinstance(reply, dict) or not reply.get("started"):
             worker.kill()
@@ -336,8 +335,7 @@ class _Worker:
         self.kill()
 
     def _cleanup(self):
-        for closer in (lambda: os.close(self.reply_fd), self.log.close,
-                       lambda: self.proc.stdin and self.proc.stdin.close()):
+        for closer in (lambda: os.close(self.reply_fd), lambda: self.proc.stdin and self.proc.stdin.close()):
             try:
                 closer()
             except OSError:
