@@ -50,8 +50,8 @@ MUTANTS = {
     "log_prob_summed_over_particles": (".log_prob(z).sum(-1)", ".log_prob(z).sum(0)",
                                        {"log_q", "variance_order"} | UNBIASED),
     # softmax((l + g) / tau^2): the argmax law survives, the temperature does not
-    "tau_applied_twice": ("torch.softmax((logits + g) / tau, dim=-1)", "torch.softmax((logits + g) / tau / tau, dim=-1)",
-                          {"gumbel_softmax_distribution"}),
+    "tau_applied_twice": ("torch.softmax((logits + g) / tau, dim=-1)",
+                          "torch.softmax((logits + g) / tau / tau, dim=-1)", {"gumbel_softmax_distribution"}),
     # log(-log u) is minus a Gumbel: argmax no longer follows softmax(logits) (invisible with 2 classes)
     "gumbel_noise_sign_flipped": ("g = -torch.log(-torch.log(u))", "g = torch.log(-torch.log(u))",
                                   {"gumbel_softmax_distribution"}),

@@ -48,13 +48,13 @@ MUTANTS = {
     # E[z z^T] = E[z] E[z]^T: the posterior covariance forgotten in the M-step
     "em_second_moment_without_covariance": ("sum_Ezz = N * cov + Ez.T @ Ez", "sum_Ezz = Ez.T @ Ez", EM),
     # the plate without subsample: the minibatch is not scaled by N / B (nor the guide's matching term)
-    "plate_scale_forgotten": ('with pyro.plate("data", num_data, subsample=idx):\n        z = pyro.sample("z", dist.Normal',
-                              'with pyro.plate("data", x.shape[0]):\n        z = pyro.sample("z", dist.Normal', SVI),
+    "plate_scale_forgotten": ('with pyro.plate("data", num_data, subsample=idx):\n        z = pyro.sample("z", dist.N',
+                              'with pyro.plate("data", x.shape[0]):\n        z = pyro.sample("z", dist.N', SVI),
     # sigma = log sigma in the likelihood
     "log_sigma_used_as_sigma": ("torch.exp(log_sigma)).to_event(1), obs=x)", "log_sigma).to_event(1), obs=x)", SVI),
     # C = W W^T + sigma I
-    "log_likelihood_with_sigma_for_sigma2": ("C = W @ W.T + sigma2 * torch.eye", "C = W @ W.T + torch.sqrt(sigma2) * torch.eye",
-                                             {"log_likelihood"}),
+    "log_likelihood_with_sigma_for_sigma2": ("C = W @ W.T + sigma2 * torch.eye",
+                                             "C = W @ W.T + torch.sqrt(sigma2) * torch.eye", {"log_likelihood"}),
 }
 
 

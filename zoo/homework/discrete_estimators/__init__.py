@@ -17,7 +17,7 @@ ASSIGNMENT = register(Assignment(
     checks=(
         Check("log_q", 2, "log_q sums the Bernoulli log-probabilities over the latents: [S, B]",
               f"{_CHECKS}:check_log_q", timeout=30),
-        Check("reinforce_unbiased", 4, "REINFORCE is unbiased for the enumerated ELBO gradient (3 sigma, 11 directions)",
+        Check("reinforce_unbiased", 4, "REINFORCE is unbiased for the enumerated ELBO gradient (3 sigma, 11 dirs)",
               f"{_CHECKS}:check_reinforce_unbiased", timeout=60),
         Check("reinforce_loo_unbiased", 4, "REINFORCE + leave-one-out baseline is unbiased (3 sigma, 11 directions)",
               f"{_CHECKS}:check_reinforce_loo_unbiased", timeout=60),

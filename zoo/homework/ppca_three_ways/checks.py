@@ -56,7 +56,8 @@ def _random_parameters(x_dim, latent_dim):
 
 
 def check_ml_closed_form(sub):
-    """ml_solution is Tipping & Bishop's: mu = mean, sigma^2 = mean discarded eigenvalue, W W^T = U (L - sigma^2) U^T."""
+    """ml_solution is Tipping & Bishop's: mu = mean, sigma^2 = the mean discarded eigenvalue,
+    W W^T = U_q (L_q - sigma^2 I) U_q^T."""
     x = make_data()
     W, mu, sigma2 = _parameters(sub.ml_solution(x, LATENT_DIM), "ml_solution(x, 2)", x.shape[1], LATENT_DIM)
     W_ref, mu_ref, sigma2_ref = reference_ml(x, LATENT_DIM)

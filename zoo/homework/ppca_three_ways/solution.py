@@ -47,7 +47,8 @@ def em_step(x, W, mu, sigma2):
 
     E-step: E[z_n] = M^-1 W^T (x_n - mu),  E[z_n z_n^T] = sigma^2 M^-1 + E[z_n] E[z_n]^T.
     M-step: W_new = [sum_n (x_n - mu) E[z_n]^T] [sum_n E[z_n z_n^T]]^-1,
-            sigma2_new = 1/(N D) sum_n ( |x_n - mu|^2 - 2 E[z_n]^T W_new^T (x_n - mu) + tr(E[z_n z_n^T] W_new^T W_new) ).
+            sigma2_new = 1/(N D) sum_n ( |x_n - mu|^2 - 2 E[z_n]^T W_new^T (x_n - mu)
+                                         + tr(E[z_n z_n^T] W_new^T W_new) ).
     """
     N, D = x.shape
     xc = x - mu
