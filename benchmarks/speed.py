@@ -9,8 +9,8 @@ and Adam, on the same minibatch order, in the same process. Epochs alternate
 (zoo, zoo --jit, hand, hand with the zoo's optimizer), the order rotated every round, so drifts
 in machine load hit all; the ratio is median(zoo) / median(hand).
 
-With ``--model hvae`` both train the two-layer hierarchical VAE (``zoo.models.hvae``, Burda et al.'s
-784-200-200-100-100-100-50) with the structured guide q(z1 | x) q(z2 | z1, x); the hand-written loss is then
+With ``--model hvae`` both train the two-layer hierarchical VAE (``zoo.models.hvae``, Burda et al.'s sizes:
+z2 (50) -> 100 -> 100 -> z1 (100) -> 200 -> 200 -> x) with the structured guide q(z1 | x) q(z2 | z1, x); the hand-written loss is then
 log p(x | z1) + log p(z1 | z2) + log p(z2) - log q(z1 | x) - log q(z2 | z1, x) on the same networks.
 
 With ``--objective iwae --particles K`` both compute the per-datum IWAE bound instead (the
@@ -180,7 +180,7 @@ def main(argv=None):
                                                                   f"steps), scaled to an epoch of {num_data}",
               "device": str(device), "threads": torch.get_num_threads(),
               "architecture": ("784-200-200-50 tanh VAE, Adam" if args.model == "vae" else
-                               "two-layer hvae 784-200-200-100-100-100-50, structured guide q(z1|x) q(z2|z1,x), Adam"),
+                               "two-layer hvae 50-100-100-100-200-200-784, structured amortized guide q(z1|x) q(z2|z1,x), Adam"),
               "model": args.model,
               "objective": "Trace_ELBO, K=1" if particles is None else f"per-datum IWAE bound, K={particles}",
               "optimizers": {"zoo": "make_optimizer (fused Adam)", "zoo_jit": "make_optimizer (fused Adam)",
