@@ -2,7 +2,7 @@
 
 Generative story, for each datum n = 1..N::
 
-    z_n ~ N(0, I_d)
+    z_n ~ N(0, I_d)                                       (or a learned prior: --prior, zoo.models.priors)
     x_n | z_n ~ Bernoulli(sigmoid(f_theta(z_n)))          (likelihood="bernoulli")
     x_n | z_n ~ N(f_theta(z_n), diag(sigma_theta^2))        (likelihood="gaussian")
 
@@ -40,6 +40,7 @@ from zoo.core.registry import MODELS, Options, option
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
+from zoo.models.priors import PriorMixin, PriorOptions, build_prior
 
 __all__ = ["VAE"]
 
@@ -47,7 +48,7 @@ __all__ = ["VAE"]
 
 
 @dataclass
-class VAEOptions(Options):
+class VAEOptions(PriorOptions):
     latent_dim: int = option(50, "number of latent units", minimum=1, shape=True)
     hidden: Tuple[int, ...] = option((200, 200), "decoder hidden sizes, from z to x", minimum=1, shape=True)
     likelihood: Optional[str] = option(None, "bernoulli or gaussian (default: bernoulli for binary data, else gaussian)",
@@ -56,7 +57,7 @@ class VAEOptions(Options):
 
 @MODELS.register("vae", options=VAEOptions, description="VAE, Gaussian prior, tanh MLP decoder, Bernoulli or "
                  "Gaussian likelihood (Burda et al. 2016: 784-200-200-50)")
-class VAE(ZooModel):
+class VAE(PriorMixin, ZooModel):
     """Gaussian prior, MLP decoder, Bernoulli or Gaussian likelihood.
 
     Arguments:
@@ -64,10 +65,12 @@ class VAE(ZooModel):
         latent_dim: d, the number of latent units (default 50).
         hidden: decoder hidden sizes, from z to x (default (200, 200)).
         likelihood: ``"bernoulli"`` for binary data, ``"gaussian"`` for continuous data.
+        prior, prior_components, prior_flows: p(z), see :mod:`zoo.models.priors` (default N(0, I)).
     """
 
     def __init__(self, x_dim: int, latent_dim: int = 50, hidden: Sequence[int] = (200, 200),
-                 likelihood: Optional[str] = "bernoulli"):
+                 likelihood: Optional[str] = "bernoulli", prior: str = "standard",
+                 prior_components: Optional[int] = None, prior_flows: int = 2):
         super().__init__(x_dim)
         likelihood = likelihood or "bernoulli"
         if likelihood not in ("bernoulli", "gaussian"):
@@ -79,6 +82,7 @@ class VAE(ZooModel):
         if likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.zeros(x_dim))
         self.register_buffer("prior_loc", torch.zeros(self.latent_dim))
+        self.prior = build_prior(prior, self.latents[0], x_dim, prior_components, prior_flows)
 
     @property
     def latents(self):
@@ -87,7 +91,7 @@ class VAE(ZooModel):
     def model(self, x=None, idx=None, N=None):
         register_module("vae", self)
         with data_plate(x, idx, N, device=self.prior_loc.device):
-            z = pyro.sample("z", dist.Normal(self.prior_loc, 1.0).to_event(1))
+            z = pyro.sample("z", self.prior())                 # N(0, I) unless --prior says otherwise
             out = self.decoder(z)
             if self.likelihood == "bernoulli":
                 px = IndependentBernoulli(out)                 # Bernoulli(logits=out).to_event(1)
