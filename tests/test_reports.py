@@ -148,3 +148,20 @@ def test_readme_prose_types_no_figure_by_hand(page):
     prose = "\n".join(l for l in prose.splitlines() if not l.startswith("    "))
     prose = re.sub(r"`[^`]*`", "", prose)
     assert not re.findall(r"(?<![\w.])\d+\.\d+", prose)
+
+
+def test_include_inlines_the_tables_a_benchmark_wrote_beside_its_json(tmp_path):
+    """{{ include FILE.json }} renders the Markdown tables of FILE.md (the same script's output), and refuses a
+    result file without one, or one without a table, naming the file."""
+    (tmp_path / "a.json").write_text(json.dumps({"provenance": {"command": "python a.py"}, "x": 1}))
+    (tmp_path / "a.md").write_text("# A\n\nCommand: `python a.py`\n\n| k | v |\n|---|---|\n| x | 1 |\n\nprose\n\n"
+                                   "| second | table |\n|---|---|\n")
+    (tmp_path / "b.json").write_text(json.dumps({"provenance": {"command": "python b.py"}}))
+    results = reports.load_results(tmp_path)
+    assert reports.render_template("{{ include a.json }}", results) == (
+        "| k | v |\n|---|---|\n| x | 1 |\n\n| second | table |\n|---|---|")
+    with pytest.raises(Exception, match="b.json has no b.md beside it"):
+        reports.render_template("{{ include b.json }}", results)
+    (tmp_path / "b.md").write_text("no table here\n")
+    with pytest.raises(Exception, match="b.md holds no Markdown table"):
+        reports.render_template("{{ include b.json }}", reports.load_results(tmp_path))

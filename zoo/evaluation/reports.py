@@ -12,6 +12,7 @@ not hold a decimal number; it names the figure instead, and the report fills it 
 Placeholders in the template:
 
 - ``{{ table NAME }}``: one of the tables in :data:`TABLES` (``headline``, ``runs``, ``speed``, ...);
+- ``{{ include FILE.json }}``: the Markdown tables the benchmark wrote to ``FILE.md`` beside ``FILE.json``;
 - ``{{ FILE | PATH }}`` or ``{{ FILE | PATH | FORMAT }}``: one value of a result file. PATH walks
   the JSON by ``/``-separated keys; in a list, a segment selects the element with that ``label``
   (or that index). ``neg_elbo`` is −``elbo``. FORMAT is a Python format spec (default ``.2f``
@@ -122,6 +123,9 @@ def load_results(directory: Path) -> Results:
         if not isinstance(data, dict) or not isinstance(data.get("provenance"), dict) \
                 or not data["provenance"].get("command"):
             raise ZooError(f"{path}: no provenance.command; a result file must record the command that made it")
+        markdown = path.with_suffix(".md")
+        if markdown.is_file():                  # the script's own rendering of the same run, for {{ include }}
+            data[MARKDOWN_KEY] = markdown.read_text()
         results[path.name] = data
     if not results:
         raise ZooError(f"no *.json result files in {directory}")
@@ -428,8 +432,34 @@ def _value(results: Results, name: str, path: str):
     return v
 
 
+#: where :func:`load_results` keeps the text of the Markdown file a benchmark wrote beside its JSON
+MARKDOWN_KEY = "_markdown"
+
+
+def included_tables(results: Results, name: str) -> str:
+    """``{{ include FILE.json }}``: the Markdown tables that the benchmark script wrote to ``FILE.md`` beside
+    ``FILE.json`` in the same run (so each figure still comes from a result file with its command)."""
+    if name not in results:
+        raise KeyError(f"no result file {name}")
+    text = results[name].get(MARKDOWN_KEY)
+    if text is None:
+        raise KeyError(f"{name} has no {Path(name).with_suffix('.md')} beside it to include")
+    blocks, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            blocks.append("\n".join(current))
+            current = []
+    if not blocks:
+        raise KeyError(f"{Path(name).with_suffix('.md')} holds no Markdown table")
+    return "\n\n".join(blocks)
+
+
 def _fill(results: Results, expr: str) -> str:
     parts = [p.strip() for p in expr.split("|")]
+    if len(parts) == 1 and parts[0].startswith("include "):
+        return included_tables(results, parts[0].split(None, 1)[1].strip())
     if len(parts) == 1 and parts[0].startswith("table "):
         table = parts[0].split(None, 1)[1].strip()
         if table not in TABLES:
@@ -441,7 +471,8 @@ def _fill(results: Results, expr: str) -> str:
         return REFERENCES[parts[1]].value
     if len(parts) in (2, 3):
         return _num(_value(results, parts[0], parts[1]), parts[2] if len(parts) == 3 else ".2f")
-    raise KeyError("expected {{ table NAME }}, {{ FILE | PATH [| FORMAT] }} or {{ reference | KEY }}")
+    raise KeyError("expected {{ table NAME }}, {{ include FILE.json }}, {{ FILE | PATH [| FORMAT] }} or "
+                   "{{ reference | KEY }}")
 
 
 def _check_no_hand_figures(template: str, where: str) -> None:
