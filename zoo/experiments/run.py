@@ -130,7 +130,7 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
     world = 1
     if config.distributed or (ddp.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1):
         estimator = config.objective_options.get("estimator")
-        if not objective_capabilities(config.objective, estimator).ddp:
+        if not objective_capabilities(config.objective, estimator, config.objective_options).ddp:
             raise ZooError(f"distributed training needs an objective with one differentiable loss; "
                            f"{objective_label(config.objective, estimator)} is not one: use one of "
                            f"{', '.join(ddp.DDP_OBJECTIVES)}")
