@@ -185,26 +185,29 @@ class AutoregressiveBernoulli(TorchDistribution):
     ``net``; ``sample`` is ancestral and takes D passes, pixel i drawn from its conditional given the
     pixels already drawn.
 
-    ``mean`` is not E[x | z] (which would need a sum over 2^D images): it is the pixel probabilities
-    sigmoid(l_i) along one ancestral sample, what sample grids conventionally show for
-    autoregressive decoders.
+    ``mean`` is not E[x | z] (which would need a sum over 2^D images), but what reconstructions and
+    sample grids conventionally show for autoregressive decoders, the pixel probabilities
+    sigmoid(l_i(x_<i, z)): given ``observed`` data (a model's observation), along those data (one
+    pass, "teacher forcing"); otherwise along one ancestral sample (D passes).
 
     Arguments:
         net: maps (x ``[n, D]``, z ``[n, d]``) to logits ``[n, D]``, l_i depending on x_<i and z only.
         z: the latent code, ``[..., d]``.
+        observed: the observed x, if any, for ``mean``.
     """
 
     arg_constraints = {}
     support = constraints.independent(constraints.boolean, 1)
 
-    def __init__(self, net: nn.Module, z: torch.Tensor, validate_args=None):
-        self.net, self.z = net, z
+    def __init__(self, net: nn.Module, z: torch.Tensor, observed: Optional[torch.Tensor] = None,
+                 validate_args=None):
+        self.net, self.z, self.observed = net, z, observed
         D = net.layers[-1].out_features if isinstance(net, ConditionalMADE) else net.side ** 2
         super().__init__(z.shape[:-1], torch.Size([D]), validate_args=False)
 
     def expand(self, batch_shape, _instance=None):
         batch_shape = torch.Size(batch_shape)
-        return AutoregressiveBernoulli(self.net, self.z.expand(batch_shape + self.z.shape[-1:]))
+        return AutoregressiveBernoulli(self.net, self.z.expand(batch_shape + self.z.shape[-1:]), self.observed)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """l_i(x_<i, z) for every pixel, ``[*batch, D]``, with x and z broadcast against each other."""
@@ -233,4 +236,4 @@ class AutoregressiveBernoulli(TorchDistribution):
     @property
     def mean(self):
         with torch.no_grad():
-            return torch.sigmoid(self.logits(self.sample()))
+            return torch.sigmoid(self.logits(self.sample() if self.observed is None else self.observed))

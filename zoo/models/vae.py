@@ -117,7 +117,7 @@ class VAE(ZooModel):
         with data_plate(x, idx, N, device=self.prior_loc.device):
             z = pyro.sample("z", dist.Normal(self.prior_loc, 1.0).to_event(1))
             if self.decoder_kind != "mlp":
-                pyro.sample("x", AutoregressiveBernoulli(self.decoder, z), obs=x)
+                pyro.sample("x", AutoregressiveBernoulli(self.decoder, z, observed=x), obs=x)
                 return
             out = self.decoder(z)
             if self.likelihood == "bernoulli":
