@@ -198,6 +198,8 @@ class AutoregressiveBernoulli(TorchDistribution):
 
     arg_constraints = {}
     support = constraints.independent(constraints.boolean, 1)
+    #: images per network pass when no gradient is needed
+    chunk = 2048
 
     def __init__(self, net: nn.Module, z: torch.Tensor, observed: Optional[torch.Tensor] = None,
                  validate_args=None):
@@ -214,7 +216,12 @@ class AutoregressiveBernoulli(TorchDistribution):
         shape = torch.broadcast_shapes(x.shape[:-1], self.batch_shape)
         x = x.expand(shape + self.event_shape).reshape(-1, self.event_shape[0])
         z = self.z.expand(shape + self.z.shape[-1:]).reshape(-1, self.z.shape[-1])
-        return self.net(x.to(z.dtype), z).reshape(shape + self.event_shape)
+        x = x.to(z.dtype)
+        if torch.is_grad_enabled() or x.shape[0] <= self.chunk:
+            return self.net(x, z).reshape(shape + self.event_shape)
+        # no graph to keep: evaluate in chunks, so that K x B images (importance sampling) need bounded memory
+        return torch.cat([self.net(x[i:i + self.chunk], z[i:i + self.chunk]) for i in range(0, x.shape[0], self.chunk)]
+                         ).reshape(shape + self.event_shape)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         logits = self.logits(value)
