@@ -86,12 +86,16 @@ def test_log_prob_is_the_sum_of_sequential_conditionals(name):
 
 def test_log_prob_broadcasts_particles_against_data():
     """With z of shape [K, B, d] and x of shape [B, D] (the harness's importance sampling), log p is [K, B] and
-    each entry is the one-datum log-density."""
+    each entry is the one-datum log-density, also when evaluated in chunks without a gradient."""
     net = _randomize(NETS["made"]())
     z, x = torch.randn(4, 2, 3), (torch.rand(2, 20) < 0.5).float()
     lp = AutoregressiveBernoulli(net, z).log_prob(x)
     assert lp.shape == (4, 2)
     assert torch.allclose(lp[3, 1], AutoregressiveBernoulli(net, z[3, 1:2]).log_prob(x[1:2])[0], atol=1e-5)
+    chunked = AutoregressiveBernoulli(net, z)
+    chunked.chunk = 3                            # without a gradient, the 8 images go through the net 3 at a time
+    with torch.no_grad():
+        assert torch.allclose(chunked.log_prob(x), lp, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["made", "pixelcnn8"])
@@ -119,8 +123,9 @@ def test_sampling_is_ancestral(name):
 
 
 def test_vae_with_autoregressive_decoder_scores_and_samples():
-    """The vae model observes the decoder at site "x" (the model trace's log p(x|z) is the decoder's), and
-    ``sample(n, mean=False)`` draws binary images ancestrally."""
+    """The vae model observes the decoder at site "x" (the model trace's log p(x|z) is the decoder's), its
+    ``mean`` given the observation is the teacher-forced sigmoid(l_i(x_<i, z)), and ``sample(n, mean=False)``
+    draws binary images ancestrally."""
     model = build_model("vae", 64, latent_dim=2, hidden=(8,), decoder="pixelcnn", channels=(4, 4))
     x = (torch.rand(5, 64) < 0.5).float()
     trace = pyro.poutine.trace(model.model).get_trace(x)
@@ -128,6 +133,8 @@ def test_vae_with_autoregressive_decoder_scores_and_samples():
     assert isinstance(site["fn"], AutoregressiveBernoulli)
     assert torch.allclose(site["fn"].log_prob(x), AutoregressiveBernoulli(model.decoder, trace.nodes["z"]["value"])
                           .log_prob(x))
+    with torch.no_grad():                        # the displayed reconstruction: teacher-forced, one pass
+        assert torch.allclose(site["fn"].mean, torch.sigmoid(site["fn"].logits(x)))
     s = model.sample(3, mean=False)
     assert s.shape == (3, 64) and ((s == 0) | (s == 1)).all()
     assert image_side(784) == 28 and image_side(64) == 8 and image_side(10) is None

@@ -35,7 +35,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.core.registry import OptionError, option
-from zoo.objectives.axes import BoundOptions, Estimator, estimator_option, register_bound, register_preset
+from zoo.objectives.axes import BoundOptions, Estimator, Particles, estimator_option, register_bound, register_preset
 from zoo.objectives.baselines import BaselineTraceGraph_ELBO
 from zoo.objectives.enum import EnumELBO
 from zoo.objectives.estimators import LeaveOneOutReinforce, Reinforce, StickingTheLanding
@@ -64,32 +64,47 @@ def without_free_bits(build):
 
 
 @dataclass
-class ELBOOptions(BoundOptions):
-    """Options of the ``elbo`` bound.
+class FreeBits(Particles):
+    """The ``free_bits`` option of the ``elbo`` bound and of its presets.
 
     ``free_bits`` (lambda) turns the KL term into sum_j max(lambda, KL_j) over latent units j, each
     KL_j averaged over the minibatch (Kingma et al. 2016; :mod:`zoo.objectives.free_bits`), for the
     reparameterized estimators ``auto`` and ``analytic_kl``, whose gradient it then takes with analytic
-    per-unit KLs; it composes with ``--kl-warmup`` (each KL term weighted by beta).
+    per-unit KLs; it composes with ``--kl-warmup`` (each KL term weighted by beta). A preset's
+    subclass names its fixed estimator in ``preset_estimator``.
     """
 
-    bound: ClassVar[str] = "elbo"
-    estimator: str = estimator_option("auto")
+    preset_estimator: ClassVar[Optional[str]] = None
     free_bits: Optional[float] = option(None, "free bits (Kingma et al. 2016): each latent unit's KL, averaged over "
                                         "the minibatch, counts as at least this many nats (default: none)",
                                         minimum=0.0)
 
     def validate(self) -> None:
         super().validate()
-        if self.free_bits is not None and self.estimator not in FREE_BITS_ESTIMATORS:
+        estimator = getattr(self, "estimator", self.preset_estimator)
+        if self.free_bits is not None and estimator not in FREE_BITS_ESTIMATORS:
             raise OptionError("free_bits", f"applies to the reparameterized ELBO with analytic per-unit KLs (estimator "
-                              f"{' or '.join(FREE_BITS_ESTIMATORS)}), not estimator {self.estimator!r}: drop it or "
-                              f"use estimator auto", kind="objective")
+                              f"{' or '.join(FREE_BITS_ESTIMATORS)}), not estimator {estimator!r}: drop it or "
+                              f"use objective elbo", kind="objective")
 
     def refine(self, caps):
         if self.free_bits is None:
             return caps
         return dataclasses.replace(caps, needs_reparam=True, needs_unit_kl=True, jit=False, ddp=False)
+
+
+@dataclass
+class ELBOOptions(FreeBits, BoundOptions):
+    """Options of the ``elbo`` bound: the estimator and ``free_bits``."""
+
+    bound: ClassVar[str] = "elbo"
+    estimator: str = estimator_option("auto")
+
+
+def preset_options(estimator: str) -> type:
+    """The options of the elbo preset that fixes ``estimator``: the bound's, but ``estimator``."""
+    return dataclasses.make_dataclass(f"FreeBits_{estimator}", [], bases=(FreeBits,),
+                                      namespace={"preset_estimator": estimator, "__module__": __name__})
 
 
 ELBO_ESTIMATORS = register_bound("elbo", options=ELBOOptions, default="auto", description=(
@@ -113,6 +128,6 @@ ELBO_ESTIMATORS = register_bound("elbo", options=ELBOOptions, default="auto", de
               "K is not used)", without_free_bits(lambda k: EnumELBO()), needs_enumeration=True, warmup=False),
 ])
 
-register_preset("tracemeanfield", ELBO_ESTIMATORS["analytic_kl"])
+register_preset("tracemeanfield", ELBO_ESTIMATORS["analytic_kl"], options=preset_options("analytic_kl"))
 for _name in ("tracegraph", "enum", "reinforce", "rloo", "stl"):
-    register_preset(_name, ELBO_ESTIMATORS[_name])
+    register_preset(_name, ELBO_ESTIMATORS[_name], options=preset_options(_name))
