@@ -140,6 +140,18 @@ def test_vae_with_autoregressive_decoder_scores_and_samples():
     assert image_side(784) == 28 and image_side(64) == 8 and image_side(10) is None
 
 
+def test_hvae_observes_x_given_z1_through_the_decoder():
+    """hvae --decoder made: p(x | z1) is the conditional MADE of the bottom layer z1; log p(x | z1) is its log_prob."""
+    model = build_model("hvae", 64, layers=(3, 2), hidden=(16,), transition_hidden=(8,), decoder="made")
+    x = (torch.rand(4, 64) < 0.5).float()
+    trace = pyro.poutine.trace(model.model).get_trace(x)
+    site = trace.nodes["x"]
+    assert isinstance(site["fn"], AutoregressiveBernoulli) and torch.equal(site["fn"].z, trace.nodes["z1"]["value"])
+    assert torch.allclose(site["fn"].log_prob(x), AutoregressiveBernoulli(model.decoder, trace.nodes["z1"]["value"])
+                          .log_prob(x))
+    assert model.sample(2, mean=False).shape == (2, 64)
+
+
 # -- free bits -------------------------------------------------------------------------------------------------
 
 N, B, d = 50, 4, 3
@@ -227,6 +239,8 @@ def test_free_bits_through_the_registry_on_a_vae():
 # -- bad input ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, message", [
+    (["hvae", "--dataset", "synthetic", "--decoder", "pixelcnn"], "decoder 'pixelcnn' convolves over square images"),
+    (["hvae", "--dataset", "digits-gray", "--decoder", "made"], "binarize the data or use decoder 'mlp'"),
     (["--dataset", "synthetic", "--decoder", "pixelcnn"], "decoder 'pixelcnn' convolves over square images"),
     (["--dataset", "digits", "--decoder", "lstm"], "invalid choice: 'lstm'"),
     (["--dataset", "digits-gray", "--decoder", "made"], "binarize the data or use decoder 'mlp'"),
@@ -238,7 +252,8 @@ def test_free_bits_through_the_registry_on_a_vae():
 ])
 def test_bad_input_is_one_line_exit_2_no_files(tmp_path, capsys, argv, message):
     out = tmp_path / "run"
-    assert main(["train", "vae", *argv, "--out", str(out)]) == 2
+    argv = argv if argv[0] == "hvae" else ["vae", *argv]
+    assert main(["train", *argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not out.exists()

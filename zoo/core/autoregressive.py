@@ -37,7 +37,8 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,12 +47,29 @@ from torch import nn
 from torch.distributions import constraints
 
 from zoo.core.errors import ZooError
+from zoo.core.registry import OptionError, Options, option
 
-__all__ = ["MaskedLinear", "MaskedConv2d", "ConditionalMADE", "ConditionalPixelCNN", "AutoregressiveBernoulli",
+__all__ = ["DecoderOptions", "MaskedLinear", "MaskedConv2d", "ConditionalMADE", "ConditionalPixelCNN", "AutoregressiveBernoulli",
            "image_side", "autoregressive_decoder", "DECODERS"]
 
 #: The decoder choices of models that take ``decoder``: ``mlp`` is the model's own factorized one.
 DECODERS = ("mlp", "made", "pixelcnn")
+
+
+@dataclass
+class DecoderOptions(Options):
+    """The ``decoder`` and ``channels`` options of a model whose p(x | z) may be autoregressive (vae, hvae)."""
+
+    decoder: str = option("mlp", "p(x|z): mlp (factorized), made or pixelcnn (autoregressive, binary data; "
+                          "pixelcnn: square images)", choices=DECODERS, shape=True)
+    channels: Tuple[int, ...] = option((32, 32, 32), "pixelcnn decoder: channels of its masked layers (one 3x3 "
+                                       "mask-B layer per entry after the first)", minimum=1, nonempty=True, shape=True)
+
+    def validate(self) -> None:
+        super().validate()
+        if len(set(self.channels)) != 1:
+            raise OptionError("channels", f"must all be equal (the PixelCNN's layers are residual), got "
+                              f"{list(self.channels)}")
 
 
 class MaskedLinear(nn.Linear):
@@ -162,20 +180,24 @@ def image_side(x_dim: int) -> Optional[int]:
 
 
 def autoregressive_decoder(kind: str, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
-                           channels: Sequence[int] = (32, 32, 32)) -> nn.Module:
+                           channels: Sequence[int] = (32, 32, 32), likelihood: str = "bernoulli") -> nn.Module:
     """The network of decoder ``kind`` (``made`` or ``pixelcnn``) for D = ``x_dim`` binary pixels.
 
-    ``pixelcnn`` needs square images (784 = 28^2, 64 = 8^2); other data are refused in one line.
+    ``pixelcnn`` needs square images (784 = 28^2, 64 = 8^2), and both a Bernoulli likelihood; other
+    data are refused in one line.
     """
+    if kind not in ("made", "pixelcnn"):
+        raise ZooError(f"unknown decoder {kind!r}; decoders: {', '.join(DECODERS)}")
+    side = image_side(x_dim)
+    if kind == "pixelcnn" and side is None:
+        raise ZooError(f"decoder 'pixelcnn' convolves over square images, and data of {x_dim} features are not "
+                       f"one (28x28 = 784, 8x8 = 64); use decoder 'made' or 'mlp'")
+    if likelihood != "bernoulli":
+        raise ZooError(f"decoder {kind!r} is an autoregressive Bernoulli likelihood, for binary data; "
+                       f"binarize the data or use decoder 'mlp' with the gaussian likelihood")
     if kind == "made":
         return ConditionalMADE(x_dim, z_dim, hidden)
-    if kind == "pixelcnn":
-        side = image_side(x_dim)
-        if side is None:
-            raise ZooError(f"decoder 'pixelcnn' convolves over square images, and data of {x_dim} features are not "
-                           f"one (28x28 = 784, 8x8 = 64); use decoder 'made' or 'mlp'")
-        return ConditionalPixelCNN(side, z_dim, channels)
-    raise ZooError(f"unknown decoder {kind!r}; decoders: {', '.join(DECODERS)}")
+    return ConditionalPixelCNN(side, z_dim, channels)
 
 
 class AutoregressiveBernoulli(TorchDistribution):

@@ -45,6 +45,8 @@ class LogWeights:
     reparameterized: bool = True
     model_params: List[torch.Tensor] = field(default_factory=list)   # from the traces' param sites
     guide_params: List[torch.Tensor] = field(default_factory=list)
+    site_log_prior: Dict[str, torch.Tensor] = field(default_factory=dict)   # log p(z_s | parents), per latent
+    site_log_q: Dict[str, torch.Tensor] = field(default_factory=dict)       # log q(z_s | ...), per latent
 
     @property
     def log_w(self) -> torch.Tensor:
@@ -89,6 +91,7 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
 
     log_likelihood, log_prior_terms, log_q_terms = 0.0, [], []
     scale, x_dist, latents, guide_means = 1.0, None, {}, {}
+    site_log_prior, site_log_q = {}, {}
     reparameterized = True
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample" or name in ("particles", "data"):
@@ -107,10 +110,12 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
                                f"a guide must cover every latent site")
             log_prior_terms.append((log_p, site["scale"]))
             latents[name] = site["value"]
+            site_log_prior[name] = log_p
     for name, site in guide_trace.nodes.items():
         if site["type"] == "sample" and name not in ("particles", "data"):
             q = q_transform(site["fn"]) if q_transform is not None else site["fn"]
-            log_q_terms.append((q.log_prob(site["value"]), site["scale"]))
+            site_log_q[name] = q.log_prob(site["value"])
+            log_q_terms.append((site_log_q[name], site["scale"]))
             reparameterized = reparameterized and bool(site["fn"].has_rsample)
             try:
                 guide_means[name] = site["fn"].mean
@@ -124,7 +129,7 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
         return list({id(s["value"]): s["value"] for s in trace.nodes.values() if s["type"] == "param"}.values())
 
     return LogWeights(log_likelihood, log_prior, log_q, scale, latents, guide_means, x_dist, reparameterized,
-                      params(model_trace), params(guide_trace))
+                      params(model_trace), params(guide_trace), site_log_prior, site_log_q)
 
 
 def _weighted_sum(terms, data_scale: float):

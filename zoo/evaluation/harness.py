@@ -28,6 +28,12 @@ stays bounded), forms log w_k = log p(x, z_k) - log q(z_k | x) with
     Burda et al.'s count of latent units u with Cov_x(E_q[z_u | x]) > 0.01, where
     E_q[z | x] is the guide's analytic mean, or the mean of the K samples for guides
     (flows) that have none.
+``kl_per_site``, ``active_units_per_site``
+    The same two figures for each latent site s of ``model.latents`` (each layer of a
+    hierarchical model): KL_s = E_q[log q(z_s | .) - log p(z_s | parents(z_s))], where q's and
+    p's conditioning is whatever guide and model condition z_s on (for a chain z2 -> z1 -> x,
+    KL_z1 is E_q[log q(z1 | x) - log p(z1 | z2)] and KL_z2 is E_q[log q(z2 | .) - log p(z2)]).
+    The KL_s add up to ``kl``.
 ``psis_khat_*``
     The Pareto k-hat of each datum's K importance weights (arviz's PSIS). k-hat above
     0.7 means the importance-sampled log p(x) for that datum is unreliable
@@ -70,6 +76,8 @@ RESULT_KEYS = {
     "elbo_gap": "exact log p(x) - ELBO (else log_likelihood - ELBO), per datum",
     "is_error": "log_likelihood - exact_log_likelihood, or null",
     "active_units": "units with Cov_x(E_q[z_u|x]) > 0.01",
+    "kl_per_site": "per latent site s: E_q[log q(z_s|.) - log p(z_s|parents)], summing to kl",
+    "active_units_per_site": "per latent site: its units with Cov_x(E_q[z_u|x]) > 0.01",
     "num_latent_units": "total latent units",
     "psis_khat_mean": "mean Pareto k-hat of the per-datum importance weights",
     "psis_khat_max": "largest k-hat",
@@ -101,6 +109,14 @@ def evaluation_mode(*modules):
     finally:
         for m, mode in zip(modules, modes):
             m.train(mode)
+
+
+def _posterior_mean(name: str, parts) -> torch.Tensor:
+    """E_q[z_name | x] per datum from the particle chunks ``parts``: the average over the K particles
+    of the guide's analytic (conditional) mean where it has one, else of the samples."""
+    if name in parts[0].guide_means:
+        return torch.cat([p.guide_means[name].expand_as(p.latents[name]) for p in parts]).mean(0)
+    return torch.cat([p.latents[name] for p in parts]).mean(0)
 
 
 @torch.no_grad()
@@ -151,6 +167,7 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
     n = x.shape[0]
     iwae_k = max(1, min(iwae_k, num_samples))
     cols = {k: [] for k in ("elbo", "rec", "kl", "iwae", "ll", "se", "khat", "exact")}
+    site_kl = {s.name: [] for s in model.latents}
     z_means, recon = [], None
     for i in range(0, n, batch_size):
         idx = torch.arange(i, min(i + batch_size, n), device=x.device)
@@ -162,6 +179,8 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
         K = log_w.shape[0]
         cols["rec"].append(log_lik.mean(0))
         cols["kl"].append(kl_term.mean(0))
+        for name in site_kl:
+            site_kl[name].append(torch.cat([p.site_log_q[name] - p.site_log_prior[name] for p in parts]).mean(0))
         cols["elbo"].append(log_w.mean(0))
         groups = K // iwae_k
         grouped = log_w[:groups * iwae_k].reshape(groups, iwae_k, -1)           # [K/k, k, b]
@@ -176,16 +195,18 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
             cols["exact"].append(model.log_marginal(xb))
         # E_q[z | x] per latent, flattened per datum, for the active-unit count: the guide's
         # analytic mean where it has one (a sample mean would add Monte Carlo variance to
-        # Cov_x and inflate the count), else the mean of the K samples.
-        z_means.append(torch.cat([
-            (parts[0].guide_means[s.name].expand_as(parts[0].latents[s.name])[0] if s.name in parts[0].guide_means
-             else torch.cat([p.latents[s.name] for p in parts]).mean(0)).reshape(xb.shape[0], -1)
-            for s in model.latents], dim=-1))
+        # Cov_x and inflate the count), else the mean of the K samples. A site that a structured
+        # guide conditions on other samples (z2 in q(z2 | z1, x)) has an analytic mean per sample
+        # of z1; their average over the K samples is E_q[z2 | x] (Rao-Blackwellized).
+        z_means.append(torch.cat([_posterior_mean(s.name, parts).reshape(xb.shape[0], -1)
+                                  for s in model.latents], dim=-1))
         if keep_reconstructions and recon is None:
             recon = (xb[:keep_reconstructions], parts[0].x_mean[0, :keep_reconstructions])
     col = {k: torch.cat(v).double().cpu() for k, v in cols.items() if v}
     z_mean = torch.cat(z_means).double()
     au_var = z_mean.var(0, unbiased=True) if n > 1 else torch.zeros(z_mean.shape[1])
+    active = au_var > ACTIVE_UNIT_THRESHOLD
+    sizes = [s.numel for s in model.latents]
 
     ll = col["ll"].mean().item()
     result = {
@@ -201,7 +222,9 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
         "log_likelihood_data_se": (col["ll"].std() / math.sqrt(n)).item() if n > 1 else None,
         "nll": -ll,
         "exact_log_likelihood": col["exact"].mean().item() if "exact" in col else None,
-        "active_units": int((au_var > ACTIVE_UNIT_THRESHOLD).sum()),
+        "active_units": int(active.sum()),
+        "kl_per_site": {name: torch.cat(v).double().mean().item() for name, v in site_kl.items()},
+        "active_units_per_site": {s.name: int(a.sum()) for s, a in zip(model.latents, active.split(sizes))},
         "num_latent_units": int(z_mean.shape[1]),
     }
     reference = result["exact_log_likelihood"] if "exact" in col else ll

@@ -13,6 +13,7 @@ COLUMNS = [("model", "model"), ("guide", "guide"), ("objective", "objective"), (
            ("IWAE-k", "iwae_bound"), ("log p(x) (IS)", "log_likelihood"), ("± se", "log_likelihood_se"),
            ("± data se", "log_likelihood_data_se"),
            ("exact log p(x)", "exact_log_likelihood"), ("gap", "elbo_gap"), ("AU", "active_units"),
+           ("KL per site", "kl_per_site"), ("AU per site", "active_units_per_site"),
            ("k̂>0.7", "psis_khat_frac_over_0_7"), ("train s", "train_seconds")]
 
 
@@ -30,6 +31,8 @@ def results_markdown(rows: Sequence[Dict]) -> str:
             v = f"{v} ({estimator})"
         if v is None:
             return "–"
+        if isinstance(v, dict):                                 # per latent site, in the model's order
+            return ", ".join(f"{name} {x:.2f}" if isinstance(x, float) else f"{name} {x}" for name, x in v.items()) or "–"
         if isinstance(v, float):
             return f"{v:.1%}" if key == "psis_khat_frac_over_0_7" else f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
         return str(v)

@@ -2,7 +2,7 @@
 
 Generative story, for each datum n = 1..N::
 
-    z_n ~ N(0, I_d)
+    z_n ~ N(0, I_d)                                       (or a learned prior: --prior, zoo.models.priors)
     x_n | z_n ~ Bernoulli(sigmoid(f_theta(z_n)))          (likelihood="bernoulli")
     x_n | z_n ~ N(f_theta(z_n), diag(sigma_theta^2))        (likelihood="gaussian")
     x_n | z_n ~ prod_i Bernoulli(x_ni; sigmoid(l_i(x_n,<i, z_n)))  (decoder="made" or "pixelcnn")
@@ -40,14 +40,14 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from zoo.core.autoregressive import DECODERS, AutoregressiveBernoulli, autoregressive_decoder
+from zoo.core.autoregressive import AutoregressiveBernoulli, DecoderOptions, autoregressive_decoder
 from zoo.core.distributions import IndependentBernoulli
-from zoo.core.errors import ZooError
 from zoo.core.nn import mlp
-from zoo.core.registry import MODELS, OptionError, Options, option
+from zoo.core.registry import MODELS, Options, option
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
+from zoo.models.priors import PriorMixin, PriorOptions, build_prior
 
 __all__ = ["VAE"]
 
@@ -55,26 +55,16 @@ __all__ = ["VAE"]
 
 
 @dataclass
-class VAEOptions(Options):
+class VAEOptions(DecoderOptions, PriorOptions):
     latent_dim: int = option(50, "number of latent units", minimum=1, shape=True)
     hidden: Tuple[int, ...] = option((200, 200), "decoder hidden sizes, from z to x", minimum=1, shape=True)
     likelihood: Optional[str] = option(None, "bernoulli or gaussian (default: bernoulli for binary data, else gaussian)",
                                        choices=("bernoulli", "gaussian"))
-    decoder: str = option("mlp", "p(x|z): mlp (factorized), made or pixelcnn (autoregressive, binary data; "
-                          "pixelcnn: square images)", choices=DECODERS, shape=True)
-    channels: Tuple[int, ...] = option((32, 32, 32), "pixelcnn decoder: channels of its masked layers (one 3x3 "
-                                       "mask-B layer per entry after the first)", minimum=1, nonempty=True, shape=True)
-
-    def validate(self) -> None:
-        super().validate()
-        if len(set(self.channels)) != 1:
-            raise OptionError("channels", f"must all be equal (the PixelCNN's layers are residual), got "
-                              f"{list(self.channels)}")
 
 
 @MODELS.register("vae", options=VAEOptions, description="VAE, Gaussian prior, tanh MLP decoder, Bernoulli or "
                  "Gaussian likelihood (Burda et al. 2016: 784-200-200-50)")
-class VAE(ZooModel):
+class VAE(PriorMixin, ZooModel):
     """Gaussian prior, MLP decoder, Bernoulli or Gaussian likelihood.
 
     Arguments:
@@ -82,12 +72,14 @@ class VAE(ZooModel):
         latent_dim: d, the number of latent units (default 50).
         hidden: decoder hidden sizes, from z to x (default (200, 200)).
         likelihood: ``"bernoulli"`` for binary data, ``"gaussian"`` for continuous data.
+        prior, prior_components, prior_flows: p(z), see :mod:`zoo.models.priors` (default N(0, I)).
         decoder: ``"mlp"``, or ``"made"`` / ``"pixelcnn"`` for an autoregressive Bernoulli p(x | z).
         channels: the PixelCNN's channels per masked layer (``decoder="pixelcnn"`` only).
     """
 
     def __init__(self, x_dim: int, latent_dim: int = 50, hidden: Sequence[int] = (200, 200),
-                 likelihood: Optional[str] = "bernoulli", decoder: str = "mlp",
+                 likelihood: Optional[str] = "bernoulli", prior: str = "standard",
+                 prior_components: Optional[int] = None, prior_flows: int = 2, decoder: str = "mlp",
                  channels: Sequence[int] = (32, 32, 32)):
         super().__init__(x_dim)
         likelihood = likelihood or "bernoulli"
@@ -100,13 +92,11 @@ class VAE(ZooModel):
         if decoder == "mlp":
             self.decoder = mlp((self.latent_dim, *self.hidden, x_dim))
         else:
-            self.decoder = autoregressive_decoder(decoder, x_dim, self.latent_dim, self.hidden, channels)
-            if likelihood != "bernoulli":
-                raise ZooError(f"decoder {decoder!r} is an autoregressive Bernoulli likelihood, for binary data; "
-                               f"binarize the data or use decoder 'mlp' with the gaussian likelihood")
+            self.decoder = autoregressive_decoder(decoder, x_dim, self.latent_dim, self.hidden, channels, likelihood)
         if likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.zeros(x_dim))
         self.register_buffer("prior_loc", torch.zeros(self.latent_dim))
+        self.prior = build_prior(prior, self.latents[0], x_dim, prior_components, prior_flows)
 
     @property
     def latents(self):
@@ -115,7 +105,7 @@ class VAE(ZooModel):
     def model(self, x=None, idx=None, N=None):
         register_module("vae", self)
         with data_plate(x, idx, N, device=self.prior_loc.device):
-            z = pyro.sample("z", dist.Normal(self.prior_loc, 1.0).to_event(1))
+            z = pyro.sample("z", self.prior())                 # N(0, I) unless --prior says otherwise
             if self.decoder_kind != "mlp":
                 pyro.sample("x", AutoregressiveBernoulli(self.decoder, z, observed=x), obs=x)
                 return

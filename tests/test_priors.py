@@ -1,0 +1,165 @@
+"""Learned priors (zoo.models.priors): each log-density against a direct computation."""
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal
+
+import zoo
+from guides.base import site_distribution
+from zoo.core.contract import LatentSite
+from zoo.core.errors import ZooError
+from zoo.models.priors import DiagonalNormalMixture, FlowPrior, MixturePrior, build_prior
+from zoo.registry import build_guide, build_model, check_combination
+
+SITE = LatentSite("z", (3,))
+
+
+def mixture_by_loop(logits, loc, scale, z):
+    """log sum_k pi_k prod_d N(z_d; loc_kd, scale_kd), one component at a time."""
+    log_pi = logits - torch.logsumexp(logits, 0)
+    terms = [log_pi[k] + Normal(loc[k], scale[k]).log_prob(z).sum(-1) for k in range(loc.shape[0])]
+    return torch.logsumexp(torch.stack(terms), 0)
+
+
+def test_mixture_log_density_is_the_sum_over_components():
+    torch.manual_seed(0)
+    logits, loc, scale = torch.randn(5, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64), \
+        0.3 + torch.rand(5, 3, dtype=torch.float64)
+    z = 2 * torch.randn(4, 7, 3, dtype=torch.float64)
+    p = DiagonalNormalMixture(logits, loc, scale)
+    assert torch.allclose(p.log_prob(z), mixture_by_loop(logits, loc, scale, z), atol=1e-10)
+    # under a plate it is expanded, and scores the same
+    assert torch.allclose(p.expand((7,)).log_prob(z), mixture_by_loop(logits, loc, scale, z), atol=1e-10)
+    assert p.expand((7,)).sample((4,)).shape == (4, 7, 3)
+    # the learned MoG prior module is the same mixture with softplus scales
+    prior = MixturePrior(SITE, components=4).double()
+    with torch.no_grad():
+        prior.loc.normal_()
+        prior.logits.normal_()
+    d = prior()
+    assert torch.allclose(d.log_prob(z), mixture_by_loop(d.logits, d.loc, d.scale, z), atol=1e-10)
+
+
+def test_vampprior_is_the_average_of_the_encoders_posteriors_at_the_pseudo_inputs():
+    torch.manual_seed(1)
+    model = build_model("vae", 6, latent_dim=3, hidden=(8,), prior="vampprior", prior_components=4).double()
+    guide = build_guide("amortized", model).double()
+    with torch.no_grad():
+        model.prior.raw_pseudo_inputs.uniform_(-0.2, 1.2)           # some clipped by the hardtanh
+    z = torch.randn(10, 3, dtype=torch.float64)
+    u = model.prior.pseudo_inputs
+    assert u.min() >= 0 and u.max() <= 1
+    per_component = []
+    for k in range(4):                                              # q(z | u_k) from the guide's own encoder
+        _, raw = guide.encode(u[k:k + 1])
+        per_component.append(site_distribution(model.latents[0], raw["z"]).log_prob(z))
+    direct = torch.logsumexp(torch.stack(per_component), 0) - math.log(4)
+    assert torch.allclose(model.prior().log_prob(z), direct, atol=1e-10)
+
+
+def test_vampprior_with_one_pseudo_input_at_x_is_the_encoders_posterior_at_x():
+    torch.manual_seed(2)
+    x = torch.bernoulli(torch.full((1, 6), 0.5, dtype=torch.float64))
+    for name, structured in (("vae", False), ("hvae", False), ("hvae", True)):
+        options = dict(latent_dim=3, hidden=(8,)) if name == "vae" else dict(layers=(4, 3), hidden=(8,),
+                                                                            transition_hidden=(5,))
+        model = build_model(name, 6, prior="vampprior", prior_components=1, **options).double()
+        guide = build_guide("amortized", model, structured=structured).double()
+        with torch.no_grad():
+            model.prior.raw_pseudo_inputs.copy_(x)                  # hardtanh(0, 1) leaves 0 and 1 as they are
+        top = model.latents[0]
+        z = torch.randn(5, top.numel, dtype=torch.float64)
+        h = guide.trunk(x)
+        if structured:                                              # q(z2 | E_q[z1 | x], x)
+            z1 = guide.order[0]
+            q1 = guide.distribution(z1, guide.context(z1, h, {}))
+            q = guide.distribution(top, guide.context(top, h, {z1.name: q1.mean}))
+        else:
+            q = guide.distribution(top, h)
+        assert torch.allclose(model.prior().log_prob(z), q.log_prob(z), atol=1e-10), name
+
+
+def test_flow_prior_density_is_the_change_of_variables():
+    """log p(z) = log N(T(z); 0, I) + log |det dT/dz|, the Jacobian taken by autograd."""
+    torch.manual_seed(3)
+    prior = FlowPrior(SITE, flows=3).double()
+    with torch.no_grad():                                           # away from the identity map it starts near
+        for p in prior.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    transforms = prior.normalizing_transforms()
+
+    def T(z):
+        for t in transforms:
+            z = t(z)
+        return z
+
+    z = torch.randn(6, 3, dtype=torch.float64)
+    base = Normal(torch.zeros(3, dtype=torch.float64), 1.0)
+
+    def change_of_variables(points):
+        return torch.stack([base.log_prob(T(p)).sum() + torch.linalg.slogdet(
+            torch.autograd.functional.jacobian(T, p))[1] for p in points])
+
+    assert torch.allclose(prior().log_prob(z), change_of_variables(z), atol=1e-8)
+    # its samples are T^{-1}(eps) (Pyro inverts in float32 only): T maps them back to the draws of N(0, I)
+    prior.float()
+    torch.manual_seed(5)
+    s = prior().sample((4,))
+    torch.manual_seed(5)
+    eps = torch.randn(4, 3)
+    assert torch.allclose(T(s), eps, atol=1e-4)
+
+
+@pytest.mark.parametrize("prior", ["standard", "mog", "vampprior", "flow"])
+def test_every_prior_trains_samples_and_keeps_the_is_estimate_finite(prior):
+    torch.manual_seed(4)
+    x = torch.bernoulli(torch.full((30, 6), 0.4))
+    model = build_model("vae", 6, latent_dim=2, hidden=(8,), prior=prior,
+                        **({"prior_components": 3} if prior in ("mog", "vampprior") else {}))
+    guide = build_guide("amortized", model)
+    before = [p.detach().clone() for p in model.prior.parameters()]
+    zoo.fit(model, guide, zoo.build_objective("elbo"), x, epochs=2, batch_size=10, lr=1e-2, progress=False)
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.prior.parameters()))   # the prior is learned
+    assert model.sample(5).shape == (5, 6)
+    result = zoo.evaluate(model, guide, x, num_samples=20, iwae_k=5, psis=False)
+    assert math.isfinite(result["log_likelihood"]) and result["log_likelihood"] >= result["elbo"] - 1e-4
+
+
+def test_a_vampprior_borrows_the_encoder_and_is_refused_where_that_breaks_something():
+    model = build_model("vae", 6, latent_dim=2, hidden=(8,), prior="vampprior", prior_components=3)
+    assert model.borrows_guide and not build_model("vae", 6, prior="mog").borrows_guide
+    guide = build_guide("amortized", model)
+    assert not {id(p) for p in model.parameters()} & {id(p) for p in guide.parameters()}   # owned once
+    with pytest.raises(ZooError, match="computes with its guide's parameters"):
+        check_combination(model, "amortized", "dreg")
+    check_combination(model, "amortized", "iwae")
+    with pytest.raises(ZooError, match="has no amortized encoder; use --guide amortized"):
+        build_guide("meanfield", model, num_data=10)
+    with pytest.raises(ZooError, match="flow"):
+        build_guide("iaf", model)
+
+
+def test_unknown_prior_is_refused_by_the_python_api_too():
+    with pytest.raises(ZooError, match="prior"):
+        build_model("vae", 6, prior="gauss")
+    with pytest.raises(ZooError, match="prior_components"):
+        build_model("vae", 6, prior="mog", prior_components=0)
+    with pytest.raises(ZooError):
+        build_prior("gauss", SITE)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["vae", "--prior", "vampprior", "--guide", "meanfield"], "no amortized encoder"),
+    (["hvae", "--prior", "vampprior", "--guide", "meanfield"], "no amortized encoder"),
+    (["vae", "--prior", "gauss"], "--prior"),
+    (["vae", "--prior", "mog", "--prior-components", "0"], "--prior-components must be a positive integer"),
+    (["hvae", "--prior-components", "5"], "--prior-components sets the components of a mog or vampprior"),
+])
+def test_bad_prior_input_is_one_line_exit_2_and_no_files(tmp_path, capsys, args, message):
+    from zoo.cli import main
+    out = tmp_path / "run"
+    assert main(["train", *args, "--dataset", "digits", "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()

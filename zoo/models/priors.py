@@ -1,0 +1,324 @@
+"""Learned priors p(z) for the top latent layer of a VAE: a model option, ``--prior``.
+
+Four priors, each a module whose call returns a Pyro distribution over one datum's z
+(batch shape ``()``, event shape ``(D,)``) with an **exact** log-density, so the harness's
+importance-sampled log p(x) stays exact in its prior term:
+
+``standard``
+    p(z) = N(z; 0, I).
+``mog``
+    A mixture of K Gaussians with learned weights, means and diagonal scales,
+    p(z) = sum_k pi_k N(z; mu_k, diag(sigma_k^2)).
+``vampprior``
+    The "variational mixture of posteriors" of Tomczak & Welling (2018): the encoder's
+    aggregate posterior over K learned pseudo-inputs u_k,
+
+        p(z) = 1/K sum_k q_phi(z | u_k).
+
+    The components are computed with the guide's own encoder, which the model borrows
+    (``borrows_guide``, :class:`~zoo.core.contract.Borrowed`): nothing is owned twice, and the
+    ``dreg`` estimator, which needs disjoint model and guide parameters, is refused. The guide
+    must be amortized with Normal sites (``amortized``, mean-field or ``--structured``); a
+    per-datum guide has no encoder to evaluate at u_k and is refused. For a site that a
+    structured guide conditions on its children (z2 in q(z1 | x) q(z2 | z1, x)), the k-th
+    component is q(z2 | E_q[z1 | u_k], u_k): the guide evaluated at the pseudo-input with its
+    children at their means, which keeps every component a diagonal Gaussian and the
+    log-density exact. (Tomczak & Welling's hierarchical VampPrior uses q(z2 | u_k) of their
+    top-down encoder, where z2 reads x alone; with the mean-field amortized guide, ours is that.)
+    Pseudo-inputs are hardtanh(0, 1) of free parameters initialized N(0.05, 0.01^2), as in
+    their code.
+``flow``
+    A masked autoregressive flow (MAF, Papamakarios et al. 2017) on N(0, I): eps = T(z) with
+    T a stack of affine autoregressive maps (``pyro.distributions.transforms.affine_autoregressive``)
+    and reversing permutations, log p(z) = log N(T(z); 0, I) + log |det dT/dz|. The density
+    is one pass of each network; sampling inverts them (D passes), needed only for ``sample``.
+
+Mixture log-densities are a log-sum-exp over the components, evaluated with one matrix
+product (:class:`DiagonalNormalMixture`), so K = 500 pseudo-inputs stay affordable.
+
+References:
+    J. M. Tomczak and M. Welling, "VAE with a VampPrior", AISTATS 2018,
+    https://arxiv.org/abs/1705.07120.
+    G. Papamakarios, T. Pavlakou and I. Murray, "Masked Autoregressive Flow for Density
+    Estimation", NeurIPS 2017, https://arxiv.org/abs/1705.07057.
+
+Example::
+
+    >>> import torch
+    >>> from zoo.core.contract import LatentSite
+    >>> p = build_prior("mog", LatentSite("z", (2,)), components=3)
+    >>> p().log_prob(torch.zeros(5, 2)).shape
+    torch.Size([5])
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.distributions.transforms import Permute, affine_autoregressive
+from torch import nn
+from torch.distributions import constraints
+
+from zoo.core.contract import Borrowed, LatentSite
+from zoo.core.errors import ZooError
+from zoo.core.params import register_module
+from zoo.core.registry import Options, OptionError, option
+
+__all__ = ["PRIORS", "PriorOptions", "LearnedPrior", "DiagonalNormalMixture", "build_prior", "StandardPrior",
+           "MixturePrior", "VampPrior", "FlowPrior", "PriorMixin"]
+
+PRIORS = ("standard", "mog", "vampprior", "flow")
+
+#: K when --prior-components is not given
+DEFAULT_COMPONENTS = {"mog": 10, "vampprior": 500}
+
+
+@dataclass
+class PriorOptions(Options):
+    """The prior options of a model with a learned prior on its top latent layer."""
+
+    prior: str = option("standard", "prior on the top latent layer: standard N(0, I), mog (mixture of Gaussians), "
+                        "vampprior (Tomczak & Welling 2018) or flow (MAF)", choices=PRIORS, shape=True)
+    prior_components: Optional[int] = option(None, "K, components of a mog (default 10) or pseudo-inputs of a "
+                                             "vampprior (default 500)", minimum=1, shape=True)
+    prior_flows: int = option(2, "autoregressive steps of a flow prior", minimum=1, shape=True)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.prior_components is not None and self.prior not in DEFAULT_COMPONENTS:
+            raise OptionError("prior_components", f"sets the components of a mog or vampprior prior, not of "
+                              f"prior {self.prior!r}: drop it, or use prior mog or vampprior")
+
+
+class DiagonalNormalMixture(dist.TorchDistribution):
+    """p(z) = sum_k softmax(logits)_k N(z; loc_k, diag(scale_k^2)), exact log-density.
+
+    ``log_prob`` forms every component's log-density at once from the expansion
+    sum_d (z_d - mu_kd)^2 / s_kd^2 = z^2 . (1/s_k^2) - 2 z . (mu_k / s_k^2) + sum_d mu_kd^2 / s_kd^2,
+    two matrix products instead of a ``[..., K, D]`` tensor, then a log-sum-exp over k.
+
+    Arguments:
+        logits: ``[K]`` unnormalized log mixture weights.
+        loc, scale: ``[K, D]`` component means and standard deviations.
+    """
+
+    arg_constraints = {"logits": constraints.real_vector, "loc": constraints.real,
+                       "scale": constraints.positive}
+    support = constraints.real_vector
+    has_rsample = False
+
+    def __init__(self, logits: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, batch_shape=torch.Size(),
+                 validate_args=None):
+        self.logits, self.loc, self.scale = logits, loc, scale
+        super().__init__(torch.Size(batch_shape), loc.shape[-1:], validate_args=validate_args)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        precision = self.scale.pow(-2)                                          # [K, D]
+        quadratic = (value.pow(2) @ precision.T - 2 * value @ (self.loc * precision).T
+                     + (self.loc.pow(2) * precision).sum(-1))                     # [..., K]
+        log_norm = -self.scale.log().sum(-1) - 0.5 * self.loc.shape[-1] * math.log(2 * math.pi)
+        log_p = torch.logsumexp(F.log_softmax(self.logits, -1) + log_norm - 0.5 * quadratic, dim=-1)
+        return log_p.expand(torch.broadcast_shapes(log_p.shape, self.batch_shape))
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        shape = torch.Size(sample_shape) + self.batch_shape
+        with torch.no_grad():
+            k = torch.distributions.Categorical(logits=self.logits).sample(shape)
+            return self.loc[k] + self.scale[k] * torch.randn(k.shape + self.loc.shape[-1:], dtype=self.loc.dtype,
+                                                              device=self.loc.device)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        mean = (F.softmax(self.logits, -1).unsqueeze(-1) * self.loc).sum(-2)
+        return mean.expand(self.batch_shape + mean.shape)
+
+    def expand(self, batch_shape, _instance=None):
+        return DiagonalNormalMixture(self.logits, self.loc, self.scale, batch_shape)
+
+
+class LearnedPrior(nn.Module):
+    """A prior on one latent site. Calling it returns p(z) (batch shape ``()``, event ``(D,)``).
+
+    Class attributes:
+        borrows_guide: the prior computes with the model's guide (VampPrior), bound by :meth:`bind_guide`.
+    """
+
+    borrows_guide = False
+
+    def __init__(self, site: LatentSite):
+        super().__init__()
+        if len(site.event_shape) != 1 or site.support != "real":
+            raise ZooError(f"a learned prior needs a real latent with a 1-D event shape, not {site.name!r}")
+        self.site = site
+        self.dim = site.event_shape[0]
+
+    def check_guide(self, guide: nn.Module) -> None:
+        """Raise :class:`ZooError` unless this prior can compute with ``guide``."""
+
+    def bind_guide(self, guide: nn.Module) -> None:
+        pass
+
+
+class StandardPrior(LearnedPrior):
+    """p(z) = N(0, I)."""
+
+    def __init__(self, site: LatentSite):
+        super().__init__(site)
+        self.register_buffer("loc", torch.zeros(self.dim), persistent=False)   # checkpoints hold no constant
+
+    def forward(self):
+        return dist.Normal(self.loc, 1.0).to_event(1)
+
+
+class MixturePrior(LearnedPrior):
+    """p(z) = sum_k pi_k N(z; mu_k, diag(sigma_k^2)) with learned pi, mu, sigma (K components).
+
+    The means start as draws from N(0, I) and the scales at 1, so the initial prior is a
+    spread-out version of the standard one.
+    """
+
+    def __init__(self, site: LatentSite, components: int = 10):
+        super().__init__(site)
+        if components < 1:
+            raise ZooError(f"a mixture prior needs at least one component, got {components}")
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.loc = nn.Parameter(torch.randn(components, self.dim))
+        self.raw_scale = nn.Parameter(torch.full((components, self.dim), math.log(math.e - 1)))   # softplus = 1
+
+    def forward(self):
+        return DiagonalNormalMixture(self.logits, self.loc, F.softplus(self.raw_scale) + 1e-5)
+
+
+class VampPrior(LearnedPrior):
+    """p(z) = 1/K sum_k q_phi(z | u_k): the guide's encoder at K learned pseudo-inputs u_k.
+
+    Arguments:
+        site: the latent site the prior is on (the model's top layer).
+        x_dim: dimension of a pseudo-input (the data's).
+        components: K, the number of pseudo-inputs (default 500, Tomczak & Welling).
+    """
+
+    borrows_guide = True
+
+    def __init__(self, site: LatentSite, x_dim: int, components: int = 500):
+        super().__init__(site)
+        if components < 1:
+            raise ZooError(f"a VampPrior needs at least one pseudo-input, got {components}")
+        self.raw_pseudo_inputs = nn.Parameter(0.05 + 0.01 * torch.randn(components, x_dim))
+        self._guide: Optional[Borrowed] = None
+
+    @property
+    def pseudo_inputs(self) -> torch.Tensor:
+        """u_k, ``[K, x_dim]``, in [0, 1] like the (binarized) data the encoder reads."""
+        return F.hardtanh(self.raw_pseudo_inputs, 0.0, 1.0)
+
+    def check_guide(self, guide: nn.Module) -> None:
+        family = getattr(guide, "family", type(guide).__name__)
+        if not getattr(guide, "amortized", False) or not hasattr(guide, "trunk"):
+            raise ZooError(f"prior 'vampprior' is the encoder's q(z | u) at learned pseudo-inputs, and the {family!r} "
+                           f"guide has no amortized encoder; use --guide amortized (optionally --structured), or "
+                           f"another prior")
+        if not getattr(guide, "normal_sites", False):
+            raise ZooError(f"prior 'vampprior' needs q(z | u_k) to be a Gaussian with a closed-form density, and the "
+                           f"{family!r} guide's is a flow; use --guide amortized (optionally --structured), or "
+                           f"another prior")
+
+    def bind_guide(self, guide: nn.Module) -> None:
+        self._guide = Borrowed(guide)
+
+    def components(self, u: torch.Tensor):
+        """q(site | u) for each row of ``u``: the guide's Normal, with the site's children (in a
+        structured guide) at their means E_q[z_child | u]."""
+        if self._guide is None:
+            raise ZooError("the VampPrior has no guide bound: build the guide with zoo.build_guide(name, model)")
+        guide = self._guide.module
+        h = guide.trunk(u)
+        values = {}
+        for s in guide.order:                       # children come first in a structured guide's order
+            q = guide.distribution(s, guide.context(s, h, values))
+            if s.name == self.site.name:
+                return q
+            values[s.name] = q.mean
+        raise ZooError(f"the guide samples no site {self.site.name!r}")
+
+    def forward(self):
+        q = self.components(self.pseudo_inputs).base_dist          # Normal, batch [K, D]
+        register_module("encoder", self._guide.module)             # the borrowed encoder's parameters
+        K = q.loc.shape[0]
+        return DiagonalNormalMixture(torch.zeros(K, dtype=q.loc.dtype, device=q.loc.device), q.loc, q.scale)
+
+
+class FlowPrior(LearnedPrior):
+    """A MAF prior: log p(z) = log N(T(z); 0, I) + log |det dT/dz|, T = T_L o P o ... o P o T_1.
+
+    Each T_l is ``affine_autoregressive`` (Pyro), eps_i = mu_i(z_<i) + exp(s_i(z_<i)) z_i, and P
+    reverses the order of the units between steps.
+
+    Arguments:
+        site: the latent site.
+        flows: L, the number of autoregressive steps.
+        hidden: hidden sizes of each autoregressive network (default two layers of max(2 D, 32)).
+    """
+
+    def __init__(self, site: LatentSite, flows: int = 2, hidden=None):
+        super().__init__(site)
+        if flows < 1:
+            raise ZooError(f"a flow prior needs at least one step, got {flows}")
+        width = list(hidden) if hidden else [max(2 * self.dim, 32)] * 2
+        self.steps = nn.ModuleList([affine_autoregressive(self.dim, hidden_dims=width) for _ in range(flows)])
+        self.register_buffer("loc", torch.zeros(self.dim))
+        self.register_buffer("reverse", torch.arange(self.dim - 1, -1, -1))
+
+    def normalizing_transforms(self):
+        """T's pieces in the order they act on z (z -> eps)."""
+        pieces = []
+        for k, step in enumerate(self.steps):
+            if k > 0:
+                pieces.append(Permute(self.reverse))
+            pieces.append(step)
+        return pieces
+
+    def forward(self):
+        base = dist.Normal(self.loc, 1.0).to_event(1)
+        # z = T^{-1}(eps): its density needs T (one pass per step), its samples T^{-1}
+        return dist.TransformedDistribution(base, [t.inv for t in reversed(self.normalizing_transforms())])
+
+
+def build_prior(prior: str, site: LatentSite, x_dim: Optional[int] = None, components: Optional[int] = None,
+                flows: int = 2) -> LearnedPrior:
+    """The prior named ``prior`` (one of :data:`PRIORS`) on ``site``."""
+    if prior == "standard":
+        return StandardPrior(site)
+    if prior == "mog":
+        return MixturePrior(site, components or DEFAULT_COMPONENTS["mog"])
+    if prior == "vampprior":
+        if x_dim is None:
+            raise ZooError("a VampPrior needs the data dimension for its pseudo-inputs")
+        return VampPrior(site, x_dim, components or DEFAULT_COMPONENTS["vampprior"])
+    if prior == "flow":
+        return FlowPrior(site, flows)
+    raise ZooError(f"unknown prior {prior!r}; use one of {', '.join(PRIORS)}")
+
+
+class PriorMixin:
+    """For a model with a learned prior ``self.prior``: its sharing with the guide is the prior's.
+
+    ``borrows_guide`` is true exactly when the prior is a VampPrior, whose check of the guide and
+    whose binding this forwards.
+    """
+
+    @property
+    def borrows_guide(self) -> bool:
+        return self.prior.borrows_guide
+
+    def check_guide(self, guide) -> None:
+        self.prior.check_guide(guide)
+
+    def bind_guide(self, guide) -> None:
+        super().bind_guide(guide)
+        if self.borrows_guide:
+            self.prior.bind_guide(guide)
