@@ -236,6 +236,18 @@ def test_free_bits_through_the_registry_on_a_vae():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in guide.parameters())
 
 
+def test_train_with_decoder_free_bits_and_warmup(tmp_path):
+    """`train vae --decoder made --free-bits 0.2 --kl-warmup 1` runs end to end and records its options."""
+    import json
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--dataset", "digits", "--decoder", "made", "--latent-dim", "2", "--hidden", "8",
+                 "--free-bits", "0.2", "--kl-warmup", "1", "--epochs", "2", "--batch-size", "200", "--eval-samples",
+                 "5", "--iwae-k", "5", "--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["config"]["objective_options"]["free_bits"] == 0.2 and result["config"]["kl_warmup"] == 1
+    assert result["config"]["model_options"]["decoder"] == "made"
+
+
 # -- bad input ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, message", [
@@ -249,6 +261,7 @@ def test_free_bits_through_the_registry_on_a_vae():
     (["--dataset", "digits", "--free-bits", "0.5", "--guide", "iaf"], "needs a mean-field guide of Normal sites"),
     (["--dataset", "digits", "--free-bits", "0.5", "--objective", "iwae"], "--free-bits"),
     (["--dataset", "digits", "--channels", "4,8", "--decoder", "pixelcnn"], "--channels must all be equal"),
+    (["--dataset", "digits", "--prior", "mog", "--free-bits", "0.5"], "which needs Normal priors"),
 ])
 def test_bad_input_is_one_line_exit_2_no_files(tmp_path, capsys, argv, message):
     out = tmp_path / "run"

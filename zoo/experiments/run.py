@@ -82,6 +82,9 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
         raise OptionError("keep_best", f"picks the epoch with the best validation ELBO, which needs an amortized "
                           f"guide; {config.guide!r} is per-datum: drop it or use amortized", kind="run")
     objective = build_objective(config.objective, jit=config.jit, **objective_options)
+    if hasattr(objective, "check"):         # assumptions only the model's sites show (free bits: Normal priors)
+        n = min(2, data.train.shape[0])
+        objective.check(model.model, guide, data.train[:n], idx=torch.arange(n), N=data.train.shape[0])
     estimator = objective_options.get("estimator")
     if config.kl_warmup and not objective_capabilities(config.objective, estimator).warmup:
         raise OptionError("kl_warmup", f"weights the latent terms of a bound; "

@@ -103,6 +103,12 @@ class FreeBitsELBO(ELBO):
             raise ZooError("the model observed nothing: pass the data x to score it")
         return log_likelihood, scale, [(s / scale, kl) for s, kl in latents]
 
+    def check(self, model, guide, *args, **kwargs) -> None:
+        """Raise :class:`ZooError` unless every latent site is a factorized Normal under guide and model
+        (one pass without gradient on the data given, leaving torch's random state as it was)."""
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            self.terms(model, guide, *args, **kwargs)
+
     def differentiable_loss(self, model, guide, *args, **kwargs):
         log_likelihood, scale, latents = self.terms(model, guide, *args, **kwargs)
         B = log_likelihood.shape[-1]
