@@ -9,6 +9,10 @@ and Adam, on the same minibatch order, in the same process. Epochs alternate
 (zoo, zoo --jit, hand, hand with the zoo's optimizer), the order rotated every round, so drifts
 in machine load hit all; the ratio is median(zoo) / median(hand).
 
+With ``--model hvae`` both train the two-layer hierarchical VAE (``zoo.models.hvae``, Burda et al.'s sizes:
+z2 (50) -> 100 -> 100 -> z1 (100) -> 200 -> 200 -> x) with the structured guide q(z1 | x) q(z2 | z1, x); the hand-written loss is then
+log p(x | z1) + log p(z1 | z2) + log p(z2) - log q(z1 | x) - log q(z2 | z1, x) on the same networks.
+
 With ``--objective iwae --particles K`` both compute the per-datum IWAE bound instead (the
 zoo's ``IWAEBound``; by hand, ``logsumexp`` over K reparameterized samples per datum), the
 quality benchmark's objective: K times the network work per step against the same Python
@@ -24,6 +28,7 @@ default; the second ratio isolates what Pyro's tracing and the zoo's loop cost.
     python benchmarks/speed.py --dataset binarized_mnist --data-dir ../shared/data --rounds 3
     python benchmarks/speed.py --data-dir ../shared/data --rounds 60 --segment 5000
     python benchmarks/speed.py --data-dir ../shared/data --rounds 5 --objective iwae --particles 50 --name speed_cpu_iwae50
+    python benchmarks/speed.py --data-dir ../shared/data --model hvae --rounds 20 --segment 5000 --name speed_cpu_hvae
 """
 from __future__ import annotations
 
@@ -68,12 +73,36 @@ def hand_loss(xb, guide, model, N, particles=None):
     return -(N / xb.shape[0]) * log_w.sum()
 
 
-def hand_epoch(x, guide, model, optimizer, order, batch_size, particles=None):
+def hand_loss_hvae(xb, guide, model, N, particles=None):
+    """The same for the two-layer hvae and its structured guide: z1 ~ q(z1 | x), z2 ~ q(z2 | z1, x),
+    log w = log p(x | z1) + log p(z1 | z2) + log N(z2; 0, I) - log q(z1 | x) - log q(z2 | z1, x)."""
+    h = guide.trunk(xb)
+    loc1, s1 = guide.heads["z1"](h).chunk(2, dim=-1)
+    scale1 = F.softplus(s1) + 1e-5
+    shape = loc1.shape if particles is None else (particles,) + loc1.shape
+    z1 = loc1 + scale1 * torch.randn(shape, dtype=loc1.dtype, device=loc1.device)
+    loc2, s2 = guide.heads["z2"](torch.cat([h.expand(z1.shape[:-1] + h.shape[-1:]), z1], -1)).chunk(2, dim=-1)
+    scale2 = F.softplus(s2) + 1e-5
+    z2 = loc2 + scale2 * torch.randn(loc2.shape, dtype=loc2.dtype, device=loc2.device)
+    loc_p1, s_p1 = model.transitions[0](z2).chunk(2, dim=-1)
+    logits = model.decoder(z1)
+    log_px = -F.binary_cross_entropy_with_logits(logits, xb.expand_as(logits), reduction="none").sum(-1)
+    log_pz = ((-0.5 * z2.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
+              + torch.distributions.Normal(loc_p1, F.softplus(s_p1) + 1e-5).log_prob(z1).sum(-1))
+    log_q = (torch.distributions.Normal(loc1, scale1).log_prob(z1).sum(-1)
+             + torch.distributions.Normal(loc2, scale2).log_prob(z2).sum(-1))
+    log_w = log_px + log_pz - log_q
+    if particles is not None:
+        log_w = torch.logsumexp(log_w, dim=0) - math.log(particles)
+    return -(N / xb.shape[0]) * log_w.sum()
+
+
+def hand_epoch(x, guide, model, optimizer, order, batch_size, particles=None, loss_fn=hand_loss):
     """One epoch of the ELBO (or IWAE bound) written directly in PyTorch, using the same networks."""
     N = x.shape[0]
     for start in range(0, N, batch_size):
         xb = x[order[start:start + batch_size]]
-        loss = hand_loss(xb, guide, model, N, particles)
+        loss = loss_fn(xb, guide, model, N, particles)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -88,6 +117,9 @@ def sync(device):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="binarized_mnist")
+    p.add_argument("--model", choices=("vae", "hvae"), default="vae",
+                   help="vae: 784-200-200-50 with the amortized guide (default); hvae: the two-layer hvae with the "
+                        "structured guide")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=100)
@@ -109,8 +141,8 @@ def main(argv=None):
     data = load_dataset(args.dataset, args.data_dir)
     x = data.train.to(device)
     pyro.set_rng_seed(0)
-    model = build_model("vae", data.x_dim).to(device)
-    guide = build_guide("amortized", model).to(device)
+    model = build_model(args.model, data.x_dim).to(device)
+    guide = build_guide("amortized", model, **({"structured": True} if args.model == "hvae" else {})).to(device)
     objectives = {"zoo": build_objective(args.objective, particles or 1),
                   "zoo_jit": build_objective(args.objective, particles or 1, jit=True)}
     zoo_opts = {name: make_optimizer(model, guide, 1e-3) for name in objectives}
@@ -135,7 +167,7 @@ def main(argv=None):
                 seconds = history[-1]["seconds"]
             else:
                 hand_epoch(xs, guide, model, hand_opts[which], epoch_order(xs.shape[0], r, 0).to(device),
-                           args.batch_size, particles)
+                           args.batch_size, particles, hand_loss_hvae if args.model == "hvae" else hand_loss)
                 sync(device)
                 seconds = time.perf_counter() - t0
             seconds *= num_data / xs.shape[0]           # per epoch of all the training data
@@ -147,7 +179,9 @@ def main(argv=None):
               "timed_unit": "epoch" if segment == num_data else f"{segment} data ({segment // args.batch_size} "
                                                                   f"steps), scaled to an epoch of {num_data}",
               "device": str(device), "threads": torch.get_num_threads(),
-              "architecture": "784-200-200-50 tanh VAE, Adam",
+              "architecture": ("784-200-200-50 tanh VAE, Adam" if args.model == "vae" else
+                               "two-layer hvae 50-100-100-100-200-200-784, structured amortized guide q(z1|x) q(z2|z1,x), Adam"),
+              "model": args.model,
               "objective": "Trace_ELBO, K=1" if particles is None else f"per-datum IWAE bound, K={particles}",
               "optimizers": {"zoo": "make_optimizer (fused Adam)", "zoo_jit": "make_optimizer (fused Adam)",
                              "hand": "torch.optim.Adam defaults", "hand_fused": "make_optimizer (fused Adam)"},

@@ -138,7 +138,7 @@ BAD = {
     "bad option type": (["train", "vae", "--epochs", "many"], "invalid int value"),
     "unknown grid entry": (["compare", "vae", "--guides", "amortized,flow", "--objectives", "elbo"], "unknown guide 'flow'"),
     "option the model lacks": (["train", "ppca", "--hidden", "10"],
-                               "--hidden applies to the 'vae', 'sbn', 'categorical_vae' models only, not 'ppca'"),
+                               "models only, not 'ppca'"),      # the list of models with --hidden grows
     "iaf on binary latents": (["train", "sbn", "--guide", "iaf"], "supports real latents only"),
     "relaxed on factor analysis": (["train", "fa", "--guide", "relaxed", "--dataset", "synthetic"],
                                    "but FA has 'z' (real)"),

@@ -14,13 +14,15 @@ z_l declares z_{l+1} as its parent (:class:`~zoo.core.contract.LatentSite`), so 
 guides (``amortized --structured``, ``iaf --structured``) factor bottom-up as the exact posterior
 does, q(z_1 | x) q(z_2 | z_1, x); mean-field amortized, IAF and per-datum guides work as well.
 
-Default sizes, Burda et al. (2016), their architecture with two stochastic layers: stochastic layers of
-100 (z1) and 50 (z2) units; between x and z1 two deterministic tanh layers of 200, between z1
-and z2 two of 100; the generative network mirrors this: z2 -> 100 -> 100 -> z1 -> 200 -> 200 -> x
-(784-200-200-100-100-100-50 with the amortized encoder, whose trunk mirrors ``hidden``). The
-issue's one-line summary ("x -> 100 -> z1, z1 -> 50 -> z2 with two deterministic layers of 100
-and 50") differs: 100 and 50 are the sizes of the *stochastic* layers; the deterministic ones
-are 200 and 100 wide. ``hidden=()`` and ``transition_hidden=()`` give affine maps, a
+Default sizes, Burda et al. (2016), their architecture with two stochastic layers:
+stochastic layers of 100 (z1) and 50 (z2) units; between x and z1 two deterministic tanh layers
+of 200, between z1 and z2 two of 100. The generative network here is that architecture read
+downwards, z2 (50) -> 100 -> 100 -> z1 (100) -> 200 -> 200 -> x (784). The encoder belongs to the
+guide family: the amortized trunk mirrors ``hidden`` (784 -> 200 -> 200 -> q(z1 | x)); its
+structured head for z2 reads [h, z1] through one tanh layer of 200 (Burda et al.'s encoder goes
+z1 -> 100 -> 100 -> z2). The issue's one-line summary ("x -> 100 -> z1, z1 -> 50 -> z2 with two
+deterministic layers of 100 and 50") differs: 100 and 50 are the sizes of the *stochastic*
+layers; the deterministic ones are 200 and 100 wide. ``hidden=()`` and ``transition_hidden=()`` give affine maps, a
 linear-Gaussian model with a closed-form log p(x) (the tests use it). ``decoder="made"`` or
 ``"pixelcnn"`` makes p(x | z_1) autoregressive (:mod:`zoo.core.autoregressive`, binary data), with
 MADE's masked hidden sizes ``hidden``.
