@@ -14,6 +14,10 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
      "--temperature-min must be positive"),
     ("quality_mnist.py", ["--runs", "elbo", "--elbo-epochs", "1"], "binarized MNIST is not in"),
     ("relaxed_surrogate.py", ["--runs", "cat20x10-gumbel"], "no trained and evaluated run"),
+    ("posterior_collapse.py", ["--decoders", "mlp,lstm"], "unknown decoder 'lstm'"),
+    ("posterior_collapse.py", ["--remedies", "dropout"], "unknown remedy 'dropout'"),
+    ("posterior_collapse.py", ["--free-bits", "-1"], "--free-bits must be at least 0"),
+    ("posterior_collapse.py", ["--decoders", "mlp", "--remedies", "none", "--epochs", "1"], "binarized MNIST is not in"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, script, args, says):
     out = tmp_path / "out"

@@ -82,11 +82,13 @@ def check_combination(model: ZooModel, guide: str, objective: str,
     - the analytic-KL estimator (``tracemeanfield``) needs a guide that is mean-field across sites: with
       ``structured`` guides q(z2 | z1, x) its per-site closed-form KLs would be biased;
     - wake-sleep's sleep phase (``rws`` with ``insomnia`` < 1) fits q to dreamt data, so it needs an
-      amortized guide.
+      amortized guide;
+    - the ELBO with ``free_bits`` takes each latent unit's KL in closed form: a reparameterized,
+      mean-field guide of Normal sites (its estimator's capabilities as refined by the options).
     """
     check_guide(guide, model)
     estimator = (objective_options or {}).get("estimator")
-    caps = objective_capabilities(objective, estimator)
+    caps = objective_capabilities(objective, estimator, objective_options)
     problem = _problem(model, guide, caps, objective_label(objective, estimator), guide_options)
     if problem is not None:
         raise ZooError(problem(lambda: _fitting(model, guide)))
@@ -134,6 +136,11 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
     if caps.needs_mean_field_guide and (guide_options or {}).get("structured"):
         return lambda fits: (f"objective {label} takes each site's KL in closed form, which is biased for a "
                              f"structured guide q(z2 | z1, x); drop structured, or use {fits()}")
+    if caps.needs_unit_kl and (not gcls.normal_sites or (guide_options or {}).get("structured")):
+        what = "is structured, q(z2 | z1, x)" if gcls.normal_sites else "does not have Normal sites"
+        return lambda fits: (f"objective {label} with free_bits takes each latent unit's KL in closed form, which "
+                             f"needs a mean-field guide of Normal sites, and the {guide!r} guide {what}; use "
+                             f"meanfield or amortized (not structured), or drop free_bits")
     baseline = (guide_options or {}).get("baseline")
     if baseline not in (None, "none") and not caps.uses_baselines:
         return lambda fits: (f"baseline is used by the tracegraph objective only (elbo with estimator "

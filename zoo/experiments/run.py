@@ -82,6 +82,9 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
         raise OptionError("keep_best", f"picks the epoch with the best validation ELBO, which needs an amortized "
                           f"guide; {config.guide!r} is per-datum: drop it or use amortized", kind="run")
     objective = build_objective(config.objective, jit=config.jit, **objective_options)
+    if hasattr(objective, "check"):         # assumptions only the model's sites show (free bits: Normal priors)
+        n = min(2, data.train.shape[0])
+        objective.check(model.model, guide, data.train[:n], idx=torch.arange(n), N=data.train.shape[0])
     estimator = objective_options.get("estimator")
     if config.kl_warmup and not objective_capabilities(config.objective, estimator).warmup:
         raise OptionError("kl_warmup", f"weights the latent terms of a bound; "
@@ -130,7 +133,7 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
     world = 1
     if config.distributed or (ddp.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1):
         estimator = config.objective_options.get("estimator")
-        if not objective_capabilities(config.objective, estimator).ddp:
+        if not objective_capabilities(config.objective, estimator, config.objective_options).ddp:
             raise ZooError(f"distributed training needs an objective with one differentiable loss; "
                            f"{objective_label(config.objective, estimator)} is not one: use one of "
                            f"{', '.join(ddp.DDP_OBJECTIVES)}")

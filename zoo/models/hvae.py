@@ -6,6 +6,7 @@ Generative story with layers z_L (top) ... z_1 (next to x), for each datum::
     z_l | z_{l+1} ~ N(mu_l(z_{l+1}), diag(sigma_l(z_{l+1})^2))       l = L-1 .. 1
     x | z_1 ~ Bernoulli(sigmoid(f(z_1)))                 (likelihood="bernoulli")
     x | z_1 ~ N(f(z_1), diag(sigma_x^2))                 (likelihood="gaussian")
+    x | z_1 ~ prod_i Bernoulli(x_i; sigmoid(l_i(x_<i, z_1)))  (decoder="made" or "pixelcnn")
 
 so p(x, z) = p(z_L) prod_l p(z_l | z_{l+1}) p(x | z_1). (mu_l, sigma_l) is a tanh MLP with
 ``transition_hidden`` hidden units and softplus scales; f is a tanh MLP with ``hidden``. Each
@@ -22,7 +23,9 @@ structured head for z2 reads [h, z1] through one tanh layer of 200 (Burda et al.
 z1 -> 100 -> 100 -> z2). The issue's one-line summary ("x -> 100 -> z1, z1 -> 50 -> z2 with two
 deterministic layers of 100 and 50") differs: 100 and 50 are the sizes of the *stochastic*
 layers; the deterministic ones are 200 and 100 wide. ``hidden=()`` and ``transition_hidden=()`` give affine maps, a
-linear-Gaussian model with a closed-form log p(x) (the tests use it).
+linear-Gaussian model with a closed-form log p(x) (the tests use it). ``decoder="made"`` or
+``"pixelcnn"`` makes p(x | z_1) autoregressive (:mod:`zoo.core.autoregressive`, binary data), with
+MADE's masked hidden sizes ``hidden``.
 
 References:
     Y. Burda, R. Grosse and R. Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016,
@@ -50,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.core.autoregressive import AutoregressiveBernoulli, DecoderOptions, autoregressive_decoder
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.distributions import IndependentBernoulli
 from zoo.core.nn import mlp
@@ -62,7 +66,7 @@ __all__ = ["HVAE"]
 
 
 @dataclass
-class HVAEOptions(PriorOptions):
+class HVAEOptions(DecoderOptions, PriorOptions):
     layers: Tuple[int, ...] = option((100, 50), "stochastic layer sizes, bottom (z1) to top, e.g. 100,50",
                                      minimum=1, nonempty=True, shape=True)
     hidden: Tuple[int, ...] = option((200, 200), "tanh hidden sizes of p(x | z1), from z1 to x", minimum=1,
@@ -85,11 +89,14 @@ class HVAE(PriorMixin, ZooModel):
         transition_hidden: hidden sizes of each p(z_l | z_{l+1}) (default (100, 100)).
         likelihood: ``"bernoulli"`` or ``"gaussian"``.
         prior, prior_components, prior_flows: p(z_L), see :mod:`zoo.models.priors`.
+        decoder: ``"mlp"``, or ``"made"`` / ``"pixelcnn"`` for an autoregressive Bernoulli p(x | z_1).
+        channels: the PixelCNN's channels per masked layer (``decoder="pixelcnn"`` only).
     """
 
     def __init__(self, x_dim: int, layers: Sequence[int] = (100, 50), hidden: Sequence[int] = (200, 200),
                  transition_hidden: Sequence[int] = (100, 100), likelihood: Optional[str] = "bernoulli",
-                 prior: str = "standard", prior_components: Optional[int] = None, prior_flows: int = 2):
+                 prior: str = "standard", prior_components: Optional[int] = None, prior_flows: int = 2,
+                 decoder: str = "mlp", channels: Sequence[int] = (32, 32, 32)):
         super().__init__(x_dim)
         likelihood = likelihood or "bernoulli"
         if likelihood not in ("bernoulli", "gaussian"):
@@ -101,7 +108,11 @@ class HVAE(PriorMixin, ZooModel):
         # transitions[l] maps z_{l+2} to the loc and raw scale of z_{l+1} (0-based l)
         self.transitions = nn.ModuleList([mlp((above, *self.transition_hidden, 2 * below))
                                           for below, above in zip(self.layers[:-1], self.layers[1:])])
-        self.decoder = mlp((self.layers[0], *self.hidden, x_dim))
+        self.decoder_kind = decoder
+        if decoder == "mlp":
+            self.decoder = mlp((self.layers[0], *self.hidden, x_dim))
+        else:
+            self.decoder = autoregressive_decoder(decoder, x_dim, self.layers[0], self.hidden, channels, likelihood)
         if likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.zeros(x_dim))
         self.prior = build_prior(prior, self.latents[0], x_dim, prior_components, prior_flows)
@@ -121,10 +132,13 @@ class HVAE(PriorMixin, ZooModel):
     def model(self, x=None, idx=None, N=None):
         register_module("hvae", self)
         L = len(self.layers)
-        with data_plate(x, idx, N, device=self.decoder[0].weight.device):
+        with data_plate(x, idx, N, device=next(self.decoder.parameters()).device):
             z = pyro.sample(f"z{L}", self.prior())
             for l in reversed(range(L - 1)):
                 z = pyro.sample(f"z{l + 1}", self.conditional(l, z))
+            if self.decoder_kind != "mlp":
+                pyro.sample("x", AutoregressiveBernoulli(self.decoder, z, observed=x), obs=x)
+                return
             out = self.decoder(z)
             if self.likelihood == "bernoulli":
                 px = IndependentBernoulli(out)

@@ -5,12 +5,18 @@ Generative story, for each datum n = 1..N::
     z_n ~ N(0, I_d)                                       (or a learned prior: --prior, zoo.models.priors)
     x_n | z_n ~ Bernoulli(sigmoid(f_theta(z_n)))          (likelihood="bernoulli")
     x_n | z_n ~ N(f_theta(z_n), diag(sigma_theta^2))        (likelihood="gaussian")
+    x_n | z_n ~ prod_i Bernoulli(x_ni; sigmoid(l_i(x_n,<i, z_n)))  (decoder="made" or "pixelcnn")
 
 f_theta is an MLP with tanh hidden layers. The default is Burda et al.'s
 one-stochastic-layer architecture: 50 latents, two hidden layers of 200 units,
 giving 784-200-200-50 on MNIST with the amortized encoder that mirrors it.
 The encoder belongs to the guide (``guides/``), so any guide family can be paired
 with this model; the model itself has no exact log p(x).
+
+``decoder="made"`` or ``"pixelcnn"`` replaces the factorized likelihood by an autoregressive one
+(:mod:`zoo.core.autoregressive`): a MADE with the same hidden sizes, or a small masked-convolution
+PixelCNN over square images, each conditioned on z; Bernoulli pixels only. Such a decoder can model
+x without z, the setting of posterior collapse (``--free-bits``, ``--kl-warmup``).
 
 References:
     D. P. Kingma and M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014,
@@ -34,6 +40,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from zoo.core.autoregressive import AutoregressiveBernoulli, DecoderOptions, autoregressive_decoder
 from zoo.core.distributions import IndependentBernoulli
 from zoo.core.nn import mlp
 from zoo.core.registry import MODELS, Options, option
@@ -48,7 +55,7 @@ __all__ = ["VAE"]
 
 
 @dataclass
-class VAEOptions(PriorOptions):
+class VAEOptions(DecoderOptions, PriorOptions):
     latent_dim: int = option(50, "number of latent units", minimum=1, shape=True)
     hidden: Tuple[int, ...] = option((200, 200), "decoder hidden sizes, from z to x", minimum=1, shape=True)
     likelihood: Optional[str] = option(None, "bernoulli or gaussian (default: bernoulli for binary data, else gaussian)",
@@ -66,11 +73,14 @@ class VAE(PriorMixin, ZooModel):
         hidden: decoder hidden sizes, from z to x (default (200, 200)).
         likelihood: ``"bernoulli"`` for binary data, ``"gaussian"`` for continuous data.
         prior, prior_components, prior_flows: p(z), see :mod:`zoo.models.priors` (default N(0, I)).
+        decoder: ``"mlp"``, or ``"made"`` / ``"pixelcnn"`` for an autoregressive Bernoulli p(x | z).
+        channels: the PixelCNN's channels per masked layer (``decoder="pixelcnn"`` only).
     """
 
     def __init__(self, x_dim: int, latent_dim: int = 50, hidden: Sequence[int] = (200, 200),
                  likelihood: Optional[str] = "bernoulli", prior: str = "standard",
-                 prior_components: Optional[int] = None, prior_flows: int = 2):
+                 prior_components: Optional[int] = None, prior_flows: int = 2, decoder: str = "mlp",
+                 channels: Sequence[int] = (32, 32, 32)):
         super().__init__(x_dim)
         likelihood = likelihood or "bernoulli"
         if likelihood not in ("bernoulli", "gaussian"):
@@ -78,7 +88,11 @@ class VAE(PriorMixin, ZooModel):
         self.likelihood = likelihood
         self.latent_dim = int(latent_dim)
         self.hidden = tuple(int(h) for h in hidden)
-        self.decoder = mlp((self.latent_dim, *self.hidden, x_dim))
+        self.decoder_kind = decoder
+        if decoder == "mlp":
+            self.decoder = mlp((self.latent_dim, *self.hidden, x_dim))
+        else:
+            self.decoder = autoregressive_decoder(decoder, x_dim, self.latent_dim, self.hidden, channels, likelihood)
         if likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.zeros(x_dim))
         self.register_buffer("prior_loc", torch.zeros(self.latent_dim))
@@ -92,6 +106,9 @@ class VAE(PriorMixin, ZooModel):
         register_module("vae", self)
         with data_plate(x, idx, N, device=self.prior_loc.device):
             z = pyro.sample("z", self.prior())                 # N(0, I) unless --prior says otherwise
+            if self.decoder_kind != "mlp":
+                pyro.sample("x", AutoregressiveBernoulli(self.decoder, z, observed=x), obs=x)
+                return
             out = self.decoder(z)
             if self.likelihood == "bernoulli":
                 px = IndependentBernoulli(out)                 # Bernoulli(logits=out).to_event(1)

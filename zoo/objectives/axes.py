@@ -62,6 +62,8 @@ class Estimator:
             neither may borrow the other's modules.
         needs_mean_field_guide: takes each site's KL in closed form, exact only for a guide that is
             mean-field across sites (not a ``structured`` one).
+        needs_unit_kl: takes each latent unit's KL in closed form (free bits): a guide of Normal sites,
+            mean-field across sites, over a model whose latent sites are Normal too.
         warmup: ``kl_warmup`` is defined (the latent terms are weighted, not summed or slept).
         jit: one surrogate loss and one backward pass per step, which ``--jit`` can trace.
         ddp: one differentiable loss, which data-parallel training needs.
@@ -79,6 +81,7 @@ class Estimator:
     needs_normal_guide: bool = False
     separate_surrogates: bool = False
     needs_mean_field_guide: bool = False
+    needs_unit_kl: bool = False
     warmup: bool = True
     jit: bool = True
     ddp: bool = True
@@ -95,6 +98,11 @@ class Particles(Options):
 
     particles: Optional[int] = option(None, "K particles per datum (default: the estimator's: 1; 2 for rloo; 5 for "
                                       "iwae, renyi, rws and their estimators; not used by enum)", minimum=1)
+
+    def refine(self, caps: Estimator) -> Estimator:
+        """What the estimator ``caps`` assumes and supports with these options (an option such as the
+        ELBO's ``free_bits`` can add assumptions); by default, ``caps`` unchanged."""
+        return caps
 
 
 def estimator_option(default: str) -> Any:
@@ -188,12 +196,18 @@ def preset_of(name: str, estimator: Optional[str] = None) -> Tuple[str, str]:
     return bound, estimator or component.capability("default_estimator")
 
 
-def objective_capabilities(name: str, estimator: Optional[str] = None) -> Estimator:
-    """What the objective ``name`` (with ``estimator``, for a bound) assumes and supports."""
+def objective_capabilities(name: str, estimator: Optional[str] = None,
+                           options: Optional[Mapping[str, Any]] = None) -> Estimator:
+    """What the objective ``name`` (with ``estimator``, for a bound) assumes and supports; with its
+    ``options`` (a dict), as those options refine it (:meth:`Particles.refine`)."""
     if estimator is None:
-        return OBJECTIVES[name].capability("caps")
-    bound, estimator = preset_of(name, estimator)
-    return _estimator_of(bound, estimator)
+        caps = OBJECTIVES[name].capability("caps")
+    else:
+        bound, estimator = preset_of(name, estimator)
+        caps = _estimator_of(bound, estimator)
+    if options:
+        caps = OBJECTIVES[name].resolve(options).refine(caps)
+    return caps
 
 
 def objective_label(name: str, estimator: Optional[str] = None) -> str:
@@ -230,7 +244,7 @@ def build_objective(name: str, particles: Optional[int] = None, alpha: Optional[
         if value is not None and (key in takes or value != neutral):
             given[key] = value
     caps = objective_capabilities(name, component.resolve(given).to_dict().get("estimator")
-                                  if "estimator" in takes else None)
+                                  if "estimator" in takes else None, given)
     if jit and not caps.jit:
         traced = [n for n, c in OBJECTIVES.items() if c.capability("caps").jit]
         label = objective_label(name, given.get("estimator"))

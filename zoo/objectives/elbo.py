@@ -27,33 +27,84 @@ Example::
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from zoo.core.plates import MAX_PLATE_NESTING
-from zoo.objectives.axes import BoundOptions, Estimator, estimator_option, register_bound, register_preset
+from zoo.core.registry import OptionError, option
+from zoo.objectives.axes import BoundOptions, Estimator, Particles, estimator_option, register_bound, register_preset
 from zoo.objectives.baselines import BaselineTraceGraph_ELBO
 from zoo.objectives.enum import EnumELBO
 from zoo.objectives.estimators import LeaveOneOutReinforce, Reinforce, StickingTheLanding
+from zoo.objectives.free_bits import FreeBitsELBO
 
 __all__ = ["ELBOOptions", "ELBO_ESTIMATORS"]
 
 
+#: The estimators whose gradient the free-bits objective keeps: the reparameterized ELBO's.
+FREE_BITS_ESTIMATORS = ("auto", "analytic_kl")
+
+
 def pyro_elbo(cls):
-    """``build(K)`` of one of Pyro's ELBO classes, vectorized over K particles."""
-    def build(particles: int):
+    """``build(K)`` of one of Pyro's ELBO classes, vectorized over K particles; with ``free_bits``
+    (lambda, nats per latent unit) the free-bits ELBO of :mod:`zoo.objectives.free_bits` instead."""
+    def build(particles: int, free_bits: Optional[float] = None):
+        if free_bits is not None:
+            return FreeBitsELBO(free_bits, num_particles=particles)
         return cls(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=MAX_PLATE_NESTING)
     return build
 
 
+def without_free_bits(build):
+    """``build(K)`` of an estimator that free bits does not apply to (``ELBOOptions.validate`` refuses it)."""
+    return lambda particles, free_bits=None: build(particles)
+
+
 @dataclass
-class ELBOOptions(BoundOptions):
-    """Options of the ``elbo`` bound."""
+class FreeBits(Particles):
+    """The ``free_bits`` option of the ``elbo`` bound and of its presets.
+
+    ``free_bits`` (lambda) turns the KL term into sum_j max(lambda, KL_j) over latent units j, each
+    KL_j averaged over the minibatch (Kingma et al. 2016; :mod:`zoo.objectives.free_bits`), for the
+    reparameterized estimators ``auto`` and ``analytic_kl``, whose gradient it then takes with analytic
+    per-unit KLs; it composes with ``--kl-warmup`` (each KL term weighted by beta). A preset's
+    subclass names its fixed estimator in ``preset_estimator``.
+    """
+
+    preset_estimator: ClassVar[Optional[str]] = None
+    free_bits: Optional[float] = option(None, "free bits (Kingma et al. 2016): each latent unit's KL, averaged over "
+                                        "the minibatch, counts as at least this many nats (default: none)",
+                                        minimum=0.0)
+
+    def validate(self) -> None:
+        super().validate()
+        estimator = getattr(self, "estimator", self.preset_estimator)
+        if self.free_bits is not None and estimator not in FREE_BITS_ESTIMATORS:
+            raise OptionError("free_bits", f"applies to the reparameterized ELBO with analytic per-unit KLs (estimator "
+                              f"{' or '.join(FREE_BITS_ESTIMATORS)}), not estimator {estimator!r}: drop it or "
+                              f"use objective elbo", kind="objective")
+
+    def refine(self, caps):
+        if self.free_bits is None:
+            return caps
+        return dataclasses.replace(caps, needs_reparam=True, needs_unit_kl=True, jit=False, ddp=False)
+
+
+@dataclass
+class ELBOOptions(FreeBits, BoundOptions):
+    """Options of the ``elbo`` bound: the estimator and ``free_bits``."""
 
     bound: ClassVar[str] = "elbo"
     estimator: str = estimator_option("auto")
+
+
+def preset_options(estimator: str) -> type:
+    """The options of the elbo preset that fixes ``estimator``: the bound's, but ``estimator``."""
+    return dataclasses.make_dataclass(f"FreeBits_{estimator}", [], bases=(FreeBits,),
+                                      namespace={"preset_estimator": estimator, "__module__": __name__})
 
 
 ELBO_ESTIMATORS = register_bound("elbo", options=ELBOOptions, default="auto", description=(
@@ -65,18 +116,18 @@ ELBO_ESTIMATORS = register_bound("elbo", options=ELBOOptions, default="auto", de
               pyro_elbo(TraceMeanField_ELBO), needs_reparam=True, needs_mean_field_guide=True),
     Estimator("tracegraph", "TraceGraph_ELBO: score function with Rao-Blackwellization and the guide's --baseline "
               "(none, decaying, neural = NVIL), per datum (zoo.objectives.baselines)",
-              pyro_elbo(BaselineTraceGraph_ELBO), uses_baselines=True, ddp=False),
+              without_free_bits(pyro_elbo(BaselineTraceGraph_ELBO)), uses_baselines=True, ddp=False),
     Estimator("reinforce", "the pure score-function gradient for every site, even reparameterizable ones, no "
-              "baseline (the lecture's comparison)", lambda k: Reinforce(num_particles=k)),
+              "baseline (the lecture's comparison)", without_free_bits(lambda k: Reinforce(num_particles=k))),
     Estimator("rloo", "the score-function gradient with a leave-one-out baseline over K >= 2 samples per datum "
-              "(Kool et al. 2019), for discrete latents", lambda k: LeaveOneOutReinforce(num_particles=k),
+              "(Kool et al. 2019), for discrete latents", without_free_bits(lambda k: LeaveOneOutReinforce(num_particles=k)),
               default_particles=2, min_particles=2),
     Estimator("stl", "the sticking-the-landing path-derivative guide gradient (Roeder et al. 2017)",
-              lambda k: StickingTheLanding(num_particles=k), needs_reparam=True, needs_normal_guide=True),
+              without_free_bits(lambda k: StickingTheLanding(num_particles=k)), needs_reparam=True, needs_normal_guide=True),
     Estimator("enum", "TraceEnum_ELBO with the guide's discrete sites summed exactly (small latent spaces; "
-              "K is not used)", lambda k: EnumELBO(), needs_enumeration=True, warmup=False),
+              "K is not used)", without_free_bits(lambda k: EnumELBO()), needs_enumeration=True, warmup=False),
 ])
 
-register_preset("tracemeanfield", ELBO_ESTIMATORS["analytic_kl"])
+register_preset("tracemeanfield", ELBO_ESTIMATORS["analytic_kl"], options=preset_options("analytic_kl"))
 for _name in ("tracegraph", "enum", "reinforce", "rloo", "stl"):
-    register_preset(_name, ELBO_ESTIMATORS[_name])
+    register_preset(_name, ELBO_ESTIMATORS[_name], options=preset_options(_name))
