@@ -58,9 +58,13 @@ REFIT_MAX_EPOCHS = 2000
 #: gradient's sign is steady (Adam normalizes it), against latent posteriors whose scales are O(0.1-1).
 REFIT_LR = 2e-2
 REFIT_WINDOW = 10
+#: Samples per datum for each gradient in the first stage (doubled at each plateau, see LR_DROP).
+REFIT_PARTICLES = 8
 #: On a plateau the step size drops by this factor, ``lr_drops`` times, before the refit may stop:
 #: Adam's steps on a noisy gradient keep the parameters hovering about lr away from the optimum.
-LR_DROP = 0.1
+LR_DROP = 0.3
+#: ... and the particles per datum grow by this factor.
+PARTICLE_GROWTH = 2
 #: Adam's epsilon against per-datum gradients (the loss is each datum's own negative bound): gradients far
 #: below it (float round-off where q is already optimal) make steps far below lr instead of steps of lr.
 ADAM_EPS = 1e-4
@@ -88,6 +92,10 @@ class RefitResult:
                 "estimator": self.estimator, "window": REFIT_WINDOW}
 
 
+def _mean(values: List[float]) -> float:
+    return sum(values) / len(values)
+
+
 def refit_settings(config) -> dict:
     """The refit's ``tol`` and ``max_epochs`` from a :class:`~zoo.experiments.config.RunConfig` (its defaults here)."""
     return {"tol": config.refit_tol or REFIT_TOL, "max_epochs": config.refit_epochs or REFIT_MAX_EPOCHS}
@@ -99,7 +107,7 @@ def refit_objective(model, guide, particles: int = 1):
         return build_objective("rloo", particles=max(2, particles))
     if getattr(guide, "normal_sites", False):
         return build_objective("stl", particles=particles)
-    return build_objective("elbo", particles=particles)
+    return build_objective("renyi", alpha=1.0, particles=particles)      # the ELBO (Renyi order 1), per datum
 
 
 def _chunks(n: int, x_dim: int, particles: int, max_elements: int, device) -> List[torch.Tensor]:
@@ -118,7 +126,7 @@ def _monitored_elbo(model, guide, x, chunks, particles: int) -> torch.Tensor:
 
 
 def refit_local_guide(model, guide, x: torch.Tensor, *, tol: float = REFIT_TOL, max_epochs: int = REFIT_MAX_EPOCHS,
-                      lr: float = REFIT_LR, particles: int = 1, monitor_particles: int = 4,
+                      lr: float = REFIT_LR, particles: int = REFIT_PARTICLES, monitor_particles: int = 4,
                       window: int = REFIT_WINDOW, lr_drops: int = 2, seed: int = 0, max_elements: int = 1 << 23,
                       progress: bool = False) -> RefitResult:
     """Fit the per-datum ``guide`` (one row per datum of ``x``) with ``model`` fixed until the monitored
@@ -133,11 +141,12 @@ def refit_local_guide(model, guide, x: torch.Tensor, *, tol: float = REFIT_TOL, 
     model.validate_data(x, what="refit data")
     n = x.shape[0]
     objective = refit_objective(model, guide, particles)
+    growth = [particles * PARTICLE_GROWTH ** k for k in range(lr_drops + 1)]
     params = [p for p in guide.parameters() if p.requires_grad]
     if not params:
         raise ZooError(f"the {type(guide).__name__} guide has no parameters to refit")
     optimizer = torch.optim.Adam(params, lr=lr, eps=ADAM_EPS)
-    chunks = _chunks(n, x.shape[1], max(particles, monitor_particles), max_elements, x.device)
+    chunks = _chunks(n, x.shape[1], max(growth[-1], monitor_particles), max_elements, x.device)
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
@@ -164,13 +173,16 @@ def refit_local_guide(model, guide, x: torch.Tensor, *, tol: float = REFIT_TOL, 
             monitor.append(_monitored_elbo(model, guide, x, chunks, monitor_particles).mean().item())
             if progress and epoch % 50 == 0:
                 print(f"refit epoch {epoch}: monitored ELBO {monitor[-1]:.4f}", flush=True)
-            if epoch - stage_start >= window:
-                before = monitor[-1 - window]
-                if (monitor[-1] - before) / max(abs(before), 1.0) < tol:
+            if epoch - stage_start >= 2 * window:
+                recent, before = _mean(monitor[-window:]), _mean(monitor[-2 * window:-window])
+                if (recent - before) / max(abs(before), 1.0) < tol:
                     if stage == lr_drops:
                         converged = True
                         break
-                    stage, stage_start = stage + 1, epoch     # a plateau at this step size: a smaller one
+                    # a plateau: Adam hovers about the optimum at a distance set by its step size and the
+                    # gradient's signal-to-noise ratio; a smaller step and more particles per datum shrink it
+                    stage, stage_start = stage + 1, epoch
+                    objective = refit_objective(model, guide, growth[stage])
                     for group in optimizer.param_groups:
                         group["lr"] *= LR_DROP
     finally:
