@@ -6,8 +6,8 @@ batch 100, seed 0, --epochs epochs); the script trains it into --run when that f
 as ``python -m zoo train vae --guide amortized --objective elbo --dataset binarized_mnist --epochs 30 --seed 0
 --out RUN`` does. Then, with the model fixed: q* = a per-datum diagonal Gaussian (Cremer et al.'s FFG)
 started at the encoder's output and refitted to convergence (the criterion of zoo.training.refit:
-relative gain of the common-random-numbers ELBO below --refit-tol over 10 epochs, after two step-size
-drops; at most --refit-epochs epochs); ELBO[q*], ELBO[q_amortized] and the IS log p(x) from K =
+relative gain of the common-random-numbers ELBO below --refit-tol over 10 epochs, after two plateaus
+that each cut Adam's step and double the particles; at most --refit-epochs epochs); ELBO[q*], ELBO[q_amortized] and the IS log p(x) from K =
 --eval-samples samples per datum of each guide (log p(x) from the better proposal), on a fixed random
 subset (seed 0) of --eval-limit test images (all 10,000 without it).
 

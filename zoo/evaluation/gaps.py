@@ -49,7 +49,7 @@ Example::
     >>> from zoo.registry import build_guide
     >>> model = PPCA(x_dim=5, latent_dim=2)
     >>> gaps = inference_gaps(model, build_guide("amortized", model, hidden=(8,)), torch.randn(30, 5),
-    ...                       num_samples=200)
+    ...                       num_samples=20, max_epochs=30)
     >>> abs(gaps["approximation_gap"] + gaps["amortization_gap"] - gaps["total_gap"]) < 1e-9
     True
 """
