@@ -112,7 +112,7 @@ def test_vae_gaps_are_non_negative_within_monte_carlo_error(family, digits):
     model = build_model("vae", digits.x_dim, latent_dim=4, hidden=(32,))
     guide = build_guide(family, model)
     fit(model, guide, build_objective("elbo"), digits.train, epochs=3, batch_size=100, lr=3e-3, progress=False)
-    gaps = inference_gaps(model, guide, digits.test[:60], num_samples=200, max_epochs=400)
+    gaps = inference_gaps(model, guide, digits.test[:40], num_samples=100, max_epochs=150)
     assert gaps["approximation_gap"] > -3 * gaps["approximation_gap_se"]
     assert gaps["amortization_gap"] > -3 * gaps["amortization_gap_se"]
     assert gaps["total_gap"] > 0
