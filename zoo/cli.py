@@ -47,7 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="re-evaluate a trained run folder")
     p.add_argument("dir", help="a run folder written by 'pyro-zoo train'")
-    flags.add_run_flags(p, only=("eval_samples", "iwae_k", "eval_limit", "device", "data_dir"))
+    p.add_argument("--gaps", action="store_true",
+                   help="the inference-suboptimality split (Cremer et al. 2018) of an amortized run: refit a per-datum "
+                        "guide of the same family to convergence on the evaluation data and report log p(x), "
+                        "ELBO[q*], ELBO[q amortized], the approximation and the amortization gap (DIR/gaps.json, .md)")
+    flags.add_run_flags(p, only=("eval_samples", "iwae_k", "eval_limit", "refit_epochs", "refit_tol", "device",
+                                 "data_dir"))
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("compare", help="train and evaluate a grid of guides × objectives")
@@ -234,6 +239,13 @@ def cmd_train(args) -> None:
 
 def cmd_eval(args) -> None:
     from zoo.experiments.run import evaluate_run
+    if args.gaps:
+        from zoo.evaluation.gaps import gaps_markdown
+        from zoo.experiments.gaps import gaps_run
+        summary = gaps_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress)
+        print(gaps_markdown(summary))
+        print(f"wrote {', '.join(str(Path(args.dir) / f) for f in ('gaps.json', 'gaps.md', 'gaps_per_datum.npz'))}")
+        return
     summary = evaluate_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress)
     _print_summary([summary], Path(args.dir))
 

@@ -90,8 +90,12 @@ class RunConfig(Options):
                              cli=_group("evaluation"))
     eval_limit: Optional[int] = option(None, "evaluate on a fixed random subset of N data of the split "
                                        "(default: all)", minimum=1, resumable=True, cli=_group("evaluation"))
-    refit_epochs: Optional[int] = option(None, "epochs to fit a per-datum guide to the test data (default: "
-                                         "max(epochs, 50))", minimum=1, resumable=True, cli=_group("evaluation"))
+    refit_epochs: Optional[int] = option(None, "the most epochs of the refit of a per-datum guide to the test data "
+                                         "(and of --gaps); it stops earlier when converged (default 2000)", minimum=1,
+                                         resumable=True, cli=_group("evaluation"))
+    refit_tol: Optional[float] = option(None, "the refit converges when the mean per-datum ELBO gains less than this, "
+                                        "relative, over 10 epochs (default 1e-4)", positive=True, resumable=True,
+                                        cli=_group("evaluation"))
 
     def validate(self) -> None:
         if not 0 < self.lr_decay <= 1:

@@ -40,7 +40,8 @@ from zoo.registry import build_guide, build_model, build_objective, check_combin
 from zoo.training import distributed as ddp
 from zoo.training.checkpoint import (atomic_write_bytes, atomic_write_text, load_checkpoint, rng_state,
                                      save_checkpoint, set_rng_state)
-from zoo.training.loop import fit, fit_local_guide
+from zoo.training.loop import fit
+from zoo.training.refit import refit_local_guide, refit_settings
 from zoo.training.optimizer import change_schedule, make_optimizer, restore_optimizer
 
 __all__ = ["Prepared", "prepare", "train_run", "evaluate_run", "BEST"]
@@ -210,14 +211,12 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
         best_epoch = int(best["epoch"])
     x_eval, labels = _eval_subset(run.data, cfg)
     x_eval = x_eval.to(run.device)
-    guide = run.guide
+    guide, refit = run.guide, None
     if not guide.amortized:
         # A per-datum guide has no posterior for held-out data: fit a fresh one, model fixed.
         guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0],
                             **dataclasses.asdict(cfg.resolved("guide"))).to(run.device)
-        fit_local_guide(run.model, guide, build_objective("elbo", particles=1, jit=cfg.jit), x_eval,
-                        epochs=cfg.refit_epochs or max(cfg.epochs, 50), batch_size=cfg.batch_size, lr=cfg.lr,
-                        seed=cfg.seed, progress=progress)
+        refit = refit_local_guide(run.model, guide, x_eval, **refit_settings(cfg), seed=cfg.seed)
     pyro.set_rng_seed(cfg.seed + 12345)
     t0 = time.perf_counter()
     result = evaluate(run.model, guide, x_eval, num_samples=cfg.eval_samples, iwae_k=cfg.iwae_k,
@@ -228,6 +227,8 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     summary = {"config": cfg.to_json(), "device": str(run.device), "split": cfg.eval_split,
                "epochs_trained": len(history), "best_epoch": best_epoch, "train_seconds": train_seconds,
                "eval_seconds": eval_seconds, **result, "history": history}
+    if refit is not None:
+        summary["refit"] = refit.to_json()
     atomic_write_text(out / "results.json", json.dumps(json_ready(summary), indent=2))
     atomic_write_text(out / "results.md", results_markdown([summary]))
     buf = io.BytesIO()
@@ -262,13 +263,15 @@ def _eval_subset(data: Dataset, cfg: RunConfig):
 def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional[int] = None,
                  eval_limit: Optional[int] = None,
                  device: Optional[str] = None, data_dir: Optional[str] = None,
-                 progress: bool = True) -> Dict:
-    """Re-evaluate a trained run folder (optionally with more samples or another device)."""
+                 progress: bool = True, refit_epochs: Optional[int] = None,
+                 refit_tol: Optional[float] = None) -> Dict:
+    """Re-evaluate a trained run folder (optionally with more samples or another device; a per-datum
+    guide's test-time refit with another cap ``refit_epochs`` or tolerance ``refit_tol``)."""
     out = Path(out)
     state = load_checkpoint(out / "checkpoint.pt")
     config = RunConfig.from_json(state["config"])
     changes = {"eval_samples": eval_samples, "iwae_k": iwae_k, "eval_limit": eval_limit, "device": device,
-               "data_dir": data_dir}
+               "data_dir": data_dir, "refit_epochs": refit_epochs, "refit_tol": refit_tol}
     config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
     run = prepare(config)
     try:

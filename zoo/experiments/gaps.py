@@ -1,0 +1,77 @@
+"""``pyro-zoo eval DIR --gaps``: the inference-suboptimality split of a trained amortized run folder.
+
+Writes, into the run folder::
+
+    gaps.json              the gaps (keys: zoo.evaluation.gaps.GAP_KEYS, each with _se and _data_se),
+                           the refit's record, the config, the split and the timings
+    gaps.md                the same as a Markdown table
+    gaps_per_datum.npz     per-datum log p(x), ELBO[q_amortized], ELBO[q*] and both gaps
+
+Everything that can be refused (no run there, a per-datum or structured guide) is refused before
+the refit starts and before any file is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from zoo.core.errors import ZooError
+from zoo.evaluation.gaps import gaps_markdown, inference_gaps, same_family
+from zoo.experiments.config import RunConfig
+from zoo.experiments.outputs import json_ready
+from zoo.experiments.run import BEST, _eval_subset, prepare
+from zoo.training.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint
+from zoo.training.refit import refit_settings
+
+__all__ = ["gaps_run"]
+
+
+def gaps_run(out: Path, eval_samples: Optional[int] = None, eval_limit: Optional[int] = None,
+             refit_tol: Optional[float] = None, refit_epochs: Optional[int] = None, iwae_k: Optional[int] = None,
+             device: Optional[str] = None, data_dir: Optional[str] = None, progress: bool = True) -> Dict:
+    """Compute the approximation and amortization gaps of the run in ``out`` on its evaluation split
+    (``eval_limit``: a fixed random subset), write ``gaps.{json,md}`` there and return the summary."""
+    out = Path(out)
+    if not out.is_dir():
+        raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
+    state = load_checkpoint(out / "checkpoint.pt")
+    config = RunConfig.from_json(state["config"])
+    changes = {"eval_samples": eval_samples, "eval_limit": eval_limit, "refit_tol": refit_tol,
+               "refit_epochs": refit_epochs, "iwae_k": iwae_k, "device": device, "data_dir": data_dir}
+    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+    run = prepare(config)
+    same_family(run.guide)                       # refuse a per-datum or structured guide before any work
+    weights = state
+    if config.keep_best:
+        if not (out / BEST).is_file():
+            raise ZooError(f"this run was trained with --keep-best but {out / BEST} is missing; restore it, or "
+                           f"train the run again")
+        weights = load_checkpoint(out / BEST)
+    try:
+        run.model.load_state_dict(weights["model"])
+        run.guide.load_state_dict(weights["guide"])
+    except RuntimeError:
+        raise ZooError(f"checkpoint in {out} does not match its config (parameter shapes differ); "
+                       f"retrain the run") from None
+    x_eval, _ = _eval_subset(run.data, config)
+    x_eval = x_eval.to(run.device)
+    t0 = time.perf_counter()
+    result = inference_gaps(run.model, run.guide, x_eval, num_samples=config.eval_samples,
+                            seed=config.seed, progress=progress, **refit_settings(config))
+    per_datum = result.pop("per_datum")
+    summary = {"config": config.to_json(), "device": str(run.device), "split": config.eval_split,
+               "seconds": time.perf_counter() - t0, **result}
+    atomic_write_text(out / "gaps.json", json.dumps(json_ready(summary), indent=2))
+    atomic_write_text(out / "gaps.md", f"# Inference gaps: {config.model} × {config.guide} × {config.objective}, "
+                                       f"{config.dataset} ({config.eval_split})\n\n{gaps_markdown(summary)}\n")
+    buf = io.BytesIO()
+    np.savez(buf, **{k: v.numpy() for k, v in per_datum.items()})
+    atomic_write_bytes(out / "gaps_per_datum.npz", buf.getvalue())
+    return summary
