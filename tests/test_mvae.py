@@ -86,6 +86,26 @@ def test_the_subsampled_objective_is_the_joint_elbo_plus_each_views_elbo():
     assert build_guide("poe", model, joint_only=True).training_model(model) is model
 
 
+def test_the_two_view_datasets_lay_out_their_views():
+    """digits_labels: 64 pixels then the one-hot label of the same digit; mnist_halves: top and bottom 392 pixels."""
+    from zoo.data import load_digits, load_digits_labels
+    data, digits = load_digits_labels(), load_digits()
+    assert [v.spec for v in data.views] == ["image:64:bernoulli", "label:10:categorical"]
+    assert torch.equal(data.test[:, :64], digits.test)
+    assert torch.equal(data.test[:, 64:].argmax(1), digits.labels["test"].long())
+
+
+def test_mnist_halves_splits_the_image_at_row_14(tmp_path):
+    import numpy as np
+    from zoo.data import load_mnist_halves
+    arrays = {s: (np.random.RandomState(0).rand(5, 784) < 0.5).astype(np.uint8) for s in ("train", "valid", "test")}
+    np.savez(tmp_path / "binarized_mnist.npz", **arrays)
+    data = load_mnist_halves(str(tmp_path), expected_sha256=None)
+    top, bottom = data.views
+    assert (top.start, top.stop, bottom.start, bottom.stop) == (0, 392, 392, 784) and data.image_shape == (28, 28)
+    assert torch.equal(bottom.of(data.test), torch.from_numpy(arrays["test"][:, 14 * 28:]).float())
+
+
 def test_views_likelihood_scores_the_observed_views_only():
     views = parse_views(["a:3:bernoulli", "b:4:categorical"])
     logits = [torch.randn(2, 3), torch.randn(2, 4)]
