@@ -51,8 +51,8 @@ def _conditional_markdown(rows: Sequence[Dict]) -> str:
     pairs = list(dict.fromkeys(k for r in rows for k in r["conditional_log_likelihood"]))
     accuracies = list(dict.fromkeys(k for r in rows for k in (r.get("conditional_accuracy") or {})))
     views = list(dict.fromkeys(k for r in rows for k in (r.get("view_log_likelihood") or {})))
-    head = (["model", "guide", "objective"] + [f"log p({p})" for p in pairs] + [f"acc argmax p({p})" for p in accuracies]
-            + [f"log p({v})" for v in views])
+    head = (["model", "guide", "objective"] + [f"log p({p})" for p in pairs] + [f"SNIS log p({p})" for p in pairs]
+            + [f"acc argmax p({p})" for p in accuracies] + [f"log p({v})" for v in views])
 
     def number(table, key, percent=False):
         v = (table or {}).get(key)
@@ -62,12 +62,14 @@ def _conditional_markdown(rows: Sequence[Dict]) -> str:
         config = r.get("config", {})
         cells = [str(config.get(k, "–")) for k in ("model", "guide", "objective")]
         cells += [number(r["conditional_log_likelihood"], p) for p in pairs]
+        cells += [number(r.get("conditional_log_likelihood_self_normalized"), p) for p in pairs]
         cells += [number(r.get("conditional_accuracy"), p, percent=True) for p in accuracies]
         cells += [number(r.get("view_log_likelihood"), v) for v in views]
         lines.append("| " + " | ".join(cells) + " |")
-    return ("\nConditional log-likelihoods of one view given another (nats per datum): importance sampling with "
-            "the single-view posterior q(z | x_v) as proposal, log p^(x_u, x_v) - log p^(x_v) over the same samples; "
-            "log p(x_v) is the single view's IS estimate.\n\n" + "\n".join(lines) + "\n")
+    return ("\nConditional log-likelihoods of one view given another (nats per datum): log p(u|v) = "
+            "log p^(x_u, x_v) - log p^(x_v), IS with the joint and with the single-view posterior q(z | x_v); SNIS: "
+            "self-normalized IS with q(z | x_v) alone, log sum_k w_k p(x_u | z_k) - log sum_k w_k; log p(v) is the "
+            "single view's IS estimate.\n\n" + "\n".join(lines) + "\n")
 
 
 def gradients_markdown(result: Dict) -> str:
