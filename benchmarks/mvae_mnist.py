@@ -15,7 +15,8 @@ Gaussian expert per view, mirroring the decoders, and the prior expert), the ``e
 Goodman's sub-sampled objective ELBO(x1, x2) + ELBO(x1) + ELBO(x2), KL warm-up over the first
 --kl-warmup epochs (the product of experts collapses without it; see guides/poe.py), Adam lr --lr,
 batch 100, seed 0, CPU. The conditional log-likelihood log p(x_u | x_v) is log p^(x_u, x_v) - log p^(x_v),
-both importance-sampled over the same K samples z_k ~ q(z | x_v) (zoo.evaluation.harness); K is
+the joint IS estimate (K samples from q(z | x_u, x_v)) minus the single view's (K samples from
+q(z | x_v)); "SNIS" is the self-normalized estimate with q(z | x_v) alone (zoo.evaluation.harness); K is
 --eval-samples (MNIST) and --digits-eval-samples (digits).
 
     OMP_NUM_THREADS=1 python benchmarks/mvae_mnist.py --data-dir /work/shared/data --runs mnist_halves \
@@ -32,6 +33,8 @@ copy of the 15-epoch run folder::
         --name mvae_mnist_halves_30ep
 
 (K = 150 and 500 on MNIST are what two shared CPU cores allowed in the time; --eval-samples raises it.)
+Runs trained before the harness reported both estimators were re-scored with the same command plus
+``--evaluate-only``.
 """
 from __future__ import annotations
 

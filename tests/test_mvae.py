@@ -10,7 +10,7 @@ from zoo.cli import main
 from zoo.core.errors import ZooError
 from zoo.core.views import ViewsLikelihood, parse_views
 from zoo.core.weights import per_datum_log_weights
-from zoo.evaluation.harness import conditional_log_likelihoods, evaluation_mode
+from zoo.evaluation.harness import conditional_log_likelihoods, evaluate, evaluation_mode
 from zoo.models import MVAE
 from zoo.registry import build_guide, build_model, build_objective
 from zoo.training.loop import fit
@@ -132,8 +132,9 @@ def quadrature_log_marginals(model, x, views):
 
 @torch.no_grad()
 def test_conditional_log_likelihood_matches_quadrature_on_a_one_dimensional_latent():
-    """log p(x_b | x_a) by IS with q(z | x_a) (K = 20000) is within 0.02 nats of log p(x_a, x_b) - log p(x_a)
-    by quadrature over the 1-D latent; the label prediction argmax p(x_b | x_a) is the exact one."""
+    """log p(x_b | x_a), self-normalized IS with q(z | x_a) and the difference of the IS estimates log p^(x_a, x_b)
+    - log p^(x_a) (K = 20000), is within 0.02 nats of log p(x_a, x_b) - log p(x_a) by quadrature over the 1-D
+    latent, and so is log p^(x_a); the label prediction argmax p(x_b | x_a) is the exact one."""
     torch.manual_seed(0)
     model = MVAE(x_dim=7, views=("a:3:bernoulli", "b:4:categorical"), latent_dim=1, hidden=(8,))
     for p in model.parameters():
@@ -149,11 +150,15 @@ def test_conditional_log_likelihood_matches_quadrature_on_a_one_dimensional_late
                    torch.eye(4)[[0, 2, 3, 1]]], dim=1)
     with evaluation_mode(model, guide):
         out = conditional_log_likelihoods(model, guide, x, num_samples=20000)
+    result = evaluate(model, guide, x, num_samples=20000, psis=False)     # log p^(x) - log p^(x_v), averaged
     joint = quadrature_log_marginals(model, x, ["a", "b"])
     for given, target in (("a", "b"), ("b", "a")):
         exact = joint - quadrature_log_marginals(model, x, [given])
         assert (out["conditional"][f"{target}|{given}"] - exact).abs().max() < 0.02
         assert (out["marginal"][given] - quadrature_log_marginals(model, x, [given])).abs().max() < 0.02
+        assert abs(result["conditional_log_likelihood"][f"{target}|{given}"] - exact.mean().item()) < 0.02
+        assert result["conditional_log_likelihood_self_normalized"][f"{target}|{given}"] == pytest.approx(
+            exact.mean().item(), abs=0.02)
     # the exact predictive over the 4 classes of view b given view a
     classes = torch.eye(4)
     exact_predictive = torch.stack([quadrature_log_marginals(model, torch.cat([x[:, :3], classes[c].expand(4, 4)], 1),
@@ -199,6 +204,7 @@ def test_train_and_eval_show_the_conditional_log_likelihoods(tmp_path, capsys):
                                  "--iwae-k", "4", "--no-progress", "--out", str(out)], capsys)
     assert code == 0, err
     assert "log p(label\\|image)" in stdout and "acc argmax p(label\\|image)" in stdout
+    assert "SNIS log p(image\\|label)" in stdout
     results = json.loads((out / "results.json").read_text())
     assert set(results["conditional_log_likelihood"]) == {"label|image", "image|label"}
     assert 0 <= results["conditional_accuracy"]["label|image"] <= 1
