@@ -4,6 +4,7 @@ from guides.base import ZooGuide
 from guides.exact import Exact
 from guides.iaf import IAF
 from guides.meanfield import MeanField
+from guides.poe import ProductOfExperts
 from guides.relaxed import Relaxed
 
-__all__ = ["ZooGuide", "MeanField", "Amortized", "IAF", "Relaxed", "Exact"]
+__all__ = ["ZooGuide", "MeanField", "Amortized", "IAF", "Relaxed", "Exact", "ProductOfExperts"]

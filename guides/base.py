@@ -97,6 +97,8 @@ class ZooGuide(nn.Module):
         relaxes_model: while training, the objective sees :meth:`training_model` rather than the
             model itself (the relaxed guide's Concrete view of discrete sites).
         lr_multiplier: the guide's Adam step relative to the model's.
+        encodes_views: for a model with ``views``, :meth:`given` gives q(z | x_S) for any subset S
+            of them (the product of experts), which the harness's conditional likelihoods use.
 
     Hooks the training loop calls (the defaults do nothing): :meth:`training_model`,
     :meth:`on_step` and :meth:`epoch_record`.
@@ -116,6 +118,7 @@ class ZooGuide(nn.Module):
     borrows_model: bool = False
     relaxes_model: bool = False
     lr_multiplier: float = 1.0
+    encodes_views: bool = False
 
     def __init__(self, model: ZooModel, num_data: Optional[int] = None, baseline: Optional[str] = None):
         super().__init__()

@@ -8,7 +8,8 @@ from zoo.registry import MODELS, build_guide, build_model, build_objective, chec
 from zoo.training.loop import fit
 
 SMALL = {"ppca": {"latent_dim": 2}, "fa": {"latent_dim": 2}, "vae": {"latent_dim": 3, "hidden": (16,)},
-         "sbn": {"layers": (4, 2)}, "categorical_vae": {"num_variables": 2, "num_classes": 3, "hidden": (16,)}}
+         "sbn": {"layers": (4, 2)}, "categorical_vae": {"num_variables": 2, "num_classes": 3, "hidden": (16,)},
+         "mvae": {"latent_dim": 3, "hidden": (16,)}}
 SMALL["hvae"] = {"layers": (3, 2), "hidden": (16,), "transition_hidden": (8,)}
 ROWS = compatibility(x_dim=16, model_options=SMALL)
 VALID = [(m, g, o) for m, g, o, why in ROWS if why is None]
@@ -25,7 +26,7 @@ def test_registry_has_the_issue_s_grid():
 
 def data_for(model_name):
     torch.manual_seed(0)
-    if model_name in ("vae", "sbn", "categorical_vae", "hvae"):
+    if model_name in ("vae", "sbn", "categorical_vae", "hvae", "mvae"):
         return (torch.rand(64, 16) < 0.3).float()
     return torch.randn(64, 2) @ torch.randn(2, 16) + 0.3 * torch.randn(64, 16)
 

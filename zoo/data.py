@@ -32,8 +32,9 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.core.registry import DATASETS
+from zoo.core.views import ViewSite
 
-__all__ = ["Dataset", "DATASETS", "load_dataset", "load_digits", "load_binarized_mnist",
+__all__ = ["Dataset", "DATASETS", "load_dataset", "load_digits", "load_digits_labels", "load_mnist_halves", "load_binarized_mnist",
            "read_amat", "read_npz", "array_sha256", "synthetic_ppca"]
 
 SPLITS = ("train", "valid", "test")
@@ -55,6 +56,8 @@ class Dataset:
         binary: all values are 0/1, so a Bernoulli likelihood applies.
         image_shape: (H, W) for image data, used by the sample and reconstruction plots.
         labels: optional class labels per split (for the latent scatter plot).
+        views: the parts of a row with their own likelihood (:class:`~zoo.core.views.ViewSite`),
+            for multimodal models; empty for ordinary data.
         truth: known generating parameters, for synthetic data.
     """
 
@@ -66,6 +69,7 @@ class Dataset:
     image_shape: Optional[Tuple[int, int]] = None
     labels: Dict[str, torch.Tensor] = field(default_factory=dict)
     truth: Dict[str, torch.Tensor] = field(default_factory=dict)
+    views: Tuple[ViewSite, ...] = ()
 
     @property
     def x_dim(self) -> int:
@@ -105,6 +109,28 @@ def load_digits(binarize: bool = True, **_) -> Dataset:
     return Dataset("digits" if binarize else "digits-gray", _as_tensor(x[tr]), _as_tensor(x[va]),
                    _as_tensor(x[te]), binary=binarize, image_shape=(8, 8),
                    labels={s: torch.from_numpy(y[i]) for s, i in zip(SPLITS, (tr, va, te))})
+
+
+def load_digits_labels(**_) -> Dataset:
+    """The binarized 8x8 digits with their labels: two views per row, 64 pixels and a one-hot label.
+
+    Columns 0..63 are the image (Bernoulli), 64..73 the label (categorical, one-hot); the splits
+    are those of :func:`load_digits`.
+    """
+    digits = load_digits(binarize=True)
+    def with_label(split):
+        return torch.cat([digits.split(split), torch.eye(10)[digits.labels[split].long()]], dim=1)
+    return Dataset("digits_labels", *(with_label(s) for s in SPLITS), binary=True, labels=dict(digits.labels),
+                   views=(ViewSite("image", 0, 64, "bernoulli"), ViewSite("label", 64, 74, "categorical")))
+
+
+def load_mnist_halves(data_dir: Optional[str] = None, **kwargs) -> Dataset:
+    """Static binarized MNIST as two views: the top 14 rows (392 pixels) and the bottom 14 rows."""
+    mnist = load_binarized_mnist(data_dir, **kwargs)
+    half = mnist.x_dim // 2
+    mnist.name = "mnist_halves"
+    mnist.views = (ViewSite("top", 0, half, "bernoulli"), ViewSite("bottom", half, mnist.x_dim, "bernoulli"))
+    return mnist
 
 
 # -- synthetic pPCA ---------------------------------------------------------------------------
@@ -256,6 +282,12 @@ DATASETS.register("digits-gray", description="the same digits scaled to [0, 1], 
                   binary=False)(lambda **kw: load_digits(binarize=False))
 DATASETS.register("binarized_mnist", description="static binarized MNIST, Larochelle & Murray 50k/10k/10k "
                   "(data_dir or PYRO_ZOO_DATA)", binary=True, needs_data_dir=True)(load_binarized_mnist)
+DATASETS.register("digits_labels", description="the binarized 8x8 digits with their labels: views image "
+                  "(64 pixels, Bernoulli) and label (one-hot, categorical), for mvae", binary=True,
+                  views=True)(load_digits_labels)
+DATASETS.register("mnist_halves", description="static binarized MNIST as views top and bottom (14 rows of pixels "
+                  "each), for mvae (data_dir or PYRO_ZOO_DATA)", binary=True, needs_data_dir=True,
+                  views=True)(load_mnist_halves)
 DATASETS.register("synthetic", description="10-D data drawn from a 2-D pPCA with known parameters",
                   binary=False)(synthetic_ppca)
 

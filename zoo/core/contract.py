@@ -21,6 +21,12 @@ Every zoo model is a :class:`ZooModel`. It promises four things:
    model (the exact posterior) says so with ``borrows_model``. Nothing is owned twice (each
    parameter is in one ``state_dict`` and one optimizer group), and estimators that need
    disjoint model and guide parameters (``dreg``) are refused from these declarations.
+6. **Views (multimodal models only).** ``model.views`` lists the parts of one datum that have
+   their own likelihood (:class:`~zoo.core.views.ViewSite`: name, columns of ``x``, likelihood),
+   empty for an ordinary model. A model with views accepts ``views=`` (a subset of their names)
+   in ``model.model`` and then scores only those views, log p(x_S | z); its observation ``"x"``
+   is a :class:`~zoo.core.views.ViewsLikelihood`. Guides that encode any subset of views (the
+   product of experts) and the harness's conditional log-likelihoods read this declaration only.
 
 Validation of user data (shape, finiteness, binary values under a Bernoulli
 likelihood) lives here too, so every entry point gives the same clear error.
@@ -39,8 +45,9 @@ from zoo.core.enumeration import enumerated_log_marginal
 from zoo.core.errors import ZooError
 from zoo.core.params import forget_parameters, register_module
 from zoo.core.plates import MAX_PLATE_NESTING, data_plate
+from zoo.core.views import ViewSite
 
-__all__ = ["LatentSite", "ZooModel", "Borrowed", "check_data", "SUPPORTS", "guide_order", "children_of",
+__all__ = ["LatentSite", "ViewSite", "ZooModel", "Borrowed", "check_data", "SUPPORTS", "guide_order", "children_of",
            # re-exported: what a model file needs besides the classes above
            "data_plate", "register_module", "MAX_PLATE_NESTING"]
 
@@ -188,6 +195,11 @@ class ZooModel(nn.Module):
     def model(self, x: Optional[torch.Tensor] = None, idx: Optional[torch.Tensor] = None,
               N: Optional[int] = None):
         raise NotImplementedError
+
+    @property
+    def views(self) -> Tuple[ViewSite, ...]:
+        """The views of one datum, each with its own likelihood (multimodal models); empty otherwise."""
+        return ()
 
     def forward(self, x=None, idx=None, N=None):
         return self.model(x, idx=idx, N=N)

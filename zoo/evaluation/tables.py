@@ -43,7 +43,36 @@ def results_markdown(rows: Sequence[Dict]) -> str:
     note = (f"\nAll figures in nats per datum on the {first.get('split', 'test')} split "
             f"({first.get('num_data', '?')} data), K = {first.get('num_samples', '?')} importance samples, "
             f"IWAE-k with k = {first.get('iwae_k', '?')}.\n")
-    return "\n".join(lines) + "\n" + note
+    return "\n".join(lines) + "\n" + note + _conditional_markdown(rows)
+
+
+def _conditional_markdown(rows: Sequence[Dict]) -> str:
+    """For runs of models with views: log p(x_u | x_v) per pair of views, label accuracies, log p(x_v)."""
+    rows = [r for r in rows if r.get("conditional_log_likelihood")]
+    if not rows:
+        return ""
+    pairs = list(dict.fromkeys(k for r in rows for k in r["conditional_log_likelihood"]))
+    accuracies = list(dict.fromkeys(k for r in rows for k in (r.get("conditional_accuracy") or {})))
+    views = list(dict.fromkeys(k for r in rows for k in (r.get("view_log_likelihood") or {})))
+    head = (["model", "guide", "objective"] + [f"log p({p})" for p in pairs] + [f"SNIS log p({p})" for p in pairs]
+            + [f"acc argmax p({p})" for p in accuracies] + [f"log p({v})" for v in views])
+
+    def number(table, key, percent=False):
+        v = (table or {}).get(key)
+        return "–" if v is None else f"{v:.1%}" if percent else f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        config = r.get("config", {})
+        cells = [str(config.get(k, "–")) for k in ("model", "guide", "objective")]
+        cells += [number(r["conditional_log_likelihood"], p) for p in pairs]
+        cells += [number(r.get("conditional_log_likelihood_self_normalized"), p) for p in pairs]
+        cells += [number(r.get("conditional_accuracy"), p, percent=True) for p in accuracies]
+        cells += [number(r.get("view_log_likelihood"), v) for v in views]
+        lines.append("| " + " | ".join(cells) + " |")
+    return ("\nConditional log-likelihoods of one view given another (nats per datum): log p(u|v) = "
+            "log p^(x_u, x_v) - log p^(x_v), IS with the joint and with the single-view posterior q(z | x_v); SNIS: "
+            "self-normalized IS with q(z | x_v) alone, log sum_k w_k p(x_u | z_k) - log sum_k w_k; log p(v) is the "
+            "single view's IS estimate.\n\n" + "\n".join(lines) + "\n")
 
 
 def gradients_markdown(result: Dict) -> str:

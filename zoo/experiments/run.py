@@ -72,6 +72,8 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
     model_options = dataclasses.asdict(config.resolved("model"))
     if model_options.get("likelihood", "") is None:           # decided by the data when not given
         model_options["likelihood"] = "bernoulli" if data.binary else "gaussian"
+    if "views" in model_options and model_options["views"] is None:    # a multimodal model: the data's views
+        model_options["views"] = _data_views(config.model, data)
     pyro.set_rng_seed(config.seed)
     model = build_model(config.model, data.x_dim, **model_options)
     model.validate_data(data.train, what=f"dataset {data.name!r}")
@@ -95,6 +97,16 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
         raise OptionError("batch_size", f"{config.batch_size} is larger than the {data.train.shape[0]} training data "
                           f"of {data.name!r}; use at most {data.train.shape[0]}", kind="run")
     return Prepared(config, data, model.to(device), guide.to(device), objective, device)
+
+
+def _data_views(model: str, data: Dataset):
+    """The views of ``data`` as ``NAME:SIZE:LIKELIHOOD`` model options; refuse data with one view."""
+    if not data.views:
+        from zoo.core.registry import DATASETS
+        with_views = [name for name, c in DATASETS.items() if c.capability("views")]
+        raise ZooError(f"{model} models several views of each datum and dataset {data.name!r} has one; use a "
+                       f"dataset with views ({', '.join(with_views)}) or give --views NAME:SIZE:LIKELIHOOD for each")
+    return tuple(v.spec for v in data.views)
 
 
 def _checkpoint(run: Prepared, path: Path, epoch: int, step: int, epoch_total: float, optimizer, scheduler,

@@ -6,7 +6,9 @@ from zoo.models.vae import VAE
 from zoo.models.sbn import SBN
 from zoo.models.hvae import HVAE
 from zoo.models.categorical_vae import CategoricalVAE
+from zoo.models.mvae import MVAE
 from zoo.models.pyro_model import PyroModel, from_pyro
 
-__all__ = ["LatentSite", "ZooModel", "data_plate", "MAX_PLATE_NESTING", "PPCA", "ppca_ml_solution", "VAE", "HVAE", "SBN", "CategoricalVAE",
+__all__ = ["LatentSite", "ZooModel", "data_plate", "MAX_PLATE_NESTING", "PPCA", "ppca_ml_solution", "VAE", "HVAE",
+           "SBN", "CategoricalVAE", "MVAE",
            "PyroModel", "from_pyro"]
