@@ -7,6 +7,8 @@ import sys
 import pytest
 import torch
 
+from user_models import USER_FILE                 # tests/user_models.py
+
 COMMON = ["--dataset", "synthetic", "--epochs", "5", "--lr", "0.05", "--eval-samples", "10", "--iwae-k", "5",
           "--no-progress", "--seed", "1"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
@@ -73,26 +75,11 @@ def test_distributed_flag_without_torchrun_is_a_clear_error(tmp_path, capsys):
     assert "torchrun" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
-USER_MODEL = '''
-import pyro, pyro.distributions as dist, torch
-from torch import nn
-
-def my_vae(x_dim, z_dim=2):
-    decoder = nn.Sequential(nn.Linear(z_dim, 16), nn.Tanh(), nn.Linear(16, x_dim))
-    def model(x, idx=None, N=None):
-        pyro.module("decoder", decoder)
-        with pyro.plate("data", N, subsample=idx):
-            z = pyro.sample("z", dist.Normal(torch.zeros(z_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
-    return model
-'''
-
-
 def test_a_user_pyro_model_trains_data_parallel(tmp_path):
     """FILE.py:NAME under torchrun: each rank imports the user's file, DDP averages the gradients of the
     networks the wrapped function registers, and the loss falls epoch after epoch."""
     source = tmp_path / "my_models.py"
-    source.write_text(USER_MODEL)
+    source.write_text(USER_FILE)
     args = [f"{source}:my_vae", "--dataset", "digits", "--epochs", "3", "--eval-samples", "10", "--iwae-k", "5",
             "--no-progress", "--seed", "1", "--batch-size", "100", "--lr", "0.01"]
     b = torchrun(args + ["--distributed"], tmp_path / "ddp")

@@ -19,34 +19,10 @@ from zoo.core.registry import MODELS
 from zoo.evaluation.harness import bound_per_datum
 from zoo.models.pyro_model import PyroModel, from_pyro
 
+from user_models import USER_FILE, user_vae       # tests/user_models.py
+
 FAST = ["--epochs", "1", "--eval-samples", "10", "--iwae-k", "5", "--eval-limit", "30", "--refit-epochs", "1",
         "--batch-size", "200", "--no-progress", "--seed", "0"]
-
-USER_FILE = '''
-import pyro, pyro.distributions as dist, torch
-from torch import nn
-
-def my_vae(x_dim, z_dim=2):
-    """A user's VAE: a Gaussian prior and a Bernoulli decoder."""
-    decoder = nn.Sequential(nn.Linear(z_dim, 16), nn.Tanh(), nn.Linear(16, x_dim))
-    def model(x, idx=None, N=None):
-        pyro.module("decoder", decoder)
-        with pyro.plate("data", N, subsample=idx):
-            z = pyro.sample("z", dist.Normal(torch.zeros(z_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
-    return model
-'''
-
-
-def _user_file_namespace() -> dict:
-    namespace: dict = {}
-    exec(compile(USER_FILE, "my_models.py", "exec"), namespace)
-    return namespace
-
-
-#: the user's model, as a factory (fresh networks for every zoo model): the very function the CLI tests' file defines
-user_vae = _user_file_namespace()["my_vae"]
-
 
 def user_sbn(x_dim, k=3):
     """A tiny sigmoid belief net: a learned prior (a constrained pyro.param), K binary latents."""

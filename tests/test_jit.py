@@ -192,19 +192,8 @@ def test_the_sleep_phase_trains_only_the_guide(jit):
 def test_a_user_pyro_model_replays_as_it_runs_eagerly(objective_name):
     """A model wrapped by zoo.from_pyro (its network registered with pyro.module inside the user's function)
     traces and replays like a zoo model: the same bound and the same gradients, step after step."""
-    import pyro.distributions as dist
-    from torch import nn
     import zoo
-
-    def user_vae(x_dim, z_dim=2):
-        decoder = nn.Sequential(nn.Linear(z_dim, 8), nn.Tanh(), nn.Linear(8, x_dim))
-
-        def model(x, idx=None, N=None):
-            pyro.module("decoder", decoder)
-            with pyro.plate("data", N, subsample=idx):
-                z = pyro.sample("z", dist.Normal(torch.zeros(z_dim), 1.0).to_event(1))
-                pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
-        return model
+    from user_models import user_vae
 
     x = _data("vae")
     runs = []
