@@ -270,3 +270,19 @@ def test_bundle_contents_and_run_autograder(tmp_path):
     assert results["tests"][0]["max_score"] == 20
     assert {t["visibility"] for t in results["tests"]} == {"visible", "after_published"}
     assert all("NotImplementedError" in t["output"] for t in results["tests"])
+
+
+def test_the_students_selfcheck_grades_the_starter_beside_it(tmp_path, capsys):
+    """`python selfcheck.py` in a folder written by `homework init` grades that folder's starter.py on the visible
+    checks and prints the table: every visible check listed, each failing on the starter's TODO, exit 0."""
+    from zoo.homework import get_assignment
+    assert main(["homework", "init", "discrete_estimators", str(tmp_path / "hw")]) == 0
+    capsys.readouterr()
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "selfcheck.py"], cwd=tmp_path / "hw", capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for check in get_assignment("discrete_estimators").checks:
+        assert (check.name in r.stdout) == (not check.hidden)
+    assert "NotImplementedError" in r.stdout

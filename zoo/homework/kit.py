@@ -23,13 +23,13 @@ import shlex
 import subprocess
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from zoo.core.errors import ZooError
 from zoo.homework import ASSIGNMENTS, get_assignment
 from zoo.homework.base import Assignment
 
-__all__ = ["assignment_folder", "list_text", "init_student_folder", "write_solution", "make_bundle",
+__all__ = ["assignment_folder", "selfcheck", "list_text", "init_student_folder", "write_solution", "make_bundle",
            "STUDENT_FILES", "BUNDLE_PACKAGES"]
 
 #: What ``homework init`` writes into the student's folder.
@@ -203,3 +203,13 @@ def make_bundle(name: str, zip_path, *, hidden: bool = False, points: Optional[M
             z.writestr(info, data)
     zip_path.write_bytes(buffer.getvalue())
     return zip_path
+
+
+def selfcheck(assignment: str, argv: Sequence[str], starter: Path) -> int:
+    """What a student's ``selfcheck.py`` runs: grade ``argv[0]`` (default: the ``starter.py`` beside it) on the
+    visible checks, print the table, return 0."""
+    from zoo.homework.grader import grade
+    result = grade(assignment, Path(argv[0]) if argv else starter)
+    print(result.table())
+    return 0
+

@@ -10,15 +10,7 @@ gives a one-line reason for each check that failed.
 import sys
 from pathlib import Path
 
-from zoo.homework.grader import grade
-
-
-def main(argv) -> int:
-    path = Path(argv[0]) if argv else Path(__file__).with_name("starter.py")
-    result = grade("bernoulli_vae", path)
-    print(result.table())
-    return 0
-
+from zoo.homework.kit import selfcheck
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(selfcheck("bernoulli_vae", sys.argv[1:], Path(__file__).resolve().with_name("starter.py")))

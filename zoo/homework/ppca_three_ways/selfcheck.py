@@ -7,18 +7,7 @@ The hidden checks are not run here; your grade may include them.
 import sys
 from pathlib import Path
 
-ASSIGNMENT = "ppca_three_ways"
-
-
-def main(argv=None) -> int:
-    from zoo.homework.grader import grade
-
-    args = sys.argv[1:] if argv is None else argv
-    submission = Path(args[0]) if args else Path(__file__).resolve().with_name("starter.py")
-    result = grade(ASSIGNMENT, submission)
-    print(result.table())
-    return 0
-
+from zoo.homework.kit import selfcheck
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(selfcheck("ppca_three_ways", sys.argv[1:], Path(__file__).resolve().with_name("starter.py")))
