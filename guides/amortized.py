@@ -1,6 +1,7 @@
 """Amortized guide: an MLP encoder shared by all data.
 
-For each latent site, with h = g_phi(x) a tanh MLP (the "encoder")::
+For each latent site, with h = g_phi(x) an MLP (the "encoder"; tanh, relu or gated units, by default
+the model's own ``activation``, see :mod:`zoo.core.nn`)::
 
     q_phi(z | x) = N(z; W_mu h + b_mu, diag(softplus(W_s h + b_s)^2))    real latents
     q_phi(z | x) = prod_k Bernoulli(z_k; sigmoid(W h + b)_k)              binary latents (score function)
@@ -15,7 +16,7 @@ follows the model's declared dependencies bottom-up (:func:`~zoo.core.contract.g
 each site is sampled after its children in the model, and its head also reads their sampled
 values, so for ``z2 -> z1 -> x`` the guide is q(z1 | x) q(z2 | z1, x), the factorization of the
 exact posterior p(z1 | x) p(z2 | z1) (Burda et al.'s two-layer IWAE encoder is of this form).
-A conditioned head is a one-hidden-layer tanh MLP on [h, z_children]. The default encoder mirrors the model's
+A conditioned head is a one-hidden-layer MLP on [h, z_children]. The default encoder mirrors the model's
 decoder, which for the VAE gives Burda et al.'s 784-200-200-50. Discrete sites are
 not reparameterizable: their gradients come from the score function (``elbo``,
 ``tracegraph`` with baselines, ``rws``) or from exact enumeration (``enum``).
@@ -54,13 +55,18 @@ from zoo.core.plates import data_plate
 from zoo.core.params import register_module
 from zoo.core.nn import mlp
 
-__all__ = ["Amortized", "default_encoder_hidden"]
+__all__ = ["Amortized", "default_encoder_hidden", "default_encoder_activation"]
 
 
 def default_encoder_hidden(model) -> Tuple[int, ...]:
     """Mirror the decoder's hidden sizes when the model has them, else one layer of 200."""
     hidden = getattr(model, "hidden", None)
     return tuple(reversed(hidden)) if hidden else (200,)
+
+
+def default_encoder_activation(model) -> str:
+    """The model's own ``activation`` when it has one (vae, hvae), else tanh."""
+    return getattr(model, "activation", None) or "tanh"
 
 
 @dataclass
@@ -87,21 +93,22 @@ class Amortized(ZooGuide):
     enumerable = True
 
     def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,
-                 baseline: Optional[str] = None, structured: bool = False):
+                 baseline: Optional[str] = None, structured: bool = False, activation: Optional[str] = None):
         super().__init__(model, num_data, baseline)
         self.hidden = tuple(hidden) if hidden else default_encoder_hidden(model)
+        self.activation = activation or default_encoder_activation(model)
         self.structured = bool(structured)
         #: the order the guide samples the sites in, and what each site's q reads besides x
         self.order = guide_order(self.sites) if self.structured else self.sites
         self.conditioning = {s.name: children_of(s, self.sites) if self.structured else () for s in self.sites}
-        self.trunk = mlp((self.x_dim, *self.hidden), final_activation=True)
+        self.trunk = mlp((self.x_dim, *self.hidden), self.activation, final_activation=True)
         self.heads = nn.ModuleDict({s.name: self._head(s) for s in self.sites})
 
     def _head(self, site: LatentSite) -> nn.Module:
         given = sum(c.numel for c in self.conditioning[site.name])
         if not given:
             return nn.Linear(self.hidden[-1], raw_size(site))
-        return mlp((self.context_size(site), self.hidden[-1], raw_size(site)))
+        return mlp((self.context_size(site), self.hidden[-1], raw_size(site)), self.activation)
 
     def context_size(self, site: LatentSite) -> int:
         """Width of the input of ``site``'s head: h, and its conditioning sites' values."""

@@ -35,6 +35,7 @@ from zoo.core.errors import ZooError
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.params import forget_parameters
 from zoo.core.registry import Options, option
+from zoo.core.nn import ACTIVATIONS
 
 __all__ = ["ZooGuide", "raw_size", "site_distribution", "BASELINES", "BaselineOptions", "EncoderOptions"]
 
@@ -51,12 +52,15 @@ class BaselineOptions(Options):
 
 @dataclass
 class EncoderOptions(Options):
-    """Options of an amortized family: the encoder's hidden sizes."""
+    """Options of an amortized family: the encoder's hidden sizes and nonlinearity, and whether it is structured."""
 
     hidden: Optional[Tuple[int, ...]] = option(None, "encoder hidden sizes, from x (default: mirror the decoder)",
                                                flag="guide-hidden", minimum=1, shape=True)
     structured: bool = option(False, "follow the model's latent dependencies bottom-up, q(z1|x) q(z2|z1,x), "
                               "instead of mean-field q(z1|x) q(z2|x)", shape=True)
+    activation: Optional[str] = option(None, "encoder nonlinearity: tanh, relu or gated (default: the model's "
+                                       "--activation, else tanh)", flag="guide-activation", choices=ACTIVATIONS,
+                                       shape=True)
 
 
 def raw_size(site: LatentSite) -> int:

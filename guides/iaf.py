@@ -79,8 +79,9 @@ class IAF(Amortized):
     normal_sites = False
 
     def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,
-                 num_flows: int = 2, flow_hidden: Optional[Sequence[int]] = None, structured: bool = False):
-        super().__init__(model, num_data, hidden, structured=structured)
+                 num_flows: int = 2, flow_hidden: Optional[Sequence[int]] = None, structured: bool = False,
+                 activation: Optional[str] = None):
+        super().__init__(model, num_data, hidden, structured=structured, activation=activation)
         if num_flows < 1:
             raise ZooError(f"the 'iaf' guide needs at least one flow step, got num_flows={num_flows}")
         self.num_flows = int(num_flows)

@@ -222,8 +222,8 @@ class Relaxed(Amortized):
 
     def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,
                  temperature: float = 1.0, temperature_min: float = 0.5, anneal_rate: float = 0.0,
-                 straight_through: bool = False, structured: bool = False):
-        super().__init__(model, num_data, hidden, structured=structured)
+                 straight_through: bool = False, structured: bool = False, activation: Optional[str] = None):
+        super().__init__(model, num_data, hidden, structured=structured, activation=activation)
         check_schedule(temperature, temperature_min, anneal_rate)
         self.temperature_0 = float(temperature)
         self.temperature_min = min(float(temperature_min), float(temperature))

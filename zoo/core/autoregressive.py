@@ -46,6 +46,7 @@ from pyro.distributions import TorchDistribution
 from torch import nn
 from torch.distributions import constraints
 
+from zoo.core.nn import ACTIVATIONS
 from zoo.core.errors import ZooError
 from zoo.core.registry import OptionError, Options, option
 
@@ -58,12 +59,16 @@ DECODERS = ("mlp", "made", "pixelcnn")
 
 @dataclass
 class DecoderOptions(Options):
-    """The ``decoder`` and ``channels`` options of a model whose p(x | z) may be autoregressive (vae, hvae)."""
+    """The ``decoder``, ``channels`` and ``activation`` options of a model whose p(x | z) may be autoregressive
+    (vae, hvae). ``activation`` sets the model's MLPs; a made or pixelcnn decoder keeps its own units."""
 
     decoder: str = option("mlp", "p(x|z): mlp (factorized), made or pixelcnn (autoregressive, binary data; "
                           "pixelcnn: square images)", choices=DECODERS, shape=True)
     channels: Tuple[int, ...] = option((32, 32, 32), "pixelcnn decoder: channels of its masked layers (one 3x3 "
                                        "mask-B layer per entry after the first)", minimum=1, nonempty=True, shape=True)
+    activation: str = option("tanh", "nonlinearity of the model's MLPs (the mlp decoder, hvae's transitions) and, "
+                             "by default, of the encoder: tanh, relu or gated (Tomczak & Welling's VampPrior nets)",
+                             choices=ACTIVATIONS, shape=True)
 
     def validate(self) -> None:
         super().validate()

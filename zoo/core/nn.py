@@ -1,19 +1,61 @@
-"""Small network helpers shared by models and guides."""
+"""Small network helpers shared by models and guides.
+
+Three hidden-layer nonlinearities, named by the ``activation`` options of models and encoders:
+
+``tanh``
+    h = tanh(W x + b), Burda et al.'s (2016) networks and the zoo's default.
+``relu``
+    h = max(0, W x + b).
+``gated``
+    h = (W x + b) * sigmoid(V x + c), the gated linear unit (Dauphin et al. 2017) of Tomczak &
+    Welling's VampPrior networks. Its linear path never saturates: a tanh encoder can make its
+    output constant in x by saturating every unit, where the gradient is zero, and under a
+    VampPrior (whose components are that same encoder's output) it does so within the first
+    epoch and stays there, the posterior collapsed (``benchmarks/vampprior_saturation.py``).
+
+References:
+    Y. N. Dauphin, A. Fan, M. Auli and D. Grangier, "Language Modeling with Gated Convolutional
+    Networks", ICML 2017, https://arxiv.org/abs/1612.08083.
+    J. M. Tomczak and M. Welling, "VAE with a VampPrior", AISTATS 2018.
+"""
 from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from torch import nn
 
-__all__ = ["mlp"]
+__all__ = ["ACTIVATIONS", "GatedDense", "mlp"]
+
+ACTIVATIONS = ("tanh", "relu", "gated")
 
 
-def mlp(sizes: Sequence[int], activation=nn.Tanh, final_activation: bool = False) -> nn.Sequential:
-    """A plain MLP ``sizes[0] -> ... -> sizes[-1]`` with ``activation`` between layers
-    (and after the last one if ``final_activation``)."""
+class GatedDense(nn.Module):
+    """h = (W x + b) * sigmoid(V x + c): a linear layer and its nonlinearity in one module."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.h = nn.Linear(in_features, out_features)
+        self.g = nn.Linear(in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.h(x) * torch.sigmoid(self.g(x))
+
+
+def mlp(sizes: Sequence[int], activation: str = "tanh", final_activation: bool = False) -> nn.Sequential:
+    """An MLP ``sizes[0] -> ... -> sizes[-1]`` with the nonlinearity ``activation`` (one of
+    :data:`ACTIVATIONS`) after every layer but the last (and after the last if ``final_activation``).
+    A ``gated`` layer is a :class:`GatedDense`; the output layer is always linear unless
+    ``final_activation``."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        hidden = i < len(sizes) - 2 or final_activation
+        if hidden and activation == "gated":
+            layers.append(GatedDense(a, b))
+            continue
         layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2 or final_activation:
-            layers.append(activation())
+        if hidden:
+            layers.append(nn.Tanh() if activation == "tanh" else nn.ReLU())
     return nn.Sequential(*layers)

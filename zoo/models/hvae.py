@@ -69,9 +69,9 @@ __all__ = ["HVAE"]
 class HVAEOptions(DecoderOptions, PriorOptions):
     layers: Tuple[int, ...] = option((100, 50), "stochastic layer sizes, bottom (z1) to top, e.g. 100,50",
                                      minimum=1, nonempty=True, shape=True)
-    hidden: Tuple[int, ...] = option((200, 200), "tanh hidden sizes of p(x | z1), from z1 to x", minimum=1,
+    hidden: Tuple[int, ...] = option((200, 200), "hidden sizes of p(x | z1), from z1 to x", minimum=1,
                                      shape=True)
-    transition_hidden: Tuple[int, ...] = option((100, 100), "tanh hidden sizes of each p(z_l | z_l+1)", minimum=1,
+    transition_hidden: Tuple[int, ...] = option((100, 100), "hidden sizes of each p(z_l | z_l+1)", minimum=1,
                                                 shape=True)
     likelihood: Optional[str] = option(None, "bernoulli or gaussian (default: bernoulli for binary data, else "
                                        "gaussian)", choices=("bernoulli", "gaussian"))
@@ -91,12 +91,13 @@ class HVAE(PriorMixin, ZooModel):
         prior, prior_components, prior_flows: p(z_L), see :mod:`zoo.models.priors`.
         decoder: ``"mlp"``, or ``"made"`` / ``"pixelcnn"`` for an autoregressive Bernoulli p(x | z_1).
         channels: the PixelCNN's channels per masked layer (``decoder="pixelcnn"`` only).
+        activation: hidden units of the mlp decoder and the transitions: ``"tanh"``, ``"relu"`` or ``"gated"``.
     """
 
     def __init__(self, x_dim: int, layers: Sequence[int] = (100, 50), hidden: Sequence[int] = (200, 200),
                  transition_hidden: Sequence[int] = (100, 100), likelihood: Optional[str] = "bernoulli",
                  prior: str = "standard", prior_components: Optional[int] = None, prior_flows: int = 2,
-                 decoder: str = "mlp", channels: Sequence[int] = (32, 32, 32)):
+                 decoder: str = "mlp", channels: Sequence[int] = (32, 32, 32), activation: str = "tanh"):
         super().__init__(x_dim)
         likelihood = likelihood or "bernoulli"
         if likelihood not in ("bernoulli", "gaussian"):
@@ -106,11 +107,12 @@ class HVAE(PriorMixin, ZooModel):
         self.hidden = tuple(int(h) for h in hidden)
         self.transition_hidden = tuple(int(h) for h in transition_hidden)
         # transitions[l] maps z_{l+2} to the loc and raw scale of z_{l+1} (0-based l)
-        self.transitions = nn.ModuleList([mlp((above, *self.transition_hidden, 2 * below))
+        self.activation = activation                           # the encoder's too, by default
+        self.transitions = nn.ModuleList([mlp((above, *self.transition_hidden, 2 * below), activation)
                                           for below, above in zip(self.layers[:-1], self.layers[1:])])
         self.decoder_kind = decoder
         if decoder == "mlp":
-            self.decoder = mlp((self.layers[0], *self.hidden, x_dim))
+            self.decoder = mlp((self.layers[0], *self.hidden, x_dim), activation)
         else:
             self.decoder = autoregressive_decoder(decoder, x_dim, self.layers[0], self.hidden, channels, likelihood)
         if likelihood == "gaussian":

@@ -7,7 +7,7 @@ Generative story, for each datum n = 1..N::
     x_n | z_n ~ N(f_theta(z_n), diag(sigma_theta^2))        (likelihood="gaussian")
     x_n | z_n ~ prod_i Bernoulli(x_ni; sigmoid(l_i(x_n,<i, z_n)))  (decoder="made" or "pixelcnn")
 
-f_theta is an MLP with tanh hidden layers. The default is Burda et al.'s
+f_theta is an MLP with tanh hidden layers (``activation``: or relu, or gated as in Tomczak & Welling). The default is Burda et al.'s
 one-stochastic-layer architecture: 50 latents, two hidden layers of 200 units,
 giving 784-200-200-50 on MNIST with the amortized encoder that mirrors it.
 The encoder belongs to the guide (``guides/``), so any guide family can be paired
@@ -75,12 +75,13 @@ class VAE(PriorMixin, ZooModel):
         prior, prior_components, prior_flows: p(z), see :mod:`zoo.models.priors` (default N(0, I)).
         decoder: ``"mlp"``, or ``"made"`` / ``"pixelcnn"`` for an autoregressive Bernoulli p(x | z).
         channels: the PixelCNN's channels per masked layer (``decoder="pixelcnn"`` only).
+        activation: the mlp decoder's hidden units, ``"tanh"``, ``"relu"`` or ``"gated"`` (:mod:`zoo.core.nn`).
     """
 
     def __init__(self, x_dim: int, latent_dim: int = 50, hidden: Sequence[int] = (200, 200),
                  likelihood: Optional[str] = "bernoulli", prior: str = "standard",
                  prior_components: Optional[int] = None, prior_flows: int = 2, decoder: str = "mlp",
-                 channels: Sequence[int] = (32, 32, 32)):
+                 channels: Sequence[int] = (32, 32, 32), activation: str = "tanh"):
         super().__init__(x_dim)
         likelihood = likelihood or "bernoulli"
         if likelihood not in ("bernoulli", "gaussian"):
@@ -89,8 +90,9 @@ class VAE(PriorMixin, ZooModel):
         self.latent_dim = int(latent_dim)
         self.hidden = tuple(int(h) for h in hidden)
         self.decoder_kind = decoder
+        self.activation = activation                           # the encoder's too, by default
         if decoder == "mlp":
-            self.decoder = mlp((self.latent_dim, *self.hidden, x_dim))
+            self.decoder = mlp((self.latent_dim, *self.hidden, x_dim), activation)
         else:
             self.decoder = autoregressive_decoder(decoder, x_dim, self.latent_dim, self.hidden, channels, likelihood)
         if likelihood == "gaussian":
