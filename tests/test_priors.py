@@ -200,3 +200,23 @@ def test_vampprior_elbo_gradients_are_those_of_the_hand_written_bound():
     assert loss == pytest.approx(bound.item(), rel=1e-5)
     for (name, _), a, b in zip(list(model.named_parameters()) + list(guide.named_parameters()), zoo_grads, hand_grads):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-3 * b.abs().max().item()), name
+
+
+@pytest.mark.parametrize("activation, collapsed", [("tanh", True), ("gated", False)])
+def test_a_vampprior_collapses_with_a_tanh_encoder_and_not_with_gated_units(activation, collapsed):
+    """The failure zoo.core.nn documents: with the VampPrior, whose components are the encoder's own output, a
+    tanh encoder saturates into a constant map (q(z|x) = p(z), KL 0, the ELBO of a decoder that ignores z) and
+    stays there; gated units (Tomczak & Welling's) cannot saturate and keep several nats of KL. Digits, 100
+    epochs: KL 0.003-0.005 with tanh against 3.3-3.9 with gated units at seeds 0, 1, 2."""
+    torch.manual_seed(0)
+    x = zoo.load_dataset("digits").train
+    model = build_model("vae", 64, latent_dim=10, hidden=(64, 64), prior="vampprior", prior_components=50,
+                        activation=activation)
+    guide = build_guide("amortized", model)
+    assert guide.activation == activation                                 # the encoder follows the model
+    zoo.fit(model, guide, zoo.build_objective("elbo"), x, epochs=100, batch_size=100, lr=1e-3, progress=False)
+    result = zoo.evaluate(model, guide, zoo.load_dataset("digits").test, num_samples=10, iwae_k=5, psis=False)
+    if collapsed:
+        assert result["kl"] < 0.1 and result["elbo"] < -24
+    else:
+        assert result["kl"] > 1.5 and result["elbo"] > -22
