@@ -26,7 +26,9 @@ importance-sampled log p(x) stays exact in its prior term:
     log-density exact. (Tomczak & Welling's hierarchical VampPrior uses q(z2 | u_k) of their
     top-down encoder, where z2 reads x alone; with the mean-field amortized guide, ours is that.)
     Pseudo-inputs are hardtanh(0, 1) of free parameters initialized N(0.05, 0.01^2), as in
-    their code.
+    their code. Use units that cannot saturate (``--activation gated``, their networks, or relu):
+    a tanh encoder saturates into a constant map under this prior, and the posterior collapses
+    (:mod:`zoo.core.nn`; ``tests/test_priors.py`` shows it on the digits).
 ``flow``
     A masked autoregressive flow (MAF, Papamakarios et al. 2017) on N(0, I): eps = T(z) with
     T a stack of affine autoregressive maps (``pyro.distributions.transforms.affine_autoregressive``)
