@@ -70,6 +70,75 @@ def _train(label: str, config_json: dict, folder: str) -> dict:
     return summary
 
 
+def _trajectory(label: str, config_json: dict, at) -> dict:
+    """Train one run with ``zoo.fit`` (the same model, guide, objective and settings that ``train_run`` builds with
+    ``prepare``) and, after each epoch in ``at``, score the test split and the training data: KL, active units,
+    ELBO and the IS log-likelihood. The scoring draws under ``torch.random.fork_rng``, so the training is the one a
+    run without it would do."""
+    import time
+
+    import torch
+    torch.set_num_threads(1)
+    import zoo
+    from zoo.experiments.run import prepare
+    run = prepare(RunConfig.from_json(config_json))
+    c, data, points = run.config, run.data, []
+
+    def log(kind, i, row=None, **_):
+        if kind != "epoch" or row["epoch"] not in at:
+            return
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            test = zoo.evaluate(run.model, run.guide, data.test, num_samples=c.eval_samples,
+                                iwae_k=min(50, c.eval_samples), psis=False)
+            train = zoo.evaluate(run.model, run.guide, data.train, num_samples=10, iwae_k=2, psis=False)
+        points.append({"epoch": row["epoch"], "kl": test["kl"], "active_units": test["active_units"],
+                       "elbo": test["elbo"], "nll": -test["log_likelihood"], "train_kl": train["kl"],
+                       "train_active_units": train["active_units"], "train_elbo": train["elbo"],
+                       "seconds": time.perf_counter() - t0})
+        print(f"{label} epoch {row['epoch']}: KL {test['kl']:.3f}, AU {test['active_units']}, train KL "
+              f"{train['kl']:.3f}, NLL {-test['log_likelihood']:.2f}", flush=True)
+
+    t0 = time.perf_counter()
+    zoo.fit(run.model, run.guide, run.objective, data.train, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
+            seed=c.seed, progress=False, log=log, kl_warmup=c.kl_warmup)
+    return {"label": label, "config": config_json, "num_latent_units": latent_units(run.model), "points": points}
+
+
+def latent_units(model) -> int:
+    return sum(s.numel for s in model.latents)
+
+
+def write_trajectories(name: str, title: str, rows, protocol: str) -> None:
+    rows = sorted(rows, key=lambda r: (DECODERS.index(r["label"].split("-")[0]),
+                                       REMEDIES.index(r["label"].split("-", 1)[1])))
+    write_result(name, {"protocol": protocol, "runs": rows})
+    prov = provenance()
+    epochs = [p["epoch"] for p in rows[0]["points"]]
+    md = [f"# {title}", "", f"Command: `{prov['command']}`  ", f"Commit: `{prov['git_commit']}`  ",
+          f"Hardware: {prov['cpu']} (1 torch thread per run, {prov['logical_cores']} cores shared), GPU: none used",
+          "", f"Protocol: {protocol}", ""]
+    head = "| decoder | remedy | " + " | ".join(f"epoch {e}" for e in epochs) + " |"
+    rule = "|---|---|" + "---|" * len(epochs)
+    for what, cell in (("KL on the test images, nats (active units)",
+                        lambda p: f"{p['kl']:.2f} ({p['active_units']})"),
+                       ("KL on the training images, nats (active units)",
+                        lambda p: f"{p['train_kl']:.2f} ({p['train_active_units']})"),
+                       ("Test NLL (IS), nats", lambda p: f"{p['nll']:.2f}")):
+        md += [f"{what}:", "", head, rule]
+        for r in rows:
+            decoder, remedy = r["label"].split("-", 1)
+            c = r["config"]
+            remedy = {"none": "none", "free_bits": f"free bits λ={c['objective_options'].get('free_bits')}",
+                      "warmup": f"warm-up {c.get('kl_warmup')} epochs"}[remedy]
+            md.append(f"| {decoder} | {remedy} | " + " | ".join(cell(p) for p in r["points"]) + " |")
+        md.append("")
+    md += ["KL is E_q[log q(z|x) − log p(z)] per datum; active units are the latent units with Cov_x(E_q[z_u|x]) "
+           "> 0.01 (Burda et al. 2016), of " + str(rows[0]["num_latent_units"]) + ". Every run is scored on the "
+           "plain ELBO."]
+    (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
+
+
 def write_tables(name: str, title: str, rows, protocol: str, pending) -> None:
     rows = sorted(rows, key=lambda r: (DECODERS.index(r["label"].split("-")[0]),
                                        REMEDIES.index(r["label"].split("-", 1)[1])))
@@ -115,6 +184,9 @@ def main(argv=None):
     p.add_argument("--warmup-epochs", type=int, default=None, help="KL warm-up epochs (default: half of --epochs)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each a process with one torch thread")
     p.add_argument("--name", default="posterior_collapse", help="result file name in benchmarks/results")
+    p.add_argument("--trajectory", default=None, metavar="E1,E2,...",
+                   help="score KL, active units and NLL after each of these epochs instead of once at the end "
+                        "(one table per quantity, epochs as columns; nothing is written to --out)")
     args = p.parse_args(argv)
     from zoo.core.errors import ZooError
     for kind, given, known in (("decoder", args.decoders, DECODERS), ("remedy", args.remedies, REMEDIES)):
@@ -141,6 +213,16 @@ def main(argv=None):
         write_tables(args.name, title, rows, protocol, pending)
         return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.trajectory:
+        at = sorted({int(e) for e in args.trajectory.split(",")})
+        if at[0] < 1 or at[-1] > args.epochs:
+            raise ZooError(f"--trajectory epochs must lie in 1..--epochs ({args.epochs}), got {args.trajectory}")
+        title = f"Posterior collapse over training: decoder x remedy ({args.dataset})"
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(_trajectory, label, config.to_json(), at) for label, config in runs]
+            rows = [f.result() for f in as_completed(futures)]
+        write_trajectories(args.name, title, rows, protocol)
+        return
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(_train, label, config.to_json(), str(out / label)): label for label, config in runs}
         for future in as_completed(futures):
