@@ -17,6 +17,9 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
     ("posterior_collapse.py", ["--decoders", "mlp,lstm"], "unknown decoder 'lstm'"),
     ("posterior_collapse.py", ["--remedies", "dropout"], "unknown remedy 'dropout'"),
     ("posterior_collapse.py", ["--free-bits", "-1"], "--free-bits must be at least 0"),
+    ("posterior_collapse.py", ["--epochs", "5", "--trajectory", "3,9"], "--trajectory epochs must lie in 1..--epochs (5)"),
+    ("posterior_collapse.py", ["--decoders", "mlp", "--remedies", "none", "--epochs", "2", "--trajectory", "1,2"],
+     "binarized MNIST is not in"),
     ("posterior_collapse.py", ["--decoders", "mlp", "--remedies", "none", "--epochs", "1"], "binarized MNIST is not in"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, script, args, says):
