@@ -125,7 +125,7 @@ def collect(name: str, out_root: Path, labels) -> None:
         if a in per_datum and b in per_datum and per_datum[a].shape == per_datum[b].shape \
                 and rows[a]["num_samples"] == rows[b]["num_samples"]:
             d = -(per_datum[a] - per_datum[b])                      # NLL(a) - NLL(b), per datum
-            pairs.append({"run": a, "against": b, "nll_difference": float(d.mean()),
+            pairs.append({"label": f"{a}:{b}", "run": a, "against": b, "nll_difference": float(d.mean()),
                           "paired_se": float(d.std(ddof=1) / np.sqrt(d.size)), "num_data": int(d.size)})
     write_result(name, {"runs": list(rows.values()), "paired_differences": pairs})
     prov = provenance()
