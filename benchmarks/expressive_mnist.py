@@ -68,12 +68,14 @@ def main(argv=None):
     p.add_argument("--kl-warmup", type=int, default=None, metavar="EPOCHS")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--name", default="expressive_mnist", help="result file name in benchmarks/results")
+    p.add_argument("--run-prefix", default=None, help="with --collect: the runs' result files are "
+                   "benchmarks/results/<run-prefix>_<run>.json (default: --name)")
     p.add_argument("--collect", action="store_true",
                    help="train nothing: gather the runs' results (benchmarks/results/<name>_<run>.json and their "
                         "per-datum scores in --out) into one table <name>.md with paired differences")
     args = p.parse_args(argv)
     if args.collect:
-        return collect(args.name, Path(args.out), [r for r in args.runs.split(",") if r])
+        return collect(args.name, Path(args.out), [r for r in args.runs.split(",") if r], args.run_prefix)
     torch.set_num_threads(args.threads)
     chosen = [r for r in args.runs.split(",") if r]
     unknown = [r for r in chosen if r not in RUNS]
@@ -102,15 +104,16 @@ PAIRS = [("vae_vampprior", "vae_standard"), ("vae_vampprior_gated", "vae_standar
          ("hvae_standard", "vae_standard")]
 
 
-def collect(name: str, out_root: Path, labels) -> None:
-    """One table of the runs found, and the paired NLL differences of those scored on the same images."""
+def collect(name: str, out_root: Path, labels, prefix=None) -> None:
+    """One table of the runs found (``benchmarks/results/<prefix>_<run>.json``, ``prefix`` defaulting to ``name``),
+    and the paired NLL differences of those scored on the same images."""
     import json
 
     import numpy as np
     from zoo.core.errors import ZooError
     rows, per_datum = {}, {}
     for label in labels:
-        path = RESULTS / f"{name}_{label}.json"
+        path = RESULTS / f"{prefix or name}_{label}.json"
         if path.exists():
             stored = json.loads(path.read_text())
             rows[label] = {**stored["runs"][0], "source": {k: stored["provenance"][k]
@@ -119,7 +122,8 @@ def collect(name: str, out_root: Path, labels) -> None:
             if scores.exists():
                 per_datum[label] = np.load(scores)["log_likelihood"]
     if not rows:
-        raise ZooError(f"no results to collect: none of {RESULTS}/{name}_<run>.json exists; train the runs first")
+        raise ZooError(f"no results to collect: none of {RESULTS}/{prefix or name}_<run>.json exists; train the runs "
+                       f"first")
     pairs = []
     for a, b in PAIRS:
         if a in per_datum and b in per_datum and per_datum[a].shape == per_datum[b].shape \
@@ -138,13 +142,17 @@ def collect(name: str, out_root: Path, labels) -> None:
           "Tomczak & Welling 2018 (static binarization, their architecture and up to 2000 epochs): VAE 88.56, "
           "VAE + VampPrior 85.57, HVAE + VampPrior 83.19; Burda et al. 2016, two stochastic layers, on dynamic "
           "binarization (not directly comparable): VAE 86.76, IWAE k=5 85.54.", "",
-          "| run | model | prior | objective | epochs | test −ELBO | test NLL (IS) | ± se | ± data se | reference | "
-          "KL per site | AU per site | train s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| run | model | prior | objective | lr | warm-up | epochs | test −ELBO | test NLL (IS) | ± se | ± data se | "
+          "reference | KL per site | AU per site | train s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in rows.items():
         cfg = r["config"]
         per_site = lambda d, f: ", ".join(f"{k} {f(v)}" for k, v in d.items())
-        md.append(f"| {label} | {cfg['model']} | {cfg['model_options'].get('prior', 'standard')} | "
-                  f"{cfg['objective']} (K={cfg['objective_options'].get('particles', 1)}) | {r['epochs_trained']} | "
+        mo = RunConfig.from_json(cfg).resolved("model")
+        z = getattr(mo, "latent_dim", None) or "-".join(map(str, mo.layers))
+        net = f"z {z}, {mo.activation} {'-'.join(map(str, mo.hidden))}"
+        md.append(f"| {label} | {cfg['model']} ({net}) | {mo.prior} | "
+                  f"{cfg['objective']} (K={cfg['objective_options'].get('particles', 1)}) | {cfg['lr']:g} | "
+                  f"{cfg.get('kl_warmup') or 0} | {r['epochs_trained']} | "
                   f"{-r['elbo']:.2f} | {r['nll']:.2f} | {r['log_likelihood_se']:.2f} | "
                   f"{r['log_likelihood_data_se']:.2f} | {r['reference_nll']} | "
                   f"{per_site(r['kl_per_site'], lambda v: f'{v:.1f}')} | {per_site(r['active_units_per_site'], str)} | "
