@@ -71,6 +71,9 @@ REFERENCES: Dict[str, Reference] = {
     "jang-cat-sf": Reference("neg_elbo", "110.6", "Jang et al. 2017", "categorical VAE, score function"),
     "jang-cat-gumbel": Reference("neg_elbo", "101.5", "Jang et al. 2017", "categorical VAE, Gumbel-softmax"),
     "mnih-nvil": Reference("nll", "113.1", "Mnih & Gregor 2014", "SBN-200, NVIL"),
+    "tomczak-vae": Reference("nll", "88.56", "Tomczak & Welling 2018", "VAE, standard prior (z = 40, gated 300-300)"),
+    "tomczak-vampprior": Reference("nll", "85.57", "Tomczak & Welling 2018", "VAE + VampPrior, 500 pseudo-inputs"),
+    "tomczak-hvae-vampprior": Reference("nll", "83.19", "Tomczak & Welling 2018", "HVAE + VampPrior"),
 }
 
 #: The headline results: (result file, run label), in the order of the table.
