@@ -18,8 +18,11 @@ zoo's ``IWAEBound``; by hand, ``logsumexp`` over K reparameterized samples per d
 quality benchmark's objective: K times the network work per step against the same Python
 overhead per step.
 
-Two zoo loops: ``zoo`` is ``fit`` with the eager Pyro step, ``zoo_jit`` the same with ``--jit``
-(:class:`zoo.training.jit.JitObjective`: the step traced once and replayed, same estimator and random draws).
+Three zoo loops: ``zoo`` is ``fit`` with the eager Pyro step, ``zoo_jit`` the same with ``--jit``
+(:class:`zoo.training.jit.JitObjective`: the step traced once and replayed, same estimator and random draws),
+and ``zoo_compiled`` with ``--compile`` (:class:`zoo.training.compiled.CompiledObjective`: the loss and its
+backward pass captured as one graph and compiled by ``torch.compile``, CUDA graphs on a GPU; left out on a
+CPU without a C++ compiler).
 Two hand-written loops: ``hand`` uses ``torch.optim.Adam(params, lr)``, what a PyTorch user
 writes (the ratio the issue targets), and ``hand_fused`` uses the zoo's optimizer
 (``make_optimizer``: fused Adam). The zoo gains on the first only through its faster optimizer
@@ -29,6 +32,7 @@ default; the second ratio isolates what Pyro's tracing and the zoo's loop cost.
     python benchmarks/speed.py --data-dir ../shared/data --rounds 60 --segment 5000
     python benchmarks/speed.py --data-dir ../shared/data --rounds 5 --objective iwae --particles 50 --name speed_cpu_iwae50
     python benchmarks/speed.py --data-dir ../shared/data --model hvae --rounds 20 --segment 5000 --name speed_cpu_hvae
+    python benchmarks/speed.py --data-dir ../shared/data --device cuda --rounds 20 --name speed_cuda
 """
 from __future__ import annotations
 
@@ -53,6 +57,8 @@ from zoo.registry import build_guide, build_model, build_objective  # noqa: E402
 from zoo.experiments.config import resolve_device  # noqa: E402
 from zoo.training.loop import epoch_order, fit
 from zoo.training.optimizer import make_optimizer  # noqa: E402
+from zoo.training.compiled import check_compilable  # noqa: E402
+from zoo.core.errors import ZooError  # noqa: E402
 
 
 def hand_loss(xb, guide, model, N, particles=None):
@@ -145,6 +151,11 @@ def main(argv=None):
     guide = build_guide("amortized", model, **({"structured": True} if args.model == "hvae" else {})).to(device)
     objectives = {"zoo": build_objective(args.objective, particles or 1),
                   "zoo_jit": build_objective(args.objective, particles or 1, jit=True)}
+    try:
+        check_compilable(device)
+        objectives["zoo_compiled"] = build_objective(args.objective, particles or 1, compile=True)
+    except ZooError as e:
+        print(f"no zoo_compiled loop: {e}", flush=True)
     zoo_opts = {name: make_optimizer(model, guide, 1e-3) for name in objectives}
     hand_opts = {"hand": torch.optim.Adam(list(model.parameters()) + list(guide.parameters()), lr=1e-3),
                  "hand_fused": make_optimizer(model, guide, 1e-3)}
@@ -152,9 +163,9 @@ def main(argv=None):
     num_data = x.shape[0]
     segment = min(args.segment or num_data, num_data)
     segments = [x[i:i + segment] for i in range(0, num_data - segment + 1, segment)]
-    times = {"zoo": [], "zoo_jit": [], "hand": [], "hand_fused": []}
+    times = {**{name: [] for name in objectives}, "hand": [], "hand_fused": []}
     loops = list(times)
-    for r in range(args.rounds + 1):          # round 0 is warm-up (and the --jit trace), not recorded
+    for r in range(args.rounds + 1):          # round 0 is warm-up (the --jit trace, the compilation), not recorded
         xs = segments[r % len(segments)]
         for which in loops[r % len(loops):] + loops[:r % len(loops)]:     # rotated: no loop always runs first
             sync(device)
@@ -183,9 +194,10 @@ def main(argv=None):
                                "two-layer hvae 50-100-100-100-200-200-784, structured amortized guide q(z1|x) q(z2|z1,x), Adam"),
               "model": args.model,
               "objective": "Trace_ELBO, K=1" if particles is None else f"per-datum IWAE bound, K={particles}",
-              "optimizers": {"zoo": "make_optimizer (fused Adam)", "zoo_jit": "make_optimizer (fused Adam)",
+              "optimizers": {**{name: "make_optimizer (fused Adam)" for name in objectives},
                              "hand": "torch.optim.Adam defaults", "hand_fused": "make_optimizer (fused Adam)"},
               "loops": {"zoo": "zoo.fit, eager Pyro step", "zoo_jit": "zoo.fit with --jit (zoo.training.jit.JitObjective)",
+                        "zoo_compiled": "zoo.fit with --compile (zoo.training.compiled.CompiledObjective)",
                         "hand": "hand-written PyTorch", "hand_fused": "hand-written PyTorch, the zoo's optimizer"},
               "epoch_seconds": times, "median_zoo_s": zoo_s, "median_zoo_jit_s": jit_s, "median_hand_s": hand_s,
               "median_hand_fused_s": fused_s, "ratio_zoo_over_hand": zoo_s / hand_s,
@@ -196,10 +208,21 @@ def main(argv=None):
                          "zoo_jit_over_hand": ("zoo_jit", "hand"),
                          "zoo_jit_same_optimizer": ("zoo_jit", "hand_fused")}.items():
         result[f"median_round_ratio_{name}"] = statistics.median(u / v for u, v in zip(times[a], times[b]))
+    if "zoo_compiled" in times:
+        comp_s = statistics.median(times["zoo_compiled"])
+        result.update({"median_zoo_compiled_s": comp_s, "ratio_zoo_compiled_over_hand": comp_s / hand_s,
+                       "ratio_zoo_compiled_over_hand_same_optimizer": comp_s / fused_s})
+        for name, b in (("zoo_compiled_over_hand", "hand"), ("zoo_compiled_same_optimizer", "hand_fused")):
+            result[f"median_round_ratio_{name}"] = statistics.median(
+                u / v for u, v in zip(times["zoo_compiled"], times[b]))
     path = write_result(args.name or f"speed_{device.type}", result)
     print(f"hand-written {hand_s:.2f} s/epoch; zoo {zoo_s:.2f} s/epoch (ratio {zoo_s / hand_s:.3f}); zoo --jit "
           f"{jit_s:.2f} s/epoch (ratio {jit_s / hand_s:.3f}); hand-written with the zoo's optimizer {fused_s:.2f} "
-          f"s/epoch (zoo {zoo_s / fused_s:.3f}, zoo --jit {jit_s / fused_s:.3f}); wrote {path}")
+          f"s/epoch (zoo {zoo_s / fused_s:.3f}, zoo --jit {jit_s / fused_s:.3f})"
+          + (f"; zoo --compile {result['median_zoo_compiled_s']:.2f} s/epoch (ratio "
+             f"{result['ratio_zoo_compiled_over_hand']:.3f}, same optimizer "
+             f"{result['ratio_zoo_compiled_over_hand_same_optimizer']:.3f})" if "zoo_compiled" in times else "")
+          + f"; wrote {path}")
 
 
 if __name__ == "__main__":

@@ -75,6 +75,9 @@ class RunConfig(Options):
                                            "each step (default: none)", cli=_group("training"))
     jit: bool = option(False, "trace the training step once with torch.jit.trace and replay it: the same estimator "
                        "with less Python per step", resumable=True, cli=_group("training"))
+    compile: bool = option(False, "capture the training step, loss and backward pass, as one graph and compile it "
+                           "with torch.compile (CUDA graphs on a GPU): the same estimator with no Python per step",
+                           resumable=True, cli=_group("training"))
     keep_best: bool = option(False, "evaluate the epoch with the best validation ELBO (saved as OUT/best.pt), not the "
                              "last", cli=_group("training"))
     deterministic: bool = option(False, "use torch's deterministic algorithms (see README: reproducibility)",

@@ -84,8 +84,14 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
     if config.keep_best and not guide.amortized:
         raise OptionError("keep_best", f"picks the epoch with the best validation ELBO, which needs an amortized "
                           f"guide; {config.guide!r} is per-datum: drop it or use amortized", kind="run")
-    objective = build_objective(config.objective, jit=config.jit, **objective_options)
-    if hasattr(objective, "check"):         # assumptions only the model's sites show (free bits: Normal priors)
+    objective = build_objective(config.objective, jit=config.jit, compile=config.compile, **objective_options)
+    if config.compile:                      # a step --compile cannot capture is refused before any output exists
+        from zoo.training.compiled import check_compilable
+        check_compilable(device)
+        n = min(2, data.train.shape[0])
+        step_model = guide.training_model(model) if hasattr(guide, "training_model") else model
+        objective.check(step_model, guide, data.train[:n], idx=torch.arange(n), N=data.train.shape[0])
+    elif hasattr(objective, "check"):       # assumptions only the model's sites show (free bits: Normal priors)
         n = min(2, data.train.shape[0])
         objective.check(model.model, guide, data.train[:n], idx=torch.arange(n), N=data.train.shape[0])
     estimator = objective_options.get("estimator")
@@ -150,9 +156,10 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
             raise ZooError(f"distributed training needs an objective with one differentiable loss; "
                            f"{objective_label(config.objective, estimator)} is not one: use one of "
                            f"{', '.join(ddp.DDP_OBJECTIVES)}")
-        if config.jit:
-            raise OptionError("jit", "traces the single-process training step; a distributed step is DDP's: drop it",
-                              kind="run")
+        for flag in ("jit", "compile"):
+            if getattr(config, flag):
+                raise OptionError(flag, "captures the single-process training step; a distributed step is DDP's: "
+                                  "drop it", kind="run")
         rank, world, device = ddp.init(config.device)
         run = prepare(config, data, device=device)
     else:

@@ -226,7 +226,7 @@ def presets() -> Dict[str, Tuple[str, str]]:
 
 
 def build_objective(name: str, particles: Optional[int] = None, alpha: Optional[float] = None,
-                    insomnia: Optional[float] = None, jit: bool = False, **options):
+                    insomnia: Optional[float] = None, jit: bool = False, compile: bool = False, **options):
     """Build the objective ``name`` with K = ``particles`` (default: the estimator's own).
 
     ``options`` are the objective's other options (``estimator="dreg"`` for a bound). ``alpha``
@@ -236,6 +236,8 @@ def build_objective(name: str, particles: Optional[int] = None, alpha: Optional[
 
     ``jit=True`` wraps it in :class:`zoo.training.jit.JitObjective`: the training step is traced once and
     replayed (the same estimator with less Python per step), for the estimators that declare ``jit``.
+    ``compile=True`` wraps it in :class:`zoo.training.compiled.CompiledObjective` instead: the loss and its
+    backward pass captured as one graph and compiled by ``torch.compile``, for the same estimators.
     """
     component = OBJECTIVES[name]
     takes = {f.name for f in dataclasses.fields(component.options)}
@@ -245,12 +247,18 @@ def build_objective(name: str, particles: Optional[int] = None, alpha: Optional[
             given[key] = value
     caps = objective_capabilities(name, component.resolve(given).to_dict().get("estimator")
                                   if "estimator" in takes else None, given)
-    if jit and not caps.jit:
+    if jit and compile:
+        raise ZooError("--jit and --compile are two ways of capturing the same step: give one of them")
+    flag = "--jit" if jit else "--compile"
+    if (jit or compile) and not caps.jit:
         traced = [n for n, c in OBJECTIVES.items() if c.capability("caps").jit]
         label = objective_label(name, given.get("estimator"))
-        raise ZooError(f"--jit traces {', '.join(traced)}; {label} is not one of them (its step is not one "
-                       f"surrogate loss and one backward pass): drop --jit")
+        raise ZooError(f"{flag} captures {', '.join(traced)}; {label} is not one of them (its step is not one "
+                       f"surrogate loss and one backward pass): drop {flag}")
     objective = component.build(**given)
+    if compile:
+        from zoo.training.compiled import CompiledObjective
+        return CompiledObjective(objective)
     if jit:
         from zoo.training.jit import JitObjective
         return JitObjective(objective)

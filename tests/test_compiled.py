@@ -1,0 +1,129 @@
+"""``--compile`` (zoo.training.compiled.CompiledObjective): the compiled step is the eager step.
+
+The loss and its backward pass are captured as one graph and compiled. With the same seed a compiled
+step must draw the same latents as the eager step, so it must report the same bound and the same
+gradient, step after step, while the parameters move (the comparisons of tests/test_jit.py). Most cases
+run the captured graph through ``aot_eager`` (the same capture and functionalization, no code generated,
+fast); two run Inductor, the default, which generates and builds C++ (where a C++ compiler is installed).
+"""
+import copy
+
+import pyro
+import pytest
+import torch
+
+from test_jit import CASES, N, D, _data, _trajectory       # tests/test_jit.py: the same cases and steps
+from zoo.core.errors import ZooError
+from zoo.registry import build_guide, build_model, build_objective
+from zoo.training.compiled import CompiledObjective, cpu_compiler
+from zoo.training.loop import fit
+
+#: steps that read a tensor's value in Python (sampling a categorical: torch.multinomial; summing an enumerated site):
+#: refused by CompiledObjective.check, which a run calls before it writes anything
+UNCAPTURABLE = {("categorical_vae", "rloo"), ("sbn", "enum")}
+INDUCTOR = {("vae", "amortized", "elbo"), ("vae", "iaf", "iwae")}
+
+
+def _compiled(name, particles, backend, **kw):
+    objective = build_objective(name, particles, compile=True, **kw)
+    objective.backend = backend
+    return objective
+
+
+@pytest.mark.parametrize("model_name,guide_name,objective_name,model_kw,guide_kw", CASES,
+                         ids=[f"{m}-{g}-{o}-{gk.get('baseline', '')}" for m, g, o, _, gk in CASES])
+def test_compiled_steps_match_the_eager_steps(model_name, guide_name, objective_name, model_kw, guide_kw):
+    x = _data(model_name)
+    pyro.set_rng_seed(1)
+    model = build_model(model_name, D, **model_kw)
+    guide = build_guide(guide_name, model, **guide_kw)
+    particles = 3 if objective_name in ("iwae", "renyi", "vimco", "rws", "rloo") else 1
+    lr = 1e-3 if objective_name == "reinforce" else 0.05
+    insomnia = 0.5 if objective_name == "rws" else 1.0
+    backend = "inductor" if (model_name, guide_name, objective_name) in INDUCTOR and cpu_compiler() else "aot_eager"
+    if (model_name, objective_name) in UNCAPTURABLE:
+        objective = _compiled(objective_name, particles, "aot_eager", insomnia=insomnia)
+        train_model = guide.training_model(model) if hasattr(guide, "training_model") else model
+        with pytest.raises(ZooError, match="--compile cannot capture this step: .* use --jit"):
+            objective.check(train_model, guide, x[:2], idx=torch.arange(2), N=N)
+        return
+    runs = []
+    for objective in (build_objective(objective_name, particles, insomnia=insomnia),
+                      _compiled(objective_name, particles, backend, insomnia=insomnia)):
+        m, g = copy.deepcopy((model, guide))
+        runs.append(_trajectory(objective, m, g, x, lr=lr))
+    (eager_values, eager_grads), (values, grads) = runs
+    assert len(set(values)) == len(values)                         # a fresh value every step
+    assert values == pytest.approx(eager_values, rel=1e-5, abs=1e-4)
+    for eager_step, step in zip(eager_grads, grads):
+        for a, b in zip(eager_step, step):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert (a - b).abs().max() <= 1e-4 * a.abs().max() + 1e-5
+
+
+def test_buffers_updated_in_the_step_are_written_back():
+    """A decaying baseline's running average is updated in place by each step, inside the compiled graph."""
+    x = _data("sbn")
+    pyro.set_rng_seed(1)
+    model = build_model("sbn", D)
+    guide = build_guide("amortized", model, baseline="decaying")
+    ends = []
+    for objective in (build_objective("tracegraph"), _compiled("tracegraph", None, "aot_eager")):
+        m, g = copy.deepcopy((model, guide))
+        _trajectory(objective, m, g, x)
+        ends.append([b.clone() for b in g.buffers() if b.is_floating_point()])
+    assert ends[0] and all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(*ends))
+    assert any(not torch.equal(a, torch.zeros_like(a)) for a in ends[1])      # moved from their start
+
+
+def test_fit_with_compile_follows_the_eager_run_and_a_warmup_step_runs_eagerly():
+    x = _data("vae")
+    pyro.set_rng_seed(1)
+    model = build_model("vae", D)
+    guide = build_guide("amortized", model)
+    histories = []
+    for compile in (False, True):
+        m, g = copy.deepcopy((model, guide))
+        pyro.set_rng_seed(2)
+        objective = _compiled("iwae", 2, "inductor" if cpu_compiler() else "aot_eager") if compile else \
+            build_objective("iwae", 2)
+        histories.append(fit(m, g, objective, x, epochs=3, batch_size=10, lr=1e-2, seed=0, progress=False,
+                             kl_warmup=1))                          # epoch 1 tempered (eager), then compiled
+    assert [r["loss"] for r in histories[1]] == pytest.approx([r["loss"] for r in histories[0]], rel=1e-5)
+    assert len(objective._compiled) == 1                            # epochs 2 and 3: one shape, one capture
+
+
+def test_flags_are_checked_before_anything_runs(tmp_path, capsys):
+    with pytest.raises(ZooError, match="two ways of capturing the same step"):
+        build_objective("elbo", jit=True, compile=True)
+    with pytest.raises(ZooError, match="--compile captures .*'dreg' is not one of them"):
+        build_objective("dreg", compile=True)
+    objective = build_objective("iwae", 7, compile=True)
+    assert isinstance(objective, CompiledObjective) and objective.num_particles == 7
+    from zoo.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--dataset", "digits", "--epochs", "1", "--jit", "--compile", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--jit and --compile" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_a_cpu_without_a_compiler_is_told_so_in_one_line(tmp_path, capsys, monkeypatch):
+    import shutil
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    from zoo.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--dataset", "digits", "--epochs", "1", "--compile", "--device", "cpu",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no C++ compiler was found" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_an_uncapturable_step_is_refused_before_the_run_writes_anything(tmp_path, capsys):
+    from zoo.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "sbn", "--layers", "4", "--objective", "enum", "--dataset", "digits", "--epochs", "1",
+                 "--compile", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--compile cannot capture this step" in err and len(err.splitlines()) == 1 and not out.exists()

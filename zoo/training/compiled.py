@@ -1,0 +1,277 @@
+"""``--compile``: the whole training step captured as one graph of tensor operations and compiled.
+
+``--jit`` replays the loss without Pyro's Python, but the backward pass is still autograd's, run
+from Python, and the graph is TorchScript's. :class:`CompiledObjective` goes one step further: the
+loss, the estimator *and the backward pass* become one function from (parameters, buffers, x, idx)
+to (loss value, gradients), with no Python left in it, compiled by ``torch.compile``. On a CPU
+Inductor fuses it into C++ kernels; on CUDA, ``mode="reduce-overhead"`` also records it in a CUDA
+graph, so a step is one launch (the GPU issue measures it there).
+
+How the function is captured. ``torch.fx.experimental.proxy_tensor.make_fx`` runs one step of the
+objective with every parameter and floating buffer of the model and the guide swapped for a tracing
+tensor (``torch.nn.utils.stateless``), and records what reaches PyTorch's dispatcher: the networks,
+the random draws (``aten.normal``, ``aten.bernoulli``, ...), the log-densities and, because the
+captured function calls ``torch.autograd.grad`` itself, the backward pass. Pyro's handlers, traces
+and distribution objects are ordinary Python and leave nothing in the graph.
+
+The same estimator, bound and random draws as the eager step:
+
+- The random operations stay PyTorch's own: Inductor's ``fallback_random`` is switched on while
+  compiling, so a compiled step draws from the global generator in the eager order, and the same seed
+  gives the same latents (``tests/test_compiled.py`` compares value and gradients with the eager step's).
+- What reads a tensor's value in Python cannot be recorded. While capturing, Pyro's distribution
+  argument checks and ``warn_if_nan`` are off and ``torch_item`` returns a tensor (as for ``--jit``);
+  a non-finite loss is still caught, by the training loop, before the optimizer step.
+- Buffers a step updates in place (a baseline's running average) are inputs of the graph, and the
+  compiled function writes them back.
+
+What a capture assumes is what a trace assumes (``zoo.training.jit``): the same control flow for the
+same shapes, so the cache key and the estimators offered are ``--jit``'s, and a step under an outer Pyro
+handler (KL warm-up) runs eagerly.
+
+Why not ``torch.compile`` on the step itself: TorchDynamo cannot follow Pyro's handler stack
+(``zoo.training.jit`` explains). Capturing below Pyro, at the dispatcher, sidesteps it.
+
+Capturing and compiling take seconds to a minute (Inductor writes and builds C++ or Triton code) and
+happen once per input shape; both run under ``torch.random.fork_rng`` and restore the buffers, so they
+draw nothing from the run's random stream.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Dict, List, Tuple
+
+import pyro
+import pyro.infer.trace_elbo
+import pyro.util
+import torch
+from pyro.poutine.runtime import _PYRO_STACK
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.nn.utils.stateless import _reparametrize_module
+
+from zoo.core import params as model_base
+from zoo.core.contract import Borrowed
+from zoo.core.errors import ZooError
+from zoo.training.jit import _buffers, _Compiled, _step_inputs, _tensor_valued_bounds, value_and_surrogate
+
+__all__ = ["CompiledObjective", "check_compilable", "cpu_compiler"]
+
+
+def cpu_compiler():
+    """The C++ compiler Inductor would build CPU kernels with (``$CXX``, g++, c++ or clang++), or None."""
+    import os
+    import shutil
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def check_compilable(device: torch.device, backend: str = "inductor") -> None:
+    """Raise :class:`ZooError` where ``torch.compile`` cannot build the step: Inductor on a CPU needs a C++
+    compiler."""
+    if backend == "inductor" and torch.device(device).type == "cpu" and cpu_compiler() is None:
+        raise ZooError("--compile on a CPU builds C++ kernels and no C++ compiler was found (g++, c++, clang++ or "
+                       "$CXX): install one, or use --jit")
+
+
+def _no_nan_check(value, *args, **kwargs):
+    return value
+
+
+@contextlib.contextmanager
+def _capturable():
+    """Pyro without the checks that read a tensor's value in Python, for the length of a capture."""
+    validation = pyro.infer.util.is_validation_enabled()
+    torch_default = torch.distributions.Distribution._validate_args
+    modules = [m for m in (pyro.infer.trace_elbo, pyro.util) if hasattr(m, "warn_if_nan")]
+    saved = [(m, m.warn_if_nan) for m in modules]
+    pyro.enable_validation(False)
+    torch.distributions.Distribution.set_default_validate_args(False)
+    for m in modules:
+        m.warn_if_nan = _no_nan_check
+    try:
+        with _tensor_valued_bounds():
+            yield
+    finally:
+        for m, fn in saved:
+            m.warn_if_nan = fn
+        torch.distributions.Distribution.set_default_validate_args(torch_default)
+        pyro.enable_validation(validation)
+
+
+def _modules(model, guide) -> List[torch.nn.Module]:
+    """The modules whose tensors a step reads: the model and the guide, and what either borrows (a relaxed guide's
+    view of the model, a VampPrior's encoder) or is a view of."""
+    found: Dict[int, torch.nn.Module] = {}
+
+    def add(obj, depth=0):
+        if isinstance(obj, Borrowed):
+            obj = obj.module
+        if isinstance(obj, torch.nn.Module):
+            found.setdefault(id(obj), obj)
+            return
+        if depth < 2 and isinstance(obj, (tuple, list)):
+            for item in obj:
+                add(item, depth + 1)
+
+    for root in (model, guide):
+        add(root)
+        for value in getattr(root, "__dict__", {}).values():
+            add(value, 1)
+    return list(found.values())
+
+
+def _culprit(error: Exception) -> str:
+    """The innermost frame of the zoo's or Pyro's code in ``error``'s traceback, as file:line."""
+    import traceback
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if "/torch/" not in f.filename]
+    if not frames:
+        return "unknown"
+    f = frames[-1]
+    return f"{'/'.join(f.filename.split('/')[-2:])}:{f.lineno}"
+
+
+def _owners(tensors, modules) -> List[Tuple[torch.nn.Module, str]]:
+    """For each tensor, the module that holds it and its name there (by identity)."""
+    where: Dict[int, Tuple[torch.nn.Module, str]] = {}
+    for module in modules:
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            where.setdefault(id(t), (module, name))
+    missing = [t for t in tensors if id(t) not in where]
+    if missing:
+        raise ZooError(f"--compile swaps the model's and the guide's own tensors, and {len(missing)} tensor(s) of the "
+                       f"step live elsewhere (a pyro.param outside the modules?): drop --compile, or use --jit")
+    return [where[id(t)] for t in tensors]
+
+
+class CompiledObjective:
+    """An objective whose training step is one compiled function, loss and gradients (see module docstring).
+
+    Everything but ``loss_and_grads`` is the wrapped objective's own, as for
+    :class:`~zoo.training.jit.JitObjective`.
+
+    Arguments:
+        objective: a built objective whose estimator declares ``jit`` (one surrogate loss, one backward).
+        mode: ``torch.compile``'s mode; ``None`` picks ``"reduce-overhead"`` (CUDA graphs) on CUDA and
+            the default on a CPU.
+        backend: ``torch.compile``'s backend (default Inductor; the tests also use ``"aot_eager"``, which
+            runs the captured graph through the same functionalization without generating code).
+    """
+
+    def __init__(self, objective, mode=None, backend="inductor"):
+        self.objective = objective
+        self.mode = mode
+        self.backend = backend
+        self._compiled: Dict[Tuple, _Compiled] = {}
+
+    def __getattr__(self, name):
+        if name == "objective":
+            raise AttributeError(name)
+        return getattr(self.objective, name)
+
+    def __repr__(self):
+        return f"CompiledObjective({type(self.objective).__name__})"
+
+    def loss(self, model, guide, *args, **kwargs):
+        return self.objective.loss(model, guide, *args, **kwargs)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        return self.objective.differentiable_loss(model, guide, *args, **kwargs)
+
+    def loss_and_grads(self, model, guide, x, idx=None, N=None):
+        """One step: the loss (a float, the negative bound scaled to N data), gradients accumulated."""
+        if _PYRO_STACK or not torch.is_grad_enabled():
+            return self.objective.loss_and_grads(model, guide, x, idx=idx, N=N)
+        args = (x,) if idx is None else (x, idx)
+        key = (id(model), id(guide), N, getattr(model, "training", None), getattr(guide, "training", None),
+               *((tuple(a.shape), a.dtype, a.device) for a in args))
+        compiled = self._compiled.get(key)
+        if compiled is None or not compiled.valid_for(model, guide):
+            self._compiled = {k: c for k, c in self._compiled.items() if c.valid_for(model, guide)}
+            compiled = self._compiled[key] = self._capture(model, guide, args, N)
+        tensors, params = compiled.inputs
+        import torch._inductor.config as inductor
+        with inductor.patch(fallback_random=True):      # Inductor keeps PyTorch's random ops (the eager draws)
+            if compiled.fresh:                           # compiling runs the step once: not a step of the run
+                devices = sorted({a.device.index or 0 for a in args if a.device.type == "cuda"})
+                buffers = _buffers(model, guide)
+                saved = [b.clone() for b in buffers]
+                with torch.random.fork_rng(devices=devices):
+                    compiled.fn(tensors, *args)
+                with torch.no_grad():
+                    for b, value in zip(buffers, saved):
+                        b.copy_(value)
+                compiled.fresh = False
+            value, grads = compiled.fn(tensors, *args)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                if g is None:
+                    continue
+                if p.grad is None:
+                    p.grad = g.detach().clone()
+                else:
+                    p.grad.add_(g)
+        return value.item()
+
+    def check(self, model, guide, x, idx=None, N=None) -> None:
+        """Capture one step on ``x`` (nothing compiled, nothing kept): raise :class:`ZooError` if this model, guide
+        and objective cannot be captured, so a run can refuse ``--compile`` before it writes anything."""
+        if hasattr(self.objective, "check"):
+            self.objective.check(getattr(model, "model", model), guide, x, idx=idx, N=N)
+        args = (x,) if idx is None else (x, idx)
+        self._graph(model, guide, args, N)
+
+    def _graph(self, model, guide, args, N):
+        """The step as an FX graph from (tensors, x[, idx]) to (value, gradients), with its tensors and parameters."""
+        objective = self.objective
+        x, idx = args[0], args[1] if len(args) > 1 else None
+        devices = sorted({a.device.index or 0 for a in args if a.device.type == "cuda"})
+        buffers = _buffers(model, guide)
+        saved = [b.clone() for b in buffers]
+        modules = _modules(model, guide)
+        with torch.random.fork_rng(devices=devices):
+            tensors = _step_inputs(objective, model, guide, x, idx, N)
+            owners = _owners(tensors, modules)
+            wants_grad = [t.requires_grad for t in tensors]
+            params = [t for t, w in zip(tensors, wants_grad) if w]
+
+            def step(swapped, *data):
+                per_module: Dict[int, Dict[str, torch.Tensor]] = {}
+                for (module, name), t in zip(owners, swapped):
+                    per_module.setdefault(id(module), {})[name] = t
+                with contextlib.ExitStack() as stack:
+                    for module in modules:
+                        stack.enter_context(_reparametrize_module(module, per_module.get(id(module), {})))
+                    value, surrogate = value_and_surrogate(objective, model, guide, data[0],
+                                                           data[1] if len(data) > 1 else None, N)
+                leaves = [t for t, w in zip(swapped, wants_grad) if w]
+                grads = torch.autograd.grad(surrogate, leaves, allow_unused=True)
+                return value.detach(), grads
+
+            try:
+                with _capturable(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    graph = make_fx(step)(list(tensors), *args)
+            except RuntimeError as e:
+                if "data-dependent" not in str(e) and "_local_scalar_dense" not in str(e):
+                    raise
+                raise ZooError(f"--compile cannot capture this step: something in it ({_culprit(e)}) reads a tensor's "
+                               f"value in Python, which a graph cannot hold; drop --compile, or use --jit") from None
+            finally:
+                with torch.no_grad():
+                    for b, value in zip(buffers, saved):
+                        b.copy_(value)
+        return graph, tensors, params
+
+    def _capture(self, model, guide, args, N) -> _Compiled:
+        check_compilable(args[0].device, self.backend)
+        graph, tensors, params = self._graph(model, guide, args, N)
+        on_cuda = any(a.device.type == "cuda" for a in args)
+        mode = self.mode if self.mode is not None else ("reduce-overhead" if on_cuda else None)
+        fn = torch.compile(graph, backend=self.backend, mode=mode if self.backend == "inductor" else None,
+                           dynamic=False)
+        compiled = _Compiled(fn, (tensors, params), model, guide, model_base.parameter_generation)
+        compiled.fresh = True
+        return compiled
