@@ -32,7 +32,7 @@ handler (KL warm-up) runs eagerly.
 Why not ``torch.compile`` on the step itself: TorchDynamo cannot follow Pyro's handler stack
 (``zoo.training.jit`` explains). Capturing below Pyro, at the dispatcher, sidesteps it.
 
-Capturing and compiling take seconds to a minute (Inductor writes and builds C++ or Triton code) and
+Capturing and compiling take up to a minute or two (Inductor writes and builds C++ or Triton code) and
 happen once per input shape; both run under ``torch.random.fork_rng`` and restore the buffers, so they
 draw nothing from the run's random stream.
 """

@@ -37,11 +37,12 @@ What a trace assumes, and how this class keeps to it:
   Python floats (``torch_item``), which a trace would freeze at the first step's; while tracing,
   ``torch_item`` is replaced by ``detach``, so the value is that of the step replayed.
 
-Why not ``torch.compile``: TorchDynamo cannot follow Pyro's handler stack. On a VAE's
+Why not ``torch.compile`` on the step: TorchDynamo cannot follow Pyro's handler stack. On a VAE's
 ``Trace_ELBO`` step ``torch._dynamo.explain`` finds a graph break at the handlers, and compiling
-hits the recompile limit at Pyro's ``poutine.runtime`` wrappers. torch marks
-``torch.jit.trace`` as deprecated in favour of ``torch.compile``; its ``FutureWarning`` is
-silenced here, once per trace, for that reason.
+hits the recompile limit at Pyro's ``poutine.runtime`` wrappers. ``--compile``
+(:mod:`zoo.training.compiled`) captures the step below Pyro instead, at the dispatcher, and hands
+that graph to ``torch.compile``. torch marks ``torch.jit.trace`` as deprecated in favour of
+``torch.compile``; its ``FutureWarning`` is silenced here, once per trace, for that reason.
 
 Collecting the inputs and tracing each run the step once for real. Neither counts as a step: the
 buffers are restored afterwards, and both run under ``torch.random.fork_rng``, drawing nothing from the run's random
