@@ -12,11 +12,10 @@ import pyro
 import pytest
 import torch
 
-from test_jit import CASES, N, D, _data, _trajectory       # tests/test_jit.py: the same cases and steps
+from test_jit import CASE_IDS, CASES, D, N, _data, _trajectory, case, fit_eager_and     # the same cases
 from zoo.core.errors import ZooError
 from zoo.registry import build_guide, build_model, build_objective
 from zoo.training.compiled import CompiledObjective, cpu_compiler
-from zoo.training.loop import fit
 
 #: steps that read a tensor's value in Python (sampling a categorical: torch.multinomial; summing an enumerated site):
 #: refused by CompiledObjective.check, which a run calls before it writes anything
@@ -24,32 +23,24 @@ UNCAPTURABLE = {("categorical_vae", "rloo"), ("sbn", "enum")}
 INDUCTOR = {("vae", "amortized", "elbo"), ("vae", "iaf", "iwae")}
 
 
-def _compiled(name, particles, backend, **kw):
-    objective = build_objective(name, particles, compile=True, **kw)
+def _compiled(name, backend, **kw):
+    objective = build_objective(name, compile=True, **kw)
     objective.backend = backend
     return objective
 
 
-@pytest.mark.parametrize("model_name,guide_name,objective_name,model_kw,guide_kw", CASES,
-                         ids=[f"{m}-{g}-{o}-{gk.get('baseline', '')}" for m, g, o, _, gk in CASES])
+@pytest.mark.parametrize("model_name,guide_name,objective_name,model_kw,guide_kw", CASES, ids=CASE_IDS)
 def test_compiled_steps_match_the_eager_steps(model_name, guide_name, objective_name, model_kw, guide_kw):
-    x = _data(model_name)
-    pyro.set_rng_seed(1)
-    model = build_model(model_name, D, **model_kw)
-    guide = build_guide(guide_name, model, **guide_kw)
-    particles = 3 if objective_name in ("iwae", "renyi", "vimco", "rws", "rloo") else 1
-    lr = 1e-3 if objective_name == "reinforce" else 0.05
-    insomnia = 0.5 if objective_name == "rws" else 1.0
+    x, model, guide, settings, lr = case(model_name, guide_name, objective_name, model_kw, guide_kw)
     backend = "inductor" if (model_name, guide_name, objective_name) in INDUCTOR and cpu_compiler() else "aot_eager"
     if (model_name, objective_name) in UNCAPTURABLE:
-        objective = _compiled(objective_name, particles, "aot_eager", insomnia=insomnia)
+        objective = _compiled(objective_name, "aot_eager", **settings)
         train_model = guide.training_model(model) if hasattr(guide, "training_model") else model
         with pytest.raises(ZooError, match="--compile cannot capture this step: .* use --jit"):
             objective.check(train_model, guide, x[:2], idx=torch.arange(2), N=N)
         return
     runs = []
-    for objective in (build_objective(objective_name, particles, insomnia=insomnia),
-                      _compiled(objective_name, particles, backend, insomnia=insomnia)):
+    for objective in (build_objective(objective_name, **settings), _compiled(objective_name, backend, **settings)):
         m, g = copy.deepcopy((model, guide))
         runs.append(_trajectory(objective, m, g, x, lr=lr))
     (eager_values, eager_grads), (values, grads) = runs
@@ -69,7 +60,7 @@ def test_buffers_updated_in_the_step_are_written_back():
     model = build_model("sbn", D)
     guide = build_guide("amortized", model, baseline="decaying")
     ends = []
-    for objective in (build_objective("tracegraph"), _compiled("tracegraph", None, "aot_eager")):
+    for objective in (build_objective("tracegraph"), _compiled("tracegraph", "aot_eager")):
         m, g = copy.deepcopy((model, guide))
         _trajectory(objective, m, g, x)
         ends.append([b.clone() for b in g.buffers() if b.is_floating_point()])
@@ -78,19 +69,9 @@ def test_buffers_updated_in_the_step_are_written_back():
 
 
 def test_fit_with_compile_follows_the_eager_run_and_a_warmup_step_runs_eagerly():
-    x = _data("vae")
-    pyro.set_rng_seed(1)
-    model = build_model("vae", D)
-    guide = build_guide("amortized", model)
-    histories = []
-    for compile in (False, True):
-        m, g = copy.deepcopy((model, guide))
-        pyro.set_rng_seed(2)
-        objective = _compiled("iwae", 2, "inductor" if cpu_compiler() else "aot_eager") if compile else \
-            build_objective("iwae", 2)
-        histories.append(fit(m, g, objective, x, epochs=3, batch_size=10, lr=1e-2, seed=0, progress=False,
-                             kl_warmup=1))                          # epoch 1 tempered (eager), then compiled
-    assert [r["loss"] for r in histories[1]] == pytest.approx([r["loss"] for r in histories[0]], rel=1e-5)
+    objective = _compiled("iwae", "inductor" if cpu_compiler() else "aot_eager", particles=2)
+    eager, compiled = fit_eager_and(objective, kl_warmup=1)        # epoch 1 tempered (eager), then compiled
+    assert compiled == pytest.approx(eager, rel=1e-5)
     assert len(objective._compiled) == 1                            # epochs 2 and 3: one shape, one capture
 
 

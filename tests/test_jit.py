@@ -66,21 +66,28 @@ def _trajectory(objective, model, guide, x, steps=4, lr=0.05):
     return values, grads
 
 
-@pytest.mark.parametrize("model_name,guide_name,objective_name,model_kw,guide_kw", CASES,
-                         ids=[f"{m}-{g}-{o}-{gk.get('baseline', '')}" for m, g, o, _, gk in CASES])
-def test_replayed_steps_match_the_eager_steps(model_name, guide_name, objective_name, model_kw, guide_kw):
+def case(model_name, guide_name, objective_name, model_kw, guide_kw):
+    """One of CASES built: data, model, guide, and the settings of its objective and its steps."""
     x = _data(model_name)
     pyro.set_rng_seed(1)
     model = build_model(model_name, D, **model_kw)
     guide = build_guide(guide_name, model, **guide_kw)
-    particles = 3 if objective_name in ("iwae", "renyi", "vimco", "rws", "rloo") else 1
+    settings = {"particles": 3 if objective_name in ("iwae", "renyi", "vimco", "rws", "rloo") else 1,
+                "insomnia": 0.5 if objective_name == "rws" else 1.0}          # rws: wake-phi and sleep-phi
     lr = 1e-3 if objective_name == "reinforce" else 0.05       # REINFORCE's raw gradients are huge
+    return x, model, guide, settings, lr
+
+
+CASE_IDS = [f"{m}-{g}-{o}-{gk.get('baseline', '')}" for m, g, o, _, gk in CASES]
+
+
+@pytest.mark.parametrize("model_name,guide_name,objective_name,model_kw,guide_kw", CASES, ids=CASE_IDS)
+def test_replayed_steps_match_the_eager_steps(model_name, guide_name, objective_name, model_kw, guide_kw):
+    x, model, guide, settings, lr = case(model_name, guide_name, objective_name, model_kw, guide_kw)
     runs = []
     for jit in (False, True):
         m, g = copy.deepcopy((model, guide))        # together: the exact guide reads its model
-        insomnia = 0.5 if objective_name == "rws" else 1.0          # rws: wake-phi and sleep-phi
-        runs.append(_trajectory(build_objective(objective_name, particles, insomnia=insomnia, jit=jit), m, g, x,
-                                lr=lr))
+        runs.append(_trajectory(build_objective(objective_name, jit=jit, **settings), m, g, x, lr=lr))
         assert not any(b.requires_grad for b in g.buffers())          # a replayed update stays out of the graph
     (eager_values, eager_grads), (jit_values, jit_grads) = runs
     assert len(set(jit_values)) == len(jit_values)                # a fresh value every step, not a frozen one
@@ -126,18 +133,24 @@ def test_a_replaced_parameter_is_traced_afresh():
     assert len(objective._compiled) == 1                                   # the stale trace was let go
 
 
-def test_fit_with_jit_follows_the_eager_run():
+def fit_eager_and(captured, **fit_kw):
+    """The loss histories of fit with the eager IWAE (K = 2) and with ``captured``, from the same VAE and seeds."""
     x = _data("vae")
     pyro.set_rng_seed(1)
     model = build_model("vae", D)
     guide = build_guide("amortized", model)
     histories = []
-    for jit in (False, True):
+    for objective in (build_objective("iwae", 2), captured):
         m, g = copy.deepcopy((model, guide))        # together: the exact guide reads its model
         pyro.set_rng_seed(2)
-        histories.append(fit(m, g, build_objective("iwae", 2, jit=jit), x, epochs=3, batch_size=10, lr=1e-2,
-                             seed=0, progress=False))
-    assert [r["loss"] for r in histories[1]] == pytest.approx([r["loss"] for r in histories[0]], rel=1e-5)
+        history = fit(m, g, objective, x, epochs=3, batch_size=10, lr=1e-2, seed=0, progress=False, **fit_kw)
+        histories.append([r["loss"] for r in history])
+    return histories
+
+
+def test_fit_with_jit_follows_the_eager_run():
+    eager, jit = fit_eager_and(build_objective("iwae", 2, jit=True))
+    assert jit == pytest.approx(eager, rel=1e-5)
 
 
 def test_attributes_pass_through_and_stateful_objectives_are_refused():

@@ -46,14 +46,14 @@ import pyro
 import pyro.infer.trace_elbo
 import pyro.util
 import torch
-from pyro.poutine.runtime import _PYRO_STACK
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.utils.stateless import _reparametrize_module
 
 from zoo.core import params as model_base
 from zoo.core.contract import Borrowed
 from zoo.core.errors import ZooError
-from zoo.training.jit import _buffers, _Compiled, _step_inputs, _tensor_valued_bounds, value_and_surrogate
+from zoo.training.jit import (CapturedObjective, _buffers, _Compiled, _step_inputs, _tensor_valued_bounds,
+                              value_and_surrogate)
 
 __all__ = ["CompiledObjective", "check_compilable", "cpu_compiler"]
 
@@ -146,11 +146,10 @@ def _owners(tensors, modules) -> List[Tuple[torch.nn.Module, str]]:
     return [where[id(t)] for t in tensors]
 
 
-class CompiledObjective:
+class CompiledObjective(CapturedObjective):
     """An objective whose training step is one compiled function, loss and gradients (see module docstring).
 
-    Everything but ``loss_and_grads`` is the wrapped objective's own, as for
-    :class:`~zoo.training.jit.JitObjective`.
+    Everything but ``loss_and_grads`` is the wrapped objective's own (:class:`~zoo.training.jit.CapturedObjective`).
 
     Arguments:
         objective: a built objective whose estimator declares ``jit`` (one surrogate loss, one backward).
@@ -161,36 +160,11 @@ class CompiledObjective:
     """
 
     def __init__(self, objective, mode=None, backend="inductor"):
-        self.objective = objective
+        super().__init__(objective)
         self.mode = mode
         self.backend = backend
-        self._compiled: Dict[Tuple, _Compiled] = {}
 
-    def __getattr__(self, name):
-        if name == "objective":
-            raise AttributeError(name)
-        return getattr(self.objective, name)
-
-    def __repr__(self):
-        return f"CompiledObjective({type(self.objective).__name__})"
-
-    def loss(self, model, guide, *args, **kwargs):
-        return self.objective.loss(model, guide, *args, **kwargs)
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        return self.objective.differentiable_loss(model, guide, *args, **kwargs)
-
-    def loss_and_grads(self, model, guide, x, idx=None, N=None):
-        """One step: the loss (a float, the negative bound scaled to N data), gradients accumulated."""
-        if _PYRO_STACK or not torch.is_grad_enabled():
-            return self.objective.loss_and_grads(model, guide, x, idx=idx, N=N)
-        args = (x,) if idx is None else (x, idx)
-        key = (id(model), id(guide), N, getattr(model, "training", None), getattr(guide, "training", None),
-               *((tuple(a.shape), a.dtype, a.device) for a in args))
-        compiled = self._compiled.get(key)
-        if compiled is None or not compiled.valid_for(model, guide):
-            self._compiled = {k: c for k, c in self._compiled.items() if c.valid_for(model, guide)}
-            compiled = self._compiled[key] = self._capture(model, guide, args, N)
+    def _run(self, compiled, model, guide, args):
         tensors, params = compiled.inputs
         import torch._inductor.config as inductor
         with inductor.patch(fallback_random=True):      # Inductor keeps PyTorch's random ops (the eager draws)

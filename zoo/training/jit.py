@@ -67,7 +67,7 @@ from pyro.poutine.runtime import _PYRO_STACK
 
 from zoo.core import params as model_base
 
-__all__ = ["JitObjective", "JIT_OBJECTIVES"]
+__all__ = ["JitObjective", "CapturedObjective", "JIT_OBJECTIVES"]
 
 
 def __getattr__(name):
@@ -142,12 +142,55 @@ class _Compiled:
                 and self.generation == model_base.parameter_generation)
 
 
-class JitObjective:
-    """An objective whose training step replays a ``torch.jit.trace`` of its loss (see module docstring).
+class CapturedObjective:
+    """What ``--jit`` and ``--compile`` share: an objective whose training step is captured once per model, guide and
+    input shapes, and replayed. Everything but ``loss_and_grads`` is the wrapped objective's own: ``loss``,
+    ``differentiable_loss`` and attributes such as ``num_particles`` pass through, so the evaluation harness and
+    the validation bound never run captured code. Subclasses say how a step is captured (``_capture``) and run
+    (``_run``); a step under an outer Pyro handler (KL warm-up) or without gradients runs eagerly.
+    """
 
-    Everything but ``loss_and_grads`` is the wrapped objective's own: ``loss``,
-    ``differentiable_loss`` and attributes such as ``num_particles`` pass through, so the
-    evaluation harness and the validation bound never run traced code.
+    def __init__(self, objective):
+        self.objective = objective
+        self._compiled: Dict[Tuple, _Compiled] = {}
+
+    def __getattr__(self, name):
+        if name == "objective":                      # not yet set (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.objective, name)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({type(self.objective).__name__})"
+
+    def loss(self, model, guide, *args, **kwargs):
+        return self.objective.loss(model, guide, *args, **kwargs)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        return self.objective.differentiable_loss(model, guide, *args, **kwargs)
+
+    def loss_and_grads(self, model, guide, x, idx=None, N=None):
+        """One step: the loss (a float, the negative bound scaled to N data), gradients accumulated."""
+        if _PYRO_STACK or not torch.is_grad_enabled():
+            return self.objective.loss_and_grads(model, guide, x, idx=idx, N=N)
+        args = (x,) if idx is None else (x, idx)
+        key = (id(model), id(guide), N, getattr(model, "training", None), getattr(guide, "training", None),
+               *((tuple(a.shape), a.dtype, a.device) for a in args))
+        compiled = self._compiled.get(key)
+        if compiled is None or not compiled.valid_for(model, guide):
+            # Captures of other modules or of replaced parameters are dropped: their closures hold the modules.
+            self._compiled = {k: c for k, c in self._compiled.items() if c.valid_for(model, guide)}
+            compiled = self._compiled[key] = self._capture(model, guide, args, N)
+        return self._run(compiled, model, guide, args)
+
+    def _capture(self, model, guide, args, N) -> _Compiled:
+        raise NotImplementedError
+
+    def _run(self, compiled: _Compiled, model, guide, args) -> float:
+        raise NotImplementedError
+
+
+class JitObjective(CapturedObjective):
+    """An objective whose training step replays a ``torch.jit.trace`` of its loss (see module docstring).
 
     Arguments:
         objective: a built objective whose estimator declares ``jit`` (the names in :data:`JIT_OBJECTIVES`).
@@ -165,39 +208,13 @@ class JitObjective:
         True
     """
 
-    def __init__(self, objective):
-        self.objective = objective
-        self._compiled: Dict[Tuple, _Compiled] = {}
-
-    def __getattr__(self, name):
-        if name == "objective":                      # not yet set (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.objective, name)
-
-    def __repr__(self):
-        return f"JitObjective({type(self.objective).__name__})"
-
-    def loss(self, model, guide, *args, **kwargs):
-        return self.objective.loss(model, guide, *args, **kwargs)
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        return self.objective.differentiable_loss(model, guide, *args, **kwargs)
-
-    def loss_and_grads(self, model, guide, x, idx=None, N=None):
-        """One step: the loss (a float, the negative bound scaled to N data), gradients accumulated."""
-        if _PYRO_STACK or not torch.is_grad_enabled():
-            return self.objective.loss_and_grads(model, guide, x, idx=idx, N=N)
-        args = (x,) if idx is None else (x, idx)
-        key = (id(model), id(guide), N, getattr(model, "training", None), getattr(guide, "training", None),
-               *((tuple(a.shape), a.dtype, a.device) for a in args))
-        compiled = self._compiled.get(key)
-        if compiled is None or not compiled.valid_for(model, guide):
-            # Traces of other modules or of replaced parameters are dropped: their closures hold the modules.
-            self._compiled = {k: c for k, c in self._compiled.items() if c.valid_for(model, guide)}
-            compiled = self._compiled[key] = self._trace(model, guide, args, N)
+    def _run(self, compiled, model, guide, args):
         value, surrogate = compiled.fn(*compiled.inputs, *args)
         surrogate.backward()
         return value.item()
+
+    def _capture(self, model, guide, args, N) -> _Compiled:
+        return self._trace(model, guide, args, N)
 
     def _trace(self, model, guide, args, N) -> _Compiled:
         objective = self.objective
