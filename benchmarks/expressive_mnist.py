@@ -30,6 +30,14 @@ One process per run (they run side by side, one thread each), then one table wit
     OMP_NUM_THREADS=1 python benchmarks/expressive_mnist.py --data-dir ../shared/data --epochs 8 \
         --eval-samples 1000 --eval-limit 1000 --runs vae_standard --name expressive_mnist_vae_standard  # ... each run
     python benchmarks/expressive_mnist.py --collect
+
+The VampPrior pair at the issue's protocol (all 10,000 test images, K = 5000), Tomczak & Welling's network:
+
+    OMP_NUM_THREADS=1 python benchmarks/expressive_mnist.py --data-dir ../shared/data --epochs 250 --kl-warmup 25 \
+        --lr 5e-4 --eval-samples 5000 --runs vae_standard_gated --name expressive_mnist_vae_standard_gated
+    # ... and vae_vampprior_gated, then
+    python benchmarks/expressive_mnist.py --collect --runs vae_standard_gated,vae_vampprior_gated \
+        --name expressive_mnist_gated --run-prefix expressive_mnist
 """
 from __future__ import annotations
 
