@@ -26,7 +26,7 @@ from zoo.core.errors import ZooError
 from zoo.evaluation.gaps import gaps_markdown, inference_gaps, same_family
 from zoo.experiments.config import RunConfig
 from zoo.experiments.outputs import json_ready
-from zoo.experiments.run import BEST, _eval_subset, prepare
+from zoo.experiments.run import _eval_subset, best_checkpoint, prepare
 from zoo.training.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint
 from zoo.training.refit import refit_settings
 
@@ -50,10 +50,7 @@ def gaps_run(out: Path, eval_samples: Optional[int] = None, eval_limit: Optional
     same_family(run.guide)                       # refuse a per-datum or structured guide before any work
     weights = state
     if config.keep_best:
-        if not (out / BEST).is_file():
-            raise ZooError(f"this run was trained with --keep-best but {out / BEST} is missing; restore it, or "
-                           f"train the run again")
-        weights = load_checkpoint(out / BEST)
+        weights = best_checkpoint(out)
     try:
         run.model.load_state_dict(weights["model"])
         run.guide.load_state_dict(weights["guide"])

@@ -217,14 +217,19 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
     return _evaluate_and_write(run, out, history, progress, train_seconds=train_seconds)
 
 
+def best_checkpoint(out: Path) -> Dict:
+    """The checkpoint of the epoch with the best validation ELBO of a run trained with ``--keep-best``."""
+    if not (out / BEST).is_file():
+        raise ZooError(f"this run was trained with --keep-best but {out / BEST} is missing; restore it, or "
+                       f"train the run again")
+    return load_checkpoint(out / BEST)
+
+
 def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train_seconds=None) -> Dict:
     cfg = run.config
     best_epoch = None
     if cfg.keep_best:
-        if not (out / BEST).is_file():
-            raise ZooError(f"this run was trained with --keep-best but {out / BEST} is missing; restore it, or "
-                           f"train the run again")
-        best = load_checkpoint(out / BEST)
+        best = best_checkpoint(out)
         run.model.load_state_dict(best["model"])
         run.guide.load_state_dict(best["guide"])
         best_epoch = int(best["epoch"])
