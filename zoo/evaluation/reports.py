@@ -74,6 +74,10 @@ REFERENCES: Dict[str, Reference] = {
     "tomczak-vae": Reference("nll", "88.56", "Tomczak & Welling 2018", "VAE, standard prior (z = 40, gated 300-300)"),
     "tomczak-vampprior": Reference("nll", "85.57", "Tomczak & Welling 2018", "VAE + VampPrior, 500 pseudo-inputs"),
     "tomczak-hvae-vampprior": Reference("nll", "83.19", "Tomczak & Welling 2018", "HVAE + VampPrior"),
+    # Burda et al.'s two-stochastic-layer rows are on dynamic binarization: not directly comparable
+    "burda-hvae": Reference("nll", "86.76", "Burda et al. 2016", "VAE, two stochastic layers, dynamic binarization"),
+    "burda-hiwae5": Reference("nll", "85.54", "Burda et al. 2016",
+                              "IWAE k = 5, two stochastic layers, dynamic binarization"),
 }
 
 #: The headline results: (result file, run label), in the order of the table.
