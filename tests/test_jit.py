@@ -66,6 +66,19 @@ def _trajectory(objective, model, guide, x, steps=4, lr=0.05):
     return values, grads
 
 
+def assert_same_trajectory(eager, other):
+    """Two runs of ``_trajectory`` took the same steps: a fresh bound every step (not a frozen one), equal bounds,
+    and equal gradients up to float32 sums taken in another order."""
+    (eager_values, eager_grads), (values, grads) = eager, other
+    assert len(set(values)) == len(values)
+    assert values == pytest.approx(eager_values, rel=1e-5, abs=1e-4)
+    for eager_step, step in zip(eager_grads, grads):
+        for a, b in zip(eager_step, step):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert (a - b).abs().max() <= 1e-4 * a.abs().max() + 1e-5
+
+
 def case(model_name, guide_name, objective_name, model_kw, guide_kw):
     """One of CASES built: data, model, guide, and the settings of its objective and its steps."""
     x = _data(model_name)
@@ -89,14 +102,7 @@ def test_replayed_steps_match_the_eager_steps(model_name, guide_name, objective_
         m, g = copy.deepcopy((model, guide))        # together: the exact guide reads its model
         runs.append(_trajectory(build_objective(objective_name, jit=jit, **settings), m, g, x, lr=lr))
         assert not any(b.requires_grad for b in g.buffers())          # a replayed update stays out of the graph
-    (eager_values, eager_grads), (jit_values, jit_grads) = runs
-    assert len(set(jit_values)) == len(jit_values)                # a fresh value every step, not a frozen one
-    assert jit_values == pytest.approx(eager_values, rel=1e-5, abs=1e-4)
-    for eager_step, jit_step in zip(eager_grads, jit_grads):
-        for a, b in zip(eager_step, jit_step):
-            assert (a is None) == (b is None)
-            if a is not None:
-                assert (a - b).abs().max() <= 1e-4 * a.abs().max() + 1e-5      # float32 sums, summed differently
+    assert_same_trajectory(*runs)
 
 
 def test_a_step_under_kl_warmup_runs_eagerly_with_the_tempered_bound():
@@ -216,11 +222,4 @@ def test_a_user_pyro_model_replays_as_it_runs_eagerly(objective_name):
         g = build_guide("amortized", m)
         runs.append(_trajectory(build_objective(objective_name, 3 if objective_name == "iwae" else 1, jit=jit),
                                 m, g, x))
-    (eager_values, eager_grads), (jit_values, jit_grads) = runs
-    assert len(set(jit_values)) == len(jit_values)
-    assert jit_values == pytest.approx(eager_values, rel=1e-5, abs=1e-4)
-    for eager_step, jit_step in zip(eager_grads, jit_grads):
-        for a, b in zip(eager_step, jit_step):
-            assert (a is None) == (b is None)
-            if a is not None:
-                assert (a - b).abs().max() <= 1e-4 * a.abs().max() + 1e-5
+    assert_same_trajectory(*runs)
