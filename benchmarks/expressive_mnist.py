@@ -23,7 +23,8 @@ two stochastic layers, on *dynamic* binarization (so not directly comparable wit
 IWAE k=5 85.54.
 
 Protocol: Adam (lr --lr, default 1e-3), batch 100, seed 0, --epochs epochs for every run (no early stopping,
-no warm-up unless --kl-warmup; with --keep-best the epoch of best validation ELBO is scored), one torch thread per process. Test NLL = -log (1/K) sum_k w_k with K =
+no warm-up unless --kl-warmup; with --keep-best the epoch of best validation ELBO is scored), one torch thread
+per process. Test NLL = -log (1/K) sum_k w_k with K =
 --eval-samples importance samples from the trained guide, on all 10,000 test images (or --eval-limit n, a fixed
 random subset). The harness also reports the KL and active units of each latent site (z1, z2).
 
@@ -115,7 +116,8 @@ def main(argv=None):
         config = RunConfig.make(model=model, guide="amortized", objective=objective, particles=particles,
                                 dataset="binarized_mnist", data_dir=args.data_dir, epochs=args.epochs, batch_size=100,
                                 lr=args.lr, seed=0, device=args.device, eval_samples=args.eval_samples,
-                                eval_limit=args.eval_limit, iwae_k=50, kl_warmup=args.kl_warmup, keep_best=args.keep_best,
+                                eval_limit=args.eval_limit, iwae_k=50, kl_warmup=args.kl_warmup,
+                                keep_best=args.keep_best,
                                 **model_options, **guide_options)
         runs.append((label, config, reference))
     run_grid(args.name, "Learned priors and hierarchical VAEs on static binarized MNIST: test NLL", runs,
@@ -127,7 +129,8 @@ def main(argv=None):
 #: (run, against): the paired comparisons of the table
 PAIRS = [("vae_vampprior", "vae_standard"), ("vae_vampprior_gated", "vae_standard_gated"),
          ("hvae_vampprior", "hvae_standard"), ("hvae_vampprior_gated", "hvae_standard_gated"),
-         ("hvae_iwae5", "hvae_standard"), ("hvae_iwae5_gated", "hvae_standard_gated"), ("hvae_standard_gated", "hvae_standard"), ("hvae_standard", "vae_standard")]
+         ("hvae_iwae5", "hvae_standard"), ("hvae_iwae5_gated", "hvae_standard_gated"),
+         ("hvae_standard_gated", "hvae_standard"), ("hvae_standard", "vae_standard")]
 
 
 def collect(name: str, out_root: Path, labels, prefix=None) -> None:
@@ -168,20 +171,23 @@ def collect(name: str, out_root: Path, labels, prefix=None) -> None:
           "Tomczak & Welling 2018 (static binarization, their architecture and up to 2000 epochs): VAE 88.56, "
           "VAE + VampPrior 85.57, HVAE + VampPrior 83.19; Burda et al. 2016, two stochastic layers, on dynamic "
           "binarization (not directly comparable): VAE 86.76, IWAE k=5 85.54.", "",
-          "| run | model | prior | objective | lr | warm-up | epochs | test −ELBO | test NLL (IS) | ± se | ± data se | "
-          "reference | KL per site | AU per site | train s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| run | model | prior | objective | lr | warm-up | epochs | test −ELBO | test NLL (IS) | ± se | "
+          "± data se | reference | KL per site | AU per site | train s |", "|---" * 15 + "|"]
     for label, r in rows.items():
         cfg = r["config"]
         per_site = lambda d, f: ", ".join(f"{k} {f(v)}" for k, v in d.items())
         mo = RunConfig.from_json(cfg).resolved("model")
         z = getattr(mo, "latent_dim", None) or "-".join(map(str, mo.layers))
         net = f"z {z}, {mo.activation} {'-'.join(map(str, mo.hidden))}"
-        epochs = r["epochs_trained"] if r.get("best_epoch") is None else f"{r['epochs_trained']} (best {r['best_epoch']})"
+        epochs = r["epochs_trained"]
+        if r.get("best_epoch") is not None:
+            epochs = f"{epochs} (best {r['best_epoch']})"
+        reference = "–" if r["reference_nll"] is None else r["reference_nll"]
         md.append(f"| {label} | {cfg['model']} ({net}) | {mo.prior} | "
                   f"{cfg['objective']} (K={cfg['objective_options'].get('particles', 1)}) | {cfg['lr']:g} | "
                   f"{cfg.get('kl_warmup') or 0} | {epochs} | "
                   f"{-r['elbo']:.2f} | {r['nll']:.2f} | {r['log_likelihood_se']:.2f} | "
-                  f"{r['log_likelihood_data_se']:.2f} | {'–' if r['reference_nll'] is None else r['reference_nll']} | "
+                  f"{r['log_likelihood_data_se']:.2f} | {reference} | "
                   f"{per_site(r['kl_per_site'], lambda v: f'{v:.1f}')} | {per_site(r['active_units_per_site'], str)} | "
                   f"{r['train_seconds'] or 0:.0f} |")
     if pairs:
