@@ -83,15 +83,16 @@ def _trajectory(label: str, config_json: dict, at) -> dict:
     from zoo.experiments.run import prepare
     run = prepare(RunConfig.from_json(config_json))
     c, data, points = run.config, run.data, []
+    test_x, train_x = fixed_subset(data.test, c.eval_limit), fixed_subset(data.train, c.eval_limit)
 
     def log(kind, i, row=None, **_):
         if kind != "epoch" or row["epoch"] not in at:
             return
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            test = zoo.evaluate(run.model, run.guide, data.test, num_samples=c.eval_samples,
+            test = zoo.evaluate(run.model, run.guide, test_x, num_samples=c.eval_samples,
                                 iwae_k=min(50, c.eval_samples), psis=False)
-            train = zoo.evaluate(run.model, run.guide, data.train, num_samples=10, iwae_k=2, psis=False)
+            train = zoo.evaluate(run.model, run.guide, train_x, num_samples=10, iwae_k=2, psis=False)
         points.append({"epoch": row["epoch"], "kl": test["kl"], "active_units": test["active_units"],
                        "elbo": test["elbo"], "nll": -test["log_likelihood"], "train_kl": train["kl"],
                        "train_active_units": train["active_units"], "train_elbo": train["elbo"],
@@ -103,6 +104,15 @@ def _trajectory(label: str, config_json: dict, at) -> dict:
     zoo.fit(run.model, run.guide, run.objective, data.train, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
             seed=c.seed, progress=False, log=log, kl_warmup=c.kl_warmup)
     return {"label": label, "config": config_json, "num_latent_units": latent_units(run.model), "points": points}
+
+
+def fixed_subset(x, limit):
+    """All of ``x``, or with ``limit`` the same fixed random subset (seed 0) that ``--eval-limit`` scores in
+    ``train_run``: not the first N, because the dataset files can be ordered."""
+    import torch
+    if limit is None or limit >= x.shape[0]:
+        return x
+    return x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:limit].sort().values]
 
 
 def latent_units(model) -> int:
@@ -186,7 +196,8 @@ def main(argv=None):
     p.add_argument("--name", default="posterior_collapse", help="result file name in benchmarks/results")
     p.add_argument("--trajectory", default=None, metavar="E1,E2,...",
                    help="score KL, active units and NLL after each of these epochs instead of once at the end "
-                        "(one table per quantity, epochs as columns; nothing is written to --out)")
+                        "(one table per quantity, epochs as columns; nothing is written to --out); with "
+                        "--eval-limit N, on N test images and N training images")
     args = p.parse_args(argv)
     from zoo.core.errors import ZooError
     for kind, given, known in (("decoder", args.decoders, DECODERS), ("remedy", args.remedies, REMEDIES)):
@@ -218,6 +229,9 @@ def main(argv=None):
         if at[0] < 1 or at[-1] > args.epochs:
             raise ZooError(f"--trajectory epochs must lie in 1..--epochs ({args.epochs}), got {args.trajectory}")
         title = f"Posterior collapse over training: decoder x remedy ({args.dataset})"
+        if args.eval_limit is not None:
+            protocol += (f" The training-image columns score a fixed random subset (seed 0) of {args.eval_limit} "
+                         "training images.")
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             futures = [pool.submit(_trajectory, label, config.to_json(), at) for label, config in runs]
             rows = [f.result() for f in as_completed(futures)]
