@@ -307,7 +307,8 @@ def table_speed(results: Results) -> str:
     for name, d in results.items():
         if "ratio_zoo_over_hand" not in d:
             continue
-        rows.append([d.get("objective") or d.get("architecture", ""), str(d.get("batch_size")),
+        rows.append([f"`{d.get('model', 'vae')}`", d.get("objective") or d.get("architecture", ""),
+                     str(d.get("batch_size")), str(d.get("threads") or d["provenance"].get("cpu_threads", "–")),
                      _num(d.get("median_zoo_s")), _num(d.get("median_zoo_jit_s")),
                      _num(d.get("median_zoo_compiled_s")), _num(d.get("median_hand_s")),
                      _num(d.get("median_hand_fused_s")), _num(d.get("ratio_zoo_over_hand"), "x"),
@@ -316,7 +317,7 @@ def table_speed(results: Results) -> str:
                      _num(d.get("ratio_zoo_jit_over_hand_same_optimizer"), "x"),
                      _num(d.get("ratio_zoo_compiled_over_hand"), "x"),
                      _num(d.get("ratio_zoo_compiled_over_hand_same_optimizer"), "x"), _source(name)])
-    return _table(["objective", "batch", "zoo s/epoch", "zoo `--jit` s/epoch", "zoo `--compile` s/epoch",
+    return _table(["model", "objective", "batch", "threads", "zoo s/epoch", "zoo `--jit` s/epoch", "zoo `--compile` s/epoch",
                    "hand-written s/epoch", "hand-written, zoo's Adam", "zoo / hand", "zoo / hand, same Adam",
                    "`--jit` / hand", "`--jit` / hand, same Adam", "`--compile` / hand", "`--compile` / hand, same Adam",
                    "source"], rows)
