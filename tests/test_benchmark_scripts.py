@@ -35,6 +35,41 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, script, args, says):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--epochs", "1"], "binarized MNIST is not in"),
+])
+def test_hvae_saturation_refuses_bad_input_in_one_line(tmp_path, args, says):
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    r = subprocess.run([sys.executable, str(BENCHMARKS / "hvae_saturation.py"), "--data-dir", str(empty),
+                        "--name", str(tmp_path / "result"), *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], r.stderr
+    assert not list(tmp_path.glob("result*"))
+
+
+def test_hvae_saturation_counts_saturated_tanh_units():
+    """The saturation counter sees every tanh module of a network: a layer driven far past |h| = 0.99 counts
+    as all saturated, one at h = 0 as none, and a network without tanh units is left out."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from hvae_saturation import saturation
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from torch import nn
+    import torch
+    hot = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
+    cold = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
+    for net, bias in ((hot, 10.0), (cold, 0.0)):
+        nn.init.zeros_(net[0].weight)
+        nn.init.constant_(net[0].bias, bias)
+    with saturation({"hot": hot, "cold": cold, "relu": nn.Sequential(nn.Linear(3, 4), nn.ReLU())}) as saturated:
+        hot(torch.randn(5, 3)), cold(torch.randn(5, 3))
+    assert saturated == {"hot": 1.0, "cold": 0.0}
+
+
 def test_run_grid_table_with_one_scored_image(tmp_path, monkeypatch):
     """Scoring a single image leaves no data standard error: the benchmark table shows a dash there
     and the JSON a null, instead of failing after the training."""
