@@ -165,3 +165,15 @@ def test_include_inlines_the_tables_a_benchmark_wrote_beside_its_json(tmp_path):
     (tmp_path / "b.md").write_text("no table here\n")
     with pytest.raises(Exception, match="b.md holds no Markdown table"):
         reports.render_template("{{ include b.json }}", reports.load_results(tmp_path))
+
+
+def test_include_keeps_the_caption_that_tells_tables_with_the_same_columns_apart(tmp_path):
+    """A line ending in a colon just above a table is its caption and comes with it (the trajectory tables of
+    KL on test images, KL on training images and NLL share their columns); other prose does not."""
+    (tmp_path / "t.json").write_text(json.dumps({"provenance": {"command": "python t.py"}}))
+    (tmp_path / "t.md").write_text("# T\n\nProtocol: prose, not a caption.\n\n| e | 1 |\n|---|---|\n\n"
+                                   "KL on the test images:\n\n| e | 1 |\n|---|---|\n| a | 3.0 |\n\n"
+                                   "Test NLL:\n\n| e | 1 |\n|---|---|\n| a | 90.0 |\n")
+    assert reports.render_template("{{ include t.json }}", reports.load_results(tmp_path)) == (
+        "| e | 1 |\n|---|---|\n\nKL on the test images:\n\n| e | 1 |\n|---|---|\n| a | 3.0 |\n\n"
+        "Test NLL:\n\n| e | 1 |\n|---|---|\n| a | 90.0 |")

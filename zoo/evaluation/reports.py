@@ -450,19 +450,26 @@ MARKDOWN_KEY = "_markdown"
 
 def included_tables(results: Results, name: str) -> str:
     """``{{ include FILE.json }}``: the Markdown tables that the benchmark script wrote to ``FILE.md`` beside
-    ``FILE.json`` in the same run (so each figure still comes from a result file with its command)."""
+    ``FILE.json`` in the same run (so each figure still comes from a result file with its command). A table's
+    caption comes with it: the line just above it that ends in a colon ("KL on the test images, nats:"), which
+    tells apart tables with the same columns."""
     if name not in results:
         raise KeyError(f"no result file {name}")
     text = results[name].get(MARKDOWN_KEY)
     if text is None:
         raise KeyError(f"{name} has no {Path(name).with_suffix('.md')} beside it to include")
-    blocks, current = [], []
+    blocks, current, caption = [], [], None
     for line in text.splitlines() + [""]:
         if line.startswith("|"):
+            if not current and caption:
+                current += [caption, ""]
             current.append(line)
-        elif current:
+            continue
+        if current:
             blocks.append("\n".join(current))
             current = []
+        if line.strip():
+            caption = line.strip() if line.rstrip().endswith(":") else None
     if not blocks:
         raise KeyError(f"{Path(name).with_suffix('.md')} holds no Markdown table")
     return "\n\n".join(blocks)
