@@ -58,6 +58,7 @@ def main(argv=None):
     import zoo
     from zoo.core.errors import ZooError
     from zoo.data import load_dataset
+    from zoo.experiments.run import fixed_subset
     from zoo.registry import build_guide, build_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,7 +72,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     data = load_dataset("binarized_mnist", args.data_dir)
     x = data.train[:args.num_train]
-    probe = data.test[torch.randperm(data.test.shape[0], generator=torch.Generator().manual_seed(0))[:1000].sort().values]
+    probe = fixed_subset(data.test, 1000)
 
     rows = []
     for activation in ("tanh", "gated"):

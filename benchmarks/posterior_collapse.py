@@ -80,7 +80,7 @@ def _trajectory(label: str, config_json: dict, at) -> dict:
     import torch
     torch.set_num_threads(1)
     import zoo
-    from zoo.experiments.run import prepare
+    from zoo.experiments.run import fixed_subset, prepare
     run = prepare(RunConfig.from_json(config_json))
     c, data, points = run.config, run.data, []
     test_x, train_x = fixed_subset(data.test, c.eval_limit), fixed_subset(data.train, c.eval_limit)
@@ -104,15 +104,6 @@ def _trajectory(label: str, config_json: dict, at) -> dict:
     zoo.fit(run.model, run.guide, run.objective, data.train, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
             seed=c.seed, progress=False, log=log, kl_warmup=c.kl_warmup)
     return {"label": label, "config": config_json, "num_latent_units": latent_units(run.model), "points": points}
-
-
-def fixed_subset(x, limit):
-    """All of ``x``, or with ``limit`` the same fixed random subset (seed 0) that ``--eval-limit`` scores in
-    ``train_run``: not the first N, because the dataset files can be ordered."""
-    import torch
-    if limit is None or limit >= x.shape[0]:
-        return x
-    return x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:limit].sort().values]
 
 
 def latent_units(model) -> int:

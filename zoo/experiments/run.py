@@ -268,19 +268,32 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     return summary
 
 
-def _eval_subset(data: Dataset, cfg: RunConfig):
-    """The evaluation data: the whole split, or with ``eval_limit`` a fixed random subset of it.
+def fixed_subset_rows(n: int, limit: Optional[int]) -> Optional[torch.Tensor]:
+    """The rows of a fixed random subset of ``limit`` out of ``n`` data, in their order (None: all of them).
 
     The subset is drawn with a fixed generator (seed 0), so every run and every model is
     scored on the same data. Not the first N: dataset files can be ordered (the first
     images of the binarized MNIST test file are darker than the rest, and a VAE's ELBO on
     them is several nats lower than on the whole split).
     """
+    if limit is None or limit >= n:
+        return None
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit].sort().values
+
+
+def fixed_subset(x: torch.Tensor, limit: Optional[int]) -> torch.Tensor:
+    """All of ``x``, or its fixed random subset of ``limit`` rows (:func:`fixed_subset_rows`)."""
+    rows = fixed_subset_rows(x.shape[0], limit)
+    return x if rows is None else x[rows]
+
+
+def _eval_subset(data: Dataset, cfg: RunConfig):
+    """The evaluation data: the whole split, or with ``eval_limit`` its fixed random subset (:func:`fixed_subset_rows`)."""
     x = data.split(cfg.eval_split)
     labels = data.labels.get(cfg.eval_split)
-    if cfg.eval_limit is None or cfg.eval_limit >= x.shape[0]:
+    rows = fixed_subset_rows(x.shape[0], cfg.eval_limit)
+    if rows is None:
         return x, labels
-    rows = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:cfg.eval_limit].sort().values
     return x[rows], (labels[rows] if labels is not None else None)
 
 
