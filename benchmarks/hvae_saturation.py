@@ -3,14 +3,18 @@
 Trains ``hvae`` at Burda et al.'s sizes (z2 (50) -> 100 -> 100 -> z1 (100) -> 200 -> 200 -> x) with the
 structured guide q(z1 | x) q(z2 | z1, x), the standard prior and the ELBO, on the first --num-train static
 binarized MNIST training images (Adam 1e-3, batch 100, seed 0), once with tanh units (``--activation tanh``,
-Burda et al.'s) and once with gated units (``--activation gated``, which cannot saturate).
+Burda et al.'s) and once with gated units (``--activation gated``, which cannot saturate); ``--variants`` adds
+the two mixtures, tanh in the model with a gated encoder (``--guide-activation gated``) and the reverse, which
+tell whether the encoder's or the generative networks' units make the difference.
 
 After each epoch it records, on a fixed random subset of 1000 test images: the KL of each layer
 (E_q[log q(z_l | .) - log p(z_l | z_{l+1})]), its active units (Cov_x E_q[z_u | x] > 0.01), and, for each
 network with tanh units, the fraction of its unit activations at |h| > 0.99 over the scoring passes, where
 tanh passes less than 2% of its gradient (saturated units).
 
-    OMP_NUM_THREADS=1 python benchmarks/hvae_saturation.py --data-dir ../shared/data
+    OMP_NUM_THREADS=1 python benchmarks/hvae_saturation.py --data-dir ../shared/data --epochs 60 --name hvae_saturation_60
+    OMP_NUM_THREADS=1 python benchmarks/hvae_saturation.py --data-dir ../shared/data --epochs 60 \
+        --variants tanh-model-gated-encoder,gated-model-tanh-encoder --name hvae_saturation_60_mixed
 """
 from __future__ import annotations
 
@@ -28,6 +32,10 @@ from torch import nn  # noqa: E402
 from common import RESULTS, provenance, run_script, write_result  # noqa: E402
 
 SATURATED = 0.99          # |tanh| above this: derivative 1 - h^2 < 0.02
+
+#: variant -> (the model's activation: decoder and transition; the encoder's activation)
+VARIANTS = {"tanh": ("tanh", "tanh"), "gated": ("gated", "gated"),
+            "tanh-model-gated-encoder": ("tanh", "gated"), "gated-model-tanh-encoder": ("gated", "tanh")}
 
 
 @contextmanager
@@ -65,20 +73,26 @@ def main(argv=None):
     p.add_argument("--data-dir", default=None)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--num-train", type=int, default=50000)
+    p.add_argument("--variants", default="tanh,gated", help=f"comma-separated, from {', '.join(VARIANTS)}")
     p.add_argument("--name", default="hvae_saturation", help="result file name in benchmarks/results")
     args = p.parse_args(argv)
     if args.epochs < 1 or args.num_train < 100:
         raise ZooError("--epochs must be at least 1 and --num-train at least 100 (one minibatch)")
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise ZooError(f"unknown variant {unknown[0] if unknown else args.variants!r}; choose from {', '.join(VARIANTS)}")
     torch.set_num_threads(1)
     data = load_dataset("binarized_mnist", args.data_dir)
     x = data.train[:args.num_train]
     probe = fixed_subset(data.test, 1000)
 
     rows = []
-    for activation in ("tanh", "gated"):
+    for variant in variants:
+        model_activation, encoder_activation = VARIANTS[variant]
         torch.manual_seed(0)
-        model = build_model("hvae", x.shape[1], activation=activation)
-        guide = build_guide("amortized", model, structured=True)
+        model = build_model("hvae", x.shape[1], activation=model_activation)
+        guide = build_guide("amortized", model, structured=True, activation=encoder_activation)
         networks = {"encoder trunk x → h": guide.trunk, "encoder head h, z1 → z2": guide.heads["z2"],
                     "encoder head h → z1": guide.heads["z1"], "transition z2 → z1": model.transitions[0],
                     "decoder z1 → x": model.decoder}
@@ -88,15 +102,15 @@ def main(argv=None):
             with torch.random.fork_rng(), saturation(networks) as saturated:
                 torch.manual_seed(0)
                 scored = zoo.evaluate(model, guide, probe, num_samples=1, iwae_k=1, psis=False)
-            rows.append({"activation": activation, "epoch": epoch + 1, "train_loss": history[-1]["loss"],
+            rows.append({"activation": variant, "epoch": epoch + 1, "train_loss": history[-1]["loss"],
                          "kl_per_site": scored["kl_per_site"], "active_units_per_site": scored["active_units_per_site"],
                          "saturated_fraction": dict(saturated)})
-            print(f"{activation} epoch {epoch + 1}: loss {history[-1]['loss']:.1f}, KL {scored['kl_per_site']}, "
+            print(f"{variant} epoch {epoch + 1}: loss {history[-1]['loss']:.1f}, KL {scored['kl_per_site']}, "
                   f"AU {scored['active_units_per_site']}, saturated {saturated}", flush=True)
     write_result(args.name, {"num_train": args.num_train, "epochs": args.epochs, "probe": "1000 test images, "
                              "fixed random subset (seed 0)", "saturation_threshold": SATURATED, "rows": rows})
     prov = provenance()
-    nets = [n for n in rows[0]["saturated_fraction"]]
+    nets = list(dict.fromkeys(n for r in rows for n in r["saturated_fraction"]))
     md = ["# The two-layer hvae with tanh and with gated units: saturation and inactive layers", "",
           f"Command: `{prov['command']}`  ", f"Commit: `{prov['git_commit']}`  ",
           f"Hardware: {prov['cpu']} (1 torch thread)", "",

@@ -37,6 +37,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, script, args, says):
 
 @pytest.mark.parametrize("args, says", [
     (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--variants", "tanh,relu"], "unknown variant 'relu'; choose from tanh, gated"),
     (["--epochs", "1"], "binarized MNIST is not in"),
 ])
 def test_hvae_saturation_refuses_bad_input_in_one_line(tmp_path, args, says):
