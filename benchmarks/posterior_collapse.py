@@ -24,6 +24,15 @@ subset of 1000 test images with K = 200, after 3 epochs):
         --warmup-epochs 2 --eval-samples 200 --eval-limit 1000 --jobs 4
     python benchmarks/posterior_collapse.py --dataset digits --epochs 100 --warmup-epochs 50 --eval-samples 5000 \
         --jobs 1 --out runs/posterior_collapse_digits --name posterior_collapse_digits
+
+Over training on MNIST (``--trajectory``; KL, active units and NLL on 1000 test and 1000 training images):
+
+    python benchmarks/posterior_collapse.py --dataset binarized_mnist --data-dir /work/shared/data --decoders made \
+        --remedies none,free_bits --epochs 150 --trajectory 10,30,60,100,150 --eval-samples 200 --eval-limit 1000 \
+        --jobs 2 --name posterior_collapse_mnist_trajectory_150
+    python benchmarks/posterior_collapse.py --dataset binarized_mnist --data-dir /work/shared/data --decoders pixelcnn \
+        --remedies none,free_bits --epochs 30 --trajectory 3,10,20,30 --eval-samples 200 --eval-limit 1000 \
+        --jobs 2 --name posterior_collapse_mnist_trajectory_pixelcnn
 """
 from __future__ import annotations
 
