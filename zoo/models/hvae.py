@@ -8,8 +8,10 @@ Generative story with layers z_L (top) ... z_1 (next to x), for each datum::
     x | z_1 ~ N(f(z_1), diag(sigma_x^2))                 (likelihood="gaussian")
     x | z_1 ~ prod_i Bernoulli(x_i; sigmoid(l_i(x_<i, z_1)))  (decoder="made" or "pixelcnn")
 
-so p(x, z) = p(z_L) prod_l p(z_l | z_{l+1}) p(x | z_1). (mu_l, sigma_l) is a tanh MLP with
-``transition_hidden`` hidden units and softplus scales; f is a tanh MLP with ``hidden``. Each
+so p(x, z) = p(z_L) prod_l p(z_l | z_{l+1}) p(x | z_1). (mu_l, sigma_l) is an MLP with
+``transition_hidden`` hidden units and softplus scales; f is an MLP with ``hidden``; their units are
+``activation`` (tanh, Burda et al.'s, by default; ``gated`` trains far better at short budgets, see
+``benchmarks/hvae_saturation.py``). Each
 z_l declares z_{l+1} as its parent (:class:`~zoo.core.contract.LatentSite`), so the structured
 guides (``amortized --structured``, ``iaf --structured``) factor bottom-up as the exact posterior
 does, q(z_1 | x) q(z_2 | z_1, x); mean-field amortized, IAF and per-datum guides work as well.
