@@ -1,11 +1,33 @@
-"""The benchmark scripts treat bad input as the CLI does: one line on stderr, exit code 2, nothing written."""
+"""The benchmark scripts treat bad input as the CLI does: one line on stderr, exit code 2, nothing written.
+
+Each script runs as ``python benchmarks/SCRIPT.py ARGS`` would (``runpy`` with ``__name__ == "__main__"``),
+but inside the test process, so the suite pays torch's import once rather than once per case; one case,
+the last, runs in a subprocess, to keep the command-line entry itself under test.
+"""
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run_benchmark(script, args, monkeypatch, capsys):
+    """Run ``benchmarks/SCRIPT`` as its command line would, in this process: its exit code and stderr."""
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / script), *args])
+    monkeypatch.setattr(sys, "path", list(sys.path))         # the scripts put benchmarks/ on it
+    threads = torch.get_num_threads()
+    try:
+        runpy.run_path(str(BENCHMARKS / script), run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        torch.set_num_threads(threads)                        # some scripts train on one thread
+    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("script, args, says", [
@@ -22,16 +44,16 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
      "binarized MNIST is not in"),
     ("posterior_collapse.py", ["--decoders", "mlp", "--remedies", "none", "--epochs", "1"], "binarized MNIST is not in"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, script, args, says):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, script, args, says):
     out = tmp_path / "out"
     empty = tmp_path / "no_data"
     empty.mkdir()
-    r = subprocess.run([sys.executable, str(BENCHMARKS / script), "--data-dir", str(empty), "--out", str(out), *args],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], r.stderr
-    assert "Traceback" not in r.stderr
+    monkeypatch.chdir(tmp_path)
+    code, err = run_benchmark(script, ["--data-dir", str(empty), "--out", str(out), *args], monkeypatch, capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
+    assert "Traceback" not in err
     assert not out.exists()
 
 
@@ -40,14 +62,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, script, args, says):
     (["--variants", "tanh,relu"], "unknown variant 'relu'; choose from tanh, gated"),
     (["--epochs", "1"], "binarized MNIST is not in"),
 ])
-def test_hvae_saturation_refuses_bad_input_in_one_line(tmp_path, args, says):
+def test_hvae_saturation_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys, args, says):
     empty = tmp_path / "no_data"
     empty.mkdir()
-    r = subprocess.run([sys.executable, str(BENCHMARKS / "hvae_saturation.py"), "--data-dir", str(empty),
-                        "--name", str(tmp_path / "result"), *args], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], r.stderr
+    code, err = run_benchmark("hvae_saturation.py", ["--data-dir", str(empty), "--name", str(tmp_path / "result"),
+                                                     *args], monkeypatch, capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
     assert not list(tmp_path.glob("result*"))
 
 
