@@ -257,6 +257,8 @@ def test_train_with_decoder_free_bits_and_warmup(tmp_path):
     (["--dataset", "digits", "--decoder", "lstm"], "invalid choice: 'lstm'"),
     (["--dataset", "digits-gray", "--decoder", "made"], "binarize the data or use decoder 'mlp'"),
     (["--dataset", "digits", "--free-bits", "-1"], "--free-bits must be at least 0"),
+    (["--dataset", "digits", "--free-bits", "inf"], "--free-bits must be a finite number, got inf"),
+    (["--dataset", "digits", "--free-bits", "nan"], "--free-bits must be a finite number, got nan"),
     (["--dataset", "digits", "--free-bits", "0.5", "--estimator", "reinforce"], "not estimator 'reinforce'"),
     (["--dataset", "digits", "--free-bits", "0.5", "--guide", "iaf"], "needs a mean-field guide of Normal sites"),
     (["--dataset", "digits", "--free-bits", "0.5", "--objective", "iwae"], "--free-bits"),

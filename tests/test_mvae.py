@@ -2,6 +2,7 @@
 import json
 import math
 
+import pyro
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from zoo.core.views import ViewsLikelihood, parse_views
 from zoo.core.weights import per_datum_log_weights
 from zoo.evaluation.harness import conditional_log_likelihoods, evaluate, evaluation_mode
 from zoo.models import MVAE
+from zoo.objectives.free_bits import FreeBitsELBO
 from zoo.registry import build_guide, build_model, build_objective
 from zoo.training.loop import fit
 
@@ -84,6 +86,27 @@ def test_the_subsampled_objective_is_the_joint_elbo_plus_each_views_elbo():
     assert set(per_datum_log_weights(model, guide, x).latents) == {"z"}
     # joint_only: the training model is the model itself
     assert build_guide("poe", model, joint_only=True).training_model(model) is model
+
+
+def test_free_bits_at_zero_is_the_mean_field_elbo_of_the_subsampled_objective():
+    """Free bits with lambda = 0 is TraceMeanField_ELBO on every model, the mvae's sub-sampled one too, which
+    observes three sites (x, x|image, x|label) and has three latents: each observed site's log-likelihood and
+    each latent's KL is counted, none dropped. With lambda > 0 only the KL terms change."""
+    model = MVAE(x_dim=74, views=("image:64:bernoulli", "label:10:categorical"), latent_dim=3, hidden=(16,))
+    guide = build_guide("poe", model)
+    guide.train()
+    x = torch.cat([torch.bernoulli(torch.full((6, 64), 0.3)), torch.eye(10)[torch.arange(6) + 2]], dim=1)
+    args = (x, torch.arange(6), 60)
+    training_model = guide.training_model(model)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        free_bits = FreeBitsELBO(0.0, num_particles=2).loss(training_model, guide, *args)
+        torch.manual_seed(0)
+        mean_field = pyro.infer.TraceMeanField_ELBO(num_particles=2, vectorize_particles=True,
+                                                   max_plate_nesting=2).loss(training_model, guide, *args)
+    assert free_bits == pytest.approx(mean_field, rel=1e-5)
+    observed, latents = FreeBitsELBO(0.0).terms(training_model, guide, *args)
+    assert len(observed) == 3 and len(latents) == 3
 
 
 def test_the_two_view_datasets_lay_out_their_views():
@@ -210,7 +233,8 @@ def test_train_and_eval_show_the_conditional_log_likelihoods(tmp_path, capsys):
     assert 0 <= results["conditional_accuracy"]["label|image"] <= 1
     assert results["config"]["model_options"].get("views") is None        # read from the dataset again on eval
     code, stdout, err = run_cli(["eval", str(out), "--eval-samples", "8", "--no-progress"], capsys)
-    assert code == 0, err and "log p(image\\|label)" in stdout
+    assert code == 0, err
+    assert "log p(image\\|label)" in stdout
 
 
 def test_views_given_on_the_command_line(tmp_path, capsys):

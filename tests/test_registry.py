@@ -64,6 +64,7 @@ def test_a_new_option_needs_no_other_change(monkeypatch):
     (["train", "sbn", "--layers", "8,0"], "--layers must be numbers of at least 1, got [8, 0]"),
     (["train", "vae", "--guide-hidden", "abc"], "expected comma-separated integers"),
     (["train", "categorical_vae", "--num-classes", "1"], "--num-classes must be at least 2, got 1"),
+    (["train", "vae", "--lr", "inf"], "--lr must be a finite number, got inf"),
     (["compare", "vae", "--guides", "amortized,meanfield", "--objectives", "elbo", "--flows", "2"],
      "--flows applies to the 'iaf' guide only, not 'amortized', 'meanfield'"),
 ])

@@ -50,6 +50,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import importlib
 import typing
 from dataclasses import MISSING, dataclass, field
@@ -143,7 +144,10 @@ class Options:
                     raise ValueError
                 return int(value)
             if elem is float:
-                return float(value)
+                value = float(value)
+                if not math.isfinite(value):          # an inf or nan would pass a minimum check, then break a run
+                    raise OptionError(name, f"must be a finite number, got {value}")
+                return value
             if elem is bool:
                 if not isinstance(value, bool):
                     raise ValueError

@@ -7,6 +7,10 @@ model's prior, so its KL is in closed form)::
     L_lambda = (N/B) sum_b E_q[log p(x_b | z)]  -  N sum_j max(lambda, KL_j),
     KL_j     = (1/B) sum_b E_q[KL(q(z_j | x_b) || p(z_j | pa_j))]
 
+A model with several observed sites (the mvae's sub-sampled objective observes the joint and each
+view alone, each sub-ELBO with its own latent site) has one log-likelihood term per observed site,
+each scaled by its own N/B, and one floored KL term per latent site.
+
 KL_j is the unit's KL averaged over the minibatch (and the K particles, which sample the units'
 parents pa_j in a hierarchical prior). A unit whose average KL is below lambda costs lambda nats and
 gets no gradient from its KL term: the encoder is free to put up to lambda nats of information into
@@ -26,6 +30,7 @@ https://arxiv.org/abs/1606.04934.
 """
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import pyro.poutine as poutine
@@ -71,8 +76,8 @@ class FreeBitsELBO(ELBO):
     """
 
     def __init__(self, free_bits: float, num_particles: int = 1):
-        if not free_bits >= 0:
-            raise ZooError(f"free_bits must be at least 0 nats per latent unit, got {free_bits}")
+        if not 0 <= free_bits < math.inf:
+            raise ZooError(f"free_bits must be a finite number of nats per latent unit, at least 0; got {free_bits}")
         super().__init__(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=MAX_PLATE_NESTING)
         self.free_bits = float(free_bits)
 
@@ -80,17 +85,17 @@ class FreeBitsELBO(ELBO):
         raise NotImplementedError("FreeBitsELBO traces model and guide itself, in terms()")
 
     def terms(self, model, guide, *args, **kwargs):
-        """(log-likelihood ``[K, B]``, the data scale N/B, and per site (weight beta, KL per unit ``[K, B, units]``))."""
+        """Per observed site (its scale N/B, log-likelihood ``[K, B]``), and per latent site (its scale
+        beta N/B, KL per unit ``[K, B, units]``)."""
         K = self.num_particles
         guide_trace = poutine.trace(vectorize(guide, K)).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(vectorize(model, K), trace=guide_trace)).get_trace(*args, **kwargs)
-        log_likelihood, scale, latents = None, 1.0, []
+        observed, latents = [], []
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample" or name in ("particles", "data"):
                 continue
             if site["is_observed"]:
-                log_likelihood = site["fn"].log_prob(site["value"])
-                scale = float(site["scale"])
+                observed.append((float(site["scale"]), site["fn"].log_prob(site["value"])))
             else:
                 if name not in guide_trace.nodes:
                     raise ZooError(f"the guide does not sample the model's latent {name!r}; a guide must cover "
@@ -99,9 +104,9 @@ class FreeBitsELBO(ELBO):
                 if not q.has_rsample:
                     raise ZooError(f"free bits needs a reparameterized guide; site {name!r} is not: drop free_bits")
                 latents.append((float(site["scale"]), unit_kl(q, site["fn"], name)))
-        if log_likelihood is None:
+        if not observed:
             raise ZooError("the model observed nothing: pass the data x to score it")
-        return log_likelihood, scale, [(s / scale, kl) for s, kl in latents]
+        return observed, latents
 
     def check(self, model, guide, *args, **kwargs) -> None:
         """Raise :class:`ZooError` unless every latent site is a factorized Normal under guide and model
@@ -110,13 +115,12 @@ class FreeBitsELBO(ELBO):
             self.terms(model, guide, *args, **kwargs)
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
-        log_likelihood, scale, latents = self.terms(model, guide, *args, **kwargs)
-        B = log_likelihood.shape[-1]
-        N = scale * B
-        objective = scale * log_likelihood.mean(0).sum()
-        for beta, kl in latents:
+        observed, latents = self.terms(model, guide, *args, **kwargs)
+        objective = sum(scale * log_likelihood.mean(0).sum() for scale, log_likelihood in observed)
+        B = observed[0][1].shape[-1]
+        for scale, kl in latents:                                     # scale = beta N / B
             per_unit = kl.reshape(-1, kl.shape[-1]).mean(0)          # KL_j, averaged over particles and data
-            objective = objective - N * beta * torch.clamp(per_unit, min=self.free_bits).sum()
+            objective = objective - scale * B * torch.clamp(per_unit, min=self.free_bits).sum()
         return -objective
 
     def loss(self, model, guide, *args, **kwargs):
