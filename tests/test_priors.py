@@ -41,6 +41,22 @@ def test_mixture_log_density_is_the_sum_over_components():
     assert torch.allclose(d.log_prob(z), mixture_by_loop(d.logits, d.loc, d.scale, z), atol=1e-10)
 
 
+def test_mixture_log_density_of_narrow_components_is_exact_in_float32():
+    """Narrow components (scales 0.01, as a trained VampPrior's can be) near z: in float32 the log-density is
+    within 1e-3 nats of the float64 sum over components; the matrix expansion, formed in float32, was off by
+    up to a nat here."""
+    torch.manual_seed(2)
+    K, D = 500, 40
+    logits, loc = torch.randn(K, dtype=torch.float64), torch.randn(K, D, dtype=torch.float64)
+    scale = 0.01 * (0.5 + torch.rand(K, D, dtype=torch.float64))
+    z = loc[torch.randint(K, (64,))] + 0.02 * torch.randn(64, D, dtype=torch.float64)   # near the components
+    exact = mixture_by_loop(logits, loc, scale, z)
+    p = DiagonalNormalMixture(logits.float(), loc.float(), scale.float())
+    log_p = p.log_prob(z.float())
+    assert log_p.dtype == torch.float32
+    assert (log_p.double() - exact).abs().max() < 1e-3
+
+
 def test_vampprior_is_the_average_of_the_encoders_posteriors_at_the_pseudo_inputs():
     torch.manual_seed(1)
     model = build_model("vae", 6, latent_dim=3, hidden=(8,), prior="vampprior", prior_components=4).double()
