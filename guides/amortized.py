@@ -1,6 +1,6 @@
 """Amortized guide: an MLP encoder shared by all data.
 
-For each latent site, with h = g_phi(x) an MLP (the "encoder"; tanh, relu or gated units, by default
+For each latent site, with h = g_phi(x) an MLP (the "encoder"; tanh, relu, gated or linear units, by default
 the model's own ``activation``, see :mod:`zoo.core.nn`)::
 
     q_phi(z | x) = N(z; W_mu h + b_mu, diag(softplus(W_s h + b_s)^2))    real latents

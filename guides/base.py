@@ -58,7 +58,7 @@ class EncoderOptions(Options):
                                                flag="guide-hidden", minimum=1, shape=True)
     structured: bool = option(False, "follow the model's latent dependencies bottom-up, q(z1|x) q(z2|z1,x), "
                               "instead of mean-field q(z1|x) q(z2|x)", shape=True)
-    activation: Optional[str] = option(None, "encoder nonlinearity: tanh, relu or gated (default: the model's "
+    activation: Optional[str] = option(None, "encoder nonlinearity: tanh, relu, gated or linear (default: the model's "
                                        "--activation, else tanh)", flag="guide-activation", choices=ACTIVATIONS,
                                        shape=True)
 

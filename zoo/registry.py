@@ -25,17 +25,20 @@ def build_model(name: str, x_dim: int, **options) -> ZooModel:
     return MODELS.build(name, x_dim, **options)
 
 
-def build_guide(name: str, model: ZooModel, num_data: Optional[int] = None, **options):
+def build_guide(name: str, model: ZooModel, num_data: Optional[int] = None, bind: bool = True, **options):
     """Build a guide of family ``name`` for ``model``; refuses latents it cannot represent.
 
     A model that computes with its guide (``model.borrows_guide``, e.g. a VampPrior) is bound
-    to the new guide (:meth:`~zoo.core.contract.ZooModel.bind_guide`).
+    to the new guide (:meth:`~zoo.core.contract.ZooModel.bind_guide`), unless ``bind=False``: a
+    guide that works beside the model's own and must not replace it, as the per-datum q* of the
+    inference gaps (:mod:`zoo.evaluation.gaps`) does beside the encoder a VampPrior computes with.
     """
     component = GUIDES[name]
     component.resolve(options)                 # a bad option is reported before a bad fit
     check_guide(name, model)
     guide = component.build(model, num_data, **options)
-    model.bind_guide(guide)
+    if bind:
+        model.bind_guide(guide)
     return guide
 
 

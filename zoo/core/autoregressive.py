@@ -67,7 +67,8 @@ class DecoderOptions(Options):
     channels: Tuple[int, ...] = option((32, 32, 32), "pixelcnn decoder: channels of its masked layers (one 3x3 "
                                        "mask-B layer per entry after the first)", minimum=1, nonempty=True, shape=True)
     activation: str = option("tanh", "nonlinearity of the model's MLPs (the mlp decoder, hvae's transitions) and, "
-                             "by default, of the encoder: tanh, relu or gated (Tomczak & Welling's VampPrior nets)",
+                             "by default, of the encoder: tanh, relu, gated (Tomczak & Welling's VampPrior nets) "
+                             "or linear",
                              choices=ACTIVATIONS, shape=True)
 
     def validate(self) -> None:

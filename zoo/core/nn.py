@@ -1,6 +1,6 @@
 """Small network helpers shared by models and guides.
 
-Three hidden-layer nonlinearities, named by the ``activation`` options of models and encoders:
+Four hidden-layer maps, named by the ``activation`` options of models and encoders:
 
 ``tanh``
     h = tanh(W x + b), Burda et al.'s (2016) networks and the zoo's default.
@@ -12,6 +12,10 @@ Three hidden-layer nonlinearities, named by the ``activation`` options of models
     output constant in x by saturating every unit, where the gradient is zero, and under a
     VampPrior (whose components are that same encoder's output) it does so within the first
     epoch and stays there, the posterior collapsed (``benchmarks/vampprior_saturation.py``).
+``linear``
+    h = W x + b, no nonlinearity: a linear network. A linear-Gaussian model's exact posterior has
+    means linear in x (and in the conditioning latents) and constant variances, so a linear encoder
+    holds it exactly (``tests/test_hvae.py`` trains one to it).
 
 References:
     Y. N. Dauphin, A. Fan, M. Auli and D. Grangier, "Language Modeling with Gated Convolutional
@@ -27,7 +31,7 @@ from torch import nn
 
 __all__ = ["ACTIVATIONS", "GatedDense", "mlp"]
 
-ACTIVATIONS = ("tanh", "relu", "gated")
+ACTIVATIONS = ("tanh", "relu", "gated", "linear")
 
 
 class GatedDense(nn.Module):
@@ -56,6 +60,6 @@ def mlp(sizes: Sequence[int], activation: str = "tanh", final_activation: bool =
             layers.append(GatedDense(a, b))
             continue
         layers.append(nn.Linear(a, b))
-        if hidden:
+        if hidden and activation != "linear":
             layers.append(nn.Tanh() if activation == "tanh" else nn.ReLU())
     return nn.Sequential(*layers)

@@ -8,8 +8,10 @@ An amortized guide q_phi(z | x) falls short of log p(x) for two reasons. Let q* 
                                (the family is too          (the encoder does not output
                                 narrow: KL(q* || p(z|x)))   each datum's best member)
 
-Both are non-negative: ELBO[q] = log p(x) - KL(q || p(z | x)), and q* is fitted starting from the
-encoder's own output, so it can only climb from ELBO[q_phi].
+Both are non-negative in exact arithmetic: ELBO[q] = log p(x) - KL(q || p(z | x)), and q* is fitted
+starting from the encoder's own output, so its optimum is no worse than ELBO[q_phi]. As estimated they
+are non-negative within Monte Carlo error: the refit is stochastic (Adam on sampled gradients, its last
+iterate kept), and each ELBO is an average over samples.
 
 "The same family", per guide family:
 
@@ -188,7 +190,8 @@ def local_guide(guide, model, x: torch.Tensor) -> nn.Module:
         return LocalGaussian(model, x).to(x.device)
     if guide.family == "iaf":
         return LocalIAF(model, guide, x).to(x.device)
-    local = build_guide("meanfield", model, num_data=x.shape[0]).to(x.device)
+    # bind=False: a model that computes with its guide (a VampPrior) keeps the trained encoder, which q* is not
+    local = build_guide("meanfield", model, num_data=x.shape[0], bind=False).to(x.device)
     with torch.no_grad(), evaluation_mode(guide):
         _, raw = guide.encode(x)
         for s in model.latents:
