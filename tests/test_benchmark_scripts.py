@@ -57,16 +57,18 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, script,
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--variants", "tanh,relu"], "unknown variant 'relu'; choose from tanh, gated"),
-    (["--epochs", "1"], "binarized MNIST is not in"),
+@pytest.mark.parametrize("script, args, says", [
+    ("hvae_saturation.py", ["--epochs", "0"], "--epochs must be at least 1"),
+    ("hvae_saturation.py", ["--variants", "tanh,relu"], "unknown variant 'relu'; choose from tanh, gated"),
+    ("hvae_saturation.py", ["--epochs", "1"], "binarized MNIST is not in"),
+    ("mixture_precision.py", ["--samples", "0"], "--epochs, --eval-limit and --samples must be at least 1"),
+    ("mixture_precision.py", ["--epochs", "1"], "binarized MNIST is not in"),
 ])
-def test_hvae_saturation_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys, args, says):
+def test_named_result_scripts_refuse_bad_input_in_one_line(tmp_path, monkeypatch, capsys, script, args, says):
     empty = tmp_path / "no_data"
     empty.mkdir()
-    code, err = run_benchmark("hvae_saturation.py", ["--data-dir", str(empty), "--name", str(tmp_path / "result"),
-                                                     *args], monkeypatch, capsys)
+    code, err = run_benchmark(script, ["--data-dir", str(empty), "--name", str(tmp_path / "result"), *args],
+                              monkeypatch, capsys)
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
