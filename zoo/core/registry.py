@@ -50,8 +50,8 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import math
 import importlib
+import math
 import typing
 from dataclasses import MISSING, dataclass, field
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple

@@ -104,7 +104,7 @@ class DiagonalNormalMixture(dist.TorchDistribution):
     two matrix products instead of a ``[..., K, D]`` tensor, then a log-sum-exp over k.
 
     The expansion cancels: near a narrow component (z_d ~ mu_kd, s_kd ~ 0.01) its three terms are each
-    ~1e4 per unit and their difference is O(1), which float32 gets wrong by up to a nat over 40 units.
+    ~1e4 per unit and their difference is O(1), which float32 gets wrong by tenths of a nat over 40 units.
     So the log-density is formed in float64 and returned in the value's dtype; its error is then that
     of rounding the result (``tests/test_priors.py`` checks narrow components in float32).
 
