@@ -20,9 +20,11 @@ check does not depend on the file's text formatting).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
@@ -176,12 +178,28 @@ def read_amat(path: Path, num_features: int = 784) -> np.ndarray:
 
 
 def read_npz(path: Path, num_features: Optional[int] = None) -> Dict[str, np.ndarray]:
-    """Read ``train``/``valid``/``test`` arrays from an ``.npz`` and check they are 0/1 ``[n, D]``."""
+    """Read ``train``/``valid``/``test`` arrays from an ``.npz`` and check they are 0/1 ``[n, D]``.
+
+    The file is untrusted (a download, a file someone sent): every array's ``.npy`` header is read
+    and checked (:func:`_checked_header`) before its data is, so a header that declares a 71 TiB
+    array, Python objects (a pickle), or more bytes than the member holds is refused in one line,
+    and nothing larger than the file's actual contents is ever allocated.
+    """
+    arrays, declared = {}, 0
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise ZooError(f"{path} is corrupt or truncated ({type(e).__name__}); replace it with a good copy") from None
+        with zipfile.ZipFile(path) as archive:
+            members = [info for info in archive.infolist() if info.filename in {f"{s}.npy" for s in SPLITS}]
+            for info in members:                # every header first: the splits together must fit, too
+                with archive.open(info) as f:
+                    declared += _checked_header(f, info, path, declared)
+            for info in members:
+                with archive.open(info) as f:
+                    arrays[info.filename[:-len(".npy")]] = np.lib.format.read_array(f, allow_pickle=False)
+    except ZooError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, ValueError, OSError, EOFError, RuntimeError,
+            NotImplementedError) as e:       # RuntimeError: an encrypted member; NotImplementedError: a compression
+        raise ZooError(f"{path} is corrupt or truncated ({_error_text(e)}); replace it with a good copy") from None
     missing = [s for s in SPLITS if s not in arrays]
     if missing:
         raise ZooError(f"{path} lacks the arrays {missing}; it must hold 'train', 'valid' and 'test'")
@@ -201,6 +219,41 @@ def read_npz(path: Path, num_features: Optional[int] = None) -> Dict[str, np.nda
     if num_features is not None and dims != {num_features}:
         raise ZooError(f"{path}: rows have {dims.pop()} features, expected {num_features}")
     return {s: arrays[s].astype(np.uint8) for s in SPLITS}
+
+
+def _error_text(e: BaseException) -> str:
+    """``zlib.error: Error -3 while decompressing data``: the type (with its module unless built in) and the
+    first line of the message, short enough for a one-line error."""
+    name = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
+    text = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+    return f"{name}: {text}" if text else name
+
+
+def _checked_header(f, info: zipfile.ZipInfo, path: Path, before: int = 0) -> int:
+    """The bytes of a ``.npy`` member of an ``.npz``, read from its header; refused unless the header
+    declares a plain numeric array whose bytes are exactly what the member holds and, with the ``before``
+    bytes of the arrays read with it, fit this machine's memory."""
+    from zoo.core.memory import human_bytes, memory_bytes
+    member = f"{path}: array {info.filename[:-4]!r}"
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ZooError(f"{member} is in .npy format version {version}; save it again with numpy.savez")
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise ZooError(f"{member} has dtype {dtype}, not a plain number type; the zoo never unpickles data: "
+                       f"save 0/1 values as uint8 with numpy.savez")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if before + nbytes > memory_bytes():
+        raise ZooError(f"{member} declares shape {shape} ({human_bytes(nbytes)}), more than this machine's "
+                       f"{human_bytes(memory_bytes())} of memory; the file is corrupt or not this dataset")
+    if f.tell() + nbytes != info.file_size:
+        raise ZooError(f"{member} declares shape {shape} ({human_bytes(nbytes)}) but holds "
+                       f"{human_bytes(max(0, info.file_size - f.tell()))} of data; the file is corrupt or "
+                       f"truncated: replace it with a good copy")
+    return nbytes
 
 
 def default_data_dir() -> Path:

@@ -58,7 +58,7 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, T
 
 from zoo.core.errors import ZooError, unknown_name
 
-__all__ = ["Options", "NoOptions", "option", "OptionError", "Component", "Registry",
+__all__ = ["Options", "NoOptions", "option", "OptionError", "Component", "Registry", "MAX_INT",
            "MODELS", "GUIDES", "OBJECTIVES", "DATASETS", "REGISTRIES"]
 
 
@@ -71,8 +71,8 @@ class OptionError(ZooError):
 
 
 def option(default: Any, help: str, *, flag: Optional[str] = None, choices: Optional[Sequence] = None,
-           minimum: Optional[float] = None, positive: bool = False, nonempty: bool = False,
-           resumable: bool = False, shape: bool = False, cli: Any = None) -> Any:
+           minimum: Optional[float] = None, maximum: Optional[float] = None, positive: bool = False,
+           nonempty: bool = False, resumable: bool = False, shape: bool = False, cli: Any = None) -> Any:
     """A field of an :class:`Options` dataclass.
 
     Arguments:
@@ -82,6 +82,9 @@ def option(default: Any, help: str, *, flag: Optional[str] = None, choices: Opti
             (a guide's ``hidden`` is ``--guide-hidden``, since models have a ``hidden`` too).
         choices: the allowed values.
         minimum: the smallest allowed number (for a tuple: of each element).
+        maximum: the largest allowed number (for a tuple: of each element). An integer option
+            without one is still bounded by :data:`MAX_INT` (torch's int64): a larger value
+            cannot size or index anything, and would end in an ``OverflowError`` deep inside.
         positive: the number (or each element) must be > 0.
         nonempty: a tuple must have at least one element.
         resumable: a resumed run may change it (it takes effect from the resumed step on).
@@ -89,9 +92,13 @@ def option(default: Any, help: str, *, flag: Optional[str] = None, choices: Opti
         cli: ``False`` for no flag, or argparse details (``group``, ``nargs``, ``metavar``).
     """
     return field(default=default, metadata={"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
-                                            "minimum": minimum, "positive": positive, "nonempty": nonempty,
+                                            "minimum": minimum, "maximum": maximum, "positive": positive, "nonempty": nonempty,
                                             "resumable": resumable, "cli": cli,
                                             "shape": shape})
+
+
+#: The largest integer any option may hold: torch's sizes, indices and seeds are int64.
+MAX_INT = 2 ** 63 - 1
 
 
 def _field_type(cls, f) -> Any:
@@ -152,7 +159,7 @@ class Options:
                 if not isinstance(value, bool):
                     raise ValueError
                 return value
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):      # OverflowError: int(inf) from a JSON 1e999
             kind = {int: "an integer", float: "a number", bool: "true or false"}[elem]
             raise OptionError(name, f"must be {kind}, got {value!r}") from None
         return value
@@ -169,11 +176,21 @@ class Options:
             if meta.get("positive") and not v > 0:
                 raise OptionError(f.name, f"must be positive, got {value!r}" if not is_tuple
                                   else f"must be positive numbers, got {list(value)}")
+            if None not in (meta.get("minimum"), meta.get("maximum")) and not meta["minimum"] <= v <= meta["maximum"]:
+                span = f"from {meta['minimum']} to {meta['maximum']}"
+                raise OptionError(f.name, f"must be {span}, got {value!r}" if not is_tuple
+                                  else f"must be numbers {span}, got {list(value)}")
             if meta.get("minimum") is not None and v < meta["minimum"]:
                 what = ("a positive integer" if meta["minimum"] == 1 and isinstance(v, int)
                         else f"at least {meta['minimum']}")
                 raise OptionError(f.name, f"must be {what}, got {value!r}" if not is_tuple
                                   else f"must be numbers of at least {meta['minimum']}, got {list(value)}")
+            maximum = meta.get("maximum")
+            if maximum is None and isinstance(v, int) and not isinstance(v, bool):
+                maximum = MAX_INT
+            if maximum is not None and isinstance(v, (int, float)) and v > maximum:
+                raise OptionError(f.name, f"must be at most {maximum}, got {value!r}" if not is_tuple
+                                  else f"must be numbers of at most {maximum}, got {list(value)}")
 
     def validate(self) -> None:
         """Checks that involve several fields; raise :class:`OptionError`."""
@@ -229,7 +246,31 @@ class Component:
             raise
 
     def build(self, *args, **options):
-        return self.factory(*args, **dataclasses.asdict(self.resolve(options)))
+        """Build it with ``options`` (checked); an allocation that fails is an :class:`OptionError`
+        naming the option that sized it (:func:`zoo.core.memory.sized_by`), not a traceback."""
+        from zoo.core.memory import sized_by
+        resolved = self.resolve(options)
+        with sized_by(self.sizing_options(resolved), self.kind, f"the {self.kind} {self.name!r}"):
+            return self.factory(*args, **dataclasses.asdict(resolved))
+
+    def sizing_options(self, resolved: Options) -> list:
+        """(name, value) of the integer options that shape parameters (``shape``), the one furthest
+        above its default first: the likeliest cause when the parameters cannot be allocated."""
+        try:
+            defaults = self.options()
+        except TypeError:                       # a required option: no defaults to compare with
+            defaults = resolved
+        ranked = []
+        for f in resolved.specs():
+            value = getattr(resolved, f.name)
+            numbers = value if isinstance(value, tuple) else (value,)
+            if not f.metadata.get("shape") or not numbers or \
+                    not all(isinstance(v, int) and not isinstance(v, bool) for v in numbers):
+                continue
+            default = getattr(defaults, f.name)
+            default = [v for v in (default if isinstance(default, tuple) else (default,)) if isinstance(v, int)]
+            ranked.append((max(numbers) / max(default or [1]), f.name, value))
+        return [(name, value) for _, name, value in sorted(ranked, key=lambda r: -r[0])]
 
 
 class Registry:

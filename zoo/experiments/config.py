@@ -57,7 +57,9 @@ class RunConfig(Options):
     epochs: int = option(20, "training epochs", minimum=1, resumable=True, cli=_group("training"))
     batch_size: int = option(100, "minibatch size", minimum=1, cli=_group("training"))
     lr: float = option(1e-3, "Adam learning rate", positive=True, resumable=True, cli=_group("training"))
-    seed: int = option(0, "random seed", cli=_group("training"))
+    # numpy's legacy RNG, which pyro.set_rng_seed seeds, takes 0 <= seed < 2**32, and the zoo seeds its
+    # evaluation and refits with seed + small offsets: so a seed is a 31-bit number.
+    seed: int = option(0, "random seed, 0 to 2147483647", minimum=0, maximum=2 ** 31 - 1, cli=_group("training"))
     device: str = option("auto", "auto, cpu or cuda; cuda without a GPU is an error", resumable=True,
                          cli=_group("training"))
     checkpoint_every: Optional[int] = option(None, "also checkpoint every N steps (default: after every epoch only)",

@@ -1,0 +1,231 @@
+"""Input beyond what the zoo can hold is refused in one line, exit 2, before anything is written.
+
+Sizes from the command line (an option that sizes a tensor: components, particles, samples), seeds
+beyond numpy's RNG, ``.npz`` headers that declare more than the file holds, and result files the JSON
+parser cannot read: each used to end in a traceback (exit 1), some after ``config.json`` was written.
+Every case runs the real CLI, ``zoo.cli.main``, and none trains: the refusal comes first.
+"""
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from zoo.cli import main
+
+TINY = ["--dataset", "digits", "--epochs", "1", "--latent-dim", "2", "--hidden", "8", "--eval-samples", "2",
+        "--iwae-k", "1", "--no-progress"]
+
+
+def refused(capsys, argv, *mentions):
+    """Run ``pyro-zoo ARGV``: exit 2 and exactly one stderr line, the zoo's error, mentioning each of ``mentions``."""
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pyro-zoo: error: "), err
+    for text in mentions:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+# -- sizes and seeds on the command line ------------------------------------------------------------------
+@pytest.mark.parametrize("prior,components", [("vampprior", 10 ** 10), ("vampprior", 10 ** 11), ("mog", 10 ** 11)])
+def test_prior_components_that_cannot_be_allocated_are_refused_naming_the_option(tmp_path, capsys, prior,
+                                                                                  components):
+    out = tmp_path / "run"
+    refused(capsys, ["train", "vae", "--prior", prior, "--prior-components", components, "--out", out, *TINY],
+            f"--prior-components {components}", "too large")
+    assert not out.exists()
+
+
+def test_particles_beyond_memory_are_refused_before_config_json(tmp_path, capsys):
+    """K x batch x D likelihood terms of one step (10^10 x 100 x 64 floats) exceed any machine: refused up front,
+    where it used to fail in the first step, after config.json was written."""
+    out = tmp_path / "run"
+    refused(capsys, ["train", "vae", "--objective", "iwae", "--particles", 10 ** 10, "--batch-size", 100,
+                     "--out", out, *TINY], "--particles", "fewer particles")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("seed", [99999999999999999999999, -1, 2 ** 32, 2 ** 32 - 1])
+def test_a_seed_numpy_cannot_take_is_refused(tmp_path, capsys, seed):
+    """numpy's legacy RNG (seeded by pyro.set_rng_seed) takes 0 <= seed < 2**32, and the evaluation seeds with
+    seed + 12345: 2**32 - 1 used to train, then end in a traceback at the evaluation."""
+    out = tmp_path / "run"
+    refused(capsys, ["train", "vae", "--seed", seed, "--out", out, *TINY], "--seed", "2147483647")
+    assert not out.exists()
+
+
+def test_the_largest_seed_runs(tmp_path, capsys):
+    assert main(["train", "vae", "--seed", str(2 ** 31 - 1), "--out", str(tmp_path / "run"), *TINY]) == 0
+
+
+def test_integers_beyond_int64_are_refused_for_every_integer_option(tmp_path, capsys):
+    out = tmp_path / "run"
+    refused(capsys, ["train", "vae", "--checkpoint-every", 10 ** 30, "--out", out, *TINY], "--checkpoint-every",
+            "at most 9223372036854775807")
+    assert not out.exists()
+
+
+def test_eval_samples_beyond_memory_are_refused_before_training(tmp_path):
+    """The harness keeps K x 100 x 3 log-weight terms per evaluation minibatch: 10^10 samples used to train, then
+    loop for hours over particle chunks before failing. A subprocess with a time limit, as the old code hangs."""
+    out = tmp_path / "run"
+    args = [*TINY]
+    args[args.index("--eval-samples") + 1] = str(10 ** 10)
+    proc = subprocess.run([sys.executable, "-m", "zoo", "train", "vae", "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "--eval-samples" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_an_allocation_that_fails_while_a_component_is_built_names_the_option():
+    """The second line of defence, below the CLI: torch's allocator error becomes an OptionError for the option
+    that sized the parameters (here a VampPrior's 10^10 pseudo-inputs of 64 pixels: 2.56 TB)."""
+    from zoo.core.registry import MODELS, OptionError
+    with pytest.raises(OptionError) as info:
+        MODELS.build("vae", 64, prior="vampprior", prior_components=10 ** 10)
+    assert info.value.option == "prior_components" and "too large to allocate" in info.value.problem
+
+
+# -- untrusted .npz data files ------------------------------------------------------------------------------
+def npy_header(shape, descr="|u1"):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def write_npz(path, members, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression) as z:
+        for name, data in members.items():
+            z.writestr(f"{name}.npy", data)
+    return path
+
+
+def train_on(tmp_path, capsys, npz, *mentions):
+    out = tmp_path / "run"
+    line = refused(capsys, ["train", "vae", "--dataset", "binarized_mnist", "--data-dir", npz, "--out", out,
+                            "--epochs", "1", "--no-progress"], str(npz), *mentions)
+    assert not out.exists()
+    return line
+
+
+def test_an_npz_header_declaring_71_tib_is_refused_before_any_allocation(tmp_path, capsys):
+    """A 878-byte .npz whose headers declare [10^11, 784] uint8 arrays (71.3 TiB): numpy allocates before reading."""
+    header = npy_header((10 ** 11, 784))
+    npz = write_npz(tmp_path / "huge.npz", {s: header + bytes(64) for s in ("train", "valid", "test")})
+    train_on(tmp_path, capsys, npz, "'train'", "(100000000000, 784)", "78.4 TB")
+
+
+def test_an_npz_header_declaring_more_than_its_member_holds_is_refused(tmp_path, capsys):
+    npz = write_npz(tmp_path / "short.npz", {s: npy_header((1000, 784)) + bytes(784) for s in ("train", "valid",
+                                                                                                "test")})
+    train_on(tmp_path, capsys, npz, "'train'", "corrupt or truncated")
+
+
+def test_an_npz_of_python_objects_is_refused_without_unpickling(tmp_path, capsys):
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    npz = write_npz(tmp_path / "objects.npz", {s: buf.getvalue() for s in ("train", "valid", "test")})
+    train_on(tmp_path, capsys, npz, "dtype object", "never unpickles")
+
+
+def test_a_corrupt_compressed_npz_is_refused(tmp_path, capsys):
+    """Damaged deflate data raises zlib.error, which the old loader did not expect."""
+    arrays = {s: np.zeros((50, 784), np.uint8) for s in ("train", "valid", "test")}
+    np.savez_compressed(tmp_path / "good.npz", **arrays)
+    data = bytearray((tmp_path / "good.npz").read_bytes())
+    for i in range(60, 90):
+        data[i] ^= 0x5A
+    (tmp_path / "bad.npz").write_bytes(bytes(data))
+    train_on(tmp_path, capsys, tmp_path / "bad.npz", "corrupt or truncated")
+
+
+def test_an_encrypted_npz_is_refused(tmp_path, capsys):
+    arrays = {s: np.zeros((50, 784), np.uint8) for s in ("train", "valid", "test")}
+    np.savez(tmp_path / "plain.npz", **arrays)
+    data = bytearray((tmp_path / "plain.npz").read_bytes())
+    i = data.find(b"PK\x01\x02")
+    while i >= 0:                       # set the "encrypted" flag of every central directory entry
+        data[i + 8] |= 1
+        i = data.find(b"PK\x01\x02", i + 4)
+    (tmp_path / "enc.npz").write_bytes(bytes(data))
+    train_on(tmp_path, capsys, tmp_path / "enc.npz", "encrypted")
+
+
+# -- untrusted result files for `pyro-zoo report` ----------------------------------------------------------------
+def results_dir(tmp_path, text):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "r.json").write_text(text)
+    return folder
+
+
+def report_refused(tmp_path, capsys, folder, *more_args_and_mentions, extra=()):
+    before = sorted(p for p in tmp_path.rglob("*"))
+    line = refused(capsys, ["report", folder, *extra], *more_args_and_mentions)
+    assert sorted(p for p in tmp_path.rglob("*")) == before          # nothing written, no temporary left
+    return line
+
+
+def test_report_on_an_integer_of_5000_digits(tmp_path, capsys):
+    folder = results_dir(tmp_path, '{"provenance": {"command": "x"}, "v": ' + "9" * 5000 + "}")
+    report_refused(tmp_path, capsys, folder, "r.json", "4300 digits")
+
+
+def test_report_on_100000_deep_nesting(tmp_path, capsys):
+    folder = results_dir(tmp_path, '{"provenance": {"command": "x"}, "v": ' + "[" * 100000 + "]" * 100000 + "}")
+    report_refused(tmp_path, capsys, folder, "r.json", "nested deeper")
+
+
+def test_report_on_a_top_level_list(tmp_path, capsys):
+    folder = results_dir(tmp_path, "[1, 2]")
+    report_refused(tmp_path, capsys, folder, "r.json", "JSON list")
+
+
+def test_report_on_a_file_that_is_not_utf8(tmp_path, capsys):
+    folder = results_dir(tmp_path, "{}")
+    (folder / "r.json").write_bytes(b'{"provenance": {"command": "\xff"}}')
+    report_refused(tmp_path, capsys, folder, "r.json", "UTF-8")
+
+
+def test_report_on_a_file_too_large_for_a_result(tmp_path, capsys, monkeypatch):
+    from zoo.evaluation import reports
+    monkeypatch.setattr(reports, "MAX_FILE_BYTES", 1000)
+    folder = results_dir(tmp_path, json.dumps({"provenance": {"command": "x"}, "pad": "x" * 2000}))
+    report_refused(tmp_path, capsys, folder, "r.json", "too large")
+
+
+def good_results(tmp_path):
+    return results_dir(tmp_path, json.dumps({"provenance": {"command": "python make.py"}, "runs": []}))
+
+
+def test_report_out_an_existing_folder(tmp_path, capsys):
+    folder = good_results(tmp_path)
+    (tmp_path / "page").mkdir()
+    report_refused(tmp_path, capsys, folder, "--out", "is a folder", extra=["--out", tmp_path / "page"])
+
+
+def test_report_out_in_a_missing_folder(tmp_path, capsys):
+    folder = good_results(tmp_path)
+    report_refused(tmp_path, capsys, folder, "--out", "does not exist", extra=["--out", tmp_path / "no" / "x.md"])
+
+
+def test_report_readme_a_folder(tmp_path, capsys):
+    folder = good_results(tmp_path)
+    report_refused(tmp_path, capsys, folder, "--readme", "is a folder", extra=["--readme", tmp_path])
+
+
+def test_report_still_renders_the_good_folder(tmp_path, capsys):
+    """The refusals above are not a report that refuses everything: the same folder renders with a good --out."""
+    folder = good_results(tmp_path)
+    (tmp_path / "README.md").write_text("# x\n<!-- results:start -->\n<!-- results:end -->\n")
+    assert main(["report", str(folder), "--out", str(tmp_path / "page.md"),
+                 "--readme", str(tmp_path / "README.md")]) == 0
+    assert (tmp_path / "page.md").read_text().startswith("<!-- generated by 'pyro-zoo report'")
