@@ -27,24 +27,24 @@ from zoo.homework.kit import STUDENT_FILES, make_bundle
 ROOT = Path(__file__).resolve().parents[1]
 
 TOY_CHECKS = '''
-def check_add(sub):
-    got = sub.add(1, 2)
+def check_add(sub, ctx):
+    got = sub.call("add", 1, 2)
     assert got == 3, f"add(1, 2) returned {got!r}, expected 3"
 
-def check_shape(sub):
-    out = sub.ones(3)
+def check_shape(sub, ctx):
+    out = sub.call("ones", 3)
     assert len(out) == 3, f"ones(3) has length {len(out)}, expected 3"
 
-def check_loop(sub):
-    sub.loop()
+def check_loop(sub, ctx):
+    sub.call("loop")
 
-def check_exit(sub):
-    sub.die()
+def check_exit(sub, ctx):
+    sub.call("die")
 
-def check_raise(sub):
-    sub.boom()
+def check_raise(sub, ctx):
+    sub.call("boom")
 
-def check_output(sub):
+def check_output(sub, ctx):
     return "all fine"
 '''
 
@@ -82,11 +82,12 @@ TOY = Assignment("toy", "A toy assignment", package="toy_checks", checks=(
 
 @pytest.fixture
 def toy(tmp_path, monkeypatch):
-    """The toy assignment, registered, its checks importable by the grader's worker."""
+    """The toy assignment, registered, its checks importable by the grader (which runs them in its own process)."""
     checks = tmp_path / "checks"
     checks.mkdir()
     (checks / "toy_checks.py").write_text(TOY_CHECKS)
-    monkeypatch.setenv("PYTHONPATH", str(checks) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.syspath_prepend(str(checks))
+    monkeypatch.delitem(sys.modules, "toy_checks", raising=False)
     monkeypatch.setitem(ASSIGNMENTS, "toy", TOY)
     return tmp_path
 

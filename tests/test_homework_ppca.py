@@ -23,7 +23,7 @@ from zoo.testing import assert_close
 
 NAME = "ppca_three_ways"
 ML = {"ml_closed_form", "ml_matches_sklearn"}
-EM = {"em_monotone", "em_converges", "em_on_other_data"}
+EM = {"em_update", "em_monotone", "em_converges", "em_on_other_data"}
 SVI = {"svi_minibatch_scale", "svi_exact_guide", "svi_amortized_guide"}
 
 #: name -> (old text, new text, the checks it must fail)
@@ -43,6 +43,12 @@ MUTANTS = {
     "eigenvectors_as_rows": ("W = U[:, :latent_dim] * torch.sqrt", "W = U[:latent_dim].T * torch.sqrt", ML),
     # E[z z^T] = E[z] E[z]^T: the posterior covariance forgotten in the M-step
     "em_second_moment_without_covariance": ("sum_Ezz = N * cov + Ez.T @ Ez", "sum_Ezz = Ez.T @ Ez", EM),
+    # EM slips that still climb to the maximum likelihood (full marks when only EM's end point was graded):
+    # sigma^2's cross term with the old W where W_new belongs (the handout: "the sigma^2 update uses W_new")
+    "sigma2_cross_term_with_old_W": ("(Ez * (xc @ W_new))", "(Ez * (xc @ W))", {"em_update"}),
+    # the whole sigma^2 update with the old W
+    "sigma2_update_with_old_W": ("- 2 * (Ez * (xc @ W_new)).sum() + torch.trace(sum_Ezz @ W_new.T @ W_new)",
+                                 "- 2 * (Ez * (xc @ W)).sum() + torch.trace(sum_Ezz @ W.T @ W)", {"em_update"}),
     # the plate without subsample: the minibatch is not scaled by N / B (nor the guide's matching term)
     "plate_scale_forgotten": ('with pyro.plate("data", num_data, subsample=idx):\n        z = pyro.sample("z", dist.N',
                               'with pyro.plate("data", x.shape[0]):\n        z = pyro.sample("z", dist.N', SVI),
@@ -79,8 +85,14 @@ def test_the_ml_solution_is_a_fixed_point_of_em_and_matches_sklearn():
     average log-likelihood is sklearn's PCA.score (which uses 1/(N-1), hence within 1e-3)."""
     from sklearn.decomposition import PCA
 
-    from zoo.homework.ppca_three_ways import solution
+    import importlib.util
 
+    from zoo.homework import get_assignment
+    from zoo.homework.kit import solution_path
+
+    spec = importlib.util.spec_from_file_location("ppca_solution", solution_path(get_assignment(NAME)))
+    solution = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(solution)
     x = make_data().double()
     W, mu, sigma2 = reference_ml(x, LATENT_DIM)
     W_new, sigma2_new = solution.em_step(x, W, mu, torch.tensor(sigma2, dtype=torch.float64))

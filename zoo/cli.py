@@ -12,8 +12,18 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from zoo import flags
 from zoo.core.errors import ZooError
+
+
+class _Flags:
+    """:mod:`zoo.flags`, imported on first use: it loads torch, and :func:`main` handles SIGINT/SIGTERM first."""
+
+    def __getattr__(self, name):
+        from zoo import flags as module
+        return getattr(module, name)
+
+
+flags = _Flags()
 
 MODEL_HELP = ("model name (see 'pyro-zoo list'), or your own Pyro model as FILE.py:NAME (a model function "
               "model(x, idx=None, N=None), or a factory NAME(x_dim) returning one; see zoo.from_pyro)")
@@ -53,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "ELBO[q*], ELBO[q amortized], the approximation and the amortization gap (DIR/gaps.json, .md)")
     flags.add_run_flags(p, only=("eval_samples", "iwae_k", "eval_limit", "refit_epochs", "refit_tol", "device",
                                  "data_dir"))
+    p.add_argument("--model", default=None, metavar="FILE.py:NAME",
+                   help="the model file of a run trained on one: a run folder's files are never imported, so name it "
+                        "here; it must be the file the run was made with (same SHA-256)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("compare", help="train and evaluate a grid of guides × objectives")
@@ -109,7 +122,11 @@ def _add_homework(sub) -> None:
     p.add_argument("--results", default="results.json", metavar="FILE",
                    help="where --gradescope writes (default results.json; on Gradescope "
                         "/autograder/results/results.json)")
-    p.add_argument("--seed", type=int, default=0, help="the seed every check starts from (default 0)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="the seed the checks' inputs are drawn from, to regrade reproducibly (default: a secret "
+                        "one per grade, recorded in --json)")
+    p.add_argument("--as-user", default=None, metavar="USER",
+                   help="run the submission as this unprivileged user (needs root; the Gradescope bundle does)")
     p.add_argument("--only", type=flags.names, default=None, help="comma-separated checks to run (default all)")
     _add_grading_flags(p)
 
@@ -149,6 +166,8 @@ def _config(args, model: str, guide: str, objective: str, base=None):
     options = {f"{kind}_options": {**(getattr(base, f"{kind}_options") if base else {}),
                                    **flags.given_options(args, kind, [name])}
                for kind, name in (("model", model), ("guide", guide), ("objective", objective))}
+    from zoo.models.pyro_model import absolute_spec
+    model = absolute_spec(model)                # a model file is recorded by its absolute path
     if base is None:
         return RunConfig(model=model, guide=guide, objective=objective, **settings, **options)
     return dataclasses.replace(base, model=model, guide=guide, objective=objective, **settings, **options)
@@ -215,16 +234,17 @@ def _list_objectives(objectives, describe) -> None:
 
 
 def cmd_train(args) -> None:
-    from zoo.experiments.config import RunConfig
     from zoo.experiments.run import train_run
-    from zoo.training.checkpoint import load_checkpoint
     if args.resume:
+        from zoo.experiments.run_folder import load_run
+        from zoo.models.pyro_model import is_model_file
         out = Path(args.resume)
         if args.out and Path(args.out) != out:
             raise ZooError("give the run folder once: --resume DIR (not also a different --out)")
-        stored = RunConfig.from_json(load_checkpoint(out / "checkpoint.pt")["config"])
-        config = _config(args, args.model or stored.model, args.guide or stored.guide,
-                         args.objective or stored.objective, base=stored)
+        model_file = args.model if is_model_file(args.model) else None
+        _, stored = load_run(out, model_file, how=f"pyro-zoo train FILE.py:NAME --resume {out}")
+        config = _config(args, stored.model if model_file or not args.model else args.model,
+                         args.guide or stored.guide, args.objective or stored.objective, base=stored)
         summary = train_run(config, out, resume=True, progress=not args.no_progress)
     else:
         if not args.model:
@@ -242,18 +262,21 @@ def cmd_eval(args) -> None:
     if args.gaps:
         from zoo.evaluation.gaps import gaps_markdown
         from zoo.experiments.gaps import gaps_run
-        summary = gaps_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress)
+        summary = gaps_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress,
+                           model_file=args.model)
         print(gaps_markdown(summary))
         print(f"wrote {', '.join(str(Path(args.dir) / f) for f in ('gaps.json', 'gaps.md', 'gaps_per_datum.npz'))}")
         return
-    summary = evaluate_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress)
+    summary = evaluate_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress,
+                           model_file=args.model)
     _print_summary([summary], Path(args.dir))
 
 
 def cmd_compare(args) -> None:
     from zoo.experiments.compare import compare
     from zoo.experiments.config import RunConfig
-    base = RunConfig(model=args.model, **flags.given_run_settings(args),
+    from zoo.models.pyro_model import absolute_spec
+    base = RunConfig(model=absolute_spec(args.model), **flags.given_run_settings(args),
                      model_options=flags.given_options(args, "model", [args.model]))
     out = Path(args.out or f"runs/compare-{model_label(args.model)}")
     rows = compare(args.model, args.guides, args.objectives, base, out, force=args.force,
@@ -273,9 +296,12 @@ def _print_summary(rows, out: Path, files=("results.json", "results.md")) -> Non
 
 def cmd_gradients(args) -> None:
     from zoo.evaluation.tables import gradients_markdown
-    from zoo.experiments.gradients import gradients_run
+    from zoo.experiments.gradients import checkpoint_for, gradients_run
     from zoo.experiments.config import RunConfig
-    config = RunConfig(model=args.model, guide=args.guide, objective=args.objectives[0],
+    if args.checkpoint:                 # a run's model file is checked against its SHA-256 before it is imported
+        checkpoint_for(args.checkpoint, args.model)
+    from zoo.models.pyro_model import absolute_spec
+    config = RunConfig(model=absolute_spec(args.model), guide=args.guide, objective=args.objectives[0],
                        **flags.given_run_settings(args), model_options=flags.given_options(args, "model", [args.model]),
                        guide_options=flags.given_options(args, "guide", [args.guide]))
     out = Path(args.out or f"runs/gradients-{model_label(args.model)}-{args.guide}")
@@ -310,27 +336,21 @@ def cmd_homework(args) -> None:
 
 def cmd_grade(args) -> None:
     from zoo.homework import get_assignment
-    from zoo.homework.grader import find_submission, grade, with_points
+    from zoo.homework.grader import check_output_file, find_submission, grade, with_points, write_results
     hw = with_points(get_assignment(args.assignment), args.points)
     find_submission(args.submission)
     outputs = [Path(f) for f in ([args.json] if args.json else []) + ([args.results] if args.gradescope else [])]
     if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
         raise ZooError("--json and --gradescope --results name the same file; give two files")
     for out in outputs:
-        if out.exists() and out.is_dir():
-            raise ZooError(f"{out} is a folder; give a file name for the results")
+        check_output_file(out)                  # refused before grading, not after
     result = grade(hw, args.submission, hidden=args.hidden, seed=args.seed, timeout_scale=args.timeout_scale,
-                   only=args.only)
+                   only=args.only, as_user=args.as_user)
     print(result.table())
     if args.json:
-        _write_json(Path(args.json), result.to_json())
+        write_results(args.json, result.to_json())
     if args.gradescope:
-        _write_json(Path(args.results), result.to_gradescope())
-
-
-def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+        write_results(args.results, result.to_gradescope())
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "gradients": cmd_gradients,
@@ -338,22 +358,30 @@ COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compare": c
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    import signal
     import warnings
+    from zoo.training.interrupts import exit_code, handle_stop_signals, stopped_message
     warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor.*")
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    handle_stop_signals()                  # SIGINT and SIGTERM stop in one line (zoo.training.interrupts)
     try:
         args = build_parser().parse_args(argv)
         COMMANDS[args.command](args)
     except ZooError as e:
         print(f"pyro-zoo: error: {flags.translate(e)}", file=sys.stderr)
         return ZooError.exit_code
-    except KeyboardInterrupt:
-        print("pyro-zoo: interrupted; the last checkpoint is intact (resume with --resume DIR)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"pyro-zoo: {stopped_message(e)}", file=sys.stderr)
+        return exit_code(e)
     except BrokenPipeError:
         # the reader closed the pipe (`pyro-zoo list | head`): stop quietly, as Unix tools do;
         # point stdout at devnull so that the interpreter's final flush does not raise again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        for s, handler in previous.items():     # in-process callers (tests) keep their own handlers
+            if handler is not None and signal.getsignal(s) is not handler:
+                signal.signal(s, handler)
     return 0
 
 

@@ -1,16 +1,20 @@
 """The homework kit's two records: an :class:`Assignment` is a titled tuple of :class:`Check` s.
 
 A check is named by its function (``"module:function"``); the grader (:mod:`zoo.homework.grader`)
-imports the student's submission once in a worker process and calls ``function(submission)``
-for each check, under the check's time limit. A check fails by raising ``AssertionError`` with a
-one-line reason; it passes by returning ``None`` or a short output string (shown in the table
-and in Gradescope's ``output``). Any other exception, a hang past ``timeout`` or a dead worker
-also fails the check, and only that check.
+imports the student's submission once in a worker process and calls ``function(sub, ctx)`` *in the
+grader's own process* for each check, ``sub`` being a :class:`~zoo.homework.grader.Submission`
+that asks the worker for values (``sub.call("kl_normal", mu, log_sigma)``) and ``ctx`` a
+:class:`~zoo.homework.grader.CheckContext`. A check validates each value it gets back with
+:func:`expect_tensor` / :func:`expect_sequence`, fails by raising ``AssertionError`` with a
+one-line reason, and passes by returning ``None`` or a short output string (shown in the table
+and in Gradescope's ``output``). A submission that raises, hangs past ``timeout`` (CPU seconds)
+or kills its worker fails that check, and only that check.
 
 Each assignment lives in a package ``zoo.homework.<name>`` whose folder holds ``handout.md``,
-``starter.py``, ``solution.py`` (the reference), ``selfcheck.py`` (the student's local self-check)
-and ``checks.py``; its ``__init__`` defines ``ASSIGNMENT`` and registers it in
-:data:`zoo.homework.ASSIGNMENTS`.
+``starter.py``, ``selfcheck.py`` (the student's local self-check), ``checks.py`` (the grader's
+side) and ``probes.py`` (public helpers run next to the student's code); its ``__init__`` defines
+``ASSIGNMENT`` and registers it in :data:`zoo.homework.ASSIGNMENTS`. The reference solution is
+kept out of the package, in ``zoo/homework/solutions/<name>.py`` of a source checkout.
 
 Example::
 
@@ -22,10 +26,11 @@ Example::
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
-__all__ = ["Check", "Assignment"]
+__all__ = ["Check", "Assignment", "expect_tensor", "expect_sequence", "expect_number"]
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,11 @@ class Check:
         name: snake_case id, unique in the assignment, e.g. ``"kl_closed_form"``.
         points: the points it is worth.
         description: one line shown in the grade table.
-        function: ``"module:function"``, called as ``function(submission_module)`` in the grader's
-            worker process; raises ``AssertionError("one-line reason")`` to fail, returns ``None``
-            or a short output string to pass.
-        timeout: seconds, enforced by the grader (the worker is killed past it).
+        function: ``"module:function"``, called as ``function(sub, ctx)`` in the grader's process;
+            raises ``AssertionError("one-line reason")`` to fail, returns ``None`` or a short
+            output string to pass.
+        timeout: CPU seconds of the worker for all of the check's requests, enforced by the grader
+            (the worker is killed past it).
         hidden: hidden from students until published (Gradescope ``after_published``) when the
             instructor switches hidden checks on.
     """
@@ -60,8 +66,8 @@ class Assignment:
         name: the assignment's id (``"bernoulli_vae"``, ``"discrete_estimators"``, ``"ppca_three_ways"``).
         title: one line for ``pyro-zoo homework list``.
         checks: the graded checks, in the order they run.
-        package: ``"zoo.homework.<name>"``; its folder holds handout.md, starter.py, solution.py,
-            selfcheck.py and checks.py.
+        package: ``"zoo.homework.<name>"``; its folder holds handout.md, starter.py, selfcheck.py,
+            checks.py and probes.py.
     """
 
     name: str
@@ -78,3 +84,38 @@ class Assignment:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+
+# -- validating what the submission's process returned -----------------------------------------------
+def expect_sequence(value, what: str, length: int):
+    """``value`` as a list of ``length`` items (a returned tuple arrives as a list), or a one-line failure."""
+    if not isinstance(value, list) or len(value) != length:
+        got = f"{len(value)} values" if isinstance(value, list) else f"a {type(value).__name__}"
+        raise AssertionError(f"{what} must return {length} values, got {got}")
+    return value
+
+
+def expect_tensor(value, what: str, shape: Optional[Sequence[int]] = None, *, finite: bool = True,
+                  numbers: bool = False):
+    """``value`` as a float64 tensor of ``shape`` (any shape when None), finite unless ``finite=False``;
+    with ``numbers`` a plain number is taken as a 0-d tensor. Anything else is a one-line AssertionError."""
+    import torch
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = torch.tensor(float(value))
+    if not isinstance(value, torch.Tensor):
+        raise AssertionError(f"{what} returned a {type(value).__name__}, expected a tensor"
+                             + (f" of shape {tuple(shape)}" if shape is not None else ""))
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise AssertionError(f"{what} returned shape {tuple(value.shape)}, expected {tuple(shape)}")
+    value = value.double()
+    if finite and not torch.isfinite(value).all():
+        raise AssertionError(f"{what} returned nan or inf")
+    return value
+
+
+def expect_number(value, what: str) -> float:
+    """``value`` as a finite float (a number or a one-element tensor), or a one-line failure."""
+    t = expect_tensor(value, what, numbers=True)
+    if t.numel() != 1:
+        raise AssertionError(f"{what} returned shape {tuple(t.shape)}, expected a number")
+    return float(t.reshape(()))

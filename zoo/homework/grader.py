@@ -1,22 +1,38 @@
 """The autograder: grade one submission file against an assignment's checks.
 
-The submission (the student's filled-in ``starter.py``) is imported **once**, in one worker
-subprocess, which then runs the checks one after another, each called as
-``function(submission_module)`` (see :class:`~zoo.homework.base.Check`). The parent process
-never imports student code, so nothing a submission does can crash the grader:
+**Who decides.** The submission (the student's filled-in ``starter.py``) is imported once, in a
+worker subprocess (:mod:`zoo.homework._worker`). The checks run here, in the grader's process,
+which never imports student code. A check is ``check(sub, ctx)``: it chooses its inputs, asks the
+worker for *values* only (``sub.call("kl_normal", mu, log_sigma)`` calls a top-level function of
+the submission; ``sub.probe("zoo.homework.<hw>.probes:name", ...)`` runs a public probe next to the
+student's code, e.g. to trace a Pyro model or train it), validates what comes back (types,
+shapes, finiteness: :func:`~zoo.homework.base.expect_tensor`) and decides the verdict with its
+own code. Replies are plain data (JSON, tensors as dtype/shape/list), matched to their request
+by id; a malformed, forged or out-of-turn reply fails the check, it cannot pass one.
 
-- a submission that does not import (a syntax error, an exception, ``os._exit`` or a hang at
-  import time) loses every check's points, each with the same one-line message;
-- a check that raises loses its points with the exception's first line (``AssertionError``
-  is the check's own reason; anything else is shown with its type and the submission's line);
-- a check that runs past its ``timeout``, or kills the worker (``os._exit``, a segfault, running
-  out of memory), loses its points; the parent kills the worker, starts a fresh one (the
-  submission imported again) and goes on with the remaining checks.
+**Secret inputs.** Every check's inputs come from a seed derived from the grade's seed, which is
+drawn from :mod:`secrets` for each grade unless the instructor gives one (``--seed``, to regrade
+reproducibly; it is recorded in ``--json``, never in Gradescope's output). Values hard-coded for
+one run's inputs are wrong for the next.
 
-Before each check the worker seeds ``random``, NumPy, torch and Pyro with the grader's seed
-and clears Pyro's param store, so every check sees the same state whatever ran before it.
-The worker uses one CPU thread by default (``threads``), so grades are reproducible and
-several can run side by side.
+**Failures cost one check.** A submission that does not import (a syntax error, an exception,
+``os._exit`` or a hang at import time) loses every check's points, each with the same one-line
+message; a check whose call raises loses its points with the exception's first line and the
+submission's line; a check that runs past its time limit, or kills the worker, loses its points,
+the worker is killed and a fresh one serves the next check. What a check computed and stored in
+``ctx.cache`` (e.g. the trained networks' weights) survives that restart.
+
+**Time limits are CPU time** of the worker (``/proc/PID/stat``: the worker's user + system time
+and that of the children it waited for), so a busy machine does not fail a correct submission;
+a wall-clock backstop of :data:`WALL_FACTOR` times the limit catches a submission that sleeps.
+Where ``/proc`` is missing (not Linux) the limits are wall-clock time.
+
+**Nothing is left behind.** On Linux the grader makes itself a child subreaper
+(``prctl(PR_SET_CHILD_SUBREAPER)``), so a process the submission detaches (double fork +
+``setsid``) is re-parented to the grader instead of escaping; when a worker ends, the grader kills
+every process descended from it, looping until none is left, before :func:`grade` returns (so
+before any results file is written). ``as_user`` runs the worker as an unprivileged user (the
+Gradescope bundle does; the grader must then run as root).
 
 **Hidden checks** (``Check(hidden=True)``) are skipped unless the instructor switches them on
 (``hidden=True`` here, ``--hidden`` on the command line, or in the Gradescope bundle). When
@@ -26,6 +42,7 @@ switched on they run and count; Gradescope shows them ``after_published``, every
 Results: :func:`grade` returns a :class:`GradeResult`; :meth:`GradeResult.table` is the table
 printed by ``pyro-zoo grade``, :meth:`GradeResult.to_json` our own schema (``--json``), and
 :meth:`GradeResult.to_gradescope` Gradescope's autograder ``results.json`` (``--gradescope``).
+The threat model (what is prevented, what is not) is in ``zoo/homework/INSTRUCTORS.md``.
 
 Example::
 
@@ -36,32 +53,42 @@ Example::
 """
 from __future__ import annotations
 
+import ctypes
+import hashlib
+import importlib
 import json
 import os
 import platform
+import random
+import secrets
 import select
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from zoo.core.errors import ZooError
 from zoo.homework import get_assignment
+from zoo.homework._worker import ProtocolError, decode, encode
 from zoo.homework.base import Assignment, Check
 
-__all__ = ["grade", "GradeResult", "CheckResult", "find_submission", "with_points", "DEFAULT_SEED",
-           "IMPORT_TIMEOUT"]
+__all__ = ["grade", "GradeResult", "CheckResult", "CheckContext", "Submission", "SubmissionError",
+           "find_submission", "with_points", "check_output_file", "write_results", "IMPORT_TIMEOUT", "WALL_FACTOR"]
 
-#: The seed every check starts from (``--seed`` changes it).
-DEFAULT_SEED = 0
-#: Seconds a submission may take to import.
+#: Seconds of CPU time a submission may take to import.
 IMPORT_TIMEOUT = 60.0
-#: Seconds the worker may take to start (import torch, Pyro and the zoo) before the submission.
+#: The wall-clock backstop: a check (or the import) is stopped after this many times its CPU limit in wall time.
+WALL_FACTOR = 10.0
+#: Seconds the worker may take to start (Python itself) before the submission.
 _START_TIMEOUT = 300.0
 #: The longest message kept for one check (one line).
 _MAX_MESSAGE = 300
+#: The longest reply read from the worker (bytes): a bigger one fails the check.
+_MAX_REPLY = 256 * 2 ** 20
 
 
 @dataclass
@@ -180,25 +207,102 @@ def find_submission(path: Union[str, Path]) -> Path:
     return path
 
 
+# -- what a check sees ---------------------------------------------------------------------------------
+class SubmissionError(Exception):
+    """The submission's function raised (or returned something the wire format cannot carry): the check errs."""
+
+
+class _WorkerTrouble(Exception):
+    """The worker cannot go on (timeout, death, a forged or garbled reply): the check gets ``status``, the
+    worker is replaced."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class CheckContext:
+    """What a check gets besides the submission: its ``seed`` (its inputs are drawn from it; torch's global
+    RNG is seeded with it while the check runs) and ``cache``, a dict shared by the checks of one grade and
+    kept across worker restarts (e.g. trained weights that a later check reuses)."""
+
+    seed: int
+    cache: Dict[str, Any] = field(default_factory=dict)
+
+
+class Submission:
+    """The grader's handle on the submission's worker, for one check: it asks for values, never verdicts.
+
+    :meth:`call` and :meth:`probe` return the decoded reply (tensors, numbers, strings, lists, dicts) or
+    raise :class:`SubmissionError` when the submission raised. The check's CPU-time limit covers all its
+    requests together."""
+
+    def __init__(self, session: "_Session", seed: int, limit: float):
+        self._session, self._random, self._limit = session, random.Random(seed), limit
+        self._cpu_used, self._wall_used = 0.0, 0.0
+
+    def call(self, function: str, *args):
+        """``submission.function(*args)`` in the worker; the arguments are data the grader chose."""
+        return self._request({"call": function}, args)
+
+    def probe(self, probe: str, *args):
+        """``probe(submission, *args)`` in the worker, ``probe`` being ``"zoo.homework.<hw>.probes:name"``."""
+        return self._request({"probe": probe}, args)
+
+    @property
+    def seconds(self) -> float:
+        """CPU seconds the worker spent on this check's requests."""
+        return self._cpu_used
+
+    def _request(self, target: Dict, args) -> Any:
+        worker = self._session.worker
+        if worker is None:
+            raise _WorkerTrouble("crashed", "the grader's worker process is gone")
+        request_id = self._session.next_id()
+        request = {"id": request_id, "seed": self._random.randrange(2 ** 31), **target, "args": encode(list(args))}
+        reply, used_cpu, used_wall = worker.request(request, self._limit - self._cpu_used,
+                                                    WALL_FACTOR * self._limit - self._wall_used)
+        self._cpu_used += used_cpu
+        self._wall_used += used_wall
+        if not isinstance(reply, dict) or reply.get("id") != request_id or not ({"value"} == set(reply) - {"id"} or
+                                                                             {"error"} == set(reply) - {"id"}):
+            raise _WorkerTrouble("failed", "the submission's process sent a reply that does not answer the "
+                                           "grader's request (forged or garbled)")
+        if "error" in reply:
+            raise SubmissionError(str(reply["error"]))
+        try:
+            return decode(reply["value"])
+        except ProtocolError as e:
+            raise _WorkerTrouble("failed", f"the submission's process sent {e} instead of a value") from None
+
+
+# -- grading -------------------------------------------------------------------------------------------
 def grade(assignment: Union[str, Assignment], submission: Union[str, Path], *, hidden: bool = False,
-          seed: int = DEFAULT_SEED, timeout_scale: float = 1.0, threads: int = 1,
-          only: Optional[Sequence[str]] = None, import_timeout: float = IMPORT_TIMEOUT) -> GradeResult:
+          seed: Optional[int] = None, timeout_scale: float = 1.0, threads: int = 1,
+          only: Optional[Sequence[str]] = None, import_timeout: float = IMPORT_TIMEOUT,
+          as_user: Optional[str] = None) -> GradeResult:
     """Grade ``submission`` (a .py file, or a folder holding one) on ``assignment``.
 
     Arguments:
         assignment: a name from :data:`zoo.homework.ASSIGNMENTS` or an :class:`Assignment`.
         submission: the student's file.
         hidden: run the hidden checks too (and count them).
-        seed: the seed each check starts from.
+        seed: the seed the checks' inputs are drawn from; ``None`` (the default) draws a secret one.
         timeout_scale: multiplies every check's time limit (a slow grading machine).
         threads: torch's CPU threads in the worker.
         only: grade only these checks (by name).
-        import_timeout: seconds the submission may take to import.
+        import_timeout: CPU seconds the submission may take to import.
+        as_user: run the worker as this (unprivileged) user; the grader must be root.
     """
     hw = get_assignment(assignment) if isinstance(assignment, str) else assignment
     path = find_submission(submission).resolve()
     if timeout_scale <= 0:
         raise ZooError(f"timeout_scale must be > 0, got {timeout_scale}")
+    if seed is None:
+        seed = secrets.randbits(63)
+    elif not 0 <= seed < 2 ** 63:
+        raise ZooError(f"--seed must be between 0 and 2**63 - 1, got {seed}")
     checks = [c for c in hw.checks if hidden or not c.hidden]
     if only is not None:
         unknown = sorted(set(only) - {c.name for c in hw.checks})
@@ -208,27 +312,57 @@ def grade(assignment: Union[str, Assignment], submission: Union[str, Path], *, h
         checks = [c for c in checks if c.name in set(only)]
     start = time.perf_counter()
     results: List[CheckResult] = []
-    worker: Optional[_Worker] = None
+    session = _Session(path, threads, import_timeout, as_user)
+    cache: Dict[str, Any] = {}
     import_failure: Optional[str] = None
     try:
         for check in checks:
+            if import_failure is None and session.worker is None:
+                import_failure = session.start()
             if import_failure is not None:
                 results.append(_result(check, "import_error", import_failure))
                 continue
-            if worker is None:
-                worker, import_failure = _Worker.start(path, seed, threads, import_timeout)
-                if import_failure is not None:
-                    results.append(_result(check, "import_error", import_failure))
-                    continue
-            result, alive = worker.run(check, check.timeout * timeout_scale)
-            results.append(result)
-            if not alive:
-                worker.kill()
-                worker = None
+            results.append(_run_check(check, session, _derive(seed, check.name), cache, timeout_scale))
     finally:
-        if worker is not None:
-            worker.close()
+        session.close()                          # the worker and everything it left behind are gone
     return GradeResult(hw.name, hw.title, str(path), results, hidden, seed, time.perf_counter() - start)
+
+
+def _derive(seed: int, name: str) -> int:
+    """A check's own seed: its inputs do not depend on which checks ran before it."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") >> 1
+
+
+def _run_check(check: Check, session: "_Session", seed: int, cache: Dict, timeout_scale: float) -> CheckResult:
+    limit = check.timeout * timeout_scale
+    module_name, _, name = check.function.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as e:
+        return _result(check, "error", f"the grader cannot find its check {check.function}: {e}")
+    sub = Submission(session, seed, limit)
+    start = time.perf_counter()
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None:                    # the check's own draws, reproducible, the caller's RNG left alone
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                output = function(sub, CheckContext(seed, cache))
+        else:
+            output = function(sub, CheckContext(seed, cache))
+    except AssertionError as e:
+        return _result(check, "failed", str(e).strip() or "assertion failed", time.perf_counter() - start)
+    except SubmissionError as e:
+        return _result(check, "error", str(e), time.perf_counter() - start)
+    except _WorkerTrouble as e:
+        session.stop()
+        message = (f"took longer than its {limit:g} s time limit (an infinite loop?)" if e.status == "timeout"
+                   else str(e))
+        return _result(check, e.status, message, time.perf_counter() - start)
+    except Exception as e:                       # the grader's own code choked on a value: the check fails
+        return _result(check, "error", f"the grader could not use what the submission returned: "
+                                       f"{type(e).__name__}: {e}", time.perf_counter() - start)
+    return _result(check, "passed", seconds=time.perf_counter() - start, output="" if output is None else str(output))
 
 
 def _result(check: Check, status: str, message: str = "", seconds: float = 0.0, output: str = "") -> CheckResult:
@@ -242,36 +376,161 @@ def _one_line(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE - 3] + "..."
 
 
+# -- processes -----------------------------------------------------------------------------------------
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: The workers this process started and has not yet ended (every thread's): never taken for strays.
+_LIVE_WORKERS: set = set()
+_LOCK = threading.Lock()
+_SUBREAPER = False
+
+
+def _become_subreaper() -> None:
+    """On Linux, adopt orphaned descendants (PR_SET_CHILD_SUBREAPER = 36), so a detached process cannot escape."""
+    global _SUBREAPER
+    if _SUBREAPER or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        _SUBREAPER = libc.prctl(36, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        pass
+
+
+def _stat(pid: int) -> Optional[List[str]]:
+    """The fields of /proc/PID/stat after the command name (field 3 onwards), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def _cpu_seconds(pid: int) -> Optional[float]:
+    """User + system CPU seconds of ``pid`` and of the children it waited for; None without /proc."""
+    fields = _stat(pid)
+    return None if fields is None else sum(int(f) for f in fields[11:15]) / _CLOCK_TICKS
+
+
+def _processes() -> Dict[int, List[str]]:
+    found = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields is not None:
+                found[int(entry)] = fields
+    return found
+
+
+def _kill_leftovers(root: int, since_ticks: int) -> None:
+    """SIGKILL every descendant of ``root``, and every orphan re-parented to this process (we are its
+    subreaper) that started after ``since_ticks`` and is not a live worker, looping until none is left."""
+    me = os.getpid()
+    for _ in range(100):
+        table = _processes()
+        children: Dict[int, List[int]] = {}
+        for pid, fields in table.items():
+            children.setdefault(int(fields[1]), []).append(pid)
+        with _LOCK:
+            live = set(_LIVE_WORKERS)
+        strays = [pid for pid in children.get(me, []) if pid not in live and int(table[pid][19]) >= since_ticks
+                  and table[pid][0] != "Z"]
+        targets, stack = set(), [root, *strays]
+        while stack:
+            pid = stack.pop()
+            for child in children.get(pid, []):
+                if child not in targets and child not in live:
+                    targets.add(child)
+                    stack.append(child)
+        targets |= set(strays)
+        targets = {p for p in targets if table.get(p, ["Z"])[0] != "Z"}
+        for pid in targets:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for pid in children.get(me, []):          # reap the orphans we adopted (never a live worker: Popen reaps those)
+            if pid not in live:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+        if not targets:
+            return
+        time.sleep(0.02)
+
+
+class _Session:
+    """The worker of one grade: started on demand, replaced after a timeout or crash, and at the end killed
+    with everything it left behind."""
+
+    def __init__(self, path: Path, threads: int, import_timeout: float, as_user: Optional[str]):
+        self.path, self.threads, self.import_timeout, self.as_user = path, threads, import_timeout, as_user
+        self.worker: Optional[_Worker] = None
+        self._ids = 0
+
+    def next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def start(self) -> Optional[str]:
+        """Start a worker that imported the submission; the reason why not, or None."""
+        _become_subreaper()
+        self.worker, failure = _Worker.start(self.path, self.threads, self.import_timeout, self.as_user)
+        return failure
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.kill()
+            self.worker = None
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
+
+
 class _Worker:
-    """A subprocess that imported the submission and runs checks on request (JSON lines).
+    """A subprocess that imported the submission and answers requests (JSON lines).
 
-    Requests go in on its stdin; replies come back on a pipe of their own, so whatever the
-    submission prints cannot garble them (its output is discarded: a print loop cannot fill a disk).
-    """
+    Requests go in on its stdin; replies come back on a pipe of their own; its stdout and stderr are
+    discarded (a print loop cannot fill a disk)."""
 
-    def __init__(self, proc: subprocess.Popen, reply_fd: int):
-        self.proc, self.reply_fd = proc, reply_fd
+    def __init__(self, proc: subprocess.Popen, reply_fd: int, started_ticks: int):
+        self.proc, self.reply_fd, self.started_ticks = proc, reply_fd, started_ticks
         self._buffer = b""
 
     @classmethod
-    def start(cls, path: Path, seed: int, threads: int, import_timeout: float):
+    def start(cls, path: Path, threads: int, import_timeout: float, as_user: Optional[str]):
         read_fd, write_fd = os.pipe()
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    PYTHONDONTWRITEBYTECODE="1")
         # the worker must import this same zoo (a checkout run with `python -m zoo`, not an installed one)
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        command = [sys.executable, str(Path(__file__).with_name("_worker.py")), str(path), str(write_fd), str(seed),
-                   str(threads)]
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                pass_fds=(write_fd,), env=env, cwd=str(path.parent))
+        user = {}
+        if as_user is not None:
+            import pwd
+            try:
+                entry = pwd.getpwnam(as_user)
+            except KeyError:
+                raise ZooError(f"no user {as_user!r} to run the submission as; create it (see INSTRUCTORS.md)") \
+                    from None
+            user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+            env.update(HOME="/tmp", USER=as_user, LOGNAME=as_user)
+        command = [sys.executable, str(Path(__file__).with_name("_worker.py")), str(path), str(write_fd)]
+        uptime = _uptime_ticks()
+        with _LOCK:
+            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, pass_fds=(write_fd,), env=env, cwd=str(path.parent),
+                                    start_new_session=True, **user)
+            _LIVE_WORKERS.add(proc.pid)
         os.close(write_fd)
-        worker = cls(proc, read_fd)
-        reply = worker._read(_START_TIMEOUT)
+        worker = cls(proc, read_fd, uptime)
+        reply, _, _ = worker._read(_START_TIMEOUT, _START_TIMEOUT, cpu=False)
         if not isinstance(reply, dict) or not reply.get("started"):
             worker.kill()
             return None, "the grader's worker did not start"
-        reply = worker._read(import_timeout)
+        reply, _, _ = worker._read(import_timeout, WALL_FACTOR * import_timeout)
         if reply is None:
             worker.kill()
             return None, f"the submission did not finish importing within {import_timeout:g} s"
@@ -279,57 +538,72 @@ class _Worker:
             code = proc.wait()
             worker.kill()
             return None, f"the submission does not import: the process exited with code {code} while importing it"
+        if not isinstance(reply, dict) or not (reply.get("ready") is True or isinstance(reply.get("import_error"), str)):
+            worker.kill()
+            return None, "the submission does not import: its process sent a garbled message while importing"
         if "import_error" in reply:
             worker.kill()
             return None, f"the submission does not import: {reply['import_error']}"
         return worker, None
 
-    def run(self, check: Check, timeout: float):
-        """(CheckResult, whether the worker is still usable)."""
-        start = time.perf_counter()
+    def request(self, request: Dict, cpu_left: float, wall_left: float):
+        """Send ``request``; (the reply, CPU seconds used, wall seconds used). Raises
+        :class:`_WorkerTrouble` on a timeout, a dead worker or an unreadable reply."""
         try:
-            self.proc.stdin.write((json.dumps({"function": check.function}) + "\n").encode())
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
-            return _result(check, "crashed", "the grader's worker process died before this check"), False
-        reply = self._read(timeout)
-        seconds = time.perf_counter() - start
+            raise _WorkerTrouble("crashed", "the grader's worker process died before this check") from None
+        reply, cpu, wall = self._read(cpu_left, wall_left)
         if reply is None:
-            return _result(check, "timeout", f"took longer than the {timeout:g} s time limit (an infinite loop?)",
-                           seconds), False
+            raise _WorkerTrouble("timeout", "time limit")
         if reply == "died":
             code = self.proc.wait()
-            return _result(check, "crashed", f"the process running the check exited with code {code} "
-                                             f"(os._exit, sys.exit or a crash in the submission?)", seconds), False
-        return _result(check, reply["status"], reply.get("message", ""), seconds, reply.get("output") or ""), True
+            raise _WorkerTrouble("crashed", f"the process running the check exited with code {code} "
+                                            f"(os._exit, sys.exit or a crash in the submission?)")
+        return reply, cpu, wall
 
-    def _read(self, timeout: float):
-        """The next reply, None past ``timeout`` seconds, or "died" when the worker ended."""
-        deadline = time.monotonic() + timeout
+    def _read(self, cpu_left: float, wall_left: float, cpu: bool = True):
+        """(the next reply, CPU seconds, wall seconds): the reply is None past the limits, "died" when the
+        worker ended; a line that is not JSON is a :class:`_WorkerTrouble`."""
+        start_wall = time.monotonic()
+        start_cpu = _cpu_seconds(self.proc.pid) if cpu else None
+        used_cpu = lambda: (_cpu_seconds(self.proc.pid) or start_cpu) - start_cpu if start_cpu is not None \
+            else time.monotonic() - start_wall
         while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([self.reply_fd], [], [], left)
+            if used_cpu() > cpu_left or time.monotonic() - start_wall > wall_left:
+                return None, used_cpu(), time.monotonic() - start_wall
+            ready, _, _ = select.select([self.reply_fd], [], [], 0.1)
             if not ready:
-                return None
-            chunk = os.read(self.reply_fd, 65536)
+                continue
+            chunk = os.read(self.reply_fd, 1 << 20)
             if not chunk:
-                return "died"
+                return "died", used_cpu(), time.monotonic() - start_wall
             self._buffer += chunk
+            if len(self._buffer) > _MAX_REPLY:
+                raise _WorkerTrouble("failed", f"the submission's process sent a reply over {_MAX_REPLY >> 20} MiB")
         line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
+        spent = used_cpu(), time.monotonic() - start_wall
+        try:
+            return json.loads(line), *spent
+        except ValueError:
+            raise _WorkerTrouble("failed", "the submission's process sent a line that is not a reply "
+                                           "(forged or garbled)") from None
 
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        _kill_leftovers(self.proc.pid, self.started_ticks)
+        with _LOCK:
+            _LIVE_WORKERS.discard(self.proc.pid)
+        _kill_leftovers(self.proc.pid, self.started_ticks)
         self._cleanup()
 
     def close(self):
         try:
             self.proc.stdin.close()
-            self.proc.wait(timeout=5)
+            self.proc.wait(timeout=2)
         except (subprocess.TimeoutExpired, OSError):
             pass
         self.kill()
@@ -340,3 +614,50 @@ class _Worker:
                 closer()
             except OSError:
                 pass
+
+
+def _uptime_ticks() -> int:
+    """Now, in the clock ticks since boot that /proc/PID/stat's start time uses (0 without /proc)."""
+    try:
+        return int(float(Path("/proc/uptime").read_text().split()[0]) * _CLOCK_TICKS) - 1
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+# -- results files -------------------------------------------------------------------------------------
+def check_output_file(path: Union[str, Path]) -> Path:
+    """Refuse, before any grading, a results file that could not be written: a folder, a path under a
+    file, a missing folder, or a folder this user cannot create files in (tried with a temporary file)."""
+    import tempfile
+    path = Path(path)
+    if path.is_dir():
+        raise ZooError(f"{path} is a folder; give a file name for the results")
+    parent = path.absolute().parent
+    for ancestor in (parent, *parent.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise ZooError(f"cannot write {path}: {ancestor} is a file, not a folder")
+            break
+    if not parent.is_dir():
+        raise ZooError(f"no folder {parent} for {path}; create it first")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".tmp"):
+            pass
+    except OSError as e:
+        raise ZooError(f"cannot write {path}: {e.strerror or e} in {parent}; give a writable place") from None
+    return path
+
+
+def write_results(path: Union[str, Path], data: Dict) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a temporary file beside it, then renamed over it)."""
+    import tempfile
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.absolute().parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data, indent=2) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,14 +1,21 @@
 """The homework kit's folders and files: the student's folder, the reference solution, the Gradescope bundle.
 
 These are what ``pyro-zoo homework init | solution | bundle`` call (:mod:`zoo.cli` only parses
-flags). Each refuses bad input (an unknown assignment, a non-empty folder, an existing file) with
-a one-line :class:`~zoo.core.errors.ZooError` before it writes anything.
+flags). Each refuses bad input (an unknown assignment, a non-empty folder or a path under a file,
+an existing file) with a one-line :class:`~zoo.core.errors.ZooError` before it writes anything.
+
+**Reference solutions are not in the installed package** (students install pyro-zoo for their
+self-check): they live in ``zoo/homework/solutions/<name>.py`` of a source checkout, a folder
+without ``__init__.py`` that setup.cfg leaves out of the wheel. ``homework solution`` copies one
+from there and refuses, in one line, where there is no checkout.
 
 The **Gradescope bundle** is the zip Gradescope's "Configure Autograder" page takes: at its root
-``setup.sh`` (installs the pinned Python packages the grader was made with) and ``run_autograder``
-(grades ``/autograder/submission`` and writes ``/autograder/results/results.json``), plus a frozen
-copy of the zoo's source under ``pyro-zoo/`` and ``bundle.json`` recording what was frozen. The
-zip does not change when the zoo does: it is the deadline's grader. See ``INSTRUCTORS.md``.
+``setup.sh`` (installs the pinned Python packages the grader was made with and creates the
+unprivileged user the submission runs as) and ``run_autograder`` (grades
+``/autograder/submission`` and writes ``/autograder/results/results.json``), plus a frozen copy of
+the zoo's source under ``pyro-zoo/`` (the graded assignment only, no reference solution) and
+``bundle.json`` recording what was frozen. The zip does not change when the zoo does: it is the
+deadline's grader. See ``INSTRUCTORS.md``.
 """
 from __future__ import annotations
 
@@ -29,19 +36,31 @@ from zoo.core.errors import ZooError
 from zoo.homework import ASSIGNMENTS, get_assignment
 from zoo.homework.base import Assignment
 
-__all__ = ["assignment_folder", "selfcheck", "list_text", "init_student_folder", "write_solution", "make_bundle",
-           "STUDENT_FILES", "BUNDLE_PACKAGES"]
+__all__ = ["assignment_folder", "solution_path", "selfcheck", "list_text", "init_student_folder", "write_solution",
+           "make_bundle", "STUDENT_FILES", "BUNDLE_PACKAGES", "STUDENT_USER"]
 
 #: What ``homework init`` writes into the student's folder.
 STUDENT_FILES = ("handout.md", "starter.py", "selfcheck.py")
 #: The Python packages the bundle's setup.sh installs, pinned at the versions installed here.
 BUNDLE_PACKAGES = ("pyro-ppl", "numpy", "scikit-learn", "arviz", "tqdm", "matplotlib")
 _SOURCE_PACKAGES = ("zoo", "guides")
+#: The unprivileged user the bundle runs submissions as (setup.sh creates it).
+STUDENT_USER = "pyrozoo-student"
 
 
 def assignment_folder(hw: Assignment) -> Path:
-    """The folder of the assignment's package (handout.md, starter.py, solution.py, ...)."""
+    """The folder of the assignment's package (handout.md, starter.py, checks.py, ...)."""
     return Path(importlib.import_module(hw.package).__file__).parent
+
+
+def solution_path(hw: Assignment) -> Path:
+    """The reference solution of ``hw`` in this source checkout; a one-line ZooError where there is none
+    (an installed pyro-zoo does not carry the solutions)."""
+    path = Path(__file__).resolve().parent / "solutions" / f"{hw.name}.py"
+    if not path.is_file():
+        raise ZooError(f"the reference solution of {hw.name} is not in an installed pyro-zoo (students install it "
+                       f"too); run this from a source checkout of pyro-zoo, which has zoo/homework/solutions/")
+    return path
 
 
 def list_text() -> str:
@@ -62,6 +81,11 @@ def list_text() -> str:
 def _empty_target(folder: Path) -> None:
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ZooError(f"{folder} is not an empty folder; give a new or empty folder so nothing is overwritten")
+    for parent in folder.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ZooError(f"{folder} is under {parent}, which is a file; give a folder path")
+            break
 
 
 def _write_files(hw: Assignment, folder: Path, names) -> List[Path]:
@@ -86,11 +110,14 @@ def init_student_folder(name: str, folder) -> List[Path]:
 
 
 def write_solution(name: str, folder) -> List[Path]:
-    """Write the instructor's reference solution, ``solution.py``, into ``folder``."""
+    """Write the instructor's reference solution, ``solution.py``, into ``folder`` (from a source checkout)."""
     hw = get_assignment(name)
     folder = Path(folder)
     _empty_target(folder)
-    return _write_files(hw, folder, ("solution.py",))
+    source = solution_path(hw)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "solution.py").write_text(source.read_text())
+    return [folder / "solution.py"]
 
 
 def _pinned(package: str) -> Optional[str]:
@@ -102,11 +129,17 @@ def _pinned(package: str) -> Optional[str]:
 
 
 def _git_commit(root: Path) -> Optional[str]:
+    """The commit checked out at ``root``, or None when ``root`` is not in a git clone.
+
+    ``safe.directory`` is set for this one command: git refuses ("dubious ownership") a clone owned by
+    another user, e.g. one made on the host and built in a container as root, and we only read it."""
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "-c", f"safe.directory={root}", "-C", str(root), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
 
 
 def _setup_sh(requirements: List[str]) -> str:
@@ -115,43 +148,70 @@ def _setup_sh(requirements: List[str]) -> str:
 # Gradescope runs this once when it builds the autograder image (Ubuntu, as root).
 set -euo pipefail
 apt-get update -qq
-apt-get install -y -qq python3 python3-pip > /dev/null
+apt-get install -y -qq python3 python3-pip procps > /dev/null
 # CPU wheels: the grader needs no GPU.
 pip3 install --no-cache-dir {shlex.quote(torch)} --index-url https://download.pytorch.org/whl/cpu \\
   || pip3 install --no-cache-dir --break-system-packages {shlex.quote(torch)} --index-url https://download.pytorch.org/whl/cpu
 pip3 install --no-cache-dir {' '.join(shlex.quote(r) for r in requirements)} \\
   || pip3 install --no-cache-dir --break-system-packages {' '.join(shlex.quote(r) for r in requirements)}
+# The unprivileged user the submissions run as (run_autograder): it cannot read the grader's checks.
+id {STUDENT_USER} > /dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nologin {STUDENT_USER}
 """
 
 
 def _run_autograder(hw: Assignment, options: List[str]) -> str:
     grade_options = " ".join(shlex.quote(o) for o in options)
     return f"""#!/usr/bin/env bash
-# Gradescope runs this for every submission. Paths default to Gradescope's; the variables let you
-# try the bundle on your own machine (see INSTRUCTORS.md).
-SOURCE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)/pyro-zoo"
-SUBMISSION="${{AUTOGRADER_SUBMISSION:-/autograder/submission}}"
-RESULTS="${{AUTOGRADER_RESULTS:-/autograder/results/results.json}}"
+# Gradescope runs this, as root, for every submission. Paths default to Gradescope's; the variables let
+# you try the bundle on your own machine (see INSTRUCTORS.md); relative paths are taken from where you are.
+set -u
+HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
+SOURCE="$HERE/pyro-zoo"
+absolute() {{ case "$1" in /*) printf '%s\\n' "$1" ;; *) printf '%s/%s\\n' "$PWD" "$1" ;; esac; }}
+SUBMISSION="$(absolute "${{AUTOGRADER_SUBMISSION:-/autograder/submission}}")"
+RESULTS="$(absolute "${{AUTOGRADER_RESULTS:-/autograder/results/results.json}}")"
 PYTHON="${{AUTOGRADER_PYTHON:-python3}}"
+STUDENT={STUDENT_USER}
+export PYTHONDONTWRITEBYTECODE=1         # no readable bytecode of the root-only checks
+PRIVATE="$(mktemp -d)"                    # mode 700: the grade is written here first
+AS_USER=()
+if [ "$(id -u)" = 0 ] && id "$STUDENT" > /dev/null 2>&1; then
+  # The submission runs as $STUDENT; the grader's checks and this bundle's files are root's only.
+  chmod 600 "$HERE/bundle.json" "$HERE/setup.sh"
+  find "$SOURCE" -name checks.py -exec chmod 600 {{}} +
+  chmod -R a+rX "$SUBMISSION"
+  AS_USER=(--as-user "$STUDENT")
+fi
 cd "$SOURCE"
-if ! "$PYTHON" -m zoo grade {hw.name} "$SUBMISSION" --gradescope --results "$RESULTS" {grade_options} \\
-     2> "$SOURCE/../grader_error.txt"; then
+if ! "$PYTHON" -m zoo grade {hw.name} "$SUBMISSION" --gradescope --results "$PRIVATE/results.json" \\
+     {grade_options} ${{AS_USER[@]+"${{AS_USER[@]}}"}} 2> "$PRIVATE/error.txt"; then
   # The grader refused its input (e.g. no .py file uploaded): give the student the reason, 0 points.
-  "$PYTHON" - "$RESULTS" "$SOURCE/../grader_error.txt" <<'EOF'
+  "$PYTHON" - "$PRIVATE/results.json" "$PRIVATE/error.txt" <<'EOF'
 import json, sys
 reason = open(sys.argv[2]).read().strip().splitlines()
 json.dump({{"score": 0, "output": reason[-1] if reason else "the grader could not read the submission",
            "tests": [], "visibility": "visible"}}, open(sys.argv[1], "w"))
 EOF
 fi
+# Nothing the submission started may outlive the grade: every process of its user is killed first.
+if [ ${{#AS_USER[@]}} -gt 0 ]; then
+  for _ in $(seq 100); do pkill -KILL -u "$STUDENT" || break; sleep 0.1; done
+fi
+mkdir -p "$(dirname "$RESULTS")"
+cp "$PRIVATE/results.json" "$RESULTS.partial" && mv -f "$RESULTS.partial" "$RESULTS"
+rm -rf "$PRIVATE"
 """
 
 
-def _source_files(root: Path) -> Dict[str, bytes]:
+def _source_files(root: Path, hw: Assignment) -> Dict[str, bytes]:
+    """The zoo's source for the bundle: no reference solution, and of the assignments only ``hw``."""
+    homework = root / "zoo" / "homework"
+    others = {homework / name for name in ASSIGNMENTS if name != hw.name} | {homework / "solutions"}
     files = {}
     for package in _SOURCE_PACKAGES:
         for path in sorted((root / package).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".md", ".json"):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".md", ".json") \
+                    and not any(folder in path.parents for folder in others):
                 files[f"pyro-zoo/{path.relative_to(root).as_posix()}"] = path.read_bytes()
     return files
 
@@ -193,7 +253,7 @@ def make_bundle(name: str, zip_path, *, hidden: bool = False, points: Optional[M
                 "max_score": sum(c.points for c in hw.checks if hidden or not c.hidden)}
     executable = {"setup.sh", "run_autograder"}
     entries = {"setup.sh": _setup_sh(requirements).encode(), "run_autograder": _run_autograder(hw, options).encode(),
-               "bundle.json": (json.dumps(manifest, indent=2) + "\n").encode(), **_source_files(root)}
+               "bundle.json": (json.dumps(manifest, indent=2) + "\n").encode(), **_source_files(root, hw)}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
         for arcname, data in entries.items():

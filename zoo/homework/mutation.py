@@ -1,6 +1,7 @@
 """Mutation testing of an assignment's checks: does each check fail for the bug it certifies, and only that one?
 
-A grader is trustworthy when (1) the reference solution scores full marks at every seed used, (2) the
+A grader is trustworthy when (1) the reference solution (``zoo/homework/solutions/<name>.py`` of a source
+checkout) scores full marks at every seed used, (2) the
 untouched starter scores 0 with a one-line reason per check and no crash, and (3) each *mutant*, one bug
 that students really write as a textual edit of the reference ``solution.py``, loses the points of
 exactly the checks that certify the mathematics it breaks and keeps every other check at full points.
@@ -28,14 +29,18 @@ Example (a pytest file for an assignment ``my_hw``)::
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AbstractSet, Dict, Mapping, Sequence, Tuple
 
 from zoo.homework import get_assignment
-from zoo.homework.grader import DEFAULT_SEED, GradeResult, grade
-from zoo.homework.kit import assignment_folder
+from zoo.homework.grader import GradeResult, grade
+from zoo.homework.kit import assignment_folder, solution_path
+
+#: The seed mutants are graded at (and the reference's first seed).
+DEFAULT_SEED = 0
 
 __all__ = ["Mutant", "grade_with_mutants", "assert_full_marks", "assert_starter_scores_zero", "assert_loses_exactly",
            "reference_key"]
@@ -59,10 +64,12 @@ def reference_key(seed: int) -> str:
 def grade_with_mutants(assignment: str, mutants: Mapping[str, Mutant], folder: Path,
                        seeds: Sequence[int] = (DEFAULT_SEED, 1), workers: int = 2) -> Dict[str, GradeResult]:
     """Grade, hidden checks on: the reference solution at each of ``seeds`` (keys :func:`reference_key`), the
-    starter (key ``"starter"``) and every mutant (its name) at the grader's default seed; ``workers``
-    submissions at a time (each grade runs in its own worker process). Mutant files are written to ``folder``."""
-    source_folder = assignment_folder(get_assignment(assignment))
-    solution = source_folder / "solution.py"
+    starter (key ``"starter"``) and every mutant (its name) at :data:`DEFAULT_SEED`; ``workers`` submissions at a
+    time, each grade in a process of its own (a grade seeds torch's global RNG for each check, which threads
+    would share). Mutant files are written to ``folder``."""
+    hw = get_assignment(assignment)
+    source_folder = assignment_folder(hw)
+    solution = solution_path(hw)
     source = solution.read_text()
     jobs: Dict[str, Tuple[Path, int]] = {reference_key(s): (solution, s) for s in seeds}
     jobs["starter"] = (source_folder / "starter.py", DEFAULT_SEED)
@@ -73,7 +80,7 @@ def grade_with_mutants(assignment: str, mutants: Mapping[str, Mutant], folder: P
         path = Path(folder) / f"{name}.py"
         path.write_text(source.replace(mutant.old, mutant.new))
         jobs[name] = (path, DEFAULT_SEED)
-    with ThreadPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {name: pool.submit(grade, assignment, path, hidden=True, seed=seed)
                    for name, (path, seed) in jobs.items()}
         return {name: f.result() for name, f in futures.items()}

@@ -23,6 +23,8 @@ ASSIGNMENT = register(Assignment(
               f"{_CHECKS}:check_log_likelihood", timeout=30),
         Check("posterior", 3, "posterior: means M^-1 W^T (x - mu) and covariance sigma^2 M^-1",
               f"{_CHECKS}:check_posterior", timeout=30),
+        Check("em_update", 3, "em_step's W_new and sigma2_new are the closed-form updates from random starts",
+              f"{_CHECKS}:check_em_update", timeout=30),
         Check("em_monotone", 3, "EM never lowers the log-likelihood (within float rounding)",
               f"{_CHECKS}:check_em_monotone", timeout=30),
         Check("em_converges", 2, "EM reaches the maximum likelihood within 1e-4 nats/datum in 60 iterations",
