@@ -150,6 +150,20 @@ def summarize(samples: torch.Tensor, reference: Optional[torch.Tensor]) -> Dict[
     return out
 
 
+def _refuse_oversized(groups, x: torch.Tensor, particles: Sequence[int], repeats: int) -> None:
+    """Refuse, naming the option, a table whose tensors cannot fit the device (lower bounds, whatever the model):
+    the R gradient estimates of P parameters it keeps (``R x P`` floats, twice while they are stacked), and a
+    step of K particles (``K x N x D`` likelihood terms with their gradients)."""
+    from zoo.core.memory import FLOAT_BYTES, refuse_oversized
+    num_params = sum(p.numel() for params in groups.values() for p in params)
+    refuse_oversized("repeats", None, repeats * num_params * 2 * FLOAT_BYTES,
+                     f"the gradient estimates it keeps (R x {num_params} parameters)", x.device,
+                     advice="use fewer repeats")
+    refuse_oversized("particles", "objective", max(particles) * x.shape[0] * x.shape[1] * 2 * FLOAT_BYTES,
+                     f"the likelihood terms of one step (K x batch {x.shape[0]} x {x.shape[1]} values, with their "
+                     f"gradients)", x.device, advice="use fewer particles or a smaller batch size")
+
+
 def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int], repeats: int,
              alpha: float = 0.0, seed: int = 0, reference: bool = True, reference_repeats: int = 20,
              objective_options: Optional[Mapping[str, Mapping]] = None) -> Dict:
@@ -163,6 +177,7 @@ def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int
     N = x.shape[0]
     idx = torch.arange(N, device=x.device)
     groups = parameter_groups(model, guide)
+    _refuse_oversized(groups, x, particles, repeats)
     pyro.set_rng_seed(seed)
     ref, how = reference_gradients(model, guide, x, idx, N, groups, reference_repeats) if reference else ({}, {})
     rows = []
