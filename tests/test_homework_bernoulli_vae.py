@@ -25,10 +25,11 @@ MUTANTS = {
     # sigma = log sigma: the KL is nan where log sigma < 0
     "log_sigma_used_as_sigma": ("sigma = torch.exp(log_sigma)", "sigma = log_sigma",
                                 {"kl_closed_form", "elbo_lower_bound"}),
-    # the plate without subsample: the minibatch is not scaled by N / B
+    # the plate without subsample: the minibatch is not scaled by N / B (the hidden check fits the per-datum
+    # guide on the whole test set at once, where N / B = 1, so it does not see this bug)
     "plate_scale_forgotten": ('pyro.module("decoder", decoder)\n    with pyro.plate("data", N, subsample=idx):',
                               'pyro.module("decoder", decoder)\n    with pyro.plate("data", x.shape[0]):',
-                              {"model_matches_story", "train_amortized", "amortization_gap"}),
+                              {"model_matches_story", "train_amortized"}),
     # z drawn without the reparameterization: no pathwise gradient to the encoder
     "sample_instead_of_rsample": ("z = q.rsample((num_particles,))", "z = q.sample((num_particles,))",
                                   {"reconstruction_unbiased"}),

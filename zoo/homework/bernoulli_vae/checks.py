@@ -1,9 +1,11 @@
-"""The graded checks of homework 1 (the Bernoulli VAE by SVI).
+"""The graded checks of homework 1 (the Bernoulli VAE by SVI), run in the grader's process.
 
-Each check is called as ``check(submission)`` in the grader's worker (seeded, Pyro's param store
-cleared) and fails with a one-line ``AssertionError``. Every check builds its own networks
-(:class:`Decoder`, :class:`Encoder`, the same interface as the starter's), so a check depends only
-on the functions it names. What each one certifies:
+Each check is ``check(sub, ctx)``: it builds its own networks (the starter's :class:`Decoder` and
+:class:`Encoder`, with weights drawn from ``ctx.seed``, a secret per grade unless the instructor
+fixes ``--seed``), sends their weights and its inputs to the worker, gets values back (a Pyro
+trace's sample sites, Monte Carlo draws and gradients, trained weights; see
+:mod:`zoo.homework.bernoulli_vae.probes`), validates them and decides with its own code. It fails
+with a one-line ``AssertionError``. What each one certifies:
 
 - ``kl_closed_form``: ``kl_normal`` = KL(N(mu, diag sigma^2) || N(0, I)) against a Monte Carlo
   estimate E_q[log q(z) - log p(z)] with 40 000 draws per row (within 5 standard errors).
@@ -20,24 +22,29 @@ on the functions it names. What each one certifies:
 - ``elbo_lower_bound``: on a 4-pixel model with a 2-d latent, where log p(x) = log E_p(z) p(x|z)
   is exact by quadrature, ``elbo`` matches the exact ELBO and lies below log p(x)
   (``zoo.testing.assert_close``, ``zoo.testing.assert_lower_bound``), for three encoders.
-- ``train_amortized``: SVI (Pyro's ``TraceMeanField_ELBO``, the KL in closed form) on the student's
-  ``model`` and ``amortized_guide`` over the binarized 8x8 digits; the test ELBO, computed by the
-  zoo's harness on the student's model wrapped with ``zoo.from_pyro``, reaches :data:`ELBO_TARGET`.
-- ``amortization_gap`` (hidden): the per-datum guide, fitted by SVI to the test digits with that
-  decoder frozen, reaches at least the amortized test ELBO minus :data:`GAP_SLACK`; the output
-  reports the amortization gap ELBO(per-datum) - ELBO(amortized).
+- ``train_amortized``: the worker runs SVI (Pyro's ``TraceMeanField_ELBO``, the KL in closed form)
+  on the student's ``model`` and ``amortized_guide`` over the binarized 8x8 digits and returns the
+  trained weights; the grader loads them into its own networks and computes the test ELBO with
+  the zoo's harness on *its own* model and guide (:class:`_ReferenceVAE`): it must reach
+  :data:`ELBO_TARGET`. A number the submission reports counts for nothing. The weights are kept
+  (``ctx.cache``) for the next check, across a worker restart.
+- ``amortization_gap`` (hidden): the worker fits the student's per-datum guide to the test digits
+  under their model with that decoder frozen and returns q(z_n) = N(loc_n, scale_n^2); the
+  per-datum ELBO, computed here, must reach at least the amortized one minus :data:`GAP_SLACK`;
+  the output reports the amortization gap ELBO(per-datum) - ELBO(amortized).
 """
 from __future__ import annotations
 
 import math
-from typing import Tuple
 
 import numpy as np
 import pyro
 import pyro.distributions as dist
-import pyro.poutine as poutine
 import torch
 from torch import nn
+
+from zoo.homework.base import expect_number, expect_tensor
+from zoo.homework.bernoulli_vae.probes import Decoder, Encoder
 
 #: The test ELBO (nats per 64-pixel digit) the amortized VAE must reach.
 ELBO_TARGET = -23.5
@@ -45,198 +52,173 @@ ELBO_TARGET = -23.5
 GAP_SLACK = 1.0
 #: Training of the graded run: epochs of minibatches of 100 on the 1257 training digits.
 EPOCHS, BATCH, LR, Z_DIM, HIDDEN = 15, 100, 2e-2, 2, 64
-
-
-class Decoder(nn.Module):
-    """f_theta: z -> logits (the starter's interface: ``z_dim``, ``x_dim`` attributes)."""
-
-    def __init__(self, z_dim: int, x_dim: int, hidden: int = HIDDEN):
-        super().__init__()
-        self.z_dim, self.x_dim = z_dim, x_dim
-        self.net = nn.Sequential(nn.Linear(z_dim, hidden), nn.Tanh(), nn.Linear(hidden, x_dim))
-
-    def forward(self, z):
-        return self.net(z)
-
-
-class Encoder(nn.Module):
-    """x -> (mu, log sigma) (the starter's interface)."""
-
-    def __init__(self, x_dim: int, z_dim: int, hidden: int = HIDDEN):
-        super().__init__()
-        self.z_dim, self.x_dim = z_dim, x_dim
-        self.net = nn.Sequential(nn.Linear(x_dim, hidden), nn.Tanh())
-        self.mu, self.log_sigma = nn.Linear(hidden, z_dim), nn.Linear(hidden, z_dim)
-
-    def forward(self, x):
-        h = self.net(x)
-        return self.mu(h), self.log_sigma(h)
-
-
-def _tensor(value, what: str, shape: Tuple[int, ...]) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise AssertionError(f"{what} returned a {type(value).__name__}, expected a tensor of shape {shape}")
-    if tuple(value.shape) != tuple(shape):
-        raise AssertionError(f"{what} returned shape {tuple(value.shape)}, expected {tuple(shape)}")
-    if not torch.isfinite(value).all():
-        raise AssertionError(f"{what} returned nan or inf")
-    return value
+_PROBES = "zoo.homework.bernoulli_vae.probes"
 
 
 # -- 1. the closed-form KL ---------------------------------------------------------------------
-def check_kl_closed_form(sub) -> str:
+def check_kl_closed_form(sub, ctx) -> str:
     from zoo.testing import assert_close
     B, J, S = 16, 3, 40_000
     mu = 1.5 * torch.randn(B, J)
     log_sigma = torch.empty(B, J).uniform_(-1.5, 1.0)
-    kl = _tensor(sub.kl_normal(mu, log_sigma), "kl_normal(mu, log_sigma) with mu, log_sigma of shape [16, 3]", (B,))
+    kl = expect_tensor(sub.call("kl_normal", mu, log_sigma),
+                       "kl_normal(mu, log_sigma) with mu, log_sigma of shape [16, 3]", (B,))
     q = dist.Normal(mu, log_sigma.exp()).to_event(1)
     p = dist.Normal(torch.zeros(J), 1.0).to_event(1)
     z = q.sample((S,))
     log_ratio = (q.log_prob(z) - p.log_prob(z)).double()               # [S, B]
     mc, se = log_ratio.mean(0), log_ratio.std(0) / math.sqrt(S)
-    return assert_close(kl.detach(), mc, atol=float(5 * se.max()), rtol=0.0,
+    return assert_close(kl, mc, atol=float(5 * se.max()), rtol=0.0,
                         what="kl_normal against Monte Carlo E_q[log q - log p]")
 
 
 # -- 2. the model --------------------------------------------------------------------------------
-def _trace(fn, *args):
-    return poutine.trace(fn).get_trace(*args)
+def _sites(reply, what: str):
+    if not isinstance(reply, dict) or not isinstance(reply.get("sites"), dict) or \
+            not isinstance(reply.get("registered"), list):
+        raise AssertionError(f"the trace of {what} came back malformed")
+    return reply["sites"], reply["registered"]
 
 
-def _site(trace, name: str, what: str):
-    if name not in trace.nodes or trace.nodes[name]["type"] != "sample":
-        sites = [n for n, s in trace.nodes.items() if s["type"] == "sample"]
-        raise AssertionError(f"{what} has no sample site {name!r} (it has {sites})")
-    return trace.nodes[name]
+def _site(sites, name: str, what: str):
+    site = sites.get(name)
+    keys = {"observed", "value", "log_prob", "plate", "scale", "has_rsample", "requires_grad"}
+    if site is None:
+        raise AssertionError(f"{what} has no sample site {name!r} (it has {sorted(sites)})")
+    if not isinstance(site, dict) or set(site) != keys or not isinstance(site["log_prob"], list):
+        raise AssertionError(f"the summary of site {name!r} of {what} came back malformed")
+    return site
+
+
+def _log_prob(site, k: int, name: str, what: str, B: int, expected, meaning: str, event: str):
+    got = site["log_prob"][k] if k < len(site["log_prob"]) else None
+    if got is None:
+        raise AssertionError(f"{what}: {meaning} could not be evaluated at a point of shape [B, ...]")
+    got = expect_tensor(got, f"{what}: {meaning}", finite=False)
+    if tuple(got.shape) != (B,):
+        raise AssertionError(f"{what}: {meaning} has shape {tuple(got.shape)}, expected [B] = [{B}] "
+                             f"(declare the {event} as an event: .to_event(1))")
+    if not torch.allclose(got, expected.double(), atol=1e-4):
+        return float((got - expected.double()).abs().max())
+    return None
 
 
 def _check_plate(site, name: str, what: str, N: int, B: int) -> None:
-    frames = [f for f in site["cond_indep_stack"] if f.name == "data"]
-    if not frames:
+    if site["plate"] is None:
         raise AssertionError(f"{what}: site {name!r} is not inside pyro.plate('data', N, subsample=idx)")
-    full_size = getattr(frames[0], "full_size", None) or frames[0].size
-    if full_size != N:
-        raise AssertionError(f"{what}: the plate 'data' has size {full_size}, expected N = {N} "
+    if site["plate"] != N:
+        raise AssertionError(f"{what}: the plate 'data' has size {site['plate']}, expected N = {N} "
                              f"(pyro.plate('data', N, subsample=idx))")
-    if not math.isclose(float(site["scale"]), N / B, rel_tol=1e-6):
-        raise AssertionError(f"{what}: site {name!r} is scaled by {float(site['scale']):g}, expected N / B = "
+    scale = expect_number(site["scale"], f"{what}: the scale of site {name!r}")
+    if not math.isclose(scale, N / B, rel_tol=1e-6):
+        raise AssertionError(f"{what}: site {name!r} is scaled by {scale:g}, expected N / B = "
                              f"{N / B:g} (subsample the plate with idx so the minibatch stands for all N data)")
 
 
-def _params(trace, module: nn.Module, what: str, role: str) -> None:
-    names = {id(s["value"]) for s in trace.nodes.values() if s["type"] == "param"}
-    missing = [n for n, p in module.named_parameters() if id(p) not in names]
+def _check_registered(registered, module: nn.Module, what: str, role: str) -> None:
+    missing = [n for n, _ in module.named_parameters() if n not in registered]
     if missing:
         raise AssertionError(f"{what} does not register the {role}'s parameters ({missing[0]}, ...): "
                              f"call pyro.module({role!r}, {role}) so that SVI trains them")
 
 
-def check_model(sub) -> str:
-    D, J, N = 6, 2, 20
+def check_model(sub, ctx) -> str:
+    D, J, N, B = 6, 2, 20, 5
     decoder = Decoder(J, D, hidden=8)
-    x = torch.bernoulli(torch.full((5, D), 0.4))
-    idx = torch.tensor([3, 7, 8, 12, 19])
-    trace = _trace(sub.model, decoder, x, idx, N)
+    x = torch.bernoulli(torch.full((B, D), 0.4))
+    idx = torch.randperm(N)[:B].sort().values
+    probe = torch.randn(B, J) * 2.0
     what = "model(decoder, x, idx, N)"
-    z_site, x_site = _site(trace, "z", what), _site(trace, "x", what)
-    if z_site["is_observed"]:
+    sites, registered = _sites(sub.probe(f"{_PROBES}:trace_sites", "model", "decoder", J, D, 8,
+                                         decoder.state_dict(), x, idx, N, {"z": [probe]}), what)
+    z_site, x_site = _site(sites, "z", what), _site(sites, "x", what)
+    if z_site["observed"]:
         raise AssertionError(f"{what}: 'z' is observed; it is the latent")
-    if not x_site["is_observed"] or not torch.equal(x_site["value"], x):
+    if not x_site["observed"] or not torch.equal(expect_tensor(x_site["value"], f"{what}: x", finite=False),
+                                                 x.double()):
         raise AssertionError(f"{what}: 'x' must be observed, obs=x")
-    z = z_site["value"]
-    if tuple(z.shape) != (5, J):
-        raise AssertionError(f"{what}: z has shape {tuple(z.shape)}, expected [B, z_dim] = [5, {J}]")
+    z = expect_tensor(z_site["value"], f"{what}: z")
+    if tuple(z.shape) != (B, J):
+        raise AssertionError(f"{what}: z has shape {tuple(z.shape)}, expected [B, z_dim] = [{B}, {J}]")
+    z = z.float()
     prior = dist.Normal(torch.zeros(J), 1.0).to_event(1)
-    for probe in (z, torch.randn(5, J) * 2.0):
-        got = z_site["fn"].log_prob(probe)
-        if tuple(got.shape) != (5,):
-            raise AssertionError(f"{what}: log p(z) has shape {tuple(got.shape)}, expected [B] = [5] "
-                                 f"(declare the z_dim dimensions as an event: .to_event(1))")
-        if not torch.allclose(got, prior.log_prob(probe), atol=1e-4):
+    for k, point in enumerate((z, probe)):
+        off = _log_prob(z_site, k, "z", what, B, prior.log_prob(point), "log p(z)", "z_dim dimensions")
+        if off is not None:
             raise AssertionError(f"{what}: p(z) is not N(0, I): log p(z) differs from the standard normal's by "
-                                 f"{float((got - prior.log_prob(probe)).abs().max()):.3g}")
-    likelihood = dist.Bernoulli(logits=decoder(z)).to_event(1)
-    got = x_site["fn"].log_prob(x)
-    if tuple(got.shape) != (5,):
-        raise AssertionError(f"{what}: log p(x|z) has shape {tuple(got.shape)}, expected [B] = [5] "
-                             f"(declare the pixels as an event: .to_event(1))")
-    if not torch.allclose(got, likelihood.log_prob(x), atol=1e-4):
+                                 f"{off:.3g}")
+    with torch.no_grad():
+        likelihood = dist.Bernoulli(logits=decoder(z)).to_event(1).log_prob(x)
+    off = _log_prob(x_site, 0, "x", what, B, likelihood, "log p(x|z)", "pixels")
+    if off is not None:
         raise AssertionError(f"{what}: p(x|z) is not Bernoulli(logits=decoder(z)): log p(x|z) is off by "
-                             f"{float((got - likelihood.log_prob(x)).abs().max()):.3g} (the decoder returns logits)")
+                             f"{off:.3g} (the decoder returns logits)")
     for name, site in (("z", z_site), ("x", x_site)):
-        _check_plate(site, name, what, N, 5)
-    _params(trace, decoder, what, "decoder")
+        _check_plate(site, name, what, N, B)
+    _check_registered(registered, decoder, what, "decoder")
     return "p(z) = N(0, I), p(x|z) = Bernoulli(logits = f(z)), scaled by N / B"
 
 
 # -- 3. the guides -------------------------------------------------------------------------------
-def check_amortized_guide(sub) -> str:
-    D, J, N = 6, 3, 20
+def check_amortized_guide(sub, ctx) -> str:
+    D, J, N, B = 6, 3, 20, 4
     encoder = Encoder(D, J, hidden=8)
-    x = torch.bernoulli(torch.full((4, D), 0.5))
+    x = torch.bernoulli(torch.full((B, D), 0.5))
     x[0] = 0.0
     x[1] = 1.0
-    idx = torch.tensor([0, 5, 9, 11])
+    idx = torch.randperm(N)[:B].sort().values
+    with torch.no_grad():
+        mu, log_sigma = encoder(x)
+    probe = mu + torch.randn(B, J)
     what = "amortized_guide(encoder, x, idx, N)"
-    trace = _trace(sub.amortized_guide, encoder, x, idx, N)
-    site = _site(trace, "z", what)
-    z = site["value"]
-    if tuple(z.shape) != (4, J):
-        raise AssertionError(f"{what}: z has shape {tuple(z.shape)}, expected [B, z_dim] = [4, {J}]")
-    mu, log_sigma = encoder(x)
+    sites, registered = _sites(sub.probe(f"{_PROBES}:trace_sites", "amortized_guide", "encoder", J, D, 8,
+                                         encoder.state_dict(), x, idx, N, {"z": [probe]}), what)
+    site = _site(sites, "z", what)
+    z = expect_tensor(site["value"], f"{what}: z")
+    if tuple(z.shape) != (B, J):
+        raise AssertionError(f"{what}: z has shape {tuple(z.shape)}, expected [B, z_dim] = [{B}, {J}]")
     q = dist.Normal(mu, log_sigma.exp()).to_event(1)
-    for probe in (z, mu + torch.randn(4, J)):
-        got = site["fn"].log_prob(probe)
-        if tuple(got.shape) != (4,):
-            raise AssertionError(f"{what}: log q(z|x) has shape {tuple(got.shape)}, expected [B] = [4] "
-                                 f"(.to_event(1))")
-        if not torch.allclose(got, q.log_prob(probe), atol=1e-4):
+    for k, point in enumerate((z.float(), probe)):
+        off = _log_prob(site, k, "z", what, B, q.log_prob(point), "log q(z|x)", "z_dim dimensions")
+        if off is not None:
             raise AssertionError(f"{what}: q(z|x) is not N(mu(x), diag exp(log_sigma(x))^2) from encoder(x): "
-                                 f"log q differs by {float((got - q.log_prob(probe)).abs().max()):.3g}")
-    if not site["fn"].has_rsample or not z.requires_grad:
+                                 f"log q differs by {off:.3g}")
+    if site["has_rsample"] is not True or site["requires_grad"] is not True:
         raise AssertionError(f"{what}: z is not reparameterized (no gradient flows from z to the encoder)")
-    _check_plate(site, "z", what, N, 4)
-    _params(trace, encoder, what, "encoder")
+    _check_plate(site, "z", what, N, B)
+    _check_registered(registered, encoder, what, "encoder")
     return "q(z|x) = N(mu(x), diag sigma(x)^2), reparameterized, scaled by N / B"
 
 
-def check_meanfield_guide(sub) -> str:
+def check_meanfield_guide(sub, ctx) -> str:
     D, J, N = 5, 3, 10
     x_all = torch.bernoulli(torch.full((N, D), 0.5))
     what = "meanfield_guide(z_dim, x, idx, N)"
-
-    def run(idx):
-        trace = _trace(sub.meanfield_guide, J, x_all[idx], idx, N)
-        return trace, _site(trace, "z", what)
-
-    trace, site = run(torch.tensor([1, 4, 6]))
-    z = site["value"]
+    order = torch.randperm(N)
+    first, idx_a, idx_b = order[:3], order[3:6], torch.stack([order[5], order[6]])   # idx_a[2] == idx_b[0]
+    probe = torch.randn(J)
+    reply = sub.probe(f"{_PROBES}:meanfield_rows", J, x_all, N, first, idx_a, idx_b, probe)
+    if not isinstance(reply, dict) or set(reply) != {"first", "param_shapes", "log_q_a", "log_q_b"}:
+        raise AssertionError(f"the trace of {what} came back malformed")
+    site = _site({"z": reply["first"]}, "z", what)
+    z = expect_tensor(site["value"], f"{what}: z")
     if tuple(z.shape) != (3, J):
         raise AssertionError(f"{what}: z has shape {tuple(z.shape)}, expected [B, z_dim] = [3, {J}]")
-    per_datum = [s["value"] for s in trace.nodes.values() if s["type"] == "param" and s["value"].shape[:1] == (N,)]
-    if not per_datum:
+    shapes = reply["param_shapes"]
+    if not isinstance(shapes, list) or not any(isinstance(s, list) and s[:1] == [N] for s in shapes):
         raise AssertionError(f"{what}: no pyro.param with one row per datum (shape [N, z_dim]); the per-datum "
                              f"guide has free parameters for each of the N data")
-    if not site["fn"].has_rsample or not z.requires_grad:
+    if site["has_rsample"] is not True or site["requires_grad"] is not True:
         raise AssertionError(f"{what}: z is not reparameterized on the per-datum parameters")
     _check_plate(site, "z", what, N, 3)
-    with torch.no_grad():                        # distinct rows, so each datum's q can be told apart
-        for value in per_datum:
-            unconstrained = getattr(value, "unconstrained", None)
-            target = unconstrained() if callable(unconstrained) else value
-            target.copy_(target + 0.5 * torch.randn_like(target))
-    _, a = run(torch.tensor([2, 7, 5]))
-    _, b = run(torch.tensor([5, 0]))
-    probe = torch.randn(J)
-    qa = a["fn"].log_prob(probe.expand(3, J))
-    qb = b["fn"].log_prob(probe.expand(2, J))
+    qa = expect_tensor(reply["log_q_a"], f"{what}: log q", (3,))
+    qb = expect_tensor(reply["log_q_b"], f"{what}: log q", (2,))
     if not torch.allclose(qa[2], qb[0], atol=1e-5):
-        raise AssertionError(f"{what}: datum 5 gets a different q in two minibatches; index the per-datum "
-                             f"parameters by idx (q_loc[idx]), not by position in the minibatch")
+        raise AssertionError(f"{what}: datum {int(idx_a[2])} gets a different q in two minibatches; index the "
+                             f"per-datum parameters by idx (q_loc[idx]), not by position in the minibatch")
     if torch.allclose(qa[0], qa[1], atol=1e-6) or torch.allclose(qa[1], qb[1], atol=1e-6):
         raise AssertionError(f"{what}: different data share one q; each datum needs its own row of parameters")
-    return f"one row of parameters per datum ({len(per_datum)} param(s) of shape [N, ...]), indexed by idx"
+    return "one row of parameters per datum, indexed by idx"
 
 
 # -- 4. the reparameterized reconstruction term --------------------------------------------------
@@ -257,46 +239,48 @@ def _exact_reconstruction(decoder, mu, log_sigma, x):
     return (w.unsqueeze(1) * log_px).sum(0)
 
 
-def _tiny(seed: int, D: int = 4, hidden: int = 6):
-    torch.manual_seed(seed)
+def _tiny(D: int = 4, hidden: int = 6):
+    """Small float64 networks (a 2-d latent, so quadrature is exact), drawn from torch's RNG (the check's seed)."""
     decoder, encoder = Decoder(2, D, hidden).double(), Encoder(D, 2, hidden).double()
     with torch.no_grad():
         encoder.log_sigma.bias.fill_(-0.7)
     return decoder, encoder
 
 
-def check_reconstruction_unbiased(sub) -> str:
+def check_reconstruction_unbiased(sub, ctx) -> str:
     from zoo.testing import assert_unbiased, gradient_of
-    decoder, encoder = _tiny(1)
-    x = torch.tensor([[1, 0, 1, 1], [0, 0, 1, 0], [1, 1, 1, 1], [0, 1, 0, 0]], dtype=torch.float64)
+    decoder, encoder = _tiny()
+    x = torch.bernoulli(torch.full((4, 4), 0.5, dtype=torch.float64))
     params = list(decoder.parameters()) + list(encoder.parameters())
-    mu, log_sigma = encoder(x)
-    exact_value = _exact_reconstruction(decoder, mu, log_sigma, x).detach()
+    with torch.no_grad():
+        exact_value = _exact_reconstruction(decoder, *encoder(x), x)
     exact_grad = gradient_of(lambda: _exact_reconstruction(decoder, *encoder(x), x).sum(), params)
     what = "reconstruction(decoder, encoder, x, num_particles=3)"
-    _tensor(sub.reconstruction(decoder, encoder, x, 3), what, (4,))
-
-    def estimate():
-        value = []
-        grad = gradient_of(lambda: value.append(sub.reconstruction(decoder, encoder, x, 3)) or value[0].sum(),
-                           params)
-        return [value[0].detach(), grad]
-
+    n = 400
+    reply = sub.probe(f"{_PROBES}:reconstruction_draws", decoder.state_dict(), encoder.state_dict(), 6, x, 3, n)
+    if isinstance(reply, dict) and set(reply) == {"value"}:
+        expect_tensor(reply["value"], what, (4,))
+    if not isinstance(reply, dict) or set(reply) != {"values", "gradients"}:
+        raise AssertionError(f"the draws of {what} came back malformed")
+    values = expect_tensor(reply["values"], what, (n, 4))
+    gradients = expect_tensor(reply["gradients"], f"the gradient of {what}", (n, exact_grad.numel()))
+    rows = iter(torch.cat([values, gradients], 1))
     try:
-        summary = assert_unbiased(estimate, [exact_value, exact_grad], num_samples=400, seed=0)
+        return assert_unbiased(lambda: next(rows), torch.cat([exact_value, exact_grad]), num_samples=n,
+                               seed=ctx.seed % 2 ** 31)
     except AssertionError as e:
         raise AssertionError(f"{what} or its gradient is biased against the exact quadrature: {e}") from None
-    return summary
 
 
 # -- 5. the ELBO is a lower bound ----------------------------------------------------------------
-def check_elbo_lower_bound(sub) -> str:
+def check_elbo_lower_bound(sub, ctx) -> str:
     from zoo.testing import assert_close, assert_lower_bound
-    x = torch.tensor([[1, 0, 1, 1], [0, 0, 1, 0], [1, 1, 1, 1], [0, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.float64)
+    x = torch.bernoulli(torch.full((5, 4), 0.5, dtype=torch.float64))
+    x[0] = 0.0
     what = "elbo(decoder, encoder, x, num_particles=200)"
     gaps = []
-    for seed in (2, 3, 4):
-        decoder, encoder = _tiny(seed)
+    for k in range(3):
+        decoder, encoder = _tiny()
         with torch.no_grad():
             u, w = _gauss_hermite_2d()
             log_px_z = dist.Bernoulli(logits=decoder(u)).log_prob(x.unsqueeze(1)).sum(-1)     # [B, K]
@@ -304,30 +288,36 @@ def check_elbo_lower_bound(sub) -> str:
             mu, log_sigma = encoder(x)
             kl = torch.distributions.kl_divergence(dist.Normal(mu, log_sigma.exp()), dist.Normal(0.0, 1.0)).sum(-1)
             exact_elbo = _exact_reconstruction(decoder, mu, log_sigma, x) - kl
-            draws = torch.stack([_tensor(sub.elbo(decoder, encoder, x, 200), what, (5,)).detach()
-                                 for _ in range(10)])
+        draws = expect_tensor(sub.probe(f"{_PROBES}:elbo_draws", decoder.state_dict(), encoder.state_dict(), 6, x,
+                                        200, 10), what, (10, 5))
         mean, se = draws.mean(0), draws.std(0) / math.sqrt(draws.shape[0])
-        assert_lower_bound(mean, log_px, stderr=se, sigmas=4.0, what=f"{what} (encoder {seed - 1} of 3)")
+        assert_lower_bound(mean, log_px, stderr=se, sigmas=4.0, what=f"{what} (encoder {k + 1} of 3)")
         assert_close(mean, exact_elbo, atol=float(5 * se.max()) + 1e-6, rtol=0.0,
-                     what=f"{what} against the exact ELBO by quadrature (encoder {seed - 1} of 3)")
+                     what=f"{what} against the exact ELBO by quadrature (encoder {k + 1} of 3)")
         gaps.append(float((log_px - exact_elbo).mean()))
     return f"ELBO matches the quadrature and lies below log p(x) (mean gaps {', '.join(f'{g:.3f}' for g in gaps)})"
 
 
 # -- 6. training on the digits -------------------------------------------------------------------
-class _StudentVAE(nn.Module):
-    """The student's model and guide around the grader's networks, as one nn.Module for zoo.from_pyro."""
+class _ReferenceVAE(nn.Module):
+    """The grader's own model and amortized guide (the handout's equations) around trained networks, as one
+    nn.Module for zoo.from_pyro: the test ELBO is computed with this, never with the student's code."""
 
-    def __init__(self, sub, x_dim: int):
+    def __init__(self, decoder: Decoder, encoder: Encoder):
         super().__init__()
-        self.sub = sub
-        self.decoder, self.encoder = Decoder(Z_DIM, x_dim), Encoder(x_dim, Z_DIM)
+        self.decoder, self.encoder = decoder, encoder
 
     def model(self, x, idx=None, N=None):
-        return self.sub.model(self.decoder, x, idx, N)
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", N, subsample=idx):
+            z = pyro.sample("z", dist.Normal(torch.zeros(Z_DIM), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
 
     def guide(self, x, idx=None, N=None):
-        return self.sub.amortized_guide(self.encoder, x, idx, N)
+        pyro.module("encoder", self.encoder)
+        mu, log_sigma = self.encoder(x)
+        with pyro.plate("data", N, subsample=idx):
+            pyro.sample("z", dist.Normal(mu, log_sigma.exp()).to_event(1))
 
 
 class _Guide(nn.Module):
@@ -341,43 +331,42 @@ class _Guide(nn.Module):
         return self.fn(x, idx, N)
 
 
-_TRAINED = {}
-
-
 def _digits():
     from zoo.data import load_digits
     data = load_digits()
     return data.train, data.test
 
 
-def _svi(model, guide, x, epochs: int, batch: int, lr: float) -> None:
-    from pyro.infer import SVI, TraceMeanField_ELBO
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), TraceMeanField_ELBO())
-    N = x.shape[0]
-    for _ in range(epochs):
-        for idx in torch.randperm(N).split(batch):
-            loss = svi.step(x[idx], idx, N)
-            if not math.isfinite(loss):
-                raise AssertionError("the SVI loss became nan or inf during training")
+def _load(kind: str, state, x_dim: int):
+    net = Decoder(Z_DIM, x_dim) if kind == "decoder" else Encoder(x_dim, Z_DIM)
+    expected = net.state_dict()
+    if not isinstance(state, dict) or set(state) != set(expected):
+        raise AssertionError(f"the trained {kind}'s weights came back malformed")
+    net.load_state_dict({k: expect_tensor(v, f"the trained {kind}'s {k}", tuple(expected[k].shape)).float()
+                         for k, v in state.items()})
+    return net
 
 
-def _trained_vae(sub):
-    """The student's VAE trained on the digits (kept for the next check in this worker)."""
-    key = id(sub)
-    if key not in _TRAINED:
+def _trained_vae(sub, ctx):
+    """The student's VAE trained on the digits in the worker, evaluated here; kept in ``ctx.cache``."""
+    if "trained" not in ctx.cache:
         import zoo
         x_train, x_test = _digits()
-        vae = _StudentVAE(sub, x_train.shape[1])
-        _svi(vae.model, vae.guide, x_train, EPOCHS, BATCH, LR)
+        reply = sub.probe(f"{_PROBES}:train_amortized", x_train, Z_DIM, HIDDEN, EPOCHS, BATCH, LR)
+        if not isinstance(reply, dict) or set(reply) != {"decoder", "encoder"}:
+            raise AssertionError("the trained networks came back malformed")
+        decoder, encoder = _load("decoder", reply["decoder"], x_train.shape[1]), \
+            _load("encoder", reply["encoder"], x_train.shape[1])
+        vae = _ReferenceVAE(decoder, encoder)
         zoo_model = zoo.from_pyro(vae, x_train.shape[1], name="student_vae")
+        pyro.clear_param_store()
         result = zoo.evaluate(zoo_model, _Guide(vae.guide, vae), x_test, num_samples=100, iwae_k=10, psis=False)
-        _TRAINED.clear()
-        _TRAINED[key] = (vae, zoo_model, result)
-    return _TRAINED[key]
+        ctx.cache["trained"] = (decoder, encoder, result)
+    return ctx.cache["trained"]
 
 
-def check_train_amortized(sub) -> str:
-    vae, _, result = _trained_vae(sub)
+def check_train_amortized(sub, ctx) -> str:
+    _, _, result = _trained_vae(sub, ctx)
     elbo, log_px = result["elbo"], result["log_likelihood"]
     if not math.isfinite(elbo):
         raise AssertionError("the test ELBO after training is nan or inf")
@@ -387,25 +376,31 @@ def check_train_amortized(sub) -> str:
     return f"test ELBO {elbo:.2f} >= {ELBO_TARGET:g} (importance-sampled log p(x) {log_px:.2f})"
 
 
-def check_amortization_gap(sub) -> str:
-    import zoo
-    vae, zoo_model, result = _trained_vae(sub)
+@torch.no_grad()
+def _elbo(decoder, loc, scale, x, num_samples: int = 100) -> float:
+    """The average over the data of E_q[log p(x|z)] - KL(q || N(0, I)), q = N(loc, diag scale^2), by Monte Carlo."""
+    q = dist.Normal(loc, scale)
+    z = q.sample((num_samples,))
+    reconstruction = dist.Bernoulli(logits=decoder(z)).log_prob(x).sum(-1).mean(0)
+    kl = torch.distributions.kl_divergence(q, dist.Normal(0.0, 1.0)).sum(-1)
+    return float((reconstruction - kl).mean())
+
+
+def check_amortization_gap(sub, ctx) -> str:
+    decoder, encoder, _ = _trained_vae(sub, ctx)
     _, x_test = _digits()
-    N = x_test.shape[0]
-    pyro.clear_param_store()
-    for p in vae.decoder.parameters():
-        p.requires_grad_(False)
-
-    def frozen_model(x, idx, N):
-        return poutine.block(vae.model, hide_types=["param"])(x, idx, N)
-
-    def guide(x, idx, N):
-        return sub.meanfield_guide(Z_DIM, x, idx, N)
-
-    _svi(frozen_model, guide, x_test, 300, N, 5e-2)
-    meanfield = zoo.evaluate(zoo_model, _Guide(guide), x_test, num_samples=100, iwae_k=10, psis=False)["elbo"]
-    amortized = result["elbo"]
-    if not math.isfinite(meanfield) or meanfield < amortized - GAP_SLACK:
+    reply = sub.probe(f"{_PROBES}:fit_meanfield", decoder.state_dict(), x_test, Z_DIM, HIDDEN, 300, 5e-2)
+    if not isinstance(reply, dict) or set(reply) != {"loc", "scale"}:
+        raise AssertionError("the fitted per-datum guide came back malformed")
+    shape = (x_test.shape[0], Z_DIM)
+    loc = expect_tensor(reply["loc"], "the per-datum guide's means", shape).float()
+    scale = expect_tensor(reply["scale"], "the per-datum guide's scales", shape).float()
+    if not (scale > 0).all():
+        raise AssertionError("the per-datum guide's scales are not all positive")
+    with torch.no_grad():
+        mu, log_sigma = encoder(x_test)
+    meanfield, amortized = _elbo(decoder, loc, scale, x_test), _elbo(decoder, mu, log_sigma.exp(), x_test)
+    if meanfield < amortized - GAP_SLACK:
         raise AssertionError(f"the per-datum guide refitted to the test digits reaches ELBO {meanfield:.2f}, more "
                              f"than {GAP_SLACK:g} nat below the amortized guide's {amortized:.2f}")
     return (f"amortization gap: per-datum ELBO {meanfield:.2f} - amortized ELBO {amortized:.2f} = "
