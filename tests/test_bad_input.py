@@ -249,3 +249,16 @@ def test_gradients_repeats_beyond_memory_are_refused(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "--repeats" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_parameters_that_fit_once_but_not_for_training_are_refused(tmp_path, capsys, monkeypatch):
+    """A model whose parameters can be allocated but not four times over (value, gradient, Adam's moments) would
+    be killed by the kernel mid-training on an overcommitting Linux; refused at construction instead, naming the
+    option furthest above its default. The machine is made small (16 MB) so that the case is cheap to build."""
+    from zoo.core import memory
+    monkeypatch.setattr(memory, "memory_bytes", lambda device=None: 16 * 10 ** 6)
+    out = tmp_path / "run"
+    args = [*TINY]
+    args[args.index("--hidden") + 1] = "1200,1200"
+    refused(capsys, ["train", "vae", "--out", out, *args], "--hidden 1200,1200", "16.0 MB")
+    assert not out.exists()

@@ -35,7 +35,7 @@ import torch
 from zoo.core.registry import OptionError
 
 __all__ = ["FLOAT_BYTES", "memory_bytes", "human_bytes", "refuse_oversized", "is_out_of_memory", "sized_by",
-           "refuse_oversized_run"]
+           "refuse_oversized_run", "refuse_oversized_parameters", "TRAINING_COPIES"]
 
 #: float32, the zoo's tensors
 FLOAT_BYTES = 4
@@ -71,13 +71,16 @@ def human_bytes(n: float) -> str:
 
 
 def refuse_oversized(option: str, kind: Optional[str], nbytes: int, what: str,
-                     device: Optional[torch.device] = None, advice: str = "use a smaller value") -> None:
-    """Raise :class:`OptionError` for ``option`` if ``nbytes`` (a lower bound of what it asks for) exceeds
-    the total memory of ``device``."""
+                     device: Optional[torch.device] = None, advice: str = "use a smaller value",
+                     value: object = None) -> None:
+    """Raise :class:`OptionError` for ``option`` (shown with ``value``, if given) if ``nbytes`` (a lower bound
+    of what it asks for) exceeds the total memory of ``device``."""
     total = memory_bytes(device)
     if nbytes > total:
         where = "the GPU" if device is not None and torch.device(device).type == "cuda" else "this machine"
-        raise OptionError(option, f"asks for at least {human_bytes(nbytes)} for {what}, more than the "
+        shown = "" if value is None else (",".join(map(str, value)) if isinstance(value, (tuple, list))
+                                          else str(value)) + " "
+        raise OptionError(option, f"{shown}asks for at least {human_bytes(nbytes)} for {what}, more than the "
                           f"{human_bytes(total)} of memory {where} has; {advice}", kind=kind)
 
 
@@ -104,6 +107,24 @@ def sized_by(candidates: Sequence[Tuple[str, object]], kind: Optional[str], what
         shown = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value
         raise OptionError(option, f"{shown} makes {what} too large to allocate ({_first_line(e)}); "
                           f"use a smaller value", kind=kind) from None
+
+
+#: copies of each parameter that training holds: the value, its gradient and Adam's two moments
+TRAINING_COPIES = 4
+
+
+def refuse_oversized_parameters(built, candidates: Sequence[Tuple[str, object]], kind: Optional[str],
+                                what: str) -> None:
+    """Refuse a just-built component (an ``nn.Module``) whose parameters fit once but not the
+    :data:`TRAINING_COPIES` that training holds: with Linux's overcommit such a run would be killed by the
+    kernel mid-training rather than refused. Names the first of ``candidates`` (see :func:`sized_by`)."""
+    parameters = getattr(built, "parameters", None)
+    if not candidates or not callable(parameters):
+        return
+    nbytes = sum(p.numel() * p.element_size() for p in parameters()) * TRAINING_COPIES
+    option, value = candidates[0]
+    refuse_oversized(option, kind, nbytes, f"the parameters of {what} (value, gradient and Adam's two moments)",
+                     advice="use a smaller value", value=value)
 
 
 def _first_line(error: BaseException) -> str:

@@ -248,10 +248,13 @@ class Component:
     def build(self, *args, **options):
         """Build it with ``options`` (checked); an allocation that fails is an :class:`OptionError`
         naming the option that sized it (:func:`zoo.core.memory.sized_by`), not a traceback."""
-        from zoo.core.memory import sized_by
+        from zoo.core.memory import refuse_oversized_parameters, sized_by
         resolved = self.resolve(options)
-        with sized_by(self.sizing_options(resolved), self.kind, f"the {self.kind} {self.name!r}"):
-            return self.factory(*args, **dataclasses.asdict(resolved))
+        sizing = self.sizing_options(resolved)
+        with sized_by(sizing, self.kind, f"the {self.kind} {self.name!r}"):
+            built = self.factory(*args, **dataclasses.asdict(resolved))
+        refuse_oversized_parameters(built, sizing, self.kind, f"the {self.kind} {self.name!r}")
+        return built
 
     def sizing_options(self, resolved: Options) -> list:
         """(name, value) of the integer options that shape parameters (``shape``), the one furthest
