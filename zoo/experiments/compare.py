@@ -13,6 +13,7 @@ from zoo.evaluation import plots
 from zoo.evaluation.tables import results_markdown
 from zoo.experiments.config import RunConfig
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
+from zoo.models.pyro_model import absolute_spec
 from zoo.experiments.run import prepare, train_run
 from zoo.objectives.axes import split_objective
 from zoo.training.checkpoint import atomic_write_text
@@ -63,6 +64,7 @@ def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: 
     ``guide_options`` and ``objective_options`` (default: ``base``'s) go to the cells whose guide or
     objective takes them, e.g. ``num_flows`` to the ``iaf`` cells only.
     """
+    model = absolute_spec(model)                # a model file is recorded by its absolute path
     out = Path(out)
     check_out_dir(out, force, resume=False)
     if (out / "compare.json").exists() and not force:

@@ -24,10 +24,10 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.evaluation.gaps import gaps_markdown, inference_gaps, same_family
-from zoo.experiments.config import RunConfig
 from zoo.experiments.outputs import json_ready
-from zoo.experiments.run import _eval_subset, best_checkpoint, prepare
-from zoo.training.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint
+from zoo.experiments.run import BEST, _eval_subset, best_checkpoint, prepare, results_kept_on_stop
+from zoo.experiments.run_folder import load_run, load_weights, writer_lock
+from zoo.training.checkpoint import atomic_write_bytes, atomic_write_text, signals_deferred
 from zoo.training.refit import refit_settings
 
 __all__ = ["gaps_run"]
@@ -35,28 +35,30 @@ __all__ = ["gaps_run"]
 
 def gaps_run(out: Path, eval_samples: Optional[int] = None, eval_limit: Optional[int] = None,
              refit_tol: Optional[float] = None, refit_epochs: Optional[int] = None, iwae_k: Optional[int] = None,
-             device: Optional[str] = None, data_dir: Optional[str] = None, progress: bool = True) -> Dict:
+             device: Optional[str] = None, data_dir: Optional[str] = None, progress: bool = True,
+             model_file: Optional[str] = None) -> Dict:
     """Compute the approximation and amortization gaps of the run in ``out`` on its evaluation split
-    (``eval_limit``: a fixed random subset), write ``gaps.{json,md}`` there and return the summary."""
+    (``eval_limit``: a fixed random subset), write ``gaps.{json,md}`` there and return the summary.
+
+    The folder is read as data and locked as ``eval`` does (:func:`~zoo.experiments.run.evaluate_run`)."""
     out = Path(out)
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
-    state = load_checkpoint(out / "checkpoint.pt")
-    config = RunConfig.from_json(state["config"])
-    changes = {"eval_samples": eval_samples, "eval_limit": eval_limit, "refit_tol": refit_tol,
-               "refit_epochs": refit_epochs, "iwae_k": iwae_k, "device": device, "data_dir": data_dir}
+    with writer_lock(out), results_kept_on_stop(out):
+        return _gaps_locked(out, model_file, progress, eval_samples=eval_samples, eval_limit=eval_limit,
+                            refit_tol=refit_tol, refit_epochs=refit_epochs, iwae_k=iwae_k, device=device,
+                            data_dir=data_dir)
+
+
+def _gaps_locked(out: Path, model_file: Optional[str], progress: bool, **changes) -> Dict:
+    state, config = load_run(out, model_file)
     config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
     run = prepare(config)
     same_family(run.guide)                       # refuse a per-datum or structured guide before any work
-    weights = state
+    weights, source = state, out / "checkpoint.pt"
     if config.keep_best:
-        weights = best_checkpoint(out)
-    try:
-        run.model.load_state_dict(weights["model"])
-        run.guide.load_state_dict(weights["guide"])
-    except RuntimeError:
-        raise ZooError(f"checkpoint in {out} does not match its config (parameter shapes differ); "
-                       f"retrain the run") from None
+        weights, source = best_checkpoint(out, config), out / BEST
+    load_weights(run.model, run.guide, weights, source)
     x_eval, _ = _eval_subset(run.data, config)
     x_eval = x_eval.to(run.device)
     t0 = time.perf_counter()
@@ -65,10 +67,11 @@ def gaps_run(out: Path, eval_samples: Optional[int] = None, eval_limit: Optional
     per_datum = result.pop("per_datum")
     summary = {"config": config.to_json(), "device": str(run.device), "split": config.eval_split,
                "seconds": time.perf_counter() - t0, **result}
-    atomic_write_text(out / "gaps.json", json.dumps(json_ready(summary), indent=2))
-    atomic_write_text(out / "gaps.md", f"# Inference gaps: {config.model} × {config.guide} × {config.objective}, "
-                                       f"{config.dataset} ({config.eval_split})\n\n{gaps_markdown(summary)}\n")
     buf = io.BytesIO()
     np.savez(buf, **{k: v.numpy() for k, v in per_datum.items()})
-    atomic_write_bytes(out / "gaps_per_datum.npz", buf.getvalue())
+    with signals_deferred():                     # the three files are written as one group
+        atomic_write_text(out / "gaps.json", json.dumps(json_ready(summary), indent=2))
+        atomic_write_text(out / "gaps.md", f"# Inference gaps: {config.model} × {config.guide} × {config.objective}, "
+                                           f"{config.dataset} ({config.eval_split})\n\n{gaps_markdown(summary)}\n")
+        atomic_write_bytes(out / "gaps_per_datum.npz", buf.getvalue())
     return summary

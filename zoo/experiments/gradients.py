@@ -13,11 +13,27 @@ from zoo.evaluation.tables import gradients_markdown
 from zoo.experiments.compare import grid_cells
 from zoo.experiments.config import RunConfig, refuse_other_shapes
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
+from zoo.models.pyro_model import absolute_spec
 from zoo.experiments.run import prepare
+from zoo.experiments.run_folder import load_run, load_weights, read_stored_config, writer_lock
+from zoo.models.pyro_model import is_model_file
 from zoo.registry import build_guide
-from zoo.training.checkpoint import atomic_write_text, load_checkpoint
+from zoo.training.checkpoint import atomic_path, atomic_write_text, load_checkpoint
 
-__all__ = ["gradients_run"]
+__all__ = ["gradients_run", "checkpoint_for"]
+
+
+def checkpoint_for(checkpoint: Path, model: str):
+    """The state and config of ``checkpoint`` (a run folder, checked as ``eval`` checks it, or a
+    checkpoint file), read as data: a run of a model file needs ``model`` to be that file, which is
+    hashed and compared with the run's SHA-256 before anything imports it."""
+    checkpoint = Path(checkpoint)
+    model_file = model if is_model_file(model) else None
+    how = "pyro-zoo gradients FILE.py:NAME --checkpoint ..."
+    if checkpoint.is_dir():
+        return load_run(checkpoint, model_file, how)
+    state = load_checkpoint(checkpoint)
+    return state, read_stored_config(state["config"], str(checkpoint), model_file, how)
 
 
 def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: Sequence[int], repeats: int,
@@ -26,6 +42,7 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
     """``pyro-zoo gradients``: gradient diagnostics at fixed parameters (initialization or a checkpoint).
 
     ``objective_options`` (default: ``base``'s) go to the objectives that take them, as in a compare grid."""
+    model = absolute_spec(model)                # a model file is recorded by its absolute path
     out = Path(out)
     check_out_dir(out, force, resume=False)
     if (out / "gradients.json").exists() and not force:
@@ -34,16 +51,16 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
         raise ZooError(f"--repeats must be at least 2 to estimate a variance, got {repeats}")
     if not particles or any(k < 1 for k in particles):
         raise ZooError(f"--particles must be positive integers, got {list(particles)}")
+    stored = checkpoint_for(checkpoint, model) if checkpoint is not None else None
     cells = grid_cells(model, [guide], objectives, base, objective_options=objective_options)
     config = cells[0]
     data = load_dataset(config.dataset, config.data_dir)
     for cell in cells:
         run = prepare(cell, data)
-    if checkpoint is not None:
-        state = load_checkpoint(Path(checkpoint) / "checkpoint.pt" if Path(checkpoint).is_dir() else Path(checkpoint))
-        refuse_other_shapes(RunConfig.from_json(state["config"]), config)
-        run.model.load_state_dict(state["model"])
-        run.guide.load_state_dict(state["guide"])
+    if stored is not None:
+        state, stored_config = stored
+        refuse_other_shapes(stored_config, config)
+        load_weights(run.model, run.guide, state, Path(checkpoint))
     x = run.data.train[:config.batch_size].to(run.device)
     if not getattr(run.guide, "amortized", True):
         run.guide = build_guide(guide, run.model, num_data=x.shape[0]).to(run.device)
@@ -52,7 +69,9 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
     result.update(config=config.to_json(), objectives=list(objectives), particles=list(particles),
                   repeats=repeats, checkpoint=str(checkpoint) if checkpoint else None, device=str(run.device))
     make_out_dir(out)
-    atomic_write_text(out / "gradients.json", json.dumps(json_ready(result), indent=2))
-    atomic_write_text(out / "gradients.md", gradients_markdown(result))
-    plots.gradient_plot(result["rows"], out / "gradients.png")
+    with writer_lock(out):
+        atomic_write_text(out / "gradients.json", json.dumps(json_ready(result), indent=2))
+        atomic_write_text(out / "gradients.md", gradients_markdown(result))
+        with atomic_path(out / "gradients.png") as path:
+            plots.gradient_plot(result["rows"], path)
     return result

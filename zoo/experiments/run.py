@@ -10,14 +10,21 @@ A run folder holds::
     training_curves.png, samples.png, reconstructions.png, latent_scatter.png (2-D latents)
 
 Everything the user can get wrong is checked in :func:`prepare` before anything
-is written, so bad input leaves no half-written folder behind.
+is written, so bad input leaves no half-written folder behind. ``config.json`` is written with the
+first checkpoint, so a new run that fails (or is stopped) before it has one leaves nothing: the
+folder it created is removed. One process writes a run folder at a time (the OS lock of
+:func:`~zoo.experiments.run_folder.writer_lock`), and a folder is read as data
+(:func:`~zoo.experiments.run_folder.load_run`): its checkpoint must be its own, and no model file it
+names is imported unless the user names it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +46,11 @@ from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
 from zoo.objectives import objective_capabilities, objective_label
 from zoo.registry import build_guide, build_model, build_objective, check_combination
 from zoo.training import distributed as ddp
-from zoo.training.checkpoint import (atomic_write_bytes, atomic_write_text, load_checkpoint, rng_state,
-                                     save_checkpoint, set_rng_state)
-from zoo.training.loop import fit
+from zoo.experiments.run_folder import load_run, load_weights, read_stored_config, refuse_foreign_checkpoint, writer_lock
+from zoo.models.pyro_model import is_model_file, user_code_errors
+from zoo.training.checkpoint import (atomic_path, atomic_write_bytes, atomic_write_text, load_checkpoint, rng_state,
+                                     save_checkpoint, set_rng_state, signals_deferred)
+from zoo.training.loop import NonFiniteError, fit
 from zoo.training.refit import refit_local_guide, refit_settings
 from zoo.training.optimizer import change_schedule, make_optimizer, restore_optimizer
 
@@ -82,6 +91,11 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
     objective_options = dataclasses.asdict(config.resolved("objective"))
     check_combination(model, config.guide, config.objective, guide_options, objective_options)
     guide = build_guide(config.guide, model, num_data=data.train.shape[0], **guide_options)
+    if guide_options.get("structured") and not any(getattr(guide, "conditioning", {}).values()):
+        raise OptionError("structured", f"conditions each latent on its children in the model, and "
+                          f"{model.display_name}'s {len(model.latents)} latent(s) ("
+                          f"{', '.join(s.name for s in model.latents)}) have none, so it would change nothing: "
+                          f"drop it (it applies to models with dependent latents, e.g. sbn, hvae)", kind="guide")
     if config.keep_best and not guide.amortized:
         raise OptionError("keep_best", f"picks the epoch with the best validation ELBO, which needs an amortized "
                           f"guide; {config.guide!r} is per-datum: drop it or use amortized", kind="run")
@@ -118,7 +132,11 @@ def _data_views(model: str, data: Dataset):
 
 
 def _checkpoint(run: Prepared, path: Path, epoch: int, step: int, epoch_total: float, optimizer, scheduler,
-                history) -> None:
+                history, saved: list) -> None:
+    """Write the run's checkpoint (and with ``keep_best`` the best epoch's); the first one of this
+    process writes ``config.json`` just before it. ``saved`` collects the (epoch, step) written."""
+    if not saved:
+        atomic_write_text(path.parent / "config.json", json.dumps(run.config.to_json(), indent=2))
     if run.config.keep_best and step == 0 and _is_best_epoch(history):
         # written before the run's checkpoint: a crash in between redoes this epoch and rewrites it
         save_checkpoint(path.parent / BEST, config=run.config.to_json(), model=run.model.state_dict(),
@@ -127,6 +145,7 @@ def _checkpoint(run: Prepared, path: Path, epoch: int, step: int, epoch_total: f
                     guide=run.guide.state_dict(), optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), epoch=epoch, step=step, epoch_total=epoch_total,
                     history=history, rng=rng_state())
+    saved.append((epoch, step))
 
 
 #: With ``keep_best``, the model and guide of the epoch with the best validation ELBO.
@@ -142,14 +161,19 @@ def _is_best_epoch(history) -> bool:
 
 def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = False,
               progress: bool = True, data: Optional[Dataset] = None) -> Dict:
-    """Train a run into folder ``out`` (resuming from its checkpoint if ``resume``), then evaluate it."""
+    """Train a run into folder ``out`` (resuming from its checkpoint if ``resume``), then evaluate it.
+
+    The folder is locked for the whole run (a second writer is refused). A resumed run must be the
+    folder's own (:func:`~zoo.experiments.run_folder.load_run`; a model file is the one named in
+    ``config``, checked against the run's SHA-256 before it is imported), and ``config.epochs`` is the
+    total number of epochs, as Lightning's ``max_epochs``: fewer than the run has trained is refused.
+    When training stops (NaN, an error, SIGINT/SIGTERM) the last checkpoint written stays as it was
+    and the message says which it is; a new run with none yet leaves no folder behind.
+    """
     out = Path(out)
     ckpt_path = out / "checkpoint.pt"
-    if resume:
-        if not ckpt_path.is_file():
-            raise ZooError(f"--resume: no checkpoint in {out}; start the run without --resume")
-        state = load_checkpoint(ckpt_path)
-        refuse_mismatch(RunConfig.from_json(state["config"]), config)
+    if resume and not ckpt_path.is_file():
+        raise ZooError(f"--resume: no checkpoint in {out}; start the run without --resume")
     check_out_dir(out, force, resume)
     world = 1
     if config.distributed or (ddp.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1):
@@ -166,28 +190,65 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
         run = prepare(config, data, device=device)
     else:
         run = prepare(config, data)
+    main = ddp.is_main()
+    created = main and not out.exists()
+    saved: list = []                     # the (epoch, step) of each checkpoint this process writes
+    resumed: list = []                   # the (epoch, step) of the checkpoint resumed from
+    with contextlib.ExitStack() as lock:
+        if main:
+            make_out_dir(out)
+            lock.enter_context(writer_lock(out))
+        try:
+            return _train_locked(run, out, resume, progress, world, main, saved, resumed)
+        except BaseException as e:
+            if created and not saved:    # nothing of this run was kept: leave no folder behind
+                shutil.rmtree(out, ignore_errors=True)
+            note = _stopped_note(out, saved or resumed, created)
+            if isinstance(e, NonFiniteError):
+                raise ZooError(f"{e}; {note}") from None
+            if isinstance(e, KeyboardInterrupt) and not getattr(e, "zoo_note", None):
+                e.zoo_note = note
+            raise
+
+
+def _stopped_note(out: Path, kept: list, created: bool) -> str:
+    """What is left after a run stopped early: the checkpoint to resume (``kept``: its (epoch, step)), or nothing."""
+    if kept:
+        epoch, step = kept[-1]
+        at = f" (epoch {epoch}{f', step {step}' if step else ''})"
+        return (f"{out / 'checkpoint.pt'}{at} holds the last good state and is intact: resume it with "
+                f"'pyro-zoo train --resume {out}' (after NaN or inf, with a lower --lr)")
+    if created:
+        return f"no checkpoint had been written, so {out} was removed: start again (after NaN or inf, with a lower --lr)"
+    return f"no checkpoint had been written, and nothing in {out} was changed"
+
+
+def _train_locked(run: Prepared, out: Path, resume: bool, progress: bool, world: int, main: bool,
+                  saved: list, resumed: list) -> Dict:
+    """:func:`train_run` once the folder is locked: restore a resumed run, train, evaluate."""
+    config = run.config
+    ckpt_path = out / "checkpoint.pt"
     optimizer = make_optimizer(run.model, run.guide, config.lr, betas=config.adam_betas, eps=config.adam_eps,
                                weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     history, start_epoch, start_step, epoch_total = [], 0, 0, 0.0
     if resume:
+        state, stored = load_run(out, model_file=config.model if is_model_file(config.model) else None)
+        refuse_mismatch(stored, config)
+        _refuse_fewer_epochs(state, config, out)
+        load_weights(run.model, run.guide, state, ckpt_path)
         try:
-            run.model.load_state_dict(state["model"])
-            run.guide.load_state_dict(state["guide"])
             fresh_lrs = restore_optimizer(optimizer, scheduler, state)
-        except (RuntimeError, KeyError, ValueError):
-            raise ZooError(f"the checkpoint in {out} does not match this run's model and guide; "
-                           f"start a new run with a new --out") from None
-        stored = RunConfig.from_json(state["config"])
+            history, start_epoch = list(state["history"]), int(state["epoch"])
+            start_step, epoch_total = int(state.get("step", 0)), float(state.get("epoch_total", 0.0))
+            rng = state["rng"]
+            resumed.append((start_epoch, start_step))
+        except (RuntimeError, KeyError, ValueError, TypeError):
+            raise ZooError(f"the checkpoint in {out} lacks a resumable optimizer or training state; evaluate it "
+                           f"with 'pyro-zoo eval {out}', or start a new run with a new --out") from None
         if (stored.lr, stored.lr_decay) != (config.lr, config.lr_decay):
             change_schedule(optimizer, scheduler, config.lr != stored.lr, config.lr_decay, fresh_lrs)
-        history, start_epoch = list(state["history"]), int(state["epoch"])
-        start_step, epoch_total = int(state.get("step", 0)), float(state.get("epoch_total", 0.0))
-        set_rng_state(state["rng"])
-    main = ddp.is_main()
-    if main:
-        make_out_dir(out)
-        atomic_write_text(out / "config.json", json.dumps(config.to_json(), indent=2))
+        set_rng_state(rng)
     x = run.data.train.to(run.device)
     valid = run.data.valid.to(run.device)
     hooks = {}
@@ -206,7 +267,7 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
             optimizer=optimizer, scheduler=scheduler, start_epoch=start_epoch, start_step=start_step,
             epoch_total=epoch_total, history=history, checkpoint_every=config.checkpoint_every,
             clip_grad=config.clip_grad, kl_warmup=config.kl_warmup, **hooks,
-            on_checkpoint=(lambda e, st, tot, opt, sch, h: _checkpoint(run, ckpt_path, e, st, tot, opt, sch, h))
+            on_checkpoint=(lambda e, st, tot, opt, sch, h: _checkpoint(run, ckpt_path, e, st, tot, opt, sch, h, saved))
             if main else None)
     finally:
         if logger is not None:
@@ -219,21 +280,36 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
     return _evaluate_and_write(run, out, history, progress, train_seconds=train_seconds)
 
 
-def best_checkpoint(out: Path) -> Dict:
-    """The checkpoint of the epoch with the best validation ELBO of a run trained with ``--keep-best``."""
+def _refuse_fewer_epochs(state: Dict, config: RunConfig, out: Path) -> None:
+    """``--epochs`` is the run's total, as Lightning's ``max_epochs``: it may not be below what the checkpoint
+    has trained (the run's record would say fewer epochs than its parameters have seen)."""
+    epoch, step = int(state.get("epoch", 0)), int(state.get("step", 0))
+    if config.epochs < epoch or (config.epochs == epoch and step):
+        done = f"{epoch} epoch{'s' if epoch != 1 else ''}" + (f" and {step} steps of epoch {epoch + 1}" if step else "")
+        raise ZooError(f"the run in {out} has already trained {done}; --epochs N is the total number of epochs, "
+                       f"not how many more: give --epochs {epoch + 1} or more to train on, or evaluate it as it is "
+                       f"with 'pyro-zoo eval {out}'")
+
+
+def best_checkpoint(out: Path, config: Optional[RunConfig] = None) -> Dict:
+    """The checkpoint of the epoch with the best validation ELBO of a run trained with ``--keep-best``
+    (refused unless it was made by the run of ``config``)."""
     if not (out / BEST).is_file():
         raise ZooError(f"this run was trained with --keep-best but {out / BEST} is missing; restore it, or "
                        f"train the run again")
-    return load_checkpoint(out / BEST)
+    state = load_checkpoint(out / BEST)
+    if config is not None:
+        model_file = config.model if is_model_file(config.model) else None
+        refuse_foreign_checkpoint(config, read_stored_config(state["config"], str(out / BEST), model_file), out)
+    return state
 
 
 def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train_seconds=None) -> Dict:
     cfg = run.config
     best_epoch = None
     if cfg.keep_best:
-        best = best_checkpoint(out)
-        run.model.load_state_dict(best["model"])
-        run.guide.load_state_dict(best["guide"])
+        best = best_checkpoint(out, cfg)
+        load_weights(run.model, run.guide, best, out / BEST)
         best_epoch = int(best["epoch"])
     x_eval, labels = _eval_subset(run.data, cfg)
     x_eval = x_eval.to(run.device)
@@ -245,8 +321,9 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
         refit = refit_local_guide(run.model, guide, x_eval, **refit_settings(cfg), seed=cfg.seed)
     pyro.set_rng_seed(cfg.seed + 12345)
     t0 = time.perf_counter()
-    result = evaluate(run.model, guide, x_eval, num_samples=cfg.eval_samples, iwae_k=cfg.iwae_k,
-                      keep_reconstructions=32 if run.data.image_shape else 0)
+    with results_kept_on_stop(out), user_code_errors(run.model.display_name, "in evaluation"):
+        result = evaluate(run.model, guide, x_eval, num_samples=cfg.eval_samples, iwae_k=cfg.iwae_k,
+                          keep_reconstructions=32 if run.data.image_shape else 0)
     eval_seconds = time.perf_counter() - t0
     per_datum = result.pop("per_datum")
     recon = result.pop("reconstructions", None)
@@ -255,18 +332,29 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
                "eval_seconds": eval_seconds, **result, "history": history}
     if refit is not None:
         summary["refit"] = refit.to_json()
-    atomic_write_text(out / "results.json", json.dumps(json_ready(summary), indent=2))
-    atomic_write_text(out / "results.md", results_markdown([summary]))
-    buf = io.BytesIO()
-    np.savez(buf, **{k: v.numpy() for k, v in per_datum.items() if v is not None})
-    atomic_write_bytes(out / "per_datum.npz", buf.getvalue())
-    plots.training_curves(history, out / "training_curves.png")
-    if run.data.image_shape:
-        plots.image_grid(run.model.sample(64), run.data.image_shape, out / "samples.png")
-        plots.image_grid(torch.cat([recon[0], recon[1]]), run.data.image_shape, out / "reconstructions.png",
-                         nrow=recon[0].shape[0] // 2 if recon[0].shape[0] >= 2 else 1)
-    if per_datum["z_mean"].shape[1] == 2:
-        plots.latent_scatter(per_datum["z_mean"], labels, out / "latent_scatter.png")
+    samples = run.model.sample(64) if run.data.image_shape else None
+    try:
+        # the files are written as one group: SIGINT/SIGTERM wait until it is whole (each file is atomic)
+        with signals_deferred():
+            atomic_write_text(out / "results.json", json.dumps(json_ready(summary), indent=2))
+            atomic_write_text(out / "results.md", results_markdown([summary]))
+            buf = io.BytesIO()
+            np.savez(buf, **{k: v.numpy() for k, v in per_datum.items() if v is not None})
+            atomic_write_bytes(out / "per_datum.npz", buf.getvalue())
+            with atomic_path(out / "training_curves.png") as path:
+                plots.training_curves(history, path)
+            if run.data.image_shape:
+                with atomic_path(out / "samples.png") as path:
+                    plots.image_grid(samples, run.data.image_shape, path)
+                with atomic_path(out / "reconstructions.png") as path:
+                    plots.image_grid(torch.cat([recon[0], recon[1]]), run.data.image_shape, path,
+                                     nrow=recon[0].shape[0] // 2 if recon[0].shape[0] >= 2 else 1)
+            if per_datum["z_mean"].shape[1] == 2:
+                with atomic_path(out / "latent_scatter.png") as path:
+                    plots.latent_scatter(per_datum["z_mean"], labels, path)
+    except KeyboardInterrupt as e:
+        e.zoo_note = f"it came while {out}'s results were being written, and they were written whole first"
+        raise
     return summary
 
 
@@ -303,20 +391,32 @@ def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional
                  eval_limit: Optional[int] = None,
                  device: Optional[str] = None, data_dir: Optional[str] = None,
                  progress: bool = True, refit_epochs: Optional[int] = None,
-                 refit_tol: Optional[float] = None) -> Dict:
+                 refit_tol: Optional[float] = None, model_file: Optional[str] = None) -> Dict:
     """Re-evaluate a trained run folder (optionally with more samples or another device; a per-datum
-    guide's test-time refit with another cap ``refit_epochs`` or tolerance ``refit_tol``)."""
+    guide's test-time refit with another cap ``refit_epochs`` or tolerance ``refit_tol``).
+
+    The folder is read as data (:func:`~zoo.experiments.run_folder.load_run`): a run of a model file
+    needs ``model_file``, the file the user names, which must hash to the run's recorded SHA-256."""
     out = Path(out)
-    state = load_checkpoint(out / "checkpoint.pt")
-    config = RunConfig.from_json(state["config"])
-    changes = {"eval_samples": eval_samples, "iwae_k": iwae_k, "eval_limit": eval_limit, "device": device,
-               "data_dir": data_dir, "refit_epochs": refit_epochs, "refit_tol": refit_tol}
-    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
-    run = prepare(config)
+    if not out.is_dir():
+        raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
+    with writer_lock(out), results_kept_on_stop(out):
+        state, config = load_run(out, model_file)
+        changes = {"eval_samples": eval_samples, "iwae_k": iwae_k, "eval_limit": eval_limit, "device": device,
+                   "data_dir": data_dir, "refit_epochs": refit_epochs, "refit_tol": refit_tol}
+        config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+        run = prepare(config)
+        load_weights(run.model, run.guide, state, out / "checkpoint.pt")
+        return _evaluate_and_write(run, out, list(state["history"]), progress)
+
+
+@contextlib.contextmanager
+def results_kept_on_stop(out: Path):
+    """A SIGINT/SIGTERM in the block (:mod:`zoo.training.interrupts`) says, unless it knows better, that
+    the results in ``out`` were not touched: they are written only at the end, as one group."""
     try:
-        run.model.load_state_dict(state["model"])
-        run.guide.load_state_dict(state["guide"])
-    except RuntimeError:
-        raise ZooError(f"checkpoint in {out} does not match its config (parameter shapes differ); "
-                       f"retrain the run") from None
-    return _evaluate_and_write(run, out, list(state["history"]), progress)
+        yield
+    except KeyboardInterrupt as e:
+        if not getattr(e, "zoo_note", None):
+            e.zoo_note = f"it stopped before any results were written, so {out}'s results are as they were"
+        raise

@@ -95,6 +95,7 @@ A user-written model, three guides compared (the README's example)::
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gc
 import hashlib
 import importlib.util
@@ -121,7 +122,8 @@ from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.errors import ZooError
 from zoo.core.registry import MODELS, Component, Options, option
 
-__all__ = ["from_pyro", "PyroModel", "load_model_file", "is_model_file", "model_label"]
+__all__ = ["from_pyro", "PyroModel", "load_model_file", "is_model_file", "model_label", "file_sha256",
+           "absolute_spec", "only_named_files", "user_code_errors"]
 
 #: The trial run's minibatch: B rows out of N, sizes unlikely to coincide with a latent's own dimensions.
 _TRIAL_B, _TRIAL_N = 3, 7
@@ -386,6 +388,26 @@ def _user_line(error: BaseException) -> str:
     return ""
 
 
+@contextlib.contextmanager
+def user_code_errors(name: str, what: str):
+    """Within the block, an exception raised in a user's own code (a model file: any frame outside
+    Python's library, the installed packages and the zoo) becomes one line naming the file and line,
+    as on the trial run; an exception from the zoo, Pyro or PyTorch alone is a bug and keeps its traceback.
+
+    ``name`` is the model's display name, ``what`` where it failed ("in training at epoch 3, step 1").
+    """
+    try:
+        yield
+    except ZooError:
+        raise
+    except Exception as e:
+        where = _user_line(e)
+        if not where:
+            raise
+        raise ZooError(f"{name} failed {what}{where}: {type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''}; fix the model there") from None
+
+
 # -- reading the trace -----------------------------------------------------------------------
 def _read_latents(trace, name: str, x_dim: int):
     """The latent sites of a trial trace, checked against the contract."""
@@ -517,20 +539,27 @@ def _split(spec: str) -> Tuple[Path, str]:
     return Path(path), attr
 
 
-def load_model_file(spec: str):
-    """Import ``FILE.py`` afresh and return ``(its NAME, the file's SHA-256)``; one ZooError for each failure."""
+def load_model_file(spec: str, expected_sha256: Optional[str] = None):
+    """Import ``FILE.py`` afresh and return ``(its NAME, the file's SHA-256)``; one ZooError for each failure.
+
+    The file is read once; with ``expected_sha256`` those bytes are hashed and compared *before*
+    anything in them runs, and the very bytes that were hashed are the ones executed.
+    """
     path, attr = _split(spec)
     if not path.is_file():
         raise ZooError(f"model file {str(path)!r} not found (model {spec!r}; relative paths start at "
                        f"{Path.cwd()})")
     source = path.read_bytes()
     digest = hashlib.sha256(source).hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise ZooError(f"model file {str(path)!r} changed since this run was made (its SHA-256 differs "
+                       f"from the run's); nothing in it was run: give the run's own model file, or train a new run")
     module_name = f"pyro_zoo_user_model_{next(_loads)}"
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[module_name] = module           # dataclasses and the like look their module up while it runs
     try:
-        loader_spec.loader.exec_module(module)
+        exec(compile(source, str(path), "exec"), module.__dict__)
     except SyntaxError as e:
         raise ZooError(f"model file {str(path)!r} has a syntax error at line {e.lineno}: {e.msg}") from None
     except Exception as e:
@@ -545,6 +574,41 @@ def load_model_file(spec: str):
     return getattr(module, attr), digest
 
 
+def file_sha256(spec: str) -> str:
+    """The SHA-256 of the file of a ``FILE.py:NAME`` spec, read without importing it."""
+    path, _ = _split(spec)
+    if not path.is_file():
+        raise ZooError(f"model file {str(path)!r} not found (relative paths start at {Path.cwd()})")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def absolute_spec(spec: str) -> str:
+    """``FILE.py:NAME`` with FILE made absolute: what a run records, so it never depends on the current folder."""
+    if not is_model_file(spec):
+        return spec
+    path, attr = _split(spec)
+    return f"{path.resolve()}:{attr}"
+
+
+#: While set (a run folder is being read), the model files that may be imported: spec -> expected SHA-256.
+_NAMED_FILES: contextvars.ContextVar[Optional[Dict[str, str]]] = contextvars.ContextVar("named_files", default=None)
+
+
+@contextlib.contextmanager
+def only_named_files(named: Dict[str, str]):
+    """Within the block, a ``FILE.py:NAME`` model resolves only if it is in ``named`` (spec -> SHA-256
+    recorded by the run), and its bytes are checked against that hash before they run.
+
+    The reader of a run folder opens this block: a run folder is data, and nothing it names is
+    imported unless the user named it on the command line (and it is the file the run was made with).
+    """
+    token = _NAMED_FILES.set(dict(named))
+    try:
+        yield
+    finally:
+        _NAMED_FILES.reset(token)
+
+
 @dataclass
 class ModelFileOptions(Options):
     """The one option of a model file: its fingerprint, recorded in the run's config."""
@@ -554,14 +618,12 @@ class ModelFileOptions(Options):
 
 
 def _build_from_file(spec: str, x_dim: int, source_sha256: Optional[str] = None) -> PyroModel:
-    obj, digest = load_model_file(spec)
-    if source_sha256 is not None and source_sha256 != digest:
-        raise ZooError(f"model file {str(_split(spec)[0])!r} changed since this run was made (its SHA-256 differs); "
-                       f"restore it, or train a new run")
+    obj, _ = load_model_file(spec, expected_sha256=source_sha256)       # checked before it runs
     return from_pyro(obj, x_dim, name=_split(spec)[1])
 
 
 _COMPONENTS: Dict[Tuple, Component] = {}
+_DIGESTS: Dict[Tuple, str] = {}             # the SHA-256 of the bytes each cached component was imported from
 
 
 def resolve_model_file(spec: str) -> Optional[Component]:
@@ -569,16 +631,22 @@ def resolve_model_file(spec: str) -> Optional[Component]:
     if not is_model_file(spec):
         return None
     path, attr = _split(spec)
+    named = _NAMED_FILES.get()
+    if named is not None and spec not in named:
+        raise ZooError(f"model {spec!r} is named by a run folder, and the zoo does not import files a run folder "
+                       f"names; name the model file on the command line (--model FILE.py:NAME)")
+    expected = named.get(spec) if named is not None else None
     stat = path.stat() if path.is_file() else None
     key = (spec, str(path.resolve()), stat and (stat.st_mtime_ns, stat.st_size))
-    if key not in _COMPONENTS:
-        obj, digest = load_model_file(spec)
+    if key not in _COMPONENTS or (expected is not None and _DIGESTS[key] != expected):
+        obj, digest = load_model_file(spec, expected_sha256=expected)
         if not callable(obj):
             raise ZooError(f"{attr!r} in {str(path)!r} is a {type(obj).__name__}, not a Pyro model function or factory")
         description = (inspect.getdoc(obj) or f"Pyro model {attr} from {path}").split("\n")[0]
         _COMPONENTS[key] = Component("model", spec, lambda x_dim, **options: _build_from_file(spec, x_dim, **options),
                                      ModelFileOptions, description,
                                      {"pinned_options": lambda: {"source_sha256": digest}})
+        _DIGESTS[key] = digest
     return _COMPONENTS[key]
 
 

@@ -5,14 +5,22 @@ optimizer state, the epoch and step, the training history and every RNG state
 (torch, CUDA, numpy, python). It is written to a temporary file in the same
 folder, fsynced, then renamed over the old one, so a crash at any moment leaves
 either the old or the new checkpoint, never half of one.
+
+A checkpoint is data. It is read with ``torch.load(weights_only=True)``, which unpickles
+tensors, containers, numbers and strings only, so a file holding pickled code is refused rather
+than run; anything that does not load, or loads as something other than a checkpoint's dict of
+tensors, is refused in one line. No tensor that is not finite is ever written: a diverged state
+must not replace the last good one.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import pickle
 import random
+import signal
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Dict
 
@@ -21,12 +29,71 @@ import torch
 
 from zoo.core.errors import ZooError
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "save_checkpoint", "load_checkpoint",
-           "rng_state", "set_rng_state"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "save_checkpoint", "load_checkpoint",
+           "rng_state", "set_rng_state", "write_error", "signals_deferred", "non_finite_tensors"]
+
+#: The errno values of a full disk or an exhausted quota.
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def write_error(path: Path, error: OSError) -> ZooError:
+    """The one-line error for an ``OSError`` raised while writing ``path`` (a full disk, a read-only folder)."""
+    if error.errno in _NO_SPACE:
+        return ZooError(f"no space left on device writing {path}; free space and run the command again "
+                        f"(nothing half-written was left)")
+    return ZooError(f"cannot write {path} ({error.strerror or type(error).__name__}); check the folder's "
+                    f"permissions and free space, then run the command again")
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT and SIGTERM until the block ends, so a group of files is written whole.
+
+    The signals are blocked (``pthread_sigmask``), not lost: one that arrives inside the block is
+    delivered, and its handler runs, as the block ends. Elsewhere than the main thread, or where
+    the platform has no signal masks, the block runs as it is.
+    """
+    import threading
+    mask = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: the old file or the new, never half.
+
+    An ``OSError`` (a full disk) becomes a :class:`ZooError` naming the file; the temporary file is removed.
+    """
     path = Path(path)
+    try:
+        _atomic_write(path, data)
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """A temporary path beside ``path`` (same suffix) for a writer that takes a file name (a plot);
+    renamed over ``path`` when the block succeeds, removed when it fails."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        raise write_error(path, e) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         umask = os.umask(0)
@@ -73,24 +140,71 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def non_finite_tensors(state) -> list:
+    """The names of the floating-point tensors in a nested dict/list ``state`` that hold NaN or inf."""
+    bad = []
+
+    def visit(value, name):
+        if torch.is_tensor(value):
+            if value.is_floating_point() and value.numel() and not torch.isfinite(value).all():
+                bad.append(name)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                visit(v, f"{name}.{k}" if name else str(k))
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                visit(v, f"{name}[{i}]")
+    visit(state, "")
+    return bad
+
+
 def save_checkpoint(path: Path, **state) -> None:
-    """Write ``state`` (tensors, dicts, lists, numbers, strings) atomically to ``path``."""
+    """Write ``state`` (tensors, dicts, lists, numbers, strings) atomically to ``path``.
+
+    The model, guide and optimizer tensors must be finite: a checkpoint replaces the last good
+    one, so a diverged state is refused here (the training loop stops before it gets this far).
+    """
     import io
+    bad = non_finite_tensors({k: state[k] for k in ("model", "guide", "optimizer") if k in state})
+    if bad:
+        raise ZooError(f"not writing {path}: {bad[0]} holds NaN or inf ({len(bad)} tensor(s)); the previous "
+                       f"checkpoint is kept as it was")
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> Dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`; no pickled code is executed."""
+    """Load a checkpoint written by :func:`save_checkpoint`; no pickled code is executed.
+
+    ``torch.load(weights_only=True)`` raises many kinds of error on a file that is not a torch
+    file (``KeyError`` on plain text, ``UnpicklingError``, ``RuntimeError`` on a zip without
+    ``data.pkl``, ``EOFError``, ``ValueError``, ``MemoryError`` on absurd sizes...): each becomes one
+    line. A file that loads must be a dict with a ``config`` dict and ``model``/``guide`` dicts of
+    tensors, the shape of every checkpoint :func:`save_checkpoint` writes.
+    """
     path = Path(path)
     if not path.is_file():
         raise ZooError(f"no checkpoint at {path}; train a run there first")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as e:
-        raise ZooError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}); "
-                       f"delete it and train again") from None
-    if not isinstance(state, dict) or not {"config", "model", "guide"} <= set(state):
-        raise ZooError(f"{path} is not a pyro-zoo checkpoint (it lacks config/model/guide)")
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):       # a class or function to call: what weights_only exists to refuse
+            raise ZooError(f"{path} holds pickled Python objects, not only tensors; pyro-zoo loads checkpoints with "
+                           f"torch.load(weights_only=True) and never runs code from one: use a checkpoint "
+                           f"written by pyro-zoo") from None
+        raise _not_a_checkpoint(path, e) from None
+    except Exception as e:                  # weights_only's unpickler on garbage: KeyError, IndexError, ...
+        raise _not_a_checkpoint(path, e) from None
+    if not (isinstance(state, dict) and isinstance(state.get("config"), dict)
+            and all(isinstance(state.get(part), dict) and all(isinstance(k, str) and torch.is_tensor(v)
+                                                             for k, v in state[part].items())
+                    for part in ("model", "guide"))):
+        raise ZooError(f"{path} is not a pyro-zoo checkpoint (it lacks a config and the model's and guide's "
+                       f"tensors); use the checkpoint.pt that 'pyro-zoo train' wrote")
     return state
+
+
+def _not_a_checkpoint(path: Path, error: Exception) -> ZooError:
+    return ZooError(f"checkpoint {path} is corrupt or truncated, or not a checkpoint ({type(error).__name__}); "
+                    f"restore the run's checkpoint.pt or train the run again")

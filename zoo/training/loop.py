@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from typing import Callable, Dict, List, Optional
 
 import pyro
@@ -29,7 +30,20 @@ from zoo.evaluation.harness import bound_per_datum
 from zoo.training.optimizer import make_optimizer
 from zoo.training.warmup import KLWarmup, kl_warmup_weight
 
-__all__ = ["fit", "fit_local_guide", "epoch_order"]
+__all__ = ["fit", "fit_local_guide", "epoch_order", "NonFiniteError"]
+
+#: Pyro's ``warn_if_nan`` warnings ("Encountered NaN: loss"): the loop reports a non-finite loss itself, in one line.
+_NAN_WARNINGS = r"Encountered (NaN|[+-]?inf)"
+
+
+class NonFiniteError(ZooError):
+    """Training produced NaN or inf (a loss, a gradient, the parameters after a step, the validation
+    ELBO); raised before that state reaches a checkpoint. ``epoch`` and ``step`` (1-based; step None:
+    the validation pass after the epoch) say where."""
+
+    def __init__(self, message: str, epoch: int, step: Optional[int]):
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
 
 
 def epoch_order(num_data: int, seed: int, epoch: int) -> torch.Tensor:
@@ -59,8 +73,12 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     steps into the next) and after every epoch (``step`` 0). Resuming with the same
     ``start_epoch``, ``start_step``, ``epoch_total``, optimizer/scheduler/RNG states continues
     the run exactly: the data order is a function of (seed, epoch). A non-finite loss or
-    gradient raises :class:`~zoo.core.errors.ZooError` before the optimizer step, so no
-    checkpoint ever holds a NaN state. ``clip_grad`` clips the global gradient norm.
+    gradient raises :class:`NonFiniteError` before the optimizer step; non-finite parameters
+    after it (a finite gradient times too large a step overflows) or a non-finite validation
+    ELBO raise it before the next checkpoint; so no checkpoint ever holds a NaN state. Pyro's
+    own NaN warnings are silenced (the error says it, in one line). An exception raised in the
+    user's own model code becomes one line naming its file and line. ``clip_grad`` clips the
+    global gradient norm.
 
     Two hooks serve distributed training (:mod:`zoo.training.distributed`): ``batches(epoch)``
     returns the epoch's minibatch index tensors (default: the (seed, epoch) permutation cut
@@ -94,6 +112,7 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     if not guide_only:                  # a test-time refit keeps the frozen model in eval mode
         model.train()
     guide.train()
+    name = getattr(model, "display_name", type(model).__name__)
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         epoch_batches = batches(epoch)
@@ -112,7 +131,8 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
             # validated once up front and non-finite values are caught just below.
             beta = kl_warmup_weight(global_step, kl_warmup * steps) if kl_warmup else 1.0
             warm = KLWarmup(beta) if beta < 1.0 else contextlib.nullcontext()
-            with pyro.validation_enabled(pyro.infer.util.is_validation_enabled() and step == first), warm:
+            with pyro.validation_enabled(pyro.infer.util.is_validation_enabled() and step == first), warm, \
+                    _guarded(name, objective, epoch, step):
                 loss = step_fn(x[idx], idx)
             check_finite(loss, params, epoch, step, global_step, objective)
             if clip_grad:
@@ -121,6 +141,7 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
                 grad_norm = torch.linalg.vector_norm(
                     torch.stack([torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]))
             optimizer.step()
+            check_parameters(params, epoch, step, global_step)
             if log is not None:
                 log("step", global_step, loss=loss / N, grad_norm=float(grad_norm))
             total += loss / N
@@ -134,7 +155,11 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
             row["kl_weight"] = kl_warmup_weight(epoch * steps + steps - 1, kl_warmup * steps)
         row.update(guide.epoch_record())
         if valid is not None and guide.amortized:
-            row["valid_elbo"] = bound_per_datum(model, guide, valid)
+            with _guarded(name, objective, epoch, None):
+                row["valid_elbo"] = bound_per_datum(model, guide, valid)
+            if not math.isfinite(row["valid_elbo"]):
+                raise NonFiniteError(f"non-finite validation ELBO ({row['valid_elbo']}) after epoch {epoch + 1}; "
+                                     f"{_ADVICE}", epoch + 1, None)
             if not guide_only:
                 model.train()
             guide.train()
@@ -151,6 +176,43 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     return history
 
 
+_ADVICE = ("likely causes: too large a step (lower --lr or set --clip-grad), a high-variance score-function gradient "
+           "(try --baseline neural), or extreme data values")
+
+
+@contextlib.contextmanager
+def _guarded(name: str, objective, epoch: int, step: Optional[int]):
+    """One training step (``step``) or the validation pass after ``epoch`` (``step`` None), with Pyro's
+    NaN warnings silenced and its failures in one line: a distribution refusing NaN arguments is a
+    :class:`NonFiniteError`; an exception raised in the user's own model code names its file and line
+    (as the trial run of :mod:`zoo.models.pyro_model` does); anything else is a bug and keeps its traceback."""
+    where = f"epoch {epoch + 1}, step {step + 1}" if step is not None else f"the validation pass after epoch {epoch + 1}"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NAN_WARNINGS)
+        try:
+            yield
+        except ZooError:
+            raise
+        except Exception as e:
+            from zoo.models.pyro_model import _user_line
+            user = _user_line(e)
+            if user:
+                raise ZooError(f"{name} failed at {where}{user}: {type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''}; fix the model there") from None
+            if isinstance(e, ValueError) and "found invalid values" in str(e):
+                raise NonFiniteError(f"non-finite values in a distribution's parameters at {where} with "
+                                     f"{type(objective).__name__}; {_ADVICE}", epoch + 1,
+                                     None if step is None else step + 1) from None
+            raise
+
+
+def check_parameters(params, epoch: int, step: int, global_step: int) -> None:
+    """Stop when the optimizer step has made a parameter NaN or inf, before it can be checkpointed."""
+    if params and not math.isfinite(torch.stack(torch._foreach_norm(params)).sum().item()):
+        raise NonFiniteError(f"non-finite parameters after the optimizer step at epoch {epoch + 1}, step {step + 1} "
+                             f"(global step {global_step + 1}); {_ADVICE}", epoch + 1, step + 1)
+
+
 def check_finite(loss: float, params, epoch: int, step: int, global_step: int, objective) -> None:
     """Stop before a non-finite loss or gradient reaches the parameters (or a checkpoint)."""
     bad = None
@@ -162,10 +224,8 @@ def check_finite(loss: float, params, epoch: int, step: int, global_step: int, o
         if grads and not math.isfinite(torch.stack(torch._foreach_norm(grads)).sum().item()):
             bad = "gradient"
     if bad:
-        raise ZooError(f"non-finite {bad} at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1}) "
-                       f"with {type(objective).__name__}; likely causes: too large a step (lower --lr or set "
-                       f"--clip-grad), a high-variance score-function gradient (try --baseline neural), or extreme "
-                       f"data values. The last good checkpoint is intact; resume it with a lower --lr")
+        raise NonFiniteError(f"non-finite {bad} at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1}) "
+                             f"with {type(objective).__name__}; {_ADVICE}", epoch + 1, step + 1)
 
 
 def fit_local_guide(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: int,

@@ -1,0 +1,379 @@
+"""A run folder in other people's hands: it is data (nothing it names runs, a checkpoint must be its own),
+a blown-up step never replaces the last good checkpoint, one process writes it at a time, and every
+stop (a full disk, a failing user model, SIGINT, SIGTERM) is one line that tells the truth."""
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.cli import main
+from zoo.training.checkpoint import load_checkpoint
+
+sys.path.insert(0, str(Path(__file__).parent))
+from user_models import USER_FILE      # noqa: E402  (tests/user_models.py)
+
+QUICK = ["--dataset", "digits", "--eval-samples", "10", "--iwae-k", "5", "--no-progress", "--seed", "0"]
+SMALL = QUICK + ["--latent-dim", "2", "--hidden", "32"]          # a small vae
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def run_cli(args, capsys):
+    args = [str(a) for a in args]
+    code = main(args + ([] if "--no-progress" in args else ["--no-progress"]))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(code, err, exit_code=2):
+    lines = err.strip().splitlines()
+    return code == exit_code and len(lines) == 1 and lines[0].startswith("pyro-zoo: ")
+
+
+def snapshot(folder: Path):
+    """Every file's bytes and mtime (but the writer lock's): what 'changed nothing' means."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())
+            if p.is_file() and p.name != ".pyro-zoo.lock"}
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    """A trained 2-epoch vae run folder (copy it before changing it)."""
+    out = tmp_path_factory.mktemp("runs") / "vae"
+    assert main(["train", "vae", "--epochs", "2", "--out", str(out)] + SMALL) == 0
+    return out
+
+
+def copy_run(run: Path, where: Path) -> Path:
+    shutil.copytree(run, where)
+    return where
+
+
+# -- checkpoints that are not this run's --------------------------------------------------------------
+def _not_checkpoints(tmp_path):
+    junk = tmp_path / "junk.zip"
+    with zipfile.ZipFile(junk, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02junk")
+        z.writestr("archive/other", os.urandom(64))
+    listed = tmp_path / "list.pt"
+    torch.save([torch.zeros(2), 1], listed)
+    return {"text": b"hello", "random bytes": bytes(range(256)) * 4, "zip with junk": junk.read_bytes(),
+            "a list": listed.read_bytes()}
+
+
+@pytest.mark.parametrize("what", ["text", "random bytes", "zip with junk", "a list"])
+def test_a_file_that_is_not_a_checkpoint_is_one_line_for_every_reader(vae_run, tmp_path, capsys, what):
+    """'hello' in checkpoint.pt ended eval and train --resume in `KeyError: 101` from the weights-only unpickler."""
+    run = copy_run(vae_run, tmp_path / "run")
+    (run / "checkpoint.pt").write_bytes(_not_checkpoints(tmp_path)[what])
+    before = snapshot(run)
+    for command in (["eval", run], ["train", "--resume", run, "--epochs", "3"], ["eval", run, "--gaps"],
+                    ["gradients", "vae", "--objectives", "elbo", "--checkpoint", run, "--out", tmp_path / "g"]):
+        code, _, err = run_cli(command, capsys)
+        assert one_line(code, err) and "checkpoint" in err, (command, err)
+    assert snapshot(run) == before and not (tmp_path / "g").exists()
+
+
+def test_a_checkpoint_holding_pickled_code_is_refused_and_not_run(vae_run, tmp_path, capsys):
+    run = copy_run(vae_run, tmp_path / "run")
+    marker = tmp_path / "ran"
+    state = load_checkpoint(run / "checkpoint.pt")
+    state["history"] = [_Pickled(str(marker))]
+    torch.save(state, run / "checkpoint.pt")
+    code, _, err = run_cli(["eval", run], capsys)
+    assert one_line(code, err) and "never runs code" in err
+    assert not marker.exists()
+
+
+class _Pickled:
+    """Unpickling this (weights_only=False) would create a file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path(self.path).touch, ())
+
+
+def test_a_ppca_checkpoint_in_a_vae_run_is_refused_and_changes_nothing(vae_run, tmp_path, capsys):
+    """eval overwrote the vae's results.json with ppca results, and --resume rewrote its config.json to ppca."""
+    ppca = tmp_path / "ppca"
+    assert main(["train", "ppca", "--guide", "exact", "--epochs", "1", "--out", str(ppca)] + QUICK + ["--latent-dim", "2"]) == 0
+    run = copy_run(vae_run, tmp_path / "vae")
+    shutil.copy(ppca / "checkpoint.pt", run / "checkpoint.pt")
+    before = snapshot(run)
+    for command in (["eval", run], ["train", "--resume", run, "--epochs", "3"], ["eval", run, "--gaps"]):
+        code, _, err = run_cli(command, capsys)
+        assert one_line(code, err) and "not this run's checkpoint" in err and "'ppca'" in err, err
+    assert snapshot(run) == before
+
+
+def test_a_checkpoint_with_other_shapes_is_refused_naming_the_option(vae_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert main(["train", "vae", "--epochs", "1", "--out", str(other)] + QUICK + ["--latent-dim", "3", "--hidden", "32"]) == 0
+    run = copy_run(vae_run, tmp_path / "vae")
+    shutil.copy(other / "checkpoint.pt", run / "checkpoint.pt")
+    before = snapshot(run)
+    code, _, err = run_cli(["eval", run], capsys)
+    assert one_line(code, err) and "latent_dim" in err and "3" in err, err
+    assert snapshot(run) == before
+
+
+# -- model files a run folder names ------------------------------------------------------------------
+def _planted_run(tmp_path, capsys, monkeypatch):
+    """A run folder that carries its own model.py, which writes a marker file when imported."""
+    run = tmp_path / "run"
+    run.mkdir()
+    marker = tmp_path / "marker"
+    source = f"open({str(marker)!r}, 'w').write('ran')\n" + USER_FILE
+    (run / "model.py").write_text(source)
+    monkeypatch.chdir(run)
+    code, _, err = run_cli(["train", "model.py:my_vae", "--epochs", "1", "--out", "."] + QUICK, capsys)
+    assert code == 0, err
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == f"{run.resolve() / 'model.py'}:my_vae"           # recorded by its absolute path
+    assert len(config["model_options"]["source_sha256"]) == 64
+    marker.unlink()
+    return run, marker, source
+
+
+def test_a_run_folder_never_imports_the_model_file_it_names(tmp_path, capsys, monkeypatch):
+    """`cd run && pyro-zoo eval .` ran the folder's own model.py."""
+    run, marker, _ = _planted_run(tmp_path, capsys, monkeypatch)
+    before = snapshot(run)
+    for command in (["eval", "."], ["train", "--resume", ".", "--epochs", "2"], ["eval", ".", "--gaps"],
+                    ["gradients", "vae", "--objectives", "elbo", "--checkpoint", ".", "--out", tmp_path / "g"]):
+        code, _, err = run_cli(command, capsys)
+        assert one_line(code, err) and "never imports" in err and "FILE.py:my_vae" in err, (command, err)
+        assert not marker.exists(), command
+    assert snapshot(run) == before
+
+
+def test_a_named_model_file_is_checked_before_it_is_imported(tmp_path, capsys, monkeypatch):
+    run, marker, source = _planted_run(tmp_path, capsys, monkeypatch)
+    (run / "model.py").write_text(source + "\n# changed\n")
+    for command in (["eval", ".", "--model", "model.py:my_vae"],
+                    ["train", "model.py:my_vae", "--resume", ".", "--epochs", "2"],
+                    ["gradients", "model.py:my_vae", "--objectives", "elbo", "--checkpoint", ".", "--out",
+                     tmp_path / "g"]):
+        code, _, err = run_cli(command, capsys)
+        assert one_line(code, err) and "changed since this run was made" in err, (command, err)
+        assert not marker.exists(), command
+    (run / "model.py").write_text(source)
+    code, _, err = run_cli(["eval", ".", "--model", "model.py:my_vae"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["train", "model.py:my_vae", "--resume", ".", "--epochs", "2"], capsys)
+    assert code == 0, err
+    assert json.loads((run / "results.json").read_text())["epochs_trained"] == 2
+
+
+# -- a blown-up step ----------------------------------------------------------------------------------
+def test_a_blown_up_step_never_replaces_the_good_checkpoint(vae_run, tmp_path, capsys):
+    """`train --resume good2 --epochs 4 --lr 1e39 --checkpoint-every 1` wrote inf into every parameter of the
+    checkpoint its message called intact, and the advised resume with --lr 1e-3 crashed."""
+    good = copy_run(vae_run, tmp_path / "good2")
+    before = snapshot(good)
+    code, _, err = run_cli(["train", "--resume", good, "--epochs", "4", "--lr", "1e39", "--checkpoint-every", "1"],
+                           capsys)
+    assert one_line(code, err) and "non-finite" in err and "(epoch 2) holds the last good state" in err, err
+    assert snapshot(good) == before                     # not one byte of the good run changed
+    state = load_checkpoint(good / "checkpoint.pt")
+    assert all(torch.isfinite(v).all() for part in ("model", "guide") for v in state[part].values())
+    code, _, err = run_cli(["train", "--resume", good, "--epochs", "4", "--lr", "1e-3"], capsys)
+    assert code == 0, err
+    assert json.loads((good / "results.json").read_text())["epochs_trained"] == 4
+
+
+def test_a_whole_batch_blow_up_is_one_line_and_leaves_no_folder(tmp_path, capsys):
+    """--batch-size = the training set with --lr 1e39 left a traceback and a lone config.json."""
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", "vae", "--batch-size", "1257", "--lr", "1e39", "--epochs", "2", "--out", out]
+                           + SMALL, capsys)
+    assert one_line(code, err) and "non-finite" in err and "no checkpoint had been written" in err, err
+    assert not out.exists()
+
+
+NAN_AT = '''
+CALLS, STEPS = [0], []
+def my_vae(x_dim, z_dim=2):
+    decoder = nn.Sequential(nn.Linear(z_dim, 16), nn.Tanh(), nn.Linear(16, x_dim))
+    def model(x, idx=None, N=None):
+        pyro.module("decoder", decoder)
+        CALLS[0] += 1
+        with pyro.plate("data", N, subsample=idx):
+            z = pyro.sample("z", dist.Normal(torch.zeros(z_dim), 1.0).to_event(1))
+            logits = decoder(z)
+            {action}
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+    return model
+'''
+
+
+def _model_file(tmp_path, action):
+    path = tmp_path / "my_models.py"
+    path.write_text("import pyro, pyro.distributions as dist, torch\nfrom torch import nn\n"
+                    + NAN_AT.format(action=action))
+    return path
+
+
+def test_a_nan_loss_is_one_line_on_stderr_without_pyros_warning(tmp_path, capsys):
+    """Pyro's two-line warn_if_nan preceded every non-finite-loss error."""
+    path = _model_file(tmp_path, "logits = logits * float('nan') if CALLS[0] == 30 else logits")
+    code, _, err = run_cli(["train", f"{path}:my_vae", "--epochs", "2", "--batch-size", "100", "--out",
+                            tmp_path / "run"] + QUICK, capsys)
+    assert one_line(code, err) and "non-finite loss nan" in err, err
+
+
+def test_a_user_model_raising_in_epoch_3_names_its_file_and_line(tmp_path, capsys):
+    """The same error at the trial run was one line with file and line; in epoch 3 it was a traceback."""
+    # a step of 500 data: steps 1 and 2 of each epoch (1257 = 500 + 500 + 257), so the 5th is epoch 3, step 1 or 2
+    path = _model_file(tmp_path, "STEPS.extend([1] if x is not None and x.shape[0] == 500 else []); "
+                                 "assert len(STEPS) < 5, 'the decoder ran out of patience'")
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", f"{path}:my_vae", "--epochs", "4", "--batch-size", "500", "--out", out]
+                           + QUICK, capsys)
+    assert one_line(code, err) and "failed at epoch 3, step " in err, err
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "assert len(STEPS)" in text)
+    assert f"(my_models.py, line {line}): AssertionError: the decoder ran out of patience; fix the model there" in err
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2           # the epochs before it are kept
+
+
+# -- a full disk --------------------------------------------------------------------------------------
+def _full_disk_after(monkeypatch, good_writes: int):
+    """os.fsync fails with ENOSPC after ``good_writes`` files were written (as on a full disk)."""
+    real, files = os.fsync, []
+
+    def fsync(fd):
+        import stat
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            files.append(fd)
+            if len(files) > good_writes:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("good_writes,failing", [(0, "config.json"), (1, "checkpoint.pt")])
+def test_a_full_disk_is_one_line_and_leaves_no_files(tmp_path, capsys, monkeypatch, good_writes, failing):
+    out = tmp_path / "run"
+    _full_disk_after(monkeypatch, good_writes)
+    code, _, err = run_cli(["train", "vae", "--epochs", "1", "--out", out] + SMALL, capsys)
+    assert one_line(code, err) and f"no space left on device writing {out / failing}; free space" in err, err
+    assert not out.exists()
+
+
+def test_a_full_disk_while_writing_results_keeps_the_old_ones(vae_run, tmp_path, capsys, monkeypatch):
+    run = copy_run(vae_run, tmp_path / "run")
+    before = snapshot(run)
+    _full_disk_after(monkeypatch, 0)
+    code, _, err = run_cli(["eval", run], capsys)
+    assert one_line(code, err) and f"no space left on device writing {run / 'results.json'}" in err, err
+    assert snapshot(run) == before
+
+
+# -- what a resume may change --------------------------------------------------------------------------
+def test_resume_with_fewer_epochs_than_trained_is_refused(vae_run, tmp_path, capsys):
+    """`--resume --epochs 1` on a 2-epoch run recorded "epochs 1". --epochs is the total, as Lightning's max_epochs."""
+    run = copy_run(vae_run, tmp_path / "run")
+    before = snapshot(run)
+    code, _, err = run_cli(["train", "--resume", run, "--epochs", "1"], capsys)
+    assert one_line(code, err) and "already trained 2 epochs" in err and "--epochs 3 or more" in err, err
+    assert snapshot(run) == before
+    code, _, err = run_cli(["train", "--resume", run, "--epochs", "2"], capsys)       # the same total: evaluates
+    assert code == 0, err
+    assert json.loads((run / "results.json").read_text())["config"]["epochs"] == 2
+
+
+def test_structured_on_a_model_with_one_latent_is_refused(tmp_path, capsys):
+    """--structured was silently a no-op on the vae (one latent: nothing to condition on)."""
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", "vae", "--structured", "--out", out] + SMALL, capsys)
+    assert one_line(code, err) and "--structured" in err and "would change nothing" in err, err
+    assert not out.exists()
+
+
+# -- one writer, and stopping -----------------------------------------------------------------------------
+def _zoo(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "zoo", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV, **kwargs)
+
+
+def _wait_for(path: Path, proc, timeout=120):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.02)
+
+
+def test_one_run_folder_one_writer_and_a_killed_writer_blocks_nobody(tmp_path):
+    """Two `pyro-zoo train ... --out same` both exited 0 and both wrote same/results.json."""
+    same = tmp_path / "same"
+    first = _zoo("train", "vae", "--epochs", "100000", "--out", same, *SMALL)
+    try:
+        _wait_for(same / "checkpoint.pt", first)            # the first holds the lock from before its first checkpoint
+        others = [_zoo("train", "vae", "--epochs", "1", "--out", same, *SMALL), _zoo("eval", same, "--no-progress")]
+        for other in others:
+            out, err = other.communicate(timeout=120)
+            assert one_line(other.returncode, err) and "another pyro-zoo process" in err, err
+            assert out == "" and not (same / "results.json").exists()
+    finally:
+        first.kill()                                        # SIGKILL: the kernel releases the lock
+        first.communicate()
+    assert (same / ".pyro-zoo.lock").exists()               # the stale lock file is left behind ...
+    after = subprocess.run([sys.executable, "-m", "zoo", "eval", str(same), "--eval-samples", "2", "--iwae-k", "1",
+                            "--no-progress"], capture_output=True,
+                           text=True, env=ENV, timeout=300)
+    assert after.returncode == 0, after.stderr              # ... and blocks nobody
+
+
+def _wait_for_handlers(proc, timeout=5.0):
+    """Until the zoo's SIGTERM handler is installed (Linux: SigCgt in /proc), at most ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            caught = int(next(line for line in open(f"/proc/{proc.pid}/status") if line.startswith("SigCgt:"))
+                         .split()[1], 16)
+        except (OSError, StopIteration):
+            break
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return
+        time.sleep(0.01)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads signal handlers from /proc")
+def test_sigint_in_the_first_seconds_of_eval_stops_it_and_keeps_the_results(vae_run, tmp_path):
+    """Ctrl-C in the first seconds of eval was ignored (a script's background job starts with SIGINT ignored):
+    it ran on and rewrote the results."""
+    run = copy_run(vae_run, tmp_path / "run")
+    before = snapshot(run)
+    proc = _zoo("eval", run, "--eval-samples", "3000", "--no-progress",
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    _wait_for_handlers(proc)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert one_line(proc.returncode, err, exit_code=130) and "stopped by SIGINT" in err, err
+    assert "stopped before writing anything" in err or "results are as they were" in err, err
+    assert snapshot(run) == before
+
+
+def test_sigterm_stops_training_in_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    proc = _zoo("train", "vae", "--epochs", "100000", "--out", out, *SMALL)
+    _wait_for(out / "checkpoint.pt", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert one_line(proc.returncode, err, exit_code=143) and "stopped by SIGTERM" in err, err
+    assert "holds the last good state" in err and f"--resume {out}" in err, err
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["epoch"] >= 1 and not (out / "results.json").exists()
+    assert not [p.name for p in out.iterdir() if p.name.endswith((".tmp", ".partial.png"))]

@@ -1,0 +1,168 @@
+"""Reading a run folder someone else may have written, and writing one without a second writer.
+
+A run folder is **data**. What it holds is checked before it is used, and nothing it names is run:
+
+- ``checkpoint.pt`` is read with ``torch.load(weights_only=True)`` (:func:`~zoo.training.checkpoint.load_checkpoint`)
+  and must be *this run's* checkpoint: the model, guide, objective, dataset and every option that a
+  resumed run may not change must equal those in the folder's ``config.json``
+  (:func:`refuse_foreign_checkpoint`), and its parameters must have the names and shapes of the
+  model and guide the config builds (:func:`load_weights`).
+- a run of a user's model file (``FILE.py:NAME``) records the file's absolute path and SHA-256. Reading
+  the run never imports that file: the user must name a model file on the command line
+  (``--model FILE.py:NAME``), and its SHA-256 must equal the recorded one before it is imported
+  (:func:`read_stored_config`). Installed entry points and registered names need nothing.
+
+Writers (``train``, ``eval``, ``eval --gaps``, ``compare``, ``gradients``) hold an exclusive OS lock on
+``.pyro-zoo.lock`` in the folder while they write (:func:`writer_lock`); a second writer is refused
+in one line. The lock is ``fcntl.flock``: the kernel drops it when its holder exits, SIGKILL
+included, so a lock file left behind blocks nobody.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from zoo.core.errors import ZooError
+from zoo.experiments.config import COMPONENT_KINDS, RunConfig, resumable_changes
+from zoo.models.pyro_model import absolute_spec, file_sha256, is_model_file, only_named_files
+from zoo.training.checkpoint import load_checkpoint
+
+__all__ = ["read_stored_config", "refuse_foreign_checkpoint", "load_run", "load_weights", "writer_lock", "LOCK"]
+
+#: The lock file of a run folder (empty but for the holder's pid; a left-over one is harmless).
+LOCK = ".pyro-zoo.lock"
+
+
+def read_stored_config(stored: Any, source: str, model_file: Optional[str] = None,
+                       how: str = "--model FILE.py:NAME") -> RunConfig:
+    """The :class:`RunConfig` stored in ``source`` (a config.json or a checkpoint), read as data.
+
+    If the stored model is a model file, ``model_file`` (what the user named on the command line,
+    or None) must be given, have the recorded NAME, and hash to the recorded SHA-256; the check reads
+    the file's bytes and runs nothing, and the config then refers to the user's file. ``how`` is how
+    the user names one in the command at hand (the refusal says it).
+    """
+    if not isinstance(stored, Mapping) or not isinstance(stored.get("model"), str):
+        raise ZooError(f"{source} holds no pyro-zoo run config; use a run folder written by 'pyro-zoo train'")
+    stored = dict(stored)
+    recorded = stored["model"]
+    named: Dict[str, str] = {}
+    if is_model_file(recorded):
+        name = recorded.rpartition(":")[2]
+        sha = (stored.get("model_options") or {}).get("source_sha256")
+        if model_file is None:
+            raise ZooError(f"this run's model is the file {recorded!r}, and the zoo never imports a file that a run "
+                           f"folder names: if you trust that file, name it yourself with {how.replace('NAME', name)} "
+                           f"(its SHA-256 must match the run's)")
+        if not is_model_file(model_file) or model_file.rpartition(":")[2] != name:
+            raise ZooError(f"this run's model is {name!r} from the file {recorded!r}, not {model_file!r}; "
+                           f"give {how.replace('NAME', name)}")
+        if not isinstance(sha, str):
+            raise ZooError(f"{source} records no SHA-256 of its model file, so no file can be checked against it; "
+                           f"train the run again")
+        if file_sha256(model_file) != sha:
+            raise ZooError(f"model file {model_file.rpartition(':')[0]!r} changed since this run was made (its SHA-256 "
+                           f"differs from the run's); nothing in it was run: give the run's own model file, or "
+                           f"train a new run")
+        stored["model"] = absolute_spec(model_file)
+        named[stored["model"]] = sha
+    elif model_file is not None and model_file != recorded:
+        raise ZooError(f"this run's model is {recorded!r}, not {model_file!r}; drop the model or name {recorded!r}")
+    try:
+        with only_named_files(named):
+            return RunConfig.from_json(stored)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise ZooError(f"{source} is not a valid pyro-zoo run config ({type(e).__name__}: {e}); use a run "
+                       f"folder written by 'pyro-zoo train'") from None
+
+
+def refuse_foreign_checkpoint(run: RunConfig, checkpoint: RunConfig, where: Path) -> None:
+    """Raise unless ``checkpoint`` (the config a checkpoint carries) is a config of the run ``run``
+    (its config.json): the same components and dataset, and the same value of every option a
+    resumed run may not change (a resume that was stopped before its first checkpoint leaves
+    config.json with the new epochs or learning rate and the checkpoint with the old)."""
+    def refuse(what: str, theirs, ours):
+        raise ZooError(f"{where / 'checkpoint.pt'} is not this run's checkpoint: it was made with {what} {theirs!r}, "
+                       f"but {where / 'config.json'} has {ours!r}; restore the run's own checkpoint.pt or train "
+                       f"the run again")
+    for key in ("model", "guide", "objective", "dataset"):
+        if getattr(checkpoint, key) != getattr(run, key):
+            refuse(key, getattr(checkpoint, key), getattr(run, key))
+    allowed = resumable_changes(run)
+    for f in dataclasses.fields(RunConfig):
+        if f.metadata and f.name not in allowed["run"] and getattr(checkpoint, f.name) != getattr(run, f.name):
+            refuse(f.name, getattr(checkpoint, f.name), getattr(run, f.name))
+    for kind in COMPONENT_KINDS:
+        theirs, ours = checkpoint.resolved(kind).to_dict(), run.resolved(kind).to_dict()
+        for name in ours:
+            if name not in allowed[kind] and theirs.get(name) != ours[name]:
+                refuse(f"{kind} option {name}", theirs.get(name), ours[name])
+
+
+def load_run(out: Path, model_file: Optional[str] = None, how: str = "--model FILE.py:NAME") -> Tuple[Dict, RunConfig]:
+    """The checkpoint state of the run folder ``out`` and its config, both checked (see the module docstring)."""
+    out = Path(out)
+    if not out.is_dir():
+        raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
+    state = load_checkpoint(out / "checkpoint.pt")
+    path = out / "config.json"
+    if not path.is_file():
+        raise ZooError(f"{out} has a checkpoint but no config.json, so the checkpoint cannot be checked against "
+                       f"its run; restore config.json or train the run again")
+    try:
+        recorded = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise ZooError(f"{path} is not readable JSON ({type(e).__name__}); restore it or train the run again") from None
+    run = read_stored_config(recorded, str(path), model_file, how)
+    config = read_stored_config(state["config"], str(out / "checkpoint.pt"), model_file, how)
+    refuse_foreign_checkpoint(run, config, out)
+    return state, config
+
+
+def load_weights(model, guide, state: Mapping, source: Path) -> None:
+    """Load a checkpoint's model and guide tensors; refuse, naming the first difference, unless every
+    parameter and buffer has the name and shape the run's own model and guide have."""
+    for part, module in (("model", model), ("guide", guide)):
+        ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        theirs = {k: tuple(v.shape) for k, v in state[part].items()}
+        missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+        shape = next((k for k in ours if k in theirs and ours[k] != theirs[k]), None)
+        if missing or extra or shape:
+            detail = (f"it lacks {part} tensor {missing[0]!r}" if missing else
+                      f"it has a {part} tensor {extra[0]!r} that this run's {part} lacks" if extra else
+                      f"{part} tensor {shape!r} is {list(theirs[shape])} there, {list(ours[shape])} here")
+            raise ZooError(f"{source} does not fit this run's model and guide: {detail}; restore the run's own "
+                           f"checkpoint or train the run again")
+        module.load_state_dict(state[part])
+
+
+@contextmanager
+def writer_lock(out: Path):
+    """Hold the exclusive writer lock of folder ``out`` (which must exist) for the block; refuse in one
+    line if another process holds it. Where ``fcntl`` is missing (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:                                   # pragma: no cover - not on POSIX
+        yield
+        return
+    path = Path(out) / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise ZooError(f"cannot open the lock file {path} ({e.strerror}); choose a writable folder") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise ZooError(f"another pyro-zoo process{f' (pid {holder})' if holder.isdigit() else ''} is writing to "
+                           f"{out}; wait for it to finish, or use another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)                                      # closing the descriptor releases the lock
