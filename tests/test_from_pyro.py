@@ -248,6 +248,9 @@ def test_a_user_file_run_trains_evaluates_and_refuses_a_changed_file(tmp_path, c
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == f"{source}:my_vae" and len(config["model_options"]["source_sha256"]) == 64
     code, _, err = run_cli(["eval", out, "--eval-samples", "12", "--no-progress"], capsys)
+    assert code == 2 and "never imports a file that a run folder names" in err       # the user names it ...
+    code, _, err = run_cli(["eval", out, "--eval-samples", "12", "--no-progress", "--model", f"{source}:my_vae"],
+                           capsys)
     assert code == 0, err
     assert json.loads((out / "results.json").read_text())["num_samples"] == 12
     code, _, err = run_cli(["gradients", f"{source}:my_vae", "--objectives", "elbo,iwae", "--particles", "1,2",
@@ -256,11 +259,11 @@ def test_a_user_file_run_trains_evaluates_and_refuses_a_changed_file(tmp_path, c
     assert code == 0, err
 
     source.write_text(USER_FILE + "\n# an edit\n")
-    code, _, err = run_cli(["eval", out, "--no-progress"], capsys)
+    code, _, err = run_cli(["eval", out, "--no-progress", "--model", f"{source}:my_vae"], capsys)
     assert code == 2 and err.count("\n") == 1
     assert "changed since this run was made" in err
     source.unlink()
-    code, _, err = run_cli(["train", "--resume", out, "--epochs", "2", "--no-progress"], capsys)
+    code, _, err = run_cli(["train", f"{source}:my_vae", "--resume", out, "--epochs", "2", "--no-progress"], capsys)
     assert code == 2 and err.count("\n") == 1 and "not found" in err
 
 
