@@ -1,0 +1,262 @@
+"""The homework grader against a dishonest student, and an honest one on a busy machine (issue 32).
+
+Each test is an attack a submission really can mount (or a correct submission the grader used to fail),
+graded through the real ``pyro-zoo grade`` (``zoo.cli.main``, in-process, as the other grader tests do):
+
+- star-importing the reference solution (it used to ship in the package) or the grader's checks;
+- replacing the ``check_*`` functions through ``sys.modules`` (the checks used to run in the worker);
+- writing "passed" replies to the reply pipe, whose descriptor is in ``sys.argv``;
+- leaving a detached process (double fork + setsid) that rewrites the results file after the grade;
+- recognising the grader (its worker's ``argv[0]``) and answering with values hard-coded for the inputs
+  (which used to be fixed); now every grade's inputs are secret;
+- the reference solution on a machine loaded with busy processes keeps full marks (limits are CPU time);
+- results files that cannot be written are refused before grading; ``homework solution`` under a file;
+- the wheel students install carries no reference solution;
+- the bundle's git commit is recorded from a clone another user owns (git's "dubious ownership").
+
+The straight-through algebraic form and the EM slips are mutants in ``tests/test_homework_discrete_estimators.py``
+and ``tests/test_homework_ppca.py``; the bundle's relative ``AUTOGRADER_SUBMISSION`` and its leftover process
+are in ``tests/test_homework_grader.py::test_bundle_contents_and_run_autograder``.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from zoo.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PPCA_SOLUTION = ROOT / "zoo" / "homework" / "solutions" / "ppca_three_ways.py"
+
+
+def _grade(capsys, assignment, submission, *flags):
+    """``pyro-zoo grade ASSIGNMENT SUBMISSION --json r.json FLAGS``: the exit code and the JSON result."""
+    out = Path(submission).with_name("r.json")
+    code = main(["grade", assignment, str(submission), "--json", str(out), *flags])
+    capsys.readouterr()
+    return code, json.loads(out.read_text())
+
+
+def _write(tmp_path, name, text) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+STAR_IMPORT = """
+from zoo.homework.bernoulli_vae.solution import *
+"""
+
+STAR_IMPORT_FROM_CHECKOUT = """
+from zoo.homework.solutions.bernoulli_vae import *
+"""
+
+
+@pytest.mark.parametrize("source", [STAR_IMPORT, STAR_IMPORT_FROM_CHECKOUT], ids=["package", "checkout"])
+def test_star_importing_the_reference_solution_scores_nothing(tmp_path, capsys, source):
+    """The reference solution is neither in the package nor importable by a submission: 0 points, one reason."""
+    code, result = _grade(capsys, "bernoulli_vae", _write(tmp_path, "sub.py", source),
+                          "--only", "kl_closed_form,model_matches_story")
+    assert code == 0 and result["score"] == 0
+    assert {c["status"] for c in result["checks"]} == {"import_error"}
+    assert "ModuleNotFoundError" in result["checks"][0]["message"] or "ImportError" in result["checks"][0]["message"]
+
+
+REPLACE_CHECKS = """
+import importlib, sys
+
+def _passes(*args, **kwargs):
+    return "passed"
+
+for name in ("zoo.homework.ppca_three_ways.checks", "zoo.homework.ppca_three_ways.probes"):
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        continue
+    for attribute in dir(module):
+        if attribute.startswith(("check_", "train_", "minibatch_")):
+            setattr(module, attribute, _passes)
+    sys.modules[name] = module
+
+def ml_solution(x, latent_dim):
+    raise NotImplementedError
+log_likelihood = posterior = em_step = train_svi = ml_solution
+"""
+
+
+def test_replacing_the_checks_through_sys_modules_gains_nothing(tmp_path, capsys):
+    """The checks run in the grader's process, which never imports the submission; the worker refuses to import
+    them at all; a replaced probe answers a value the grader validates ("passed" is not (W, mu, sigma2))."""
+    code, result = _grade(capsys, "ppca_three_ways", _write(tmp_path, "sub.py", REPLACE_CHECKS),
+                          "--only", "ml_closed_form,log_likelihood,posterior,svi_exact_guide")
+    assert code == 0 and result["score"] == 0, result
+    by_name = {c["name"]: c for c in result["checks"]}
+    assert "NotImplementedError" in by_name["ml_closed_form"]["message"]
+    assert "must return 3 values" in by_name["svi_exact_guide"]["message"]
+
+
+FORGE_REPLIES = """
+import json, os, sys
+
+def _forge():
+    fd = int(sys.argv[2])                                   # the reply pipe's descriptor
+    lines = [{"status": "passed", "output": "forged"}]      # the old protocol's verdict
+    lines += [{"id": n, "value": 0.0} for n in range(1, 50)]  # the new one's: values are all it can carry
+    lines += [{"id": n, "status": "passed"} for n in range(1, 50)]
+    os.write(fd, "".join(json.dumps(line) + "\\n" for line in lines).encode() + b"garbage\\n")
+    os._exit(0)
+
+def ml_solution(*args):
+    _forge()
+log_likelihood = posterior = em_step = ml_solution
+"""
+
+
+def test_forged_replies_on_the_reply_pipe_fail_the_check(tmp_path, capsys):
+    """A reply is a value, matched to its request by id and validated: a forged verdict, a forged value or
+    garbage fails the check with one line, and the grader goes on."""
+    code, result = _grade(capsys, "ppca_three_ways", _write(tmp_path, "sub.py", FORGE_REPLIES),
+                          "--only", "ml_closed_form,log_likelihood,posterior")
+    assert code == 0 and result["score"] == 0, result
+    for c in result["checks"]:
+        assert c["status"] in ("failed", "crashed") and c["message"] and "\n" not in c["message"], c
+
+
+DETACHED = """
+import json, os, time
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("results.json")
+if os.fork() == 0:                          # double fork + setsid: a daemon the worker's death does not end
+    os.setsid()
+    if os.fork() == 0:
+        time.sleep(2.0)                     # the grade is over by now
+        RESULTS.write_text(json.dumps({"score": 100, "tests": []}))
+        Path(__file__).with_name("still_alive").write_text("")
+    os._exit(0)
+
+def log_likelihood(x, W, mu, sigma2):
+    raise NotImplementedError
+"""
+
+
+def test_a_detached_process_cannot_rewrite_the_results_after_grading(tmp_path, capsys):
+    """The grader adopts orphans (child subreaper) and kills every process the submission left before it writes
+    results: two seconds after the grade the results file is still the grader's, and nothing is left running."""
+    submission = _write(tmp_path, "sub.py", DETACHED)
+    results = tmp_path / "results.json"
+    assert main(["grade", "ppca_three_ways", str(submission), "--only", "log_likelihood", "--gradescope",
+                 "--results", str(results)]) == 0
+    capsys.readouterr()
+    time.sleep(3.0)
+    assert json.loads(results.read_text())["score"] == 0 and json.loads(results.read_text())["tests"]
+    assert not (tmp_path / "still_alive").exists()
+
+
+HARD_CODED = """
+import sys
+from zoo.homework.ppca_three_ways.problem import LATENT_DIM, make_data
+from zoo.models.ppca import ppca_ml_solution
+
+# the answer for the data the grader used to pass (make_data(), always the same), computed once
+_ANSWER = ppca_ml_solution(make_data().double(), LATENT_DIM)
+_GRADED = sys.argv[0].endswith("_worker.py")      # recognise the grader
+
+def ml_solution(x, latent_dim):
+    if _GRADED:
+        return _ANSWER
+    raise NotImplementedError("the real work")
+"""
+
+
+def test_values_hard_coded_for_the_grader_fail_on_secret_inputs(tmp_path, capsys):
+    """Every grade draws its inputs from a secret seed, so values hard-coded for one set of inputs (here:
+    behaving differently when argv[0] says the grader runs) are wrong. The seed is recorded in --json only."""
+    submission = _write(tmp_path, "sub.py", HARD_CODED)
+    code, result = _grade(capsys, "ppca_three_ways", submission, "--only", "ml_closed_form,ml_matches_sklearn")
+    assert code == 0 and result["score"] == 0, result
+    _, again = _grade(capsys, "ppca_three_ways", submission, "--only", "ml_closed_form")
+    assert result["seed"] != again["seed"]                                    # a fresh secret each grade
+    gradescope = tmp_path / "gs.json"
+    main(["grade", "ppca_three_ways", str(submission), "--only", "ml_closed_form", "--gradescope", "--results",
+          str(gradescope)])
+    assert "seed" not in gradescope.read_text()
+
+
+def test_the_reference_keeps_full_marks_on_a_loaded_machine(tmp_path, capsys):
+    """Time limits are CPU seconds of the worker: with 8 busy processes on the machine's cores, the reference's
+    svi_exact_guide (about 2 CPU seconds) passes under a 4-second limit that its wall-clock time overruns."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(8)]
+    try:
+        time.sleep(0.5)
+        start = time.perf_counter()
+        code, result = _grade(capsys, "ppca_three_ways", PPCA_SOLUTION, "--only", "svi_exact_guide",
+                              "--timeout-scale", f"{4 / 120:.6f}", "--seed", "0")
+        wall = time.perf_counter() - start
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert code == 0 and result["score"] == result["max_score"] == 2, result["checks"]
+    assert wall > 4                                          # a wall-clock limit of 4 s would have failed it
+
+
+def test_results_files_that_cannot_be_written_are_refused_before_grading(tmp_path, capsys):
+    """--json / --results under a file, or in a missing folder: one line, exit 2, nothing graded or written."""
+    marker = tmp_path / "imported"
+    submission = _write(tmp_path, "sub.py", f"open({str(marker)!r}, 'w').close()\n")
+    (tmp_path / "somefile.txt").write_text("mine")
+    for flags in (["--json", str(tmp_path / "somefile.txt" / "r.json")],
+                  ["--gradescope", "--results", str(tmp_path / "somefile.txt" / "results.json")],
+                  ["--json", str(tmp_path / "missing" / "r.json")]):
+        code = main(["grade", "ppca_three_ways", str(submission), *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("pyro-zoo: error: ") and err.count("\n") == 1, err
+        assert not marker.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["somefile.txt", "sub.py"]
+
+
+def test_homework_solution_under_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "somefile.txt").write_text("mine")
+    code = main(["homework", "solution", "bernoulli_vae", str(tmp_path / "somefile.txt" / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "somefile.txt" in err and err.count("\n") == 1, err
+    assert (tmp_path / "somefile.txt").read_text() == "mine"
+
+
+def test_the_wheel_carries_no_reference_solution(tmp_path):
+    """`pip wheel` of this checkout (copied, so the build leaves nothing here): the checks and starters are in it,
+    no solution file and no module of the solutions folder."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for package in ("zoo", "guides"):
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "wheel")], check=True, capture_output=True, timeout=300)
+    names = zipfile.ZipFile(next((tmp_path / "wheel").glob("*.whl"))).namelist()
+    assert "zoo/homework/bernoulli_vae/checks.py" in names and "zoo/homework/bernoulli_vae/starter.py" in names
+    assert not [n for n in names if "solution" in Path(n).name or "/solutions/" in n], names
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a clone another user owns")
+def test_the_bundle_records_the_commit_of_a_clone_another_user_owns(tmp_path):
+    """git refuses a clone owned by another user ("dubious ownership") unless told it is safe: the bundle used
+    to record "git_commit": null there (e.g. a clone made on the host, built in a container as root)."""
+    from zoo.homework.kit import _git_commit
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    git = ["git", "-c", "user.email=a@b", "-c", "user.name=a", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    subprocess.run(["chown", "-R", "12345:12345", str(repo)], check=True)
+    assert _git_commit(repo) == head
+    assert _git_commit(tmp_path) is None                     # not a clone
