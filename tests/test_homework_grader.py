@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -162,6 +163,7 @@ def test_gradescope_results_schema(toy):
 def test_cli_grade_writes_both_json_files(toy, capsys):
     path = _write(toy, "bad.py", BAD)
     ours, gs = toy / "out" / "ours.json", toy / "out" / "gs.json"
+    (toy / "out").mkdir()
     code = main(["grade", "toy", str(path), "--only", "add,shape", "--json", str(ours), "--gradescope",
                  "--results", str(gs), "--points", "add=10"])
     assert code == 0                                        # graded, whatever the score
@@ -210,7 +212,7 @@ def test_python_m_zoo_grade(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     run = lambda *a: subprocess.run([sys.executable, "-m", "zoo", *a], capture_output=True, text=True, env=env,
                                     cwd=tmp_path, timeout=300)
-    solution = ROOT / "zoo" / "homework" / "bernoulli_vae" / "solution.py"
+    solution = ROOT / "zoo" / "homework" / "solutions" / "bernoulli_vae.py"
     graded = run("grade", "bernoulli_vae", str(solution), "--only", "kl_closed_form,model_matches_story",
                  "--json", "r.json")
     assert graded.returncode == 0, graded.stderr
@@ -231,10 +233,25 @@ def test_init_and_solution_folders(tmp_path, capsys):
     assert "NotImplementedError" not in (tmp_path / "instructor" / "solution.py").read_text()
 
 
+DETACHED_STARTER_SUFFIX = """
+import json as _json, os as _os, time as _time
+from pathlib import Path as _Path
+_RESULTS = _Path(_os.environ["AUTOGRADER_RESULTS"]).resolve()
+if _os.fork() == 0:                      # a daemon that rewrites Gradescope's results after run_autograder returns
+    _os.setsid()
+    if _os.fork() == 0:
+        _time.sleep(2.0)
+        _RESULTS.write_text(_json.dumps({"score": 100, "tests": []}))
+    _os._exit(0)
+"""
+
+
 def test_bundle_contents_and_run_autograder(tmp_path):
-    """The zip holds setup.sh and run_autograder at its root (executable), the frozen zoo and
-    bundle.json; run_autograder grades a submission folder into results.json, and an upload
-    without a .py file gets 0 points and the reason instead of an autograder failure."""
+    """The zip holds setup.sh and run_autograder at its root (executable), the frozen zoo with only the graded
+    assignment and no reference solution, and bundle.json (with this checkout's commit); run_autograder grades a
+    submission folder into results.json, with the paths relative to where it is run as INSTRUCTORS.md shows; an
+    upload without a .py file gets 0 points and the reason instead of an autograder failure; a process the
+    submission detaches does not outlive the grade."""
     path = make_bundle("bernoulli_vae", tmp_path / "hw1.zip", hidden=True, points={"kl_closed_form": 20})
     with zipfile.ZipFile(path) as z:
         names = set(z.namelist())
@@ -243,11 +260,15 @@ def test_bundle_contents_and_run_autograder(tmp_path):
         z.extractall(tmp_path / "autograder")
     assert {"setup.sh", "run_autograder", "bundle.json", "pyro-zoo/zoo/homework/grader.py",
             "pyro-zoo/zoo/homework/bernoulli_vae/checks.py", "pyro-zoo/guides/base.py"} <= names
+    assert not [n for n in names if "solution" in n or "/ppca_three_ways/" in n or "/discrete_estimators/" in n]
     assert modes["setup.sh"] == modes["run_autograder"] == 0o755
     assert manifest["assignment"] == "bernoulli_vae" and manifest["hidden_checks_on"] is True
     assert manifest["grade_options"] == ["--hidden", "--points", "kl_closed_form=20"]
+    assert manifest["git_commit"] == subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                                                    text=True).stdout.strip()
     assert any(r.startswith("pyro-ppl==") for r in manifest["requirements"])
     assert not any(n.endswith((".pyc", ".npz")) for n in names)
+    assert "useradd" in z_text(path, "setup.sh") and "pkill -KILL -u" in z_text(path, "run_autograder")
     with pytest.raises(Exception, match="exists"):
         make_bundle("bernoulli_vae", path)
 
@@ -255,22 +276,68 @@ def test_bundle_contents_and_run_autograder(tmp_path):
     for p in source.rglob("*"):                # zipfile does not restore permissions
         if p.name in ("setup.sh", "run_autograder"):
             p.chmod(0o755)
-    submission = tmp_path / "submission"
-    submission.mkdir()
-    env = dict(os.environ, AUTOGRADER_SUBMISSION=str(submission), AUTOGRADER_RESULTS=str(tmp_path / "results.json"),
+    (tmp_path / "submission").mkdir()
+    env = dict(os.environ, AUTOGRADER_SUBMISSION="submission", AUTOGRADER_RESULTS="results.json",
                AUTOGRADER_PYTHON=sys.executable)
     env.pop("PYTHONPATH", None)
-    subprocess.run([str(source / "run_autograder")], env=env, timeout=300, check=True, capture_output=True)
+    subprocess.run([str(source / "run_autograder")], env=env, cwd=tmp_path, timeout=300, check=True,
+                   capture_output=True)
     empty = json.loads((tmp_path / "results.json").read_text())
     assert empty["score"] == 0 and "should hold one .py submission" in empty["output"]
 
-    (submission / "starter.py").write_text((ROOT / "zoo/homework/bernoulli_vae/starter.py").read_text())
-    subprocess.run([str(source / "run_autograder")], env=env, timeout=300, check=True, capture_output=True)
+    starter = (source / "pyro-zoo/zoo/homework/bernoulli_vae/starter.py").read_text()
+    (tmp_path / "submission" / "starter.py").write_text(starter + DETACHED_STARTER_SUFFIX)
+    subprocess.run([str(source / "run_autograder")], env=env, cwd=tmp_path, timeout=300, check=True,
+                   capture_output=True)
+    time.sleep(3.0)                            # the detached process would have rewritten results.json by now
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["score"] == 0 and len(results["tests"]) == len(ASSIGNMENTS["bernoulli_vae"].checks)
     assert results["tests"][0]["max_score"] == 20
     assert {t["visibility"] for t in results["tests"]} == {"visible", "after_published"}
     assert all("NotImplementedError" in t["output"] for t in results["tests"])
+
+
+def z_text(zip_path: Path, name: str) -> str:
+    with zipfile.ZipFile(zip_path) as z:
+        return z.read(name).decode()
+
+
+CACHE_CHECKS = '''
+def check_store(sub, ctx):
+    ctx.cache["weights"] = sub.call("train")
+
+def check_crash(sub, ctx):
+    sub.call("die")
+
+def check_reuse(sub, ctx):
+    assert ctx.cache.get("weights") == [1.0, 2.0], "the trained weights were thrown away"
+    assert sub.call("trainings") == 0, "trained again in the fresh worker"
+'''
+
+CACHE_SUBMISSION = '''
+import os
+TRAININGS = []
+def train():
+    TRAININGS.append(1)
+    return [1.0, 2.0]
+def trainings():
+    return len(TRAININGS)
+def die():
+    os._exit(9)
+'''
+
+
+def test_what_a_check_computed_survives_a_worker_restart(tmp_path, monkeypatch):
+    """A check that kills the worker costs its own points; the grader's ctx.cache (e.g. trained weights) is
+    kept for the checks after it, which run in a fresh worker without training again."""
+    (tmp_path / "cache_checks.py").write_text(CACHE_CHECKS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "cache_checks", raising=False)
+    hw = Assignment("cache", "cache", package="cache_checks", checks=(
+        Check("store", 1, "store", "cache_checks:check_store"), Check("crash", 1, "crash", "cache_checks:check_crash"),
+        Check("reuse", 1, "reuse", "cache_checks:check_reuse")))
+    result = grade(hw, _write(tmp_path, "sub.py", CACHE_SUBMISSION))
+    assert [c.status for c in result.checks] == ["passed", "crashed", "passed"], result.checks
 
 
 def test_the_students_selfcheck_grades_the_starter_beside_it(tmp_path, capsys):
