@@ -192,6 +192,20 @@ def test_a_blown_up_step_never_replaces_the_good_checkpoint(vae_run, tmp_path, c
     assert json.loads((good / "results.json").read_text())["epochs_trained"] == 4
 
 
+def test_a_checkpoint_holding_inf_is_refused_in_one_line(vae_run, tmp_path, capsys):
+    """What the old loop wrote after a blown-up step: resuming it 'with a lower --lr' as advised was a traceback."""
+    run = copy_run(vae_run, tmp_path / "run")
+    state = load_checkpoint(run / "checkpoint.pt")
+    state["model"] = {k: torch.full_like(v, float("inf")) if v.is_floating_point() else v
+                      for k, v in state["model"].items()}
+    torch.save(state, run / "checkpoint.pt")
+    before = snapshot(run)
+    for command in (["eval", run], ["train", "--resume", run, "--epochs", "4", "--lr", "1e-3"]):
+        code, _, err = run_cli(command, capsys)
+        assert one_line(code, err) and "holds NaN or inf" in err, err
+    assert snapshot(run) == before
+
+
 def test_a_whole_batch_blow_up_is_one_line_and_leaves_no_folder(tmp_path, capsys):
     """--batch-size = the training set with --lr 1e39 left a traceback and a lone config.json."""
     out = tmp_path / "run"

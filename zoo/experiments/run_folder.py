@@ -29,7 +29,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from zoo.core.errors import ZooError
 from zoo.experiments.config import COMPONENT_KINDS, RunConfig, resumable_changes
 from zoo.models.pyro_model import absolute_spec, file_sha256, is_model_file, only_named_files
-from zoo.training.checkpoint import load_checkpoint
+from zoo.training.checkpoint import load_checkpoint, non_finite_tensors
 
 __all__ = ["read_stored_config", "refuse_foreign_checkpoint", "load_run", "load_weights", "writer_lock", "LOCK"]
 
@@ -125,7 +125,12 @@ def load_run(out: Path, model_file: Optional[str] = None, how: str = "--model FI
 
 def load_weights(model, guide, state: Mapping, source: Path) -> None:
     """Load a checkpoint's model and guide tensors; refuse, naming the first difference, unless every
-    parameter and buffer has the name and shape the run's own model and guide have."""
+    parameter and buffer has the name and shape the run's own model and guide have, and is finite
+    (an earlier pyro-zoo could checkpoint a diverged step)."""
+    bad = non_finite_tensors({"model": state["model"], "guide": state["guide"]})
+    if bad:
+        raise ZooError(f"{source} holds NaN or inf ({bad[0]} and {len(bad) - 1} more tensors): its training diverged "
+                       f"and it can be neither evaluated nor resumed; train the run again with a lower --lr")
     for part, module in (("model", model), ("guide", guide)):
         ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
         theirs = {k: tuple(v.shape) for k, v in state[part].items()}
