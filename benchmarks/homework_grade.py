@@ -1,6 +1,7 @@
 """How long the homework autograder takes, and what the reference solutions score.
 
-For each assignment (default: all installed), grades the reference ``solution.py`` with the hidden
+For each assignment (default: all installed), grades the reference solution (``zoo/homework/solutions/``
+of this checkout) with the hidden
 checks on at each seed of ``--seeds`` (one worker, one torch thread, as Gradescope's would run it)
 and the untouched ``starter.py`` once. Records, per grade, the wall time and the score, and per check
 its seconds and its one-line output (for homework 1 the test ELBO reached, the target, and the
@@ -32,7 +33,7 @@ def main(argv=None):
     from zoo.core.errors import ZooError
     from zoo.homework import ASSIGNMENTS, get_assignment
     from zoo.homework.grader import grade
-    from zoo.homework.kit import assignment_folder
+    from zoo.homework.kit import assignment_folder, solution_path
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
@@ -43,7 +44,7 @@ def main(argv=None):
     load_at_start = [round(x, 2) for x in os.getloadavg()]      # other jobs on the machine slow every figure
     for hw in assignments:
         folder = assignment_folder(hw)
-        for label, path, seed in [("solution", folder / "solution.py", s) for s in seeds] + \
+        for label, path, seed in [("solution", solution_path(hw), s) for s in seeds] + \
                                  [("starter", folder / "starter.py", seeds[0])]:
             start = time.perf_counter()
             result = grade(hw, path, hidden=True, seed=seed, threads=1)
