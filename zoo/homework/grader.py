@@ -520,9 +520,17 @@ class _Worker:
         command = [sys.executable, str(Path(__file__).with_name("_worker.py")), str(path), str(write_fd)]
         uptime = _uptime_ticks()
         with _LOCK:
-            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, pass_fds=(write_fd,), env=env, cwd=str(path.parent),
-                                    start_new_session=True, **user)
+            try:
+                proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, pass_fds=(write_fd,), env=env,
+                                        cwd=str(path.parent), start_new_session=True, **user)
+            except OSError as e:
+                os.close(read_fd)
+                os.close(write_fd)
+                who = f" as {as_user}" if as_user else ""
+                raise ZooError(f"cannot start the grader's worker{who}: {e.strerror or e} "
+                               f"({e.filename or sys.executable}); it must be able to run {sys.executable} and "
+                               f"read {path}") from None
             _LIVE_WORKERS.add(proc.pid)
         os.close(write_fd)
         worker = cls(proc, read_fd, uptime)
@@ -538,7 +546,8 @@ class _Worker:
             code = proc.wait()
             worker.kill()
             return None, f"the submission does not import: the process exited with code {code} while importing it"
-        if not isinstance(reply, dict) or not (reply.get("ready") is True or isinstance(reply.get("import_error"), str)):
+        if not isinstance(reply, dict) or \
+                not (reply.get("ready") is True or isinstance(reply.get("import_error"), str)):
             worker.kill()
             return None, "the submission does not import: its process sent a garbled message while importing"
         if "import_error" in reply:
@@ -594,7 +603,6 @@ class _Worker:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        _kill_leftovers(self.proc.pid, self.started_ticks)
         with _LOCK:
             _LIVE_WORKERS.discard(self.proc.pid)
         _kill_leftovers(self.proc.pid, self.started_ticks)
