@@ -7,15 +7,24 @@ everything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Iterable, Optional
 
-__all__ = ["ZooError", "unknown_name"]
+__all__ = ["ZooError", "OptionError", "unknown_name"]
 
 
 class ZooError(Exception):
     """A user-fixable error. Its message is one line that says what to do."""
 
     exit_code = 2
+
+
+class OptionError(ZooError):
+    """A bad option value. ``option`` is its API name; the CLI shows its flag instead
+    (also importable from :mod:`zoo.core.registry`, where options are declared)."""
+
+    def __init__(self, option: str, problem: str, kind: Optional[str] = None):
+        super().__init__(f"{option} {problem}")
+        self.option, self.problem, self.kind = option, problem, kind
 
 
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> ZooError:

@@ -8,7 +8,7 @@ killer ends the process later. So sizes are checked twice:
 
 * **before**: :func:`refuse_oversized` compares a *lower bound* of what a setting needs (e.g.
   ``K x batch x D`` float32 likelihood terms per training step, whatever the model) with the
-  device's total memory, and raises :class:`~zoo.core.registry.OptionError` naming the option;
+  device's total memory, and raises :class:`~zoo.core.errors.OptionError` naming the option;
 * **at construction**: :func:`sized_by` turns an allocation failure while a component is built
   (torch's ``RuntimeError``/``OutOfMemoryError``, ``MemoryError``, an ``OverflowError`` from a
   size) into the same one-line error, naming the option that sized it.
@@ -21,7 +21,7 @@ Example::
     >>> refuse_oversized("particles", "objective", 10 ** 10 * 100 * 784 * 4, "the likelihood terms of one step")
     Traceback (most recent call last):
     ...
-    zoo.core.registry.OptionError: particles asks for at least 3.1 PB for the likelihood terms of one step, ...
+    zoo.core.errors.OptionError: particles asks for at least 3.1 PB for the likelihood terms of one step, ...
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 
-from zoo.core.registry import OptionError
+from zoo.core.errors import OptionError
 
 __all__ = ["FLOAT_BYTES", "memory_bytes", "human_bytes", "refuse_oversized", "is_out_of_memory", "sized_by",
            "refuse_oversized_run", "refuse_oversized_parameters", "TRAINING_COPIES"]

@@ -45,7 +45,7 @@ Example::
     >>> toys.build("box", width=0)
     Traceback (most recent call last):
     ...
-    zoo.core.registry.OptionError: width must be a positive integer, got 0
+    zoo.core.errors.OptionError: width must be a positive integer, got 0
 """
 from __future__ import annotations
 
@@ -56,18 +56,10 @@ import typing
 from dataclasses import MISSING, dataclass, field
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
-from zoo.core.errors import ZooError, unknown_name
+from zoo.core.errors import OptionError, ZooError, unknown_name
 
 __all__ = ["Options", "NoOptions", "option", "OptionError", "Component", "Registry", "MAX_INT",
            "MODELS", "GUIDES", "OBJECTIVES", "DATASETS", "REGISTRIES"]
-
-
-class OptionError(ZooError):
-    """A bad option value. ``option`` is its API name; the CLI shows its flag instead."""
-
-    def __init__(self, option: str, problem: str, kind: Optional[str] = None):
-        super().__init__(f"{option} {problem}")
-        self.option, self.problem, self.kind = option, problem, kind
 
 
 def option(default: Any, help: str, *, flag: Optional[str] = None, choices: Optional[Sequence] = None,
