@@ -391,3 +391,22 @@ def test_sigterm_stops_training_in_one_line_and_keeps_the_last_checkpoint(tmp_pa
     state = load_checkpoint(out / "checkpoint.pt")
     assert state["epoch"] >= 1 and not (out / "results.json").exists()
     assert not [p.name for p in out.iterdir() if p.name.endswith((".tmp", ".partial.png"))]
+
+
+def test_sigint_while_torch_and_pyro_load_is_one_line_and_writes_nothing(vae_run, tmp_path):
+    """Ctrl-C in the first ~2 s of any command lands while `import zoo` loads torch and Pyro, before main()
+    installs its handler: it printed Python's 50-line KeyboardInterrupt traceback."""
+    run = copy_run(vae_run, tmp_path / "run")
+    before = snapshot(run)
+    # -X importtime writes a line to stderr as each module finishes importing: Ctrl-C at torch's first submodule
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "zoo", "eval", str(run), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    for line in proc.stderr:
+        if line.rsplit("|", 1)[-1].strip().startswith("torch."):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    err = [line for line in rest.splitlines() if not line.startswith("import time:")]
+    assert proc.returncode == 130 and err == ["pyro-zoo: stopped by SIGINT while loading torch and Pyro; "
+                                              "nothing was written"], rest[-2000:]
+    assert snapshot(run) == before

@@ -16,8 +16,13 @@ rather than in Pyro's global param store, so several models can live in one
 process (a compare grid, a test session) without sharing parameters by name.
 """
 import importlib
+import sys
 
-import pyro
+try:
+    import pyro                 # and torch: the first ~2 s of every pyro-zoo command
+except KeyboardInterrupt:       # Ctrl-C before the CLI's own handler exists: one line, not 50 of traceback
+    sys.stderr.write("pyro-zoo: stopped by SIGINT while loading torch and Pyro; nothing was written\n")
+    raise SystemExit(130) from None
 
 pyro.settings.set(module_local_params=True)
 
