@@ -253,7 +253,9 @@ def _train_locked(run: Prepared, out: Path, resume: bool, progress: bool, world:
     valid = run.data.valid.to(run.device)
     hooks = {}
     if world > 1:
-        pyro.set_rng_seed(config.seed * 7919 + 101 * ddp.dist.get_rank() + start_epoch * 1009 + start_step)
+        # each rank and each resumed (epoch, step) draws its own stream; numpy's seed must be below 2**32
+        pyro.set_rng_seed((config.seed * 7919 + 101 * ddp.dist.get_rank() + start_epoch * 1009 + start_step)
+                          % 2 ** 32)
         hooks = {"batches": ddp.shard_batches(x.shape[0], config.batch_size, config.seed, run.device),
                  "step_fn": ddp.ddp_step(run.model, run.guide, run.objective, x.shape[0], run.device)}
     logger = None
