@@ -270,6 +270,18 @@ def test_the_wheel_carries_no_reference_solution(tmp_path):
     assert not [n for n in names if "solution" in Path(n).name or "/solutions/" in n], names
 
 
+def test_homework_solution_refuses_where_the_solutions_are_not(tmp_path):
+    """An installed pyro-zoo (here: the package without its solutions folder, as the wheel has it) refuses
+    `homework solution` in one line that says where the solutions are, and writes nothing."""
+    shutil.copytree(ROOT / "zoo", tmp_path / "zoo", ignore=shutil.ignore_patterns("__pycache__", "solutions"))
+    shutil.copytree(ROOT / "guides", tmp_path / "guides", ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "zoo", "homework", "solution", "bernoulli_vae", "key"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "source checkout" in r.stderr, r.stderr
+    assert not (tmp_path / "key").exists()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a clone another user owns")
 def test_the_bundle_records_the_commit_of_a_clone_another_user_owns(tmp_path):
     """git refuses a clone owned by another user ("dubious ownership") unless told it is safe: the bundle used
