@@ -1,4 +1,5 @@
-"""The homework kit: assignments with handouts, starter code, reference solutions and an autograder.
+"""The homework kit: assignments with handouts, starter code and an autograder (the reference solutions
+live in ``zoo/homework/solutions/`` of a source checkout, not in the installed package).
 
 :data:`ASSIGNMENTS` maps each assignment's name to its :class:`~zoo.homework.base.Assignment`;
 each assignment package registers itself on import (``ASSIGNMENT = Assignment(...)`` and

@@ -250,11 +250,6 @@ class Submission:
         """``probe(submission, *args)`` in the worker, ``probe`` being ``"zoo.homework.<hw>.probes:name"``."""
         return self._request({"probe": probe}, args)
 
-    @property
-    def seconds(self) -> float:
-        """CPU seconds the worker spent on this check's requests."""
-        return self._cpu_used
-
     def _request(self, target: Dict, args) -> Any:
         worker = self._session.worker
         if worker is None:
@@ -356,7 +351,7 @@ def _run_check(check: Check, session: "_Session", seed: int, cache: Dict, timeou
         return _result(check, "error", str(e), time.perf_counter() - start)
     except _WorkerTrouble as e:
         session.stop()
-        message = (f"took longer than its {limit:g} s time limit (an infinite loop?)" if e.status == "timeout"
+        message = (f"took longer than its {limit:g} s time limit (CPU time; an infinite loop?)" if e.status == "timeout"
                    else str(e))
         return _result(check, e.status, message, time.perf_counter() - start)
     except Exception as e:                       # the grader's own code choked on a value: the check fails
