@@ -105,7 +105,7 @@ def _add_homework(sub) -> None:
     q = hw.add_parser("init", help="write a student's folder: handout.md, starter.py, selfcheck.py")
     q.add_argument("assignment", help="an assignment (see 'pyro-zoo homework list')")
     q.add_argument("dir", help="a new or empty folder")
-    q = hw.add_parser("solution", help="write the instructor's reference solution.py")
+    q = hw.add_parser("solution", help="write the instructor's reference solution.py (from a source checkout)")
     q.add_argument("assignment", help="an assignment (see 'pyro-zoo homework list')")
     q.add_argument("dir", help="a new or empty folder (not the students' folder)")
     q = hw.add_parser("bundle", help="write the Gradescope autograder zip (setup.sh, run_autograder, the frozen zoo)")
