@@ -103,17 +103,22 @@ def test_replacing_the_checks_through_sys_modules_gains_nothing(tmp_path, capsys
 FORGE_REPLIES = """
 import json, os, sys
 
-def _forge():
+def _forge(first):
     fd = int(sys.argv[2])                                   # the reply pipe's descriptor
-    lines = [{"status": "passed", "output": "forged"}]      # the old protocol's verdict
-    lines += [{"id": n, "value": 0.0} for n in range(1, 50)]  # the new one's: values are all it can carry
-    lines += [{"id": n, "status": "passed"} for n in range(1, 50)]
-    os.write(fd, "".join(json.dumps(line) + "\\n" for line in lines).encode() + b"garbage\\n")
+    lines = [json.dumps({"status": "passed", "output": "forged"})]       # the old protocol's verdict
+    lines += [json.dumps({"id": n, "value": 0.0}) for n in range(1, 50)]  # the new one's: values only
+    lines += ["garbage", "[" * 100000]                      # not JSON; nested past the parser's depth
+    os.write(fd, "\\n".join([lines[first]] + lines).encode() + b"\\n")
     os._exit(0)
 
 def ml_solution(*args):
-    _forge()
-log_likelihood = posterior = em_step = ml_solution
+    _forge(0)
+
+def log_likelihood(*args):
+    _forge(1)
+
+def posterior(*args):
+    _forge(-1)
 """
 
 

@@ -590,7 +590,7 @@ class _Worker:
         spent = used_cpu(), time.monotonic() - start_wall
         try:
             return json.loads(line), *spent
-        except ValueError:
+        except (ValueError, RecursionError):             # not JSON, or nested past the parser's depth
             raise _WorkerTrouble("failed", "the submission's process sent a line that is not a reply "
                                            "(forged or garbled)") from None
 
