@@ -237,13 +237,15 @@ def test_an_honest_submission_keeps_its_points_on_a_loaded_machine(tmp_path, mon
 
 
 def test_results_files_that_cannot_be_written_are_refused_before_grading(tmp_path, capsys):
-    """--json / --results under a file, or in a missing folder: one line, exit 2, nothing graded or written."""
+    """--json / --results under a file, in a missing folder or in a folder that takes no file: one line, exit 2,
+    nothing graded or written."""
     marker = tmp_path / "imported"
     submission = _write(tmp_path, "sub.py", f"open({str(marker)!r}, 'w').close()\n")
     (tmp_path / "somefile.txt").write_text("mine")
     for flags in (["--json", str(tmp_path / "somefile.txt" / "r.json")],
                   ["--gradescope", "--results", str(tmp_path / "somefile.txt" / "results.json")],
-                  ["--json", str(tmp_path / "missing" / "r.json")]):
+                  ["--json", str(tmp_path / "missing" / "r.json")],
+                  *([["--json", "/proc/r.json"]] if Path("/proc").is_dir() else [])):   # not writable, even by root
         code = main(["grade", "ppca_three_ways", str(submission), *flags])
         err = capsys.readouterr().err
         assert code == 2 and err.startswith("pyro-zoo: error: ") and err.count("\n") == 1, err

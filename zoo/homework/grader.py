@@ -647,7 +647,8 @@ def check_output_file(path: Union[str, Path]) -> Path:
         with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".tmp"):
             pass
     except OSError as e:
-        raise ZooError(f"cannot write {path}: {e.strerror or e} in {parent}; give a writable place") from None
+        raise ZooError(f"cannot write {path}: the folder {parent} takes no new file ({e.strerror or e}); "
+                       f"give a writable place") from None
     return path
 
 
