@@ -195,9 +195,25 @@ def test_report_on_a_file_that_is_not_utf8(tmp_path, capsys):
     report_refused(tmp_path, capsys, folder, "r.json", "UTF-8")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_report_on_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    """A FIFO named r.json blocked `pyro-zoo report` forever (reading it waits for a writer; a link to
+    /dev/zero, the same check's other case, read until memory ran out)."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    os.mkfifo(folder / "r.json")
+    try:
+        done = subprocess.run([sys.executable, "-m", "zoo", "report", str(folder)], capture_output=True, text=True,
+                              timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    except subprocess.TimeoutExpired:
+        pytest.fail("pyro-zoo report waited for a writer of the FIFO r.json")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "not a regular file" in lines[0], done.stderr
+
+
 def test_report_on_a_file_too_large_for_a_result(tmp_path, capsys, monkeypatch):
-    from zoo.evaluation import reports
-    monkeypatch.setattr(reports, "MAX_FILE_BYTES", 1000)
+    from zoo.core import files
+    monkeypatch.setattr(files, "MAX_FILE_BYTES", 1000)
     folder = results_dir(tmp_path, json.dumps({"provenance": {"command": "x"}, "pad": "x" * 2000}))
     report_refused(tmp_path, capsys, folder, "r.json", "too large")
 

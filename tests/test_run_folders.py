@@ -116,6 +116,45 @@ def test_a_ppca_checkpoint_in_a_vae_run_is_refused_and_changes_nothing(vae_run, 
     assert snapshot(run) == before
 
 
+def _bad_config_json(run: Path, what: str) -> None:
+    config = run / "config.json"
+    if what == "nested 100,000 deep":
+        config.write_text("[" * 100_000 + "]" * 100_000)
+    elif what == "claiming another model":
+        config.write_text(json.dumps({**json.loads(config.read_text()), "model": "ppca"}))
+    else:
+        config.unlink()
+        os.mkfifo(config)
+
+
+@pytest.mark.parametrize("what", ["nested 100,000 deep", "claiming another model", "a FIFO"])
+def test_a_config_json_that_is_no_run_config_is_one_line_naming_it(vae_run, tmp_path, capsys, what):
+    """config.json nested 100,000 deep was a RecursionError traceback; one claiming ppca (with the vae's
+    options) was blamed on a flag nobody gave ('--hidden is not an option of ppca'); a FIFO was 'no config.json'."""
+    run = copy_run(vae_run, tmp_path / "run")
+    _bad_config_json(run, what)
+    before = snapshot(run)
+    for command in (["eval", run], ["train", "--resume", run, "--epochs", "3"]):
+        code, _, err = run_cli(command, capsys)
+        assert one_line(code, err) and f"{run / 'config.json'}" in err and "--hidden" not in err, err
+    assert snapshot(run) == before
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+@pytest.mark.parametrize("what", ["a link to /dev/zero", "a FIFO"])
+def test_a_checkpoint_that_is_not_a_regular_file_is_refused_as_such(vae_run, tmp_path, capsys, what):
+    """Reading a FIFO waits for a writer and /dev/zero never ends: both are refused unread, and the message
+    says what the file is (it said 'no checkpoint at ...' about a file that is there)."""
+    run = copy_run(vae_run, tmp_path / "run")
+    (run / "checkpoint.pt").unlink()
+    if what == "a FIFO":
+        os.mkfifo(run / "checkpoint.pt")
+    else:
+        (run / "checkpoint.pt").symlink_to("/dev/zero")
+    code, _, err = run_cli(["eval", run], capsys)
+    assert one_line(code, err) and "not a regular file" in err, err
+
+
 def test_a_checkpoint_with_other_shapes_is_refused_naming_the_option(vae_run, tmp_path, capsys):
     other = tmp_path / "other"
     assert main(["train", "vae", "--epochs", "1", "--out", str(other)] + QUICK + ["--latent-dim", "3", "--hidden", "32"]) == 0

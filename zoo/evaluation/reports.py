@@ -28,7 +28,6 @@ Example::
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from zoo.core.errors import ZooError
+from zoo.core.files import read_json, read_text
 from zoo.core.registry import OptionError
 
 __all__ = ["Reference", "REFERENCES", "HEADLINE", "TABLES", "load_results", "render_template",
@@ -115,29 +115,6 @@ def references_for(config: dict) -> List[Reference]:
 # reading
 
 
-#: The largest file the report reads. Result files are summaries (the largest in benchmarks/results is
-#: about 0.5 MB); a larger one is a mistake (a data dump named .json), not something to load into memory.
-MAX_FILE_BYTES = 64 * 2 ** 20
-
-
-def read_text(path: Path, what: str) -> str:
-    """The UTF-8 text of ``path``, or a one-line :class:`ZooError` naming it: a file that is missing, a
-    folder, not UTF-8, or larger than :data:`MAX_FILE_BYTES`."""
-    path = Path(path)
-    try:
-        if path.is_dir():
-            raise ZooError(f"{path} is a folder, not a {what}")
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ZooError(f"{path}: {size / 2 ** 20:.0f} MiB is too large for a {what} (at most "
-                           f"{MAX_FILE_BYTES // 2 ** 20} MiB); fix or remove it")
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ZooError(f"{path}: not a UTF-8 text {what}; fix or remove it") from None
-    except OSError as e:
-        raise ZooError(f"{path}: cannot read this {what} ({e.strerror or type(e).__name__})") from None
-
-
 def load_results(directory: Path) -> Results:
     """Every ``*.json`` in ``directory``, by file name. A file that is not JSON, or records no
     command, is an error naming the file: every figure must come with the command that made it."""
@@ -146,18 +123,7 @@ def load_results(directory: Path) -> Results:
         raise ZooError(f"{directory} is not a folder of result files (e.g. 'pyro-zoo report benchmarks/results')")
     results: Results = {}
     for path in sorted(directory.glob("*.json")):
-        text = read_text(path, "JSON result file")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ZooError(f"{path}: not a readable JSON result file ({str(e).splitlines()[0]}); "
-                           "fix or remove it") from None
-        except ValueError as e:             # an integer longer than sys.get_int_max_str_digits() (4300)
-            raise ZooError(f"{path}: not a readable JSON result file ({str(e).split(';')[0]}); "
-                           "fix or remove it") from None
-        except RecursionError:
-            raise ZooError(f"{path}: not a readable JSON result file (nested deeper than Python's recursion "
-                           f"limit); fix or remove it") from None
+        data = read_json(path, "JSON result file")
         if not isinstance(data, dict):
             raise ZooError(f"{path}: holds a JSON {type(data).__name__}, not an object with provenance.command; "
                            f"fix or remove it")

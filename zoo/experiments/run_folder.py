@@ -20,13 +20,13 @@ included, so a lock file left behind blocks nobody.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from zoo.core.errors import ZooError
+from zoo.core.errors import OptionError, ZooError
+from zoo.core.files import read_json
 from zoo.experiments.config import COMPONENT_KINDS, RunConfig, resumable_changes
 from zoo.models.pyro_model import absolute_spec, file_sha256, is_model_file, only_named_files
 from zoo.training.checkpoint import load_checkpoint, non_finite_tensors
@@ -75,9 +75,13 @@ def read_stored_config(stored: Any, source: str, model_file: Optional[str] = Non
     try:
         with only_named_files(named):
             return RunConfig.from_json(stored)
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
-        raise ZooError(f"{source} is not a valid pyro-zoo run config ({type(e).__name__}: {e}); use a run "
+    except OptionError as e:                # the folder's option, not a flag the user gave
+        raise ZooError(f"{source} is not a valid pyro-zoo run config ({e.kind or 'run'} option {e}); use a run "
                        f"folder written by 'pyro-zoo train'") from None
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
+        raise ZooError(f"{source} is not a valid pyro-zoo run config ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:200] if str(e) else ''}); use a run folder written by "
+                       f"'pyro-zoo train'") from None
 
 
 def refuse_foreign_checkpoint(run: RunConfig, checkpoint: RunConfig, where: Path) -> None:
@@ -110,13 +114,10 @@ def load_run(out: Path, model_file: Optional[str] = None, how: str = "--model FI
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     state = load_checkpoint(out / "checkpoint.pt")
     path = out / "config.json"
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ZooError(f"{out} has a checkpoint but no config.json, so the checkpoint cannot be checked against "
                        f"its run; restore config.json or train the run again")
-    try:
-        recorded = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError, OSError) as e:
-        raise ZooError(f"{path} is not readable JSON ({type(e).__name__}); restore it or train the run again") from None
+    recorded = read_json(path, "run config", fix="restore it or train the run again")
     run = read_stored_config(recorded, str(path), model_file, how)
     config = read_stored_config(state["config"], str(out / "checkpoint.pt"), model_file, how)
     refuse_foreign_checkpoint(run, config, out)

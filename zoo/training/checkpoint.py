@@ -185,6 +185,9 @@ def load_checkpoint(path: Path, map_location="cpu") -> Dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
+        if os.path.lexists(path):           # a FIFO would block the reader, /dev/zero would never end
+            raise ZooError(f"{path} is not a regular file (a FIFO, a device, a folder or a dangling link), so it is "
+                           f"not a checkpoint; restore the run's checkpoint.pt or train the run again")
         raise ZooError(f"no checkpoint at {path}; train a run there first")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
