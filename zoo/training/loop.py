@@ -186,24 +186,19 @@ def _guarded(name: str, objective, epoch: int, step: Optional[int]):
     NaN warnings silenced and its failures in one line: a distribution refusing NaN arguments is a
     :class:`NonFiniteError`; an exception raised in the user's own model code names its file and line
     (as the trial run of :mod:`zoo.models.pyro_model` does); anything else is a bug and keeps its traceback."""
+    from zoo.models.pyro_model import user_code_errors
     where = f"epoch {epoch + 1}, step {step + 1}" if step is not None else f"the validation pass after epoch {epoch + 1}"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_NAN_WARNINGS)
         try:
-            yield
-        except ZooError:
-            raise
-        except Exception as e:
-            from zoo.models.pyro_model import _user_line
-            user = _user_line(e)
-            if user:
-                raise ZooError(f"{name} failed at {where}{user}: {type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''}; fix the model there") from None
-            if isinstance(e, ValueError) and "found invalid values" in str(e):
-                raise NonFiniteError(f"non-finite values in a distribution's parameters at {where} with "
-                                     f"{type(objective).__name__}; {_ADVICE}", epoch + 1,
-                                     None if step is None else step + 1) from None
-            raise
+            with user_code_errors(name, f"at {where}"):
+                yield
+        except ValueError as e:
+            if "found invalid values" not in str(e):
+                raise
+            raise NonFiniteError(f"non-finite values in a distribution's parameters at {where} with "
+                                 f"{type(objective).__name__}; {_ADVICE}", epoch + 1,
+                                 None if step is None else step + 1) from None
 
 
 def check_parameters(params, epoch: int, step: int, global_step: int) -> None:
