@@ -177,3 +177,46 @@ def test_include_keeps_the_caption_that_tells_tables_with_the_same_columns_apart
     assert reports.render_template("{{ include t.json }}", reports.load_results(tmp_path)) == (
         "| e | 1 |\n|---|---|\n\nKL on the test images:\n\n| e | 1 |\n|---|---|\n| a | 3.0 |\n\n"
         "Test NLL:\n\n| e | 1 |\n|---|---|\n| a | 90.0 |")
+
+
+def test_leaderboard_is_the_best_run_per_model_guide_objective_with_its_curve():
+    """Each (model, guide, objective) on static MNIST has one row, the lowest NLL among its runs on all test
+    images, and a plot drawn from that run's history sits beside it on disk."""
+    page = (RESULTS / reports.LEADERBOARD_NAME).read_text()
+    results = reports.load_results(RESULTS)
+    rows = reports.leaderboard_runs(results)
+    keys = [(reports._model_label(r["config"]), r["config"]["guide"], r["config"]["objective"]) for _, r in rows]
+    assert len(keys) == len(set(keys)) and ("sbn", "amortized", "rloo") in keys
+    for name, run in rows:
+        c = run["config"]
+        rivals = [r for _, r in reports._training_runs(results) if r["config"].get("dataset") == "binarized_mnist"
+                  and (reports._model_label(r["config"]), r["config"]["guide"], r["config"]["objective"])
+                  == (reports._model_label(c), c["guide"], c["objective"]) and r["num_data"] == run["num_data"]]
+        assert run["nll"] == min(r["nll"] for r in rivals)
+        assert f"[{name.removesuffix('.json')}]({name})" in page
+        assert (RESULTS / reports.plot_path(name, run)).is_file() and f"]({reports.plot_path(name, run)})" in page
+    assert "](README.md)" in page               # the archive of every run
+
+
+def _tiny_run(out, *extra):
+    assert main(["train", "vae", "--epochs", "2", "--eval-samples", "5", "--iwae-k", "5", "--latent-dim", "2",
+                 "--no-progress", "--out", str(out), *extra]) == 0
+
+
+def test_report_on_a_folder_of_the_users_own_runs(tmp_path, capsys):
+    """Run folders of 'pyro-zoo train' record their config, not a command: the report takes them as the
+    user's runs and draws the same leaderboard, with each run's curve and samples, and touches no README above."""
+    runs = tmp_path / "runs"
+    _tiny_run(runs / "a")
+    _tiny_run(runs / "b", "--objective", "iwae", "--particles", "2")
+    (tmp_path / "README.md").write_text(f"{reports.START}\nmine\n{reports.END}\n")
+    capsys.readouterr()
+    code, out, err = run_cli(["report", str(runs)], capsys)
+    assert code == 0, err
+    board = (runs / reports.LEADERBOARD_NAME).read_text()
+    assert "## `digits`" in board and "[`a`](a/) (your run)" in board and "[`b`](b/) (your run)" in board
+    assert "![samples](a/samples.png)" in board and (runs / "plots" / "a.png").is_file()
+    assert "[its config](a/config.json)" in (runs / "README.md").read_text()
+    assert (tmp_path / "README.md").read_text() == f"{reports.START}\nmine\n{reports.END}\n"
+    code, out, err = run_cli(["report", str(runs), "--check"], capsys)
+    assert code == 0, err

@@ -13,7 +13,7 @@ from torchvision.utils import make_grid, save_image  # noqa: E402
 
 from zoo.training.checkpoint import atomic_write_bytes  # noqa: E402
 
-__all__ = ["training_curves", "image_grid", "latent_scatter", "compare_plot"]
+__all__ = ["training_curves", "history_png", "image_grid", "latent_scatter", "compare_plot"]
 
 
 def _save(fig, path: Path) -> None:
@@ -37,6 +37,33 @@ def training_curves(history: Sequence[Dict], path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     _save(fig, path)
+
+
+def history_png(history: Sequence[Dict]) -> bytes:
+    """A thumbnail (about 260x170 px) of a run's training for the leaderboard: the training bound and the
+    validation −ELBO per epoch, nats per datum, from the ``history`` of its result file. The PNG carries no
+    date or version, so the same history gives the same bytes."""
+    import io
+    fig, ax = plt.subplots(figsize=(3.2, 2.1))
+    epochs = [h["epoch"] for h in history if isinstance(h, dict) and "loss" in h]
+    ax.plot(epochs, [h["loss"] for h in history if isinstance(h, dict) and "loss" in h], lw=1, label="training")
+    valid = [(h["epoch"], -h["valid_elbo"]) for h in history
+             if isinstance(h, dict) and isinstance(h.get("valid_elbo"), (int, float))]
+    if valid:
+        ax.plot(*zip(*valid), lw=1, label="validation")
+    values = sorted([v for _, v in valid] + [h["loss"] for h in history if isinstance(h, dict) and "loss" in h])
+    if len(values) > 4:                 # the first epochs' losses would squash the curve to a line
+        lo, hi = values[0], values[int(0.9 * (len(values) - 1))]
+        ax.set_ylim(lo - 0.05 * (hi - lo + 1), hi + 0.3 * (hi - lo + 1))
+    ax.set_xlabel("epoch", fontsize=7)
+    ax.set_ylabel("−ELBO, nats", fontsize=7)
+    ax.tick_params(labelsize=6)
+    ax.legend(fontsize=6, frameon=False)
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def image_grid(x: torch.Tensor, image_shape: Tuple[int, int], path: Path, nrow: int = 8) -> None:

@@ -9,6 +9,12 @@ component tables (``<!-- registry:start -->`` ... ``<!-- registry:end -->``) of 
 figure is typed by hand twice, and none is typed by hand at all: the prose of the template may
 not hold a decimal number; it names the figure instead, and the report fills it in.
 
+Beside it the report writes ``DIR/LEADERBOARD.md`` (:func:`render_leaderboard`): the best run per
+(model, guide, objective) on static binarized MNIST against the papers' figures, each with a small
+plot of its training under ``DIR/plots/`` drawn from the result file's ``history``. DIR may also be a
+folder of the user's own runs (run folders of ``pyro-zoo train`` or ``compare``, whose results.json
+records the config, not a command): they get the same leaderboard, on any dataset (:func:`load_user_runs`).
+
 Placeholders in the template:
 
 - ``{{ table NAME }}``: one of the tables in :data:`TABLES` (``headline``, ``runs``, ``speed``, ...);
@@ -101,6 +107,10 @@ _MULTI_SAMPLE_BOUNDS = ("iwae", "dreg", "renyi", "renyi_pyro")
 def references_for(config: dict) -> List[Reference]:
     """The published figures a run is compared with, from its model, guide and objective."""
     model, guide, objective = config.get("model"), config.get("guide"), config.get("objective")
+    if config.get("dataset", "binarized_mnist") != "binarized_mnist":
+        return []                           # the papers' figures are on static binarized MNIST only
+    if _flat_config(config).get("prior") == "vampprior" and model in ("vae", "hvae"):
+        return [REFERENCES["tomczak-vampprior" if model == "vae" else "tomczak-hvae-vampprior"]]
     if model == "vae":
         return [REFERENCES["burda-iwae" if objective in _MULTI_SAMPLE_BOUNDS else "burda-vae"]]
     if model == "sbn":
@@ -124,6 +134,8 @@ def load_results(directory: Path) -> Results:
     results: Results = {}
     for path in sorted(directory.glob("*.json")):
         data = read_json(path, "JSON result file")
+        if path.name in RUN_FILES:              # DIR is itself a run folder or a comparison: read below
+            continue
         if not isinstance(data, dict):
             raise ZooError(f"{path}: holds a JSON {type(data).__name__}, not an object with provenance.command; "
                            f"fix or remove it")
@@ -134,9 +146,41 @@ def load_results(directory: Path) -> Results:
         if markdown.is_file():                  # the script's own rendering of the same run, for {{ include }}
             data[MARKDOWN_KEY] = read_text(markdown, "Markdown file")
         results[path.name] = data
+    results.update(load_user_runs(directory))
     if not results:
-        raise ZooError(f"no *.json result files in {directory}")
+        raise ZooError(f"no *.json result files (or run folders with a results.json) in {directory}")
     return results
+
+
+#: The files a run folder (``pyro-zoo train``) or a comparison (``pyro-zoo compare``) writes at its top:
+#: they record no command, and the runs they hold are read from the run folders' results.json.
+RUN_FILES = ("results.json", "compare.json")
+#: where a user's run is marked in :data:`Results` (its config is its provenance: there is no command)
+USER_RUN_KEY = "_user_run"
+
+
+def load_user_runs(directory: Path) -> Results:
+    """The user's own runs under ``directory``: each ``results.json`` written by ``pyro-zoo train`` or
+    ``compare`` in DIR, DIR/RUN or DIR/COMPARISON/CELL (no deeper, so a big tree is not walked), keyed by
+    its path relative to DIR and wrapped as a result file with one run labelled by its folder. Such a file
+    records its config, not a command; a ``results.json`` that is not a run's summary is an error naming it.
+    """
+    runs: Results = {}
+    for pattern in ("results.json", "*/results.json", "*/*/results.json"):
+        for path in sorted(directory.glob(pattern)):
+            data = read_json(path, "run folder's results.json")
+            if not (isinstance(data, dict) and isinstance(data.get("config"), dict) and "elbo" in data):
+                raise ZooError(f"{path}: not the results.json of a 'pyro-zoo train' or 'compare' run "
+                               f"(no config and elbo); move it out of {directory}")
+            name = path.relative_to(directory).as_posix()
+            label = path.parent.relative_to(directory).as_posix() if path.parent != directory else directory.name
+            markdown = path.with_suffix(".md")
+            shown = [f for f in ("samples.png", "reconstructions.png") if (path.parent / f).is_file()]
+            runs[name] = {"provenance": {}, USER_RUN_KEY: True,
+                          "runs": [dict(data, label=label, _folder_files=shown)]}
+            if markdown.is_file():
+                runs[name][MARKDOWN_KEY] = read_text(markdown, "Markdown file")
+    return runs
 
 
 def _training_runs(results: Results):
@@ -400,6 +444,10 @@ def table_sources(results: Results) -> str:
     rows = []
     for name, d in results.items():
         p = d["provenance"]
+        if d.get(USER_RUN_KEY):             # the user's run records its config (config.json beside it), no command
+            rows.append([f'<a id="{_anchor(name)}"></a>{_link(name, "")}', "your run: `pyro-zoo train` with "
+                         f"[its config]({Path(name).parent.as_posix()}/config.json)", "–", "–", "–"])
+            continue
         commit = (p.get("git_commit") or "?")[:10] + (" (uncommitted changes)" if p.get("git_dirty") else "")
         threads = f", {p['cpu_threads']} torch threads" if p.get("cpu_threads") else ""
         hardware = f"{p.get('cpu', '?')}{threads}, GPU: {p.get('gpu') or 'none'}"
@@ -524,6 +572,8 @@ def render_template(template: str, results: Results, where: str = "template") ->
 
 DEFAULT_TEMPLATE = """# Results
 
+The best run per model, guide and objective, with its training curve: [the leaderboard](LEADERBOARD.md).
+
 {{ table headline }}
 
 ## Every training run
@@ -545,6 +595,102 @@ def render_results_readme(directory: Path, results: Results) -> str:
     template = read_text(template_path, "template") if template_path.exists() else DEFAULT_TEMPLATE
     body = render_template(template, results, where=str(template_path))
     return GENERATED_NOTE + body.rstrip("\n") + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# the leaderboard
+
+LEADERBOARD_NAME = "LEADERBOARD.md"
+#: the folder, beside the leaderboard, of the small plots the report draws from the result files' histories
+PLOTS_DIR = "plots"
+_MODEL_ORDER = {"vae": 0, "hvae": 1, "sbn": 2, "categorical_vae": 3}
+
+
+def _model_label(config: dict) -> str:
+    """The model as the leaderboard groups it: a VAE with a VampPrior is not the VAE of the papers."""
+    prior = _flat_config(config).get("prior")
+    return config.get("model", "?") + (f" + {prior}" if prior not in (None, "standard") else "")
+
+
+def _score(run: dict) -> float:
+    """What 'best' means: the lowest importance-sampled NLL (the −ELBO where a run has none)."""
+    return run["nll"] if isinstance(run.get("nll"), (int, float)) else -run["elbo"]
+
+
+def leaderboard_runs(results: Results) -> List[Tuple[str, dict]]:
+    """(file, run): the best run per (dataset, model, guide, objective). The benchmarks count on static
+    binarized MNIST only (the papers' dataset); the user's own runs on any dataset. A run scored on more
+    test images beats one scored on a subset (``--eval-limit``), whatever their figures: only runs on the
+    same images compare."""
+    best: Dict[tuple, Tuple[str, dict]] = {}
+    for name, run in _training_runs(results):
+        c = run["config"]
+        dataset = c.get("dataset", "binarized_mnist")
+        if dataset != "binarized_mnist" and not results[name].get(USER_RUN_KEY):
+            continue
+        key = (dataset, _model_label(c), c.get("guide"), c.get("objective"))
+        rank = (-(run.get("num_data") or 0), _score(run))
+        if key not in best or rank < (-(best[key][1].get("num_data") or 0), _score(best[key][1])):
+            best[key] = (name, run)
+    order = sorted(best, key=lambda k: (k[0] != "binarized_mnist", k[0], _MODEL_ORDER.get(k[1].split(" ")[0], 9),
+                                        _score(best[k][1])))
+    return [best[k] for k in order]
+
+
+def plot_path(name: str, run: dict) -> str:
+    """The leaderboard plot of a run, relative to the leaderboard: ``plots/FILE-LABEL.png``."""
+    own = name.endswith("results.json")         # a user's run: its label is its folder, already unique
+    stem = re.sub(r"[^A-Za-z0-9_]+", "-", run.get("label", "") if own else
+                  f"{name.removesuffix('.json')}-{run.get('label', '')}").strip("-")
+    return f"{PLOTS_DIR}/{stem}.png"
+
+
+def _has_curve(run: dict) -> bool:
+    history = run.get("history")
+    return isinstance(history, list) and any(isinstance(h, dict) and "epoch" in h and "loss" in h for h in history)
+
+
+def _plot_cell(name: str, run: dict, user: bool) -> str:
+    cells = [f"![−ELBO per epoch]({plot_path(name, run)})"] if _has_curve(run) else []
+    folder = Path(name).parent.as_posix()
+    if user and "samples.png" in run.get("_folder_files", ()):
+        cells.append(f"![samples]({folder}/samples.png)")
+    return " ".join(cells) or "–"
+
+
+def render_leaderboard(results: Results, archive: str = "README.md") -> str:
+    """The leaderboard page: per dataset, the best run per (model, guide, objective) with its figures
+    against the papers', and a small plot of its training from the result file's history."""
+    rows: Dict[str, list] = {}
+    for name, run in leaderboard_runs(results):
+        c = run["config"]
+        user = bool(results[name].get(USER_RUN_KEY))
+        ref, met = _reference_cells(run, short=True)
+        source = (f"[`{run['label']}`]({Path(name).parent.as_posix()}/) (your run)" if user
+                  else f"`{run['label']}` in [{name.removesuffix('.json')}]({name})")
+        rows.setdefault(c.get("dataset", "binarized_mnist"), []).append(
+            [f"`{_model_label(c)}`", f"`{c.get('guide')}`", f"`{c.get('objective')}`", _num(-run["elbo"]),
+             _num(run.get("nll")), str(run.get("num_data")), _epochs(run), ref, met, source,
+             _plot_cell(name, run, user)])
+    head = ["model", "guide", "objective", f"test {MINUS}ELBO", "test NLL (IS)", "test images", "epochs",
+            "paper", "met", "run", "training"]
+    sections = []
+    for dataset, table_rows in rows.items():
+        title = "Static binarized MNIST" if dataset == "binarized_mnist" else f"`{dataset}`"
+        sections.append(f"## {title}\n\n{_table(head, table_rows)}")
+    return (f"<!-- generated by 'pyro-zoo report' from the *.json result files beside it; do not edit -->\n"
+            f"# Leaderboard\n\n"
+            f"The best run per model, guide and objective: nats per datum on the test images, lower is better "
+            f"(the importance-sampled NLL decides; a run on all test images beats one on a subset). \"paper\" is "
+            f"the published figure for the same model on the same data, \"met\" the measured figure minus it. "
+            f"\"training\" plots the training bound and the validation {MINUS}ELBO per epoch from the result "
+            f"file's history (and a run folder's samples where it has them). Every run, with its command or config: "
+            f"[the archive]({archive}).\n\n" + ("\n\n".join(sections) or "(no trained runs)") + "\n")
+
+
+def leaderboard_plots(results: Results) -> Dict[str, list]:
+    """plot path (relative to the leaderboard) -> the history it is drawn from, for each leaderboard run."""
+    return {plot_path(name, run): run["history"] for name, run in leaderboard_runs(results) if _has_curve(run)}
 
 
 def replace_readme_block(readme: str, block: str, where: str = "README.md", start_mark: str = START,
@@ -600,8 +746,13 @@ def report(directory: Path, out: Optional[Path] = None, readme: Optional[Path] =
         raise OptionError("out", f"{out} is a folder; give the page's file name, e.g. {out / 'README.md'}")
     if not out.parent.is_dir():
         raise OptionError("out", f"{out}: the folder {out.parent} does not exist; create it or write elsewhere")
-    outputs = {out: render_results_readme(directory, results)}
-    readme = Path(readme) if readme else find_readme(directory)
+    outputs = {out: render_results_readme(directory, results),
+               out.parent / LEADERBOARD_NAME: render_leaderboard(results, archive=out.name)}
+    plot_histories = {out.parent / p: h for p, h in leaderboard_plots(results).items()}
+    if readme is None and all(d.get(USER_RUN_KEY) for d in results.values()):
+        readme = None                       # a folder of the user's own runs: the repository's README is not theirs
+    else:
+        readme = Path(readme) if readme else find_readme(directory)
     if readme is not None:
         if readme.is_dir():
             raise OptionError("readme", f"{readme} is a folder; give the README file, e.g. {readme / 'README.md'}")
@@ -619,11 +770,20 @@ def report(directory: Path, out: Optional[Path] = None, readme: Optional[Path] =
                                                     REGISTRY_START, REGISTRY_END)
     if check:
         stale = [str(p) for p, text in outputs.items() if not _holds(p, text)]
+        stale += [str(p) for p in plot_histories if not p.is_file()]     # a plot's pixels depend on matplotlib
         if stale:
             raise ZooError(f"{', '.join(stale)} out of date with the result files; "
                            f"run 'pyro-zoo report {directory.as_posix()}'")
         return list(outputs)
+    from zoo.evaluation.plots import history_png
+    from zoo.training.checkpoint import atomic_write_bytes
+    images = {path: history_png(history) for path, history in plot_histories.items()}    # all drawn, then written
+    if images:
+        (out.parent / PLOTS_DIR).mkdir(exist_ok=True)
+    for path, png in images.items():
+        if not (path.is_file() and path.read_bytes() == png):
+            atomic_write_bytes(path, png)
     for path, text in outputs.items():
         if not _holds(path, text):
             atomic_write_text(path, text)
-    return list(outputs)
+    return list(outputs) + list(images)
