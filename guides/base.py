@@ -87,7 +87,9 @@ class ZooGuide(nn.Module):
     ``register_module(name, self)`` (see :func:`zoo.core.params.register_module` for why not
     ``pyro.module``, and :class:`~zoo.core.contract.ZooModel` for why not ``PyroModule``).
 
-    Class attributes (the family's capabilities, read by the registry and the training loop):
+    The class attributes are the family's capabilities, read by the registry and the training loop.
+
+    Class attributes:
         family: the registry name.
         supports: latent supports this family can represent.
         amortized: ``False`` for per-datum (non-amortized) guides, whose parameters

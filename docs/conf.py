@@ -1,0 +1,184 @@
+"""Sphinx configuration of the pyro-zoo documentation site (build it with ``pyro-zoo docs``).
+
+Why Sphinx with MyST-NB, and not MkDocs:
+
+- the API reference is generated from the docstrings by ``autodoc``, and ``napoleon`` reads their
+  **References** / **Arguments** / **Example** sections as Pyro's and zuko's documentation do;
+- ``myst-nb`` executes the tutorials (``docs/tutorials/*.ipynb``, committed without outputs) as part of
+  the build and renders their figures natively, with no pandoc (which ``nbsphinx`` needs); an error in
+  a cell fails the build, so a tutorial that stops working fails CI;
+- ``myst-parser`` includes the project's Markdown pages (README, user guide, instructors' guide,
+  results) where they live, so nothing is copied and nothing goes stale. MkDocs' mkdocstrings and
+  mkdocs-jupyter are weaker at executing notebooks within the build and at cross-references.
+
+The site builds offline: no intersphinx, and the furo theme ships its CSS, JavaScript and fonts
+(nothing loads from a CDN). Warnings are errors (``pyro-zoo docs`` passes ``-W --keep-going``).
+
+The Markdown pages live outside ``docs/`` and link to each other and to source files by relative
+paths. :func:`rewrite_links` (on Sphinx's ``include-read`` event) turns a link to another page of the
+site into a link to that page, a link to a file that is not in the site (a result's JSON, a source
+file) into plain text, and an in-page link to a raw-HTML anchor (``<a id="...">``, which MyST does
+not know) into an HTML link, which the tests of ``tests/test_docs.py`` check in the built HTML.
+
+The tutorials read ``PYRO_ZOO_TUTORIAL_SETTING`` (``ci``: small and fast; ``full``: the lecture's
+figures), which ``pyro-zoo docs --setting`` sets for the kernels.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))           # autodoc imports the checkout's zoo and guides
+
+import zoo  # noqa: E402
+
+project = "pyro-zoo"
+author = "the pyro-zoo authors"
+copyright = "the pyro-zoo authors"
+release = version = zoo.__version__
+
+extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax",
+              "sphinx.ext.viewcode"]
+html_theme = "furo"
+html_title = f"pyro-zoo {release}"
+# MathJax is only a script tag for formulas in docstrings; pages render without it (offline, formulas
+# show as TeX source). No other asset is remote.
+exclude_patterns = ["_build", "README.md", "**.ipynb_checkpoints", "tutorials/_*"]
+
+# MyST: heading anchors for in-page links of the included READMEs ([Run folders](#run-folders)).
+myst_heading_anchors = 4
+myst_enable_extensions = ["dollarmath", "amsmath"]
+
+# Notebooks: executed at every build, a cell error or timeout is a build error.
+nb_execution_mode = os.environ.get("PYRO_ZOO_DOCS_EXECUTION", "force")
+nb_execution_raise_on_error = True
+nb_execution_timeout = int(os.environ.get("PYRO_ZOO_DOCS_CELL_TIMEOUT", "600"))
+nb_execution_show_tb = True
+nb_merge_streams = True
+
+# autodoc: members in source order; the docstrings' own sections through napoleon.
+autodoc_member_order = "bysource"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_typehints = "description"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_custom_sections = [("Arguments", "params_style"), ("References", "notes_style"),
+                            ("Class attributes", "params_style")]
+
+
+# --------------------------------------------------------------------------------------------------
+# The Markdown pages of the checkout that are pages of the site: repository path -> document name.
+
+def results_pages() -> dict:
+    """``benchmarks/results/README.md`` and every other page there that is not one result's page
+    (a result's page has a ``.json`` of the same name): the leaderboard and archive when
+    ``pyro-zoo report`` writes them, the scaling estimate."""
+    pages = {"benchmarks/results/README.md": "results/index"}
+    for page in sorted(RESULTS.glob("*.md")):
+        if page.name not in ("README.md", "README.template.md") and not page.with_suffix(".json").exists():
+            pages[f"benchmarks/results/{page.name}"] = f"results/{page.stem}"
+    return pages
+
+
+SITE_PAGES = {"README.md": "index", "zoo/README.md": "guide", "zoo/homework/INSTRUCTORS.md": "instructors",
+              "zoo/core/contract.py": "contract", **results_pages()}
+
+
+def write_results_wrappers() -> None:
+    """One small page per results page under ``docs/results/`` (generated, gitignored), each an include
+    of the file ``pyro-zoo report`` wrote, so a new results page joins the site without an edit here."""
+    folder = DOCS / "results"
+    folder.mkdir(exist_ok=True)
+    wanted = {}
+    others = [doc.split("/")[1] for doc in SITE_PAGES.values() if doc.startswith("results/") and doc != "results/index"]
+    for source, doc in SITE_PAGES.items():
+        if not doc.startswith("results/"):
+            continue
+        text = f"```{{include}} ../../{source}\n:relative-images:\n```\n"
+        if doc == "results/index" and others:
+            text += "\n```{toctree}\n:hidden:\n\n" + "\n".join(others) + "\n```\n"
+        wanted[f"{doc.split('/')[1]}.md"] = text
+    for stale in folder.glob("*.md"):
+        if stale.name not in wanted:
+            stale.unlink()
+    for name, text in wanted.items():
+        path = folder / name
+        if not path.exists() or path.read_text() != text:      # unchanged files keep Sphinx's cache valid
+            path.write_text(text)
+
+
+write_results_wrappers()
+
+_LINK = re.compile(r"(?<!!)\[((?:[^\[\]]|\[[^\]]*\])*)\]\(([^()\s]+)\)")
+_ANCHOR = re.compile(r'<a id="([^"]+)"></a>')
+
+
+def rewrite_links(app, relative_path, parent_docname, content) -> None:
+    """Resolve the relative links of an included Markdown page against the repository (see the module
+    docstring): a page of the site becomes a link to it, any other file plain text, a link to a raw
+    HTML anchor an HTML link. Images (``![..](..)``) are left to MyST's ``:relative-images:``."""
+    source = (Path(app.srcdir) / relative_path).resolve()
+    text = content[0]
+    html_anchors = set(_ANCHOR.findall(text))
+
+    def replace(match):
+        label, target = match.group(1), match.group(2)
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target):          # https:, mailto:, project:
+            return match.group(0)
+        path, _, fragment = target.partition("#")
+        if not path:
+            if fragment in html_anchors:
+                return f'<a href="#{fragment}">{_inline_html(label)}</a>'
+            return match.group(0)                              # a heading anchor: MyST checks it
+        try:
+            repo_path = (source.parent / path).resolve().relative_to(ROOT).as_posix()
+        except ValueError:
+            return label
+        doc = SITE_PAGES.get(repo_path)
+        if doc is None:
+            return label                                       # a file that is not a page of the site
+        return f"[{label}](/{doc}.md{'#' + fragment if fragment else ''})"
+
+    content[0] = _LINK.sub(replace, text)
+
+
+def _inline_html(label: str) -> str:
+    """The few Markdown constructs link labels of the results page use, as HTML."""
+    label = label.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", label)
+
+
+_LITERAL = re.compile(r"``.*?``")
+
+
+def escape_bars(app, what, name, obj, options, lines) -> None:
+    """The docstrings write ``|x|`` for an absolute value or a norm, never a reStructuredText
+    substitution: escape a bar outside inline literals, literal blocks and doctests."""
+    literal_indent = None           # the indentation of the paragraph that opened a literal block
+    for i, line in enumerate(lines):
+        indent = len(line) - len(line.lstrip())
+        if literal_indent is not None and line.strip() and indent <= literal_indent:
+            literal_indent = None
+        if literal_indent is None and "|" in line and not line.lstrip().startswith(">>>"):
+            pieces = _LITERAL.split(line)
+            literals = _LITERAL.findall(line) + [""]
+            lines[i] = "".join(piece.replace("|", "\\|") + literal for piece, literal in zip(pieces, literals))
+        if literal_indent is None and line.rstrip().endswith("::"):
+            literal_indent = indent
+
+
+def no_tutorials_yet(app, docname, source) -> None:
+    """A checkout with no notebook in ``docs/tutorials/`` still builds: the empty glob says so in words."""
+    if docname == "tutorials" and not any((DOCS / "tutorials").glob("*.ipynb")):
+        source[0] = re.sub(r"```\{toctree\}.*?```", "No tutorial is in this checkout yet.", source[0], flags=re.S)
+
+
+def setup(app):
+    app.connect("include-read", rewrite_links)
+    app.connect("autodoc-process-docstring", escape_bars)
+    app.connect("source-read", no_tutorials_yet)
