@@ -1,4 +1,4 @@
-"""The ``pyro-zoo`` command line: list, train, eval, compare, gradients, report, homework, grade.
+"""The ``pyro-zoo`` command line: list, train, eval, compare, gradients, report, docs, homework, grade.
 
 Every user mistake ends in one line on stderr, ``pyro-zoo: error: ...``, and exit code 2.
 """
@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "nearest README.md above DIR with a results block)")
     p.add_argument("--check", action="store_true",
                    help="write nothing; fail if the files differ from what would be written")
+    p = sub.add_parser("docs", help="build the documentation site offline (from a source checkout; warnings are errors)")
+    p.add_argument("--out", default=None, help="output folder (default: docs/_build/html)")
+    p.add_argument("--setting", choices=("ci", "full"), default="full",
+                   help="the tutorials' setting: full (the lectures' figures, default) or ci (small and fast)")
+    p.add_argument("--verbose", action="store_true", help="Sphinx's progress messages too")
+
     _add_homework(sub)
     return parser
 
@@ -318,6 +324,11 @@ def cmd_report(args) -> None:
     print(f"{'up to date' if args.check else 'wrote'}: {', '.join(str(f) for f in files)}")
 
 
+def cmd_docs(args) -> None:
+    from zoo.docs import build
+    print(f"wrote {build(args.out, setting=args.setting, quiet=not args.verbose)}")
+
+
 def cmd_homework(args) -> None:
     from zoo.homework import kit
     if args.homework_command == "list":
@@ -354,7 +365,7 @@ def cmd_grade(args) -> None:
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "gradients": cmd_gradients,
-            "report": cmd_report, "homework": cmd_homework, "grade": cmd_grade}
+            "report": cmd_report, "docs": cmd_docs, "homework": cmd_homework, "grade": cmd_grade}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
