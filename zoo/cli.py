@@ -294,9 +294,14 @@ def cmd_compare(args) -> None:
 def _print_summary(rows, out: Path, files=("results.json", "results.md")) -> None:
     from zoo.evaluation.tables import results_markdown
     print(results_markdown(rows))
-    warnings = [r["psis_warning"] for r in rows if r.get("psis_warning")]
-    for w in warnings:
-        print(f"warning: {w}")
+    for r in rows:                      # in a grid, each line names its cell
+        c = r["config"]
+        estimator = (c.get("objective_options") or {}).get("estimator")
+        cell = (f"{model_label(c['model'])}/{c['guide']}/{c['objective']}" + (f":{estimator}" if estimator else "")
+                + ": ") if len(rows) > 1 else ""
+        for kind, key in (("note", "note"), ("warning", "psis_warning")):
+            if r.get(key):
+                print(f"{kind}: {cell}{r[key]}")
     print(f"wrote {', '.join(str(out / f) for f in files)}")
 
 
@@ -313,7 +318,8 @@ def cmd_gradients(args) -> None:
     out = Path(args.out or f"runs/gradients-{model_label(args.model)}-{args.guide}")
     result = gradients_run(args.model, args.guide, args.objectives, args.particles_list, args.repeats, config, out,
                            checkpoint=args.checkpoint, force=args.force,
-                           objective_options=flags.given_options(args, "objective", args.objectives))
+                           objective_options=flags.given_options(args, "objective", args.objectives),
+                           progress=not args.no_progress)
     print(gradients_markdown(result))
     print(f"wrote {out / 'gradients.md'}, {out / 'gradients.json'}, {out / 'gradients.png'}")
 

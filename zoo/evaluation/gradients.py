@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import pyro
 import torch
@@ -166,12 +166,15 @@ def _refuse_oversized(groups, x: torch.Tensor, particles: Sequence[int], repeats
 
 def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int], repeats: int,
              alpha: float = 0.0, seed: int = 0, reference: bool = True, reference_repeats: int = 20,
-             objective_options: Optional[Mapping[str, Mapping]] = None) -> Dict:
+             objective_options: Optional[Mapping[str, Mapping]] = None,
+             status: Optional[Callable[[str], None]] = None) -> Dict:
     """The full table: one row per (objective, K, group), plus the references used
     (``reference=False`` skips them: variance and SNR need none).
 
     ``objective_options``: per objective name, its options other than ``particles`` (e.g. a bound's
-    ``estimator``); ``alpha`` goes to the objectives that take it."""
+    ``estimator``); ``alpha`` goes to the objectives that take it. ``status``, if given, is called with one
+    line as each stage starts (the references, then each objective and K), for a command line's progress."""
+    status = status or (lambda line: None)
     if repeats < 2:
         raise ZooError(f"--repeats must be at least 2 to estimate a variance, got {repeats}")
     N = x.shape[0]
@@ -179,6 +182,8 @@ def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int
     groups = parameter_groups(model, guide)
     _refuse_oversized(groups, x, particles, repeats)
     pyro.set_rng_seed(seed)
+    if reference:
+        status(f"reference gradients (exact where enumerable, else {reference_repeats} estimates with K = 1000)")
     ref, how = reference_gradients(model, guide, x, idx, N, groups, reference_repeats) if reference else ({}, {})
     rows = []
     for name in objectives:
@@ -191,6 +196,7 @@ def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int
         label = f"{objective_name} ({options['estimator']})" if options.get("estimator") else objective_name
         for k in particles:
             objective = build_objective(objective_name, k, **options)
+            status(f"{label}, K = {k}: {repeats} gradient estimates")
             pyro.set_rng_seed(seed + 1)
             samples, seconds = gradient_samples(objective, model, guide, x, idx, N, repeats, groups)
             for group, s in samples.items():

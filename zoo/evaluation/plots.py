@@ -9,11 +9,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from torchvision.utils import make_grid, save_image  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
 
 from zoo.training.checkpoint import atomic_write_bytes  # noqa: E402
 
-__all__ = ["training_curves", "history_png", "image_grid", "latent_scatter", "compare_plot"]
+__all__ = ["training_curves", "history_png", "image_grid", "reconstruction_grid", "latent_scatter", "compare_plot"]
 
 
 def _save(fig, path: Path) -> None:
@@ -66,14 +66,58 @@ def history_png(history: Sequence[Dict]) -> bytes:
     return buf.getvalue()
 
 
-def image_grid(x: torch.Tensor, image_shape: Tuple[int, int], path: Path, nrow: int = 8) -> None:
-    """Save rows of ``x`` ``[n, H*W]`` as a grid with torchvision's make_grid/save_image."""
+#: the narrowest a grid of images is drawn, in screen pixels: an 8x8 digit is upscaled (nearest, so the
+#: pixels stay square and sharp) until the grid is about this wide
+GRID_MIN_WIDTH = 480
+
+
+def _grid(x: torch.Tensor, image_shape: Tuple[int, int], nrow: int) -> torch.Tensor:
+    """``x`` ``[n, H*W]`` as one ``[rows, cols]`` image (torchvision's make_grid), upscaled by an integer
+    factor (nearest neighbour) to at least :data:`GRID_MIN_WIDTH` pixels wide."""
     images = x.detach().float().cpu().clamp(0, 1).reshape(-1, 1, *image_shape)
-    grid = make_grid(images, nrow=nrow, padding=1, pad_value=0.5)
+    grid = make_grid(images, nrow=nrow, padding=1, pad_value=0.5)[0]
+    scale = max(1, -(-GRID_MIN_WIDTH // grid.shape[1]))
+    return grid.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+
+
+def _draw_grids(panels: Sequence[Tuple[str, torch.Tensor]], path: Path) -> None:
+    """Each (title, grid) one above the other, drawn pixel for pixel (no resampling) with its title."""
+    dpi = 100
+    width = max(g.shape[1] for _, g in panels)
+    heights = [g.shape[0] for _, g in panels]
+    title_px = 26
+    fig = plt.figure(figsize=(width / dpi, (sum(heights) + title_px * len(panels)) / dpi), dpi=dpi)
+    top = 1.0
+    total = sum(heights) + title_px * len(panels)
+    for title, grid in panels:
+        h = grid.shape[0] / total
+        top -= title_px / total
+        ax = fig.add_axes([0, top - h, grid.shape[1] / width, h])
+        ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_axis_off()
+        fig.text(0.01, top + 0.5 * title_px / total, title, fontsize=10, va="center")
+        top -= h
     import io
     buf = io.BytesIO()
-    save_image(grid, buf, format="png")
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def image_grid(x: torch.Tensor, image_shape: Tuple[int, int], path: Path, nrow: int = 8,
+               title: str = "samples") -> None:
+    """Save rows of ``x`` ``[n, H*W]`` as a titled grid, ``nrow`` images a row, upscaled to a readable size."""
+    _draw_grids([(title, _grid(x, image_shape, nrow))], path)
+
+
+def reconstruction_grid(original: torch.Tensor, reconstruction: torch.Tensor, image_shape: Tuple[int, int],
+                        path: Path) -> None:
+    """The test images (panel "original") above their reconstructions (panel "reconstruction"), image i of
+    one panel at the place of image i of the other, so each reconstruction sits under the same place."""
+    nrow = max(1, original.shape[0] // 2) if original.shape[0] >= 16 else original.shape[0]
+    _draw_grids([("original (test images)", _grid(original, image_shape, nrow)),
+                 ("reconstruction (each at the place of its original above)",
+                  _grid(reconstruction, image_shape, nrow))], path)
 
 
 def latent_scatter(z: torch.Tensor, labels: Optional[torch.Tensor], path: Path) -> None:
@@ -90,11 +134,12 @@ def latent_scatter(z: torch.Tensor, labels: Optional[torch.Tensor], path: Path) 
     _save(fig, path)
 
 
-def compare_plot(rows: Sequence[Dict], path: Path) -> None:
-    """Bars of ELBO, IWAE-k and IS log p(x) per (guide, objective) cell."""
+def compare_plot(rows: Sequence[Dict], path: Path, title: Optional[str] = None) -> None:
+    """Bars of ELBO, IWAE-k and IS log p(x) per (guide, objective) cell, titled, with the legend above the
+    axes (outside them, so it covers no bar)."""
     labels = [f"{r['config']['guide']}\n{r['config']['objective']}" for r in rows]
     width = 0.27
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows)), 3.8))
     for j, (key, name) in enumerate([("elbo", "ELBO"), ("iwae_bound", "IWAE-k"), ("log_likelihood", "log p(x) IS")]):
         xs = [i + (j - 1) * width for i in range(len(rows))]
         err = [r["log_likelihood_se"] for r in rows] if key == "log_likelihood" else None
@@ -105,26 +150,49 @@ def compare_plot(rows: Sequence[Dict], path: Path) -> None:
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel("nats per datum (higher is better)")
-    ax.legend(fontsize=8)
+    if title is None:
+        model = rows[0]["config"]["model"] if rows else ""
+        title = f"{Path(str(model).split(':')[-1]).name}: test bounds per guide and objective"
+    ax.set_title(title, fontsize=10, pad=24)
+    ax.legend(fontsize=8, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
 
 
+_MARKERS = "osD^vP*Xh<>p"
+
+
 def gradient_plot(rows: Sequence[Dict], path: Path) -> None:
-    """Gradient variance and SNR against the number of particles, per objective and parameter group."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    """Gradient variance and SNR against the number of particles, per objective and parameter group: log-log
+    axes (both span decades), one colour and marker per objective (filled: model parameters, hollow and
+    dashed: guide parameters), the ticks at the K values measured, and the legend beside the axes."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     keys = sorted({(r["objective"], r["group"]) for r in rows})
+    objectives = sorted({o for o, _ in keys})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for objective, group in keys:
         sel = sorted((r for r in rows if r["objective"] == objective and r["group"] == group), key=lambda r: r["particles"])
-        ks = [r["particles"] for r in sel]
-        style = "-" if group == "model" else "--"
+        i = objectives.index(objective)
+        # dodged a little along the log axis, so that objectives with equal values (elbo and tracemeanfield
+        # for a flow guide) sit side by side instead of one on the other; the ticks stay at the K measured
+        ks = [r["particles"] * 1.06 ** (i - (len(objectives) - 1) / 2) for r in sel]
+        style = dict(linestyle="-" if group == "model" else "--", marker=_MARKERS[i % len(_MARKERS)],
+                     color=colors[i % len(colors)], markerfacecolor="none" if group != "model" else None,
+                     markersize=6, alpha=0.85)
         for ax, key in zip(axes, ("variance", "snr")):
-            ax.plot(ks, [r[key] for r in sel], style, marker="o", label=f"{objective} ({group})")
-    for ax, title in zip(axes, ("mean per-coordinate variance", "mean |E g| / sd(g)")):
+            ax.plot(ks, [r[key] for r in sel], label=f"{objective} ({group})", **style)
+    particles = sorted({r["particles"] for r in rows})
+    for ax, title in zip(axes, ("mean per-coordinate variance (lower is better)", "mean |E g| / sd(g) (higher is better)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(particles)
+        ax.set_xticklabels([str(k) for k in particles], fontsize=8, rotation=45 if len(particles) > 6 else 0)
+        ax.minorticks_off()
+        ax.tick_params(axis="y", labelsize=8)
         ax.set_xlabel("particles K")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+                   title="objective (parameters)", title_fontsize=7)
+    fig.tight_layout()
     _save(fig, path)

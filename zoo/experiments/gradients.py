@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence
 
@@ -36,12 +37,17 @@ def checkpoint_for(checkpoint: Path, model: str):
     return state, read_stored_config(state["config"], str(checkpoint), model_file, how)
 
 
+def _status_line(line: str) -> None:
+    print(f"gradients: {line}", file=sys.stderr, flush=True)
+
+
 def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: Sequence[int], repeats: int,
                   base: RunConfig, out: Path, checkpoint: Optional[Path] = None, force: bool = False,
-                  objective_options: Optional[Mapping] = None) -> Dict:
+                  objective_options: Optional[Mapping] = None, progress: bool = True) -> Dict:
     """``pyro-zoo gradients``: gradient diagnostics at fixed parameters (initialization or a checkpoint).
 
-    ``objective_options`` (default: ``base``'s) go to the objectives that take them, as in a compare grid."""
+    ``objective_options`` (default: ``base``'s) go to the objectives that take them, as in a compare grid.
+    With ``progress``, one line on stderr as each stage starts (the whole can take minutes)."""
     model = absolute_spec(model)                # a model file is recorded by its absolute path
     out = Path(out)
     check_out_dir(out, force, resume=False)
@@ -65,7 +71,8 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
     if not getattr(run.guide, "amortized", True):
         run.guide = build_guide(guide, run.model, num_data=x.shape[0]).to(run.device)
     result = diagnose(run.model, run.guide, x, objectives, particles, repeats, seed=config.seed,
-                      objective_options={name: cell.objective_options for name, cell in zip(objectives, cells)})
+                      objective_options={name: cell.objective_options for name, cell in zip(objectives, cells)},
+                      status=_status_line if progress else None)
     result.update(config=config.to_json(), objectives=list(objectives), particles=list(particles),
                   repeats=repeats, checkpoint=str(checkpoint) if checkpoint else None, device=str(run.device))
     make_out_dir(out)

@@ -51,6 +51,7 @@ from zoo.models.pyro_model import is_model_file, user_code_errors
 from zoo.training.checkpoint import (atomic_path, atomic_write_bytes, atomic_write_text, load_checkpoint, rng_state,
                                      save_checkpoint, set_rng_state, signals_deferred)
 from zoo.training.loop import NonFiniteError, fit
+from zoo.objectives.analytic_kl import sites_without_closed_form_kl, uses_analytic_kl
 from zoo.training.refit import refit_local_guide, refit_settings
 from zoo.training.optimizer import change_schedule, make_optimizer, restore_optimizer
 
@@ -320,7 +321,10 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
         # A per-datum guide has no posterior for held-out data: fit a fresh one, model fixed.
         guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0],
                             **dataclasses.asdict(cfg.resolved("guide"))).to(run.device)
-        refit = refit_local_guide(run.model, guide, x_eval, **refit_settings(cfg), seed=cfg.seed)
+        if progress:                        # minutes with no other output otherwise
+            print(f"refitting a per-datum {cfg.guide} guide to the {x_eval.shape[0]} {cfg.eval_split} data "
+                  f"(model fixed) before evaluating it", flush=True)
+        refit = refit_local_guide(run.model, guide, x_eval, **refit_settings(cfg), seed=cfg.seed, progress=progress)
     pyro.set_rng_seed(cfg.seed + 12345)
     t0 = time.perf_counter()
     with results_kept_on_stop(out), user_code_errors(run.model.display_name, "in evaluation"):
@@ -334,6 +338,11 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
                "eval_seconds": eval_seconds, **result, "history": history}
     if refit is not None:
         summary["refit"] = refit.to_json()
+    if uses_analytic_kl(cfg.objective, cfg.objective_options.get("estimator")):
+        missing = sites_without_closed_form_kl(run.model, guide, x_eval[:2])
+        if missing:                         # TraceMeanField_ELBO falls back to Monte Carlo without a word
+            summary["note"] = (f"{cfg.guide} has no closed-form KL for {', '.join(missing)}: {cfg.objective} "
+                               f"estimates it by Monte Carlo there, the same estimator as elbo")
     samples = run.model.sample(64) if run.data.image_shape else None
     try:
         # the files are written as one group: SIGINT/SIGTERM wait until it is whole (each file is atomic)
@@ -349,8 +358,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
                 with atomic_path(out / "samples.png") as path:
                     plots.image_grid(samples, run.data.image_shape, path)
                 with atomic_path(out / "reconstructions.png") as path:
-                    plots.image_grid(torch.cat([recon[0], recon[1]]), run.data.image_shape, path,
-                                     nrow=recon[0].shape[0] // 2 if recon[0].shape[0] >= 2 else 1)
+                    plots.reconstruction_grid(recon[0], recon[1], run.data.image_shape, path)
             if per_datum["z_mean"].shape[1] == 2:
                 with atomic_path(out / "latent_scatter.png") as path:
                     plots.latent_scatter(per_datum["z_mean"], labels, path)

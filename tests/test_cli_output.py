@@ -1,0 +1,147 @@
+"""What the command line shows a person: readable, labelled image grids, plots whose legends sit off the
+data, progress during the slow stages, and warnings and notes that say which run of a grid they are about."""
+from pathlib import Path
+
+import matplotlib
+import pytest
+from matplotlib.transforms import Bbox
+from PIL import Image
+
+from zoo.cli import main
+from zoo.evaluation import plots
+
+TINY = ["--epochs", "1", "--eval-samples", "5", "--iwae-k", "5", "--latent-dim", "2", "--seed", "0"]
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "vae"
+    assert main(["train", "vae", "--out", str(out), "--no-progress"] + TINY) == 0
+    return out
+
+
+def _has_title_strip(path: Path) -> bool:
+    """The top rows of the picture are a white strip with dark text on it (a title), not the grey padding
+    of a bare make_grid."""
+    image = Image.open(path).convert("L")
+    strip = [image.getpixel((x, y)) for y in range(0, 18) for x in range(image.width)]
+    return sum(p > 240 for p in strip) > 0.6 * len(strip) and sum(p < 100 for p in strip) > 20
+
+
+def test_sample_and_reconstruction_grids_are_readable_and_labelled(digits_run):
+    """8x8 digits are drawn big enough to see (the grid at least 400 px wide, upscaled nearest), each grid
+    under a title, and the reconstructions in their own titled panel below the originals."""
+    samples = Image.open(digits_run / "samples.png")
+    recon = Image.open(digits_run / "reconstructions.png")
+    assert samples.width >= 400 and samples.height >= 400
+    assert recon.width >= 400 and recon.height >= 150
+    assert _has_title_strip(digits_run / "samples.png") and _has_title_strip(digits_run / "reconstructions.png")
+    # the second title ("reconstruction"): a white strip with text in the middle of the picture
+    image = recon.convert("L")
+    rows = [[image.getpixel((x, y)) for x in range(image.width)] for y in range(image.height)]
+    white = [y for y, row in enumerate(rows) if sum(p > 240 for p in row) > 0.5 * image.width]
+    assert any(image.height * 0.3 < y < image.height * 0.7 for y in white)
+
+
+def _captured_figure(monkeypatch, draw):
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    draw()
+    (fig,) = figures
+    fig.canvas.draw()
+    return fig
+
+
+def _row(guide, objective, elbo):
+    return {"config": {"model": "vae", "guide": guide, "objective": objective}, "elbo": elbo,
+            "iwae_bound": elbo + 1, "log_likelihood": elbo + 1.5, "log_likelihood_se": 0.1}
+
+
+def test_compare_plot_has_a_title_and_its_legend_covers_no_bar(monkeypatch):
+    rows = [_row("amortized", "elbo", -90.0), _row("amortized", "iwae", -89.0), _row("iaf", "elbo", -88.5)]
+    fig = _captured_figure(monkeypatch, lambda: plots.compare_plot(rows, Path("unused.png")))
+    ax = fig.axes[0]
+    assert "vae" in ax.get_title()
+    legend, renderer = ax.get_legend().get_window_extent(), fig.canvas.get_renderer()
+    for bar in ax.patches:                  # the part of each bar that is drawn (inside the axes)
+        shown = Bbox.intersection(bar.get_window_extent(renderer), ax.get_window_extent(renderer))
+        assert shown is None or not legend.overlaps(shown)
+
+
+def test_gradient_plot_legend_is_off_the_axes_and_objectives_have_their_own_markers(monkeypatch):
+    rows = [{"objective": o, "group": g, "particles": k, "variance": v * k ** -0.5, "snr": 1 + k}
+            for o, v in (("elbo", 1.0), ("tracemeanfield", 1.0), ("iwae", 2.0)) for g in ("model", "guide")
+            for k in (1, 5, 50)]
+    fig = _captured_figure(monkeypatch, lambda: plots.gradient_plot(rows, Path("unused.png")))
+    renderer = fig.canvas.get_renderer()
+    legend = fig.axes[1].get_legend().get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not legend.overlaps(ax.get_window_extent(renderer))
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "5", "50"]
+    lines = fig.axes[0].get_lines()
+    markers = {line.get_label().split()[0]: line.get_marker() for line in lines}
+    assert len(set(markers.values())) == 3
+    # equal values (elbo and tracemeanfield here) do not lie exactly on each other
+    xs = {line.get_label(): tuple(line.get_xdata()) for line in lines}
+    assert xs["elbo (model)"] != xs["tracemeanfield (model)"]
+    assert matplotlib.get_backend().lower() == "agg"
+
+
+def test_compare_names_the_cell_of_each_warning_and_notes_a_flow_without_analytic_kl(tmp_path, capsys):
+    """`iaf` with `tracemeanfield` has no closed-form KL (a flow): Pyro falls back to Monte Carlo, so the
+    cell is plain `elbo`; the console says so, and every PSIS warning names its cell."""
+    code, out, err = run_cli(["compare", "vae", "--guides", "amortized,iaf", "--objectives", "tracemeanfield",
+                              "--out", str(tmp_path / "cmp"), "--no-progress"] + TINY, capsys)
+    assert code == 0, err
+    assert "note: vae/iaf/tracemeanfield: iaf has no closed-form KL for z" in out
+    assert "note: vae/amortized" not in out
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert warnings and all(line.startswith(("warning: vae/amortized/tracemeanfield: ",
+                                             "warning: vae/iaf/tracemeanfield: ")) for line in warnings)
+
+
+def test_the_slow_stages_say_what_they_are_doing(tmp_path, capsys):
+    """The per-datum refit after a meanfield run and `pyro-zoo gradients` each print a line per stage
+    (nothing with --no-progress)."""
+    code, out, err = run_cli(["train", "vae", "--guide", "meanfield", "--refit-epochs", "3",
+                              "--out", str(tmp_path / "mf")] + TINY, capsys)
+    assert code == 0, err
+    assert "refitting a per-datum meanfield guide to the 270 test data" in out
+    args = ["gradients", "vae", "--objectives", "elbo", "--particles", "1", "--repeats", "2", "--batch-size", "4",
+            "--latent-dim", "2"]
+    code, out, err = run_cli(args + ["--out", str(tmp_path / "g")], capsys)
+    assert code == 0, err
+    assert "gradients: reference gradients" in err and "gradients: elbo, K = 1: 2 gradient estimates" in err
+    code, out, err = run_cli(args + ["--out", str(tmp_path / "g2"), "--no-progress"], capsys)
+    assert code == 0, err
+    assert "gradients:" not in err
+
+
+def test_train_help_points_deterministic_to_a_section_that_exists(capsys):
+    """`train --help` sends --deterministic to zoo/README.md's "Reproducibility", which is there."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert 'see zoo/README.md, "Reproducibility"' in help_text
+    readme = (Path(__file__).resolve().parents[1] / "zoo" / "README.md").read_text()
+    assert "\n## Reproducibility\n" in readme and "--deterministic" in readme.split("## Reproducibility")[1]
+
+
+def test_homework_list_names_each_check_with_its_points(capsys):
+    """INSTRUCTORS.md promises 'the assignments, their checks and points': each visible check by name."""
+    from zoo.homework.kit import ASSIGNMENTS
+    assert main(["homework", "list"]) == 0
+    out = capsys.readouterr().out
+    for hw in ASSIGNMENTS.values():
+        for check in hw.checks:
+            line = f"    {check.name}"
+            assert (line in out) != check.hidden, check.name
+            if not check.hidden:
+                shown = next(s for s in out.splitlines() if s.startswith(line + " "))
+                assert shown.split()[-2:] == [f"{check.points:g}", "points"]
