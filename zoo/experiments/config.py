@@ -82,7 +82,7 @@ class RunConfig(Options):
                            resumable=True, cli=_group("training"))
     keep_best: bool = option(False, "evaluate the epoch with the best validation ELBO (saved as OUT/best.pt), not the "
                              "last", cli=_group("training"))
-    deterministic: bool = option(False, "use torch's deterministic algorithms (see README: reproducibility)",
+    deterministic: bool = option(False, "use torch's deterministic algorithms (see zoo/README.md, \"Reproducibility\")",
                                  cli=_group("training"))
     distributed: bool = option(False, "data-parallel training under torchrun (automatic when torchrun starts "
                                "several ranks)", resumable=True, cli=_group("training"))

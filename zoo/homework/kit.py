@@ -64,7 +64,9 @@ def solution_path(hw: Assignment) -> Path:
 
 
 def list_text() -> str:
-    """``pyro-zoo homework list``: one line per assignment, with its points and checks."""
+    """``pyro-zoo homework list``: per assignment, a line with its title and totals, then its checks by name
+    with their points (what ``pyro-zoo grade`` reports them as). Hidden checks are counted, not named: students
+    run this too."""
     if not ASSIGNMENTS:
         return "no assignments installed"
     lines = []
@@ -75,6 +77,8 @@ def list_text() -> str:
         note = f"; hidden: {len(hidden)} more, {sum(c.points for c in hidden):g} points" if hidden else ""
         lines.append(f"{name.ljust(width)}  {hw.title} ({len(shown)} checks, {sum(c.points for c in shown):g} "
                      f"points{note})")
+        check_width = max(len(c.name) for c in shown) if shown else 0
+        lines += [f"    {c.name.ljust(check_width)}  {c.points:g} points" for c in shown]
     return "\n".join(lines)
 
 
