@@ -42,8 +42,7 @@ author = "the pyro-zoo authors"
 copyright = "the pyro-zoo authors"
 release = version = zoo.__version__
 
-extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax",
-              "sphinx.ext.viewcode"]
+extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax"]
 html_theme = "furo"
 html_title = f"pyro-zoo {release}"
 # MathJax is only a script tag for formulas in docstrings; pages render without it (offline, formulas
