@@ -1,17 +1,30 @@
-"""Plots written by runs: training curves, image grids, latent scatter, comparison bars."""
+"""Plots written by runs: training curves, image grids, latent scatter, comparison bars.
+
+matplotlib (Agg, no display needed) and torchvision are imported when the first plot is drawn, not
+with this module: every command imports it through :mod:`zoo.experiments`, and those two (torchvision
+pulls in ``torch._dynamo``) were most of ``pyro-zoo list``'s start-up time.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+from zoo.training.checkpoint import atomic_write_bytes
 
-from zoo.training.checkpoint import atomic_write_bytes  # noqa: E402
+
+class _Pyplot:
+    """``matplotlib.pyplot`` with the Agg backend, imported on first use."""
+
+    def __getattr__(self, name):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+        return getattr(matplotlib.pyplot, name)
+
+
+plt = _Pyplot()
 
 __all__ = ["training_curves", "history_png", "image_grid", "reconstruction_grid", "latent_scatter", "compare_plot"]
 
@@ -74,6 +87,7 @@ GRID_MIN_WIDTH = 480
 def _grid(x: torch.Tensor, image_shape: Tuple[int, int], nrow: int) -> torch.Tensor:
     """``x`` ``[n, H*W]`` as one ``[rows, cols]`` image (torchvision's make_grid), upscaled by an integer
     factor (nearest neighbour) to at least :data:`GRID_MIN_WIDTH` pixels wide."""
+    from torchvision.utils import make_grid
     images = x.detach().float().cpu().clamp(0, 1).reshape(-1, 1, *image_shape)
     grid = make_grid(images, nrow=nrow, padding=1, pad_value=0.5)[0]
     scale = max(1, -(-GRID_MIN_WIDTH // grid.shape[1]))
