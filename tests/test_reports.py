@@ -220,3 +220,6 @@ def test_report_on_a_folder_of_the_users_own_runs(tmp_path, capsys):
     assert (tmp_path / "README.md").read_text() == f"{reports.START}\nmine\n{reports.END}\n"
     code, out, err = run_cli(["report", str(runs), "--check"], capsys)
     assert code == 0, err
+    code, out, err = run_cli(["report", str(runs / "a")], capsys)     # one run folder (config.json beside it)
+    assert code == 0, err
+    assert "[`a`](./) (your run)" in (runs / "a" / reports.LEADERBOARD_NAME).read_text()

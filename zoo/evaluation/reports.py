@@ -152,9 +152,9 @@ def load_results(directory: Path) -> Results:
     return results
 
 
-#: The files a run folder (``pyro-zoo train``) or a comparison (``pyro-zoo compare``) writes at its top:
-#: they record no command, and the runs they hold are read from the run folders' results.json.
-RUN_FILES = ("results.json", "compare.json")
+#: The JSON files the zoo's commands write in a run folder (``train``, ``eval --gaps``, ``gradients``) or a
+#: comparison (``compare``): they record no command; the runs they hold are read from the results.json files.
+RUN_FILES = ("results.json", "config.json", "compare.json", "gaps.json", "gradients.json")
 #: where a user's run is marked in :data:`Results` (its config is its provenance: there is no command)
 USER_RUN_KEY = "_user_run"
 
@@ -173,7 +173,8 @@ def load_user_runs(directory: Path) -> Results:
                 raise ZooError(f"{path}: not the results.json of a 'pyro-zoo train' or 'compare' run "
                                f"(no config and elbo); move it out of {directory}")
             name = path.relative_to(directory).as_posix()
-            label = path.parent.relative_to(directory).as_posix() if path.parent != directory else directory.name
+            label = path.parent.relative_to(directory).as_posix() if path.parent != directory \
+                else directory.resolve().name
             markdown = path.with_suffix(".md")
             shown = [f for f in ("samples.png", "reconstructions.png") if (path.parent / f).is_file()]
             runs[name] = {"provenance": {}, USER_RUN_KEY: True,
