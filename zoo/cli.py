@@ -86,9 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: runs/gradients-MODEL-GUIDE)")
     _add_common(p, exclude=("particles",))
 
-    p = sub.add_parser("report", help="render the results README (and README.md's results table) from result files")
-    p.add_argument("dir", help="a folder of *.json result files, e.g. benchmarks/results")
-    p.add_argument("--out", default=None, help="the page to write (default: DIR/README.md)")
+    p = sub.add_parser("report", help="render the leaderboard (DIR/LEADERBOARD.md, best run per model, guide and "
+                       "objective, with training plots) and the archive of every run (DIR/README.md) from result files")
+    p.add_argument("dir", help="a folder of *.json result files (e.g. benchmarks/results), or of your own run "
+                   "folders from 'pyro-zoo train' / 'compare'")
+    p.add_argument("--out", default=None, help="the archive page to write (default: DIR/README.md); the "
+                   "leaderboard and its plots go beside it")
     p.add_argument("--readme", default=None, help="the README whose results block to rewrite (default: the "
                    "nearest README.md above DIR with a results block)")
     p.add_argument("--check", action="store_true",
