@@ -196,7 +196,8 @@ def gradient_plot(rows: Sequence[Dict], path: Path) -> None:
         for ax, key in zip(axes, ("variance", "snr")):
             ax.plot(ks, [r[key] for r in sel], label=f"{objective} ({group})", **style)
     particles = sorted({r["particles"] for r in rows})
-    for ax, title in zip(axes, ("mean per-coordinate variance (lower is better)", "mean |E g| / sd(g) (higher is better)")):
+    titles = ("mean per-coordinate variance (lower is better)", "mean |E g| / sd(g) (higher is better)")
+    for ax, title in zip(axes, titles):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks(particles)
