@@ -191,3 +191,24 @@ def test_browser_renders_home_and_tutorial(site, served, tmp_path):
     finally:
         browser.quit()
     print(f"browser check of {pages}: {time.perf_counter() - start:.1f} s")
+
+
+def test_docs_outside_a_checkout_is_one_line(monkeypatch, tmp_path, capsys):
+    """An installed pyro-zoo has no docs/ folder: 'pyro-zoo docs' says where to run it, in one line."""
+    import zoo.docs
+    from zoo.cli import main
+    monkeypatch.setattr(zoo.docs, "__file__", str(tmp_path / "site-packages" / "zoo" / "docs.py"))
+    assert main(["docs", "--out", str(tmp_path / "html")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pyro-zoo: error: ") and "\n" not in err and "source checkout" in err, err
+    assert not (tmp_path / "html").exists()
+
+
+def test_docs_without_sphinx_says_what_to_install(monkeypatch, tmp_path, capsys):
+    """Without the docs extra, one line names it."""
+    from zoo.cli import main
+    monkeypatch.setitem(sys.modules, "sphinx.cmd.build", None)       # import fails as if not installed
+    assert main(["docs", "--out", str(tmp_path / "html")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert 'pip install "pyro-zoo[docs]"' in err and "\n" not in err, err
+    assert not (tmp_path / "html").exists()
