@@ -56,6 +56,7 @@ myst_enable_extensions = ["dollarmath", "amsmath"]
 # Notebooks: executed at every build, a cell error or timeout is a build error.
 nb_execution_mode = os.environ.get("PYRO_ZOO_DOCS_EXECUTION", "force")
 nb_execution_raise_on_error = True
+nb_execution_in_temp = True      # a notebook that writes files writes them in a temporary folder, not docs/
 nb_execution_timeout = int(os.environ.get("PYRO_ZOO_DOCS_CELL_TIMEOUT", "600"))
 nb_execution_show_tb = True
 nb_merge_streams = True
