@@ -1,5 +1,8 @@
 """What the command line shows a person: readable, labelled image grids, plots whose legends sit off the
 data, progress during the slow stages, and warnings and notes that say which run of a grid they are about."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -158,3 +161,14 @@ def test_list_does_not_import_the_plotting_stack():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_drawing_a_plot_leaves_the_process_matplotlib_backend_alone(tmp_path):
+    """plots.py called matplotlib.use("Agg") on its first draw: a notebook that ran the CLI in-process (tutorial 04's
+    `pyro-zoo gradients`) lost every later inline figure."""
+    code = ("import matplotlib; matplotlib.use('svg'); from zoo.evaluation import plots; "
+            "plots.training_curves([{'epoch': 1, 'loss': 3.0, 'valid_elbo': -3.5}], 'c.png'); "
+            "import os; print(matplotlib.get_backend(), os.path.getsize('c.png') > 0)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k != "MPLBACKEND"})
+    assert out.returncode == 0 and out.stdout.split() == ["svg", "True"], out.stderr[-2000:]

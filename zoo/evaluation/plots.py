@@ -1,7 +1,7 @@
 """Plots written by runs: training curves, image grids, latent scatter, comparison bars.
 
-matplotlib (Agg, no display needed) and torchvision are imported when the first plot is drawn, not
-with this module: every command imports it through :mod:`zoo.experiments`, and those two (torchvision
+matplotlib (no display needed, and the process's backend is left alone) and torchvision are imported
+when the first plot is drawn, not with this module: every command imports it through :mod:`zoo.experiments`, and those two (torchvision
 pulls in ``torch._dynamo``) were most of ``pyro-zoo list``'s start-up time.
 """
 from __future__ import annotations
@@ -14,17 +14,35 @@ import torch
 from zoo.training.checkpoint import atomic_write_bytes
 
 
-class _Pyplot:
-    """``matplotlib.pyplot`` with the Agg backend, imported on first use."""
+class _Figures:
+    """The few ``pyplot`` calls the plots make, on :class:`matplotlib.figure.Figure` objects instead.
 
-    def __getattr__(self, name):
+    No ``pyplot`` and no ``matplotlib.use``: drawing never selects or changes the process's backend,
+    so a notebook that calls the CLI in-process (``zoo.cli.main``) keeps showing its own figures,
+    and no display is needed. matplotlib is imported on first use.
+    """
+
+    def figure(self, figsize=None, dpi=None):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        fig = Figure(figsize=figsize, dpi=dpi)
+        FigureCanvasAgg(fig)                # this figure draws with Agg; the process's backend is untouched
+        return fig
+
+    def subplots(self, nrows: int = 1, ncols: int = 1, figsize=None):
+        fig = self.figure(figsize=figsize)
+        return fig, fig.subplots(nrows, ncols)
+
+    def close(self, fig) -> None:
+        """Nothing to do: a Figure not made by pyplot is freed with its last reference."""
+
+    @property
+    def rcParams(self):
         import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot
-        return getattr(matplotlib.pyplot, name)
+        return matplotlib.rcParams
 
 
-plt = _Pyplot()
+plt = _Figures()
 
 __all__ = ["training_curves", "history_png", "image_grid", "reconstruction_grid", "latent_scatter", "compare_plot"]
 
