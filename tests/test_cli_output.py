@@ -170,5 +170,6 @@ def test_drawing_a_plot_leaves_the_process_matplotlib_backend_alone(tmp_path):
             "plots.training_curves([{'epoch': 1, 'loss': 3.0, 'valid_elbo': -3.5}], 'c.png'); "
             "import os; print(matplotlib.get_backend(), os.path.getsize('c.png') > 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                         env={k: v for k, v in os.environ.items() if k != "MPLBACKEND"})
+                         env={**{k: v for k, v in os.environ.items() if k != "MPLBACKEND"},
+                              "PYTHONPATH": str(Path(__file__).resolve().parents[1])})    # this checkout's zoo
     assert out.returncode == 0 and out.stdout.split() == ["svg", "True"], out.stderr[-2000:]
