@@ -438,8 +438,10 @@ def test_sigint_while_torch_and_pyro_load_is_one_line_and_writes_nothing(vae_run
     run = copy_run(vae_run, tmp_path / "run")
     before = snapshot(run)
     # -X importtime writes a line to stderr as each module finishes importing: Ctrl-C at torch's first submodule
+    # as in a terminal: SIGINT at its default (a background job, e.g. CI run with '&', inherits it ignored)
     proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "zoo", "eval", str(run), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stderr:
         if line.rsplit("|", 1)[-1].strip().startswith("torch."):
             break
