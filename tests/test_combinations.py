@@ -88,3 +88,24 @@ def test_unknown_options_are_refused():
         build_model("ppca", 16, hidden=(4,))
     with pytest.raises(ZooError, match="num_flows is not an option of the guide 'amortized'"):
         build_guide("amortized", build_model("vae", 16), num_flows=3)
+
+
+@pytest.mark.parametrize("model_name,dataset,options", [("ppca", "digits-gray", {"latent_dim": 2}),
+                                                        ("sbn", "digits", {"layers": (4, 2)})])
+def test_compare_all_is_the_grid_the_registry_calls_valid(model_name, dataset, options):
+    """``compare --guides all --objectives all`` trains exactly the cells ``pyro-zoo list`` calls valid
+    for the model, and skips the others with their reason; 'all' beside a name is refused."""
+    from zoo.data import load_dataset
+    from zoo.experiments.compare import checked_cells
+    from zoo.experiments.config import RunConfig
+    data = load_dataset(dataset)
+    base = RunConfig(model=model_name, dataset=dataset, epochs=1, model_options=options)
+    cells, skipped = checked_cells(model_name, ["all"], ["all"], base, data)
+    trained = {(c.guide, c.objective) for c in cells}
+    valid = {(g, o) for m, g, o, why in compatibility(x_dim=data.x_dim, model_options={model_name: options})
+             if m == model_name and why is None}
+    assert trained == valid and len(valid) > 5
+    assert len(skipped) == sum(1 for m, *_ in compatibility(x_dim=data.x_dim, model_options={model_name: options})
+                               if m == model_name) - len(valid)
+    with pytest.raises(ZooError, match="stands alone"):
+        checked_cells(model_name, ["all", "amortized"], ["elbo"], base, data)

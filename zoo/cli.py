@@ -70,8 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="train and evaluate a grid of guides × objectives")
     p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--guides", type=flags.names, required=True, help="comma-separated guide families")
-    p.add_argument("--objectives", type=flags.names, required=True, help=OBJECTIVES_HELP)
+    p.add_argument("--guides", type=flags.names, required=True, help="comma-separated guide families, or 'all': "
+                   "every family that fits the model")
+    p.add_argument("--objectives", type=flags.names, required=True, help=OBJECTIVES_HELP + ", or 'all': every "
+                   "registered objective that fits (with --guides all, the grid 'pyro-zoo list' calls valid; "
+                   "the cells that do not fit are skipped and listed in compare.md)")
     p.add_argument("--out", default=None, help="output folder (default: runs/compare-MODEL)")
     _add_common(p)
 

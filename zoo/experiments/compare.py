@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from zoo.core.errors import ZooError
 from zoo.core.registry import REGISTRIES, OptionError
@@ -18,7 +18,11 @@ from zoo.experiments.run import prepare, train_run
 from zoo.objectives.axes import split_objective
 from zoo.training.checkpoint import atomic_write_text
 
-__all__ = ["compare", "grid_cells", "cell_name"]
+__all__ = ["compare", "grid_cells", "checked_cells", "cell_name", "ALL"]
+
+#: ``--guides all`` / ``--objectives all``: every registered guide family / objective (bounds and presets)
+#: that the registry says fits the model; the cells it rules out are skipped and listed, not errors.
+ALL = "all"
 
 
 def grid_cells(model: str, guides: Sequence[str], objectives: Sequence[str], base: RunConfig,
@@ -46,6 +50,37 @@ def grid_cells(model: str, guides: Sequence[str], objectives: Sequence[str], bas
             for g in guides for o, estimator in pairs]
 
 
+def checked_cells(model: str, guides: Sequence[str], objectives: Sequence[str], base: RunConfig, data,
+                  guide_options: Optional[Mapping] = None, objective_options: Optional[Mapping] = None
+                  ) -> Tuple[List[RunConfig], List[Tuple[str, str]]]:
+    """The grid's cells, each built and checked against the data (:func:`~zoo.experiments.run.prepare`)
+    before anything trains, and the ``(cell, reason)`` of those skipped.
+
+    Named guides and objectives must all fit: the first that does not is the error. With
+    ``--guides all`` or ``--objectives all`` every registered one is tried and those that do not
+    fit the model are skipped, so ``--guides all --objectives all`` is the grid that
+    ``pyro-zoo list`` calls valid for the model.
+    """
+    expand = {"guide": list(guides) == [ALL], "objective": list(objectives) == [ALL]}
+    if ALL in guides and not expand["guide"] or ALL in objectives and not expand["objective"]:
+        raise ZooError(f"'{ALL}' stands alone (--guides all, --objectives all): it means every one that fits the model")
+    guides = list(REGISTRIES["guide"]) if expand["guide"] else list(guides)
+    objectives = list(REGISTRIES["objective"]) if expand["objective"] else list(objectives)
+    cells, skipped = [], []
+    for cfg in grid_cells(model, guides, objectives, base, guide_options, objective_options):
+        try:                                        # check the whole grid before training anything
+            prepare(cfg, data)
+            cells.append(cfg)
+        except ZooError as e:
+            if not (expand["guide"] or expand["objective"]):
+                raise
+            skipped.append((cell_name(cfg), str(e).split(";")[0]))
+    if not cells:
+        raise ZooError(f"no guide and objective of the grid fits {model}: " + "; ".join(f"{c}: {why}"
+                                                                                       for c, why in skipped[:3]))
+    return cells, skipped
+
+
 def cell_name(cfg: RunConfig) -> str:
     """The folder of a grid cell: ``amortized-dreg``, or ``amortized-iwae-dreg`` for a bound with an estimator."""
     estimator = cfg.objective_options.get("estimator")
@@ -70,9 +105,10 @@ def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: 
     if (out / "compare.json").exists() and not force:
         raise ZooError(f"{out} already holds a comparison; pass --force to overwrite or choose another --out")
     data = load_dataset(base.dataset, base.data_dir)
-    cells = grid_cells(model, guides, objectives, base, guide_options, objective_options)
-    for cfg in cells:                               # check the whole grid before training anything
-        prepare(cfg, data)
+    cells, skipped = checked_cells(model, guides, objectives, base, data, guide_options, objective_options)
+    if progress and skipped:
+        print(f"skipping {len(skipped)} cells that do not fit the model (see compare.md); training {len(cells)}",
+              flush=True)
     rows = []
     for cfg in cells:
         if progress:
@@ -80,6 +116,8 @@ def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: 
         rows.append(train_run(cfg, out / cell_name(cfg), force=True, progress=progress, data=data))
     make_out_dir(out)
     table = results_markdown(rows)
+    if skipped:
+        table += "\n\nSkipped (they do not fit the model):\n\n" + "\n".join(f"- {c}: {why}" for c, why in skipped) + "\n"
     atomic_write_text(out / "compare.md", table)
     atomic_write_text(out / "compare.json", json.dumps(json_ready(
         [{k: v for k, v in r.items() if k != "history"} for r in rows]), indent=2))
