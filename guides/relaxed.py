@@ -294,8 +294,11 @@ class RelaxDiscrete(Messenger):
 class Relaxed(Amortized):
     """Amortized Concrete / Gumbel-softmax guide for binary and categorical latents.
 
+    Real latents beside them (M2's Gaussian z next to its categorical y) get the amortized guide's
+    diagonal Normal, reparameterized as it is.
+
     Arguments:
-        model: a zoo model with binary and/or categorical latents.
+        model: a zoo model with binary and/or categorical latents (and any real ones).
         num_data: unused (amortized).
         hidden: encoder hidden sizes (default: mirror the decoder).
         temperature: initial temperature tau_0 > 0 (default 1.0).
@@ -307,7 +310,7 @@ class Relaxed(Amortized):
     """
 
     family = "relaxed"
-    supports = ("binary", "categorical")
+    supports = ("real", "binary", "categorical")
     enumerable = False
     normal_sites = False
     relaxes_model = True
@@ -322,6 +325,13 @@ class Relaxed(Amortized):
         self.anneal_rate = float(anneal_rate)
         self.straight_through = bool(straight_through)
         self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    @classmethod
+    def check(cls, model) -> None:
+        super().check(model)
+        if all(s.support == "real" for s in model.latents):
+            raise ZooError(f"the 'relaxed' guide relaxes discrete latents, and {model.display_name} has none; "
+                           f"use the amortized guide")
 
     @classmethod
     def is_reparameterized(cls, model) -> bool:
@@ -343,7 +353,7 @@ class Relaxed(Amortized):
         One relaxed view per model, made on first use: every ``fit`` call on it then hands the
         objective the same callable, so a ``--jit`` trace keyed on it is reused across calls.
         """
-        names = [s.name for s in self.sites if not self.straight_through or s.form == "index"]
+        names = [s.name for s in self.sites if s.support != "real" and (not self.straight_through or s.form == "index")]
         if not names:
             return model
         cached = self.__dict__.get("_relaxed_view")
@@ -355,4 +365,6 @@ class Relaxed(Amortized):
 
     def distribution(self, site, context):
         hard = super().distribution(site, context)
-        return relaxed_distribution(hard, self.temperature, self.straight_through) if self.training else hard
+        if site.support == "real" or not self.training:      # real sites: the amortized Normal, as they are
+            return hard
+        return relaxed_distribution(hard, self.temperature, self.straight_through)
