@@ -105,14 +105,14 @@ class Amortized(ZooGuide):
         self.heads = nn.ModuleDict({s.name: self._head(s) for s in self.sites})
 
     def _head(self, site: LatentSite) -> nn.Module:
-        given = sum(c.numel for c in self.conditioning[site.name])
+        given = sum(c.value_size for c in self.conditioning[site.name])
         if not given:
             return nn.Linear(self.hidden[-1], raw_size(site))
         return mlp((self.context_size(site), self.hidden[-1], raw_size(site)), self.activation)
 
     def context_size(self, site: LatentSite) -> int:
         """Width of the input of ``site``'s head: h, and its conditioning sites' values."""
-        return self.hidden[-1] + sum(c.numel for c in self.conditioning[site.name])
+        return self.hidden[-1] + sum(c.value_size for c in self.conditioning[site.name])
 
     def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """Return the encoder's hidden state h and the raw parameters of every site that reads
@@ -122,12 +122,11 @@ class Amortized(ZooGuide):
 
     def context(self, site: LatentSite, h: torch.Tensor, values: Dict[str, torch.Tensor]) -> torch.Tensor:
         """What ``site``'s q is computed from: h, joined by the sampled values of its conditioning
-        sites (flattened per datum, broadcast over particle and enumeration dimensions)."""
+        sites (flattened per datum, an index one-hot, broadcast over particle and enumeration dimensions)."""
         given = self.conditioning[site.name]
         if not given:
             return h
-        flat = [values[c.name].reshape(values[c.name].shape[:values[c.name].dim() - len(c.event_shape)] + (c.numel,))
-                for c in given]
+        flat = [c.features(values[c.name]) for c in given]
         batch = torch.broadcast_shapes(h.shape[:-1], *[v.shape[:-1] for v in flat])
         return torch.cat([h.expand(batch + h.shape[-1:])] + [v.to(h.dtype).expand(batch + v.shape[-1:])
                                                               for v in flat], dim=-1)

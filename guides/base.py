@@ -14,8 +14,12 @@ Raw parameters become distributions in one place, :func:`site_distribution`:
 - binary:      ``Bernoulli(logits)`` per bit, from ``numel`` logits (a score-function site);
 - categorical: ``OneHotCategorical(logits)`` per variable, from ``N * K`` logits.
 
-Discrete sites are :class:`~zoo.core.distributions.JointDiscrete`, so the ``enum``
-objective can sum over them exactly.
+Discrete sites take the model site's own form (:attr:`~zoo.core.contract.LatentSite.form`): the
+zoo's vector forms are :class:`~zoo.core.distributions.JointDiscrete` (an enumerable
+``.to_event(1)``), and Pyro's one-variable sites are Pyro's own ``Bernoulli`` (event ``()``),
+``OneHotCategorical`` (event ``(K,)``) and ``Categorical`` (an integer, from K logits), so the
+value the model's code receives is one it was written for, and the ``enum`` objective (Pyro's
+TraceEnum_ELBO) can sum over every one of them exactly.
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ from zoo.core.params import forget_parameters
 from zoo.core.registry import Options, option
 from zoo.core.nn import ACTIVATIONS
 
-__all__ = ["ZooGuide", "raw_size", "site_distribution", "BASELINES", "BaselineOptions", "EncoderOptions"]
+__all__ = ["ZooGuide", "raw_size", "site_distribution", "discrete_distribution", "BASELINES", "BaselineOptions", "EncoderOptions"]
 
 BASELINES = ("none", "decaying", "neural")
 
@@ -65,7 +69,7 @@ class EncoderOptions(Options):
 
 def raw_size(site: LatentSite) -> int:
     """How many unconstrained numbers parameterize one datum's q for ``site``."""
-    return 2 * site.numel if site.support == "real" else site.numel
+    return 2 * site.numel if site.support == "real" else site.num_logits
 
 
 def site_distribution(site: LatentSite, raw: torch.Tensor) -> dist.TorchDistribution:
@@ -75,9 +79,20 @@ def site_distribution(site: LatentSite, raw: torch.Tensor) -> dist.TorchDistribu
         loc, s = raw.chunk(2, dim=-1)
         return dist.Normal(loc.reshape(batch + site.event_shape),
                            (F.softplus(s) + 1e-5).reshape(batch + site.event_shape)).to_event(len(site.event_shape))
+    return discrete_distribution(site, raw.reshape(batch + site.logits_shape))
+
+
+def discrete_distribution(site: LatentSite, logits: torch.Tensor) -> dist.TorchDistribution:
+    """q for one discrete site from its logits ``[..., *site.logits_shape]``, in the site's own form."""
+    if site.form == "bit":
+        return dist.Bernoulli(logits=logits)
+    if site.form == "one_hot":
+        return dist.OneHotCategorical(logits=logits)
+    if site.form == "index":
+        return dist.Categorical(logits=logits)
     if site.support == "binary":
-        return JointDiscrete(Bernoulli(logits=raw.reshape(batch + site.event_shape)))
-    return JointDiscrete(OneHotCategorical(logits=raw.reshape(batch + site.event_shape)))
+        return JointDiscrete(Bernoulli(logits=logits))
+    return JointDiscrete(OneHotCategorical(logits=logits))
 
 
 class ZooGuide(nn.Module):

@@ -76,7 +76,7 @@ class MeanField(ZooGuide):
                 setattr(self, f"{site.name}_log_scale",
                         nn.Parameter(torch.full((num_data, *site.event_shape), math.log(init_scale))))
             else:
-                setattr(self, f"{site.name}_logits", nn.Parameter(torch.zeros(num_data, site.numel)))
+                setattr(self, f"{site.name}_logits", nn.Parameter(torch.zeros(num_data, site.num_logits)))
 
     def _device(self):
         return next(self.parameters()).device

@@ -66,7 +66,7 @@ from zoo.core.errors import ZooError
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
 
-__all__ = ["Relaxed", "RelaxDiscrete", "check_schedule", "relaxed_distribution", "ConcreteBernoulli",
+__all__ = ["Relaxed", "RelaxDiscrete", "SoftIndex", "check_schedule", "relaxed_distribution", "ConcreteBernoulli",
            "ConcreteOneHotCategorical", "ConcreteBernoulliST", "ConcreteOneHotCategoricalST"]
 
 
@@ -123,16 +123,31 @@ class ConcreteOneHotCategoricalST(dist.RelaxedOneHotCategoricalStraightThrough):
 
 
 def _hard(d):
-    """The discrete distribution a Concrete relaxation stands for (same logits)."""
+    """The discrete distribution a Concrete relaxation stands for (same logits); a discrete one as it
+    is, with a ``Categorical`` as the ``OneHotCategorical`` of its one-hot values."""
     if isinstance(d, dist.RelaxedBernoulli):
         return torch.distributions.Bernoulli(logits=d.logits)
-    return torch.distributions.OneHotCategorical(logits=d.logits)
+    if isinstance(d, (dist.RelaxedOneHotCategorical, torch.distributions.Categorical)):
+        return torch.distributions.OneHotCategorical(logits=d.logits)
+    return d
 
 
-@torch.distributions.kl.register_kl(ConcreteBernoulli, ConcreteBernoulli)
-@torch.distributions.kl.register_kl(ConcreteOneHotCategorical, ConcreteOneHotCategorical)
+_RELAXED_BINARY = (ConcreteBernoulli, ConcreteBernoulliST)
+_RELAXED_CATEGORICAL = (ConcreteOneHotCategorical, ConcreteOneHotCategoricalST)
+
+
 def _kl_concrete_discrete(q, p):
     return discrete_kl(_hard(q), _hard(p))
+
+
+# KL(q~ || p) between a Concrete site and the model's site (relaxed or not) is the KL of the discrete
+# distributions they stand for (see the module doc): every pairing a relaxed guide meets.
+for _q in _RELAXED_BINARY:
+    for _p in _RELAXED_BINARY + (torch.distributions.Bernoulli,):
+        torch.distributions.kl.register_kl(_q, _p)(_kl_concrete_discrete)
+for _q in _RELAXED_CATEGORICAL:
+    for _p in _RELAXED_CATEGORICAL + (torch.distributions.OneHotCategorical, torch.distributions.Categorical):
+        torch.distributions.kl.register_kl(_q, _p)(_kl_concrete_discrete)
 
 
 @torch.distributions.kl.register_kl(torch.distributions.Independent, JointDiscrete)
@@ -141,6 +156,47 @@ def _kl_straight_through_discrete(q, p):
             or q.reinterpreted_batch_ndims != 1:
         raise NotImplementedError
     return discrete_kl(_hard(q.base_dist), p.base).sum(-1)
+
+
+class SoftIndex(torch.Tensor):
+    """The integer value a model's ``Categorical`` site receives from a relaxed sample: the hard index
+    argmax(z~), carrying the relaxed one-hot z~ (``weights``) for a straight-through gradient.
+
+    A model uses a category by indexing with it, ``locs[z]``. Indexing is not differentiable in an
+    integer, so a Concrete relaxation of a ``Categorical`` site needs the model to read the relaxed
+    one-hot z~ somehow. Here ``table[z]`` (the index alone, into the first dimension of a tensor
+    ``[K, ...]``) returns the hard row in the forward pass and the gradient of the soft mixture
+    sum_k z~_k table[k] with respect to z~ in the backward pass (Jang et al.'s straight-through
+    Gumbel-softmax estimator):
+
+        table[z]  =  table[argmax z~]  +  (z~ . sg(table)  -  sg(z~ . table))
+
+    where sg stops gradients (the table itself gets the hard row's gradient only). Every other use of
+    the value (comparisons, ``F.one_hot(z, K)``, arithmetic) sees the plain hard index and passes no
+    gradient to the guide: write such a model with ``OneHotCategorical`` to relax it fully.
+    """
+
+    @staticmethod
+    def __new__(cls, relaxed: torch.Tensor):
+        out = relaxed.argmax(-1).as_subclass(cls)
+        out.weights = relaxed
+        return out
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.__getitem__ and len(args) == 2 and type(args[1]) is cls \
+                and type(args[0]) is not cls:
+            table, index = args
+            hard = table[index.as_subclass(torch.Tensor)]
+            if not torch.is_floating_point(table):
+                return hard
+            soft = torch.tensordot(index.weights.to(table.dtype), table.detach(), dims=([-1], [0]))
+            return hard + (soft - soft.detach())
+        plain = lambda a: a.as_subclass(torch.Tensor) if isinstance(a, cls) else a  # noqa: E731
+        args = torch.utils._pytree.tree_map(plain, args)
+        kwargs = torch.utils._pytree.tree_map(plain, kwargs)
+        return func(*args, **kwargs)
 
 
 def check_schedule(temperature=None, temperature_min=None, anneal_rate=None) -> None:
@@ -165,35 +221,71 @@ class RelaxedOptions(EncoderOptions):
 
 
 def relaxed_distribution(hard, temperature, straight_through: bool = False):
-    """The Concrete relaxation of a :class:`JointDiscrete` ``hard`` at ``temperature``."""
-    base = hard.base if isinstance(hard, JointDiscrete) else hard
-    if isinstance(base, torch.distributions.Bernoulli):
+    """The Concrete relaxation of a discrete distribution ``hard`` at ``temperature``, with its logits.
+
+    Every form a zoo site takes: :class:`JointDiscrete` and ``.to_event(n)`` wrappers relax their base
+    and keep the event dims; ``Bernoulli`` becomes a Concrete on (0, 1) and ``OneHotCategorical`` a
+    Gumbel-softmax on the simplex, with the same event shapes; a ``Categorical`` (integer values)
+    becomes the Gumbel-softmax of its one-hot values, event ``(K,)`` (see :class:`SoftIndex` for
+    what the model's code then receives).
+    """
+    if isinstance(hard, JointDiscrete):
+        return relaxed_distribution(hard.base, temperature, straight_through).to_event(1)
+    if isinstance(hard, torch.distributions.Independent):
+        return relaxed_distribution(hard.base_dist, temperature, straight_through).to_event(
+            hard.reinterpreted_batch_ndims)
+    if isinstance(hard, torch.distributions.Bernoulli):
         cls = ConcreteBernoulliST if straight_through else ConcreteBernoulli
-    else:
+    elif isinstance(hard, (torch.distributions.OneHotCategorical, torch.distributions.Categorical)):
         cls = ConcreteOneHotCategoricalST if straight_through else ConcreteOneHotCategorical
-    return cls(temperature, logits=base.logits).to_event(1)
+    else:
+        raise ZooError(f"the relaxed guide relaxes Bernoulli, OneHotCategorical and Categorical sites, not "
+                       f"{type(hard).__name__}; use the amortized guide for this model")
+    return cls(temperature, logits=hard.logits)
+
+
+def _is_discrete(fn) -> bool:
+    while isinstance(fn, torch.distributions.Independent):
+        fn = fn.base_dist
+    return isinstance(fn, (JointDiscrete, torch.distributions.Bernoulli, torch.distributions.OneHotCategorical,
+                           torch.distributions.Categorical))
 
 
 class RelaxDiscrete(Messenger):
     """Replace the named discrete latent sites of a model by their Concrete relaxations.
 
-    Used around the model while a :class:`Relaxed` guide trains without straight-through,
-    so that p~(z~) is a density on the same (continuous) space as q~(z~ | x).
+    Used around the model while a :class:`Relaxed` guide trains, so that p~(z~) is a density on the
+    same (continuous) space as q~(z~ | x), whatever form the model writes the site in
+    (:func:`relaxed_distribution`). A ``Categorical`` site is scored as the Gumbel-softmax of its
+    one-hot values at the relaxed sample z~, and its value, once the site is recorded, becomes the
+    :class:`SoftIndex` argmax(z~) for the model's own code (``locs[z]``): the trace (applied outside
+    this messenger, as every objective does) keeps z~.
 
     Arguments:
         guide: what holds the temperature, as ``guide.temperature``; read at every site, so it
             follows the annealed buffer, also after the guide moves device.
         names: the sites to relax.
+        straight_through: relax to the straight-through Concrete distributions (the index sites of
+            a straight-through guide, whose other sites the model scores as they are).
     """
 
-    def __init__(self, guide, names):
+    def __init__(self, guide, names, straight_through: bool = False):
         super().__init__()
         self.guide = guide
         self.names = set(names)
+        self.straight_through = straight_through
+        self._indices = set()
 
     def _pyro_sample(self, msg):
-        if msg["name"] in self.names and not msg["is_observed"] and isinstance(msg["fn"], JointDiscrete):
-            msg["fn"] = relaxed_distribution(msg["fn"], self.guide.temperature)
+        if msg["name"] in self.names and not msg["is_observed"] and _is_discrete(msg["fn"]):
+            if isinstance(msg["fn"], torch.distributions.Categorical):
+                self._indices.add(msg["name"])     # not a flag in msg["infer"]: poutine.replay overwrites it
+            msg["fn"] = relaxed_distribution(msg["fn"], self.guide.temperature, self.straight_through)
+
+    def _pyro_post_sample(self, msg):
+        if msg["name"] in self._indices and msg["value"] is not None:
+            self._indices.discard(msg["name"])
+            msg["value"] = SoftIndex(msg["value"])
 
 
 @GUIDES.register("relaxed", options=RelaxedOptions, description="amortized Concrete / Gumbel-softmax for binary "
@@ -202,8 +294,11 @@ class RelaxDiscrete(Messenger):
 class Relaxed(Amortized):
     """Amortized Concrete / Gumbel-softmax guide for binary and categorical latents.
 
+    Real latents beside them (M2's Gaussian z next to its categorical y) get the amortized guide's
+    diagonal Normal, reparameterized as it is.
+
     Arguments:
-        model: a zoo model with binary and/or categorical latents.
+        model: a zoo model with binary and/or categorical latents (and any real ones).
         num_data: unused (amortized).
         hidden: encoder hidden sizes (default: mirror the decoder).
         temperature: initial temperature tau_0 > 0 (default 1.0).
@@ -215,7 +310,7 @@ class Relaxed(Amortized):
     """
 
     family = "relaxed"
-    supports = ("binary", "categorical")
+    supports = ("real", "binary", "categorical")
     enumerable = False
     normal_sites = False
     relaxes_model = True
@@ -232,6 +327,13 @@ class Relaxed(Amortized):
         self.register_buffer("temperature", torch.tensor(float(temperature)))
 
     @classmethod
+    def check(cls, model) -> None:
+        super().check(model)
+        if all(s.support == "real" for s in model.latents):
+            raise ZooError(f"the 'relaxed' guide relaxes discrete latents, and {model.display_name} has none; "
+                           f"use the amortized guide")
+
+    @classmethod
     def is_reparameterized(cls, model) -> bool:
         return True
 
@@ -245,19 +347,24 @@ class Relaxed(Amortized):
         return {"temperature": float(self.temperature)}
 
     def training_model(self, model):
-        """The model as the training objective sees it (relaxed unless straight-through).
+        """The model as the training objective sees it: relaxed (unless straight-through, where only
+        ``Categorical`` sites are, since the model cannot index with a one-hot value).
 
         One relaxed view per model, made on first use: every ``fit`` call on it then hands the
         objective the same callable, so a ``--jit`` trace keyed on it is reused across calls.
         """
-        if self.straight_through:
+        names = [s.name for s in self.sites if s.support != "real" and (not self.straight_through or s.form == "index")]
+        if not names:
             return model
         cached = self.__dict__.get("_relaxed_view")
         if cached is None or cached[0].module is not model:
             # the model is Borrowed: not a submodule, so not in this guide's state_dict
-            self._relaxed_view = cached = (Borrowed(model), RelaxDiscrete(self, [s.name for s in self.sites])(model))
+            self._relaxed_view = cached = (Borrowed(model),
+                                           RelaxDiscrete(self, names, self.straight_through)(model))
         return cached[1]
 
     def distribution(self, site, context):
         hard = super().distribution(site, context)
-        return relaxed_distribution(hard, self.temperature, self.straight_through) if self.training else hard
+        if site.support == "real" or not self.training:      # real sites: the amortized Normal, as they are
+            return hard
+        return relaxed_distribution(hard, self.temperature, self.straight_through)

@@ -72,12 +72,13 @@ def check_combination(model: ZooModel, guide: str, objective: str,
     The rules, from what each entry declares:
 
     - the guide must support the model's latents: ``iaf`` and ``exact`` take real latents only,
-      ``relaxed`` discrete ones only, and ``exact`` needs a model with a closed-form posterior;
+      ``relaxed`` needs discrete ones (real ones beside them keep a Normal), and ``exact`` needs a model with a closed-form posterior;
     - ``tracemeanfield``, ``renyi``, ``iwae`` and ``renyi_pyro`` need a reparameterizable guide: any
       guide over real latents, or ``relaxed`` over discrete ones, not a score-function guide
       (``amortized``/``meanfield`` over binary or categorical latents);
     - ``enum`` needs discrete latents, a guide with a discrete distribution and at most 2^16 joint
-      latent configurations per datum; larger spaces are refused with their size;
+      configurations of the discrete latents per datum (larger spaces are refused with their size);
+      real latents beside them are sampled by the guide, reparameterized, once per enumerated value;
     - ``stl`` and ``dreg`` evaluate log q at detached parameters, so they need a guide of Normal
       sites; ``dreg`` also needs model and guide parameters kept apart: neither may borrow the other's
       (the ``exact`` guide, a model that ``borrows_guide``);
@@ -101,6 +102,19 @@ def check_combination(model: ZooModel, guide: str, objective: str,
                        f"amortized guide, and {guide!r} is per-datum; use insomnia 1 or an amortized guide")
 
 
+def _discrete_configurations(model: ZooModel) -> Optional[int]:
+    """How many joint values one datum's *discrete* latents take (``None`` if it has none): what ``enum``
+    sums over. Real latents beside them are sampled, reparameterized, once per enumerated value
+    (Pyro's TraceEnum_ELBO; the M2 recipe q(y | x) q(z | x, y) with y summed)."""
+    sizes = [s.num_configurations for s in model.latents if s.support != "real"]
+    if not sizes:
+        return None
+    total = 1
+    for n in sizes:
+        total *= n
+    return total
+
+
 def _fitting(model: ZooModel, guide: str) -> str:
     """The registered objectives valid for (model, guide), for "use ..." advice."""
     fits = [o for o in OBJECTIVES if _problem(model, guide, objective_capabilities(o), repr(o), None) is None]
@@ -115,10 +129,10 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
                              f"{model.display_name}'s discrete latents is a score-function guide; use {fits()}, "
                              f"or the 'relaxed' guide")
     if caps.needs_enumeration:
-        n = model.num_configurations
+        n = _discrete_configurations(model)
         if n is None:
-            return lambda fits: (f"objective {label} sums over discrete latents, and {model.display_name} has real "
-                                 f"ones; use {fits()}")
+            return lambda fits: (f"objective {label} sums over discrete latents, and {model.display_name} has "
+                                 f"none; use {fits()}")
         if not gcls.enumerable:
             return lambda fits: (f"objective {label} sums over the guide's discrete distribution, which the "
                                  f"{guide!r} guide does not have while training; use the amortized or meanfield "

@@ -47,13 +47,20 @@ from zoo.core.params import forget_parameters, register_module
 from zoo.core.plates import MAX_PLATE_NESTING, data_plate
 from zoo.core.views import ViewSite
 
-__all__ = ["LatentSite", "ViewSite", "ZooModel", "Borrowed", "check_data", "SUPPORTS", "guide_order", "children_of",
+__all__ = ["LatentSite", "FORMS", "ViewSite", "ZooModel", "Borrowed", "check_data", "SUPPORTS", "guide_order", "children_of",
            # re-exported: what a model file needs besides the classes above
            "data_plate", "register_module", "MAX_PLATE_NESTING"]
 
 
 #: The latent supports the contract knows about.
 SUPPORTS = ("real", "binary", "categorical")
+
+#: How a discrete site holds its value (:attr:`LatentSite.form`): ``"block"`` the zoo's own vector form
+#: (``Bernoulli(...).to_event(1)``, event ``(K,)``; ``OneHotCategorical(...).to_event(1)``, event
+#: ``(n, K)``; also every real site), ``"bit"`` one ``Bernoulli`` with event ``()``, ``"one_hot"`` one
+#: ``OneHotCategorical`` with event ``(K,)``, ``"index"`` one ``Categorical`` with event ``()`` and
+#: integer values 0..K-1.
+FORMS = ("block", "bit", "one_hot", "index")
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,12 @@ class LatentSite:
         num_classes: K for categorical latents, else ``None``.
         parents: the latent sites this one is conditioned on in the model (``z1``'s parents
             are ``("z2",)`` in ``z2 -> z1 -> x``); structured guides follow them.
+        form: how the model's site holds a value (:data:`FORMS`): ``"block"`` (the default, and the
+            only form of real sites), or Pyro's usual one-variable discrete sites ``"bit"``
+            (``Bernoulli``, event ``()``), ``"one_hot"`` (``OneHotCategorical``, event ``(K,)``) and
+            ``"index"`` (``Categorical``, event ``()``, integer values). Every guide samples a
+            distribution of exactly this event shape and support, so the model's code gets the values
+            it was written for (an index it can use as ``locs[z]``).
     """
 
     name: str
@@ -75,10 +88,18 @@ class LatentSite:
     support: str = "real"
     num_classes: Optional[int] = None
     parents: Tuple[str, ...] = ()
+    form: str = "block"
 
     def __post_init__(self):
         if self.support not in SUPPORTS:
             raise ValueError(f"support must be one of {SUPPORTS}, got {self.support!r}")
+        expected = {"block": None, "bit": ("binary", ()), "one_hot": ("categorical", (self.num_classes,)),
+                    "index": ("categorical", ())}
+        if self.form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {self.form!r}")
+        if expected[self.form] is not None and (self.support, tuple(self.event_shape)) != expected[self.form]:
+            raise ValueError(f"a {self.form!r} site is {expected[self.form][0]} with event shape "
+                             f"{expected[self.form][1]}, got {self.support} with {tuple(self.event_shape)}")
 
     @property
     def numel(self) -> int:
@@ -88,12 +109,37 @@ class LatentSite:
         return n
 
     @property
+    def logits_shape(self) -> Tuple[int, ...]:
+        """Shape of one datum's logits of a discrete site: the event shape, but ``(K,)`` for an index."""
+        return (self.num_classes,) if self.form == "index" else tuple(self.event_shape)
+
+    @property
+    def num_logits(self) -> int:
+        """How many logits parameterize one datum's discrete q (K for an index site, else ``numel``)."""
+        return self.num_classes if self.form == "index" else self.numel
+
+    @property
+    def value_size(self) -> int:
+        """Width of one datum's value as a feature vector (:meth:`features`): an index is one-hot, K wide."""
+        return self.num_classes if self.form == "index" else self.numel
+
+    def features(self, value: torch.Tensor) -> torch.Tensor:
+        """One datum's value ``[..., *event_shape]`` as floats ``[..., value_size]``, what an encoder reads
+        and the harness averages: an index becomes its one-hot vector (a relaxed one, already ``[..., K]``
+        from the relaxed guide in training, stays as it is); other forms are flattened."""
+        if self.form == "index":
+            if not torch.is_floating_point(value):
+                return torch.nn.functional.one_hot(value.long(), self.num_classes).to(torch.get_default_dtype())
+            return value
+        return value.reshape(value.shape[:value.dim() - len(self.event_shape)] + (self.numel,))
+
+    @property
     def num_configurations(self) -> Optional[int]:
         """How many values one datum's latent can take (``None`` for real latents)."""
         if self.support == "binary":
             return 2 ** self.numel
         if self.support == "categorical":
-            return self.num_classes ** self.event_shape[0]
+            return self.num_classes ** (self.event_shape[0] if self.form == "block" else 1)
         return None
 
 

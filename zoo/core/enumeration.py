@@ -20,12 +20,25 @@ from zoo.core.distributions import ENUMERATION_LIMIT, joint_configurations
 from zoo.core.errors import ZooError
 from zoo.core.weights import vectorize
 
-__all__ = ["enumerated_log_marginal", "configuration_chunks"]
+__all__ = ["enumerated_log_marginal", "configuration_chunks", "site_configurations"]
+
+
+def site_configurations(site, device=None) -> torch.Tensor:
+    """Every value one datum's discrete ``site`` can take, ``[C, *event_shape]``, in the site's own form:
+    0. and 1. for one bit, the K rows of the identity for a one-hot site, the integers 0..K-1 for an
+    index site, and the joint configurations of the zoo's vector forms (:func:`joint_configurations`)."""
+    if site.form == "bit":
+        return torch.tensor([0.0, 1.0], device=device)
+    if site.form == "one_hot":
+        return torch.eye(site.num_classes, device=device)
+    if site.form == "index":
+        return torch.arange(site.num_classes, device=device)
+    return joint_configurations(site.support, site.event_shape, device)
 
 
 def configuration_chunks(model, chunk: int, device=None) -> Iterator[Dict[str, torch.Tensor]]:
     """Yield ``{site: values [c, 1, *event]}`` covering the product of all latents' configurations."""
-    tables = [joint_configurations(s.support, s.event_shape, device) for s in model.latents]
+    tables = [site_configurations(s, device) for s in model.latents]
     sizes = [t.shape[0] for t in tables]
     total = 1
     for n in sizes:

@@ -149,6 +149,12 @@ def _posterior_mean(name: str, parts) -> torch.Tensor:
     return torch.cat([p.latents[name] for p in parts]).mean(0)
 
 
+def _index_mean(site, parts) -> torch.Tensor:
+    """E_q[one_hot(z) | x] of an index (``Categorical``) site, whose own mean is undefined (torch's is
+    NaN): the average of the K samples' one-hot vectors, ``[B, K]``."""
+    return torch.cat([site.features(p.latents[site.name]) for p in parts]).mean(0)
+
+
 @torch.no_grad()
 def bound_per_datum(model, guide, x: torch.Tensor, num_particles: int = 1, batch_size: int = 500) -> float:
     """The ELBO per datum on ``x`` (K = ``num_particles``), for monitoring during training."""
@@ -228,15 +234,15 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
         # Cov_x and inflate the count), else the mean of the K samples. A site that a structured
         # guide conditions on other samples (z2 in q(z2 | z1, x)) has an analytic mean per sample
         # of z1; their average over the K samples is E_q[z2 | x] (Rao-Blackwellized).
-        z_means.append(torch.cat([_posterior_mean(s.name, parts).reshape(xb.shape[0], -1)
-                                  for s in model.latents], dim=-1))
+        z_means.append(torch.cat([(_posterior_mean(s.name, parts) if s.form != "index" else _index_mean(s, parts))
+                                  .reshape(xb.shape[0], -1) for s in model.latents], dim=-1))
         if keep_reconstructions and recon is None:
             recon = (xb[:keep_reconstructions], parts[0].x_mean[0, :keep_reconstructions])
     col = {k: torch.cat(v).double().cpu() for k, v in cols.items() if v}
     z_mean = torch.cat(z_means).double()
     au_var = z_mean.var(0, unbiased=True) if n > 1 else torch.zeros(z_mean.shape[1])
     active = au_var > ACTIVE_UNIT_THRESHOLD
-    sizes = [s.numel for s in model.latents]
+    sizes = [s.value_size for s in model.latents]
 
     ll = col["ll"].mean().item()
     result = {

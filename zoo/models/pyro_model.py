@@ -25,9 +25,12 @@ the zoo calls ``model(None, idx=None, N=n)``: the model must sample ``"x"`` when
 **What it assumes** (each checked on the trial run, each refused in one line that says what to
 do instead): every latent is local, inside the ``"data"`` plate at dim -1 and in no other plate
 (a global latent has no per-datum posterior for the zoo's guides: make it a ``pyro.param``);
-its support is real (``Normal``, ``MultivariateNormal``), binary (``Bernoulli(...).to_event(1)``,
-event shape ``(K,)``) or categorical (``OneHotCategorical(...).to_event(1)``, event shape
-``(n, K)``); the one observation is the site ``"x"`` with event shape ``(D,)``.
+its support is real (``Normal``, ``MultivariateNormal``), binary (``Bernoulli(p)``, one bit, or
+``Bernoulli(...).to_event(1)``, event shape ``(K,)``) or categorical (``Categorical(p)``, an integer
+0..K-1; ``OneHotCategorical(p)``, event shape ``(K,)``; or ``OneHotCategorical(...).to_event(1)``,
+event shape ``(n, K)``), each site written as Pyro's examples write it: every guide then samples
+values of the very form the site declares; the one observation is the site ``"x"`` with event
+shape ``(D,)``.
 
 **Parameters become the zoo model's own**, so ``model.parameters()``, ``state_dict``,
 checkpoints, the optimizer and ``.to(device)`` see them, and nothing goes through Pyro's global
@@ -64,7 +67,7 @@ Example::
     ...     return model
     >>> m = from_pyro(ppca, x_dim=5)
     >>> m.latents, m.likelihood, sorted(m.state_dict())
-    ((LatentSite(name='z', event_shape=(2,), support='real', num_classes=None, parents=()),), 'gaussian', ['networks.W.bias', 'networks.W.weight'])
+    ((LatentSite(name='z', event_shape=(2,), support='real', num_classes=None, parents=(), form='block'),), 'gaussian', ['networks.W.bias', 'networks.W.weight'])
 
 A user-written model, three guides compared (the README's example)::
 
@@ -264,7 +267,7 @@ class PyroModel(ZooModel):
             self._trial(lambda: poutine.trace(self.model).get_trace(None, N=2), "generating data (x=None, N=2)")
         names = [s.name for s in latents]
         latents = tuple(LatentSite(s.name, s.event_shape, s.support, s.num_classes,
-                                   tuple(p for p in names if p != s.name and p in deps.get(s.name, {})))
+                                   tuple(p for p in names if p != s.name and p in deps.get(s.name, {})), form=s.form)
                         for s in latents)
         support = trace.nodes["x"]["fn"].support
         while isinstance(support, constraints.independent):
@@ -480,7 +483,13 @@ def _check_batch_shape(site_name, site) -> None:
 
 
 def _latent_site(site_name: str, fn) -> LatentSite:
-    """Name, event shape and zoo support of one latent, from its distribution's ``support``."""
+    """Name, event shape, zoo support and value form of one latent, from its distribution's ``support``.
+
+    Pyro's usual one-variable discrete sites are taken as written (their :attr:`LatentSite.form`):
+    ``Bernoulli(p)`` (event ``()``), ``OneHotCategorical(p)`` (event ``(K,)``) and ``Categorical(p)``
+    (event ``()``, integer values); so are the zoo's vector forms ``Bernoulli(...).to_event(1)``
+    (event ``(K,)``) and ``OneHotCategorical(...).to_event(1)`` (event ``(n, K)``).
+    """
     event = tuple(int(s) for s in fn.event_shape)
     support = fn.support
     while isinstance(support, constraints.independent):
@@ -488,19 +497,23 @@ def _latent_site(site_name: str, fn) -> LatentSite:
     if support is constraints.real:
         return LatentSite(site_name, event, "real")
     if support is constraints.boolean:
-        if len(event) != 1:
+        if len(event) > 1:
             raise ZooError(f"binary latent {site_name!r} has event shape {event}; the zoo's binary latents are "
-                           f"vectors of K bits: Bernoulli(logits).to_event(1) with logits of shape (K,), "
-                           f"e.g. (1,) for one bit")
-        return LatentSite(site_name, event, "binary")
+                           f"one bit, Bernoulli(logits) with event shape (), or vectors of K bits, "
+                           f"Bernoulli(logits).to_event(1) with logits of shape (K,)")
+        return LatentSite(site_name, event, "binary", form="bit" if not event else "block")
     if support is constraints.one_hot:
-        if len(event) != 2:
+        if len(event) not in (1, 2):
             raise ZooError(f"categorical latent {site_name!r} has event shape {event}; the zoo's categorical latents "
-                           f"are blocks of n one-hot vectors: OneHotCategorical(logits).to_event(1) with logits of "
-                           f"shape (n, K), e.g. (1, K) for one variable")
-        return LatentSite(site_name, event, "categorical", num_classes=event[-1])
-    hint = (" use OneHotCategorical (one-hot values) instead of Categorical" if isinstance(
-        support, constraints.integer_interval) else " reparameterize it, e.g. sample its log from a Normal")
+                           f"are one one-hot vector, OneHotCategorical(logits) with logits of shape (K,), or blocks "
+                           f"of n, OneHotCategorical(logits).to_event(1) with logits of shape (n, K)")
+        return LatentSite(site_name, event, "categorical", num_classes=event[-1],
+                          form="one_hot" if len(event) == 1 else "block")
+    if isinstance(support, constraints.integer_interval) and support.lower_bound == 0 and not event:
+        return LatentSite(site_name, (), "categorical", num_classes=int(support.upper_bound) + 1, form="index")
+    hint = (" give one Categorical per site (event shape ()), or OneHotCategorical(logits).to_event(1) with "
+            "logits of shape (n, K) for n of them" if isinstance(support, constraints.integer_interval)
+            else " reparameterize it, e.g. sample its log from a Normal")
     raise ZooError(f"latent {site_name!r} has support {_support_name(fn.support)}, which the zoo's guides do not "
                    f"cover (real, binary, categorical):{hint}")
 

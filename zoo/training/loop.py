@@ -196,6 +196,12 @@ def _guarded(name: str, objective, epoch: int, step: Optional[int]):
         except ValueError as e:
             if "found invalid values" not in str(e):
                 raise
+            if str(e).startswith("Expected value argument"):     # a value, not a parameter: no NaN involved
+                support = str(e).split("within the support (", 1)[-1].split(") of the distribution")[0]
+                raise ZooError(f"{name} at {where} with {type(objective).__name__}: a latent's value is outside "
+                               f"the support {support} of its model site's distribution, so the guide samples "
+                               f"values of another form than the model declares; give the guide and the model's "
+                               f"site the same support") from None
             raise NonFiniteError(f"non-finite values in a distribution's parameters at {where} with "
                                  f"{type(objective).__name__}; {_ADVICE}", epoch + 1,
                                  None if step is None else step + 1) from None
