@@ -12,11 +12,14 @@ posterior, so unseen data need no refit.
 
 For a model with several latent sites the family has two modes. Mean-field (the default)
 gives every site its own head on h: q(z1 | x) q(z2 | x). Structured (``structured=True``)
-follows the model's declared dependencies bottom-up (:func:`~zoo.core.contract.guide_order`):
-each site is sampled after its children in the model, and its head also reads their sampled
-values, so for ``z2 -> z1 -> x`` the guide is q(z1 | x) q(z2 | z1, x), the factorization of the
-exact posterior p(z1 | x) p(z2 | z1) (Burda et al.'s two-layer IWAE encoder is of this form).
-A conditioned head is a one-hidden-layer MLP on [h, z_children]. The default encoder mirrors the model's
+follows the posterior's dependencies, a faithful inverse of the model's graph
+(:func:`~zoo.core.contract.posterior_order`, NaMI, Webb et al. 2018): each site is sampled after
+the sites the posterior couples it with, and its head also reads their sampled values. For
+``z2 -> z1 -> x`` the guide is q(z1 | x) q(z2 | z1, x), the factorization of the exact posterior
+p(z1 | x) p(z2 | z1) (Burda et al.'s two-layer IWAE encoder is of this form); for M2, whose y and
+z are independent a priori but both parents of x, it is q(y | x) q(z | x, y) (Kingma et al. 2014),
+which the prior's arrows alone would leave mean-field. A conditioned head is a one-hidden-layer MLP
+on [h, z_conditioning]. The default encoder mirrors the model's
 decoder, which for the VAE gives Burda et al.'s 784-200-200-50. Discrete sites are
 not reparameterizable: their gradients come from the score function (``elbo``,
 ``tracegraph`` with baselines, ``rws``) or from exact enumeration (``enum``).
@@ -49,7 +52,7 @@ from torch import nn
 from dataclasses import dataclass
 
 from guides.base import BaselineOptions, EncoderOptions, ZooGuide, raw_size, site_distribution
-from zoo.core.contract import LatentSite, children_of, guide_order
+from zoo.core.contract import LatentSite, posterior_order
 from zoo.core.registry import GUIDES
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
@@ -84,8 +87,10 @@ class Amortized(ZooGuide):
         num_data: unused (the guide is amortized); accepted so all families build alike.
         hidden: encoder hidden sizes, from x to the heads (default: mirror the decoder).
         baseline: see :class:`~guides.base.ZooGuide`.
-        structured: condition each site on its children in the model, bottom-up (default
-            ``False``: mean-field across sites).
+        structured: condition each site on what the posterior couples it with, the faithful inverse of
+            the model's graph (:meth:`structure`): its children, the co-parents of its children and
+            observations, and the fill-in of variable elimination (default ``False``: mean-field
+            across sites).
     """
 
     family = "amortized"
@@ -99,10 +104,16 @@ class Amortized(ZooGuide):
         self.activation = activation or default_encoder_activation(model)
         self.structured = bool(structured)
         #: the order the guide samples the sites in, and what each site's q reads besides x
-        self.order = guide_order(self.sites) if self.structured else self.sites
-        self.conditioning = {s.name: children_of(s, self.sites) if self.structured else () for s in self.sites}
+        self.order, self.conditioning = self.structure(model) if self.structured else \
+            (self.sites, {s.name: () for s in self.sites})
         self.trunk = mlp((self.x_dim, *self.hidden), self.activation, final_activation=True)
         self.heads = nn.ModuleDict({s.name: self._head(s) for s in self.sites})
+
+    def structure(self, model) -> Tuple[Tuple[LatentSite, ...], Dict[str, Tuple[LatentSite, ...]]]:
+        """The structured guide's sampling order and each site's conditioning sites: the faithful inverse
+        of the model's graph (:func:`~zoo.core.contract.posterior_order`; M2 gets q(y | x) q(z | x, y))."""
+        structure = posterior_order(self.sites, model.observed_parents)
+        return tuple(s for s, _ in structure), {s.name: given for s, given in structure}
 
     def _head(self, site: LatentSite) -> nn.Module:
         given = sum(c.value_size for c in self.conditioning[site.name])

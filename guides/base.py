@@ -60,8 +60,9 @@ class EncoderOptions(Options):
 
     hidden: Optional[Tuple[int, ...]] = option(None, "encoder hidden sizes, from x (default: mirror the decoder)",
                                                flag="guide-hidden", minimum=1, shape=True)
-    structured: bool = option(False, "follow the model's latent dependencies bottom-up, q(z1|x) q(z2|z1,x), "
-                              "instead of mean-field q(z1|x) q(z2|x)", shape=True)
+    structured: bool = option(False, "condition each latent on what the posterior couples it with (a faithful "
+                              "inverse of the model's graph): q(z1|x) q(z2|z1,x) for z2 -> z1 -> x, q(y|x) q(z|x,y) "
+                              "for M2, instead of mean-field q(z1|x) q(z2|x)", shape=True)
     activation: Optional[str] = option(None, "encoder nonlinearity: tanh, relu, gated or linear (default: the model's "
                                        "--activation, else tanh)", flag="guide-activation", choices=ACTIVATIONS,
                                        shape=True)

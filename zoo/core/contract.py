@@ -3,8 +3,11 @@
 Every zoo model is a :class:`ZooModel`. It promises four things:
 
 1. **Latent declaration.** ``model.latents`` lists its latent sample sites
-   (:class:`LatentSite`: name, event shape, support), in the order the model samples them. Guide families read this
-   list to build themselves, and refuse models whose latents they cannot handle.
+   (:class:`LatentSite`: name, event shape, support, parents), in the order the model samples them. Guide
+   families read this list to build themselves, and refuse models whose latents they cannot handle.
+   ``model.observed_parents`` names the latents each observation depends on directly (by default the
+   latents no latent names as a parent); with the parents it is the model's graph, whose faithful
+   inverse (:func:`posterior_order`) structured guides follow.
 2. **A subsampled data plate.** ``model.model(x, idx, N)`` puts every latent and
    the observation ``"x"`` inside ``pyro.plate("data", N, subsample=idx)``
    (:func:`data_plate`), so minibatch ELBOs are scaled by N/B and per-datum guides
@@ -48,6 +51,7 @@ from zoo.core.plates import MAX_PLATE_NESTING, data_plate
 from zoo.core.views import ViewSite
 
 __all__ = ["LatentSite", "FORMS", "ViewSite", "ZooModel", "Borrowed", "check_data", "SUPPORTS", "guide_order", "children_of",
+           "posterior_order",
            # re-exported: what a model file needs besides the classes above
            "data_plate", "register_module", "MAX_PLATE_NESTING"]
 
@@ -74,7 +78,8 @@ class LatentSite:
         support: ``"real"``, ``"binary"`` or ``"categorical"``.
         num_classes: K for categorical latents, else ``None``.
         parents: the latent sites this one is conditioned on in the model (``z1``'s parents
-            are ``("z2",)`` in ``z2 -> z1 -> x``); structured guides follow them.
+            are ``("z2",)`` in ``z2 -> z1 -> x``); structured guides invert them
+            (:func:`posterior_order`).
         form: how the model's site holds a value (:data:`FORMS`): ``"block"`` (the default, and the
             only form of real sites), or Pyro's usual one-variable discrete sites ``"bit"``
             (``Bernoulli``, event ``()``), ``"one_hot"`` (``OneHotCategorical``, event ``(K,)``) and
@@ -174,12 +179,14 @@ class Borrowed:
 
 
 def guide_order(latents: Sequence[LatentSite]) -> Tuple[LatentSite, ...]:
-    """The latents in the order a structured guide samples them: every site after its model children.
+    """The latents with every site after its model children: a reverse topological order.
 
     The model samples parents first (``z2`` then ``z1`` in ``z2 -> z1 -> x``); its posterior is
     best factored the other way, bottom-up, ``q(z1 | x) q(z2 | z1, x)``, since each site's
     children carry the evidence about it. This is the reverse of a topological order of the
-    model's latents (``parents`` as declared).
+    model's latents (``parents`` as declared). With :func:`children_of` it is the structure that reads
+    the prior's arrows only; structured guides follow :func:`posterior_order`, which adds what the
+    posterior couples (co-parents, fill-in), and agrees with it on a chain.
 
     Example::
 
@@ -209,6 +216,116 @@ def guide_order(latents: Sequence[LatentSite]) -> Tuple[LatentSite, ...]:
 def children_of(site: LatentSite, latents: Sequence[LatentSite]) -> Tuple[LatentSite, ...]:
     """The latents that name ``site`` as a parent, in declaration order."""
     return tuple(s for s in latents if site.name in s.parents)
+
+
+def posterior_order(latents: Sequence[LatentSite], observed_parents: Optional[Sequence[Sequence[str]]] = None
+                    ) -> Tuple[Tuple[LatentSite, Tuple[LatentSite, ...]], ...]:
+    """A faithful inverse of the model's graph: the order a structured guide samples the latents in, and
+    what each one's q reads besides x.
+
+    The model factors as p(x, z) = prod_i p(z_i | pa(z_i)) prod_o p(x_o | pa(x_o)). Its posterior
+    p(z | x) couples more than the prior's parents: two latents that are parents of one observed child
+    (co-parents, as y and z in M2's p(x | y, z)) are independent a priori and dependent given x
+    ("explaining away"). A guide q(z | x) = prod_i q(z_i | C_i, x) can equal p(z | x) only if every
+    C_i holds what p(z_i | z_(sampled before i), x) depends on. The sets C_i come from simulating
+    variable elimination on the moral graph (NaMI, Webb et al. 2018, Algorithm 1):
+
+    1. **Moralize.** Link every latent to its latent parents, and the parents of each child (latent or
+       observed) to one another. Observed sites are conditioned on everywhere, so they are not nodes.
+    2. **Eliminate** the latents one at a time, taking from the frontier (the latents whose parents
+       have all been eliminated, so the inverse runs against the model's arrows). Eliminating v gives
+       p(v | N(v), x), with N(v) its current neighbours, which become C_v; then link N(v) pairwise
+       (the *fill-in* edges, the factor that summing v out leaves behind) and drop v.
+    3. The guide samples in the **reverse** of the elimination order, so each C_v is sampled before v.
+
+    Every elimination order gives an exact factorization of p(z | x) (variable elimination is exact);
+    NaMI's frontier rule makes the inverse *minimal* among those that sample observations-up. Where the
+    frontier offers several latents, real ones are eliminated first (so discrete ones are sampled first:
+    M2 gets q(y | x) q(z | x, y), the form in which ``enum`` sums y out beside a reparameterized z),
+    then the one that adds the fewest fill-in edges (NaMI's min-fill heuristic), then declaration order.
+
+    A chain z2 -> z1 -> x gives q(z1 | x) q(z2 | z1, x) (each site's children, as :func:`guide_order`
+    and :func:`children_of` gave); beyond chains the two differ: co-parents and fill-in edges.
+
+    Why not ``pyro.infer.inspect.get_dependencies(...)["posterior_dependencies"]``, which cites the same
+    paper: it reverses the edges and moralizes but adds no fill-in edges, which a faithful inverse needs.
+    For a -> b, a -> c -> d, with b and d parents of x, it conditions b on d and x only, while b and c stay
+    dependent given (d, x) through a. It also orders by the model's sampling order, so M2 written as
+    Pyro's example writes it (z before y) would get q(z | x) q(y | x, z).
+
+    Arguments:
+        latents: the model's latent sites (``parents`` as declared).
+        observed_parents: for each observed site (and ``pyro.factor`` term), the latents it depends on
+            directly. Default: one observation ``x`` whose parents are the latents that no latent names
+            as a parent (the bottom layer of a hierarchy).
+
+    Returns:
+        ``((site, conditioning sites), ...)`` in the order the guide samples them; each conditioning
+        tuple is in declaration order.
+
+    References:
+        S. Webb, A. Golinski, R. Zinkov, N. Siddharth, T. Rainforth, Y. W. Teh, F. Wood, "Faithful
+        Inversion of Generative Models for Effective Amortized Inference", NeurIPS 2018,
+        https://arxiv.org/abs/1712.00287. A. Stuhlmüller, J. Taylor, N. Goodman, "Learning Stochastic
+        Inverses", NeurIPS 2013. D. Koller, N. Friedman, "Probabilistic Graphical Models" (2009), 9.3-9.4.
+
+    Example::
+
+        >>> y = LatentSite("y", (1, 10), "categorical", num_classes=10)
+        >>> z = LatentSite("z", (2,))                        # M2: y and z both parents of x
+        >>> [(s.name, [c.name for c in given]) for s, given in posterior_order((z, y), [("y", "z")])]
+        [('y', []), ('z', ['y'])]
+        >>> chain = (LatentSite("z2", (3,)), LatentSite("z1", (4,), parents=("z2",)))
+        >>> [(s.name, [c.name for c in given]) for s, given in posterior_order(chain)]
+        [('z1', []), ('z2', ['z1'])]
+    """
+    _check_parents(latents)
+    by_name = {s.name: s for s in latents}
+    rank = {s.name: i for i, s in enumerate(latents)}
+    if observed_parents is None:
+        observed_parents = [tuple(s.name for s in latents if not children_of(s, latents))]
+    families = [tuple(s.parents) + (s.name,) for s in latents]
+    for parents in observed_parents:
+        unknown = [p for p in parents if p not in by_name]
+        if unknown:
+            raise ZooError(f"an observation declares parents {unknown} that are not latent sites of the model")
+        families.append(tuple(parents))
+    neighbours = {s.name: set() for s in latents}
+    for family in families:                       # moralize: each family (a child with its parents) is a clique
+        for a in family:
+            neighbours[a].update(b for b in family if b != a)
+
+    def fill_in(v):
+        around = sorted(neighbours[v])
+        return sum(1 for i, a in enumerate(around) for b in around[i + 1:] if b not in neighbours[a])
+
+    eliminated, structure = set(), []
+    while len(eliminated) < len(latents):
+        frontier = [s for s in latents if s.name not in eliminated and set(s.parents) - {s.name} <= eliminated]
+        v = min(frontier, key=lambda s: (s.support != "real", fill_in(s.name), rank[s.name])).name
+        given = neighbours.pop(v)
+        for a in given:
+            neighbours[a].discard(v)
+            neighbours[a].update(b for b in given if b != a)
+        eliminated.add(v)
+        structure.append((by_name[v], tuple(by_name[c] for c in sorted(given, key=rank.get))))
+    return tuple(reversed(structure))
+
+
+def _check_parents(latents: Sequence[LatentSite]) -> None:
+    """Raise :class:`ZooError` if a latent names a parent that is no latent, or the parents form a cycle."""
+    names = {s.name for s in latents}
+    for s in latents:
+        unknown = [p for p in s.parents if p not in names]
+        if unknown:
+            raise ZooError(f"latent {s.name!r} declares parents {unknown} that are not latent sites of the model")
+    placed, pending = set(), list(latents)
+    while pending:
+        ready = [s for s in pending if set(s.parents) - {s.name} <= placed]
+        if not ready:
+            raise ZooError(f"the latents' declared parents form a cycle among {[s.name for s in pending]}")
+        placed.update(s.name for s in ready)
+        pending = [s for s in pending if s not in ready]
 
 
 class ZooModel(nn.Module):
@@ -241,6 +358,13 @@ class ZooModel(nn.Module):
     def model(self, x: Optional[torch.Tensor] = None, idx: Optional[torch.Tensor] = None,
               N: Optional[int] = None):
         raise NotImplementedError
+
+    @property
+    def observed_parents(self) -> Optional[Tuple[Tuple[str, ...], ...]]:
+        """For each observed site, the latents it depends on directly, which :func:`posterior_order` moralizes
+        (co-parents of an observation are coupled in the posterior). ``None``, the default, says: the one
+        observation ``x`` depends on the latents that no latent names as a parent (a hierarchy's bottom layer)."""
+        return None
 
     @property
     def views(self) -> Tuple[ViewSite, ...]:

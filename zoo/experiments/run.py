@@ -93,8 +93,8 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
     check_combination(model, config.guide, config.objective, guide_options, objective_options)
     guide = build_guide(config.guide, model, num_data=data.train.shape[0], **guide_options)
     if guide_options.get("structured") and not any(getattr(guide, "conditioning", {}).values()):
-        raise OptionError("structured", f"conditions each latent on its children in the model, and "
-                          f"{model.display_name}'s {len(model.latents)} latent(s) ("
+        raise OptionError("structured", f"conditions each latent on the latents its posterior couples it with, "
+                          f"and {model.display_name}'s {len(model.latents)} latent(s) ("
                           f"{', '.join(s.name for s in model.latents)}) have none, so it would change nothing: "
                           f"drop it (it applies to models with dependent latents, e.g. sbn, hvae)", kind="guide")
     if config.keep_best and not guide.amortized:

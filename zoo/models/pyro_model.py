@@ -219,6 +219,11 @@ class PyroModel(ZooModel):
         return self._latents
 
     @property
+    def observed_parents(self):
+        """The latents each observed site depends on directly, read off the trial run (Pyro's prior dependencies)."""
+        return self._observed_parents
+
+    @property
     def display_name(self) -> str:
         return self._name
 
@@ -269,6 +274,7 @@ class PyroModel(ZooModel):
         latents = tuple(LatentSite(s.name, s.event_shape, s.support, s.num_classes,
                                    tuple(p for p in names if p != s.name and p in deps.get(s.name, {})), form=s.form)
                         for s in latents)
+        self._observed_parents = _observed_parents(trace, deps, names)
         support = trace.nodes["x"]["fn"].support
         while isinstance(support, constraints.independent):
             support = support.base_constraint
@@ -453,6 +459,15 @@ def _read_latents(trace, name: str, x_dim: int):
         raise ZooError(f"{name} has no latent sample site; the zoo fits guides to latents: add one inside "
                        f"pyro.plate('data', N, subsample=idx), e.g. pyro.sample('z', dist.Normal(...).to_event(1))")
     return latents
+
+
+def _observed_parents(trace, deps, latents) -> Tuple[Tuple[str, ...], ...]:
+    """For each observed site of the trial trace (the observation, ``pyro.factor`` terms), the latents whose
+    values its log-density depends on directly: ``pyro.infer.inspect.get_dependencies``'s prior dependencies,
+    which track each value's provenance through the model's computation."""
+    observed = [n for n, s in trace.nodes.items() if s["type"] == "sample" and s["is_observed"]
+                and not _is_plate_site(s)]
+    return tuple(tuple(p for p in latents if p in deps.get(n, {})) for n in observed)
 
 
 def _is_plate_site(site) -> bool:
