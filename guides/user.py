@@ -37,7 +37,10 @@ guide's two particles. A guide's own error names its file and line.
 objects the guide function names (closure variables, module globals) become sub-modules, and
 ``pyro.param`` sites become ``nn.Parameter`` values holding the unconstrained value, so the
 optimizer, ``state_dict``, checkpoints and ``.to(device)`` see them; Pyro's global param store is
-never read or written. A network the model owns is refused (parameters would be trained twice).
+never read or written. The model itself, or a network it owns, named by the guide (an exact
+posterior computed from the model's weights) is *borrowed*: the guide computes with it but does not
+own it, so its parameters are trained once, as the model's, and the guide declares
+``borrows_model`` (estimators that need disjoint parameters refuse it).
 
 Example::
 
@@ -182,6 +185,12 @@ class UserGuide(ZooGuide):
         elif callable(guide):
             self._fn = guide
             found = _named_modules(guide)
+            model_ids = {id(p) for p in model.parameters()}
+            lent = {k: m for k, m in found.items()
+                    if m is model or (any(True for _ in m.parameters()) and all(id(p) in model_ids for p in m.parameters()))}
+            if lent:                  # the model's own networks: computed with, not owned (an exact posterior)
+                self.borrows_model = True
+            found = {k: m for k, m in found.items() if k not in lent}
             if found:
                 self.networks = nn.ModuleDict(found)
         else:
@@ -190,6 +199,7 @@ class UserGuide(ZooGuide):
         self.amortized = bool(getattr(owner if owner is not None else guide, "amortized", True))
         self.params = nn.ParameterDict()
         self._sites: Dict[str, Tuple[str, constraints.Constraint]] = {}
+        self._lent = {id(p): p for p in model.parameters()}     # pyro.module on the model's networks: theirs
         self._adopting = False
         self._refuse_model_parameters(model)
         self.reparameterized = self._trial(model)
@@ -212,7 +222,7 @@ class UserGuide(ZooGuide):
                 idx = torch.arange(x.shape[0], device=x.device)
             N = x.shape[0] if N is None else N
         device = self.device
-        with _OwnParameters(self), (torch.device(device) if device.type != "cpu" else contextlib.nullcontext()):
+        with _GuideParameters(self), (torch.device(device) if device.type != "cpu" else contextlib.nullcontext()):
             if self.training:
                 return self._fn(x, idx=idx, N=int(N))
             with warnings.catch_warnings():       # pyro.module on a frozen network (a refit) warns
@@ -325,8 +335,9 @@ class UserGuide(ZooGuide):
         ours = {id(p) for p in self.parameters()}
         shared = [n for n, p in model.named_parameters() if id(p) in ours]
         if shared:
-            raise ZooError(f"guide {self._name} holds the model's own network ({shared[0]}); a guide's parameters "
-                           f"must be its own (else they are trained twice): build its networks in the guide")
+            raise ZooError(f"guide {self._name} holds a network that mixes the model's parameters ({shared[0]}) with "
+                           f"its own; name the model's networks and the guide's apart (the guide borrows the model's, "
+                           f"and owns only its own)")
 
     def _claim_parameters(self) -> None:
         """Mark every parameter as this guide's; refuse one that a live zoo guide or model already holds."""
@@ -342,6 +353,21 @@ class UserGuide(ZooGuide):
                                        f"give a factory, def make(model): ... return guide")
         for p in self.parameters():
             setattr(p, _GUIDE_OWNER, weakref.ref(self))
+
+
+class _GuideParameters(_OwnParameters):
+    """The guide's own parameters, as a model's (:class:`~zoo.models.pyro_model._OwnParameters`), except
+    that ``pyro.module`` on the model's networks (a guide that computes with them) gets the model's tensors:
+    the guide borrows them, and they stay out of its ``state_dict`` and its optimizer group."""
+
+    def _pyro_param(self, msg):
+        init = msg["args"][1] if len(msg["args"]) > 1 else None
+        if msg["name"] not in self.model._sites and isinstance(init, nn.Parameter) and id(init) in self.model._lent:
+            self.model.borrows_model = True
+            msg["value"] = init
+            msg["done"] = True
+            return
+        super()._pyro_param(msg)
 
 
 def _same_support(a, b) -> bool:
