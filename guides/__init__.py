@@ -6,5 +6,6 @@ from guides.iaf import IAF
 from guides.meanfield import MeanField
 from guides.poe import ProductOfExperts
 from guides.relaxed import Relaxed
+from guides.user import UserGuide, from_pyro_guide
 
-__all__ = ["ZooGuide", "MeanField", "Amortized", "IAF", "Relaxed", "Exact", "ProductOfExperts"]
+__all__ = ["ZooGuide", "MeanField", "Amortized", "IAF", "Relaxed", "Exact", "ProductOfExperts", "UserGuide", "from_pyro_guide"]

@@ -34,6 +34,7 @@ _API = {
     "fit_local_guide": "zoo.training.loop", "evaluate": "zoo.evaluation.harness",
     "RunConfig": "zoo.experiments.config", "train_run": "zoo.experiments.run", "evaluate_run": "zoo.experiments.run",
     "compare": "zoo.experiments.compare", "ZooError": "zoo.core.errors", "from_pyro": "zoo.models.pyro_model",
+    "from_pyro_guide": "guides.user",
 }
 __all__ = sorted(_API)
 

@@ -27,6 +27,8 @@ flags = _Flags()
 
 MODEL_HELP = ("model name (see 'pyro-zoo list'), or your own Pyro model as FILE.py:NAME (a model function "
               "model(x, idx=None, N=None), or a factory NAME(x_dim) returning one; see zoo.from_pyro)")
+GUIDE_HELP = ("guide family (see 'pyro-zoo list'), or your own Pyro guide as FILE.py:NAME (a guide function "
+              "guide(x, idx=None, N=None), or a factory NAME(model) returning one; see zoo.from_pyro_guide)")
 OBJECTIVES_HELP = "comma-separated objectives: registered names, or BOUND:ESTIMATOR for any valid pair (iwae:dreg)"
 EPILOG = "Run 'pyro-zoo list' for the models, guides, objectives and datasets, and which combinations are valid."
 
@@ -49,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one model/guide/objective and evaluate it")
     p.add_argument("model", nargs="?", help=MODEL_HELP)
-    p.add_argument("--guide", default=None, help="guide family (default: amortized)")
+    p.add_argument("--guide", default=None, help=GUIDE_HELP + " (default: amortized)")
     p.add_argument("--objective", default=None, help="objective (default: elbo)")
     p.add_argument("--out", default=None, help="output folder (default: runs/MODEL-GUIDE-OBJECTIVE)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its checkpoint")
@@ -66,12 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, metavar="FILE.py:NAME",
                    help="the model file of a run trained on one: a run folder's files are never imported, so name it "
                         "here; it must be the file the run was made with (same SHA-256)")
+    p.add_argument("--guide", default=None, metavar="FILE.py:NAME",
+                   help="the guide file of a run trained on one, named as --model is (same SHA-256)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("compare", help="train and evaluate a grid of guides × objectives")
     p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--guides", type=flags.names, required=True, help="comma-separated guide families, or 'all': "
-                   "every family that fits the model")
+    p.add_argument("--guides", type=flags.names, required=True, help="comma-separated guide families and your "
+                   "own Pyro guides as FILE.py:NAME, or 'all': every family that fits the model")
     p.add_argument("--objectives", type=flags.names, required=True, help=OBJECTIVES_HELP + ", or 'all': every "
                    "registered objective that fits (with --guides all, the grid 'pyro-zoo list' calls valid; "
                    "the cells that do not fit are skipped and listed in compare.md)")
@@ -80,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gradients", help="bias, variance and SNR of gradient estimators at fixed parameters")
     p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--guide", default="amortized", help="guide family (default: amortized)")
+    p.add_argument("--guide", default="amortized", help=GUIDE_HELP + " (default: amortized)")
     p.add_argument("--objectives", type=flags.names, required=True, help=OBJECTIVES_HELP)
     p.add_argument("--particles", type=flags.ints, default=[1, 5, 50], dest="particles_list",
                    help="comma-separated K values (default 1,5,50)")
@@ -180,6 +184,7 @@ def _config(args, model: str, guide: str, objective: str, base=None):
                for kind, name in (("model", model), ("guide", guide), ("objective", objective))}
     from zoo.models.pyro_model import absolute_spec
     model = absolute_spec(model)                # a model file is recorded by its absolute path
+    guide = absolute_spec(guide)                # and so is a guide file
     if base is None:
         return RunConfig(model=model, guide=guide, objective=objective, **settings, **options)
     return dataclasses.replace(base, model=model, guide=guide, objective=objective, **settings, **options)
@@ -254,7 +259,9 @@ def cmd_train(args) -> None:
         if args.out and Path(args.out) != out:
             raise ZooError("give the run folder once: --resume DIR (not also a different --out)")
         model_file = args.model if is_model_file(args.model) else None
-        _, stored = load_run(out, model_file, how=f"pyro-zoo train FILE.py:NAME --resume {out}")
+        guide_file = args.guide if is_model_file(args.guide) else None
+        _, stored = load_run(out, model_file, how=f"pyro-zoo train FILE.py:NAME --resume {out}",
+                             guide_file=guide_file, guide_how=f"pyro-zoo train --guide FILE.py:NAME --resume {out}")
         config = _config(args, stored.model if model_file or not args.model else args.model,
                          args.guide or stored.guide, args.objective or stored.objective, base=stored)
         summary = train_run(config, out, resume=True, progress=not args.no_progress)
@@ -262,7 +269,7 @@ def cmd_train(args) -> None:
         if not args.model:
             raise ZooError("name a model, e.g. 'pyro-zoo train vae --guide amortized' (see 'pyro-zoo list')")
         config = _config(args, args.model, args.guide or "amortized", args.objective or "elbo")
-        out = Path(args.out or f"runs/{model_label(config.model)}-{config.guide}-{config.objective}")
+        out = Path(args.out or f"runs/{model_label(config.model)}-{model_label(config.guide)}-{config.objective}")
         summary = train_run(config, out, force=args.force, progress=not args.no_progress)
     if summary.get("rank") == "worker":         # a non-zero rank under torchrun: rank 0 reports
         return
@@ -275,12 +282,12 @@ def cmd_eval(args) -> None:
         from zoo.evaluation.gaps import gaps_markdown
         from zoo.experiments.gaps import gaps_run
         summary = gaps_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress,
-                           model_file=args.model)
+                           model_file=args.model, guide_file=args.guide)
         print(gaps_markdown(summary))
         print(f"wrote {', '.join(str(Path(args.dir) / f) for f in ('gaps.json', 'gaps.md', 'gaps_per_datum.npz'))}")
         return
     summary = evaluate_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress,
-                           model_file=args.model)
+                           model_file=args.model, guide_file=args.guide)
     _print_summary([summary], Path(args.dir))
 
 
@@ -303,7 +310,7 @@ def _print_summary(rows, out: Path, files=("results.json", "results.md")) -> Non
     for r in rows:                      # in a grid, each line names its cell
         c = r["config"]
         estimator = (c.get("objective_options") or {}).get("estimator")
-        cell = (f"{model_label(c['model'])}/{c['guide']}/{c['objective']}" + (f":{estimator}" if estimator else "")
+        cell = (f"{model_label(c['model'])}/{model_label(c['guide'])}/{c['objective']}" + (f":{estimator}" if estimator else "")
                 + ": ") if len(rows) > 1 else ""
         for kind, key in (("note", "note"), ("warning", "psis_warning")):
             if r.get(key):
@@ -316,12 +323,12 @@ def cmd_gradients(args) -> None:
     from zoo.experiments.gradients import checkpoint_for, gradients_run
     from zoo.experiments.config import RunConfig
     if args.checkpoint:                 # a run's model file is checked against its SHA-256 before it is imported
-        checkpoint_for(args.checkpoint, args.model)
+        checkpoint_for(args.checkpoint, args.model, args.guide)
     from zoo.models.pyro_model import absolute_spec
-    config = RunConfig(model=absolute_spec(args.model), guide=args.guide, objective=args.objectives[0],
+    config = RunConfig(model=absolute_spec(args.model), guide=absolute_spec(args.guide), objective=args.objectives[0],
                        **flags.given_run_settings(args), model_options=flags.given_options(args, "model", [args.model]),
                        guide_options=flags.given_options(args, "guide", [args.guide]))
-    out = Path(args.out or f"runs/gradients-{model_label(args.model)}-{args.guide}")
+    out = Path(args.out or f"runs/gradients-{model_label(args.model)}-{model_label(args.guide)}")
     result = gradients_run(args.model, args.guide, args.objectives, args.particles_list, args.repeats, config, out,
                            checkpoint=args.checkpoint, force=args.force,
                            objective_options=flags.given_options(args, "objective", args.objectives),

@@ -175,6 +175,8 @@ def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int
     ``estimator``); ``alpha`` goes to the objectives that take it. ``status``, if given, is called with one
     line as each stage starts (the references, then each objective and K), for a command line's progress."""
     status = status or (lambda line: None)
+    from guides.user import as_zoo_guide
+    guide = as_zoo_guide(guide, model)       # a Pyro guide function of your own is wrapped and checked
     if repeats < 2:
         raise ZooError(f"--repeats must be at least 2 to estimate a variance, got {repeats}")
     N = x.shape[0]

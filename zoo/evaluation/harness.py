@@ -189,11 +189,16 @@ def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int
              keep_reconstructions: int = 0) -> Dict:
     """Score ``guide`` and ``model`` on data ``x`` ``[n, D]``; see the module docstring for keys.
 
+    ``guide`` is a zoo guide, or a Pyro guide function ``guide(x, idx=None, N=None)`` of your own,
+    which is checked against the model and scored the same way (:func:`guides.user.from_pyro_guide`).
+
     ``max_elements`` bounds the number of decoder outputs held at once. Model and guide
     are scored in eval mode, so a relaxed guide proposes hard discrete samples and every
     figure is a bound on the true discrete model.
     """
     model.validate_data(x, what="evaluation data")
+    from guides.user import as_zoo_guide
+    guide = as_zoo_guide(guide, model)           # a Pyro guide function of your own is wrapped and checked
     with evaluation_mode(model, guide), torch.no_grad():
         return _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, psis,
                          keep_reconstructions)

@@ -169,7 +169,8 @@ def latent_scatter(z: torch.Tensor, labels: Optional[torch.Tensor], path: Path) 
 def compare_plot(rows: Sequence[Dict], path: Path, title: Optional[str] = None) -> None:
     """Bars of ELBO, IWAE-k and IS log p(x) per (guide, objective) cell, titled, with the legend above the
     axes (outside them, so it covers no bar)."""
-    labels = [f"{r['config']['guide']}\n{r['config']['objective']}" for r in rows]
+    # a guide file (/abs/path/my_guides.py:my_guide) is labelled by its NAME, as its cell's folder is
+    labels = [f"{r['config']['guide'].rpartition(':')[2]}\n{r['config']['objective']}" for r in rows]
     width = 0.27
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows)), 3.8))
     for j, (key, name) in enumerate([("elbo", "ELBO"), ("iwae_bound", "IWAE-k"), ("log_likelihood", "log p(x) IS")]):

@@ -36,7 +36,7 @@ __all__ = ["gaps_run"]
 def gaps_run(out: Path, eval_samples: Optional[int] = None, eval_limit: Optional[int] = None,
              refit_tol: Optional[float] = None, refit_epochs: Optional[int] = None, iwae_k: Optional[int] = None,
              device: Optional[str] = None, data_dir: Optional[str] = None, progress: bool = True,
-             model_file: Optional[str] = None) -> Dict:
+             model_file: Optional[str] = None, guide_file: Optional[str] = None) -> Dict:
     """Compute the approximation and amortization gaps of the run in ``out`` on its evaluation split
     (``eval_limit``: a fixed random subset), write ``gaps.{json,md}`` there and return the summary.
 
@@ -45,13 +45,14 @@ def gaps_run(out: Path, eval_samples: Optional[int] = None, eval_limit: Optional
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with writer_lock(out), results_kept_on_stop(out):
-        return _gaps_locked(out, model_file, progress, eval_samples=eval_samples, eval_limit=eval_limit,
+        return _gaps_locked(out, model_file, guide_file, progress, eval_samples=eval_samples, eval_limit=eval_limit,
                             refit_tol=refit_tol, refit_epochs=refit_epochs, iwae_k=iwae_k, device=device,
                             data_dir=data_dir)
 
 
-def _gaps_locked(out: Path, model_file: Optional[str], progress: bool, **changes) -> Dict:
-    state, config = load_run(out, model_file)
+def _gaps_locked(out: Path, model_file: Optional[str], guide_file: Optional[str], progress: bool,
+                 **changes) -> Dict:
+    state, config = load_run(out, model_file, guide_file=guide_file)
     config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
     run = prepare(config)
     same_family(run.guide)                       # refuse a per-datum or structured guide before any work

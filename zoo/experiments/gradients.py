@@ -24,17 +24,19 @@ from zoo.training.checkpoint import atomic_path, atomic_write_text, load_checkpo
 __all__ = ["gradients_run", "checkpoint_for"]
 
 
-def checkpoint_for(checkpoint: Path, model: str):
+def checkpoint_for(checkpoint: Path, model: str, guide: Optional[str] = None):
     """The state and config of ``checkpoint`` (a run folder, checked as ``eval`` checks it, or a
     checkpoint file), read as data: a run of a model file needs ``model`` to be that file, which is
-    hashed and compared with the run's SHA-256 before anything imports it."""
+    hashed and compared with the run's SHA-256 before anything imports it (a guide file: ``guide``)."""
     checkpoint = Path(checkpoint)
     model_file = model if is_model_file(model) else None
+    guide_file = guide if guide is not None and is_model_file(guide) else None
     how = "pyro-zoo gradients FILE.py:NAME --checkpoint ..."
+    guide_how = "pyro-zoo gradients ... --guide FILE.py:NAME --checkpoint ..."
     if checkpoint.is_dir():
-        return load_run(checkpoint, model_file, how)
+        return load_run(checkpoint, model_file, how, guide_file, guide_how)
     state = load_checkpoint(checkpoint)
-    return state, read_stored_config(state["config"], str(checkpoint), model_file, how)
+    return state, read_stored_config(state["config"], str(checkpoint), model_file, how, guide_file, guide_how)
 
 
 def _status_line(line: str) -> None:
@@ -49,6 +51,7 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
     ``objective_options`` (default: ``base``'s) go to the objectives that take them, as in a compare grid.
     With ``progress``, one line on stderr as each stage starts (the whole can take minutes)."""
     model = absolute_spec(model)                # a model file is recorded by its absolute path
+    guide = absolute_spec(guide)                # and so is a guide file
     out = Path(out)
     check_out_dir(out, force, resume=False)
     if (out / "gradients.json").exists() and not force:
@@ -57,7 +60,7 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
         raise ZooError(f"--repeats must be at least 2 to estimate a variance, got {repeats}")
     if not particles or any(k < 1 for k in particles):
         raise ZooError(f"--particles must be positive integers, got {list(particles)}")
-    stored = checkpoint_for(checkpoint, model) if checkpoint is not None else None
+    stored = checkpoint_for(checkpoint, model, guide) if checkpoint is not None else None
     cells = grid_cells(model, [guide], objectives, base, objective_options=objective_options)
     config = cells[0]
     data = load_dataset(config.dataset, config.data_dir)

@@ -234,7 +234,8 @@ def _train_locked(run: Prepared, out: Path, resume: bool, progress: bool, world:
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     history, start_epoch, start_step, epoch_total = [], 0, 0, 0.0
     if resume:
-        state, stored = load_run(out, model_file=config.model if is_model_file(config.model) else None)
+        state, stored = load_run(out, model_file=config.model if is_model_file(config.model) else None,
+                                 guide_file=config.guide if is_model_file(config.guide) else None)
         refuse_mismatch(stored, config)
         _refuse_fewer_epochs(state, config, out)
         load_weights(run.model, run.guide, state, ckpt_path)
@@ -401,17 +402,19 @@ def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional
                  eval_limit: Optional[int] = None,
                  device: Optional[str] = None, data_dir: Optional[str] = None,
                  progress: bool = True, refit_epochs: Optional[int] = None,
-                 refit_tol: Optional[float] = None, model_file: Optional[str] = None) -> Dict:
+                 refit_tol: Optional[float] = None, model_file: Optional[str] = None,
+                 guide_file: Optional[str] = None) -> Dict:
     """Re-evaluate a trained run folder (optionally with more samples or another device; a per-datum
     guide's test-time refit with another cap ``refit_epochs`` or tolerance ``refit_tol``).
 
     The folder is read as data (:func:`~zoo.experiments.run_folder.load_run`): a run of a model file
-    needs ``model_file``, the file the user names, which must hash to the run's recorded SHA-256."""
+    needs ``model_file``, the file the user names, which must hash to the run's recorded SHA-256; a run
+    of a guide file (:mod:`guides.user`) needs ``guide_file`` the same way."""
     out = Path(out)
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with writer_lock(out), results_kept_on_stop(out):
-        state, config = load_run(out, model_file)
+        state, config = load_run(out, model_file, guide_file=guide_file)
         changes = {"eval_samples": eval_samples, "iwae_k": iwae_k, "eval_limit": eval_limit, "device": device,
                    "data_dir": data_dir, "refit_epochs": refit_epochs, "refit_tol": refit_tol}
         config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})

@@ -10,7 +10,8 @@ A run folder is **data**. What it holds is checked before it is used, and nothin
 - a run of a user's model file (``FILE.py:NAME``) records the file's absolute path and SHA-256. Reading
   the run never imports that file: the user must name a model file on the command line
   (``--model FILE.py:NAME``), and its SHA-256 must equal the recorded one before it is imported
-  (:func:`read_stored_config`). Installed entry points and registered names need nothing.
+  (:func:`read_stored_config`). A user's guide file (``--guide FILE.py:NAME``, :mod:`guides.user`) is
+  treated the same way. Installed entry points and registered names need nothing.
 
 Writers (``train``, ``eval``, ``eval --gaps``, ``compare``, ``gradients``) hold an exclusive OS lock on
 ``.pyro-zoo.lock`` in the folder while they write (:func:`writer_lock`); a second writer is refused
@@ -38,40 +39,24 @@ LOCK = ".pyro-zoo.lock"
 
 
 def read_stored_config(stored: Any, source: str, model_file: Optional[str] = None,
-                       how: str = "--model FILE.py:NAME") -> RunConfig:
+                       how: str = "--model FILE.py:NAME", guide_file: Optional[str] = None,
+                       guide_how: str = "--guide FILE.py:NAME") -> RunConfig:
     """The :class:`RunConfig` stored in ``source`` (a config.json or a checkpoint), read as data.
 
     If the stored model is a model file, ``model_file`` (what the user named on the command line,
     or None) must be given, have the recorded NAME, and hash to the recorded SHA-256; the check reads
     the file's bytes and runs nothing, and the config then refers to the user's file. ``how`` is how
-    the user names one in the command at hand (the refusal says it).
+    the user names one in the command at hand (the refusal says it). A guide file (``--guide
+    FILE.py:NAME``) is checked the same way against ``guide_file`` and ``guide_how``.
     """
     if not isinstance(stored, Mapping) or not isinstance(stored.get("model"), str):
         raise ZooError(f"{source} holds no pyro-zoo run config; use a run folder written by 'pyro-zoo train'")
     stored = dict(stored)
-    recorded = stored["model"]
     named: Dict[str, str] = {}
-    if is_model_file(recorded):
-        name = recorded.rpartition(":")[2]
-        sha = (stored.get("model_options") or {}).get("source_sha256")
-        if model_file is None:
-            raise ZooError(f"this run's model is the file {recorded!r}, and the zoo never imports a file that a run "
-                           f"folder names: if you trust that file, name it yourself with {how.replace('NAME', name)} "
-                           f"(its SHA-256 must match the run's)")
-        if not is_model_file(model_file) or model_file.rpartition(":")[2] != name:
-            raise ZooError(f"this run's model is {name!r} from the file {recorded!r}, not {model_file!r}; "
-                           f"give {how.replace('NAME', name)}")
-        if not isinstance(sha, str):
-            raise ZooError(f"{source} records no SHA-256 of its model file, so no file can be checked against it; "
-                           f"train the run again")
-        if file_sha256(model_file) != sha:
-            raise ZooError(f"model file {model_file.rpartition(':')[0]!r} changed since this run was made (its SHA-256 "
-                           f"differs from the run's); nothing in it was run: give the run's own model file, or "
-                           f"train a new run")
-        stored["model"] = absolute_spec(model_file)
-        named[stored["model"]] = sha
-    elif model_file is not None and model_file != recorded:
-        raise ZooError(f"this run's model is {recorded!r}, not {model_file!r}; drop the model or name {recorded!r}")
+    for kind, given, hint in (("model", model_file, how), ("guide", guide_file, guide_how)):
+        spec = _named_file(stored, kind, given, source, hint)
+        if spec is not None:
+            named[spec] = stored[f"{kind}_options"]["source_sha256"]
     try:
         with only_named_files(named):
             return RunConfig.from_json(stored)
@@ -82,6 +67,34 @@ def read_stored_config(stored: Any, source: str, model_file: Optional[str] = Non
         raise ZooError(f"{source} is not a valid pyro-zoo run config ({type(e).__name__}: "
                        f"{str(e).splitlines()[0][:200] if str(e) else ''}); use a run folder written by "
                        f"'pyro-zoo train'") from None
+
+
+def _named_file(stored: Dict, kind: str, given: Optional[str], source: str, how: str) -> Optional[str]:
+    """If the stored ``kind`` ("model" or "guide") is a file, check that the user named it (``given``) and
+    that it hashes to the run's SHA-256, and point ``stored`` at the user's file: its spec; else None."""
+    recorded = stored.get(kind)
+    if not isinstance(recorded, str) or not is_model_file(recorded):
+        if given is not None and given != recorded and (kind == "model" or is_model_file(given)):
+            raise ZooError(f"this run's {kind} is {recorded!r}, not {given!r}; drop the {kind} or name {recorded!r}")
+        return None
+    name = recorded.rpartition(":")[2]
+    sha = (stored.get(f"{kind}_options") or {}).get("source_sha256")
+    if given is None:
+        raise ZooError(f"this run's {kind} is the file {recorded!r}, and the zoo never imports a file that a run "
+                       f"folder names: if you trust that file, name it yourself with {how.replace('NAME', name)} "
+                       f"(its SHA-256 must match the run's)")
+    if not is_model_file(given) or given.rpartition(":")[2] != name:
+        raise ZooError(f"this run's {kind} is {name!r} from the file {recorded!r}, not {given!r}; "
+                       f"give {how.replace('NAME', name)}")
+    if not isinstance(sha, str):
+        raise ZooError(f"{source} records no SHA-256 of its {kind} file, so no file can be checked against it; "
+                       f"train the run again")
+    if file_sha256(given, kind) != sha:
+        raise ZooError(f"{kind} file {given.rpartition(':')[0]!r} changed since this run was made (its SHA-256 "
+                       f"differs from the run's); nothing in it was run: give the run's own {kind} file, or "
+                       f"train a new run")
+    stored[kind] = absolute_spec(given)
+    return stored[kind]
 
 
 def refuse_foreign_checkpoint(run: RunConfig, checkpoint: RunConfig, where: Path) -> None:
@@ -107,7 +120,8 @@ def refuse_foreign_checkpoint(run: RunConfig, checkpoint: RunConfig, where: Path
                 refuse(f"{kind} option {name}", theirs.get(name), ours[name])
 
 
-def load_run(out: Path, model_file: Optional[str] = None, how: str = "--model FILE.py:NAME") -> Tuple[Dict, RunConfig]:
+def load_run(out: Path, model_file: Optional[str] = None, how: str = "--model FILE.py:NAME",
+             guide_file: Optional[str] = None, guide_how: str = "--guide FILE.py:NAME") -> Tuple[Dict, RunConfig]:
     """The checkpoint state of the run folder ``out`` and its config, both checked (see the module docstring)."""
     out = Path(out)
     if not out.is_dir():
@@ -118,8 +132,8 @@ def load_run(out: Path, model_file: Optional[str] = None, how: str = "--model FI
         raise ZooError(f"{out} has a checkpoint but no config.json, so the checkpoint cannot be checked against "
                        f"its run; restore config.json or train the run again")
     recorded = read_json(path, "run config", fix="restore it or train the run again")
-    run = read_stored_config(recorded, str(path), model_file, how)
-    config = read_stored_config(state["config"], str(out / "checkpoint.pt"), model_file, how)
+    run = read_stored_config(recorded, str(path), model_file, how, guide_file, guide_how)
+    config = read_stored_config(state["config"], str(out / "checkpoint.pt"), model_file, how, guide_file, guide_how)
     refuse_foreign_checkpoint(run, config, out)
     return state, config
 

@@ -126,7 +126,7 @@ from zoo.core.errors import ZooError
 from zoo.core.registry import MODELS, Component, Options, option
 
 __all__ = ["from_pyro", "PyroModel", "load_model_file", "is_model_file", "model_label", "file_sha256",
-           "absolute_spec", "only_named_files", "user_code_errors"]
+           "absolute_spec", "only_named_files", "user_code_errors", "resolve_file"]
 
 #: The trial run's minibatch: B rows out of N, sizes unlikely to coincide with a latent's own dimensions.
 _TRIAL_B, _TRIAL_N = 3, 7
@@ -557,31 +557,37 @@ def model_label(spec: str) -> str:
 _loads = itertools.count()
 
 
-def _split(spec: str) -> Tuple[Path, str]:
+#: What NAME in a ``FILE.py:NAME`` of each kind must be (model files here, guide files in :mod:`guides.user`).
+FILE_KINDS = {"model": "a Pyro model function, or a factory def NAME(x_dim) that returns one",
+              "guide": "a Pyro guide function guide(x, idx=None, N=None), or a factory def NAME(model) that "
+                       "returns one"}
+
+
+def _split(spec: str, kind: str = "model") -> Tuple[Path, str]:
     path, _, attr = spec.rpartition(":")
     if not spec.rpartition(":")[0].endswith(".py"):
-        raise ZooError(f"model {spec!r}: name the model in the file too, FILE.py:NAME (a Pyro model function, "
-                       f"or a factory def NAME(x_dim) that returns one)")
+        raise ZooError(f"{kind} {spec!r}: name the {kind} in the file too, FILE.py:NAME ({FILE_KINDS[kind]})")
     if not attr.isidentifier():
-        raise ZooError(f"model {spec!r}: {attr!r} is not a Python name; give FILE.py:NAME")
+        raise ZooError(f"{kind} {spec!r}: {attr!r} is not a Python name; give FILE.py:NAME")
     return Path(path), attr
 
 
-def load_model_file(spec: str, expected_sha256: Optional[str] = None):
+def load_model_file(spec: str, expected_sha256: Optional[str] = None, kind: str = "model"):
     """Import ``FILE.py`` afresh and return ``(its NAME, the file's SHA-256)``; one ZooError for each failure.
 
     The file is read once; with ``expected_sha256`` those bytes are hashed and compared *before*
-    anything in them runs, and the very bytes that were hashed are the ones executed.
+    anything in them runs, and the very bytes that were hashed are the ones executed. ``kind``
+    ("model" or "guide") is what the file holds, for the messages.
     """
-    path, attr = _split(spec)
+    path, attr = _split(spec, kind)
     if not path.is_file():
-        raise ZooError(f"model file {str(path)!r} not found (model {spec!r}; relative paths start at "
+        raise ZooError(f"{kind} file {str(path)!r} not found ({kind} {spec!r}; relative paths start at "
                        f"{Path.cwd()})")
     source = path.read_bytes()
     digest = hashlib.sha256(source).hexdigest()
     if expected_sha256 is not None and digest != expected_sha256:
-        raise ZooError(f"model file {str(path)!r} changed since this run was made (its SHA-256 differs "
-                       f"from the run's); nothing in it was run: give the run's own model file, or train a new run")
+        raise ZooError(f"{kind} file {str(path)!r} changed since this run was made (its SHA-256 differs "
+                       f"from the run's); nothing in it was run: give the run's own {kind} file, or train a new run")
     module_name = f"pyro_zoo_user_model_{next(_loads)}"
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(loader_spec)
@@ -589,24 +595,24 @@ def load_model_file(spec: str, expected_sha256: Optional[str] = None):
     try:
         exec(compile(source, str(path), "exec"), module.__dict__)
     except SyntaxError as e:
-        raise ZooError(f"model file {str(path)!r} has a syntax error at line {e.lineno}: {e.msg}") from None
+        raise ZooError(f"{kind} file {str(path)!r} has a syntax error at line {e.lineno}: {e.msg}") from None
     except Exception as e:
-        raise ZooError(f"importing model file {str(path)!r} failed{_user_line(e)}: {type(e).__name__}: "
+        raise ZooError(f"importing {kind} file {str(path)!r} failed{_user_line(e)}: {type(e).__name__}: "
                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
     finally:
         sys.modules.pop(module_name, None)
     if not hasattr(module, attr):
         defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
                          and getattr(v, "__module__", None) == module_name)
-        raise ZooError(f"model file {str(path)!r} has no {attr!r}; it defines: {', '.join(defined) or 'nothing callable'}")
+        raise ZooError(f"{kind} file {str(path)!r} has no {attr!r}; it defines: {', '.join(defined) or 'nothing callable'}")
     return getattr(module, attr), digest
 
 
-def file_sha256(spec: str) -> str:
+def file_sha256(spec: str, kind: str = "model") -> str:
     """The SHA-256 of the file of a ``FILE.py:NAME`` spec, read without importing it."""
-    path, _ = _split(spec)
+    path, _ = _split(spec, kind)
     if not path.is_file():
-        raise ZooError(f"model file {str(path)!r} not found (relative paths start at {Path.cwd()})")
+        raise ZooError(f"{kind} file {str(path)!r} not found (relative paths start at {Path.cwd()})")
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -658,22 +664,33 @@ def resolve_model_file(spec: str) -> Optional[Component]:
     """The registry entry of a ``FILE.py:NAME`` spec (the file is imported once here, to fail early)."""
     if not is_model_file(spec):
         return None
-    path, attr = _split(spec)
-    named = _NAMED_FILES.get()
-    if named is not None and spec not in named:
-        raise ZooError(f"model {spec!r} is named by a run folder, and the zoo does not import files a run folder "
-                       f"names; name the model file on the command line (--model FILE.py:NAME)")
-    expected = named.get(spec) if named is not None else None
-    stat = path.stat() if path.is_file() else None
-    key = (spec, str(path.resolve()), stat and (stat.st_mtime_ns, stat.st_size))
-    if key not in _COMPONENTS or (expected is not None and _DIGESTS[key] != expected):
-        obj, digest = load_model_file(spec, expected_sha256=expected)
+
+    def component(obj, digest: str, path: Path, attr: str) -> Component:
         if not callable(obj):
             raise ZooError(f"{attr!r} in {str(path)!r} is a {type(obj).__name__}, not a Pyro model function or factory")
         description = (inspect.getdoc(obj) or f"Pyro model {attr} from {path}").split("\n")[0]
-        _COMPONENTS[key] = Component("model", spec, lambda x_dim, **options: _build_from_file(spec, x_dim, **options),
-                                     ModelFileOptions, description,
-                                     {"pinned_options": lambda: {"source_sha256": digest}})
+        return Component("model", spec, lambda x_dim, **options: _build_from_file(spec, x_dim, **options),
+                         ModelFileOptions, description, {"pinned_options": lambda: {"source_sha256": digest}})
+    return resolve_file(spec, "model", component)
+
+
+def resolve_file(spec: str, kind: str, component: Callable) -> Component:
+    """The registry entry of the ``kind`` file ``spec`` ("model" or "guide"), imported once and cached
+    while the file is unchanged: ``component(obj, digest, path, attr)`` makes it from the file's NAME.
+
+    While a run folder is read (:func:`only_named_files`), only a file the user named resolves, and
+    its bytes are checked against the run's SHA-256 before they run."""
+    path, attr = _split(spec, kind)
+    named = _NAMED_FILES.get()
+    if named is not None and spec not in named:
+        raise ZooError(f"{kind} {spec!r} is named by a run folder, and the zoo does not import files a run folder "
+                       f"names; name the {kind} file on the command line (--{kind} FILE.py:NAME)")
+    expected = named.get(spec) if named is not None else None
+    stat = path.stat() if path.is_file() else None
+    key = (kind, spec, str(path.resolve()), stat and (stat.st_mtime_ns, stat.st_size))
+    if key not in _COMPONENTS or (expected is not None and _DIGESTS[key] != expected):
+        obj, digest = load_model_file(spec, expected_sha256=expected, kind=kind)
+        _COMPONENTS[key] = component(obj, digest, path, attr)
         _DIGESTS[key] = digest
     return _COMPONENTS[key]
 

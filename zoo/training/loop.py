@@ -94,6 +94,8 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     continues the same schedule.
     """
     model.validate_data(x, what="training data")
+    from guides.user import as_zoo_guide
+    guide = as_zoo_guide(guide, model, num_data=x.shape[0])   # a Pyro guide function: wrapped once, then reused
     N = x.shape[0]
     if batch_size > N:
         raise ZooError(f"--batch-size {batch_size} is larger than the {N} training data; use at most {N}")
