@@ -159,7 +159,8 @@ def main(argv=None):
                 print(f"{model_name} {guide_name} seed {seed}: ELBO {row['elbo']:.2f}, IWAE {row['iwae_bound']:.2f}, "
                       f"log p(x) {row['log_likelihood']:.2f} ({seconds:.0f} s)", flush=True)
         for guide_name in GUIDES:
-            entry = {"model": model_name, "guide": guide_name, "structure": describe(structures[guide_name]),
+            entry = {"label": f"{model_name}-{guide_name}", "model": model_name, "guide": guide_name,
+                     "structure": describe(structures[guide_name]),
                      "same_as": same_as[guide_name]}
             for key, _ in METRICS:
                 entry[key], entry[f"{key}_se"] = mean_se([r[key] for r in scores[guide_name]])

@@ -4,6 +4,7 @@ Each script runs as ``python benchmarks/SCRIPT.py ARGS`` would (``runpy`` with `
 but inside the test process, so the suite pays torch's import once rather than once per case; one case,
 the last, runs in a subprocess, to keep the command-line entry itself under test.
 """
+import math
 import runpy
 import subprocess
 import sys
@@ -63,6 +64,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, script,
     ("hvae_saturation.py", ["--epochs", "1"], "binarized MNIST is not in"),
     ("mixture_precision.py", ["--samples", "0"], "--epochs, --eval-limit and --samples must be at least 1"),
     ("mixture_precision.py", ["--epochs", "1"], "binarized MNIST is not in"),
+    ("structured_posterior.py", ["--epochs", "0"], "--epochs, --eval-samples and --iwae-k must be at least 1"),
+    ("structured_posterior.py", ["--models", "m2,vae"], "unknown model 'vae'; choose from m2, hvae"),
+    ("structured_posterior.py", ["--seeds", "0,a"], "--seeds must be comma-separated integers"),
+    ("structured_posterior.py", ["--dataset", "binarized_mnist"], "binarized MNIST is not in"),
 ])
 def test_named_result_scripts_refuse_bad_input_in_one_line(tmp_path, monkeypatch, capsys, script, args, says):
     empty = tmp_path / "no_data"
@@ -93,6 +98,31 @@ def test_hvae_saturation_counts_saturated_tanh_units():
     with saturation({"hot": hot, "cold": cold, "relu": nn.Sequential(nn.Linear(3, 4), nn.ReLU())}) as saturated:
         hot(torch.randn(5, 3)), cold(torch.randn(5, 3))
     assert saturated == {"hot": 1.0, "cold": 0.0}
+
+
+def test_structured_posterior_trains_each_structure_once_and_tables_it(tmp_path, monkeypatch, capsys):
+    """The structured-vs-mean-field benchmark, one epoch: M2's prior-parents guide is its mean-field one and the
+    posterior's is q(y | x) q(z | x, y); the hvae's two structured guides are one (a chain); equal structures
+    are trained once and share their figures, and every figure is a finite score of the test images."""
+    import json
+    code, err = run_benchmark("structured_posterior.py", ["--epochs", "1", "--seeds", "0,1", "--eval-samples", "4",
+                                                          "--iwae-k", "2", "--eval-limit", "20",
+                                                          "--name", str(tmp_path / "result")], monkeypatch, capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "result.json").read_text())
+    summary = {(e["model"], e["guide"]): e for e in result["summary"]}
+    assert summary[("m2", "prior-parents")]["same_as"] == "mean-field"
+    assert summary[("m2", "posterior")]["structure"] == "q(y \\| x) q(z \\| x, y)"
+    assert summary[("hvae", "posterior")]["same_as"] == "prior-parents"
+    assert summary[("hvae", "prior-parents")]["structure"] == "q(z1 \\| x) q(z2 \\| x, z1)"
+    assert summary[("m2", "prior-parents")]["elbo"] == summary[("m2", "mean-field")]["elbo"]
+    trained = {(r["model"], r["guide"]) for r in result["runs"]}
+    assert trained == {("m2", "mean-field"), ("m2", "posterior"), ("hvae", "mean-field"), ("hvae", "prior-parents")}
+    assert len(result["runs"]) == 8 and result["num_test"] == 20
+    assert all(math.isfinite(r[k]) for r in result["runs"] for k in ("elbo", "iwae_bound", "log_likelihood"))
+    table = [line for line in (tmp_path / "result.md").read_text().splitlines() if line.startswith("| m2 |")
+             or line.startswith("| hvae |")]
+    assert len(table) == 6 and all(len(line.replace("\\|", "").strip("|").split("|")) == 7 for line in table)
 
 
 def test_run_grid_table_with_one_scored_image(tmp_path, monkeypatch):

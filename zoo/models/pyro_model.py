@@ -9,7 +9,8 @@ An ordinary Pyro model joins the zoo if it keeps the contract of :mod:`zoo.core.
             pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
 
 :func:`from_pyro` runs it once on a small batch under ``poutine.trace`` and reads off what the
-guides need (every latent site's name, event shape, support and parents, in model order), the
+guides need (every latent site's name, event shape, support and parents, in model order, and the
+latents each observed site depends on directly, which structured guides moralize), the
 likelihood (Bernoulli if ``"x"`` has boolean support, else Gaussian: it only decides which data
 are valid) and the parameters, and returns a :class:`PyroModel`, a
 :class:`~zoo.core.contract.ZooModel` that every guide, objective, the harness, ``gradients`` and
