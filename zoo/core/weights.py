@@ -35,7 +35,7 @@ from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
 
 __all__ = ["LogWeights", "vectorize", "per_datum_log_weights", "per_datum_renyi_bound", "is_deterministic",
-           "is_factor", "AssembledObservation"]
+           "is_factor", "AssembledObservation", "dreamt_data"]
 
 
 @dataclass
@@ -100,6 +100,24 @@ class AssembledObservation:
         for fn, columns in self.sites:
             out[..., list(columns)] = fn.mean.expand(*batch, *fn.event_shape).reshape(*batch, len(columns))
         return out
+
+
+def dreamt_data(trace):
+    """(x ``[B, D]``, the names of its sites) from a generation trace, ``model(None, N=B)``: the sites
+    tagged with the columns of x they hold (``infer["zoo_columns"]``, a user's Pyro model), each put in
+    its columns, else the contract's site ``"x"``."""
+    tagged = {n: s for n, s in trace.nodes.items()
+              if s["type"] == "sample" and "zoo_columns" in (s["infer"] or {})}
+    if not tagged:
+        return trace.nodes["x"]["value"], ("x",)
+    B = next(iter(tagged.values()))["value"].shape[0]
+    D = 1 + max(c for s in tagged.values() for c in s["infer"]["zoo_columns"])
+    first = next(iter(tagged.values()))["value"]
+    x = first.new_zeros(B, D, dtype=torch.get_default_dtype())
+    for site in tagged.values():
+        columns = site["infer"]["zoo_columns"]
+        x[:, list(columns)] = site["value"].reshape(B, len(columns)).to(x.dtype)
+    return x, tuple(tagged)
 
 
 def _in_data_plate(site) -> bool:
