@@ -196,7 +196,8 @@ class PyroModel(ZooModel):
         owner = fn if isinstance(fn, nn.Module) else getattr(fn, "__self__", None)
         if isinstance(owner, nn.Module):
             self.user = owner
-            self._fn = _module_entry_point(owner, fn, name)
+            # the entry point may be the module itself (its forward): kept out of nn.Module's registry, as `user` holds it
+            object.__setattr__(self, "_fn", _module_entry_point(owner, fn, name))
         elif callable(fn):
             self._fn = fn
             found = _named_modules(fn)
@@ -420,7 +421,7 @@ class _OwnParameters(Messenger):
             init = msg["args"][1] if len(msg["args"]) > 1 else None
             model._adopt(name, init, msg["kwargs"].get("constraint", constraints.real))
         own_name, constraint = model._sites[name]
-        unconstrained = model.get_parameter(own_name)
+        unconstrained = _parameter_at(model, own_name)
         transform = torch.distributions.transform_to(constraint)
         value = unconstrained if transform is identity_transform else transform(unconstrained)
         value.unconstrained = weakref.ref(unconstrained)
@@ -440,6 +441,15 @@ class _ObservationColumns(Messenger):
         columns = self.columns.get(msg["name"])
         if columns is not None:
             msg["infer"] = {**(msg["infer"] or {}), "zoo_columns": columns}
+
+
+def _parameter_at(module: nn.Module, path: str) -> torch.Tensor:
+    """``module.get_parameter(path)`` read off the registries: a ``PyroModule``'s attribute access
+    inside a Pyro handler is itself a ``param`` message, which would come back here without end."""
+    *names, leaf = path.split(".")
+    for name in names:
+        module = module._modules[name]
+    return module._parameters[leaf]
 
 
 def _module_entry_point(owner: nn.Module, fn, name: str) -> Callable:
