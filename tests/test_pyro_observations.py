@@ -259,3 +259,19 @@ def test_a_class_that_does_not_take_x_dim_first_is_refused_in_one_line():
         from_pyro(NoXDim, 8)
     assert "\n" not in str(error.value)
     assert from_pyro(NoXDim(), 8).latents[0].name == "z"               # as the line says: an instance works
+
+
+def test_the_reference_dmm_observes_each_step_in_its_columns_and_pyros_vae_builds():
+    """benchmarks/pyro_models: the DMM's obs_x_t holds pixels 8(t-1)..8t-1 of a digit (one image row per step);
+    Pyro's VAE example passes the two-particle trial run and generates."""
+    from pathlib import Path
+    from zoo.models.pyro_model import load_model_file
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "pyro_models"
+    dmm, _ = load_model_file(f"{root / 'dmm.py'}:dmm")
+    model = from_pyro(dmm, 64)
+    assert [(o.name, o.columns) for o in model.observed] == [
+        (f"obs_x_{t}", tuple(range(8 * (t - 1), 8 * t))) for t in range(1, 9)]
+    assert [s.name for s in model.latents] == [f"z_{t}" for t in range(1, 9)] and model.likelihood == "bernoulli"
+    assert model.sample(5).shape == (5, 64)
+    vae, _ = load_model_file(f"{root / 'vae.py'}:VAE")
+    assert from_pyro(vae, 64).sample(2).shape == (2, 64)
