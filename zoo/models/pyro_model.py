@@ -20,14 +20,30 @@ as the built-in ones do.
 its row numbers in the data set (a LongTensor) and ``N`` the data set's size, so
 ``pyro.plate("data", N, subsample=idx)`` scales the minibatch by N / B. ``N`` is always an
 integer; with data and no indices ``idx`` is ``arange(B)`` and ``N`` is ``B``. To draw new data
-the zoo calls ``model(None, idx=None, N=n)``: the model must sample ``"x"`` when ``x`` is None.
+the zoo calls ``model(None, idx=None, N=n)``: there is no x then, so the model sizes its tensors
+from the plate (``with pyro.plate("data", N, subsample=idx) as batch:`` and ``len(batch)``) or
+``N``, never from x (a tutorial's ``x.new_zeros((x.size(0), z_dim))`` fails), and samples each
+observed site (``obs=None``). The objectives and the harness run the model under a ``"particles"``
+plate left of the data plate, so a latent's value is ``[K, B, *event]``: shapes are read from the
+right (``z.shape[:-1]``, ``loc.view(*z.shape[:-1], D)``), never ``z.shape[0]``. A second trial run
+with two particles refuses shapes written for one, naming the model file's line.
+
+**Observations.** Any number of observed sites, with any names, inside the data plate, each
+reading a slice of x as it is: ``obs=x``, a sequence model's step ``obs=x[:, t*d:(t+1)*d]``,
+``obs=x[:, -1]`` (event shape ``()``). The trial run reads which columns of x each holds
+(:class:`ObservedSite`), and :meth:`PyroModel.sample` puts each site's draw into its columns.
+Columns no site observes are *covariates* (a regression's features ``x[:, :-1]``): log p(x) is
+then log p(observed columns | covariates), the run's note says so, and ``sample`` is refused.
+``pyro.factor`` terms inside the plate count in log p(x | z); ``pyro.deterministic`` sites are
+ignored. Each observed column's likelihood (Bernoulli if its site has boolean support, else
+Gaussian) decides which data are valid.
 
 **What it assumes** (each checked on the trial run, each refused in one line that says what to
 do instead): every latent is local, inside the ``"data"`` plate at dim -1 and in no other plate
 (a global latent has no per-datum posterior for the zoo's guides: make it a ``pyro.param``);
 its support is real (``Normal``, ``MultivariateNormal``), binary (``Bernoulli(...).to_event(1)``,
 event shape ``(K,)``) or categorical (``OneHotCategorical(...).to_event(1)``, event shape
-``(n, K)``); the one observation is the site ``"x"`` with event shape ``(D,)``.
+``(n, K)``); every observed site holds a slice of x, each column at most once.
 
 **Parameters become the zoo model's own**, so ``model.parameters()``, ``state_dict``,
 checkpoints, the optimizer and ``.to(device)`` see them, and nothing goes through Pyro's global
@@ -35,7 +51,8 @@ param store (where the first tensor stored under a name wins, so a second model 
 same code would silently share the first one's values):
 
 - ``nn.Module`` objects the model function names (a closure variable or a module-level global),
-  or the object itself when it is an ``nn.Module`` with a ``model`` method, become sub-modules
+  or the object itself when it is an ``nn.Module`` (a ``PyroModule`` too) with a ``model`` method
+  or, failing that, a ``forward(x, idx=None, N=None)`` that is the model, become sub-modules
   (parameters, buffers and train/eval mode follow the zoo model). A ``pyro.module`` call on a
   module found neither way still works: its parameters are adopted by identity.
 - ``pyro.param("w", init, constraint=...)`` sites become ``nn.Parameter`` values holding the
@@ -48,7 +65,8 @@ creates itself (``torch.zeros(2)``) are created on the model's device during the
 **Fresh networks per zoo model.** Parameters belong to one zoo model; building a second zoo model
 from the same module objects is refused. Give a *factory* instead, a callable whose first argument
 is ``x_dim`` (a function returning the model function, or an ``nn.Module`` class): each
-:func:`from_pyro` call then builds its own networks, sized from the data. Model files given to
+:func:`from_pyro` call then builds its own networks, sized from the data. A class whose
+``__init__`` does not take ``x_dim`` first is refused (pass an instance instead). Model files given to
 the CLI (``pyro-zoo train my_models.py:my_vae``) are imported afresh for every zoo model, so
 module-level networks there are not shared either.
 
@@ -139,8 +157,10 @@ def from_pyro(model, x_dim: Optional[int] = None, *, data: Optional[torch.Tensor
 
     Arguments:
         model: a Pyro model function ``model(x, idx=None, N=None)``; an ``nn.Module`` with such a
-            ``model`` method; or a factory whose first argument is ``x_dim`` and that returns one
-            of these (a function, or an ``nn.Module`` class).
+            ``model`` method, or whose ``forward`` is one (a ``PyroModule``); or a factory whose first
+            argument is ``x_dim`` and that returns one of these (a function, or an ``nn.Module`` class).
+            The zoo calls it as ``model(x, idx=idx, N=N)`` to score and ``model(None, idx=None, N=n)``
+            to generate (see the module docstring).
         x_dim: D, the number of features of one datum.
         data: example data ``[n, D]`` (instead of, or besides, ``x_dim``); its first rows feed the
             trial run, which otherwise uses zeros.
