@@ -180,8 +180,11 @@ def _bad(kind):
                 pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
             if kind == "no event":
                 pyro.sample("x", dist.Normal(torch.zeros(4), 1.0), obs=x)
-            elif kind == "named y":
-                pyro.sample("y", dist.Normal(torch.zeros(4), 1.0).to_event(1), obs=x)
+            elif kind == "copied":
+                pyro.sample("y", dist.Normal(torch.zeros(4), 1.0).to_event(1), obs=None if x is None else 2 * x)
+            elif kind == "twice":
+                pyro.sample("x", dist.Normal(torch.zeros(4), 1.0).to_event(1), obs=x)
+                pyro.sample("x_0", dist.Normal(0.0, 1.0), obs=None if x is None else x[:, 0])
             else:
                 pyro.sample("x", dist.Normal(torch.zeros(4), 1.0).to_event(1), obs=x)
     return model
@@ -197,7 +200,8 @@ def _bad(kind):
     ("no latent", r"has no latent sample site"),
     ("no event", r"Shape mismatch inside plate\('data'\) at site x.*a datum's value must be one event: add "
                  r"\.to_event\(1\)"),
-    ("named y", r"site 'y' is observed; the zoo scores one observation, the site 'x'"),
+    ("copied", r"observed site 'y' holds a value that is not a slice of x.*obs=x\[:, a:b\]"),
+    ("twice", r"observes column 0 of x twice \(sites 'x' and 'x_0'\)"),
 ])
 def test_models_outside_the_contract_are_refused_in_one_line(kind, message):
     with pytest.raises(ZooError, match=message) as error:

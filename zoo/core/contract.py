@@ -449,6 +449,16 @@ class ZooModel(nn.Module):
             return t.device
         return torch.device("cpu")
 
+    @property
+    def cannot_generate(self) -> Optional[str]:
+        """Why :meth:`sample` cannot draw data (``None`` when it can, as for every built-in model)."""
+        return None
+
+    @property
+    def likelihood_note(self) -> Optional[str]:
+        """What the reported log p(x) is when it is not the density of all of x (a model with covariates)."""
+        return None
+
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True) -> torch.Tensor:
         """Draw ``n`` new data: z from the prior, then x | z.

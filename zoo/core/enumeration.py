@@ -18,7 +18,7 @@ import torch
 
 from zoo.core.distributions import ENUMERATION_LIMIT, joint_configurations
 from zoo.core.errors import ZooError
-from zoo.core.weights import vectorize
+from zoo.core.weights import is_deterministic, vectorize
 
 __all__ = ["enumerated_log_marginal", "configuration_chunks", "site_configurations"]
 
@@ -68,7 +68,7 @@ def _enumerated_log_marginal(model, x, max_elements):
         trace = poutine.trace(poutine.condition(vectorize(model.model, c), data=values)).get_trace(x)
         log_joint = 0.0
         for name, site in trace.nodes.items():
-            if site["type"] == "sample" and name not in ("particles", "data"):
+            if site["type"] == "sample" and name not in ("particles", "data") and not is_deterministic(site):
                 log_joint = log_joint + site["fn"].log_prob(site["value"])
         parts.append(torch.logsumexp(log_joint, dim=0))
     return torch.logsumexp(torch.stack(parts), dim=0)

@@ -4,6 +4,12 @@ For a minibatch x_1..x_B and K particles z^(k)_b ~ q(z | x_b) this computes::
 
     log w_{k,b} = log p(x_b | z^(k)_b) + log p(z^(k)_b) - log q(z^(k)_b | x_b)
 
+where log p(x_b | z) is the sum over every observed site in the data plate (one site ``"x"``,
+or a sequence model's per-step emissions ``x_t``, each holding some columns of x) plus every
+``pyro.factor`` term there. A factor counts in the likelihood term, as Pyro counts it (an observed
+site): the prior term then stays log p(z), a normalized density, so the reported KL is a KL.
+``pyro.deterministic`` sites (recorded values without a density) are skipped.
+
 as a ``[K, B]`` tensor, *without* the plate's subsample scale N/B. The guide runs
 under a vectorized ``"particles"`` plate left of the data plate, then the model is
 replayed against its trace, exactly as Pyro's own vectorized ELBOs do. The split
@@ -28,7 +34,8 @@ import torch
 from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
 
-__all__ = ["LogWeights", "vectorize", "per_datum_log_weights", "per_datum_renyi_bound"]
+__all__ = ["LogWeights", "vectorize", "per_datum_log_weights", "per_datum_renyi_bound", "is_deterministic",
+           "is_factor", "AssembledObservation", "dreamt_data"]
 
 
 @dataclass
@@ -68,6 +75,51 @@ def vectorize(fn: Callable, num_particles: int) -> Callable:
     return vectorized
 
 
+def is_deterministic(site) -> bool:
+    """A ``pyro.deterministic`` site: a recorded value with no density (a masked Delta), ignored everywhere."""
+    return bool((site.get("infer") or {}).get("_deterministic"))
+
+
+def is_factor(site) -> bool:
+    """A ``pyro.factor`` site: an observed ``Unit`` whose log-probability is the factor itself."""
+    return site["is_observed"] and type(site["fn"]).__name__ == "Unit"
+
+
+class AssembledObservation:
+    """p(x | z) of a model with several observed sites, each holding some columns of x (a sequence
+    model's per-step emissions ``x_t = x[:, t*d:(t+1)*d]``): its :attr:`mean` is E[x | z] ``[K, B, D]``,
+    each site's mean put in its columns; columns no site observes (covariates) hold the data given."""
+
+    def __init__(self, sites, x: torch.Tensor):
+        self.sites, self.x = sites, x               # sites: [(p(x_s | z), its columns)]
+
+    @property
+    def mean(self) -> torch.Tensor:
+        batch = torch.broadcast_shapes(*(fn.batch_shape for fn, _ in self.sites))
+        out = self.x.expand(*batch[:-1], *self.x.shape).clone()
+        for fn, columns in self.sites:
+            out[..., list(columns)] = fn.mean.expand(*batch, *fn.event_shape).reshape(*batch, len(columns))
+        return out
+
+
+def dreamt_data(trace):
+    """(x ``[B, D]``, the names of its sites) from a generation trace, ``model(None, N=B)``: the sites
+    tagged with the columns of x they hold (``infer["zoo_columns"]``, a user's Pyro model), each put in
+    its columns, else the contract's site ``"x"``."""
+    tagged = {n: s for n, s in trace.nodes.items()
+              if s["type"] == "sample" and "zoo_columns" in (s["infer"] or {})}
+    if not tagged:
+        return trace.nodes["x"]["value"], ("x",)
+    B = next(iter(tagged.values()))["value"].shape[0]
+    D = 1 + max(c for s in tagged.values() for c in s["infer"]["zoo_columns"])
+    first = next(iter(tagged.values()))["value"]
+    x = first.new_zeros(B, D, dtype=torch.get_default_dtype())
+    for site in tagged.values():
+        columns = site["infer"]["zoo_columns"]
+        x[:, list(columns)] = site["value"].reshape(B, len(columns)).to(x.dtype)
+    return x, tuple(tagged)
+
+
 def _in_data_plate(site) -> bool:
     return any(frame.name == "data" for frame in site["cond_indep_stack"])
 
@@ -91,19 +143,20 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
 
     log_likelihood, log_prior_terms, log_q_terms = 0.0, [], []
     scale, x_dist, latents, guide_means = 1.0, None, {}, {}
-    site_log_prior, site_log_q = {}, {}
+    site_log_prior, site_log_q, observed = {}, {}, []
     reparameterized = True
     for name, site in model_trace.nodes.items():
-        if site["type"] != "sample" or name in ("particles", "data"):
+        if site["type"] != "sample" or name in ("particles", "data") or is_deterministic(site):
             continue
         if not _in_data_plate(site):
             raise ZooError(f"site {name!r} lies outside the 'data' plate; per-datum bounds need every "
                            f"latent and observation inside pyro.plate('data', N, subsample=idx)")
         log_p = site["fn"].log_prob(site["value"])
-        if site["is_observed"]:
+        if site["is_observed"]:             # every observed site and every pyro.factor: log p(x | z)
             log_likelihood = log_likelihood + log_p
             scale = float(site["scale"])
-            x_dist = site["fn"]
+            if not is_factor(site):
+                observed.append((site["fn"], (site["infer"] or {}).get("zoo_columns")))
         else:
             if name not in guide_trace.nodes:
                 raise ZooError(f"the guide does not sample the model's latent {name!r}; "
@@ -123,6 +176,10 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
                 pass
     if not torch.is_tensor(log_likelihood):
         raise ZooError("the model observed nothing: pass the data x to score it")
+    if len(observed) == 1 and observed[0][1] in (None, tuple(range(args[0].shape[-1]))):
+        x_dist = observed[0][0]                       # one site holding all of x, in order
+    elif observed and all(columns is not None for _, columns in observed):
+        x_dist = AssembledObservation(observed, args[0])
     log_prior, log_q = _weighted_sum(log_prior_terms, scale), _weighted_sum(log_q_terms, scale)
     log_likelihood, log_prior, log_q = torch.broadcast_tensors(log_likelihood, log_prior, log_q)
     def params(trace):

@@ -344,7 +344,15 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
         if missing:                         # TraceMeanField_ELBO falls back to Monte Carlo without a word
             summary["note"] = (f"{cfg.guide} has no closed-form KL for {', '.join(missing)}: {cfg.objective} "
                                f"estimates it by Monte Carlo there, the same estimator as elbo")
-    samples = run.model.sample(64) if run.data.image_shape else None
+    notes = [summary["note"]] if summary.get("note") else []
+    if run.model.likelihood_note:           # a model with covariates: log p(x) is a conditional density
+        notes.append(run.model.likelihood_note)
+    if run.data.image_shape and run.model.cannot_generate:
+        notes.append(f"{run.model.cannot_generate}: no samples.png")
+    if notes:
+        summary["note"] = "; ".join(notes)
+    generate = run.data.image_shape and not run.model.cannot_generate
+    samples = run.model.sample(64) if generate else None
     try:
         # the files are written as one group: SIGINT/SIGTERM wait until it is whole (each file is atomic)
         with signals_deferred():
@@ -355,9 +363,10 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
             atomic_write_bytes(out / "per_datum.npz", buf.getvalue())
             with atomic_path(out / "training_curves.png") as path:
                 plots.training_curves(history, path)
-            if run.data.image_shape:
+            if generate:
                 with atomic_path(out / "samples.png") as path:
                     plots.image_grid(samples, run.data.image_shape, path)
+            if run.data.image_shape:
                 with atomic_path(out / "reconstructions.png") as path:
                     plots.reconstruction_grid(recon[0], recon[1], run.data.image_shape, path)
             if per_datum["z_mean"].shape[1] == 2:

@@ -21,7 +21,23 @@ as the built-in ones do.
 its row numbers in the data set (a LongTensor) and ``N`` the data set's size, so
 ``pyro.plate("data", N, subsample=idx)`` scales the minibatch by N / B. ``N`` is always an
 integer; with data and no indices ``idx`` is ``arange(B)`` and ``N`` is ``B``. To draw new data
-the zoo calls ``model(None, idx=None, N=n)``: the model must sample ``"x"`` when ``x`` is None.
+the zoo calls ``model(None, idx=None, N=n)``: there is no x then, so the model sizes its tensors
+from the plate (``with pyro.plate("data", N, subsample=idx) as batch:`` and ``len(batch)``) or
+``N``, never from x (a tutorial's ``x.new_zeros((x.size(0), z_dim))`` fails), and samples each
+observed site (``obs=None``). The objectives and the harness run the model under a ``"particles"``
+plate left of the data plate, so a latent's value is ``[K, B, *event]``: shapes are read from the
+right (``z.shape[:-1]``, ``loc.view(*z.shape[:-1], D)``), never ``z.shape[0]``. A second trial run
+with two particles refuses shapes written for one, naming the model file's line.
+
+**Observations.** Any number of observed sites, with any names, inside the data plate, each
+reading a slice of x as it is: ``obs=x``, a sequence model's step ``obs=x[:, t*d:(t+1)*d]``,
+``obs=x[:, -1]`` (event shape ``()``). The trial run reads which columns of x each holds
+(:class:`ObservedSite`), and :meth:`PyroModel.sample` puts each site's draw into its columns.
+Columns no site observes are *covariates* (a regression's features ``x[:, :-1]``): log p(x) is
+then log p(observed columns | covariates), the run's note says so, and ``sample`` is refused.
+``pyro.factor`` terms inside the plate count in log p(x | z); ``pyro.deterministic`` sites are
+ignored. Each observed column's likelihood (Bernoulli if its site has boolean support, else
+Gaussian) decides which data are valid.
 
 **What it assumes** (each checked on the trial run, each refused in one line that says what to
 do instead): every latent is local, inside the ``"data"`` plate at dim -1 and in no other plate
@@ -30,8 +46,8 @@ its support is real (``Normal``, ``MultivariateNormal``), binary (``Bernoulli(p)
 ``Bernoulli(...).to_event(1)``, event shape ``(K,)``) or categorical (``Categorical(p)``, an integer
 0..K-1; ``OneHotCategorical(p)``, event shape ``(K,)``; or ``OneHotCategorical(...).to_event(1)``,
 event shape ``(n, K)``), each site written as Pyro's examples write it: every guide then samples
-values of the very form the site declares; the one observation is the site ``"x"`` with event
-shape ``(D,)``.
+values of the very form the site declares; every observed site holds a slice of x, each column at
+most once.
 
 **Parameters become the zoo model's own**, so ``model.parameters()``, ``state_dict``,
 checkpoints, the optimizer and ``.to(device)`` see them, and nothing goes through Pyro's global
@@ -39,7 +55,8 @@ param store (where the first tensor stored under a name wins, so a second model 
 same code would silently share the first one's values):
 
 - ``nn.Module`` objects the model function names (a closure variable or a module-level global),
-  or the object itself when it is an ``nn.Module`` with a ``model`` method, become sub-modules
+  or the object itself when it is an ``nn.Module`` (a ``PyroModule`` too) with a ``model`` method
+  or, failing that, a ``forward(x, idx=None, N=None)`` that is the model, become sub-modules
   (parameters, buffers and train/eval mode follow the zoo model). A ``pyro.module`` call on a
   module found neither way still works: its parameters are adopted by identity.
 - ``pyro.param("w", init, constraint=...)`` sites become ``nn.Parameter`` values holding the
@@ -52,7 +69,8 @@ creates itself (``torch.zeros(2)``) are created on the model's device during the
 **Fresh networks per zoo model.** Parameters belong to one zoo model; building a second zoo model
 from the same module objects is refused. Give a *factory* instead, a callable whose first argument
 is ``x_dim`` (a function returning the model function, or an ``nn.Module`` class): each
-:func:`from_pyro` call then builds its own networks, sized from the data. Model files given to
+:func:`from_pyro` call then builds its own networks, sized from the data. A class whose
+``__init__`` does not take ``x_dim`` first is refused (pass an instance instead). Model files given to
 the CLI (``pyro-zoo train my_models.py:my_vae``) are imported afresh for every zoo model, so
 module-level networks there are not shared either.
 
@@ -122,15 +140,19 @@ from torch import nn
 from torch.distributions import constraints
 from torch.distributions.transforms import identity_transform
 
-from zoo.core.contract import LatentSite, ZooModel
+from zoo.core.contract import LatentSite, ZooModel, check_data
 from zoo.core.errors import ZooError
 from zoo.core.registry import MODELS, Component, Options, option
+from zoo.core.weights import is_deterministic, is_factor, vectorize
 
-__all__ = ["from_pyro", "PyroModel", "load_model_file", "is_model_file", "model_label", "file_sha256",
-           "absolute_spec", "only_named_files", "user_code_errors", "resolve_file"]
+__all__ = ["from_pyro", "PyroModel", "ObservedSite", "load_model_file", "is_model_file", "model_label",
+           "file_sha256", "absolute_spec", "only_named_files", "user_code_errors", "resolve_file"]
 
 #: The trial run's minibatch: B rows out of N, sizes unlikely to coincide with a latent's own dimensions.
 _TRIAL_B, _TRIAL_N = 3, 7
+#: The vectorized trial run's particles per datum (a "particles" plate left of the data plate).
+_TRIAL_PARTICLES = 2
+_PARTICLES_WHAT = f"under {_TRIAL_PARTICLES} vectorized particles per datum (as iwae, --particles and the evaluation run it)"
 
 
 def from_pyro(model, x_dim: Optional[int] = None, *, data: Optional[torch.Tensor] = None,
@@ -139,8 +161,10 @@ def from_pyro(model, x_dim: Optional[int] = None, *, data: Optional[torch.Tensor
 
     Arguments:
         model: a Pyro model function ``model(x, idx=None, N=None)``; an ``nn.Module`` with such a
-            ``model`` method; or a factory whose first argument is ``x_dim`` and that returns one
-            of these (a function, or an ``nn.Module`` class).
+            ``model`` method, or whose ``forward`` is one (a ``PyroModule``); or a factory whose first
+            argument is ``x_dim`` and that returns one of these (a function, or an ``nn.Module`` class).
+            The zoo calls it as ``model(x, idx=idx, N=N)`` to score and ``model(None, idx=None, N=n)``
+            to generate (see the module docstring).
         x_dim: D, the number of features of one datum.
         data: example data ``[n, D]`` (instead of, or besides, ``x_dim``); its first rows feed the
             trial run, which otherwise uses zeros.
@@ -157,6 +181,10 @@ def from_pyro(model, x_dim: Optional[int] = None, *, data: Optional[torch.Tensor
     name = name or getattr(model, "__name__", None) or type(model).__name__
     if _is_factory(model):
         model = model(int(x_dim))
+    elif inspect.isclass(model):
+        raise ZooError(f"{name} is a class whose __init__ does not take x_dim first, so the zoo cannot build it; "
+                       f"pass an instance, from_pyro({name}(...), x_dim), or make x_dim its first argument, "
+                       f"def __init__(self, x_dim, ...)")
     return PyroModel(model, int(x_dim), name=name, example=data)
 
 
@@ -191,10 +219,9 @@ class PyroModel(ZooModel):
         self._name = name
         owner = fn if isinstance(fn, nn.Module) else getattr(fn, "__self__", None)
         if isinstance(owner, nn.Module):
-            if not callable(getattr(owner, "model", None)):
-                raise ZooError(f"{name}: an nn.Module given to from_pyro needs a model(x, idx=None, N=None) method")
             self.user = owner
-            self._fn = owner.model
+            # the entry point may be the module itself (its forward): kept out of nn.Module's registry, as `user` holds it
+            object.__setattr__(self, "_fn", _module_entry_point(owner, fn, name))
         elif callable(fn):
             self._fn = fn
             found = _named_modules(fn)
@@ -205,6 +232,11 @@ class PyroModel(ZooModel):
         self.params = nn.ParameterDict()
         self._sites: Dict[str, Tuple[str, constraints.Constraint]] = {}   # param site -> (own name, constraint)
         self._adopting = False                   # on the trial run only: new param sites become parameters
+        #: the observed sites and the columns of x each holds; columns no site observes are covariates
+        self.observed: Tuple[ObservedSite, ...] = ()
+        self.covariates: Tuple[int, ...] = ()
+        #: the pyro.factor sites in the data plate, counted in log p(x | z)
+        self.factors: Tuple[str, ...] = ()
         self._latents, self.likelihood = self._inspect(example)
         self._claim_parameters()
 
@@ -228,6 +260,54 @@ class PyroModel(ZooModel):
     def display_name(self) -> str:
         return self._name
 
+    @property
+    def cannot_generate(self) -> Optional[str]:
+        """Why ``sample`` cannot draw x (``None`` if it can): covariate columns the model does not generate."""
+        if self.covariates:
+            return (f"{self._name} cannot generate data: columns {_column_ranges(self.covariates)} of x are "
+                    f"covariates it reads but does not observe, so it models p(observed columns | covariates) only")
+        return None
+
+    @property
+    def likelihood_note(self) -> Optional[str]:
+        """What log p(x) means for this model when it is not the density of all of x."""
+        if not self.covariates:
+            return None
+        observed = tuple(c for c in range(self.x_dim) if c not in self.covariates)
+        return (f"log p(x) here is log p(x[:, {_column_ranges(observed)}] | x[:, {_column_ranges(self.covariates)}]): "
+                f"the model observes columns {_column_ranges(observed)} and conditions on the covariates "
+                f"{_column_ranges(self.covariates)}")
+
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
+        """Draw ``n`` new data: ``model(None, idx=None, N=n)``, its observed sites put into their columns of x.
+
+        With ``mean=True`` each site's E[x_s | z] (pixel probabilities for a Bernoulli site)."""
+        if self.cannot_generate:
+            raise ZooError(f"{self.cannot_generate}; train and evaluate it, but draw no samples")
+        trace = poutine.trace(self.model).get_trace(None, N=n)
+        x = torch.zeros(n, self.x_dim, device=self.device)
+        for o in self.observed:
+            site = trace.nodes[o.name]
+            value = site["value"]
+            if mean:
+                try:
+                    value = site["fn"].mean
+                except NotImplementedError:        # no closed-form mean: the draw itself
+                    pass
+            x[:, list(o.columns)] = value.reshape(n, len(o.columns)).to(x.dtype)
+        return x
+
+    def validate_data(self, x: torch.Tensor, what: str = "data") -> None:
+        """The contract's checks, with the binary check on the columns that Bernoulli sites observe only."""
+        check_data(x, self.x_dim, binary=False, what=what, model_name=self._name)
+        binary = [c for o in self.observed if o.likelihood == "bernoulli" for c in o.columns]
+        if binary and not ((x[:, binary] == 0) | (x[:, binary] == 1)).all():
+            sites = ", ".join(repr(o.name) for o in self.observed if o.likelihood == "bernoulli")
+            raise ZooError(f"{what} has values other than 0 and 1 in columns {_column_ranges(sorted(binary))}, but "
+                           f"{self._name} observes them with a Bernoulli likelihood (site {sites}); binarize the "
+                           f"data or use a Gaussian likelihood")
+
     def model(self, x=None, idx=None, N=None):
         if x is not None:
             B = x.shape[0]
@@ -241,7 +321,7 @@ class PyroModel(ZooModel):
         device = self.device
         # On a GPU, tensors the model makes (torch.zeros(2) for a prior's mean) are made there too;
         # on the CPU nothing changes, and torch's device mode, which sees every op, is not paid for.
-        with _OwnParameters(self), (torch.device(device) if device.type != "cpu" else contextlib.nullcontext()):
+        with _OwnParameters(self), _ObservationColumns(self), (torch.device(device) if device.type != "cpu" else contextlib.nullcontext()):
             if self.training:
                 return self._fn(x, idx=idx, N=int(N))
             with warnings.catch_warnings():       # pyro.module on a frozen network (a guide refit) warns
@@ -250,14 +330,23 @@ class PyroModel(ZooModel):
 
     # -- building ----------------------------------------------------------------------
     def _inspect(self, example):
-        """The trial run: adopt parameters, then read latents, parents and likelihood off the trace."""
+        """The trial runs: adopt parameters, then read latents, parents and observations off the trace.
+
+        Three calls: ``model(x, idx, N)`` on a minibatch of B = 3 out of N = 7 (the declaration is
+        read off its trace); the same under a ``"particles"`` plate of 2 left of the data plate, as
+        the zoo's objectives (iwae, ``--particles``) and the harness run it (so a shape written for
+        one particle, ``loc.view(B, D)`` or ``torch.ones(z.shape[0], 1)``, is refused here, not
+        deep in training); and the generation call ``model(None, idx=None, N=n)``, once plain and
+        once vectorized, unless some columns of x are covariates (then x cannot be generated and
+        :meth:`sample` says so).
+        """
         if example is not None:
             x = example[:_TRIAL_B]
             while x.shape[0] < _TRIAL_B:
                 x = torch.cat([x, x])[:_TRIAL_B]
         else:
             x = torch.zeros(_TRIAL_B, self.x_dim)
-        x = x.to(self.device)
+        x = x.to(self.device).contiguous()
         idx = torch.arange(_TRIAL_B, device=x.device)
         with torch.random.fork_rng(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -267,19 +356,25 @@ class PyroModel(ZooModel):
             finally:
                 self._adopting = False
             latents = _read_latents(trace, self._name, self.x_dim)
+            self.observed, self.factors = _read_observations(trace, x, self._name)
+            observed_columns = {c for o in self.observed for c in o.columns}
+            self.covariates = tuple(c for c in range(self.x_dim) if c not in observed_columns)
             from pyro.infer.inspect import get_dependencies
             deps = self._trial(lambda: get_dependencies(self.model, (x,), {"idx": idx, "N": _TRIAL_N}),
                                "scoring data")["prior_dependencies"]
-            self._trial(lambda: poutine.trace(self.model).get_trace(None, N=2), "generating data (x=None, N=2)")
+            self._trial(lambda: poutine.trace(vectorize(self.model, _TRIAL_PARTICLES)).get_trace(
+                x, idx=idx, N=_TRIAL_N), _PARTICLES_WHAT)
+            if not self.covariates:
+                self._trial(lambda: poutine.trace(self.model).get_trace(None, N=2), "generating data (x=None, N=2)")
+                self._trial(lambda: poutine.trace(vectorize(self.model, _TRIAL_PARTICLES)).get_trace(
+                    None, N=_TRIAL_B), f"generating data (x=None, N={_TRIAL_B}) {_PARTICLES_WHAT}")
         names = [s.name for s in latents]
         latents = tuple(LatentSite(s.name, s.event_shape, s.support, s.num_classes,
                                    tuple(p for p in names if p != s.name and p in deps.get(s.name, {})), form=s.form)
                         for s in latents)
         self._observed_parents = _observed_parents(trace, deps, names)
-        support = trace.nodes["x"]["fn"].support
-        while isinstance(support, constraints.independent):
-            support = support.base_constraint
-        return latents, ("bernoulli" if support is constraints.boolean else "gaussian")
+        kinds = {o.likelihood for o in self.observed}
+        return latents, ("bernoulli" if kinds == {"bernoulli"} else "gaussian")
 
     def _trial(self, run: Callable, what: str):
         try:
@@ -288,6 +383,11 @@ class PyroModel(ZooModel):
             raise
         except Exception as e:
             where = _user_line(e)
+            if _PARTICLES_WHAT in what:
+                raise ZooError(f"{self._name} failed on a trial run {what}{where}: {type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''}; write shapes from the right, as "
+                               f"Pyro's vectorized particles need (z.shape[:-1], loc.view(*z.shape[:-1], D), "
+                               f"x.shape[-1]), never z.shape[0] or view(B, D)") from None
             if "Shape mismatch inside plate('data')" in str(e):
                 raise ZooError(f"{self._name}{where}: {str(e).splitlines()[0]}; inside pyro.plate('data', ...) a "
                                f"datum's value must be one event: add .to_event(1) to its distribution") from None
@@ -351,12 +451,49 @@ class _OwnParameters(Messenger):
             init = msg["args"][1] if len(msg["args"]) > 1 else None
             model._adopt(name, init, msg["kwargs"].get("constraint", constraints.real))
         own_name, constraint = model._sites[name]
-        unconstrained = model.get_parameter(own_name)
+        unconstrained = _parameter_at(model, own_name)
         transform = torch.distributions.transform_to(constraint)
         value = unconstrained if transform is identity_transform else transform(unconstrained)
         value.unconstrained = weakref.ref(unconstrained)
         msg["value"] = value
         msg["done"] = True
+
+
+class _ObservationColumns(Messenger):
+    """Tag each observed site with the columns of x it holds (``infer["zoo_columns"]``), read at the
+    trial run, so that :mod:`zoo.core.weights` can assemble E[x | z] from several sites."""
+
+    def __init__(self, model: PyroModel):
+        super().__init__()
+        self.columns = {o.name: o.columns for o in model.observed}
+
+    def _pyro_sample(self, msg):
+        columns = self.columns.get(msg["name"])
+        if columns is not None:
+            msg["infer"] = {**(msg["infer"] or {}), "zoo_columns": columns}
+
+
+def _parameter_at(module: nn.Module, path: str) -> torch.Tensor:
+    """``module.get_parameter(path)`` read off the registries: a ``PyroModule``'s attribute access
+    inside a Pyro handler is itself a ``param`` message, which would come back here without end."""
+    *names, leaf = path.split(".")
+    for name in names:
+        module = module._modules[name]
+    return module._parameters[leaf]
+
+
+def _module_entry_point(owner: nn.Module, fn, name: str) -> Callable:
+    """The model function of a user's ``nn.Module``: its ``model`` method, the bound method given, or
+    the module itself when its entry point is ``forward(x, idx=None, N=None)`` (a ``PyroModule``'s
+    usual form; called through ``__call__``, so a ``PyroModule`` sets up its own parameter context)."""
+    if callable(getattr(owner, "model", None)):
+        return owner.model
+    if fn is not owner:
+        return fn
+    if type(owner).forward is not nn.Module.forward:
+        return owner
+    raise ZooError(f"{name}: an nn.Module given to from_pyro needs a model(x, idx=None, N=None) or "
+                   f"forward(x, idx=None, N=None) method")
 
 
 def _named_modules(fn) -> Dict[str, nn.Module]:
@@ -422,7 +559,8 @@ def user_code_errors(name: str, what: str):
 def _read_latents(trace, name: str, x_dim: int):
     """The latent sites of a trial trace, checked against the contract."""
     latents, observed = [], []
-    sites = [(n, s) for n, s in trace.nodes.items() if s["type"] == "sample" and not _is_plate_site(s)]
+    sites = [(n, s) for n, s in trace.nodes.items() if s["type"] == "sample" and not _is_plate_site(s)
+             and not is_deterministic(s)]                 # pyro.deterministic: bookkeeping, no density
     if not any(f.name == "data" for _, s in sites for f in s["cond_indep_stack"]):
         raise ZooError(f"{name} has no data plate; put every latent and the observation 'x' inside "
                        f"pyro.plate('data', N, subsample=idx)")
@@ -430,13 +568,13 @@ def _read_latents(trace, name: str, x_dim: int):
         frames = [f for f in site["cond_indep_stack"] if f.vectorized]
         data = [f for f in frames if f.name == "data"]
         if site["is_observed"]:
-            observed.append(site_name)
-            if site_name != "x":
-                what = "a pyro.deterministic or pyro.factor site" if site["infer"].get("_deterministic") \
-                    or type(site["fn"]).__name__ == "Unit" else "observed"
-                raise ZooError(f"{name}'s site {site_name!r} is {what}; the zoo scores one observation, the "
-                               f"site 'x' (pyro.sample('x', ..., obs=x)), and no other: compute it without a "
-                               f"site, or observe the data as 'x'")
+            if not is_factor(site):
+                observed.append(site_name)
+            if not data:
+                what = "pyro.factor term" if is_factor(site) else "observed site"
+                raise ZooError(f"{name}'s {what} {site_name!r} is outside the data plate; the zoo scores per-datum "
+                               f"terms: put it inside pyro.plate('data', N, subsample=idx) so minibatches are "
+                               f"scaled by N/B")
         elif not data:
             raise ZooError(f"latent {site_name!r} is outside the data plate (a global latent); the zoo's per-datum "
                            f"guides need every latent inside pyro.plate('data', N, subsample=idx): make it a "
@@ -448,11 +586,7 @@ def _read_latents(trace, name: str, x_dim: int):
     if not observed:
         raise ZooError(f"{name} observes nothing; add pyro.sample('x', ..., obs=x) inside "
                        f"pyro.plate('data', N, subsample=idx)")
-    x = trace.nodes["x"]
-    if tuple(x["fn"].event_shape) != (x_dim,):
-        raise ZooError(f"{name}'s observation 'x' has event shape {tuple(x['fn'].event_shape)}, not ({x_dim},): "
-                       f"declare the {x_dim} features one event, e.g. dist.Bernoulli(logits=...).to_event(1)")
-    scale = x["scale"]
+    scale = trace.nodes[observed[0]]["scale"]
     if not torch.is_tensor(scale) and abs(float(scale) - _TRIAL_N / _TRIAL_B) > 1e-6:
         raise ZooError(f"{name}'s data plate is not subsampled: a minibatch of {_TRIAL_B} out of N={_TRIAL_N} "
                        f"was scaled by {float(scale):.3g}, not N/B; open it as pyro.plate('data', N, subsample=idx)")
@@ -467,8 +601,101 @@ def _observed_parents(trace, deps, latents) -> Tuple[Tuple[str, ...], ...]:
     values its log-density depends on directly: ``pyro.infer.inspect.get_dependencies``'s prior dependencies,
     which track each value's provenance through the model's computation."""
     observed = [n for n, s in trace.nodes.items() if s["type"] == "sample" and s["is_observed"]
-                and not _is_plate_site(s)]
+                and not _is_plate_site(s) and not is_deterministic(s)]
     return tuple(tuple(p for p in latents if p in deps.get(n, {})) for n in observed)
+
+
+@dataclass(frozen=True)
+class ObservedSite:
+    """One observed site of a user's model and the columns of x it holds.
+
+    Arguments:
+        name: the Pyro sample-site name (``"x"``, ``"obs_x_1"``, ``"y"``).
+        columns: the columns of x its value holds, in the order of its flattened event
+            (``x[:, 8:16]`` holds 8..15, ``x[:, -1]`` holds D - 1).
+        event_shape: the shape of one datum's value.
+        likelihood: ``"bernoulli"`` (boolean support: its columns must be 0/1) or ``"gaussian"``
+            (any finite value); it only decides which data are valid.
+    """
+
+    name: str
+    columns: Tuple[int, ...]
+    event_shape: Tuple[int, ...]
+    likelihood: str
+
+
+def _read_observations(trace, x: torch.Tensor, name: str):
+    """The observed sites of a trial trace with the columns of ``x`` each holds, and the pyro.factor sites.
+
+    Which columns a site holds is read off its value: an observation ``obs=x[:, 8:16]`` (or
+    ``x[:, 0]``, ``x[:, :-1]``, ``x.view(B, T, d)[:, t]``) is a *view* of x, sharing its storage,
+    so its storage offset and strides say which element of x each of its elements is
+    (:func:`_columns_of`). A value that is not a view of x (a copy, ``x * 2``) cannot be placed
+    and is refused, except the old contract's one site ``"x"`` with event shape ``(D,)``, which
+    holds all of x. Columns no site holds are covariates (read by the model, not observed).
+    """
+    D = x.shape[1]
+    observed, factors, owner = [], [], {}
+    for site_name, site in trace.nodes.items():
+        if site["type"] != "sample" or not site["is_observed"] or is_deterministic(site) or _is_plate_site(site):
+            continue
+        if is_factor(site):
+            factors.append(site_name)
+            continue
+        event = tuple(int(n) for n in site["fn"].event_shape)
+        columns = _columns_of(site["value"], x)
+        if columns is None and site_name == "x" and event == (D,):
+            columns = tuple(range(D))
+        if columns is None:
+            raise ZooError(f"{name}'s observed site {site_name!r} holds a value that is not a slice of x, so the zoo "
+                           f"cannot tell which columns of x it scores; observe slices of x as they are, "
+                           f"obs=x[:, a:b] or obs=x[:, j] (no copy, no arithmetic)")
+        for c in columns:
+            if c in owner:
+                raise ZooError(f"{name} observes column {c} of x twice (sites {owner[c]!r} and {site_name!r}); "
+                               f"each column may be observed by one site only")
+            owner[c] = site_name
+        support = site["fn"].support
+        while isinstance(support, constraints.independent):
+            support = support.base_constraint
+        observed.append(ObservedSite(site_name, columns, event,
+                                     "bernoulli" if support is constraints.boolean else "gaussian"))
+    return tuple(observed), tuple(factors)
+
+
+def _columns_of(value, x: torch.Tensor) -> Optional[Tuple[int, ...]]:
+    """The columns of ``x`` ``[B, D]`` that ``value`` ``[B, *event]`` holds, if it is a view of x taking the
+    same columns from every row (``None`` otherwise).
+
+    Element i of a view sits at ``storage_offset + sum_k i_k stride_k`` of x's storage, so applying
+    the view's geometry to ``arange(B * D)`` (x's element numbers) gives each element's row and column.
+    """
+    if not torch.is_tensor(value) or value.dim() < 1 or value.shape[0] != x.shape[0] or not x.is_contiguous():
+        return None
+    if value.device != x.device or value.untyped_storage().data_ptr() != x.untyped_storage().data_ptr():
+        return None
+    B, D = x.shape
+    try:
+        positions = torch.arange(B * D).as_strided(tuple(value.shape), tuple(value.stride()),
+                                                   value.storage_offset() - x.storage_offset())
+    except RuntimeError:                                  # outside x: some other tensor in the same storage
+        return None
+    positions = positions.reshape(B, -1)
+    rows, columns = positions // D, positions % D
+    if not (rows == torch.arange(B).unsqueeze(1)).all() or not (columns == columns[0]).all():
+        return None
+    return tuple(int(c) for c in columns[0])
+
+
+def _column_ranges(columns) -> str:
+    """``0-6, 9``: a sorted list of column numbers as runs."""
+    runs, columns = [], sorted(columns)
+    for c in columns:
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def _is_plate_site(site) -> bool:
@@ -476,9 +703,6 @@ def _is_plate_site(site) -> bool:
 
 
 def _check_plates(site_name, site, frames, name) -> None:
-    if site_name == "x" and not any(f.name == "data" for f in frames):
-        raise ZooError(f"{name}'s observation 'x' is outside the data plate; observe it inside "
-                       f"pyro.plate('data', N, subsample=idx) so minibatches are scaled by N/B")
     for f in frames:
         if f.name == "data" and f.size != _TRIAL_B:
             raise ZooError(f"{name}'s data plate is not subsampled: a minibatch of {_TRIAL_B} out of N={_TRIAL_N} "

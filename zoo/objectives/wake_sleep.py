@@ -18,6 +18,7 @@ from pyro.infer import ReweightedWakeSleep as PyroRWS
 
 from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
+from zoo.core.weights import dreamt_data, is_deterministic, is_factor
 from zoo.core.registry import OptionError, option
 from zoo.objectives.axes import BoundOptions, Estimator, Particles, estimator_option, register_bound, register_preset
 from zoo.objectives.base import PerDatumObjective
@@ -78,10 +79,15 @@ class ReweightedWakeSleep(PerDatumObjective):
             raise ZooError("the sleep phase needs an amortized guide; use --insomnia 1 with per-datum guides")
         # The dream (x', z') is data for the guide: detached, so no gradient reaches the model through
         # it (a reparameterized x' would carry one). detach, not torch.no_grad, which a --jit trace ignores.
+        refusal = getattr(getattr(model, "__self__", model), "cannot_generate", None)
+        if refusal:
+            raise ZooError(f"{refusal}; the sleep phase dreams data: use --insomnia 1")
         dream = poutine.trace(model).get_trace(None, N=batch_size)
-        latents = {n: s["value"].detach() for n, s in dream.nodes.items()   # "x" is the contract's observation
-                   if s["type"] == "sample" and n not in ("data", "x")}
-        trace = poutine.trace(poutine.condition(guide, data=latents)).get_trace(dream.nodes["x"]["value"].detach())
+        x_dream, observations = dreamt_data(dream)
+        latents = {n: s["value"].detach() for n, s in dream.nodes.items()
+                   if s["type"] == "sample" and n != "data" and n not in observations
+                   and not is_deterministic(s) and not is_factor(s)}
+        trace = poutine.trace(poutine.condition(guide, data=latents)).get_trace(x_dream.detach())
         log_q = sum(trace.nodes[n]["fn"].log_prob(v) for n, v in latents.items())
         return -scale * log_q.sum()
 

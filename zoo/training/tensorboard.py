@@ -37,7 +37,7 @@ class TensorBoardLogger:
         self.writer.add_scalar("epoch/training_bound", -row["loss"], step)
         if row.get("valid_elbo") is not None:
             self.writer.add_scalar("epoch/valid_elbo", row["valid_elbo"], step)
-        if self.model is not None and self.image_shape is not None:
+        if self.model is not None and self.image_shape is not None and not self.model.cannot_generate:
             from torchvision.utils import make_grid
             images = self.model.sample(64).detach().float().cpu().clamp(0, 1).reshape(-1, 1, *self.image_shape)
             self.writer.add_image("samples", make_grid(images, nrow=8, padding=1), step)
