@@ -161,7 +161,12 @@ def test_enum_beside_a_reparameterized_site_matches_the_hand_enumeration_of_m2()
             mean = (x - y @ B.T) @ (cov @ W.T / s ** 2).T
             pyro.sample("z", dist.MultivariateNormal(mean, cov))
 
-    loss = EnumELBO().loss(model, guide, x, idx=torch.arange(5), N=5)
+    def linear_m2(x_dim):
+        return model
+
+    zoo_model = zoo.from_pyro(linear_m2, D)
+    check_combination(zoo_model, "amortized", "enum")            # the registry takes enum beside a real z
+    loss = EnumELBO().loss(zoo_model.model, guide, x, idx=torch.arange(5), N=5)
     q = torch.softmax(x @ A, -1)
     log_p_x_given_y = dist.MultivariateNormal(B.T, W @ W.T + s ** 2 * torch.eye(D)).log_prob(x.unsqueeze(1))
     hand = -(q * (pi.log() + log_p_x_given_y - q.log())).sum()

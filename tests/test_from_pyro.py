@@ -175,7 +175,7 @@ def _bad(kind):
             if kind == "gamma":
                 pyro.sample("s", dist.Gamma(torch.ones(2), 1.0).to_event(1))
             if kind == "categorical":
-                pyro.sample("c", dist.Categorical(logits=torch.zeros(3)))
+                pyro.sample("c", dist.Categorical(logits=torch.zeros(2, 3)).to_event(1))   # one Categorical is fine
             if kind != "no latent":
                 pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
             if kind == "no event":
@@ -193,7 +193,8 @@ def _bad(kind):
     ("unsubsampled", r"data plate is not subsampled.*pyro.plate\('data', N, subsample=idx\)"),
     ("gamma", r"latent 's' has support nonnegative, which the zoo's guides do not cover \(real, binary, "
               r"categorical\): reparameterize it"),
-    ("categorical", r"latent 'c' has support integer_interval.*use OneHotCategorical"),
+    ("categorical", r"latent 'c' has support integer_interval.*give one Categorical per site \(event shape \(\)\), "
+                    r"or OneHotCategorical"),
     ("no latent", r"has no latent sample site"),
     ("no event", r"Shape mismatch inside plate\('data'\) at site x.*a datum's value must be one event: add "
                  r"\.to_event\(1\)"),
