@@ -25,6 +25,15 @@ relax (registered for :class:`ConcreteBernoulli` / :class:`ConcreteOneHotCategor
   through the soft sample; with ``tracemeanfield`` the KL is again the discrete one,
   with ``elbo`` log q is the Concrete density of the soft sample.
 
+Every form of discrete site a model writes is relaxed (:func:`relaxed_distribution`): the zoo's
+``.to_event(1)`` blocks, one ``Bernoulli`` (event ``()``), one ``OneHotCategorical`` (event
+``(K,)``), and a ``Categorical``, whose integer value is relaxed to a Gumbel-softmax over its one-hot
+values. A model cannot index with a relaxed one-hot vector, so its ``Categorical`` site hands the
+model's code the hard index argmax(z~), which carries the straight-through gradient of z~ through
+indexing (``locs[z]``; :class:`SoftIndex`), while the site's density terms are the Concrete ones at
+z~ (and the discrete KL under ``tracemeanfield``). Real sites beside discrete ones (M2's z) keep
+the amortized Normal.
+
 The temperature is annealed as tau_t = max(tau_min, tau_0 exp(-r t)) over SVI steps t
 (Jang et al.'s schedule). In evaluation mode (``guide.eval()``, which the harness
 sets) the guide samples the *hard* distribution it relaxes, Bernoulli(sigmoid(l)) or

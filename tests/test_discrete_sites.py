@@ -161,7 +161,12 @@ def test_enum_beside_a_reparameterized_site_matches_the_hand_enumeration_of_m2()
             mean = (x - y @ B.T) @ (cov @ W.T / s ** 2).T
             pyro.sample("z", dist.MultivariateNormal(mean, cov))
 
-    loss = EnumELBO().loss(model, guide, x, idx=torch.arange(5), N=5)
+    def linear_m2(x_dim):
+        return model
+
+    zoo_model = zoo.from_pyro(linear_m2, D)
+    check_combination(zoo_model, "amortized", "enum")            # the registry takes enum beside a real z
+    loss = EnumELBO().loss(zoo_model.model, guide, x, idx=torch.arange(5), N=5)
     q = torch.softmax(x @ A, -1)
     log_p_x_given_y = dist.MultivariateNormal(B.T, W @ W.T + s ** 2 * torch.eye(D)).log_prob(x.unsqueeze(1))
     hand = -(q * (pi.log() + log_p_x_given_y - q.log())).sum()
@@ -246,3 +251,24 @@ def test_the_cli_trains_a_user_gmm_with_the_relaxed_guide(tmp_path, capsys, name
     assert code == 0, err
     result = json.loads((out / "results.json").read_text())
     assert result["elbo"] <= result["log_likelihood"] + 1e-6
+
+
+def test_enum_with_a_structured_guide_over_a_discrete_child_of_a_real_latent_is_refused_in_one_line():
+    """z -> c -> x with c ~ Categorical(f(z)): a structured guide samples z given the enumerated c, and
+    Pyro's TraceEnum_ELBO then stops with 'Enumeration dim conflict'; the registry says so first."""
+    from zoo.core.errors import ZooError
+    W = torch.randn(2, K)
+
+    def chain(x_dim):
+        def model(x, idx=None, N=None):
+            with pyro.plate("data", N, subsample=idx):
+                z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+                c = pyro.sample("c", dist.Categorical(logits=z @ W))
+                pyro.sample("x", dist.Normal(LOCS[c], 1.0).to_event(1), obs=x)
+        return model
+
+    model = zoo.from_pyro(chain, D)
+    check_combination(model, "amortized", "enum")                        # mean-field: c and z apart, fine
+    with pytest.raises(ZooError, match="sums over 'c', whose prior reads the real latent") as error:
+        check_combination(model, "amortized", "enum", guide_options={"structured": True})
+    assert "\n" not in str(error.value)

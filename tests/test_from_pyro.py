@@ -176,6 +176,8 @@ def _bad(kind):
                 pyro.sample("s", dist.Gamma(torch.ones(2), 1.0).to_event(1))
             if kind == "count":
                 pyro.sample("c", dist.Poisson(torch.full((2,), 3.0)).to_event(1))
+            if kind == "categorical":
+                pyro.sample("c", dist.Categorical(logits=torch.zeros(2, 3)).to_event(1))   # one Categorical is fine
             if kind != "no latent":
                 pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
             if kind == "no event":
@@ -197,6 +199,8 @@ def _bad(kind):
     ("gamma", r"latent 's' has support nonnegative, which the zoo's guides do not cover \(real, binary, "
               r"categorical\): reparameterize it"),
     ("count", r"latent 'c' has support nonnegative_integer, which the zoo's guides do not cover"),
+    ("categorical", r"latent 'c' has support integer_interval.*give one Categorical per site \(event shape \(\)\), "
+                    r"or OneHotCategorical"),
     ("no latent", r"has no latent sample site"),
     ("no event", r"Shape mismatch inside plate\('data'\) at site x.*a datum's value must be one event: add "
                  r"\.to_event\(1\)"),

@@ -80,9 +80,11 @@ def test_real_only_guides_refuse_binary_latents(cls):
 
 
 def test_relaxed_guide_refuses_real_latents_and_bad_temperatures():
+    """A model of real latents only has nothing to relax (real latents beside discrete ones, as in M2, keep
+    the amortized Normal: tests/test_discrete_sites.py)."""
     from guides import Relaxed
     from zoo.models import SBN
-    with pytest.raises(ZooError, match="supports binary/categorical latents only"):
+    with pytest.raises(ZooError, match="relaxes discrete latents, and VAE has none"):
         Relaxed(VAE(x_dim=6))
     with pytest.raises(ZooError, match="temperature must be positive"):
         Relaxed(SBN(x_dim=6, layers=(3,)), temperature=0.0)

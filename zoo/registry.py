@@ -137,6 +137,14 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
             return lambda fits: (f"objective {label} sums over the guide's discrete distribution, which the "
                                  f"{guide!r} guide does not have while training; use the amortized or meanfield "
                                  f"guide")
+        tangled = [s for s in model.latents if s.support != "real" and any(
+            p.support == "real" for p in model.latents if p.name in s.parents)]
+        if tangled and (guide_options or {}).get("structured"):
+            site = tangled[0]
+            return lambda fits: (f"objective {label} sums over {site.name!r}, whose prior reads the real latent(s) "
+                                 f"{', '.join(site.parents)} that a structured guide samples given {site.name!r}; "
+                                 f"Pyro's TraceEnum_ELBO cannot sum over a site its own prior depends on through "
+                                 f"such a sample: drop structured, or use {fits()}")
         if n > ENUMERATION_LIMIT:
             return lambda fits: (f"objective {label} would sum over {n:.3g} latent configurations per datum, more "
                                  f"than the limit {ENUMERATION_LIMIT}; use tracegraph (with baseline 'neural'), rws "
