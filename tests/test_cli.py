@@ -141,7 +141,7 @@ BAD = {
                                "models only, not 'ppca'"),      # the list of models with --hidden grows
     "iaf on binary latents": (["train", "sbn", "--guide", "iaf"], "supports real latents only"),
     "relaxed on factor analysis": (["train", "fa", "--guide", "relaxed", "--dataset", "synthetic"],
-                                   "but FA has 'z' (real)"),
+                                   "relaxes discrete latents, and FA has none"),
     "zero temperature": (["train", "sbn", "--guide", "relaxed", "--temperature", "0"], "--temperature must be positive"),
     "negative anneal rate": (["train", "sbn", "--guide", "relaxed", "--anneal-rate", "-1"], "--anneal-rate must be >= 0"),
     "enum too large": (["train", "sbn", "--objective", "enum"], "1.61e+60 latent configurations"),
