@@ -216,6 +216,10 @@ class PyroModel(ZooModel):
         return self._latents
 
     @property
+    def global_latents(self):
+        return self._global_latents
+
+    @property
     def display_name(self) -> str:
         return self._name
 
@@ -262,10 +266,15 @@ class PyroModel(ZooModel):
             deps = self._trial(lambda: get_dependencies(self.model, (x,), {"idx": idx, "N": _TRIAL_N}),
                                "scoring data")["prior_dependencies"]
             self._trial(lambda: poutine.trace(self.model).get_trace(None, N=2), "generating data (x=None, N=2)")
-        names = [s.name for s in latents]
+        # parents are read within a scope: a local site's local parents (what its guide may condition
+        # on), a global site's global ones; a local site's dependence on theta is the model's business.
         latents = tuple(LatentSite(s.name, s.event_shape, s.support, s.num_classes,
-                                   tuple(p for p in names if p != s.name and p in deps.get(s.name, {})))
+                                   tuple(p.name for p in latents if p.name != s.name and p.scope == s.scope
+                                         and p.name in deps.get(s.name, {})), s.scope, s.constraint,
+                                   s.plates, s.event_dim)
                         for s in latents)
+        self._global_latents = tuple(s for s in latents if s.scope == "global")
+        latents = tuple(s for s in latents if s.scope == "local")
         support = trace.nodes["x"]["fn"].support
         while isinstance(support, constraints.independent):
             support = support.base_constraint
@@ -428,9 +437,8 @@ def _read_latents(trace, name: str, x_dim: int):
                                f"site 'x' (pyro.sample('x', ..., obs=x)), and no other: compute it without a "
                                f"site, or observe the data as 'x'")
         elif not data:
-            raise ZooError(f"latent {site_name!r} is outside the data plate (a global latent); the zoo's per-datum "
-                           f"guides need every latent inside pyro.plate('data', N, subsample=idx): make it a "
-                           f"parameter (pyro.param) or move it inside the plate")
+            latents.append(_global_site(site_name, site, name))
+            continue
         _check_plates(site_name, site, frames, name)
         _check_batch_shape(site_name, site)
         if not site["is_observed"]:
@@ -450,6 +458,33 @@ def _read_latents(trace, name: str, x_dim: int):
         raise ZooError(f"{name} has no latent sample site; the zoo fits guides to latents: add one inside "
                        f"pyro.plate('data', N, subsample=idx), e.g. pyro.sample('z', dist.Normal(...).to_event(1))")
     return latents
+
+
+def _global_site(site_name: str, site, name: str) -> LatentSite:
+    """A latent outside the data plate: one global site whose event shape is its whole value's shape
+    (the dimensions of its own plates included, e.g. ``(K, D)`` for mixture locations in a plate of K).
+
+    Its support must be continuous (real, or a constraint with a bijection to the reals, as
+    ``biject_to`` gives for positive, simplex, interval...): the global guide is a Normal, or a point
+    mass, on the unconstrained space. A discrete global (one value for the whole data set) has no
+    such guide; the zoo refuses it."""
+    fn = site["fn"]
+    shape = tuple(int(s) for s in fn.batch_shape + fn.event_shape)
+    plates = tuple((f.name, int(f.size), int(f.dim)) for f in site["cond_indep_stack"] if f.vectorized)
+    support = fn.support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if support.is_discrete:
+        raise ZooError(f"{name}'s latent {site_name!r} is outside the data plate (a global latent) with discrete "
+                       f"support {_support_name(fn.support)}; the zoo's global guides are continuous (Normal or "
+                       f"MAP): move it inside pyro.plate('data', N, subsample=idx), or make it a pyro.param")
+    if not _has_bijection(support):
+        raise ZooError(f"{name}'s global latent {site_name!r} has support {_support_name(fn.support)}, which has "
+                       f"no bijection to the reals (torch's biject_to); reparameterize it, e.g. sample its log "
+                       f"from a Normal")
+    return LatentSite(site_name, shape, "real", scope="global",
+                      constraint=constraints.real if support is constraints.real else support,
+                      plates=plates, event_dim=len(fn.event_shape))
 
 
 def _is_plate_site(site) -> bool:
@@ -499,10 +534,21 @@ def _latent_site(site_name: str, fn) -> LatentSite:
                            f"are blocks of n one-hot vectors: OneHotCategorical(logits).to_event(1) with logits of "
                            f"shape (n, K), e.g. (1, K) for one variable")
         return LatentSite(site_name, event, "categorical", num_classes=event[-1])
+    if not support.is_discrete and _has_bijection(support):    # Gamma, LogNormal, Dirichlet, Beta...
+        return LatentSite(site_name, event, "real", constraint=support)
     hint = (" use OneHotCategorical (one-hot values) instead of Categorical" if isinstance(
         support, constraints.integer_interval) else " reparameterize it, e.g. sample its log from a Normal")
     raise ZooError(f"latent {site_name!r} has support {_support_name(fn.support)}, which the zoo's guides do not "
                    f"cover (real, binary, categorical):{hint}")
+
+
+def _has_bijection(support) -> bool:
+    """Whether torch's ``biject_to`` maps the reals onto ``support`` (what a guide's Normal is pushed through)."""
+    try:
+        torch.distributions.biject_to(support)
+        return True
+    except NotImplementedError:
+        return False
 
 
 def _support_name(support) -> str:

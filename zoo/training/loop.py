@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from zoo.core.errors import ZooError
 from zoo.evaluation.harness import bound_per_datum
+from zoo.objectives.base import for_model
 from zoo.training.optimizer import make_optimizer
 from zoo.training.warmup import KLWarmup, kl_warmup_weight
 
@@ -103,6 +104,7 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     # A guide may change what the objective sees of the model while training (the relaxed
     # guide relaxes the model's discrete sites) and may anneal itself per step.
     train_model = guide.training_model(model)
+    objective = for_model(objective, model)        # Pyro's vectorized particles would broadcast global latents
     if batches is None:
         def batches(epoch):
             return epoch_order(N, seed, epoch).to(x.device).split(batch_size)
