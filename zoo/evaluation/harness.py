@@ -237,6 +237,8 @@ def _conditional_log_marginal(model, theta):
     """log p(x_n | theta) by enumerating the local latents, where they are small and discrete; else ``None``."""
     from zoo.core.distributions import ENUMERATION_LIMIT
     from zoo.core.enumeration import enumerated_log_marginal
+    if not model.latents:                   # nothing to enumerate (the IS estimate is exact given theta)
+        return None
     total = 1
     for s in model.latents:
         if s.num_configurations is None:
@@ -245,14 +247,9 @@ def _conditional_log_marginal(model, theta):
     if total > ENUMERATION_LIMIT:
         return None
 
-    class _Given:                                        # the model with theta held: what enumeration reads
-        latents = model.latents
-        model_fn = staticmethod(poutine.condition(model.model, data=theta))
-
-        def model(self, *args, **kwargs):
-            return self.model_fn(*args, **kwargs)
-
-    return lambda xb: enumerated_log_marginal(_Given(), xb)
+    from types import SimpleNamespace
+    given = SimpleNamespace(latents=model.latents, model=poutine.condition(model.model, data=theta))
+    return lambda xb: enumerated_log_marginal(given, xb)
 
 
 @torch.no_grad()
@@ -315,7 +312,7 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
         # guide conditions on other samples (z2 in q(z2 | z1, x)) has an analytic mean per sample
         # of z1; their average over the K samples is E_q[z2 | x] (Rao-Blackwellized).
         z_means.append(torch.cat([_posterior_mean(s.name, parts).reshape(xb.shape[0], -1)
-                                  for s in model.latents], dim=-1))
+                                  for s in model.latents] + [xb.new_zeros(xb.shape[0], 0)], dim=-1))
         if keep_reconstructions and recon is None:
             recon = (xb[:keep_reconstructions], parts[0].x_mean[0, :keep_reconstructions])
     col = {k: torch.cat(v).double().cpu() for k, v in cols.items() if v}

@@ -474,7 +474,7 @@ def _global_site(site_name: str, site, name: str) -> LatentSite:
     support = fn.support
     while isinstance(support, constraints.independent):
         support = support.base_constraint
-    if support.is_discrete:
+    if _is_discrete(support):
         raise ZooError(f"{name}'s latent {site_name!r} is outside the data plate (a global latent) with discrete "
                        f"support {_support_name(fn.support)}; the zoo's global guides are continuous (Normal or "
                        f"MAP): move it inside pyro.plate('data', N, subsample=idx), or make it a pyro.param")
@@ -534,12 +534,19 @@ def _latent_site(site_name: str, fn) -> LatentSite:
                            f"are blocks of n one-hot vectors: OneHotCategorical(logits).to_event(1) with logits of "
                            f"shape (n, K), e.g. (1, K) for one variable")
         return LatentSite(site_name, event, "categorical", num_classes=event[-1])
-    if not support.is_discrete and _has_bijection(support):    # Gamma, LogNormal, Dirichlet, Beta...
+    if _has_bijection(support) and not _is_discrete(support):    # Gamma, LogNormal, Dirichlet, Beta...
         return LatentSite(site_name, event, "real", constraint=support)
     hint = (" use OneHotCategorical (one-hot values) instead of Categorical" if isinstance(
         support, constraints.integer_interval) else " reparameterize it, e.g. sample its log from a Normal")
     raise ZooError(f"latent {site_name!r} has support {_support_name(fn.support)}, which the zoo's guides do not "
                    f"cover (real, binary, categorical):{hint}")
+
+
+def _is_discrete(support) -> bool:
+    try:
+        return bool(support.is_discrete)
+    except NotImplementedError:                 # a dependent support: not known until the site's parameters are
+        return False
 
 
 def _has_bijection(support) -> bool:

@@ -232,7 +232,10 @@ def fit_local_guide(model, guide, objective, x: torch.Tensor, *, epochs: int, ba
     Non-amortized (per-datum) guides have no posterior for data they were not trained
     on; this is the test-time inference that gives them one before evaluation.
     """
+    # the model's parameters and the guide's global part q(theta) (fitted to the training data, like them)
+    global_guide = getattr(guide, "global_guide", None)
     frozen = [p for p in model.parameters() if p.requires_grad]
+    frozen += [p for p in (global_guide.parameters() if global_guide is not None else ()) if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     was_training = model.training
