@@ -23,9 +23,11 @@ integer; with data and no indices ``idx`` is ``arange(B)`` and ``N`` is ``B``. T
 the zoo calls ``model(None, idx=None, N=n)``: the model must sample ``"x"`` when ``x`` is None.
 
 **What it assumes** (each checked on the trial run, each refused in one line that says what to
-do instead): every latent is local, inside the ``"data"`` plate at dim -1 and in no other plate
-(a global latent has no per-datum posterior for the zoo's guides: make it a ``pyro.param``);
-its support is real (``Normal``, ``MultivariateNormal``), binary (``Bernoulli(...).to_event(1)``,
+do instead): every local latent is inside the ``"data"`` plate at dim -1 and in no other plate;
+a latent outside the data plate is *global* (``model.global_latents``: its whole shape, its own
+plates included, is one site, guided by :mod:`guides.globals`) and must be continuous; a local
+latent's support is real (``Normal``, ``MultivariateNormal``, or constrained with a ``biject_to``:
+``Gamma``, ``LogNormal``, ``Dirichlet``...), binary (``Bernoulli(...).to_event(1)``,
 event shape ``(K,)``) or categorical (``OneHotCategorical(...).to_event(1)``, event shape
 ``(n, K)``); the one observation is the site ``"x"`` with event shape ``(D,)``.
 
