@@ -52,6 +52,7 @@ from torch import nn
 from dataclasses import dataclass
 
 from guides.base import BaselineOptions, EncoderOptions, ZooGuide, raw_size, site_distribution
+from guides.globals import GlobalGuideOptions
 from zoo.core.contract import LatentSite, posterior_order
 from zoo.core.registry import GUIDES
 from zoo.core.plates import data_plate
@@ -73,7 +74,7 @@ def default_encoder_activation(model) -> str:
 
 
 @dataclass
-class AmortizedOptions(EncoderOptions, BaselineOptions):
+class AmortizedOptions(EncoderOptions, BaselineOptions, GlobalGuideOptions):
     pass
 
 
@@ -98,8 +99,9 @@ class Amortized(ZooGuide):
     enumerable = True
 
     def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,
-                 baseline: Optional[str] = None, structured: bool = False, activation: Optional[str] = None):
-        super().__init__(model, num_data, baseline)
+                 baseline: Optional[str] = None, structured: bool = False, activation: Optional[str] = None,
+                 global_guide: Optional[str] = None):
+        super().__init__(model, num_data, baseline, global_guide)
         self.hidden = tuple(hidden) if hidden else default_encoder_hidden(model)
         self.activation = activation or default_encoder_activation(model)
         self.structured = bool(structured)
@@ -148,6 +150,7 @@ class Amortized(ZooGuide):
 
     def forward(self, x, idx=None, N=None):
         register_module("encoder", self)
+        self.sample_globals()
         h = self.trunk(x)
         values: Dict[str, torch.Tensor] = {}
         with data_plate(x, idx, N):

@@ -10,7 +10,9 @@ it cannot represent. Guides never look at a model's internals beyond
 
 Raw parameters become distributions in one place, :func:`site_distribution`:
 
-- real:        ``N(loc, softplus(s)^2)`` per unit, from ``2 * numel`` numbers;
+- real:        ``N(loc, softplus(s)^2)`` per unit, from ``2 * numel`` numbers; for a site with a
+  support ``constraint`` (positive, simplex, ...) the Normal lives on the unconstrained space and
+  is pushed through ``biject_to(constraint)`` (:func:`constrain`);
 - binary:      ``Bernoulli(logits)`` per bit, from ``numel`` logits (a score-function site);
 - categorical: ``OneHotCategorical(logits)`` per variable, from ``N * K`` logits.
 
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 import pyro.distributions as dist
 from pyro.poutine.runtime import get_plates
 from torch import nn
-from torch.distributions import Bernoulli, OneHotCategorical
+from torch.distributions import Bernoulli, OneHotCategorical, biject_to
 
 from zoo.objectives.baselines import BASELINE_KEY, SiteBaseline
 from zoo.core.distributions import JointDiscrete
@@ -41,7 +43,8 @@ from zoo.core.params import forget_parameters
 from zoo.core.registry import Options, option
 from zoo.core.nn import ACTIVATIONS
 
-__all__ = ["ZooGuide", "raw_size", "site_distribution", "discrete_distribution", "BASELINES", "BaselineOptions", "EncoderOptions"]
+__all__ = ["ZooGuide", "raw_size", "site_distribution", "discrete_distribution", "constrain", "BASELINES",
+           "BaselineOptions", "EncoderOptions"]
 
 BASELINES = ("none", "decaying", "neural")
 
@@ -70,7 +73,17 @@ class EncoderOptions(Options):
 
 def raw_size(site: LatentSite) -> int:
     """How many unconstrained numbers parameterize one datum's q for ``site``."""
-    return 2 * site.numel if site.support == "real" else site.num_logits
+    return 2 * site.unconstrained_numel if site.support == "real" else site.num_logits
+
+
+def constrain(site: LatentSite, base: dist.TorchDistribution) -> dist.TorchDistribution:
+    """q of a real site from ``base``, a distribution on its unconstrained space: ``base`` itself for a
+    real-valued site, else ``base`` pushed through ``biject_to(site.constraint)`` (a Gamma latent's guide
+    is a log-Normal, a Dirichlet's a logistic-Normal on the simplex), as Pyro's ``AutoNormal`` does;
+    log q then carries the transform's log-Jacobian."""
+    if not site.constrained:
+        return base
+    return dist.TransformedDistribution(base, [biject_to(site.constraint)])
 
 
 def site_distribution(site: LatentSite, raw: torch.Tensor) -> dist.TorchDistribution:
@@ -78,8 +91,9 @@ def site_distribution(site: LatentSite, raw: torch.Tensor) -> dist.TorchDistribu
     batch = raw.shape[:-1]
     if site.support == "real":
         loc, s = raw.chunk(2, dim=-1)
-        return dist.Normal(loc.reshape(batch + site.event_shape),
-                           (F.softplus(s) + 1e-5).reshape(batch + site.event_shape)).to_event(len(site.event_shape))
+        shape = site.unconstrained_shape
+        return constrain(site, dist.Normal(loc.reshape(batch + shape),
+                                           (F.softplus(s) + 1e-5).reshape(batch + shape)).to_event(len(shape)))
     return discrete_distribution(site, raw.reshape(batch + site.logits_shape))
 
 
@@ -119,6 +133,10 @@ class ZooGuide(nn.Module):
         relaxes_model: while training, the objective sees :meth:`training_model` rather than the
             model itself (the relaxed guide's Concrete view of discrete sites).
         lr_multiplier: the guide's Adam step relative to the model's.
+        supports_globals: the family samples a model's global latents with the one
+            :class:`~guides.globals.GlobalGuide` (``global_guide``: ``normal`` or ``delta``), outside the
+            data plate and before its local sites (:meth:`sample_globals`); its own machinery sees only
+            the local ``self.sites``.
         encodes_views: for a model with ``views``, :meth:`given` gives q(z | x_S) for any subset S
             of them (the product of experts), which the harness's conditional likelihoods use.
 
@@ -141,12 +159,22 @@ class ZooGuide(nn.Module):
     relaxes_model: bool = False
     lr_multiplier: float = 1.0
     encodes_views: bool = False
+    supports_globals: bool = True
 
-    def __init__(self, model: ZooModel, num_data: Optional[int] = None, baseline: Optional[str] = None):
+    def __init__(self, model: ZooModel, num_data: Optional[int] = None, baseline: Optional[str] = None,
+                 global_guide: Optional[str] = None):
         super().__init__()
         self.check(model)
         self.x_dim = model.x_dim
         self.sites = tuple(model.latents)
+        global_sites = tuple(getattr(model, "global_latents", ()))
+        if global_guide is not None and not global_sites:
+            raise ZooError(f"--global-guide applies to models with global latents (outside the data plate); "
+                           f"{model.display_name} has none: drop it")
+        if global_sites:
+            from guides.globals import GlobalGuide, prior_initial_values
+            self.globals = GlobalGuide(global_sites, global_guide or "normal",
+                                       initial=prior_initial_values(model, global_sites))
         self.num_data = num_data
         self.baseline = baseline or "none"
         if self.baseline not in BASELINES:
@@ -165,6 +193,11 @@ class ZooGuide(nn.Module):
     @classmethod
     def check(cls, model: ZooModel) -> None:
         """Raise :class:`ZooError` if this family cannot represent ``model``'s latents."""
+        global_sites = tuple(getattr(model, "global_latents", ()))
+        if global_sites and not cls.supports_globals:
+            raise ZooError(f"the {cls.family!r} guide has no global part, but {model.display_name} has global "
+                           f"latents ({', '.join(repr(s.name) for s in global_sites)}, outside the data plate); "
+                           f"pick a guide that guides them (meanfield, amortized, iaf)")
         bad = [s for s in model.latents if s.support not in cls.supports]
         if bad:
             desc = ", ".join(f"{s.name!r} ({s.support})" for s in bad)
@@ -176,6 +209,22 @@ class ZooGuide(nn.Module):
     def is_reparameterized(cls, model: ZooModel) -> bool:
         """Whether every sample this family draws for ``model`` is reparameterizable."""
         return all(s.support == "real" for s in model.latents)
+
+    @property
+    def global_guide(self):
+        """The :class:`~guides.globals.GlobalGuide` of the model's global latents, or ``None``."""
+        return self._modules.get("globals")
+
+    def sample_globals(self) -> Dict[str, torch.Tensor]:
+        """Sample the model's global latents theta ~ q(theta), outside any plate (every family's
+        ``forward`` calls it first); ``{}`` for a model without any."""
+        return self.globals() if self.global_guide is not None else {}
+
+    def adopt_globals(self, other: "ZooGuide") -> None:
+        """Take ``other``'s global guide (a fresh per-datum guide refitted to new data keeps the trained
+        q(theta): the global posterior belongs to the training data, like the model's parameters)."""
+        if self.global_guide is not None and other.global_guide is not None:
+            self.globals.load_state_dict(other.globals.state_dict())
 
     def training_model(self, model: ZooModel):
         """The model as the training objective sees it (the model itself unless ``relaxes_model``)."""

@@ -35,6 +35,7 @@ class Exact(ZooGuide):
 
     family = "exact"
     supports = ("real",)
+    supports_globals = False
     borrows_model = True
 
     def __init__(self, model, num_data: Optional[int] = None):

@@ -41,6 +41,7 @@ from typing import Tuple
 
 from guides.amortized import Amortized
 from guides.base import EncoderOptions
+from guides.globals import GlobalGuideOptions
 from zoo.core.registry import GUIDES, option
 from guides.base import site_distribution
 from zoo.core.errors import ZooError
@@ -51,7 +52,7 @@ __all__ = ["IAF"]
 
 
 @dataclass
-class IAFOptions(EncoderOptions):
+class IAFOptions(EncoderOptions, GlobalGuideOptions):
     num_flows: int = option(2, "number of IAF steps", flag="flows", minimum=1, shape=True)
     flow_hidden: Optional[Tuple[int, ...]] = option(None, "hidden sizes of each autoregressive network "
                                                     "(default two layers of max(2 D, 32))", minimum=1, shape=True)
@@ -80,14 +81,15 @@ class IAF(Amortized):
 
     def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,
                  num_flows: int = 2, flow_hidden: Optional[Sequence[int]] = None, structured: bool = False,
-                 activation: Optional[str] = None):
-        super().__init__(model, num_data, hidden, structured=structured, activation=activation)
+                 activation: Optional[str] = None, global_guide: Optional[str] = None):
+        super().__init__(model, num_data, hidden, structured=structured, activation=activation,
+                         global_guide=global_guide)
         if num_flows < 1:
             raise ZooError(f"the 'iaf' guide needs at least one flow step, got num_flows={num_flows}")
         self.num_flows = int(num_flows)
         self.flows = nn.ModuleDict()
         for s in self.sites:
-            (D,) = s.event_shape
+            (D,) = s.unconstrained_shape
             width = tuple(flow_hidden) if flow_hidden else (max(2 * D, 32),) * 2
             self.flows[s.name] = nn.ModuleList([
                 conditional_affine_autoregressive(D, self.context_size(s), hidden_dims=list(width), stable=True)
@@ -112,4 +114,9 @@ class IAF(Amortized):
         return dist.TransformedDistribution(base, transforms)
 
     def distribution(self, site, context):
-        return self.posterior_distribution(site.name, context, super().distribution(site, context))
+        """The flows act on the unconstrained space; a constrained site's support transform comes last."""
+        q = super().distribution(site, context)
+        if not site.constrained:
+            return self.posterior_distribution(site.name, context, q)
+        flowed = self.posterior_distribution(site.name, context, q.base_dist)
+        return dist.TransformedDistribution(flowed.base_dist, flowed.transforms + q.transforms)

@@ -32,7 +32,8 @@ from torch import nn
 
 from dataclasses import dataclass
 
-from guides.base import BaselineOptions, ZooGuide, site_distribution
+from guides.base import BaselineOptions, ZooGuide, constrain, site_distribution
+from guides.globals import GlobalGuideOptions
 from zoo.core.registry import GUIDES
 from zoo.core.errors import ZooError
 from zoo.core.plates import data_plate
@@ -42,7 +43,7 @@ __all__ = ["MeanField"]
 
 
 @dataclass
-class MeanFieldOptions(BaselineOptions):
+class MeanFieldOptions(BaselineOptions, GlobalGuideOptions):
     pass
 
 
@@ -66,15 +67,17 @@ class MeanField(ZooGuide):
     #: shared parameters, so the tables train with a 10x larger Adam step by default.
     lr_multiplier = 10.0
 
-    def __init__(self, model, num_data: int, init_scale: float = 0.1, baseline: Optional[str] = None):
-        super().__init__(model, num_data, baseline)
+    def __init__(self, model, num_data: int, init_scale: float = 0.1, baseline: Optional[str] = None,
+                 global_guide: Optional[str] = None):
+        super().__init__(model, num_data, baseline, global_guide)
         if not num_data or num_data < 1:
             raise ZooError("the 'meanfield' guide needs the number of data it is fitted to")
         for site in self.sites:
             if site.support == "real":
-                setattr(self, f"{site.name}_loc", nn.Parameter(torch.zeros(num_data, *site.event_shape)))
+                shape = site.unconstrained_shape            # a constrained site's Normal is on its unconstrained space
+                setattr(self, f"{site.name}_loc", nn.Parameter(torch.zeros(num_data, *shape)))
                 setattr(self, f"{site.name}_log_scale",
-                        nn.Parameter(torch.full((num_data, *site.event_shape), math.log(init_scale))))
+                        nn.Parameter(torch.full((num_data, *shape), math.log(init_scale))))
             else:
                 setattr(self, f"{site.name}_logits", nn.Parameter(torch.zeros(num_data, site.num_logits)))
 
@@ -85,7 +88,7 @@ class MeanField(ZooGuide):
         if site.support == "real":
             loc = getattr(self, f"{site.name}_loc")[idx]
             scale = torch.exp(getattr(self, f"{site.name}_log_scale")[idx])
-            return dist.Normal(loc, scale).to_event(len(site.event_shape))
+            return constrain(site, dist.Normal(loc, scale).to_event(len(site.unconstrained_shape)))
         return site_distribution(site, getattr(self, f"{site.name}_logits")[idx])
 
     def forward(self, x=None, idx=None, N=None):
@@ -95,6 +98,7 @@ class MeanField(ZooGuide):
                 raise ZooError(f"this 'meanfield' guide holds {self.num_data} per-datum posteriors but got "
                                f"{x.shape[0]} data without indices; pass idx, or refit it on the new data")
             idx = torch.arange(self.num_data, device=self._device())
+        self.sample_globals()
         with data_plate(x, idx, self.num_data if N is None else N):
             for site in self.sites:
                 pyro.sample(site.name, self.distribution(site, idx), infer=self.infer_for(site, x))

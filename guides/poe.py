@@ -137,6 +137,7 @@ class ProductOfExperts(ZooGuide):
 
     family = "poe"
     supports = ("real",)
+    supports_globals = False
     encodes_views = True
 
     def __init__(self, model: ZooModel, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,

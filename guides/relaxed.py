@@ -67,6 +67,7 @@ from dataclasses import dataclass
 
 from guides.amortized import Amortized
 from guides.base import EncoderOptions
+from guides.globals import GlobalGuideOptions
 from zoo.core.registry import GUIDES, OptionError, option
 from guides.base import site_distribution
 from zoo.core.contract import Borrowed
@@ -219,7 +220,7 @@ def check_schedule(temperature=None, temperature_min=None, anneal_rate=None) -> 
 
 
 @dataclass
-class RelaxedOptions(EncoderOptions):
+class RelaxedOptions(EncoderOptions, GlobalGuideOptions):
     temperature: float = option(1.0, "initial temperature tau_0", resumable=True)
     temperature_min: float = option(0.5, "annealing floor tau_min", resumable=True)
     anneal_rate: float = option(0.0, "r in tau = max(tau_min, tau_0 exp(-r step))", resumable=True)
@@ -326,8 +327,10 @@ class Relaxed(Amortized):
 
     def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,
                  temperature: float = 1.0, temperature_min: float = 0.5, anneal_rate: float = 0.0,
-                 straight_through: bool = False, structured: bool = False, activation: Optional[str] = None):
-        super().__init__(model, num_data, hidden, structured=structured, activation=activation)
+                 straight_through: bool = False, structured: bool = False, activation: Optional[str] = None,
+                 global_guide: Optional[str] = None):
+        super().__init__(model, num_data, hidden, structured=structured, activation=activation,
+                         global_guide=global_guide)
         check_schedule(temperature, temperature_min, anneal_rate)
         self.temperature_0 = float(temperature)
         self.temperature_min = min(float(temperature_min), float(temperature))

@@ -164,18 +164,18 @@ def test_an_nn_module_with_a_model_method_is_accepted():
 # -- models outside the contract ----------------------------------------------------------------
 def _bad(kind):
     def model(x, idx=None, N=None):
-        if kind == "global":
-            pyro.sample("mu", dist.Normal(0.0, 1.0))
+        if kind == "discrete global":
+            pyro.sample("mu", dist.Bernoulli(0.5))
         plate = pyro.plate("data", N, subsample=None if kind == "unsubsampled" else idx)
         if kind == "no plate":
             z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
             pyro.sample("x", dist.Normal(torch.zeros(4), 1.0).to_event(1), obs=x)
             return
         with plate:
-            if kind == "gamma":
-                pyro.sample("s", dist.Gamma(torch.ones(2), 1.0).to_event(1))
             if kind == "count":
                 pyro.sample("c", dist.Poisson(torch.full((2,), 3.0)).to_event(1))
+            if kind == "sphere":
+                pyro.sample("s", dist.ProjectedNormal(torch.ones(3)))
             if kind == "categorical":
                 pyro.sample("c", dist.Categorical(logits=torch.zeros(2, 3)).to_event(1))   # one Categorical is fine
             if kind != "no latent":
@@ -193,11 +193,12 @@ def _bad(kind):
 
 
 @pytest.mark.parametrize("kind,message", [
-    ("global", r"latent 'mu' is outside the data plate \(a global latent\).*make it a parameter \(pyro.param\)"),
+    ("discrete global", r"latent 'mu' is outside the data plate \(a global latent\) with discrete support boolean.*"
+                        r"make it a pyro.param"),
     ("no plate", r"has no data plate; put every latent and the observation 'x' inside pyro.plate\('data'"),
     ("unsubsampled", r"data plate is not subsampled.*pyro.plate\('data', N, subsample=idx\)"),
-    ("gamma", r"latent 's' has support nonnegative, which the zoo's guides do not cover \(real, binary, "
-              r"categorical\): reparameterize it"),
+    ("sphere", r"latent 's' has support sphere, which the zoo's guides do not cover \(real, binary, "
+               r"categorical\): reparameterize it"),
     ("count", r"latent 'c' has support nonnegative_integer, which the zoo's guides do not cover"),
     ("categorical", r"latent 'c' has support integer_interval.*give one Categorical per site \(event shape \(\)\), "
                     r"or OneHotCategorical"),

@@ -11,10 +11,14 @@ Every zoo model is a :class:`ZooModel`. It promises four things:
 2. **A subsampled data plate.** ``model.model(x, idx, N)`` puts every latent and
    the observation ``"x"`` inside ``pyro.plate("data", N, subsample=idx)``
    (:func:`data_plate`), so minibatch ELBOs are scaled by N/B and per-datum guides
-   can index their parameter tables with ``idx``. Every latent is *local* (one per
-   datum); global parameters are point estimates learned by maximum likelihood
-   through :func:`register_module` (Pyro `param` messages). This is what lets the per-datum
-   importance weights of :mod:`zoo.core.weights` be formed for any model.
+   can index their parameter tables with ``idx``. Every latent of ``model.latents`` is
+   *local* (one per datum). A model may also have **global latents** (``model.global_latents``,
+   sites with ``scope="global"``: Bayesian weights, mixture locations), sampled outside the data
+   plate, one value theta for the whole data set; every guide family gives them one global guide
+   (:mod:`guides.globals`) and gives its own local machinery only ``model.latents``. Parameters
+   are point estimates learned by maximum likelihood through :func:`register_module` (Pyro
+   `param` messages). This is what lets the per-datum importance weights of
+   :mod:`zoo.core.weights` be formed for any model (given theta, for a model with globals).
 3. **Exact quantities where tractable.** ``log_marginal(x)`` and
    ``posterior(x)`` return ``None`` unless the model overrides them.
 4. **Generation.** ``sample(n)`` draws new data from the model.
@@ -36,12 +40,13 @@ likelihood) lives here too, so every entry point gives the same clear error.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
 
 import pyro.poutine as poutine
 import torch
 from torch import nn
+from torch.distributions import biject_to, constraints
 
 from zoo.core.distributions import ENUMERATION_LIMIT
 from zoo.core.enumeration import enumerated_log_marginal
@@ -66,6 +71,9 @@ SUPPORTS = ("real", "binary", "categorical")
 #: integer values 0..K-1.
 FORMS = ("block", "bit", "one_hot", "index")
 
+#: Where a latent lives: one value per datum (inside the data plate), or one for the whole data set.
+SCOPES = ("local", "global")
+
 
 @dataclass(frozen=True)
 class LatentSite:
@@ -86,6 +94,18 @@ class LatentSite:
             ``"index"`` (``Categorical``, event ``()``, integer values). Every guide samples a
             distribution of exactly this event shape and support, so the model's code gets the values
             it was written for (an index it can use as ``locs[z]``).
+        scope: ``"local"`` (one value per datum, inside the data plate; ``event_shape`` is one
+            datum's) or ``"global"`` (one value for the whole data set, outside the data plate;
+            ``event_shape`` is its whole shape, the dimensions of any plate of its own included).
+        constraint: for a real site, the support of its values (a torch constraint:
+            ``constraints.positive`` for a Gamma, ``simplex`` for a Dirichlet; default ``real``).
+            Guides sample a Normal on the unconstrained space, of shape :attr:`unconstrained_shape`,
+            pushed through ``biject_to(constraint)``, as Pyro's ``AutoNormal`` does.
+        plates: a global site's own plates, ``(name, size, dim)`` each (the GMM's ``("components", K, -1)``);
+            its guide samples inside the same plates, as Pyro's ``AutoNormal`` does, so model and guide
+            sites have the same batch and event dimensions.
+        event_dim: how many rightmost dimensions of a global site's shape are its distribution's event
+            (the rest are batch dimensions, its plates'); ``None``: all of them.
     """
 
     name: str
@@ -94,6 +114,10 @@ class LatentSite:
     num_classes: Optional[int] = None
     parents: Tuple[str, ...] = ()
     form: str = "block"
+    scope: str = field(default="local", repr=False)
+    constraint: constraints.Constraint = field(default=constraints.real, repr=False)
+    plates: Tuple[Tuple[str, int, int], ...] = field(default=(), repr=False)
+    event_dim: Optional[int] = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.support not in SUPPORTS:
@@ -105,6 +129,22 @@ class LatentSite:
         if expected[self.form] is not None and (self.support, tuple(self.event_shape)) != expected[self.form]:
             raise ValueError(f"a {self.form!r} site is {expected[self.form][0]} with event shape "
                              f"{expected[self.form][1]}, got {self.support} with {tuple(self.event_shape)}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.constraint is not constraints.real and self.support != "real":
+            raise ValueError(f"a constraint applies to real sites only, not to {self.support!r} site {self.name!r}")
+
+    @property
+    def constrained(self) -> bool:
+        """Whether the site's values live on a constrained support (a guide transforms its Normal)."""
+        return self.constraint is not constraints.real
+
+    @property
+    def unconstrained_shape(self) -> Tuple[int, ...]:
+        """The shape of the site's value on the unconstrained space (a K-simplex has K - 1 free numbers)."""
+        if not self.constrained:
+            return tuple(self.event_shape)
+        return tuple(int(s) for s in biject_to(self.constraint).inverse_shape(torch.Size(self.event_shape)))
 
     @property
     def numel(self) -> int:
@@ -137,6 +177,13 @@ class LatentSite:
                 return torch.nn.functional.one_hot(value.long(), self.num_classes).to(torch.get_default_dtype())
             return value
         return value.reshape(value.shape[:value.dim() - len(self.event_shape)] + (self.numel,))
+
+    @property
+    def unconstrained_numel(self) -> int:
+        n = 1
+        for s in self.unconstrained_shape:
+            n *= s
+        return n
 
     @property
     def num_configurations(self) -> Optional[int]:
@@ -367,6 +414,11 @@ class ZooModel(nn.Module):
         return None
 
     @property
+    def global_latents(self) -> Sequence[LatentSite]:
+        """The latents outside the data plate (``scope="global"``), in model order; none by default."""
+        return ()
+
+    @property
     def views(self) -> Tuple[ViewSite, ...]:
         """The views of one datum, each with its own likelihood (multimodal models); empty otherwise."""
         return ()
@@ -423,6 +475,8 @@ class ZooModel(nn.Module):
 
     @property
     def is_enumerable(self) -> bool:
+        if self.global_latents:           # log p(x) integrates over theta too: no per-datum enumeration gives it
+            return False
         n = self.num_configurations
         return n is not None and n <= ENUMERATION_LIMIT
 

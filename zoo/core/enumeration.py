@@ -68,7 +68,10 @@ def _enumerated_log_marginal(model, x, max_elements):
         trace = poutine.trace(poutine.condition(vectorize(model.model, c), data=values)).get_trace(x)
         log_joint = 0.0
         for name, site in trace.nodes.items():
-            if site["type"] == "sample" and name not in ("particles", "data") and not is_deterministic(site):
+            # sites outside the data plate (a model's global latents, held fixed by the caller's
+            # poutine.condition) are not summed: the result is then log p(x | theta)
+            if site["type"] == "sample" and name not in ("particles", "data") and not is_deterministic(site) \
+                    and any(f.name == "data" for f in site["cond_indep_stack"]):
                 log_joint = log_joint + site["fn"].log_prob(site["value"])
         parts.append(torch.logsumexp(log_joint, dim=0))
     return torch.logsumexp(torch.stack(parts), dim=0)

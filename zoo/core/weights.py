@@ -17,8 +17,20 @@ into likelihood, prior and guide terms is what the evaluation harness reports as
 reconstruction and KL. Both the Renyi/IWAE objectives and the harness use this one
 function, so training bounds and reported bounds are the same computation.
 
-The contract it relies on (:mod:`zoo.core.contract`): every latent is local, inside
-the ``"data"`` plate, and the guide samples every latent the model has.
+The contract it relies on (:mod:`zoo.core.contract`): every local latent is inside the
+``"data"`` plate, and the guide samples every latent the model has.
+
+**Global latents** theta (sites outside the data plate, ``model.global_latents``) are sampled
+*once* per call and shared by the K particles: the particle plate applies only to sites inside
+the data plate (:func:`vectorize`), so a model indexing a global ``locs[assignment]`` still sees
+``locs`` as it wrote it. The weights above are then those of x_b given that theta,
+log w_{k,b} = log p(x_b, z^(k)_b | theta) - log q(z^(k)_b | x_b), and the global terms come apart,
+each summed over its own dimensions and counted once (not N/B times)::
+
+    global_log_prior = log p(theta),   global_log_q = log q(theta)
+
+so that an objective's data-set bound is N/B sum_b reduce_k(log w[:, b]) + log p(theta) - log q(theta)
+(:class:`~zoo.objectives.base.PerDatumObjective`).
 """
 from __future__ import annotations
 
@@ -30,6 +42,9 @@ import math
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.poutine.broadcast_messenger import BroadcastMessenger
+from pyro.poutine.indep_messenger import CondIndepStackFrame
+from pyro.poutine.messenger import Messenger
 
 from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
@@ -54,6 +69,14 @@ class LogWeights:
     guide_params: List[torch.Tensor] = field(default_factory=list)
     site_log_prior: Dict[str, torch.Tensor] = field(default_factory=dict)   # log p(z_s | parents), per latent
     site_log_q: Dict[str, torch.Tensor] = field(default_factory=dict)       # log q(z_s | ...), per latent
+    global_log_prior: object = 0.0     # log p(theta), a scalar (0.0 without global latents)
+    global_log_q: object = 0.0         # log q(theta), a scalar
+    global_values: Dict[str, torch.Tensor] = field(default_factory=dict)    # theta, per global site
+
+    @property
+    def global_term(self):
+        """log p(theta) - log q(theta), counted once per data set (0.0 without global latents)."""
+        return self.global_log_prior - self.global_log_q
 
     @property
     def log_w(self) -> torch.Tensor:
@@ -67,10 +90,33 @@ class LogWeights:
         return None if self.x_dist is None else self.x_dist.mean
 
 
+class LocalParticles(Messenger):
+    """A ``"particles"`` plate of size K at dim -2, just left of the data plate, for the sites *inside*
+    the data plate only.
+
+    ``pyro.plate("particles", K)`` would broadcast every site in its scope, global latents too, so K
+    particles would each draw their own theta, and a model's ``locs[assignment]`` would index a
+    ``[K, ...]`` tensor it never wrote. Here the frame is added (and the site's distribution broadcast,
+    as a plate does) only for messages that already carry the data plate's frame; the data plate is
+    entered inside this messenger, so its frame is there when this one sees the message. No plate dim
+    is allocated, so a model's own plates of global latents (at any dim) do not collide with it.
+    """
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.frame = CondIndepStackFrame(name="particles", dim=-(MAX_PLATE_NESTING + 1), size=size, counter=0)
+
+    def _process_message(self, msg) -> None:
+        if any(f.name == "data" for f in msg["cond_indep_stack"]):
+            msg["cond_indep_stack"] = (self.frame,) + tuple(msg["cond_indep_stack"])
+            BroadcastMessenger._pyro_sample(msg)
+
+
 def vectorize(fn: Callable, num_particles: int) -> Callable:
-    """Run ``fn`` under a ``"particles"`` plate just left of the data plate."""
+    """Run ``fn`` with K = ``num_particles`` particles of every site inside the data plate, at dim -2
+    (:class:`LocalParticles`); sites outside it (global latents) are sampled once and shared."""
     def vectorized(*args, **kwargs):
-        with pyro.plate("particles", num_particles, dim=-(MAX_PLATE_NESTING + 1)):
+        with LocalParticles(num_particles):
             return fn(*args, **kwargs)
     return vectorized
 
@@ -137,20 +183,32 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
     """
     guide_trace = poutine.trace(vectorize(guide, num_particles)).get_trace(*args, **kwargs)
     if detach_latents:
-        guide_trace.detach_()
+        # local samples only: theta stays reparameterized (the global guide is a Normal or a point mass)
+        for site in guide_trace.nodes.values():
+            if site["type"] == "sample" and _in_data_plate(site):
+                site["value"] = site["value"].detach()
     model_trace = poutine.trace(
         poutine.replay(vectorize(model, num_particles), trace=guide_trace)).get_trace(*args, **kwargs)
 
     log_likelihood, log_prior_terms, log_q_terms = 0.0, [], []
     scale, x_dist, latents, guide_means = 1.0, None, {}, {}
     site_log_prior, site_log_q, observed = {}, {}, []
+    global_log_prior, global_log_q, global_values = 0.0, 0.0, {}
     reparameterized = True
     for name, site in model_trace.nodes.items():
-        if site["type"] != "sample" or name in ("particles", "data") or is_deterministic(site):
+        if site["type"] != "sample" or name in ("particles", "data") or is_deterministic(site) \
+                or type(site["fn"]).__name__ == "_Subsample":
             continue
         if not _in_data_plate(site):
-            raise ZooError(f"site {name!r} lies outside the 'data' plate; per-datum bounds need every "
-                           f"latent and observation inside pyro.plate('data', N, subsample=idx)")
+            if site["is_observed"]:
+                raise ZooError(f"observed site {name!r} lies outside the 'data' plate; per-datum bounds need "
+                               f"every observation inside pyro.plate('data', N, subsample=idx)")
+            if name not in guide_trace.nodes:
+                raise ZooError(f"the guide does not sample the model's global latent {name!r}; "
+                               f"a guide must cover every latent site")
+            global_log_prior = global_log_prior + site["scale"] * site["fn"].log_prob(site["value"]).sum()
+            global_values[name] = site["value"]
+            continue
         log_p = site["fn"].log_prob(site["value"])
         if site["is_observed"]:             # every observed site and every pyro.factor: log p(x | z)
             log_likelihood = log_likelihood + log_p
@@ -165,7 +223,11 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
             latents[name] = site["value"]
             site_log_prior[name] = log_p
     for name, site in guide_trace.nodes.items():
-        if site["type"] == "sample" and name not in ("particles", "data"):
+        if site["type"] == "sample" and name in global_values:
+            global_log_q = global_log_q + site["scale"] * site["fn"].log_prob(site["value"]).sum()
+            reparameterized = reparameterized and bool(site["fn"].has_rsample)
+        elif site["type"] == "sample" and name not in ("particles", "data") \
+                and type(site["fn"]).__name__ != "_Subsample":
             q = q_transform(site["fn"]) if q_transform is not None else site["fn"]
             site_log_q[name] = q.log_prob(site["value"])
             log_q_terms.append((site_log_q[name], site["scale"]))
@@ -181,12 +243,17 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
     elif observed and all(columns is not None for _, columns in observed):
         x_dist = AssembledObservation(observed, args[0])
     log_prior, log_q = _weighted_sum(log_prior_terms, scale), _weighted_sum(log_q_terms, scale)
+    if not torch.is_tensor(log_prior):          # a model whose only latents are global
+        log_prior = torch.zeros_like(log_likelihood)
+    if not torch.is_tensor(log_q):
+        log_q = torch.zeros_like(log_likelihood)
     log_likelihood, log_prior, log_q = torch.broadcast_tensors(log_likelihood, log_prior, log_q)
     def params(trace):
         return list({id(s["value"]): s["value"] for s in trace.nodes.values() if s["type"] == "param"}.values())
 
     return LogWeights(log_likelihood, log_prior, log_q, scale, latents, guide_means, x_dist, reparameterized,
-                      params(model_trace), params(guide_trace), site_log_prior, site_log_q)
+                      params(model_trace), params(guide_trace), site_log_prior, site_log_q,
+                      global_log_prior, global_log_q, global_values)
 
 
 def _weighted_sum(terms, data_scale: float):

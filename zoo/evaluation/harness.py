@@ -63,6 +63,24 @@ stays bounded), forms log w_k = log p(x, z_k) - log q(z_k | x) with
     is the datum's class. ``view_log_likelihood[v]`` is log p^(x_v), the IS estimate of a single
     view's marginal (a stochastic lower bound, like ``log_likelihood``). ``None`` for other models.
 
+``global_latents``, ``global_guide``, ``global_point_estimate``, ``data_elbo``, ``data_elbo_samples``
+    For a model with global latents theta (outside the data plate) the per-datum figures above
+    (``elbo``, ``reconstruction``, ``kl``, ``iwae_bound``, ``log_likelihood``, their errors, k-hats and
+    active units) are those *given theta = theta_hat*, a stated point estimate: the guide's global
+    part is held at :meth:`~guides.globals.GlobalGuide.point_estimate` (the delta guide's value, or the
+    Normal guide's median biject_to(c)(loc)), so ``log_likelihood`` is the IS estimate of
+    log p(x_n | theta_hat) and ``elbo`` is E_q[log p(x_n, z_n | theta_hat) - log q(z_n | x_n)].
+    ``exact_log_likelihood`` is then log p(x_n | theta_hat) by enumeration where the local latents
+    are small and discrete (a mixture's assignment). ``data_elbo`` is the ELBO of the whole data set
+    per datum, with theta integrated under its guide::
+
+        data_elbo = (1/N) ( E_q[ sum_n log p(x_n, z_n | theta) - log q(z_n | x_n) ] + E_q[ log p(theta) - log q(theta) ] )
+
+    by Monte Carlo over ``data_elbo_samples`` draws of theta (each with one z_n per datum), a lower
+    bound on log p(X) / N in expectation; for the ``delta`` global guide, log q(theta) = 0 and it is
+    the MAP objective at theta_hat, not a bound. ``global_latents`` names the global sites. All
+    five are ``None`` for a model without global latents.
+
 All figures are in nats per datum. Per-datum arrays come back in ``per_datum``.
 """
 from __future__ import annotations
@@ -73,6 +91,7 @@ from contextlib import contextmanager
 from typing import Dict, Optional
 
 import numpy as np
+import pyro.poutine as poutine
 import torch
 
 from zoo.core.weights import per_datum_log_weights
@@ -113,6 +132,13 @@ RESULT_KEYS = {
                                                   "q(z | x_v) only (models with views)",
     "conditional_accuracy": "per pair 'u|v' with u categorical: accuracy of argmax p(x_u | x_v) (models with views)",
     "view_log_likelihood": "per view v: log p(x_v), IS with q(z | x_v) (models with views)",
+    "global_latents": "names of the model's global latents theta (outside the data plate), or null; when set, "
+                      "every per-datum figure above is given theta = theta_hat (global_point_estimate)",
+    "global_guide": "the global guide: normal (mean-field Normal, unconstrained space) or delta (MAP), or null",
+    "global_point_estimate": "what theta_hat is: the delta's value, or the Normal guide's median biject_to(c)(loc)",
+    "data_elbo": "the data set's ELBO per datum, (E_q[sum_n log p(x_n, z_n | theta) - log q(z_n | x_n)] + "
+                 "E_q[log p(theta) - log q(theta)]) / N, theta from its guide (delta: the MAP objective, not a bound)",
+    "data_elbo_samples": "draws of theta behind data_elbo",
 }
 
 
@@ -186,7 +212,7 @@ def _psis_khat(log_w: np.ndarray) -> np.ndarray:
 
 def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int = 50,
              batch_size: int = 100, max_elements: int = 1 << 24, psis: bool = True,
-             keep_reconstructions: int = 0) -> Dict:
+             keep_reconstructions: int = 0, global_samples: int = 10) -> Dict:
     """Score ``guide`` and ``model`` on data ``x`` ``[n, D]``; see the module docstring for keys.
 
     ``guide`` is a zoo guide, or a Pyro guide function ``guide(x, idx=None, N=None)`` of your own,
@@ -194,17 +220,74 @@ def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int
 
     ``max_elements`` bounds the number of decoder outputs held at once. Model and guide
     are scored in eval mode, so a relaxed guide proposes hard discrete samples and every
-    figure is a bound on the true discrete model.
+    figure is a bound on the true discrete model. For a model with global latents,
+    ``global_samples`` draws of theta give ``data_elbo``.
     """
     model.validate_data(x, what="evaluation data")
     from guides.user import as_zoo_guide
     guide = as_zoo_guide(guide, model)           # a Pyro guide function of your own is wrapped and checked
+    global_guide = getattr(guide, "global_guide", None)
     with evaluation_mode(model, guide), torch.no_grad():
-        return _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, psis,
-                         keep_reconstructions)
+        if global_guide is None:
+            result = _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, psis,
+                               keep_reconstructions, model.log_marginal if model.has_log_marginal else None)
+            result.update(global_latents=None, global_guide=None, global_point_estimate=None, data_elbo=None,
+                          data_elbo_samples=None)
+            return result
+        with global_guide.at_point_estimate() as theta_hat:
+            result = _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, psis,
+                               keep_reconstructions, _conditional_log_marginal(model, theta_hat))
+        samples = 1 if global_guide.kind == "delta" else max(1, int(global_samples))
+        result.update(global_latents=[s.name for s in global_guide.sites], global_guide=global_guide.kind,
+                      global_point_estimate=global_guide.point_kind,
+                      data_elbo=data_set_elbo(model, guide, x, samples, batch_size), data_elbo_samples=samples)
+        return result
 
 
-def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, psis, keep_reconstructions):
+def _conditional_log_marginal(model, theta):
+    """log p(x_n | theta) by enumerating the local latents, where they are small and discrete; else ``None``."""
+    from zoo.core.distributions import ENUMERATION_LIMIT
+    from zoo.core.enumeration import enumerated_log_marginal
+    if not model.latents:                   # nothing to enumerate (the IS estimate is exact given theta)
+        return None
+    total = 1
+    for s in model.latents:
+        if s.num_configurations is None:
+            return None
+        total *= s.num_configurations
+    if total > ENUMERATION_LIMIT:
+        return None
+
+    from types import SimpleNamespace
+    given = SimpleNamespace(latents=model.latents, model=poutine.condition(model.model, data=theta))
+    return lambda xb: enumerated_log_marginal(given, xb)
+
+
+@torch.no_grad()
+def data_set_elbo(model, guide, x: torch.Tensor, num_theta: int = 10, batch_size: int = 100) -> float:
+    """The data set's ELBO per datum for a model with global latents (module docstring, ``data_elbo``).
+
+    For each of ``num_theta`` draws theta_s ~ q(theta) the guide's global part is held at theta_s for a
+    whole pass over ``x`` (one z_n ~ q(z_n | x_n) per datum), giving
+    sum_n [log p(x_n, z_n | theta_s) - log q(z_n | x_n)] + log p(theta_s) - log q(theta_s); the mean
+    over s, divided by N. Call it in eval mode (:func:`evaluate` does)."""
+    globals_ = guide.global_guide
+    n, totals = x.shape[0], []
+    for _ in range(num_theta):
+        theta, log_q = globals_.draw()
+        total, log_prior = 0.0, None
+        with globals_.held_at(theta):
+            for i in range(0, n, batch_size):
+                idx = torch.arange(i, min(i + batch_size, n), device=x.device)
+                lw = per_datum_log_weights(model, guide, x[idx], idx=idx, N=n, num_particles=1)
+                total += lw.log_w.sum().item()
+                log_prior = lw.global_log_prior
+        totals.append(total + float(log_prior) - (0.0 if globals_.kind == "delta" else float(log_q)))
+    return sum(totals) / len(totals) / n
+
+
+def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, psis, keep_reconstructions,
+              log_marginal=None):
     n = x.shape[0]
     iwae_k = max(1, min(iwae_k, num_samples))
     cols = {k: [] for k in ("elbo", "rec", "kl", "iwae", "ll", "se", "khat", "exact")}
@@ -232,15 +315,16 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
         cols["se"].append(torch.sqrt(torch.clamp(torch.expm1(log_mean_w2 - 2 * log_mean_w), min=0) / K))
         if psis:
             cols["khat"].append(torch.from_numpy(_psis_khat(log_w.T.double().cpu().numpy())))
-        if model.has_log_marginal:
-            cols["exact"].append(model.log_marginal(xb))
+        if log_marginal is not None:
+            cols["exact"].append(log_marginal(xb))
         # E_q[z | x] per latent, flattened per datum, for the active-unit count: the guide's
         # analytic mean where it has one (a sample mean would add Monte Carlo variance to
         # Cov_x and inflate the count), else the mean of the K samples. A site that a structured
         # guide conditions on other samples (z2 in q(z2 | z1, x)) has an analytic mean per sample
         # of z1; their average over the K samples is E_q[z2 | x] (Rao-Blackwellized).
         z_means.append(torch.cat([(_posterior_mean(s.name, parts) if s.form != "index" else _index_mean(s, parts))
-                                  .reshape(xb.shape[0], -1) for s in model.latents], dim=-1))
+                                  .reshape(xb.shape[0], -1) for s in model.latents]
+                                 + [xb.new_zeros(xb.shape[0], 0)], dim=-1))
         if keep_reconstructions and recon is None:
             recon = (xb[:keep_reconstructions], parts[0].x_mean[0, :keep_reconstructions])
     col = {k: torch.cat(v).double().cpu() for k, v in cols.items() if v}

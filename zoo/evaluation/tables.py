@@ -43,7 +43,23 @@ def results_markdown(rows: Sequence[Dict]) -> str:
     note = (f"\nAll figures in nats per datum on the {first.get('split', 'test')} split "
             f"({first.get('num_data', '?')} data), K = {first.get('num_samples', '?')} importance samples, "
             f"IWAE-k with k = {first.get('iwae_k', '?')}.\n")
-    return "\n".join(lines) + "\n" + note + _conditional_markdown(rows)
+    return "\n".join(lines) + "\n" + note + _globals_markdown(rows) + _conditional_markdown(rows)
+
+
+def _globals_markdown(rows: Sequence[Dict]) -> str:
+    """For runs of models with global latents: what the per-datum figures are given, and the data-set ELBO."""
+    lines = []
+    for r in rows:
+        if not r.get("global_latents"):
+            continue
+        bound = "the MAP objective, not a bound" if r.get("global_guide") == "delta" else "a lower bound on log p(X) / N"
+        config = r.get("config", {})
+        lines.append(f"{r.get('model', config.get('model', ''))} / {r.get('guide', config.get('guide', ''))}: global latents {', '.join(r['global_latents'])}; "
+                     f"every figure above is per datum given theta = theta_hat, {r.get('global_point_estimate')} "
+                     f"(log p(x) is the IS estimate of log p(x_n | theta_hat)); data-set ELBO per datum, theta from "
+                     f"its {r.get('global_guide')} guide over {r.get('data_elbo_samples')} draws: "
+                     f"{r.get('data_elbo'):.3f} ({bound}).")
+    return ("\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 def _conditional_markdown(rows: Sequence[Dict]) -> str:

@@ -322,6 +322,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
         # A per-datum guide has no posterior for held-out data: fit a fresh one, model fixed.
         guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0],
                             **dataclasses.asdict(cfg.resolved("guide"))).to(run.device)
+        guide.adopt_globals(run.guide)      # q(theta) was fitted to the training data; the refit keeps it
         if progress:                        # minutes with no other output otherwise
             print(f"refitting a per-datum {cfg.guide} guide to the {x_eval.shape[0]} {cfg.eval_split} data "
                   f"(model fixed) before evaluating it", flush=True)

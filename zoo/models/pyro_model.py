@@ -40,9 +40,11 @@ ignored. Each observed column's likelihood (Bernoulli if its site has boolean su
 Gaussian) decides which data are valid.
 
 **What it assumes** (each checked on the trial run, each refused in one line that says what to
-do instead): every latent is local, inside the ``"data"`` plate at dim -1 and in no other plate
-(a global latent has no per-datum posterior for the zoo's guides: make it a ``pyro.param``);
-its support is real (``Normal``, ``MultivariateNormal``), binary (``Bernoulli(p)``, one bit, or
+do instead): every local latent is inside the ``"data"`` plate at dim -1 and in no other plate;
+a latent outside the data plate is *global* (``model.global_latents``: its whole shape, its own
+plates included, is one site, guided by :mod:`guides.globals`) and must be continuous; a local
+latent's support is real (``Normal``, ``MultivariateNormal``, or constrained with a ``biject_to``:
+``Gamma``, ``LogNormal``, ``Dirichlet``...), binary (``Bernoulli(p)``, one bit, or
 ``Bernoulli(...).to_event(1)``, event shape ``(K,)``) or categorical (``Categorical(p)``, an integer
 0..K-1; ``OneHotCategorical(p)``, event shape ``(K,)``; or ``OneHotCategorical(...).to_event(1)``,
 event shape ``(n, K)``), each site written as Pyro's examples write it: every guide then samples
@@ -257,6 +259,10 @@ class PyroModel(ZooModel):
         return self._observed_parents
 
     @property
+    def global_latents(self):
+        return self._global_latents
+
+    @property
     def display_name(self) -> str:
         return self._name
 
@@ -368,11 +374,16 @@ class PyroModel(ZooModel):
                 self._trial(lambda: poutine.trace(self.model).get_trace(None, N=2), "generating data (x=None, N=2)")
                 self._trial(lambda: poutine.trace(vectorize(self.model, _TRIAL_PARTICLES)).get_trace(
                     None, N=_TRIAL_B), f"generating data (x=None, N={_TRIAL_B}) {_PARTICLES_WHAT}")
-        names = [s.name for s in latents]
+        # parents are read within a scope: a local site's local parents (what its guide may condition
+        # on), a global site's global ones; a local site's dependence on theta is the model's business.
         latents = tuple(LatentSite(s.name, s.event_shape, s.support, s.num_classes,
-                                   tuple(p for p in names if p != s.name and p in deps.get(s.name, {})), form=s.form)
+                                   tuple(p.name for p in latents if p.name != s.name and p.scope == s.scope
+                                         and p.name in deps.get(s.name, {})), form=s.form, scope=s.scope,
+                                   constraint=s.constraint, plates=s.plates, event_dim=s.event_dim)
                         for s in latents)
-        self._observed_parents = _observed_parents(trace, deps, names)
+        self._global_latents = tuple(s for s in latents if s.scope == "global")
+        latents = tuple(s for s in latents if s.scope == "local")
+        self._observed_parents = _observed_parents(trace, deps, [s.name for s in latents])
         kinds = {o.likelihood for o in self.observed}
         return latents, ("bernoulli" if kinds == {"bernoulli"} else "gaussian")
 
@@ -576,9 +587,8 @@ def _read_latents(trace, name: str, x_dim: int):
                                f"terms: put it inside pyro.plate('data', N, subsample=idx) so minibatches are "
                                f"scaled by N/B")
         elif not data:
-            raise ZooError(f"latent {site_name!r} is outside the data plate (a global latent); the zoo's per-datum "
-                           f"guides need every latent inside pyro.plate('data', N, subsample=idx): make it a "
-                           f"parameter (pyro.param) or move it inside the plate")
+            latents.append(_global_site(site_name, site, name))
+            continue
         _check_plates(site_name, site, frames, name)
         _check_batch_shape(site_name, site)
         if not site["is_observed"]:
@@ -698,6 +708,33 @@ def _column_ranges(columns) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
+def _global_site(site_name: str, site, name: str) -> LatentSite:
+    """A latent outside the data plate: one global site whose event shape is its whole value's shape
+    (the dimensions of its own plates included, e.g. ``(K, D)`` for mixture locations in a plate of K).
+
+    Its support must be continuous (real, or a constraint with a bijection to the reals, as
+    ``biject_to`` gives for positive, simplex, interval...): the global guide is a Normal, or a point
+    mass, on the unconstrained space. A discrete global (one value for the whole data set) has no
+    such guide; the zoo refuses it."""
+    fn = site["fn"]
+    shape = tuple(int(s) for s in fn.batch_shape + fn.event_shape)
+    plates = tuple((f.name, int(f.size), int(f.dim)) for f in site["cond_indep_stack"] if f.vectorized)
+    support = fn.support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if _is_discrete(support):
+        raise ZooError(f"{name}'s latent {site_name!r} is outside the data plate (a global latent) with discrete "
+                       f"support {_support_name(fn.support)}; the zoo's global guides are continuous (Normal or "
+                       f"MAP): move it inside pyro.plate('data', N, subsample=idx), or make it a pyro.param")
+    if not _has_bijection(support):
+        raise ZooError(f"{name}'s global latent {site_name!r} has support {_support_name(fn.support)}, which has "
+                       f"no bijection to the reals (torch's biject_to); reparameterize it, e.g. sample its log "
+                       f"from a Normal")
+    return LatentSite(site_name, shape, "real", scope="global",
+                      constraint=constraints.real if support is constraints.real else support,
+                      plates=plates, event_dim=len(fn.event_shape))
+
+
 def _is_plate_site(site) -> bool:
     return type(site["fn"]).__name__ == "_Subsample"
 
@@ -751,11 +788,29 @@ def _latent_site(site_name: str, fn) -> LatentSite:
                           form="one_hot" if len(event) == 1 else "block")
     if isinstance(support, constraints.integer_interval) and support.lower_bound == 0 and not event:
         return LatentSite(site_name, (), "categorical", num_classes=int(support.upper_bound) + 1, form="index")
+    if _has_bijection(support) and not _is_discrete(support):    # Gamma, LogNormal, Dirichlet, Beta...
+        return LatentSite(site_name, event, "real", constraint=support)
     hint = (" give one Categorical per site (event shape ()), or OneHotCategorical(logits).to_event(1) with "
             "logits of shape (n, K) for n of them" if isinstance(support, constraints.integer_interval)
             else " reparameterize it, e.g. sample its log from a Normal")
     raise ZooError(f"latent {site_name!r} has support {_support_name(fn.support)}, which the zoo's guides do not "
                    f"cover (real, binary, categorical):{hint}")
+
+
+def _is_discrete(support) -> bool:
+    try:
+        return bool(support.is_discrete)
+    except NotImplementedError:                 # a dependent support: not known until the site's parameters are
+        return False
+
+
+def _has_bijection(support) -> bool:
+    """Whether torch's ``biject_to`` maps the reals onto ``support`` (what a guide's Normal is pushed through)."""
+    try:
+        torch.distributions.biject_to(support)
+        return True
+    except NotImplementedError:
+        return False
 
 
 def _support_name(support) -> str:

@@ -5,7 +5,13 @@ For a minibatch x_1..x_B of N data and K particles z_kb ~ q(z | x_b) per datum
 
     log w[k, b] = log p(x_b, z_kb) - log q(z_kb | x_b)                    [K, B]
     bound_b     = reduce_k log w[:, b]        (mean_k: ELBO; log mean_k exp: IWAE; ...)   [B]
-    loss        = -(N / B) * sum_b bound_b
+    loss        = -(N / B) * sum_b bound_b  -  [log p(theta) - log q(theta)]
+
+The bracket is there for a model with global latents theta (outside the data plate): theta is
+drawn once per step from the global guide and shared by the K particles and the B data, the
+per-datum bounds are those of x_b given theta, and the global term is counted once per data set,
+not N/B times (:mod:`zoo.core.weights`). So ``loss`` estimates minus a bound on log p(X) (the ELBO
+over theta of the data's per-datum bounds) whose global KL does not grow with N/B.
 
 The subsample scale N/B multiplies the per-datum bounds *after* the reduction over
 particles, never the log-weights before it (which is what Pyro's RenyiELBO and
@@ -28,7 +34,27 @@ from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.core.weights import LogWeights, per_datum_log_weights, per_datum_renyi_bound
 
-__all__ = ["PerDatumObjective", "detach_parameters"]
+__all__ = ["PerDatumObjective", "detach_parameters", "for_model"]
+
+
+def for_model(objective, model):
+    """The objective as it must run on ``model``: itself, unless the model has global latents and the
+    objective is one of Pyro's ELBOs with vectorized particles.
+
+    Pyro's vectorized particles (``vectorize_particles=True``) put *every* site under a particle plate,
+    globals included: each particle draws its own theta, and a model that indexes a global with a
+    local (the GMM's ``locs[assignment]``) meets a ``[P, K, D]`` tensor it never wrote and fails. For
+    such a model the same estimator is run with its P particles drawn one after another (a copy with
+    ``vectorize_particles=False``; each particle a full (theta, z) draw, as Pyro's loop does). The zoo's
+    own per-datum objectives share one theta across their particles instead (:mod:`zoo.core.weights`).
+    """
+    if (getattr(model, "global_latents", ()) and isinstance(objective, ELBO)
+            and not isinstance(objective, PerDatumObjective) and getattr(objective, "vectorize_particles", False)
+            and objective.num_particles > 1 and not getattr(objective, "shares_globals", False)):
+        import copy
+        objective = copy.copy(objective)
+        objective.vectorize_particles = False
+    return objective
 
 
 def detach_parameters(fn):
@@ -41,6 +67,9 @@ def detach_parameters(fn):
         return dist.Independent(detach_parameters(fn.base_dist), fn.reinterpreted_batch_ndims)
     if isinstance(fn, torch.distributions.Normal):
         return dist.Normal(fn.loc.detach(), fn.scale.detach())
+    if isinstance(fn, torch.distributions.TransformedDistribution) and not any(
+            isinstance(t, torch.nn.Module) for t in fn.transforms):      # a constrained site: biject_to has no parameters
+        return dist.TransformedDistribution(detach_parameters(fn.base_dist), fn.transforms)
     if isinstance(fn, torch.distributions.MultivariateNormal):
         return dist.MultivariateNormal(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
     raise ZooError(f"path-derivative estimators (stl, dreg) need a guide of Normal sites; "
@@ -115,16 +144,20 @@ class PerDatumObjective(ELBO):
         return bound, bound
 
     def value_and_surrogate(self, model, guide, *args, **kwargs):
-        """(the loss, a detached tensor; the surrogate loss whose gradient is the estimator), both scaled by N/B."""
+        """(the loss, a detached tensor; the surrogate loss whose gradient is the estimator), both scaled by N/B;
+        a global term log p(theta) - log q(theta) enters both once (reparameterized: the global guide's
+        samples carry their path gradient)."""
         lw = self.log_weights(model, guide, *args, **kwargs)
         bound, surrogate = self.per_datum(lw)
-        return -lw.scale * bound.detach().sum(), -lw.scale * surrogate.sum()
+        global_term = lw.global_term
+        return (-lw.scale * bound.detach().sum() - (global_term.detach() if torch.is_tensor(global_term) else global_term),
+                -lw.scale * surrogate.sum() - global_term)
 
     def loss(self, model, guide, *args, **kwargs):
         with torch.no_grad():
             lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles, **kwargs)
             self._check_reparameterized(lw)
-            return -lw.scale * self.bound(lw.log_w).sum().item()
+            return -lw.scale * self.bound(lw.log_w).sum().item() - float(lw.global_term)
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         return self.value_and_surrogate(model, guide, *args, **kwargs)[1]

@@ -79,7 +79,7 @@ class DReGIWAE(PerDatumObjective):
                            "(the exact guide); use iwae, or a guide with parameters of its own")
         log_w = lw.log_w                                  # z carries d z / d phi; q's parameters are cut
         normalized = torch.softmax(log_w.detach(), 0)
-        theta_loss = -lw.scale * self.bound(log_w).sum()
+        theta_loss = -lw.scale * self.bound(log_w).sum() - lw.global_term
         phi_loss = -lw.scale * (normalized.pow(2) * log_w).sum()
         return lw, theta_loss, phi_loss
 
@@ -88,8 +88,15 @@ class DReGIWAE(PerDatumObjective):
                                   "use loss_and_grads")
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
+        """Model parameters, and a global guide's (theta's q, whose samples are shared by the K particles, so the
+        doubly-reparameterized identity for z_k does not apply to them), follow the IWAE bound plus the global
+        term; the local guide's parameters follow DReG's surrogate."""
         lw, theta_loss, phi_loss = self._surrogates(model, guide, *args, **kwargs)
-        for params, surrogate in ((lw.model_params, theta_loss), (lw.guide_params, phi_loss)):
+        global_guide = getattr(guide, "global_guide", None)
+        global_ids = {id(p) for p in global_guide.parameters()} if global_guide is not None else set()
+        bound_params = lw.model_params + [p for p in lw.guide_params if id(p) in global_ids]
+        local_params = [p for p in lw.guide_params if id(p) not in global_ids]
+        for params, surrogate in ((bound_params, theta_loss), (local_params, phi_loss)):
             params = [p for p in params if p.requires_grad]
             if not params:
                 continue

@@ -63,6 +63,9 @@ class ReweightedWakeSleep(PerDatumObjective):
 
     def _losses(self, model, guide, *args, **kwargs):
         lw = self.log_weights(model, guide, *args, **kwargs)
+        if lw.global_values:
+            raise ZooError(f"rws has no wake update for a guide of global latents ({', '.join(lw.global_values)}, "
+                           f"outside the data plate): use iwae, vimco or elbo for this model")
         log_w = lw.log_likelihood + lw.log_prior - lw.log_q.detach()
         wake_theta = -lw.scale * (torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
         phi = 0.0

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from zoo.core.errors import ZooError
 from zoo.evaluation.harness import bound_per_datum
+from zoo.objectives.base import for_model
 from zoo.training.optimizer import make_optimizer
 from zoo.training.warmup import KLWarmup, kl_warmup_weight
 
@@ -105,6 +106,7 @@ def fit(model, guide, objective, x: torch.Tensor, *, epochs: int, batch_size: in
     # A guide may change what the objective sees of the model while training (the relaxed
     # guide relaxes the model's discrete sites) and may anneal itself per step.
     train_model = guide.training_model(model)
+    objective = for_model(objective, model)        # Pyro's vectorized particles would broadcast global latents
     if batches is None:
         def batches(epoch):
             return epoch_order(N, seed, epoch).to(x.device).split(batch_size)
@@ -238,7 +240,10 @@ def fit_local_guide(model, guide, objective, x: torch.Tensor, *, epochs: int, ba
     Non-amortized (per-datum) guides have no posterior for data they were not trained
     on; this is the test-time inference that gives them one before evaluation.
     """
+    # the model's parameters and the guide's global part q(theta) (fitted to the training data, like them)
+    global_guide = getattr(guide, "global_guide", None)
     frozen = [p for p in model.parameters() if p.requires_grad]
+    frozen += [p for p in (global_guide.parameters() if global_guide is not None else ()) if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     was_training = model.training

@@ -1,0 +1,189 @@
+"""Global latents (outside the data plate): the global guide, the objectives' scaling, the harness.
+
+The reference model with closed forms: mu ~ N(0, tau^2 I) global, z_n ~ N(0, I) local,
+x_n | mu, z_n ~ N(mu + z_n, sigma^2 I). Given mu, x_n ~ N(mu, (1 + sigma^2) I); over mu, each
+coordinate d of the data vector x_{.d} is N(0, a I_N + tau^2 1 1^T), a = 1 + sigma^2, so
+log p(X) = sum_d [-N/2 log 2 pi - 1/2 ((N-1) log a + log(a + N tau^2))
+                  - 1/(2a) (|x_{.d}|^2 - tau^2 (sum_n x_nd)^2 / (a + N tau^2))].
+"""
+import math
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import pytest
+import torch
+
+import zoo
+from zoo.core.weights import per_datum_log_weights, vectorize
+
+TAU, SIGMA, D = 2.0, 0.5, 3
+
+
+def shift(x_dim):
+    def model(x, idx=None, N=None):
+        mu = pyro.sample("mu", dist.Normal(torch.zeros(x_dim), TAU).to_event(1))
+        with pyro.plate("data", N, subsample=idx):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x_dim), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(mu + z, SIGMA).to_event(1), obs=x)
+    return model
+
+
+def log_evidence(x):
+    N, a = x.shape[0], 1 + SIGMA ** 2
+    quad = (x.pow(2).sum(0) - TAU ** 2 * x.sum(0).pow(2) / (a + N * TAU ** 2)) / a
+    per_dim = -N / 2 * math.log(2 * math.pi) - 0.5 * ((N - 1) * math.log(a) + math.log(a + N * TAU ** 2)) - quad / 2
+    return per_dim.sum().item()
+
+
+def data(n=60, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mu = TAU * torch.randn(D, generator=g)
+    return mu + math.sqrt(1 + SIGMA ** 2) * torch.randn(n, D, generator=g)
+
+
+def test_from_pyro_reads_global_latents_with_their_shape_constraint_and_plates():
+    def gmm_like(x_dim, K=3):
+        def model(x, idx=None, N=None):
+            weights = pyro.sample("weights", dist.Dirichlet(0.5 * torch.ones(K)))
+            scale = pyro.sample("scale", dist.LogNormal(0.0, 2.0))
+            with pyro.plate("components", K):
+                locs = pyro.sample("locs", dist.Normal(torch.zeros(x_dim), 10.0).to_event(1))
+            with pyro.plate("data", N, subsample=idx):
+                s = pyro.sample("s", dist.Gamma(2.0 * torch.ones(x_dim), 1.0).to_event(1))
+                pyro.sample("x", dist.Normal(locs[0] * weights[0] + s, scale).to_event(1), obs=x)
+        return model
+    model = zoo.from_pyro(gmm_like, 2)
+    sites = {s.name: s for s in model.global_latents}
+    assert [s.name for s in model.latents] == ["s"] and model.latents[0].constrained
+    assert sites["weights"].event_shape == (3,) and sites["weights"].unconstrained_shape == (2,)
+    assert sites["scale"].event_shape == () and sites["locs"].event_shape == (3, 2)
+    assert sites["locs"].plates == (("components", 3, -1),) and sites["locs"].event_dim == 1
+    assert not model.is_enumerable
+
+
+def test_the_particle_plate_shares_theta_and_leaves_a_global_unbroadcast():
+    """K particles of the local sites, one theta: a model indexing a global by a local sees the global as written."""
+    def indexed(x_dim):
+        def model(x, idx=None, N=None):
+            with pyro.plate("components", 2):
+                locs = pyro.sample("locs", dist.Normal(torch.zeros(x_dim), 3.0).to_event(1))
+            with pyro.plate("data", N, subsample=idx):
+                c = pyro.sample("c", dist.Bernoulli(0.5 * torch.ones(1)).to_event(1))
+                pyro.sample("x", dist.Normal(locs[c.squeeze(-1).long()], 1.0).to_event(1), obs=x)
+        return model
+    model = zoo.from_pyro(indexed, D)
+    guide = zoo.build_guide("amortized", model)
+    x = data(10)
+    lw = per_datum_log_weights(model.model, guide, x, num_particles=4)
+    assert lw.log_w.shape == (4, 10) and lw.global_values["locs"].shape == (2, D)
+    for objective in ("elbo", "vimco", "tracegraph"):            # elbo --particles 2 among them
+        zoo.fit(model, guide, zoo.build_objective(objective, 2), x, epochs=1, batch_size=5, lr=1e-2, progress=False)
+
+
+@pytest.mark.parametrize("global_guide", ["normal", "delta"])
+def test_iwae_loss_is_n_over_b_times_the_per_datum_bounds_plus_the_global_term_once(global_guide):
+    """loss = -(N/B) sum_b log (1/K) sum_k w_kb(theta) - [log p(theta) - log q(theta)], by hand at the same samples."""
+    model = zoo.from_pyro(shift, D)
+    guide = zoo.build_guide("amortized", model, global_guide=global_guide)
+    x, N, K = data(8), 40, 5
+    idx = torch.tensor([3, 9, 17, 21, 30, 33, 38, 39])
+    pyro.set_rng_seed(1)
+    trace = poutine.trace(vectorize(guide, K)).get_trace(x, idx=idx, N=N)
+    pyro.set_rng_seed(1)
+    loss = zoo.build_objective("iwae", K).loss(model.model, guide, x, idx=idx, N=N)
+    mu, z = trace.nodes["mu"]["value"], trace.nodes["z"]["value"]
+    assert mu.shape == (D,) and z.shape == (K, 8, D)          # theta shared by the K particles
+    log_q_z = trace.nodes["z"]["fn"].log_prob(z)
+    log_w = (dist.Normal(mu + z, SIGMA).log_prob(x).sum(-1) + dist.Normal(0.0, 1.0).log_prob(z).sum(-1) - log_q_z)
+    log_q_mu = trace.nodes["mu"]["fn"].log_prob(mu).sum()
+    global_term = dist.Normal(0.0, TAU).log_prob(mu).sum() - log_q_mu
+    expected = -(N / 8) * (torch.logsumexp(log_w, 0) - math.log(K)).sum() - global_term
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["elbo", "tracemeanfield", "iwae", "vimco"])
+def test_the_global_kl_gradient_does_not_depend_on_the_batch_size(objective):
+    """A global theta that the data do not see: the loss's gradient in q(theta)'s location is that of
+    KL(q(theta) || p(theta)) alone, d/dm = m / tau^2 per coordinate, for B = 2 and B = 10 alike (it would be
+    N/B times that if the global term were scaled like the local ones)."""
+    def unseen(x_dim):
+        def model(x, idx=None, N=None):
+            pyro.sample("theta", dist.Normal(torch.zeros(2), TAU).to_event(1))
+            with pyro.plate("data", N, subsample=idx):
+                z = pyro.sample("z", dist.Normal(torch.zeros(x_dim), 1.0).to_event(1))
+                pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+        return model
+    model = zoo.from_pyro(unseen, D)
+    guide = zoo.build_guide("amortized", model, global_guide="delta")     # a point mass: the gradient is exact
+    with torch.no_grad():
+        guide.globals.loc["theta"].copy_(torch.tensor([1.0, -2.0]))
+    x = data(20)
+    grads = []
+    for B in (2, 10):
+        guide.zero_grad()
+        zoo.build_objective(objective, 2).loss_and_grads(model.model, guide, x[:B], idx=torch.arange(B), N=20)
+        grads.append(guide.globals.loc["theta"].grad.clone())
+    # the delta's objective term is log p(theta) alone: d/dm [-log N(m; 0, tau^2)] = m / tau^2
+    for g in grads:
+        assert torch.allclose(g, torch.tensor([1.0, -2.0]) / TAU ** 2, atol=1e-5)
+
+
+@pytest.mark.parametrize("guide_name", ["meanfield", "amortized"])
+def test_harness_reports_log_p_x_given_the_point_estimate_and_a_data_set_elbo_below_the_evidence(guide_name):
+    """log_likelihood is IS of log p(x_n | mu_hat) = log N(x_n; mu_hat, (1 + sigma^2) I), within 0.03 nats of the
+    closed form at the guide's own mu_hat; data_elbo <= log p(X) / N, and (amortized) within 0.5 nats of it."""
+    x = data(60)
+    model = zoo.from_pyro(shift, D)
+    pyro.set_rng_seed(0)
+    guide = zoo.build_guide(guide_name, model, num_data=60)
+    zoo.fit(model, guide, zoo.build_objective("elbo"), x, epochs=300, batch_size=60,
+            lr=3e-3 if guide_name == "meanfield" else 3e-2, progress=False)          # meanfield: x10 (lr_multiplier)
+    pyro.set_rng_seed(0)
+    r = zoo.evaluate(model, guide, x, num_samples=500, global_samples=20)
+    mu_hat = guide.globals.point_estimate()["mu"]
+    exact = dist.Normal(mu_hat, math.sqrt(1 + SIGMA ** 2)).log_prob(x).sum(-1).mean().item()
+    assert r["log_likelihood"] == pytest.approx(exact, abs=0.03)
+    assert r["global_latents"] == ["mu"] and r["global_guide"] == "normal" and "median" in r["global_point_estimate"]
+    evidence = log_evidence(x) / 60
+    assert r["data_elbo"] <= evidence
+    if guide_name == "amortized":                     # trained to near the mean-field optimum in 300 steps
+        assert r["data_elbo"] > evidence - 0.5
+    assert set(zoo.evaluation.harness.RESULT_KEYS) >= {"global_latents", "global_guide", "global_point_estimate",
+                                                       "data_elbo", "data_elbo_samples"}
+
+
+def test_a_model_with_only_global_latents_trains_and_is_scored():
+    """Bayesian inference of a mean alone: x_n ~ N(mu, 1), mu ~ N(0, tau^2); given mu_hat the IS estimate is exact."""
+    def mean_only(x_dim):
+        def model(x, idx=None, N=None):
+            mu = pyro.sample("mu", dist.Normal(torch.zeros(x_dim), TAU).to_event(1))
+            with pyro.plate("data", N, subsample=idx):
+                pyro.sample("x", dist.Normal(mu, 1.0).to_event(1), obs=x)
+        return model
+    model = zoo.from_pyro(mean_only, D)
+    assert model.latents == () and [s.name for s in model.global_latents] == ["mu"]
+    x = data(30)
+    pyro.set_rng_seed(0)
+    guide = zoo.build_guide("meanfield", model, num_data=30)       # lr x10 (lr_multiplier)
+    zoo.fit(model, guide, zoo.build_objective("iwae"), x, epochs=200, batch_size=10, lr=3e-3, progress=False)
+    r = zoo.evaluate(model, guide, x, num_samples=4)
+    mu_hat = guide.globals.point_estimate()["mu"]
+    assert r["log_likelihood"] == pytest.approx(dist.Normal(mu_hat, 1.0).log_prob(x).sum(-1).mean().item(), abs=1e-4)
+    # the posterior mean of mu is sum_n x_n / (N + 1 / tau^2)
+    assert torch.allclose(mu_hat, x.sum(0) / (30 + 1 / TAU ** 2), atol=0.1)
+
+
+def test_bad_combinations_are_refused_in_one_line():
+    model = zoo.from_pyro(shift, D)
+    with pytest.raises(zoo.ZooError, match="'exact' guide has no global part"):
+        zoo.build_guide("exact", model)
+    plain = zoo.from_pyro(lambda x_dim: (lambda x, idx=None, N=None: _local(x, idx, N, x_dim)), D, name="plain")
+    with pytest.raises(zoo.ZooError, match="--global-guide applies to models with global latents"):
+        zoo.build_guide("amortized", plain, global_guide="delta")
+
+
+def _local(x, idx, N, x_dim):
+    with pyro.plate("data", N, subsample=idx):
+        z = pyro.sample("z", dist.Normal(torch.zeros(x_dim), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
