@@ -323,10 +323,12 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
         guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0],
                             **dataclasses.asdict(cfg.resolved("guide"))).to(run.device)
         guide.adopt_globals(run.guide)      # q(theta) was fitted to the training data; the refit keeps it
-        if progress:                        # minutes with no other output otherwise
+        if progress and run.model.latents:  # minutes with no other output otherwise
             print(f"refitting a per-datum {cfg.guide} guide to the {x_eval.shape[0]} {cfg.eval_split} data "
                   f"(model fixed) before evaluating it", flush=True)
-        refit = refit_local_guide(run.model, guide, x_eval, **refit_settings(cfg), seed=cfg.seed, progress=progress)
+        if run.model.latents:               # with global latents alone there is nothing per datum to refit
+            refit = refit_local_guide(run.model, guide, x_eval, **refit_settings(cfg), seed=cfg.seed,
+                                      progress=progress)
     pyro.set_rng_seed(cfg.seed + 12345)
     t0 = time.perf_counter()
     with results_kept_on_stop(out), user_code_errors(run.model.display_name, "in evaluation"):

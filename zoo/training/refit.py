@@ -147,12 +147,14 @@ def refit_local_guide(model, guide, x: torch.Tensor, *, tol: float = REFIT_TOL, 
     n = x.shape[0]
     objective = refit_objective(model, guide, particles)
     growth = [particles * PARTICLE_GROWTH ** k for k in range(lr_drops + 1)]
-    params = [p for p in guide.parameters() if p.requires_grad]
+    # q(theta) of global latents belongs to the training data, like the model's parameters: held fixed
+    held = list(guide.global_guide.parameters()) if getattr(guide, "global_guide", None) is not None else []
+    params = [p for p in guide.parameters() if p.requires_grad and all(p is not h for h in held)]
     if not params:
         raise ZooError(f"the {type(guide).__name__} guide has no parameters to refit")
     optimizer = torch.optim.Adam(params, lr=lr, eps=ADAM_EPS)
     chunks = _chunks(n, x.shape[1], max(growth[-1], monitor_particles), max_elements, x.device)
-    frozen = [p for p in model.parameters() if p.requires_grad]
+    frozen = [p for p in list(model.parameters()) + held if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     was_training = model.training
