@@ -120,6 +120,11 @@ def regression_check(model, guide, x: torch.Tensor, result: Dict) -> Dict:
              "log_likelihood_by_hand": by_hand, "log_likelihood_harness": result["log_likelihood"],
              "log_likelihood_difference": result["log_likelihood"] - by_hand,
              "bound_holds": result["data_elbo"] * n <= evidence}
+    if guide.globals.kind == "delta":          # the MAP objective log p(y | theta_hat) + log p(theta_hat)
+        log_prior = (Normal(0.0, 1.0).log_prob(theta["weight"].double()).sum()
+                     + Normal(0.0, 10.0).log_prob(theta["bias"].double())).item()
+        map_objective = by_hand * n + log_prior
+        check.update(map_objective_by_hand=map_objective, map_difference=result["data_elbo"] * n - map_objective)
     if guide.globals.kind == "normal":
         import torch.nn.functional as F
         mean_q = torch.cat([guide.globals.loc["weight"].detach(), guide.globals.loc["bias"].detach().reshape(1)])

@@ -155,6 +155,7 @@ def test_regression_through_the_cli(tmp_path, capsys):
     (GMM, ["--guide", "exact"], "'exact' guide has no global part"),
     (REGRESSION, ["--guide", "relaxed"], "relaxes discrete latents"),
     (GMM, ["--guide", "amortized", "--objective", "iwae"], "reparameter"),
+    (GMM, ["--guide", "amortized", "--objective", "rws"], "no wake update for a guide of global latents"),
 ])
 def test_a_guide_or_objective_that_does_not_fit_is_one_line(tmp_path, capsys, spec, args, says):
     out = tmp_path / "run"

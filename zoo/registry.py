@@ -87,6 +87,8 @@ def check_combination(model: ZooModel, guide: str, objective: str,
       ``structured`` guides q(z2 | z1, x) its per-site closed-form KLs would be biased;
     - wake-sleep's sleep phase (``rws`` with ``insomnia`` < 1) fits q to dreamt data, so it needs an
       amortized guide;
+    - our per-datum ``rws`` has no wake update for global latents (outside the data plate): refused for
+      models that have them;
     - the ELBO with ``free_bits`` takes each latent unit's KL in closed form: a reparameterized,
       mean-field guide of Normal sites (its estimator's capabilities as refined by the options).
     """
@@ -166,6 +168,10 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
         return lambda fits: (f"objective {label} with free_bits takes each latent unit's KL in closed form, which "
                              f"needs a mean-field guide of Normal sites, and the {guide!r} guide {what}; use "
                              f"meanfield or amortized (not structured), or drop free_bits")
+    if caps.local_latents_only and getattr(model, "global_latents", ()):
+        names = ", ".join(s.name for s in model.global_latents)
+        return lambda fits: (f"objective {label} has no wake update for a guide of global latents ({names}, "
+                             f"outside the data plate) of {model.display_name}; use {fits()}")
     baseline = (guide_options or {}).get("baseline")
     if baseline not in (None, "none") and not caps.uses_baselines:
         return lambda fits: (f"baseline is used by the tracegraph objective only (elbo with estimator "

@@ -64,6 +64,8 @@ class Estimator:
             mean-field across sites (not a ``structured`` one).
         needs_unit_kl: takes each latent unit's KL in closed form (free bits): a guide of Normal sites,
             mean-field across sites, over a model whose latent sites are Normal too.
+        local_latents_only: has no update for global latents (outside the data plate): refused for models
+            that have them.
         warmup: ``kl_warmup`` is defined (the latent terms are weighted, not summed or slept).
         jit: one surrogate loss and one backward pass per step, which ``--jit`` can trace.
         ddp: one differentiable loss, which data-parallel training needs.
@@ -82,6 +84,7 @@ class Estimator:
     separate_surrogates: bool = False
     needs_mean_field_guide: bool = False
     needs_unit_kl: bool = False
+    local_latents_only: bool = False
     warmup: bool = True
     jit: bool = True
     ddp: bool = True

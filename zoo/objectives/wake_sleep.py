@@ -168,7 +168,7 @@ RWS_ESTIMATORS = register_bound("rws", options=RWSOptions, default="per_datum", 
     "guide; --particles 1 --insomnia 0 is wake-sleep"), estimators=[
     Estimator("per_datum", "our per-datum reweighted wake-sleep",
               lambda k, insomnia: ReweightedWakeSleep(num_particles=k, insomnia=insomnia), default_particles=5,
-              warmup=False, ddp=False),
+              local_latents_only=True, warmup=False, ddp=False),
     Estimator("pyro", "Pyro's ReweightedWakeSleep. Caveat: pools the N/B-scaled log-weights of the minibatch into "
               "one weight per particle, so under minibatching it is not per-datum", _pyro_rws, default_particles=5,
               min_particles=2, warmup=False, jit=False, ddp=False),
