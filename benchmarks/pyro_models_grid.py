@@ -107,18 +107,20 @@ def run_model(label: str, global_guide, args, out_root: Path) -> dict:
         cfg = r["config"]
         cell = cell_name(SimpleNamespace(guide=cfg["guide"], objective=cfg["objective"],
                                          objective_options=cfg["objective_options"]))
-        record = {"cell": cell, "guide": cfg["guide"], "objective": cfg["objective"],
+        record = {"label": cell, "cell": cell, "guide": cfg["guide"], "objective": cfg["objective"],
                   "estimator": cfg["objective_options"].get("estimator"), **{k: r.get(k) for k in FIGURES}}
         if label in CHECKED:
             record["check"] = independent_check(label, out / cell, r)
         records.append(record)
     print(f"{name}: {len(records)} cells trained, {len(skipped)} skipped, {len(errors)} errors, {seconds:.0f} s",
           flush=True)
-    return {"model": label, "file": f"benchmarks/pyro_models/{spec}", "dataset": dataset,
+    checks = [r["check"]["passed"] for r in records if "check" in r]
+    return {"label": name, "model": label, "file": f"benchmarks/pyro_models/{spec}", "dataset": dataset,
             "global_guide": global_guide or ("normal" if MODELS[label][2] else None),
             "cells": records, "skipped": [{"cell": c, "reason": why} for c, why in skipped], "errors": errors,
             "num_cells": len(cells), "num_trained": len(records), "num_skipped": len(skipped),
-            "num_errors": len(errors), "seconds": seconds}
+            "num_errors": len(errors), "num_checks": len(checks), "num_checks_passed": sum(checks),
+            "seconds": seconds}
 
 
 def independent_check(label: str, folder: Path, result: dict) -> dict:

@@ -38,6 +38,8 @@ def run_benchmark(script, args, monkeypatch, capsys):
     ("quality_mnist.py", ["--runs", "elbo", "--elbo-epochs", "1"], "binarized MNIST is not in"),
     ("relaxed_surrogate.py", ["--runs", "cat20x10-gumbel"], "no trained and evaluated run"),
     ("posterior_collapse.py", ["--decoders", "mlp,lstm"], "unknown decoder 'lstm'"),
+    ("pyro_models_grid.py", ["--models", "gmm,lda"], "unknown model 'lda'"),
+    ("pyro_models_grid.py", ["--global-guides", "auto"], "--global-guides takes normal and/or delta"),
     ("posterior_collapse.py", ["--remedies", "dropout"], "unknown remedy 'dropout'"),
     ("posterior_collapse.py", ["--free-bits", "-1"], "--free-bits must be at least 0"),
     ("posterior_collapse.py", ["--epochs", "5", "--trajectory", "3,9"], "--trajectory epochs must lie in 1..--epochs (5)"),
