@@ -13,14 +13,24 @@ and posterior is q(y | x) q(z | x, y); and the two-layer hvae z2 -> z1 -> x, a c
 posterior are the same q(z1 | x) q(z2 | z1, x). Two guides with the same structure are the same guide: it is
 trained once and its row says which one it equals.
 
-Each (model, guide, seed) trains model and guide together with the ELBO (score function for y; Adam,
---lr, batch 100, --epochs epochs, the seed for initialization and data order) on the training split of
---dataset, then is scored on the test split (all of it, or a fixed random subset of --eval-limit images):
-the ELBO, the IWAE bound with --iwae-k samples and the importance-sampled log p(x) with --eval-samples
-samples, nats per datum. A table's ± is the standard error over the seeds (sd / sqrt(seeds)); "paired" is
-posterior minus mean-field, seed by seed, with its standard error.
+Each (model, guide, seed) trains model and guide together with --objective (Adam, --lr, batch 100, --epochs
+epochs, the seed for initialization and data order) on the training split of --dataset, then is scored on the
+test split (all of it, or a fixed random subset of --eval-limit images): the ELBO, the IWAE bound with --iwae-k
+samples and the importance-sampled log p(x) with --eval-samples samples, nats per datum. A table's ± is the
+standard error over the seeds (sd / sqrt(seeds)); "paired" is posterior minus mean-field, seed by seed, with its
+standard error.
+
+The objectives (--objective): ``elbo``, the ELBO with a score-function gradient for y, one y and one z drawn
+per datum; ``enum``, the ELBO with y summed exactly over its K values (Pyro's TraceEnum_ELBO, the M2 recipe),
+
+    -loss = sum_n sum_y q(y | x_n) E_q(z | x_n, y) [log p(x_n, y, z) - log q(y | x_n) - log q(z | x_n, y)],
+
+where z is drawn, reparameterized, once per value of y. There the posterior's guide proposes a z for each y,
+while mean-field's one q(z | x) must serve all K of them at once. ``enum`` needs a discrete latent, so it runs
+on M2 only (the default --models is the models that fit --objective; a pair that does not fit is refused).
 
     OMP_NUM_THREADS=1 python benchmarks/structured_posterior.py
+    OMP_NUM_THREADS=1 python benchmarks/structured_posterior.py --objective enum
     OMP_NUM_THREADS=1 python benchmarks/structured_posterior.py --dataset binarized_mnist --data-dir ../shared/data \
         --num-train 10000 --eval-limit 1000 --epochs 20 --name structured_posterior_mnist
 """
@@ -40,6 +50,14 @@ import torch  # noqa: E402
 from common import RESULTS, provenance, run_script, write_result  # noqa: E402
 
 MODELS = ("m2", "hvae")
+OBJECTIVES = ("elbo", "enum")
+#: what each --objective is, for the result's protocol
+OBJECTIVE_TEXT = {
+    "elbo": "Objective elbo: the ELBO, with a score-function gradient for y (one y and one z drawn per datum).",
+    "enum": "Objective enum: the ELBO with y summed exactly over its K values (Pyro's TraceEnum_ELBO), z drawn, "
+            "reparameterized, once per value of y: the posterior's guide proposes a z for each y, mean-field's "
+            "one q(z | x) serves all of them.",
+}
 GUIDES = ("mean-field", "prior-parents", "posterior")
 METRICS = (("elbo", "ELBO"), ("iwae_bound", "IWAE"), ("log_likelihood", "log p(x) (IS)"))
 
@@ -66,6 +84,18 @@ def build(model_name: str, guide_name: str, x_dim: int):
         model = build_model("hvae", x_dim)
     cls = prior_parents_guide() if guide_name == "prior-parents" else Amortized
     return model, cls(model, structured=guide_name != "mean-field")
+
+
+def misfit(model_name: str, objective: str):
+    """Why the amortized guides cannot train ``model_name`` with ``objective`` (the registry's reason), or None."""
+    from zoo.core.errors import ZooError
+    from zoo.registry import check_combination
+    model, _ = build(model_name, "mean-field", 64)
+    try:
+        check_combination(model, "amortized", objective, guide_options={"structured": True})
+    except ZooError as e:
+        return str(e).split("; use ")[0]
+    return None
 
 
 def structure_of(guide) -> tuple:
@@ -102,7 +132,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--dataset", default="digits")
-    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
+    p.add_argument("--models", default=None,
+                   help=f"comma-separated, from {', '.join(MODELS)} (default: those that fit --objective)")
+    p.add_argument("--objective", default="elbo", help=f"the training objective: {', '.join(OBJECTIVES)}")
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -110,14 +142,24 @@ def main(argv=None):
     p.add_argument("--eval-limit", type=int, default=None, help="a fixed random subset of the test images")
     p.add_argument("--eval-samples", type=int, default=500)
     p.add_argument("--iwae-k", type=int, default=50)
-    p.add_argument("--name", default="structured_posterior", help="result file name in benchmarks/results")
+    p.add_argument("--name", default=None, help="result file name in benchmarks/results (default "
+                   "structured_posterior, or structured_posterior_OBJECTIVE for another --objective)")
     args = p.parse_args(argv)
     if args.epochs < 1 or args.eval_samples < 1 or args.iwae_k < 1:
         raise ZooError("--epochs, --eval-samples and --iwae-k must be at least 1")
-    models = [m for m in args.models.split(",") if m]
+    if args.objective not in OBJECTIVES:
+        raise ZooError(f"unknown objective {args.objective!r}; choose from {', '.join(OBJECTIVES)}")
+    name = args.name or ("structured_posterior" if args.objective == "elbo"
+                         else f"structured_posterior_{args.objective}")
+    fitting = [m for m in MODELS if misfit(m, args.objective) is None]
+    models = fitting if args.models is None else [m for m in args.models.split(",") if m]
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise ZooError(f"unknown model {unknown[0] if unknown else args.models!r}; choose from {', '.join(MODELS)}")
+    for model_name in models:
+        if misfit(model_name, args.objective):
+            raise ZooError(f"model {model_name!r} does not fit --objective {args.objective}: "
+                           f"{misfit(model_name, args.objective)}; use --models {','.join(fitting)}")
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:
@@ -146,8 +188,8 @@ def main(argv=None):
                 pyro.set_rng_seed(seed)
                 model, guide = build(model_name, guide_name, data.x_dim)
                 start = time.time()
-                zoo.fit(model, guide, zoo.build_objective("elbo"), x, epochs=args.epochs, batch_size=100, lr=args.lr,
-                        progress=False, seed=seed)
+                zoo.fit(model, guide, zoo.build_objective(args.objective), x, epochs=args.epochs, batch_size=100,
+                        lr=args.lr, progress=False, seed=seed)
                 seconds = time.time() - start
                 pyro.set_rng_seed(seed)
                 result = zoo.evaluate(model, guide, test, num_samples=args.eval_samples, iwae_k=args.iwae_k,
@@ -168,14 +210,17 @@ def main(argv=None):
                     [a[key] - b[key] for a, b in zip(scores[guide_name], scores["mean-field"])])
             summary.append(entry)
 
-    protocol = " ".join(next(p for p in __doc__.split("\n\n") if p.startswith("Each")).split())
-    write_result(args.name, {"dataset": args.dataset, "num_train": int(x.shape[0]), "num_test": int(test.shape[0]),
-                             "epochs": args.epochs, "lr": args.lr, "batch_size": 100, "seeds": seeds,
-                             "eval_samples": args.eval_samples, "iwae_k": args.iwae_k, "protocol": protocol,
-                             "summary": summary, "runs": rows})
+    protocol = " ".join(next(p for p in __doc__.split("\n\n") if p.startswith("Each")).split()) \
+        + " " + OBJECTIVE_TEXT[args.objective]
+    write_result(name, {"objective": args.objective, "dataset": args.dataset, "num_train": int(x.shape[0]),
+                        "num_test": int(test.shape[0]), "epochs": args.epochs, "lr": args.lr, "batch_size": 100,
+                        "seeds": seeds,
+                        "eval_samples": args.eval_samples, "iwae_k": args.iwae_k, "protocol": protocol,
+                        "summary": summary, "runs": rows})
     prov = provenance()
     md = [f"# Structured guides from the posterior's graph ({args.dataset}, {args.epochs} epochs, "
-          f"{len(seeds)} seeds)", "", f"Command: `{prov['command']}`  ", f"Commit: `{prov['git_commit']}`  ",
+          f"{len(seeds)} seeds, objective {args.objective})", "", f"Command: `{prov['command']}`  ",
+          f"Commit: `{prov['git_commit']}`  ",
           f"Hardware: {prov['cpu']} ({prov['cpu_threads']} torch thread)", "", f"Protocol: {protocol}", "",
           "Test figures, nats per datum, mean ± standard error over the seeds:", "",
           "| model | guide | structure | test ELBO | test IWAE | test log p(x) | log p(x) − mean-field, paired |",
@@ -189,7 +234,7 @@ def main(argv=None):
     md += ["", f"Test images: {int(test.shape[0])}; training images: {int(x.shape[0])}. ± is the standard error "
            f"over the seeds; the Monte Carlo error of each log p(x) estimate is below "
            f"{max(r['log_likelihood_se'] for r in rows):.2f} nats."]
-    Path(RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
+    Path(RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -70,6 +70,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, script,
     ("structured_posterior.py", ["--models", "m2,vae"], "unknown model 'vae'; choose from m2, hvae"),
     ("structured_posterior.py", ["--seeds", "0,a"], "--seeds must be comma-separated integers"),
     ("structured_posterior.py", ["--dataset", "binarized_mnist"], "binarized MNIST is not in"),
+    ("structured_posterior.py", ["--objective", "tracegraph"], "unknown objective 'tracegraph'; choose from elbo, enum"),
+    ("structured_posterior.py", ["--objective", "enum", "--models", "m2,hvae"],
+     "model 'hvae' does not fit --objective enum: objective 'enum' sums over discrete latents"),
 ])
 def test_named_result_scripts_refuse_bad_input_in_one_line(tmp_path, monkeypatch, capsys, script, args, says):
     empty = tmp_path / "no_data"
@@ -125,6 +128,70 @@ def test_structured_posterior_trains_each_structure_once_and_tables_it(tmp_path,
     table = [line for line in (tmp_path / "result.md").read_text().splitlines() if line.startswith("| m2 |")
              or line.startswith("| hvae |")]
     assert len(table) == 6 and all(len(line.replace("\\|", "").strip("|").split("|")) == 7 for line in table)
+
+
+def test_structured_posterior_under_enum_runs_m2_alone_and_records_its_objective(tmp_path, monkeypatch, capsys):
+    """``--objective enum`` (y summed exactly, Pyro's TraceEnum_ELBO) on M2, the models that fit it by default:
+    the hvae has no discrete latent and is left out, the objective is in the JSON and the Markdown, and each
+    guide's ELBO on the test images (which sums y in expectation too) is a finite bound below its log p(x)."""
+    import json
+    code, err = run_benchmark("structured_posterior.py", ["--objective", "enum", "--epochs", "1", "--seeds", "0",
+                                                          "--eval-samples", "8", "--iwae-k", "2", "--eval-limit", "20",
+                                                          "--name", str(tmp_path / "result")], monkeypatch, capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["objective"] == "enum" and "TraceEnum_ELBO" in result["protocol"]
+    assert {(r["model"], r["guide"]) for r in result["runs"]} == {("m2", "mean-field"), ("m2", "posterior")}
+    assert all(r["elbo"] <= r["log_likelihood"] + 0.5 and math.isfinite(r["elbo"]) for r in result["runs"])
+    assert "objective enum" in (tmp_path / "result.md").read_text().splitlines()[0]
+
+
+def test_m2_under_enum_draws_z_for_each_y_only_with_the_posteriors_guide():
+    """Why the benchmark's enum run can tell the guides apart: with y enumerated (its K values on a dimension of
+    their own), the posterior's guide q(y | x) q(z | x, y) draws a z for each value of y, mean-field's q(z | x)
+    one z for all of them; and M2's enum loss with the mean-field guide equals the hand sum
+    -sum_n sum_y q(y | x_n) [log p(x_n | y, z_n) + log p(z_n) - log q(z_n | x_n) + log(1/K) - log q(y | x_n)]
+    at the guide's one z_n."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro import poutine
+    from pyro.infer import config_enumerate
+    from zoo.objectives.enum import EnumELBO
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from structured_posterior import build
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    x = (torch.rand(6, 12, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    idx, K = torch.arange(6), 10
+    shapes = {}
+    for name in ("mean-field", "posterior"):
+        pyro.set_rng_seed(0)
+        model, guide = build("m2", name, 12)
+        trace = poutine.trace(poutine.enum(config_enumerate(guide, "parallel"), first_available_dim=-2)).get_trace(
+            x, idx=idx, N=6)
+        shapes[name] = tuple(trace.nodes["z"]["value"].shape)
+        if name == "mean-field":
+            pyro.set_rng_seed(1)
+            loss = EnumELBO().loss(model.model, guide, x, idx=idx, N=6)
+            pyro.set_rng_seed(1)
+            guide_trace = poutine.trace(poutine.enum(config_enumerate(guide, "parallel"), first_available_dim=-2)
+                                        ).get_trace(x, idx=idx, N=6)
+            with torch.no_grad():
+                z = guide_trace.nodes["z"]["value"]                                      # (6, z_dim)
+                log_q_z = guide_trace.nodes["z"]["fn"].log_prob(z)
+                ys = guide_trace.nodes["y"]["value"]                                      # y's K values
+                log_q_y = guide_trace.nodes["y"]["fn"].log_prob(ys).reshape(K, 6).T         # log q(y | x_n)
+                assert torch.equal(ys.reshape(K, K), torch.eye(K)[ys.reshape(K, K).argmax(-1)])
+                q_y = log_q_y.exp()
+                assert torch.allclose(q_y.sum(-1), torch.ones(6))
+                conditioned = poutine.condition(model.model, data={"z": z, "y": ys})
+                model_trace = poutine.trace(conditioned).get_trace(x, idx=idx, N=6)
+                log_p_x = model_trace.nodes["x"]["fn"].log_prob(x).reshape(K, 6).T         # log p(x_n | y, z_n)
+                log_p_z = dist.Normal(0., 1.).log_prob(z).sum(-1)
+                hand = -(q_y * (log_p_x + (log_p_z - log_q_z).unsqueeze(-1) - math.log(K) - log_q_y)).sum()
+            assert loss == pytest.approx(hand.item(), rel=1e-5)
+    assert shapes["posterior"] == (K, 6, 8) and shapes["mean-field"] == (6, 8)
 
 
 def test_run_grid_table_with_one_scored_image(tmp_path, monkeypatch):

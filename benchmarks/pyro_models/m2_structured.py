@@ -13,7 +13,10 @@ only what the zoo's contract asks for:
   the prior's parameters are made without the minibatch's size, so ``model(None, N=n)`` generates;
 - ``y`` is always latent (this is M2 without labels, where its posterior matters), and is written
   ``OneHotCategorical(probs.unsqueeze(-2)).to_event(1)``, the one-hot form the contract accepts, event
-  shape ``(1, K)``, instead of ``OneHotCategorical(probs)`` with event shape ``(K,)``.
+  shape ``(1, K)``, instead of ``OneHotCategorical(probs)`` with event shape ``(K,)``;
+- the decoder's input [z, y] is concatenated over the broadcast batch shape of z and y, as the example's
+  ``ConcatModule(allow_broadcast=True)`` does, so that ``enum`` (Pyro's TraceEnum_ELBO) can put y's K values
+  on a dimension of their own; with y sampled the two shapes are equal and nothing changes.
 
 y and z are independent a priori and both parents of x, so given x they are coupled (explaining away):
 the posterior's graph, which ``--structured`` follows, gives the guide the example writes by hand,
@@ -46,7 +49,12 @@ def m2(x_dim, z_dim=8, num_classes=10, hidden=(200,)):
             zs = pyro.sample("z", dist.Normal(torch.zeros(z_dim), torch.ones(z_dim)).to_event(1))
             alpha_prior = torch.ones(num_classes) / (1.0 * num_classes)
             ys = pyro.sample("y", dist.OneHotCategorical(alpha_prior.unsqueeze(-2)).to_event(1))
-            loc = decoder(torch.cat([zs, ys.flatten(-2)], dim=-1))
+            # the example's ConcatModule(allow_broadcast=True): [z, y] over their broadcast batch shape, so an
+            # enumerated y (a leading dimension of its K values) meets the minibatch's z
+            y_flat = ys.flatten(-2)
+            batch = torch.broadcast_shapes(zs.shape[:-1], y_flat.shape[:-1])
+            loc = decoder(torch.cat([zs.expand(batch + zs.shape[-1:]), y_flat.expand(batch + y_flat.shape[-1:])],
+                                    dim=-1))
             pyro.sample("x", dist.Bernoulli(loc, validate_args=False).to_event(1), obs=x)
 
     return model
