@@ -231,3 +231,25 @@ def test_gradients_of_a_global_model_share_theta_across_the_particles_as_trainin
     result = diagnose(model, guide, data(8), ["elbo"], [50], repeats=10)
     rows = {r["group"]: r for r in result["rows"]}
     assert rows["guide"]["cosine"] > 0.95          # the model's reference is an IWAE-1000 gradient, not the ELBO's
+
+
+def test_the_closed_form_kl_note_names_the_global_guide_for_a_global_site(tmp_path, capsys):
+    """tracemeanfield on a model with a positive global scale: the global guide's q(scale) is a transformed Normal
+    with no closed-form KL from the LogNormal prior, so the note says so of the global guide, not of the local
+    family (which has a closed form for z here)."""
+    from zoo.cli import main
+    (tmp_path / "m.py").write_text(
+        "import pyro, pyro.distributions as dist, torch\n\n\ndef scaled(x_dim):\n"
+        "    def model(x, idx=None, N=None):\n"
+        "        scale = pyro.sample('scale', dist.LogNormal(0.0, 1.0))\n"
+        "        with pyro.plate('data', N, subsample=idx):\n"
+        "            z = pyro.sample('z', dist.Normal(torch.zeros(x_dim), 1.0).to_event(1))\n"
+        "            pyro.sample('x', dist.Bernoulli(logits=scale * z).to_event(1), obs=x)\n"
+        "    return model\n")
+    code = main(["train", f"{tmp_path / 'm.py'}:scaled", "--guide", "amortized", "--objective", "tracemeanfield",
+                 "--dataset", "digits", "--epochs", "1", "--eval-samples", "4", "--iwae-k", "2", "--eval-limit", "10",
+                 "--no-progress", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "the normal global guide has no closed-form KL for scale (a transformed Normal)" in out
+    assert "amortized has no closed-form KL" not in out
