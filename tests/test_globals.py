@@ -253,3 +253,22 @@ def test_the_closed_form_kl_note_names_the_global_guide_for_a_global_site(tmp_pa
     assert code == 0
     assert "the normal global guide has no closed-form KL for scale (a transformed Normal)" in out
     assert "amortized has no closed-form KL" not in out
+
+
+def test_a_model_with_only_global_latents_is_scored_without_warnings():
+    """No local latent, so no active unit and nothing for var() over units: the harness warns nothing
+    (torch's 'var(): degrees of freedom is <= 0' came from the variance of zero columns)."""
+    import warnings
+
+    def mean_only(x_dim):
+        def model(x, idx=None, N=None):
+            mu = pyro.sample("mu", dist.Normal(torch.zeros(x_dim), TAU).to_event(1))
+            with pyro.plate("data", N, subsample=idx):
+                pyro.sample("x", dist.Normal(mu, 1.0).to_event(1), obs=x)
+        return model
+    model = zoo.from_pyro(mean_only, D)
+    guide = zoo.build_guide("amortized", model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = zoo.evaluate(model, guide, data(10), num_samples=4)
+    assert r["active_units"] == 0 and r["num_latent_units"] == 0
