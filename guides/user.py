@@ -26,12 +26,17 @@ parameters are tables indexed by ``idx``) is refitted to new data as the ``meanf
 **Checked on a trial run** (each refused in one line that names the site and what to do):
 the guide runs once on a minibatch of 3 out of N = 7 and once more under a plate of two
 particles left of the data plate (:func:`zoo.core.weights.vectorize`: the harness and the
-multi-sample objectives vectorize that way). Every latent of the model must be sampled, and no
-other site (an unknown name is named, with the model's latents); each inside
-``pyro.plate("data", N, subsample=idx)`` at dim -1 and in no other plate (a latent the model
-declares ``scope="global"`` must be outside it), with batch shape ``(B,)`` (``(2, B)`` under the
-particles) and the event shape and support of the model's site; then the model scores the
-guide's two particles. A guide's own error names its file and line.
+multi-sample objectives vectorize that way). Every local latent of the model must be sampled, and
+no other site (an unknown name is named, with the model's latents); each inside
+``pyro.plate("data", N, subsample=idx)`` at dim -1 and in no other plate, with batch shape ``(B,)``
+(``(2, B)`` under the particles) and the event shape and support of the model's site; then the
+model scores the guide's two particles. A guide's own error names its file and line.
+
+**Global latents** (a model's sites outside the data plate, ``model.global_latents``) are proposed by
+the zoo's global guide (:mod:`guides.globals`, ``global_guide="normal"`` or ``"delta"``,
+``--global-guide``), sampled before your guide runs, so the harness can hold them at its stated point
+estimate theta_hat as it does for every family. Your guide proposes the local latents only; one that
+samples a global site is refused in one line.
 
 **Parameters become the guide's own**, as :func:`zoo.from_pyro` makes a model's: ``nn.Module``
 objects the guide function names (closure variables, module globals) become sub-modules, and
@@ -80,8 +85,10 @@ from torch import nn
 from torch.distributions import constraints
 
 from guides.base import ZooGuide
+from guides.globals import GlobalGuideOptions
 from zoo.core.contract import SUPPORTS, ZooModel
 from zoo.core.errors import ZooError
+from zoo.core.params import register_module
 from zoo.core.registry import GUIDES, Component, Options, option
 from zoo.core.weights import per_datum_log_weights, vectorize
 from zoo.models.pyro_model import (_FROZEN_WARNING, _OWNER, _OwnParameters, PyroModel, _is_plate_site,
@@ -98,7 +105,7 @@ _GUIDE_OWNER = "_pyro_zoo_guide_owner"
 
 
 def from_pyro_guide(guide, model: ZooModel, num_data: Optional[int] = None,
-                    name: Optional[str] = None) -> "UserGuide":
+                    name: Optional[str] = None, global_guide: Optional[str] = None) -> "UserGuide":
     """Wrap an ordinary Pyro guide for ``model`` (see the module docstring for what it must keep).
 
     Arguments:
@@ -107,8 +114,10 @@ def from_pyro_guide(guide, model: ZooModel, num_data: Optional[int] = None,
         model: the zoo model the guide is for (its latents are what the guide must sample).
         num_data: N, for a factory that takes ``num_data`` (a per-datum guide's tables).
         name: the guide's name in messages and tables (default: the function's name).
+        global_guide: for a model with global latents, the zoo's guide of them, ``"normal"`` (default) or
+            ``"delta"`` (:mod:`guides.globals`); the guide given proposes the local latents only.
     """
-    return UserGuide(model, guide, num_data=num_data, name=name)
+    return UserGuide(model, guide, num_data=num_data, name=name, global_guide=global_guide)
 
 
 #: model -> {id(user guide object): its UserGuide}: a function given to zoo.fit and then zoo.evaluate
@@ -166,8 +175,10 @@ class UserGuide(ZooGuide):
     normal_sites = False             # log q at detached parameters (stl, dreg) is not known to work for any q
     enumerable = False
 
-    def __init__(self, model: ZooModel, guide, num_data: Optional[int] = None, name: Optional[str] = None):
-        super().__init__(model, num_data)
+    def __init__(self, model: ZooModel, guide, num_data: Optional[int] = None, name: Optional[str] = None,
+                 global_guide: Optional[str] = None):
+        super().__init__(model, num_data, global_guide=global_guide)
+        self._with_globals = True
         self._name = name or getattr(guide, "__name__", None) or type(guide).__name__
         if model.borrows_guide:
             raise ZooError(f"{model.display_name} computes with its guide's encoder (e.g. a VampPrior), which a "
@@ -222,6 +233,11 @@ class UserGuide(ZooGuide):
                 idx = torch.arange(x.shape[0], device=x.device)
             N = x.shape[0] if N is None else N
         device = self.device
+        # every parameter the guide owns (q(theta)'s, the networks it names) is a param site, so Pyro's ELBOs
+        # differentiate the loss even where neither the model nor the guide function names a parameter
+        register_module("user_guide", self)
+        if self._with_globals:
+            self.sample_globals()     # q(theta), the zoo's global guide, outside the data plate: theta_hat for the harness
         with _GuideParameters(self), (torch.device(device) if device.type != "cpu" else contextlib.nullcontext()):
             if self.training:
                 return self._fn(x, idx=idx, N=int(N))
@@ -244,12 +260,12 @@ class UserGuide(ZooGuide):
         idx = torch.arange(_TRIAL_B, device=x.device)
         with torch.random.fork_rng(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self._adopting = True
+            self._adopting, self._with_globals = True, False        # the user's own sites alone first
             try:
                 trace = self._call_user(lambda: poutine.trace(self).get_trace(x, idx=idx, N=_TRIAL_N),
                                         "on a trial minibatch")
             finally:
-                self._adopting = False
+                self._adopting, self._with_globals = False, True
             prior = poutine.trace(model.model).get_trace(x, idx=idx, N=_TRIAL_N)
             sites = self._check_sites(trace, prior, model, batch=(_TRIAL_B,))
             vectorized = self._call_user(lambda: poutine.trace(vectorize(self, _TRIAL_K)).get_trace(
@@ -266,7 +282,14 @@ class UserGuide(ZooGuide):
         name, latents = self._name, {s.name: s for s in model.latents}
         sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not _is_plate_site(s)}
         listed = ", ".join(repr(s) for s in latents)
+        global_names = {s.name for s in getattr(model, "global_latents", ())}
+        sites = {n: s for n, s in sites.items() if n not in global_names or batch == (_TRIAL_B,)}
         for site_name, site in sites.items():
+            if site_name in global_names and batch == (_TRIAL_B,):
+                raise ZooError(f"guide {name} samples {site_name!r}, a global latent of {model.display_name} (outside "
+                               f"the data plate), which the zoo's global guide proposes (--global-guide normal or "
+                               f"delta; the harness reports figures at its point estimate); sample only the local "
+                               f"latents ({listed}) in your guide")
             if site["is_observed"]:
                 raise ZooError(f"guide {name}'s site {site_name!r} is observed; a guide samples the model's latents "
                                f"({listed}) and observes nothing: drop its obs=")
@@ -381,7 +404,7 @@ def _same_support(a, b) -> bool:
 
 # -- guide files: the CLI's --guide FILE.py:NAME ------------------------------------------------
 @dataclass
-class GuideFileOptions(Options):
+class GuideFileOptions(GlobalGuideOptions):
     """The one option of a guide file: its fingerprint, recorded in the run's config."""
 
     source_sha256: Optional[str] = option(None, "SHA-256 of the guide file when the run was made; a resumed or "
@@ -395,11 +418,12 @@ class GuideFile(UserGuide):
     spec: str = ""
     digest: str = ""
 
-    def __init__(self, model: ZooModel, num_data: Optional[int] = None, source_sha256: Optional[str] = None):
+    def __init__(self, model: ZooModel, num_data: Optional[int] = None, source_sha256: Optional[str] = None,
+                 global_guide: Optional[str] = None):
         # the file is imported afresh for each guide (fresh module-level networks), and only if its bytes
         # are the ones the registry resolved (and, for a run, the ones the run was made with)
         obj, _ = load_model_file(self.spec, expected_sha256=source_sha256 or self.digest, kind="guide")
-        super().__init__(model, obj, num_data=num_data, name=self.family)
+        super().__init__(model, obj, num_data=num_data, name=self.family, global_guide=global_guide)
 
     @classmethod
     def is_reparameterized(cls, model: ZooModel) -> bool:

@@ -133,7 +133,9 @@ def given_options(args: argparse.Namespace, kind: str, chosen: Sequence[str]) ->
     fields = REGISTRIES[kind].options_fields()
     for name in given:
         f, owners = fields[name]
-        if not set(owners) & set(chosen):
+        # a FILE.py:NAME component (a guide file) is resolved, not listed: its own options decide
+        taken = any(name in {g.name for g in REGISTRIES[kind][c].options.specs()} for c in chosen if c not in owners)
+        if not set(owners) & set(chosen) and not taken:
             listed = ", ".join(repr(o) for o in owners)
             raise ZooError(f"{_flag(f)} applies to the {listed} {kind}{'s' if len(owners) > 1 else ''} only, "
                            f"not {', '.join(repr(c) for c in chosen)}")

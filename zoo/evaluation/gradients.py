@@ -51,6 +51,7 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.objectives import OBJECTIVES, EnumELBO, build_objective, split_objective
+from zoo.objectives.base import for_model
 
 __all__ = ["parameter_groups", "gradient_samples", "reference_gradients", "summarize", "diagnose", "toy_gradients"]
 
@@ -77,6 +78,9 @@ def gradient_samples(objective, model, guide, x, idx, N, repeats: int, groups, t
     (``train_model``: the model as the objective sees it; default the guide's training view)."""
     if train_model is None:
         train_model = guide.training_model(model)
+    # as training runs it: Pyro's vectorized particles would draw a theta per particle, which a model with
+    # global latents never wrote its shapes for (see for_model)
+    objective = for_model(objective, model)
     samples = {g: [] for g in groups}
     seconds = []
     for _ in range(repeats):
@@ -120,7 +124,11 @@ def reference_gradients(model, guide, x, idx, N, groups, reference_repeats: int 
         if relaxed:                     # the true discrete model's bounds: the guide's hard samples
             guide.eval()
         try:
-            samples, _ = gradient_samples(build_objective(name, 1000), model, guide, x, idx, N,
+            # a model with global latents: the per-datum ELBO (Renyi order 1), whose K particles share one theta,
+            # runs vectorized and has the same expected gradient; Pyro's ELBO would run 1000 particles one by one
+            reference = (build_objective("renyi", alpha=1.0, particles=1000)
+                         if name == "elbo" and getattr(model, "global_latents", ()) else build_objective(name, 1000))
+            samples, _ = gradient_samples(reference, model, guide, x, idx, N,
                                           reference_repeats, {group: groups[group]}, train_model=model)
         finally:
             guide.train(was_training)

@@ -329,7 +329,8 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
             recon = (xb[:keep_reconstructions], parts[0].x_mean[0, :keep_reconstructions])
     col = {k: torch.cat(v).double().cpu() for k, v in cols.items() if v}
     z_mean = torch.cat(z_means).double()
-    au_var = z_mean.var(0, unbiased=True) if n > 1 else torch.zeros(z_mean.shape[1])
+    # no local unit (a model whose only latents are global): nothing to count, and var() of zero columns warns
+    au_var = z_mean.var(0, unbiased=True) if n > 1 and z_mean.shape[1] else torch.zeros(z_mean.shape[1])
     active = au_var > ACTIVE_UNIT_THRESHOLD
     sizes = [s.value_size for s in model.latents]
 

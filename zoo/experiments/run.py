@@ -345,8 +345,14 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     if uses_analytic_kl(cfg.objective, cfg.objective_options.get("estimator")):
         missing = sites_without_closed_form_kl(run.model, guide, x_eval[:2])
         if missing:                         # TraceMeanField_ELBO falls back to Monte Carlo without a word
-            summary["note"] = (f"{cfg.guide} has no closed-form KL for {', '.join(missing)}: {cfg.objective} "
-                               f"estimates it by Monte Carlo there, the same estimator as elbo")
+            global_names = {s.name for s in getattr(run.model, "global_latents", ())}
+            local = [m for m in missing if m not in global_names]
+            glob = [m for m in missing if m in global_names]
+            owners = ([f"{cfg.guide} has no closed-form KL for {', '.join(local)}"] if local else []) + (
+                [f"the {guide.global_guide.kind} global guide has no closed-form KL for {', '.join(glob)} "
+                 f"({'a point mass' if guide.global_guide.kind == 'delta' else 'a transformed Normal'})"] if glob else [])
+            summary["note"] = (f"{'; '.join(owners)}: {cfg.objective} estimates it by Monte Carlo there, the same "
+                               f"estimator as elbo")
     notes = [summary["note"]] if summary.get("note") else []
     if run.model.likelihood_note:           # a model with covariates: log p(x) is a conditional density
         notes.append(run.model.likelihood_note)

@@ -5,7 +5,12 @@ only its own bound, so ::
 
     max_lambda  (1/n) sum_n ELBO_n(lambda_n),    ELBO_n(lambda_n) = E_q(z | lambda_n)[log p(x_n, z) - log q(z | lambda_n)]
 
-is n independent problems. Minibatches buy nothing here (a row of a per-datum table gets one
+is n independent problems. For a model with global latents theta (outside the data plate) the refit is
+of the local guide only, given theta = theta_hat, the global guide's point estimate (the one the harness
+reports the per-datum figures at): q(theta) was fitted to the training data and belongs to them, like the
+model's parameters, so its parameters stay fixed, and with theta held the problem separates over the data
+as above. (Letting q(theta) move would fit the global posterior to the evaluation data, and each step
+would carry the noise of a fresh theta for every datum at once.) Minibatches buy nothing here (a row of a per-datum table gets one
 gradient per pass over the data whatever the batch size), so every epoch is *one* Adam step for
 every row at once: the data are scored in chunks that bound memory, the gradients accumulate, and
 the step follows the last chunk.
@@ -42,6 +47,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -147,14 +153,16 @@ def refit_local_guide(model, guide, x: torch.Tensor, *, tol: float = REFIT_TOL, 
     n = x.shape[0]
     objective = refit_objective(model, guide, particles)
     growth = [particles * PARTICLE_GROWTH ** k for k in range(lr_drops + 1)]
-    # q(theta) of global latents belongs to the training data, like the model's parameters: held fixed
-    held = list(guide.global_guide.parameters()) if getattr(guide, "global_guide", None) is not None else []
-    params = [p for p in guide.parameters() if p.requires_grad and all(p is not h for h in held)]
+    # q(theta) of global latents belongs to the training data, like the model's parameters: held fixed,
+    # and the local guide is refitted given theta_hat, the point estimate the harness reports at
+    held = guide.global_guide if getattr(guide, "global_guide", None) is not None else None
+    fixed = list(held.parameters()) if held is not None else []
+    params = [p for p in guide.parameters() if p.requires_grad and all(p is not f for f in fixed)]
     if not params:
         raise ZooError(f"the {type(guide).__name__} guide has no parameters to refit")
     optimizer = torch.optim.Adam(params, lr=lr, eps=ADAM_EPS)
     chunks = _chunks(n, x.shape[1], max(growth[-1], monitor_particles), max_elements, x.device)
-    frozen = [p for p in list(model.parameters()) + held if p.requires_grad]
+    frozen = [p for p in list(model.parameters()) + fixed if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     was_training = model.training
@@ -165,6 +173,8 @@ def refit_local_guide(model, guide, x: torch.Tensor, *, tol: float = REFIT_TOL, 
     # distribution checks in the loop (they cost more than the step for small models)
     validation = pyro.validation_enabled(False)
     validation.__enter__()
+    at_theta_hat = held.at_point_estimate() if held is not None else contextlib.nullcontext()
+    at_theta_hat.__enter__()
     try:
         monitor = [_monitored_elbo(model, guide, x, chunks, monitor_particles).mean().item()]
         converged, epoch, stage, stage_start = False, 0, 0, 0
@@ -193,6 +203,7 @@ def refit_local_guide(model, guide, x: torch.Tensor, *, tol: float = REFIT_TOL, 
                     for group in optimizer.param_groups:
                         group["lr"] *= LR_DROP
     finally:
+        at_theta_hat.__exit__(None, None, None)
         validation.__exit__(None, None, None)
         for p in frozen:
             p.requires_grad_(True)
