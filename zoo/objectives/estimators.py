@@ -101,9 +101,16 @@ class DReGIWAE(PerDatumObjective):
             if not params:
                 continue
             grads = torch.autograd.grad(surrogate, params, retain_graph=True, allow_unused=True)
+            through = []
             for p, g in zip(params, grads):
-                if g is not None:
+                if g is None:
+                    continue
+                if p.is_leaf:
                     p.grad = g if p.grad is None else p.grad + g
+                else:           # a constrained pyro.param's value, transform_to(c) of its leaf: g goes on to the leaf
+                    through.append((p, g))
+            if through:
+                torch.autograd.backward([p for p, _ in through], [g for _, g in through], retain_graph=True)
         return theta_loss.item()
 
 
