@@ -71,7 +71,6 @@ and a changed file is refused before it runs.
 from __future__ import annotations
 
 import contextlib
-import gc
 import inspect
 import warnings
 import weakref
@@ -91,8 +90,8 @@ from zoo.core.errors import ZooError
 from zoo.core.params import register_module
 from zoo.core.registry import GUIDES, Component, Options, option
 from zoo.core.weights import per_datum_log_weights, vectorize
-from zoo.models.pyro_model import (_FROZEN_WARNING, _OWNER, _OwnParameters, PyroModel, _is_plate_site,
-                                   _named_modules, _split, _support_name, _user_line, is_model_file,
+from zoo.models.pyro_model import (_FROZEN_WARNING, _OWNER, _OwnParameters, PyroModel, claim_parameters,
+                                   _is_plate_site, _named_modules, _split, _support_name, _user_line, is_model_file,
                                    load_model_file, resolve_file)
 
 __all__ = ["UserGuide", "from_pyro_guide", "as_zoo_guide", "resolve_guide_file"]
@@ -364,18 +363,9 @@ class UserGuide(ZooGuide):
 
     def _claim_parameters(self) -> None:
         """Mark every parameter as this guide's; refuse one that a live zoo guide or model already holds."""
-        for p in self.parameters():
-            for mark in (_GUIDE_OWNER, _OWNER):
-                other = getattr(p, mark, lambda: None)()
-                if other is not None and other is not self:
-                    del other
-                    gc.collect()                           # a dropped guide may only wait for the collector
-                    if getattr(p, mark)() is not None:
-                        raise ZooError(f"guide {self._name}'s networks already belong to another zoo "
-                                       f"{'guide' if mark == _GUIDE_OWNER else 'model'}; build fresh ones for each: "
-                                       f"give a factory, def make(model): ... return guide")
-        for p in self.parameters():
-            setattr(p, _GUIDE_OWNER, weakref.ref(self))
+        claim_parameters(self, _GUIDE_OWNER, {_GUIDE_OWNER: "guide", _OWNER: "model"},
+                         f"guide {self._name}'s networks already belong to another zoo {{}}; build fresh ones for "
+                         f"each: give a factory, def make(model): ... return guide")
 
 
 class _GuideParameters(_OwnParameters):

@@ -154,14 +154,17 @@ def test_harness_reports_log_p_x_given_the_point_estimate_and_a_data_set_elbo_be
                                                        "data_elbo", "data_elbo_samples"}
 
 
+def mean_only(x_dim):
+    """x_n ~ N(mu, I), mu ~ N(0, tau^2 I): the only latent is global."""
+    def model(x, idx=None, N=None):
+        mu = pyro.sample("mu", dist.Normal(torch.zeros(x_dim), TAU).to_event(1))
+        with pyro.plate("data", N, subsample=idx):
+            pyro.sample("x", dist.Normal(mu, 1.0).to_event(1), obs=x)
+    return model
+
+
 def test_a_model_with_only_global_latents_trains_and_is_scored():
     """Bayesian inference of a mean alone: x_n ~ N(mu, 1), mu ~ N(0, tau^2); given mu_hat the IS estimate is exact."""
-    def mean_only(x_dim):
-        def model(x, idx=None, N=None):
-            mu = pyro.sample("mu", dist.Normal(torch.zeros(x_dim), TAU).to_event(1))
-            with pyro.plate("data", N, subsample=idx):
-                pyro.sample("x", dist.Normal(mu, 1.0).to_event(1), obs=x)
-        return model
     model = zoo.from_pyro(mean_only, D)
     assert model.latents == () and [s.name for s in model.global_latents] == ["mu"]
     x = data(30)
@@ -260,12 +263,6 @@ def test_a_model_with_only_global_latents_is_scored_without_warnings():
     (torch's 'var(): degrees of freedom is <= 0' came from the variance of zero columns)."""
     import warnings
 
-    def mean_only(x_dim):
-        def model(x, idx=None, N=None):
-            mu = pyro.sample("mu", dist.Normal(torch.zeros(x_dim), TAU).to_event(1))
-            with pyro.plate("data", N, subsample=idx):
-                pyro.sample("x", dist.Normal(mu, 1.0).to_event(1), obs=x)
-        return model
     model = zoo.from_pyro(mean_only, D)
     guide = zoo.build_guide("amortized", model)
     with warnings.catch_warnings():

@@ -148,7 +148,7 @@ from zoo.core.registry import MODELS, Component, Options, option
 from zoo.core.weights import is_deterministic, is_factor, vectorize
 
 __all__ = ["from_pyro", "PyroModel", "ObservedSite", "load_model_file", "is_model_file", "model_label",
-           "file_sha256", "absolute_spec", "only_named_files", "user_code_errors", "resolve_file"]
+           "file_sha256", "absolute_spec", "only_named_files", "user_code_errors", "resolve_file", "claim_parameters"]
 
 #: The trial run's minibatch: B rows out of N, sizes unlikely to coincide with a latent's own dimensions.
 _TRIAL_B, _TRIAL_N = 3, 7
@@ -432,17 +432,28 @@ class PyroModel(ZooModel):
 
     def _claim_parameters(self) -> None:
         """Mark every parameter as this model's; refuse one that a live zoo model already holds."""
-        for p in self.parameters():
-            other = getattr(p, _OWNER, lambda: None)()
-            if other is not None and other is not self:
+        claim_parameters(self, _OWNER, {_OWNER: "model"},
+                         f"{self._name}'s networks already belong to another zoo {{}}; build fresh ones for each: "
+                         f"pass a factory, def make(x_dim): ... return model, to from_pyro(make, x_dim)")
+
+
+def claim_parameters(owner: nn.Module, mark: str, others: Dict[str, str], message: str) -> None:
+    """Mark every parameter of ``owner`` with a weak reference to it under the attribute ``mark``, after
+    refusing any parameter that a live component already holds under one of ``others`` (attribute ->
+    what it names, "model" or "guide"; ``message`` is formatted with that word).
+
+    Parameters belong to one zoo model or guide: the user's function holds its networks in a closure,
+    so two wrappers of the same networks would silently train and score each other's weights."""
+    for p in owner.parameters():
+        for attribute, kind in others.items():
+            other = getattr(p, attribute, lambda: None)()
+            if other is not None and other is not owner:
                 del other
-                gc.collect()                               # a dropped model may only wait for the collector
-                if getattr(p, _OWNER)() is not None:
-                    raise ZooError(f"{self._name}'s networks already belong to another zoo model; build fresh "
-                                   f"ones for each: pass a factory, def make(x_dim): ... return model, to "
-                                   f"from_pyro(make, x_dim)")
-        for p in self.parameters():
-            setattr(p, _OWNER, weakref.ref(self))
+                gc.collect()                               # a dropped owner may only wait for the collector
+                if getattr(p, attribute)() is not None:
+                    raise ZooError(message.format(kind))
+    for p in owner.parameters():
+        setattr(p, mark, weakref.ref(owner))
 
 
 class _OwnParameters(Messenger):
