@@ -13,9 +13,11 @@ import pytest
 
 from zoo.cli import main
 from zoo.evaluation import reports
+from zoo.evaluation.report_config import CONFIG_NAME, Reference, ReportConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+CONFIG = load_config(RESULTS)
 
 
 def run_cli(args, capsys):
@@ -42,7 +44,7 @@ def test_committed_pages_are_in_sync_with_the_result_files(capsys):
 def test_readme_results_block_is_what_the_report_renders():
     readme = (ROOT / "README.md").read_text()
     block = readme[readme.index(reports.START):readme.index(reports.END) + len(reports.END)]
-    assert block == reports.render_readme_block(reports.load_results(RESULTS))
+    assert block == reports.render_readme_block(reports.load_results(RESULTS), CONFIG, "benchmarks/results/")
     assert "88.64" in block                 # the VAE headline figure is there, and came from its file
 
 
@@ -71,13 +73,14 @@ def test_a_table_figure_equals_the_value_in_its_json():
 
 
 def test_every_reference_is_compared_with_the_measured_figure():
-    """'met' is measured minus published: for the IWAE row, NLL − 87.10."""
+    """'met' is measured minus published: for the IWAE row, NLL − 87.10 (Burda et al.'s figure, which
+    benchmarks/results/report.json declares and applies to the VAE trained with a multi-sample bound)."""
     run = reports.load_results(RESULTS)["quality_mnist_iwae520.json"]["runs"]
     iwae = next(r for r in run if r["label"] == "iwae")
-    (ref,) = reports.references_for(iwae["config"])
+    (ref,) = CONFIG.references_for(iwae["config"])
     assert ref.value == "87.10"
     d = iwae["nll"] - 87.10
-    _, met = reports._reference_cells(iwae)
+    _, met = reports._reference_cells(iwae, CONFIG)
     assert met == f"NLL {'yes' if d <= 0 else 'no'}, {'−' if d < 0 else '+'}{abs(d):.2f}"
 
 
@@ -131,9 +134,12 @@ def test_an_unknown_placeholder_names_its_line(results_copy, capsys):
 def test_placeholders_render_values_references_and_tables():
     results = {"a.json": {"provenance": {"command": "python a.py"},
                           "runs": [{"label": "x", "elbo": -90.456, "n": 3, "ratio": 1.0449}]}}
+    config = ReportConfig(references={"paper": Reference("neg_elbo", "101.5", "A et al. 2017", "a model")})
     text = reports.render_template("{{ a.json | runs/x/neg_elbo }} {{ a.json | runs/0/n }} "
-                                   "{{ a.json | runs/x/ratio | x }} {{ reference | jang-cat-gumbel }}", results)
+                                   "{{ a.json | runs/x/ratio | x }} {{ reference | paper }}", results, config=config)
     assert text == "90.46 3 1.04× 101.5"
+    with pytest.raises(Exception, match="no reference 'paper'.*report.json"):
+        reports.render_template("{{ reference | paper }}", results)
     assert "`python a.py`" in reports.render_template("{{ table sources }}", results)
 
 
@@ -184,14 +190,17 @@ def test_leaderboard_is_the_best_run_per_model_guide_objective_with_its_curve():
     images, and a plot drawn from that run's history sits beside it on disk."""
     page = (RESULTS / reports.LEADERBOARD_NAME).read_text()
     results = reports.load_results(RESULTS)
-    rows = reports.leaderboard_runs(results)
-    keys = [(reports._model_label(r["config"]), r["config"]["guide"], r["config"]["objective"]) for _, r in rows]
-    assert len(keys) == len(set(keys)) and ("sbn", "amortized", "rloo") in keys
+    rows = reports.leaderboard_runs(results, CONFIG)
+
+    def key(config):
+        return reports.model_label(config, CONFIG), config["guide"], config["objective"]
+    keys = [key(r["config"]) for _, r in rows]
+    assert len(keys) == len(set(keys)) and ("sbn", "amortized", "rloo") in keys and ("vae + vampprior", "amortized",
+                                                                                    "elbo") in keys
     for name, run in rows:
         c = run["config"]
         rivals = [r for _, r in reports._training_runs(results) if r["config"].get("dataset") == "binarized_mnist"
-                  and (reports._model_label(r["config"]), r["config"]["guide"], r["config"]["objective"])
-                  == (reports._model_label(c), c["guide"], c["objective"]) and r["num_data"] == run["num_data"]]
+                  and key(r["config"]) == key(c) and r["num_data"] == run["num_data"]]
         assert run["nll"] == min(r["nll"] for r in rivals)
         assert f"[{name.removesuffix('.json')}]({name})" in page
         assert (RESULTS / reports.plot_path(name, run)).is_file() and f"]({reports.plot_path(name, run)})" in page
@@ -223,3 +232,70 @@ def test_report_on_a_folder_of_the_users_own_runs(tmp_path, capsys):
     code, out, err = run_cli(["report", str(runs / "a")], capsys)     # one run folder (config.json beside it)
     assert code == 0, err
     assert "[`a`](./) (your run)" in (runs / "a" / reports.LEADERBOARD_NAME).read_text()
+
+
+def test_the_library_knows_no_benchmark():
+    """What only this repository's benchmarks know (the papers' figures and whom they apply to, the headline
+    runs, the order of models, the tables of the benchmark scripts' files) is in benchmarks/results/report.json,
+    not in the library that renders any folder of runs."""
+    source = "\n".join(p.read_text() for p in (ROOT / "zoo" / "evaluation").glob("report*.py"))
+    known = {*CONFIG.references, *(r.cite for r in CONFIG.references.values()), *(f for f, _ in CONFIG.headline),
+             *CONFIG.leaderboard_model_order, *CONFIG.runs_model_order, *CONFIG.leaderboard_datasets,
+             *(s.flag for s in CONFIG.settings), *(t for t in CONFIG.tables if t not in reports.TABLES)}
+    assert known and not [k for k in sorted(known) if re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", source)]
+
+
+def test_a_table_declared_in_report_json_renders_any_result_file(tmp_path):
+    """A table of report.json takes its rows from each result file (a mapping's items carry their key), keeps the
+    rows that have its 'with' field, and fills each cell from the first alternative that applies: a template
+    whose fields are present, one whose 'when' matches the row, or a lookup keyed by the row."""
+    (tmp_path / "a.json").write_text(json.dumps({
+        "provenance": {"command": "python a.py"}, "ratios": {"k1 n=2": 1.5},
+        "rows": {"k1": {"x": 1.23456, "n": 2, "flag": True}, "k2": {"x": None, "n": 1}, "k3": {"x": 2.0}}}))
+    (tmp_path / "b.json").write_text(json.dumps({"provenance": {"command": "python b.py"}, "rows": [{"x": -0.5, "n": 3}]}))
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({"tables": {"t": {"rows": "rows", "with": "n", "columns": [
+        ["name", ["`{key}`", "(list)"]], ["x", "{x:.3f}"], ["n", [{"when": {"n": 1}, "cell": "one"}, "{n}"]],
+        ["flag", [{"when": {"flag": True}, "cell": "yes"}, "no"]],
+        ["ratio", {"lookup": "/ratios", "key": "{key} n={n}", "format": "x"}]]}}}))
+    text = reports.render_template("{{ table t }}", reports.load_results(tmp_path), config=load_config(tmp_path))
+    assert text.splitlines() == [
+        "| name | x | n | flag | ratio | source |", "|---|---|---|---|---|---|",
+        "| `k1` | 1.235 | 2 | yes | 1.50× | [a.json](a.json) ([command](#cmd-a)) |",
+        "| `k2` | – | one | no | – | [a.json](a.json) ([command](#cmd-a)) |",
+        "| (list) | −0.500 | 3 | no | – | [b.json](b.json) ([command](#cmd-b)) |"]
+
+
+def test_a_new_reference_is_one_rule_in_report_json(results_copy, capsys):
+    """A published figure reaches the pages by data alone: a rule comparing the two-layer VAE with Burda et al.'s
+    figure puts it, and the measured figure minus it, on the leaderboard row that had none."""
+    config = json.loads((results_copy / CONFIG_NAME).read_text())
+    config["compare_with"].append({"match": {"dataset": "binarized_mnist", "model": "hvae"}, "references": ["burda-hvae"]})
+    (results_copy / CONFIG_NAME).write_text(json.dumps(config))
+    code, out, err = run_cli(["report", str(results_copy)], capsys)
+    assert code == 0, err
+    board = (results_copy / reports.LEADERBOARD_NAME).read_text()
+    hvae = [row for row in board.splitlines() if row.startswith("| `hvae` |")]
+    assert hvae and all("| NLL 86.76, Burda et al. 2016 | NLL " in row for row in hvae)
+    assert "Burda et al. 2016" not in [row for row in (RESULTS / reports.LEADERBOARD_NAME).read_text().splitlines()
+                                       if row.startswith("| `hvae` |")][0]
+
+
+@pytest.mark.parametrize("config, message", [
+    ('{"headline": 3}', "headline is a JSON int"),
+    ('{"sections": []}', "unknown key 'sections'"),
+    ('{"compare_with": [{"match": {"model": "m"}, "references": ["nowhere"]}]}', "no reference 'nowhere'"),
+    ('{"references": {"p": {"metric": "bits", "value": "1", "cite": "c", "what": "w"}}}', "metric is 'nll' or"),
+])
+def test_a_bad_report_json_is_one_line_exit_2_and_nothing_written(results_copy, capsys, config, message):
+    page = results_copy / "README.md"
+    before = page.read_text()
+    (results_copy / CONFIG_NAME).write_text(config)
+    code, out, err = run_cli(["report", str(results_copy)], capsys)
+    assert code == 2 and err.count("\n") == 1 and CONFIG_NAME in err and message in err
+    assert page.read_text() == before
+
+
+def test_without_report_json_a_declared_table_is_refused_naming_where_it_is_declared(results_copy, capsys):
+    (results_copy / CONFIG_NAME).unlink()
+    code, out, err = run_cli(["report", str(results_copy)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "no table 'relaxed'" in err and CONFIG_NAME in err

@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="render the leaderboard (DIR/LEADERBOARD.md, best run per model, guide and "
                        "objective, with training plots) and the archive of every run (DIR/README.md) from result files")
     p.add_argument("dir", help="a folder of *.json result files (e.g. benchmarks/results), or of your own run "
-                   "folders from 'pyro-zoo train' / 'compare'")
+                   "folders from 'pyro-zoo train' / 'compare'; its README.template.md and report.json (data: "
+                   "published figures, headline runs, tables; zoo.evaluation.report_config), if any, shape the pages")
     p.add_argument("--out", default=None, help="the archive page to write (default: DIR/README.md); the "
                    "leaderboard and its plots go beside it")
     p.add_argument("--readme", default=None, help="the README whose results block to rewrite (default: the "

@@ -1,124 +1,66 @@
-"""Reports of the benchmark results: every figure in the docs is rendered from a result file.
+"""Reports of a folder of runs: every figure on its pages is rendered from a result file.
 
-``pyro-zoo report DIR`` reads every ``*.json`` in DIR (each benchmark script writes one, with the
-command, the git commit and the hardware under ``provenance``) and renders ``DIR/README.md`` from
-the template ``DIR/README.template.md``. It also rewrites the results block of the nearest
-``README.md`` above DIR, between ``<!-- results:start -->`` and ``<!-- results:end -->``, and the
-component tables (``<!-- registry:start -->`` ... ``<!-- registry:end -->``) of the user guide
-``zoo/README.md`` from the registry. So no
-figure is typed by hand twice, and none is typed by hand at all: the prose of the template may
-not hold a decimal number; it names the figure instead, and the report fills it in.
+``pyro-zoo report DIR`` reads every ``*.json`` in DIR (a result file records its command, the git commit
+and the hardware under ``provenance``; a run folder's ``results.json`` records its config) and renders
+``DIR/README.md`` from the template ``DIR/README.template.md`` (or a default one). It also rewrites the
+results block of the nearest ``README.md`` above DIR, between ``<!-- results:start -->`` and
+``<!-- results:end -->``, and the component tables (``<!-- registry:start -->`` ...
+``<!-- registry:end -->``) of the user guide ``zoo/README.md`` from the registry. So no figure is typed
+by hand twice, and none is typed by hand at all: the prose of the template may not hold a decimal
+number; it names the figure instead, and the report fills it in.
 
 Beside it the report writes ``DIR/LEADERBOARD.md`` (:func:`render_leaderboard`): the best run per
-(model, guide, objective) on static binarized MNIST against the papers' figures, each with a small
-plot of its training under ``DIR/plots/`` drawn from the result file's ``history``. DIR may also be a
+(dataset, model, guide, objective), against published figures where the folder declares them, each
+with a small plot of its training under ``DIR/plots/`` drawn from the run's ``history``. DIR may be a
 folder of the user's own runs (run folders of ``pyro-zoo train`` or ``compare``, whose results.json
-records the config, not a command): they get the same leaderboard, on any dataset (:func:`load_user_runs`).
+records the config, not a command): they get the same pages (:func:`load_user_runs`).
+
+The report knows the harness's summary of a trained run (config, ``elbo``, ``nll``, ``history``, ...)
+and nothing about particular models or benchmarks: what a folder's owner knows (the papers' figures and
+which run they apply to, the headline runs, the order of models, the tables of other result files) is
+data in ``DIR/report.json`` (:mod:`zoo.evaluation.report_config`).
 
 Placeholders in the template:
 
-- ``{{ table NAME }}``: one of the tables in :data:`TABLES` (``headline``, ``runs``, ``speed``, ...);
+- ``{{ table NAME }}``: one of the tables in :data:`TABLES` (``headline``, ``runs``, ``sources``) or
+  declared under ``tables`` in ``report.json`` (:func:`declared_table`);
 - ``{{ include FILE.json }}``: the Markdown tables the benchmark wrote to ``FILE.md`` beside ``FILE.json``;
 - ``{{ FILE | PATH }}`` or ``{{ FILE | PATH | FORMAT }}``: one value of a result file. PATH walks
   the JSON by ``/``-separated keys; in a list, a segment selects the element with that ``label``
   (or that index). ``neg_elbo`` is −``elbo``. FORMAT is a Python format spec (default ``.2f``
   for floats), or ``x`` for a ratio such as ``1.09×``;
-- ``{{ reference | KEY }}``: a figure from a paper, from :data:`REFERENCES`.
+- ``{{ reference | KEY }}``: a figure from a paper, declared under ``references`` in ``report.json``.
 
 Example::
 
     >>> runs = {"a.json": {"provenance": {"command": "python a.py"},
-    ...                    "runs": [{"label": "vae", "elbo": -88.123}]}}
-    >>> render_template("NLL {{ a.json | runs/vae/neg_elbo }} nats", runs)
+    ...                    "runs": [{"label": "b", "elbo": -88.123}]}}
+    >>> render_template("NLL {{ a.json | runs/b/neg_elbo }} nats", runs)
     'NLL 88.12 nats'
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from zoo.core.errors import ZooError
 from zoo.core.files import read_json, read_text
 from zoo.core.registry import OptionError
+from zoo.evaluation.report_config import CONFIG_NAME, MINUS, Reference, ReportConfig, Table, flat_config, \
+    load_config, matches
 
-__all__ = ["Reference", "REFERENCES", "HEADLINE", "TABLES", "load_results", "render_template",
-           "render_results_readme", "render_readme_block", "headline_runs", "replace_readme_block", "report",
-           "START", "END", "TEMPLATE_NAME"]
+__all__ = ["TABLES", "load_results", "render_template", "render_results_readme", "render_readme_block",
+           "headline_runs", "declared_table", "render_leaderboard", "leaderboard_runs", "model_label",
+           "replace_readme_block", "report", "START", "END", "TEMPLATE_NAME"]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 TEMPLATE_NAME = "README.template.md"
-MINUS = "−"
+#: the generic report: no references, headline runs, declared tables or orders
+GENERIC = ReportConfig()
 
 Results = Dict[str, dict]       # file name -> parsed JSON
-
-
-@dataclass(frozen=True)
-class Reference:
-    """A figure published in a paper: not a measurement of ours, so it lives here, once, with its citation."""
-
-    metric: str         # "nll" (test NLL) or "neg_elbo" (test −ELBO), nats per datum on binarized MNIST
-    value: str          # as printed in the paper
-    cite: str
-    what: str
-
-    @property
-    def label(self) -> str:
-        return {"nll": "NLL", "neg_elbo": f"{MINUS}ELBO"}[self.metric]
-
-
-#: Published figures on static binarized MNIST that the benchmarks compare with.
-REFERENCES: Dict[str, Reference] = {
-    "burda-vae": Reference("nll", "88.71", "Burda et al. 2016", "VAE, 3280 epochs"),
-    "burda-iwae": Reference("nll", "87.10", "Burda et al. 2016", "IWAE k = 50, 3280 epochs"),
-    "jang-sbn-sf": Reference("neg_elbo", "112.2", "Jang et al. 2017", "Bernoulli SBN, score function"),
-    "jang-sbn-gumbel": Reference("neg_elbo", "105.0", "Jang et al. 2017", "Bernoulli SBN, Gumbel-softmax"),
-    "jang-cat-sf": Reference("neg_elbo", "110.6", "Jang et al. 2017", "categorical VAE, score function"),
-    "jang-cat-gumbel": Reference("neg_elbo", "101.5", "Jang et al. 2017", "categorical VAE, Gumbel-softmax"),
-    "mnih-nvil": Reference("nll", "113.1", "Mnih & Gregor 2014", "SBN-200, NVIL"),
-    "tomczak-vae": Reference("nll", "88.56", "Tomczak & Welling 2018", "VAE, standard prior (z = 40, gated 300-300)"),
-    "tomczak-vampprior": Reference("nll", "85.57", "Tomczak & Welling 2018", "VAE + VampPrior, 500 pseudo-inputs"),
-    "tomczak-hvae-vampprior": Reference("nll", "83.19", "Tomczak & Welling 2018", "HVAE + VampPrior"),
-    # Burda et al.'s two-stochastic-layer rows are on dynamic binarization: not directly comparable
-    "burda-hvae": Reference("nll", "86.76", "Burda et al. 2016", "VAE, two stochastic layers, dynamic binarization"),
-    "burda-hiwae5": Reference("nll", "85.54", "Burda et al. 2016",
-                              "IWAE k = 5, two stochastic layers, dynamic binarization"),
-}
-
-#: The headline results: (result file, run label), in the order of the table.
-HEADLINE: List[Tuple[str, str]] = [
-    ("quality_mnist_elbo_warmup700.json", "elbo"),
-    ("quality_mnist_iwae520.json", "iwae"),
-    ("discrete_mnist_warmup_sbn_nvil_decay.json", "sbn200-nvil"),
-    ("discrete_mnist_full_test.json", "sbn200-mlp-nvil"),
-    ("discrete_mnist_mlp_rloo_k4_wd.json", "sbn200-mlp-rloo-k4"),
-    ("discrete_mnist_full_test.json", "sbn200-reinforce"),
-    ("discrete_mnist_sbn_mlp_gumbel_wd_tau02.json", "sbn200-mlp-gumbel"),
-    ("discrete_mnist_cat_nvil_full_test.json", "cat20x10-nvil"),
-    ("discrete_mnist_cat_rloo_wd.json", "cat20x10-rloo"),
-    ("discrete_mnist_cat_gumbel_wd_decay.json", "cat20x10-gumbel"),
-]
-
-_MULTI_SAMPLE_BOUNDS = ("iwae", "dreg", "renyi", "renyi_pyro")
-
-
-def references_for(config: dict) -> List[Reference]:
-    """The published figures a run is compared with, from its model, guide and objective."""
-    model, guide, objective = config.get("model"), config.get("guide"), config.get("objective")
-    if config.get("dataset", "binarized_mnist") != "binarized_mnist":
-        return []                           # the papers' figures are on static binarized MNIST only
-    if _flat_config(config).get("prior") == "vampprior" and model in ("vae", "hvae"):
-        return [REFERENCES["tomczak-vampprior" if model == "vae" else "tomczak-hvae-vampprior"]]
-    if model == "vae":
-        return [REFERENCES["burda-iwae" if objective in _MULTI_SAMPLE_BOUNDS else "burda-vae"]]
-    if model == "sbn":
-        return ([REFERENCES["jang-sbn-gumbel"]] if guide == "relaxed"
-                else [REFERENCES["jang-sbn-sf"], REFERENCES["mnih-nvil"]])
-    if model == "categorical_vae":
-        return [REFERENCES["jang-cat-gumbel" if guide == "relaxed" else "jang-cat-sf"]]
-    return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,9 +72,11 @@ def load_results(directory: Path) -> Results:
     command, is an error naming the file: every figure must come with the command that made it."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise ZooError(f"{directory} is not a folder of result files (e.g. 'pyro-zoo report benchmarks/results')")
+        raise ZooError(f"{directory} is not a folder of result files or run folders")
     results: Results = {}
     for path in sorted(directory.glob("*.json")):
+        if path.name == CONFIG_NAME:            # what the pages show, not a result (load_config)
+            continue
         data = read_json(path, "JSON result file")
         if path.name in RUN_FILES:              # DIR is itself a run folder or a comparison: read below
             continue
@@ -194,18 +138,32 @@ def _training_runs(results: Results):
                     yield name, run
 
 
-def _flat_config(config: dict) -> dict:
-    flat = {k: v for k, v in config.items() if not k.endswith("_options")}
-    for key in ("model_options", "guide_options", "objective_options"):
-        flat.update(config.get(key) or {})
-    return flat
-
-
 def _find(results: Results, name: str, label: str) -> Optional[dict]:
     for file, run in _training_runs(results):
         if file == name and run.get("label") == label:
             return run
     return None
+
+
+def _walk(value: Any, path: str, name: str) -> Any:
+    """The value at ``path`` (``/``-separated) in a result file's JSON: a key of an object, or in a list
+    the element with that ``label`` (or that index). ``neg_elbo`` is −``elbo``. KeyError if absent."""
+    for seg in [s for s in path.split("/") if s]:
+        if isinstance(value, dict) and seg == "neg_elbo" and "elbo" in value:
+            value = -value["elbo"]
+        elif isinstance(value, dict) and seg in value:
+            value = value[seg]
+        elif isinstance(value, list):
+            hits = [e for e in value if isinstance(e, dict) and e.get("label") == seg]
+            if hits:
+                value = hits[0]
+            elif seg.isdigit() and int(seg) < len(value):
+                value = value[int(seg)]
+            else:
+                raise KeyError(f"no element {seg!r} in {name}")
+        else:
+            raise KeyError(f"no key {seg!r} in {name}")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,28 +207,24 @@ def _epochs(run: dict) -> str:
     return f"{run.get('epochs_trained')}" + (f" (best {best})" if best is not None else "")
 
 
-#: Settings shown for a run: (config key, flag, value that is not worth showing).
-_SETTINGS = [("layers", "--layers", None), ("hidden", "--hidden", None), ("particles", "--particles", None),
-             ("baseline", "--baseline", None), ("straight_through", "--straight-through", False),
-             ("temperature_min", "--temperature-min", None), ("batch_size", "--batch-size", 100),
-             ("lr", "--lr", 0.001), ("lr_decay", "--lr-decay", 1.0), ("kl_warmup", "--kl-warmup", None),
-             ("weight_decay", "--weight-decay", None), ("adam_eps", "--adam-eps", None),
-             ("keep_best", "--keep-best", False), ("jit", "--jit", False)]
+def _rank(order: Sequence[str], name: Optional[str]) -> int:
+    """The place of ``name`` in a declared order; names not declared come after, all at one place."""
+    return order.index(name) if name in order else len(order)
 
 
-def settings(config: dict) -> str:
-    """The run's non-default training settings, as the flags that set them."""
-    c = _flat_config(config)
+def settings(config: dict, report_config: ReportConfig = GENERIC) -> str:
+    """The run's settings that the folder's ``report.json`` shows, as the flags that set them."""
+    c = flat_config(config)
     out = []
-    for key, flag, boring in _SETTINGS:
-        v = c.get(key)
-        if v is None or v == boring or (key == "particles" and v == 1):
+    for setting in report_config.settings:
+        v = c.get(setting.key)
+        if v is None or v == setting.hide:
             continue
         if isinstance(v, bool):
-            out.append(flag)
+            out.append(setting.flag)
         else:
             v = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else f"{v:g}" if isinstance(v, float) else v
-            out.append(f"{flag} {v}")
+            out.append(f"{setting.flag} {v}")
     return "`" + " ".join(out) + "`" if out else "–"
 
 
@@ -284,11 +238,11 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# tables
+# tables of trained runs
 
 
-def _reference_cells(run: dict, short: bool = False) -> Tuple[str, str]:
-    refs = references_for(run["config"])
+def _reference_cells(run: dict, config: ReportConfig, short: bool = False) -> Tuple[str, str]:
+    refs = config.references_for(run["config"])
     if not refs:
         return "–", "–"
     measured = {"nll": run.get("nll"), "neg_elbo": -run["elbo"]}
@@ -297,15 +251,15 @@ def _reference_cells(run: dict, short: bool = False) -> Tuple[str, str]:
     return ref, met
 
 
-def headline_runs(results: Results) -> List[Tuple[str, dict]]:
-    """(file, run) of the :data:`HEADLINE` runs present in ``results``."""
-    found = [(name, _find(results, name, label)) for name, label in HEADLINE]
+def headline_runs(results: Results, config: ReportConfig = GENERIC) -> List[Tuple[str, dict]]:
+    """(file, run) of the folder's headline runs (``report.json``) present in ``results``."""
+    found = [(name, _find(results, name, label)) for name, label in config.headline]
     return [(name, run) for name, run in found if run is not None]
 
 
-def _headline_cells(name: str, run: dict, base: str) -> List[str]:
+def _headline_cells(name: str, run: dict, base: str, config: ReportConfig) -> List[str]:
     c = run["config"]
-    ref, met = _reference_cells(run, short=bool(base))
+    ref, met = _reference_cells(run, config, short=bool(base))
     return [f"`{run['label']}`", f"`{c['model']}`", f"`{c['guide']}`", f"`{c['objective']}`", _epochs(run),
             _num(-run["elbo"]), _num(run["nll"]), ref, met, _source(name, base)]
 
@@ -314,31 +268,33 @@ _HEADLINE_HEAD = ["run", "model", "guide", "objective", "epochs", f"test {MINUS}
                   "reference", "met", "source"]
 
 
-def table_headline(results: Results) -> str:
+def table_headline(results: Results, config: ReportConfig = GENERIC) -> str:
     rows = []
-    for name, run in headline_runs(results):
-        cells = _headline_cells(name, run, "")
+    for name, run in headline_runs(results, config):
+        cells = _headline_cells(name, run, "", config)
         rows.append(cells[:7] + [_num(run.get("log_likelihood_data_se")), str(run.get("num_data")),
-                                 settings(run["config"])] + cells[7:])
+                                 settings(run["config"], config)] + cells[7:])
     return _table(_HEADLINE_HEAD[:7] + ["± data se", "test images", "settings"] + _HEADLINE_HEAD[7:], rows)
 
 
-def render_readme_block(results: Results, base: str = "benchmarks/results/") -> str:
-    """The compact headline table for the top-level README (links relative to the repository root)."""
-    table = _table(_HEADLINE_HEAD, [_headline_cells(name, run, base) for name, run in headline_runs(results)])
+def render_readme_block(results: Results, config: ReportConfig, base: str) -> str:
+    """The compact headline table for the top-level README; ``base`` is the results folder, relative to the
+    README's folder (``benchmarks/results/``), for the links to the result files."""
+    table = _table(_HEADLINE_HEAD, [_headline_cells(name, run, base, config)
+                                    for name, run in headline_runs(results, config)])
     return (f"{START}\n<!-- generated by 'pyro-zoo report' from the result files; do not edit -->\n"
             f"{table}\n{END}")
 
 
-def table_runs(results: Results) -> str:
-    order = {"vae": 0, "sbn": 1, "categorical_vae": 2}
-    runs = sorted(_training_runs(results), key=lambda fr: (order.get(fr[1]["config"].get("model"), 9), fr[0]))
+def table_runs(results: Results, config: ReportConfig = GENERIC) -> str:
+    order = config.runs_model_order
+    runs = sorted(_training_runs(results), key=lambda fr: (_rank(order, fr[1]["config"].get("model")), fr[0]))
     rows = []
     for name, run in runs:
         c = run["config"]
-        ref, met = _reference_cells(run)
+        ref, met = _reference_cells(run, config)
         rows.append([f"`{run.get('label', '')}`", f"`{c.get('model')}`", f"`{c.get('guide')}`",
-                     f"`{c.get('objective')}`", settings(c), _epochs(run), str(run.get("num_data")),
+                     f"`{c.get('objective')}`", settings(c, config), _epochs(run), str(run.get("num_data")),
                      str(run.get("num_samples")), _num(-run["elbo"]), _num(run.get("nll")),
                      _num(run.get("log_likelihood_data_se")), str(run.get("active_units")),
                      _num(run.get("psis_khat_frac_over_0_7"), ".0%"), met, _source(name)])
@@ -347,101 +303,7 @@ def table_runs(results: Results) -> str:
                   rows)
 
 
-def table_speed(results: Results) -> str:
-    rows = []
-    for name, d in results.items():
-        if "ratio_zoo_over_hand" not in d:
-            continue
-        rows.append([f"`{d.get('model', 'vae')}`", d.get("objective") or d.get("architecture", ""),
-                     str(d.get("batch_size")), str(d.get("threads") or d["provenance"].get("cpu_threads", "–")),
-                     _num(d.get("median_zoo_s")), _num(d.get("median_zoo_jit_s")),
-                     _num(d.get("median_zoo_compiled_s")), _num(d.get("median_hand_s")),
-                     _num(d.get("median_hand_fused_s")), _num(d.get("ratio_zoo_over_hand"), "x"),
-                     _num(d.get("ratio_zoo_over_hand_same_optimizer"), "x"),
-                     _num(d.get("ratio_zoo_jit_over_hand"), "x"),
-                     _num(d.get("ratio_zoo_jit_over_hand_same_optimizer"), "x"),
-                     _num(d.get("ratio_zoo_compiled_over_hand"), "x"),
-                     _num(d.get("ratio_zoo_compiled_over_hand_same_optimizer"), "x"), _source(name)])
-    return _table(["model", "objective", "batch", "threads", "zoo s/epoch", "zoo `--jit` s/epoch", "zoo `--compile` s/epoch",
-                   "hand-written s/epoch", "hand-written, zoo's Adam", "zoo / hand", "zoo / hand, same Adam",
-                   "`--jit` / hand", "`--jit` / hand, same Adam", "`--compile` / hand", "`--compile` / hand, same Adam",
-                   "source"], rows)
-
-
-def table_step_overhead(results: Results) -> str:
-    rows = []
-    for name, d in results.items():
-        for loop, ms in (d.get("ms_per_step") or {}).items():
-            rows.append([loop, _num(ms), _source(name)])
-    return _table(["loop", "ms per step", "source"], rows)
-
-
-def table_jit(results: Results) -> str:
-    rows = []
-    for name, d in results.items():
-        runs = d.get("runs")
-        if not isinstance(runs, dict):
-            continue
-        for label, r in runs.items():
-            k = r.get("particles") or 1
-            rows.append([f"`{label}`", f"`{r.get('objective')}`" + (f" K={k}" if k > 1 else ""),
-                         _num(r.get("eager_ms_per_step")), _num(r.get("jit_ms_per_step")),
-                         _num(r.get("speedup"), "x"), _source(name)])
-    return _table(["configuration", "objective", "eager ms/step", "`--jit` ms/step", "speed-up", "source"], rows)
-
-
-def table_gradient_toy(results: Results) -> str:
-    rows = []
-    for name, d in results.items():
-        for r in d.get("toy") or []:
-            rows.append([r["estimator"], str(r["samples"]), _num(r["mean"], ".3f"), _num(r["exact"], ".3f"),
-                         _num(r["bias_se"], ".3f"), _num(r["variance"], ".4g"), _source(name)])
-    return _table(["estimator", "samples", "mean", "exact", "± se", "variance", "source"], rows)
-
-
-def _gradient_rows(name: str, rows: Sequence[dict], cost: Optional[dict] = None):
-    out = []
-    for r in rows:
-        est = r.get("estimator") or f"`{r['objective']}`"
-        ratio = (cost or {}).get(f"{r['objective']} K={r['particles']}")
-        out.append([est, str(r["particles"]), r["group"], _num(r["variance"], ".4g"), _num(r["snr"], ".3f"),
-                    _num(r.get("cosine"), ".3f"), _num(r.get("bias_norm"), ".4g"), _num(r.get("bias_se"), ".3g"),
-                    _num(r["seconds"], ".4f")] + ([_num(ratio, "x")] if cost is not None else []) + [_source(name)])
-    return out
-
-
-def table_gradient_vae(results: Results) -> str:
-    rows = []
-    for name, d in results.items():
-        if isinstance(d.get("vae"), dict):
-            rows += _gradient_rows(name, d["vae"]["rows"], d.get("cost_ratio_to_elbo") or {})
-    return _table(["objective", "K", "parameters", "variance", "SNR", "cosine to ref", "bias norm", "± se",
-                   "s/estimate", "cost / `elbo`", "source"], rows)
-
-
-def table_gradient_sbn(results: Results) -> str:
-    rows = []
-    for name, d in results.items():
-        if isinstance(d.get("sbn"), list):
-            rows += _gradient_rows(name, d["sbn"])
-    return _table(["estimator", "K", "parameters", "variance", "SNR", "cosine to ref", "bias norm", "± se",
-                   "s/estimate", "source"], rows)
-
-
-def table_relaxed(results: Results) -> str:
-    rows = []
-    for name, d in results.items():
-        for r in d.get("runs") or []:
-            if isinstance(r, dict) and "surrogate_neg_elbo" in r:
-                rows.append([f"`{r['label']}`", "yes" if r.get("straight_through") else "no",
-                             str(r.get("epochs_trained")), _num(r.get("temperature")),
-                             _num(r["surrogate_neg_elbo"]), _num(r.get("surrogate_se")),
-                             _num(r.get("discrete_neg_elbo")), _num(r.get("discrete_nll")), _source(name)])
-    return _table(["run", "straight-through", "epochs", "τ", f"surrogate {MINUS}ELBO", "± se",
-                   f"discrete {MINUS}ELBO", "discrete NLL (IS)", "source"], rows)
-
-
-def table_sources(results: Results) -> str:
+def table_sources(results: Results, config: ReportConfig = GENERIC) -> str:
     rows = []
     for name, d in results.items():
         p = d["provenance"]
@@ -457,11 +319,75 @@ def table_sources(results: Results) -> str:
     return _table(["file", "command", "commit", "hardware", "date"], rows)
 
 
-TABLES: Dict[str, Callable[[Results], str]] = {
-    "headline": table_headline, "runs": table_runs, "speed": table_speed, "step_overhead": table_step_overhead,
-    "jit": table_jit, "gradient_toy": table_gradient_toy, "gradient_vae": table_gradient_vae,
-    "gradient_sbn": table_gradient_sbn, "relaxed": table_relaxed, "sources": table_sources,
+#: The tables every folder has; a folder's ``report.json`` declares more (:func:`declared_table`).
+TABLES: Dict[str, Callable[[Results, ReportConfig], str]] = {
+    "headline": table_headline, "runs": table_runs, "sources": table_sources,
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# tables declared in report.json
+
+_FIELD = re.compile(r"\{([^{}:]*)(?::([^{}]*))?\}")
+
+
+def _get(row: dict, data: dict, path: str) -> Any:
+    """A field of a declared table's row (``a/b``), or of its result file (``/a/b``); None if absent."""
+    try:
+        return _walk(data if path.startswith("/") else row, path, "")
+    except KeyError:
+        return None
+
+
+def _fill_cell(template: str, row: dict, data: dict) -> Optional[str]:
+    """``template`` with each ``{PATH}`` or ``{PATH:FORMAT}`` filled in, or None if a field is absent."""
+    values = [_get(row, data, m.group(1)) for m in _FIELD.finditer(template)]
+    if any(v is None or v == "" for v in values):
+        return None
+    filled = iter(values)
+    return _FIELD.sub(lambda m: _num(next(filled), m.group(2) or ".2f"), template)
+
+
+def _cell(spec: Any, row: dict, data: dict) -> str:
+    """A declared table's cell. ``spec`` is a template (``"{variance:.4g}"``, ``"`{label}`"``); a list of
+    alternatives, the first whose fields are all present (and, for ``{"when": MATCH, "cell": TEMPLATE}``,
+    whose row matches), the last one usually plain text; or ``{"lookup": PATH, "key": TEMPLATE, "format":
+    FORMAT}``, the entry of the mapping at PATH whose key is the template filled from the row."""
+    if isinstance(spec, dict) and "lookup" in spec:
+        key = _fill_cell(spec["key"], row, data)
+        table = _get(row, data, spec["lookup"])
+        value = table.get(key) if isinstance(table, dict) and key is not None else None
+        return _num(value, spec.get("format", ".2f"))
+    for choice in spec if isinstance(spec, list) else [spec]:
+        if isinstance(choice, dict):
+            if not matches(choice.get("when", {}), row):
+                continue
+            choice = choice["cell"]
+        text = _fill_cell(choice, row, data)
+        if text is not None:
+            return text
+    return "–"
+
+
+def _rows(data: dict, table: Table) -> List[dict]:
+    """The rows of one result file for a declared table (see :class:`~zoo.evaluation.report_config.Table`)."""
+    found = _get(data, data, table.rows)
+    if isinstance(found, dict) and table.rows:
+        found = [dict(v, key=k) if isinstance(v, dict) else {"key": k, "value": v} for k, v in found.items()]
+    elif isinstance(found, dict):
+        found = [found]
+    if not isinstance(found, list):
+        return []
+    return [r for r in found if isinstance(r, dict) and (table.with_field is None or table.with_field in r)]
+
+
+def declared_table(results: Results, table: Table) -> str:
+    """A table declared in ``report.json``: the rows of every result file, one column per ``[HEAD, CELL]``
+    (:func:`_cell`), and the result file each row comes from."""
+    rows = []
+    for name, data in results.items():
+        rows += [[_cell(cell, row, data) for _, cell in table.columns] + [_source(name)] for row in _rows(data, table)]
+    return _table([head for head, _ in table.columns] + ["source"], rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,23 +400,7 @@ _HAND_FIGURE = re.compile(r"(?<![\w.])\d+\.\d+")
 def _value(results: Results, name: str, path: str):
     if name not in results:
         raise KeyError(f"no result file {name}")
-    v = results[name]
-    for seg in [s for s in path.split("/") if s]:
-        if isinstance(v, dict) and seg == "neg_elbo" and "elbo" in v:
-            v = -v["elbo"]
-        elif isinstance(v, dict) and seg in v:
-            v = v[seg]
-        elif isinstance(v, list):
-            hits = [e for e in v if isinstance(e, dict) and e.get("label") == seg]
-            if hits:
-                v = hits[0]
-            elif seg.isdigit() and int(seg) < len(v):
-                v = v[int(seg)]
-            else:
-                raise KeyError(f"no element {seg!r} in {name}")
-        else:
-            raise KeyError(f"no key {seg!r} in {name}")
-    return v
+    return _walk(results[name], path, name)
 
 
 #: where :func:`load_results` keeps the text of the Markdown file a benchmark wrote beside its JSON
@@ -524,19 +434,23 @@ def included_tables(results: Results, name: str) -> str:
     return "\n\n".join(blocks)
 
 
-def _fill(results: Results, expr: str) -> str:
+def _fill(results: Results, expr: str, config: ReportConfig) -> str:
     parts = [p.strip() for p in expr.split("|")]
     if len(parts) == 1 and parts[0].startswith("include "):
         return included_tables(results, parts[0].split(None, 1)[1].strip())
     if len(parts) == 1 and parts[0].startswith("table "):
         table = parts[0].split(None, 1)[1].strip()
-        if table not in TABLES:
-            raise KeyError(f"no table {table!r} (known: {', '.join(TABLES)})")
-        return TABLES[table](results)
+        if table in TABLES:
+            return TABLES[table](results, config)
+        if table in config.tables:
+            return declared_table(results, config.tables[table])
+        raise KeyError(f"no table {table!r} (known: {', '.join([*TABLES, *config.tables])}; more are declared "
+                       f"under 'tables' in {CONFIG_NAME})")
     if len(parts) == 2 and parts[0] == "reference":
-        if parts[1] not in REFERENCES:
-            raise KeyError(f"no reference {parts[1]!r} (known: {', '.join(REFERENCES)})")
-        return REFERENCES[parts[1]].value
+        if parts[1] not in config.references:
+            raise KeyError(f"no reference {parts[1]!r} (known: {', '.join(config.references) or 'none'}; "
+                           f"they are declared under 'references' in {CONFIG_NAME})")
+        return config.references[parts[1]].value
     if len(parts) in (2, 3):
         return _num(_value(results, parts[0], parts[1]), parts[2] if len(parts) == 3 else ".2f")
     raise KeyError("expected {{ table NAME }}, {{ include FILE.json }}, {{ FILE | PATH [| FORMAT] }} or "
@@ -558,13 +472,14 @@ def _check_no_hand_figures(template: str, where: str) -> None:
                            "with {{ FILE | PATH }} (see zoo.evaluation.reports)")
 
 
-def render_template(template: str, results: Results, where: str = "template") -> str:
+def render_template(template: str, results: Results, where: str = "template",
+                    config: ReportConfig = GENERIC) -> str:
     """Fill the placeholders of ``template`` from ``results``; refuse figures typed by hand."""
     _check_no_hand_figures(template, where)
 
     def fill(match):
         try:
-            return _fill(results, match.group(1))
+            return _fill(results, match.group(1), config)
         except (KeyError, TypeError, ValueError) as e:
             line = template.count("\n", 0, match.start()) + 1
             raise ZooError(f"{where} line {line}: {{{{{match.group(1)}}}}}: {e.args[0] if e.args else e}") from None
@@ -590,11 +505,11 @@ GENERATED_NOTE = (f"<!-- generated by 'pyro-zoo report' on this folder from its 
                   f"{TEMPLATE_NAME}; edit those, not this file -->\n")
 
 
-def render_results_readme(directory: Path, results: Results) -> str:
+def render_results_readme(directory: Path, results: Results, config: ReportConfig = GENERIC) -> str:
     directory = Path(directory)
     template_path = directory / TEMPLATE_NAME
     template = read_text(template_path, "template") if template_path.exists() else DEFAULT_TEMPLATE
-    body = render_template(template, results, where=str(template_path))
+    body = render_template(template, results, where=str(template_path), config=config)
     return GENERATED_NOTE + body.rstrip("\n") + "\n"
 
 
@@ -604,13 +519,15 @@ def render_results_readme(directory: Path, results: Results) -> str:
 LEADERBOARD_NAME = "LEADERBOARD.md"
 #: the folder, beside the leaderboard, of the small plots the report draws from the result files' histories
 PLOTS_DIR = "plots"
-_MODEL_ORDER = {"vae": 0, "hvae": 1, "sbn": 2, "categorical_vae": 3}
 
 
-def _model_label(config: dict) -> str:
-    """The model as the leaderboard groups it: a VAE with a VampPrior is not the VAE of the papers."""
-    prior = _flat_config(config).get("prior")
-    return config.get("model", "?") + (f" + {prior}" if prior not in (None, "standard") else "")
+def model_label(config: dict, report_config: ReportConfig = GENERIC) -> str:
+    """The model as the leaderboard groups it: with the options that ``report.json`` says make a variant
+    of it (a VAE with a VampPrior is not the VAE of the papers), where they are not at their plain value."""
+    flat = flat_config(config)
+    variants = [flat.get(option) for option, plain in report_config.model_options.items()
+                if flat.get(option) not in (None, plain)]
+    return " + ".join([config.get("model", "?"), *map(str, variants)])
 
 
 def _score(run: dict) -> float:
@@ -618,22 +535,24 @@ def _score(run: dict) -> float:
     return run["nll"] if isinstance(run.get("nll"), (int, float)) else -run["elbo"]
 
 
-def leaderboard_runs(results: Results) -> List[Tuple[str, dict]]:
-    """(file, run): the best run per (dataset, model, guide, objective). The benchmarks count on static
-    binarized MNIST only (the papers' dataset); the user's own runs on any dataset. A run scored on more
-    test images beats one scored on a subset (``--eval-limit``), whatever their figures: only runs on the
-    same images compare."""
+def leaderboard_runs(results: Results, config: ReportConfig = GENERIC) -> List[Tuple[str, dict]]:
+    """(file, run): the best run per (dataset, model, guide, objective). The result files' runs count on
+    the datasets ``report.json`` names (all if it names none); the folder's own run folders on any. A run
+    scored on more test images beats one scored on a subset (``--eval-limit``), whatever their figures:
+    only runs on the same images compare. Datasets come in the declared order, then by name; models too."""
+    datasets = list(config.leaderboard_datasets)
     best: Dict[tuple, Tuple[str, dict]] = {}
     for name, run in _training_runs(results):
         c = run["config"]
-        dataset = c.get("dataset", "binarized_mnist")
-        if dataset != "binarized_mnist" and not results[name].get(USER_RUN_KEY):
+        dataset = str(c.get("dataset"))
+        if datasets and dataset not in datasets and not results[name].get(USER_RUN_KEY):
             continue
-        key = (dataset, _model_label(c), c.get("guide"), c.get("objective"))
+        key = (dataset, model_label(c, config), c.get("guide"), c.get("objective"))
         rank = (-(run.get("num_data") or 0), _score(run))
         if key not in best or rank < (-(best[key][1].get("num_data") or 0), _score(best[key][1])):
             best[key] = (name, run)
-    order = sorted(best, key=lambda k: (k[0] != "binarized_mnist", k[0], _MODEL_ORDER.get(k[1].split(" ")[0], 9),
+    order = sorted(best, key=lambda k: (_rank(datasets, k[0]), k[0],
+                                        _rank(config.leaderboard_model_order, best[k][1]["config"].get("model")),
                                         _score(best[k][1])))
     return [best[k] for k in order]
 
@@ -659,25 +578,25 @@ def _plot_cell(name: str, run: dict, user: bool) -> str:
     return " ".join(cells) or "–"
 
 
-def render_leaderboard(results: Results, archive: str = "README.md") -> str:
+def render_leaderboard(results: Results, archive: str = "README.md", config: ReportConfig = GENERIC) -> str:
     """The leaderboard page: per dataset, the best run per (model, guide, objective) with its figures
-    against the papers', and a small plot of its training from the result file's history."""
+    against the published ones, and a small plot of its training from the result file's history."""
     rows: Dict[str, list] = {}
-    for name, run in leaderboard_runs(results):
+    for name, run in leaderboard_runs(results, config):
         c = run["config"]
         user = bool(results[name].get(USER_RUN_KEY))
-        ref, met = _reference_cells(run, short=True)
+        ref, met = _reference_cells(run, config, short=True)
         source = (f"[`{run['label']}`]({Path(name).parent.as_posix()}/) (your run)" if user
                   else f"`{run['label']}` in [{name.removesuffix('.json')}]({name})")
-        rows.setdefault(c.get("dataset", "binarized_mnist"), []).append(
-            [f"`{_model_label(c)}`", f"`{c.get('guide')}`", f"`{c.get('objective')}`", _num(-run["elbo"]),
+        rows.setdefault(str(c.get("dataset")), []).append(
+            [f"`{model_label(c, config)}`", f"`{c.get('guide')}`", f"`{c.get('objective')}`", _num(-run["elbo"]),
              _num(run.get("nll")), str(run.get("num_data")), _epochs(run), ref, met, source,
              _plot_cell(name, run, user)])
     head = ["model", "guide", "objective", f"test {MINUS}ELBO", "test NLL (IS)", "test images", "epochs",
             "paper", "met", "run", "training"]
     sections = []
     for dataset, table_rows in rows.items():
-        title = "Static binarized MNIST" if dataset == "binarized_mnist" else f"`{dataset}`"
+        title = config.leaderboard_datasets.get(dataset, f"`{dataset}`")
         sections.append(f"## {title}\n\n{_table(head, table_rows)}")
     return (f"<!-- generated by 'pyro-zoo report' from the *.json result files beside it; do not edit -->\n"
             f"# Leaderboard\n\n"
@@ -689,9 +608,10 @@ def render_leaderboard(results: Results, archive: str = "README.md") -> str:
             f"[the archive]({archive}).\n\n" + ("\n\n".join(sections) or "(no trained runs)") + "\n")
 
 
-def leaderboard_plots(results: Results) -> Dict[str, list]:
+def leaderboard_plots(results: Results, config: ReportConfig = GENERIC) -> Dict[str, list]:
     """plot path (relative to the leaderboard) -> the history it is drawn from, for each leaderboard run."""
-    return {plot_path(name, run): run["history"] for name, run in leaderboard_runs(results) if _has_curve(run)}
+    return {plot_path(name, run): run["history"] for name, run in leaderboard_runs(results, config)
+            if _has_curve(run)}
 
 
 def replace_readme_block(readme: str, block: str, where: str = "README.md", start_mark: str = START,
@@ -733,23 +653,25 @@ def find_readme(directory: Path) -> Optional[Path]:
 
 def report(directory: Path, out: Optional[Path] = None, readme: Optional[Path] = None,
            check: bool = False) -> List[Path]:
-    """Render the results README (and the top-level README's results block); write them, or with
-    ``check`` raise :class:`ZooError` if the files on disk differ. Everything is rendered before
-    anything is written, and each file is replaced atomically, so an error leaves the files as they were.
+    """Render the results README, the leaderboard (and the top-level README's results block) from the
+    result files and ``report.json`` of ``directory``; write them, or with ``check`` raise
+    :class:`ZooError` if the files on disk differ. Everything is rendered before anything is written,
+    and each file is replaced atomically, so an error leaves the files as they were.
 
     Returns the files written (or checked).
     """
     from zoo.training.checkpoint import atomic_write_text    # torch is only needed to write
     directory = Path(directory)
     results = load_results(directory)
+    config = load_config(directory)
     out = Path(out) if out else directory / "README.md"
     if out.is_dir():
         raise OptionError("out", f"{out} is a folder; give the page's file name, e.g. {out / 'README.md'}")
     if not out.parent.is_dir():
         raise OptionError("out", f"{out}: the folder {out.parent} does not exist; create it or write elsewhere")
-    outputs = {out: render_results_readme(directory, results),
-               out.parent / LEADERBOARD_NAME: render_leaderboard(results, archive=out.name)}
-    plot_histories = {out.parent / p: h for p, h in leaderboard_plots(results).items()}
+    outputs = {out: render_results_readme(directory, results, config),
+               out.parent / LEADERBOARD_NAME: render_leaderboard(results, archive=out.name, config=config)}
+    plot_histories = {out.parent / p: h for p, h in leaderboard_plots(results, config).items()}
     if readme is None and all(d.get(USER_RUN_KEY) for d in results.values()):
         readme = None                       # a folder of the user's own runs: the repository's README is not theirs
     else:
@@ -761,7 +683,7 @@ def report(directory: Path, out: Optional[Path] = None, readme: Optional[Path] =
             raise ZooError(f"{readme}: no such README")
         base = Path(os.path.relpath(directory.resolve(), readme.resolve().parent)).as_posix() + "/"
         current = read_text(readme, "README")
-        current = replace_readme_block(current, render_readme_block(results, base), str(readme))
+        current = replace_readme_block(current, render_readme_block(results, config, base), str(readme))
         if REGISTRY_START in current:
             current = replace_readme_block(current, render_registry_block(), str(readme), REGISTRY_START, REGISTRY_END)
         outputs[readme] = current
