@@ -8,7 +8,7 @@ For every datum n and latent site z, with free parameters per datum::
 
 stored as ``[N, ...]`` tables and indexed by the minibatch indices ``idx`` of the
 data plate. This is classical stochastic variational inference: no encoder, so there
-is no amortization gap, but new data need a fresh fit (:func:`zoo.training.loop.fit_local_guide`).
+is no amortization gap, but new data need a fresh fit (:func:`zoo.training.refit.refit_local_guide`).
 
 Reference: M. D. Hoffman, D. M. Blei, C. Wang and J. Paisley, "Stochastic
 Variational Inference", JMLR 14, 2013.

@@ -174,7 +174,7 @@ def test_a_new_learning_rate_restarts_at_that_rate_even_from_a_checkpoint_withou
 def test_resume_a_checkpoint_of_the_unfused_adam(tmp_path, monkeypatch):
     """Checkpoints written before the optimizer was fused (PyTorch's default Adam) still resume,
     and the resumed run uses the fused update again."""
-    import zoo.training.loop
+    import zoo.training.optimizer
     from zoo.training.checkpoint import save_checkpoint
     out = tmp_path / "r"
     train_run(RunConfig.make(**{**SMALL_RUN, "epochs": 1, "batch_size": 200}), out, progress=False)
@@ -263,7 +263,7 @@ def test_tensorboard_logging(tmp_path):
 
 
 def test_a_non_finite_gradient_is_caught_even_when_the_loss_is_finite():
-    from zoo.training.loop import check_finite
+    from zoo.training.guards import check_finite
     p, q = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
     p.grad, q.grad = torch.ones(3), torch.tensor([1.0, float("inf")])
     with pytest.raises(ZooError, match="non-finite gradient at epoch 2, step 4"):
@@ -276,16 +276,16 @@ def test_keep_best_scores_the_epoch_with_the_best_validation_elbo(tmp_path, monk
     """Validation ELBOs scripted to peak at epoch 2 of 4: best.pt holds exactly the model and guide
     after epoch 2 (a 2-epoch run of the same config is the reference), and both the run's own
     evaluation and a later `eval` score that state, not the last one."""
-    import zoo.training.loop
+    import zoo.experiments.run
     from zoo.experiments.run import evaluate_run
     scripted = iter([-30.0, -20.0, -25.0, -20.5])
-    monkeypatch.setattr(zoo.training.loop, "bound_per_datum", lambda *a, **k: next(scripted))
+    monkeypatch.setattr(zoo.experiments.run, "bound_per_datum", lambda *a, **k: next(scripted))
     config = RunConfig.make(**{**SMALL_RUN, "epochs": 4, "batch_size": 200, "keep_best": True})
     s = train_run(config, tmp_path / "best", progress=False)
     assert s["best_epoch"] == 2 and s["epochs_trained"] == 4
     best = load_checkpoint(tmp_path / "best" / "best.pt")
     last = load_checkpoint(tmp_path / "best" / "checkpoint.pt")
-    monkeypatch.setattr(zoo.training.loop, "bound_per_datum", lambda *a, **k: 0.0)
+    monkeypatch.setattr(zoo.experiments.run, "bound_per_datum", lambda *a, **k: 0.0)
     reference = train_run(RunConfig.make(**{**SMALL_RUN, "epochs": 2, "batch_size": 200}), tmp_path / "two", progress=False)
     two = load_checkpoint(tmp_path / "two" / "checkpoint.pt")
     for part in ("model", "guide"):

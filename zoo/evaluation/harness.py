@@ -87,13 +87,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 from typing import Dict, Optional
 
 import numpy as np
 import pyro.poutine as poutine
 import torch
 
+from zoo.core.modes import evaluation_mode
 from zoo.core.weights import per_datum_log_weights
 from zoo.core.weights import per_datum_renyi_bound
 
@@ -152,19 +152,6 @@ def _log_weight_chunks(model, guide, x, idx, N, num_samples: int, max_elements: 
         k = min(chunk, num_samples - done)
         yield per_datum_log_weights(model, guide, x, idx=idx, N=N, num_particles=k)
         done += k
-
-
-@contextmanager
-def evaluation_mode(*modules):
-    """Put modules in eval mode (a relaxed guide then samples hard discrete values)."""
-    modes = [m.training for m in modules]
-    for m in modules:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, mode in zip(modules, modes):
-            m.train(mode)
 
 
 def _posterior_mean(name: str, parts) -> torch.Tensor:

@@ -39,18 +39,22 @@ from zoo.core.memory import refuse_oversized_run
 from zoo.core.registry import OptionError
 from zoo.data import Dataset, load_dataset
 from zoo.evaluation import plots
-from zoo.evaluation.harness import evaluate
+from zoo.evaluation.harness import bound_per_datum, evaluate
 from zoo.evaluation.tables import results_markdown
 from zoo.experiments.config import RunConfig, refuse_mismatch, resolve_device, set_determinism
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
 from zoo.objectives import objective_capabilities, objective_label
+from zoo.objectives.base import for_model
 from zoo.registry import build_guide, build_model, build_objective, check_combination
 from zoo.training import distributed as ddp
 from zoo.experiments.run_folder import load_run, load_weights, read_stored_config, refuse_foreign_checkpoint, writer_lock
 from zoo.models.pyro_model import is_model_file, user_code_errors
 from zoo.training.checkpoint import (atomic_path, atomic_write_bytes, atomic_write_text, load_checkpoint, rng_state,
                                      save_checkpoint, set_rng_state, signals_deferred)
-from zoo.training.loop import NonFiniteError, fit
+from zoo.training.callbacks import Checkpoint, Log, LRSchedule, ValidationELBO
+from zoo.training.config import TrainConfig, TrainState
+from zoo.training.guards import NonFiniteError
+from zoo.training.loop import fit
 from zoo.objectives.analytic_kl import sites_without_closed_form_kl, uses_analytic_kl
 from zoo.training.refit import refit_local_guide, refit_settings
 from zoo.training.optimizer import change_schedule, make_optimizer, restore_optimizer
@@ -132,21 +136,21 @@ def _data_views(model: str, data: Dataset):
     return tuple(v.spec for v in data.views)
 
 
-def _checkpoint(run: Prepared, path: Path, epoch: int, step: int, epoch_total: float, optimizer, scheduler,
-                history, saved: list) -> None:
-    """Write the run's checkpoint (and with ``keep_best`` the best epoch's); the first one of this
-    process writes ``config.json`` just before it. ``saved`` collects the (epoch, step) written."""
+def _checkpoint(run: Prepared, path: Path, loop, scheduler, saved: list) -> None:
+    """Write the run's checkpoint at ``loop.state`` (and with ``keep_best`` the best epoch's); the first one of
+    this process writes ``config.json`` just before it. ``saved`` collects the (epoch, step) written."""
+    state, history = loop.state, loop.state.history
     if not saved:
         atomic_write_text(path.parent / "config.json", json.dumps(run.config.to_json(), indent=2))
-    if run.config.keep_best and step == 0 and _is_best_epoch(history):
+    if run.config.keep_best and state.step == 0 and _is_best_epoch(history):
         # written before the run's checkpoint: a crash in between redoes this epoch and rewrites it
         save_checkpoint(path.parent / BEST, config=run.config.to_json(), model=run.model.state_dict(),
-                        guide=run.guide.state_dict(), epoch=epoch, valid_elbo=history[-1]["valid_elbo"])
+                        guide=run.guide.state_dict(), epoch=state.epoch, valid_elbo=history[-1]["valid_elbo"])
     save_checkpoint(path, config=run.config.to_json(), model=run.model.state_dict(),
-                    guide=run.guide.state_dict(), optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(), epoch=epoch, step=step, epoch_total=epoch_total,
-                    history=history, rng=rng_state())
-    saved.append((epoch, step))
+                    guide=run.guide.state_dict(), optimizer=loop.optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(), epoch=state.epoch, step=state.step,
+                    epoch_total=state.epoch_total, history=history, rng=rng_state())
+    saved.append((state.epoch, state.step))
 
 
 #: With ``keep_best``, the model and guide of the epoch with the best validation ELBO.
@@ -252,27 +256,30 @@ def _train_locked(run: Prepared, out: Path, resume: bool, progress: bool, world:
             change_schedule(optimizer, scheduler, config.lr != stored.lr, config.lr_decay, fresh_lrs)
         set_rng_state(rng)
     x = run.data.train.to(run.device)
-    valid = run.data.valid.to(run.device)
-    hooks = {}
+    # the objective as it must run on the model (Pyro's vectorized particles would broadcast global latents)
+    objective, parallel = for_model(run.objective, run.model), None
     if world > 1:
         # each rank and each resumed (epoch, step) draws its own stream; numpy's seed must be below 2**32
         pyro.set_rng_seed((config.seed * 7919 + 101 * ddp.dist.get_rank() + start_epoch * 1009 + start_step)
                           % 2 ** 32)
-        hooks = {"batches": ddp.shard_batches(x.shape[0], config.batch_size, config.seed, run.device),
-                 "step_fn": ddp.ddp_step(run.model, run.guide, run.objective, x.shape[0], run.device)}
+        parallel = ddp.DataParallel(run.model, run.guide, run.objective, x.shape[0], config.batch_size, config.seed,
+                                    run.device)
     logger = None
     if config.tensorboard and main:
         from zoo.training.tensorboard import TensorBoardLogger
         logger = TensorBoardLogger(out / "tensorboard", run.model, run.data.image_shape)
+    callbacks = [LRSchedule(scheduler)]
+    if main:                                 # rank 0 alone validates, logs and writes
+        callbacks = [ValidationELBO(run.data.valid.to(run.device), bound_per_datum), *callbacks,
+                     *([Log(logger)] if logger is not None else []),
+                     Checkpoint(lambda loop: _checkpoint(run, ckpt_path, loop, scheduler, saved),
+                                every=config.checkpoint_every)]
+    train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+                               clip_grad=config.clip_grad, kl_warmup=config.kl_warmup, progress=progress and main)
     t0 = time.perf_counter()
     try:
-        fit(run.model, run.guide, run.objective, x, epochs=config.epochs, batch_size=config.batch_size, log=logger,
-            lr=config.lr, seed=config.seed, valid=valid if main else None, progress=progress and main,
-            optimizer=optimizer, scheduler=scheduler, start_epoch=start_epoch, start_step=start_step,
-            epoch_total=epoch_total, history=history, checkpoint_every=config.checkpoint_every,
-            clip_grad=config.clip_grad, kl_warmup=config.kl_warmup, **hooks,
-            on_checkpoint=(lambda e, st, tot, opt, sch, h: _checkpoint(run, ckpt_path, e, st, tot, opt, sch, h, saved))
-            if main else None)
+        fit(run.model, run.guide, objective, x, train_config, optimizer, callbacks=callbacks,
+            state=TrainState(start_epoch, start_step, epoch_total, history), parallel=parallel)
     finally:
         if logger is not None:
             logger.close()

@@ -44,7 +44,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from zoo.core.errors import ZooError
 
-__all__ = ["launched_by_torchrun", "init", "SVILoss", "shard_batches", "ddp_step", "is_main", "finish"]
+__all__ = ["launched_by_torchrun", "init", "SVILoss", "DataParallel", "is_main", "finish"]
 
 
 def __getattr__(name):
@@ -95,30 +95,28 @@ class SVILoss(nn.Module):
         return self.objective.differentiable_loss(self.train_model, self.guide, x, idx=idx, N=N)
 
 
-def shard_batches(num_data: int, batch_size: int, seed: int, device):
-    """``batches(epoch)`` for :func:`zoo.training.loop.fit`: this rank's DistributedSampler shard in minibatches."""
-    sampler = DistributedSampler(range(num_data), shuffle=True, seed=seed, drop_last=False)
+class DataParallel:
+    """The minibatches and the step of :func:`zoo.training.loop.fit` for one rank (``parallel=``): this
+    rank's ``DistributedSampler`` shard of epoch e in minibatches, and the step forward through DDP, whose
+    backward all-reduces the gradients."""
 
-    def batches(epoch: int):
-        sampler.set_epoch(epoch)
-        return torch.tensor(list(iter(sampler)), device=device).split(batch_size)
-    return batches
+    def __init__(self, model, guide, objective, num_data: int, batch_size: int, seed: int, device):
+        self.sampler = DistributedSampler(range(num_data), shuffle=True, seed=seed, drop_last=False)
+        self.num_data, self.batch_size, self.device = num_data, batch_size, device
+        module = SVILoss(model, guide, objective, guide.training_model(model))
+        self.wrapped = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
+    def batches(self, epoch: int):
+        self.sampler.set_epoch(epoch)
+        return torch.tensor(list(iter(self.sampler)), device=self.device).split(self.batch_size)
 
-def ddp_step(model, guide, objective, num_data: int, device) -> callable:
-    """``step_fn`` for :func:`zoo.training.loop.fit`: forward through DDP, backward all-reduces the gradients."""
-    train_model = guide.training_model(model)
-    module = SVILoss(model, guide, objective, train_model)
-    wrapped = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-
-    def step(x, idx):
-        loss = wrapped(x, idx, num_data)
+    def step(self, x, idx) -> float:
+        loss = self.wrapped(x, idx, self.num_data)
         loss.backward()
         # the logged loss is the global batch's: average the ranks' (one scalar all-reduce)
         value = loss.detach().clone()
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return value.item() / dist.get_world_size()
-    return step
 
 
 def finish() -> None:

@@ -57,10 +57,10 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.core.weights import per_datum_log_weights
-from zoo.evaluation.harness import evaluation_mode
+from zoo.core.modes import evaluation_mode
 from zoo.objectives import build_objective
 
-__all__ = ["refit_local_guide", "RefitResult", "REFIT_TOL", "REFIT_MAX_EPOCHS", "REFIT_LR", "refit_objective", "refit_settings"]
+__all__ = ["refit_local_guide", "model_held_fixed", "RefitResult", "REFIT_TOL", "REFIT_MAX_EPOCHS", "REFIT_LR", "refit_objective", "refit_settings"]
 
 #: The defaults of ``--refit-tol``, ``--refit-epochs`` (the cap) and the per-datum Adam step.
 REFIT_TOL = 1e-4
@@ -136,6 +136,27 @@ def _monitored_elbo(model, guide, x, chunks, particles: int) -> torch.Tensor:
                                                     num_particles=particles).log_w.mean(0) for idx in chunks])
 
 
+@contextlib.contextmanager
+def model_held_fixed(model, guide):
+    """Within the block the model's parameters and the guide's global part q(theta) are fixed (their
+    ``requires_grad`` off) and the model is in eval mode; afterwards they are as they were. q(theta) of
+    global latents belongs to the training data, like the model's parameters, so a refit holds it too,
+    and its point estimate theta_hat is what the local guide is refitted given."""
+    held = guide.global_guide if getattr(guide, "global_guide", None) is not None else None
+    frozen = [p for p in list(model.parameters()) + list(held.parameters() if held is not None else ())
+              if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    was_training = model.training
+    model.train(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.train(was_training)
+
+
 def refit_local_guide(model, guide, x: torch.Tensor, *, tol: float = REFIT_TOL, max_epochs: int = REFIT_MAX_EPOCHS,
                       lr: float = REFIT_LR, particles: int = REFIT_PARTICLES, monitor_particles: int = 4,
                       window: int = REFIT_WINDOW, lr_drops: int = 2, seed: int = 0, max_elements: int = 1 << 23,
@@ -153,29 +174,18 @@ def refit_local_guide(model, guide, x: torch.Tensor, *, tol: float = REFIT_TOL, 
     n = x.shape[0]
     objective = refit_objective(model, guide, particles)
     growth = [particles * PARTICLE_GROWTH ** k for k in range(lr_drops + 1)]
-    # q(theta) of global latents belongs to the training data, like the model's parameters: held fixed,
-    # and the local guide is refitted given theta_hat, the point estimate the harness reports at
     held = guide.global_guide if getattr(guide, "global_guide", None) is not None else None
-    fixed = list(held.parameters()) if held is not None else []
-    params = [p for p in guide.parameters() if p.requires_grad and all(p is not f for f in fixed)]
-    if not params:
-        raise ZooError(f"the {type(guide).__name__} guide has no parameters to refit")
-    optimizer = torch.optim.Adam(params, lr=lr, eps=ADAM_EPS)
     chunks = _chunks(n, x.shape[1], max(growth[-1], monitor_particles), max_elements, x.device)
-    frozen = [p for p in list(model.parameters()) + fixed if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
-    was_training = model.training
-    model.train(False)
-    t0 = time.perf_counter()
-    pyro.set_rng_seed(seed + 1)
     # the data were validated above and the tables' values are finite by construction: no per-call
     # distribution checks in the loop (they cost more than the step for small models)
-    validation = pyro.validation_enabled(False)
-    validation.__enter__()
-    at_theta_hat = held.at_point_estimate() if held is not None else contextlib.nullcontext()
-    at_theta_hat.__enter__()
-    try:
+    with model_held_fixed(model, guide), pyro.validation_enabled(False), \
+            (held.at_point_estimate() if held is not None else contextlib.nullcontext()):
+        params = [p for p in guide.parameters() if p.requires_grad]
+        if not params:
+            raise ZooError(f"the {type(guide).__name__} guide has no parameters to refit")
+        optimizer = torch.optim.Adam(params, lr=lr, eps=ADAM_EPS)
+        t0 = time.perf_counter()
+        pyro.set_rng_seed(seed + 1)
         monitor = [_monitored_elbo(model, guide, x, chunks, monitor_particles).mean().item()]
         converged, epoch, stage, stage_start = False, 0, 0, 0
         while epoch < max_epochs:
@@ -202,12 +212,6 @@ def refit_local_guide(model, guide, x: torch.Tensor, *, tol: float = REFIT_TOL, 
                     objective = refit_objective(model, guide, growth[stage])
                     for group in optimizer.param_groups:
                         group["lr"] *= LR_DROP
-    finally:
-        at_theta_hat.__exit__(None, None, None)
-        validation.__exit__(None, None, None)
-        for p in frozen:
-            p.requires_grad_(True)
-        model.train(was_training)
     return RefitResult(epochs=epoch, converged=converged, elbo=monitor[-1],
                        seconds=time.perf_counter() - t0, tol=tol, max_epochs=max_epochs, lr=lr,
                        estimator=type(objective).__name__, monitor=monitor)

@@ -18,7 +18,7 @@ __all__ = ["TensorBoardLogger"]
 
 
 class TensorBoardLogger:
-    """A ``log(kind, step, **values)`` callable for :func:`zoo.training.loop.fit`, backed by SummaryWriter."""
+    """A ``log(kind, step, **values)`` callable for :class:`zoo.training.callbacks.Log`, backed by SummaryWriter."""
 
     def __init__(self, folder: Path, model=None, image_shape: Optional[Tuple[int, int]] = None):
         try:
