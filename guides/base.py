@@ -40,7 +40,7 @@ from zoo.core.distributions import JointDiscrete
 from zoo.core.errors import ZooError
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.params import forget_parameters
-from zoo.core.registry import Options, option
+from zoo.core.components import Options, option
 from zoo.core.nn import ACTIVATIONS
 
 __all__ = ["ZooGuide", "raw_size", "site_distribution", "discrete_distribution", "constrain", "BASELINES",

@@ -1,6 +1,6 @@
 """Build components by name, and decide which combinations are valid.
 
-The entries themselves live in :mod:`zoo.core.registry` (each component registers itself
+The entries themselves live in :mod:`zoo.core.components` (each component registers itself
 where it is defined); this module builds them and holds the one compatibility rule,
 :func:`check_combination`, decided from what each entry declares (the model's latent
 supports, the guide family's ``supports``, ``reparameterized`` and sharing, the objective's
@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 from zoo.core.contract import ZooModel
 from zoo.core.distributions import ENUMERATION_LIMIT
 from zoo.core.errors import ZooError
-from zoo.core.registry import DATASETS, GUIDES, MODELS, OBJECTIVES
+from zoo.core.components import DATASETS, GUIDES, MODELS, OBJECTIVES
 from zoo.objectives import build_objective, objective_capabilities, objective_label
 
 __all__ = ["MODELS", "GUIDES", "OBJECTIVES", "DATASETS", "build_model", "build_guide", "build_objective",

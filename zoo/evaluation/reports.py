@@ -42,7 +42,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from zoo.core.errors import ZooError
 from zoo.core.files import read_json, read_text
-from zoo.core.registry import OptionError
+from zoo.core.components import OptionError
 
 __all__ = ["Reference", "REFERENCES", "HEADLINE", "TABLES", "load_results", "render_template",
            "render_results_readme", "render_readme_block", "headline_runs", "replace_readme_block", "report",

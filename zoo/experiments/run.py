@@ -36,7 +36,7 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.core.memory import refuse_oversized_run
-from zoo.core.registry import OptionError
+from zoo.core.components import OptionError
 from zoo.data import Dataset, load_dataset
 from zoo.evaluation import plots
 from zoo.evaluation.harness import evaluate
@@ -125,7 +125,7 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
 def _data_views(model: str, data: Dataset):
     """The views of ``data`` as ``NAME:SIZE:LIKELIHOOD`` model options; refuse data with one view."""
     if not data.views:
-        from zoo.core.registry import DATASETS
+        from zoo.core.components import DATASETS
         with_views = [name for name, c in DATASETS.items() if c.capability("views")]
         raise ZooError(f"{model} models several views of each datum and dataset {data.name!r} has one; use a "
                        f"dataset with views ({', '.join(with_views)}) or give --views NAME:SIZE:LIKELIHOOD for each")

@@ -61,7 +61,7 @@ from zoo.core.distributions import IndependentBernoulli
 from zoo.core.nn import mlp
 from zoo.core.params import register_module
 from zoo.core.plates import data_plate
-from zoo.core.registry import MODELS, option
+from zoo.core.components import MODELS, option
 from zoo.models.priors import PriorMixin, PriorOptions, build_prior
 
 __all__ = ["HVAE"]

@@ -6,7 +6,7 @@ A **bound** is what a run maximizes per datum: ``elbo`` (E_q[log w]), ``iwae``
 bound for the model, wake and sleep phases for the guide). An **estimator** is how a
 gradient of that bound is formed from samples: reparameterized, score function,
 leave-one-out baselines, path derivatives, exact sums. Each bound registers itself in
-:data:`zoo.core.registry.OBJECTIVES` (:func:`register_bound`) with a typed options
+:data:`zoo.core.components.OBJECTIVES` (:func:`register_bound`) with a typed options
 dataclass whose ``estimator`` field picks one row of the bound's table of
 :class:`Estimator` s, and each row declares what it assumes of the guide and the model
 and what it supports (``--jit``, data-parallel training, KL warm-up). The compatibility
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 from zoo.core.errors import ZooError
-from zoo.core.registry import OBJECTIVES, OptionError, Options, option
+from zoo.core.components import OBJECTIVES, OptionError, Options, option
 
 __all__ = ["Estimator", "Particles", "BoundOptions", "register_bound", "register_preset", "preset_of",
            "objective_capabilities", "objective_label", "bounds", "presets", "build_objective",

@@ -34,7 +34,7 @@ from typing import ClassVar, Optional
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from zoo.core.plates import MAX_PLATE_NESTING
-from zoo.core.registry import OptionError, option
+from zoo.core.components import OptionError, option
 from zoo.objectives.axes import BoundOptions, Estimator, Particles, estimator_option, register_bound, register_preset
 from zoo.objectives.baselines import BaselineTraceGraph_ELBO
 from zoo.objectives.enum import EnumELBO

@@ -37,7 +37,7 @@ from pyro.infer import RenyiELBO
 
 from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
-from zoo.core.registry import option
+from zoo.core.components import option
 from zoo.objectives.axes import BoundOptions, Estimator, Particles, estimator_option, register_bound, register_preset
 from zoo.objectives.estimators import VIMCO, DReGIWAE
 from zoo.objectives.renyi import IWAEBound, RenyiBound

@@ -19,7 +19,7 @@ from pyro.infer import ReweightedWakeSleep as PyroRWS
 from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.core.weights import dreamt_data, is_deterministic, is_factor
-from zoo.core.registry import OptionError, option
+from zoo.core.components import OptionError, option
 from zoo.objectives.axes import BoundOptions, Estimator, Particles, estimator_option, register_bound, register_preset
 from zoo.objectives.base import PerDatumObjective
 

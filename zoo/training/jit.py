@@ -75,7 +75,7 @@ def __getattr__(name):
     # :func:`value_and_surrogate`), read from what their estimators declare, when asked for (the
     # registry fills itself on first lookup).
     if name == "JIT_OBJECTIVES":
-        from zoo.core.registry import OBJECTIVES
+        from zoo.core.components import OBJECTIVES
         return tuple(n for n, c in OBJECTIVES.items() if c.capability("caps").jit)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -1,4 +1,6 @@
-"""The one registry: every model, guide family, objective and dataset describes itself here.
+"""Components and what they declare: options, capabilities, and the registries that hold them.
+
+Every model, guide family, objective and dataset describes itself here.
 
 A component registers itself where it is defined, with a decorator::
 
@@ -31,7 +33,7 @@ flags (``--latent-dim``), using :attr:`OptionError.option`.
 
 Example::
 
-    >>> from zoo.core.registry import Options, option, Registry
+    >>> from zoo.core.components import Options, option, Registry
     >>> from dataclasses import dataclass
     >>> @dataclass
     ... class Toy(Options):
@@ -50,6 +52,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import math
 import typing
@@ -93,9 +96,14 @@ def option(default: Any, help: str, *, flag: Optional[str] = None, choices: Opti
 MAX_INT = 2 ** 63 - 1
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls) -> Dict[str, Any]:
+    """An options class's resolved annotations: resolving them is most of the cost of making options."""
+    return typing.get_type_hints(cls)
+
+
 def _field_type(cls, f) -> Any:
-    hints = typing.get_type_hints(cls)
-    return hints.get(f.name, f.type)
+    return _type_hints(cls).get(f.name, f.type)
 
 
 def base_type(tp) -> Tuple[type, bool]:
