@@ -282,7 +282,8 @@ def test_the_combination_check_reads_the_chosen_estimator():
     """iwae with reparam or dreg differentiates through the samples: refused for a score-function guide over
     binary latents, with the objectives that do fit named; iwae with vimco is valid there."""
     from zoo.core.errors import ZooError
-    from zoo.registry import build_model, check_combination
+    from zoo.registry import build_model
+    from zoo.rules import check_combination
     sbn = build_model("sbn", 16, layers=(3,))
     check_combination(sbn, "amortized", "iwae", objective_options={"estimator": "vimco"})
     with pytest.raises(ZooError) as info:
@@ -304,7 +305,8 @@ def test_a_new_bound_is_one_registration():
     from zoo.core.errors import ZooError
     from zoo.core.components import OBJECTIVES
     from zoo.objectives.axes import BoundOptions, Estimator, estimator_option, register_bound
-    from zoo.registry import build_model, check_combination
+    from zoo.registry import build_model
+    from zoo.rules import check_combination
 
     @dataclass
     class ToyOptions(BoundOptions):

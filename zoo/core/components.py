@@ -12,8 +12,8 @@ text and the checks (:func:`option`); its **capabilities** are keyword arguments
 ``register`` (an objective's ``needs_reparam``, ``jit``, ``ddp``...) or, for guide families,
 class attributes (``supports``, ``amortized``, ...). Everything else reads this one source:
 the CLI's flags and ``pyro-zoo list`` (:mod:`zoo.cli`), the run configuration and its resume
-checks (:mod:`zoo.experiments.config`), the compatibility grid (:mod:`zoo.registry`), the
-tests and the README's table. A new component is one new file that registers itself (and
+checks (:mod:`zoo.experiments.config`), the rules that decide which runs are valid
+(:mod:`zoo.rules`), the tests and the README's table. A new component is one new file that registers itself (and
 one import line in its package's ``__init__``, which is what loads it).
 
 Installed packages add models, guides, objectives or datasets through the entry-point

@@ -101,9 +101,7 @@ class HVAE(PriorMixin, ZooModel):
                  prior: str = "standard", prior_components: Optional[int] = None, prior_flows: int = 2,
                  decoder: str = "mlp", channels: Sequence[int] = (32, 32, 32), activation: str = "tanh"):
         super().__init__(x_dim)
-        likelihood = likelihood or "bernoulli"
-        if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        likelihood = likelihood or "bernoulli"            # one of HVAEOptions' choices
         self.likelihood = likelihood
         self.layers = tuple(int(k) for k in layers)
         self.hidden = tuple(int(h) for h in hidden)
