@@ -89,7 +89,7 @@ def build(model_name: str, guide_name: str, x_dim: int):
 def misfit(model_name: str, objective: str):
     """Why the amortized guides cannot train ``model_name`` with ``objective`` (the registry's reason), or None."""
     from zoo.core.errors import ZooError
-    from zoo.registry import check_combination
+    from zoo.rules import check_combination
     model, _ = build(model_name, "mean-field", 64)
     try:
         check_combination(model, "amortized", objective, guide_options={"structured": True})

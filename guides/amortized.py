@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from guides.base import BaselineOptions, EncoderOptions, ZooGuide, raw_size, site_distribution
 from guides.globals import GlobalGuideOptions
 from zoo.core.contract import LatentSite, posterior_order
-from zoo.core.registry import GUIDES
+from zoo.core.components import GUIDES
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
 from zoo.core.nn import mlp

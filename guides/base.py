@@ -40,7 +40,7 @@ from zoo.core.distributions import JointDiscrete
 from zoo.core.errors import ZooError
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.params import forget_parameters
-from zoo.core.registry import Options, option
+from zoo.core.components import Options, option
 from zoo.core.nn import ACTIVATIONS
 
 __all__ = ["ZooGuide", "raw_size", "site_distribution", "discrete_distribution", "constrain", "BASELINES",
@@ -143,6 +143,9 @@ class ZooGuide(nn.Module):
     Hooks the training loop calls (the defaults do nothing): :meth:`training_model`,
     :meth:`on_step` and :meth:`epoch_record`.
 
+    What a family's options must fit (a global guide for global latents, a baseline for discrete ones)
+    is checked by :func:`zoo.rules.check_guide_options`, which :func:`zoo.registry.build_guide` asks.
+
     Arguments:
         baseline: variance reduction for score-function (discrete) sites under
             ``tracegraph``: ``"none"``, ``"decaying"`` (a running average c of the per-datum
@@ -168,19 +171,12 @@ class ZooGuide(nn.Module):
         self.x_dim = model.x_dim
         self.sites = tuple(model.latents)
         global_sites = tuple(getattr(model, "global_latents", ()))
-        if global_guide is not None and not global_sites:
-            raise ZooError(f"--global-guide applies to models with global latents (outside the data plate); "
-                           f"{model.display_name} has none: drop it")
         if global_sites:
             from guides.globals import GlobalGuide, prior_initial_values
             self.globals = GlobalGuide(global_sites, global_guide or "normal",
                                        initial=prior_initial_values(model, global_sites))
         self.num_data = num_data
         self.baseline = baseline or "none"
-        if self.baseline not in BASELINES:
-            raise ZooError(f"--baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
-        if self.baseline != "none" and all(s.support == "real" for s in self.sites):
-            raise ZooError("baselines reduce the variance of score-function (discrete) sites; this model has none")
         if self.baseline != "none":
             self.baselines = nn.ModuleDict({s.name: SiteBaseline(self.x_dim, neural=self.baseline == "neural")
                                             for s in self.sites if s.support != "real"})

@@ -22,7 +22,7 @@ import pyro
 
 from guides.base import ZooGuide
 from zoo.core.contract import Borrowed
-from zoo.core.registry import GUIDES
+from zoo.core.components import GUIDES
 from zoo.core.errors import ZooError
 from zoo.core.plates import data_plate
 

@@ -58,7 +58,7 @@ from torch.distributions import biject_to
 
 from zoo.core.contract import LatentSite
 from zoo.core.errors import ZooError
-from zoo.core.registry import Options, option
+from zoo.core.components import Options, option
 
 __all__ = ["GlobalGuide", "GlobalGuideOptions", "GLOBAL_GUIDES", "prior_initial_values"]
 

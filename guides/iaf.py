@@ -42,7 +42,7 @@ from typing import Tuple
 from guides.amortized import Amortized
 from guides.base import EncoderOptions
 from guides.globals import GlobalGuideOptions
-from zoo.core.registry import GUIDES, option
+from zoo.core.components import GUIDES, option
 from guides.base import site_distribution
 from zoo.core.errors import ZooError
 from zoo.core.plates import data_plate

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from guides.base import BaselineOptions, ZooGuide, constrain, site_distribution
 from guides.globals import GlobalGuideOptions
-from zoo.core.registry import GUIDES
+from zoo.core.components import GUIDES
 from zoo.core.errors import ZooError
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module

@@ -74,7 +74,7 @@ from zoo.core.errors import ZooError
 from zoo.core.nn import mlp
 from zoo.core.params import register_module
 from zoo.core.plates import data_plate
-from zoo.core.registry import GUIDES, Options, option
+from zoo.core.components import GUIDES, Options, option
 
 __all__ = ["ProductOfExperts", "gaussian_product", "RenameSites"]
 

@@ -68,7 +68,7 @@ from dataclasses import dataclass
 from guides.amortized import Amortized
 from guides.base import EncoderOptions
 from guides.globals import GlobalGuideOptions
-from zoo.core.registry import GUIDES, OptionError, option
+from zoo.core.components import GUIDES, OptionError, option
 from guides.base import site_distribution
 from zoo.core.contract import Borrowed
 from zoo.core.distributions import JointDiscrete, discrete_kl

@@ -88,7 +88,7 @@ from guides.globals import GlobalGuideOptions
 from zoo.core.contract import SUPPORTS, ZooModel
 from zoo.core.errors import ZooError
 from zoo.core.params import register_module
-from zoo.core.registry import GUIDES, Component, Options, option
+from zoo.core.components import GUIDES, Component, Options, option
 from zoo.core.weights import per_datum_log_weights, vectorize
 from zoo.models.pyro_model import (_FROZEN_WARNING, _OWNER, _OwnParameters, PyroModel, claim_parameters,
                                    _is_plate_site, _named_modules, _split, _support_name, _user_line, is_model_file,

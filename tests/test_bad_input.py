@@ -88,7 +88,7 @@ def test_eval_samples_beyond_memory_are_refused_before_training(tmp_path):
 def test_an_allocation_that_fails_while_a_component_is_built_names_the_option():
     """The second line of defence, below the CLI: torch's allocator error becomes an OptionError for the option
     that sized the parameters (here a VampPrior's 10^10 pseudo-inputs of 64 pixels: 2.56 TB)."""
-    from zoo.core.registry import MODELS, OptionError
+    from zoo.core.components import MODELS, OptionError
     with pytest.raises(OptionError) as info:
         MODELS.build("vae", 64, prior="vampprior", prior_components=10 ** 10)
     assert info.value.option == "prior_components" and "too large to allocate" in info.value.problem

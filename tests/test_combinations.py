@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from zoo.core.errors import ZooError
-from zoo.registry import MODELS, build_guide, build_model, build_objective, check_combination, compatibility
+from zoo.registry import MODELS, build_guide, build_model, build_objective
+from zoo.rules import check_combination, compatibility
 from zoo.training.loop import fit
 
 SMALL = {"ppca": {"latent_dim": 2}, "fa": {"latent_dim": 2}, "vae": {"latent_dim": 3, "hidden": (16,)},

@@ -27,7 +27,7 @@ import torch
 
 import zoo
 from zoo.cli import main
-from zoo.registry import check_combination
+from zoo.rules import check_combination
 from zoo.objectives.enum import EnumELBO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "pyro_models"))

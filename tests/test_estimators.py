@@ -141,7 +141,8 @@ def test_vimco_refuses_one_particle():
 
 def test_path_derivative_estimators_refuse_unsupported_guides():
     from zoo.core.errors import ZooError
-    from zoo.registry import build_model, check_combination
+    from zoo.registry import build_model
+    from zoo.rules import check_combination
     with pytest.raises(ZooError, match="guide of Normal sites"):
         check_combination(build_model("vae", 16), "iaf", "stl")
     with pytest.raises(ZooError, match="guide computes with the model.s parameters"):

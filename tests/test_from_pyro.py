@@ -15,7 +15,7 @@ from torch import nn
 import zoo
 from zoo.cli import main
 from zoo.core.errors import ZooError
-from zoo.core.registry import MODELS
+from zoo.core.components import MODELS
 from zoo.evaluation.harness import bound_per_datum
 from zoo.models.pyro_model import PyroModel, from_pyro
 
@@ -303,7 +303,7 @@ def test_an_installed_package_registers_a_pyro_model_through_the_entry_point(tmp
     """``[pyro_zoo.models] mine = zoo_pyro_plugin``: the package's module registers a from_pyro model."""
     (tmp_path / "zoo_pyro_plugin.py").write_text(USER_FILE + textwrap.dedent("""
         import functools
-        from zoo.core.registry import MODELS
+        from zoo.core.components import MODELS
         from zoo.models.pyro_model import from_pyro
         MODELS.register("plugged_vae", description="a user's VAE from a plug-in")(functools.partial(from_pyro, my_vae))
     """))

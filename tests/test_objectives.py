@@ -198,7 +198,7 @@ def test_kl_warmup_is_refused_where_there_is_no_kl_to_weight(tmp_path):
 def test_every_registered_name_is_a_bound_or_a_preset_of_a_valid_pair():
     """Each of the flat list's 14 names is (bound, estimator) of a registered bound; a bound's own name
     is its default estimator; a preset takes exactly its bound's options but ``estimator``."""
-    from zoo.core.registry import OBJECTIVES
+    from zoo.core.components import OBJECTIVES
     from zoo.objectives import bounds, objective_capabilities, preset_of
     assert set(OBJECTIVES) == {"elbo", "tracemeanfield", "tracegraph", "enum", "rws", "rws_pyro", "reinforce", "rloo",
                                "stl", "dreg", "vimco", "renyi", "iwae", "renyi_pyro"}
@@ -216,7 +216,7 @@ def test_every_registered_name_is_a_bound_or_a_preset_of_a_valid_pair():
 
 def test_an_invalid_pair_is_refused_in_one_line_naming_the_bound_s_estimators():
     from zoo.core.errors import ZooError
-    from zoo.core.registry import OptionError
+    from zoo.core.components import OptionError
     from zoo.objectives import objective_capabilities
     with pytest.raises(OptionError) as info:
         build_objective("elbo", estimator="dreg")
@@ -231,7 +231,7 @@ def test_an_invalid_pair_is_refused_in_one_line_naming_the_bound_s_estimators():
 
 
 def _preset_cases():
-    from zoo.core.registry import OBJECTIVES
+    from zoo.core.components import OBJECTIVES
     from zoo.objectives import preset_of
     fixed = {"renyi_pyro": {"alpha": 0.5}, "renyi": {"alpha": 0.5}, "rws": {"insomnia": 0.5}}
     return [(name, *preset_of(name), fixed.get(name, {})) for name in OBJECTIVES]
@@ -267,7 +267,7 @@ def test_a_preset_is_its_bound_and_estimator_spelled_out(name, bound, estimator,
 def test_jit_and_ddp_support_are_read_from_the_estimators():
     """The names --jit and --distributed accept are those whose estimator declares it, and they are the
     lists the flat registry kept by hand."""
-    from zoo.core.registry import OBJECTIVES
+    from zoo.core.components import OBJECTIVES
     from zoo.training.distributed import DDP_OBJECTIVES
     from zoo.training.jit import JIT_OBJECTIVES
     from zoo.objectives import objective_capabilities
@@ -282,7 +282,8 @@ def test_the_combination_check_reads_the_chosen_estimator():
     """iwae with reparam or dreg differentiates through the samples: refused for a score-function guide over
     binary latents, with the objectives that do fit named; iwae with vimco is valid there."""
     from zoo.core.errors import ZooError
-    from zoo.registry import build_model, check_combination
+    from zoo.registry import build_model
+    from zoo.rules import check_combination
     sbn = build_model("sbn", 16, layers=(3,))
     check_combination(sbn, "amortized", "iwae", objective_options={"estimator": "vimco"})
     with pytest.raises(ZooError) as info:
@@ -302,9 +303,10 @@ def test_a_new_bound_is_one_registration():
 
     from zoo.cli import build_parser
     from zoo.core.errors import ZooError
-    from zoo.core.registry import OBJECTIVES
+    from zoo.core.components import OBJECTIVES
     from zoo.objectives.axes import BoundOptions, Estimator, estimator_option, register_bound
-    from zoo.registry import build_model, check_combination
+    from zoo.registry import build_model
+    from zoo.rules import check_combination
 
     @dataclass
     class ToyOptions(BoundOptions):

@@ -10,7 +10,8 @@ from guides.base import site_distribution
 from zoo.core.contract import LatentSite
 from zoo.core.errors import ZooError
 from zoo.models.priors import DiagonalNormalMixture, FlowPrior, MixturePrior, build_prior
-from zoo.registry import build_guide, build_model, check_combination
+from zoo.registry import build_guide, build_model
+from zoo.rules import check_combination
 
 SITE = LatentSite("z", (3,))
 

@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from zoo.cli import build_parser, main
-from zoo.core.registry import (DATASETS, GUIDES, MODELS, OBJECTIVES, REGISTRIES, Options, OptionError, Registry,
+from zoo.core.components import (DATASETS, GUIDES, MODELS, OBJECTIVES, REGISTRIES, Options, OptionError, Registry,
                                option)
 from zoo.experiments.config import RunConfig, flat_name, resumable_changes
 
@@ -122,7 +122,7 @@ def test_installed_packages_add_components_through_an_entry_point(tmp_path, monk
     """A package that declares ``[pyro_zoo.models] name = module`` is loaded on the registry's first lookup."""
     (tmp_path / "zoo_plugin_pkg").mkdir()
     (tmp_path / "zoo_plugin_pkg" / "__init__.py").write_text(textwrap.dedent("""
-        from zoo.core.registry import Registry
+        from zoo.core.components import Registry
         import tests_registry_probe
         tests_registry_probe.registry.register("plugged", description="from a plug-in")(lambda x_dim: x_dim)
     """))

@@ -28,7 +28,8 @@ from zoo.core.params import register_module
 from zoo.core.plates import data_plate
 from zoo.models import SBN
 from zoo.objectives.enum import EnumELBO
-from zoo.registry import build_guide, check_combination
+from zoo.registry import build_guide
+from zoo.rules import check_combination
 
 
 def test_sbn_declares_each_layer_conditioned_on_the_one_above():

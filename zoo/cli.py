@@ -47,7 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "one evaluation harness.", epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    sub.add_parser("list", help="models, guides, objectives, datasets and valid combinations")
+    p = sub.add_parser("list", help="models, guides, objectives, datasets and valid combinations; with a model "
+                       "and train's options, the runs train accepts")
+    p.add_argument("model", nargs="?", help=MODEL_HELP + "; with it, list checks each run of it (every guide and "
+                   "objective, or those named) with the options given, as 'pyro-zoo train' does before it trains")
+    p.add_argument("--guide", default=None, help=GUIDE_HELP + " (default: every registered guide family)")
+    p.add_argument("--objective", default=None, help="objective (default: every registered objective)")
+    flags.add_run_flags(p)
+    flags.add_component_flags(p)
 
     p = sub.add_parser("train", help="train one model/guide/objective and evaluate it")
     p.add_argument("model", nargs="?", help=MODEL_HELP)
@@ -198,7 +205,11 @@ def model_label(model: str) -> str:
 
 
 def cmd_list(args) -> None:
-    from zoo.registry import DATASETS, GUIDES, MODELS, OBJECTIVES, compatibility
+    if args.model:
+        _list_runs(args)
+        return
+    from zoo.registry import DATASETS, GUIDES, MODELS, OBJECTIVES
+    from zoo.rules import compatibility
 
     def section(title, table, describe):
         print(f"{title}:")
@@ -217,7 +228,8 @@ def cmd_list(args) -> None:
     section("datasets", DATASETS, lambda c: c.description)
     rows = compatibility()
     objectives = list(OBJECTIVES)
-    print("valid combinations (model × guide: objectives; '-' = invalid):")
+    print("valid combinations at the default options, for any data (model × guide: objectives; '-' = invalid);")
+    print("'pyro-zoo list MODEL [--guide G] [--objective O] [train's options]' checks runs on their data as train does:")
     for m in MODELS:
         for g in GUIDES:
             ok = [o for (mm, gg, o, why) in rows if mm == m and gg == g and why is None]
@@ -226,6 +238,45 @@ def cmd_list(args) -> None:
             else:
                 why = next(w for (mm, gg, o, w) in rows if mm == m and gg == g)
                 print(f"  {m:<6} × {g:<10} -  ({why.split(';')[0]})")
+
+
+def run_verdict(args, model: str, guide: str, objective: str, data) -> Optional[str]:
+    """What ``pyro-zoo train MODEL --guide GUIDE --objective OBJECTIVE`` with the flags of ``args`` says before it
+    trains, on ``data`` (the run's dataset): ``None`` if it accepts the run, else its one-line error."""
+    from zoo.experiments.config import resolve_device
+    from zoo.rules import verdict
+    try:
+        config = _config(args, model, guide, objective)
+        error = verdict(config, data, resolve_device(config.device))
+    except ZooError as e:
+        error = e
+    return None if error is None else flags.translate(error)
+
+
+def _list_runs(args) -> None:
+    """``pyro-zoo list MODEL ...``: which runs of MODEL train accepts with the options given (:func:`run_verdict`)."""
+    from zoo.data import load_dataset
+    from zoo.experiments.config import RunConfig
+    from zoo.registry import GUIDES, OBJECTIVES
+    settings = flags.given_run_settings(args)
+    dataset = settings.get("dataset", RunConfig.__dataclass_fields__["dataset"].default)
+    data = load_dataset(dataset, settings.get("data_dir"))
+    guides = [args.guide] if args.guide else list(GUIDES)
+    objectives = [args.objective] if args.objective else list(OBJECTIVES)
+    verdicts = {(g, o): run_verdict(args, args.model, g, o, data) for g in guides for o in objectives}
+    if len(verdicts) == 1:
+        (g, o), error = next(iter(verdicts.items()))
+        run = f"{args.model} × {g} × {o} on dataset {dataset!r}"
+        print(f"valid: train accepts {run}" if error is None else f"invalid: {run}: {error}")
+        return
+    print(f"runs of {args.model} on dataset {dataset!r} with the options given (guide: the objectives train accepts; "
+          f"'-' = none); name --guide and --objective for the reason a run is refused:")
+    for g in guides:
+        ok = [o for o in objectives if verdicts[g, o] is None]
+        if ok:
+            print(f"  {g:<10} {', '.join(ok) if len(ok) < len(objectives) else 'all objectives'}")
+        else:
+            print(f"  {g:<10} -  ({verdicts[g, objectives[0]]})")
 
 
 def _list_objectives(objectives, describe) -> None:
@@ -243,7 +294,7 @@ def _list_objectives(objectives, describe) -> None:
                 (caps.needs_normal_guide, "Normal guide sites"), (caps.min_particles > 1, f"K >= {caps.min_particles}"),
                 (caps.jit, "--jit"), (caps.ddp, "--distributed")) if flag]
             print(f"    --estimator {name:<12} {caps.description}  [{', '.join(notes)}]")
-    print("presets (the names before the split; each takes its bound's options but --estimator):")
+    print("presets (a bound with its estimator fixed; each takes its bound's options but --estimator):")
     for name in objectives:
         if objectives[name].capability("preset") is not None:
             bound, estimator = preset_of(name)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from zoo.core.errors import ZooError
-from zoo.core.registry import DATASETS
+from zoo.core.components import DATASETS
 from zoo.core.views import ViewSite
 
 __all__ = ["Dataset", "DATASETS", "load_dataset", "load_digits", "load_digits_labels", "load_mnist_halves", "load_binarized_mnist",

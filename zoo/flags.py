@@ -1,7 +1,7 @@
 """The CLI's flags, generated from the registry and from :class:`~zoo.experiments.config.RunConfig`.
 
 Every component option and every run setting is declared once, as an
-:func:`~zoo.core.registry.option` field; this module turns those declarations into argparse
+:func:`~zoo.core.components.option` field; this module turns those declarations into argparse
 flags (name, type, choices, help with defaults and owners), reads the parsed flags back into
 per-kind options, and translates the library's errors, which speak the Python API's names
 (``latent_dim``), into the flags a CLI user typed (``--latent-dim``).
@@ -14,7 +14,7 @@ import typing
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 from zoo.core.errors import ZooError
-from zoo.core.registry import REGISTRIES, OptionError, base_type
+from zoo.core.components import REGISTRIES, OptionError, base_type
 from zoo.experiments.config import COMPONENT_KINDS, RunConfig, flat_name
 
 __all__ = ["add_component_flags", "add_run_flags", "given_run_settings", "given_options", "flag_of",

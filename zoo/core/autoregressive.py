@@ -48,7 +48,7 @@ from torch.distributions import constraints
 
 from zoo.core.nn import ACTIVATIONS
 from zoo.core.errors import ZooError
-from zoo.core.registry import OptionError, Options, option
+from zoo.core.components import OptionError, Options, option
 
 __all__ = ["DecoderOptions", "MaskedLinear", "MaskedConv2d", "ConditionalMADE", "ConditionalPixelCNN", "AutoregressiveBernoulli",
            "image_side", "autoregressive_decoder", "DECODERS"]

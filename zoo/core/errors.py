@@ -20,7 +20,7 @@ class ZooError(Exception):
 
 class OptionError(ZooError):
     """A bad option value. ``option`` is its API name; the CLI shows its flag instead
-    (also importable from :mod:`zoo.core.registry`, where options are declared)."""
+    (also importable from :mod:`zoo.core.components`, where options are declared)."""
 
     def __init__(self, option: str, problem: str, kind: Optional[str] = None):
         super().__init__(f"{option} {problem}")

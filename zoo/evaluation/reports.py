@@ -47,7 +47,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from zoo.core.errors import ZooError
 from zoo.core.files import read_json, read_text
-from zoo.core.registry import OptionError
+from zoo.core.components import OptionError
 from zoo.evaluation.report_config import CONFIG_NAME, MINUS, Reference, ReportConfig, Table, flat_config, \
     load_config, matches
 

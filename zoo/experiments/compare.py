@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from zoo.core.errors import ZooError
-from zoo.core.registry import REGISTRIES, OptionError
+from zoo.core.components import REGISTRIES, OptionError
 from zoo.data import load_dataset
 from zoo.evaluation import plots
 from zoo.evaluation.tables import results_markdown

@@ -2,7 +2,7 @@
 
 A run is (model, guide, objective, dataset), each component's own options, and the training
 and evaluation settings. The component options live in the component's
-:class:`~zoo.core.registry.Options` dataclass, next to the component; ``RunConfig`` holds only
+:class:`~zoo.core.components.Options` dataclass, next to the component; ``RunConfig`` holds only
 the values the user gave (``model_options``, ``guide_options``, ``objective_options``) and
 resolves them through the registry, so defaults, checks and help text have one source.
 
@@ -24,7 +24,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import torch
 
 from zoo.core.errors import ZooError
-from zoo.core.registry import REGISTRIES, OptionError, Options, option
+from zoo.core.components import REGISTRIES, OptionError, Options, option
 
 __all__ = ["RunConfig", "resolve_device", "set_determinism", "refuse_mismatch", "route_flat", "flat_name",
            "resumable_changes", "refuse_other_shapes", "COMPONENT_KINDS"]

@@ -36,16 +36,16 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.core.memory import refuse_oversized_run
-from zoo.core.registry import OptionError
 from zoo.data import Dataset, load_dataset
 from zoo.evaluation import plots
 from zoo.evaluation.harness import bound_per_datum, evaluate
 from zoo.evaluation.tables import results_markdown
 from zoo.experiments.config import RunConfig, refuse_mismatch, resolve_device, set_determinism
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
-from zoo.objectives import objective_capabilities, objective_label
+from zoo.objectives import build_objective
 from zoo.objectives.base import for_model
-from zoo.registry import build_guide, build_model, build_objective, check_combination
+from zoo.registry import build_guide, build_model
+from zoo.rules import DataFacts, check_run, check_step, model_options
 from zoo.training import distributed as ddp
 from zoo.experiments.run_folder import load_run, load_weights, read_stored_config, refuse_foreign_checkpoint, writer_lock
 from zoo.models.pyro_model import is_model_file, user_code_errors
@@ -74,66 +74,34 @@ class Prepared:
     device: torch.device
 
 
-def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[torch.device] = None) -> Prepared:
+def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[torch.device] = None,
+            distributed: bool = False) -> Prepared:
     """Build and check data, model, guide and objective; raises ZooError before any output exists.
 
     ``config`` was checked when it was made (names, options, training settings); what is checked
-    here needs the data or the built model: the data against the model's likelihood, the
-    combination, and the batch size against the number of data.
+    here needs the data or the built model, and is decided by :mod:`zoo.rules` (what ``pyro-zoo list``
+    asks too): the run's rules (:func:`~zoo.rules.check_run`), then what a trial step shows
+    (:func:`~zoo.rules.check_step`). ``distributed``: the run trains data-parallel; its device is
+    then the rank's (:func:`zoo.training.distributed.init`, joined once the rules pass).
     """
     set_determinism(config.deterministic)
-    device = device if device is not None else resolve_device(config.device)
     data = data if data is not None else load_dataset(config.dataset, config.data_dir)
-    model_options = dataclasses.asdict(config.resolved("model"))
-    if model_options.get("likelihood", "") is None:           # decided by the data when not given
-        model_options["likelihood"] = "bernoulli" if data.binary else "gaussian"
-    if "views" in model_options and model_options["views"] is None:    # a multimodal model: the data's views
-        model_options["views"] = _data_views(config.model, data)
+    facts = DataFacts.of(data)
+    options = model_options(config, facts)
     pyro.set_rng_seed(config.seed)
-    model = build_model(config.model, data.x_dim, **model_options)
+    model = build_model(config.model, data.x_dim, **options)
+    check_run(config, model, facts, distributed)
     model.validate_data(data.train, what=f"dataset {data.name!r}")
-    guide_options = dataclasses.asdict(config.resolved("guide"))
-    objective_options = dataclasses.asdict(config.resolved("objective"))
-    check_combination(model, config.guide, config.objective, guide_options, objective_options)
-    guide = build_guide(config.guide, model, num_data=data.train.shape[0], **guide_options)
-    if guide_options.get("structured") and not any(getattr(guide, "conditioning", {}).values()):
-        raise OptionError("structured", f"conditions each latent on the latents its posterior couples it with, "
-                          f"and {model.display_name}'s {len(model.latents)} latent(s) ("
-                          f"{', '.join(s.name for s in model.latents)}) have none, so it would change nothing: "
-                          f"drop it (it applies to models with dependent latents, e.g. sbn, hvae)", kind="guide")
-    if config.keep_best and not guide.amortized:
-        raise OptionError("keep_best", f"picks the epoch with the best validation ELBO, which needs an amortized "
-                          f"guide; {config.guide!r} is per-datum: drop it or use amortized", kind="run")
-    objective = build_objective(config.objective, jit=config.jit, compile=config.compile, **objective_options)
-    if config.compile:                      # a step --compile cannot capture is refused before any output exists
-        from zoo.training.compiled import check_compilable
-        check_compilable(device)
-        n = min(2, data.train.shape[0])
-        step_model = guide.training_model(model) if hasattr(guide, "training_model") else model
-        objective.check(step_model, guide, data.train[:n], idx=torch.arange(n), N=data.train.shape[0])
-    elif hasattr(objective, "check"):       # assumptions only the model's sites show (free bits: Normal priors)
-        n = min(2, data.train.shape[0])
-        objective.check(model.model, guide, data.train[:n], idx=torch.arange(n), N=data.train.shape[0])
-    estimator = objective_options.get("estimator")
-    if config.kl_warmup and not objective_capabilities(config.objective, estimator).warmup:
-        raise OptionError("kl_warmup", f"weights the latent terms of a bound; "
-                          f"{objective_label(config.objective, estimator)} has none to weight "
-                          f"(it sums or sleeps its latents): drop it, or use elbo, tracegraph or iwae", kind="run")
-    if config.batch_size > data.train.shape[0]:
-        raise OptionError("batch_size", f"{config.batch_size} is larger than the {data.train.shape[0]} training data "
-                          f"of {data.name!r}; use at most {data.train.shape[0]}", kind="run")
+    if distributed:
+        device = ddp.init(config.device)[2]
+    device = device if device is not None else resolve_device(config.device)
+    guide = config.component("guide").build(model, data.train.shape[0], **dataclasses.asdict(config.resolved("guide")))
+    model.bind_guide(guide)
+    objective = build_objective(config.objective, jit=config.jit, compile=config.compile,
+                                **dataclasses.asdict(config.resolved("objective")))
+    check_step(config, model, guide, objective, data.train, device)
     refuse_oversized_run(config, data.x_dim, data.train.shape[0], device)
     return Prepared(config, data, model.to(device), guide.to(device), objective, device)
-
-
-def _data_views(model: str, data: Dataset):
-    """The views of ``data`` as ``NAME:SIZE:LIKELIHOOD`` model options; refuse data with one view."""
-    if not data.views:
-        from zoo.core.registry import DATASETS
-        with_views = [name for name, c in DATASETS.items() if c.capability("views")]
-        raise ZooError(f"{model} models several views of each datum and dataset {data.name!r} has one; use a "
-                       f"dataset with views ({', '.join(with_views)}) or give --views NAME:SIZE:LIKELIHOOD for each")
-    return tuple(v.spec for v in data.views)
 
 
 def _checkpoint(run: Prepared, path: Path, loop, scheduler, saved: list) -> None:
@@ -180,21 +148,9 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = 
     if resume and not ckpt_path.is_file():
         raise ZooError(f"--resume: no checkpoint in {out}; start the run without --resume")
     check_out_dir(out, force, resume)
-    world = 1
-    if config.distributed or (ddp.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1):
-        estimator = config.objective_options.get("estimator")
-        if not objective_capabilities(config.objective, estimator, config.objective_options).ddp:
-            raise ZooError(f"distributed training needs an objective with one differentiable loss; "
-                           f"{objective_label(config.objective, estimator)} is not one: use one of "
-                           f"{', '.join(ddp.DDP_OBJECTIVES)}")
-        for flag in ("jit", "compile"):
-            if getattr(config, flag):
-                raise OptionError(flag, "captures the single-process training step; a distributed step is DDP's: "
-                                  "drop it", kind="run")
-        rank, world, device = ddp.init(config.device)
-        run = prepare(config, data, device=device)
-    else:
-        run = prepare(config, data)
+    distributed = config.distributed or (ddp.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1)
+    run = prepare(config, data, distributed=distributed)
+    world = ddp.dist.get_world_size() if distributed else 1
     main = ddp.is_main()
     created = main and not out.exists()
     saved: list = []                     # the (epoch, step) of each checkpoint this process writes

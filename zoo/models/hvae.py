@@ -61,7 +61,7 @@ from zoo.core.distributions import IndependentBernoulli
 from zoo.core.nn import mlp
 from zoo.core.params import register_module
 from zoo.core.plates import data_plate
-from zoo.core.registry import MODELS, option
+from zoo.core.components import MODELS, option
 from zoo.models.priors import PriorMixin, PriorOptions, build_prior
 
 __all__ = ["HVAE"]
@@ -101,9 +101,7 @@ class HVAE(PriorMixin, ZooModel):
                  prior: str = "standard", prior_components: Optional[int] = None, prior_flows: int = 2,
                  decoder: str = "mlp", channels: Sequence[int] = (32, 32, 32), activation: str = "tanh"):
         super().__init__(x_dim)
-        likelihood = likelihood or "bernoulli"
-        if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        likelihood = likelihood or "bernoulli"            # one of HVAEOptions' choices
         self.likelihood = likelihood
         self.layers = tuple(int(k) for k in layers)
         self.hidden = tuple(int(h) for h in hidden)

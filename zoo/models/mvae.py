@@ -44,7 +44,7 @@ from zoo.core.errors import ZooError
 from zoo.core.nn import mlp
 from zoo.core.params import register_module
 from zoo.core.plates import data_plate
-from zoo.core.registry import MODELS, Options, option
+from zoo.core.components import MODELS, Options, option
 from zoo.core.views import ViewSite, ViewsLikelihood, check_view_data, check_views, parse_views
 
 __all__ = ["MVAE"]

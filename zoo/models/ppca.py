@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from zoo.core.contract import LatentSite, ZooModel
-from zoo.core.registry import MODELS, Options, option
+from zoo.core.components import MODELS, Options, option
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
 

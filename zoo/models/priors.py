@@ -68,7 +68,7 @@ from torch.distributions import constraints
 from zoo.core.contract import Borrowed, LatentSite
 from zoo.core.errors import ZooError
 from zoo.core.params import register_module
-from zoo.core.registry import Options, OptionError, option
+from zoo.core.components import Options, OptionError, option
 
 __all__ = ["PRIORS", "PriorOptions", "LearnedPrior", "DiagonalNormalMixture", "build_prior", "StandardPrior",
            "MixturePrior", "VampPrior", "FlowPrior", "PriorMixin"]

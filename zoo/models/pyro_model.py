@@ -144,7 +144,7 @@ from torch.distributions.transforms import identity_transform
 
 from zoo.core.contract import LatentSite, ZooModel, check_data
 from zoo.core.errors import ZooError
-from zoo.core.registry import MODELS, Component, Options, option
+from zoo.core.components import MODELS, Component, Options, option
 from zoo.core.weights import is_deterministic, is_factor, vectorize
 
 __all__ = ["from_pyro", "PyroModel", "ObservedSite", "load_model_file", "is_model_file", "model_label",

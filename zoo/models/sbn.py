@@ -37,7 +37,7 @@ from torch import nn
 from torch.distributions import Bernoulli
 
 from zoo.core.distributions import IndependentBernoulli, JointDiscrete
-from zoo.core.registry import MODELS, Options, option
+from zoo.core.components import MODELS, Options, option
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module

@@ -43,7 +43,7 @@ from torch import nn
 from zoo.core.autoregressive import AutoregressiveBernoulli, DecoderOptions, autoregressive_decoder
 from zoo.core.distributions import IndependentBernoulli
 from zoo.core.nn import mlp
-from zoo.core.registry import MODELS, Options, option
+from zoo.core.components import MODELS, Options, option
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
@@ -83,9 +83,7 @@ class VAE(PriorMixin, ZooModel):
                  prior_components: Optional[int] = None, prior_flows: int = 2, decoder: str = "mlp",
                  channels: Sequence[int] = (32, 32, 32), activation: str = "tanh"):
         super().__init__(x_dim)
-        likelihood = likelihood or "bernoulli"
-        if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        likelihood = likelihood or "bernoulli"            # one of VAEOptions' choices
         self.likelihood = likelihood
         self.latent_dim = int(latent_dim)
         self.hidden = tuple(int(h) for h in hidden)

@@ -1,7 +1,7 @@
 """Training objectives on two axes: a bound, and the estimator of its gradient.
 
 Every objective is a :class:`pyro.infer.ELBO` (``loss``, ``loss_and_grads``), built by
-name from :data:`zoo.core.registry.OBJECTIVES` with a number of particles K, vectorized
+name from :data:`zoo.core.components.OBJECTIVES` with a number of particles K, vectorized
 over a particle plate left of the data plate. A registered name is a bound (``elbo``,
 ``iwae``, ``renyi``, ``rws``) whose ``estimator`` option picks the gradient estimator, or a
 preset that fixes both (``dreg`` = ``iwae`` with estimator ``dreg``): :mod:`zoo.objectives.axes`.
@@ -22,7 +22,7 @@ A new bound is one new file that calls :func:`~zoo.objectives.axes.register_boun
 """
 from __future__ import annotations
 
-from zoo.core.registry import OBJECTIVES
+from zoo.core.components import OBJECTIVES
 # The registrations, in the order `pyro-zoo list` shows them.
 from zoo.objectives import elbo, importance, wake_sleep  # noqa: F401  isort: skip
 from zoo.objectives.axes import (Estimator, bounds, build_objective, objective_capabilities, objective_label,

@@ -6,17 +6,16 @@ A **bound** is what a run maximizes per datum: ``elbo`` (E_q[log w]), ``iwae``
 bound for the model, wake and sleep phases for the guide). An **estimator** is how a
 gradient of that bound is formed from samples: reparameterized, score function,
 leave-one-out baselines, path derivatives, exact sums. Each bound registers itself in
-:data:`zoo.core.registry.OBJECTIVES` (:func:`register_bound`) with a typed options
+:data:`zoo.core.components.OBJECTIVES` (:func:`register_bound`) with a typed options
 dataclass whose ``estimator`` field picks one row of the bound's table of
 :class:`Estimator` s, and each row declares what it assumes of the guide and the model
-and what it supports (``--jit``, data-parallel training, KL warm-up). The compatibility
-rule (:func:`zoo.registry.check_combination`), ``--jit``, DDP and ``pyro-zoo list`` read
+and what it supports (``--jit``, data-parallel training, KL warm-up). The rules
+(:mod:`zoo.rules`: the combinations, ``--jit``, ``--compile``, DDP) and ``pyro-zoo list`` read
 those declarations and nothing else.
 
-The names of the flat list that came before the split (``dreg``, ``tracemeanfield``,
-``renyi_pyro``, ...) stay as **presets** (:func:`register_preset`): registered objectives
-that fix (bound, estimator) and take the bound's other options, so ``--objective dreg`` is
-``--objective iwae --estimator dreg``, sample for sample. A bound's own name means its
+**Presets** (:func:`register_preset`: ``dreg``, ``tracemeanfield``, ``renyi_pyro``, ...) are
+registered objectives that fix (bound, estimator) and take the bound's other options, so
+``--objective dreg`` is ``--objective iwae --estimator dreg``, sample for sample. A bound's own name means its
 default estimator (``iwae`` is ``iwae --estimator reparam``).
 
 Example::
@@ -37,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 from zoo.core.errors import ZooError
-from zoo.core.registry import OBJECTIVES, OptionError, Options, option
+from zoo.core.components import OBJECTIVES, OptionError, Options, option
 
 __all__ = ["Estimator", "Particles", "BoundOptions", "register_bound", "register_preset", "preset_of",
            "objective_capabilities", "objective_label", "bounds", "presets", "build_objective",
@@ -67,9 +66,14 @@ class Estimator:
         local_latents_only: has no update for global latents (outside the data plate): refused for models
             that have them.
         warmup: ``kl_warmup`` is defined (the latent terms are weighted, not summed or slept).
-        jit: one surrogate loss and one backward pass per step, which ``--jit`` can trace.
+        jit: one surrogate loss and one backward pass per step, which ``--jit`` and ``--compile`` can capture.
         ddp: one differentiable loss, which data-parallel training needs.
         bound: the bound it estimates (filled in by :func:`register_bound`).
+
+    What an estimator supports (``warmup``, ``jit``, ``ddp``) defaults to ``False``: a new estimator is
+    refused those until its author says it supports them. An estimator class that declares its own
+    particles and reparameterization (a :class:`~zoo.objectives.base.PerDatumObjective`) gets its row
+    from :meth:`of`, which reads them, so they are declared once.
     """
 
     name: str
@@ -85,10 +89,25 @@ class Estimator:
     needs_mean_field_guide: bool = False
     needs_unit_kl: bool = False
     local_latents_only: bool = False
-    warmup: bool = True
-    jit: bool = True
-    ddp: bool = True
+    warmup: bool = False
+    jit: bool = False
+    ddp: bool = False
     bound: str = ""
+
+    #: what an estimator class declares itself, and :meth:`of` reads
+    CLASS_DECLARED: ClassVar[Tuple[str, ...]] = ("default_particles", "min_particles", "needs_reparam")
+
+    @classmethod
+    def of(cls, objective: type, name: str, description: str, build: Callable[..., Any],
+           **capabilities) -> "Estimator":
+        """The row of the estimator class ``objective``: its ``default_particles``, ``min_particles`` and
+        ``needs_reparam`` read from the class, the rest of what it assumes and supports from ``capabilities``."""
+        restated = sorted(set(cls.CLASS_DECLARED) & set(capabilities))
+        if restated:
+            raise ValueError(f"estimator {name!r}: {', '.join(restated)} is declared by {objective.__name__}; "
+                             f"do not restate it on the row")
+        return cls(name, description, build, **{k: getattr(objective, k) for k in cls.CLASS_DECLARED},
+                   **capabilities)
 
     @property
     def estimator(self) -> str:
@@ -97,10 +116,28 @@ class Estimator:
 
 @dataclass
 class Particles(Options):
-    """The option every objective takes; a preset's options are its bound's without ``estimator``."""
+    """The option every objective takes; a preset's options are its bound's without ``estimator``.
 
+    ``particles`` is checked against the chosen estimator's ``min_particles`` here, where every
+    caller resolves an objective's options (the CLI, a run's config, :func:`build_objective`).
+    """
+
+    #: the estimator a preset fixes (set by :func:`register_preset`; a bound's options name theirs)
+    fixed_estimator: ClassVar[Optional[Estimator]] = None
     particles: Optional[int] = option(None, "K particles per datum (default: the estimator's: 1; 2 for rloo; 5 for "
                                       "iwae, renyi, rws and their estimators; not used by enum)", minimum=1)
+
+    def chosen_estimator(self) -> Optional[Estimator]:
+        """The row of the estimator these options choose (``None`` for options of no registered objective)."""
+        return self.fixed_estimator
+
+    def validate(self) -> None:
+        super().validate()
+        row = self.chosen_estimator()
+        if row is not None and self.particles is not None and self.particles < row.min_particles:
+            raise OptionError("particles", f"{self.particles}: the {row.bound} bound's estimator {row.name!r} needs "
+                              f"at least {row.min_particles} particles per datum; pass --particles "
+                              f"{row.min_particles} or more", kind="objective")
 
     def refine(self, caps: Estimator) -> Estimator:
         """What the estimator ``caps`` assumes and supports with these options (an option such as the
@@ -123,9 +160,8 @@ class BoundOptions(Particles):
     bound: ClassVar[str] = ""
     estimator: str = estimator_option("")
 
-    def validate(self) -> None:
-        super().validate()
-        _estimator_of(self.bound, self.estimator, OptionError)
+    def chosen_estimator(self) -> Estimator:
+        return _estimator_of(self.bound, self.estimator, OptionError)
 
 
 def _estimators(name: str) -> Dict[str, Estimator]:
@@ -172,6 +208,8 @@ def register_preset(name: str, estimator: Estimator, *, options: type = Particle
     :func:`register_bound` table). ``options``: the bound's options without ``estimator``."""
     if any(f.name == "estimator" for f in dataclasses.fields(options)):
         raise ValueError(f"preset {name!r} fixes its estimator; its options must not have one")
+    options = dataclasses.make_dataclass(f"{options.__name__}_{name}", [], bases=(options,),
+                                         namespace={"fixed_estimator": estimator, "__module__": options.__module__})
 
     def build(particles: Optional[int] = None, **bound_options):
         return _build(estimator, particles, bound_options)
@@ -181,12 +219,8 @@ def register_preset(name: str, estimator: Estimator, *, options: type = Particle
 
 
 def _build(estimator: Estimator, particles: Optional[int], bound_options: Mapping[str, Any]):
-    k = estimator.default_particles if particles is None else int(particles)
-    if k < estimator.min_particles:
-        raise ZooError(f"the {estimator.bound} bound's estimator {estimator.name!r} needs at least "
-                       f"{estimator.min_particles} particles per datum, got {k}; "
-                       f"pass --particles {estimator.min_particles} or more")
-    return estimator.build(k, **bound_options)
+    """The estimator with K particles (its options, K included, were checked when they were resolved)."""
+    return estimator.build(estimator.default_particles if particles is None else int(particles), **bound_options)
 
 
 def preset_of(name: str, estimator: Optional[str] = None) -> Tuple[str, str]:
@@ -233,14 +267,14 @@ def build_objective(name: str, particles: Optional[int] = None, alpha: Optional[
     """Build the objective ``name`` with K = ``particles`` (default: the estimator's own).
 
     ``options`` are the objective's other options (``estimator="dreg"`` for a bound). ``alpha``
-    and ``insomnia`` are positional for the callers of the flat list of objectives, where every
-    objective took them: each goes to the objectives that take it, and elsewhere must be left at
-    its neutral value (alpha 0, insomnia 1), which those objectives ignored.
+    and ``insomnia`` may be given to any objective: each goes to the objectives that take it, and
+    elsewhere must be left at its neutral value (alpha 0, insomnia 1).
 
     ``jit=True`` wraps it in :class:`zoo.training.jit.JitObjective`: the training step is traced once and
-    replayed (the same estimator with less Python per step), for the estimators that declare ``jit``.
-    ``compile=True`` wraps it in :class:`zoo.training.compiled.CompiledObjective` instead: the loss and its
-    backward pass captured as one graph and compiled by ``torch.compile``, for the same estimators.
+    replayed (the same estimator with less Python per step). ``compile=True`` wraps it in
+    :class:`zoo.training.compiled.CompiledObjective` instead: the loss and its backward pass captured as
+    one graph and compiled by ``torch.compile``. Which estimators either may capture is a rule
+    (:func:`zoo.rules.check_capture`, which :func:`zoo.registry.build_objective` and a run ask first).
     """
     component = OBJECTIVES[name]
     takes = {f.name for f in dataclasses.fields(component.options)}
@@ -248,16 +282,6 @@ def build_objective(name: str, particles: Optional[int] = None, alpha: Optional[
     for key, value, neutral in (("alpha", alpha, 0.0), ("insomnia", insomnia, 1.0)):
         if value is not None and (key in takes or value != neutral):
             given[key] = value
-    caps = objective_capabilities(name, component.resolve(given).to_dict().get("estimator")
-                                  if "estimator" in takes else None, given)
-    if jit and compile:
-        raise ZooError("--jit and --compile are two ways of capturing the same step: give one of them")
-    flag = "--jit" if jit else "--compile"
-    if (jit or compile) and not caps.jit:
-        traced = [n for n, c in OBJECTIVES.items() if c.capability("caps").jit]
-        label = objective_label(name, given.get("estimator"))
-        raise ZooError(f"{flag} captures {', '.join(traced)}; {label} is not one of them (its step is not one "
-                       f"surrogate loss and one backward pass): drop {flag}")
     objective = component.build(**given)
     if compile:
         from zoo.training.compiled import CompiledObjective

@@ -87,6 +87,10 @@ class PerDatumObjective(ELBO):
     refuses otherwise). With ``needs_reparam`` a guide that cannot reparameterize its samples
     is refused: the gradient would be silently wrong.
 
+    Class attributes (what the estimator's row in :mod:`zoo.objectives.axes` reads, through
+    :meth:`~zoo.objectives.axes.Estimator.of`): ``default_particles``, ``min_particles`` (the
+    objective's options refuse fewer) and ``needs_reparam``.
+
     Arguments:
         num_particles: K, samples per datum (default: the class's ``default_particles``).
     """
@@ -106,9 +110,6 @@ class PerDatumObjective(ELBO):
 
     def __init__(self, num_particles: int = None, max_plate_nesting: int = MAX_PLATE_NESTING):
         num_particles = self.default_particles if num_particles is None else num_particles
-        if num_particles < self.min_particles:
-            raise ZooError(f"{self.name} needs at least {self.min_particles} particles per datum, got "
-                           f"{num_particles}; pass --particles {self.min_particles} or more")
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
                          vectorize_particles=True)
 

@@ -34,7 +34,7 @@ from typing import ClassVar, Optional
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from zoo.core.plates import MAX_PLATE_NESTING
-from zoo.core.registry import OptionError, option
+from zoo.core.components import OptionError, option
 from zoo.objectives.axes import BoundOptions, Estimator, Particles, estimator_option, register_bound, register_preset
 from zoo.objectives.baselines import BaselineTraceGraph_ELBO
 from zoo.objectives.enum import EnumELBO
@@ -70,19 +70,18 @@ class FreeBits(Particles):
     ``free_bits`` (lambda) turns the KL term into sum_j max(lambda, KL_j) over latent units j, each
     KL_j averaged over the minibatch (Kingma et al. 2016; :mod:`zoo.objectives.free_bits`), for the
     reparameterized estimators ``auto`` and ``analytic_kl``, whose gradient it then takes with analytic
-    per-unit KLs; it composes with ``--kl-warmup`` (each KL term weighted by beta). A preset's
-    subclass names its fixed estimator in ``preset_estimator``.
+    per-unit KLs; it composes with ``--kl-warmup`` (each KL term weighted by beta).
     """
 
-    preset_estimator: ClassVar[Optional[str]] = None
     free_bits: Optional[float] = option(None, "free bits (Kingma et al. 2016): each latent unit's KL, averaged over "
                                         "the minibatch, counts as at least this many nats (default: none)",
                                         minimum=0.0)
 
     def validate(self) -> None:
         super().validate()
-        estimator = getattr(self, "estimator", self.preset_estimator)
-        if self.free_bits is not None and estimator not in FREE_BITS_ESTIMATORS:
+        row = self.chosen_estimator()
+        estimator = row.name if row is not None else None
+        if self.free_bits is not None and row is not None and estimator not in FREE_BITS_ESTIMATORS:
             raise OptionError("free_bits", f"applies to the reparameterized ELBO with analytic per-unit KLs (estimator "
                               f"{' or '.join(FREE_BITS_ESTIMATORS)}), not estimator {estimator!r}: drop it or "
                               f"use objective elbo", kind="objective")
@@ -101,33 +100,30 @@ class ELBOOptions(FreeBits, BoundOptions):
     estimator: str = estimator_option("auto")
 
 
-def preset_options(estimator: str) -> type:
-    """The options of the elbo preset that fixes ``estimator``: the bound's, but ``estimator``."""
-    return dataclasses.make_dataclass(f"FreeBits_{estimator}", [], bases=(FreeBits,),
-                                      namespace={"preset_estimator": estimator, "__module__": __name__})
-
-
 ELBO_ESTIMATORS = register_bound("elbo", options=ELBOOptions, default="auto", description=(
     "the evidence lower bound E_q[log p(x, z) - log q(z | x)], per datum"), estimators=[
     Estimator("auto", "Trace_ELBO: reparameterized where the guide can, score function (no baseline) elsewhere",
-              pyro_elbo(Trace_ELBO)),
+              pyro_elbo(Trace_ELBO), warmup=True, jit=True, ddp=True),
     Estimator("analytic_kl", "TraceMeanField_ELBO: analytic KL(q || p) where available (reparameterizable guides "
               "only; with the relaxed guide, the discrete KL: Jang et al.'s objective)",
-              pyro_elbo(TraceMeanField_ELBO), needs_reparam=True, needs_mean_field_guide=True),
+              pyro_elbo(TraceMeanField_ELBO), needs_reparam=True, needs_mean_field_guide=True, warmup=True, jit=True,
+              ddp=True),
     Estimator("tracegraph", "TraceGraph_ELBO: score function with Rao-Blackwellization and the guide's --baseline "
               "(none, decaying, neural = NVIL), per datum (zoo.objectives.baselines)",
-              without_free_bits(pyro_elbo(BaselineTraceGraph_ELBO)), uses_baselines=True, ddp=False),
-    Estimator("reinforce", "the pure score-function gradient for every site, even reparameterizable ones, no "
-              "baseline (the lecture's comparison)", without_free_bits(lambda k: Reinforce(num_particles=k))),
-    Estimator("rloo", "the score-function gradient with a leave-one-out baseline over K >= 2 samples per datum "
-              "(Kool et al. 2019), for discrete latents", without_free_bits(lambda k: LeaveOneOutReinforce(num_particles=k)),
-              default_particles=2, min_particles=2),
-    Estimator("stl", "the sticking-the-landing path-derivative guide gradient (Roeder et al. 2017)",
-              without_free_bits(lambda k: StickingTheLanding(num_particles=k)), needs_reparam=True, needs_normal_guide=True),
+              without_free_bits(pyro_elbo(BaselineTraceGraph_ELBO)), uses_baselines=True, warmup=True, jit=True),
+    Estimator.of(Reinforce, "reinforce", "the pure score-function gradient for every site, even reparameterizable "
+                 "ones, no baseline (the lecture's comparison)", without_free_bits(lambda k: Reinforce(num_particles=k)),
+                 warmup=True, jit=True, ddp=True),
+    Estimator.of(LeaveOneOutReinforce, "rloo", "the score-function gradient with a leave-one-out baseline over K >= 2 "
+                 "samples per datum (Kool et al. 2019), for discrete latents",
+                 without_free_bits(lambda k: LeaveOneOutReinforce(num_particles=k)), warmup=True, jit=True, ddp=True),
+    Estimator.of(StickingTheLanding, "stl", "the sticking-the-landing path-derivative guide gradient (Roeder et al. "
+                 "2017)", without_free_bits(lambda k: StickingTheLanding(num_particles=k)), needs_normal_guide=True,
+                 warmup=True, jit=True, ddp=True),
     Estimator("enum", "TraceEnum_ELBO with the guide's discrete sites summed exactly (small latent spaces; "
-              "K is not used)", without_free_bits(lambda k: EnumELBO()), needs_enumeration=True, warmup=False),
+              "K is not used)", without_free_bits(lambda k: EnumELBO()), needs_enumeration=True, jit=True, ddp=True),
 ])
 
-register_preset("tracemeanfield", ELBO_ESTIMATORS["analytic_kl"], options=preset_options("analytic_kl"))
+register_preset("tracemeanfield", ELBO_ESTIMATORS["analytic_kl"], options=FreeBits)
 for _name in ("tracegraph", "enum", "reinforce", "rloo", "stl"):
-    register_preset(_name, ELBO_ESTIMATORS[_name], options=preset_options(_name))
+    register_preset(_name, ELBO_ESTIMATORS[_name], options=FreeBits)

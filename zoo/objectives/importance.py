@@ -37,7 +37,7 @@ from pyro.infer import RenyiELBO
 
 from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
-from zoo.core.registry import option
+from zoo.core.components import option
 from zoo.objectives.axes import BoundOptions, Estimator, Particles, estimator_option, register_bound, register_preset
 from zoo.objectives.estimators import VIMCO, DReGIWAE
 from zoo.objectives.renyi import IWAEBound, RenyiBound
@@ -82,22 +82,21 @@ class RenyiOptions(RenyiOrder, BoundOptions):
 IWAE_ESTIMATORS = register_bound("iwae", options=IWAEOptions, default="reparam", description=(
     "the importance-weighted bound E[log (1/K) sum_k w_k] (Burda et al. 2016), per datum, scaled by N/B after "
     "the logsumexp"), estimators=[
-    Estimator("reparam", "our per-datum IWAE bound, reparameterized gradient", lambda k: IWAEBound(num_particles=k),
-              default_particles=5, needs_reparam=True),
-    Estimator("dreg", "the doubly-reparameterized guide gradient (Tucker et al. 2019)",
-              lambda k: DReGIWAE(num_particles=k), default_particles=5, needs_reparam=True,
-              needs_normal_guide=True, separate_surrogates=True, jit=False, ddp=False),
-    Estimator("vimco", "VIMCO's leave-one-out score-function gradient (Mnih & Rezende 2016), for discrete "
-              "latents; K >= 2", lambda k: VIMCO(num_particles=k), default_particles=5, min_particles=2),
+    Estimator.of(IWAEBound, "reparam", "our per-datum IWAE bound, reparameterized gradient",
+                 lambda k: IWAEBound(num_particles=k), warmup=True, jit=True, ddp=True),
+    Estimator.of(DReGIWAE, "dreg", "the doubly-reparameterized guide gradient (Tucker et al. 2019)",
+                 lambda k: DReGIWAE(num_particles=k), needs_normal_guide=True, separate_surrogates=True, warmup=True),
+    Estimator.of(VIMCO, "vimco", "VIMCO's leave-one-out score-function gradient (Mnih & Rezende 2016), for discrete "
+                 "latents; K >= 2", lambda k: VIMCO(num_particles=k), warmup=True, jit=True, ddp=True),
     Estimator("pyro", PYRO_CAVEAT + " (alpha = 0)", lambda k: pyro_renyi(k, 0.0), default_particles=5,
-              needs_reparam=True, jit=False),
+              needs_reparam=True, warmup=True, ddp=True),
 ])
 
 RENYI_ESTIMATORS = register_bound("renyi", options=RenyiOptions, default="reparam", description=(
     "the per-datum Renyi bound of order --alpha (Li & Turner 2016), scaled by N/B after the logsumexp"), estimators=[
-    Estimator("reparam", "our per-datum Renyi bound, reparameterized gradient",
-              lambda k, alpha: RenyiBound(alpha=alpha, num_particles=k), default_particles=5, needs_reparam=True),
-    Estimator("pyro", PYRO_CAVEAT, pyro_renyi, default_particles=5, needs_reparam=True, jit=False),
+    Estimator.of(RenyiBound, "reparam", "our per-datum Renyi bound, reparameterized gradient",
+                 lambda k, alpha: RenyiBound(alpha=alpha, num_particles=k), warmup=True, jit=True, ddp=True),
+    Estimator("pyro", PYRO_CAVEAT, pyro_renyi, default_particles=5, needs_reparam=True, warmup=True, ddp=True),
 ])
 
 register_preset("dreg", IWAE_ESTIMATORS["dreg"])

@@ -26,6 +26,8 @@ as ``renyi_pyro`` so the difference can be seen.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.core.weights import per_datum_renyi_bound
@@ -50,9 +52,10 @@ class RenyiBound(PerDatumObjective):
         num_particles: K, importance samples per datum.
     """
 
+    default_particles = 5
     needs_reparam = True
 
-    def __init__(self, alpha: float = 0.0, num_particles: int = 2,
+    def __init__(self, alpha: float = 0.0, num_particles: Optional[int] = None,
                  max_plate_nesting: int = MAX_PLATE_NESTING):
         if alpha < 0:
             raise ZooError(f"the Renyi order alpha must be >= 0, got {alpha}")

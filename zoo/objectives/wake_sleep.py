@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import pyro.poutine as poutine
 import torch
@@ -19,7 +19,7 @@ from pyro.infer import ReweightedWakeSleep as PyroRWS
 from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.core.weights import dreamt_data, is_deterministic, is_factor
-from zoo.core.registry import OptionError, option
+from zoo.core.components import OptionError, option
 from zoo.objectives.axes import BoundOptions, Estimator, Particles, estimator_option, register_bound, register_preset
 from zoo.objectives.base import PerDatumObjective
 
@@ -54,7 +54,7 @@ class ReweightedWakeSleep(PerDatumObjective):
     default_particles = 5
     detach_latents = True
 
-    def __init__(self, num_particles: int = 5, insomnia: float = 1.0,
+    def __init__(self, num_particles: Optional[int] = None, insomnia: float = 1.0,
                  max_plate_nesting: int = MAX_PLATE_NESTING):
         if not 0.0 <= insomnia <= 1.0:
             raise ZooError(f"--insomnia must be in [0, 1], got {insomnia}")
@@ -166,12 +166,12 @@ def _pyro_rws(particles: int, insomnia: float) -> PyroReweightedWakeSleep:
 RWS_ESTIMATORS = register_bound("rws", options=RWSOptions, default="per_datum", description=(
     "reweighted wake-sleep: the IWAE bound for the model; wake-phi and sleep-phi, mixed by --insomnia, for the "
     "guide; --particles 1 --insomnia 0 is wake-sleep"), estimators=[
-    Estimator("per_datum", "our per-datum reweighted wake-sleep",
-              lambda k, insomnia: ReweightedWakeSleep(num_particles=k, insomnia=insomnia), default_particles=5,
-              local_latents_only=True, warmup=False, ddp=False),
+    Estimator.of(ReweightedWakeSleep, "per_datum", "our per-datum reweighted wake-sleep",
+                 lambda k, insomnia: ReweightedWakeSleep(num_particles=k, insomnia=insomnia),
+                 local_latents_only=True, jit=True),
     Estimator("pyro", "Pyro's ReweightedWakeSleep. Caveat: pools the N/B-scaled log-weights of the minibatch into "
               "one weight per particle, so under minibatching it is not per-datum", _pyro_rws, default_particles=5,
-              min_particles=2, warmup=False, jit=False, ddp=False),
+              min_particles=2),
 ])
 
 register_preset("rws_pyro", RWS_ESTIMATORS["pyro"], options=Insomnia)

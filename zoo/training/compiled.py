@@ -189,9 +189,11 @@ class CompiledObjective(CapturedObjective):
                     p.grad.add_(g)
         return value.item()
 
-    def check(self, model, guide, x, idx=None, N=None) -> None:
+    def check(self, model, guide, x, idx=None, N=None, device=None) -> None:
         """Capture one step on ``x`` (nothing compiled, nothing kept): raise :class:`ZooError` if this model, guide
-        and objective cannot be captured, so a run can refuse ``--compile`` before it writes anything."""
+        and objective cannot be captured, or ``torch.compile`` cannot build the step on ``device`` (default:
+        ``x``'s), so a run can refuse ``--compile`` before it writes anything."""
+        check_compilable(x.device if device is None else device, self.backend)
         if hasattr(self.objective, "check"):
             self.objective.check(getattr(model, "model", model), guide, x, idx=idx, N=N)
         args = (x,) if idx is None else (x, idx)

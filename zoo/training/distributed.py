@@ -51,7 +51,7 @@ def __getattr__(name):
     # DDP_OBJECTIVES: the objectives whose gradient is one differentiable loss, as DDP needs, read from
     # what their estimators declare.
     if name == "DDP_OBJECTIVES":
-        from zoo.core.registry import OBJECTIVES
+        from zoo.core.components import OBJECTIVES
         return tuple(n for n, c in OBJECTIVES.items() if c.capability("caps").ddp)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

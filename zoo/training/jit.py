@@ -28,7 +28,7 @@ What a trace assumes, and how this class keeps to it:
   the in-place updates of the averages are replayed. Objectives that need Python between steps
   or a second backward pass (``dreg``, ``rws_pyro``, ``renyi_pyro``) are not
   offered: each estimator declares ``jit`` (:class:`zoo.objectives.axes.Estimator`), which
-  ``build_objective`` checks, and :data:`JIT_OBJECTIVES` lists the names it allows. A step that runs under an outer
+  :func:`zoo.rules.check_capture` checks, and :data:`JIT_OBJECTIVES` lists the names it allows. A step that runs under an outer
   Pyro handler, such as :class:`~zoo.training.warmup.KLWarmup` whose beta changes every step, runs
   eagerly: the trace would freeze the handler's effect.
 - **The loss value as a tensor.** The traced function returns two tensors,
@@ -75,7 +75,7 @@ def __getattr__(name):
     # :func:`value_and_surrogate`), read from what their estimators declare, when asked for (the
     # registry fills itself on first lookup).
     if name == "JIT_OBJECTIVES":
-        from zoo.core.registry import OBJECTIVES
+        from zoo.core.components import OBJECTIVES
         return tuple(n for n, c in OBJECTIVES.items() if c.capability("caps").jit)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

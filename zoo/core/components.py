@@ -1,4 +1,6 @@
-"""The one registry: every model, guide family, objective and dataset describes itself here.
+"""Components and what they declare: options, capabilities, and the registries that hold them.
+
+Every model, guide family, objective and dataset describes itself here.
 
 A component registers itself where it is defined, with a decorator::
 
@@ -10,8 +12,8 @@ text and the checks (:func:`option`); its **capabilities** are keyword arguments
 ``register`` (an objective's ``needs_reparam``, ``jit``, ``ddp``...) or, for guide families,
 class attributes (``supports``, ``amortized``, ...). Everything else reads this one source:
 the CLI's flags and ``pyro-zoo list`` (:mod:`zoo.cli`), the run configuration and its resume
-checks (:mod:`zoo.experiments.config`), the compatibility grid (:mod:`zoo.registry`), the
-tests and the README's table. A new component is one new file that registers itself (and
+checks (:mod:`zoo.experiments.config`), the rules that decide which runs are valid
+(:mod:`zoo.rules`), the tests and the README's table. A new component is one new file that registers itself (and
 one import line in its package's ``__init__``, which is what loads it).
 
 Installed packages add models, guides, objectives or datasets through the entry-point
@@ -31,7 +33,7 @@ flags (``--latent-dim``), using :attr:`OptionError.option`.
 
 Example::
 
-    >>> from zoo.core.registry import Options, option, Registry
+    >>> from zoo.core.components import Options, option, Registry
     >>> from dataclasses import dataclass
     >>> @dataclass
     ... class Toy(Options):
@@ -50,6 +52,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import math
 import typing
@@ -93,9 +96,14 @@ def option(default: Any, help: str, *, flag: Optional[str] = None, choices: Opti
 MAX_INT = 2 ** 63 - 1
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls) -> Dict[str, Any]:
+    """An options class's resolved annotations: resolving them is most of the cost of making options."""
+    return typing.get_type_hints(cls)
+
+
 def _field_type(cls, f) -> Any:
-    hints = typing.get_type_hints(cls)
-    return hints.get(f.name, f.type)
+    return _type_hints(cls).get(f.name, f.type)
 
 
 def base_type(tp) -> Tuple[type, bool]:

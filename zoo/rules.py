@@ -1,0 +1,353 @@
+"""Which runs are valid: every rule about a (model, guide, objective, options, data) combination.
+
+``pyro-zoo list`` and ``pyro-zoo train`` ask the same functions, so ``list`` calls a run valid exactly
+when ``train`` accepts it (``train`` asks :func:`check_run` and :func:`check_step` in
+:func:`zoo.experiments.run.prepare`, ``list`` asks :func:`verdict` and :func:`compatibility`). Each
+rule is decided from what the components declare, never from a hand-kept list of pairs:
+
+- :func:`check_guide`: the guide family supports the model's latents (its ``supports``, ``check``);
+- :func:`check_combination`: the estimator's assumptions (:class:`~zoo.objectives.axes.Estimator`:
+  ``needs_reparam``, ``needs_enumeration``, ...) against what the guide family declares
+  (``is_reparameterized``, ``enumerable``, ``normal_sites``, ``borrows_model``, ``amortized``) and the
+  model's latents (discrete configurations, global latents), with the guide's and objective's options;
+- :func:`check_guide_options`: a global guide needs global latents, a baseline needs discrete ones;
+- :func:`check_capture`: ``--jit``, ``--compile`` and data-parallel training need the estimator's
+  ``jit`` and ``ddp``;
+- :func:`check_run`: all of the above for a run's config, with the run's own options (``structured``
+  that changes nothing, ``keep_best``, ``kl_warmup``) and its data (:class:`DataFacts`: the
+  likelihood against the data's kind, the batch size against the number of data);
+- :func:`check_step`: what only a trial step shows (a step ``--compile`` cannot capture; free bits
+  over a site that is not a Normal).
+
+A component's own options (a choice, a range, the estimator's minimum particles, free bits with
+another estimator) are checked by its :class:`~zoo.core.components.Options` when they are resolved,
+before any rule here. Each error is one line that says what to use instead.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+import torch
+
+from zoo.core.components import DATASETS, GUIDES, MODELS, OBJECTIVES, OptionError
+from zoo.core.contract import ZooModel, posterior_order
+from zoo.core.distributions import ENUMERATION_LIMIT
+from zoo.core.errors import ZooError
+from zoo.objectives import build_objective, objective_capabilities, objective_label
+
+__all__ = ["DataFacts", "model_options", "check_guide", "check_combination", "check_guide_options",
+           "check_capture", "check_run", "check_step", "verdict", "compatibility"]
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What the rules read of a data set: enough to decide a run without its tensors.
+
+    Arguments:
+        name: the dataset's name, for messages.
+        x_dim: columns of a data row.
+        num_train: rows of the training split.
+        binary: every value is 0 or 1 (a Bernoulli likelihood applies).
+        views: the views of a datum as ``NAME:SIZE:LIKELIHOOD`` (empty: one view).
+    """
+
+    name: str
+    x_dim: int
+    num_train: int
+    binary: bool
+    views: Tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, data) -> "DataFacts":
+        """The facts of a :class:`~zoo.data.Dataset`."""
+        return cls(data.name, data.x_dim, data.train.shape[0], data.binary, tuple(v.spec for v in data.views))
+
+
+def model_options(config, data: Optional[DataFacts]) -> Dict[str, Any]:
+    """The model's options for a run on ``data``: what the user left unset that the data decide (the
+    likelihood from the data's kind, a multimodal model's views from the data's). Refuses a multimodal
+    model on data with one view."""
+    options = dataclasses.asdict(config.resolved("model"))
+    if data is None:
+        return options
+    if options.get("likelihood", "") is None:
+        options["likelihood"] = "bernoulli" if data.binary else "gaussian"
+    if "views" in options and options["views"] is None:
+        if not data.views:
+            with_views = [name for name, c in DATASETS.items() if c.capability("views")]
+            raise ZooError(f"{config.model} models several views of each datum and dataset {data.name!r} has one; "
+                           f"use a dataset with views ({', '.join(with_views)}) or give --views NAME:SIZE:LIKELIHOOD "
+                           f"for each")
+        options["views"] = data.views
+    return options
+
+
+def check_guide(guide: str, model: ZooModel) -> None:
+    """Raise :class:`ZooError` unless the family ``guide`` can represent ``model``'s latents."""
+    try:
+        GUIDES[guide].factory.check(model)
+    except ZooError as e:
+        fits = [g for g, c in GUIDES.items() if _fits(c.factory, model)]
+        raise ZooError(f"{e}; guides that fit this model: {', '.join(fits)}") from None
+
+
+def _fits(cls, model) -> bool:
+    try:
+        cls.check(model)
+        return True
+    except ZooError:
+        return False
+
+
+def check_combination(model: ZooModel, guide: str, objective: str,
+                      guide_options: Optional[Mapping[str, object]] = None,
+                      objective_options: Optional[Mapping[str, object]] = None) -> None:
+    """Raise :class:`ZooError` unless (model, guide, objective) is mathematically valid.
+
+    ``objective`` is a bound with ``objective_options["estimator"]`` (default: the bound's own),
+    or a preset that fixes both. The rules are :func:`_problem`'s, read from what the estimator and
+    the guide family declare, and the sleep phase's need of an amortized guide. The error is one line
+    that says what to use instead: the objectives that do fit this model and guide.
+    """
+    check_guide(guide, model)
+    estimator = (objective_options or {}).get("estimator")
+    caps = objective_capabilities(objective, estimator, objective_options)
+    problem = _problem(model, guide, caps, objective_label(objective, estimator), guide_options)
+    if problem is not None:
+        raise ZooError(problem(lambda: _fitting(model, guide)))
+    insomnia = (objective_options or {}).get("insomnia")
+    if insomnia is not None and insomnia < 1 and not GUIDES[guide].factory.amortized:
+        raise ZooError(f"insomnia {insomnia} < 1 trains the guide on dreamt data (sleep-phi), which needs an "
+                       f"amortized guide, and {guide!r} is per-datum; use insomnia 1 or an amortized guide")
+
+
+def _discrete_configurations(model: ZooModel) -> Optional[int]:
+    """How many joint values one datum's *discrete* latents take (``None`` if it has none): what ``enum``
+    sums over. Real latents beside them are sampled, reparameterized, once per enumerated value
+    (Pyro's TraceEnum_ELBO; the M2 recipe q(y | x) q(z | x, y) with y summed)."""
+    sizes = [s.num_configurations for s in model.latents if s.support != "real"]
+    if not sizes:
+        return None
+    total = 1
+    for n in sizes:
+        total *= n
+    return total
+
+
+def _fitting(model: ZooModel, guide: str) -> str:
+    """The registered objectives valid for (model, guide), for "use ..." advice."""
+    fits = [o for o in OBJECTIVES if _problem(model, guide, objective_capabilities(o), repr(o), None) is None]
+    return ", ".join(fits) if fits else "no objective"
+
+
+def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Optional[Callable[[Callable], str]]:
+    """None if the estimator ``caps`` fits (model, guide); else the error, given the "use ..." advice lazily.
+
+    - ``needs_reparam``: every sample of the guide reparameterized (a score-function guide over discrete
+      latents is refused; the relaxed guide is not one);
+    - ``needs_enumeration``: discrete latents, a guide with a discrete distribution, at most
+      :data:`~zoo.core.distributions.ENUMERATION_LIMIT` joint configurations per datum, and no
+      structured guide over a discrete site whose prior reads a real latent;
+    - ``needs_normal_guide``: a guide of Normal sites (log q at detached parameters);
+    - ``separate_surrogates``: model and guide parameters apart (neither borrows the other's);
+    - ``needs_mean_field_guide``, ``needs_unit_kl``: a guide that is not ``structured`` (and, for free
+      bits, of Normal sites);
+    - ``local_latents_only``: a model without global latents;
+    - a guide's ``baseline`` only where the estimator ``uses_baselines``.
+    """
+    gcls = GUIDES[guide].factory
+    if caps.needs_reparam and not gcls.is_reparameterized(model):
+        return lambda fits: (f"objective {label} needs a reparameterizable guide, and {guide!r} over "
+                             f"{model.display_name}'s discrete latents is a score-function guide; use {fits()}, "
+                             f"or the 'relaxed' guide")
+    if caps.needs_enumeration:
+        n = _discrete_configurations(model)
+        if n is None:
+            return lambda fits: (f"objective {label} sums over discrete latents, and {model.display_name} has "
+                                 f"none; use {fits()}")
+        if not gcls.enumerable:
+            return lambda fits: (f"objective {label} sums over the guide's discrete distribution, which the "
+                                 f"{guide!r} guide does not have while training; use the amortized or meanfield "
+                                 f"guide")
+        tangled = [s for s in model.latents if s.support != "real" and any(
+            p.support == "real" for p in model.latents if p.name in s.parents)]
+        if tangled and (guide_options or {}).get("structured"):
+            site = tangled[0]
+            return lambda fits: (f"objective {label} sums over {site.name!r}, whose prior reads the real latent(s) "
+                                 f"{', '.join(site.parents)} that a structured guide samples given {site.name!r}; "
+                                 f"Pyro's TraceEnum_ELBO cannot sum over a site its own prior depends on through "
+                                 f"such a sample: drop structured, or use {fits()}")
+        if n > ENUMERATION_LIMIT:
+            return lambda fits: (f"objective {label} would sum over {n:.3g} latent configurations per datum, more "
+                                 f"than the limit {ENUMERATION_LIMIT}; use tracegraph (with baseline 'neural'), rws "
+                                 f"or the relaxed guide")
+    if caps.needs_normal_guide and not gcls.normal_sites:
+        return lambda fits: (f"objective {label} evaluates log q at detached parameters, which needs a guide of "
+                             f"Normal sites; the {guide!r} guide is not one: use meanfield or amortized, or {fits()}")
+    if caps.separate_surrogates and (gcls.borrows_model or model.borrows_guide):
+        who = (f"the {guide!r} guide computes with the model's parameters" if gcls.borrows_model
+               else f"{model.display_name} computes with its guide's parameters")
+        return lambda fits: (f"objective {label} differentiates separate model and guide surrogates, which needs "
+                             f"disjoint parameters, and {who}; use {fits()}"
+                             + (", or the meanfield or amortized guide" if gcls.borrows_model else ""))
+    if caps.needs_mean_field_guide and (guide_options or {}).get("structured"):
+        return lambda fits: (f"objective {label} takes each site's KL in closed form, which is biased for a "
+                             f"structured guide q(z2 | z1, x); drop structured, or use {fits()}")
+    if caps.needs_unit_kl and (not gcls.normal_sites or (guide_options or {}).get("structured")):
+        what = "is structured, q(z2 | z1, x)" if gcls.normal_sites else "does not have Normal sites"
+        return lambda fits: (f"objective {label} with free_bits takes each latent unit's KL in closed form, which "
+                             f"needs a mean-field guide of Normal sites, and the {guide!r} guide {what}; use "
+                             f"meanfield or amortized (not structured), or drop free_bits")
+    if caps.local_latents_only and getattr(model, "global_latents", ()):
+        names = ", ".join(s.name for s in model.global_latents)
+        return lambda fits: (f"objective {label} has no wake update for a guide of global latents ({names}, "
+                             f"outside the data plate) of {model.display_name}; use {fits()}")
+    baseline = (guide_options or {}).get("baseline")
+    if baseline not in (None, "none") and not caps.uses_baselines:
+        return lambda fits: (f"baseline is used by the tracegraph objective only (elbo with estimator "
+                             f"'tracegraph'), not {label}; use tracegraph or drop baseline")
+    return None
+
+
+def check_guide_options(model: ZooModel, guide: str, guide_options: Optional[Mapping[str, object]] = None) -> None:
+    """Raise :class:`ZooError` for a guide option that ``model`` gives nothing to do: a global guide
+    without global latents, a score-function baseline without discrete latents."""
+    options = guide_options or {}
+    if options.get("global_guide") is not None and not getattr(model, "global_latents", ()):
+        raise ZooError(f"--global-guide applies to models with global latents (outside the data plate); "
+                       f"{model.display_name} has none: drop it")
+    if options.get("baseline") not in (None, "none") and all(s.support == "real" for s in model.latents):
+        raise ZooError("baselines reduce the variance of score-function (discrete) sites; this model has none")
+
+
+def check_capture(objective: str, objective_options: Optional[Mapping[str, Any]] = None, jit: bool = False,
+                  compile: bool = False, distributed: bool = False) -> None:
+    """Raise :class:`ZooError` unless the estimator's step can be run as asked: data-parallel training
+    needs one differentiable loss (``ddp``) and a step of its own (not one ``--jit`` or ``--compile``
+    captured); ``--jit`` and ``--compile`` are two ways of capturing one surrogate loss and one backward
+    pass (``jit``), so one of them, and only for estimators that declare it."""
+    estimator = (objective_options or {}).get("estimator")
+    caps = objective_capabilities(objective, estimator, objective_options)
+    label = objective_label(objective, estimator)
+    if distributed:
+        if not caps.ddp:
+            ddp_objectives = [n for n, c in OBJECTIVES.items() if c.capability("caps").ddp]
+            raise ZooError(f"distributed training needs an objective with one differentiable loss; {label} is not "
+                           f"one: use one of {', '.join(ddp_objectives)}")
+        for flag, given in (("jit", jit), ("compile", compile)):
+            if given:
+                raise OptionError(flag, "captures the single-process training step; a distributed step is DDP's: "
+                                  "drop it", kind="run")
+    if jit and compile:
+        raise ZooError("--jit and --compile are two ways of capturing the same step: give one of them")
+    if (jit or compile) and not caps.jit:
+        flag = "--jit" if jit else "--compile"
+        traced = [n for n, c in OBJECTIVES.items() if c.capability("caps").jit]
+        raise ZooError(f"{flag} captures {', '.join(traced)}; {label} is not one of them (its step is not one "
+                       f"surrogate loss and one backward pass): drop {flag}")
+
+
+def check_run(config, model: ZooModel, data: Optional[DataFacts] = None, distributed: bool = False) -> None:
+    """Raise :class:`ZooError` unless the run of ``config`` on ``data`` is valid, before anything is built
+    but ``model`` (built from :func:`model_options`); ``data=None`` leaves out the rules about data.
+
+    ``config`` is a :class:`~zoo.experiments.config.RunConfig` (its names and options already checked
+    when it was made); ``distributed``: trained data-parallel (``--distributed`` or under torchrun).
+    """
+    guide_options = dataclasses.asdict(config.resolved("guide"))
+    objective_options = dataclasses.asdict(config.resolved("objective"))
+    estimator = objective_options.get("estimator")
+    if data is not None and model.likelihood == "bernoulli" and not data.binary:
+        raise ZooError(f"dataset {data.name!r} has values other than 0 and 1, but {model.display_name} uses a "
+                       f"Bernoulli likelihood; binarize the data or use a Gaussian likelihood")
+    check_capture(config.objective, objective_options, config.jit, config.compile, distributed)
+    check_combination(model, config.guide, config.objective, guide_options, objective_options)
+    check_guide_options(model, config.guide, guide_options)
+    if guide_options.get("structured") and not any(given for _, given in posterior_order(
+            model.latents, model.observed_parents)):
+        raise OptionError("structured", f"conditions each latent on the latents its posterior couples it with, "
+                          f"and {model.display_name}'s {len(model.latents)} latent(s) ("
+                          f"{', '.join(s.name for s in model.latents)}) have none, so it would change nothing: "
+                          f"drop it (it applies to models with dependent latents, e.g. sbn, hvae)", kind="guide")
+    if config.keep_best and not GUIDES[config.guide].factory.amortized:
+        raise OptionError("keep_best", f"picks the epoch with the best validation ELBO, which needs an amortized "
+                          f"guide; {config.guide!r} is per-datum: drop it or use amortized", kind="run")
+    if config.kl_warmup and not objective_capabilities(config.objective, estimator).warmup:
+        raise OptionError("kl_warmup", f"weights the latent terms of a bound; "
+                          f"{objective_label(config.objective, estimator)} has none to weight "
+                          f"(it sums or sleeps its latents): drop it, or use elbo, tracegraph or iwae", kind="run")
+    if data is not None and config.batch_size > data.num_train:
+        raise OptionError("batch_size", f"{config.batch_size} is larger than the {data.num_train} training data "
+                          f"of {data.name!r}; use at most {data.num_train}", kind="run")
+
+
+def check_step(config, model: ZooModel, guide, objective, x: torch.Tensor, device: torch.device) -> None:
+    """Raise :class:`ZooError` where one trial step on two rows of ``x`` (the training data) shows the run
+    cannot go: ``--compile`` cannot capture the step (something in it reads a tensor's value in Python,
+    or no C++ compiler for a CPU), or the objective's assumptions fail on the model's sites (free bits:
+    a latent site that is not a Normal). Nothing is trained; random state is left as it was."""
+    n, N = min(2, x.shape[0]), x.shape[0]
+    if config.compile:
+        step_model = guide.training_model(model) if hasattr(guide, "training_model") else model
+        objective.check(step_model, guide, x[:n], idx=torch.arange(n), N=N, device=device)
+    elif hasattr(objective, "check"):
+        objective.check(model.model, guide, x[:n], idx=torch.arange(n), N=N)
+
+
+def needs_step(config, objective) -> bool:
+    """Whether :func:`check_step` has anything to try for this run (so :func:`verdict` builds the guide)."""
+    return bool(config.compile) or hasattr(objective, "check")
+
+
+def verdict(config, data, device: Optional[torch.device] = None, model: Optional[ZooModel] = None,
+            distributed: Optional[bool] = None) -> Optional[ZooError]:
+    """``None`` if ``pyro-zoo train`` accepts the run of ``config`` on ``data`` (a :class:`~zoo.data.Dataset`),
+    else the error it refuses it with; what ``pyro-zoo list`` prints for a run.
+
+    The checks are :func:`zoo.experiments.run.prepare`'s, in its order, up to where training would start:
+    ``model`` (built from :func:`model_options`, when not given), :func:`check_run`, the data tensor
+    against the model (:meth:`~zoo.core.contract.ZooModel.validate_data`: the data are what their
+    :class:`DataFacts` say), and, where it has anything to try, :func:`check_step` on ``device``
+    (default: the CPU).
+    ``distributed`` defaults to ``config.distributed``.
+    """
+    distributed = config.distributed if distributed is None else distributed
+    try:
+        facts = DataFacts.of(data)
+        if model is None:
+            model = MODELS.build(config.model, facts.x_dim, **model_options(config, facts))
+        check_run(config, model, facts, distributed)
+        model.validate_data(data.train, what=f"dataset {data.name!r}")
+        objective = build_objective(config.objective, **dataclasses.asdict(config.resolved("objective")),
+                                    jit=config.jit, compile=config.compile)
+        if needs_step(config, objective):
+            guide = GUIDES[config.guide].build(model, facts.num_train, **dataclasses.asdict(config.resolved("guide")))
+            model.bind_guide(guide)
+            check_step(config, model, guide, objective, data.train, device or torch.device("cpu"))
+    except ZooError as e:
+        return e
+    return None
+
+
+def compatibility(x_dim: int = 64, model_options: Optional[Dict[str, Dict]] = None
+                  ) -> List[Tuple[str, str, str, Optional[str]]]:
+    """Every registered (model, guide, objective) at their default options, with ``None`` if valid, else
+    the reason it is not: the grid ``pyro-zoo list`` prints, for any data (the rules about data need
+    the data: :func:`verdict`).
+
+    ``model_options`` (per model name) changes the models checked, e.g. a latent space
+    small enough for ``enum``.
+    """
+    rows = []
+    for m in MODELS:
+        model = MODELS.build(m, x_dim, **(model_options or {}).get(m, {}))
+        for g in GUIDES:
+            for o in OBJECTIVES:
+                try:
+                    check_combination(model, g, o)
+                    rows.append((m, g, o, None))
+                except ZooError as e:
+                    rows.append((m, g, o, str(e)))
+    return rows
