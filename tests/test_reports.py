@@ -281,7 +281,9 @@ def test_a_new_reference_is_one_rule_in_report_json(results_copy, capsys):
 
 
 @pytest.mark.parametrize("config, message", [
-    ('{"headline": 3}', "headline is a JSON int"),
+    ('{"headline": 3}', "headline is a JSON number, expected a JSON list"),
+    ('{"references": {"p": {"metric": "nll", "value": "1", "cite": "c"}}}', "references/p: no 'what'"),
+    ('{"tables": {"t": {"rows": "r", "columns": [["head only"]]}}}', "tables/t/columns/0: expected [HEAD, CELL]"),
     ('{"sections": []}', "unknown key 'sections'"),
     ('{"compare_with": [{"match": {"model": "m"}, "references": ["nowhere"]}]}', "no reference 'nowhere'"),
     ('{"references": {"p": {"metric": "bits", "value": "1", "cite": "c", "what": "w"}}}', "metric is 'nll' or"),

@@ -132,50 +132,71 @@ def load_config(directory: Path) -> ReportConfig:
     data = read_json(path, "report configuration")
     try:
         return _parse(data)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ZooError(f"{path}: {e.args[0] if e.args else type(e).__name__} (the keys are described in "
-                       f"zoo.evaluation.report_config)") from None
+    except (TypeError, ValueError) as e:
+        raise ZooError(f"{path}: {e} (its keys are described in zoo.evaluation.report_config)") from None
 
 
 def _parse(data: Any) -> ReportConfig:
     _expect(data, dict, "the file")
     unknown = set(data) - {"references", "compare_with", "headline", "runs", "leaderboard", "settings", "tables"}
     if unknown:
-        raise KeyError(f"unknown key {sorted(unknown)[0]!r}")
+        raise ValueError(f"unknown key {sorted(unknown)[0]!r}")
     references = {}
     for key, ref in _expect(data.get("references", {}), dict, "references").items():
-        _expect(ref, dict, f"references/{key}")
-        if ref.get("metric") not in ("nll", "neg_elbo"):
-            raise ValueError(f"references/{key}: metric is 'nll' or 'neg_elbo', not {ref.get('metric')!r}")
-        references[key] = Reference(ref["metric"], str(ref["value"]), str(ref["cite"]), str(ref["what"]))
+        where = f"references/{key}"
+        metric, value, cite, what = (_need(ref, k, where) for k in ("metric", "value", "cite", "what"))
+        if metric not in ("nll", "neg_elbo"):
+            raise ValueError(f"{where}: metric is 'nll' or 'neg_elbo', not {metric!r}")
+        references[key] = Reference(metric, str(value), str(cite), str(what))
     compare_with = []
     for i, rule in enumerate(_expect(data.get("compare_with", []), list, "compare_with")):
-        keys = tuple(_expect(rule["references"], list, f"compare_with/{i}/references"))
+        where = f"compare_with/{i}"
+        keys = tuple(_expect(_need(rule, "references", where), list, f"{where}/references"))
         missing = [k for k in keys if k not in references]
         if missing:
-            raise KeyError(f"compare_with/{i}: no reference {missing[0]!r} under references")
-        compare_with.append((_expect(rule["match"], dict, f"compare_with/{i}/match"), keys))
-    headline = tuple((str(f), str(label)) for f, label in _expect(data.get("headline", []), list, "headline"))
+            raise ValueError(f"{where}: no reference {missing[0]!r} under references")
+        compare_with.append((_expect(_need(rule, "match", where), dict, f"{where}/match"), keys))
+    headline = []
+    for i, entry in enumerate(_expect(data.get("headline", []), list, "headline")):
+        if not (isinstance(entry, list) and len(entry) == 2):
+            raise ValueError(f"headline/{i}: expected [FILE.json, RUN LABEL], not {entry!r}")
+        headline.append((str(entry[0]), str(entry[1])))
     runs = _expect(data.get("runs", {}), dict, "runs")
     board = _expect(data.get("leaderboard", {}), dict, "leaderboard")
-    settings = tuple(Setting(s["key"], s["flag"], s.get("hide"))
-                     for s in _expect(data.get("settings", []), list, "settings"))
+    settings = tuple(Setting(str(_need(s, "key", f"settings/{i}")), str(_need(s, "flag", f"settings/{i}")),
+                             s.get("hide"))
+                     for i, s in enumerate(_expect(data.get("settings", []), list, "settings")))
     tables = {}
     for name, spec in _expect(data.get("tables", {}), dict, "tables").items():
-        _expect(spec, dict, f"tables/{name}")
-        columns = tuple((str(head), cell) for head, cell in _expect(spec["columns"], list, f"tables/{name}/columns"))
-        tables[name] = Table(str(spec.get("rows", "")), columns, spec.get("with"))
-    return ReportConfig(references=references, compare_with=tuple(compare_with), headline=headline,
-                        runs_model_order=tuple(runs.get("model_order", ())),
+        where = f"tables/{name}"
+        columns = []
+        for j, column in enumerate(_expect(_need(spec, "columns", where), list, f"{where}/columns")):
+            if not (isinstance(column, list) and len(column) == 2):
+                raise ValueError(f"{where}/columns/{j}: expected [HEAD, CELL], not {column!r}")
+            columns.append((str(column[0]), column[1]))
+        tables[name] = Table(str(spec.get("rows", "")), tuple(columns), spec.get("with"))
+    return ReportConfig(references=references, compare_with=tuple(compare_with), headline=tuple(headline),
+                        runs_model_order=tuple(_expect(runs.get("model_order", []), list, "runs/model_order")),
                         leaderboard_datasets=_expect(board.get("datasets", {}), dict, "leaderboard/datasets"),
-                        leaderboard_model_order=tuple(board.get("model_order", ())),
+                        leaderboard_model_order=tuple(_expect(board.get("model_order", []), list,
+                                                              "leaderboard/model_order")),
                         model_options=_expect(board.get("model_options", {}), dict, "leaderboard/model_options"),
                         settings=settings, tables=tables)
 
 
 def _expect(value: Any, kind: type, where: str) -> Any:
     if not isinstance(value, kind):
-        raise TypeError(f"{where} is a JSON {type(value).__name__}, expected a JSON "
-                        f"{'object' if kind is dict else 'list'}")
+        raise TypeError(f"{where} is a JSON {_JSON_NAMES.get(type(value), type(value).__name__)}, expected a JSON "
+                        f"{_JSON_NAMES[kind]}")
     return value
 
+
+def _need(entry: Any, key: str, where: str) -> Any:
+    """``entry[key]``, where ``entry`` must be a JSON object that has ``key``."""
+    if key not in _expect(entry, dict, where):
+        raise ValueError(f"{where}: no {key!r}")
+    return entry[key]
+
+
+_JSON_NAMES = {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "boolean",
+               type(None): "null"}
