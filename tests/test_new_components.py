@@ -8,8 +8,8 @@ register themselves through the ordinary decorators and are gone after this modu
 - every cell of the combination grid that involves one of them gets the checks of
   ``test_combinations.py``: a valid cell trains and lowers its loss, an invalid one is refused in
   one line (the cells without them are that module's);
-- ``pyro-zoo list`` lists them and the combinations they make, and ``pyro-zoo train`` trains and
-  evaluates one, in process.
+- ``pyro-zoo list`` lists them and the combinations they make, ``pyro-zoo train`` trains and
+  evaluates one, in process, and the user guide's generated tables (``pyro-zoo report``) document them.
 """
 import contextlib
 import importlib.util
@@ -90,6 +90,13 @@ def test_list_shows_them_and_their_combinations(capsys):
         assert f"  {name} " in out, name
     line = next(s for s in out.splitlines() if s.split()[:3] == ["bernoulli_mixture", "×", "linear_encoder"])
     assert "plain_elbo" in line and "enum" in line and "iwae" not in line.split()
+
+
+def test_the_user_guide_s_generated_tables_document_them():
+    from zoo.registry import registry_markdown
+    tables = registry_markdown()
+    for name in NEW:
+        assert f"`{name}`" in tables, name
 
 
 def test_train_through_the_cli(tmp_path, capsys):

@@ -122,8 +122,8 @@ class Options:
     Class attributes:
         test_options: the option values the test suite builds the component with: sizes small
             enough for a quick run (a VAE's ``latent_dim`` 3 and ``hidden`` (16,)), and values that
-            exercise what the defaults leave out (a Renyi order other than 0). A component whose
-            defaults are small already declares nothing.
+            exercise what the defaults leave out (a Renyi order other than 0, a sleep phase). A
+            component whose defaults serve already declares nothing.
     """
 
     test_options: ClassVar[Mapping[str, Any]] = {}
