@@ -68,7 +68,8 @@ MUTANTS = {
                                      {"model_matches_story", "train_amortized", "amortization_gap"}),
         # p(z) = N(0, 0.1^2 I): the model's check sees it, and the trained model falls short of the target ELBO
         "prior_scale_wrong": ("dist.Normal(torch.zeros(decoder.z_dim), 1.0)",
-                              "dist.Normal(torch.zeros(decoder.z_dim), 0.1)", {"model_matches_story", "train_amortized"}),
+                              "dist.Normal(torch.zeros(decoder.z_dim), 0.1)",
+                              {"model_matches_story", "train_amortized"}),
         # q(z|x) that does not look at x
         "encoder_ignores_x": ("mu, log_sigma = encoder(x)\n    with pyro.plate",
                               "mu, log_sigma = encoder(torch.zeros_like(x))\n    with pyro.plate",
@@ -109,7 +110,8 @@ MUTANTS = {
         "gumbel_noise_sign_flipped": ("g = -torch.log(-torch.log(u))", "g = torch.log(-torch.log(u))",
                                       {"gumbel_softmax_distribution"}),
         # normalizing over the sample axis
-        "softmax_over_wrong_axis": ("torch.softmax((logits + g) / tau, dim=-1)", "torch.softmax((logits + g) / tau, dim=0)",
+        "softmax_over_wrong_axis": ("torch.softmax((logits + g) / tau, dim=-1)",
+                                    "torch.softmax((logits + g) / tau, dim=0)",
                                     {"gumbel_softmax_distribution", "relaxation_converges"}),
         # straight-through forward pass left soft
         "straight_through_returns_soft_sample": ("return y_hard - y_soft.detach() + y_soft", "return y_soft",
@@ -145,8 +147,9 @@ MUTANTS = {
         "sigma2_update_with_old_W": ("- 2 * (Ez * (xc @ W_new)).sum() + torch.trace(sum_Ezz @ W_new.T @ W_new)",
                                      "- 2 * (Ez * (xc @ W)).sum() + torch.trace(sum_Ezz @ W.T @ W)", {"em_update"}),
         # the plate without subsample: the minibatch is not scaled by N / B (nor the guide's matching term)
-        "plate_scale_forgotten": ('with pyro.plate("data", num_data, subsample=idx):\n        z = pyro.sample("z", dist.N',
-                                  'with pyro.plate("data", x.shape[0]):\n        z = pyro.sample("z", dist.N', SVI),
+        "plate_scale_forgotten": (
+            'with pyro.plate("data", num_data, subsample=idx):\n        z = pyro.sample("z", dist.N',
+            'with pyro.plate("data", x.shape[0]):\n        z = pyro.sample("z", dist.N', SVI),
         # sigma = log sigma in the likelihood
         "log_sigma_used_as_sigma": ("torch.exp(log_sigma)).to_event(1), obs=x)", "log_sigma).to_event(1), obs=x)", SVI),
         # C = W W^T + sigma I

@@ -28,6 +28,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 #: file -> (registry, the name it registers)
 SCRATCH = {"bernoulli_mixture.py": (MODELS, "bernoulli_mixture"), "linear_encoder.py": (GUIDES, "linear_encoder"),
            "plain_elbo.py": (OBJECTIVES, "plain_elbo")}
+NEW = {name for _, name in SCRATCH.values()}
 
 
 @contextlib.contextmanager
@@ -51,7 +52,6 @@ def involves_scratch(cell) -> bool:
     return model in NEW or guide in NEW or objective in NEW
 
 
-NEW = {name for _, name in SCRATCH.values()}
 with scratch_components():
     VALID, INVALID = grid()
 VALID = [c for c in VALID if involves_scratch(c)]
