@@ -26,7 +26,7 @@ TraceEnum_ELBO) can sum over every one of them exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import ClassVar, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,8 @@ class BaselineOptions(Options):
 @dataclass
 class EncoderOptions(Options):
     """Options of an amortized family: the encoder's hidden sizes and nonlinearity, and whether it is structured."""
+
+    test_options: ClassVar[dict] = {"hidden": (16,)}
 
     hidden: Optional[Tuple[int, ...]] = option(None, "encoder hidden sizes, from x (default: mirror the decoder)",
                                                flag="guide-hidden", minimum=1, shape=True)

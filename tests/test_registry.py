@@ -41,9 +41,9 @@ def test_a_new_option_needs_no_other_change(monkeypatch):
     class WidgetOptions(Options):
         widget_width: int = option(7, "the widget's width", minimum=1)
 
-    MODELS.register("widget_test_model", options=WidgetOptions, description="a test model")(
-        lambda x_dim, widget_width: ("widget", x_dim, widget_width))
-    try:
+    with MODELS.temporary():
+        MODELS.register("widget_test_model", options=WidgetOptions, description="a test model")(
+            lambda x_dim, widget_width: ("widget", x_dim, widget_width))
         assert MODELS.build("widget_test_model", 5, widget_width=3) == ("widget", 5, 3)
         parser = build_parser()
         args = parser.parse_args(["train", "widget_test_model", "--widget-width", "4"])
@@ -52,8 +52,22 @@ def test_a_new_option_needs_no_other_change(monkeypatch):
         assert config.model_options == {"widget_width": 4}
         with pytest.raises(OptionError, match="widget_width must be a positive integer"):
             RunConfig.make(model="widget_test_model", widget_width=0)
-    finally:
-        MODELS._entries.pop("widget_test_model")
+    assert "widget_test_model" not in MODELS
+
+
+def test_a_temporary_scope_forgets_what_was_registered_in_it_and_nothing_else():
+    """Registrations inside ``Registry.temporary()`` are gone after it, an error inside included; the
+    components registered before it are all still there, in their order."""
+    before = MODELS.items()
+    with pytest.raises(RuntimeError, match="inside the scope"):
+        with MODELS.temporary():
+            MODELS.register("scoped_test_model", description="a test model")(lambda x_dim: x_dim)
+            assert MODELS.build("scoped_test_model", 3) == 3 and "scoped_test_model" in list(MODELS)
+            raise RuntimeError("inside the scope")
+    assert "scoped_test_model" not in MODELS and MODELS.items() == before
+    with MODELS.temporary():                      # the name is free again
+        MODELS.register("scoped_test_model", description="another test model")(lambda x_dim: -x_dim)
+        assert MODELS.build("scoped_test_model", 3) == -3
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -14,7 +14,9 @@ class attributes (``supports``, ``amortized``, ...). Everything else reads this 
 the CLI's flags and ``pyro-zoo list`` (:mod:`zoo.cli`), the run configuration and its resume
 checks (:mod:`zoo.experiments.config`), the rules that decide which runs are valid
 (:mod:`zoo.rules`), the tests and the README's table. A new component is one new file that registers itself (and
-one import line in its package's ``__init__``, which is what loads it).
+one import line in its package's ``__init__``, which is what loads it); its options class
+says, in :attr:`Options.test_options`, how the test suite builds a small one, so the suite
+covers it with no edit of its own.
 
 Installed packages add models, guides, objectives or datasets through the entry-point
 groups ``pyro_zoo.models``, ``pyro_zoo.guides``, ``pyro_zoo.objectives`` and
@@ -51,13 +53,14 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
 import math
 import typing
 from dataclasses import MISSING, dataclass, field
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 from zoo.core.errors import OptionError, ZooError, unknown_name
 
@@ -123,7 +126,15 @@ class Options:
     Values are checked on construction (choices, minimum, positive), and by
     :meth:`validate`, which a subclass extends for checks that involve several fields.
     Tuples may be given as lists (JSON); they are stored as tuples.
+
+    Class attributes:
+        test_options: the option values the test suite builds the component with: sizes small
+            enough for a quick run (a VAE's ``latent_dim`` 3 and ``hidden`` (16,)), and values that
+            exercise what the defaults leave out (a Renyi order other than 0, a sleep phase). A
+            component whose defaults serve already declares nothing.
     """
+
+    test_options: ClassVar[Mapping[str, Any]] = {}
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -307,6 +318,17 @@ class Registry:
             self._entries[name] = Component(self.kind, name, factory, options, text, dict(capabilities))
             return factory
         return decorate
+
+    @contextlib.contextmanager
+    def temporary(self) -> Iterator["Registry"]:
+        """A scope for registrations: what is registered inside the ``with`` block is gone after it
+        (the test suite's scratch components register themselves this way, as a new file would)."""
+        self._load()
+        entries = dict(self._entries)
+        try:
+            yield self
+        finally:
+            self._entries = entries
 
     def add_resolver(self, resolve: Callable[[str], Optional[Component]]) -> None:
         """Also look up names that are not registered: ``resolve(name)`` returns a :class:`Component`

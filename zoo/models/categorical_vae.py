@@ -21,7 +21,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import ClassVar, Sequence, Tuple
 
 import pyro
 import torch
@@ -39,6 +39,8 @@ __all__ = ["CategoricalVAE"]
 
 @dataclass
 class CategoricalVAEOptions(Options):
+    test_options: ClassVar[dict] = {"num_variables": 2, "num_classes": 3, "hidden": (16,)}
+
     num_variables: int = option(20, "number of categorical latents", minimum=1, shape=True)
     num_classes: int = option(10, "classes per latent", minimum=2, shape=True)
     hidden: Tuple[int, ...] = option((256, 512), "decoder hidden sizes, from z to x", minimum=1, shape=True)

@@ -47,7 +47,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import ClassVar, Optional, Sequence, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -69,6 +69,8 @@ __all__ = ["HVAE"]
 
 @dataclass
 class HVAEOptions(DecoderOptions, PriorOptions):
+    test_options: ClassVar[dict] = {"layers": (3, 2), "hidden": (16,), "transition_hidden": (8,)}
+
     layers: Tuple[int, ...] = option((100, 50), "stochastic layer sizes, bottom (z1) to top, e.g. 100,50",
                                      minimum=1, nonempty=True, shape=True)
     hidden: Tuple[int, ...] = option((200, 200), "hidden sizes of p(x | z1), from z1 to x", minimum=1,

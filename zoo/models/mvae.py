@@ -33,7 +33,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import ClassVar, Optional, Sequence, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -52,6 +52,8 @@ __all__ = ["MVAE"]
 
 @dataclass
 class MVAEOptions(Options):
+    test_options: ClassVar[dict] = {"latent_dim": 3, "hidden": (16,)}
+
     views: Optional[Tuple[str, ...]] = option(
         None, "the views of a datum in column order, NAME:SIZE:LIKELIHOOD each, likelihood bernoulli or "
         "categorical (default: the dataset's views)", shape=True,

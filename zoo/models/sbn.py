@@ -29,7 +29,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import ClassVar, Sequence, Tuple
 
 import pyro
 import torch
@@ -48,6 +48,8 @@ __all__ = ["SBN"]
 
 @dataclass
 class SBNOptions(Options):
+    test_options: ClassVar[dict] = {"layers": (4, 2)}
+
     layers: Tuple[int, ...] = option((200,), "stochastic layer sizes, bottom to top, e.g. 200 or 200,200",
                                      minimum=1, nonempty=True, shape=True)
     hidden: Tuple[int, ...] = option((), "deterministic tanh hidden sizes inside each map (default none: affine)",

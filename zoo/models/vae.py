@@ -33,7 +33,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import ClassVar, Optional, Sequence, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -56,6 +56,8 @@ __all__ = ["VAE"]
 
 @dataclass
 class VAEOptions(DecoderOptions, PriorOptions):
+    test_options: ClassVar[dict] = {"latent_dim": 3, "hidden": (16,)}
+
     latent_dim: int = option(50, "number of latent units", minimum=1, shape=True)
     hidden: Tuple[int, ...] = option((200, 200), "decoder hidden sizes, from z to x", minimum=1, shape=True)
     likelihood: Optional[str] = option(None, "bernoulli or gaussian (default: bernoulli for binary data, else gaussian)",

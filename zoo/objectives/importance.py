@@ -68,6 +68,8 @@ class IWAEOptions(BoundOptions):
 class RenyiOrder(Particles):
     """Options of the ``renyi`` bound but its estimator (the ``renyi_pyro`` preset's)."""
 
+    test_options: ClassVar[dict] = {"alpha": 0.5}          # alpha = 0 is the iwae bound
+
     alpha: float = option(0.0, "Renyi order for renyi / renyi_pyro: 0 is IWAE, 1 the ELBO (default 0)", minimum=0.0)
 
 

@@ -122,6 +122,8 @@ class PyroReweightedWakeSleep(PyroRWS):
 class Insomnia(Particles):
     """Options of the ``rws`` objective but its estimator (the ``rws_pyro`` preset's)."""
 
+    test_options: ClassVar[dict] = {"insomnia": 0.5}       # insomnia = 1 has no sleep phase
+
     insomnia: float = option(1.0, "rws: weight of wake-phi against sleep-phi for the guide (default 1)")
 
     def validate(self) -> None:

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from zoo.homework.base import expect_number, expect_tensor
-from zoo.homework.bernoulli_vae.probes import Decoder, Encoder
+from zoo.homework.bernoulli_vae.starter import Decoder, Encoder
 
 #: The test ELBO (nats per 64-pixel digit) the amortized VAE must reach.
 ELBO_TARGET = -23.5

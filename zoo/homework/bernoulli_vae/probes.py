@@ -4,8 +4,9 @@ A probe is called as ``probe(submission, *args)`` with arguments the grader chos
 data, indices, probe points) and returns plain values: sample-site summaries of a Pyro trace, Monte
 Carlo draws and gradients, trained weights. It decides nothing: the grader validates what comes back
 and computes every verdict itself with its own networks (:mod:`zoo.homework.bernoulli_vae.checks`,
-which the worker does not import). The networks are :class:`Decoder` and :class:`Encoder`, the
-starter's; the grader fixes their architecture and sends their weights.
+which the worker does not import). The networks are the ones the starter gives, :class:`Decoder` and
+:class:`Encoder`, imported from it (one definition for the student, the probes and the checks); the
+grader fixes their architecture and sends their weights.
 """
 from __future__ import annotations
 
@@ -18,36 +19,10 @@ import pyro.poutine as poutine
 import torch
 from torch import nn
 
-__all__ = ["Decoder", "Encoder", "network", "trace_sites", "meanfield_rows", "reconstruction_draws",
-           "elbo_draws", "train_amortized", "fit_meanfield"]
+from zoo.homework.bernoulli_vae.starter import Decoder, Encoder
 
-HIDDEN = 64
-
-
-class Decoder(nn.Module):
-    """f_theta: z -> logits (the starter's interface: ``z_dim``, ``x_dim`` attributes)."""
-
-    def __init__(self, z_dim: int, x_dim: int, hidden: int = HIDDEN):
-        super().__init__()
-        self.z_dim, self.x_dim = z_dim, x_dim
-        self.net = nn.Sequential(nn.Linear(z_dim, hidden), nn.Tanh(), nn.Linear(hidden, x_dim))
-
-    def forward(self, z):
-        return self.net(z)
-
-
-class Encoder(nn.Module):
-    """x -> (mu, log sigma) (the starter's interface)."""
-
-    def __init__(self, x_dim: int, z_dim: int, hidden: int = HIDDEN):
-        super().__init__()
-        self.z_dim, self.x_dim = z_dim, x_dim
-        self.net = nn.Sequential(nn.Linear(x_dim, hidden), nn.Tanh())
-        self.mu, self.log_sigma = nn.Linear(hidden, z_dim), nn.Linear(hidden, z_dim)
-
-    def forward(self, x):
-        h = self.net(x)
-        return self.mu(h), self.log_sigma(h)
+__all__ = ["network", "trace_sites", "meanfield_rows", "reconstruction_draws", "elbo_draws", "train_amortized",
+           "fit_meanfield"]
 
 
 def network(kind: str, z_dim: int, x_dim: int, hidden: int, state: Optional[Dict] = None, double: bool = False):

@@ -1,0 +1,249 @@
+"""Every assignment of the homework kit: its grader is trustworthy.
+
+For each assignment the kit registers (:data:`zoo.homework.ASSIGNMENTS`):
+
+- The reference solution scores full marks, hidden checks included, at the grader's default seed
+  and at another one.
+- The untouched starter scores 0, every check failing with a one-line reason, and the grader
+  does not crash.
+- Mutation tests: each mutant is one bug students really write, a textual edit of the reference
+  ``solution.py``; grading it must take the points of exactly the checks that certify the
+  mathematics it breaks and leave every other check at full points (:data:`MUTANTS`; a new
+  assignment adds its own there).
+
+Then, per assignment, that the problem its checks use is what the handout says: the pPCA maximum
+likelihood is a stationary point of EM and its log-likelihood is scikit-learn's; the enumerated ELBO of
+the discrete problem is below the exact log p(x) and its gradient is the limit of finite differences.
+
+Each assignment's submissions are graded once, two at a time (the grader runs each in its own worker
+process).
+"""
+import ast
+
+import pytest
+import torch
+
+from zoo.homework import ASSIGNMENTS
+from zoo.homework.discrete_estimators.problem import make_problem
+from zoo.homework.mutation import (Mutant, assert_full_marks, assert_loses_exactly, assert_starter_scores_zero,
+                                   grade_with_mutants, reference_key)
+from zoo.homework.ppca_three_ways.problem import LATENT_DIM, average_log_likelihood, make_data, reference_ml
+from zoo.testing import assert_close, assert_lower_bound
+
+SEEDS = (0, 1)
+
+# The checks of ppca_three_ways that one mutant breaks together
+ML = {"ml_closed_form", "ml_matches_sklearn"}
+EM = {"em_update", "em_monotone", "em_converges", "em_on_other_data"}
+SVI = {"svi_minibatch_scale", "svi_exact_guide", "svi_amortized_guide"}
+# ... and of discrete_estimators
+UNBIASED = {"reinforce_unbiased", "reinforce_loo_unbiased", "unbiased_on_a_new_problem"}
+
+#: assignment -> mutant name -> (old text, new text, the checks it must fail)
+MUTANTS = {
+    "bernoulli_vae": {
+        # KL(q || p) >= 0; returning its negative makes the "ELBO" exceed log p(x)
+        "kl_sign_flipped": ("return 0.5 * (mu ** 2", "return -0.5 * (mu ** 2",
+                            {"kl_closed_form", "elbo_lower_bound"}),
+        # sigma = log sigma: the KL is nan where log sigma < 0
+        "log_sigma_used_as_sigma": ("sigma = torch.exp(log_sigma)", "sigma = log_sigma",
+                                    {"kl_closed_form", "elbo_lower_bound"}),
+        # the plate without subsample: the minibatch is not scaled by N / B (the hidden check fits the per-datum
+        # guide on the whole test set at once, where N / B = 1, so it does not see this bug)
+        "plate_scale_forgotten": ('pyro.module("decoder", decoder)\n    with pyro.plate("data", N, subsample=idx):',
+                                  'pyro.module("decoder", decoder)\n    with pyro.plate("data", x.shape[0]):',
+                                  {"model_matches_story", "train_amortized"}),
+        # z drawn without the reparameterization: no pathwise gradient to the encoder
+        "sample_instead_of_rsample": ("z = q.rsample((num_particles,))", "z = q.sample((num_particles,))",
+                                      {"reconstruction_unbiased"}),
+        "reparameterized_sample_detached": ("z = q.rsample((num_particles,))",
+                                            "z = q.rsample((num_particles,)).detach()",
+                                            {"reconstruction_unbiased"}),
+        # summing over the particles: S times E_q[log p(x|z)]
+        "particles_summed_not_averaged": ("return log_px.mean(0)", "return log_px.sum(0)",
+                                          {"reconstruction_unbiased", "elbo_lower_bound"}),
+        # the decoder's logits passed as Bernoulli probabilities
+        "probs_where_logits_meant": ('dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)',
+                                     'dist.Bernoulli(decoder(z)).to_event(1), obs=x)',
+                                     {"model_matches_story", "train_amortized", "amortization_gap"}),
+        # p(z) = N(0, 0.1^2 I): the model's check sees it, and the trained model falls short of the target ELBO
+        "prior_scale_wrong": ("dist.Normal(torch.zeros(decoder.z_dim), 1.0)",
+                              "dist.Normal(torch.zeros(decoder.z_dim), 0.1)",
+                              {"model_matches_story", "train_amortized"}),
+        # q(z|x) that does not look at x
+        "encoder_ignores_x": ("mu, log_sigma = encoder(x)\n    with pyro.plate",
+                              "mu, log_sigma = encoder(torch.zeros_like(x))\n    with pyro.plate",
+                              {"amortized_guide", "train_amortized"}),
+        # the per-datum parameters indexed by position in the minibatch instead of by idx
+        "meanfield_rows_by_position": ("loc, log_sigma = q_loc[idx], q_log_sigma[idx]",
+                                       "loc, log_sigma = q_loc[:len(x)], q_log_sigma[:len(x)]",
+                                       {"meanfield_guide", "amortization_gap"}),
+        # the ELBO without its KL term is not a lower bound
+        "kl_missing_from_elbo": ("return reconstruction(decoder, encoder, x, num_particles) - kl_normal(mu, log_sigma)",
+                                 "return reconstruction(decoder, encoder, x, num_particles)",
+                                 {"elbo_lower_bound"}),
+    },
+    "discrete_estimators": {
+        # only the pathwise part: E[grad f] = grad theta only; the guide's gradient is lost, and the
+        # "estimator" has almost no variance, so the baseline cannot lower it
+        "score_function_term_missing": ("return (fz.detach() * log_q(logits, z) + fz).mean(0).sum()",
+                                        "return fz.mean(0).sum()",
+                                        {"reinforce_unbiased", "unbiased_on_a_new_problem", "variance_order"}),
+        # summing over the S particles: S times the gradient
+        "particles_summed_not_averaged": ("return (fz.detach() * log_q(logits, z) + fz).mean(0).sum()",
+                                          "return (fz.detach() * log_q(logits, z) + fz).sum(0).sum()",
+                                          {"reinforce_unbiased", "unbiased_on_a_new_problem"}),
+        # the baseline carries gradient: -log q(z_s) grad_theta b_s has mean H(q) E[grad_theta log p] != 0
+        "baseline_not_detached": ("signal = fz.detach() - baseline.detach()", "signal = fz.detach() - baseline",
+                                  {"reinforce_loo_unbiased", "unbiased_on_a_new_problem", "variance_order"}),
+        # the baseline includes f(z_s) itself: the gradient shrinks by (S - 1) / S
+        "baseline_depends_on_z": ("baseline = (fz.sum(0, keepdim=True) - fz) / (num_particles - 1)",
+                                  "baseline = fz.mean(0, keepdim=True)",
+                                  {"reinforce_loo_unbiased", "unbiased_on_a_new_problem"}),
+        # log q summed over the particles instead of the latents: wrong shape everywhere it is used
+        "log_prob_summed_over_particles": (".log_prob(z).sum(-1)", ".log_prob(z).sum(0)",
+                                           {"log_q", "variance_order"} | UNBIASED),
+        # softmax((l + g) / tau^2): the argmax law survives, the temperature does not
+        "tau_applied_twice": ("torch.softmax((logits + g) / tau, dim=-1)",
+                              "torch.softmax((logits + g) / tau / tau, dim=-1)", {"gumbel_softmax_distribution"}),
+        # log(-log u) is minus a Gumbel: argmax no longer follows softmax(logits) (invisible with 2 classes)
+        "gumbel_noise_sign_flipped": ("g = -torch.log(-torch.log(u))", "g = torch.log(-torch.log(u))",
+                                      {"gumbel_softmax_distribution"}),
+        # normalizing over the sample axis
+        "softmax_over_wrong_axis": ("torch.softmax((logits + g) / tau, dim=-1)",
+                                    "torch.softmax((logits + g) / tau, dim=0)",
+                                    {"gumbel_softmax_distribution", "relaxation_converges"}),
+        # straight-through forward pass left soft
+        "straight_through_returns_soft_sample": ("return y_hard - y_soft.detach() + y_soft", "return y_soft",
+                                                 {"straight_through"}),
+        # NOT a bug: the same straight-through sample written in another order differs from one-hot by ~6e-8 in
+        # float32, and must keep every point (it lost the check's 2 points when it demanded exact equality)
+        "straight_through_other_algebraic_form": ("return y_hard - y_soft.detach() + y_soft",
+                                                  "return y_hard + y_soft - y_soft.detach()", set()),
+        # the hard sample without the straight-through gradient
+        "straight_through_without_gradient": ("return y_hard - y_soft.detach() + y_soft", "return y_hard",
+                                              {"straight_through"}),
+    },
+    "ppca_three_ways": {
+        # M^-1 for sigma^2 M^-1: the posterior is too wide, and EM's E-step with it is no longer EM
+        "posterior_covariance_without_sigma2": ("cov = sigma2 * Minv", "cov = Minv", {"posterior"} | EM),
+        # W^T (x - mu) without M^-1
+        "posterior_mean_without_M_inverse": ("mean = (x - mu) @ W @ Minv", "mean = (x - mu) @ W", {"posterior"} | EM),
+        # W = U_q: the principal directions without the rotation-free (L_q - sigma^2 I)^{1/2} scaling
+        "ml_W_without_scaling": ("W = U[:, :latent_dim] * torch.sqrt(evals[:latent_dim] - sigma2)",
+                                 "W = U[:, :latent_dim]", ML),
+        # sigma^2 averaged over all D eigenvalues instead of the D - q discarded ones
+        "sigma2_over_all_eigenvalues": ("sigma2 = evals[latent_dim:].mean()", "sigma2 = evals.mean()", ML),
+        # the scatter matrix of the raw data instead of the covariance
+        "mean_not_subtracted": ("xc = x - mu\n    S = xc.T @ xc", "xc = x\n    S = xc.T @ xc", ML),
+        # eigenvectors taken as the rows of the eigenvector matrix (they are its columns)
+        "eigenvectors_as_rows": ("W = U[:, :latent_dim] * torch.sqrt", "W = U[:latent_dim].T * torch.sqrt", ML),
+        # E[z z^T] = E[z] E[z]^T: the posterior covariance forgotten in the M-step
+        "em_second_moment_without_covariance": ("sum_Ezz = N * cov + Ez.T @ Ez", "sum_Ezz = Ez.T @ Ez", EM),
+        # EM slips that still climb to the maximum likelihood (full marks when only EM's end point was graded):
+        # sigma^2's cross term with the old W where W_new belongs (the handout: "the sigma^2 update uses W_new")
+        "sigma2_cross_term_with_old_W": ("(Ez * (xc @ W_new))", "(Ez * (xc @ W))", {"em_update"}),
+        # the whole sigma^2 update with the old W
+        "sigma2_update_with_old_W": ("- 2 * (Ez * (xc @ W_new)).sum() + torch.trace(sum_Ezz @ W_new.T @ W_new)",
+                                     "- 2 * (Ez * (xc @ W)).sum() + torch.trace(sum_Ezz @ W.T @ W)", {"em_update"}),
+        # the plate without subsample: the minibatch is not scaled by N / B (nor the guide's matching term)
+        "plate_scale_forgotten": (
+            'with pyro.plate("data", num_data, subsample=idx):\n        z = pyro.sample("z", dist.N',
+            'with pyro.plate("data", x.shape[0]):\n        z = pyro.sample("z", dist.N', SVI),
+        # sigma = log sigma in the likelihood
+        "log_sigma_used_as_sigma": ("torch.exp(log_sigma)).to_event(1), obs=x)", "log_sigma).to_event(1), obs=x)", SVI),
+        # C = W W^T + sigma I
+        "log_likelihood_with_sigma_for_sigma2": ("C = W @ W.T + sigma2 * torch.eye",
+                                                 "C = W @ W.T + torch.sqrt(sigma2) * torch.eye", {"log_likelihood"}),
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def grades(tmp_path_factory):
+    """``grades(assignment)``: its reference at each seed, its starter and its mutants, graded once."""
+    graded = {}
+
+    def of(assignment):
+        if assignment not in graded:
+            mutants = {name: Mutant(old, new, frozenset(fails))
+                       for name, (old, new, fails) in MUTANTS.get(assignment, {}).items()}
+            graded[assignment] = grade_with_mutants(assignment, mutants, tmp_path_factory.mktemp(assignment),
+                                                    seeds=SEEDS)
+        return graded[assignment]
+    return of
+
+
+@pytest.mark.parametrize("assignment,seed", [(a, s) for a in ASSIGNMENTS for s in SEEDS])
+def test_reference_solution_scores_full_marks(grades, assignment, seed):
+    assert_full_marks(grades(assignment)[reference_key(seed)], assignment)
+
+
+@pytest.mark.parametrize("assignment", list(ASSIGNMENTS))
+def test_starter_scores_zero_with_one_line_reasons(grades, assignment):
+    assert_starter_scores_zero(grades(assignment)["starter"], assignment)
+
+
+@pytest.mark.parametrize("assignment,mutant", [(a, m) for a in ASSIGNMENTS for m in sorted(MUTANTS.get(a, ()))])
+def test_mutant_loses_exactly_its_checks(grades, assignment, mutant):
+    assert_loses_exactly(grades(assignment)[mutant], MUTANTS[assignment][mutant][2])
+
+
+@pytest.mark.parametrize("assignment", list(ASSIGNMENTS))
+def test_the_solution_keeps_what_the_starter_gives(assignment):
+    """The reference solution is the starter filled in: every class and constant the starter gives (the
+    Bernoulli VAE's networks, which the probes and checks import from the starter) is in it unchanged."""
+    from zoo.homework.kit import assignment_folder, solution_path
+
+    def given(path):
+        source = path.read_text()
+        return {ast.get_source_segment(source, node) for node in ast.parse(source).body
+                if isinstance(node, (ast.ClassDef, ast.Assign))}
+
+    hw = ASSIGNMENTS[assignment]
+    assert given(assignment_folder(hw) / "starter.py") <= given(solution_path(hw))
+
+
+def test_every_assignment_with_mutants_is_one_the_kit_registers():
+    """A renamed or unregistered assignment would silently lose its mutation tests."""
+    assert set(MUTANTS) <= set(ASSIGNMENTS)
+    assert {"bernoulli_vae", "discrete_estimators", "ppca_three_ways"} <= set(ASSIGNMENTS)
+
+
+def test_the_ml_solution_is_a_fixed_point_of_em_and_matches_sklearn():
+    """At (W, mu, sigma^2)_ML the EM step of the reference solution leaves W W^T and sigma^2 unchanged, and the
+    average log-likelihood is sklearn's PCA.score (which uses 1/(N-1), hence within 1e-3)."""
+    from sklearn.decomposition import PCA
+
+    import importlib.util
+
+    from zoo.homework import get_assignment
+    from zoo.homework.kit import solution_path
+
+    spec = importlib.util.spec_from_file_location("ppca_solution", solution_path(get_assignment("ppca_three_ways")))
+    solution = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(solution)
+    x = make_data().double()
+    W, mu, sigma2 = reference_ml(x, LATENT_DIM)
+    W_new, sigma2_new = solution.em_step(x, W, mu, torch.tensor(sigma2, dtype=torch.float64))
+    assert_close(W_new @ W_new.T, W @ W.T, atol=1e-5, what="W W^T after one EM step from the ML")
+    assert_close(sigma2_new, torch.tensor(sigma2, dtype=torch.float64), atol=1e-7, what="sigma^2 after one EM step")
+    score = PCA(n_components=LATENT_DIM).fit(x.numpy()).score(x.numpy())
+    assert abs(average_log_likelihood(x, W, mu, sigma2) - score) < 1e-3
+
+
+def test_the_enumerated_elbo_is_below_log_p_x_and_its_gradient_is_the_finite_difference_one():
+    """ELBO <= log p(x) (the zoo's SBN.log_marginal); d ELBO / d phi_00 matches a central difference."""
+    problem = make_problem()
+    assert_lower_bound(problem.exact_elbo().detach(), problem.log_marginal(), what="the enumerated ELBO")
+    gradient = problem.exact_gradient()
+    h = 1e-2
+    with torch.no_grad():
+        values = []
+        for sign in (1, -1):
+            problem.logits[0, 0] += sign * h
+            values.append(float(problem.exact_elbo()))
+            problem.logits[0, 0] -= sign * h
+    phi_00 = sum(p.numel() for p in problem.sbn.parameters())            # the guide's logits come last
+    assert_close(gradient[phi_00], torch.tensor((values[0] - values[1]) / (2 * h)), atol=1e-3,
+                 what="d ELBO / d phi_00")
