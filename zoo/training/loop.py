@@ -189,8 +189,8 @@ def _guarded(name: str, objective, epoch: int, step: Optional[int]):
     """One training step (``step``) or the validation pass after ``epoch`` (``step`` None), with Pyro's
     NaN warnings silenced and its failures in one line: a distribution refusing NaN arguments is a
     :class:`NonFiniteError`; an exception raised in the user's own model code names its file and line
-    (as the trial run of :mod:`zoo.models.pyro_model` does); anything else is a bug and keeps its traceback."""
-    from zoo.models.pyro_model import user_code_errors
+    (as the trial run of :func:`zoo.from_pyro` does); anything else is a bug and keeps its traceback."""
+    from zoo.usercode.errors import user_code_errors
     where = f"epoch {epoch + 1}, step {step + 1}" if step is not None else f"the validation pass after epoch {epoch + 1}"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_NAN_WARNINGS)
