@@ -70,37 +70,32 @@ and a changed file is refused before it runs.
 """
 from __future__ import annotations
 
-import contextlib
-import inspect
 import warnings
 import weakref
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 import pyro.poutine as poutine
 import torch
 from torch import nn
-from torch.distributions import constraints
 
 from guides.base import ZooGuide
 from guides.globals import GlobalGuideOptions
 from zoo.core.contract import SUPPORTS, ZooModel
 from zoo.core.errors import ZooError
 from zoo.core.params import register_module
-from zoo.core.components import GUIDES, Component, Options, option
-from zoo.core.weights import per_datum_log_weights, vectorize
-from zoo.models.pyro_model import (_FROZEN_WARNING, _OWNER, _OwnParameters, PyroModel, claim_parameters,
-                                   _is_plate_site, _named_modules, _split, _support_name, _user_line, is_model_file,
-                                   load_model_file, resolve_file)
+from zoo.core.components import GUIDES, Component
+from zoo.core.weights import is_subsample_site, per_datum_log_weights, vectorize
+from zoo.usercode.errors import call_user
+from zoo.usercode.functions import first_parameter, named_modules, takes_argument
+from zoo.usercode.loading import FileOptions, UserFile, load_user_file, make_component
+from zoo.usercode.messengers import OwnParameters, call_owned
+from zoo.usercode.params import UserParameters, claim_parameters
+from zoo.usercode.specs import is_file_spec
+from zoo.usercode.supports import same_support, support_name
+from zoo.usercode.trace import TRIAL_B, TRIAL_N, TRIAL_PARTICLES, plate_violation
 
 __all__ = ["UserGuide", "from_pyro_guide", "as_zoo_guide", "resolve_guide_file"]
-
-#: The trial run's minibatch: B rows out of N (as the model's trial), and the particles of the vectorized run.
-_TRIAL_B, _TRIAL_N, _TRIAL_K = 3, 7, 2
-
-#: The attribute of a parameter that names (weakly) the UserGuide owning it: two guides never share one.
-_GUIDE_OWNER = "_pyro_zoo_guide_owner"
 
 
 def from_pyro_guide(guide, model: ZooModel, num_data: Optional[int] = None,
@@ -140,26 +135,7 @@ def as_zoo_guide(guide, model: ZooModel, num_data: Optional[int] = None):
     return cache[key]
 
 
-def _factory_argument(obj) -> Optional[str]:
-    """``"model"`` or ``"x_dim"``: the first parameter of a guide factory (a class: its ``__init__``'s); else None."""
-    if not callable(obj) or isinstance(obj, nn.Module):
-        return None
-    try:
-        params = list(inspect.signature(obj).parameters)
-    except (TypeError, ValueError):
-        return None
-    return params[0] if params and params[0] in ("model", "x_dim") else None
-
-
-def _takes(obj, argument: str) -> bool:
-    try:
-        params = inspect.signature(obj).parameters
-    except (TypeError, ValueError):
-        return False
-    return argument in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
-class UserGuide(ZooGuide):
+class UserGuide(ZooGuide, UserParameters):
     """A user's Pyro guide under the zoo contract; made by :func:`from_pyro_guide`.
 
     Attributes:
@@ -182,9 +158,9 @@ class UserGuide(ZooGuide):
         if model.borrows_guide:
             raise ZooError(f"{model.display_name} computes with its guide's encoder (e.g. a VampPrior), which a "
                            f"guide of your own does not have; use a zoo guide (amortized) or another --prior")
-        argument = _factory_argument(guide)
-        if argument is not None:
-            extra = {"num_data": num_data} if _takes(guide, "num_data") else {}
+        argument = first_parameter(guide)
+        if argument in ("model", "x_dim"):                 # a factory (a class: its __init__)
+            extra = {"num_data": num_data} if takes_argument(guide, "num_data") else {}
             guide = self._call_user(lambda: guide(model if argument == "model" else model.x_dim, **extra),
                                     f"building the guide from {argument}")
         owner = guide if isinstance(guide, nn.Module) else getattr(guide, "__self__", None)
@@ -194,7 +170,7 @@ class UserGuide(ZooGuide):
             self._fn = method if callable(method) else owner
         elif callable(guide):
             self._fn = guide
-            found = _named_modules(guide)
+            found = named_modules(guide)
             model_ids = {id(p) for p in model.parameters()}
             lent = {k: m for k, m in found.items()
                     if m is model or (any(True for _ in m.parameters()) and all(id(p) in model_ids for p in m.parameters()))}
@@ -207,10 +183,8 @@ class UserGuide(ZooGuide):
             raise ZooError(f"{self._name} is a {type(guide).__name__}, not a Pyro guide function guide(x, idx=None, "
                            f"N=None), an nn.Module with a guide method, or a factory def make(model)")
         self.amortized = bool(getattr(owner if owner is not None else guide, "amortized", True))
-        self.params = nn.ParameterDict()
-        self._sites: Dict[str, Tuple[str, constraints.Constraint]] = {}
+        self.init_parameter_sites()
         self._lent = {id(p): p for p in model.parameters()}     # pyro.module on the model's networks: theirs
-        self._adopting = False
         self._refuse_model_parameters(model)
         self.reparameterized = self._trial(model)
         self._claim_parameters()
@@ -231,60 +205,51 @@ class UserGuide(ZooGuide):
             if idx is None:
                 idx = torch.arange(x.shape[0], device=x.device)
             N = x.shape[0] if N is None else N
-        device = self.device
         # every parameter the guide owns (q(theta)'s, the networks it names) is a param site, so Pyro's ELBOs
         # differentiate the loss even where neither the model nor the guide function names a parameter
         register_module("user_guide", self)
         if self._with_globals:
             self.sample_globals()     # q(theta), the zoo's global guide, outside the data plate: theta_hat for the harness
-        with _GuideParameters(self), (torch.device(device) if device.type != "cpu" else contextlib.nullcontext()):
-            if self.training:
-                return self._fn(x, idx=idx, N=int(N))
-            with warnings.catch_warnings():       # pyro.module on a frozen network (a refit) warns
-                warnings.filterwarnings("ignore", message=_FROZEN_WARNING)
-                return self._fn(x, idx=idx, N=int(N))
+        return call_owned(self, self._fn, x, idx, N, _GuideParameters(self))
 
     def __deepcopy__(self, memo):
         raise ZooError(f"{self._name} wraps a Pyro function that holds its own networks, so it cannot be "
                        f"deep-copied; build another from a factory and load_state_dict into it")
 
-    # the same adoption of param sites as a model's (zoo.models.pyro_model): one rule for both sides
-    _adopt = PyroModel._adopt
-
     # -- the trial run -------------------------------------------------------------------
     def _trial(self, model: ZooModel) -> bool:
         """Run the guide on a trial minibatch, alone and under two particles; check it against the model's
         latents (names, plate, shapes, supports); return whether every site is reparameterizable."""
-        x = torch.zeros(_TRIAL_B, model.x_dim, device=model.device)
-        idx = torch.arange(_TRIAL_B, device=x.device)
+        x = torch.zeros(TRIAL_B, model.x_dim, device=model.device)
+        idx = torch.arange(TRIAL_B, device=x.device)
         with torch.random.fork_rng(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self._adopting, self._with_globals = True, False        # the user's own sites alone first
+            self.adopting, self._with_globals = True, False         # the user's own sites alone first
             try:
-                trace = self._call_user(lambda: poutine.trace(self).get_trace(x, idx=idx, N=_TRIAL_N),
+                trace = self._call_user(lambda: poutine.trace(self).get_trace(x, idx=idx, N=TRIAL_N),
                                         "on a trial minibatch")
             finally:
-                self._adopting, self._with_globals = False, True
-            prior = poutine.trace(model.model).get_trace(x, idx=idx, N=_TRIAL_N)
-            sites = self._check_sites(trace, prior, model, batch=(_TRIAL_B,))
-            vectorized = self._call_user(lambda: poutine.trace(vectorize(self, _TRIAL_K)).get_trace(
-                x, idx=idx, N=_TRIAL_N), f"under a plate of {_TRIAL_K} particles left of the data plate (as the "
+                self.adopting, self._with_globals = False, True
+            prior = poutine.trace(model.model).get_trace(x, idx=idx, N=TRIAL_N)
+            sites = self._check_sites(trace, prior, model, batch=(TRIAL_B,))
+            vectorized = self._call_user(lambda: poutine.trace(vectorize(self, TRIAL_PARTICLES)).get_trace(
+                x, idx=idx, N=TRIAL_N), f"under a plate of {TRIAL_PARTICLES} particles left of the data plate (as the "
                                          f"harness and the multi-sample objectives run it)")
-            self._check_sites(vectorized, prior, model, batch=(_TRIAL_K, _TRIAL_B))
-            self._call_user(lambda: per_datum_log_weights(model.model, self, x, idx=idx, N=_TRIAL_N,
-                                                          num_particles=_TRIAL_K),
-                            f"when {model.display_name} scored its {_TRIAL_K} particles")
+            self._check_sites(vectorized, prior, model, batch=(TRIAL_PARTICLES, TRIAL_B))
+            self._call_user(lambda: per_datum_log_weights(model.model, self, x, idx=idx, N=TRIAL_N,
+                                                          num_particles=TRIAL_PARTICLES),
+                            f"when {model.display_name} scored its {TRIAL_PARTICLES} particles")
         return all(bool(s["fn"].has_rsample) for s in sites.values())
 
     def _check_sites(self, trace, prior, model: ZooModel, batch: Tuple[int, ...]) -> Dict:
         """The guide's sample sites, each checked against the model's latent of that name."""
         name, latents = self._name, {s.name: s for s in model.latents}
-        sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not _is_plate_site(s)}
+        sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not is_subsample_site(s)}
         listed = ", ".join(repr(s) for s in latents)
         global_names = {s.name for s in getattr(model, "global_latents", ())}
-        sites = {n: s for n, s in sites.items() if n not in global_names or batch == (_TRIAL_B,)}
+        sites = {n: s for n, s in sites.items() if n not in global_names or batch == (TRIAL_B,)}
         for site_name, site in sites.items():
-            if site_name in global_names and batch == (_TRIAL_B,):
+            if site_name in global_names and batch == (TRIAL_B,):
                 raise ZooError(f"guide {name} samples {site_name!r}, a global latent of {model.display_name} (outside "
                                f"the data plate), which the zoo's global guide proposes (--global-guide normal or "
                                f"delta; the harness reports figures at its point estimate); sample only the local "
@@ -302,55 +267,43 @@ class UserGuide(ZooGuide):
                            f"pyro.sample({missing[0]!r}, ...) inside pyro.plate('data', N, subsample=idx)")
         for site_name, site in sites.items():
             model_site = prior.nodes[site_name]
-            local = getattr(latents[site_name], "scope", "local") != "global"
             frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.name != "particles"]
-            if local and not any(f.name == "data" for f in frames):
+            if not any(f.name == "data" for f in frames):
                 raise ZooError(f"guide {name}'s site {site_name!r} is outside the data plate; "
                                f"{model.display_name}'s latent {site_name!r} is one per datum, so q must be too: "
                                f"sample it inside pyro.plate('data', N, subsample=idx)")
-            for f in frames:
-                if f.name != "data" or not local:
+            broken = plate_violation(frames)          # the model's plate rules, on the guide's site
+            if broken is not None:
+                rule, f = broken
+                if rule == "plate":
                     raise ZooError(f"guide {name}'s site {site_name!r} is inside plate {f.name!r}; "
-                                   f"{model.display_name}'s latent {site_name!r} is "
-                                   f"{'one per datum, in the data plate only' if local else 'global, in no plate'}: "
-                                   f"{'declare per-datum dimensions an event with .to_event(1)' if local else 'sample it outside every plate'}")
-                if f.size != _TRIAL_B or f.dim != -1:
-                    raise ZooError(f"guide {name}'s data plate is not the model's: a minibatch of {_TRIAL_B} out of "
-                                   f"N={_TRIAL_N} gave a plate of size {f.size} at dim {f.dim}; open it as "
-                                   f"pyro.plate('data', N, subsample=idx)")
+                                   f"{model.display_name}'s latent {site_name!r} is one per datum, in the data plate "
+                                   f"only: declare per-datum dimensions an event with .to_event(1)")
+                raise ZooError(f"guide {name}'s data plate is not the model's: a minibatch of {TRIAL_B} out of "
+                               f"N={TRIAL_N} gave a plate of size {f.size} at dim {f.dim}; open it as "
+                               f"pyro.plate('data', N, subsample=idx)")
             event, expected = tuple(site["fn"].event_shape), tuple(model_site["fn"].event_shape)
             if event != expected:
                 raise ZooError(f"guide {name}'s site {site_name!r} has event shape {event}, and "
                                f"{model.display_name}'s latent has {expected}; one datum's value must be one event "
                                f"of that shape: e.g. dist.Normal(loc, scale).to_event({len(expected)})")
-            want = batch if local else batch[:-1]
-            if tuple(site["fn"].batch_shape) != want:
+            if tuple(site["fn"].batch_shape) != batch:
                 raise ZooError(f"guide {name}'s site {site_name!r} has batch shape {tuple(site['fn'].batch_shape)}, "
-                               f"not {want}, on a minibatch of {_TRIAL_B}"
-                               f"{f' under {_TRIAL_K} particles' if len(batch) > 1 else ''}; compute its parameters "
-                               f"from x (or index tables with idx) and let the plates broadcast, without fixed "
-                               f"sizes such as x.shape[0]")
-            if not _same_support(site["fn"].support, model_site["fn"].support):
-                raise ZooError(f"guide {name}'s site {site_name!r} has support {_support_name(site['fn'].support)}, "
+                               f"not {batch}, on a minibatch of {TRIAL_B}"
+                               f"{f' under {TRIAL_PARTICLES} particles' if len(batch) > 1 else ''}; compute its "
+                               f"parameters from x (or index tables with idx) and let the plates broadcast, without "
+                               f"fixed sizes such as x.shape[0]")
+            if not same_support(site["fn"].support, model_site["fn"].support):
+                raise ZooError(f"guide {name}'s site {site_name!r} has support {support_name(site['fn'].support)}, "
                                f"and {model.display_name}'s latent {site_name!r} has "
-                               f"{_support_name(model_site['fn'].support)}; q must propose values the model can score: "
+                               f"{support_name(model_site['fn'].support)}; q must propose values the model can score: "
                                f"use a distribution with that support")
         return sites
 
     def _call_user(self, run: Callable, what: str):
         """``run()``; an error in the user's code becomes one line naming the guide, the file and the line."""
-        try:
-            return run()
-        except ZooError:
-            raise
-        except Exception as e:
-            where = _user_line(e)
-            text = str(e).splitlines()[0] if str(e) else ""
-            if "Shape mismatch inside plate('data')" in text:
-                raise ZooError(f"guide {self._name}{where}: {text}; inside pyro.plate('data', ...) a datum's "
-                               f"value must be one event: add .to_event(1) to its distribution") from None
-            raise ZooError(f"guide {self._name} failed {what}{where}: {type(e).__name__}: {text}; the zoo calls "
-                           f"guide(x, idx=idx, N=N) with a minibatch x [B, D] of N data") from None
+        return call_user(run, f"guide {self._name}", what, "the zoo calls guide(x, idx=idx, N=N) with a minibatch "
+                                                            "x [B, D] of N data")
 
     # -- ownership ------------------------------------------------------------------------
     def _refuse_model_parameters(self, model: ZooModel) -> None:
@@ -363,42 +316,31 @@ class UserGuide(ZooGuide):
 
     def _claim_parameters(self) -> None:
         """Mark every parameter as this guide's; refuse one that a live zoo guide or model already holds."""
-        claim_parameters(self, _GUIDE_OWNER, {_GUIDE_OWNER: "guide", _OWNER: "model"},
-                         f"guide {self._name}'s networks already belong to another zoo {{}}; build fresh ones for "
-                         f"each: give a factory, def make(model): ... return guide")
+        claim_parameters(self, "guide", f"guide {self._name}'s networks already belong to another zoo {{}}; build "
+                                        f"fresh ones for each: give a factory, def make(model): ... return guide",
+                         others=("guide", "model"))
 
 
-class _GuideParameters(_OwnParameters):
-    """The guide's own parameters, as a model's (:class:`~zoo.models.pyro_model._OwnParameters`), except
+class _GuideParameters(OwnParameters):
+    """The guide's own parameters, as a model's (:class:`~zoo.usercode.messengers.OwnParameters`), except
     that ``pyro.module`` on the model's networks (a guide that computes with them) gets the model's tensors:
     the guide borrows them, and they stay out of its ``state_dict`` and its optimizer group."""
 
     def _pyro_param(self, msg):
         init = msg["args"][1] if len(msg["args"]) > 1 else None
-        if msg["name"] not in self.model._sites and isinstance(init, nn.Parameter) and id(init) in self.model._lent:
-            self.model.borrows_model = True
+        guide = self.owner
+        if msg["name"] not in guide.param_sites and isinstance(init, nn.Parameter) and id(init) in guide._lent:
+            guide.borrows_model = True
             msg["value"] = init
             msg["done"] = True
             return
         super()._pyro_param(msg)
 
 
-def _same_support(a, b) -> bool:
-    """Whether two constraints are the same support (``independent`` wrappers aside)."""
-    while isinstance(a, constraints.independent):
-        a = a.base_constraint
-    while isinstance(b, constraints.independent):
-        b = b.base_constraint
-    return a is b or (type(a) is type(b) and vars(a) == vars(b))
-
-
 # -- guide files: the CLI's --guide FILE.py:NAME ------------------------------------------------
 @dataclass
-class GuideFileOptions(GlobalGuideOptions):
-    """The one option of a guide file: its fingerprint, recorded in the run's config."""
-
-    source_sha256: Optional[str] = option(None, "SHA-256 of the guide file when the run was made; a resumed or "
-                                          "re-evaluated run refuses a changed file", cli=False)
+class GuideFileOptions(FileOptions, GlobalGuideOptions):
+    """The options of a guide file: its fingerprint, recorded in the run's config, and the guide of global latents."""
 
 
 class GuideFile(UserGuide):
@@ -412,7 +354,7 @@ class GuideFile(UserGuide):
                  global_guide: Optional[str] = None):
         # the file is imported afresh for each guide (fresh module-level networks), and only if its bytes
         # are the ones the registry resolved (and, for a run, the ones the run was made with)
-        obj, _ = load_model_file(self.spec, expected_sha256=source_sha256 or self.digest, kind="guide")
+        obj, _ = load_user_file(self.spec, expected_sha256=source_sha256 or self.digest, kind="guide")
         super().__init__(model, obj, num_data=num_data, name=self.family, global_guide=global_guide)
 
     @classmethod
@@ -424,21 +366,19 @@ class GuideFile(UserGuide):
         return known
 
 
+def _guide_file_class(file: UserFile) -> type:
+    """The :class:`GuideFile` subclass of one guide file."""
+    return type(f"GuideFile_{file.name}", (GuideFile,), {
+        "spec": file.spec, "digest": file.digest, "family": file.name, "__module__": __name__,
+        "__doc__": file.description, "amortized": bool(getattr(file.obj, "amortized", True)),
+        "_probed": weakref.WeakKeyDictionary()})
+
+
 def resolve_guide_file(spec: str) -> Optional[Component]:
     """The registry entry of a ``FILE.py:NAME`` guide (the file is imported once here, to fail early)."""
-    if not is_model_file(spec):
+    if not is_file_spec(spec):
         return None
-
-    def component(obj, digest: str, path: Path, attr: str) -> Component:
-        if not callable(obj):
-            raise ZooError(f"{attr!r} in {str(path)!r} is a {type(obj).__name__}, not a Pyro guide function or factory")
-        description = (inspect.getdoc(obj) or f"Pyro guide {attr} from {path}").split("\n")[0]
-        cls = type(f"GuideFile_{attr}", (GuideFile,), {
-            "spec": spec, "digest": digest, "family": attr, "__module__": __name__, "__doc__": description,
-            "amortized": bool(getattr(obj, "amortized", True)), "_probed": weakref.WeakKeyDictionary()})
-        return Component("guide", spec, cls, GuideFileOptions, description,
-                         {"pinned_options": lambda: {"source_sha256": digest}})
-    return resolve_file(spec, "guide", component)
+    return make_component(spec, "guide", GuideFileOptions, _guide_file_class)
 
 
 GUIDES.add_resolver(resolve_guide_file)

@@ -81,3 +81,14 @@ def test_core_imports_nothing_above_it():
         if name.startswith("zoo.core"):
             above = [e for e in edges if not e.startswith("zoo.core")]
             assert not above, f"{name} imports {above}"
+
+
+def test_usercode_imports_only_core():
+    """``zoo.usercode`` is the zoo's boundary with a user's code; ``from_pyro`` and user guides build on it,
+    so it builds on ``zoo.core`` alone."""
+    graph = import_graph()
+    assert any(name.startswith("zoo.usercode.") for name in graph)
+    for name, edges in graph.items():
+        if name.startswith("zoo.usercode"):
+            above = [e for e in edges if not e.startswith(("zoo.core", "zoo.usercode"))]
+            assert not above, f"{name} imports {above}"

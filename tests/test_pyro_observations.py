@@ -265,7 +265,7 @@ def test_the_reference_dmm_observes_each_step_in_its_columns_and_pyros_vae_build
     """benchmarks/pyro_models: the DMM's obs_x_t holds pixels 8(t-1)..8t-1 of a digit (one image row per step);
     Pyro's VAE example passes the two-particle trial run and generates."""
     from pathlib import Path
-    from zoo.models.pyro_model import load_model_file
+    from zoo.usercode.loading import load_user_file as load_model_file
     root = Path(__file__).resolve().parents[1] / "benchmarks" / "pyro_models"
     dmm, _ = load_model_file(f"{root / 'dmm.py'}:dmm")
     model = from_pyro(dmm, 64)

@@ -190,9 +190,6 @@ def _config(args, model: str, guide: str, objective: str, base=None):
     options = {f"{kind}_options": {**(getattr(base, f"{kind}_options") if base else {}),
                                    **flags.given_options(args, kind, [name])}
                for kind, name in (("model", model), ("guide", guide), ("objective", objective))}
-    from zoo.models.pyro_model import absolute_spec
-    model = absolute_spec(model)                # a model file is recorded by its absolute path
-    guide = absolute_spec(guide)                # and so is a guide file
     if base is None:
         return RunConfig(model=model, guide=guide, objective=objective, **settings, **options)
     return dataclasses.replace(base, model=model, guide=guide, objective=objective, **settings, **options)
@@ -200,8 +197,8 @@ def _config(args, model: str, guide: str, objective: str, base=None):
 
 def model_label(model: str) -> str:
     """The model's name in default folder names: ``FILE.py:NAME`` gives ``NAME``."""
-    from zoo.models.pyro_model import model_label as label
-    return label(model)
+    from zoo.usercode.specs import spec_label
+    return spec_label(model)
 
 
 def cmd_list(args) -> None:
@@ -306,12 +303,12 @@ def cmd_train(args) -> None:
     from zoo.experiments.run import train_run
     if args.resume:
         from zoo.experiments.run_folder import load_run
-        from zoo.models.pyro_model import is_model_file
+        from zoo.usercode.specs import is_file_spec
         out = Path(args.resume)
         if args.out and Path(args.out) != out:
             raise ZooError("give the run folder once: --resume DIR (not also a different --out)")
-        model_file = args.model if is_model_file(args.model) else None
-        guide_file = args.guide if is_model_file(args.guide) else None
+        model_file = args.model if is_file_spec(args.model) else None
+        guide_file = args.guide if is_file_spec(args.guide) else None
         _, stored = load_run(out, model_file, how=f"pyro-zoo train FILE.py:NAME --resume {out}",
                              guide_file=guide_file, guide_how=f"pyro-zoo train --guide FILE.py:NAME --resume {out}")
         config = _config(args, stored.model if model_file or not args.model else args.model,
@@ -346,8 +343,7 @@ def cmd_eval(args) -> None:
 def cmd_compare(args) -> None:
     from zoo.experiments.compare import compare
     from zoo.experiments.config import RunConfig
-    from zoo.models.pyro_model import absolute_spec
-    base = RunConfig(model=absolute_spec(args.model), **flags.given_run_settings(args),
+    base = RunConfig(model=args.model, **flags.given_run_settings(args),
                      model_options=flags.given_options(args, "model", [args.model]))
     out = Path(args.out or f"runs/compare-{model_label(args.model)}")
     rows = compare(args.model, args.guides, args.objectives, base, out, force=args.force,
@@ -376,8 +372,7 @@ def cmd_gradients(args) -> None:
     from zoo.experiments.config import RunConfig
     if args.checkpoint:                 # a run's model file is checked against its SHA-256 before it is imported
         checkpoint_for(args.checkpoint, args.model, args.guide)
-    from zoo.models.pyro_model import absolute_spec
-    config = RunConfig(model=absolute_spec(args.model), guide=absolute_spec(args.guide), objective=args.objectives[0],
+    config = RunConfig(model=args.model, guide=args.guide, objective=args.objectives[0],
                        **flags.given_run_settings(args), model_options=flags.given_options(args, "model", [args.model]),
                        guide_options=flags.given_options(args, "guide", [args.guide]))
     out = Path(args.out or f"runs/gradients-{model_label(args.model)}-{model_label(args.guide)}")

@@ -50,7 +50,7 @@ from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
 
 __all__ = ["LogWeights", "vectorize", "per_datum_log_weights", "per_datum_renyi_bound", "is_deterministic",
-           "is_factor", "AssembledObservation", "dreamt_data"]
+           "is_factor", "is_subsample_site", "AssembledObservation", "dreamt_data"]
 
 
 @dataclass
@@ -131,6 +131,12 @@ def is_factor(site) -> bool:
     return site["is_observed"] and type(site["fn"]).__name__ == "Unit"
 
 
+def is_subsample_site(site) -> bool:
+    """The sample site a ``pyro.plate`` records for its indices (its ``fn`` is Pyro's private
+    ``_Subsample``, matched by name here only): bookkeeping, no density, no latent."""
+    return type(site["fn"]).__name__ == "_Subsample"
+
+
 class AssembledObservation:
     """p(x | z) of a model with several observed sites, each holding some columns of x (a sequence
     model's per-step emissions ``x_t = x[:, t*d:(t+1)*d]``): its :attr:`mean` is E[x | z] ``[K, B, D]``,
@@ -197,7 +203,7 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
     reparameterized = True
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample" or name in ("particles", "data") or is_deterministic(site) \
-                or type(site["fn"]).__name__ == "_Subsample":
+                or is_subsample_site(site):
             continue
         if not _in_data_plate(site):
             if site["is_observed"]:
@@ -226,8 +232,7 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
         if site["type"] == "sample" and name in global_values:
             global_log_q = global_log_q + site["scale"] * site["fn"].log_prob(site["value"]).sum()
             reparameterized = reparameterized and bool(site["fn"].has_rsample)
-        elif site["type"] == "sample" and name not in ("particles", "data") \
-                and type(site["fn"]).__name__ != "_Subsample":
+        elif site["type"] == "sample" and name not in ("particles", "data") and not is_subsample_site(site):
             q = q_transform(site["fn"]) if q_transform is not None else site["fn"]
             site_log_q[name] = q.log_prob(site["value"])
             log_q_terms.append((site_log_q[name], site["scale"]))

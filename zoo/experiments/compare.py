@@ -13,10 +13,10 @@ from zoo.evaluation import plots
 from zoo.evaluation.tables import results_markdown
 from zoo.experiments.config import RunConfig
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
-from zoo.models.pyro_model import absolute_spec, model_label
 from zoo.experiments.run import prepare, train_run
 from zoo.objectives.axes import split_objective
 from zoo.training.checkpoint import atomic_write_text
+from zoo.usercode.specs import spec_label
 
 __all__ = ["compare", "grid_cells", "checked_cells", "cell_name", "ALL"]
 
@@ -84,7 +84,7 @@ def checked_cells(model: str, guides: Sequence[str], objectives: Sequence[str], 
 def cell_name(cfg: RunConfig) -> str:
     """The folder of a grid cell: ``amortized-dreg``, or ``amortized-iwae-dreg`` for a bound with an estimator."""
     estimator = cfg.objective_options.get("estimator")
-    return f"{model_label(cfg.guide)}-{cfg.objective}" + (f"-{estimator}" if estimator else "")
+    return f"{spec_label(cfg.guide)}-{cfg.objective}" + (f"-{estimator}" if estimator else "")
 
 
 def _option_names(kind: str, name: str) -> set:
@@ -99,8 +99,6 @@ def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: 
     ``guide_options`` and ``objective_options`` (default: ``base``'s) go to the cells whose guide or
     objective takes them, e.g. ``num_flows`` to the ``iaf`` cells only.
     """
-    model = absolute_spec(model)                # a model file is recorded by its absolute path
-    guides = [absolute_spec(g) for g in guides]  # and so is a guide file (guides.user)
     out = Path(out)
     check_out_dir(out, force, resume=False)
     if (out / "compare.json").exists() and not force:
@@ -113,7 +111,7 @@ def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: 
     rows = []
     for cfg in cells:
         if progress:
-            print(f"== {model} / {cfg.guide} / {cell_name(cfg)[len(model_label(cfg.guide)) + 1:]} ==", flush=True)
+            print(f"== {cfg.model} / {cfg.guide} / {cell_name(cfg)[len(spec_label(cfg.guide)) + 1:]} ==", flush=True)
         rows.append(train_run(cfg, out / cell_name(cfg), force=True, progress=progress, data=data))
     make_out_dir(out)
     table = results_markdown(rows)

@@ -25,6 +25,7 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.core.components import REGISTRIES, OptionError, Options, option
+from zoo.usercode.specs import absolute_spec
 
 __all__ = ["RunConfig", "resolve_device", "set_determinism", "refuse_mismatch", "route_flat", "flat_name",
            "resumable_changes", "refuse_other_shapes", "COMPONENT_KINDS"]
@@ -101,6 +102,12 @@ class RunConfig(Options):
     refit_tol: Optional[float] = option(None, "the refit converges when the mean per-datum ELBO gains less than this, "
                                         "relative, over 10 epochs (default 1e-4)", positive=True, resumable=True,
                                         cli=_group("evaluation"))
+
+    def __post_init__(self):
+        # a FILE.py:NAME model or guide is recorded by its absolute path, so the run never depends on the
+        # folder it was started from; this is the one place a spec is made absolute
+        self.model, self.guide = absolute_spec(self.model, "model"), absolute_spec(self.guide, "guide")
+        super().__post_init__()
 
     def validate(self) -> None:
         if not 0 < self.lr_decay <= 1:

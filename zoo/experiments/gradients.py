@@ -14,12 +14,11 @@ from zoo.evaluation.tables import gradients_markdown
 from zoo.experiments.compare import grid_cells
 from zoo.experiments.config import RunConfig, refuse_other_shapes
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
-from zoo.models.pyro_model import absolute_spec
 from zoo.experiments.run import prepare
 from zoo.experiments.run_folder import load_run, load_weights, read_stored_config, writer_lock
-from zoo.models.pyro_model import is_model_file
 from zoo.registry import build_guide
 from zoo.training.checkpoint import atomic_path, atomic_write_text, load_checkpoint
+from zoo.usercode.specs import is_file_spec
 
 __all__ = ["gradients_run", "checkpoint_for"]
 
@@ -29,8 +28,8 @@ def checkpoint_for(checkpoint: Path, model: str, guide: Optional[str] = None):
     checkpoint file), read as data: a run of a model file needs ``model`` to be that file, which is
     hashed and compared with the run's SHA-256 before anything imports it (a guide file: ``guide``)."""
     checkpoint = Path(checkpoint)
-    model_file = model if is_model_file(model) else None
-    guide_file = guide if guide is not None and is_model_file(guide) else None
+    model_file = model if is_file_spec(model) else None
+    guide_file = guide if guide is not None and is_file_spec(guide) else None
     how = "pyro-zoo gradients FILE.py:NAME --checkpoint ..."
     guide_how = "pyro-zoo gradients ... --guide FILE.py:NAME --checkpoint ..."
     if checkpoint.is_dir():
@@ -50,8 +49,6 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
 
     ``objective_options`` (default: ``base``'s) go to the objectives that take them, as in a compare grid.
     With ``progress``, one line on stderr as each stage starts (the whole can take minutes)."""
-    model = absolute_spec(model)                # a model file is recorded by its absolute path
-    guide = absolute_spec(guide)                # and so is a guide file
     out = Path(out)
     check_out_dir(out, force, resume=False)
     if (out / "gradients.json").exists() and not force:
@@ -72,7 +69,7 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
         load_weights(run.model, run.guide, state, Path(checkpoint))
     x = run.data.train[:config.batch_size].to(run.device)
     if not getattr(run.guide, "amortized", True):
-        run.guide = build_guide(guide, run.model, num_data=x.shape[0]).to(run.device)
+        run.guide = build_guide(config.guide, run.model, num_data=x.shape[0]).to(run.device)
     result = diagnose(run.model, run.guide, x, objectives, particles, repeats, seed=config.seed,
                       objective_options={name: cell.objective_options for name, cell in zip(objectives, cells)},
                       status=_status_line if progress else None)

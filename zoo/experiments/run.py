@@ -48,7 +48,6 @@ from zoo.registry import build_guide, build_model
 from zoo.rules import DataFacts, check_run, check_step, model_options
 from zoo.training import distributed as ddp
 from zoo.experiments.run_folder import load_run, load_weights, read_stored_config, refuse_foreign_checkpoint, writer_lock
-from zoo.models.pyro_model import is_model_file, user_code_errors
 from zoo.training.checkpoint import (atomic_path, atomic_write_bytes, atomic_write_text, load_checkpoint, rng_state,
                                      save_checkpoint, set_rng_state, signals_deferred)
 from zoo.training.callbacks import Checkpoint, Log, LRSchedule, ValidationELBO
@@ -58,6 +57,8 @@ from zoo.training.loop import fit
 from zoo.objectives.analytic_kl import sites_without_closed_form_kl, uses_analytic_kl
 from zoo.training.refit import refit_local_guide, refit_settings
 from zoo.training.optimizer import change_schedule, make_optimizer, restore_optimizer
+from zoo.usercode.errors import user_code_errors
+from zoo.usercode.specs import is_file_spec
 
 __all__ = ["Prepared", "prepare", "train_run", "evaluate_run", "BEST"]
 
@@ -194,8 +195,8 @@ def _train_locked(run: Prepared, out: Path, resume: bool, progress: bool, world:
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     history, start_epoch, start_step, epoch_total = [], 0, 0, 0.0
     if resume:
-        state, stored = load_run(out, model_file=config.model if is_model_file(config.model) else None,
-                                 guide_file=config.guide if is_model_file(config.guide) else None)
+        state, stored = load_run(out, model_file=config.model if is_file_spec(config.model) else None,
+                                 guide_file=config.guide if is_file_spec(config.guide) else None)
         refuse_mismatch(stored, config)
         _refuse_fewer_epochs(state, config, out)
         load_weights(run.model, run.guide, state, ckpt_path)
@@ -266,7 +267,7 @@ def best_checkpoint(out: Path, config: Optional[RunConfig] = None) -> Dict:
                        f"train the run again")
     state = load_checkpoint(out / BEST)
     if config is not None:
-        model_file = config.model if is_model_file(config.model) else None
+        model_file = config.model if is_file_spec(config.model) else None
         refuse_foreign_checkpoint(config, read_stored_config(state["config"], str(out / BEST), model_file), out)
     return state
 

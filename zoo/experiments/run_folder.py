@@ -29,8 +29,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from zoo.core.errors import OptionError, ZooError
 from zoo.core.files import read_json
 from zoo.experiments.config import COMPONENT_KINDS, RunConfig, resumable_changes
-from zoo.models.pyro_model import absolute_spec, file_sha256, is_model_file, only_named_files
 from zoo.training.checkpoint import load_checkpoint, non_finite_tensors
+from zoo.usercode.loading import file_sha256, only_named_files
+from zoo.usercode.specs import is_file_spec
 
 __all__ = ["read_stored_config", "refuse_foreign_checkpoint", "load_run", "load_weights", "writer_lock", "LOCK"]
 
@@ -73,8 +74,8 @@ def _named_file(stored: Dict, kind: str, given: Optional[str], source: str, how:
     """If the stored ``kind`` ("model" or "guide") is a file, check that the user named it (``given``) and
     that it hashes to the run's SHA-256, and point ``stored`` at the user's file: its spec; else None."""
     recorded = stored.get(kind)
-    if not isinstance(recorded, str) or not is_model_file(recorded):
-        if given is not None and given != recorded and (kind == "model" or is_model_file(given)):
+    if not isinstance(recorded, str) or not is_file_spec(recorded):
+        if given is not None and given != recorded and (kind == "model" or is_file_spec(given)):
             raise ZooError(f"this run's {kind} is {recorded!r}, not {given!r}; drop the {kind} or name {recorded!r}")
         return None
     name = recorded.rpartition(":")[2]
@@ -83,7 +84,7 @@ def _named_file(stored: Dict, kind: str, given: Optional[str], source: str, how:
         raise ZooError(f"this run's {kind} is the file {recorded!r}, and the zoo never imports a file that a run "
                        f"folder names: if you trust that file, name it yourself with {how.replace('NAME', name)} "
                        f"(its SHA-256 must match the run's)")
-    if not is_model_file(given) or given.rpartition(":")[2] != name:
+    if not is_file_spec(given) or given.rpartition(":")[2] != name:
         raise ZooError(f"this run's {kind} is {name!r} from the file {recorded!r}, not {given!r}; "
                        f"give {how.replace('NAME', name)}")
     if not isinstance(sha, str):
@@ -93,8 +94,8 @@ def _named_file(stored: Dict, kind: str, given: Optional[str], source: str, how:
         raise ZooError(f"{kind} file {given.rpartition(':')[0]!r} changed since this run was made (its SHA-256 "
                        f"differs from the run's); nothing in it was run: give the run's own {kind} file, or "
                        f"train a new run")
-    stored[kind] = absolute_spec(given)
-    return stored[kind]
+    stored[kind] = given                    # the RunConfig made of it records its absolute path
+    return given
 
 
 def refuse_foreign_checkpoint(run: RunConfig, checkpoint: RunConfig, where: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 import torch
 
 from zoo.core.errors import ZooError
-from zoo.models.pyro_model import user_code_errors
+from zoo.usercode.errors import user_code_errors
 
 __all__ = ["NonFiniteError", "check_finite", "check_parameters", "check_validation", "step_errors",
            "invalid_values_refusal"]
