@@ -25,7 +25,7 @@ components.
 
 Names that are not registered can still be looked up through a *resolver*
 (:meth:`Registry.add_resolver`): ``MODELS`` resolves ``FILE.py:NAME`` to the user's own Pyro
-model (:mod:`zoo.models.pyro_model`), so the CLI, ``compare``, ``eval`` and ``gradients`` take it
+model (:mod:`zoo.models.model_files`), so the CLI, ``compare``, ``eval`` and ``gradients`` take it
 wherever they take a model name. A component whose identity lives outside the zoo declares the
 capability ``pinned_options``, a callable giving options that a run's config records when it is
 made (a model file's SHA-256), so that a resumed or re-evaluated run can refuse a changed source.
