@@ -40,7 +40,7 @@ What a trace assumes, and how this class keeps to it:
 Why not ``torch.compile`` on the step: TorchDynamo cannot follow Pyro's handler stack. On a VAE's
 ``Trace_ELBO`` step ``torch._dynamo.explain`` finds a graph break at the handlers, and compiling
 hits the recompile limit at Pyro's ``poutine.runtime`` wrappers. ``--compile``
-(:mod:`zoo.training.compiled`) captures the step below Pyro instead, at the dispatcher, and hands
+(:mod:`zoo.objectives.compiled`) captures the step below Pyro instead, at the dispatcher, and hands
 that graph to ``torch.compile``. torch marks ``torch.jit.trace`` as deprecated in favour of
 ``torch.compile``; its ``FutureWarning`` is silenced here, once per trace, for that reason.
 
