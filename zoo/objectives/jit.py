@@ -67,7 +67,7 @@ from pyro.poutine.runtime import _PYRO_STACK
 
 from zoo.core import params as model_base
 
-__all__ = ["JitObjective", "CapturedObjective", "JIT_OBJECTIVES"]
+__all__ = ["JitObjective", "CapturedObjective", "JIT_OBJECTIVES"]  # noqa: F822 (JIT_OBJECTIVES: module __getattr__)
 
 
 def __getattr__(name):
