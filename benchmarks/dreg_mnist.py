@@ -38,7 +38,7 @@ def main(argv=None):
                     resume=args.resume)
     lines = ["", f"## Encoder-gradient SNR at each run's final parameters ({args.repeats} estimates, K = 50, "
              "minibatch of 100)", "", "| run | group | variance | SNR |", "|---|---|---|---|"]
-    for (name, config, _), row in zip(runs, rows):
+    for (name, config, _), _row in zip(runs, rows):
         run = prepare(config)
         state = load_checkpoint(Path(args.out) / name / "checkpoint.pt")
         run.model.load_state_dict(state["model"])

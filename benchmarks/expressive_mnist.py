@@ -163,7 +163,7 @@ def collect(name: str, out_root: Path, labels, prefix=None) -> None:
     write_result(name, {"runs": list(rows.values()), "paired_differences": pairs})
     prov = provenance()
     first = next(iter(rows.values()))
-    md = [f"# Learned priors and hierarchical VAEs on static binarized MNIST: test NLL", "",
+    md = ["# Learned priors and hierarchical VAEs on static binarized MNIST: test NLL", "",
           f"Command: `{prov['command']}` (collects the runs below; each run's own command and commit are in "
           f"`{name}.json`)  ", f"Commit: `{prov['git_commit']}`  ",
           f"Hardware: {prov['cpu']} ({prov['logical_cores']} cores shared with other jobs; one torch thread per run)",

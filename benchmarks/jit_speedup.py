@@ -1,4 +1,4 @@
-"""Training-step time with and without ``--jit`` (zoo.training.jit) for the configurations the MNIST benchmarks train.
+"""Training-step time with and without ``--jit`` (zoo.objectives.jit) for the configurations the MNIST benchmarks train.
 
 Each configuration is one model, guide and objective as in ``quality_mnist.py`` and
 ``discrete_mnist.py``, trained by ``zoo.fit`` on binarized MNIST with batch 100 and the zoo's

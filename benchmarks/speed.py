@@ -19,8 +19,8 @@ quality benchmark's objective: K times the network work per step against the sam
 overhead per step.
 
 Three zoo loops: ``zoo`` is ``fit`` with the eager Pyro step, ``zoo_jit`` the same with ``--jit``
-(:class:`zoo.training.jit.JitObjective`: the step traced once and replayed, same estimator and random draws),
-and ``zoo_compiled`` with ``--compile`` (:class:`zoo.training.compiled.CompiledObjective`: the loss and its
+(:class:`zoo.objectives.jit.JitObjective`: the step traced once and replayed, same estimator and random draws),
+and ``zoo_compiled`` with ``--compile`` (:class:`zoo.objectives.compiled.CompiledObjective`: the loss and its
 backward pass captured as one graph and compiled by ``torch.compile``, CUDA graphs on a GPU; left out on a
 CPU without a C++ compiler).
 Two hand-written loops: ``hand`` uses ``torch.optim.Adam(params, lr)``, what a PyTorch user
@@ -57,7 +57,7 @@ from zoo.registry import build_guide, build_model, build_objective  # noqa: E402
 from zoo.experiments.config import resolve_device  # noqa: E402
 from zoo.training.loop import epoch_order, fit
 from zoo.training.optimizer import make_optimizer  # noqa: E402
-from zoo.training.compiled import check_compilable  # noqa: E402
+from zoo.objectives.compiled import check_compilable  # noqa: E402
 from zoo.core.errors import ZooError  # noqa: E402
 
 
@@ -196,8 +196,8 @@ def main(argv=None):
               "objective": "Trace_ELBO, K=1" if particles is None else f"per-datum IWAE bound, K={particles}",
               "optimizers": {**{name: "make_optimizer (fused Adam)" for name in objectives},
                              "hand": "torch.optim.Adam defaults", "hand_fused": "make_optimizer (fused Adam)"},
-              "loops": {"zoo": "zoo.fit, eager Pyro step", "zoo_jit": "zoo.fit with --jit (zoo.training.jit.JitObjective)",
-                        "zoo_compiled": "zoo.fit with --compile (zoo.training.compiled.CompiledObjective)",
+              "loops": {"zoo": "zoo.fit, eager Pyro step", "zoo_jit": "zoo.fit with --jit (zoo.objectives.jit.JitObjective)",
+                        "zoo_compiled": "zoo.fit with --compile (zoo.objectives.compiled.CompiledObjective)",
                         "hand": "hand-written PyTorch", "hand_fused": "hand-written PyTorch, the zoo's optimizer"},
               "epoch_seconds": times, "median_zoo_s": zoo_s, "median_zoo_jit_s": jit_s, "median_hand_s": hand_s,
               "median_hand_fused_s": fused_s, "ratio_zoo_over_hand": zoo_s / hand_s,

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.transforms import Permute, conditional_affine_autoregressive
@@ -43,10 +42,7 @@ from guides.amortized import Amortized
 from guides.base import EncoderOptions
 from guides.globals import GlobalGuideOptions
 from zoo.core.components import GUIDES, option
-from guides.base import site_distribution
 from zoo.core.errors import ZooError
-from zoo.core.plates import data_plate
-from zoo.core.params import register_module
 
 __all__ = ["IAF"]
 

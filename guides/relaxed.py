@@ -58,7 +58,6 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-import pyro
 import pyro.distributions as dist
 import torch
 from pyro.poutine.messenger import Messenger
@@ -69,12 +68,9 @@ from guides.amortized import Amortized
 from guides.base import EncoderOptions
 from guides.globals import GlobalGuideOptions
 from zoo.core.components import GUIDES, OptionError, option
-from guides.base import site_distribution
 from zoo.core.contract import Borrowed
 from zoo.core.distributions import JointDiscrete, discrete_kl
 from zoo.core.errors import ZooError
-from zoo.core.plates import data_plate
-from zoo.core.params import register_module
 
 __all__ = ["Relaxed", "RelaxDiscrete", "SoftIndex", "check_schedule", "relaxed_distribution", "ConcreteBernoulli",
            "ConcreteOneHotCategorical", "ConcreteBernoulliST", "ConcreteOneHotCategoricalST"]

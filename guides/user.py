@@ -247,9 +247,10 @@ class UserGuide(ZooGuide, UserParameters):
         sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not is_subsample_site(s)}
         listed = ", ".join(repr(s) for s in latents)
         global_names = {s.name for s in getattr(model, "global_latents", ())}
-        sites = {n: s for n, s in sites.items() if n not in global_names or batch == (TRIAL_B,)}
+        if batch != (TRIAL_B,):        # the vectorized trace also holds the zoo's global guide's sites
+            sites = {n: s for n, s in sites.items() if n not in global_names}
         for site_name, site in sites.items():
-            if site_name in global_names and batch == (TRIAL_B,):
+            if site_name in global_names:
                 raise ZooError(f"guide {name} samples {site_name!r}, a global latent of {model.display_name} (outside "
                                f"the data plate), which the zoo's global guide proposes (--global-guide normal or "
                                f"delta; the harness reports figures at its point estimate); sample only the local "

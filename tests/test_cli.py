@@ -1,11 +1,11 @@
 """The command line, end to end, and its one-line errors for bad input."""
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -82,6 +82,41 @@ def test_resume_continues_the_run(tmp_path, capsys):
     assert [h["epoch"] for h in history] == [1, 2, 3]
     code, _, err = run_cli(["train", "vae", "--guide", "iaf", "--resume", str(out)], capsys)
     assert code == 2 and "guide='amortized'" in err
+
+
+def test_resume_reads_the_run_folder_once(tmp_path, capsys, monkeypatch):
+    """`train --resume` reads the checkpoint once: the CLI builds the config from it and training uses
+    what was read (it was read twice, once in the CLI and again under the folder's lock)."""
+    import zoo.experiments.run_folder as run_folder
+    out = tmp_path / "run"
+    base = ["--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--eval-samples", "20", "--no-progress"]
+    assert run_cli(["train", "vae", "--epochs", "1", "--out", str(out)] + base, capsys)[0] == 0
+    reads = []
+    real = run_folder.load_checkpoint
+    monkeypatch.setattr(run_folder, "load_checkpoint", lambda path, *a, **k: reads.append(path) or real(path, *a, **k))
+    code, _, err = run_cli(["train", "--resume", str(out), "--epochs", "2", "--no-progress"], capsys)
+    assert code == 0, err
+    assert reads == [out / "checkpoint.pt"]
+
+
+def test_a_checkpoint_rewritten_after_it_was_read_is_not_resumed(tmp_path, capsys):
+    """What `train --resume` read is checked to be unchanged once the folder is locked: a checkpoint
+    another process rewrote in between is refused in one line, and left as it is."""
+    from zoo.experiments.run import train_run
+    from zoo.experiments.run_folder import open_run
+    from zoo.core.errors import ZooError
+    out = tmp_path / "run"
+    base = ["--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--eval-samples", "20", "--no-progress"]
+    assert run_cli(["train", "vae", "--epochs", "1", "--out", str(out)] + base, capsys)[0] == 0
+    loaded = open_run(out)
+    ckpt = out / "checkpoint.pt"
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data + b"")                    # a rewrite: a new mtime (and, with atomic writes, inode)
+    os.utime(ckpt, ns=(loaded.stamp[2] + 10**9, loaded.stamp[2] + 10**9))
+    config = dataclasses.replace(loaded.config, epochs=2)
+    with pytest.raises(ZooError, match="changed while it was being resumed"):
+        train_run(config, out, resume=loaded, progress=False)
+    assert ckpt.read_bytes() == data
 
 
 def test_a_bound_with_an_estimator_trains_exactly_as_its_preset(tmp_path, capsys):

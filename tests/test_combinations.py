@@ -21,7 +21,7 @@ def test_every_component_s_test_options_are_valid_options():
     """What the grid builds each model and guide with is accepted by the component as it stands."""
     from zoo.registry import GUIDES, OBJECTIVES
     for registry in (MODELS, GUIDES, OBJECTIVES):
-        for name, component in registry.items():
+        for _name, component in registry.items():
             component.resolve(component.options.test_options)
 
 

@@ -1,4 +1,4 @@
-"""``--compile`` (zoo.training.compiled.CompiledObjective): the compiled step is the eager step.
+"""``--compile`` (zoo.objectives.compiled.CompiledObjective): the compiled step is the eager step.
 
 The loss and its backward pass are captured as one graph and compiled. With the same seed a compiled
 step must draw the same latents as the eager step, so it must report the same bound and the same
@@ -16,7 +16,7 @@ from test_jit import (CASE_IDS, CASES, D, N, _data, _trajectory, assert_same_tra
                       case, fit_eager_and)
 from zoo.core.errors import ZooError
 from zoo.registry import build_guide, build_model, build_objective
-from zoo.training.compiled import CompiledObjective, cpu_compiler
+from zoo.objectives.compiled import CompiledObjective, cpu_compiler
 
 #: steps that read a tensor's value in Python (sampling a categorical: torch.multinomial; summing an enumerated site):
 #: refused by CompiledObjective.check, which a run calls before it writes anything

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from zoo.data import (BINARIZED_MNIST_SHA256, array_sha256, load_binarized_mnist, load_dataset, load_digits,
-                      read_amat, read_npz)
+                      read_npz)
 from zoo.core.errors import ZooError
 from zoo.core.contract import check_data
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, OneHotCategorical
 
-from guides import Amortized, MeanField, Relaxed
+from guides import Amortized, Relaxed
 from zoo.evaluation.harness import evaluate
 from zoo.models import SBN, CategoricalVAE
 from zoo.objectives import EnumELBO, ReweightedWakeSleep, build_objective

@@ -168,7 +168,7 @@ def _bad(kind):
             pyro.sample("mu", dist.Bernoulli(0.5))
         plate = pyro.plate("data", N, subsample=None if kind == "unsubsampled" else idx)
         if kind == "no plate":
-            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
             pyro.sample("x", dist.Normal(torch.zeros(4), 1.0).to_event(1), obs=x)
             return
         with plate:
@@ -217,7 +217,7 @@ def test_models_outside_the_contract_are_refused_in_one_line(kind, message):
 def test_a_model_that_cannot_generate_is_refused_in_one_line():
     def needs_data(x, idx=None, N=None):
         with pyro.plate("data", N, subsample=idx):
-            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
             pyro.sample("x", dist.Normal(x.mean() + torch.zeros(4), 1.0).to_event(1), obs=x)
 
     with pytest.raises(ZooError, match=r"failed on a trial run generating data \(x=None, N=2\) "

@@ -5,7 +5,7 @@ import pyro
 import pytest
 import torch
 
-from guides import IAF, Amortized, Exact, MeanField
+from guides import Amortized, Exact, MeanField
 from zoo.evaluation.harness import RESULT_KEYS, evaluate
 from zoo.models import PPCA, VAE
 

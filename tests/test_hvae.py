@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import zoo
-from zoo.core.contract import guide_order
+from zoo.core.contract import posterior_order
 from zoo.registry import build_guide, build_model
 
 # A linear-Gaussian hvae: z2 ~ N(0, I), z1 | z2 ~ N(A z2, D1), x | z1 ~ N(C z1, s^2 I). A and D1 are diagonal
@@ -102,7 +101,7 @@ def test_the_latents_form_a_chain_and_structured_guides_go_bottom_up():
     model = build_model("hvae", 64, layers=(8, 6, 4), hidden=(16,), transition_hidden=(12,))
     assert [(s.name, s.parents, s.event_shape) for s in model.latents] == [
         ("z3", (), (4,)), ("z2", ("z3",), (6,)), ("z1", ("z2",), (8,))]
-    assert [s.name for s in guide_order(model.latents)] == ["z1", "z2", "z3"]
+    assert [s.name for s, _ in posterior_order(model.latents)] == ["z1", "z2", "z3"]
     default = build_model("hvae", 784)
     assert default.layers == (100, 50) and default.hidden == (200, 200) and default.transition_hidden == (100, 100)
     assert [m.out_features for m in default.transitions[0] if isinstance(m, torch.nn.Linear)] == [100, 100, 200]

@@ -1,4 +1,4 @@
-"""``--jit`` (zoo.training.jit.JitObjective): the traced-and-replayed step is the eager step.
+"""``--jit`` (zoo.objectives.jit.JitObjective): the traced-and-replayed step is the eager step.
 
 With the same seed, a replayed step must draw the same latents as the eager step, so it must
 report the same bound and the same gradient, step after step, while the parameters move. A
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from zoo.core.errors import ZooError
-from zoo.training.jit import JIT_OBJECTIVES, JitObjective
+from zoo.objectives.jit import JIT_OBJECTIVES, JitObjective
 from zoo.training.warmup import KLWarmup
 from zoo.registry import build_guide, build_model, build_objective
 from zoo.training.loop import fit

@@ -1,5 +1,6 @@
-"""The package layout has no import circles: every import, at module level or inside a function,
-goes one way (core <- models, guides, objectives <- training, evaluation <- experiments <- cli).
+"""The package layout: every import, at module level or inside a function, points down the layers of
+``docs/architecture.md`` (core <- usercode <- objectives <- models, guides, data <- rules <- registry
+<- training <- evaluation <- experiments, homework <- flags, docs <- cli), and there are no import circles.
 
 A circle that only works because one side imports lazily is still a circle: it means two modules
 each need the other, so neither can be read (or tested) alone.
@@ -92,3 +93,57 @@ def test_usercode_imports_only_core():
         if name.startswith("zoo.usercode"):
             above = [e for e in edges if not e.startswith(("zoo.core", "zoo.usercode"))]
             assert not above, f"{name} imports {above}"
+
+
+#: The layers of ``docs/architecture.md``, lowest first. A module may import its own package and the
+#: packages of lower layers; packages that share a layer do not import each other.
+LAYERS = (
+    ("zoo.core",),
+    ("zoo.usercode",),
+    ("zoo.objectives",),
+    ("zoo.models", "guides", "zoo.data", "zoo.testing"),
+    ("zoo.rules",),
+    ("zoo.registry",),
+    ("zoo.training",),
+    ("zoo.evaluation",),
+    ("zoo.experiments", "zoo.homework"),
+    ("zoo.flags", "zoo.docs"),
+    ("zoo.cli",),
+    ("zoo.__main__", "zoo"),
+)
+
+
+def home(module: str) -> str:
+    """The package of ``module`` in :data:`LAYERS` (``zoo`` itself, its lazy ``__init__``, is the top)."""
+    for layer in LAYERS:
+        for package in layer:
+            if package != "zoo" and (module == package or module.startswith(package + ".")):
+                return package
+    assert module == "zoo", f"{module} is in no layer of LAYERS: give it one (and a line in docs/architecture.md)"
+    return "zoo"
+
+
+def layer_of(module: str) -> int:
+    package = home(module)
+    return next(i for i, layer in enumerate(LAYERS) if package in layer)
+
+
+def upward_edges(graph):
+    """The edges (a, b) where a imports b and b's package is not below a's (its own package is fine)."""
+    return sorted((a, b) for a, edges in graph.items() for b in edges
+                  if home(a) != home(b) and layer_of(b) >= layer_of(a))
+
+
+def test_no_import_points_up():
+    graph = import_graph()
+    bad = upward_edges(graph)
+    assert not bad, "imports that point up or sideways: " + ", ".join(f"{a} -> {b}" for a, b in bad)
+
+
+def test_the_checker_finds_an_upward_edge():
+    """Training importing the evaluation harness (as ``fit`` once did for its validation ELBO) is upward;
+    the harness importing training is down; models importing guides is sideways, refused too."""
+    graph = {"zoo.training.loop": {"zoo.evaluation.harness", "zoo.core.errors"},
+             "zoo.evaluation.harness": {"zoo.training.refit"}, "zoo.models.vae": {"guides.amortized"}}
+    assert upward_edges(graph) == [("zoo.models.vae", "guides.amortized"),
+                                   ("zoo.training.loop", "zoo.evaluation.harness")]

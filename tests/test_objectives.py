@@ -268,7 +268,7 @@ def test_jit_and_ddp_support_are_read_from_the_estimators():
     """The names --jit and --distributed accept are those whose estimator declares it."""
     from zoo.core.components import OBJECTIVES
     from zoo.training.distributed import DDP_OBJECTIVES
-    from zoo.training.jit import JIT_OBJECTIVES
+    from zoo.objectives.jit import JIT_OBJECTIVES
     from zoo.objectives import objective_capabilities
     flat = {"elbo", "tracemeanfield", "tracegraph", "enum", "rws", "rws_pyro", "reinforce", "rloo", "stl", "dreg",
             "vimco", "renyi", "iwae", "renyi_pyro"}

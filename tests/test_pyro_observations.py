@@ -3,7 +3,6 @@ covariates, the two-particle trial run, forward-only modules and non-factory cla
 import json
 import math
 import re
-import textwrap
 
 import pyro
 import pyro.distributions as dist
@@ -208,7 +207,7 @@ def test_a_shape_written_for_one_particle_is_refused_at_build_time_with_its_line
     code, stdout, err = run_cli(["train", f"{tmp_path / 'shapes.py'}:{name}", "--objective", "elbo",
                                  "--dataset", "digits", "--out", out] + FAST, capsys)
     assert code == 2 and stdout == "" and err.count("\n") == 1
-    assert f"under 2 vectorized particles per datum" in err and f"(shapes.py, line {line})" in err, err
+    assert "under 2 vectorized particles per datum" in err and f"(shapes.py, line {line})" in err, err
     assert "never z.shape[0] or view(B, D)" in err
     assert not out.exists()
 

@@ -28,7 +28,7 @@ def test_the_cli_has_exactly_one_flag_per_registered_option_and_run_setting():
     train = parser._subparsers._group_actions[0].choices["train"]
     flags = {s for a in train._actions for s in a.option_strings}
     for kind in ("model", "guide", "objective"):
-        for name, (f, owners) in REGISTRIES[kind].options_fields().items():
+        for name, (f, _owners) in REGISTRIES[kind].options_fields().items():
             assert "--" + flat_name(f).replace("_", "-") in flags, (kind, name)
     for f in dataclasses.fields(RunConfig):
         if f.metadata and f.metadata.get("cli") is not False:

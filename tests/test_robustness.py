@@ -241,9 +241,9 @@ def test_malformed_arrays_get_our_error_and_nothing_else(a, tmp_path_factory):
                           ("ppca", {"latent_dim": 2})):
         model = zoo.build_model(name, 6, **options)
         guide = zoo.build_guide("amortized", model, hidden=(4,))
-        for call in (lambda: zoo.fit(model, guide, zoo.build_objective("elbo"), x, epochs=1,
+        for call in (lambda model=model, guide=guide: zoo.fit(model, guide, zoo.build_objective("elbo"), x, epochs=1,
                                      batch_size=max(1, min(2, x.shape[0] if x.dim() else 1)), lr=1e-3, progress=False),
-                     lambda: zoo.evaluate(model, guide, x, num_samples=2, iwae_k=1)):
+                     lambda model=model, guide=guide: zoo.evaluate(model, guide, x, num_samples=2, iwae_k=1)):
             try:
                 call()
             except ZooError:

@@ -3,7 +3,6 @@ same harness as the zoo's guides, checked against the model on a trial run, and 
 file in a run folder."""
 import copy
 import json
-from pathlib import Path
 
 import pyro
 import pyro.distributions as dist

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from pathlib import Path
@@ -302,18 +301,19 @@ def _list_objectives(objectives, describe) -> None:
 def cmd_train(args) -> None:
     from zoo.experiments.run import train_run
     if args.resume:
-        from zoo.experiments.run_folder import load_run
+        from zoo.experiments.run_folder import open_run
         from zoo.usercode.specs import is_file_spec
         out = Path(args.resume)
         if args.out and Path(args.out) != out:
             raise ZooError("give the run folder once: --resume DIR (not also a different --out)")
         model_file = args.model if is_file_spec(args.model) else None
         guide_file = args.guide if is_file_spec(args.guide) else None
-        _, stored = load_run(out, model_file, how=f"pyro-zoo train FILE.py:NAME --resume {out}",
-                             guide_file=guide_file, guide_how=f"pyro-zoo train --guide FILE.py:NAME --resume {out}")
+        loaded = open_run(out, model_file, how=f"pyro-zoo train FILE.py:NAME --resume {out}",
+                          guide_file=guide_file, guide_how=f"pyro-zoo train --guide FILE.py:NAME --resume {out}")
+        stored = loaded.config
         config = _config(args, stored.model if model_file or not args.model else args.model,
                          args.guide or stored.guide, args.objective or stored.objective, base=stored)
-        summary = train_run(config, out, resume=True, progress=not args.no_progress)
+        summary = train_run(config, out, resume=loaded, progress=not args.no_progress)
     else:
         if not args.model:
             raise ZooError("name a model, e.g. 'pyro-zoo train vae --guide amortized' (see 'pyro-zoo list')")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from zoo.core.errors import ZooError
 from zoo.core.components import REGISTRIES, OptionError, base_type
@@ -169,6 +169,3 @@ def component_summary(kind: str, name: str) -> str:
         parts.append(f"{_flag(f)}={shown}")
     return ", ".join(parts)
 
-
-def describe_capabilities(mapping: Mapping[str, bool]) -> str:
-    return ", ".join(k for k, v in mapping.items() if v)

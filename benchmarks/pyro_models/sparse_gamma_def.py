@@ -24,7 +24,6 @@ Usage::
         --objective elbo --dataset digits --epochs 2
 """
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.distributions import Gamma, Poisson
 

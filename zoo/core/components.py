@@ -59,7 +59,7 @@ import functools
 import importlib
 import math
 import typing
-from dataclasses import MISSING, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 from zoo.core.errors import OptionError, ZooError, unknown_name
@@ -405,6 +405,3 @@ DATASETS = Registry("dataset", ["zoo.data"], entry_points="pyro_zoo.datasets")
 #: kind -> registry, in the order the CLI and ``pyro-zoo list`` show them
 REGISTRIES = {"model": MODELS, "guide": GUIDES, "objective": OBJECTIVES, "dataset": DATASETS}
 
-
-def required(f: dataclasses.Field) -> bool:
-    return f.default is MISSING and f.default_factory is MISSING

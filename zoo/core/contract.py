@@ -55,7 +55,7 @@ from zoo.core.params import forget_parameters, register_module
 from zoo.core.plates import MAX_PLATE_NESTING, data_plate
 from zoo.core.views import ViewSite
 
-__all__ = ["LatentSite", "FORMS", "ViewSite", "ZooModel", "Borrowed", "check_data", "SUPPORTS", "guide_order", "children_of",
+__all__ = ["LatentSite", "FORMS", "ViewSite", "ZooModel", "Borrowed", "check_data", "SUPPORTS", "children_of",
            "posterior_order",
            # re-exported: what a model file needs besides the classes above
            "data_plate", "register_module", "MAX_PLATE_NESTING"]
@@ -225,40 +225,6 @@ class Borrowed:
         return self.module(*args, **kwargs)
 
 
-def guide_order(latents: Sequence[LatentSite]) -> Tuple[LatentSite, ...]:
-    """The latents with every site after its model children: a reverse topological order.
-
-    The model samples parents first (``z2`` then ``z1`` in ``z2 -> z1 -> x``); its posterior is
-    best factored the other way, bottom-up, ``q(z1 | x) q(z2 | z1, x)``, since each site's
-    children carry the evidence about it. This is the reverse of a topological order of the
-    model's latents (``parents`` as declared). With :func:`children_of` it is the structure that reads
-    the prior's arrows only; structured guides follow :func:`posterior_order`, which adds what the
-    posterior couples (co-parents, fill-in), and agrees with it on a chain.
-
-    Example::
-
-        >>> sites = (LatentSite("z2", (3,)), LatentSite("z1", (4,), parents=("z2",)))
-        >>> [s.name for s in guide_order(sites)]
-        ['z1', 'z2']
-    """
-    names = {s.name for s in latents}
-    for s in latents:
-        unknown = [p for p in s.parents if p not in names]
-        if unknown:
-            raise ZooError(f"latent {s.name!r} declares parents {unknown} that are not latent sites of the model")
-    done, order = set(), []
-    pending = list(latents)
-    while pending:                    # a site goes once all its children (sites naming it a parent) are placed
-        ready = [s for s in pending if all(c.name in done for c in pending + order
-                                           if s.name in c.parents and c.name != s.name)]
-        if not ready:
-            raise ZooError(f"the latents' declared parents form a cycle among {[s.name for s in pending]}")
-        for s in ready:
-            done.add(s.name)
-            order.append(s)
-            pending.remove(s)
-    return tuple(order)
-
 
 def children_of(site: LatentSite, latents: Sequence[LatentSite]) -> Tuple[LatentSite, ...]:
     """The latents that name ``site`` as a parent, in declaration order."""
@@ -291,8 +257,8 @@ def posterior_order(latents: Sequence[LatentSite], observed_parents: Optional[Se
     M2 gets q(y | x) q(z | x, y), the form in which ``enum`` sums y out beside a reparameterized z),
     then the one that adds the fewest fill-in edges (NaMI's min-fill heuristic), then declaration order.
 
-    A chain z2 -> z1 -> x gives q(z1 | x) q(z2 | z1, x) (each site's children, as :func:`guide_order`
-    and :func:`children_of` gave); beyond chains the two differ: co-parents and fill-in edges.
+    A chain z2 -> z1 -> x gives q(z1 | x) q(z2 | z1, x), each site conditioned on its children
+    (:func:`children_of`); beyond chains the posterior couples more: co-parents and fill-in edges.
 
     Why not ``pyro.infer.inspect.get_dependencies(...)["posterior_dependencies"]``, which cites the same
     paper: it reverses the edges and moralizes but adds no fill-in edges, which a faithful inverse needs.

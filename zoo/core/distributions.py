@@ -19,7 +19,6 @@ Example::
 from __future__ import annotations
 
 import itertools
-import math
 
 import pyro.distributions as dist
 import torch
@@ -184,7 +183,3 @@ def discrete_kl(p, q) -> torch.Tensor:
 def _kl_joint_discrete(p, q):
     return discrete_kl(p.base, q.base).sum(-1)
 
-
-def log_configurations(kind: str, shape) -> float:
-    """log of the number of joint configurations."""
-    return shape[0] * math.log(2 if kind == "binary" else shape[1])

@@ -39,7 +39,6 @@ from typing import Callable, Dict, List, Optional
 
 import math
 
-import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.broadcast_messenger import BroadcastMessenger

@@ -87,7 +87,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 import pyro.poutine as poutine

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
-import torch
 
 from zoo.core.errors import ZooError
 from zoo.evaluation.gaps import gaps_markdown, inference_gaps, same_family

@@ -28,7 +28,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import numpy as np
 import pyro
@@ -47,7 +47,8 @@ from zoo.objectives.base import for_model
 from zoo.registry import build_guide, build_model
 from zoo.rules import DataFacts, check_run, check_step, model_options
 from zoo.training import distributed as ddp
-from zoo.experiments.run_folder import load_run, load_weights, read_stored_config, refuse_foreign_checkpoint, writer_lock
+from zoo.experiments.run_folder import (LoadedRun, load_run, load_weights, read_stored_config,
+                                       refuse_foreign_checkpoint, writer_lock)
 from zoo.training.checkpoint import (atomic_path, atomic_write_bytes, atomic_write_text, load_checkpoint, rng_state,
                                      save_checkpoint, set_rng_state, signals_deferred)
 from zoo.training.callbacks import Checkpoint, Log, LRSchedule, ValidationELBO
@@ -133,9 +134,13 @@ def _is_best_epoch(history) -> bool:
     return all(history[-1]["valid_elbo"] >= h["valid_elbo"] for h in history[:-1] if h.get("valid_elbo") is not None)
 
 
-def train_run(config: RunConfig, out: Path, force: bool = False, resume: bool = False,
+def train_run(config: RunConfig, out: Path, force: bool = False, resume: Union[bool, LoadedRun] = False,
               progress: bool = True, data: Optional[Dataset] = None) -> Dict:
     """Train a run into folder ``out`` (resuming from its checkpoint if ``resume``), then evaluate it.
+
+    ``resume`` may be the folder already read (:func:`~zoo.experiments.run_folder.open_run`, as ``pyro-zoo
+    train --resume`` reads it to build ``config``): it is then not read again, only checked to be unchanged
+    once the folder is locked.
 
     The folder is locked for the whole run (a second writer is refused). A resumed run must be the
     folder's own (:func:`~zoo.experiments.run_folder.load_run`; a model file is the one named in
@@ -185,7 +190,7 @@ def _stopped_note(out: Path, kept: list, created: bool) -> str:
     return f"no checkpoint had been written, and nothing in {out} was changed"
 
 
-def _train_locked(run: Prepared, out: Path, resume: bool, progress: bool, world: int, main: bool,
+def _train_locked(run: Prepared, out: Path, resume: Union[bool, LoadedRun], progress: bool, world: int, main: bool,
                   saved: list, resumed: list) -> Dict:
     """:func:`train_run` once the folder is locked: restore a resumed run, train, evaluate."""
     config = run.config
@@ -195,8 +200,12 @@ def _train_locked(run: Prepared, out: Path, resume: bool, progress: bool, world:
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     history, start_epoch, start_step, epoch_total = [], 0, 0, 0.0
     if resume:
-        state, stored = load_run(out, model_file=config.model if is_file_spec(config.model) else None,
-                                 guide_file=config.guide if is_file_spec(config.guide) else None)
+        if isinstance(resume, LoadedRun):
+            resume.refuse_changed()
+            state, stored = resume.state, resume.config
+        else:
+            state, stored = load_run(out, model_file=config.model if is_file_spec(config.model) else None,
+                                     guide_file=config.guide if is_file_spec(config.guide) else None)
         refuse_mismatch(stored, config)
         _refuse_fewer_epochs(state, config, out)
         load_weights(run.model, run.guide, state, ckpt_path)

@@ -33,7 +33,8 @@ from zoo.training.checkpoint import load_checkpoint, non_finite_tensors
 from zoo.usercode.loading import file_sha256, only_named_files
 from zoo.usercode.specs import is_file_spec
 
-__all__ = ["read_stored_config", "refuse_foreign_checkpoint", "load_run", "load_weights", "writer_lock", "LOCK"]
+__all__ = ["read_stored_config", "refuse_foreign_checkpoint", "load_run", "LoadedRun", "open_run", "load_weights",
+           "writer_lock", "LOCK"]
 
 #: The lock file of a run folder (empty but for the holder's pid; a left-over one is harmless).
 LOCK = ".pyro-zoo.lock"
@@ -137,6 +138,38 @@ def load_run(out: Path, model_file: Optional[str] = None, how: str = "--model FI
     config = read_stored_config(state["config"], str(out / "checkpoint.pt"), model_file, how, guide_file, guide_how)
     refuse_foreign_checkpoint(run, config, out)
     return state, config
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    """A run folder read once (:func:`open_run`): its checkpoint ``state``, its checked ``config``, and the
+    checkpoint file's identity when it was read, so a later step (``train --resume`` under the folder's
+    lock) can use what was read instead of reading it again, after :meth:`refuse_changed`."""
+
+    folder: Path
+    state: Dict
+    config: RunConfig
+    stamp: Tuple[int, int, int]
+
+    def refuse_changed(self) -> None:
+        """Refuse if the checkpoint was rewritten since it was read (another writer finished in between)."""
+        if _stamp(self.folder / "checkpoint.pt") != self.stamp:
+            raise ZooError(f"{self.folder / 'checkpoint.pt'} changed while it was being resumed (another process "
+                           f"wrote it); run the command again")
+
+
+def _stamp(path: Path) -> Tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def open_run(out: Path, model_file: Optional[str] = None, how: str = "--model FILE.py:NAME",
+             guide_file: Optional[str] = None, guide_how: str = "--guide FILE.py:NAME") -> LoadedRun:
+    """:func:`load_run`, kept with the checkpoint's identity as a :class:`LoadedRun`."""
+    out = Path(out)
+    stamp = _stamp(out / "checkpoint.pt") if (out / "checkpoint.pt").is_file() else (0, 0, 0)
+    state, config = load_run(out, model_file, how, guide_file, guide_how)
+    return LoadedRun(out, state, config, stamp)
 
 
 def load_weights(model, guide, state: Mapping, source: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Dict
 
-from zoo.core.errors import ZooError, unknown_name
+from zoo.core.errors import unknown_name
 from zoo.homework.base import Assignment, Check
 
 __all__ = ["ASSIGNMENTS", "Assignment", "Check", "register", "get_assignment"]

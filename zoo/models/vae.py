@@ -43,7 +43,7 @@ from torch import nn
 from zoo.core.autoregressive import AutoregressiveBernoulli, DecoderOptions, autoregressive_decoder
 from zoo.core.distributions import IndependentBernoulli
 from zoo.core.nn import mlp
-from zoo.core.components import MODELS, Options, option
+from zoo.core.components import MODELS, option
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module

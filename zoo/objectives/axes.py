@@ -270,9 +270,9 @@ def build_objective(name: str, particles: Optional[int] = None, alpha: Optional[
     and ``insomnia`` may be given to any objective: each goes to the objectives that take it, and
     elsewhere must be left at its neutral value (alpha 0, insomnia 1).
 
-    ``jit=True`` wraps it in :class:`zoo.training.jit.JitObjective`: the training step is traced once and
+    ``jit=True`` wraps it in :class:`zoo.objectives.jit.JitObjective`: the training step is traced once and
     replayed (the same estimator with less Python per step). ``compile=True`` wraps it in
-    :class:`zoo.training.compiled.CompiledObjective` instead: the loss and its backward pass captured as
+    :class:`zoo.objectives.compiled.CompiledObjective` instead: the loss and its backward pass captured as
     one graph and compiled by ``torch.compile``. Which estimators either may capture is a rule
     (:func:`zoo.rules.check_capture`, which :func:`zoo.registry.build_objective` and a run ask first).
     """
@@ -284,10 +284,10 @@ def build_objective(name: str, particles: Optional[int] = None, alpha: Optional[
             given[key] = value
     objective = component.build(**given)
     if compile:
-        from zoo.training.compiled import CompiledObjective
+        from zoo.objectives.compiled import CompiledObjective
         return CompiledObjective(objective)
     if jit:
-        from zoo.training.jit import JitObjective
+        from zoo.objectives.jit import JitObjective
         return JitObjective(objective)
     return objective
 

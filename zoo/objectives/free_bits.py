@@ -35,8 +35,6 @@ from typing import Tuple
 
 import pyro.poutine as poutine
 import torch
-from pyro.distributions import Normal
-from pyro.distributions.torch_distribution import TorchDistributionMixin
 from pyro.infer import ELBO
 from torch.distributions import Independent, kl_divergence
 

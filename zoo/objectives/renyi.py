@@ -62,11 +62,6 @@ class RenyiBound(PerDatumObjective):
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
         self.alpha = float(alpha)
 
-    def per_datum_bound(self, model, guide, *args, **kwargs):
-        """Return (``[B]`` per-datum bounds, N/B)."""
-        lw = self.log_weights(model, guide, *args, **kwargs)
-        return self.bound(lw.log_w), lw.scale
-
 
 class IWAEBound(RenyiBound):
     """The per-datum importance-weighted bound of Burda et al. (2016): RenyiBound at alpha = 0.

@@ -34,7 +34,6 @@ lists the names that allow it.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import torch
 import torch.distributed as dist

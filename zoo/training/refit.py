@@ -50,7 +50,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List
 
 import pyro
 import torch

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Tuple
 
-import torch
 
 from zoo.core.errors import ZooError
 

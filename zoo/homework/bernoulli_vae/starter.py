@@ -14,7 +14,6 @@ See handout.md for the task and how it is graded; run `python selfcheck.py` to g
 """
 import torch
 import pyro
-import pyro.distributions as dist
 from torch import nn
 
 Z_DIM = 2          # the latent dimension used when you train on the digits yourself

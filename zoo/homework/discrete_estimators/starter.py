@@ -11,8 +11,6 @@ over the particles).
 
 See handout.md for the task and how it is graded; run `python selfcheck.py` to grade it locally.
 """
-import torch
-from torch.distributions import Bernoulli
 
 
 def log_q(logits, z):

@@ -12,7 +12,6 @@ parameters the submission returns.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -153,7 +152,7 @@ def _run_em(sub, x, latent_dim, iterations):
     W = torch.randn(x.shape[1], latent_dim)
     mu, sigma2 = x.mean(0), torch.tensor(1.0)
     lls = [average_log_likelihood(x, W, mu, sigma2)]
-    for t in range(iterations):
+    for _t in range(iterations):
         W, sigma2 = _em_step(sub, x, W, mu, sigma2, latent_dim)
         W, sigma2 = W.to(x.dtype), sigma2.to(x.dtype)
         lls.append(average_log_likelihood(x, W, mu, sigma2))

@@ -7,12 +7,6 @@
 
 See handout.md for the task and how it is graded; run `python selfcheck.py` to grade it locally.
 """
-import pyro
-import pyro.distributions as dist
-import torch
-from pyro.distributions import constraints
-from pyro.infer import SVI, Trace_ELBO
-from pyro.optim import ClippedAdam
 
 
 # -- 1. closed-form maximum likelihood ---------------------------------------------------------------

@@ -25,12 +25,12 @@ The same estimator, bound and random draws as the eager step:
 - Buffers a step updates in place (a baseline's running average) are inputs of the graph, and the
   compiled function writes them back.
 
-What a capture assumes is what a trace assumes (``zoo.training.jit``): the same control flow for the
+What a capture assumes is what a trace assumes (``zoo.objectives.jit``): the same control flow for the
 same shapes, so the cache key and the estimators offered are ``--jit``'s, and a step under an outer Pyro
 handler (KL warm-up) runs eagerly.
 
 Why not ``torch.compile`` on the step itself: TorchDynamo cannot follow Pyro's handler stack
-(``zoo.training.jit`` explains). Capturing below Pyro, at the dispatcher, sidesteps it.
+(``zoo.objectives.jit`` explains). Capturing below Pyro, at the dispatcher, sidesteps it.
 
 Capturing and compiling take up to a minute or two (Inductor writes and builds C++ or Triton code) and
 happen once per input shape; both run under ``torch.random.fork_rng`` and restore the buffers, so they
@@ -52,7 +52,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from zoo.core import params as model_base
 from zoo.core.contract import Borrowed
 from zoo.core.errors import ZooError
-from zoo.training.jit import (CapturedObjective, _buffers, _Compiled, _step_inputs, _tensor_valued_bounds,
+from zoo.objectives.jit import (CapturedObjective, _buffers, _Compiled, _step_inputs, _tensor_valued_bounds,
                               value_and_surrogate)
 
 __all__ = ["CompiledObjective", "check_compilable", "cpu_compiler"]
@@ -149,7 +149,7 @@ def _owners(tensors, modules) -> List[Tuple[torch.nn.Module, str]]:
 class CompiledObjective(CapturedObjective):
     """An objective whose training step is one compiled function, loss and gradients (see module docstring).
 
-    Everything but ``loss_and_grads`` is the wrapped objective's own (:class:`~zoo.training.jit.CapturedObjective`).
+    Everything but ``loss_and_grads`` is the wrapped objective's own (:class:`~zoo.objectives.jit.CapturedObjective`).
 
     Arguments:
         objective: a built objective whose estimator declares ``jit`` (one surrogate loss, one backward).

@@ -40,7 +40,7 @@ What a trace assumes, and how this class keeps to it:
 Why not ``torch.compile`` on the step: TorchDynamo cannot follow Pyro's handler stack. On a VAE's
 ``Trace_ELBO`` step ``torch._dynamo.explain`` finds a graph break at the handlers, and compiling
 hits the recompile limit at Pyro's ``poutine.runtime`` wrappers. ``--compile``
-(:mod:`zoo.training.compiled`) captures the step below Pyro instead, at the dispatcher, and hands
+(:mod:`zoo.objectives.compiled`) captures the step below Pyro instead, at the dispatcher, and hands
 that graph to ``torch.compile``. torch marks ``torch.jit.trace`` as deprecated in favour of
 ``torch.compile``; its ``FutureWarning`` is silenced here, once per trace, for that reason.
 
@@ -67,7 +67,7 @@ from pyro.poutine.runtime import _PYRO_STACK
 
 from zoo.core import params as model_base
 
-__all__ = ["JitObjective", "CapturedObjective", "JIT_OBJECTIVES"]
+__all__ = ["JitObjective", "CapturedObjective", "JIT_OBJECTIVES"]  # noqa: F822 (JIT_OBJECTIVES: module __getattr__)
 
 
 def __getattr__(name):
