@@ -86,7 +86,7 @@ def results_pages() -> dict:
 
 
 SITE_PAGES = {"README.md": "index", "zoo/README.md": "guide", "zoo/homework/INSTRUCTORS.md": "instructors",
-              "zoo/core/contract.py": "contract", **results_pages()}
+              "zoo/core/contract.py": "contract", "docs/architecture.md": "architecture", **results_pages()}
 
 
 def write_results_wrappers() -> None:
