@@ -62,14 +62,25 @@ GUIDES = ("mean-field", "prior-parents", "posterior")
 METRICS = (("elbo", "ELBO"), ("iwae_bound", "IWAE"), ("log_likelihood", "log p(x) (IS)"))
 
 
+def prior_parents_order(latents):
+    """The latents with every site after its model children (a reverse topological order of the prior's arrows)."""
+    order, pending = [], list(latents)
+    while pending:
+        ready = [s for s in pending if not any(s.name in c.parents for c in pending if c is not s)]
+        order += ready
+        pending = [s for s in pending if s not in ready]
+    return tuple(order)
+
+
 def prior_parents_guide():
-    """The amortized guide with the structure ``--structured`` had before: each site reads its model children."""
+    """The amortized guide whose structure reads the prior's arrows only: each site reads its model children
+    (the structure the posterior-structured guides are compared against)."""
     from guides import Amortized
-    from zoo.core.contract import children_of, guide_order
+    from zoo.core.contract import children_of
 
     class PriorParentsAmortized(Amortized):
         def structure(self, model):
-            return guide_order(self.sites), {s.name: children_of(s, self.sites) for s in self.sites}
+            return prior_parents_order(self.sites), {s.name: children_of(s, self.sites) for s in self.sites}
     return PriorParentsAmortized
 
 
