@@ -52,9 +52,25 @@ def involves_scratch(cell) -> bool:
     return model in NEW or guide in NEW or objective in NEW
 
 
+def meets_on_an_axis(cell) -> bool:
+    """The valid cells that train: each scratch component meets every registered component along one axis
+    (the scratch model with every guide under elbo and every objective under amortized, the scratch guide
+    with every model under elbo, the scratch objective with every model under amortized), and the scratch
+    components meet each other. The full cross of registered components is test_combinations' grid."""
+    model, guide, objective = cell[:3]
+    if sum(name in NEW for name in (model, guide, objective)) > 1:
+        return True
+    if model in NEW:
+        return guide == "amortized" or objective == "elbo"
+    if guide in NEW:
+        return objective == "elbo"
+    return objective in NEW and guide == "amortized"
+
+
 with scratch_components():
     VALID, INVALID = grid()
-VALID = [c for c in VALID if involves_scratch(c)]
+ALL_VALID = [c for c in VALID if involves_scratch(c)]
+VALID = [c for c in ALL_VALID if meets_on_an_axis(c)]
 INVALID = [c for c in INVALID if involves_scratch(c)]
 
 
@@ -69,7 +85,7 @@ def test_the_scratch_components_register_and_make_valid_cells_of_every_kind():
     for name in NEW:
         assert any(name in cell for cell in VALID), name
     assert ("bernoulli_mixture", "linear_encoder", "plain_elbo") in VALID
-    assert ("bernoulli_mixture", "amortized", "enum") in VALID and ("vae", "linear_encoder", "iwae") in VALID
+    assert ("bernoulli_mixture", "amortized", "enum") in VALID and ("vae", "linear_encoder", "iwae") in ALL_VALID
     assert ("bernoulli_mixture", "iaf", "plain_elbo") in [c[:3] for c in INVALID]
 
 
