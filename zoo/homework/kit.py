@@ -175,11 +175,11 @@ absolute() {{ case "$1" in /*) printf '%s\\n' "$1" ;; *) printf '%s/%s\\n' "$PWD
 SUBMISSION="$(absolute "${{AUTOGRADER_SUBMISSION:-/autograder/submission}}")"
 RESULTS="$(absolute "${{AUTOGRADER_RESULTS:-/autograder/results/results.json}}")"
 PYTHON="${{AUTOGRADER_PYTHON:-python3}}"
-STUDENT={STUDENT_USER}
+STUDENT="${{AUTOGRADER_STUDENT-{STUDENT_USER}}}"   # the user the submission runs as; empty: grade as this user
 export PYTHONDONTWRITEBYTECODE=1         # no readable bytecode of the root-only checks
 PRIVATE="$(mktemp -d)"                    # mode 700: the grade is written here first
 AS_USER=()
-if [ "$(id -u)" = 0 ] && id "$STUDENT" > /dev/null 2>&1; then
+if [ -n "$STUDENT" ] && [ "$(id -u)" = 0 ] && id "$STUDENT" > /dev/null 2>&1; then
   # The submission runs as $STUDENT; the grader's checks and this bundle's files are root's only.
   chmod 600 "$HERE/bundle.json" "$HERE/setup.sh"
   find "$SOURCE" -name checks.py -exec chmod 600 {{}} +
