@@ -36,6 +36,11 @@ is linear and capped at :data:`_MAX_REPLY` bytes, and a worker whose reply chann
 most :data:`_EXIT_GRACE` seconds, then killed. The worker's environment is :func:`worker_environment`
 (named variables only), never the grader's.
 
+**Each worker runs in a sandbox** (:mod:`zoo.homework.sandbox`, bubblewrap): its own pid, user and network
+namespaces, a read-only view of the system, the Python environment and the zoo (without the solutions),
+and a private copy of only the submission; killing the sandbox ends everything in it. Where no sandbox
+can be made, :func:`grade` refuses unless ``sandbox=False`` (``--unsafe-no-sandbox``), and then:
+
 **Nothing is left behind.** On Linux the grader makes itself a child subreaper
 (``prctl(PR_SET_CHILD_SUBREAPER)``), so a process the submission detaches (double fork +
 ``setsid``) is re-parented to the grader instead of escaping; when a worker ends, the grader kills
@@ -84,6 +89,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from zoo.core.errors import ZooError
 from zoo.homework import get_assignment
+from zoo.homework import sandbox as _sandbox
 from zoo.homework._worker import ProtocolError, decode, encode
 from zoo.homework.base import Assignment, Check
 
@@ -301,7 +307,7 @@ class Submission:
 def grade(assignment: Union[str, Assignment], submission: Union[str, Path], *, hidden: bool = False,
           seed: Optional[int] = None, timeout_scale: float = 1.0, threads: int = 1,
           only: Optional[Sequence[str]] = None, import_timeout: float = IMPORT_TIMEOUT,
-          as_user: Optional[str] = None, budget: Optional[float] = None) -> GradeResult:
+          as_user: Optional[str] = None, budget: Optional[float] = None, sandbox: bool = True) -> GradeResult:
     """Grade ``submission`` (a .py file, or a folder holding one) on ``assignment``.
 
     Arguments:
@@ -318,6 +324,8 @@ def grade(assignment: Union[str, Assignment], submission: Union[str, Path], *, h
             default) is :data:`BUDGET_FACTOR` times the reference solution's grade time on this machine now
             (``assignment.reference_time`` times :func:`calibrate`, times ``timeout_scale``), and no budget for an
             assignment that records no reference time.
+        sandbox: run the worker in a bubblewrap sandbox (:mod:`zoo.homework.sandbox`); where none can be made,
+            grading is refused unless this is False (``--unsafe-no-sandbox``).
     """
     hw = get_assignment(assignment) if isinstance(assignment, str) else assignment
     path = find_submission(submission).resolve()
@@ -334,6 +342,9 @@ def grade(assignment: Union[str, Assignment], submission: Union[str, Path], *, h
             from zoo.core.errors import unknown_name
             raise unknown_name(f"check of {hw.name}", unknown[0], [c.name for c in hw.checks])
         checks = [c for c in checks if c.name in set(only)]
+    if sandbox and _sandbox.refusal() is not None:
+        raise ZooError(f"cannot grade in a sandbox: {_sandbox.refusal()}; pass --unsafe-no-sandbox to grade without "
+                       f"one (the submission then runs as you, beside your files: see INSTRUCTORS.md)")
     if budget is None and hw.reference_time is not None:
         budget = BUDGET_FACTOR * hw.reference_time * calibrate() * timeout_scale
     if budget is not None and not budget > 0:
@@ -341,7 +352,8 @@ def grade(assignment: Union[str, Assignment], submission: Union[str, Path], *, h
     start = time.perf_counter()
     results: List[CheckResult] = []
     deadline = time.monotonic() + budget if budget is not None else math.inf
-    session = _Session(path, threads, import_timeout, as_user, deadline)
+    cpu_total = import_timeout + sum(c.timeout for c in checks) * timeout_scale
+    session = _Session(path, threads, import_timeout, as_user, deadline, sandbox, cpu_total)
     cache: Dict[str, Any] = {}
     import_failure: Optional[str] = None
     spent = f"not run: the grade's time budget of {budget or 0:.0f} s (wall clock) was spent on the checks before it"
@@ -464,6 +476,23 @@ def _alive(pid: int) -> bool:
     return False
 
 
+def _tree_cpu_seconds(root: int) -> Optional[float]:
+    """User + system CPU seconds of ``root`` and every live descendant, each with the children it waited for."""
+    if _stat(root) is None:
+        return None
+    table = _processes()
+    children: Dict[int, List[int]] = {}
+    for pid, fields in table.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        if pid in table:
+            total += sum(int(f) for f in table[pid][11:15])
+        stack.extend(children.get(pid, []))
+    return total / _CLOCK_TICKS
+
+
 def _processes() -> Dict[int, List[str]]:
     found = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
@@ -516,8 +545,10 @@ class _Session:
     """The worker of one grade: started on demand, replaced after a timeout or crash, and at the end killed
     with everything it left behind."""
 
-    def __init__(self, path: Path, threads: int, import_timeout: float, as_user: Optional[str], deadline: float):
+    def __init__(self, path: Path, threads: int, import_timeout: float, as_user: Optional[str], deadline: float,
+                 sandbox: bool, cpu_total: float):
         self.path, self.threads, self.import_timeout, self.as_user = path, threads, import_timeout, as_user
+        self.sandbox, self.cpu_total = sandbox, cpu_total
         self.deadline, self.budget = deadline, deadline - time.monotonic()
         self.worker: Optional[_Worker] = None
         self._ids = 0
@@ -529,8 +560,7 @@ class _Session:
     def start(self) -> Optional[str]:
         """Start a worker that imported the submission; the reason why not, or None."""
         _become_subreaper()
-        self.worker, failure = _Worker.start(self.path, self.threads, self.import_timeout, self.as_user,
-                                             self.deadline)
+        self.worker, failure = _Worker.start(self, self.deadline)
         return failure
 
     def stop(self) -> None:
@@ -555,7 +585,8 @@ class _Worker:
         self._buffer, self._scanned = bytearray(), 0
 
     @classmethod
-    def start(cls, path: Path, threads: int, import_timeout: float, as_user: Optional[str], deadline: float):
+    def start(cls, session: "_Session", deadline: float):
+        path, threads, import_timeout, as_user = session.path, session.threads, session.import_timeout, session.as_user
         read_fd, write_fd = os.pipe()
         user = {}
         home = None
@@ -568,23 +599,33 @@ class _Worker:
                     from None
             user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
             home = "/tmp"
-        env = worker_environment(threads, as_user, home)
+        env = worker_environment(threads, as_user, "/tmp" if session.sandbox else home)
         command = [sys.executable, str(Path(__file__).with_name("_worker.py")), str(path), str(write_fd)]
+        fds, cwd = [write_fd], str(path.parent)
+        if session.sandbox:
+            source = os.memfd_create("submission")      # bwrap copies it into the sandbox's private folder
+            os.write(source, path.read_bytes())
+            os.lseek(source, 0, os.SEEK_SET)
+            limits = {**_sandbox.LIMITS, "RLIMIT_CPU": int(session.cpu_total) + 60}
+            env["PYRO_ZOO_WORKER_LIMITS"] = json.dumps(limits)
+            command, env, cwd = _sandbox.command(command, path, source, env), {"PATH": os.defpath}, "/"
+            fds.append(source)
         uptime = _uptime_ticks()
         with _LOCK:
             try:
                 proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, pass_fds=(write_fd,), env=env,
-                                        cwd=str(path.parent), start_new_session=True, **user)
+                                        stderr=subprocess.DEVNULL, pass_fds=tuple(fds), env=env,
+                                        cwd=cwd, start_new_session=True, **user)
             except OSError as e:
-                os.close(read_fd)
-                os.close(write_fd)
+                for fd in [read_fd, *fds]:
+                    os.close(fd)
                 who = f" as {as_user}" if as_user else ""
                 raise ZooError(f"cannot start the grader's worker{who}: {e.strerror or e} "
                                f"({e.filename or sys.executable}); it must be able to run {sys.executable} and "
                                f"read {path}") from None
             _LIVE_WORKERS.add(proc.pid)
-        os.close(write_fd)
+        for fd in fds:
+            os.close(fd)
         worker = cls(proc, read_fd, uptime)
         try:
             failure = worker._handshake(import_timeout, deadline)
@@ -679,8 +720,9 @@ class _Worker:
                                            "(forged or garbled)") from None
 
     def cpu_seconds(self) -> Optional[float]:
-        """CPU seconds of the worker and of the children it waited for; None without /proc."""
-        return _cpu_seconds(self.proc.pid)
+        """CPU seconds of the worker's whole process tree (the sandbox and everything in it, and the children
+        they waited for); None without /proc."""
+        return _tree_cpu_seconds(self.proc.pid)
 
     def kill(self):
         if self.proc.poll() is None:
