@@ -693,13 +693,16 @@ class _Worker:
         start_cpu = self.cpu_seconds() if cpu else None
         used_cpu = lambda: (self.cpu_seconds() or start_cpu) - start_cpu if start_cpu is not None \
             else time.monotonic() - start_wall
+        next_look = start_wall                   # the CPU time (a scan of /proc) is looked at 10 times a second
         while True:
             end = self._buffer.find(b"\n", self._scanned)
             if end >= 0:
                 break
             self._scanned = len(self._buffer)
-            if used_cpu() > cpu_left or time.monotonic() - start_wall > wall_left:
-                return _TIMEOUT, used_cpu(), time.monotonic() - start_wall
+            if time.monotonic() >= next_look:
+                next_look = time.monotonic() + 0.1
+                if used_cpu() > cpu_left or time.monotonic() - start_wall > wall_left:
+                    return _TIMEOUT, used_cpu(), time.monotonic() - start_wall
             ready, _, _ = select.select([self.reply_fd], [], [], 0.1)
             if not ready:
                 continue
