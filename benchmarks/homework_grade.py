@@ -32,7 +32,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     from zoo.core.errors import ZooError
     from zoo.homework import ASSIGNMENTS, get_assignment
-    from zoo.homework.grader import grade
+    from zoo.homework.grader import calibrate, grade
     from zoo.homework.kit import assignment_folder, solution_path
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
@@ -46,10 +46,13 @@ def main(argv=None):
         folder = assignment_folder(hw)
         for label, path, seed in [("solution", solution_path(hw), s) for s in seeds] + \
                                  [("starter", folder / "starter.py", seeds[0])]:
+            unit = calibrate()
             start = time.perf_counter()
             result = grade(hw, path, hidden=True, seed=seed, threads=1)
             wall = time.perf_counter() - start
+            unit = (unit + calibrate()) / 2
             rows.append({"assignment": hw.name, "submission": label, "seed": seed, "seconds": round(wall, 2),
+                         "calibrate_seconds": round(unit, 4), "reference_time": round(wall / unit, 1),
                          "score": result.score, "max_score": result.max_score,
                          "checks": [{"name": c.name, "status": c.status, "points": c.points,
                                      "seconds": round(c.seconds, 2), "message": c.message} for c in result.checks]})
@@ -60,10 +63,12 @@ def main(argv=None):
           f"Command: `{' '.join(['python', 'benchmarks/homework_grade.py'] + (argv or sys.argv[1:]))}` "
           f"(result: `{path.name}`). One worker process, one torch thread, hidden checks on. "
           f"Load average of the machine at the start: {load_at_start} on {os.cpu_count()} logical cores.", "",
-          "| assignment | submission | seed | score | seconds |", "|---|---|---|---|---|"]
+          "`reference_time` is the grade's seconds over `zoo.homework.grader.calibrate()`'s at the time: the unit "
+          "of `Assignment.reference_time`, from which the grader's time budget is scaled.", "",
+          "| assignment | submission | seed | score | seconds | reference_time |", "|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['assignment']} | {r['submission']} | {r['seed']} | {r['score']:g} / {r['max_score']:g} "
-                  f"| {r['seconds']:.1f} |")
+                  f"| {r['seconds']:.1f} | {r['reference_time']:.0f} |")
     md += ["", "Per check (reference solution, first seed): seconds and output", "",
            "| assignment | check | seconds | output |", "|---|---|---|---|"]
     for r in rows:

@@ -236,7 +236,7 @@ def test_init_and_solution_folders(tmp_path, capsys):
 DETACHED_STARTER_SUFFIX = """
 import json as _json, os as _os, time as _time
 from pathlib import Path as _Path
-_RESULTS = _Path(_os.environ["AUTOGRADER_RESULTS"]).resolve()
+_RESULTS = _Path(__file__).resolve().parents[1] / "results.json"     # where the test's run_autograder writes
 if _os.fork() == 0:                      # a daemon that rewrites Gradescope's results after run_autograder returns
     _os.setsid()
     if _os.fork() == 0:
@@ -277,8 +277,10 @@ def test_bundle_contents_and_run_autograder(tmp_path):
         if p.name in ("setup.sh", "run_autograder"):
             p.chmod(0o755)
     (tmp_path / "submission").mkdir()
+    # AUTOGRADER_STUDENT="": graded as this user, whatever users the machine has (a pyrozoo-student that cannot
+    # run this interpreter, e.g. one under /root, used to fail this test as root)
     env = dict(os.environ, AUTOGRADER_SUBMISSION="submission", AUTOGRADER_RESULTS="results.json",
-               AUTOGRADER_PYTHON=sys.executable)
+               AUTOGRADER_PYTHON=sys.executable, AUTOGRADER_STUDENT="")
     env.pop("PYTHONPATH", None)
     subprocess.run([str(source / "run_autograder")], env=env, cwd=tmp_path, timeout=300, check=True,
                    capture_output=True)

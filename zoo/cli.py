@@ -150,6 +150,9 @@ def _add_homework(sub) -> None:
                         "one per grade, recorded in --json)")
     p.add_argument("--as-user", default=None, metavar="USER",
                    help="run the submission as this unprivileged user (needs root; the Gradescope bundle does)")
+    p.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="grade without the bubblewrap sandbox where none can be made (the submission then runs as "
+                        "you, beside your files; see zoo/homework/INSTRUCTORS.md)")
     p.add_argument("--only", type=flags.names, default=None, help="comma-separated checks to run (default all)")
     _add_grading_flags(p)
 
@@ -422,7 +425,8 @@ def cmd_grade(args) -> None:
     for out in outputs:
         check_output_file(out)                  # refused before grading, not after
     result = grade(hw, args.submission, hidden=args.hidden, seed=args.seed, timeout_scale=args.timeout_scale,
-                   only=args.only, as_user=args.as_user)
+                   only=args.only, as_user=args.as_user,
+                   sandbox=not args.unsafe_no_sandbox)
     print(result.table())
     if args.json:
         write_results(args.json, result.to_json())

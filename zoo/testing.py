@@ -334,7 +334,8 @@ def assert_variance_order(estimators: Mapping[str, Callable[[], TensorLike]], or
                                  f"ratio {va / vb:.3g}, {z:.2g} standard errors above {min_ratio:g} "
                                  f"(need {sigmas:g}, {num_samples} samples each)")
     steps = " > ".join(f"{name} {stats[name][0]:.3g}" for name in order)
-    ratios = ", ".join(f"{stats[a][0] / stats[b][0]:.3g}" for a, b in zip(order[:-1], order[1:]))
+    ratios = ", ".join(f"{stats[a][0] / stats[b][0]:.3g}" if stats[b][0] > 0 else "inf"
+                       for a, b in zip(order[:-1], order[1:]))
     return f"variance decreases: {steps} (ratio{'s' * (len(order) > 2)} {ratios})"
 
 

@@ -139,6 +139,14 @@ def _seed(seed: int) -> None:
         sys.modules["pyro"].clear_param_store()
 
 
+def _limit(limits) -> None:
+    """Set the sandbox's resource limits (``{"RLIMIT_AS": bytes, ...}``) on this process, before the submission
+    is imported: they bind it and every process it starts."""
+    import resource
+    for name, value in limits.items():
+        resource.setrlimit(getattr(resource, name), (value, value))
+
+
 def _target(request, submission):
     """The function a request names: a top-level function of the submission, or a probe of the kit."""
     if "call" in request:
@@ -166,6 +174,7 @@ def main(argv) -> None:
 
     sys.path[0] = str(Path(path).resolve().parent)
     sys.meta_path.insert(0, _GraderOnly())
+    _limit(json.loads(os.environ.pop("PYRO_ZOO_WORKER_LIMITS", "{}")))
     _seed(0)
     reply(started=True)                          # the submission's import time is counted from here
     try:

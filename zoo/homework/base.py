@@ -67,12 +67,16 @@ class Assignment:
         checks: the graded checks, in the order they run.
         package: ``"zoo.homework.<name>"``; its folder holds handout.md, starter.py, selfcheck.py,
             checks.py and probes.py.
+        reference_time: the reference solution's whole grade (hidden checks on, worker start included) in units
+            of :func:`zoo.homework.grader.calibrate`, as ``benchmarks/homework_grade.py`` measures it; the
+            grader's time budget for a grade is a multiple of it. ``None``: no budget besides each check's limit.
     """
 
     name: str
     title: str
     checks: Tuple[Check, ...]
     package: str
+    reference_time: Optional[float] = None
 
     @property
     def max_points(self) -> float:

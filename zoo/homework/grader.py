@@ -25,12 +25,27 @@ the worker is killed and a fresh one serves the next check. What a check compute
 **Time limits are CPU time** of the worker (``/proc/PID/stat``: the worker's user + system time
 and that of the children it waited for), so a busy machine does not fail a correct submission;
 a wall-clock backstop of :data:`WALL_FACTOR` times the limit catches a submission that sleeps.
-Where ``/proc`` is missing (not Linux) the limits are wall-clock time.
+Where ``/proc`` is missing (not Linux) the limits are wall-clock time. **A grade has a total budget** of
+wall-clock time, :data:`BUDGET_FACTOR` times the reference solution's grade time on this machine now
+(``Assignment.reference_time`` in units of :func:`calibrate`, timed when the grade starts); past it the
+remaining checks score 0 with one line.
+
+**The protocol cannot hang or crash the grader.** Whatever comes back on the reply pipe (nothing, a closed
+descriptor, garbage, binary, a partial or huge line) ends as the check's failure with one line: the reader
+is linear and capped at :data:`_MAX_REPLY` bytes, and a worker whose reply channel closed is waited for at
+most :data:`_EXIT_GRACE` seconds, then killed. The worker's environment is :func:`worker_environment`
+(named variables only), never the grader's.
+
+**Each worker runs in a sandbox** (:mod:`zoo.homework.sandbox`, bubblewrap): its own pid, user and network
+namespaces, a read-only view of the system, the Python environment and the zoo (without the solutions),
+and a private copy of only the submission; killing the sandbox ends everything in it. Where no sandbox
+can be made, :func:`grade` refuses unless ``sandbox=False`` (``--unsafe-no-sandbox``), and then:
 
 **Nothing is left behind.** On Linux the grader makes itself a child subreaper
 (``prctl(PR_SET_CHILD_SUBREAPER)``), so a process the submission detaches (double fork +
 ``setsid``) is re-parented to the grader instead of escaping; when a worker ends, the grader kills
-every process descended from it, looping until none is left, before :func:`grade` returns (so
+every process descended from it (by thread group: a process whose main thread exited while another
+thread runs is alive), looping until none is left, before :func:`grade` returns (so
 before any results file is written). ``as_user`` runs the worker as an unprivileged user (the
 Gradescope bundle does; the grader must then run as root).
 
@@ -57,6 +72,7 @@ import ctypes
 import hashlib
 import importlib
 import json
+import math
 import os
 import platform
 import random
@@ -73,11 +89,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from zoo.core.errors import ZooError
 from zoo.homework import get_assignment
+from zoo.homework import sandbox as _sandbox
 from zoo.homework._worker import ProtocolError, decode, encode
 from zoo.homework.base import Assignment, Check
 
 __all__ = ["grade", "GradeResult", "CheckResult", "CheckContext", "Submission", "SubmissionError",
-           "find_submission", "with_points", "check_output_file", "write_results", "IMPORT_TIMEOUT", "WALL_FACTOR"]
+           "find_submission", "with_points", "check_output_file", "write_results", "calibrate", "worker_environment",
+           "IMPORT_TIMEOUT", "WALL_FACTOR", "BUDGET_FACTOR", "WORKER_ENVIRONMENT"]
 
 #: Seconds of CPU time a submission may take to import.
 IMPORT_TIMEOUT = 60.0
@@ -89,6 +107,16 @@ _START_TIMEOUT = 300.0
 _MAX_MESSAGE = 300
 #: The longest reply read from the worker (bytes): a bigger one fails the check.
 _MAX_REPLY = 256 * 2 ** 20
+#: Seconds the grader waits for a worker whose reply channel closed to exit, before it kills it.
+_EXIT_GRACE = 0.5
+#: A grade's wall-clock budget, in multiples of the reference solution's own grade time on this machine (its
+#: ``Assignment.reference_time`` times :func:`calibrate` now, so a loaded or slow machine gets a larger budget).
+BUDGET_FACTOR = 10.0
+#: Variables the worker takes from the grader's environment when they are set; nothing else is passed on.
+WORKER_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "LD_LIBRARY_PATH", "HOME", "TMPDIR")
+#: What :meth:`_Worker._read` returns past the time limits, and when the reply channel closed (no JSON value is
+#: either, so no reply can be taken for them).
+_TIMEOUT, _ENDED = object(), object()
 
 
 @dataclass
@@ -256,12 +284,12 @@ class Submission:
             raise _WorkerTrouble("crashed", "the grader's worker process is gone")
         request_id = self._session.next_id()
         request = {"id": request_id, "seed": self._random.randrange(2 ** 31), **target, "args": encode(list(args))}
-        reply, used_cpu, used_wall = worker.request(request, self._limit - self._cpu_used,
-                                                    WALL_FACTOR * self._limit - self._wall_used)
+        wall_left = min(WALL_FACTOR * self._limit - self._wall_used, self._session.deadline - time.monotonic())
+        reply, used_cpu, used_wall = worker.request(request, self._limit - self._cpu_used, wall_left)
         self._cpu_used += used_cpu
         self._wall_used += used_wall
-        if not isinstance(reply, dict) or reply.get("id") != request_id or not ({"value"} == set(reply) - {"id"} or
-                                                                             {"error"} == set(reply) - {"id"}):
+        if not isinstance(reply, dict) or type(reply.get("id")) is not int or reply["id"] != request_id or \
+                not ({"value"} == set(reply) - {"id"} or {"error"} == set(reply) - {"id"}):
             raise _WorkerTrouble("failed", "the submission's process sent a reply that does not answer the "
                                            "grader's request (forged or garbled)")
         if "error" in reply:
@@ -270,13 +298,16 @@ class Submission:
             return decode(reply["value"])
         except ProtocolError as e:
             raise _WorkerTrouble("failed", f"the submission's process sent {e} instead of a value") from None
+        except Exception as e:                   # e.g. a number torch cannot hold
+            raise _WorkerTrouble("failed", f"the submission's process sent a value the grader cannot read "
+                                           f"({type(e).__name__})") from None
 
 
 # -- grading -------------------------------------------------------------------------------------------
 def grade(assignment: Union[str, Assignment], submission: Union[str, Path], *, hidden: bool = False,
           seed: Optional[int] = None, timeout_scale: float = 1.0, threads: int = 1,
           only: Optional[Sequence[str]] = None, import_timeout: float = IMPORT_TIMEOUT,
-          as_user: Optional[str] = None) -> GradeResult:
+          as_user: Optional[str] = None, budget: Optional[float] = None, sandbox: bool = True) -> GradeResult:
     """Grade ``submission`` (a .py file, or a folder holding one) on ``assignment``.
 
     Arguments:
@@ -289,6 +320,12 @@ def grade(assignment: Union[str, Assignment], submission: Union[str, Path], *, h
         only: grade only these checks (by name).
         import_timeout: CPU seconds the submission may take to import.
         as_user: run the worker as this (unprivileged) user; the grader must be root.
+        budget: wall-clock seconds for the whole grade, after which the remaining checks score 0; ``None`` (the
+            default) is :data:`BUDGET_FACTOR` times the reference solution's grade time on this machine now
+            (``assignment.reference_time`` times :func:`calibrate`, times ``timeout_scale``), and no budget for an
+            assignment that records no reference time.
+        sandbox: run the worker in a bubblewrap sandbox (:mod:`zoo.homework.sandbox`); where none can be made,
+            grading is refused unless this is False (``--unsafe-no-sandbox``).
     """
     hw = get_assignment(assignment) if isinstance(assignment, str) else assignment
     path = find_submission(submission).resolve()
@@ -305,13 +342,26 @@ def grade(assignment: Union[str, Assignment], submission: Union[str, Path], *, h
             from zoo.core.errors import unknown_name
             raise unknown_name(f"check of {hw.name}", unknown[0], [c.name for c in hw.checks])
         checks = [c for c in checks if c.name in set(only)]
+    if sandbox and _sandbox.refusal() is not None:
+        raise ZooError(f"cannot grade in a sandbox: {_sandbox.refusal()}; pass --unsafe-no-sandbox to grade without "
+                       f"one (the submission then runs as you, beside your files: see INSTRUCTORS.md)")
+    if budget is None and hw.reference_time is not None:
+        budget = BUDGET_FACTOR * hw.reference_time * calibrate() * timeout_scale
+    if budget is not None and not budget > 0:
+        raise ZooError(f"the grade's budget must be > 0 seconds, got {budget}")
     start = time.perf_counter()
     results: List[CheckResult] = []
-    session = _Session(path, threads, import_timeout, as_user)
+    deadline = time.monotonic() + budget if budget is not None else math.inf
+    cpu_total = import_timeout + sum(c.timeout for c in checks) * timeout_scale
+    session = _Session(path, threads, import_timeout, as_user, deadline, sandbox, cpu_total)
     cache: Dict[str, Any] = {}
     import_failure: Optional[str] = None
+    spent = f"not run: the grade's time budget of {budget or 0:.0f} s (wall clock) was spent on the checks before it"
     try:
         for check in checks:
+            if time.monotonic() >= deadline:
+                results.append(_result(check, "timeout", spent))
+                continue
             if import_failure is None and session.worker is None:
                 import_failure = session.start()
             if import_failure is not None:
@@ -351,8 +401,11 @@ def _run_check(check: Check, session: "_Session", seed: int, cache: Dict, timeou
         return _result(check, "error", str(e), time.perf_counter() - start)
     except _WorkerTrouble as e:
         session.stop()
-        message = (f"took longer than its {limit:g} s time limit (CPU time; an infinite loop?)" if e.status == "timeout"
-                   else str(e))
+        message = str(e)
+        if e.status == "timeout":
+            message = (f"stopped when the grade's time budget of {session.budget:.0f} s (wall clock) ran out"
+                       if time.monotonic() >= session.deadline else
+                       f"took longer than its {limit:g} s time limit (CPU time; an infinite loop?)")
         return _result(check, e.status, message, time.perf_counter() - start)
     except Exception as e:                       # the grader's own code choked on a value: the check fails
         return _result(check, "error", f"the grader could not use what the submission returned: "
@@ -406,6 +459,40 @@ def _cpu_seconds(pid: int) -> Optional[float]:
     return None if fields is None else sum(int(f) for f in fields[11:15]) / _CLOCK_TICKS
 
 
+def _alive(pid: int) -> bool:
+    """Whether any thread of ``pid``'s thread group still runs: a leader that exited (state Z) while another
+    thread runs on is alive, and a signal to the leader's pid reaches the whole group."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+        except OSError:
+            continue
+        if text[text.rindex(")") + 2:][:1] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _tree_cpu_seconds(root: int) -> Optional[float]:
+    """User + system CPU seconds of ``root`` and every live descendant, each with the children it waited for."""
+    if _stat(root) is None:
+        return None
+    table = _processes()
+    children: Dict[int, List[int]] = {}
+    for pid, fields in table.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        if pid in table:
+            total += sum(int(f) for f in table[pid][11:15])
+        stack.extend(children.get(pid, []))
+    return total / _CLOCK_TICKS
+
+
 def _processes() -> Dict[int, List[str]]:
     found = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
@@ -428,7 +515,7 @@ def _kill_leftovers(root: int, since_ticks: int) -> None:
         with _LOCK:
             live = set(_LIVE_WORKERS)
         strays = [pid for pid in children.get(me, []) if pid not in live and int(table[pid][19]) >= since_ticks
-                  and table[pid][0] != "Z"]
+                  and _alive(pid)]
         targets, stack = set(), [root, *strays]
         while stack:
             pid = stack.pop()
@@ -437,7 +524,7 @@ def _kill_leftovers(root: int, since_ticks: int) -> None:
                     targets.add(child)
                     stack.append(child)
         targets |= set(strays)
-        targets = {p for p in targets if table.get(p, ["Z"])[0] != "Z"}
+        targets = {p for p in targets if _alive(p)}
         for pid in targets:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -458,8 +545,11 @@ class _Session:
     """The worker of one grade: started on demand, replaced after a timeout or crash, and at the end killed
     with everything it left behind."""
 
-    def __init__(self, path: Path, threads: int, import_timeout: float, as_user: Optional[str]):
+    def __init__(self, path: Path, threads: int, import_timeout: float, as_user: Optional[str], deadline: float,
+                 sandbox: bool, cpu_total: float):
         self.path, self.threads, self.import_timeout, self.as_user = path, threads, import_timeout, as_user
+        self.sandbox, self.cpu_total = sandbox, cpu_total
+        self.deadline, self.budget = deadline, deadline - time.monotonic()
         self.worker: Optional[_Worker] = None
         self._ids = 0
 
@@ -470,7 +560,7 @@ class _Session:
     def start(self) -> Optional[str]:
         """Start a worker that imported the submission; the reason why not, or None."""
         _become_subreaper()
-        self.worker, failure = _Worker.start(self.path, self.threads, self.import_timeout, self.as_user)
+        self.worker, failure = _Worker.start(self, self.deadline)
         return failure
 
     def stop(self) -> None:
@@ -492,17 +582,14 @@ class _Worker:
 
     def __init__(self, proc: subprocess.Popen, reply_fd: int, started_ticks: int):
         self.proc, self.reply_fd, self.started_ticks = proc, reply_fd, started_ticks
-        self._buffer = b""
+        self._buffer, self._scanned = bytearray(), 0
 
     @classmethod
-    def start(cls, path: Path, threads: int, import_timeout: float, as_user: Optional[str]):
+    def start(cls, session: "_Session", deadline: float):
+        path, threads, import_timeout, as_user = session.path, session.threads, session.import_timeout, session.as_user
         read_fd, write_fd = os.pipe()
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                   PYTHONDONTWRITEBYTECODE="1")
-        # the worker must import this same zoo (a checkout run with `python -m zoo`, not an installed one)
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         user = {}
+        home = None
         if as_user is not None:
             import pwd
             try:
@@ -511,44 +598,66 @@ class _Worker:
                 raise ZooError(f"no user {as_user!r} to run the submission as; create it (see INSTRUCTORS.md)") \
                     from None
             user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-            env.update(HOME="/tmp", USER=as_user, LOGNAME=as_user)
+            home = "/tmp"
+        env = worker_environment(threads, as_user, "/tmp" if session.sandbox else home)
         command = [sys.executable, str(Path(__file__).with_name("_worker.py")), str(path), str(write_fd)]
+        fds, cwd = [write_fd], str(path.parent)
+        if session.sandbox:
+            source = os.memfd_create("submission")      # bwrap copies it into the sandbox's private folder
+            os.write(source, path.read_bytes())
+            os.lseek(source, 0, os.SEEK_SET)
+            limits = {**_sandbox.LIMITS, "RLIMIT_CPU": int(session.cpu_total) + 60}
+            env["PYRO_ZOO_WORKER_LIMITS"] = json.dumps(limits)
+            command, env, cwd = _sandbox.command(command, path, source, env), {"PATH": os.defpath}, "/"
+            fds.append(source)
         uptime = _uptime_ticks()
         with _LOCK:
             try:
                 proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, pass_fds=(write_fd,), env=env,
-                                        cwd=str(path.parent), start_new_session=True, **user)
+                                        stderr=subprocess.DEVNULL, pass_fds=tuple(fds), env=env,
+                                        cwd=cwd, start_new_session=True, **user)
             except OSError as e:
-                os.close(read_fd)
-                os.close(write_fd)
+                for fd in [read_fd, *fds]:
+                    os.close(fd)
                 who = f" as {as_user}" if as_user else ""
                 raise ZooError(f"cannot start the grader's worker{who}: {e.strerror or e} "
                                f"({e.filename or sys.executable}); it must be able to run {sys.executable} and "
                                f"read {path}") from None
             _LIVE_WORKERS.add(proc.pid)
-        os.close(write_fd)
+        for fd in fds:
+            os.close(fd)
         worker = cls(proc, read_fd, uptime)
-        reply, _, _ = worker._read(_START_TIMEOUT, _START_TIMEOUT, cpu=False)
-        if not isinstance(reply, dict) or not reply.get("started"):
+        try:
+            failure = worker._handshake(import_timeout, deadline)
+        except _WorkerTrouble as e:
+            failure = f"the submission does not import: {e}"
+        if failure is not None:
             worker.kill()
-            return None, "the grader's worker did not start"
-        reply, _, _ = worker._read(import_timeout, WALL_FACTOR * import_timeout)
-        if reply is None:
-            worker.kill()
-            return None, f"the submission did not finish importing within {import_timeout:g} s"
-        if reply == "died":
-            code = proc.wait()
-            worker.kill()
-            return None, f"the submission does not import: the process exited with code {code} while importing it"
+            return None, failure
+        return worker, None
+
+    def _handshake(self, import_timeout: float, deadline: float) -> Optional[str]:
+        """Wait for the worker to start and to import the submission: None, or why it did not."""
+        wall = lambda limit: max(0.0, min(limit, deadline - time.monotonic()))
+        reply, _, _ = self._read(_START_TIMEOUT, wall(_START_TIMEOUT), cpu=False)
+        if not isinstance(reply, dict) or reply.get("started") is not True:
+            return "the grader's worker did not start"
+        reply, _, _ = self._read(import_timeout, wall(WALL_FACTOR * import_timeout))
+        if reply is _TIMEOUT:
+            if time.monotonic() >= deadline:
+                return "the submission did not finish importing within the grade's time budget"
+            return f"the submission did not finish importing within {import_timeout:g} s"
+        if reply is _ENDED:
+            code = self._exit_code()
+            return ("the submission does not import: its process closed the grader's reply channel while importing"
+                    if code is None else
+                    f"the submission does not import: the process exited with code {code} while importing it")
         if not isinstance(reply, dict) or \
                 not (reply.get("ready") is True or isinstance(reply.get("import_error"), str)):
-            worker.kill()
-            return None, "the submission does not import: its process sent a garbled message while importing"
+            return "the submission does not import: its process sent a garbled message while importing"
         if "import_error" in reply:
-            worker.kill()
-            return None, f"the submission does not import: {reply['import_error']}"
-        return worker, None
+            return f"the submission does not import: {reply['import_error']}"
+        return None
 
     def request(self, request: Dict, cpu_left: float, wall_left: float):
         """Send ``request``; (the reply, CPU seconds used, wall seconds used). Raises
@@ -559,40 +668,64 @@ class _Worker:
         except (BrokenPipeError, OSError):
             raise _WorkerTrouble("crashed", "the grader's worker process died before this check") from None
         reply, cpu, wall = self._read(cpu_left, wall_left)
-        if reply is None:
+        if reply is _TIMEOUT:
             raise _WorkerTrouble("timeout", "time limit")
-        if reply == "died":
-            code = self.proc.wait()
-            raise _WorkerTrouble("crashed", f"the process running the check exited with code {code} "
-                                            f"(os._exit, sys.exit or a crash in the submission?)")
+        if reply is _ENDED:
+            code = self._exit_code()
+            raise _WorkerTrouble("crashed", "the process running the check closed the grader's reply channel"
+                                 if code is None else f"the process running the check exited with code {code} "
+                                                      f"(os._exit, sys.exit or a crash in the submission?)")
         return reply, cpu, wall
 
+    def _exit_code(self) -> Optional[int]:
+        """The worker's exit code once its reply channel closed, or None if it lives on after
+        :data:`_EXIT_GRACE` seconds (the caller then kills it: the grader never waits without a limit)."""
+        try:
+            return self.proc.wait(timeout=_EXIT_GRACE)
+        except subprocess.TimeoutExpired:
+            return None
+
     def _read(self, cpu_left: float, wall_left: float, cpu: bool = True):
-        """(the next reply, CPU seconds, wall seconds): the reply is None past the limits, "died" when the
-        worker ended; a line that is not JSON is a :class:`_WorkerTrouble`."""
+        """(the next reply, CPU seconds, wall seconds): the reply is :data:`_TIMEOUT` past the limits,
+        :data:`_ENDED` when the channel closed; a line that is not JSON, or one over :data:`_MAX_REPLY` bytes,
+        is a :class:`_WorkerTrouble`. Each byte is scanned for the newline once (the buffer grows in place)."""
         start_wall = time.monotonic()
-        start_cpu = _cpu_seconds(self.proc.pid) if cpu else None
-        used_cpu = lambda: (_cpu_seconds(self.proc.pid) or start_cpu) - start_cpu if start_cpu is not None \
+        start_cpu = self.cpu_seconds() if cpu else None
+        used_cpu = lambda: (self.cpu_seconds() or start_cpu) - start_cpu if start_cpu is not None \
             else time.monotonic() - start_wall
-        while b"\n" not in self._buffer:
-            if used_cpu() > cpu_left or time.monotonic() - start_wall > wall_left:
-                return None, used_cpu(), time.monotonic() - start_wall
+        next_look = start_wall                   # the CPU time (a scan of /proc) is looked at 10 times a second
+        while True:
+            end = self._buffer.find(b"\n", self._scanned)
+            if end >= 0:
+                break
+            self._scanned = len(self._buffer)
+            if time.monotonic() >= next_look:
+                next_look = time.monotonic() + 0.1
+                if used_cpu() > cpu_left or time.monotonic() - start_wall > wall_left:
+                    return _TIMEOUT, used_cpu(), time.monotonic() - start_wall
             ready, _, _ = select.select([self.reply_fd], [], [], 0.1)
             if not ready:
                 continue
             chunk = os.read(self.reply_fd, 1 << 20)
             if not chunk:
-                return "died", used_cpu(), time.monotonic() - start_wall
-            self._buffer += chunk
-            if len(self._buffer) > _MAX_REPLY:
+                return _ENDED, used_cpu(), time.monotonic() - start_wall
+            if len(self._buffer) + len(chunk) > _MAX_REPLY:
                 raise _WorkerTrouble("failed", f"the submission's process sent a reply over {_MAX_REPLY >> 20} MiB")
-        line, self._buffer = self._buffer.split(b"\n", 1)
+            self._buffer += chunk
+        line = bytes(self._buffer[:end])
+        del self._buffer[:end + 1]
+        self._scanned = 0
         spent = used_cpu(), time.monotonic() - start_wall
         try:
             return json.loads(line), *spent
-        except (ValueError, RecursionError):             # not JSON, or nested past the parser's depth
+        except Exception:                        # not JSON, not UTF-8, nested past the parser's depth, too big
             raise _WorkerTrouble("failed", "the submission's process sent a line that is not a reply "
                                            "(forged or garbled)") from None
+
+    def cpu_seconds(self) -> Optional[float]:
+        """CPU seconds of the worker's whole process tree (the sandbox and everything in it, and the children
+        they waited for); None without /proc."""
+        return _tree_cpu_seconds(self.proc.pid)
 
     def kill(self):
         if self.proc.poll() is None:
@@ -617,6 +750,35 @@ class _Worker:
                 closer()
             except OSError:
                 pass
+
+
+def worker_environment(threads: int, as_user: Optional[str] = None, home: Optional[str] = None) -> Dict[str, str]:
+    """The worker's whole environment: the grader's :data:`WORKER_ENVIRONMENT` variables, the thread settings and
+    what the zoo needs (this zoo on ``PYTHONPATH``, no bytecode, no downloads, no display). Nothing else of the
+    grader's environment (an instructor's token, a secret) reaches the submission."""
+    env = {name: os.environ[name] for name in WORKER_ENVIRONMENT if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env.setdefault("LANG", "C.UTF-8")
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[name] = str(threads)
+    # the worker must import this same zoo (a checkout run with `python -m zoo`, not an installed one)
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[2]), PYTHONDONTWRITEBYTECODE="1",
+               PYRO_ZOO_OFFLINE="1", MPLBACKEND="Agg")
+    if as_user is not None:
+        env.pop("TMPDIR", None)
+        env.update(HOME=home or "/tmp", USER=as_user, LOGNAME=as_user)
+    return env
+
+
+def calibrate() -> float:
+    """Wall seconds this machine takes now for a fixed piece of pure-Python work (about 0.1 s on an idle
+    2020s core): the unit of ``Assignment.reference_time``, so a grade's budget follows the machine's speed
+    and load at grade time."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(1_000_000):
+        total += i * i % 7
+    return time.perf_counter() - start
 
 
 def _uptime_ticks() -> int:

@@ -152,7 +152,7 @@ def _setup_sh(requirements: List[str]) -> str:
 # Gradescope runs this once when it builds the autograder image (Ubuntu, as root).
 set -euo pipefail
 apt-get update -qq
-apt-get install -y -qq python3 python3-pip procps > /dev/null
+apt-get install -y -qq python3 python3-pip procps bubblewrap > /dev/null
 # CPU wheels: the grader needs no GPU.
 pip3 install --no-cache-dir {shlex.quote(torch)} --index-url https://download.pytorch.org/whl/cpu \\
   || pip3 install --no-cache-dir --break-system-packages {shlex.quote(torch)} --index-url https://download.pytorch.org/whl/cpu
@@ -175,11 +175,17 @@ absolute() {{ case "$1" in /*) printf '%s\\n' "$1" ;; *) printf '%s/%s\\n' "$PWD
 SUBMISSION="$(absolute "${{AUTOGRADER_SUBMISSION:-/autograder/submission}}")"
 RESULTS="$(absolute "${{AUTOGRADER_RESULTS:-/autograder/results/results.json}}")"
 PYTHON="${{AUTOGRADER_PYTHON:-python3}}"
-STUDENT={STUDENT_USER}
+STUDENT="${{AUTOGRADER_STUDENT-{STUDENT_USER}}}"   # the user the submission runs as; empty: grade as this user
 export PYTHONDONTWRITEBYTECODE=1         # no readable bytecode of the root-only checks
 PRIVATE="$(mktemp -d)"                    # mode 700: the grade is written here first
 AS_USER=()
-if [ "$(id -u)" = 0 ] && id "$STUDENT" > /dev/null 2>&1; then
+# Each submission in a bubblewrap sandbox where the image allows one; Gradescope's own container (one per
+# submission, thrown away after it) is the sandbox where it does not.
+SANDBOX=()
+if ! bwrap --unshare-all --unshare-user --ro-bind / / true > /dev/null 2>&1; then
+  SANDBOX=(--unsafe-no-sandbox)
+fi
+if [ -n "$STUDENT" ] && [ "$(id -u)" = 0 ] && id "$STUDENT" > /dev/null 2>&1; then
   # The submission runs as $STUDENT; the grader's checks and this bundle's files are root's only.
   chmod 600 "$HERE/bundle.json" "$HERE/setup.sh"
   find "$SOURCE" -name checks.py -exec chmod 600 {{}} +
@@ -188,7 +194,7 @@ if [ "$(id -u)" = 0 ] && id "$STUDENT" > /dev/null 2>&1; then
 fi
 cd "$SOURCE"
 if ! "$PYTHON" -m zoo grade {hw.name} "$SUBMISSION" --gradescope --results "$PRIVATE/results.json" \\
-     {grade_options} ${{AS_USER[@]+"${{AS_USER[@]}}"}} 2> "$PRIVATE/error.txt"; then
+     {grade_options} ${{AS_USER[@]+"${{AS_USER[@]}}"}} ${{SANDBOX[@]+"${{SANDBOX[@]}}"}} 2> "$PRIVATE/error.txt"; then
   # The grader refused its input (e.g. no .py file uploaded): give the student the reason, 0 points.
   "$PYTHON" - "$PRIVATE/results.json" "$PRIVATE/error.txt" <<'EOF'
 import json, sys
@@ -273,7 +279,9 @@ def selfcheck(assignment: str, argv: Sequence[str], starter: Path) -> int:
     """What a student's ``selfcheck.py`` runs: grade ``argv[0]`` (default: the ``starter.py`` beside it) on the
     visible checks, print the table, return 0."""
     from zoo.homework.grader import grade
-    result = grade(assignment, Path(argv[0]) if argv else starter)
+    from zoo.homework.sandbox import refusal
+    # a student grading their own code needs no sandbox, and may have none (macOS, no bubblewrap)
+    result = grade(assignment, Path(argv[0]) if argv else starter, sandbox=refusal() is None)
     print(result.table())
     return 0
 

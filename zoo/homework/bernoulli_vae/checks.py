@@ -266,10 +266,19 @@ def check_reconstruction_unbiased(sub, ctx) -> str:
     gradients = expect_tensor(reply["gradients"], f"the gradient of {what}", (n, exact_grad.numel()))
     rows = iter(torch.cat([values, gradients], 1))
     try:
-        return assert_unbiased(lambda: next(rows), torch.cat([exact_value, exact_grad]), num_samples=n,
-                               seed=ctx.seed % 2 ** 31)
+        summary = assert_unbiased(lambda: next(rows), torch.cat([exact_value, exact_grad]), num_samples=n,
+                                  seed=ctx.seed % 2 ** 31)
     except AssertionError as e:
         raise AssertionError(f"{what} or its gradient is biased against the exact quadrature: {e}") from None
+    # large logits (the decoder's weights x 1000): log(sigmoid(l)) computed naively is log(0) = -inf there,
+    # Bernoulli(logits=l).log_prob (a softplus) is finite
+    large = {name: 1000.0 * value for name, value in decoder.state_dict().items()}
+    reply = sub.probe(f"{_PROBES}:reconstruction_draws", large, encoder.state_dict(), 6, x, 3, 2)
+    if not isinstance(reply, dict) or set(reply) != {"values", "gradients"}:
+        raise AssertionError(f"the draws of {what} came back malformed at large logits")
+    expect_tensor(reply["values"], f"{what} at logits of order 1e3 (log(sigmoid(l)) computed naively?)", (2, 4))
+    expect_tensor(reply["gradients"], f"the gradient of {what} at logits of order 1e3", (2, exact_grad.numel()))
+    return f"{summary}; finite at logits of order 1e3"
 
 
 # -- 5. the ELBO is a lower bound ----------------------------------------------------------------

@@ -51,7 +51,14 @@ def check_log_q(sub, ctx):
     z = torch.bernoulli(torch.full((5, 3, 4), 0.5))
     expected = Bernoulli(logits=logits).log_prob(z).sum(-1)
     got = expect_tensor(sub.call("log_q", logits, z), "log_q(logits [3, 4], z [5, 3, 4])", (5, 3))
-    return assert_close(got, expected, atol=1e-5, what="log_q(logits, z)")
+    summary = assert_close(got, expected, atol=1e-5, what="log_q(logits, z)")
+    # at logits of order 1e3, log(sigmoid(l)) computed naively is log(0) = -inf; the closed form is finite
+    large = 1000.0 * logits
+    got = expect_tensor(sub.call("log_q", large, z), "log_q at logits of order 1e3 (log(sigmoid) computed naively?)",
+                        (5, 3))
+    assert_close(got, Bernoulli(logits=large).log_prob(z).sum(-1), rtol=1e-5, atol=1e-3,
+                 what="log_q(logits, z) at logits of order 1e3")
+    return f"{summary}; exact at logits of order 1e3"
 
 
 def check_reinforce_unbiased(sub, ctx):

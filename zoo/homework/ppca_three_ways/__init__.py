@@ -14,6 +14,7 @@ ASSIGNMENT = register(Assignment(
     name="ppca_three_ways",
     title="Homework 3: probabilistic PCA three ways (closed form, EM, SVI)",
     package=__name__,
+    reference_time=150.0,  # the reference grade in calibrate() units: see benchmarks/results/homework_grade.md
     checks=(
         Check("ml_closed_form", 4, "ml_solution: mu, sigma^2 and W W^T match Tipping & Bishop's closed form",
               f"{_CHECKS}:check_ml_closed_form", timeout=30),
@@ -31,9 +32,9 @@ ASSIGNMENT = register(Assignment(
               f"{_CHECKS}:check_em_converges", timeout=30),
         Check("svi_minibatch_scale", 2, "the model's minibatch ELBO is unbiased for the full-data ELBO (N/B scale)",
               f"{_CHECKS}:check_svi_minibatch_scale", timeout=60),
-        Check("svi_exact_guide", 2, "SVI with the per-datum guide gets within 0.05 nats/datum of the ML",
+        Check("svi_exact_guide", 2, "SVI with the per-datum guide gets within 0.1 nats/datum of the ML",
               f"{_CHECKS}:check_svi_exact_guide", timeout=120),
-        Check("svi_amortized_guide", 2, "SVI with the amortized guide gets within 0.05 nats/datum of the ML",
+        Check("svi_amortized_guide", 2, "SVI with the amortized guide gets within 0.1 nats/datum of the ML",
               f"{_CHECKS}:check_svi_amortized_guide", timeout=120),
         Check("em_on_other_data", 2, "EM is monotone and converges on other data (D = 8, q = 3)",
               f"{_CHECKS}:check_em_on_other_data", timeout=60, hidden=True),

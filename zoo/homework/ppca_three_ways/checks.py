@@ -24,7 +24,8 @@ __all__ = ["check_ml_closed_form", "check_ml_matches_sklearn", "check_log_likeli
            "check_em_update", "check_em_monotone", "check_em_converges", "check_em_on_other_data",
            "check_svi_minibatch_scale", "check_svi_exact_guide", "check_svi_amortized_guide", "em_update"]
 
-SVI_TOLERANCE = 0.05            # nats per datum below the maximum likelihood
+SVI_TOLERANCE = 0.1             # nats per datum below the maximum likelihood: a correct SVI with a constant
+                                # learning rate ends up to ~0.05 below (its last iterate's noise); bugs cost > 1
 EM_ITERATIONS = 60
 EM_DECREASE_TOLERANCE = 1e-5    # nats per datum: float32 rounding, not a real decrease
 _PROBES = "zoo.homework.ppca_three_ways.probes"
@@ -234,10 +235,10 @@ def _check_svi(sub, ctx, guide_name):
 
 
 def check_svi_exact_guide(sub, ctx):
-    """SVI with the per-datum guide (which contains the exact posterior) gets within 0.05 nats/datum of the ML."""
+    """SVI with the per-datum guide (which contains the exact posterior) gets within 0.1 nats/datum of the ML."""
     return _check_svi(sub, ctx, "exact_guide")
 
 
 def check_svi_amortized_guide(sub, ctx):
-    """SVI with the amortized linear-encoder guide gets within 0.05 nats/datum of the maximum likelihood."""
+    """SVI with the amortized linear-encoder guide gets within 0.1 nats/datum of the maximum likelihood."""
     return _check_svi(sub, ctx, "amortized_guide")

@@ -1,0 +1,200 @@
+"""A whole class graded in one environment and one folder (issue 42): each submission in its own sandbox.
+
+A toy assignment (plain-Python checks, so each worker starts in a blink) is graded on a class folder of 30
+files: honest students (of varied skill) and attackers that, graded as the instructor with the instructor's
+Python, used to change someone else's mark or persist into later grades:
+
+- ``shadow``: writes ``json.py`` beside itself; every later worker in that folder imported it;
+- ``pth``: writes a ``.pth`` file into the environment's site-packages, which every later Python runs;
+- ``results``: reads the grader's command line in ``/proc`` and rewrites the results it names;
+- ``killer``: kills the grader process.
+
+Every honest submission must get the score it gets alone. The class is graded by a child Python (a killed
+grader must not be pytest), one ``grade`` call per file as ``pyro-zoo grade`` would, each result written by
+the grader after the sandbox is gone.
+"""
+import json
+import os
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zoo.homework.sandbox import refusal
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(refusal() is not None, reason=f"no sandbox here: {refusal()}")
+
+CHECKS = '''
+def check_add(sub, ctx):
+    assert sub.call("add", 2, 3) == 5, "add(2, 3) is not 5"
+
+def check_encode(sub, ctx):
+    assert sub.call("encode", {"a": 1}) == '{"a": 1}', "encode is not json.dumps"
+
+def check_square(sub, ctx):
+    assert sub.call("square", 7) == 49, "square(7) is not 49"
+'''
+
+HONEST = '''
+import json
+def add(a, b): return a + b{add}
+def encode(value): return json.dumps(value)
+def square(x): return x * x{square}
+'''
+
+PTH = "zz_pyrozoo_sandbox_attack.pth"
+ATTACKS = {
+    "shadow": '''
+from pathlib import Path
+(Path(__file__).parent / "json.py").write_text("raise ImportError('sabotaged by a classmate')\\n")
+def add(a, b): return a + b
+''',
+    "pth": f'''
+import site
+from pathlib import Path
+for folder in site.getsitepackages():
+    try:
+        (Path(folder) / "{PTH}").write_text("import sys\\n")
+    except OSError:
+        pass
+def add(a, b): return a + b
+''',
+    "results": '''
+import json, os
+from pathlib import Path
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")
+    except OSError:
+        continue
+    if b"--results-dir" in argv:
+        folder = Path(argv[argv.index(b"--results-dir") + 1].decode())
+        for path in folder.glob("*.json"):
+            path.write_text(json.dumps({"score": 100.0}))
+def add(a, b): return a + b
+''',
+    "killer": '''
+import os, signal
+from pathlib import Path
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if b"--results-dir" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(int(pid), signal.SIGKILL)
+    except OSError:
+        pass
+def add(a, b): return a + b
+''',
+}
+
+RUNNER = '''
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from zoo.homework.base import Assignment, Check
+from zoo.homework.grader import grade, write_results
+hw = Assignment("toy", "toy", package="class_checks", checks=tuple(
+    Check(name, 1, name, f"class_checks:check_{name}", timeout=20) for name in ("add", "encode", "square")))
+folder, results = Path(sys.argv[2]), Path(sys.argv[sys.argv.index("--results-dir") + 1])
+for path in sorted(folder.rglob("*.py")):
+    write_results(results / f"{path.stem}.json", grade(hw, path, seed=1).to_json())
+'''
+
+
+def _grade_folder(tmp_path, folder: Path, name: str):
+    """Grade every .py file under ``folder`` in order, in a child Python: {stem: score} (None: no result)."""
+    results = tmp_path / f"results-{name}"
+    results.mkdir()
+    (tmp_path / "runner.py").write_text(RUNNER)
+    subprocess.run([sys.executable, str(tmp_path / "runner.py"), str(tmp_path), str(folder), "--results-dir",
+                    str(results)], cwd=tmp_path, timeout=900, capture_output=True,
+                   env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    scores = {}
+    for path in sorted(folder.rglob("*.py")):
+        out = results / f"{path.stem}.json"
+        scores[path.stem] = json.loads(out.read_text())["score"] if out.exists() else None
+    return scores
+
+
+def test_a_class_folder_with_attackers_gives_every_honest_student_the_score_they_get_alone(tmp_path):
+    (tmp_path / "class_checks.py").write_text(CHECKS)
+    honest = {}
+    for i in range(26):                          # varied skill: some get add or square wrong
+        honest[f"s{i:02d}_honest"] = HONEST.format(add=" + 1" if i % 3 == 0 else "", square=" + 1" if i % 4 == 0 else "")
+    for stem, source in honest.items():
+        folder = tmp_path / "alone" / stem
+        folder.mkdir(parents=True)
+        (folder / f"{stem}.py").write_text(source)
+    alone = _grade_folder(tmp_path, tmp_path / "alone", "alone")         # each file alone in its folder
+    assert set(alone.values()) == {1.0, 2.0, 3.0}, alone      # the class has every level, none lost to the grader
+
+    class_folder = tmp_path / "class"
+    class_folder.mkdir()
+    for stem, source in honest.items():
+        (class_folder / f"{stem}.py").write_text(source)
+    for k, (attack, source) in enumerate(ATTACKS.items()):   # graded after some classmates, before others
+        (class_folder / f"s{5 * k + 2:02d}_{attack}.py").write_text(source)
+    pth = [Path(folder) / PTH for folder in site.getsitepackages()]
+    try:
+        together = _grade_folder(tmp_path, class_folder, "class")
+        assert not any(p.exists() for p in pth), "a submission wrote into the environment's site-packages"
+    finally:
+        for p in pth:
+            p.unlink(missing_ok=True)
+    assert len(together) == 30
+    assert {stem: together[stem] for stem in honest} == alone
+    assert not (class_folder / "json.py").exists()
+    assert {together[f"s{5 * k + 2:02d}_{attack}"] for k, attack in enumerate(ATTACKS)} == {1.0}
+
+
+def test_without_a_sandbox_grading_refuses_unless_told(tmp_path, capsys, monkeypatch):
+    """Where no sandbox can be made, `pyro-zoo grade` refuses in one line (exit 2, nothing graded) unless the
+    instructor passes --unsafe-no-sandbox."""
+    from zoo.cli import main
+    from zoo.homework import sandbox
+    monkeypatch.setattr(sandbox, "refusal", lambda: "bubblewrap (bwrap) is not installed")
+    marker = tmp_path / "imported"
+    submission = tmp_path / "sub.py"
+    submission.write_text(f"open({str(marker)!r}, 'w').close()\ndef log_likelihood(*a):\n    raise NotImplementedError\n")
+    code = main(["grade", "ppca_three_ways", str(submission), "--only", "log_likelihood"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--unsafe-no-sandbox" in err and err.count("\n") == 1 and not marker.exists(), err
+    assert main(["grade", "ppca_three_ways", str(submission), "--only", "log_likelihood", "--unsafe-no-sandbox"]) == 0
+    assert marker.exists()
+
+
+def test_the_sandbox_sees_no_solutions_no_network_and_only_its_own_processes(tmp_path):
+    """Inside: the solutions folder is empty, there is no network interface but lo, /proc lists only the
+    sandbox's processes, and the Python environment is read-only."""
+    from zoo.homework.base import Assignment, Check
+    from zoo.homework.grader import grade
+    (tmp_path / "probe_checks.py").write_text("def check_look(sub, ctx):\n    return sub.call('look')\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        hw = Assignment("toy", "toy", package="probe_checks",
+                        checks=(Check("look", 1, "look", "probe_checks:check_look", timeout=20),))
+        (tmp_path / "sub.py").write_text(f'''
+import os, socket, sys
+def look():
+    solutions = os.listdir({str(ROOT / "zoo" / "homework" / "solutions")!r})
+    processes = [p for p in os.listdir("/proc") if p.isdigit()]
+    try:
+        socket.create_connection(("1.1.1.1", 80), timeout=2)
+        network = "yes"
+    except OSError:
+        network = "no"
+    try:
+        open(os.path.join(sys.prefix, "pyrozoo_probe"), "w")
+        writable = "yes"
+    except OSError:
+        writable = "no"
+    return f"solutions={{len(solutions)}} processes={{len(processes)}} network={{network}} writable={{writable}}"
+''')
+        message = grade(hw, tmp_path / "sub.py").checks[0].message
+    finally:
+        sys.path.remove(str(tmp_path))
+    fields = dict(item.split("=") for item in message.split())
+    assert fields["solutions"] == "0" and fields["network"] == "no" and fields["writable"] == "no", message
+    assert int(fields["processes"]) <= 3, message
