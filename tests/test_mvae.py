@@ -232,7 +232,7 @@ def test_train_and_eval_show_the_conditional_log_likelihoods(tmp_path, capsys):
     assert set(results["conditional_log_likelihood"]) == {"label|image", "image|label"}
     assert 0 <= results["conditional_accuracy"]["label|image"] <= 1
     assert results["config"]["model_options"].get("views") is None        # read from the dataset again on eval
-    code, stdout, err = run_cli(["eval", str(out), "--eval-samples", "8", "--no-progress"], capsys)
+    code, stdout, err = run_cli(["eval", str(out), "--eval-samples", "8", "--force", "--no-progress"], capsys)
     assert code == 0, err
     assert "log p(image\\|label)" in stdout
 

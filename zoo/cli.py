@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "here; it must be the file the run was made with (same SHA-256)")
     p.add_argument("--guide", default=None, metavar="FILE.py:NAME",
                    help="the guide file of a run trained on one, named as --model is (same SHA-256)")
+    p.add_argument("--force", action="store_true", help="replace the run's results even by a weaker evaluation "
+                   "(fewer samples K, fewer data, or another estimator; without it such an evaluation is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("compare", help="train and evaluate a grid of guides × objectives")
@@ -339,7 +341,7 @@ def cmd_eval(args) -> None:
         print(f"wrote {', '.join(str(Path(args.dir) / f) for f in ('gaps.json', 'gaps.md', 'gaps_per_datum.npz'))}")
         return
     summary = evaluate_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress,
-                           model_file=args.model, guide_file=args.guide)
+                           model_file=args.model, guide_file=args.guide, force=args.force)
     _print_summary([summary], Path(args.dir))
 
 

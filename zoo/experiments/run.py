@@ -41,7 +41,7 @@ from zoo.evaluation import plots
 from zoo.evaluation.harness import bound_per_datum, evaluate
 from zoo.evaluation.tables import results_markdown
 from zoo.experiments.config import RunConfig, refuse_mismatch, resolve_device, set_determinism
-from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
+from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir, refuse_weaker_evaluation
 from zoo.objectives import build_objective
 from zoo.objectives.base import for_model
 from zoo.registry import build_guide, build_model
@@ -394,9 +394,10 @@ def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional
                  device: Optional[str] = None, data_dir: Optional[str] = None,
                  progress: bool = True, refit_epochs: Optional[int] = None,
                  refit_tol: Optional[float] = None, model_file: Optional[str] = None,
-                 guide_file: Optional[str] = None) -> Dict:
+                 guide_file: Optional[str] = None, force: bool = False) -> Dict:
     """Re-evaluate a trained run folder (optionally with more samples or another device; a per-datum
-    guide's test-time refit with another cap ``refit_epochs`` or tolerance ``refit_tol``).
+    guide's test-time refit with another cap ``refit_epochs`` or tolerance ``refit_tol``). An evaluation
+    that would replace a stronger one is refused unless ``force`` (:func:`~zoo.experiments.outputs.refuse_weaker_evaluation`).
 
     The folder is read as data (:func:`~zoo.experiments.run_folder.load_run`): a run of a model file
     needs ``model_file``, the file the user names, which must hash to the run's recorded SHA-256; a run
@@ -410,6 +411,8 @@ def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional
                    "data_dir": data_dir, "refit_epochs": refit_epochs, "refit_tol": refit_tol}
         config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
         run = prepare(config)
+        refuse_weaker_evaluation(out, config.to_json(), config.eval_samples,
+                                 _eval_subset(run.data, config)[0].shape[0], force)
         load_weights(run.model, run.guide, state, out / "checkpoint.pt")
         return _evaluate_and_write(run, out, list(state["history"]), progress)
 

@@ -1,0 +1,103 @@
+"""Can a run's figures be trusted? The PSIS verdict on its importance-sampled NLL, and posterior collapse.
+
+Every table and plot a person reads carries these, so that no ranking crowns an estimate the harness
+itself calls unreliable, and no collapsed model passes for a trained one.
+
+**The PSIS verdict.** The harness records, per datum, the Pareto k-hat of the K importance weights
+(Yao et al. 2018; Vehtari et al. 2024). Above 0.7 the importance-sampled log p(x) of that datum can be
+far off however large K is: the weights' tail is too heavy for their mean to converge. The average NLL is
+called *unreliable* when more than :data:`UNRELIABLE_SHARE` of the data have k-hat > 0.7; a few such data
+shift the average little, most of them mean that the proposal (the guide) misses the posterior's mass and
+the NLL is an IWAE-K bound rather than an estimate of log p(x). A run that records no k-hat (the exact
+posterior as proposal, an old result file) gets no verdict. The ELBO is a bound whatever the k-hat.
+
+**Collapse.** A model whose latent units are all inactive (Burda et al.'s Cov_x(E_q[z_u | x]) <= 0.01
+for every unit: the posterior equals the prior, and the decoder ignores z) or whose samples are
+near-identical (their spread across samples is under :data:`MIN_SAMPLE_SPREAD` of the data's) has
+learnt one image, whatever its ELBO: :func:`collapse_warning` says so.
+
+Example::
+
+    >>> verdict({"psis_khat_frac_over_0_7": 0.922})
+    'unreliable'
+    >>> reliability_cell({"psis_khat_frac_over_0_7": 0.03})
+    '3.0%'
+    >>> collapse_warning({"active_units": 0, "num_latent_units": 50})[:32]
+    'posterior collapse: 0 of 50 late'
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+__all__ = ["KHAT_THRESHOLD", "UNRELIABLE_SHARE", "MIN_SAMPLE_SPREAD", "khat_share", "is_unreliable", "verdict",
+           "reliability_cell", "reliability_legend", "sample_spread", "collapse_warning"]
+
+#: the Pareto k-hat above which one datum's importance-sampled log p(x) is unreliable (the harness's PSIS_THRESHOLD)
+KHAT_THRESHOLD = 0.7
+#: the share of data with k-hat above :data:`KHAT_THRESHOLD` above which a run's average NLL is unreliable
+UNRELIABLE_SHARE = 0.1
+#: samples whose spread across samples is under this fraction of the data's are near-identical
+MIN_SAMPLE_SPREAD = 0.1
+
+
+def khat_share(run: Mapping) -> Optional[float]:
+    """The share of data with k-hat > 0.7, or None where the run records none."""
+    share = run.get("psis_khat_frac_over_0_7")
+    return float(share) if isinstance(share, (int, float)) and not isinstance(share, bool) else None
+
+
+def is_unreliable(run: Mapping) -> bool:
+    """Is the run's importance-sampled NLL unreliable (more than :data:`UNRELIABLE_SHARE` of data over 0.7)?"""
+    share = khat_share(run)
+    return share is not None and share > UNRELIABLE_SHARE
+
+
+def verdict(run: Mapping) -> str:
+    """``"unreliable"``, ``"reliable"``, or ``"–"`` where the run records no k-hat."""
+    if khat_share(run) is None:
+        return "–"
+    return "unreliable" if is_unreliable(run) else "reliable"
+
+
+def reliability_cell(run: Mapping, digits: int = 1) -> str:
+    """The table cell: the share of data with k-hat > 0.7, marked ``⚠ unreliable`` above the limit."""
+    share = khat_share(run)
+    if share is None:
+        return "–"
+    return f"{share:.{digits}%}" + (" ⚠ unreliable" if is_unreliable(run) else "")
+
+
+def reliability_legend() -> str:
+    """What the flag means, for the legend under a table that carries it."""
+    return (f"k̂>{KHAT_THRESHOLD}: the share of data whose PSIS Pareto k-hat exceeds {KHAT_THRESHOLD} (Yao et al. "
+            f"2018); ⚠ unreliable above {UNRELIABLE_SHARE:.0%}: the importance-sampled NLL of such a run is not "
+            f"to be trusted (the guide misses the posterior's mass; compare its −ELBO instead), and it is ranked "
+            f"after the reliable runs")
+
+
+def sample_spread(samples, data) -> Optional[float]:
+    """How much the generated samples differ from one another, relative to the data: the mean over pixels of
+    the standard deviation across samples, over the same for the data (1 for samples as varied as the data,
+    0 for one image drawn again and again). None where either has fewer than two rows or the data are constant."""
+    if samples is None or data is None or samples.shape[0] < 2 or data.shape[0] < 2:
+        return None
+    data_spread = float(data.float().std(0).mean())
+    if data_spread <= 0:
+        return None
+    return float(samples.float().std(0).mean()) / data_spread
+
+
+def collapse_warning(run: Mapping) -> Optional[str]:
+    """A sentence when the run's model has collapsed (no active unit, or near-identical samples), else None."""
+    problems = []
+    units, active = run.get("num_latent_units"), run.get("active_units")
+    if isinstance(active, int) and active == 0 and (units is None or units > 0):
+        problems.append(f"0 of {units if units is not None else 'its'} latent units are active (the posterior is "
+                        f"the prior and the decoder ignores z)")
+    spread = run.get("sample_spread")
+    if isinstance(spread, (int, float)) and spread < MIN_SAMPLE_SPREAD:
+        problems.append(f"its samples are near-identical (their spread is {spread:.0%} of the data's)")
+    if not problems:
+        return None
+    return ("posterior collapse: " + "; ".join(problems) + ": the model generates one image whatever z is; train "
+            "longer, or against collapse with --kl-warmup or the objective's --free-bits")
