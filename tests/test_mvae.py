@@ -226,15 +226,15 @@ def test_train_and_eval_show_the_conditional_log_likelihoods(tmp_path, capsys):
                                  "--kl-warmup", "1", "--latent-dim", "2", "--hidden", "16", "--eval-samples", "16",
                                  "--iwae-k", "4", "--no-progress", "--out", str(out)], capsys)
     assert code == 0, err
-    assert "log p(label\\|image)" in stdout and "acc argmax p(label\\|image)" in stdout
-    assert "SNIS log p(image\\|label)" in stdout
+    assert "−log p(label\\|image)" in stdout and "acc argmax p(label\\|image)" in stdout
+    assert "SNIS −log p(image\\|label)" in stdout
     results = json.loads((out / "results.json").read_text())
     assert set(results["conditional_log_likelihood"]) == {"label|image", "image|label"}
     assert 0 <= results["conditional_accuracy"]["label|image"] <= 1
     assert results["config"]["model_options"].get("views") is None        # read from the dataset again on eval
     code, stdout, err = run_cli(["eval", str(out), "--eval-samples", "8", "--force", "--no-progress"], capsys)
     assert code == 0, err
-    assert "log p(image\\|label)" in stdout
+    assert "−log p(image\\|label)" in stdout
 
 
 def test_views_given_on_the_command_line(tmp_path, capsys):

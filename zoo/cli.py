@@ -358,16 +358,19 @@ def cmd_compare(args) -> None:
 
 
 def _print_summary(rows, out: Path, files=("results.json", "results.md")) -> None:
-    from zoo.evaluation.tables import results_markdown
-    print(results_markdown(rows))
+    """The table of results.md (the papers' NLL convention, k-hat verdict, legend), then each run's note and
+    warnings (an unreliable NLL, a collapsed model: zoo.evaluation.tables.run_warnings) on lines of their own."""
+    from zoo.evaluation.tables import results_markdown, run_warnings
+    print(results_markdown(rows, warnings=False))
     for r in rows:                      # in a grid, each line names its cell
         c = r["config"]
         estimator = (c.get("objective_options") or {}).get("estimator")
         cell = (f"{model_label(c['model'])}/{model_label(c['guide'])}/{c['objective']}" + (f":{estimator}" if estimator else "")
                 + ": ") if len(rows) > 1 else ""
-        for kind, key in (("note", "note"), ("warning", "psis_warning")):
-            if r.get(key):
-                print(f"{kind}: {cell}{r[key]}")
+        if r.get("note"):
+            print(f"note: {cell}{r['note']}")
+        for warning in run_warnings(r):
+            print(f"warning: {cell}{warning}")
     print(f"wrote {', '.join(str(out / f) for f in files)}")
 
 

@@ -13,8 +13,8 @@ posterior as proposal, an old result file) gets no verdict. The ELBO is a bound 
 
 **Collapse.** A model whose latent units are all inactive (Burda et al.'s Cov_x(E_q[z_u | x]) <= 0.01
 for every unit: the posterior equals the prior, and the decoder ignores z) or whose samples are
-near-identical (their spread across samples is under :data:`MIN_SAMPLE_SPREAD` of the data's) has
-learnt one image, whatever its ELBO: :func:`collapse_warning` says so.
+near-identical (their spread across samples is under :data:`MIN_SAMPLE_SPREAD` of the data's: it has
+learnt one image) has collapsed, whatever its ELBO: :func:`collapse_warning` says so.
 
 Example::
 
@@ -92,12 +92,13 @@ def collapse_warning(run: Mapping) -> Optional[str]:
     problems = []
     units, active = run.get("num_latent_units"), run.get("active_units")
     if isinstance(active, int) and active == 0 and (units is None or units > 0):
-        problems.append(f"0 of {units if units is not None else 'its'} latent units are active (the posterior is "
-                        f"the prior and the decoder ignores z)")
+        problems.append(f"0 of {units if units is not None else 'its'} latent units are active (the guide gives every "
+                        f"datum the same posterior mean: z carries nothing about x)")
     spread = run.get("sample_spread")
     if isinstance(spread, (int, float)) and spread < MIN_SAMPLE_SPREAD:
-        problems.append(f"its samples are near-identical (their spread is {spread:.0%} of the data's)")
+        problems.append(f"its samples are near-identical (their spread is {spread:.0%} of the data's: the model "
+                        f"generates one image)")
     if not problems:
         return None
-    return ("posterior collapse: " + "; ".join(problems) + ": the model generates one image whatever z is; train "
-            "longer, or against collapse with --kl-warmup or the objective's --free-bits")
+    return ("posterior collapse: " + "; ".join(problems) + "; train longer, or against collapse with --kl-warmup "
+            "or the objective's --free-bits")

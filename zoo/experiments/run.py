@@ -4,7 +4,8 @@ A run folder holds::
 
     config.json          the RunConfig (everything needed to rebuild the run)
     checkpoint.pt        model, guide, optimizer, RNG state, history (atomic, weights_only)
-    results.json         evaluation (keys documented in zoo.evaluation.harness.RESULT_KEYS) + history
+    results.json         evaluation (keys documented in zoo.evaluation.harness.RESULT_KEYS) + history, and the
+                         samples' spread relative to the data's (zoo.evaluation.reliability.sample_spread)
     results.md           the same as a Markdown table
     per_datum.npz        per-datum log p(x), its standard error, ELBO, PSIS k-hat
     training_curves.png, samples.png, reconstructions.png, latent_scatter.png (2-D latents)
@@ -39,6 +40,7 @@ from zoo.core.memory import refuse_oversized_run
 from zoo.data import Dataset, load_dataset
 from zoo.evaluation import plots
 from zoo.evaluation.harness import bound_per_datum, evaluate
+from zoo.evaluation.reliability import sample_spread
 from zoo.evaluation.tables import results_markdown
 from zoo.experiments.config import RunConfig, refuse_mismatch, resolve_device, set_determinism
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir, refuse_weaker_evaluation
@@ -335,6 +337,8 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
         summary["note"] = "; ".join(notes)
     generate = run.data.image_shape and not run.model.cannot_generate
     samples = run.model.sample(64) if generate else None
+    if samples is not None:                 # near-identical samples: a collapsed model (zoo.evaluation.reliability)
+        summary["sample_spread"] = sample_spread(samples.detach().cpu(), x_eval.cpu())
     try:
         # the files are written as one group: SIGINT/SIGTERM wait until it is whole (each file is atomic)
         with signals_deferred():

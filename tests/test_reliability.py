@@ -1,0 +1,72 @@
+"""What a person reads about a run says whether to trust it: results.md and the console carry the PSIS verdict
+and a legend, in the papers' convention (−ELBO and NLL, positive, lower is better), and a collapsed model
+gets a warning."""
+import torch
+
+from zoo.evaluation import harness, reliability
+from zoo.evaluation.tables import results_markdown, run_warnings
+
+CONFIG = {"model": "vae", "guide": "meanfield", "objective": "elbo", "objective_options": {}}
+
+
+def summary(**overrides):
+    row = {"config": CONFIG, "elbo": -24.5, "reconstruction": -20.0, "kl": 4.5, "iwae_bound": -21.0,
+           "log_likelihood": -20.42, "log_likelihood_se": 0.01, "log_likelihood_data_se": 0.3,
+           "exact_log_likelihood": None, "elbo_gap": 4.08, "active_units": 2, "num_latent_units": 2,
+           "psis_khat_frac_over_0_7": 0.922, "num_data": 270, "num_samples": 1000, "iwae_k": 50, "split": "test",
+           "epochs_trained": 5}
+    row.update(overrides)
+    return row
+
+
+def test_the_reliability_threshold_is_the_harness_threshold():
+    assert reliability.KHAT_THRESHOLD == harness.PSIS_THRESHOLD
+
+
+def test_results_md_is_in_the_nll_convention_and_flags_an_unreliable_nll():
+    table = results_markdown([summary()])
+    head, _, row = table.splitlines()[:3]
+    cells = dict(zip([h.strip() for h in head.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")]))
+    assert cells["−ELBO"] == "24.50" and cells["NLL (IS)"] == "20.42" and cells["−IWAE-k"] == "21.00"
+    assert cells["−rec"] == "20.00" and cells["KL"] == "4.500"
+    assert cells["k̂>0.7"] == "92.2% ⚠ unreliable"
+    assert "ELBO |" not in head.replace("−ELBO", "") and "log p(x)" not in head
+    assert "lower is better" in table and "exact NLL" not in head          # no row has one: the column is left out
+    for abbreviation in ("−rec", "KL", "AU", "± se", "± data se", "gap", "k̂>0.7"):
+        assert f"{abbreviation}: " in table, abbreviation                  # the legend explains every short head
+    assert "**Warning**: 92.2% of data have PSIS k-hat > 0.7: the importance-sampled NLL is unreliable" in table
+
+
+def test_a_reliable_run_gets_no_warning_and_no_mark():
+    table = results_markdown([summary(psis_khat_frac_over_0_7=0.03)])
+    assert "| 3.0% |" in table and "⚠" not in table.splitlines()[2] and "**Warning**" not in table
+    assert reliability.verdict(summary(psis_khat_frac_over_0_7=0.03)) == "reliable"
+    assert reliability.verdict(summary(psis_khat_frac_over_0_7=None)) == "–"
+
+
+def test_a_collapsed_model_is_warned_about():
+    assert run_warnings(summary(psis_khat_frac_over_0_7=0.0)) == []
+    no_units = run_warnings(summary(psis_khat_frac_over_0_7=0.0, active_units=0, num_latent_units=50))
+    assert len(no_units) == 1 and no_units[0].startswith("posterior collapse: 0 of 50 latent units are active")
+    same_samples = run_warnings(summary(psis_khat_frac_over_0_7=0.0, sample_spread=0.02))
+    assert len(same_samples) == 1 and "samples are near-identical (their spread is 2% of the data's" in same_samples[0]
+    assert "**Warning**: posterior collapse" in results_markdown([summary(active_units=0)])
+
+
+def test_the_spread_of_samples_tells_one_image_from_many():
+    data = (torch.rand(200, 64) > 0.5).float()
+    assert reliability.sample_spread(data[:64], data) > 0.8
+    one = data[:1].expand(64, -1) + 0.001 * torch.randn(64, 64)
+    assert reliability.sample_spread(one, data) < reliability.MIN_SAMPLE_SPREAD
+
+
+def test_hvae_collapsed_on_digits_is_warned_about_in_the_console_and_results_md(tmp_path, capsys):
+    """Burda et al.'s two-layer VAE, 5 epochs on the 8x8 digits: no active unit, and 64 samples of one digit."""
+    from zoo.cli import main
+    out = tmp_path / "hvae"
+    assert main(["train", "hvae", "--dataset", "digits", "--epochs", "5", "--eval-samples", "20", "--iwae-k", "5",
+                 "--no-progress", "--seed", "0", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "warning: posterior collapse: 0 of 150 latent units are active" in stdout
+    assert "samples are near-identical" in stdout
+    assert "**Warning**: posterior collapse: 0 of 150" in (out / "results.md").read_text()
