@@ -222,10 +222,21 @@ def good_results(tmp_path):
     return results_dir(tmp_path, json.dumps({"provenance": {"command": "python make.py"}, "runs": []}))
 
 
-def test_report_out_an_existing_folder(tmp_path, capsys):
+def test_report_out_under_a_file(tmp_path, capsys):
     folder = good_results(tmp_path)
-    (tmp_path / "page").mkdir()
-    report_refused(tmp_path, capsys, folder, "--out", "is a folder", extra=["--out", tmp_path / "page"])
+    (tmp_path / "page").write_text("x")
+    report_refused(tmp_path, capsys, folder, "--out", "is a file", extra=["--out", tmp_path / "page" / "pages"])
+
+
+def test_report_out_a_folder_gets_the_pages(tmp_path, capsys):
+    """--out FOLDER (existing or new) holds README.md, LEADERBOARD.md (and plots/): the pages go where it says."""
+    folder = good_results(tmp_path)
+    (tmp_path / "README.md").write_text("# x\n<!-- results:start -->\n<!-- results:end -->\n")
+    for out in (tmp_path / "existing", tmp_path / "new" / "pages"):
+        (tmp_path / "existing").mkdir(exist_ok=True)
+        assert main(["report", str(folder), "--out", str(out), "--readme", str(tmp_path / "README.md")]) == 0
+        assert (out / "README.md").is_file() and (out / "LEADERBOARD.md").is_file()
+    assert sorted(p.name for p in folder.iterdir()) == ["r.json"]          # nothing beside the result files
 
 
 def test_report_out_in_a_missing_folder(tmp_path, capsys):

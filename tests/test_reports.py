@@ -13,6 +13,7 @@ import pytest
 
 from zoo.cli import main
 from zoo.evaluation import reports
+from zoo.evaluation.reliability import is_unreliable
 from zoo.evaluation.report_config import CONFIG_NAME, Reference, ReportConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,10 +202,38 @@ def test_leaderboard_is_the_best_run_per_model_guide_objective_with_its_curve():
         c = run["config"]
         rivals = [r for _, r in reports._training_runs(results) if r["config"].get("dataset") == "binarized_mnist"
                   and key(r["config"]) == key(c) and r["num_data"] == run["num_data"]]
-        assert run["nll"] == min(r["nll"] for r in rivals)
-        assert f"[{name.removesuffix('.json')}]({name})" in page
-        assert (RESULTS / reports.plot_path(name, run)).is_file() and f"]({reports.plot_path(name, run)})" in page
+        assert not any(is_unreliable(run) and not is_unreliable(r) for r in rivals)    # a reliable NLL wins first
+        assert run["nll"] == min(r["nll"] for r in rivals if is_unreliable(r) == is_unreliable(run))
+        assert f"[`{run['label']}`]({name})" in page
+        plot = reports.plot_path(name, run)
+        assert (RESULTS / plot).is_file() and f"[![training of {run['label']}]({plot})]({plot})" in page  # linked
+    flags = [is_unreliable(run) for _, run in rows]
+    assert flags == sorted(flags)               # one dataset here: the reliable entries first
     assert "](README.md)" in page               # the archive of every run
+
+
+def _summary(model, guide, nll, share, num_data=270):
+    return {"label": f"{guide}", "config": {"model": model, "guide": guide, "objective": "elbo", "dataset": "d"},
+            "elbo": -nll - 3, "nll": nll, "psis_khat_frac_over_0_7": share, "num_data": num_data, "num_samples": 100}
+
+
+def test_an_unreliable_nll_is_marked_and_ranked_after_the_reliable_ones():
+    """The compare of the issue: a meanfield VAE's NLL (20.42, but 92.2% of data with k-hat > 0.7) came first.
+    It is marked and ranked after the reliable entries; within one entry a reliable run beats an unreliable one."""
+    results = {"r.json": {"provenance": {"command": "x"}, "runs": [
+        _summary("vae", "meanfield", 20.42, 0.922), _summary("vae", "amortized", 26.29, 0.02),
+        _summary("vae", "iaf", 26.34, 0.05), dict(_summary("vae", "iaf", 25.0, 0.5), label="iaf-unreliable")]}}
+    order = [(run["config"]["guide"], run["label"]) for _, run in reports.leaderboard_runs(results)]
+    assert order == [("amortized", "amortized"), ("iaf", "iaf"), ("meanfield", "meanfield")]
+    board = reports.render_leaderboard(results)
+    meanfield = next(line for line in board.splitlines() if line.startswith("| vae · meanfield · elbo |"))
+    assert "| 92% ⚠ |" in meanfield and "⚠" not in next(line for line in board.splitlines()
+                                                        if line.startswith("| vae · amortized · elbo |"))
+    assert "lower is better" in board and "k̂>0.7: the share of data" in board     # the legend
+    readme = reports.render_readme_block(results, ReportConfig(headline=(("r.json", "meanfield"),)), "")
+    assert "| 92% ⚠ |" in readme and "lower is better" in readme
+    runs = reports.table_runs(results)
+    assert "92% ⚠ unreliable" in runs and "lower is better" in runs
 
 
 def _tiny_run(out, *extra):
@@ -212,26 +241,35 @@ def _tiny_run(out, *extra):
                  "--no-progress", "--out", str(out), *extra]) == 0
 
 
-def test_report_on_a_folder_of_the_users_own_runs(tmp_path, capsys):
+def test_report_on_a_folder_of_the_users_own_runs(tmp_path, capsys, monkeypatch):
     """Run folders of 'pyro-zoo train' record their config, not a command: the report takes them as the
-    user's runs and draws the same leaderboard, with each run's curve and samples, and touches no README above."""
+    user's runs and draws the same leaderboard, with each run's curve and samples, touches no README above,
+    and writes nothing into the run folders: its pages go to reports/NAME/ under the current directory, or where
+    --out says, and link back to the runs from there."""
     runs = tmp_path / "runs"
     _tiny_run(runs / "a")
     _tiny_run(runs / "b", "--objective", "iwae", "--particles", "2")
     (tmp_path / "README.md").write_text(f"{reports.START}\nmine\n{reports.END}\n")
+    before = sorted(p.relative_to(runs) for p in runs.rglob("*") if p.name != ".pyro-zoo.lock")
+    monkeypatch.chdir(tmp_path)
     capsys.readouterr()
-    code, out, err = run_cli(["report", str(runs)], capsys)
+    code, out, err = run_cli(["report", "runs"], capsys)
     assert code == 0, err
-    board = (runs / reports.LEADERBOARD_NAME).read_text()
-    assert "## `digits`" in board and "[`a`](a/) (your run)" in board and "[`b`](b/) (your run)" in board
-    assert "![samples](a/samples.png)" in board and (runs / "plots" / "a.png").is_file()
-    assert "[its config](a/config.json)" in (runs / "README.md").read_text()
+    pages = tmp_path / "reports" / "runs"
+    board = (pages / reports.LEADERBOARD_NAME).read_text()
+    assert "## `digits`" in board and "[`a`](../../runs/a/) (your run)" in board
+    assert "[`b`](../../runs/b/) (your run)" in board
+    assert "[![samples of a](../../runs/a/samples.png)](../../runs/a/samples.png)" in board
+    assert (pages / "plots" / "a.png").is_file()
+    assert "[its config](../../runs/a/config.json)" in (pages / "README.md").read_text()
     assert (tmp_path / "README.md").read_text() == f"{reports.START}\nmine\n{reports.END}\n"
-    code, out, err = run_cli(["report", str(runs), "--check"], capsys)
+    assert sorted(p.relative_to(runs) for p in runs.rglob("*") if p.name != ".pyro-zoo.lock") == before
+    code, out, err = run_cli(["report", "runs", "--check"], capsys)
     assert code == 0, err
-    code, out, err = run_cli(["report", str(runs / "a")], capsys)     # one run folder (config.json beside it)
+    code, out, err = run_cli(["report", "runs/a", "--out", "pages/of-a"], capsys)   # one run folder, --out a folder
     assert code == 0, err
-    assert "[`a`](./) (your run)" in (runs / "a" / reports.LEADERBOARD_NAME).read_text()
+    assert "[`a`](../../runs/a/) (your run)" in (tmp_path / "pages" / "of-a" / reports.LEADERBOARD_NAME).read_text()
+    assert sorted(p.relative_to(runs) for p in runs.rglob("*") if p.name != ".pyro-zoo.lock") == before
 
 
 def test_the_library_knows_no_benchmark():
@@ -274,10 +312,10 @@ def test_a_new_reference_is_one_rule_in_report_json(results_copy, capsys):
     code, out, err = run_cli(["report", str(results_copy)], capsys)
     assert code == 0, err
     board = (results_copy / reports.LEADERBOARD_NAME).read_text()
-    hvae = [row for row in board.splitlines() if row.startswith("| `hvae` |")]
-    assert hvae and all("| NLL 86.76, Burda et al. 2016 | NLL " in row for row in hvae)
+    hvae = [row for row in board.splitlines() if row.startswith("| hvae · ")]
+    assert hvae and all("| NLL 86.76, Burda et al. 2016: " in row for row in hvae)
     assert "Burda et al. 2016" not in [row for row in (RESULTS / reports.LEADERBOARD_NAME).read_text().splitlines()
-                                       if row.startswith("| `hvae` |")][0]
+                                       if row.startswith("| hvae · ")][0]
 
 
 @pytest.mark.parametrize("config, message", [

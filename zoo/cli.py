@@ -101,13 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: runs/gradients-MODEL-GUIDE)")
     _add_common(p, exclude=("particles",))
 
-    p = sub.add_parser("report", help="render the leaderboard (DIR/LEADERBOARD.md, best run per model, guide and "
-                       "objective, with training plots) and the archive of every run (DIR/README.md) from result files")
+    p = sub.add_parser("report", help="render the leaderboard (LEADERBOARD.md, best run per model, guide and "
+                       "objective, with training plots) and the archive of every run (README.md) from result files")
     p.add_argument("dir", help="a folder of *.json result files (e.g. benchmarks/results), or of your own run "
                    "folders from 'pyro-zoo train' / 'compare'; its README.template.md and report.json (data: "
                    "published figures, headline runs, tables; zoo.evaluation.report_config), if any, shape the pages")
-    p.add_argument("--out", default=None, help="the archive page to write (default: DIR/README.md); the "
-                   "leaderboard and its plots go beside it")
+    p.add_argument("--out", default=None, help="where to write: the archive page PAGE.md, or a folder (its "
+                   "README.md); the leaderboard and its plots go beside it (default: DIR/README.md for a folder of "
+                   "result files; reports/NAME/ in the current directory for your own run folders, never into them)")
     p.add_argument("--readme", default=None, help="the README whose results block to rewrite (default: the "
                    "nearest README.md above DIR with a results block)")
     p.add_argument("--check", action="store_true",

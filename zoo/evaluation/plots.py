@@ -11,6 +11,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
+from zoo.core.errors import ZooError
 from zoo.training.checkpoint import atomic_write_bytes
 
 
@@ -44,7 +45,7 @@ class _Figures:
 
 plt = _Figures()
 
-__all__ = ["training_curves", "history_png", "image_grid", "reconstruction_grid", "latent_scatter", "compare_plot"]
+__all__ = ["training_curves", "history_png", "thumbnail_figure", "bound_label", "run_title", "refit_note", "image_grid", "reconstruction_grid", "latent_scatter", "compare_plot"]
 
 
 def _save(fig, path: Path) -> None:
@@ -55,46 +56,142 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def training_curves(history: Sequence[Dict], path: Path) -> None:
-    """The training objective and the validation ELBO per epoch (nats per datum)."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    epochs = [h["epoch"] for h in history]
-    ax.plot(epochs, [-h["loss"] for h in history], label="training bound")
-    valid = [(h["epoch"], h["valid_elbo"]) for h in history if h.get("valid_elbo") is not None]
+def bound_label(config: Optional[Dict]) -> str:
+    """The training bound of a run's objective, negated as the papers print it: ``−ELBO`` for the ELBO family
+    (whatever its gradient estimator), ``−IWAE bound (k=5)`` for IWAE, DReG, VIMCO and reweighted wake-sleep
+    (whose model objective it is), ``−Rényi bound (α=0.5, k=5)``; ``−training bound`` where it is unknown."""
+    config = config or {}
+    options = config.get("objective_options") or {}
+    try:
+        from zoo.objectives import objective_capabilities, preset_of
+        bound, _ = preset_of(config["objective"], options.get("estimator"))
+        k = options.get("particles") or objective_capabilities(config["objective"],
+                                                               options.get("estimator")).default_particles
+    except (KeyError, TypeError, ValueError, ZooError):
+        return "−training bound"
+    if bound in ("iwae", "rws"):
+        return f"−IWAE bound (k={k})"
+    if bound == "renyi":
+        return f"−Rényi bound (α={options.get('alpha', 0.0):g}, k={k})"
+    return "−ELBO" if bound == "elbo" else f"−{bound} bound"
+
+
+def run_title(config: Optional[Dict]) -> str:
+    """``model · guide · objective`` of a run (a file's component by its NAME)."""
+    config = config or {}
+    names = [str(config.get(k, "?")).rpartition(":")[2] for k in ("model", "guide", "objective")]
+    return " · ".join(names)
+
+
+def _curves(history: Sequence[Dict]):
+    """(epochs, the training bound negated, [(epoch, validation −ELBO)]) from a run's history, the papers' sign."""
+    steps = [h for h in history if isinstance(h, dict) and isinstance(h.get("loss"), (int, float)) and "epoch" in h]
+    valid = [(h["epoch"], -h["valid_elbo"]) for h in steps if isinstance(h.get("valid_elbo"), (int, float))]
+    return [h["epoch"] for h in steps], [h["loss"] for h in steps], valid
+
+
+def _scale_y(ax, values: Sequence[float]) -> None:
+    """Every point in view (no curve's top clipped): a log axis, labelled in plain numbers, where the first
+    epochs sit far above the rest (positive values spanning a factor over 1.5), so they do not flatten it."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    lo, hi = min(values), max(values)
+    if lo > 0 and hi / lo > 1.5:
+        ax.set_yscale("log")
+        ax.set_ylim(lo / 1.04, hi * 1.04)
+        ticks = sorted({float(f"{v:.2g}") for v in (lo, (lo * hi) ** 0.5, hi)})
+        ax.set_yticks(ticks)
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        pad = 0.06 * (hi - lo) or 0.5
+        ax.set_ylim(lo - pad, hi + pad)
+
+
+def _integer_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+
+
+def refit_note(summary: Optional[Dict]) -> Optional[str]:
+    """Why a per-datum guide's test −ELBO sits far below its training bound: the test data get their own
+    q(z_n), refit to convergence with the model fixed, while in training each q(z_n) took one step an epoch."""
+    refit = (summary or {}).get("refit")
+    if not isinstance(refit, dict) or not isinstance((summary or {}).get("elbo"), (int, float)):
+        return None
+    guide = str((summary.get("config") or {}).get("guide", "per-datum")).rpartition(":")[2]
+    return (f"Test −ELBO {-summary['elbo']:.2f} (×): the {guide} guide has one q(z_n) per datum, so after training it "
+            f"is refit to the {summary.get('num_data', '?')} test data ({refit.get('epochs')} epochs, model fixed) "
+            f"before it is scored. In training each q(z_n) took one step per epoch, only when its datum was in the "
+            f"minibatch, so the training bound lags far behind the refit's.")
+
+
+def training_curves(history: Sequence[Dict], path: Path, summary: Optional[Dict] = None) -> None:
+    """The training bound and the validation −ELBO per epoch (nats per datum, lower is better), titled with
+    the run, integer epoch ticks; for a per-datum guide, the test −ELBO after its refit, and a note saying why
+    it sits below the training bound (:func:`refit_note`). ``summary`` is the run's results.json."""
+    config = (summary or {}).get("config")
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    epochs, bound, valid = _curves(history)
+    ax.plot(epochs, bound, label=f"training {bound_label(config)}")
     if valid:
-        ax.plot(*zip(*valid), label="validation ELBO")
+        ax.plot(*zip(*valid), label="validation −ELBO")
+    values = bound + [v for _, v in valid]
+    note = refit_note(summary)
+    if note and epochs:
+        test = -summary["elbo"]
+        ax.plot([epochs[-1]], [test], "x", color="black", markersize=8, mew=2, label="test −ELBO after the refit")
+        values.append(test)
+    if values:
+        _scale_y(ax, values)
+    _integer_epochs(ax)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("nats per datum")
-    ax.legend()
+    ax.set_ylabel("nats per datum (lower is better)")
+    ax.set_title(f"{run_title(config)}: training" if config else "training", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
+    if note:
+        import textwrap
+        fig.text(0.01, -0.02, textwrap.fill(note, 95), fontsize=7.5, va="top", ha="left")
     _save(fig, path)
 
 
-def history_png(history: Sequence[Dict]) -> bytes:
-    """A thumbnail (about 260x170 px) of a run's training for the leaderboard: the training bound and the
-    validation −ELBO per epoch, nats per datum, from the ``history`` of its result file. The PNG carries no
-    date or version, so the same history gives the same bytes."""
+#: the leaderboard thumbnails: their size in inches and dpi (so 8-point type is 8 points where a browser shows
+#: the PNG at one image pixel per CSS pixel, 96 to the inch) and their smallest font
+THUMBNAIL_SIZE, THUMBNAIL_DPI, THUMBNAIL_FONT = (3.0, 2.1), 96, 8
+
+
+def history_png(history: Sequence[Dict], config: Optional[Dict] = None, title: Optional[str] = None) -> bytes:
+    """A thumbnail (about 290x200 px) of a run's training for the leaderboard, from the ``history`` of its result
+    file: the training bound, labelled by its objective (:func:`bound_label`), and the validation −ELBO per
+    epoch, nats per datum, titled ``title`` (default: the run's ``config``); every point in view and no type
+    under 8 points.
+    The PNG carries no date or version, so the same history gives the same bytes."""
     import io
-    fig, ax = plt.subplots(figsize=(3.2, 2.1))
-    epochs = [h["epoch"] for h in history if isinstance(h, dict) and "loss" in h]
-    ax.plot(epochs, [h["loss"] for h in history if isinstance(h, dict) and "loss" in h], lw=1, label="training")
-    valid = [(h["epoch"], -h["valid_elbo"]) for h in history
-             if isinstance(h, dict) and isinstance(h.get("valid_elbo"), (int, float))]
-    if valid:
-        ax.plot(*zip(*valid), lw=1, label="validation")
-    values = sorted([v for _, v in valid] + [h["loss"] for h in history if isinstance(h, dict) and "loss" in h])
-    if len(values) > 4:                 # the first epochs' losses would squash the curve to a line
-        lo, hi = values[0], values[int(0.9 * (len(values) - 1))]
-        ax.set_ylim(lo - 0.05 * (hi - lo + 1), hi + 0.3 * (hi - lo + 1))
-    ax.set_xlabel("epoch", fontsize=7)
-    ax.set_ylabel("−ELBO, nats", fontsize=7)
-    ax.tick_params(labelsize=6)
-    ax.legend(fontsize=6, frameon=False)
-    ax.grid(alpha=0.3)
+    fig = thumbnail_figure(history, config, title)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=THUMBNAIL_DPI, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
+
+
+def thumbnail_figure(history: Sequence[Dict], config: Optional[Dict] = None, title: Optional[str] = None):
+    """The figure of :func:`history_png` (its axes are ``fig.axes[0]``)."""
+    fig, ax = plt.subplots(figsize=THUMBNAIL_SIZE)
+    epochs, bound, valid = _curves(history)
+    ax.plot(epochs, bound, lw=1.2, label=f"training {bound_label(config)}")
+    if valid:
+        ax.plot(*zip(*valid), lw=1.2, label="validation −ELBO")
+    values = bound + [v for _, v in valid]
+    if values:
+        _scale_y(ax, values)
+    _integer_epochs(ax)
+    ax.set_title(title or (run_title(config) if config else "training"), fontsize=THUMBNAIL_FONT + 1)
+    ax.set_xlabel("epoch", fontsize=THUMBNAIL_FONT)
+    ax.set_ylabel("nats (lower is better)", fontsize=THUMBNAIL_FONT)
+    ax.tick_params(labelsize=THUMBNAIL_FONT)
+    ax.legend(fontsize=THUMBNAIL_FONT, frameon=False, loc="upper right")
+    ax.grid(alpha=0.3)
+    return fig
 
 
 #: the narrowest a grid of images is drawn, in screen pixels: an 8x8 digit is upscaled (nearest, so the

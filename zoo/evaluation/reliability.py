@@ -59,18 +59,19 @@ def verdict(run: Mapping) -> str:
     return "unreliable" if is_unreliable(run) else "reliable"
 
 
-def reliability_cell(run: Mapping, digits: int = 1) -> str:
-    """The table cell: the share of data with k-hat > 0.7, marked ``⚠ unreliable`` above the limit."""
+def reliability_cell(run: Mapping, digits: int = 1, short: bool = False) -> str:
+    """The table cell: the share of data with k-hat > 0.7, marked ``⚠ unreliable`` above the limit (``⚠`` alone
+    with ``short``, for narrow tables whose legend says what it means)."""
     share = khat_share(run)
     if share is None:
         return "–"
-    return f"{share:.{digits}%}" + (" ⚠ unreliable" if is_unreliable(run) else "")
+    return f"{share:.{digits}%}" + ((" ⚠" if short else " ⚠ unreliable") if is_unreliable(run) else "")
 
 
 def reliability_legend() -> str:
     """What the flag means, for the legend under a table that carries it."""
     return (f"k̂>{KHAT_THRESHOLD}: the share of data whose PSIS Pareto k-hat exceeds {KHAT_THRESHOLD} (Yao et al. "
-            f"2018); ⚠ unreliable above {UNRELIABLE_SHARE:.0%}: the importance-sampled NLL of such a run is not "
+            f"2018); ⚠ (unreliable) above {UNRELIABLE_SHARE:.0%}: the importance-sampled NLL of such a run is not "
             f"to be trusted (the guide misses the posterior's mass; compare its −ELBO instead), and it is ranked "
             f"after the reliable runs")
 

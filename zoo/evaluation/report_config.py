@@ -101,6 +101,9 @@ class ReportConfig:
     model_options: Mapping[str, Any] = field(default_factory=dict)
     settings: Tuple[Setting, ...] = ()
     tables: Mapping[str, Table] = field(default_factory=dict)
+    #: the results folder relative to the folder the pages are written to, ``""`` when they are beside the results
+    #: (so their links reach the result files and run folders); set by ``pyro-zoo report``, never by report.json
+    pages_to_results: str = ""
 
     def references_for(self, config: dict) -> List[Reference]:
         """The published figures a run is compared with: those of the first rule it matches."""

@@ -2,16 +2,20 @@
 
 ``pyro-zoo report DIR`` reads every ``*.json`` in DIR (a result file records its command, the git commit
 and the hardware under ``provenance``; a run folder's ``results.json`` records its config) and renders
-``DIR/README.md`` from the template ``DIR/README.template.md`` (or a default one). It also rewrites the
+the archive page ``DIR/README.md`` from the template ``DIR/README.template.md`` (or a default one); for a
+folder of the user's own runs the pages go to ``reports/NAME/`` under the current directory instead, never
+into the run folders (:func:`default_out`), and ``--out`` puts them anywhere. It also rewrites the
 results block of the nearest ``README.md`` above DIR, between ``<!-- results:start -->`` and
 ``<!-- results:end -->``, and the component tables (``<!-- registry:start -->`` ...
 ``<!-- registry:end -->``) of the user guide ``zoo/README.md`` from the registry. So no figure is typed
 by hand twice, and none is typed by hand at all: the prose of the template may not hold a decimal
 number; it names the figure instead, and the report fills it in.
 
-Beside it the report writes ``DIR/LEADERBOARD.md`` (:func:`render_leaderboard`): the best run per
-(dataset, model, guide, objective), against published figures where the folder declares them, each
-with a small plot of its training under ``DIR/plots/`` drawn from the run's ``history``. DIR may be a
+Beside it the report writes ``LEADERBOARD.md`` (:func:`render_leaderboard`): the best run per
+(dataset, model, guide, objective), reliable estimates first (:mod:`zoo.evaluation.reliability`), against
+published figures where the folder declares them, each with a linked thumbnail of its training under
+``plots/`` drawn from the run's ``history``. Every table is in the papers' convention (−ELBO and NLL,
+positive, lower is better) and carries the PSIS flag. DIR may be a
 folder of the user's own runs (run folders of ``pyro-zoo train`` or ``compare``, whose results.json
 records the config, not a command): they get the same pages (:func:`load_user_runs`).
 
@@ -40,7 +44,9 @@ Example::
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import posixpath
 import re
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -48,6 +54,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from zoo.core.errors import ZooError
 from zoo.core.files import read_json, read_text
 from zoo.core.components import OptionError
+from zoo.evaluation.reliability import UNRELIABLE_SHARE, is_unreliable, reliability_cell, reliability_legend
 from zoo.evaluation.report_config import CONFIG_NAME, MINUS, Reference, ReportConfig, Table, flat_config, \
     load_config, matches
 
@@ -147,10 +154,11 @@ def _find(results: Results, name: str, label: str) -> Optional[dict]:
 
 def _walk(value: Any, path: str, name: str) -> Any:
     """The value at ``path`` (``/``-separated) in a result file's JSON: a key of an object, or in a list
-    the element with that ``label`` (or that index). ``neg_elbo`` is −``elbo``. KeyError if absent."""
+    the element with that ``label`` (or that index). ``neg_KEY`` is −``KEY``. KeyError if absent."""
     for seg in [s for s in path.split("/") if s]:
-        if isinstance(value, dict) and seg == "neg_elbo" and "elbo" in value:
-            value = -value["elbo"]
+        if isinstance(value, dict) and seg not in value and seg.startswith("neg_") \
+                and isinstance(value.get(seg[4:]), (int, float)):
+            value = -value[seg[4:]]
         elif isinstance(value, dict) and seg in value:
             value = value[seg]
         elif isinstance(value, list):
@@ -188,14 +196,16 @@ def _delta(measured: float, reference: Reference) -> str:
 
 
 def _link(name: str, base: str) -> str:
-    return f"[{name}]({base}{name})"
+    return f"[{name}]({_in_results(base, name)})"
 
 
-def _source(name: str, base: str = "") -> str:
-    """A row's provenance: the result file, and (in the results README) its command in the sources table."""
+def _source(name: str, base: str = "", prefix: str = "") -> str:
+    """A row's provenance: the result file, and (in the results README) its command in the sources table.
+    ``base``: the compact form of the top-level README, linking from there; ``prefix``: the results folder
+    relative to the page (:attr:`ReportConfig.pages_to_results`)."""
     if base:
         return f"[{name.removesuffix('.json')}]({base}{name})"
-    return f"{_link(name, '')} ([command](#{_anchor(name)}))"
+    return f"{_link(name, prefix)} ([command](#{_anchor(name)}))"
 
 
 def _anchor(name: str) -> str:
@@ -261,29 +271,53 @@ def _headline_cells(name: str, run: dict, base: str, config: ReportConfig) -> Li
     c = run["config"]
     ref, met = _reference_cells(run, config, short=bool(base))
     return [f"`{run['label']}`", f"`{c['model']}`", f"`{c['guide']}`", f"`{c['objective']}`", _epochs(run),
-            _num(-run["elbo"]), _num(run["nll"]), ref, met, _source(name, base)]
+            _num(-run["elbo"]), _num(run["nll"]), reliability_cell(run, 0), ref, met, _source(name, base)]
 
 
-_HEADLINE_HEAD = ["run", "model", "guide", "objective", "epochs", f"test {MINUS}ELBO", "test NLL (IS)",
+_HEADLINE_HEAD = ["run", "model", "guide", "objective", "epochs", f"test {MINUS}ELBO", "test NLL (IS)", "k̂>0.7",
                   "reference", "met", "source"]
+#: under every table of trained runs: the convention, and what the short heads and the flag mean
+RUNS_LEGEND = (f"Nats per test image, lower is better: {MINUS}ELBO is the negated evidence lower bound, NLL the "
+               f"importance-sampled negative log-likelihood. {reliability_legend()}.")
 
 
 def table_headline(results: Results, config: ReportConfig = GENERIC) -> str:
     rows = []
     for name, run in headline_runs(results, config):
         cells = _headline_cells(name, run, "", config)
-        rows.append(cells[:7] + [_num(run.get("log_likelihood_data_se")), str(run.get("num_data")),
-                                 settings(run["config"], config)] + cells[7:])
-    return _table(_HEADLINE_HEAD[:7] + ["± data se", "test images", "settings"] + _HEADLINE_HEAD[7:], rows)
+        rows.append(cells[:8] + [_num(run.get("log_likelihood_data_se")), str(run.get("num_data")),
+                                 settings(run["config"], config)] + cells[8:])
+    return (_table(_HEADLINE_HEAD[:8] + ["± data se", "test images", "settings"] + _HEADLINE_HEAD[8:], rows)
+            + f"\n\n{RUNS_LEGEND} ± data se: the NLL's standard error over the choice of test images; met: "
+              f"ours minus the paper's figure.")
+
+
+def _paper_cell(run: dict, config: ReportConfig) -> str:
+    """The published figures a run is compared with, compactly: ``NLL 88.7, A et al. 2016: met by 0.07``."""
+    measured = {"nll": run.get("nll"), "neg_elbo": -run["elbo"]}
+    cells = []
+    for r in config.references_for(run["config"]):
+        d = measured[r.metric] - float(r.value)
+        cells.append(f"{r.label} {r.value}, {r.cite}: {'met' if d <= 0 else 'missed'} by {abs(d):.2f}")
+    return "; ".join(cells) or "–"
 
 
 def render_readme_block(results: Results, config: ReportConfig, base: str) -> str:
-    """The compact headline table for the top-level README; ``base`` is the results folder, relative to the
-    README's folder (``benchmarks/results/``), for the links to the result files."""
-    table = _table(_HEADLINE_HEAD, [_headline_cells(name, run, base, config)
-                                    for name, run in headline_runs(results, config)])
+    """The compact headline table for the top-level README: the run (linked to its result file), what it is,
+    its two figures, the PSIS flag and the paper's figure, narrow enough to read without a scroll (settings,
+    epochs and commands are on the results page). ``base`` is the results folder, relative to the README's
+    folder (``benchmarks/results/``), for the links to the result files."""
+    rows = []
+    for name, run in headline_runs(results, config):
+        c = run["config"]
+        rows.append([f"[`{run['label']}`]({base}{name})", f"{c['model']} · {c['guide']} · {c['objective']}",
+                     _num(-run["elbo"]), _num(run["nll"]), reliability_cell(run, 0, short=True), _paper_cell(run, config)])
+    table = _table(["run", "model · guide · objective", f"{MINUS}ELBO", "NLL", "k̂>0.7", "paper"], rows)
+    legend = (f"Nats per test image, lower is better. k̂>0.7: the share of test images whose PSIS k-hat exceeds "
+              f"0.7; ⚠ (above {UNRELIABLE_SHARE:.0%}): their NLL is unreliable. paper: the published figure, met "
+              f"or missed by ours.")
     return (f"{START}\n<!-- generated by 'pyro-zoo report' from the result files; do not edit -->\n"
-            f"{table}\n{END}")
+            f"{table}\n\n{legend}\n{END}")
 
 
 def table_runs(results: Results, config: ReportConfig = GENERIC) -> str:
@@ -297,10 +331,10 @@ def table_runs(results: Results, config: ReportConfig = GENERIC) -> str:
                      f"`{c.get('objective')}`", settings(c, config), _epochs(run), str(run.get("num_data")),
                      str(run.get("num_samples")), _num(-run["elbo"]), _num(run.get("nll")),
                      _num(run.get("log_likelihood_data_se")), str(run.get("active_units")),
-                     _num(run.get("psis_khat_frac_over_0_7"), ".0%"), met, _source(name)])
-    return _table(["run", "model", "guide", "objective", "settings", "epochs", "test images", "K",
-                   f"{MINUS}ELBO", "NLL (IS)", "± data se", "active units", "k̂ > 0.7", "vs reference", "source"],
-                  rows)
+                     reliability_cell(run, 0), met, _source(name, prefix=config.pages_to_results)])
+    return (_table(["run", "model", "guide", "objective", "settings", "epochs", "test images", "K",
+                    f"{MINUS}ELBO", "NLL (IS)", "± data se", "active units", "k̂>0.7", "vs reference", "source"],
+                   rows) + f"\n\n{RUNS_LEGEND} K: importance samples per test image.")
 
 
 def table_sources(results: Results, config: ReportConfig = GENERIC) -> str:
@@ -308,13 +342,16 @@ def table_sources(results: Results, config: ReportConfig = GENERIC) -> str:
     for name, d in results.items():
         p = d["provenance"]
         if d.get(USER_RUN_KEY):             # the user's run records its config (config.json beside it), no command
-            rows.append([f'<a id="{_anchor(name)}"></a>{_link(name, "")}', "your run: `pyro-zoo train` with "
-                         f"[its config]({Path(name).parent.as_posix()}/config.json)", "–", "–", "–"])
+            rows.append([f'<a id="{_anchor(name)}"></a>{_link(name, config.pages_to_results)}', "your run: "
+                         f"`pyro-zoo train` with [its config]("
+                         f"{_in_results(config.pages_to_results, Path(name).parent.as_posix() + '/config.json')})",
+                         "–", "–", "–"])
             continue
         commit = (p.get("git_commit") or "?")[:10] + (" (uncommitted changes)" if p.get("git_dirty") else "")
         threads = f", {p['cpu_threads']} torch threads" if p.get("cpu_threads") else ""
         hardware = f"{p.get('cpu', '?')}{threads}, GPU: {p.get('gpu') or 'none'}"
-        rows.append([f'<a id="{_anchor(name)}"></a>{_link(name, "")}', f"`{p['command']}`", f"`{commit}`",
+        rows.append([f'<a id="{_anchor(name)}"></a>{_link(name, config.pages_to_results)}', f"`{p['command']}`",
+                     f"`{commit}`",
                      hardware, p.get("date", "?")])
     return _table(["file", "command", "commit", "hardware", "date"], rows)
 
@@ -381,12 +418,13 @@ def _rows(data: dict, table: Table) -> List[dict]:
     return [r for r in found if isinstance(r, dict) and (table.with_field is None or table.with_field in r)]
 
 
-def declared_table(results: Results, table: Table) -> str:
+def declared_table(results: Results, table: Table, config: ReportConfig = GENERIC) -> str:
     """A table declared in ``report.json``: the rows of every result file, one column per ``[HEAD, CELL]``
     (:func:`_cell`), and the result file each row comes from."""
     rows = []
     for name, data in results.items():
-        rows += [[_cell(cell, row, data) for _, cell in table.columns] + [_source(name)] for row in _rows(data, table)]
+        rows += [[_cell(cell, row, data) for _, cell in table.columns] + [_source(name, prefix=config.pages_to_results)]
+                 for row in _rows(data, table)]
     return _table([head for head, _ in table.columns] + ["source"], rows)
 
 
@@ -443,7 +481,7 @@ def _fill(results: Results, expr: str, config: ReportConfig) -> str:
         if table in TABLES:
             return TABLES[table](results, config)
         if table in config.tables:
-            return declared_table(results, config.tables[table])
+            return declared_table(results, config.tables[table], config)
         raise KeyError(f"no table {table!r} (known: {', '.join([*TABLES, *config.tables])}; more are declared "
                        f"under 'tables' in {CONFIG_NAME})")
     if len(parts) == 2 and parts[0] == "reference":
@@ -535,11 +573,19 @@ def _score(run: dict) -> float:
     return run["nll"] if isinstance(run.get("nll"), (int, float)) else -run["elbo"]
 
 
+def _standing(run: dict) -> tuple:
+    """How a run ranks against another of the same entry: more test images first (only runs on the same images
+    compare), then a reliable NLL before an unreliable one (:mod:`zoo.evaluation.reliability`), then the score."""
+    return -(run.get("num_data") or 0), is_unreliable(run), _score(run)
+
+
 def leaderboard_runs(results: Results, config: ReportConfig = GENERIC) -> List[Tuple[str, dict]]:
     """(file, run): the best run per (dataset, model, guide, objective). The result files' runs count on
     the datasets ``report.json`` names (all if it names none); the folder's own run folders on any. A run
     scored on more test images beats one scored on a subset (``--eval-limit``), whatever their figures:
-    only runs on the same images compare. Datasets come in the declared order, then by name; models too."""
+    only runs on the same images compare; then a run whose NLL is reliable beats one whose NLL is not.
+    Datasets come in the declared order, then by name; within one, the reliable entries first, then the
+    unreliable ones, each by the declared order of models and by score."""
     datasets = list(config.leaderboard_datasets)
     best: Dict[tuple, Tuple[str, dict]] = {}
     for name, run in _training_runs(results):
@@ -548,10 +594,9 @@ def leaderboard_runs(results: Results, config: ReportConfig = GENERIC) -> List[T
         if datasets and dataset not in datasets and not results[name].get(USER_RUN_KEY):
             continue
         key = (dataset, model_label(c, config), c.get("guide"), c.get("objective"))
-        rank = (-(run.get("num_data") or 0), _score(run))
-        if key not in best or rank < (-(best[key][1].get("num_data") or 0), _score(best[key][1])):
+        if key not in best or _standing(run) < _standing(best[key][1]):
             best[key] = (name, run)
-    order = sorted(best, key=lambda k: (_rank(datasets, k[0]), k[0],
+    order = sorted(best, key=lambda k: (_rank(datasets, k[0]), k[0], is_unreliable(best[k][1]),
                                         _rank(config.leaderboard_model_order, best[k][1]["config"].get("model")),
                                         _score(best[k][1])))
     return [best[k] for k in order]
@@ -570,48 +615,86 @@ def _has_curve(run: dict) -> bool:
     return isinstance(history, list) and any(isinstance(h, dict) and "epoch" in h and "loss" in h for h in history)
 
 
-def _plot_cell(name: str, run: dict, user: bool) -> str:
-    cells = [f"![−ELBO per epoch]({plot_path(name, run)})"] if _has_curve(run) else []
-    folder = Path(name).parent.as_posix()
+def _in_results(base: str, path: str) -> str:
+    """``path`` (relative to the results folder) as a link from the pages, which see the folder as ``base``."""
+    return posixpath.normpath(base + path) if base else path
+
+
+def _thumbnail(alt: str, path: str) -> str:
+    """An image that links to itself: the page shows it at its own size, a click opens it full size."""
+    return f"[![{alt}]({path})]({path})"
+
+
+def _plot_cell(name: str, run: dict, user: bool, base: str = "") -> str:
+    """The table's links to the run's training curve (drawn below the table) and a run folder's samples."""
+    cells = [f"[curve]({plot_path(name, run)})"] if _has_curve(run) else []
     if user and "samples.png" in run.get("_folder_files", ()):
-        cells.append(f"![samples]({folder}/samples.png)")
-    return " ".join(cells) or "–"
+        cells.append(f"[samples]({_in_results(base, Path(name).parent.as_posix() + '/samples.png')})")
+    return ", ".join(cells) or "–"
+
+
+def _gallery(entries: Sequence[Tuple[str, dict]], base: str) -> str:
+    """Below a section's table: each run's training curve (and a run folder's samples), linked thumbnails in
+    the order of the table, so the table stays narrow and each plot is shown at a readable size."""
+    images = []
+    for name, run in entries:
+        if _has_curve(run):
+            images.append(_thumbnail(f"training of {run.get('label', '')}", plot_path(name, run)))
+        if run.get("_user") and "samples.png" in run.get("_folder_files", ()):
+            images.append(_thumbnail(f"samples of {run.get('label', '')}",
+                                     _in_results(base, Path(name).parent.as_posix() + "/samples.png")))
+    return ("\n\n" + " ".join(images)) if images else ""
 
 
 def render_leaderboard(results: Results, archive: str = "README.md", config: ReportConfig = GENERIC) -> str:
-    """The leaderboard page: per dataset, the best run per (model, guide, objective) with its figures
-    against the published ones, and a small plot of its training from the result file's history."""
+    """The leaderboard page: per dataset, the best run per (model, guide, objective) with its figures, its PSIS
+    flag and the published figure, reliable runs first, in a table narrow enough for a page's column; below it,
+    a linked thumbnail of each run's training drawn from the result file's history. Its links reach the results
+    from the page's folder (:attr:`ReportConfig.pages_to_results`)."""
+    base = config.pages_to_results
     rows: Dict[str, list] = {}
+    entries: Dict[str, list] = {}
     for name, run in leaderboard_runs(results, config):
         c = run["config"]
         user = bool(results[name].get(USER_RUN_KEY))
-        ref, met = _reference_cells(run, config, short=True)
-        source = (f"[`{run['label']}`]({Path(name).parent.as_posix()}/) (your run)" if user
-                  else f"`{run['label']}` in [{name.removesuffix('.json')}]({name})")
-        rows.setdefault(str(c.get("dataset")), []).append(
-            [f"`{model_label(c, config)}`", f"`{c.get('guide')}`", f"`{c.get('objective')}`", _num(-run["elbo"]),
-             _num(run.get("nll")), str(run.get("num_data")), _epochs(run), ref, met, source,
-             _plot_cell(name, run, user)])
-    head = ["model", "guide", "objective", f"test {MINUS}ELBO", "test NLL (IS)", "test images", "epochs",
-            "paper", "met", "run", "training"]
+        where = (f"[`{run['label']}`]({_in_results(base, Path(name).parent.as_posix())}/) (your run)" if user
+                 else f"[`{run['label']}`]({_in_results(base, name)})")
+        dataset = str(c.get("dataset"))
+        rows.setdefault(dataset, []).append(
+            [f"{model_label(c, config)} · {c.get('guide')} · {c.get('objective')}", _num(-run["elbo"]),
+             _num(run.get("nll")), reliability_cell(run, 0, short=True), _paper_cell(run, config),
+             f"{where}, {run.get('num_data')} images, {_epochs(run)} epochs", _plot_cell(name, run, user, base)])
+        entries.setdefault(dataset, []).append((name, dict(run, _user=user)))
+    # one column for what the entry is, words that wrap, and no file name (the run's label links its file):
+    # the table fits a page's column of about 740 pixels
+    head = ["model · guide · objective", f"{MINUS}ELBO", "NLL", "k̂>0.7", "paper", "run", "training"]
     sections = []
     for dataset, table_rows in rows.items():
         title = config.leaderboard_datasets.get(dataset, f"`{dataset}`")
-        sections.append(f"## {title}\n\n{_table(head, table_rows)}")
+        sections.append(f"## {title}\n\n{_table(head, table_rows)}{_gallery(entries[dataset], base)}")
     return (f"<!-- generated by 'pyro-zoo report' from the *.json result files beside it; do not edit -->\n"
             f"# Leaderboard\n\n"
-            f"The best run per model, guide and objective: nats per datum on the test images, lower is better "
-            f"(the importance-sampled NLL decides; a run on all test images beats one on a subset). \"paper\" is "
-            f"the published figure for the same model on the same data, \"met\" the measured figure minus it. "
-            f"\"training\" plots the training bound and the validation {MINUS}ELBO per epoch from the result "
-            f"file's history (and a run folder's samples where it has them). Every run, with its command or config: "
-            f"[the archive]({archive}).\n\n" + ("\n\n".join(sections) or "(no trained runs)") + "\n")
+            f"The best run per model, guide and objective: nats per test image, lower is better. {MINUS}ELBO is the "
+            f"negated evidence lower bound, NLL the importance-sampled negative log-likelihood, which decides the "
+            f"ranking (a run on all test images beats one on a subset). {reliability_legend()}. \"paper\" is the "
+            f"published figure for the same model on the same data, met or missed by ours. Below each table, in its "
+            f"order, the training bound and the validation {MINUS}ELBO per epoch of each run, from its result file's "
+            f"history (\"training\" links them, and a run folder's samples); click a plot to open it full size. "
+            f"Every run, with its command or config: [the archive]({archive}).\n\n"
+            + ("\n\n".join(sections) or "(no trained runs)") + "\n")
 
 
-def leaderboard_plots(results: Results, config: ReportConfig = GENERIC) -> Dict[str, list]:
-    """plot path (relative to the leaderboard) -> the history it is drawn from, for each leaderboard run."""
-    return {plot_path(name, run): run["history"] for name, run in leaderboard_runs(results, config)
-            if _has_curve(run)}
+def _plot_title(run: dict, config: ReportConfig) -> str:
+    """A thumbnail's title: the leaderboard entry (its model variant, guide and objective)."""
+    c = run["config"]
+    return f"{model_label(c, config)} · {c.get('guide')} · {c.get('objective')}"
+
+
+def leaderboard_plots(results: Results, config: ReportConfig = GENERIC) -> Dict[str, tuple]:
+    """plot path (relative to the leaderboard) -> (the history it is drawn from, the run's config, its title), for
+    each leaderboard run."""
+    return {plot_path(name, run): (run["history"], run["config"], _plot_title(run, config))
+            for name, run in leaderboard_runs(results, config) if _has_curve(run)}
 
 
 def replace_readme_block(readme: str, block: str, where: str = "README.md", start_mark: str = START,
@@ -651,6 +734,34 @@ def find_readme(directory: Path) -> Optional[Path]:
     return None
 
 
+#: where ``pyro-zoo report`` writes the pages of a folder of the user's own runs when no ``--out`` is given: a
+#: folder of its own under the current directory, never the run folders themselves
+USER_REPORTS = Path("reports")
+
+
+def default_out(directory: Path, results: Results) -> Path:
+    """The archive page when no ``--out`` is given: beside the result files of a results folder (whose pages
+    are committed with them, as ``benchmarks/results``), but for a folder of the user's own runs (run folders of
+    ``train`` or ``compare``, or one run folder) ``reports/NAME/README.md`` under the current directory, so a
+    report never writes into a run folder unasked."""
+    if results and all(d.get(USER_RUN_KEY) for d in results.values()):
+        return USER_REPORTS / Path(directory).resolve().name / "README.md"
+    return Path(directory) / "README.md"
+
+
+def _page(out: Path) -> Path:
+    """``--out``: the archive page (``PAGE.md``, in a folder that exists), or a folder to write the pages into
+    (``README.md`` there; the folder is made when they are written)."""
+    if out.suffix.lower() == ".md" and not out.is_dir():
+        if not out.parent.is_dir():
+            raise OptionError("out", f"{out}: the folder {out.parent} does not exist; create it or write elsewhere")
+        return out
+    blocker = next((p for p in [out, *out.parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise OptionError("out", f"{blocker} is a file, not a folder; give another --out")
+    return out / "README.md"
+
+
 def report(directory: Path, out: Optional[Path] = None, readme: Optional[Path] = None,
            check: bool = False) -> List[Path]:
     """Render the results README, the leaderboard (and the top-level README's results block) from the
@@ -658,17 +769,18 @@ def report(directory: Path, out: Optional[Path] = None, readme: Optional[Path] =
     :class:`ZooError` if the files on disk differ. Everything is rendered before anything is written,
     and each file is replaced atomically, so an error leaves the files as they were.
 
+    ``out`` is the archive page or a folder for the pages (:func:`_page`); without it, :func:`default_out`.
+    The leaderboard and its plots go beside the archive page, and their links reach the runs from there.
+
     Returns the files written (or checked).
     """
     from zoo.training.checkpoint import atomic_write_text    # torch is only needed to write
     directory = Path(directory)
     results = load_results(directory)
     config = load_config(directory)
-    out = Path(out) if out else directory / "README.md"
-    if out.is_dir():
-        raise OptionError("out", f"{out} is a folder; give the page's file name, e.g. {out / 'README.md'}")
-    if not out.parent.is_dir():
-        raise OptionError("out", f"{out}: the folder {out.parent} does not exist; create it or write elsewhere")
+    out = _page(Path(out)) if out else default_out(directory, results)
+    relative = Path(os.path.relpath(directory.resolve(), out.parent.resolve())).as_posix()
+    config = dataclasses.replace(config, pages_to_results="" if relative == "." else relative + "/")
     outputs = {out: render_results_readme(directory, results, config),
                out.parent / LEADERBOARD_NAME: render_leaderboard(results, archive=out.name, config=config)}
     plot_histories = {out.parent / p: h for p, h in leaderboard_plots(results, config).items()}
@@ -700,7 +812,8 @@ def report(directory: Path, out: Optional[Path] = None, readme: Optional[Path] =
         return list(outputs)
     from zoo.evaluation.plots import history_png
     from zoo.training.checkpoint import atomic_write_bytes
-    images = {path: history_png(history) for path, history in plot_histories.items()}    # all drawn, then written
+    images = {path: history_png(*drawn) for path, drawn in plot_histories.items()}    # all drawn, then written
+    out.parent.mkdir(parents=True, exist_ok=True)
     if images:
         (out.parent / PLOTS_DIR).mkdir(exist_ok=True)
     for path, png in images.items():

@@ -348,7 +348,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
             np.savez(buf, **{k: v.numpy() for k, v in per_datum.items() if v is not None})
             atomic_write_bytes(out / "per_datum.npz", buf.getvalue())
             with atomic_path(out / "training_curves.png") as path:
-                plots.training_curves(history, path)
+                plots.training_curves(history, path, summary)
             if generate:
                 with atomic_path(out / "samples.png") as path:
                     plots.image_grid(samples, run.data.image_shape, path)
