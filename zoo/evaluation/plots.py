@@ -45,7 +45,7 @@ class _Figures:
 
 plt = _Figures()
 
-__all__ = ["training_curves", "history_png", "thumbnail_figure", "bound_label", "run_title", "refit_note", "image_grid", "reconstruction_grid", "latent_scatter", "compare_plot"]
+__all__ = ["training_curves", "training_curves_figure", "history_png", "thumbnail_figure", "bound_label", "run_title", "refit_note", "image_grid", "reconstruction_grid", "latent_scatter", "compare_plot"]
 
 
 def _save(fig, path: Path) -> None:
@@ -97,7 +97,7 @@ def _scale_y(ax, values: Sequence[float]) -> None:
     lo, hi = min(values), max(values)
     if lo > 0 and hi / lo > 1.5:
         ax.set_yscale("log")
-        ax.set_ylim(lo / 1.04, hi * 1.04)
+        ax.set_ylim(lo / 1.08, hi * 1.08)
         ticks = sorted({float(f"{v:.2g}") for v in (lo, (lo * hi) ** 0.5, hi)})
         ax.set_yticks(ticks)
         ax.yaxis.set_major_formatter(ScalarFormatter())
@@ -126,9 +126,15 @@ def refit_note(summary: Optional[Dict]) -> Optional[str]:
 
 
 def training_curves(history: Sequence[Dict], path: Path, summary: Optional[Dict] = None) -> None:
-    """The training bound and the validation −ELBO per epoch (nats per datum, lower is better), titled with
-    the run, integer epoch ticks; for a per-datum guide, the test −ELBO after its refit, and a note saying why
-    it sits below the training bound (:func:`refit_note`). ``summary`` is the run's results.json."""
+    """Save :func:`training_curves_figure` to ``path`` (the run folder's training_curves.png)."""
+    _save(training_curves_figure(history, summary), path)
+
+
+def training_curves_figure(history: Sequence[Dict], summary: Optional[Dict] = None):
+    """The training bound (labelled by its objective, :func:`bound_label`) and the validation −ELBO per epoch
+    (nats per datum, lower is better), titled with the run, integer epoch ticks, every point in view; for a
+    per-datum guide, the test −ELBO after its refit, and a note saying why it sits below the training bound
+    (:func:`refit_note`). ``summary`` is the run's results.json."""
     config = (summary or {}).get("config")
     fig, ax = plt.subplots(figsize=(5.6, 3.4))
     epochs, bound, valid = _curves(history)
@@ -151,8 +157,8 @@ def training_curves(history: Sequence[Dict], path: Path, summary: Optional[Dict]
     ax.grid(alpha=0.3)
     if note:
         import textwrap
-        fig.text(0.01, -0.02, textwrap.fill(note, 95), fontsize=7.5, va="top", ha="left")
-    _save(fig, path)
+        fig.text(0.01, -0.02, textwrap.fill(note, 95), fontsize=8, va="top", ha="left")
+    return fig
 
 
 #: the leaderboard thumbnails: their size in inches and dpi (so 8-point type is 8 points where a browser shows
