@@ -17,8 +17,9 @@ The site builds offline: no intersphinx, and the furo theme ships its CSS, JavaS
 The Markdown pages live outside ``docs/`` and link to each other and to source files by relative
 paths. :func:`rewrite_links` (on Sphinx's ``include-read`` event) turns a link to another page of the
 site into a link to that page, a link to a file that is not in the site (a result's JSON, a source
-file) into plain text, and an in-page link to a raw-HTML anchor (``<a id="...">``, which MyST does
-not know) into an HTML link, which the tests of ``tests/test_docs.py`` check in the built HTML.
+file) into plain text, an ``<img>``'s path into one from the including page, and an in-page link to a
+raw-HTML anchor (``<a id="...">``, which MyST does not know) into an HTML link, which the tests of
+``tests/test_docs.py`` check in the built HTML.
 
 The tutorials read ``PYRO_ZOO_TUTORIAL_SETTING`` (``ci``: small and fast; ``full``: the lecture's
 figures), which ``pyro-zoo docs --setting`` sets for the kernels.
@@ -51,7 +52,9 @@ exclude_patterns = ["_build", "README.md", "**.ipynb_checkpoints", "tutorials/_*
 
 # MyST: heading anchors for in-page links of the included READMEs ([Run folders](#run-folders)).
 myst_heading_anchors = 4
-myst_enable_extensions = ["dollarmath", "amsmath"]
+# html_image: the leaderboard's <img width=...> thumbnails are images of the site, which Sphinx links to their
+# full size (html_scaled_image_link), as GitHub does
+myst_enable_extensions = ["dollarmath", "amsmath", "html_image"]
 
 # Notebooks: executed at every build, a cell error or timeout is a build error.
 nb_execution_mode = os.environ.get("PYRO_ZOO_DOCS_EXECUTION", "force")
@@ -116,6 +119,7 @@ write_results_wrappers()
 
 _LINK = re.compile(r"(?<!!)\[((?:[^\[\]]|\[[^\]]*\])*)\]\(([^()\s]+)\)")
 _ANCHOR = re.compile(r'<a id="([^"]+)"></a>')
+_IMG = re.compile(r'<img src="(?![a-z][a-z0-9+.-]*:)([^"]+)"')
 
 
 def rewrite_links(app, relative_path, parent_docname, content) -> None:
@@ -145,6 +149,10 @@ def rewrite_links(app, relative_path, parent_docname, content) -> None:
         return f"[{label}](/{doc}.md{'#' + fragment if fragment else ''})"
 
     content[0] = _LINK.sub(replace, text)
+    # MyST's :relative-images: reaches Markdown images only; an <img> (html_image) is made relative here
+    including = (Path(app.srcdir) / app.env.docname).parent      # parent_docname comes bare from MyST
+    content[0] = _IMG.sub(lambda m: f'<img src="{os.path.relpath(source.parent / m.group(1), including)}"',
+                          content[0])
 
 
 def _inline_html(label: str) -> str:

@@ -193,6 +193,43 @@ def test_browser_renders_home_and_tutorial(site, served, tmp_path):
     print(f"browser check of {pages}: {time.perf_counter() - start:.1f} s")
 
 
+# the leaderboard page as a reader's browser lays it out: each table's width against the article's column, and each
+# training thumbnail's shown width, its link and the natural width of what the link opens
+_LEADERBOARD_CHECK = """
+const article = document.querySelector('article');
+return {
+  column: article.clientWidth,
+  tables: [...article.querySelectorAll('table')].map(t => t.getBoundingClientRect().width),
+  thumbnails: [...article.querySelectorAll('img')].filter(i => i.alt.startsWith('training of'))
+    .map(i => ({shown: i.getBoundingClientRect().width, natural: i.naturalWidth,
+                link: i.closest('a') ? i.closest('a').getAttribute('href') : null})),
+};
+"""
+
+
+def test_the_leaderboard_fits_its_column_and_its_thumbnails_open_full_size(site, served, tmp_path):
+    """In a 1280-pixel window (the site's column is about 740 pixels) every table of the leaderboard, and the
+    README's results table on the home page, fits the column, with no scroll, and each training plot is shown at
+    its readable width (THUMBNAIL_PIXELS, 8-point type) and links to its image, which has more pixels than shown."""
+    from zoo.evaluation.plots import THUMBNAIL_PIXELS
+    browser = _chromium(tmp_path)
+    try:
+        browser.set_window_size(1280, 900)
+        browser.get(f"{served}/index.html")
+        home = browser.execute_script(_LEADERBOARD_CHECK)
+        browser.get(f"{served}/results/LEADERBOARD.html")
+        seen = browser.execute_script(_LEADERBOARD_CHECK)
+    finally:
+        browser.quit()
+    assert home["tables"] and all(width <= home["column"] for width in home["tables"]), home
+    assert seen["tables"] and all(width <= seen["column"] for width in seen["tables"]), seen
+    assert seen["thumbnails"], seen
+    for thumbnail in seen["thumbnails"]:
+        assert thumbnail["shown"] == THUMBNAIL_PIXELS[0] and thumbnail["natural"] > thumbnail["shown"], thumbnail
+        assert thumbnail["link"] and thumbnail["link"].endswith(".png"), thumbnail
+        assert (site[0] / "results" / thumbnail["link"]).resolve().is_file(), thumbnail
+
+
 def test_docs_outside_a_checkout_is_one_line(monkeypatch, tmp_path, capsys):
     """An installed pyro-zoo has no docs/ folder: 'pyro-zoo docs' says where to run it, in one line."""
     import zoo.docs

@@ -161,13 +161,14 @@ def training_curves_figure(history: Sequence[Dict], summary: Optional[Dict] = No
     return fig
 
 
-#: the leaderboard thumbnails: their size in inches and dpi (so 8-point type is 8 points where a browser shows
-#: the PNG at one image pixel per CSS pixel, 96 to the inch) and their smallest font
-THUMBNAIL_SIZE, THUMBNAIL_DPI, THUMBNAIL_FONT = (3.0, 2.1), 96, 8
+#: the leaderboard thumbnails: the size the page shows them at, in CSS pixels (96 to the inch, so 8-point type is
+#: 8 points there), their smallest font, and how many image pixels they have per CSS pixel (sharp on a
+#: high-density screen, and twice the size when a click opens them full size)
+THUMBNAIL_PIXELS, THUMBNAIL_DPI, THUMBNAIL_FONT, THUMBNAIL_SCALE = (300, 210), 96, 8, 2
 
 
 def history_png(history: Sequence[Dict], config: Optional[Dict] = None, title: Optional[str] = None) -> bytes:
-    """A thumbnail (about 290x200 px) of a run's training for the leaderboard, from the ``history`` of its result
+    """A thumbnail (:data:`THUMBNAIL_PIXELS`) of a run's training for the leaderboard, from the ``history`` of its result
     file: the training bound, labelled by its objective (:func:`bound_label`), and the validation −ELBO per
     epoch, nats per datum, titled ``title`` (default: the run's ``config``); every point in view and no type
     under 8 points.
@@ -175,14 +176,17 @@ def history_png(history: Sequence[Dict], config: Optional[Dict] = None, title: O
     import io
     fig = thumbnail_figure(history, config, title)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=THUMBNAIL_DPI, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=THUMBNAIL_DPI * THUMBNAIL_SCALE, metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
 
 
 def thumbnail_figure(history: Sequence[Dict], config: Optional[Dict] = None, title: Optional[str] = None):
     """The figure of :func:`history_png` (its axes are ``fig.axes[0]``)."""
-    fig, ax = plt.subplots(figsize=THUMBNAIL_SIZE)
+    fig = plt.figure(figsize=(THUMBNAIL_PIXELS[0] / THUMBNAIL_DPI, THUMBNAIL_PIXELS[1] / THUMBNAIL_DPI),
+                     dpi=THUMBNAIL_DPI)
+    fig.set_layout_engine("constrained")        # a fixed size, every label inside it
+    ax = fig.subplots()
     epochs, bound, valid = _curves(history)
     ax.plot(epochs, bound, lw=1.2, label=f"training {bound_label(config)}")
     if valid:

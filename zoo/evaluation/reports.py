@@ -620,36 +620,30 @@ def _in_results(base: str, path: str) -> str:
     return posixpath.normpath(base + path) if base else path
 
 
-def _thumbnail(alt: str, path: str) -> str:
-    """An image that links to itself: the page shows it at its own size, a click opens it full size."""
-    return f"[![{alt}]({path})]({path})"
-
-
-def _plot_cell(name: str, run: dict, user: bool, base: str = "") -> str:
-    """The table's links to the run's training curve (drawn below the table) and a run folder's samples."""
-    cells = [f"[curve]({plot_path(name, run)})"] if _has_curve(run) else []
-    if user and "samples.png" in run.get("_folder_files", ()):
-        cells.append(f"[samples]({_in_results(base, Path(name).parent.as_posix() + '/samples.png')})")
-    return ", ".join(cells) or "–"
+def _thumbnail(alt: str, path: str, width: Optional[int] = None) -> str:
+    """An image shown at ``width`` pixels (a training plot's own width), which GitHub and the site (Sphinx's
+    ``html_scaled_image_link``) link to its full size: a click opens it."""
+    from zoo.evaluation.plots import THUMBNAIL_PIXELS
+    return f'<img src="{path}" alt="{alt}" width="{width or THUMBNAIL_PIXELS[0]}">'
 
 
 def _gallery(entries: Sequence[Tuple[str, dict]], base: str) -> str:
-    """Below a section's table: each run's training curve (and a run folder's samples), linked thumbnails in
-    the order of the table, so the table stays narrow and each plot is shown at a readable size."""
+    """Below a section's table: each run's training curve (and a run folder's samples), thumbnails in the order
+    of the table, each titled with its entry, so the table stays narrow and each plot is shown at a readable size."""
     images = []
     for name, run in entries:
         if _has_curve(run):
             images.append(_thumbnail(f"training of {run.get('label', '')}", plot_path(name, run)))
         if run.get("_user") and "samples.png" in run.get("_folder_files", ()):
             images.append(_thumbnail(f"samples of {run.get('label', '')}",
-                                     _in_results(base, Path(name).parent.as_posix() + "/samples.png")))
-    return ("\n\n" + " ".join(images)) if images else ""
+                                     _in_results(base, Path(name).parent.as_posix() + "/samples.png"), 240))
+    return ("\n\n" + "\n".join(images)) if images else ""
 
 
 def render_leaderboard(results: Results, archive: str = "README.md", config: ReportConfig = GENERIC) -> str:
     """The leaderboard page: per dataset, the best run per (model, guide, objective) with its figures, its PSIS
     flag and the published figure, reliable runs first, in a table narrow enough for a page's column; below it,
-    a linked thumbnail of each run's training drawn from the result file's history. Its links reach the results
+    a thumbnail of each run's training drawn from the result file's history, which opens full size. Its links reach the results
     from the page's folder (:attr:`ReportConfig.pages_to_results`)."""
     base = config.pages_to_results
     rows: Dict[str, list] = {}
@@ -663,11 +657,11 @@ def render_leaderboard(results: Results, archive: str = "README.md", config: Rep
         rows.setdefault(dataset, []).append(
             [f"{model_label(c, config)} · {c.get('guide')} · {c.get('objective')}", _num(-run["elbo"]),
              _num(run.get("nll")), reliability_cell(run, 0, short=True), _paper_cell(run, config),
-             f"{where}, {run.get('num_data')} images, {_epochs(run)} epochs", _plot_cell(name, run, user, base)])
+             f"{where}, {run.get('num_data')} images, {_epochs(run)} epochs"])
         entries.setdefault(dataset, []).append((name, dict(run, _user=user)))
-    # one column for what the entry is, words that wrap, and no file name (the run's label links its file):
-    # the table fits a page's column of about 740 pixels
-    head = ["model · guide · objective", f"{MINUS}ELBO", "NLL", "k̂>0.7", "paper", "run", "training"]
+    # one column for what the entry is, words that wrap, no file name (the run's label links its file) and the
+    # plots below the table: it fits a page's column of about 740 pixels
+    head = ["model · guide · objective", f"{MINUS}ELBO", "NLL", "k̂>0.7", "paper", "run"]
     sections = []
     for dataset, table_rows in rows.items():
         title = config.leaderboard_datasets.get(dataset, f"`{dataset}`")
@@ -678,8 +672,8 @@ def render_leaderboard(results: Results, archive: str = "README.md", config: Rep
             f"negated evidence lower bound, NLL the importance-sampled negative log-likelihood, which decides the "
             f"ranking (a run on all test images beats one on a subset). {reliability_legend()}. \"paper\" is the "
             f"published figure for the same model on the same data, met or missed by ours. Below each table, in its "
-            f"order, the training bound and the validation {MINUS}ELBO per epoch of each run, from its result file's "
-            f"history (\"training\" links them, and a run folder's samples); click a plot to open it full size. "
+            f"order and titled with its entry, the training bound and the validation {MINUS}ELBO per epoch of each "
+            f"run, from its result file's history (and a run folder's samples); click a plot to open it full size. "
             f"Every run, with its command or config: [the archive]({archive}).\n\n"
             + ("\n\n".join(sections) or "(no trained runs)") + "\n")
 
