@@ -18,10 +18,10 @@ learnt one image) has collapsed, whatever its ELBO: :func:`collapse_warning` say
 
 Example::
 
-    >>> verdict({"psis_khat_frac_over_0_7": 0.922})
-    'unreliable'
-    >>> reliability_cell({"psis_khat_frac_over_0_7": 0.03})
-    '3.0%'
+    >>> reliability_cell({"psis_khat_frac_over_0_7": 0.922})
+    '92.2% ⚠ unreliable'
+    >>> reliability_cell({"psis_khat_frac_over_0_7": 0.03}), reliability_cell({"psis_khat_frac_over_0_7": None})
+    ('3.0%', '–')
     >>> collapse_warning({"active_units": 0, "num_latent_units": 50})[:32]
     'posterior collapse: 0 of 50 late'
 """
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
-__all__ = ["KHAT_THRESHOLD", "UNRELIABLE_SHARE", "MIN_SAMPLE_SPREAD", "khat_share", "is_unreliable", "verdict",
+__all__ = ["KHAT_THRESHOLD", "UNRELIABLE_SHARE", "MIN_SAMPLE_SPREAD", "khat_share", "is_unreliable",
            "reliability_cell", "reliability_legend", "sample_spread", "collapse_warning"]
 
 #: the Pareto k-hat above which one datum's importance-sampled log p(x) is unreliable (the harness's PSIS_THRESHOLD)
@@ -50,13 +50,6 @@ def is_unreliable(run: Mapping) -> bool:
     """Is the run's importance-sampled NLL unreliable (more than :data:`UNRELIABLE_SHARE` of data over 0.7)?"""
     share = khat_share(run)
     return share is not None and share > UNRELIABLE_SHARE
-
-
-def verdict(run: Mapping) -> str:
-    """``"unreliable"``, ``"reliable"``, or ``"–"`` where the run records no k-hat."""
-    if khat_share(run) is None:
-        return "–"
-    return "unreliable" if is_unreliable(run) else "reliable"
 
 
 def reliability_cell(run: Mapping, digits: int = 1, short: bool = False) -> str:
