@@ -22,14 +22,44 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 from zoo.core.errors import ZooError
 
 SETTINGS = ("ci", "full")
 CI_CELL_TIMEOUT = 300
 FULL_CELL_TIMEOUT = 1800
+
+
+_KIND_TITLES = {"model": "models", "guide": "guide families", "objective": "objectives", "dataset": "datasets"}
+
+
+def _rst(text: str) -> str:
+    """Plain text as reStructuredText: the characters docutils would read as markup, escaped."""
+    return re.sub(r"([\\*`|_])", r"\\\1", str(text))
+
+
+def options_reference(kind: str) -> List[str]:
+    """reStructuredText lines for the API page: each registered component of ``kind`` (``model``,
+    ``guide``, ``objective``, ``dataset``), its description and its options with their defaults,
+    choices and help, read from the registry as ``pyro-zoo list`` reads it, so the page cannot fall
+    behind a new component or option."""
+    from zoo.core.components import REGISTRIES
+    registry = REGISTRIES[kind]
+    lines = [f"**The registered {_KIND_TITLES[kind]} and their options** (from the registry; "
+             f"``pyro-zoo list`` prints the same):", ""]
+    for name, component in registry.items():
+        lines += [f"``{name}``", f"   {_rst(component.description)}", ""]
+        for spec in component.options.specs():
+            choices = spec.metadata.get("choices")
+            detail = f"default ``{spec.default!r}``" + (
+                f"; one of {', '.join(f'``{c!r}``' for c in choices)}" if choices else "")
+            lines += [f"   - ``{spec.name}`` ({detail}): {_rst(spec.metadata.get('help', ''))}"]
+        if component.options.specs():
+            lines.append("")
+    return lines
 
 
 def docs_folder() -> Path:
