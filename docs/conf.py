@@ -16,7 +16,7 @@ and ``sphinx-mathjax-offline`` copies MathJax into ``_static/mathjax`` (Sphinx's
 CDN, and offline every formula would show as TeX source); nothing loads from another host, which
 ``tests/test_docs.py`` checks in the HTML and in a browser. Warnings are errors (``pyro-zoo docs``
 passes ``-W --keep-going``). Smart quotes are off: docutils would turn a flag's ``--`` into an en dash
-in prose, and a copied ``–baseline`` fails.
+in prose, and a copied flag with an en dash fails.
 
 The API reference's first page documents the names ``import zoo`` gives under ``zoo.`` (the
 ``zoo-public-api`` directive, from ``zoo.__all__``), and ``build_model`` and its kin list every
