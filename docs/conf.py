@@ -36,11 +36,13 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 from docutils import nodes
 from sphinx.util.docutils import SphinxDirective
 
+_BUILD_STARTED = time.time()
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -238,6 +240,26 @@ def _ancestors(node):
         yield node
 
 
+_STARTED = {}
+
+
+def notebook_started(app, docname, source) -> None:
+    if app.env.doc2path(docname).suffix == ".ipynb":
+        _STARTED[docname] = time.perf_counter()
+
+
+def notebook_finished(app, doctree) -> None:
+    """One line of progress per tutorial (:func:`zoo.docs.notebook_done`): its name and the seconds from
+    reading it to its executed document; "from the cache" when MyST-NB ran it in an earlier build."""
+    from myst_nb.sphinx_ import NbMetadataCollector
+    from zoo.docs import notebook_done
+    docname = app.env.docname
+    if docname in _STARTED:
+        executed = NbMetadataCollector.get_exec_data(app.env, docname) or {}
+        cached = executed.get("mtime") is not None and executed["mtime"] < _BUILD_STARTED
+        notebook_done(docname, time.perf_counter() - _STARTED.pop(docname), cached=cached)
+
+
 def no_tutorials_yet(app, docname, source) -> None:
     """A checkout with no notebook in ``docs/tutorials/`` still builds: the empty glob says so in words."""
     if docname == "tutorials" and not any((DOCS / "tutorials").glob("*.ipynb")):
@@ -250,5 +272,7 @@ def setup(app):
     app.connect("autodoc-process-docstring", registry_options, priority=600)   # after escape_bars: escapes its own
     app.connect("autodoc-skip-member", public_once)
     app.connect("doctree-read", field_dashes)
+    app.connect("source-read", notebook_started)
+    app.connect("doctree-read", notebook_finished)
     app.add_directive("zoo-public-api", PublicAPI)
     app.connect("source-read", no_tutorials_yet)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import re
 import shutil
 import subprocess
@@ -358,3 +359,57 @@ def test_docs_without_sphinx_says_what_to_install(monkeypatch, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert 'pip install "pyro-zoo[docs]"' in err and "\n" not in err, err
     assert not (tmp_path / "html").exists()
+
+
+def test_build_says_which_setting_and_each_tutorial(site):
+    """The build's log names its setting and the other one, then one line per tutorial with its seconds."""
+    out, stderr, _ = site
+    assert "ci setting" in stderr and "--setting full" in stderr, stderr[:2000]
+    for notebook in TUTORIALS:
+        assert re.search(rf"tutorial {notebook.stem}: \d+\.\d s", stderr), (notebook.stem, stderr[-3000:])
+    assert "Executing notebook with kernel" not in stderr
+
+
+def test_docs_help_and_default_build_name_the_ci_setting(monkeypatch, capsys, tmp_path):
+    """``pyro-zoo docs`` runs the full tutorials by default: its --help and its first line say that
+    ``--setting ci`` is the fast build (Sphinx is stubbed: only the start is checked here)."""
+    import sphinx.cmd.build
+    import zoo.docs
+    from zoo.cli import main
+    with pytest.raises(SystemExit):
+        main(["docs", "--help"])
+    docs_help = capsys.readouterr().out
+    assert "--setting ci" in " ".join(docs_help.split()), docs_help
+    monkeypatch.setattr(sphinx.cmd.build, "build_main", lambda argv: 0)
+    zoo.docs.build(str(tmp_path / "html"), setting="full")
+    first = capsys.readouterr().err.splitlines()[0]
+    assert "full setting" in first and "'pyro-zoo docs --setting ci'" in first, first
+
+
+_KERNEL_RUN = """
+import nbclient, nbformat
+from zoo.docs import kernel_environment
+notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
+if {configured}:
+    with kernel_environment("ci"):
+        nbclient.NotebookClient(notebook, kernel_name="python3", timeout=120).execute()
+else:
+    nbclient.NotebookClient(notebook, kernel_name="python3", timeout=120).execute()
+"""
+
+
+def test_tutorial_kernels_do_not_warn_about_tcp(tmp_path):
+    """ipykernel warns that a kernel over TCP is open to eavesdropping; the tutorials' kernels are local
+    (the loopback), and the kernel configuration the build writes drops that one line. A kernel started
+    without it still warns, so the check can fail."""
+    pytest.importorskip("nbclient")
+    env = {k: v for k, v in os.environ.items() if k != "IPYTHONDIR"}
+    env["IPYTHONDIR"] = str(tmp_path / "ipython")            # a plain profile, not the user's
+    runs = {configured: subprocess.run([sys.executable, "-c", _KERNEL_RUN.format(configured=configured)],
+                                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            for configured in (False, True)}
+    for run in runs.values():
+        assert run.returncode == 0, run.stderr[-3000:]
+    if "without encryption" not in runs[False].stderr:
+        pytest.skip("this ipykernel does not warn about TCP")
+    assert "without encryption" not in runs[True].stderr, runs[True].stderr

@@ -110,10 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "nearest README.md above DIR with a results block)")
     p.add_argument("--check", action="store_true",
                    help="write nothing; fail if the files differ from what would be written")
-    p = sub.add_parser("docs", help="build the documentation site offline (from a source checkout; warnings are errors)")
+    p = sub.add_parser("docs", help="build the documentation site offline (from a source checkout; warnings are "
+                       "errors); the tutorials take minutes: --setting ci builds in about a minute")
     p.add_argument("--out", default=None, help="output folder (default: docs/_build/html)")
     p.add_argument("--setting", choices=("ci", "full"), default="full",
-                   help="the tutorials' setting: full (the lectures' figures, default) or ci (small and fast)")
+                   help="the tutorials' setting: full (the lectures' figures, minutes of CPU per tutorial; default) "
+                   "or ci (small and fast, what CI runs: --setting ci)")
     p.add_argument("--verbose", action="store_true", help="Sphinx's progress messages too")
 
     _add_homework(sub)
