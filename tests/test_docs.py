@@ -413,3 +413,18 @@ def test_tutorial_kernels_do_not_warn_about_tcp(tmp_path):
     if "without encryption" not in runs[False].stderr:
         pytest.skip("this ipykernel does not warn about TCP")
     assert "without encryption" not in runs[True].stderr, runs[True].stderr
+
+
+def test_tutorials_page_says_how_to_run_one_yourself():
+    """The tutorials' index gives the command, the extra that installs it (setup.cfg's ``docs`` extra has
+    nbconvert and a kernel) and the setting variable the notebooks read."""
+    import configparser
+    page = (ROOT / "docs" / "tutorials.md").read_text()
+    assert 'pip install -e ".[docs]"' in page and "jupyter nbconvert --to notebook --execute docs/tutorials/" in page
+    assert "PYRO_ZOO_TUTORIAL_SETTING=ci" in page
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    docs_extra = setup["options.extras_require"]["docs"].split()
+    assert "nbconvert" in docs_extra and "ipykernel" in docs_extra
+    for notebook in TUTORIALS:
+        assert "PYRO_ZOO_TUTORIAL_SETTING" in notebook.read_text(), notebook.name

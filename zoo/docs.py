@@ -22,6 +22,10 @@ The tutorials are executed at every build, in a kernel that inherits this proces
   build on the loopback and talk only to it (MyST-NB gives no way to choose Jupyter's IPC transport),
   so the warning says nothing about them; every other kernel message still shows.
 
+To run one tutorial yourself (``docs/tutorials.md`` says the same on the site): ``pip install -e ".[docs]"``
+(it installs ``nbconvert``), then ``PYRO_ZOO_TUTORIAL_SETTING=ci jupyter nbconvert --to notebook --execute
+docs/tutorials/NAME.ipynb --output-dir runs/tutorials`` (``full``, the default, for the lecture's figures).
+
 While it builds, ``pyro-zoo docs`` says which setting it runs (and the other one), then one line per
 tutorial with its seconds (:func:`notebook_done`, called from ``docs/conf.py``), on stderr.
 """
