@@ -106,22 +106,19 @@ def notebook_done(docname: str, seconds: float, cached: bool = False) -> None:
         _progress.flush()
 
 
-class LocalKernelFilter(logging.Filter):
-    """Drops ipykernel's warning about unencrypted TCP from a tutorial kernel's log (see the module
-    docstring: the kernel is local, on the loopback); named by the kernel configuration :func:`build`
-    writes."""
+KERNEL_CONFIG = """\
+# Written by 'pyro-zoo docs' for the tutorials' kernels. Each is started by the build on the loopback, so
+# ipykernel's warning that TCP is unencrypted (it concerns a kernel reached over a network) is dropped.
+import logging
 
-    def filter(self, record: logging.LogRecord) -> bool:
+
+class LocalKernel(logging.Filter):
+    def filter(self, record):
         return "without encryption" not in record.getMessage()
 
 
-KERNEL_CONFIG = """\
-# Written by 'pyro-zoo docs' for the tutorials' kernels. Each is started by the build on the loopback,
-# so ipykernel's warning that TCP is unencrypted (it concerns a kernel reached over a network) is dropped.
-c.IPKernelApp.logging_config = {
-    "filters": {"local_kernel": {"()": "zoo.docs.LocalKernelFilter"}},
-    "handlers": {"console": {"filters": ["local_kernel"]}},
-}
+c.IPKernelApp.logging_config = {"filters": {"local_kernel": {"()": LocalKernel}},
+                                "handlers": {"console": {"filters": ["local_kernel"]}}}
 """
 
 
