@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="write nothing; fail if the files differ from what would be written")
     p = sub.add_parser("docs", help="build the documentation site offline (from a source checkout; warnings are "
-                       "errors); the tutorials take minutes: --setting ci builds in about a minute")
+                       "errors); the full tutorials take many minutes: --setting ci is the small, fast build CI runs")
     p.add_argument("--out", default=None, help="output folder (default: docs/_build/html)")
     p.add_argument("--setting", choices=("ci", "full"), default="full",
                    help="the tutorials' setting: full (the lectures' figures, minutes of CPU per tutorial; default) "
