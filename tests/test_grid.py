@@ -177,3 +177,13 @@ def test_ray_missing_is_one_line_naming_the_extra(tmp_path, capsys, monkeypatch)
 def test_resume_of_a_folder_without_a_grid_is_one_line(tmp_path, capsys):
     code = main(["compare", "--resume", str(tmp_path)])
     assert one_line(code, capsys.readouterr().err, "grid.json is missing")
+
+
+def test_report_pools_a_grids_seeds_into_one_leaderboard_row(tmp_path, serial_grid, capsys):
+    import shutil
+    runs = tmp_path / "runs"
+    shutil.copytree(serial_grid, runs / "grid")
+    assert main(["report", str(runs), "--out", str(tmp_path / "README.md")]) == 0
+    board = (tmp_path / "LEADERBOARD.md").read_text()
+    rows = [line for line in board.splitlines() if line.startswith("| `vae`")]
+    assert len(rows) == 4 and all("(2 seeds)" in r for r in rows)

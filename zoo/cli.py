@@ -403,10 +403,12 @@ def _grid_seeds(args):
 def _print_compare(rows, out: Path) -> None:
     from zoo.evaluation.compare_tables import compare_markdown
     print(compare_markdown(rows, baseline=_baseline(out)), end="")
-    for r in rows:                      # each line names its cell and seed
+    seeded = len({r["config"]["seed"] for r in rows}) > 1
+    for r in rows:                      # each line names its cell (and seed)
+        where = f"{model_label(r['config']['model'])}/{r['cell']}" + (f" seed {r['config']['seed']}" if seeded else "")
         for kind, key in (("note", "note"), ("warning", "psis_warning")):
             if r.get(key):
-                print(f"{kind}: {r['cell']} seed {r['config']['seed']}: {r[key]}")
+                print(f"{kind}: {where}: {r[key]}")
     print(f"wrote {', '.join(str(out / f) for f in ('compare.md', 'compare.json', 'compare.png'))}")
 
 
