@@ -12,9 +12,9 @@ Pure Python (no scipy): the Student t distribution function for integer degrees 
 
     >>> round(t_quantile(0.95, 2), 3)
     4.303
-    >>> d = paired_difference([1.0, 1.2, 0.9], [1.1, 1.0, 1.0])
-    >>> round(d.mean, 3), d.contains_zero
-    (0.0, True)
+    >>> d = paired_difference([1.1, 1.3, 0.9], [1.0, 1.0, 1.0])     # differences 0.1, 0.3, -0.1
+    >>> round(d.mean, 3), round(d.low, 3), round(d.high, 3), d.contains_zero
+    (0.1, -0.397, 0.597, True)
 """
 from __future__ import annotations
 
