@@ -281,9 +281,12 @@ def _run_grid(grid: Grid, out: Path, fresh: bool, progress: bool, workers: int, 
                               and engine == "serial", data=data, on_done=on_done)
             rows = _gather(grid, cells, out)
             _write_tables(grid, rows, skipped, failed, out)
-    except BaseException:
+    except BaseException as e:
         if make and not any(out.iterdir()):
             out.rmdir()
+        if isinstance(e, KeyboardInterrupt) and (out / PLAN).is_file():
+            e.zoo_note = (f"the grid's finished cells and the last checkpoint of each interrupted one are kept: "
+                          f"finish it with 'pyro-zoo compare --resume {out}'")
         raise
     if failed:
         raise ZooError(f"{len(failed)} of {len(cells) * len(grid.seeds)} cells failed ({'; '.join(f'{k}: {v}' for k, v in failed.items())}); "
