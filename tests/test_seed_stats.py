@@ -72,3 +72,31 @@ def test_pool_seeds_merges_runs_that_differ_only_in_the_seed():
     assert merged["elbo"] == -11.0 and merged["nll"] == 10.0 and merged["seeds"] == [0, 1]
     assert merged["nll_seed_se"] == pytest.approx(1.0) and merged["elbo_seed_se"] == pytest.approx(1.0)
     assert pooled[1][1] == run(0, -5.0, -4.0, "iaf")
+
+
+def _row(cell, seed, elbo, ll, khat=0.0):
+    guide, objective = cell.split("/")
+    return {"cell": cell, "config": {"model": "vae", "guide": guide, "objective": objective, "seed": seed},
+            "elbo": elbo, "log_likelihood": ll, "log_likelihood_se": 0.01, "log_likelihood_data_se": 0.5,
+            "elbo_gap": ll - elbo, "active_units": 2, "psis_khat_frac_over_0_7": khat, "epoch_seconds": 1.0,
+            "split": "test", "num_data": 270, "num_samples": 100}
+
+
+def test_compare_markdown_says_which_differences_the_seeds_can_tell_apart():
+    """A cell 0.3 nats better at every seed (± 0.01) is called better; one that is ± 0.5 around the baseline is
+    'not distinguishable'; a cell with half its data at k-hat > 0.7 is marked; figures are −ELBO and NLL > 0."""
+    from zoo.evaluation.compare_tables import compare_markdown
+    base = [-26.3, -26.8, -25.9]
+    rows = ([_row("amortized/elbo", s, b - 0.2, b) for s, b in enumerate(base)]
+            + [_row("iaf/elbo", s, b - 0.2 + 0.3 + 0.01 * s, b + 0.3 + 0.01 * s) for s, b in enumerate(base)]
+            + [_row("amortized/iwae", s, b - 0.2 + d, b + d) for s, (b, d) in enumerate(zip(base, (0.5, -0.5, 0.1)))]
+            + [_row("meanfield/elbo", s, b - 30, b - 29, khat=0.5) for s, b in enumerate(base)])
+    md = compare_markdown(rows, baseline="amortized/elbo")
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert "| amortized/elbo (baseline) | 3 | 26.53 ± 0.260 | 26.33 ± 0.260 |" in md
+    assert "lower (better) than the baseline" in lines["iaf/elbo"].split(" | ")[4]
+    assert "interval contains 0: not distinguishable" in lines["amortized/iwae"]
+    assert "higher (worse) than the baseline" in lines["meanfield/elbo"] and "⚠" in lines["meanfield/elbo"]
+    assert "50.0% ⚠" in md and "lower is better" in md
+    for term in ("gap:", "AU:", "± data se:", "k̂>0.7:", "± IS se:"):
+        assert f"- {term}" in md, term
