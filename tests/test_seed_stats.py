@@ -100,3 +100,12 @@ def test_compare_markdown_says_which_differences_the_seeds_can_tell_apart():
     assert "50.0% ⚠" in md and "lower is better" in md
     for term in ("gap:", "AU:", "± data se:", "k̂>0.7:", "± IS se:"):
         assert f"- {term}" in md, term
+
+
+def test_pool_seeds_keeps_sources_apart_and_never_pools_a_repeated_seed():
+    def run(seed):
+        return {"config": {"guide": "amortized", "seed": seed}, "elbo": -10.0 - seed, "log_likelihood": -9.0}
+    twice = [("a.json", run(0)), ("b.json", run(0))]            # one run published in two result files
+    assert pool_seeds(twice) == twice
+    apart = [("grid1/x", run(0)), ("grid2/y", run(1))]
+    assert pool_seeds(apart, source=lambda name: name.split("/")[0]) == apart

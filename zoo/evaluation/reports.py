@@ -551,7 +551,9 @@ def leaderboard_runs(results: Results, config: ReportConfig = GENERIC) -> List[T
     only runs on the same images compare. Datasets come in the declared order, then by name; models too."""
     datasets = list(config.leaderboard_datasets)
     best: Dict[tuple, Tuple[str, dict]] = {}
-    for name, run in pool_seeds(_training_runs(results)):      # a grid's seeds of one cell: one row, their mean
+    # a grid's seeds of one cell (run folders beside each other, or runs of one result file): one row, their mean
+    for name, run in pool_seeds(_training_runs(results), source=lambda name: Path(name).parent.parent.as_posix()
+                                if results[name].get(USER_RUN_KEY) else name):
         c = run["config"]
         dataset = str(c.get("dataset"))
         if datasets and dataset not in datasets and not results[name].get(USER_RUN_KEY):

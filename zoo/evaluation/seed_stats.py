@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 __all__ = ["Summary", "PairedDifference", "summarize", "pooled_se", "paired_difference", "t_quantile",
            "t_interval_mass", "pool_seeds", "UNRELIABLE_SHARE"]
@@ -141,23 +141,25 @@ def _without_seed(config: Dict) -> str:
     return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True, default=str)
 
 
-def pool_seeds(runs: Iterable[Tuple[str, Dict]]) -> List[Tuple[str, Dict]]:
-    """(name, run) pairs in which runs whose configs differ only in the seed become one run: its ``elbo``,
-    ``log_likelihood`` and ``nll`` are the means over the seeds, ``seeds`` lists them, and ``elbo_seed_se``,
-    ``nll_seed_se`` are the standard errors across them (a run alone is passed through unchanged). The
-    pooled run keeps the first run's name and other fields, and is placed where that run was."""
-    groups: Dict[str, List[Tuple[str, Dict]]] = {}
+def pool_seeds(runs: Iterable[Tuple[str, Dict]], source: Callable[[str], str] = lambda name: "") -> List[Tuple[str, Dict]]:
+    """(name, run) pairs in which the runs of one source (``source(name)``: a grid's folder, a result file) whose
+    configs differ only in the seed become one run: its ``elbo``, ``log_likelihood`` and ``nll`` are the means
+    over the seeds, ``seeds`` lists them, and ``elbo_seed_se``, ``nll_seed_se`` are the standard errors across
+    them. A run alone, or a group in which a seed repeats (the same run recorded twice), is passed through
+    unchanged. The pooled run keeps the first run's name and other fields, and is placed where that run was."""
+    groups: Dict[Tuple[str, str], List[Tuple[str, Dict]]] = {}
     for name, run in runs:
-        groups.setdefault(_without_seed(run["config"]), []).append((name, run))
+        groups.setdefault((source(name), _without_seed(run["config"])), []).append((name, run))
     pooled = []
     for members in groups.values():
         name, first = members[0]
-        if len(members) == 1:
-            pooled.append((name, first))
+        seeds = [r["config"].get("seed") for _, r in members]
+        if len(members) == 1 or len(set(seeds)) < len(seeds):
+            pooled.extend(members)
             continue
         run = dict(first)
         elbo = summarize([r["elbo"] for _, r in members])
-        run.update(elbo=elbo.mean, elbo_seed_se=elbo.se, seeds=[r["config"].get("seed") for _, r in members])
+        run.update(elbo=elbo.mean, elbo_seed_se=elbo.se, seeds=seeds)
         lls = [r.get("log_likelihood") for _, r in members]
         if all(isinstance(v, (int, float)) for v in lls):
             ll = summarize(lls)
