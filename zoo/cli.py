@@ -78,14 +78,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the guide file of a run trained on one, named as --model is (same SHA-256)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    p = sub.add_parser("compare", help="train and evaluate a grid of guides × objectives")
-    p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--guides", type=flags.names, required=True, help="comma-separated guide families and your "
+    p = sub.add_parser("compare", help="train and evaluate a grid of guides × objectives at one or more seeds")
+    p.add_argument("model", nargs="?", help=MODEL_HELP)
+    p.add_argument("--guides", type=flags.names, help="comma-separated guide families and your "
                    "own Pyro guides as FILE.py:NAME, or 'all': every family that fits the model")
-    p.add_argument("--objectives", type=flags.names, required=True, help=OBJECTIVES_HELP + ", or 'all': every "
+    p.add_argument("--objectives", type=flags.names, help=OBJECTIVES_HELP + ", or 'all': every "
                    "registered objective that fits (with --guides all, the grid 'pyro-zoo list' calls valid; "
                    "the cells that do not fit are skipped and listed in compare.md)")
     p.add_argument("--out", default=None, help="output folder (default: runs/compare-MODEL)")
+    p.add_argument("--seeds", type=flags.ints, default=None, help="comma-separated seeds: every cell trains at "
+                   "each (paired: the same minibatch order per seed); compare.md gives mean ± SE and paired CIs")
+    p.add_argument("--repeats", type=int, default=None, metavar="N", help="seeds 0..N-1 (as --seeds)")
+    p.add_argument("--baseline-cell", default=None, metavar="GUIDE/OBJECTIVE", help="the cell the paired "
+                   "differences are taken from (default: the first)")
+    p.add_argument("--resume", default=None, metavar="OUT", help="finish the grid in OUT: keep its finished cells, "
+                   "resume interrupted ones from their checkpoints, train missing ones")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="train N cells at once on this machine, "
+                   "each with cores // N threads (default 1)")
+    p.add_argument("--engine", default="serial", choices=("serial", "ray"), help="where cells train: here "
+                   "(serial, or --workers), or as Ray tasks (pip install \"pyro-zoo[ray]\")")
+    p.add_argument("--address", default=None, metavar="auto|ray://HOST:PORT", help="the Ray cluster to join "
+                   "(default: a local Ray instance)")
     _add_common(p)
 
     p = sub.add_parser("gradients", help="bias, variance and SNR of gradient estimators at fixed parameters")
@@ -346,15 +359,65 @@ def cmd_eval(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from zoo.experiments.compare import compare
+    from zoo.experiments.compare import compare, resume_compare
     from zoo.experiments.config import RunConfig
-    base = RunConfig(model=args.model, **flags.given_run_settings(args),
-                     model_options=flags.given_options(args, "model", [args.model]))
-    out = Path(args.out or f"runs/compare-{model_label(args.model)}")
-    rows = compare(args.model, args.guides, args.objectives, base, out, force=args.force,
-                   progress=not args.no_progress, guide_options=flags.given_options(args, "guide", args.guides),
-                   objective_options=flags.given_options(args, "objective", args.objectives))
-    _print_summary(rows, out, files=("compare.md", "compare.json", "compare.png"))
+    engine = {"workers": args.workers, "engine": args.engine, "address": args.address}
+    if args.address and args.engine != "ray":
+        raise ZooError("--address is the Ray cluster's: give it with --engine ray")
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in ("guides", "objectives", "seeds", "repeats", "baseline_cell", "out")
+                 if getattr(args, k) is not None] + [f"--{k.replace('_', '-')}" for k in flags.given_run_settings(args)]
+        if given or args.force:
+            raise ZooError(f"--resume finishes the grid as OUT/grid.json records it; drop {', '.join(given or ['--force'])} "
+                           f"(only --workers, --engine, --address and a model file may be given)")
+        out = Path(args.resume)
+        rows = resume_compare(out, model_file=args.model, progress=not args.no_progress, **engine)
+    else:
+        if not (args.model and args.guides and args.objectives):
+            raise ZooError("name a model, --guides and --objectives (e.g. 'pyro-zoo compare vae --guides amortized,iaf "
+                           "--objectives elbo,iwae'), or finish a grid with --resume OUT")
+        seeds = _grid_seeds(args)
+        base = RunConfig(model=args.model, **flags.given_run_settings(args),
+                         model_options=flags.given_options(args, "model", [args.model]))
+        out = Path(args.out or f"runs/compare-{model_label(args.model)}")
+        rows = compare(args.model, args.guides, args.objectives, base, out, force=args.force,
+                       progress=not args.no_progress, guide_options=flags.given_options(args, "guide", args.guides),
+                       objective_options=flags.given_options(args, "objective", args.objectives), seeds=seeds,
+                       baseline=args.baseline_cell, **engine)
+    _print_compare(rows, out)
+
+
+def _grid_seeds(args):
+    """The seeds of a grid: --seeds, --repeats N (0..N-1) or --seed (one); only one of them."""
+    seed = flags.given_run_settings(args).get("seed")
+    named = [f for f, v in (("--seeds", args.seeds), ("--repeats", args.repeats), ("--seed", seed)) if v is not None]
+    if len(named) > 1:
+        raise ZooError(f"give one of {' and '.join(named)}: --seeds 0,1,2, --repeats 3 (seeds 0..2) or --seed S")
+    if args.repeats is not None:
+        if args.repeats < 1:
+            raise ZooError(f"--repeats must be 1 or more, got {args.repeats}")
+        return list(range(args.repeats))
+    if args.seeds is not None and any(s < 0 or s > 2 ** 31 - 1 for s in args.seeds):
+        raise ZooError("--seeds are seeds from 0 to 2147483647")
+    return args.seeds
+
+
+def _print_compare(rows, out: Path) -> None:
+    from zoo.evaluation.compare_tables import compare_markdown
+    print(compare_markdown(rows, baseline=_baseline(out)), end="")
+    seeded = len({r["config"]["seed"] for r in rows}) > 1
+    for r in rows:                      # each line names its cell (and seed)
+        where = f"{model_label(r['config']['model'])}/{r['cell']}" + (f" seed {r['config']['seed']}" if seeded else "")
+        for kind, key in (("note", "note"), ("warning", "psis_warning")):
+            if r.get(key):
+                print(f"{kind}: {where}: {r[key]}")
+    print(f"wrote {', '.join(str(out / f) for f in ('compare.md', 'compare.json', 'compare.png'))}")
+
+
+def _baseline(out: Path):
+    from zoo.core.files import read_json
+    from zoo.experiments.compare import PLAN
+    return read_json(out / PLAN, "grid plan").get("baseline")
 
 
 def _print_summary(rows, out: Path, files=("results.json", "results.md")) -> None:

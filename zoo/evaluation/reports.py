@@ -48,6 +48,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from zoo.core.errors import ZooError
 from zoo.core.files import read_json, read_text
 from zoo.core.components import OptionError
+from zoo.evaluation.seed_stats import pool_seeds
 from zoo.evaluation.report_config import CONFIG_NAME, MINUS, Reference, ReportConfig, Table, flat_config, \
     load_config, matches
 
@@ -98,7 +99,7 @@ def load_results(directory: Path) -> Results:
 
 #: The JSON files the zoo's commands write in a run folder (``train``, ``eval --gaps``, ``gradients``) or a
 #: comparison (``compare``): they record no command; the runs they hold are read from the results.json files.
-RUN_FILES = ("results.json", "config.json", "compare.json", "gaps.json", "gradients.json")
+RUN_FILES = ("results.json", "config.json", "compare.json", "grid.json", "gaps.json", "gradients.json")
 #: where a user's run is marked in :data:`Results` (its config is its provenance: there is no command)
 USER_RUN_KEY = "_user_run"
 
@@ -179,6 +180,14 @@ def _num(v, spec: str = ".2f") -> str:
         return f"{v:.2f}×"
     text = format(v, spec)
     return MINUS + text[1:] if text.startswith("-") else text
+
+
+def _seed_mean(value, run: dict, se_key: str) -> str:
+    """A figure, and for a run pooled over seeds (:func:`~zoo.evaluation.seed_stats.pool_seeds`) ± its SE across
+    them and how many seeds."""
+    if run.get(se_key) is None:
+        return _num(value)
+    return f"{_num(value)} ± {_num(run[se_key])} ({len(run['seeds'])} seeds)"
 
 
 def _delta(measured: float, reference: Reference) -> str:
@@ -542,7 +551,9 @@ def leaderboard_runs(results: Results, config: ReportConfig = GENERIC) -> List[T
     only runs on the same images compare. Datasets come in the declared order, then by name; models too."""
     datasets = list(config.leaderboard_datasets)
     best: Dict[tuple, Tuple[str, dict]] = {}
-    for name, run in _training_runs(results):
+    # a grid's seeds of one cell (run folders beside each other, or runs of one result file): one row, their mean
+    for name, run in pool_seeds(_training_runs(results), source=lambda name: Path(name).parent.parent.as_posix()
+                                if results[name].get(USER_RUN_KEY) else name):
         c = run["config"]
         dataset = str(c.get("dataset"))
         if datasets and dataset not in datasets and not results[name].get(USER_RUN_KEY):
@@ -589,8 +600,8 @@ def render_leaderboard(results: Results, archive: str = "README.md", config: Rep
         source = (f"[`{run['label']}`]({Path(name).parent.as_posix()}/) (your run)" if user
                   else f"`{run['label']}` in [{name.removesuffix('.json')}]({name})")
         rows.setdefault(str(c.get("dataset")), []).append(
-            [f"`{model_label(c, config)}`", f"`{c.get('guide')}`", f"`{c.get('objective')}`", _num(-run["elbo"]),
-             _num(run.get("nll")), str(run.get("num_data")), _epochs(run), ref, met, source,
+            [f"`{model_label(c, config)}`", f"`{c.get('guide')}`", f"`{c.get('objective')}`",
+             _seed_mean(-run["elbo"], run, "elbo_seed_se"), _seed_mean(run.get("nll"), run, "nll_seed_se"), str(run.get("num_data")), _epochs(run), ref, met, source,
              _plot_cell(name, run, user)])
     head = ["model", "guide", "objective", f"test {MINUS}ELBO", "test NLL (IS)", "test images", "epochs",
             "paper", "met", "run", "training"]
