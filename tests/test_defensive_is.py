@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import zoo
+from zoo.core.distributions import JointDiscrete
 from zoo.evaluation.defensive import log_mean_weight, widen
 from zoo.evaluation.harness import PSIS_MIN_ESS, psis_khat
 
@@ -111,6 +112,8 @@ def test_discrete_sites_widen_to_uniform_and_a_point_mass_is_kept():
     normal = widen(dist.Normal(torch.tensor([1.0]), torch.tensor([0.5])).to_event(1), 2.0, None)
     assert torch.allclose(normal.base_dist.scale, torch.tensor([1.0])) and normal.event_shape == (1,)
     assert widen(dist.Delta(torch.tensor([1.0])), 2.0, 5.0) is None
+    bits = widen(JointDiscrete(torch.distributions.Bernoulli(logits=torch.tensor([4.0, -4.0]))), 2.0, 5.0)
+    assert torch.allclose(bits.log_prob(torch.tensor([0.0, 1.0])), torch.tensor(2 * math.log(0.5)))
 
 
 def test_two_distinct_bounded_weights_get_no_k_hat_and_a_reason_where_arviz_says_inf():

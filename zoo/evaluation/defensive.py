@@ -51,6 +51,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pyro.distributions as dist
 import torch
+import torch.distributions as D
 from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.poutine.messenger import Messenger
 
@@ -67,29 +68,31 @@ PROPOSALS = ("defensive", "guide")
 
 
 def widen(q, inflation: float, df: Optional[float]):
-    """q_wide for one site's q (module docstring), or ``None`` where no over-dispersed form is defined."""
-    if isinstance(q, dist.Independent):
+    """q_wide for one site's q (module docstring), or ``None`` where no over-dispersed form is defined. Families
+    are matched on torch's classes, which Pyro's subclass."""
+    if isinstance(q, D.Independent):
         inner = widen(q.base_dist, inflation, df)
         return None if inner is None else dist.Independent(inner, q.reinterpreted_batch_ndims)
-    if isinstance(q, dist.TransformedDistribution):
+    if isinstance(q, D.TransformedDistribution):
         base = widen(q.base_dist, inflation, df)
         return None if base is None else dist.TransformedDistribution(base, q.transforms)
-    if type(q) in (dist.Normal, torch.distributions.Normal):
+    if isinstance(q, D.Normal):
         scale = inflation * q.scale
         return dist.Normal(q.loc, scale) if df is None else dist.StudentT(df, q.loc, scale)
-    if isinstance(q, (dist.MultivariateNormal, dist.LowRankMultivariateNormal)):
-        scale_tril = inflation * (q.scale_tril if isinstance(q, dist.MultivariateNormal)
+    if isinstance(q, (D.MultivariateNormal, D.LowRankMultivariateNormal)):
+        scale_tril = inflation * (q.scale_tril if isinstance(q, D.MultivariateNormal)
                                   else torch.linalg.cholesky(q.covariance_matrix))
         return (dist.MultivariateNormal(q.loc, scale_tril=scale_tril) if df is None
                 else dist.MultivariateStudentT(df, q.loc, scale_tril))
-    if isinstance(q, dist.Bernoulli):
+    if isinstance(q, D.Bernoulli):
         return dist.Bernoulli(probs=torch.full_like(q.probs, 0.5))
-    if isinstance(q, dist.Categorical):
+    if isinstance(q, D.Categorical):
         return dist.Categorical(logits=torch.zeros_like(q.logits))
-    if isinstance(q, dist.OneHotCategorical):
+    if isinstance(q, D.OneHotCategorical):
         return dist.OneHotCategorical(logits=torch.zeros_like(q.logits))
     if isinstance(q, JointDiscrete):
-        return JointDiscrete(widen(q.base, inflation, df))
+        base = widen(q.base, inflation, df)
+        return None if base is None else JointDiscrete(base)
     return None
 
 
@@ -126,7 +129,7 @@ class _Stratified(TorchDistribution):
         return self.wide_rows.reshape((1,) * lead + (-1,) + (1,) * (batch_dims - lead - 1 + event_dims))
 
     def sample(self, sample_shape=torch.Size()):
-        if isinstance(self.q, dist.TransformedDistribution):
+        if isinstance(self.q, D.TransformedDistribution):
             base_q, base_wide = self.q.base_dist.sample(sample_shape), self.wide.base_dist.sample(sample_shape)
             value = torch.where(self._rows(base_q, len(self.q.base_dist.event_shape)), base_wide, base_q)
             for t in self.q.transforms:
