@@ -1,19 +1,27 @@
 """The shared evaluation harness. It knows nothing about specific models.
 
 It sees a model and a guide that follow the contract of :mod:`zoo.core.contract`,
-and data. For each datum x it draws K samples z_k ~ q(z | x) (in chunks, so memory
-stays bounded), forms log w_k = log p(x, z_k) - log q(z_k | x) with
+and data. For each datum x it draws K samples (in chunks, so memory stays bounded) from the
+proposal, by default the defensive mixture q_def = (1 - alpha) q(z | x) + alpha q_wide(z | x) of
+:mod:`zoo.evaluation.defensive` (``proposal="guide"``: q itself), the first n_q = (1 - alpha) K from q
+and the rest from q_wide, forms log p(x, z_k) and log q(z_k | x) with
 :func:`zoo.core.weights.per_datum_log_weights`, and reports, averaged over data:
 
 ``elbo``, ``reconstruction``, ``kl``
-    ELBO = E_q[log p(x | z)] - KL(q(z|x) || p(z)), both parts by Monte Carlo over the K samples.
+    ELBO = E_q[log p(x | z)] - KL(q(z|x) || p(z)), both parts by Monte Carlo over the n_q samples of q,
+    with log w_k = log p(x, z_k) - log q(z_k | x).
 ``iwae_bound`` (``iwae_k``)
-    The IWAE-k bound E[log (1/k) sum_{j<=k} w_j], averaged over the K/k disjoint groups.
-``log_likelihood``, ``log_likelihood_se``
-    The importance-sampled log p(x) = log (1/K) sum_k w_k (an IWAE-K bound, so it
-    slightly underestimates log p(x)), and its Monte Carlo standard error: per
-    datum by the delta method, se_n = sqrt((mean(w^2)/mean(w)^2 - 1) / K); for the
-    average, sqrt(sum_n se_n^2) / n.
+    The IWAE-k bound E[log (1/k) sum_{j<=k} w_j], averaged over the n_q/k disjoint groups of q's samples.
+``log_likelihood``, ``log_likelihood_se``, ``proposal``
+    The importance-sampled log p(x) = log (1/K) sum_k w_k over all K samples, with the weights under the
+    proposal, w_k = p(x, z_k) / q_def(z_k | x) (a stochastic lower bound: it slightly underestimates
+    log p(x)), and its Monte Carlo standard error: per datum by the delta method,
+    se_n = sqrt((mean(w^2)/mean(w)^2 - 1) / K) for one stratum of draws, its stratified form for the two
+    (:func:`~zoo.evaluation.defensive.log_mean_weight`); for the average, sqrt(sum_n se_n^2) / n. Where q
+    is narrower than the posterior, or gives a state almost no probability, the weights of q alone are
+    heavy-tailed or miss mass, and that estimate sits many of its own standard errors low; the defensive
+    mixture bounds the weights, so the error is what its standard error says. ``proposal`` records
+    which proposal made these figures (alpha, the inflation, the draws of each part).
 ``log_likelihood_data_se``
     The other uncertainty of the average: which data were evaluated. The spread of the
     per-datum log p(x) over the n data divided by sqrt(n): how far the average over a random
@@ -34,10 +42,15 @@ stays bounded), forms log w_k = log p(x, z_k) - log q(z_k | x) with
     p's conditioning is whatever guide and model condition z_s on (for a chain z2 -> z1 -> x,
     KL_z1 is E_q[log q(z1 | x) - log p(z1 | z2)] and KL_z2 is E_q[log q(z2 | .) - log p(z2)]).
     The KL_s add up to ``kl``.
-``psis_khat_*``
+``psis_khat_*``, ``is_ess_*``
     The Pareto k-hat of each datum's K importance weights (arviz's PSIS). k-hat above
     0.7 means the importance-sampled log p(x) for that datum is unreliable
     (Yao et al. 2018, "Yes, but did it work?"); ``psis_khat_frac_over_0_7`` says how often.
+    Where the weights take few distinct values (a discrete latent: they are bounded, and their tail has
+    no Pareto shape to fit, so PSIS returns inf) k-hat does not apply (:func:`psis_khat`):
+    ``psis_khat_not_applicable`` says for how many data and ``psis_khat_note`` why, and such a datum is
+    judged by its effective sample size (sum w)^2 / sum w^2 instead (unreliable below
+    :data:`PSIS_MIN_ESS`); ``is_ess_mean`` and ``is_ess_min`` summarize it for all data.
 
 ``conditional_log_likelihood``, ``conditional_accuracy``, ``view_log_likelihood``
     For a model that declares two or more ``views`` and a guide that encodes any subset of them
@@ -63,7 +76,7 @@ stays bounded), forms log w_k = log p(x, z_k) - log q(z_k | x) with
     is the datum's class. ``view_log_likelihood[v]`` is log p^(x_v), the IS estimate of a single
     view's marginal (a stochastic lower bound, like ``log_likelihood``). ``None`` for other models.
 
-``global_latents``, ``global_guide``, ``global_point_estimate``, ``data_elbo``, ``data_elbo_samples``
+``global_latents``, ``global_guide``, ``global_point_estimate``, ``data_elbo``, ``data_elbo_samples``, ``data_elbo_se``
     For a model with global latents theta (outside the data plate) the per-datum figures above
     (``elbo``, ``reconstruction``, ``kl``, ``iwae_bound``, ``log_likelihood``, their errors, k-hats and
     active units) are those *given theta = theta_hat*, a stated point estimate: the guide's global
@@ -76,10 +89,12 @@ stays bounded), forms log w_k = log p(x, z_k) - log q(z_k | x) with
 
         data_elbo = (1/N) ( E_q[ sum_n log p(x_n, z_n | theta) - log q(z_n | x_n) ] + E_q[ log p(theta) - log q(theta) ] )
 
-    by Monte Carlo over ``data_elbo_samples`` draws of theta (each with one z_n per datum), a lower
-    bound on log p(X) / N in expectation; for the ``delta`` global guide, log q(theta) = 0 and it is
-    the MAP objective at theta_hat, not a bound. ``global_latents`` names the global sites. All
-    five are ``None`` for a model without global latents.
+    by Monte Carlo over ``data_elbo_samples`` passes, each a draw of theta with one z_n per datum, a
+    lower bound on log p(X) / N in expectation; for the ``delta`` global guide, log q(theta) = 0 and it
+    is the MAP objective at theta_hat, not a bound. Passes go on until ``data_elbo_se``, their sd over
+    sqrt(passes), is below ``data_elbo_target_se`` (0.01 nats per datum) or a cap
+    (:func:`data_set_elbo`). ``global_latents`` names the global sites. All are ``None`` for a model
+    without global latents.
 
 All figures are in nats per datum. Per-datum arrays come back in ``per_datum``.
 """
@@ -276,7 +291,8 @@ def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
 def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int = 50,
              batch_size: int = 100, max_elements: int = 1 << 24, psis: bool = True,
              keep_reconstructions: int = 0, global_samples: int = 10, proposal="defensive",
-             data_elbo_target_se: float = DATA_ELBO_TARGET_SE, data_elbo_max_passes: int = DATA_ELBO_MAX_PASSES) -> Dict:
+             data_elbo_target_se: float = DATA_ELBO_TARGET_SE,
+             data_elbo_max_passes: int = DATA_ELBO_MAX_PASSES) -> Dict:
     """Score ``guide`` and ``model`` on data ``x`` ``[n, D]``; see the module docstring for keys.
 
     ``guide`` is a zoo guide, or a Pyro guide function ``guide(x, idx=None, N=None)`` of your own,
