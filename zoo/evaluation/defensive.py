@@ -219,7 +219,8 @@ class DefensiveProposal:
                 "discrete": "uniform over the states: each state has probability >= alpha / number of states",
                 "draws_q": n_q, "draws_wide": n_wide,
                 "applies_to": "log_likelihood, its standard error and the PSIS k-hats; ELBO, KL and IWAE-k use the "
-                              "draws from q alone",
+                              "draws from q alone, and a model's single-view estimates log p^(x_v) the proposal "
+                              "q(z | x_v) alone",
                 "reference": "Hesterberg 1995, defensive mixture; deterministic allocation, balance heuristic"}
 
     def draw(self, model, guide, x: torch.Tensor, idx: torch.Tensor, N: int, num_samples: int,
