@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the inference-suboptimality split (Cremer et al. 2018) of an amortized run: refit a per-datum "
                         "guide of the same family to convergence on the evaluation data and report log p(x), "
                         "ELBO[q*], ELBO[q amortized], the approximation and the amortization gap (DIR/gaps.json, .md)")
-    flags.add_run_flags(p, only=("eval_samples", "iwae_k", "eval_limit", "refit_epochs", "refit_tol", "device",
-                                 "data_dir"))
+    flags.add_run_flags(p, only=("eval_samples", "iwae_k", "eval_proposal", "eval_limit", "refit_epochs", "refit_tol",
+                                 "device", "data_dir"))
     p.add_argument("--model", default=None, metavar="FILE.py:NAME",
                    help="the model file of a run trained on one: a run folder's files are never imported, so name it "
                         "here; it must be the file the run was made with (same SHA-256)")

@@ -42,7 +42,7 @@ def results_markdown(rows: Sequence[Dict]) -> str:
     first = rows[0] if rows else {}
     note = (f"\nAll figures in nats per datum on the {first.get('split', 'test')} split "
             f"({first.get('num_data', '?')} data), K = {first.get('num_samples', '?')} importance samples, "
-            f"IWAE-k with k = {first.get('iwae_k', '?')}.\n")
+            f"IWAE-k with k = {first.get('iwae_k', '?')}.{_proposal_text(first.get('proposal'))}\n")
     return "\n".join(lines) + "\n" + note + _globals_markdown(rows) + _conditional_markdown(rows)
 
 
@@ -58,8 +58,19 @@ def _globals_markdown(rows: Sequence[Dict]) -> str:
                      f"every figure above is per datum given theta = theta_hat, {r.get('global_point_estimate')} "
                      f"(log p(x) is the IS estimate of log p(x_n | theta_hat)); data-set ELBO per datum, theta from "
                      f"its {r.get('global_guide')} guide over {r.get('data_elbo_samples')} draws: "
-                     f"{r.get('data_elbo'):.3f} ({bound}).")
+                     f"{r.get('data_elbo'):.3f}"
+                     + (f" ± {r['data_elbo_se']:.3f} (Monte Carlo se)" if r.get("data_elbo_se") is not None else "")
+                     + f" ({bound}).")
     return ("\n" + "\n".join(lines) + "\n") if lines else ""
+
+
+def _proposal_text(proposal) -> str:
+    """One sentence naming the importance sampler's proposal (results.json before it was recorded: the guide)."""
+    if not proposal or proposal.get("kind") != "defensive":
+        return " log p(x) by importance sampling with the guide as proposal."
+    return (f" log p(x), its se and k-hat by importance sampling with the defensive proposal: the guide mixed with "
+            f"a wider copy ({proposal['draws_wide']} of the K draws; Hesterberg 1995); ELBO, KL and IWAE-k from "
+            f"the guide's {proposal['draws_q']} draws.")
 
 
 def _conditional_markdown(rows: Sequence[Dict]) -> str:

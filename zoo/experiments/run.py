@@ -306,6 +306,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     t0 = time.perf_counter()
     with results_kept_on_stop(out), user_code_errors(run.model.display_name, "in evaluation"):
         result = evaluate(run.model, guide, x_eval, num_samples=cfg.eval_samples, iwae_k=cfg.iwae_k,
+                          proposal=cfg.eval_proposal,
                           keep_reconstructions=32 if run.data.image_shape else 0)
     eval_seconds = time.perf_counter() - t0
     per_datum = result.pop("per_datum")
@@ -390,7 +391,7 @@ def _eval_subset(data: Dataset, cfg: RunConfig):
 
 
 def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional[int] = None,
-                 eval_limit: Optional[int] = None,
+                 eval_limit: Optional[int] = None, eval_proposal: Optional[str] = None,
                  device: Optional[str] = None, data_dir: Optional[str] = None,
                  progress: bool = True, refit_epochs: Optional[int] = None,
                  refit_tol: Optional[float] = None, model_file: Optional[str] = None,
@@ -406,7 +407,8 @@ def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with writer_lock(out), results_kept_on_stop(out):
         state, config = load_run(out, model_file, guide_file=guide_file)
-        changes = {"eval_samples": eval_samples, "iwae_k": iwae_k, "eval_limit": eval_limit, "device": device,
+        changes = {"eval_samples": eval_samples, "iwae_k": iwae_k, "eval_limit": eval_limit,
+                   "eval_proposal": eval_proposal, "device": device,
                    "data_dir": data_dir, "refit_epochs": refit_epochs, "refit_tol": refit_tol}
         config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
         run = prepare(config)
