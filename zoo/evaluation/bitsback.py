@@ -30,6 +30,11 @@ order, a structured (bottom-up) one is refused.
   (Bernoulli: k = 2; :mod:`zoo.core.levels`: k); its log_prob over the enumerated levels
   (:func:`~zoo.core.levels.pixel_levels_table`) is each pixel's categorical.
 
+The chain starts from a few fixed pseudo-random words (craystack's "initial bits"), so the first datum's
+z is popped from bits that follow q(z | x), not from an empty stack (which would hand it the lowest bin of
+every unit and make its x expensive); they stay in the message and are counted in its length, and the
+decoder ends with exactly these words on the stack, one more check that the code was whole.
+
 Every probability is quantized by ``constriction`` to 24-bit fixed point, with every symbol given at least
 one quantum ("leaky"), so a symbol of probability 0 in float still has a code. Encoder and decoder compute
 the same floats: each datum's networks run on a batch of one, in the same order, in float64 after the
@@ -180,11 +185,17 @@ class BitsBackCoder:
             return value.argmax(-1).reshape(-1).cpu().numpy().astype(np.int32)
         return value.reshape(-1).cpu().numpy().astype(np.int32)
 
+    def initial_words(self) -> np.ndarray:
+        """The fixed words the chain starts from: enough bits for one datum's latents under q, 32 more."""
+        bits = sum((self.latent_bits if s.kind == "real" else 32) * site_units(self.model, s.name) for s in self.sites)
+        words = np.random.default_rng(0).integers(1, 2 ** 32, size=bits // 32 + 2, dtype=np.uint32)
+        return words
+
     # -- the chain -----------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> Tuple[np.ndarray, Dict]:
         """The code words (``uint32``) of the rows of ``x`` ``[N, D]`` (levels 0..k-1), and what each step cost."""
         c = _constriction()
-        coder = c.stream.stack.AnsCoder()
+        coder = c.stream.stack.AnsCoder(self.initial_words())
         categorical, uniform = c.stream.model.Categorical(perfect=False), c.stream.model.Uniform(self.bins)
         start = time.perf_counter()
         ideal = 0.0
@@ -252,7 +263,18 @@ class BitsBackCoder:
                     else:
                         probs = _probabilities(q_fn, site.kind)
                     coder.encode_reverse(symbols[site.name], categorical, probs)
+        left = coder.get_compressed()
+        seed = self.initial_words()
+        if len(left) != len(seed) or not np.array_equal(left, seed):
+            raise ZooError("the code does not end in the chain's initial words: it is corrupt")
         return torch.cat(rows), time.perf_counter() - start
+
+
+def site_units(model, name: str) -> int:
+    """The symbols one datum's latent site ``name`` is coded as: its units (a block of categoricals: one each)."""
+    site = next(s for s in model.latents if s.name == name)
+    shape = tuple(site.event_shape)
+    return int(np.prod(shape[:-1] if site.support == "categorical" and len(shape) > 1 else shape))
 
 
 def bits_per_dim(num_bits: float, num_data: int, x_dim: int) -> float:
