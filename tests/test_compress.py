@@ -31,7 +31,7 @@ def test_round_trip_is_bit_exact(which, request, capsys):
     """compress codes 40 test images, decodes them from the file it wrote, and they equal the originals; the
     rate is near the -ELBO in bits/dim (a bound, up to the latent discretization and the first image's bits)."""
     from zoo.data import load_dataset
-    from zoo.experiments.compress import compress_run, decode_file
+    from zoo.experiments.compress import compress_run
     from zoo.experiments.run import fixed_subset
     run = request.getfixturevalue(which)
     result = compress_run(run, limit=40)
