@@ -49,7 +49,6 @@ References:
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Dict, Tuple
@@ -276,10 +275,3 @@ def site_units(model, name: str) -> int:
     shape = tuple(site.event_shape)
     return int(np.prod(shape[:-1] if site.support == "categorical" and len(shape) > 1 else shape))
 
-
-def bits_per_dim(num_bits: float, num_data: int, x_dim: int) -> float:
-    return num_bits / (num_data * x_dim)
-
-
-def nats_to_bits_per_dim(nats: float, x_dim: int) -> float:
-    return nats / (x_dim * math.log(2))
