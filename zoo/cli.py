@@ -1,4 +1,4 @@
-"""The ``pyro-zoo`` command line: list, train, eval, compare, gradients, report, docs, homework, grade.
+"""The ``pyro-zoo`` command line: list, train, eval, compare, gradients, compress, report, docs, homework, grade.
 
 Every user mistake ends in one line on stderr, ``pyro-zoo: error: ...``, and exit code 2.
 """
@@ -111,6 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="a run folder (or checkpoint.pt) to take parameters from")
     p.add_argument("--out", default=None, help="output folder (default: runs/gradients-MODEL-GUIDE)")
     _add_common(p, exclude=("particles",))
+
+    p = sub.add_parser("compress", help="lossless compression of a split with a trained run: bits-back ANS "
+                       "(BB-ANS), decoded and checked bit-exact, beside the -ELBO, gzip, bz2, lzma and PNG")
+    p.add_argument("dir", help="a run folder written by 'pyro-zoo train' (discrete data: a Bernoulli or k-level "
+                   "likelihood, an amortized guide)")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="the split to code (default test)")
+    p.add_argument("--limit", type=int, default=None, help="code a fixed random subset of this many rows")
+    p.add_argument("--out", default=None, help="the code file (default: DIR/compressed-SPLIT.pzbb; with --decode: "
+                   "an .npy file for the decoded rows)")
+    p.add_argument("--latent-bits", type=int, default=12, help="b: 2^b bins of equal prior mass per real latent "
+                   "unit (default 12)")
+    p.add_argument("--decode", default=None, metavar="FILE", help="decode FILE with the run and verify it instead")
+    p.add_argument("--model", default=None, metavar="FILE.py:NAME", help="the model file of a run trained on one")
+    p.add_argument("--guide", default=None, metavar="FILE.py:NAME", help="the guide file of a run trained on one")
 
     p = sub.add_parser("report", help="render the leaderboard (DIR/LEADERBOARD.md, best run per model, guide and "
                        "objective, with training plots) and the archive of every run (DIR/README.md) from result files")
@@ -452,6 +466,21 @@ def cmd_gradients(args) -> None:
     print(f"wrote {out / 'gradients.md'}, {out / 'gradients.json'}, {out / 'gradients.png'}")
 
 
+def cmd_compress(args) -> None:
+    from zoo.experiments.compress import compress_run, compression_markdown, decode_file
+    if args.limit is not None and args.limit < 1:
+        raise ZooError(f"--limit must be at least 1, got {args.limit}")
+    if args.decode:
+        r = decode_file(Path(args.dir), Path(args.decode), out=args.out, model_file=args.model, guide_file=args.guide)
+        print(f"decoded {r['num_data']} rows of {r['x_dim']} from {r['file']}: checksums verified"
+              + (f"; wrote {r['out']}" if r["out"] else ""))
+        return
+    r = compress_run(Path(args.dir), split=args.split, limit=args.limit, out=args.out, latent_bits=args.latent_bits,
+                     model_file=args.model, guide_file=args.guide)
+    print(compression_markdown([r]))
+    print(f"wrote {r['file']} ({r['bits'] // 8} bytes); decoded it back bit-exactly")
+
+
 def cmd_report(args) -> None:
     from zoo.evaluation.reports import report
     files = report(Path(args.dir), out=args.out, readme=args.readme, check=args.check)
@@ -500,7 +529,7 @@ def cmd_grade(args) -> None:
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "gradients": cmd_gradients,
-            "report": cmd_report, "docs": cmd_docs, "homework": cmd_homework, "grade": cmd_grade}
+            "compress": cmd_compress, "report": cmd_report, "docs": cmd_docs, "homework": cmd_homework, "grade": cmd_grade}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

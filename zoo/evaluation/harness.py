@@ -29,6 +29,11 @@ and the rest from q_wide, forms log p(x, z_k) and log q(z_k | x) with
     the factor 1 / sqrt(1 - n/N_split)). On a subset of 1000 test images it is far above the
     Monte Carlo error, so a subset's figure can be compared with a paper's whole-test-set
     figure only within it.
+``levels``, ``bits_per_dim_elbo``, ``bits_per_dim_nll``
+    Where the model's likelihood is a probability over data with k levels per value (``data_levels``:
+    2 for Bernoulli pixels, k for :mod:`zoo.core.levels`), -ELBO and -log p(x) are code lengths, and
+    in bits per dimension they are nats / (D ln 2), D the values per datum (Theis et al. 2016). ``None``
+    for a density (a Gaussian on [0, 1]: its "NLL" is a differential entropy, and can be negative).
 ``exact_log_likelihood``, ``elbo_gap``, ``is_error``
     Where the model has a closed-form ``log_marginal``: the exact log p(x), the gap
     log p(x) - ELBO (the KL from q to the true posterior), and IS - exact.
@@ -113,7 +118,7 @@ from zoo.evaluation.defensive import GUIDE_PROPOSAL, as_proposal, log_mean_weigh
 from zoo.core.weights import per_datum_log_weights
 from zoo.core.weights import per_datum_renyi_bound
 
-__all__ = ["evaluate", "bound_per_datum", "conditional_log_likelihoods", "RESULT_KEYS", "PSIS_THRESHOLD"]
+__all__ = ["evaluate", "bound_per_datum", "conditional_log_likelihoods", "RESULT_KEYS", "PSIS_THRESHOLD", "bits_per_dim"]
 
 PSIS_THRESHOLD = 0.7
 #: Where k-hat does not apply (bounded weights, few distinct values), the effective sample size a datum's
@@ -138,6 +143,9 @@ RESULT_KEYS = {
     "log_likelihood_se": "Monte Carlo standard error of log_likelihood",
     "log_likelihood_data_se": "standard error of log_likelihood over the choice of data: per-datum sd / sqrt(n)",
     "nll": "-log_likelihood, the figure papers report",
+    "levels": "k, levels per value when the likelihood is a probability over discrete data (2: Bernoulli), or null",
+    "bits_per_dim_elbo": "-elbo / (D ln 2), the ELBO's code length in bits per dimension (discrete data), or null",
+    "bits_per_dim_nll": "nll / (D ln 2), bits per dimension (discrete data), or null",
     "exact_log_likelihood": "closed-form log p(x) per datum, or null",
     "elbo_gap": "exact log p(x) - ELBO (else log_likelihood - ELBO), per datum",
     "is_error": "log_likelihood - exact_log_likelihood, or null",
@@ -334,6 +342,13 @@ def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int
         return result
 
 
+def bits_per_dim(levels, dims: int, neg_elbo: float, nll: float) -> Dict:
+    """``levels`` and the two code lengths in bits per dimension, nats / (D ln 2); ``None`` for a density."""
+    scale = None if levels is None else 1.0 / (dims * math.log(2))
+    return {"levels": levels, "bits_per_dim_elbo": None if scale is None else neg_elbo * scale,
+            "bits_per_dim_nll": None if scale is None else nll * scale}
+
+
 def _conditional_log_marginal(model, theta):
     """log p(x_n | theta) by enumerating the local latents, where they are small and discrete; else ``None``."""
     from zoo.core.distributions import ENUMERATION_LIMIT
@@ -456,6 +471,7 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
         "log_likelihood_se": (col["se"].pow(2).sum().sqrt() / n).item(),
         "log_likelihood_data_se": (col["ll"].std() / math.sqrt(n)).item() if n > 1 else None,
         "nll": -ll,
+        **bits_per_dim(getattr(model, "data_levels", None), x.shape[1], -col["elbo"].mean().item(), -ll),
         "exact_log_likelihood": col["exact"].mean().item() if "exact" in col else None,
         "active_units": int(active.sum()),
         "kl_per_site": {name: torch.cat(v).double().mean().item() for name, v in site_kl.items()},

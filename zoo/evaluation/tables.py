@@ -5,7 +5,7 @@ from typing import Dict, Sequence
 
 from zoo.objectives import objective_capabilities
 
-__all__ = ["COLUMNS", "results_markdown", "gradients_markdown"]
+__all__ = ["COLUMNS", "BITS_COLUMNS", "results_markdown", "gradients_markdown"]
 
 
 COLUMNS = [("model", "model"), ("guide", "guide"), ("objective", "objective"), ("K", "particles"),
@@ -15,6 +15,9 @@ COLUMNS = [("model", "model"), ("guide", "guide"), ("objective", "objective"), (
            ("exact log p(x)", "exact_log_likelihood"), ("gap", "elbo_gap"), ("AU", "active_units"),
            ("KL per site", "kl_per_site"), ("AU per site", "active_units_per_site"),
            ("k̂>0.7", "psis_khat_frac_over_0_7"), ("train s", "train_seconds")]
+
+#: Shown when some run's data are discrete levels (``bits_per_dim_*``, :mod:`zoo.evaluation.harness`).
+BITS_COLUMNS = [("−ELBO bits/dim", "bits_per_dim_elbo"), ("NLL bits/dim", "bits_per_dim_nll")]
 
 
 def results_markdown(rows: Sequence[Dict]) -> str:
@@ -36,13 +39,17 @@ def results_markdown(rows: Sequence[Dict]) -> str:
         if isinstance(v, float):
             return f"{v:.1%}" if key == "psis_khat_frac_over_0_7" else f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
         return str(v)
-    head = "| " + " | ".join(c for c, _ in COLUMNS) + " |"
-    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    lines = [head, sep] + ["| " + " | ".join(cell(r, k) for _, k in COLUMNS) + " |" for r in rows]
+    columns = COLUMNS + (BITS_COLUMNS if any(r.get("bits_per_dim_nll") is not None for r in rows) else [])
+    head = "| " + " | ".join(c for c, _ in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    lines = [head, sep] + ["| " + " | ".join(cell(r, k) for _, k in columns) + " |" for r in rows]
     first = rows[0] if rows else {}
     note = (f"\nAll figures in nats per datum on the {first.get('split', 'test')} split "
             f"({first.get('num_data', '?')} data), K = {first.get('num_samples', '?')} importance samples, "
             f"IWAE-k with k = {first.get('iwae_k', '?')}.{_proposal_text(first.get('proposal'))}\n")
+    if columns is not COLUMNS:
+        note += ("Bits/dim (discrete data: nats / (D ln 2)), -ELBO and NLL = -log p(x), lower is better; – where "
+                 "the likelihood is a density.\n")
     return "\n".join(lines) + "\n" + note + _globals_markdown(rows) + _conditional_markdown(rows)
 
 

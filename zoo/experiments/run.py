@@ -335,7 +335,8 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     if notes:
         summary["note"] = "; ".join(notes)
     generate = run.data.image_shape and not run.model.cannot_generate
-    samples = run.model.sample(64) if generate else None
+    unit = 1.0 / (run.data.levels - 1) if getattr(run.data, "levels", None) else 1.0    # k levels drawn on [0, 1]
+    samples = run.model.sample(64) * unit if generate else None
     try:
         # the files are written as one group: SIGINT/SIGTERM wait until it is whole (each file is atomic)
         with signals_deferred():
@@ -351,7 +352,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
                     plots.image_grid(samples, run.data.image_shape, path)
             if run.data.image_shape:
                 with atomic_path(out / "reconstructions.png") as path:
-                    plots.reconstruction_grid(recon[0], recon[1], run.data.image_shape, path)
+                    plots.reconstruction_grid(recon[0] * unit, recon[1] * unit, run.data.image_shape, path)
             if per_datum["z_mean"].shape[1] == 2:
                 with atomic_path(out / "latent_scatter.png") as path:
                     plots.latent_scatter(per_datum["z_mean"], labels, path)
