@@ -37,7 +37,6 @@ on M2 only (the default --models is the models that fit --objective; a pair that
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -121,12 +120,11 @@ def describe(structure) -> str:
 
 
 def mean_se(values):
-    """The mean and its standard error sd / sqrt(n) (``None`` for one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) / math.sqrt(n)
+    """The mean and its standard error sd / sqrt(n) (``None`` for one value): the grid's statistics across seeds
+    (:func:`zoo.evaluation.seed_stats.summarize`, what ``pyro-zoo compare --seeds`` reports)."""
+    from zoo.evaluation.seed_stats import summarize
+    s = summarize(values)
+    return s.mean, s.se
 
 
 def pm(mean, se, sign="") -> str:

@@ -11,8 +11,16 @@ Why Sphinx with MyST-NB, and not MkDocs:
   results) where they live, so nothing is copied and nothing goes stale. MkDocs' mkdocstrings and
   mkdocs-jupyter are weaker at executing notebooks within the build and at cross-references.
 
-The site builds offline: no intersphinx, and the furo theme ships its CSS, JavaScript and fonts
-(nothing loads from a CDN). Warnings are errors (``pyro-zoo docs`` passes ``-W --keep-going``).
+The site builds and reads offline: no intersphinx, the furo theme ships its CSS, JavaScript and fonts,
+and ``sphinx-mathjax-offline`` copies MathJax into ``_static/mathjax`` (Sphinx's default loads it from a
+CDN, and offline every formula would show as TeX source); nothing loads from another host, which
+``tests/test_docs.py`` checks in the HTML and in a browser. Warnings are errors (``pyro-zoo docs``
+passes ``-W --keep-going``). Smart quotes are off: docutils would turn a flag's ``--`` into an en dash
+in prose, and a copied flag with an en dash fails.
+
+The API reference's first page documents the names ``import zoo`` gives under ``zoo.`` (the
+``zoo-public-api`` directive, from ``zoo.__all__``), and ``build_model`` and its kin list every
+registered component's options (:func:`zoo.docs.options_reference`, from the registry).
 
 The Markdown pages live outside ``docs/`` and link to each other and to source files by relative
 paths. :func:`rewrite_links` (on Sphinx's ``include-read`` event) turns a link to another page of the
@@ -29,8 +37,13 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
+from docutils import nodes
+from sphinx.util.docutils import SphinxDirective
+
+_BUILD_STARTED = time.time()
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -43,11 +56,11 @@ author = "the pyro-zoo authors"
 copyright = "the pyro-zoo authors"
 release = version = zoo.__version__
 
-extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax"]
+extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax",
+              "sphinx-mathjax-offline"]
 html_theme = "furo"
 html_title = f"pyro-zoo {release}"
-# MathJax is only a script tag for formulas in docstrings; pages render without it (offline, formulas
-# show as TeX source). No other asset is remote.
+smartquotes = False
 exclude_patterns = ["_build", "README.md", "**.ipynb_checkpoints", "tutorials/_*"]
 
 # MyST: heading anchors for in-page links of the included READMEs ([Run folders](#run-folders)).
@@ -67,11 +80,13 @@ nb_merge_streams = True
 # autodoc: members in source order; the docstrings' own sections through napoleon.
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "show-inheritance": True}
+# "Arguments:" is one of napoleon's own names of the parameters section, so a docstring's arguments and
+# the signature's types merge into one list; types go to documented arguments only.
 autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
-napoleon_custom_sections = [("Arguments", "params_style"), ("References", "notes_style"),
-                            ("Class attributes", "params_style")]
+napoleon_custom_sections = [("References", "notes_style"), ("Class attributes", "params_style")]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -180,6 +195,79 @@ def escape_bars(app, what, name, obj, options, lines) -> None:
             literal_indent = indent
 
 
+class PublicAPI(SphinxDirective):
+    """``.. zoo-public-api::``: each name of ``zoo.__all__``, documented as ``zoo.NAME``, so the public page
+    shows what ``import zoo`` gives and a new public name joins it with no edit here."""
+
+    def run(self):
+        lines = []
+        for name in zoo.__all__:
+            obj = getattr(zoo, name)
+            kind = ("autoexception" if isinstance(obj, type) and issubclass(obj, BaseException)
+                    else "autoclass" if isinstance(obj, type) else "autofunction")
+            lines += [f".. {kind}:: zoo.{name}", ""]
+        return self.parse_text_to_nodes("\n".join(lines))
+
+
+def _is_public(obj) -> bool:
+    return any(obj is getattr(zoo, name) for name in zoo.__all__)
+
+
+def public_once(app, what, name, obj, skip, options):
+    """On the public page a module's member that ``import zoo`` also gives is shown once, as ``zoo.NAME``."""
+    if what == "module" and app.env.docname == "api/zoo" and _is_public(obj):
+        return True
+    return None
+
+
+def registry_options(app, what, name, obj, options, lines) -> None:
+    """``build_model``, ``build_guide``, ``build_objective`` and ``load_dataset`` end with every registered
+    component of their kind and its options, generated from the registry (:func:`zoo.docs.options_reference`)."""
+    from zoo.docs import options_reference
+    for builder, kind in ((zoo.build_model, "model"), (zoo.build_guide, "guide"),
+                          (zoo.build_objective, "objective"), (zoo.load_dataset, "dataset")):
+        if obj is builder:
+            lines += ["", *options_reference(kind)]
+
+
+def field_dashes(app, doctree) -> None:
+    """Sphinx and napoleon separate an argument's name from its text by ``" -- "`` and leave the dash to
+    smart quotes; with them off (a flag's ``--`` must stay two hyphens) that separator, a text right
+    after the bold name in a field list, becomes the en dash here."""
+    for text in list(doctree.findall(nodes.Text)):
+        before = text.parent.index(text) - 1 if text.parent is not None else -1
+        separator = text == " -- " or (text.startswith(" -- ") and before >= 0
+                                       and isinstance(text.parent[before], nodes.strong))
+        if separator and any(isinstance(a, nodes.field_body) for a in _ancestors(text)):
+            text.parent.replace(text, nodes.Text(" \u2013 " + text[4:]))
+
+
+def _ancestors(node):
+    while node.parent is not None:
+        node = node.parent
+        yield node
+
+
+_STARTED = {}
+
+
+def notebook_started(app, docname, source) -> None:
+    if app.env.doc2path(docname).suffix == ".ipynb":
+        _STARTED[docname] = time.perf_counter()
+
+
+def notebook_finished(app, doctree) -> None:
+    """One line of progress per tutorial (:func:`zoo.docs.notebook_done`): its name and the seconds from
+    reading it to its executed document; "from the cache" when MyST-NB ran it in an earlier build."""
+    from myst_nb.sphinx_ import NbMetadataCollector
+    from zoo.docs import notebook_done
+    docname = app.env.docname
+    if docname in _STARTED:
+        executed = NbMetadataCollector.get_exec_data(app.env, docname) or {}
+        cached = executed.get("mtime") is not None and executed["mtime"] < _BUILD_STARTED
+        notebook_done(docname, time.perf_counter() - _STARTED.pop(docname), cached=cached)
+
+
 def no_tutorials_yet(app, docname, source) -> None:
     """A checkout with no notebook in ``docs/tutorials/`` still builds: the empty glob says so in words."""
     if docname == "tutorials" and not any((DOCS / "tutorials").glob("*.ipynb")):
@@ -189,4 +277,10 @@ def no_tutorials_yet(app, docname, source) -> None:
 def setup(app):
     app.connect("include-read", rewrite_links)
     app.connect("autodoc-process-docstring", escape_bars)
+    app.connect("autodoc-process-docstring", registry_options, priority=600)   # after escape_bars: escapes its own
+    app.connect("autodoc-skip-member", public_once)
+    app.connect("doctree-read", field_dashes)
+    app.connect("source-read", notebook_started)
+    app.connect("doctree-read", notebook_finished)
+    app.add_directive("zoo-public-api", PublicAPI)
     app.connect("source-read", no_tutorials_yet)

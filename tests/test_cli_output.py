@@ -7,7 +7,6 @@ from pathlib import Path
 
 import matplotlib
 import pytest
-from matplotlib.transforms import Bbox
 from PIL import Image
 
 from zoo.cli import main
@@ -66,15 +65,21 @@ def _row(guide, objective, elbo):
             "iwae_bound": elbo + 1, "log_likelihood": elbo + 1.5, "log_likelihood_se": 0.1}
 
 
-def test_compare_plot_has_a_title_and_its_legend_covers_no_bar(monkeypatch):
-    rows = [_row("amortized", "elbo", -90.0), _row("amortized", "iwae", -89.0), _row("iaf", "elbo", -88.5)]
-    fig = _captured_figure(monkeypatch, lambda: plots.compare_plot(rows, Path("unused.png")))
+def test_compare_plot_zooms_past_an_outlier_with_se_bars_and_the_baseline_marked(monkeypatch):
+    """A dot plot per figure with ± SE error bars across seeds, the baseline marked, and a zoom on the cells the
+    comparison is about: meanfield at 60 nats does not flatten amortized and iaf 0.05 apart."""
+    rows = [dict(_row(g, o, elbo + 0.02 * s), config={"model": "vae", "guide": g, "objective": o, "seed": s})
+            for g, o, elbo in (("meanfield", "elbo", -60.0), ("amortized", "elbo", -26.29), ("amortized", "iwae", -26.2),
+                               ("iaf", "elbo", -26.34)) for s in range(3)]
+    fig = _captured_figure(monkeypatch, lambda: plots.compare_plot(rows, Path("unused.png"), baseline="amortized/elbo"))
     ax = fig.axes[0]
-    assert "vae" in ax.get_title()
-    legend, renderer = ax.get_legend().get_window_extent(), fig.canvas.get_renderer()
-    for bar in ax.patches:                  # the part of each bar that is drawn (inside the axes)
-        shown = Bbox.intersection(bar.get_window_extent(renderer), ax.get_window_extent(renderer))
-        assert shown is None or not legend.overlaps(shown)
+    assert "vae" in fig._suptitle.get_text() and "mean ± SE over 3 seeds" in fig._suptitle.get_text()
+    assert "lower is better" in ax.get_xlabel()
+    left, right = ax.get_xlim()
+    assert left > 26.0 and right < 27.0                       # zoomed on the cells within 0.2 nats
+    assert any(t.get_text() == "59.98" for t in ax.texts)     # the outlier: an arrow at the edge, with its value
+    assert "amortized/elbo (baseline)" in [t.get_text() for t in ax.get_yticklabels()]
+    assert len(ax.containers) == 3                            # an error bar for each cell on the axis
 
 
 def test_gradient_plot_legend_is_off_the_axes_and_objectives_have_their_own_markers(monkeypatch):

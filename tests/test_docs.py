@@ -1,6 +1,7 @@
 """The documentation site: ``pyro-zoo docs`` builds it offline with warnings as errors, every internal
-link and image of the built HTML resolves, and a real headless Chromium renders the home page and a
-tutorial page with no missing image and no broken link.
+link and image of the built HTML resolves, nothing loads from another host, flags keep their two
+hyphens, the public API page documents ``import zoo``, and a real headless Chromium renders the home
+page and every tutorial offline, with no missing image, no broken link and no formula left as TeX.
 
 The site is built once per module, with ``--setting ci``; this build is also how CI executes the
 tutorials (``docs/tutorials/*.ipynb``): a cell that raises fails the build and so these tests.
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlsplit
@@ -99,6 +102,133 @@ def test_every_internal_link_and_image_resolves(site):
     assert not broken, "\n".join(broken[:40])
 
 
+def _remote_assets(page: Path) -> list:
+    """The scripts and stylesheets a page would load from another host."""
+    remote = []
+    for tag, target in _parse(page).targets:
+        parts = urlsplit(target)
+        if tag in ("script", "link") and (parts.scheme in ("http", "https") or parts.netloc):
+            remote.append(target)
+    return remote
+
+
+def test_no_page_loads_a_script_or_stylesheet_from_another_host(site):
+    """The site reads offline: every script (MathJax included, bundled under ``_static/mathjax``) and
+    stylesheet is the site's own; Sphinx's default MathJax would come from a CDN and, offline, leave
+    every formula as TeX source."""
+    out, _, _ = site
+    remote = {str(page.relative_to(out)): _remote_assets(page) for page in sorted(out.rglob("*.html"))}
+    assert not {page: found for page, found in remote.items() if found}
+    tutorial = (out / "tutorials" / f"{TUTORIALS[0].stem}.html").read_text(encoding="utf-8")
+    mathjax = re.search(r'<script[^>]*src="([^"]*mathjax[^"]*)"', tutorial)
+    assert mathjax, "the tutorial page loads no MathJax"
+    assert (out / "tutorials" / urlsplit(mathjax.group(1)).path).resolve().is_file(), mathjax.group(1)
+
+
+def _text(page: Path) -> str:
+    """What a reader sees of a page's content: the HTML without its tags, scripts and styles."""
+    html = page.read_text(encoding="utf-8")
+    html = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S)
+    return unescape(re.sub(r"<[^>]+>", "", html))
+
+
+_EN_DASHED = re.compile(r"\u2013[A-Za-z]\w*")
+
+
+def _written_en_dashes() -> set:
+    """The en dashes before a letter that the sources write themselves (a range of Roman numerals)."""
+    found = set()
+    for pattern in ("*.md", "*.py", "*.ipynb"):
+        for path in ROOT.rglob(pattern):
+            if not {"_build", ".git", "node_modules"} & set(path.parts):
+                found.update(_EN_DASHED.findall(path.read_text(encoding="utf-8", errors="replace")))
+    return found
+
+
+def test_flags_keep_their_two_hyphens(site):
+    """Smart quotes would print the prose's ``--baseline`` with an en dash, which fails when copied: no
+    page shows an en dash before a letter that its source does not write, and the flags of the user
+    guide's tables are there as written."""
+    out, _, _ = site
+    written = _written_en_dashes()
+    dashed = {}
+    for page in sorted(out.rglob("*.html")):
+        found = [m for m in _EN_DASHED.findall(_text(page)) if m not in written]
+        if found:
+            dashed[str(page.relative_to(out))] = found[:5]
+    assert not dashed, dashed
+    guide = _text(out / "guide.html")
+    assert "the guide's --baseline" in guide and "--particles 1 --insomnia 0" in guide
+
+
+def _objects(page: Path) -> dict:
+    """The API page's documented objects: id -> the HTML of its own description (up to the next one)."""
+    html = page.read_text(encoding="utf-8")
+    starts = [(m.start(), m.group(1)) for m in re.finditer(r'<dt class="sig sig-object py" id="([^"]+)"', html)]
+    return {name: html[start:end] for (start, name), (end, _) in zip(starts, starts[1:] + [(len(html), "")])}
+
+
+def test_public_api_page_documents_import_zoo(site):
+    """"The public API: zoo" documents every name ``import zoo`` gives as ``zoo.NAME``, once on that page
+    (not again under its module)."""
+    import zoo
+    out, _, _ = site
+    objects = _objects(out / "api" / "zoo.html")
+    assert set(zoo.__all__) <= {name[len("zoo."):] for name in objects if name.startswith("zoo.")}
+    for name in zoo.__all__:
+        module = getattr(zoo, name).__module__
+        assert f"{module}.{name}" not in objects, f"{name} shown twice on the public page"
+
+
+def test_each_argument_is_listed_once(site):
+    """No API entry has both an Arguments and a Parameters list (the docstring's text in one, the
+    signature's types in the other), and no argument is named twice in its list."""
+    out, _, _ = site
+    twice = []
+    for page in sorted((out / "api").glob("*.html")):
+        for name, html in _objects(page).items():
+            fields = re.findall(r'<dt class="field-(?:odd|even)">(Arguments|Parameters)<', html)
+            if len(fields) > 1:
+                twice.append(f"{page.name} {name}: {fields}")
+            arguments = re.search(r'>Parameters<.*?</dd>', html, flags=re.S)
+            listed = re.findall(r"<strong>(\w+)</strong>", arguments.group(0)) if arguments else []
+            if len(listed) != len(set(listed)):
+                twice.append(f"{page.name} {name}: {listed}")
+    assert not twice, "\n".join(twice[:20])
+    from_pyro = _objects(out / "api" / "zoo.html")["zoo.from_pyro"]
+    assert re.search(r"<strong>x_dim</strong>.*?int.*?the number of features", from_pyro, flags=re.S)
+
+
+def test_builders_list_every_registered_option(site):
+    """``zoo.build_model`` and its kin list each registered component of their kind with every option
+    it takes, read from the registry."""
+    from zoo.core.components import REGISTRIES
+    out, _, _ = site
+    objects = _objects(out / "api" / "zoo.html")
+    for builder, kind in (("zoo.build_model", "model"), ("zoo.build_guide", "guide"),
+                          ("zoo.build_objective", "objective"), ("zoo.load_dataset", "dataset")):
+        text = unescape(re.sub(r"<[^>]+>", "", objects[builder]))
+        for name, component in REGISTRIES[kind].items():
+            assert name in text, (builder, name)
+            for spec in component.options.specs():
+                assert f"{spec.name} (default {spec.default!r}" in text, (builder, name, spec.name)
+
+
+def test_options_reference_is_valid_restructuredtext():
+    """The generated option lists parse without a docutils warning (an option's help may hold ``*``,
+    ``|`` or ``_``, which would otherwise be markup)."""
+    import docutils.core
+    import docutils.utils
+    from zoo.docs import options_reference
+    for kind in ("model", "guide", "objective", "dataset"):
+        lines = options_reference(kind)
+        doctree = docutils.core.publish_doctree("\n".join(lines), settings_overrides={
+            "report_level": docutils.utils.Reporter.SEVERE_LEVEL + 1, "halt_level": 5})
+        problems = [m.astext() for m in doctree.findall(docutils.nodes.system_message)]
+        assert not problems, (kind, problems)
+        assert "options" in lines[0]
+
+
 @pytest.fixture(scope="module")
 def served(site):
     """The built site over a loopback HTTP server (what a person's browser would see)."""
@@ -137,13 +267,22 @@ def _chromium(tmp_path):
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
-# the page's own links that resolve (HEAD, same origin), its images' natural sizes, and where its
-# resources came from; MathJax (formulas only, shown as TeX offline) is the one remote script allowed
+# after MathJax has typeset the page (its startup promise; a page whose MathJax did not load has none):
+# the page's own links that resolve (HEAD, same origin), its images' natural sizes, the prose a reader
+# sees, and every script, stylesheet and resource that did not come from the site
 _RENDER_CHECK = """
 const done = arguments[arguments.length - 1];
-const links = [...new Set([...document.querySelectorAll('a[href]')].map(a => a.href)
+const typeset = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+const links = () => [...new Set([...document.querySelectorAll('a[href]')].map(a => a.href)
     .filter(h => h.startsWith(location.origin)).map(h => h.split('#')[0]))];
-Promise.all(links.map(h => fetch(h, {method: 'HEAD'}).then(r => [h, r.status]).catch(e => [h, String(e)])))
+const prose = () => {            // the page's text without code (a plot label may be TeX) or MathML copies
+  const article = (document.querySelector('article') || document.body).cloneNode(true);
+  article.querySelectorAll('pre, code, mjx-assistive-mml, script, style').forEach(e => e.remove());
+  return article.textContent;
+};
+const foreign = url => !url.startsWith(location.origin) && !url.startsWith('data:');
+typeset.then(() => Promise.all(links().map(h => fetch(h, {method: 'HEAD'}).then(r => [h, r.status])
+                                                    .catch(e => [h, String(e)]))))
   .then(statuses => done({
     title: document.title,
     heading: (document.querySelector('article h1') || {}).textContent || '',
@@ -151,46 +290,54 @@ Promise.all(links.map(h => fetch(h, {method: 'HEAD'}).then(r => [h, r.status]).c
     broken: statuses.filter(([h, s]) => s !== 200),
     images: document.images.length,
     missing: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src),
-    remote: performance.getEntriesByType('resource').map(r => r.name)
-      .filter(n => !n.startsWith(location.origin) && !n.startsWith('data:') && !/mathjax/i.test(n)),
+    typeset: document.querySelectorAll('mjx-container').length,
+    prose: prose(),
+    remote: [...[...document.querySelectorAll('script[src]')].map(s => s.src),
+             ...[...document.querySelectorAll('link[rel~="stylesheet"]')].map(l => l.href),
+             ...performance.getEntriesByType('resource').map(r => r.name)].filter(foreign),
   }));
 """
 
+# TeX a reader should never see: what MathJax typesets is drawn, not printed as its source
+_RAW_TEX = re.compile(r"\\[\[\]()]|\\(?:mathrm|mathbb|mathcal|frac|sum|log|mid|operatorname|big|left|right|"
+                      r"underbrace|text|qquad|top)\b|\$\$")
+
 
 def _pages_to_open(out: Path):
-    pages = ["index.html"]
-    built = sorted((out / "tutorials").glob("*.html"))
-    if built:
-        pages.append(f"tutorials/{built[0].name}")
-    return pages
+    return ["index.html"] + [f"tutorials/{page.name}" for page in sorted((out / "tutorials").glob("*.html"))]
 
 
-def test_browser_renders_home_and_tutorial(site, served, tmp_path):
-    """A headless Chromium opens the home page and the first tutorial: each has its title, its
-    heading, no image that failed to load (a notebook's figures are images), no link that does not
-    resolve, and loaded nothing from outside the site."""
+def test_browser_renders_home_and_tutorials(site, served, tmp_path):
+    """A headless Chromium, with no network but the loopback, opens the home page and every tutorial:
+    each has its title, its heading, no image that failed to load (a notebook's figures are images), no
+    link that does not resolve, and loaded no script, stylesheet or other resource from outside the
+    site; on the tutorials MathJax (bundled) has typeset the formulas, and no TeX source is left in
+    the text a reader sees."""
     out, _, _ = site
     assert TUTORIALS, "no tutorial in docs/tutorials/ to open"
     pages = _pages_to_open(out)
-    assert len(pages) == 2
+    assert len(pages) == 1 + len(TUTORIALS)
     start = time.perf_counter()
     browser = _chromium(tmp_path)
     try:
-        browser.set_script_timeout(60)
+        browser.set_script_timeout(120)
         for page in pages:
             browser.get(f"{served}/{page}")
             seen = browser.execute_async_script(_RENDER_CHECK)
             assert "pyro-zoo" in seen["title"], (page, seen["title"])
             assert seen["heading"].strip(), (page, "no <h1>")
-            assert seen["links"] > 10, (page, seen)
+            assert seen["links"] > 10, (page, seen["links"])
             assert not seen["broken"], (page, seen["broken"])
             assert not seen["missing"], (page, seen["missing"])
             assert not seen["remote"], (page, seen["remote"])
             if page.startswith("tutorials/"):
                 assert seen["images"] > 0, (page, "a tutorial with no figure")
+                assert seen["typeset"] > 0, (page, "no formula typeset")
+                raw = sorted({m.group(0) for m in _RAW_TEX.finditer(seen["prose"])})
+                assert not raw, (page, raw)
     finally:
         browser.quit()
-    print(f"browser check of {pages}: {time.perf_counter() - start:.1f} s")
+    print(f"browser check of {len(pages)} pages: {time.perf_counter() - start:.1f} s")
 
 
 # the leaderboard page as a reader's browser lays it out: each table's width against the article's column, and each
@@ -249,3 +396,72 @@ def test_docs_without_sphinx_says_what_to_install(monkeypatch, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert 'pip install "pyro-zoo[docs]"' in err and "\n" not in err, err
     assert not (tmp_path / "html").exists()
+
+
+def test_build_says_which_setting_and_each_tutorial(site):
+    """The build's log names its setting and the other one, then one line per tutorial with its seconds."""
+    out, stderr, _ = site
+    assert "ci setting" in stderr and "--setting full" in stderr, stderr[:2000]
+    for notebook in TUTORIALS:
+        assert re.search(rf"tutorial {notebook.stem}: \d+\.\d s", stderr), (notebook.stem, stderr[-3000:])
+    assert "Executing notebook with kernel" not in stderr
+
+
+def test_docs_help_and_default_build_name_the_ci_setting(monkeypatch, capsys, tmp_path):
+    """``pyro-zoo docs`` runs the full tutorials by default: its --help and its first line say that
+    ``--setting ci`` is the fast build (Sphinx is stubbed: only the start is checked here)."""
+    import sphinx.cmd.build
+    import zoo.docs
+    from zoo.cli import main
+    with pytest.raises(SystemExit):
+        main(["docs", "--help"])
+    docs_help = capsys.readouterr().out
+    assert "--setting ci" in " ".join(docs_help.split()), docs_help
+    monkeypatch.setattr(sphinx.cmd.build, "build_main", lambda argv: 0)
+    zoo.docs.build(str(tmp_path / "html"), setting="full")
+    first = capsys.readouterr().err.splitlines()[0]
+    assert "full setting" in first and "'pyro-zoo docs --setting ci'" in first, first
+
+
+_KERNEL_RUN = """
+import nbclient, nbformat
+from zoo.docs import kernel_environment
+notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
+if {configured}:
+    with kernel_environment("ci"):
+        nbclient.NotebookClient(notebook, kernel_name="python3", timeout=120).execute()
+else:
+    nbclient.NotebookClient(notebook, kernel_name="python3", timeout=120).execute()
+"""
+
+
+def test_tutorial_kernels_do_not_warn_about_tcp(tmp_path):
+    """ipykernel warns that a kernel over TCP is open to eavesdropping; the tutorials' kernels are local
+    (the loopback), and the kernel configuration the build writes drops that one line. A kernel started
+    without it still warns, so the check can fail."""
+    pytest.importorskip("nbclient")
+    env = {k: v for k, v in os.environ.items() if k != "IPYTHONDIR"}
+    env["IPYTHONDIR"] = str(tmp_path / "ipython")            # a plain profile, not the user's
+    runs = {configured: subprocess.run([sys.executable, "-c", _KERNEL_RUN.format(configured=configured)],
+                                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            for configured in (False, True)}
+    for run in runs.values():
+        assert run.returncode == 0, run.stderr[-3000:]
+    if "without encryption" not in runs[False].stderr:
+        pytest.skip("this ipykernel does not warn about TCP")
+    assert "without encryption" not in runs[True].stderr, runs[True].stderr
+
+
+def test_tutorials_page_says_how_to_run_one_yourself():
+    """The tutorials' index gives the command, the extra that installs it (setup.cfg's ``docs`` extra has
+    nbconvert and a kernel) and the setting variable the notebooks read."""
+    import configparser
+    page = (ROOT / "docs" / "tutorials.md").read_text()
+    assert 'pip install -e ".[docs]"' in page and "jupyter nbconvert --to notebook --execute docs/tutorials/" in page
+    assert "PYRO_ZOO_TUTORIAL_SETTING=ci" in page
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    docs_extra = setup["options.extras_require"]["docs"].split()
+    assert "nbconvert" in docs_extra and "ipykernel" in docs_extra
+    for notebook in TUTORIALS:
+        assert "PYRO_ZOO_TUTORIAL_SETTING" in notebook.read_text(), notebook.name

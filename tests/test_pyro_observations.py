@@ -128,7 +128,7 @@ def test_a_model_with_covariates_evaluates_p_y_given_features_and_refuses_to_gen
     with torch.no_grad():
         guide.u_loc.copy_((residual / (1 + s2)).unsqueeze(-1))
         guide.u_log_scale.fill_(0.5 * math.log(s2 / (1 + s2)))
-    result = zoo.evaluate(model, guide, x, num_samples=50, iwae_k=5)
+    result = zoo.evaluate(model, guide, x, num_samples=50, iwae_k=5, proposal="guide")     # q = p(u | x): w = p(x)
     exact = torch.distributions.Normal(0.0, math.sqrt(1 + s2)).log_prob(residual).mean().item()
     assert abs(result["log_likelihood"] - exact) < 1e-4 and abs(result["elbo"] - exact) < 1e-4
     with pytest.raises(ZooError, match=r"cannot generate data: columns 0-2 of x are covariates") as error:

@@ -1,4 +1,4 @@
-"""The ``pyro-zoo`` command line: list, train, eval, compare, gradients, report, docs, homework, grade.
+"""The ``pyro-zoo`` command line: list, train, eval, compare, gradients, compress, report, docs, homework, grade.
 
 Every user mistake ends in one line on stderr, ``pyro-zoo: error: ...``, and exit code 2.
 """
@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the inference-suboptimality split (Cremer et al. 2018) of an amortized run: refit a per-datum "
                         "guide of the same family to convergence on the evaluation data and report log p(x), "
                         "ELBO[q*], ELBO[q amortized], the approximation and the amortization gap (DIR/gaps.json, .md)")
-    flags.add_run_flags(p, only=("eval_samples", "iwae_k", "eval_limit", "refit_epochs", "refit_tol", "device",
-                                 "data_dir"))
+    flags.add_run_flags(p, only=("eval_samples", "iwae_k", "eval_proposal", "eval_limit", "refit_epochs", "refit_tol",
+                                 "device", "data_dir"))
     p.add_argument("--model", default=None, metavar="FILE.py:NAME",
                    help="the model file of a run trained on one: a run folder's files are never imported, so name it "
                         "here; it must be the file the run was made with (same SHA-256)")
@@ -80,14 +80,27 @@ def build_parser() -> argparse.ArgumentParser:
                    "(fewer samples K, fewer data, or another estimator; without it such an evaluation is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    p = sub.add_parser("compare", help="train and evaluate a grid of guides × objectives")
-    p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--guides", type=flags.names, required=True, help="comma-separated guide families and your "
+    p = sub.add_parser("compare", help="train and evaluate a grid of guides × objectives at one or more seeds")
+    p.add_argument("model", nargs="?", help=MODEL_HELP)
+    p.add_argument("--guides", type=flags.names, help="comma-separated guide families and your "
                    "own Pyro guides as FILE.py:NAME, or 'all': every family that fits the model")
-    p.add_argument("--objectives", type=flags.names, required=True, help=OBJECTIVES_HELP + ", or 'all': every "
+    p.add_argument("--objectives", type=flags.names, help=OBJECTIVES_HELP + ", or 'all': every "
                    "registered objective that fits (with --guides all, the grid 'pyro-zoo list' calls valid; "
                    "the cells that do not fit are skipped and listed in compare.md)")
     p.add_argument("--out", default=None, help="output folder (default: runs/compare-MODEL)")
+    p.add_argument("--seeds", type=flags.ints, default=None, help="comma-separated seeds: every cell trains at "
+                   "each (paired: the same minibatch order per seed); compare.md gives mean ± SE and paired CIs")
+    p.add_argument("--repeats", type=int, default=None, metavar="N", help="seeds 0..N-1 (as --seeds)")
+    p.add_argument("--baseline-cell", default=None, metavar="GUIDE/OBJECTIVE", help="the cell the paired "
+                   "differences are taken from (default: the first)")
+    p.add_argument("--resume", default=None, metavar="OUT", help="finish the grid in OUT: keep its finished cells, "
+                   "resume interrupted ones from their checkpoints, train missing ones")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="train N cells at once on this machine, "
+                   "each with cores // N threads (default 1)")
+    p.add_argument("--engine", default="serial", choices=("serial", "ray"), help="where cells train: here "
+                   "(serial, or --workers), or as Ray tasks (pip install \"pyro-zoo[ray]\")")
+    p.add_argument("--address", default=None, metavar="auto|ray://HOST:PORT", help="the Ray cluster to join "
+                   "(default: a local Ray instance)")
     _add_common(p)
 
     p = sub.add_parser("gradients", help="bias, variance and SNR of gradient estimators at fixed parameters")
@@ -101,6 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: runs/gradients-MODEL-GUIDE)")
     _add_common(p, exclude=("particles",))
 
+    p = sub.add_parser("compress", help="lossless compression of a split with a trained run: bits-back ANS "
+                       "(BB-ANS), decoded and checked bit-exact, beside the -ELBO, gzip, bz2, lzma and PNG")
+    p.add_argument("dir", help="a run folder written by 'pyro-zoo train' (discrete data: a Bernoulli or k-level "
+                   "likelihood, an amortized guide)")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="the split to code (default test)")
+    p.add_argument("--limit", type=int, default=None, help="code a fixed random subset of this many rows")
+    p.add_argument("--out", default=None, help="the code file (default: DIR/compressed-SPLIT.pzbb; with --decode: "
+                   "an .npy file for the decoded rows)")
+    p.add_argument("--latent-bits", type=int, default=12, help="b: 2^b bins of equal prior mass per real latent "
+                   "unit (default 12)")
+    p.add_argument("--decode", default=None, metavar="FILE", help="decode FILE with the run and verify it instead")
+    p.add_argument("--model", default=None, metavar="FILE.py:NAME", help="the model file of a run trained on one")
+    p.add_argument("--guide", default=None, metavar="FILE.py:NAME", help="the guide file of a run trained on one")
+
     p = sub.add_parser("report", help="render the leaderboard (LEADERBOARD.md, best run per model, guide and "
                        "objective, with training plots) and the archive of every run (README.md) from result files")
     p.add_argument("dir", help="a folder of *.json result files (e.g. benchmarks/results), or of your own run "
@@ -113,10 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "nearest README.md above DIR with a results block)")
     p.add_argument("--check", action="store_true",
                    help="write nothing; fail if the files differ from what would be written")
-    p = sub.add_parser("docs", help="build the documentation site offline (from a source checkout; warnings are errors)")
+    p = sub.add_parser("docs", help="build the documentation site offline (from a source checkout; warnings are "
+                       "errors); the full tutorials take many minutes: --setting ci is the small, fast build CI runs")
     p.add_argument("--out", default=None, help="output folder (default: docs/_build/html)")
     p.add_argument("--setting", choices=("ci", "full"), default="full",
-                   help="the tutorials' setting: full (the lectures' figures, default) or ci (small and fast)")
+                   help="the tutorials' setting: full (the lectures' figures, minutes of CPU per tutorial; default) "
+                   "or ci (small and fast, what CI runs: --setting ci)")
     p.add_argument("--verbose", action="store_true", help="Sphinx's progress messages too")
 
     _add_homework(sub)
@@ -347,15 +376,67 @@ def cmd_eval(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from zoo.experiments.compare import compare
+    from zoo.experiments.compare import compare, resume_compare
     from zoo.experiments.config import RunConfig
-    base = RunConfig(model=args.model, **flags.given_run_settings(args),
-                     model_options=flags.given_options(args, "model", [args.model]))
-    out = Path(args.out or f"runs/compare-{model_label(args.model)}")
-    rows = compare(args.model, args.guides, args.objectives, base, out, force=args.force,
-                   progress=not args.no_progress, guide_options=flags.given_options(args, "guide", args.guides),
-                   objective_options=flags.given_options(args, "objective", args.objectives))
-    _print_summary(rows, out, files=("compare.md", "compare.json", "compare.png"))
+    engine = {"workers": args.workers, "engine": args.engine, "address": args.address}
+    if args.address and args.engine != "ray":
+        raise ZooError("--address is the Ray cluster's: give it with --engine ray")
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in ("guides", "objectives", "seeds", "repeats", "baseline_cell", "out")
+                 if getattr(args, k) is not None] + [f"--{k.replace('_', '-')}" for k in flags.given_run_settings(args)]
+        if given or args.force:
+            raise ZooError(f"--resume finishes the grid as OUT/grid.json records it; drop {', '.join(given or ['--force'])} "
+                           f"(only --workers, --engine, --address and a model file may be given)")
+        out = Path(args.resume)
+        rows = resume_compare(out, model_file=args.model, progress=not args.no_progress, **engine)
+    else:
+        if not (args.model and args.guides and args.objectives):
+            raise ZooError("name a model, --guides and --objectives (e.g. 'pyro-zoo compare vae --guides amortized,iaf "
+                           "--objectives elbo,iwae'), or finish a grid with --resume OUT")
+        seeds = _grid_seeds(args)
+        base = RunConfig(model=args.model, **flags.given_run_settings(args),
+                         model_options=flags.given_options(args, "model", [args.model]))
+        out = Path(args.out or f"runs/compare-{model_label(args.model)}")
+        rows = compare(args.model, args.guides, args.objectives, base, out, force=args.force,
+                       progress=not args.no_progress, guide_options=flags.given_options(args, "guide", args.guides),
+                       objective_options=flags.given_options(args, "objective", args.objectives), seeds=seeds,
+                       baseline=args.baseline_cell, **engine)
+    _print_compare(rows, out)
+
+
+def _grid_seeds(args):
+    """The seeds of a grid: --seeds, --repeats N (0..N-1) or --seed (one); only one of them."""
+    seed = flags.given_run_settings(args).get("seed")
+    named = [f for f, v in (("--seeds", args.seeds), ("--repeats", args.repeats), ("--seed", seed)) if v is not None]
+    if len(named) > 1:
+        raise ZooError(f"give one of {' and '.join(named)}: --seeds 0,1,2, --repeats 3 (seeds 0..2) or --seed S")
+    if args.repeats is not None:
+        if args.repeats < 1:
+            raise ZooError(f"--repeats must be 1 or more, got {args.repeats}")
+        return list(range(args.repeats))
+    if args.seeds is not None and any(s < 0 or s > 2 ** 31 - 1 for s in args.seeds):
+        raise ZooError("--seeds are seeds from 0 to 2147483647")
+    return args.seeds
+
+
+def _print_compare(rows, out: Path) -> None:
+    from zoo.evaluation.compare_tables import compare_markdown
+    from zoo.evaluation.tables import run_warnings
+    print(compare_markdown(rows, baseline=_baseline(out)), end="")
+    seeded = len({r["config"]["seed"] for r in rows}) > 1
+    for r in rows:                      # each line names its cell (and seed)
+        where = f"{model_label(r['config']['model'])}/{r['cell']}" + (f" seed {r['config']['seed']}" if seeded else "")
+        if r.get("note"):
+            print(f"note: {where}: {r['note']}")
+        for warning in run_warnings(r):     # an unreliable NLL, a collapsed model
+            print(f"warning: {where}: {warning}")
+    print(f"wrote {', '.join(str(out / f) for f in ('compare.md', 'compare.json', 'compare.png'))}")
+
+
+def _baseline(out: Path):
+    from zoo.core.files import read_json
+    from zoo.experiments.compare import PLAN
+    return read_json(out / PLAN, "grid plan").get("baseline")
 
 
 def _print_summary(rows, out: Path, files=("results.json", "results.md")) -> None:
@@ -391,6 +472,21 @@ def cmd_gradients(args) -> None:
                            progress=not args.no_progress)
     print(gradients_markdown(result))
     print(f"wrote {out / 'gradients.md'}, {out / 'gradients.json'}, {out / 'gradients.png'}")
+
+
+def cmd_compress(args) -> None:
+    from zoo.experiments.compress import compress_run, compression_markdown, decode_file
+    if args.limit is not None and args.limit < 1:
+        raise ZooError(f"--limit must be at least 1, got {args.limit}")
+    if args.decode:
+        r = decode_file(Path(args.dir), Path(args.decode), out=args.out, model_file=args.model, guide_file=args.guide)
+        print(f"decoded {r['num_data']} rows of {r['x_dim']} from {r['file']}: checksums verified"
+              + (f"; wrote {r['out']}" if r["out"] else ""))
+        return
+    r = compress_run(Path(args.dir), split=args.split, limit=args.limit, out=args.out, latent_bits=args.latent_bits,
+                     model_file=args.model, guide_file=args.guide)
+    print(compression_markdown([r]))
+    print(f"wrote {r['file']} ({r['bits'] // 8} bytes); decoded it back bit-exactly")
 
 
 def cmd_report(args) -> None:
@@ -441,7 +537,7 @@ def cmd_grade(args) -> None:
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "gradients": cmd_gradients,
-            "report": cmd_report, "docs": cmd_docs, "homework": cmd_homework, "grade": cmd_grade}
+            "compress": cmd_compress, "report": cmd_report, "docs": cmd_docs, "homework": cmd_homework, "grade": cmd_grade}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

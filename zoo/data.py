@@ -36,7 +36,7 @@ from zoo.core.errors import ZooError
 from zoo.core.components import DATASETS
 from zoo.core.views import ViewSite
 
-__all__ = ["Dataset", "DATASETS", "load_dataset", "load_digits", "load_digits_labels", "load_mnist_halves", "load_binarized_mnist",
+__all__ = ["Dataset", "DATASETS", "load_dataset", "load_digits", "load_digits_levels", "load_digits_labels", "load_mnist_halves", "load_binarized_mnist",
            "read_amat", "read_npz", "array_sha256", "synthetic_ppca"]
 
 SPLITS = ("train", "valid", "test")
@@ -55,6 +55,8 @@ class Dataset:
 
     Attributes:
         binary: all values are 0/1, so a Bernoulli likelihood applies.
+        levels: k when every value is an integer 0..k-1 (pixel intensities), so a k-level likelihood
+            (:mod:`zoo.core.levels`) applies; ``None`` for real-valued data.
         image_shape: (H, W) for image data, used by the sample and reconstruction plots.
         labels: optional class labels per split (for the latent scatter plot).
         views: the parts of a row with their own likelihood (:class:`~zoo.core.views.ViewSite`),
@@ -71,6 +73,7 @@ class Dataset:
     labels: Dict[str, torch.Tensor] = field(default_factory=dict)
     truth: Dict[str, torch.Tensor] = field(default_factory=dict)
     views: Tuple[ViewSite, ...] = ()
+    levels: Optional[int] = None
 
     @property
     def x_dim(self) -> int:
@@ -110,6 +113,14 @@ def load_digits(binarize: bool = True, **_) -> Dataset:
     return Dataset("digits" if binarize else "digits-gray", _as_tensor(x[tr]), _as_tensor(x[va]),
                    _as_tensor(x[te]), binary=binarize, image_shape=(8, 8),
                    labels={s: torch.from_numpy(y[i]) for s, i in zip(SPLITS, (tr, va, te))})
+
+
+def load_digits_levels(**_) -> Dataset:
+    """The 8x8 digits at their 17 levels: each pixel an integer 0..16 (stored as float32), splits of
+    :func:`load_digits`. The data of Tomczak's intro_dgm examples, for the k-level likelihoods."""
+    gray = load_digits(binarize=False)
+    splits = (torch.round(gray.split(s) * 16) for s in SPLITS)
+    return Dataset("digits17", *splits, binary=False, image_shape=(8, 8), labels=gray.labels, levels=17)
 
 
 def load_digits_labels(**_) -> Dataset:
@@ -332,6 +343,8 @@ DATASETS.register("digits", description="scikit-learn's bundled 8x8 digits, bina
                   binary=True)(load_digits)
 DATASETS.register("digits-gray", description="the same digits scaled to [0, 1], for Gaussian likelihoods",
                   binary=False)(lambda **kw: load_digits(binarize=False))
+DATASETS.register("digits17", description="the same digits at their 17 levels, integers 0..16, for the k-level "
+                  "likelihoods (categorical, dlogistic, dmol, dequant-*)", binary=False, levels=17)(load_digits_levels)
 DATASETS.register("binarized_mnist", description="static binarized MNIST, Larochelle & Murray 50k/10k/10k "
                   "(data_dir or PYRO_ZOO_DATA)", binary=True, needs_data_dir=True)(load_binarized_mnist)
 DATASETS.register("digits_labels", description="the binarized 8x8 digits with their labels: views image "

@@ -34,11 +34,12 @@ import torch
 from zoo.core.components import DATASETS, GUIDES, MODELS, OBJECTIVES, OptionError
 from zoo.core.contract import ZooModel, posterior_order
 from zoo.core.distributions import ENUMERATION_LIMIT
+from zoo.core.levels import LEVEL_LIKELIHOODS
 from zoo.core.errors import ZooError
 from zoo.objectives import build_objective, objective_capabilities, objective_label
 
 __all__ = ["DataFacts", "model_options", "check_guide", "check_combination", "check_guide_options",
-           "check_capture", "check_run", "check_step", "verdict", "compatibility"]
+           "check_capture", "check_levels", "check_run", "check_step", "verdict", "compatibility"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class DataFacts:
         num_train: rows of the training split.
         binary: every value is 0 or 1 (a Bernoulli likelihood applies).
         views: the views of a datum as ``NAME:SIZE:LIKELIHOOD`` (empty: one view).
+        levels: k when every value is an integer 0..k-1 (2 for binary data), else ``None``.
     """
 
     name: str
@@ -58,11 +60,14 @@ class DataFacts:
     num_train: int
     binary: bool
     views: Tuple[str, ...] = ()
+    levels: Optional[int] = None
 
     @classmethod
     def of(cls, data) -> "DataFacts":
         """The facts of a :class:`~zoo.data.Dataset`."""
-        return cls(data.name, data.x_dim, data.train.shape[0], data.binary, tuple(v.spec for v in data.views))
+        levels = getattr(data, "levels", None) or (2 if data.binary else None)
+        return cls(data.name, data.x_dim, data.train.shape[0], data.binary, tuple(v.spec for v in data.views),
+                   levels)
 
 
 def model_options(config, data: Optional[DataFacts]) -> Dict[str, Any]:
@@ -73,7 +78,9 @@ def model_options(config, data: Optional[DataFacts]) -> Dict[str, Any]:
     if data is None:
         return options
     if options.get("likelihood", "") is None:
-        options["likelihood"] = "bernoulli" if data.binary else "gaussian"
+        options["likelihood"] = "bernoulli" if data.binary else "categorical" if data.levels else "gaussian"
+    if options.get("likelihood") in LEVEL_LIKELIHOODS and options.get("levels", "") is None:
+        options["levels"] = data.levels
     if "views" in options and options["views"] is None:
         if not data.views:
             with_views = [name for name, c in DATASETS.items() if c.capability("views")]
@@ -262,6 +269,7 @@ def check_run(config, model: ZooModel, data: Optional[DataFacts] = None, distrib
     if data is not None and model.likelihood == "bernoulli" and not data.binary:
         raise ZooError(f"dataset {data.name!r} has values other than 0 and 1, but {model.display_name} uses a "
                        f"Bernoulli likelihood; binarize the data or use a Gaussian likelihood")
+    check_levels(model, data)
     check_capture(config.objective, objective_options, config.jit, config.compile, distributed)
     check_combination(model, config.guide, config.objective, guide_options, objective_options)
     check_guide_options(model, config.guide, guide_options)
@@ -281,6 +289,20 @@ def check_run(config, model: ZooModel, data: Optional[DataFacts] = None, distrib
     if data is not None and config.batch_size > data.num_train:
         raise OptionError("batch_size", f"{config.batch_size} is larger than the {data.num_train} training data "
                           f"of {data.name!r}; use at most {data.num_train}", kind="run")
+
+
+def check_levels(model: ZooModel, data: Optional[DataFacts]) -> None:
+    """A k-level likelihood needs data whose values are the integers 0..k-1."""
+    if data is None or model.levels is None:
+        return
+    with_levels = [name for name, c in DATASETS.items() if c.capability("levels")]
+    if data.levels is None:
+        raise ZooError(f"{model.display_name}'s {model.likelihood} likelihood scores pixels with {model.levels} "
+                       f"discrete levels, and dataset {data.name!r} is real-valued; use a dataset of levels "
+                       f"({', '.join(with_levels)}) or a gaussian likelihood")
+    if data.levels > model.levels:
+        raise OptionError("levels", f"is {model.levels}, and dataset {data.name!r} has {data.levels} levels; "
+                          f"drop --levels (the dataset's is the default)", kind="model")
 
 
 def check_step(config, model: ZooModel, guide, objective, x: torch.Tensor, device: torch.device) -> None:

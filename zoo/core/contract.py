@@ -350,13 +350,17 @@ class ZooModel(nn.Module):
     per-step bookkeeping (``benchmarks/step_overhead.py``) and bought nothing here.
 
     Class attributes:
-        likelihood: ``"bernoulli"`` or ``"gaussian"``; decides which data are valid.
+        likelihood: ``"bernoulli"`` or ``"gaussian"``, or a k-level one (:mod:`zoo.core.levels`); decides
+            which data are valid.
+        levels: k, when the likelihood is a probability over pixel levels {0, ..., k-1} (set by a model
+            with a k-level likelihood); Bernoulli pixels have 2 (:attr:`data_levels`).
         borrows_guide: the model computes with its guide (e.g. a VampPrior's pseudo-input
             posteriors), which it receives through :meth:`bind_guide`; may be a property that
             depends on the model's options.
     """
 
     likelihood: str = "gaussian"
+    levels: Optional[int] = None
     borrows_guide: bool = False
 
     def __init__(self, x_dim: int):
@@ -491,15 +495,21 @@ class ZooModel(nn.Module):
         return site["fn"].mean if mean else site["value"]
 
     # -- validation of user data -----------------------------------------------------
+    @property
+    def data_levels(self) -> Optional[int]:
+        """k when log p(x) is a log-probability of data with k levels per value (2 for Bernoulli pixels), so it
+        is a code length and has a bits/dim; ``None`` when it is a density (Gaussian)."""
+        return self.levels if self.levels is not None else 2 if self.likelihood == "bernoulli" else None
+
     def validate_data(self, x: torch.Tensor, what: str = "data") -> None:
         """Raise :class:`ZooError` unless ``x`` is a finite ``[N, x_dim]`` float array
         that this model's likelihood can score."""
         check_data(x, self.x_dim, binary=self.likelihood == "bernoulli", what=what,
-                   model_name=self.display_name)
+                   model_name=self.display_name, levels=self.levels)
 
 
 def check_data(x, x_dim: Optional[int], binary: bool, what: str = "data",
-               model_name: str = "the model") -> None:
+               model_name: str = "the model", levels: Optional[int] = None) -> None:
     """The data checks shared by loaders and models (one clear error each)."""
     if not isinstance(x, torch.Tensor):
         raise ZooError(f"{what} must be a torch tensor, got {type(x).__name__}")
@@ -518,3 +528,6 @@ def check_data(x, x_dim: Optional[int], binary: bool, what: str = "data",
     if binary and not ((x == 0) | (x == 1)).all():
         raise ZooError(f"{what} has values other than 0 and 1, but {model_name} uses a Bernoulli "
                        f"likelihood; binarize the data or use a Gaussian likelihood")
+    if levels is not None and not ((x == torch.round(x)) & (x >= 0) & (x <= levels - 1)).all():
+        raise ZooError(f"{what} has values other than the integers 0..{levels - 1}, but {model_name}'s likelihood "
+                       f"scores {levels} levels; give the data as levels (digits17), or use a Gaussian likelihood")

@@ -36,7 +36,9 @@ figure is then estimated from ``num_samples`` fresh samples per datum of each gu
 mean of the log-weights (Monte Carlo se sd(log w) / sqrt(K) per datum), and log p(x) as the exact
 closed form where the model has one, else by importance sampling, log (1/K) sum_k w_k, with the
 proposal (q_phi or q*) that gives the larger average (the tighter of two stochastic lower bounds;
-which one is reported as ``log_likelihood_proposal``). Standard errors come in two kinds, as in
+which one is reported as ``log_likelihood_proposal``). Each importance sampler draws from the defensive
+mixture of its guide (:mod:`zoo.evaluation.defensive`, recorded as ``proposal``), and each ELBO from
+that mixture's draws of q alone. Standard errors come in two kinds, as in
 :mod:`zoo.evaluation.harness`: ``*_se``, the Monte Carlo error of the average over these data (the
 estimates of each difference treated as independent, which overstates it when they share samples),
 and ``*_data_se``, the spread over data, sd_n / sqrt(n).
@@ -72,8 +74,8 @@ from zoo.core.contract import Borrowed
 from zoo.core.errors import ZooError
 from zoo.core.params import register_module
 from zoo.core.plates import data_plate
-from zoo.core.weights import per_datum_log_weights
-from zoo.evaluation.harness import PSIS_THRESHOLD, _psis_khat, evaluation_mode
+from zoo.evaluation.defensive import as_proposal, log_mean_weight
+from zoo.evaluation.harness import PSIS_THRESHOLD, evaluation_mode, psis_khat
 from zoo.registry import build_guide
 from zoo.training.refit import REFIT_LR, REFIT_MAX_EPOCHS, REFIT_TOL, refit_local_guide
 
@@ -220,27 +222,26 @@ def _frozen(module: nn.Module):
 
 @torch.no_grad()
 def per_datum_estimates(model, guide, x: torch.Tensor, num_samples: int, batch_size: int = 100,
-                        max_elements: int = 1 << 24, psis: bool = True) -> Dict[str, torch.Tensor]:
-    """Per datum of ``x``: the ELBO (mean log w) and its Monte Carlo se, the IS log p(x) and its
-    delta-method se, and the PSIS k-hat of the K = ``num_samples`` weights; each ``[n]``, float64."""
+                        max_elements: int = 1 << 24, psis: bool = True, proposal="defensive") -> Dict[str, torch.Tensor]:
+    """Per datum of ``x``: the ELBO (mean log w over the draws from q) and its Monte Carlo se, the IS log p(x)
+    under ``proposal`` (:mod:`zoo.evaluation.defensive`) and its delta-method se, and the PSIS k-hat of those
+    K = ``num_samples`` weights (NaN where it does not apply); each ``[n]``, float64."""
+    proposal = as_proposal(proposal)
     n = x.shape[0]
     cols = {k: [] for k in ("elbo", "elbo_se", "ll", "ll_se", "khat")}
     with evaluation_mode(model, guide):
         for i in range(0, n, batch_size):
             idx = torch.arange(i, min(i + batch_size, n), device=x.device)
-            chunk = max(1, min(num_samples, max_elements // (idx.numel() * max(1, x.shape[1]))))
-            log_w = torch.cat([per_datum_log_weights(model, guide, x[idx], idx=idx, N=n,
-                                                     num_particles=min(chunk, num_samples - done)).log_w
-                               for done in range(0, num_samples, chunk)]).double()          # [K, b]
+            draws = proposal.draw(model, guide, x[idx], idx, n, num_samples, max_elements)
+            log_w = draws.of_q(torch.cat([p.log_w for p in draws.parts])).double()          # [n_q, b], q's own
             K = log_w.shape[0]
             cols["elbo"].append(log_w.mean(0))
             cols["elbo_se"].append(log_w.std(0) / math.sqrt(K) if K > 1 else torch.zeros_like(log_w[0]))
-            log_mean_w = torch.logsumexp(log_w, 0) - math.log(K)
-            log_mean_w2 = torch.logsumexp(2 * log_w, 0) - math.log(K)
-            cols["ll"].append(log_mean_w)
-            cols["ll_se"].append(torch.sqrt(torch.clamp(torch.expm1(log_mean_w2 - 2 * log_mean_w), min=0) / K))
+            ll, ll_se = log_mean_weight(draws.log_w.double(), draws.num_q)
+            cols["ll"].append(ll)
+            cols["ll_se"].append(ll_se)
             if psis:
-                cols["khat"].append(torch.from_numpy(_psis_khat(log_w.T.cpu().numpy())))
+                cols["khat"].append(torch.from_numpy(psis_khat(draws.log_w.T.double().cpu().numpy())[0]))
     return {k: torch.cat(v).cpu().double() for k, v in cols.items() if v}
 
 
@@ -254,9 +255,11 @@ def _mean_and_errors(per_datum: torch.Tensor, mc_se: Optional[torch.Tensor]):
 
 def inference_gaps(model, guide, x: torch.Tensor, *, num_samples: int = 1000, tol: float = REFIT_TOL,
                    max_epochs: int = REFIT_MAX_EPOCHS, lr: float = REFIT_LR, seed: int = 0,
-                   progress: bool = False) -> Dict:
+                   progress: bool = False, proposal="defensive") -> Dict:
     """The approximation and amortization gaps of the amortized ``guide`` on data ``x`` (keys: :data:`GAP_KEYS`,
-    each with ``_se`` and ``_data_se``; ``refit``: what the per-datum refit did; ``per_datum``: arrays)."""
+    each with ``_se`` and ``_data_se``; ``refit``: what the per-datum refit did; ``per_datum``: arrays;
+    ``proposal``: the importance-sampling proposal behind an IS log p(x), :mod:`zoo.evaluation.defensive`)."""
+    proposal = as_proposal(proposal)
     family = same_family(guide)
     model.validate_data(x, what="data for the inference gaps")
     local = local_guide(guide, model, x)
@@ -264,20 +267,20 @@ def inference_gaps(model, guide, x: torch.Tensor, *, num_samples: int = 1000, to
         refit = refit_local_guide(model, local, x, tol=tol, max_epochs=max_epochs, lr=lr, seed=seed,
                                   progress=progress)
     pyro.set_rng_seed(seed + 4321)
-    amortized = per_datum_estimates(model, guide, x, num_samples)
-    fitted = per_datum_estimates(model, local, x, num_samples)
+    amortized = per_datum_estimates(model, guide, x, num_samples, proposal=proposal)
+    fitted = per_datum_estimates(model, local, x, num_samples, proposal=proposal)
     exact = model.log_marginal(x) if model.has_log_marginal else None
     if exact is not None:
-        ll, ll_se, proposal, khat = exact.detach().double().cpu(), torch.zeros(x.shape[0], dtype=torch.float64), \
+        ll, ll_se, chosen_name, khat = exact.detach().double().cpu(), torch.zeros(x.shape[0], dtype=torch.float64), \
             "exact", None
     else:
-        proposal = "per-datum" if fitted["ll"].mean() >= amortized["ll"].mean() else "amortized"
-        chosen = fitted if proposal == "per-datum" else amortized
+        chosen_name = "per-datum" if fitted["ll"].mean() >= amortized["ll"].mean() else "amortized"
+        chosen = fitted if chosen_name == "per-datum" else amortized
         ll, ll_se, khat = chosen["ll"], chosen["ll_se"], chosen.get("khat")
     approximation = ll - fitted["elbo"]
     amortization = fitted["elbo"] - amortized["elbo"]
     result = {"num_data": x.shape[0], "num_samples": num_samples, "same_family": family,
-              "log_likelihood_proposal": proposal}
+              "log_likelihood_proposal": chosen_name, "proposal": proposal.to_json(num_samples)}
     for key, per_datum, mc_se in (
             ("log_likelihood", ll, ll_se),
             ("elbo_amortized", amortized["elbo"], amortized["elbo_se"]),

@@ -1,19 +1,27 @@
 """The shared evaluation harness. It knows nothing about specific models.
 
 It sees a model and a guide that follow the contract of :mod:`zoo.core.contract`,
-and data. For each datum x it draws K samples z_k ~ q(z | x) (in chunks, so memory
-stays bounded), forms log w_k = log p(x, z_k) - log q(z_k | x) with
+and data. For each datum x it draws K samples (in chunks, so memory stays bounded) from the
+proposal, by default the defensive mixture q_def = (1 - alpha) q(z | x) + alpha q_wide(z | x) of
+:mod:`zoo.evaluation.defensive` (``proposal="guide"``: q itself), the first n_q = (1 - alpha) K from q
+and the rest from q_wide, forms log p(x, z_k) and log q(z_k | x) with
 :func:`zoo.core.weights.per_datum_log_weights`, and reports, averaged over data:
 
 ``elbo``, ``reconstruction``, ``kl``
-    ELBO = E_q[log p(x | z)] - KL(q(z|x) || p(z)), both parts by Monte Carlo over the K samples.
+    ELBO = E_q[log p(x | z)] - KL(q(z|x) || p(z)), both parts by Monte Carlo over the n_q samples of q,
+    with log w_k = log p(x, z_k) - log q(z_k | x).
 ``iwae_bound`` (``iwae_k``)
-    The IWAE-k bound E[log (1/k) sum_{j<=k} w_j], averaged over the K/k disjoint groups.
-``log_likelihood``, ``log_likelihood_se``
-    The importance-sampled log p(x) = log (1/K) sum_k w_k (an IWAE-K bound, so it
-    slightly underestimates log p(x)), and its Monte Carlo standard error: per
-    datum by the delta method, se_n = sqrt((mean(w^2)/mean(w)^2 - 1) / K); for the
-    average, sqrt(sum_n se_n^2) / n.
+    The IWAE-k bound E[log (1/k) sum_{j<=k} w_j], averaged over the n_q/k disjoint groups of q's samples.
+``log_likelihood``, ``log_likelihood_se``, ``proposal``
+    The importance-sampled log p(x) = log (1/K) sum_k w_k over all K samples, with the weights under the
+    proposal, w_k = p(x, z_k) / q_def(z_k | x) (a stochastic lower bound: it slightly underestimates
+    log p(x)), and its Monte Carlo standard error: per datum by the delta method,
+    se_n = sqrt((mean(w^2)/mean(w)^2 - 1) / K) for one stratum of draws, its stratified form for the two
+    (:func:`~zoo.evaluation.defensive.log_mean_weight`); for the average, sqrt(sum_n se_n^2) / n. Where q
+    is narrower than the posterior, or gives a state almost no probability, the weights of q alone are
+    heavy-tailed or miss mass, and that estimate sits many of its own standard errors low; the defensive
+    mixture bounds the weights, so the error is what its standard error says. ``proposal`` records
+    which proposal made these figures (alpha, the inflation, the draws of each part).
 ``log_likelihood_data_se``
     The other uncertainty of the average: which data were evaluated. The spread of the
     per-datum log p(x) over the n data divided by sqrt(n): how far the average over a random
@@ -21,6 +29,11 @@ stays bounded), forms log w_k = log p(x, z_k) - log q(z_k | x) with
     the factor 1 / sqrt(1 - n/N_split)). On a subset of 1000 test images it is far above the
     Monte Carlo error, so a subset's figure can be compared with a paper's whole-test-set
     figure only within it.
+``levels``, ``bits_per_dim_elbo``, ``bits_per_dim_nll``
+    Where the model's likelihood is a probability over data with k levels per value (``data_levels``:
+    2 for Bernoulli pixels, k for :mod:`zoo.core.levels`), -ELBO and -log p(x) are code lengths, and
+    in bits per dimension they are nats / (D ln 2), D the values per datum (Theis et al. 2016). ``None``
+    for a density (a Gaussian on [0, 1]: its "NLL" is a differential entropy, and can be negative).
 ``exact_log_likelihood``, ``elbo_gap``, ``is_error``
     Where the model has a closed-form ``log_marginal``: the exact log p(x), the gap
     log p(x) - ELBO (the KL from q to the true posterior), and IS - exact.
@@ -34,10 +47,15 @@ stays bounded), forms log w_k = log p(x, z_k) - log q(z_k | x) with
     p's conditioning is whatever guide and model condition z_s on (for a chain z2 -> z1 -> x,
     KL_z1 is E_q[log q(z1 | x) - log p(z1 | z2)] and KL_z2 is E_q[log q(z2 | .) - log p(z2)]).
     The KL_s add up to ``kl``.
-``psis_khat_*``
+``psis_khat_*``, ``is_ess_*``
     The Pareto k-hat of each datum's K importance weights (arviz's PSIS). k-hat above
     0.7 means the importance-sampled log p(x) for that datum is unreliable
     (Yao et al. 2018, "Yes, but did it work?"); ``psis_khat_frac_over_0_7`` says how often.
+    Where the weights take few distinct values (a discrete latent: they are bounded, and their tail has
+    no Pareto shape to fit, so PSIS returns inf) k-hat does not apply (:func:`psis_khat`):
+    ``psis_khat_not_applicable`` says for how many data and ``psis_khat_note`` why, and such a datum is
+    judged by its effective sample size (sum w)^2 / sum w^2 instead (unreliable below
+    :data:`PSIS_MIN_ESS`); ``is_ess_mean`` and ``is_ess_min`` summarize it for all data.
 
 ``conditional_log_likelihood``, ``conditional_accuracy``, ``view_log_likelihood``
     For a model that declares two or more ``views`` and a guide that encodes any subset of them
@@ -63,7 +81,7 @@ stays bounded), forms log w_k = log p(x, z_k) - log q(z_k | x) with
     is the datum's class. ``view_log_likelihood[v]`` is log p^(x_v), the IS estimate of a single
     view's marginal (a stochastic lower bound, like ``log_likelihood``). ``None`` for other models.
 
-``global_latents``, ``global_guide``, ``global_point_estimate``, ``data_elbo``, ``data_elbo_samples``
+``global_latents``, ``global_guide``, ``global_point_estimate``, ``data_elbo``, ``data_elbo_samples``, ``data_elbo_se``
     For a model with global latents theta (outside the data plate) the per-datum figures above
     (``elbo``, ``reconstruction``, ``kl``, ``iwae_bound``, ``log_likelihood``, their errors, k-hats and
     active units) are those *given theta = theta_hat*, a stated point estimate: the guide's global
@@ -76,10 +94,12 @@ stays bounded), forms log w_k = log p(x, z_k) - log q(z_k | x) with
 
         data_elbo = (1/N) ( E_q[ sum_n log p(x_n, z_n | theta) - log q(z_n | x_n) ] + E_q[ log p(theta) - log q(theta) ] )
 
-    by Monte Carlo over ``data_elbo_samples`` draws of theta (each with one z_n per datum), a lower
-    bound on log p(X) / N in expectation; for the ``delta`` global guide, log q(theta) = 0 and it is
-    the MAP objective at theta_hat, not a bound. ``global_latents`` names the global sites. All
-    five are ``None`` for a model without global latents.
+    by Monte Carlo over ``data_elbo_samples`` passes, each a draw of theta with one z_n per datum, a
+    lower bound on log p(X) / N in expectation; for the ``delta`` global guide, log q(theta) = 0 and it
+    is the MAP objective at theta_hat, not a bound. Passes go on until ``data_elbo_se``, their sd over
+    sqrt(passes), is below ``data_elbo_target_se`` (0.01 nats per datum) or a cap
+    (:func:`data_set_elbo`). ``global_latents`` names the global sites. All are ``None`` for a model
+    without global latents.
 
 All figures are in nats per datum. Per-datum arrays come back in ``per_datum``.
 """
@@ -87,19 +107,27 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 import pyro.poutine as poutine
 import torch
 
 from zoo.core.modes import evaluation_mode
+from zoo.evaluation.defensive import GUIDE_PROPOSAL, as_proposal, log_mean_weight
 from zoo.core.weights import per_datum_log_weights
 from zoo.core.weights import per_datum_renyi_bound
 
-__all__ = ["evaluate", "bound_per_datum", "conditional_log_likelihoods", "RESULT_KEYS", "PSIS_THRESHOLD"]
+__all__ = ["evaluate", "bound_per_datum", "conditional_log_likelihoods", "RESULT_KEYS", "PSIS_THRESHOLD", "bits_per_dim"]
 
 PSIS_THRESHOLD = 0.7
+#: Where k-hat does not apply (bounded weights, few distinct values), the effective sample size a datum's
+#: weights need: bounded weights have a Pareto shape k <= 0, for which Vehtari et al. (2024) ask for
+#: S > 10^(1 / (1 - k)) = 10 draws; the effective sample size stands in for S as the weights are unequal.
+PSIS_MIN_ESS = 10
+#: data_elbo's passes go on until its standard error is below this many nats per datum, or the cap
+DATA_ELBO_TARGET_SE = 0.01
+DATA_ELBO_MAX_PASSES = 400
 ACTIVE_UNIT_THRESHOLD = 0.01
 
 #: The documented keys of an evaluation result (README "results.json").
@@ -115,6 +143,9 @@ RESULT_KEYS = {
     "log_likelihood_se": "Monte Carlo standard error of log_likelihood",
     "log_likelihood_data_se": "standard error of log_likelihood over the choice of data: per-datum sd / sqrt(n)",
     "nll": "-log_likelihood, the figure papers report",
+    "levels": "k, levels per value when the likelihood is a probability over discrete data (2: Bernoulli), or null",
+    "bits_per_dim_elbo": "-elbo / (D ln 2), the ELBO's code length in bits per dimension (discrete data), or null",
+    "bits_per_dim_nll": "nll / (D ln 2), bits per dimension (discrete data), or null",
     "exact_log_likelihood": "closed-form log p(x) per datum, or null",
     "elbo_gap": "exact log p(x) - ELBO (else log_likelihood - ELBO), per datum",
     "is_error": "log_likelihood - exact_log_likelihood, or null",
@@ -122,8 +153,8 @@ RESULT_KEYS = {
     "kl_per_site": "per latent site s: E_q[log q(z_s|.) - log p(z_s|parents)], summing to kl",
     "active_units_per_site": "per latent site: its units with Cov_x(E_q[z_u|x]) > 0.01",
     "num_latent_units": "total latent units",
-    "psis_khat_mean": "mean Pareto k-hat of the per-datum importance weights",
-    "psis_khat_max": "largest k-hat",
+    "psis_khat_mean": "mean Pareto k-hat of the per-datum importance weights (where it applies), or null",
+    "psis_khat_max": "largest k-hat (where it applies), or null",
     "psis_khat_frac_over_0_7": "fraction of data with k-hat > 0.7 (IS estimate unreliable)",
     "psis_warning": "a sentence when any k-hat exceeds 0.7, else null",
     "conditional_log_likelihood": "per pair of views 'u|v': log p(x_u | x_v) = log p^(x_u, x_v) - log p^(x_v), "
@@ -138,8 +169,47 @@ RESULT_KEYS = {
     "global_point_estimate": "what theta_hat is: the delta's value, or the Normal guide's median biject_to(c)(loc)",
     "data_elbo": "the data set's ELBO per datum, (E_q[sum_n log p(x_n, z_n | theta) - log q(z_n | x_n)] + "
                  "E_q[log p(theta) - log q(theta)]) / N, theta from its guide (delta: the MAP objective, not a bound)",
-    "data_elbo_samples": "draws of theta behind data_elbo",
+    "data_elbo_samples": "passes behind data_elbo, each a draw of theta and one z_n per datum",
+    "data_elbo_se": "Monte Carlo standard error of data_elbo, sd of the passes / sqrt(passes), or null",
+    "data_elbo_target_se": "the passes went on until data_elbo_se fell below this (or data_elbo_samples reached "
+                           "the cap), or null",
+    "proposal": "the importance-sampling proposal behind log_likelihood, its SE and the k-hats: kind "
+                "('defensive' or 'guide'), alpha, inflation, df, the draws from q and from q_wide, the sites "
+                "widened and those kept as q",
+    "is_ess_mean": "mean over data of the weights' effective sample size (sum w)^2 / sum w^2",
+    "is_ess_min": "smallest effective sample size",
+    "psis_khat_not_applicable": "fraction of data whose k-hat does not apply (bounded weights with few distinct "
+                                "values, or a degenerate tail); the k-hat figures are over the others",
+    "psis_khat_note": "why k-hat does not apply where it does not, and how reliability is judged there, or null",
+    "psis_frac_low_ess": "fraction of data without a k-hat whose effective sample size is below 10 (unreliable)",
 }
+
+
+def _psis_summary(khat: torch.Tensor, reasons, ess: torch.Tensor) -> Dict:
+    """The k-hat figures of results.json: over the data whose k-hat applies, and for the others (bounded
+    weights with few distinct values) reliability read from the effective sample size."""
+    applicable = ~torch.isnan(khat)
+    over = (khat > PSIS_THRESHOLD) & applicable
+    low_ess = ~applicable & (ess < PSIS_MIN_ESS)
+    frac, frac_low = over.double().mean().item(), low_ess.double().mean().item()
+    frac_na = 1.0 - applicable.double().mean().item()
+    missing = sorted({r for r in reasons if r})
+    warning = []
+    if frac > 0:
+        warning.append(f"{frac:.1%} of data have PSIS k-hat > {PSIS_THRESHOLD}: their importance-sampled log p(x) "
+                       f"is unreliable")
+    if frac_low > 0:
+        warning.append(f"{frac_low:.1%} of data have no k-hat ({', '.join(missing)}) and an effective sample size "
+                       f"below {PSIS_MIN_ESS}: their importance-sampled log p(x) is unreliable")
+    return {"psis_khat_mean": khat[applicable].mean().item() if applicable.any() else None,
+            "psis_khat_max": khat[applicable].max().item() if applicable.any() else None,
+            "psis_khat_frac_over_0_7": frac,
+            "psis_khat_not_applicable": frac_na,
+            "psis_khat_note": (f"k-hat does not apply to {frac_na:.1%} of data ({', '.join(missing)}: bounded "
+                               f"weights that take few values have no Pareto tail to fit); their reliability is "
+                               f"judged by the effective sample size, at least {PSIS_MIN_ESS}") if missing else None,
+            "psis_frac_low_ess": frac_low,
+            "psis_warning": "; ".join(warning) or None}
 
 
 def _log_weight_chunks(model, guide, x, idx, N, num_samples: int, max_elements: int):
@@ -154,18 +224,19 @@ def _log_weight_chunks(model, guide, x, idx, N, num_samples: int, max_elements: 
         done += k
 
 
-def _posterior_mean(name: str, parts) -> torch.Tensor:
-    """E_q[z_name | x] per datum from the particle chunks ``parts``: the average over the K particles
-    of the guide's analytic (conditional) mean where it has one, else of the samples."""
+def _posterior_mean(name: str, parts, num_q: int) -> torch.Tensor:
+    """E_q[z_name | x] per datum from the particle chunks ``parts``: the average over the first ``num_q``
+    particles (those drawn from q) of the guide's analytic (conditional) mean where it has one, else of
+    the samples."""
     if name in parts[0].guide_means:
-        return torch.cat([p.guide_means[name].expand_as(p.latents[name]) for p in parts]).mean(0)
-    return torch.cat([p.latents[name] for p in parts]).mean(0)
+        return torch.cat([p.guide_means[name].expand_as(p.latents[name]) for p in parts])[:num_q].mean(0)
+    return torch.cat([p.latents[name] for p in parts])[:num_q].mean(0)
 
 
-def _index_mean(site, parts) -> torch.Tensor:
+def _index_mean(site, parts, num_q: int) -> torch.Tensor:
     """E_q[one_hot(z) | x] of an index (``Categorical``) site, whose own mean is undefined (torch's is
-    NaN): the average of the K samples' one-hot vectors, ``[B, K]``."""
-    return torch.cat([site.features(p.latents[site.name]) for p in parts]).mean(0)
+    NaN): the average of the first ``num_q`` samples' one-hot vectors, ``[B, K]``."""
+    return torch.cat([site.features(p.latents[site.name]) for p in parts])[:num_q].mean(0)
 
 
 @torch.no_grad()
@@ -180,26 +251,56 @@ def bound_per_datum(model, guide, x: torch.Tensor, num_particles: int = 1, batch
     return total / x.shape[0]
 
 
-def _psis_khat(log_w: np.ndarray) -> np.ndarray:
-    """Pareto k-hat per row of ``log_w`` ``[n, K]`` (arviz PSIS).
+def psis_tail_size(K: int) -> int:
+    """M, how many of the K largest weights PSIS fits its generalized Pareto tail to (arviz's rule)."""
+    return int(math.ceil(min(K / 5.0, 3 * math.sqrt(K))))
 
-    Rows whose weights are constant to 1e-4 nats (the proposal is the exact posterior)
-    have no tail to fit; PSIS returns inf for them, and we report 0 (perfectly reliable).
+
+def psis_khat(log_w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Pareto k-hat per row of ``log_w`` ``[n, K]`` (arviz PSIS), and why a row has none.
+
+    Returns ``(khat, not_applicable)``: ``khat`` is NaN where the tail fit means nothing, and
+    ``not_applicable`` holds the reason there ("" elsewhere):
+
+    - ``"few distinct weights"``: the M largest weights (:func:`psis_tail_size`) take fewer than M / 2
+      distinct values. Weights that take a few values are bounded (a discrete latent, or a discrete
+      proposal against a discrete posterior: q = (0.5, 0.5) against (0.6, 0.4) gives two), their tail
+      has no Pareto shape to estimate, and arviz returns inf for ties. Their reliability is read from the
+      effective sample size instead (:func:`effective_sample_size`);
+    - ``"degenerate tail"``: the fit failed otherwise (inf or NaN).
+
+    Rows whose weights are constant to 1e-4 nats (the proposal is the exact posterior) have k-hat 0
+    (perfectly reliable).
     """
     import arviz as az
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, khat = az.psislw(log_w)
     khat = np.asarray(khat, dtype=np.float64).reshape(-1)
+    reason = np.full(khat.shape, "", dtype=object)
+    M = psis_tail_size(log_w.shape[-1])
     with np.errstate(invalid="ignore"):           # inf - inf for data the model gives zero density
         flat = (log_w.max(-1) - log_w.min(-1)) < 1e-4
+        tail = np.sort(log_w, axis=-1)[:, -M:]
+        distinct = 1 + (np.diff(tail, axis=-1) > 1e-9 * np.maximum(1.0, np.abs(tail[:, 1:]))).sum(-1)
+    few = (distinct < M / 2) & ~flat
+    reason[few] = "few distinct weights"
+    reason[~np.isfinite(khat) & ~few & ~flat] = "degenerate tail"
+    khat[reason != ""] = np.nan
     khat[flat] = 0.0
-    return khat
+    return khat, reason
+
+
+def effective_sample_size(log_w: torch.Tensor) -> torch.Tensor:
+    """Kish's effective sample size of each datum's weights, (sum_k w_k)^2 / sum_k w_k^2, from ``[K, B]``."""
+    return torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))
 
 
 def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int = 50,
              batch_size: int = 100, max_elements: int = 1 << 24, psis: bool = True,
-             keep_reconstructions: int = 0, global_samples: int = 10) -> Dict:
+             keep_reconstructions: int = 0, global_samples: int = 10, proposal="defensive",
+             data_elbo_target_se: float = DATA_ELBO_TARGET_SE,
+             data_elbo_max_passes: int = DATA_ELBO_MAX_PASSES) -> Dict:
     """Score ``guide`` and ``model`` on data ``x`` ``[n, D]``; see the module docstring for keys.
 
     ``guide`` is a zoo guide, or a Pyro guide function ``guide(x, idx=None, N=None)`` of your own,
@@ -207,9 +308,17 @@ def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int
 
     ``max_elements`` bounds the number of decoder outputs held at once. Model and guide
     are scored in eval mode, so a relaxed guide proposes hard discrete samples and every
-    figure is a bound on the true discrete model. For a model with global latents,
-    ``global_samples`` draws of theta give ``data_elbo``.
+    figure is a bound on the true discrete model.
+
+    ``proposal`` is the importance-sampling proposal behind ``log_likelihood``, its standard error and the
+    k-hats: ``"defensive"`` (the default, :mod:`zoo.evaluation.defensive`), ``"guide"`` (q itself), or a
+    :class:`~zoo.evaluation.defensive.DefensiveProposal`; results.json records it (``proposal``).
+
+    For a model with global latents, ``data_elbo`` takes at least ``global_samples`` passes over ``x`` (a
+    draw of theta each), and more until its standard error is below ``data_elbo_target_se`` nats per
+    datum or ``data_elbo_max_passes`` are done.
     """
+    proposal = as_proposal(proposal)
     model.validate_data(x, what="evaluation data")
     from guides.user import as_zoo_guide
     guide = as_zoo_guide(guide, model)           # a Pyro guide function of your own is wrapped and checked
@@ -217,18 +326,27 @@ def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int
     with evaluation_mode(model, guide), torch.no_grad():
         if global_guide is None:
             result = _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, psis,
-                               keep_reconstructions, model.log_marginal if model.has_log_marginal else None)
+                               keep_reconstructions, model.log_marginal if model.has_log_marginal else None,
+                               proposal)
             result.update(global_latents=None, global_guide=None, global_point_estimate=None, data_elbo=None,
-                          data_elbo_samples=None)
+                          data_elbo_samples=None, data_elbo_se=None, data_elbo_target_se=None)
             return result
         with global_guide.at_point_estimate() as theta_hat:
             result = _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, psis,
-                               keep_reconstructions, _conditional_log_marginal(model, theta_hat))
-        samples = 1 if global_guide.kind == "delta" else max(1, int(global_samples))
+                               keep_reconstructions, _conditional_log_marginal(model, theta_hat), proposal)
+        elbo, se, passes = data_set_elbo(model, guide, x, global_samples, batch_size,
+                                         target_se=data_elbo_target_se, max_passes=data_elbo_max_passes)
         result.update(global_latents=[s.name for s in global_guide.sites], global_guide=global_guide.kind,
-                      global_point_estimate=global_guide.point_kind,
-                      data_elbo=data_set_elbo(model, guide, x, samples, batch_size), data_elbo_samples=samples)
+                      global_point_estimate=global_guide.point_kind, data_elbo=elbo, data_elbo_samples=passes,
+                      data_elbo_se=se, data_elbo_target_se=data_elbo_target_se)
         return result
+
+
+def bits_per_dim(levels, dims: int, neg_elbo: float, nll: float) -> Dict:
+    """``levels`` and the two code lengths in bits per dimension, nats / (D ln 2); ``None`` for a density."""
+    scale = None if levels is None else 1.0 / (dims * math.log(2))
+    return {"levels": levels, "bits_per_dim_elbo": None if scale is None else neg_elbo * scale,
+            "bits_per_dim_nll": None if scale is None else nll * scale}
 
 
 def _conditional_log_marginal(model, theta):
@@ -251,57 +369,75 @@ def _conditional_log_marginal(model, theta):
 
 
 @torch.no_grad()
-def data_set_elbo(model, guide, x: torch.Tensor, num_theta: int = 10, batch_size: int = 100) -> float:
-    """The data set's ELBO per datum for a model with global latents (module docstring, ``data_elbo``).
+def data_set_elbo(model, guide, x: torch.Tensor, num_theta: int = 10, batch_size: int = 100,
+                  target_se: float = DATA_ELBO_TARGET_SE, max_passes: int = DATA_ELBO_MAX_PASSES):
+    """The data set's ELBO per datum for a model with global latents (module docstring, ``data_elbo``), its
+    Monte Carlo standard error, and the number of passes behind it: ``(data_elbo, se, passes)``.
 
-    For each of ``num_theta`` draws theta_s ~ q(theta) the guide's global part is held at theta_s for a
-    whole pass over ``x`` (one z_n ~ q(z_n | x_n) per datum), giving
-    sum_n [log p(x_n, z_n | theta_s) - log q(z_n | x_n)] + log p(theta_s) - log q(theta_s); the mean
-    over s, divided by N. Call it in eval mode (:func:`evaluate` does)."""
+    Each pass draws theta_s ~ q(theta) (under the delta guide, its point) and holds the guide's global part
+    there for a whole pass over ``x``, one z_n ~ q(z_n | x_n) per datum, giving
+    T_s = sum_n [log p(x_n, z_n | theta_s) - log q(z_n | x_n)] + log p(theta_s) - log q(theta_s). The
+    passes are independent draws of T / N, so data_elbo is their mean and se = sd_s(T_s / N) / sqrt(S).
+    At least ``num_theta`` passes (two at least, for an se), then more until se <= ``target_se`` nats per
+    datum or ``max_passes``: even under a delta guide one pass leaves the z_n's Monte Carlo error, a tenth
+    of a nat per datum on a few hundred data. Call it in eval mode (:func:`evaluate` does)."""
     globals_ = guide.global_guide
     n, totals = x.shape[0], []
-    for _ in range(num_theta):
+    least = max(2, int(num_theta))
+    while True:
         theta, log_q = globals_.draw()
         total, log_prior = 0.0, None
         with globals_.held_at(theta):
             for i in range(0, n, batch_size):
                 idx = torch.arange(i, min(i + batch_size, n), device=x.device)
                 lw = per_datum_log_weights(model, guide, x[idx], idx=idx, N=n, num_particles=1)
-                total += lw.log_w.sum().item()
+                total += lw.log_w.double().sum().item()
                 log_prior = lw.global_log_prior
-        totals.append(total + float(log_prior) - (0.0 if globals_.kind == "delta" else float(log_q)))
-    return sum(totals) / len(totals) / n
+        totals.append((total + float(log_prior) - (0.0 if globals_.kind == "delta" else float(log_q))) / n)
+        if len(totals) >= least:
+            se = float(np.std(totals, ddof=1) / math.sqrt(len(totals)))
+            if se <= target_se or len(totals) >= max(least, max_passes):
+                return float(np.mean(totals)), se, len(totals)
 
 
 def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, psis, keep_reconstructions,
-              log_marginal=None):
+              log_marginal=None, proposal=GUIDE_PROPOSAL):
     n = x.shape[0]
-    iwae_k = max(1, min(iwae_k, num_samples))
-    cols = {k: [] for k in ("elbo", "rec", "kl", "iwae", "ll", "se", "khat", "exact")}
+    num_q, _ = proposal.allocation(num_samples)
+    iwae_k = max(1, min(iwae_k, num_q))
+    cols = {k: [] for k in ("elbo", "rec", "kl", "iwae", "ll", "se", "ess", "khat", "exact")}
+    reasons = []
     site_kl = {s.name: [] for s in model.latents}
-    z_means, recon = [], None
+    z_means, recon, widened, kept = [], None, {}, []
     for i in range(0, n, batch_size):
         idx = torch.arange(i, min(i + batch_size, n), device=x.device)
         xb = x[idx]
-        parts = list(_log_weight_chunks(model, guide, xb, idx, n, num_samples, max_elements))
-        log_lik = torch.cat([p.log_likelihood for p in parts])
-        kl_term = torch.cat([p.log_q - p.log_prior for p in parts])
-        log_w = log_lik - kl_term                                           # [K, b]
-        K = log_w.shape[0]
+        draws = proposal.draw(model, guide, xb, idx, n, num_samples, max_elements)
+        parts = draws.parts
+        widened.update(draws.widened)
+        kept += [name for name in draws.kept if name not in kept]
+        # the figures of q itself (ELBO, its parts, IWAE-k, active units) from the draws of q alone
+        log_lik = draws.of_q(torch.cat([p.log_likelihood for p in parts]))
+        kl_term = draws.of_q(torch.cat([p.log_q - p.log_prior for p in parts]))
+        log_w = log_lik - kl_term                                           # [n_q, b]
         cols["rec"].append(log_lik.mean(0))
         cols["kl"].append(kl_term.mean(0))
         for name in site_kl:
-            site_kl[name].append(torch.cat([p.site_log_q[name] - p.site_log_prior[name] for p in parts]).mean(0))
+            site_kl[name].append(draws.of_q(torch.cat([p.site_log_q[name] - p.site_log_prior[name]
+                                                       for p in parts])).mean(0))
         cols["elbo"].append(log_w.mean(0))
-        groups = K // iwae_k
-        grouped = log_w[:groups * iwae_k].reshape(groups, iwae_k, -1)           # [K/k, k, b]
+        groups = num_q // iwae_k
+        grouped = log_w[:groups * iwae_k].reshape(groups, iwae_k, -1)           # [n_q/k, k, b]
         cols["iwae"].append(torch.stack([per_datum_renyi_bound(g, 0.0) for g in grouped]).mean(0))
-        log_mean_w = torch.logsumexp(log_w, 0) - math.log(K)
-        log_mean_w2 = torch.logsumexp(2 * log_w, 0) - math.log(K)
+        # log p(x), its standard error, k-hat and ESS from all K draws, weighted under the proposal
+        log_mean_w, se = log_mean_weight(draws.log_w, draws.num_q)
         cols["ll"].append(log_mean_w)
-        cols["se"].append(torch.sqrt(torch.clamp(torch.expm1(log_mean_w2 - 2 * log_mean_w), min=0) / K))
+        cols["se"].append(se)
+        cols["ess"].append(effective_sample_size(draws.log_w))
         if psis:
-            cols["khat"].append(torch.from_numpy(_psis_khat(log_w.T.double().cpu().numpy())))
+            khat, reason = psis_khat(draws.log_w.T.double().cpu().numpy())
+            cols["khat"].append(torch.from_numpy(khat))
+            reasons += list(reason)
         if log_marginal is not None:
             cols["exact"].append(log_marginal(xb))
         # E_q[z | x] per latent, flattened per datum, for the active-unit count: the guide's
@@ -309,9 +445,9 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
         # Cov_x and inflate the count), else the mean of the K samples. A site that a structured
         # guide conditions on other samples (z2 in q(z2 | z1, x)) has an analytic mean per sample
         # of z1; their average over the K samples is E_q[z2 | x] (Rao-Blackwellized).
-        z_means.append(torch.cat([(_posterior_mean(s.name, parts) if s.form != "index" else _index_mean(s, parts))
-                                  .reshape(xb.shape[0], -1) for s in model.latents]
-                                 + [xb.new_zeros(xb.shape[0], 0)], dim=-1))
+        z_means.append(torch.cat([(_posterior_mean(s.name, parts, num_q) if s.form != "index"
+                                   else _index_mean(s, parts, num_q)).reshape(xb.shape[0], -1)
+                                  for s in model.latents] + [xb.new_zeros(xb.shape[0], 0)], dim=-1))
         if keep_reconstructions and recon is None:
             recon = (xb[:keep_reconstructions], parts[0].x_mean[0, :keep_reconstructions])
     col = {k: torch.cat(v).double().cpu() for k, v in cols.items() if v}
@@ -325,6 +461,7 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
     result = {
         "num_data": n,
         "num_samples": num_samples,
+        "proposal": {**proposal.to_json(num_samples), "sites_widened": widened, "sites_kept": kept},
         "elbo": col["elbo"].mean().item(),
         "reconstruction": col["rec"].mean().item(),
         "kl": col["kl"].mean().item(),
@@ -334,22 +471,20 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
         "log_likelihood_se": (col["se"].pow(2).sum().sqrt() / n).item(),
         "log_likelihood_data_se": (col["ll"].std() / math.sqrt(n)).item() if n > 1 else None,
         "nll": -ll,
+        **bits_per_dim(getattr(model, "data_levels", None), x.shape[1], -col["elbo"].mean().item(), -ll),
         "exact_log_likelihood": col["exact"].mean().item() if "exact" in col else None,
         "active_units": int(active.sum()),
         "kl_per_site": {name: torch.cat(v).double().mean().item() for name, v in site_kl.items()},
         "active_units_per_site": {s.name: int(a.sum()) for s, a in zip(model.latents, active.split(sizes))},
         "num_latent_units": int(z_mean.shape[1]),
+        "is_ess_mean": col["ess"].mean().item(),
+        "is_ess_min": col["ess"].min().item(),
     }
     reference = result["exact_log_likelihood"] if "exact" in col else ll
     result["elbo_gap"] = reference - result["elbo"]
     result["is_error"] = ll - result["exact_log_likelihood"] if "exact" in col else None
     if "khat" in col:
-        khat = col["khat"]
-        frac = (khat > PSIS_THRESHOLD).double().mean().item()
-        result.update(psis_khat_mean=khat.mean().item(), psis_khat_max=khat.max().item(),
-                      psis_khat_frac_over_0_7=frac,
-                      psis_warning=(f"{frac:.1%} of data have PSIS k-hat > {PSIS_THRESHOLD}: their "
-                                    f"importance-sampled log p(x) is unreliable" if frac > 0 else None))
+        result.update(_psis_summary(col["khat"], reasons, col["ess"]))
     conditional = None
     if len(model.views) >= 2 and getattr(guide, "encodes_views", False):
         conditional = conditional_log_likelihoods(model, guide, x, num_samples, batch_size, max_elements)
@@ -364,7 +499,7 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
                       conditional_accuracy={k: v.double().mean().item() for k, v in conditional["correct"].items()},
                       view_log_likelihood={k: v.mean().item() for k, v in conditional["marginal"].items()})
     result["per_datum"] = {"log_likelihood": col["ll"], "log_likelihood_se": col["se"],
-                           "elbo": col["elbo"], "psis_khat": col.get("khat"),
+                           "elbo": col["elbo"], "psis_khat": col.get("khat"), "is_ess": col["ess"],
                            "exact_log_likelihood": col.get("exact"), "z_mean": z_mean.float()}
     if conditional is not None:
         result["per_datum"].update({f"conditional_log_likelihood[{k}]": v for k, v in difference.items()})

@@ -45,7 +45,8 @@ class _Figures:
 
 plt = _Figures()
 
-__all__ = ["training_curves", "training_curves_figure", "history_png", "thumbnail_figure", "bound_label", "run_title", "refit_note", "image_grid", "reconstruction_grid", "latent_scatter", "compare_plot"]
+__all__ = ["training_curves", "training_curves_figure", "history_png", "thumbnail_figure", "bound_label", "run_title",
+           "refit_note", "image_grid", "reconstruction_grid", "latent_scatter", "compare_plot", "zoom_range"]
 
 
 def _save(fig, path: Path) -> None:
@@ -273,29 +274,79 @@ def latent_scatter(z: torch.Tensor, labels: Optional[torch.Tensor], path: Path) 
     _save(fig, path)
 
 
-def compare_plot(rows: Sequence[Dict], path: Path, title: Optional[str] = None) -> None:
-    """Bars of ELBO, IWAE-k and IS log p(x) per (guide, objective) cell, titled, with the legend above the
-    axes (outside them, so it covers no bar)."""
-    # a guide file (/abs/path/my_guides.py:my_guide) is labelled by its NAME, as its cell's folder is
-    labels = [f"{r['config']['guide'].rpartition(':')[2]}\n{r['config']['objective']}" for r in rows]
-    width = 0.27
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows)), 3.8))
-    for j, (key, name) in enumerate([("elbo", "ELBO"), ("iwae_bound", "IWAE-k"), ("log_likelihood", "log p(x) IS")]):
-        xs = [i + (j - 1) * width for i in range(len(rows))]
-        err = [r["log_likelihood_se"] for r in rows] if key == "log_likelihood" else None
-        ax.bar(xs, [r[key] for r in rows], width, yerr=err, label=name)
-    lo = min(min(r["elbo"], r["log_likelihood"]) for r in rows)
-    hi = max(r["log_likelihood"] for r in rows)
-    ax.set_ylim(lo - 0.1 * (hi - lo + 1), hi + 0.1 * (hi - lo + 1))
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel("nats per datum (higher is better)")
+def zoom_range(values: Sequence[float]) -> Tuple[float, float]:
+    """The x-range a panel shows: all ``values``, unless a far-off minority would flatten the rest.
+
+    Sorted, the values split at their widest gap when that gap is wider than twice all the other gaps
+    together and one side holds fewer values than the other (meanfield's three cells at 60 nats, six others
+    within 0.2 of 26.3): the panel then shows the larger side, and the other is drawn at the panel's edge.
+    """
+    xs = sorted(values)
+    gaps = [b - a for a, b in zip(xs, xs[1:])]
+    if not gaps:
+        return xs[0], xs[0]
+    i = max(range(len(gaps)), key=gaps.__getitem__)
+    low, high = xs[:i + 1], xs[i + 1:]
+    if gaps[i] <= 2 * (sum(gaps) - gaps[i]) or len(low) == len(high):
+        return xs[0], xs[-1]
+    side = low if len(low) > len(high) else high
+    return side[0], side[-1]
+
+
+def compare_plot(rows: Sequence[Dict], path: Path, title: Optional[str] = None, baseline: Optional[str] = None) -> None:
+    """A dot plot per figure (test −ELBO and NLL, nats per datum, lower is better): one row per cell, its
+    mean over seeds with an error bar of ± one standard error across them (seaborn's ``errorbar="se"``),
+    the baseline cell's mean as a dashed line, and a cell whose NLL is unreliable (PSIS k-hat) drawn hollow.
+    A panel zooms on the cells the comparison is about (:func:`zoom_range`): a far-off cell sits at the
+    panel's edge as an arrow with its value, so one outlier family does not flatten the differences."""
+    from zoo.evaluation.compare_tables import UNRELIABLE_MARK, cell_rows, cell_summaries
+    cells = list(cell_rows(rows))
+    summaries = cell_summaries(rows)
+    baseline = baseline if baseline in summaries else cells[0]
+    seeds = max(len(s["seeds"]) for s in summaries.values())
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.9 + 0.42 * len(cells)))
+    ys = list(range(len(cells)))[::-1]                  # the first cell on top
+    for ax, (key, name) in zip(axes, (("neg_elbo", "−ELBO"), ("nll", "NLL (IS)"))):
+        shown = [(y, c, summaries[c][key]) for y, c in zip(ys, cells) if summaries[c][key] is not None]
+        if not shown:
+            ax.set_visible(False)
+            continue
+        base = summaries[baseline][key]
+        lo, hi = zoom_range([s.mean for _, _, s in shown])
+        kept = [s for _, _, s in shown if lo <= s.mean <= hi]
+        lo, hi = min(s.mean - (s.se or 0.0) for s in kept), max(s.mean + (s.se or 0.0) for s in kept)
+        margin = 0.15 * (hi - lo) or 0.5
+        left, right = lo - margin, hi + margin
+        for y, cell, s in shown:
+            hollow = key == "nll" and summaries[cell]["unreliable"]
+            colour = "C3" if cell == baseline else "C0"
+            if s.mean < left or s.mean > right:         # off the zoomed panel: an arrow at its edge, with its value
+                edge, marker, align = (left, "<", "left") if s.mean < left else (right, ">", "right")
+                ax.plot([edge], [y], marker=marker, color=colour, markersize=8, clip_on=False)
+                ax.annotate(f"{s.mean:.2f}", (edge, y), xytext=(0, 6), textcoords="offset points", ha=align,
+                            fontsize=7, color=colour)
+                continue
+            ax.errorbar([s.mean], [y], xerr=[s.se] if s.se else None, fmt="o", color=colour, capsize=3,
+                        markerfacecolor="white" if hollow else colour, markersize=6)
+        if base is not None and left <= base.mean <= right:
+            ax.axvline(base.mean, color="C3", linestyle="--", linewidth=0.8)
+        ax.set_xlim(left, right)
+        ax.set_xlabel(f"{name}, nats per datum (lower is better)", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=7)
+    labels = [c + (" (baseline)" if c == baseline else "") + (f" {UNRELIABLE_MARK}" if summaries[c]["unreliable"] else "")
+              for c in cells]
+    for i, ax in enumerate(axes):
+        ax.set_yticks(ys)
+        ax.set_yticklabels(labels if i == 0 else [], fontsize=8)
+        ax.set_ylim(-0.6, len(cells) - 0.4)
     if title is None:
         model = rows[0]["config"]["model"] if rows else ""
         title = f"{Path(str(model).split(':')[-1]).name}: test bounds per guide and objective"
-    ax.set_title(title, fontsize=10, pad=24)
-    ax.legend(fontsize=8, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
-    ax.grid(axis="y", alpha=0.3)
+    bars = f"mean ± SE over {seeds} seeds" if seeds > 1 else "one seed: no error bars"
+    fig.suptitle(f"{title}\n{bars}; dashed: the baseline; hollow {UNRELIABLE_MARK}: NLL unreliable (PSIS k̂); "
+                 f"an arrow: a cell far off the zoomed axis, with its value",
+                 fontsize=9, y=1.0, va="bottom")
     _save(fig, path)
 
 

@@ -29,13 +29,15 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
+# the share of data with k-hat above KHAT_THRESHOLD above which a run's average NLL is unreliable: one value for
+# the compare grid's cells (zoo.evaluation.compare_tables) and every other table
+from zoo.evaluation.seed_stats import UNRELIABLE_SHARE
+
 __all__ = ["KHAT_THRESHOLD", "UNRELIABLE_SHARE", "MIN_SAMPLE_SPREAD", "khat_share", "is_unreliable",
            "reliability_cell", "reliability_legend", "sample_spread", "collapse_warning"]
 
 #: the Pareto k-hat above which one datum's importance-sampled log p(x) is unreliable (the harness's PSIS_THRESHOLD)
 KHAT_THRESHOLD = 0.7
-#: the share of data with k-hat above :data:`KHAT_THRESHOLD` above which a run's average NLL is unreliable
-UNRELIABLE_SHARE = 0.1
 #: samples whose spread across samples is under this fraction of the data's are near-identical
 MIN_SAMPLE_SPREAD = 0.1
 

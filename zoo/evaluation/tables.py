@@ -7,7 +7,7 @@ from zoo.evaluation.reliability import KHAT_THRESHOLD, collapse_warning, is_unre
     reliability_legend
 from zoo.objectives import objective_capabilities
 
-__all__ = ["COLUMNS", "LEGEND", "results_markdown", "run_warnings", "gradients_markdown"]
+__all__ = ["COLUMNS", "BITS_COLUMNS", "LEGEND", "results_markdown", "run_warnings", "gradients_markdown"]
 
 
 #: (head, key, sign): the columns of results.md and the console summary, in the papers' NLL convention: a
@@ -27,7 +27,7 @@ LEGEND = {
     "−rec": "−E_q[log p(x | z)], the reconstruction term",
     "KL": "E_q[log q(z | x) − log p(z)]",
     "−IWAE-k": "the IWAE bound with k samples, negated",
-    "NLL (IS)": "−log p(x), importance-sampled with the guide as proposal",
+    "NLL (IS)": "−log p(x), importance-sampled",
     "± se": "its Monte Carlo standard error",
     "± data se": "its standard error over the choice of data",
     "exact NLL": "−log p(x) in closed form",
@@ -35,9 +35,14 @@ LEGEND = {
     "AU": "active units, Cov_x(E_q[z_u | x]) > 0.01",
     "AU per site": "active units per latent site",
     "train s": "training seconds",
+    "NLL bits/dim": "−ELBO and NLL in bits per dimension, nats / (D ln 2), for data of discrete levels (– where the "
+                    "likelihood is a density)",
 }
 #: columns shown even when no row has them
 _ALWAYS = {"model", "guide", "objective", "−ELBO", "NLL (IS)", "k̂>0.7"}
+
+#: Shown when some run's data are discrete levels (``bits_per_dim_*``, :mod:`zoo.evaluation.harness`).
+BITS_COLUMNS = [("−ELBO bits/dim", "bits_per_dim_elbo", 1), ("NLL bits/dim", "bits_per_dim_nll", 1)]
 
 
 def _cell(row: Dict, key: str, sign: int) -> str:
@@ -73,17 +78,18 @@ def results_markdown(rows: Sequence[Dict], warnings: bool = True) -> str:
     """A Markdown table of evaluation summaries (one row per run), nats per datum in the papers' convention
     (−ELBO and NLL: lower is better), with a legend of its abbreviated columns, the PSIS verdict, and a
     warning under it for each run whose NLL is unreliable or whose model collapsed (:func:`run_warnings`).
-    Columns no row has a figure for (an exact NLL, per-site figures) are left out. ``warnings=False`` leaves the
+    Columns no row has a figure for (an exact NLL, per-site figures, bits/dim) are left out. ``warnings=False`` leaves the
     warnings to the caller (the console prints each on its own line)."""
-    cells = [[_cell(r, key, sign) for _, key, sign in COLUMNS] for r in rows]
-    shown = [j for j, (head, _, _) in enumerate(COLUMNS) if head in _ALWAYS or any(c[j] != "–" for c in cells)]
-    lines = ["| " + " | ".join(COLUMNS[j][0] for j in shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
+    columns = COLUMNS[:-2] + BITS_COLUMNS + COLUMNS[-2:]
+    cells = [[_cell(r, key, sign) for _, key, sign in columns] for r in rows]
+    shown = [j for j, (head, _, _) in enumerate(columns) if head in _ALWAYS or any(c[j] != "–" for c in cells)]
+    lines = ["| " + " | ".join(columns[j][0] for j in shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
     lines += ["| " + " | ".join(c[j] for j in shown) + " |" for c in cells]
     first = rows[0] if rows else {}
-    legend = "; ".join(f"{head}: {LEGEND[head]}" for head, _, _ in (COLUMNS[j] for j in shown) if head in LEGEND)
+    legend = "; ".join(f"{head}: {LEGEND[head]}" for head, _, _ in (columns[j] for j in shown) if head in LEGEND)
     note = (f"\nNats per datum on the {first.get('split', 'test')} split ({first.get('num_data', '?')} data), "
             f"K = {first.get('num_samples', '?')} importance samples, k = {first.get('iwae_k', '?')}; −ELBO, −IWAE-k "
-            f"and NLL: lower is better. {legend}. {reliability_legend()}.\n")
+            f"and NLL: lower is better.{_proposal_text(first.get('proposal'))} {legend}. {reliability_legend()}.\n")
     found = [f"{_label(r, len(rows))}{w}" for r in rows for w in run_warnings(r)] if warnings else []
     notes = ("\n" + "\n".join(f"**Warning**: {w}" for w in found) + "\n") if found else ""
     return "\n".join(lines) + "\n" + note + notes + _globals_markdown(rows) + _conditional_markdown(rows)
@@ -122,8 +128,19 @@ def _globals_markdown(rows: Sequence[Dict]) -> str:
                      f"every figure above is per datum given theta = theta_hat, {r.get('global_point_estimate')} "
                      f"(log p(x) is the IS estimate of log p(x_n | theta_hat)); data-set ELBO per datum, theta from "
                      f"its {r.get('global_guide')} guide over {r.get('data_elbo_samples')} draws, negated: "
-                     f"{_number(-r.get('data_elbo'))} ({bound}; lower is better).")
+                     f"{_number(-r.get('data_elbo'))}"
+                     + (f" ± {r['data_elbo_se']:.3f} (Monte Carlo se)" if r.get("data_elbo_se") is not None else "")
+                     + f" ({bound}; lower is better).")
     return ("\n" + "\n".join(lines) + "\n") if lines else ""
+
+
+def _proposal_text(proposal) -> str:
+    """One sentence naming the importance sampler's proposal (results.json before it was recorded: the guide)."""
+    if not proposal or proposal.get("kind") != "defensive":
+        return " log p(x) by importance sampling with the guide as proposal."
+    return (f" log p(x), its se and k-hat by importance sampling with the defensive proposal: the guide mixed with "
+            f"a wider copy ({proposal['draws_wide']} of the K draws; Hesterberg 1995); ELBO, KL and IWAE-k from "
+            f"the guide's {proposal['draws_q']} draws.")
 
 
 def _conditional_markdown(rows: Sequence[Dict]) -> str:

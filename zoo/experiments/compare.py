@@ -1,4 +1,13 @@
-"""``pyro-zoo compare``: one model, a grid of guides x objectives, the same seed, budget and evaluation."""
+"""``pyro-zoo compare``: one model, a grid of guides x objectives at several seeds, the same budget and evaluation.
+
+Each cell at each seed is a run folder in OUT (:func:`seed_folder`), trained by an engine
+(:mod:`zoo.experiments.engines`). ``OUT/grid.json`` records the grid, so ``compare --resume OUT`` can
+finish it after any stop, SIGKILL included: finished cells are kept, interrupted ones resume from their
+last checkpoint, missing ones train. The grid holds OUT's writer lock while it runs, so a second grid on
+the same OUT is refused. ``compare.json`` keeps every cell's figures at every seed; ``compare.md`` and
+``compare.png`` show the mean ± SE over seeds and the paired differences from a baseline cell
+(:mod:`zoo.evaluation.compare_tables`).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -10,15 +19,19 @@ from zoo.core.errors import ZooError
 from zoo.core.components import REGISTRIES, OptionError
 from zoo.data import load_dataset
 from zoo.evaluation import plots
-from zoo.evaluation.tables import results_markdown
-from zoo.experiments.config import RunConfig
+from zoo.core.files import read_json
+from zoo.evaluation.compare_tables import compare_markdown
+from zoo.experiments.config import RunConfig, refuse_mismatch
+from zoo.experiments.engines import ENGINES, Job, run_jobs
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
-from zoo.experiments.run import prepare, train_run
+from zoo.experiments.run import prepare
+from zoo.experiments.run_folder import load_run, read_stored_config, writer_lock
 from zoo.objectives.axes import split_objective
 from zoo.training.checkpoint import atomic_write_text
-from zoo.usercode.specs import spec_label
+from zoo.usercode.specs import is_file_spec, spec_label
 
-__all__ = ["compare", "grid_cells", "checked_cells", "cell_name", "ALL"]
+__all__ = ["compare", "resume_compare", "grid_cells", "checked_cells", "cell_name", "cell_label", "seed_folder",
+           "Grid", "read_plan", "PLAN", "ALL"]
 
 #: ``--guides all`` / ``--objectives all``: every registered guide family / objective (bounds and presets)
 #: that the registry says fits the model; the cells it rules out are skipped and listed, not errors.
@@ -91,34 +104,221 @@ def _option_names(kind: str, name: str) -> set:
     return {f.name for f in REGISTRIES[kind][name].options.specs()}
 
 
+def cell_label(cfg: RunConfig) -> str:
+    """A cell as ``--baseline-cell`` names it and the tables show it: ``amortized/elbo``, ``amortized/iwae:dreg``."""
+    estimator = cfg.objective_options.get("estimator")
+    return f"{spec_label(cfg.guide)}/{cfg.objective}" + (f":{estimator}" if estimator else "")
+
+
+def seed_folder(cfg: RunConfig, seeded: bool) -> str:
+    """The run folder of a cell at a seed: the cell's folder (:func:`cell_name`) alone in a one-seed grid, as
+    before seeds, else ``CELL-seedS``, one level deep, so ``pyro-zoo report`` finds every seed of a grid."""
+    return cell_name(cfg) + (f"-seed{cfg.seed}" if seeded else "")
+
+
+#: The grid's plan in its folder: what ``compare --resume OUT`` runs again.
+PLAN = "grid.json"
+
+
+@dataclasses.dataclass
+class Grid:
+    """A grid: the model, the guides and objectives as given, the seeds, the baseline cell, and the base
+    config with the options each kind of component was given (stored as ``OUT/grid.json``)."""
+
+    model: str
+    guides: List[str]
+    objectives: List[str]
+    seeds: List[int]
+    base: RunConfig
+    baseline: Optional[str] = None
+    guide_options: Dict = dataclasses.field(default_factory=dict)
+    objective_options: Dict = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> Dict:
+        return {"model": self.model, "guides": self.guides, "objectives": self.objectives, "seeds": self.seeds,
+                "baseline": self.baseline, "base": self.base.to_json(), "guide_options": self.guide_options,
+                "objective_options": self.objective_options}
+
+
+def read_plan(out: Path, model_file: Optional[str] = None) -> Grid:
+    """The grid stored in ``out`` (``grid.json``), read as data: a model file it names is imported only if the
+    user names it (``model_file``) and it hashes to the recorded SHA-256, as for a run folder."""
+    path = out / PLAN
+    if not path.is_file():
+        what = "a finished comparison from before resumable grids" if (out / "compare.json").is_file() else "no grid"
+        raise ZooError(f"--resume: {out} holds {what} ({PLAN} is missing); start the grid without --resume")
+    stored = read_json(path, "grid plan", fix="restore it or start the grid again with --force")
+    try:
+        guides, objectives = list(stored["guides"]), list(stored["objectives"])
+        seeds = [int(s) for s in stored["seeds"]]
+        extra = {k: dict(stored.get(k) or {}) for k in ("guide_options", "objective_options")}
+    except (KeyError, TypeError, ValueError):
+        raise ZooError(f"{path} is not a grid plan written by 'pyro-zoo compare'; start the grid again with "
+                       f"--force") from None
+    if any(is_file_spec(g) for g in guides):
+        raise ZooError(f"the grid in {out} has a guide file ({', '.join(g for g in guides if is_file_spec(g))}); "
+                       f"a grid folder's files are never imported, so finish it with the compare command that "
+                       f"started it and --force")
+    base = read_stored_config(stored.get("base"), str(path), model_file,
+                              how=f"pyro-zoo compare FILE.py:NAME --resume {out}")
+    return Grid(base.model, guides, objectives, seeds, base, stored.get("baseline"), **extra)
+
+
 def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: RunConfig, out: Path,
             force: bool = False, progress: bool = True, guide_options: Optional[Mapping] = None,
-            objective_options: Optional[Mapping] = None) -> List[Dict]:
-    """Train and evaluate every (guide, objective) cell with the same seed, budget and evaluation.
+            objective_options: Optional[Mapping] = None, seeds: Optional[Sequence[int]] = None,
+            baseline: Optional[str] = None, workers: int = 1, engine: str = "serial",
+            address: Optional[str] = None) -> List[Dict]:
+    """Train and evaluate every (guide, objective) cell at every seed with the same budget and evaluation.
 
-    ``guide_options`` and ``objective_options`` (default: ``base``'s) go to the cells whose guide or
-    objective takes them, e.g. ``num_flows`` to the ``iaf`` cells only.
+    ``seeds`` (default: ``base.seed`` alone) are paired: at seed s every cell draws the same minibatch order
+    (:func:`zoo.training.loop.epoch_order` is a function of the seed and epoch alone) on the same data
+    splits (fixed by the dataset, not the seed), and its evaluation's samples from the same seed. So
+    the per-seed differences from the ``baseline`` cell (``GUIDE/OBJECTIVE``, default the first) are
+    paired (:mod:`zoo.evaluation.seed_stats`). ``guide_options`` and ``objective_options`` (default:
+    ``base``'s) go to the cells whose guide or objective takes them, e.g. ``num_flows`` to ``iaf`` only.
+    Cells run on ``engine`` (:mod:`zoo.experiments.engines`): ``serial``, a pool of ``workers``
+    processes, or Ray at ``address``. Returns the rows of ``compare.json``, one per cell and seed.
     """
     out = Path(out)
     check_out_dir(out, force, resume=False)
+    _refuse_running_grid(out)
     if (out / "compare.json").exists() and not force:
         raise ZooError(f"{out} already holds a comparison; pass --force to overwrite or choose another --out")
-    data = load_dataset(base.dataset, base.data_dir)
-    cells, skipped = checked_cells(model, guides, objectives, base, data, guide_options, objective_options)
-    if progress and skipped:
-        print(f"skipping {len(skipped)} cells that do not fit the model (see compare.md); training {len(cells)}",
-              flush=True)
-    rows = []
+    if (out / PLAN).exists() and not force:
+        raise ZooError(f"{out} holds an unfinished grid; finish it with 'pyro-zoo compare --resume {out}', or "
+                       f"pass --force to start it again")
+    seeds = list(dict.fromkeys(seeds)) if seeds else [base.seed]
+    grid = Grid(model, list(guides), list(objectives), seeds, base, baseline, dict(guide_options or {}),
+                dict(objective_options or {}))
+    return _run_grid(grid, out, fresh=True, progress=progress, workers=workers, engine=engine, address=address)
+
+
+def resume_compare(out: Path, model_file: Optional[str] = None, progress: bool = True, workers: int = 1,
+                   engine: str = "serial", address: Optional[str] = None) -> List[Dict]:
+    """Finish the grid in ``out`` (``compare --resume OUT``): cells with results are kept once their folder is
+    checked against the grid's config (as ``train --resume`` checks a run), interrupted cells resume from
+    their last checkpoint, and missing cells train."""
+    out = Path(out)
+    if not out.is_dir():
+        raise ZooError(f"--resume: no grid at {out}; start one with 'pyro-zoo compare MODEL ... --out {out}'")
+    _refuse_running_grid(out)
+    grid = read_plan(out, model_file)
+    return _run_grid(grid, out, fresh=False, progress=progress, workers=workers, engine=engine, address=address)
+
+
+def _refuse_running_grid(out: Path) -> None:
+    """Refuse, in one line, if another grid (or run) is writing to ``out`` now: it holds the folder's lock."""
+    if out.is_dir():
+        with writer_lock(out):
+            pass
+
+
+def _jobs(grid: Grid, out: Path, data, fresh: bool) -> Tuple[List[RunConfig], List[Tuple[str, str]], List[Job]]:
+    """The grid's checked cells, those skipped, and the jobs to run: every (cell, seed) when ``fresh``, else the
+    unfinished ones (finished ones are checked against the grid's config here)."""
+    cells, skipped = checked_cells(grid.model, grid.guides, grid.objectives, grid.base, data, grid.guide_options,
+                                   grid.objective_options)
+    labels = [cell_label(c) for c in cells]
+    if grid.baseline is not None and grid.baseline not in labels:
+        raise ZooError(f"--baseline-cell {grid.baseline!r} is not a cell of the grid; choose one of "
+                       f"{', '.join(labels)}")
+    seeded = len(grid.seeds) > 1
+    jobs = []
     for cfg in cells:
-        if progress:
-            print(f"== {cfg.model} / {cfg.guide} / {cell_name(cfg)[len(spec_label(cfg.guide)) + 1:]} ==", flush=True)
-        rows.append(train_run(cfg, out / cell_name(cfg), force=True, progress=progress, data=data))
+        for seed in grid.seeds:
+            run = dataclasses.replace(cfg, seed=seed)
+            folder = out / seed_folder(run, seeded)
+            label = f"{cell_label(run)} seed {seed}"
+            if fresh:
+                jobs.append(Job(label, run, str(folder), "fresh"))
+            elif (folder / "results.json").is_file():
+                _check_finished(run, folder)
+            else:
+                jobs.append(Job(label, run, str(folder), "resume" if (folder / "checkpoint.pt").is_file() else "fresh"))
+    return cells, skipped, jobs
+
+
+def _check_finished(cfg: RunConfig, folder: Path) -> None:
+    """A finished cell is kept only if its folder is this cell's run: checkpoint and config.json agree
+    (:func:`~zoo.experiments.run_folder.load_run`), and differ from the grid's config only where a resume may."""
+    model_file = cfg.model if is_file_spec(cfg.model) else None
+    _, stored = load_run(folder, model_file, how=f"pyro-zoo compare FILE.py:NAME --resume {folder.parent}")
+    try:
+        refuse_mismatch(stored, cfg)
+    except ZooError as e:
+        raise ZooError(f"{folder} is not this grid's cell: {str(e).split(';')[0]}; move it away and resume "
+                       f"again, or start the grid again with --force") from None
+
+
+def _run_grid(grid: Grid, out: Path, fresh: bool, progress: bool, workers: int, engine: str,
+              address: Optional[str]) -> List[Dict]:
+    if engine not in ENGINES:
+        raise ZooError(f"unknown --engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if workers < 1:
+        raise ZooError(f"--workers must be 1 or more, got {workers}")
+    data = load_dataset(grid.base.dataset, grid.base.data_dir)
+    make = not out.exists()
+    cells, skipped, jobs = _jobs(grid, out, data, fresh)       # every check before anything is written
     make_out_dir(out)
-    table = results_markdown(rows)
+    try:
+        with writer_lock(out):
+            atomic_write_text(out / PLAN, json.dumps(json_ready(grid.to_json()), indent=2))
+            if progress and skipped:
+                print(f"skipping {len(skipped)} cells that do not fit the model (see compare.md); training "
+                      f"{len(cells)}", flush=True)
+            total = len(cells) * len(grid.seeds)
+            if progress and len(jobs) < total:
+                print(f"resuming the grid in {out}: {total - len(jobs)} of {total} cells are finished", flush=True)
+            finished = []
+
+            def on_done(job: Job, error: Optional[str]) -> None:
+                finished.append(job)
+                if progress and (workers > 1 or engine != "serial" or error):
+                    print(f"[{len(finished)}/{len(jobs)}] {job.label}: {'failed: ' + error if error else 'done'}",
+                          flush=True)
+            failed = run_jobs(jobs, engine, workers, address, progress=progress and workers == 1
+                              and engine == "serial", data=data, on_done=on_done)
+            rows = _gather(grid, cells, out)
+            _write_tables(grid, rows, skipped, failed, out)
+    except BaseException as e:
+        if make and not any(out.iterdir()):
+            out.rmdir()
+        if isinstance(e, KeyboardInterrupt) and (out / PLAN).is_file():
+            e.zoo_note = (f"the grid's finished cells and the last checkpoint of each interrupted one are kept: "
+                          f"finish it with 'pyro-zoo compare --resume {out}'")
+        raise
+    if failed:
+        raise ZooError(f"{len(failed)} of {len(cells) * len(grid.seeds)} cells failed ({'; '.join(f'{k}: {v}' for k, v in failed.items())}); "
+                       f"the others are in {out / 'compare.md'}: fix the cause and run 'pyro-zoo compare --resume {out}'")
+    return rows
+
+
+def _gather(grid: Grid, cells: Sequence[RunConfig], out: Path) -> List[Dict]:
+    """The rows of compare.json: each finished cell's results.json at each seed, without its history, with its
+    ``cell`` and ``epoch_seconds`` (training time summed over its recorded epochs)."""
+    rows = []
+    seeded = len(grid.seeds) > 1
+    for cfg in cells:
+        for seed in grid.seeds:
+            path = out / seed_folder(dataclasses.replace(cfg, seed=seed), seeded) / "results.json"
+            if not path.is_file():
+                continue
+            result = read_json(path, "run's results.json", fix="run 'pyro-zoo compare --resume' again")
+            history = result.pop("history", None) or []
+            rows.append({"cell": cell_label(cfg), **result,
+                         "epoch_seconds": sum(float(h.get("seconds") or 0.0) for h in history)})
+    return rows
+
+
+def _write_tables(grid: Grid, rows: List[Dict], skipped, failed: Mapping[str, str], out: Path) -> None:
+    table = compare_markdown(rows, baseline=grid.baseline)
+    if failed:
+        table += "\n\nFailed (resume the grid to retry them):\n\n" + "\n".join(f"- {c}: {why}"
+                                                                             for c, why in failed.items()) + "\n"
     if skipped:
         table += "\n\nSkipped (they do not fit the model):\n\n" + "\n".join(f"- {c}: {why}" for c, why in skipped) + "\n"
     atomic_write_text(out / "compare.md", table)
-    atomic_write_text(out / "compare.json", json.dumps(json_ready(
-        [{k: v for k, v in r.items() if k != "history"} for r in rows]), indent=2))
-    plots.compare_plot(rows, out / "compare.png")
-    return rows
+    atomic_write_text(out / "compare.json", json.dumps(json_ready(rows), indent=2))
+    if rows:
+        plots.compare_plot(rows, out / "compare.png", baseline=grid.baseline)

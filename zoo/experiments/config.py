@@ -92,6 +92,10 @@ class RunConfig(Options):
     eval_samples: int = option(1000, "importance samples K per datum", minimum=1, resumable=True,
                                cli=_group("evaluation"))
     iwae_k: int = option(50, "k of the reported IWAE-k bound", minimum=1, resumable=True, cli=_group("evaluation"))
+    eval_proposal: str = option("defensive", "the importance sampler's proposal for log p(x): defensive, the guide "
+                                "mixed with a wider copy of itself so that the standard error means what it says "
+                                "(Hesterberg 1995), or guide, the guide alone", choices=("defensive", "guide"),
+                                resumable=True, cli=_group("evaluation"))
     eval_split: str = option("test", "the split to evaluate on", choices=("train", "valid", "test"), resumable=True,
                              cli=_group("evaluation"))
     eval_limit: Optional[int] = option(None, "evaluate on a fixed random subset of N data of the split "

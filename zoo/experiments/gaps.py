@@ -34,7 +34,7 @@ __all__ = ["gaps_run"]
 
 def gaps_run(out: Path, eval_samples: Optional[int] = None, eval_limit: Optional[int] = None,
              refit_tol: Optional[float] = None, refit_epochs: Optional[int] = None, iwae_k: Optional[int] = None,
-             device: Optional[str] = None, data_dir: Optional[str] = None, progress: bool = True,
+             eval_proposal: Optional[str] = None, device: Optional[str] = None, data_dir: Optional[str] = None, progress: bool = True,
              model_file: Optional[str] = None, guide_file: Optional[str] = None) -> Dict:
     """Compute the approximation and amortization gaps of the run in ``out`` on its evaluation split
     (``eval_limit``: a fixed random subset), write ``gaps.{json,md}`` there and return the summary.
@@ -45,7 +45,8 @@ def gaps_run(out: Path, eval_samples: Optional[int] = None, eval_limit: Optional
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with writer_lock(out), results_kept_on_stop(out):
         return _gaps_locked(out, model_file, guide_file, progress, eval_samples=eval_samples, eval_limit=eval_limit,
-                            refit_tol=refit_tol, refit_epochs=refit_epochs, iwae_k=iwae_k, device=device,
+                            refit_tol=refit_tol, refit_epochs=refit_epochs, iwae_k=iwae_k,
+                            eval_proposal=eval_proposal, device=device,
                             data_dir=data_dir)
 
 
@@ -63,7 +64,8 @@ def _gaps_locked(out: Path, model_file: Optional[str], guide_file: Optional[str]
     x_eval = x_eval.to(run.device)
     t0 = time.perf_counter()
     result = inference_gaps(run.model, run.guide, x_eval, num_samples=config.eval_samples,
-                            seed=config.seed, progress=progress, **refit_settings(config))
+                            seed=config.seed, progress=progress, proposal=config.eval_proposal,
+                            **refit_settings(config))
     per_datum = result.pop("per_datum")
     summary = {"config": config.to_json(), "device": str(run.device), "split": config.eval_split,
                "seconds": time.perf_counter() - t0, **result}

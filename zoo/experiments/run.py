@@ -308,6 +308,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     t0 = time.perf_counter()
     with results_kept_on_stop(out), user_code_errors(run.model.display_name, "in evaluation"):
         result = evaluate(run.model, guide, x_eval, num_samples=cfg.eval_samples, iwae_k=cfg.iwae_k,
+                          proposal=cfg.eval_proposal,
                           keep_reconstructions=32 if run.data.image_shape else 0)
     eval_seconds = time.perf_counter() - t0
     per_datum = result.pop("per_datum")
@@ -336,9 +337,10 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     if notes:
         summary["note"] = "; ".join(notes)
     generate = run.data.image_shape and not run.model.cannot_generate
-    samples = run.model.sample(64) if generate else None
+    unit = 1.0 / (run.data.levels - 1) if getattr(run.data, "levels", None) else 1.0    # k levels drawn on [0, 1]
+    samples = run.model.sample(64) * unit if generate else None
     if samples is not None:                 # near-identical samples: a collapsed model (zoo.evaluation.reliability)
-        summary["sample_spread"] = sample_spread(samples.detach().cpu(), x_eval.cpu())
+        summary["sample_spread"] = sample_spread(samples.detach().cpu(), x_eval.cpu() * unit)
     try:
         # the files are written as one group: SIGINT/SIGTERM wait until it is whole (each file is atomic)
         with signals_deferred():
@@ -354,7 +356,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
                     plots.image_grid(samples, run.data.image_shape, path)
             if run.data.image_shape:
                 with atomic_path(out / "reconstructions.png") as path:
-                    plots.reconstruction_grid(recon[0], recon[1], run.data.image_shape, path)
+                    plots.reconstruction_grid(recon[0] * unit, recon[1] * unit, run.data.image_shape, path)
             if per_datum["z_mean"].shape[1] == 2:
                 with atomic_path(out / "latent_scatter.png") as path:
                     plots.latent_scatter(per_datum["z_mean"], labels, path)
@@ -394,7 +396,7 @@ def _eval_subset(data: Dataset, cfg: RunConfig):
 
 
 def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional[int] = None,
-                 eval_limit: Optional[int] = None,
+                 eval_limit: Optional[int] = None, eval_proposal: Optional[str] = None,
                  device: Optional[str] = None, data_dir: Optional[str] = None,
                  progress: bool = True, refit_epochs: Optional[int] = None,
                  refit_tol: Optional[float] = None, model_file: Optional[str] = None,
@@ -411,7 +413,8 @@ def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with writer_lock(out), results_kept_on_stop(out):
         state, config = load_run(out, model_file, guide_file=guide_file)
-        changes = {"eval_samples": eval_samples, "iwae_k": iwae_k, "eval_limit": eval_limit, "device": device,
+        changes = {"eval_samples": eval_samples, "iwae_k": iwae_k, "eval_limit": eval_limit,
+                   "eval_proposal": eval_proposal, "device": device,
                    "data_dir": data_dir, "refit_epochs": refit_epochs, "refit_tol": refit_tol}
         config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
         run = prepare(config)

@@ -6,6 +6,7 @@ Generative story with layers z_L (top) ... z_1 (next to x), for each datum::
     z_l | z_{l+1} ~ N(mu_l(z_{l+1}), diag(sigma_l(z_{l+1})^2))       l = L-1 .. 1
     x | z_1 ~ Bernoulli(sigmoid(f(z_1)))                 (likelihood="bernoulli")
     x | z_1 ~ N(f(z_1), diag(sigma_x^2))                 (likelihood="gaussian")
+    x | z_1 ~ prod_i p_k(x_i | f(z_1)_i)                  (k levels: categorical, dlogistic, dmol, dequant-*)
     x | z_1 ~ prod_i Bernoulli(x_i; sigmoid(l_i(x_<i, z_1)))  (decoder="made" or "pixelcnn")
 
 so p(x, z) = p(z_L) prod_l p(z_l | z_{l+1}) p(x | z_1). (mu_l, sigma_l) is an MLP with
@@ -58,6 +59,7 @@ from torch import nn
 from zoo.core.autoregressive import AutoregressiveBernoulli, DecoderOptions, autoregressive_decoder
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.distributions import IndependentBernoulli
+from zoo.core.levels import LEVEL_LIKELIHOODS, LevelsLikelihood, LikelihoodOptions
 from zoo.core.nn import mlp
 from zoo.core.params import register_module
 from zoo.core.plates import data_plate
@@ -68,7 +70,7 @@ __all__ = ["HVAE"]
 
 
 @dataclass
-class HVAEOptions(DecoderOptions, PriorOptions):
+class HVAEOptions(LikelihoodOptions, DecoderOptions, PriorOptions):
     test_options: ClassVar[dict] = {"layers": (3, 2), "hidden": (16,), "transition_hidden": (8,)}
 
     layers: Tuple[int, ...] = option((100, 50), "stochastic layer sizes, bottom (z1) to top, e.g. 100,50",
@@ -77,8 +79,6 @@ class HVAEOptions(DecoderOptions, PriorOptions):
                                      shape=True)
     transition_hidden: Tuple[int, ...] = option((100, 100), "hidden sizes of each p(z_l | z_l+1)", minimum=1,
                                                 shape=True)
-    likelihood: Optional[str] = option(None, "bernoulli or gaussian (default: bernoulli for binary data, else "
-                                       "gaussian)", choices=("bernoulli", "gaussian"))
 
 
 @MODELS.register("hvae", options=HVAEOptions, description="hierarchical VAE, Gaussian layers z2 -> z1 -> x "
@@ -91,7 +91,8 @@ class HVAE(PriorMixin, ZooModel):
         layers: stochastic layer sizes from the bottom (z1, next to x) to the top (default (100, 50)).
         hidden: hidden sizes of the decoder p(x | z1), from z1 to x (default (200, 200)).
         transition_hidden: hidden sizes of each p(z_l | z_{l+1}) (default (100, 100)).
-        likelihood: ``"bernoulli"`` or ``"gaussian"``.
+        likelihood: ``"bernoulli"``, ``"gaussian"``, or a k-level one (:mod:`zoo.core.levels`, with ``levels``
+            and ``mixtures``).
         prior, prior_components, prior_flows: p(z_L), see :mod:`zoo.models.priors`.
         decoder: ``"mlp"``, or ``"made"`` / ``"pixelcnn"`` for an autoregressive Bernoulli p(x | z_1).
         channels: the PixelCNN's channels per masked layer (``decoder="pixelcnn"`` only).
@@ -101,7 +102,8 @@ class HVAE(PriorMixin, ZooModel):
     def __init__(self, x_dim: int, layers: Sequence[int] = (100, 50), hidden: Sequence[int] = (200, 200),
                  transition_hidden: Sequence[int] = (100, 100), likelihood: Optional[str] = "bernoulli",
                  prior: str = "standard", prior_components: Optional[int] = None, prior_flows: int = 2,
-                 decoder: str = "mlp", channels: Sequence[int] = (32, 32, 32), activation: str = "tanh"):
+                 decoder: str = "mlp", channels: Sequence[int] = (32, 32, 32), activation: str = "tanh",
+                 levels: Optional[int] = None, mixtures: int = 5):
         super().__init__(x_dim)
         likelihood = likelihood or "bernoulli"            # one of HVAEOptions' choices
         self.likelihood = likelihood
@@ -113,8 +115,13 @@ class HVAE(PriorMixin, ZooModel):
         self.transitions = nn.ModuleList([mlp((above, *self.transition_hidden, 2 * below), activation)
                                           for below, above in zip(self.layers[:-1], self.layers[1:])])
         self.decoder_kind = decoder
+        outputs = x_dim
+        if likelihood in LEVEL_LIKELIHOODS:
+            self.pixels = LevelsLikelihood(likelihood, x_dim, levels, mixtures)
+            self.levels = self.pixels.levels
+            outputs = x_dim * self.pixels.outputs_per_pixel
         if decoder == "mlp":
-            self.decoder = mlp((self.layers[0], *self.hidden, x_dim), activation)
+            self.decoder = mlp((self.layers[0], *self.hidden, outputs), activation)
         else:
             self.decoder = autoregressive_decoder(decoder, x_dim, self.layers[0], self.hidden, channels, likelihood)
         if likelihood == "gaussian":
@@ -146,6 +153,8 @@ class HVAE(PriorMixin, ZooModel):
             out = self.decoder(z)
             if self.likelihood == "bernoulli":
                 px = IndependentBernoulli(out)
+            elif self.likelihood in LEVEL_LIKELIHOODS:
+                px = self.pixels(out)                          # k levels per pixel (zoo.core.levels)
             else:
                 px = dist.Normal(out, torch.exp(self.log_scale)).to_event(1)
             pyro.sample("x", px, obs=x)

@@ -279,6 +279,12 @@ class PyroModel(ZooModel, UserParameters):
             raise ZooError(f"{what} has values other than 0 and 1 in columns {column_ranges(sorted(binary))}, but "
                            f"{self._name} observes them with a Bernoulli likelihood (site {sites}); binarize the "
                            f"data or use a Gaussian likelihood")
+        for o in self.observed:
+            v = x[:, list(o.columns)]
+            if o.levels and not ((v == torch.round(v)) & (v >= 0) & (v <= o.levels - 1)).all():
+                raise ZooError(f"{what} has values other than the integers 0..{o.levels - 1} in columns "
+                               f"{column_ranges(o.columns)}, but {self._name} observes them at site {o.name!r} "
+                               f"with a likelihood over {o.levels} levels; give the data as levels (digits17)")
 
     def model(self, x=None, idx=None, N=None):
         if x is not None:
@@ -343,6 +349,9 @@ class PyroModel(ZooModel, UserParameters):
         latents = tuple(s for s in latents if s.scope == "local")
         self._observed_parents = observed_parents(trace, deps, [s.name for s in latents])
         kinds = {o.likelihood for o in self.observed}
+        levels = {o.levels for o in self.observed}
+        if kinds == {"levels"} and len(levels) == 1 and not self.covariates:
+            self.levels = levels.pop()          # log p(x) is a probability of k-level data: it has bits/dim
         return latents, ("bernoulli" if kinds == {"bernoulli"} else "gaussian")
 
     def _trial(self, run: Callable, what: str):

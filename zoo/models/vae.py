@@ -5,6 +5,8 @@ Generative story, for each datum n = 1..N::
     z_n ~ N(0, I_d)                                       (or a learned prior: --prior, zoo.models.priors)
     x_n | z_n ~ Bernoulli(sigmoid(f_theta(z_n)))          (likelihood="bernoulli")
     x_n | z_n ~ N(f_theta(z_n), diag(sigma_theta^2))        (likelihood="gaussian")
+    x_n | z_n ~ prod_i p_k(x_ni | f_theta(z_n)_i)             (k levels: categorical, dlogistic, dmol, dequant-*;
+                                                           zoo.core.levels)
     x_n | z_n ~ prod_i Bernoulli(x_ni; sigmoid(l_i(x_n,<i, z_n)))  (decoder="made" or "pixelcnn")
 
 f_theta is an MLP with tanh hidden layers (``activation``: or relu, or gated as in Tomczak & Welling). The default is Burda et al.'s
@@ -42,6 +44,7 @@ from torch import nn
 
 from zoo.core.autoregressive import AutoregressiveBernoulli, DecoderOptions, autoregressive_decoder
 from zoo.core.distributions import IndependentBernoulli
+from zoo.core.levels import LEVEL_LIKELIHOODS, LevelsLikelihood, LikelihoodOptions
 from zoo.core.nn import mlp
 from zoo.core.components import MODELS, option
 from zoo.core.contract import LatentSite, ZooModel
@@ -55,13 +58,11 @@ __all__ = ["VAE"]
 
 
 @dataclass
-class VAEOptions(DecoderOptions, PriorOptions):
+class VAEOptions(LikelihoodOptions, DecoderOptions, PriorOptions):
     test_options: ClassVar[dict] = {"latent_dim": 3, "hidden": (16,)}
 
     latent_dim: int = option(50, "number of latent units", minimum=1, shape=True)
     hidden: Tuple[int, ...] = option((200, 200), "decoder hidden sizes, from z to x", minimum=1, shape=True)
-    likelihood: Optional[str] = option(None, "bernoulli or gaussian (default: bernoulli for binary data, else gaussian)",
-                                       choices=("bernoulli", "gaussian"))
 
 
 @MODELS.register("vae", options=VAEOptions, description="VAE, Gaussian prior, tanh MLP decoder, Bernoulli or "
@@ -73,7 +74,9 @@ class VAE(PriorMixin, ZooModel):
         x_dim: data dimension (784 for MNIST, 64 for the 8x8 digits).
         latent_dim: d, the number of latent units (default 50).
         hidden: decoder hidden sizes, from z to x (default (200, 200)).
-        likelihood: ``"bernoulli"`` for binary data, ``"gaussian"`` for continuous data.
+        likelihood: ``"bernoulli"`` for binary data, ``"gaussian"`` for continuous data, or one of
+            :data:`~zoo.core.levels.LEVEL_LIKELIHOODS` for pixels with ``levels`` intensities
+            (``mixtures``: components of ``dmol``).
         prior, prior_components, prior_flows: p(z), see :mod:`zoo.models.priors` (default N(0, I)).
         decoder: ``"mlp"``, or ``"made"`` / ``"pixelcnn"`` for an autoregressive Bernoulli p(x | z).
         channels: the PixelCNN's channels per masked layer (``decoder="pixelcnn"`` only).
@@ -83,7 +86,8 @@ class VAE(PriorMixin, ZooModel):
     def __init__(self, x_dim: int, latent_dim: int = 50, hidden: Sequence[int] = (200, 200),
                  likelihood: Optional[str] = "bernoulli", prior: str = "standard",
                  prior_components: Optional[int] = None, prior_flows: int = 2, decoder: str = "mlp",
-                 channels: Sequence[int] = (32, 32, 32), activation: str = "tanh"):
+                 channels: Sequence[int] = (32, 32, 32), activation: str = "tanh", levels: Optional[int] = None,
+                 mixtures: int = 5):
         super().__init__(x_dim)
         likelihood = likelihood or "bernoulli"            # one of VAEOptions' choices
         self.likelihood = likelihood
@@ -91,8 +95,13 @@ class VAE(PriorMixin, ZooModel):
         self.hidden = tuple(int(h) for h in hidden)
         self.decoder_kind = decoder
         self.activation = activation                           # the encoder's too, by default
+        outputs = x_dim
+        if likelihood in LEVEL_LIKELIHOODS:
+            self.pixels = LevelsLikelihood(likelihood, x_dim, levels, mixtures)
+            self.levels = self.pixels.levels
+            outputs = x_dim * self.pixels.outputs_per_pixel
         if decoder == "mlp":
-            self.decoder = mlp((self.latent_dim, *self.hidden, x_dim), activation)
+            self.decoder = mlp((self.latent_dim, *self.hidden, outputs), activation)
         else:
             self.decoder = autoregressive_decoder(decoder, x_dim, self.latent_dim, self.hidden, channels, likelihood)
         if likelihood == "gaussian":
@@ -114,6 +123,8 @@ class VAE(PriorMixin, ZooModel):
             out = self.decoder(z)
             if self.likelihood == "bernoulli":
                 px = IndependentBernoulli(out)                 # Bernoulli(logits=out).to_event(1)
+            elif self.likelihood in LEVEL_LIKELIHOODS:
+                px = self.pixels(out)                          # k levels per pixel (zoo.core.levels)
             else:
                 px = dist.Normal(out, torch.exp(self.log_scale)).to_event(1)
             pyro.sample("x", px, obs=x)

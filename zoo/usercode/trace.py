@@ -86,14 +86,17 @@ class ObservedSite:
         columns: the columns of x its value holds, in the order of its flattened event
             (``x[:, 8:16]`` holds 8..15, ``x[:, -1]`` holds D - 1).
         event_shape: the shape of one datum's value.
-        likelihood: ``"bernoulli"`` (boolean support: its columns must be 0/1) or ``"gaussian"``
-            (any finite value); it only decides which data are valid.
+        likelihood: ``"bernoulli"`` (boolean support: its columns must be 0/1), ``"levels"`` (support
+            ``integer_interval(0, k-1)``: its columns must be integers 0..k-1) or ``"gaussian"`` (any finite
+            value); it only decides which data are valid.
+        levels: k of a ``"levels"`` site, else ``None``.
     """
 
     name: str
     columns: Tuple[int, ...]
     event_shape: Tuple[int, ...]
     likelihood: str
+    levels: Optional[int] = None
 
 
 def read_observations(trace, x: torch.Tensor, name: str):
@@ -127,8 +130,11 @@ def read_observations(trace, x: torch.Tensor, name: str):
                 raise ZooError(f"{name} observes column {c} of x twice (sites {owner[c]!r} and {site_name!r}); "
                                f"each column may be observed by one site only")
             owner[c] = site_name
-        observed.append(ObservedSite(site_name, columns, event, "bernoulli" if base_support(site["fn"].support)
-                                     is constraints.boolean else "gaussian"))
+        support = base_support(site["fn"].support)
+        levels = int(support.upper_bound) + 1 if (isinstance(support, constraints.integer_interval)
+                                                  and support.lower_bound == 0) else None
+        kind = "bernoulli" if support is constraints.boolean else "levels" if levels else "gaussian"
+        observed.append(ObservedSite(site_name, columns, event, kind, levels))
     return tuple(observed), tuple(factors)
 
 
