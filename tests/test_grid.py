@@ -185,5 +185,5 @@ def test_report_pools_a_grids_seeds_into_one_leaderboard_row(tmp_path, serial_gr
     shutil.copytree(serial_grid, runs / "grid")
     assert main(["report", str(runs), "--out", str(tmp_path / "README.md")]) == 0
     board = (tmp_path / "LEADERBOARD.md").read_text()
-    rows = [line for line in board.splitlines() if line.startswith("| `vae`")]
+    rows = [line for line in board.splitlines() if line.startswith("| vae · ")]
     assert len(rows) == 4 and all("(2 seeds)" in r for r in rows)
