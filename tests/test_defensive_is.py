@@ -221,7 +221,7 @@ def test_data_elbo_comes_with_its_se_below_a_hundredth_of_a_nat_and_within_three
 
 def test_a_run_records_its_proposal_and_eval_can_name_the_guide_instead(tmp_path):
     """results.json says which proposal made log p(x): the defensive one by default, the guide itself after
-    `eval --eval-proposal guide`."""
+    `eval --eval-proposal guide --force` (another proposal replaces the evaluation only with --force)."""
     import json
 
     from zoo.experiments.config import RunConfig
@@ -230,7 +230,10 @@ def test_a_run_records_its_proposal_and_eval_can_name_the_guide_instead(tmp_path
                             hidden=[16], epochs=1, batch_size=100, eval_samples=40, eval_limit=20, seed=3)
     first = train_run(config, tmp_path / "run", progress=False)
     assert first["proposal"]["kind"] == "defensive" and first["proposal"]["draws_wide"] == 4
-    again = evaluate_run(tmp_path / "run", eval_proposal="guide", progress=False)
+    from zoo.core.errors import ZooError
+    with pytest.raises(ZooError, match="eval_proposal guide, not defensive"):   # another proposal: not silently
+        evaluate_run(tmp_path / "run", eval_proposal="guide", progress=False)
+    again = evaluate_run(tmp_path / "run", eval_proposal="guide", progress=False, force=True)
     stored = json.loads((tmp_path / "run" / "results.json").read_text())
     assert stored["proposal"]["kind"] == again["proposal"]["kind"] == "guide"
     assert stored["config"]["eval_proposal"] == "guide" and stored["proposal"]["draws_q"] == 40

@@ -34,6 +34,7 @@ def trained(tmp_path_factory):
     (["--eval-limit", "20"], "20 data, not 40"),
     (["--eval-samples", "10", "--eval-limit", "20"], "K = 10 importance samples, not 20; 20 data, not 40"),
     (["--eval-samples", "40", "--iwae-k", "10"], "iwae_k 10, not 5"),                  # another estimator
+    (["--eval-samples", "40", "--eval-proposal", "guide"], "eval_proposal guide, not defensive"),  # another proposal
 ])
 def test_a_weaker_or_different_evaluation_is_refused_in_one_line_and_touches_nothing(trained, capsys, weaker, says):
     before = snapshot(trained)
