@@ -20,14 +20,12 @@ check does not depend on the file's text formatting).
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import urllib.request
 import zipfile
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -35,11 +33,12 @@ import torch
 from zoo.core.errors import ZooError
 from zoo.core.components import DATASETS
 from zoo.core.views import ViewSite
+from zoo.data.headers import checked_npy_header
+from zoo.data.dataset import SPLITS, Dataset, as_tensor, split_indices
 
 __all__ = ["Dataset", "DATASETS", "load_dataset", "load_digits", "load_digits_labels", "load_mnist_halves", "load_binarized_mnist",
            "read_amat", "read_npz", "array_sha256", "synthetic_ppca"]
 
-SPLITS = ("train", "valid", "test")
 MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{}.amat"
 #: SHA-256 of each split as a C-ordered uint8 array of shape [n, 784].
 BINARIZED_MNIST_SHA256 = {
@@ -49,50 +48,8 @@ BINARIZED_MNIST_SHA256 = {
 }
 
 
-@dataclass
-class Dataset:
-    """Train/valid/test splits as float32 ``[N, D]`` tensors.
-
-    Attributes:
-        binary: all values are 0/1, so a Bernoulli likelihood applies.
-        image_shape: (H, W) for image data, used by the sample and reconstruction plots.
-        labels: optional class labels per split (for the latent scatter plot).
-        views: the parts of a row with their own likelihood (:class:`~zoo.core.views.ViewSite`),
-            for multimodal models; empty for ordinary data.
-        truth: known generating parameters, for synthetic data.
-    """
-
-    name: str
-    train: torch.Tensor
-    valid: torch.Tensor
-    test: torch.Tensor
-    binary: bool
-    image_shape: Optional[Tuple[int, int]] = None
-    labels: Dict[str, torch.Tensor] = field(default_factory=dict)
-    truth: Dict[str, torch.Tensor] = field(default_factory=dict)
-    views: Tuple[ViewSite, ...] = ()
-
-    @property
-    def x_dim(self) -> int:
-        return self.train.shape[1]
-
-    def split(self, name: str) -> torch.Tensor:
-        if name not in SPLITS:
-            raise ZooError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}")
-        return getattr(self, name)
-
-
 def array_sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a, dtype=np.uint8).tobytes()).hexdigest()
-
-
-def _split_indices(n: int, n_valid: int, n_test: int, seed: int = 0):
-    perm = np.random.RandomState(seed).permutation(n)
-    return perm[n_valid + n_test:], perm[:n_valid], perm[n_valid:n_valid + n_test]
-
-
-def _as_tensor(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
 # -- digits (embedded, offline) ---------------------------------------------------------------
@@ -105,10 +62,10 @@ def load_digits(binarize: bool = True, **_) -> Dataset:
     bunch = sk_digits()
     x = bunch.data.astype(np.float32)
     x = (x >= 8).astype(np.float32) if binarize else x / 16.0
-    tr, va, te = _split_indices(len(x), 270, 270)
+    tr, va, te = split_indices(len(x), 270, 270)
     y = bunch.target
-    return Dataset("digits" if binarize else "digits-gray", _as_tensor(x[tr]), _as_tensor(x[va]),
-                   _as_tensor(x[te]), binary=binarize, image_shape=(8, 8),
+    return Dataset("digits" if binarize else "digits-gray", as_tensor(x[tr]), as_tensor(x[va]),
+                   as_tensor(x[te]), binary=binarize, image_shape=(8, 8),
                    labels={s: torch.from_numpy(y[i]) for s, i in zip(SPLITS, (tr, va, te))})
 
 
@@ -180,7 +137,7 @@ def read_npz(path: Path, num_features: Optional[int] = None) -> Dict[str, np.nda
     """Read ``train``/``valid``/``test`` arrays from an ``.npz`` and check they are 0/1 ``[n, D]``.
 
     The file is untrusted (a download, a file someone sent): every array's ``.npy`` header is read
-    and checked (:func:`_checked_header`) before its data is, so a header that declares a 71 TiB
+    and checked (:func:`~zoo.data.headers.checked_npy_header`) before its data is, so a header that declares a 71 TiB
     array, Python objects (a pickle), or more bytes than the member holds is refused in one line,
     and nothing larger than the file's actual contents is ever allocated.
     """
@@ -190,7 +147,8 @@ def read_npz(path: Path, num_features: Optional[int] = None) -> Dict[str, np.nda
             members = [info for info in archive.infolist() if info.filename in {f"{s}.npy" for s in SPLITS}]
             for info in members:                # every header first: the splits together must fit, too
                 with archive.open(info) as f:
-                    declared += _checked_header(f, info, path, declared)
+                    declared += checked_npy_header(f, info.file_size, f"{path}: array {info.filename[:-4]!r}",
+                                                   declared)[2]
             for info in members:
                 with archive.open(info) as f:
                     arrays[info.filename[:-len(".npy")]] = np.lib.format.read_array(f, allow_pickle=False)
@@ -226,33 +184,6 @@ def _error_text(e: BaseException) -> str:
     name = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
     text = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
     return f"{name}: {text}" if text else name
-
-
-def _checked_header(f, info: zipfile.ZipInfo, path: Path, before: int = 0) -> int:
-    """The bytes of a ``.npy`` member of an ``.npz``, read from its header; refused unless the header
-    declares a plain numeric array whose bytes are exactly what the member holds and, with the ``before``
-    bytes of the arrays read with it, fit this machine's memory."""
-    from zoo.core.memory import human_bytes, memory_bytes
-    member = f"{path}: array {info.filename[:-4]!r}"
-    version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    else:
-        raise ZooError(f"{member} is in .npy format version {version}; save it again with numpy.savez")
-    if dtype.hasobject or dtype.kind not in "biuf":
-        raise ZooError(f"{member} has dtype {dtype}, not a plain number type; the zoo never unpickles data: "
-                       f"save 0/1 values as uint8 with numpy.savez")
-    nbytes = math.prod(shape) * dtype.itemsize
-    if before + nbytes > memory_bytes():
-        raise ZooError(f"{member} declares shape {shape} ({human_bytes(nbytes)}), more than this machine's "
-                       f"{human_bytes(memory_bytes())} of memory; the file is corrupt or not this dataset")
-    if f.tell() + nbytes != info.file_size:
-        raise ZooError(f"{member} declares shape {shape} ({human_bytes(nbytes)}) but holds "
-                       f"{human_bytes(max(0, info.file_size - f.tell()))} of data; the file is corrupt or "
-                       f"truncated: replace it with a good copy")
-    return nbytes
 
 
 def default_data_dir() -> Path:
@@ -324,7 +255,7 @@ def load_binarized_mnist(data_dir: Optional[str] = None, download: bool = True,
                                f"Larochelle & Murray split: replace it")
     side = int(round(np.sqrt(arrays["train"].shape[1])))
     image_shape = (side, side) if side * side == arrays["train"].shape[1] else None
-    return Dataset("binarized_mnist", *(_as_tensor(arrays[s]) for s in SPLITS), binary=True,
+    return Dataset("binarized_mnist", *(as_tensor(arrays[s]) for s in SPLITS), binary=True,
                    image_shape=image_shape)
 
 
