@@ -1,8 +1,12 @@
-"""Datasets: the embedded 8x8 digits, static binarized MNIST, and synthetic pPCA data.
+"""Datasets: the embedded 8x8 digits, static binarized MNIST, synthetic pPCA data, MNIST,
+FashionMNIST and CIFAR-10 at their 256 levels (:mod:`zoo.data.torchvision_files`), and a user's own
+file or image folder (``--dataset PATH``, :mod:`zoo.data.files`).
 
 Each loader returns a :class:`Dataset` of float32 tensors ``[N, D]`` split into
 train/valid/test. Loaders validate what they read and raise
-:class:`~zoo.core.errors.ZooError` with one line that says what to do.
+:class:`~zoo.core.errors.ZooError` with one line that says what to do. What kind of values a
+dataset holds (binary, counts, k-level intensities, reals) is read off its tensors
+(:mod:`zoo.data.kinds`) and checked against the model's likelihood by :mod:`zoo.rules`.
 
 Binarized MNIST (Larochelle & Murray 2011, 50k/10k/10k) is read, in this order, from
 
@@ -19,6 +23,7 @@ check does not depend on the file's text formatting).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import urllib.request
@@ -31,13 +36,16 @@ import numpy as np
 import torch
 
 from zoo.core.errors import ZooError
-from zoo.core.components import DATASETS
+from zoo.core.components import DATASETS, Component, NoOptions, OptionError
 from zoo.core.views import ViewSite
 from zoo.data.headers import checked_npy_header
 from zoo.data.dataset import SPLITS, Dataset, as_tensor, split_indices
+from zoo.data.files import load_data_file, looks_like_path
+from zoo.data.torchvision_files import load_cifar10, load_fashion_mnist256, load_mnist256
 
-__all__ = ["Dataset", "DATASETS", "load_dataset", "load_digits", "load_digits_labels", "load_mnist_halves", "load_binarized_mnist",
-           "read_amat", "read_npz", "array_sha256", "synthetic_ppca"]
+__all__ = ["Dataset", "DATASETS", "load_dataset", "load_digits", "load_digits17", "load_digits_labels",
+           "load_mnist_halves", "load_binarized_mnist", "read_amat", "read_npz", "array_sha256", "synthetic_ppca",
+           "data_path", "FILE_OPTIONS"]
 
 MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{}.amat"
 #: SHA-256 of each split as a C-ordered uint8 array of shape [n, 784].
@@ -67,6 +75,18 @@ def load_digits(binarize: bool = True, **_) -> Dataset:
     return Dataset("digits" if binarize else "digits-gray", as_tensor(x[tr]), as_tensor(x[va]),
                    as_tensor(x[te]), binary=binarize, image_shape=(8, 8),
                    labels={s: torch.from_numpy(y[i]) for s, i in zip(SPLITS, (tr, va, te))})
+
+
+def load_digits17(**_) -> Dataset:
+    """The 8x8 digits at their 17 levels: each pixel an integer 0..16, as scikit-learn ships them (the splits of
+    :func:`load_digits`); the data a Categorical over 17 levels models (Tomczak's intro_dgm)."""
+    from sklearn.datasets import load_digits as sk_digits
+    bunch = sk_digits()
+    x = bunch.data.astype(np.float32)
+    tr, va, te = split_indices(len(x), 270, 270)
+    y = bunch.target
+    return Dataset("digits17", as_tensor(x[tr]), as_tensor(x[va]), as_tensor(x[te]), binary=False, image_shape=(8, 8),
+                   labels={s: torch.from_numpy(y[i]) for s, i in zip(SPLITS, (tr, va, te))}, levels=17)
 
 
 def load_digits_labels(**_) -> Dataset:
@@ -271,10 +291,57 @@ DATASETS.register("digits_labels", description="the binarized 8x8 digits with th
 DATASETS.register("mnist_halves", description="static binarized MNIST as views top and bottom (14 rows of pixels "
                   "each), for mvae (data_dir or PYRO_ZOO_DATA)", binary=True, needs_data_dir=True,
                   views=True)(load_mnist_halves)
+DATASETS.register("digits17", description="the 8x8 digits at their 17 levels, integers 0..16 (offline; for k-level "
+                  "likelihoods)", binary=False, levels=17)(load_digits17)
+DATASETS.register("mnist256", description="MNIST at 256 levels from torchvision's idx files, 50k/10k/10k (data_dir or "
+                  "PYRO_ZOO_DATA; never downloaded)", binary=False, levels=256, needs_data_dir=True)(load_mnist256)
+DATASETS.register("fashion_mnist256", description="FashionMNIST at 256 levels from torchvision's idx files, "
+                  "50k/10k/10k (data_dir or PYRO_ZOO_DATA; never downloaded)", binary=False, levels=256,
+                  needs_data_dir=True)(load_fashion_mnist256)
+DATASETS.register("cifar10", description="CIFAR-10 at 256 levels (3072 values, channels last) from torchvision's "
+                  "python batches, 45k/5k/10k (data_dir or PYRO_ZOO_DATA; never downloaded)", binary=False,
+                  levels=256, needs_data_dir=True)(load_cifar10)
 DATASETS.register("synthetic", description="10-D data drawn from a 2-D pPCA with known parameters",
                   binary=False)(synthetic_ppca)
 
 
-def load_dataset(name: str, data_dir: Optional[str] = None) -> Dataset:
-    """Load a registered dataset by name (``data_dir``: where files such as binarized MNIST live)."""
-    return DATASETS[name].factory(data_dir=data_dir)
+#: The options of a data file (``--dataset PATH``); a registered dataset takes none of them.
+FILE_OPTIONS = ("covariates", "split", "split_seed", "levels")
+
+
+def _resolve_data_file(name: str) -> Optional[Component]:
+    """The registry entry of a data file or image folder (``--dataset PATH``); ``None`` for other names."""
+    if not looks_like_path(name):
+        return None
+    return Component("dataset", name, functools.partial(load_data_file, name), NoOptions,
+                     f"your data file {name}", {"file": True})
+
+
+DATASETS.add_resolver(_resolve_data_file)
+
+
+def data_path(name: str) -> str:
+    """``name`` as a run records it: a registered name as it is, a data file's path made absolute (so a run
+    never depends on the folder it was started from)."""
+    if name in DATASETS or not looks_like_path(name):
+        return name
+    return str(Path(name).expanduser().absolute())
+
+
+def load_dataset(name: str, data_dir: Optional[str] = None, **file_options) -> Dataset:
+    """Load a dataset by name or path (``data_dir``: where files such as binarized MNIST live).
+
+    ``file_options`` (:data:`FILE_OPTIONS`: ``covariates``, ``split``, ``split_seed``, ``levels``) apply to a data
+    file (:func:`~zoo.data.files.load_data_file`); given for a registered dataset, they are an error."""
+    component = DATASETS[name]
+    given = {k: v for k, v in file_options.items() if v not in (None, ())}
+    unknown = sorted(set(given) - set(FILE_OPTIONS))
+    if unknown:
+        raise TypeError(f"load_dataset got unknown options {unknown}")
+    if component.capability("file"):
+        return component.factory(data_dir=data_dir, **given)
+    if given:
+        option = next(iter(given))
+        raise OptionError(option, f"applies to a data file (--dataset PATH), not the registered dataset {name!r}: "
+                          f"drop it", kind="run")
+    return component.factory(data_dir=data_dir)

@@ -8,7 +8,6 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from zoo.core.errors import ZooError
 from zoo.core.components import REGISTRIES, OptionError
-from zoo.data import load_dataset
 from zoo.evaluation import plots
 from zoo.evaluation.tables import results_markdown
 from zoo.experiments.config import RunConfig
@@ -103,7 +102,7 @@ def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: 
     check_out_dir(out, force, resume=False)
     if (out / "compare.json").exists() and not force:
         raise ZooError(f"{out} already holds a comparison; pass --force to overwrite or choose another --out")
-    data = load_dataset(base.dataset, base.data_dir)
+    data = base.load_data()
     cells, skipped = checked_cells(model, guides, objectives, base, data, guide_options, objective_options)
     if progress and skipped:
         print(f"skipping {len(skipped)} cells that do not fit the model (see compare.md); training {len(cells)}",
