@@ -106,7 +106,7 @@ def _mnist_folder(root: Path, folder: str) -> Path:
                    f"--data-dir or PYRO_ZOO_DATA; the zoo does not download it")
 
 
-def _load_idx_images(data_dir: Optional[str], folder: str, name: str, valid: int = 10000) -> Dataset:
+def _load_idx_images(data_dir: Optional[str], folder: str, name: str, valid: int) -> Dataset:
     from zoo.data import default_data_dir
     root = _mnist_folder(Path(data_dir) if data_dir else default_data_dir(), folder)
     digest = hashlib.sha256()
@@ -128,14 +128,15 @@ def _load_idx_images(data_dir: Optional[str], folder: str, name: str, valid: int
                            test_y), str(root), digest.hexdigest(), image_shape=tuple(train_x.shape[1:]))
 
 
-def load_mnist256(data_dir: Optional[str] = None, **_) -> Dataset:
-    """MNIST at its 256 levels from torchvision's files (50 000 / 10 000 / 10 000)."""
-    return _load_idx_images(data_dir, "MNIST", "mnist256")
+def load_mnist256(data_dir: Optional[str] = None, valid: int = 10000, **_) -> Dataset:
+    """MNIST at its 256 levels from torchvision's files (50 000 / 10 000 / 10 000: the last ``valid`` training
+    images validate)."""
+    return _load_idx_images(data_dir, "MNIST", "mnist256", valid)
 
 
-def load_fashion_mnist256(data_dir: Optional[str] = None, **_) -> Dataset:
+def load_fashion_mnist256(data_dir: Optional[str] = None, valid: int = 10000, **_) -> Dataset:
     """FashionMNIST at its 256 levels from torchvision's files (50 000 / 10 000 / 10 000)."""
-    return _load_idx_images(data_dir, "FashionMNIST", "fashion_mnist256")
+    return _load_idx_images(data_dir, "FashionMNIST", "fashion_mnist256", valid)
 
 
 def _images_dataset(name: str, xs, ys, where: str, digest: str, image_shape) -> Dataset:
@@ -149,11 +150,24 @@ def _images_dataset(name: str, xs, ys, where: str, digest: str, image_shape) -> 
 
 
 # -- CIFAR-10 ------------------------------------------------------------------------------------------
+class Refused(pickle.UnpicklingError):
+    """A global or codec a CIFAR-10 batch never names: the file is refused, not read."""
+
+
+def _latin1(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as a protocol-2 pickle of Python 3 bytes calls it (``latin1``); any other codec, which
+    could decompress or transform data, is refused."""
+    if encoding != "latin1" or not isinstance(text, str):
+        raise Refused(f"it encodes with {encoding!r}, which a CIFAR-10 batch does not")
+    return text.encode("latin1")
+
+
 class ArrayUnpickler(pickle.Unpickler):
     """An unpickler that builds plain containers and NumPy arrays of numbers, and nothing else.
 
     A pickle names the callables that rebuild its objects (``find_class``); CIFAR-10's batches name
-    only NumPy's array reconstructor, ``ndarray`` and ``dtype``. Any other name (``os.system``, a
+    only NumPy's array reconstructor, ``ndarray`` and ``dtype`` (and, re-pickled by Python 3 at
+    protocol 2, ``_codecs.encode`` for bytes, allowed for ``latin1`` only). Any other name (``os.system``, a
     class of some module) is refused before it is looked up, so no code the file names runs.
     """
 
@@ -163,15 +177,16 @@ class ArrayUnpickler(pickle.Unpickler):
                **{(m, "_reconstruct"): np.zeros(0).__reduce__()[0]
                   for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
                **{(m, "_frombuffer"): np.zeros(0).__reduce_ex__(5)[0]
-                  for m in ("numpy.core.numeric", "numpy._core.numeric")}}
+                  for m in ("numpy.core.numeric", "numpy._core.numeric")},
+               ("_codecs", "encode"): _latin1}
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch does not")
+            raise Refused(f"it names {module}.{name}, which a CIFAR-10 batch does not")
         return self.ALLOWED[module, name]
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError("it holds a persistent reference, which a CIFAR-10 batch does not")
+        raise Refused("it holds a persistent reference, which a CIFAR-10 batch does not")
 
 
 def read_cifar_batch(path: Path) -> Tuple[np.ndarray, np.ndarray]:
@@ -182,10 +197,10 @@ def read_cifar_batch(path: Path) -> Tuple[np.ndarray, np.ndarray]:
     raw = read_file_bytes(path, "CIFAR-10 batch")
     try:
         batch = ArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
-    except pickle.UnpicklingError as e:
+    except Refused as e:
         raise ZooError(f"{path} is refused: {e}; the zoo never runs code from a data file. Replace it with "
                        f"torchvision's cifar-10-batches-py") from None
-    except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, MemoryError, struct.error) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, MemoryError, struct.error) as e:
         raise ZooError(f"{path} is corrupt or truncated ({type(e).__name__}); replace it with a good copy") from None
     if not isinstance(batch, dict):
         raise ZooError(f"{path} holds a {type(batch).__name__}, not a CIFAR-10 batch (a dict); replace it")

@@ -174,6 +174,9 @@ def from_pyro(model, x_dim: Optional[int] = None, *, data: Optional[torch.Tensor
         raise ZooError(f"from_pyro got covariate_dim={covariate_dim} for rows of {x_dim} columns; leave at least one "
                        f"column of data")
     if first_parameter(model) == "x_dim":                  # a factory (a class: its __init__)
+        if not covariate_dim and _requires(model, "covariate_dim"):
+            raise ZooError(f"{name} takes covariate_dim, and the data have no covariates: name them with --covariates "
+                           f"NAMES (columns of a .csv, arrays of an .npz), or pass covariate_dim to from_pyro")
         extra = {"covariate_dim": covariate_dim} if covariate_dim and _takes_named(model, "covariate_dim") else {}
         model = model(int(x_dim) - covariate_dim, **extra)
     elif inspect.isclass(model):
@@ -181,6 +184,15 @@ def from_pyro(model, x_dim: Optional[int] = None, *, data: Optional[torch.Tensor
                        f"pass an instance, from_pyro({name}(...), x_dim), or make x_dim its first argument, "
                        f"def __init__(self, x_dim, ...)")
     return PyroModel(model, int(x_dim), name=name, example=data, covariate_dim=covariate_dim)
+
+
+def _requires(fn, argument: str) -> bool:
+    """Whether ``fn`` declares the parameter ``argument`` without a default."""
+    try:
+        parameter = inspect.signature(fn).parameters.get(argument)
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.default is inspect.Parameter.empty
 
 
 def _takes_named(fn, argument: str) -> bool:
