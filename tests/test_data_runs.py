@@ -53,6 +53,7 @@ def test_a_csv_of_counts_trains_a_poisson_model_file_from_the_cli(tmp_path, coun
     config = json.loads((out / "config.json").read_text())
     import hashlib
     assert config["dataset"] == str(counts_csv) and config["data_source"]["shape"] == [200, 4]
+    assert (config["data_source"]["split"], config["data_source"]["split_seed"]) == ([0.1, 0.1], 0)
     assert config["data_source"]["sha256"] == hashlib.sha256(counts_csv.read_bytes()).hexdigest()
     results = json.loads((out / "results.json").read_text())
     assert np.isfinite(results["elbo"]) and results["elbo"] < 0
@@ -77,6 +78,15 @@ def test_a_run_the_data_cannot_serve_is_one_line_and_writes_nothing(tmp_path, co
     out = tmp_path / "run"
     line = one_line_error(*run_cli(["train", *args, "--dataset", counts_csv, "--out", out] + TINY, capsys)[::2])
     assert expected in line and not out.exists()
+
+
+def test_list_checks_a_run_on_a_data_file_as_train_does(counts_csv, capsys):
+    code, stdout, err = run_cli(["list", "vae", "--dataset", counts_csv, "--likelihood", "bernoulli", "--guide",
+                                 "amortized", "--objective", "elbo"], capsys)
+    assert code == 0 and stdout.startswith("invalid:") and "a Bernoulli likelihood needs 0/1" in stdout, err
+    code, stdout, err = run_cli(["list", POISSON, "--dataset", counts_csv, "--guide", "amortized", "--objective",
+                                 "elbo"], capsys)
+    assert code == 0 and stdout.startswith("valid:"), stdout + err
 
 
 def test_a_bad_data_file_from_the_cli_is_one_line_and_writes_nothing(tmp_path, capsys):

@@ -143,9 +143,11 @@ def finished_dataset(path: Path, digest: str, data: Dict[str, np.ndarray], covs:
     for name, arrays in cov_flat.items():
         for k, a in arrays.items():
             _refuse_nonfinite(a, path, f"covariate {name!r}" + ("" if k == "all" else f" ({k} split)"))
+    recorded = {}
     if "all" in flat:
         n = flat["all"].shape[0]
         rows = split_rows(n, split, split_seed, path)
+        recorded = {"split": list(split if split is not None else DEFAULT_SPLIT), "split_seed": split_seed}
         flat = {s: flat["all"][r] for s, r in zip(SPLITS, rows)}
         cov_flat = {name: {s: arrays["all"][r] for s, r in zip(SPLITS, rows)} for name, arrays in cov_flat.items()}
         label_splits = {s: labels[r] for s, r in zip(SPLITS, rows)} if labels is not None else {}
@@ -170,7 +172,7 @@ def finished_dataset(path: Path, digest: str, data: Dict[str, np.ndarray], covs:
             if covariate_names else flat[s] for s in SPLITS}
     shapes = {s: list(rows[s].shape) for s in SPLITS}
     source = {"path": str(path), "sha256": digest, "shape": shape or [sum(v[0] for v in shapes.values()),
-                                                                      shapes["train"][1]], "splits": shapes}
+                                                                      shapes["train"][1]], "splits": shapes, **recorded}
     name = str(path)
     return Dataset(name, *(as_tensor(rows[s]) for s in SPLITS), binary=binary,
                    image_shape=image_shape if image_shape and len(image_shape) == 2 else None,
