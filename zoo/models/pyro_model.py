@@ -36,8 +36,17 @@ reading a slice of x as it is: ``obs=x``, a sequence model's step ``obs=x[:, t*d
 Columns no site observes are *covariates* (a regression's features ``x[:, :-1]``): log p(x) is
 then log p(observed columns | covariates), the run's note says so, and ``sample`` is refused.
 ``pyro.factor`` terms inside the plate count in log p(x | z); ``pyro.deterministic`` sites are
-ignored. Each observed column's likelihood (Bernoulli if its site has boolean support, else
-Gaussian) decides which data are valid.
+ignored. Each observed column's likelihood, read off its site's support (Bernoulli: 0/1; Poisson and
+other counts: non-negative integers; Categorical over k levels: 0..k-1; otherwise Gaussian), decides
+which data are valid (:func:`zoo.rules.check_data_kind`).
+
+**Named covariates.** A model may take its per-datum inputs apart from x, as a keyword:
+``model(x, covariates=None, idx=None, N=None)``. With ``from_pyro(..., covariate_dim=C)`` (on the
+command line, ``--covariates NAMES`` naming columns of a CSV or arrays of an ``.npz``) the last C
+columns of each data row are passed as ``covariates`` (``[B, C]``) and the others as ``x``; a
+factory gets ``x_dim - C`` and, if it declares it, ``covariate_dim=C``. The covariates are read, not
+observed, so log p(x) is log p(x | covariates) and ``sample`` is refused, as above. A model that
+declares ``covariates`` given none, or given some without declaring it, is refused in one line.
 
 **What it assumes** (each checked on the trial run, each refused in one line that says what to
 do instead): every local latent is inside the ``"data"`` plate at dim -1 and in no other plate;
