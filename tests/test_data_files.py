@@ -361,3 +361,16 @@ def test_covariates_are_named_arrays_of_an_npz(tmp_path):
         load_data_file(str(tmp_path / "three.npz"), covariates=("dose",))
     with pytest.raises(ZooError, match="holds the arrays age, x besides covariates"):
         load_data_file(str(tmp_path / "one.npz"))
+
+
+def test_the_kinds_of_the_splits_merged_are_those_of_their_rows_stacked():
+    """Each column's narrowest kind (binary < counts < reals) and the first value that rules out the narrower one,
+    read split by split (so a large data set is never copied whole), equal those of all rows at once."""
+    from zoo.data.kinds import column_kinds, merge_kinds
+    g = torch.Generator().manual_seed(0)
+    parts = [torch.randint(0, 2, (5, 6), generator=g).float() for _ in range(3)]
+    parts[1][2, 1], parts[2][0, 1], parts[2][4, 3], parts[0][1, 4], parts[2][0, 4] = 4, 2.5, 7, 3, -1
+    merged, whole = merge_kinds([column_kinds(p) for p in parts]), column_kinds(torch.cat(parts))
+    assert merged == whole
+    assert whole.kinds[1:5] == ("reals", "binary", "counts", "reals") and whole.witnesses[1] == 2.5
+    assert whole.witnesses[3:5] == (7.0, -1.0) and whole.maximum == 7.0

@@ -9,7 +9,7 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.core.views import ViewSite
-from zoo.data.kinds import ColumnKinds, column_kinds
+from zoo.data.kinds import ColumnKinds, column_kinds, merge_kinds
 
 __all__ = ["Dataset", "SPLITS", "as_tensor", "split_indices"]
 
@@ -55,13 +55,13 @@ class Dataset:
         return self.train.shape[1]
 
     def kinds(self) -> ColumnKinds:
-        """What each data column holds (:func:`~zoo.data.kinds.column_kinds` over all three splits, covariates
+        """What each data column holds (:func:`~zoo.data.kinds.column_kinds` of each split, merged; covariates
         aside); computed once per set of split tensors, as the rules ask it for every run ``list`` checks."""
         key = (id(self.train), id(self.valid), id(self.test), self.covariate_dim)
         cached = self.__dict__.get("_kinds")
         if cached is None or cached[0] != key:
             d = self.x_dim - self.covariate_dim
-            cached = key, column_kinds(torch.cat([self.train[:, :d], self.valid[:, :d], self.test[:, :d]]).float())
+            cached = key, merge_kinds([column_kinds(x[:, :d].float()) for x in (self.train, self.valid, self.test)])
             self.__dict__["_kinds"] = cached
         return cached[1]
 

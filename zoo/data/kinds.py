@@ -28,7 +28,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["KINDS", "ColumnKinds", "column_kinds", "data_kind"]
+__all__ = ["KINDS", "ColumnKinds", "column_kinds", "merge_kinds", "data_kind"]
 
 #: The kinds of a data set, narrowest first; ``levels``: intensities 0..k-1 whose k is declared.
 KINDS = ("binary", "levels", "counts", "reals")
@@ -53,7 +53,7 @@ class ColumnKinds:
 def column_kinds(x: torch.Tensor) -> ColumnKinds:
     """The :class:`ColumnKinds` of ``x`` ``[N, D]`` (finite values; the loaders refuse NaN and inf)."""
     if x.numel() == 0:
-        return ColumnKinds(("binary",) * x.shape[-1], (math.nan,) * x.shape[-1], 0.0)
+        return ColumnKinds(("binary",) * x.shape[-1], (math.nan,) * x.shape[-1], -math.inf)
     not_binary = (x != 0) & (x != 1)
     not_count = (x < 0) | (x != torch.round(x))
     kinds, witnesses = [], []
@@ -71,6 +71,18 @@ def column_kinds(x: torch.Tensor) -> ColumnKinds:
             kinds.append("reals")
             witnesses.append(float(c))
     return ColumnKinds(tuple(kinds), tuple(witnesses), float(x.max()))
+
+
+def merge_kinds(parts: Sequence[ColumnKinds]) -> ColumnKinds:
+    """The :class:`ColumnKinds` of rows stacked from ``parts`` (the splits), without stacking them: each column's
+    widest kind, with the witness of the first part that has it."""
+    order = ("binary", "counts", "reals")
+    kinds, witnesses = [], []
+    for column in zip(*[zip(p.kinds, p.witnesses) for p in parts]):
+        widest = max((k for k, _ in column), key=order.index)
+        kinds.append(widest)
+        witnesses.append(next(w for k, w in column if k == widest))
+    return ColumnKinds(tuple(kinds), tuple(witnesses), max(p.maximum for p in parts))
 
 
 def data_kind(kinds: Sequence[str], levels: Optional[int]) -> str:
