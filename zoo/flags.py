@@ -60,7 +60,7 @@ def _argparse_kwargs(cls: type, f: dataclasses.Field, help_text: str) -> Dict:
     elif is_tuple and cli.get("nargs"):
         kwargs.update(type=elem, nargs=cli["nargs"])
     elif is_tuple:
-        kwargs["type"] = ints if elem is int else floats
+        kwargs["type"] = ints if elem is int else floats if elem is float else names
     else:
         kwargs["type"] = elem if elem in (int, float) else str
     if f.metadata.get("choices") and not is_tuple:
