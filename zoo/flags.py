@@ -85,7 +85,8 @@ def add_component_flags(parser: argparse.ArgumentParser, kinds: Iterable[str] = 
     for kind in kinds:
         group = parser.add_argument_group(f"{kind} options (see 'pyro-zoo list')")
         for name, (f, owners) in REGISTRIES[kind].options_fields().items():
-            if flat_name(f) in exclude:
+            if flat_name(f) in exclude or any(REGISTRIES[kind][o].options.__dataclass_fields__[name].metadata
+                                              .get("cli") is False for o in owners):
                 continue
             defaults = [getattr(REGISTRIES[kind][o].options(), name) for o in owners]
             shown = _default_text(defaults)
