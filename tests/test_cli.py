@@ -166,7 +166,7 @@ BAD = {
     "unknown dataset": (["train", "vae", "--dataset", "digit"], "Did you mean 'digits'"),
     "incompatible guide": (["train", "vae", "--guide", "exact"], "closed-form posterior"),
     "non-binary under Bernoulli": (["train", "vae", "--dataset", "digits-gray", "--likelihood", "bernoulli"],
-                                   "values other than 0 and 1"),
+                                   "column 1 holds 0.125: a Bernoulli likelihood needs 0/1"),
     "zero epochs": (["train", "vae", "--epochs", "0"], "--epochs must be a positive"),
     "negative lr": (["train", "vae", "--lr", "-1"], "--lr must be positive"),
     "zero particles": (["train", "vae", "--particles", "0"], "--particles must be a positive"),

@@ -113,7 +113,7 @@ def test_from_pyro_model_with_a_discretized_logistic_reports_bits_per_dim():
     support), refuses data outside 0..16, and its evaluation carries bits/dim = nats / (D ln 2)."""
     import zoo
     from zoo.core.errors import ZooError
-    from zoo.data import load_digits_levels
+    from zoo.data import load_digits17
 
     def model(x, idx=None, N=None):
         loc = pyro.param("loc", torch.full((64,), 0.3))
@@ -121,7 +121,7 @@ def test_from_pyro_model_with_a_discretized_logistic_reports_bits_per_dim():
             z = pyro.sample("z", dist.Normal(torch.zeros(len(batch), 1), 1.0).to_event(1))
             pyro.sample("x", DiscretizedLogistic(loc + 0.1 * z, torch.full((64,), 0.2), 17).to_event(1), obs=x)
 
-    data = load_digits_levels()
+    data = load_digits17()
     m = zoo.from_pyro(model, 64)
     assert m.levels == 17 and m.data_levels == 17
     with pytest.raises(ZooError, match="0..16"):

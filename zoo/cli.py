@@ -286,12 +286,12 @@ def run_verdict(args, model: str, guide: str, objective: str, data) -> Optional[
 
 def _list_runs(args) -> None:
     """``pyro-zoo list MODEL ...``: which runs of MODEL train accepts with the options given (:func:`run_verdict`)."""
-    from zoo.data import load_dataset
+    from zoo.data import FILE_OPTIONS, load_dataset
     from zoo.experiments.config import RunConfig
     from zoo.registry import GUIDES, OBJECTIVES
     settings = flags.given_run_settings(args)
     dataset = settings.get("dataset", RunConfig.__dataclass_fields__["dataset"].default)
-    data = load_dataset(dataset, settings.get("data_dir"))
+    data = load_dataset(dataset, settings.get("data_dir"), **{k: settings.get(k) for k in FILE_OPTIONS})
     guides = [args.guide] if args.guide else list(GUIDES)
     objectives = [args.objective] if args.objective else list(OBJECTIVES)
     verdicts = {(g, o): run_verdict(args, args.model, g, o, data) for g in guides for o in objectives}

@@ -60,7 +60,7 @@ def _argparse_kwargs(cls: type, f: dataclasses.Field, help_text: str) -> Dict:
     elif is_tuple and cli.get("nargs"):
         kwargs.update(type=elem, nargs=cli["nargs"])
     elif is_tuple:
-        kwargs["type"] = ints if elem is int else floats
+        kwargs["type"] = ints if elem is int else floats if elem is float else names
     else:
         kwargs["type"] = elem if elem in (int, float) else str
     if f.metadata.get("choices") and not is_tuple:
@@ -85,7 +85,8 @@ def add_component_flags(parser: argparse.ArgumentParser, kinds: Iterable[str] = 
     for kind in kinds:
         group = parser.add_argument_group(f"{kind} options (see 'pyro-zoo list')")
         for name, (f, owners) in REGISTRIES[kind].options_fields().items():
-            if flat_name(f) in exclude:
+            if flat_name(f) in exclude or any(REGISTRIES[kind][o].options.__dataclass_fields__[name].metadata
+                                              .get("cli") is False for o in owners):
                 continue
             defaults = [getattr(REGISTRIES[kind][o].options(), name) for o in owners]
             shown = _default_text(defaults)

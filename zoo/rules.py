@@ -14,8 +14,9 @@ rule is decided from what the components declare, never from a hand-kept list of
 - :func:`check_capture`: ``--jit``, ``--compile`` and data-parallel training need the estimator's
   ``jit`` and ``ddp``;
 - :func:`check_run`: all of the above for a run's config, with the run's own options (``structured``
-  that changes nothing, ``keep_best``, ``kl_warmup``) and its data (:class:`DataFacts`: the
-  likelihood against the data's kind, the batch size against the number of data);
+  that changes nothing, ``keep_best``, ``kl_warmup``) and its data (:class:`DataFacts`: each
+  observed column's likelihood against the kind of value it holds, :func:`check_data_kind`; covariates
+  only for a model that takes them, :func:`check_covariates`; the batch size against the number of data);
 - :func:`check_step`: what only a trial step shows (a step ``--compile`` cannot capture; free bits
   over a site that is not a Normal).
 
@@ -36,10 +37,12 @@ from zoo.core.contract import ZooModel, posterior_order
 from zoo.core.distributions import ENUMERATION_LIMIT
 from zoo.core.levels import LEVEL_LIKELIHOODS
 from zoo.core.errors import ZooError
+from zoo.data.kinds import data_kind
 from zoo.objectives import build_objective, objective_capabilities, objective_label
 
 __all__ = ["DataFacts", "model_options", "check_guide", "check_combination", "check_guide_options",
-           "check_capture", "check_levels", "check_run", "check_step", "verdict", "compatibility"]
+           "check_capture", "check_levels", "check_run", "check_covariates", "check_data_kind",
+           "observed_likelihoods", "check_step", "verdict", "compatibility"]
 
 
 @dataclass(frozen=True)
@@ -48,11 +51,20 @@ class DataFacts:
 
     Arguments:
         name: the dataset's name, for messages.
-        x_dim: columns of a data row.
+        x_dim: columns of a data row (covariates included).
         num_train: rows of the training split.
         binary: every value is 0 or 1 (a Bernoulli likelihood applies).
         views: the views of a datum as ``NAME:SIZE:LIKELIHOOD`` (empty: one view).
-        levels: k when every value is an integer 0..k-1 (2 for binary data), else ``None``.
+        kind: what the data columns hold (:data:`zoo.data.kinds.KINDS`): ``"binary"``, ``"levels"`` (integers
+            0..levels-1 whose number of levels is declared: 17 for ``digits17``, 256 for 8-bit images),
+            ``"counts"`` (non-negative integers) or ``"reals"``.
+        levels: k of k-level intensities (2 for binary data), what a k-level likelihood (a Categorical over k
+            levels, a discretized logistic) needs; ``None`` when the data declare none.
+        column_kinds: per data column, its narrowest kind (``"binary"``, ``"counts"`` or ``"reals"``) and
+            the value that rules out the narrower one (:class:`zoo.data.kinds.ColumnKinds`).
+        maximum: the largest value of the data columns.
+        covariates: the names of the per-datum inputs in the last ``covariate_dim`` columns.
+        covariate_dim: how many of the last columns are covariates.
     """
 
     name: str
@@ -60,14 +72,22 @@ class DataFacts:
     num_train: int
     binary: bool
     views: Tuple[str, ...] = ()
+    kind: str = "reals"
     levels: Optional[int] = None
+    column_kinds: Tuple[Tuple[str, float], ...] = ()
+    maximum: float = 0.0
+    covariates: Tuple[str, ...] = ()
+    covariate_dim: int = 0
 
     @classmethod
     def of(cls, data) -> "DataFacts":
         """The facts of a :class:`~zoo.data.Dataset`."""
-        levels = getattr(data, "levels", None) or (2 if data.binary else None)
+        kinds = data.kinds()
+        kind = data_kind(kinds.kinds, data.levels)
+        levels = data.levels if data.levels is not None else (2 if kind == "binary" else None)
         return cls(data.name, data.x_dim, data.train.shape[0], data.binary, tuple(v.spec for v in data.views),
-                   levels)
+                   kind=kind, levels=levels, column_kinds=tuple(zip(kinds.kinds, kinds.witnesses)),
+                   maximum=kinds.maximum, covariates=tuple(data.covariates), covariate_dim=data.covariate_dim)
 
 
 def model_options(config, data: Optional[DataFacts]) -> Dict[str, Any]:
@@ -81,6 +101,8 @@ def model_options(config, data: Optional[DataFacts]) -> Dict[str, Any]:
         options["likelihood"] = "bernoulli" if data.binary else "categorical" if data.levels else "gaussian"
     if options.get("likelihood") in LEVEL_LIKELIHOODS and options.get("levels", "") is None:
         options["levels"] = data.levels
+    if "covariate_dim" in options:              # a model file: the data's covariates go to its covariates=
+        options["covariate_dim"] = data.covariate_dim
     if "views" in options and options["views"] is None:
         if not data.views:
             with_views = [name for name, c in DATASETS.items() if c.capability("views")]
@@ -266,9 +288,9 @@ def check_run(config, model: ZooModel, data: Optional[DataFacts] = None, distrib
     guide_options = dataclasses.asdict(config.resolved("guide"))
     objective_options = dataclasses.asdict(config.resolved("objective"))
     estimator = objective_options.get("estimator")
-    if data is not None and model.likelihood == "bernoulli" and not data.binary:
-        raise ZooError(f"dataset {data.name!r} has values other than 0 and 1, but {model.display_name} uses a "
-                       f"Bernoulli likelihood; binarize the data or use a Gaussian likelihood")
+    if data is not None:
+        check_covariates(model, data)
+        check_data_kind(model, data)
     check_levels(model, data)
     check_capture(config.objective, objective_options, config.jit, config.compile, distributed)
     check_combination(model, config.guide, config.objective, guide_options, objective_options)
@@ -303,6 +325,55 @@ def check_levels(model: ZooModel, data: Optional[DataFacts]) -> None:
     if data.levels > model.levels:
         raise OptionError("levels", f"is {model.levels}, and dataset {data.name!r} has {data.levels} levels; "
                           f"drop --levels (the dataset's is the default)", kind="model")
+
+
+def check_covariates(model: ZooModel, data: DataFacts) -> None:
+    """Raise :class:`ZooError` unless the model takes exactly the data's covariates: a model file declaring
+    ``covariates=`` (:mod:`zoo.models.pyro_model`) gets the last ``covariate_dim`` columns there."""
+    taken = getattr(model, "covariate_dim", 0)
+    if data.covariate_dim and taken != data.covariate_dim:
+        raise ZooError(f"--covariates {','.join(data.covariates)} are per-datum inputs for a model file whose model "
+                       f"takes them, model(x, covariates=None, idx=None, N=None); {model.display_name} does not: "
+                       f"drop --covariates or give such a model")
+
+
+def observed_likelihoods(model: ZooModel, data: DataFacts) -> List[Tuple[str, Tuple[int, ...], str, Optional[int]]]:
+    """(likelihood, columns, distribution, levels) of each observed part of the model's data row: a model file's
+    observed sites (:class:`~zoo.usercode.trace.ObservedSite`), else the model's one likelihood over every data
+    column (covariates aside)."""
+    observed = getattr(model, "observed", None)
+    if observed:
+        return [(o.likelihood, tuple(o.columns), o.distribution or o.likelihood, o.levels) for o in observed]
+    columns = tuple(range(data.x_dim - data.covariate_dim))
+    return [(model.likelihood, columns, str(model.likelihood).capitalize(), getattr(model, "levels", None))]
+
+
+def check_data_kind(model: ZooModel, data: DataFacts) -> None:
+    """Raise :class:`ZooError` unless each column the model observes holds what its likelihood needs:
+    0/1 for a Bernoulli (``"bernoulli"``), non-negative integers for a count likelihood (``"counts"``:
+    Poisson, binomial, negative binomial...), the integers 0..k-1 for a k-level one (``"levels"``); a
+    Gaussian takes any value. The error names a column and a value that breaks the assumption, and
+    what to change. (Without per-column facts, e.g. made by hand, only ``binary`` is checked.)"""
+    if not data.column_kinds:
+        if model.likelihood == "bernoulli" and not data.binary:
+            raise ZooError(f"dataset {data.name!r} has values other than 0 and 1: a Bernoulli likelihood needs 0/1; "
+                           f"binarize the data or use a gaussian likelihood")
+        return
+    for likelihood, columns, distribution, levels in observed_likelihoods(model, data):
+        for c in columns:
+            kind, value = data.column_kinds[c]
+            where = f"dataset {data.name!r}: column {c} holds {value:g}"
+            if likelihood == "bernoulli" and kind != "binary":
+                raise ZooError(f"{where}: a {distribution} likelihood needs 0/1; binarize the data or use a gaussian "
+                               f"likelihood")
+            if likelihood in ("counts", "levels") and kind == "reals":
+                need = "counts 0, 1, 2, ..." if likelihood == "counts" else f"the integers 0..{levels - 1}"
+                raise ZooError(f"{where}: a {distribution} likelihood needs {need}; round the data or use a gaussian "
+                               f"likelihood")
+        if likelihood == "levels" and levels is not None and data.maximum > levels - 1:
+            raise ZooError(f"dataset {data.name!r} holds {data.maximum:g}: a {distribution} likelihood over {levels} "
+                           f"levels needs the integers 0..{levels - 1}; use one with {int(data.maximum) + 1} levels "
+                           f"or rescale the data")
 
 
 def check_step(config, model: ZooModel, guide, objective, x: torch.Tensor, device: torch.device) -> None:

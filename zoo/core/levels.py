@@ -94,8 +94,9 @@ class LikelihoodOptions(Options):
                                        "dequant-uniform or dequant-flow (a dequantized Gaussian); default: "
                                        "bernoulli for binary data, categorical for levels, else gaussian",
                                        choices=LIKELIHOODS)
-    levels: Optional[int] = option(None, "k, the intensity levels of a k-level likelihood (default: the dataset's)",
-                                   minimum=2, shape=True)
+    levels: Optional[int] = option(None, "k, the intensity levels of a k-level likelihood (default: the dataset's; "
+                                   "on the command line always the dataset's, which --levels declares for a data file)",
+                                   minimum=2, shape=True, cli=False)
     mixtures: int = option(5, "dmol likelihood: logistic components per pixel", minimum=1, shape=True)
 
 #: The smallest logistic scale on the [0, 1] scale: far below one bin at 256 levels.

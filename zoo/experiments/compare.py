@@ -17,7 +17,6 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from zoo.core.errors import ZooError
 from zoo.core.components import REGISTRIES, OptionError
-from zoo.data import load_dataset
 from zoo.evaluation import plots
 from zoo.core.files import read_json
 from zoo.evaluation.compare_tables import compare_markdown
@@ -257,7 +256,7 @@ def _run_grid(grid: Grid, out: Path, fresh: bool, progress: bool, workers: int, 
         raise ZooError(f"unknown --engine {engine!r}; use one of {', '.join(ENGINES)}")
     if workers < 1:
         raise ZooError(f"--workers must be 1 or more, got {workers}")
-    data = load_dataset(grid.base.dataset, grid.base.data_dir)
+    data = grid.base.load_data()
     make = not out.exists()
     cells, skipped, jobs = _jobs(grid, out, data, fresh)       # every check before anything is written
     make_out_dir(out)

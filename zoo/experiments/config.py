@@ -27,7 +27,7 @@ from zoo.core.errors import ZooError
 from zoo.core.components import REGISTRIES, OptionError, Options, option
 from zoo.usercode.specs import absolute_spec
 
-__all__ = ["RunConfig", "resolve_device", "set_determinism", "refuse_mismatch", "route_flat", "flat_name",
+__all__ = ["RunConfig", "with_data_source", "resolve_device", "set_determinism", "refuse_mismatch", "route_flat", "flat_name",
            "resumable_changes", "refuse_other_shapes", "COMPONENT_KINDS"]
 
 #: The components of a run that carry options, in the order they are built.
@@ -55,6 +55,18 @@ class RunConfig(Options):
     objective_options: Dict[str, Any] = field(default_factory=dict)
     data_dir: Optional[str] = option(None, "folder (or .npz) holding binarized MNIST; default $PYRO_ZOO_DATA or "
                                      "~/.cache/pyro-zoo", resumable=True, cli=_group("data"))
+    covariates: Optional[Tuple[str, ...]] = option(None, "for --dataset PATH: the CSV columns or .npz arrays that are "
+                                                   "per-datum inputs, not data (e.g. age,dose), passed to a model file's "
+                                                   "covariates= argument", cli=_group("data"))
+    split: Optional[Tuple[float, ...]] = option(None, "for --dataset PATH holding one array: the valid and test "
+                                                "fractions (default 0.1,0.1)", cli=_group("data"))
+    split_seed: Optional[int] = option(None, "for --dataset PATH holding one array: the seed of its random split "
+                                       "(default 0)", minimum=0, cli=_group("data"))
+    levels: Optional[int] = option(None, "for --dataset PATH: its values are intensities 0..LEVELS-1 (checked; uint8 "
+                                   "arrays and images have 256)", minimum=2, cli=_group("data"))
+    #: what the run read (a data file's path, SHA-256 and shape), recorded when it is prepared; eval and --resume
+    #: refuse a file whose SHA-256 differs
+    data_source: Optional[Dict[str, Any]] = None
     epochs: int = option(20, "training epochs", minimum=1, resumable=True, cli=_group("training"))
     batch_size: int = option(100, "minibatch size", minimum=1, cli=_group("training"))
     lr: float = option(1e-3, "Adam learning rate", positive=True, resumable=True, cli=_group("training"))
@@ -111,6 +123,8 @@ class RunConfig(Options):
         # a FILE.py:NAME model or guide is recorded by its absolute path, so the run never depends on the
         # folder it was started from; this is the one place a spec is made absolute
         self.model, self.guide = absolute_spec(self.model, "model"), absolute_spec(self.guide, "guide")
+        from zoo.data import data_path
+        self.dataset = data_path(self.dataset)          # a data file, like a model file, by its absolute path
         super().__post_init__()
 
     def validate(self) -> None:
@@ -118,6 +132,10 @@ class RunConfig(Options):
             raise OptionError("lr_decay", f"must be in (0, 1], got {self.lr_decay}")
         if self.adam_betas is not None and not (len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas)):
             raise OptionError("adam_betas", f"takes two numbers in [0, 1), e.g. 0.9 0.999; got {list(self.adam_betas)}")
+        if self.split is not None and not (len(self.split) == 2 and all(0 <= f < 1 for f in self.split)
+                                           and sum(self.split) < 1):
+            raise OptionError("split", f"takes the valid and test fractions, two numbers in [0, 1) that sum to less "
+                              f"than 1, e.g. 0.1,0.1; got {list(self.split)}")
         if self.weight_decay is not None and not self.weight_decay >= 0:
             raise OptionError("weight_decay", f"must be zero or positive (AdamW's decoupled decay, e.g. 0.01), "
                               f"got {self.weight_decay}")
@@ -136,6 +154,16 @@ class RunConfig(Options):
     def resolved(self, kind: str) -> Options:
         """The options of this run's ``kind`` with defaults filled in and checked."""
         return self.component(kind).resolve(getattr(self, f"{kind}_options"))
+
+    def data_options(self) -> Dict[str, Any]:
+        """The options of a data file (:data:`zoo.data.FILE_OPTIONS`), for :func:`zoo.data.load_dataset`."""
+        from zoo.data import FILE_OPTIONS
+        return {name: getattr(self, name) for name in FILE_OPTIONS}
+
+    def load_data(self):
+        """The run's :class:`~zoo.data.Dataset`: its dataset (a registered name or a file) with its options."""
+        from zoo.data import load_dataset
+        return load_dataset(self.dataset, self.data_dir, **self.data_options())
 
     def to_json(self) -> Dict:
         return dataclasses.asdict(self)
@@ -277,6 +305,21 @@ def _mismatch(kind: str, name: str, old, new) -> OptionError:
                       f"or start a new run folder")
     err.kind = kind
     return err
+
+
+def with_data_source(config: RunConfig, data) -> RunConfig:
+    """``config`` recording what ``data`` was read from (a data file's path, SHA-256 and shapes); a config that
+    recorded it already (``eval``, ``--resume``) must find the same bytes, or the run is refused."""
+    if data.source is None:
+        return config
+    old = config.data_source
+    if old is None:
+        return dataclasses.replace(config, data_source=data.source)
+    if old.get("sha256") != data.source["sha256"]:
+        raise ZooError(f"dataset {data.source['path']} changed since this run was made (its SHA-256 differs from "
+                       f"the run's; shape {data.source['shape']}, was {old.get('shape')}); restore the run's file or "
+                       f"train a new run")
+    return config
 
 
 def resolve_device(name: str) -> torch.device:

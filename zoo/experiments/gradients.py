@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence
 
 from zoo.core.errors import ZooError
-from zoo.data import load_dataset
 from zoo.evaluation import plots
 from zoo.evaluation.gradients import diagnose
 from zoo.evaluation.tables import gradients_markdown
@@ -60,7 +59,7 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
     stored = checkpoint_for(checkpoint, model, guide) if checkpoint is not None else None
     cells = grid_cells(model, [guide], objectives, base, objective_options=objective_options)
     config = cells[0]
-    data = load_dataset(config.dataset, config.data_dir)
+    data = config.load_data()
     for cell in cells:
         run = prepare(cell, data)
     if stored is not None:

@@ -37,12 +37,12 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.core.memory import refuse_oversized_run
-from zoo.data import Dataset, load_dataset
+from zoo.data import Dataset
 from zoo.evaluation import plots
 from zoo.evaluation.harness import bound_per_datum, evaluate
 from zoo.evaluation.reliability import sample_spread
 from zoo.evaluation.tables import results_markdown
-from zoo.experiments.config import RunConfig, refuse_mismatch, resolve_device, set_determinism
+from zoo.experiments.config import RunConfig, refuse_mismatch, resolve_device, set_determinism, with_data_source
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir, refuse_weaker_evaluation
 from zoo.objectives import build_objective
 from zoo.objectives.base import for_model
@@ -89,7 +89,8 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
     then the rank's (:func:`zoo.training.distributed.init`, joined once the rules pass).
     """
     set_determinism(config.deterministic)
-    data = data if data is not None else load_dataset(config.dataset, config.data_dir)
+    data = data if data is not None else config.load_data()
+    config = with_data_source(config, data)
     facts = DataFacts.of(data)
     options = model_options(config, facts)
     pyro.set_rng_seed(config.seed)

@@ -9,28 +9,37 @@ and checked before the file runs again (:mod:`zoo.usercode.loading`).
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Optional
 
-from zoo.core.components import MODELS, Component
+from zoo.core.components import MODELS, Component, option
 from zoo.models.pyro_model import PyroModel, from_pyro
 from zoo.usercode.loading import FileOptions, load_user_file, make_component
 from zoo.usercode.specs import is_file_spec, split_spec
 
-__all__ = ["build_from_file", "resolve_model_file"]
+__all__ = ["ModelFileOptions", "build_from_file", "resolve_model_file"]
 
 
-def build_from_file(spec: str, x_dim: int, source_sha256: Optional[str] = None) -> PyroModel:
+@dataclass
+class ModelFileOptions(FileOptions):
+    """A model file's options: its fingerprint, and how many covariate columns the run's data give it."""
+
+    covariate_dim: int = option(0, "how many of the last columns of a data row are covariates (set from the data's "
+                                "--covariates)", minimum=0, cli=False)
+
+
+def build_from_file(spec: str, x_dim: int, source_sha256: Optional[str] = None, covariate_dim: int = 0) -> PyroModel:
     """The zoo model of the model file ``spec``, imported afresh (with ``source_sha256``: only if its
     bytes hash to it)."""
     obj, _ = load_user_file(spec, expected_sha256=source_sha256)       # checked before it runs
-    return from_pyro(obj, x_dim, name=split_spec(spec)[1])
+    return from_pyro(obj, x_dim, name=split_spec(spec)[1], covariate_dim=covariate_dim)
 
 
 def resolve_model_file(spec: str) -> Optional[Component]:
     """The registry entry of a ``FILE.py:NAME`` model (the file is imported once here, to fail early)."""
     if not is_file_spec(spec):
         return None
-    return make_component(spec, "model", FileOptions, lambda file: functools.partial(build_from_file, file.spec))
+    return make_component(spec, "model", ModelFileOptions, lambda file: functools.partial(build_from_file, file.spec))
 
 
 MODELS.add_resolver(resolve_model_file)

@@ -36,8 +36,17 @@ reading a slice of x as it is: ``obs=x``, a sequence model's step ``obs=x[:, t*d
 Columns no site observes are *covariates* (a regression's features ``x[:, :-1]``): log p(x) is
 then log p(observed columns | covariates), the run's note says so, and ``sample`` is refused.
 ``pyro.factor`` terms inside the plate count in log p(x | z); ``pyro.deterministic`` sites are
-ignored. Each observed column's likelihood (Bernoulli if its site has boolean support, else
-Gaussian) decides which data are valid.
+ignored. Each observed column's likelihood, read off its site's support (Bernoulli: 0/1; Poisson and
+other counts: non-negative integers; Categorical over k levels: 0..k-1; otherwise Gaussian), decides
+which data are valid (:func:`zoo.rules.check_data_kind`).
+
+**Named covariates.** A model may take its per-datum inputs apart from x, as a keyword:
+``model(x, covariates=None, idx=None, N=None)``. With ``from_pyro(..., covariate_dim=C)`` (on the
+command line, ``--covariates NAMES`` naming columns of a CSV or arrays of an ``.npz``) the last C
+columns of each data row are passed as ``covariates`` (``[B, C]``) and the others as ``x``; a
+factory gets ``x_dim - C`` and, if it declares it, ``covariate_dim=C``. The covariates are read, not
+observed, so log p(x) is log p(x | covariates) and ``sample`` is refused, as above. A model that
+declares ``covariates`` given none, or given some without declaring it, is refused in one line.
 
 **What it assumes** (each checked on the trial run, each refused in one line that says what to
 do instead): every local latent is inside the ``"data"`` plate at dim -1 and in no other plate;
@@ -143,7 +152,7 @@ _PARTICLES_WHAT = f"under {TRIAL_PARTICLES} vectorized particles per datum (as i
 
 
 def from_pyro(model, x_dim: Optional[int] = None, *, data: Optional[torch.Tensor] = None,
-              name: Optional[str] = None) -> "PyroModel":
+              name: Optional[str] = None, covariate_dim: int = 0) -> "PyroModel":
     """Wrap an ordinary Pyro model (see the module docstring for the contract it must keep).
 
     Arguments:
@@ -156,6 +165,10 @@ def from_pyro(model, x_dim: Optional[int] = None, *, data: Optional[torch.Tensor
         data: example data ``[n, D]`` (instead of, or besides, ``x_dim``); its first rows feed the
             trial run, which otherwise uses zeros.
         name: the model's name in messages and tables (default: the function's name).
+        covariate_dim: C, how many of the last columns of a data row are covariates (per-datum inputs,
+            ``--covariates``); the model then takes them apart, ``model(x, covariates=c, idx=idx, N=N)``
+            with ``x`` the first ``x_dim - C`` columns, and a factory gets ``x_dim - C`` (and
+            ``covariate_dim=C`` if it takes that argument).
     """
     if data is not None:
         if not torch.is_tensor(data) or data.dim() != 2:
@@ -166,13 +179,38 @@ def from_pyro(model, x_dim: Optional[int] = None, *, data: Optional[torch.Tensor
     if x_dim is None:
         raise ZooError("from_pyro needs the data dimension: from_pyro(model, x_dim) or from_pyro(model, data=x)")
     name = name or getattr(model, "__name__", None) or type(model).__name__
+    if not 0 <= covariate_dim < x_dim:
+        raise ZooError(f"from_pyro got covariate_dim={covariate_dim} for rows of {x_dim} columns; leave at least one "
+                       f"column of data")
     if first_parameter(model) == "x_dim":                  # a factory (a class: its __init__)
-        model = model(int(x_dim))
+        if not covariate_dim and _requires(model, "covariate_dim"):
+            raise ZooError(f"{name} takes covariate_dim, and the data have no covariates: name them with --covariates "
+                           f"NAMES (columns of a .csv, arrays of an .npz), or pass covariate_dim to from_pyro")
+        extra = {"covariate_dim": covariate_dim} if covariate_dim and _takes_named(model, "covariate_dim") else {}
+        model = model(int(x_dim) - covariate_dim, **extra)
     elif inspect.isclass(model):
         raise ZooError(f"{name} is a class whose __init__ does not take x_dim first, so the zoo cannot build it; "
                        f"pass an instance, from_pyro({name}(...), x_dim), or make x_dim its first argument, "
                        f"def __init__(self, x_dim, ...)")
-    return PyroModel(model, int(x_dim), name=name, example=data)
+    return PyroModel(model, int(x_dim), name=name, example=data, covariate_dim=covariate_dim)
+
+
+def _requires(fn, argument: str) -> bool:
+    """Whether ``fn`` declares the parameter ``argument`` without a default."""
+    try:
+        parameter = inspect.signature(fn).parameters.get(argument)
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.default is inspect.Parameter.empty
+
+
+def _takes_named(fn, argument: str) -> bool:
+    """Whether ``fn`` (for an ``nn.Module``: its ``forward``) declares the parameter ``argument`` by name."""
+    target = fn.forward if isinstance(fn, nn.Module) else fn
+    try:
+        return argument in inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class PyroModel(ZooModel, UserParameters):
@@ -184,9 +222,12 @@ class PyroModel(ZooModel, UserParameters):
         params: ``pyro.param`` values (unconstrained) and adopted ``pyro.module`` parameters.
     """
 
-    def __init__(self, fn, x_dim: int, name: str = "model", example: Optional[torch.Tensor] = None):
+    def __init__(self, fn, x_dim: int, name: str = "model", example: Optional[torch.Tensor] = None,
+                 covariate_dim: int = 0):
         super().__init__(x_dim)
         self._name = name
+        #: how many of the last columns of x are covariates, given to the user's function as ``covariates=``
+        self.covariate_dim = int(covariate_dim)
         owner = fn if isinstance(fn, nn.Module) else getattr(fn, "__self__", None)
         if isinstance(owner, nn.Module):
             self.user = owner
@@ -199,6 +240,7 @@ class PyroModel(ZooModel, UserParameters):
                 self.networks = nn.ModuleDict(found)
         else:
             raise ZooError(f"from_pyro needs a Pyro model function or factory, got {type(fn).__name__}")
+        self._check_covariates_taken()
         self.init_parameter_sites()
         #: the observed sites and the columns of x each holds; columns no site observes are covariates
         self.observed: Tuple[ObservedSite, ...] = ()
@@ -297,7 +339,25 @@ class PyroModel(ZooModel, UserParameters):
         elif N is None:
             raise ValueError("give either data x or the number of data N to generate")
         with ObservationColumns(self.observed):
-            return call_owned(self, self._fn, x, idx, N)
+            return call_owned(self, self._with_covariates if self.covariate_dim else self._fn, x, idx, N)
+
+    def _with_covariates(self, x, idx=None, N=None):
+        """The user's function with the covariates apart: the first ``x_dim - covariate_dim`` columns as ``x``,
+        the rest as ``covariates`` (views of x, so the trial run still reads which columns each site holds)."""
+        if x is None:
+            return self._fn(None, covariates=None, idx=idx, N=N)
+        d = self.x_dim - self.covariate_dim
+        return self._fn(x[..., :d], covariates=x[..., d:], idx=idx, N=N)
+
+    def _check_covariates_taken(self) -> None:
+        """A model given covariates must declare ``covariates=``, and one that declares it must be given some."""
+        takes = _takes_named(self._fn, "covariates")
+        if self.covariate_dim and not takes:
+            raise ZooError(f"{self._name} is given {self.covariate_dim} covariate column(s) (--covariates) and does not "
+                           f"take them: declare model(x, covariates=None, idx=None, N=None)")
+        if takes and not self.covariate_dim:
+            raise ZooError(f"{self._name} takes covariates=, and the data have none: name them with --covariates "
+                           f"NAMES (columns of a .csv, arrays of an .npz), or pass covariate_dim to from_pyro")
 
     # -- building ----------------------------------------------------------------------
     def _inspect(self, example):
@@ -352,7 +412,7 @@ class PyroModel(ZooModel, UserParameters):
         levels = {o.levels for o in self.observed}
         if kinds == {"levels"} and len(levels) == 1 and not self.covariates:
             self.levels = levels.pop()          # log p(x) is a probability of k-level data: it has bits/dim
-        return latents, ("bernoulli" if kinds == {"bernoulli"} else "gaussian")
+        return latents, (kinds.pop() if len(kinds) == 1 else "gaussian")
 
     def _trial(self, run: Callable, what: str):
         """``run()``, a call of the model on a trial run; an error in the user's code is one line naming

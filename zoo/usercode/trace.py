@@ -21,7 +21,7 @@ from zoo.core.weights import is_deterministic, is_factor, is_subsample_site
 from zoo.usercode.supports import base_support, has_bijection, is_discrete, support_name
 
 __all__ = ["TRIAL_B", "TRIAL_N", "TRIAL_PARTICLES", "read_latents", "read_observations", "observed_parents",
-           "ObservedSite", "columns_of", "column_ranges", "plate_violation", "latent_site", "global_site"]
+           "ObservedSite", "support_kind", "columns_of", "column_ranges", "plate_violation", "latent_site", "global_site"]
 
 #: The trial run's minibatch: B rows out of N.
 TRIAL_B, TRIAL_N = 3, 7
@@ -86,16 +86,19 @@ class ObservedSite:
         columns: the columns of x its value holds, in the order of its flattened event
             (``x[:, 8:16]`` holds 8..15, ``x[:, -1]`` holds D - 1).
         event_shape: the shape of one datum's value.
-        likelihood: ``"bernoulli"`` (boolean support: its columns must be 0/1), ``"levels"`` (support
-            ``integer_interval(0, k-1)``: its columns must be integers 0..k-1) or ``"gaussian"`` (any finite
-            value); it only decides which data are valid.
-        levels: k of a ``"levels"`` site, else ``None``.
+        likelihood: the kind of value its support holds, which decides which data are valid
+            (:func:`zoo.rules.check_data_kind`): ``"bernoulli"`` (boolean: 0/1), ``"counts"``
+            (non-negative integers: a Poisson, a negative binomial), ``"levels"`` (the integers
+            0..levels-1: a Categorical, a binomial) or ``"gaussian"`` (any finite value).
+        distribution: the distribution's class name (``"Poisson"``), for messages.
+        levels: for ``"levels"``, how many.
     """
 
     name: str
     columns: Tuple[int, ...]
     event_shape: Tuple[int, ...]
     likelihood: str
+    distribution: str = ""
     levels: Optional[int] = None
 
 
@@ -130,12 +133,46 @@ def read_observations(trace, x: torch.Tensor, name: str):
                 raise ZooError(f"{name} observes column {c} of x twice (sites {owner[c]!r} and {site_name!r}); "
                                f"each column may be observed by one site only")
             owner[c] = site_name
-        support = base_support(site["fn"].support)
-        levels = int(support.upper_bound) + 1 if (isinstance(support, constraints.integer_interval)
-                                                  and support.lower_bound == 0) else None
-        kind = "bernoulli" if support is constraints.boolean else "levels" if levels else "gaussian"
-        observed.append(ObservedSite(site_name, columns, event, kind, levels))
+        likelihood, levels = support_kind(site["fn"])
+        observed.append(ObservedSite(site_name, columns, event, likelihood, _distribution_name(site["fn"]), levels))
     return tuple(observed), tuple(factors)
+
+
+def support_kind(fn) -> Tuple[str, Optional[int]]:
+    """(likelihood kind, levels) of an observed site's distribution, read off its support (see :class:`ObservedSite`)."""
+    try:
+        support = base_support(fn.support)
+    except NotImplementedError:
+        return "gaussian", None
+    if support is constraints.boolean:
+        return "bernoulli", None
+    if support is constraints.nonnegative_integer:
+        return "counts", None
+    if isinstance(support, constraints.integer_interval):
+        lower, upper = _one_value(support.lower_bound), _one_value(support.upper_bound)
+        if lower is None or upper is None:
+            return "counts", None           # a bound per datum (a binomial's total_count): at least counts
+        if lower == 0 and float(upper).is_integer():
+            return "levels", int(upper) + 1
+        return "counts", None
+    return "gaussian", None
+
+
+def _one_value(bound) -> Optional[float]:
+    """A support's bound as one number; ``None`` when it differs between elements."""
+    if not torch.is_tensor(bound):
+        return float(bound)
+    flat = bound.reshape(-1)
+    if flat.numel() == 0 or not bool((flat == flat[0]).all()):
+        return None
+    return float(flat[0])
+
+
+def _distribution_name(fn) -> str:
+    """The class name of the distribution inside ``.to_event`` and masking wrappers (``Poisson``)."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return type(fn).__name__
 
 
 def columns_of(value, x: torch.Tensor) -> Optional[Tuple[int, ...]]:

@@ -1,8 +1,12 @@
-"""Datasets: the embedded 8x8 digits, static binarized MNIST, and synthetic pPCA data.
+"""Datasets: the embedded 8x8 digits, static binarized MNIST, synthetic pPCA data, MNIST,
+FashionMNIST and CIFAR-10 at their 256 levels (:mod:`zoo.data.torchvision_files`), and a user's own
+file or image folder (``--dataset PATH``, :mod:`zoo.data.files`).
 
 Each loader returns a :class:`Dataset` of float32 tensors ``[N, D]`` split into
 train/valid/test. Loaders validate what they read and raise
-:class:`~zoo.core.errors.ZooError` with one line that says what to do.
+:class:`~zoo.core.errors.ZooError` with one line that says what to do. What kind of values a
+dataset holds (binary, counts, k-level intensities, reals) is read off its tensors
+(:mod:`zoo.data.kinds`) and checked against the model's likelihood by :mod:`zoo.rules`.
 
 Binarized MNIST (Larochelle & Murray 2011, 50k/10k/10k) is read, in this order, from
 
@@ -19,27 +23,30 @@ check does not depend on the file's text formatting).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
-import math
 import os
 import urllib.request
 import zipfile
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import numpy as np
 import torch
 
 from zoo.core.errors import ZooError
-from zoo.core.components import DATASETS
+from zoo.core.components import DATASETS, Component, NoOptions, OptionError
 from zoo.core.views import ViewSite
+from zoo.data.headers import checked_npy_header
+from zoo.data.dataset import SPLITS, Dataset, as_tensor, split_indices
+from zoo.data.files import load_data_file, looks_like_path
+from zoo.data.torchvision_files import load_cifar10, load_fashion_mnist256, load_mnist256
 
-__all__ = ["Dataset", "DATASETS", "load_dataset", "load_digits", "load_digits_levels", "load_digits_labels", "load_mnist_halves", "load_binarized_mnist",
-           "read_amat", "read_npz", "array_sha256", "synthetic_ppca"]
+__all__ = ["Dataset", "DATASETS", "load_dataset", "load_digits", "load_digits17", "load_digits_labels",
+           "load_mnist_halves", "load_binarized_mnist", "read_amat", "read_npz", "array_sha256", "synthetic_ppca",
+           "data_path", "FILE_OPTIONS"]
 
-SPLITS = ("train", "valid", "test")
 MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{}.amat"
 #: SHA-256 of each split as a C-ordered uint8 array of shape [n, 784].
 BINARIZED_MNIST_SHA256 = {
@@ -49,53 +56,8 @@ BINARIZED_MNIST_SHA256 = {
 }
 
 
-@dataclass
-class Dataset:
-    """Train/valid/test splits as float32 ``[N, D]`` tensors.
-
-    Attributes:
-        binary: all values are 0/1, so a Bernoulli likelihood applies.
-        levels: k when every value is an integer 0..k-1 (pixel intensities), so a k-level likelihood
-            (:mod:`zoo.core.levels`) applies; ``None`` for real-valued data.
-        image_shape: (H, W) for image data, used by the sample and reconstruction plots.
-        labels: optional class labels per split (for the latent scatter plot).
-        views: the parts of a row with their own likelihood (:class:`~zoo.core.views.ViewSite`),
-            for multimodal models; empty for ordinary data.
-        truth: known generating parameters, for synthetic data.
-    """
-
-    name: str
-    train: torch.Tensor
-    valid: torch.Tensor
-    test: torch.Tensor
-    binary: bool
-    image_shape: Optional[Tuple[int, int]] = None
-    labels: Dict[str, torch.Tensor] = field(default_factory=dict)
-    truth: Dict[str, torch.Tensor] = field(default_factory=dict)
-    views: Tuple[ViewSite, ...] = ()
-    levels: Optional[int] = None
-
-    @property
-    def x_dim(self) -> int:
-        return self.train.shape[1]
-
-    def split(self, name: str) -> torch.Tensor:
-        if name not in SPLITS:
-            raise ZooError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}")
-        return getattr(self, name)
-
-
 def array_sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a, dtype=np.uint8).tobytes()).hexdigest()
-
-
-def _split_indices(n: int, n_valid: int, n_test: int, seed: int = 0):
-    perm = np.random.RandomState(seed).permutation(n)
-    return perm[n_valid + n_test:], perm[:n_valid], perm[n_valid:n_valid + n_test]
-
-
-def _as_tensor(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
 # -- digits (embedded, offline) ---------------------------------------------------------------
@@ -108,19 +70,23 @@ def load_digits(binarize: bool = True, **_) -> Dataset:
     bunch = sk_digits()
     x = bunch.data.astype(np.float32)
     x = (x >= 8).astype(np.float32) if binarize else x / 16.0
-    tr, va, te = _split_indices(len(x), 270, 270)
+    tr, va, te = split_indices(len(x), 270, 270)
     y = bunch.target
-    return Dataset("digits" if binarize else "digits-gray", _as_tensor(x[tr]), _as_tensor(x[va]),
-                   _as_tensor(x[te]), binary=binarize, image_shape=(8, 8),
+    return Dataset("digits" if binarize else "digits-gray", as_tensor(x[tr]), as_tensor(x[va]),
+                   as_tensor(x[te]), binary=binarize, image_shape=(8, 8),
                    labels={s: torch.from_numpy(y[i]) for s, i in zip(SPLITS, (tr, va, te))})
 
 
-def load_digits_levels(**_) -> Dataset:
-    """The 8x8 digits at their 17 levels: each pixel an integer 0..16 (stored as float32), splits of
-    :func:`load_digits`. The data of Tomczak's intro_dgm examples, for the k-level likelihoods."""
-    gray = load_digits(binarize=False)
-    splits = (torch.round(gray.split(s) * 16) for s in SPLITS)
-    return Dataset("digits17", *splits, binary=False, image_shape=(8, 8), labels=gray.labels, levels=17)
+def load_digits17(**_) -> Dataset:
+    """The 8x8 digits at their 17 levels: each pixel an integer 0..16, as scikit-learn ships them (the splits of
+    :func:`load_digits`); the data a Categorical over 17 levels models (Tomczak's intro_dgm)."""
+    from sklearn.datasets import load_digits as sk_digits
+    bunch = sk_digits()
+    x = bunch.data.astype(np.float32)
+    tr, va, te = split_indices(len(x), 270, 270)
+    y = bunch.target
+    return Dataset("digits17", as_tensor(x[tr]), as_tensor(x[va]), as_tensor(x[te]), binary=False, image_shape=(8, 8),
+                   labels={s: torch.from_numpy(y[i]) for s, i in zip(SPLITS, (tr, va, te))}, levels=17)
 
 
 def load_digits_labels(**_) -> Dataset:
@@ -191,7 +157,7 @@ def read_npz(path: Path, num_features: Optional[int] = None) -> Dict[str, np.nda
     """Read ``train``/``valid``/``test`` arrays from an ``.npz`` and check they are 0/1 ``[n, D]``.
 
     The file is untrusted (a download, a file someone sent): every array's ``.npy`` header is read
-    and checked (:func:`_checked_header`) before its data is, so a header that declares a 71 TiB
+    and checked (:func:`~zoo.data.headers.checked_npy_header`) before its data is, so a header that declares a 71 TiB
     array, Python objects (a pickle), or more bytes than the member holds is refused in one line,
     and nothing larger than the file's actual contents is ever allocated.
     """
@@ -201,7 +167,8 @@ def read_npz(path: Path, num_features: Optional[int] = None) -> Dict[str, np.nda
             members = [info for info in archive.infolist() if info.filename in {f"{s}.npy" for s in SPLITS}]
             for info in members:                # every header first: the splits together must fit, too
                 with archive.open(info) as f:
-                    declared += _checked_header(f, info, path, declared)
+                    declared += checked_npy_header(f, info.file_size, f"{path}: array {info.filename[:-4]!r}",
+                                                   declared)[2]
             for info in members:
                 with archive.open(info) as f:
                     arrays[info.filename[:-len(".npy")]] = np.lib.format.read_array(f, allow_pickle=False)
@@ -237,33 +204,6 @@ def _error_text(e: BaseException) -> str:
     name = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
     text = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
     return f"{name}: {text}" if text else name
-
-
-def _checked_header(f, info: zipfile.ZipInfo, path: Path, before: int = 0) -> int:
-    """The bytes of a ``.npy`` member of an ``.npz``, read from its header; refused unless the header
-    declares a plain numeric array whose bytes are exactly what the member holds and, with the ``before``
-    bytes of the arrays read with it, fit this machine's memory."""
-    from zoo.core.memory import human_bytes, memory_bytes
-    member = f"{path}: array {info.filename[:-4]!r}"
-    version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    else:
-        raise ZooError(f"{member} is in .npy format version {version}; save it again with numpy.savez")
-    if dtype.hasobject or dtype.kind not in "biuf":
-        raise ZooError(f"{member} has dtype {dtype}, not a plain number type; the zoo never unpickles data: "
-                       f"save 0/1 values as uint8 with numpy.savez")
-    nbytes = math.prod(shape) * dtype.itemsize
-    if before + nbytes > memory_bytes():
-        raise ZooError(f"{member} declares shape {shape} ({human_bytes(nbytes)}), more than this machine's "
-                       f"{human_bytes(memory_bytes())} of memory; the file is corrupt or not this dataset")
-    if f.tell() + nbytes != info.file_size:
-        raise ZooError(f"{member} declares shape {shape} ({human_bytes(nbytes)}) but holds "
-                       f"{human_bytes(max(0, info.file_size - f.tell()))} of data; the file is corrupt or "
-                       f"truncated: replace it with a good copy")
-    return nbytes
 
 
 def default_data_dir() -> Path:
@@ -335,7 +275,7 @@ def load_binarized_mnist(data_dir: Optional[str] = None, download: bool = True,
                                f"Larochelle & Murray split: replace it")
     side = int(round(np.sqrt(arrays["train"].shape[1])))
     image_shape = (side, side) if side * side == arrays["train"].shape[1] else None
-    return Dataset("binarized_mnist", *(_as_tensor(arrays[s]) for s in SPLITS), binary=True,
+    return Dataset("binarized_mnist", *(as_tensor(arrays[s]) for s in SPLITS), binary=True,
                    image_shape=image_shape)
 
 
@@ -343,8 +283,6 @@ DATASETS.register("digits", description="scikit-learn's bundled 8x8 digits, bina
                   binary=True)(load_digits)
 DATASETS.register("digits-gray", description="the same digits scaled to [0, 1], for Gaussian likelihoods",
                   binary=False)(lambda **kw: load_digits(binarize=False))
-DATASETS.register("digits17", description="the same digits at their 17 levels, integers 0..16, for the k-level "
-                  "likelihoods (categorical, dlogistic, dmol, dequant-*)", binary=False, levels=17)(load_digits_levels)
 DATASETS.register("binarized_mnist", description="static binarized MNIST, Larochelle & Murray 50k/10k/10k "
                   "(data_dir or PYRO_ZOO_DATA)", binary=True, needs_data_dir=True)(load_binarized_mnist)
 DATASETS.register("digits_labels", description="the binarized 8x8 digits with their labels: views image "
@@ -353,10 +291,57 @@ DATASETS.register("digits_labels", description="the binarized 8x8 digits with th
 DATASETS.register("mnist_halves", description="static binarized MNIST as views top and bottom (14 rows of pixels "
                   "each), for mvae (data_dir or PYRO_ZOO_DATA)", binary=True, needs_data_dir=True,
                   views=True)(load_mnist_halves)
+DATASETS.register("digits17", description="the 8x8 digits at their 17 levels, integers 0..16 (offline; for the k-level "
+                  "likelihoods: categorical, dlogistic, dmol, dequant-*)", binary=False, levels=17)(load_digits17)
+DATASETS.register("mnist256", description="MNIST at 256 levels from torchvision's idx files, 50k/10k/10k (data_dir or "
+                  "PYRO_ZOO_DATA; never downloaded)", binary=False, levels=256, needs_data_dir=True)(load_mnist256)
+DATASETS.register("fashion_mnist256", description="FashionMNIST at 256 levels from torchvision's idx files, "
+                  "50k/10k/10k (data_dir or PYRO_ZOO_DATA; never downloaded)", binary=False, levels=256,
+                  needs_data_dir=True)(load_fashion_mnist256)
+DATASETS.register("cifar10", description="CIFAR-10 at 256 levels (3072 values, channels last) from torchvision's "
+                  "python batches, 45k/5k/10k (data_dir or PYRO_ZOO_DATA; never downloaded)", binary=False,
+                  levels=256, needs_data_dir=True)(load_cifar10)
 DATASETS.register("synthetic", description="10-D data drawn from a 2-D pPCA with known parameters",
                   binary=False)(synthetic_ppca)
 
 
-def load_dataset(name: str, data_dir: Optional[str] = None) -> Dataset:
-    """Load a registered dataset by name (``data_dir``: where files such as binarized MNIST live)."""
-    return DATASETS[name].factory(data_dir=data_dir)
+#: The options of a data file (``--dataset PATH``); a registered dataset takes none of them.
+FILE_OPTIONS = ("covariates", "split", "split_seed", "levels")
+
+
+def _resolve_data_file(name: str) -> Optional[Component]:
+    """The registry entry of a data file or image folder (``--dataset PATH``); ``None`` for other names."""
+    if not looks_like_path(name):
+        return None
+    return Component("dataset", name, functools.partial(load_data_file, name), NoOptions,
+                     f"your data file {name}", {"file": True})
+
+
+DATASETS.add_resolver(_resolve_data_file)
+
+
+def data_path(name: str) -> str:
+    """``name`` as a run records it: a registered name as it is, a data file's path made absolute (so a run
+    never depends on the folder it was started from)."""
+    if name in DATASETS or not looks_like_path(name):
+        return name
+    return str(Path(name).expanduser().absolute())
+
+
+def load_dataset(name: str, data_dir: Optional[str] = None, **file_options) -> Dataset:
+    """Load a dataset by name or path (``data_dir``: where files such as binarized MNIST live).
+
+    ``file_options`` (:data:`FILE_OPTIONS`: ``covariates``, ``split``, ``split_seed``, ``levels``) apply to a data
+    file (:func:`~zoo.data.files.load_data_file`); given for a registered dataset, they are an error."""
+    component = DATASETS[name]
+    given = {k: v for k, v in file_options.items() if v not in (None, ())}
+    unknown = sorted(set(given) - set(FILE_OPTIONS))
+    if unknown:
+        raise TypeError(f"load_dataset got unknown options {unknown}")
+    if component.capability("file"):
+        return component.factory(data_dir=data_dir, **given)
+    if given:
+        option = next(iter(given))
+        raise OptionError(option, f"applies to a data file (--dataset PATH), not the registered dataset {name!r}: "
+                          f"drop it", kind="run")
+    return component.factory(data_dir=data_dir)
