@@ -278,6 +278,15 @@ class Submission:
         """``probe(submission, *args)`` in the worker, ``probe`` being ``"zoo.homework.<hw>.probes:name"``."""
         return self._request({"probe": probe}, args)
 
+    def restart(self) -> None:
+        """Replace the worker by a fresh one that imports the submission again: nothing the old one held (in its
+        memory, or in its sandbox's files) reaches the new one. A check replays requests after it, to see that the
+        answers depend on their inputs and seeds only."""
+        self._session.stop()
+        failure = self._session.start()
+        if failure is not None:
+            raise _WorkerTrouble("crashed", f"the submission's fresh process did not start: {failure}")
+
     def _request(self, target: Dict, args) -> Any:
         worker = self._session.worker
         if worker is None:
