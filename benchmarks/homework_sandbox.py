@@ -123,6 +123,8 @@ def _grade_class(assignment: str, size: int, seed: int, load: int):
         tmp = Path(tmp)
         alone = {}
         for kind, source in honest.items():
+            if not any(k == kind for k, _ in roster.values()):
+                continue
             folder = tmp / "alone" / kind
             folder.mkdir(parents=True)
             (folder / f"{kind}.py").write_text(source)
@@ -174,7 +176,7 @@ def main(argv=None):
         get_assignment(args.class_assignment)
     assignments = [get_assignment(n) for n in (args.assignments.split(",") if args.assignments else ASSIGNMENTS)]
     rows, class_rows, class_same, class_leftovers = [], [], None, []
-    for load in (0, args.load):
+    for step, load in enumerate((0, args.load)):
         hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
                 for _ in range(load)]
         try:
@@ -191,7 +193,7 @@ def main(argv=None):
                              "failed": [f"{c.name}: {c.message}" for c in result.checks if not c.passed]})
                 print(f"{hw.name} with {load} busy processes: {result.score:g}/{result.max_score:g} in {wall:.1f} s",
                       flush=True)
-            if load == args.load and args.class_size:
+            if step == 1 and args.class_size:
                 print(f"a class of {args.class_size} on {args.class_assignment} with {load} busy processes", flush=True)
                 class_rows, class_same, class_leftovers = _grade_class(args.class_assignment, args.class_size,
                                                                        args.seed, load)
