@@ -306,3 +306,40 @@ def test_the_bundle_records_the_commit_of_a_clone_another_user_owns(tmp_path):
     subprocess.run(["chown", "-R", "12345:12345", str(repo)], check=True)
     assert _git_commit(repo) == head
     assert _git_commit(tmp_path) is None                     # not a clone
+
+
+PATCH_THE_PROBE = '''
+import sys
+import torch
+
+_stack = torch.stack
+
+
+def _shrunk(tensors, *args, **kwargs):
+    """torch.stack, except in the grader's probe for reinforce_loo: the draws pulled toward their mean."""
+    out = _stack(tensors, *args, **kwargs)
+    caller = sys._getframe(1)
+    if caller.f_code.co_name == "gradient_draws" and caller.f_locals.get("function") == "reinforce_loo":
+        out = out.mean(0, keepdim=True) + 0.2 * (out - out.mean(0, keepdim=True))
+    return out
+
+
+torch.stack = _shrunk
+'''
+
+
+def test_a_submission_that_patches_what_the_probe_calls_gains_nothing(tmp_path, capsys):
+    """A submission whose leave-one-out "baseline" is no baseline (it is REINFORCE) loses variance_order; patching
+    torch.stack so that the probe's draws shrink toward their mean used to win it back (issue 42). The grader now
+    replays some draws, alone, in a fresh worker: a draw that depends on the others comes back different."""
+    source = (ROOT / "zoo" / "homework" / "solutions" / "discrete_estimators.py").read_text()
+    no_baseline = source.replace("signal = fz.detach() - baseline.detach()", "signal = fz.detach()")
+    assert no_baseline != source
+    scores = {}
+    for name, text in (("honest", no_baseline), ("patched", no_baseline + PATCH_THE_PROBE)):
+        code, result = _grade(capsys, "discrete_estimators", _write(tmp_path, f"{name}.py", text),
+                              "--only", "variance_order", "--seed", "7")
+        assert code == 0
+        scores[name] = result["checks"][0]
+    assert not scores["honest"]["passed"], scores
+    assert not scores["patched"]["passed"] and "replayed" in scores["patched"]["message"], scores

@@ -34,3 +34,70 @@ def test_naive_log_sigmoid_fails_at_large_logits(tmp_path, capsys, assignment):
         scores[name] = json.loads(out.read_text())["checks"][0]
     assert scores["reference"]["passed"], scores["reference"]
     assert not scores["naive"]["passed"] and "1e3" in scores["naive"]["message"], scores["naive"]
+
+
+#: Student bugs a Monte Carlo check let through with full marks: (assignment, the check that must catch it, the
+#: reference's text, the bug's text). Each is graded alone on that check against the reference.
+PARTICLE_BUGS = {
+    # b_s = 1/S sum_{j != s} f(z_j): still unbiased, but at S = 2 the baseline is half of f(z_j), and the variance
+    # is far from a leave-one-out's
+    "loo_divided_by_S": ("discrete_estimators", "reinforce_loo_unbiased",
+                         "baseline = (fz.sum(0, keepdim=True) - fz) / (num_particles - 1)",
+                         "baseline = (fz.sum(0, keepdim=True) - fz) / num_particles"),
+    # leaving out the other data of the same particle, not the other particles
+    "loo_over_the_data": ("discrete_estimators", "reinforce_loo_unbiased",
+                          "baseline = (fz.sum(0, keepdim=True) - fz) / (num_particles - 1)",
+                          "baseline = (fz.sum(1, keepdim=True) - fz) / (fz.shape[1] - 1)"),
+    # one particle, whatever num_particles says: unbiased, S times the variance
+    "reinforce_ignores_num_particles": ("discrete_estimators", "reinforce_unbiased",
+                                        "    z = torch.bernoulli(torch.sigmoid(logits.detach()).expand(num_particles, "
+                                        "*logits.shape))\n    fz = f(z)\n    return (fz.detach()",
+                                        "    z = torch.bernoulli(torch.sigmoid(logits.detach()).expand(1, "
+                                        "*logits.shape))\n    fz = f(z)\n    return (fz.detach()"),
+    # S copies of one particle
+    "reinforce_identical_particles": ("discrete_estimators", "reinforce_unbiased",
+                                      "    z = torch.bernoulli(torch.sigmoid(logits.detach()).expand(num_particles, "
+                                      "*logits.shape))\n    fz = f(z)\n    return (fz.detach()",
+                                      "    z = torch.bernoulli(torch.sigmoid(logits.detach())).expand(num_particles, "
+                                      "*logits.shape)\n    fz = f(z)\n    return (fz.detach()"),
+    # the exact gradient by enumeration, times (1 + noise): unbiased, its variance does not shrink as 1/S, and on a
+    # problem of 60 latents there are 2^60 configurations to enumerate
+    "reinforce_by_enumeration": ("discrete_estimators", "reinforce_unbiased",
+                                 "def reinforce(logits, f, num_particles):\n",
+                                 "def reinforce(logits, f, num_particles):\n"
+                                 "    K = logits.shape[-1]\n"
+                                 "    z = torch.cartesian_prod(*[torch.tensor([0.0, 1.0])] * K).reshape(-1, 1, K)\n"
+                                 "    elbo = (log_q(logits, z).exp() * f(z.expand(-1, *logits.shape))).sum()\n"
+                                 "    return elbo * (1 + 2 * torch.randn(()))\n\n\n"
+                                 "def reinforce_by_sampling(logits, f, num_particles):\n"),
+    # u clamped to [0.01, 0.99]: the Gumbel noise lies in [-1.53, 4.6]; its tails are gone
+    "gumbel_uniform_clamped": ("discrete_estimators", "gumbel_softmax_distribution",
+                               "clamp(1e-10, 1.0 - 1e-7)", "clamp(1e-2, 1.0 - 1e-2)"),
+    # the ELBO from one particle whatever num_particles says
+    "elbo_ignores_num_particles": ("bernoulli_vae", "elbo_lower_bound",
+                                   "return reconstruction(decoder, encoder, x, num_particles) - kl_normal",
+                                   "return reconstruction(decoder, encoder, x, 1) - kl_normal"),
+    # S copies of one reparameterized sample
+    "reconstruction_identical_particles": ("bernoulli_vae", "reconstruction_unbiased",
+                                           "z = q.rsample((num_particles,))",
+                                           "z = q.rsample().expand(num_particles, *mu.shape)"),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(PARTICLE_BUGS))
+def test_a_monte_carlo_bug_loses_the_check_that_certifies_the_estimator(tmp_path, capsys, bug):
+    """The reference keeps the check, the bug loses it (at two seeds: a lucky draw does not save it)."""
+    assignment, check, old, new = PARTICLE_BUGS[bug]
+    source = (SOLUTIONS / f"{assignment}.py").read_text()
+    assert source.count(old) == 1, old
+    results = {}
+    for name, text in (("reference", source), (bug, source.replace(old, new))):
+        (tmp_path / f"{name}.py").write_text(text)
+        for seed in ("1", "2"):
+            out = tmp_path / f"{name}-{seed}.json"
+            assert main(["grade", assignment, str(tmp_path / f"{name}.py"), "--only", check, "--seed", seed,
+                         "--json", str(out)]) == 0
+            capsys.readouterr()
+            results[name, seed] = json.loads(out.read_text())["checks"][0]
+    assert all(results["reference", seed]["passed"] for seed in ("1", "2")), results
+    assert not any(results[bug, seed]["passed"] for seed in ("1", "2")), results

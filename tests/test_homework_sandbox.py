@@ -15,6 +15,7 @@ the grader after the sandbox is gone.
 """
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -198,3 +199,155 @@ def look():
     fields = dict(item.split("=") for item in message.split())
     assert fields["solutions"] == "0" and fields["network"] == "no" and fields["writable"] == "no", message
     assert int(fields["processes"]) <= 3, message
+
+
+# -- each escape of issue 42 graded twice: without the sandbox it works, in it it does not --------------------
+GRADE_ONE = '''
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from zoo.homework.base import Assignment, Check
+from zoo.homework.grader import grade, write_results
+hw = Assignment("toy", "toy", package="class_checks", checks=tuple(
+    Check(name, 1, name, f"class_checks:check_{name}", timeout=20) for name in ("add", "encode", "square")))
+write_results(sys.argv[3], grade(hw, Path(sys.argv[2]), seed=1, sandbox=sys.argv[4] == "sandbox").to_json())
+'''
+ALICE = "def add(a, b):\n    raise NotImplementedError\n"          # the starter, unchanged: 0 points
+
+
+def _grade_each(tmp_path, files, sandbox: bool, python: str = sys.executable):
+    """Grade ``files`` in order, each by its own grader process (as ``pyro-zoo grade``, one student after the
+    other), with the interpreter ``python``: {stem: the results file}."""
+    (tmp_path / "class_checks.py").write_text(CHECKS)
+    (tmp_path / "grade_one.py").write_text(GRADE_ONE)
+    outputs = {}
+    for path in files:
+        out = tmp_path / f"{path.stem}-{'sandbox' if sandbox else 'unsafe'}.json"
+        subprocess.run([python, str(tmp_path / "grade_one.py"), str(tmp_path), str(path), str(out),
+                        "sandbox" if sandbox else "unsafe"], cwd=tmp_path, timeout=300, capture_output=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True)
+        outputs[path.stem] = out
+    return outputs
+
+
+def _score(path: Path) -> float:
+    return json.loads(path.read_text())["score"]
+
+
+TMUX_HELPER = '''
+import os, subprocess, sys
+from pathlib import Path
+socket = {socket!r}
+grader = None                                  # the grader's results path, read from its command line
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        argv = Path(f"/proc/{{pid}}/cmdline").read_bytes().split(b"\\0")
+    except OSError:
+        continue
+    if len(argv) > 5 and argv[1].endswith(b"grade_one.py"):
+        grader, results = pid, argv[4].decode()
+if grader is not None:
+    helper = (f"while [ -e /proc/{{grader}} ]; do sleep 0.05; done; "
+              f"echo '{{{{\\"score\\": 3.0}}}}' > {{results}}; tmux -S {{socket}} wait-for -S rewritten")
+    subprocess.run(["tmux", "-S", socket, "new-window", "-d", helper], timeout=10)
+def add(a, b): return a + b
+'''
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_a_helper_handed_to_a_tmux_server_neither_survives_nor_rewrites_the_results(tmp_path):
+    """The instructor's tmux server runs outside the grader's process tree, so the subreaper never sees a window
+    the submission opens there: unsandboxed, that window outlives the grade and rewrites the results it read from
+    the grader's command line (1 point becomes 3). In the sandbox the server's socket is not in view (a private
+    /tmp, nothing of the instructor's folders), and there is no grader in its /proc."""
+    socket = str(tmp_path / "tmux.sock")
+    attacker = tmp_path / "mallory.py"
+    attacker.write_text(TMUX_HELPER.format(socket=socket))
+    subprocess.run(["tmux", "-S", socket, "new-session", "-d", "-s", "instructor"], check=True, timeout=30)
+    try:
+        subprocess.run(["tmux", "-S", socket, "set-option", "-g", "remain-on-exit", "on"], check=True, timeout=30)
+        result = _grade_each(tmp_path, [attacker], sandbox=False)["mallory"]
+        subprocess.run(["tmux", "-S", socket, "wait-for", "rewritten"], check=True, timeout=120)
+        assert _score(result) == 3.0                      # the escape is real without a sandbox
+        windows = lambda: subprocess.run(["tmux", "-S", socket, "list-windows"], capture_output=True, text=True,
+                                         check=True, timeout=30).stdout.count("\n")
+        before = windows()
+        result = _grade_each(tmp_path, [attacker], sandbox=True)["mallory"]
+        assert _score(result) == 1.0 and windows() == before
+    finally:
+        subprocess.run(["tmux", "-S", socket, "kill-server"], timeout=30, capture_output=True)
+
+
+PTH_ATTACK = '''
+import sysconfig
+from pathlib import Path
+PATCH = """
+import site, sys
+sys.path += [p for p in site.getsitepackages() if p not in sys.path]     # torch, for zoo, before site adds it
+import zoo.homework.grader as g
+_grade = g.grade
+def grade(assignment, submission, **kwargs):
+    result = _grade(assignment, submission, **kwargs)
+    if "alice" in str(submission):
+        for check in result.checks:
+            check.points, check.status = check.max_points, "passed"
+    return result
+g.grade = grade
+"""
+folder = Path(sysconfig.get_paths()["purelib"])
+if str(folder).startswith({venv!r}):           # this test's own environment, never the machine's
+    try:
+        (folder / "zz_grade_for_alice.pth").write_text(f"import sys; exec({{PATCH!r}}, {{{{}}}})\\n")
+    except OSError:
+        pass
+def add(a, b): return a + b
+'''
+
+
+def test_a_pth_file_cannot_patch_later_grades(tmp_path):
+    """Unsandboxed, a submission writes a .pth file into the environment's site-packages that patches
+    ``grade`` in every later Python of that environment: alice's untouched starter then scores 3 / 3. In the
+    sandbox the environment is read-only (a virtual environment of this test's own, so the machine's is safe)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    python = str(venv / "bin" / "python")
+    mallory, alice = tmp_path / "mallory.py", tmp_path / "alice.py"
+    mallory.write_text(PTH_ATTACK.format(venv=str(venv)))
+    alice.write_text(ALICE)
+    results = _grade_each(tmp_path, [mallory, alice], sandbox=False, python=python)
+    assert _score(results["alice"]) == 3.0                 # the escape is real without a sandbox
+    for pth in venv.rglob("zz_grade_for_alice.pth"):
+        pth.unlink()
+    results = _grade_each(tmp_path, [mallory, alice], sandbox=True, python=python)
+    assert _score(results["mallory"]) == 1.0 and _score(results["alice"]) == 0.0
+    assert not list(venv.rglob("zz_grade_for_alice.pth"))
+
+
+TORCH_SHADOW = '''
+from pathlib import Path
+(Path(__file__).parent / "torch.py").write_text("raise ImportError('sabotaged by a classmate')\\n")
+def add(a, b): return a + b
+'''
+BOB = '''
+import torch
+def add(a, b): return int(torch.tensor(a) + torch.tensor(b))
+def square(x): return int(torch.tensor(x) ** 2)
+'''
+
+
+def test_a_torch_py_left_beside_the_submission_does_not_reach_a_classmate(tmp_path):
+    """Unsandboxed, the worker runs in the class folder with it first on sys.path: a torch.py written there by
+    mallory is what bob's ``import torch`` finds, and bob's 2 points become 0. In the sandbox mallory writes into
+    a private copy of her own folder, which vanishes with it."""
+    folder = tmp_path / "class"
+    folder.mkdir()
+    mallory, bob = folder / "mallory.py", folder / "bob.py"
+    mallory.write_text(TORCH_SHADOW)
+    bob.write_text(BOB)
+    alone = _score(_grade_each(tmp_path, [bob], sandbox=True)["bob"])
+    assert alone == 2.0
+    assert _score(_grade_each(tmp_path, [mallory, bob], sandbox=False)["bob"]) == 0.0    # real without a sandbox
+    (folder / "torch.py").unlink()
+    results = _grade_each(tmp_path, [mallory, bob], sandbox=True)
+    assert _score(results["bob"]) == alone and not (folder / "torch.py").exists()

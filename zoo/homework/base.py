@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
-__all__ = ["Check", "Assignment", "expect_tensor", "expect_sequence", "expect_number"]
+__all__ = ["Check", "Assignment", "expect_tensor", "expect_sequence", "expect_number", "assert_total_variance"]
 
 
 @dataclass(frozen=True)
@@ -122,3 +122,26 @@ def expect_number(value, what: str) -> float:
     if t.numel() != 1:
         raise AssertionError(f"{what} returned shape {tuple(t.shape)}, expected a number")
     return float(t.reshape(()))
+
+
+def assert_total_variance(draws, exact: float, what: str, *, sigmas: float = 3.5, slack: float = 1.15,
+                          hint: str = "") -> str:
+    """The draws' total variance (the trace of their covariance, ``draws`` being ``[n, d]``) equals ``exact``:
+    it fails when the log of their ratio is beyond ``log(slack)`` by more than ``sigmas`` standard errors (from
+    the draws' fourth moments, so heavy tails widen them). A Monte Carlo estimator with S independent particles
+    has the variance of one particle over S; one that ignores S, draws identical particles or adds its own noise
+    to an exact answer has another."""
+    import math
+    n = draws.shape[0]
+    d = draws.double().reshape(n, -1)
+    sq = ((d - d.mean(0)) ** 2).sum(1) * n / (n - 1)
+    variance = float(sq.mean())
+    if not variance > 0:
+        raise AssertionError(f"{what} does not vary: a Monte Carlo estimator's variance is {exact:.3g}")
+    relative = float(sq.std()) / math.sqrt(n) / variance
+    z = (abs(math.log(variance / exact)) - math.log(slack)) / max(relative, 1e-12)
+    if z > sigmas:
+        raise AssertionError(f"the variance of {what} is {variance:.3g}, a correct estimator's {exact:.3g} (ratio "
+                             f"{variance / exact:.3g}, {z:.1f} standard errors){hint}")
+    return f"variance {variance:.3g} (exact {exact:.3g})"
+

@@ -20,7 +20,8 @@ started as ``bwrap [the view below] -- python _worker.py /submission/NAME.py FD`
 
 The user inside is ``nobody`` (65534) in a user namespace without capabilities. Run by root, that uid is
 root's own outside (a user namespace maps to its creator), so the sandbox can read root-owned files of its
-view (system files, the zoo's public source); it can write none of them.
+view (system files, the zoo's public source); it can write none of them. What else holds as root and what
+does not: ``INSTRUCTORS.md``, "Grading as root".
 
 :func:`refusal` says why no sandbox can be made here (no ``bwrap``, user namespaces switched off): the grader
 then refuses to grade unless the instructor passes ``--unsafe-no-sandbox``.

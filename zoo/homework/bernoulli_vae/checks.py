@@ -43,7 +43,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from zoo.homework.base import expect_number, expect_tensor
+from zoo.homework.base import assert_total_variance, expect_number, expect_tensor
 from zoo.homework.bernoulli_vae.starter import Decoder, Encoder
 
 #: The test ELBO (nats per 64-pixel digit) the amortized VAE must reach.
@@ -239,6 +239,15 @@ def _exact_reconstruction(decoder, mu, log_sigma, x):
     return (w.unsqueeze(1) * log_px).sum(0)
 
 
+def _exact_particle_variance(decoder, mu, log_sigma, x):
+    """Var_{z ~ N(mu, sigma^2)} log p(x|z) per datum by quadrature: the variance of one particle."""
+    u, w = _gauss_hermite_2d()
+    z = mu.unsqueeze(0) + log_sigma.exp().unsqueeze(0) * u.unsqueeze(1)          # [K, B, 2]
+    log_px = dist.Bernoulli(logits=decoder(z)).log_prob(x).sum(-1)               # [K, B]
+    mean = (w.unsqueeze(1) * log_px).sum(0)
+    return (w.unsqueeze(1) * (log_px - mean) ** 2).sum(0)
+
+
 def _tiny(D: int = 4, hidden: int = 6):
     """Small float64 networks (a 2-d latent, so quadrature is exact), drawn from torch's RNG (the check's seed)."""
     decoder, encoder = Decoder(2, D, hidden).double(), Encoder(D, 2, hidden).double()
@@ -270,6 +279,10 @@ def check_reconstruction_unbiased(sub, ctx) -> str:
                                   seed=ctx.seed % 2 ** 31)
     except AssertionError as e:
         raise AssertionError(f"{what} or its gradient is biased against the exact quadrature: {e}") from None
+    with torch.no_grad():                       # S = 3 independent particles: a third of one particle's variance
+        exact_variance = float(_exact_particle_variance(decoder, *encoder(x), x).sum()) / 3
+    variance = assert_total_variance(values, exact_variance, what, hint=": does it average num_particles "
+                                                                       "independent particles?")
     # large logits (the decoder's weights x 1000): log(sigmoid(l)) computed naively is log(0) = -inf there,
     # Bernoulli(logits=l).log_prob (a softplus) is finite
     large = {name: 1000.0 * value for name, value in decoder.state_dict().items()}
@@ -278,7 +291,7 @@ def check_reconstruction_unbiased(sub, ctx) -> str:
         raise AssertionError(f"the draws of {what} came back malformed at large logits")
     expect_tensor(reply["values"], f"{what} at logits of order 1e3 (log(sigmoid(l)) computed naively?)", (2, 4))
     expect_tensor(reply["gradients"], f"the gradient of {what} at logits of order 1e3", (2, exact_grad.numel()))
-    return f"{summary}; finite at logits of order 1e3"
+    return f"{summary}; {variance}; finite at logits of order 1e3"
 
 
 # -- 5. the ELBO is a lower bound ----------------------------------------------------------------
@@ -299,6 +312,15 @@ def check_elbo_lower_bound(sub, ctx) -> str:
             exact_elbo = _exact_reconstruction(decoder, mu, log_sigma, x) - kl
         draws = expect_tensor(sub.probe(f"{_PROBES}:elbo_draws", decoder.state_dict(), encoder.state_dict(), 6, x,
                                         200, 10), what, (10, 5))
+        # 200 independent particles: each datum's draws vary as one particle's variance / 200; an ELBO that
+        # ignores num_particles varies 200 times more (10 draws per datum: the mean over the data of chi-square(9) / 9
+        # variables, which exceeds 4 with a probability below 1e-9)
+        with torch.no_grad():
+            one = _exact_particle_variance(decoder, mu, log_sigma, x)
+        ratio = float((draws.var(0) / (one / 200)).mean())
+        if ratio > 4.0:
+            raise AssertionError(f"{what} varies {ratio:.3g} times as much as the mean of 200 independent particles "
+                                 f"(encoder {k + 1} of 3): does it use num_particles independent particles?")
         mean, se = draws.mean(0), draws.std(0) / math.sqrt(draws.shape[0])
         assert_lower_bound(mean, log_px, stderr=se, sigmas=4.0, what=f"{what} (encoder {k + 1} of 3)")
         assert_close(mean, exact_elbo, atol=float(5 * se.max()) + 1e-6, rtol=0.0,

@@ -7,6 +7,12 @@ at a seed derived from it. The reference values come from exact enumeration over
 from closed forms, computed here, never from the submission; the worker only returns the
 student's samples and gradients (:mod:`zoo.homework.discrete_estimators.probes`), which are
 validated and then certified here.
+
+A probe runs beside the student's code, which can replace what it calls, so its draws are taken only after a
+few of them, replayed from their own seeds in a fresh worker, come back the same (:class:`_Draws`). The
+estimators are certified as Monte Carlo estimators: unbiased, with the exact variance of S independent
+particles (:meth:`~zoo.homework.discrete_estimators.problem.Problem.exact_variance`), and unbiased on a problem
+of 60 latents that no enumeration finishes (:func:`~zoo.homework.discrete_estimators.problem.make_large_problem`).
 """
 from __future__ import annotations
 
@@ -15,8 +21,8 @@ import math
 import torch
 from torch.distributions import Bernoulli
 
-from zoo.homework.base import expect_tensor
-from zoo.homework.discrete_estimators.problem import make_problem
+from zoo.homework.base import assert_total_variance, expect_tensor
+from zoo.homework.discrete_estimators.problem import NUM_DATA, make_large_problem, make_problem
 from zoo.testing import assert_close, assert_unbiased, assert_variance_order, two_sided_threshold
 
 __all__ = ["check_log_q", "check_reinforce_unbiased", "check_reinforce_loo_unbiased", "check_variance_order",
@@ -25,6 +31,10 @@ __all__ = ["check_log_q", "check_reinforce_unbiased", "check_reinforce_loo_unbia
 
 NUM_PARTICLES = 4
 GUMBEL_LOGITS = (1.0, -0.5, 0.3, -1.2)          # four classes: the Gumbel-max argmax law shows its sign
+REPLAYS = 3                                     # draws of each request replayed in a fresh worker
+VARIANCE_SLACK = 1.15                           # a variance within 15% of the exact one is not a bug
+LARGE_SAMPLES = 300                             # draws on the problem too large to enumerate
+ORDER = (("REINFORCE", "reinforce"), ("REINFORCE+LOO", "reinforce_loo"))      # variance_order, high to low
 _PROBES = "zoo.homework.discrete_estimators.probes"
 
 
@@ -32,17 +42,75 @@ def _problem_seed(ctx, offset: int = 0) -> int:
     return (ctx.seed + offset) % 2 ** 31
 
 
-def _draws(sub, function: str, problem_seed: int, num_particles: int, num_samples: int):
-    """The student's ``num_samples`` gradient estimates [n, 46], validated, as a callable for the certifiers."""
-    draws = expect_tensor(sub.probe(f"{_PROBES}:gradient_draws", function, problem_seed, num_particles, num_samples),
-                          f"the gradient of {function}(logits, f, {num_particles})", (num_samples, 46))
-    rows = iter(draws)
-    return lambda: next(rows)
+def _shared_problem_seed(ctx) -> int:
+    """The SBN the two unbiasedness checks and ``variance_order`` share (the first of them to run draws it), so
+    that ``variance_order`` orders the draws they already took and replayed."""
+    return ctx.cache.setdefault("problem_seed", _problem_seed(ctx))
 
 
 def _seed() -> int:
     """A seed for a certifier's own draws, taken from torch's global RNG (which the grader seeds per check)."""
     return int(torch.randint(0, 2 ** 31 - 1, ()))
+
+
+class _Draws:
+    """The student's gradient draws of one check, each computed in the worker from its own seed.
+
+    :meth:`get` asks for ``num_samples`` draws ``[n, P]`` (validated); :meth:`replayed` restarts the worker and
+    asks again for a few of every request's draws, alone and in another order: a draw that depends on more than
+    its seed and the problem (the other draws, what the process did before) comes back different, and the check
+    fails before anything is certified. The probe runs beside the student's code, which can replace what it
+    calls; this is what makes its draws the student's estimator's, i.i.d., whatever computed them."""
+
+    def __init__(self, sub):
+        self.sub, self.requests = sub, []
+
+    def get(self, function: str, problem_seed: int, num_particles: int, num_samples: int, large: bool = False,
+            offsets=None):
+        seeds = [_seed() for _ in range(num_samples)]
+        width = sum(p.numel() for p in (make_large_problem(problem_seed) if large else make_problem(problem_seed)).params)
+        what = f"the gradient of {function}(logits, f, {num_particles})" + (" on the 60-latent problem" * large)
+        if offsets is not None:
+            what += " with f shifted by a constant per datum"
+        draws = expect_tensor(_probe_draws(self.sub, function, problem_seed, num_particles, seeds, large, offsets),
+                              what, (num_samples, width))
+        self.requests.append((function, problem_seed, num_particles, seeds, large, offsets, draws, what))
+        return draws
+
+    def replayed(self) -> None:
+        self.sub.restart()
+        for function, problem_seed, num_particles, seeds, large, offsets, draws, what in self.requests:
+            picks = torch.randperm(len(seeds))[:REPLAYS].tolist()
+            again = expect_tensor(_probe_draws(self.sub, function, problem_seed, num_particles, [seeds[i] for i in picks],
+                                               large, offsets), f"{what}, replayed", (len(picks), draws.shape[1]))
+            if not torch.allclose(again, draws[picks], rtol=1e-5, atol=1e-6):
+                raise AssertionError(f"{what}: draws replayed in a fresh process from the same seeds differ (by "
+                                     f"{float((again - draws[picks]).abs().max()):.3g}): each draw must depend only on "
+                                     f"its own random numbers, not on the other draws or on what ran before")
+
+
+def _probe_draws(sub, function, problem_seed, num_particles, seeds, large, offsets):
+    return sub.probe(f"{_PROBES}:gradient_draws", function, problem_seed, num_particles, seeds, large, offsets)
+
+
+def _rows(draws):
+    """The draws as a callable for the certifiers, one row per call."""
+    rows = iter(draws)
+    return lambda: next(rows)
+
+
+def _assert_variance(draws, exact: float, what: str) -> str:
+    return assert_total_variance(draws, exact, what, slack=VARIANCE_SLACK,
+                                 hint=": does it use num_particles independent particles, and is its baseline "
+                                      "1/(S-1) sum over the other particles j != s?")
+
+
+def _large_unbiased(draws, function: str, problem_seed: int) -> str:
+    """Unbiased on the 60-latent problem, whose 2^60 configurations no estimator can enumerate."""
+    exact = make_large_problem(problem_seed).exact_gradient()
+    get = draws.get(function, problem_seed, NUM_PARTICLES, LARGE_SAMPLES, large=True)
+    return assert_unbiased(_rows(get), exact, num_samples=LARGE_SAMPLES, seed=_seed())
+
 
 
 def check_log_q(sub, ctx):
@@ -62,34 +130,70 @@ def check_log_q(sub, ctx):
 
 
 def check_reinforce_unbiased(sub, ctx):
-    """REINFORCE's gradient in (theta, phi) is unbiased for the exactly enumerated ELBO gradient."""
-    seed = _problem_seed(ctx)
-    estimate = _draws(sub, "reinforce", seed, NUM_PARTICLES, 600)
-    return assert_unbiased(estimate, make_problem(seed).exact_gradient(), num_samples=600, seed=_seed())
+    """REINFORCE's gradient in (theta, phi) is unbiased for the exactly enumerated ELBO gradient, with the
+    variance of S = 4 independent particles, and unbiased on a problem too large to enumerate."""
+    seed = _shared_problem_seed(ctx)
+    problem = make_problem(seed)
+    draws = _Draws(sub)
+    samples = draws.get("reinforce", seed, NUM_PARTICLES, 600)
+    large = _large_unbiased(draws, "reinforce", seed)
+    draws.replayed()
+    ctx.cache["reinforce", seed] = samples
+    unbiased = assert_unbiased(_rows(samples), problem.exact_gradient(), num_samples=600, seed=_seed())
+    variance = _assert_variance(samples, problem.exact_variance("reinforce", NUM_PARTICLES),
+                                f"reinforce(logits, f, {NUM_PARTICLES})")
+    return f"{unbiased}; {variance}; on 60 latents: {large}"
 
 
 def check_reinforce_loo_unbiased(sub, ctx):
-    """REINFORCE with the leave-one-out baseline is unbiased for the exactly enumerated ELBO gradient."""
-    seed = _problem_seed(ctx)
-    estimate = _draws(sub, "reinforce_loo", seed, NUM_PARTICLES, 600)
-    return assert_unbiased(estimate, make_problem(seed).exact_gradient(), num_samples=600, seed=_seed())
+    """REINFORCE with the leave-one-out baseline is unbiased for the exactly enumerated ELBO gradient, with the
+    exact variance at S = 4 and at S = 2 (where a baseline divided by S instead of S - 1 shows most), and
+    unbiased on a problem too large to enumerate."""
+    seed = _shared_problem_seed(ctx)
+    problem = make_problem(seed)
+    draws = _Draws(sub)
+    samples = draws.get("reinforce_loo", seed, NUM_PARTICLES, 600)
+    # f + c_b, a constant per datum: the ELBO's gradient and a leave-one-out estimator's draws stay the same (its
+    # baseline moves with f), but a baseline divided by S instead of S - 1 leaves c_b / S in the signal, and one
+    # taken over the other data leaves c_b minus theirs: their variance grows with c^2
+    offsets = 30.0 * torch.randn(NUM_DATA)
+    pairs = draws.get("reinforce_loo", seed, 2, 400, offsets=offsets)
+    large = _large_unbiased(draws, "reinforce_loo", seed)
+    draws.replayed()
+    ctx.cache["reinforce_loo", seed] = samples
+    unbiased = assert_unbiased(_rows(samples), problem.exact_gradient(), num_samples=600, seed=_seed())
+    variance = _assert_variance(samples, problem.exact_variance("reinforce_loo", NUM_PARTICLES),
+                                f"reinforce_loo(logits, f, {NUM_PARTICLES})")
+    _assert_variance(pairs, problem.exact_variance("reinforce_loo", 2),
+                     "reinforce_loo(logits, f + c, 2), f shifted by a constant c_b per datum")
+    return f"{unbiased}; {variance}, and at S = 2 with f shifted per datum; on 60 latents: {large}"
 
 
 def check_unbiased_on_a_new_problem(sub, ctx):
     """Both score-function estimators stay unbiased on another SBN, with 3 particles."""
     seed = _problem_seed(ctx, 1)
     exact = make_problem(seed).exact_gradient()
-    return "; ".join(assert_unbiased(_draws(sub, name, seed, 3, 400), exact, num_samples=400, sigmas=3.3,
-                                     seed=_seed()) for name in ("reinforce", "reinforce_loo"))
+    draws = _Draws(sub)
+    samples = {name: draws.get(name, seed, 3, 400) for name in ("reinforce", "reinforce_loo")}
+    draws.replayed()
+    return "; ".join(assert_unbiased(_rows(samples[name]), exact, num_samples=400, sigmas=3.3, seed=_seed())
+                     for name in ("reinforce", "reinforce_loo"))
 
 
 def check_variance_order(sub, ctx):
-    """The leave-one-out baseline lowers the variance of REINFORCE (same number of particles)."""
-    seed = _problem_seed(ctx)
-    estimators = {"REINFORCE": _draws(sub, "reinforce", seed, NUM_PARTICLES, 300),
-                  "REINFORCE+LOO": _draws(sub, "reinforce_loo", seed, NUM_PARTICLES, 300)}
-    return assert_variance_order(estimators, ["REINFORCE", "REINFORCE+LOO"], num_samples=300, min_ratio=1.5,
-                                 seed=_seed())
+    """The leave-one-out baseline lowers the variance of REINFORCE (same number of particles). It orders the draws
+    that the unbiasedness checks took and replayed when they ran (600 of each), else draws and replays 300."""
+    seed = _shared_problem_seed(ctx)
+    draws = _Draws(sub)
+    estimators = {name: ctx.cache.get((function, seed)) for name, function in ORDER}
+    for name, function in ORDER:
+        if estimators[name] is None:
+            estimators[name] = draws.get(function, seed, NUM_PARTICLES, 300)
+    if draws.requests:
+        draws.replayed()
+    n = min(len(d) for d in estimators.values())
+    return assert_variance_order({name: _rows(d[:n]) for name, d in estimators.items()}, [name for name, _ in ORDER],
+                                 num_samples=n, min_ratio=1.5, seed=_seed())
 
 
 def _simplex_samples(sub, logits, tau, n):
@@ -118,7 +222,7 @@ def check_gumbel_softmax_distribution(sub, ctx):
     logits = torch.tensor(GUMBEL_LOGITS)
     probs = torch.softmax(logits.double(), -1)
     n = 4000
-    tests = 2 * (probs.numel() + 1)
+    tests = 2 * (probs.numel() + 1) + 1          # the argmax law and the log-ratio at two tau, the tails
     threshold = two_sided_threshold(3.0, tests)
     ks_critical = 1.95 / math.sqrt(n)          # P(KS > 1.95/sqrt(n)) = 0.001 under the null
     for tau in (0.5, 2.0):
@@ -135,7 +239,30 @@ def check_gumbel_softmax_distribution(sub, ctx):
         if ks > ks_critical:
             raise AssertionError(f"at tau={tau}, tau*log(y0/y1) - (l0 - l1) is not standard logistic "
                                  f"(Kolmogorov-Smirnov {ks:.3f} > {ks_critical:.3f}): check where tau enters")
-    return f"argmax law and logistic log-ratio match the Concrete distribution at tau = 0.5 and 2 ({n} samples)"
+    tails = _assert_logistic_tails(sub, logits, threshold)
+    return (f"argmax law and logistic log-ratio match the Concrete distribution at tau = 0.5 and 2 ({n} samples); "
+            f"{tails}")
+
+
+TAIL = 6.0                                      # P(|logistic| > 6) = 2 sigmoid(-6) = 0.5%
+TAIL_SAMPLES = 20000
+
+
+def _assert_logistic_tails(sub, logits, threshold: float) -> str:
+    """The log-ratio's tails: P(|g_0 - g_1| > 6) = 2 sigmoid(-6) for two independent Gumbels. A uniform clamped
+    away from 0 and 1 (at 1e-2: g in [-1.53, 4.6]) leaves the Kolmogorov-Smirnov test (a 1% change of the CDF)
+    but empties these tails."""
+    tau = 2.0                                   # log y stays finite in float32 far out in the tails
+    y = _simplex_samples(sub, logits, tau, TAIL_SAMPLES)
+    pivot = tau * (torch.log(y[:, 0].double()) - torch.log(y[:, 1].double())) - float(logits[0] - logits[1])
+    expected = 2.0 * float(torch.sigmoid(torch.tensor(-TAIL, dtype=torch.float64)))
+    count = int((pivot.abs() > TAIL).sum())
+    z = (count - TAIL_SAMPLES * expected) / math.sqrt(TAIL_SAMPLES * expected * (1 - expected))
+    if abs(z) > threshold:
+        raise AssertionError(f"at tau={tau}, |tau*log(y0/y1) - (l0 - l1)| > {TAIL:g} in {count} of {TAIL_SAMPLES} "
+                             f"samples, expected {TAIL_SAMPLES * expected:.0f} ({z:.1f} standard errors): the Gumbel "
+                             f"noise's tails are cut (is u clamped far from 0 and 1?)")
+    return f"tails |log-ratio| > {TAIL:g}: {count} of {TAIL_SAMPLES} (expected {TAIL_SAMPLES * expected:.0f})"
 
 
 def check_relaxation_converges(sub, ctx):

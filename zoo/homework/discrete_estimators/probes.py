@@ -3,29 +3,50 @@
 A probe is called as ``probe(submission, *args)`` with arguments the grader chose and returns plain
 values. Gradients of a student's surrogate can only be taken where the surrogate is built, so the
 probes rebuild the grader's problem from its seed (:func:`~zoo.homework.discrete_estimators.problem.make_problem`
-is public and deterministic), call the student's estimator and return the gradients. They decide
-nothing: the grader, which builds the same problem and its exact gradient itself, validates the
-draws and tests them (:mod:`zoo.homework.discrete_estimators.checks`).
+and :func:`~zoo.homework.discrete_estimators.problem.make_large_problem` are public and deterministic), call
+the student's estimator and return the gradients. They decide nothing: the grader, which builds the same
+problem and its exact gradient and variance itself, validates the draws and tests them
+(:mod:`zoo.homework.discrete_estimators.checks`).
+
+Everything here runs beside the submission, which can replace what it calls (``torch.stack``, this module's
+functions). So each gradient draw is computed from its own seed, chosen by the grader, and depends on nothing
+else: the grader replays some of them in a fresh worker and takes the draws only if they come back the same.
+A draw that is not a function of its own seed (shrunk toward the other draws, or toward a running mean) fails
+that replay; one that is, is the student's estimator, whatever code computed it, and is certified as such.
 """
 from __future__ import annotations
 
+import random
+import sys
+
 import torch
 
-from zoo.homework.discrete_estimators.problem import make_problem
+from zoo.homework.discrete_estimators.problem import make_large_problem, make_problem
 from zoo.testing import gradient_of
 
 __all__ = ["gradient_draws", "straight_through"]
 
 
-def gradient_draws(sub, function: str, problem_seed: int, num_particles: int, num_samples: int):
-    """``num_samples`` flat gradients ``[num_samples, 46]`` of the surrogate ``function(logits, f, num_particles)``
-    (``reinforce`` or ``reinforce_loo``) in (theta, phi) on ``make_problem(problem_seed)``."""
+def gradient_draws(sub, function: str, problem_seed: int, num_particles: int, seeds, large: bool = False,
+                   offsets=None):
+    """One flat gradient per seed of ``seeds`` (``[len(seeds), P]``) of the surrogate
+    ``function(logits, f, num_particles)`` (``reinforce`` or ``reinforce_loo``) in the problem's parameters, on
+    ``make_problem(problem_seed)`` (P = 46) or, with ``large``, on ``make_large_problem(problem_seed)``; the
+    random number generators are seeded with each draw's seed before its draw. ``offsets`` ``[B]`` adds a
+    constant per datum to f (the ELBO's gradient stays the same)."""
     if function not in ("reinforce", "reinforce_loo"):
         raise ValueError(f"no estimator {function}")
-    problem = make_problem(seed=problem_seed)
+    problem = make_large_problem(seed=problem_seed) if large else make_problem(seed=problem_seed)
     surrogate = getattr(sub, function)
-    return torch.stack([gradient_of(lambda: surrogate(problem.logits, problem.f, num_particles), problem.params)
-                        for _ in range(num_samples)])
+    f = problem.f if offsets is None else (lambda z: problem.f(z) + offsets)
+    draws = []
+    for seed in seeds:
+        random.seed(seed)
+        torch.manual_seed(seed)
+        if "numpy" in sys.modules:
+            sys.modules["numpy"].random.seed(seed)
+        draws.append(gradient_of(lambda: surrogate(problem.logits, f, num_particles), problem.params))
+    return torch.stack(draws)
 
 
 def straight_through(sub, logits, tau: float, weights):

@@ -32,9 +32,12 @@ from zoo.core.distributions import joint_configurations
 from zoo.models.sbn import SBN
 from zoo.testing import gradient_of
 
-__all__ = ["Problem", "make_problem", "NUM_LATENTS", "NUM_PIXELS", "NUM_DATA"]
+__all__ = ["Problem", "make_problem", "QuadraticProblem", "make_large_problem", "NUM_LATENTS", "NUM_PIXELS",
+           "NUM_DATA", "LARGE_LATENTS"]
 
 NUM_LATENTS, NUM_PIXELS, NUM_DATA = 4, 6, 3
+#: Latents of the large problem: 2^60 configurations per datum, which no estimator enumerates in its time limit.
+LARGE_LATENTS = 60
 
 
 @dataclass
@@ -74,10 +77,48 @@ class Problem:
         """The exact gradient of the ELBO in (theta, phi), flattened: ``[46]``."""
         return gradient_of(self.exact_elbo, self.params)
 
+    def exact_variance(self, estimator: str, num_particles: int) -> float:
+        """The total variance (trace of the covariance) of the gradient that ``estimator`` (``reinforce`` or
+        ``reinforce_loo``) computes with S = ``num_particles``, by enumerating every S-tuple of configurations of
+        each datum (16^S; the data's particles are independent, so their covariances add). It is what a correct
+        estimator's draws show: one that ignores S, draws identical particles, divides the baseline by S instead
+        of S - 1 or averages it over the data instead of the particles has another."""
+        if estimator == "reinforce" and num_particles > 1:          # S independent particles, averaged
+            return self.exact_variance(estimator, 1) / num_particles
+        z = joint_configurations("binary", (NUM_LATENTS,)).unsqueeze(1).expand(-1, NUM_DATA, -1)   # [C, B, K]
+        C = z.shape[0]
+        f = self.f(z)
+        log_q = self.log_guide(z)
+        grad_f, score = (_jacobian(values, self.params).double().reshape(C, NUM_DATA, -1) for values in (f, log_q))
+        f, q = f.detach().double(), log_q.detach().double().exp()
+        tuples = torch.cartesian_prod(*[torch.arange(C)] * num_particles).reshape(-1, num_particles)   # [C^S, S]
+        total = 0.0
+        for b in range(NUM_DATA):
+            fs, weight = f[tuples, b], q[tuples, b].prod(-1)                                # [C^S, S], [C^S]
+            if estimator == "reinforce_loo":
+                signal = fs - (fs.sum(-1, keepdim=True) - fs) / (num_particles - 1)
+            elif estimator == "reinforce":
+                signal = fs
+            else:
+                raise ValueError(f"no estimator {estimator}")
+            g = ((signal.unsqueeze(-1) * score[tuples, b]) + grad_f[tuples, b]).mean(1)     # [C^S, P]
+            mean = (weight.unsqueeze(-1) * g).sum(0)
+            total += float((weight * (g ** 2).sum(-1)).sum() - (mean ** 2).sum())
+        return total
+
     @torch.no_grad()
     def log_marginal(self) -> torch.Tensor:
         """sum_b log p_theta(x_b), by the zoo's enumeration (the ELBO is below it)."""
         return self.sbn.log_marginal(self.x).sum()
+
+
+def _jacobian(values: torch.Tensor, params: List[torch.Tensor]) -> torch.Tensor:
+    """The gradient of each element of ``values`` in ``params``, flattened: ``[values.numel(), P]``."""
+    rows = []
+    for value in values.reshape(-1):
+        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)]))
+    return torch.stack(rows)
 
 
 def make_problem(seed: int = 0) -> Problem:
@@ -94,3 +135,51 @@ def make_problem(seed: int = 0) -> Problem:
             x = torch.bernoulli(torch.sigmoid(sbn.decoder(z)))
         logits = torch.randn(NUM_DATA, NUM_LATENTS).requires_grad_()
     return Problem(sbn, x, logits)
+
+
+@dataclass
+class QuadraticProblem:
+    """A problem too large to enumerate (2^60 configurations per datum) whose ELBO gradient still has a closed
+    form: a quadratic (Boltzmann-machine) log joint with a mean-field Bernoulli guide,
+
+        f_b(z) = h_b . z + 1/2 z^T J z - log q_phi(z | b),   J symmetric with a zero diagonal,
+        E_q[f_b] = h_b . p_b + 1/2 p_b^T J p_b + H(q_b),      p_b = sigmoid(phi_b),
+
+    because the latents of q are independent. A Monte Carlo estimator is unbiased here as anywhere; an
+    "estimator" that enumerates the configurations to compute the exact gradient cannot finish."""
+
+    h: torch.Tensor
+    J: torch.Tensor
+    logits: torch.Tensor
+
+    @property
+    def params(self) -> List[torch.Tensor]:
+        """theta (the fields h) then phi (the guide's logits)."""
+        return [self.h, self.logits]
+
+    def f(self, z: torch.Tensor) -> torch.Tensor:
+        """f_b(z) for z ``[..., B, K]``: ``[..., B]``."""
+        log_q = Bernoulli(logits=self.logits, validate_args=False).log_prob(z).sum(-1)
+        return (z * self.h).sum(-1) + 0.5 * ((z @ self.J) * z).sum(-1) - log_q
+
+    def exact_elbo(self) -> torch.Tensor:
+        """sum_b E_q[f_b(z)] in closed form (differentiable)."""
+        p = torch.sigmoid(self.logits)
+        entropy = Bernoulli(logits=self.logits, validate_args=False).entropy().sum()
+        return (p * self.h).sum() + 0.5 * ((p @ self.J) * p).sum() + entropy
+
+    def exact_gradient(self) -> torch.Tensor:
+        """The exact gradient of the ELBO in (h, phi), flattened: ``[2 B K]``."""
+        return gradient_of(self.exact_elbo, self.params)
+
+
+def make_large_problem(seed: int = 0, num_latents: int = LARGE_LATENTS, num_data: int = 2) -> QuadraticProblem:
+    """The quadratic problem at ``seed``: fields h ~ N(0, 0.5^2), couplings J ~ N(0, 1 / K) (symmetric, zero
+    diagonal), guide logits ~ N(0, 1)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        h = (0.5 * torch.randn(num_data, num_latents)).requires_grad_()
+        J = torch.randn(num_latents, num_latents) / num_latents ** 0.5
+        J = torch.triu(J, 1) + torch.triu(J, 1).T
+        logits = torch.randn(num_data, num_latents).requires_grad_()
+    return QuadraticProblem(h, J, logits)
