@@ -57,7 +57,7 @@ def test_a_csv_of_counts_trains_a_poisson_model_file_from_the_cli(tmp_path, coun
     assert config["data_source"]["sha256"] == hashlib.sha256(counts_csv.read_bytes()).hexdigest()
     results = json.loads((out / "results.json").read_text())
     assert np.isfinite(results["elbo"]) and results["elbo"] < 0
-    code, _, err = run_cli(["eval", out, "--model", POISSON, "--eval-samples", "5", "--no-progress"], capsys)
+    code, _, err = run_cli(["eval", out, "--model", POISSON, "--eval-samples", "10", "--no-progress"], capsys)
     assert code == 0, err
     counts_csv.write_text(counts_csv.read_text() + "1,2,3,4\n")
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
