@@ -270,3 +270,33 @@ def test_out_path_under_a_file(tmp_path, capsys):
 def test_cuda_without_a_gpu_is_an_error_not_a_fallback(tmp_path, capsys):
     code, stdout, err = run_cli(["train", "vae", "--device", "cuda", "--out", str(tmp_path / "o")], capsys)
     assert one_line_error(code, stdout, err) and "no CUDA GPU" in err
+
+
+def test_list_says_which_latents_each_estimator_takes_as_the_rules_do(capsys):
+    """`pyro-zoo list` described rloo and vimco "for discrete latents" and called them valid for vae × amortized
+    (they are: say "also"). Each estimator's line says which latents it takes, from its declared needs, and
+    "any latents" is what the rules say for a model with real latents (vae) and one with binary ones (sbn)."""
+    from zoo.objectives import bounds, preset_of
+    from zoo.registry import OBJECTIVES
+    from zoo.rules import compatibility
+    assert main(["list"]) == 0
+    lines, bound, notes = capsys.readouterr().out.splitlines(), None, {}
+    for line in lines[lines.index("objectives: a bound and its gradient estimator (--objective BOUND --estimator "
+                                  "NAME)") + 1:]:
+        if line.startswith("presets"):
+            break
+        if line.startswith("    --estimator "):
+            notes[bound, line.split()[1]] = line
+        else:
+            bound = line.split()[0]
+    valid = {(m, g, o) for m, g, o, why in compatibility() if why is None}
+    for (bound, name), line in notes.items():
+        caps = OBJECTIVES[bound].capability("estimators")[name]
+        any_latents = not (caps.needs_reparam or caps.needs_enumeration)
+        assert ("any latents" in line) == any_latents, line
+        named = [o for o in OBJECTIVES if preset_of(o) == (bound, name)]
+        if any_latents and named:
+            assert {("vae", "amortized", named[0]), ("sbn", "amortized", named[0])} <= valid, line
+    assert {b for b, _ in notes} == set(bounds()) and sum("any latents" in line for line in notes.values()) >= 5
+    for bound, name in (("elbo", "rloo"), ("iwae", "vimco")):
+        assert "for discrete latents and also continuous ones" in notes[bound, name]

@@ -86,11 +86,12 @@ def test_checksum_mismatch_is_refused(tmp_path):
         load_binarized_mnist(tmp_path, download=False, num_features=4)   # the real MNIST hashes
 
 
-def test_missing_dataset_says_where_to_put_it(tmp_path, monkeypatch):
+def test_missing_dataset_says_where_to_put_it_and_where_it_comes_from(tmp_path, monkeypatch):
     monkeypatch.setenv("PYRO_ZOO_OFFLINE", "1")
-    with pytest.raises(ZooError, match="put binarized_mnist.npz"):
+    with pytest.raises(ZooError, match="put binarized_mnist.npz") as error:
         load_binarized_mnist(tmp_path / "nowhere")
     assert not (tmp_path / "nowhere").exists()
+    assert "Larochelle & Murray" in str(error.value) and "larocheh/public/datasets/binarized_mnist/" in str(error.value)
 
 
 def test_digits_is_binary_8x8_with_disjoint_splits(digits):

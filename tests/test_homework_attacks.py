@@ -31,6 +31,9 @@ import pytest
 
 from zoo.cli import main
 
+sys.path.insert(0, str(Path(__file__).parent))
+from detached_daemon import daemon_source, outlived      # noqa: E402  (tests/detached_daemon.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -132,22 +135,7 @@ def test_forged_replies_on_the_reply_pipe_fail_the_check(tmp_path, capsys):
         assert c["status"] in ("failed", "crashed") and c["message"] and "\n" not in c["message"], c
 
 
-DETACHED = """
-import json, os, time
-from pathlib import Path
-
-RESULTS = Path(__file__).with_name("results.json")
-WORKER = os.getpid()
-if os.fork() == 0:                          # double fork + setsid: a daemon the worker's death does not end
-    os.setsid()
-    if os.fork() == 0:
-        while Path(f"/proc/{WORKER}").exists():
-            time.sleep(0.05)
-        time.sleep(0.5)                     # the worker is gone: the grade is over by now
-        RESULTS.write_text(json.dumps({"score": 100, "tests": []}))
-        Path(__file__).with_name("still_alive").write_text("")
-    os._exit(0)
-
+LOG_LIKELIHOOD_TODO = """
 def log_likelihood(x, W, mu, sigma2):
     raise NotImplementedError
 """
@@ -155,15 +143,15 @@ def log_likelihood(x, W, mu, sigma2):
 
 def test_a_detached_process_cannot_rewrite_the_results_after_grading(tmp_path, capsys):
     """The grader adopts orphans (child subreaper) and kills every process the submission left before it writes
-    results: two seconds after the grade the results file is still the grader's, and nothing is left running."""
-    submission = _write(tmp_path, "sub.py", DETACHED)
-    results = tmp_path / "results.json"
+    results: when the grade returns, the daemon the submission detached is dead (its lock is free), so the
+    results file stays the grader's (tests/detached_daemon.py)."""
+    lock, results = _write(tmp_path, "daemon.lock", ""), tmp_path / "results.json"
+    submission = _write(tmp_path, "sub.py", daemon_source(lock, results) + LOG_LIKELIHOOD_TODO)
     assert main(["grade", "ppca_three_ways", str(submission), "--only", "log_likelihood", "--gradescope",
                  "--results", str(results), "--unsafe-no-sandbox"]) == 0     # the subreaper's sweep, not the sandbox
     capsys.readouterr()
-    time.sleep(3.0)
+    assert not outlived(lock)
     assert json.loads(results.read_text())["score"] == 0 and json.loads(results.read_text())["tests"]
-    assert not (tmp_path / "still_alive").exists()
 
 
 HARD_CODED = """

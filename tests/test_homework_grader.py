@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -24,6 +23,9 @@ from zoo.homework import ASSIGNMENTS
 from zoo.homework.base import Assignment, Check
 from zoo.homework.grader import grade
 from zoo.homework.kit import STUDENT_FILES, make_bundle
+
+sys.path.insert(0, str(Path(__file__).parent))
+from detached_daemon import daemon_source, outlived      # noqa: E402  (tests/detached_daemon.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -233,19 +235,6 @@ def test_init_and_solution_folders(tmp_path, capsys):
     assert "NotImplementedError" not in (tmp_path / "instructor" / "solution.py").read_text()
 
 
-DETACHED_STARTER_SUFFIX = """
-import json as _json, os as _os, time as _time
-from pathlib import Path as _Path
-_RESULTS = _Path(__file__).resolve().parents[1] / "results.json"     # where the test's run_autograder writes
-if _os.fork() == 0:                      # a daemon that rewrites Gradescope's results after run_autograder returns
-    _os.setsid()
-    if _os.fork() == 0:
-        _time.sleep(2.0)
-        _RESULTS.write_text(_json.dumps({"score": 100, "tests": []}))
-    _os._exit(0)
-"""
-
-
 def test_bundle_contents_and_run_autograder(tmp_path):
     """The zip holds setup.sh and run_autograder at its root (executable), the frozen zoo with only the graded
     assignment and no reference solution, and bundle.json (with this checkout's commit); run_autograder grades a
@@ -288,10 +277,12 @@ def test_bundle_contents_and_run_autograder(tmp_path):
     assert empty["score"] == 0 and "should hold one .py submission" in empty["output"]
 
     starter = (source / "pyro-zoo/zoo/homework/bernoulli_vae/starter.py").read_text()
-    (tmp_path / "submission" / "starter.py").write_text(starter + DETACHED_STARTER_SUFFIX)
+    # a daemon the submission detaches, locking a file of the bundle's zoo (the sandbox shows it read-only)
+    lock = source / "pyro-zoo/zoo/homework/__init__.py"
+    (tmp_path / "submission" / "starter.py").write_text(starter + daemon_source(lock, tmp_path / "results.json"))
     subprocess.run([str(source / "run_autograder")], env=env, cwd=tmp_path, timeout=300, check=True,
                    capture_output=True)
-    time.sleep(3.0)                            # the detached process would have rewritten results.json by now
+    assert not outlived(lock)                  # dead when run_autograder returns: it rewrites nothing after
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["score"] == 0 and len(results["tests"]) == len(ASSIGNMENTS["bernoulli_vae"].checks)
     assert results["tests"][0]["max_score"] == 20

@@ -23,6 +23,15 @@ def test_quickstart_has_exactly_two_commands_and_ci_runs_the_test_one():
     assert commands[1] in (ROOT / ".ci" / "run").read_text()
 
 
+def test_the_quickstart_says_what_it_costs_and_how_to_skip_the_cuda_wheels():
+    """It said "about a minute on a laptop CPU" for ~120 CPU-seconds, and nothing of the 5.9 GB CUDA build of
+    torch that `pip install .` pulls in on Linux."""
+    section = README.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    assert re.search(r"about \d+ CPU-seconds,\s+measured single-threaded", section)
+    assert "2-core machine" in section and "laptop" not in section
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in section
+
+
 def test_every_registry_name_is_documented():
     """The guide's component tables are generated from the registry: a new component appears in them when
     they are regenerated, which the message says how to do."""

@@ -14,17 +14,46 @@ Importing the zoo switches on Pyro's ``module_local_params`` setting: parameters
 in their modules (``model.parameters()``, ``guide.parameters()``, ``state_dict``)
 rather than in Pyro's global param store, so several models can live in one
 process (a compare grid, a test session) without sharing parameters by name.
+
+``import zoo`` itself loads neither torch nor Pyro (they cost seconds, and ``pyro-zoo --help``
+and ``pyro-zoo list`` need neither): the setting is switched on as Pyro loads, whoever imports it.
 """
 import importlib
+import importlib.abc
+import importlib.util
 import sys
 
-try:
-    import pyro                 # and torch: the first ~2 s of every pyro-zoo command
-except KeyboardInterrupt:       # Ctrl-C before the CLI's own handler exists: one line, not 50 of traceback
-    sys.stderr.write("pyro-zoo: stopped by SIGINT while loading torch and Pyro; nothing was written\n")
-    raise SystemExit(130) from None
 
-pyro.settings.set(module_local_params=True)
+class _SwitchOnAsPyroLoads(importlib.abc.MetaPathFinder):
+    """Finds Pyro as the other finders do, with one step added to its loading: the setting.
+
+    Pyro's ``PyroModule`` reads the setting when a module is made, so it must be on before the first
+    one exists, that is, as soon as Pyro has loaded, not at the zoo's first use.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "pyro":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            load = spec.loader.exec_module
+
+            def exec_module(module):
+                try:
+                    load(module)
+                except BaseException:               # Ctrl-C mid-import: the next import of Pyro tries again
+                    sys.meta_path.insert(0, self)
+                    raise
+                module.settings.set(module_local_params=True)
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+if "pyro" in sys.modules:
+    sys.modules["pyro"].settings.set(module_local_params=True)
+else:
+    sys.meta_path.insert(0, _SwitchOnAsPyroLoads())
 
 __version__ = "0.1.0"
 

@@ -300,7 +300,7 @@ class Registry:
     def __init__(self, kind: str, modules: Sequence[str] = (), entry_points: Optional[str] = None):
         self.kind = kind
         self._modules = tuple(modules)
-        self._group = entry_points
+        self.entry_point_group = entry_points
         self._entries: Dict[str, Component] = {}
         self._resolvers: list = []
         self._loaded = not modules and entry_points is None
@@ -342,9 +342,9 @@ class Registry:
         self._loaded = True
         for module in self._modules:
             importlib.import_module(module)
-        if self._group:
+        if self.entry_point_group:
             from importlib.metadata import entry_points
-            for ep in entry_points(group=self._group):
+            for ep in entry_points(group=self.entry_point_group):
                 try:
                     ep.load()
                 except Exception as e:      # a broken plug-in must not break the zoo

@@ -244,6 +244,8 @@ def load_binarized_mnist(data_dir: Optional[str] = None, download: bool = True,
     root = Path(data_dir) if data_dir else default_data_dir()
     download = download and os.environ.get("PYRO_ZOO_OFFLINE", "") not in ("1", "true", "yes")
     where = "--data-dir or PYRO_ZOO_DATA"
+    source = (f"it is the statically binarized MNIST of Larochelle & Murray (2011), published with the NADE paper "
+              f"as {MNIST_URL.format('{train,valid,test}')}")
     if root.is_file():
         if root.suffix != ".npz":
             raise ZooError(f"{root} is not an .npz file; point {where} at binarized_mnist.npz or at a "
@@ -262,10 +264,10 @@ def load_binarized_mnist(data_dir: Optional[str] = None, download: bool = True,
                 except OSError as e:
                     raise ZooError(f"binarized MNIST is not in {root} and could not be downloaded "
                                    f"({type(e).__name__}); put binarized_mnist.npz or "
-                                   f"binarized_mnist_{{train,valid,test}}.amat there, or pass {where}") from None
+                                   f"binarized_mnist_{{train,valid,test}}.amat there, or pass {where}; {source}") from None
             else:
                 raise ZooError(f"binarized MNIST is not in {root}; put binarized_mnist.npz or "
-                               f"binarized_mnist_{{train,valid,test}}.amat there, or pass {where}")
+                               f"binarized_mnist_{{train,valid,test}}.amat there, or pass {where}; {source}")
         arrays = {s: read_amat(p, num_features) for s, p in zip(SPLITS, amat)}
     if expected_sha256:
         for s in SPLITS:

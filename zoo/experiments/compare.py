@@ -68,25 +68,35 @@ def checked_cells(model: str, guides: Sequence[str], objectives: Sequence[str], 
     """The grid's cells, each built and checked against the data (:func:`~zoo.experiments.run.prepare`)
     before anything trains, and the ``(cell, reason)`` of those skipped.
 
-    Named guides and objectives must all fit: the first that does not is the error. With
-    ``--guides all`` or ``--objectives all`` every registered one is tried and those that do not
-    fit the model are skipped, so ``--guides all --objectives all`` is the grid that
-    ``pyro-zoo list`` calls valid for the model.
+    Named guides and objectives must all fit: the cells that do not are the error, every one of them
+    named (one alone keeps its whole message, with what to use instead). With ``--guides all`` or
+    ``--objectives all`` every registered one is tried and those that do not fit the model are
+    skipped, so ``--guides all --objectives all`` is the grid that ``pyro-zoo list`` calls valid for
+    the model.
     """
     expand = {"guide": list(guides) == [ALL], "objective": list(objectives) == [ALL]}
     if ALL in guides and not expand["guide"] or ALL in objectives and not expand["objective"]:
         raise ZooError(f"'{ALL}' stands alone (--guides all, --objectives all): it means every one that fits the model")
     guides = list(REGISTRIES["guide"]) if expand["guide"] else list(guides)
     objectives = list(REGISTRIES["objective"]) if expand["objective"] else list(objectives)
-    cells, skipped = [], []
+    cells, skipped, refused = [], [], []
     for cfg in grid_cells(model, guides, objectives, base, guide_options, objective_options):
         try:                                        # check the whole grid before training anything
             prepare(cfg, data)
             cells.append(cfg)
         except ZooError as e:
             if not (expand["guide"] or expand["objective"]):
-                raise
+                refused.append((cfg, e))
             skipped.append((cell_name(cfg), str(e).split(";")[0]))
+    if len({str(e) for _, e in refused}) == 1:      # one cell, or one reason for all (an option's value)
+        raise refused[0][1]
+    if refused:
+        def label(cfg: RunConfig) -> str:           # guide × objective, as named: amortized × iwae:dreg
+            estimator = cfg.objective_options.get("estimator")
+            return f"{spec_label(cfg.guide)} × {cfg.objective}" + (f":{estimator}" if estimator else "")
+        raise ZooError(f"{len(refused)} cells of the grid do not fit {model}: " + "; ".join(
+            f"{label(cfg)} ({str(e).split(';')[0]})" for cfg, e in refused) + f"; 'pyro-zoo list {model}' names "
+            "the runs that do")
     if not cells:
         raise ZooError(f"no guide and objective of the grid fits {model}: " + "; ".join(f"{c}: {why}"
                                                                                        for c, why in skipped[:3]))

@@ -111,19 +111,21 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
 
 def _checkpoint(run: Prepared, path: Path, loop, scheduler, saved: list) -> None:
     """Write the run's checkpoint at ``loop.state`` (and with ``keep_best`` the best epoch's); the first one of
-    this process writes ``config.json`` just before it. ``saved`` collects the (epoch, step) written."""
+    this process writes ``config.json`` just before it. ``saved`` collects the (epoch, step) written: with the
+    signals held, so that a stop just after the checkpoint's rename never takes the run for one without any."""
     state, history = loop.state, loop.state.history
-    if not saved:
-        atomic_write_text(path.parent / "config.json", json.dumps(run.config.to_json(), indent=2))
-    if run.config.keep_best and state.step == 0 and _is_best_epoch(history):
-        # written before the run's checkpoint: a crash in between redoes this epoch and rewrites it
-        save_checkpoint(path.parent / BEST, config=run.config.to_json(), model=run.model.state_dict(),
-                        guide=run.guide.state_dict(), epoch=state.epoch, valid_elbo=history[-1]["valid_elbo"])
-    save_checkpoint(path, config=run.config.to_json(), model=run.model.state_dict(),
-                    guide=run.guide.state_dict(), optimizer=loop.optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(), epoch=state.epoch, step=state.step,
-                    epoch_total=state.epoch_total, history=history, rng=rng_state())
-    saved.append((state.epoch, state.step))
+    with signals_deferred():
+        if not saved:
+            atomic_write_text(path.parent / "config.json", json.dumps(run.config.to_json(), indent=2))
+        if run.config.keep_best and state.step == 0 and _is_best_epoch(history):
+            # written before the run's checkpoint: a crash in between redoes this epoch and rewrites it
+            save_checkpoint(path.parent / BEST, config=run.config.to_json(), model=run.model.state_dict(),
+                            guide=run.guide.state_dict(), epoch=state.epoch, valid_elbo=history[-1]["valid_elbo"])
+        save_checkpoint(path, config=run.config.to_json(), model=run.model.state_dict(),
+                        guide=run.guide.state_dict(), optimizer=loop.optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), epoch=state.epoch, step=state.step,
+                        epoch_total=state.epoch_total, history=history, rng=rng_state())
+        saved.append((state.epoch, state.step))
 
 
 #: With ``keep_best``, the model and guide of the epoch with the best validation ELBO.

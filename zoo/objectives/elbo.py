@@ -115,7 +115,7 @@ ELBO_ESTIMATORS = register_bound("elbo", options=ELBOOptions, default="auto", de
                  "ones, no baseline (the lecture's comparison)", without_free_bits(lambda k: Reinforce(num_particles=k)),
                  warmup=True, jit=True, ddp=True),
     Estimator.of(LeaveOneOutReinforce, "rloo", "the score-function gradient with a leave-one-out baseline over K >= 2 "
-                 "samples per datum (Kool et al. 2019), for discrete latents",
+                 "samples per datum (Kool et al. 2019), for discrete latents and also continuous ones",
                  without_free_bits(lambda k: LeaveOneOutReinforce(num_particles=k)), warmup=True, jit=True, ddp=True),
     Estimator.of(StickingTheLanding, "stl", "the sticking-the-landing path-derivative guide gradient (Roeder et al. "
                  "2017)", without_free_bits(lambda k: StickingTheLanding(num_particles=k)), needs_normal_guide=True,

@@ -89,7 +89,7 @@ IWAE_ESTIMATORS = register_bound("iwae", options=IWAEOptions, default="reparam",
     Estimator.of(DReGIWAE, "dreg", "the doubly-reparameterized guide gradient (Tucker et al. 2019)",
                  lambda k: DReGIWAE(num_particles=k), needs_normal_guide=True, separate_surrogates=True, warmup=True),
     Estimator.of(VIMCO, "vimco", "VIMCO's leave-one-out score-function gradient (Mnih & Rezende 2016), for discrete "
-                 "latents; K >= 2", lambda k: VIMCO(num_particles=k), warmup=True, jit=True, ddp=True),
+                 "latents and also continuous ones; K >= 2", lambda k: VIMCO(num_particles=k), warmup=True, jit=True, ddp=True),
     Estimator("pyro", PYRO_CAVEAT + " (alpha = 0)", lambda k: pyro_renyi(k, 0.0), default_particles=5,
               needs_reparam=True, warmup=True, ddp=True),
 ])

@@ -1,8 +1,8 @@
 """SIGINT and SIGTERM for the ``pyro-zoo`` command: stop at once, in one line, losing nothing.
 
-:func:`handle_stop_signals` (the CLI calls it first thing) makes both signals raise
-:class:`Stopped`, a ``KeyboardInterrupt``, in the main thread. Everything the zoo writes is
-atomic and groups of result files are written with the signals held
+:func:`handle_stop_signals` (:mod:`zoo.__main__`, the command's entry point, calls it first thing)
+makes both signals raise :class:`Stopped`, a ``KeyboardInterrupt``, in the main thread. Everything
+the zoo writes is atomic and groups of result files are written with the signals held
 (:func:`zoo.training.checkpoint.signals_deferred`), so a stop leaves every file either as it was
 or whole. The code that knows what is left (the last checkpoint, unchanged results) puts it in
 the exception's ``zoo_note``, and :func:`stopped_message` says it.
@@ -12,7 +12,8 @@ a script (``pyro-zoo eval RUN &``): ``kill -INT`` then stops the run instead of 
 and rewrite results. Exit codes follow the shell's convention: 128 + the signal's number (130 for
 SIGINT, 143 for SIGTERM).
 
-This module imports nothing heavy, so the handlers are in place before torch and Pyro load.
+This module imports nothing heavy (nor does ``import zoo``), so the handlers are in place some
+0.05 CPU-seconds after the interpreter starts, before torch and Pyro load (seconds more).
 """
 from __future__ import annotations
 
