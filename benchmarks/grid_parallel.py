@@ -1,6 +1,6 @@
 """Wall time of one compare grid run serially, with ``--workers 2``, and as Ray tasks; and Ray's overhead per task.
 
-The grid is ``pyro-zoo compare vae --guides meanfield,amortized,iaf --objectives elbo,iwae,tracemeanfield,stl
+The grid is ``pyro-zoo compare vae --guides meanfield,amortized,iaf --objectives elbo,iwae,tracemeanfield,renyi
 --seeds 0,1,2 --dataset digits`` (12 cells x 3 seeds = 36 runs) with --epochs epochs, --eval-samples importance
 samples and the per-datum guide's refit capped at --refit-epochs. It runs three times into fresh folders:
 
@@ -68,7 +68,7 @@ def main(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--guides", default="meanfield,amortized,iaf")
-    p.add_argument("--objectives", default="elbo,iwae,tracemeanfield,stl")
+    p.add_argument("--objectives", default="elbo,iwae,tracemeanfield,renyi")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--eval-samples", type=int, default=100)
