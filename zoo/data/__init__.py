@@ -27,8 +27,6 @@ import functools
 import hashlib
 import os
 import urllib.request
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -38,7 +36,7 @@ import torch
 from zoo.core.errors import ZooError
 from zoo.core.components import DATASETS, Component, NoOptions, OptionError
 from zoo.core.views import ViewSite
-from zoo.data.headers import checked_npy_header
+from zoo.data.headers import read_npz_arrays
 from zoo.data.dataset import SPLITS, Dataset, as_tensor, split_indices
 from zoo.data.files import load_data_file, looks_like_path
 from zoo.data.torchvision_files import load_cifar10, load_fashion_mnist256, load_mnist256
@@ -161,22 +159,7 @@ def read_npz(path: Path, num_features: Optional[int] = None) -> Dict[str, np.nda
     array, Python objects (a pickle), or more bytes than the member holds is refused in one line,
     and nothing larger than the file's actual contents is ever allocated.
     """
-    arrays, declared = {}, 0
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = [info for info in archive.infolist() if info.filename in {f"{s}.npy" for s in SPLITS}]
-            for info in members:                # every header first: the splits together must fit, too
-                with archive.open(info) as f:
-                    declared += checked_npy_header(f, info.file_size, f"{path}: array {info.filename[:-4]!r}",
-                                                   declared)[2]
-            for info in members:
-                with archive.open(info) as f:
-                    arrays[info.filename[:-len(".npy")]] = np.lib.format.read_array(f, allow_pickle=False)
-    except ZooError:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, ValueError, OSError, EOFError, RuntimeError,
-            NotImplementedError) as e:       # RuntimeError: an encrypted member; NotImplementedError: a compression
-        raise ZooError(f"{path} is corrupt or truncated ({_error_text(e)}); replace it with a good copy") from None
+    arrays = read_npz_arrays(path, path, keep=lambda name: name in SPLITS)
     missing = [s for s in SPLITS if s not in arrays]
     if missing:
         raise ZooError(f"{path} lacks the arrays {missing}; it must hold 'train', 'valid' and 'test'")
@@ -196,14 +179,6 @@ def read_npz(path: Path, num_features: Optional[int] = None) -> Dict[str, np.nda
     if num_features is not None and dims != {num_features}:
         raise ZooError(f"{path}: rows have {dims.pop()} features, expected {num_features}")
     return {s: arrays[s].astype(np.uint8) for s in SPLITS}
-
-
-def _error_text(e: BaseException) -> str:
-    """``zlib.error: Error -3 while decompressing data``: the type (with its module unless built in) and the
-    first line of the message, short enough for a one-line error."""
-    name = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
-    text = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
-    return f"{name}: {text}" if text else name
 
 
 def default_data_dir() -> Path:

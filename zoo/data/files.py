@@ -42,8 +42,6 @@ import csv
 import hashlib
 import io
 import os
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -51,7 +49,7 @@ import numpy as np
 
 from zoo.core.errors import ZooError
 from zoo.data.dataset import SPLITS, Dataset, as_tensor, split_indices
-from zoo.data.headers import checked_npy_header, read_npy
+from zoo.data.headers import read_npy, read_npz_arrays
 
 __all__ = ["FILE_SUFFIXES", "DEFAULT_SPLIT", "looks_like_path", "load_data_file", "read_file_bytes",
            "split_rows", "finished_dataset"]
@@ -227,26 +225,9 @@ def _check_levels(flat: Dict[str, np.ndarray], levels: int, path: Path) -> None:
 # -- .npz ----------------------------------------------------------------------------------------
 def _read_npz(path: Path, raw: bytes, covariates: Tuple[str, ...]):
     """(data arrays, covariate arrays) of an ``.npz`` (see the module docstring for the two layouts)."""
-    arrays: Dict[str, np.ndarray] = {}
-    declared = 0
-    try:
-        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-            members = [i for i in archive.infolist() if i.filename.endswith(".npy")]
-            if not members:
-                raise ZooError(f"{path} holds no arrays; save them with numpy.savez")
-            for info in members:                    # every header first: the arrays together must fit, too
-                with archive.open(info) as f:
-                    declared += checked_npy_header(f, info.file_size, f"{path}: array {info.filename[:-4]!r}",
-                                                   declared)[2]
-            for info in members:
-                with archive.open(info) as f:
-                    arrays[info.filename[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
-    except ZooError:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, ValueError, OSError, EOFError, RuntimeError,
-            NotImplementedError) as e:
-        raise ZooError(f"{path} is corrupt or truncated ({type(e).__name__}: {str(e)[:100]}); replace it with "
-                       f"a good copy") from None
+    arrays = read_npz_arrays(io.BytesIO(raw), path)
+    if not arrays:
+        raise ZooError(f"{path} holds no arrays; save them with numpy.savez")
     names = sorted(arrays)
     if set(SPLITS) <= set(arrays):
         covs = {}
