@@ -15,6 +15,12 @@ score, and checks that each honest one scores what it scores graded alone in a f
 the attackers look for in ``/proc``) survives.
 
     OMP_NUM_THREADS=1 python benchmarks/homework_sandbox.py --load 20 --class-size 30
+
+The class costs about 30 grades and the alone grades of its honest members: at load 20, over an hour on 2 cores.
+The recorded results split it: the reference grades idle and at load 20, and the class on an idle machine::
+
+    OMP_NUM_THREADS=1 python benchmarks/homework_sandbox.py --load 20
+    OMP_NUM_THREADS=1 python benchmarks/homework_sandbox.py --load 0 --class-size 30 --name homework_sandbox_class
 """
 from __future__ import annotations
 
@@ -176,7 +182,8 @@ def main(argv=None):
         get_assignment(args.class_assignment)
     assignments = [get_assignment(n) for n in (args.assignments.split(",") if args.assignments else ASSIGNMENTS)]
     rows, class_rows, class_same, class_leftovers = [], [], None, []
-    for step, load in enumerate((0, args.load)):
+    loads = (0, args.load) if args.load else (0,)          # --load 0: the idle grades once
+    for step, load in enumerate(loads):
         hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
                 for _ in range(load)]
         try:
@@ -193,7 +200,7 @@ def main(argv=None):
                              "failed": [f"{c.name}: {c.message}" for c in result.checks if not c.passed]})
                 print(f"{hw.name} with {load} busy processes: {result.score:g}/{result.max_score:g} in {wall:.1f} s",
                       flush=True)
-            if step == 1 and args.class_size:
+            if step == len(loads) - 1 and args.class_size:
                 print(f"a class of {args.class_size} on {args.class_assignment} with {load} busy processes", flush=True)
                 class_rows, class_same, class_leftovers = _grade_class(args.class_assignment, args.class_size,
                                                                        args.seed, load)
