@@ -331,3 +331,38 @@ def test_a_submission_that_patches_what_the_probe_calls_gains_nothing(tmp_path, 
         scores[name] = result["checks"][0]
     assert not scores["honest"]["passed"], scores
     assert not scores["patched"]["passed"] and "replayed" in scores["patched"]["message"], scores
+
+
+#: Antithetic draws across calls: every other call reuses the last call's noise, negated. Each draw on its own is
+#: a correct reparameterized estimate (unbiased, the right variance), but the draws depend on one another, and the
+#: mean of the grader's draws has less variance than the checks assume.
+ANTITHETIC_RECONSTRUCTION = '''
+
+_LAST_EPS = []
+
+
+def reconstruction(decoder, encoder, x, num_particles=1):
+    mu, log_sigma = encoder(x)
+    if _LAST_EPS:
+        eps = -_LAST_EPS.pop()
+    else:
+        eps = torch.randn(num_particles, *mu.shape, dtype=mu.dtype)
+        _LAST_EPS.append(eps)
+    z = mu + log_sigma.exp() * eps
+    return dist.Bernoulli(logits=decoder(z)).log_prob(x).sum(-1).mean(0)
+'''
+
+
+@pytest.mark.parametrize("check", ["reconstruction_unbiased", "elbo_lower_bound"])
+def test_homework_1_draws_that_depend_on_one_another_fail_their_replay(tmp_path, capsys, check):
+    """Homework 1's Monte Carlo draws are taken one seed each and a few are replayed, alone, in a fresh worker (as
+    homework 2's): antithetic draws across calls come back different there, the reference's the same."""
+    source = (ROOT / "zoo" / "homework" / "solutions" / "bernoulli_vae.py").read_text()
+    results = {}
+    for name, text in (("reference", source), ("antithetic", source + ANTITHETIC_RECONSTRUCTION)):
+        code, result = _grade(capsys, "bernoulli_vae", _write(tmp_path, f"{name}.py", text), "--only", check,
+                              "--seed", "3")
+        assert code == 0
+        results[name] = result["checks"][0]
+    assert results["reference"]["passed"], results
+    assert not results["antithetic"]["passed"] and "replayed" in results["antithetic"]["message"], results

@@ -29,7 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
-__all__ = ["Check", "Assignment", "expect_tensor", "expect_sequence", "expect_number", "assert_total_variance"]
+__all__ = ["Check", "Assignment", "expect_tensor", "expect_sequence", "expect_number", "assert_total_variance",
+           "draw_seeds", "seed_draw", "assert_replayed", "REPLAYS"]
 
 
 @dataclass(frozen=True)
@@ -145,3 +146,46 @@ def assert_total_variance(draws, exact: float, what: str, *, sigmas: float = 3.5
                              f"{variance / exact:.3g}, {z:.1f} standard errors){hint}")
     return f"variance {variance:.3g} (exact {exact:.3g})"
 
+
+
+# -- draws that are the student's estimator's: one seed each, replayed in a fresh worker --------------------
+#: draws of each request replayed in a fresh worker
+REPLAYS = 3
+
+
+def draw_seeds(n: int):
+    """``n`` seeds for the draws a check asks for, from torch's global RNG (which the grader seeds per check)."""
+    import torch
+    return [int(torch.randint(0, 2 ** 31 - 1, ())) for _ in range(n)]
+
+
+def seed_draw(seed: int) -> None:
+    """In a probe, before one draw: seed Python's, torch's and (if imported) NumPy's generators with ``seed``,
+    so that the draw is a function of its seed and its inputs alone."""
+    import random
+    import sys
+
+    import torch
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(seed)
+
+
+def assert_replayed(sub, requests, replays: int = REPLAYS) -> None:
+    """Restart the submission's worker and ask again for a few draws of every request, alone and in another order.
+
+    ``requests`` holds ``(ask, seeds, draws, what)``: ``ask(seeds)`` returns the draws of those seeds (validated,
+    ``[len(seeds), ...]``), ``draws`` are the ones the check already took. A probe runs beside the student's code,
+    which can replace what it calls; a draw that depends on more than its seed and its inputs (the other draws,
+    a running mean, what the process did before) comes back different, and the check fails before anything is
+    certified. One that comes back the same is the student's estimator, i.i.d., whatever code computed it."""
+    import torch
+    sub.restart()
+    for ask, seeds, draws, what in requests:
+        picks = torch.randperm(len(seeds))[:replays].tolist()
+        again = ask([seeds[i] for i in picks])
+        if not torch.allclose(again, draws[picks], rtol=1e-5, atol=1e-6):
+            raise AssertionError(f"{what}: draws replayed in a fresh process from the same seeds differ (by "
+                                 f"{float((again - draws[picks]).abs().max()):.3g}): each draw must depend only on "
+                                 f"its own random numbers, not on the other draws or on what ran before")

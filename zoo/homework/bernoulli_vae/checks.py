@@ -43,7 +43,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from zoo.homework.base import assert_total_variance, expect_number, expect_tensor
+from zoo.homework.base import assert_replayed, assert_total_variance, draw_seeds, expect_number, expect_tensor
 from zoo.homework.bernoulli_vae.starter import Decoder, Encoder
 
 #: The test ELBO (nats per 64-pixel digit) the amortized VAE must reach.
@@ -266,14 +266,24 @@ def check_reconstruction_unbiased(sub, ctx) -> str:
     exact_grad = gradient_of(lambda: _exact_reconstruction(decoder, *encoder(x), x).sum(), params)
     what = "reconstruction(decoder, encoder, x, num_particles=3)"
     n = 400
-    reply = sub.probe(f"{_PROBES}:reconstruction_draws", decoder.state_dict(), encoder.state_dict(), 6, x, 3, n)
-    if isinstance(reply, dict) and set(reply) == {"value"}:
-        expect_tensor(reply["value"], what, (4,))
-    if not isinstance(reply, dict) or set(reply) != {"values", "gradients"}:
-        raise AssertionError(f"the draws of {what} came back malformed")
-    values = expect_tensor(reply["values"], what, (n, 4))
-    gradients = expect_tensor(reply["gradients"], f"the gradient of {what}", (n, exact_grad.numel()))
-    rows = iter(torch.cat([values, gradients], 1))
+
+    def ask(seeds, decoder_state=None, label=what):
+        """The draws of ``seeds``, values and gradients side by side [len(seeds), B + P]."""
+        state = decoder.state_dict() if decoder_state is None else decoder_state
+        reply = sub.probe(f"{_PROBES}:reconstruction_draws", state, encoder.state_dict(), 6, x, 3, seeds)
+        if isinstance(reply, dict) and set(reply) == {"value"}:
+            expect_tensor(reply["value"], label, (4,))
+        if not isinstance(reply, dict) or set(reply) != {"values", "gradients"}:
+            raise AssertionError(f"the draws of {label} came back malformed")
+        return torch.cat([expect_tensor(reply["values"], label, (len(seeds), 4)),
+                          expect_tensor(reply["gradients"], f"the gradient of {label}",
+                                        (len(seeds), exact_grad.numel()))], 1)
+
+    seeds = draw_seeds(n)
+    draws = ask(seeds)
+    assert_replayed(sub, [(ask, seeds, draws, what)])
+    values = draws[:, :4]
+    rows = iter(draws)
     try:
         summary = assert_unbiased(lambda: next(rows), torch.cat([exact_value, exact_grad]), num_samples=n,
                                   seed=ctx.seed % 2 ** 31)
@@ -286,21 +296,23 @@ def check_reconstruction_unbiased(sub, ctx) -> str:
     # large logits (the decoder's weights x 1000): log(sigmoid(l)) computed naively is log(0) = -inf there,
     # Bernoulli(logits=l).log_prob (a softplus) is finite
     large = {name: 1000.0 * value for name, value in decoder.state_dict().items()}
-    reply = sub.probe(f"{_PROBES}:reconstruction_draws", large, encoder.state_dict(), 6, x, 3, 2)
-    if not isinstance(reply, dict) or set(reply) != {"values", "gradients"}:
-        raise AssertionError(f"the draws of {what} came back malformed at large logits")
-    expect_tensor(reply["values"], f"{what} at logits of order 1e3 (log(sigmoid(l)) computed naively?)", (2, 4))
-    expect_tensor(reply["gradients"], f"the gradient of {what} at logits of order 1e3", (2, exact_grad.numel()))
+    ask(draw_seeds(2), large, f"{what} at logits of order 1e3 (log(sigmoid(l)) computed naively?)")
     return f"{summary}; {variance}; finite at logits of order 1e3"
 
 
 # -- 5. the ELBO is a lower bound ----------------------------------------------------------------
+def _elbo_asker(sub, decoder_state, encoder_state, x, what: str):
+    """``ask(seeds)``: the student's ELBO draws [len(seeds), B] of these networks, one per seed (validated)."""
+    return lambda seeds: expect_tensor(sub.probe(f"{_PROBES}:elbo_draws", decoder_state, encoder_state, 6, x, 200,
+                                                 seeds), what, (len(seeds), x.shape[0]))
+
+
 def check_elbo_lower_bound(sub, ctx) -> str:
     from zoo.testing import assert_close, assert_lower_bound
     x = torch.bernoulli(torch.full((5, 4), 0.5, dtype=torch.float64))
     x[0] = 0.0
     what = "elbo(decoder, encoder, x, num_particles=200)"
-    gaps = []
+    cases, requests = [], []
     for k in range(3):
         decoder, encoder = _tiny()
         with torch.no_grad():
@@ -310,16 +322,20 @@ def check_elbo_lower_bound(sub, ctx) -> str:
             mu, log_sigma = encoder(x)
             kl = torch.distributions.kl_divergence(dist.Normal(mu, log_sigma.exp()), dist.Normal(0.0, 1.0)).sum(-1)
             exact_elbo = _exact_reconstruction(decoder, mu, log_sigma, x) - kl
-        draws = expect_tensor(sub.probe(f"{_PROBES}:elbo_draws", decoder.state_dict(), encoder.state_dict(), 6, x,
-                                        200, 10), what, (10, 5))
+            one = _exact_particle_variance(decoder, mu, log_sigma, x)
+        ask = _elbo_asker(sub, decoder.state_dict(), encoder.state_dict(), x, what)
+        seeds = draw_seeds(10)
+        draws = ask(seeds)
+        requests.append((ask, seeds, draws, f"{what} (encoder {k + 1} of 3)"))
+        cases.append((draws, log_px, exact_elbo, one))
+    assert_replayed(sub, requests)              # one fresh worker for the three encoders' draws
+    gaps = []
+    for k, (draws, log_px, exact_elbo, one) in enumerate(cases):
         # 200 independent particles: each datum's draws vary as one particle's variance / 200. An ELBO that
         # ignores num_particles varies 200 times more; one that is not the Monte Carlo estimate asked for (the
-        # reconstruction by quadrature or from many more particles, or the draws made to depend on one another, as
-        # a running mean) varies far less. 10 draws per datum: the ratio is the mean over the 5 data of
-        # chi-square(9) / 9 variables, chi-square(45) / 45, above 4 with a probability below 1e-17 and below 0.25
-        # with a probability below 1e-7.
-        with torch.no_grad():
-            one = _exact_particle_variance(decoder, mu, log_sigma, x)
+        # reconstruction by quadrature or from many more particles) varies far less. 10 draws per datum: the
+        # ratio is the mean over the 5 data of chi-square(9) / 9 variables, chi-square(45) / 45, above 4 with a
+        # probability below 1e-17 and below 0.25 with a probability below 1e-7.
         ratio = float((draws.var(0) / (one / 200)).mean())
         if ratio > 4.0:
             raise AssertionError(f"{what} varies {ratio:.3g} times as much as the mean of 200 independent particles "

@@ -7,6 +7,11 @@ and computes every verdict itself with its own networks (:mod:`zoo.homework.bern
 which the worker does not import). The networks are the ones the starter gives, :class:`Decoder` and
 :class:`Encoder`, imported from it (one definition for the student, the probes and the checks); the
 grader fixes their architecture and sends their weights.
+
+The Monte Carlo probes take one seed per draw, chosen by the grader, and seed the generators with it before
+the draw (:func:`~zoo.homework.base.seed_draw`): the grader replays a few draws in a fresh worker and takes the
+draws only if they come back the same (:func:`~zoo.homework.base.assert_replayed`), so that a submission that
+replaces what a probe calls cannot make the draws depend on one another.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import pyro.poutine as poutine
 import torch
 from torch import nn
 
+from zoo.homework.base import seed_draw
 from zoo.homework.bernoulli_vae.starter import Decoder, Encoder
 
 __all__ = ["network", "trace_sites", "meanfield_rows", "reconstruction_draws", "elbo_draws", "train_amortized",
@@ -94,15 +100,17 @@ def meanfield_rows(sub, z_dim: int, x_all, N: int, first_idx, idx_a, idx_b, prob
             "log_q_b": b["fn"].log_prob(probe.expand(len(idx_b), -1)).detach()}
 
 
-def reconstruction_draws(sub, decoder_state, encoder_state, hidden: int, x, num_particles: int, num_samples: int):
-    """``num_samples`` draws of reconstruction(decoder, encoder, x, num_particles) [n, B] and of its gradient in
-    every decoder and encoder parameter [n, P] (float64 networks), or ``{"value": ...}`` when the first
-    value is not a tensor of shape [B]."""
+def reconstruction_draws(sub, decoder_state, encoder_state, hidden: int, x, num_particles: int, seeds):
+    """One draw of reconstruction(decoder, encoder, x, num_particles) [B] and of its gradient in every decoder and
+    encoder parameter [P] per seed of ``seeds`` (the generators seeded with it before the draw; float64 networks),
+    stacked ``{"values": [n, B], "gradients": [n, P]}``, or ``{"value": ...}`` when a value is not a tensor of
+    shape [B]."""
     decoder = network("decoder", 2, x.shape[1], hidden, decoder_state, double=True)
     encoder = network("encoder", 2, x.shape[1], hidden, encoder_state, double=True)
     params = [*decoder.parameters(), *encoder.parameters()]
     values, gradients = [], []
-    for _ in range(num_samples):
+    for seed in seeds:
+        seed_draw(seed)
         value = sub.reconstruction(decoder, encoder, x, num_particles)
         if not isinstance(value, torch.Tensor) or tuple(value.shape) != (x.shape[0],):
             return {"value": value}
@@ -114,12 +122,16 @@ def reconstruction_draws(sub, decoder_state, encoder_state, hidden: int, x, num_
     return {"values": torch.stack(values), "gradients": torch.stack(gradients)}
 
 
-def elbo_draws(sub, decoder_state, encoder_state, hidden: int, x, num_particles: int, repeats: int):
-    """``repeats`` values of elbo(decoder, encoder, x, num_particles), stacked [repeats, B] (float64 networks)."""
+def elbo_draws(sub, decoder_state, encoder_state, hidden: int, x, num_particles: int, seeds):
+    """One value of elbo(decoder, encoder, x, num_particles) per seed of ``seeds`` (the generators seeded with it
+    before the draw; float64 networks), stacked [n, B]; the first value as it is when one is not a tensor [B]."""
     decoder = network("decoder", 2, x.shape[1], hidden, decoder_state, double=True)
     encoder = network("encoder", 2, x.shape[1], hidden, encoder_state, double=True)
+    values = []
     with torch.no_grad():
-        values = [sub.elbo(decoder, encoder, x, num_particles) for _ in range(repeats)]
+        for seed in seeds:
+            seed_draw(seed)
+            values.append(sub.elbo(decoder, encoder, x, num_particles))
     if not all(isinstance(v, torch.Tensor) and tuple(v.shape) == (x.shape[0],) for v in values):
         return values[0]
     return torch.stack(values)

@@ -21,7 +21,7 @@ import math
 import torch
 from torch.distributions import Bernoulli
 
-from zoo.homework.base import assert_total_variance, expect_tensor
+from zoo.homework.base import assert_replayed, assert_total_variance, expect_tensor
 from zoo.homework.discrete_estimators.problem import NUM_DATA, make_large_problem, make_problem
 from zoo.testing import assert_close, assert_unbiased, assert_variance_order, two_sided_threshold
 
@@ -31,7 +31,6 @@ __all__ = ["check_log_q", "check_reinforce_unbiased", "check_reinforce_loo_unbia
 
 NUM_PARTICLES = 4
 GUMBEL_LOGITS = (1.0, -0.5, 0.3, -1.2)          # four classes: the Gumbel-max argmax law shows its sign
-REPLAYS = 3                                     # draws of each request replayed in a fresh worker
 VARIANCE_SLACK = 1.15                           # a variance within 15% of the exact one is not a bug
 LARGE_SAMPLES = 300                             # draws on the problem too large to enumerate
 ORDER = (("REINFORCE", "reinforce"), ("REINFORCE+LOO", "reinforce_loo"))      # variance_order, high to low
@@ -78,15 +77,14 @@ class _Draws:
         return draws
 
     def replayed(self) -> None:
-        self.sub.restart()
-        for function, problem_seed, num_particles, seeds, large, offsets, draws, what in self.requests:
-            picks = torch.randperm(len(seeds))[:REPLAYS].tolist()
-            again = expect_tensor(_probe_draws(self.sub, function, problem_seed, num_particles, [seeds[i] for i in picks],
-                                               large, offsets), f"{what}, replayed", (len(picks), draws.shape[1]))
-            if not torch.allclose(again, draws[picks], rtol=1e-5, atol=1e-6):
-                raise AssertionError(f"{what}: draws replayed in a fresh process from the same seeds differ (by "
-                                     f"{float((again - draws[picks]).abs().max()):.3g}): each draw must depend only on "
-                                     f"its own random numbers, not on the other draws or on what ran before")
+        assert_replayed(self.sub, [(self._asker(function, problem_seed, num_particles, large, offsets, what,
+                                                draws.shape[1]), seeds, draws, what)
+                                   for function, problem_seed, num_particles, seeds, large, offsets, draws, what
+                                   in self.requests])
+
+    def _asker(self, function, problem_seed, num_particles, large, offsets, what, width):
+        return lambda seeds: expect_tensor(_probe_draws(self.sub, function, problem_seed, num_particles, seeds, large,
+                                                        offsets), f"{what}, replayed", (len(seeds), width))
 
 
 def _probe_draws(sub, function, problem_seed, num_particles, seeds, large, offsets):

@@ -16,11 +16,10 @@ that replay; one that is, is the student's estimator, whatever code computed it,
 """
 from __future__ import annotations
 
-import random
-import sys
 
 import torch
 
+from zoo.homework.base import seed_draw
 from zoo.homework.discrete_estimators.problem import make_large_problem, make_problem
 from zoo.testing import gradient_of
 
@@ -41,10 +40,7 @@ def gradient_draws(sub, function: str, problem_seed: int, num_particles: int, se
     f = problem.f if offsets is None else (lambda z: problem.f(z) + offsets)
     draws = []
     for seed in seeds:
-        random.seed(seed)
-        torch.manual_seed(seed)
-        if "numpy" in sys.modules:
-            sys.modules["numpy"].random.seed(seed)
+        seed_draw(seed)
         draws.append(gradient_of(lambda: surrogate(problem.logits, f, num_particles), problem.params))
     return torch.stack(draws)
 
