@@ -16,11 +16,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _git_state():
+    """(HEAD, whether tracked files differ from it). Result files are left out of the comparison: one benchmark
+    run right after another finds the first one's results not yet committed, and they are outputs, not code."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     ":(exclude)benchmarks/results"], cwd=root,
                                     capture_output=True, text=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", None
