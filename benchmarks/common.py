@@ -26,7 +26,8 @@ def _git_state():
                                      ":(exclude)benchmarks/results"], cwd=root,
                                     capture_output=True, text=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", None
+        # a copy of the tree without its .git (a lent GPU machine): the caller states the commit it copied
+        commit, dirty = os.environ.get("PYRO_ZOO_GIT_COMMIT", "unknown"), None
     return commit, dirty
 
 
