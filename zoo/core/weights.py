@@ -49,7 +49,7 @@ from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
 
 __all__ = ["LogWeights", "vectorize", "per_datum_log_weights", "per_datum_renyi_bound", "is_deterministic",
-           "is_factor", "is_subsample_site", "AssembledObservation", "dreamt_data"]
+           "is_factor", "is_subsample_site", "AssembledObservation", "dreamt_data", "masked_log_prob"]
 
 
 @dataclass
@@ -71,6 +71,9 @@ class LogWeights:
     global_log_prior: object = 0.0     # log p(theta), a scalar (0.0 without global latents)
     global_log_q: object = 0.0         # log q(theta), a scalar
     global_values: Dict[str, torch.Tensor] = field(default_factory=dict)    # theta, per global site
+    #: per latent whose log q was masked (``poutine.mask`` in the guide, or the model masking that latent): the
+    #: mask, so that another density of the same draw (the defensive proposal's q_wide) is masked the same way
+    site_q_mask: Dict[str, object] = field(default_factory=dict)
 
     @property
     def global_term(self):
@@ -196,8 +199,8 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
         poutine.replay(vectorize(model, num_particles), trace=guide_trace)).get_trace(*args, **kwargs)
 
     log_likelihood, log_prior_terms, log_q_terms = 0.0, [], []
-    scale, x_dist, latents, guide_means = 1.0, None, {}, {}
-    site_log_prior, site_log_q, observed = {}, {}, []
+    scale, x_dist, latents, guide_means = _plate_scale(model_trace), None, {}, {}
+    site_log_prior, site_log_q, observed, latent_masks, site_q_mask = {}, {}, [], {}, {}
     global_log_prior, global_log_q, global_values = 0.0, 0.0, {}
     reparameterized = True
     for name, site in model_trace.nodes.items():
@@ -211,13 +214,13 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
             if name not in guide_trace.nodes:
                 raise ZooError(f"the guide does not sample the model's global latent {name!r}; "
                                f"a guide must cover every latent site")
-            global_log_prior = global_log_prior + site["scale"] * site["fn"].log_prob(site["value"]).sum()
+            log_p = masked_log_prob(site["fn"].log_prob(site["value"]), site["mask"])
+            global_log_prior = global_log_prior + site["scale"] * log_p.sum()
             global_values[name] = site["value"]
             continue
-        log_p = site["fn"].log_prob(site["value"])
+        log_p = masked_log_prob(site["fn"].log_prob(site["value"]), site["mask"])
         if site["is_observed"]:             # every observed site and every pyro.factor: log p(x | z)
-            log_likelihood = log_likelihood + log_p
-            scale = float(site["scale"])
+            log_likelihood = log_likelihood + _relative(log_p, site["scale"], scale)
             if not is_factor(site):
                 observed.append((site["fn"], (site["infer"] or {}).get("zoo_columns")))
         else:
@@ -225,6 +228,8 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
                 raise ZooError(f"the guide does not sample the model's latent {name!r}; "
                                f"a guide must cover every latent site")
             log_prior_terms.append((log_p, site["scale"]))
+            if site["mask"] is not None:
+                latent_masks[name] = site["mask"]
             latents[name] = site["value"]
             site_log_prior[name] = log_p
     for name, site in guide_trace.nodes.items():
@@ -233,7 +238,12 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
             reparameterized = reparameterized and bool(site["fn"].has_rsample)
         elif site["type"] == "sample" and name not in ("particles", "data") and not is_subsample_site(site):
             q = q_transform(site["fn"]) if q_transform is not None else site["fn"]
-            site_log_q[name] = q.log_prob(site["value"])
+            # where the model masks a latent out, its value is an auxiliary draw of q that integrates to
+            # one: q's density there leaves the weight too, so it stays p(x, z_kept) / q(z_kept | x)
+            site_log_q[name] = masked_log_prob(masked_log_prob(q.log_prob(site["value"]), site["mask"]),
+                                               latent_masks.get(name))
+            if site["mask"] is not None or name in latent_masks:
+                site_q_mask[name] = _both(site["mask"], latent_masks.get(name))
             log_q_terms.append((site_log_q[name], site["scale"]))
             reparameterized = reparameterized and bool(site["fn"].has_rsample)
             try:
@@ -257,7 +267,40 @@ def per_datum_log_weights(model: Callable, guide: Callable, *args, num_particles
 
     return LogWeights(log_likelihood, log_prior, log_q, scale, latents, guide_means, x_dist, reparameterized,
                       params(model_trace), params(guide_trace), site_log_prior, site_log_q,
-                      global_log_prior, global_log_q, global_values)
+                      global_log_prior, global_log_q, global_values, site_q_mask)
+
+
+def _plate_scale(model_trace) -> float:
+    """N / B of the data plate, read from its subsample site (1.0 where the plate is not subsampled)."""
+    site = model_trace.nodes.get("data")
+    if site is None or not is_subsample_site(site):
+        return 1.0
+    return float(site["fn"].size) / float(len(site["value"]))
+
+
+def masked_log_prob(log_p: torch.Tensor, mask) -> torch.Tensor:
+    """A site's log-density under ``poutine.mask``, as Pyro's ELBOs count it: zero where the mask is False."""
+    if mask is None or mask is True:
+        return log_p
+    if mask is False:
+        return torch.zeros_like(log_p)
+    return torch.where(mask, log_p, log_p.new_zeros(()))
+
+
+def _both(a, b):
+    """The conjunction of two ``poutine.mask`` masks (None: no mask)."""
+    if a is None or a is True:
+        return b
+    if b is None or b is True:
+        return a
+    return a & b if torch.is_tensor(a) and torch.is_tensor(b) else (a and b)
+
+
+def _relative(log_p: torch.Tensor, site_scale, data_scale: float):
+    """``log_p`` weighted by its site's scale relative to the data plate's N/B: 1 for a plain observation, the
+    factor of a ``poutine.scale`` the model applies to it (a tempered likelihood), as Pyro's ELBOs weight it."""
+    weight = site_scale / data_scale
+    return log_p if isinstance(weight, float) and abs(weight - 1.0) < 1e-12 else weight * log_p
 
 
 def _weighted_sum(terms, data_scale: float):

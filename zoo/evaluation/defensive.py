@@ -58,7 +58,7 @@ from pyro.poutine.messenger import Messenger
 from zoo.core.distributions import JointDiscrete
 from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
-from zoo.core.weights import LogWeights, is_subsample_site, per_datum_log_weights
+from zoo.core.weights import LogWeights, is_subsample_site, masked_log_prob, per_datum_log_weights
 
 __all__ = ["DefensiveProposal", "GUIDE_PROPOSAL", "PROPOSALS", "Draws", "widen", "log_mean_weight",
            "as_proposal"]
@@ -241,8 +241,8 @@ class DefensiveProposal:
                 defended = _Defended(self, rows)
                 lw = per_datum_log_weights(model, defended(guide), x, idx=idx, N=N, num_particles=k)
                 log_q_wide = lw.log_q
-                for name, wide in defended.log_q_wide.items():
-                    log_q_wide = log_q_wide + wide - lw.site_log_q[name]
+                for name, wide in defended.log_q_wide.items():     # masked where q's density was (poutine.mask)
+                    log_q_wide = log_q_wide + masked_log_prob(wide, lw.site_q_mask.get(name)) - lw.site_log_q[name]
                 log_q_def = torch.logaddexp(math.log1p(-n_wide / num_samples) + lw.log_q,
                                             math.log(n_wide / num_samples) + log_q_wide)
                 log_w.append(lw.log_likelihood + lw.log_prior - log_q_def)

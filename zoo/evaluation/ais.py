@@ -1,0 +1,416 @@
+"""Annealed importance sampling (AIS): log p(x) for any zoo model, checked by its own chains.
+
+For each datum x, C independent chains carry a latent state z through T + 1 distributions that bridge
+an initial distribution pi_0 and the posterior p(z | x) geometrically (Neal 2001)::
+
+    f_t(z) = pi_0(z) [p(x, z) / pi_0(z)]^(beta_t),      0 = beta_0 < beta_1 < ... < beta_T = 1
+    z_0 ~ pi_0,     z_t ~ K_t(. | z_{t-1}),   K_t leaving f_t invariant
+    log w = sum_{t=1..T} (beta_t - beta_{t-1}) g(z_{t-1}),        g(z) = log p(x, z) - log pi_0(z)
+    log p^(x) = log (1/C) sum_c w_c
+
+E[w] = p(x) exactly, whatever the kernels, as long as they are fixed before the chains run, so log p^(x)
+is a stochastic lower bound on log p(x), like importance sampling (which is AIS with T = 1). Unlike
+importance sampling its variance does not grow with the mismatch between pi_0 and the posterior: it falls
+as T grows, and the gap left is what bidirectional Monte Carlo measures (:mod:`zoo.evaluation.bdmc`).
+
+- ``path="guide"`` (default): pi_0 = q(z | x), the trained guide, so g is the importance weight log w of
+  :mod:`zoo.core.weights`; ``path="prior"``: pi_0 = p(z), g = log p(x | z) (Wu et al. 2017).
+- The schedule is Wu et al.'s sigmoid: beta_t = (s(t) - s(0)) / (s(T) - s(0)), s(t) = sigmoid(delta (2t/T - 1)),
+  delta = 4, which spends more temperatures near both ends where f_t changes fastest.
+- **Real latents** move by Hamiltonian Monte Carlo in the unconstrained space (``biject_to`` of the site's
+  constraint, its log-Jacobian added to f_t): ``leapfrog_steps`` L steps with identity mass and a step size
+  eps_{t,n} per temperature and datum. The step sizes come from a **separate pilot run** (``pilot_chains``
+  chains over the same schedule, adapting log eps by (acceptance - ``target_accept``) after each
+  temperature) and are **frozen** during the measured run: a kernel that adapted to the measured chains'
+  own states would no longer leave f_t invariant, and E[w] = p(x) would not hold.
+- **Discrete latents** move by Metropolis-Hastings with the guide as an independent proposal of the whole
+  state (z' ~ q(z | x), accepted with probability min(1, f_t(z') q(z) / (f_t(z) q(z')))), which leaves f_t
+  invariant for any q; a model with both kinds takes the MH step and then the HMC step at each temperature.
+  Enumeration (summing a discrete latent out) is not used.
+- **Global latents** theta are held at the guide's point estimate theta_hat, as the rest of the harness holds
+  them (:func:`zoo.evaluation.harness.evaluate`): the estimate is then of log p(x_n | theta_hat).
+- ``poutine.mask`` and ``poutine.scale`` count as in Pyro's ELBOs (:func:`zoo.core.weights.per_datum_log_weights`).
+
+Per datum it reports log p^(x), the delta-method standard error over the C chains,
+sqrt((mean w^2 / (mean w)^2 - 1) / C), the effective sample size (sum w)^2 / sum w^2 of the final weights,
+and the mean acceptance rate of its chains; per temperature, the acceptance rate over all data and chains
+and the pilot's step size. The whole batch of data and chains is one tensor program (no Python loop
+over data). The standard error is a precision only where the final weights are not heavy-tailed: where
+the ESS is below :data:`MIN_ESS_FRACTION` of the chains, the result says the SE is not one
+(``se_reliable``), and more temperatures are the remedy.
+
+References: R. M. Neal, "Annealed importance sampling", Statistics and Computing 11, 2001.
+Y. Wu, Y. Burda, R. Salakhutdinov and R. Grosse, "On the quantitative analysis of decoder-based generative
+models", ICLR 2017, https://arxiv.org/abs/1611.04273.
+
+Example::
+
+    >>> import torch, zoo
+    >>> from zoo.evaluation.ais import AnnealedImportanceSampling
+    >>> model = zoo.build_model("ppca", 4, latent_dim=2)
+    >>> guide = zoo.build_guide("amortized", model, hidden=(8,))
+    >>> result = AnnealedImportanceSampling(num_temperatures=20, num_chains=4).estimate(model, guide, torch.randn(3, 4))
+    >>> result.log_likelihood.shape, len(result.acceptance_per_temperature)
+    (torch.Size([3]), 19)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import pyro.poutine as poutine
+import torch
+from pyro.poutine.messenger import Messenger
+from torch.distributions import biject_to
+
+from zoo.core.errors import ZooError
+from zoo.core.modes import evaluation_mode
+from zoo.core.weights import per_datum_log_weights, vectorize
+
+__all__ = ["AnnealedImportanceSampling", "AISResult", "sigmoid_schedule", "log_mean_exp_and_se", "PATHS",
+           "MIN_ESS_FRACTION"]
+
+PATHS = ("guide", "prior")
+#: below this fraction of the chains, the effective sample size of a datum's final weights says that one or two
+#: chains carry the estimate: its delta-method standard error is then not a precision
+MIN_ESS_FRACTION = 0.1
+
+
+def sigmoid_schedule(num_temperatures: int, delta: float = 4.0) -> torch.Tensor:
+    """beta_0 = 0 < ... < beta_T = 1, Wu et al.'s sigmoid schedule (module docstring), float64 ``[T + 1]``."""
+    if num_temperatures < 1:
+        raise ZooError(f"AIS needs at least one temperature, got {num_temperatures}")
+    if num_temperatures == 1:
+        return torch.tensor([0.0, 1.0], dtype=torch.float64)
+    s = torch.sigmoid(torch.linspace(-delta, delta, num_temperatures + 1, dtype=torch.float64))
+    return (s - s[0]) / (s[-1] - s[0])
+
+
+def log_mean_exp_and_se(log_w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From ``[C, B]`` log-weights: log (1/C) sum_c w_c, its delta-method standard error
+    sqrt((mean w^2 / (mean w)^2 - 1) / C), and the effective sample size (sum w)^2 / sum w^2, each ``[B]``."""
+    C = log_w.shape[0]
+    log_w = log_w.double()
+    lme = torch.logsumexp(log_w, 0) - math.log(C)
+    ratio = torch.exp(torch.logsumexp(2 * log_w, 0) - math.log(C) - 2 * lme)      # mean w^2 / (mean w)^2
+    se = ((ratio - 1).clamp(min=0) / max(C - 1, 1)).sqrt()     # C - 1: the unbiased variance of the chains
+    ess = torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))
+    return lme, se, ess
+
+
+class _FixedValues(Messenger):
+    """Sets the value of every named sample site (as ``poutine.replay`` does, without a trace), so that a
+    guide run under it scores the given state instead of drawing one."""
+
+    def __init__(self, values: Dict[str, torch.Tensor]):
+        super().__init__()
+        self.values = values
+
+    def _pyro_sample(self, msg) -> None:
+        if msg["name"] in self.values and not msg["is_observed"]:
+            msg["value"] = self.values[msg["name"]]
+            msg["done"] = True
+
+
+def _at(guide: Callable, values: Dict[str, torch.Tensor]) -> Callable:
+    def fixed(*args, **kwargs):
+        with _FixedValues(values):
+            return guide(*args, **kwargs)
+    return fixed
+
+
+@dataclass
+class AISResult:
+    """What :meth:`AnnealedImportanceSampling.estimate` returns: per-datum ``[n]`` tensors (float64) and
+    per-temperature lists."""
+
+    log_likelihood: torch.Tensor
+    log_likelihood_se: torch.Tensor
+    ess: torch.Tensor
+    acceptance: torch.Tensor                    # per datum, mean over chains and temperatures
+    acceptance_per_temperature: List[float]     # per transition t = 1..T-1, mean over data and chains
+    step_size_per_temperature: List[Optional[float]]   # the pilot's eps_t, median over data (None: no HMC)
+    settings: Dict = field(default_factory=dict)
+
+    @property
+    def se_reliable(self) -> torch.Tensor:
+        """Per datum: whether the final weights' ESS is at least :data:`MIN_ESS_FRACTION` of the chains."""
+        return self.ess >= MIN_ESS_FRACTION * self.settings.get("num_chains", 1)
+
+    def summary(self) -> Dict:
+        """The figures of the data set, in nats per datum (for results files)."""
+        n = self.log_likelihood.shape[0]
+        reliable = self.se_reliable
+        out = {"estimator": "ais", **self.settings, "num_data": n,
+               "log_likelihood": self.log_likelihood.mean().item(),
+               "log_likelihood_se": (self.log_likelihood_se.pow(2).sum().sqrt() / n).item(),
+               "log_likelihood_data_se": (self.log_likelihood.std() / math.sqrt(n)).item() if n > 1 else None,
+               "nll": -self.log_likelihood.mean().item(),
+               "ess_mean": self.ess.mean().item(), "ess_min": self.ess.min().item(),
+               "frac_se_unreliable": 1.0 - reliable.double().mean().item(),
+               "acceptance_mean": self.acceptance.mean().item(),
+               "acceptance_per_temperature": self.acceptance_per_temperature,
+               "step_size_per_temperature": self.step_size_per_temperature}
+        if not bool(reliable.all()):
+            out["se_warning"] = (f"{1 - reliable.double().mean().item():.1%} of data have final weights whose ESS is "
+                                 f"below {MIN_ESS_FRACTION:.0%} of the {self.settings.get('num_chains')} chains: their "
+                                 f"standard error is not a precision; run more temperatures (--ais-temperatures)")
+        return out
+
+    def per_datum(self) -> Dict[str, torch.Tensor]:
+        return {"log_likelihood": self.log_likelihood, "log_likelihood_se": self.log_likelihood_se,
+                "ess": self.ess, "acceptance": self.acceptance, "se_reliable": self.se_reliable}
+
+
+class _Chains:
+    """The state of C chains for a minibatch of B data: discrete site values, real sites on their unconstrained
+    space, and how to score them under the model and pi_0."""
+
+    def __init__(self, model, guide, x, idx, N, C: int, path: str):
+        self.model, self.guide, self.x, self.idx, self.N, self.C, self.path = model, guide, x, idx, N, C, path
+        self.real = [s for s in model.latents if s.support == "real"]
+        self.discrete = [s for s in model.latents if s.support != "real"]
+        self.transforms = {s.name: biject_to(s.constraint) for s in self.real}
+
+    # --- drawing and scoring -------------------------------------------------------------------------
+    def draw_initial(self) -> Dict[str, torch.Tensor]:
+        """z_0 ~ pi_0 for every chain: ``{site: [C, B, *event]}``."""
+        if self.path == "guide":
+            return dict(self.score(None).latents)
+        trace = poutine.trace(vectorize(self.model, self.C)).get_trace(self.x, idx=self.idx, N=self.N)
+        return {s.name: trace.nodes[s.name]["value"] for s in self.model.latents}
+
+    def score(self, values: Optional[Dict[str, torch.Tensor]]):
+        """The LogWeights of the state ``values`` (``None``: a fresh draw from the guide)."""
+        guide = self.guide if values is None else _at(self.guide, values)
+        lw = per_datum_log_weights(self.model, guide, self.x, idx=self.idx, N=self.N, num_particles=self.C)
+        return lw
+
+    def g_and_log_pi0(self, lw) -> Tuple[torch.Tensor, torch.Tensor]:
+        """g = log p(x, z) - log pi_0(z) and log pi_0(z), each ``[C, B]``."""
+        log_pi0 = lw.log_q if self.path == "guide" else lw.log_prior
+        return lw.log_likelihood + lw.log_prior - log_pi0, log_pi0
+
+    # --- the unconstrained space of the real sites ---------------------------------------------------
+    def unconstrain(self, values) -> List[torch.Tensor]:
+        return [self.transforms[s.name].inv(values[s.name]).detach() for s in self.real]
+
+    def constrain(self, values, u: List[torch.Tensor]):
+        out, log_det = dict(values), 0.0
+        for s, u_s in zip(self.real, u):
+            t = self.transforms[s.name]
+            z = t(u_s)
+            out[s.name] = z
+            if s.constrained:
+                ld = t.log_abs_det_jacobian(u_s, z)
+                log_det = log_det + ld.reshape(ld.shape[:2] + (-1,)).sum(-1)
+        return out, log_det
+
+    def target(self, values, u: List[torch.Tensor], beta: float, need_grad: bool = True):
+        """log f_beta on the unconstrained space (Jacobian included), g, and the gradient of log f_beta
+        with respect to ``u``. Non-finite values become -inf (a proposal there is rejected)."""
+        with torch.enable_grad():
+            u = [u_s.detach().requires_grad_(need_grad) for u_s in u]
+            z, log_det = self.constrain(values, u)
+            g, log_pi0 = self.g_and_log_pi0(self.score(z))
+            f = log_pi0 + beta * g + log_det
+            grads = torch.autograd.grad(f.sum(), u) if need_grad else [torch.zeros_like(u_s) for u_s in u]
+        f, g = f.detach(), g.detach()
+        bad = ~torch.isfinite(f)
+        grads = [torch.nan_to_num(gr.detach(), nan=0.0, posinf=0.0, neginf=0.0) for gr in grads]
+        return f.masked_fill(bad, -math.inf), g, grads
+
+
+def _broadcast(per_chain: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A ``[C, B]`` (or ``[B]``) tensor shaped to broadcast against ``like`` ``[C, B, *event]``."""
+    return per_chain.reshape(per_chain.shape + (1,) * (like.dim() - per_chain.dim()))
+
+
+def _hmc(chains: _Chains, values, beta: float, eps: torch.Tensor, L: int):
+    """One HMC transition at temperature ``beta`` of every chain's real sites: L leapfrog steps of size ``eps``
+    ``[B]``, then a Metropolis correction. Returns the new values and the acceptance probability ``[C, B]``."""
+    u0 = chains.unconstrain(values)
+    f0, _, grad = chains.target(values, u0, beta)
+    p0 = [torch.randn_like(u_s) for u_s in u0]
+    step = [_broadcast(eps.to(u_s.dtype), u_s[0]).unsqueeze(0) for u_s in u0]
+    p = [p_s + 0.5 * e * g_s for p_s, e, g_s in zip(p0, step, grad)]
+    u = list(u0)
+    for leap in range(L):
+        u = [u_s + e * p_s for u_s, e, p_s in zip(u, step, p)]
+        f1, _, grad = chains.target(values, u, beta)
+        scale = 1.0 if leap < L - 1 else 0.5
+        p = [p_s + scale * e * g_s for p_s, e, g_s in zip(p, step, grad)]
+
+    def kinetic(ps):
+        return sum(0.5 * p_s.pow(2).reshape(p_s.shape[:2] + (-1,)).sum(-1) for p_s in ps)
+    log_accept = (f1 - kinetic(p)) - (f0 - kinetic(p0))
+    log_accept = torch.nan_to_num(log_accept, nan=-math.inf).clamp(max=0.0)
+    accept = torch.rand_like(log_accept).log() < log_accept
+    u_new = [torch.where(_broadcast(accept, u_s), u_s, u0_s) for u_s, u0_s in zip(u, u0)]
+    new, _ = chains.constrain(values, u_new)
+    return {k: v.detach() for k, v in new.items()}, log_accept.exp()
+
+
+def _independent_mh(chains: _Chains, values, beta: float):
+    """One Metropolis-Hastings transition at temperature ``beta`` with the guide as independent proposal of the
+    whole state. Returns the new values and the acceptance probability ``[C, B]``."""
+    current, proposed = chains.score(values), chains.score(None)
+
+    def log_ratio_to_q(lw):                         # log f_beta(z) - log q(z | x)
+        g, log_pi0 = chains.g_and_log_pi0(lw)
+        return log_pi0 + beta * g - lw.log_q
+    log_accept = torch.nan_to_num(log_ratio_to_q(proposed) - log_ratio_to_q(current), nan=-math.inf).clamp(max=0.0)
+    accept = torch.rand_like(log_accept).log() < log_accept
+    new = {name: torch.where(_broadcast(accept, v), proposed.latents[name], v) for name, v in values.items()}
+    return new, log_accept.exp()
+
+
+@dataclass
+class AnnealedImportanceSampling:
+    """AIS over the latents of any zoo model (module docstring).
+
+    Arguments:
+        num_temperatures: T, the number of annealing steps (T - 1 transitions).
+        num_chains: C, independent chains per datum; the standard error comes from their spread.
+        path: ``"guide"`` (pi_0 = q(z | x)) or ``"prior"`` (pi_0 = p(z)).
+        leapfrog_steps: L, leapfrog steps per HMC transition.
+        target_accept: the acceptance rate the pilot run adapts each temperature's step size toward.
+        initial_step_size: the pilot's first step size.
+        pilot_chains: chains per datum in the pilot run (0: no pilot, ``initial_step_size`` throughout).
+        batch_size: data per tensor program (each holds ``batch_size x num_chains`` states).
+        schedule: ``"sigmoid"`` (Wu et al.) or ``"linear"``.
+    """
+
+    num_temperatures: int = 500
+    num_chains: int = 16
+    path: str = "guide"
+    leapfrog_steps: int = 10
+    target_accept: float = 0.65
+    initial_step_size: float = 0.05
+    pilot_chains: int = 4
+    batch_size: int = 100
+    schedule: str = "sigmoid"
+
+    def __post_init__(self):
+        for name in ("num_temperatures", "num_chains", "leapfrog_steps", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ZooError(f"AIS {name} must be a whole number >= 1, got {value!r}")
+        if isinstance(self.pilot_chains, bool) or not isinstance(self.pilot_chains, int) or self.pilot_chains < 0:
+            raise ZooError(f"AIS pilot_chains must be a whole number >= 0, got {self.pilot_chains!r}")
+        if self.path not in PATHS:
+            raise ZooError(f"AIS path must be one of {', '.join(PATHS)}, got {self.path!r}")
+        if self.schedule not in ("sigmoid", "linear"):
+            raise ZooError(f"AIS schedule must be sigmoid or linear, got {self.schedule!r}")
+        if not (0.0 < float(self.target_accept) < 1.0) or not (float(self.initial_step_size) > 0.0) \
+                or not math.isfinite(float(self.initial_step_size)):
+            raise ZooError("AIS target_accept must lie in (0, 1) and initial_step_size be a positive number")
+
+    @property
+    def betas(self) -> torch.Tensor:
+        if self.schedule == "linear":
+            return torch.linspace(0.0, 1.0, self.num_temperatures + 1, dtype=torch.float64)
+        return sigmoid_schedule(self.num_temperatures)
+
+    def settings(self) -> Dict:
+        return {"num_temperatures": self.num_temperatures, "num_chains": self.num_chains, "path": self.path,
+                "schedule": self.schedule, "leapfrog_steps": self.leapfrog_steps,
+                "target_accept": self.target_accept, "pilot_chains": self.pilot_chains,
+                "initial_step_size": self.initial_step_size}
+
+    # --- the annealing loop, for one minibatch ---------------------------------------------------------
+    def anneal(self, chains: _Chains, values, betas: torch.Tensor, step_sizes: Optional[torch.Tensor] = None,
+               adapt: bool = False):
+        """Run the chains through ``betas`` (increasing for forward AIS, decreasing for reverse AIS) from the
+        state ``values``: returns (sum_t (beta_t - beta_{t-1}) g(z_{t-1}) ``[C, B]``, acceptance per transition
+        ``[T - 1, C, B]``, the step sizes used ``[T + 1, B]``). ``step_sizes`` are indexed by the position of
+        the temperature in the forward schedule; with ``adapt`` they are learned as the chains go (the pilot)."""
+        B = chains.x.shape[0]
+        T = betas.shape[0] - 1
+        forward = bool(betas[-1] >= betas[0])
+        eps = (torch.full((T + 1, B), float(self.initial_step_size), dtype=torch.float64)
+               if step_sizes is None else step_sizes.clone())
+        current = torch.full((B,), float(self.initial_step_size), dtype=torch.float64)
+        log_w = torch.zeros(chains.C, B, dtype=torch.float64, device=chains.x.device)
+        accepts = []
+        for i in range(1, T + 1):
+            lw = chains.score(values)
+            g, _ = chains.g_and_log_pi0(lw)
+            log_w += (float(betas[i]) - float(betas[i - 1])) * g.double()
+            if i == T:
+                break
+            beta = float(betas[i])
+            position = i if forward else T - i          # this temperature's index in the forward schedule
+            accept = torch.zeros(chains.C, B, device=chains.x.device)
+            moves = 0
+            if chains.discrete:
+                values, a = _independent_mh(chains, values, beta)
+                accept, moves = accept + a, moves + 1
+            if chains.real:
+                e = current if adapt else eps[position]
+                values, a = _hmc(chains, values, beta, e.to(chains.x.device), self.leapfrog_steps)
+                if adapt:
+                    eps[position] = current
+                    rate = a.double().mean(0).cpu()
+                    current = current * torch.exp(rate - self.target_accept)
+                accept, moves = accept + a, moves + 1
+            accepts.append((accept / max(moves, 1)).detach())
+        acceptance = torch.stack(accepts) if accepts else torch.zeros(0, chains.C, B)
+        return log_w, acceptance, eps
+
+    def pilot(self, model, guide, x, idx, N) -> Optional[torch.Tensor]:
+        """The step size of each temperature and datum ``[T + 1, B]``, adapted in a separate run."""
+        if not any(s.support == "real" for s in model.latents) or self.pilot_chains == 0:
+            return None
+        chains = _Chains(model, guide, x, idx, N, self.pilot_chains, self.path)
+        _, _, eps = self.anneal(chains, chains.draw_initial(), self.betas, adapt=True)
+        return eps
+
+    def estimate(self, model, guide, x: torch.Tensor, progress: Optional[Callable[[int], None]] = None) -> AISResult:
+        """log p(x_n) per datum of ``x`` ``[n, D]`` (module docstring). ``progress(done)`` is called after each
+        minibatch."""
+        from guides.user import as_zoo_guide
+        if x.shape[0] == 0:
+            raise ZooError("AIS got no data to evaluate")
+        guide = as_zoo_guide(guide, model)
+        _refuse_unsupported(model)
+        global_guide = getattr(guide, "global_guide", None)
+        with evaluation_mode(model, guide), torch.no_grad():
+            if global_guide is None:
+                return self._estimate(model, guide, x, progress)
+            with global_guide.at_point_estimate():
+                return self._estimate(model, guide, x, progress)
+
+    def _estimate(self, model, guide, x, progress) -> AISResult:
+        n, betas = x.shape[0], self.betas
+        parts = {k: [] for k in ("ll", "se", "ess", "acc", "acc_t", "eps")}
+        for start in range(0, n, self.batch_size):
+            idx = torch.arange(start, min(start + self.batch_size, n), device=x.device)
+            xb = x[idx]
+            step_sizes = self.pilot(model, guide, xb, idx, n)
+            chains = _Chains(model, guide, xb, idx, n, self.num_chains, self.path)
+            log_w, acceptance, eps = self.anneal(chains, chains.draw_initial(), betas, step_sizes)
+            ll, se, ess = log_mean_exp_and_se(log_w)
+            parts["ll"].append(ll.cpu())
+            parts["se"].append(se.cpu())
+            parts["ess"].append(ess.cpu())
+            parts["acc"].append(acceptance.double().mean((0, 1)).cpu() if acceptance.numel()
+                                else torch.ones(xb.shape[0], dtype=torch.float64))
+            parts["acc_t"].append(acceptance.double().sum(2).sum(1).cpu())          # [T - 1] sums over chains, data
+            parts["eps"].append(eps if step_sizes is not None else None)
+            if progress is not None:
+                progress(int(idx[-1]) + 1)
+        per_t = torch.stack(parts["acc_t"]).sum(0) / (n * self.num_chains) if parts["acc_t"][0].numel() else None
+        steps = (torch.cat(parts["eps"], dim=1).median(1).values.tolist() if parts["eps"][0] is not None
+                 else [None] * (self.num_temperatures + 1))
+        return AISResult(torch.cat(parts["ll"]), torch.cat(parts["se"]), torch.cat(parts["ess"]),
+                         torch.cat(parts["acc"]), per_t.tolist() if per_t is not None else [],
+                         steps[1:self.num_temperatures], {**self.settings(), "num_chains": self.num_chains})
+
+
+def _refuse_unsupported(model) -> None:
+    """AIS needs every local latent declared (it moves exactly ``model.latents``)."""
+    if not model.latents:
+        raise ZooError(f"{model.display_name} has no local latents: its log p(x_n | theta_hat) is exact, and AIS "
+                       f"has nothing to anneal; use the importance-sampling estimate (pyro-zoo eval)")
