@@ -70,3 +70,37 @@ def test_a_meanfield_runs_refit_is_part_of_its_estimator(tmp_path, capsys):
     capsys.readouterr()
     code, _, err = run_cli(["eval", run, "--no-progress", "--refit-epochs", "3"], capsys)
     assert code == 2 and "refit_epochs 3, not 2" in err
+
+
+@pytest.mark.parametrize("stored, refused_with", [(20.0, "K = 10 importance samples, not 20"),
+                                                  ("20", "K = 10 importance samples, not 20"),
+                                                  ("twenty", "not a whole number"),
+                                                  (20.5, "not a whole number"),
+                                                  (True, "not a whole number")])
+def test_a_stored_k_written_in_another_form_still_counts_and_an_unreadable_one_fails_closed(tmp_path, trained, capsys,
+                                                                                           stored, refused_with):
+    """K stored as 20.0 or "20" (a hand-edited results.json) is the same K = 20; one that is not a whole number
+    cannot be compared, and the rule refuses rather than letting any evaluation through."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    results = json.loads((run / "results.json").read_text())
+    results["num_samples"] = stored
+    (run / "results.json").write_text(json.dumps(results))
+    before = snapshot(run)
+    code, _, err = run_cli(["eval", run, "--no-progress", "--eval-samples", "10"], capsys)
+    assert code == 2 and refused_with in err and "--force" in err and len(err.strip().splitlines()) == 1, err
+    assert snapshot(run) == before
+
+
+def test_gaps_follow_the_same_rule(tmp_path, trained, capsys):
+    """eval --gaps writes gaps.json: a weaker gaps evaluation does not replace a stronger one without --force."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    code, _, err = run_cli(["eval", run, "--gaps", "--no-progress", "--eval-samples", "20", "--eval-limit", "10",
+                            "--refit-epochs", "3"], capsys)
+    assert code == 0, err
+    before = snapshot(run)
+    code, _, err = run_cli(["eval", run, "--gaps", "--no-progress", "--eval-samples", "10", "--eval-limit", "10",
+                            "--refit-epochs", "3"], capsys)
+    assert code == 2 and "gaps.json" in err and "K = 10 importance samples, not 20" in err, err
+    assert snapshot(run) == before

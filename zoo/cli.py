@@ -79,6 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace the run's results even by a weaker evaluation "
                    "(fewer samples K, fewer data, or another estimator; without it such an evaluation is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ais = p.add_argument_group("annealed importance sampling (zoo.evaluation.ais, zoo.evaluation.bdmc)")
+    ais.add_argument("--estimator", choices=("is", "ais", "bdmc"), default="is",
+                     help="is: importance sampling, results.json (default); ais: annealed importance sampling of the "
+                          "evaluation data, ais.json beside it; bdmc: forward and reverse AIS on data simulated from "
+                          "the model, bounding log p(x) from both sides, bdmc.json")
+    ais.add_argument("--temperatures", type=flags.ints, default=None, metavar="T[,T...]",
+                     help="AIS: numbers of temperatures, each run on the same data (default 500); BDMC: the Ts whose "
+                          "gaps are shown (default 100,200,400)")
+    ais.add_argument("--chains", type=int, default=16, help="AIS chains per datum (default 16)")
+    ais.add_argument("--leapfrog", type=int, default=10, help="HMC leapfrog steps per transition (default 10)")
+    ais.add_argument("--ais-path", choices=("guide", "prior"), default="guide",
+                     help="where the annealing starts: the guide q(z|x) (default) or the prior p(z)")
+    ais.add_argument("--ais-batch-size", type=int, default=100, help="data per AIS tensor program (default 100)")
+    ais.add_argument("--bdmc-data", type=int, default=100, help="BDMC: data simulated from the model (default 100)")
 
     p = sub.add_parser("compare", help="train and evaluate a grid of guides × objectives at one or more seeds")
     p.add_argument("model", nargs="?", help=MODEL_HELP)
@@ -367,13 +381,41 @@ def cmd_eval(args) -> None:
         from zoo.evaluation.gaps import gaps_markdown
         from zoo.experiments.gaps import gaps_run
         summary = gaps_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress,
-                           model_file=args.model, guide_file=args.guide)
+                           model_file=args.model, guide_file=args.guide, force=args.force)
         print(gaps_markdown(summary))
         print(f"wrote {', '.join(str(Path(args.dir) / f) for f in ('gaps.json', 'gaps.md', 'gaps_per_datum.npz'))}")
+        return
+    if args.estimator != "is":
+        _eval_annealed(args)
         return
     summary = evaluate_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress,
                            model_file=args.model, guide_file=args.guide, force=args.force)
     _print_summary([summary], Path(args.dir))
+
+
+def _eval_annealed(args) -> None:
+    """``eval --estimator ais|bdmc`` (zoo.experiments.annealed)."""
+    from zoo.experiments.annealed import ais_markdown, ais_run, bdmc_run
+    from zoo.evaluation.bdmc import bdmc_markdown
+    settings = flags.given_run_settings(args)
+    ignored = sorted(k for k in settings if k not in ("eval_limit", "device", "data_dir"))
+    if ignored:
+        raise ZooError(f"--estimator {args.estimator} does not use {', '.join('--' + k.replace('_', '-') for k in ignored)}"
+                       f"; leave them out (they set the importance-sampling evaluation)")
+    common = dict(temperatures=args.temperatures, chains=args.chains, leapfrog=args.leapfrog, path=args.ais_path,
+                  batch_size=args.ais_batch_size, device=settings.get("device"), data_dir=settings.get("data_dir"),
+                  progress=not args.no_progress, model_file=args.model, guide_file=args.guide, force=args.force)
+    out = Path(args.dir)
+    if args.estimator == "ais":
+        summary = ais_run(out, eval_limit=settings.get("eval_limit"), **common)
+        print(ais_markdown(summary))
+        print(f"wrote {', '.join(str(out / f) for f in ('ais.json', 'ais.md', 'ais_per_datum.npz'))}")
+        return
+    if "eval_limit" in settings:
+        raise ZooError("--estimator bdmc simulates its data (--bdmc-data N); leave out --eval-limit")
+    summary = bdmc_run(out, num_data=args.bdmc_data, **common)
+    print(bdmc_markdown(summary))
+    print(f"wrote {out / 'bdmc.json'}, {out / 'bdmc.md'}")
 
 
 def cmd_compare(args) -> None:

@@ -182,6 +182,9 @@ RESULT_KEYS = {
                                 "values, or a degenerate tail); the k-hat figures are over the others",
     "psis_khat_note": "why k-hat does not apply where it does not, and how reliability is judged there, or null",
     "psis_frac_low_ess": "fraction of data without a k-hat whose effective sample size is below 10 (unreliable)",
+    "log_likelihood_se_reliable": "fraction of data whose standard error is a precision: k-hat <= 0.7, or without a "
+                                  "k-hat an ESS of at least 10",
+    "log_likelihood_se_note": "why the standard error is not a precision for the other data, or null",
 }
 
 
@@ -201,7 +204,14 @@ def _psis_summary(khat: torch.Tensor, reasons, ess: torch.Tensor) -> Dict:
     if frac_low > 0:
         warning.append(f"{frac_low:.1%} of data have no k-hat ({', '.join(missing)}) and an effective sample size "
                        f"below {PSIS_MIN_ESS}: their importance-sampled log p(x) is unreliable")
-    return {"psis_khat_mean": khat[applicable].mean().item() if applicable.any() else None,
+    se_reliable = 1.0 - (over | low_ess).double().mean().item()
+    return {"log_likelihood_se_reliable": se_reliable,
+            "log_likelihood_se_note": None if se_reliable == 1.0 else (
+                f"the standard error is not a precision for {1 - se_reliable:.1%} of data: their importance weights "
+                f"are heavy-tailed (k-hat > {PSIS_THRESHOLD}) or carried by a few draws (ESS < {PSIS_MIN_ESS}), so "
+                f"the estimate can sit many of its SEs below log p(x) (the delta-method SE only sees the draws made); "
+                f"an AIS estimate (pyro-zoo eval RUN --estimator ais) tells how far"),
+            "psis_khat_mean": khat[applicable].mean().item() if applicable.any() else None,
             "psis_khat_max": khat[applicable].max().item() if applicable.any() else None,
             "psis_khat_frac_over_0_7": frac,
             "psis_khat_not_applicable": frac_na,
@@ -210,6 +220,20 @@ def _psis_summary(khat: torch.Tensor, reasons, ess: torch.Tensor) -> Dict:
                                f"judged by the effective sample size, at least {PSIS_MIN_ESS}") if missing else None,
             "psis_frac_low_ess": frac_low,
             "psis_warning": "; ".join(warning) or None}
+
+
+def _khat_columns(khat, reasons, ess: torch.Tensor) -> Dict:
+    """The per-datum k-hat columns of per_datum.npz, without NaN: ``psis_khat`` where a Pareto tail was fitted and
+    +inf where none was, ``psis_khat_reason`` saying why not there ("" where it was), and
+    ``log_likelihood_se_reliable``, whether the datum's SE is a precision (k-hat <= 0.7, or without a k-hat an
+    effective sample size of at least 10)."""
+    if khat is None:
+        return {"psis_khat": None}
+    applicable = ~torch.isnan(khat)
+    reliable = torch.where(applicable, khat <= PSIS_THRESHOLD, ess.double().cpu() >= PSIS_MIN_ESS)
+    return {"psis_khat": torch.where(applicable, khat, torch.full_like(khat, math.inf)),
+            "psis_khat_reason": np.asarray([r or "" for r in reasons], dtype=str),
+            "log_likelihood_se_reliable": reliable}
 
 
 def _log_weight_chunks(model, guide, x, idx, N, num_samples: int, max_elements: int):
@@ -499,7 +523,8 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
                       conditional_accuracy={k: v.double().mean().item() for k, v in conditional["correct"].items()},
                       view_log_likelihood={k: v.mean().item() for k, v in conditional["marginal"].items()})
     result["per_datum"] = {"log_likelihood": col["ll"], "log_likelihood_se": col["se"],
-                           "elbo": col["elbo"], "psis_khat": col.get("khat"), "is_ess": col["ess"],
+                           "elbo": col["elbo"], **_khat_columns(col.get("khat"), reasons, col["ess"]),
+                           "is_ess": col["ess"],
                            "exact_log_likelihood": col.get("exact"), "z_mean": z_mean.float()}
     if conditional is not None:
         result["per_datum"].update({f"conditional_log_likelihood[{k}]": v for k, v in difference.items()})

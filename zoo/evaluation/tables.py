@@ -28,7 +28,8 @@ LEGEND = {
     "KL": "E_q[log q(z | x) − log p(z)]",
     "−IWAE-k": "the IWAE bound with k samples, negated",
     "NLL (IS)": "−log p(x), importance-sampled",
-    "± se": "its Monte Carlo standard error",
+    "± se": "its Monte Carlo standard error (⚠: not a precision for some data, whose weights are heavy-tailed: "
+            "results.json's log_likelihood_se_note)",
     "± data se": "its standard error over the choice of data",
     "exact NLL": "−log p(x) in closed form",
     "gap": "−ELBO − NLL (the exact one where known): KL(q || posterior)",
@@ -57,6 +58,8 @@ def _cell(row: Dict, key: str, sign: int) -> str:
         v = f"{v} ({estimator})"
     if key == "psis_khat_frac_over_0_7":
         return reliability_cell(row)
+    if key == "log_likelihood_se" and v is not None and (row.get("log_likelihood_se_reliable") or 1.0) < 1.0:
+        return f"{_number(v)} ⚠"                    # not a precision for some data (log_likelihood_se_note)
     if v is None:
         return "–"
     if isinstance(v, dict) and len(v) < 2:                  # one site: the total says it

@@ -295,18 +295,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
         best_epoch = int(best["epoch"])
     x_eval, labels = _eval_subset(run.data, cfg)
     x_eval = x_eval.to(run.device)
-    guide, refit = run.guide, None
-    if not guide.amortized:
-        # A per-datum guide has no posterior for held-out data: fit a fresh one, model fixed.
-        guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0],
-                            **dataclasses.asdict(cfg.resolved("guide"))).to(run.device)
-        guide.adopt_globals(run.guide)      # q(theta) was fitted to the training data; the refit keeps it
-        if progress and run.model.latents:  # minutes with no other output otherwise
-            print(f"refitting a per-datum {cfg.guide} guide to the {x_eval.shape[0]} {cfg.eval_split} data "
-                  f"(model fixed) before evaluating it", flush=True)
-        if run.model.latents:               # with global latents alone there is nothing per datum to refit
-            refit = refit_local_guide(run.model, guide, x_eval, **refit_settings(cfg), seed=cfg.seed,
-                                      progress=progress)
+    guide, refit = evaluation_guide(run, x_eval, progress)
     pyro.set_rng_seed(cfg.seed + 12345)
     t0 = time.perf_counter()
     with results_kept_on_stop(out), user_code_errors(run.model.display_name, "in evaluation"):
@@ -350,7 +339,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
             atomic_write_text(out / "results.json", json.dumps(json_ready(summary), indent=2))
             atomic_write_text(out / "results.md", results_markdown([summary]))
             buf = io.BytesIO()
-            np.savez(buf, **{k: v.numpy() for k, v in per_datum.items() if v is not None})
+            np.savez(buf, **{k: np.asarray(v) for k, v in per_datum.items() if v is not None})
             atomic_write_bytes(out / "per_datum.npz", buf.getvalue())
             with atomic_path(out / "training_curves.png") as path:
                 plots.training_curves(history, path, summary)
@@ -367,6 +356,24 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
         e.zoo_note = f"it came while {out}'s results were being written, and they were written whole first"
         raise
     return summary
+
+
+def evaluation_guide(run: Prepared, x_eval: torch.Tensor, progress: bool):
+    """(the guide to evaluate ``x_eval`` with, the refit's record or None): the run's guide when it is amortized;
+    a per-datum guide has no posterior for held-out data, so a fresh one is fitted to them, model fixed."""
+    cfg, guide = run.config, run.guide
+    if guide.amortized:
+        return guide, None
+    guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0],
+                        **dataclasses.asdict(cfg.resolved("guide"))).to(run.device)
+    guide.adopt_globals(run.guide)          # q(theta) was fitted to the training data; the refit keeps it
+    if not run.model.latents:               # with global latents alone there is nothing per datum to refit
+        return guide, None
+    if progress:                            # minutes with no other output otherwise
+        print(f"refitting a per-datum {cfg.guide} guide to the {x_eval.shape[0]} {cfg.eval_split} data "
+              f"(model fixed) before evaluating it", flush=True)
+    return guide, refit_local_guide(run.model, guide, x_eval, **refit_settings(cfg), seed=cfg.seed,
+                                    progress=progress)
 
 
 def fixed_subset_rows(n: int, limit: Optional[int]) -> Optional[torch.Tensor]:

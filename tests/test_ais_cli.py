@@ -1,0 +1,82 @@
+"""`pyro-zoo eval RUN --estimator ais|bdmc` from the command line: the files it writes, what it records, its refusals,
+and per_datum.npz without NaN k-hats."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from zoo.cli import main
+
+RUN = ["--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--epochs", "1", "--eval-samples", "20",
+       "--iwae-k", "5", "--eval-limit", "20", "--no-progress", "--seed", "0"]
+AIS = ["--estimator", "ais", "--temperatures", "4,8", "--chains", "4", "--leapfrog", "2", "--eval-limit", "12",
+       "--no-progress"]
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ais") / "run"
+    assert main(["train", "vae", "--out", str(out), *RUN]) == 0
+    return out
+
+
+def test_ais_writes_its_table_and_leaves_the_importance_sampling_results_alone(tmp_path, trained, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    before = (run / "results.json").read_bytes()
+    code, out, err = run_cli(["eval", run, *AIS], capsys)
+    assert code == 0, err
+    summary = json.loads((run / "ais.json").read_text())
+    assert [row["num_temperatures"] for row in summary["rows"]] == [4, 8]
+    assert summary["num_temperatures"] == 8 and summary["num_data"] == 12 and summary["num_chains"] == 4
+    assert len(summary["acceptance_per_temperature"]) == 7 and len(summary["step_size_per_temperature"]) == 7
+    assert all(0 <= a <= 1 for a in summary["acceptance_per_temperature"])
+    per_datum = np.load(run / "ais_per_datum.npz")
+    assert per_datum["log_likelihood"].shape == (12,) and np.isfinite(per_datum["log_likelihood_se"]).all()
+    assert "| 8 |" in (run / "ais.md").read_text() and "| 8 |" in out
+    assert (run / "results.json").read_bytes() == before
+
+
+def test_a_weaker_ais_evaluation_is_refused_and_bad_options_get_one_line(tmp_path, trained, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    assert run_cli(["eval", run, *AIS], capsys)[0] == 0
+    stored = (run / "ais.json").read_bytes()
+    code, _, err = run_cli(["eval", run, "--estimator", "ais", "--temperatures", "4", "--chains", "4", "--leapfrog",
+                            "2", "--eval-limit", "12", "--no-progress"], capsys)
+    assert code == 2 and "T = 4 temperatures, not 8" in err and len(err.strip().splitlines()) == 1
+    for bad, says in ((["--chains", "0"], "num_chains"), (["--temperatures", "0"], "--temperatures"),
+                      (["--eval-samples", "5"], "--eval-samples"), (["--leapfrog", "0"], "leapfrog_steps")):
+        code, _, err = run_cli(["eval", run, "--estimator", "ais", "--no-progress", *bad], capsys)
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    assert (run / "ais.json").read_bytes() == stored
+
+
+def test_bdmc_writes_both_bounds_for_each_number_of_temperatures(tmp_path, trained, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    code, out, err = run_cli(["eval", run, "--estimator", "bdmc", "--temperatures", "3,12", "--chains", "3",
+                              "--leapfrog", "2", "--bdmc-data", "6", "--no-progress"], capsys)
+    assert code == 0, err
+    summary = json.loads((run / "bdmc.json").read_text())
+    assert [r["num_temperatures"] for r in summary["rows"]] == [3, 12] and summary["num_data"] == 6
+    for row in summary["rows"]:
+        assert row["gap"] == pytest.approx(row["upper"] - row["lower"])
+    assert "upper (reverse AIS)" in out
+
+
+def test_per_datum_npz_holds_a_k_hat_or_a_reason_never_nan(trained):
+    per_datum = np.load(trained / "per_datum.npz")
+    khat, reason = per_datum["psis_khat"], per_datum["psis_khat_reason"]
+    assert not np.isnan(khat).any()
+    assert ((reason == "") == np.isfinite(khat)).all()
+    assert per_datum["log_likelihood_se_reliable"].dtype == bool
+    results = json.loads((trained / "results.json").read_text())
+    assert 0.0 <= results["log_likelihood_se_reliable"] <= 1.0
