@@ -1,6 +1,6 @@
 """Annealed importance sampling and bidirectional Monte Carlo against exact log-likelihoods.
 
-Each model here has log p(x) in closed form or by enumeration or the forward algorithm (tests/exact_models.py,
+Each model here has log p(x) in closed form or by enumeration or the forward algorithm (zoo/exact_models.py,
 and pPCA's closed form). AIS is a stochastic lower bound whose standard error comes from its chains: on each
 model, the average AIS estimate over the data must lie within 3 of its standard errors of the exact average,
 and the error must shrink as the number of temperatures T grows. The guides are untrained, so the start of the
@@ -18,7 +18,7 @@ from zoo.core.errors import ZooError
 from zoo.evaluation.ais import AnnealedImportanceSampling, log_mean_exp_and_se, sigmoid_schedule
 from zoo.evaluation.bdmc import bidirectional_monte_carlo
 
-import exact_models as E
+from zoo import exact_models as E
 
 
 def _z_of_mean(result, exact):

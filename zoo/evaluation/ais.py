@@ -67,6 +67,7 @@ from torch.distributions import biject_to
 from zoo.core.errors import ZooError
 from zoo.core.modes import evaluation_mode
 from zoo.core.weights import per_datum_log_weights, vectorize
+from zoo.evaluation.harness import rounding_floor
 
 __all__ = ["AnnealedImportanceSampling", "AISResult", "sigmoid_schedule", "log_mean_exp_and_se", "PATHS",
            "MIN_ESS_FRACTION"]
@@ -392,6 +393,7 @@ class AnnealedImportanceSampling:
             chains = _Chains(model, guide, xb, idx, n, self.num_chains, self.path)
             log_w, acceptance, eps = self.anneal(chains, chains.draw_initial(), betas, step_sizes)
             ll, se, ess = log_mean_exp_and_se(log_w)
+            se = rounding_floor(se, ll, xb.dtype)       # the weights are sums of float32 log-densities
             parts["ll"].append(ll.cpu())
             parts["se"].append(se.cpu())
             parts["ess"].append(ess.cpu())

@@ -222,6 +222,18 @@ def _psis_summary(khat: torch.Tensor, reasons, ess: torch.Tensor) -> Dict:
             "psis_warning": "; ".join(warning) or None}
 
 
+#: the relative rounding error of a log-density summed in floating point, in units of the dtype's epsilon: a
+#: standard error below ROUNDING_EPS * eps * |log p^| claims more than the arithmetic that made the estimate holds
+ROUNDING_EPS = 16
+
+
+def rounding_floor(se: torch.Tensor, log_p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``se`` raised to the rounding error of ``log_p`` computed in ``dtype`` (:data:`ROUNDING_EPS`): where the weights
+    are all but equal (a guide that is the exact posterior of a datum), the Monte Carlo error is ~0 and the error left
+    is the arithmetic's."""
+    return torch.maximum(se, ROUNDING_EPS * torch.finfo(dtype).eps * log_p.detach().abs().to(se.dtype))
+
+
 def _khat_columns(khat, reasons, ess: torch.Tensor) -> Dict:
     """The per-datum k-hat columns of per_datum.npz, without NaN: ``psis_khat`` where a Pareto tail was fitted and
     +inf where none was, ``psis_khat_reason`` saying why not there ("" where it was), and
@@ -455,6 +467,7 @@ def _evaluate(model, guide, x, num_samples, iwae_k, batch_size, max_elements, ps
         cols["iwae"].append(torch.stack([per_datum_renyi_bound(g, 0.0) for g in grouped]).mean(0))
         # log p(x), its standard error, k-hat and ESS from all K draws, weighted under the proposal
         log_mean_w, se = log_mean_weight(draws.log_w, draws.num_q)
+        se = rounding_floor(se, log_mean_w, draws.log_w.dtype)
         cols["ll"].append(log_mean_w)
         cols["se"].append(se)
         cols["ess"].append(effective_sample_size(draws.log_w))

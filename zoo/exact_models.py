@@ -1,4 +1,7 @@
-"""Models whose log p(x) is known exactly, for checking the harness's estimators against the truth.
+"""Models whose log p(x) is known exactly, for checking estimators of log p(x) against the truth.
+
+The zoo's tests and its coverage study of standard errors (``benchmarks/se_coverage.py``) use them; a course or
+a user checking an estimator of their own can too.
 
 Each is an ordinary Pyro model under the zoo's contract (``model(x, idx=None, N=None)``, every local latent and
 observation in ``pyro.plate("data", N, subsample=idx)``), with fixed parameters, and comes with its exact
@@ -23,6 +26,10 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
+
+__all__ = ["linear_gaussian_hierarchy", "linear_gaussian_hierarchy_log_marginal", "linear_gaussian_hierarchy_data",
+           "binary_latent_model", "binary_latent_log_marginal", "binary_latent_data", "poisson_1d",
+           "poisson_1d_log_marginal", "poisson_1d_data", "padded_hmm", "padded_hmm_log_marginal", "padded_hmm_data"]
 
 G = torch.Generator().manual_seed(1234)
 
