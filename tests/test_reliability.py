@@ -74,3 +74,19 @@ def test_hvae_collapsed_on_digits_is_warned_about_in_the_console_and_results_md(
     assert "warning: posterior collapse: 0 of 150 latent units are active" in stdout
     assert "samples are near-identical" in stdout
     assert "**Warning**: posterior collapse: 0 of 150" in (out / "results.md").read_text()
+
+
+def test_a_second_estimator_turns_the_k_hat_warning_into_a_verdict():
+    """With AIS recorded beside the IS figures, the flag is their agreement, not k-hat: a run whose k-hats are all
+    over 0.7 but whose IS and AIS agree stands; one whose IS sits a nat below AIS is flagged, saying which is lower."""
+    from zoo.evaluation.reliability import agreement_verdict, agrees, is_unreliable
+    base = {"psis_khat_frac_over_0_7": 0.97, "log_likelihood": -88.64, "log_likelihood_se": 0.004}
+    assert is_unreliable(base) and agreement_verdict(base) == "k̂ only: 97% ⚠"
+    agreeing = dict(base, ais={"rows": [{"log_likelihood": -88.60, "log_likelihood_se": 0.01, "num_temperatures": 200}]},
+                    bdmc={"rows": [{"gap": 0.4}]})
+    assert agrees(agreeing) and not is_unreliable(agreeing)
+    assert agreement_verdict(agreeing) == "✓ IS = AIS (Δ 0.04; BDMC gap 0.40)"
+    apart = dict(base, ais={"rows": [{"log_likelihood": -87.5, "log_likelihood_se": 0.01}]})
+    assert not agrees(apart) and is_unreliable(apart) and agreement_verdict(apart) == "⚠ IS lower by 1.14"
+    hand_edited = dict(base, ais={"rows": [{"log_likelihood": "high", "log_likelihood_se": 0.01}]})
+    assert agrees(hand_edited) is None and is_unreliable(hand_edited)

@@ -231,7 +231,7 @@ def test_an_unreliable_nll_is_marked_and_ranked_after_the_reliable_ones():
                                                         if line.startswith("| vae · amortized · elbo |"))
     assert "lower is better" in board and "k̂>0.7: the share of data" in board     # the legend
     readme = reports.render_readme_block(results, ReportConfig(headline=(("r.json", "meanfield"),)), "")
-    assert "| 92% ⚠ |" in readme and "lower is better" in readme
+    assert "| k̂ only: 92% ⚠ |" in readme and "lower is better" in readme
     runs = reports.table_runs(results)
     assert "92% ⚠ unreliable" in runs and "lower is better" in runs
 

@@ -11,6 +11,12 @@ shift the average little, most of them mean that the proposal (the guide) misses
 the NLL is an IWAE-K bound rather than an estimate of log p(x). A run that records no k-hat (the exact
 posterior as proposal, an old result file) gets no verdict. The ELBO is a bound whatever the k-hat.
 
+**A second estimator.** Where an annealed-importance-sampling estimate of the same data is recorded beside the
+run (``run["ais"]``, :mod:`zoo.evaluation.ais`), the verdict is no longer k-hat's warning but a check: IS and AIS
+agree (:func:`agrees`: within :data:`AGREEMENT_NATS` plus three combined standard errors), and the NLL stands, or
+they do not, and the lower of the two (both are stochastic lower bounds) is off by their difference. A BDMC gap
+(``run["bdmc"]``) says how far AIS itself can be off on data from the model.
+
 **Collapse.** A model whose latent units are all inactive (Burda et al.'s Cov_x(E_q[z_u | x]) <= 0.01
 for every unit: the posterior equals the prior, and the decoder ignores z) or whose samples are
 near-identical (their spread across samples is under :data:`MIN_SAMPLE_SPREAD` of the data's: it has
@@ -33,11 +39,15 @@ from typing import Mapping, Optional
 # the compare grid's cells (zoo.evaluation.compare_tables) and every other table
 from zoo.evaluation.seed_stats import UNRELIABLE_SHARE
 
-__all__ = ["KHAT_THRESHOLD", "UNRELIABLE_SHARE", "MIN_SAMPLE_SPREAD", "khat_share", "is_unreliable",
+__all__ = ["KHAT_THRESHOLD", "UNRELIABLE_SHARE", "MIN_SAMPLE_SPREAD", "AGREEMENT_NATS", "khat_share", "is_unreliable",
+           "agrees", "ais_minus_is", "bdmc_gap", "agreement_verdict",
            "reliability_cell", "reliability_legend", "sample_spread", "collapse_warning"]
 
 #: the Pareto k-hat above which one datum's importance-sampled log p(x) is unreliable (the harness's PSIS_THRESHOLD)
 KHAT_THRESHOLD = 0.7
+#: IS and AIS agree on a run's log p(x) when they differ by at most this many nats per datum (plus three of their
+#: combined Monte Carlo standard errors): a tenth of a nat is below every difference the leaderboard ranks on
+AGREEMENT_NATS = 0.1
 #: samples whose spread across samples is under this fraction of the data's are near-identical
 MIN_SAMPLE_SPREAD = 0.1
 
@@ -49,9 +59,68 @@ def khat_share(run: Mapping) -> Optional[float]:
 
 
 def is_unreliable(run: Mapping) -> bool:
-    """Is the run's importance-sampled NLL unreliable (more than :data:`UNRELIABLE_SHARE` of data over 0.7)?"""
+    """Is the run's importance-sampled NLL unreliable? Where an AIS estimate of the same data is recorded
+    (``run["ais"]``), the verdict is theirs (:func:`agrees`); else k-hat's: more than :data:`UNRELIABLE_SHARE` of
+    data over 0.7."""
+    agreement = agrees(run)
+    if agreement is not None:
+        return not agreement
     share = khat_share(run)
     return share is not None and share > UNRELIABLE_SHARE
+
+
+def _ais_row(run: Mapping) -> Optional[Mapping]:
+    """The largest-T AIS row recorded beside a run's IS figures, or None."""
+    ais = run.get("ais")
+    rows = ais.get("rows") if isinstance(ais, Mapping) else None
+    if not isinstance(rows, list) or not rows or not isinstance(rows[-1], Mapping):
+        return None
+    row = rows[-1]
+    ok = all(isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool)
+             for k in ("log_likelihood", "log_likelihood_se"))
+    return row if ok and isinstance(run.get("log_likelihood"), (int, float)) else None
+
+
+def ais_minus_is(run: Mapping) -> Optional[float]:
+    """AIS's log p(x) minus IS's, nats per datum (both stochastic lower bounds: positive means IS sits low)."""
+    row = _ais_row(run)
+    return None if row is None else float(row["log_likelihood"]) - float(run["log_likelihood"])
+
+
+def agrees(run: Mapping) -> Optional[bool]:
+    """Do IS and AIS agree on the run's log p(x): within :data:`AGREEMENT_NATS` plus three of their combined Monte
+    Carlo standard errors? None where no AIS is recorded."""
+    delta, row = ais_minus_is(run), _ais_row(run)
+    if delta is None:
+        return None
+    is_se = run.get("log_likelihood_se") if isinstance(run.get("log_likelihood_se"), (int, float)) else 0.0
+    combined = (float(row["log_likelihood_se"]) ** 2 + float(is_se) ** 2) ** 0.5
+    return abs(delta) <= AGREEMENT_NATS + 3 * combined
+
+
+def bdmc_gap(run: Mapping) -> Optional[float]:
+    """The largest-T BDMC gap recorded beside a run (nats per datum), or None."""
+    bdmc = run.get("bdmc")
+    rows = bdmc.get("rows") if isinstance(bdmc, Mapping) else None
+    if not isinstance(rows, list) or not rows or not isinstance(rows[-1], Mapping):
+        return None
+    gap = rows[-1].get("gap")
+    return float(gap) if isinstance(gap, (int, float)) and not isinstance(gap, bool) else None
+
+
+def agreement_verdict(run: Mapping) -> str:
+    """The table cell that says whether the run's NLL can be trusted: from IS and AIS agreeing (and BDMC's gap where
+    run); without AIS, from k-hat alone, said as such."""
+    delta = ais_minus_is(run)
+    if delta is None:
+        share = khat_share(run)
+        return "–" if share is None else f"k̂ only: {share:.0%}" + (" ⚠" if is_unreliable(run) else "")
+    gap = bdmc_gap(run)
+    bdmc = "" if gap is None else f"; BDMC gap {gap:.2f}"
+    if agrees(run):
+        return f"✓ IS = AIS (Δ {abs(delta):.2f}{bdmc})"
+    lower = "IS" if delta > 0 else "AIS"
+    return f"⚠ {lower} lower by {abs(delta):.2f}{bdmc}"
 
 
 def reliability_cell(run: Mapping, digits: int = 1, short: bool = False) -> str:

@@ -1,0 +1,161 @@
+"""Importance sampling against annealed importance sampling on static binarized MNIST, checked by BDMC.
+
+For a trained run (by default the committed headline checkpoints under ``benchmarks/checkpoints/``), on a copy of
+its folder under ``--out``, through the command a user types:
+
+1. ``pyro-zoo eval RUN --eval-samples K --eval-limit N``: the importance-sampling log p(x) (K = 5000, the papers'
+   protocol), its SE and the PSIS k-hats, on a fixed random subset of N test images;
+2. ``pyro-zoo eval RUN --estimator ais --temperatures T1,T2,... --eval-limit N``: AIS on the same images at each
+   number of temperatures (the table of the estimate as T doubles);
+3. ``pyro-zoo eval RUN --estimator bdmc --bdmc-data M --temperatures ...``: BDMC on M images simulated from the
+   model, the gap between forward and reverse AIS at each T.
+
+The result file holds each run's IS summary with its AIS rows (``ais``) and BDMC rows (``bdmc``) beside it, so
+``pyro-zoo report`` shows IS and AIS side by side and derives the row's verdict from their agreement
+(:func:`zoo.evaluation.reliability.agreement_verdict`).
+
+``--export`` writes a run's weights (model and guide tensors, the training history, no optimizer state) and
+config to ``benchmarks/checkpoints/LABEL/``, the folder the README's re-derivation command reads.
+
+    python benchmarks/ais_mnist.py --data-dir ../shared/data --runs elbo                   # the committed figures
+    python benchmarks/ais_mnist.py --data-dir ../shared/data --runs elbo --export runs/headline-vae
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import fail, run_script, write_result, RESULTS  # noqa: E402
+from zoo.cli import main as zoo  # noqa: E402
+from zoo.training.checkpoint import load_checkpoint  # noqa: E402
+
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+#: the headline runs this benchmark knows: label -> checkpoint folder under benchmarks/checkpoints
+RUNS = {"elbo": "mnist-vae-elbo"}
+#: what a weights-only checkpoint keeps of the one training wrote
+KEPT = ("config", "model", "guide", "history", "epoch")
+
+
+def export(source: Path, label: str) -> Path:
+    """Copy the run in ``source`` to ``benchmarks/checkpoints/<folder>/``: its config and its checkpoint without
+    the optimizer's moments, the scheduler and the random state (about a third of the size)."""
+    target = CHECKPOINTS / RUNS[label]
+    state = load_checkpoint(source / "checkpoint.pt")
+    target.mkdir(parents=True, exist_ok=True)
+    torch.save({k: state[k] for k in KEPT if k in state}, target / "checkpoint.pt")
+    shutil.copy2(source / "config.json", target / "config.json")
+    return target
+
+
+def _cli(args) -> None:
+    code = zoo([str(a) for a in args])
+    if code != 0:
+        raise SystemExit(f"pyro-zoo {' '.join(str(a) for a in args)} failed (exit {code})")
+
+
+def measure(label: str, args) -> dict:
+    source = CHECKPOINTS / RUNS[label]
+    if not (source / "checkpoint.pt").is_file():
+        fail(f"no checkpoint at {source}; export one first (--export RUN_FOLDER)")
+    run = Path(args.out) / label
+    if run.exists():
+        shutil.rmtree(run)
+    shutil.copytree(source, run)
+    common = ["--data-dir", args.data_dir, "--no-progress"]
+    timings = {}
+    t0 = time.perf_counter()
+    _cli(["eval", run, "--eval-samples", args.is_samples, "--eval-limit", args.limit, *common])
+    timings["is_seconds"] = time.perf_counter() - t0
+    temperatures = ",".join(str(t) for t in args.temperatures)
+    t0 = time.perf_counter()
+    _cli(["eval", run, "--estimator", "ais", "--temperatures", temperatures, "--chains", args.chains,
+          "--leapfrog", args.leapfrog, "--eval-limit", args.limit, *common])
+    timings["ais_seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _cli(["eval", run, "--estimator", "bdmc", "--temperatures", ",".join(str(t) for t in args.bdmc_temperatures),
+          "--chains", args.bdmc_chains, "--leapfrog", args.leapfrog, "--bdmc-data", args.bdmc_data, *common])
+    timings["bdmc_seconds"] = time.perf_counter() - t0
+    results = json.loads((run / "results.json").read_text())
+    results.pop("history", None)
+    ais = json.loads((run / "ais.json").read_text())
+    bdmc = json.loads((run / "bdmc.json").read_text())
+    return {**results, "label": label, "checkpoint": f"benchmarks/checkpoints/{RUNS[label]}",
+            "ais": {k: ais[k] for k in ("num_data", "num_chains", "path", "schedule", "leapfrog_steps", "pilot_chains",
+                                        "rows")},
+            "bdmc": {k: bdmc[k] for k in ("num_data", "settings", "rows")}, **timings}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True, help="folder (or .npz) holding binarized MNIST")
+    p.add_argument("--runs", default="elbo", help=f"comma-separated labels from {', '.join(RUNS)}")
+    p.add_argument("--export", default=None, metavar="RUN_FOLDER",
+                   help="first write this trained run's weights and config to benchmarks/checkpoints (one label)")
+    p.add_argument("--limit", type=int, default=1000, help="test images (a fixed random subset, seed 0)")
+    p.add_argument("--is-samples", type=int, default=5000)
+    p.add_argument("--temperatures", type=lambda s: [int(t) for t in s.split(",")], default=[50, 100, 200])
+    p.add_argument("--chains", type=int, default=8)
+    p.add_argument("--leapfrog", type=int, default=5)
+    p.add_argument("--bdmc-data", type=int, default=100)
+    p.add_argument("--bdmc-temperatures", type=lambda s: [int(t) for t in s.split(",")], default=[50, 100, 200, 400])
+    p.add_argument("--bdmc-chains", type=int, default=4)
+    p.add_argument("--out", default="runs/ais_mnist")
+    p.add_argument("--name", default="ais_mnist")
+    args = p.parse_args(argv)
+    labels = [r for r in args.runs.split(",") if r]
+    if not labels or any(r not in RUNS for r in labels):
+        fail(f"--runs takes labels from {', '.join(RUNS)}, got {args.runs!r}")
+    if args.export:
+        if len(labels) != 1:
+            fail("--export writes one run: name one label in --runs")
+        print(f"wrote {export(Path(args.export), labels[0])}")
+    runs = [measure(label, args) for label in labels]
+    settings = {k: getattr(args, k) for k in ("limit", "is_samples", "temperatures", "chains", "leapfrog",
+                                              "bdmc_data", "bdmc_temperatures", "bdmc_chains")}
+    path = write_result(args.name, {"protocol": "IS (defensive proposal) and AIS (guide path, sigmoid schedule, HMC "
+                                                "with pilot-adapted frozen step sizes) on the same fixed random "
+                                                "subset of the test split; BDMC on data simulated from the model",
+                                    "settings": settings, "runs": runs})
+    (RESULTS / f"{args.name}.md").write_text(markdown(json.loads(path.read_text())))
+    print(f"wrote {path} and {RESULTS / (args.name + '.md')}")
+
+
+def markdown(data: dict) -> str:
+    prov = data["provenance"]
+    lines = ["# IS against AIS on binarized MNIST, checked by BDMC", "",
+             f"Command: `{prov['command']}`  ", f"Commit: `{prov['git_commit']}`  ",
+             f"Hardware: {prov['cpu']}, {prov['cpu_threads']} threads, GPU: {prov['gpu'] or 'none'}", ""]
+    for run in data["runs"]:
+        lines += [f"## `{run['label']}` ({run['checkpoint']})", "",
+                  f"IS, K = {run['num_samples']}, on {run['num_data']} test images: log p(x) "
+                  f"{run['log_likelihood']:.3f} ± {run['log_likelihood_se']:.4f} (chains: none; data se "
+                  f"{run['log_likelihood_data_se']:.3f}); k̂ > 0.7 for {run['psis_khat_frac_over_0_7']:.1%} of images; "
+                  f"{run['is_seconds']:.0f} s.", "",
+                  "| AIS T | log p(x) | SE (chains) | AIS − IS | ESS mean | acceptance | seconds |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in run["ais"]["rows"]:
+            lines.append(f"| {row['num_temperatures']} | {row['log_likelihood']:.3f} | {row['log_likelihood_se']:.4f} | "
+                         f"{row['log_likelihood'] - run['log_likelihood']:+.3f} | {row['ess_mean']:.1f} | "
+                         f"{row['acceptance_mean']:.2f} | {row['seconds']:.0f} |")
+        lines += ["", f"BDMC on {run['bdmc']['num_data']} simulated images ({run['bdmc']['settings']['num_chains']} "
+                      f"chains):", "", "| T | lower | upper | gap | largest gap |", "|---|---|---|---|---|"]
+        for row in run["bdmc"]["rows"]:
+            lines.append(f"| {row['num_temperatures']} | {row['lower']:.3f} | {row['upper']:.3f} | {row['gap']:.3f} | "
+                         f"{row['gap_max']:.3f} |")
+        lines.append("")
+    lines.append("Nats per image (log p(x), higher is better). AIS and IS are both stochastic lower bounds; BDMC's "
+                 "gap bounds the error of AIS at that T on data from the model.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    run_script(main)
