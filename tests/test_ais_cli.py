@@ -80,3 +80,17 @@ def test_per_datum_npz_holds_a_k_hat_or_a_reason_never_nan(trained):
     assert per_datum["log_likelihood_se_reliable"].dtype == bool
     results = json.loads((trained / "results.json").read_text())
     assert 0.0 <= results["log_likelihood_se_reliable"] <= 1.0
+
+
+def test_gaps_can_take_log_p_from_ais_and_say_so(tmp_path, trained, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    code, out, err = run_cli(["eval", run, "--gaps", "--estimator", "ais", "--temperatures", "6", "--chains", "3",
+                              "--leapfrog", "2", "--eval-limit", "8", "--refit-epochs", "2", "--no-progress"], capsys)
+    assert code == 0, err
+    gaps = json.loads((run / "gaps.json").read_text())
+    assert gaps["log_likelihood_proposal"].startswith("AIS from q*, T 6, 3 chains")
+    assert "log p(x) (AIS from q*" in out
+    # an IS reference does not silently replace the AIS one
+    code, _, err = run_cli(["eval", run, "--gaps", "--eval-limit", "8", "--refit-epochs", "2", "--no-progress"], capsys)
+    assert code == 2 and "reference is, not ais" in err

@@ -82,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     ais = p.add_argument_group("annealed importance sampling (zoo.evaluation.ais, zoo.evaluation.bdmc)")
     ais.add_argument("--estimator", choices=("is", "ais", "bdmc"), default="is",
                      help="is: importance sampling, results.json (default); ais: annealed importance sampling of the "
-                          "evaluation data, ais.json beside it; bdmc: forward and reverse AIS on data simulated from "
-                          "the model, bounding log p(x) from both sides, bdmc.json")
+                          "evaluation data, ais.json beside it (with --gaps: AIS from the refitted q* is the gaps' "
+                          "log p(x)); bdmc: forward and reverse AIS on data simulated from the model, bounding "
+                          "log p(x) from both sides, bdmc.json")
     ais.add_argument("--temperatures", type=flags.ints, default=None, metavar="T[,T...]",
                      help="AIS: numbers of temperatures, each run on the same data (default 500); BDMC: the Ts whose "
                           "gaps are shown (default 100,200,400)")
@@ -380,8 +381,20 @@ def cmd_eval(args) -> None:
     if args.gaps:
         from zoo.evaluation.gaps import gaps_markdown
         from zoo.experiments.gaps import gaps_run
+        if args.estimator == "bdmc":
+            raise ZooError("--gaps takes log p(x) from IS (default) or --estimator ais; BDMC needs simulated data, "
+                           "run it on its own (--estimator bdmc without --gaps)")
+        reference = None
+        if args.estimator == "ais":
+            from zoo.evaluation.ais import AnnealedImportanceSampling
+            temperatures = args.temperatures or [500]
+            if len(temperatures) != 1:
+                raise ZooError("--gaps --estimator ais takes one number of temperatures (--temperatures T)")
+            reference = AnnealedImportanceSampling(num_temperatures=temperatures[0], num_chains=args.chains,
+                                                   leapfrog_steps=args.leapfrog, path=args.ais_path,
+                                                   batch_size=args.ais_batch_size)
         summary = gaps_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress,
-                           model_file=args.model, guide_file=args.guide, force=args.force)
+                           model_file=args.model, guide_file=args.guide, force=args.force, reference=reference)
         print(gaps_markdown(summary))
         print(f"wrote {', '.join(str(Path(args.dir) / f) for f in ('gaps.json', 'gaps.md', 'gaps_per_datum.npz'))}")
         return

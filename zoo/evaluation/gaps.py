@@ -255,10 +255,14 @@ def _mean_and_errors(per_datum: torch.Tensor, mc_se: Optional[torch.Tensor]):
 
 def inference_gaps(model, guide, x: torch.Tensor, *, num_samples: int = 1000, tol: float = REFIT_TOL,
                    max_epochs: int = REFIT_MAX_EPOCHS, lr: float = REFIT_LR, seed: int = 0,
-                   progress: bool = False, proposal="defensive") -> Dict:
+                   progress: bool = False, proposal="defensive", reference=None) -> Dict:
     """The approximation and amortization gaps of the amortized ``guide`` on data ``x`` (keys: :data:`GAP_KEYS`,
     each with ``_se`` and ``_data_se``; ``refit``: what the per-datum refit did; ``per_datum``: arrays;
-    ``proposal``: the importance-sampling proposal behind an IS log p(x), :mod:`zoo.evaluation.defensive`)."""
+    ``proposal``: the importance-sampling proposal behind an IS log p(x), :mod:`zoo.evaluation.defensive`).
+
+    ``reference``: an :class:`~zoo.evaluation.ais.AnnealedImportanceSampling` to take log p(x) from instead of the
+    better of the two IS estimates (AIS starting from the refitted q*, the closest start there is); a model with a
+    closed-form log p(x) uses that whatever is asked. ``log_likelihood_proposal`` says which reference was used."""
     proposal = as_proposal(proposal)
     family = same_family(guide)
     model.validate_data(x, what="data for the inference gaps")
@@ -273,6 +277,11 @@ def inference_gaps(model, guide, x: torch.Tensor, *, num_samples: int = 1000, to
     if exact is not None:
         ll, ll_se, chosen_name, khat = exact.detach().double().cpu(), torch.zeros(x.shape[0], dtype=torch.float64), \
             "exact", None
+    elif reference is not None:
+        ais = reference.estimate(model, local, x)
+        ll, ll_se, khat = ais.log_likelihood, ais.log_likelihood_se, None
+        chosen_name = (f"AIS from q*, T {reference.num_temperatures}, {reference.num_chains} chains, "
+                       f"{reference.leapfrog_steps} leapfrog steps")
     else:
         chosen_name = "per-datum" if fitted["ll"].mean() >= amortized["ll"].mean() else "amortized"
         chosen = fitted if chosen_name == "per-datum" else amortized

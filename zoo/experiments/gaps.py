@@ -23,7 +23,7 @@ import numpy as np
 
 from zoo.core.errors import ZooError
 from zoo.evaluation.gaps import gaps_markdown, inference_gaps, same_family
-from zoo.experiments.outputs import json_ready, refuse_weaker_evaluation
+from zoo.experiments.outputs import json_ready, refuse_weaker, refuse_weaker_evaluation
 from zoo.experiments.run import BEST, _eval_subset, best_checkpoint, prepare, results_kept_on_stop
 from zoo.experiments.run_folder import load_run, load_weights, writer_lock
 from zoo.training.checkpoint import atomic_write_bytes, atomic_write_text, signals_deferred
@@ -35,7 +35,8 @@ __all__ = ["gaps_run"]
 def gaps_run(out: Path, eval_samples: Optional[int] = None, eval_limit: Optional[int] = None,
              refit_tol: Optional[float] = None, refit_epochs: Optional[int] = None, iwae_k: Optional[int] = None,
              eval_proposal: Optional[str] = None, device: Optional[str] = None, data_dir: Optional[str] = None, progress: bool = True,
-             model_file: Optional[str] = None, guide_file: Optional[str] = None, force: bool = False) -> Dict:
+             model_file: Optional[str] = None, guide_file: Optional[str] = None, force: bool = False,
+             reference=None) -> Dict:
     """Compute the approximation and amortization gaps of the run in ``out`` on its evaluation split
     (``eval_limit``: a fixed random subset), write ``gaps.{json,md}`` there and return the summary.
 
@@ -44,7 +45,7 @@ def gaps_run(out: Path, eval_samples: Optional[int] = None, eval_limit: Optional
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with writer_lock(out), results_kept_on_stop(out):
-        return _gaps_locked(out, model_file, guide_file, progress, force, eval_samples=eval_samples,
+        return _gaps_locked(out, model_file, guide_file, progress, force, reference, eval_samples=eval_samples,
                             eval_limit=eval_limit,
                             refit_tol=refit_tol, refit_epochs=refit_epochs, iwae_k=iwae_k,
                             eval_proposal=eval_proposal, device=device,
@@ -52,7 +53,7 @@ def gaps_run(out: Path, eval_samples: Optional[int] = None, eval_limit: Optional
 
 
 def _gaps_locked(out: Path, model_file: Optional[str], guide_file: Optional[str], progress: bool, force: bool,
-                 **changes) -> Dict:
+                 reference, **changes) -> Dict:
     state, config = load_run(out, model_file, guide_file=guide_file)
     config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
     run = prepare(config)
@@ -64,10 +65,14 @@ def _gaps_locked(out: Path, model_file: Optional[str], guide_file: Optional[str]
     x_eval, _ = _eval_subset(run.data, config)
     # a weaker split does not replace a stronger one, as for results.json
     refuse_weaker_evaluation(out, config.to_json(), config.eval_samples, x_eval.shape[0], force, name="gaps.json")
+    # an AIS reference for log p(x) is another estimate than an IS one, and the stronger of the two
+    refuse_weaker(out / "gaps.json", {}, {"reference": "ais" if reference is not None else "is"}, force,
+                  lambda old: {"reference": "ais" if str(old.get("log_likelihood_proposal", "")).startswith("AIS")
+                               else "is"})
     x_eval = x_eval.to(run.device)
     t0 = time.perf_counter()
     result = inference_gaps(run.model, run.guide, x_eval, num_samples=config.eval_samples,
-                            seed=config.seed, progress=progress, proposal=config.eval_proposal,
+                            seed=config.seed, progress=progress, proposal=config.eval_proposal, reference=reference,
                             **refit_settings(config))
     per_datum = result.pop("per_datum")
     summary = {"config": config.to_json(), "device": str(run.device), "split": config.eval_split,

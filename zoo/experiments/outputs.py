@@ -117,7 +117,7 @@ def refuse_weaker(path: Path, strengths: Mapping[str, tuple], settings: Mapping,
     if reasons:
         what = (held_format.format(**held) if held_format is not None
                 else ", ".join(f"{k} {v}" for k, v in held.items() if v is not None))
-        raise ZooError(f"{path} holds a stronger or different evaluation ({what}) than this one "
+        raise ZooError(f"{path} holds a stronger or different evaluation{f' ({what})' if what else ''} than this one "
                        f"({'; '.join(reasons)}); pass --force to replace it, or evaluate a copy of the run folder")
 
 
