@@ -2,8 +2,9 @@
 log p(x) (zoo.exact_models and pPCA's closed form).
 
 For each model, a guide is trained briefly (an amortized Gaussian or Bernoulli encoder, ``--guide-epochs`` of the
-ELBO on 500 data: good, not exact, as a trained guide is), and then, for each of ``--seeds`` seeds, fresh data are
-drawn from the model and log p(x_n) of each datum is estimated by
+ELBO on 500 data: good, not exact, as a trained guide is), and then, for each of ``--seeds`` seeds, ``--data`` fresh
+data are drawn from the model (all seeds' data estimated in one batched call: each datum's estimate uses its own
+draws or chains only), and log p(x_n) of each datum is estimated by
 
 - ``is``: importance sampling with the harness's default proposal (the defensive mixture), K = ``--samples``;
 - ``is-guide``: importance sampling with the guide alone (``--eval-proposal guide``);
@@ -88,7 +89,7 @@ def estimates(estimator: str, model, guide, x, args):
     """(per-datum estimate, its SE, whether the SE is called a precision), each ``[n]``."""
     if estimator == "ais":
         r = AnnealedImportanceSampling(num_temperatures=args.temperatures, num_chains=args.chains,
-                                       leapfrog_steps=args.leapfrog).estimate(model, guide, x)
+                                       leapfrog_steps=args.leapfrog, batch_size=500).estimate(model, guide, x)
         return r.log_likelihood, r.log_likelihood_se, torch.ones_like(r.log_likelihood, dtype=torch.bool)
     r = zoo.evaluate(model, guide, x, num_samples=args.samples, iwae_k=10,
                      proposal="guide" if estimator == "is-guide" else "defensive")
@@ -106,17 +107,16 @@ def study(names, estimators, args, log=print):
         guide = zoo.build_guide("amortized", model)
         zoo.fit(model, guide, zoo.build_objective("elbo"), train, epochs=args.guide_epochs, batch_size=50, lr=3e-3,
                 progress=False)
-        for estimator in estimators:
-            z, reliable, errors, t0 = [], [], [], time.perf_counter()
-            for seed in range(1, args.seeds + 1):
-                x = draw(args.data, seed)
-                exact = exact_fn(x)
-                pyro.set_rng_seed(seed)
-                value, se, ok = estimates(estimator, model, guide, x, args)
-                errors.append(value - exact)
-                z.append((value - exact) / se.clamp(min=1e-12))
-                reliable.append(ok)
-            z, reliable, errors = torch.cat(z), torch.cat(reliable), torch.cat(errors)
+        # the seeds' data side by side: every datum's estimate is computed from its own draws or chains alone, so
+        # one call over all of them is the seeds' separate calls batched (and ten times faster)
+        x = torch.cat([draw(args.data, seed) for seed in range(1, args.seeds + 1)])
+        exact = exact_fn(x)
+        for i, estimator in enumerate(estimators):
+            t0 = time.perf_counter()
+            pyro.set_rng_seed(1000 + i)
+            value, se, reliable = estimates(estimator, model, guide, x, args)
+            errors = value - exact
+            z = errors / se.clamp(min=1e-12)
             covered = z.abs() < 1.96
             row = {"model": name, "estimator": estimator, "intervals": int(z.numel()),
                    "coverage": covered.double().mean().item(),
