@@ -122,3 +122,43 @@ def test_every_pixel_likelihood_and_a_hierarchy_round_trip(model_name, options):
     coder = BitsBackCoder(model, zoo.build_guide("amortized", model), latent_bits=8)
     words, _ = coder.encode(x)
     assert torch.equal(coder.decode(words, 8, 64)[0], x)
+
+
+# -- other people's hands: --out never replaces what compress did not write; a code file is data ------------------
+def one_line_error(code, err):
+    return code == 2 and err.startswith("pyro-zoo: error:") and err.count("\n") == 1
+
+
+def test_out_never_replaces_a_file_compress_did_not_write(binary_run, tmp_path, capsys):
+    """`compress RUN --out RUN/checkpoint.pt` replaced the trained checkpoint with the code, exit 0, and `--decode
+    --out` another run's results.json with the decoded rows. --out is a new file, or one the same command wrote
+    (a code file, known by its PZBB header; the .npy of the rows this code file decodes to); every other file,
+    a run folder's own files and the file being decoded, is refused in one line and left as it was."""
+    import shutil
+
+    import numpy as np
+    run, other = shutil.copytree(binary_run, tmp_path / "run"), shutil.copytree(binary_run, tmp_path / "other")
+    mine, notes = tmp_path / "mine.npy", tmp_path / "notes.pzbb"
+    np.save(mine, np.zeros((5, 64), np.uint8))
+    notes.write_text("my notes, not a code file")
+    kept = [run / "checkpoint.pt", run / "config.json", run / "results.json", other / "results.json",
+            other / "per_datum.npz", mine, notes]
+    before = {p: p.read_bytes() for p in kept}
+    code, decoded = tmp_path / "code.pzbb", tmp_path / "decoded.npy"
+    for target in (run / "checkpoint.pt", run / "results.json", run / "config.json", other / "per_datum.npz", notes,
+                   other / "samples.png", tmp_path / "new-folder" / "checkpoint.pt"):
+        capsys.readouterr()
+        assert main(["compress", str(run), "--limit", "5", "--out", str(target)]) == 2, target
+        err = capsys.readouterr().err
+        assert one_line_error(2, err) and "name a new file" in err, err
+    for _ in range(2):                                   # a new file, then the code file it wrote: replaced
+        assert main(["compress", str(run), "--limit", "5", "--out", str(code)]) == 0
+    for target in (other / "results.json", mine, code, run / "checkpoint.pt"):
+        capsys.readouterr()
+        assert main(["compress", str(run), "--decode", str(code), "--out", str(target)]) == 2, target
+        err = capsys.readouterr().err
+        assert one_line_error(2, err) and "name a new file" in err, err
+    for _ in range(2):                                   # a new file, then the rows it holds: written again
+        assert main(["compress", str(run), "--decode", str(code), "--out", str(decoded)]) == 0
+    assert all(p.read_bytes() == before[p] for p in kept)
+    assert not (tmp_path / "new-folder").exists() and not (other / "samples.png").read_bytes().startswith(b"PZBB")

@@ -12,6 +12,11 @@ cannot decode it), the data's shape and levels, the coder's precision, and two c
 the words (a corrupt or truncated file is refused before decoding) and of the data (the decoded rows
 are compared with it, so a file that passes the first check but was made otherwise is refused too,
 never turned into a wrong image).
+
+``--out`` never replaces a file this command did not make for it (:func:`_existing_out`): a run folder's own
+files (:data:`~zoo.experiments.run_folder.RUN_FILES`) and the file being read are refused, and an existing
+file is replaced only if it is what the command writes: a code file (its ``MAGIC`` header), or, for
+``--decode``, the ``.npy`` of exactly the rows this code file decodes to (the same command run again).
 """
 from __future__ import annotations
 
@@ -22,18 +27,20 @@ import io
 import json
 import lzma
 import math
+import os
 import struct
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from zoo.core.errors import ZooError
+from zoo.core.files import open_regular, read_bytes
 from zoo.evaluation.bitsback import PRECISION_BITS, BitsBackCoder
 from zoo.evaluation.harness import bound_per_datum
 from zoo.experiments.run import fixed_subset_rows, prepare
-from zoo.experiments.run_folder import load_run, load_weights, writer_lock
+from zoo.experiments.run_folder import RUN_FILES, load_run, load_weights, writer_lock
 from zoo.training.checkpoint import atomic_write_bytes
 
 __all__ = ["compress_run", "decode_file", "baseline_bits", "MAGIC", "VERSION", "compression_markdown"]
@@ -42,9 +49,12 @@ MAGIC = b"PZBB"
 VERSION = 1
 
 
+def _level_dtype(levels: int):
+    return np.uint8 if levels <= 256 else np.uint16
+
+
 def _data_bytes(x: torch.Tensor, levels: int) -> bytes:
-    dtype = np.uint8 if levels <= 256 else np.uint16
-    return np.ascontiguousarray(x.cpu().numpy().astype(dtype)).tobytes()
+    return np.ascontiguousarray(x.cpu().numpy().astype(_level_dtype(levels))).tobytes()
 
 
 def _sha256(data: bytes) -> str:
@@ -81,6 +91,44 @@ def _open(run_dir: Path, model_file, guide_file):
     return run, _sha256((run_dir / "checkpoint.pt").read_bytes())
 
 
+def _existing_out(out: Path, what: str, reads: Sequence[Path]) -> bool:
+    """Whether ``out``, the ``what`` a command is to write, exists; refused in one line where it may not be
+    replaced whatever it holds: a run folder's own file (by name, existing or not), a file the command reads
+    (``reads``), or not a regular file. What an existing file must hold to be replaced is the caller's check."""
+    if out.name in RUN_FILES:
+        raise ZooError(f"{out} would be a run folder's own file ({out.name}), never a {what}; name a new file with "
+                       f"--out")
+    if not os.path.lexists(out):
+        return False
+    if out.is_symlink() or not out.is_file():
+        raise ZooError(f"{out} is not a regular file (a link, a folder, a FIFO or a device), so it is not replaced "
+                       f"by a {what}; name a new file with --out")
+    if any(p.is_file() and os.path.samefile(out, p) for p in reads):
+        raise ZooError(f"{out} is the file being read; name a new file for the {what} with --out")
+    return True
+
+
+def _is_code_file(path: Path) -> bool:
+    with open_regular(path, "file") as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
+def _holds_rows(path: Path, header: Dict) -> bool:
+    """Whether the ``.npy`` file ``path`` holds exactly the rows the code file of ``header`` decodes to (its data
+    checksum), as ``compress --decode`` writes them."""
+    n, d, dtype = header["num_data"], header["x_dim"], _level_dtype(header["levels"])
+    limit = 2 ** 16 + n * d * np.dtype(dtype).itemsize
+    if path.stat().st_size > limit:
+        return False
+    data = read_bytes(path, ".npy file", limit)
+    try:
+        rows = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception:                   # whatever np.load raises on a file that is not an .npy: not ours
+        return False
+    return (isinstance(rows, np.ndarray) and rows.dtype == dtype and rows.shape == (n, d)
+            and _sha256(np.ascontiguousarray(rows).tobytes()) == header["data_sha256"])
+
+
 def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=None,
                  latent_bits: int = 12, elbo_particles: int = 10, model_file: Optional[str] = None,
                  guide_file: Optional[str] = None) -> Dict:
@@ -90,6 +138,9 @@ def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=
     if not run_dir.is_dir():
         raise ZooError(f"no run folder at {run_dir}; train one there first ('pyro-zoo train ... --out {run_dir}')")
     out = Path(out) if out else run_dir / f"compressed-{split}.pzbb"
+    if _existing_out(out, "code file", [run_dir / "checkpoint.pt", run_dir / "config.json"]) and not _is_code_file(out):
+        raise ZooError(f"{out} exists and is not a code file that pyro-zoo compress wrote (no {MAGIC.decode()} "
+                       f"header), so it is left as it was; name a new file with --out")
     with writer_lock(run_dir):
         run, run_sha = _open(run_dir, model_file, guide_file)
         x = run.data.split(split)
@@ -107,7 +158,7 @@ def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=
         text = json.dumps(header, sort_keys=True).encode()
         atomic_write_bytes(out, MAGIC + bytes([VERSION]) + struct.pack(">I", len(text)) + text
                            + words.astype("<u4").tobytes())
-        decoded, decode_seconds = _decode(out, run, run_sha)
+        decoded, decode_seconds = _decode(out, *_read(out, run, run_sha), run)
         if not torch.equal(decoded, x):
             raise ZooError(f"the decoded {split} data differ from the original; {out} is not a valid code")
         torch.manual_seed(run.config.seed + 4242)
@@ -126,7 +177,7 @@ def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=
             "encode_images_per_second": N / stats["seconds"], "decode_images_per_second": N / decode_seconds}
 
 
-def _read(path: Path) -> Tuple[Dict, np.ndarray]:
+def _read(path: Path, run, run_sha: str) -> Tuple[Dict, np.ndarray]:
     """The header and the words of a code file, refused in one line unless whole and unchanged."""
     try:
         blob = path.read_bytes()
@@ -153,14 +204,14 @@ def _read(path: Path) -> Tuple[Dict, np.ndarray]:
                        f"{4 * words_needed}")
     if _sha256(payload) != header["message_sha256"]:
         raise ZooError(f"{path} is corrupt: its code fails the checksum in its header")
-    return header, np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-
-
-def _decode(path: Path, run, run_sha: str) -> Tuple[torch.Tensor, float]:
-    header, words = _read(path)
     if header["run_sha256"] != run_sha:
         raise ZooError(f"{path} was coded with another run (checkpoint SHA-256 {header['run_sha256'][:12]}…); decode "
                        f"it with that run")
+    return header, np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+
+
+def _decode(path: Path, header: Dict, words: np.ndarray, run) -> Tuple[torch.Tensor, float]:
+    """The rows the checked ``header`` and ``words`` of the code file ``path`` decode to with ``run``, verified."""
     coder = BitsBackCoder(run.model, run.guide, int(header["latent_bits"]))
     try:
         x, seconds = coder.decode(words, int(header["num_data"]), int(header["x_dim"]))
@@ -175,15 +226,21 @@ def _decode(path: Path, run, run_sha: str) -> Tuple[torch.Tensor, float]:
 def decode_file(run_dir, path, out=None, model_file: Optional[str] = None,
                 guide_file: Optional[str] = None) -> Dict:
     """Decode the code file ``path`` with the run in ``run_dir`` and verify it; with ``out``, save the rows as
-    an ``.npy`` array of levels."""
+    an ``.npy`` array of levels (a new file, or the one this code file was decoded to before)."""
     run_dir, path = Path(run_dir), Path(path)
+    out = None if out is None else Path(out)
+    existing = out is not None and _existing_out(out, ".npy of decoded rows", [path])
     run, run_sha = _open(run_dir, model_file, guide_file)
     run.model.cpu(), run.guide.cpu()
-    x, seconds = _decode(path, run, run_sha)
+    header, words = _read(path, run, run_sha)
+    if existing and not _holds_rows(out, header):
+        raise ZooError(f"{out} exists and does not hold the rows {path} decodes to, so it is left as it was; name "
+                       f"a new file with --out")
+    x, seconds = _decode(path, header, words, run)
     if out is not None:
         buf = io.BytesIO()
-        np.save(buf, x.numpy().astype(np.uint8 if x.max() < 256 else np.uint16))
-        atomic_write_bytes(Path(out), buf.getvalue())
+        np.save(buf, x.numpy().astype(_level_dtype(header["levels"])))
+        atomic_write_bytes(out, buf.getvalue())
     return {"file": str(path), "num_data": int(x.shape[0]), "x_dim": int(x.shape[1]), "decode_seconds": seconds,
             "verified": True, "out": str(out) if out else None}
 

@@ -34,10 +34,17 @@ from zoo.usercode.loading import file_sha256, only_named_files
 from zoo.usercode.specs import is_file_spec
 
 __all__ = ["read_stored_config", "refuse_foreign_checkpoint", "load_run", "LoadedRun", "open_run", "load_weights",
-           "writer_lock", "LOCK"]
+           "writer_lock", "LOCK", "RUN_FILES"]
 
 #: The lock file of a run folder (empty but for the holder's pid; a left-over one is harmless).
 LOCK = ".pyro-zoo.lock"
+
+#: The files a run, grid or gradients folder keeps for itself, each written by its writer under the folder's
+#: lock: never another command's output (``compress --out`` refuses these names).
+RUN_FILES = ("checkpoint.pt", "best.pt", "config.json", "results.json", "results.md", "per_datum.npz",
+             "training_curves.png", "samples.png", "reconstructions.png", "latent_scatter.png", "gaps.json",
+             "gaps.md", "gaps_per_datum.npz", "grid.json", "compare.json", "compare.md", "compare.png",
+             "gradients.json", "gradients.md", "gradients.png", LOCK)
 
 
 def read_stored_config(stored: Any, source: str, model_file: Optional[str] = None,
