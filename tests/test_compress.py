@@ -1,5 +1,6 @@
 """pyro-zoo compress: bits-back ANS round trips bit-exactly, and a damaged code file is refused in one line."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -162,3 +163,104 @@ def test_out_never_replaces_a_file_compress_did_not_write(binary_run, tmp_path, 
         assert main(["compress", str(run), "--decode", str(code), "--out", str(decoded)]) == 0
     assert all(p.read_bytes() == before[p] for p in kept)
     assert not (tmp_path / "new-folder").exists() and not (other / "samples.png").read_bytes().startswith(b"PZBB")
+
+
+@pytest.fixture(scope="module")
+def code_file(binary_run, tmp_path_factory):
+    """A code file of 5 test images of ``binary_run`` (read it; write changed copies elsewhere)."""
+    from zoo.experiments.compress import compress_run
+    return Path(compress_run(binary_run, limit=5, out=tmp_path_factory.mktemp("code") / "ok.pzbb")["file"])
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """A code file whose header is refused must be refused before the chain runs (which takes the header's word)."""
+    from zoo.evaluation.bitsback import BitsBackCoder
+
+    def decode(*args, **kwargs):
+        raise AssertionError("decoding started")
+    monkeypatch.setattr(BitsBackCoder, "decode", decode)
+
+
+def with_header(blob: bytes, header=None, text: bytes = None, size: int = None) -> bytes:
+    """``blob`` (a code file) with its header replaced by ``header`` (any JSON) or raw ``text``, its words kept."""
+    from zoo.experiments.compress import MAGIC
+    start = len(MAGIC) + 5
+    old = int.from_bytes(blob[len(MAGIC) + 1:start], "big")
+    text = json.dumps(header).encode() if text is None else text
+    size = len(text) if size is None else size
+    return blob[:len(MAGIC) + 1] + size.to_bytes(4, "big") + text + blob[start + old:]
+
+
+def header_of(blob: bytes) -> dict:
+    from zoo.experiments.compress import MAGIC
+    start = len(MAGIC) + 5
+    return json.loads(blob[start:start + int.from_bytes(blob[len(MAGIC) + 1:start], "big")])
+
+
+CRAFTED = {                   # what a crafted header claims (every checksum in it still matches its words)
+    "200000 data": {"num_data": 200_000},
+    "2**40 data": {"num_data": 2 ** 40},
+    "no data": {"num_data": 0},
+    "-1 data": {"num_data": -1},
+    "data as text": {"num_data": "5"},
+    "data as a float": {"num_data": 5.0},
+    "another x_dim": {"x_dim": 65},
+    "x_dim as a list": {"x_dim": [64]},
+    "other levels": {"levels": 3},
+    "levels as text": {"levels": "two"},
+    "latent bits as text": {"latent_bits": "twelve"},
+    "latent bits infinite": {"latent_bits": float("inf")},
+    "latent bits 0": {"latent_bits": 0},
+    "words as a float": {"num_words": 1e300},
+    "run sha as a number": {"run_sha256": 7},
+    "data sha as null": {"data_sha256": None},
+    "an unknown split": {"split": "everything"},
+}
+
+
+@pytest.mark.parametrize("claim", list(CRAFTED) + ["a list", "nested 30000 deep", "header size 4 GiB",
+                                                   "not UTF-8"])
+def test_a_crafted_header_is_one_line_before_decoding(binary_run, code_file, tmp_path, capsys, no_decoding, claim):
+    """A 571-byte code file that declares 200,000 data points decoded for ever (the checksum was checked after
+    decoding); `latent_bits: "twelve"`, a header nested 30,000 deep and others gave tracebacks. Every claim of
+    the header is checked (types, ranges, the run's data, the split's rows, the file's length) before decoding."""
+    blob = code_file.read_bytes()
+    header = header_of(blob)
+    if claim == "a list":
+        bad = with_header(blob, [header])
+    elif claim == "nested 30000 deep":
+        bad = with_header(blob, text=b"[" * 30_000 + b"]" * 30_000)
+    elif claim == "header size 4 GiB":
+        bad = with_header(blob, header, size=2 ** 32 - 1)
+    elif claim == "not UTF-8":
+        bad = with_header(blob, text=b"\xff" * 40)
+    else:
+        bad = with_header(blob, {**header, **CRAFTED[claim]})
+    (tmp_path / "bad.pzbb").write_bytes(bad)
+    capsys.readouterr()
+    code = main(["compress", str(binary_run), "--decode", str(tmp_path / "bad.pzbb"), "--out",
+                 str(tmp_path / "x.npy")])
+    err = capsys.readouterr().err
+    assert one_line_error(code, err) and "bad.pzbb" in err, err
+    assert not (tmp_path / "x.npy").exists()
+
+
+@pytest.mark.parametrize("what", ["fifo", "/dev/zero"])
+def test_a_code_file_that_is_not_a_regular_file_is_refused_unread(binary_run, tmp_path, what):
+    """`--decode FIFO` waited for ever for a writer; `--decode /dev/zero` (here through a link) read until memory
+    ran out. (The child's data segment is capped, so a regression fails instead of exhausting the machine.)"""
+    import os
+    import resource
+    import subprocess
+    import sys
+    path = tmp_path / "code.pzbb"
+    if what == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(what)
+    cap = 6 * 2 ** 30
+    proc = subprocess.run([sys.executable, "-m", "zoo", "compress", str(binary_run), "--decode", str(path)],
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_DATA, (cap, cap)))
+    assert one_line_error(proc.returncode, proc.stderr) and "not a regular file" in proc.stderr, proc.stderr

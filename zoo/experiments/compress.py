@@ -28,6 +28,7 @@ import json
 import lzma
 import math
 import os
+import re
 import struct
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
@@ -37,7 +38,8 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.core.files import open_regular, read_bytes
-from zoo.evaluation.bitsback import PRECISION_BITS, BitsBackCoder
+from zoo.data.dataset import SPLITS
+from zoo.evaluation.bitsback import MAX_LATENT_BITS, PRECISION_BITS, BitsBackCoder
 from zoo.evaluation.harness import bound_per_datum
 from zoo.experiments.run import fixed_subset_rows, prepare
 from zoo.experiments.run_folder import RUN_FILES, load_run, load_weights, writer_lock
@@ -177,47 +179,105 @@ def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=
             "encode_images_per_second": N / stats["seconds"], "decode_images_per_second": N / decode_seconds}
 
 
+#: The most bytes of a code file's JSON header (compress writes about 600).
+MAX_HEADER_BYTES = 2 ** 16
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def _read(path: Path, run, run_sha: str) -> Tuple[Dict, np.ndarray]:
-    """The header and the words of a code file, refused in one line unless whole and unchanged."""
-    try:
-        blob = path.read_bytes()
-    except OSError as e:
-        raise ZooError(f"cannot read {path} ({e.strerror or type(e).__name__})") from None
-    if len(blob) < len(MAGIC) + 5 or blob[:len(MAGIC)] != MAGIC:
-        raise ZooError(f"{path} is not a pyro-zoo code file (no {MAGIC.decode()} header)")
-    if blob[len(MAGIC)] != VERSION:
-        raise ZooError(f"{path} is a version {blob[len(MAGIC)]} code file; this pyro-zoo reads version {VERSION}")
-    start = len(MAGIC) + 5
-    (size,) = struct.unpack(">I", blob[len(MAGIC) + 1:start])
-    try:
-        header = json.loads(blob[start:start + size].decode())
-        words_needed = int(header["num_words"])
-        keys = ("run_sha256", "num_data", "x_dim", "levels", "latent_bits", "message_sha256", "data_sha256")
-        missing = [k for k in keys if k not in header]
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
-        raise ZooError(f"{path} is corrupt or truncated: its header does not parse") from None
-    if missing:
-        raise ZooError(f"{path} is corrupt: its header lacks {', '.join(missing)}")
-    payload = blob[start + size:]
-    if len(payload) != 4 * words_needed:
-        raise ZooError(f"{path} is truncated or corrupt: {len(payload)} bytes of code, the header says "
-                       f"{4 * words_needed}")
+    """The checked header and the words of the code file ``path`` for ``run``, refused in one line unless
+    whole, unchanged and possible.
+
+    Only a regular file is read (a FIFO would block, ``/dev/zero`` never ends); every claim of its header is
+    checked (:func:`_checked_header`) against the run and the file's length before the words are read, and no
+    more bytes are read than the header says the file holds.
+    """
+    fix = "give the .pzbb file that 'pyro-zoo compress' wrote"
+    with open_regular(path, "pyro-zoo code file", fix) as f:
+        size = os.fstat(f.fileno()).st_size
+        start = len(MAGIC) + 5
+        prefix = f.read(start)
+        if len(prefix) < start or prefix[:len(MAGIC)] != MAGIC:
+            raise ZooError(f"{path} is not a pyro-zoo code file (no {MAGIC.decode()} header)")
+        if prefix[len(MAGIC)] != VERSION:
+            raise ZooError(f"{path} is a version {prefix[len(MAGIC)]} code file; this pyro-zoo reads version "
+                           f"{VERSION}")
+        (header_size,) = struct.unpack(">I", prefix[len(MAGIC) + 1:])
+        if header_size > min(MAX_HEADER_BYTES, size - start):
+            raise ZooError(f"{path} is corrupt or truncated: its header claims {header_size} bytes, and the file "
+                           f"holds {size - start} after the magic (a header takes at most {MAX_HEADER_BYTES})")
+        header = _checked_header(f.read(header_size), path, run, run_sha)
+        code_size = 4 * header["num_words"]
+        if size - start - header_size != code_size:
+            raise ZooError(f"{path} is truncated or corrupt: {size - start - header_size} bytes of code, the header "
+                           f"says {code_size}")
+        payload = f.read(code_size + 1)
+    if len(payload) != code_size:
+        raise ZooError(f"{path} changed while it was read; run the command again")
     if _sha256(payload) != header["message_sha256"]:
         raise ZooError(f"{path} is corrupt: its code fails the checksum in its header")
+    return header, np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+
+
+def _checked_header(text: bytes, path: Path, run, run_sha: str) -> Dict:
+    """The header of the code file ``path`` (its JSON ``text``), refused in one line unless each claim is one a
+    file that compress wrote for ``run`` can make: the run's checkpoint, its data's columns and levels, at most
+    the rows of the split it names (compress codes a split or a subset of it, so decoding never runs longer
+    than coding that split did), and at most :meth:`~zoo.evaluation.bitsback.BitsBackCoder.max_words` words
+    for those rows.
+
+    No bound of the rows by the number of words holds: bits-back gives each datum's latent bits back, so a
+    datum the model is sure of costs as little as 64 * 2^-24 / ln 2 bits (64 binary pixels), and a valid code
+    of millions of such rows fits in a few words. The split's rows bound the decoding instead.
+    """
+    try:
+        header = json.loads(text.decode())
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ZooError(f"{path} is corrupt or truncated: its header does not parse") from None
+    if not isinstance(header, dict):
+        raise ZooError(f"{path} is corrupt: its header is a JSON {type(header).__name__}, not an object")
+    missing = [k for k in ("run_sha256", "split", "num_data", "x_dim", "levels", "latent_bits", "num_words",
+                           "message_sha256", "data_sha256") if k not in header]
+    if missing:
+        raise ZooError(f"{path} is corrupt: its header lacks {', '.join(missing)}")
+
+    def claim(key: str, ok, expected: str):
+        value = header[key]
+        if not ok(value):
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
+            raise ZooError(f"{path} is corrupt: its header says {key} {shown}, where a code file of this run has "
+                           f"{expected}")
+        return value
+
+    def count(low: int, high: Optional[int] = None):
+        return lambda v: type(v) is int and low <= v and (high is None or v <= high)
+
+    for key in ("run_sha256", "message_sha256", "data_sha256"):
+        claim(key, lambda v: isinstance(v, str) and _SHA256.fullmatch(v), "a SHA-256 in hex")
     if header["run_sha256"] != run_sha:
         raise ZooError(f"{path} was coded with another run (checkpoint SHA-256 {header['run_sha256'][:12]}…); decode "
                        f"it with that run")
-    return header, np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    split = claim("split", lambda v: v in SPLITS, f"one of {', '.join(SPLITS)}")
+    claim("latent_bits", count(1, MAX_LATENT_BITS), f"an integer 1..{MAX_LATENT_BITS}")
+    rows, x_dim = run.data.split(split).shape
+    claim("x_dim", lambda v: type(v) is int and v == x_dim, f"this run's {x_dim} columns")
+    claim("levels", lambda v: type(v) is int and v == run.model.data_levels,
+          f"this run's {run.model.data_levels} levels")
+    claim("num_data", count(1, rows), f"1 to {rows} rows (the run's {split} split)")
+    most = BitsBackCoder(run.model, run.guide, header["latent_bits"]).max_words(header["num_data"], x_dim)
+    claim("num_words", count(0, most), f"at most {most} words for {header['num_data']} rows")
+    return header
 
 
 def _decode(path: Path, header: Dict, words: np.ndarray, run) -> Tuple[torch.Tensor, float]:
     """The rows the checked ``header`` and ``words`` of the code file ``path`` decode to with ``run``, verified."""
-    coder = BitsBackCoder(run.model, run.guide, int(header["latent_bits"]))
+    coder = BitsBackCoder(run.model, run.guide, header["latent_bits"])
     try:
-        x, seconds = coder.decode(words, int(header["num_data"]), int(header["x_dim"]))
+        x, seconds = coder.decode(words, header["num_data"], header["x_dim"])
     except (ValueError, RuntimeError, OverflowError) as e:
         raise ZooError(f"{path} does not decode with this run ({type(e).__name__}); it is corrupt") from None
-    if _sha256(_data_bytes(x, int(header["levels"]))) != header["data_sha256"]:
+    if _sha256(_data_bytes(x, header["levels"])) != header["data_sha256"]:
         raise ZooError(f"{path} decodes to data that fail the checksum in its header; it is corrupt or was coded "
                        f"otherwise")
     return x, seconds
