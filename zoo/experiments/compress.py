@@ -98,8 +98,8 @@ def _existing_out(out: Path, what: str, reads: Sequence[Path]) -> bool:
     replaced whatever it holds: a run folder's own file (by name, existing or not), a file the command reads
     (``reads``), or not a regular file. What an existing file must hold to be replaced is the caller's check."""
     if out.name in RUN_FILES:
-        raise ZooError(f"{out} would be a run folder's own file ({out.name}), never a {what}; name a new file with "
-                       f"--out")
+        raise ZooError(f"{out}: {out.name} is the name of a run folder's own file, never a {what}; name a new file "
+                       f"with --out")
     if not os.path.lexists(out):
         return False
     if out.is_symlink() or not out.is_file():
