@@ -1,5 +1,6 @@
 """pyro-zoo compress: bits-back ANS round trips bit-exactly, and a damaged code file is refused in one line."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,3 +123,144 @@ def test_every_pixel_likelihood_and_a_hierarchy_round_trip(model_name, options):
     coder = BitsBackCoder(model, zoo.build_guide("amortized", model), latent_bits=8)
     words, _ = coder.encode(x)
     assert torch.equal(coder.decode(words, 8, 64)[0], x)
+
+
+# -- other people's hands: --out never replaces what compress did not write; a code file is data ------------------
+def one_line_error(code, err):
+    return code == 2 and err.startswith("pyro-zoo: error:") and err.count("\n") == 1
+
+
+def test_out_never_replaces_a_file_compress_did_not_write(binary_run, tmp_path, capsys):
+    """`compress RUN --out RUN/checkpoint.pt` replaced the trained checkpoint with the code, exit 0, and `--decode
+    --out` another run's results.json with the decoded rows. --out is a new file, or one the same command wrote
+    (a code file, known by its PZBB header; the .npy of the rows this code file decodes to); every other file,
+    a run folder's own files and the file being decoded, is refused in one line and left as it was."""
+    import shutil
+
+    import numpy as np
+    run, other = shutil.copytree(binary_run, tmp_path / "run"), shutil.copytree(binary_run, tmp_path / "other")
+    mine, notes = tmp_path / "mine.npy", tmp_path / "notes.pzbb"
+    np.save(mine, np.zeros((5, 64), np.uint8))
+    notes.write_text("my notes, not a code file")
+    kept = [run / "checkpoint.pt", run / "config.json", run / "results.json", other / "results.json",
+            other / "per_datum.npz", mine, notes]
+    before = {p: p.read_bytes() for p in kept}
+    code, decoded = tmp_path / "code.pzbb", tmp_path / "decoded.npy"
+    for target in (run / "checkpoint.pt", run / "results.json", run / "config.json", other / "per_datum.npz", notes,
+                   other / "samples.png", tmp_path / "new-folder" / "checkpoint.pt"):
+        capsys.readouterr()
+        assert main(["compress", str(run), "--limit", "5", "--out", str(target)]) == 2, target
+        err = capsys.readouterr().err
+        assert one_line_error(2, err) and "name a new file" in err, err
+    for _ in range(2):                                   # a new file, then the code file it wrote: replaced
+        assert main(["compress", str(run), "--limit", "5", "--out", str(code)]) == 0
+    for target in (other / "results.json", mine, code, run / "checkpoint.pt"):
+        capsys.readouterr()
+        assert main(["compress", str(run), "--decode", str(code), "--out", str(target)]) == 2, target
+        err = capsys.readouterr().err
+        assert one_line_error(2, err) and "name a new file" in err, err
+    for _ in range(2):                                   # a new file, then the rows it holds: written again
+        assert main(["compress", str(run), "--decode", str(code), "--out", str(decoded)]) == 0
+    assert all(p.read_bytes() == before[p] for p in kept)
+    assert not (tmp_path / "new-folder").exists() and not (other / "samples.png").read_bytes().startswith(b"PZBB")
+
+
+@pytest.fixture(scope="module")
+def code_file(binary_run, tmp_path_factory):
+    """A code file of 5 test images of ``binary_run`` (read it; write changed copies elsewhere)."""
+    from zoo.experiments.compress import compress_run
+    return Path(compress_run(binary_run, limit=5, out=tmp_path_factory.mktemp("code") / "ok.pzbb")["file"])
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """A code file whose header is refused must be refused before the chain runs (which takes the header's word)."""
+    from zoo.evaluation.bitsback import BitsBackCoder
+
+    def decode(*args, **kwargs):
+        raise AssertionError("decoding started")
+    monkeypatch.setattr(BitsBackCoder, "decode", decode)
+
+
+def with_header(blob: bytes, header=None, text: bytes = None, size: int = None) -> bytes:
+    """``blob`` (a code file) with its header replaced by ``header`` (any JSON) or raw ``text``, its words kept."""
+    from zoo.experiments.compress import MAGIC
+    start = len(MAGIC) + 5
+    old = int.from_bytes(blob[len(MAGIC) + 1:start], "big")
+    text = json.dumps(header).encode() if text is None else text
+    size = len(text) if size is None else size
+    return blob[:len(MAGIC) + 1] + size.to_bytes(4, "big") + text + blob[start + old:]
+
+
+def header_of(blob: bytes) -> dict:
+    from zoo.experiments.compress import MAGIC
+    start = len(MAGIC) + 5
+    return json.loads(blob[start:start + int.from_bytes(blob[len(MAGIC) + 1:start], "big")])
+
+
+CRAFTED = {                   # what a crafted header claims (every checksum in it still matches its words)
+    "200000 data": {"num_data": 200_000},
+    "2**40 data": {"num_data": 2 ** 40},
+    "no data": {"num_data": 0},
+    "-1 data": {"num_data": -1},
+    "data as text": {"num_data": "5"},
+    "data as a float": {"num_data": 5.0},
+    "another x_dim": {"x_dim": 65},
+    "x_dim as a list": {"x_dim": [64]},
+    "other levels": {"levels": 3},
+    "levels as text": {"levels": "two"},
+    "latent bits as text": {"latent_bits": "twelve"},
+    "latent bits infinite": {"latent_bits": float("inf")},
+    "latent bits 0": {"latent_bits": 0},
+    "words as a float": {"num_words": 1e300},
+    "run sha as a number": {"run_sha256": 7},
+    "data sha as null": {"data_sha256": None},
+    "an unknown split": {"split": "everything"},
+}
+
+
+@pytest.mark.parametrize("claim", list(CRAFTED) + ["a list", "nested 30000 deep", "header size 4 GiB",
+                                                   "not UTF-8"])
+def test_a_crafted_header_is_one_line_before_decoding(binary_run, code_file, tmp_path, capsys, no_decoding, claim):
+    """A 571-byte code file that declares 200,000 data points decoded for ever (the checksum was checked after
+    decoding); `latent_bits: "twelve"`, a header nested 30,000 deep and others gave tracebacks. Every claim of
+    the header is checked (types, ranges, the run's data, the split's rows, the file's length) before decoding."""
+    blob = code_file.read_bytes()
+    header = header_of(blob)
+    if claim == "a list":
+        bad = with_header(blob, [header])
+    elif claim == "nested 30000 deep":
+        bad = with_header(blob, text=b"[" * 30_000 + b"]" * 30_000)
+    elif claim == "header size 4 GiB":
+        bad = with_header(blob, header, size=2 ** 32 - 1)
+    elif claim == "not UTF-8":
+        bad = with_header(blob, text=b"\xff" * 40)
+    else:
+        bad = with_header(blob, {**header, **CRAFTED[claim]})
+    (tmp_path / "bad.pzbb").write_bytes(bad)
+    capsys.readouterr()
+    code = main(["compress", str(binary_run), "--decode", str(tmp_path / "bad.pzbb"), "--out",
+                 str(tmp_path / "x.npy")])
+    err = capsys.readouterr().err
+    assert one_line_error(code, err) and "bad.pzbb" in err, err
+    assert not (tmp_path / "x.npy").exists()
+
+
+@pytest.mark.parametrize("what", ["fifo", "/dev/zero"])
+def test_a_code_file_that_is_not_a_regular_file_is_refused_unread(binary_run, tmp_path, what):
+    """`--decode FIFO` waited for ever for a writer; `--decode /dev/zero` (here through a link) read until memory
+    ran out. (The child's data segment is capped, so a regression fails instead of exhausting the machine.)"""
+    import os
+    import resource
+    import subprocess
+    import sys
+    path = tmp_path / "code.pzbb"
+    if what == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(what)
+    cap = 6 * 2 ** 30
+    proc = subprocess.run([sys.executable, "-m", "zoo", "compress", str(binary_run), "--decode", str(path)],
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_DATA, (cap, cap)))
+    assert one_line_error(proc.returncode, proc.stderr) and "not a regular file" in proc.stderr, proc.stderr

@@ -388,6 +388,35 @@ def test_one_run_folder_one_writer_and_a_killed_writer_blocks_nobody(tmp_path):
     assert after.returncode == 0, after.stderr              # ... and blocks nobody
 
 
+KILLED_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from zoo.training import checkpoint
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)      # killed after the bytes, before the rename
+checkpoint.save_checkpoint(Path(sys.argv[1]), config={}, model={}, guide={})
+"""
+
+
+def test_a_writer_killed_mid_checkpoint_leaves_a_temp_file_the_next_run_removes(vae_run, tmp_path, capsys):
+    """A SIGKILL while a checkpoint was written left `.checkpoint.pt.*.tmp` beside it, and no later run removed it.
+    The next writer to lock the folder (here a resume) removes the zoo's own temporary files there, and no other."""
+    run = copy_run(vae_run, tmp_path / "run")
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(run / "checkpoint.pt")], env=ENV, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    stale = list(run.glob(".checkpoint.pt.*.tmp"))
+    assert len(stale) == 1 and stale[0].stat().st_size > 0
+    stale.append(run / ".samples.partial.png")                      # a plot's (atomic_path), also killed mid-write
+    stale[-1].write_bytes(b"half a plot")
+    others = [run / ".checkpoint.pt.my-notes.tmp", run / "notes.tmp", run / ".data.csv.abcdefgh.tmp",
+              tmp_path / ".checkpoint.pt.abcdefgh.tmp"]           # not the zoo's, or not in the run folder
+    for path in others:
+        path.write_text("keep me")
+    code, _, err = run_cli(["train", "--resume", run, "--epochs", "2"], capsys)
+    assert code == 0, err
+    assert not any(p.exists() for p in stale) and all(p.read_text() == "keep me" for p in others)
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == load_checkpoint(vae_run / "checkpoint.pt")["epoch"]
+
+
 def _wait_for_lock(run: Path, proc):
     """Until ``proc`` holds the run's writer lock: the lock file then holds its pid (run_folder.writer_lock)."""
     lock = run / ".pyro-zoo.lock"

@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="the split to code (default test)")
     p.add_argument("--limit", type=int, default=None, help="code a fixed random subset of this many rows")
     p.add_argument("--out", default=None, help="the code file (default: DIR/compressed-SPLIT.pzbb; with --decode: "
-                   "an .npy file for the decoded rows)")
+                   "an .npy file for the decoded rows): a new file or one this command wrote, never another file")
     p.add_argument("--latent-bits", type=int, default=12, help="b: 2^b bins of equal prior mass per real latent "
                    "unit (default 12)")
     p.add_argument("--decode", default=None, metavar="FILE", help="decode FILE with the run and verify it instead")

@@ -5,30 +5,33 @@ Such a file is untrusted: it may be a FIFO (reading it waits forever for a write
 refuses (an integer of more than 4300 digits) or cannot parse without exhausting the stack (100,000
 nested brackets). :func:`read_text` and :func:`read_json` read a regular file of at most
 :data:`MAX_FILE_BYTES` and turn each of those into one :class:`~zoo.core.errors.ZooError` naming the
-file; ``fix`` says what to do about it.
+file; ``fix`` says what to do about it. A binary format opens the file with :func:`open_regular` and
+reads no more than its own header says it holds (or :func:`read_bytes`, with its own limit).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 from zoo.core.errors import ZooError
 
-__all__ = ["MAX_FILE_BYTES", "read_text", "read_json"]
+__all__ = ["MAX_FILE_BYTES", "open_regular", "read_bytes", "read_text", "read_json"]
 
 #: The largest text file read (a result file or run config is kilobytes; a README well under a megabyte).
 MAX_FILE_BYTES = 64 * 2 ** 20
 
 
-def read_text(path: Path, what: str, fix: str = "fix or remove it") -> str:
-    """The UTF-8 text of the regular file ``path`` (a ``what``), or a one-line :class:`ZooError`:
-    missing, a folder, a FIFO or device, larger than :data:`MAX_FILE_BYTES`, or not UTF-8.
+@contextlib.contextmanager
+def open_regular(path: Path, what: str, fix: str = "fix or remove it") -> Iterator[BinaryIO]:
+    """``path`` opened for binary reading if it is a regular file (a ``what``), else a one-line :class:`ZooError`:
+    missing, a folder, a FIFO, a device or a socket.
 
-    The file is opened without blocking (a FIFO with no writer) and checked on the open descriptor,
-    and no more than the limit is ever read, whatever its size claims to be."""
+    The file is opened without blocking (a FIFO with no writer) and checked on the open descriptor, so
+    what is read is what was checked; the caller bounds what it reads (``/dev/zero`` never ends)."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -43,9 +46,24 @@ def read_text(path: Path, what: str, fix: str = "fix or remove it") -> str:
         if not stat.S_ISREG(mode):
             raise ZooError(f"{path} is not a regular file (a FIFO, a device or a socket), so it is not a {what}; "
                            f"{fix}")
-        data = f.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise ZooError(f"{path}: more than {MAX_FILE_BYTES // 2 ** 20} MiB is too large for a {what}; {fix}")
+        yield f
+
+
+def read_bytes(path: Path, what: str, limit: int = MAX_FILE_BYTES, fix: str = "fix or remove it") -> bytes:
+    """The bytes of the regular file ``path`` (:func:`open_regular`), or a one-line :class:`ZooError` if it holds
+    more than ``limit`` bytes; no more than the limit is ever read, whatever its size claims to be."""
+    with open_regular(path, what, fix) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        size = f"{limit // 2 ** 20} MiB" if limit >= 2 ** 20 else f"{limit} bytes"
+        raise ZooError(f"{path}: more than {size} is too large for a {what}; {fix}")
+    return data
+
+
+def read_text(path: Path, what: str, fix: str = "fix or remove it") -> str:
+    """The UTF-8 text of the regular file ``path`` (a ``what``), or a one-line :class:`ZooError`:
+    missing, a folder, a FIFO or device, larger than :data:`MAX_FILE_BYTES`, or not UTF-8 (:func:`read_bytes`)."""
+    data = read_bytes(path, what, MAX_FILE_BYTES, fix)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -63,12 +63,14 @@ from zoo.core.errors import ZooError
 from zoo.core.levels import levels_of, pixel_levels_table
 from zoo.core.modes import evaluation_mode
 
-__all__ = ["BitsBackCoder", "PRECISION_BITS", "DEFAULT_LATENT_BITS"]
+__all__ = ["BitsBackCoder", "PRECISION_BITS", "DEFAULT_LATENT_BITS", "MAX_LATENT_BITS"]
 
 #: constriction's default fixed-point precision of a probability in the AnsCoder (24 bits).
 PRECISION_BITS = 24
 #: Bins per real latent unit: 2^12 = 4096 of equal prior mass (Townsend et al. use 2^12 for their VAE).
 DEFAULT_LATENT_BITS = 12
+#: The most bits per real latent unit: 2^20 bins, each still given a quantum of the 24-bit probabilities.
+MAX_LATENT_BITS = 20
 
 
 def _constriction():
@@ -121,8 +123,8 @@ class BitsBackCoder:
     """
 
     def __init__(self, model, guide, latent_bits: int = DEFAULT_LATENT_BITS):
-        if not 1 <= latent_bits <= 20:
-            raise ZooError(f"latent bits must be between 1 and 20, got {latent_bits}")
+        if not 1 <= latent_bits <= MAX_LATENT_BITS:
+            raise ZooError(f"latent bits must be between 1 and {MAX_LATENT_BITS}, got {latent_bits}")
         self.model, self.guide, self.latent_bits = model, guide, int(latent_bits)
         self.bins = 2 ** self.latent_bits
         self.sites = [SiteCode(s.name, s.support if s.support in ("binary", "categorical") else "real")
@@ -189,6 +191,18 @@ class BitsBackCoder:
         bits = sum((self.latent_bits if s.kind == "real" else 32) * site_units(self.model, s.name) for s in self.sites)
         words = np.random.default_rng(0).integers(1, 2 ** 32, size=bits // 32 + 2, dtype=np.uint32)
         return words
+
+    def max_words(self, num_data: int, x_dim: int) -> int:
+        """The most words a code of ``num_data`` rows of ``x_dim`` pixels can take, whatever the data.
+
+        Each datum pushes ``x_dim`` pixels and one symbol per latent unit, every one with a probability of at
+        least 2^-PRECISION_BITS (the leaky quantization gives every symbol a quantum; a real unit's bin is
+        2^-latent_bits), so each push adds at most PRECISION_BITS bits, and a pop only takes bits off. One word
+        per datum more for the coder's rounding, and two for its state, on top of the initial words.
+        """
+        units = sum(site_units(self.model, s.name) for s in self.sites)
+        per_datum = -(-PRECISION_BITS * (x_dim + units) // 32) + 1
+        return len(self.initial_words()) + 2 + num_data * per_datum
 
     # -- the chain -----------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> Tuple[np.ndarray, Dict]:

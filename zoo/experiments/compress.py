@@ -12,6 +12,11 @@ cannot decode it), the data's shape and levels, the coder's precision, and two c
 the words (a corrupt or truncated file is refused before decoding) and of the data (the decoded rows
 are compared with it, so a file that passes the first check but was made otherwise is refused too,
 never turned into a wrong image).
+
+``--out`` never replaces a file this command did not make for it (:func:`_existing_out`): a run folder's own
+files (:data:`~zoo.experiments.run_folder.RUN_FILES`) and the file being read are refused, and an existing
+file is replaced only if it is what the command writes: a code file (its ``MAGIC`` header), or, for
+``--decode``, the ``.npy`` of exactly the rows this code file decodes to (the same command run again).
 """
 from __future__ import annotations
 
@@ -22,18 +27,22 @@ import io
 import json
 import lzma
 import math
+import os
+import re
 import struct
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from zoo.core.errors import ZooError
-from zoo.evaluation.bitsback import PRECISION_BITS, BitsBackCoder
+from zoo.core.files import open_regular, read_bytes
+from zoo.data.dataset import SPLITS
+from zoo.evaluation.bitsback import MAX_LATENT_BITS, PRECISION_BITS, BitsBackCoder
 from zoo.evaluation.harness import bound_per_datum
 from zoo.experiments.run import fixed_subset_rows, prepare
-from zoo.experiments.run_folder import load_run, load_weights, writer_lock
+from zoo.experiments.run_folder import RUN_FILES, load_run, load_weights, writer_lock
 from zoo.training.checkpoint import atomic_write_bytes
 
 __all__ = ["compress_run", "decode_file", "baseline_bits", "MAGIC", "VERSION", "compression_markdown"]
@@ -42,9 +51,12 @@ MAGIC = b"PZBB"
 VERSION = 1
 
 
+def _level_dtype(levels: int):
+    return np.uint8 if levels <= 256 else np.uint16
+
+
 def _data_bytes(x: torch.Tensor, levels: int) -> bytes:
-    dtype = np.uint8 if levels <= 256 else np.uint16
-    return np.ascontiguousarray(x.cpu().numpy().astype(dtype)).tobytes()
+    return np.ascontiguousarray(x.cpu().numpy().astype(_level_dtype(levels))).tobytes()
 
 
 def _sha256(data: bytes) -> str:
@@ -81,6 +93,44 @@ def _open(run_dir: Path, model_file, guide_file):
     return run, _sha256((run_dir / "checkpoint.pt").read_bytes())
 
 
+def _existing_out(out: Path, what: str, reads: Sequence[Path]) -> bool:
+    """Whether ``out``, the ``what`` a command is to write, exists; refused in one line where it may not be
+    replaced whatever it holds: a run folder's own file (by name, existing or not), a file the command reads
+    (``reads``), or not a regular file. What an existing file must hold to be replaced is the caller's check."""
+    if out.name in RUN_FILES:
+        raise ZooError(f"{out}: {out.name} is the name of a run folder's own file, never a {what}; name a new file "
+                       f"with --out")
+    if not os.path.lexists(out):
+        return False
+    if out.is_symlink() or not out.is_file():
+        raise ZooError(f"{out} is not a regular file (a link, a folder, a FIFO or a device), so it is not replaced "
+                       f"by a {what}; name a new file with --out")
+    if any(p.is_file() and os.path.samefile(out, p) for p in reads):
+        raise ZooError(f"{out} is the file being read; name a new file for the {what} with --out")
+    return True
+
+
+def _is_code_file(path: Path) -> bool:
+    with open_regular(path, "file") as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
+def _holds_rows(path: Path, header: Dict) -> bool:
+    """Whether the ``.npy`` file ``path`` holds exactly the rows the code file of ``header`` decodes to (its data
+    checksum), as ``compress --decode`` writes them."""
+    n, d, dtype = header["num_data"], header["x_dim"], _level_dtype(header["levels"])
+    limit = 2 ** 16 + n * d * np.dtype(dtype).itemsize
+    if path.stat().st_size > limit:
+        return False
+    data = read_bytes(path, ".npy file", limit)
+    try:
+        rows = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception:                   # whatever np.load raises on a file that is not an .npy: not ours
+        return False
+    return (isinstance(rows, np.ndarray) and rows.dtype == dtype and rows.shape == (n, d)
+            and _sha256(np.ascontiguousarray(rows).tobytes()) == header["data_sha256"])
+
+
 def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=None,
                  latent_bits: int = 12, elbo_particles: int = 10, model_file: Optional[str] = None,
                  guide_file: Optional[str] = None) -> Dict:
@@ -90,6 +140,9 @@ def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=
     if not run_dir.is_dir():
         raise ZooError(f"no run folder at {run_dir}; train one there first ('pyro-zoo train ... --out {run_dir}')")
     out = Path(out) if out else run_dir / f"compressed-{split}.pzbb"
+    if _existing_out(out, "code file", [run_dir / "checkpoint.pt", run_dir / "config.json"]) and not _is_code_file(out):
+        raise ZooError(f"{out} exists and is not a code file that pyro-zoo compress wrote (no {MAGIC.decode()} "
+                       f"header), so it is left as it was; name a new file with --out")
     with writer_lock(run_dir):
         run, run_sha = _open(run_dir, model_file, guide_file)
         x = run.data.split(split)
@@ -107,7 +160,7 @@ def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=
         text = json.dumps(header, sort_keys=True).encode()
         atomic_write_bytes(out, MAGIC + bytes([VERSION]) + struct.pack(">I", len(text)) + text
                            + words.astype("<u4").tobytes())
-        decoded, decode_seconds = _decode(out, run, run_sha)
+        decoded, decode_seconds = _decode(out, *_read(out, run, run_sha), run)
         if not torch.equal(decoded, x):
             raise ZooError(f"the decoded {split} data differ from the original; {out} is not a valid code")
         torch.manual_seed(run.config.seed + 4242)
@@ -126,47 +179,105 @@ def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=
             "encode_images_per_second": N / stats["seconds"], "decode_images_per_second": N / decode_seconds}
 
 
-def _read(path: Path) -> Tuple[Dict, np.ndarray]:
-    """The header and the words of a code file, refused in one line unless whole and unchanged."""
-    try:
-        blob = path.read_bytes()
-    except OSError as e:
-        raise ZooError(f"cannot read {path} ({e.strerror or type(e).__name__})") from None
-    if len(blob) < len(MAGIC) + 5 or blob[:len(MAGIC)] != MAGIC:
-        raise ZooError(f"{path} is not a pyro-zoo code file (no {MAGIC.decode()} header)")
-    if blob[len(MAGIC)] != VERSION:
-        raise ZooError(f"{path} is a version {blob[len(MAGIC)]} code file; this pyro-zoo reads version {VERSION}")
-    start = len(MAGIC) + 5
-    (size,) = struct.unpack(">I", blob[len(MAGIC) + 1:start])
-    try:
-        header = json.loads(blob[start:start + size].decode())
-        words_needed = int(header["num_words"])
-        keys = ("run_sha256", "num_data", "x_dim", "levels", "latent_bits", "message_sha256", "data_sha256")
-        missing = [k for k in keys if k not in header]
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
-        raise ZooError(f"{path} is corrupt or truncated: its header does not parse") from None
-    if missing:
-        raise ZooError(f"{path} is corrupt: its header lacks {', '.join(missing)}")
-    payload = blob[start + size:]
-    if len(payload) != 4 * words_needed:
-        raise ZooError(f"{path} is truncated or corrupt: {len(payload)} bytes of code, the header says "
-                       f"{4 * words_needed}")
+#: The most bytes of a code file's JSON header (compress writes about 600).
+MAX_HEADER_BYTES = 2 ** 16
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _read(path: Path, run, run_sha: str) -> Tuple[Dict, np.ndarray]:
+    """The checked header and the words of the code file ``path`` for ``run``, refused in one line unless
+    whole, unchanged and possible.
+
+    Only a regular file is read (a FIFO would block, ``/dev/zero`` never ends); every claim of its header is
+    checked (:func:`_checked_header`) against the run and the file's length before the words are read, and no
+    more bytes are read than the header says the file holds.
+    """
+    fix = "give the .pzbb file that 'pyro-zoo compress' wrote"
+    with open_regular(path, "pyro-zoo code file", fix) as f:
+        size = os.fstat(f.fileno()).st_size
+        start = len(MAGIC) + 5
+        prefix = f.read(start)
+        if len(prefix) < start or prefix[:len(MAGIC)] != MAGIC:
+            raise ZooError(f"{path} is not a pyro-zoo code file (no {MAGIC.decode()} header)")
+        if prefix[len(MAGIC)] != VERSION:
+            raise ZooError(f"{path} is a version {prefix[len(MAGIC)]} code file; this pyro-zoo reads version "
+                           f"{VERSION}")
+        (header_size,) = struct.unpack(">I", prefix[len(MAGIC) + 1:])
+        if header_size > min(MAX_HEADER_BYTES, size - start):
+            raise ZooError(f"{path} is corrupt or truncated: its header claims {header_size} bytes, and the file "
+                           f"holds {size - start} after the magic (a header takes at most {MAX_HEADER_BYTES})")
+        header = _checked_header(f.read(header_size), path, run, run_sha)
+        code_size = 4 * header["num_words"]
+        if size - start - header_size != code_size:
+            raise ZooError(f"{path} is truncated or corrupt: {size - start - header_size} bytes of code, the header "
+                           f"says {code_size}")
+        payload = f.read(code_size + 1)
+    if len(payload) != code_size:
+        raise ZooError(f"{path} changed while it was read; run the command again")
     if _sha256(payload) != header["message_sha256"]:
         raise ZooError(f"{path} is corrupt: its code fails the checksum in its header")
     return header, np.frombuffer(payload, dtype="<u4").astype(np.uint32)
 
 
-def _decode(path: Path, run, run_sha: str) -> Tuple[torch.Tensor, float]:
-    header, words = _read(path)
+def _checked_header(text: bytes, path: Path, run, run_sha: str) -> Dict:
+    """The header of the code file ``path`` (its JSON ``text``), refused in one line unless each claim is one a
+    file that compress wrote for ``run`` can make: the run's checkpoint, its data's columns and levels, at most
+    the rows of the split it names (compress codes a split or a subset of it, so decoding never runs longer
+    than coding that split did), and at most :meth:`~zoo.evaluation.bitsback.BitsBackCoder.max_words` words
+    for those rows.
+
+    No bound of the rows by the number of words holds: bits-back gives each datum's latent bits back, so a
+    datum the model is sure of costs as little as 64 * 2^-24 / ln 2 bits (64 binary pixels), and a valid code
+    of millions of such rows fits in a few words. The split's rows bound the decoding instead.
+    """
+    try:
+        header = json.loads(text.decode())
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ZooError(f"{path} is corrupt or truncated: its header does not parse") from None
+    if not isinstance(header, dict):
+        raise ZooError(f"{path} is corrupt: its header is a JSON {type(header).__name__}, not an object")
+    missing = [k for k in ("run_sha256", "split", "num_data", "x_dim", "levels", "latent_bits", "num_words",
+                           "message_sha256", "data_sha256") if k not in header]
+    if missing:
+        raise ZooError(f"{path} is corrupt: its header lacks {', '.join(missing)}")
+
+    def claim(key: str, ok, expected: str):
+        value = header[key]
+        if not ok(value):
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
+            raise ZooError(f"{path} is corrupt: its header says {key} {shown}, where a code file of this run has "
+                           f"{expected}")
+        return value
+
+    def count(low: int, high: Optional[int] = None):
+        return lambda v: type(v) is int and low <= v and (high is None or v <= high)
+
+    for key in ("run_sha256", "message_sha256", "data_sha256"):
+        claim(key, lambda v: isinstance(v, str) and _SHA256.fullmatch(v), "a SHA-256 in hex")
     if header["run_sha256"] != run_sha:
         raise ZooError(f"{path} was coded with another run (checkpoint SHA-256 {header['run_sha256'][:12]}…); decode "
                        f"it with that run")
-    coder = BitsBackCoder(run.model, run.guide, int(header["latent_bits"]))
+    split = claim("split", lambda v: v in SPLITS, f"one of {', '.join(SPLITS)}")
+    claim("latent_bits", count(1, MAX_LATENT_BITS), f"an integer 1..{MAX_LATENT_BITS}")
+    rows, x_dim = run.data.split(split).shape
+    claim("x_dim", lambda v: type(v) is int and v == x_dim, f"this run's {x_dim} columns")
+    claim("levels", lambda v: type(v) is int and v == run.model.data_levels,
+          f"this run's {run.model.data_levels} levels")
+    claim("num_data", count(1, rows), f"1 to {rows} rows (the run's {split} split)")
+    most = BitsBackCoder(run.model, run.guide, header["latent_bits"]).max_words(header["num_data"], x_dim)
+    claim("num_words", count(0, most), f"at most {most} words for {header['num_data']} rows")
+    return header
+
+
+def _decode(path: Path, header: Dict, words: np.ndarray, run) -> Tuple[torch.Tensor, float]:
+    """The rows the checked ``header`` and ``words`` of the code file ``path`` decode to with ``run``, verified."""
+    coder = BitsBackCoder(run.model, run.guide, header["latent_bits"])
     try:
-        x, seconds = coder.decode(words, int(header["num_data"]), int(header["x_dim"]))
+        x, seconds = coder.decode(words, header["num_data"], header["x_dim"])
     except (ValueError, RuntimeError, OverflowError) as e:
         raise ZooError(f"{path} does not decode with this run ({type(e).__name__}); it is corrupt") from None
-    if _sha256(_data_bytes(x, int(header["levels"]))) != header["data_sha256"]:
+    if _sha256(_data_bytes(x, header["levels"])) != header["data_sha256"]:
         raise ZooError(f"{path} decodes to data that fail the checksum in its header; it is corrupt or was coded "
                        f"otherwise")
     return x, seconds
@@ -175,15 +286,21 @@ def _decode(path: Path, run, run_sha: str) -> Tuple[torch.Tensor, float]:
 def decode_file(run_dir, path, out=None, model_file: Optional[str] = None,
                 guide_file: Optional[str] = None) -> Dict:
     """Decode the code file ``path`` with the run in ``run_dir`` and verify it; with ``out``, save the rows as
-    an ``.npy`` array of levels."""
+    an ``.npy`` array of levels (a new file, or the one this code file was decoded to before)."""
     run_dir, path = Path(run_dir), Path(path)
+    out = None if out is None else Path(out)
+    existing = out is not None and _existing_out(out, ".npy of decoded rows", [path])
     run, run_sha = _open(run_dir, model_file, guide_file)
     run.model.cpu(), run.guide.cpu()
-    x, seconds = _decode(path, run, run_sha)
+    header, words = _read(path, run, run_sha)
+    if existing and not _holds_rows(out, header):
+        raise ZooError(f"{out} exists and does not hold the rows {path} decodes to, so it is left as it was; name "
+                       f"a new file with --out")
+    x, seconds = _decode(path, header, words, run)
     if out is not None:
         buf = io.BytesIO()
-        np.save(buf, x.numpy().astype(np.uint8 if x.max() < 256 else np.uint16))
-        atomic_write_bytes(Path(out), buf.getvalue())
+        np.save(buf, x.numpy().astype(_level_dtype(header["levels"])))
+        atomic_write_bytes(out, buf.getvalue())
     return {"file": str(path), "num_data": int(x.shape[0]), "x_dim": int(x.shape[1]), "decode_seconds": seconds,
             "verified": True, "out": str(out) if out else None}
 

@@ -16,7 +16,8 @@ A run folder is **data**. What it holds is checked before it is used, and nothin
 Writers (``train``, ``eval``, ``eval --gaps``, ``compare``, ``gradients``) hold an exclusive OS lock on
 ``.pyro-zoo.lock`` in the folder while they write (:func:`writer_lock`); a second writer is refused
 in one line. The lock is ``fcntl.flock``: the kernel drops it when its holder exits, SIGKILL
-included, so a lock file left behind blocks nobody.
+included, so a lock file left behind blocks nobody. A writer killed mid-write leaves the temporary file of
+an atomic write; the next writer to take the lock removes those of the folder's own files (:data:`RUN_FILES`).
 """
 from __future__ import annotations
 
@@ -29,15 +30,23 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from zoo.core.errors import OptionError, ZooError
 from zoo.core.files import read_json
 from zoo.experiments.config import COMPONENT_KINDS, RunConfig, resumable_changes
-from zoo.training.checkpoint import load_checkpoint, non_finite_tensors
+from zoo.training.checkpoint import load_checkpoint, non_finite_tensors, remove_temp_files
 from zoo.usercode.loading import file_sha256, only_named_files
 from zoo.usercode.specs import is_file_spec
 
 __all__ = ["read_stored_config", "refuse_foreign_checkpoint", "load_run", "LoadedRun", "open_run", "load_weights",
-           "writer_lock", "LOCK"]
+           "writer_lock", "LOCK", "RUN_FILES"]
 
 #: The lock file of a run folder (empty but for the holder's pid; a left-over one is harmless).
 LOCK = ".pyro-zoo.lock"
+
+#: The files a run, grid or gradients folder keeps for itself, each written by its writer under the folder's
+#: lock: never another command's output (``compress --out`` refuses these names), and a temporary file of one
+#: found by the next holder of the lock was left by a killed writer (:func:`writer_lock` removes it).
+RUN_FILES = ("checkpoint.pt", "best.pt", "config.json", "results.json", "results.md", "per_datum.npz",
+             "training_curves.png", "samples.png", "reconstructions.png", "latent_scatter.png", "gaps.json",
+             "gaps.md", "gaps_per_datum.npz", "grid.json", "compare.json", "compare.md", "compare.png",
+             "gradients.json", "gradients.md", "gradients.png", LOCK)
 
 
 def read_stored_config(stored: Any, source: str, model_file: Optional[str] = None,
@@ -197,7 +206,10 @@ def load_weights(model, guide, state: Mapping, source: Path) -> None:
 @contextmanager
 def writer_lock(out: Path):
     """Hold the exclusive writer lock of folder ``out`` (which must exist) for the block; refuse in one
-    line if another process holds it. Where ``fcntl`` is missing (Windows) the block runs unlocked."""
+    line if another process holds it. Where ``fcntl`` is missing (Windows) the block runs unlocked.
+
+    Once held, the temporary files of the folder's own files (:data:`RUN_FILES`) are removed: every writer of
+    those takes this lock, so one found now was left by a writer killed mid-write (SIGKILL, a power cut)."""
     try:
         import fcntl
     except ImportError:                                   # pragma: no cover - not on POSIX
@@ -217,6 +229,7 @@ def writer_lock(out: Path):
                            f"{out}; wait for it to finish, or use another folder") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        remove_temp_files(Path(out), RUN_FILES)
         yield
     finally:
         os.close(fd)                                      # closing the descriptor releases the lock

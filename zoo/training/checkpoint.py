@@ -19,18 +19,19 @@ import errno
 import os
 import pickle
 import random
+import re
 import signal
 import tempfile
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Iterable, List
 
 import numpy as np
 import torch
 
 from zoo.core.errors import ZooError
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "save_checkpoint", "load_checkpoint",
-           "rng_state", "set_rng_state", "write_error", "signals_deferred", "non_finite_tensors"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "remove_temp_files", "save_checkpoint",
+           "load_checkpoint", "rng_state", "set_rng_state", "write_error", "signals_deferred", "non_finite_tensors"]
 
 #: The errno values of a full disk or an exhausted quota.
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -82,7 +83,7 @@ def atomic_path(path: Path):
     """A temporary path beside ``path`` (same suffix) for a writer that takes a file name (a plot);
     renamed over ``path`` when the block succeeds, removed when it fails."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    tmp = path.with_name(_partial(path.name))
     try:
         yield tmp
         os.replace(tmp, path)
@@ -91,6 +92,40 @@ def atomic_path(path: Path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _partial(name: str) -> str:
+    """The name of :func:`atomic_path`'s temporary file for the file ``name``."""
+    name = Path(name)
+    return f".{name.stem}.partial{name.suffix}"
+
+
+def _temp_names(name: str) -> "re.Pattern":
+    """The names of the temporary files the writers here make for the file ``name``: :func:`_atomic_write`'s
+    (``.NAME.XXXXXXXX.tmp``, eight characters of ``mkstemp``'s alphabet), :func:`atomic_path`'s, and the
+    atomic write of that one (a plot is written to it)."""
+    written = lambda n: re.escape(f".{n}.") + r"[a-z0-9_]{8}" + re.escape(".tmp")     # noqa: E731
+    partial = _partial(name)
+    return re.compile(f"{written(name)}|{re.escape(partial)}|{written(partial)}")
+
+
+def remove_temp_files(folder: Path, names: Iterable[str]) -> List[Path]:
+    """Remove, and return, the temporary files the writers here made in ``folder`` for the files ``names``.
+
+    A writer killed between writing its temporary file and renaming it (SIGKILL, a power cut) leaves the
+    temporary file behind. Call this only while no writer of these files can be running, e.g. holding the
+    folder's writer lock when every writer of ``names`` takes it: any such file is then one that a killed
+    writer left. Nothing else is touched: only those names, only in ``folder`` (not its subfolders).
+    """
+    patterns = [_temp_names(n) for n in names]
+    removed = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and any(p.fullmatch(entry.name) for p in patterns):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
