@@ -107,7 +107,8 @@ def load_results(directory: Path) -> Results:
 
 #: The JSON files the zoo's commands write in a run folder (``train``, ``eval --gaps``, ``gradients``) or a
 #: comparison (``compare``): they record no command; the runs they hold are read from the results.json files.
-RUN_FILES = ("results.json", "config.json", "compare.json", "grid.json", "gaps.json", "gradients.json")
+RUN_FILES = ("results.json", "config.json", "compare.json", "grid.json", "gaps.json", "gradients.json", "ais.json",
+             "bdmc.json")
 #: where a user's run is marked in :data:`Results` (its config is its provenance: there is no command)
 USER_RUN_KEY = "_user_run"
 
