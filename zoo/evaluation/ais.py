@@ -67,7 +67,7 @@ from torch.distributions import biject_to
 from zoo.core.errors import ZooError
 from zoo.core.modes import evaluation_mode
 from zoo.core.weights import per_datum_log_weights, vectorize
-from zoo.evaluation.harness import rounding_floor
+from zoo.evaluation.estimators.importance import rounding_floor
 
 __all__ = ["AnnealedImportanceSampling", "AISResult", "sigmoid_schedule", "log_mean_exp_and_se", "PATHS",
            "MIN_ESS_FRACTION"]

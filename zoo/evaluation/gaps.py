@@ -75,7 +75,8 @@ from zoo.core.errors import ZooError
 from zoo.core.params import register_module
 from zoo.core.plates import data_plate
 from zoo.evaluation.defensive import as_proposal, log_mean_weight
-from zoo.evaluation.harness import PSIS_THRESHOLD, evaluation_mode, psis_khat
+from zoo.core.modes import evaluation_mode
+from zoo.evaluation.estimators.psis import PSIS_THRESHOLD, psis_khat
 from zoo.registry import build_guide
 from zoo.training.refit import REFIT_LR, REFIT_MAX_EPOCHS, REFIT_TOL, refit_local_guide
 
