@@ -72,6 +72,7 @@ def test_integers_beyond_int64_are_refused_for_every_integer_option(tmp_path, ca
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_eval_samples_beyond_memory_are_refused_before_training(tmp_path):
     """The harness keeps K x 100 x 3 log-weight terms per evaluation minibatch: 10^10 samples used to train, then
     loop for hours over particle chunks before failing. A subprocess with a time limit, as the old code hangs."""
@@ -196,6 +197,7 @@ def test_report_on_a_file_that_is_not_utf8(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.slow
 def test_report_on_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
     """A FIFO named r.json blocked `pyro-zoo report` forever (reading it waits for a writer; a link to
     /dev/zero, the same check's other case, read until memory ran out)."""
@@ -266,6 +268,7 @@ def test_gradients_particles_beyond_memory_are_refused(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_gradients_repeats_beyond_memory_are_refused(tmp_path):
     """R x P gradient estimates are kept: 10^12 repeats of a VAE's 136,564 parameters used to run for days first.
     A subprocess with a time limit, as the old code runs on."""

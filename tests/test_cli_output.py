@@ -168,6 +168,7 @@ def test_list_does_not_import_the_plotting_stack():
     assert r.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_drawing_a_plot_leaves_the_process_matplotlib_backend_alone(tmp_path):
     """plots.py called matplotlib.use("Agg") on its first draw: a notebook that ran the CLI in-process (tutorial 04's
     `pyro-zoo gradients`) lost every later inline figure."""

@@ -71,6 +71,7 @@ def test_help_and_list_import_neither_torch_nor_pyro_and_print_the_live_answer(a
     assert r.stdout == capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_request_the_snapshot_cannot_parse_gets_the_live_error():
     """``--epochs x --help``: the snapshot's parser reads strings, so the live parser answers."""
     r, imported = _zoo(["train", "--epochs", "x", "--help"])
@@ -79,6 +80,7 @@ def test_a_request_the_snapshot_cannot_parse_gets_the_live_error():
         "pyro-zoo: error: argument --epochs: invalid int value: 'x' (see 'pyro-zoo train --help')"]
 
 
+@pytest.mark.slow
 def test_components_added_by_an_installed_package_turn_the_snapshot_off(tmp_path):
     """The snapshot cannot know a plug-in's components: with one installed, list is the live one (here: the
     plug-in's import error, which shows that it was looked for)."""

@@ -26,6 +26,7 @@ def test_every_component_s_test_options_are_valid_options():
 
 
 @pytest.mark.parametrize("model_name,guide_name,objective_name", VALID)
+@pytest.mark.slow
 def test_valid_triple_trains_and_lowers_its_loss(model_name, guide_name, objective_name):
     assert_trains_and_lowers_its_loss(model_name, guide_name, objective_name)
 

@@ -31,6 +31,7 @@ def _compiled(name, backend, **kw):
 
 
 @pytest.mark.parametrize("model_name,guide_name,objective_name,model_kw,guide_kw", CASES, ids=CASE_IDS)
+@pytest.mark.slow
 def test_compiled_steps_match_the_eager_steps(model_name, guide_name, objective_name, model_kw, guide_kw):
     x, model, guide, settings, lr = case(model_name, guide_name, objective_name, model_kw, guide_kw)
     backend = "inductor" if (model_name, guide_name, objective_name) in INDUCTOR and cpu_compiler() else "aot_eager"
@@ -62,6 +63,7 @@ def test_buffers_updated_in_the_step_are_written_back():
     assert any(not torch.equal(a, torch.zeros_like(a)) for a in ends[1])      # moved from their start
 
 
+@pytest.mark.slow
 def test_fit_with_compile_follows_the_eager_run_and_a_warmup_step_runs_eagerly():
     objective = _compiled("iwae", "inductor" if cpu_compiler() else "aot_eager", particles=2)
     eager, compiled = fit_eager_and(objective, kl_warmup=1)        # epoch 1 tempered (eager), then compiled

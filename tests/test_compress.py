@@ -247,6 +247,7 @@ def test_a_crafted_header_is_one_line_before_decoding(binary_run, code_file, tmp
 
 
 @pytest.mark.parametrize("what", ["fifo", "/dev/zero"])
+@pytest.mark.slow
 def test_a_code_file_that_is_not_a_regular_file_is_refused_unread(binary_run, tmp_path, what):
     """`--decode FIFO` waited for ever for a writer; `--decode /dev/zero` (here through a link) read until memory
     ran out. (The child's data segment is capped, so a regression fails instead of exhausting the machine.)"""

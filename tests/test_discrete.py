@@ -132,6 +132,7 @@ def z_scores(objective_name, baseline="none", chunks=200, particles=100):
 @pytest.mark.parametrize("objective_name,baseline,particles", [
     ("elbo", "none", 100), ("tracegraph", "none", 100), ("tracegraph", "decaying", 100), ("tracegraph", "neural", 100),
     ("reinforce", "none", 100), ("rloo", "none", 100), ("rloo", "none", 2)])
+@pytest.mark.slow
 def test_score_function_gradients_are_unbiased(objective_name, baseline, particles):
     """The mean of 200 x 100 single-sample gradients matches the exact gradient of the enumerated ELBO:
     at least 97% of coordinates within 3 standard errors and none beyond 5. RLOO also with K = 2,
@@ -323,6 +324,7 @@ def test_baseline_average_tracks_the_unscaled_per_datum_learning_signal():
     assert float(g.baselines["z1"].average) == pytest.approx(elbo_per_datum, abs=0.3)
 
 
+@pytest.mark.slow
 def test_nvil_baseline_network_learns_the_input_dependent_part():
     """NVIL's b(x) + c approaches E_q[log p(x, z) - log q(z | x)] per datum (the optimal
     input-dependent baseline for the squared error it is trained on), here computed exactly."""

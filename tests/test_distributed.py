@@ -36,6 +36,7 @@ def single(args, out):
     return json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_ranks_follow_the_single_process_trajectory_exactly_when_gradients_are_exact(tmp_path):
     """pPCA with the exact guide has a zero-variance gradient, so 2 ranks x batch 1000 must follow one process
     with batch 2000 step for step: losses within 1e-5 relative, parameters within 1e-5."""
@@ -49,6 +50,7 @@ def test_two_ranks_follow_the_single_process_trajectory_exactly_when_gradients_a
     assert all(torch.allclose(sa[k], sb[k], atol=1e-5) for k in sa)
 
 
+@pytest.mark.slow
 def test_per_datum_guide_trains_under_ddp_like_one_process(tmp_path):
     """meanfield tables with minibatches, 2 ranks x 100 against 1 x 200 (same global batch and steps). The runs are
     stochastic, so the tolerance is stated against the spread of single-process runs: every epoch's DDP loss lies
@@ -62,6 +64,7 @@ def test_per_datum_guide_trains_under_ddp_like_one_process(tmp_path):
         assert abs(y["loss"] - x["loss"]) <= 0.02 * abs(x["loss"]) + 3 * abs(x2["loss"] - x["loss"])
 
 
+@pytest.mark.slow
 def test_distributed_refuses_objectives_without_one_differentiable_loss(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", free_port(), "-m", "zoo",
            "train", "ppca", "--objective", "tracegraph", "--dataset", "synthetic", "--out", str(tmp_path / "o")]
@@ -75,6 +78,7 @@ def test_distributed_flag_without_torchrun_is_a_clear_error(tmp_path, capsys):
     assert "torchrun" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_a_user_pyro_model_trains_data_parallel(tmp_path):
     """FILE.py:NAME under torchrun: each rank imports the user's file, DDP averages the gradients of the
     networks the wrapped function registers, and the loss falls epoch after epoch."""

@@ -41,6 +41,7 @@ def site(tmp_path_factory):
     return out, proc.stderr, seconds
 
 
+@pytest.mark.slow
 def test_site_builds_without_warnings(site):
     """-W makes any Sphinx warning fail the build; the log holds none either (MyST-NB and docutils
     report through Sphinx's logger), and every page of the site is there."""
@@ -79,6 +80,7 @@ def _parse(path: Path) -> _Links:
     return parser
 
 
+@pytest.mark.slow
 def test_every_internal_link_and_image_resolves(site):
     """Every relative href/src of every built page names a file of the site, and its #fragment an id
     on that page (the in-page links of the results page, the API reference's cross-references)."""
@@ -112,6 +114,7 @@ def _remote_assets(page: Path) -> list:
     return remote
 
 
+@pytest.mark.slow
 def test_no_page_loads_a_script_or_stylesheet_from_another_host(site):
     """The site reads offline: every script (MathJax included, bundled under ``_static/mathjax``) and
     stylesheet is the site's own; Sphinx's default MathJax would come from a CDN and, offline, leave
@@ -145,6 +148,7 @@ def _written_en_dashes() -> set:
     return found
 
 
+@pytest.mark.slow
 def test_flags_keep_their_two_hyphens(site):
     """Smart quotes would print the prose's ``--baseline`` with an en dash, which fails when copied: no
     page shows an en dash before a letter that its source does not write, and the flags of the user
@@ -168,6 +172,7 @@ def _objects(page: Path) -> dict:
     return {name: html[start:end] for (start, name), (end, _) in zip(starts, starts[1:] + [(len(html), "")])}
 
 
+@pytest.mark.slow
 def test_public_api_page_documents_import_zoo(site):
     """"The public API: zoo" documents every name ``import zoo`` gives as ``zoo.NAME``, once on that page
     (not again under its module)."""
@@ -180,6 +185,7 @@ def test_public_api_page_documents_import_zoo(site):
         assert f"{module}.{name}" not in objects, f"{name} shown twice on the public page"
 
 
+@pytest.mark.slow
 def test_each_argument_is_listed_once(site):
     """No API entry has both an Arguments and a Parameters list (the docstring's text in one, the
     signature's types in the other), and no argument is named twice in its list."""
@@ -199,6 +205,7 @@ def test_each_argument_is_listed_once(site):
     assert re.search(r"<strong>x_dim</strong>.*?int.*?the number of features", from_pyro, flags=re.S)
 
 
+@pytest.mark.slow
 def test_builders_list_every_registered_option(site):
     """``zoo.build_model`` and its kin list each registered component of their kind with every option
     it takes, read from the registry."""
@@ -307,6 +314,7 @@ def _pages_to_open(out: Path):
     return ["index.html"] + [f"tutorials/{page.name}" for page in sorted((out / "tutorials").glob("*.html"))]
 
 
+@pytest.mark.slow
 def test_browser_renders_home_and_tutorials(site, served, tmp_path):
     """A headless Chromium, with no network but the loopback, opens the home page and every tutorial:
     each has its title, its heading, no image that failed to load (a notebook's figures are images), no
@@ -354,6 +362,7 @@ return {
 """
 
 
+@pytest.mark.slow
 def test_the_leaderboard_fits_its_column_and_its_thumbnails_open_full_size(site, served, tmp_path):
     """In a 1280-pixel window (the site's column is about 740 pixels) every table of the leaderboard, and the
     README's results table on the home page, fits the column, with no scroll, and each training plot is shown at
@@ -398,6 +407,7 @@ def test_docs_without_sphinx_says_what_to_install(monkeypatch, tmp_path, capsys)
     assert not (tmp_path / "html").exists()
 
 
+@pytest.mark.slow
 def test_build_says_which_setting_and_each_tutorial(site):
     """The build's log names its setting and the other one, then one line per tutorial with its seconds."""
     out, stderr, _ = site
@@ -435,6 +445,7 @@ else:
 """
 
 
+@pytest.mark.slow
 def test_tutorial_kernels_do_not_warn_about_tcp(tmp_path):
     """ipykernel warns that a kernel over TCP is open to eavesdropping; the tutorials' kernels are local
     (the loopback), and the kernel configuration the build writes drops that one line. A kernel started

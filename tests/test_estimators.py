@@ -63,6 +63,7 @@ def within(mean, se, exact, tol=3.0, fraction=0.97):
 
 
 @pytest.mark.parametrize("name", ["elbo", "stl", "reinforce"])
+@pytest.mark.slow
 def test_elbo_estimators_are_unbiased_on_ppca(name):
     """The mean of 2000 estimates matches the closed-form ELBO gradient within 3 standard errors."""
     m, g, x = ppca_with_meanfield()
@@ -71,6 +72,7 @@ def test_elbo_estimators_are_unbiased_on_ppca(name):
     assert within(mean, se, exact)
 
 
+@pytest.mark.slow
 def test_dreg_and_iwae_agree_in_expectation():
     """Same model-gradient estimator; guide gradients equal in expectation (difference within 3 se)."""
     m, g, x = ppca_with_meanfield(seed=1)
@@ -118,6 +120,7 @@ def exact_iwae_sbn(m, g, x, K):
     return total
 
 
+@pytest.mark.slow
 def test_vimco_is_unbiased_for_the_exact_iwae_gradient():
     torch.manual_seed(3)
     m = SBN(x_dim=6, layers=(3,))

@@ -39,6 +39,7 @@ def serial_grid(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_every_cell_at_every_seed_is_kept_and_summarized(serial_grid):
     rows = json.loads((serial_grid / "compare.json").read_text())
     assert [(r["cell"], r["config"]["seed"]) for r in rows] == [
@@ -95,6 +96,7 @@ BLOCKING_GRID = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_grid_killed_mid_cell_resumes_to_the_same_tables_and_a_second_grid_is_refused(tmp_path, serial_grid):
     out, marker = tmp_path / "killed", tmp_path / "marker"
     script = tmp_path / "blocking_grid.py"
@@ -134,12 +136,14 @@ def test_a_finished_cell_that_is_not_the_grids_is_refused_on_resume(tmp_path, se
     assert len(err) == 1 and "is not this grid's cell" in err[0] and "batch_size" in err[0]
 
 
+@pytest.mark.slow
 def test_workers_give_the_same_tables_as_the_serial_grid(tmp_path, serial_grid):
     out = tmp_path / "workers"
     assert main(GRID + ["--out", str(out), "--workers", "2"]) == 0
     assert tables(out) == tables(serial_grid)
 
 
+@pytest.mark.slow
 def test_ray_gives_the_same_tables_as_the_serial_grid(tmp_path, serial_grid):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

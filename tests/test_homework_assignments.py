@@ -175,16 +175,19 @@ def grades(tmp_path_factory):
 
 
 @pytest.mark.parametrize("assignment,seed", [(a, s) for a in ASSIGNMENTS for s in SEEDS])
+@pytest.mark.slow
 def test_reference_solution_scores_full_marks(grades, assignment, seed):
     assert_full_marks(grades(assignment)[reference_key(seed)], assignment)
 
 
 @pytest.mark.parametrize("assignment", list(ASSIGNMENTS))
+@pytest.mark.slow
 def test_starter_scores_zero_with_one_line_reasons(grades, assignment):
     assert_starter_scores_zero(grades(assignment)["starter"], assignment)
 
 
 @pytest.mark.parametrize("assignment,mutant", [(a, m) for a in ASSIGNMENTS for m in sorted(MUTANTS.get(a, ()))])
+@pytest.mark.slow
 def test_mutant_loses_exactly_its_checks(grades, assignment, mutant):
     assert_loses_exactly(grades(assignment)[mutant], MUTANTS[assignment][mutant][2])
 

@@ -125,6 +125,7 @@ def posterior(*args):
 """
 
 
+@pytest.mark.slow
 def test_forged_replies_on_the_reply_pipe_fail_the_check(tmp_path, capsys):
     """A reply is a value, matched to its request by id and validated: a forged verdict, a forged value or
     garbage fails the check with one line, and the grader goes on."""
@@ -170,6 +171,7 @@ def ml_solution(x, latent_dim):
 """
 
 
+@pytest.mark.slow
 def test_values_hard_coded_for_the_grader_fail_on_secret_inputs(tmp_path, capsys):
     """Every grade draws its inputs from a secret seed, so values hard-coded for one set of inputs (here:
     behaving differently when argv[0] says the grader runs) are wrong. The seed is recorded in --json only."""
@@ -200,6 +202,7 @@ def work():
 """
 
 
+@pytest.mark.slow
 def test_an_honest_submission_keeps_its_points_on_a_loaded_machine(tmp_path, monkeypatch):
     """Time limits are CPU seconds of the worker: with 6 busy processes on the machine, a function that needs one
     CPU second (as the reference's training needs its seconds) passes a 2-second limit that its wall-clock time
@@ -316,6 +319,7 @@ torch.stack = _shrunk
 '''
 
 
+@pytest.mark.slow
 def test_a_submission_that_patches_what_the_probe_calls_gains_nothing(tmp_path, capsys):
     """A submission whose leave-one-out "baseline" is no baseline (it is REINFORCE) loses variance_order; patching
     torch.stack so that the probe's draws shrink toward their mean used to win it back (issue 42). The grader now
@@ -354,6 +358,7 @@ def reconstruction(decoder, encoder, x, num_particles=1):
 
 
 @pytest.mark.parametrize("check", ["reconstruction_unbiased", "elbo_lower_bound"])
+@pytest.mark.slow
 def test_homework_1_draws_that_depend_on_one_another_fail_their_replay(tmp_path, capsys, check):
     """Homework 1's Monte Carlo draws are taken one seed each and a few are replayed, alone, in a fresh worker (as
     homework 2's): antithetic draws across calls come back different there, the reference's the same."""

@@ -108,6 +108,7 @@ def test_a_good_submission_gets_every_point(toy):
     assert result.checks[-1].message == "all fine"
 
 
+@pytest.mark.slow
 def test_each_failure_costs_only_its_check(toy):
     """Wrong value, wrong shape, an infinite loop (killed at 2 s), os._exit, an exception: each
     loses its own points with a one-line message, and the checks after them still run."""
@@ -134,6 +135,7 @@ def test_each_failure_costs_only_its_check(toy):
     ("import os\nos._exit(7)", "exited with code 7 while importing"),
     ("while True:\n    pass", "did not finish importing within 3 s"),
 ])
+@pytest.mark.slow
 def test_a_submission_that_does_not_import_loses_every_check(toy, source, reason):
     result = grade("toy", _write(toy, "broken.py", source), hidden=True, import_timeout=3)
     assert result.score == 0 and len(result.checks) == 6
@@ -209,6 +211,7 @@ def test_homework_list(capsys):
     assert "bernoulli_vae" in out and "Homework 1: the Bernoulli VAE by SVI (7 checks, 100 points; hidden: 1 more, 10 points)" in out
 
 
+@pytest.mark.slow
 def test_python_m_zoo_grade(tmp_path):
     """Through ``python -m zoo``: a grade exits 0; a missing file exits 2 with one line and no files."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -235,6 +238,7 @@ def test_init_and_solution_folders(tmp_path, capsys):
     assert "NotImplementedError" not in (tmp_path / "instructor" / "solution.py").read_text()
 
 
+@pytest.mark.slow
 def test_bundle_contents_and_run_autograder(tmp_path):
     """The zip holds setup.sh and run_autograder at its root (executable), the frozen zoo with only the graded
     assignment and no reference solution, and bundle.json (with this checkout's commit); run_autograder grades a
@@ -333,6 +337,7 @@ def test_what_a_check_computed_survives_a_worker_restart(tmp_path, monkeypatch):
     assert [c.status for c in result.checks] == ["passed", "crashed", "passed"], result.checks
 
 
+@pytest.mark.slow
 def test_the_students_selfcheck_grades_the_starter_beside_it(tmp_path, capsys):
     """`python selfcheck.py` in a folder written by `homework init` grades that folder's starter.py on the visible
     checks and prints the table: every visible check listed, each failing on the starter's TODO, exit 0."""

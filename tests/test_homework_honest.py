@@ -16,6 +16,7 @@ SUBMISSIONS = Path(__file__).resolve().parent / "homework_submissions"
 
 
 @pytest.mark.parametrize("seed", ["514817024748999770", "3"])
+@pytest.mark.slow
 def test_ppca_in_float64_with_woodbury_and_loops_keeps_the_svi_points(tmp_path, capsys, seed):
     out = tmp_path / "r.json"
     assert main(["grade", "ppca_three_ways", str(SUBMISSIONS / "ppca_float64_woodbury.py"), "--seed", seed,

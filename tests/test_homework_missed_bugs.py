@@ -21,6 +21,7 @@ MUTANTS = {
 
 
 @pytest.mark.parametrize("assignment", sorted(MUTANTS))
+@pytest.mark.slow
 def test_naive_log_sigmoid_fails_at_large_logits(tmp_path, capsys, assignment):
     check, old, new = MUTANTS[assignment]
     source = (SOLUTIONS / f"{assignment}.py").read_text()
@@ -90,6 +91,7 @@ PARTICLE_BUGS = {
 
 
 @pytest.mark.parametrize("bug", sorted(PARTICLE_BUGS))
+@pytest.mark.slow
 def test_a_monte_carlo_bug_loses_the_check_that_certifies_the_estimator(tmp_path, capsys, bug):
     """The reference keeps the check, the bug loses it (at two seeds: a lucky draw does not save it)."""
     assignment, check, old, new = PARTICLE_BUGS[bug]

@@ -181,6 +181,7 @@ def reply(i):
 '''
 
 
+@pytest.mark.slow
 def test_a_few_hundred_adversarial_replies_each_end_as_a_scored_one_line_check(tmp_path):
     """Seeded: 300 replies (see :func:`_payloads`), each followed by the process returning, exiting, closing its
     reply descriptor or spinning. Every one ends as a check worth 0 points with a one-line reason, in bounded time."""
@@ -258,6 +259,7 @@ def answer():
 '''
 
 
+@pytest.mark.slow
 def test_a_child_whose_leader_is_a_zombie_while_a_thread_runs_is_killed(tmp_path):
     """The sweep used to skip a process whose leader is in state Z, though another of its threads runs on."""
     result, _ = _grade(tmp_path, CALL, [{"name": "one", "function": "check_call", "timeout": 30}], ZOMBIE_LEADER,
@@ -270,6 +272,7 @@ def test_a_child_whose_leader_is_a_zombie_while_a_thread_runs_is_killed(tmp_path
 SLEEPER = "import time\ndef answer():\n    time.sleep(1000)\n"
 
 
+@pytest.mark.slow
 def test_a_grade_stops_at_its_time_budget(tmp_path):
     """A submission that sleeps in every function used to cost 10x every check's limit in wall time (2250 s on
     bernoulli_vae); now the grade stops at its budget and the remaining checks score 0 with one line."""
@@ -282,6 +285,7 @@ def test_a_grade_stops_at_its_time_budget(tmp_path):
     assert seconds < 120 and "budget" in result["checks"][0]["message"], result
 
 
+@pytest.mark.slow
 def test_the_budget_is_the_reference_time_on_this_machine_now(tmp_path, monkeypatch):
     """Without an explicit budget it is BUDGET_FACTOR times the assignment's reference_time in units of
     calibrate(), measured when the grade starts (a loaded machine gets a larger budget)."""

@@ -119,6 +119,7 @@ def _grade_folder(tmp_path, folder: Path, name: str):
     return scores
 
 
+@pytest.mark.slow
 def test_a_class_folder_with_attackers_gives_every_honest_student_the_score_they_get_alone(tmp_path):
     (tmp_path / "class_checks.py").write_text(CHECKS)
     honest = {}
@@ -336,6 +337,7 @@ def square(x): return int(torch.tensor(x) ** 2)
 '''
 
 
+@pytest.mark.slow
 def test_a_torch_py_left_beside_the_submission_does_not_reach_a_classmate(tmp_path):
     """Unsandboxed, the worker runs in the class folder with it first on sys.path: a torch.py written there by
     mallory is what bob's ``import torch`` finds, and bob's 2 points become 0. In the sandbox mallory writes into

@@ -127,6 +127,7 @@ def test_the_structured_guide_holds_the_exact_posterior_and_its_elbo_is_log_px()
 
 
 @pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.slow
 def test_training_the_structured_guide_recovers_the_exact_posterior(seed):
     """Trained from a random start (linear units, so that the family holds the exact posterior; the
     sticking-the-landing gradient, whose variance vanishes there), the structured guide reaches

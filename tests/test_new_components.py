@@ -90,6 +90,7 @@ def test_the_scratch_components_register_and_make_valid_cells_of_every_kind():
 
 
 @pytest.mark.parametrize("model_name,guide_name,objective_name", VALID)
+@pytest.mark.slow
 def test_valid_triple_trains_and_lowers_its_loss(model_name, guide_name, objective_name):
     assert_trains_and_lowers_its_loss(model_name, guide_name, objective_name)
 

@@ -220,6 +220,7 @@ def test_vampprior_elbo_gradients_are_those_of_the_hand_written_bound():
 
 
 @pytest.mark.parametrize("activation, collapsed", [("tanh", True), ("gated", False)])
+@pytest.mark.slow
 def test_a_vampprior_collapses_with_a_tanh_encoder_and_not_with_gated_units(activation, collapsed):
     """The failure zoo.core.nn documents: with the VampPrior, whose components are the encoder's own output, a
     tanh encoder saturates into a constant map (q(z|x) = p(z), KL 0, the ELBO of a decoder that ignores z) and

@@ -102,6 +102,7 @@ def test_a_result_file_without_its_command_is_refused(results_copy, capsys):
     assert code == 2 and "anonymous.json" in err and "command" in err
 
 
+@pytest.mark.slow
 def test_report_writes_both_pages_and_check_then_passes(results_copy, capsys):
     page, readme = results_copy / "README.md", results_copy.parents[1] / "README.md"
     page.write_text("stale\n")

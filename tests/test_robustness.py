@@ -31,6 +31,7 @@ def same_parameters(a: Path, b: Path) -> bool:
     return all(torch.equal(sa[part][k], sb[part][k]) for part in ("model", "guide") for k in sa[part])
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path):
     """A real `pyro-zoo train` process is SIGKILLed at a random moment after its first step checkpoint; resumed,
     it ends with exactly the parameters of an uninterrupted run with the same seed (CPU kernels are deterministic)."""

@@ -80,6 +80,7 @@ def _argv(command, model, guide, objective, options, home):
     return [command, model, "--guide", guide, "--objective", objective, "--device", "cpu", *dataset, *options]
 
 
+@pytest.mark.slow
 def test_list_says_valid_exactly_when_train_accepts(train_accepts, datasets):
     """Every registered triple at its defaults and with one set of options (each set in turn), on the
     model's dataset or the set's: list's verdict and train's agree; and where both refuse, with the same
@@ -126,6 +127,7 @@ def test_what_only_a_trial_step_shows_is_listed_as_train_finds_it(argv, train_ac
         assert flags.translate(trained) in out
 
 
+@pytest.mark.slow
 def test_the_command_prints_the_verdict_train_gives(train_accepts, capsys):
     """A sample through the command line, in process and as a program: one line per run named, the
     reason train gives when it refuses, and a grid of every guide when none is named."""

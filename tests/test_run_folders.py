@@ -367,6 +367,7 @@ def _wait_for(path: Path, proc, timeout=600):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_one_run_folder_one_writer_and_a_killed_writer_blocks_nobody(tmp_path):
     """Two `pyro-zoo train ... --out same` both exited 0 and both wrote same/results.json."""
     same = tmp_path / "same"
@@ -440,6 +441,7 @@ def test_sigint_during_eval_stops_it_and_keeps_the_results(vae_run, tmp_path):
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_sigterm_stops_training_in_one_line_and_keeps_the_last_checkpoint(tmp_path):
     out = tmp_path / "run"
     proc = _zoo("train", "vae", "--epochs", "100000", "--out", out, *SMALL)

@@ -58,6 +58,7 @@ def _enumerated_elbo(model, guide, x):
     return -EnumELBO().loss(model, guide, x) / x.shape[0]
 
 
+@pytest.mark.slow
 def test_structured_guide_on_a_two_layer_sbn_is_closer_to_the_exact_log_likelihood():
     """Model fixed (strongly coupled random weights), guide trained by the exact enumerated ELBO
     gradient: the structured guide's ELBO is closer to the enumerated log p(x) than mean-field's."""
@@ -105,6 +106,7 @@ class LinearGaussianChain(ZooModel):
         return dist.MultivariateNormal(torch.zeros(self.x_dim), cov).log_prob(x)
 
 
+@pytest.mark.slow
 def test_linear_gaussian_chain_structured_guides_beat_the_mean_field_limit():
     """p(z1, z2 | x) has correlation rho between z1 and z2; any mean-field q pays at least
     -1/2 log(1 - rho^2) nats per datum. The structured amortized and IAF guides go well below."""
@@ -408,6 +410,7 @@ def prior_parents_guide():
     return guide_class()
 
 
+@pytest.mark.slow
 def test_the_faithful_inverse_reaches_log_px_where_the_prior_parents_structure_cannot():
     """Linear-Gaussian collider a -> b, (b, c) -> x with linear encoder units. The faithful inverse
     q(c | x) q(b | c, x) q(a | b, x) contains the exact posterior, so its ELBO can reach the closed-form log p(x);
