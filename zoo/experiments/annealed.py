@@ -68,7 +68,7 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
     base = _sampler(chains, leapfrog, path, batch_size)             # checks the options before any work
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
-    with writer_lock(out), results_kept_on_stop(out):
+    with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
         run = _opened(out, model_file, guide_file, device, data_dir, eval_limit)
         x_eval, _ = _eval_subset(run.data, run.config)
         settings = {"path": path, "leapfrog_steps": leapfrog, "split": run.config.eval_split}
@@ -111,7 +111,7 @@ def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: in
     base = _sampler(chains, leapfrog, path, batch_size)
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
-    with writer_lock(out), results_kept_on_stop(out):
+    with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
         run = _opened(out, model_file, guide_file, device, data_dir, None)
         if run.model.cannot_generate:
             raise ZooError(f"BDMC simulates data from the model, and {run.model.cannot_generate}; "

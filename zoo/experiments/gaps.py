@@ -44,7 +44,7 @@ def gaps_run(out: Path, eval_samples: Optional[int] = None, eval_limit: Optional
     out = Path(out)
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
-    with writer_lock(out), results_kept_on_stop(out):
+    with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
         return _gaps_locked(out, model_file, guide_file, progress, force, reference, eval_samples=eval_samples,
                             eval_limit=eval_limit,
                             refit_tol=refit_tol, refit_epochs=refit_epochs, iwae_k=iwae_k,

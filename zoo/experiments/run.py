@@ -421,7 +421,7 @@ def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional
     out = Path(out)
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
-    with writer_lock(out), results_kept_on_stop(out):
+    with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
         state, config = load_run(out, model_file, guide_file=guide_file)
         changes = {"eval_samples": eval_samples, "iwae_k": iwae_k, "eval_limit": eval_limit,
                    "eval_proposal": eval_proposal, "device": device,
