@@ -90,3 +90,18 @@ def test_a_second_estimator_turns_the_k_hat_warning_into_a_verdict():
     assert not agrees(apart) and is_unreliable(apart) and agreement_verdict(apart) == "⚠ IS lower by 1.14"
     hand_edited = dict(base, ais={"rows": [{"log_likelihood": "high", "log_likelihood_se": 0.01}]})
     assert agrees(hand_edited) is None and is_unreliable(hand_edited)
+
+
+def test_ais_of_a_subset_is_checked_against_is_of_that_subset_not_of_the_whole_split():
+    """AIS scores 1,000 of the 10,000 test images: set beside IS of all 10,000 (88.64) an AIS of 89.50 on its subset
+    would read as IS sitting 0.86 nats high, though the two subsets differ by the images drawn. With IS of the same
+    1,000 images recorded (89.52), the check compares those, and the verdict names the subset."""
+    from zoo.evaluation.reliability import agreement_verdict, agrees, ais_minus_is
+    from zoo.evaluation.reports import _ais_nll
+    whole = {"log_likelihood": -88.64, "log_likelihood_se": 0.004, "psis_khat_frac_over_0_7": 0.97}
+    ais = {"num_data": 1000, "rows": [{"log_likelihood": -89.50, "log_likelihood_se": 0.01, "num_temperatures": 400}]}
+    assert not agrees(dict(whole, ais=ais))                          # the wrong pairing: 0.86 nats apart
+    paired = dict(whole, ais=dict(ais, is_same_images={"log_likelihood": -89.52, "log_likelihood_se": 0.005}))
+    assert agrees(paired) and abs(ais_minus_is(paired) - 0.02) < 1e-9
+    assert agreement_verdict(paired) == "✓ IS = AIS on 1,000 images (Δ 0.02)"
+    assert _ais_nll(paired) == "89.52 ± 0.005 / 89.50 ± 0.010 (T 400)"
