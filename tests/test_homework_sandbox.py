@@ -353,3 +353,83 @@ def test_a_torch_py_left_beside_the_submission_does_not_reach_a_classmate(tmp_pa
     (folder / "torch.py").unlink()
     results = _grade_each(tmp_path, [mallory, bob], sandbox=True)
     assert _score(results["bob"]) == alone and not (folder / "torch.py").exists()
+
+
+# -- issue 53: the grader's current folder and PYTHONPATH are not in the view -----------------------------------
+KEY_COPIER = '''
+from pathlib import Path
+
+def kl_normal(mu, log_sigma):                  # the starter's, unchanged
+    raise NotImplementedError
+
+for path in {paths!r}:                         # the answer key and a classmate's file, where the grader ran
+    try:
+        exec(Path(path).read_text())
+        break
+    except OSError:
+        pass
+for name in ("answer_key", "alice"):          # or as modules, where the grader's sys.path has them
+    try:
+        exec(f"from {{name}} import kl_normal")
+        break
+    except ImportError:
+        pass
+'''
+
+
+def _course_folder(tmp_path):
+    """A course folder holding the answer key, a folder of classmates on PYTHONPATH, and mallory's submission that
+    copies whichever of them it can read."""
+    course, classmates = tmp_path / "course", tmp_path / "classmates"
+    (course / "submissions").mkdir(parents=True)
+    classmates.mkdir()
+    solution = (ROOT / "zoo" / "homework" / "solutions" / "bernoulli_vae.py").read_text()
+    (course / "answer_key.py").write_text(solution)
+    (classmates / "alice.py").write_text(solution)
+    mallory = course / "submissions" / "mallory.py"
+    mallory.write_text(KEY_COPIER.format(paths=[str(course / "answer_key.py"), str(classmates / "alice.py")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(classmates)]))
+    return course, mallory, env
+
+
+def _kl_points(course, mallory, env, entry_point, *flags):
+    """mallory's points on kl_closed_form (15), graded from the course folder through ``entry_point``."""
+    run = subprocess.run([*entry_point, "grade", "bernoulli_vae", str(mallory), "--only", "kl_closed_form",
+                          "--json", "r.json", *flags], cwd=course, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    return json.loads((course / "r.json").read_text())["score"]
+
+
+@pytest.mark.parametrize("entry_point", [["pyro-zoo"], [sys.executable, "-m", "zoo"]], ids=["pyro-zoo", "python-m"])
+def test_the_answer_key_in_the_graders_folder_or_on_pythonpath_is_not_in_the_view(tmp_path, entry_point):
+    """`python -m zoo` puts the current folder first on sys.path, and PYTHONPATH's folders follow: the sandbox used
+    to bind every sys.path folder, so a submission graded from a course folder read the answer key there (or a
+    classmate's file in a PYTHONPATH folder) and scored full marks. Only the Python environment and the zoo are in
+    the view now, through both entry points; without the sandbox the copy is real."""
+    course, mallory, env = _course_folder(tmp_path)
+    assert _kl_points(course, mallory, env, entry_point) == 0
+    if entry_point[0] == "pyro-zoo":
+        assert _kl_points(course, mallory, env, entry_point, "--unsafe-no-sandbox") == 15
+
+
+def test_the_view_holds_where_the_requirements_are_installed_not_the_callers_folders(tmp_path, monkeypatch):
+    """A requirement installed with `pip install --target` in a folder on PYTHONPATH is bound and put on the worker's
+    PYTHONPATH; a course folder on PYTHONPATH and the current folder (sys.path[0] under `python -m`) are not, even
+    when the current folder is on sys.path twice."""
+    from zoo.homework import sandbox
+    target, course, here = tmp_path / "target", tmp_path / "course", tmp_path / "here"
+    for folder in (target, course, here):
+        folder.mkdir()
+    (target / "torch-99.0.dist-info").mkdir()              # what pip writes for torch into a --target folder
+    (target / "torch-99.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 99.0\n")
+    (course / "answer_key.py").write_text("")
+    monkeypatch.chdir(here)
+    monkeypatch.setattr(sys, "path", [str(here), str(course), str(target), *sys.path, str(here)])
+    folders = sandbox.dependency_folders()
+    assert str(target) in folders and str(target) in sandbox.python_path()
+    assert not {str(course), str(here)} & set(folders)
+    command = sandbox.command(["python"], Path("/elsewhere/sub.py"), 3, {})
+    view = {command[i + 1] for i, a in enumerate(command) if a == "--ro-bind"}
+    assert str(target) in view and not {str(course), str(here)} & view
+

@@ -790,15 +790,18 @@ class _Worker:
 
 def worker_environment(threads: int, as_user: Optional[str] = None, home: Optional[str] = None) -> Dict[str, str]:
     """The worker's whole environment: the grader's :data:`WORKER_ENVIRONMENT` variables, the thread settings and
-    what the zoo needs (this zoo on ``PYTHONPATH``, no bytecode, no downloads, no display). Nothing else of the
-    grader's environment (an instructor's token, a secret) reaches the submission."""
+    what the zoo needs (this zoo on ``PYTHONPATH``, with the folders of its requirements that are not the
+    interpreter's own; no bytecode, no downloads, no display). Nothing else of the grader's environment (an
+    instructor's token, a secret) reaches the submission."""
     env = {name: os.environ[name] for name in WORKER_ENVIRONMENT if name in os.environ}
     env.setdefault("PATH", os.defpath)
     env.setdefault("LANG", "C.UTF-8")
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[name] = str(threads)
-    # the worker must import this same zoo (a checkout run with `python -m zoo`, not an installed one)
-    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[2]), PYTHONDONTWRITEBYTECODE="1",
+    # the worker must import this same zoo (a checkout run with `python -m zoo`, not an installed one), and its
+    # requirements where they are not in the interpreter's own site-packages; not the rest of the grader's sys.path
+    path = [str(Path(__file__).resolve().parents[2]), *_sandbox.python_path()]
+    env.update(PYTHONPATH=os.pathsep.join(path), PYTHONDONTWRITEBYTECODE="1",
                PYRO_ZOO_OFFLINE="1", MPLBACKEND="Agg")
     if as_user is not None:
         env.pop("TMPDIR", None)
