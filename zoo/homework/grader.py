@@ -616,8 +616,9 @@ class _Worker:
     Requests go in on its stdin; replies come back on a pipe of their own; its stdout and stderr are
     discarded (a print loop cannot fill a disk)."""
 
-    def __init__(self, proc: subprocess.Popen, reply_fd: int, started_ticks: int):
-        self.proc, self.reply_fd, self.started_ticks = proc, reply_fd, started_ticks
+    def __init__(self, proc: subprocess.Popen, reply_fd: int, started_ticks: int,
+                 memory: Optional[_sandbox.MemoryCgroup] = None):
+        self.proc, self.reply_fd, self.started_ticks, self.memory = proc, reply_fd, started_ticks, memory
         self._buffer, self._scanned = bytearray(), 0
 
     @classmethod
@@ -646,6 +647,11 @@ class _Worker:
             env["PYRO_ZOO_WORKER_LIMITS"] = json.dumps(limits)
             command, env, cwd = _sandbox.command(command, path, source, env), {"PATH": os.defpath}, "/"
             fds.append(source)
+            memory = _sandbox.MemoryCgroup.create(_sandbox.MEMORY_BYTES)
+            if memory is not None:                      # the sandbox starts once it is in its cgroup
+                command = memory.held(command)
+        else:
+            memory = None
         uptime = _uptime_ticks()
         with _LOCK:
             try:
@@ -655,6 +661,8 @@ class _Worker:
             except OSError as e:
                 for fd in [read_fd, *fds]:
                     os.close(fd)
+                if memory is not None:
+                    memory.remove()
                 who = f" as {as_user}" if as_user else ""
                 raise ZooError(f"cannot start the grader's worker{who}: {e.strerror or e} "
                                f"({e.filename or sys.executable}); it must be able to run {sys.executable} and "
@@ -662,7 +670,9 @@ class _Worker:
             _LIVE_WORKERS.add(proc.pid)
         for fd in fds:
             os.close(fd)
-        worker = cls(proc, read_fd, uptime)
+        if memory is not None:
+            memory.admit(proc)
+        worker = cls(proc, read_fd, uptime, memory)
         try:
             failure = worker._handshake(import_timeout, deadline)
         except _WorkerTrouble as e:
@@ -685,6 +695,8 @@ class _Worker:
             return f"the submission did not finish importing within {import_timeout:g} s"
         if reply is _ENDED:
             code = self._exit_code()
+            if self._out_of_memory():
+                return f"the submission does not import: {self._out_of_memory()}"
             return ("the submission does not import: its process closed the grader's reply channel while importing"
                     if code is None else
                     f"the submission does not import: the process exited with code {code} while importing it")
@@ -708,10 +720,19 @@ class _Worker:
             raise _WorkerTrouble("timeout", "time limit")
         if reply is _ENDED:
             code = self._exit_code()
+            if self._out_of_memory():
+                raise _WorkerTrouble("crashed", self._out_of_memory())
             raise _WorkerTrouble("crashed", "the process running the check closed the grader's reply channel"
                                  if code is None else f"the process running the check exited with code {code} "
                                                       f"(os._exit, sys.exit or a crash in the submission?)")
         return reply, cpu, wall
+
+    def _out_of_memory(self) -> str:
+        """Why the worker ended when its sandbox ran out of memory ("" otherwise)."""
+        if self.memory is None or not self.memory.out_of_memory():
+            return ""
+        return (f"it ran out of memory (the sandbox's limit is {self.memory.limit >> 20} MiB, its files in /tmp and "
+                f"/dev/shm included)")
 
     def _exit_code(self) -> Optional[int]:
         """The worker's exit code once its reply channel closed, or None if it lives on after
@@ -770,6 +791,8 @@ class _Worker:
         with _LOCK:
             _LIVE_WORKERS.discard(self.proc.pid)
         _kill_leftovers(self.proc.pid, self.started_ticks)
+        if self.memory is not None:
+            self.memory.remove()
         self._cleanup()
 
     def close(self):
