@@ -32,7 +32,7 @@ remaining checks score 0 with one line.
 
 **The protocol cannot hang or crash the grader.** Whatever comes back on the reply pipe (nothing, a closed
 descriptor, garbage, binary, a partial or huge line) ends as the check's failure with one line: the reader
-is linear and capped at :data:`_MAX_REPLY` bytes, and a worker whose reply channel closed is waited for at
+is linear and capped at :data:`MAX_REPLY` bytes, and a worker whose reply channel closed is waited for at
 most :data:`_EXIT_GRACE` seconds, then killed. The worker's environment is :func:`worker_environment`
 (named variables only), never the grader's.
 
@@ -95,7 +95,7 @@ from zoo.homework.base import Assignment, Check
 
 __all__ = ["grade", "GradeResult", "CheckResult", "CheckContext", "Submission", "SubmissionError",
            "find_submission", "with_points", "check_output_file", "write_results", "calibrate", "worker_environment",
-           "IMPORT_TIMEOUT", "WALL_FACTOR", "BUDGET_FACTOR", "WORKER_ENVIRONMENT"]
+           "IMPORT_TIMEOUT", "WALL_FACTOR", "BUDGET_FACTOR", "WORKER_ENVIRONMENT", "MAX_REPLY"]
 
 #: Seconds of CPU time a submission may take to import.
 IMPORT_TIMEOUT = 60.0
@@ -105,8 +105,10 @@ WALL_FACTOR = 10.0
 _START_TIMEOUT = 300.0
 #: The longest message kept for one check (one line).
 _MAX_MESSAGE = 300
-#: The longest reply read from the worker (bytes): a bigger one fails the check.
-_MAX_REPLY = 256 * 2 ** 20
+#: The longest reply read from the worker (bytes): a bigger one fails the check, and the grader holds at most this
+#: much of it. The largest reply of a reference solution is under 2 MiB (discrete_estimators); decoding one of
+#: MAX_REPLY costs the grader about ten times its size.
+MAX_REPLY = 16 * 2 ** 20
 #: Seconds the grader waits for a worker whose reply channel closed to exit, before it kills it.
 _EXIT_GRACE = 0.5
 #: A grade's wall-clock budget, in multiples of the reference solution's own grade time on this machine (its
@@ -744,7 +746,7 @@ class _Worker:
 
     def _read(self, cpu_left: float, wall_left: float, cpu: bool = True):
         """(the next reply, CPU seconds, wall seconds): the reply is :data:`_TIMEOUT` past the limits,
-        :data:`_ENDED` when the channel closed; a line that is not JSON, or one over :data:`_MAX_REPLY` bytes,
+        :data:`_ENDED` when the channel closed; a line that is not JSON, or one over :data:`MAX_REPLY` bytes,
         is a :class:`_WorkerTrouble`. Each byte is scanned for the newline once (the buffer grows in place)."""
         start_wall = time.monotonic()
         start_cpu = self.cpu_seconds() if cpu else None
@@ -766,8 +768,9 @@ class _Worker:
             chunk = os.read(self.reply_fd, 1 << 20)
             if not chunk:
                 return _ENDED, used_cpu(), time.monotonic() - start_wall
-            if len(self._buffer) + len(chunk) > _MAX_REPLY:
-                raise _WorkerTrouble("failed", f"the submission's process sent a reply over {_MAX_REPLY >> 20} MiB")
+            if len(self._buffer) + len(chunk) > MAX_REPLY:
+                raise _WorkerTrouble("failed", f"the submission's process sent a reply over {MAX_REPLY >> 20} MiB, "
+                                               f"the most the grader reads")
             self._buffer += chunk
         line = bytes(self._buffer[:end])
         del self._buffer[:end + 1]
