@@ -401,7 +401,8 @@ def _kl_points(course, mallory, env, entry_point, *flags):
     return json.loads((course / "r.json").read_text())["score"]
 
 
-@pytest.mark.parametrize("entry_point", [["pyro-zoo"], [sys.executable, "-m", "zoo"]], ids=["pyro-zoo", "python-m"])
+@pytest.mark.parametrize("entry_point", [pytest.param(["pyro-zoo"], marks=pytest.mark.slow),   # two grades, ~25 s
+                                         [sys.executable, "-m", "zoo"]], ids=["pyro-zoo", "python-m"])
 def test_the_answer_key_in_the_graders_folder_or_on_pythonpath_is_not_in_the_view(tmp_path, entry_point):
     """`python -m zoo` puts the current folder first on sys.path, and PYTHONPATH's folders follow: the sandbox used
     to bind every sys.path folder, so a submission graded from a course folder read the answer key there (or a
