@@ -9,7 +9,8 @@ written to a temporary folder, so its worker starts in a blink:
 - a line that is not JSON while the submission imports;
 - a few hundred random and adversarial replies (seeded): garbage, partial lines, binary, huge numbers,
   forged ids, malformed tensors, nothing at all;
-- a reply over the 256 MiB cap, read in linear time and blamed on its size;
+- a reply over the cap (MAX_REPLY, 16 MiB), read in linear time and blamed on its size, with the grader's memory
+  bounded;
 - the grader's environment (an instructor's secret) never reaches the submission;
 - a child whose main thread exited while another thread runs is killed with its thread group;
 - a grade's total time budget: a submission that sleeps everywhere costs the budget, not 10x every limit.
@@ -36,8 +37,12 @@ checks = tuple(Check(c["name"], 1, c["name"], f"toy_checks:{c['function']}", tim
                for c in spec["checks"])
 hw = Assignment("toy", "toy", checks=checks, package="toy_checks")
 options = {k: spec[k] for k in ("budget", "sandbox") if k in spec}
+# this grader's own peak RSS (not its worker's), in KiB: VmHWM, since getrusage's ru_maxrss keeps the peak of the
+# process that started this one (pytest) across exec
+peak = lambda: int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")).split()[1])
+before = peak()
 result = grade(hw, sys.argv[3], seed=1, import_timeout=spec.get("import_timeout", 20), **options)
-print(json.dumps(result.to_json()))
+print(json.dumps({**result.to_json(), "grader_peak_growth_bytes": 1024 * (peak() - before)}))
 '''
 
 
@@ -213,11 +218,34 @@ def answer():
 
 
 def test_a_reply_over_the_cap_is_read_in_linear_time_and_blamed_on_its_size(tmp_path):
-    """The reader used to append each read to a bytes object and scan it whole (quadratic): the 256 MiB cap was
-    never reached and the check timed out, blaming the submission's speed."""
+    """The reader used to append each read to a bytes object and scan it whole (quadratic): the cap was never
+    reached and the check timed out, blaming the submission's speed."""
+    from zoo.homework.grader import MAX_REPLY
     result, _ = _grade(tmp_path, CALL, [{"name": "one", "function": "check_call", "timeout": 2}], HUGE, timeout=300)
     check = result["checks"][0]
-    assert check["status"] == "failed" and "over 256 MiB" in check["message"], check
+    assert check["status"] == "failed" and f"over {MAX_REPLY >> 20} MiB" in check["message"], check
+
+
+BIG_VALUE = "def answer():\n    return [0.5] * 8_000_000\n\ndef small():\n    return 1\n"   # a valid 40 MB reply
+BIG_CHECKS = CALL + '''
+def check_small(sub, ctx):
+    assert sub.call("small") == 1, "small() is not 1"
+'''
+
+
+def test_a_big_valid_reply_is_refused_with_the_graders_memory_bounded(tmp_path):
+    """The cap used to be 256 MiB, and a valid reply under it was decoded whole: one of 255 MiB cost the grader
+    2.65 GiB and 36 s per check. A reply over MAX_REPLY (16 MiB; a reference solution's largest is under 2 MiB) is
+    refused in one line, and the grader holds no more than about that much of it (its peak RSS, measured: 20 MB
+    above its start here; a 40 MB reply grew it by about 1 GB before)."""
+    from zoo.homework.grader import MAX_REPLY
+    checks = [{"name": "big", "function": "check_call", "timeout": 60},
+              {"name": "small", "function": "check_small", "timeout": 60}]
+    result, _ = _grade(tmp_path, BIG_CHECKS, checks, BIG_VALUE)
+    one, two = result["checks"]
+    assert one["status"] == "failed" and f"reply over {MAX_REPLY >> 20} MiB" in one["message"], one
+    assert "\n" not in one["message"] and two["status"] == "passed", result     # the grade goes on, a fresh worker
+    assert result["grader_peak_growth_bytes"] < 3 * MAX_REPLY, result["grader_peak_growth_bytes"]
 
 
 ENVIRONMENT_CHECK = '''

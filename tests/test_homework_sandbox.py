@@ -353,3 +353,205 @@ def test_a_torch_py_left_beside_the_submission_does_not_reach_a_classmate(tmp_pa
     (folder / "torch.py").unlink()
     results = _grade_each(tmp_path, [mallory, bob], sandbox=True)
     assert _score(results["bob"]) == alone and not (folder / "torch.py").exists()
+
+
+# -- issue 53: the grader's current folder and PYTHONPATH are not in the view -----------------------------------
+KEY_COPIER = '''
+from pathlib import Path
+
+def kl_normal(mu, log_sigma):                  # the starter's, unchanged
+    raise NotImplementedError
+
+for path in {paths!r}:                         # the answer key and a classmate's file, where the grader ran
+    try:
+        exec(Path(path).read_text())
+        break
+    except OSError:
+        pass
+for name in ("answer_key", "alice"):          # or as modules, where the grader's sys.path has them
+    try:
+        exec(f"from {{name}} import kl_normal")
+        break
+    except ImportError:
+        pass
+'''
+
+
+def _course_folder(tmp_path):
+    """A course folder holding the answer key, a folder of classmates on PYTHONPATH, and mallory's submission that
+    copies whichever of them it can read."""
+    course, classmates = tmp_path / "course", tmp_path / "classmates"
+    (course / "submissions").mkdir(parents=True)
+    classmates.mkdir()
+    solution = (ROOT / "zoo" / "homework" / "solutions" / "bernoulli_vae.py").read_text()
+    (course / "answer_key.py").write_text(solution)
+    (classmates / "alice.py").write_text(solution)
+    mallory = course / "submissions" / "mallory.py"
+    mallory.write_text(KEY_COPIER.format(paths=[str(course / "answer_key.py"), str(classmates / "alice.py")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(classmates)]))
+    return course, mallory, env
+
+
+def _kl_points(course, mallory, env, entry_point, *flags):
+    """mallory's points on kl_closed_form (15), graded from the course folder through ``entry_point``."""
+    run = subprocess.run([*entry_point, "grade", "bernoulli_vae", str(mallory), "--only", "kl_closed_form",
+                          "--json", "r.json", *flags], cwd=course, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    return json.loads((course / "r.json").read_text())["score"]
+
+
+@pytest.mark.parametrize("entry_point", [pytest.param(["pyro-zoo"], marks=pytest.mark.slow),   # two grades, ~25 s
+                                         [sys.executable, "-m", "zoo"]], ids=["pyro-zoo", "python-m"])
+def test_the_answer_key_in_the_graders_folder_or_on_pythonpath_is_not_in_the_view(tmp_path, entry_point):
+    """`python -m zoo` puts the current folder first on sys.path, and PYTHONPATH's folders follow: the sandbox used
+    to bind every sys.path folder, so a submission graded from a course folder read the answer key there (or a
+    classmate's file in a PYTHONPATH folder) and scored full marks. Only the Python environment and the zoo are in
+    the view now, through both entry points; without the sandbox the copy is real."""
+    course, mallory, env = _course_folder(tmp_path)
+    assert _kl_points(course, mallory, env, entry_point) == 0
+    if entry_point[0] == "pyro-zoo":
+        assert _kl_points(course, mallory, env, entry_point, "--unsafe-no-sandbox") == 15
+
+
+def test_the_view_holds_where_the_requirements_are_installed_not_the_callers_folders(tmp_path, monkeypatch):
+    """A requirement installed with `pip install --target` in a folder on PYTHONPATH is bound and put on the worker's
+    PYTHONPATH; a course folder on PYTHONPATH and the current folder (sys.path[0] under `python -m`) are not, even
+    when the current folder is on sys.path twice."""
+    from zoo.homework import sandbox
+    target, course, here = tmp_path / "target", tmp_path / "course", tmp_path / "here"
+    for folder in (target, course, here):
+        folder.mkdir()
+    (target / "torch-99.0.dist-info").mkdir()              # what pip writes for torch into a --target folder
+    (target / "torch-99.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 99.0\n")
+    (course / "answer_key.py").write_text("")
+    monkeypatch.chdir(here)
+    monkeypatch.setattr(sys, "path", [str(here), str(course), str(target), *sys.path, str(here)])
+    folders = sandbox.dependency_folders()
+    assert str(target) in folders and str(target) in sandbox.python_path()
+    assert not {str(course), str(here)} & set(folders)
+    command = sandbox.command(["python"], Path("/elsewhere/sub.py"), 3, {})
+    view = {command[i + 1] for i, a in enumerate(command) if a == "--ro-bind"}
+    assert str(target) in view and not {str(course), str(here)} & view
+
+
+# -- issue 53: every writable place and the sandbox's memory are capped -------------------------------------------
+FILL_CHECKS = '''
+def check_places(sub, ctx):
+    return " ".join(f"{place}={sub.call('fill', place)}" for place in PLACES)
+
+def check_unguarded(sub, ctx):
+    sub.call("fill_unguarded")
+
+def check_after(sub, ctx):
+    assert sub.call("add", 2, 3) == 5, "add(2, 3) is not 5"
+'''
+FILL = '''
+import os
+from pathlib import Path
+CHUNK = 64 * 2 ** 20                           # files under the file-size limit, so that only the mount's cap binds
+
+def fill(place):
+    """Bytes this process wrote into ``place`` before the first error."""
+    files = []
+    try:
+        for i in range(64):
+            files.append(Path(place) / f"pyrozoo_fill_{i}")
+            with open(files[-1], "wb") as f:
+                f.write(b"x" * CHUNK)
+    except OSError:
+        pass
+    written = sum(path.stat().st_size for path in files if path.exists())
+    for path in files:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    return written
+
+def fill_unguarded():
+    for i in range(64):
+        Path(f"/tmp/pyrozoo_fill_{i}").write_bytes(b"x" * CHUNK)
+
+def add(a, b):
+    return a + b
+'''
+
+
+def _grade_toy(tmp_path, checks_source: str, names, submission: str):
+    """Grade ``submission`` in the sandbox on a toy assignment whose checks ``check_NAME`` are ``checks_source``."""
+    from zoo.homework.base import Assignment, Check
+    from zoo.homework.grader import grade
+    module = f"issue53_checks_{tmp_path.name}"
+    (tmp_path / f"{module}.py").write_text(checks_source)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        hw = Assignment("toy", "toy", package=module, checks=tuple(
+            Check(name, 1, name, f"{module}:check_{name}", timeout=60) for name in names))
+        (tmp_path / "sub.py").write_text(submission)
+        return grade(hw, tmp_path / "sub.py")
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_every_writable_place_in_the_sandbox_is_capped_and_the_rest_is_read_only(tmp_path):
+    """/tmp, /submission and /dev/shm take at most DISK_BYTES each (and nearly that much); the root of the view,
+    /etc, /root and /dev, tmpfs of half the machine's memory in bubblewrap, used to take whatever was written and
+    are read-only now. A submission that fills a place past its cap loses that check with one line, and the grade
+    goes on."""
+    from zoo.homework.sandbox import DISK_BYTES, WRITABLE
+    read_only = ("/", "/etc", "/root", "/dev", str(ROOT / "zoo" / "homework" / "solutions"))
+    places = (*WRITABLE, *read_only)
+    result = _grade_toy(tmp_path, f"PLACES = {places!r}\n" + FILL_CHECKS, ("places", "unguarded", "after"), FILL)
+    places_check, unguarded, after = result.checks
+    assert places_check.passed, places_check.message
+    written = dict(item.rsplit("=", 1) for item in places_check.message.split())
+    for place in WRITABLE:
+        assert DISK_BYTES - 64 * 2 ** 20 < int(written[place]) <= DISK_BYTES, (place, written)
+    assert all(int(written[place]) == 0 for place in read_only), written
+    assert unguarded.status == "error" and "No space left on device" in unguarded.message, unguarded
+    assert "\n" not in unguarded.message and after.passed, result.checks
+
+
+HOLD_CHECKS = '''
+def check_anonymous(sub, ctx):
+    sub.call("hold", "anonymous")
+
+def check_memfd(sub, ctx):
+    sub.call("hold", "memfd")
+
+def check_after(sub, ctx):
+    assert sub.call("add", 2, 3) == 5, "add(2, 3) is not 5"
+'''
+HOLD = '''
+import os
+HELD = []
+
+def hold(kind):
+    """1 GiB: in this process's memory, or in memory files (counted by no rlimit)."""
+    for _ in range(16):
+        if kind == "anonymous":
+            HELD.append(b"x" * 64 * 2 ** 20)
+        else:
+            fd = os.memfd_create("held")
+            os.write(fd, b"x" * 64 * 2 ** 20)
+            HELD.append(fd)
+    return "held"
+
+def add(a, b):
+    return a + b
+'''
+
+
+def test_the_sandboxs_memory_is_capped_where_a_cgroup_can_be_made(tmp_path, monkeypatch):
+    """A sandbox used to hold whatever memory it took (the address-space limit binds each process, and not memory
+    files, shared memory or tmpfs pages); in a memory cgroup of MEMORY_BYTES (here 256 MiB) a submission that holds
+    1 GiB, in its own memory or in memory files, is stopped with one line, and the grade goes on."""
+    from zoo.homework import sandbox
+    if sandbox.MemoryCgroup.available() is None:
+        pytest.skip("no memory cgroup can be made here (cgroup v2 without a delegated memory controller, or read-only)")
+    monkeypatch.setattr(sandbox, "MEMORY_BYTES", 256 * 2 ** 20)
+    result = _grade_toy(tmp_path, HOLD_CHECKS, ("anonymous", "memfd", "after"), HOLD)
+    for check in result.checks[:2]:
+        assert check.status == "crashed" and "ran out of memory" in check.message and "256 MiB" in check.message, check
+    assert result.checks[2].passed, result.checks[2]

@@ -32,7 +32,7 @@ remaining checks score 0 with one line.
 
 **The protocol cannot hang or crash the grader.** Whatever comes back on the reply pipe (nothing, a closed
 descriptor, garbage, binary, a partial or huge line) ends as the check's failure with one line: the reader
-is linear and capped at :data:`_MAX_REPLY` bytes, and a worker whose reply channel closed is waited for at
+is linear and capped at :data:`MAX_REPLY` bytes, and a worker whose reply channel closed is waited for at
 most :data:`_EXIT_GRACE` seconds, then killed. The worker's environment is :func:`worker_environment`
 (named variables only), never the grader's.
 
@@ -95,7 +95,7 @@ from zoo.homework.base import Assignment, Check
 
 __all__ = ["grade", "GradeResult", "CheckResult", "CheckContext", "Submission", "SubmissionError",
            "find_submission", "with_points", "check_output_file", "write_results", "calibrate", "worker_environment",
-           "IMPORT_TIMEOUT", "WALL_FACTOR", "BUDGET_FACTOR", "WORKER_ENVIRONMENT"]
+           "IMPORT_TIMEOUT", "WALL_FACTOR", "BUDGET_FACTOR", "WORKER_ENVIRONMENT", "MAX_REPLY"]
 
 #: Seconds of CPU time a submission may take to import.
 IMPORT_TIMEOUT = 60.0
@@ -105,8 +105,10 @@ WALL_FACTOR = 10.0
 _START_TIMEOUT = 300.0
 #: The longest message kept for one check (one line).
 _MAX_MESSAGE = 300
-#: The longest reply read from the worker (bytes): a bigger one fails the check.
-_MAX_REPLY = 256 * 2 ** 20
+#: The longest reply read from the worker (bytes): a bigger one fails the check, and the grader holds at most this
+#: much of it. The largest reply of a reference solution is under 2 MiB (discrete_estimators); decoding one of
+#: MAX_REPLY costs the grader about ten times its size.
+MAX_REPLY = 16 * 2 ** 20
 #: Seconds the grader waits for a worker whose reply channel closed to exit, before it kills it.
 _EXIT_GRACE = 0.5
 #: A grade's wall-clock budget, in multiples of the reference solution's own grade time on this machine (its
@@ -616,8 +618,9 @@ class _Worker:
     Requests go in on its stdin; replies come back on a pipe of their own; its stdout and stderr are
     discarded (a print loop cannot fill a disk)."""
 
-    def __init__(self, proc: subprocess.Popen, reply_fd: int, started_ticks: int):
-        self.proc, self.reply_fd, self.started_ticks = proc, reply_fd, started_ticks
+    def __init__(self, proc: subprocess.Popen, reply_fd: int, started_ticks: int,
+                 memory: Optional[_sandbox.MemoryCgroup] = None):
+        self.proc, self.reply_fd, self.started_ticks, self.memory = proc, reply_fd, started_ticks, memory
         self._buffer, self._scanned = bytearray(), 0
 
     @classmethod
@@ -646,6 +649,11 @@ class _Worker:
             env["PYRO_ZOO_WORKER_LIMITS"] = json.dumps(limits)
             command, env, cwd = _sandbox.command(command, path, source, env), {"PATH": os.defpath}, "/"
             fds.append(source)
+            memory = _sandbox.MemoryCgroup.create(_sandbox.MEMORY_BYTES)
+            if memory is not None:                      # the sandbox starts once it is in its cgroup
+                command = memory.held(command)
+        else:
+            memory = None
         uptime = _uptime_ticks()
         with _LOCK:
             try:
@@ -655,6 +663,8 @@ class _Worker:
             except OSError as e:
                 for fd in [read_fd, *fds]:
                     os.close(fd)
+                if memory is not None:
+                    memory.remove()
                 who = f" as {as_user}" if as_user else ""
                 raise ZooError(f"cannot start the grader's worker{who}: {e.strerror or e} "
                                f"({e.filename or sys.executable}); it must be able to run {sys.executable} and "
@@ -662,7 +672,9 @@ class _Worker:
             _LIVE_WORKERS.add(proc.pid)
         for fd in fds:
             os.close(fd)
-        worker = cls(proc, read_fd, uptime)
+        if memory is not None:
+            memory.admit(proc)
+        worker = cls(proc, read_fd, uptime, memory)
         try:
             failure = worker._handshake(import_timeout, deadline)
         except _WorkerTrouble as e:
@@ -685,6 +697,8 @@ class _Worker:
             return f"the submission did not finish importing within {import_timeout:g} s"
         if reply is _ENDED:
             code = self._exit_code()
+            if self._out_of_memory():
+                return f"the submission does not import: {self._out_of_memory()}"
             return ("the submission does not import: its process closed the grader's reply channel while importing"
                     if code is None else
                     f"the submission does not import: the process exited with code {code} while importing it")
@@ -708,10 +722,19 @@ class _Worker:
             raise _WorkerTrouble("timeout", "time limit")
         if reply is _ENDED:
             code = self._exit_code()
+            if self._out_of_memory():
+                raise _WorkerTrouble("crashed", self._out_of_memory())
             raise _WorkerTrouble("crashed", "the process running the check closed the grader's reply channel"
                                  if code is None else f"the process running the check exited with code {code} "
                                                       f"(os._exit, sys.exit or a crash in the submission?)")
         return reply, cpu, wall
+
+    def _out_of_memory(self) -> str:
+        """Why the worker ended when its sandbox ran out of memory ("" otherwise)."""
+        if self.memory is None or not self.memory.out_of_memory():
+            return ""
+        return (f"it ran out of memory (the sandbox's limit is {self.memory.limit >> 20} MiB, its files in /tmp and "
+                f"/dev/shm included)")
 
     def _exit_code(self) -> Optional[int]:
         """The worker's exit code once its reply channel closed, or None if it lives on after
@@ -723,7 +746,7 @@ class _Worker:
 
     def _read(self, cpu_left: float, wall_left: float, cpu: bool = True):
         """(the next reply, CPU seconds, wall seconds): the reply is :data:`_TIMEOUT` past the limits,
-        :data:`_ENDED` when the channel closed; a line that is not JSON, or one over :data:`_MAX_REPLY` bytes,
+        :data:`_ENDED` when the channel closed; a line that is not JSON, or one over :data:`MAX_REPLY` bytes,
         is a :class:`_WorkerTrouble`. Each byte is scanned for the newline once (the buffer grows in place)."""
         start_wall = time.monotonic()
         start_cpu = self.cpu_seconds() if cpu else None
@@ -745,8 +768,9 @@ class _Worker:
             chunk = os.read(self.reply_fd, 1 << 20)
             if not chunk:
                 return _ENDED, used_cpu(), time.monotonic() - start_wall
-            if len(self._buffer) + len(chunk) > _MAX_REPLY:
-                raise _WorkerTrouble("failed", f"the submission's process sent a reply over {_MAX_REPLY >> 20} MiB")
+            if len(self._buffer) + len(chunk) > MAX_REPLY:
+                raise _WorkerTrouble("failed", f"the submission's process sent a reply over {MAX_REPLY >> 20} MiB, "
+                                               f"the most the grader reads")
             self._buffer += chunk
         line = bytes(self._buffer[:end])
         del self._buffer[:end + 1]
@@ -770,6 +794,8 @@ class _Worker:
         with _LOCK:
             _LIVE_WORKERS.discard(self.proc.pid)
         _kill_leftovers(self.proc.pid, self.started_ticks)
+        if self.memory is not None:
+            self.memory.remove()
         self._cleanup()
 
     def close(self):
@@ -790,15 +816,18 @@ class _Worker:
 
 def worker_environment(threads: int, as_user: Optional[str] = None, home: Optional[str] = None) -> Dict[str, str]:
     """The worker's whole environment: the grader's :data:`WORKER_ENVIRONMENT` variables, the thread settings and
-    what the zoo needs (this zoo on ``PYTHONPATH``, no bytecode, no downloads, no display). Nothing else of the
-    grader's environment (an instructor's token, a secret) reaches the submission."""
+    what the zoo needs (this zoo on ``PYTHONPATH``, with the folders of its requirements that are not the
+    interpreter's own; no bytecode, no downloads, no display). Nothing else of the grader's environment (an
+    instructor's token, a secret) reaches the submission."""
     env = {name: os.environ[name] for name in WORKER_ENVIRONMENT if name in os.environ}
     env.setdefault("PATH", os.defpath)
     env.setdefault("LANG", "C.UTF-8")
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[name] = str(threads)
-    # the worker must import this same zoo (a checkout run with `python -m zoo`, not an installed one)
-    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[2]), PYTHONDONTWRITEBYTECODE="1",
+    # the worker must import this same zoo (a checkout run with `python -m zoo`, not an installed one), and its
+    # requirements where they are not in the interpreter's own site-packages; not the rest of the grader's sys.path
+    path = [str(Path(__file__).resolve().parents[2]), *_sandbox.python_path()]
+    env.update(PYTHONPATH=os.pathsep.join(path), PYTHONDONTWRITEBYTECODE="1",
                PYRO_ZOO_OFFLINE="1", MPLBACKEND="Agg")
     if as_user is not None:
         env.pop("TMPDIR", None)
