@@ -134,7 +134,8 @@ class ZooGuide(nn.Module):
             and guide parameters (dreg) refuse it.
         relaxes_model: while training, the objective sees :meth:`training_model` rather than the
             model itself (the relaxed guide's Concrete view of discrete sites).
-        lr_multiplier: the guide's Adam step relative to the model's.
+        lr_multiplier: the Adam step of the guide's local parameters relative to the model's (the
+            global guide q(theta) steps as the model does: :func:`zoo.training.optimizer.make_optimizer`).
         supports_globals: the family samples a model's global latents with the one
             :class:`~guides.globals.GlobalGuide` (``global_guide``: ``normal`` or ``delta``), outside the
             data plate and before its local sites (:meth:`sample_globals`); its own machinery sees only

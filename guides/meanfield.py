@@ -64,7 +64,8 @@ class MeanField(ZooGuide):
     amortized = False
     enumerable = True
     #: Each row of a per-datum table gets one gradient per epoch, against one per step for
-    #: shared parameters, so the tables train with a 10x larger Adam step by default.
+    #: shared parameters, so the tables train with a 10x larger Adam step by default. The global
+    #: guide q(theta) is shared, and steps at --lr as in every family (zoo.training.optimizer).
     lr_multiplier = 10.0
 
     def __init__(self, model, num_data: int, init_scale: float = 0.1, baseline: Optional[str] = None,

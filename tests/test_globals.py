@@ -169,8 +169,8 @@ def test_a_model_with_only_global_latents_trains_and_is_scored():
     assert model.latents == () and [s.name for s in model.global_latents] == ["mu"]
     x = data(30)
     pyro.set_rng_seed(0)
-    guide = zoo.build_guide("meanfield", model, num_data=30)       # lr x10 (lr_multiplier)
-    zoo.fit(model, guide, zoo.build_objective("iwae"), x, epochs=200, batch_size=10, lr=3e-3, progress=False)
+    guide = zoo.build_guide("meanfield", model, num_data=30)       # q(theta) steps at lr, not lr x 10
+    zoo.fit(model, guide, zoo.build_objective("iwae"), x, epochs=200, batch_size=10, lr=3e-2, progress=False)
     r = zoo.evaluate(model, guide, x, num_samples=4)
     mu_hat = guide.globals.point_estimate()["mu"]
     assert r["log_likelihood"] == pytest.approx(dist.Normal(mu_hat, 1.0).log_prob(x).sum(-1).mean().item(), abs=1e-4)

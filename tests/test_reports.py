@@ -340,3 +340,24 @@ def test_without_report_json_a_declared_table_is_refused_naming_where_it_is_decl
     (results_copy / CONFIG_NAME).unlink()
     code, out, err = run_cli(["report", str(results_copy)], capsys)
     assert code == 2 and err.count("\n") == 1 and "no table 'relaxed'" in err and CONFIG_NAME in err
+
+
+def test_the_leaderboard_row_of_a_cell_pooled_over_seeds_shows_the_bits_per_dim_of_its_mean(tmp_path, capsys):
+    """Two seeds of one grid cell on the 64 binary pixels of the digits: the row's NLL is the mean over the seeds
+    and its bits/dim that mean's, nats / (64 ln 2), not seed 0's beside it (issue 53, 5a)."""
+    import math
+    from zoo.evaluation.estimators.bits_per_dim import bits_per_dim
+    config = {"model": "vae", "guide": "amortized", "objective": "elbo", "dataset": "digits", "epochs": 2}
+    for seed, nll in ((0, 32.33), (1, 33.33)):
+        folder = tmp_path / "runs" / "grid" / f"amortized-elbo-seed{seed}"
+        folder.mkdir(parents=True)
+        result = {"config": {**config, "seed": seed}, "split": "test", "num_data": 270, "num_samples": 20,
+                  "elbo": -(nll + 1), "log_likelihood": -nll, "nll": nll, "log_likelihood_se": 0.01,
+                  "psis_khat_frac_over_0_7": 0.0, "epochs_trained": 2, **bits_per_dim(2, 64, nll + 1, nll)}
+        (folder / "results.json").write_text(json.dumps(result))
+    code, _, err = run_cli(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "README.md")], capsys)
+    assert code == 0, err
+    row, = [line for line in (tmp_path / "LEADERBOARD.md").read_text().splitlines() if line.startswith("| vae · ")]
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[3].startswith("32.83 ± 0.50 (2 seeds)")
+    assert cells[4] == f"{32.83 / (64 * math.log(2)):.4f}" != f"{32.33 / (64 * math.log(2)):.4f}"

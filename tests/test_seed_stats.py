@@ -109,3 +109,21 @@ def test_pool_seeds_keeps_sources_apart_and_never_pools_a_repeated_seed():
     assert pool_seeds(twice) == twice
     apart = [("grid1/x", run(0)), ("grid2/y", run(1))]
     assert pool_seeds(apart, source=lambda name: name.split("/")[0]) == apart
+
+
+def test_a_pooled_run_recomputes_every_derived_figure_from_the_means_over_seeds():
+    """Pooling two seeds of a cell on 64 binary pixels: NLL, bits/dim, the ELBO gap and the IS error are those of
+    the mean log p(x) and mean ELBO (nats / (64 ln 2) for bits), not the first seed's (issue 53, 5a)."""
+    import math
+    from zoo.evaluation.estimators.bits_per_dim import bits_per_dim
+
+    def run(seed, elbo, ll, exact):
+        return {"config": {"guide": "amortized", "seed": seed}, "elbo": elbo, "log_likelihood": ll, "nll": -ll,
+                "exact_log_likelihood": exact, "elbo_gap": exact - elbo, "is_error": ll - exact,
+                "log_likelihood_se": 0.3, **bits_per_dim(2, 64, -elbo, -ll)}
+    (_, pooled), = pool_seeds([("a", run(0, -34.0, -32.3, -32.0)), ("b", run(1, -36.0, -33.3, -33.0))])
+    assert pooled["log_likelihood"] == -32.8 and pooled["nll"] == 32.8 and pooled["elbo"] == -35.0
+    assert pooled["bits_per_dim_nll"] == pytest.approx(32.8 / (64 * math.log(2)), rel=1e-12)
+    assert pooled["bits_per_dim_elbo"] == pytest.approx(35.0 / (64 * math.log(2)), rel=1e-12)
+    assert pooled["elbo_gap"] == pytest.approx(-32.5 + 35.0) and pooled["is_error"] == pytest.approx(-0.3)
+    assert pooled["log_likelihood_se"] == pytest.approx(math.sqrt(2 * 0.3 ** 2) / 2)

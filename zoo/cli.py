@@ -476,9 +476,9 @@ def _grid_seeds(args):
 
 
 def _print_compare(rows, out: Path) -> None:
-    from zoo.evaluation.compare_tables import compare_markdown
+    from zoo.core.files import read_text
     from zoo.evaluation.tables import run_warnings
-    print(compare_markdown(rows, baseline=_baseline(out)), end="")
+    print(read_text(out / "compare.md", "grid table"), end="")        # what the grid wrote, notes and all
     seeded = len({r["config"]["seed"] for r in rows}) > 1
     for r in rows:                      # each line names its cell (and seed)
         where = f"{model_label(r['config']['model'])}/{r['cell']}" + (f" seed {r['config']['seed']}" if seeded else "")
@@ -487,12 +487,6 @@ def _print_compare(rows, out: Path) -> None:
         for warning in run_warnings(r):     # an unreliable NLL, a collapsed model
             print(f"warning: {where}: {warning}")
     print(f"wrote {', '.join(str(out / f) for f in ('compare.md', 'compare.json', 'compare.png'))}")
-
-
-def _baseline(out: Path):
-    from zoo.core.files import read_json
-    from zoo.experiments.compare import PLAN
-    return read_json(out / PLAN, "grid plan").get("baseline")
 
 
 def _print_summary(rows, out: Path, files=("results.json", "results.md")) -> None:

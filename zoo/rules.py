@@ -42,7 +42,8 @@ from zoo.objectives import build_objective, objective_capabilities, objective_la
 
 __all__ = ["DataFacts", "model_options", "check_guide", "check_combination", "check_guide_options",
            "check_capture", "check_levels", "check_run", "check_covariates", "check_data_kind",
-           "observed_likelihoods", "check_step", "verdict", "compatibility"]
+           "observed_likelihoods", "likelihood_name", "likelihood_warning", "check_step", "verdict", "compatibility",
+           "grid_axes_without_effect"]
 
 
 @dataclass(frozen=True)
@@ -444,3 +445,53 @@ def compatibility(x_dim: int = 64, model_options: Optional[Dict[str, Dict]] = No
                 except ZooError as e:
                     rows.append((m, g, o, str(e)))
     return rows
+
+
+def grid_axes_without_effect(model: ZooModel) -> Dict[str, str]:
+    """The axes of a grid (``"guide"``, ``"objective"``) that cannot change its figures on ``model``, each with
+    the sentence that says why; {} where both can.
+
+    A guide family is its q(z_n | x_n) of the *local* latents (inside the data plate): the global latents theta
+    are guided by the one :class:`~guides.globals.GlobalGuide` in every family, stepping at the same rate
+    (:func:`zoo.training.optimizer.make_optimizer`). And an objective is a bound on log p(x_n | theta) over the
+    local latents: with none, each is E_q(theta)[log p(X | theta)] - KL(q(theta) || p(theta)), the ELBO of q(theta)
+    (IWAE's K particles share theta, so its weights are all equal). So for a model whose latents are all global
+    both columns of a grid differ by Monte Carlo noise alone (and an amortized family's encoder is unused)."""
+    global_latents = tuple(getattr(model, "global_latents", ()))
+    if model.latents or not global_latents:
+        return {}
+    names = ", ".join(s.name for s in global_latents)
+    return {"guide": f"{model.display_name}'s latents ({names}) are all global, and the guide families differ only "
+                     f"in q(z | x) of local latents: every cell fits the same q(θ) at the same step size, so the "
+                     f"guide column differs by Monte Carlo noise alone (an amortized family's encoder is unused)",
+            "objective": f"{model.display_name} has no local latents, so every objective is the ELBO of q(θ) "
+                         f"({names}): the objective column differs by Monte Carlo noise alone"}
+
+
+def likelihood_name(model: ZooModel, data: DataFacts) -> str:
+    """The likelihood of the model's data, as results.json and compare.md name it: each observed part's
+    distribution (:func:`observed_likelihoods`), with its columns where there are several, e.g. ``Bernoulli``,
+    ``Poisson (columns 0-8); Normal (column 9)``."""
+    parts = observed_likelihoods(model, data)
+
+    def columns(cs):
+        return f"column {cs[0]}" if len(cs) == 1 else f"columns {cs[0]}-{cs[-1]}"
+    return "; ".join(f"{distribution}" + (f" ({columns(cs)})" if len(parts) > 1 and cs else "")
+                     for _, cs, distribution, _ in parts)
+
+
+def likelihood_warning(model: ZooModel, data: DataFacts) -> Optional[str]:
+    """A sentence where the likelihood fits the data's values but not their kind: a Gaussian density over data
+    whose observed columns are all counts (non-negative integers, :mod:`zoo.data.kinds`). It trains, but its
+    NLL is a density of reals (it can be negative, and is no code length), and a count model says more; None
+    otherwise. (Where a likelihood cannot score the values at all, :func:`check_data_kind` refuses the run.)"""
+    parts = observed_likelihoods(model, data)
+    if not data.column_kinds or data.levels is not None:
+        return None
+    for likelihood, columns, distribution, _ in parts:
+        if likelihood == "gaussian" and columns and all(data.column_kinds[c][0] == "counts" for c in columns):
+            return (f"dataset {data.name!r} holds counts (non-negative integers) and {model.display_name}'s "
+                    f"likelihood is a {distribution} density over reals: its NLL is a density, not a probability of "
+                    f"the counts; for counts use a count likelihood (a Poisson model file, e.g. "
+                    f"examples/count_models.py:poisson_pca) or, for k levels, --likelihood categorical --levels k")
+    return None

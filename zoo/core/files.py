@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Iterator
 
 from zoo.core.errors import ZooError
 
-__all__ = ["MAX_FILE_BYTES", "open_regular", "read_bytes", "read_text", "read_json"]
+__all__ = ["MAX_FILE_BYTES", "open_regular", "read_bytes", "read_text", "read_json", "SEAL", "sealed", "seal_holds"]
 
 #: The largest text file read (a result file or run config is kilobytes; a README well under a megabyte).
 MAX_FILE_BYTES = 64 * 2 ** 20
@@ -82,3 +82,33 @@ def read_json(path: Path, what: str, fix: str = "fix or remove it") -> Any:
     except RecursionError:
         detail = "nested deeper than Python's recursion limit"
     raise ZooError(f"{path}: not a readable {what} ({detail}); {fix}")
+
+
+#: The key under which a JSON file the zoo writes for itself (a run's results.json, a grid's grid.json) records the
+#: SHA-256 of the rest of its content, so that a later reader can tell the file is as the zoo wrote it.
+SEAL = "content_sha256"
+
+
+def _content_sha256(value: dict) -> str:
+    import hashlib
+    content = {k: v for k, v in value.items() if k != SEAL}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sealed(value: dict) -> dict:
+    """``value`` (a JSON object of finite numbers, strings, lists, objects and nulls) with :data:`SEAL`: the
+    SHA-256 of its canonical JSON (keys sorted, no spaces), which reading the file back reproduces exactly."""
+    return {**value, SEAL: _content_sha256(value)}
+
+
+def seal_holds(value: Any) -> bool:
+    """Is ``value`` (a JSON value read back) an object whose :data:`SEAL` is the SHA-256 of the rest of it, i.e.
+    unchanged since it was written? False for an object without one, one that was edited, or one that holds
+    what JSON's standard cannot (NaN)."""
+    if not isinstance(value, dict) or not isinstance(value.get(SEAL), str):
+        return False
+    try:
+        return _content_sha256(value) == value[SEAL]
+    except (TypeError, ValueError, RecursionError):
+        return False

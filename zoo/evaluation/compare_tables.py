@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from zoo.evaluation.reliability import collapse_warning
 from zoo.evaluation.seed_stats import UNRELIABLE_SHARE, PairedDifference, paired_difference, pooled_se, summarize
 
-__all__ = ["compare_markdown", "cell_rows", "cell_summaries", "cell_of", "MINUS", "UNRELIABLE_MARK"]
+__all__ = ["compare_markdown", "cell_rows", "cell_summaries", "cell_of", "default_baseline", "MINUS",
+           "UNRELIABLE_MARK"]
 
 MINUS = "−"
 #: marks a cell whose importance-sampled NLL is unreliable (too many data with PSIS k-hat > 0.7)
@@ -101,16 +103,53 @@ def _paired(rs: List[Dict], base: List[Dict], key: str, confidence: float) -> Op
     return paired_difference([a for a, _ in pairs], [b for _, b in pairs], confidence)
 
 
+def default_baseline(summaries: Dict[str, Dict]) -> Tuple[str, Optional[str]]:
+    """The cell the paired differences are taken from when none is named, and why, if it is not a reliable one:
+    the first cell whose importance-sampled NLL is reliable (a difference from an unreliable baseline is itself
+    unreliable, so every NLL row would be marked); the first cell, said so, where none is."""
+    cells = list(summaries)
+    reliable = [c for c in cells if not summaries[c]["unreliable"]]
+    if reliable:
+        return reliable[0], None if reliable[0] == cells[0] else (
+            f"The baseline is {reliable[0]}, the first cell whose importance-sampled NLL is reliable "
+            f"(--baseline-cell names another)")
+    return cells[0], (f"No cell's importance-sampled NLL is reliable (each has k̂ > 0.7 on over "
+                      f"{UNRELIABLE_SHARE:.0%} of its data), so the baseline is the first cell and every NLL "
+                      f"difference is marked {UNRELIABLE_MARK}; compare the −ELBO, or evaluate with more samples")
+
+
+def _collapsed(cells: Dict[str, List[Dict]]) -> List[str]:
+    """One line per cell and seed whose model collapsed (:func:`~zoo.evaluation.reliability.collapse_warning`)."""
+    lines = []
+    for cell, rs in cells.items():
+        for r in rs:
+            warning = collapse_warning(r)
+            if warning:
+                seed = r["config"].get("seed", 0)
+                lines.append(f"- {cell}{f' seed {seed}' if len(rs) > 1 else ''}: {warning}")
+    return lines
+
+
+def _likelihoods(rows: Sequence[Dict]) -> str:
+    """The likelihood(s) the grid's figures are densities or probabilities under, as results.json names them."""
+    names = list(dict.fromkeys(str(r["likelihood"]) for r in rows if r.get("likelihood")))
+    return "; ".join(names)
+
+
 def compare_markdown(rows: Sequence[Dict], baseline: Optional[str] = None, confidence: float = 0.95,
-                     timings: bool = True) -> str:
+                     timings: bool = True, notes: Sequence[str] = ()) -> str:
     """The grid's tables: per cell the mean ± SE over seeds, then the paired differences from ``baseline``
-    (a cell, ``GUIDE/OBJECTIVE``; default the first), then a legend. ``timings=False`` leaves out the
-    training time, the one figure that differs between two runs of the same grid."""
+    (a cell, ``GUIDE/OBJECTIVE``; default :func:`default_baseline`, the first reliable one), the cells whose
+    model collapsed, ``notes`` (what a reader must know to read the grid, e.g. an axis that cannot matter:
+    :func:`zoo.rules.grid_axes_without_effect`), then a legend. ``timings=False`` leaves out the training
+    time, the one figure that differs between two runs of the same grid."""
     if not rows:
         return "(no cell finished)\n"
     cells = cell_rows(rows)
     summaries = cell_summaries(rows)
-    baseline = baseline if baseline in cells else next(iter(cells))
+    why_baseline = None
+    if baseline not in cells:
+        baseline, why_baseline = default_baseline(summaries)
     first = rows[0]
     model = first["config"]["model"].rpartition(":")[2]
     head = ["cell", "seeds", f"{MINUS}ELBO", "NLL (IS)", "± IS se", "± data se", "gap", "AU", "k̂>0.7"] + (
@@ -126,11 +165,18 @@ def compare_markdown(rows: Sequence[Dict], baseline: Optional[str] = None, confi
             values.append(_mean_se(s["seconds"]))
         lines.append("| " + " | ".join(values) + " |")
     seeds = sorted({r["config"]["seed"] for r in rows})
+    likelihood = _likelihoods(rows)
     text = [f"# {model}: {len(cells)} cells × {len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
             f"({', '.join(map(str, seeds))})", "",
             f"Nats per datum on the {first.get('split', 'test')} split ({first.get('num_data', '?')} data, "
-            f"K = {first.get('num_samples', '?')} importance samples), lower is better. Each figure is the mean over "
-            f"the seeds ± its standard error across them.", "", *lines, ""]
+            f"K = {first.get('num_samples', '?')} importance samples" + (f", likelihood {likelihood}" if likelihood
+                                                                         else "") +
+            "), lower is better. Each figure is the mean over the seeds ± its standard error across them.", "",
+            *[f"Note: {note}" + "\n" for note in notes], *lines, ""]
+    collapsed = _collapsed(cells)
+    if collapsed:
+        text += ["## Collapsed cells", "", "Their figures are those of a model that ignores its latents:", "",
+                 *collapsed, ""]
     others = [c for c in cells if c != baseline]
     if others:
         n = min(len(cells[c]) for c in cells)
@@ -138,7 +184,8 @@ def compare_markdown(rows: Sequence[Dict], baseline: Optional[str] = None, confi
                  f"Per seed, the cell's figure minus the baseline's at the same seed (same data splits, minibatch "
                  f"order and evaluation samples); mean [{confidence:.0%} t-interval] over the seeds. Negative: the "
                  f"cell is lower (better) than the baseline." + (" With one seed there is no interval: train more "
-                                                                  "seeds (--seeds 0,1,2)." if n < 2 else ""), "",
+                                                                  "seeds (--seeds 0,1,2)." if n < 2 else "")
+                 + (f" {why_baseline}." if why_baseline else ""), "",
                  f"| cell | Δ {MINUS}ELBO | {MINUS}ELBO | Δ NLL | NLL |", "|---|---|---|---|---|"]
         for cell in others:
             e_text, e_verdict = _difference(_paired(cells[cell], cells[baseline], "neg_elbo", confidence))

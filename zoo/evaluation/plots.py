@@ -299,10 +299,10 @@ def compare_plot(rows: Sequence[Dict], path: Path, title: Optional[str] = None, 
     the baseline cell's mean as a dashed line, and a cell whose NLL is unreliable (PSIS k-hat) drawn hollow.
     A panel zooms on the cells the comparison is about (:func:`zoom_range`): a far-off cell sits at the
     panel's edge as an arrow with its value, so one outlier family does not flatten the differences."""
-    from zoo.evaluation.compare_tables import UNRELIABLE_MARK, cell_rows, cell_summaries
+    from zoo.evaluation.compare_tables import UNRELIABLE_MARK, cell_rows, cell_summaries, default_baseline
     cells = list(cell_rows(rows))
     summaries = cell_summaries(rows)
-    baseline = baseline if baseline in summaries else cells[0]
+    baseline = baseline if baseline in summaries else default_baseline(summaries)[0]     # as compare.md's
     seeds = max(len(s["seeds"]) for s in summaries.values())
     fig, axes = plt.subplots(1, 2, figsize=(9, 0.9 + 0.42 * len(cells)))
     ys = list(range(len(cells)))[::-1]                  # the first cell on top

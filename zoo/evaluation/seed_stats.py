@@ -21,10 +21,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = ["Summary", "PairedDifference", "summarize", "pooled_se", "paired_difference", "t_quantile",
-           "t_interval_mass", "pool_seeds", "UNRELIABLE_SHARE"]
+           "t_interval_mass", "pool_seeds", "pool_runs", "derived_figures", "bits_per_nat", "POOLED_MEANS",
+           "UNRELIABLE_SHARE"]
 
 #: A cell is marked unreliable when more than this share of its data have PSIS k-hat > 0.7 (mean over seeds).
 UNRELIABLE_SHARE = 0.1
@@ -141,31 +142,85 @@ def _without_seed(config: Dict) -> str:
     return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True, default=str)
 
 
+#: The figures of a run that are means over its data (nats per datum, a share of the data, a count of units): a run
+#: pooled over seeds holds their mean over the seeds. The figures that follow from them are recomputed from those
+#: means (:func:`derived_figures`), never carried over from one seed.
+POOLED_MEANS = ("elbo", "reconstruction", "kl", "iwae_bound", "log_likelihood", "log_likelihood_data_se",
+                "exact_log_likelihood", "data_elbo", "psis_khat_frac_over_0_7", "active_units")
+
+
+def derived_figures(run: Mapping, bits_per_nat: Optional[float] = None) -> Dict:
+    """The figures of a result that follow from its others, computed from them:
+
+    - ``nll = -log_likelihood``;
+    - ``elbo_gap = log p(x) - elbo``, with the exact log p(x) where there is one, else the IS estimate;
+    - ``is_error = log_likelihood - exact_log_likelihood``;
+    - ``bits_per_dim_elbo = -elbo / (D ln 2)`` and ``bits_per_dim_nll = nll / (D ln 2)`` (Theis et al. 2016),
+      given ``bits_per_nat`` = 1 / (D ln 2) (:func:`bits_per_nat`); a density's code lengths are not bits.
+
+    Only the keys the run has are returned (a result without an exact log p(x) gains no ``is_error``), and
+    ``nll`` wherever it has a ``log_likelihood``."""
+    def number(key):
+        value = run.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    elbo, ll, exact = number("elbo"), number("log_likelihood"), number("exact_log_likelihood")
+    nll = None if ll is None else -ll
+    reference = exact if exact is not None else ll
+    derived = {"nll": nll,
+               "elbo_gap": None if reference is None or elbo is None else reference - elbo,
+               "is_error": None if ll is None or exact is None else ll - exact}
+    if bits_per_nat is not None:
+        derived.update(bits_per_dim_elbo=None if elbo is None else -elbo * bits_per_nat,
+                       bits_per_dim_nll=None if nll is None else nll * bits_per_nat)
+    return {k: v for k, v in derived.items() if k in run or k == "nll" and "log_likelihood" in run}
+
+
+def bits_per_nat(run: Mapping) -> Optional[float]:
+    """A run's 1 / (D ln 2), the factor from nats per datum to bits per dimension, read off its own figures
+    (``bits_per_dim_elbo / -elbo``); None for a density, whose figures are not code lengths."""
+    bits, elbo = run.get("bits_per_dim_elbo"), run.get("elbo")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (bits, elbo)) or elbo == 0:
+        return None
+    return bits / -elbo
+
+
+def pool_runs(members: Sequence[Dict]) -> Dict:
+    """One cell's runs at several seeds as one run: the first run's fields, each of :data:`POOLED_MEANS` the mean
+    over the seeds (where every seed has it), ``seeds``, ``elbo_seed_se`` and ``nll_seed_se`` (the standard errors
+    across the seeds), ``log_likelihood_se`` the IS error of the mean (:func:`pooled_se`), and every figure that
+    follows from those recomputed from the means (:func:`derived_figures`)."""
+    first = members[0]
+    run = dict(first, seeds=[r["config"].get("seed") for r in members])
+    for key in POOLED_MEANS:
+        values = [r.get(key) for r in members]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            run[key] = sum(values) / len(values)
+    elbo = summarize([r["elbo"] for r in members])
+    run["elbo_seed_se"] = elbo.se
+    lls = [r.get("log_likelihood") for r in members]
+    if all(isinstance(v, (int, float)) for v in lls):
+        run["nll_seed_se"] = summarize(lls).se
+    ses = [r.get("log_likelihood_se") for r in members]
+    if all(isinstance(v, (int, float)) for v in ses):
+        run["log_likelihood_se"] = pooled_se(ses)
+    run.update(derived_figures(run, bits_per_nat(first)))
+    return run
+
+
 def pool_seeds(runs: Iterable[Tuple[str, Dict]], source: Callable[[str], str] = lambda name: "") -> List[Tuple[str, Dict]]:
     """(name, run) pairs in which the runs of one source (``source(name)``: a grid's folder, a result file) whose
-    configs differ only in the seed become one run: its ``elbo``, ``log_likelihood`` and ``nll`` are the means
-    over the seeds, ``seeds`` lists them, ``elbo_seed_se``, ``nll_seed_se`` are the standard errors across
-    them, and ``psis_khat_frac_over_0_7`` is the mean share (its PSIS flag, :mod:`zoo.evaluation.reliability`). A run alone, or a group in which a seed repeats (the same run recorded twice), is passed through
-    unchanged. The pooled run keeps the first run's name and other fields, and is placed where that run was."""
+    configs differ only in the seed become one run (:func:`pool_runs`: the means over the seeds, their SEs across
+    them, and every derived figure, bits/dim included, recomputed from the means). A run alone, or a group in
+    which a seed repeats (the same run recorded twice), is passed through unchanged. The pooled run keeps the
+    first run's name and is placed where that run was."""
     groups: Dict[Tuple[str, str], List[Tuple[str, Dict]]] = {}
     for name, run in runs:
         groups.setdefault((source(name), _without_seed(run["config"])), []).append((name, run))
     pooled = []
     for members in groups.values():
-        name, first = members[0]
         seeds = [r["config"].get("seed") for _, r in members]
         if len(members) == 1 or len(set(seeds)) < len(seeds):
             pooled.extend(members)
             continue
-        run = dict(first)
-        elbo = summarize([r["elbo"] for _, r in members])
-        run.update(elbo=elbo.mean, elbo_seed_se=elbo.se, seeds=seeds)
-        lls = [r.get("log_likelihood") for _, r in members]
-        if all(isinstance(v, (int, float)) for v in lls):
-            ll = summarize(lls)
-            run.update(log_likelihood=ll.mean, nll=-ll.mean, nll_seed_se=ll.se)
-        shares = [r.get("psis_khat_frac_over_0_7") for _, r in members]
-        if all(isinstance(v, (int, float)) for v in shares):     # the PSIS flag of the mean, as compare.md's
-            run["psis_khat_frac_over_0_7"] = sum(shares) / len(shares)
-        pooled.append((name, run))
+        pooled.append((members[0][0], pool_runs([r for _, r in members])))
     return pooled

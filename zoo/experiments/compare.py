@@ -7,30 +7,40 @@ last checkpoint, missing ones train. The grid holds OUT's writer lock while it r
 the same OUT is refused. ``compare.json`` keeps every cell's figures at every seed; ``compare.md`` and
 ``compare.png`` show the mean ± SE over seeds and the paired differences from a baseline cell
 (:mod:`zoo.evaluation.compare_tables`).
+
+What the tables take is bound to the grid: ``grid.json`` and each cell's ``results.json`` are sealed
+(:func:`~zoo.core.files.sealed`: the SHA-256 of their content), a cell's results must carry the cell's config in
+everything that trains (:func:`_cell_result`), and every check is made before anything is written, so a
+hand-edited, swapped or non-numeric result, or a changed plan, is one line and leaves the grid's files as they
+were.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import shlex
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from zoo.core.errors import ZooError
 from zoo.core.components import REGISTRIES, OptionError
 from zoo.evaluation import plots
-from zoo.core.files import read_json
+from zoo.core.files import SEAL, read_json, seal_holds, sealed
 from zoo.evaluation.compare_tables import compare_markdown
 from zoo.experiments.config import RunConfig, refuse_mismatch
-from zoo.experiments.engines import ENGINES, Job, run_jobs
+from zoo.experiments.engines import ENGINES, Job, engine_session, run_jobs
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
 from zoo.experiments.run import prepare
 from zoo.experiments.run_folder import load_run, read_stored_config, writer_lock
 from zoo.objectives.axes import split_objective
+from zoo.registry import build_model
+from zoo.rules import DataFacts, grid_axes_without_effect, model_options
 from zoo.training.checkpoint import atomic_write_text
 from zoo.usercode.specs import is_file_spec, spec_label
 
 __all__ = ["compare", "resume_compare", "grid_cells", "checked_cells", "cell_name", "cell_label", "seed_folder",
-           "Grid", "read_plan", "PLAN", "ALL"]
+           "Grid", "read_plan", "resume_command", "PLAN", "ALL"]
 
 #: ``--guides all`` / ``--objectives all``: every registered guide family / objective (bounds and presets)
 #: that the registry says fits the model; the cells it rules out are skipped and listed, not errors.
@@ -142,11 +152,23 @@ class Grid:
     baseline: Optional[str] = None
     guide_options: Dict = dataclasses.field(default_factory=dict)
     objective_options: Dict = dataclasses.field(default_factory=dict)
+    #: read from a grid.json whose content no longer matches its seal (:func:`read_plan`): edited since written
+    edited: bool = False
 
     def to_json(self) -> Dict:
-        return {"model": self.model, "guides": self.guides, "objectives": self.objectives, "seeds": self.seeds,
-                "baseline": self.baseline, "base": self.base.to_json(), "guide_options": self.guide_options,
-                "objective_options": self.objective_options}
+        """The plan as grid.json stores it, sealed (:func:`~zoo.core.files.sealed`): a grid's plan never changes,
+        so ``compare --resume`` refuses one that was edited."""
+        return sealed(json_ready({"model": self.model, "guides": self.guides, "objectives": self.objectives,
+                                  "seeds": self.seeds, "baseline": self.baseline, "base": self.base.to_json(),
+                                  "guide_options": self.guide_options,
+                                  "objective_options": self.objective_options}))
+
+
+def resume_command(model: str, out: Path) -> str:
+    """The command that finishes the grid in ``out``: ``pyro-zoo compare --resume OUT``, with the model file for a
+    grid of a user's model (``FILE.py:NAME``), which a grid folder never imports unless the user names it."""
+    return "pyro-zoo compare " + (f"{shlex.quote(model)} " if is_file_spec(model) else "") + \
+        f"--resume {shlex.quote(str(out))}"
 
 
 def read_plan(out: Path, model_file: Optional[str] = None) -> Grid:
@@ -170,7 +192,8 @@ def read_plan(out: Path, model_file: Optional[str] = None) -> Grid:
                        f"started it and --force")
     base = read_stored_config(stored.get("base"), str(path), model_file,
                               how=f"pyro-zoo compare FILE.py:NAME --resume {out}")
-    return Grid(base.model, guides, objectives, seeds, base, stored.get("baseline"), **extra)
+    return Grid(base.model, guides, objectives, seeds, base, stored.get("baseline"), **extra,
+                edited=not seal_holds(stored))
 
 
 def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: RunConfig, out: Path,
@@ -195,8 +218,8 @@ def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: 
     if (out / "compare.json").exists() and not force:
         raise ZooError(f"{out} already holds a comparison; pass --force to overwrite or choose another --out")
     if (out / PLAN).exists() and not force:
-        raise ZooError(f"{out} holds an unfinished grid; finish it with 'pyro-zoo compare --resume {out}', or "
-                       f"pass --force to start it again")
+        raise ZooError(f"{out} holds an unfinished grid; pass --force to start it again, or finish it with: "
+                       f"{resume_command(base.model, out)}")
     seeds = list(dict.fromkeys(seeds)) if seeds else [base.seed]
     grid = Grid(model, list(guides), list(objectives), seeds, base, baseline, dict(guide_options or {}),
                 dict(objective_options or {}))
@@ -250,14 +273,62 @@ def _jobs(grid: Grid, out: Path, data, fresh: bool) -> Tuple[List[RunConfig], Li
 
 def _check_finished(cfg: RunConfig, folder: Path) -> None:
     """A finished cell is kept only if its folder is this cell's run: checkpoint and config.json agree
-    (:func:`~zoo.experiments.run_folder.load_run`), and differ from the grid's config only where a resume may."""
+    (:func:`~zoo.experiments.run_folder.load_run`) and differ from the grid's config only where a resume may, and
+    its results.json is this cell's (:func:`_cell_result`)."""
     model_file = cfg.model if is_file_spec(cfg.model) else None
-    _, stored = load_run(folder, model_file, how=f"pyro-zoo compare FILE.py:NAME --resume {folder.parent}")
+    _, stored = load_run(folder, model_file, how=resume_command("FILE.py:NAME", folder.parent))
     try:
         refuse_mismatch(stored, cfg)
     except ZooError as e:
         raise ZooError(f"{folder} is not this grid's cell: {str(e).split(';')[0]}; move it away and resume "
                        f"again, or start the grid again with --force") from None
+    _cell_result(cfg, folder)
+
+
+#: What a cell's results.json may differ in from its cell: how it was evaluated again (``pyro-zoo eval``: K, the
+#: subset, the proposal, the refit, the device) and where the data were read from; nothing that trains.
+_EVALUATION_SETTINGS = frozenset(f.name for f in dataclasses.fields(RunConfig)
+                                 if isinstance(f.metadata.get("cli"), dict)
+                                 and f.metadata["cli"].get("group") == "evaluation") | {"device", "data_dir",
+                                                                                        "data_source"}
+
+#: The figures compare.md reads from a cell's results.json: each a finite number or null.
+_TABLE_FIGURES = ("elbo", "log_likelihood", "log_likelihood_se", "log_likelihood_data_se", "elbo_gap",
+                  "active_units", "num_latent_units", "psis_khat_frac_over_0_7")
+
+
+def _cell_result(cfg: RunConfig, folder: Path) -> Dict:
+    """The results.json of the cell ``cfg`` in ``folder``, bound to that cell: sealed as ``pyro-zoo train`` or
+    ``eval`` wrote it (:func:`~zoo.core.files.seal_holds`: a hand-edited figure, a NaN or a word is seen), its
+    config that of this cell in everything that trains (model, guide, objective, data, seed, epochs, every
+    option: :data:`_EVALUATION_SETTINGS` alone may differ), and its figures numbers. Else one line, exit 2."""
+    path = folder / "results.json"
+    fix = (f"restore the file, re-evaluate the cell with 'pyro-zoo eval {folder}', or start the grid again with "
+           f"--force")
+    result = read_json(path, "run's results.json", fix=fix)
+    if not seal_holds(result):
+        why = ("it has no content_sha256, so it was not written by this pyro-zoo" if not isinstance(result, dict)
+               or SEAL not in result else "its content no longer matches its content_sha256: it was edited")
+        raise ZooError(f"{path} is not the results 'pyro-zoo' wrote for this cell ({why}); {fix}")
+    model_file = cfg.model if is_file_spec(cfg.model) else None
+    guide_file = cfg.guide if is_file_spec(cfg.guide) else None         # the grid's own, named when it started
+    stored = read_stored_config(result.get("config"), str(path), model_file,
+                                how=resume_command("FILE.py:NAME", folder.parent), guide_file=guide_file)
+    ours, theirs = cfg.to_json(), stored.to_json()
+    for key in ours:
+        if key not in _EVALUATION_SETTINGS and key not in ("model_options", "guide_options", "objective_options") \
+                and ours[key] != theirs.get(key):
+            raise ZooError(f"{path} holds the results of another run ({key} {theirs.get(key)!r}, this cell's is "
+                           f"{ours[key]!r}); {fix}")
+    for kind in ("model", "guide", "objective"):
+        if cfg.resolved(kind).to_dict() != stored.resolved(kind).to_dict():
+            raise ZooError(f"{path} holds the results of another run (other {kind} options); {fix}")
+    for key in _TABLE_FIGURES:
+        value = result.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise ZooError(f"{path} gives {key} as {str(value)[:40]!r}, not a number; {fix}")
+    return result
 
 
 def _run_grid(grid: Grid, out: Path, fresh: bool, progress: bool, workers: int, engine: str,
@@ -269,59 +340,82 @@ def _run_grid(grid: Grid, out: Path, fresh: bool, progress: bool, workers: int, 
     data = grid.base.load_data()
     make = not out.exists()
     cells, skipped, jobs = _jobs(grid, out, data, fresh)       # every check before anything is written
-    make_out_dir(out)
-    try:
-        with writer_lock(out):
-            atomic_write_text(out / PLAN, json.dumps(json_ready(grid.to_json()), indent=2))
-            if progress and skipped:
-                print(f"skipping {len(skipped)} cells that do not fit the model (see compare.md); training "
-                      f"{len(cells)}", flush=True)
-            total = len(cells) * len(grid.seeds)
-            if progress and len(jobs) < total:
-                print(f"resuming the grid in {out}: {total - len(jobs)} of {total} cells are finished", flush=True)
-            finished = []
+    if grid.edited:
+        raise ZooError(f"{out / PLAN} was edited since the grid was started (its content no longer matches its "
+                       f"{SEAL}): a grid's plan cannot change, so its cells would not be comparable; restore the "
+                       f"file, or start a new grid with --force (or another --out)")
+    resume = resume_command(grid.base.model, out)
+    # Ray: the cluster at --address answers (a bounded check) before the grid's folder is made
+    with engine_session(engine, address) as session:
+        make_out_dir(out)
+        try:
+            with writer_lock(out):
+                if fresh:
+                    atomic_write_text(out / PLAN, json.dumps(grid.to_json(), indent=2))
+                if progress and skipped:
+                    print(f"skipping {len(skipped)} cells that do not fit the model (see compare.md); training "
+                          f"{len(cells)}", flush=True)
+                total = len(cells) * len(grid.seeds)
+                if progress and len(jobs) < total:
+                    print(f"resuming the grid in {out}: {total - len(jobs)} of {total} cells are finished", flush=True)
+                finished = []
 
-            def on_done(job: Job, error: Optional[str]) -> None:
-                finished.append(job)
-                if progress and (workers > 1 or engine != "serial" or error):
-                    print(f"[{len(finished)}/{len(jobs)}] {job.label}: {'failed: ' + error if error else 'done'}",
-                          flush=True)
-            failed = run_jobs(jobs, engine, workers, address, progress=progress and workers == 1
-                              and engine == "serial", data=data, on_done=on_done)
-            rows = _gather(grid, cells, out)
-            _write_tables(grid, rows, skipped, failed, out)
-    except BaseException as e:
-        if make and not any(out.iterdir()):
-            out.rmdir()
-        if isinstance(e, KeyboardInterrupt) and (out / PLAN).is_file():
-            e.zoo_note = (f"the grid's finished cells and the last checkpoint of each interrupted one are kept: "
-                          f"finish it with 'pyro-zoo compare --resume {out}'")
-        raise
+                def on_done(job: Job, error: Optional[str]) -> None:
+                    finished.append(job)
+                    if progress and (workers > 1 or engine != "serial" or error):
+                        print(f"[{len(finished)}/{len(jobs)}] {job.label}: {'failed: ' + error if error else 'done'}",
+                              flush=True)
+                failed = run_jobs(jobs, engine, workers, session, progress=progress and workers == 1
+                                  and engine == "serial", data=data, on_done=on_done)
+                rows = _gather(grid, cells, out)
+                _write_tables(grid, rows, skipped, failed, out, notes=_axes_notes(cells, data))
+        except BaseException as e:
+            if make and not any(out.iterdir()):
+                out.rmdir()
+            if isinstance(e, KeyboardInterrupt) and (out / PLAN).is_file():
+                e.zoo_note = (f"the grid's finished cells and the last checkpoint of each interrupted one are kept: "
+                              f"finish it with: {resume}")
+            raise
     if failed:
         raise ZooError(f"{len(failed)} of {len(cells) * len(grid.seeds)} cells failed ({'; '.join(f'{k}: {v}' for k, v in failed.items())}); "
-                       f"the others are in {out / 'compare.md'}: fix the cause and run 'pyro-zoo compare --resume {out}'")
+                       f"the others are in {out / 'compare.md'}: fix the cause and run: {resume}")
     return rows
 
 
 def _gather(grid: Grid, cells: Sequence[RunConfig], out: Path) -> List[Dict]:
-    """The rows of compare.json: each finished cell's results.json at each seed, without its history, with its
-    ``cell`` and ``epoch_seconds`` (training time summed over its recorded epochs)."""
+    """The rows of compare.json: each finished cell's results.json at each seed (bound to its cell:
+    :func:`_cell_result`), without its history and seal, with its ``cell`` and ``epoch_seconds`` (training time
+    summed over its recorded epochs)."""
     rows = []
     seeded = len(grid.seeds) > 1
     for cfg in cells:
         for seed in grid.seeds:
-            path = out / seed_folder(dataclasses.replace(cfg, seed=seed), seeded) / "results.json"
-            if not path.is_file():
+            run = dataclasses.replace(cfg, seed=seed)
+            folder = out / seed_folder(run, seeded)
+            if not (folder / "results.json").is_file():
                 continue
-            result = read_json(path, "run's results.json", fix="run 'pyro-zoo compare --resume' again")
+            result = dict(_cell_result(run, folder))
+            result.pop(SEAL, None)
             history = result.pop("history", None) or []
             rows.append({"cell": cell_label(cfg), **result,
-                         "epoch_seconds": sum(float(h.get("seconds") or 0.0) for h in history)})
+                         "epoch_seconds": sum(float(h.get("seconds") or 0.0) for h in history
+                                              if isinstance(h, dict))})
     return rows
 
 
-def _write_tables(grid: Grid, rows: List[Dict], skipped, failed: Mapping[str, str], out: Path) -> None:
-    table = compare_markdown(rows, baseline=grid.baseline)
+def _axes_notes(cells: Sequence[RunConfig], data) -> List[str]:
+    """The sentences compare.md must say about an axis of the grid (several guides, several objectives) that
+    cannot change its figures on this model (:func:`zoo.rules.grid_axes_without_effect`)."""
+    first = cells[0]
+    model = build_model(first.model, data.x_dim, **model_options(first, DataFacts.of(data)))
+    varied = {"guide": len({c.guide for c in cells}) > 1,
+              "objective": len({cell_label(c).partition("/")[2] for c in cells}) > 1}
+    return [why for axis, why in grid_axes_without_effect(model).items() if varied[axis]]
+
+
+def _write_tables(grid: Grid, rows: List[Dict], skipped, failed: Mapping[str, str], out: Path,
+                  notes: Sequence[str] = ()) -> None:
+    table = compare_markdown(rows, baseline=grid.baseline, notes=notes)
     if failed:
         table += "\n\nFailed (resume the grid to retry them):\n\n" + "\n".join(f"- {c}: {why}"
                                                                              for c, why in failed.items()) + "\n"

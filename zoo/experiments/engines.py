@@ -12,26 +12,36 @@ system.
 - ``ray`` (``--engine ray [--address auto|ray://HOST:PORT]``): each job a Ray task declaring ``num_cpus=1``
   (one torch thread: Ray runs as many at once as the cluster has CPUs) and ``num_gpus=1`` on ``--device cuda``;
   a task that fails is retried once (Ray's ``max_retries`` with ``retry_exceptions``), then reported while
-  the rest of the grid finishes. Ray is an optional extra.
+  the rest of the grid finishes. Ray is an optional extra. The cluster at ``--address`` must answer before the
+  grid's folder is made (:func:`engine_session`: a TCP connection within :data:`RAY_PROBE_SECONDS`, then
+  ``ray.init``), so an address with no cluster there is one line and leaves nothing behind.
 
-A job that fails is reported by its label and the error's first line; the others go on.
+A job that fails is reported by its label and the error's first line; the others go on. A stop (Ctrl-C, SIGTERM)
+of the pool ends its workers without their tracebacks: they ignore SIGINT (the terminal sends it to the whole
+process group), and the grid terminates them; each cell keeps its last checkpoint, written atomically.
 """
 from __future__ import annotations
 
 import os
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import queue
+import signal
+import socket
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Iterator, Optional, Sequence
 
 from zoo.core.errors import ZooError
 from zoo.experiments.config import RunConfig
 
-__all__ = ["Job", "run_cell", "run_jobs", "ENGINES", "RAY_INSTALL"]
+__all__ = ["Job", "run_cell", "run_jobs", "engine_session", "ENGINES", "RAY_INSTALL", "RAY_PROBE_SECONDS"]
 
 ENGINES = ("serial", "ray")
 RAY_INSTALL = 'pip install "pyro-zoo[ray]"'
+#: How long ``--address HOST:PORT`` may take to accept a TCP connection before the grid is refused.
+RAY_PROBE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -61,12 +71,13 @@ def _error_line(e: BaseException) -> str:
     return text[0] if isinstance(e, ZooError) and text else f"{type(e).__name__}: {text[0] if text else ''}"
 
 
-def run_jobs(jobs: Sequence[Job], engine: str = "serial", workers: int = 1, address: Optional[str] = None,
+def run_jobs(jobs: Sequence[Job], engine: str = "serial", workers: int = 1, session=None,
              progress: bool = True, data=None, on_done: Callable[[Job, Optional[str]], None] = lambda j, e: None
              ) -> Dict[str, str]:
-    """Run every job; ``on_done(job, error)`` is called as each ends. Returns {label: error line} of those that failed."""
+    """Run every job; ``on_done(job, error)`` is called as each ends. Returns {label: error line} of those that
+    failed. ``session``: Ray, connected by :func:`engine_session`, for ``engine="ray"``."""
     if engine == "ray":
-        return _ray(jobs, address, on_done)
+        return _ray(jobs, session, on_done)
     if workers > 1:
         return _pool(jobs, workers, on_done)
     failed = {}
@@ -88,50 +99,108 @@ def threads_per_worker(workers: int) -> int:
     return max(1, cores // workers)
 
 
+def _ignore_interrupts() -> None:
+    """A pool worker's start (started with SIGINT ignored already): Ctrl-C reaches every process of the terminal's
+    group, and the grid, not each worker, decides what a stop does (it terminates them), so a worker prints no
+    traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)      # the grid's terminate() ends a worker, mid-step or not
+
+
 def _pool(jobs: Sequence[Job], workers: int, on_done) -> Dict[str, str]:
     threads = threads_per_worker(workers)
     failed = {}
-    # spawn, not fork: a forked child would inherit torch's thread pools and locks mid-state
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        pending = {pool.submit(run_cell, job, threads): job for job in jobs}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                job = pending.pop(future)
-                error = None
-                try:
-                    future.result()
-                except Exception as e:
-                    error = failed[job.label] = _error_line(e)
-                on_done(job, error)
+    ended: "queue.Queue" = queue.Queue()
+    # spawn, not fork: a forked child would inherit torch's thread pools and locks mid-state. The workers are
+    # started with SIGINT ignored, which a new Python keeps: a Ctrl-C while one is still importing torch would
+    # otherwise print its traceback (the grid's own handler is back once they are started)
+    in_main_thread = threading.current_thread() is threading.main_thread()    # where signal handlers are set
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main_thread else None
+    try:
+        pool = get_context("spawn").Pool(workers, initializer=_ignore_interrupts)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+    try:
+        for job in jobs:
+            pool.apply_async(run_cell, (job, threads), callback=lambda _, job=job: ended.put((job, None)),
+                             error_callback=lambda e, job=job: ended.put((job, e)))
+        for _ in jobs:
+            job, exception = ended.get()
+            error = None if exception is None else failed.setdefault(job.label, _error_line(exception))
+            on_done(job, error)
+        pool.close()
+    except BaseException:
+        pool.terminate()                   # a stop: the workers end now; each cell keeps its last checkpoint
+        raise
+    finally:
+        pool.join()
     return failed
 
 
-def _ray(jobs: Sequence[Job], address: Optional[str], on_done) -> Dict[str, str]:
+def _import_ray():
     try:
         import ray
     except ImportError:
         raise ZooError(f"--engine ray needs Ray, which is not installed: {RAY_INSTALL}") from None
+    return ray
+
+
+def _probe(address: str) -> None:
+    """Refuse, in one line, an ``--address`` (``HOST:PORT`` or ``ray://HOST:PORT``) at which nothing accepts a TCP
+    connection within :data:`RAY_PROBE_SECONDS` (``ray.init`` would retry for a minute, then raise)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ZooError(f"--address {address!r} is not auto, HOST:PORT or ray://HOST:PORT (the Ray head's GCS port, "
+                       f"6379, or its Ray Client port, 10001)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_PROBE_SECONDS):
+            pass
+    except OSError as e:
+        why = "no answer" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__)
+        raise ZooError(f"no Ray cluster answers at --address {address} ({why}); start one ('ray start --head') or "
+                       f"give the address of a running one; nothing was written") from None
+
+
+@contextmanager
+def engine_session(engine: str, address: Optional[str]) -> Iterator[object]:
+    """The engine made ready before a grid writes anything: for Ray, connected to the cluster at ``address`` (a
+    local instance without one; :func:`_probe` first for HOST:PORT) and shut down after; None for the others."""
+    if engine != "ray":
+        yield None
+        return
+    ray = _import_ray()
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        if address not in (None, "auto"):
+            _probe(address)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ZooError(f"no Ray cluster at --address {address} ({first}); start one ('ray start --head') or give "
+                           f"the address of a running one; nothing was written") from None
     try:
-        threads = 1                                  # Ray runs as many tasks at once as the cluster has CPUs
-        cuda = any(str(job.config.device).startswith("cuda") for job in jobs)
-        task = ray.remote(run_cell).options(num_cpus=threads, num_gpus=1 if cuda else 0, max_retries=1,
-                                            retry_exceptions=True)
-        pending = {task.remote(job, threads): job for job in jobs}
-        failed = {}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            job = pending.pop(done[0])
-            error = None
-            try:
-                ray.get(done[0])
-            except Exception as e:                   # RayTaskError wraps the task's own exception
-                error = failed[job.label] = _error_line(getattr(e, "cause", None) or e)
-            on_done(job, error)
-        return failed
+        yield ray
     finally:
         if started:
             ray.shutdown()
+
+
+def _ray(jobs: Sequence[Job], ray, on_done) -> Dict[str, str]:
+    threads = 1                                  # Ray runs as many tasks at once as the cluster has CPUs
+    cuda = any(str(job.config.device).startswith("cuda") for job in jobs)
+    task = ray.remote(run_cell).options(num_cpus=threads, num_gpus=1 if cuda else 0, max_retries=1,
+                                        retry_exceptions=True)
+    pending = {task.remote(job, threads): job for job in jobs}
+    failed = {}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        job = pending.pop(done[0])
+        error = None
+        try:
+            ray.get(done[0])
+        except Exception as e:                   # RayTaskError wraps the task's own exception
+            error = failed[job.label] = _error_line(getattr(e, "cause", None) or e)
+        on_done(job, error)
+    return failed

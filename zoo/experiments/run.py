@@ -36,6 +36,7 @@ import pyro
 import torch
 
 from zoo.core.errors import ZooError
+from zoo.core.files import sealed
 from zoo.core.memory import refuse_oversized_run
 from zoo.data import Dataset
 from zoo.evaluation import plots
@@ -47,7 +48,7 @@ from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir, ref
 from zoo.objectives import build_objective
 from zoo.objectives.base import for_model
 from zoo.registry import build_guide, build_model
-from zoo.rules import DataFacts, check_run, check_step, model_options
+from zoo.rules import DataFacts, check_run, check_step, likelihood_name, likelihood_warning, model_options
 from zoo.training import distributed as ddp
 from zoo.experiments.run_folder import (LoadedRun, load_run, load_weights, read_stored_config,
                                        refuse_foreign_checkpoint, writer_lock)
@@ -226,6 +227,12 @@ def _train_locked(run: Prepared, out: Path, resume: Union[bool, LoadedRun], prog
         if (stored.lr, stored.lr_decay) != (config.lr, config.lr_decay):
             change_schedule(optimizer, scheduler, config.lr != stored.lr, config.lr_decay, fresh_lrs)
         set_rng_state(rng)
+    if main:
+        warning = likelihood_warning(run.model, DataFacts.of(run.data))
+        if warning and not resume:
+            print(f"warning: {warning}", flush=True)
+        if not progress:                     # no bar: one line says what the next minutes are
+            print(f"training {out}: epochs {start_epoch + 1} to {config.epochs}", flush=True)
     x = run.data.train.to(run.device)
     # the objective as it must run on the model (Pyro's vectorized particles would broadcast global latents)
     objective, parallel = for_model(run.objective, run.model), None
@@ -297,6 +304,9 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     x_eval = x_eval.to(run.device)
     guide, refit = evaluation_guide(run, x_eval, progress)
     pyro.set_rng_seed(cfg.seed + 12345)
+    # a phase of seconds to minutes after training's last line: say what runs (also under --no-progress)
+    print(f"evaluating {out}: log p(x) by importance sampling, K = {cfg.eval_samples}, on {x_eval.shape[0]} "
+          f"{cfg.eval_split} data", flush=True)
     t0 = time.perf_counter()
     with results_kept_on_stop(out), user_code_errors(run.model.display_name, "in evaluation"):
         result = evaluate(run.model, guide, x_eval, num_samples=cfg.eval_samples, iwae_k=cfg.iwae_k,
@@ -305,7 +315,9 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     eval_seconds = time.perf_counter() - t0
     per_datum = result.pop("per_datum")
     recon = result.pop("reconstructions", None)
+    facts = DataFacts.of(run.data)
     summary = {"config": cfg.to_json(), "device": str(run.device), "split": cfg.eval_split,
+               "likelihood": likelihood_name(run.model, facts),
                "epochs_trained": len(history), "best_epoch": best_epoch, "train_seconds": train_seconds,
                "eval_seconds": eval_seconds, **result, "history": history}
     if refit is not None:
@@ -322,6 +334,8 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
             summary["note"] = (f"{'; '.join(owners)}: {cfg.objective} estimates it by Monte Carlo there, the same "
                                f"estimator as elbo")
     notes = [summary["note"]] if summary.get("note") else []
+    if likelihood_warning(run.model, facts):    # counts under a Gaussian density: it trains, but say so
+        notes.append(likelihood_warning(run.model, facts))
     if run.model.likelihood_note:           # a model with covariates: log p(x) is a conditional density
         notes.append(run.model.likelihood_note)
     if run.data.image_shape and run.model.cannot_generate:
@@ -336,7 +350,8 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     try:
         # the files are written as one group: SIGINT/SIGTERM wait until it is whole (each file is atomic)
         with signals_deferred():
-            atomic_write_text(out / "results.json", json.dumps(json_ready(summary), indent=2))
+            # sealed (content_sha256): a grid takes a cell's results into its tables only as they were written
+            atomic_write_text(out / "results.json", json.dumps(sealed(json_ready(summary)), indent=2))
             atomic_write_text(out / "results.md", results_markdown([summary]))
             buf = io.BytesIO()
             np.savez(buf, **{k: np.asarray(v) for k, v in per_datum.items() if v is not None})

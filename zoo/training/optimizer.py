@@ -11,7 +11,10 @@ __all__ = ["make_optimizer", "restore_optimizer", "change_schedule"]
 def make_optimizer(model, guide, lr: float, guide_only: bool = False, betas=None,
                    eps: Optional[float] = None, weight_decay: Optional[float] = None) -> torch.optim.Adam:
     """Adam over the model's and the guide's parameters (only the guide's if ``guide_only``);
-    a guide's ``lr_multiplier`` (per-datum tables) scales its step. ``betas`` and ``eps`` are
+    a guide family's ``lr_multiplier`` (per-datum tables) scales the step of its *local* parameters, those of
+    q(z_n | x_n): the guide of the model's global latents, q(theta) (:class:`~guides.globals.GlobalGuide`), is
+    the same in every family and steps at ``lr``, so a grid's guide column compares posteriors of the local latents,
+    not step sizes of q(theta). ``betas`` and ``eps`` are
     Adam's (default: torch's (0.9, 0.999) and 1e-8). Adam is invariant to the scale of the loss except
     through ``eps``, and the zoo's loss is the bound summed over all N data (N/B times the minibatch
     sum), so an ``eps`` quoted for a loss summed over a minibatch of B' data is ``eps * N / B'`` here:
@@ -27,10 +30,15 @@ def make_optimizer(model, guide, lr: float, guide_only: bool = False, betas=None
     (``benchmarks/speed.py`` times both: its ``hand`` and ``hand_fused`` loops; results in
     ``benchmarks/results/README.md``). Where fusing is unavailable (an old torch, an unsupported device) the default is used.
     """
-    guide_params = list(guide.parameters())
+    multiplier = getattr(guide, "lr_multiplier", 1.0)
+    global_guide = getattr(guide, "global_guide", None)
+    global_params = list(global_guide.parameters()) if global_guide is not None and multiplier != 1.0 else []
+    taken = {id(p) for p in global_params}
+    local_params = [p for p in guide.parameters() if id(p) not in taken]
     model_params = [] if guide_only else list(model.parameters())
     groups = [{"params": model_params, "lr": lr},
-              {"params": guide_params, "lr": lr * guide.lr_multiplier}]
+              {"params": local_params, "lr": lr * multiplier},
+              {"params": global_params, "lr": lr}]       # only where the multiplier would tell them apart
     groups = [g for g in groups if g["params"]]
     options = {"betas": tuple(betas)} if betas is not None else {}
     if eps is not None:
