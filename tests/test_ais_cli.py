@@ -94,3 +94,61 @@ def test_gaps_can_take_log_p_from_ais_and_say_so(tmp_path, trained, capsys):
     # an IS reference does not silently replace the AIS one
     code, _, err = run_cli(["eval", run, "--gaps", "--eval-limit", "8", "--refit-epochs", "2", "--no-progress"], capsys)
     assert code == 2 and "reference is, not ais" in err
+
+
+def test_a_stopped_ais_resumes_from_its_finished_minibatches_to_the_figures_of_a_run_without_a_stop(
+        tmp_path, trained, capsys, monkeypatch):
+    """AIS on a thousand images runs for an hour; a stop lost all of it. Stopped (here: a KeyboardInterrupt, as
+    SIGINT raises, in the third of four minibatches), the command keeps the two finished ones and says so in one
+    line; run again, it runs only the other two and writes what a run without a stop writes, bit for bit."""
+    from zoo.evaluation.ais import AnnealedImportanceSampling
+    args = ["--estimator", "ais", "--temperatures", "4", "--chains", "4", "--leapfrog", "2", "--eval-limit", "12",
+            "--ais-batch-size", "3", "--no-progress"]
+    whole = tmp_path / "whole"
+    shutil.copytree(trained, whole)
+    assert run_cli(["eval", whole, *args], capsys)[0] == 0
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    minibatch, calls = AnnealedImportanceSampling.minibatch, []
+
+    def stopped_in_the_third(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return minibatch(self, *a, **k)
+    monkeypatch.setattr(AnnealedImportanceSampling, "minibatch", stopped_in_the_third)
+    code, _, err = run_cli(["eval", run, *args], capsys)
+    assert code == 130 and "2 finished AIS minibatches are kept" in err and len(err.strip().splitlines()) == 1, err
+    assert (run / "ais_partial.npz").is_file() and not (run / "ais.json").exists()
+
+    calls.clear()
+    monkeypatch.setattr(AnnealedImportanceSampling, "minibatch", lambda self, *a, **k: (calls.append(1),
+                                                                                        minibatch(self, *a, **k))[1])
+    assert run_cli(["eval", run, *args], capsys)[0] == 0
+    assert len(calls) == 2 and not (run / "ais_partial.npz").exists()
+    resumed, uninterrupted = np.load(run / "ais_per_datum.npz"), np.load(whole / "ais_per_datum.npz")
+    for name in uninterrupted.files:
+        assert np.array_equal(resumed[name], uninterrupted[name]), name
+
+
+def test_ais_progress_of_another_evaluation_is_set_aside_not_taken(tmp_path, trained, capsys):
+    """Kept minibatches of other settings (here another number of chains), or a file that is not one, are never
+    mixed into the figures: the run says so and starts afresh."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    whole = tmp_path / "whole"
+    shutil.copytree(trained, whole)
+    args = ["--estimator", "ais", "--temperatures", "4", "--leapfrog", "2", "--eval-limit", "6", "--no-progress"]
+    assert run_cli(["eval", whole, *args, "--chains", "4"], capsys)[0] == 0
+    from zoo.experiments.annealed import _keep
+    _keep(run / "ais_partial.npz", json.dumps({"sha256": "another"}), {4: {0: {
+        k: __import__("torch").zeros(6) for k in ("log_likelihood", "se", "ess", "acceptance", "acceptance_sum",
+                                                  "step_sizes")}}})
+    code, _, err = run_cli(["eval", run, *args, "--chains", "4"], capsys)
+    assert code == 0 and "AIS progress of another evaluation" in err
+    assert np.array_equal(np.load(run / "ais_per_datum.npz")["log_likelihood"],
+                          np.load(whole / "ais_per_datum.npz")["log_likelihood"])
+    (run / "ais_partial.npz").write_bytes(b"not an npz")
+    code, _, err = run_cli(["eval", run, *args, "--chains", "4", "--force"], capsys)
+    assert code == 0 and "starting AIS afresh" in err, err

@@ -59,6 +59,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
@@ -368,9 +369,17 @@ class AnnealedImportanceSampling:
         _, _, eps = self.anneal(chains, chains.draw_initial(), self.betas, adapt=True)
         return eps
 
-    def estimate(self, model, guide, x: torch.Tensor, progress: Optional[Callable[[int], None]] = None) -> AISResult:
+    def estimate(self, model, guide, x: torch.Tensor, progress: Optional[Callable[[int], None]] = None, *,
+                 seed: Optional[int] = None, done: Optional[Dict[int, Dict[str, torch.Tensor]]] = None,
+                 on_batch: Optional[Callable[[int, Dict[str, torch.Tensor]], None]] = None) -> AISResult:
         """log p(x_n) per datum of ``x`` ``[n, D]`` (module docstring). ``progress(done)`` is called after each
-        minibatch."""
+        minibatch.
+
+        With ``seed``, each minibatch draws from a seed of its own (``seed`` + the index of its first datum), so
+        its figures do not depend on the minibatches before it. That makes a long run resumable: ``on_batch(first
+        index, figures)`` is called after each minibatch run here, and ``done`` ({first index: figures}, as
+        ``on_batch`` got them) are minibatches finished before, taken as they are; a run stopped and resumed so
+        gives the figures of a run without a stop, bit for bit."""
         from guides.user import as_zoo_guide
         if x.shape[0] == 0:
             raise ZooError("AIS got no data to evaluate")
@@ -379,36 +388,51 @@ class AnnealedImportanceSampling:
         global_guide = getattr(guide, "global_guide", None)
         with evaluation_mode(model, guide), torch.no_grad():
             if global_guide is None:
-                return self._estimate(model, guide, x, progress)
+                return self._estimate(model, guide, x, progress, seed, done or {}, on_batch)
             with global_guide.at_point_estimate():
-                return self._estimate(model, guide, x, progress)
+                return self._estimate(model, guide, x, progress, seed, done or {}, on_batch)
 
-    def _estimate(self, model, guide, x, progress) -> AISResult:
-        n, betas = x.shape[0], self.betas
-        parts = {k: [] for k in ("ll", "se", "ess", "acc", "acc_t", "eps")}
+    def minibatch(self, model, guide, x: torch.Tensor, idx: torch.Tensor, N: int) -> Dict[str, torch.Tensor]:
+        """The figures of one minibatch ``x[idx]`` (CPU tensors): per datum ``log_likelihood``, ``se``, ``ess``,
+        ``acceptance``; ``acceptance_sum`` ``[T - 1]`` summed over its data and chains; the pilot's ``step_sizes``
+        ``[T + 1, B]`` (empty without real latents)."""
+        xb = x[idx]
+        step_sizes = self.pilot(model, guide, xb, idx, N)
+        chains = _Chains(model, guide, xb, idx, N, self.num_chains, self.path)
+        log_w, acceptance, eps = self.anneal(chains, chains.draw_initial(), self.betas, step_sizes)
+        ll, se, ess = log_mean_exp_and_se(log_w)
+        se = rounding_floor(se, ll, xb.dtype)       # the weights are sums of float32 log-densities
+        return {"log_likelihood": ll.cpu(), "se": se.cpu(), "ess": ess.cpu(),
+                "acceptance": (acceptance.double().mean((0, 1)).cpu() if acceptance.numel()
+                               else torch.ones(xb.shape[0], dtype=torch.float64)),
+                "acceptance_sum": acceptance.double().sum(2).sum(1).cpu(),
+                "step_sizes": eps.cpu() if step_sizes is not None else torch.zeros(0, dtype=torch.float64)}
+
+    def _estimate(self, model, guide, x, progress, seed, done, on_batch) -> AISResult:
+        n = x.shape[0]
+        batches = []
         for start in range(0, n, self.batch_size):
             idx = torch.arange(start, min(start + self.batch_size, n), device=x.device)
-            xb = x[idx]
-            step_sizes = self.pilot(model, guide, xb, idx, n)
-            chains = _Chains(model, guide, xb, idx, n, self.num_chains, self.path)
-            log_w, acceptance, eps = self.anneal(chains, chains.draw_initial(), betas, step_sizes)
-            ll, se, ess = log_mean_exp_and_se(log_w)
-            se = rounding_floor(se, ll, xb.dtype)       # the weights are sums of float32 log-densities
-            parts["ll"].append(ll.cpu())
-            parts["se"].append(se.cpu())
-            parts["ess"].append(ess.cpu())
-            parts["acc"].append(acceptance.double().mean((0, 1)).cpu() if acceptance.numel()
-                                else torch.ones(xb.shape[0], dtype=torch.float64))
-            parts["acc_t"].append(acceptance.double().sum(2).sum(1).cpu())          # [T - 1] sums over chains, data
-            parts["eps"].append(eps if step_sizes is not None else None)
+            figures = done.get(start)
+            if figures is None:
+                if seed is not None:
+                    pyro.set_rng_seed(seed + start)
+                figures = self.minibatch(model, guide, x, idx, n)
+                if on_batch is not None:
+                    on_batch(start, figures)
+            batches.append(figures)
             if progress is not None:
                 progress(int(idx[-1]) + 1)
-        per_t = torch.stack(parts["acc_t"]).sum(0) / (n * self.num_chains) if parts["acc_t"][0].numel() else None
-        steps = (torch.cat(parts["eps"], dim=1).median(1).values.tolist() if parts["eps"][0] is not None
-                 else [None] * (self.num_temperatures + 1))
-        return AISResult(torch.cat(parts["ll"]), torch.cat(parts["se"]), torch.cat(parts["ess"]),
-                         torch.cat(parts["acc"]), per_t.tolist() if per_t is not None else [],
-                         steps[1:self.num_temperatures], {**self.settings(), "num_chains": self.num_chains})
+
+        def joined(key):
+            return torch.cat([b[key] for b in batches])
+        per_t = (torch.stack([b["acceptance_sum"] for b in batches]).sum(0) / (n * self.num_chains)
+                 if batches[0]["acceptance_sum"].numel() else None)
+        steps = (torch.cat([b["step_sizes"] for b in batches], dim=1).median(1).values.tolist()
+                 if batches[0]["step_sizes"].numel() else [None] * (self.num_temperatures + 1))
+        return AISResult(joined("log_likelihood"), joined("se"), joined("ess"), joined("acceptance"),
+                         per_t.tolist() if per_t is not None else [], steps[1:self.num_temperatures],
+                         {**self.settings(), "num_chains": self.num_chains})
 
 
 def _refuse_unsupported(model) -> None:

@@ -8,20 +8,33 @@ one group, and a weaker evaluation (fewer data, chains or temperatures, or anoth
 stronger one without ``--force``. With several numbers of temperatures (``--temperatures 100,200,400``) AIS runs
 at each, on the same data, and its table shows how the estimate moves as T doubles; the headline figure is the
 largest T's.
+
+AIS on a thousand images runs for an hour, so it is resumable: after each minibatch its figures are kept in
+``ais_partial.npz`` (written atomically), each minibatch draws from a seed of its own, and the same command run
+again after a stop (Ctrl-C, SIGKILL, a power cut) takes the minibatches kept there and runs only the others. The
+result is that of a run without a stop, bit for bit. Kept minibatches are taken only if they were computed with
+the same weights (the model's and guide's tensors, after any refit), the same data, the same settings and seed
+(a hash of all of them is stored with them); otherwise they are set aside and the run starts afresh. The file is
+removed once ``ais.json`` is written.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
+import re
+import sys
 import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import numpy as np
-import pyro
+import torch
 
 from zoo.core.errors import ZooError
+from zoo.core.files import open_regular
+from zoo.data.headers import read_npz_arrays
 from zoo.evaluation.ais import AnnealedImportanceSampling
 from zoo.evaluation.bdmc import bdmc_markdown, bidirectional_monte_carlo
 from zoo.experiments.outputs import json_ready, refuse_weaker
@@ -30,7 +43,11 @@ from zoo.experiments.run_folder import load_run, load_weights, writer_lock
 from zoo.training.checkpoint import atomic_write_bytes, atomic_write_text, signals_deferred
 from zoo.usercode.errors import user_code_errors
 
-__all__ = ["ais_run", "bdmc_run", "ais_markdown", "DEFAULT_TEMPERATURES", "DEFAULT_BDMC_TEMPERATURES"]
+__all__ = ["ais_run", "bdmc_run", "ais_markdown", "DEFAULT_TEMPERATURES", "DEFAULT_BDMC_TEMPERATURES", "PARTIAL"]
+
+#: the minibatches of an AIS evaluation finished so far, kept so that a stopped run resumes (module docstring)
+PARTIAL = "ais_partial.npz"
+_FIELDS = ("log_likelihood", "se", "ess", "acceptance", "acceptance_sum", "step_sizes")
 
 DEFAULT_TEMPERATURES = (500,)
 DEFAULT_BDMC_TEMPERATURES = (100, 200, 400)
@@ -57,6 +74,57 @@ def _temperatures(values: Optional[Sequence[int]], default: Sequence[int]) -> li
     return sorted(set(values))
 
 
+def _resume_key(run, guide, x_eval, temperatures, sampler: AnnealedImportanceSampling, seed: int) -> str:
+    """What kept minibatches must have been computed with to be taken: a hash of the model's and guide's tensors
+    (the guide after any refit) and of the evaluation data, every setting of the sampler, the Ts and the seed."""
+    digest = hashlib.sha256()
+    for module in (run.model, guide):
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(x_eval.detach().cpu().contiguous().numpy().tobytes())
+    return json.dumps({"sha256": digest.hexdigest(), "temperatures": list(temperatures), "seed": seed,
+                       "batch_size": sampler.batch_size, "device": str(run.device), **sampler.settings()},
+                      sort_keys=True)
+
+
+def _kept_minibatches(path: Path, key: str) -> Dict[int, Dict[int, Dict]]:
+    """{T: {first index: figures}} of ``ais_partial.npz`` where its key is ``key``; else nothing (and a line on
+    stderr saying why it was set aside). The file is read as untrusted data: no pickle, headers checked first."""
+    if not path.is_file():
+        return {}
+    try:
+        with open_regular(path, "file of AIS progress") as f:
+            arrays = read_npz_arrays(f, path)
+    except ZooError as e:
+        print(f"pyro-zoo: {e}; starting AIS afresh", file=sys.stderr)
+        return {}
+    stored = arrays.pop("key", None)
+    if stored is None or stored.shape != () or str(stored) != key:
+        print(f"pyro-zoo: {path} holds AIS progress of another evaluation (other weights, data or settings); "
+              f"starting afresh", file=sys.stderr)
+        return {}
+    kept: Dict[int, Dict[int, Dict]] = {}
+    for name, array in arrays.items():
+        match = re.fullmatch(r"T(\d+)_(\d+)_(\w+)", name)
+        if match is None or match.group(3) not in _FIELDS:
+            continue
+        kept.setdefault(int(match.group(1)), {}).setdefault(int(match.group(2)), {})[match.group(3)] = \
+            torch.from_numpy(array)
+    return {T: {start: figures for start, figures in batches.items() if set(figures) == set(_FIELDS)}
+            for T, batches in kept.items()}
+
+
+def _keep(path: Path, key: str, kept: Dict[int, Dict[int, Dict]]) -> None:
+    arrays = {"key": np.array(key)}
+    for T, batches in kept.items():
+        for start, figures in batches.items():
+            arrays.update({f"T{T}_{start}_{k}": v.numpy() for k, v in figures.items()})
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int = 16, leapfrog: int = 10,
             path: str = "guide", batch_size: int = 100, eval_limit: Optional[int] = None,
             device: Optional[str] = None, data_dir: Optional[str] = None, progress: bool = True,
@@ -78,16 +146,33 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
                       settings, force)
         x_eval = x_eval.to(run.device)
         guide, refit = evaluation_guide(run, x_eval, progress)
+        seed = run.config.seed + 23456
+        key = _resume_key(run, guide, x_eval, temperatures, base, seed)
+        kept = _kept_minibatches(out / PARTIAL, key)
+        resumed = sum(len(batches) for batches in kept.values())
+        if resumed and progress:
+            print(f"AIS: resuming, {resumed} minibatches kept in {out / PARTIAL}", flush=True)
         rows, per_datum = [], None
-        with user_code_errors(run.model.display_name, "in evaluation"):
-            for T in temperatures:
-                pyro.set_rng_seed(run.config.seed + 23456)
-                t0 = time.perf_counter()
-                done = (lambda n, T=T: print(f"AIS T={T}: {n}/{x_eval.shape[0]} data", flush=True)) if progress \
-                    else None
-                result = dataclasses.replace(base, num_temperatures=T).estimate(run.model, guide, x_eval, done)
-                rows.append({**result.summary(), "seconds": time.perf_counter() - t0})
-                per_datum = result.per_datum()
+        try:
+            with user_code_errors(run.model.display_name, "in evaluation"):
+                for T in temperatures:
+                    t0 = time.perf_counter()
+                    done = ((lambda n, T=T: print(f"AIS T={T}: {n}/{x_eval.shape[0]} data", flush=True)) if progress
+                            else None)
+
+                    def keep(start, figures, T=T):
+                        kept.setdefault(T, {})[start] = figures
+                        _keep(out / PARTIAL, key, kept)
+                    result = dataclasses.replace(base, num_temperatures=T).estimate(
+                        run.model, guide, x_eval, done, seed=seed, done=kept.get(T), on_batch=keep)
+                    rows.append({**result.summary(), "seconds": time.perf_counter() - t0})
+                    per_datum = result.per_datum()
+        except KeyboardInterrupt as e:
+            count = sum(len(batches) for batches in kept.values())
+            if count:
+                e.zoo_note = (f"{out}'s results are as they were, and {count} finished AIS minibatches are kept in "
+                              f"{out / PARTIAL}: run the same command again to resume")
+            raise
         summary = {"config": run.config.to_json(), "device": str(run.device), "split": run.config.eval_split,
                    **{k: v for k, v in rows[-1].items()}, "rows": rows,
                    "refit": refit.to_json() if refit is not None else None}
@@ -97,6 +182,7 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
             atomic_write_text(out / "ais.json", json.dumps(json_ready(summary), indent=2))
             atomic_write_text(out / "ais.md", ais_markdown(summary))
             atomic_write_bytes(out / "ais_per_datum.npz", buf.getvalue())
+            (out / PARTIAL).unlink(missing_ok=True)
         return summary
 
 

@@ -46,8 +46,8 @@ LOCK = ".pyro-zoo.lock"
 RUN_FILES = ("checkpoint.pt", "best.pt", "config.json", "results.json", "results.md", "per_datum.npz",
              "training_curves.png", "samples.png", "reconstructions.png", "latent_scatter.png", "gaps.json",
              "gaps.md", "gaps_per_datum.npz", "grid.json", "compare.json", "compare.md", "compare.png",
-             "gradients.json", "gradients.md", "gradients.png", "ais.json", "ais.md", "ais_per_datum.npz", "bdmc.json",
-             "bdmc.md", LOCK)
+             "gradients.json", "gradients.md", "gradients.png", "ais.json", "ais.md", "ais_per_datum.npz",
+             "ais_partial.npz", "bdmc.json", "bdmc.md", LOCK)
 
 
 def read_stored_config(stored: Any, source: str, model_file: Optional[str] = None,
