@@ -93,7 +93,7 @@ from zoo.usercode.messengers import OwnParameters, call_owned
 from zoo.usercode.params import UserParameters, claim_parameters
 from zoo.usercode.specs import is_file_spec
 from zoo.usercode.supports import same_support, support_name
-from zoo.usercode.trace import TRIAL_B, TRIAL_N, TRIAL_PARTICLES, plate_violation
+from zoo.usercode.trace import TRIAL_B, TRIAL_N, TRIAL_PARTICLES, plate_violation, trial_rows
 
 __all__ = ["UserGuide", "from_pyro_guide", "as_zoo_guide", "resolve_guide_file"]
 
@@ -220,7 +220,7 @@ class UserGuide(ZooGuide, UserParameters):
     def _trial(self, model: ZooModel) -> bool:
         """Run the guide on a trial minibatch, alone and under two particles; check it against the model's
         latents (names, plate, shapes, supports); return whether every site is reparameterizable."""
-        x = torch.zeros(TRIAL_B, model.x_dim, device=model.device)
+        x = trial_rows(model.example_rows, model.x_dim, model.device)
         idx = torch.arange(TRIAL_B, device=x.device)
         with torch.random.fork_rng(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

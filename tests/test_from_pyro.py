@@ -348,3 +348,33 @@ def test_a_deep_copy_is_refused_and_a_second_model_from_the_factory_is_the_way()
     pyro.set_rng_seed(0)
     b = pyro.poutine.trace(second.model).get_trace(x).log_prob_sum()
     assert torch.equal(a, b)
+
+
+def test_a_model_that_reads_a_column_as_a_scale_is_tried_on_the_data_on_the_cli_as_by_from_pyro(tmp_path, capsys):
+    """Eight schools reads sigma_j = x[:, 1] as the Normal's scale: a trial run on zeros makes Normal(., 0), so
+    the CLI refused the model that from_pyro(model, data=x) accepts. The CLI has the data and tries the model
+    (and a guide file that reads sigma_j too) on their first rows: list calls the run valid, train, eval and a
+    guide file's run go through."""
+    from user_models import SCHOOLS_FILE, schools_csv
+    source = tmp_path / "schools.py"
+    source.write_text(SCHOOLS_FILE)
+    data = schools_csv(tmp_path / "schools.csv")
+    namespace: dict = {}
+    exec(compile(SCHOOLS_FILE, str(source), "exec"), namespace)
+    x = torch.tensor([[float(v) for v in line.split(",")] for line in data.read_text().splitlines()[1:]])
+    assert [s.name for s in from_pyro(namespace["eight_schools"], data=x).latents] == ["eta"]
+
+    model = f"{source}:eight_schools"
+    run = [sys.executable, "-m", "zoo", "list", model, "--dataset", str(data), "--guide", "meanfield",
+           "--objective", "elbo", "--batch-size", "8"]
+    listed = __import__("subprocess").run(run, capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0 and listed.stdout.startswith("valid:"), listed.stdout + listed.stderr
+    out = tmp_path / "run"
+    fast = ["--epochs", "1", "--batch-size", "8", "--eval-samples", "10", "--iwae-k", "5", "--no-progress"]
+    code, _, err = run_cli(["train", model, "--dataset", data, "--guide", "meanfield", "--out", out] + fast, capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["eval", out, "--model", model, "--eval-samples", "12", "--no-progress"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["train", model, "--dataset", data, "--guide", f"{source}:schools_guide",
+                            "--out", tmp_path / "guided"] + fast, capsys)
+    assert code == 0, err

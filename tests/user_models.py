@@ -25,3 +25,36 @@ def _user_file_namespace() -> dict:
 
 #: the user's model, as a factory (fresh networks for every zoo model): the very function USER_FILE defines
 user_vae = _user_file_namespace()["my_vae"]
+
+
+#: Eight schools (Rubin 1981; Gelman et al., BDA 5.5) as a user writes it: the observed effect y_j = x[:, 0]
+#: and its known standard error sigma_j = x[:, 1], a covariate column read as the likelihood's scale (zeros
+#: there are no valid Normal); and a guide file whose q(eta_j | x_j) reads sigma_j as a scale too.
+SCHOOLS_FILE = '''
+import pyro, pyro.distributions as dist, torch
+
+def eight_schools(x, idx=None, N=None):
+    """Eight schools: mu ~ N(0, 5), tau ~ HalfCauchy(5), eta_j ~ N(0, 1), y_j ~ N(mu + tau eta_j, sigma_j)."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("data", N, subsample=idx):
+        eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(mu + tau * eta, x[..., 1]), obs=x[..., 0])
+
+def schools_guide(x, idx=None, N=None):
+    """q(eta_j | y_j, sigma_j) = N(a y_j / sigma_j, sigma_j / 10 + softplus(b))."""
+    a = pyro.param("a", torch.tensor(0.1))
+    b = pyro.param("b", torch.tensor(0.0))
+    with pyro.plate("data", N, subsample=idx):
+        pyro.sample("eta", dist.Normal(a * x[..., 0] / x[..., 1], x[..., 1] / 10 + torch.nn.functional.softplus(b)))
+'''
+
+#: the eight schools' effects and standard errors (Rubin 1981)
+SCHOOLS = ((28, 15), (8, 10), (-3, 16), (7, 11), (-1, 9), (1, 11), (18, 10), (12, 18))
+
+
+def schools_csv(path, copies: int = 5):
+    """The eight schools ``copies`` times, each copy's effects shifted by its number, as ``y,sigma`` rows."""
+    rows = [f"{y + i},{sigma}" for i in range(copies) for y, sigma in SCHOOLS]
+    path.write_text("y,sigma\n" + "\n".join(rows) + "\n")
+    return path

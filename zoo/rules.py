@@ -27,6 +27,7 @@ before any rule here. Each error is one line that says what to use instead.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -40,7 +41,7 @@ from zoo.core.errors import ZooError
 from zoo.data.kinds import data_kind
 from zoo.objectives import build_objective, objective_capabilities, objective_label
 
-__all__ = ["DataFacts", "model_options", "check_guide", "check_combination", "check_guide_options",
+__all__ = ["DataFacts", "model_options", "build_run_model", "check_guide", "check_combination", "check_guide_options",
            "check_capture", "check_levels", "check_run", "check_covariates", "check_data_kind",
            "observed_likelihoods", "check_step", "verdict", "compatibility"]
 
@@ -111,6 +112,18 @@ def model_options(config, data: Optional[DataFacts]) -> Dict[str, Any]:
                            f"for each")
         options["views"] = data.views
     return options
+
+
+def build_run_model(config, data, facts: Optional[DataFacts] = None) -> ZooModel:
+    """The model of the run of ``config`` on ``data`` (a :class:`~zoo.data.Dataset`), as ``train`` and ``list``
+    build it: from :func:`model_options`; a model that reads example rows while it is built (a model file,
+    whose trial run :func:`~zoo.models.pyro_model.from_pyro` feeds) gets the training rows, so a model that
+    reads a column as a scale (eight schools' per-datum sigma) is tried on its data, not on zeros."""
+    facts = facts if facts is not None else DataFacts.of(data)
+    component = MODELS[config.model]
+    if component.capability("reads_example_rows"):
+        component = dataclasses.replace(component, factory=functools.partial(component.factory, example=data.train))
+    return component.build(facts.x_dim, **model_options(config, facts))
 
 
 def check_guide(guide: str, model: ZooModel) -> None:
@@ -400,7 +413,7 @@ def verdict(config, data, device: Optional[torch.device] = None, model: Optional
     else the error it refuses it with; what ``pyro-zoo list`` prints for a run.
 
     The checks are :func:`zoo.experiments.run.prepare`'s, in its order, up to where training would start:
-    ``model`` (built from :func:`model_options`, when not given), :func:`check_run`, the data tensor
+    ``model`` (:func:`build_run_model`, when not given), :func:`check_run`, the data tensor
     against the model (:meth:`~zoo.core.contract.ZooModel.validate_data`: the data are what their
     :class:`DataFacts` say), and, where it has anything to try, :func:`check_step` on ``device``
     (default: the CPU).
@@ -410,7 +423,7 @@ def verdict(config, data, device: Optional[torch.device] = None, model: Optional
     try:
         facts = DataFacts.of(data)
         if model is None:
-            model = MODELS.build(config.model, facts.x_dim, **model_options(config, facts))
+            model = build_run_model(config, data, facts)
         check_run(config, model, facts, distributed)
         model.validate_data(data.train, what=f"dataset {data.name!r}")
         objective = build_objective(config.objective, **dataclasses.asdict(config.resolved("objective")),

@@ -144,7 +144,7 @@ from zoo.usercode.functions import first_parameter, named_modules
 from zoo.usercode.messengers import ObservationColumns, call_owned
 from zoo.usercode.params import UserParameters, claim_parameters
 from zoo.usercode.trace import (TRIAL_B, TRIAL_N, TRIAL_PARTICLES, ObservedSite, column_ranges, observed_parents,
-                                read_latents, read_observations)
+                                read_latents, read_observations, trial_rows)
 
 __all__ = ["from_pyro", "PyroModel"]
 
@@ -275,6 +275,11 @@ class PyroModel(ZooModel, UserParameters):
         return self._name
 
     @property
+    def example_rows(self) -> Optional[torch.Tensor]:
+        """The data rows of the trial run, when :func:`from_pyro` was given data (``None``: it ran on zeros)."""
+        return self._example_rows
+
+    @property
     def cannot_generate(self) -> Optional[str]:
         """Why ``sample`` cannot draw x (``None`` if it can): covariate columns the model does not generate."""
         if self.covariates:
@@ -371,13 +376,8 @@ class PyroModel(ZooModel, UserParameters):
         once vectorized, unless some columns of x are covariates (then x cannot be generated and
         :meth:`sample` says so).
         """
-        if example is not None:
-            x = example[:TRIAL_B]
-            while x.shape[0] < TRIAL_B:
-                x = torch.cat([x, x])[:TRIAL_B]
-        else:
-            x = torch.zeros(TRIAL_B, self.x_dim)
-        x = x.to(self.device).contiguous()
+        x = trial_rows(example, self.x_dim, self.device)
+        self._example_rows = None if example is None else x.detach().clone()
         idx = torch.arange(TRIAL_B, device=x.device)
         with torch.random.fork_rng(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -126,11 +126,13 @@ _COMPONENTS: Dict[Tuple, Component] = {}
 _DIGESTS: Dict[Tuple, str] = {}             # the SHA-256 of the bytes each cached component was imported from
 
 
-def make_component(spec: str, kind: str, options: type, build: Callable[[UserFile], Callable]) -> Component:
+def make_component(spec: str, kind: str, options: type, build: Callable[[UserFile], Callable],
+                   **capabilities) -> Component:
     """The registry entry of the ``kind`` ("model" or "guide") file ``spec``: ``build(file)`` gives its
     factory (what builds a model or guide from the :class:`UserFile`), ``options`` its options class (a
-    :class:`FileOptions`), and the entry pins ``source_sha256``. The file is imported here, to fail
-    early, and the entry is cached while the file is unchanged.
+    :class:`FileOptions`), ``capabilities`` what the entry declares besides, and the entry pins
+    ``source_sha256``. The file is imported here, to fail early, and the entry is cached while the file
+    is unchanged.
 
     While a run folder is read (:func:`only_named_files`), only a file the user named resolves (its
     spec absolute, as the run's :class:`~zoo.experiments.config.RunConfig` holds it), and its bytes are
@@ -151,6 +153,6 @@ def make_component(spec: str, kind: str, options: type, build: Callable[[UserFil
         description = (inspect.getdoc(obj) or f"Pyro {kind} {attr} from {path}").split("\n")[0]
         file = UserFile(spec, obj, digest, attr, description)
         _COMPONENTS[key] = Component(kind, spec, build(file), options, description,
-                                     {"pinned_options": lambda: {"source_sha256": digest}})
+                                     {**capabilities, "pinned_options": lambda: {"source_sha256": digest}})
         _DIGESTS[key] = digest
     return _COMPONENTS[key]

@@ -20,13 +20,25 @@ from zoo.core.errors import ZooError
 from zoo.core.weights import is_deterministic, is_factor, is_subsample_site
 from zoo.usercode.supports import base_support, has_bijection, is_discrete, support_name
 
-__all__ = ["TRIAL_B", "TRIAL_N", "TRIAL_PARTICLES", "read_latents", "read_observations", "observed_parents",
+__all__ = ["TRIAL_B", "TRIAL_N", "TRIAL_PARTICLES", "trial_rows", "read_latents", "read_observations", "observed_parents",
            "ObservedSite", "support_kind", "columns_of", "column_ranges", "plate_violation", "latent_site", "global_site"]
 
 #: The trial run's minibatch: B rows out of N.
 TRIAL_B, TRIAL_N = 3, 7
 #: The vectorized trial run's particles per datum (a "particles" plate left of the data plate).
 TRIAL_PARTICLES = 2
+
+
+def trial_rows(example: Optional[torch.Tensor], x_dim: int, device=None) -> torch.Tensor:
+    """The trial minibatch ``[TRIAL_B, x_dim]``: the first rows of ``example`` (the data, repeated if it has
+    fewer), or zeros without it. Data, where there are any: a model may read a column as a scale (eight
+    schools' per-datum sigma), which zeros would make an invalid distribution."""
+    if example is None:
+        return torch.zeros(TRIAL_B, x_dim, device=device)
+    x = example[:TRIAL_B]
+    while x.shape[0] < TRIAL_B:
+        x = torch.cat([x, x])[:TRIAL_B]
+    return x.to(device if device is not None else x.device).contiguous()
 
 
 def read_latents(trace, name: str) -> list:
