@@ -58,3 +58,40 @@ def schools_csv(path, copies: int = 5):
     rows = [f"{y + i},{sigma}" for i in range(copies) for y, sigma in SCHOOLS]
     path.write_text("y,sigma\n" + "\n".join(rows) + "\n")
     return path
+
+
+#: An AIR-style model (Eslami et al. 2016) written two ways: ``air_loop`` draws a number of steps per datum and
+#: loops to the largest, so its set of latent sites z_0, z_1, ... depends on sampled values; ``air_masked``
+#: loops over a fixed maximum number of steps and masks those not taken, the same sites on every run.
+AIR_FILE = '''
+import pyro, pyro.distributions as dist, torch
+from torch import nn
+
+MAX_STEPS = 3
+
+def air_loop(x_dim):
+    decoder = nn.Linear(2, x_dim)
+    def model(x, idx=None, N=None):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", N, subsample=idx) as batch:
+            steps = pyro.sample("steps", dist.Categorical(torch.ones(MAX_STEPS + 1) / (MAX_STEPS + 1)))
+            canvas = torch.zeros(len(batch), x_dim)
+            for i in range(int(steps.max())):
+                canvas = canvas + decoder(pyro.sample(f"z_{i}", dist.Normal(torch.zeros(2), 1.0).to_event(1)))
+            pyro.sample("x", dist.Bernoulli(logits=canvas).to_event(1), obs=x)
+    return model
+
+def air_masked(x_dim):
+    decoder = nn.Linear(2, x_dim)
+    def model(x, idx=None, N=None):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", N, subsample=idx):
+            steps = pyro.sample("steps", dist.Categorical(torch.ones(MAX_STEPS + 1) / (MAX_STEPS + 1)))
+            canvas = 0.0
+            for i in range(MAX_STEPS):
+                taken = i < steps
+                z = pyro.sample(f"z_{i}", dist.Normal(torch.zeros(2), 1.0).to_event(1).mask(taken))
+                canvas = canvas + taken.unsqueeze(-1) * decoder(z)
+            pyro.sample("x", dist.Bernoulli(logits=canvas).to_event(1), obs=x)
+    return model
+'''

@@ -143,8 +143,9 @@ from zoo.usercode.errors import call_user
 from zoo.usercode.functions import first_parameter, named_modules
 from zoo.usercode.messengers import ObservationColumns, call_owned
 from zoo.usercode.params import UserParameters, claim_parameters
-from zoo.usercode.trace import (TRIAL_B, TRIAL_N, TRIAL_PARTICLES, ObservedSite, column_ranges, observed_parents,
-                                read_latents, read_observations, trial_rows)
+from zoo.usercode.trace import (TRIAL_B, TRIAL_N, TRIAL_PARTICLES, TRIAL_SEEDS, ObservedSite, check_fixed_sites,
+                                column_ranges, observed_parents, read_latents, read_observations, site_signature,
+                                trial_rows)
 
 __all__ = ["from_pyro", "PyroModel"]
 
@@ -369,7 +370,8 @@ class PyroModel(ZooModel, UserParameters):
         """The trial runs: adopt parameters, then read latents, parents and observations off the trace.
 
         Three calls: ``model(x, idx, N)`` on a minibatch of B = 3 out of N = 7 (the declaration is
-        read off its trace); the same under a ``"particles"`` plate of 2 left of the data plate, as
+        read off its trace; again at :data:`~zoo.usercode.trace.TRIAL_SEEDS` seeds, which must sample the same
+        sites, :func:`~zoo.usercode.trace.check_fixed_sites`); the same under a ``"particles"`` plate of 2 left of the data plate, as
         the zoo's objectives (iwae, ``--particles``) and the harness run it (so a shape written for
         one particle, ``loc.view(B, D)`` or ``torch.ones(z.shape[0], 1)``, is refused here, not
         deep in training); and the generation call ``model(None, idx=None, N=n)``, once plain and
@@ -384,8 +386,14 @@ class PyroModel(ZooModel, UserParameters):
             self.adopting = True
             try:
                 trace = self._trial(lambda: poutine.trace(self.model).get_trace(x, idx=idx, N=TRIAL_N), "scoring data")
+                signatures = [site_signature(trace)]
+                for seed in range(TRIAL_SEEDS):           # the same sites at every seed, or a guide cannot fit
+                    torch.manual_seed(seed)
+                    signatures.append(site_signature(self._trial(
+                        lambda: poutine.trace(self.model).get_trace(x, idx=idx, N=TRIAL_N), "scoring data")))
             finally:
                 self.adopting = False
+            check_fixed_sites(signatures, self._name)
             latents = read_latents(trace, self._name)
             self.observed, self.factors = read_observations(trace, x, self._name)
             observed_columns = {c for o in self.observed for c in o.columns}
