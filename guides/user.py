@@ -163,6 +163,10 @@ class UserGuide(ZooGuide, UserParameters):
             extra = {"num_data": num_data} if takes_argument(guide, "num_data") else {}
             guide = self._call_user(lambda: guide(model if argument == "model" else model.x_dim, **extra),
                                     f"building the guide from {argument}")
+            if not callable(guide):
+                raise ZooError(f"{self._name}({argument}) is a factory (its first argument is {argument}) and returned "
+                               f"{'None' if guide is None else 'a ' + type(guide).__name__}, not a guide; end it "
+                               f"with 'return guide', the guide function (or nn.Module) it builds")
         owner = guide if isinstance(guide, nn.Module) else getattr(guide, "__self__", None)
         if isinstance(owner, nn.Module):
             self.user = owner

@@ -42,7 +42,7 @@ from zoo.data.kinds import data_kind
 from zoo.objectives import build_objective, objective_capabilities, objective_label
 
 __all__ = ["DataFacts", "model_options", "build_run_model", "check_guide", "check_combination", "check_guide_options",
-           "check_capture", "check_levels", "check_run", "check_covariates", "check_data_kind",
+           "check_capture", "check_levels", "check_run", "check_data_dir", "check_covariates", "check_data_kind",
            "observed_likelihoods", "check_step", "verdict", "compatibility"]
 
 
@@ -338,6 +338,21 @@ def check_levels(model: ZooModel, data: Optional[DataFacts]) -> None:
     if data.levels > model.levels:
         raise OptionError("levels", f"is {model.levels}, and dataset {data.name!r} has {data.levels} levels; "
                           f"drop --levels (the dataset's is the default)", kind="model")
+
+
+def check_data_dir(dataset: str, data_dir: Optional[str]) -> None:
+    """Raise :class:`OptionError` for a ``data_dir`` given with a dataset that reads nothing from it (the bundled
+    digits, synthetic data, a file named by its path): it would be silently ignored. The command line asks this
+    where ``--data-dir`` is given; a script may pass one ``data_dir`` for several datasets, some of which read it."""
+    if data_dir is None:
+        return
+    component = DATASETS[dataset]
+    if component.capability("needs_data_dir"):
+        return
+    readers = [name for name, c in DATASETS.items() if c.capability("needs_data_dir")]
+    what = "is read from its own path" if component.capability("file") else "is built in"
+    raise OptionError("data_dir", f"{data_dir} is where datasets read from files live ({', '.join(readers)}); "
+                      f"dataset {dataset!r} {what} and reads nothing there: drop --data-dir", kind="run")
 
 
 def check_covariates(model: ZooModel, data: DataFacts) -> None:

@@ -144,7 +144,7 @@ from zoo.usercode.functions import first_parameter, named_modules
 from zoo.usercode.messengers import ObservationColumns, call_owned
 from zoo.usercode.params import UserParameters, claim_parameters
 from zoo.usercode.trace import (TRIAL_B, TRIAL_N, TRIAL_PARTICLES, TRIAL_SEEDS, ObservedSite, check_fixed_sites,
-                                column_ranges, observed_parents, read_latents, read_observations, site_signature,
+                                check_subsample, column_ranges, observed_parents, read_latents, read_observations, site_signature,
                                 trial_rows)
 
 __all__ = ["from_pyro", "PyroModel"]
@@ -189,6 +189,10 @@ def from_pyro(model, x_dim: Optional[int] = None, *, data: Optional[torch.Tensor
                            f"NAMES (columns of a .csv, arrays of an .npz), or pass covariate_dim to from_pyro")
         extra = {"covariate_dim": covariate_dim} if covariate_dim and _takes_named(model, "covariate_dim") else {}
         model = model(int(x_dim) - covariate_dim, **extra)
+        if not callable(model):
+            raise ZooError(f"{name}(x_dim) is a factory (its first argument is x_dim) and returned "
+                           f"{'None' if model is None else 'a ' + type(model).__name__}, not a model; end it with "
+                           f"'return model', the model function (or nn.Module) it builds")
     elif inspect.isclass(model):
         raise ZooError(f"{name} is a class whose __init__ does not take x_dim first, so the zoo cannot build it; "
                        f"pass an instance, from_pyro({name}(...), x_dim), or make x_dim its first argument, "
@@ -386,14 +390,15 @@ class PyroModel(ZooModel, UserParameters):
             self.adopting = True
             try:
                 trace = self._trial(lambda: poutine.trace(self.model).get_trace(x, idx=idx, N=TRIAL_N), "scoring data")
-                signatures = [site_signature(trace)]
+                traces = [trace]
                 for seed in range(TRIAL_SEEDS):           # the same sites at every seed, or a guide cannot fit
                     torch.manual_seed(seed)
-                    signatures.append(site_signature(self._trial(
-                        lambda: poutine.trace(self.model).get_trace(x, idx=idx, N=TRIAL_N), "scoring data")))
+                    traces.append(self._trial(lambda: poutine.trace(self.model).get_trace(x, idx=idx, N=TRIAL_N),
+                                              "scoring data"))
             finally:
                 self.adopting = False
-            check_fixed_sites(signatures, self._name)
+            check_subsample(traces, idx, self._name)
+            check_fixed_sites([site_signature(t) for t in traces], self._name)
             latents = read_latents(trace, self._name)
             self.observed, self.factors = read_observations(trace, x, self._name)
             observed_columns = {c for o in self.observed for c in o.columns}

@@ -53,7 +53,11 @@ def load_user_file(spec: str, expected_sha256: Optional[str] = None, kind: str =
     try:
         exec(compile(source, str(path), "exec"), module.__dict__)
     except SyntaxError as e:
-        raise ZooError(f"{kind} file {str(path)!r} has a syntax error at line {e.lineno}: {e.msg}") from None
+        if e.lineno:
+            raise ZooError(f"{kind} file {str(path)!r} has a syntax error at line {e.lineno}: {e.msg}") from None
+        # a null byte or an unknown encoding has no line: the file is not Python text at all
+        raise ZooError(f"{kind} file {str(path)!r} is not Python source text ({e.msg}); save it as a UTF-8 .py "
+                       f"file") from None
     except Exception as e:
         raise ZooError(f"importing {kind} file {str(path)!r} failed{user_line(e)}: {type(e).__name__}: "
                        f"{first_line(e)}") from None

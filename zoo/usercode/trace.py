@@ -21,7 +21,7 @@ from zoo.core.weights import is_deterministic, is_factor, is_subsample_site
 from zoo.usercode.supports import base_support, has_bijection, is_discrete, support_name
 
 __all__ = ["TRIAL_B", "TRIAL_N", "TRIAL_PARTICLES", "TRIAL_SEEDS", "trial_rows", "site_signature",
-           "check_fixed_sites", "read_latents", "read_observations", "observed_parents",
+           "check_fixed_sites", "check_subsample", "read_latents", "read_observations", "observed_parents",
            "ObservedSite", "support_kind", "columns_of", "column_ranges", "plate_violation", "latent_site", "global_site"]
 
 #: The trial run's minibatch: B rows out of N.
@@ -77,6 +77,20 @@ def check_fixed_sites(signatures: Sequence[Tuple[Tuple[str, Tuple[int, ...]], ..
                    f"range(MAX_STEPS)")
 
 
+def check_subsample(traces: Sequence, idx: torch.Tensor, name: str) -> None:
+    """Refuse a data plate that draws its own rows (``pyro.plate("data", N, subsample_size=B)`` subsamples at
+    random) instead of the minibatch's ``idx``: the trial runs' plates must hold ``idx`` itself, so that a
+    per-datum guide's row and the datum's row of x agree."""
+    for trace in traces:
+        plate = trace.nodes.get("data")
+        if plate is None or not is_subsample_site(plate):
+            continue
+        rows = plate["value"].to(idx.device)
+        if rows.shape == idx.shape and not torch.equal(rows, idx):      # a plate of another size: not subsampled
+            raise ZooError(f"{name}'s data plate draws its own rows (subsample_size subsamples at random), not the "
+                           f"minibatch's idx the zoo passes: open it as pyro.plate('data', N, subsample=idx)")
+
+
 def read_latents(trace, name: str) -> list:
     """The latent sites of a trial trace of the model ``name``, checked against the contract."""
     latents, observed = [], []
@@ -108,6 +122,12 @@ def read_latents(trace, name: str) -> list:
                        f"pyro.plate('data', N, subsample=idx)")
     scale = trace.nodes[observed[0]]["scale"]
     if not torch.is_tensor(scale) and abs(float(scale) - TRIAL_N / TRIAL_B) > 1e-6:
+        plate = next(f for f in trace.nodes[observed[0]]["cond_indep_stack"] if f.name == "data")
+        if plate.full_size == TRIAL_N and plate.size == TRIAL_B:    # the plate is right: something else scales
+            raise ZooError(f"{name}'s observed site {observed[0]!r} is scaled by {float(scale):.3g}, not the data "
+                           f"plate's N/B = {TRIAL_N}/{TRIAL_B}: something besides the plate scales it (a "
+                           f"poutine.scale); the zoo weighs each term itself and scales a minibatch by N/B through "
+                           f"pyro.plate('data', N, subsample=idx) alone: drop the extra scale")
         raise ZooError(f"{name}'s data plate is not subsampled: a minibatch of {TRIAL_B} out of N={TRIAL_N} "
                        f"was scaled by {float(scale):.3g}, not N/B; open it as pyro.plate('data', N, subsample=idx)")
     if not latents:
@@ -284,6 +304,12 @@ def _check_plates(site_name: str, frames, name: str) -> None:
     if broken is None:
         return
     rule, f = broken
+    misplaced = [d for d in frames if d.name == "data" and d.dim != -1]
+    if rule == "plate" and misplaced:      # Pyro's idiom: a plate of features at -1, the data's at -2
+        raise ZooError(f"site {site_name!r} of {name} is inside plate {f.name!r} (dim {f.dim}) and the data plate "
+                       f"is at dim {misplaced[0].dim}; the zoo's models have the 'data' plate only, at dim -1: drop "
+                       f"plate {f.name!r} and the dim argument of pyro.plate('data', ...), and declare the per-datum "
+                       f"dimensions an event with .to_event(1)")
     if rule == "size":
         raise ZooError(f"{name}'s data plate is not subsampled: a minibatch of {TRIAL_B} out of N={TRIAL_N} "
                        f"gave a plate of {f.size}; open it as pyro.plate('data', N, subsample=idx)")
