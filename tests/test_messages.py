@@ -106,8 +106,8 @@ def test_a_result_file_whose_runs_is_not_a_list_is_refused_not_rendered_as_no_re
 def test_data_dir_for_the_built_in_digits_is_refused_not_ignored(tmp_path, capsys, command):
     out = tmp_path / "run"
     refused(capsys, [*command, "--data-dir", tmp_path, *(["--out", out] if command[0] != "list" else [])],
-            f"--data-dir {tmp_path} is where datasets read from files live (binarized_mnist",
-            "dataset 'digits' is built in and reads nothing there: drop --data-dir")
+            f"--data-dir {tmp_path} with dataset 'digits', which is built in (the datasets read from files: "
+            f"binarized_mnist", "reads nothing there would ignore it: drop --data-dir")
     assert not out.exists()
 
 

@@ -257,7 +257,7 @@ def cmd_list(args) -> None:
         _list_runs(args)
         return
     from zoo.registry import DATASETS, GUIDES, MODELS, OBJECTIVES
-    from zoo.rules import compatibility
+    from zoo.rules import compatibility, rules_text
 
     def section(title, table, describe):
         print(f"{title}:")
@@ -286,6 +286,9 @@ def cmd_list(args) -> None:
             else:
                 why = next(w for (mm, gg, o, w) in rows if mm == m and gg == g)
                 print(f"  {m:<6} × {g:<10} -  ({why.split(';')[0]})")
+    print()
+    print("rules each command checks besides the combinations (zoo.rules.RULES), in the words it refuses a run with:")
+    print(rules_text())
 
 
 def run_verdict(args, model: str, guide: str, objective: str, data) -> Optional[str]:
