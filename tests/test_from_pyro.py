@@ -365,10 +365,9 @@ def test_a_model_that_reads_a_column_as_a_scale_is_tried_on_the_data_on_the_cli_
     assert [s.name for s in from_pyro(namespace["eight_schools"], data=x).latents] == ["eta"]
 
     model = f"{source}:eight_schools"
-    run = [sys.executable, "-m", "zoo", "list", model, "--dataset", str(data), "--guide", "meanfield",
-           "--objective", "elbo", "--batch-size", "8"]
-    listed = __import__("subprocess").run(run, capture_output=True, text=True, timeout=300)
-    assert listed.returncode == 0 and listed.stdout.startswith("valid:"), listed.stdout + listed.stderr
+    code, listed, err = run_cli(["list", model, "--dataset", data, "--guide", "meanfield", "--objective", "elbo",
+                                 "--batch-size", "8"], capsys)
+    assert code == 0 and listed.startswith("valid:"), listed + err
     out = tmp_path / "run"
     fast = ["--epochs", "1", "--batch-size", "8", "--eval-samples", "10", "--iwae-k", "5", "--no-progress"]
     code, _, err = run_cli(["train", model, "--dataset", data, "--guide", "meanfield", "--out", out] + fast, capsys)
