@@ -81,8 +81,11 @@ class GlobalGuideOptions(Options):
 def prior_initial_values(model, sites: Sequence[LatentSite]) -> Dict[str, torch.Tensor]:
     """Initial values of the global sites: Pyro's ``init_to_median`` on the model's prior (generation
     mode, ``model(None, N=1)``), in the constrained space. A model with covariate columns (a regression's
-    features) cannot run without x: it runs on one row of zeros, which the global priors do not read."""
-    x = torch.zeros(1, model.x_dim) if getattr(model, "covariates", ()) else None
+    features) cannot run without x: it runs on one row of its data (:attr:`~zoo.core.contract.ZooModel.example_rows`),
+    or of zeros without them, which the global priors do not read."""
+    x = None
+    if getattr(model, "covariates", ()):
+        x = model.example_rows[:1].to(model.device) if model.example_rows is not None else torch.zeros(1, model.x_dim)
     with torch.no_grad():
         trace = poutine.trace(model.model).get_trace(x, N=1)
         values = {s.name: init_to_median(trace.nodes[s.name]).detach() for s in sites}

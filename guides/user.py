@@ -93,7 +93,7 @@ from zoo.usercode.messengers import OwnParameters, call_owned
 from zoo.usercode.params import UserParameters, claim_parameters
 from zoo.usercode.specs import is_file_spec
 from zoo.usercode.supports import same_support, support_name
-from zoo.usercode.trace import TRIAL_B, TRIAL_N, TRIAL_PARTICLES, plate_violation
+from zoo.usercode.trace import TRIAL_B, TRIAL_N, TRIAL_PARTICLES, plate_violation, trial_rows
 
 __all__ = ["UserGuide", "from_pyro_guide", "as_zoo_guide", "resolve_guide_file"]
 
@@ -163,6 +163,10 @@ class UserGuide(ZooGuide, UserParameters):
             extra = {"num_data": num_data} if takes_argument(guide, "num_data") else {}
             guide = self._call_user(lambda: guide(model if argument == "model" else model.x_dim, **extra),
                                     f"building the guide from {argument}")
+            if not callable(guide):
+                raise ZooError(f"{self._name}({argument}) is a factory (its first argument is {argument}) and returned "
+                               f"{'None' if guide is None else 'a ' + type(guide).__name__}, not a guide; end it "
+                               f"with 'return guide', the guide function (or nn.Module) it builds")
         owner = guide if isinstance(guide, nn.Module) else getattr(guide, "__self__", None)
         if isinstance(owner, nn.Module):
             self.user = owner
@@ -220,7 +224,7 @@ class UserGuide(ZooGuide, UserParameters):
     def _trial(self, model: ZooModel) -> bool:
         """Run the guide on a trial minibatch, alone and under two particles; check it against the model's
         latents (names, plate, shapes, supports); return whether every site is reparameterizable."""
-        x = torch.zeros(TRIAL_B, model.x_dim, device=model.device)
+        x = trial_rows(model.example_rows, model.x_dim, model.device)
         idx = torch.arange(TRIAL_B, device=x.device)
         with torch.random.fork_rng(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -4,6 +4,7 @@ import argparse
 import configparser
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ def every_parser(parser, path=()):
 def test_the_snapshot_is_the_live_command_line():
     stored, live = cli_snapshot.load(), cli_snapshot.live()
     assert stored is not None, REGENERATE
+    assert cli_snapshot.is_fresh(stored), f"a source file it was made from changed: {REGENERATE}"
     assert stored["entry_point_groups"] == live["entry_point_groups"], REGENERATE
     assert stored["list"] == live["list"], f"'pyro-zoo list' changed: {REGENERATE}"
     assert stored["parser"] == live["parser"], f"the command line's flags changed: {REGENERATE}"
@@ -99,3 +101,22 @@ def test_the_console_script_is_the_light_entry_point():
     setup.read(ROOT / "setup.cfg")
     assert setup["options.entry_points"]["console_scripts"].split() == ["pyro-zoo", "=", "zoo.__main__:main"]
     assert "cli_snapshot.json" in setup["options.package_data"]["zoo"]
+
+
+def test_a_stale_snapshot_is_not_answered_from(tmp_path):
+    """A model added to the registry (one file, one import line) was missing from `pyro-zoo list` until someone
+    regenerated the snapshot; the snapshot knows the source files it was made from, so in a copy of the packages
+    with a model added and the snapshot as it was, `list` and `train --help` are answered live and show it."""
+    for package in cli_snapshot.PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    assert cli_snapshot.is_fresh(json.loads((tmp_path / "zoo" / "cli_snapshot.json").read_text()))
+    shutil.copy(ROOT / "tests" / "fixtures" / "bernoulli_mixture.py", tmp_path / "zoo" / "models")
+    init = tmp_path / "zoo" / "models" / "__init__.py"
+    init.write_text(init.read_text() + "from zoo.models.bernoulli_mixture import BernoulliMixture\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    listed, imported = _zoo(["list"], env=env, cwd=tmp_path)
+    assert listed.returncode == 0 and "torch" in imported, listed.stderr[-2000:]
+    assert "\n  bernoulli_mixture " in listed.stdout
+    helped, _ = _zoo(["train", "--help"], env={**env, "COLUMNS": "200"}, cwd=tmp_path)
+    assert helped.returncode == 0 and "--components" in helped.stdout, helped.stdout[-2000:]
+    assert "--components" not in json.dumps(cli_snapshot.load()["parser"])    # the snapshot did not know it

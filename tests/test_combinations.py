@@ -78,13 +78,22 @@ def test_compare_all_is_the_grid_the_registry_calls_valid(model_name, dataset, o
 
 def test_a_grid_with_several_invalid_cells_names_them_all(capsys):
     """``compare sbn --guides amortized,iaf --objectives elbo,iwae`` named only amortized × iwae, the first
-    of its three cells that cannot run; one invalid cell keeps its whole message, with what to use instead."""
+    of its three cells that cannot run; one invalid cell keeps its whole message, with what to use instead. A
+    reason that refuses several cells is said once, after the cells it refuses (it was repeated per cell)."""
     from zoo.cli import main
     code = main(["compare", "sbn", "--guides", "amortized,iaf", "--objectives", "elbo,iwae", "--dataset", "digits"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("pyro-zoo: error: 3 cells of the grid do not fit sbn: ")
-    for cell in ("amortized × iwae (", "iaf × elbo (", "iaf × iwae ("):
+    for cell in ("amortized × iwae (", "iaf × elbo, iaf × iwae ("):
         assert cell in err[0], err
+    assert err[0].count("supports real latents only") == 1 and err[0].count("reparameterizable") == 1, err
     assert "amortized × elbo" not in err[0]
+    code = main(["compare", "sbn", "--guides", "amortized,meanfield", "--objectives", "iwae,dreg,stl", "--dataset",
+                 "digits"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].count("needs a reparameterizable guide") == 1, err
+    for cell in ("amortized × iwae", "amortized × dreg", "amortized × stl", "meanfield × iwae", "meanfield × dreg",
+                 "meanfield × stl"):
+        assert cell in err[0], err
     assert main(["compare", "sbn", "--guides", "iaf", "--objectives", "elbo", "--dataset", "digits"]) == 2
     assert "guides that fit this model: amortized" in capsys.readouterr().err

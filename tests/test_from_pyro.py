@@ -348,3 +348,58 @@ def test_a_deep_copy_is_refused_and_a_second_model_from_the_factory_is_the_way()
     pyro.set_rng_seed(0)
     b = pyro.poutine.trace(second.model).get_trace(x).log_prob_sum()
     assert torch.equal(a, b)
+
+
+def test_a_model_that_reads_a_column_as_a_scale_is_tried_on_the_data_on_the_cli_as_by_from_pyro(tmp_path, capsys):
+    """Eight schools reads sigma_j = x[:, 1] as the Normal's scale: a trial run on zeros makes Normal(., 0), so
+    the CLI refused the model that from_pyro(model, data=x) accepts. The CLI has the data and tries the model
+    (and a guide file that reads sigma_j too) on their first rows: list calls the run valid, train, eval and a
+    guide file's run go through."""
+    from user_models import SCHOOLS_FILE, schools_csv
+    source = tmp_path / "schools.py"
+    source.write_text(SCHOOLS_FILE)
+    data = schools_csv(tmp_path / "schools.csv")
+    namespace: dict = {}
+    exec(compile(SCHOOLS_FILE, str(source), "exec"), namespace)
+    x = torch.tensor([[float(v) for v in line.split(",")] for line in data.read_text().splitlines()[1:]])
+    assert [s.name for s in from_pyro(namespace["eight_schools"], data=x).latents] == ["eta"]
+
+    model = f"{source}:eight_schools"
+    code, listed, err = run_cli(["list", model, "--dataset", data, "--guide", "meanfield", "--objective", "elbo",
+                                 "--batch-size", "8"], capsys)
+    assert code == 0 and listed.startswith("valid:"), listed + err
+    out = tmp_path / "run"
+    fast = ["--epochs", "1", "--batch-size", "8", "--eval-samples", "10", "--iwae-k", "5", "--no-progress"]
+    code, _, err = run_cli(["train", model, "--dataset", data, "--guide", "meanfield", "--out", out] + fast, capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["eval", out, "--model", model, "--eval-samples", "12", "--no-progress"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["train", model, "--dataset", data, "--guide", f"{source}:schools_guide",
+                            "--out", tmp_path / "guided"] + fast, capsys)
+    assert code == 0, err
+
+
+def test_a_model_whose_sites_depend_on_sampled_values_is_refused_by_from_pyro_list_and_train(tmp_path, capsys):
+    """An AIR-style loop to a sampled number of steps samples z_0, z_1, ... on one run and fewer on the next; a
+    guide built for one run's sites then misses or invents sites (a bare KeyError mid-training, or a run that
+    trains by luck). Trial runs at several seeds differ, so from_pyro, list and train refuse it in the same
+    line, which says to loop over a fixed maximum and mask; written that way the model is valid."""
+    from user_models import AIR_FILE
+    source = tmp_path / "air.py"
+    source.write_text(AIR_FILE)
+    namespace: dict = {}
+    exec(compile(AIR_FILE, str(source), "exec"), namespace)
+    with pytest.raises(ZooError, match=r"air_loop samples site\(s\) 'z_\d'.* in some trial runs and not in others.*"
+                                       r"fixed maximum number of steps and mask the steps not taken") as error:
+        from_pyro(namespace["air_loop"], 8)
+    assert "\n" not in str(error.value)
+    assert [s.name for s in from_pyro(namespace["air_masked"], 8).latents] == ["steps", "z_0", "z_1", "z_2"]
+
+    run = ["--guide", "amortized", "--objective", "elbo", "--dataset", "digits"]
+    code, listed, _ = run_cli(["list", f"{source}:air_loop", *run], capsys)
+    assert code == 0 and listed.startswith("invalid:") and str(error.value) in listed
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", f"{source}:air_loop", *run, "--out", out] + FAST, capsys)
+    assert code == 2 and err == f"pyro-zoo: error: {error.value}\n" and not out.exists()
+    code, listed, _ = run_cli(["list", f"{source}:air_masked", *run], capsys)
+    assert code == 0 and listed.startswith("valid:"), listed

@@ -182,7 +182,7 @@ def test_cli_grade_writes_both_json_files(toy, capsys):
     (["grade", "nope", "{sub}"], "unknown assignment 'nope'"),
     (["grade", "toy", "{tmp}/missing.py"], "no submission file"),
     (["grade", "toy", "{tmp}/empty_dir"], "should hold one .py submission"),
-    (["grade", "toy", "{sub}", "--points", "nothing=3"], "unknown check of toy 'nothing'"),
+    (["grade", "toy", "{sub}", "--points", "nothing=3"], "unknown check 'nothing' of toy"),
     (["grade", "toy", "{sub}", "--points", "add"], "expected CHECK=POINTS"),
     (["grade", "toy", "{sub}", "--json", "{tmp}/same.json", "--gradescope", "--results", "{tmp}/same.json"],
      "name the same file"),

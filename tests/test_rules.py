@@ -187,3 +187,110 @@ def test_a_new_estimator_supports_nothing_it_does_not_declare():
     """Defaults refuse rather than promise: traced (--jit, --compile), data-parallel and KL warm-up are off."""
     row = Estimator("new", "a new estimator", lambda k: None)
     assert (row.jit, row.ddp, row.warmup) == (False, False, False)
+
+
+# -- the rules of one command: stated once in zoo.rules, listed, and raised in those words -------------------------
+def test_list_prints_every_rule_of_one_command(capsys):
+    """compress's, the defensive proposal's, eval --gaps' and BDMC's refusals were raised in their own modules,
+    and `pyro-zoo list` could not show them: each is now a Rule, and list prints its text, as the light path
+    (`python -m zoo list`, from the snapshot) does too."""
+    from zoo.rules import RULES
+    assert {"batch_size", "sleep_needs_amortized", "compress_needs_amortized", "compress_needs_levels",
+            "defensive_needs_particles", "gaps_needs_amortized", "bdmc_needs_generation"} <= set(RULES)
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    listed = subprocess.run([sys.executable, "-m", "zoo", "list"], capture_output=True, text=True, timeout=300)
+    for rule in RULES.values():
+        assert f"  {rule.text}" in out and rule.text in listed.stdout, rule.name
+
+
+def _refusal(call) -> str:
+    with pytest.raises(ZooError) as error:
+        call()
+    assert "\n" not in str(error.value)
+    return str(error.value)
+
+
+def _global_mean(x_dim):
+    """A model with a global latent, theta outside the data plate, over binary data."""
+    import pyro
+    import pyro.distributions as dist
+
+    def model(x, idx=None, N=None):
+        theta = pyro.sample("theta", dist.Normal(torch.zeros(x_dim), 1.0).to_event(1))
+        with pyro.plate("data", N, subsample=idx):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x_dim), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=theta + z).to_event(1), obs=x)
+    return model
+
+
+def test_compress_gaps_bdmc_and_the_defensive_proposal_refuse_in_their_rules_words():
+    """The refusal each of them raises at run time ends in its rule's text, the one list prints (compress's
+    amortized-guide rule was stated twice before, in compress and in the coder, in other words)."""
+    from zoo.evaluation.bitsback import BitsBackCoder
+    from zoo.evaluation.defensive import DefensiveProposal, _Stratified
+    from zoo.evaluation.gaps import same_family
+    from zoo.models.pyro_model import from_pyro
+    from zoo.registry import build_guide, build_model
+    from zoo import rules
+    vae = build_model("vae", 8, latent_dim=2, hidden=(4,))
+    gaussian = build_model("vae", 8, latent_dim=2, hidden=(4,), likelihood="gaussian")
+    hvae = build_model("hvae", 8, layers=(2, 2), hidden=(4,), transition_hidden=(4,))
+    globals_model = from_pyro(_global_mean, 8)
+    cases = [(lambda: BitsBackCoder(vae, build_guide("meanfield", vae, 10)), rules.COMPRESS_NEEDS_AMORTIZED),
+             (lambda: BitsBackCoder(hvae, build_guide("amortized", hvae, structured=True)),
+              rules.COMPRESS_NEEDS_MEAN_FIELD),
+             (lambda: BitsBackCoder(globals_model, build_guide("amortized", globals_model)),
+              rules.COMPRESS_NEEDS_LOCAL_LATENTS),
+             (lambda: BitsBackCoder(gaussian, build_guide("amortized", gaussian)), rules.COMPRESS_NEEDS_LEVELS),
+             (lambda: same_family(build_guide("meanfield", vae, 10)), rules.GAPS_NEEDS_AMORTIZED),
+             (lambda: same_family(build_guide("amortized", hvae, structured=True)), rules.GAPS_NEEDS_MEAN_FIELD),
+             (lambda: rules.check_bdmc(gaussian, build_guide("meanfield", gaussian, 10), "guide"),
+              rules.BDMC_NEEDS_AMORTIZED)]
+    mog = build_model("vae", 8, latent_dim=2, hidden=(4,), prior="mog")
+    coder = BitsBackCoder(mog, build_guide("amortized", mog))
+    cases.append((lambda: coder.encode(torch.ones(1, 8)), rules.COMPRESS_NEEDS_NORMAL))
+    q = torch.distributions.Normal(torch.zeros(3, 2), 1.0)       # a site without the 5 particles' dimension
+    cases.append((lambda: _Stratified(q, q, torch.arange(5) > 2).sample(), rules.DEFENSIVE_NEEDS_PARTICLES))
+    for call, rule in cases:
+        assert _refusal(call).endswith(f": {rule.text}"), rule.name
+    assert DefensiveProposal is not None
+
+
+def test_train_list_and_zoo_fit_refuse_a_sleep_phase_and_a_batch_size_in_the_same_words(capsys):
+    """The batch size and the sleep phase's need of an amortized guide were each stated twice, by the rules
+    (train, list) and by zoo.fit's own checks or the objective mid-step, in other words: now zoo.fit asks the
+    rules, so the three say the same line; and a sleep phase on a model that cannot generate, found only
+    mid-training before, is refused by list and train."""
+    import zoo
+    from zoo import rules
+    data = load_dataset("digits")
+    sbn = zoo.build_model("sbn", data.x_dim, layers=(3,))
+    meanfield = zoo.build_guide("meanfield", sbn, num_data=20)
+    fitted = _refusal(lambda: zoo.fit(sbn, meanfield, zoo.build_objective("rws", insomnia=0.0), data.train[:20],
+                                      epochs=1, batch_size=10, lr=1e-3, progress=False))
+    assert fitted.endswith(rules.SLEEP_NEEDS_AMORTIZED.text)
+    assert main(["list", "sbn", "--guide", "meanfield", "--objective", "rws", "--insomnia", "0"]) == 0
+    assert capsys.readouterr().out.strip().endswith(rules.SLEEP_NEEDS_AMORTIZED.text)
+    amortized = zoo.build_guide("amortized", sbn)
+    fitted = _refusal(lambda: zoo.fit(sbn, amortized, zoo.build_objective("elbo"), data.train[:20], epochs=1,
+                                      batch_size=50, lr=1e-3, progress=False))
+    assert main(["train", "sbn", "--layers", "3", "--batch-size", "5000", "--out", "never"]) == 2
+    trained = capsys.readouterr().err
+    assert rules.BATCH_SIZE.text in fitted and rules.BATCH_SIZE.text in trained
+    covariates = from_pyro_regression()
+    assert _refusal(lambda: rules.check_sleep(covariates, amortized, 0.0)).endswith(
+        rules.SLEEP_NEEDS_GENERATION.text)
+
+
+def from_pyro_regression():
+    """A model whose last column is a covariate it reads and does not observe: it cannot generate x."""
+    import pyro
+    import pyro.distributions as dist
+    from zoo.models.pyro_model import from_pyro
+
+    def regression(x, idx=None, N=None):
+        with pyro.plate("data", N, subsample=idx):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("y", dist.Normal(z * x[..., 1], 1.0), obs=x[..., 0])
+    return from_pyro(regression, data=torch.ones(4, 2))

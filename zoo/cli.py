@@ -235,7 +235,9 @@ def _add_common(p: argparse.ArgumentParser, exclude=()) -> None:
 def _config(args, model: str, guide: str, objective: str, base=None):
     """A RunConfig from the command line (over ``base``, a resumed run's stored config)."""
     from zoo.experiments.config import RunConfig
+    from zoo.rules import check_data_dir
     settings = flags.given_run_settings(args)
+    check_data_dir(settings.get("dataset") or (base.dataset if base else RunConfig.dataset), settings.get("data_dir"))
     options = {f"{kind}_options": {**(getattr(base, f"{kind}_options") if base else {}),
                                    **flags.given_options(args, kind, [name])}
                for kind, name in (("model", model), ("guide", guide), ("objective", objective))}
@@ -255,7 +257,7 @@ def cmd_list(args) -> None:
         _list_runs(args)
         return
     from zoo.registry import DATASETS, GUIDES, MODELS, OBJECTIVES
-    from zoo.rules import compatibility
+    from zoo.rules import compatibility, rules_text
 
     def section(title, table, describe):
         print(f"{title}:")
@@ -284,6 +286,9 @@ def cmd_list(args) -> None:
             else:
                 why = next(w for (mm, gg, o, w) in rows if mm == m and gg == g)
                 print(f"  {m:<6} × {g:<10} -  ({why.split(';')[0]})")
+    print()
+    print("rules each command checks besides the combinations (zoo.rules.RULES), in the words it refuses a run with:")
+    print(rules_text())
 
 
 def run_verdict(args, model: str, guide: str, objective: str, data) -> Optional[str]:
@@ -304,8 +309,10 @@ def _list_runs(args) -> None:
     from zoo.data import FILE_OPTIONS, load_dataset
     from zoo.experiments.config import RunConfig
     from zoo.registry import GUIDES, OBJECTIVES
+    from zoo.rules import check_data_dir
     settings = flags.given_run_settings(args)
     dataset = settings.get("dataset", RunConfig.__dataclass_fields__["dataset"].default)
+    check_data_dir(dataset, settings.get("data_dir"))
     data = load_dataset(dataset, settings.get("data_dir"), **{k: settings.get(k) for k in FILE_OPTIONS})
     guides = [args.guide] if args.guide else list(GUIDES)
     objectives = [args.objective] if args.objective else list(OBJECTIVES)
@@ -450,7 +457,10 @@ def cmd_compare(args) -> None:
             raise ZooError("name a model, --guides and --objectives (e.g. 'pyro-zoo compare vae --guides amortized,iaf "
                            "--objectives elbo,iwae'), or finish a grid with --resume OUT")
         seeds = _grid_seeds(args)
-        base = RunConfig(model=args.model, **flags.given_run_settings(args),
+        from zoo.rules import check_data_dir
+        settings = flags.given_run_settings(args)
+        check_data_dir(settings.get("dataset", RunConfig.dataset), settings.get("data_dir"))
+        base = RunConfig(model=args.model, **settings,
                          model_options=flags.given_options(args, "model", [args.model]))
         out = Path(args.out or f"runs/compare-{model_label(args.model)}")
         rows = compare(args.model, args.guides, args.objectives, base, out, force=args.force,
@@ -512,8 +522,10 @@ def cmd_gradients(args) -> None:
     from zoo.experiments.config import RunConfig
     if args.checkpoint:                 # a run's model file is checked against its SHA-256 before it is imported
         checkpoint_for(args.checkpoint, args.model, args.guide)
-    config = RunConfig(model=args.model, guide=args.guide, objective=args.objectives[0],
-                       **flags.given_run_settings(args), model_options=flags.given_options(args, "model", [args.model]),
+    from zoo.rules import check_data_dir
+    settings = flags.given_run_settings(args)
+    check_data_dir(settings.get("dataset", RunConfig.dataset), settings.get("data_dir"))
+    config = RunConfig(model=args.model, guide=args.guide, objective=args.objectives[0], **settings, model_options=flags.given_options(args, "model", [args.model]),
                        guide_options=flags.given_options(args, "guide", [args.guide]))
     out = Path(args.out or f"runs/gradients-{model_label(args.model)}-{model_label(args.guide)}")
     result = gradients_run(args.model, args.guide, args.objectives, args.particles_list, args.repeats, config, out,

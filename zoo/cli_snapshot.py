@@ -8,10 +8,13 @@ makes, so the registry stays their one source), the text of ``pyro-zoo list``, a
 groups through which installed packages add components.
 
 :func:`answer` rebuilds a parser from the snapshot and lets argparse print the help at the
-terminal's width, or prints the list. It answers only when the answer is the live one: no package
-has added components through an entry point (the snapshot cannot know them), and the request is a
-help request or a bare ``list``. Anything else, a request the snapshot cannot parse included, goes
-to :func:`zoo.cli.main`, whose error messages stay the only ones.
+terminal's width, or prints the list. It answers only when the answer is the live one: the source
+files the snapshot was read from are unchanged (it holds the SHA-256 of every module of ``zoo`` and
+``guides`` that making it imported, :func:`is_fresh`, so a model added to the registry and not yet in
+the snapshot sends ``list`` to the live registry instead of leaving it out), no package has added
+components through an entry point (the snapshot cannot know them), and the request is a help request
+or a bare ``list``. Anything else, a request the snapshot cannot parse included, goes to
+:func:`zoo.cli.main`, whose error messages stay the only ones.
 
 ``tests/test_cli_snapshot.py`` compares the snapshot with the live parser and list, and says
 to run ``python -m zoo.cli_snapshot`` (which rewrites the file) when they differ.
@@ -19,15 +22,21 @@ to run ``python -m zoo.cli_snapshot`` (which rewrites the file) when they differ
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-__all__ = ["SNAPSHOT", "answer", "load", "live", "parser_spec", "parser_from_spec", "write"]
+__all__ = ["SNAPSHOT", "answer", "load", "live", "is_fresh", "source_hashes", "parser_spec", "parser_from_spec",
+           "write"]
 
 #: The snapshot, beside this module (package data).
 SNAPSHOT = Path(__file__).with_name("cli_snapshot.json")
+#: The folder holding the packages ``zoo`` and ``guides``, whose modules the answers are read from.
+ROOT = Path(__file__).resolve().parents[1]
+#: The packages whose source files the snapshot's freshness is checked against.
+PACKAGES = ("zoo", "guides")
 
 #: argparse's action classes by what ``add_argument(action=...)`` calls them (the help action is
 #: the parser's own: ``add_help``)
@@ -120,6 +129,36 @@ def load() -> Optional[Dict]:
         return None
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def source_hashes() -> Dict[str, str]:
+    """The SHA-256 of the source file of every module of :data:`PACKAGES` imported so far, by its path relative to
+    :data:`ROOT`: what the answers were read from, once :func:`live` has made them in a fresh process."""
+    hashes = {}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if not path or not path.endswith(".py"):
+            continue
+        path = Path(path).resolve()
+        if path.is_relative_to(ROOT) and path.relative_to(ROOT).parts[0] in PACKAGES:
+            hashes[path.relative_to(ROOT).as_posix()] = _sha256(path)
+    return dict(sorted(hashes.items()))
+
+
+def is_fresh(snapshot: Dict) -> bool:
+    """Whether every source file ``snapshot`` was made from is as it was then (a file changed, added to the
+    registry's imports, or gone makes it stale); hashing them costs milliseconds, torch and Pyro seconds."""
+    sources = snapshot.get("sources")
+    if not isinstance(sources, dict) or not sources:
+        return False
+    try:
+        return all(_sha256(ROOT / path) == digest for path, digest in sources.items())
+    except OSError:
+        return False
+
+
 def _components_added_by_packages(groups: List[str]) -> bool:
     from importlib.metadata import entry_points
     installed = entry_points()
@@ -133,7 +172,7 @@ def answer(argv: List[str]) -> Optional[int]:
     if argv != ["list"] and not {"-h", "--help"} & set(words):
         return None
     snapshot = load()
-    if snapshot is None or _components_added_by_packages(snapshot["entry_point_groups"]):
+    if snapshot is None or not is_fresh(snapshot) or _components_added_by_packages(snapshot["entry_point_groups"]):
         return None
     code = None
     if argv == ["list"]:
@@ -166,8 +205,12 @@ def live() -> Dict:
 
 
 def write() -> Path:
-    """Rewrite ``cli_snapshot.json`` from the live registry."""
-    SNAPSHOT.write_text(json.dumps(live(), indent=1, ensure_ascii=False) + "\n")
+    """Rewrite ``cli_snapshot.json`` from the live registry, with the SHA-256 of the source files it was read from
+    (:func:`source_hashes`; run in a process of its own, ``python -m zoo.cli_snapshot``, so that they are the
+    modules the answers import and no more)."""
+    snapshot = live()
+    snapshot["sources"] = source_hashes()
+    SNAPSHOT.write_text(json.dumps(snapshot, indent=1, ensure_ascii=False) + "\n")
     return SNAPSHOT
 
 

@@ -25,18 +25,27 @@ _SEP = ":"
 
 
 def ints(text: str) -> List[int]:
-    """``200,200`` -> [200, 200]."""
+    """``200,200`` -> [200, 200]; an empty item (``,``, ``200,,200``, ``""``) is refused, not dropped."""
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        return [int(t) for t in _items(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers (e.g. 200,200), got {text!r}") from None
 
 
 def floats(text: str) -> List[float]:
+    """``0.1,0.2`` -> [0.1, 0.2]; an empty item is refused, as by :func:`ints`."""
     try:
-        return [float(t) for t in text.split(",") if t.strip()]
+        return [float(t) for t in _items(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers (e.g. 0.1,0.2), got {text!r}") from None
+
+
+def _items(text: str) -> List[str]:
+    """The comma-separated items of ``text``; ValueError for an empty one (a list the user did not write)."""
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise ValueError(text)
+    return items
 
 
 def names(text: str) -> List[str]:

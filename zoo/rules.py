@@ -23,10 +23,18 @@ rule is decided from what the components declare, never from a hand-kept list of
 A component's own options (a choice, a range, the estimator's minimum particles, free bits with
 another estimator) are checked by its :class:`~zoo.core.components.Options` when they are resolved,
 before any rule here. Each error is one line that says what to use instead.
+
+The rules of one command besides the combinations (compress's, the defensive proposal's, ``eval --gaps``'
+and BDMC's, the batch size and the sleep phase that ``zoo.fit`` checks too) are :class:`Rule` objects in
+:data:`RULES`, each stated once: ``pyro-zoo list`` prints their texts, and the checks that apply them
+(:func:`check_compress`, :func:`check_gaps`, :func:`check_bdmc`, :func:`check_batch_size`,
+:func:`check_sleep`, and the coder's and the defensive proposal's checks on their traces) raise
+:meth:`Rule.error`, whose message ends in that text.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -40,10 +48,11 @@ from zoo.core.errors import ZooError
 from zoo.data.kinds import data_kind
 from zoo.objectives import build_objective, objective_capabilities, objective_label
 
-__all__ = ["DataFacts", "model_options", "check_guide", "check_combination", "check_guide_options",
-           "check_capture", "check_levels", "check_run", "check_covariates", "check_data_kind",
-           "observed_likelihoods", "likelihood_name", "likelihood_warning", "check_step", "verdict", "compatibility",
-           "grid_axes_without_effect"]
+__all__ = ["DataFacts", "model_options", "build_run_model", "check_guide", "check_combination", "check_guide_options",
+           "check_capture", "check_levels", "check_run", "check_data_dir", "check_covariates", "check_sleep",
+           "check_batch_size", "check_data_kind", "observed_likelihoods", "likelihood_name", "likelihood_warning",
+           "check_step", "verdict", "compatibility", "grid_axes_without_effect", "check_fit", "Rule", "RULES",
+           "rules_text", "check_compress", "check_gaps", "check_bdmc"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,18 @@ def model_options(config, data: Optional[DataFacts]) -> Dict[str, Any]:
     return options
 
 
+def build_run_model(config, data, facts: Optional[DataFacts] = None) -> ZooModel:
+    """The model of the run of ``config`` on ``data`` (a :class:`~zoo.data.Dataset`), as ``train`` and ``list``
+    build it: from :func:`model_options`; a model that reads example rows while it is built (a model file,
+    whose trial run :func:`~zoo.models.pyro_model.from_pyro` feeds) gets the training rows, so a model that
+    reads a column as a scale (eight schools' per-datum sigma) is tried on its data, not on zeros."""
+    facts = facts if facts is not None else DataFacts.of(data)
+    component = MODELS[config.model]
+    if component.capability("reads_example_rows"):
+        component = dataclasses.replace(component, factory=functools.partial(component.factory, example=data.train))
+    return component.build(facts.x_dim, **model_options(config, facts))
+
+
 def check_guide(guide: str, model: ZooModel) -> None:
     """Raise :class:`ZooError` unless the family ``guide`` can represent ``model``'s latents."""
     try:
@@ -147,10 +168,19 @@ def check_combination(model: ZooModel, guide: str, objective: str,
     problem = _problem(model, guide, caps, objective_label(objective, estimator), guide_options)
     if problem is not None:
         raise ZooError(problem(lambda: _fitting(model, guide)))
-    insomnia = (objective_options or {}).get("insomnia")
-    if insomnia is not None and insomnia < 1 and not GUIDES[guide].factory.amortized:
-        raise ZooError(f"insomnia {insomnia} < 1 trains the guide on dreamt data (sleep-phi), which needs an "
-                       f"amortized guide, and {guide!r} is per-datum; use insomnia 1 or an amortized guide")
+    check_sleep(model, GUIDES[guide].factory, (objective_options or {}).get("insomnia"))
+
+
+def check_sleep(model: ZooModel, guide, insomnia: Optional[float]) -> None:
+    """Raise :class:`ZooError` unless the sleep phase of ``insomnia`` < 1 (rws) can run: the ``guide`` (a guide or
+    its family) amortized, and the model able to dream every column of x."""
+    if insomnia is None or insomnia >= 1:
+        return
+    if not getattr(guide, "amortized", True):
+        raise SLEEP_NEEDS_AMORTIZED.error(f"insomnia {insomnia:g} with the per-datum {guide.family!r} guide")
+    refusal = getattr(model, "cannot_generate", None)
+    if refusal:
+        raise SLEEP_NEEDS_GENERATION.error(f"insomnia {insomnia:g}: {refusal}")
 
 
 def _discrete_configurations(model: ZooModel) -> Optional[int]:
@@ -309,9 +339,8 @@ def check_run(config, model: ZooModel, data: Optional[DataFacts] = None, distrib
         raise OptionError("kl_warmup", f"weights the latent terms of a bound; "
                           f"{objective_label(config.objective, estimator)} has none to weight "
                           f"(it sums or sleeps its latents): drop it, or use elbo, tracegraph or iwae", kind="run")
-    if data is not None and config.batch_size > data.num_train:
-        raise OptionError("batch_size", f"{config.batch_size} is larger than the {data.num_train} training data "
-                          f"of {data.name!r}; use at most {data.num_train}", kind="run")
+    if data is not None:
+        check_batch_size(config.batch_size, data.num_train, repr(data.name))
 
 
 def check_levels(model: ZooModel, data: Optional[DataFacts]) -> None:
@@ -326,6 +355,21 @@ def check_levels(model: ZooModel, data: Optional[DataFacts]) -> None:
     if data.levels > model.levels:
         raise OptionError("levels", f"is {model.levels}, and dataset {data.name!r} has {data.levels} levels; "
                           f"drop --levels (the dataset's is the default)", kind="model")
+
+
+def check_data_dir(dataset: str, data_dir: Optional[str]) -> None:
+    """Raise :class:`ZooError` for a ``data_dir`` given with a dataset that reads nothing from it (the bundled
+    digits, synthetic data, a file named by its path): it would be silently ignored. The command line asks this
+    where ``--data-dir`` is given; a script may pass one ``data_dir`` for several datasets, some of which read it."""
+    if data_dir is None:
+        return
+    component = DATASETS[dataset]
+    if component.capability("needs_data_dir"):
+        return
+    readers = [name for name, c in DATASETS.items() if c.capability("needs_data_dir")]
+    what = "is read from its own path" if component.capability("file") else "is built in"
+    raise DATA_DIR_UNUSED.error(f"--data-dir {data_dir} with dataset {dataset!r}, which {what} (the datasets read "
+                                f"from files: {', '.join(readers)})")
 
 
 def check_covariates(model: ZooModel, data: DataFacts) -> None:
@@ -401,7 +445,7 @@ def verdict(config, data, device: Optional[torch.device] = None, model: Optional
     else the error it refuses it with; what ``pyro-zoo list`` prints for a run.
 
     The checks are :func:`zoo.experiments.run.prepare`'s, in its order, up to where training would start:
-    ``model`` (built from :func:`model_options`, when not given), :func:`check_run`, the data tensor
+    ``model`` (:func:`build_run_model`, when not given), :func:`check_run`, the data tensor
     against the model (:meth:`~zoo.core.contract.ZooModel.validate_data`: the data are what their
     :class:`DataFacts` say), and, where it has anything to try, :func:`check_step` on ``device``
     (default: the CPU).
@@ -411,7 +455,7 @@ def verdict(config, data, device: Optional[torch.device] = None, model: Optional
     try:
         facts = DataFacts.of(data)
         if model is None:
-            model = MODELS.build(config.model, facts.x_dim, **model_options(config, facts))
+            model = build_run_model(config, data, facts)
         check_run(config, model, facts, distributed)
         model.validate_data(data.train, what=f"dataset {data.name!r}")
         objective = build_objective(config.objective, **dataclasses.asdict(config.resolved("objective")),
@@ -495,3 +539,148 @@ def likelihood_warning(model: ZooModel, data: DataFacts) -> Optional[str]:
                     f"the counts; for counts use a count likelihood (a Poisson model file, e.g. "
                     f"examples/count_models.py:poisson_pca) or, for k levels, --likelihood categorical --levels k")
     return None
+
+
+# -- rules of one command ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rule:
+    """A rule that one command checks besides the (model, guide, objective) combinations above, stated once.
+
+    ``pyro-zoo list`` prints every rule of :data:`RULES` in its :attr:`text`, and the check that applies it
+    raises :meth:`error`, whose message ends in that very text: what ``list`` says is what the command says.
+
+    Arguments:
+        name: its key in :data:`RULES`.
+        command: where it is checked (``"train"``, ``"compress"``, ``"eval --gaps"``, ...).
+        text: the rule and what to do instead, one line.
+    """
+
+    name: str
+    command: str
+    text: str
+
+    def error(self, broken_by: str) -> ZooError:
+        """The refusal of a run that breaks the rule: ``broken_by`` says what in the run breaks it, then the rule."""
+        return ZooError(f"{broken_by}: {self.text}")
+
+
+#: Every :class:`Rule`, by name, in the order ``pyro-zoo list`` prints them.
+RULES: Dict[str, Rule] = {}
+
+
+def _rule(name: str, command: str, text: str) -> Rule:
+    RULES[name] = Rule(name, command, text)
+    return RULES[name]
+
+
+DATA_DIR_UNUSED = _rule("data_dir_unused", "train", "--data-dir is where the datasets stored in files live; a "
+                        "dataset that reads nothing there would ignore it: drop --data-dir")
+BATCH_SIZE = _rule("batch_size", "train", "a minibatch is drawn from the training data, so --batch-size is at most "
+                   "their number: use a smaller one")
+SLEEP_NEEDS_AMORTIZED = _rule(
+    "sleep_needs_amortized", "train", "insomnia < 1 trains the guide on dreamt data (sleep-phi), which needs an "
+    "amortized guide (a per-datum guide has no row for a dreamt x): use insomnia 1 or an amortized guide")
+SLEEP_NEEDS_GENERATION = _rule(
+    "sleep_needs_generation", "train", "insomnia < 1 trains the guide on data dreamt from the model, which must "
+    "generate every column of x: use insomnia 1")
+COMPRESS_NEEDS_AMORTIZED = _rule(
+    "compress_needs_amortized", "compress", "compress codes new data with q(z | x), which needs an amortized guide: "
+    "compress a run trained with --guide amortized")
+COMPRESS_NEEDS_MEAN_FIELD = _rule(
+    "compress_needs_mean_field", "compress", "bits-back coding pops the latents in the model's order (top-down), and "
+    "a structured guide conditions them bottom-up: use a mean-field guide (amortized without --structured)")
+COMPRESS_NEEDS_LOCAL_LATENTS = _rule(
+    "compress_needs_local_latents", "compress", "bits-back coding codes each datum with its own latents, and a global "
+    "latent (outside the data plate) belongs to no datum: compress a model without global latents")
+COMPRESS_NEEDS_LEVELS = _rule(
+    "compress_needs_levels", "compress", "compress codes discrete data, with a likelihood that is a probability over "
+    "pixel levels, not a density: use a Bernoulli or k-level likelihood (categorical, dlogistic, dmol)")
+COMPRESS_NEEDS_NORMAL = _rule(
+    "compress_needs_normal", "compress", "bits-back coding discretizes each real latent under a diagonal Normal "
+    "prior and posterior: use the standard prior and a Gaussian guide (amortized)")
+DEFENSIVE_NEEDS_PARTICLES = _rule(
+    "defensive_needs_particles", "eval", "the defensive proposal widens each guide site per particle, which needs "
+    "every guide site inside the data plate to carry the particle dimension: write the guide's shapes from the right "
+    "(z.shape[:-1]), or evaluate with --eval-proposal guide")
+GAPS_NEEDS_AMORTIZED = _rule(
+    "gaps_needs_amortized", "eval --gaps", "the inference gaps need an amortized guide (a per-datum guide's "
+    "amortization gap is 0 by construction): use --gaps on an amortized, iaf or relaxed run")
+GAPS_NEEDS_MEAN_FIELD = _rule(
+    "gaps_needs_mean_field", "eval --gaps", "the per-datum counterpart of a structured guide q(z2 | z1, x) is not "
+    "defined (its conditional heads read sampled values, not per-datum numbers): use --gaps on a mean-field run")
+GAPS_NEEDS_COUNTERPART = _rule(
+    "gaps_needs_counterpart", "eval --gaps", "the inference gaps refit a per-datum counterpart of the guide, defined "
+    "for the amortized, relaxed, iaf and exact families: use --gaps on an amortized, iaf or relaxed run")
+BDMC_NEEDS_GENERATION = _rule(
+    "bdmc_needs_generation", "eval --estimator bdmc", "BDMC simulates data from the model, which must generate "
+    "every column of x: use --estimator ais on the run's data instead")
+BDMC_NEEDS_AMORTIZED = _rule(
+    "bdmc_needs_amortized", "eval --estimator bdmc", "BDMC's guide path starts at q(z | x) of simulated data, which "
+    "needs an amortized guide: pass --ais-path prior")
+
+
+def check_compress(model: ZooModel, guide) -> None:
+    """Raise :class:`ZooError` unless ``pyro-zoo compress`` can code data with ``model`` and its trained ``guide``
+    by bits-back ANS (:class:`~zoo.evaluation.bitsback.BitsBackCoder`): an amortized, mean-field guide, local
+    latents only, and a likelihood over pixel levels. That each real latent's prior and posterior are diagonal
+    Normals shows only on the coder's traces, which raise :data:`COMPRESS_NEEDS_NORMAL`."""
+    family = getattr(guide, "family", type(guide).__name__)
+    if not getattr(guide, "amortized", True):
+        raise COMPRESS_NEEDS_AMORTIZED.error(f"the {family!r} guide is fitted per datum")
+    if getattr(guide, "structured", False):
+        raise COMPRESS_NEEDS_MEAN_FIELD.error(f"the {family!r} guide is structured")
+    if getattr(model, "global_latents", ()):
+        names = ", ".join(s.name for s in model.global_latents)
+        raise COMPRESS_NEEDS_LOCAL_LATENTS.error(f"{model.display_name} has global latents ({names})")
+    if model.data_levels is None:
+        raise COMPRESS_NEEDS_LEVELS.error(f"{model.display_name}'s {model.likelihood} likelihood is a density")
+
+
+def check_gaps(guide) -> None:
+    """Raise :class:`ZooError` unless ``eval --gaps`` can refit a per-datum counterpart q* of ``guide``'s family:
+    an amortized, mean-field guide of a family that has one."""
+    family = getattr(guide, "family", type(guide).__name__)
+    if not getattr(guide, "amortized", True):
+        raise GAPS_NEEDS_AMORTIZED.error(f"this run's {family!r} guide is fitted per datum already")
+    if getattr(guide, "structured", False):
+        raise GAPS_NEEDS_MEAN_FIELD.error(f"this run's {family!r} guide is structured")
+    if family not in ("amortized", "relaxed", "iaf", "exact"):
+        raise GAPS_NEEDS_COUNTERPART.error(f"the {family!r} guide has none")
+
+
+def check_bdmc(model: ZooModel, guide, path: str) -> None:
+    """Raise :class:`ZooError` unless BDMC (``eval --estimator bdmc``) can run on ``model``: it simulates data, so
+    the model must generate them, and the guide path needs an amortized guide."""
+    refusal = getattr(model, "cannot_generate", None)
+    if refusal:
+        raise BDMC_NEEDS_GENERATION.error(refusal)
+    if path == "guide" and not getattr(guide, "amortized", True):
+        raise BDMC_NEEDS_AMORTIZED.error(f"the {getattr(guide, 'family', type(guide).__name__)!r} guide is fitted "
+                                         f"per datum")
+
+
+def check_fit(model: ZooModel, guide, objective) -> None:
+    """Raise :class:`ZooError` where ``zoo.fit`` is handed a guide and a built objective that ``train`` refuses
+    together: the combination of a zoo guide family and an objective the zoo built (:func:`check_combination`,
+    read off ``guide.family`` and ``objective.estimator_row``), and the sleep phase (:func:`check_sleep`). A
+    guide of the user's own or an objective built elsewhere is checked by its trial run and its own guards."""
+    check_sleep(model, guide, getattr(objective, "insomnia", None))
+    row = getattr(objective, "estimator_row", None)
+    family = getattr(guide, "family", None)
+    if row is None or family not in GUIDES or type(guide) is not GUIDES[family].factory:
+        return
+    check_combination(model, family, row.bound, {"structured": bool(getattr(guide, "structured", False))},
+                      {"estimator": row.name})
+
+
+def check_batch_size(batch_size: int, num_data: int, name: str = "the training data") -> None:
+    """Raise :class:`OptionError` for a minibatch larger than the ``num_data`` training data of ``name``."""
+    if batch_size > num_data:
+        raise OptionError("batch_size", f"{batch_size} is larger than the {num_data} training data of {name}: "
+                          f"{BATCH_SIZE.text} (at most {num_data})", kind="run")
+
+
+def rules_text() -> str:
+    """Every rule of :data:`RULES`, one line each with its command: what ``pyro-zoo list`` prints."""
+    width = max(len(r.command) for r in RULES.values())
+    return "\n".join(f"  {r.command:<{width}}  {r.text}" for r in RULES.values())

@@ -393,6 +393,13 @@ class ZooModel(nn.Module):
         """The views of one datum, each with its own likelihood (multimodal models); empty otherwise."""
         return ()
 
+    @property
+    def example_rows(self) -> Optional[torch.Tensor]:
+        """Rows of data ``[n, x_dim]`` the model was built from and tried on (a model file's trial run reads
+        the run's data), for what must run the model on some x before a minibatch is at hand (a guide file's
+        trial run, the global guide's initial values); ``None``: any x of the right width will do."""
+        return None
+
     def forward(self, x=None, idx=None, N=None):
         return self.model(x, idx=idx, N=N)
 

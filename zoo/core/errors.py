@@ -27,9 +27,11 @@ class OptionError(ZooError):
         self.option, self.problem, self.kind = option, problem, kind
 
 
-def unknown_name(kind: str, name: str, known: Iterable[str]) -> ZooError:
-    """Build the error for an unknown registry name, suggesting the nearest one."""
+def unknown_name(kind: str, name: str, known: Iterable[str], of: str = "") -> ZooError:
+    """Build the error for an unknown name of a ``kind`` (a registry's, or ``of`` something: the checks of an
+    assignment), suggesting the nearest one."""
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ZooError(f"unknown {kind} {name!r}.{hint} Known {kind}s: {', '.join(known)}.")
+    owner = f" of {of}" if of else ""
+    return ZooError(f"unknown {kind} {name!r}{owner}.{hint} Known {kind}s{owner}: {', '.join(known)}.")

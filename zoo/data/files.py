@@ -205,11 +205,24 @@ def _flatten(a: np.ndarray, path: Path, what: str) -> np.ndarray:
     return a.reshape(a.shape[0], -1) if a.ndim != 2 else a
 
 
+#: The largest magnitude the zoo's float32 tensors hold; a finite value beyond it would become inf.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _refuse_nonfinite(a: np.ndarray, path: Path, what: str) -> None:
+    """Refuse NaN and inf, and finite values beyond float32's range (1e300 in a float64 file), which the zoo's
+    float32 tensors would hold as inf: each named by its row and column, as the file holds it."""
+    if a.dtype.kind not in "biuf" or not a.size:
+        return
     if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
         row, col = np.argwhere(~np.isfinite(a))[0]
         raise ZooError(f"{path}: {what} holds {a[row, col]} at row {row}, column {col}; clean the file "
                        f"(drop or fill the value)")
+    if np.abs(a).max() > FLOAT32_MAX:
+        row, col = np.argwhere(np.abs(a) > FLOAT32_MAX)[0]
+        raise ZooError(f"{path}: {what} holds {a[row, col]:g} at row {row}, column {col}, beyond float32's range "
+                       f"(±{FLOAT32_MAX:.3g}), in which the zoo computes; rescale the data (e.g. its logarithm) "
+                       f"or drop the value")
 
 
 def _check_levels(flat: Dict[str, np.ndarray], levels: int, path: Path) -> None:

@@ -62,6 +62,7 @@ from scipy.special import ndtr, ndtri
 from zoo.core.errors import ZooError
 from zoo.core.levels import levels_of, pixel_levels_table
 from zoo.core.modes import evaluation_mode
+from zoo.rules import COMPRESS_NEEDS_NORMAL, check_compress
 
 __all__ = ["BitsBackCoder", "PRECISION_BITS", "DEFAULT_LATENT_BITS", "MAX_LATENT_BITS"]
 
@@ -99,8 +100,7 @@ def _unwrap(fn):
 def _normal(fn, what: str) -> Tuple[np.ndarray, np.ndarray]:
     base = _unwrap(fn)
     if type(base) not in (dist.Normal, torch.distributions.Normal):
-        raise ZooError(f"bits-back coding discretizes a real latent under a diagonal Normal {what}, and this one is "
-                       f"a {type(fn).__name__}; use the standard prior and a Gaussian guide (amortized, meanfield)")
+        raise COMPRESS_NEEDS_NORMAL.error(f"a real latent's {what} is a {type(fn).__name__}")
     return (base.loc.detach().double().reshape(-1).cpu().numpy(), base.scale.detach().double().reshape(-1).cpu().numpy())
 
 
@@ -127,18 +127,10 @@ class BitsBackCoder:
             raise ZooError(f"latent bits must be between 1 and {MAX_LATENT_BITS}, got {latent_bits}")
         self.model, self.guide, self.latent_bits = model, guide, int(latent_bits)
         self.bins = 2 ** self.latent_bits
+        check_compress(model, guide)
         self.sites = [SiteCode(s.name, s.support if s.support in ("binary", "categorical") else "real")
                       for s in model.latents]
-        if getattr(guide, "structured", False):
-            raise ZooError("bits-back coding pops the latents in the model's order (top-down), and a structured guide "
-                           "conditions them bottom-up; use a mean-field guide (amortized without --structured)")
-        if getattr(model, "global_latents", ()):
-            raise ZooError("bits-back coding codes each datum with its local latents; this model has global latents")
         self.levels = model.data_levels
-        if self.levels is None:
-            raise ZooError(f"{model.display_name}'s likelihood is a density, not a probability over pixel levels; "
-                           f"compress codes discrete data: use a Bernoulli or k-level likelihood (categorical, "
-                           f"dlogistic, dmol)")
         grid = ndtri((np.arange(1, self.bins) / self.bins))
         self._edges = np.concatenate([[-np.inf], grid, [np.inf]])                 # standard-normal equal mass
         self._centres = ndtri((np.arange(self.bins) + 0.5) / self.bins)

@@ -59,6 +59,7 @@ from zoo.core.distributions import JointDiscrete
 from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.core.weights import LogWeights, is_subsample_site, masked_log_prob, per_datum_log_weights
+from zoo.rules import DEFENSIVE_NEEDS_PARTICLES
 
 __all__ = ["DefensiveProposal", "GUIDE_PROPOSAL", "PROPOSALS", "Draws", "widen", "log_mean_weight",
            "as_proposal"]
@@ -124,8 +125,8 @@ class _Stratified(TorchDistribution):
         batch_dims = like.dim() - event_dims
         lead = batch_dims - (MAX_PLATE_NESTING + 1)
         if lead < 0 or like.shape[lead] != self.wide_rows.numel():
-            raise ZooError("the defensive proposal needs every guide site inside the data plate to carry the "
-                           "particle dimension")
+            raise DEFENSIVE_NEEDS_PARTICLES.error(f"a guide site of batch shape {tuple(like.shape[:batch_dims])} "
+                                                  f"has no dimension of the {self.wide_rows.numel()} particles")
         return self.wide_rows.reshape((1,) * lead + (-1,) + (1,) * (batch_dims - lead - 1 + event_dims))
 
     def sample(self, sample_shape=torch.Size()):

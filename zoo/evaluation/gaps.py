@@ -78,6 +78,7 @@ from zoo.evaluation.defensive import as_proposal, log_mean_weight
 from zoo.core.modes import evaluation_mode
 from zoo.evaluation.estimators.psis import PSIS_THRESHOLD, psis_khat
 from zoo.registry import build_guide
+from zoo.rules import check_gaps
 from zoo.training.refit import REFIT_LR, REFIT_MAX_EPOCHS, REFIT_TOL, refit_local_guide
 
 __all__ = ["inference_gaps", "local_guide", "LocalIAF", "LocalGaussian", "GAP_KEYS", "gaps_markdown",
@@ -97,25 +98,15 @@ GAP_KEYS = {
 
 def same_family(guide) -> str:
     """One line naming q*'s family for ``guide``; refuses (ZooError) where none is defined."""
+    check_gaps(guide)
     family = getattr(guide, "family", type(guide).__name__)
-    if not getattr(guide, "amortized", True):
-        raise ZooError(f"the inference gaps need an amortized guide, and this run's {family!r} guide is fitted per "
-                       f"datum already (its amortization gap is 0 by construction); use --gaps on an amortized, "
-                       f"iaf or relaxed run")
-    if getattr(guide, "structured", False):
-        raise ZooError(f"the per-datum counterpart of a structured {family!r} guide q(z2 | z1, x) is not defined "
-                       f"(its conditional heads read sampled values, not per-datum numbers); use --gaps on a "
-                       f"mean-field run")
     if family in ("amortized", "relaxed"):
         return ("per-datum meanfield: a diagonal Normal or Bernoulli/categorical logits per datum, from the "
                 "encoder's output")
     if family == "iaf":
         return ("per-datum IAF: the base (mu, sigma) and the flows' context h free per datum, from the encoder's "
                 "values; the autoregressive networks as trained")
-    if family == "exact":
-        return "per-datum full-covariance Gaussian, from the exact posterior"
-    raise ZooError(f"no per-datum counterpart of the {family!r} guide is defined for the inference gaps; "
-                   f"use --gaps on an amortized, iaf or relaxed run")
+    return "per-datum full-covariance Gaussian, from the exact posterior"
 
 
 class LocalIAF(ZooGuide):

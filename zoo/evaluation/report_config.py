@@ -48,7 +48,8 @@ from typing import Any, List, Mapping, Optional, Tuple
 from zoo.core.errors import ZooError
 from zoo.core.files import read_json
 
-__all__ = ["CONFIG_NAME", "Reference", "Setting", "Table", "ReportConfig", "load_config", "flat_config", "matches"]
+__all__ = ["CONFIG_NAME", "Reference", "Setting", "Table", "ReportConfig", "load_config", "flat_config", "matches",
+           "json_type"]
 
 #: the configuration file of a results folder
 CONFIG_NAME = "report.json"
@@ -187,10 +188,14 @@ def _parse(data: Any) -> ReportConfig:
                         settings=settings, tables=tables)
 
 
+def json_type(value: Any) -> str:
+    """What JSON calls the type of a parsed ``value`` (object, list, string, number, boolean, null)."""
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
 def _expect(value: Any, kind: type, where: str) -> Any:
     if not isinstance(value, kind):
-        raise TypeError(f"{where} is a JSON {_JSON_NAMES.get(type(value), type(value).__name__)}, expected a JSON "
-                        f"{_JSON_NAMES[kind]}")
+        raise TypeError(f"{where} is a JSON {json_type(value)}, expected a JSON {_JSON_NAMES[kind]}")
     return value
 
 

@@ -58,7 +58,7 @@ from zoo.evaluation.reliability import AGREEMENT_NATS, UNRELIABLE_SHARE, agreeme
     is_of_ais_images, is_unreliable, reliability_cell, reliability_legend
 from zoo.evaluation.seed_stats import pool_seeds
 from zoo.evaluation.report_config import CONFIG_NAME, MINUS, Reference, ReportConfig, Table, flat_config, \
-    load_config, matches
+    json_type, load_config, matches
 
 __all__ = ["TABLES", "load_results", "render_template", "render_results_readme", "render_readme_block",
            "headline_runs", "declared_table", "render_leaderboard", "leaderboard_runs", "model_label",
@@ -95,6 +95,9 @@ def load_results(directory: Path) -> Results:
         if not isinstance(data.get("provenance"), dict) \
                 or not data["provenance"].get("command"):
             raise ZooError(f"{path}: no provenance.command; a result file must record the command that made it")
+        if "runs" in data and not isinstance(data["runs"], (list, dict)):     # else shown as no runs at all
+            raise ZooError(f"{path}: runs is a JSON {json_type(data['runs'])}, expected a JSON list of runs (objects "
+                           f"with a label), or an object of them by name; fix or remove it")
         markdown = path.with_suffix(".md")
         if markdown.is_file():                  # the script's own rendering of the same run, for {{ include }}
             data[MARKDOWN_KEY] = read_text(markdown, "Markdown file")

@@ -40,6 +40,7 @@ from zoo.evaluation.bdmc import bdmc_markdown, bidirectional_monte_carlo
 from zoo.experiments.outputs import json_ready, refuse_weaker
 from zoo.experiments.run import _eval_subset, evaluation_guide, prepare, results_kept_on_stop
 from zoo.experiments.run_folder import load_run, load_weights, writer_lock
+from zoo.rules import check_bdmc
 from zoo.training.checkpoint import atomic_write_bytes, atomic_write_text, signals_deferred
 from zoo.usercode.errors import user_code_errors
 
@@ -199,12 +200,7 @@ def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: in
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
         run = _opened(out, model_file, guide_file, device, data_dir, None)
-        if run.model.cannot_generate:
-            raise ZooError(f"BDMC simulates data from the model, and {run.model.cannot_generate}; "
-                           f"use --estimator ais on the run's data instead")
-        if not run.guide.amortized and path == "guide":
-            raise ZooError(f"BDMC's guide path needs an amortized guide (the run's {run.config.guide} guide has no "
-                           f"posterior for simulated data); pass --ais-path prior")
+        check_bdmc(run.model, run.guide, path)
         refuse_weaker(out / "bdmc.json", {"num_data": (num_data, "{} simulated data"),
                                           "num_chains": (chains, "{} chains")},
                       {"path": path, "leapfrog_steps": leapfrog}, force)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import shlex
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -101,12 +102,10 @@ def checked_cells(model: str, guides: Sequence[str], objectives: Sequence[str], 
     if len({str(e) for _, e in refused}) == 1:      # one cell, or one reason for all (an option's value)
         raise refused[0][1]
     if refused:
-        def label(cfg: RunConfig) -> str:           # guide × objective, as named: amortized × iwae:dreg
-            estimator = cfg.objective_options.get("estimator")
-            return f"{spec_label(cfg.guide)} × {cfg.objective}" + (f":{estimator}" if estimator else "")
         raise ZooError(f"{len(refused)} cells of the grid do not fit {model}: " + "; ".join(
-            f"{label(cfg)} ({str(e).split(';')[0]})" for cfg, e in refused) + f"; 'pyro-zoo list {model}' names "
-            "the runs that do")
+            f"{', '.join(cells)} ({'each as the first: ' if len(cells) > 1 else ''}{reason})"
+            for reason, cells in _by_reason(refused).items())
+            + f"; 'pyro-zoo list {model}' names the runs that do")
     if not cells:
         raise ZooError(f"no guide and objective of the grid fits {model}: " + "; ".join(f"{c}: {why}"
                                                                                        for c, why in skipped[:3]))
@@ -271,10 +270,29 @@ def _jobs(grid: Grid, out: Path, data, fresh: bool) -> Tuple[List[RunConfig], Li
     return cells, skipped, jobs
 
 
+def _by_reason(refused: Sequence[Tuple[RunConfig, ZooError]]) -> Dict[str, List[str]]:
+    """The refused cells grouped by the rule that refused them, each reason said once (its first clause, as the
+    first cell of the group words it) with the cells it refuses, ``guide × objective`` as named
+    (``amortized × iwae:dreg``). A reason names its cell's guide and objective (quoted), so cells are grouped by
+    their reason with the quoted names taken out."""
+    groups: Dict[str, Tuple[str, List[str]]] = {}
+    for cfg, e in refused:
+        estimator = cfg.objective_options.get("estimator")
+        reason = str(e).split(";")[0]
+        rule = re.sub(r"'[^']*'( with estimator '[^']*')?", "…", reason)
+        label = f"{spec_label(cfg.guide)} × {cfg.objective}" + (f":{estimator}" if estimator else "")
+        groups.setdefault(rule, (reason, []))[1].append(label)
+    return {reason: cells for reason, cells in groups.values()}
+
+
 def _check_finished(cfg: RunConfig, folder: Path) -> None:
     """A finished cell is kept only if its folder is this cell's run: checkpoint and config.json agree
     (:func:`~zoo.experiments.run_folder.load_run`) and differ from the grid's config only where a resume may, and
     its results.json is this cell's (:func:`_cell_result`)."""
+    if not (folder / "checkpoint.pt").is_file():     # load_run's "train a run there first" cannot work in a grid
+        raise ZooError(f"{folder} holds results.json but no checkpoint.pt, so it cannot be checked as this grid's "
+                       f"cell; move the folder away and '{resume_command(cfg.model, folder.parent)}' trains the cell "
+                       f"again")
     model_file = cfg.model if is_file_spec(cfg.model) else None
     _, stored = load_run(folder, model_file, how=resume_command("FILE.py:NAME", folder.parent))
     try:

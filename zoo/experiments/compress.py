@@ -43,6 +43,7 @@ from zoo.evaluation.bitsback import MAX_LATENT_BITS, PRECISION_BITS, BitsBackCod
 from zoo.evaluation.harness import bound_per_datum
 from zoo.experiments.run import fixed_subset_rows, prepare
 from zoo.experiments.run_folder import RUN_FILES, load_run, load_weights, writer_lock
+from zoo.rules import check_compress
 from zoo.training.checkpoint import atomic_write_bytes
 
 __all__ = ["compress_run", "decode_file", "baseline_bits", "MAGIC", "VERSION", "compression_markdown"]
@@ -87,9 +88,7 @@ def _open(run_dir: Path, model_file, guide_file):
     state, config = load_run(run_dir, model_file, guide_file=guide_file)
     run = prepare(config)
     load_weights(run.model, run.guide, state, run_dir / "checkpoint.pt")
-    if not run.guide.amortized:
-        raise ZooError(f"{run_dir} was trained with the per-datum guide {config.guide!r}, which has no q(z | x) for "
-                       f"new data; compress needs an amortized guide")
+    check_compress(run.model, run.guide)
     return run, _sha256((run_dir / "checkpoint.pt").read_bytes())
 
 

@@ -47,8 +47,8 @@ from zoo.experiments.config import RunConfig, refuse_mismatch, resolve_device, s
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir, refuse_weaker_evaluation
 from zoo.objectives import build_objective
 from zoo.objectives.base import for_model
-from zoo.registry import build_guide, build_model
-from zoo.rules import DataFacts, check_run, check_step, likelihood_name, likelihood_warning, model_options
+from zoo.registry import build_guide
+from zoo.rules import DataFacts, build_run_model, check_run, check_step, likelihood_name, likelihood_warning
 from zoo.training import distributed as ddp
 from zoo.experiments.run_folder import (LoadedRun, load_run, load_weights, read_stored_config,
                                        refuse_foreign_checkpoint, writer_lock)
@@ -93,9 +93,8 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
     data = data if data is not None else config.load_data()
     config = with_data_source(config, data)
     facts = DataFacts.of(data)
-    options = model_options(config, facts)
     pyro.set_rng_seed(config.seed)
-    model = build_model(config.model, data.x_dim, **options)
+    model = build_run_model(config, data, facts)
     check_run(config, model, facts, distributed)
     model.validate_data(data.train, what=f"dataset {data.name!r}")
     if distributed:

@@ -184,7 +184,7 @@ def main(argv) -> None:
         spec.loader.exec_module(submission)
     except BaseException as e:                   # SyntaxError, SystemExit, anything: report it in one line
         reply(import_error=_reason(e, path) if not isinstance(e, SyntaxError)
-              else f"SyntaxError: {e.msg} ({Path(path).name} line {e.lineno})")
+              else f"SyntaxError: {e.msg} ({Path(path).name}{f' line {e.lineno}' if e.lineno else ''})")
         return
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)

@@ -208,7 +208,7 @@ def with_points(assignment: Assignment, points: Optional[Mapping[str, float]]) -
     for name, value in points.items():
         if name not in names:
             from zoo.core.errors import unknown_name
-            raise unknown_name(f"check of {assignment.name}", name, names)
+            raise unknown_name("check", name, names, of=assignment.name)
         if not value >= 0:
             raise ZooError(f"points of {name} must be >= 0, got {value}")
     return replace(assignment, checks=tuple(replace(c, points=float(points[c.name])) if c.name in points else c
@@ -351,7 +351,7 @@ def grade(assignment: Union[str, Assignment], submission: Union[str, Path], *, h
         unknown = sorted(set(only) - {c.name for c in hw.checks})
         if unknown:
             from zoo.core.errors import unknown_name
-            raise unknown_name(f"check of {hw.name}", unknown[0], [c.name for c in hw.checks])
+            raise unknown_name("check", unknown[0], [c.name for c in hw.checks], of=hw.name)
         checks = [c for c in checks if c.name in set(only)]
     if sandbox and _sandbox.refusal() is not None:
         raise ZooError(f"cannot grade in a sandbox: {_sandbox.refusal()}; pass --unsafe-no-sandbox to grade without "

@@ -12,6 +12,8 @@ import functools
 from dataclasses import dataclass
 from typing import Optional
 
+import torch
+
 from zoo.core.components import MODELS, Component, option
 from zoo.models.pyro_model import PyroModel, from_pyro
 from zoo.usercode.loading import FileOptions, load_user_file, make_component
@@ -28,18 +30,22 @@ class ModelFileOptions(FileOptions):
                                 "--covariates)", minimum=0, cli=False)
 
 
-def build_from_file(spec: str, x_dim: int, source_sha256: Optional[str] = None, covariate_dim: int = 0) -> PyroModel:
+def build_from_file(spec: str, x_dim: int, source_sha256: Optional[str] = None, covariate_dim: int = 0,
+                    example: Optional[torch.Tensor] = None) -> PyroModel:
     """The zoo model of the model file ``spec``, imported afresh (with ``source_sha256``: only if its
-    bytes hash to it)."""
+    bytes hash to it); ``example``: the run's data rows ``[n, x_dim]``, whose first rows feed the trial run
+    (:func:`~zoo.models.pyro_model.from_pyro`'s ``data``; zeros without them, which a model that reads a
+    column as a scale cannot take)."""
     obj, _ = load_user_file(spec, expected_sha256=source_sha256)       # checked before it runs
-    return from_pyro(obj, x_dim, name=split_spec(spec)[1], covariate_dim=covariate_dim)
+    return from_pyro(obj, x_dim, data=example, name=split_spec(spec)[1], covariate_dim=covariate_dim)
 
 
 def resolve_model_file(spec: str) -> Optional[Component]:
     """The registry entry of a ``FILE.py:NAME`` model (the file is imported once here, to fail early)."""
     if not is_file_spec(spec):
         return None
-    return make_component(spec, "model", ModelFileOptions, lambda file: functools.partial(build_from_file, file.spec))
+    return make_component(spec, "model", ModelFileOptions, lambda file: functools.partial(build_from_file, file.spec),
+                          reads_example_rows=True)
 
 
 MODELS.add_resolver(resolve_model_file)

@@ -143,8 +143,9 @@ from zoo.usercode.errors import call_user
 from zoo.usercode.functions import first_parameter, named_modules
 from zoo.usercode.messengers import ObservationColumns, call_owned
 from zoo.usercode.params import UserParameters, claim_parameters
-from zoo.usercode.trace import (TRIAL_B, TRIAL_N, TRIAL_PARTICLES, ObservedSite, column_ranges, observed_parents,
-                                read_latents, read_observations)
+from zoo.usercode.trace import (TRIAL_B, TRIAL_N, TRIAL_PARTICLES, TRIAL_SEEDS, ObservedSite, check_fixed_sites,
+                                check_subsample, column_ranges, observed_parents, read_latents, read_observations, site_signature,
+                                trial_rows)
 
 __all__ = ["from_pyro", "PyroModel"]
 
@@ -188,6 +189,10 @@ def from_pyro(model, x_dim: Optional[int] = None, *, data: Optional[torch.Tensor
                            f"NAMES (columns of a .csv, arrays of an .npz), or pass covariate_dim to from_pyro")
         extra = {"covariate_dim": covariate_dim} if covariate_dim and _takes_named(model, "covariate_dim") else {}
         model = model(int(x_dim) - covariate_dim, **extra)
+        if not callable(model):
+            raise ZooError(f"{name}(x_dim) is a factory (its first argument is x_dim) and returned "
+                           f"{'None' if model is None else 'a ' + type(model).__name__}, not a model; end it with "
+                           f"'return model', the model function (or nn.Module) it builds")
     elif inspect.isclass(model):
         raise ZooError(f"{name} is a class whose __init__ does not take x_dim first, so the zoo cannot build it; "
                        f"pass an instance, from_pyro({name}(...), x_dim), or make x_dim its first argument, "
@@ -273,6 +278,11 @@ class PyroModel(ZooModel, UserParameters):
     @property
     def display_name(self) -> str:
         return self._name
+
+    @property
+    def example_rows(self) -> Optional[torch.Tensor]:
+        """The data rows of the trial run, when :func:`from_pyro` was given data (``None``: it ran on zeros)."""
+        return self._example_rows
 
     @property
     def cannot_generate(self) -> Optional[str]:
@@ -364,28 +374,31 @@ class PyroModel(ZooModel, UserParameters):
         """The trial runs: adopt parameters, then read latents, parents and observations off the trace.
 
         Three calls: ``model(x, idx, N)`` on a minibatch of B = 3 out of N = 7 (the declaration is
-        read off its trace); the same under a ``"particles"`` plate of 2 left of the data plate, as
+        read off its trace; again at :data:`~zoo.usercode.trace.TRIAL_SEEDS` seeds, which must sample the same
+        sites, :func:`~zoo.usercode.trace.check_fixed_sites`); the same under a ``"particles"`` plate of 2 left of the data plate, as
         the zoo's objectives (iwae, ``--particles``) and the harness run it (so a shape written for
         one particle, ``loc.view(B, D)`` or ``torch.ones(z.shape[0], 1)``, is refused here, not
         deep in training); and the generation call ``model(None, idx=None, N=n)``, once plain and
         once vectorized, unless some columns of x are covariates (then x cannot be generated and
         :meth:`sample` says so).
         """
-        if example is not None:
-            x = example[:TRIAL_B]
-            while x.shape[0] < TRIAL_B:
-                x = torch.cat([x, x])[:TRIAL_B]
-        else:
-            x = torch.zeros(TRIAL_B, self.x_dim)
-        x = x.to(self.device).contiguous()
+        x = trial_rows(example, self.x_dim, self.device)
+        self._example_rows = None if example is None else x.detach().clone()
         idx = torch.arange(TRIAL_B, device=x.device)
         with torch.random.fork_rng(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.adopting = True
             try:
                 trace = self._trial(lambda: poutine.trace(self.model).get_trace(x, idx=idx, N=TRIAL_N), "scoring data")
+                traces = [trace]
+                for seed in range(TRIAL_SEEDS):           # the same sites at every seed, or a guide cannot fit
+                    torch.manual_seed(seed)
+                    traces.append(self._trial(lambda: poutine.trace(self.model).get_trace(x, idx=idx, N=TRIAL_N),
+                                              "scoring data"))
             finally:
                 self.adopting = False
+            check_subsample(traces, idx, self._name)
+            check_fixed_sites([site_signature(t) for t in traces], self._name)
             latents = read_latents(trace, self._name)
             self.observed, self.factors = read_observations(trace, x, self._name)
             observed_columns = {c for o in self.observed for c in o.columns}

@@ -219,8 +219,12 @@ def register_preset(name: str, estimator: Estimator, *, options: type = Particle
 
 
 def _build(estimator: Estimator, particles: Optional[int], bound_options: Mapping[str, Any]):
-    """The estimator with K particles (its options, K included, were checked when they were resolved)."""
-    return estimator.build(estimator.default_particles if particles is None else int(particles), **bound_options)
+    """The estimator with K particles (its options, K included, were checked when they were resolved), marked with
+    its row (``objective.estimator_row``), so that what is handed a built objective (``zoo.fit``) can ask
+    :mod:`zoo.rules` whether it fits the guide."""
+    objective = estimator.build(estimator.default_particles if particles is None else int(particles), **bound_options)
+    objective.estimator_row = estimator
+    return objective
 
 
 def preset_of(name: str, estimator: Optional[str] = None) -> Tuple[str, str]:

@@ -34,7 +34,16 @@ from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.core.weights import LogWeights, per_datum_log_weights, per_datum_renyi_bound
 
-__all__ = ["PerDatumObjective", "detach_parameters", "for_model"]
+__all__ = ["PerDatumObjective", "detach_parameters", "for_model", "assumption_broken"]
+
+
+def assumption_broken(estimator: str, assumption: str) -> ZooError:
+    """The error of an estimator run on a guide or model that breaks what it assumes (Pyro's own estimators check
+    theirs the same way, on the trace): it says which assumption failed, and leaves the rule and what fits instead
+    to :mod:`zoo.rules`, which ``pyro-zoo train`` and ``zoo.fit`` ask before the first step, so that each rule is
+    stated once."""
+    return ZooError(f"{estimator} assumes {assumption}, and this run breaks it: a combination zoo.rules refuses; "
+                    f"zoo.check_combination(model, guide, objective) or 'pyro-zoo list MODEL' says why and what fits")
 
 
 def for_model(objective, model):
@@ -72,8 +81,8 @@ def detach_parameters(fn):
         return dist.TransformedDistribution(detach_parameters(fn.base_dist), fn.transforms)
     if isinstance(fn, torch.distributions.MultivariateNormal):
         return dist.MultivariateNormal(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
-    raise ZooError(f"path-derivative estimators (stl, dreg) need a guide of Normal sites; "
-                   f"{type(fn).__name__} is not supported (use the meanfield or amortized guide)")
+    raise assumption_broken("a path-derivative estimator (stl, dreg)", f"a guide of Normal sites, not "
+                            f"{type(fn).__name__}")
 
 
 class PerDatumObjective(ELBO):
@@ -105,8 +114,6 @@ class PerDatumObjective(ELBO):
     #: log q evaluated at detached parameters (the path derivative: Roeder et al., Tucker et al.)
     path_derivative = False
     needs_reparam = False
-    #: what to use instead, in the error for a guide that cannot reparameterize
-    instead = "tracegraph"
 
     def __init__(self, num_particles: int = None, max_plate_nesting: int = MAX_PLATE_NESTING):
         num_particles = self.default_particles if num_particles is None else num_particles
@@ -130,8 +137,7 @@ class PerDatumObjective(ELBO):
 
     def _check_reparameterized(self, lw: LogWeights) -> None:
         if self.needs_reparam and not lw.reparameterized:
-            raise ZooError(f"{type(self).__name__} needs a reparameterizable guide; "
-                           f"for discrete latents use {self.instead}")
+            raise assumption_broken(type(self).__name__, "a guide that reparameterizes its samples")
 
     def bound(self, log_w: torch.Tensor) -> torch.Tensor:
         """The per-datum bound ``[B]`` from log-weights ``[K, B]`` (what ``loss`` reports)."""

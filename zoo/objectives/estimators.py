@@ -15,8 +15,7 @@ import math
 
 import torch
 
-from zoo.core.errors import ZooError
-from zoo.objectives.base import PerDatumObjective, detach_parameters
+from zoo.objectives.base import PerDatumObjective, assumption_broken, detach_parameters
 
 __all__ = ["StickingTheLanding", "DReGIWAE", "VIMCO", "Reinforce", "LeaveOneOutReinforce", "detach_parameters"]
 
@@ -42,7 +41,6 @@ class StickingTheLanding(PerDatumObjective):
 
     path_derivative = True
     needs_reparam = True
-    instead = "vimco or tracegraph"
 
 
 class DReGIWAE(PerDatumObjective):
@@ -69,14 +67,12 @@ class DReGIWAE(PerDatumObjective):
     default_particles = 5
     path_derivative = True
     needs_reparam = True
-    instead = "vimco or tracegraph"
 
     def _surrogates(self, model, guide, *args, **kwargs):
         lw = self.log_weights(model, guide, *args, **kwargs)
         shared = {id(p) for p in lw.model_params} & {id(p) for p in lw.guide_params}
         if shared:
-            raise ZooError("dreg separates model and guide parameters, but this guide uses the model's "
-                           "(the exact guide); use iwae, or a guide with parameters of its own")
+            raise assumption_broken("dreg", "model and guide parameters apart")
         log_w = lw.log_w                                  # z carries d z / d phi; q's parameters are cut
         normalized = torch.softmax(log_w.detach(), 0)
         theta_loss = -lw.scale * self.bound(log_w).sum() - lw.global_term

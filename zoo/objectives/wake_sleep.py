@@ -21,7 +21,7 @@ from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.core.weights import dreamt_data, is_deterministic, is_factor
 from zoo.core.components import OptionError, option
 from zoo.objectives.axes import BoundOptions, Estimator, Particles, estimator_option, register_bound, register_preset
-from zoo.objectives.base import PerDatumObjective
+from zoo.objectives.base import PerDatumObjective, assumption_broken
 
 __all__ = ["ReweightedWakeSleep", "PyroReweightedWakeSleep", "Insomnia", "RWSOptions", "RWS_ESTIMATORS"]
 
@@ -64,8 +64,7 @@ class ReweightedWakeSleep(PerDatumObjective):
     def _losses(self, model, guide, *args, **kwargs):
         lw = self.log_weights(model, guide, *args, **kwargs)
         if lw.global_values:
-            raise ZooError(f"rws has no wake update for a guide of global latents ({', '.join(lw.global_values)}, "
-                           f"outside the data plate): use iwae, vimco or elbo for this model")
+            raise assumption_broken("rws", f"local latents only, not the global {', '.join(lw.global_values)}")
         log_w = lw.log_likelihood + lw.log_prior - lw.log_q.detach()
         wake_theta = -lw.scale * (torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
         phi = 0.0
@@ -79,12 +78,12 @@ class ReweightedWakeSleep(PerDatumObjective):
     @staticmethod
     def _sleep_phi(model, guide, batch_size: int, scale: float):
         if not guide.amortized:
-            raise ZooError("the sleep phase needs an amortized guide; use --insomnia 1 with per-datum guides")
+            raise assumption_broken("rws's sleep phase", "an amortized guide")
         # The dream (x', z') is data for the guide: detached, so no gradient reaches the model through
         # it (a reparameterized x' would carry one). detach, not torch.no_grad, which a --jit trace ignores.
         refusal = getattr(getattr(model, "__self__", model), "cannot_generate", None)
         if refusal:
-            raise ZooError(f"{refusal}; the sleep phase dreams data: use --insomnia 1")
+            raise assumption_broken("rws's sleep phase", "a model that generates every column of x")
         dream = poutine.trace(model).get_trace(None, N=batch_size)
         x_dream, observations = dreamt_data(dream)
         latents = {n: s["value"].detach() for n, s in dream.nodes.items()
@@ -150,7 +149,7 @@ class _PyroRWS(PyroReweightedWakeSleep):
 
     def _loss(self, model, guide, args, kwargs):
         if self.insomnia < 1 and not guide.amortized:
-            raise ZooError("the sleep phase needs an amortized guide; use --insomnia 1 with per-datum guides")
+            raise assumption_broken("rws_pyro's sleep phase", "an amortized guide")
 
         def sleep_aware_guide(*a, observations=None, **kw):
             if observations is not None:

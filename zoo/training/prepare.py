@@ -11,8 +11,8 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from guides.user import as_zoo_guide
-from zoo.core.errors import ZooError
 from zoo.objectives.base import for_model
+from zoo.rules import check_batch_size, check_fit
 from zoo.training.callbacks import Callback, Checkpoint, Log
 from zoo.training.config import TrainConfig
 from zoo.training.optimizer import make_optimizer
@@ -36,9 +36,8 @@ def keyword_fit(model, guide, objective, x: torch.Tensor, optimizer=None, callba
     config = TrainConfig(**config)
     model.validate_data(x, what="training data")
     guide = as_zoo_guide(guide, model, num_data=x.shape[0])
-    if config.batch_size > x.shape[0]:
-        raise ZooError(f"--batch-size {config.batch_size} is larger than the {x.shape[0]} training data; "
-                       f"use at most {x.shape[0]}")
+    check_batch_size(config.batch_size, x.shape[0])
+    check_fit(model, guide, objective)
     optimizer = optimizer or make_optimizer(model, guide, config.lr, config.guide_only)
     extra = [Log(log)] if log is not None else []
     if on_checkpoint is not None:

@@ -53,7 +53,11 @@ def load_user_file(spec: str, expected_sha256: Optional[str] = None, kind: str =
     try:
         exec(compile(source, str(path), "exec"), module.__dict__)
     except SyntaxError as e:
-        raise ZooError(f"{kind} file {str(path)!r} has a syntax error at line {e.lineno}: {e.msg}") from None
+        if e.lineno:
+            raise ZooError(f"{kind} file {str(path)!r} has a syntax error at line {e.lineno}: {e.msg}") from None
+        # a null byte or an unknown encoding has no line: the file is not Python text at all
+        raise ZooError(f"{kind} file {str(path)!r} is not Python source text ({e.msg}); save it as a UTF-8 .py "
+                       f"file") from None
     except Exception as e:
         raise ZooError(f"importing {kind} file {str(path)!r} failed{user_line(e)}: {type(e).__name__}: "
                        f"{first_line(e)}") from None
@@ -126,11 +130,13 @@ _COMPONENTS: Dict[Tuple, Component] = {}
 _DIGESTS: Dict[Tuple, str] = {}             # the SHA-256 of the bytes each cached component was imported from
 
 
-def make_component(spec: str, kind: str, options: type, build: Callable[[UserFile], Callable]) -> Component:
+def make_component(spec: str, kind: str, options: type, build: Callable[[UserFile], Callable],
+                   **capabilities) -> Component:
     """The registry entry of the ``kind`` ("model" or "guide") file ``spec``: ``build(file)`` gives its
     factory (what builds a model or guide from the :class:`UserFile`), ``options`` its options class (a
-    :class:`FileOptions`), and the entry pins ``source_sha256``. The file is imported here, to fail
-    early, and the entry is cached while the file is unchanged.
+    :class:`FileOptions`), ``capabilities`` what the entry declares besides, and the entry pins
+    ``source_sha256``. The file is imported here, to fail early, and the entry is cached while the file
+    is unchanged.
 
     While a run folder is read (:func:`only_named_files`), only a file the user named resolves (its
     spec absolute, as the run's :class:`~zoo.experiments.config.RunConfig` holds it), and its bytes are
@@ -151,6 +157,6 @@ def make_component(spec: str, kind: str, options: type, build: Callable[[UserFil
         description = (inspect.getdoc(obj) or f"Pyro {kind} {attr} from {path}").split("\n")[0]
         file = UserFile(spec, obj, digest, attr, description)
         _COMPONENTS[key] = Component(kind, spec, build(file), options, description,
-                                     {"pinned_options": lambda: {"source_sha256": digest}})
+                                     {**capabilities, "pinned_options": lambda: {"source_sha256": digest}})
         _DIGESTS[key] = digest
     return _COMPONENTS[key]

@@ -20,13 +20,75 @@ from zoo.core.errors import ZooError
 from zoo.core.weights import is_deterministic, is_factor, is_subsample_site
 from zoo.usercode.supports import base_support, has_bijection, is_discrete, support_name
 
-__all__ = ["TRIAL_B", "TRIAL_N", "TRIAL_PARTICLES", "read_latents", "read_observations", "observed_parents",
+__all__ = ["TRIAL_B", "TRIAL_N", "TRIAL_PARTICLES", "TRIAL_SEEDS", "trial_rows", "site_signature",
+           "check_fixed_sites", "check_subsample", "read_latents", "read_observations", "observed_parents",
            "ObservedSite", "support_kind", "columns_of", "column_ranges", "plate_violation", "latent_site", "global_site"]
 
 #: The trial run's minibatch: B rows out of N.
 TRIAL_B, TRIAL_N = 3, 7
 #: The vectorized trial run's particles per datum (a "particles" plate left of the data plate).
 TRIAL_PARTICLES = 2
+
+
+#: The further trial runs, one per seed 0..TRIAL_SEEDS-1, that check that a model samples the same sites every run.
+TRIAL_SEEDS = 8
+
+
+def trial_rows(example: Optional[torch.Tensor], x_dim: int, device=None) -> torch.Tensor:
+    """The trial minibatch ``[TRIAL_B, x_dim]``: the first rows of ``example`` (the data, repeated if it has
+    fewer), or zeros without it. Data, where there are any: a model may read a column as a scale (eight
+    schools' per-datum sigma), which zeros would make an invalid distribution."""
+    if example is None:
+        return torch.zeros(TRIAL_B, x_dim, device=device)
+    x = example[:TRIAL_B]
+    while x.shape[0] < TRIAL_B:
+        x = torch.cat([x, x])[:TRIAL_B]
+    return x.to(device if device is not None else x.device).contiguous()
+
+
+def site_signature(trace) -> Tuple[Tuple[str, Tuple[int, ...]], ...]:
+    """The name and event shape of every sample site of a trial trace, in order (the data plate's subsample
+    site and ``pyro.deterministic`` sites aside): what a guide is built for."""
+    return tuple((n, tuple(int(d) for d in s["fn"].event_shape)) for n, s in trace.nodes.items()
+                 if s["type"] == "sample" and not is_subsample_site(s) and not is_deterministic(s))
+
+
+def check_fixed_sites(signatures: Sequence[Tuple[Tuple[str, Tuple[int, ...]], ...]], name: str) -> None:
+    """Refuse a model whose trial runs (each one's :func:`site_signature`: the first at the caller's random state,
+    the others at seeds 0, 1, ...) sampled different sites, or the same site with different event shapes: its set of latents depends on sampled values (an
+    AIR-style loop, ``for i in range(int(steps.max()))``), and a guide, built for the sites of one run,
+    would miss or invent sites in the next (Pyro's ``KeyError`` mid-training, or a silently wrong bound)."""
+    runs = [dict(s) for s in signatures]
+    if all(r == runs[0] for r in runs):
+        return
+    if any(r != runs[1] for r in runs[2:]):     # the seeded runs differ among themselves: named by them alone,
+        runs = runs[1:]                          # so that the message does not depend on the caller's seed
+    everywhere = set.intersection(*(set(r) for r in runs))
+    varying = sorted(set.union(*(set(r) for r in runs)) - everywhere, key=lambda n: (len(n), n))
+    if varying:
+        what = f"site(s) {', '.join(repr(n) for n in varying[:4])} in some trial runs and not in others"
+    else:
+        site = next(n for n in runs[0] if any(r[n] != runs[0][n] for r in runs))
+        shapes = sorted({r[site] for r in runs})
+        what = f"site {site!r} with event shape {shapes[0]} in one trial run and {shapes[1]} in another"
+    raise ZooError(f"{name} samples {what} (trial runs at different seeds): its sites depend on sampled values, "
+                   f"and a guide needs the same sites on every run; loop over a fixed maximum number of steps and "
+                   f"mask the steps not taken, e.g. pyro.sample(f'z_{{i}}', d.mask(i < steps)) for i in "
+                   f"range(MAX_STEPS)")
+
+
+def check_subsample(traces: Sequence, idx: torch.Tensor, name: str) -> None:
+    """Refuse a data plate that draws its own rows (``pyro.plate("data", N, subsample_size=B)`` subsamples at
+    random) instead of the minibatch's ``idx``: the trial runs' plates must hold ``idx`` itself, so that a
+    per-datum guide's row and the datum's row of x agree."""
+    for trace in traces:
+        plate = trace.nodes.get("data")
+        if plate is None or not is_subsample_site(plate):
+            continue
+        rows = plate["value"].to(idx.device)
+        if rows.shape == idx.shape and not torch.equal(rows, idx):      # a plate of another size: not subsampled
+            raise ZooError(f"{name}'s data plate draws its own rows (subsample_size subsamples at random), not the "
+                           f"minibatch's idx the zoo passes: open it as pyro.plate('data', N, subsample=idx)")
 
 
 def read_latents(trace, name: str) -> list:
@@ -60,6 +122,12 @@ def read_latents(trace, name: str) -> list:
                        f"pyro.plate('data', N, subsample=idx)")
     scale = trace.nodes[observed[0]]["scale"]
     if not torch.is_tensor(scale) and abs(float(scale) - TRIAL_N / TRIAL_B) > 1e-6:
+        plate = next(f for f in trace.nodes[observed[0]]["cond_indep_stack"] if f.name == "data")
+        if plate.full_size == TRIAL_N and plate.size == TRIAL_B:    # the plate is right: something else scales
+            raise ZooError(f"{name}'s observed site {observed[0]!r} is scaled by {float(scale):.3g}, not the data "
+                           f"plate's N/B = {TRIAL_N}/{TRIAL_B}: something besides the plate scales it (a "
+                           f"poutine.scale); the zoo weighs each term itself and scales a minibatch by N/B through "
+                           f"pyro.plate('data', N, subsample=idx) alone: drop the extra scale")
         raise ZooError(f"{name}'s data plate is not subsampled: a minibatch of {TRIAL_B} out of N={TRIAL_N} "
                        f"was scaled by {float(scale):.3g}, not N/B; open it as pyro.plate('data', N, subsample=idx)")
     if not latents:
@@ -236,6 +304,12 @@ def _check_plates(site_name: str, frames, name: str) -> None:
     if broken is None:
         return
     rule, f = broken
+    misplaced = [d for d in frames if d.name == "data" and d.dim != -1]
+    if rule == "plate" and misplaced:      # Pyro's idiom: a plate of features at -1, the data's at -2
+        raise ZooError(f"site {site_name!r} of {name} is inside plate {f.name!r} (dim {f.dim}) and the data plate "
+                       f"is at dim {misplaced[0].dim}; the zoo's models have the 'data' plate only, at dim -1: drop "
+                       f"plate {f.name!r} and the dim argument of pyro.plate('data', ...), and declare the per-datum "
+                       f"dimensions an event with .to_event(1)")
     if rule == "size":
         raise ZooError(f"{name}'s data plate is not subsampled: a minibatch of {TRIAL_B} out of N={TRIAL_N} "
                        f"gave a plate of {f.size}; open it as pyro.plate('data', N, subsample=idx)")
