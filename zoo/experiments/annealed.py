@@ -100,8 +100,8 @@ def _kept_minibatches(path: Path, key: str) -> Dict[int, Dict[int, Dict]]:
     except ZooError as e:
         print(f"pyro-zoo: {e}; starting AIS afresh", file=sys.stderr)
         return {}
-    stored = arrays.pop("key", None)
-    if stored is None or stored.shape != () or str(stored) != key:
+    stored = arrays.pop("key", None)           # the key's UTF-8 bytes: the checked reader takes numbers only
+    if stored is None or stored.dtype != np.uint8 or stored.ndim != 1 or stored.tobytes() != key.encode():
         print(f"pyro-zoo: {path} holds AIS progress of another evaluation (other weights, data or settings); "
               f"starting afresh", file=sys.stderr)
         return {}
@@ -117,7 +117,7 @@ def _kept_minibatches(path: Path, key: str) -> Dict[int, Dict[int, Dict]]:
 
 
 def _keep(path: Path, key: str, kept: Dict[int, Dict[int, Dict]]) -> None:
-    arrays = {"key": np.array(key)}
+    arrays = {"key": np.frombuffer(key.encode(), dtype=np.uint8)}
     for T, batches in kept.items():
         for start, figures in batches.items():
             arrays.update({f"T{T}_{start}_{k}": v.numpy() for k, v in figures.items()})
