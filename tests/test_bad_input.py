@@ -160,6 +160,44 @@ def test_an_encrypted_npz_is_refused(tmp_path, capsys):
     train_on(tmp_path, capsys, tmp_path / "enc.npz", "encrypted")
 
 
+def malformed_npy(how: str) -> bytes:
+    """An .npy file whose header NumPy's own parser rejects (or, for "negative", accepts: shape (-4, 3))."""
+    good = io.BytesIO()
+    np.save(good, np.zeros((4, 3), np.float32))
+    blob = good.getvalue()
+    return {"dtype": blob.replace(b"'<f4'", b"'<zz'"), "shape as text": blob.replace(b"(4, 3)", b"'ab'  "),
+            "negative": blob.replace(b"(4, 3)", b"(-4,3)"), "unparsable": blob.replace(b"'shape'", b"'shape\\"),
+            "header past the end": blob[:8] + b"\xff\xff" + blob[10:], "truncated header": blob[:20],
+            "empty header": blob[:8] + b"\x00\x00"}[how]
+
+
+@pytest.mark.parametrize("how", ["dtype", "shape as text", "negative", "unparsable", "header past the end",
+                                 "truncated header", "empty header"])
+def test_a_malformed_npy_header_is_one_line(tmp_path, capsys, how):
+    """A .npy whose header is not what numpy.save writes ended in NumPy's ValueError ("descr is not a valid dtype
+    descriptor", "Cannot parse header", "EOF: reading array header"): the header is the file's, so it is one
+    line naming the file, from a data file and from a member of an .npz alike."""
+    path = tmp_path / "data.npy"
+    path.write_bytes(malformed_npy(how))
+    out = tmp_path / "run"
+    refused(capsys, ["train", "vae", "--dataset", path, "--out", out, *TINY[2:]], str(path), "corrupt")
+    npz = write_npz(tmp_path / "data.npz", {s: malformed_npy(how) for s in ("train", "valid", "test")})
+    train_on(tmp_path, capsys, npz, "corrupt")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("field", ["4" * 200_000, '"' + "x" * 200_000 + '"'], ids=["digits", "quoted text"])
+def test_a_csv_field_over_the_field_limit_is_one_line(tmp_path, capsys, field):
+    """A CSV field longer than csv.field_size_limit() (131,072 characters) ended in _csv.Error; it is one line
+    naming the file and the line."""
+    path = tmp_path / "data.csv"
+    path.write_text("a,b\n" + "1,2\n" * 20 + f"3,{field}\n")
+    out = tmp_path / "run"
+    refused(capsys, ["train", "vae", "--dataset", path, "--out", out, *TINY[2:]], str(path), "line 22",
+            "131072")
+    assert not out.exists()
+
+
 # -- untrusted result files for `pyro-zoo report` ----------------------------------------------------------------
 def results_dir(tmp_path, text):
     folder = tmp_path / "results"
