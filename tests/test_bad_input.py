@@ -258,6 +258,56 @@ def test_report_on_a_file_too_large_for_a_result(tmp_path, capsys, monkeypatch):
     report_refused(tmp_path, capsys, folder, "r.json", "too large")
 
 
+def a_run(**changes):
+    """A trained run's summary as the harness writes it (with a one-epoch training curve), ``changes`` applied:
+    ``config__KEY`` sets a config key."""
+    run = {"label": "vae-elbo", "elbo": -100.0, "nll": 95.0, "num_data": 10, "psis_khat_frac_over_0_7": 0.0,
+           "history": [{"epoch": 1, "loss": 101.0}],
+           "config": {"model": "vae", "guide": "amortized", "objective": "elbo", "dataset": "digits", "seed": 0}}
+    for key, value in changes.items():
+        (run["config"] if key.startswith("config__") else run)[key.removeprefix("config__")] = value
+    return run
+
+
+HOSTILE_RUNS = {"a huge label": ({"label": "x" * 1_000_000}, "1000000 characters"),
+                "a label that is a list": ({"label": ["a", "b"]}, "label is a JSON list"),
+                "a list for the model": ({"config__model": ["vae", "hvae"]}, "model is a JSON list"),
+                "a number for the model": ({"config__model": 7}, "model is a JSON number"),
+                "an object for the guide": ({"config__guide": {"a": 1}}, "guide is a JSON object"),
+                "a list for the objective": ({"config__objective": ["elbo"]}, "objective is a JSON list"),
+                "a huge model name": ({"config__model": "m" * 1_000_000}, "1000000 characters"),
+                "text for the elbo": ({"elbo": "high"}, "elbo is a JSON string"),
+                "a list for the nll": ({"nll": [95.0]}, "nll is a JSON list")}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_RUNS))
+def test_report_on_a_run_that_no_command_writes(tmp_path, capsys, case):
+    """A label of a million characters ended in OSError (File name too long) after plots/ was made; a list where
+    a model name belongs in TypeError (sequence item 0: expected str instance); a list for the guide in
+    "unhashable type". Each is one line naming the file and the field, and nothing is written, from a result
+    file and from a run folder's results.json alike."""
+    changes, mention = HOSTILE_RUNS[case]
+    folder = results_dir(tmp_path, json.dumps({"provenance": {"command": "python make.py"},
+                                               "runs": [a_run(), a_run(**changes)]}))
+    report_refused(tmp_path, capsys, folder, "r.json", mention, "fix or remove", extra=["--out", tmp_path / "pages"])
+    (folder / "r.json").unlink()
+    (folder / "run").mkdir()
+    (folder / "run" / "results.json").write_text(json.dumps(a_run(**changes)))
+    report_refused(tmp_path, capsys, folder, "results.json", mention, extra=["--out", tmp_path / "pages"])
+
+
+def test_report_on_the_longest_label_in_a_long_file_name(tmp_path, capsys):
+    """A label of 200 characters in a result file of a 200-character name: the plot's file name is cut to a
+    length every file system takes, ending in a digest of the whole, so plots of other runs stay apart."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / ("r" * 200 + ".json")).write_text(json.dumps({"provenance": {"command": "python make.py"},
+                                                             "runs": [a_run(label="y" * 200)]}))
+    assert main(["report", str(folder), "--out", str(tmp_path / "pages")]) == 0
+    (plot,) = (tmp_path / "pages" / "plots").iterdir()
+    assert len(plot.name) < 255 and plot.name.startswith("r" * 100)
+
+
 def good_results(tmp_path):
     return results_dir(tmp_path, json.dumps({"provenance": {"command": "python make.py"}, "runs": []}))
 
