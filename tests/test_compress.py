@@ -370,10 +370,10 @@ def test_a_code_given_other_covariates_is_refused_and_they_change_the_code(covar
     assert coder.columns == tuple(range(6)) and coder.covariates == (6, 7)
     x = run.data.test[:5]
     words, _ = coder.encode(x)
-    assert torch.equal(coder.decode(words, 5, x[:, 6:])[0], x[:, :6])
+    assert torch.equal(coder.decode(words, 5, covariates=x[:, 6:])[0], x[:, :6])
     from zoo.core.errors import ZooError
     try:
-        other = coder.decode(words, 5, x[:, 6:] + 2.0)[0]
+        other = coder.decode(words, 5, covariates=x[:, 6:] + 2.0)[0]
     except ZooError as e:                  # the chain does not end in its initial words
         other = str(e)
     assert not isinstance(other, torch.Tensor) or not torch.equal(other, x[:, :6])

@@ -295,7 +295,7 @@ class BitsBackCoder:
         words = coder.get_compressed()
         return words, {"seconds": time.perf_counter() - start, "ideal_bits": ideal}
 
-    def decode(self, words: np.ndarray, num_data: int,
+    def decode(self, words: np.ndarray, num_data: int, *,
                covariates: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, float]:
         """The coded columns of the ``num_data`` rows coded in ``words``, ``[N, columns]`` levels in the model's
         dtype, and the seconds it took; a model with covariates is given the ones it was coded with,

@@ -316,7 +316,7 @@ def _decode(path: Path, header: Dict, words: np.ndarray, run) -> Tuple[torch.Ten
     coder = BitsBackCoder(run.model, run.guide, header["latent_bits"])
     covariates = _covariates(path, header, run, coder)
     try:
-        x, seconds = coder.decode(words, header["num_data"], covariates)
+        x, seconds = coder.decode(words, header["num_data"], covariates=covariates)
     except (ValueError, RuntimeError, OverflowError) as e:
         raise ZooError(f"{path} does not decode with this run ({type(e).__name__}); it is corrupt") from None
     if _sha256(_data_bytes(x, header["levels"])) != header["data_sha256"]:
