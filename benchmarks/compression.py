@@ -1,10 +1,11 @@
 """Lossless compression with bits-back ANS (``pyro-zoo compress``) against the −ELBO and generic coders.
 
 Two trained VAEs code their whole test split through ``zoo.experiments.compress.compress_run``: each
-split is encoded, written, read back, decoded and checked bit-exact, and the achieved bits/dim is set
-beside the test −ELBO in bits/dim on the same images (the rate bits-back promises; Townsend et al. 2019
-come within 1%), beside gzip, bz2, lzma and PNG on the same images, with the encode and decode
-throughput (images per second, one process; set the threads with OMP_NUM_THREADS).
+split is encoded, written, read back, decoded and checked bit-exact, and the achieved bits/dim (of the
+code's words, and of the whole file, its header included) is set beside the test −ELBO in bits/dim on
+the same images (the rate bits-back promises; Townsend et al. 2019 come within 1%), beside gzip, bz2,
+lzma and PNG on the same images, with the encode and decode throughput (images per second, one process;
+set the threads with OMP_NUM_THREADS).
 
 - ``digits17``: the 8x8 digits at their 17 levels with a per-pixel Categorical decoder (Tomczak's
   intro_dgm setting), trained here for ``--digits-epochs`` unless ``--digits-run`` names a run folder.

@@ -275,6 +275,8 @@ def no_tutorials_yet(app, docname, source) -> None:
 
 
 def setup(app):
+    from zoo.docs import quiet_kernel_logs
+    quiet_kernel_logs()
     app.connect("include-read", rewrite_links)
     app.connect("autodoc-process-docstring", escape_bars)
     app.connect("autodoc-process-docstring", registry_options, priority=600)   # after escape_bars: escapes its own

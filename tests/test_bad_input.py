@@ -160,6 +160,44 @@ def test_an_encrypted_npz_is_refused(tmp_path, capsys):
     train_on(tmp_path, capsys, tmp_path / "enc.npz", "encrypted")
 
 
+def malformed_npy(how: str) -> bytes:
+    """An .npy file whose header NumPy's own parser rejects (or, for "negative", accepts: shape (-4, 3))."""
+    good = io.BytesIO()
+    np.save(good, np.zeros((4, 3), np.float32))
+    blob = good.getvalue()
+    return {"dtype": blob.replace(b"'<f4'", b"'<zz'"), "shape as text": blob.replace(b"(4, 3)", b"'ab'  "),
+            "negative": blob.replace(b"(4, 3)", b"(-4,3)"), "unparsable": blob.replace(b"'shape'", b"'shape\\"),
+            "header past the end": blob[:8] + b"\xff\xff" + blob[10:], "truncated header": blob[:20],
+            "empty header": blob[:8] + b"\x00\x00"}[how]
+
+
+@pytest.mark.parametrize("how", ["dtype", "shape as text", "negative", "unparsable", "header past the end",
+                                 "truncated header", "empty header"])
+def test_a_malformed_npy_header_is_one_line(tmp_path, capsys, how):
+    """A .npy whose header is not what numpy.save writes ended in NumPy's ValueError ("descr is not a valid dtype
+    descriptor", "Cannot parse header", "EOF: reading array header"): the header is the file's, so it is one
+    line naming the file, from a data file and from a member of an .npz alike."""
+    path = tmp_path / "data.npy"
+    path.write_bytes(malformed_npy(how))
+    out = tmp_path / "run"
+    refused(capsys, ["train", "vae", "--dataset", path, "--out", out, *TINY[2:]], str(path), "corrupt")
+    npz = write_npz(tmp_path / "data.npz", {s: malformed_npy(how) for s in ("train", "valid", "test")})
+    train_on(tmp_path, capsys, npz, "corrupt")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("field", ["4" * 200_000, '"' + "x" * 200_000 + '"'], ids=["digits", "quoted text"])
+def test_a_csv_field_over_the_field_limit_is_one_line(tmp_path, capsys, field):
+    """A CSV field longer than csv.field_size_limit() (131,072 characters) ended in _csv.Error; it is one line
+    naming the file and the line."""
+    path = tmp_path / "data.csv"
+    path.write_text("a,b\n" + "1,2\n" * 20 + f"3,{field}\n")
+    out = tmp_path / "run"
+    refused(capsys, ["train", "vae", "--dataset", path, "--out", out, *TINY[2:]], str(path), "line 22",
+            "131072")
+    assert not out.exists()
+
+
 # -- untrusted result files for `pyro-zoo report` ----------------------------------------------------------------
 def results_dir(tmp_path, text):
     folder = tmp_path / "results"
@@ -218,6 +256,56 @@ def test_report_on_a_file_too_large_for_a_result(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(files, "MAX_FILE_BYTES", 1000)
     folder = results_dir(tmp_path, json.dumps({"provenance": {"command": "x"}, "pad": "x" * 2000}))
     report_refused(tmp_path, capsys, folder, "r.json", "too large")
+
+
+def a_run(**changes):
+    """A trained run's summary as the harness writes it (with a one-epoch training curve), ``changes`` applied:
+    ``config__KEY`` sets a config key."""
+    run = {"label": "vae-elbo", "elbo": -100.0, "nll": 95.0, "num_data": 10, "psis_khat_frac_over_0_7": 0.0,
+           "history": [{"epoch": 1, "loss": 101.0}],
+           "config": {"model": "vae", "guide": "amortized", "objective": "elbo", "dataset": "digits", "seed": 0}}
+    for key, value in changes.items():
+        (run["config"] if key.startswith("config__") else run)[key.removeprefix("config__")] = value
+    return run
+
+
+HOSTILE_RUNS = {"a huge label": ({"label": "x" * 1_000_000}, "1000000 characters"),
+                "a label that is a list": ({"label": ["a", "b"]}, "label is a JSON list"),
+                "a list for the model": ({"config__model": ["vae", "hvae"]}, "model is a JSON list"),
+                "a number for the model": ({"config__model": 7}, "model is a JSON number"),
+                "an object for the guide": ({"config__guide": {"a": 1}}, "guide is a JSON object"),
+                "a list for the objective": ({"config__objective": ["elbo"]}, "objective is a JSON list"),
+                "a huge model name": ({"config__model": "m" * 1_000_000}, "1000000 characters"),
+                "text for the elbo": ({"elbo": "high"}, "elbo is a JSON string"),
+                "a list for the nll": ({"nll": [95.0]}, "nll is a JSON list")}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_RUNS))
+def test_report_on_a_run_that_no_command_writes(tmp_path, capsys, case):
+    """A label of a million characters ended in OSError (File name too long) after plots/ was made; a list where
+    a model name belongs in TypeError (sequence item 0: expected str instance); a list for the guide in
+    "unhashable type". Each is one line naming the file and the field, and nothing is written, from a result
+    file and from a run folder's results.json alike."""
+    changes, mention = HOSTILE_RUNS[case]
+    folder = results_dir(tmp_path, json.dumps({"provenance": {"command": "python make.py"},
+                                               "runs": [a_run(), a_run(**changes)]}))
+    report_refused(tmp_path, capsys, folder, "r.json", mention, "fix or remove", extra=["--out", tmp_path / "pages"])
+    (folder / "r.json").unlink()
+    (folder / "run").mkdir()
+    (folder / "run" / "results.json").write_text(json.dumps(a_run(**changes)))
+    report_refused(tmp_path, capsys, folder, "results.json", mention, extra=["--out", tmp_path / "pages"])
+
+
+def test_report_on_the_longest_label_in_a_long_file_name(tmp_path, capsys):
+    """A label of 200 characters in a result file of a 200-character name: the plot's file name is cut to a
+    length every file system takes, ending in a digest of the whole, so plots of other runs stay apart."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / ("r" * 200 + ".json")).write_text(json.dumps({"provenance": {"command": "python make.py"},
+                                                             "runs": [a_run(label="y" * 200)]}))
+    assert main(["report", str(folder), "--out", str(tmp_path / "pages")]) == 0
+    (plot,) = (tmp_path / "pages" / "plots").iterdir()
+    assert len(plot.name) < 255 and plot.name.startswith("r" * 100)
 
 
 def good_results(tmp_path):

@@ -1,12 +1,14 @@
 """The package layout: every import, at module level or inside a function, points down the layers of
 ``docs/architecture.md`` (core <- usercode <- objectives <- models, guides, data <- rules <- registry
 <- training <- evaluation <- experiments, homework <- flags, docs <- cli <- cli_snapshot), and there are no
-import circles.
+import circles. The page itself stays the tree's: every path and module it names exists, it names every
+package and module of ``zoo/`` and ``guides/``, and its diagram holds every layer.
 
 A circle that only works because one side imports lazily is still a circle: it means two modules
 each need the other, so neither can be read (or tested) alone.
 """
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +104,7 @@ LAYERS = (
     ("zoo.core",),
     ("zoo.usercode",),
     ("zoo.objectives",),
-    ("zoo.models", "guides", "zoo.data", "zoo.testing"),
+    ("zoo.models", "guides", "zoo.data", "zoo.testing", "zoo.exact_models"),
     ("zoo.rules",),
     ("zoo.registry",),
     ("zoo.training",),
@@ -149,3 +151,92 @@ def test_the_checker_finds_an_upward_edge():
              "zoo.evaluation.harness": {"zoo.training.refit"}, "zoo.models.vae": {"guides.amortized"}}
     assert upward_edges(graph) == [("zoo.models.vae", "guides.amortized"),
                                    ("zoo.training.loop", "zoo.evaluation.harness")]
+
+
+# -- docs/architecture.md is the tree's ------------------------------------------------------------------
+PAGE = ROOT / "docs" / "architecture.md"
+#: where a path the page names may start
+TOP_FOLDERS = ("zoo/", "guides/", "tests/", "docs/", "benchmarks/", "examples/")
+
+
+def named_on_page(text: str):
+    """The repository paths (``zoo/core/levels.py``, ``zoo/evaluation/estimators/``) and dotted names
+    (``zoo.rules``, ``zoo.evaluation.estimators.ESTIMATORS``) that the page writes as code."""
+    spans = re.findall(r"`([^`\n]+)`", text)
+    paths = {s for s in spans if s.startswith(TOP_FOLDERS)}
+    dotted = {s for s in spans if re.fullmatch(r"(zoo|guides)(\.\w+)+", s)}
+    return paths, dotted
+
+
+def resolves(dotted: str) -> bool:
+    """Whether ``dotted`` is a module of the tree, or a name its longest module prefix defines at top level."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        base = ROOT.joinpath(*parts[:cut])
+        source = base / "__init__.py" if (base / "__init__.py").is_file() else base.with_suffix(".py")
+        if source.is_file():
+            rest = parts[cut:]
+            if not rest:
+                return True
+            defined = set()
+            for node in ast.parse(source.read_text()).body:
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+                    defined.add(node.name)
+                elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    defined |= {t.id for t in targets if isinstance(t, ast.Name)}
+                elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                    defined |= {(a.asname or a.name).split(".")[0] for a in node.names}
+            return len(rest) == 1 and rest[0] in defined
+    return False
+
+
+def test_every_path_and_module_the_architecture_page_names_exists():
+    """The page named zoo/data.py, gone since the data loaders became a package: each path it names (a file, or a
+    folder ending in /) exists, and each dotted name is a module or a name its module defines."""
+    paths, dotted = named_on_page(PAGE.read_text())
+    missing = sorted(p for p in paths if not ((ROOT / p).is_dir() if p.endswith("/") else (ROOT / p).is_file()))
+    assert not missing, f"docs/architecture.md names paths that do not exist: {missing}"
+    unresolved = sorted(d for d in dotted if not resolves(d))
+    assert not unresolved, f"docs/architecture.md names modules or names that do not exist: {unresolved}"
+    assert resolves("zoo.evaluation.estimators.ESTIMATORS") and not resolves("zoo.evaluation.estimators.NOTHING")
+    assert not resolves("zoo.data.files.load") and resolves("zoo.rules")
+
+
+def test_the_architecture_page_names_every_package_and_module():
+    """The page lacked the defensive proposal, the k-level likelihoods, bits-back, the sandbox and the harness's
+    estimators. Every package of zoo/ and guides/ is named as its folder (``zoo/evaluation/estimators/``) and
+    every module as its path; a homework assignment's files (checks, probes, starter, ...) are named by their
+    assignment's folder, and the reference solutions by theirs."""
+    paths, _ = named_on_page(PAGE.read_text())
+    unnamed = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            relative = path.relative_to(ROOT).as_posix()
+            folder = path.parent.relative_to(ROOT).as_posix() + "/"
+            if "__pycache__" in relative:
+                continue
+            if folder not in paths and (path.parent / "__init__.py").is_file() and folder != "zoo/":
+                unnamed.append(folder)
+            if path.name == "__init__.py" and folder != "zoo/":
+                continue                                    # a package is named by its folder
+            if re.match(r"zoo/homework/(?!\w+\.py$)", relative):
+                continue                                    # an assignment's files, or a solution: by their folder
+            if relative not in paths:
+                unnamed.append(relative)
+    assert not unnamed, f"docs/architecture.md does not name: {sorted(set(unnamed))}"
+
+
+def test_the_architecture_page_draws_every_layer():
+    """Each package of :data:`LAYERS` is in the page's diagram, in a row of its own layer (packages that share a
+    row share a layer; an indented line continues the row above), from the top row down."""
+    diagram = PAGE.read_text().split("```text", 1)[1].split("```", 1)[0]
+    rows = []
+    for line in diagram.strip("\n").splitlines():
+        packages = re.split(r"\s{2,}", line.strip())[0]          # the left column; the description follows
+        names = set(re.findall(r"\b(?:zoo|guides)(?:\.\w+)*", packages))
+        if line.startswith("   ") and rows:
+            rows[-1] |= names
+        else:
+            rows.append(names)
+    assert rows[::-1] == [set(layer) for layer in LAYERS]

@@ -332,6 +332,46 @@ def test_a_full_disk_while_writing_results_keeps_the_old_ones(vae_run, tmp_path,
     assert snapshot(run) == before
 
 
+def _disk_full(monkeypatch):
+    """Every write to a regular file fails with ENOSPC, as on a full disk: os.write, os.pwrite (the writer
+    lock's pid) and os.fsync (the atomic writes); an empty file can still be made."""
+    import stat
+    import tempfile
+    tempfile.gettempdir()                  # found before the disk fills (torch looks for it when it loads a part)
+
+    def refuse(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    for name in ("write", "pwrite", "fsync"):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda fd, *args, real=real: refuse(fd) or real(fd, *args))
+
+
+def test_a_full_disk_is_one_line_for_every_writer_and_changes_nothing(vae_run, tmp_path, capsys, monkeypatch):
+    """On a full disk every writer but train stopped in a traceback from the lock file's pid (os.pwrite: ENOSPC).
+    Each now stops in one line naming the file it could not write, before anything else is written: the run
+    folder is as it was, and a folder the command would have made is not left behind."""
+    pytest.importorskip("constriction")
+    run = copy_run(vae_run, tmp_path / "run")
+    before = snapshot(run)
+    _disk_full(monkeypatch)
+    commands = {"eval": ["eval", run], "eval --gaps": ["eval", run, "--gaps"],
+                "eval --estimator ais": ["eval", run, "--estimator", "ais", "--eval-limit", "2"],
+                "compress": ["compress", run, "--limit", "2"],
+                "gradients": ["gradients", "vae", "--objectives", "elbo", "--particles", "1", "--repeats", "2", "--checkpoint", run,
+                              "--out", tmp_path / "new-gradients", "--latent-dim", "2", "--hidden", "32", "--batch-size", "5"],
+                "compare": ["compare", "vae", "--guides", "amortized", "--objectives", "elbo", "--epochs", "1",
+                            "--out", tmp_path / "new-grid"] + SMALL,
+                "train": ["train", "vae", "--epochs", "1", "--out", tmp_path / "new-run"] + SMALL}
+    for what, command in commands.items():
+        args = command if what == "compress" else command + ["--no-progress"]
+        code = main([str(a) for a in args])
+        _, err = capsys.readouterr()
+        assert one_line(code, err) and "no space left on device writing" in err and "; free space" in err, (what, err)
+        assert snapshot(run) == before, what
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 # -- what a resume may change --------------------------------------------------------------------------
 def test_resume_with_fewer_epochs_than_trained_is_refused(vae_run, tmp_path, capsys):
     """`--resume --epochs 1` on a 2-epoch run recorded "epochs 1". --epochs is the total, as Lightning's max_epochs."""

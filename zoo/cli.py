@@ -548,7 +548,8 @@ def cmd_compress(args) -> None:
     r = compress_run(Path(args.dir), split=args.split, limit=args.limit, out=args.out, latent_bits=args.latent_bits,
                      model_file=args.model, guide_file=args.guide)
     print(compression_markdown([r]))
-    print(f"wrote {r['file']} ({r['bits'] // 8} bytes); decoded it back bit-exactly")
+    print(f"wrote {r['file']} ({r['file_bits'] // 8} bytes: {r['header_bits'] // 8} of header, {r['bits'] // 8} of "
+          f"code); decoded it back bit-exactly")
 
 
 def cmd_report(args) -> None:

@@ -52,7 +52,7 @@ __all__ = ["DataFacts", "model_options", "build_run_model", "check_guide", "chec
            "check_capture", "check_levels", "check_run", "check_data_dir", "check_covariates", "check_sleep",
            "check_batch_size", "check_data_kind", "observed_likelihoods", "likelihood_name", "likelihood_warning",
            "check_step", "verdict", "compatibility", "grid_axes_without_effect", "check_fit", "Rule", "RULES",
-           "rules_text", "check_compress", "check_gaps", "check_bdmc"]
+           "rules_text", "check_compress", "compress_levels", "check_gaps", "check_bdmc"]
 
 
 @dataclass(frozen=True)
@@ -632,8 +632,29 @@ def check_compress(model: ZooModel, guide) -> None:
     if getattr(model, "global_latents", ()):
         names = ", ".join(s.name for s in model.global_latents)
         raise COMPRESS_NEEDS_LOCAL_LATENTS.error(f"{model.display_name} has global latents ({names})")
-    if model.data_levels is None:
-        raise COMPRESS_NEEDS_LEVELS.error(f"{model.display_name}'s {model.likelihood} likelihood is a density")
+    compress_levels(model)
+
+
+def compress_levels(model: ZooModel) -> int:
+    """k, the levels of every column ``pyro-zoo compress`` codes, or :data:`COMPRESS_NEEDS_LEVELS` raised: a model's
+    ``data_levels``; for a model file, those of each observed site (Bernoulli: 2, a k-level Categorical or binomial:
+    k), the columns no site observes being covariates, given to the coder and not coded."""
+    observed = getattr(model, "observed", None)
+    if not observed:
+        if model.data_levels is None:
+            raise COMPRESS_NEEDS_LEVELS.error(f"{model.display_name}'s {model.likelihood} likelihood is a density")
+        return model.data_levels
+    levels = {o.name: 2 if o.likelihood == "bernoulli" else o.levels if o.likelihood == "levels" else None
+              for o in observed}
+    for o in observed:
+        if levels[o.name] is None:
+            raise COMPRESS_NEEDS_LEVELS.error(f"{model.display_name} observes site {o.name!r} with a "
+                                              f"{o.distribution or o.likelihood}")
+    if len(set(levels.values())) > 1:
+        shown = ", ".join(f"{name!r}: {k}" for name, k in levels.items())
+        raise COMPRESS_NEEDS_LEVELS.error(f"{model.display_name}'s observed sites have different levels ({shown}), "
+                                          f"and a code has one k for every column")
+    return next(iter(levels.values()))
 
 
 def check_gaps(guide) -> None:

@@ -277,8 +277,12 @@ def _read_table(path: Path, raw: bytes, delimiter: str, covariates: Tuple[str, .
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ZooError(f"{path} is not UTF-8 text; save it as a plain CSV") from None
-    lines = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter), 1)
-             if any(field.strip() for field in row)]
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    try:
+        lines = [(reader.line_num, row) for row in reader if any(field.strip() for field in row)]
+    except csv.Error as e:          # a field over csv.field_size_limit() (131,072 characters), a NUL byte
+        raise ZooError(f"{path}: line {reader.line_num} cannot be read as a table ({e}); the zoo reads numeric "
+                       f"tables, one number per field") from None
     if not lines:
         raise ZooError(f"{path} holds no rows")
     header: Optional[List[str]] = None

@@ -30,12 +30,18 @@ def checked_npy_header(f: BinaryIO, size: int, what: str, before: int = 0) -> Tu
     except ValueError:
         raise ZooError(f"{what} is not a .npy array (no NumPy magic string); save it with numpy.save or "
                        f"numpy.savez") from None
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    else:
+    if version not in ((1, 0), (2, 0)):
         raise ZooError(f"{what} is in .npy format version {version}; save it again with numpy.save")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    try:
+        shape, _, dtype = read_header(f)
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError, OverflowError, EOFError) as e:
+        # NumPy parses the header as a Python literal (ast.literal_eval) and raises whatever that raises
+        raise ZooError(f"{what} has a malformed .npy header ({error_text(e)}); the file is corrupt or not "
+                       f"written by numpy.save: replace it with a good copy") from None
+    if any(d < 0 for d in shape):
+        raise ZooError(f"{what} declares shape {shape}, with a negative dimension; the file is corrupt: replace it "
+                       f"with a good copy")
     if dtype.hasobject or dtype.kind not in "biuf":
         raise ZooError(f"{what} has dtype {dtype}, not a plain number type; the zoo never unpickles data: "
                        f"save numbers (uint8, int, float) with numpy.save or numpy.savez")

@@ -28,7 +28,15 @@ order, a structured (bottom-up) one is refused.
   no discretization.
 - the **pixels**: p(x | z) must factor over pixels, each a distribution over its levels {0, ..., k-1}
   (Bernoulli: k = 2; :mod:`zoo.core.levels`: k); its log_prob over the enumerated levels
-  (:func:`~zoo.core.levels.pixel_levels_table`) is each pixel's categorical.
+  (:func:`~zoo.core.levels.pixel_levels_table`) is each pixel's categorical. The pixels are the columns of
+  x that the model observes (:func:`coded_sites`): the site ``"x"``, or each observed site of a model
+  file in turn, with the columns it holds.
+- **covariates** (columns of x no site observes: ``--covariates``, a regression's features) are side
+  information, not coded: encoder and decoder are both given them, and each datum costs
+  -log p(x | z, c) - log p(z | c) + log q(z | x, c) bits. The model is then called as it is when scoring
+  (the only call a model with covariates must support), on a row that holds the covariates and level 0
+  in every coded column (a value of every pixel's support): only the sites' distributions are read, so
+  encoder and decoder compute the same floats (:meth:`BitsBackCoder.side_row`).
 
 The chain starts from a few fixed pseudo-random words (craystack's "initial bits"), so the first datum's
 z is popped from bits that follow q(z | x), not from an empty stack (which would hand it the lowest bin of
@@ -51,7 +59,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import pyro.distributions as dist
@@ -62,9 +70,9 @@ from scipy.special import ndtr, ndtri
 from zoo.core.errors import ZooError
 from zoo.core.levels import levels_of, pixel_levels_table
 from zoo.core.modes import evaluation_mode
-from zoo.rules import COMPRESS_NEEDS_NORMAL, check_compress
+from zoo.rules import COMPRESS_NEEDS_NORMAL, check_compress, compress_levels
 
-__all__ = ["BitsBackCoder", "PRECISION_BITS", "DEFAULT_LATENT_BITS", "MAX_LATENT_BITS"]
+__all__ = ["BitsBackCoder", "coded_sites", "PRECISION_BITS", "DEFAULT_LATENT_BITS", "MAX_LATENT_BITS"]
 
 #: constriction's default fixed-point precision of a probability in the AnsCoder (24 bits).
 PRECISION_BITS = 24
@@ -113,6 +121,27 @@ def _probabilities(fn, kind: str) -> np.ndarray:
     return torch.softmax(logits.reshape(-1, logits.shape[-1]), -1).numpy()
 
 
+@dataclass(frozen=True)
+class ObservedCode:
+    """An observed site whose values are coded, and the columns of a data row it holds (in its event's order)."""
+
+    name: str
+    columns: Tuple[int, ...]
+
+
+def coded_sites(model) -> Tuple[ObservedCode, ...]:
+    """The observed sites of ``model`` whose values the coder codes, each with the columns of a data row it holds.
+
+    A built-in model observes all of x at the site ``"x"``; a model file's observed sites
+    (:class:`~zoo.usercode.trace.ObservedSite`) each hold some columns, and the columns no site holds are the
+    covariates, given to the coder, not coded. Their levels are :func:`zoo.rules.compress_levels`'.
+    """
+    observed = getattr(model, "observed", None)
+    if not observed:
+        return (ObservedCode("x", tuple(range(model.x_dim))),)
+    return tuple(ObservedCode(o.name, tuple(o.columns)) for o in observed)
+
+
 class BitsBackCoder:
     """BB-ANS for a trained zoo model and guide (module docstring).
 
@@ -130,7 +159,12 @@ class BitsBackCoder:
         check_compress(model, guide)
         self.sites = [SiteCode(s.name, s.support if s.support in ("binary", "categorical") else "real")
                       for s in model.latents]
-        self.levels = model.data_levels
+        self.observed = coded_sites(model)
+        self.levels = compress_levels(model)
+        #: the columns of a data row that are coded, site after site, and the covariates given beside them
+        self.columns = tuple(c for o in self.observed for c in o.columns)
+        self.covariates = tuple(sorted(set(range(model.x_dim)) - set(self.columns)))
+        self._dtype = next(iter(model.parameters())).dtype
         grid = ndtri((np.arange(1, self.bins) / self.bins))
         self._edges = np.concatenate([[-np.inf], grid, [np.inf]])                 # standard-normal equal mass
         self._centres = ndtri((np.arange(self.bins) + 0.5) / self.bins)
@@ -140,19 +174,43 @@ class BitsBackCoder:
         trace = poutine.trace(poutine.condition(self.guide, data=values)).get_trace(x, idx=torch.arange(1), N=1)
         return {n: s["fn"] for n, s in trace.nodes.items() if s["type"] == "sample" and n in self._names}
 
-    def _model_fns(self, values: Dict[str, torch.Tensor]):
-        trace = poutine.trace(poutine.condition(self.model.model, data=values)).get_trace(None, N=1)
+    def _model_fns(self, values: Dict[str, torch.Tensor], side: Optional[torch.Tensor]):
+        """Each site's distribution given the latent ``values``: from the generative call, or, for a model with
+        covariates, from the scoring call on one datum's :meth:`side_row` ``side``."""
+        model = poutine.condition(self.model.model, data=values)
+        if side is None:
+            trace = poutine.trace(model).get_trace(None, N=1)
+        else:
+            trace = poutine.trace(model).get_trace(side, idx=torch.arange(1), N=1)
         return {n: s["fn"] for n, s in trace.nodes.items() if s["type"] == "sample"}
+
+    def side_row(self, covariates: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The row ``[1, x_dim]`` the model is called on for one datum with ``covariates`` ``[C]`` (module
+        docstring): the covariates in their columns, level 0 in the coded ones. ``None`` without covariates."""
+        if not self.covariates:
+            return None
+        row = torch.zeros(1, self.model.x_dim, dtype=self._dtype)
+        row[0, list(self.covariates)] = covariates.to(self._dtype)
+        return row
 
     @property
     def _names(self):
         return {s.name for s in self.sites}
 
-    def _pixel_probabilities(self, fn) -> np.ndarray:
-        if levels_of(fn) != self.levels:
-            raise ZooError(f"p(x | z) has {levels_of(fn)} levels, and the model declares {self.levels}")
-        table = pixel_levels_table(fn).detach().double().cpu().reshape(-1, self.levels)
-        return torch.softmax(table, -1).numpy()
+    def _pixel_probabilities(self, fns) -> np.ndarray:
+        """Each coded column's categorical over the k levels, ``[columns, k]``, in the order of :attr:`columns`."""
+        tables = []
+        for o in self.observed:
+            fn = fns[o.name]
+            if levels_of(fn) != self.levels:
+                raise ZooError(f"p(x | z) at site {o.name!r} has {levels_of(fn)} levels, and the model declares "
+                               f"{self.levels}")
+            table = pixel_levels_table(fn).detach().double().cpu().reshape(-1, self.levels)
+            if table.shape[0] != len(o.columns):
+                raise ZooError(f"site {o.name!r} gives {table.shape[0]} pixels for one datum and holds "
+                               f"{len(o.columns)} columns; the coder needs one distribution per column")
+            tables.append(table)
+        return torch.softmax(torch.cat(tables), -1).numpy()
 
     # -- one site: symbols <-> values ----------------------------------------------------
     def _posterior_bins(self, q_fn, prior_fn) -> np.ndarray:
@@ -184,21 +242,22 @@ class BitsBackCoder:
         words = np.random.default_rng(0).integers(1, 2 ** 32, size=bits // 32 + 2, dtype=np.uint32)
         return words
 
-    def max_words(self, num_data: int, x_dim: int) -> int:
-        """The most words a code of ``num_data`` rows of ``x_dim`` pixels can take, whatever the data.
+    def max_words(self, num_data: int) -> int:
+        """The most words a code of ``num_data`` rows can take, whatever the data.
 
-        Each datum pushes ``x_dim`` pixels and one symbol per latent unit, every one with a probability of at
+        Each datum pushes its coded pixels and one symbol per latent unit, every one with a probability of at
         least 2^-PRECISION_BITS (the leaky quantization gives every symbol a quantum; a real unit's bin is
         2^-latent_bits), so each push adds at most PRECISION_BITS bits, and a pop only takes bits off. One word
         per datum more for the coder's rounding, and two for its state, on top of the initial words.
         """
         units = sum(site_units(self.model, s.name) for s in self.sites)
-        per_datum = -(-PRECISION_BITS * (x_dim + units) // 32) + 1
+        per_datum = -(-PRECISION_BITS * (len(self.columns) + units) // 32) + 1
         return len(self.initial_words()) + 2 + num_data * per_datum
 
     # -- the chain -----------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> Tuple[np.ndarray, Dict]:
-        """The code words (``uint32``) of the rows of ``x`` ``[N, D]`` (levels 0..k-1), and what each step cost."""
+        """The code words (``uint32``) of the rows of ``x`` ``[N, x_dim]``, and what each step cost: the coded
+        columns (levels 0..k-1) are coded, the covariates are read (:meth:`decode` is given them again)."""
         c = _constriction()
         coder = c.stream.stack.AnsCoder(self.initial_words())
         categorical, uniform = c.stream.model.Categorical(perfect=False), c.stream.model.Uniform(self.bins)
@@ -207,11 +266,12 @@ class BitsBackCoder:
         with evaluation_mode(self.model, self.guide), torch.no_grad():
             for n in range(x.shape[0]):
                 xn = x[n:n + 1]
+                side = self.side_row(xn[0, list(self.covariates)])
                 values, symbols = {}, {}
                 for site in self.sites:                                  # pop z ~ q(z | x): the bits back
                     q_fn = self._guide_fns(xn, values)[site.name]
                     if site.kind == "real":
-                        prior_fn = self._model_fns(values)[site.name]
+                        prior_fn = self._model_fns(values, side)[site.name]
                         probs = self._posterior_bins(q_fn, prior_fn)
                     else:
                         prior_fn, probs = None, _probabilities(q_fn, site.kind)
@@ -219,9 +279,9 @@ class BitsBackCoder:
                     ideal += float(np.log2(np.maximum(probs[np.arange(len(probs)), symbols[site.name]], 1e-300)).sum())
                     like = q_fn.sample() if site.kind != "real" else q_fn.mean
                     values[site.name] = self._value(site, symbols[site.name], prior_fn, like)
-                fns = self._model_fns(values)
-                pixels = xn.reshape(-1).cpu().numpy().astype(np.int32)
-                probs = self._pixel_probabilities(fns["x"])
+                fns = self._model_fns(values, side)
+                pixels = xn[0, list(self.columns)].cpu().numpy().astype(np.int32)
+                probs = self._pixel_probabilities(fns)
                 coder.encode_reverse(pixels, categorical, probs)                     # push x with p(x | z)
                 ideal -= float(np.log2(probs[np.arange(len(pixels)), pixels]).sum())
                 for site in reversed(self.sites):                                    # push z with p(z)
@@ -235,19 +295,26 @@ class BitsBackCoder:
         words = coder.get_compressed()
         return words, {"seconds": time.perf_counter() - start, "ideal_bits": ideal}
 
-    def decode(self, words: np.ndarray, num_data: int, x_dim: int) -> Tuple[torch.Tensor, float]:
-        """The ``num_data`` rows coded in ``words``, ``[N, D]`` float32 levels, and the seconds it took."""
+    def decode(self, words: np.ndarray, num_data: int, *,
+               covariates: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, float]:
+        """The coded columns of the ``num_data`` rows coded in ``words``, ``[N, columns]`` levels in the model's
+        dtype, and the seconds it took; a model with covariates is given the ones it was coded with,
+        ``[N, C]``."""
         c = _constriction()
         coder = c.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
         categorical, uniform = c.stream.model.Categorical(perfect=False), c.stream.model.Uniform(self.bins)
         rows = [None] * num_data
         start = time.perf_counter()
-        dtype = next(iter(self.model.parameters())).dtype
+        dtype = self._dtype
+        if self.covariates and (covariates is None or tuple(covariates.shape) != (num_data, len(self.covariates))):
+            raise ZooError(f"{self.model.display_name} codes its data given {len(self.covariates)} covariates per "
+                           f"datum; decode needs the [{num_data}, {len(self.covariates)}] covariates it was coded with")
         with evaluation_mode(self.model, self.guide), torch.no_grad():
             for n in reversed(range(num_data)):
+                side = self.side_row(None if covariates is None else covariates[n])
                 values, symbols = {}, {}
                 for site in self.sites:                                               # pop z with p(z)
-                    fns = self._model_fns(values)
+                    fns = self._model_fns(values, side)
                     fn = fns[site.name]
                     like = fn.sample()
                     if site.kind == "real":
@@ -255,11 +322,12 @@ class BitsBackCoder:
                     else:
                         symbols[site.name] = coder.decode(categorical, _probabilities(fn, site.kind))
                     values[site.name] = self._value(site, symbols[site.name], fn, like)
-                fns = self._model_fns(values)
-                probs = self._pixel_probabilities(fns["x"])
+                fns = self._model_fns(values, side)
+                probs = self._pixel_probabilities(fns)
                 pixels = coder.decode(categorical, probs)                             # pop x with p(x | z)
-                xn = torch.as_tensor(pixels, dtype=dtype).reshape(1, x_dim)
-                rows[n] = xn
+                rows[n] = torch.as_tensor(pixels, dtype=dtype).reshape(1, -1)
+                xn = torch.zeros(1, self.model.x_dim, dtype=dtype) if side is None else side.clone()
+                xn[0, list(self.columns)] = rows[n][0]
                 q_fns = self._guide_fns(xn, values)
                 for site in reversed(self.sites):                                     # push z with q(z | x)
                     q_fn = q_fns[site.name]

@@ -45,6 +45,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import posixpath
 import re
@@ -98,6 +99,7 @@ def load_results(directory: Path) -> Results:
         if "runs" in data and not isinstance(data["runs"], (list, dict)):     # else shown as no runs at all
             raise ZooError(f"{path}: runs is a JSON {json_type(data['runs'])}, expected a JSON list of runs (objects "
                            f"with a label), or an object of them by name; fix or remove it")
+        check_training_runs(path, data)
         markdown = path.with_suffix(".md")
         if markdown.is_file():                  # the script's own rendering of the same run, for {{ include }}
             data[MARKDOWN_KEY] = read_text(markdown, "Markdown file")
@@ -129,6 +131,7 @@ def load_user_runs(directory: Path) -> Results:
             if not (isinstance(data, dict) and isinstance(data.get("config"), dict) and "elbo" in data):
                 raise ZooError(f"{path}: not the results.json of a 'pyro-zoo train' or 'compare' run "
                                f"(no config and elbo); move it out of {directory}")
+            check_training_run(data, str(path))
             name = path.relative_to(directory).as_posix()
             label = path.parent.relative_to(directory).as_posix() if path.parent != directory \
                 else directory.resolve().name
@@ -139,6 +142,51 @@ def load_user_runs(directory: Path) -> Results:
             if markdown.is_file():
                 runs[name][MARKDOWN_KEY] = read_text(markdown, "Markdown file")
     return runs
+
+
+#: The longest label of a run (it names the run in tables and its plot's file name) and of a component's name (a
+#: registered name, or a model file's path and NAME).
+MAX_LABEL, MAX_NAME = 200, 4200
+#: What a training run's summary must hold for the report to read it: its label, its config's component names
+#: (strings; the model always), and its figures (numbers, or null where not measured; the ELBO always).
+_RUN_NAMES = ("model", "guide", "objective", "dataset")
+_RUN_FIGURES = ("elbo", "nll", "log_likelihood", "log_likelihood_se", "log_likelihood_data_se", "bits_per_dim_nll",
+                "psis_khat_frac_over_0_7", "elbo_seed_se", "nll_seed_se")
+
+
+def check_training_runs(path: Path, data: dict) -> None:
+    """Refuse in one line each training run of the result file ``data`` (the harness's summary: a ``config``
+    object and an ``elbo``) that :func:`check_training_run` refuses, naming the file and the run."""
+    runs = data.get("runs")
+    for i, run in enumerate(runs if isinstance(runs, list) else []):
+        if isinstance(run, dict) and isinstance(run.get("config"), dict) and "elbo" in run:
+            label = run.get("label")
+            shown = repr(label) if isinstance(label, str) and 0 < len(label) <= MAX_LABEL else str(i)
+            check_training_run(run, f"{path}: run {shown}")
+
+
+def check_training_run(run: dict, where: str) -> None:
+    """Refuse in one line (``where``: the file and run) a training run that holds what no zoo command writes
+    where the report reads it: a label that is not a short string, a component name that is not a string (a
+    list where a model name belongs), a figure that is not a number."""
+    def refuse(what: str) -> None:
+        raise ZooError(f"{where}: {what}; a zoo command never writes that: fix or remove the file")
+    label = run.get("label", "")
+    if not isinstance(label, str):
+        refuse(f"its label is a JSON {json_type(label)}, not a string")
+    if len(label) > MAX_LABEL:
+        refuse(f"its label has {len(label)} characters, more than the {MAX_LABEL} a label may have")
+    config = run["config"]
+    for key in _RUN_NAMES:
+        value = config.get(key)
+        if (value is not None or key == "model") and not isinstance(value, str):
+            refuse(f"its config's {key} is a JSON {json_type(value)}, not a name")
+        if isinstance(value, str) and len(value) > MAX_NAME:
+            refuse(f"its config's {key} has {len(value)} characters, more than any name or file path")
+    for key in _RUN_FIGURES:
+        value = run.get(key)
+        if (value is not None or key == "elbo") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            refuse(f"its {key} is a JSON {json_type(value)}, not a number")
 
 
 def _training_runs(results: Results):
@@ -645,7 +693,13 @@ def plot_path(name: str, run: dict) -> str:
     own = name.endswith("results.json")         # a user's run: its label is its folder, already unique
     stem = re.sub(r"[^A-Za-z0-9_]+", "-", run.get("label", "") if own else
                   f"{name.removesuffix('.json')}-{run.get('label', '')}").strip("-")
+    if len(stem) > MAX_PLOT_STEM:               # a file name has at most 255 bytes: long ones end in a digest instead
+        stem = f"{stem[:MAX_PLOT_STEM - 13]}-{hashlib.sha256(stem.encode()).hexdigest()[:12]}"
     return f"{PLOTS_DIR}/{stem}.png"
+
+
+#: The longest plot file name's stem: with ``.png`` and the partial file's ``.`` and ``.partial``, under 255 bytes.
+MAX_PLOT_STEM = 200
 
 
 def _has_curve(run: dict) -> bool:

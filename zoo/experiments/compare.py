@@ -367,7 +367,7 @@ def _run_grid(grid: Grid, out: Path, fresh: bool, progress: bool, workers: int, 
     with engine_session(engine, address) as session:
         make_out_dir(out)
         try:
-            with writer_lock(out):
+            with writer_lock(out, made=make):
                 if fresh:
                     atomic_write_text(out / PLAN, json.dumps(grid.to_json(), indent=2))
                 if progress and skipped:
@@ -388,8 +388,6 @@ def _run_grid(grid: Grid, out: Path, fresh: bool, progress: bool, workers: int, 
                 rows = _gather(grid, cells, out)
                 _write_tables(grid, rows, skipped, failed, out, notes=_axes_notes(cells, data))
         except BaseException as e:
-            if make and not any(out.iterdir()):
-                out.rmdir()
             if isinstance(e, KeyboardInterrupt) and (out / PLAN).is_file():
                 e.zoo_note = (f"the grid's finished cells and the last checkpoint of each interrupted one are kept: "
                               f"finish it with: {resume}")

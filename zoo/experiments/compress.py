@@ -4,7 +4,9 @@
 guide (:class:`~zoo.evaluation.bitsback.BitsBackCoder`), writes the code file, reads it back, decodes it
 and checks that the decoded data are bit-identical; it reports the achieved bits/dim beside the
 −ELBO in bits/dim on the same images (the rate bits-back promises) and beside gzip, bz2, lzma and PNG,
-all measured in the same call. :func:`decode_file` decodes a code file and verifies it.
+all measured in the same call. Two rates are reported: the payload's (the ANS words, what the coder
+achieves) and the whole file's (``file_bits_per_dim``: the words, the magic and the header that the file
+needs to be decoded, what a user stores). :func:`decode_file` decodes a code file and verifies it.
 
 The code file is ``MAGIC``, a version byte, a 4-byte header length, a JSON header and the ANS words
 (little-endian uint32). The header holds the SHA-256 of the run's ``checkpoint.pt`` (another run
@@ -12,6 +14,12 @@ cannot decode it), the data's shape and levels, the coder's precision, and two c
 the words (a corrupt or truncated file is refused before decoding) and of the data (the decoded rows
 are compared with it, so a file that passes the first check but was made otherwise is refused too,
 never turned into a wrong image).
+
+A run trained with covariates (``--covariates``; columns its model reads and does not observe) codes the data
+columns only, given the covariates (:mod:`zoo.evaluation.bitsback`). The code does not hold them: the decoder
+takes them from the same rows of the run's split (the header's ``split`` and ``limit``, :func:`_covariates`) and
+refuses them in one line unless they are the ones coded (the header's ``covariates_sha256``). The decoded
+``.npy`` holds the data columns.
 
 ``--out`` never replaces a file this command did not make for it (:func:`_existing_out`): a run folder's own
 files (:data:`~zoo.experiments.run_folder.RUN_FILES`) and the file being read are refused, and an existing
@@ -92,6 +100,31 @@ def _open(run_dir: Path, model_file, guide_file):
     return run, _sha256((run_dir / "checkpoint.pt").read_bytes())
 
 
+def _covariate_bytes(c: torch.Tensor) -> bytes:
+    return np.ascontiguousarray(c.cpu().numpy().astype("<f4")).tobytes()
+
+
+def _coded_rows(run, split: str, limit: Optional[int]) -> torch.Tensor:
+    """The rows of ``split`` that compress codes with ``limit``: all, or their fixed subset (on the CPU)."""
+    x = run.data.split(split)
+    rows = fixed_subset_rows(x.shape[0], limit)
+    return (x if rows is None else x[rows]).cpu()
+
+
+def _covariates(path: Path, header: Dict, run, coder: BitsBackCoder) -> Optional[torch.Tensor]:
+    """The covariates the code file ``path`` (its checked ``header``) was coded with, ``[N, C]``: the covariate
+    columns of the rows of the run's split that the header names, refused unless they are the ones coded
+    (``covariates_sha256``). ``None`` for a run without covariates."""
+    if not coder.covariates:
+        return None
+    c = _coded_rows(run, header["split"], header["limit"])[:, list(coder.covariates)]
+    if c.shape[0] != header["num_data"] or _sha256(_covariate_bytes(c)) != header["covariates_sha256"]:
+        raise ZooError(f"{path} was coded given covariates that this run's {header['split']} split does not hold "
+                       f"(their SHA-256 differs); its data columns decode only with the covariates they were coded "
+                       f"with: decode it with the run and data file it was made from")
+    return c
+
+
 def _existing_out(out: Path, what: str, reads: Sequence[Path]) -> bool:
     """Whether ``out``, the ``what`` a command is to write, exists; refused in one line where it may not be
     replaced whatever it holds: a run folder's own file (by name, existing or not), a file the command reads
@@ -144,33 +177,35 @@ def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=
                        f"header), so it is left as it was; name a new file with --out")
     with writer_lock(run_dir):
         run, run_sha = _open(run_dir, model_file, guide_file)
-        x = run.data.split(split)
-        rows = fixed_subset_rows(x.shape[0], limit)
-        x = (x if rows is None else x[rows]).cpu()
+        x = _coded_rows(run, split, limit)
         run.model.cpu(), run.guide.cpu()
         coder = BitsBackCoder(run.model, run.guide, latent_bits)
-        levels = coder.levels
+        levels, data = coder.levels, x[:, list(coder.columns)]
         words, stats = coder.encode(x)
         header = {"run_sha256": run_sha, "model": run.config.model, "dataset": run.config.dataset, "split": split,
-                  "limit": limit, "num_data": int(x.shape[0]), "x_dim": int(x.shape[1]), "levels": levels,
+                  "limit": limit, "num_data": int(x.shape[0]), "x_dim": int(data.shape[1]), "levels": levels,
                   "latent_bits": latent_bits, "precision_bits": PRECISION_BITS, "num_words": int(len(words)),
                   "message_sha256": _sha256(words.astype("<u4").tobytes()),
-                  "data_sha256": _sha256(_data_bytes(x, levels))}
+                  "data_sha256": _sha256(_data_bytes(data, levels))}
+        if coder.covariates:
+            header["covariates_sha256"] = _sha256(_covariate_bytes(x[:, list(coder.covariates)]))
         text = json.dumps(header, sort_keys=True).encode()
-        atomic_write_bytes(out, MAGIC + bytes([VERSION]) + struct.pack(">I", len(text)) + text
-                           + words.astype("<u4").tobytes())
+        code_file = MAGIC + bytes([VERSION]) + struct.pack(">I", len(text)) + text + words.astype("<u4").tobytes()
+        atomic_write_bytes(out, code_file)
         decoded, decode_seconds = _decode(out, *_read(out, run, run_sha), run)
-        if not torch.equal(decoded, x):
+        if not torch.equal(decoded, data):
             raise ZooError(f"the decoded {split} data differ from the original; {out} is not a valid code")
         torch.manual_seed(run.config.seed + 4242)
         neg_elbo = -bound_per_datum(run.model, run.guide, x, num_particles=elbo_particles)
-    N, D = x.shape
+    N, D = data.shape
     per_dim = 1.0 / (N * D)
-    bits = 32 * len(words)
-    baselines = baseline_bits(x, levels, run.data.image_shape)
+    bits, file_bits = 32 * len(words), 8 * len(code_file)
+    baselines = baseline_bits(data, levels, None if coder.covariates else run.data.image_shape)
     return {"run": str(run_dir), "file": str(out), "model": run.config.model, "dataset": run.config.dataset,
-            "split": split, "num_data": N, "x_dim": D, "levels": levels, "latent_bits": latent_bits,
+            "split": split, "num_data": N, "x_dim": D, "covariates": len(coder.covariates), "levels": levels,
+            "latent_bits": latent_bits,
             "precision_bits": PRECISION_BITS, "bit_exact": True, "bits": bits, "bits_per_dim": bits * per_dim,
+            "file_bits": file_bits, "header_bits": file_bits - bits, "file_bits_per_dim": file_bits * per_dim,
             "ideal_bits_per_dim": stats["ideal_bits"] * per_dim,
             "neg_elbo_bits_per_dim": neg_elbo / (D * math.log(2)), "elbo_particles": elbo_particles,
             "baselines_bits_per_dim": {k: v * per_dim for k, v in baselines.items()},
@@ -259,21 +294,29 @@ def _checked_header(text: bytes, path: Path, run, run_sha: str) -> Dict:
                        f"it with that run")
     split = claim("split", lambda v: v in SPLITS, f"one of {', '.join(SPLITS)}")
     claim("latent_bits", count(1, MAX_LATENT_BITS), f"an integer 1..{MAX_LATENT_BITS}")
-    rows, x_dim = run.data.split(split).shape
-    claim("x_dim", lambda v: type(v) is int and v == x_dim, f"this run's {x_dim} columns")
-    claim("levels", lambda v: type(v) is int and v == run.model.data_levels,
-          f"this run's {run.model.data_levels} levels")
+    coder = BitsBackCoder(run.model, run.guide, header["latent_bits"])
+    rows = run.data.split(split).shape[0]
+    columns = len(coder.columns)
+    claim("x_dim", lambda v: type(v) is int and v == columns, f"this run's {columns} data columns")
+    claim("levels", lambda v: type(v) is int and v == coder.levels, f"this run's {coder.levels} levels")
     claim("num_data", count(1, rows), f"1 to {rows} rows (the run's {split} split)")
-    most = BitsBackCoder(run.model, run.guide, header["latent_bits"]).max_words(header["num_data"], x_dim)
+    most = coder.max_words(header["num_data"])
     claim("num_words", count(0, most), f"at most {most} words for {header['num_data']} rows")
+    if coder.covariates:                # the rows whose covariates the decoder is given (_covariates)
+        for key in ("limit", "covariates_sha256"):
+            if key not in header:
+                raise ZooError(f"{path} is corrupt: its header lacks {key}, which a code of a run with covariates has")
+        claim("limit", lambda v: v is None or count(1)(v), "null or a count of rows")
+        claim("covariates_sha256", lambda v: isinstance(v, str) and _SHA256.fullmatch(v), "a SHA-256 in hex")
     return header
 
 
 def _decode(path: Path, header: Dict, words: np.ndarray, run) -> Tuple[torch.Tensor, float]:
     """The rows the checked ``header`` and ``words`` of the code file ``path`` decode to with ``run``, verified."""
     coder = BitsBackCoder(run.model, run.guide, header["latent_bits"])
+    covariates = _covariates(path, header, run, coder)
     try:
-        x, seconds = coder.decode(words, header["num_data"], header["x_dim"])
+        x, seconds = coder.decode(words, header["num_data"], covariates=covariates)
     except (ValueError, RuntimeError, OverflowError) as e:
         raise ZooError(f"{path} does not decode with this run ({type(e).__name__}); it is corrupt") from None
     if _sha256(_data_bytes(x, header["levels"])) != header["data_sha256"]:
@@ -305,20 +348,23 @@ def decode_file(run_dir, path, out=None, model_file: Optional[str] = None,
 
 
 def compression_markdown(rows) -> str:
-    """A table of compression results: bits/dim (lower is better) of bits-back ANS beside its −ELBO and the
-    generic coders, and the throughput."""
-    head = ("| run | data | images | BB-ANS bits/dim | −ELBO bits/dim | ratio | gzip | bz2 | lzma | PNG | "
-            "encode img/s | decode img/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+    """A table of compression results: bits/dim (lower is better) of bits-back ANS, its payload and its whole
+    file, beside its −ELBO and the generic coders, and the throughput."""
+    head = ("| run | data | images | BB-ANS bits/dim | file bits/dim | −ELBO bits/dim | ratio | gzip | bz2 | lzma | "
+            "PNG | encode img/s | decode img/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         b = r["baselines_bits_per_dim"]
+        whole = f"{r['file_bits_per_dim']:.4f}" if "file_bits_per_dim" in r else "–"
         lines.append(f"| {r['model']} | {r['dataset']} ({r['levels']} levels, {r['split']}) | {r['num_data']} | "
-                     f"{r['bits_per_dim']:.4f} | {r['neg_elbo_bits_per_dim']:.4f} | "
+                     f"{r['bits_per_dim']:.4f} | {whole} | {r['neg_elbo_bits_per_dim']:.4f} | "
                      f"{r['bits_per_dim'] / r['neg_elbo_bits_per_dim']:.3f} | {b['gzip']:.4f} | {b['bz2']:.4f} | "
                      f"{b['lzma']:.4f} | {b['png']:.4f} | {r['encode_images_per_second']:.0f} | "
                      f"{r['decode_images_per_second']:.0f} |")
     r = rows[0] if rows else {}
-    return ("\n".join(lines) + f"\n\nBits per dimension, lower is better; every row decoded bit-exactly. Real latents "
+    return ("\n".join(lines) + f"\n\nBits per dimension, lower is better; every row decoded bit-exactly. BB-ANS: the "
+            f"code's words; file: the whole code file, its header (the run's checksum, the data's shape and checksums) "
+            f"included. Real latents "
             f"in 2^{r.get('latent_bits', '?')} bins of equal prior mass per unit, probabilities at "
             f"{r.get('precision_bits', PRECISION_BITS)}-bit precision (constriction's AnsCoder); −ELBO with "
             f"{r.get('elbo_particles', '?')} samples per image on the same images; ratio = BB-ANS / −ELBO. gzip, bz2, "

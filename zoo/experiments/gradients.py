@@ -74,8 +74,9 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
                       status=_status_line if progress else None)
     result.update(config=config.to_json(), objectives=list(objectives), particles=list(particles),
                   repeats=repeats, checkpoint=str(checkpoint) if checkpoint else None, device=str(run.device))
+    made = not out.exists()
     make_out_dir(out)
-    with writer_lock(out):
+    with writer_lock(out, made=made):
         atomic_write_text(out / "gradients.json", json.dumps(json_ready(result), indent=2))
         atomic_write_text(out / "gradients.md", gradients_markdown(result))
         with atomic_path(out / "gradients.png") as path:

@@ -169,7 +169,7 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: Union[b
     with contextlib.ExitStack() as lock:
         if main:
             make_out_dir(out)
-            lock.enter_context(writer_lock(out))
+            lock.enter_context(writer_lock(out, made=created))
         try:
             return _train_locked(run, out, resume, progress, world, main, saved, resumed)
         except BaseException as e:

@@ -30,7 +30,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from zoo.core.errors import OptionError, ZooError
 from zoo.core.files import read_json
 from zoo.experiments.config import COMPONENT_KINDS, RunConfig, resumable_changes
-from zoo.training.checkpoint import load_checkpoint, non_finite_tensors, remove_temp_files
+from zoo.training.checkpoint import load_checkpoint, non_finite_tensors, remove_temp_files, write_error
 from zoo.usercode.loading import file_sha256, only_named_files
 from zoo.usercode.specs import is_file_spec
 
@@ -205,12 +205,18 @@ def load_weights(model, guide, state: Mapping, source: Path) -> None:
 
 
 @contextmanager
-def writer_lock(out: Path):
+def writer_lock(out: Path, made: bool = False):
     """Hold the exclusive writer lock of folder ``out`` (which must exist) for the block; refuse in one
-    line if another process holds it. Where ``fcntl`` is missing (Windows) the block runs unlocked.
+    line if another process holds it, or if the lock file cannot be written (a full disk, a read-only folder:
+    :func:`~zoo.training.checkpoint.write_error`), before the command has written anything. Where ``fcntl`` is
+    missing (Windows) the block runs unlocked.
 
     Once held, the temporary files of the folder's own files (:data:`RUN_FILES`) are removed: every writer of
-    those takes this lock, so one found now was left by a writer killed mid-write (SIGKILL, a power cut)."""
+    those takes this lock, so one found now was left by a writer killed mid-write (SIGKILL, a power cut).
+
+    ``made``: the caller has just made ``out``. If the command then fails (the lock file or its first output
+    cannot be written), the folder is removed again, while the lock is held, if it holds nothing but the lock
+    file: a failed command leaves no folder of its own behind."""
     try:
         import fcntl
     except ImportError:                                   # pragma: no cover - not on POSIX
@@ -220,7 +226,8 @@ def writer_lock(out: Path):
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
-        raise ZooError(f"cannot open the lock file {path} ({e.strerror}); choose a writable folder") from None
+        raise write_error(path, e) from None
+    held = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -228,9 +235,27 @@ def writer_lock(out: Path):
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             raise ZooError(f"another pyro-zoo process{f' (pid {holder})' if holder.isdigit() else ''} is writing to "
                            f"{out}; wait for it to finish, or use another folder") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        held = True
+        try:                        # the holder's pid, for a second writer's message; a full disk stops here
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            raise write_error(path, e) from None
         remove_temp_files(Path(out), RUN_FILES)
         yield
+    except BaseException:
+        if held and made:
+            _remove_if_only_lock(Path(out))
+        raise
     finally:
         os.close(fd)                                      # closing the descriptor releases the lock
+
+
+def _remove_if_only_lock(out: Path) -> None:
+    """Remove the folder ``out`` if it holds nothing but its lock file (its holder calls this)."""
+    try:
+        if all(p.name == LOCK for p in out.iterdir()):
+            (out / LOCK).unlink(missing_ok=True)
+            out.rmdir()
+    except OSError:                 # gone already, or not ours to remove: it stays as it is
+        pass

@@ -3,8 +3,9 @@
 ``levels``, ``bits_per_dim_elbo``, ``bits_per_dim_nll``
     Where the model's likelihood is a probability over data with k levels per value (``data_levels``: 2 for
     Bernoulli pixels, k for :mod:`zoo.core.levels`), -ELBO and -log p(x) are code lengths, and in bits per
-    dimension they are nats / (D ln 2), D the values per datum. ``None`` for a density (a Gaussian on [0, 1]:
-    its "NLL" is a differential entropy, and can be negative).
+    dimension they are nats / (D ln 2), D the values per datum that the model observes (a model file's
+    covariates are given, not scored: log p(x | c) is the code length of the other columns). ``None`` for a
+    density (a Gaussian on [0, 1]: its "NLL" is a differential entropy, and can be negative).
 """
 from __future__ import annotations
 
@@ -35,5 +36,6 @@ class BitsPerDim(Estimator):
     }
 
     def finish(self, result, per_datum):
-        return bits_per_dim(getattr(self.ctx.model, "data_levels", None), self.ctx.x.shape[1], -result["elbo"],
-                            result["nll"]), {}
+        model = self.ctx.model
+        observed = self.ctx.x.shape[1] - len(getattr(model, "covariates", ()))
+        return bits_per_dim(getattr(model, "data_levels", None), observed, -result["elbo"], result["nll"]), {}
