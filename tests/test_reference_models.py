@@ -99,7 +99,7 @@ def test_regression_data_elbo_is_the_evidence_less_the_closed_form_kl():
     assert model.covariates == (0, 1, 2, 3) and model.latents == ()
     pyro.set_rng_seed(0)
     guide = zoo.build_guide("meanfield", model, num_data=x.shape[0])
-    zoo.fit(model, guide, zoo.build_objective("elbo"), x, epochs=150, batch_size=40, lr=2e-2, progress=False)
+    zoo.fit(model, guide, zoo.build_objective("elbo"), x, epochs=150, batch_size=40, lr=1e-1, progress=False)
     pyro.set_rng_seed(1)
     r = zoo.evaluate(model, guide, x, num_samples=3, iwae_k=2, global_samples=400)
     check = regression_check(model, guide, x, r)
