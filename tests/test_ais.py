@@ -73,12 +73,15 @@ def test_ais_on_a_linear_gaussian_hierarchy_is_within_three_se_of_the_exact_marg
     assert 0.4 < sum(result.acceptance_per_temperature) / len(result.acceptance_per_temperature) < 0.9
 
 
-def test_ais_with_metropolis_hastings_on_binary_latents_matches_enumeration():
+@pytest.mark.parametrize("gibbs_max_states", [0, 64], ids=["independent-mh", "gibbs"])
+def test_ais_on_binary_latents_matches_enumeration(gibbs_max_states):
+    """Both discrete kernels: independent MH with the guide as proposal, and Gibbs updates of the site's 8 values."""
     x = E.binary_latent_data(60)
     model = zoo.from_pyro(E.binary_latent_model, 6)
     guide = zoo.build_guide("amortized", model)
     pyro.set_rng_seed(2)
-    result = AnnealedImportanceSampling(num_temperatures=50, num_chains=32).estimate(model, guide, x)
+    result = AnnealedImportanceSampling(num_temperatures=50, num_chains=32,
+                                        gibbs_max_states=gibbs_max_states).estimate(model, guide, x)
     error, z = _z_of_mean(result, E.binary_latent_log_marginal(x))
     assert abs(z) < 3 and abs(error) < 0.05, f"AIS is off by {error:.4f} nats, {z:.1f} SE"
     assert result.step_size_per_temperature == [None] * 49          # no real latent: no HMC, no step size

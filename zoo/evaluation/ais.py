@@ -23,10 +23,14 @@ as T grows, and the gap left is what bidirectional Monte Carlo measures (:mod:`z
   chains over the same schedule, adapting log eps by (acceptance - ``target_accept``) after each
   temperature) and are **frozen** during the measured run: a kernel that adapted to the measured chains'
   own states would no longer leave f_t invariant, and E[w] = p(x) would not hold.
-- **Discrete latents** move by Metropolis-Hastings with the guide as an independent proposal of the whole
-  state (z' ~ q(z | x), accepted with probability min(1, f_t(z') q(z) / (f_t(z) q(z')))), which leaves f_t
-  invariant for any q; a model with both kinds takes the MH step and then the HMC step at each temperature.
-  Enumeration (summing a discrete latent out) is not used.
+- **Discrete latents** move by **Metropolis-Hastings with the guide as an independent proposal** of the whole
+  discrete state (z' ~ q(z | x), accepted with probability min(1, f_t(z') q(z) / (f_t(z) q(z')))), which leaves
+  f_t invariant for any q. A site with few values per datum (at most ``gibbs_max_states``: an HMM's state, a
+  label, a handful of bits) then takes a **Gibbs** update: every value of the site is scored under f_t given the
+  rest of the state and one is drawn in proportion, which also leaves f_t invariant and moves the chains where a
+  proposal of the whole state is rarely accepted (a posterior that couples the sites); larger sites (200 bits)
+  have the MH step only. A model with both kinds takes the MH step, the Gibbs sweep, then the HMC step at each
+  temperature.
 - **Global latents** theta are held at the guide's point estimate theta_hat, as the rest of the harness holds
   them (:func:`zoo.evaluation.harness.evaluate`): the estimate is then of log p(x_n | theta_hat).
 - ``poutine.mask`` and ``poutine.scale`` count as in Pyro's ELBOs (:func:`zoo.core.weights.per_datum_log_weights`).
@@ -65,15 +69,18 @@ import torch
 from pyro.poutine.messenger import Messenger
 from torch.distributions import biject_to
 
+from zoo.core.distributions import joint_configurations
 from zoo.core.errors import ZooError
 from zoo.core.modes import evaluation_mode
 from zoo.core.weights import per_datum_log_weights, vectorize
 from zoo.evaluation.estimators.importance import rounding_floor
 
 __all__ = ["AnnealedImportanceSampling", "AISResult", "sigmoid_schedule", "log_mean_exp_and_se", "PATHS",
-           "MIN_ESS_FRACTION"]
+           "MIN_ESS_FRACTION", "GIBBS_MAX_STATES"]
 
 PATHS = ("guide", "prior")
+#: a discrete site with at most this many values per datum also takes a Gibbs update (all take the independent MH step)
+GIBBS_MAX_STATES = 64
 #: below this fraction of the chains, the effective sample size of a datum's final weights says that one or two
 #: chains carry the estimate: its delta-method standard error is then not a precision
 MIN_ESS_FRACTION = 0.1
@@ -169,10 +176,12 @@ class _Chains:
     """The state of C chains for a minibatch of B data: discrete site values, real sites on their unconstrained
     space, and how to score them under the model and pi_0."""
 
-    def __init__(self, model, guide, x, idx, N, C: int, path: str):
+    def __init__(self, model, guide, x, idx, N, C: int, path: str, gibbs_max_states: int = GIBBS_MAX_STATES):
         self.model, self.guide, self.x, self.idx, self.N, self.C, self.path = model, guide, x, idx, N, C, path
         self.real = [s for s in model.latents if s.support == "real"]
         self.discrete = [s for s in model.latents if s.support != "real"]
+        self.gibbs = [s for s in self.discrete if s.num_configurations <= gibbs_max_states]
+        self.proposed = [s for s in self.discrete if s.num_configurations > gibbs_max_states]
         self.transforms = {s.name: biject_to(s.constraint) for s in self.real}
 
     # --- drawing and scoring -------------------------------------------------------------------------
@@ -254,6 +263,41 @@ def _hmc(chains: _Chains, values, beta: float, eps: torch.Tensor, L: int):
     return {k: v.detach() for k, v in new.items()}, log_accept.exp()
 
 
+def _site_states(site, like: torch.Tensor) -> List[torch.Tensor]:
+    """Every value one datum's discrete ``site`` can take, each shaped as ``like`` ``[C, B, *event]``."""
+    if site.form == "index":
+        return [torch.full_like(like, k) for k in range(site.num_classes)]
+    if site.form == "bit":
+        return [torch.zeros_like(like), torch.ones_like(like)]
+    if site.form == "one_hot":
+        eye = torch.eye(site.num_classes, dtype=like.dtype, device=like.device)
+        return [eye[k].expand_as(like) for k in range(site.num_classes)]
+    kind, shape = ("binary", (site.numel,)) if site.support == "binary" else ("categorical", tuple(site.event_shape))
+    values = joint_configurations(kind, shape, like.device, like.dtype)
+    return [v.reshape(site.event_shape).expand_as(like) for v in values]
+
+
+def _gibbs(chains: _Chains, values, beta: float, site):
+    """One Gibbs update of the discrete ``site`` at temperature ``beta``: each of its values scored under f_beta
+    given the rest of the state, one drawn in proportion. Returns the new values and the probability of leaving
+    the current value ``[C, B]`` (what an acceptance rate says of the other kernels: how much the chains move)."""
+    current = values[site.name]
+    states = _site_states(site, current)
+    log_f = []
+    for state in states:
+        g, log_pi0 = chains.g_and_log_pi0(chains.score({**values, site.name: state}))
+        log_f.append(torch.nan_to_num(log_pi0 + beta * g, nan=-math.inf))
+    probs = torch.softmax(torch.stack(log_f, -1).double(), -1)                      # [C, B, S]
+    choice = torch.distributions.Categorical(probs=probs).sample()
+    event_dims = tuple(range(2, current.dim()))
+    new, stay = current, torch.zeros_like(probs[..., 0])
+    for k, state in enumerate(states):
+        is_current = (current == state).all(dim=event_dims) if event_dims else current == state
+        stay = stay + torch.where(is_current, probs[..., k], torch.zeros_like(stay))
+        new = torch.where(_broadcast(choice == k, current), state, new)
+    return {**values, site.name: new.detach()}, (1.0 - stay).float()
+
+
 def _independent_mh(chains: _Chains, values, beta: float):
     """One Metropolis-Hastings transition at temperature ``beta`` with the guide as independent proposal of the
     whole state. Returns the new values and the acceptance probability ``[C, B]``."""
@@ -282,6 +326,8 @@ class AnnealedImportanceSampling:
         pilot_chains: chains per datum in the pilot run (0: no pilot, ``initial_step_size`` throughout).
         batch_size: data per tensor program (each holds ``batch_size x num_chains`` states).
         schedule: ``"sigmoid"`` (Wu et al.) or ``"linear"``.
+        gibbs_max_states: discrete sites of at most this many values per datum also take a Gibbs update after the
+            independent MH step (0: the MH step only).
     """
 
     num_temperatures: int = 500
@@ -293,14 +339,17 @@ class AnnealedImportanceSampling:
     pilot_chains: int = 4
     batch_size: int = 100
     schedule: str = "sigmoid"
+    gibbs_max_states: int = GIBBS_MAX_STATES
 
     def __post_init__(self):
         for name in ("num_temperatures", "num_chains", "leapfrog_steps", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ZooError(f"AIS {name} must be a whole number >= 1, got {value!r}")
-        if isinstance(self.pilot_chains, bool) or not isinstance(self.pilot_chains, int) or self.pilot_chains < 0:
-            raise ZooError(f"AIS pilot_chains must be a whole number >= 0, got {self.pilot_chains!r}")
+        for name in ("pilot_chains", "gibbs_max_states"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ZooError(f"AIS {name} must be a whole number >= 0, got {value!r}")
         if self.path not in PATHS:
             raise ZooError(f"AIS path must be one of {', '.join(PATHS)}, got {self.path!r}")
         if self.schedule not in ("sigmoid", "linear"):
@@ -319,7 +368,7 @@ class AnnealedImportanceSampling:
         return {"num_temperatures": self.num_temperatures, "num_chains": self.num_chains, "path": self.path,
                 "schedule": self.schedule, "leapfrog_steps": self.leapfrog_steps,
                 "target_accept": self.target_accept, "pilot_chains": self.pilot_chains,
-                "initial_step_size": self.initial_step_size}
+                "initial_step_size": self.initial_step_size, "gibbs_max_states": self.gibbs_max_states}
 
     # --- the annealing loop, for one minibatch ---------------------------------------------------------
     def anneal(self, chains: _Chains, values, betas: torch.Tensor, step_sizes: Optional[torch.Tensor] = None,
@@ -349,6 +398,9 @@ class AnnealedImportanceSampling:
             if chains.discrete:
                 values, a = _independent_mh(chains, values, beta)
                 accept, moves = accept + a, moves + 1
+            for site in chains.gibbs:
+                values, a = _gibbs(chains, values, beta, site)
+                accept, moves = accept + a, moves + 1
             if chains.real:
                 e = current if adapt else eps[position]
                 values, a = _hmc(chains, values, beta, e.to(chains.x.device), self.leapfrog_steps)
@@ -365,7 +417,7 @@ class AnnealedImportanceSampling:
         """The step size of each temperature and datum ``[T + 1, B]``, adapted in a separate run."""
         if not any(s.support == "real" for s in model.latents) or self.pilot_chains == 0:
             return None
-        chains = _Chains(model, guide, x, idx, N, self.pilot_chains, self.path)
+        chains = _Chains(model, guide, x, idx, N, self.pilot_chains, self.path, self.gibbs_max_states)
         _, _, eps = self.anneal(chains, chains.draw_initial(), self.betas, adapt=True)
         return eps
 
@@ -398,7 +450,7 @@ class AnnealedImportanceSampling:
         ``[T + 1, B]`` (empty without real latents)."""
         xb = x[idx]
         step_sizes = self.pilot(model, guide, xb, idx, N)
-        chains = _Chains(model, guide, xb, idx, N, self.num_chains, self.path)
+        chains = _Chains(model, guide, xb, idx, N, self.num_chains, self.path, self.gibbs_max_states)
         log_w, acceptance, eps = self.anneal(chains, chains.draw_initial(), self.betas, step_sizes)
         ll, se, ess = log_mean_exp_and_se(log_w)
         se = rounding_floor(se, ll, xb.dtype)       # the weights are sums of float32 log-densities
