@@ -3,10 +3,10 @@
 A grade's inputs come from a secret seed; a check must not fail a correct submission because of the seed drawn
 (``zoo/homework/INSTRUCTORS.md`` states at most 1e-4 per check). This sweep grades, for each assignment:
 
-- the correct files, at ``--seeds`` seeds (default 1000): the reference solution, the correct alternatives in
-  ``tests/homework_submissions/`` (``<assignment>_other_forms.py``, ``ppca_float64_woodbury.py``) and the mutants of
-  the mutation suite that must lose nothing (``straight_through_other_algebraic_form``). Every check that fails one
-  of them is a false alarm. The checks that train (homework 1's VAE on the digits, homework 3's SVI: the file's own
+- the correct files, at ``--seeds`` seeds (default 1000): the reference solution and the correct alternatives in
+  ``tests/homework_submissions/`` (``<assignment>_other_forms.py``, ``ppca_float64_woodbury.py``), and at
+  ``--mutant-seeds`` the mutants of the mutation suite that must lose nothing (``straight_through_other_algebraic_form``,
+  the reference with one line written another way). Every check that fails one of them is a false alarm. The checks that train (homework 1's VAE on the digits, homework 3's SVI: the file's own
   training loop, a second or more each, which nothing can run for many seeds at once) run at ``--train-seeds``.
 - the wrong files, at ``--mutant-seeds`` seeds (default 20): every mutant of ``tests/test_homework_assignments.py``
   (``MUTANTS``) and ``tests/test_homework_missed_bugs.py`` (``PARTICLE_BUGS``, the naive log-sigmoid), on the checks
@@ -77,8 +77,8 @@ def _import(path: Path, name: str):
 
 
 def files(assignment: str, folder: Path):
-    """(label, path, the checks it must fail: None for a correct file) of the assignment, mutants written to
-    ``folder``."""
+    """(label, path, the checks it must fail: None for a correct file, whether it is a mutant) of the assignment,
+    mutants written to ``folder``."""
     from zoo.homework import get_assignment
     from zoo.homework.kit import solution_path
     solution = solution_path(get_assignment(assignment))
@@ -91,12 +91,13 @@ def files(assignment: str, folder: Path):
     if assignment in missed.MUTANTS:
         check, old, new = missed.MUTANTS[assignment]
         mutants["naive_log_sigmoid"] = (old, new, {check})
-    out = [("reference", solution, None)]
-    out += [(Path(name).stem, TESTS / "homework_submissions" / name, None) for name in ALTERNATIVES.get(assignment, ())]
+    out = [("reference", solution, None, False)]
+    out += [(Path(name).stem, TESTS / "homework_submissions" / name, None, False)
+            for name in ALTERNATIVES.get(assignment, ())]
     for name, (old, new, fails) in mutants.items():
         path = folder / f"{assignment}__{name}.py"
         path.write_text(source.replace(old, new, 1))
-        out.append((name, path, fails or None))
+        out.append((name, path, fails or None, True))
     return out
 
 
@@ -326,9 +327,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         for assignment in names:
             report[assignment] = {}
-            for label, path, fails in files(assignment, Path(folder)):
-                seeds = correct_seeds if fails is None else mutant_seeds
-                train = min(args.train_seeds, len(seeds)) if fails is None else len(seeds)
+            for label, path, fails, mutant in files(assignment, Path(folder)):
+                seeds = mutant_seeds if mutant else correct_seeds      # a mutant that must lose nothing: correct
+                train = len(seeds) if mutant else min(args.train_seeds, len(seeds))
                 report[assignment][label] = sweep_file(assignment, label, path, fails, seeds, train,
                                                        args.calibration_rate, log)
     payload = {"false_alarm_stated": FALSE_ALARM, "design_rate": DESIGN_RATE, "calibration_rate": args.calibration_rate,
