@@ -284,3 +284,48 @@ def test_the_enumerated_elbo_is_below_log_p_x_and_its_gradient_is_the_finite_dif
     phi_00 = sum(p.numel() for p in problem.sbn.parameters())            # the guide's logits come last
     assert_close(gradient[phi_00], torch.tensor((values[0] - values[1]) / (2 * h)), atol=1e-3,
                  what="d ELBO / d phi_00")
+
+
+def test_the_exact_variance_from_one_particles_moments_is_the_enumerated_one():
+    """Problem.exact_variance computes the total variance of REINFORCE and of the leave-one-out estimator from the
+    moments of one particle; enumerating every S-tuple of configurations (16^S per datum, with the probability of
+    each) gives the same, at S = 2 and 3 (where the pairs of particles that share nothing first appear)."""
+    from zoo.core.distributions import joint_configurations
+    from zoo.homework.discrete_estimators.problem import NUM_DATA, NUM_LATENTS
+    from zoo.testing import gradient_of
+
+    problem = make_problem(4)
+    z = joint_configurations("binary", (NUM_LATENTS,)).unsqueeze(1).expand(-1, NUM_DATA, -1)      # [16, B, K]
+    def per_configuration(function):                                       # [16, B, P]: each value's gradient
+        return torch.stack([torch.stack([gradient_of(lambda c=c, b=b: function(z)[c, b], problem.params)
+                                         for b in range(NUM_DATA)]) for c in range(16)]).double()
+
+    grad_f, score = per_configuration(problem.f), per_configuration(problem.log_guide)
+    f, q = problem.f(z).detach().double(), problem.log_guide(z).detach().double().exp()            # [16, B]
+    for S in (2, 3):
+        tuples = torch.cartesian_prod(*[torch.arange(16)] * S).reshape(-1, S)                     # [16^S, S]
+        for estimator in ("reinforce", "reinforce_loo"):
+            total = 0.0
+            for b in range(NUM_DATA):
+                fs, weight = f[tuples, b], q[tuples, b].prod(-1)
+                signal = fs if estimator == "reinforce" else fs - (fs.sum(-1, keepdim=True) - fs) / (S - 1)
+                g = (signal.unsqueeze(-1) * score[tuples, b] + grad_f[tuples, b]).mean(1)         # [16^S, P]
+                mean = weight @ g
+                total += float(weight @ (g ** 2).sum(-1) - (mean ** 2).sum())
+            assert abs(problem.exact_variance(estimator, S) - total) <= 1e-6 * total, (estimator, S)
+
+
+def test_the_elbo_of_the_svi_checks_is_log_p_x_at_the_exact_posterior_and_below_it_elsewhere():
+    """average_elbo (the closed form the SVI checks score a trained guide with) equals the average log-likelihood
+    when q(z_n) is the exact posterior, and is below it by the average KL(q_n || p(z_n | x_n)) otherwise."""
+    from zoo.homework.ppca_three_ways.problem import average_elbo, reference_posterior
+
+    x = make_data().double()
+    W, mu, sigma2 = reference_ml(x, LATENT_DIM)
+    loc, cov = reference_posterior(x, W, mu, sigma2)
+    cov = cov.expand(x.shape[0], -1, -1)
+    ll = average_log_likelihood(x, W, mu, sigma2)
+    assert abs(average_elbo(x, W, mu, sigma2, loc, cov) - ll) < 1e-9
+    shift = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    kl = 0.5 * float(shift @ torch.linalg.solve(cov[0], shift))              # same covariance, shifted means
+    assert abs(ll - average_elbo(x, W, mu, sigma2, loc + shift, cov) - kl) < 1e-9

@@ -113,12 +113,23 @@ class InProcessSubmission:
         """Nothing to restart: the module's functions depend on their inputs and seeds only (trusted files)."""
 
     def _run(self, function, args):
-        seed_request(self._random.randrange(2 ** 31))
+        """The request as the worker serves it, its generators kept apart from the check's: the worker's seeding
+        (and the file's draws) must not move the random numbers the check draws next, as they cannot across
+        processes."""
+        import torch
+        numpy = sys.modules.get("numpy")
+        python_state, numpy_state = random.getstate(), numpy.random.get_state() if numpy is not None else None
         try:
-            value = function(*as_on_the_wire(list(args)))
+            with torch.random.fork_rng(devices=[]):
+                seed_request(self._random.randrange(2 ** 31))
+                value = function(*as_on_the_wire(list(args)))
         except Exception as e:                    # the file's exception: the check errs, as in the grader
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise SubmissionError(f"{type(e).__name__}: {first}") from None
+        finally:
+            random.setstate(python_state)
+            if numpy_state is not None:
+                numpy.random.set_state(numpy_state)
         try:
             return as_on_the_wire(value)
         except ProtocolError as e:                # the worker answers this with an error: the check errs
