@@ -41,7 +41,7 @@ def test_ppca_in_float64_with_woodbury_and_loops_keeps_the_svi_points(tmp_path, 
 
 #: (assignment, check, a seed at which the reference solution lost the check by chance)
 CHANCE_FAILURES = [
-    ("discrete_estimators", "reinforce_unbiased", 7),                  # on 60 latents, 3.87 > 3.67 standard errors
+    ("discrete_estimators", "reinforce_unbiased", 199),                # 3.72 > 3.67 standard errors, 11 directions
     ("discrete_estimators", "gumbel_softmax_distribution", 426),        # Kolmogorov-Smirnov 0.032 > 0.031
     ("ppca_three_ways", "svi_minibatch_scale", 144),                   # the mean 3.18 standard errors off
     ("bernoulli_vae", "elbo_lower_bound", 958),                        # 10 draws' t-test at 5 sigma
