@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import importlib.util
 import os
 import re
@@ -338,7 +339,7 @@ def main(argv=None):
                "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                "seconds": round(time.perf_counter() - start, 1), "assignments": report}
     path = write_result(args.name, payload)
-    (RESULTS / f"{args.name}.md").write_text(markdown(payload, path.name, argv))
+    (RESULTS / f"{args.name}.md").write_text(markdown(json.loads(path.read_text()), path.name))
     log(f"wrote {path}")
 
 
@@ -355,10 +356,13 @@ def _upper_95(failures: int, runs: int) -> float:
     return hi
 
 
-def markdown(payload, json_name, argv) -> str:
+def markdown(payload, json_name) -> str:
+    """The result file's tables: per assignment, each check's false alarms on the correct files and its calibration,
+    then each mutant's detection on the checks it must fail (each table with a caption line, for the report's
+    ``{{ include }}``)."""
     from zoo.homework import get_assignment
     md = ["# The homework checks over many secret seeds: false alarms and detections", "",
-          f"Command: `{' '.join(['OMP_NUM_THREADS=1 python', 'benchmarks/homework_seed_sweep.py'] + list(argv or sys.argv[1:]))}` "
+          f"Command: `OMP_NUM_THREADS={payload['omp_num_threads']} {payload['provenance']['command']}` "
           f"(result: `{json_name}`), {payload['seconds'] / 60:.0f} min at one thread; load average at the start "
           f"{payload['load_average_at_start']} on {os.cpu_count()} cores. In process, without the sandbox "
           f"(`zoo.homework.in_process`); the score-function and reconstruction draws vectorized by `torch.func.vmap` "
@@ -374,6 +378,7 @@ def markdown(payload, json_name, argv) -> str:
         correct = {label: r for label, r in by_file.items() if r["correct"]}
         md += [f"## {hw.title} (`{assignment}`)", "", "Correct files: " +
                ", ".join(f"`{label}` ({r['file']}, {r['seconds']:.0f} s)" for label, r in correct.items()), "",
+               f"{hw.title}: false alarms of the correct files:", "",
                "| check | runs | false alarms | upper 95% | calibration at " f"{payload['calibration_rate']:g} "
                "| margin of the correct files (min / median / max) |", "|---|---|---|---|---|---|"]
         for check in hw.checks:
@@ -392,7 +397,8 @@ def markdown(payload, json_name, argv) -> str:
         if failing:
             md += ["", "False alarms seen: " + "; ".join(f"`{label}` `{check}` at seeds {s['failing_seeds']}: "
                                                          f"{s['messages'][0]}" for label, check, s in failing)]
-        md += ["", "| mutant (must fail) | check | detected | seconds |", "|---|---|---|---|"]
+        md += ["", f"{hw.title}: detections of the mutants, on the checks each must fail:", "",
+               "| mutant | check | detected | seconds |", "|---|---|---|---|"]
         for label, r in by_file.items():
             if r["correct"]:
                 continue
