@@ -337,7 +337,8 @@ def main(argv=None):
                "seeds": args.seeds, "train_seeds": args.train_seeds, "mutant_seeds": args.mutant_seeds,
                "first_seed": args.first_seed, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-               "seconds": round(time.perf_counter() - start, 1), "assignments": report}
+               "seconds": round(time.perf_counter() - start, 1), "cpu_seconds": round(time.process_time(), 1),
+               "assignments": report}
     path = write_result(args.name, payload)
     (RESULTS / f"{args.name}.md").write_text(markdown(json.loads(path.read_text()), path.name))
     log(f"wrote {path}")
@@ -361,9 +362,10 @@ def markdown(payload, json_name) -> str:
     then each mutant's detection on the checks it must fail (each table with a caption line, for the report's
     ``{{ include }}``)."""
     from zoo.homework import get_assignment
+    cpu = f" ({payload['cpu_seconds'] / 60:.0f} min of CPU)" if "cpu_seconds" in payload else ""
     md = ["# The homework checks over many secret seeds: false alarms and detections", "",
           f"Command: `OMP_NUM_THREADS={payload['omp_num_threads']} {payload['provenance']['command']}` "
-          f"(result: `{json_name}`), {payload['seconds'] / 60:.0f} min at one thread; load average at the start "
+          f"(result: `{json_name}`), {payload['seconds'] / 60:.0f} min at one thread{cpu}; load average at the start "
           f"{payload['load_average_at_start']} on {os.cpu_count()} cores. In process, without the sandbox "
           f"(`zoo.homework.in_process`); the score-function and reconstruction draws vectorized by `torch.func.vmap` "
           f"(see the script's docstring).", "",
