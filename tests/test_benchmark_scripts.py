@@ -85,6 +85,21 @@ def test_named_result_scripts_refuse_bad_input_in_one_line(tmp_path, monkeypatch
     assert not list(tmp_path.glob("result*"))
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--mutant-seeds", "0"], "--mutant-seeds must be at least 1"),
+    (["--calibration-rate", "2"], "--calibration-rate must be in (0, 1)"),
+    (["--assignments", "bernoulli_vae,hw9"], "unknown assignment 'hw9'"),
+])
+def test_the_homework_seed_sweep_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys, args, says):
+    code, err = run_benchmark("homework_seed_sweep.py", ["--name", str(tmp_path / "result"), *args], monkeypatch,
+                              capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
+    assert not list(tmp_path.glob("result*"))
+
+
 def test_hvae_saturation_counts_saturated_tanh_units():
     """The saturation counter sees every tanh module of a network: a layer driven far past |h| = 0.99 counts
     as all saturated, one at h = 0 as none, and a network without tanh units is left out."""

@@ -89,13 +89,31 @@ MUTANTS = {
         "score_function_term_missing": ("return (fz.detach() * log_q(logits, z) + fz).mean(0).sum()",
                                         "return fz.mean(0).sum()",
                                         {"reinforce_unbiased", "unbiased_on_a_new_problem", "variance_order"}),
-        # summing over the S particles: S times the gradient
+        # summing over the S particles: S times the gradient, S^2 times the variance (so the baseline's reduction
+        # is not the factor it should be either)
         "particles_summed_not_averaged": ("return (fz.detach() * log_q(logits, z) + fz).mean(0).sum()",
                                           "return (fz.detach() * log_q(logits, z) + fz).sum(0).sum()",
-                                          {"reinforce_unbiased", "unbiased_on_a_new_problem"}),
+                                          {"reinforce_unbiased", "unbiased_on_a_new_problem", "variance_order"}),
         # the baseline carries gradient: -log q(z_s) grad_theta b_s has mean H(q) E[grad_theta log p] != 0
         "baseline_not_detached": ("signal = fz.detach() - baseline.detach()", "signal = fz.detach() - baseline",
                                   {"reinforce_loo_unbiased", "unbiased_on_a_new_problem", "variance_order"}),
+        # a lower variance, not from the baseline: a correct leave-one-out estimator with 4 times the particles asked
+        # for (variance_order used to accept it: it only asked for a ratio above 1.5)
+        "loo_with_4x_the_particles": ("def reinforce_loo(logits, f, num_particles):\n",
+                                      "def reinforce_loo(logits, f, num_particles):\n"
+                                      "    num_particles = 4 * num_particles\n",
+                                      {"reinforce_loo_unbiased", "variance_order"}),
+        # no variance at all: the exact gradient by enumerating the 2^K configurations (variance_order used to accept
+        # it: a deterministic estimator beat any noisy one); on 60 latents it cannot enumerate
+        "loo_deterministic_by_enumeration": ("def reinforce_loo(logits, f, num_particles):\n",
+                                             "def reinforce_loo(logits, f, num_particles):\n"
+                                             "    K = logits.shape[-1]\n"
+                                             "    z = torch.cartesian_prod(*[torch.tensor([0.0, 1.0])] * K)"
+                                             ".reshape(-1, 1, K)\n"
+                                             "    return (log_q(logits, z).exp() * f(z.expand(-1, *logits.shape)))"
+                                             ".sum()\n\n\n"
+                                             "def reinforce_loo_by_sampling(logits, f, num_particles):\n",
+                                             {"reinforce_loo_unbiased", "variance_order"}),
         # the baseline includes f(z_s) itself: the gradient shrinks by (S - 1) / S
         "baseline_depends_on_z": ("baseline = (fz.sum(0, keepdim=True) - fz) / (num_particles - 1)",
                                   "baseline = fz.mean(0, keepdim=True)",
@@ -140,12 +158,28 @@ MUTANTS = {
         "eigenvectors_as_rows": ("W = U[:, :latent_dim] * torch.sqrt", "W = U[:latent_dim].T * torch.sqrt", ML),
         # E[z z^T] = E[z] E[z]^T: the posterior covariance forgotten in the M-step
         "em_second_moment_without_covariance": ("sum_Ezz = N * cov + Ez.T @ Ez", "sum_Ezz = Ez.T @ Ez", EM),
-        # EM slips that still climb to the maximum likelihood (full marks when only EM's end point was graded):
+        # EM slips that still climb to the maximum likelihood (full marks when only EM's end point was graded; then
+        # em_update alone, when the run's monotonicity and convergence did not ask whether its steps were EM's):
         # sigma^2's cross term with the old W where W_new belongs (the handout: "the sigma^2 update uses W_new")
-        "sigma2_cross_term_with_old_W": ("(Ez * (xc @ W_new))", "(Ez * (xc @ W))", {"em_update"}),
+        "sigma2_cross_term_with_old_W": ("(Ez * (xc @ W_new))", "(Ez * (xc @ W))", EM),
         # the whole sigma^2 update with the old W
         "sigma2_update_with_old_W": ("- 2 * (Ez * (xc @ W_new)).sum() + torch.trace(sum_Ezz @ W_new.T @ W_new)",
-                                     "- 2 * (Ez * (xc @ W)).sum() + torch.trace(sum_Ezz @ W.T @ W)", {"em_update"}),
+                                     "- 2 * (Ez * (xc @ W)).sum() + torch.trace(sum_Ezz @ W.T @ W)", EM),
+        # no EM at all: em_step returns the closed-form maximum likelihood (it used to keep em_monotone,
+        # em_converges and em_on_other_data: the run never goes down, and it ends at the maximum)
+        "em_step_returns_the_closed_form": ("    N, D = x.shape\n    xc = x - mu\n",
+                                            "    return ml_solution(x, W.shape[1])[::2]\n    N, D = x.shape\n"
+                                            "    xc = x - mu\n", EM),
+        # no SVI at all: train_svi returns the closed-form maximum likelihood and leaves the guide as it starts (it
+        # used to keep both SVI checks: they looked at the log-likelihood of W, mu, sigma^2 only)
+        "train_svi_returns_the_closed_form": ("    pyro.clear_param_store()\n    N = x.shape[0]\n",
+                                              "    return ml_solution(x, latent_dim)\n    pyro.clear_param_store()\n"
+                                              "    N = x.shape[0]\n", {"svi_exact_guide", "svi_amortized_guide"}),
+        # the encoder without its bias: q(z | x) = N(A x, L L^T) cannot reach the posterior mean A x + b when the data's
+        # mean has a component in the principal subspace (caught at 1 seed in 4 when that component was left to the
+        # seed's random translation)
+        "amortized_guide_without_bias": ('dist.MultivariateNormal(x @ A.T + b, scale_tril=L)',
+                                         'dist.MultivariateNormal(x @ A.T, scale_tril=L)', {"svi_amortized_guide"}),
         # the plate without subsample: the minibatch is not scaled by N / B (nor the guide's matching term)
         "plate_scale_forgotten": (
             'with pyro.plate("data", num_data, subsample=idx):\n        z = pyro.sample("z", dist.N',
@@ -250,3 +284,48 @@ def test_the_enumerated_elbo_is_below_log_p_x_and_its_gradient_is_the_finite_dif
     phi_00 = sum(p.numel() for p in problem.sbn.parameters())            # the guide's logits come last
     assert_close(gradient[phi_00], torch.tensor((values[0] - values[1]) / (2 * h)), atol=1e-3,
                  what="d ELBO / d phi_00")
+
+
+def test_the_exact_variance_from_one_particles_moments_is_the_enumerated_one():
+    """Problem.exact_variance computes the total variance of REINFORCE and of the leave-one-out estimator from the
+    moments of one particle; enumerating every S-tuple of configurations (16^S per datum, with the probability of
+    each) gives the same, at S = 2 and 3 (where the pairs of particles that share nothing first appear)."""
+    from zoo.core.distributions import joint_configurations
+    from zoo.homework.discrete_estimators.problem import NUM_DATA, NUM_LATENTS
+    from zoo.testing import gradient_of
+
+    problem = make_problem(4)
+    z = joint_configurations("binary", (NUM_LATENTS,)).unsqueeze(1).expand(-1, NUM_DATA, -1)      # [16, B, K]
+    def per_configuration(function):                                       # [16, B, P]: each value's gradient
+        return torch.stack([torch.stack([gradient_of(lambda c=c, b=b: function(z)[c, b], problem.params)
+                                         for b in range(NUM_DATA)]) for c in range(16)]).double()
+
+    grad_f, score = per_configuration(problem.f), per_configuration(problem.log_guide)
+    f, q = problem.f(z).detach().double(), problem.log_guide(z).detach().double().exp()            # [16, B]
+    for S in (2, 3):
+        tuples = torch.cartesian_prod(*[torch.arange(16)] * S).reshape(-1, S)                     # [16^S, S]
+        for estimator in ("reinforce", "reinforce_loo"):
+            total = 0.0
+            for b in range(NUM_DATA):
+                fs, weight = f[tuples, b], q[tuples, b].prod(-1)
+                signal = fs if estimator == "reinforce" else fs - (fs.sum(-1, keepdim=True) - fs) / (S - 1)
+                g = (signal.unsqueeze(-1) * score[tuples, b] + grad_f[tuples, b]).mean(1)         # [16^S, P]
+                mean = weight @ g
+                total += float(weight @ (g ** 2).sum(-1) - (mean ** 2).sum())
+            assert abs(problem.exact_variance(estimator, S) - total) <= 1e-6 * total, (estimator, S)
+
+
+def test_the_elbo_of_the_svi_checks_is_log_p_x_at_the_exact_posterior_and_below_it_elsewhere():
+    """average_elbo (the closed form the SVI checks score a trained guide with) equals the average log-likelihood
+    when q(z_n) is the exact posterior, and is below it by the average KL(q_n || p(z_n | x_n)) otherwise."""
+    from zoo.homework.ppca_three_ways.problem import average_elbo, reference_posterior
+
+    x = make_data().double()
+    W, mu, sigma2 = reference_ml(x, LATENT_DIM)
+    loc, cov = reference_posterior(x, W, mu, sigma2)
+    cov = cov.expand(x.shape[0], -1, -1)
+    ll = average_log_likelihood(x, W, mu, sigma2)
+    assert abs(average_elbo(x, W, mu, sigma2, loc, cov) - ll) < 1e-9
+    shift = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    kl = 0.5 * float(shift @ torch.linalg.solve(cov[0], shift))              # same covariance, shifted means
+    assert abs(ll - average_elbo(x, W, mu, sigma2, loc + shift, cov) - kl) < 1e-9

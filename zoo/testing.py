@@ -47,7 +47,7 @@ from typing import Callable, Mapping, Sequence, Union
 import torch
 
 __all__ = ["assert_unbiased", "assert_lower_bound", "assert_close", "assert_variance_order", "gradient_of",
-           "two_sided_threshold"]
+           "two_sided_threshold", "sigmas_for_rate"]
 
 TensorLike = Union[torch.Tensor, float, Sequence[torch.Tensor]]
 
@@ -78,6 +78,18 @@ def two_sided_threshold(sigmas: float, tests: int) -> float:
     """
     alpha = 2.0 * (1.0 - NormalDist().cdf(sigmas))
     return NormalDist().inv_cdf(1.0 - alpha / (2.0 * tests))
+
+
+def sigmas_for_rate(rate: float) -> float:
+    """The ``sigmas`` of a two-sided z-test whose false-alarm rate is ``rate``: P(|Z| > sigmas) = rate. Passed to
+    a certifier, it holds the whole assertion (all its directions, by Bonferroni) at that rate.
+
+    >>> round(sigmas_for_rate(0.0027), 2), round(sigmas_for_rate(1e-4), 2)
+    (3.0, 3.89)
+    """
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"a false-alarm rate is in (0, 1), got {rate}")
+    return NormalDist().inv_cdf(1.0 - rate / 2.0)
 
 
 def _draw(estimate: Callable[[], TensorLike], num_samples: int, seed: int, what: str) -> torch.Tensor:

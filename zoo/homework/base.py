@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 __all__ = ["Check", "Assignment", "expect_tensor", "expect_sequence", "expect_number", "assert_total_variance",
-           "draw_seeds", "seed_draw", "assert_replayed", "REPLAYS"]
+           "draw_seeds", "seed_draw", "assert_replayed", "REPLAYS", "FALSE_ALARM", "DESIGN_RATE"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,17 @@ def assert_total_variance(draws, exact: float, what: str, *, sigmas: float = 3.5
                              f"{variance / exact:.3g}, {z:.1f} standard errors){hint}")
     return f"variance {variance:.3g} (exact {exact:.3g})"
 
+
+
+# -- how often a check may fail a correct submission -----------------------------------------------------------
+#: The false-alarm rate of one check: the probability, over the grade's secret seed, that a correct submission loses
+#: its points by chance. Every statistical test inside a check shares it (Bonferroni); a deterministic check (a
+#: closed form compared to float rounding) has none. ``benchmarks/homework_seed_sweep.py`` measures it.
+FALSE_ALARM = 1e-4
+#: The rate each check's tests are designed at: a quarter of :data:`FALSE_ALARM`. A z-test of the mean (or the log
+#: variance) of a few hundred skewed draws is a normal approximation, and 4 to 5 standard errors out its tail can be
+#: off by a factor of 2 to 3 (the Edgeworth term of a skewness of a few, over the square root of the draws).
+DESIGN_RATE = FALSE_ALARM / 4
 
 
 # -- draws that are the student's estimator's: one seed each, replayed in a fresh worker --------------------

@@ -19,7 +19,7 @@ ASSIGNMENT = register(Assignment(
     package=__name__,
     reference_time=210.0,  # the reference grade in calibrate() units: see benchmarks/results/homework_grade.md
     checks=(
-        Check("kl_closed_form", 15, "kl_normal is KL(N(mu, sigma^2) || N(0, I)) (against Monte Carlo)",
+        Check("kl_closed_form", 15, "kl_normal is KL(N(mu, sigma^2) || N(0, I)) (the closed form, to float32 rounding)",
               f"{_CHECKS}:check_kl_closed_form", timeout=20),
         Check("model_matches_story", 15, "model is p(z) = N(0, I), p(x|z) = Bernoulli(logits), plate scaled N/B",
               f"{_CHECKS}:check_model", timeout=20),

@@ -7,8 +7,9 @@ trace's sample sites, Monte Carlo draws and gradients, trained weights; see
 :mod:`zoo.homework.bernoulli_vae.probes`), validates them and decides with its own code. It fails
 with a one-line ``AssertionError``. What each one certifies:
 
-- ``kl_closed_form``: ``kl_normal`` = KL(N(mu, diag sigma^2) || N(0, I)) against a Monte Carlo
-  estimate E_q[log q(z) - log p(z)] with 40 000 draws per row (within 5 standard errors).
+- ``kl_closed_form``: ``kl_normal`` = KL(N(mu, diag sigma^2) || N(0, I)), against torch's
+  ``kl_divergence`` of the two Normals in float64, to float32 rounding (deterministic: it used to be a Monte Carlo
+  estimate, whose 5 standard errors let a KL off by 0.1 pass).
 - ``model_matches_story``: the trace of ``model`` is p(z) p_theta(x|z): z ~ N(0, I) with event
   shape (z_dim,), x ~ Bernoulli(logits = decoder(z)) observed, both in the plate "data" of size N
   subsampled to idx (so scaled by N / B), and the decoder registered with ``pyro.module``.
@@ -20,8 +21,8 @@ with a one-line ``AssertionError``. What each one certifies:
   and decoder parameter are unbiased for the exact E_q[log p_theta(x|z)] and its gradient, which a
   40 x 40 Gauss-Hermite quadrature gives for a 2-d latent (``zoo.testing.assert_unbiased``).
 - ``elbo_lower_bound``: on a 4-pixel model with a 2-d latent, where log p(x) = log E_p(z) p(x|z)
-  is exact by quadrature, ``elbo`` matches the exact ELBO and lies below log p(x)
-  (``zoo.testing.assert_close``, ``zoo.testing.assert_lower_bound``), for three encoders.
+  is exact by quadrature, ``elbo`` matches the exact ELBO and lies below log p(x), for three encoders: z-tests
+  whose standard error is the exact one of 200 particles (by quadrature), not one estimated from 10 draws.
 - ``train_amortized``: the worker runs SVI (Pyro's ``TraceMeanField_ELBO``, the KL in closed form)
   on the student's ``model`` and ``amortized_guide`` over the binarized 8x8 digits and returns the
   trained weights; the grader loads them into its own networks and computes the test ELBO with
@@ -32,6 +33,11 @@ with a one-line ``AssertionError``. What each one certifies:
   under their model with that decoder frozen and returns q(z_n) = N(loc_n, scale_n^2); the
   per-datum ELBO, computed here, must reach at least the amortized one minus :data:`GAP_SLACK`;
   the output reports the amortization gap ELBO(per-datum) - ELBO(amortized).
+
+False alarms: each check's statistical tests share :data:`~zoo.homework.base.DESIGN_RATE` (Bonferroni), a quarter of
+the 1e-4 per check that ``zoo/homework/INSTRUCTORS.md`` states; the trace checks and the KL are deterministic; the
+two training checks' margins (the target ELBO, the gap's slack) are measured over 1000 trainings by
+``benchmarks/homework_seed_sweep.py``.
 """
 from __future__ import annotations
 
@@ -43,7 +49,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from zoo.homework.base import assert_replayed, assert_total_variance, draw_seeds, expect_number, expect_tensor
+from zoo.homework.base import (DESIGN_RATE, assert_replayed, assert_total_variance, draw_seeds, expect_number,
+                               expect_tensor)
 from zoo.homework.bernoulli_vae.starter import Decoder, Encoder
 
 #: The test ELBO (nats per 64-pixel digit) the amortized VAE must reach.
@@ -57,19 +64,18 @@ _PROBES = "zoo.homework.bernoulli_vae.probes"
 
 # -- 1. the closed-form KL ---------------------------------------------------------------------
 def check_kl_closed_form(sub, ctx) -> str:
+    """kl_normal(mu, log_sigma) [B] is KL(N(mu, diag sigma^2) || N(0, I)), summed over the last dimension: compared
+    with torch's own ``kl_divergence`` of the two Normals in float64 (another implementation of the closed form),
+    to float32 rounding. Deterministic."""
     from zoo.testing import assert_close
-    B, J, S = 16, 3, 40_000
+    B, J = 16, 3
     mu = 1.5 * torch.randn(B, J)
     log_sigma = torch.empty(B, J).uniform_(-1.5, 1.0)
     kl = expect_tensor(sub.call("kl_normal", mu, log_sigma),
                        "kl_normal(mu, log_sigma) with mu, log_sigma of shape [16, 3]", (B,))
-    q = dist.Normal(mu, log_sigma.exp()).to_event(1)
-    p = dist.Normal(torch.zeros(J), 1.0).to_event(1)
-    z = q.sample((S,))
-    log_ratio = (q.log_prob(z) - p.log_prob(z)).double()               # [S, B]
-    mc, se = log_ratio.mean(0), log_ratio.std(0) / math.sqrt(S)
-    return assert_close(kl, mc, atol=float(5 * se.max()), rtol=0.0,
-                        what="kl_normal against Monte Carlo E_q[log q - log p]")
+    exact = torch.distributions.kl_divergence(torch.distributions.Normal(mu.double(), log_sigma.double().exp()),
+                                              torch.distributions.Normal(0.0, 1.0)).sum(-1)
+    return assert_close(kl, exact, atol=1e-4, rtol=1e-5, what="kl_normal")
 
 
 # -- 2. the model --------------------------------------------------------------------------------
@@ -257,7 +263,10 @@ def _tiny(D: int = 4, hidden: int = 6):
 
 
 def check_reconstruction_unbiased(sub, ctx) -> str:
-    from zoo.testing import assert_unbiased, gradient_of
+    """reconstruction(decoder, encoder, x, 3) and its gradient in every decoder and encoder parameter are unbiased
+    for the exact E_q[log p(x|z)] and its gradient (a 40 x 40 Gauss-Hermite quadrature), with the variance of 3
+    independent particles, from 400 draws: two tests, each at half of :data:`~zoo.homework.base.DESIGN_RATE`."""
+    from zoo.testing import assert_unbiased, gradient_of, sigmas_for_rate
     decoder, encoder = _tiny()
     x = torch.bernoulli(torch.full((4, 4), 0.5, dtype=torch.float64))
     params = list(decoder.parameters()) + list(encoder.parameters())
@@ -284,15 +293,16 @@ def check_reconstruction_unbiased(sub, ctx) -> str:
     assert_replayed(sub, [(ask, seeds, draws, what)])
     values = draws[:, :4]
     rows = iter(draws)
+    rate = DESIGN_RATE / 2                      # two tests: the mean (11 directions together) and the variance
     try:
         summary = assert_unbiased(lambda: next(rows), torch.cat([exact_value, exact_grad]), num_samples=n,
-                                  seed=ctx.seed % 2 ** 31)
+                                  sigmas=sigmas_for_rate(rate), seed=ctx.seed % 2 ** 31)
     except AssertionError as e:
         raise AssertionError(f"{what} or its gradient is biased against the exact quadrature: {e}") from None
     with torch.no_grad():                       # S = 3 independent particles: a third of one particle's variance
         exact_variance = float(_exact_particle_variance(decoder, *encoder(x), x).sum()) / 3
-    variance = assert_total_variance(values, exact_variance, what, hint=": does it average num_particles "
-                                                                       "independent particles?")
+    variance = assert_total_variance(values, exact_variance, what, sigmas=sigmas_for_rate(rate),
+                                     hint=": does it average num_particles independent particles?")
     # large logits (the decoder's weights x 1000): log(sigmoid(l)) computed naively is log(0) = -inf there,
     # Bernoulli(logits=l).log_prob (a softplus) is finite
     large = {name: 1000.0 * value for name, value in decoder.state_dict().items()}
@@ -308,10 +318,19 @@ def _elbo_asker(sub, decoder_state, encoder_state, x, what: str):
 
 
 def check_elbo_lower_bound(sub, ctx) -> str:
-    from zoo.testing import assert_close, assert_lower_bound
+    """elbo(decoder, encoder, x, 200) is the Monte Carlo ELBO with 200 particles: on a 4-pixel model with a 2-d
+    latent, for three encoders, 10 draws per datum. Its spread is that of 200 independent particles (the mean over
+    the 5 data of var / (one particle's variance / 200) is chi-square(45) / 45 for a correct estimator: it fails
+    above 4, probability below 1e-17, or below 0.25, below 1e-7); its mean is the exact ELBO by quadrature and lies
+    below the exact log p(x): z-tests of the 10 draws' mean whose standard error is the exact one (one particle's
+    variance by quadrature, over 200 particles and 10 draws), or the draws' own if larger, two-sided at
+    :data:`~zoo.homework.base.DESIGN_RATE` over the 15 data (a mean above log p(x) by that threshold is above the
+    exact ELBO by more, so the bound adds no false alarm)."""
+    from zoo.testing import sigmas_for_rate
     x = torch.bernoulli(torch.full((5, 4), 0.5, dtype=torch.float64))
     x[0] = 0.0
-    what = "elbo(decoder, encoder, x, num_particles=200)"
+    particles, num_draws = 200, 10
+    what = f"elbo(decoder, encoder, x, num_particles={particles})"
     cases, requests = [], []
     for k in range(3):
         decoder, encoder = _tiny()
@@ -324,30 +343,39 @@ def check_elbo_lower_bound(sub, ctx) -> str:
             exact_elbo = _exact_reconstruction(decoder, mu, log_sigma, x) - kl
             one = _exact_particle_variance(decoder, mu, log_sigma, x)
         ask = _elbo_asker(sub, decoder.state_dict(), encoder.state_dict(), x, what)
-        seeds = draw_seeds(10)
+        seeds = draw_seeds(num_draws)
         draws = ask(seeds)
         requests.append((ask, seeds, draws, f"{what} (encoder {k + 1} of 3)"))
         cases.append((draws, log_px, exact_elbo, one))
     assert_replayed(sub, requests)              # one fresh worker for the three encoders' draws
+    threshold = sigmas_for_rate(DESIGN_RATE / (3 * x.shape[0]))
     gaps = []
     for k, (draws, log_px, exact_elbo, one) in enumerate(cases):
         # 200 independent particles: each datum's draws vary as one particle's variance / 200. An ELBO that
         # ignores num_particles varies 200 times more; one that is not the Monte Carlo estimate asked for (the
-        # reconstruction by quadrature or from many more particles) varies far less. 10 draws per datum: the
-        # ratio is the mean over the 5 data of chi-square(9) / 9 variables, chi-square(45) / 45, above 4 with a
-        # probability below 1e-17 and below 0.25 with a probability below 1e-7.
-        ratio = float((draws.var(0) / (one / 200)).mean())
+        # reconstruction by quadrature or from many more particles) varies far less.
+        ratio = float((draws.var(0) / (one / particles)).mean())
         if ratio > 4.0:
-            raise AssertionError(f"{what} varies {ratio:.3g} times as much as the mean of 200 independent particles "
-                                 f"(encoder {k + 1} of 3): does it use num_particles independent particles?")
+            raise AssertionError(f"{what} varies {ratio:.3g} times as much as the mean of {particles} independent "
+                                 f"particles (encoder {k + 1} of 3): does it use num_particles independent particles?")
         if ratio < 0.25:
-            raise AssertionError(f"{what} varies only {ratio:.3g} times as much as the mean of 200 independent "
+            raise AssertionError(f"{what} varies only {ratio:.3g} times as much as the mean of {particles} independent "
                                  f"particles (encoder {k + 1} of 3): elbo must be the Monte Carlo reconstruction "
                                  f"with num_particles fresh particles per call, minus kl_normal")
-        mean, se = draws.mean(0), draws.std(0) / math.sqrt(draws.shape[0])
-        assert_lower_bound(mean, log_px, stderr=se, sigmas=4.0, what=f"{what} (encoder {k + 1} of 3)")
-        assert_close(mean, exact_elbo, atol=float(5 * se.max()) + 1e-6, rtol=0.0,
-                     what=f"{what} against the exact ELBO by quadrature (encoder {k + 1} of 3)")
+        mean = draws.mean(0)
+        stderr = torch.sqrt(torch.maximum(one / particles, draws.var(0)) / num_draws)
+        above = (mean - log_px) / stderr
+        if float(above.max()) > threshold:
+            b = int(above.argmax())
+            raise AssertionError(f"{what} is above the exact log p(x) (encoder {k + 1} of 3, datum {b}): "
+                                 f"{float(mean[b]):.4f} > {float(log_px[b]):.4f} by {float(above[b]):.1f} standard "
+                                 f"errors (threshold {threshold:.2f})")
+        off = (mean - exact_elbo).abs() / stderr
+        if float(off.max()) > threshold:
+            b = int(off.argmax())
+            raise AssertionError(f"{what} against the exact ELBO by quadrature (encoder {k + 1} of 3, datum {b}): "
+                                 f"{float(mean[b]):.4f} vs {float(exact_elbo[b]):.4f}, {float(off[b]):.1f} standard "
+                                 f"errors (threshold {threshold:.2f})")
         gaps.append(float((log_px - exact_elbo).mean()))
     return f"ELBO matches the quadrature and lies below log p(x) (mean gaps {', '.join(f'{g:.3f}' for g in gaps)})"
 

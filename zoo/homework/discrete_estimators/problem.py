@@ -79,32 +79,48 @@ class Problem:
 
     def exact_variance(self, estimator: str, num_particles: int) -> float:
         """The total variance (trace of the covariance) of the gradient that ``estimator`` (``reinforce`` or
-        ``reinforce_loo``) computes with S = ``num_particles``, by enumerating every S-tuple of configurations of
-        each datum (16^S; the data's particles are independent, so their covariances add). It is what a correct
-        estimator's draws show: one that ignores S, draws identical particles, divides the baseline by S instead
-        of S - 1 or averages it over the data instead of the particles has another."""
-        if estimator == "reinforce" and num_particles > 1:          # S independent particles, averaged
-            return self.exact_variance(estimator, 1) / num_particles
+        ``reinforce_loo``) computes with S = ``num_particles``, exactly, from the moments of one particle over the
+        2^K configurations of each datum (the data's particles are independent, so their variances add). It is
+        what a correct estimator's draws show: one that ignores S, draws identical particles, divides the baseline
+        by S instead of S - 1 or averages it over the data instead of the particles has another.
+
+        With u = f psi + h (psi = grad log q, h = grad f at fixed z; E psi = 0), REINFORCE's g = 1/S sum_s u_s has
+        Var = tr Cov(u) / S. The leave-one-out estimator is g = 1/S sum_s u_s - T / (S (S - 1)),
+        T = sum_{s != j} f_j psi_s, and expanding E|g|^2 over which particles coincide::
+
+            E|U|^2   = S E|u|^2 + S (S-1) |E u|^2                      (U = sum_s u_s)
+            E[U . T] = S (S-1) E[f] E[u . psi]
+            E|T|^2   = S (S-1) (E[f^2] E|psi|^2 + |E[f psi]|^2) + S (S-1) (S-2) E[f]^2 E|psi|^2
+            Var      = E|U|^2 / S^2 - 2 E[U . T] / (S^2 (S-1)) + E|T|^2 / (S (S-1))^2 - |E u|^2
+        """
+        if estimator not in ("reinforce", "reinforce_loo"):
+            raise ValueError(f"no estimator {estimator}")
+        if estimator == "reinforce_loo" and num_particles < 2:
+            raise ValueError("the leave-one-out baseline needs num_particles >= 2")
         z = joint_configurations("binary", (NUM_LATENTS,)).unsqueeze(1).expand(-1, NUM_DATA, -1)   # [C, B, K]
         C = z.shape[0]
         f = self.f(z)
         log_q = self.log_guide(z)
         grad_f, score = (_jacobian(values, self.params).double().reshape(C, NUM_DATA, -1) for values in (f, log_q))
         f, q = f.detach().double(), log_q.detach().double().exp()
-        tuples = torch.cartesian_prod(*[torch.arange(C)] * num_particles).reshape(-1, num_particles)   # [C^S, S]
-        total = 0.0
-        for b in range(NUM_DATA):
-            fs, weight = f[tuples, b], q[tuples, b].prod(-1)                                # [C^S, S], [C^S]
-            if estimator == "reinforce_loo":
-                signal = fs - (fs.sum(-1, keepdim=True) - fs) / (num_particles - 1)
-            elif estimator == "reinforce":
-                signal = fs
-            else:
-                raise ValueError(f"no estimator {estimator}")
-            g = ((signal.unsqueeze(-1) * score[tuples, b]) + grad_f[tuples, b]).mean(1)     # [C^S, P]
-            mean = (weight.unsqueeze(-1) * g).sum(0)
-            total += float((weight * (g ** 2).sum(-1)).sum() - (mean ** 2).sum())
-        return total
+        S = num_particles
+
+        def expect(values):                                   # E_q over the configurations, per datum
+            return torch.einsum("cb,cb...->b...", q, values)
+
+        u = f.unsqueeze(-1) * score + grad_f                  # [C, B, P]
+        mean_u = expect(u)
+        variance_u = expect((u ** 2).sum(-1)) - (mean_u ** 2).sum(-1)        # tr Cov(u), per datum
+        if estimator == "reinforce":
+            return float(variance_u.sum()) / S
+        mean_f, mean_f2 = expect(f), expect(f ** 2)
+        psi2, f_psi = expect((score ** 2).sum(-1)), expect(f.unsqueeze(-1) * score)
+        u_psi = expect((u * score).sum(-1))
+        UU = S * (variance_u + (mean_u ** 2).sum(-1)) + S * (S - 1) * (mean_u ** 2).sum(-1)
+        UT = S * (S - 1) * mean_f * u_psi
+        TT = S * (S - 1) * (mean_f2 * psi2 + (f_psi ** 2).sum(-1)) + S * (S - 1) * (S - 2) * mean_f ** 2 * psi2
+        variance = UU / S ** 2 - 2 * UT / (S ** 2 * (S - 1)) + TT / (S * (S - 1)) ** 2 - (mean_u ** 2).sum(-1)
+        return float(variance.sum())
 
     @torch.no_grad()
     def log_marginal(self) -> torch.Tensor:
@@ -114,11 +130,12 @@ class Problem:
 
 def _jacobian(values: torch.Tensor, params: List[torch.Tensor]) -> torch.Tensor:
     """The gradient of each element of ``values`` in ``params``, flattened: ``[values.numel(), P]``."""
-    rows = []
-    for value in values.reshape(-1):
-        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)]))
-    return torch.stack(rows)
+    flat = values.reshape(-1)
+    basis = torch.eye(flat.numel(), dtype=flat.dtype)             # one backward pass per element, batched
+    grads = torch.autograd.grad(flat, params, grad_outputs=basis, retain_graph=True, allow_unused=True,
+                                is_grads_batched=True)
+    return torch.cat([(torch.zeros(flat.numel(), p.numel(), dtype=p.dtype) if g is None else g.reshape(flat.numel(), -1))
+                      for p, g in zip(params, grads)], 1)
 
 
 def make_problem(seed: int = 0) -> Problem:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import torch
 from pyro.infer import Trace_ELBO
 
 __all__ = ["minibatch_elbos", "train_svi"]
 
 
-def minibatch_elbos(sub, x, W, mu, sigma2, post_mean, post_cov, batch: int, num_samples: int):
-    """``num_samples`` minibatch ELBOs ``[num_samples]`` of the student's ``model`` with the parameters
-    (W, mu, sigma2) in Pyro's param store and the exact posterior N(post_mean[idx], post_cov) as guide."""
+def minibatch_elbos(sub, x, W, mu, sigma2, post_mean, post_cov, batches):
+    """The ELBO of the student's ``model`` on each minibatch ``x[idx]``, ``idx`` a row of ``batches`` ``[n, B]``
+    (the grader's), with the parameters (W, mu, sigma2) in Pyro's param store and the exact posterior
+    N(post_mean[idx], post_cov) as guide: ``[n]``."""
     N, latent_dim = x.shape[0], W.shape[1]
     pyro.clear_param_store()
     pyro.param("W", W)
@@ -30,14 +32,23 @@ def minibatch_elbos(sub, x, W, mu, sigma2, post_mean, post_cov, batch: int, num_
             pyro.sample("z", dist.MultivariateNormal(post_mean[idx], covariance_matrix=post_cov))
 
     elbo = Trace_ELBO()
-    values = []
-    for _ in range(num_samples):
-        idx = torch.randperm(N)[:batch]
-        values.append(-elbo.differentiable_loss(sub.model, exact_posterior_guide, x[idx], idx, N,
-                                                latent_dim).detach())
-    return torch.stack(values)
+    return torch.stack([-elbo.differentiable_loss(sub.model, exact_posterior_guide, x[idx], idx, N,
+                                                  latent_dim).detach() for idx in batches.long()])
 
 
-def train_svi(sub, guide_name: str, x, latent_dim: int):
-    """The student's ``train_svi(x, guide, latent_dim)`` with their guide ``guide_name``: its (W, mu, sigma2)."""
-    return sub.train_svi(x, getattr(sub, guide_name), latent_dim)
+def train_svi(sub, guide_name: str, x, latent_dim: int, num_steps=None):
+    """The student's ``train_svi(x, guide, latent_dim)`` with their guide ``guide_name`` (and ``num_steps`` when
+    given), then that guide as it was left trained, read from Pyro's param store at every datum:
+    ``{"parameters": (W, mu, sigma2), "loc": [N, q], "covariance": [N, q, q]}`` of q(z_n)."""
+    guide = getattr(sub, guide_name)
+    steps = {} if num_steps is None else {"num_steps": num_steps}
+    parameters = sub.train_svi(x, guide, latent_dim, **steps)
+    N = x.shape[0]
+    with torch.no_grad():
+        sites = poutine.trace(guide).get_trace(x, torch.arange(N), N, latent_dim).nodes
+        if "z" not in sites:
+            raise ValueError(f"{guide_name} has no sample site 'z'")
+        q = sites["z"]["fn"]
+        loc = q.mean.expand(N, latent_dim)
+        covariance = q.covariance_matrix if hasattr(q, "covariance_matrix") else torch.diag_embed(q.variance)
+    return {"parameters": parameters, "loc": loc, "covariance": covariance.expand(N, latent_dim, latent_dim)}
