@@ -199,7 +199,15 @@ def test_ctrl_c_of_a_grid_with_workers_is_one_line(tmp_path):
 def spawned_workers(pid: int):
     """The pids of the spawned worker processes of process ``pid`` (Linux's /proc)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return [c for c in children if b"spawn_main" in _cmdline(c)]
+
+
+def _cmdline(pid) -> bytes:
+    """Process ``pid``'s command line, empty if it has ended since it was listed (a short-lived helper process)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
 
 
 def ignores_sigint(pid) -> bool:
