@@ -354,7 +354,7 @@ def test_a_model_that_reads_a_column_as_a_scale_is_tried_on_the_data_on_the_cli_
     """Eight schools reads sigma_j = x[:, 1] as the Normal's scale: a trial run on zeros makes Normal(., 0), so
     the CLI refused the model that from_pyro(model, data=x) accepts. The CLI has the data and tries the model
     (and a guide file that reads sigma_j too) on their first rows: list calls the run valid, train, eval and a
-    guide file's run go through."""
+    guide file's run and a compare grid go through."""
     from user_models import SCHOOLS_FILE, schools_csv
     source = tmp_path / "schools.py"
     source.write_text(SCHOOLS_FILE)
@@ -377,6 +377,10 @@ def test_a_model_that_reads_a_column_as_a_scale_is_tried_on_the_data_on_the_cli_
     code, _, err = run_cli(["train", model, "--dataset", data, "--guide", f"{source}:schools_guide",
                             "--out", tmp_path / "guided"] + fast, capsys)
     assert code == 0, err
+    # a grid builds the model for its tables the same way (it tried it on zeros after training every cell)
+    code, _, err = run_cli(["compare", model, "--dataset", data, "--guides", "meanfield,amortized", "--objectives",
+                            "elbo", "--out", tmp_path / "grid"] + fast, capsys)
+    assert code == 0 and (tmp_path / "grid" / "compare.md").is_file(), err
 
 
 def test_a_model_whose_sites_depend_on_sampled_values_is_refused_by_from_pyro_list_and_train(tmp_path, capsys):

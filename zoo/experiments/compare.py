@@ -35,8 +35,7 @@ from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
 from zoo.experiments.run import prepare
 from zoo.experiments.run_folder import load_run, read_stored_config, writer_lock
 from zoo.objectives.axes import split_objective
-from zoo.registry import build_model
-from zoo.rules import DataFacts, grid_axes_without_effect, model_options
+from zoo.rules import build_run_model, grid_axes_without_effect
 from zoo.training.checkpoint import atomic_write_text
 from zoo.usercode.specs import is_file_spec, spec_label
 
@@ -423,7 +422,7 @@ def _axes_notes(cells: Sequence[RunConfig], data) -> List[str]:
     """The sentences compare.md must say about an axis of the grid (several guides, several objectives) that
     cannot change its figures on this model (:func:`zoo.rules.grid_axes_without_effect`)."""
     first = cells[0]
-    model = build_model(first.model, data.x_dim, **model_options(first, DataFacts.of(data)))
+    model = build_run_model(first, data)      # as train builds it: a model file is tried on the data's rows
     varied = {"guide": len({c.guide for c in cells}) > 1,
               "objective": len({cell_label(c).partition("/")[2] for c in cells}) > 1}
     return [why for axis, why in grid_axes_without_effect(model).items() if varied[axis]]
