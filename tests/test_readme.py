@@ -39,6 +39,8 @@ def test_the_quickstart_says_what_it_costs_and_how_to_skip_the_cuda_wheels():
         f"{quickstart['cpu_seconds']}: run python benchmarks/quickstart_cost.py and state its figure")
     assert "2-core machine" in section and "laptop" not in section
     assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in section
+    # said before the commands, not after a reader has pulled in the CUDA wheels (issue 50 item 14)
+    assert section.index("whl/cpu") < section.index("    pip install . &&") < section.index('    pip install ".[dev]"')
 
 
 def test_every_registry_name_is_documented():
