@@ -267,6 +267,47 @@ def test_a_crafted_header_is_one_line_before_decoding(binary_run, code_file, tmp
     assert not (tmp_path / "x.npy").exists()
 
 
+def test_a_fifo_is_refused_unread_even_when_a_writer_would_feed_it_a_good_code_file(binary_run, tmp_path, capsys):
+    """`--decode FIFO` opened the pipe and waited for a writer. Here a writer stands ready with a valid code file,
+    so a decoder that reads the pipe decodes it (exit 0, no hang); the zoo refuses it as not a regular file."""
+    import os
+    import threading
+    import time
+    code = tmp_path / "code.pzbb"
+    assert main(["compress", str(binary_run), "--limit", "5", "--out", str(code)]) == 0
+    payload = code.read_bytes()
+    fifo = tmp_path / "pipe.pzbb"
+    os.mkfifo(fifo)
+    stop = threading.Event()
+
+    def writer():                       # connect as soon as a reader opens the pipe, and write the good file
+        while not stop.is_set():
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:             # no reader yet
+                time.sleep(0.001)
+                continue
+            try:
+                os.set_blocking(fd, True)
+                os.write(fd, payload)
+            except OSError:             # the reader closed the pipe unread
+                pass
+            finally:
+                os.close(fd)
+            return
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    capsys.readouterr()
+    decoded = tmp_path / "decoded.npy"
+    status = main(["compress", str(binary_run), "--decode", str(fifo), "--out", str(decoded)])
+    stop.set()
+    thread.join(5)
+    err = capsys.readouterr().err
+    assert status == 2 and "not a regular file" in err and len(err.strip().splitlines()) == 1, err
+    assert not decoded.exists()
+
+
 @pytest.mark.parametrize("what", ["fifo", "/dev/zero"])
 @pytest.mark.slow
 def test_a_code_file_that_is_not_a_regular_file_is_refused_unread(binary_run, tmp_path, what):
