@@ -211,6 +211,18 @@ def _refusal(call) -> str:
     return str(error.value)
 
 
+def _global_only(x_dim):
+    """A model with a global latent only, theta outside the data plate, over binary data."""
+    import pyro
+    import pyro.distributions as dist
+
+    def model(x, idx=None, N=None):
+        theta = pyro.sample("theta", dist.Normal(torch.zeros(x_dim), 1.0).to_event(1))
+        with pyro.plate("data", N, subsample=idx):
+            pyro.sample("x", dist.Bernoulli(logits=theta).to_event(1), obs=x)
+    return model
+
+
 def _global_mean(x_dim):
     """A model with a global latent, theta outside the data plate, over binary data."""
     import pyro
@@ -247,6 +259,16 @@ def test_compress_gaps_bdmc_and_the_defensive_proposal_refuse_in_their_rules_wor
              (lambda: same_family(build_guide("amortized", hvae, structured=True)), rules.GAPS_NEEDS_MEAN_FIELD),
              (lambda: rules.check_bdmc(gaussian, build_guide("meanfield", gaussian, 10), "guide"),
               rules.BDMC_NEEDS_AMORTIZED)]
+    from zoo.evaluation.ais import AnnealedImportanceSampling
+    from zoo.evaluation.bdmc import bidirectional_monte_carlo
+    global_only = from_pyro(_global_only, 8)
+    globals_guide = build_guide("meanfield", global_only, 10)
+    cases += [(lambda: AnnealedImportanceSampling(num_temperatures=2).estimate(global_only, globals_guide,
+                                                                               torch.zeros(10, 8)),
+               rules.ANNEALING_NEEDS_LOCAL_LATENTS),
+              (lambda: bidirectional_monte_carlo(global_only, globals_guide, AnnealedImportanceSampling(),
+                                                 num_data=2, temperatures=[2]),
+               rules.ANNEALING_NEEDS_LOCAL_LATENTS)]
     mog = build_model("vae", 8, latent_dim=2, hidden=(4,), prior="mog")
     coder = BitsBackCoder(mog, build_guide("amortized", mog))
     cases.append((lambda: coder.encode(torch.ones(1, 8)), rules.COMPRESS_NEEDS_NORMAL))

@@ -614,6 +614,9 @@ GAPS_NEEDS_COUNTERPART = _rule(
 BDMC_NEEDS_GENERATION = _rule(
     "bdmc_needs_generation", "eval --estimator bdmc", "BDMC simulates data from the model, which must generate "
     "every column of x: use --estimator ais on the run's data instead")
+ANNEALING_NEEDS_LOCAL_LATENTS = _rule(
+    "annealing_needs_local_latents", "eval --estimator ais|bdmc", "AIS and BDMC anneal each datum's local latents, "
+    "and without any log p(x_n | theta_hat) is exact: use the importance-sampling estimate (pyro-zoo eval)")
 BDMC_NEEDS_AMORTIZED = _rule(
     "bdmc_needs_amortized", "eval --estimator bdmc", "BDMC's guide path starts at q(z | x) of simulated data, which "
     "needs an amortized guide: pass --ais-path prior")
@@ -667,6 +670,14 @@ def check_gaps(guide) -> None:
         raise GAPS_NEEDS_MEAN_FIELD.error(f"this run's {family!r} guide is structured")
     if family not in ("amortized", "relaxed", "iaf", "exact"):
         raise GAPS_NEEDS_COUNTERPART.error(f"the {family!r} guide has none")
+
+
+def check_annealing(model: ZooModel, estimator: str) -> None:
+    """Raise :class:`ZooError` unless ``estimator`` (``"AIS"`` or ``"BDMC"``) has local latents of ``model`` to
+    anneal (it moves exactly ``model.latents``)."""
+    if not model.latents:
+        raise ANNEALING_NEEDS_LOCAL_LATENTS.error(f"{model.display_name} has no local latents, so {estimator} has "
+                                                  f"nothing to anneal")
 
 
 def check_bdmc(model: ZooModel, guide, path: str) -> None:

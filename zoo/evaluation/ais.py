@@ -74,6 +74,7 @@ from zoo.core.errors import ZooError
 from zoo.core.modes import evaluation_mode
 from zoo.core.weights import per_datum_log_weights, vectorize
 from zoo.evaluation.estimators.importance import rounding_floor
+from zoo.rules import check_annealing
 
 __all__ = ["AnnealedImportanceSampling", "AISResult", "sigmoid_schedule", "log_mean_exp_and_se", "PATHS",
            "MIN_ESS_FRACTION", "GIBBS_MAX_STATES"]
@@ -436,7 +437,7 @@ class AnnealedImportanceSampling:
         if x.shape[0] == 0:
             raise ZooError("AIS got no data to evaluate")
         guide = as_zoo_guide(guide, model)
-        _refuse_unsupported(model)
+        check_annealing(model, "AIS")
         global_guide = getattr(guide, "global_guide", None)
         with evaluation_mode(model, guide), torch.no_grad():
             if global_guide is None:
@@ -487,8 +488,3 @@ class AnnealedImportanceSampling:
                          {**self.settings(), "num_chains": self.num_chains})
 
 
-def _refuse_unsupported(model) -> None:
-    """AIS needs every local latent declared (it moves exactly ``model.latents``)."""
-    if not model.latents:
-        raise ZooError(f"{model.display_name} has no local latents: its log p(x_n | theta_hat) is exact, and AIS "
-                       f"has nothing to anneal; use the importance-sampling estimate (pyro-zoo eval)")

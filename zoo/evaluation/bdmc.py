@@ -48,6 +48,7 @@ from zoo.core.errors import ZooError
 from zoo.core.modes import evaluation_mode
 from zoo.core.weights import dreamt_data
 from zoo.evaluation.ais import AnnealedImportanceSampling, _Chains, log_mean_exp_and_se
+from zoo.rules import check_annealing
 
 __all__ = ["simulate", "bidirectional_monte_carlo", "bdmc_markdown"]
 
@@ -95,9 +96,7 @@ def bidirectional_monte_carlo(model, guide, ais: AnnealedImportanceSampling, num
     temperatures = [int(t) for t in temperatures]
     if not temperatures or min(temperatures) < 1:
         raise ZooError("BDMC needs one or more numbers of temperatures, each >= 1")
-    if not model.latents:
-        raise ZooError(f"{model.display_name} has no local latents: its log p(x_n | theta_hat) is exact, and BDMC "
-                       f"has nothing to bound")
+    check_annealing(model, "BDMC")
     guide = as_zoo_guide(guide, model)
     global_guide = getattr(guide, "global_guide", None)
     rows = []
