@@ -82,6 +82,21 @@ def test_per_datum_npz_holds_a_k_hat_or_a_reason_never_nan(trained):
     assert 0.0 <= results["log_likelihood_se_reliable"] <= 1.0
 
 
+def test_a_k_hat_that_cannot_be_fitted_is_inf_with_its_reason_not_nan(tmp_path):
+    """Binary latents give few distinct importance weights: PSIS cannot fit a tail there, and per_datum.npz
+    stored NaN. It holds +inf with the reason instead (this run has such data; the VAE run above need not)."""
+    out = tmp_path / "sbn"
+    assert main(["train", "sbn", "--layers", "3", "--objective", "rloo", "--dataset", "digits", "--epochs", "1",
+                 "--eval-samples", "20", "--iwae-k", "5", "--eval-limit", "30", "--no-progress", "--seed", "0",
+                 "--out", str(out)]) == 0
+    per_datum = np.load(out / "per_datum.npz")
+    khat, reason = per_datum["psis_khat"], per_datum["psis_khat_reason"]
+    assert not np.isnan(khat).any()
+    assert (reason != "").any(), "no datum without a fitted k-hat: the case this test is for did not occur"
+    assert (np.isinf(khat) == (reason != "")).all()
+    assert set(reason[reason != ""]) <= {"few distinct weights", "degenerate tail"}
+
+
 def test_gaps_can_take_log_p_from_ais_and_say_so(tmp_path, trained, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
