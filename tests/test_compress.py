@@ -186,6 +186,23 @@ def test_out_never_replaces_a_file_compress_did_not_write(binary_run, tmp_path, 
     assert not (tmp_path / "new-folder").exists() and not (other / "samples.png").read_bytes().startswith(b"PZBB")
 
 
+def test_out_never_replaces_another_runs_code_file(binary_run, tmp_path, capsys):
+    """A code file was known by its PZBB magic alone, so `compress A --out B/compressed-test.pzbb` replaced run B's
+    code with A's. It is replaced only by the run it names (its header's checkpoint SHA-256)."""
+    other = tmp_path / "other"
+    assert main(["train", "vae", "--epochs", "1", "--latent-dim", "3", "--hidden", "16", "--eval-samples", "2",
+                 "--dataset", "digits", "--seed", "1", "--out", str(other), "--no-progress"]) == 0
+    theirs = tmp_path / "theirs.pzbb"
+    assert main(["compress", str(other), "--limit", "5", "--out", str(theirs)]) == 0
+    before = theirs.read_bytes()
+    capsys.readouterr()
+    assert main(["compress", str(binary_run), "--limit", "5", "--out", str(theirs)]) == 2
+    err = capsys.readouterr().err
+    assert one_line_error(2, err) and "another run" in err and "name a new file" in err, err
+    assert theirs.read_bytes() == before
+    assert main(["compress", str(other), "--limit", "5", "--out", str(theirs)]) == 0     # its own run: replaced
+
+
 @pytest.fixture(scope="module")
 def code_file(binary_run, tmp_path_factory):
     """A code file of 5 test images of ``binary_run`` (read it; write changed copies elsewhere)."""

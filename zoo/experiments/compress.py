@@ -23,7 +23,8 @@ refuses them in one line unless they are the ones coded (the header's ``covariat
 
 ``--out`` never replaces a file this command did not make for it (:func:`_existing_out`): a run folder's own
 files (:data:`~zoo.experiments.run_folder.RUN_FILES`) and the file being read are refused, and an existing
-file is replaced only if it is what the command writes: a code file (its ``MAGIC`` header), or, for
+file is replaced only if it is what the command writes: a code file of this run (its ``MAGIC`` header, naming
+this run's checkpoint), or, for
 ``--decode``, the ``.npy`` of exactly the rows this code file decodes to (the same command run again).
 """
 from __future__ import annotations
@@ -142,9 +143,24 @@ def _existing_out(out: Path, what: str, reads: Sequence[Path]) -> bool:
     return True
 
 
-def _is_code_file(path: Path) -> bool:
+def _code_file_run(path: Path) -> Optional[str]:
+    """The checkpoint SHA-256 (``run_sha256``) that the header of the code file ``path`` names, or None where
+    ``path`` is not a code file whose header parses (bounded reads, as :func:`_read`)."""
     with open_regular(path, "file") as f:
-        return f.read(len(MAGIC)) == MAGIC
+        start = len(MAGIC) + 5
+        prefix = f.read(start)
+        if len(prefix) < start or prefix[:len(MAGIC)] != MAGIC:
+            return None
+        (header_size,) = struct.unpack(">I", prefix[len(MAGIC) + 1:])
+        if header_size > MAX_HEADER_BYTES:
+            return None
+        text = f.read(header_size)
+    try:
+        header = json.loads(text.decode())
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    run = header.get("run_sha256") if isinstance(header, dict) else None
+    return run if isinstance(run, str) else None
 
 
 def _holds_rows(path: Path, header: Dict) -> bool:
@@ -172,11 +188,16 @@ def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=
     if not run_dir.is_dir():
         raise ZooError(f"no run folder at {run_dir}; train one there first ('pyro-zoo train ... --out {run_dir}')")
     out = Path(out) if out else run_dir / f"compressed-{split}.pzbb"
-    if _existing_out(out, "code file", [run_dir / "checkpoint.pt", run_dir / "config.json"]) and not _is_code_file(out):
+    existing = _existing_out(out, "code file", [run_dir / "checkpoint.pt", run_dir / "config.json"])
+    coded_with = _code_file_run(out) if existing else None
+    if existing and coded_with is None:
         raise ZooError(f"{out} exists and is not a code file that pyro-zoo compress wrote (no {MAGIC.decode()} "
                        f"header), so it is left as it was; name a new file with --out")
     with writer_lock(run_dir):
         run, run_sha = _open(run_dir, model_file, guide_file)
+        if existing and coded_with != run_sha:
+            raise ZooError(f"{out} is a code file of another run (checkpoint SHA-256 {coded_with[:12]}…), so it is "
+                           f"left as it was; name a new file with --out")
         x = _coded_rows(run, split, limit)
         run.model.cpu(), run.guide.cpu()
         coder = BitsBackCoder(run.model, run.guide, latent_bits)
