@@ -448,6 +448,8 @@ def test_a_writer_killed_mid_checkpoint_leaves_a_temp_file_the_next_run_removes(
     assert len(stale) == 1 and stale[0].stat().st_size > 0
     stale.append(run / ".samples.partial.png")                      # a plot's (atomic_path), also killed mid-write
     stale[-1].write_bytes(b"half a plot")
+    stale.append(run / ".compressed-test.pzbb.k3j2h1g0.tmp")         # compress's default code file, killed mid-write
+    stale[-1].write_bytes(b"PZBB half a code")
     others = [run / ".checkpoint.pt.my-notes.tmp", run / "notes.tmp", run / ".data.csv.abcdefgh.tmp",
               tmp_path / ".checkpoint.pt.abcdefgh.tmp"]           # not the zoo's, or not in the run folder
     for path in others:

@@ -29,13 +29,14 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from zoo.core.errors import OptionError, ZooError
 from zoo.core.files import read_json
+from zoo.data.dataset import SPLITS
 from zoo.experiments.config import COMPONENT_KINDS, RunConfig, resumable_changes
 from zoo.training.checkpoint import load_checkpoint, non_finite_tensors, remove_temp_files, write_error
 from zoo.usercode.loading import file_sha256, only_named_files
 from zoo.usercode.specs import is_file_spec
 
 __all__ = ["read_stored_config", "refuse_foreign_checkpoint", "load_run", "LoadedRun", "open_run", "load_weights",
-           "writer_lock", "LOCK", "RUN_FILES"]
+           "writer_lock", "LOCK", "RUN_FILES", "CODE_FILES"]
 
 #: The lock file of a run folder (empty but for the holder's pid; a left-over one is harmless).
 LOCK = ".pyro-zoo.lock"
@@ -48,6 +49,9 @@ RUN_FILES = ("checkpoint.pt", "best.pt", "config.json", "results.json", "results
              "gaps.md", "gaps_per_datum.npz", "grid.json", "compare.json", "compare.md", "compare.png",
              "gradients.json", "gradients.md", "gradients.png", "ais.json", "ais.md", "ais_per_datum.npz",
              "ais_partial.npz", "bdmc.json", "bdmc.md", LOCK)
+#: The code files ``pyro-zoo compress`` writes into a run folder by default (``compressed-SPLIT.pzbb``). Not run
+#: files (``--out`` may name them), but written under the folder's lock, so their temporary files are removed too.
+CODE_FILES = tuple(f"compressed-{split}.pzbb" for split in SPLITS)
 
 
 def read_stored_config(stored: Any, source: str, model_file: Optional[str] = None,
@@ -211,8 +215,8 @@ def writer_lock(out: Path, made: bool = False):
     :func:`~zoo.training.checkpoint.write_error`), before the command has written anything. Where ``fcntl`` is
     missing (Windows) the block runs unlocked.
 
-    Once held, the temporary files of the folder's own files (:data:`RUN_FILES`) are removed: every writer of
-    those takes this lock, so one found now was left by a writer killed mid-write (SIGKILL, a power cut).
+    Once held, the temporary files of the folder's own files (:data:`RUN_FILES`, :data:`CODE_FILES`) are removed:
+    every writer of those takes this lock, so one found now was left by a writer killed mid-write (SIGKILL, a power cut).
 
     ``made``: the caller has just made ``out``. If the command then fails (the lock file or its first output
     cannot be written), the folder is removed again, while the lock is held, if it holds nothing but the lock
@@ -241,7 +245,7 @@ def writer_lock(out: Path, made: bool = False):
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except OSError as e:
             raise write_error(path, e) from None
-        remove_temp_files(Path(out), RUN_FILES)
+        remove_temp_files(Path(out), RUN_FILES + CODE_FILES)
         yield
     except BaseException:
         if held and made:
