@@ -251,6 +251,21 @@ def test_report_on_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
     assert done.returncode == 2 and len(lines) == 1 and "not a regular file" in lines[0], done.stderr
 
 
+@pytest.mark.parametrize("reader", ["open_regular", "read_bytes", "read_json"])
+def test_a_folder_where_a_file_is_read_is_one_line(tmp_path, reader):
+    """On Linux a folder opens for reading, and os.fdopen then raised a bare IsADirectoryError ("Is a directory: 3")
+    before the folder check ran: `compress --decode FOLDER` was a traceback (benchmarks/fault_injection.py)."""
+    from zoo.core import files
+    from zoo.core.errors import ZooError
+    folder = tmp_path / "results.json"
+    folder.mkdir()
+    call = {"open_regular": lambda: files.open_regular(folder, "result file").__enter__(),
+            "read_bytes": lambda: files.read_bytes(folder, "result file"),
+            "read_json": lambda: files.read_json(folder, "result file")}[reader]
+    with pytest.raises(ZooError, match="is a folder, not a result file"):
+        call()
+
+
 def test_report_on_a_file_too_large_for_a_result(tmp_path, capsys, monkeypatch):
     from zoo.core import files
     monkeypatch.setattr(files, "MAX_FILE_BYTES", 1000)

@@ -325,6 +325,17 @@ def test_a_fifo_is_refused_unread_even_when_a_writer_would_feed_it_a_good_code_f
     assert not decoded.exists()
 
 
+def test_a_folder_as_the_code_file_is_one_line(binary_run, tmp_path, capsys):
+    """`compress --decode FOLDER` was a traceback (IsADirectoryError from os.fdopen) until the fault-injection
+    benchmark tried it."""
+    folder = tmp_path / "code.pzbb"
+    folder.mkdir()
+    capsys.readouterr()
+    assert main(["compress", str(binary_run), "--decode", str(folder), "--out", str(tmp_path / "d.npy")]) == 2
+    err = capsys.readouterr().err
+    assert one_line_error(2, err) and "is a folder" in err, err
+
+
 @pytest.mark.parametrize("what", ["fifo", "/dev/zero"])
 @pytest.mark.slow
 def test_a_code_file_that_is_not_a_regular_file_is_refused_unread(binary_run, tmp_path, what):
