@@ -362,14 +362,29 @@ def test_a_full_disk_is_one_line_for_every_writer_and_changes_nothing(vae_run, t
                               "--out", tmp_path / "new-gradients", "--latent-dim", "2", "--hidden", "32", "--batch-size", "5"],
                 "compare": ["compare", "vae", "--guides", "amortized", "--objectives", "elbo", "--epochs", "1",
                             "--out", tmp_path / "new-grid"] + SMALL,
-                "train": ["train", "vae", "--epochs", "1", "--out", tmp_path / "new-run"] + SMALL}
+                "train": ["train", "vae", "--epochs", "1", "--out", tmp_path / "new-run"] + SMALL,
+                "report": ["report", run, "--out", tmp_path / "new-report"]}      # left new-report/plots/
     for what, command in commands.items():
-        args = command if what == "compress" else command + ["--no-progress"]
+        args = command if what in ("compress", "report") else command + ["--no-progress"]
         code = main([str(a) for a in args])
         _, err = capsys.readouterr()
         assert one_line(code, err) and "no space left on device writing" in err and "; free space" in err, (what, err)
         assert snapshot(run) == before, what
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_report_into_a_folder_it_cannot_make_is_one_line(vae_run, tmp_path, capsys, monkeypatch):
+    """On a read-only mount `report RUN --out FOLDER` was a traceback (OSError from mkdir: Read-only file system)."""
+    run = copy_run(vae_run, tmp_path / "run")
+    before = snapshot(run)
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    code = main(["report", str(run), "--out", str(tmp_path / "ro" / "report")])
+    err = capsys.readouterr().err
+    assert one_line(code, err) and f"cannot write {tmp_path / 'ro'}" in err, err
+    assert snapshot(run) == before and not (tmp_path / "ro").exists()
 
 
 # -- what a resume may change --------------------------------------------------------------------------

@@ -44,6 +44,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -903,13 +904,42 @@ def report(directory: Path, out: Optional[Path] = None, readme: Optional[Path] =
     from zoo.evaluation.plots import history_png
     from zoo.training.checkpoint import atomic_write_bytes
     images = {path: history_png(*drawn) for path, drawn in plot_histories.items()}    # all drawn, then written
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if images:
-        (out.parent / PLOTS_DIR).mkdir(exist_ok=True)
-    for path, png in images.items():
-        if not (path.is_file() and path.read_bytes() == png):
-            atomic_write_bytes(path, png)
-    for path, text in outputs.items():
-        if not _holds(path, text):
-            atomic_write_text(path, text)
+    made: List[Path] = []               # folders and files this call made: removed again if a write fails
+    try:
+        for folder in [out.parent] + ([out.parent / PLOTS_DIR] if images else []):
+            _make_folder(folder, made)
+        for path, png in images.items():
+            if not (path.is_file() and path.read_bytes() == png):
+                new = not path.exists()
+                atomic_write_bytes(path, png)
+                made += [path] if new else []
+        for path, text in outputs.items():
+            if not _holds(path, text):
+                new = not path.exists()
+                atomic_write_text(path, text)
+                made += [path] if new else []
+    except BaseException:
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink()
+        raise
     return list(outputs) + list(images)
+
+
+def _make_folder(folder: Path, made: List[Path]) -> None:
+    """Make ``folder`` and its missing parents, each appended to ``made``; a full disk or a read-only parent is
+    one line (:func:`~zoo.training.checkpoint.write_error`)."""
+    from zoo.training.checkpoint import write_error
+    missing = []
+    for path in [folder, *folder.parents]:
+        if path.exists():
+            break
+        missing.append(path)
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise write_error(path, e) from None
+        made.append(path)
