@@ -232,9 +232,9 @@ def sigkill(m: Material, cases: List[Case], rng: random.Random, kills: int) -> N
         delay = rng.uniform(0.5, reference.seconds)
         run([*train, "--out", out], kill_after=delay)
         if (out / "checkpoint.pt").is_file():
-            args = ["train", "--resume", out, "--no-progress"]
+            args, then = ["train", "--resume", out, "--no-progress"], "--resume"
         else:                                   # killed before its first checkpoint: the command again, --force
-            args = [*train, "--out", out, "--force"]
+            args, then = [*train, "--out", out, "--force"], "the same command with --force"
         outcome = run(args, timeout=600)
         problems = check_outcome(outcome)
         if outcome.code != 0:
@@ -246,7 +246,7 @@ def sigkill(m: Material, cases: List[Case], rng: random.Random, kills: int) -> N
                 problems.append("results differ from the uninterrupted run's")
         if junk(out):
             problems.append(f"left {junk(out)}")
-        record(cases, "sigkill", f"train killed at {delay:.2f} s, then {args[1]}", args, outcome, problems)
+        record(cases, "sigkill", f"train killed at {delay:.2f} s, then {then}", args, outcome, problems)
 
     for label, extra, result_file in (("eval", ["--eval-samples", "400"], "results.json"),
                                       ("eval --estimator ais", ["--estimator", "ais", "--temperatures", "30",
@@ -570,12 +570,11 @@ def markdown(data: Dict) -> str:
     lost = [c for c in data["cases"] if not c["held"]]
     lines += ["", "## Lost", ""]
     lines += [f"- {c['family']}: {c['case']} (`{c['command']}`): {c['why_lost']}" for c in lost] or ["None."]
-    lines += ["", "## Every case", "", "| family | case | exit | seconds | peak MiB | held | stderr |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Every case", "", "Held or lost, the exit status, seconds, the child's peak RSS, and the last "
+              "line it printed on stderr:", ""]
     for c in data["cases"]:
-        err = c["stderr"].replace("|", "\\|")[:160]
-        lines.append(f"| {c['family']} | {c['case']} | {c['code']} | {c['seconds']} | {c['max_rss_mib']} | "
-                     f"{'yes' if c['held'] else '**no**'} | {err} |")
+        lines.append(f"- {'held' if c['held'] else '**lost**'}: {c['family']}, {c['case']}: exit {c['code']}, "
+                     f"{c['seconds']} s, {c['max_rss_mib']} MiB" + (f"; `{c['stderr'][:160]}`" if c["stderr"] else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -586,7 +585,16 @@ def main(argv=None):
     p.add_argument("--flips", type=int, default=12, help="random byte flips of a code file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="fault_injection")
+    p.add_argument("--markdown-only", action="store_true",
+                   help="write NAME.md again from NAME.json (no case is run)")
     args = p.parse_args(argv)
+    if args.markdown_only:
+        source = RESULTS / f"{args.name}.json"
+        if not source.is_file():
+            fail(f"no {source} to render; run the benchmark first")
+        (RESULTS / f"{args.name}.md").write_text(markdown(json.loads(source.read_text())))
+        print(f"wrote {RESULTS / (args.name + '.md')}")
+        return
     families = [f for f in args.families.split(",") if f]
     if not families or any(f not in FAMILIES for f in families):
         fail(f"--families takes names from {', '.join(FAMILIES)}, got {args.families!r}")
