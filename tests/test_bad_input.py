@@ -251,6 +251,15 @@ def test_report_on_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
     assert done.returncode == 2 and len(lines) == 1 and "not a regular file" in lines[0], done.stderr
 
 
+def test_report_on_a_folder_named_like_a_result(tmp_path, capsys):
+    """A folder where a file is read: os.open opens a folder read-only on Linux, and the check on the open
+    descriptor came after os.fdopen, which raised IsADirectoryError, a traceback (found by
+    benchmarks/fault_injection.py: `compress --decode FOLDER`; a run whose config.json is a folder did the same)."""
+    folder = tmp_path / "results"
+    (folder / "r.json").mkdir(parents=True)
+    report_refused(tmp_path, capsys, folder, "r.json", "is a folder")
+
+
 def test_report_on_a_file_too_large_for_a_result(tmp_path, capsys, monkeypatch):
     from zoo.core import files
     monkeypatch.setattr(files, "MAX_FILE_BYTES", 1000)

@@ -39,13 +39,17 @@ def open_regular(path: Path, what: str, fix: str = "fix or remove it") -> Iterat
         raise ZooError(f"{path} is a folder, not a {what}") from None
     except OSError as e:
         raise ZooError(f"{path}: cannot read this {what} ({e.strerror or type(e).__name__})") from None
-    with os.fdopen(fd, "rb") as f:
+    try:                                # before os.fdopen, which raises IsADirectoryError on a folder's descriptor
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise ZooError(f"{path} is a folder, not a {what}")
         if not stat.S_ISREG(mode):
             raise ZooError(f"{path} is not a regular file (a FIFO, a device or a socket), so it is not a {what}; "
                            f"{fix}")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
         yield f
 
 
