@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from zoo.core.errors import ZooError
-from zoo.core.files import read_json, read_text
+from zoo.core.files import SEAL, read_json, read_text, seal_holds
 from zoo.core.components import OptionError
 from zoo.evaluation.reliability import AGREEMENT_NATS, UNRELIABLE_SHARE, agreement_verdict, ais_minus_is, \
     is_of_ais_images, is_unreliable, reliability_cell, reliability_legend
@@ -122,7 +122,9 @@ def load_user_runs(directory: Path) -> Results:
     """The user's own runs under ``directory``: each ``results.json`` written by ``pyro-zoo train`` or
     ``compare`` in DIR, DIR/RUN or DIR/COMPARISON/CELL (no deeper, so a big tree is not walked), keyed by
     its path relative to DIR and wrapped as a result file with one run labelled by its folder. Such a file
-    records its config, not a command; a ``results.json`` that is not a run's summary is an error naming it.
+    records its config, not a command; a ``results.json`` that is not a run's summary is an error naming it, and so
+    is one edited since the zoo wrote it (its :data:`~zoo.core.files.SEAL` no longer holds: a hand-edited figure, a
+    NaN, a word). One without a seal, written before runs were sealed, is taken as it is.
     """
     runs: Results = {}
     for pattern in ("results.json", "*/results.json", "*/*/results.json"):
@@ -131,6 +133,10 @@ def load_user_runs(directory: Path) -> Results:
             if not (isinstance(data, dict) and isinstance(data.get("config"), dict) and "elbo" in data):
                 raise ZooError(f"{path}: not the results.json of a 'pyro-zoo train' or 'compare' run "
                                f"(no config and elbo); move it out of {directory}")
+            if SEAL in data and not seal_holds(data):
+                raise ZooError(f"{path} was edited after pyro-zoo wrote it (its content no longer matches its {SEAL}), "
+                               f"so its figures are not the run's; restore the file, re-evaluate the run with "
+                               f"'pyro-zoo eval {path.parent} --force', or move it out of {directory}")
             check_training_run(data, str(path))
             name = path.relative_to(directory).as_posix()
             label = path.parent.relative_to(directory).as_posix() if path.parent != directory \
