@@ -372,6 +372,27 @@ def test_a_full_disk_is_one_line_for_every_writer_and_changes_nothing(vae_run, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+@pytest.mark.parametrize("fault", ["full disk", "read-only folder"])
+def test_report_on_a_full_disk_or_a_read_only_folder_is_one_line_and_leaves_no_folder(vae_run, tmp_path, capsys,
+                                                                                       monkeypatch, fault):
+    """`report RUN --out PAGES` on a read-only folder stopped in a traceback from making PAGES (found by
+    benchmarks/fault_injection.py), and on a full disk it left the empty folders it had made. Either is one line
+    now, and the folders the report made are removed again."""
+    run = copy_run(vae_run, tmp_path / "run")
+    before = snapshot(run)
+    if fault == "full disk":
+        _disk_full(monkeypatch)
+    else:
+        def read_only(path, *args, **kwargs):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        monkeypatch.setattr(os, "mkdir", read_only)
+    code = main(["report", str(run), "--out", str(tmp_path / "pages" / "of-run")])
+    err = capsys.readouterr().err
+    assert one_line(code, err) and str(tmp_path / "pages") in err, err
+    assert snapshot(run) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 # -- what a resume may change --------------------------------------------------------------------------
 def test_resume_with_fewer_epochs_than_trained_is_refused(vae_run, tmp_path, capsys):
     """`--resume --epochs 1` on a 2-epoch run recorded "epochs 1". --epochs is the total, as Lightning's max_epochs."""

@@ -44,6 +44,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -907,15 +908,31 @@ def report(directory: Path, out: Optional[Path] = None, readme: Optional[Path] =
                            f"run 'pyro-zoo report {directory.as_posix()}'")
         return list(outputs)
     from zoo.evaluation.plots import history_png
-    from zoo.training.checkpoint import atomic_write_bytes
+    from zoo.training.checkpoint import atomic_write_bytes, write_error
     images = {path: history_png(*drawn) for path, drawn in plot_histories.items()}    # all drawn, then written
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if images:
-        (out.parent / PLOTS_DIR).mkdir(exist_ok=True)
-    for path, png in images.items():
-        if not (path.is_file() and path.read_bytes() == png):
-            atomic_write_bytes(path, png)
-    for path, text in outputs.items():
-        if not _holds(path, text):
-            atomic_write_text(path, text)
+    folders = ([out.parent / PLOTS_DIR] if images else []) + [out.parent, *out.parent.parents]
+    made = [f for f in folders if not f.exists()]           # innermost first: removed again if a write fails
+    written = []
+    try:
+        for folder in reversed(made):
+            try:
+                folder.mkdir()
+            except OSError as e:                            # a read-only or full disk
+                raise write_error(folder, e) from None
+        for path, png in images.items():
+            if not (path.is_file() and path.read_bytes() == png):
+                atomic_write_bytes(path, png)
+                written.append(path)
+        for path, text in outputs.items():
+            if not _holds(path, text):
+                atomic_write_text(path, text)
+                written.append(path)
+    except BaseException:
+        for path in written:
+            if path.parent in made:
+                path.unlink(missing_ok=True)
+        for folder in made:
+            with contextlib.suppress(OSError):              # not made, or holds what another process put there
+                folder.rmdir()
+        raise
     return list(outputs) + list(images)
