@@ -189,6 +189,12 @@ def junk(folder: Path) -> List[str]:
     return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if TEMP.match(p.name))
 
 
+def kept_files(folder: Path) -> List[str]:
+    """The files under ``folder`` but lock and temporary files: what a resumed command must end with."""
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*")
+                  if p.is_file() and p.name != LOCK and not TEMP.match(p.name))
+
+
 def held_locks(folder: Path) -> List[str]:
     """The lock files under ``folder`` that some process still holds (a writer that outlived its command)."""
     import fcntl
@@ -298,13 +304,18 @@ class Material:
 
 
 # -- sigkill -------------------------------------------------------------------------------------------------------
-def _after_kill(out: Path, outcome: Outcome, killed: Outcome) -> List[str]:
-    """What is wrong after a kill and the next command, besides the figures."""
+def _after_kill(out: Path, ref: Path, outcome: Outcome, killed: Outcome) -> List[str]:
+    """What is wrong after a kill and the next command, besides the figures: ``ref`` is the folder of the command
+    that was never stopped."""
     problems = check_outcome(outcome)
     if killed.left_processes:
         problems.append("the killed command left processes running")
     if outcome.code != 0:
         problems.append(f"exit {outcome.code}: {outcome.last_line}")
+    elif kept_files(out) != kept_files(ref):
+        missing, extra = sorted(set(kept_files(ref)) - set(kept_files(out))), \
+            sorted(set(kept_files(out)) - set(kept_files(ref)))
+        problems.append(f"its files differ from the uninterrupted one's (missing {missing[:3]}, extra {extra[:3]})")
     if junk(out):
         problems.append(f"left {junk(out)[:3]}")
     if held_locks(out):
@@ -328,7 +339,7 @@ def sigkill(m: Material, cases: List[Case], rng: random.Random, kills: int) -> N
         args = ["train", "--resume", out, "--no-progress"] if (out / "checkpoint.pt").is_file() else \
             [*train, "--out", out]
         outcome = run(args)
-        problems = _after_kill(out, outcome, killed)
+        problems = _after_kill(out, ref, outcome, killed)
         if outcome.code == 0:
             if not same_parameters(ref, out):
                 problems.append("parameters differ from the uninterrupted run's")
@@ -357,7 +368,7 @@ def sigkill(m: Material, cases: List[Case], rng: random.Random, kills: int) -> N
             args = ["eval", out, *extra, "--no-progress"]
             killed = run(args, kill_after=delay)
             outcome = run(args)
-            problems = _after_kill(out, outcome, killed)
+            problems = _after_kill(out, ref, outcome, killed)
             if outcome.code == 0:
                 if figures(out / result_file) != figures(ref / result_file):
                     problems.append(f"{result_file} differs from the uninterrupted {label}'s")
@@ -380,7 +391,7 @@ def sigkill(m: Material, cases: List[Case], rng: random.Random, kills: int) -> N
             args = ["compare", "--resume", out, "--no-progress"] if (out / "grid.json").is_file() else \
                 [*m.grid_args, "--out", out]
             outcome = run(args)
-            problems = _after_kill(out, outcome, killed)
+            problems = _after_kill(out, grid_ref, outcome, killed)
             if outcome.code == 0:
                 if grid_tables(out) != grid_tables(grid_ref):
                     problems.append("the tables differ from the uninterrupted grid's")
