@@ -783,6 +783,8 @@ def _feed(fifo: Path, data: bytes) -> None:
 
 # -- the result ----------------------------------------------------------------------------------------------------
 def markdown(data: Dict) -> str:
+    """The totals (the one table, so that the report's ``{{ include }}`` takes it alone), every lost case, and every
+    case as a list by family."""
     prov = data["provenance"]
     lines = ["# Fault injection: what the zoo holds and what it loses", "",
              f"Command: `{prov['command']}`  ", f"Commit: `{prov['git_commit']}`"
@@ -792,6 +794,7 @@ def markdown(data: Dict) -> str:
              "Each case is one `pyro-zoo` process on the 8x8 digits; the script's docstring says what held means "
              f"in each family. Limits: {TIMEOUT_S} s wall per process, {CPU_LIMIT_S} s CPU for a crafted code "
              f"file, {MAX_RSS_MIB} MiB peak RSS.", "",
+             "Cases tried, held and lost, by family of fault:", "",
              "| family | tried | held | lost | not run |", "|---|---|---|---|---|"]
     for family, t in data["totals"].items():
         lines.append(f"| {family} | {t['tried']} | {t['held']} | {t['lost']} | {t.get('not_run') or ''} |")
@@ -804,12 +807,14 @@ def markdown(data: Dict) -> str:
     if decoded:
         lines += ["", "Changed code files that decoded, to exactly the coded rows (held): "
                   + "; ".join(c["case"].removeprefix("--decode: ") for c in decoded) + "."]
-    lines += ["", "## Every case", "", "| family | case | exit | seconds | CPU s | peak MiB | held | stderr |",
-              "|---|---|---|---|---|---|---|---|"]
-    for c in data["cases"]:
-        err = c["stderr"].replace("|", "\\|")[:160]
-        lines.append(f"| {c['family']} | {c['case']} | {c['code']} | {c['seconds']} | {c['cpu_seconds']} | "
-                     f"{c['max_rss_mib']} | {'yes' if c['held'] else '**no**'} | {err} |")
+    lines += ["", "## Every case", "", "held or LOST · exit code · seconds (CPU seconds) · peak RSS · the case · "
+              "stderr's last line"]
+    for family in data["totals"]:
+        lines += ["", f"### {family}", ""]
+        for c in (c for c in data["cases"] if c["family"] == family):
+            lines.append(f"- {'held' if c['held'] else '**LOST**'} · {c['code']} · {c['seconds']} s "
+                         f"({c['cpu_seconds']}) · {c['max_rss_mib']:.0f} MiB · {c['case']}"
+                         + (f" · `{c['stderr'][:200].replace('`', "'")}`" if c["stderr"] else ""))
     return "\n".join(lines) + "\n"
 
 
