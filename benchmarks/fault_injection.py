@@ -812,9 +812,10 @@ def markdown(data: Dict) -> str:
     for family in data["totals"]:
         lines += ["", f"### {family}", ""]
         for c in (c for c in data["cases"] if c["family"] == family):
+            stderr = c["stderr"][:200].replace("`", "'")
             lines.append(f"- {'held' if c['held'] else '**LOST**'} · {c['code']} · {c['seconds']} s "
                          f"({c['cpu_seconds']}) · {c['max_rss_mib']:.0f} MiB · {c['case']}"
-                         + (f" · `{c['stderr'][:200].replace('`', "'")}`" if c["stderr"] else ""))
+                         + (f" · `{stderr}`" if stderr else ""))
     return "\n".join(lines) + "\n"
 
 
