@@ -824,7 +824,7 @@ def main(argv=None):
     p.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated, from {', '.join(FAMILIES)}")
     p.add_argument("--kills", type=int, default=6, help="random SIGKILL moments of train (half as many of eval, AIS and compare, a third of --workers 2)")
     p.add_argument("--flips", type=int, default=6, help="random bit flips of a code file, in header and in payload")
-    p.add_argument("--free-kib", type=lambda v: [int(k) for k in v.split(",")], default=[0, 16, 64],
+    p.add_argument("--free-kib", default="0,16,64",
                    help="the KiB left free on the full disk, one pass of every writer each (comma-separated)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="fault_injection")
@@ -834,6 +834,12 @@ def main(argv=None):
         fail(f"--families takes names from {', '.join(FAMILIES)}, got {args.families!r}")
     if args.kills < 1 or args.flips < 0:
         fail("--kills must be at least 1 and --flips at least 0")
+    try:
+        free_kib = [int(k) for k in args.free_kib.split(",")]
+    except ValueError:
+        free_kib = [-1]
+    if any(k < 0 or k > 1024 for k in free_kib):
+        fail(f"--free-kib takes comma-separated KiB from 0 to 1024 (the disk holds 4 MiB), got {args.free_kib!r}")
     rng = random.Random(args.seed)
     cases: List[Case] = []
     not_run: Dict[str, str] = {}
@@ -849,8 +855,8 @@ def main(argv=None):
             if family == "sigkill":
                 sigkill(m, cases, rng, args.kills)
             elif family == "full_disk":
-                for free_kib in args.free_kib:
-                    full_disk(m, cases, free_kib)
+                for kib in free_kib:
+                    full_disk(m, cases, kib)
             elif family == "read_only":
                 read_only(m, cases)
             elif family == "edited_grid":
