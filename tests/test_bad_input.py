@@ -266,6 +266,15 @@ def test_a_folder_where_a_file_is_read_is_one_line(tmp_path, reader):
         call()
 
 
+def test_report_on_a_folder_named_like_a_result(tmp_path, capsys):
+    """A folder where a file is read: os.open opens a folder read-only on Linux, and the check on the open
+    descriptor came after os.fdopen, which raised IsADirectoryError, a traceback (found by
+    benchmarks/fault_injection.py: `compress --decode FOLDER`; a run whose config.json is a folder did the same)."""
+    folder = tmp_path / "results"
+    (folder / "r.json").mkdir(parents=True)
+    report_refused(tmp_path, capsys, folder, "r.json", "is a folder")
+
+
 def test_report_on_a_file_too_large_for_a_result(tmp_path, capsys, monkeypatch):
     from zoo.core import files
     monkeypatch.setattr(files, "MAX_FILE_BYTES", 1000)

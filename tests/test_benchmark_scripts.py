@@ -100,6 +100,21 @@ def test_the_homework_seed_sweep_refuses_bad_input_in_one_line(tmp_path, monkeyp
     assert not list(tmp_path.glob("result*"))
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--families", "sigkill,flood"], "--families takes names from sigkill, full_disk"),
+    (["--kills", "0"], "--kills must be at least 1"),
+    (["--flips", "-1"], "--flips at least 0"),
+    (["--free-kib", "16,a"], "--free-kib takes comma-separated KiB from 0 to 1024"),
+    (["--free-kib", "-4"], "--free-kib takes comma-separated KiB from 0 to 1024"),
+])
+def test_the_fault_injection_run_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys, args, says):
+    code, err = run_benchmark("fault_injection.py", ["--name", str(tmp_path / "result"), *args], monkeypatch, capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
+    assert not list(tmp_path.glob("result*"))
+
+
 def test_hvae_saturation_counts_saturated_tanh_units():
     """The saturation counter sees every tanh module of a network: a layer driven far past |h| = 0.99 counts
     as all saturated, one at h = 0 as none, and a network without tanh units is left out."""

@@ -96,6 +96,39 @@ BLOCKING_GRID = textwrap.dedent("""
 """)
 
 
+KILLED_WHILE_PLOTTING = textwrap.dedent("""
+    import os, signal, sys
+    from zoo.evaluation import plots
+    real = plots.latent_scatter
+
+    def latent_scatter(z, labels, path):
+        real(z, labels, path)                # the plot's temporary file is written, not yet renamed
+        os.kill(os.getpid(), signal.SIGKILL)
+    plots.latent_scatter = latent_scatter
+    from zoo.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_a_grid_killed_while_a_cell_writes_its_plots_resumes_to_every_file_of_the_cell(tmp_path):
+    """SIGKILL after a cell's results.json was written, while its plots were (the last of its files), left a cell that
+    `compare --resume` took as finished: it kept the plot's temporary file for ever and never drew the plot (found
+    by benchmarks/fault_injection.py). results.json is now written last, so such a cell resumes and ends whole."""
+    out, script = tmp_path / "grid", tmp_path / "killed_while_plotting.py"
+    script.write_text(KILLED_WHILE_PLOTTING)
+    grid = ["compare", "vae", "--guides", "amortized", "--objectives", "elbo", "--dataset", "digits", "--latent-dim",
+            "2", "--hidden", "16", "--epochs", "1", "--eval-samples", "5", "--iwae-k", "4", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    killed = subprocess.run([sys.executable, str(script), *grid, "--out", str(out)], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    cell = out / "amortized-elbo"
+    assert (cell / "checkpoint.pt").is_file() and not (cell / "latent_scatter.png").exists()
+    assert main(["compare", "--resume", str(out), "--no-progress"]) == 0
+    assert (cell / "latent_scatter.png").is_file() and (cell / "results.json").is_file()
+    assert not [p.name for p in cell.iterdir() if p.name.startswith(".") and p.name != ".pyro-zoo.lock"]
+
+
 @pytest.mark.slow
 def test_a_grid_killed_mid_cell_resumes_to_the_same_tables_and_a_second_grid_is_refused(tmp_path, serial_grid):
     out, marker = tmp_path / "killed", tmp_path / "marker"

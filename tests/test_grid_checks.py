@@ -245,6 +245,52 @@ def test_ctrl_c_while_the_workers_start_is_one_line(tmp_path):
     assert born_ignoring == [True, True]
 
 
+def alive(pid) -> bool:
+    """Whether process ``pid`` is running (not ended, not a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the processes from Linux's /proc")
+def test_the_workers_of_a_sigkilled_grid_end_with_it(tmp_path):
+    """SIGKILL of a grid with --workers (kill -9 of its pid, the OOM killer) left its workers training their cells
+    for ever, each holding its cell's lock, so 'compare --resume' was refused ("another pyro-zoo process is
+    writing") until the user found and killed them (found by benchmarks/fault_injection.py). A worker now ends
+    when its grid is gone, and the cells' locks are free for the resume."""
+    import fcntl
+    import time
+    out = tmp_path / "grid"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    grid = subprocess.Popen([sys.executable, "-m", "zoo", "compare", "vae", "--guides", "amortized,iaf",
+                             "--objectives", "elbo", "--workers", "2", "--out", str(out)]
+                            + SMALL[:-4] + ["--epochs", "500", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        while len(list(out.glob("*/checkpoint.pt"))) < 2:     # the event: both workers train a cell
+            if grid.poll() is not None:
+                pytest.fail(f"the grid ended before the event: {grid.stderr.read()[-2000:]}")
+            time.sleep(0.01)
+        workers = spawned_workers(grid.pid)
+        os.kill(grid.pid, signal.SIGKILL)                   # the grid alone, not its process group
+        grid.wait()
+        deadline = time.time() + 30
+        while any(alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.05)
+        left = [w for w in workers if alive(w)]
+    finally:
+        try:
+            os.killpg(grid.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert len(workers) == 2 and not left, f"workers {left} still running 30 s after their grid was killed"
+    for lock in out.glob("*/.pyro-zoo.lock"):
+        with open(lock, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)    # BlockingIOError if a worker still held it
+
+
 def closed_port() -> int:
     """A TCP port on this machine with nothing listening on it (bound, then released)."""
     with socket.socket() as s:

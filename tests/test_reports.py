@@ -276,6 +276,28 @@ def test_report_on_a_folder_of_the_users_own_runs(tmp_path, capsys, monkeypatch)
     assert sorted(p.relative_to(runs) for p in runs.rglob("*") if p.name != ".pyro-zoo.lock") == before
 
 
+def test_a_run_whose_results_were_edited_by_hand_is_refused(tmp_path, capsys, monkeypatch):
+    """`report` took a hand-edited figure of a run folder's results.json (here the NLL lowered by a nat) into its
+    pages without a word, where `compare --resume` refuses the same file (found by benchmarks/fault_injection.py).
+    The results a run writes are sealed (content_sha256); one whose seal no longer holds is one line, exit 2,
+    nothing written. A results.json without a seal (written before runs were sealed) is reported as it is."""
+    run = tmp_path / "runs" / "a"
+    _tiny_run(run)
+    path = run / "results.json"
+    results = json.loads(path.read_text())
+    monkeypatch.chdir(tmp_path)
+    path.write_text(json.dumps({**results, "nll": results["nll"] - 1.0}, indent=2))
+    capsys.readouterr()
+    code, out, err = run_cli(["report", "runs"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and str(Path("runs") / "a" / "results.json") in lines[0] \
+        and "edited" in lines[0], err
+    assert not (tmp_path / "reports").exists()
+    path.write_text(json.dumps({k: v for k, v in results.items() if k != "content_sha256"}, indent=2))
+    code, out, err = run_cli(["report", "runs"], capsys)
+    assert code == 0, err
+
+
 def test_the_library_knows_no_benchmark():
     """What only this repository's benchmarks know (the papers' figures and whom they apply to, the headline
     runs, the order of models, the tables of the benchmark scripts' files) is in benchmarks/results/report.json,

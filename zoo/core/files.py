@@ -39,7 +39,7 @@ def open_regular(path: Path, what: str, fix: str = "fix or remove it") -> Iterat
         raise ZooError(f"{path} is a folder, not a {what}") from None
     except OSError as e:
         raise ZooError(f"{path}: cannot read this {what} ({e.strerror or type(e).__name__})") from None
-    try:                            # checked before fdopen, which refuses a folder with a bare IsADirectoryError
+    try:                                # before os.fdopen, which raises IsADirectoryError on a folder's descriptor
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise ZooError(f"{path} is a folder, not a {what}")

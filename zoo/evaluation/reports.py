@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from zoo.core.errors import ZooError
-from zoo.core.files import read_json, read_text
+from zoo.core.files import SEAL, read_json, read_text, seal_holds
 from zoo.core.components import OptionError
 from zoo.evaluation.reliability import AGREEMENT_NATS, UNRELIABLE_SHARE, agreement_verdict, ais_minus_is, \
     is_of_ais_images, is_unreliable, reliability_cell, reliability_legend
@@ -123,7 +123,9 @@ def load_user_runs(directory: Path) -> Results:
     """The user's own runs under ``directory``: each ``results.json`` written by ``pyro-zoo train`` or
     ``compare`` in DIR, DIR/RUN or DIR/COMPARISON/CELL (no deeper, so a big tree is not walked), keyed by
     its path relative to DIR and wrapped as a result file with one run labelled by its folder. Such a file
-    records its config, not a command; a ``results.json`` that is not a run's summary is an error naming it.
+    records its config, not a command; a ``results.json`` that is not a run's summary is an error naming it, and so
+    is one edited since the zoo wrote it (its :data:`~zoo.core.files.SEAL` no longer holds: a hand-edited figure, a
+    NaN, a word). One without a seal, written before runs were sealed, is taken as it is.
     """
     runs: Results = {}
     for pattern in ("results.json", "*/results.json", "*/*/results.json"):
@@ -132,6 +134,10 @@ def load_user_runs(directory: Path) -> Results:
             if not (isinstance(data, dict) and isinstance(data.get("config"), dict) and "elbo" in data):
                 raise ZooError(f"{path}: not the results.json of a 'pyro-zoo train' or 'compare' run "
                                f"(no config and elbo); move it out of {directory}")
+            if SEAL in data and not seal_holds(data):
+                raise ZooError(f"{path} was edited after pyro-zoo wrote it (its content no longer matches its {SEAL}), "
+                               f"so its figures are not the run's; restore the file, re-evaluate the run with "
+                               f"'pyro-zoo eval {path.parent} --force', or move it out of {directory}")
             check_training_run(data, str(path))
             name = path.relative_to(directory).as_posix()
             label = path.parent.relative_to(directory).as_posix() if path.parent != directory \
@@ -902,44 +908,31 @@ def report(directory: Path, out: Optional[Path] = None, readme: Optional[Path] =
                            f"run 'pyro-zoo report {directory.as_posix()}'")
         return list(outputs)
     from zoo.evaluation.plots import history_png
-    from zoo.training.checkpoint import atomic_write_bytes
+    from zoo.training.checkpoint import atomic_write_bytes, write_error
     images = {path: history_png(*drawn) for path, drawn in plot_histories.items()}    # all drawn, then written
-    made: List[Path] = []               # folders and files this call made: removed again if a write fails
+    folders = ([out.parent / PLOTS_DIR] if images else []) + [out.parent, *out.parent.parents]
+    made = [f for f in folders if not f.exists()]           # innermost first: removed again if a write fails
+    written = []
     try:
-        for folder in [out.parent] + ([out.parent / PLOTS_DIR] if images else []):
-            _make_folder(folder, made)
+        for folder in reversed(made):
+            try:
+                folder.mkdir()
+            except OSError as e:                            # a read-only or full disk
+                raise write_error(folder, e) from None
         for path, png in images.items():
             if not (path.is_file() and path.read_bytes() == png):
-                new = not path.exists()
                 atomic_write_bytes(path, png)
-                made += [path] if new else []
+                written.append(path)
         for path, text in outputs.items():
             if not _holds(path, text):
-                new = not path.exists()
                 atomic_write_text(path, text)
-                made += [path] if new else []
+                written.append(path)
     except BaseException:
-        for path in reversed(made):
-            with contextlib.suppress(OSError):
-                path.rmdir() if path.is_dir() else path.unlink()
+        for path in written:
+            if path.parent in made:
+                path.unlink(missing_ok=True)
+        for folder in made:
+            with contextlib.suppress(OSError):              # not made, or holds what another process put there
+                folder.rmdir()
         raise
     return list(outputs) + list(images)
-
-
-def _make_folder(folder: Path, made: List[Path]) -> None:
-    """Make ``folder`` and its missing parents, each appended to ``made``; a full disk or a read-only parent is
-    one line (:func:`~zoo.training.checkpoint.write_error`)."""
-    from zoo.training.checkpoint import write_error
-    missing = []
-    for path in [folder, *folder.parents]:
-        if path.exists():
-            break
-        missing.append(path)
-    for path in reversed(missing):
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise write_error(path, e) from None
-        made.append(path)

@@ -18,7 +18,8 @@ system.
 
 A job that fails is reported by its label and the error's first line; the others go on. A stop (Ctrl-C, SIGTERM)
 of the pool ends its workers without their tracebacks: they ignore SIGINT (the terminal sends it to the whole
-process group), and the grid terminates them; each cell keeps its last checkpoint, written atomically.
+process group), and the grid terminates them; each cell keeps its last checkpoint, written atomically. A grid killed
+outright (SIGKILL) cannot terminate them: each worker ends by itself when its grid is gone.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import queue
 import signal
 import socket
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -99,12 +101,23 @@ def threads_per_worker(workers: int) -> int:
     return max(1, cores // workers)
 
 
-def _ignore_interrupts() -> None:
+def _start_worker(grid: int) -> None:
     """A pool worker's start (started with SIGINT ignored already): Ctrl-C reaches every process of the terminal's
-    group, and the grid, not each worker, decides what a stop does (it terminates them), so a worker prints no
-    traceback of its own."""
+    group, and the grid (process ``grid``), not each worker, decides what a stop does (it terminates them), so a
+    worker prints no traceback of its own. A grid that is killed outright (SIGKILL: ``kill -9``, the OOM killer)
+    cannot terminate them, so each worker also ends when its grid is gone (:func:`_end_with`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)      # the grid's terminate() ends a worker, mid-step or not
+    threading.Thread(target=_end_with, args=(grid,), name="end-with-the-grid", daemon=True).start()
+
+
+def _end_with(grid: int, every: float = 0.2) -> None:
+    """End this worker when its parent is no longer process ``grid``. A worker left behind trains its cell on,
+    holding the cell's lock, so ``compare --resume`` is refused until it ends; ended here, it leaves at most a
+    temporary file, which the resume's lock removes, and the cell resumes from its last checkpoint."""
+    while os.getppid() == grid:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _pool(jobs: Sequence[Job], workers: int, on_done) -> Dict[str, str]:
@@ -117,7 +130,7 @@ def _pool(jobs: Sequence[Job], workers: int, on_done) -> Dict[str, str]:
     in_main_thread = threading.current_thread() is threading.main_thread()    # where signal handlers are set
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main_thread else None
     try:
-        pool = get_context("spawn").Pool(workers, initializer=_ignore_interrupts)
+        pool = get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(os.getpid(),))
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous)

@@ -347,11 +347,10 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     if samples is not None:                 # near-identical samples: a collapsed model (zoo.evaluation.reliability)
         summary["sample_spread"] = sample_spread(samples.detach().cpu(), x_eval.cpu() * unit)
     try:
-        # the files are written as one group: SIGINT/SIGTERM wait until it is whole (each file is atomic)
+        # the files are written as one group: SIGINT/SIGTERM wait until it is whole (each file is atomic). SIGKILL
+        # cannot wait, so results.json comes last: a run or grid cell holds it only once the rest is written, and
+        # one killed before that is evaluated again by its resume
         with signals_deferred():
-            # sealed (content_sha256): a grid takes a cell's results into its tables only as they were written
-            atomic_write_text(out / "results.json", json.dumps(sealed(json_ready(summary)), indent=2))
-            atomic_write_text(out / "results.md", results_markdown([summary]))
             buf = io.BytesIO()
             np.savez(buf, **{k: np.asarray(v) for k, v in per_datum.items() if v is not None})
             atomic_write_bytes(out / "per_datum.npz", buf.getvalue())
@@ -366,6 +365,9 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
             if per_datum["z_mean"].shape[1] == 2:
                 with atomic_path(out / "latent_scatter.png") as path:
                     plots.latent_scatter(per_datum["z_mean"], labels, path)
+            atomic_write_text(out / "results.md", results_markdown([summary]))
+            # sealed (content_sha256): a grid takes a cell's results into its tables only as they were written
+            atomic_write_text(out / "results.json", json.dumps(sealed(json_ready(summary)), indent=2))
     except KeyboardInterrupt as e:
         e.zoo_note = f"it came while {out}'s results were being written, and they were written whole first"
         raise
