@@ -323,6 +323,20 @@ def test_a_full_disk_is_one_line_and_leaves_no_files(tmp_path, capsys, monkeypat
     assert not out.exists()
 
 
+def test_a_resume_whose_checkpoint_cannot_be_written_leaves_the_config_as_it_was(vae_run, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """`train --resume RUN --epochs 3` on a nearly full disk wrote config.json (now saying 3 epochs) and then failed
+    to write the checkpoint: the folder said epochs it never trained (found by benchmarks/fault_injection.py with
+    16 KiB free). The config is renamed into place only with its checkpoint, so the folder is as it was."""
+    run = copy_run(vae_run, tmp_path / "run")
+    before = snapshot(run)
+    _full_disk_after(monkeypatch, 1)            # the staged config.json is written, the checkpoint is not
+    code, _, err = run_cli(["train", "--resume", run, "--epochs", "3"], capsys)
+    assert one_line(code, err) and "no space left on device writing" in err, err
+    assert snapshot(run) == before
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".config")]
+
+
 def test_a_full_disk_while_writing_results_keeps_the_old_ones(vae_run, tmp_path, capsys, monkeypatch):
     run = copy_run(vae_run, tmp_path / "run")
     before = snapshot(run)

@@ -111,21 +111,36 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
 
 def _checkpoint(run: Prepared, path: Path, loop, scheduler, saved: list) -> None:
     """Write the run's checkpoint at ``loop.state`` (and with ``keep_best`` the best epoch's); the first one of
-    this process writes ``config.json`` just before it. ``saved`` collects the (epoch, step) written: with the
-    signals held, so that a stop just after the checkpoint's rename never takes the run for one without any."""
-    state, history = loop.state, loop.state.history
+    this process writes ``config.json`` with it. ``saved`` collects the (epoch, step) written: with the
+    signals held, so that a stop just after the checkpoint's rename never takes the run for one without any.
+
+    The first ``config.json`` is written to its temporary file before the checkpoint and renamed into place only
+    once the checkpoint is: a resume whose checkpoint cannot be written (a full disk) leaves the folder's config
+    as it was, not one that says epochs the run never trained."""
     with signals_deferred():
-        if not saved:
-            atomic_write_text(path.parent / "config.json", json.dumps(run.config.to_json(), indent=2))
-        if run.config.keep_best and state.step == 0 and _is_best_epoch(history):
-            # written before the run's checkpoint: a crash in between redoes this epoch and rewrites it
-            save_checkpoint(path.parent / BEST, config=run.config.to_json(), model=run.model.state_dict(),
-                            guide=run.guide.state_dict(), epoch=state.epoch, valid_elbo=history[-1]["valid_elbo"])
-        save_checkpoint(path, config=run.config.to_json(), model=run.model.state_dict(),
-                        guide=run.guide.state_dict(), optimizer=loop.optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(), epoch=state.epoch, step=state.step,
-                        epoch_total=state.epoch_total, history=history, rng=rng_state())
-        saved.append((state.epoch, state.step))
+        if saved:
+            _save(run, path, loop, scheduler)
+        else:
+            with atomic_path(path.parent / "config.json") as staged:
+                with open(staged, "w") as f:            # on disk before the checkpoint that needs it
+                    f.write(json.dumps(run.config.to_json(), indent=2))
+                    f.flush()
+                    os.fsync(f.fileno())
+                _save(run, path, loop, scheduler)
+        saved.append((loop.state.epoch, loop.state.step))
+
+
+def _save(run: Prepared, path: Path, loop, scheduler) -> None:
+    """The checkpoint at ``loop.state``, and with ``keep_best`` the best epoch's before it."""
+    state, history = loop.state, loop.state.history
+    if run.config.keep_best and state.step == 0 and _is_best_epoch(history):
+        # written before the run's checkpoint: a crash in between redoes this epoch and rewrites it
+        save_checkpoint(path.parent / BEST, config=run.config.to_json(), model=run.model.state_dict(),
+                        guide=run.guide.state_dict(), epoch=state.epoch, valid_elbo=history[-1]["valid_elbo"])
+    save_checkpoint(path, config=run.config.to_json(), model=run.model.state_dict(),
+                    guide=run.guide.state_dict(), optimizer=loop.optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(), epoch=state.epoch, step=state.step,
+                    epoch_total=state.epoch_total, history=history, rng=rng_state())
 
 
 #: With ``keep_best``, the model and guide of the epoch with the best validation ELBO.
