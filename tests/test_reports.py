@@ -407,3 +407,29 @@ def test_the_leaderboard_row_of_a_cell_pooled_over_seeds_shows_the_bits_per_dim_
     cells = [c.strip() for c in row.split("|")]
     assert cells[3].startswith("32.83 ± 0.50 (2 seeds)")
     assert cells[4] == f"{32.83 / (64 * math.log(2)):.4f}" != f"{32.33 / (64 * math.log(2)):.4f}"
+
+
+def test_a_run_whose_results_are_another_runs_is_refused(tmp_path, capsys, monkeypatch):
+    """Two runs' results.json swapped (each sealed, each a true result of some run): `report` labelled each row by
+    its folder and showed that folder's samples beside the other run's figures (the fault-injection run's lost
+    case). A results.json whose run is not its folder's config.json (model, guide, objective, options, data, seed)
+    is one line, exit 2, nothing written; a run evaluated again since (other evaluation settings) is still its own."""
+    runs = tmp_path / "runs"
+    _tiny_run(runs / "a")
+    _tiny_run(runs / "b", "--objective", "iwae", "--particles", "2")
+    a, b = (runs / "a" / "results.json"), (runs / "b" / "results.json")
+    monkeypatch.chdir(tmp_path)
+    mine = a.read_text()
+    a.write_text(b.read_text())
+    b.write_text(mine)
+    capsys.readouterr()
+    code, out, err = run_cli(["report", "runs"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "is not the results of the run in its folder" in lines[0] \
+        and "objective" in lines[0], err
+    assert not (tmp_path / "reports").exists()
+    b.write_text(a.read_text())
+    a.write_text(mine)
+    assert main(["eval", str(runs / "a"), "--eval-samples", "7", "--force", "--no-progress"]) == 0
+    code, out, err = run_cli(["report", "runs"], capsys)
+    assert code == 0, err

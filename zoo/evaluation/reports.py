@@ -47,11 +47,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import posixpath
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from zoo.core.errors import ZooError
 from zoo.core.files import SEAL, read_json, read_text, seal_holds
@@ -139,6 +140,7 @@ def load_user_runs(directory: Path) -> Results:
                                f"so its figures are not the run's; restore the file, re-evaluate the run with "
                                f"'pyro-zoo eval {path.parent} --force', or move it out of {directory}")
             check_training_run(data, str(path))
+            _check_own_folder(data, path, directory)
             name = path.relative_to(directory).as_posix()
             label = path.parent.relative_to(directory).as_posix() if path.parent != directory \
                 else directory.resolve().name
@@ -149,6 +151,37 @@ def load_user_runs(directory: Path) -> Results:
             if markdown.is_file():
                 runs[name][MARKDOWN_KEY] = read_text(markdown, "Markdown file")
     return runs
+
+
+#: What makes a run the run of its folder: the keys of its training that neither ``eval`` nor ``train --resume``
+#: changes, so a run's results.json and its folder's config.json agree on them however the run went on since (a
+#: resume stopped before its evaluation leaves new epochs or lr in config.json beside the old results).
+RUN_IDENTITY = ("model", "guide", "objective", "dataset", "model_options", "guide_options", "objective_options",
+                "seed", "batch_size")
+
+
+def _check_own_folder(data: Mapping, path: Path, directory: Path) -> None:
+    """Refuse a results.json whose run is not that of its folder's config.json (the results of two cells
+    swapped, or copied in from another run): the report labels a row by its folder and shows that folder's
+    images, so another run's figures there would be shown as this one's."""
+    config_path = path.parent / "config.json"
+    if not config_path.is_file():
+        return
+    config = read_json(config_path, "run config")
+    if not isinstance(config, dict):
+        return                        # not a config the zoo wrote: the run folder's own reader refuses it
+    differ = [k for k in RUN_IDENTITY if k in config and k in data["config"] and config[k] != data["config"][k]]
+    if differ:
+        key = differ[0]
+        raise ZooError(f"{path} is not the results of the run in its folder: its {key} is "
+                       f"{_short(data['config'][key])}, {config_path.name}'s is {_short(config[key])}; restore the "
+                       f"folder's own results.json, re-evaluate it with 'pyro-zoo eval {path.parent} --force', or "
+                       f"move it out of {directory}")
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:60] + "…"
 
 
 #: The longest label of a run (it names the run in tables and its plot's file name) and of a component's name (a
