@@ -337,6 +337,45 @@ def test_a_resume_whose_checkpoint_cannot_be_written_leaves_the_config_as_it_was
     assert not [p.name for p in run.iterdir() if p.name.startswith(".config")]
 
 
+KILLED_AFTER_CHECKPOINT = """
+import os, signal, sys
+import zoo.experiments.run as run
+real = run.save_checkpoint
+
+def save(path, **state):
+    real(path, **state)                      # the checkpoint is renamed into place: SIGKILL before anything else
+    if path.name == "checkpoint.pt" and state.get("epoch") == int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+run.save_checkpoint = save
+from zoo.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["new-run", "resumed-run"])
+def test_a_run_killed_just_after_a_checkpoint_resumes(vae_run, tmp_path, resume):
+    """SIGKILL right after a checkpoint's rename: a new run's folder already holds its config.json (it is written
+    first), and a resumed run's holds the old config.json beside a checkpoint that differs from it only in
+    epochs, which a resume accepts. Either way `train --resume` finishes the run (the staged config of 65961e2
+    left a new run's checkpoint without any config.json, found by tests/test_grid.py's killed grid)."""
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_AFTER_CHECKPOINT)
+    if resume:
+        out, args, epoch = copy_run(vae_run, tmp_path / "run"), ["train", "--resume"], 3
+        args += [str(out), "--epochs", "4", "--no-progress"]
+    else:
+        out, epoch = tmp_path / "run", 1
+        args = ["train", "vae", "--epochs", "2", "--out", str(out), "--no-progress"] + SMALL
+    killed = subprocess.run([sys.executable, str(script), str(epoch)] + args, env=ENV, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (out / "config.json").is_file() and load_checkpoint(out / "checkpoint.pt")["epoch"] == epoch
+    resumed = subprocess.run([sys.executable, "-m", "zoo", "train", "--resume", str(out), "--no-progress"],
+                             env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == (4 if resume else 2)
+    assert json.loads((out / "config.json").read_text())["epochs"] == (4 if resume else 2)
+
+
 def test_a_full_disk_while_writing_results_keeps_the_old_ones(vae_run, tmp_path, capsys, monkeypatch):
     run = copy_run(vae_run, tmp_path / "run")
     before = snapshot(run)

@@ -114,14 +114,22 @@ def _checkpoint(run: Prepared, path: Path, loop, scheduler, saved: list) -> None
     this process writes ``config.json`` with it. ``saved`` collects the (epoch, step) written: with the
     signals held, so that a stop just after the checkpoint's rename never takes the run for one without any.
 
-    The first ``config.json`` is written to its temporary file before the checkpoint and renamed into place only
-    once the checkpoint is: a resume whose checkpoint cannot be written (a full disk) leaves the folder's config
-    as it was, not one that says epochs the run never trained."""
+    A new folder's ``config.json`` is written before its first checkpoint: a kill in between leaves a run not yet
+    started, never a checkpoint without its config. A resumed run's new ``config.json`` is written to its
+    temporary file before the checkpoint and renamed into place only once the checkpoint is: a resume whose
+    checkpoint cannot be written (a full disk) leaves the folder's config as it was, not one that says epochs
+    the run never trained, and a kill between the two renames leaves the old config beside a checkpoint that
+    differs from it only in what a resume may change (:func:`~zoo.experiments.run_folder.refuse_foreign_checkpoint`
+    accepts it)."""
+    config = path.parent / "config.json"
     with signals_deferred():
         if saved:
             _save(run, path, loop, scheduler)
+        elif not config.exists():
+            atomic_write_text(config, json.dumps(run.config.to_json(), indent=2))
+            _save(run, path, loop, scheduler)
         else:
-            with atomic_path(path.parent / "config.json") as staged:
+            with atomic_path(config) as staged:
                 with open(staged, "w") as f:            # on disk before the checkpoint that needs it
                     f.write(json.dumps(run.config.to_json(), indent=2))
                     f.flush()
