@@ -23,6 +23,11 @@ Three zoo loops: ``zoo`` is ``fit`` with the eager Pyro step, ``zoo_jit`` the sa
 and ``zoo_compiled`` with ``--compile`` (:class:`zoo.objectives.compiled.CompiledObjective`: the loss and its
 backward pass captured as one graph and compiled by ``torch.compile``, CUDA graphs on a GPU; left out on a
 CPU without a C++ compiler).
+With ``--numpyro`` a sixth loop, ``numpyro``, trains the same VAE in NumPyro (``benchmarks/numpyro_vae.py``:
+``Trace_ELBO`` with ``svi.update`` compiled by ``jax.jit``, the peer a speed-conscious user picks), interleaved with
+the others in the same rounds. Beside each loop's epoch time the result gives its achieved GFLOP/s (the VAE's
+multiply-adds counted from its linear layers: 2 per multiply-add forward, twice that backward) and the machine's
+measured float32 matmul rate (``torch.mm`` of 1024 x 1024 matrices, at the benchmark's threads).
 Two hand-written loops: ``hand`` uses ``torch.optim.Adam(params, lr)``, what a PyTorch user
 writes (the ratio the issue targets), and ``hand_fused`` uses the zoo's optimizer
 (``make_optimizer``: fused Adam). The zoo gains on the first only through its faster optimizer
@@ -33,6 +38,7 @@ default; the second ratio isolates what Pyro's tracing and the zoo's loop cost.
     python benchmarks/speed.py --data-dir ../shared/data --rounds 5 --objective iwae --particles 50 --name speed_cpu_iwae50
     python benchmarks/speed.py --data-dir ../shared/data --model hvae --rounds 20 --segment 5000 --name speed_cpu_hvae
     python benchmarks/speed.py --data-dir ../shared/data --device cuda --rounds 20 --name speed_cuda
+    python benchmarks/speed.py --data-dir ../shared/data --rounds 20 --segment 5000 --numpyro --name speed_cpu_numpyro
 """
 from __future__ import annotations
 
@@ -115,6 +121,27 @@ def hand_epoch(x, guide, model, optimizer, order, batch_size, particles=None, lo
         loss.item()                      # the zoo loop reads the loss every step too
 
 
+def flops_per_datum(model, guide) -> int:
+    """FLOPs of one datum's training step for the one-particle VAE: each linear layer's multiply-adds, 2 FLOPs
+    each forward and 4 backward (the gradients of its input and of its weight)."""
+    macs = sum(m.in_features * m.out_features for net in (model, guide) for m in net.modules()
+               if isinstance(m, torch.nn.Linear))
+    return 6 * macs
+
+
+def matmul_gflops(device, n: int = 1024, repeats: int = 20) -> float:
+    """The machine's float32 matmul rate at the current threads: the best of ``repeats`` n x n products."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = math.inf
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -137,8 +164,13 @@ def main(argv=None):
     p.add_argument("--objective", choices=("elbo", "iwae"), default="elbo",
                    help="elbo: Trace_ELBO with one particle (default); iwae: the per-datum IWAE bound")
     p.add_argument("--particles", type=int, default=None, help="K for --objective iwae (default 50)")
+    p.add_argument("--numpyro", action="store_true",
+                   help="add NumPyro's Trace_ELBO with a jax.jit-compiled svi.update as a loop (the vae and elbo on "
+                        "a CPU; needs pip install '.[bench]')")
     p.add_argument("--name", default=None, help="result file name (default speed_<device>)")
     args = p.parse_args(argv)
+    if args.numpyro and (args.model != "vae" or args.objective != "elbo" or args.device != "cpu"):
+        p.error("--numpyro runs the vae with the elbo on the cpu: drop --model, --objective and --device")
     if args.particles is not None and args.objective == "elbo":
         p.error("--particles goes with --objective iwae (the ELBO here has one particle)")
     particles = None if args.objective == "elbo" else (args.particles or 50)
@@ -164,6 +196,13 @@ def main(argv=None):
     segment = min(args.segment or num_data, num_data)
     segments = [x[i:i + segment] for i in range(0, num_data - segment + 1, segment)]
     times = {**{name: [] for name in objectives}, "hand": [], "hand_fused": []}
+    if args.numpyro:
+        try:
+            from numpyro_vae import NumPyroVAE
+        except ImportError as e:
+            raise SystemExit(f"speed.py: error: --numpyro needs JAX and NumPyro ({e}); run: pip install '.[bench]'") from None
+        numpyro_vae = NumPyroVAE(segment, args.batch_size)
+        times["numpyro"] = []
     loops = list(times)
     for r in range(args.rounds + 1):          # round 0 is warm-up (the --jit trace, the compilation), not recorded
         xs = segments[r % len(segments)]
@@ -176,6 +215,9 @@ def main(argv=None):
                               seed=r, progress=False, optimizer=zoo_opts[which])
                 sync(device)
                 seconds = history[-1]["seconds"]
+            elif which == "numpyro":
+                numpyro_vae.epoch(xs.cpu().numpy(), epoch_order(xs.shape[0], r, 0).numpy())
+                seconds = time.perf_counter() - t0
             else:
                 hand_epoch(xs, guide, model, hand_opts[which], epoch_order(xs.shape[0], r, 0).to(device),
                            args.batch_size, particles, hand_loss_hvae if args.model == "hvae" else hand_loss)
@@ -215,6 +257,21 @@ def main(argv=None):
         for name, b in (("zoo_compiled_over_hand", "hand"), ("zoo_compiled_same_optimizer", "hand_fused")):
             result[f"median_round_ratio_{name}"] = statistics.median(
                 u / v for u, v in zip(times["zoo_compiled"], times[b]))
+    if args.model == "vae" and particles is None:
+        flops = flops_per_datum(model, guide) * num_data
+        result.update({"flops_per_epoch": flops, "matmul_gflops": matmul_gflops(device),
+                       "achieved_gflops": {k: flops / statistics.median(v) / 1e9 for k, v in times.items()}})
+    if "numpyro" in times:
+        import jax
+        import numpyro
+        np_s = statistics.median(times["numpyro"])
+        result["loops"]["numpyro"] = "NumPyro Trace_ELBO, jax.jit(svi.update) (benchmarks/numpyro_vae.py)"
+        result["optimizers"]["numpyro"] = "numpyro.optim.Adam"
+        result.update({"numpyro": numpyro.__version__, "jax": jax.__version__, "median_numpyro_s": np_s,
+                       "ratio_numpyro_over_hand": np_s / hand_s})
+        for name in objectives:
+            result[f"median_round_ratio_{name}_over_numpyro"] = statistics.median(
+                u / v for u, v in zip(times[name], times["numpyro"]))
     path = write_result(args.name or f"speed_{device.type}", result)
     print(f"hand-written {hand_s:.2f} s/epoch; zoo {zoo_s:.2f} s/epoch (ratio {zoo_s / hand_s:.3f}); zoo --jit "
           f"{jit_s:.2f} s/epoch (ratio {jit_s / hand_s:.3f}); hand-written with the zoo's optimizer {fused_s:.2f} "
@@ -222,6 +279,8 @@ def main(argv=None):
           + (f"; zoo --compile {result['median_zoo_compiled_s']:.2f} s/epoch (ratio "
              f"{result['ratio_zoo_compiled_over_hand']:.3f}, same optimizer "
              f"{result['ratio_zoo_compiled_over_hand_same_optimizer']:.3f})" if "zoo_compiled" in times else "")
+          + (f"; numpyro {result['median_numpyro_s']:.2f} s/epoch (ratio {result['ratio_numpyro_over_hand']:.3f})"
+             if "numpyro" in times else "")
           + f"; wrote {path}")
 
 

@@ -1,0 +1,67 @@
+"""The speed benchmark's NumPyro loop: the same VAE, objective, optimizer and minibatches in NumPyro.
+
+The peer a speed-conscious user picks: NumPyro's ``Trace_ELBO`` with ``svi.update`` compiled by ``jax.jit``,
+so XLA fuses the loss, its gradients and the Adam update into one executable. The networks are the zoo's
+784-200-200-50 VAE written with ``jax.example_libraries.stax`` (as in NumPyro's own VAE example):
+
+    encoder  x (784) -> 200 tanh -> 200 tanh -> (loc, raw) (2 x 50),  scale = softplus(raw) + 1e-5
+    decoder  z (50)  -> 200 tanh -> 200 tanh -> 784 Bernoulli logits
+
+    loss = -(N/B) * sum_b [ log p(x_b | z_b) + log N(z_b; 0, I) - log q(z_b | x_b) ],   z_b ~ q(z | x_b)
+
+with Adam (lr 1e-3) and the minibatch order of the zoo's loop (``zoo.training.loop.epoch_order``). JAX and
+NumPyro are an optional benchmark extra (``pip install ".[bench]"``), never a dependency of the zoo; this
+module is imported only when ``speed.py --numpyro`` asks for it.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax.example_libraries import stax
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.optim import Adam
+
+
+def _networks(x_dim: int, z_dim: int, hidden: int):
+    encoder = stax.serial(stax.Dense(hidden), stax.Tanh, stax.Dense(hidden), stax.Tanh, stax.Dense(2 * z_dim))
+    decoder = stax.serial(stax.Dense(hidden), stax.Tanh, stax.Dense(hidden), stax.Tanh, stax.Dense(x_dim))
+    return encoder, decoder
+
+
+class NumPyroVAE:
+    """One NumPyro SVI state for the VAE; :meth:`epoch` trains one pass over ``x`` in the given order."""
+
+    def __init__(self, num_data: int, batch_size: int, x_dim: int = 784, z_dim: int = 50, hidden: int = 200,
+                 lr: float = 1e-3, seed: int = 0):
+        encoder, decoder = _networks(x_dim, z_dim, hidden)
+        self.batch_size, self.z_dim = batch_size, z_dim
+
+        def model(x):
+            decode = numpyro.module("decoder", decoder, (batch_size, z_dim))
+            with numpyro.plate("data", num_data, subsample_size=x.shape[0]):     # scale N / B
+                z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([z_dim]).to_event(1))
+                numpyro.sample("x", dist.Bernoulli(logits=decode(z)).to_event(1), obs=x)
+
+        def guide(x):
+            encode = numpyro.module("encoder", encoder, (batch_size, x_dim))
+            loc, raw = jnp.split(encode(x), 2, axis=-1)
+            with numpyro.plate("data", num_data, subsample_size=x.shape[0]):
+                numpyro.sample("z", dist.Normal(loc, jax.nn.softplus(raw) + 1e-5).to_event(1))
+
+        self.svi = SVI(model, guide, Adam(lr), Trace_ELBO())
+        self.state = self.svi.init(jax.random.PRNGKey(seed), jnp.zeros((batch_size, x_dim), jnp.float32))
+        self.update = jax.jit(self.svi.update)
+        self.state, loss = self.update(self.state, jnp.zeros((batch_size, x_dim), jnp.float32))   # compile now
+        float(loss)
+
+    def epoch(self, x: np.ndarray, order: np.ndarray) -> None:
+        """One pass over ``x`` (float32, [N, 784]) in ``order``, reading the loss every step as the zoo loop does.
+        Only full minibatches: a last partial one would make XLA compile the step again for its shape."""
+        batches = jnp.asarray(x[order[:len(order) // self.batch_size * self.batch_size]])
+        batches = batches.reshape(-1, self.batch_size, x.shape[1])
+        for b in range(batches.shape[0]):
+            self.state, loss = self.update(self.state, batches[b])
+            float(loss)
