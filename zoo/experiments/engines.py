@@ -62,7 +62,10 @@ def run_cell(job: Job, threads: Optional[int] = None, progress: bool = False, da
     from zoo.experiments.run import train_run
     if threads:
         import torch
+
+        from zoo.training.threads import chosen_by_caller
         torch.set_num_threads(threads)
+        chosen_by_caller()
     train_run(job.config, Path(job.folder), force=job.mode == "fresh", resume=job.mode == "resume",
               progress=progress, data=data)
     return job.label

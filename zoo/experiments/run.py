@@ -57,6 +57,7 @@ from zoo.training.checkpoint import (atomic_path, atomic_write_bytes, atomic_wri
 from zoo.training.callbacks import Checkpoint, Log, LRSchedule, ValidationELBO
 from zoo.training.config import TrainConfig, TrainState
 from zoo.training.guards import NonFiniteError
+from zoo.training.threads import run_threads
 from zoo.training.loop import fit
 from zoo.objectives.analytic_kl import sites_without_closed_form_kl, uses_analytic_kl
 from zoo.training.refit import refit_local_guide, refit_settings
@@ -193,6 +194,8 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: Union[b
         if main:
             make_out_dir(out)
             lock.enter_context(writer_lock(out, made=created))
+        if world == 1:                   # a small model's run takes one thread unless someone chose (module doc)
+            lock.enter_context(run_threads(run.model, run.guide, config.batch_size, run.device))
         try:
             return _train_locked(run, out, resume, progress, world, main, saved, resumed)
         except BaseException as e:
