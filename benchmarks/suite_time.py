@@ -46,7 +46,9 @@ def main() -> None:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = (done.stdout.strip().splitlines() or [""])[-1]
     if done.returncode != 0:
-        raise SystemExit(f"suite_time.py: the test command failed ({summary}); fix the suite first")
+        failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        raise SystemExit("\n".join(failed + [f"suite_time.py: the test command failed ({summary}); fix the suite "
+                                               f"first"]))
     row = {"command": " ".join(argv), "wall_seconds": round(wall, 1),
            "cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
            "summary": summary.strip("= "), "load_before": load_before, "load_after": os.getloadavg()[0]}
