@@ -7,6 +7,14 @@ loops evaluate the minibatch ELBO without gradients, by hand and with Pyro's Tra
 their difference is the cost of Pyro's tracing alone (no backward pass, no optimizer).
 
     python benchmarks/step_overhead.py --data-dir ../shared/data --rounds 4
+
+``--small`` measures the fixed cost of a step instead, at negligible compute: the digits, a VAE with 2 latents
+and 16 hidden units, batch 1 and batch 32, the zoo's fused Adam for every loop. Five loops, interleaved, each
+timed over ``--steps`` steps per round: hand-written PyTorch, Pyro's own ``pyro.infer.Trace_ELBO`` with the
+same model and guide, and ``zoo.fit`` eager, ``--jit`` and ``--compile``. The overhead of a loop is its
+median microseconds per step minus the hand-written loop's::
+
+    python benchmarks/step_overhead.py --small --rounds 11 --steps 300 --name step_overhead_small
 """
 from __future__ import annotations
 
@@ -28,13 +36,82 @@ from zoo.data import load_dataset  # noqa: E402
 from zoo.registry import build_guide, build_model, build_objective  # noqa: E402
 from zoo.training.loop import epoch_order, fit
 from zoo.training.optimizer import make_optimizer  # noqa: E402
+from zoo.core.errors import ZooError  # noqa: E402
+from zoo.objectives.compiled import check_compilable  # noqa: E402
+
+
+def small(args) -> None:
+    """The fixed cost per step at negligible compute (module docstring, ``--small``)."""
+    x_all = load_dataset("digits").train
+    pyro.set_rng_seed(0)
+    model = build_model("vae", x_all.shape[1], latent_dim=2, hidden=16)
+    guide = build_guide("amortized", model)
+    opt = make_optimizer(model, guide, 1e-3)
+    pyro_elbo = pyro.infer.Trace_ELBO()
+    objectives = {"zoo.fit": build_objective("elbo", 1), "zoo.fit --jit": build_objective("elbo", 1, jit=True)}
+    try:
+        check_compilable(torch.device("cpu"))
+        objectives["zoo.fit --compile"] = build_objective("elbo", 1, compile=True)
+    except ZooError as e:
+        print(f"no --compile loop: {e}", flush=True)
+    result = {"model": "vae, 2 latents, 16 hidden units, amortized guide, digits (64 pixels)",
+              "objective": "Trace_ELBO, K=1", "optimizer": "make_optimizer (fused Adam) for every loop",
+              "steps_per_round": args.steps, "threads": torch.get_num_threads(), "batches": {}}
+    def measure(B: int) -> None:
+        N = args.steps * B                          # one epoch of fit is exactly --steps steps
+        x = x_all[torch.arange(N) % x_all.shape[0]]
+        order = epoch_order(N, 0, 0)
+
+        def hand():
+            t = time.perf_counter()
+            hand_epoch(x, guide, model, opt, order, B)
+            return time.perf_counter() - t
+
+        def pyro_trace_elbo():
+            t = time.perf_counter()
+            for idx in order.split(B):
+                opt.zero_grad(set_to_none=True)
+                pyro_elbo.loss_and_grads(model, guide, x[idx], idx=idx, N=N)
+                opt.step()
+            return time.perf_counter() - t
+
+        def zoo(objective):
+            return lambda: fit(model, guide, objective, x, epochs=1, batch_size=B, lr=1e-3, progress=False,
+                               optimizer=opt)[-1]["seconds"]
+
+        loops = {"hand-written": hand, "Pyro Trace_ELBO": pyro_trace_elbo,
+                 **{name: zoo(objective) for name, objective in objectives.items()}}
+        times = {name: [] for name in loops}
+        names = list(loops)
+        for r in range(args.rounds):                # round 0 is warm-up (the trace, the compilation)
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                seconds = loops[name]()
+                if r > 0:
+                    times[name].append(seconds / args.steps * 1e6)
+        us = {k: statistics.median(v) for k, v in times.items()}
+        overhead = {k: v - us["hand-written"] for k, v in us.items() if k != "hand-written"}
+        result["batches"][str(B)] = {"us_per_step": us, "overhead_us_per_step": overhead, "all_us_per_step": times,
+                                     "zoo_overhead_over_pyro": overhead["zoo.fit"] / overhead["Pyro Trace_ELBO"],
+                                     **({"compiled_over_hand": us["zoo.fit --compile"] / us["hand-written"]}
+                                        if "zoo.fit --compile" in us else {})}
+        for k, v in us.items():
+            print(f"batch {B}: {k}: {v:.0f} us/step" + (f" (overhead {overhead[k]:+.0f} us)" if k in overhead else ""),
+                  flush=True)
+    for B in (1, 32):
+        measure(B)
+    write_result(args.name or "step_overhead_small", result)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--small", action="store_true", help="the fixed cost per step at negligible compute (see above)")
+    p.add_argument("--steps", type=int, default=300, help="steps per loop and round with --small")
+    p.add_argument("--name", default=None, help="result file name with --small (default step_overhead_small)")
     args = p.parse_args(argv)
+    if args.small:
+        return small(args)
     x = load_dataset("binarized_mnist", args.data_dir).train[:20000]
     N, B = x.shape[0], 100
     pyro.set_rng_seed(0)
