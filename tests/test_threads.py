@@ -36,6 +36,7 @@ def test_the_step_count_is_the_linear_layers_multiply_adds_six_times_the_batch()
     assert threads.step_flop(model, guide, 100) == 6 * macs * 100
     conv = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Linear(4, 4))
     assert threads.step_flop(conv, guide, 100) is None
+    assert threads.step_flop(torch.nn.Module(), torch.nn.Module(), 100) is None      # no linear layer: unknown
 
 
 def test_a_small_run_takes_one_thread_says_so_once_and_gives_the_threads_back(fresh):

@@ -11,7 +11,7 @@ So when nothing chose the threads (no ``OMP_NUM_THREADS`` in the environment and
 whose training step is below :data:`SMALL_STEP_FLOP` trains and is evaluated on one thread, and the process says
 so once. The count is counted from the
 model's and guide's linear layers (:func:`step_flop`); a model with other layers (convolutions, recurrent
-cells), whose cost that count misses, keeps PyTorch's default, as does any model on a GPU.
+cells), whose cost that count misses, or without linear layers keeps PyTorch's default, as does any model on a GPU.
 ``OMP_NUM_THREADS=N`` chooses N for everything.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ def chosen_by_caller() -> None:
 def step_flop(model: torch.nn.Module, guide: torch.nn.Module, batch_size: int) -> Optional[float]:
     """FLOPs of one training step: each linear layer's multiply-adds per datum, 2 FLOPs forward and 4 backward,
     times the batch; None where the model or guide has a convolution, a recurrent cell or attention, whose cost
-    this count misses."""
+    this count misses, or no linear layer at all (a model of ``pyro.param`` tensors: its cost is unknown here)."""
     macs = 0
     for net in (model, guide):
         for m in net.modules():
@@ -49,7 +49,7 @@ def step_flop(model: torch.nn.Module, guide: torch.nn.Module, batch_size: int) -
             elif isinstance(m, (torch.nn.modules.conv._ConvNd, torch.nn.RNNBase, torch.nn.RNNCellBase,
                                 torch.nn.MultiheadAttention)):
                 return None
-    return 6.0 * macs * batch_size
+    return 6.0 * macs * batch_size if macs else None
 
 
 @contextlib.contextmanager
