@@ -9,9 +9,9 @@ faster on 2 threads than on one for the same CPU (``benchmarks/speed.py``).
 
 So when nothing chose the threads (no ``OMP_NUM_THREADS`` in the environment and no engine setting them), a run
 whose training step is below :data:`SMALL_STEP_FLOP` trains and is evaluated on one thread, and the process says
-so once. The count is counted from the
-model's and guide's linear layers (:func:`step_flop`); a model with other layers (convolutions, recurrent
-cells), whose cost that count misses, or without linear layers keeps PyTorch's default, as does any model on a GPU.
+so once. The FLOPs are counted from the model's and guide's linear layers (:func:`step_flop`); a model with
+other layers (convolutions, recurrent cells), whose cost that count misses, or with no linear layer keeps
+PyTorch's default, as does any run on a GPU.
 ``OMP_NUM_THREADS=N`` chooses N for everything.
 """
 from __future__ import annotations
