@@ -1,8 +1,16 @@
+import os
+
 import pyro
 import pytest
 import torch
 
 import zoo  # noqa: F401  (switches on module-local params)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # under pytest -n N the N workers share the cores: one torch thread each, as compare --workers gives its
+    # workers, and the same for the processes the tests start (they inherit the environment)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
