@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from zoo.core.errors import ZooError
+from zoo.training.interrupts import raise_if_stopped
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "remove_temp_files", "save_checkpoint",
            "load_checkpoint", "rng_state", "set_rng_state", "write_error", "signals_deferred", "non_finite_tensors"]
@@ -51,8 +52,9 @@ def signals_deferred():
     """Hold SIGINT and SIGTERM until the block ends, so a group of files is written whole.
 
     The signals are blocked (``pthread_sigmask``), not lost: one that arrives inside the block is
-    delivered, and its handler runs, as the block ends. Elsewhere than the main thread, or where
-    the platform has no signal masks, the block runs as it is.
+    delivered, and its handler runs, as the block ends. A stop that Python swallowed before the block
+    (:func:`~zoo.training.interrupts.raise_if_stopped`) is raised as it starts, before anything is written.
+    Elsewhere than the main thread, or where the platform has no signal masks, the block runs as it is.
     """
     import threading
     mask = {signal.SIGINT, signal.SIGTERM}
@@ -61,6 +63,7 @@ def signals_deferred():
         return
     old = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
     try:
+        raise_if_stopped()          # a stop Python swallowed earlier ends the command here, before any write
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
