@@ -3,7 +3,8 @@
 The command is read from the README's Quickstart (the part after ``pip install ".[dev]" &&``), so the time the
 README states is the time of the command it shows; ``tests/test_readme.py`` checks the README against this
 file. It runs once, in a fresh process, in the caller's environment without ``OMP_NUM_THREADS`` (what a
-contributor who sets nothing runs), from the repository root. Run it on an idle machine: the 1-minute load
+contributor who sets nothing runs), from the repository root, and then again with ``-n auto`` (pytest-xdist,
+in the dev extra: one worker per core). Run it on an idle machine: the 1-minute load
 average before and after is recorded beside the times.
 
 Usage::
@@ -35,8 +36,8 @@ def test_command() -> list:
     return shlex.split(line.split("&&", 1)[1])
 
 
-def main() -> None:
-    argv = test_command()
+def timed(argv: list) -> dict:
+    """One run of ``argv`` from the repository root without ``OMP_NUM_THREADS``: wall and CPU-seconds."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     load_before = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -47,19 +48,28 @@ def main() -> None:
     summary = (done.stdout.strip().splitlines() or [""])[-1]
     if done.returncode != 0:
         failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-        raise SystemExit("\n".join(failed + [f"suite_time.py: the test command failed ({summary}); fix the suite "
+        raise SystemExit("\n".join(failed + [f"suite_time.py: {' '.join(argv)} failed ({summary}); fix the suite "
                                                f"first"]))
-    row = {"command": " ".join(argv), "wall_seconds": round(wall, 1),
-           "cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
-           "summary": summary.strip("= "), "load_before": load_before, "load_after": os.getloadavg()[0]}
+    return {"command": " ".join(argv), "wall_seconds": round(wall, 1),
+            "cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
+            "summary": summary.strip("= "), "load_before": load_before, "load_after": os.getloadavg()[0]}
+
+
+def main() -> None:
+    argv = test_command()
+    row = timed(argv)                                   # the README's command, serial
+    parallel = timed(argv + ["-n", "auto"])             # the same on every core (pytest-xdist, the dev extra)
     path = write_result("suite_time", {"protocol": "the README's test command once, in a fresh process from the "
-                                       "repository root, without OMP_NUM_THREADS; CPU-seconds = user + system time "
-                                       "of the finished child and its children (getrusage)", **row})
+                                       "repository root, without OMP_NUM_THREADS, then the same with -n auto "
+                                       "(pytest-xdist); CPU-seconds = user + system time of the finished child and "
+                                       "its children (getrusage)", **row, "parallel": parallel,
+                                       "logical_cores": os.cpu_count()})
     (RESULTS / "suite_time.md").write_text(
         "| command | wall seconds | CPU-seconds | result | load before / after |\n|---|---|---|---|---|\n"
-        f"| `{row['command']}` | {row['wall_seconds']} | {row['cpu_seconds']} | {row['summary']} | "
-        f"{row['load_before']:.2f} / {row['load_after']:.2f} |\n")
-    print(f"{row['command']}: {row['wall_seconds']} s wall, {row['cpu_seconds']} CPU-s ({row['summary']}); wrote {path}")
+        + "".join(f"| `{r['command']}` | {r['wall_seconds']} | {r['cpu_seconds']} | {r['summary']} | "
+                  f"{r['load_before']:.2f} / {r['load_after']:.2f} |\n" for r in (row, parallel)))
+    print(f"{row['command']}: {row['wall_seconds']} s wall, {row['cpu_seconds']} CPU-s ({row['summary']}); "
+          f"with -n auto: {parallel['wall_seconds']} s wall, {parallel['cpu_seconds']} CPU-s; wrote {path}")
 
 
 if __name__ == "__main__":
