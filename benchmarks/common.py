@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -13,6 +16,37 @@ from typing import Optional
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_command(install: str) -> list:
+    """The README Quickstart's command that starts with ``install &&``, without that install step, as an argument
+    list: what a benchmark of the command the README shows runs (quickstart_cost.py, suite_time.py)."""
+    section = (ROOT / "README.md").read_text().split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    line = re.search(rf"^    ({re.escape(install)} && .+)$", section, re.M).group(1)
+    return shlex.split(line.split("&&", 1)[1])
+
+
+def timed_run(argv: list, cwd, threads: Optional[int] = None) -> dict:
+    """Run ``argv`` to completion in a fresh process from ``cwd`` and return its wall seconds, its CPU-seconds
+    (user + system of the child and its children, from ``getrusage``), its last stdout line and its ``pyro-zoo:``
+    notices. ``OMP_NUM_THREADS`` is ``threads``, or absent where ``threads`` is None (what a user who sets nothing
+    runs). A failed command ends the benchmark with the failed tests or the error it printed."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env.update({"MPLBACKEND": "Agg", **({"OMP_NUM_THREADS": str(threads)} if threads else {})})
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    last = (done.stdout.strip().splitlines() or [""])[-1]
+    if done.returncode != 0:
+        failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        error = failed or done.stderr.strip().splitlines()[-1:]
+        raise SystemExit("\n".join(error + [f"{' '.join(argv)} failed ({last}); fix it first"]))
+    return {"command": " ".join(argv), "wall_seconds": round(wall, 2),
+            "cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
+            "last_line": last, "notices": [line for line in done.stderr.splitlines() if line.startswith("pyro-zoo:")]}
 
 
 def _git_state():

@@ -63,6 +63,7 @@ from zoo.registry import build_guide, build_model, build_objective  # noqa: E402
 from zoo.experiments.config import resolve_device  # noqa: E402
 from zoo.training.loop import epoch_order, fit
 from zoo.training.optimizer import make_optimizer  # noqa: E402
+from zoo.training.threads import step_flop  # noqa: E402
 from zoo.objectives.compiled import check_compilable  # noqa: E402
 from zoo.core.errors import ZooError  # noqa: E402
 
@@ -119,14 +120,6 @@ def hand_epoch(x, guide, model, optimizer, order, batch_size, particles=None, lo
         loss.backward()
         optimizer.step()
         loss.item()                      # the zoo loop reads the loss every step too
-
-
-def flops_per_datum(model, guide) -> int:
-    """FLOPs of one datum's training step for the one-particle VAE: each linear layer's multiply-adds, 2 FLOPs
-    each forward and 4 backward (the gradients of its input and of its weight)."""
-    macs = sum(m.in_features * m.out_features for net in (model, guide) for m in net.modules()
-               if isinstance(m, torch.nn.Linear))
-    return 6 * macs
 
 
 def matmul_gflops(device, n: int = 1024, repeats: int = 20) -> float:
@@ -258,7 +251,7 @@ def main(argv=None):
             result[f"median_round_ratio_{name}"] = statistics.median(
                 u / v for u, v in zip(times["zoo_compiled"], times[b]))
     if args.model == "vae" and particles is None:
-        flops = flops_per_datum(model, guide) * num_data
+        flops = step_flop(model, guide, 1) * num_data      # 6 FLOPs per multiply-add
         result.update({"flops_per_epoch": flops, "matmul_gflops": matmul_gflops(device),
                        "achieved_gflops": {k: flops / statistics.median(v) / 1e9 for k, v in times.items()}})
     if "numpyro" in times:
