@@ -1,11 +1,12 @@
 """How many CPU threads a run (training, then evaluation) uses when the user has not said.
 
 PyTorch starts one intra-op thread per core. A training step of a small model (the 8x8 digits, most homework and
-user models) is mostly Python and small matrix products, and a second thread buys little: before this rule the
-README's quickstart grid on 2 cores ran in 41 s on 2 threads against 54 s on one, for 70 CPU-seconds against
-54 (a 1.3x speed-up for 1.3x the CPU; ``benchmarks/quickstart_cost.py`` at cae00d0), and on a loaded machine the
-spinning threads of several such processes cost far more. The 784-200-200-50 MNIST VAE (about 250 MFLOP a step at batch 100) runs 1.9x
-faster on 2 threads than on one for the same CPU (``benchmarks/speed.py``).
+user models) is mostly Python and small matrix products, and a second thread buys little: the README's
+quickstart grid on 2 cores runs in 39 s on PyTorch's default 2 threads against 52 s on one, for 66 CPU-seconds
+against 52 (``benchmarks/results/quickstart_cost.json``), and on a loaded machine the spinning threads of
+several such processes cost far more. The 784-200-200-50 MNIST VAE (about 250 MFLOP a step at batch 100) runs 1.9x
+faster on 2 threads than on one for about the same CPU (the eager loop of ``benchmarks/results/
+speed_cpu_compiled.json`` on one thread and of ``speed_cpu_numpyro.json`` on two, same machine type).
 
 So when nothing chose the threads (no ``OMP_NUM_THREADS`` in the environment and no engine setting them), a run
 whose training step is below :data:`SMALL_STEP_FLOP` trains and is evaluated on one thread, and the process says
