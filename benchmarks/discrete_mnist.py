@@ -94,7 +94,7 @@ def main(argv=None):
                    help="the relaxed runs' temperature floor (default: each run's own, 0.5 or 0.1); with --resume "
                         "it applies from the resumed step on")
     p.add_argument("--jit", action="store_true",
-                   help="train with --jit (zoo.objectives.jit: each step traced once and replayed; same estimators, less Python)")
+                   help="train with --jit (zoo.objectives.jit: each step captured once and compiled; same estimators, less Python)")
     args = p.parse_args(argv)
 
     common = dict(dataset="binarized_mnist", data_dir=args.data_dir, epochs=args.epochs, batch_size=100,

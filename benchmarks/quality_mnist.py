@@ -57,7 +57,7 @@ def main(argv=None):
     p.add_argument("--adam-betas", type=float, nargs=2, default=None, metavar=("B1", "B2"),
                    help="Adam's betas (default 0.9 0.999)")
     p.add_argument("--jit", action="store_true",
-                   help="train with --jit (zoo.objectives.jit: the step traced once and replayed; same estimator, less Python)")
+                   help="train with --jit (zoo.objectives.jit: the step captured once and compiled; same estimator, less Python)")
     p.add_argument("--name", default="quality_mnist", help="result file name in benchmarks/results")
     args = p.parse_args(argv)
 

@@ -19,7 +19,8 @@ quality benchmark's objective: K times the network work per step against the sam
 overhead per step.
 
 Three zoo loops: ``zoo`` is ``fit`` with the eager Pyro step, ``zoo_jit`` the same with ``--jit``
-(:class:`zoo.objectives.jit.JitObjective`: the step traced once and replayed, same estimator and random draws),
+(:class:`zoo.objectives.jit.JitObjective`; results before 2026-11-25's change traced the step with
+``torch.jit.trace`` and replayed it; since then ``--jit`` is ``--compile``'s capture, falling back where it cannot),
 and ``zoo_compiled`` with ``--compile`` (:class:`zoo.objectives.compiled.CompiledObjective`: the loss and its
 backward pass captured as one graph and compiled by ``torch.compile``, CUDA graphs on a GPU; left out on a
 CPU without a C++ compiler).
@@ -231,7 +232,7 @@ def main(argv=None):
               "objective": "Trace_ELBO, K=1" if particles is None else f"per-datum IWAE bound, K={particles}",
               "optimizers": {**{name: "make_optimizer (fused Adam)" for name in objectives},
                              "hand": "torch.optim.Adam defaults", "hand_fused": "make_optimizer (fused Adam)"},
-              "loops": {"zoo": "zoo.fit, eager Pyro step", "zoo_jit": "zoo.fit with --jit (zoo.objectives.jit.JitObjective)",
+              "loops": {"zoo": "zoo.fit, eager Pyro step", "zoo_jit": "zoo.fit with --jit (zoo.objectives.jit.JitObjective, the torch.compile capture)",
                         "zoo_compiled": "zoo.fit with --compile (zoo.objectives.compiled.CompiledObjective)",
                         "hand": "hand-written PyTorch", "hand_fused": "hand-written PyTorch, the zoo's optimizer"},
               "epoch_seconds": times, "median_zoo_s": zoo_s, "median_zoo_jit_s": jit_s, "median_hand_s": hand_s,

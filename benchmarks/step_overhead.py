@@ -1,7 +1,7 @@
 """Where the zoo's per-step time goes: hand-written PyTorch vs a bare Pyro SVI loop vs zoo.fit.
 
 Same 784-200-200-50 VAE, Trace_ELBO K=1, the zoo's (fused) Adam, batch 100, on 20,000 binarized-MNIST
-images; ``zoo.fit --jit`` replays the step traced once by :class:`zoo.objectives.jit.JitObjective`. The loops
+images; ``zoo.fit --jit`` replays the step captured once by :class:`zoo.objectives.jit.JitObjective`. The loops
 alternate for --rounds rounds (the first is warm-up), median ms per step. Two more
 loops evaluate the minibatch ELBO without gradients, by hand and with Pyro's Trace_ELBO.loss:
 their difference is the cost of Pyro's tracing alone (no backward pass, no optimizer).

@@ -1,9 +1,12 @@
-"""``--jit`` (zoo.objectives.jit.JitObjective): the traced-and-replayed step is the eager step.
+"""``--jit`` (zoo.objectives.jit.JitObjective): the captured step is the eager step, and where it cannot be
+captured it is the eager step.
 
 With the same seed, a replayed step must draw the same latents as the eager step, so it must
 report the same bound and the same gradient, step after step, while the parameters move. A
-trace that froze anything (a parameter, the loss value, an annealed temperature, the random
-draws) would fail these comparisons.
+capture that froze anything (a parameter, the loss value, an annealed temperature, the random
+draws) would fail these comparisons. The cases run the captured graph through ``aot_eager`` (the
+capture and functionalization of ``--compile``, no code generated, fast); Inductor's code is compared
+with the eager step in tests/test_compiled.py and in a ``pyro-zoo train --jit`` run below.
 """
 import copy
 
@@ -94,15 +97,36 @@ def case(model_name, guide_name, objective_name, model_kw, guide_kw):
 CASE_IDS = [f"{m}-{g}-{o}-{gk.get('baseline', '')}" for m, g, o, _, gk in CASES]
 
 
+def jit_objective(name, *args, jit=True, **kw):
+    """``build_objective(name, jit=jit)``; a captured step runs through ``aot_eager`` and keeps its notes."""
+    objective = build_objective(name, *args, jit=jit, **kw)
+    if jit:
+        objective.backend, objective.notes = "aot_eager", []
+        objective.say = objective.notes.append
+    return objective
+
+
+#: steps that read a tensor's value in Python (sampling a categorical: torch.multinomial; summing an enumerated site)
+UNCAPTURABLE = {("categorical_vae", "rloo"), ("sbn", "enum")}
+
+
 @pytest.mark.parametrize("model_name,guide_name,objective_name,model_kw,guide_kw", CASES, ids=CASE_IDS)
 def test_replayed_steps_match_the_eager_steps(model_name, guide_name, objective_name, model_kw, guide_kw):
     x, model, guide, settings, lr = case(model_name, guide_name, objective_name, model_kw, guide_kw)
     runs = []
     for jit in (False, True):
         m, g = copy.deepcopy((model, guide))        # together: the exact guide reads its model
-        runs.append(_trajectory(build_objective(objective_name, jit=jit, **settings), m, g, x, lr=lr))
+        objective = jit_objective(objective_name, jit=jit, **settings)
+        runs.append(_trajectory(objective, m, g, x, lr=lr))
         assert not any(b.requires_grad for b in g.buffers())          # a replayed update stays out of the graph
     assert_same_trajectory(*runs)
+    (capture,) = objective._compiled.values()                          # 4 steps of one shape: one capture
+    if (model_name, objective_name) in UNCAPTURABLE:                   # run eagerly, and said once, with the reason
+        assert capture.fn is None and len(objective.notes) == 1
+        assert objective.notes[0].startswith("note: --jit runs this step eagerly: something in it (")
+        assert "reads a tensor's value in Python" in objective.notes[0]
+    else:
+        assert capture.fn is not None and len(objective.notes) == 1 and "captured (aot_eager)" in objective.notes[0]
 
 
 def test_a_step_under_kl_warmup_runs_eagerly_with_the_tempered_bound():
@@ -110,7 +134,7 @@ def test_a_step_under_kl_warmup_runs_eagerly_with_the_tempered_bound():
     pyro.set_rng_seed(1)
     model = build_model("vae", D)
     guide = build_guide("amortized", model)
-    eager, jit = build_objective("elbo"), build_objective("elbo", jit=True)
+    eager, jit = build_objective("elbo"), jit_objective("elbo")
     values = {}
     for name, objective in (("eager", eager), ("jit", jit)):
         for beta in (0.2, 1.0):
@@ -127,7 +151,7 @@ def test_a_replaced_parameter_is_traced_afresh():
     x = _data("vae")
     model = build_model("vae", D)
     guide = build_guide("amortized", model)
-    objective = build_objective("elbo", jit=True)
+    objective = jit_objective("elbo")
     objective.loss_and_grads(model, guide, x)
     objective.loss_and_grads(model, guide, x)
     old = model.decoder[0].weight
@@ -155,7 +179,7 @@ def fit_eager_and(captured, **fit_kw):
 
 
 def test_fit_with_jit_follows_the_eager_run():
-    eager, jit = fit_eager_and(build_objective("iwae", 2, jit=True))
+    eager, jit = fit_eager_and(jit_objective("iwae", 2))
     assert jit == pytest.approx(eager, rel=1e-5)
 
 
@@ -175,7 +199,7 @@ def test_the_relaxed_guide_hands_fit_one_view_of_a_model():
     guide = build_guide("relaxed", model, temperature=1.0)
     view = guide.training_model(model)
     assert guide.training_model(model) is view
-    objective = build_objective("elbo", jit=True)
+    objective = jit_objective("elbo")
     x = _data("sbn")
     for _ in range(2):
         fit(model, guide, objective, x, epochs=1, batch_size=10, lr=1e-3, progress=False)
@@ -197,7 +221,7 @@ def test_the_sleep_phase_trains_only_the_guide(jit):
     guide = build_guide("amortized", model)
     grads = {}
     for insomnia in (0.0, 1.0):
-        objective = build_objective("rws", 3, insomnia=insomnia, jit=jit)
+        objective = jit_objective("rws", 3, insomnia=insomnia, jit=jit)
         for _ in range(2):                                     # with --jit: the trace, then a replay
             model.zero_grad(set_to_none=True)
             pyro.set_rng_seed(4)
@@ -220,6 +244,27 @@ def test_a_user_pyro_model_replays_as_it_runs_eagerly(objective_name):
         pyro.set_rng_seed(1)                     # the same initial networks for both
         m = zoo.from_pyro(user_vae, D)
         g = build_guide("amortized", m)
-        runs.append(_trajectory(build_objective(objective_name, 3 if objective_name == "iwae" else 1, jit=jit),
+        runs.append(_trajectory(jit_objective(objective_name, 3 if objective_name == "iwae" else 1, jit=jit),
                                 m, g, x))
     assert_same_trajectory(*runs)
+
+
+def test_train_with_jit_compiles_says_so_once_and_warns_nothing(tmp_path, capsys):
+    """``pyro-zoo train --jit``: the notice that --jit is now a torch.compile capture, once; the capture's cost, once per
+    batch shape (digits: 1,257 training images, batches of 100 and a last one of 57); no FutureWarning (the
+    deprecated torch.jit.trace is gone) and none of torch's notes about its C++ builder."""
+    import warnings
+    from zoo.cli import main
+    from zoo.objectives.jit import JIT_NOTICE
+    out = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", "vae", "--dataset", "digits", "--epochs", "1", "--jit", "--eval-samples", "20", "--iwae-k", "10",
+                     "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    lines = printed.out.splitlines()
+    assert sum(JIT_NOTICE in line for line in lines) == 1
+    captures = [line for line in lines if "the training step in" in line]
+    assert len(captures) == 2 and all(line.startswith("note: captured") for line in captures)
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)]
+    assert "CUDA" not in printed.err and "jit.trace" not in printed.err

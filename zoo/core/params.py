@@ -30,7 +30,7 @@ _param_message = effectful(_own_value, type="param")
 _PARAM_SITES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
-#: Bumped by :func:`forget_parameters`: caches keyed on parameter objects (:mod:`zoo.objectives.jit`) compare it.
+#: Bumped by :func:`forget_parameters`: caches keyed on parameter objects (:mod:`zoo.objectives.capture`) compare it.
 parameter_generation = 0
 
 

@@ -88,8 +88,9 @@ class RunConfig(Options):
     adam_eps: Optional[float] = option(None, "Adam's epsilon (default 1e-8)", positive=True, cli=_group("training"))
     weight_decay: Optional[float] = option(None, "decoupled weight decay (AdamW): shrink every parameter by lr * this "
                                            "each step (default: none)", cli=_group("training"))
-    jit: bool = option(False, "trace the training step once with torch.jit.trace and replay it: the same estimator "
-                       "with less Python per step", resumable=True, cli=_group("training"))
+    jit: bool = option(False, "as --compile, but run the step eagerly where it cannot be captured, and without "
+                       "generated code where no C++ compiler is found, saying so once (--jit used torch.jit.trace, "
+                       "which PyTorch deprecated)", resumable=True, cli=_group("training"))
     compile: bool = option(False, "capture the training step, loss and backward pass, as one graph and compile it "
                            "with torch.compile (CUDA graphs on a GPU): the same estimator with no Python per step",
                            resumable=True, cli=_group("training"))

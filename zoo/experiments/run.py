@@ -26,6 +26,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Dict, Optional, Union
 import numpy as np
 import pyro
 import torch
+from tqdm.auto import tqdm
 
 from zoo.core.errors import ZooError
 from zoo.core.files import sealed
@@ -47,6 +49,8 @@ from zoo.experiments.config import RunConfig, refuse_mismatch, resolve_device, s
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir, refuse_weaker_evaluation
 from zoo.objectives import build_objective
 from zoo.objectives.base import for_model
+from zoo.objectives.capture import CapturedObjective
+from zoo.objectives.jit import JIT_NOTICE
 from zoo.registry import build_guide
 from zoo.rules import DataFacts, build_run_model, check_run, check_step, likelihood_name, likelihood_warning
 from zoo.training import distributed as ddp
@@ -209,6 +213,12 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: Union[b
             raise
 
 
+def _say(line: str) -> None:
+    """A line printed while training, above the progress bar if there is one."""
+    tqdm.write(line)
+    sys.stdout.flush()
+
+
 def _stopped_note(out: Path, kept: list, created: bool) -> str:
     """What is left after a run stopped early: the checkpoint to resume (``kept``: its (epoch, step)), or nothing."""
     if kept:
@@ -256,8 +266,12 @@ def _train_locked(run: Prepared, out: Path, resume: Union[bool, LoadedRun], prog
         warning = likelihood_warning(run.model, DataFacts.of(run.data))
         if warning and not resume:
             print(f"warning: {warning}", flush=True)
+        if config.jit:
+            print(f"note: {JIT_NOTICE}", flush=True)
         if not progress:                     # no bar: one line says what the next minutes are
             print(f"training {out}: epochs {start_epoch + 1} to {config.epochs}", flush=True)
+        if isinstance(run.objective, CapturedObjective):     # a capture's cost and any fallback, in a line each
+            run.objective.say = _say
     x = run.data.train.to(run.device)
     # the objective as it must run on the model (Pyro's vectorized particles would broadcast global latents)
     objective, parallel = for_model(run.objective, run.model), None

@@ -274,10 +274,11 @@ def build_objective(name: str, particles: Optional[int] = None, alpha: Optional[
     and ``insomnia`` may be given to any objective: each goes to the objectives that take it, and
     elsewhere must be left at its neutral value (alpha 0, insomnia 1).
 
-    ``jit=True`` wraps it in :class:`zoo.objectives.jit.JitObjective`: the training step is traced once and
-    replayed (the same estimator with less Python per step). ``compile=True`` wraps it in
-    :class:`zoo.objectives.compiled.CompiledObjective` instead: the loss and its backward pass captured as
-    one graph and compiled by ``torch.compile``. Which estimators either may capture is a rule
+    ``compile=True`` wraps it in :class:`zoo.objectives.compiled.CompiledObjective`: the loss and its backward
+    pass captured as one graph and compiled by ``torch.compile`` (the same estimator with no Python per step).
+    ``jit=True`` wraps it in :class:`zoo.objectives.jit.JitObjective`, the same capture that falls back (to the
+    eager step, or to no generated code without a C++ compiler) where ``compile`` refuses. Which estimators either
+    may capture is a rule
     (:func:`zoo.rules.check_capture`, which :func:`zoo.registry.build_objective` and a run ask first).
     """
     component = OBJECTIVES[name]

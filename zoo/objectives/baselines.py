@@ -72,9 +72,8 @@ class SiteBaseline(nn.Module):
     def update(self, residual: torch.Tensor) -> None:
         """c <- beta c + (1 - beta) mean(residual).
 
-        ``detach`` rather than ``torch.no_grad``: a ``torch.jit.trace`` of the step (``--jit``)
-        records operations but not the grad mode they ran in, so only a detach keeps the
-        replayed update out of the graph.
+        The residual is detached, so the update stays out of the graph, eager or captured (``--jit``,
+        ``--compile``: the captured step writes the buffer back).
         """
         self.average.mul_(self.beta).add_((1 - self.beta) * residual.detach().mean())
 

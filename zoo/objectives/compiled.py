@@ -1,11 +1,11 @@
 """``--compile``: the whole training step captured as one graph of tensor operations and compiled.
 
-``--jit`` replays the loss without Pyro's Python, but the backward pass is still autograd's, run
-from Python, and the graph is TorchScript's. :class:`CompiledObjective` goes one step further: the
-loss, the estimator *and the backward pass* become one function from (parameters, buffers, x, idx)
-to (loss value, gradients), with no Python left in it, compiled by ``torch.compile``. On a CPU
-Inductor fuses it into C++ kernels; on CUDA, ``mode="reduce-overhead"`` also records it in a CUDA
-graph, so a step is one launch (the GPU issue measures it there).
+:class:`CompiledObjective` turns the loss, the estimator *and the backward pass* into one function from
+(parameters, buffers, x, idx) to (loss value, gradients), with no Python left in it, compiled by
+``torch.compile``. On a CPU Inductor fuses it into C++ kernels; on CUDA it also records it in a CUDA
+graph (``triton.cudagraphs``, what ``mode="reduce-overhead"`` turns on), so a step is one launch. The
+optimizer step that follows is PyTorch's fused Adam (:func:`zoo.training.optimizer.make_optimizer`):
+one kernel over all the parameters, so a compiled training step is two programs, the graph and Adam.
 
 How the function is captured. ``torch.fx.experimental.proxy_tensor.make_fx`` runs one step of the
 objective with every parameter and floating buffer of the model and the guide swapped for a tracing
@@ -16,29 +16,31 @@ and distribution objects are ordinary Python and leave nothing in the graph.
 
 The same estimator, bound and random draws as the eager step:
 
-- The random operations stay PyTorch's own: Inductor's ``fallback_random`` is switched on while
-  compiling, so a compiled step draws from the global generator in the eager order, and the same seed
+- The random operations stay PyTorch's own: Inductor's ``fallback_random`` is switched on for the
+  compilation, so a compiled step draws from the global generator in the eager order, and the same seed
   gives the same latents (``tests/test_compiled.py`` compares value and gradients with the eager step's).
 - What reads a tensor's value in Python cannot be recorded. While capturing, Pyro's distribution
-  argument checks and ``warn_if_nan`` are off and ``torch_item`` returns a tensor (as for ``--jit``);
+  argument checks and ``warn_if_nan`` are off and ``torch_item`` returns a tensor;
   a non-finite loss is still caught, by the training loop, before the optimizer step.
+  A step that reads a value anyway (sampling a categorical site, summing an enumerated one) is refused
+  in one line before a run writes anything (``--jit`` runs it eagerly instead, :mod:`zoo.objectives.jit`).
 - Buffers a step updates in place (a baseline's running average) are inputs of the graph, and the
   compiled function writes them back.
 
-What a capture assumes is what a trace assumes (``zoo.objectives.jit``): the same control flow for the
-same shapes, so the cache key and the estimators offered are ``--jit``'s, and a step under an outer Pyro
-handler (KL warm-up) runs eagerly.
+What a capture assumes (:mod:`zoo.objectives.capture`): the same control flow for the same shapes, so
+captures are cached by input shapes, and a step under an outer Pyro handler (KL warm-up) runs eagerly.
 
-Why not ``torch.compile`` on the step itself: TorchDynamo cannot follow Pyro's handler stack
-(``zoo.objectives.jit`` explains). Capturing below Pyro, at the dispatcher, sidesteps it.
-
-Capturing and compiling take up to a minute or two (Inductor writes and builds C++ or Triton code) and
-happen once per input shape; both run under ``torch.random.fork_rng`` and restore the buffers, so they
-draw nothing from the run's random stream.
+Capturing and compiling take seconds (Inductor writes and builds C++ or Triton code) and happen once per
+input shape; a run says how long they took. Inductor keeps the code it built in its on-disk cache
+(``TORCHINDUCTOR_CACHE_DIR``, by default under the system's temporary directory), so a later run of the
+same shapes compiles faster. Both run under ``torch.random.fork_rng`` and restore the buffers, so they draw
+nothing from the run's random stream.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 import warnings
 from typing import Dict, List, Tuple
 
@@ -52,10 +54,19 @@ from torch.nn.utils.stateless import _reparametrize_module
 from zoo.core import params as model_base
 from zoo.core.contract import Borrowed
 from zoo.core.errors import ZooError
-from zoo.objectives.jit import (CapturedObjective, _buffers, _Compiled, _step_inputs, _tensor_valued_bounds,
+from zoo.objectives.capture import (CapturedObjective, _buffers, _Compiled, _step_inputs, _tensor_valued_bounds,
                               value_and_surrogate)
 
-__all__ = ["CompiledObjective", "check_compilable", "cpu_compiler"]
+__all__ = ["CompiledObjective", "CaptureError", "check_compilable", "cpu_compiler"]
+
+
+class CaptureError(ZooError):
+    """A step that cannot be captured; ``reason`` says what in it stops the capture."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"--compile cannot capture this step: {reason}; drop --compile, or use --jit (which runs it "
+                         f"eagerly)")
+        self.reason = reason
 
 
 def cpu_compiler():
@@ -74,6 +85,19 @@ def check_compilable(device: torch.device, backend: str = "inductor") -> None:
     if backend == "inductor" and torch.device(device).type == "cpu" and cpu_compiler() is None:
         raise ZooError("--compile on a CPU builds C++ kernels and no C++ compiler was found (g++, c++, clang++ or "
                        "$CXX): install one, or use --jit")
+
+
+@contextlib.contextmanager
+def _quiet_compiler():
+    """Compiling without torch's notes about its own set-up (such as "No CUDA runtime is found" from its C++
+    extension builder on a machine with no GPU), which are not the user's to act on."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _no_nan_check(value, *args, **kwargs):
@@ -141,15 +165,15 @@ def _owners(tensors, modules) -> List[Tuple[torch.nn.Module, str]]:
             where.setdefault(id(t), (module, name))
     missing = [t for t in tensors if id(t) not in where]
     if missing:
-        raise ZooError(f"--compile swaps the model's and the guide's own tensors, and {len(missing)} tensor(s) of the "
-                       f"step live elsewhere (a pyro.param outside the modules?): drop --compile, or use --jit")
+        raise CaptureError(f"{len(missing)} tensor(s) of the step live outside the model's and the guide's modules "
+                           f"(a pyro.param?), and a capture swaps only the modules' own")
     return [where[id(t)] for t in tensors]
 
 
 class CompiledObjective(CapturedObjective):
     """An objective whose training step is one compiled function, loss and gradients (see module docstring).
 
-    Everything but ``loss_and_grads`` is the wrapped objective's own (:class:`~zoo.objectives.jit.CapturedObjective`).
+    Everything but ``loss_and_grads`` is the wrapped objective's own (:class:`~zoo.objectives.capture.CapturedObjective`).
 
     Arguments:
         objective: a built objective whose estimator declares ``jit`` (one surrogate loss, one backward).
@@ -157,36 +181,45 @@ class CompiledObjective(CapturedObjective):
             the default on a CPU.
         backend: ``torch.compile``'s backend (default Inductor; the tests also use ``"aot_eager"``, which
             runs the captured graph through the same functionalization without generating code).
+        say: where one-line notes go (how long a capture and its compilation took); None: nowhere.
     """
 
-    def __init__(self, objective, mode=None, backend="inductor"):
-        super().__init__(objective)
+    def __init__(self, objective, mode=None, backend="inductor", say=None):
+        super().__init__(objective, say=say)
         self.mode = mode
         self.backend = backend
 
     def _run(self, compiled, model, guide, args):
         tensors, params = compiled.inputs
-        import torch._inductor.config as inductor
-        with inductor.patch(fallback_random=True):      # Inductor keeps PyTorch's random ops (the eager draws)
-            if compiled.fresh:                           # compiling runs the step once: not a step of the run
-                devices = sorted({a.device.index or 0 for a in args if a.device.type == "cuda"})
-                buffers = _buffers(model, guide)
-                saved = [b.clone() for b in buffers]
-                with torch.random.fork_rng(devices=devices):
-                    compiled.fn(tensors, *args)
-                with torch.no_grad():
-                    for b, value in zip(buffers, saved):
-                        b.copy_(value)
-                compiled.fresh = False
+        if compiled.fresh:                           # compiling runs the step once: not a step of the run
+            devices = sorted({a.device.index or 0 for a in args if a.device.type == "cuda"})
+            buffers = _buffers(model, guide)
+            saved = [b.clone() for b in buffers]
+            with torch.random.fork_rng(devices=devices), _quiet_compiler(), torch.no_grad():
+                compiled.fn(tensors, *args)
+            with torch.no_grad():
+                for b, value in zip(buffers, saved):
+                    b.copy_(value)
+            compiled.fresh = False
+            self._note(f"{compiled.how} the training step in {time.perf_counter() - compiled.started:.1f} s "
+                       f"(once per batch shape{'; Inductor caches the code for later runs' if compiled.cached else ''})")
+        with torch.no_grad():        # the graph computes its gradients itself: nothing of it for autograd to record
             value, grads = compiled.fn(tensors, *args)
+        # A gradient the graph returns is a tensor of its own and becomes .grad as it is, without a copy, unless
+        # it shares memory with another gradient or an input, or a CUDA graph will write over it at the next step.
+        taken = set() if compiled.reused else {t.untyped_storage().data_ptr() for t in tensors}
         with torch.no_grad():
             for p, g in zip(params, grads):
                 if g is None:
                     continue
-                if p.grad is None:
-                    p.grad = g.detach().clone()
-                else:
+                if p.grad is not None:
                     p.grad.add_(g)
+                    continue
+                where = g.untyped_storage().data_ptr()
+                if compiled.reused or where in taken or g.stride() != p.stride():
+                    g = g.clone(memory_format=torch.contiguous_format) if g.stride() != p.stride() else g.clone()
+                taken.add(where)
+                p.grad = g
         return value.item()
 
     def check(self, model, guide, x, idx=None, N=None, device=None) -> None:
@@ -233,8 +266,8 @@ class CompiledObjective(CapturedObjective):
             except RuntimeError as e:
                 if "data-dependent" not in str(e) and "_local_scalar_dense" not in str(e):
                     raise
-                raise ZooError(f"--compile cannot capture this step: something in it ({_culprit(e)}) reads a tensor's "
-                               f"value in Python, which a graph cannot hold; drop --compile, or use --jit") from None
+                raise CaptureError(f"something in it ({_culprit(e)}) reads a tensor's value in Python, which a graph "
+                                   f"cannot hold") from None
             finally:
                 with torch.no_grad():
                     for b, value in zip(buffers, saved):
@@ -242,12 +275,21 @@ class CompiledObjective(CapturedObjective):
         return graph, tensors, params
 
     def _capture(self, model, guide, args, N) -> _Compiled:
+        started = time.perf_counter()
         check_compilable(args[0].device, self.backend)
         graph, tensors, params = self._graph(model, guide, args, N)
         on_cuda = any(a.device.type == "cuda" for a in args)
-        mode = self.mode if self.mode is not None else ("reduce-overhead" if on_cuda else None)
-        fn = torch.compile(graph, backend=self.backend, mode=mode if self.backend == "inductor" else None,
-                           dynamic=False)
+        if self.backend == "inductor":
+            # Inductor keeps PyTorch's random ops (the eager draws); on CUDA the step is one CUDA graph
+            mode = self.mode if self.mode is not None else ("reduce-overhead" if on_cuda else "default")
+            options = {**torch._inductor.list_mode_options(mode, dynamic=False), "fallback_random": True}
+            fn = torch.compile(graph, backend="inductor", options=options, dynamic=False)
+        else:
+            options = {}
+            fn = torch.compile(graph, backend=self.backend, dynamic=False)
         compiled = _Compiled(fn, (tensors, params), model, guide, model_base.parameter_generation)
-        compiled.fresh = True
+        compiled.fresh, compiled.started = True, started
+        compiled.reused = bool(options.get("triton.cudagraphs"))     # a CUDA graph's outputs are its own buffers
+        compiled.cached = self.backend == "inductor"
+        compiled.how = "captured and compiled" if self.backend == "inductor" else f"captured ({self.backend})"
         return compiled

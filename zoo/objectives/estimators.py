@@ -120,8 +120,7 @@ class _LeaveOneOutEstimator(PerDatumObjective):
     def others_mean(log_w: torch.Tensor) -> torch.Tensor:
         """For each sample k, the mean of the other K - 1 detached log-weights, ``[K, B]``.
 
-        The learning signal is a constant of the surrogate: detach, not torch.no_grad, because a
-        torch.jit.trace of the step (--jit) records operations but not the grad mode they ran in.
+        The learning signal is a constant of the surrogate, so it is detached from the graph.
         """
         lw_ = log_w.detach()
         return (lw_.sum(0, keepdim=True) - lw_) / (lw_.shape[0] - 1)

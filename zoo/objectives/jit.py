@@ -1,199 +1,45 @@
-"""``--jit``: the training loss recorded once with ``torch.jit.trace`` and replayed every step.
+"""``--jit``: the captured and compiled training step, and the eager step wherever it cannot be had.
 
-A Pyro training step runs the model and the guide under poutine handlers, builds two traces,
-makes distribution objects and sums their log-densities: about a thousand Python calls per
-step whatever the size of the networks, a sizeable share of a small model's step on a CPU
-(measured in ``benchmarks/results/README.md``, "Speed on CPU"). :class:`JitObjective`
-runs the objective's step once under ``torch.jit.trace``; every later step
-with the same shapes replays the recorded graph of tensor operations, sampling included
-(``aten::normal``, ``aten::bernoulli``, ... draw fresh numbers on each replay), and
-backpropagates through it. The estimator is unchanged: same bound, same gradient, and the
-same random draws in the same order as the eager step.
+``--jit`` used to record the loss with ``torch.jit.trace`` and replay it. PyTorch has deprecated
+TorchScript (``torch.jit.trace`` warns with a ``FutureWarning`` and gets no new features) in favour of
+``torch.compile``, and the zoo's ``--compile`` (:mod:`zoo.objectives.compiled`) was already faster: it
+captures loss, estimator and backward pass as one graph, where the trace left the backward pass to
+autograd (``benchmarks/results/speed_cpu_numpyro.json``: 1.33 s an epoch against 1.51 on the MNIST VAE).
+So ``--jit`` is now that capture, kept under its old name, with one difference: where ``--compile`` refuses,
+``--jit`` falls back and says why, once.
 
-Why not Pyro's ``JitTrace_ELBO``: it reads every parameter from Pyro's global ``ParamStore``
-by name, and the zoo keeps parameters in the modules (:func:`zoo.core.params.register_module`
-explains why), so it fails with a ``KeyError``. Here the parameters (collected from the
-``param`` sites of one step) and the guide's and model's buffers (a relaxed guide's annealed
-temperature) are the example inputs of the trace. ``torch.jit.trace`` maps tensors to graph
-inputs by identity, so the modules' own tensors become inputs, not frozen constants: a replay
-sees their current values and autograd reaches them.
+- No C++ compiler on a CPU (Inductor builds its kernels with one): the captured graph runs without
+  generated code (``torch.compile``'s ``aot_eager`` backend), still without Pyro's Python per step.
+- A step that cannot be captured (it reads a tensor's value in Python, as sampling a categorical site and
+  summing an enumerated one do): that step runs eagerly, the same estimator.
 
-What a trace assumes, and how this class keeps to it:
-
-- **The same Python control flow every step.** Everything the flow depends on is in the cache
-  key: the shapes, dtypes and devices of ``x`` and ``idx``, ``N``, train/eval mode, and the
-  parameter objects (any parameter registration or ``.to()`` starts a new trace).
-- **No per-step state in Python.** State kept in tensors is fine: a baseline's running average
-  and a relaxed guide's annealed temperature are buffers, so they are inputs of the trace, and
-  the in-place updates of the averages are replayed. Objectives that need Python between steps
-  or a second backward pass (``dreg``, ``rws_pyro``, ``renyi_pyro``) are not
-  offered: each estimator declares ``jit`` (:class:`zoo.objectives.axes.Estimator`), which
-  :func:`zoo.rules.check_capture` checks, and :data:`JIT_OBJECTIVES` lists the names it allows. A step that runs under an outer
-  Pyro handler, such as :class:`~zoo.training.warmup.KLWarmup` whose beta changes every step, runs
-  eagerly: the trace would freeze the handler's effect.
-- **The loss value as a tensor.** The traced function returns two tensors,
-  (value, surrogate) (:func:`value_and_surrogate`): the zoo's estimators say so themselves,
-  ``TraceGraph_ELBO`` keeps both as tensors, and Pyro's ``Trace_ELBO`` adds the value up in
-  Python floats (``torch_item``), which a trace would freeze at the first step's; while tracing,
-  ``torch_item`` is replaced by ``detach``, so the value is that of the step replayed.
-
-Why not ``torch.compile`` on the step: TorchDynamo cannot follow Pyro's handler stack. On a VAE's
-``Trace_ELBO`` step ``torch._dynamo.explain`` finds a graph break at the handlers, and compiling
-hits the recompile limit at Pyro's ``poutine.runtime`` wrappers. ``--compile``
-(:mod:`zoo.objectives.compiled`) captures the step below Pyro instead, at the dispatcher, and hands
-that graph to ``torch.compile``. torch marks ``torch.jit.trace`` as deprecated in favour of
-``torch.compile``; its ``FutureWarning`` is silenced here, once per trace, for that reason.
-
-Collecting the inputs and tracing each run the step once for real. Neither counts as a step: the
-buffers are restored afterwards, and both run under ``torch.random.fork_rng``, drawing nothing from the run's random
-stream: a ``--jit`` run and an eager run with the same seed sample the same latents, and a
-resumed ``--jit`` run continues its stream exactly. The replayed graph may round differently from
-the eager step (torch's graph executor optimizes it after a few runs), so such runs agree to
-float32 rounding, not bit for bit; ``--deterministic`` bitwise reproducibility is the eager step's.
+A run with ``--jit`` says so in one line (``pyro-zoo train``); the Python API takes ``jit=True`` as before.
 """
 from __future__ import annotations
 
-import contextlib
-import warnings
-import weakref
-from typing import Dict, List, Tuple
-
-import pyro.infer.trace_elbo
-import pyro.infer.trace_mean_field_elbo
-import pyro.poutine as poutine
-import torch
-from pyro.infer import TraceGraph_ELBO
-from pyro.poutine.runtime import _PYRO_STACK
-
 from zoo.core import params as model_base
+from zoo.objectives.capture import _Compiled
+from zoo.objectives.compiled import CaptureError, CompiledObjective, cpu_compiler
 
-__all__ = ["JitObjective", "CapturedObjective", "JIT_OBJECTIVES"]  # noqa: F822 (JIT_OBJECTIVES: module __getattr__)
+__all__ = ["JitObjective", "JIT_OBJECTIVES"]  # noqa: F822 (JIT_OBJECTIVES: module __getattr__)
+
+#: What ``pyro-zoo train --jit`` says once, before the run.
+JIT_NOTICE = ("--jit now captures the step with torch.compile, as --compile does (torch.jit.trace is deprecated), "
+              "and runs it eagerly where it cannot be captured")
 
 
 def __getattr__(name):
-    # JIT_OBJECTIVES: the objectives whose step is one surrogate loss and one backward pass (see
-    # :func:`value_and_surrogate`), read from what their estimators declare, when asked for (the
-    # registry fills itself on first lookup).
+    # JIT_OBJECTIVES: the objectives whose step is one surrogate loss and one backward pass, read from what their
+    # estimators declare, when asked for (the registry fills itself on first lookup).
     if name == "JIT_OBJECTIVES":
         from zoo.core.components import OBJECTIVES
         return tuple(n for n, c in OBJECTIVES.items() if c.capability("caps").jit)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def value_and_surrogate(objective, model, guide, x, idx=None, N=None):
-    """One step of ``objective`` as two tensors: the loss's value (detached) and the surrogate
-    loss whose gradient is the estimator (what ``loss_and_grads`` backpropagates)."""
-    if hasattr(objective, "value_and_surrogate"):           # the zoo's own bounds and estimators
-        return objective.value_and_surrogate(model, guide, x, idx=idx, N=N)
-    if isinstance(objective, TraceGraph_ELBO):              # with the zoo's baselines (zoo.objectives.baselines)
-        elbo, surrogate = objective._loss_and_surrogate_loss(model, guide, (x,), {"idx": idx, "N": N})
-        return -elbo.detach(), surrogate
-    loss = objective.differentiable_loss(model, guide, x, idx=idx, N=N)   # Trace_ELBO, TraceMeanField_ELBO
-    return loss.detach(), loss
-
-
-def _detach(x):
-    return x.detach() if torch.is_tensor(x) else x
-
-
-@contextlib.contextmanager
-def _tensor_valued_bounds():
-    """While tracing, make Pyro's ELBOs keep the bound's value as a (detached) tensor, not a float."""
-    modules = [m for m in (pyro.infer.trace_elbo, pyro.infer.trace_mean_field_elbo) if hasattr(m, "torch_item")]
-    saved = [(m, m.torch_item) for m in modules]
-    for m in modules:
-        m.torch_item = _detach
-    try:
-        yield
-    finally:
-        for m, fn in saved:
-            m.torch_item = fn
-
-
-def _buffers(model, guide) -> List[torch.Tensor]:
-    return [b for module in (model, guide) if isinstance(module, torch.nn.Module) for b in module.buffers()]
-
-
-def _step_inputs(objective, model, guide, x, idx, N) -> List[torch.Tensor]:
-    """The tensors a replay must read afresh: every parameter announced in a ``param`` site
-    (one step run under a param-only trace; its graph is dropped) and the modules' floating buffers."""
-    with poutine.block(), poutine.trace(param_only=True) as tracer:
-        value_and_surrogate(objective, model, guide, x, idx, N)
-    tensors = [site["value"] for site in tracer.trace.nodes.values() if site["type"] == "param"]
-    tensors += [b for b in _buffers(model, guide) if b.is_floating_point()]
-    unique: Dict[int, torch.Tensor] = {}
-    for t in tensors:
-        unique.setdefault(id(t), t)
-    return list(unique.values())
-
-
-class _Compiled:
-    """One traced step: the traced function, its tensor inputs, and what it was traced for."""
-
-    def __init__(self, fn, inputs, model, guide, generation):
-        self.fn = fn
-        self.inputs = inputs
-        self.model = weakref.ref(model)
-        self.guide = weakref.ref(guide)
-        self.generation = generation
-
-    def valid_for(self, model, guide) -> bool:
-        return (self.model() is model and self.guide() is guide
-                and self.generation == model_base.parameter_generation)
-
-
-class CapturedObjective:
-    """What ``--jit`` and ``--compile`` share: an objective whose training step is captured once per model, guide and
-    input shapes, and replayed. Everything but ``loss_and_grads`` is the wrapped objective's own: ``loss``,
-    ``differentiable_loss`` and attributes such as ``num_particles`` pass through, so the evaluation harness and
-    the validation bound never run captured code. Subclasses say how a step is captured (``_capture``) and run
-    (``_run``); a step under an outer Pyro handler (KL warm-up) or without gradients runs eagerly.
-    """
-
-    def __init__(self, objective):
-        self.objective = objective
-        self._compiled: Dict[Tuple, _Compiled] = {}
-
-    def __getattr__(self, name):
-        if name == "objective":                      # not yet set (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.objective, name)
-
-    def __repr__(self):
-        return f"{type(self).__name__}({type(self.objective).__name__})"
-
-    def loss(self, model, guide, *args, **kwargs):
-        return self.objective.loss(model, guide, *args, **kwargs)
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        return self.objective.differentiable_loss(model, guide, *args, **kwargs)
-
-    def loss_and_grads(self, model, guide, x, idx=None, N=None):
-        """One step: the loss (a float, the negative bound scaled to N data), gradients accumulated."""
-        if _PYRO_STACK or not torch.is_grad_enabled():
-            return self.objective.loss_and_grads(model, guide, x, idx=idx, N=N)
-        args = (x,) if idx is None else (x, idx)
-        key = (id(model), id(guide), N, getattr(model, "training", None), getattr(guide, "training", None),
-               *((tuple(a.shape), a.dtype, a.device) for a in args))
-        compiled = self._compiled.get(key)
-        if compiled is None or not compiled.valid_for(model, guide):
-            # Captures of other modules or of replaced parameters are dropped: their closures hold the modules.
-            self._compiled = {k: c for k, c in self._compiled.items() if c.valid_for(model, guide)}
-            compiled = self._compiled[key] = self._capture(model, guide, args, N)
-        return self._run(compiled, model, guide, args)
-
-    def _capture(self, model, guide, args, N) -> _Compiled:
-        raise NotImplementedError
-
-    def _run(self, compiled: _Compiled, model, guide, args) -> float:
-        raise NotImplementedError
-
-
-class JitObjective(CapturedObjective):
-    """An objective whose training step replays a ``torch.jit.trace`` of its loss (see module docstring).
-
-    Arguments:
-        objective: a built objective whose estimator declares ``jit`` (the names in :data:`JIT_OBJECTIVES`).
+class JitObjective(CompiledObjective):
+    """``--jit``: a :class:`~zoo.objectives.compiled.CompiledObjective` that falls back where it cannot compile or
+    capture, and says so once (see module docstring).
 
     Example::
 
@@ -202,42 +48,24 @@ class JitObjective(CapturedObjective):
         >>> guide = zoo.build_guide("amortized", model)
         >>> objective = zoo.build_objective("elbo", jit=True)
         >>> x = torch.bernoulli(torch.full((5, 6), 0.5))
-        >>> loss = objective.loss_and_grads(model, guide, x)      # traced on this first call
+        >>> loss = objective.loss_and_grads(model, guide, x)      # captured and compiled on this first call
         >>> loss = objective.loss_and_grads(model, guide, x)      # replayed
         >>> all(p.grad is not None for p in guide.parameters())
         True
     """
 
-    def _run(self, compiled, model, guide, args):
-        value, surrogate = compiled.fn(*compiled.inputs, *args)
-        surrogate.backward()
-        return value.item()
-
     def _capture(self, model, guide, args, N) -> _Compiled:
-        return self._trace(model, guide, args, N)
+        if self.backend == "inductor" and args[0].device.type == "cpu" and cpu_compiler() is None:
+            self.backend = "aot_eager"
+            self._note("--jit: no C++ compiler (g++, c++, clang++ or $CXX), so the captured step runs without "
+                       "Inductor's generated kernels; install one for the compiled step")
+        try:
+            return super()._capture(model, guide, args, N)
+        except CaptureError as e:
+            self._note(f"--jit runs this step eagerly: {e.reason}")
+            return _Compiled(None, None, model, guide, model_base.parameter_generation)
 
-    def _trace(self, model, guide, args, N) -> _Compiled:
-        objective = self.objective
-        x, idx = args[0], args[1] if len(args) > 1 else None
-        devices = sorted({a.device.index or 0 for a in args if a.device.type == "cuda"})
-        # Collecting the inputs and tracing each run the step for real; neither may count as a step:
-        # the random stream is forked, and buffers the step updates in place (baselines' averages) restored.
-        buffers = _buffers(model, guide)
-        saved = [b.clone() for b in buffers]
-        with torch.random.fork_rng(devices=devices):
-            inputs = _step_inputs(objective, model, guide, x, idx, N)
-            count = len(inputs)
-
-            def step(*tensors):
-                # The modules read their own tensors, which are tensors[:count] by identity.
-                data = tensors[count:]
-                return value_and_surrogate(objective, model, guide, data[0], data[1] if len(data) > 1 else None, N)
-
-            with _tensor_valued_bounds(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                warnings.simplefilter("ignore", FutureWarning)          # "torch.jit.trace is deprecated"
-                fn = torch.jit.trace(step, tuple(inputs) + tuple(args), check_trace=False)
-        with torch.no_grad():
-            for b, value in zip(buffers, saved):
-                b.copy_(value)
-        return _Compiled(fn, inputs, model, guide, model_base.parameter_generation)
+    def check(self, model, guide, x, idx=None, N=None, device=None) -> None:
+        """What the wrapped objective checks (free bits' sites); nothing of the capture, which falls back."""
+        if hasattr(self.objective, "check"):
+            self.objective.check(model, guide, x, idx=idx, N=N)

@@ -80,7 +80,7 @@ class ReweightedWakeSleep(PerDatumObjective):
         if not guide.amortized:
             raise assumption_broken("rws's sleep phase", "an amortized guide")
         # The dream (x', z') is data for the guide: detached, so no gradient reaches the model through
-        # it (a reparameterized x' would carry one). detach, not torch.no_grad, which a --jit trace ignores.
+        # it (a reparameterized x' would carry one).
         refusal = getattr(getattr(model, "__self__", model), "cannot_generate", None)
         if refusal:
             raise assumption_broken("rws's sleep phase", "a model that generates every column of x")
