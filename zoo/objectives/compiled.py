@@ -54,6 +54,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from zoo.core import params as model_base
 from zoo.core.contract import Borrowed
 from zoo.core.errors import ZooError
+from zoo.core.kernels import cpu_compiler
 from zoo.objectives.capture import (CapturedObjective, _buffers, _Compiled, _step_inputs, _tensor_valued_bounds,
                               value_and_surrogate)
 
@@ -67,16 +68,6 @@ class CaptureError(ZooError):
         super().__init__(f"--compile cannot capture this step: {reason}; drop --compile, or use --jit (which runs it "
                          f"eagerly)")
         self.reason = reason
-
-
-def cpu_compiler():
-    """The C++ compiler Inductor would build CPU kernels with (``$CXX``, g++, c++ or clang++), or None."""
-    import os
-    import shutil
-    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
 
 
 def check_compilable(device: torch.device, backend: str = "inductor") -> None:
