@@ -22,7 +22,11 @@ as T grows, and the gap left is what bidirectional Monte Carlo measures (:mod:`z
   eps_{t,n} per temperature and datum. The step sizes come from a **separate pilot run** (``pilot_chains``
   chains over the same schedule, adapting log eps by (acceptance - ``target_accept``) after each
   temperature) and are **frozen** during the measured run: a kernel that adapted to the measured chains'
-  own states would no longer leave f_t invariant, and E[w] = p(x) would not hold.
+  own states would no longer leave f_t invariant, and E[w] = p(x) would not hold. log f_beta = b + beta g with
+  b = log pi_0 + the log-Jacobian, so a state's value and gradient at *any* temperature follow from (b, g) and
+  their two gradients (:class:`_Point`): the state a transition ends in starts the next one, at the next beta,
+  without a new evaluation, and the weight's g(z_{t-1}) is that state's. A temperature so costs the L gradient
+  evaluations of its leapfrog steps, not L + 2 (``benchmarks/eval_throughput.py`` measures it).
 - **Discrete latents** move by **Metropolis-Hastings with the guide as an independent proposal** of the whole
   discrete state (z' ~ q(z | x), accepted with probability min(1, f_t(z') q(z) / (f_t(z) q(z')))), which leaves
   f_t invariant for any q. A site with few values per datum (at most ``gibbs_max_states``: an HMM's state, a
@@ -219,19 +223,61 @@ class _Chains:
                 log_det = log_det + ld.reshape(ld.shape[:2] + (-1,)).sum(-1)
         return out, log_det
 
-    def target(self, values, u: List[torch.Tensor], beta: float, need_grad: bool = True):
-        """log f_beta on the unconstrained space (Jacobian included), g, and the gradient of log f_beta
-        with respect to ``u``. Non-finite values become -inf (a proposal there is rejected)."""
+    def point(self, values, u: Optional[List[torch.Tensor]] = None) -> "_Point":
+        """The state ``values`` (its real sites at the unconstrained ``u``, default: from ``values``) with b, g and
+        their gradients with respect to ``u`` (:class:`_Point`)."""
+        u = self.unconstrain(values) if u is None else u
         with torch.enable_grad():
-            u = [u_s.detach().requires_grad_(need_grad) for u_s in u]
+            u = [u_s.detach().requires_grad_(True) for u_s in u]
             z, log_det = self.constrain(values, u)
             g, log_pi0 = self.g_and_log_pi0(self.score(z))
-            f = log_pi0 + beta * g + log_det
-            grads = torch.autograd.grad(f.sum(), u) if need_grad else [torch.zeros_like(u_s) for u_s in u]
-        f, g = f.detach(), g.detach()
-        bad = ~torch.isfinite(f)
-        grads = [torch.nan_to_num(gr.detach(), nan=0.0, posinf=0.0, neginf=0.0) for gr in grads]
-        return f.masked_fill(bad, -math.inf), g, grads
+            base = log_pi0 + log_det
+            grad_g = _grad(g, u, retain_graph=True)
+            grad_b = _grad(base, u)
+        z = {k: v.detach() for k, v in z.items()}
+        return _Point(z, [u_s.detach() for u_s in u], base.detach(), g.detach(), _finite(grad_b, u), _finite(grad_g, u))
+
+
+def _grad(f: torch.Tensor, u: List[torch.Tensor], retain_graph: bool = False) -> List[Optional[torch.Tensor]]:
+    """d sum(f) / du for each of ``u`` (None where f does not depend on it, and for every one where no u is given)."""
+    if not u or not f.requires_grad:
+        return [None] * len(u)
+    return list(torch.autograd.grad(f.sum(), u, retain_graph=retain_graph, allow_unused=True))
+
+
+def _finite(grads, like) -> List[torch.Tensor]:
+    return [torch.zeros_like(u_s) if gr is None else torch.nan_to_num(gr.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+            for gr, u_s in zip(grads, like)]
+
+
+@dataclass
+class _Point:
+    """A state of the chains with what a temperature needs of it: ``values`` (every site, real ones constrained), ``u``
+    (the real sites unconstrained), b = log pi_0(z) + log|det dz/du| and g = log p(x, z) - log pi_0(z) ``[C, B]``, and
+    their gradients with respect to ``u``. log f_beta = b + beta g (non-finite: -inf, where a proposal is rejected)."""
+
+    values: Dict[str, torch.Tensor]
+    u: List[torch.Tensor]
+    base: torch.Tensor
+    g: torch.Tensor
+    grad_base: List[torch.Tensor]
+    grad_g: List[torch.Tensor]
+
+    def log_f(self, beta: float) -> torch.Tensor:
+        f = self.base + beta * self.g
+        return f.masked_fill(~torch.isfinite(f), -math.inf)
+
+    def grad(self, beta: float) -> List[torch.Tensor]:
+        return [gb + beta * gg for gb, gg in zip(self.grad_base, self.grad_g)]
+
+    def where(self, accept: torch.Tensor, other: "_Point") -> "_Point":
+        """This point where ``accept`` ``[C, B]``, ``other`` elsewhere."""
+        def pick(a, b):
+            return torch.where(_broadcast(accept, a), a, b)
+        return _Point({k: pick(v, other.values[k]) for k, v in self.values.items()},
+                      [pick(a, b) for a, b in zip(self.u, other.u)], pick(self.base, other.base), pick(self.g, other.g),
+                      [pick(a, b) for a, b in zip(self.grad_base, other.grad_base)],
+                      [pick(a, b) for a, b in zip(self.grad_g, other.grad_g)])
 
 
 def _broadcast(per_chain: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -239,29 +285,26 @@ def _broadcast(per_chain: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return per_chain.reshape(per_chain.shape + (1,) * (like.dim() - per_chain.dim()))
 
 
-def _hmc(chains: _Chains, values, beta: float, eps: torch.Tensor, L: int):
-    """One HMC transition at temperature ``beta`` of every chain's real sites: L leapfrog steps of size ``eps``
-    ``[B]``, then a Metropolis correction. Returns the new values and the acceptance probability ``[C, B]``."""
-    u0 = chains.unconstrain(values)
-    f0, _, grad = chains.target(values, u0, beta)
-    p0 = [torch.randn_like(u_s) for u_s in u0]
-    step = [_broadcast(eps.to(u_s.dtype), u_s[0]).unsqueeze(0) for u_s in u0]
-    p = [p_s + 0.5 * e * g_s for p_s, e, g_s in zip(p0, step, grad)]
-    u = list(u0)
+def _hmc(chains: _Chains, start: _Point, beta: float, eps: torch.Tensor, L: int):
+    """One HMC transition at temperature ``beta`` of every chain's real sites from ``start``: L leapfrog steps of size
+    ``eps`` ``[B]``, then a Metropolis correction. Returns the point it ends in and the acceptance probability
+    ``[C, B]``."""
+    p0 = [torch.randn_like(u_s) for u_s in start.u]
+    step = [_broadcast(eps.to(u_s.dtype), u_s[0]).unsqueeze(0) for u_s in start.u]
+    p = [p_s + 0.5 * e * g_s for p_s, e, g_s in zip(p0, step, start.grad(beta))]
+    end = start
     for leap in range(L):
-        u = [u_s + e * p_s for u_s, e, p_s in zip(u, step, p)]
-        f1, _, grad = chains.target(values, u, beta)
+        u = [u_s + e * p_s for u_s, e, p_s in zip(end.u, step, p)]
+        end = chains.point(start.values, u)
         scale = 1.0 if leap < L - 1 else 0.5
-        p = [p_s + scale * e * g_s for p_s, e, g_s in zip(p, step, grad)]
+        p = [p_s + scale * e * g_s for p_s, e, g_s in zip(p, step, end.grad(beta))]
 
     def kinetic(ps):
         return sum(0.5 * p_s.pow(2).reshape(p_s.shape[:2] + (-1,)).sum(-1) for p_s in ps)
-    log_accept = (f1 - kinetic(p)) - (f0 - kinetic(p0))
+    log_accept = (end.log_f(beta) - kinetic(p)) - (start.log_f(beta) - kinetic(p0))
     log_accept = torch.nan_to_num(log_accept, nan=-math.inf).clamp(max=0.0)
     accept = torch.rand_like(log_accept).log() < log_accept
-    u_new = [torch.where(_broadcast(accept, u_s), u_s, u0_s) for u_s, u0_s in zip(u, u0)]
-    new, _ = chains.constrain(values, u_new)
-    return {k: v.detach() for k, v in new.items()}, log_accept.exp()
+    return end.where(accept, start), log_accept.exp()
 
 
 def _site_states(site, like: torch.Tensor) -> List[torch.Tensor]:
@@ -386,10 +429,9 @@ class AnnealedImportanceSampling:
         current = torch.full((B,), float(self.initial_step_size), dtype=torch.float64)
         log_w = torch.zeros(chains.C, B, dtype=torch.float64, device=chains.x.device)
         accepts = []
+        point = chains.point(values)                    # b, g and their gradients: the HMC steps carry it on
         for i in range(1, T + 1):
-            lw = chains.score(values)
-            g, _ = chains.g_and_log_pi0(lw)
-            log_w += (float(betas[i]) - float(betas[i - 1])) * g.double()
+            log_w += (float(betas[i]) - float(betas[i - 1])) * point.g.double()
             if i == T:
                 break
             beta = float(betas[i])
@@ -397,14 +439,15 @@ class AnnealedImportanceSampling:
             accept = torch.zeros(chains.C, B, device=chains.x.device)
             moves = 0
             if chains.discrete:
-                values, a = _independent_mh(chains, values, beta)
+                values, a = _independent_mh(chains, point.values, beta)
                 accept, moves = accept + a, moves + 1
-            for site in chains.gibbs:
-                values, a = _gibbs(chains, values, beta, site)
-                accept, moves = accept + a, moves + 1
+                for site in chains.gibbs:
+                    values, a = _gibbs(chains, values, beta, site)
+                    accept, moves = accept + a, moves + 1
+                point = chains.point(values)            # the discrete sites moved: a new evaluation
             if chains.real:
                 e = current if adapt else eps[position]
-                values, a = _hmc(chains, values, beta, e.to(chains.x.device), self.leapfrog_steps)
+                point, a = _hmc(chains, point, beta, e.to(chains.x.device), self.leapfrog_steps)
                 if adapt:
                     eps[position] = current
                     rate = a.double().mean(0).cpu()
