@@ -61,6 +61,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, script,
 
 
 @pytest.mark.parametrize("script, args, says", [
+    ("eval_throughput.py", ["--chains", "0"], "--limit, --is-samples, --ais-limit, --temperatures, --chains and "
+                                              "--ais-batch must be at least 1"),
+    ("eval_throughput.py", [], "binarized MNIST is not in"),
     ("hvae_saturation.py", ["--epochs", "0"], "--epochs must be at least 1"),
     ("hvae_saturation.py", ["--variants", "tanh,relu"], "unknown variant 'relu'; choose from tanh, gated"),
     ("hvae_saturation.py", ["--epochs", "1"], "binarized MNIST is not in"),
