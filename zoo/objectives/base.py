@@ -124,12 +124,18 @@ class PerDatumObjective(ELBO):
     def name(self) -> str:
         return type(self).__name__
 
+    @property
+    def draws(self) -> int:
+        """Samples drawn per datum: K (``num_particles``); M K for the bounds of M groups of K
+        (:mod:`zoo.objectives.tighter`)."""
+        return self.num_particles
+
     def _get_trace(self, model, guide, args, kwargs):
         raise NotImplementedError(f"{type(self).__name__} forms per-datum weights in zoo.core.weights, not per trace")
 
     def log_weights(self, model, guide, *args, **kwargs) -> LogWeights:
         """K particles per datum, drawn as this estimator needs them, and their log-weights."""
-        lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles,
+        lw = per_datum_log_weights(model, guide, *args, num_particles=self.draws,
                                    detach_latents=self.detach_latents,
                                    q_transform=detach_parameters if self.path_derivative else None, **kwargs)
         self._check_reparameterized(lw)
@@ -162,7 +168,7 @@ class PerDatumObjective(ELBO):
 
     def loss(self, model, guide, *args, **kwargs):
         with torch.no_grad():
-            lw = per_datum_log_weights(model, guide, *args, num_particles=self.num_particles, **kwargs)
+            lw = per_datum_log_weights(model, guide, *args, num_particles=self.draws, **kwargs)
             self._check_reparameterized(lw)
             return -lw.scale * self.bound(lw.log_w).sum().item() - float(lw.global_term)
 

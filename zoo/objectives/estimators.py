@@ -17,7 +17,7 @@ import torch
 
 from zoo.objectives.base import PerDatumObjective, assumption_broken, detach_parameters
 
-__all__ = ["StickingTheLanding", "DReGIWAE", "VIMCO", "Reinforce", "LeaveOneOutReinforce", "detach_parameters"]
+__all__ = ["StickingTheLanding", "TwoSurrogates", "DReGIWAE", "VIMCO", "Reinforce", "LeaveOneOutReinforce", "detach_parameters"]
 
 
 class StickingTheLanding(PerDatumObjective):
@@ -43,7 +43,46 @@ class StickingTheLanding(PerDatumObjective):
     needs_reparam = True
 
 
-class DReGIWAE(PerDatumObjective):
+class TwoSurrogates(PerDatumObjective):
+    """An estimator whose model and guide gradients come from two surrogates, each differentiated only with respect
+    to its own parameters (read from the traces' param sites): ``_surrogates`` returns (the log-weights, the model's
+    surrogate loss, the local guide's), the first also the loss reported. DReG and PIWAE are such estimators."""
+
+    def _surrogates(self, model, guide, *args, **kwargs):
+        raise NotImplementedError
+
+    def value_and_surrogate(self, model, guide, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__}'s model and guide gradients come from different "
+                                  f"surrogates; use loss_and_grads")
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        """Model parameters, and a global guide's (theta's q, whose samples are shared by the K particles, so a
+        local guide's surrogate does not apply to them), follow the model's surrogate, which holds the global term;
+        the local guide's parameters follow the guide's."""
+        lw, theta_loss, phi_loss = self._surrogates(model, guide, *args, **kwargs)
+        global_guide = getattr(guide, "global_guide", None)
+        global_ids = {id(p) for p in global_guide.parameters()} if global_guide is not None else set()
+        bound_params = lw.model_params + [p for p in lw.guide_params if id(p) in global_ids]
+        local_params = [p for p in lw.guide_params if id(p) not in global_ids]
+        for params, surrogate in ((bound_params, theta_loss), (local_params, phi_loss)):
+            params = [p for p in params if p.requires_grad]
+            if not params:
+                continue
+            grads = torch.autograd.grad(surrogate, params, retain_graph=True, allow_unused=True)
+            through = []
+            for p, g in zip(params, grads):
+                if g is None:
+                    continue
+                if p.is_leaf:
+                    p.grad = g if p.grad is None else p.grad + g
+                else:           # a constrained pyro.param's value, transform_to(c) of its leaf: g goes on to the leaf
+                    through.append((p, g))
+            if through:
+                torch.autograd.backward([p for p, _ in through], [g for _, g in through], retain_graph=True)
+        return theta_loss.item()
+
+
+class DReGIWAE(TwoSurrogates):
     """The IWAE bound with the doubly-reparameterized guide gradient of Tucker et al. (2019).
 
     For the model parameters theta, the ordinary IWAE gradient
@@ -78,36 +117,6 @@ class DReGIWAE(PerDatumObjective):
         theta_loss = -lw.scale * self.bound(log_w).sum() - lw.global_term
         phi_loss = -lw.scale * (normalized.pow(2) * log_w).sum()
         return lw, theta_loss, phi_loss
-
-    def value_and_surrogate(self, model, guide, *args, **kwargs):
-        raise NotImplementedError("DReG's model and guide gradients come from different surrogates; "
-                                  "use loss_and_grads")
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        """Model parameters, and a global guide's (theta's q, whose samples are shared by the K particles, so the
-        doubly-reparameterized identity for z_k does not apply to them), follow the IWAE bound plus the global
-        term; the local guide's parameters follow DReG's surrogate."""
-        lw, theta_loss, phi_loss = self._surrogates(model, guide, *args, **kwargs)
-        global_guide = getattr(guide, "global_guide", None)
-        global_ids = {id(p) for p in global_guide.parameters()} if global_guide is not None else set()
-        bound_params = lw.model_params + [p for p in lw.guide_params if id(p) in global_ids]
-        local_params = [p for p in lw.guide_params if id(p) not in global_ids]
-        for params, surrogate in ((bound_params, theta_loss), (local_params, phi_loss)):
-            params = [p for p in params if p.requires_grad]
-            if not params:
-                continue
-            grads = torch.autograd.grad(surrogate, params, retain_graph=True, allow_unused=True)
-            through = []
-            for p, g in zip(params, grads):
-                if g is None:
-                    continue
-                if p.is_leaf:
-                    p.grad = g if p.grad is None else p.grad + g
-                else:           # a constrained pyro.param's value, transform_to(c) of its leaf: g goes on to the leaf
-                    through.append((p, g))
-            if through:
-                torch.autograd.backward([p for p, _ in through], [g for _, g in through], retain_graph=True)
-        return theta_loss.item()
 
 
 class _LeaveOneOutEstimator(PerDatumObjective):
