@@ -205,7 +205,8 @@ BAD = {
                                       "--estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, "
                                       "tracegraph, reinforce, rloo, stl, enum (dreg is an estimator of iwae)"),
     "an estimator for a preset": (["train", "vae", "--objective", "dreg", "--estimator", "vimco"],
-                                  "--estimator applies to the 'elbo', 'iwae', 'renyi', 'rws' objectives only, not 'dreg'"),
+                                  "--estimator applies to the 'elbo', 'iwae', 'renyi', 'miwae', 'ciwae', 'piwae', 'rws' "
+                                  "objectives only, not 'dreg'"),
     "a path-derivative estimator of a discrete bound": (["train", "sbn", "--objective", "iwae", "--estimator", "dreg"],
                                                          "'iwae' with estimator 'dreg' needs a reparameterizable guide"),
     "--jit on a two-surrogate estimator": (["train", "vae", "--objective", "iwae", "--estimator", "dreg", "--jit"],
