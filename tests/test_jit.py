@@ -95,6 +95,11 @@ def case(model_name, guide_name, objective_name, model_kw, guide_kw):
 
 
 CASE_IDS = [f"{m}-{g}-{o}-{gk.get('baseline', '')}" for m, g, o, _, gk in CASES]
+#: the cases the default suite runs (a reparameterized step, a buffer updated in place, an annealed temperature, and
+#: both fallbacks to the eager step); the others, which tests/test_compiled.py also runs, are slow
+QUICK = {"vae-amortized-elbo-", "sbn-amortized-tracegraph-decaying", "sbn-relaxed-elbo-",
+         "categorical_vae-amortized-rloo-", "sbn-amortized-enum-"}
+JIT_CASES = [pytest.param(*c, id=i, marks=() if i in QUICK else pytest.mark.slow) for c, i in zip(CASES, CASE_IDS)]
 
 
 def jit_objective(name, *args, jit=True, **kw):
@@ -110,7 +115,7 @@ def jit_objective(name, *args, jit=True, **kw):
 UNCAPTURABLE = {("categorical_vae", "rloo"), ("sbn", "enum")}
 
 
-@pytest.mark.parametrize("model_name,guide_name,objective_name,model_kw,guide_kw", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("model_name,guide_name,objective_name,model_kw,guide_kw", JIT_CASES)
 def test_replayed_steps_match_the_eager_steps(model_name, guide_name, objective_name, model_kw, guide_kw):
     x, model, guide, settings, lr = case(model_name, guide_name, objective_name, model_kw, guide_kw)
     runs = []

@@ -92,6 +92,7 @@ def assert_unbiased(mean, se, exact, wrong):
     assert ((exact - wrong) / se).abs().max() > Z + 4, "the test cannot tell the bound from its nearest wrong target"
 
 
+@pytest.mark.slow
 def test_miwae_is_unbiased_for_its_bound():
     model, guide, replicated, x = _setup()
     params = list(model.parameters()) + list(guide.parameters())
@@ -101,7 +102,8 @@ def test_miwae_is_unbiased_for_its_bound():
     assert_unbiased(mean, se, exact, elbo)
 
 
-@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("beta", [pytest.param(0.0, marks=pytest.mark.slow), 0.3,
+                                  pytest.param(1.0, marks=pytest.mark.slow)])
 def test_ciwae_is_unbiased_for_its_bound(beta):
     model, guide, replicated, x = _setup()
     params = list(model.parameters()) + list(guide.parameters())
@@ -113,6 +115,7 @@ def test_ciwae_is_unbiased_for_its_bound(beta):
     assert_unbiased(mean, se, exact, wrong)
 
 
+@pytest.mark.slow
 def test_piwae_trains_the_model_on_iwae_and_the_guide_on_miwae():
     model, guide, replicated, x = _setup()
     theta, phi = list(model.parameters()), list(guide.parameters())
