@@ -11,6 +11,9 @@
    Jang et al.'s discrete-KL objective.
 4. The cost of one gradient estimate of each objective, as a ratio to Trace_ELBO at the same K,
    measured in the same run.
+5. ``tighter``: Rainforth et al. (2018)'s signal-to-noise figure on the same VAE: IWAE's encoder SNR falling as
+   its K grows while the decoder's rises, beside MIWAE and PIWAE with M = 8 groups of K, at the same total of
+   M K samples (8 and 64); no reference is needed for the SNR.
 
 --sections picks some of them (the cost needs the VAE), and --name the result file.
 
@@ -60,28 +63,31 @@ def main(argv=None):
                    help="high-particle (K=1000) gradients averaged for the reference where no exact one exists")
     p.add_argument("--vae-checkpoint", default=None)
     p.add_argument("--sbn-checkpoint", default=None)
-    p.add_argument("--sections", default="toy,vae,sbn", help="comma-separated, from toy, vae, sbn (default: all)")
+    p.add_argument("--sections", default="toy,vae,sbn,tighter",
+                   help="comma-separated, from toy, vae, sbn, tighter (default: all)")
     p.add_argument("--name", default="gradient_variance", help="result file name in benchmarks/results")
     args = p.parse_args(argv)
     sections = set(args.sections.split(","))
-    if not sections or sections - {"toy", "vae", "sbn"}:
-        p.error(f"--sections takes toy, vae and sbn, comma-separated; got {args.sections!r}")
+    if not sections or sections - {"toy", "vae", "sbn", "tighter"}:
+        p.error(f"--sections takes toy, vae, sbn and tighter, comma-separated; got {args.sections!r}")
 
     data = load_dataset("binarized_mnist", args.data_dir)
     x = data.train[:args.batch_size]
     toy = toy_gradients(theta=1.5, samples=(1, 10, 100, 1000), repeats=10000) if "toy" in sections else []
     vae_result = vae_section(data, x, args) if "vae" in sections else None
     sbn_rows = sbn_section(data, x, args) if "sbn" in sections else []
+    tighter_rows = tighter_section(data, x, args) if "tighter" in sections else []
     cost = {}
     for r in vae_result["rows"] if vae_result else []:
         if r["group"] == "model":
             base = next(b["seconds"] for b in vae_result["rows"] if b["objective"] == "elbo"
                         and b["particles"] == r["particles"] and b["group"] == "model")
             cost[f"{r['objective']} K={r['particles']}"] = r["seconds"] / base
-    write_result(args.name, {"toy": toy, "vae": vae_result, "sbn": sbn_rows, "cost_ratio_to_elbo": cost,
+    write_result(args.name, {"toy": toy, "vae": vae_result, "sbn": sbn_rows, "tighter": tighter_rows,
+                             "cost_ratio_to_elbo": cost,
                              "batch_size": args.batch_size, "repeats": args.repeats, "sections": sorted(sections),
                              "vae_checkpoint": args.vae_checkpoint, "sbn_checkpoint": args.sbn_checkpoint})
-    md = markdown(toy, vae_result, sbn_rows, cost, args)
+    md = markdown(toy, vae_result, sbn_rows, cost, args) + tighter_markdown(tighter_rows, args)
     (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
@@ -122,6 +128,35 @@ def sbn_section(data, x, args):
         sbn_rows += [dict(r, estimator=label) for r in diagnose(sbn, relaxed, x, [objective], [1], args.repeats,
                                                                 reference_repeats=args.reference_repeats)["rows"]]
     return sbn_rows
+
+
+#: (label, objective, K values, M): the tighter section's rows, at M K = 1, 8 and 64 samples per datum
+TIGHTER = (("IWAE", "iwae", (1, 8, 64), None), ("MIWAE, M = 8", "miwae", (1, 8), 8),
+           ("PIWAE, M = 8", "piwae", (1, 8), 8))
+
+
+def tighter_section(data, x, args):
+    vae = build_model("vae", data.x_dim)
+    guide = build_guide("amortized", vae)
+    load(args.vae_checkpoint, vae, guide)
+    rows = []
+    for label, objective, ks, outer in TIGHTER:
+        options = {objective: {"outer": outer}} if outer else None
+        result = diagnose(vae, guide, x, [objective], list(ks), args.repeats, reference=False,
+                          objective_options=options)
+        rows += [dict(r, label=label, outer=outer or 1, samples=r["particles"] * (outer or 1)) for r in result["rows"]]
+    return rows
+
+
+def tighter_markdown(rows, args):
+    if not rows:
+        return []
+    md = [f"## Tighter bounds, encoder and decoder SNR (Rainforth et al. 2018), VAE 784-200-200-50, minibatch of "
+          f"{args.batch_size}, {'checkpoint ' + args.vae_checkpoint if args.vae_checkpoint else 'at initialization'}",
+          "", "| objective | K | M | samples M K | group | SNR | variance |", "|---|---|---|---|---|---|---|"]
+    md += [f"| {r['label']} | {r['particles']} | {r['outer']} | {r['samples']} | {r['group']} | {r['snr']:.4f} | "
+           f"{r['variance']:.4g} |" for r in rows]
+    return md + [""]
 
 
 def markdown(toy, vae_result, sbn_rows, cost, args):
