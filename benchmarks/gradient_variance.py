@@ -7,8 +7,8 @@
    decoder ("model") and encoder ("guide") parameters.
 3. The SBN-200 on binarized MNIST (at initialization, or --sbn-checkpoint): REINFORCE (elbo),
    TraceGraph with decaying and NVIL baselines, RLOO (leave-one-out baseline, K = 2 and 5, against
-   REINFORCE with the same K), VIMCO and the relaxed (Gumbel) guide under the Concrete ELBO and under
-   Jang et al.'s discrete-KL objective.
+   REINFORCE with the same K), VIMCO, ARM and DisARM (one antithetic pair: two model evaluations, as RLOO with
+   K = 2), and the relaxed (Gumbel) guide under the Concrete ELBO and under Jang et al.'s discrete-KL objective.
 4. The cost of one gradient estimate of each objective, as a ratio to Trace_ELBO at the same K,
    measured in the same run.
 5. ``tighter``: Rainforth et al. (2018)'s signal-to-noise figure on the same VAE: IWAE's encoder SNR falling as
@@ -112,7 +112,9 @@ def sbn_section(data, x, args):
                                        ("rloo K=2, leave-one-out baseline", sbn_guides["none"], "rloo", 2),
                                        ("REINFORCE (elbo) K=5", sbn_guides["none"], "elbo", 5),
                                        ("rloo K=5, leave-one-out baseline", sbn_guides["none"], "rloo", 5),
-                                       ("vimco K=5 (IWAE bound)", sbn_guides["none"], "vimco", 5)):
+                                       ("vimco K=5 (IWAE bound)", sbn_guides["none"], "vimco", 5),
+                                       ("arm, one antithetic pair", sbn_guides["none"], "arm", 1),
+                                       ("disarm, one antithetic pair", sbn_guides["none"], "disarm", 1)):
         if guide.baseline == "neural" and not trained_nvil:
             print(f"skipped {label}: {args.sbn_checkpoint} was not trained with --baseline neural, so its baseline "
                   f"net would be untrained", file=sys.stderr)

@@ -203,7 +203,7 @@ BAD = {
                                            "estimator 'pyro' needs at least 2 particles"),
     "an estimator of another bound": (["train", "vae", "--objective", "elbo", "--estimator", "dreg", "--epochs", "1"],
                                       "--estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, "
-                                      "tracegraph, reinforce, rloo, stl, enum (dreg is an estimator of iwae)"),
+                                      "tracegraph, reinforce, rloo, stl, enum, arm, disarm (dreg is an estimator of iwae)"),
     "an estimator for a preset": (["train", "vae", "--objective", "dreg", "--estimator", "vimco"],
                                   "--estimator applies to the 'elbo', 'iwae', 'renyi', 'miwae', 'ciwae', 'piwae', 'rws' "
                                   "objectives only, not 'dreg'"),
@@ -293,7 +293,7 @@ def test_list_says_which_latents_each_estimator_takes_as_the_rules_do(capsys):
     valid = {(m, g, o) for m, g, o, why in compatibility() if why is None}
     for (bound, name), line in notes.items():
         caps = OBJECTIVES[bound].capability("estimators")[name]
-        any_latents = not (caps.needs_reparam or caps.needs_enumeration)
+        any_latents = not (caps.needs_reparam or caps.needs_enumeration or caps.needs_bernoulli_latents)
         assert ("any latents" in line) == any_latents, line
         named = [o for o in OBJECTIVES if preset_of(o) == (bound, name)]
         if any_latents and named:

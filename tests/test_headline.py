@@ -72,6 +72,7 @@ def _mnist_dir():
 
 @pytest.mark.skipif(_mnist_dir() is None, reason="needs binarized MNIST (PYRO_ZOO_DATA or ../shared/data)")
 @pytest.mark.parametrize("label,run,folder", ROWS, ids=[r[0] for r in ROWS])
+@pytest.mark.slow
 def test_the_readmes_rederivation_command_evaluates_a_copy(label, run, folder, tmp_path):
     copy = tmp_path / label
     shutil.copytree(folder, copy)

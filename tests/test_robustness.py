@@ -313,8 +313,9 @@ def test_keep_best_run_without_its_best_checkpoint_is_a_clear_error(tmp_path):
     assert (tmp_path / "r" / "results.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_a_jit_run_resumes_where_it_would_have_been_and_follows_the_eager_run(tmp_path):
-    """--jit traces its step afresh after a resume without drawing from the run's random stream, so
+    """--jit captures its step afresh after a resume without drawing from the run's random stream, so
     1 + 2 epochs resumed end where 3 uninterrupted epochs do; and a --jit run samples what the eager
     run samples, so it ends at (numerically) the eager run's parameters."""
     config = RunConfig.make(**{**SMALL_RUN, "objective": "iwae", "particles": 3, "batch_size": 100, "jit": True})

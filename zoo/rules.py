@@ -215,6 +215,7 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
     - ``needs_mean_field_guide``, ``needs_unit_kl``: a guide that is not ``structured`` (and, for free
       bits, of Normal sites);
     - ``local_latents_only``: a model without global latents;
+    - ``needs_bernoulli_latents``: one local binary site, and a guide of Bernoulli bits (amortized, meanfield);
     - a guide's ``baseline`` only where the estimator ``uses_baselines``.
     """
     gcls = GUIDES[guide].factory
@@ -260,6 +261,16 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
         return lambda fits: (f"objective {label} with free_bits takes each latent unit's KL in closed form, which "
                              f"needs a mean-field guide of Normal sites, and the {guide!r} guide {what}; use "
                              f"meanfield or amortized (not structured), or drop free_bits")
+    if caps.needs_bernoulli_latents:
+        local = list(model.latents)
+        if len(local) != 1 or local[0].support != "binary" or getattr(model, "global_latents", ()):
+            what = ", ".join(f"{s.name} ({s.support})" for s in local) or "none"
+            return lambda fits: (f"objective {label} takes one layer of binary latents (ARSM, the categorical and the "
+                                 f"multi-layer DisARM are not in the zoo yet), and {model.display_name}'s latents are "
+                                 f"{what}; use {fits()}")
+        if not gcls.enumerable or (guide_options or {}).get("structured"):
+            return lambda fits: (f"objective {label} draws antithetic pairs of the guide's Bernoulli bits, which the "
+                                 f"{guide!r} guide does not sample; use the amortized or meanfield guide")
     if caps.local_latents_only and getattr(model, "global_latents", ()):
         names = ", ".join(s.name for s in model.global_latents)
         return lambda fits: (f"objective {label} has no wake update for a guide of global latents ({names}, "

@@ -13,6 +13,7 @@ Which file holds what:
 - :mod:`zoo.objectives.importance`: the ``iwae`` and ``renyi`` bounds and their estimators;
 - :mod:`zoo.objectives.renyi`: the per-datum Renyi / IWAE bounds (why not Pyro's RenyiELBO);
 - :mod:`zoo.objectives.tighter`: MIWAE, CIWAE and PIWAE (Rainforth et al. 2018);
+- :mod:`zoo.objectives.arm`: ARM and DisARM, antithetic-pair gradients of the ELBO for Bernoulli latents;
 - :mod:`zoo.objectives.estimators`: gradient estimators of a per-datum bound (score function,
   leave-one-out, VIMCO, sticking the landing, DReG);
 - :mod:`zoo.objectives.baselines`: TraceGraph_ELBO with per-datum baselines (NVIL);

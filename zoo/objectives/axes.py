@@ -27,7 +27,7 @@ Example::
     >>> objective_capabilities("elbo", "dreg")
     Traceback (most recent call last):
     ...
-    zoo.core.errors.ZooError: estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, tracegraph, reinforce, rloo, stl, enum (dreg is an estimator of iwae)
+    zoo.core.errors.ZooError: estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, tracegraph, reinforce, rloo, stl, enum, arm, disarm (dreg is an estimator of iwae)
 """
 from __future__ import annotations
 
@@ -65,6 +65,8 @@ class Estimator:
             mean-field across sites, over a model whose latent sites are Normal too.
         local_latents_only: has no update for global latents (outside the data plate): refused for models
             that have them.
+        needs_bernoulli_latents: evaluates an antithetic pair of bit vectors (ARM, DisARM): the model's latents one
+            binary site, sampled by a guide of Bernoulli bits.
         warmup: ``kl_warmup`` is defined (the latent terms are weighted, not summed or slept).
         jit: one surrogate loss and one backward pass per step, which ``--jit`` and ``--compile`` can capture.
         ddp: one differentiable loss, which data-parallel training needs.
@@ -89,6 +91,7 @@ class Estimator:
     needs_mean_field_guide: bool = False
     needs_unit_kl: bool = False
     local_latents_only: bool = False
+    needs_bernoulli_latents: bool = False
     warmup: bool = False
     jit: bool = False
     ddp: bool = False

@@ -36,6 +36,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.core.components import OptionError, option
 from zoo.objectives.axes import BoundOptions, Estimator, Particles, estimator_option, register_bound, register_preset
+from zoo.objectives.arm import ARM, DisARM
 from zoo.objectives.baselines import BaselineTraceGraph_ELBO
 from zoo.objectives.enum import EnumELBO
 from zoo.objectives.estimators import LeaveOneOutReinforce, Reinforce, StickingTheLanding
@@ -122,8 +123,14 @@ ELBO_ESTIMATORS = register_bound("elbo", options=ELBOOptions, default="auto", de
                  warmup=True, jit=True, ddp=True),
     Estimator("enum", "TraceEnum_ELBO with the guide's discrete sites summed exactly (small latent spaces; "
               "K is not used)", without_free_bits(lambda k: EnumELBO()), needs_enumeration=True, jit=True, ddp=True),
+    Estimator.of(ARM, "arm", "ARM's antithetic-pair gradient for one layer of Bernoulli latents (Yin & Zhou 2019), "
+                 "K pairs per datum", without_free_bits(lambda k: ARM(num_particles=k)), needs_bernoulli_latents=True,
+                 ddp=True),
+    Estimator.of(DisARM, "disarm", "DisARM's antithetic-pair gradient for one layer of Bernoulli latents (Dong, Mnih "
+                 "& Tucker 2020), K pairs per datum", without_free_bits(lambda k: DisARM(num_particles=k)),
+                 needs_bernoulli_latents=True, ddp=True),
 ])
 
 register_preset("tracemeanfield", ELBO_ESTIMATORS["analytic_kl"], options=FreeBits)
-for _name in ("tracegraph", "enum", "reinforce", "rloo", "stl"):
+for _name in ("tracegraph", "enum", "reinforce", "rloo", "stl", "arm", "disarm"):
     register_preset(_name, ELBO_ESTIMATORS[_name], options=FreeBits)

@@ -1,0 +1,77 @@
+"""ARM and DisARM (zoo.objectives.arm): unbiased for the exact ELBO gradient, which enumeration gives.
+
+An SBN with one layer of 3 bits over 6 pixels and an amortized guide: the ELBO sums over 2^3 configurations, and
+the ``enum`` objective's gradient is its exact gradient. An estimate is the mean of S calls on 4 data replicated R
+times (each call averages R independent pairs per datum); it must lie within Z = 4.5 standard errors of the mean
+(the calls' own spread / sqrt(S)) of the exact gradient in every coordinate. The test could fail: an estimator off
+by a factor of 2 on the guide's gradient (DisARM without its 1/2) lies far outside.
+"""
+import math
+
+import pyro
+import pytest
+import torch
+
+from zoo.core.errors import ZooError
+from zoo.registry import build_guide, build_model, build_objective
+from zoo.rules import check_combination
+
+Z, S, R, N = 4.5, 150, 50, 4
+
+
+def _setup():
+    torch.manual_seed(0)
+    pyro.set_rng_seed(0)
+    model = build_model("sbn", 6, layers=(3,)).double()
+    guide = build_guide("amortized", model, hidden=(5,)).double()
+    x = torch.bernoulli(torch.full((N, 6), 0.4, dtype=torch.float64))
+    return model, guide, x
+
+
+def _grads(objective, model, guide, x):
+    params = list(model.parameters()) + list(guide.parameters())
+    for p in params:
+        p.grad = None
+    objective.loss_and_grads(model, guide, x, idx=torch.arange(x.shape[0]), N=x.shape[0])
+    return torch.cat([p.grad.reshape(-1) for p in params]), len(list(model.parameters()))
+
+
+def estimate(name):
+    model, guide, x = _setup()
+    exact, n_model = _grads(build_objective("enum"), model, guide, x)
+    objective = build_objective(name, 1)
+    pyro.set_rng_seed(1)
+    draws = torch.stack([_grads(objective, model, guide, x.repeat(R, 1))[0] / R for _ in range(S)])
+    n_model_coords = sum(p.numel() for p in model.parameters())
+    return draws.mean(0), draws.std(0) / math.sqrt(S), draws.var(0), exact, n_model_coords
+
+
+@pytest.mark.parametrize("name", ["arm", "disarm"])
+def test_the_antithetic_gradient_is_unbiased_for_the_enumerated_elbo(name):
+    mean, se, _, exact, n_model = estimate(name)
+    varies = se > 0                                       # an encoder weight of a pixel that is 0 in every datum: none
+    assert torch.allclose(mean[~varies], exact[~varies], atol=1e-12)
+    z = ((mean - exact)[varies] / se[varies]).abs()
+    assert z.max() < Z, f"|estimate - exact| / se: {z.tolist()}"
+    wrong = exact.clone()
+    wrong[n_model:] *= 2                                  # the guide's gradient twice over
+    assert ((exact - wrong)[varies] / se[varies]).abs().max() > Z + 4
+
+
+def test_disarm_has_lower_variance_than_arm_for_the_encoder():
+    _, _, arm_var, _, n_model = estimate("arm")
+    _, _, disarm_var, _, _ = estimate("disarm")
+    assert disarm_var[n_model:].mean() < arm_var[n_model:].mean()
+
+
+@pytest.mark.parametrize("model_name,options,guide,says", [
+    ("vae", {}, "amortized", "takes one layer of binary latents"),
+    ("sbn", {"layers": (3, 2)}, "amortized", "takes one layer of binary latents"),
+    ("categorical_vae", {"num_variables": 2, "num_classes": 3}, "amortized", "takes one layer of binary latents"),
+    ("sbn", {"layers": (3,)}, "relaxed", "does not sample"),
+])
+def test_other_latents_and_guides_are_refused_in_one_line(model_name, options, guide, says):
+    for name in ("arm", "disarm"):
+        with pytest.raises(ZooError, match=says) as e:
+            check_combination(build_model(model_name, 6, **options), guide, name)
+        assert "\n" not in str(e.value)
