@@ -14,6 +14,8 @@ Both are written as the same sum, so they differ by float rounding only (``tests
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 from typing import Callable, Optional
@@ -21,7 +23,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cpu_compiler", "bernoulli_log_prob", "FUSED_MIN_ELEMENTS"]
+__all__ = ["cpu_compiler", "quiet_compiler", "bernoulli_log_prob", "FUSED_MIN_ELEMENTS"]
 
 #: Arrays below this many elements are scored eagerly: a compilation (seconds, once per process) repays itself only
 #: on the evaluation's big chunks (an MNIST chunk holds up to 2**24 elements; the 8x8 digits' stay below 2**23).
@@ -36,6 +38,19 @@ def cpu_compiler() -> Optional[str]:
         if name and shutil.which(name):
             return shutil.which(name)
     return None
+
+
+@contextlib.contextmanager
+def quiet_compiler():
+    """Compiling without torch's notes about its own set-up (such as "No CUDA runtime is found" from its C++
+    extension builder on a machine with no GPU), which are not the user's to act on."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _eager_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -60,7 +75,8 @@ def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tenso
     kernel = _compiled("bernoulli", _eager_bernoulli, logits.device)
     if kernel is not None:
         try:
-            return kernel(logits, value)
+            with quiet_compiler():
+                return kernel(logits, value)
         except Exception:          # noqa: BLE001  a kernel that cannot be built: the eager sum, from now on
             _BUILT[("bernoulli", logits.device.type)] = None
     return _eager_bernoulli(logits, value)

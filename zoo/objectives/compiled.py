@@ -39,7 +39,6 @@ nothing from the run's random stream.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 import warnings
 from typing import Dict, List, Tuple
@@ -54,7 +53,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from zoo.core import params as model_base
 from zoo.core.contract import Borrowed
 from zoo.core.errors import ZooError
-from zoo.core.kernels import cpu_compiler
+from zoo.core.kernels import cpu_compiler, quiet_compiler
 from zoo.objectives.capture import (CapturedObjective, _buffers, _Compiled, _step_inputs, _tensor_valued_bounds,
                               value_and_surrogate)
 
@@ -76,19 +75,6 @@ def check_compilable(device: torch.device, backend: str = "inductor") -> None:
     if backend == "inductor" and torch.device(device).type == "cpu" and cpu_compiler() is None:
         raise ZooError("--compile on a CPU builds C++ kernels and no C++ compiler was found (g++, c++, clang++ or "
                        "$CXX): install one, or use --jit")
-
-
-@contextlib.contextmanager
-def _quiet_compiler():
-    """Compiling without torch's notes about its own set-up (such as "No CUDA runtime is found" from its C++
-    extension builder on a machine with no GPU), which are not the user's to act on."""
-    logger = logging.getLogger("torch.utils.cpp_extension")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _no_nan_check(value, *args, **kwargs):
@@ -186,7 +172,7 @@ class CompiledObjective(CapturedObjective):
             devices = sorted({a.device.index or 0 for a in args if a.device.type == "cuda"})
             buffers = _buffers(model, guide)
             saved = [b.clone() for b in buffers]
-            with torch.random.fork_rng(devices=devices), _quiet_compiler(), torch.no_grad():
+            with torch.random.fork_rng(devices=devices), quiet_compiler(), torch.no_grad():
                 compiled.fn(tensors, *args)
             with torch.no_grad():
                 for b, value in zip(buffers, saved):
