@@ -204,6 +204,12 @@ BAD = {
     "an estimator of another bound": (["train", "vae", "--objective", "elbo", "--estimator", "dreg", "--epochs", "1"],
                                       "--estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, "
                                       "tracegraph, reinforce, rloo, stl, enum, arm, disarm (dreg is an estimator of iwae)"),
+    "no groups for miwae": (["train", "vae", "--objective", "miwae", "--outer", "0"],
+                            "--outer must be a positive integer, got 0"),
+    "a ciwae weight outside [0, 1]": (["train", "vae", "--objective", "ciwae", "--ciwae-beta", "2"],
+                                      "--ciwae-beta must be from 0.0 to 1.0, got 2.0"),
+    "disarm on real latents": (["train", "vae", "--objective", "disarm"],
+                               "objective 'disarm' takes one layer of binary latents"),
     "an estimator for a preset": (["train", "vae", "--objective", "dreg", "--estimator", "vimco"],
                                   "--estimator applies to the 'elbo', 'iwae', 'renyi', 'miwae', 'ciwae', 'piwae', 'rws' "
                                   "objectives only, not 'dreg'"),

@@ -273,3 +273,21 @@ def test_train_with_jit_compiles_says_so_once_and_warns_nothing(tmp_path, capsys
     assert len(captures) == 2 and all(line.startswith("note: captured") for line in captures)
     assert not [w for w in caught if issubclass(w.category, FutureWarning)]
     assert "CUDA" not in printed.err and "jit.trace" not in printed.err
+
+
+def test_without_a_cpp_compiler_jit_runs_the_captured_graph_uncompiled_and_says_so(monkeypatch):
+    """Where --compile refuses (no C++ compiler for Inductor on a CPU), --jit still captures the step, runs it through
+    aot_eager, says why once, and takes the eager step's values."""
+    import zoo.objectives.jit as jit_module
+    monkeypatch.setattr(jit_module, "cpu_compiler", lambda: None)
+    x, model, guide, settings, lr = case("vae", "amortized", "elbo", {}, {})
+    runs = []
+    for jit in (False, True):
+        m, g = copy.deepcopy((model, guide))
+        objective = build_objective("elbo", jit=jit)
+        notes = []
+        objective.say = notes.append
+        runs.append(_trajectory(objective, m, g, x, lr=lr))
+    assert objective.backend == "aot_eager" and objective._compiled
+    assert notes[0].startswith("note: --jit: no C++ compiler") and len(notes) == 2      # the reason, then the capture
+    assert_same_trajectory(*runs)

@@ -130,7 +130,8 @@ class IndependentBernoulli(dist.Independent):
     ``benchmarks/results/README.md``); for one-particle ELBOs the array is K times smaller and the
     saving small. Outside autograd, an array of :data:`~zoo.core.kernels.FUSED_MIN_ELEMENTS` logits or more (the
     evaluation's chunks of K draws on MNIST) is scored by one compiled kernel instead
-    (:func:`zoo.core.kernels.bernoulli_log_prob`, 5.9x faster than torch's on a 214 x 100 x 784 chunk, 2 threads).
+    (:func:`zoo.core.kernels.bernoulli_log_prob`; ``benchmarks/bernoulli_kernel.py`` times it against torch's on a
+    214 x 100 x 784 chunk: ``benchmarks/results/bernoulli_kernel.json``).
     ``mean`` (E[x | z] = sigmoid(logits)), ``sample`` and supports are torch's.
 
     Example::
