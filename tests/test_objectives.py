@@ -293,7 +293,7 @@ def test_the_combination_check_reads_the_chosen_estimator():
         check_combination(sbn, "amortized", "iwae", objective_options={"estimator": "dreg"})
     message = str(info.value)
     assert "\n" not in message and message.startswith("objective 'iwae' with estimator 'dreg' needs a reparam")
-    assert "use elbo, tracegraph, enum, reinforce, rloo, arm, disarm, vimco, rws, rws_pyro" in message
+    assert "use elbo, tracegraph, enum, reinforce, rloo, arm, disarm, vimco, tvo, rws, rws_pyro" in message
     with pytest.raises(ZooError, match="objective 'iwae' needs a reparameterizable guide"):
         check_combination(sbn, "amortized", "iwae")
 

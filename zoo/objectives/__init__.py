@@ -13,6 +13,7 @@ Which file holds what:
 - :mod:`zoo.objectives.importance`: the ``iwae`` and ``renyi`` bounds and their estimators;
 - :mod:`zoo.objectives.renyi`: the per-datum Renyi / IWAE bounds (why not Pyro's RenyiELBO);
 - :mod:`zoo.objectives.tighter`: MIWAE, CIWAE and PIWAE (Rainforth et al. 2018);
+- :mod:`zoo.objectives.thermodynamic`: the thermodynamic variational objective (TVO, Masrani et al. 2019);
 - :mod:`zoo.objectives.arm`: ARM and DisARM, antithetic-pair gradients of the ELBO for Bernoulli latents;
 - :mod:`zoo.objectives.estimators`: gradient estimators of a per-datum bound (score function,
   leave-one-out, VIMCO, sticking the landing, DReG);
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from zoo.core.components import OBJECTIVES
 # The registrations, in the order `pyro-zoo list` shows them.
-from zoo.objectives import elbo, importance, tighter, wake_sleep  # noqa: F401  isort: skip
+from zoo.objectives import elbo, importance, tighter, thermodynamic, wake_sleep  # noqa: F401  isort: skip
 from zoo.objectives.axes import (Estimator, bounds, build_objective, objective_capabilities, objective_label,
                                  preset_of, presets, split_objective)
 from zoo.objectives.base import PerDatumObjective
