@@ -211,7 +211,7 @@ BAD = {
     "disarm on real latents": (["train", "vae", "--objective", "disarm"],
                                "objective 'disarm' takes one layer of binary latents"),
     "an estimator for a preset": (["train", "vae", "--objective", "dreg", "--estimator", "vimco"],
-                                  "--estimator applies to the 'elbo', 'iwae', 'renyi', 'miwae', 'ciwae', 'piwae', 'rws' "
+                                  "--estimator applies to the 'elbo', 'iwae', 'renyi', 'miwae', 'ciwae', 'piwae', 'tvo', 'rws' "
                                   "objectives only, not 'dreg'"),
     "a path-derivative estimator of a discrete bound": (["train", "sbn", "--objective", "iwae", "--estimator", "dreg"],
                                                          "'iwae' with estimator 'dreg' needs a reparameterizable guide"),
