@@ -203,7 +203,7 @@ BAD = {
                                            "estimator 'pyro' needs at least 2 particles"),
     "an estimator of another bound": (["train", "vae", "--objective", "elbo", "--estimator", "dreg", "--epochs", "1"],
                                       "--estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, "
-                                      "tracegraph, reinforce, rloo, stl, enum, arm, disarm (dreg is an estimator of iwae)"),
+                                      "tracegraph, reinforce, rloo, stl, enum, arm, disarm, rebar, relax (dreg is an estimator of iwae)"),
     "no groups for miwae": (["train", "vae", "--objective", "miwae", "--outer", "0"],
                             "--outer must be a positive integer, got 0"),
     "a ciwae weight outside [0, 1]": (["train", "vae", "--objective", "ciwae", "--ciwae-beta", "2"],

@@ -221,7 +221,7 @@ def test_an_invalid_pair_is_refused_in_one_line_naming_the_bound_s_estimators():
     with pytest.raises(OptionError) as info:
         build_objective("elbo", estimator="dreg")
     assert str(info.value) == ("estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, "
-                               "tracegraph, reinforce, rloo, stl, enum, arm, disarm (dreg is an estimator of iwae)")
+                               "tracegraph, reinforce, rloo, stl, enum, arm, disarm, rebar, relax (dreg is an estimator of iwae)")
     with pytest.raises(ZooError, match="renyi bound's estimators: reparam, pyro"):
         objective_capabilities("renyi", "vimco")            # VIMCO is derived for alpha = 0 only
     with pytest.raises(ZooError, match="'dreg' is iwae with estimator 'dreg'; for estimator 'vimco' use objective"):
@@ -245,7 +245,7 @@ def test_a_preset_is_its_bound_and_estimator_spelled_out(name, bound, estimator,
     from zoo.training.loop import fit
     torch.manual_seed(0)
     x = (torch.rand(24, 8) < 0.4).float()
-    discrete = name in ("enum", "arm", "disarm")          # estimators for discrete latents only
+    discrete = name in ("enum", "arm", "disarm", "rebar", "relax")          # estimators for discrete latents only
     model0 = build_model("sbn", 8, layers=(3,)) if discrete else build_model("vae", 8, latent_dim=2, hidden=(6,))
     guide0 = build_guide("amortized", model0, hidden=(6,))
     results = []
@@ -293,7 +293,7 @@ def test_the_combination_check_reads_the_chosen_estimator():
         check_combination(sbn, "amortized", "iwae", objective_options={"estimator": "dreg"})
     message = str(info.value)
     assert "\n" not in message and message.startswith("objective 'iwae' with estimator 'dreg' needs a reparam")
-    assert "use elbo, tracegraph, enum, reinforce, rloo, arm, disarm, vimco, tvo, rws, rws_pyro" in message
+    assert "use elbo, tracegraph, enum, reinforce, rloo, arm, disarm, rebar, relax, vimco, tvo, rws, rws_pyro" in message
     with pytest.raises(ZooError, match="objective 'iwae' needs a reparameterizable guide"):
         check_combination(sbn, "amortized", "iwae")
 

@@ -265,12 +265,13 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
         local = list(model.latents)
         if len(local) != 1 or local[0].support != "binary" or getattr(model, "global_latents", ()):
             what = ", ".join(f"{s.name} ({s.support})" for s in local) or "none"
-            return lambda fits: (f"objective {label} takes one layer of binary latents (ARSM, the categorical and the "
-                                 f"multi-layer DisARM are not in the zoo yet), and {model.display_name}'s latents are "
+            return lambda fits: (f"objective {label} takes one layer of binary latents (their categorical and multi-layer "
+                                 f"extensions are not in the zoo yet), and {model.display_name}'s latents are "
                                  f"{what}; use {fits()}")
         if not gcls.enumerable or (guide_options or {}).get("structured"):
-            return lambda fits: (f"objective {label} draws antithetic pairs of the guide's Bernoulli bits, which the "
-                                 f"{guide!r} guide does not sample; use the amortized or meanfield guide")
+            return lambda fits: (f"objective {label} sets the guide's Bernoulli bits itself (antithetic pairs, relaxed "
+                                 f"samples), which the {guide!r} guide does not sample; use the amortized or meanfield "
+                                 f"guide")
     if caps.local_latents_only and getattr(model, "global_latents", ()):
         names = ", ".join(s.name for s in model.global_latents)
         return lambda fits: (f"objective {label} has no wake update for a guide of global latents ({names}, "

@@ -153,7 +153,15 @@ def _save(run: Prepared, path: Path, loop, scheduler) -> None:
     save_checkpoint(path, config=run.config.to_json(), model=run.model.state_dict(),
                     guide=run.guide.state_dict(), optimizer=loop.optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), epoch=state.epoch, step=state.step,
-                    epoch_total=state.epoch_total, history=history, rng=rng_state())
+                    epoch_total=state.epoch_total, history=history, rng=rng_state(),
+                    objective=objective_state(run.objective))
+
+
+def objective_state(objective) -> dict:
+    """What an objective trains of its own (REBAR's and RELAX's control variate, :mod:`zoo.objectives.relax`), for
+    the checkpoint; ``{}`` for the others."""
+    state_dict = getattr(objective, "state_dict", None)
+    return state_dict() if callable(state_dict) else {}
 
 
 #: With ``keep_best``, the model and guide of the epoch with the best validation ELBO.
@@ -255,6 +263,8 @@ def _train_locked(run: Prepared, out: Path, resume: Union[bool, LoadedRun], prog
             history, start_epoch = list(state["history"]), int(state["epoch"])
             start_step, epoch_total = int(state.get("step", 0)), float(state.get("epoch_total", 0.0))
             rng = state["rng"]
+            if state.get("objective"):
+                run.objective.load_state_dict(state["objective"])
             resumed.append((start_epoch, start_step))
         except (RuntimeError, KeyError, ValueError, TypeError):
             raise ZooError(f"the checkpoint in {out} lacks a resumable optimizer or training state; evaluate it "

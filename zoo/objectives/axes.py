@@ -27,7 +27,7 @@ Example::
     >>> objective_capabilities("elbo", "dreg")
     Traceback (most recent call last):
     ...
-    zoo.core.errors.ZooError: estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, tracegraph, reinforce, rloo, stl, enum, arm, disarm (dreg is an estimator of iwae)
+    zoo.core.errors.ZooError: estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, tracegraph, reinforce, rloo, stl, enum, arm, disarm, rebar, relax (dreg is an estimator of iwae)
 """
 from __future__ import annotations
 
@@ -65,8 +65,8 @@ class Estimator:
             mean-field across sites, over a model whose latent sites are Normal too.
         local_latents_only: has no update for global latents (outside the data plate): refused for models
             that have them.
-        needs_bernoulli_latents: evaluates an antithetic pair of bit vectors (ARM, DisARM): the model's latents one
-            binary site, sampled by a guide of Bernoulli bits.
+        needs_bernoulli_latents: sets the guide's bits itself, to an antithetic pair (ARM, DisARM) or to relaxed
+            samples (REBAR, RELAX): the model's latents one binary site, sampled by a guide of Bernoulli bits.
         warmup: ``kl_warmup`` is defined (the latent terms are weighted, not summed or slept).
         jit: one surrogate loss and one backward pass per step, which ``--jit`` and ``--compile`` can capture.
         ddp: one differentiable loss, which data-parallel training needs.

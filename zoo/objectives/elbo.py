@@ -40,6 +40,7 @@ from zoo.objectives.arm import ARM, DisARM
 from zoo.objectives.baselines import BaselineTraceGraph_ELBO
 from zoo.objectives.enum import EnumELBO
 from zoo.objectives.estimators import LeaveOneOutReinforce, Reinforce, StickingTheLanding
+from zoo.objectives.relax import REBAR, RELAX
 from zoo.objectives.free_bits import FreeBitsELBO
 
 __all__ = ["ELBOOptions", "ELBO_ESTIMATORS"]
@@ -129,8 +130,15 @@ ELBO_ESTIMATORS = register_bound("elbo", options=ELBOOptions, default="auto", de
     Estimator.of(DisARM, "disarm", "DisARM's antithetic-pair gradient for one layer of Bernoulli latents (Dong, Mnih "
                  "& Tucker 2020), K pairs per datum", without_free_bits(lambda k: DisARM(num_particles=k)),
                  needs_bernoulli_latents=True, ddp=True),
+    Estimator.of(REBAR, "rebar", "REBAR's gradient for one layer of Bernoulli latents (Tucker et al. 2017): the "
+                 "Concrete relaxation as a control variate, its scale and temperature trained to minimise the "
+                 "gradient's variance", without_free_bits(lambda k: REBAR(num_particles=k)),
+                 needs_bernoulli_latents=True),
+    Estimator.of(RELAX, "relax", "RELAX's gradient for one layer of Bernoulli latents (Grathwohl et al. 2018): "
+                 "REBAR's control variate plus a network, all trained to minimise the gradient's variance",
+                 without_free_bits(lambda k: RELAX(num_particles=k)), needs_bernoulli_latents=True),
 ])
 
 register_preset("tracemeanfield", ELBO_ESTIMATORS["analytic_kl"], options=FreeBits)
-for _name in ("tracegraph", "enum", "reinforce", "rloo", "stl", "arm", "disarm"):
+for _name in ("tracegraph", "enum", "reinforce", "rloo", "stl", "arm", "disarm", "rebar", "relax"):
     register_preset(_name, ELBO_ESTIMATORS[_name], options=FreeBits)
