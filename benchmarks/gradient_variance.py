@@ -8,7 +8,9 @@
 3. The SBN-200 on binarized MNIST (at initialization, or --sbn-checkpoint): REINFORCE (elbo),
    TraceGraph with decaying and NVIL baselines, RLOO (leave-one-out baseline, K = 2 and 5, against
    REINFORCE with the same K), VIMCO, ARM and DisARM (one antithetic pair: two model evaluations, as RLOO with
-   K = 2), and the relaxed (Gumbel) guide under the Concrete ELBO and under Jang et al.'s discrete-KL objective.
+   K = 2), REBAR and RELAX (their control variate first trained for 200 steps at the fixed parameters, then held),
+   the TVO with S = 10 (the gradient of another bound: its cosine to the ELBO's reference is not a bias), and the
+   relaxed (Gumbel) guide under the Concrete ELBO and under Jang et al.'s discrete-KL objective.
 4. The cost of one gradient estimate of each objective, as a ratio to Trace_ELBO at the same K,
    measured in the same run.
 5. ``tighter``: Rainforth et al. (2018)'s signal-to-noise figure on the same VAE: IWAE's encoder SNR falling as
@@ -21,6 +23,8 @@
         --vae-checkpoint runs/quality_mnist/elbo --sbn-checkpoint runs/discrete_mnist/sbn200-nvil
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \
         --sections sbn --name gradient_variance_sbn --sbn-checkpoint runs/discrete_mnist_rloo/sbn200-rloo
+    python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \
+        --sections sbn --name gradient_variance_sbn_relax --sbn-checkpoint runs/discrete_mnist_arm/sbn200-disarm
 """
 from __future__ import annotations
 
@@ -114,7 +118,10 @@ def sbn_section(data, x, args):
                                        ("rloo K=5, leave-one-out baseline", sbn_guides["none"], "rloo", 5),
                                        ("vimco K=5 (IWAE bound)", sbn_guides["none"], "vimco", 5),
                                        ("arm, one antithetic pair", sbn_guides["none"], "arm", 1),
-                                       ("disarm, one antithetic pair", sbn_guides["none"], "disarm", 1)):
+                                       ("disarm, one antithetic pair", sbn_guides["none"], "disarm", 1),
+                                       ("rebar, relaxed control variate", sbn_guides["none"], "rebar", 1),
+                                       ("relax, relaxed control variate + network", sbn_guides["none"], "relax", 1),
+                                       ("tvo S=10, P=5 (TVO bound)", sbn_guides["none"], "tvo", 10)):
         if guide.baseline == "neural" and not trained_nvil:
             print(f"skipped {label}: {args.sbn_checkpoint} was not trained with --baseline neural, so its baseline "
                   f"net would be untrained", file=sys.stderr)

@@ -132,3 +132,17 @@ def test_a_relax_run_stopped_and_resumed_ends_where_an_uninterrupted_one_does(tm
     assert same_parameters(tmp_path / "whole", tmp_path / "parts")
     a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt")["objective"]["control"] for d in ("whole", "parts"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_gradient_diagnostics_train_the_control_variate_first_then_hold_it():
+    from zoo.evaluation.gradients import diagnose
+    model, guide, x = _setup()
+    result = diagnose(model, guide, x, ["rebar", "relax"], [1], repeats=4, reference=False, control_variate_steps=3)
+    assert {r["objective"] for r in result["rows"]} == {"rebar", "relax"}
+    assert all(r["control_variate_steps"] == 3 and r["variance"] > 0 for r in result["rows"])
+    held = REBAR(num_particles=1)
+    _grads(held, model, guide, x)
+    held.train_control_variate = False
+    before = {k: v.clone() for k, v in held.control.state_dict().items()}
+    _grads(held, model, guide, x)
+    assert all(torch.equal(before[k], v) for k, v in held.control.state_dict().items())

@@ -175,9 +175,14 @@ def _refuse_oversized(groups, x: torch.Tensor, particles: Sequence[int], repeats
 def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int], repeats: int,
              alpha: float = 0.0, seed: int = 0, reference: bool = True, reference_repeats: int = 20,
              objective_options: Optional[Mapping[str, Mapping]] = None,
-             status: Optional[Callable[[str], None]] = None) -> Dict:
+             status: Optional[Callable[[str], None]] = None, control_variate_steps: int = 200) -> Dict:
     """The full table: one row per (objective, K, group), plus the references used
     (``reference=False`` skips them: variance and SNR need none).
+
+    An estimator that trains a control variate of its own (REBAR, RELAX: :mod:`zoo.objectives.relax`) would be
+    measured at its untrained start; it first takes ``control_variate_steps`` steps of its variance objective at
+    the fixed parameters (their gradients discarded), as training keeps it tracking them, and is then measured with
+    that control variate held (the row's ``control_variate_steps``).
 
     ``objective_options``: per objective name, its options other than ``particles`` (e.g. a bound's
     ``estimator``); ``alpha`` goes to the objectives that take it. ``status``, if given, is called with one
@@ -206,14 +211,20 @@ def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int
         label = f"{objective_name} ({options['estimator']})" if options.get("estimator") else objective_name
         for k in particles:
             objective = build_objective(objective_name, k, **options)
-            status(f"{label}, K = {k}: {repeats} gradient estimates")
+            trains_own = hasattr(objective, "train_control_variate")
             pyro.set_rng_seed(seed + 1)
+            if trains_own:
+                status(f"{label}, K = {k}: {control_variate_steps} steps of its control variate")
+                gradient_samples(objective, model, guide, x, idx, N, control_variate_steps, groups)
+                objective.train_control_variate = False
+            status(f"{label}, K = {k}: {repeats} gradient estimates")
             samples, seconds = gradient_samples(objective, model, guide, x, idx, N, repeats, groups)
             for group, s in samples.items():
                 if s.shape[1] == 0:
                     continue
                 rows.append({"objective": label, "particles": k, "group": group,
-                             "seconds": statistics.median(seconds), **summarize(s, ref.get(group))})
+                             "seconds": statistics.median(seconds), **summarize(s, ref.get(group)),
+                             **({"control_variate_steps": control_variate_steps} if trains_own else {})})
     return {"rows": rows, "reference": how, "batch_size": N}
 
 

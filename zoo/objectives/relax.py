@@ -155,6 +155,9 @@ class ControlVariateObjective(PerDatumObjective):
 
     detach_latents = True
     network = False
+    #: whether :meth:`loss_and_grads` also steps the control variate; off, it is the estimator at a fixed control
+    #: variate (as :func:`zoo.evaluation.gradients.diagnose` measures it, after letting it train at the parameters)
+    train_control_variate = True
 
     def __init__(self, num_particles: int = None, cv_lr: float = 1e-3, max_plate_nesting: int = MAX_PLATE_NESTING):
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
@@ -250,12 +253,13 @@ class ControlVariateObjective(PerDatumObjective):
         if model_params:
             _accumulate(model_params, torch.autograd.grad(theta_loss, model_params, retain_graph=True,
                                                           allow_unused=True))
-        grads = torch.autograd.grad(phi_loss, guide_params, create_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(phi_loss, guide_params, create_graph=self.train_control_variate,
+                                    allow_unused=True)
         used = [(p, g) for p, g in zip(guide_params, grads) if g is not None]
         variance = sum((g * g).sum() for _, g in used)
         cv_params = [p for p in self.control.parameters() if p.requires_grad]
         self.cv_optimizer.zero_grad(set_to_none=True)
-        if torch.is_tensor(variance) and variance.requires_grad:
+        if self.train_control_variate and torch.is_tensor(variance) and variance.requires_grad:
             cv_grads = torch.autograd.grad(variance, cv_params, allow_unused=True)
             for p, g in zip(cv_params, cv_grads):
                 p.grad = g
