@@ -203,7 +203,7 @@ BAD = {
                                            "estimator 'pyro' needs at least 2 particles"),
     "an estimator of another bound": (["train", "vae", "--objective", "elbo", "--estimator", "dreg", "--epochs", "1"],
                                       "--estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, "
-                                      "tracegraph, reinforce, rloo, stl, enum, arm, disarm, rebar, relax (dreg is an estimator of iwae)"),
+                                      "tracegraph, reinforce, rloo, stl, enum, arm, disarm, arsm, rebar, relax (dreg is an estimator of iwae)"),
     "no groups for miwae": (["train", "vae", "--objective", "miwae", "--outer", "0"],
                             "--outer must be a positive integer, got 0"),
     "a ciwae weight outside [0, 1]": (["train", "vae", "--objective", "ciwae", "--ciwae-beta", "2"],
@@ -299,7 +299,8 @@ def test_list_says_which_latents_each_estimator_takes_as_the_rules_do(capsys):
     valid = {(m, g, o) for m, g, o, why in compatibility() if why is None}
     for (bound, name), line in notes.items():
         caps = OBJECTIVES[bound].capability("estimators")[name]
-        any_latents = not (caps.needs_reparam or caps.needs_enumeration or caps.needs_bernoulli_latents)
+        any_latents = not (caps.needs_reparam or caps.needs_enumeration or caps.needs_bernoulli_latents
+                           or caps.needs_categorical_latents)
         assert ("any latents" in line) == any_latents, line
         named = [o for o in OBJECTIVES if preset_of(o) == (bound, name)]
         if any_latents and named:

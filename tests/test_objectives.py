@@ -221,7 +221,7 @@ def test_an_invalid_pair_is_refused_in_one_line_naming_the_bound_s_estimators():
     with pytest.raises(OptionError) as info:
         build_objective("elbo", estimator="dreg")
     assert str(info.value) == ("estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, "
-                               "tracegraph, reinforce, rloo, stl, enum, arm, disarm, rebar, relax (dreg is an estimator of iwae)")
+                               "tracegraph, reinforce, rloo, stl, enum, arm, disarm, arsm, rebar, relax (dreg is an estimator of iwae)")
     with pytest.raises(ZooError, match="renyi bound's estimators: reparam, pyro"):
         objective_capabilities("renyi", "vimco")            # VIMCO is derived for alpha = 0 only
     with pytest.raises(ZooError, match="'dreg' is iwae with estimator 'dreg'; for estimator 'vimco' use objective"):
@@ -247,6 +247,8 @@ def test_a_preset_is_its_bound_and_estimator_spelled_out(name, bound, estimator,
     x = (torch.rand(24, 8) < 0.4).float()
     discrete = name in ("enum", "arm", "disarm", "rebar", "relax")          # estimators for discrete latents only
     model0 = build_model("sbn", 8, layers=(3,)) if discrete else build_model("vae", 8, latent_dim=2, hidden=(6,))
+    if name == "arsm":                                                       # for categorical latents only
+        model0 = build_model("categorical_vae", 8, num_variables=2, num_classes=3, hidden=(6,))
     guide0 = build_guide("amortized", model0, hidden=(6,))
     results = []
     for objective in (build_objective(name, **options), build_objective(bound, estimator=estimator, **options)):

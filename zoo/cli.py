@@ -345,7 +345,9 @@ def _list_objectives(objectives, describe) -> None:
                 ((bound, name) in named, f"preset {named.get((bound, name))!r}"),
                 (caps.needs_reparam, "reparameterizable guide"), (caps.needs_enumeration, "small discrete latents"),
                 (caps.needs_bernoulli_latents, "one layer of binary latents"),
-                (not (caps.needs_reparam or caps.needs_enumeration or caps.needs_bernoulli_latents), "any latents"),
+                (caps.needs_categorical_latents, "one layer of categorical latents"),
+                (not (caps.needs_reparam or caps.needs_enumeration or caps.needs_bernoulli_latents
+                      or caps.needs_categorical_latents), "any latents"),
                 (caps.needs_normal_guide, "Normal guide sites"), (caps.min_particles > 1, f"K >= {caps.min_particles}"),
                 (caps.jit, "--jit"), (caps.ddp, "--distributed")) if flag]
             print(f"    --estimator {name:<12} {caps.description}  [{', '.join(notes)}]")

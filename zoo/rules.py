@@ -216,6 +216,7 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
       bits, of Normal sites);
     - ``local_latents_only``: a model without global latents;
     - ``needs_bernoulli_latents``: one local binary site, and a guide of Bernoulli bits (amortized, meanfield);
+    - ``needs_categorical_latents``: one local categorical site in one-hot form, and a guide of categoricals;
     - a guide's ``baseline`` only where the estimator ``uses_baselines``.
     """
     gcls = GUIDES[guide].factory
@@ -272,6 +273,17 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
             return lambda fits: (f"objective {label} sets the guide's Bernoulli bits itself (antithetic pairs, relaxed "
                                  f"samples), which the {guide!r} guide does not sample; use the amortized or meanfield "
                                  f"guide")
+    if caps.needs_categorical_latents:
+        local = list(model.latents)
+        if len(local) != 1 or local[0].support != "categorical" or local[0].form == "index" \
+                or getattr(model, "global_latents", ()):
+            what = ", ".join(f"{s.name} ({s.support})" for s in local) or "none"
+            return lambda fits: (f"objective {label} takes one layer of categorical latents in one-hot form (several "
+                                 f"layers are not in the zoo yet), and {model.display_name}'s latents are {what}; "
+                                 f"use {fits()}")
+        if not gcls.enumerable or (guide_options or {}).get("structured"):
+            return lambda fits: (f"objective {label} sets the guide's categoricals itself (swapped Dirichlet draws), "
+                                 f"which the {guide!r} guide does not sample; use the amortized or meanfield guide")
     if caps.local_latents_only and getattr(model, "global_latents", ()):
         names = ", ".join(s.name for s in model.global_latents)
         return lambda fits: (f"objective {label} has no wake update for a guide of global latents ({names}, "

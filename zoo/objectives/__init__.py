@@ -15,6 +15,8 @@ Which file holds what:
 - :mod:`zoo.objectives.tighter`: MIWAE, CIWAE and PIWAE (Rainforth et al. 2018);
 - :mod:`zoo.objectives.thermodynamic`: the thermodynamic variational objective (TVO, Masrani et al. 2019);
 - :mod:`zoo.objectives.arm`: ARM and DisARM, antithetic-pair gradients of the ELBO for Bernoulli latents;
+- :mod:`zoo.objectives.arsm`: ARSM, the swapped-Dirichlet gradient of the ELBO for categorical latents;
+- :mod:`zoo.objectives.relax`: REBAR and RELAX, relaxed control variates trained on the gradient's variance;
 - :mod:`zoo.objectives.estimators`: gradient estimators of a per-datum bound (score function,
   leave-one-out, VIMCO, sticking the landing, DReG);
 - :mod:`zoo.objectives.baselines`: TraceGraph_ELBO with per-datum baselines (NVIL);

@@ -27,7 +27,7 @@ Example::
     >>> objective_capabilities("elbo", "dreg")
     Traceback (most recent call last):
     ...
-    zoo.core.errors.ZooError: estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, tracegraph, reinforce, rloo, stl, enum, arm, disarm, rebar, relax (dreg is an estimator of iwae)
+    zoo.core.errors.ZooError: estimator 'dreg' is not one of the elbo bound's estimators: auto, analytic_kl, tracegraph, reinforce, rloo, stl, enum, arm, disarm, arsm, rebar, relax (dreg is an estimator of iwae)
 """
 from __future__ import annotations
 
@@ -67,6 +67,8 @@ class Estimator:
             that have them.
         needs_bernoulli_latents: sets the guide's bits itself, to an antithetic pair (ARM, DisARM) or to relaxed
             samples (REBAR, RELAX): the model's latents one binary site, sampled by a guide of Bernoulli bits.
+        needs_categorical_latents: sets the guide's categoricals itself, to swapped Dirichlet actions (ARSM): the
+            model's latents one categorical site in one-hot form, sampled by a guide of categoricals.
         warmup: ``kl_warmup`` is defined (the latent terms are weighted, not summed or slept).
         jit: one surrogate loss and one backward pass per step, which ``--jit`` and ``--compile`` can capture.
         ddp: one differentiable loss, which data-parallel training needs.
@@ -92,6 +94,7 @@ class Estimator:
     needs_unit_kl: bool = False
     local_latents_only: bool = False
     needs_bernoulli_latents: bool = False
+    needs_categorical_latents: bool = False
     warmup: bool = False
     jit: bool = False
     ddp: bool = False

@@ -37,6 +37,7 @@ from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.core.components import OptionError, option
 from zoo.objectives.axes import BoundOptions, Estimator, Particles, estimator_option, register_bound, register_preset
 from zoo.objectives.arm import ARM, DisARM
+from zoo.objectives.arsm import ARSM
 from zoo.objectives.baselines import BaselineTraceGraph_ELBO
 from zoo.objectives.enum import EnumELBO
 from zoo.objectives.estimators import LeaveOneOutReinforce, Reinforce, StickingTheLanding
@@ -130,6 +131,9 @@ ELBO_ESTIMATORS = register_bound("elbo", options=ELBOOptions, default="auto", de
     Estimator.of(DisARM, "disarm", "DisARM's antithetic-pair gradient for one layer of Bernoulli latents (Dong, Mnih "
                  "& Tucker 2020), K pairs per datum", without_free_bits(lambda k: DisARM(num_particles=k)),
                  needs_bernoulli_latents=True, ddp=True),
+    Estimator.of(ARSM, "arsm", "ARSM's swapped-Dirichlet gradient for one layer of categorical latents (Yin, Yue & "
+                 "Zhou 2019): 1 + C(C-1)/2 evaluations per datum, K draws", without_free_bits(lambda k: ARSM(
+                     num_particles=k)), needs_categorical_latents=True, ddp=True),
     Estimator.of(REBAR, "rebar", "REBAR's gradient for one layer of Bernoulli latents (Tucker et al. 2017): the "
                  "Concrete relaxation as a control variate, its scale and temperature trained to minimise the "
                  "gradient's variance", without_free_bits(lambda k: REBAR(num_particles=k)),
@@ -140,5 +144,5 @@ ELBO_ESTIMATORS = register_bound("elbo", options=ELBOOptions, default="auto", de
 ])
 
 register_preset("tracemeanfield", ELBO_ESTIMATORS["analytic_kl"], options=FreeBits)
-for _name in ("tracegraph", "enum", "reinforce", "rloo", "stl", "arm", "disarm", "rebar", "relax"):
+for _name in ("tracegraph", "enum", "reinforce", "rloo", "stl", "arm", "disarm", "arsm", "rebar", "relax"):
     register_preset(_name, ELBO_ESTIMATORS[_name], options=FreeBits)
