@@ -57,8 +57,8 @@ random subset (seed 0) of n, quicker but off the whole-test figure by up to a fe
     python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 100 --eval-samples 1000 --eval-limit 1000 \
         --runs sbn200-rebar,sbn200-relax,sbn200-tvo,cat20x10-tvo --name discrete_mnist_relax_tvo \
         --out runs/discrete_mnist_relax_tvo
-    python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 100 --eval-samples 1000 --eval-limit 1000 \
-        --runs cat20x10-arsm --name discrete_mnist_arsm --out runs/discrete_mnist_arsm
+    python benchmarks/discrete_mnist.py --data-dir ../shared/data --epochs 30 --eval-samples 1000 --eval-limit 1000 \
+        --runs cat20x10-arsm,cat20x10-rloo --name discrete_mnist_arsm --out runs/discrete_mnist_arsm
 
 The two tau branches resume a copy of the sbn200-mlp-gumbel folder of runs/discrete_mnist_gumbel_wd, taken after its
 epoch 395 (see the notes in their result files).
