@@ -13,7 +13,9 @@
    relaxed (Gumbel) guide under the Concrete ELBO and under Jang et al.'s discrete-KL objective.
 4. The cost of one gradient estimate of each objective, as a ratio to Trace_ELBO at the same K,
    measured in the same run.
-5. ``tighter``: Rainforth et al. (2018)'s signal-to-noise figure on the same VAE: IWAE's encoder SNR falling as
+5. ``cat``: the 20x10 categorical VAE (at initialization, or --cat-checkpoint): REINFORCE (elbo), RLOO with K = 2,
+   ARSM (one Dirichlet draw per variable, 46 evaluations) and the TVO with S = 10, as the SBN rows.
+6. ``tighter``: Rainforth et al. (2018)'s signal-to-noise figure on the same VAE: IWAE's encoder SNR falling as
    its K grows while the decoder's rises, beside MIWAE and PIWAE with M = 8 groups of K, at the same total of
    M K samples (8, 64 and 512); no reference is needed for the SNR.
 
@@ -25,6 +27,8 @@
         --sections sbn --name gradient_variance_sbn --sbn-checkpoint runs/discrete_mnist_rloo/sbn200-rloo
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \
         --sections sbn --name gradient_variance_sbn_relax --sbn-checkpoint runs/discrete_mnist_arm/sbn200-disarm
+    python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \
+        --sections cat --name gradient_variance_cat --cat-checkpoint runs/discrete_mnist_arsm/cat20x10-rloo
 """
 from __future__ import annotations
 
@@ -67,19 +71,21 @@ def main(argv=None):
                    help="high-particle (K=1000) gradients averaged for the reference where no exact one exists")
     p.add_argument("--vae-checkpoint", default=None)
     p.add_argument("--sbn-checkpoint", default=None)
-    p.add_argument("--sections", default="toy,vae,sbn,tighter",
-                   help="comma-separated, from toy, vae, sbn, tighter (default: all)")
+    p.add_argument("--cat-checkpoint", default=None)
+    p.add_argument("--sections", default="toy,vae,sbn,cat,tighter",
+                   help="comma-separated, from toy, vae, sbn, cat, tighter (default: all)")
     p.add_argument("--name", default="gradient_variance", help="result file name in benchmarks/results")
     args = p.parse_args(argv)
     sections = set(args.sections.split(","))
-    if not sections or sections - {"toy", "vae", "sbn", "tighter"}:
-        p.error(f"--sections takes toy, vae, sbn and tighter, comma-separated; got {args.sections!r}")
+    if not sections or sections - {"toy", "vae", "sbn", "cat", "tighter"}:
+        p.error(f"--sections takes toy, vae, sbn, cat and tighter, comma-separated; got {args.sections!r}")
 
     data = load_dataset("binarized_mnist", args.data_dir)
     x = data.train[:args.batch_size]
     toy = toy_gradients(theta=1.5, samples=(1, 10, 100, 1000), repeats=10000) if "toy" in sections else []
     vae_result = vae_section(data, x, args) if "vae" in sections else None
     sbn_rows = sbn_section(data, x, args) if "sbn" in sections else []
+    cat_rows = cat_section(data, x, args) if "cat" in sections else []
     tighter_rows = tighter_section(data, x, args) if "tighter" in sections else []
     cost = {}
     for r in vae_result["rows"] if vae_result else []:
@@ -87,11 +93,13 @@ def main(argv=None):
             base = next(b["seconds"] for b in vae_result["rows"] if b["objective"] == "elbo"
                         and b["particles"] == r["particles"] and b["group"] == "model")
             cost[f"{r['objective']} K={r['particles']}"] = r["seconds"] / base
-    write_result(args.name, {"toy": toy, "vae": vae_result, "sbn": sbn_rows, "tighter": tighter_rows,
+    write_result(args.name, {"toy": toy, "vae": vae_result, "sbn": sbn_rows, "cat": cat_rows, "tighter": tighter_rows,
                              "cost_ratio_to_elbo": cost,
                              "batch_size": args.batch_size, "repeats": args.repeats, "sections": sorted(sections),
-                             "vae_checkpoint": args.vae_checkpoint, "sbn_checkpoint": args.sbn_checkpoint})
-    md = markdown(toy, vae_result, sbn_rows, cost, args) + tighter_markdown(tighter_rows, args)
+                             "vae_checkpoint": args.vae_checkpoint, "sbn_checkpoint": args.sbn_checkpoint,
+                             "cat_checkpoint": args.cat_checkpoint})
+    md = (markdown(toy, vae_result, sbn_rows, cost, args) + cat_markdown(cat_rows, args)
+          + tighter_markdown(tighter_rows, args))
     (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
@@ -137,6 +145,35 @@ def sbn_section(data, x, args):
         sbn_rows += [dict(r, estimator=label) for r in diagnose(sbn, relaxed, x, [objective], [1], args.repeats,
                                                                 reference_repeats=args.reference_repeats)["rows"]]
     return sbn_rows
+
+
+#: (label, objective, K): the categorical section's rows
+CATEGORICAL = (("REINFORCE (elbo)", "elbo", 1), ("rloo K=2, leave-one-out baseline", "rloo", 2),
+               ("arsm, one Dirichlet draw (46 evaluations)", "arsm", 1), ("tvo S=10, P=5 (TVO bound)", "tvo", 10))
+
+
+def cat_section(data, x, args):
+    model = build_model("categorical_vae", data.x_dim)
+    guide = build_guide("amortized", model)
+    load(args.cat_checkpoint, model, guide)
+    rows = []
+    for label, objective, k in CATEGORICAL:
+        rows += [dict(r, estimator=label) for r in diagnose(model, guide, x, [objective], [k], args.repeats,
+                                                            reference_repeats=args.reference_repeats)["rows"]]
+    return rows
+
+
+def cat_markdown(rows, args):
+    if not rows:
+        return []
+    md = [f"## Categorical VAE 20x10, minibatch of {args.batch_size}, "
+          f"{'checkpoint ' + args.cat_checkpoint if args.cat_checkpoint else 'at initialization'}", "",
+          "| estimator | group | variance | SNR | cosine to ref | s/estimate |", "|---|---|---|---|---|---|"]
+    md += [f"| {r['estimator']} | {r['group']} | {r['variance']:.4g} | {r['snr']:.4f} | "
+           f"{r.get('cosine', float('nan')):.4f} | {r['seconds']:.4f} |" for r in rows]
+    return md + ["", f"Reference: {args.reference_repeats} x K=1000 VIMCO gradients for the model, RLOO ELBO gradients "
+                 "for the guide (10^20 configurations: no exact gradient). The tvo rows estimate the TVO's gradient, "
+                 "so their cosine to the ELBO reference is not a bias measure.", ""]
 
 
 #: (label, objective, K values, M): the tighter section's rows, at M K = 1, 8, 64 and 512 samples per datum
