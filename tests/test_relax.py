@@ -146,3 +146,25 @@ def test_the_gradient_diagnostics_train_the_control_variate_first_then_hold_it()
     before = {k: v.clone() for k, v in held.control.state_dict().items()}
     _grads(held, model, guide, x)
     assert all(torch.equal(before[k], v) for k, v in held.control.state_dict().items())
+
+
+@pytest.mark.parametrize("objective_state,says", [
+    ({"control": {"eta": torch.ones(3)}, "optimizer": {}}, "does not fit this model's latents"),
+    ({"control": 5}, "holds 'control' and 'optimizer' dicts"),
+])
+def test_a_doctored_control_variate_in_a_checkpoint_is_one_line_and_changes_nothing(tmp_path, capsys, objective_state,
+                                                                                   says):
+    from zoo.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "sbn", "--layers", "8", "--objective", "rebar", "--dataset", "digits", "--epochs", "1",
+                 "--batch-size", "200", "--eval-samples", "5", "--iwae-k", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state["objective"] = objective_state
+    torch.save(state, out / "checkpoint.pt")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and "\n" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

@@ -263,8 +263,9 @@ def _train_locked(run: Prepared, out: Path, resume: Union[bool, LoadedRun], prog
             history, start_epoch = list(state["history"]), int(state["epoch"])
             start_step, epoch_total = int(state.get("step", 0)), float(state.get("epoch_total", 0.0))
             rng = state["rng"]
-            if state.get("objective"):
-                run.objective.load_state_dict(state["objective"])
+            restore = getattr(run.objective, "load_state_dict", None)
+            if state.get("objective") and restore is not None:      # another objective's state has no use here
+                restore(state["objective"])
             resumed.append((start_epoch, start_step))
         except (RuntimeError, KeyError, ValueError, TypeError):
             raise ZooError(f"the checkpoint in {out} lacks a resumable optimizer or training state; evaluate it "
