@@ -55,6 +55,7 @@ def test_a_control_variate_left_uncorrected_is_caught():
     assert (((mean - exact)[varies] / se[varies]).abs()).max() > Z + 4
 
 
+@pytest.mark.slow
 def test_training_the_control_variate_lowers_the_encoder_gradient_variance():
     """The guide gradient's variance at a fixed model and guide (their gradients are computed, not applied): REBAR
     from a poor start (eta = 1/2: the relaxed objective at half its scale) before and after 300 steps of its variance
@@ -150,7 +151,7 @@ def test_the_gradient_diagnostics_train_the_control_variate_first_then_hold_it()
 
 @pytest.mark.parametrize("objective_state,says", [
     ({"control": {"eta": torch.ones(3)}, "optimizer": {}}, "does not fit this model's latents"),
-    ({"control": 5}, "holds 'control' and 'optimizer' dicts"),
+    pytest.param({"control": 5}, "holds 'control' and 'optimizer' dicts", marks=pytest.mark.slow),
 ])
 def test_a_doctored_control_variate_in_a_checkpoint_is_one_line_and_changes_nothing(tmp_path, capsys, objective_state,
                                                                                    says):
