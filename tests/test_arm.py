@@ -33,7 +33,8 @@ def _grads(objective, model, guide, x):
     for p in params:
         p.grad = None
     objective.loss_and_grads(model, guide, x, idx=torch.arange(x.shape[0]), N=x.shape[0])
-    return torch.cat([p.grad.reshape(-1) for p in params]), len(list(model.parameters()))
+    return (torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]),
+            len(list(model.parameters())))
 
 
 def estimate(name):

@@ -11,6 +11,7 @@ import pyro
 import pytest
 import torch
 
+from test_arm import _grads as grads_and_count
 from zoo.core.errors import ZooError
 from zoo.objectives.arsm import pair_index, swap_pairs
 from zoo.registry import build_guide, build_model, build_objective
@@ -29,11 +30,7 @@ def _setup(classes=3):
 
 
 def _grads(objective, model, guide, x):
-    params = list(model.parameters()) + list(guide.parameters())
-    for p in params:
-        p.grad = None
-    objective.loss_and_grads(model, guide, x, idx=torch.arange(x.shape[0]), N=x.shape[0])
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    return grads_and_count(objective, model, guide, x)[0]
 
 
 @pytest.mark.parametrize("classes", [3, pytest.param(4, marks=pytest.mark.slow)])

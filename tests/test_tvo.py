@@ -26,10 +26,11 @@ import pytest
 import torch
 from pyro.poutine.messenger import Messenger
 
+from test_arm import _setup
 from zoo.core.enumeration import enumerated_log_marginal
 from zoo.core.weights import per_datum_log_weights
 from zoo.objectives.thermodynamic import ThermodynamicObjective, partition, tvo_bound
-from zoo.registry import build_guide, build_model, build_objective
+from zoo.registry import build_objective
 
 Z, N = 4.5, 4
 CONFIGS = torch.tensor([[float(b) for b in f"{i:03b}"] for i in range(8)], dtype=torch.float64)   # [8, 3]
@@ -47,15 +48,6 @@ class AllConfigurations(Messenger):
         if msg["is_observed"] or msg["value"] is not None:
             return
         msg["value"] = CONFIGS[:, None, :].expand(8, self.B, 3)
-
-
-def _setup():
-    torch.manual_seed(0)
-    pyro.set_rng_seed(0)
-    model = build_model("sbn", 6, layers=(3,)).double()
-    guide = build_guide("amortized", model, hidden=(5,)).double()
-    x = torch.bernoulli(torch.full((N, 6), 0.4, dtype=torch.float64))
-    return model, guide, x
 
 
 def enumerated(model, guide, x):

@@ -262,28 +262,22 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
         return lambda fits: (f"objective {label} with free_bits takes each latent unit's KL in closed form, which "
                              f"needs a mean-field guide of Normal sites, and the {guide!r} guide {what}; use "
                              f"meanfield or amortized (not structured), or drop free_bits")
-    if caps.needs_bernoulli_latents:
+    for needed, support, layer, sets in (
+            (caps.needs_bernoulli_latents, "binary", "binary latents (their categorical and multi-layer extensions "
+             "are not in the zoo yet)", "Bernoulli bits itself (antithetic pairs, relaxed samples)"),
+            (caps.needs_categorical_latents, "categorical", "categorical latents in one-hot form (several layers "
+             "are not in the zoo yet)", "categoricals itself (swapped Dirichlet draws)")):
+        if not needed:
+            continue
         local = list(model.latents)
-        if len(local) != 1 or local[0].support != "binary" or getattr(model, "global_latents", ()):
-            what = ", ".join(f"{s.name} ({s.support})" for s in local) or "none"
-            return lambda fits: (f"objective {label} takes one layer of binary latents (their categorical and multi-layer "
-                                 f"extensions are not in the zoo yet), and {model.display_name}'s latents are "
-                                 f"{what}; use {fits()}")
-        if not gcls.enumerable or (guide_options or {}).get("structured"):
-            return lambda fits: (f"objective {label} sets the guide's Bernoulli bits itself (antithetic pairs, relaxed "
-                                 f"samples), which the {guide!r} guide does not sample; use the amortized or meanfield "
-                                 f"guide")
-    if caps.needs_categorical_latents:
-        local = list(model.latents)
-        if len(local) != 1 or local[0].support != "categorical" or local[0].form == "index" \
+        if len(local) != 1 or local[0].support != support or local[0].form == "index" \
                 or getattr(model, "global_latents", ()):
             what = ", ".join(f"{s.name} ({s.support})" for s in local) or "none"
-            return lambda fits: (f"objective {label} takes one layer of categorical latents in one-hot form (several "
-                                 f"layers are not in the zoo yet), and {model.display_name}'s latents are {what}; "
-                                 f"use {fits()}")
+            return lambda fits: (f"objective {label} takes one layer of {layer}, and {model.display_name}'s latents "
+                                 f"are {what}; use {fits()}")
         if not gcls.enumerable or (guide_options or {}).get("structured"):
-            return lambda fits: (f"objective {label} sets the guide's categoricals itself (swapped Dirichlet draws), "
-                                 f"which the {guide!r} guide does not sample; use the amortized or meanfield guide")
+            return lambda fits: (f"objective {label} sets the guide's {sets}, which the {guide!r} guide does not "
+                                 f"sample; use the amortized or meanfield guide")
     if caps.local_latents_only and getattr(model, "global_latents", ()):
         names = ", ".join(s.name for s in model.global_latents)
         return lambda fits: (f"objective {label} has no wake update for a guide of global latents ({names}, "

@@ -38,15 +38,20 @@ from zoo.objectives.base import PerDatumObjective, assumption_broken
 __all__ = ["AntitheticBits", "ARM", "DisARM"]
 
 
-def _bernoulli_logits(fn):
-    """The logits of the Bernoulli inside a guide site's distribution (Independent, JointDiscrete wrappers), or None."""
+def inner_logits(fn, family=torch.distributions.Bernoulli):
+    """The logits of the ``family`` distribution (Bernoulli, OneHotCategorical) inside a guide site's distribution
+    (through Independent and JointDiscrete wrappers), or None."""
     while True:
-        if isinstance(fn, torch.distributions.Bernoulli):
+        if isinstance(fn, family):
             return fn.logits
         inner = getattr(fn, "base_dist", None) or getattr(fn, "base", None)
         if inner is None or inner is fn:
             return None
         fn = inner
+
+
+def _bernoulli_logits(fn):
+    return inner_logits(fn)
 
 
 class AntitheticBits(Messenger):

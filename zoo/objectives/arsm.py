@@ -31,6 +31,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 from zoo.core.weights import per_datum_log_weights
+from zoo.objectives.arm import inner_logits
 from zoo.objectives.base import PerDatumObjective, assumption_broken
 
 __all__ = ["SwappedActions", "ARSM", "swap_pairs"]
@@ -59,17 +60,6 @@ def pair_index(C: int) -> torch.Tensor:
     return index
 
 
-def _categorical_logits(fn) -> Optional[torch.Tensor]:
-    """The logits ``[..., V, C]`` of the OneHotCategorical inside a guide site's distribution, or None."""
-    while True:
-        if isinstance(fn, torch.distributions.OneHotCategorical):
-            return fn.logits
-        inner = getattr(fn, "base_dist", None) or getattr(fn, "base", None)
-        if inner is None or inner is fn:
-            return None
-        fn = inner
-
-
 class SwappedActions(Messenger):
     """Sets the guide's categorical site to the true and pseudo actions of K Dirichlet draws (module docstring): the
     particle plate holds K x A configurations (A = 1 + C (C - 1) / 2), draw k's at rows k A .. k A + A - 1."""
@@ -84,7 +74,7 @@ class SwappedActions(Messenger):
     def _pyro_sample(self, msg):
         if msg["is_observed"] or msg["value"] is not None:
             return
-        logits = _categorical_logits(msg["fn"])
+        logits = inner_logits(msg["fn"], torch.distributions.OneHotCategorical)
         if logits is None or self.name not in (None, msg["name"]):
             raise assumption_broken("ARSM", "one categorical site in one-hot form, sampled by a guide of categoricals")
         C = logits.shape[-1]
