@@ -71,3 +71,18 @@ def test_other_latents_and_guides_are_refused_in_one_line(model_name, options, g
     with pytest.raises(ZooError, match=says) as e:
         check_combination(build_model(model_name, 6, **options), guide, "arsm")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_the_jit_step_of_arsm_is_captured_and_follows_the_eager_one(tmp_path, capsys):
+    """ARSM's step is one surrogate and one backward pass with no value read in Python, so --jit captures it (no
+    eager fallback) and, drawing the same numbers, ends an epoch where the eager run does."""
+    from zoo.experiments.config import RunConfig
+    from zoo.experiments.run import train_run
+    common = dict(model="categorical_vae", num_variables=4, num_classes=3, guide="amortized", objective="arsm",
+                  dataset="digits", epochs=2, batch_size=100, eval_samples=5, iwae_k=2, seed=1)
+    jit = train_run(RunConfig.make(**common, jit=True), tmp_path / "jit", progress=False)
+    eager = train_run(RunConfig.make(**common), tmp_path / "eager", progress=False)
+    assert [h["loss"] for h in jit["history"]] == pytest.approx([h["loss"] for h in eager["history"]], rel=1e-5)
+    out = capsys.readouterr().out
+    assert "captured and compiled" in out and "runs this step eagerly" not in out

@@ -86,7 +86,7 @@ class SwappedActions(Messenger):
         self.pi = e / e.sum(-1, keepdim=True)                                     # Dirichlet(1_C), [K, B, V, C]
         swapped = self.pi.log()[..., perms]                                       # [K, B, V, A, C]
         actions = (swapped - per_draw.detach()[..., None, :]).argmin(-1)          # [K, B, V, A]
-        one_hot = torch.nn.functional.one_hot(actions, C).to(logits.dtype)        # [K, B, V, A, C]
+        one_hot = (actions[..., None] == torch.arange(C, device=actions.device)).to(logits.dtype)   # [K, B, V, A, C]
         msg["value"] = one_hot.permute(0, 3, 1, 2, 4).reshape(self.draws * A, *per_draw.shape[1:])
 
 

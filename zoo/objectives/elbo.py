@@ -133,7 +133,7 @@ ELBO_ESTIMATORS = register_bound("elbo", options=ELBOOptions, default="auto", de
                  needs_bernoulli_latents=True, ddp=True),
     Estimator.of(ARSM, "arsm", "ARSM's swapped-Dirichlet gradient for one layer of categorical latents (Yin, Yue & "
                  "Zhou 2019): 1 + C(C-1)/2 evaluations per datum, K draws", without_free_bits(lambda k: ARSM(
-                     num_particles=k)), needs_categorical_latents=True, ddp=True),
+                     num_particles=k)), needs_categorical_latents=True, jit=True, ddp=True),
     Estimator.of(REBAR, "rebar", "REBAR's gradient for one layer of Bernoulli latents (Tucker et al. 2017): the "
                  "Concrete relaxation as a control variate, its scale and temperature trained to minimise the "
                  "gradient's variance", without_free_bits(lambda k: REBAR(num_particles=k)),
