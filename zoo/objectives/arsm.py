@@ -80,14 +80,16 @@ class SwappedActions(Messenger):
         C = logits.shape[-1]
         perms = swap_pairs(C).to(logits.device)
         A = perms.shape[0]
-        per_draw = logits.reshape(self.draws, A, *logits.shape[1:])[:, 0]          # [K, B, V, C]: rows are copies
-        self.name, self.logits = msg["name"], per_draw
-        e = torch.empty_like(per_draw.detach()).exponential_()
+        per_draw = logits.reshape(self.draws, A, *logits.shape[1:])[:, 0]          # [K, B, *V, C]: rows are copies
+        shape = per_draw.shape
+        flat = per_draw.reshape(shape[0], shape[1], -1, C)                        # [K, B, V, C], V >= 1 variables
+        self.name, self.logits = msg["name"], flat
+        e = torch.empty_like(flat.detach()).exponential_()
         self.pi = e / e.sum(-1, keepdim=True)                                     # Dirichlet(1_C), [K, B, V, C]
         swapped = self.pi.log()[..., perms]                                       # [K, B, V, A, C]
-        actions = (swapped - per_draw.detach()[..., None, :]).argmin(-1)          # [K, B, V, A]
+        actions = (swapped - flat.detach()[..., None, :]).argmin(-1)              # [K, B, V, A]
         one_hot = (actions[..., None] == torch.arange(C, device=actions.device)).to(logits.dtype)   # [K, B, V, A, C]
-        msg["value"] = one_hot.permute(0, 3, 1, 2, 4).reshape(self.draws * A, *per_draw.shape[1:])
+        msg["value"] = one_hot.permute(0, 3, 1, 2, 4).reshape(self.draws * A, *shape[1:])
 
 
 class ARSM(PerDatumObjective):
@@ -123,7 +125,7 @@ class ARSM(PerDatumObjective):
         pi = actions.pi                                                            # [K, B, V, C]
         # g_vc = sum_j centred[c, j] (1/C - pi_vj)
         g = torch.einsum("kcjb,kbvj->kbvc", centred, 1.0 / C - pi)
-        surrogate_phi = (g * actions.logits).reshape(K, g.shape[1], -1).sum(-1)     # [K, B]
+        surrogate_phi = (g * actions.logits).reshape(K, g.shape[1], -1).sum(-1)   # [K, B]
         true = lambda t: t.reshape(K, A, -1)[:, 0]                                 # noqa: E731  the rows of z itself
         model_terms = true(lw.log_likelihood + lw.log_prior)
         bound = true(lw.log_w.detach())
