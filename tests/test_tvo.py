@@ -16,7 +16,7 @@ gives its exact gradient. Checks:
   (ten times the test's) lies within 0.63 of the test's standard error of the exact gradient in every coordinate
   (``python tests/test_tvo.py`` prints it): the bias, with that mean's own noise, takes at most that share of the
   Z = 4.5 margin. A gradient without the covariance term (the naive derivative of the estimate with the samples
-  held) lies hundreds of standard errors outside.
+  held) must lie more than Z + 4 standard errors away in some coordinate.
 """
 import copy
 import math
