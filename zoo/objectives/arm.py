@@ -50,10 +50,6 @@ def inner_logits(fn, family=torch.distributions.Bernoulli):
         fn = inner
 
 
-def _bernoulli_logits(fn):
-    return inner_logits(fn)
-
-
 class AntitheticBits(Messenger):
     """Sets each binary guide site to one side of an antithetic pair drawn from shared uniforms (module docstring).
 
@@ -71,7 +67,7 @@ class AntitheticBits(Messenger):
     def _pyro_sample(self, msg):
         if msg["is_observed"] or msg["value"] is not None:
             return
-        logits = _bernoulli_logits(msg["fn"])
+        logits = inner_logits(msg["fn"])
         if logits is None:
             raise assumption_broken(type(self).__name__, f"a guide of Bernoulli bits (site {msg['name']!r} is not one)")
         u = self.uniforms.get(msg["name"])

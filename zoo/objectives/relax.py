@@ -57,7 +57,7 @@ from torch import nn
 from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.core.weights import per_datum_log_weights
-from zoo.objectives.arm import _bernoulli_logits
+from zoo.objectives.arm import inner_logits
 from zoo.objectives.base import PerDatumObjective, assumption_broken
 
 __all__ = ["RelaxedBits", "ControlVariate", "ControlVariateObjective", "REBAR", "RELAX"]
@@ -97,7 +97,7 @@ class RelaxedBits(Messenger):
     def _pyro_sample(self, msg):
         if msg["is_observed"] or msg["value"] is not None:
             return
-        name, logits = msg["name"], _bernoulli_logits(msg["fn"])
+        name, logits = msg["name"], inner_logits(msg["fn"])
         if logits is None:
             raise assumption_broken(type(self).__name__, f"a guide of Bernoulli bits (site {name!r} is not one)")
         if name not in self.noise:
@@ -289,7 +289,7 @@ def _accumulate(params, grads) -> None:
 def _hold_logits(fn):
     """The guide's distribution of bits with its Bernoulli logits cut from the graph (c depends on phi through z
     only): independent Bernoullis over the site's event dimensions, whatever wraps them (Independent, JointDiscrete)."""
-    logits = _bernoulli_logits(fn)
+    logits = inner_logits(fn)
     if logits is None:
         raise assumption_broken("rebar/relax", f"a guide of Bernoulli bits, not {type(fn).__name__}")
     held = torch.distributions.Bernoulli(logits=logits.detach(), validate_args=False)
