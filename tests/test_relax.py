@@ -7,6 +7,7 @@ steps the control variate, which depends only on earlier calls' draws, so every 
 mean. An estimator that dropped grad c(z) - grad c(z~) (the correction that keeps the relaxed control variate
 from biasing the score term) lies far outside.
 """
+import json
 import math
 
 import pyro
@@ -169,3 +170,42 @@ def test_a_doctored_control_variate_in_a_checkpoint_is_one_line_and_changes_noth
     err = capsys.readouterr().err.strip()
     assert says in err and "\n" not in err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_the_gradient_diagnostics_of_a_rebar_run_use_the_run_s_own_control_variate(tmp_path, capsys):
+    """``pyro-zoo gradients --checkpoint RUN`` of a REBAR run measures REBAR with the control variate the run trained
+    (no steps of a fresh one), and trains one afresh, as at any checkpoint, for RELAX (another estimator's net)."""
+    from zoo.cli import main
+    from zoo.training.checkpoint import load_checkpoint
+    out = tmp_path / "run"
+    assert main(["train", "sbn", "--layers", "8", "--objective", "rebar", "--dataset", "digits", "--epochs", "1",
+                 "--batch-size", "200", "--eval-samples", "5", "--iwae-k", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert "eta" in load_checkpoint(out / "checkpoint.pt")["objective"]["control"]      # the run saved its state
+    assert main(["gradients", "sbn", "--layers", "8", "--dataset", "digits", "--objectives", "rebar,relax",
+                 "--particles", "1", "--repeats", "3", "--batch-size", "20", "--checkpoint", str(out),
+                 "--out", str(tmp_path / "g"), "--no-progress"]) == 0
+    rows = {r["objective"]: r for r in json.loads((tmp_path / "g" / "gradients.json").read_text())["rows"]}
+    assert rows["rebar"]["control_variate"] == "checkpoint" and rows["rebar"]["control_variate_steps"] == 0
+    assert rows["relax"]["control_variate"] == "trained here" and rows["relax"]["control_variate_steps"] == 200
+
+
+def test_a_control_variate_given_to_the_diagnostics_is_the_one_measured():
+    """With the control variate switched off (eta = 0: REBAR is then the bare score function), the held state that
+    ``diagnose`` is given shows in the variance: several times that of REBAR with its control variate on."""
+    from zoo.evaluation.gradients import diagnose
+    model, guide, x = _setup()
+    off = REBAR(num_particles=1)
+    _grads(off, model, guide, x)
+    with torch.no_grad():
+        off.control.eta.zero_()
+    state = off.state_dict()
+
+    def guide_variance(trained):
+        rows = diagnose(model, guide, x, ["rebar"], [1], repeats=40, reference=False, control_variate_steps=3,
+                        trained_control_variate=trained)["rows"]
+        return next(r for r in rows if r["group"] == "guide")
+
+    held, fresh = guide_variance((REBAR, state)), guide_variance(None)
+    assert held["control_variate_steps"] == 0 and fresh["control_variate_steps"] == 3
+    assert held["variance"] > 3 * fresh["variance"], (held["variance"], fresh["variance"])

@@ -175,14 +175,18 @@ def _refuse_oversized(groups, x: torch.Tensor, particles: Sequence[int], repeats
 def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int], repeats: int,
              alpha: float = 0.0, seed: int = 0, reference: bool = True, reference_repeats: int = 20,
              objective_options: Optional[Mapping[str, Mapping]] = None,
-             status: Optional[Callable[[str], None]] = None, control_variate_steps: int = 200) -> Dict:
+             status: Optional[Callable[[str], None]] = None, control_variate_steps: int = 200,
+             trained_control_variate: Optional[tuple] = None) -> Dict:
     """The full table: one row per (objective, K, group), plus the references used
     (``reference=False`` skips them: variance and SNR need none).
 
     An estimator that trains a control variate of its own (REBAR, RELAX: :mod:`zoo.objectives.relax`) would be
     measured at its untrained start; it first takes ``control_variate_steps`` steps of its variance objective at
     the fixed parameters (their gradients discarded), as training keeps it tracking them, and is then measured with
-    that control variate held (the row's ``control_variate_steps``).
+    that control variate held (the row's ``control_variate_steps``). ``trained_control_variate``, a pair
+    ``(objective class, state_dict)`` from the checkpoint of a run that trained one, is loaded instead into the
+    objectives of that class, which are then measured with the run's own control variate (``control_variate_steps``
+    0, ``control_variate`` "checkpoint").
 
     ``objective_options``: per objective name, its options other than ``particles`` (e.g. a bound's
     ``estimator``); ``alpha`` goes to the objectives that take it. ``status``, if given, is called with one
@@ -213,9 +217,14 @@ def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int
             objective = build_objective(objective_name, k, **options)
             trains_own = hasattr(objective, "train_control_variate")
             pyro.set_rng_seed(seed + 1)
+            steps = control_variate_steps
+            if trains_own and trained_control_variate is not None and type(objective) is trained_control_variate[0]:
+                objective.load_state_dict(trained_control_variate[1])
+                steps = 0
+            if trains_own and steps:
+                status(f"{label}, K = {k}: {steps} steps of its control variate")
+                gradient_samples(objective, model, guide, x, idx, N, steps, groups)
             if trains_own:
-                status(f"{label}, K = {k}: {control_variate_steps} steps of its control variate")
-                gradient_samples(objective, model, guide, x, idx, N, control_variate_steps, groups)
                 objective.train_control_variate = False
             status(f"{label}, K = {k}: {repeats} gradient estimates")
             samples, seconds = gradient_samples(objective, model, guide, x, idx, N, repeats, groups)
@@ -224,7 +233,8 @@ def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int
                     continue
                 rows.append({"objective": label, "particles": k, "group": group,
                              "seconds": statistics.median(seconds), **summarize(s, ref.get(group)),
-                             **({"control_variate_steps": control_variate_steps} if trains_own else {})})
+                             **({"control_variate_steps": steps,
+                                 "control_variate": "trained here" if steps else "checkpoint"} if trains_own else {})})
     return {"rows": rows, "reference": how, "batch_size": N}
 
 

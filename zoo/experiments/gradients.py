@@ -1,6 +1,7 @@
 """``pyro-zoo gradients``: bias, variance and SNR of gradient estimators at fixed parameters."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from zoo.experiments.compare import grid_cells
 from zoo.experiments.config import RunConfig, refuse_other_shapes
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
 from zoo.experiments.run import prepare
+from zoo.objectives import build_objective
 from zoo.experiments.run_folder import load_run, load_weights, read_stored_config, writer_lock
 from zoo.registry import build_guide
 from zoo.training.checkpoint import atomic_path, atomic_write_text, load_checkpoint
@@ -39,6 +41,16 @@ def checkpoint_for(checkpoint: Path, model: str, guide: Optional[str] = None):
 
 def _status_line(line: str) -> None:
     print(f"gradients: {line}", file=sys.stderr, flush=True)
+
+
+def _trained_control_variate(stored) -> Optional[tuple]:
+    """``(objective class, state)`` of a checkpoint whose run trained a control variate of its own (REBAR, RELAX):
+    the objectives of that class are measured with it, not with one trained afresh at the checkpoint."""
+    if stored is None or not stored[0].get("objective"):
+        return None
+    state, config = stored
+    trained = build_objective(config.objective, **dataclasses.asdict(config.resolved("objective")))
+    return (type(trained), state["objective"]) if hasattr(trained, "train_control_variate") else None
 
 
 def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: Sequence[int], repeats: int,
@@ -71,7 +83,8 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
         run.guide = build_guide(config.guide, run.model, num_data=x.shape[0]).to(run.device)
     result = diagnose(run.model, run.guide, x, objectives, particles, repeats, seed=config.seed,
                       objective_options={name: cell.objective_options for name, cell in zip(objectives, cells)},
-                      status=_status_line if progress else None)
+                      status=_status_line if progress else None,
+                      trained_control_variate=_trained_control_variate(stored))
     result.update(config=config.to_json(), objectives=list(objectives), particles=list(particles),
                   repeats=repeats, checkpoint=str(checkpoint) if checkpoint else None, device=str(run.device))
     made = not out.exists()

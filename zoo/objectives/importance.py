@@ -14,11 +14,13 @@ Estimators (``--estimator``):
 - ``dreg`` (``iwae`` only): the doubly-reparameterized guide gradient (Tucker et al. 2019);
 - ``vimco`` (``iwae`` only): VIMCO's leave-one-out score function (Mnih & Rezende 2016),
   for discrete latents;
+- ``disarm`` (``iwae`` only): a DisARM antithetic pair for each of the K samples, the others held
+  (:class:`~zoo.objectives.arm.MultiSampleDisARM`), for one layer of Bernoulli latents;
 - ``pyro``: Pyro's :class:`~pyro.infer.RenyiELBO`, kept for comparison. **Caveat**: it scales
   log-weights by N/B before the logsumexp and pools the minibatch into one weight
   (pyro-ppl/pyro#3104), so under minibatching it is not the per-datum bound.
 
-DReG and VIMCO are derived for alpha = 0, so ``renyi`` offers only ``reparam`` and ``pyro``.
+DReG, VIMCO and DisARM are derived for alpha = 0, so ``renyi`` offers only ``reparam`` and ``pyro``.
 Presets: ``dreg`` and ``vimco`` are ``iwae`` with that estimator, ``renyi_pyro`` is ``renyi``
 with ``pyro``.
 
@@ -38,6 +40,7 @@ from pyro.infer import RenyiELBO
 from zoo.core.errors import ZooError
 from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.core.components import option
+from zoo.objectives.arm import MultiSampleDisARM
 from zoo.objectives.axes import BoundOptions, Estimator, Particles, estimator_option, register_bound, register_preset
 from zoo.objectives.estimators import VIMCO, DReGIWAE
 from zoo.objectives.renyi import IWAEBound, RenyiBound
@@ -90,6 +93,9 @@ IWAE_ESTIMATORS = register_bound("iwae", options=IWAEOptions, default="reparam",
                  lambda k: DReGIWAE(num_particles=k), needs_normal_guide=True, separate_surrogates=True, warmup=True),
     Estimator.of(VIMCO, "vimco", "VIMCO's leave-one-out score-function gradient (Mnih & Rezende 2016), for discrete "
                  "latents and also continuous ones; K >= 2", lambda k: VIMCO(num_particles=k), warmup=True, jit=True, ddp=True),
+    Estimator.of(MultiSampleDisARM, "disarm", "DisARM's antithetic pair for each of the K samples, the others held "
+                 "(Dong, Mnih & Tucker 2020's local multi-sample DisARM): one layer of Bernoulli latents, 2K "
+                 "evaluations", lambda k: MultiSampleDisARM(num_particles=k), needs_bernoulli_latents=True, ddp=True),
     Estimator("pyro", PYRO_CAVEAT + " (alpha = 0)", lambda k: pyro_renyi(k, 0.0), default_particles=5,
               needs_reparam=True, warmup=True, ddp=True),
 ])
