@@ -7,7 +7,8 @@
    decoder ("model") and encoder ("guide") parameters.
 3. The SBN-200 on binarized MNIST (at initialization, or --sbn-checkpoint): REINFORCE (elbo),
    TraceGraph with decaying and NVIL baselines, RLOO (leave-one-out baseline, K = 2 and 5, against
-   REINFORCE with the same K), VIMCO, ARM and DisARM (one antithetic pair: two model evaluations, as RLOO with
+   REINFORCE with the same K), VIMCO (K = 5 and 10), DisARM for the IWAE bound (K = 5 pairs: the cost of VIMCO at
+   K = 10, the bound of VIMCO at K = 5), ARM and DisARM (one antithetic pair: two model evaluations, as RLOO with
    K = 2), REBAR and RELAX (their control variate first trained for 200 steps at the fixed parameters, then held),
    the TVO with S = 10 (the gradient of another bound: its cosine to the ELBO's reference is not a bias), and the
    relaxed (Gumbel) guide under the Concrete ELBO and under Jang et al.'s discrete-KL objective.
@@ -27,6 +28,8 @@
         --sections sbn --name gradient_variance_sbn --sbn-checkpoint runs/discrete_mnist_rloo/sbn200-rloo
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \
         --sections sbn --name gradient_variance_sbn_relax --sbn-checkpoint runs/discrete_mnist_arm/sbn200-disarm
+    python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \
+        --sections sbn --name gradient_variance_sbn_iwae --sbn-checkpoint runs/discrete_mnist_arm/sbn200-disarm
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \
         --sections cat --name gradient_variance_cat --cat-checkpoint runs/discrete_mnist_arsm/cat20x10-rloo
 """
@@ -125,6 +128,10 @@ def sbn_section(data, x, args):
                                        ("REINFORCE (elbo) K=5", sbn_guides["none"], "elbo", 5),
                                        ("rloo K=5, leave-one-out baseline", sbn_guides["none"], "rloo", 5),
                                        ("vimco K=5 (IWAE bound)", sbn_guides["none"], "vimco", 5),
+                                       ("vimco K=10 (IWAE bound K=10: 10 evaluations)", sbn_guides["none"], "vimco",
+                                        10),
+                                       ("iwae disarm K=5 pairs (IWAE bound K=5: 10 evaluations)", sbn_guides["none"],
+                                        "iwae:disarm", 5),
                                        ("arm, one antithetic pair", sbn_guides["none"], "arm", 1),
                                        ("disarm, one antithetic pair", sbn_guides["none"], "disarm", 1),
                                        ("rebar, relaxed control variate", sbn_guides["none"], "rebar", 1),
