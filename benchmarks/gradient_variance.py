@@ -19,6 +19,18 @@
 6. ``tighter``: Rainforth et al. (2018)'s signal-to-noise figure on the same VAE: IWAE's encoder SNR falling as
    its K grows while the decoder's rises, beside MIWAE and PIWAE with M = 8 groups of K, at the same total of
    M K samples (8, 64 and 512); no reference is needed for the SNR.
+7. ``weights``: at the tighter section's checkpoint and minibatch, what the paper's argument assumes: the IWAE bound at K = 1, 8, 64, 512 and 4096 (from 4096 draws per
+   datum), the spread of log w, and the share of data whose PSIS k-hat exceeds 0.7. The encoder's expected IWAE
+   gradient falls as 1/K only once K is past the weights' relative variance; while the gap to log p(x) closes more
+   slowly than 1/K (heavy-tailed weights), the SNR need not fall.
+8. ``rainforth``: the same figure on the paper's own model, where its assumption holds: z ~ N(mu, I_20),
+   x | z ~ N(z, I_20) (the zoo's pPCA with W = I, sigma = 1, 20 latents), the amortized guide affine
+   (q(z | x) = N(A x + b, diag s(x)^2)), 1024 data drawn from the model with mu ~ N(0, I), every parameter of
+   model and guide set to its optimum plus N(0, 0.01^2) noise, and the gradient taken on all 1024 data. IWAE at
+   K = 1, 10 and 100, and PIWAE and MIWAE with M = 10 groups of K = 1 and 10, with the slope of log SNR against
+   log K (the paper's +1/2 for the model, -1/2 for the guide). An SNR estimate has a floor: a coordinate of zero
+   mean reads about sqrt(2 / pi) / sqrt(R) from R repeats (0.04 at R = 400), so the guide's SNR, which falls as
+   1 / sqrt(K), is read up to K = 100 only.
 
 --sections picks some of them (the cost needs the VAE), and --name the result file.
 
@@ -28,6 +40,8 @@
         --sections sbn --name gradient_variance_sbn --sbn-checkpoint runs/discrete_mnist_rloo/sbn200-rloo
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \
         --sections sbn --name gradient_variance_sbn_relax --sbn-checkpoint runs/discrete_mnist_arm/sbn200-disarm
+    python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 400 --sections weights,rainforth \
+        --name gradient_variance_rainforth --vae-checkpoint benchmarks/checkpoints/mnist-vae-elbo
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \
         --sections sbn --name gradient_variance_sbn_iwae --sbn-checkpoint runs/discrete_mnist_arm/sbn200-disarm
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \
@@ -75,21 +89,25 @@ def main(argv=None):
     p.add_argument("--vae-checkpoint", default=None)
     p.add_argument("--sbn-checkpoint", default=None)
     p.add_argument("--cat-checkpoint", default=None)
-    p.add_argument("--sections", default="toy,vae,sbn,cat,tighter",
-                   help="comma-separated, from toy, vae, sbn, cat, tighter (default: all)")
+    p.add_argument("--sections", default="toy,vae,sbn,cat,tighter,weights,rainforth",
+                   help="comma-separated, from toy, vae, sbn, cat, tighter, weights, rainforth (default: all)")
     p.add_argument("--name", default="gradient_variance", help="result file name in benchmarks/results")
     args = p.parse_args(argv)
     sections = set(args.sections.split(","))
-    if not sections or sections - {"toy", "vae", "sbn", "cat", "tighter"}:
-        p.error(f"--sections takes toy, vae, sbn, cat and tighter, comma-separated; got {args.sections!r}")
+    if not sections or sections - {"toy", "vae", "sbn", "cat", "tighter", "weights", "rainforth"}:
+        p.error(f"--sections takes toy, vae, sbn, cat, tighter, weights and rainforth, comma-separated; got "
+                f"{args.sections!r}")
 
-    data = load_dataset("binarized_mnist", args.data_dir)
-    x = data.train[:args.batch_size]
+    needs_mnist = bool(sections & {"vae", "sbn", "cat", "tighter", "weights"})         # the toy and rainforth make their own
+    data = load_dataset("binarized_mnist", args.data_dir) if needs_mnist else None
+    x = data.train[:args.batch_size] if needs_mnist else None
     toy = toy_gradients(theta=1.5, samples=(1, 10, 100, 1000), repeats=10000) if "toy" in sections else []
     vae_result = vae_section(data, x, args) if "vae" in sections else None
     sbn_rows = sbn_section(data, x, args) if "sbn" in sections else []
     cat_rows = cat_section(data, x, args) if "cat" in sections else []
     tighter_rows = tighter_section(data, x, args) if "tighter" in sections else []
+    weights = log_weight_spread(data, x, args) if "weights" in sections else None
+    rainforth = rainforth_section(args) if "rainforth" in sections else None
     cost = {}
     for r in vae_result["rows"] if vae_result else []:
         if r["group"] == "model":
@@ -97,12 +115,12 @@ def main(argv=None):
                         and b["particles"] == r["particles"] and b["group"] == "model")
             cost[f"{r['objective']} K={r['particles']}"] = r["seconds"] / base
     write_result(args.name, {"toy": toy, "vae": vae_result, "sbn": sbn_rows, "cat": cat_rows, "tighter": tighter_rows,
-                             "cost_ratio_to_elbo": cost,
+                             "tighter_log_weights": weights, "rainforth": rainforth, "cost_ratio_to_elbo": cost,
                              "batch_size": args.batch_size, "repeats": args.repeats, "sections": sorted(sections),
                              "vae_checkpoint": args.vae_checkpoint, "sbn_checkpoint": args.sbn_checkpoint,
                              "cat_checkpoint": args.cat_checkpoint})
     md = (markdown(toy, vae_result, sbn_rows, cost, args) + cat_markdown(cat_rows, args)
-          + tighter_markdown(tighter_rows, args))
+          + tighter_markdown(tighter_rows, args) + weights_markdown(weights) + rainforth_markdown(rainforth))
     (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
@@ -209,6 +227,108 @@ def tighter_markdown(rows, args):
           "", "| objective | K | M | samples M K | group | SNR | variance |", "|---|---|---|---|---|---|---|"]
     md += [f"| {r['label']} | {r['particles']} | {r['outer']} | {r['samples']} | {r['group']} | {r['snr']:.4f} | "
            f"{r['variance']:.4g} |" for r in rows]
+    return md + [""]
+
+
+def log_weight_spread(data, x, args, draws: int = 4096, ks=(1, 8, 64, 512, 4096)):
+    """At the tighter section's checkpoint and minibatch: IWAE_K averaged over the minibatch (each from the draws
+    split into groups of K), the mean per-datum sd of log w, and the share of data with PSIS k-hat > 0.7."""
+    import math
+
+    import torch
+
+    from zoo.core.weights import per_datum_log_weights
+    from zoo.evaluation.estimators.psis import psis_khat
+    vae = build_model("vae", data.x_dim)
+    guide = build_guide("amortized", vae)
+    load(args.vae_checkpoint, vae, guide)
+    idx = torch.arange(x.shape[0])
+    with torch.no_grad():
+        log_w = torch.cat([per_datum_log_weights(vae, guide, x, idx=idx, N=x.shape[0], num_particles=256).log_w
+                           for _ in range(draws // 256)])                                   # [draws, B]
+    bound = {k: (torch.logsumexp(log_w.reshape(draws // k, k, -1), 1) - math.log(k)).mean().item() for k in ks}
+    khat, _ = psis_khat(log_w.T.double().numpy())
+    return {"draws": draws, "iwae_bound": bound, "log_w_sd": log_w.std(0).mean().item(),
+            "khat_over_0.7": float((khat > 0.7).mean())}
+
+
+def weights_markdown(weights):
+    if not weights:
+        return []
+    ks = sorted(weights["iwae_bound"], key=int)
+    md = [f"### What the SNR argument assumes, at the same checkpoint and minibatch ({weights['draws']} draws per "
+          "datum)", "", "| K | IWAE_K (mean over the minibatch) | gain over the previous K |", "|---|---|---|"]
+    for i, k in enumerate(ks):
+        gain = "" if i == 0 else f"{weights['iwae_bound'][k] - weights['iwae_bound'][ks[i - 1]]:.3f}"
+        md.append(f"| {k} | {weights['iwae_bound'][k]:.3f} | {gain} |")
+    return md + ["", f"Mean per-datum sd of log w: {weights['log_w_sd']:.3f} nats; PSIS k-hat > 0.7 for "
+                 f"{100 * weights['khat_over_0.7']:.0f}% of the minibatch. In the 1/K regime each gain would be "
+                 "about 1/8 of the one before.", ""]
+
+
+#: the rainforth section: (label, objective, K values, M)
+RAINFORTH = (("IWAE", "iwae", (1, 10, 100), None), ("MIWAE, M = 10", "miwae", (1, 10), 10),
+             ("PIWAE, M = 10", "piwae", (1, 10), 10))
+
+
+def rainforth_section(args, dim: int = 20, num_data: int = 1024, perturbation: float = 0.01, seed: int = 0):
+    """Rainforth et al. (2018)'s Gaussian model (module docstring, 7.) at its optimum plus noise; SNR rows, and the
+    slope of log SNR against log K for each objective and group."""
+    import math
+
+    import numpy as np
+    import torch
+    torch.manual_seed(seed)
+    model = build_model("ppca", dim, latent_dim=dim)
+    guide = build_guide("amortized", model, hidden=(dim,), activation="linear")
+    mu = torch.randn(dim)
+    x = mu + torch.randn(num_data, dim) + torch.randn(num_data, dim)            # z ~ N(mu, I), x | z ~ N(z, I)
+    trunk = [m for m in guide.trunk.modules() if isinstance(m, torch.nn.Linear)]
+    head = guide.heads["z"]
+    with torch.no_grad():
+        model.W.copy_(torch.eye(dim))
+        model.mu.copy_(mu)
+        model.log_noise_scale.zero_()
+        trunk[0].weight.copy_(torch.eye(dim))                  # h = x
+        trunk[0].bias.zero_()
+        head.weight.zero_()                                    # the posterior: N((x - mu) / 2, I / 2)
+        head.weight[:dim].copy_(0.5 * torch.eye(dim))
+        head.bias.zero_()
+        head.bias[:dim].copy_(-0.5 * mu)
+        head.bias[dim:].fill_(math.log(math.expm1(math.sqrt(0.5))))   # softplus^-1 of the posterior sd, sqrt(1/2)
+        for p in list(model.parameters()) + list(guide.parameters()):
+            p.add_(perturbation * torch.randn_like(p))
+    batch = x                                                   # the gradient of the whole data set
+    rows = []
+    for label, objective, ks, outer in RAINFORTH:
+        options = {objective: {"outer": outer}} if outer else None
+        result = diagnose(model, guide, batch, [objective], list(ks), args.repeats, reference=False,
+                          objective_options=options, seed=seed)
+        rows += [dict(r, label=label, outer=outer or 1, samples=r["particles"] * (outer or 1)) for r in result["rows"]]
+    slopes = {}
+    for label, *_ in RAINFORTH:
+        for group in ("model", "guide"):
+            pts = [(r["particles"], r["snr"]) for r in rows if r["label"] == label and r["group"] == group]
+            slopes[f"{label}, {group}"] = float(np.polyfit(np.log([k for k, _ in pts]), np.log([v for _, v in pts]),
+                                                           1)[0])
+    return {"rows": rows, "slopes": slopes, "dim": dim, "num_data": num_data, "perturbation": perturbation,
+            "batch_size": batch.shape[0], "repeats": args.repeats}
+
+
+def rainforth_markdown(result):
+    import math
+    if not result:
+        return []
+    md = [f"## Rainforth et al. (2018)'s Gaussian model, D = {result['dim']}: pPCA with W = I, sigma = 1 and an affine "
+          f"amortized guide, every parameter at its optimum plus N(0, {result['perturbation']}^2), the gradient of all "
+          f"{result['batch_size']} data", "", f"An SNR estimate has a floor: a coordinate of zero mean reads about "
+          f"sqrt(2/pi)/sqrt(R) = {math.sqrt(2 / math.pi / result['repeats']):.3f} with R = {result['repeats']} "
+          "repeats.", "", "| objective | K | M | group | SNR | variance |", "|---|---|---|---|---|---|"]
+    md += [f"| {r['label']} | {r['particles']} | {r['outer']} | {r['group']} | {r['snr']:.4f} | {r['variance']:.4g} |"
+           for r in result["rows"]]
+    md += ["", "Slope of log SNR against log K (the paper: +1/2 for the model and -1/2 for the guide under IWAE):", "",
+           "| objective, group | slope |", "|---|---|"]
+    md += [f"| {k} | {v:+.3f} |" for k, v in result["slopes"].items()]
     return md + [""]
 
 
