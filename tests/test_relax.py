@@ -172,6 +172,7 @@ def test_a_doctored_control_variate_in_a_checkpoint_is_one_line_and_changes_noth
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_the_gradient_diagnostics_of_a_rebar_run_use_the_run_s_own_control_variate(tmp_path, capsys):
     """``pyro-zoo gradients --checkpoint RUN`` of a REBAR run measures REBAR with the control variate the run trained
     (no steps of a fresh one), and trains one afresh, as at any checkpoint, for RELAX (another estimator's net)."""
