@@ -189,6 +189,19 @@ def test_the_gradient_diagnostics_of_a_rebar_run_use_the_run_s_own_control_varia
     rows = {r["objective"]: r for r in json.loads((tmp_path / "g" / "gradients.json").read_text())["rows"]}
     assert rows["rebar"]["control_variate"] == "checkpoint" and rows["rebar"]["control_variate_steps"] == 0
     assert rows["relax"]["control_variate"] == "trained here" and rows["relax"]["control_variate_steps"] == 200
+    # a doctored control variate in the checkpoint: one line, exit 2, no output folder, the run folder unchanged
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state["objective"] = {"control": {"eta": torch.ones(3)}, "optimizer": {}}
+    torch.save(state, out / "checkpoint.pt")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["gradients", "sbn", "--layers", "8", "--dataset", "digits", "--objectives", "rebar",
+                 "--particles", "1", "--repeats", "3", "--batch-size", "20", "--checkpoint", str(out),
+                 "--out", str(tmp_path / "g2"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not fit this model's latents" in err and "\n" not in err
+    assert not (tmp_path / "g2").exists()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 def test_a_control_variate_given_to_the_diagnostics_is_the_one_measured():

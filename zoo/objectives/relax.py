@@ -180,7 +180,8 @@ class ControlVariateObjective(PerDatumObjective):
                 self.load_state_dict(self._pending)
             except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError):
                 raise ZooError(f"the checkpoint's {type(self).__name__} control variate does not fit this model's "
-                               f"latents ({', '.join(sizes)}); start the run afresh with a new --out") from None
+                               f"latents ({', '.join(sizes)}): use a checkpoint that pyro-zoo train wrote for this model, or "
+                               f"start the run afresh with a new --out") from None
 
     def state_dict(self) -> dict:
         """The control variate's parameters and its Adam state (empty before the first step)."""
