@@ -15,8 +15,8 @@ from zoo.experiments.compare import grid_cells
 from zoo.experiments.config import RunConfig, refuse_other_shapes
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
 from zoo.experiments.run import prepare
-from zoo.objectives import build_objective
 from zoo.experiments.run_folder import load_run, load_weights, read_stored_config, writer_lock
+from zoo.objectives import build_objective
 from zoo.registry import build_guide
 from zoo.training.checkpoint import atomic_path, atomic_write_text, load_checkpoint
 from zoo.usercode.specs import is_file_spec
