@@ -14,7 +14,9 @@ Raw parameters become distributions in one place, :func:`site_distribution`:
   support ``constraint`` (positive, simplex, ...) the Normal lives on the unconstrained space and
   is pushed through ``biject_to(constraint)`` (:func:`constrain`);
 - binary:      ``Bernoulli(logits)`` per bit, from ``numel`` logits (a score-function site);
-- categorical: ``OneHotCategorical(logits)`` per variable, from ``N * K`` logits.
+- categorical: ``OneHotCategorical(logits)`` per variable, from ``N * K`` logits;
+- sphere:      the site's latent family's posterior (vMF or Power Spherical, :mod:`zoo.core.latents`), from
+  ``d + 1`` numbers.
 
 Discrete sites take the model site's own form (:attr:`~zoo.core.contract.LatentSite.form`): the
 zoo's vector forms are :class:`~zoo.core.distributions.JointDiscrete` (an enumerable
@@ -39,6 +41,7 @@ from zoo.objectives.baselines import BASELINE_KEY, SiteBaseline
 from zoo.core.distributions import JointDiscrete
 from zoo.core.errors import ZooError
 from zoo.core.contract import LatentSite, ZooModel
+from zoo.core.latents import LATENT_FAMILIES
 from zoo.core.params import forget_parameters
 from zoo.core.components import Options, option
 from zoo.core.nn import ACTIVATIONS
@@ -75,6 +78,8 @@ class EncoderOptions(Options):
 
 def raw_size(site: LatentSite) -> int:
     """How many unconstrained numbers parameterize one datum's q for ``site``."""
+    if site.support == "sphere":
+        return LATENT_FAMILIES[site.family].raw_size(site.numel)
     return 2 * site.unconstrained_numel if site.support == "real" else site.num_logits
 
 
@@ -96,6 +101,8 @@ def site_distribution(site: LatentSite, raw: torch.Tensor) -> dist.TorchDistribu
         shape = site.unconstrained_shape
         return constrain(site, dist.Normal(loc.reshape(batch + shape),
                                            (F.softplus(s) + 1e-5).reshape(batch + shape)).to_event(len(shape)))
+    if site.support == "sphere":
+        return LATENT_FAMILIES[site.family].posterior(raw)
     return discrete_distribution(site, raw.reshape(batch + site.logits_shape))
 
 
@@ -182,7 +189,7 @@ class ZooGuide(nn.Module):
         self.baseline = baseline or "none"
         if self.baseline != "none":
             self.baselines = nn.ModuleDict({s.name: SiteBaseline(self.x_dim, neural=self.baseline == "neural")
-                                            for s in self.sites if s.support != "real"})
+                                            for s in self.sites if s.support in ("binary", "categorical")})
 
     def _apply(self, *args, **kwargs):
         out = super()._apply(*args, **kwargs)
@@ -207,7 +214,7 @@ class ZooGuide(nn.Module):
     @classmethod
     def is_reparameterized(cls, model: ZooModel) -> bool:
         """Whether every sample this family draws for ``model`` is reparameterizable."""
-        return all(s.support == "real" for s in model.latents)
+        return all(s.support in ("real", "sphere") for s in model.latents)
 
     @property
     def global_guide(self):
@@ -238,7 +245,7 @@ class ZooGuide(nn.Module):
 
     def infer_for(self, site: LatentSite, x) -> Dict:
         """The ``infer`` dict of a sample site: its baseline for :class:`~zoo.objectives.baselines.BaselineTraceGraph_ELBO`."""
-        if site.support == "real" or self.baseline == "none":
+        if site.support in ("real", "sphere") or self.baseline == "none":
             return {}
         # b(x) must come in the site's batch shape, particles included.
         particles = [f.size for f in sorted(get_plates(), key=lambda f: f.dim) if f.dim is not None and f.dim < -1]

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from guides.base import BaselineOptions, ZooGuide, constrain, site_distribution
 from guides.globals import GlobalGuideOptions
+from zoo.core.latents import LATENT_FAMILIES
 from zoo.core.components import GUIDES
 from zoo.core.errors import ZooError
 from zoo.core.plates import data_plate
@@ -47,8 +48,8 @@ class MeanFieldOptions(BaselineOptions, GlobalGuideOptions):
     pass
 
 
-@GUIDES.register("meanfield", options=MeanFieldOptions, description="per-datum diagonal Normal or "
-                 "Bernoulli/categorical logits, indexed by the data plate's idx")
+@GUIDES.register("meanfield", options=MeanFieldOptions, description="per-datum diagonal Normal, vMF or "
+                 "Power Spherical (sphere), or Bernoulli/categorical logits, indexed by the data plate's idx")
 class MeanField(ZooGuide):
     """Per-datum diagonal Normal (real) or independent logits (binary, categorical) for each site.
 
@@ -60,7 +61,7 @@ class MeanField(ZooGuide):
     """
 
     family = "meanfield"
-    supports = ("real", "binary", "categorical")
+    supports = ("real", "binary", "categorical", "sphere")
     amortized = False
     enumerable = True
     #: Each row of a per-datum table gets one gradient per epoch, against one per step for
@@ -79,6 +80,9 @@ class MeanField(ZooGuide):
                 setattr(self, f"{site.name}_loc", nn.Parameter(torch.zeros(num_data, *shape)))
                 setattr(self, f"{site.name}_log_scale",
                         nn.Parameter(torch.full((num_data, *shape), math.log(init_scale))))
+            elif site.support == "sphere":
+                family = LATENT_FAMILIES[site.family]
+                setattr(self, f"{site.name}_raw", nn.Parameter(family.initial_raw(num_data, site.numel)))
             else:
                 setattr(self, f"{site.name}_logits", nn.Parameter(torch.zeros(num_data, site.num_logits)))
 
@@ -90,6 +94,8 @@ class MeanField(ZooGuide):
             loc = getattr(self, f"{site.name}_loc")[idx]
             scale = torch.exp(getattr(self, f"{site.name}_log_scale")[idx])
             return constrain(site, dist.Normal(loc, scale).to_event(len(site.unconstrained_shape)))
+        if site.support == "sphere":
+            return site_distribution(site, getattr(self, f"{site.name}_raw")[idx])
         return site_distribution(site, getattr(self, f"{site.name}_logits")[idx])
 
     def forward(self, x=None, idx=None, N=None):

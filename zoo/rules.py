@@ -48,6 +48,9 @@ from zoo.core.errors import ZooError
 from zoo.data.kinds import data_kind
 from zoo.objectives import build_objective, objective_capabilities, objective_label
 
+#: the latent supports summed or scored by their probabilities (what enumeration and baselines are for)
+DISCRETE = ("binary", "categorical")
+
 __all__ = ["DataFacts", "model_options", "build_run_model", "check_guide", "check_combination", "check_guide_options",
            "check_capture", "check_levels", "check_run", "check_data_dir", "check_covariates", "check_sleep",
            "check_batch_size", "check_data_kind", "observed_likelihoods", "likelihood_name", "likelihood_warning",
@@ -187,7 +190,7 @@ def _discrete_configurations(model: ZooModel) -> Optional[int]:
     """How many joint values one datum's *discrete* latents take (``None`` if it has none): what ``enum``
     sums over. Real latents beside them are sampled, reparameterized, once per enumerated value
     (Pyro's TraceEnum_ELBO; the M2 recipe q(y | x) q(z | x, y) with y summed)."""
-    sizes = [s.num_configurations for s in model.latents if s.support != "real"]
+    sizes = [s.num_configurations for s in model.latents if s.support in DISCRETE]
     if not sizes:
         return None
     total = 1
@@ -233,7 +236,7 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
             return lambda fits: (f"objective {label} sums over the guide's discrete distribution, which the "
                                  f"{guide!r} guide does not have while training; use the amortized or meanfield "
                                  f"guide")
-        tangled = [s for s in model.latents if s.support != "real" and any(
+        tangled = [s for s in model.latents if s.support in DISCRETE and any(
             p.support == "real" for p in model.latents if p.name in s.parents)]
         if tangled and (guide_options or {}).get("structured"):
             site = tangled[0]
@@ -245,6 +248,11 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
             return lambda fits: (f"objective {label} would sum over {n:.3g} latent configurations per datum, more "
                                  f"than the limit {ENUMERATION_LIMIT}; use tracegraph (with baseline 'neural'), rws "
                                  f"or the relaxed guide")
+    spheres = [s.name for s in model.latents if s.support == "sphere"]
+    if (caps.needs_normal_guide or caps.needs_unit_kl) and spheres:
+        return lambda fits: (f"objective {label} needs Normal posteriors (log q at detached parameters, or each "
+                             f"unit's KL in closed form), and {model.display_name}'s {', '.join(spheres)} lives on "
+                             f"the sphere; use {fits()}, or --latent gaussian")
     if caps.needs_normal_guide and not gcls.normal_sites:
         return lambda fits: (f"objective {label} evaluates log q at detached parameters, which needs a guide of "
                              f"Normal sites; the {guide!r} guide is not one: use meanfield or amortized, or {fits()}")
@@ -296,7 +304,7 @@ def check_guide_options(model: ZooModel, guide: str, guide_options: Optional[Map
     if options.get("global_guide") is not None and not getattr(model, "global_latents", ()):
         raise ZooError(f"--global-guide applies to models with global latents (outside the data plate); "
                        f"{model.display_name} has none: drop it")
-    if options.get("baseline") not in (None, "none") and all(s.support == "real" for s in model.latents):
+    if options.get("baseline") not in (None, "none") and not any(s.support in DISCRETE for s in model.latents):
         raise ZooError("baselines reduce the variance of score-function (discrete) sites; this model has none")
 
 
@@ -635,6 +643,14 @@ BDMC_NEEDS_GENERATION = _rule(
 ANNEALING_NEEDS_LOCAL_LATENTS = _rule(
     "annealing_needs_local_latents", "eval --estimator ais|bdmc", "AIS and BDMC anneal each datum's local latents, "
     "and without any log p(x_n | theta_hat) is exact: use the importance-sampling estimate (pyro-zoo eval)")
+ANNEALING_NEEDS_EUCLIDEAN_LATENTS = _rule(
+    "annealing_needs_euclidean_latents", "eval --estimator ais|bdmc", "AIS and BDMC move real latents by HMC in R^d "
+    "(or their unconstrained space), and a latent on the sphere has no such chart here: use the importance-sampling "
+    "estimate (pyro-zoo eval), whose defensive proposal mixes in the uniform on the sphere")
+SPHERE_HAS_NO_COUNTERPART = _rule(
+    "sphere_has_no_counterpart", "eval --gaps|compress", "the amortization gap's per-datum refit and bits-back "
+    "coding's equal-mass bins are written for Normal and discrete posteriors, not for a latent on the sphere: "
+    "use --latent gaussian for them")
 BDMC_NEEDS_AMORTIZED = _rule(
     "bdmc_needs_amortized", "eval --estimator bdmc", "BDMC's guide path starts at q(z | x) of simulated data, which "
     "needs an amortized guide: pass --ais-path prior")
@@ -653,6 +669,7 @@ def check_compress(model: ZooModel, guide) -> None:
     if getattr(model, "global_latents", ()):
         names = ", ".join(s.name for s in model.global_latents)
         raise COMPRESS_NEEDS_LOCAL_LATENTS.error(f"{model.display_name} has global latents ({names})")
+    _check_euclidean(model.latents)
     compress_levels(model)
 
 
@@ -688,6 +705,13 @@ def check_gaps(guide) -> None:
         raise GAPS_NEEDS_MEAN_FIELD.error(f"this run's {family!r} guide is structured")
     if family not in ("amortized", "relaxed", "iaf", "exact"):
         raise GAPS_NEEDS_COUNTERPART.error(f"the {family!r} guide has none")
+    _check_euclidean(getattr(guide, "sites", ()))
+
+
+def _check_euclidean(sites) -> None:
+    spheres = [s.name for s in sites if s.support == "sphere"]
+    if spheres:
+        raise SPHERE_HAS_NO_COUNTERPART.error(f"{', '.join(spheres)} lives on the sphere")
 
 
 def check_annealing(model: ZooModel, estimator: str) -> None:
@@ -696,6 +720,10 @@ def check_annealing(model: ZooModel, estimator: str) -> None:
     if not model.latents:
         raise ANNEALING_NEEDS_LOCAL_LATENTS.error(f"{model.display_name} has no local latents, so {estimator} has "
                                                   f"nothing to anneal")
+    spheres = [s.name for s in model.latents if s.support == "sphere"]
+    if spheres:
+        raise ANNEALING_NEEDS_EUCLIDEAN_LATENTS.error(f"{model.display_name}'s {', '.join(spheres)} lives on the "
+                                                      f"sphere")
 
 
 def check_bdmc(model: ZooModel, guide, path: str) -> None:

@@ -19,6 +19,7 @@ guide's q(z2 | z1, x) is widened given the z1 drawn), hence a normalized density
 - a transformed Normal (an IAF, a constrained site's log-Normal): the base widened, the same transforms;
 - Bernoulli, categorical, one-hot and joint discrete sites: uniform over the states, so that q_def gives
   every state at least alpha / (number of states);
+- a site on the sphere (vMF, Power Spherical): the uniform on the sphere, so that w <= p(x, z) |S^(d-1)| / alpha;
 - any other distribution (a point mass, a user's own): kept as q (named in ``sites_kept``).
 
 **Deterministic allocation.** Of the K draws per datum, the first ``n_q = K - n_wide`` come from q and
@@ -57,6 +58,7 @@ from pyro.poutine.messenger import Messenger
 
 from zoo.core.distributions import JointDiscrete
 from zoo.core.errors import ZooError
+from zoo.core.spherical import HypersphericalUniform, PowerSpherical, VonMisesFisher
 from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.core.weights import LogWeights, is_subsample_site, masked_log_prob, per_datum_log_weights
 from zoo.rules import DEFENSIVE_NEEDS_PARTICLES
@@ -94,6 +96,8 @@ def widen(q, inflation: float, df: Optional[float]):
     if isinstance(q, JointDiscrete):
         base = widen(q.base, inflation, df)
         return None if base is None else JointDiscrete(base)
+    if isinstance(q, (VonMisesFisher, PowerSpherical)):
+        return HypersphericalUniform(q.dim, q.batch_shape, q.loc.device, q.loc.dtype)
     return None
 
 
@@ -218,6 +222,7 @@ class DefensiveProposal:
                 "continuous": (f"Student-t (df {self.df:g})" if self.df is not None else "Normal")
                 + f" at q's location, scale x{self.inflation:g}",
                 "discrete": "uniform over the states: each state has probability >= alpha / number of states",
+                "sphere": "uniform on the sphere",
                 "draws_q": n_q, "draws_wide": n_wide,
                 "applies_to": "log_likelihood, its standard error and the PSIS k-hats; ELBO, KL and IWAE-k use the "
                               "draws from q alone, and a model's single-view estimates log p^(x_v) the proposal "

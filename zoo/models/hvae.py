@@ -2,7 +2,7 @@
 
 Generative story with layers z_L (top) ... z_1 (next to x), for each datum::
 
-    z_L ~ p(z_L)                                         N(0, I), or a learned prior (--prior)
+    z_L ~ p(z_L)                                         N(0, I), a learned prior (--prior), or uniform on the sphere (--latent)
     z_l | z_{l+1} ~ N(mu_l(z_{l+1}), diag(sigma_l(z_{l+1})^2))       l = L-1 .. 1
     x | z_1 ~ Bernoulli(sigmoid(f(z_1)))                 (likelihood="bernoulli")
     x | z_1 ~ N(f(z_1), diag(sigma_x^2))                 (likelihood="gaussian")
@@ -58,6 +58,7 @@ from torch import nn
 
 from zoo.core.autoregressive import AutoregressiveBernoulli, DecoderOptions, autoregressive_decoder
 from zoo.core.contract import LatentSite, ZooModel
+from zoo.core.latents import LatentOptions, latent_site
 from zoo.core.distributions import IndependentBernoulli
 from zoo.core.levels import LEVEL_LIKELIHOODS, LevelsLikelihood, LikelihoodOptions
 from zoo.core.nn import mlp
@@ -70,7 +71,7 @@ __all__ = ["HVAE"]
 
 
 @dataclass
-class HVAEOptions(LikelihoodOptions, DecoderOptions, PriorOptions):
+class HVAEOptions(LikelihoodOptions, DecoderOptions, PriorOptions, LatentOptions):
     test_options: ClassVar[dict] = {"layers": (3, 2), "hidden": (16,), "transition_hidden": (8,)}
 
     layers: Tuple[int, ...] = option((100, 50), "stochastic layer sizes, bottom (z1) to top, e.g. 100,50",
@@ -97,16 +98,19 @@ class HVAE(PriorMixin, ZooModel):
         decoder: ``"mlp"``, or ``"made"`` / ``"pixelcnn"`` for an autoregressive Bernoulli p(x | z_1).
         channels: the PixelCNN's channels per masked layer (``decoder="pixelcnn"`` only).
         activation: hidden units of the mlp decoder and the transitions: ``"tanh"``, ``"relu"`` or ``"gated"``.
+        latent: the top layer's family, ``"gaussian"``, or ``"vmf"`` / ``"power-spherical"`` (z_L on the unit
+            sphere with a uniform prior; the layers below stay Gaussian), see :mod:`zoo.core.latents`.
     """
 
     def __init__(self, x_dim: int, layers: Sequence[int] = (100, 50), hidden: Sequence[int] = (200, 200),
                  transition_hidden: Sequence[int] = (100, 100), likelihood: Optional[str] = "bernoulli",
                  prior: str = "standard", prior_components: Optional[int] = None, prior_flows: int = 2,
                  decoder: str = "mlp", channels: Sequence[int] = (32, 32, 32), activation: str = "tanh",
-                 levels: Optional[int] = None, mixtures: int = 5):
+                 levels: Optional[int] = None, mixtures: int = 5, latent: str = "gaussian"):
         super().__init__(x_dim)
         likelihood = likelihood or "bernoulli"            # one of HVAEOptions' choices
         self.likelihood = likelihood
+        self.latent_family = latent
         self.layers = tuple(int(k) for k in layers)
         self.hidden = tuple(int(h) for h in hidden)
         self.transition_hidden = tuple(int(h) for h in transition_hidden)
@@ -132,8 +136,9 @@ class HVAE(PriorMixin, ZooModel):
     def latents(self):
         # in the order the model samples them (top layer first); each names the layer above as parent
         L = len(self.layers)
-        return tuple(LatentSite(f"z{l + 1}", (k,), "real", parents=(f"z{l + 2}",) if l + 1 < L else ())
-                     for l, k in reversed(list(enumerate(self.layers))))
+        top = latent_site(f"z{L}", self.layers[-1], self.latent_family)
+        return (top,) + tuple(LatentSite(f"z{l + 1}", (k,), "real", parents=(f"z{l + 2}",))
+                              for l, k in reversed(list(enumerate(self.layers[:-1]))))
 
     def conditional(self, l: int, z_above: torch.Tensor) -> dist.TorchDistribution:
         """p(z_{l+1} | z_{l+2}) (0-based ``l``): a diagonal Normal whose loc and scale are an MLP of the layer above."""

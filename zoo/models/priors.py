@@ -67,6 +67,7 @@ from torch.distributions import constraints
 
 from zoo.core.contract import Borrowed, LatentSite
 from zoo.core.errors import ZooError
+from zoo.core.latents import UniformSpherePrior
 from zoo.core.params import register_module
 from zoo.core.components import Options, OptionError, option
 
@@ -299,7 +300,12 @@ class FlowPrior(LearnedPrior):
 
 def build_prior(prior: str, site: LatentSite, x_dim: Optional[int] = None, components: Optional[int] = None,
                 flows: int = 2) -> LearnedPrior:
-    """The prior named ``prior`` (one of :data:`PRIORS`) on ``site``."""
+    """The prior named ``prior`` (one of :data:`PRIORS`) on ``site``; on a sphere site, the uniform."""
+    if site.support == "sphere":
+        if prior != "standard":
+            raise ZooError(f"prior {prior!r} is a learned prior on R^d, and {site.name!r} lives on the sphere, "
+                           f"whose prior is the uniform: drop --prior, or use --latent gaussian")
+        return UniformSpherePrior(site)
     if prior == "standard":
         return StandardPrior(site)
     if prior == "mog":

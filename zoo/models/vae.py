@@ -3,6 +3,7 @@
 Generative story, for each datum n = 1..N::
 
     z_n ~ N(0, I_d)                                       (or a learned prior: --prior, zoo.models.priors)
+    z_n ~ Uniform(S^(d-1))                                (--latent vmf / power-spherical: zoo.core.latents)
     x_n | z_n ~ Bernoulli(sigmoid(f_theta(z_n)))          (likelihood="bernoulli")
     x_n | z_n ~ N(f_theta(z_n), diag(sigma_theta^2))        (likelihood="gaussian")
     x_n | z_n ~ prod_i p_k(x_ni | f_theta(z_n)_i)             (k levels: categorical, dlogistic, dmol, dequant-*;
@@ -47,7 +48,8 @@ from zoo.core.distributions import IndependentBernoulli
 from zoo.core.levels import LEVEL_LIKELIHOODS, LevelsLikelihood, LikelihoodOptions
 from zoo.core.nn import mlp
 from zoo.core.components import MODELS, option
-from zoo.core.contract import LatentSite, ZooModel
+from zoo.core.contract import ZooModel
+from zoo.core.latents import LatentOptions, latent_site
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
 from zoo.models.priors import PriorMixin, PriorOptions, build_prior
@@ -58,7 +60,7 @@ __all__ = ["VAE"]
 
 
 @dataclass
-class VAEOptions(LikelihoodOptions, DecoderOptions, PriorOptions):
+class VAEOptions(LikelihoodOptions, DecoderOptions, PriorOptions, LatentOptions):
     test_options: ClassVar[dict] = {"latent_dim": 3, "hidden": (16,)}
 
     latent_dim: int = option(50, "number of latent units", minimum=1, shape=True)
@@ -81,16 +83,19 @@ class VAE(PriorMixin, ZooModel):
         decoder: ``"mlp"``, or ``"made"`` / ``"pixelcnn"`` for an autoregressive Bernoulli p(x | z).
         channels: the PixelCNN's channels per masked layer (``decoder="pixelcnn"`` only).
         activation: the mlp decoder's hidden units, ``"tanh"``, ``"relu"`` or ``"gated"`` (:mod:`zoo.core.nn`).
+        latent: the latent family, ``"gaussian"`` (R^d), or ``"vmf"`` / ``"power-spherical"`` (z on the unit
+            sphere S^(d-1) in R^d with a uniform prior: the S-VAE), see :mod:`zoo.core.latents`.
     """
 
     def __init__(self, x_dim: int, latent_dim: int = 50, hidden: Sequence[int] = (200, 200),
                  likelihood: Optional[str] = "bernoulli", prior: str = "standard",
                  prior_components: Optional[int] = None, prior_flows: int = 2, decoder: str = "mlp",
                  channels: Sequence[int] = (32, 32, 32), activation: str = "tanh", levels: Optional[int] = None,
-                 mixtures: int = 5):
+                 mixtures: int = 5, latent: str = "gaussian"):
         super().__init__(x_dim)
         likelihood = likelihood or "bernoulli"            # one of VAEOptions' choices
         self.likelihood = likelihood
+        self.latent_family = latent
         self.latent_dim = int(latent_dim)
         self.hidden = tuple(int(h) for h in hidden)
         self.decoder_kind = decoder
@@ -111,12 +116,12 @@ class VAE(PriorMixin, ZooModel):
 
     @property
     def latents(self):
-        return (LatentSite("z", (self.latent_dim,), "real"),)
+        return (latent_site("z", self.latent_dim, self.latent_family),)
 
     def model(self, x=None, idx=None, N=None):
         register_module("vae", self)
         with data_plate(x, idx, N, device=self.prior_loc.device):
-            z = pyro.sample("z", self.prior())                 # N(0, I) unless --prior says otherwise
+            z = pyro.sample("z", self.prior())                 # N(0, I) unless --prior or --latent say otherwise
             if self.decoder_kind != "mlp":
                 pyro.sample("x", AutoregressiveBernoulli(self.decoder, z, observed=x), obs=x)
                 return
