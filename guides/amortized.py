@@ -79,7 +79,8 @@ class AmortizedOptions(EncoderOptions, BaselineOptions, GlobalGuideOptions):
 
 
 @GUIDES.register("amortized", options=AmortizedOptions, description="MLP encoder giving a diagonal Normal, a "
-                 "vMF or Power Spherical on the sphere, or Bernoulli/categorical logits (score function)")
+                 "vMF or Power Spherical on the sphere, a wrapped normal on H^d, or Bernoulli/categorical logits "
+                 "(score function)")
 class Amortized(ZooGuide):
     """MLP encoder giving, per latent site, a diagonal Normal or independent Bernoulli/categorical logits.
 
@@ -95,7 +96,7 @@ class Amortized(ZooGuide):
     """
 
     family = "amortized"
-    supports = ("real", "binary", "categorical", "sphere")
+    supports = ("real", "binary", "categorical", "sphere", "hyperbolic")
     enumerable = True
 
     def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,

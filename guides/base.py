@@ -15,8 +15,8 @@ Raw parameters become distributions in one place, :func:`site_distribution`:
   is pushed through ``biject_to(constraint)`` (:func:`constrain`);
 - binary:      ``Bernoulli(logits)`` per bit, from ``numel`` logits (a score-function site);
 - categorical: ``OneHotCategorical(logits)`` per variable, from ``N * K`` logits;
-- sphere:      the site's latent family's posterior (vMF or Power Spherical, :mod:`zoo.core.latents`), from
-  ``d + 1`` numbers.
+- sphere, hyperbolic: the site's latent family's posterior (vMF or Power Spherical from ``d + 1`` numbers, the
+  wrapped normal from ``2 d``; :mod:`zoo.core.latents`).
 
 Discrete sites take the model site's own form (:attr:`~zoo.core.contract.LatentSite.form`): the
 zoo's vector forms are :class:`~zoo.core.distributions.JointDiscrete` (an enumerable
@@ -41,7 +41,7 @@ from zoo.objectives.baselines import BASELINE_KEY, SiteBaseline
 from zoo.core.distributions import JointDiscrete
 from zoo.core.errors import ZooError
 from zoo.core.contract import LatentSite, ZooModel
-from zoo.core.latents import LATENT_FAMILIES
+from zoo.core.latents import LATENT_FAMILIES, MANIFOLDS
 from zoo.core.params import forget_parameters
 from zoo.core.components import Options, option
 from zoo.core.nn import ACTIVATIONS
@@ -78,8 +78,9 @@ class EncoderOptions(Options):
 
 def raw_size(site: LatentSite) -> int:
     """How many unconstrained numbers parameterize one datum's q for ``site``."""
-    if site.support == "sphere":
-        return LATENT_FAMILIES[site.family].raw_size(site.numel)
+    if site.support in MANIFOLDS:
+        family = LATENT_FAMILIES[site.family]
+        return family.raw_size(family.dim_of(site.numel))
     return 2 * site.unconstrained_numel if site.support == "real" else site.num_logits
 
 
@@ -101,7 +102,7 @@ def site_distribution(site: LatentSite, raw: torch.Tensor) -> dist.TorchDistribu
         shape = site.unconstrained_shape
         return constrain(site, dist.Normal(loc.reshape(batch + shape),
                                            (F.softplus(s) + 1e-5).reshape(batch + shape)).to_event(len(shape)))
-    if site.support == "sphere":
+    if site.support in MANIFOLDS:
         return LATENT_FAMILIES[site.family].posterior(raw)
     return discrete_distribution(site, raw.reshape(batch + site.logits_shape))
 
@@ -214,7 +215,7 @@ class ZooGuide(nn.Module):
     @classmethod
     def is_reparameterized(cls, model: ZooModel) -> bool:
         """Whether every sample this family draws for ``model`` is reparameterizable."""
-        return all(s.support in ("real", "sphere") for s in model.latents)
+        return all(s.support == "real" or s.support in MANIFOLDS for s in model.latents)
 
     @property
     def global_guide(self):
@@ -245,7 +246,7 @@ class ZooGuide(nn.Module):
 
     def infer_for(self, site: LatentSite, x) -> Dict:
         """The ``infer`` dict of a sample site: its baseline for :class:`~zoo.objectives.baselines.BaselineTraceGraph_ELBO`."""
-        if site.support in ("real", "sphere") or self.baseline == "none":
+        if site.support not in ("binary", "categorical") or self.baseline == "none":
             return {}
         # b(x) must come in the site's batch shape, particles included.
         particles = [f.size for f in sorted(get_plates(), key=lambda f: f.dim) if f.dim is not None and f.dim < -1]

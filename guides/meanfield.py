@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from guides.base import BaselineOptions, ZooGuide, constrain, site_distribution
 from guides.globals import GlobalGuideOptions
-from zoo.core.latents import LATENT_FAMILIES
+from zoo.core.latents import LATENT_FAMILIES, MANIFOLDS
 from zoo.core.components import GUIDES
 from zoo.core.errors import ZooError
 from zoo.core.plates import data_plate
@@ -49,7 +49,8 @@ class MeanFieldOptions(BaselineOptions, GlobalGuideOptions):
 
 
 @GUIDES.register("meanfield", options=MeanFieldOptions, description="per-datum diagonal Normal, vMF or "
-                 "Power Spherical (sphere), or Bernoulli/categorical logits, indexed by the data plate's idx")
+                 "Power Spherical (sphere), wrapped normal (H^d), or Bernoulli/categorical logits, indexed by the data "
+                 "plate's idx")
 class MeanField(ZooGuide):
     """Per-datum diagonal Normal (real) or independent logits (binary, categorical) for each site.
 
@@ -61,7 +62,7 @@ class MeanField(ZooGuide):
     """
 
     family = "meanfield"
-    supports = ("real", "binary", "categorical", "sphere")
+    supports = ("real", "binary", "categorical", "sphere", "hyperbolic")
     amortized = False
     enumerable = True
     #: Each row of a per-datum table gets one gradient per epoch, against one per step for
@@ -80,9 +81,10 @@ class MeanField(ZooGuide):
                 setattr(self, f"{site.name}_loc", nn.Parameter(torch.zeros(num_data, *shape)))
                 setattr(self, f"{site.name}_log_scale",
                         nn.Parameter(torch.full((num_data, *shape), math.log(init_scale))))
-            elif site.support == "sphere":
+            elif site.support in MANIFOLDS:
                 family = LATENT_FAMILIES[site.family]
-                setattr(self, f"{site.name}_raw", nn.Parameter(family.initial_raw(num_data, site.numel)))
+                setattr(self, f"{site.name}_raw",
+                        nn.Parameter(family.initial_raw(num_data, family.dim_of(site.numel))))
             else:
                 setattr(self, f"{site.name}_logits", nn.Parameter(torch.zeros(num_data, site.num_logits)))
 
@@ -94,7 +96,7 @@ class MeanField(ZooGuide):
             loc = getattr(self, f"{site.name}_loc")[idx]
             scale = torch.exp(getattr(self, f"{site.name}_log_scale")[idx])
             return constrain(site, dist.Normal(loc, scale).to_event(len(site.unconstrained_shape)))
-        if site.support == "sphere":
+        if site.support in MANIFOLDS:
             return site_distribution(site, getattr(self, f"{site.name}_raw")[idx])
         return site_distribution(site, getattr(self, f"{site.name}_logits")[idx])
 

@@ -43,6 +43,7 @@ import torch
 from zoo.core.components import DATASETS, GUIDES, MODELS, OBJECTIVES, OptionError
 from zoo.core.contract import ZooModel, posterior_order
 from zoo.core.distributions import ENUMERATION_LIMIT
+from zoo.core.latents import MANIFOLDS
 from zoo.core.levels import LEVEL_LIKELIHOODS
 from zoo.core.errors import ZooError
 from zoo.data.kinds import data_kind
@@ -248,11 +249,11 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
             return lambda fits: (f"objective {label} would sum over {n:.3g} latent configurations per datum, more "
                                  f"than the limit {ENUMERATION_LIMIT}; use tracegraph (with baseline 'neural'), rws "
                                  f"or the relaxed guide")
-    spheres = [s.name for s in model.latents if s.support == "sphere"]
-    if (caps.needs_normal_guide or caps.needs_unit_kl) and spheres:
+    manifold = [f"{s.name} ({s.support})" for s in model.latents if s.support in MANIFOLDS]
+    if (caps.needs_normal_guide or caps.needs_unit_kl) and manifold:
         return lambda fits: (f"objective {label} needs Normal posteriors (log q at detached parameters, or each "
-                             f"unit's KL in closed form), and {model.display_name}'s {', '.join(spheres)} lives on "
-                             f"the sphere; use {fits()}, or --latent gaussian")
+                             f"unit's KL in closed form), and {model.display_name}'s {', '.join(manifold)} is not in "
+                             f"R^d; use {fits()}, or --latent gaussian")
     if caps.needs_normal_guide and not gcls.normal_sites:
         return lambda fits: (f"objective {label} evaluates log q at detached parameters, which needs a guide of "
                              f"Normal sites; the {guide!r} guide is not one: use meanfield or amortized, or {fits()}")
@@ -645,12 +646,12 @@ ANNEALING_NEEDS_LOCAL_LATENTS = _rule(
     "and without any log p(x_n | theta_hat) is exact: use the importance-sampling estimate (pyro-zoo eval)")
 ANNEALING_NEEDS_EUCLIDEAN_LATENTS = _rule(
     "annealing_needs_euclidean_latents", "eval --estimator ais|bdmc", "AIS and BDMC move real latents by HMC in R^d "
-    "(or their unconstrained space), and a latent on the sphere has no such chart here: use the importance-sampling "
-    "estimate (pyro-zoo eval), whose defensive proposal mixes in the uniform on the sphere")
-SPHERE_HAS_NO_COUNTERPART = _rule(
-    "sphere_has_no_counterpart", "eval --gaps|compress", "the amortization gap's per-datum refit and bits-back "
-    "coding's equal-mass bins are written for Normal and discrete posteriors, not for a latent on the sphere: "
-    "use --latent gaussian for them")
+    "(or their unconstrained space), and a latent on the sphere or in hyperbolic space has no such chart here: use "
+    "the importance-sampling estimate (pyro-zoo eval)")
+MANIFOLD_HAS_NO_COUNTERPART = _rule(
+    "manifold_has_no_counterpart", "eval --gaps|compress", "the amortization gap's per-datum refit and bits-back "
+    "coding's equal-mass bins are written for Normal and discrete posteriors, not for a latent on the sphere or in "
+    "hyperbolic space: use --latent gaussian for them")
 BDMC_NEEDS_AMORTIZED = _rule(
     "bdmc_needs_amortized", "eval --estimator bdmc", "BDMC's guide path starts at q(z | x) of simulated data, which "
     "needs an amortized guide: pass --ais-path prior")
@@ -709,9 +710,9 @@ def check_gaps(guide) -> None:
 
 
 def _check_euclidean(sites) -> None:
-    spheres = [s.name for s in sites if s.support == "sphere"]
-    if spheres:
-        raise SPHERE_HAS_NO_COUNTERPART.error(f"{', '.join(spheres)} lives on the sphere")
+    manifold = [f"{s.name} ({s.support})" for s in sites if s.support in MANIFOLDS]
+    if manifold:
+        raise MANIFOLD_HAS_NO_COUNTERPART.error(f"{', '.join(manifold)} is not in R^d")
 
 
 def check_annealing(model: ZooModel, estimator: str) -> None:
@@ -720,10 +721,9 @@ def check_annealing(model: ZooModel, estimator: str) -> None:
     if not model.latents:
         raise ANNEALING_NEEDS_LOCAL_LATENTS.error(f"{model.display_name} has no local latents, so {estimator} has "
                                                   f"nothing to anneal")
-    spheres = [s.name for s in model.latents if s.support == "sphere"]
-    if spheres:
-        raise ANNEALING_NEEDS_EUCLIDEAN_LATENTS.error(f"{model.display_name}'s {', '.join(spheres)} lives on the "
-                                                      f"sphere")
+    manifold = [f"{s.name} ({s.support})" for s in model.latents if s.support in MANIFOLDS]
+    if manifold:
+        raise ANNEALING_NEEDS_EUCLIDEAN_LATENTS.error(f"{model.display_name}'s {', '.join(manifold)} is not in R^d")
 
 
 def check_bdmc(model: ZooModel, guide, path: str) -> None:

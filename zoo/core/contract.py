@@ -62,7 +62,7 @@ __all__ = ["LatentSite", "FORMS", "ViewSite", "ZooModel", "Borrowed", "check_dat
 
 
 #: The latent supports the contract knows about.
-SUPPORTS = ("real", "binary", "categorical", "sphere")
+SUPPORTS = ("real", "binary", "categorical", "sphere", "hyperbolic")
 
 #: How a discrete site holds its value (:attr:`LatentSite.form`): ``"block"`` the zoo's own vector form
 #: (``Bernoulli(...).to_event(1)``, event ``(K,)``; ``OneHotCategorical(...).to_event(1)``, event
@@ -83,7 +83,8 @@ class LatentSite:
         name: the Pyro sample-site name.
         event_shape: shape of one datum's value, e.g. ``(50,)``; for a
             categorical latent ``(n_variables, num_classes)`` in one-hot form.
-        support: ``"real"``, ``"binary"``, ``"categorical"`` or ``"sphere"`` (unit vectors in R^d, event ``(d,)``).
+        support: ``"real"``, ``"binary"``, ``"categorical"``, ``"sphere"`` (unit vectors in R^d, event ``(d,)``) or
+            ``"hyperbolic"`` (points of H^d in Lorentz coordinates, event ``(d + 1,)``).
         num_classes: K for categorical latents, else ``None``.
         parents: the latent sites this one is conditioned on in the model (``z1``'s parents
             are ``("z2",)`` in ``z2 -> z1 -> x``); structured guides invert them
@@ -106,8 +107,9 @@ class LatentSite:
             sites have the same batch and event dimensions.
         event_dim: how many rightmost dimensions of a global site's shape are its distribution's event
             (the rest are batch dimensions, its plates'); ``None``: all of them.
-        family: for a ``"sphere"`` site, its latent family's name (:data:`zoo.core.latents.LATENT_FAMILIES`:
-            ``"vmf"`` or ``"power-spherical"``), which says what posterior a guide fits; ``None`` otherwise.
+        family: for a ``"sphere"`` or ``"hyperbolic"`` site, its latent family's name
+            (:data:`zoo.core.latents.LATENT_FAMILIES`: ``"vmf"``, ``"power-spherical"``, ``"wrapped-normal"``), which
+            says what prior and posterior it has; ``None`` otherwise.
     """
 
     name: str
@@ -125,11 +127,12 @@ class LatentSite:
     def __post_init__(self):
         if self.support not in SUPPORTS:
             raise ValueError(f"support must be one of {SUPPORTS}, got {self.support!r}")
-        if (self.support == "sphere") != (self.family is not None):
-            raise ValueError("a sphere site names its latent family (zoo.core.latents: vmf, power-spherical), "
-                             "and only a sphere site does")
-        if self.support == "sphere" and (len(self.event_shape) != 1 or self.event_shape[0] < 2):
-            raise ValueError(f"a sphere site is a unit vector in R^d, d >= 2: event shape (d,), got "
+        manifold = self.support in ("sphere", "hyperbolic")
+        if manifold != (self.family is not None):
+            raise ValueError("a sphere or hyperbolic site names its latent family (zoo.core.latents: vmf, "
+                             "power-spherical, wrapped-normal), and only such a site does")
+        if manifold and (len(self.event_shape) != 1 or self.event_shape[0] < 2):
+            raise ValueError(f"a {self.support} site's value is a vector of at least 2 coordinates, got event shape "
                              f"{tuple(self.event_shape)}")
         expected = {"block": None, "bit": ("binary", ()), "one_hot": ("categorical", (self.num_classes,)),
                     "index": ("categorical", ())}

@@ -12,19 +12,27 @@ guide that supports the family's ``support`` makes q from its raw parameters wit
 ``power-spherical``
     the same sphere and prior, q = PowerSpherical(mu, kappa) (De Cao & Aziz 2020): no rejection sampler,
     no Bessel functions.
+``wrapped-normal``
+    z in hyperbolic space H^d (the Lorentz model: points of R^(d+1), ``zoo.core.hyperbolic``), p(z) the wrapped
+    normal at the origin with sigma = 1 and q a wrapped normal (Nagano et al. 2019), both with exact densities
+    on H^d; the decoder reads log_(mu_0)(z) in R^d (Mathieu et al. 2019's "wrapped" decoder), so it is the same
+    network as the Gaussian VAE's. The KL has no closed form: ``tracemeanfield`` estimates it by Monte Carlo.
 
 For the two spherical families the guide's raw parameters per datum are d + 1 numbers:
 mu = r / |r| from the first d, kappa = softplus(s) + 1 from the last (Davidson et al. add 1 so that q
 cannot start at the uniform, where the direction's gradient vanishes). The KL to the uniform prior is in
 closed form (``zoo.core.spherical``), so ``TraceMeanField_ELBO`` (``--objective meanfield``) uses it.
 
-``d`` is the ambient dimension, as in the S-VAE paper's tables: ``--latent vmf --latent-dim 3`` is the
-ordinary sphere S^2, and ``--latent-dim 2`` the circle.
+For the sphere ``d`` is the ambient dimension, as in the S-VAE paper's tables: ``--latent vmf --latent-dim 3`` is
+the ordinary sphere S^2, and ``--latent-dim 2`` the circle. For hyperbolic space ``d`` is its dimension, and the
+site's values have d + 1 coordinates. Either way the decoder takes d inputs.
 
 References:
     T. R. Davidson, L. Falorsi, N. De Cao, T. Kipf and J. M. Tomczak, "Hyperspherical Variational
     Auto-Encoders", UAI 2018, https://arxiv.org/abs/1804.00891.
     N. De Cao and W. Aziz, "The Power Spherical distribution", 2020, https://arxiv.org/abs/2006.04437.
+    Y. Nagano, S. Yamaguchi, Y. Fujita and M. Koyama, "A Wrapped Normal Distribution on Hyperbolic Space for
+    Gradient-Based Learning", ICML 2019, https://arxiv.org/abs/1902.02992.
 
 Example::
 
@@ -47,10 +55,11 @@ from torch import nn
 
 from zoo.core.components import OptionError, Options, option
 from zoo.core.contract import LatentSite
+from zoo.core.hyperbolic import WrappedNormal, exp_origin, log_origin
 from zoo.core.spherical import HypersphericalUniform, PowerSpherical, VonMisesFisher
 
-__all__ = ["LatentFamily", "Gaussian", "Sphere", "LATENT_FAMILIES", "LatentOptions", "latent_site",
-           "UniformSpherePrior"]
+__all__ = ["LatentFamily", "Gaussian", "Sphere", "Hyperbolic", "LATENT_FAMILIES", "LatentOptions", "latent_site",
+           "FamilyPrior", "MANIFOLDS"]
 
 
 class LatentFamily:
@@ -75,6 +84,22 @@ class LatentFamily:
     def initial_raw(self, rows: int, dim: int) -> torch.Tensor:
         """A per-datum guide's initial table of raw parameters, ``[rows, raw_size]``."""
         raise NotImplementedError
+
+    def prior(self, dim: int, device, dtype):
+        """p(z) of one datum (batch shape ``()``) on this space."""
+        raise NotImplementedError
+
+    def value_size(self, dim: int) -> int:
+        """How many coordinates one datum's z has (d, or d + 1 on the hyperboloid)."""
+        return dim
+
+    def dim_of(self, value_size: int) -> int:
+        """d from the number of coordinates (the inverse of :meth:`value_size`)."""
+        return value_size
+
+    def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
+        """What the decoder reads of z: d numbers."""
+        return z
 
 
 class Gaussian(LatentFamily):
@@ -108,32 +133,75 @@ class Sphere(LatentFamily):
         raw[:, -1] = math.log(math.expm1(9.0))
         return raw
 
+    def prior(self, dim: int, device, dtype):
+        return HypersphericalUniform(dim, device=device, dtype=dtype)
+
+
+class Hyperbolic(LatentFamily):
+    """z in H^d (Lorentz coordinates in R^(d+1)): wrapped normal prior at the origin (sigma = 1) and posterior.
+    The guide's raw parameters are 2d numbers: mu = exp_(mu_0)((0, m)) from the first d, sigma = softplus(s) from
+    the rest."""
+
+    name = "wrapped-normal"
+    support = "hyperbolic"
+
+    def raw_size(self, dim: int) -> int:
+        return 2 * dim
+
+    def posterior(self, raw: torch.Tensor):
+        m, s = raw.chunk(2, dim=-1)
+        return WrappedNormal(exp_origin(m), F.softplus(s) + 1e-5)
+
+    def initial_raw(self, rows: int, dim: int) -> torch.Tensor:
+        # mu at the origin, sigma = 0.1, as the meanfield guide starts its Normals
+        return torch.cat([torch.zeros(rows, dim), torch.full((rows, dim), math.log(math.expm1(0.1)))], -1)
+
+    def prior(self, dim: int, device, dtype):
+        origin = torch.zeros(dim + 1, device=device, dtype=dtype)
+        origin[0] = 1.0
+        return WrappedNormal(origin, torch.ones(dim, device=device, dtype=dtype))
+
+    def value_size(self, dim: int) -> int:
+        return dim + 1
+
+    def dim_of(self, value_size: int) -> int:
+        return value_size - 1
+
+    def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
+        return log_origin(z.double()).to(z.dtype)
+
 
 #: every family by its ``--latent`` name
 LATENT_FAMILIES: Dict[str, LatentFamily] = {
     "gaussian": Gaussian(),
     "vmf": Sphere("vmf", VonMisesFisher),
     "power-spherical": Sphere("power-spherical", PowerSpherical),
+    "wrapped-normal": Hyperbolic(),
 }
+
+#: the supports of the non-Euclidean families: reparameterized, continuous, and not R^d
+MANIFOLDS = ("sphere", "hyperbolic")
 
 
 def latent_site(name: str, dim: int, family: str = "gaussian", parents=()) -> LatentSite:
-    """The :class:`LatentSite` of a d-dimensional latent of ``family`` (a sphere's d is its ambient dimension)."""
+    """The :class:`LatentSite` of a d-dimensional latent of ``family`` (a sphere's d is its ambient dimension, a
+    hyperbolic site's values have d + 1 coordinates)."""
     fam = LATENT_FAMILIES[family]
-    return LatentSite(name, (int(dim),), fam.support, parents=tuple(parents),
+    return LatentSite(name, (fam.value_size(int(dim)),), fam.support, parents=tuple(parents),
                       family=None if fam.support == "real" else fam.name)
 
 
-class UniformSpherePrior(nn.Module):
-    """p(z) uniform on S^(d-1): the prior of the spherical families (it has no parameters, and no learned variant:
-    the zoo's learned priors are Gaussian mixtures and flows on R^d)."""
+class FamilyPrior(nn.Module):
+    """p(z) of a non-Euclidean family (the uniform on the sphere, the wrapped normal at the hyperboloid's origin).
+    It has no parameters and no learned variant: the zoo's learned priors are mixtures and flows on R^d."""
 
     borrows_guide = False
 
     def __init__(self, site: LatentSite):
         super().__init__()
         self.site = site
-        self.dim = site.event_shape[0]
+        self.family = LATENT_FAMILIES[site.family]
+        self.dim = self.family.dim_of(site.event_shape[0])
         self.register_buffer("anchor", torch.zeros(()), persistent=False)    # follows .to(device, dtype)
 
     def check_guide(self, guide: nn.Module) -> None:
@@ -143,7 +211,7 @@ class UniformSpherePrior(nn.Module):
         pass
 
     def forward(self):
-        return HypersphericalUniform(self.dim, device=self.anchor.device, dtype=self.anchor.dtype)
+        return self.family.prior(self.dim, self.anchor.device, self.anchor.dtype)
 
 
 @dataclass
@@ -152,12 +220,13 @@ class LatentOptions(Options):
 
     latent: str = option("gaussian", "the top latent layer's family: gaussian (R^d, N(0, I)), vmf or "
                          "power-spherical (the unit sphere S^(d-1) in R^d, a uniform prior, a von Mises-Fisher or "
-                         "Power Spherical posterior; Davidson et al. 2018, De Cao & Aziz 2020)",
+                         "Power Spherical posterior; Davidson et al. 2018, De Cao & Aziz 2020), or wrapped-normal "
+                         "(hyperbolic space H^d, wrapped normal prior and posterior; Nagano et al. 2019)",
                          choices=tuple(LATENT_FAMILIES), shape=True)
 
     def validate(self) -> None:
         super().validate()
         prior: Optional[str] = getattr(self, "prior", "standard")
         if LATENT_FAMILIES[self.latent].support != "real" and prior != "standard":
-            raise OptionError("prior", f"{prior!r} is a learned prior on R^d, and latent {self.latent!r} lives on "
-                              f"the sphere, whose prior is the uniform: drop --prior, or use --latent gaussian")
+            raise OptionError("prior", f"{prior!r} is a learned prior on R^d, and latent {self.latent!r} is not in "
+                              f"R^d (its prior is its family's own): drop --prior, or use --latent gaussian")

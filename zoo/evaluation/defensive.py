@@ -20,6 +20,8 @@ guide's q(z2 | z1, x) is widened given the z1 drawn), hence a normalized density
 - Bernoulli, categorical, one-hot and joint discrete sites: uniform over the states, so that q_def gives
   every state at least alpha / (number of states);
 - a site on the sphere (vMF, Power Spherical): the uniform on the sphere, so that w <= p(x, z) |S^(d-1)| / alpha;
+- a wrapped normal on hyperbolic space: the wrapped normal at the same point with the scale multiplied by
+  ``inflation`` (Gaussian tails in the tangent space);
 - any other distribution (a point mass, a user's own): kept as q (named in ``sites_kept``).
 
 **Deterministic allocation.** Of the K draws per datum, the first ``n_q = K - n_wide`` come from q and
@@ -58,6 +60,7 @@ from pyro.poutine.messenger import Messenger
 
 from zoo.core.distributions import JointDiscrete
 from zoo.core.errors import ZooError
+from zoo.core.hyperbolic import WrappedNormal
 from zoo.core.spherical import HypersphericalUniform, PowerSpherical, VonMisesFisher
 from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.core.weights import LogWeights, is_subsample_site, masked_log_prob, per_datum_log_weights
@@ -98,6 +101,8 @@ def widen(q, inflation: float, df: Optional[float]):
         return None if base is None else JointDiscrete(base)
     if isinstance(q, (VonMisesFisher, PowerSpherical)):
         return HypersphericalUniform(q.dim, q.batch_shape, q.loc.device, q.loc.dtype)
+    if isinstance(q, WrappedNormal):
+        return WrappedNormal(q.loc, q.scale * inflation)
     return None
 
 
@@ -223,6 +228,7 @@ class DefensiveProposal:
                 + f" at q's location, scale x{self.inflation:g}",
                 "discrete": "uniform over the states: each state has probability >= alpha / number of states",
                 "sphere": "uniform on the sphere",
+                "hyperbolic": f"wrapped normal at q's location, scale x{self.inflation:g}",
                 "draws_q": n_q, "draws_wide": n_wide,
                 "applies_to": "log_likelihood, its standard error and the PSIS k-hats; ELBO, KL and IWAE-k use the "
                               "draws from q alone, and a model's single-view estimates log p^(x_v) the proposal "

@@ -2,7 +2,7 @@
 
 Generative story with layers z_L (top) ... z_1 (next to x), for each datum::
 
-    z_L ~ p(z_L)                                         N(0, I), a learned prior (--prior), or uniform on the sphere (--latent)
+    z_L ~ p(z_L)                                         N(0, I), a learned prior (--prior), or a family of --latent
     z_l | z_{l+1} ~ N(mu_l(z_{l+1}), diag(sigma_l(z_{l+1})^2))       l = L-1 .. 1
     x | z_1 ~ Bernoulli(sigmoid(f(z_1)))                 (likelihood="bernoulli")
     x | z_1 ~ N(f(z_1), diag(sigma_x^2))                 (likelihood="gaussian")
@@ -58,7 +58,7 @@ from torch import nn
 
 from zoo.core.autoregressive import AutoregressiveBernoulli, DecoderOptions, autoregressive_decoder
 from zoo.core.contract import LatentSite, ZooModel
-from zoo.core.latents import LatentOptions, latent_site
+from zoo.core.latents import LATENT_FAMILIES, LatentOptions, latent_site
 from zoo.core.distributions import IndependentBernoulli
 from zoo.core.levels import LEVEL_LIKELIHOODS, LevelsLikelihood, LikelihoodOptions
 from zoo.core.nn import mlp
@@ -98,8 +98,9 @@ class HVAE(PriorMixin, ZooModel):
         decoder: ``"mlp"``, or ``"made"`` / ``"pixelcnn"`` for an autoregressive Bernoulli p(x | z_1).
         channels: the PixelCNN's channels per masked layer (``decoder="pixelcnn"`` only).
         activation: hidden units of the mlp decoder and the transitions: ``"tanh"``, ``"relu"`` or ``"gated"``.
-        latent: the top layer's family, ``"gaussian"``, or ``"vmf"`` / ``"power-spherical"`` (z_L on the unit
-            sphere with a uniform prior; the layers below stay Gaussian), see :mod:`zoo.core.latents`.
+        latent: the top layer's family, ``"gaussian"``, ``"vmf"`` / ``"power-spherical"`` (z_L on the unit
+            sphere with a uniform prior) or ``"wrapped-normal"`` (z_L in hyperbolic space); the layers below stay
+            Gaussian. See :mod:`zoo.core.latents`.
     """
 
     def __init__(self, x_dim: int, layers: Sequence[int] = (100, 50), hidden: Sequence[int] = (200, 200),
@@ -150,6 +151,7 @@ class HVAE(PriorMixin, ZooModel):
         L = len(self.layers)
         with data_plate(x, idx, N, device=next(self.decoder.parameters()).device):
             z = pyro.sample(f"z{L}", self.prior())
+            z = LATENT_FAMILIES[self.latent_family].decoder_input(z)     # z itself, but log_(mu_0)(z) on H^d
             for l in reversed(range(L - 1)):
                 z = pyro.sample(f"z{l + 1}", self.conditional(l, z))
             if self.decoder_kind != "mlp":

@@ -4,6 +4,7 @@ Generative story, for each datum n = 1..N::
 
     z_n ~ N(0, I_d)                                       (or a learned prior: --prior, zoo.models.priors)
     z_n ~ Uniform(S^(d-1))                                (--latent vmf / power-spherical: zoo.core.latents)
+    z_n ~ WrappedNormal(mu_0, I) on H^d                   (--latent wrapped-normal; f_theta reads log_(mu_0)(z_n))
     x_n | z_n ~ Bernoulli(sigmoid(f_theta(z_n)))          (likelihood="bernoulli")
     x_n | z_n ~ N(f_theta(z_n), diag(sigma_theta^2))        (likelihood="gaussian")
     x_n | z_n ~ prod_i p_k(x_ni | f_theta(z_n)_i)             (k levels: categorical, dlogistic, dmol, dequant-*;
@@ -49,7 +50,7 @@ from zoo.core.levels import LEVEL_LIKELIHOODS, LevelsLikelihood, LikelihoodOptio
 from zoo.core.nn import mlp
 from zoo.core.components import MODELS, option
 from zoo.core.contract import ZooModel
-from zoo.core.latents import LatentOptions, latent_site
+from zoo.core.latents import LATENT_FAMILIES, LatentOptions, latent_site
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
 from zoo.models.priors import PriorMixin, PriorOptions, build_prior
@@ -83,8 +84,9 @@ class VAE(PriorMixin, ZooModel):
         decoder: ``"mlp"``, or ``"made"`` / ``"pixelcnn"`` for an autoregressive Bernoulli p(x | z).
         channels: the PixelCNN's channels per masked layer (``decoder="pixelcnn"`` only).
         activation: the mlp decoder's hidden units, ``"tanh"``, ``"relu"`` or ``"gated"`` (:mod:`zoo.core.nn`).
-        latent: the latent family, ``"gaussian"`` (R^d), or ``"vmf"`` / ``"power-spherical"`` (z on the unit
-            sphere S^(d-1) in R^d with a uniform prior: the S-VAE), see :mod:`zoo.core.latents`.
+        latent: the latent family, ``"gaussian"`` (R^d), ``"vmf"`` / ``"power-spherical"`` (z on the unit
+            sphere S^(d-1) in R^d with a uniform prior: the S-VAE) or ``"wrapped-normal"`` (z in hyperbolic space
+            H^d), see :mod:`zoo.core.latents`.
     """
 
     def __init__(self, x_dim: int, latent_dim: int = 50, hidden: Sequence[int] = (200, 200),
@@ -122,10 +124,11 @@ class VAE(PriorMixin, ZooModel):
         register_module("vae", self)
         with data_plate(x, idx, N, device=self.prior_loc.device):
             z = pyro.sample("z", self.prior())                 # N(0, I) unless --prior or --latent say otherwise
+            h = LATENT_FAMILIES[self.latent_family].decoder_input(z)    # z itself, but log_(mu_0)(z) on H^d
             if self.decoder_kind != "mlp":
-                pyro.sample("x", AutoregressiveBernoulli(self.decoder, z, observed=x), obs=x)
+                pyro.sample("x", AutoregressiveBernoulli(self.decoder, h, observed=x), obs=x)
                 return
-            out = self.decoder(z)
+            out = self.decoder(h)
             if self.likelihood == "bernoulli":
                 px = IndependentBernoulli(out)                 # Bernoulli(logits=out).to_event(1)
             elif self.likelihood in LEVEL_LIKELIHOODS:

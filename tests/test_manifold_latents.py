@@ -1,10 +1,13 @@
-"""Latents on the sphere in the zoo's models (``--latent vmf`` / ``power-spherical``, zoo.core.latents).
+"""Latents on the sphere and in hyperbolic space in the zoo's models (``--latent vmf`` / ``power-spherical`` /
+``wrapped-normal``, zoo.core.latents).
 
 - the harness's importance-sampled log p(x) of a VAE whose z lives on S^1 or S^2 is the quadrature of
-  p(x) = |S^(d-1)|^-1 int p(x | z) dz over the sphere, within its own standard error;
+  p(x) = |S^(d-1)|^-1 int p(x | z) dz over the sphere, and on H^1 or H^2 the quadrature of
+  int p(x | z) p(z) dvol(z) in geodesic polar coordinates, within its own standard error;
 - TraceMeanField_ELBO (the closed-form KL to the uniform) and Trace_ELBO (the Monte Carlo one) have the same mean;
-- the VAE and the hierarchical VAE train on the digits with each family, every guide that supports the sphere;
-- what cannot apply is refused in one line: learned priors, the IAF guide, stl, AIS, the amortization gap.
+- the VAE and the hierarchical VAE train on the digits with each family and both guides that support them;
+- what cannot apply is refused in one line: learned priors, the IAF guide, stl and dreg, AIS, the amortization
+  gap, compression.
 """
 from __future__ import annotations
 
@@ -19,11 +22,13 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 import zoo
 from zoo.core.components import OptionError
 from zoo.core.errors import ZooError
+from zoo.core.latents import LATENT_FAMILIES
 from zoo.core.spherical import HypersphericalUniform, PowerSpherical, VonMisesFisher
 from zoo.evaluation.harness import evaluate
 from zoo.models import VAE
 
 FAMILIES = {"vmf": VonMisesFisher, "power-spherical": PowerSpherical}
+ALL_FAMILIES = sorted(FAMILIES) + ["wrapped-normal"]
 
 
 def _sphere_vae(family, d, seed=0):
@@ -35,11 +40,30 @@ def _sphere_vae(family, d, seed=0):
     return model
 
 
-def _quadrature_log_marginal(model, x, d):
+def _hyperbolic_grid(d):
+    """Points of H^1 (arc length t, Gauss-Legendre) or H^2 (geodesic polar coordinates, volume sinh(r) dr dtheta)
+    and the log of their quadrature weights."""
+    if d == 1:
+        t, w = np.polynomial.legendre.leggauss(1500)
+        t = torch.as_tensor(t * 10)
+        return torch.stack([torch.cosh(t), torch.sinh(t)], -1), torch.log(torch.as_tensor(w * 10))
+    x, w = np.polynomial.legendre.leggauss(300)
+    r, wr = torch.as_tensor((x + 1) * 5), torch.as_tensor(w * 5)
+    theta = torch.arange(256, dtype=torch.float64) * (2 * math.pi / 256)
+    z = torch.stack([torch.cosh(r)[:, None].expand(-1, 256), torch.sinh(r)[:, None] * torch.cos(theta),
+                     torch.sinh(r)[:, None] * torch.sin(theta)], -1).reshape(-1, 3)
+    log_w = (torch.log(wr * torch.sinh(r))[:, None] + math.log(2 * math.pi / 256)).expand(-1, 256).reshape(-1)
+    return z, log_w
+
+
+def _quadrature_log_marginal(model, x, d, family="vmf"):
     """log p(x) = log( |S^(d-1)|^-1 int p(x | z) dz ): the periodic trapezoid rule on S^1; on S^2 Gauss-Legendre
-    in cos(theta) times the trapezoid rule in phi."""
+    in cos(theta) times the trapezoid rule in phi. On H^d, log int p(x | z) p(z) dvol(z) (:func:`_hyperbolic_grid`)."""
     with torch.no_grad():
-        if d == 2:
+        if family == "wrapped-normal":
+            z, log_w = _hyperbolic_grid(d)
+            log_w = log_w + model.prior().log_prob(z.float()).double()
+        elif d == 2:
             phi = torch.arange(4000, dtype=torch.float64) * (2 * math.pi / 4000)
             z = torch.stack([torch.cos(phi), torch.sin(phi)], -1)
             log_w = torch.full((4000,), math.log(1 / 4000), dtype=torch.float64)
@@ -51,24 +75,25 @@ def _quadrature_log_marginal(model, x, d):
                             -1).reshape(-1, 3)
             log_w = (torch.log(wt)[:, None] + math.log(2 * math.pi / 400) - math.log(4 * math.pi)).expand(-1, 400)
             log_w = log_w.reshape(-1)
-        logits = model.decoder(z.float()).double()                                      # [Z, D]
+        logits = model.decoder(LATENT_FAMILIES[family].decoder_input(z.float())).double()   # [Z, D]
         log_px_z = -torch.nn.functional.binary_cross_entropy_with_logits(
             logits[:, None, :].expand(-1, x.shape[0], -1), x.double()[None].expand(len(z), -1, -1),
             reduction="none").sum(-1)                                                    # [Z, n]
         return torch.logsumexp(log_w[:, None] + log_px_z, 0)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-@pytest.mark.parametrize("d", [2, 3])
-def test_importance_sampled_log_likelihood_is_the_quadrature_on_the_sphere(family, d):
+@pytest.mark.parametrize("family,d", [(f, d) for f in sorted(FAMILIES) for d in (2, 3)]
+                         + [("wrapped-normal", 1), ("wrapped-normal", 2)])
+def test_importance_sampled_log_likelihood_is_the_quadrature_on_the_manifold(family, d):
     model = _sphere_vae(family, d)
     guide = zoo.build_guide("amortized", model, hidden=(16,))
     torch.manual_seed(1)
     x = torch.bernoulli(model.sample(12).float())
-    exact = _quadrature_log_marginal(model, x, d)
+    exact = _quadrature_log_marginal(model, x, d, family)
     pyro.set_rng_seed(2)
     r = evaluate(model, guide, x, num_samples=3000, iwae_k=10, psis=False)
-    assert r["proposal"]["sites_widened"] == {"z": "HypersphericalUniform"}
+    widened = "WrappedNormal" if family == "wrapped-normal" else "HypersphericalUniform"
+    assert r["proposal"]["sites_widened"] == {"z": widened}
     mean_exact = exact.mean().item()
     assert abs(r["log_likelihood"] - mean_exact) <= 4.5 * r["log_likelihood_se"] + 1e-6, (r["log_likelihood"],
                                                                                            mean_exact)
@@ -110,9 +135,9 @@ def test_the_model_draws_z_from_the_uniform_on_the_sphere():
 @pytest.mark.parametrize("model_name,options", [("vae", {"latent_dim": 3, "hidden": (16,)}),
                                                 ("hvae", {"layers": (4, 3), "hidden": (16,),
                                                           "transition_hidden": (8,)})])
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", ALL_FAMILIES)
 @pytest.mark.parametrize("guide_name", ["amortized", "meanfield"])
-def test_sphere_models_train_on_the_digits(model_name, options, family, guide_name):
+def test_manifold_models_train_on_the_digits(model_name, options, family, guide_name):
     data = zoo.load_dataset("digits")
     train = data.train[:300]
     pyro.set_rng_seed(0)
@@ -126,11 +151,12 @@ def test_sphere_models_train_on_the_digits(model_name, options, family, guide_na
     assert math.isfinite(after["log_likelihood"])
 
 
+@pytest.mark.parametrize("family", ["power-spherical", "wrapped-normal"])
 @pytest.mark.parametrize("objective", ["iwae", "tracemeanfield", "renyi"])
-def test_sphere_vae_trains_with_the_objectives_that_apply(objective):
+def test_manifold_vae_trains_with_the_objectives_that_apply(objective, family):
     data = zoo.load_dataset("digits")
     pyro.set_rng_seed(0)
-    model = zoo.build_model("vae", data.x_dim, latent="power-spherical", latent_dim=3, hidden=(16,))
+    model = zoo.build_model("vae", data.x_dim, latent=family, latent_dim=3, hidden=(16,))
     zoo.check_combination(model, "amortized", objective)
     guide = zoo.build_guide("amortized", model, hidden=(16,))
     zoo.fit(model, guide, zoo.build_objective(objective, particles=3), data.train[:200], epochs=2, batch_size=50,
@@ -139,11 +165,12 @@ def test_sphere_vae_trains_with_the_objectives_that_apply(objective):
 
 @pytest.mark.parametrize("guide,objective,needle", [
     ("iaf", "elbo", "supports real latents only"),
-    ("amortized", "stl", "lives on the sphere"),
-    ("amortized", "dreg", "lives on the sphere"),
+    ("amortized", "stl", "is not in R^d"),
+    ("amortized", "dreg", "is not in R^d"),
 ])
-def test_what_cannot_apply_to_the_sphere_is_refused_in_one_line(guide, objective, needle):
-    model = zoo.build_model("vae", 64, latent="vmf", latent_dim=3, hidden=(16,))
+@pytest.mark.parametrize("family", ["vmf", "wrapped-normal"])
+def test_what_cannot_apply_to_the_manifolds_is_refused_in_one_line(guide, objective, needle, family):
+    model = zoo.build_model("vae", 64, latent=family, latent_dim=3, hidden=(16,))
     with pytest.raises(ZooError) as err:
         zoo.check_combination(model, guide, objective)
     assert needle in str(err.value) and "\n" not in str(err.value)
@@ -151,17 +178,22 @@ def test_what_cannot_apply_to_the_sphere_is_refused_in_one_line(guide, objective
 
 def test_a_learned_prior_on_the_sphere_is_refused():
     from zoo.models.vae import VAEOptions
-    with pytest.raises(OptionError, match="lives on the sphere"):
+    with pytest.raises(OptionError, match="is not in R\\^d"):
         VAEOptions(latent="vmf", prior="mog").validate()
-    with pytest.raises(ZooError, match="lives on the sphere"):
+    with pytest.raises(ZooError, match="whose prior is its family's own"):
         VAE(x_dim=64, latent_dim=3, latent="power-spherical", prior="vampprior")
+    with pytest.raises(ZooError, match="whose prior is its family's own"):
+        VAE(x_dim=64, latent_dim=3, latent="wrapped-normal", prior="flow")
 
 
-def test_annealing_and_the_amortization_gap_refuse_the_sphere():
+@pytest.mark.parametrize("family", ["vmf", "wrapped-normal"])
+def test_annealing_the_amortization_gap_and_compression_refuse_the_manifolds(family):
     from zoo import rules
-    model = zoo.build_model("vae", 64, latent="vmf", latent_dim=3, hidden=(16,))
+    model = zoo.build_model("vae", 64, latent=family, latent_dim=3, hidden=(16,))
     guide = zoo.build_guide("amortized", model, hidden=(16,))
     with pytest.raises(ZooError, match="HMC in R\\^d"):
         rules.check_annealing(model, "AIS")
-    with pytest.raises(ZooError, match="lives on the sphere"):
+    with pytest.raises(ZooError, match="is not in R\\^d"):
         rules.check_gaps(guide)
+    with pytest.raises(ZooError, match="is not in R\\^d"):
+        rules.check_compress(model, guide)
