@@ -106,8 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=flags.ints, default=None, help="comma-separated seeds: every cell trains at "
                    "each (paired: the same minibatch order per seed); compare.md gives mean ± SE and paired CIs")
     p.add_argument("--repeats", type=int, default=None, metavar="N", help="seeds 0..N-1 (as --seeds)")
+    p.add_argument("--latents", type=flags.names, default=None, help="comma-separated latent families, e.g. "
+                   "gaussian,vmf,wrapped-normal: the grid once per family (each cell's --latent), side by side")
     p.add_argument("--baseline-cell", default=None, metavar="GUIDE/OBJECTIVE", help="the cell the paired "
-                   "differences are taken from (default: the first)")
+                   "differences are taken from (default: the first; LATENT/GUIDE/OBJECTIVE with --latents)")
     p.add_argument("--resume", default=None, metavar="OUT", help="finish the grid in OUT: keep its finished cells, "
                    "resume interrupted ones from their checkpoints, train missing ones")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="train N cells at once on this machine, "
@@ -448,7 +450,8 @@ def cmd_compare(args) -> None:
     if args.address and args.engine != "ray":
         raise ZooError("--address is the Ray cluster's: give it with --engine ray")
     if args.resume:
-        given = [f"--{k.replace('_', '-')}" for k in ("guides", "objectives", "seeds", "repeats", "baseline_cell", "out")
+        given = [f"--{k.replace('_', '-')}" for k in ("guides", "objectives", "latents", "seeds", "repeats", "baseline_cell",
+                                                          "out")
                  if getattr(args, k) is not None] + [f"--{k.replace('_', '-')}" for k in flags.given_run_settings(args)]
         if given or args.force:
             raise ZooError(f"--resume finishes the grid as OUT/grid.json records it; drop {', '.join(given or ['--force'])} "
@@ -469,7 +472,7 @@ def cmd_compare(args) -> None:
         rows = compare(args.model, args.guides, args.objectives, base, out, force=args.force,
                        progress=not args.no_progress, guide_options=flags.given_options(args, "guide", args.guides),
                        objective_options=flags.given_options(args, "objective", args.objectives), seeds=seeds,
-                       baseline=args.baseline_cell, **engine)
+                       baseline=args.baseline_cell, latents=args.latents, **engine)
     _print_compare(rows, out)
 
 

@@ -48,10 +48,13 @@ ALL = "all"
 
 
 def grid_cells(model: str, guides: Sequence[str], objectives: Sequence[str], base: RunConfig,
-               guide_options: Optional[Mapping] = None, objective_options: Optional[Mapping] = None) -> List[RunConfig]:
+               guide_options: Optional[Mapping] = None, objective_options: Optional[Mapping] = None,
+               latents: Optional[Sequence[str]] = None) -> List[RunConfig]:
     """The config of every (guide, objective) cell: ``base`` with that guide and objective, and the
     options of ``guide_options`` / ``objective_options`` that each cell's component takes. An option that
-    no guide (objective) of the grid takes is an error."""
+    no guide (objective) of the grid takes is an error. With ``latents`` (latent families,
+    :mod:`zoo.core.latents`) every (guide, objective) cell is made once per family, the model's ``latent``
+    option set to it: the same model on R^d, the sphere and hyperbolic space, side by side."""
     pairs = [split_objective(o) for o in objectives]           # "iwae:dreg" -> ("iwae", "dreg")
     picked = {"guide": list(guides), "objective": [o for o, _ in pairs]}
     given = {"guide": dict(guide_options or base.guide_options), "objective": dict(objective_options or
@@ -66,15 +69,17 @@ def grid_cells(model: str, guides: Sequence[str], objectives: Sequence[str], bas
         if estimator is not None:
             chosen["estimator"] = estimator
         return chosen
-    return [dataclasses.replace(base, model=model, guide=g, objective=o,
+    bases = [base] if not latents else [dataclasses.replace(base, model_options={**base.model_options, "latent": f})
+                                        for f in latents]
+    return [dataclasses.replace(b, model=model, guide=g, objective=o,
                                 guide_options={k: v for k, v in given["guide"].items() if k in _option_names("guide", g)},
                                 objective_options=objective_options_of(o, estimator))
-            for g in guides for o, estimator in pairs]
+            for b in bases for g in guides for o, estimator in pairs]
 
 
 def checked_cells(model: str, guides: Sequence[str], objectives: Sequence[str], base: RunConfig, data,
-                  guide_options: Optional[Mapping] = None, objective_options: Optional[Mapping] = None
-                  ) -> Tuple[List[RunConfig], List[Tuple[str, str]]]:
+                  guide_options: Optional[Mapping] = None, objective_options: Optional[Mapping] = None,
+                  latents: Optional[Sequence[str]] = None) -> Tuple[List[RunConfig], List[Tuple[str, str]]]:
     """The grid's cells, each built and checked against the data (:func:`~zoo.experiments.run.prepare`)
     before anything trains, and the ``(cell, reason)`` of those skipped.
 
@@ -90,7 +95,7 @@ def checked_cells(model: str, guides: Sequence[str], objectives: Sequence[str], 
     guides = list(REGISTRIES["guide"]) if expand["guide"] else list(guides)
     objectives = list(REGISTRIES["objective"]) if expand["objective"] else list(objectives)
     cells, skipped, refused = [], [], []
-    for cfg in grid_cells(model, guides, objectives, base, guide_options, objective_options):
+    for cfg in grid_cells(model, guides, objectives, base, guide_options, objective_options, latents):
         try:                                        # check the whole grid before training anything
             prepare(cfg, data)
             cells.append(cfg)
@@ -111,10 +116,17 @@ def checked_cells(model: str, guides: Sequence[str], objectives: Sequence[str], 
     return cells, skipped
 
 
+def _latent_prefix(cfg: RunConfig, sep: str) -> str:
+    """``vmf`` and ``sep`` for a cell whose latent family was set (a grid over ``--latents``, or ``--latent``)."""
+    latent = cfg.model_options.get("latent")
+    return f"{latent}{sep}" if latent else ""
+
+
 def cell_name(cfg: RunConfig) -> str:
-    """The folder of a grid cell: ``amortized-dreg``, or ``amortized-iwae-dreg`` for a bound with an estimator."""
+    """The folder of a grid cell: ``amortized-dreg``, or ``amortized-iwae-dreg`` for a bound with an estimator,
+    ``vmf-amortized-elbo`` for a cell whose latent family was set."""
     estimator = cfg.objective_options.get("estimator")
-    return f"{spec_label(cfg.guide)}-{cfg.objective}" + (f"-{estimator}" if estimator else "")
+    return _latent_prefix(cfg, "-") + f"{spec_label(cfg.guide)}-{cfg.objective}" + (f"-{estimator}" if estimator else "")
 
 
 def _option_names(kind: str, name: str) -> set:
@@ -122,9 +134,10 @@ def _option_names(kind: str, name: str) -> set:
 
 
 def cell_label(cfg: RunConfig) -> str:
-    """A cell as ``--baseline-cell`` names it and the tables show it: ``amortized/elbo``, ``amortized/iwae:dreg``."""
+    """A cell as ``--baseline-cell`` names it and the tables show it: ``amortized/elbo``, ``amortized/iwae:dreg``,
+    ``vmf/amortized/elbo`` for a cell whose latent family was set."""
     estimator = cfg.objective_options.get("estimator")
-    return f"{spec_label(cfg.guide)}/{cfg.objective}" + (f":{estimator}" if estimator else "")
+    return _latent_prefix(cfg, "/") + f"{spec_label(cfg.guide)}/{cfg.objective}" + (f":{estimator}" if estimator else "")
 
 
 def seed_folder(cfg: RunConfig, seeded: bool) -> str:
@@ -150,16 +163,20 @@ class Grid:
     baseline: Optional[str] = None
     guide_options: Dict = dataclasses.field(default_factory=dict)
     objective_options: Dict = dataclasses.field(default_factory=dict)
+    #: latent families, one set of cells each (``--latents``); empty: the base config's own
+    latents: List[str] = dataclasses.field(default_factory=list)
     #: read from a grid.json whose content no longer matches its seal (:func:`read_plan`): edited since written
     edited: bool = False
 
     def to_json(self) -> Dict:
         """The plan as grid.json stores it, sealed (:func:`~zoo.core.files.sealed`): a grid's plan never changes,
         so ``compare --resume`` refuses one that was edited."""
-        return sealed(json_ready({"model": self.model, "guides": self.guides, "objectives": self.objectives,
-                                  "seeds": self.seeds, "baseline": self.baseline, "base": self.base.to_json(),
-                                  "guide_options": self.guide_options,
-                                  "objective_options": self.objective_options}))
+        plan = {"model": self.model, "guides": self.guides, "objectives": self.objectives,
+                "seeds": self.seeds, "baseline": self.baseline, "base": self.base.to_json(),
+                "guide_options": self.guide_options, "objective_options": self.objective_options}
+        if self.latents:
+            plan["latents"] = self.latents
+        return sealed(json_ready(plan))
 
 
 def resume_command(model: str, out: Path) -> str:
@@ -181,6 +198,7 @@ def read_plan(out: Path, model_file: Optional[str] = None) -> Grid:
         guides, objectives = list(stored["guides"]), list(stored["objectives"])
         seeds = [int(s) for s in stored["seeds"]]
         extra = {k: dict(stored.get(k) or {}) for k in ("guide_options", "objective_options")}
+        extra["latents"] = [str(f) for f in stored.get("latents") or []]
     except (KeyError, TypeError, ValueError):
         raise ZooError(f"{path} is not a grid plan written by 'pyro-zoo compare'; start the grid again with "
                        f"--force") from None
@@ -198,7 +216,7 @@ def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: 
             force: bool = False, progress: bool = True, guide_options: Optional[Mapping] = None,
             objective_options: Optional[Mapping] = None, seeds: Optional[Sequence[int]] = None,
             baseline: Optional[str] = None, workers: int = 1, engine: str = "serial",
-            address: Optional[str] = None) -> List[Dict]:
+            address: Optional[str] = None, latents: Optional[Sequence[str]] = None) -> List[Dict]:
     """Train and evaluate every (guide, objective) cell at every seed with the same budget and evaluation.
 
     ``seeds`` (default: ``base.seed`` alone) are paired: at seed s every cell draws the same minibatch order
@@ -208,7 +226,8 @@ def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: 
     paired (:mod:`zoo.evaluation.seed_stats`). ``guide_options`` and ``objective_options`` (default:
     ``base``'s) go to the cells whose guide or objective takes them, e.g. ``num_flows`` to ``iaf`` only.
     Cells run on ``engine`` (:mod:`zoo.experiments.engines`): ``serial``, a pool of ``workers``
-    processes, or Ray at ``address``. Returns the rows of ``compare.json``, one per cell and seed.
+    processes, or Ray at ``address``. ``latents`` (latent families) repeats the grid once per family, the model's
+    ``latent`` option set to it. Returns the rows of ``compare.json``, one per cell and seed.
     """
     out = Path(out)
     check_out_dir(out, force, resume=False)
@@ -219,8 +238,15 @@ def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: 
         raise ZooError(f"{out} holds an unfinished grid; pass --force to start it again, or finish it with: "
                        f"{resume_command(base.model, out)}")
     seeds = list(dict.fromkeys(seeds)) if seeds else [base.seed]
+    latents = list(dict.fromkeys(latents or ()))
+    if latents and "latent" in base.model_options:
+        raise ZooError("--latents sets each cell's --latent: drop --latent, or --latents")
+    unknown = [f for f in latents if f not in _latent_families()]
+    if unknown:
+        raise ZooError(f"unknown latent famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(map(repr, unknown))} in "
+                       f"--latents; choose from {', '.join(_latent_families())}")
     grid = Grid(model, list(guides), list(objectives), seeds, base, baseline, dict(guide_options or {}),
-                dict(objective_options or {}))
+                dict(objective_options or {}), latents)
     return _run_grid(grid, out, fresh=True, progress=progress, workers=workers, engine=engine, address=address)
 
 
@@ -237,6 +263,11 @@ def resume_compare(out: Path, model_file: Optional[str] = None, progress: bool =
     return _run_grid(grid, out, fresh=False, progress=progress, workers=workers, engine=engine, address=address)
 
 
+def _latent_families() -> Tuple[str, ...]:
+    from zoo.core.latents import LATENT_FAMILIES
+    return tuple(LATENT_FAMILIES)
+
+
 def _refuse_running_grid(out: Path) -> None:
     """Refuse, in one line, if another grid (or run) is writing to ``out`` now: it holds the folder's lock."""
     if out.is_dir():
@@ -248,7 +279,7 @@ def _jobs(grid: Grid, out: Path, data, fresh: bool) -> Tuple[List[RunConfig], Li
     """The grid's checked cells, those skipped, and the jobs to run: every (cell, seed) when ``fresh``, else the
     unfinished ones (finished ones are checked against the grid's config here)."""
     cells, skipped = checked_cells(grid.model, grid.guides, grid.objectives, grid.base, data, grid.guide_options,
-                                   grid.objective_options)
+                                   grid.objective_options, grid.latents)
     labels = [cell_label(c) for c in cells]
     if grid.baseline is not None and grid.baseline not in labels:
         raise ZooError(f"--baseline-cell {grid.baseline!r} is not a cell of the grid; choose one of "
@@ -424,7 +455,7 @@ def _axes_notes(cells: Sequence[RunConfig], data) -> List[str]:
     first = cells[0]
     model = build_run_model(first, data)      # as train builds it: a model file is tried on the data's rows
     varied = {"guide": len({c.guide for c in cells}) > 1,
-              "objective": len({cell_label(c).partition("/")[2] for c in cells}) > 1}
+              "objective": len({(c.objective, c.objective_options.get("estimator")) for c in cells}) > 1}
     return [why for axis, why in grid_axes_without_effect(model).items() if varied[axis]]
 
 
