@@ -76,10 +76,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, script,
     ("structured_posterior.py", ["--objective", "tracegraph"], "unknown objective 'tracegraph'; choose from elbo, enum"),
     ("structured_posterior.py", ["--objective", "enum", "--models", "m2,hvae"],
      "model 'hvae' does not fit --objective enum: objective 'enum' sums over discrete latents"),
-    ("sphere_latents.py", ["--families", "gaussian,hyperbolic"], "unknown latent family 'hyperbolic'"),
-    ("sphere_latents.py", ["--dims", "1,5"], "a sphere needs d >= 2"),
-    ("sphere_latents.py", ["--dims", "2,x"], "--dims takes whole numbers"),
-    ("sphere_latents.py", ["--epochs", "1", "--dims", "2"], "binarized MNIST is not in"),
+    ("latent_families.py", ["--families", "gaussian,hyperbolic"], "unknown latent family 'hyperbolic'"),
+    ("latent_families.py", ["--dims", "1,5"], "a sphere needs d >= 2"),
+    ("latent_families.py", ["--dims", "2,x"], "--dims takes whole numbers"),
+    ("latent_families.py", ["--dataset", "cifar"], "unknown --dataset 'cifar'"),
+    ("latent_families.py", ["--epochs", "1", "--dims", "2"], "binarized MNIST is not in"),
 ])
 def test_named_result_scripts_refuse_bad_input_in_one_line(tmp_path, monkeypatch, capsys, script, args, says):
     empty = tmp_path / "no_data"

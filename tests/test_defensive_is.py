@@ -285,3 +285,16 @@ def test_a_label_beside_continuous_latents_is_scored_by_both_proposals_within_fo
         error = r["log_likelihood"] - exact
         assert math.isfinite(r["log_likelihood"]) and error < 0.03 + 4 * r["log_likelihood_se"], (proposal, error)
         assert abs(error) < max(0.03, 4 * r["log_likelihood_se"]), (proposal, error, r["log_likelihood_se"])
+
+
+def test_a_draw_that_q_gives_no_density_keeps_a_finite_weight():
+    """q_wide's log-density is q's with each widened site's term swapped for q_wide's: where q gives a draw of
+    q_wide no density (log q_s = -inf: a Power Spherical at the antipode of its mean) it is q_wide's term alone,
+    not -inf - (-inf) = NaN, so the defensive weight log p - log((1 - a) q + a q_wide) stays finite."""
+    from types import SimpleNamespace
+    from zoo.evaluation.defensive import _swap_sites
+    inf = float("inf")
+    lw = SimpleNamespace(site_log_q={"z": torch.tensor([-inf, -1.0]), "y": torch.tensor([-0.5, -0.25])},
+                         log_q=torch.tensor([-inf, -1.25]))
+    swapped = _swap_sites(lw, {"z": torch.tensor([-2.0, -3.0])})
+    assert torch.equal(swapped, torch.tensor([-2.5, -3.25]))

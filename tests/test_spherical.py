@@ -246,3 +246,13 @@ def test_bessel_functions_have_the_gradients_of_their_recurrences():
     # A_3(kappa) = coth(kappa) - 1/kappa
     k = torch.tensor([0.5, 2.0, 50.0], dtype=torch.float64)
     assert torch.allclose(vmf_mean_cosine(3, k), 1 / torch.tanh(k) - 1 / k, rtol=1e-12)
+
+
+def test_power_spherical_density_at_the_antipode_is_zero_not_nan():
+    """A unit vector that float32 rounds a hair past -mu (the uniform's defensive draws can land there) has density 0."""
+    mu = torch.tensor([0.6, 0.8])
+    q = PowerSpherical(mu, torch.tensor(3.0))
+    past = -mu * (1 + 1e-7)
+    assert (mu * past).sum() < -1
+    assert q.log_prob(past).item() == float("-inf")
+    assert torch.isfinite(q.log_prob(torch.stack([mu, torch.tensor([0.8, -0.6])]))).all()

@@ -375,7 +375,10 @@ class PowerSpherical(_Spherical):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        return self.log_normalizer() + self.concentration * torch.log1p((self.loc * value).sum(-1))
+        # the cosine is clamped to [-1, 1]: a unit vector rounded a hair past -mu (float32, near the antipode, where
+        # a defensive draw from the uniform may land) has density 0 (log -inf), not log1p(-1 - eps) = NaN
+        cosine = (self.loc * value).sum(-1).clamp(-1.0, 1.0)
+        return self.log_normalizer() + self.concentration * torch.log1p(cosine)
 
     @property
     def mean(self):

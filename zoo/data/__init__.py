@@ -41,7 +41,7 @@ from zoo.data.dataset import SPLITS, Dataset, as_tensor, split_indices
 from zoo.data.files import load_data_file, looks_like_path
 from zoo.data.torchvision_files import load_cifar10, load_fashion_mnist256, load_mnist256
 
-__all__ = ["Dataset", "DATASETS", "load_dataset", "load_digits", "load_digits17", "load_digits_labels",
+__all__ = ["Dataset", "DATASETS", "load_dataset", "branching_diffusion", "load_digits", "load_digits17", "load_digits_labels",
            "load_mnist_halves", "load_binarized_mnist", "read_amat", "read_npz", "array_sha256", "synthetic_ppca",
            "data_path", "FILE_OPTIONS"]
 
@@ -122,6 +122,39 @@ def synthetic_ppca(x_dim: int = 10, latent_dim: int = 2, sigma: float = 0.5,
     a, b = sizes[0], sizes[0] + sizes[1]
     return Dataset("synthetic", x[:a], x[a:b], x[b:], binary=False,
                    truth={"W": W, "mu": mu, "sigma": torch.tensor(sigma)})
+
+
+def branching_diffusion(depth: int = 6, x_dim: int = 50, per_node: int = 40, edge_scale: float = 1.0,
+                        noise: float = 0.2, seed: int = 0, **_) -> Dataset:
+    """Noisy observations of the nodes of a tree grown by a Gaussian branching diffusion, after Mathieu et al.
+    (2019, "Continuous Hierarchical Representations with Poincare VAEs", their synthetic branching diffusion):
+    the root y_0 = 0 in R^50; each node has two children, y_child ~ N(y_parent, edge_scale^2 I), down to
+    ``depth`` levels below the root (127 nodes for depth 6); each node is observed ``per_node`` times,
+    x ~ N(y_node, noise^2 I). The rows are shuffled (seed 0) and split 70/15/15; ``labels`` are the nodes'
+    depths (0 at the root), ``truth["nodes"]`` the node positions and ``truth["parent"]`` each node's parent
+    (-1 for the root). A hierarchy whose size doubles with depth: what hyperbolic latents are for."""
+    g = torch.Generator().manual_seed(seed)
+    nodes, parent, level = [torch.zeros(x_dim)], [-1], [0]
+    frontier = [0]
+    for d in range(1, depth + 1):
+        grown = []
+        for p in frontier:
+            for _ in range(2):
+                nodes.append(nodes[p] + edge_scale * torch.randn(x_dim, generator=g))
+                parent.append(p)
+                level.append(d)
+                grown.append(len(nodes) - 1)
+        frontier = grown
+    y = torch.stack(nodes)
+    which = torch.arange(len(nodes)).repeat_interleave(per_node)
+    x = y[which] + noise * torch.randn(len(which), x_dim, generator=g)
+    order = torch.randperm(len(which), generator=g)
+    x, which = x[order], which[order]
+    a, b = int(0.7 * len(x)), int(0.85 * len(x))
+    depths = torch.tensor(level)[which]
+    return Dataset("branching_diffusion", x[:a], x[a:b], x[b:], binary=False,
+                   labels={"train": depths[:a], "valid": depths[a:b], "test": depths[b:]},
+                   truth={"nodes": y, "parent": torch.tensor(parent), "node": which})
 
 
 # -- binarized MNIST ----------------------------------------------------------------------------
@@ -280,6 +313,9 @@ DATASETS.register("cifar10", description="CIFAR-10 at 256 levels (3072 values, c
                   levels=256, needs_data_dir=True)(load_cifar10)
 DATASETS.register("synthetic", description="10-D data drawn from a 2-D pPCA with known parameters",
                   binary=False)(synthetic_ppca)
+DATASETS.register("branching_diffusion", description="noisy observations (50-D) of the 127 nodes of a tree grown by "
+                  "a Gaussian branching diffusion (Mathieu et al. 2019), for hyperbolic latents", binary=False)(
+    branching_diffusion)
 
 
 #: The options of a data file (``--dataset PATH``); a registered dataset takes none of them.

@@ -252,9 +252,8 @@ class DefensiveProposal:
             else:
                 defended = _Defended(self, rows)
                 lw = per_datum_log_weights(model, defended(guide), x, idx=idx, N=N, num_particles=k)
-                log_q_wide = lw.log_q
-                for name, wide in defended.log_q_wide.items():     # masked where q's density was (poutine.mask)
-                    log_q_wide = log_q_wide + masked_log_prob(wide, lw.site_q_mask.get(name)) - lw.site_log_q[name]
+                log_q_wide = _swap_sites(lw, {name: masked_log_prob(wide, lw.site_q_mask.get(name))   # masked where
+                                              for name, wide in defended.log_q_wide.items()})      # q's density was
                 log_q_def = torch.logaddexp(math.log1p(-n_wide / num_samples) + lw.log_q,
                                             math.log(n_wide / num_samples) + log_q_wide)
                 log_w.append(lw.log_likelihood + lw.log_prior - log_q_def)
@@ -263,6 +262,16 @@ class DefensiveProposal:
             parts.append(lw)
             done += k
         return Draws(parts, n_q, torch.cat(log_w), widened, kept)
+
+
+def _swap_sites(lw, wide: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """log q_wide(z | x): log q with each widened site's term replaced by q_wide's. Summed from the sites' terms
+    rather than as log q - log q_s + log q_wide_s, which is inf - inf (NaN) where q gives a draw of q_wide no
+    density at all (a Power Spherical at the antipode of its mean, a uniform draw landed there)."""
+    terms = {**lw.site_log_q, **wide}
+    total = sum(torch.broadcast_tensors(lw.log_q, *terms.values())[1:])
+    rest = lw.log_q - sum(torch.broadcast_tensors(lw.log_q, *lw.site_log_q.values())[1:])   # terms of no site
+    return total + torch.where(torch.isfinite(rest), rest, torch.zeros_like(rest))
 
 
 #: the guide itself as the proposal (``--eval-proposal guide``)
