@@ -83,7 +83,8 @@ class HVAEOptions(LikelihoodOptions, DecoderOptions, PriorOptions, LatentOptions
 
 
 @MODELS.register("hvae", options=HVAEOptions, description="hierarchical VAE, Gaussian layers z2 -> z1 -> x "
-                 "(Burda et al. 2016: stochastic 100 and 50, deterministic 200 and 100), optional learned prior")
+                 "(Burda et al. 2016: stochastic 100 and 50, deterministic 200 and 100), optional learned prior or "
+                 "--latent family on top")
 class HVAE(PriorMixin, ZooModel):
     """A VAE with a chain of Gaussian stochastic layers.
 

@@ -68,8 +68,9 @@ class VAEOptions(LikelihoodOptions, DecoderOptions, PriorOptions, LatentOptions)
     hidden: Tuple[int, ...] = option((200, 200), "decoder hidden sizes, from z to x", minimum=1, shape=True)
 
 
-@MODELS.register("vae", options=VAEOptions, description="VAE, Gaussian prior, tanh MLP decoder, Bernoulli or "
-                 "Gaussian likelihood (Burda et al. 2016: 784-200-200-50)")
+@MODELS.register("vae", options=VAEOptions, description="VAE, Gaussian prior (or --latent on the sphere or "
+                 "in hyperbolic space), tanh MLP decoder, Bernoulli or Gaussian likelihood (Burda et al. 2016: "
+                 "784-200-200-50)")
 class VAE(PriorMixin, ZooModel):
     """Gaussian prior, MLP decoder, Bernoulli or Gaussian likelihood.
 
