@@ -60,6 +60,7 @@ def test_ais_reaches_the_ppca_closed_form_within_three_se_and_converges_with_tem
     assert abs(errors[200]) < 0.1 < abs(errors[2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["guide", "prior"])
 def test_ais_on_a_linear_gaussian_hierarchy_is_within_three_se_of_the_exact_marginal(path):
     x = E.linear_gaussian_hierarchy_data(40)
@@ -87,6 +88,7 @@ def test_ais_on_binary_latents_matches_enumeration(gibbs_max_states):
     assert result.step_size_per_temperature == [None] * 49          # no real latent: no HMC, no step size
 
 
+@pytest.mark.slow
 def test_masked_steps_of_a_padded_hmm_are_scored_as_the_forward_algorithm_scores_them():
     """Masked time steps (poutine.mask on latent and observation) leave the model: IS and AIS both reach the
     forward algorithm over each sequence's own steps. Before the harness honoured masks, IS scored the padding
@@ -135,6 +137,7 @@ def test_a_poutine_scale_on_an_observation_is_weighted_as_pyro_weights_it():
     assert torch.allclose(log_lik[0.5] - log_lik[None], 0.5 * (log_lik[1.0] - log_lik[None]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bdmc_sandwiches_log_p_and_its_gap_shrinks_as_temperatures_grow(digits):
     model = zoo.build_model("vae", digits.x_dim, latent_dim=4, hidden=(32,))
     guide = zoo.build_guide("amortized", model)

@@ -350,6 +350,7 @@ def test_a_deep_copy_is_refused_and_a_second_model_from_the_factory_is_the_way()
     assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_a_model_that_reads_a_column_as_a_scale_is_tried_on_the_data_on_the_cli_as_by_from_pyro(tmp_path, capsys):
     """Eight schools reads sigma_j = x[:, 1] as the Normal's scale: a trial run on zeros makes Normal(., 0), so
     the CLI refused the model that from_pyro(model, data=x) accepts. The CLI has the data and tries the model

@@ -110,6 +110,7 @@ KILLED_WHILE_PLOTTING = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_grid_killed_while_a_cell_writes_its_plots_resumes_to_every_file_of_the_cell(tmp_path):
     """SIGKILL after a cell's results.json was written, while its plots were (the last of its files), left a cell that
     `compare --resume` took as finished: it kept the plot's temporary file for ever and never drew the plot (found

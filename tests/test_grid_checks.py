@@ -215,6 +215,7 @@ def ignores_sigint(pid) -> bool:
     return bool(int(mask.split()[1], 16) >> (signal.SIGINT - 1) & 1)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the processes from Linux's /proc")
 def test_ctrl_c_while_the_workers_start_is_one_line(tmp_path):
     """The workers are born ignoring SIGINT, so a Ctrl-C while they still import torch prints no traceback of
@@ -253,6 +254,7 @@ def alive(pid) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the processes from Linux's /proc")
 def test_the_workers_of_a_sigkilled_grid_end_with_it(tmp_path):
     """SIGKILL of a grid with --workers (kill -9 of its pid, the OOM killer) left its workers training their cells

@@ -352,6 +352,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resume", [False, True], ids=["new-run", "resumed-run"])
 def test_a_run_killed_just_after_a_checkpoint_resumes(vae_run, tmp_path, resume):
     """SIGKILL right after a checkpoint's rename: a new run's folder already holds its config.json (it is written

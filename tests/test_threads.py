@@ -65,6 +65,7 @@ def test_threads_somebody_chose_or_a_large_step_are_left_alone(fresh, monkeypatc
     assert not said
 
 
+@pytest.mark.slow
 def test_the_cli_says_it_once_for_a_grid_of_small_runs(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     done = subprocess.run([sys.executable, "-m", "zoo", "compare", "vae", "--guides", "amortized", "--objectives",
