@@ -45,12 +45,17 @@ def _within(samples, truth, z=Z):
     assert abs(mean - truth) <= z * se + 1e-12, f"mean {mean:.8g} vs exact {truth:.8g}: {abs(mean - truth) / se:.1f} SE"
 
 
+def _draws(family, d, kappa, n=20000):
+    """A unit mean direction in R^d and n draws of ``family`` around it (seeded by d and kappa)."""
+    torch.manual_seed(d + int(kappa))
+    mu = _unit(d)
+    return mu, family(mu, torch.tensor(kappa, dtype=torch.float64)).sample((n,))
+
+
 @pytest.mark.parametrize("d", [3, 10, 50])
 @pytest.mark.parametrize("kappa", [1.0, 10.0, 100.0, 1000.0])
 def test_vmf_sampler_has_the_bessel_ratio_as_its_mean_cosine(d, kappa):
-    torch.manual_seed(d + int(kappa))
-    mu = _unit(d)
-    z = VonMisesFisher(mu, torch.tensor(kappa, dtype=torch.float64)).sample((20000,))
+    mu, z = _draws(VonMisesFisher, d, kappa)
     a = vmf_mean_cosine(d, torch.tensor(kappa, dtype=torch.float64)).item()
     assert torch.allclose(z.norm(dim=-1), torch.ones(len(z), dtype=torch.float64), atol=1e-12)
     _within(z @ mu, a)
@@ -74,9 +79,7 @@ def test_a_sampler_that_skips_the_rejection_step_fails_the_moment_test():
 @pytest.mark.parametrize("d", [3, 10, 50])
 @pytest.mark.parametrize("kappa", [1.0, 10.0, 100.0, 1000.0])
 def test_power_spherical_sampler_has_its_beta_moments(d, kappa):
-    torch.manual_seed(d + int(kappa))
-    mu = _unit(d)
-    z = PowerSpherical(mu, torch.tensor(kappa, dtype=torch.float64)).sample((20000,))
+    mu, z = _draws(PowerSpherical, d, kappa)
     a, b = (d - 1) / 2 + kappa, (d - 1) / 2
     t1, t2 = a / (a + b), a * (a + 1) / ((a + b) * (a + b + 1))          # E[t], E[t^2], t ~ Beta(a, b)
     _within(z @ mu, 2 * t1 - 1)
