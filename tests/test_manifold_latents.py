@@ -230,3 +230,21 @@ def test_compare_refuses_latents_beside_latent_and_unknown_families(tmp_path):
         compare("vae", ["amortized"], ["elbo"], RunConfig(model="vae", dataset="digits"), tmp_path / "b",
                 progress=False, latents=["gaussian", "poincare"])
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("family,capturable", [("vmf", False), ("power-spherical", True), ("wrapped-normal", True)])
+def test_compile_captures_the_manifold_steps_it_can_and_refuses_the_vmf_in_one_line(family, capturable):
+    """--compile records the step as one graph: the Power Spherical (a Beta draw) and the wrapped normal (tensor
+    maps) are recorded; the vMF's rejection loop and scipy's Bessel functions read values in Python, so its step is
+    refused in one line, naming --jit, which runs it eagerly."""
+    model = zoo.build_model("vae", 64, latent=family, latent_dim=3, hidden=(8,))
+    guide = zoo.build_guide("amortized", model, hidden=(8,))
+    objective = zoo.build_objective("elbo", compile=True)
+    objective.backend = "aot_eager"
+    x = torch.bernoulli(torch.full((4, 64), 0.5))
+    if capturable:
+        objective.check(model, guide, x, idx=torch.arange(4), N=4)
+    else:
+        with pytest.raises(ZooError, match="--compile cannot capture this step: .* use --jit") as err:
+            objective.check(model, guide, x, idx=torch.arange(4), N=4)
+        assert "\n" not in str(err.value)
