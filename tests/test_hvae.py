@@ -51,7 +51,7 @@ def linear_gaussian_hvae():
         t.weight[:2] = torch.diag(A)
         t.bias[2:] = inverse_softplus(D1.sqrt() - 1e-5)
         model.decoder[0].weight.copy_(C), model.decoder[0].bias.zero_()
-        model.log_scale.fill_(math.log(SIGMA_X))
+        model.px.log_scale.fill_(math.log(SIGMA_X))
     for p in model.parameters():
         p.requires_grad_(False)
     return model

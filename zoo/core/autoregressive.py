@@ -51,7 +51,7 @@ from zoo.core.errors import ZooError
 from zoo.core.components import OptionError, Options, option
 
 __all__ = ["DecoderOptions", "MaskedLinear", "MaskedConv2d", "ConditionalMADE", "ConditionalPixelCNN", "AutoregressiveBernoulli",
-           "image_side", "autoregressive_decoder", "DECODERS"]
+           "image_side", "autoregressive_decoder", "check_autoregressive", "DECODERS"]
 
 #: The decoder choices of models that take ``decoder``: ``mlp`` is the model's own factorized one.
 DECODERS = ("mlp", "made", "pixelcnn")
@@ -192,18 +192,23 @@ def autoregressive_decoder(kind: str, x_dim: int, z_dim: int, hidden: Sequence[i
     ``pixelcnn`` needs square images (784 = 28^2, 64 = 8^2), and both a Bernoulli likelihood; other
     data are refused in one line.
     """
+    check_autoregressive(kind, x_dim, likelihood)
+    if kind == "made":
+        return ConditionalMADE(x_dim, z_dim, hidden)
+    return ConditionalPixelCNN(image_side(x_dim), z_dim, channels)
+
+
+def check_autoregressive(kind: str, x_dim: int, likelihood: str = "bernoulli") -> None:
+    """Refuse in one line a decoder ``kind`` that cannot model these data: not made or pixelcnn, a PixelCNN over
+    data that are not square images, or a likelihood other than Bernoulli."""
     if kind not in ("made", "pixelcnn"):
         raise ZooError(f"unknown decoder {kind!r}; decoders: {', '.join(DECODERS)}")
-    side = image_side(x_dim)
-    if kind == "pixelcnn" and side is None:
+    if kind == "pixelcnn" and image_side(x_dim) is None:
         raise ZooError(f"decoder 'pixelcnn' convolves over square images, and data of {x_dim} features are not "
                        f"one (28x28 = 784, 8x8 = 64); use decoder 'made' or 'mlp'")
     if likelihood != "bernoulli":
         raise ZooError(f"decoder {kind!r} is an autoregressive Bernoulli likelihood, for binary data; "
-                       f"binarize the data or use decoder 'mlp' with the gaussian likelihood")
-    if kind == "made":
-        return ConditionalMADE(x_dim, z_dim, hidden)
-    return ConditionalPixelCNN(side, z_dim, channels)
+                       f"binarize the data or use decoder 'mlp' with the {likelihood} likelihood")
 
 
 class AutoregressiveBernoulli(TorchDistribution):

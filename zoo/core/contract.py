@@ -41,7 +41,7 @@ likelihood) lives here too, so every entry point gives the same clear error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence, Tuple
+from typing import ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 import pyro.poutine as poutine
 import torch
@@ -369,11 +369,14 @@ class ZooModel(nn.Module):
         borrows_guide: the model computes with its guide (e.g. a VampPrior's pseudo-input
             posteriors), which it receives through :meth:`bind_guide`; may be a property that
             depends on the model's options.
+        legacy_tensor_names: old name prefix -> new, for tensors that checkpoints of an earlier
+            pyro-zoo hold under another name (:func:`zoo.experiments.run_folder.upgrade_legacy_names`).
     """
 
     likelihood: str = "gaussian"
     levels: Optional[int] = None
     borrows_guide: bool = False
+    legacy_tensor_names: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, x_dim: int):
         super().__init__()

@@ -56,7 +56,6 @@ Example::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Optional
 
 import pyro.distributions as dist
@@ -67,10 +66,9 @@ from pyro.distributions import TorchDistribution
 from torch import nn
 from torch.distributions import constraints
 
-from zoo.core.components import Options, option
 from zoo.core.errors import ZooError
 
-__all__ = ["LEVEL_LIKELIHOODS", "DEQUANTIZED", "LIKELIHOODS", "LikelihoodOptions", "DiscretizedLogistic", "DiscretizedLogisticMixture",
+__all__ = ["LEVEL_LIKELIHOODS", "DEQUANTIZED", "DiscretizedLogistic", "DiscretizedLogisticMixture",
            "Dequantized", "LevelsCategorical", "LevelsLikelihood", "levels_of", "pixel_levels_table"]
 
 #: The ``--likelihood`` choices for data with k levels, the name and one line each.
@@ -82,23 +80,6 @@ LEVEL_LIKELIHOODS = {
     "dequant-flow": "a Gaussian density on [0, 1], dequantized by a flow q(u | x) (Flow++)",
 }
 DEQUANTIZED = ("dequant-uniform", "dequant-flow")
-#: Every ``--likelihood`` of a model with an MLP decoder: binary pixels, a density, or k levels.
-LIKELIHOODS = ("bernoulli", "gaussian", *LEVEL_LIKELIHOODS)
-
-
-@dataclass
-class LikelihoodOptions(Options):
-    """The ``likelihood``, ``levels`` and ``mixtures`` options of a model with an MLP decoder (vae, hvae)."""
-
-    likelihood: Optional[str] = option(None, "p(x|z): bernoulli (binary data), gaussian (a density), or for k-level "
-                                       "data categorical, dlogistic, dmol (discretized logistic mixture), "
-                                       "dequant-uniform or dequant-flow (a dequantized Gaussian); default: "
-                                       "bernoulli for binary data, categorical for levels, else gaussian",
-                                       choices=LIKELIHOODS)
-    levels: Optional[int] = option(None, "k, the intensity levels of a k-level likelihood (default: the dataset's; "
-                                   "on the command line always the dataset's, which --levels declares for a data file)",
-                                   minimum=2, shape=True, cli=False)
-    mixtures: int = option(5, "dmol likelihood: logistic components per pixel", minimum=1, shape=True)
 
 #: The smallest logistic scale on the [0, 1] scale: far below one bin at 256 levels.
 MIN_SCALE = 1e-3

@@ -35,7 +35,7 @@ from zoo.training.checkpoint import load_checkpoint, non_finite_tensors, remove_
 from zoo.usercode.loading import file_sha256, only_named_files
 from zoo.usercode.specs import is_file_spec
 
-__all__ = ["read_stored_config", "refuse_foreign_checkpoint", "load_run", "LoadedRun", "open_run", "load_weights",
+__all__ = ["read_stored_config", "refuse_foreign_checkpoint", "load_run", "LoadedRun", "open_run", "load_weights", "upgrade_legacy_names",
            "writer_lock", "LOCK", "RUN_FILES", "CODE_FILES"]
 
 #: The lock file of a run folder (empty but for the holder's pid; a left-over one is harmless).
@@ -186,10 +186,46 @@ def open_run(out: Path, model_file: Optional[str] = None, how: str = "--model FI
     return LoadedRun(out, state, config, stamp)
 
 
+def upgrade_legacy_names(model, state: Dict) -> None:
+    """Rename, in place, the model tensors of a checkpoint written before they moved (a model's
+    ``legacy_tensor_names``, old prefix -> new prefix: the likelihood parts of :mod:`zoo.core.likelihoods`), and
+    reorder its Adam state to match: the optimizer keeps its moments by the parameters' position, and a moved
+    parameter can change places (a dequantizing likelihood's scale came before the decoder, and now after)."""
+    renames = getattr(model, "legacy_tensor_names", None) or {}
+    ours = model.state_dict()
+    moved = {}
+    for key in state["model"]:
+        if key in ours:
+            continue
+        for old, new in renames.items():
+            if key.startswith(old) and new + key[len(old):] in ours:
+                moved[key] = new + key[len(old):]
+                break
+    if not moved:
+        return
+    their_order = [moved.get(k, k) for k in state["model"]]
+    state["model"] = {moved.get(k, k): v for k, v in state["model"].items()}
+    params = [name for name, _ in model.named_parameters()]
+    old_positions = [k for k in their_order if k in set(params)]
+    optimizer = state.get("optimizer")
+    if optimizer is None or old_positions == params or sorted(old_positions) != sorted(params):
+        return
+    first = optimizer["param_groups"][0]["params"] if optimizer.get("param_groups") else []
+    if len(first) != len(params):               # the model's parameters are not the first group (guide-only)
+        return
+    position = {name: first[i] for i, name in enumerate(old_positions)}
+    moments = optimizer["state"]
+    optimizer["state"] = {**{k: v for k, v in moments.items() if k not in first},
+                          **{first[j]: moments[position[name]] for j, name in enumerate(params)
+                             if position[name] in moments}}
+
+
 def load_weights(model, guide, state: Mapping, source: Path) -> None:
     """Load a checkpoint's model and guide tensors; refuse, naming the first difference, unless every
     parameter and buffer has the name and shape the run's own model and guide have, and is finite
-    (an earlier pyro-zoo could checkpoint a diverged step)."""
+    (an earlier pyro-zoo could checkpoint a diverged step). Tensors an earlier pyro-zoo named otherwise are
+    renamed first (:func:`upgrade_legacy_names`)."""
+    upgrade_legacy_names(model, state)
     bad = non_finite_tensors({"model": state["model"], "guide": state["guide"]})
     if bad:
         raise ZooError(f"{source} holds NaN or inf ({bad[0]} and {len(bad) - 1} more tensors): its training diverged "

@@ -56,11 +56,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.core.autoregressive import AutoregressiveBernoulli, DecoderOptions, autoregressive_decoder
+from zoo.core.autoregressive import DecoderOptions
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.latents import LATENT_FAMILIES, LatentOptions, latent_site
-from zoo.core.distributions import IndependentBernoulli
-from zoo.core.levels import LEVEL_LIKELIHOODS, LevelsLikelihood, LikelihoodOptions
+from zoo.core.likelihoods import LEGACY_TENSOR_NAMES, LikelihoodOptions, build_likelihood
 from zoo.core.nn import mlp
 from zoo.core.params import register_module
 from zoo.core.plates import data_plate
@@ -104,14 +103,14 @@ class HVAE(PriorMixin, ZooModel):
             Gaussian. See :mod:`zoo.core.latents`.
     """
 
+    legacy_tensor_names = LEGACY_TENSOR_NAMES
+
     def __init__(self, x_dim: int, layers: Sequence[int] = (100, 50), hidden: Sequence[int] = (200, 200),
                  transition_hidden: Sequence[int] = (100, 100), likelihood: Optional[str] = "bernoulli",
                  prior: str = "standard", prior_components: Optional[int] = None, prior_flows: int = 2,
                  decoder: str = "mlp", channels: Sequence[int] = (32, 32, 32), activation: str = "tanh",
                  levels: Optional[int] = None, mixtures: int = 5, latent: str = "gaussian"):
         super().__init__(x_dim)
-        likelihood = likelihood or "bernoulli"            # one of HVAEOptions' choices
-        self.likelihood = likelihood
         self.latent_family = latent
         self.layers = tuple(int(k) for k in layers)
         self.hidden = tuple(int(h) for h in hidden)
@@ -121,17 +120,10 @@ class HVAE(PriorMixin, ZooModel):
         self.transitions = nn.ModuleList([mlp((above, *self.transition_hidden, 2 * below), activation)
                                           for below, above in zip(self.layers[:-1], self.layers[1:])])
         self.decoder_kind = decoder
-        outputs = x_dim
-        if likelihood in LEVEL_LIKELIHOODS:
-            self.pixels = LevelsLikelihood(likelihood, x_dim, levels, mixtures)
-            self.levels = self.pixels.levels
-            outputs = x_dim * self.pixels.outputs_per_pixel
-        if decoder == "mlp":
-            self.decoder = mlp((self.layers[0], *self.hidden, outputs), activation)
-        else:
-            self.decoder = autoregressive_decoder(decoder, x_dim, self.layers[0], self.hidden, channels, likelihood)
-        if likelihood == "gaussian":
-            self.log_scale = nn.Parameter(torch.zeros(x_dim))
+        px = build_likelihood(likelihood, decoder, x_dim, levels, mixtures)     # p(x | z1): zoo.core.likelihoods
+        self.likelihood, self.levels = px.name, px.levels
+        self.decoder = px.network(self.layers[0], self.hidden, activation, channels)
+        self.px = px
         self.prior = build_prior(prior, self.latents[0], x_dim, prior_components, prior_flows)
 
     @property
@@ -155,14 +147,4 @@ class HVAE(PriorMixin, ZooModel):
             z = LATENT_FAMILIES[self.latent_family].decoder_input(z)     # z itself, but log_(mu_0)(z) on H^d
             for l in reversed(range(L - 1)):
                 z = pyro.sample(f"z{l + 1}", self.conditional(l, z))
-            if self.decoder_kind != "mlp":
-                pyro.sample("x", AutoregressiveBernoulli(self.decoder, z, observed=x), obs=x)
-                return
-            out = self.decoder(z)
-            if self.likelihood == "bernoulli":
-                px = IndependentBernoulli(out)
-            elif self.likelihood in LEVEL_LIKELIHOODS:
-                px = self.pixels(out)                          # k levels per pixel (zoo.core.levels)
-            else:
-                px = dist.Normal(out, torch.exp(self.log_scale)).to_event(1)
-            pyro.sample("x", px, obs=x)
+            pyro.sample("x", self.px(self.decoder, z, observed=x), obs=x)

@@ -40,17 +40,13 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional, Sequence, Tuple
 
 import pyro
-import pyro.distributions as dist
 import torch
-from torch import nn
 
-from zoo.core.autoregressive import AutoregressiveBernoulli, DecoderOptions, autoregressive_decoder
-from zoo.core.distributions import IndependentBernoulli
-from zoo.core.levels import LEVEL_LIKELIHOODS, LevelsLikelihood, LikelihoodOptions
-from zoo.core.nn import mlp
+from zoo.core.autoregressive import DecoderOptions
 from zoo.core.components import MODELS, option
 from zoo.core.contract import ZooModel
 from zoo.core.latents import LATENT_FAMILIES, LatentOptions, latent_site
+from zoo.core.likelihoods import LEGACY_TENSOR_NAMES, LikelihoodOptions, build_likelihood
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
 from zoo.models.priors import PriorMixin, PriorOptions, build_prior
@@ -90,30 +86,23 @@ class VAE(PriorMixin, ZooModel):
             H^d), see :mod:`zoo.core.latents`.
     """
 
+    legacy_tensor_names = LEGACY_TENSOR_NAMES
+
     def __init__(self, x_dim: int, latent_dim: int = 50, hidden: Sequence[int] = (200, 200),
                  likelihood: Optional[str] = "bernoulli", prior: str = "standard",
                  prior_components: Optional[int] = None, prior_flows: int = 2, decoder: str = "mlp",
                  channels: Sequence[int] = (32, 32, 32), activation: str = "tanh", levels: Optional[int] = None,
                  mixtures: int = 5, latent: str = "gaussian"):
         super().__init__(x_dim)
-        likelihood = likelihood or "bernoulli"            # one of VAEOptions' choices
-        self.likelihood = likelihood
         self.latent_family = latent
         self.latent_dim = int(latent_dim)
         self.hidden = tuple(int(h) for h in hidden)
         self.decoder_kind = decoder
         self.activation = activation                           # the encoder's too, by default
-        outputs = x_dim
-        if likelihood in LEVEL_LIKELIHOODS:
-            self.pixels = LevelsLikelihood(likelihood, x_dim, levels, mixtures)
-            self.levels = self.pixels.levels
-            outputs = x_dim * self.pixels.outputs_per_pixel
-        if decoder == "mlp":
-            self.decoder = mlp((self.latent_dim, *self.hidden, outputs), activation)
-        else:
-            self.decoder = autoregressive_decoder(decoder, x_dim, self.latent_dim, self.hidden, channels, likelihood)
-        if likelihood == "gaussian":
-            self.log_scale = nn.Parameter(torch.zeros(x_dim))
+        px = build_likelihood(likelihood, decoder, x_dim, levels, mixtures)     # p(x | z): zoo.core.likelihoods
+        self.likelihood, self.levels = px.name, px.levels
+        self.decoder = px.network(self.latent_dim, self.hidden, activation, channels)
+        self.px = px
         self.register_buffer("prior_loc", torch.zeros(self.latent_dim))
         self.prior = build_prior(prior, self.latents[0], x_dim, prior_components, prior_flows)
 
@@ -126,14 +115,4 @@ class VAE(PriorMixin, ZooModel):
         with data_plate(x, idx, N, device=self.prior_loc.device):
             z = pyro.sample("z", self.prior())                 # N(0, I) unless --prior or --latent say otherwise
             h = LATENT_FAMILIES[self.latent_family].decoder_input(z)    # z itself, but log_(mu_0)(z) on H^d
-            if self.decoder_kind != "mlp":
-                pyro.sample("x", AutoregressiveBernoulli(self.decoder, h, observed=x), obs=x)
-                return
-            out = self.decoder(h)
-            if self.likelihood == "bernoulli":
-                px = IndependentBernoulli(out)                 # Bernoulli(logits=out).to_event(1)
-            elif self.likelihood in LEVEL_LIKELIHOODS:
-                px = self.pixels(out)                          # k levels per pixel (zoo.core.levels)
-            else:
-                px = dist.Normal(out, torch.exp(self.log_scale)).to_event(1)
-            pyro.sample("x", px, obs=x)
+            pyro.sample("x", self.px(self.decoder, h, observed=x), obs=x)
