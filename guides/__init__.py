@@ -3,9 +3,10 @@ from guides.amortized import Amortized
 from guides.base import ZooGuide
 from guides.exact import Exact
 from guides.iaf import IAF
+from guides.ladder import Ladder
 from guides.meanfield import MeanField
 from guides.poe import ProductOfExperts
 from guides.relaxed import Relaxed
 from guides.user import UserGuide, from_pyro_guide
 
-__all__ = ["ZooGuide", "MeanField", "Amortized", "IAF", "Relaxed", "Exact", "ProductOfExperts", "UserGuide", "from_pyro_guide"]
+__all__ = ["ZooGuide", "MeanField", "Amortized", "IAF", "Ladder", "Relaxed", "Exact", "ProductOfExperts", "UserGuide", "from_pyro_guide"]

@@ -398,6 +398,18 @@ class ZooModel(nn.Module):
         observation ``x`` depends on the latents that no latent names as a parent (a hierarchy's bottom layer)."""
         return None
 
+    def conditional_prior(self, name: str, parents: Dict[str, torch.Tensor]):
+        """p(z_name | its parents), a distribution of batch shape the parents' and event shape the site's, for
+        the values ``parents`` (parent name -> value). A model whose latents form a top-down hierarchy gives it
+        (hvae) so that a guide can share the generative top-down pass (:mod:`guides.ladder`); by default a model
+        does not, and such a guide refuses it."""
+        raise NotImplementedError(f"{self.display_name} does not give p(z | parents) (conditional_prior)")
+
+    @property
+    def has_conditional_prior(self) -> bool:
+        """Whether :meth:`conditional_prior` is implemented."""
+        return type(self).conditional_prior is not ZooModel.conditional_prior
+
     @property
     def global_latents(self) -> Sequence[LatentSite]:
         """The latents outside the data plate (``scope="global"``), in model order; none by default."""

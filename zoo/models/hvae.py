@@ -139,6 +139,18 @@ class HVAE(PriorMixin, ZooModel):
         loc, s = self.transitions[l](z_above).chunk(2, dim=-1)
         return dist.Normal(loc, F.softplus(s) + 1e-5).to_event(1)
 
+    def conditional_prior(self, name, parents):
+        """p(z_l | z_{l+1}) for ``name`` = ``"z{l}"`` below the top, from the parent's value (the top layer as the
+        decoder reads it: log_(mu_0)(z) on H^d); the top layer has no parent and its prior is ``self.prior()``."""
+        L = len(self.layers)
+        l = int(name[1:])
+        if not 1 <= l < L:
+            raise KeyError(f"{name!r} has no parent layer in {self.display_name} (its layers: z1..z{L})")
+        above = parents[f"z{l + 1}"]
+        if l + 1 == L:
+            above = LATENT_FAMILIES[self.latent_family].decoder_input(above)
+        return self.conditional(l - 1, above)
+
     def model(self, x=None, idx=None, N=None):
         register_module("hvae", self)
         L = len(self.layers)
