@@ -13,6 +13,10 @@ Runs (each at the same budget of --epochs epochs):
 - ``hvae_standard_gated`` / ``hvae_vampprior_gated``: the same hvae with gated units (``--activation gated``),
   standard prior and VampPrior on z2 (the tanh VampPrior collapses z2, as the one-layer one collapses z), and
   ``hvae_iwae5_gated`` with the IWAE bound, k = 5;
+- ``hvae_ladder_gated`` / ``hvae_ladder_residual_gated``: the same gated hvae and standard prior as
+  ``hvae_standard_gated``, inferred top-down by the ladder guide (``guides/ladder.py``: the Ladder VAE's
+  precision-weighted merge, or NVAE's residual one) instead of bottom-up; same decoder, budget and warm-up, so the
+  paired differences against ``hvae_standard_gated`` isolate the inference direction;
 - ``vae_standard_gated`` / ``vae_vampprior_gated``: Tomczak & Welling's one-layer VAE (z = 40, gated 784-300-300
   encoder and decoder, ``--activation gated``) with each prior. With tanh units the VampPrior's encoder saturates
   and the posterior collapses (``benchmarks/vampprior_saturation.py``); gated units do not saturate.
@@ -20,7 +24,9 @@ Runs (each at the same budget of --epochs epochs):
 References: Tomczak & Welling (2018), static binarization: VAE 88.56, VAE + VampPrior 85.57, HVAE + VampPrior
 83.19 (their architecture, warm-up 100 epochs, up to 2000 epochs with early stopping). Burda et al. (2016),
 two stochastic layers, on *dynamic* binarization (so not directly comparable with static figures): VAE 86.76,
-IWAE k=5 85.54.
+IWAE k=5 85.54. Sonderby et al. (2016), Ladder VAE: 81.74 on dynamically binarized MNIST (five stochastic layers
+64-32-16-8-4 with 512-256-128-64-32 MLPs, batch normalization, warm-up, a fine-tuned last phase), a different
+architecture and binarization: the reference for the ladder rows, not their expected figure.
 
 Protocol: Adam (lr --lr, default 1e-3), batch 100, seed 0, --epochs epochs for every run (no early stopping,
 no warm-up unless --kl-warmup; with --keep-best the epoch of best validation ELBO is scored), one torch thread
@@ -50,6 +56,14 @@ The two-layer rows at the same protocol (150 epochs, the best validation epoch s
     # ... and hvae_iwae5, hvae_standard_gated, hvae_vampprior_gated, hvae_iwae5_gated, then
     python benchmarks/expressive_mnist.py --collect --runs hvae_standard,hvae_iwae5,hvae_standard_gated,\
 hvae_vampprior_gated,hvae_iwae5_gated --name expressive_mnist_hvae --run-prefix expressive_mnist
+
+Top-down against bottom-up inference at that protocol (issue 52, item 3):
+
+    OMP_NUM_THREADS=1 python benchmarks/expressive_mnist.py --data-dir ../shared/data --epochs 150 --kl-warmup 15 \
+        --lr 1e-3 --keep-best --eval-samples 5000 --runs hvae_ladder_gated --name ladder_mnist_hvae_ladder_gated
+    # ... and hvae_standard_gated, hvae_ladder_residual_gated (each --name ladder_mnist_RUN), then
+    python benchmarks/expressive_mnist.py --collect --runs hvae_standard_gated,hvae_ladder_gated,\
+hvae_ladder_residual_gated --name ladder_mnist --run-prefix ladder_mnist
 """
 from __future__ import annotations
 
@@ -66,19 +80,22 @@ from zoo.experiments.config import RunConfig  # noqa: E402
 #: Tomczak & Welling's one-layer VAE: z = 40, gated 300-300 encoder and decoder
 TOMCZAK = {"latent_dim": 40, "hidden": (300, 300), "activation": "gated"}
 
-#: label -> (model options, guide options, objective, particles, reference NLL or None)
+#: label -> (model, model options, guide, guide options, objective, particles, reference NLL or None)
 RUNS = {
-    "vae_standard": ("vae", {}, {}, "elbo", 1, 88.56),
-    "vae_vampprior": ("vae", {"prior": "vampprior"}, {}, "elbo", 1, 85.57),
-    "hvae_standard": ("hvae", {}, {"structured": True}, "elbo", 1, 86.76),
-    "hvae_vampprior": ("hvae", {"prior": "vampprior"}, {"structured": True}, "elbo", 1, 83.19),
-    "hvae_iwae5": ("hvae", {}, {"structured": True}, "iwae", 5, 85.54),
-    "hvae_standard_gated": ("hvae", {"activation": "gated"}, {"structured": True}, "elbo", 1, None),
-    "hvae_vampprior_gated": ("hvae", {"activation": "gated", "prior": "vampprior"}, {"structured": True}, "elbo", 1,
-                             83.19),
-    "hvae_iwae5_gated": ("hvae", {"activation": "gated"}, {"structured": True}, "iwae", 5, 85.54),
-    "vae_standard_gated": ("vae", TOMCZAK, {}, "elbo", 1, 88.56),
-    "vae_vampprior_gated": ("vae", {**TOMCZAK, "prior": "vampprior"}, {}, "elbo", 1, 85.57),
+    "vae_standard": ("vae", {}, "amortized", {}, "elbo", 1, 88.56),
+    "vae_vampprior": ("vae", {"prior": "vampprior"}, "amortized", {}, "elbo", 1, 85.57),
+    "hvae_standard": ("hvae", {}, "amortized", {"structured": True}, "elbo", 1, 86.76),
+    "hvae_vampprior": ("hvae", {"prior": "vampprior"}, "amortized", {"structured": True}, "elbo", 1, 83.19),
+    "hvae_iwae5": ("hvae", {}, "amortized", {"structured": True}, "iwae", 5, 85.54),
+    "hvae_standard_gated": ("hvae", {"activation": "gated"}, "amortized", {"structured": True}, "elbo", 1, None),
+    "hvae_vampprior_gated": ("hvae", {"activation": "gated", "prior": "vampprior"}, "amortized", {"structured": True},
+                             "elbo", 1, 83.19),
+    "hvae_iwae5_gated": ("hvae", {"activation": "gated"}, "amortized", {"structured": True}, "iwae", 5, 85.54),
+    "hvae_ladder_gated": ("hvae", {"activation": "gated"}, "ladder", {}, "elbo", 1, 81.74),
+    "hvae_ladder_residual_gated": ("hvae", {"activation": "gated"}, "ladder", {"merge": "residual"}, "elbo", 1,
+                                   81.74),
+    "vae_standard_gated": ("vae", TOMCZAK, "amortized", {}, "elbo", 1, 88.56),
+    "vae_vampprior_gated": ("vae", {**TOMCZAK, "prior": "vampprior"}, "amortized", {}, "elbo", 1, 85.57),
 }
 
 
@@ -110,10 +127,10 @@ def main(argv=None):
 
     runs = []
     for label in chosen:
-        model, model_options, guide_options, objective, particles, reference = RUNS[label]
+        model, model_options, guide, guide_options, objective, particles, reference = RUNS[label]
         if model_options.get("prior") == "vampprior":
             model_options = {**model_options, "prior_components": args.components}
-        config = RunConfig.make(model=model, guide="amortized", objective=objective, particles=particles,
+        config = RunConfig.make(model=model, guide=guide, objective=objective, particles=particles,
                                 dataset="binarized_mnist", data_dir=args.data_dir, epochs=args.epochs, batch_size=100,
                                 lr=args.lr, seed=0, device=args.device, eval_samples=args.eval_samples,
                                 eval_limit=args.eval_limit, iwae_k=50, kl_warmup=args.kl_warmup,
@@ -130,7 +147,9 @@ def main(argv=None):
 PAIRS = [("vae_vampprior", "vae_standard"), ("vae_vampprior_gated", "vae_standard_gated"),
          ("hvae_vampprior", "hvae_standard"), ("hvae_vampprior_gated", "hvae_standard_gated"),
          ("hvae_iwae5", "hvae_standard"), ("hvae_iwae5_gated", "hvae_standard_gated"),
-         ("hvae_standard_gated", "hvae_standard"), ("hvae_standard", "vae_standard")]
+         ("hvae_standard_gated", "hvae_standard"), ("hvae_standard", "vae_standard"),
+         ("hvae_ladder_gated", "hvae_standard_gated"), ("hvae_ladder_residual_gated", "hvae_standard_gated"),
+         ("hvae_ladder_residual_gated", "hvae_ladder_gated")]
 
 
 def collect(name: str, out_root: Path, labels, prefix=None) -> None:
@@ -170,9 +189,11 @@ def collect(name: str, out_root: Path, labels, prefix=None) -> None:
           "", f"Test images scored: {first['num_data']}, K = {first['num_samples']} importance samples. References: "
           "Tomczak & Welling 2018 (static binarization, their architecture and up to 2000 epochs): VAE 88.56, "
           "VAE + VampPrior 85.57, HVAE + VampPrior 83.19; Burda et al. 2016, two stochastic layers, on dynamic "
-          "binarization (not directly comparable): VAE 86.76, IWAE k=5 85.54.", "",
-          "| run | model | prior | objective | lr | warm-up | epochs | test −ELBO | test NLL (IS) | ± se | "
-          "± data se | reference | KL per site | AU per site | train s |", "|---" * 15 + "|"]
+          "binarization (not directly comparable): VAE 86.76, IWAE k=5 85.54; Sønderby et al. 2016, Ladder VAE with five "
+          "stochastic layers, batch norm and warm-up, dynamic binarization (the ladder rows' reference, not their "
+          "setting): 81.74.", "",
+          "| run | model | prior | guide | objective | lr | warm-up | epochs | test −ELBO | test NLL (IS) | ± se | "
+          "± data se | reference | KL per site | AU per site | train s |", "|---" * 16 + "|"]
     for label, r in rows.items():
         cfg = r["config"]
         per_site = lambda d, f: ", ".join(f"{k} {f(v)}" for k, v in d.items())
@@ -183,7 +204,9 @@ def collect(name: str, out_root: Path, labels, prefix=None) -> None:
         if r.get("best_epoch") is not None:
             epochs = f"{epochs} (best {r['best_epoch']})"
         reference = "–" if r["reference_nll"] is None else r["reference_nll"]
-        md.append(f"| {label} | {cfg['model']} ({net}) | {mo.prior} | "
+        guide = {"amortized": "bottom-up" if cfg["guide_options"].get("structured") else "amortized",
+                 "ladder": f"ladder, {cfg['guide_options'].get('merge', 'precision')}"}.get(cfg["guide"], cfg["guide"])
+        md.append(f"| {label} | {cfg['model']} ({net}) | {mo.prior} | {guide} | "
                   f"{cfg['objective']} (K={cfg['objective_options'].get('particles', 1)}) | {cfg['lr']:g} | "
                   f"{cfg.get('kl_warmup') or 0} | {epochs} | "
                   f"{-r['elbo']:.2f} | {r['nll']:.2f} | {r['log_likelihood_se']:.2f} | "
