@@ -273,3 +273,21 @@ def test_the_stated_standard_error_covers_the_quadrature_as_often_as_it_claims(f
     assert total >= 60, f"only {total} of 360 intervals called reliable"
     # 95% nominal; with n >= 60 intervals three binomial sds below 0.95 is about 0.87
     assert hits / total >= 0.87, f"coverage {hits}/{total}"
+
+
+def test_active_units_in_hyperbolic_space_count_the_d_tangent_units_not_the_lorentz_coordinates():
+    """q's means vary along one tangent direction of H^3 only: one active unit of three. In Lorentz coordinates two
+    would vary (z_0 = cosh|v| moves with v_1), so counting them gave 2 of 4."""
+    from guides.meanfield import MeanField
+    torch.manual_seed(0)
+    n = 200
+    model = VAE(x_dim=8, latent_dim=3, hidden=(4,), latent="wrapped-normal")
+    guide = MeanField(model, num_data=n)
+    with torch.no_grad():
+        guide.z_raw.zero_()
+        guide.z_raw[:, 0] = torch.linspace(-1.0, 1.0, n)               # tangent mean (t, 0, 0) at the origin
+        guide.z_raw[:, 3:] = math.log(math.expm1(0.01))                # sigma = 0.01
+    x = torch.bernoulli(torch.full((n, 8), 0.5))
+    result = evaluate(model, guide, x, num_samples=20, iwae_k=5, psis=False)
+    assert result["num_latent_units"] == 3
+    assert result["active_units_per_site"] == {"z": 1} and result["active_units"] == 1
