@@ -2,6 +2,7 @@
 from guides.amortized import Amortized
 from guides.base import ZooGuide
 from guides.exact import Exact
+from guides.hamiltonian import Hamiltonian
 from guides.iaf import IAF
 from guides.ladder import Ladder
 from guides.meanfield import MeanField
@@ -9,4 +10,4 @@ from guides.poe import ProductOfExperts
 from guides.relaxed import Relaxed
 from guides.user import UserGuide, from_pyro_guide
 
-__all__ = ["ZooGuide", "MeanField", "Amortized", "IAF", "Ladder", "Relaxed", "Exact", "ProductOfExperts", "UserGuide", "from_pyro_guide"]
+__all__ = ["ZooGuide", "MeanField", "Amortized", "IAF", "Hamiltonian", "Ladder", "Relaxed", "Exact", "ProductOfExperts", "UserGuide", "from_pyro_guide"]

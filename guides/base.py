@@ -150,6 +150,10 @@ class ZooGuide(nn.Module):
             the local ``self.sites``.
         encodes_views: for a model with ``views``, :meth:`given` gives q(z | x_S) for any subset S
             of them (the product of experts), which the harness's conditional likelihoods use.
+        has_density: log q(z | x) can be evaluated at any z, and differentiated at a fixed z. ``False`` for a
+            guide whose sites carry a density only at their own draw (the hamiltonian guide's augmented term):
+            score-function and wake-sleep estimators, closed-form KLs, AIS from the guide, the amortization gap
+            and compression refuse it.
 
     Hooks the training loop calls (the defaults do nothing): :meth:`training_model`,
     :meth:`on_step` and :meth:`epoch_record`.
@@ -174,6 +178,7 @@ class ZooGuide(nn.Module):
     lr_multiplier: float = 1.0
     encodes_views: bool = False
     supports_globals: bool = True
+    has_density: bool = True
 
     def __init__(self, model: ZooModel, num_data: Optional[int] = None, baseline: Optional[str] = None,
                  global_guide: Optional[str] = None):

@@ -215,6 +215,7 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
       :data:`~zoo.core.distributions.ENUMERATION_LIMIT` joint configurations per datum, and no
       structured guide over a discrete site whose prior reads a real latent;
     - ``needs_normal_guide``: a guide of Normal sites (log q at detached parameters);
+    - ``needs_guide_density``: a guide with a marginal density (``has_density``);
     - ``separate_surrogates``: model and guide parameters apart (neither borrows the other's);
     - ``needs_mean_field_guide``, ``needs_unit_kl``: a guide that is not ``structured`` (and, for free
       bits, of Normal sites);
@@ -254,6 +255,10 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
         return lambda fits: (f"objective {label} needs Normal posteriors (log q at detached parameters, or each "
                              f"unit's KL in closed form), and {model.display_name}'s {', '.join(manifold)} is not in "
                              f"R^d; use {fits()}, or --latent gaussian")
+    if caps.needs_guide_density and not getattr(gcls, "has_density", True):
+        return lambda fits: (f"objective {label} evaluates log q(z | x) at a fixed z (a score, a wake update or a "
+                             f"closed-form KL), and the {guide!r} guide has no marginal density, only the augmented "
+                             f"term of its own draws; use {fits()}")
     if caps.needs_normal_guide and not gcls.normal_sites:
         return lambda fits: (f"objective {label} evaluates log q at detached parameters, which needs a guide of "
                              f"Normal sites; the {guide!r} guide is not one: use meanfield or amortized, or {fits()}")
@@ -652,6 +657,10 @@ MANIFOLD_HAS_NO_COUNTERPART = _rule(
     "manifold_has_no_counterpart", "eval --gaps|compress", "the amortization gap's per-datum refit and bits-back "
     "coding's equal-mass bins are written for Normal and discrete posteriors, not for a latent on the sphere or in "
     "hyperbolic space: use --latent gaussian for them")
+GUIDE_NEEDS_DENSITY = _rule(
+    "guide_needs_density", "eval --estimator ais|bdmc|compress", "AIS and BDMC from the guide start at q(z | x) and "
+    "bits-back coding codes with it, which needs its density at any z, and a hamiltonian guide has one only at its "
+    "own draws (the augmented term): use --ais-path prior, or the importance-sampling estimate (pyro-zoo eval)")
 BDMC_NEEDS_AMORTIZED = _rule(
     "bdmc_needs_amortized", "eval --estimator bdmc", "BDMC's guide path starts at q(z | x) of simulated data, which "
     "needs an amortized guide: pass --ais-path prior")
@@ -667,6 +676,8 @@ def check_compress(model: ZooModel, guide) -> None:
         raise COMPRESS_NEEDS_AMORTIZED.error(f"the {family!r} guide is fitted per datum")
     if getattr(guide, "structured", False):
         raise COMPRESS_NEEDS_MEAN_FIELD.error(f"the {family!r} guide is structured")
+    if not getattr(guide, "has_density", True):
+        raise GUIDE_NEEDS_DENSITY.error(f"the {family!r} guide has no marginal density")
     if getattr(model, "global_latents", ()):
         names = ", ".join(s.name for s in model.global_latents)
         raise COMPRESS_NEEDS_LOCAL_LATENTS.error(f"{model.display_name} has global latents ({names})")
@@ -715,9 +726,12 @@ def _check_euclidean(sites) -> None:
         raise MANIFOLD_HAS_NO_COUNTERPART.error(f"{', '.join(manifold)} is not in R^d")
 
 
-def check_annealing(model: ZooModel, estimator: str) -> None:
+def check_annealing(model: ZooModel, estimator: str, guide=None, path: str = "prior") -> None:
     """Raise :class:`ZooError` unless ``estimator`` (``"AIS"`` or ``"BDMC"``) has local latents of ``model`` to
-    anneal (it moves exactly ``model.latents``)."""
+    anneal (it moves exactly ``model.latents``), in R^d, and, on the guide's path, a ``guide`` with a density."""
+    if path == "guide" and guide is not None and not getattr(guide, "has_density", True):
+        raise GUIDE_NEEDS_DENSITY.error(f"the {getattr(guide, 'family', type(guide).__name__)!r} guide has no "
+                                        f"marginal density")
     if not model.latents:
         raise ANNEALING_NEEDS_LOCAL_LATENTS.error(f"{model.display_name} has no local latents, so {estimator} has "
                                                   f"nothing to anneal")

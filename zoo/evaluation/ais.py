@@ -480,7 +480,7 @@ class AnnealedImportanceSampling:
         if x.shape[0] == 0:
             raise ZooError("AIS got no data to evaluate")
         guide = as_zoo_guide(guide, model)
-        check_annealing(model, "AIS")
+        check_annealing(model, "AIS", guide, self.path)
         global_guide = getattr(guide, "global_guide", None)
         with evaluation_mode(model, guide), torch.no_grad():
             if global_guide is None:

@@ -96,8 +96,8 @@ def bidirectional_monte_carlo(model, guide, ais: AnnealedImportanceSampling, num
     temperatures = [int(t) for t in temperatures]
     if not temperatures or min(temperatures) < 1:
         raise ZooError("BDMC needs one or more numbers of temperatures, each >= 1")
-    check_annealing(model, "BDMC")
     guide = as_zoo_guide(guide, model)
+    check_annealing(model, "BDMC", guide, ais.path)
     global_guide = getattr(guide, "global_guide", None)
     rows = []
     with evaluation_mode(model, guide), torch.no_grad():

@@ -125,6 +125,11 @@ def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int
             finish([e for e in estimators if e.integrates_globals])
     for e in skipped:
         result.update(dict.fromkeys(e.keys))
+    if not getattr(guide, "has_density", True):
+        result["guide_density_note"] = (f"the {guide.family!r} guide has no marginal density q(z | x): the ELBO, KL, "
+                                        f"IWAE-k and the importance weights use its augmented-space term at its own "
+                                        f"draws, so the ELBO and IWAE-k are augmented bounds (below the marginal "
+                                        f"ones) and the IS estimate of p(x) stays unbiased")
     result["per_datum"] = per_datum
     if recon is not None:
         result["reconstructions"] = recon

@@ -57,6 +57,9 @@ class Estimator:
         needs_enumeration: sums over the discrete latents: a discrete guide and a small latent space.
         uses_baselines: uses the guide's ``baseline`` (score-function control variates).
         needs_normal_guide: evaluates log q at detached parameters, which needs a guide of Normal sites.
+        needs_guide_density: evaluates or differentiates log q(z | x) at a z held fixed (score-function terms, a
+            wake update, a closed-form KL), which a guide without a marginal density (``has_density`` False: the
+            hamiltonian guide) cannot give.
         separate_surrogates: differentiates model and guide parameters by separate surrogates, so
             neither may borrow the other's modules.
         needs_mean_field_guide: takes each site's KL in closed form, exact only for a guide that is
@@ -89,6 +92,7 @@ class Estimator:
     needs_enumeration: bool = False
     uses_baselines: bool = False
     needs_normal_guide: bool = False
+    needs_guide_density: bool = False
     separate_surrogates: bool = False
     needs_mean_field_guide: bool = False
     needs_unit_kl: bool = False

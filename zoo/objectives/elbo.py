@@ -109,17 +109,18 @@ ELBO_ESTIMATORS = register_bound("elbo", options=ELBOOptions, default="auto", de
               pyro_elbo(Trace_ELBO), warmup=True, jit=True, ddp=True),
     Estimator("analytic_kl", "TraceMeanField_ELBO: analytic KL(q || p) where available (reparameterizable guides "
               "only; with the relaxed guide, the discrete KL: Jang et al.'s objective)",
-              pyro_elbo(TraceMeanField_ELBO), needs_reparam=True, needs_mean_field_guide=True, warmup=True, jit=True,
-              ddp=True),
+              pyro_elbo(TraceMeanField_ELBO), needs_reparam=True, needs_mean_field_guide=True, needs_guide_density=True,
+              warmup=True, jit=True, ddp=True),
     Estimator("tracegraph", "TraceGraph_ELBO: score function with Rao-Blackwellization and the guide's --baseline "
               "(none, decaying, neural = NVIL), per datum (zoo.objectives.baselines)",
               without_free_bits(pyro_elbo(BaselineTraceGraph_ELBO)), uses_baselines=True, warmup=True, jit=True),
     Estimator.of(Reinforce, "reinforce", "the pure score-function gradient for every site, even reparameterizable "
                  "ones, no baseline (the lecture's comparison)", without_free_bits(lambda k: Reinforce(num_particles=k)),
-                 warmup=True, jit=True, ddp=True),
+                 needs_guide_density=True, warmup=True, jit=True, ddp=True),
     Estimator.of(LeaveOneOutReinforce, "rloo", "the score-function gradient with a leave-one-out baseline over K >= 2 "
                  "samples per datum (Kool et al. 2019), for discrete latents and also continuous ones",
-                 without_free_bits(lambda k: LeaveOneOutReinforce(num_particles=k)), warmup=True, jit=True, ddp=True),
+                 without_free_bits(lambda k: LeaveOneOutReinforce(num_particles=k)), needs_guide_density=True,
+                 warmup=True, jit=True, ddp=True),
     Estimator.of(StickingTheLanding, "stl", "the sticking-the-landing path-derivative guide gradient (Roeder et al. "
                  "2017)", without_free_bits(lambda k: StickingTheLanding(num_particles=k)), needs_normal_guide=True,
                  warmup=True, jit=True, ddp=True),

@@ -92,7 +92,8 @@ IWAE_ESTIMATORS = register_bound("iwae", options=IWAEOptions, default="reparam",
     Estimator.of(DReGIWAE, "dreg", "the doubly-reparameterized guide gradient (Tucker et al. 2019)",
                  lambda k: DReGIWAE(num_particles=k), needs_normal_guide=True, separate_surrogates=True, warmup=True),
     Estimator.of(VIMCO, "vimco", "VIMCO's leave-one-out score-function gradient (Mnih & Rezende 2016), for discrete "
-                 "latents and also continuous ones; K >= 2", lambda k: VIMCO(num_particles=k), warmup=True, jit=True, ddp=True),
+                 "latents and also continuous ones; K >= 2", lambda k: VIMCO(num_particles=k), needs_guide_density=True,
+                 warmup=True, jit=True, ddp=True),
     Estimator.of(MultiSampleDisARM, "disarm", "DisARM's antithetic pair for each of the K samples, the others held "
                  "(Dong, Mnih & Tucker 2020's local multi-sample DisARM): one layer of Bernoulli latents, 2K "
                  "evaluations", lambda k: MultiSampleDisARM(num_particles=k), needs_bernoulli_latents=True, ddp=True),

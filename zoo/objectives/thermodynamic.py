@@ -133,4 +133,4 @@ register_bound("tvo", options=TVOOptions, default="covariance", description=(
                              "gradient from S draws, for discrete and continuous latents",
                              lambda k, partitions=5, schedule="log", log_beta_min=-1.7: ThermodynamicObjective(
                                  num_particles=k, partitions=partitions, schedule=schedule,
-                                 log_beta_min=log_beta_min), jit=True, ddp=True)])
+                                 log_beta_min=log_beta_min), needs_guide_density=True, jit=True, ddp=True)])

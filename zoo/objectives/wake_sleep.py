@@ -169,10 +169,10 @@ RWS_ESTIMATORS = register_bound("rws", options=RWSOptions, default="per_datum", 
     "guide; --particles 1 --insomnia 0 is wake-sleep"), estimators=[
     Estimator.of(ReweightedWakeSleep, "per_datum", "our per-datum reweighted wake-sleep",
                  lambda k, insomnia: ReweightedWakeSleep(num_particles=k, insomnia=insomnia),
-                 local_latents_only=True, jit=True),
+                 local_latents_only=True, needs_guide_density=True, jit=True),
     Estimator("pyro", "Pyro's ReweightedWakeSleep. Caveat: pools the N/B-scaled log-weights of the minibatch into "
               "one weight per particle, so under minibatching it is not per-datum", _pyro_rws, default_particles=5,
-              min_particles=2),
+              min_particles=2, needs_guide_density=True),
 ])
 
 register_preset("rws_pyro", RWS_ESTIMATORS["pyro"], options=Insomnia)
