@@ -17,6 +17,10 @@ Runs (each at the same budget of --epochs epochs):
   ``hvae_standard_gated``, inferred top-down by the ladder guide (``guides/ladder.py``: the Ladder VAE's
   precision-weighted merge, or NVAE's residual one) instead of bottom-up; same decoder, budget and warm-up, so the
   paired differences against ``hvae_standard_gated`` isolate the inference direction;
+- ``vae_hvi8``: ``vae_standard``'s VAE with the hamiltonian guide (``guides/hamiltonian.py``): the amortized Normal
+  moved by 8 tempered leapfrog steps on log p(x, z), trained by the augmented ELBO; its -ELBO is that augmented
+  bound, its NLL the importance-sampled one (unbiased for p(x) with the augmented weights), paired against
+  ``vae_standard`` at the same budget;
 - ``vae_standard_gated`` / ``vae_vampprior_gated``: Tomczak & Welling's one-layer VAE (z = 40, gated 784-300-300
   encoder and decoder, ``--activation gated``) with each prior. With tanh units the VampPrior's encoder saturates
   and the posterior collapses (``benchmarks/vampprior_saturation.py``); gated units do not saturate.
@@ -26,7 +30,9 @@ References: Tomczak & Welling (2018), static binarization: VAE 88.56, VAE + Vamp
 two stochastic layers, on *dynamic* binarization (so not directly comparable with static figures): VAE 86.76,
 IWAE k=5 85.54. Sonderby et al. (2016), Ladder VAE: 81.74 on dynamically binarized MNIST (five stochastic layers
 64-32-16-8-4 with 512-256-128-64-32 MLPs, batch normalization, warm-up, a fine-tuned last phase), a different
-architecture and binarization: the reference for the ladder rows, not their expected figure.
+architecture and binarization: the reference for the ladder rows, not their expected figure. Salimans, Kingma &
+Welling (2015): DLGM with Hamiltonian variational inference, 8 leapfrog steps, 85.51 (their DLGM, dynamic
+binarization, long training; the lecture's MNIST table): the reference for ``vae_hvi8``.
 
 Protocol: Adam (lr --lr, default 1e-3), batch 100, seed 0, --epochs epochs for every run (no early stopping,
 no warm-up unless --kl-warmup; with --keep-best the epoch of best validation ELBO is scored), one torch thread
@@ -64,6 +70,14 @@ Top-down against bottom-up inference at that protocol (issue 52, item 3):
     # ... and hvae_standard_gated, hvae_ladder_residual_gated (each --name ladder_mnist_RUN), then
     python benchmarks/expressive_mnist.py --collect --runs hvae_standard_gated,hvae_ladder_gated,\
 hvae_ladder_residual_gated --name ladder_mnist --run-prefix ladder_mnist
+
+The hamiltonian guide against the amortized one at a short budget (issue 52, item 4; 8 leapfrog steps cost about
+17 model passes a step):
+
+    OMP_NUM_THREADS=1 python benchmarks/expressive_mnist.py --data-dir ../shared/data --epochs 20 \
+        --eval-samples 1000 --eval-limit 1000 --runs vae_hvi8 --name hvi_mnist_vae_hvi8
+    # ... and vae_standard (--name hvi_mnist_vae_standard), then
+    python benchmarks/expressive_mnist.py --collect --runs vae_standard,vae_hvi8 --name hvi_mnist --run-prefix hvi_mnist
 """
 from __future__ import annotations
 
@@ -94,6 +108,7 @@ RUNS = {
     "hvae_ladder_gated": ("hvae", {"activation": "gated"}, "ladder", {}, "elbo", 1, 81.74),
     "hvae_ladder_residual_gated": ("hvae", {"activation": "gated"}, "ladder", {"merge": "residual"}, "elbo", 1,
                                    81.74),
+    "vae_hvi8": ("vae", {}, "hamiltonian", {"leapfrog_steps": 8}, "elbo", 1, 85.51),
     "vae_standard_gated": ("vae", TOMCZAK, "amortized", {}, "elbo", 1, 88.56),
     "vae_vampprior_gated": ("vae", {**TOMCZAK, "prior": "vampprior"}, "amortized", {}, "elbo", 1, 85.57),
 }
@@ -149,7 +164,7 @@ PAIRS = [("vae_vampprior", "vae_standard"), ("vae_vampprior_gated", "vae_standar
          ("hvae_iwae5", "hvae_standard"), ("hvae_iwae5_gated", "hvae_standard_gated"),
          ("hvae_standard_gated", "hvae_standard"), ("hvae_standard", "vae_standard"),
          ("hvae_ladder_gated", "hvae_standard_gated"), ("hvae_ladder_residual_gated", "hvae_standard_gated"),
-         ("hvae_ladder_residual_gated", "hvae_ladder_gated")]
+         ("hvae_ladder_residual_gated", "hvae_ladder_gated"), ("vae_hvi8", "vae_standard")]
 
 
 def collect(name: str, out_root: Path, labels, prefix=None) -> None:
@@ -191,7 +206,7 @@ def collect(name: str, out_root: Path, labels, prefix=None) -> None:
           "VAE + VampPrior 85.57, HVAE + VampPrior 83.19; Burda et al. 2016, two stochastic layers, on dynamic "
           "binarization (not directly comparable): VAE 86.76, IWAE k=5 85.54; Sønderby et al. 2016, Ladder VAE with five "
           "stochastic layers, batch norm and warm-up, dynamic binarization (the ladder rows' reference, not their "
-          "setting): 81.74.", "",
+          "setting): 81.74; Salimans et al. 2015, DLGM + HVI with 8 leapfrog steps (dynamic binarization): 85.51.", "",
           "| run | model | prior | guide | objective | lr | warm-up | epochs | test −ELBO | test NLL (IS) | ± se | "
           "± data se | reference | KL per site | AU per site | train s |", "|---" * 16 + "|"]
     for label, r in rows.items():
@@ -205,7 +220,9 @@ def collect(name: str, out_root: Path, labels, prefix=None) -> None:
             epochs = f"{epochs} (best {r['best_epoch']})"
         reference = "–" if r["reference_nll"] is None else r["reference_nll"]
         guide = {"amortized": "bottom-up" if cfg["guide_options"].get("structured") else "amortized",
-                 "ladder": f"ladder, {cfg['guide_options'].get('merge', 'precision')}"}.get(cfg["guide"], cfg["guide"])
+                 "ladder": f"ladder, {cfg['guide_options'].get('merge', 'precision')}",
+                 "hamiltonian": f"hamiltonian, K = {cfg['guide_options'].get('leapfrog_steps', 8)}"}.get(
+            cfg["guide"], cfg["guide"])
         md.append(f"| {label} | {cfg['model']} ({net}) | {mo.prior} | {guide} | "
                   f"{cfg['objective']} (K={cfg['objective_options'].get('particles', 1)}) | {cfg['lr']:g} | "
                   f"{cfg.get('kl_warmup') or 0} | {epochs} | "
