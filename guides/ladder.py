@@ -170,8 +170,8 @@ class Ladder(ZooGuide):
             raise ZooError(f"the 'ladder' guide merges Gaussians, and {model.display_name}'s site {bad[0].name!r} "
                            f"below the top is {bad[0].support}; use amortized --structured")
 
-    def merged(self, site: LatentSite, raw: torch.Tensor, d: torch.Tensor, values: Dict[str, torch.Tensor]):
-        """q(site | parents, x) from the bottom-up raw parameters and the model's p(site | parents)."""
+    def merged(self, site: LatentSite, d: torch.Tensor, values: Dict[str, torch.Tensor]):
+        """q(site | parents, x) from the bottom-up features ``d`` of its layer and the model's p(site | parents)."""
         prior = self._model.module.conditional_prior(site.name, {p.name: values[p.name]
                                                                  for p in self.parents[site.name]})
         base = prior.base_dist if isinstance(prior, torch.distributions.Independent) else prior
@@ -180,7 +180,7 @@ class Ladder(ZooGuide):
                            f"p({site.name} | parents) is a {type(base).__name__}; use amortized --structured")
         mu_p, sigma_p = base.loc, base.scale
         if self.merge == "precision":
-            mu_hat, s = raw.chunk(2, dim=-1)
+            mu_hat, s = self.heads[site.name](d).chunk(2, dim=-1)
             loc, scale = precision_weighted(mu_hat, F.softplus(s) + 1e-5, mu_p, sigma_p)
         else:
             given = [p.features(values[p.name]).to(d.dtype) for p in self.parents[site.name]]
@@ -188,7 +188,7 @@ class Ladder(ZooGuide):
             context = torch.cat([d.expand(batch + d.shape[-1:])] + [g.expand(batch + g.shape[-1:]) for g in given], -1)
             delta_mu, delta_s = self.heads[site.name](context).chunk(2, dim=-1)
             loc, scale = mu_p + delta_mu, sigma_p * (F.softplus(delta_s) + 1e-3)
-        return dist.Normal(loc, scale).to_event(1)
+        return dist.Normal(loc, scale).to_event(len(site.event_shape))
 
     def forward(self, x, idx=None, N=None):
         register_module("ladder", self)
@@ -199,10 +199,5 @@ class Ladder(ZooGuide):
         with data_plate(x, idx, N):
             for s in self.sites:                               # the model's order: top first
                 d = features[s.name]
-                if not self.parents[s.name]:
-                    q = site_distribution(s, self.heads[s.name](d))
-                elif self.merge == "precision":
-                    q = self.merged(s, self.heads[s.name](d), d, values)
-                else:
-                    q = self.merged(s, None, d, values)
+                q = self.merged(s, d, values) if self.parents[s.name] else site_distribution(s, self.heads[s.name](d))
                 values[s.name] = pyro.sample(s.name, q)
