@@ -117,7 +117,7 @@ def test_the_harness_scores_it_with_its_sites_kept_as_drawn(tmp_path, capsys):
     from zoo.cli import main
     out = tmp_path / "run"
     assert main(["train", "vae", "--guide", "hamiltonian", "--leapfrog-steps", "2", "--latent-dim", "2", "--hidden",
-                 "16", "--dataset", "digits", "--epochs", "2", "--eval-samples", "50", "--out", str(out),
+                 "16", "--dataset", "digits", "--epochs", "1", "--eval-samples", "20", "--out", str(out),
                  "--no-progress"]) == 0, capsys.readouterr().err
     import json
     result = json.loads((out / "results.json").read_text())

@@ -129,6 +129,7 @@ def test_a_checkpoint_from_before_the_parts_loads_with_each_moment_on_its_parame
         assert torch.equal(optimizer.state[params[new]]["exp_avg_sq"], moments["exp_avg_sq"]), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("folder", sorted(LEGACY_ORDER))
 def test_a_run_folder_from_before_the_parts_evaluates_and_resumes_from_the_command_line(folder, tmp_path, capsys):
     shutil.copytree(LEGACY / folder, tmp_path / "run")
