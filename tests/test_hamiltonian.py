@@ -111,6 +111,7 @@ def test_annealing_from_the_guide_compression_and_the_gaps_refuse_it():
         check_gaps(guide)
 
 
+@pytest.mark.slow
 def test_the_harness_scores_it_with_its_sites_kept_as_drawn(tmp_path, capsys):
     """pyro-zoo train runs end to end and states what its figures are: the defensive proposal keeps the guide's
     site as drawn (widening none), and results.json says the ELBO and IWAE-k are augmented bounds."""

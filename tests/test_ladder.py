@@ -82,6 +82,7 @@ def _elbo_minus_meanfield_in_se(model, guide, x, draws=200, particles=20):
     return (diff / math.sqrt(losses["elbo"].var() / draws + losses["tracemeanfield"].var() / draws)).item()
 
 
+@pytest.mark.slow
 def test_tracemeanfield_is_unbiased_for_the_top_down_guide():
     """Each analytic KL, KL(q(z1 | z2, x) || p(z1 | z2)) at the sampled z2, is an unbiased term of the ELBO in the
     top-down order, so tracemeanfield's loss and elbo's agree in expectation (within 4 standard errors over
@@ -106,6 +107,7 @@ def test_tracemeanfield_is_unbiased_for_the_top_down_guide():
     check_combination(model, "ladder", "tracemeanfield")
 
 
+@pytest.mark.slow
 def test_the_residual_merge_starts_at_the_prior_and_trains():
     """NVAE's q(z1 | z2, x) = N(mu_p + Delta_mu, sigma_p * (softplus(Delta_s) + 1e-3)) starts at p(z1 | z2)."""
     model = linear_gaussian_hvae()
