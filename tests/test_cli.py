@@ -135,6 +135,7 @@ def test_a_bound_with_an_estimator_trains_exactly_as_its_preset(tmp_path, capsys
         assert dreg[key] == spelled_out[key], key
 
 
+@pytest.mark.slow
 def test_compare_writes_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "cmp"
     code, stdout, err = run_cli(["compare", "vae", "--guides", "amortized,iaf", "--objectives", "elbo,iwae",

@@ -114,6 +114,7 @@ def test_compare_names_the_cell_of_each_warning_and_notes_a_flow_without_analyti
                                              "warning: vae/iaf/tracemeanfield: ")) for line in warnings)
 
 
+@pytest.mark.slow
 def test_the_slow_stages_say_what_they_are_doing(tmp_path, capsys):
     """The per-datum refit after a meanfield run and `pyro-zoo gradients` each print a line per stage
     (nothing with --no-progress)."""

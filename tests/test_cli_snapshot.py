@@ -103,6 +103,7 @@ def test_the_console_script_is_the_light_entry_point():
     assert "cli_snapshot.json" in setup["options.package_data"]["zoo"]
 
 
+@pytest.mark.slow
 def test_a_stale_snapshot_is_not_answered_from(tmp_path):
     """A model added to the registry (one file, one import line) was missing from `pyro-zoo list` until someone
     regenerated the snapshot; the snapshot knows the source files it was made from, so in a copy of the packages

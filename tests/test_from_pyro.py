@@ -233,6 +233,7 @@ def run_cli(args, capsys):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_the_cli_compares_three_guides_and_two_objectives_on_a_user_file(tmp_path, capsys):
     (tmp_path / "my_models.py").write_text(USER_FILE)
     spec = f"{tmp_path / 'my_models.py'}:my_vae"
@@ -247,6 +248,7 @@ def test_the_cli_compares_three_guides_and_two_objectives_on_a_user_file(tmp_pat
     assert all(f"| {g}/{o}" in stdout for g, o in itertools.product(("meanfield", "amortized", "iaf"), ("elbo", "iwae")))
 
 
+@pytest.mark.slow
 def test_a_user_file_run_trains_evaluates_and_refuses_a_changed_file(tmp_path, capsys):
     source = tmp_path / "my_models.py"
     source.write_text(USER_FILE)

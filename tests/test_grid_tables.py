@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pyro
 import pyro.distributions as dist
+import pytest
 import torch
 
 import zoo
@@ -65,6 +66,7 @@ def mean_only(x_dim):
 '''
 
 
+@pytest.mark.slow
 def test_a_grid_on_a_model_with_global_latents_only_says_its_columns_cannot_differ(tmp_path, capsys):
     (tmp_path / "models.py").write_text(MEAN_ONLY)
     rows = 1.5 + np.random.default_rng(0).standard_normal((200, D))

@@ -217,6 +217,7 @@ def test_the_relaxed_guide_hands_fit_one_view_of_a_model():
 
 
 @pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.slow
 def test_the_sleep_phase_trains_only_the_guide(jit):
     """rws: the model's gradient is wake-theta's whatever --insomnia is. The dreamt (x', z') are data for the
     guide; a reparameterized x' (Gaussian decoder) must not pass sleep-phi's gradient back into the decoder,

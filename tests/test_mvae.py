@@ -191,6 +191,7 @@ def test_conditional_log_likelihood_matches_quadrature_on_a_one_dimensional_late
     assert "a|b" not in out["correct"]                                      # a Bernoulli view has no accuracy
 
 
+@pytest.mark.slow
 def test_training_improves_the_conditional_log_likelihood_on_digits():
     """On digits + labels, 30 epochs (KL warm-up 15) take log p(label | image) from log(1/10) = -2.30 to above
     -1.2 nats and the label accuracy from chance to above 60%; log p(image | label) improves by over 5 nats."""

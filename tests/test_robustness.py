@@ -61,6 +61,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path):
          json.loads((tmp_path / "full" / "results.json").read_text())["history"]]
 
 
+@pytest.mark.slow
 def test_same_seed_same_device_same_result(tmp_path):
     for name in ("a", "b"):
         train_run(RunConfig.make(**SMALL_RUN), tmp_path / name, progress=False)

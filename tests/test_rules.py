@@ -148,6 +148,7 @@ def test_the_command_prints_the_verdict_train_gives(train_accepts, capsys):
     assert r.returncode == 0 and r.stdout.startswith("invalid:") and "--keep-best" in r.stdout, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_the_grid_for_any_data_is_train_s_verdict_at_the_defaults(train_accepts, datasets):
     """`pyro-zoo list` without a model prints each triple's verdict at the default options
     (:func:`zoo.rules.compatibility`): train agrees on the model's own dataset."""
