@@ -208,11 +208,12 @@ def upgrade_legacy_names(model, state: Dict) -> None:
     params = [name for name, _ in model.named_parameters()]
     old_positions = [k for k in their_order if k in set(params)]
     optimizer = state.get("optimizer")
-    if optimizer is None or old_positions == params or sorted(old_positions) != sorted(params):
+    if not isinstance(optimizer, dict) or old_positions == params or sorted(old_positions) != sorted(params):
         return
-    first = optimizer["param_groups"][0]["params"] if optimizer.get("param_groups") else []
-    if len(first) != len(params):               # the model's parameters are not the first group (guide-only)
-        return
+    groups = optimizer.get("param_groups")
+    first = groups[0].get("params") if isinstance(groups, list) and groups and isinstance(groups[0], dict) else None
+    if not isinstance(first, list) or not isinstance(optimizer.get("state"), dict) or len(first) != len(params):
+        return                                  # not the model's group (guide-only), or malformed: restore refuses it
     position = {name: first[i] for i, name in enumerate(old_positions)}
     moments = optimizer["state"]
     optimizer["state"] = {**{k: v for k, v in moments.items() if k not in first},
