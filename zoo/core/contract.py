@@ -41,7 +41,7 @@ likelihood) lives here too, so every entry point gives the same clear error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Dict, Mapping, Optional, Sequence, Tuple
+from typing import ClassVar, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import pyro.poutine as poutine
 import torch
@@ -55,7 +55,7 @@ from zoo.core.params import forget_parameters, register_module
 from zoo.core.plates import MAX_PLATE_NESTING, data_plate
 from zoo.core.views import ViewSite
 
-__all__ = ["LatentSite", "FORMS", "ViewSite", "ZooModel", "Borrowed", "check_data", "SUPPORTS", "children_of",
+__all__ = ["LatentSite", "FORMS", "ViewSite", "ZooModel", "Borrowed", "DecoderState", "check_data", "SUPPORTS", "children_of",
            "posterior_order",
            # re-exported: what a model file needs besides the classes above
            "data_plate", "register_module", "MAX_PLATE_NESTING"]
@@ -353,6 +353,21 @@ def _check_parents(latents: Sequence[LatentSite]) -> None:
         pending = [s for s in pending if s not in ready]
 
 
+class DecoderState(NamedTuple):
+    """Where a model that writes x over steps (DRAW) stands after its latents so far (:meth:`ZooModel.decoder_step`).
+
+    Attributes:
+        h: the decoder's recurrent state ``[..., H]``, what it has said so far (a guide's attention reads it).
+        c: the recurrent cell's memory ``[..., H]`` (an LSTM's), or the same as ``h`` for a plain recurrence.
+        canvas: the decoder's output so far ``[..., x_dim]``: p(x | the latents so far) is the likelihood read
+            from it.
+    """
+
+    h: torch.Tensor
+    c: torch.Tensor
+    canvas: torch.Tensor
+
+
 class ZooModel(nn.Module):
     """Base class of zoo models. Subclasses define ``latents`` and ``model``.
 
@@ -409,6 +424,25 @@ class ZooModel(nn.Module):
     def has_conditional_prior(self) -> bool:
         """Whether :meth:`conditional_prior` is implemented."""
         return type(self).conditional_prior is not ZooModel.conditional_prior
+
+    def decoder_start(self) -> DecoderState:
+        """The decoder's state before any latent (no batch dimensions: they broadcast), for a model that writes x
+        over steps, one latent site per step (:mod:`zoo.models.draw`); a guide that reads what the decoder has
+        drawn so far (:mod:`guides.recurrent`) runs the decoder alongside with it. Other models do not give it."""
+        raise NotImplementedError(f"{self.display_name} does not write x over steps (decoder_start)")
+
+    def decoder_step(self, state: DecoderState, z: torch.Tensor) -> DecoderState:
+        """The decoder's state after the next latent ``z`` (the sites in :attr:`latents` order), from ``state``."""
+        raise NotImplementedError(f"{self.display_name} does not write x over steps (decoder_step)")
+
+    def decoder_mean(self, state: DecoderState) -> torch.Tensor:
+        """E[x] under the likelihood read from ``state.canvas``: the image drawn so far."""
+        raise NotImplementedError(f"{self.display_name} does not write x over steps (decoder_mean)")
+
+    @property
+    def has_recurrent_decoder(self) -> bool:
+        """Whether :meth:`decoder_start`, :meth:`decoder_step` and :meth:`decoder_mean` are implemented."""
+        return type(self).decoder_step is not ZooModel.decoder_step
 
     @property
     def global_latents(self) -> Sequence[LatentSite]:

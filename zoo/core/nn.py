@@ -24,12 +24,12 @@ References:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "GatedDense", "mlp"]
+__all__ = ["ACTIVATIONS", "GatedDense", "mlp", "lstm_step"]
 
 ACTIVATIONS = ("tanh", "relu", "gated", "linear")
 
@@ -63,3 +63,15 @@ def mlp(sizes: Sequence[int], activation: str = "tanh", final_activation: bool =
         if hidden and activation != "linear":
             layers.append(nn.Tanh() if activation == "tanh" else nn.ReLU())
     return nn.Sequential(*layers)
+
+
+def lstm_step(cell: nn.LSTMCell, inputs: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+              ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One step of ``cell`` for inputs and states of any broadcastable batch shape (an ``nn.LSTMCell`` takes one
+    batch dimension; Pyro's vectorized particles add another): ``(h', c')`` of batch shape the broadcast one."""
+    batch = torch.broadcast_shapes(inputs.shape[:-1], h.shape[:-1], c.shape[:-1])
+    flat = (-1,)
+    h2, c2 = cell(inputs.expand(batch + inputs.shape[-1:]).reshape(flat + inputs.shape[-1:]),
+                  (h.expand(batch + h.shape[-1:]).reshape(flat + h.shape[-1:]),
+                   c.expand(batch + c.shape[-1:]).reshape(flat + c.shape[-1:])))
+    return h2.reshape(batch + h2.shape[-1:]), c2.reshape(batch + c2.shape[-1:])
