@@ -7,7 +7,8 @@ from guides.iaf import IAF
 from guides.ladder import Ladder
 from guides.meanfield import MeanField
 from guides.poe import ProductOfExperts
+from guides.recurrent import Recurrent
 from guides.relaxed import Relaxed
 from guides.user import UserGuide, from_pyro_guide
 
-__all__ = ["ZooGuide", "MeanField", "Amortized", "IAF", "Hamiltonian", "Ladder", "Relaxed", "Exact", "ProductOfExperts", "UserGuide", "from_pyro_guide"]
+__all__ = ["ZooGuide", "MeanField", "Amortized", "IAF", "Hamiltonian", "Ladder", "Recurrent", "Relaxed", "Exact", "ProductOfExperts", "UserGuide", "from_pyro_guide"]
