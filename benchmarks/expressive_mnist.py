@@ -21,6 +21,9 @@ Runs (each at the same budget of --epochs epochs):
   moved by 8 tempered leapfrog steps on log p(x, z), trained by the augmented ELBO; its -ELBO is that augmented
   bound, its NLL the importance-sampled one (unbiased for p(x) with the augmented weights), paired against
   ``vae_standard`` at the same budget;
+- ``draw_t16``: DRAW (``zoo/models/draw.py``) with its recurrent guide (``guides/recurrent.py``), the paper's MNIST
+  network (100 latents a step, 256-unit LSTMs, 2 x 2 read and 5 x 5 write attention) but T = 16 steps instead of
+  64, trained by its own loss (``tracemeanfield``: the analytic KL of each step at the sampled past);
 - ``vae_standard_gated`` / ``vae_vampprior_gated``: Tomczak & Welling's one-layer VAE (z = 40, gated 784-300-300
   encoder and decoder, ``--activation gated``) with each prior. With tanh units the VampPrior's encoder saturates
   and the posterior collapses (``benchmarks/vampprior_saturation.py``); gated units do not saturate.
@@ -32,7 +35,9 @@ IWAE k=5 85.54. Sonderby et al. (2016), Ladder VAE: 81.74 on dynamically binariz
 64-32-16-8-4 with 512-256-128-64-32 MLPs, batch normalization, warm-up, a fine-tuned last phase), a different
 architecture and binarization: the reference for the ladder rows, not their expected figure. Salimans, Kingma &
 Welling (2015): DLGM with Hamiltonian variational inference, 8 leapfrog steps, 85.51 (their DLGM, dynamic
-binarization, long training; the lecture's MNIST table): the reference for ``vae_hvi8``.
+binarization, long training; the lecture's MNIST table): the reference for ``vae_hvi8``. Gregor et al. (2015): DRAW,
+-log p(x) <= 80.97 (the negative variational bound, not an importance-sampled NLL) with T = 64 and attention, 87.40
+without attention: the reference for ``draw_t16``.
 
 Protocol: Adam (lr --lr, default 1e-3), batch 100, seed 0, --epochs epochs for every run (no early stopping,
 no warm-up unless --kl-warmup; with --keep-best the epoch of best validation ELBO is scored), one torch thread
@@ -78,6 +83,12 @@ The hamiltonian guide against the amortized one at a short budget (issue 52, ite
         --eval-samples 1000 --eval-limit 1000 --runs vae_hvi8 --name hvi_mnist_vae_hvi8
     # ... and vae_standard (--name hvi_mnist_vae_standard), then
     python benchmarks/expressive_mnist.py --collect --runs vae_standard,vae_hvi8 --name hvi_mnist --run-prefix hvi_mnist
+
+DRAW at a 2-core budget (issue 52, item 5; T = 16 steps cost about 2.5 minutes an epoch on one thread):
+
+    OMP_NUM_THREADS=1 python benchmarks/expressive_mnist.py --data-dir ../shared/data --epochs 15 \
+        --eval-samples 500 --eval-limit 1000 --runs draw_t16 --name draw_mnist_draw_t16
+    python benchmarks/expressive_mnist.py --collect --runs draw_t16 --name draw_mnist --run-prefix draw_mnist
 """
 from __future__ import annotations
 
@@ -109,6 +120,7 @@ RUNS = {
     "hvae_ladder_residual_gated": ("hvae", {"activation": "gated"}, "ladder", {"merge": "residual"}, "elbo", 1,
                                    81.74),
     "vae_hvi8": ("vae", {}, "hamiltonian", {"leapfrog_steps": 8}, "elbo", 1, 85.51),
+    "draw_t16": ("draw", {"steps": 16}, "recurrent", {}, "tracemeanfield", 1, 80.97),
     "vae_standard_gated": ("vae", TOMCZAK, "amortized", {}, "elbo", 1, 88.56),
     "vae_vampprior_gated": ("vae", {**TOMCZAK, "prior": "vampprior"}, "amortized", {}, "elbo", 1, 85.57),
 }
