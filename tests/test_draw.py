@@ -171,3 +171,38 @@ def test_what_draw_and_its_guide_cannot_do_is_refused_in_one_line():
     with pytest.raises(ZooError, match="use --read-glimpse 0"):
         build_guide("recurrent", model)
     build_guide("recurrent", model, read_glimpse=0, encoder_size=4)
+
+
+@pytest.mark.slow
+def test_train_and_eval_from_the_command_line_write_the_canvas_step_by_step(tmp_path, capsys):
+    """pyro-zoo train draw --guide recurrent runs end to end on the digits and draws canvas.png, T columns of the
+    canvas for 8 samples; eval re-scores the folder."""
+    import json
+
+    from PIL import Image
+
+    from zoo.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "draw", "--guide", "recurrent", "--objective", "tracemeanfield", "--steps", "4",
+                 "--latent-dim", "3", "--decoder-size", "16", "--write-glimpse", "3", "--encoder-size", "16",
+                 "--dataset", "digits", "--epochs", "1", "--eval-samples", "20", "--out", str(out),
+                 "--no-progress"]) == 0, capsys.readouterr().err
+    result = json.loads((out / "results.json").read_text())
+    assert result["config"]["model"] == "draw" and math.isfinite(result["log_likelihood"])
+    assert [k for k in result["kl_per_site"]] == ["z1", "z2", "z3", "z4"]
+    width, height = Image.open(out / "canvas.png").size
+    assert abs(height / width - 2) < 0.1                       # 4 steps across, 8 samples down (square images)
+    assert main(["eval", str(out), "--eval-samples", "20", "--no-progress"]) == 0, capsys.readouterr().err
+
+
+def test_canvas_steps_end_at_the_mean_the_model_samples():
+    """The last column of the canvas figure is E[x | c_T] of the same latents the model drew."""
+    import pyro.poutine as poutine
+    torch.manual_seed(0)
+    model = build_model("draw", 16, steps=3, latent_dim=2, decoder_size=8, write_glimpse=2)
+    torch.manual_seed(1)
+    frames = model.canvas_steps(5)
+    torch.manual_seed(1)
+    trace = poutine.trace(model.model).get_trace(None, N=5)
+    assert frames.shape == (3, 5, 16)
+    assert torch.allclose(frames[-1], trace.nodes["x"]["fn"].mean)

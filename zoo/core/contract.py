@@ -562,6 +562,18 @@ class ZooModel(nn.Module):
         site = trace.nodes["x"]
         return site["fn"].mean if mean else site["value"]
 
+    @torch.no_grad()
+    def canvas_steps(self, n: int) -> torch.Tensor:
+        """For a model that writes x over steps (:attr:`has_recurrent_decoder`): ``[T, n, x_dim]``, the image drawn
+        after each step, E[x | c_t], for ``n`` draws of the latents from the prior (the generation DRAW's figures
+        show column by column)."""
+        trace = poutine.trace(self.model).get_trace(None, N=n)
+        state, frames = self.decoder_start(), []
+        for site in self.latents:
+            state = self.decoder_step(state, trace.nodes[site.name]["value"])
+            frames.append(self.decoder_mean(state))
+        return torch.stack(frames)
+
     # -- validation of user data -----------------------------------------------------
     @property
     def data_levels(self) -> Optional[int]:

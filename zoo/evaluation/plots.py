@@ -260,6 +260,18 @@ def reconstruction_grid(original: torch.Tensor, reconstruction: torch.Tensor, im
                   _grid(reconstruction, image_shape, nrow))], path)
 
 
+def canvas_grid(frames: torch.Tensor, image_shape: Tuple[int, int], path: Path, columns: int = 16) -> None:
+    """DRAW's figure: one generated image per row, the canvas after each step left to right (``frames``
+    ``[T, n, H*W]``; at most ``columns`` steps, evenly spaced and always the last)."""
+    steps = frames.shape[0]
+    n = min(columns, steps)
+    shown = sorted({round(i * (steps - 1) / max(n - 1, 1)) for i in range(n)})
+    chosen = frames[shown].transpose(0, 1).reshape(-1, frames.shape[-1])          # row = one image's steps
+    title = f"the canvas after steps {', '.join(str(t + 1) for t in shown)} of {steps} (one sample a row)" \
+        if len(shown) < steps else f"the canvas after each of the {steps} steps (one sample a row)"
+    _draw_grids([(title, _grid(chosen, image_shape, len(shown)))], path)
+
+
 def latent_scatter(z: torch.Tensor, labels: Optional[torch.Tensor], path: Path) -> None:
     """Scatter of the 2-D posterior means E_q[z | x], coloured by label when known."""
     fig, ax = plt.subplots(figsize=(4.5, 4))

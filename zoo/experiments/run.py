@@ -410,6 +410,9 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
             if generate:
                 with atomic_path(out / "samples.png") as path:
                     plots.image_grid(samples, run.data.image_shape, path)
+            if generate and run.model.has_recurrent_decoder:        # DRAW: the canvas, step by step
+                with atomic_path(out / "canvas.png") as path:
+                    plots.canvas_grid(run.model.canvas_steps(8) * unit, run.data.image_shape, path)
             if run.data.image_shape:
                 with atomic_path(out / "reconstructions.png") as path:
                     plots.reconstruction_grid(recon[0] * unit, recon[1] * unit, run.data.image_shape, path)
