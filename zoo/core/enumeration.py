@@ -23,22 +23,23 @@ from zoo.core.weights import is_deterministic, vectorize
 __all__ = ["enumerated_log_marginal", "configuration_chunks", "site_configurations"]
 
 
-def site_configurations(site, device=None) -> torch.Tensor:
+def site_configurations(site, device=None, dtype=torch.float32) -> torch.Tensor:
     """Every value one datum's discrete ``site`` can take, ``[C, *event_shape]``, in the site's own form:
     0. and 1. for one bit, the K rows of the identity for a one-hot site, the integers 0..K-1 for an
-    index site, and the joint configurations of the zoo's vector forms (:func:`joint_configurations`)."""
+    index site, and the joint configurations of the zoo's vector forms (:func:`joint_configurations`); the real-valued
+    forms in ``dtype`` (a double-precision model's)."""
     if site.form == "bit":
-        return torch.tensor([0.0, 1.0], device=device)
+        return torch.tensor([0.0, 1.0], device=device, dtype=dtype)
     if site.form == "one_hot":
-        return torch.eye(site.num_classes, device=device)
+        return torch.eye(site.num_classes, device=device, dtype=dtype)
     if site.form == "index":
         return torch.arange(site.num_classes, device=device)
-    return joint_configurations(site.support, site.event_shape, device)
+    return joint_configurations(site.support, site.event_shape, device, dtype)
 
 
-def configuration_chunks(model, chunk: int, device=None) -> Iterator[Dict[str, torch.Tensor]]:
+def configuration_chunks(model, chunk: int, device=None, dtype=torch.float32) -> Iterator[Dict[str, torch.Tensor]]:
     """Yield ``{site: values [c, 1, *event]}`` covering the product of all latents' configurations."""
-    tables = [site_configurations(s, device) for s in model.latents]
+    tables = [site_configurations(s, device, dtype) for s in model.latents]
     sizes = [t.shape[0] for t in tables]
     total = 1
     for n in sizes:
@@ -63,7 +64,7 @@ def enumerated_log_marginal(model, x: torch.Tensor, max_elements: int = 1 << 24,
 def _enumerated_log_marginal(model, x, max_elements):
     chunk = max(1, max_elements // (x.shape[0] * max(1, x.shape[1])))
     parts = []
-    for values in configuration_chunks(model, chunk, x.device):
+    for values in configuration_chunks(model, chunk, x.device, x.dtype):
         c = next(iter(values.values())).shape[0]
         trace = poutine.trace(poutine.condition(vectorize(model.model, c), data=values)).get_trace(x)
         log_joint = 0.0

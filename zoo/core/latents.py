@@ -12,6 +12,11 @@ guide that supports the family's ``support`` makes q from its raw parameters wit
 ``power-spherical``
     the same sphere and prior, q = PowerSpherical(mu, kappa) (De Cao & Aziz 2020): no rejection sampler,
     no Bessel functions.
+``bernoulli``
+    z in {0, 1}^d, p(z) uniform (Bernoulli(1/2) per unit), q = Bernoulli(sigmoid(logits)) per unit: a VAE with
+    binary latents (a one-layer sigmoid belief net's latents under an MLP decoder; Mnih & Gregor 2014). Its sites
+    are the zoo's binary ones, so score-function objectives (tracegraph with baselines, rloo, vimco, arm, disarm,
+    rebar, relax) and the relaxed guide train them, and with few units log p(x) is exact by enumeration.
 ``wrapped-normal``
     z in hyperbolic space H^d (the Lorentz model: points of R^(d+1), ``zoo.core.hyperbolic``), p(z) the wrapped
     normal at the origin with sigma = 1 and q a wrapped normal (Nagano et al. 2019), both with exact densities
@@ -28,6 +33,8 @@ the ordinary sphere S^2, and ``--latent-dim 2`` the circle. For hyperbolic space
 site's values have d + 1 coordinates. Either way the decoder takes d inputs.
 
 References:
+    A. Mnih and K. Gregor, "Neural Variational Inference and Learning in Belief Networks", ICML 2014,
+    https://arxiv.org/abs/1402.0030.
     T. R. Davidson, L. Falorsi, N. De Cao, T. Kipf and J. M. Tomczak, "Hyperspherical Variational
     Auto-Encoders", UAI 2018, https://arxiv.org/abs/1804.00891.
     N. De Cao and W. Aziz, "The Power Spherical distribution", 2020, https://arxiv.org/abs/2006.04437.
@@ -55,11 +62,12 @@ from torch import nn
 
 from zoo.core.components import OptionError, Options, option
 from zoo.core.contract import LatentSite
+from zoo.core.distributions import JointDiscrete
 from zoo.core.hyperbolic import WrappedNormal, exp_origin, log_origin
 from zoo.core.spherical import HypersphericalUniform, PowerSpherical, VonMisesFisher
 
-__all__ = ["LatentFamily", "Gaussian", "Sphere", "Hyperbolic", "LATENT_FAMILIES", "LatentOptions", "latent_site",
-           "FamilyPrior", "MANIFOLDS"]
+__all__ = ["LatentFamily", "Gaussian", "Binary", "Sphere", "Hyperbolic", "LATENT_FAMILIES", "LatentOptions",
+           "latent_site", "family_of", "FamilyPrior", "MANIFOLDS"]
 
 
 class LatentFamily:
@@ -108,6 +116,26 @@ class Gaussian(LatentFamily):
 
     name = "gaussian"
     support = "real"
+
+
+class Binary(LatentFamily):
+    """z in {0, 1}^d: uniform prior, q = Bernoulli(logits) per unit, from d logits (the zoo's binary sites; guides
+    build q in :func:`guides.base.discrete_distribution`, the same form as :meth:`posterior`)."""
+
+    name = "bernoulli"
+    support = "binary"
+
+    def raw_size(self, dim: int) -> int:
+        return dim
+
+    def posterior(self, raw: torch.Tensor):
+        return JointDiscrete(torch.distributions.Bernoulli(logits=raw))
+
+    def initial_raw(self, rows: int, dim: int) -> torch.Tensor:
+        return torch.zeros(rows, dim)                      # q starts at the prior
+
+    def prior(self, dim: int, device, dtype):
+        return JointDiscrete(torch.distributions.Bernoulli(logits=torch.zeros(dim, device=device, dtype=dtype)))
 
 
 class Sphere(LatentFamily):
@@ -177,6 +205,7 @@ LATENT_FAMILIES: Dict[str, LatentFamily] = {
     "vmf": Sphere("vmf", VonMisesFisher),
     "power-spherical": Sphere("power-spherical", PowerSpherical),
     "wrapped-normal": Hyperbolic(),
+    "bernoulli": Binary(),
 }
 
 #: the supports of the non-Euclidean families: reparameterized, continuous, and not R^d
@@ -188,19 +217,31 @@ def latent_site(name: str, dim: int, family: str = "gaussian", parents=()) -> La
     hyperbolic site's values have d + 1 coordinates)."""
     fam = LATENT_FAMILIES[family]
     return LatentSite(name, (fam.value_size(int(dim)),), fam.support, parents=tuple(parents),
-                      family=None if fam.support == "real" else fam.name)
+                      family=fam.name if fam.support in MANIFOLDS else None)
+
+
+def family_of(site: LatentSite) -> LatentFamily:
+    """The latent family of ``site``: the one it names (a sphere or hyperbolic site), else the family of its
+    support (gaussian for a real site, bernoulli for a binary one)."""
+    if site.family is not None:
+        return LATENT_FAMILIES[site.family]
+    for family in LATENT_FAMILIES.values():
+        if family.support == site.support:
+            return family
+    raise KeyError(f"no latent family has {site.support!r} sites")
 
 
 class FamilyPrior(nn.Module):
-    """p(z) of a non-Euclidean family (the uniform on the sphere, the wrapped normal at the hyperboloid's origin).
-    It has no parameters and no learned variant: the zoo's learned priors are mixtures and flows on R^d."""
+    """p(z) of a family other than the Gaussian (the uniform on the sphere or on {0, 1}^d, the wrapped normal at the
+    hyperboloid's origin). It has no parameters and no learned variant: the zoo's learned priors are mixtures and
+    flows on R^d."""
 
     borrows_guide = False
 
     def __init__(self, site: LatentSite):
         super().__init__()
         self.site = site
-        self.family = LATENT_FAMILIES[site.family]
+        self.family = family_of(site)
         self.dim = self.family.dim_of(site.event_shape[0])
         self.register_buffer("anchor", torch.zeros(()), persistent=False)    # follows .to(device, dtype)
 
@@ -221,7 +262,8 @@ class LatentOptions(Options):
     latent: str = option("gaussian", "the top latent layer's family: gaussian (R^d, N(0, I)), vmf or "
                          "power-spherical (the unit sphere S^(d-1) in R^d, a uniform prior, a von Mises-Fisher or "
                          "Power Spherical posterior; Davidson et al. 2018, De Cao & Aziz 2020), or wrapped-normal "
-                         "(hyperbolic space H^d, wrapped normal prior and posterior; Nagano et al. 2019)",
+                         "(hyperbolic space H^d, wrapped normal prior and posterior; Nagano et al. 2019), or "
+                         "bernoulli ({0, 1}^d, a uniform prior, Bernoulli posteriors: binary latents)",
                          choices=tuple(LATENT_FAMILIES), shape=True)
 
     def validate(self) -> None:

@@ -99,8 +99,8 @@ class HVAE(PriorMixin, ZooModel):
         channels: the PixelCNN's channels per masked layer (``decoder="pixelcnn"`` only).
         activation: hidden units of the mlp decoder and the transitions: ``"tanh"``, ``"relu"`` or ``"gated"``.
         latent: the top layer's family, ``"gaussian"``, ``"vmf"`` / ``"power-spherical"`` (z_L on the unit
-            sphere with a uniform prior) or ``"wrapped-normal"`` (z_L in hyperbolic space); the layers below stay
-            Gaussian. See :mod:`zoo.core.latents`.
+            sphere with a uniform prior), ``"wrapped-normal"`` (z_L in hyperbolic space) or ``"bernoulli"`` (z_L
+            binary, uniform prior); the layers below stay Gaussian. See :mod:`zoo.core.latents`.
     """
 
     legacy_tensor_names = LEGACY_TENSOR_NAMES

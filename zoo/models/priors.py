@@ -67,7 +67,7 @@ from torch.distributions import constraints
 
 from zoo.core.contract import Borrowed, LatentSite
 from zoo.core.errors import ZooError
-from zoo.core.latents import MANIFOLDS, FamilyPrior
+from zoo.core.latents import FamilyPrior
 from zoo.core.params import register_module
 from zoo.core.components import Options, OptionError, option
 
@@ -301,7 +301,7 @@ class FlowPrior(LearnedPrior):
 def build_prior(prior: str, site: LatentSite, x_dim: Optional[int] = None, components: Optional[int] = None,
                 flows: int = 2) -> LearnedPrior:
     """The prior named ``prior`` (one of :data:`PRIORS`) on ``site``; on a sphere or hyperbolic site, its family's."""
-    if site.support in MANIFOLDS:
+    if site.support != "real":
         if prior != "standard":
             raise ZooError(f"prior {prior!r} is a learned prior on R^d, and {site.name!r} lives on a "
                            f"{site.support} space, whose prior is its family's own: drop --prior, or use "

@@ -5,6 +5,7 @@ Generative story, for each datum n = 1..N::
     z_n ~ N(0, I_d)                                       (or a learned prior: --prior, zoo.models.priors)
     z_n ~ Uniform(S^(d-1))                                (--latent vmf / power-spherical: zoo.core.latents)
     z_n ~ WrappedNormal(mu_0, I) on H^d                   (--latent wrapped-normal; f_theta reads log_(mu_0)(z_n))
+    z_n ~ Bernoulli(1/2)^d on {0, 1}^d                    (--latent bernoulli: binary latents)
     x_n | z_n ~ Bernoulli(sigmoid(f_theta(z_n)))          (likelihood="bernoulli")
     x_n | z_n ~ N(f_theta(z_n), diag(sigma_theta^2))        (likelihood="gaussian")
     x_n | z_n ~ prod_i p_k(x_ni | f_theta(z_n)_i)             (k levels: categorical, dlogistic, dmol, dequant-*;
@@ -83,7 +84,7 @@ class VAE(PriorMixin, ZooModel):
         activation: the mlp decoder's hidden units, ``"tanh"``, ``"relu"`` or ``"gated"`` (:mod:`zoo.core.nn`).
         latent: the latent family, ``"gaussian"`` (R^d), ``"vmf"`` / ``"power-spherical"`` (z on the unit
             sphere S^(d-1) in R^d with a uniform prior: the S-VAE) or ``"wrapped-normal"`` (z in hyperbolic space
-            H^d), see :mod:`zoo.core.latents`.
+            H^d) or ``"bernoulli"`` (z in {0, 1}^d with a uniform prior), see :mod:`zoo.core.latents`.
     """
 
     legacy_tensor_names = LEGACY_TENSOR_NAMES
