@@ -291,3 +291,24 @@ def test_active_units_in_hyperbolic_space_count_the_d_tangent_units_not_the_lore
     result = evaluate(model, guide, x, num_samples=20, iwae_k=5, psis=False)
     assert result["num_latent_units"] == 3
     assert result["active_units_per_site"] == {"z": 1} and result["active_units"] == 1
+
+
+@pytest.mark.parametrize("sigma,draws", [(1.0, 20), (3.0, 200)])
+def test_the_monte_carlo_noise_of_a_mean_over_draws_does_not_make_a_unit_active(sigma, draws):
+    """E_q[log_(mu_0)(z) | x] of a hyperbolic site is a mean over q's M draws, and Cov_x of such means is
+    Cov_x(E_q) + Var_q / M. With q's mean varying along v_1 only and sigma = 1 or 3 (a collapsed unit's spread),
+    E_q[v_2] = E_q[v_3] = 0 for every x by symmetry, so the exact count is 1; the draws' noise alone, Var_q / M
+    (M = 20 draws at sigma = 1, 200 at sigma = 3), is several times the 0.01 threshold (the uncorrected count was 3),
+    and the harness subtracts it."""
+    from guides.meanfield import MeanField
+    torch.manual_seed(0)
+    n = 300
+    model = VAE(x_dim=8, latent_dim=3, hidden=(4,), latent="wrapped-normal")
+    guide = MeanField(model, num_data=n)
+    with torch.no_grad():
+        guide.z_raw.zero_()
+        guide.z_raw[:, 0] = torch.linspace(-1.0, 1.0, n)
+        guide.z_raw[:, 3:] = math.log(math.expm1(sigma))
+    x = torch.bernoulli(torch.full((n, 8), 0.5))
+    result = evaluate(model, guide, x, num_samples=draws, iwae_k=5, psis=False, proposal="guide")
+    assert result["active_units_per_site"] == {"z": 1}
