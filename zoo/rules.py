@@ -649,10 +649,6 @@ BDMC_NEEDS_GENERATION = _rule(
 ANNEALING_NEEDS_LOCAL_LATENTS = _rule(
     "annealing_needs_local_latents", "eval --estimator ais|bdmc", "AIS and BDMC anneal each datum's local latents, "
     "and without any log p(x_n | theta_hat) is exact: use the importance-sampling estimate (pyro-zoo eval)")
-ANNEALING_NEEDS_EUCLIDEAN_LATENTS = _rule(
-    "annealing_needs_euclidean_latents", "eval --estimator ais|bdmc", "AIS and BDMC move real latents by HMC in R^d "
-    "(or their unconstrained space), and a latent on the sphere or in hyperbolic space has no such chart here: use "
-    "the importance-sampling estimate (pyro-zoo eval)")
 MANIFOLD_HAS_NO_COUNTERPART = _rule(
     "manifold_has_no_counterpart", "eval --gaps|compress", "the amortization gap's per-datum refit and bits-back "
     "coding's equal-mass bins are written for Normal and discrete posteriors, not for a latent on the sphere or in "
@@ -728,16 +724,14 @@ def _check_euclidean(sites) -> None:
 
 def check_annealing(model: ZooModel, estimator: str, guide=None, path: str = "prior") -> None:
     """Raise :class:`ZooError` unless ``estimator`` (``"AIS"`` or ``"BDMC"``) has local latents of ``model`` to
-    anneal (it moves exactly ``model.latents``), in R^d, and, on the guide's path, a ``guide`` with a density."""
+    anneal (it moves exactly ``model.latents``; those on the sphere or in hyperbolic space through their family's
+    chart of R^k) and, on the guide's path, a ``guide`` with a density."""
     if path == "guide" and guide is not None and not getattr(guide, "has_density", True):
         raise GUIDE_NEEDS_DENSITY.error(f"the {getattr(guide, 'family', type(guide).__name__)!r} guide has no "
                                         f"marginal density")
     if not model.latents:
         raise ANNEALING_NEEDS_LOCAL_LATENTS.error(f"{model.display_name} has no local latents, so {estimator} has "
                                                   f"nothing to anneal")
-    manifold = [f"{s.name} ({s.support})" for s in model.latents if s.support in MANIFOLDS]
-    if manifold:
-        raise ANNEALING_NEEDS_EUCLIDEAN_LATENTS.error(f"{model.display_name}'s {', '.join(manifold)} is not in R^d")
 
 
 def check_bdmc(model: ZooModel, guide, path: str) -> None:

@@ -47,8 +47,9 @@ import math
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
+from torch.distributions import Transform
 
-__all__ = ["WrappedNormal", "lorentz_inner", "exp_map", "log_map", "parallel_transport", "exp_origin",
+__all__ = ["WrappedNormal", "OriginChart", "lorentz_inner", "exp_map", "log_map", "parallel_transport", "exp_origin",
            "log_origin", "to_poincare", "from_poincare", "distance", "project"]
 
 
@@ -118,6 +119,31 @@ def exp_origin(v: torch.Tensor) -> torch.Tensor:
 def log_origin(z: torch.Tensor) -> torch.Tensor:
     """v with exp_origin(v) = z: the spatial part of log_{mu_0}(z)."""
     return log_map(_origin_like(z), z)[..., 1:]
+
+
+class OriginChart(Transform):
+    """H^n as R^n: z = exp_(mu_0)((0, v)), a diffeomorphism of all of R^n onto H^n (geodesic polar coordinates at the
+    origin), for samplers that move in R^n (AIS's HMC). In polar coordinates the hyperbolic volume is
+    sinh(r)^(n-1) dr dOmega and the Euclidean one r^(n-1) dr dOmega, so a density on H^n with respect to its volume
+    (the wrapped normal's) becomes one on R^n by adding log |det J| = (n - 1) log(sinh r / r), r = |v|: the same
+    term the wrapped normal's log-density subtracts."""
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __eq__(self, other):
+        return isinstance(other, OriginChart)
+
+    def _call(self, v):
+        return exp_origin(v)
+
+    def _inverse(self, z):
+        return log_origin(z)
+
+    def log_abs_det_jacobian(self, v, z):
+        n = v.shape[-1]
+        return (n - 1) * torch.log(_sinhc(v.norm(dim=-1)))
 
 
 def to_poincare(z: torch.Tensor) -> torch.Tensor:

@@ -63,8 +63,8 @@ from torch import nn
 from zoo.core.components import OptionError, Options, option
 from zoo.core.contract import LatentSite
 from zoo.core.distributions import JointDiscrete
-from zoo.core.hyperbolic import WrappedNormal, exp_origin, log_origin
-from zoo.core.spherical import HypersphericalUniform, PowerSpherical, VonMisesFisher
+from zoo.core.hyperbolic import OriginChart, WrappedNormal, exp_origin, log_origin
+from zoo.core.spherical import HypersphericalUniform, PowerSpherical, StereographicChart, VonMisesFisher
 
 __all__ = ["LatentFamily", "Gaussian", "Binary", "Sphere", "Hyperbolic", "LATENT_FAMILIES", "LatentOptions",
            "latent_site", "family_of", "FamilyPrior", "MANIFOLDS"]
@@ -108,6 +108,12 @@ class LatentFamily:
     def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
         """What the decoder reads of z: d numbers."""
         return z
+
+    def chart(self, dim: int, pole: Optional[torch.Tensor] = None):
+        """A bijection from a Euclidean space onto this family's space (up to a set of measure zero), with the
+        log-Jacobian that turns its densities into densities there: what a sampler that moves in R^k (AIS's HMC)
+        needs. ``pole``: where a chart that must leave out a point puts it (the sphere's; ``[..., dim]``)."""
+        raise NotImplementedError(f"the {self.name!r} latent family has no Euclidean chart")
 
 
 class Gaussian(LatentFamily):
@@ -164,6 +170,12 @@ class Sphere(LatentFamily):
     def prior(self, dim: int, device, dtype):
         return HypersphericalUniform(dim, device=device, dtype=dtype)
 
+    def chart(self, dim: int, pole: Optional[torch.Tensor] = None):
+        if pole is None:
+            pole = torch.zeros(dim)
+            pole[-1] = 1.0
+        return StereographicChart(pole)
+
 
 class Hyperbolic(LatentFamily):
     """z in H^d (Lorentz coordinates in R^(d+1)): wrapped normal prior at the origin (sigma = 1) and posterior.
@@ -194,6 +206,9 @@ class Hyperbolic(LatentFamily):
 
     def dim_of(self, value_size: int) -> int:
         return value_size - 1
+
+    def chart(self, dim: int, pole: Optional[torch.Tensor] = None):
+        return OriginChart()
 
     def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
         return log_origin(z.double()).to(z.dtype)

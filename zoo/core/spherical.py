@@ -78,9 +78,9 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from scipy import special
 from torch.autograd.function import once_differentiable
-from torch.distributions import Beta, register_kl
+from torch.distributions import Beta, Transform, register_kl
 
-__all__ = ["HypersphericalUniform", "VonMisesFisher", "PowerSpherical", "log_bessel_ive", "bessel_ratio",
+__all__ = ["StereographicChart", "HypersphericalUniform", "VonMisesFisher", "PowerSpherical", "log_bessel_ive", "bessel_ratio",
            "vmf_mean_cosine", "log_sphere_area", "householder"]
 
 #: Gauss-Legendre nodes and weights on [-1, 1] for the implicit gradient's integral.
@@ -181,6 +181,52 @@ def _tangent_direction(shape: Tuple[int, ...], d: int, device, dtype) -> torch.T
     v = torch.randn(shape + (d - 1,), device=device, dtype=dtype)
     v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return torch.cat([torch.zeros(shape + (1,), device=device, dtype=dtype), v], dim=-1)
+
+
+class StereographicChart(Transform):
+    """S^(d-1) minus one point as R^(d-1), for samplers that move in a Euclidean space (AIS's HMC).
+
+    The stereographic projection from the pole p: with y = H z, H the Householder reflection that swaps p and e_d
+    (the identity for p = e_d), u = y_(1:d-1) / (1 - y_d), and back z = H (2u, |u|^2 - 1) / (|u|^2 + 1). The point -p
+    is at u = 0 and p at infinity (a set of measure zero). The surface measure is (2 / (1 + |u|^2))^(d-1) du, so a
+    density on the sphere (the vMF's, the uniform's) becomes one on R^(d-1) by adding
+    log |det J| = (d - 1) log(2 / (1 + |u|^2)). The pole ``p`` ``[..., d]`` may differ per datum; placing it opposite
+    the posterior's mass keeps the chains near u = 0, where the map is close to an isometry (up to a factor 2).
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.sphere
+    bijective = True
+
+    def __init__(self, pole: torch.Tensor, cache_size: int = 0):
+        super().__init__(cache_size=cache_size)
+        self.pole = pole / pole.norm(dim=-1, keepdim=True)
+        e_d = torch.zeros_like(self.pole)
+        e_d[..., -1] = 1.0
+        v = e_d - self.pole
+        self._v = v
+        self._vv = (v * v).sum(-1, keepdim=True)
+
+    def __eq__(self, other):
+        return isinstance(other, StereographicChart) and other.pole.shape == self.pole.shape \
+            and bool((other.pole == self.pole).all())
+
+    def _reflect(self, y):
+        vv = self._vv
+        safe = torch.where(vv > 1e-12, vv, torch.ones_like(vv))
+        reflected = y - 2.0 * self._v * (self._v * y).sum(-1, keepdim=True) / safe
+        return torch.where(vv > 1e-12, reflected, y)
+
+    def _call(self, u):
+        sq = (u * u).sum(-1, keepdim=True)
+        return self._reflect(torch.cat([2.0 * u, sq - 1.0], -1) / (sq + 1.0))
+
+    def _inverse(self, z):
+        y = self._reflect(z)
+        return y[..., :-1] / (1.0 - y[..., -1:]).clamp_min(1e-12)
+
+    def log_abs_det_jacobian(self, u, z):
+        return (u.shape[-1]) * (math.log(2.0) - torch.log1p((u * u).sum(-1)))
 
 
 class HypersphericalUniform(TorchDistribution):

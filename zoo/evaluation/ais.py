@@ -27,6 +27,10 @@ as T grows, and the gap left is what bidirectional Monte Carlo measures (:mod:`z
   their two gradients (:class:`_Point`): the state a transition ends in starts the next one, at the next beta,
   without a new evaluation, and the weight's g(z_{t-1}) is that state's. A temperature so costs the L gradient
   evaluations of its leapfrog steps, not L + 2 (``benchmarks/eval_throughput.py`` measures it).
+- **Latents on the sphere or in hyperbolic space** move by the same HMC in a chart of R^k
+  (:meth:`~zoo.core.latents.LatentFamily.chart`): the stereographic projection of S^(d-1), its pole opposite the
+  guide's mean direction for each datum, and geodesic polar coordinates at the origin of H^d, each with the
+  log-Jacobian of the manifold's volume added to f_t, as a constrained real site's is.
 - **Discrete latents** move by **Metropolis-Hastings with the guide as an independent proposal** of the whole
   discrete state (z' ~ q(z | x), accepted with probability min(1, f_t(z') q(z) / (f_t(z) q(z')))), which leaves
   f_t invariant for any q. A site with few values per datum (at most ``gibbs_max_states``: an HMM's state, a
@@ -75,6 +79,7 @@ from torch.distributions import biject_to
 
 from zoo.core.distributions import joint_configurations
 from zoo.core.errors import ZooError
+from zoo.core.latents import LATENT_FAMILIES, MANIFOLDS
 from zoo.core.modes import evaluation_mode
 from zoo.core.weights import per_datum_log_weights, vectorize
 from zoo.evaluation.estimators.importance import rounding_floor
@@ -183,11 +188,30 @@ class _Chains:
 
     def __init__(self, model, guide, x, idx, N, C: int, path: str, gibbs_max_states: int = GIBBS_MAX_STATES):
         self.model, self.guide, self.x, self.idx, self.N, self.C, self.path = model, guide, x, idx, N, C, path
-        self.real = [s for s in model.latents if s.support == "real"]
-        self.discrete = [s for s in model.latents if s.support != "real"]
+        # "real": every site HMC moves, real ones on their unconstrained space, those on the sphere or in
+        # hyperbolic space through their family's chart of R^k
+        self.real = [s for s in model.latents if s.support == "real" or s.support in MANIFOLDS]
+        self.discrete = [s for s in model.latents if s.support in ("binary", "categorical")]
         self.gibbs = [s for s in self.discrete if s.num_configurations <= gibbs_max_states]
         self.proposed = [s for s in self.discrete if s.num_configurations > gibbs_max_states]
-        self.transforms = {s.name: biject_to(s.constraint) for s in self.real}
+        self.transforms = {s.name: self.chart(s) for s in self.real}
+
+    def chart(self, site):
+        """How HMC sees ``site``: ``biject_to`` of a real site's constraint, or its latent family's chart of R^k
+        (:meth:`~zoo.core.latents.LatentFamily.chart`). The sphere's stereographic chart leaves out one point, its
+        pole: put opposite the guide's mean direction for each datum (a function of x alone, fixed before the
+        chains run, as AIS's kernels must be), so the chains stay near u = 0."""
+        if site.support == "real":
+            return biject_to(site.constraint)
+        family = LATENT_FAMILIES[site.family]
+        pole = None
+        if site.support == "sphere" and self.guide is not None:
+            with torch.no_grad(), evaluation_mode(self.guide):
+                node = poutine.trace(self.guide).get_trace(self.x, idx=self.idx, N=self.N).nodes[site.name]
+            loc = getattr(node["fn"], "loc", None)
+            direction = loc if loc is not None and loc.shape == node["value"].shape else node["value"]
+            pole = -direction.detach().to(self.x.dtype)
+        return family.chart(family.dim_of(site.numel), pole)
 
     # --- drawing and scoring -------------------------------------------------------------------------
     def draw_initial(self) -> Dict[str, torch.Tensor]:
@@ -218,7 +242,7 @@ class _Chains:
             t = self.transforms[s.name]
             z = t(u_s)
             out[s.name] = z
-            if s.constrained:
+            if s.constrained or s.support in MANIFOLDS:
                 ld = t.log_abs_det_jacobian(u_s, z)
                 log_det = log_det + ld.reshape(ld.shape[:2] + (-1,)).sum(-1)
         return out, log_det
@@ -459,7 +483,7 @@ class AnnealedImportanceSampling:
 
     def pilot(self, model, guide, x, idx, N) -> Optional[torch.Tensor]:
         """The step size of each temperature and datum ``[T + 1, B]``, adapted in a separate run."""
-        if not any(s.support == "real" for s in model.latents) or self.pilot_chains == 0:
+        if not any(s.support == "real" or s.support in MANIFOLDS for s in model.latents) or self.pilot_chains == 0:
             return None
         chains = _Chains(model, guide, x, idx, N, self.pilot_chains, self.path, self.gibbs_max_states)
         _, _, eps = self.anneal(chains, chains.draw_initial(), self.betas, adapt=True)
