@@ -28,6 +28,14 @@ committed weights, whether or not the training folder still exists.
     python benchmarks/ais_mnist.py --data-dir ../shared/data --runs hvae --train           # train, export, score
     python benchmarks/ais_mnist.py --data-dir ../shared/data --runs elbo --headline        # score the committed one
     python benchmarks/ais_mnist.py --data-dir ../shared/data --runs elbo --export runs/headline/elbo
+
+``--folders LABEL=RUN_FOLDER,...`` scores other trained runs the same way (the latent families' rows, whose latents on
+the sphere and in hyperbolic space AIS moves through a chart), without a headline; ``--bdmc-data 0`` leaves out BDMC:
+
+    python benchmarks/ais_mnist.py --data-dir ../shared/data --name ais_latent_families_mnist --limit 200 \
+        --is-samples 1000 --temperatures 50,100 --chains 8 --bdmc-data 0 \
+        --folders gaussian-d20=runs/sphere_latents_mnist/gaussian-d20,vmf-d20=runs/sphere_latents_mnist/vmf-d20,\
+wrapped-normal-d20=runs/sphere_latents_mnist/wrapped-normal-d20
 """
 from __future__ import annotations
 
@@ -145,9 +153,10 @@ def _cli(args) -> None:
 
 
 def measure(label: str, args) -> dict:
-    source = CHECKPOINTS / RUNS[label]
+    source = Path(args.folders[label]) if label in args.folders else CHECKPOINTS / RUNS[label]
     if not (source / "checkpoint.pt").is_file():
-        fail(f"no checkpoint at {source}; export one first (--export RUN_FOLDER)")
+        fail(f"no checkpoint at {source}; export one first (--export RUN_FOLDER)" if label not in args.folders
+             else f"no checkpoint at {source}: --folders names trained run folders")
     run = Path(args.out) / label
     if run.exists():
         shutil.rmtree(run)
@@ -155,25 +164,29 @@ def measure(label: str, args) -> dict:
     common = ["--data-dir", args.data_dir, "--no-progress"]
     timings = {}
     t0 = time.perf_counter()
-    _cli(["eval", run, "--eval-samples", args.is_samples, "--eval-limit", args.limit, *common])
+    # --force: the copy may hold the run's own evaluation (another K, other data), which this one replaces
+    _cli(["eval", run, "--eval-samples", args.is_samples, "--eval-limit", args.limit, "--force", *common])
     timings["is_seconds"] = time.perf_counter() - t0
     temperatures = ",".join(str(t) for t in args.temperatures)
     t0 = time.perf_counter()
     _cli(["eval", run, "--estimator", "ais", "--temperatures", temperatures, "--chains", args.chains,
           "--leapfrog", args.leapfrog, "--eval-limit", args.limit, *common])
     timings["ais_seconds"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    _cli(["eval", run, "--estimator", "bdmc", "--temperatures", ",".join(str(t) for t in args.bdmc_temperatures),
-          "--chains", args.bdmc_chains, "--leapfrog", args.leapfrog, "--bdmc-data", args.bdmc_data, *common])
-    timings["bdmc_seconds"] = time.perf_counter() - t0
+    bdmc = None
+    if args.bdmc_data:
+        t0 = time.perf_counter()
+        _cli(["eval", run, "--estimator", "bdmc", "--temperatures", ",".join(str(t) for t in args.bdmc_temperatures),
+              "--chains", args.bdmc_chains, "--leapfrog", args.leapfrog, "--bdmc-data", args.bdmc_data, *common])
+        timings["bdmc_seconds"] = time.perf_counter() - t0
+        bdmc = json.loads((run / "bdmc.json").read_text())
     results = json.loads((run / "results.json").read_text())
     results.pop("history", None)
     ais = json.loads((run / "ais.json").read_text())
-    bdmc = json.loads((run / "bdmc.json").read_text())
-    return {**results, "label": label, "checkpoint": f"benchmarks/checkpoints/{RUNS[label]}",
+    checkpoint = str(args.folders[label]) if label in args.folders else f"benchmarks/checkpoints/{RUNS[label]}"
+    return {**results, "label": label, "checkpoint": checkpoint,
             "ais": {k: ais[k] for k in ("num_data", "num_chains", "path", "schedule", "leapfrog_steps", "pilot_chains",
                                         "rows") if k in ais},
-            "bdmc": {k: bdmc[k] for k in ("num_data", "settings", "rows")}, **timings}
+            "bdmc": {k: bdmc[k] for k in ("num_data", "settings", "rows")} if bdmc else None, **timings}
 
 
 def main(argv=None):
@@ -200,12 +213,20 @@ def main(argv=None):
     p.add_argument("--bdmc-data", type=int, default=100)
     p.add_argument("--bdmc-temperatures", type=lambda s: [int(t) for t in s.split(",")], default=[50, 100, 200, 400])
     p.add_argument("--bdmc-chains", type=int, default=4)
+    p.add_argument("--folders", default=None, metavar="LABEL=RUN_FOLDER,...",
+                   help="score these trained run folders instead of the headline checkpoints (no headline)")
     p.add_argument("--out", default="runs/ais_mnist")
     p.add_argument("--name", default="ais_mnist")
     args = p.parse_args(argv)
-    labels = [r for r in args.runs.split(",") if r]
-    if not labels or any(r not in RUNS for r in labels):
-        fail(f"--runs takes labels from {', '.join(RUNS)}, got {args.runs!r}")
+    args.folders = dict(item.split("=", 1) for item in (args.folders or "").split(",") if item)
+    if args.folders:
+        if args.train or args.headline or args.export:
+            fail("--folders scores trained run folders: --train, --headline and --export are for the headline runs")
+        labels = list(args.folders)
+    else:
+        labels = [r for r in args.runs.split(",") if r]
+        if not labels or any(r not in RUNS for r in labels):
+            fail(f"--runs takes labels from {', '.join(RUNS)}, got {args.runs!r}")
     if args.train:
         for label in labels:
             print(f"wrote {export(train(label, args), label)}")
@@ -230,7 +251,8 @@ def main(argv=None):
 
 def markdown(data: dict) -> str:
     prov = data["provenance"]
-    lines = ["# IS against AIS on binarized MNIST, checked by BDMC", "",
+    checked = ", checked by BDMC" if any(run.get("bdmc") for run in data["runs"]) else ""
+    lines = [f"# IS against AIS on binarized MNIST{checked}", "",
              f"Command: `{prov['command']}`  ", f"Commit: `{prov['git_commit']}`  ",
              f"Hardware: {prov['cpu']}, {prov['cpu_threads']} threads, GPU: {prov['gpu'] or 'none'}", ""]
     for run in data["runs"]:
@@ -245,6 +267,9 @@ def markdown(data: dict) -> str:
             lines.append(f"| {row['num_temperatures']} | {row['log_likelihood']:.3f} | {row['log_likelihood_se']:.4f} | "
                          f"{row['log_likelihood'] - run['log_likelihood']:+.3f} | {row['ess_mean']:.1f} | "
                          f"{row['acceptance_mean']:.2f} | {row['seconds']:.0f} |")
+        if not run.get("bdmc"):
+            lines.append("")
+            continue
         lines += ["", f"BDMC on {run['bdmc']['num_data']} simulated images ({run['bdmc']['settings']['num_chains']} "
                       f"chains):", "", "| T | lower | upper | gap | largest gap |", "|---|---|---|---|---|"]
         for row in run["bdmc"]["rows"]:
