@@ -51,6 +51,7 @@ from torch import nn
 
 from dataclasses import dataclass
 
+from zoo.core.errors import ZooError
 from guides.base import BaselineOptions, EncoderOptions, ZooGuide, raw_size, site_distribution
 from guides.globals import GlobalGuideOptions
 from zoo.core.contract import LatentSite, posterior_order
@@ -148,6 +149,17 @@ class Amortized(ZooGuide):
     def distribution(self, site: LatentSite, context: torch.Tensor):
         """q(site | context) of this family; subclasses transform (IAF) or relax (relaxed) it."""
         return site_distribution(site, self.heads[site.name](context))
+
+    def marginal_posterior(self, name: str, x: torch.Tensor):
+        """q(name | x), with the sites a structured guide samples before it at their means E_q[z | x]."""
+        h = self.trunk(x)
+        values = {}
+        for s in self.order:                       # children come first in a structured guide's order
+            q = self.distribution(s, self.context(s, h, values))
+            if s.name == name:
+                return q
+            values[s.name] = q.mean
+        raise ZooError(f"the {self.family!r} guide samples no site {name!r}")
 
     def forward(self, x, idx=None, N=None):
         register_module("encoder", self)

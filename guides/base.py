@@ -238,6 +238,17 @@ class ZooGuide(nn.Module):
         if self.global_guide is not None and other.global_guide is not None:
             self.globals.load_state_dict(other.globals.state_dict())
 
+    def marginal_posterior(self, name: str, x: torch.Tensor):
+        """q(name | x) from x alone, batch shape ``x.shape[:-1]``: what a VampPrior (a mixture of the guide's
+        posteriors at pseudo-inputs) is made of. A family that has it for some sites gives it (amortized: every site,
+        the structured guide's children at their means; ladder: the top layer); others do not."""
+        raise NotImplementedError(f"the {self.family!r} guide gives no q(z | x) from x alone")
+
+    @property
+    def has_marginal_posterior(self) -> bool:
+        """Whether :meth:`marginal_posterior` is implemented."""
+        return type(self).marginal_posterior is not ZooGuide.marginal_posterior
+
     def training_model(self, model: ZooModel):
         """The model as the training objective sees it (the model itself unless ``relaxes_model``)."""
         return model

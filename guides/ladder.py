@@ -25,6 +25,10 @@ every draw (``tests/test_ladder.py``).
 
 q is parameterized relative to the prior, so the KL of a layer the data says nothing about starts near 0.
 
+A VampPrior on the top layer (``--prior vampprior``) is built from :meth:`Ladder.marginal_posterior`, q(z_L | u) by
+the bottom-up pass over each pseudo-input u, as Tomczak & Welling's hierarchical VampPrior uses the encoder's
+q(z_2 | x).
+
 A site without latent parents (the top) takes the bottom-up head alone, through its family
 (:func:`~guides.base.site_distribution`: a Normal, or a vMF / wrapped normal with ``--latent``). The order is the
 model's sampling order, so each analytic KL that ``tracemeanfield`` takes, KL(q(z_l | z_{l+1}, x) || p(z_l | z_{l+1}))
@@ -190,11 +194,26 @@ class Ladder(ZooGuide):
             loc, scale = mu_p + delta_mu, sigma_p * (F.softplus(delta_s) + 1e-3)
         return dist.Normal(loc, scale).to_event(len(site.event_shape))
 
-    def forward(self, x, idx=None, N=None):
-        register_module("ladder", self)
+    module_name = "ladder"
+
+    def bottom_up_features(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """d_l for each layer: the deterministic bottom-up pass over x."""
         d, features = x, {}
         for site, block in zip(self.bottom_up, self.blocks):
             d = features[site.name] = block(d)
+        return features
+
+    def marginal_posterior(self, name: str, x: torch.Tensor):
+        """q(z_L | x) of the top layer (a site without latent parents), from the bottom-up pass alone; a layer below
+        is conditioned on the one above it, and has none."""
+        site = next((s for s in self.sites if s.name == name), None)
+        if site is None or self.parents[name]:
+            raise ZooError(f"the 'ladder' guide gives q(z | x) from x alone for its top layer only, not {name!r}")
+        return site_distribution(site, self.heads[name](self.bottom_up_features(x)[name]))
+
+    def forward(self, x, idx=None, N=None):
+        register_module(self.module_name, self)
+        features = self.bottom_up_features(x)
         values: Dict[str, torch.Tensor] = {}
         with data_plate(x, idx, N):
             for s in self.sites:                               # the model's order: top first

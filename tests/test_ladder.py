@@ -141,3 +141,25 @@ def test_models_it_cannot_merge_are_refused_in_one_line():
         build_guide("ladder", TwoLayers(4))
     vae = build_model("vae", 16, latent_dim=2, hidden=(8,))
     assert build_guide("ladder", vae).bottom_up[0].name == "z"      # one layer: an amortized encoder
+
+
+def test_a_vampprior_on_top_is_the_mixture_of_the_ladder_s_top_posteriors():
+    """p(z2) = (1/K) sum_k q(z2 | u_k), q(z2 | u) the ladder's top layer from the bottom-up pass over the
+    pseudo-input u (its blocks and top head, written out here): the prior's log-density at random z2 is that
+    log-mean-exp, and gradients of log p(x, z) reach the pseudo-inputs and the bottom-up blocks."""
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    model = build_model("hvae", 16, layers=(4, 3), hidden=(8,), transition_hidden=(6,), prior="vampprior",
+                        prior_components=5).double()
+    guide = build_guide("ladder", model).double()
+    u = model.prior.pseudo_inputs
+    d1 = guide.blocks[0](u)
+    d2 = guide.blocks[1](d1)
+    loc, s = guide.heads["z2"](d2).chunk(2, dim=-1)
+    components = torch.distributions.Normal(loc, F.softplus(s) + 1e-5)
+    z2 = torch.randn(7, 3, dtype=torch.float64)
+    by_hand = torch.logsumexp(components.log_prob(z2[:, None, :]).sum(-1), dim=1) - math.log(5)
+    assert torch.allclose(model.prior().log_prob(z2), by_hand, atol=1e-10)
+    x = (torch.rand(4, 16, dtype=torch.float64) < 0.5).double()
+    per_datum_log_weights(model.model, guide, x, num_particles=2).log_w.sum().backward()
+    assert model.prior.raw_pseudo_inputs.grad is not None and guide.blocks[1][0].weight.grad is not None

@@ -228,7 +228,7 @@ class VampPrior(LearnedPrior):
 
     def check_guide(self, guide: nn.Module) -> None:
         family = getattr(guide, "family", type(guide).__name__)
-        if not getattr(guide, "amortized", False) or not hasattr(guide, "trunk"):
+        if not getattr(guide, "amortized", False) or not getattr(guide, "has_marginal_posterior", False):
             raise ZooError(f"prior 'vampprior' is the encoder's q(z | u) at learned pseudo-inputs, and the {family!r} "
                            f"guide has no amortized encoder; use --guide amortized (optionally --structured), or "
                            f"another prior")
@@ -245,19 +245,12 @@ class VampPrior(LearnedPrior):
         structured guide) at their means E_q[z_child | u]."""
         if self._guide is None:
             raise ZooError("the VampPrior has no guide bound: build the guide with zoo.build_guide(name, model)")
-        guide = self._guide.module
-        h = guide.trunk(u)
-        values = {}
-        for s in guide.order:                       # children come first in a structured guide's order
-            q = guide.distribution(s, guide.context(s, h, values))
-            if s.name == self.site.name:
-                return q
-            values[s.name] = q.mean
-        raise ZooError(f"the guide samples no site {self.site.name!r}")
+        return self._guide.module.marginal_posterior(self.site.name, u)
 
     def forward(self):
         q = self.components(self.pseudo_inputs).base_dist          # Normal, batch [K, D]
-        register_module("encoder", self._guide.module)             # the borrowed encoder's parameters
+        guide = self._guide.module
+        register_module(getattr(guide, "module_name", "encoder"), guide)    # the borrowed encoder's parameters
         K = q.loc.shape[0]
         return DiagonalNormalMixture(torch.zeros(K, dtype=q.loc.dtype, device=q.loc.device), q.loc, q.scale)
 
