@@ -277,19 +277,24 @@ def test_the_stated_standard_error_covers_the_quadrature_as_often_as_it_claims(f
     assert hits / total >= 0.87, f"coverage {hits}/{total}"
 
 
-def test_active_units_in_hyperbolic_space_count_the_d_tangent_units_not_the_lorentz_coordinates():
-    """q's means vary along one tangent direction of H^3 only: one active unit of three. In Lorentz coordinates two
-    would vary (z_0 = cosh|v| moves with v_1), so counting them gave 2 of 4."""
+def _one_direction_on_h3(n: int, sigma: float):
+    """A VAE on H^3 and a per-datum guide whose n tangent means are (t, 0, 0) at the origin, t from -1 to 1, with
+    scale ``sigma``; n binary data."""
     from guides.meanfield import MeanField
     torch.manual_seed(0)
-    n = 200
     model = VAE(x_dim=8, latent_dim=3, hidden=(4,), latent="wrapped-normal")
     guide = MeanField(model, num_data=n)
     with torch.no_grad():
         guide.z_raw.zero_()
-        guide.z_raw[:, 0] = torch.linspace(-1.0, 1.0, n)               # tangent mean (t, 0, 0) at the origin
-        guide.z_raw[:, 3:] = math.log(math.expm1(0.01))                # sigma = 0.01
-    x = torch.bernoulli(torch.full((n, 8), 0.5))
+        guide.z_raw[:, 0] = torch.linspace(-1.0, 1.0, n)
+        guide.z_raw[:, 3:] = math.log(math.expm1(sigma))
+    return model, guide, torch.bernoulli(torch.full((n, 8), 0.5))
+
+
+def test_active_units_in_hyperbolic_space_count_the_d_tangent_units_not_the_lorentz_coordinates():
+    """q's means vary along one tangent direction of H^3 only: one active unit of three. In Lorentz coordinates two
+    would vary (z_0 = cosh|v| moves with v_1), so counting them gave 2 of 4."""
+    model, guide, x = _one_direction_on_h3(200, sigma=0.01)
     result = evaluate(model, guide, x, num_samples=20, iwae_k=5, psis=False)
     assert result["num_latent_units"] == 3
     assert result["active_units_per_site"] == {"z": 1} and result["active_units"] == 1
@@ -302,16 +307,7 @@ def test_the_monte_carlo_noise_of_a_mean_over_draws_does_not_make_a_unit_active(
     E_q[v_2] = E_q[v_3] = 0 for every x by symmetry, so the exact count is 1; the draws' noise alone, Var_q / M
     (M = 20 draws at sigma = 1, 200 at sigma = 3), is several times the 0.01 threshold (the uncorrected count was 3),
     and the harness subtracts it."""
-    from guides.meanfield import MeanField
-    torch.manual_seed(0)
-    n = 300
-    model = VAE(x_dim=8, latent_dim=3, hidden=(4,), latent="wrapped-normal")
-    guide = MeanField(model, num_data=n)
-    with torch.no_grad():
-        guide.z_raw.zero_()
-        guide.z_raw[:, 0] = torch.linspace(-1.0, 1.0, n)
-        guide.z_raw[:, 3:] = math.log(math.expm1(sigma))
-    x = torch.bernoulli(torch.full((n, 8), 0.5))
+    model, guide, x = _one_direction_on_h3(300, sigma)
     result = evaluate(model, guide, x, num_samples=draws, iwae_k=5, psis=False, proposal="guide")
     assert result["active_units_per_site"] == {"z": 1}
 
