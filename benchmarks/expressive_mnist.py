@@ -84,6 +84,15 @@ The hamiltonian guide against the amortized one at a short budget (issue 52, ite
     # ... and vae_standard (--name hvi_mnist_vae_standard), then
     python benchmarks/expressive_mnist.py --collect --runs vae_standard,vae_hvi8 --name hvi_mnist --run-prefix hvi_mnist
 
+The amortized VAE at the hamiltonian guide's training time instead (150 epochs, about the 620 s of vae_hvi8's 20),
+paired against vae_hvi8 (its folder copied into the same --out):
+
+    OMP_NUM_THREADS=1 python benchmarks/expressive_mnist.py --data-dir ../shared/data --epochs 150 \
+        --eval-samples 1000 --eval-limit 1000 --runs vae_standard --name hvi_mnist_equal_time_vae_standard \
+        --out runs/hvi_equal_time
+    python benchmarks/expressive_mnist.py --collect --runs vae_standard,vae_hvi8 --name hvi_mnist_equal_time \
+        --run-prefix vae_standard=hvi_mnist_equal_time,vae_hvi8=hvi_mnist --out runs/hvi_equal_time
+
 DRAW at a 2-core budget (issue 52, item 5; T = 16 steps cost about 2.5 minutes an epoch on one thread):
 
     OMP_NUM_THREADS=1 python benchmarks/expressive_mnist.py --data-dir ../shared/data --epochs 15 \
@@ -139,7 +148,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--name", default="expressive_mnist", help="result file name in benchmarks/results")
     p.add_argument("--run-prefix", default=None, help="with --collect: the runs' result files are "
-                   "benchmarks/results/<run-prefix>_<run>.json (default: --name)")
+                   "benchmarks/results/<run-prefix>_<run>.json (default: --name); or RUN=PREFIX,... per run "
+                   "(the others: --name)")
     p.add_argument("--collect", action="store_true",
                    help="train nothing: gather the runs' results (benchmarks/results/<name>_<run>.json and their "
                         "per-datum scores in --out) into one table <name>.md with paired differences")
@@ -187,8 +197,10 @@ def collect(name: str, out_root: Path, labels, prefix=None) -> None:
     import numpy as np
     from zoo.core.errors import ZooError
     rows, per_datum = {}, {}
+    prefixes = dict(item.split("=", 1) for item in (prefix or "").split(",") if "=" in item)
+    prefix = None if prefixes else prefix
     for label in labels:
-        path = RESULTS / f"{prefix or name}_{label}.json"
+        path = RESULTS / f"{prefixes.get(label, prefix or name)}_{label}.json"
         if path.exists():
             stored = json.loads(path.read_text())
             rows[label] = {**stored["runs"][0], "source": {k: stored["provenance"][k]
@@ -218,24 +230,32 @@ def collect(name: str, out_root: Path, labels, prefix=None) -> None:
           "VAE + VampPrior 85.57, HVAE + VampPrior 83.19; Burda et al. 2016, two stochastic layers, on dynamic "
           "binarization (not directly comparable): VAE 86.76, IWAE k=5 85.54; Sønderby et al. 2016, Ladder VAE with five "
           "stochastic layers, batch norm and warm-up, dynamic binarization (the ladder rows' reference, not their "
-          "setting): 81.74; Salimans et al. 2015, DLGM + HVI with 8 leapfrog steps (dynamic binarization): 85.51.", "",
+          "setting): 81.74; Salimans et al. 2015, DLGM + HVI with 8 leapfrog steps (dynamic binarization): 85.51; "
+          "Gregor et al. 2015, DRAW with T = 64 and attention: <= 80.97 (a bound, not an IS estimate; 87.40 without "
+          "attention).", "",
           "| run | model | prior | guide | objective | lr | warm-up | epochs | test −ELBO | test NLL (IS) | ± se | "
           "± data se | reference | KL per site | AU per site | train s |", "|---" * 16 + "|"]
     for label, r in rows.items():
         cfg = r["config"]
         per_site = lambda d, f: ", ".join(f"{k} {f(v)}" for k, v in d.items())
         mo = RunConfig.from_json(cfg).resolved("model")
-        z = getattr(mo, "latent_dim", None) or "-".join(map(str, mo.layers))
-        net = f"z {z}, {mo.activation} {'-'.join(map(str, mo.hidden))}"
+        if cfg["model"] == "draw":
+            net = (f"T {mo.steps}, z {mo.latent_dim} a step, LSTM {mo.decoder_size}, "
+                   f"{mo.write_glimpse}x{mo.write_glimpse} write")
+        else:
+            z = getattr(mo, "latent_dim", None) or "-".join(map(str, mo.layers))
+            net = f"z {z}, {mo.activation} {'-'.join(map(str, mo.hidden))}"
         epochs = r["epochs_trained"]
         if r.get("best_epoch") is not None:
             epochs = f"{epochs} (best {r['best_epoch']})"
         reference = "–" if r["reference_nll"] is None else r["reference_nll"]
         guide = {"amortized": "bottom-up" if cfg["guide_options"].get("structured") else "amortized",
                  "ladder": f"ladder, {cfg['guide_options'].get('merge', 'precision')}",
-                 "hamiltonian": f"hamiltonian, K = {cfg['guide_options'].get('leapfrog_steps', 8)}"}.get(
+                 "hamiltonian": f"hamiltonian, K = {cfg['guide_options'].get('leapfrog_steps', 8)}",
+                 "recurrent": f"recurrent, {cfg['guide_options'].get('read_glimpse', 2)}x"
+                              f"{cfg['guide_options'].get('read_glimpse', 2)} read"}.get(
             cfg["guide"], cfg["guide"])
-        md.append(f"| {label} | {cfg['model']} ({net}) | {mo.prior} | {guide} | "
+        md.append(f"| {label} | {cfg['model']} ({net}) | {getattr(mo, 'prior', 'standard')} | {guide} | "
                   f"{cfg['objective']} (K={cfg['objective_options'].get('particles', 1)}) | {cfg['lr']:g} | "
                   f"{cfg.get('kl_warmup') or 0} | {epochs} | "
                   f"{-r['elbo']:.2f} | {r['nll']:.2f} | {r['log_likelihood_se']:.2f} | "
