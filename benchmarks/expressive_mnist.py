@@ -266,8 +266,29 @@ def collect(name: str, out_root: Path, labels, prefix=None) -> None:
         md += ["", "Paired differences on the same test images (negative: the first run is better):", "",
                "| run | against | NLL difference | ± paired se |", "|---|---|---|---|"]
         md += [f"| {p['run']} | {p['against']} | {p['nll_difference']:+.2f} | {p['paired_se']:.2f} |" for p in pairs]
+    for label, r in rows.items():
+        if r["config"]["model"] == "draw" and (out_root / label / "checkpoint.pt").exists():
+            figure = canvas_figure(out_root / label, RESULTS / "plots" / f"{name}-{label}-canvas.png")
+            md += ["", f"DRAW's canvas after each step (`{label}`, 8 samples from the prior, seed 0):", "",
+                   f"![the canvas of {label} step by step](plots/{figure.name})"]
     (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
+
+
+def canvas_figure(folder: Path, path: Path) -> Path:
+    """The canvas of a trained DRAW run after each of its steps, for 8 draws of the latents (seed 0), as the PNG
+    ``path`` (:func:`zoo.evaluation.plots.canvas_grid`)."""
+    import pyro
+
+    from zoo.evaluation.plots import canvas_grid
+    from zoo.experiments.run_folder import open_run
+    from zoo.registry import build_model
+    run = open_run(folder)
+    model = build_model(run.config.model, 784, **run.config.model_options)
+    model.load_state_dict(run.state["model"])
+    pyro.set_rng_seed(0)
+    canvas_grid(model.canvas_steps(8), (28, 28), path)
+    return path
 
 
 if __name__ == "__main__":
