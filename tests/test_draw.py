@@ -141,6 +141,7 @@ def test_quadrature_is_converged():
     assert abs((quadrature_log_px(model, x, 80) - quadrature_log_px(model, x, 160)).item()) < 1e-8
 
 
+@pytest.mark.slow
 def test_tracemeanfield_is_unbiased_for_the_recurrent_guide():
     """KL(q(z_t | x, z_<t) || N(0, I)) at the sampled past is an unbiased term of the ELBO in the model's order, so
     tracemeanfield's loss and elbo's agree in expectation (within 4 standard errors over 200 x 20 draws)."""
