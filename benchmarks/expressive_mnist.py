@@ -97,7 +97,9 @@ DRAW at a 2-core budget (issue 52, item 5; T = 16 steps cost about 2.5 minutes a
 
     OMP_NUM_THREADS=1 python benchmarks/expressive_mnist.py --data-dir ../shared/data --epochs 15 \
         --eval-samples 500 --eval-limit 1000 --runs draw_t16 --name draw_mnist_draw_t16
-    python benchmarks/expressive_mnist.py --collect --runs draw_t16 --name draw_mnist --run-prefix draw_mnist
+    OMP_NUM_THREADS=1 python benchmarks/expressive_mnist.py --data-dir ../shared/data --epochs 25 --resume \
+        --eval-samples 500 --eval-limit 1000 --runs draw_t16 --name draw_mnist25_draw_t16
+    python benchmarks/expressive_mnist.py --collect --runs draw_t16 --name draw_mnist --run-prefix draw_mnist25
 """
 from __future__ import annotations
 

@@ -354,14 +354,10 @@ def _check_parents(latents: Sequence[LatentSite]) -> None:
 
 
 class DecoderState(NamedTuple):
-    """Where a model that writes x over steps (DRAW) stands after its latents so far (:meth:`ZooModel.decoder_step`).
-
-    Attributes:
-        h: the decoder's recurrent state ``[..., H]``, what it has said so far (a guide's attention reads it).
-        c: the recurrent cell's memory ``[..., H]`` (an LSTM's), or the same as ``h`` for a plain recurrence.
-        canvas: the decoder's output so far ``[..., x_dim]``: p(x | the latents so far) is the likelihood read
-            from it.
-    """
+    """Where a model that writes x over steps (DRAW) stands after its latents so far (:meth:`ZooModel.decoder_step`):
+    ``h``, the decoder's recurrent state ``[..., H]``, what it has said so far (a guide's attention reads it); ``c``,
+    the recurrent cell's memory ``[..., H]`` (an LSTM's); ``canvas``, the decoder's output so far ``[..., x_dim]``,
+    from which the likelihood reads p(x | the latents so far)."""
 
     h: torch.Tensor
     c: torch.Tensor
