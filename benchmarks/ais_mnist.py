@@ -218,7 +218,11 @@ def main(argv=None):
     p.add_argument("--out", default="runs/ais_mnist")
     p.add_argument("--name", default="ais_mnist")
     args = p.parse_args(argv)
-    args.folders = dict(item.split("=", 1) for item in (args.folders or "").split(",") if item)
+    items = [item for item in (args.folders or "").split(",") if item]
+    malformed = [item for item in items if "=" not in item or not item.split("=", 1)[0] or not item.split("=", 1)[1]]
+    if malformed:
+        fail(f"--folders takes LABEL=RUN_FOLDER entries, comma-separated; got {malformed[0]!r}")
+    args.folders = dict(item.split("=", 1) for item in items)
     if args.folders:
         if args.train or args.headline or args.export:
             fail("--folders scores trained run folders: --train, --headline and --export are for the headline runs")

@@ -145,10 +145,10 @@ def test_quadrature_is_converged():
 def test_tracemeanfield_is_unbiased_for_the_recurrent_guide():
     """KL(q(z_t | x, z_<t) || N(0, I)) at the sampled past is an unbiased term of the ELBO in the model's order, so
     tracemeanfield's loss and elbo's agree in expectation (within 4 standard errors over 200 x 20 draws)."""
-    from test_ladder import _elbo_minus_meanfield_in_se
+    from test_ladder import elbo_minus_meanfield_in_se
     model, guide = two_step_draw(3)
     x = (torch.rand(10, 4, dtype=torch.float64) < 0.5).double()
-    assert abs(_elbo_minus_meanfield_in_se(model, guide, x)) < 4
+    assert abs(elbo_minus_meanfield_in_se(model, guide, x)) < 4
 
 
 def test_the_guide_s_log_q_reaches_the_decoder_and_its_own_parameters_are_its_own():

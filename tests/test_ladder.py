@@ -67,7 +67,7 @@ def test_with_the_exact_posterior_every_draw_s_log_weight_is_log_px():
     assert abs(result["elbo"] - log_px.mean().item()) < 1e-6
 
 
-def _elbo_minus_meanfield_in_se(model, guide, x, draws=200, particles=20):
+def elbo_minus_meanfield_in_se(model, guide, x, draws=200, particles=20):
     """(mean elbo loss - mean tracemeanfield loss) / its standard error, over ``draws`` estimates each, every one the
     mean of ``particles`` vectorized draws."""
     torch.manual_seed(1)
@@ -94,13 +94,13 @@ def test_tracemeanfield_is_unbiased_for_the_top_down_guide():
     with torch.no_grad():
         guide.heads["z1"].weight.mul_(0.7)
         guide.heads["z2"].bias.add_(0.4)
-    assert abs(_elbo_minus_meanfield_in_se(model, guide, x)) < 4
+    assert abs(elbo_minus_meanfield_in_se(model, guide, x)) < 4
     bottom_up = build_guide("amortized", model, hidden=(3,), structured=True).double()
     set_exact_structured_guide(bottom_up)
     with torch.no_grad():
         bottom_up.heads["z1"].weight.mul_(0.7)
         bottom_up.heads["z2"][2].bias.add_(0.4)
-    assert abs(_elbo_minus_meanfield_in_se(model, bottom_up, x)) > 10
+    assert abs(elbo_minus_meanfield_in_se(model, bottom_up, x)) > 10
     from zoo.rules import check_combination
     with pytest.raises(ZooError, match="structured"):
         check_combination(model, "amortized", "tracemeanfield", guide_options={"structured": True})

@@ -85,14 +85,20 @@ def _quadrature_log_marginal(model, x, d, family="vmf"):
         return torch.logsumexp(log_w[:, None] + log_px_z, 0)
 
 
-@pytest.mark.parametrize("family,d", [(f, d) for f in sorted(FAMILIES) for d in (2, 3)]
-                         + [("wrapped-normal", 1), ("wrapped-normal", 2)])
-def test_importance_sampled_log_likelihood_is_the_quadrature_on_the_manifold(family, d):
+def _manifold_case(family, d, n):
+    """A VAE with its latent in ``family`` (d), an amortized guide, n data drawn from the model, and their exact
+    log p(x) by quadrature."""
     model = _sphere_vae(family, d)
     guide = zoo.build_guide("amortized", model, hidden=(16,))
     torch.manual_seed(1)
-    x = torch.bernoulli(model.sample(12).float())
-    exact = _quadrature_log_marginal(model, x, d, family)
+    x = torch.bernoulli(model.sample(n).float())
+    return model, guide, x, _quadrature_log_marginal(model, x, d, family)
+
+
+@pytest.mark.parametrize("family,d", [(f, d) for f in sorted(FAMILIES) for d in (2, 3)]
+                         + [("wrapped-normal", 1), ("wrapped-normal", 2)])
+def test_importance_sampled_log_likelihood_is_the_quadrature_on_the_manifold(family, d):
+    model, guide, x, exact = _manifold_case(family, d, 12)
     pyro.set_rng_seed(2)
     r = evaluate(model, guide, x, num_samples=3000, iwae_k=10, psis=False)
     widened = "WrappedNormal" if family == "wrapped-normal" else "HypersphericalUniform"
@@ -320,11 +326,7 @@ def test_ais_on_the_manifold_covers_the_quadrature_log_px(family, d, path):
     4 of its own standard errors, per datum on average and for the mean; an HMC that left out the chart's
     log-Jacobian, or moved z off the manifold, would miss it by nats."""
     from zoo.evaluation.ais import AnnealedImportanceSampling
-    model = _sphere_vae(family, d)
-    guide = zoo.build_guide("amortized", model, hidden=(16,))
-    torch.manual_seed(1)
-    x = torch.bernoulli(model.sample(8).float())
-    exact = _quadrature_log_marginal(model, x, d, family)
+    model, guide, x, exact = _manifold_case(family, d, 8)
     pyro.set_rng_seed(5)
     result = AnnealedImportanceSampling(num_temperatures=40, num_chains=16, leapfrog_steps=5, pilot_chains=4,
                                         path=path).estimate(model.double(), guide.double(), x.double())
