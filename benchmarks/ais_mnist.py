@@ -170,13 +170,14 @@ def measure(label: str, args) -> dict:
     temperatures = ",".join(str(t) for t in args.temperatures)
     t0 = time.perf_counter()
     _cli(["eval", run, "--estimator", "ais", "--temperatures", temperatures, "--chains", args.chains,
-          "--leapfrog", args.leapfrog, "--eval-limit", args.limit, *common])
+          "--leapfrog", args.leapfrog, "--eval-limit", args.limit, "--ais-batch-size", args.ais_batch_size, *common])
     timings["ais_seconds"] = time.perf_counter() - t0
     bdmc = None
     if args.bdmc_data:
         t0 = time.perf_counter()
         _cli(["eval", run, "--estimator", "bdmc", "--temperatures", ",".join(str(t) for t in args.bdmc_temperatures),
-              "--chains", args.bdmc_chains, "--leapfrog", args.leapfrog, "--bdmc-data", args.bdmc_data, *common])
+              "--chains", args.bdmc_chains, "--leapfrog", args.leapfrog, "--bdmc-data", args.bdmc_data,
+              "--ais-batch-size", args.ais_batch_size, *common])
         timings["bdmc_seconds"] = time.perf_counter() - t0
         bdmc = json.loads((run / "bdmc.json").read_text())
     results = json.loads((run / "results.json").read_text())
@@ -210,6 +211,8 @@ def main(argv=None):
     p.add_argument("--temperatures", type=lambda s: [int(t) for t in s.split(",")], default=[50, 100, 200])
     p.add_argument("--chains", type=int, default=8)
     p.add_argument("--leapfrog", type=int, default=5)
+    p.add_argument("--ais-batch-size", type=int, default=100,
+                   help="data per AIS tensor program, pyro-zoo eval's --ais-batch-size (a GPU takes thousands)")
     p.add_argument("--bdmc-data", type=int, default=100)
     p.add_argument("--bdmc-temperatures", type=lambda s: [int(t) for t in s.split(",")], default=[50, 100, 200, 400])
     p.add_argument("--bdmc-chains", type=int, default=4)
@@ -239,7 +242,7 @@ def main(argv=None):
             fail("--export writes one run: name one label in --runs")
         print(f"wrote {export(Path(args.export), labels[0])}")
     runs = [measure(label, args) for label in labels]
-    settings = {k: getattr(args, k) for k in ("limit", "is_samples", "temperatures", "chains", "leapfrog",
+    settings = {k: getattr(args, k) for k in ("limit", "is_samples", "temperatures", "chains", "leapfrog", "ais_batch_size",
                                               "bdmc_data", "bdmc_temperatures", "bdmc_chains")}
     path = write_result(args.name, {"protocol": "IS (defensive proposal) and AIS (guide path, sigmoid schedule, HMC "
                                                 "with pilot-adapted frozen step sizes) on the same fixed random "

@@ -15,14 +15,20 @@ module is imported only when ``speed.py --numpyro`` asks for it.
 """
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import numpyro
-import numpyro.distributions as dist
-from jax.example_libraries import stax
-from numpyro.infer import SVI, Trace_ELBO
-from numpyro.optim import Adam
+import os
+
+# on a GPU, JAX would otherwise take 75% of its memory at the first array, leaving the torch loops of the same
+# process little; allocate as needed instead
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import numpyro  # noqa: E402
+import numpyro.distributions as dist  # noqa: E402
+from jax.example_libraries import stax  # noqa: E402
+from numpyro.infer import SVI, Trace_ELBO  # noqa: E402
+from numpyro.optim import Adam  # noqa: E402
 
 
 def _networks(x_dim: int, z_dim: int, hidden: int):
@@ -57,10 +63,12 @@ class NumPyroVAE:
         self.state, loss = self.update(self.state, jnp.zeros((batch_size, x_dim), jnp.float32))   # compile now
         float(loss)
 
-    def epoch(self, x: np.ndarray, order: np.ndarray) -> None:
-        """One pass over ``x`` (float32, [N, 784]) in ``order``, reading the loss every step as the zoo loop does.
-        Only full minibatches: a last partial one would make XLA compile the step again for its shape."""
-        batches = jnp.asarray(x[order[:len(order) // self.batch_size * self.batch_size]])
+    def epoch(self, x, order: np.ndarray) -> None:
+        """One pass over ``x`` (float32, [N, 784]; a JAX array already on JAX's device, or a NumPy array) in
+        ``order``, reading the loss every step as the zoo loop does. The minibatches are gathered on JAX's
+        device, as the torch loops gather theirs on theirs. Only full minibatches: a last partial one would
+        make XLA compile the step again for its shape."""
+        batches = jnp.asarray(x)[jnp.asarray(order[:len(order) // self.batch_size * self.batch_size])]
         batches = batches.reshape(-1, self.batch_size, x.shape[1])
         for b in range(batches.shape[0]):
             self.state, loss = self.update(self.state, batches[b])

@@ -159,12 +159,12 @@ def main(argv=None):
                    help="elbo: Trace_ELBO with one particle (default); iwae: the per-datum IWAE bound")
     p.add_argument("--particles", type=int, default=None, help="K for --objective iwae (default 50)")
     p.add_argument("--numpyro", action="store_true",
-                   help="add NumPyro's Trace_ELBO with a jax.jit-compiled svi.update as a loop (the vae and elbo on "
-                        "a CPU; needs pip install '.[bench]')")
+                   help="add NumPyro's Trace_ELBO with a jax.jit-compiled svi.update as a loop (the vae and elbo, on "
+                        "--device's CPU or GPU; needs pip install '.[bench]')")
     p.add_argument("--name", default=None, help="result file name (default speed_<device>)")
     args = p.parse_args(argv)
-    if args.numpyro and (args.model != "vae" or args.objective != "elbo" or args.device != "cpu"):
-        p.error("--numpyro runs the vae with the elbo on the cpu: drop --model, --objective and --device")
+    if args.numpyro and (args.model != "vae" or args.objective != "elbo"):
+        p.error("--numpyro runs the vae with the elbo: drop --model and --objective")
     if args.particles is not None and args.objective == "elbo":
         p.error("--particles goes with --objective iwae (the ELBO here has one particle)")
     particles = None if args.objective == "elbo" else (args.particles or 50)
@@ -195,7 +195,14 @@ def main(argv=None):
             from numpyro_vae import NumPyroVAE
         except ImportError as e:
             raise SystemExit(f"speed.py: error: --numpyro needs JAX and NumPyro ({e}); run: pip install '.[bench]'") from None
+        import jax
         numpyro_vae = NumPyroVAE(segment, args.batch_size)
+        # JAX places arrays on its default device: the GPU where jax's CUDA plugin finds one, else the CPU
+        jax_device = jax.devices()[0]
+        if (jax_device.platform == "gpu") != (device.type == "cuda"):
+            raise SystemExit(f"speed.py: error: JAX runs on {jax_device} while the torch loops run on {device}; "
+                             "install JAX for the same device (jax[cuda] for a GPU)")
+        np_segments = [jax.device_put(s.cpu().numpy(), jax_device) for s in segments]   # on JAX's device, untimed
         times["numpyro"] = []
     loops = list(times)
     for r in range(args.rounds + 1):          # round 0 is warm-up (the --jit trace, the compilation), not recorded
@@ -210,7 +217,7 @@ def main(argv=None):
                 sync(device)
                 seconds = history[-1]["seconds"]
             elif which == "numpyro":
-                numpyro_vae.epoch(xs.cpu().numpy(), epoch_order(xs.shape[0], r, 0).numpy())
+                numpyro_vae.epoch(np_segments[r % len(segments)], epoch_order(xs.shape[0], r, 0).numpy())
                 seconds = time.perf_counter() - t0
             else:
                 hand_epoch(xs, guide, model, hand_opts[which], epoch_order(xs.shape[0], r, 0).to(device),
@@ -261,7 +268,7 @@ def main(argv=None):
         np_s = statistics.median(times["numpyro"])
         result["loops"]["numpyro"] = "NumPyro Trace_ELBO, jax.jit(svi.update) (benchmarks/numpyro_vae.py)"
         result["optimizers"]["numpyro"] = "numpyro.optim.Adam"
-        result.update({"numpyro": numpyro.__version__, "jax": jax.__version__, "median_numpyro_s": np_s,
+        result.update({"numpyro": numpyro.__version__, "jax": jax.__version__, "jax_device": str(jax.devices()[0]), "median_numpyro_s": np_s,
                        "ratio_numpyro_over_hand": np_s / hand_s})
         for name in objectives:
             result[f"median_round_ratio_{name}_over_numpyro"] = statistics.median(

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The GPU checklist in one command, for a lent GPU machine that runs a copy of this repository (no .git, no
+# internet; pyro-ppl and arviz installed beside it). Each stage runs under its own time limit, writes its log to
+# $OUT/STAGE.log, and the result files written so far are packed into $OUT/results.tgz after every stage, so a
+# stage that runs out of time loses only itself:
+#
+#   env        nvidia-smi, torch and JAX devices
+#   test_cuda  python -m pytest tests/test_cuda.py
+#   speed      benchmarks/speed.py --device cuda: eager, --jit, --compile, the hand-written loops and NumPyro
+#   ais_elbo   benchmarks/ais_mnist.py --headline for the VAE: IS at K = 5000 on all 10,000 test images, AIS and
+#   ais_hvae   IS on all 10,000 (AIS batched by thousands on the GPU), BDMC; likewise the HVAE with a VampPrior
+#   speed_iw   speed.py for Burda's IWAE bound at K = 50 (the epoch time behind his 3280-epoch budget)
+#
+#   OUT=folder PYRO_ZOO_GIT_COMMIT=sha bash benchmarks/gpu_checklist.sh DATA_DIR     # on the GPU machine
+#   GPU_CHECK_SMOKE=1 OUT=/tmp/out bash benchmarks/gpu_checklist.sh ../shared/data   # tiny sizes, any machine
+#
+# Result files go to benchmarks/results/ of the copy (names ending in _cuda); bring results.tgz back, unpack it
+# into the checkout and run `pyro-zoo report benchmarks/results`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:?usage: OUT=folder bash benchmarks/gpu_checklist.sh DATA_DIR}
+: "${OUT:?set OUT to the folder for the logs and results.tgz}"
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg PYRO_ZOO_OFFLINE=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+SMOKE=${GPU_CHECK_SMOKE:-0}
+DEVICE=cuda
+if [ "$SMOKE" = 1 ]; then DEVICE=cpu; fi
+mkdir -p "$OUT" runs/gpu
+
+pack() {
+    find benchmarks/results -newer "$OUT/.start" -type f > "$OUT/.new"
+    tar czf "$OUT/results.tgz.part" -T "$OUT/.new" && mv "$OUT/results.tgz.part" "$OUT/results.tgz"
+}
+
+stage() {                       # stage NAME SECONDS COMMAND...: run it under a time limit, log it, pack results
+    local name=$1 limit=$2 t0 rc
+    shift 2
+    t0=$(date +%s)
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    rc=$?
+    echo "$name: exit $rc in $(( $(date +%s) - t0 )) s (limit $limit s)" | tee -a "$OUT/stages.txt"
+    tail -n 4 "$OUT/$name.log"
+    pack
+}
+
+touch "$OUT/.start"
+sleep 1
+if [ "$SMOKE" = 1 ]; then
+    stage env 30 python -c "import torch, zoo; print(torch.__version__, zoo.__file__)"
+    stage test_cuda 60 python -m pytest -q -p no:cacheprovider tests/test_cuda.py
+    stage speed 300 python benchmarks/speed.py --data-dir "$DATA" --device $DEVICE --rounds 1 --segment 500 --numpyro \
+        --name speed_smoke
+    stage ais_elbo 600 python benchmarks/ais_mnist.py --data-dir "$DATA" --runs elbo --headline --headline-limit 20 \
+        --limit 20 --is-samples 50 --headline-samples 50 --temperatures 5,10 --chains 2 --leapfrog 2 --bdmc-data 4 \
+        --bdmc-temperatures 5,10 --bdmc-chains 2 --ais-batch-size 10 --out runs/gpu/ais --runs-dir runs/gpu/headline \
+        --name ais_mnist_smoke
+    exit 0
+fi
+stage env 30 bash -c "nvidia-smi -L; python -c 'import torch, jax, pyro, zoo; print(torch.__version__, \
+torch.cuda.get_device_name(), jax.__version__, jax.devices(), pyro.__version__, zoo.__file__)'"
+stage test_cuda 120 python -m pytest -q -p no:cacheprovider tests/test_cuda.py
+stage speed 130 python benchmarks/speed.py --data-dir "$DATA" --device cuda --rounds 10 --segment 10000 --numpyro \
+    --name speed_cuda
+stage ais_elbo 110 python benchmarks/ais_mnist.py --data-dir "$DATA" --runs elbo --headline --limit 10000 \
+    --temperatures 100,400,1000 --chains 8 --bdmc-data 200 --bdmc-temperatures 100,400 --ais-batch-size 10000 \
+    --out runs/gpu/ais --runs-dir runs/gpu/headline --name ais_mnist_elbo_cuda
+stage ais_hvae 120 python benchmarks/ais_mnist.py --data-dir "$DATA" --runs hvae --headline --limit 10000 \
+    --temperatures 100,400 --chains 8 --bdmc-data 200 --bdmc-temperatures 100,200 --ais-batch-size 10000 \
+    --out runs/gpu/ais --runs-dir runs/gpu/headline --name ais_mnist_hvae_cuda
+stage speed_iw 60 python benchmarks/speed.py --data-dir "$DATA" --device cuda --rounds 3 --segment 5000 \
+    --objective iwae --particles 50 --name speed_cuda_iwae50
