@@ -20,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:?usage: OUT=folder bash benchmarks/gpu_checklist.sh DATA_DIR}
 : "${OUT:?set OUT to the folder for the logs and results.tgz}"
-export PYTHONUNBUFFERED=1 MPLBACKEND=Agg PYRO_ZOO_OFFLINE=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg PYRO_ZOO_OFFLINE=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 SMOKE=${GPU_CHECK_SMOKE:-0}
 DEVICE=cuda
 if [ "$SMOKE" = 1 ]; then DEVICE=cpu; fi
@@ -45,26 +45,26 @@ stage() {                       # stage NAME SECONDS COMMAND...: run it under a 
 touch "$OUT/.start"
 sleep 1
 if [ "$SMOKE" = 1 ]; then
-    stage env 30 python -c "import torch, zoo; print(torch.__version__, zoo.__file__)"
-    stage test_cuda 60 python -m pytest -q -p no:cacheprovider tests/test_cuda.py
-    stage speed 300 python benchmarks/speed.py --data-dir "$DATA" --device $DEVICE --rounds 1 --segment 500 --numpyro \
+    stage env 30 python3 -c "import torch, zoo; print(torch.__version__, zoo.__file__)"
+    stage test_cuda 60 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
+    stage speed 300 python3 benchmarks/speed.py --data-dir "$DATA" --device $DEVICE --rounds 1 --segment 500 --numpyro \
         --name speed_smoke
-    stage ais_elbo 600 python benchmarks/ais_mnist.py --data-dir "$DATA" --runs elbo --headline --headline-limit 20 \
+    stage ais_elbo 600 python3 benchmarks/ais_mnist.py --data-dir "$DATA" --runs elbo --headline --headline-limit 20 \
         --limit 20 --is-samples 50 --headline-samples 50 --temperatures 5,10 --chains 2 --leapfrog 2 --bdmc-data 4 \
         --bdmc-temperatures 5,10 --bdmc-chains 2 --ais-batch-size 10 --out runs/gpu/ais --runs-dir runs/gpu/headline \
         --name ais_mnist_smoke
     exit 0
 fi
-stage env 30 bash -c "nvidia-smi -L; python -c 'import torch, jax, pyro, zoo; print(torch.__version__, \
+stage env 20 bash -c "nvidia-smi -L; python3 -c 'import torch, jax, pyro, zoo; print(torch.__version__, \
 torch.cuda.get_device_name(), jax.__version__, jax.devices(), pyro.__version__, zoo.__file__)'"
-stage test_cuda 120 python -m pytest -q -p no:cacheprovider tests/test_cuda.py
-stage speed 130 python benchmarks/speed.py --data-dir "$DATA" --device cuda --rounds 10 --segment 10000 --numpyro \
+stage test_cuda 100 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
+stage speed 140 python3 benchmarks/speed.py --data-dir "$DATA" --device cuda --rounds 8 --segment 10000 --numpyro \
     --name speed_cuda
-stage ais_elbo 110 python benchmarks/ais_mnist.py --data-dir "$DATA" --runs elbo --headline --limit 10000 \
+stage ais_elbo 100 python3 benchmarks/ais_mnist.py --data-dir "$DATA" --runs elbo --headline --limit 10000 \
     --temperatures 100,400,1000 --chains 8 --bdmc-data 200 --bdmc-temperatures 100,400 --ais-batch-size 10000 \
     --out runs/gpu/ais --runs-dir runs/gpu/headline --name ais_mnist_elbo_cuda
-stage ais_hvae 120 python benchmarks/ais_mnist.py --data-dir "$DATA" --runs hvae --headline --limit 10000 \
+stage ais_hvae 100 python3 benchmarks/ais_mnist.py --data-dir "$DATA" --runs hvae --headline --limit 10000 \
     --temperatures 100,400 --chains 8 --bdmc-data 200 --bdmc-temperatures 100,200 --ais-batch-size 10000 \
     --out runs/gpu/ais --runs-dir runs/gpu/headline --name ais_mnist_hvae_cuda
-stage speed_iw 60 python benchmarks/speed.py --data-dir "$DATA" --device cuda --rounds 3 --segment 5000 \
+stage speed_iw 40 python3 benchmarks/speed.py --data-dir "$DATA" --device cuda --rounds 3 --segment 5000 \
     --objective iwae --particles 50 --name speed_cuda_iwae50
