@@ -53,6 +53,11 @@ def _git_state():
     """(HEAD, whether tracked files differ from it). Result files are left out of the comparison: one benchmark
     run right after another finds the first one's results not yet committed, and they are outputs, not code."""
     root = Path(__file__).resolve().parent.parent
+    stated = os.environ.get("PYRO_ZOO_GIT_COMMIT")
+    if stated:
+        # a copy of the tree (a lent GPU machine): the caller states the commit it copied, which wins over any
+        # .git the copy carries (one there can be older than the tree it sits beside)
+        return stated, None
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
@@ -60,8 +65,7 @@ def _git_state():
                                      ":(exclude)benchmarks/results"], cwd=root,
                                     capture_output=True, text=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
-        # a copy of the tree without its .git (a lent GPU machine): the caller states the commit it copied
-        commit, dirty = os.environ.get("PYRO_ZOO_GIT_COMMIT", "unknown"), None
+        commit, dirty = "unknown", None          # a copy of the tree without its .git, and no commit stated
     return commit, dirty
 
 
