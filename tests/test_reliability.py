@@ -105,3 +105,7 @@ def test_ais_of_a_subset_is_checked_against_is_of_that_subset_not_of_the_whole_s
     assert agrees(paired) and abs(ais_minus_is(paired) - 0.02) < 1e-9
     assert agreement_verdict(paired) == "✓ IS = AIS on 1,000 images (Δ 0.02)"
     assert _ais_nll(paired) == "89.52 ± 0.005 / 89.50 ± 0.010 (T 400)"
+    # AIS of every image the run scored (a GPU's run of all 10,000): no subset to name
+    everything = dict(whole, num_data=10000, ais=dict(ais, num_data=10000, is_same_images=dict(whole, num_data=10000),
+                                                      rows=[dict(ais["rows"][0], log_likelihood=-88.62)]))
+    assert agreement_verdict(everything) == "✓ IS = AIS (Δ 0.02)"

@@ -136,7 +136,8 @@ def agreement_verdict(run: Mapping) -> str:
     bdmc = "" if gap is None else f"; BDMC gap {gap:.2f}"
     ais = run.get("ais")
     images = ais.get("num_data") if isinstance(ais, Mapping) and isinstance(ais.get("is_same_images"), Mapping) else None
-    where = f" on {images:,} images" if _number(images) else ""
+    # AIS of a subset: name its size (AIS of all the run's images needs no note)
+    where = f" on {images:,} images" if _number(images) and images != run.get("num_data") else ""
     if agrees(run):
         return f"✓ IS = AIS{where} (Δ {abs(delta):.2f}{bdmc})"
     lower = "IS" if delta > 0 else "AIS"
