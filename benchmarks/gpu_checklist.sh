@@ -29,8 +29,8 @@ if [ "$SMOKE" = 1 ]; then DEVICE=cpu; fi
 mkdir -p "$OUT" runs/gpu
 
 pack() {
-    find benchmarks/results -newer "$OUT/.start" -type f > "$OUT/.new"
-    tar czf "$OUT/results.tgz.part" -T "$OUT/.new" && mv "$OUT/results.tgz.part" "$OUT/results.tgz"
+    find benchmarks/results -newer "$MARK" -type f > "$MARK.new"
+    tar czf "$OUT/results.tgz.part" -T "$MARK.new" && mv "$OUT/results.tgz.part" "$OUT/results.tgz"
 }
 
 stage() {                       # stage NAME SECONDS COMMAND...: run it under a time limit, log it, pack results
@@ -44,7 +44,8 @@ stage() {                       # stage NAME SECONDS COMMAND...: run it under a 
     pack
 }
 
-touch "$OUT/.start"
+MARK=$(mktemp)                  # outside $OUT: the device tool brings back at most 8 files
+touch "$MARK"
 sleep 1
 if [ "$SMOKE" = 1 ]; then
     stage env 30 python3 -c "import torch, zoo; print(torch.__version__, zoo.__file__)"
