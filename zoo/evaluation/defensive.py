@@ -114,8 +114,12 @@ class _Stratified(TorchDistribution):
 
     arg_constraints = {}
 
-    def __init__(self, q, wide, wide_rows: torch.Tensor):
+    def __init__(self, q, wide, wide_rows: torch.Tensor, stratum: Optional[str] = None):
         self.q, self.wide, self.wide_rows = q, wide, wide_rows
+        # "q" or "wide" where every row of the chunk comes from one of them (the chunks are cut at the strata's
+        # border): only that one is drawn. A Student-t draw costs a Gamma variate per coordinate, so drawing q_wide
+        # for every row and keeping a tenth would spend most of the sampling on draws thrown away
+        self.stratum = stratum
         super().__init__(q.batch_shape, q.event_shape, validate_args=False)
 
     @property
@@ -127,7 +131,7 @@ class _Stratified(TorchDistribution):
         return self.q.mean
 
     def expand(self, batch_shape, _instance=None):
-        return _Stratified(self.q.expand(batch_shape), self.wide.expand(batch_shape), self.wide_rows)
+        return _Stratified(self.q.expand(batch_shape), self.wide.expand(batch_shape), self.wide_rows, self.stratum)
 
     def _rows(self, like: torch.Tensor, event_dims: int) -> torch.Tensor:
         """``wide_rows`` ``[K]`` shaped to broadcast against a draw whose particle dim is the data plate's left."""
@@ -139,6 +143,8 @@ class _Stratified(TorchDistribution):
         return self.wide_rows.reshape((1,) * lead + (-1,) + (1,) * (batch_dims - lead - 1 + event_dims))
 
     def sample(self, sample_shape=torch.Size()):
+        if self.stratum is not None:
+            return (self.q if self.stratum == "q" else self.wide).sample(sample_shape)
         if isinstance(self.q, D.TransformedDistribution):
             base_q, base_wide = self.q.base_dist.sample(sample_shape), self.wide.base_dist.sample(sample_shape)
             value = torch.where(self._rows(base_q, len(self.q.base_dist.event_shape)), base_wide, base_q)
@@ -156,9 +162,9 @@ class _Defended(Messenger):
     """Replaces each guide site inside the data plate by its :class:`_Stratified` form and records q_wide's
     log-density at the value drawn, per site (``log_q_wide``)."""
 
-    def __init__(self, proposal: "DefensiveProposal", wide_rows: torch.Tensor):
+    def __init__(self, proposal: "DefensiveProposal", wide_rows: torch.Tensor, stratum: Optional[str] = None):
         super().__init__()
-        self.proposal, self.wide_rows = proposal, wide_rows
+        self.proposal, self.wide_rows, self.stratum = proposal, wide_rows, stratum
         self.log_q_wide: Dict[str, torch.Tensor] = {}
         self.widened: Dict[str, str] = {}
         self.kept: List[str] = []
@@ -172,7 +178,7 @@ class _Defended(Messenger):
             self.kept.append(msg["name"])
             return
         self.widened[msg["name"]] = type(wide.base_dist if isinstance(wide, dist.Independent) else wide).__name__
-        msg["fn"] = _Stratified(msg["fn"], wide, self.wide_rows)
+        msg["fn"] = _Stratified(msg["fn"], wide, self.wide_rows, self.stratum)
 
     def _postprocess_message(self, msg):
         if isinstance(msg["fn"], _Stratified):
@@ -244,13 +250,14 @@ class DefensiveProposal:
         chunk = max(1, min(num_samples, max_elements // per_particle))
         parts, log_w, widened, kept, done = [], [], {}, [], 0
         while done < num_samples:
-            k = min(chunk, num_samples - done)
+            # a chunk ends at the border of the strata, so each chunk draws from q alone or from q_wide alone
+            k = min(chunk, num_samples - done, *([n_q - done] if done < n_q else []))
             rows = torch.arange(done, done + k, device=x.device) >= n_q
             if not n_wide:
                 lw = per_datum_log_weights(model, guide, x, idx=idx, N=N, num_particles=k)
                 log_w.append(lw.log_w)
             else:
-                defended = _Defended(self, rows)
+                defended = _Defended(self, rows, "q" if done < n_q else "wide")
                 lw = per_datum_log_weights(model, defended(guide), x, idx=idx, N=N, num_particles=k)
                 log_q_wide = _swap_sites(lw, {name: masked_log_prob(wide, lw.site_q_mask.get(name))   # masked where
                                               for name, wide in defended.log_q_wide.items()})      # q's density was
