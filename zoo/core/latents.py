@@ -17,6 +17,12 @@ guide that supports the family's ``support`` makes q from its raw parameters wit
     binary latents (a one-layer sigmoid belief net's latents under an MLP decoder; Mnih & Gregor 2014). Its sites
     are the zoo's binary ones, so score-function objectives (tracegraph with baselines, rloo, vimco, arm, disarm,
     rebar, relax) and the relaxed guide train them, and with few units log p(x) is exact by enumeration.
+``categorical``
+    z = (z_1, ..., z_d), each one-hot over C classes (``--latent-classes``), p(z) uniform, q = OneHotCategorical
+    per variable: the categorical VAE's latents (Jang et al. 2017) in any model that takes ``--latent``. The
+    decoder reads the d one-hot vectors side by side, d x C numbers. Its sites are the zoo's categorical ones, so the
+    same objectives train them as the binary family's (and the relaxed guide's Gumbel-softmax), and with few
+    configurations C^d log p(x) is exact by enumeration.
 ``wrapped-normal``
     z in hyperbolic space H^d (the Lorentz model: points of R^(d+1), ``zoo.core.hyperbolic``), p(z) the wrapped
     normal at the origin with sigma = 1 and q a wrapped normal (Nagano et al. 2019), both with exact densities
@@ -66,7 +72,7 @@ from zoo.core.distributions import JointDiscrete
 from zoo.core.hyperbolic import OriginChart, WrappedNormal, exp_origin, log_origin
 from zoo.core.spherical import HypersphericalUniform, PowerSpherical, StereographicChart, VonMisesFisher
 
-__all__ = ["LatentFamily", "Gaussian", "Binary", "Sphere", "Hyperbolic", "LATENT_FAMILIES", "LatentOptions",
+__all__ = ["LatentFamily", "Gaussian", "Binary", "Categorical", "Sphere", "Hyperbolic", "LATENT_FAMILIES", "LatentOptions",
            "latent_site", "family_of", "FamilyPrior", "MANIFOLDS"]
 
 
@@ -109,6 +115,14 @@ class LatentFamily:
         """What the decoder reads of z: d numbers."""
         return z
 
+    def decoder_size(self, dim: int, classes: Optional[int] = None) -> int:
+        """How many numbers :meth:`decoder_input` gives for a d-dimensional latent."""
+        return dim
+
+    def prior_of(self, site: LatentSite, device, dtype):
+        """p(z) of one datum at ``site`` (its event shape says d)."""
+        return self.prior(self.dim_of(site.event_shape[0]), device, dtype)
+
     def chart(self, dim: int, pole: Optional[torch.Tensor] = None):
         """A bijection from a Euclidean space onto this family's space (up to a set of measure zero), with the
         log-Jacobian that turns its densities into densities there: what a sampler that moves in R^k (AIS's HMC)
@@ -142,6 +156,31 @@ class Binary(LatentFamily):
 
     def prior(self, dim: int, device, dtype):
         return JointDiscrete(torch.distributions.Bernoulli(logits=torch.zeros(dim, device=device, dtype=dtype)))
+
+
+class Categorical(LatentFamily):
+    """z = d one-hot vectors of C classes: uniform prior, q = OneHotCategorical(softmax(logits)) per variable, from
+    d x C logits (guides build q in :func:`guides.base.discrete_distribution`, as for the categorical VAE). The
+    site's event shape is ``(d, C)``; the decoder reads it flattened, d x C numbers."""
+
+    name = "categorical"
+    support = "categorical"
+
+    def raw_size(self, dim: int) -> int:
+        raise NotImplementedError("a categorical site's q is built from its logits by the guide")
+
+    def prior(self, dim: int, device, dtype, classes: int = 2):
+        logits = torch.zeros(dim, classes, device=device, dtype=dtype)
+        return JointDiscrete(torch.distributions.OneHotCategorical(logits=logits))
+
+    def prior_of(self, site: LatentSite, device, dtype):
+        return self.prior(site.event_shape[0], device, dtype, site.num_classes)
+
+    def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
+        return z.flatten(-2)
+
+    def decoder_size(self, dim: int, classes: Optional[int] = None) -> int:
+        return dim * int(classes)
 
 
 class Sphere(LatentFamily):
@@ -221,16 +260,19 @@ LATENT_FAMILIES: Dict[str, LatentFamily] = {
     "power-spherical": Sphere("power-spherical", PowerSpherical),
     "wrapped-normal": Hyperbolic(),
     "bernoulli": Binary(),
+    "categorical": Categorical(),
 }
 
 #: the supports of the non-Euclidean families: reparameterized, continuous, and not R^d
 MANIFOLDS = ("sphere", "hyperbolic")
 
 
-def latent_site(name: str, dim: int, family: str = "gaussian", parents=()) -> LatentSite:
+def latent_site(name: str, dim: int, family: str = "gaussian", parents=(), classes: Optional[int] = None) -> LatentSite:
     """The :class:`LatentSite` of a d-dimensional latent of ``family`` (a sphere's d is its ambient dimension, a
-    hyperbolic site's values have d + 1 coordinates)."""
+    hyperbolic site's values have d + 1 coordinates, a categorical site is d variables of ``classes`` classes)."""
     fam = LATENT_FAMILIES[family]
+    if fam.support == "categorical":
+        return LatentSite(name, (int(dim), int(classes)), "categorical", int(classes), parents=tuple(parents))
     return LatentSite(name, (fam.value_size(int(dim)),), fam.support, parents=tuple(parents),
                       family=fam.name if fam.support in MANIFOLDS else None)
 
@@ -267,7 +309,7 @@ class FamilyPrior(nn.Module):
         pass
 
     def forward(self):
-        return self.family.prior(self.dim, self.anchor.device, self.anchor.dtype)
+        return self.family.prior_of(self.site, self.anchor.device, self.anchor.dtype)
 
 
 @dataclass
@@ -278,11 +320,17 @@ class LatentOptions(Options):
                          "power-spherical (the unit sphere S^(d-1) in R^d, a uniform prior, a von Mises-Fisher or "
                          "Power Spherical posterior; Davidson et al. 2018, De Cao & Aziz 2020), or wrapped-normal "
                          "(hyperbolic space H^d, wrapped normal prior and posterior; Nagano et al. 2019), or "
-                         "bernoulli ({0, 1}^d, a uniform prior, Bernoulli posteriors: binary latents)",
+                         "bernoulli ({0, 1}^d, a uniform prior, Bernoulli posteriors: binary latents), or "
+                         "categorical (d one-hot variables of --latent-classes classes, a uniform prior)",
                          choices=tuple(LATENT_FAMILIES), shape=True)
+    latent_classes: int = option(10, "classes of each variable of --latent categorical (its d is the latent "
+                                 "dimension)", minimum=2, shape=True)
 
     def validate(self) -> None:
         super().validate()
+        if self.latent != "categorical" and self.latent_classes != 10:
+            raise OptionError("latent_classes", f"classes go with --latent categorical, and the latent is "
+                              f"{self.latent!r}: drop --latent-classes, or add --latent categorical")
         prior: Optional[str] = getattr(self, "prior", "standard")
         if LATENT_FAMILIES[self.latent].support != "real" and prior != "standard":
             raise OptionError("prior", f"{prior!r} is a learned prior on R^d, and latent {self.latent!r} is not in "

@@ -99,8 +99,9 @@ class HVAE(PriorMixin, ZooModel):
         channels: the PixelCNN's channels per masked layer (``decoder="pixelcnn"`` only).
         activation: hidden units of the mlp decoder and the transitions: ``"tanh"``, ``"relu"`` or ``"gated"``.
         latent: the top layer's family, ``"gaussian"``, ``"vmf"`` / ``"power-spherical"`` (z_L on the unit
-            sphere with a uniform prior), ``"wrapped-normal"`` (z_L in hyperbolic space) or ``"bernoulli"`` (z_L
-            binary, uniform prior); the layers below stay Gaussian. See :mod:`zoo.core.latents`.
+            sphere with a uniform prior), ``"wrapped-normal"`` (z_L in hyperbolic space), ``"bernoulli"`` (z_L
+            binary, uniform prior) or ``"categorical"`` (z_L one-hot variables of ``latent_classes`` classes); the
+            layers below stay Gaussian. See :mod:`zoo.core.latents`.
     """
 
     legacy_tensor_names = LEGACY_TENSOR_NAMES
@@ -109,20 +110,24 @@ class HVAE(PriorMixin, ZooModel):
                  transition_hidden: Sequence[int] = (100, 100), likelihood: Optional[str] = "bernoulli",
                  prior: str = "standard", prior_components: Optional[int] = None, prior_flows: int = 2,
                  decoder: str = "mlp", channels: Sequence[int] = (32, 32, 32), activation: str = "tanh",
-                 levels: Optional[int] = None, mixtures: int = 5, latent: str = "gaussian"):
+                 levels: Optional[int] = None, mixtures: int = 5, latent: str = "gaussian", latent_classes: int = 10):
         super().__init__(x_dim)
         self.latent_family = latent
+        self.latent_classes = int(latent_classes)
         self.layers = tuple(int(k) for k in layers)
+        # what each layer's reader (the transition below it, or the decoder) takes in: its size, but the top
+        # layer's as its family gives it (d x C numbers for d one-hot variables)
+        reads = self.layers[:-1] + (LATENT_FAMILIES[latent].decoder_size(self.layers[-1], self.latent_classes),)
         self.hidden = tuple(int(h) for h in hidden)
         self.transition_hidden = tuple(int(h) for h in transition_hidden)
         # transitions[l] maps z_{l+2} to the loc and raw scale of z_{l+1} (0-based l)
         self.activation = activation                           # the encoder's too, by default
         self.transitions = nn.ModuleList([mlp((above, *self.transition_hidden, 2 * below), activation)
-                                          for below, above in zip(self.layers[:-1], self.layers[1:])])
+                                          for below, above in zip(self.layers[:-1], reads[1:])])
         self.decoder_kind = decoder
         px = build_likelihood(likelihood, decoder, x_dim, levels, mixtures)     # p(x | z1): zoo.core.likelihoods
         self.likelihood, self.levels = px.name, px.levels
-        self.decoder = px.network(self.layers[0], self.hidden, activation, channels)
+        self.decoder = px.network(reads[0], self.hidden, activation, channels)
         self.px = px
         self.prior = build_prior(prior, self.latents[0], x_dim, prior_components, prior_flows)
 
@@ -130,7 +135,7 @@ class HVAE(PriorMixin, ZooModel):
     def latents(self):
         # in the order the model samples them (top layer first); each names the layer above as parent
         L = len(self.layers)
-        top = latent_site(f"z{L}", self.layers[-1], self.latent_family)
+        top = latent_site(f"z{L}", self.layers[-1], self.latent_family, classes=self.latent_classes)
         return (top,) + tuple(LatentSite(f"z{l + 1}", (k,), "real", parents=(f"z{l + 2}",))
                               for l, k in reversed(list(enumerate(self.layers[:-1]))))
 

@@ -84,7 +84,8 @@ class VAE(PriorMixin, ZooModel):
         activation: the mlp decoder's hidden units, ``"tanh"``, ``"relu"`` or ``"gated"`` (:mod:`zoo.core.nn`).
         latent: the latent family, ``"gaussian"`` (R^d), ``"vmf"`` / ``"power-spherical"`` (z on the unit
             sphere S^(d-1) in R^d with a uniform prior: the S-VAE) or ``"wrapped-normal"`` (z in hyperbolic space
-            H^d) or ``"bernoulli"`` (z in {0, 1}^d with a uniform prior), see :mod:`zoo.core.latents`.
+            H^d) or ``"bernoulli"`` (z in {0, 1}^d with a uniform prior) or ``"categorical"`` (d one-hot variables of
+            ``latent_classes`` classes, uniform prior), see :mod:`zoo.core.latents`.
     """
 
     legacy_tensor_names = LEGACY_TENSOR_NAMES
@@ -93,23 +94,25 @@ class VAE(PriorMixin, ZooModel):
                  likelihood: Optional[str] = "bernoulli", prior: str = "standard",
                  prior_components: Optional[int] = None, prior_flows: int = 2, decoder: str = "mlp",
                  channels: Sequence[int] = (32, 32, 32), activation: str = "tanh", levels: Optional[int] = None,
-                 mixtures: int = 5, latent: str = "gaussian"):
+                 mixtures: int = 5, latent: str = "gaussian", latent_classes: int = 10):
         super().__init__(x_dim)
         self.latent_family = latent
         self.latent_dim = int(latent_dim)
+        self.latent_classes = int(latent_classes)
         self.hidden = tuple(int(h) for h in hidden)
         self.decoder_kind = decoder
         self.activation = activation                           # the encoder's too, by default
         px = build_likelihood(likelihood, decoder, x_dim, levels, mixtures)     # p(x | z): zoo.core.likelihoods
         self.likelihood, self.levels = px.name, px.levels
-        self.decoder = px.network(self.latent_dim, self.hidden, activation, channels)
+        decoder_in = LATENT_FAMILIES[latent].decoder_size(self.latent_dim, self.latent_classes)  # d, or d x C one-hot
+        self.decoder = px.network(decoder_in, self.hidden, activation, channels)
         self.px = px
         self.register_buffer("prior_loc", torch.zeros(self.latent_dim))
         self.prior = build_prior(prior, self.latents[0], x_dim, prior_components, prior_flows)
 
     @property
     def latents(self):
-        return (latent_site("z", self.latent_dim, self.latent_family),)
+        return (latent_site("z", self.latent_dim, self.latent_family, classes=self.latent_classes),)
 
     def model(self, x=None, idx=None, N=None):
         register_module("vae", self)
