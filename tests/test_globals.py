@@ -269,3 +269,39 @@ def test_a_model_with_only_global_latents_is_scored_without_warnings():
         warnings.simplefilter("error")
         r = zoo.evaluate(model, guide, data(10), num_samples=4)
     assert r["active_units"] == 0 and r["num_latent_units"] == 0
+
+
+@pytest.mark.parametrize("flag", ["jit", "compile"])
+def test_a_captured_objective_draws_a_global_models_particles_one_after_another_as_the_eager_one_does(flag):
+    """--jit and --compile wrap the objective: the sequential-particles copy a model with global latents needs is made
+    of the objective inside the wrapper, in a fresh wrapper, and the caller's objective is left as it was (before, the
+    wrapped Trace_ELBO vectorized its particles and the GMM failed its first step with a shape error)."""
+    from zoo.objectives.base import for_model
+    from zoo.objectives.capture import CapturedObjective
+    model = zoo.from_pyro(shift, D)
+    objective = zoo.build_objective("elbo", 3, **{flag: True})
+    assert isinstance(objective, CapturedObjective) and objective.objective.vectorize_particles
+    used = for_model(objective, model)
+    assert isinstance(used, type(objective)) and used is not objective
+    assert used.objective.vectorize_particles is False and used.objective.num_particles == 3
+    assert objective.objective.vectorize_particles                     # the caller's objective is untouched
+    local = zoo.build_model("vae", D, latent_dim=2, hidden=(4,))
+    assert for_model(objective, local) is objective                   # no global latents: nothing to change
+
+
+@pytest.mark.slow
+def test_the_pyro_gmm_trains_with_particles_under_compile_as_it_does_eagerly(tmp_path):
+    """The command a user types: Pyro's GMM tutorial with three particles of Trace_ELBO, eagerly and with --compile,
+    gives the same bound (the same draws, one after another)."""
+    import json
+    from pathlib import Path
+    from zoo.cli import main
+    gmm = Path(__file__).resolve().parent.parent / "benchmarks" / "pyro_models" / "gmm.py"
+    bounds = {}
+    for flags in ([], ["--compile"]):
+        out = tmp_path / ("compiled" if flags else "eager")
+        assert main(["train", f"{gmm}:gmm", "--guide", "amortized", "--global-guide", "delta", "--dataset",
+                     "digits-gray", "--objective", "elbo", "--particles", "3", "--epochs", "1", "--eval-samples", "20",
+                     "--out", str(out), "--no-progress", *flags]) == 0
+        bounds[bool(flags)] = json.loads((out / "results.json").read_text())["elbo"]
+    assert bounds[True] == pytest.approx(bounds[False], rel=1e-4)

@@ -458,6 +458,8 @@ def check_step(config, model: ZooModel, guide, objective, x: torch.Tensor, devic
     cannot go: ``--compile`` cannot capture the step (something in it reads a tensor's value in Python,
     or no C++ compiler for a CPU), or the objective's assumptions fail on the model's sites (free bits:
     a latent site that is not a Normal). Nothing is trained; random state is left as it was."""
+    from zoo.objectives.base import for_model
+    objective = for_model(objective, model)                 # the objective as the run will use it
     n, N = min(2, x.shape[0]), x.shape[0]
     if config.compile:
         step_model = guide.training_model(model) if hasattr(guide, "training_model") else model

@@ -56,7 +56,18 @@ def for_model(objective, model):
     such a model the same estimator is run with its P particles drawn one after another (a copy with
     ``vectorize_particles=False``; each particle a full (theta, z) draw, as Pyro's loop does). The zoo's
     own per-datum objectives share one theta across their particles instead (:mod:`zoo.core.weights`).
+    ``--jit`` and ``--compile`` wrap the objective (:class:`~zoo.objectives.capture.CapturedObjective`): the same
+    holds for the objective inside, in a copy of the wrapper with nothing captured yet.
     """
+    from zoo.objectives.capture import CapturedObjective
+    if isinstance(objective, CapturedObjective):
+        inner = for_model(objective.objective, model)
+        if inner is objective.objective:
+            return objective
+        import copy
+        wrapper = copy.copy(objective)
+        wrapper.objective, wrapper._compiled = inner, {}
+        return wrapper
     if (getattr(model, "global_latents", ()) and isinstance(objective, ELBO)
             and not isinstance(objective, PerDatumObjective) and getattr(objective, "vectorize_particles", False)
             and objective.num_particles > 1 and not getattr(objective, "shares_globals", False)):
