@@ -20,10 +20,10 @@ from zoo.rules import check_combination
 Z, S, R, N = 4.5, 150, 50, 4
 
 
-def _setup():
+def _setup(layers=(3,)):
     torch.manual_seed(0)
     pyro.set_rng_seed(0)
-    model = build_model("sbn", 6, layers=(3,)).double()
+    model = build_model("sbn", 6, layers=layers).double()
     guide = build_guide("amortized", model, hidden=(5,)).double()
     x = torch.bernoulli(torch.full((N, 6), 0.4, dtype=torch.float64))
     return model, guide, x
@@ -38,8 +38,8 @@ def _grads(objective, model, guide, x):
             len(list(model.parameters())))
 
 
-def estimate(name):
-    model, guide, x = _setup()
+def estimate(name, layers=(3,)):
+    model, guide, x = _setup(layers)
     exact, n_model = _grads(build_objective("enum"), model, guide, x)
     objective = build_objective(name, 1)
     pyro.set_rng_seed(1)
@@ -48,9 +48,13 @@ def estimate(name):
     return draws.mean(0), draws.std(0) / math.sqrt(S), draws.var(0), exact, n_model_coords
 
 
+@pytest.mark.parametrize("layers", [(3,), (3, 2)], ids=["one-layer", "two-layers"])
 @pytest.mark.parametrize("name", ["arm", "disarm"])
-def test_the_antithetic_gradient_is_unbiased_for_the_enumerated_elbo(name):
-    mean, se, _, exact, n_model = estimate(name)
+def test_the_antithetic_gradient_is_unbiased_for_the_enumerated_elbo(name, layers):
+    """Two layers (z2 -> z1 -> x, 2^5 configurations) with the unstructured guide q(z1 | x) q(z2 | x): all five bits
+    are one vector of independent Bernoulli bits given x, and one antithetic pair of it is unbiased as for one
+    layer."""
+    mean, se, _, exact, n_model = estimate(name, layers)
     varies = se > 0                                       # an encoder weight of a pixel that is 0 in every datum: none
     assert torch.allclose(mean[~varies], exact[~varies], atol=1e-12)
     z = ((mean - exact)[varies] / se[varies]).abs()
@@ -67,15 +71,28 @@ def test_disarm_has_lower_variance_than_arm_for_the_encoder():
 
 
 @pytest.mark.parametrize("model_name,options,guide,says", [
-    ("vae", {}, "amortized", "takes one layer of binary latents"),
-    ("sbn", {"layers": (3, 2)}, "amortized", "takes one layer of binary latents"),
-    ("categorical_vae", {"num_variables": 2, "num_classes": 3}, "amortized", "takes one layer of binary latents"),
+    ("vae", {}, "amortized", "takes layers of binary latents"),
+    ("vae", {"latent": "bernoulli", "hidden": (4,)}, "amortized", None),
+    ("sbn", {"layers": (3, 2)}, ("amortized", {"structured": True}), "drop structured"),
+    ("categorical_vae", {"num_variables": 2, "num_classes": 3}, "amortized", "takes layers of binary latents"),
     ("sbn", {"layers": (3,)}, "relaxed", "does not sample"),
 ])
 def test_other_latents_and_guides_are_refused_in_one_line(model_name, options, guide, says):
+    guide, guide_options = guide if isinstance(guide, tuple) else (guide, None)
     for name, objective_options in (("arm", None), ("disarm", None), ("iwae", {"estimator": "disarm"})):
+        model = build_model(model_name, 6, **options)
+        if says is None:                                  # binary latents of another model: taken
+            check_combination(model, guide, name, objective_options=objective_options, guide_options=guide_options)
+            continue
         with pytest.raises(ZooError, match=says) as e:
-            check_combination(build_model(model_name, 6, **options), guide, name, objective_options=objective_options)
+            check_combination(model, guide, name, objective_options=objective_options, guide_options=guide_options)
+        assert "\n" not in str(e.value)
+
+
+def test_rebar_and_relax_still_take_one_layer():
+    for name in ("rebar", "relax"):
+        with pytest.raises(ZooError, match="takes one layer of binary latents") as e:
+            check_combination(build_model("sbn", 6, layers=(3, 2)), "amortized", name)
         assert "\n" not in str(e.value)
 
 

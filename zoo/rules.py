@@ -220,7 +220,8 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
     - ``needs_mean_field_guide``, ``needs_unit_kl``: a guide that is not ``structured`` (and, for free
       bits, of Normal sites);
     - ``local_latents_only``: a model without global latents;
-    - ``needs_bernoulli_latents``: one local binary site, and a guide of Bernoulli bits (amortized, meanfield);
+    - ``needs_bernoulli_latents``: one local binary site (or several, with ``several_bernoulli_layers``, drawn from x
+      alone), and a guide of Bernoulli bits (amortized, meanfield);
     - ``needs_categorical_latents``: one local categorical site in one-hot form, and a guide of categoricals;
     - a guide's ``baseline`` only where the estimator ``uses_baselines``.
     """
@@ -276,19 +277,25 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
         return lambda fits: (f"objective {label} with free_bits takes each latent unit's KL in closed form, which "
                              f"needs a mean-field guide of Normal sites, and the {guide!r} guide {what}; use "
                              f"meanfield or amortized (not structured), or drop free_bits")
-    for needed, support, layer, sets in (
-            (caps.needs_bernoulli_latents, "binary", "binary latents (their categorical and multi-layer extensions "
-             "are not in the zoo yet)", "Bernoulli bits itself (antithetic pairs, relaxed samples)"),
-            (caps.needs_categorical_latents, "categorical", "categorical latents in one-hot form (several layers "
-             "are not in the zoo yet)", "categoricals itself (swapped Dirichlet draws)")):
+    for needed, several, support, layer, sets in (
+            (caps.needs_bernoulli_latents, caps.several_bernoulli_layers, "binary",
+             "binary latents (categorical ones take ARSM)",
+             "Bernoulli bits itself (antithetic pairs, relaxed samples)"),
+            (caps.needs_categorical_latents, False, "categorical", "categorical latents in one-hot form (several "
+             "layers are not in the zoo yet)", "categoricals itself (swapped Dirichlet draws)")):
         if not needed:
             continue
         local = list(model.latents)
-        if len(local) != 1 or local[0].support != support or local[0].form == "index" \
-                or getattr(model, "global_latents", ()):
+        if not local or (len(local) > 1 and not several) or getattr(model, "global_latents", ()) \
+                or any(s.support != support or s.form == "index" for s in local):
             what = ", ".join(f"{s.name} ({s.support})" for s in local) or "none"
-            return lambda fits: (f"objective {label} takes one layer of {layer}, and {model.display_name}'s latents "
+            layers = "layers" if several else "one layer"
+            return lambda fits: (f"objective {label} takes {layers} of {layer}, and {model.display_name}'s latents "
                                  f"are {what}; use {fits()}")
+        if len(local) > 1 and (guide_options or {}).get("structured"):
+            return lambda fits: (f"objective {label} draws every layer's bits as one antithetic pair, which needs "
+                                 f"each layer drawn from x alone, and a structured guide draws q(z2 | z1, x); drop "
+                                 f"structured, or use {fits()}")
         if not gcls.enumerable or (guide_options or {}).get("structured"):
             return lambda fits: (f"objective {label} sets the guide's {sets}, which the {guide!r} guide does not "
                                  f"sample; use the amortized or meanfield guide")

@@ -17,10 +17,13 @@ gradient averaged over the two configurations, each a draw from q. With K partic
 averaged. :class:`MultiSampleDisARM` is DisARM for the K-sample IWAE bound (``--objective iwae --estimator
 disarm``): one pair per sample, the others held.
 
-What it assumes (a rule, :mod:`zoo.rules`): every latent of the model is one binary site sampled by a mean-field
-guide of Bernoulli bits (the amortized or meanfield family; a single stochastic layer such as the SBN-200).
-Several layers need the papers' per-layer treatment (DisARM's section on hierarchical models), and categorical
-latents ARSM or the categorical DisARM; neither is here yet, and both are refused in one line.
+What it assumes (a rule, :mod:`zoo.rules`): every latent of the model is binary and sampled by a guide of Bernoulli
+bits that draws each site from x alone (the amortized family, not ``structured``, or the meanfield one): a single
+stochastic layer such as the SBN-200, or several layers under q(z1 | x) q(z2 | x), whose bits are then one vector of
+independent Bernoulli bits given x, to which the estimator applies as to one layer (the exact-gradient test covers
+two layers). A structured guide q(z2 | z1, x) would need the papers' per-layer treatment (DisARM's section on
+hierarchical models), in which the pair of a lower layer changes the logits of the one above; it is refused in one
+line, as are categorical latents (ARSM, ``zoo.objectives.arsm``).
 
 References: M. Yin and M. Zhou, "ARM: Augment-REINFORCE-Merge Gradient for Stochastic Binary Networks", ICLR
 2019, https://arxiv.org/abs/1807.11143. Z. Dong, A. Mnih and G. Tucker, "DisARM: An Antithetic Gradient
@@ -34,7 +37,7 @@ from typing import Dict
 import torch
 from pyro.poutine.messenger import Messenger
 
-from zoo.core.weights import per_datum_log_weights
+from zoo.core.weights import is_subsample_site, per_datum_log_weights
 from zoo.objectives.base import PerDatumObjective, assumption_broken
 
 __all__ = ["AntitheticBits", "ARM", "DisARM", "MultiSampleDisARM"]
@@ -67,7 +70,7 @@ class AntitheticBits(Messenger):
         self.logits: Dict[str, torch.Tensor] = {}
 
     def _pyro_sample(self, msg):
-        if msg["is_observed"] or msg["value"] is not None:
+        if msg["is_observed"] or msg["value"] is not None or is_subsample_site(msg):   # a plate's indices
             return
         logits = inner_logits(msg["fn"])
         if logits is None:

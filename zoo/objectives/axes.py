@@ -70,6 +70,9 @@ class Estimator:
             that have them.
         needs_bernoulli_latents: sets the guide's bits itself, to an antithetic pair (ARM, DisARM) or to relaxed
             samples (REBAR, RELAX): the model's latents one binary site, sampled by a guide of Bernoulli bits.
+        several_bernoulli_layers: with ``needs_bernoulli_latents``, the model's latents may be several binary
+            sites (the layers of an SBN), sampled by a guide that draws each from x alone: then all the layers'
+            bits are one vector of independent Bernoulli bits, to which the estimator applies as to one layer.
         needs_categorical_latents: sets the guide's categoricals itself, to swapped Dirichlet actions (ARSM): the
             model's latents one categorical site in one-hot form, sampled by a guide of categoricals.
         warmup: ``kl_warmup`` is defined (the latent terms are weighted, not summed or slept).
@@ -98,6 +101,7 @@ class Estimator:
     needs_unit_kl: bool = False
     local_latents_only: bool = False
     needs_bernoulli_latents: bool = False
+    several_bernoulli_layers: bool = False
     needs_categorical_latents: bool = False
     warmup: bool = False
     jit: bool = False

@@ -15,7 +15,7 @@ Estimators (``--estimator``):
 - ``vimco`` (``iwae`` only): VIMCO's leave-one-out score function (Mnih & Rezende 2016),
   for discrete latents;
 - ``disarm`` (``iwae`` only): a DisARM antithetic pair for each of the K samples, the others held
-  (:class:`~zoo.objectives.arm.MultiSampleDisARM`), for one layer of Bernoulli latents;
+  (:class:`~zoo.objectives.arm.MultiSampleDisARM`), for Bernoulli latents;
 - ``pyro``: Pyro's :class:`~pyro.infer.RenyiELBO`, kept for comparison. **Caveat**: it scales
   log-weights by N/B before the logsumexp and pools the minibatch into one weight
   (pyro-ppl/pyro#3104), so under minibatching it is not the per-datum bound.
@@ -95,8 +95,9 @@ IWAE_ESTIMATORS = register_bound("iwae", options=IWAEOptions, default="reparam",
                  "latents and also continuous ones; K >= 2", lambda k: VIMCO(num_particles=k), needs_guide_density=True,
                  warmup=True, jit=True, ddp=True),
     Estimator.of(MultiSampleDisARM, "disarm", "DisARM's antithetic pair for each of the K samples, the others held "
-                 "(Dong, Mnih & Tucker 2020's local multi-sample DisARM): one layer of Bernoulli latents, 2K "
-                 "evaluations", lambda k: MultiSampleDisARM(num_particles=k), needs_bernoulli_latents=True, ddp=True),
+                 "(Dong, Mnih & Tucker 2020's local multi-sample DisARM): Bernoulli latents, one layer or several "
+                 "drawn from x alone, 2K evaluations", lambda k: MultiSampleDisARM(num_particles=k),
+                 needs_bernoulli_latents=True, several_bernoulli_layers=True, ddp=True),
     Estimator("pyro", PYRO_CAVEAT + " (alpha = 0)", lambda k: pyro_renyi(k, 0.0), default_particles=5,
               needs_reparam=True, warmup=True, ddp=True),
 ])
