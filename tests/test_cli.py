@@ -210,7 +210,7 @@ BAD = {
     "a ciwae weight outside [0, 1]": (["train", "vae", "--objective", "ciwae", "--ciwae-beta", "2"],
                                       "--ciwae-beta must be from 0.0 to 1.0, got 2.0"),
     "disarm on real latents": (["train", "vae", "--objective", "disarm"],
-                               "objective 'disarm' takes one layer of binary latents"),
+                               "objective 'disarm' takes layers of binary latents"),
     "an estimator for a preset": (["train", "vae", "--objective", "dreg", "--estimator", "vimco"],
                                   "--estimator applies to the 'elbo', 'iwae', 'renyi', 'miwae', 'ciwae', 'piwae', 'tvo', 'rws' "
                                   "objectives only, not 'dreg'"),
