@@ -71,6 +71,8 @@ def _git_state():
 
 #: Read when the benchmark starts: the code a long run imported, not what HEAD is when it ends.
 GIT_AT_START = _git_state()
+#: the machine's 1-, 5- and 15-minute load averages when the benchmark started (other jobs slow every timing)
+LOAD_AT_START = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def provenance() -> dict:
@@ -86,6 +88,8 @@ def provenance() -> dict:
     return {
         "command": "python " + " ".join([os.path.relpath(sys.argv[0], root)] + sys.argv[1:]),
         "git_commit": commit, "git_dirty": dirty,
+        "load_average_at_start": LOAD_AT_START,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "cpu": cpu, "cpu_threads": torch.get_num_threads(), "logical_cores": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

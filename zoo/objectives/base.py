@@ -62,12 +62,7 @@ def for_model(objective, model):
     from zoo.objectives.capture import CapturedObjective
     if isinstance(objective, CapturedObjective):
         inner = for_model(objective.objective, model)
-        if inner is objective.objective:
-            return objective
-        import copy
-        wrapper = copy.copy(objective)
-        wrapper.objective, wrapper._compiled = inner, {}
-        return wrapper
+        return objective if inner is objective.objective else objective.around(inner)
     if (getattr(model, "global_latents", ()) and isinstance(objective, ELBO)
             and not isinstance(objective, PerDatumObjective) and getattr(objective, "vectorize_particles", False)
             and objective.num_particles > 1 and not getattr(objective, "shares_globals", False)):

@@ -148,6 +148,13 @@ class CapturedObjective:
         self.say = say                               # one-line notes (a capture's cost, a fallback); None: silent
         self._compiled: Dict[Tuple, _Compiled] = {}
 
+    def around(self, objective) -> "CapturedObjective":
+        """The same capture (its mode, its notes) around another objective, with nothing captured yet."""
+        import copy
+        wrapper = copy.copy(self)
+        wrapper.objective, wrapper._compiled = objective, {}
+        return wrapper
+
     def __getattr__(self, name):
         if name == "objective":                      # not yet set (unpickling): no recursion
             raise AttributeError(name)
