@@ -10,8 +10,11 @@
 #   ais_elbo   benchmarks/ais_mnist.py --headline for the VAE: IS at K = 5000 on all 10,000 test images, AIS and
 #   ais_hvae   IS on all 10,000 (AIS batched by thousands on the GPU), BDMC; likewise the HVAE with a VampPrior
 #   speed_iw   speed.py for Burda's IWAE bound at K = 50 (the epoch time behind his 3280-epoch budget)
+#   draw_ais   AIS on a trained DRAW run (DRAW_RUN=folder) at T = 100 and 400 on 500 test images, where 2 CPU cores
+#   draw_long  reached T = 100 on 100 images in half an hour; then T = 1600 on 100 images
 #
 #   OUT=folder PYRO_ZOO_GIT_COMMIT=sha bash benchmarks/gpu_checklist.sh DATA_DIR     # on the GPU machine
+#   GPU_CHECK_STAGES="env test_cuda draw_ais draw_long" DRAW_RUN=.gpu_runs/draw_t16 ...  # a chosen few stages
 #   GPU_CHECK_SMOKE=1 OUT=/tmp/out bash benchmarks/gpu_checklist.sh ../shared/data   # tiny sizes, any machine
 #
 # On 2026-11-26's H200 the stages took 10, 52, 69, 109 and 37 s, and ais_hvae ran out of its 190 s limit in the
@@ -33,9 +36,11 @@ pack() {
     tar czf "$OUT/results.tgz.part" -T "$MARK.new" && mv "$OUT/results.tgz.part" "$OUT/results.tgz"
 }
 
+STAGES=" ${GPU_CHECK_STAGES:-env test_cuda speed ais_elbo ais_hvae speed_iw} "
 stage() {                       # stage NAME SECONDS COMMAND...: run it under a time limit, log it, pack results
     local name=$1 limit=$2 t0 rc
     shift 2
+    case "$STAGES" in *" $name "*) ;; *) return 0 ;; esac
     t0=$(date +%s)
     timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
     rc=$?
@@ -71,3 +76,12 @@ stage ais_hvae 190 python3 benchmarks/ais_mnist.py --data-dir "$DATA" --runs hva
     --out runs/gpu/ais --runs-dir runs/gpu/headline --name ais_mnist_hvae_cuda
 stage speed_iw 40 python3 benchmarks/speed.py --data-dir "$DATA" --device cuda --rounds 3 --segment 5000 \
     --objective iwae --particles 50 --name speed_cuda_iwae50
+if [[ "$STAGES" == *" draw_"* ]]; then
+    : "${DRAW_RUN:?set DRAW_RUN to a trained DRAW run folder (checkpoint.pt and config.json) for the draw stages}"
+fi
+stage draw_ais 240 python3 benchmarks/ais_mnist.py --data-dir "$DATA" --folders "draw_t16=${DRAW_RUN:-}" --limit 500 \
+    --is-samples 1000 --temperatures 100,400 --chains 4 --bdmc-data 0 --ais-batch-size 500 --out runs/gpu/ais \
+    --name ais_draw_mnist_cuda
+stage draw_long 200 python3 benchmarks/ais_mnist.py --data-dir "$DATA" --folders "draw_t16=${DRAW_RUN:-}" --limit 100 \
+    --is-samples 1000 --temperatures 1600 --chains 4 --bdmc-data 0 --ais-batch-size 100 --out runs/gpu/ais \
+    --name ais_draw_mnist_long_cuda
