@@ -30,6 +30,11 @@ _param_message = effectful(_own_value, type="param")
 _PARAM_SITES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
+#: Above zero while a pass of :class:`zoo.objectives.lean.LeanTrace_ELBO` runs with no Pyro handler outside it: no
+#: one reads the ``param`` sites then, so :func:`register_module` does not emit them (about 3 us each per call).
+quiet = 0
+
+
 #: Bumped by :func:`forget_parameters`: caches keyed on parameter objects (:mod:`zoo.objectives.capture`) compare it.
 parameter_generation = 0
 
@@ -61,8 +66,11 @@ def register_module(name: str, module: nn.Module) -> nn.Module:
     ``requires_grad`` off (a frozen model) are not announced.
 
     The list of (site name, parameter) is built once per module and cached; registering a
-    new parameter anywhere, or moving a zoo model or guide (``.to``), clears the cache.
+    new parameter anywhere, or moving a zoo model or guide (``.to``), clears the cache. Inside a
+    lean ELBO pass that no handler watches (:data:`quiet`), nothing is emitted.
     """
+    if quiet:
+        return module
     cached = _PARAM_SITES.get(module)
     if cached is None or cached[0] != name:
         sites = []

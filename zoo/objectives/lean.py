@@ -1,0 +1,170 @@
+"""Pyro's ``Trace_ELBO`` with less bookkeeping per step: :class:`LeanTrace_ELBO`.
+
+For a guide whose every latent is reparameterized, ``Trace_ELBO``'s loss and gradient reduce to the sum,
+over the sites the guide and the model sample, of each site's scaled and masked ``log_prob``::
+
+    surrogate = sum_{model sites} scale * log p(value) - sum_{guide sites} scale * log q(value)
+    loss      = -surrogate / K          (K particles; vectorized in one outer plate or drawn in turn)
+
+Pyro computes it by recording two full traces (the guide's, then the model's replayed against it), copying
+both to prune the plates' subsample sites, walking them again for the log-densities and the score parts,
+and calling ``.item()`` once per site. That bookkeeping costs more per step than the small models' own
+arithmetic: on the digits' 2-latent VAE at batch 1 it is most of the difference between Pyro's step and a
+hand-written one (``benchmarks/step_overhead.py --small``). :class:`LeanTrace_ELBO` runs the same guide and
+model under one light messenger that adds each site's log-density as the site is sampled, replays the guide's
+values into the model as ``poutine.replay`` does, and reads the loss with one ``.item()``.
+
+It is ``Trace_ELBO`` (a subclass; the same ``loss``, ``loss_and_grads`` and ``differentiable_loss``, the same
+random draws in the same order, so the same numbers) wherever it takes the short way, and it hands the step
+to ``Trace_ELBO`` itself wherever that short way would not be the same estimator:
+
+- a guide site that is not reparameterized (its gradient needs the score function and Pyro's ``log_r``),
+  observed, or enumerated: every step goes to ``Trace_ELBO``. Seen in a step ``Trace_ELBO`` took anyway (the
+  zoo's first step is a validated one), no step tries the short way; found in a short step, that step is
+  redone by ``Trace_ELBO`` with new draws;
+- Pyro's validation on (the zoo's first step of each epoch): ``Trace_ELBO`` checks that model and guide
+  match and that every site's shape fits its plates;
+- a ``GuideMessenger`` guide, or vectorized particles with an unknown plate nesting.
+"""
+from __future__ import annotations
+
+import pyro.util
+import torch
+from pyro import poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.infer import Trace_ELBO
+from pyro.infer.util import is_validation_enabled
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import _PYRO_STACK
+
+from zoo.core import params
+
+__all__ = ["LeanTrace_ELBO"]
+
+
+class _NotLean(Exception):
+    """Raised inside a pass at a site the short way does not cover; the step goes to ``Trace_ELBO``."""
+
+
+class _Pass(Messenger):
+    """One run of the guide (``values`` None: record each latent's value) or of the model (replay ``values``
+    into its latent sites), adding every sample site's scaled, masked ``log_prob`` sum to ``total``.
+
+    With no handler outside it (the training loop's step), nothing reads the zoo modules' ``param`` sites, and
+    :func:`zoo.core.params.register_module` leaves them out for the pass (``params.quiet``). Under an outer
+    handler (a trace collecting the parameters, a capture) they are emitted as always."""
+
+    def __init__(self, values=None):
+        super().__init__()
+        self.replaying = values is not None
+        self.values = values if values is not None else {}
+        self.total = 0.0
+        self.quiet = False
+
+    def __enter__(self):
+        self.quiet = not _PYRO_STACK
+        if self.quiet:
+            params.quiet += 1
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        if self.quiet:
+            params.quiet -= 1
+        return super().__exit__(*exc)
+
+    def _pyro_sample(self, msg) -> None:
+        if self.replaying and not msg["is_observed"]:
+            recorded = self.values.get(msg["name"])
+            if recorded is not None:                   # as poutine.replay: the guide's value and infer
+                msg["value"], msg["infer"], msg["done"] = recorded[0], recorded[1], True
+
+    def _pyro_post_sample(self, msg) -> None:
+        fn = msg["fn"]
+        if type(fn).__name__ == "_Subsample":          # a plate's indices, pruned by Trace_ELBO too
+            return
+        if not self.replaying:
+            if msg["is_observed"] or not getattr(fn, "has_rsample", False) or msg["infer"].get("enumerate"):
+                raise _NotLean(msg["name"])
+            self.values[msg["name"]] = (msg["value"], msg["infer"])
+        log_p = scale_and_mask(fn.log_prob(msg["value"], *msg["args"], **msg["kwargs"]), msg["scale"], msg["mask"])
+        self.total = self.total + log_p.sum()
+
+
+class LeanTrace_ELBO(Trace_ELBO):
+    """``Trace_ELBO`` without the traces where every guide latent is reparameterized (module docstring).
+
+    Same constructor, same results; ``lean`` says whether the last step took the short way."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lean = None
+        self._pyro_only = False
+
+    def _get_trace(self, model, guide, args, kwargs):
+        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        if not self._pyro_only:                         # a step Trace_ELBO took: does the guide allow the short way?
+            self._pyro_only = any(
+                site["type"] == "sample" and type(site["fn"]).__name__ != "_Subsample" and (
+                    site["is_observed"] or not getattr(site["fn"], "has_rsample", False)
+                    or site["infer"].get("enumerate")) for site in guide_trace.nodes.values())
+        return model_trace, guide_trace
+
+    def _surrogate(self, model, guide, args, kwargs):
+        """-(the surrogate ELBO) over the K particles, a tensor; raises :class:`_NotLean` where it does not apply."""
+        if self._pyro_only or is_validation_enabled() or isinstance(poutine.unwrap(guide), Messenger) or (
+                self.vectorize_particles and self.max_plate_nesting == float("inf")):
+            raise _NotLean(None)
+        if self.vectorize_particles:
+            model, guide, draws = self._vectorized_num_particles(model), self._vectorized_num_particles(guide), 1
+        else:
+            draws = self.num_particles
+        total = 0.0
+        for _ in range(draws):
+            q = _Pass()
+            try:
+                with q:
+                    guide(*args, **kwargs)
+            except _NotLean:
+                self._pyro_only = True                  # a guide's kinds of sites do not change between steps
+                raise
+            p = _Pass(q.values)
+            with p:
+                model(*args, **kwargs)
+            total = total + (p.total - q.total)
+        return -total / self.num_particles
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        try:
+            loss = self._surrogate(model, guide, args, kwargs)
+        except _NotLean:
+            self.lean = False
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        self.lean = True
+        pyro.util.warn_if_nan(loss, "loss")
+        return loss
+
+    def loss(self, model, guide, *args, **kwargs):
+        try:
+            with torch.no_grad():
+                loss = self._surrogate(model, guide, args, kwargs)
+        except _NotLean:
+            self.lean = False
+            return super().loss(model, guide, *args, **kwargs)
+        self.lean = True
+        loss = float(loss)
+        pyro.util.warn_if_nan(loss, "loss")
+        return loss
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        try:
+            surrogate = self._surrogate(model, guide, args, kwargs)
+        except _NotLean:
+            self.lean = False
+            return super().loss_and_grads(model, guide, *args, **kwargs)
+        self.lean = True
+        if getattr(surrogate, "requires_grad", False):
+            surrogate.backward(retain_graph=self.retain_graph)
+            surrogate = surrogate.detach()
+        loss = float(surrogate)
+        pyro.util.warn_if_nan(loss, "loss")
+        return loss
