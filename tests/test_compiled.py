@@ -12,7 +12,7 @@ import pyro
 import pytest
 import torch
 
-from test_jit import (CASE_IDS, CASES, D, N, _data, _trajectory, assert_same_trajectory,  # the same cases
+from test_jit import (CASE_IDS, CASES, D, N, _data, _trajectory, assert_same_trajectory, objective_of,  # the same cases
                       case, fit_eager_and)
 from zoo.core.errors import ZooError
 from zoo.registry import build_guide, build_model, build_objective
@@ -36,13 +36,14 @@ def test_compiled_steps_match_the_eager_steps(model_name, guide_name, objective_
     x, model, guide, settings, lr = case(model_name, guide_name, objective_name, model_kw, guide_kw)
     backend = "inductor" if (model_name, guide_name, objective_name) in INDUCTOR and cpu_compiler() else "aot_eager"
     if (model_name, objective_name) in UNCAPTURABLE:
-        objective = _compiled(objective_name, "aot_eager", **settings)
+        objective = _compiled(objective_of(objective_name), "aot_eager", **settings)
         train_model = guide.training_model(model) if hasattr(guide, "training_model") else model
         with pytest.raises(ZooError, match="--compile cannot capture this step: .* use --jit \\(which runs it eagerly\\)"):
             objective.check(train_model, guide, x[:2], idx=torch.arange(2), N=N)
         return
     runs = []
-    for objective in (build_objective(objective_name, **settings), _compiled(objective_name, backend, **settings)):
+    name = objective_of(objective_name)
+    for objective in (build_objective(name, **settings), _compiled(name, backend, **settings)):
         m, g = copy.deepcopy((model, guide))
         runs.append(_trajectory(objective, m, g, x, lr=lr))
     assert_same_trajectory(*runs)

@@ -41,6 +41,9 @@ CASES = [
     ("vae", "amortized", "reinforce", {}, {}),
     ("sbn", "relaxed", "elbo", {}, {"anneal_rate": 0.05}),                 # temperature annealed each step
     ("categorical_vae", "relaxed", "iwae", {"num_variables": 3, "num_classes": 4}, {}),
+    ("sbn", "amortized", "arm", {}, {}),                                   # an antithetic pair from kept uniforms
+    ("sbn", "amortized", "disarm", {"layers": (6, 4)}, {}),                # two layers of bits drawn from x
+    ("sbn", "amortized", "iwae:disarm", {}, {}),                           # multi-sample DisARM: a swap per sample
 ]
 
 
@@ -83,15 +86,23 @@ def assert_same_trajectory(eager, other):
 
 
 def case(model_name, guide_name, objective_name, model_kw, guide_kw):
-    """One of CASES built: data, model, guide, and the settings of its objective and its steps."""
+    """One of CASES built: data, model, guide, and the settings of its objective and its steps (an objective
+    named ``BOUND:ESTIMATOR`` is the bound with that estimator; build it by :func:`objective_of`)."""
     x = _data(model_name)
     pyro.set_rng_seed(1)
     model = build_model(model_name, D, **model_kw)
     guide = build_guide(guide_name, model, **guide_kw)
-    settings = {"particles": 3 if objective_name in ("iwae", "renyi", "vimco", "rws", "rloo") else 1,
-                "insomnia": 0.5 if objective_name == "rws" else 1.0}          # rws: wake-phi and sleep-phi
+    bound, _, estimator = objective_name.partition(":")
+    settings = {"particles": 3 if bound in ("iwae", "renyi", "vimco", "rws", "rloo") else 1,
+                "insomnia": 0.5 if bound == "rws" else 1.0,                    # rws: wake-phi and sleep-phi
+                **({"estimator": estimator} if estimator else {})}
     lr = 1e-3 if objective_name == "reinforce" else 0.05       # REINFORCE's raw gradients are huge
     return x, model, guide, settings, lr
+
+
+def objective_of(objective_name: str) -> str:
+    """The objective a CASES name builds: its bound (the estimator is in :func:`case`'s settings)."""
+    return objective_name.partition(":")[0]
 
 
 CASE_IDS = [f"{m}-{g}-{o}-{gk.get('baseline', '')}" for m, g, o, _, gk in CASES]
@@ -121,7 +132,7 @@ def test_replayed_steps_match_the_eager_steps(model_name, guide_name, objective_
     runs = []
     for jit in (False, True):
         m, g = copy.deepcopy((model, guide))        # together: the exact guide reads its model
-        objective = jit_objective(objective_name, jit=jit, **settings)
+        objective = jit_objective(objective_of(objective_name), jit=jit, **settings)
         runs.append(_trajectory(objective, m, g, x, lr=lr))
         assert not any(b.requires_grad for b in g.buffers())          # a replayed update stays out of the graph
     assert_same_trajectory(*runs)

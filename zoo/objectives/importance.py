@@ -97,7 +97,7 @@ IWAE_ESTIMATORS = register_bound("iwae", options=IWAEOptions, default="reparam",
     Estimator.of(MultiSampleDisARM, "disarm", "DisARM's antithetic pair for each of the K samples, the others held "
                  "(Dong, Mnih & Tucker 2020's local multi-sample DisARM): Bernoulli latents, one layer or several "
                  "drawn from x alone, 2K evaluations", lambda k: MultiSampleDisARM(num_particles=k),
-                 needs_bernoulli_latents=True, several_bernoulli_layers=True, ddp=True),
+                 needs_bernoulli_latents=True, several_bernoulli_layers=True, jit=True, ddp=True),
     Estimator("pyro", PYRO_CAVEAT + " (alpha = 0)", lambda k: pyro_renyi(k, 0.0), default_particles=5,
               needs_reparam=True, warmup=True, ddp=True),
 ])
