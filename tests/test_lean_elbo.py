@@ -7,7 +7,7 @@ import torch
 from pyro import poutine
 
 from zoo.objectives import build_objective
-from zoo.objectives.lean import LeanTrace_ELBO
+from zoo.objectives.lean import LeanTrace_ELBO, LeanTraceMeanField_ELBO
 from zoo.registry import build_guide, build_model
 from zoo.training.warmup import KLWarmup
 
@@ -23,50 +23,67 @@ def loss_and_grads(objective, model, guide, *args, seed=3, **kwargs):
     return loss, grads
 
 
-def assert_same(model, guide, *args, lean_expected=True, num_particles=1, vectorize=False, **kwargs):
+#: each lean ELBO and the Pyro class whose numbers it gives
+PAIRS = {"trace": (LeanTrace_ELBO, pyro.infer.Trace_ELBO),
+         "meanfield": (LeanTraceMeanField_ELBO, pyro.infer.TraceMeanField_ELBO)}
+
+
+def assert_same(model, guide, *args, lean_expected=True, num_particles=1, vectorize=False, pair="trace", **kwargs):
     options = dict(num_particles=num_particles, vectorize_particles=vectorize, max_plate_nesting=1)
-    lean = LeanTrace_ELBO(**options)
+    lean_class, pyro_class = PAIRS[pair]
+    lean = lean_class(**options)
     loss, grads = loss_and_grads(lean, model, guide, *args, **kwargs)
     assert lean.lean is lean_expected
-    expected_loss, expected_grads = loss_and_grads(pyro.infer.Trace_ELBO(**options), model, guide, *args, **kwargs)
+    expected_loss, expected_grads = loss_and_grads(pyro_class(**options), model, guide, *args, **kwargs)
     assert loss == pytest.approx(expected_loss, rel=1e-6)
     assert grads.abs().sum() > 0
     torch.testing.assert_close(grads, expected_grads, rtol=1e-5, atol=1e-5)
     pyro.set_rng_seed(4)
     differentiable = lean.differentiable_loss(model, guide, *args, **kwargs)
     pyro.set_rng_seed(4)
-    assert float(differentiable.detach()) == pytest.approx(float(pyro.infer.Trace_ELBO(
+    assert float(differentiable.detach()) == pytest.approx(float(pyro_class(
         **options).differentiable_loss(model, guide, *args, **kwargs).detach()), rel=1e-6)
     pyro.set_rng_seed(5)
     value = lean.loss(model, guide, *args, **kwargs)
     pyro.set_rng_seed(5)
-    assert value == pytest.approx(pyro.infer.Trace_ELBO(**options).loss(model, guide, *args, **kwargs), rel=1e-6)
+    assert value == pytest.approx(pyro_class(**options).loss(model, guide, *args, **kwargs), rel=1e-6)
 
 
 def binary_data(n=7, d=12, seed=0):
     return torch.bernoulli(torch.full((n, d), 0.3), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("name,guide_name", [("vae", "amortized"), ("hvae", "amortized"), ("vae", "iaf"),
-                                             ("vae", "meanfield")])
-@pytest.mark.parametrize("particles,vectorize", [(1, False), (3, True), (2, False)])
-def test_same_as_trace_elbo_on_zoo_models(name, guide_name, particles, vectorize):
+def zoo_cases():
+    """(model, guide, model options) x (K, vectorized) x (lean class); a few of the grid in the default suite."""
+    models = [("vae", "amortized", {}), ("hvae", "amortized", {}),
+              ("vae", "iaf", {}),                                          # no closed-form KL: log p - log q
+              ("vae", "meanfield", {}),
+              ("hvae", "amortized", {"prior": "vampprior", "prior_components": 3})]   # a mixture prior on top
+    particles = [(1, False), (3, True), (2, False)]
+    quick = {(0, 0), (2, 0), (3, 1), (1, 2)}
+    return [pytest.param(*m, *k, pair, marks=() if (i, j) in quick else pytest.mark.slow)
+            for i, m in enumerate(models) for j, k in enumerate(particles) for pair in PAIRS]
+
+
+@pytest.mark.parametrize("name,guide_name,model_kw,particles,vectorize,pair", zoo_cases())
+def test_same_as_pyro_on_zoo_models(name, guide_name, model_kw, particles, vectorize, pair):
     x = binary_data()
     with pyro.validation_enabled(False):
         pyro.set_rng_seed(0)
-        model = build_model(name, x.shape[1])
+        model = build_model(name, x.shape[1], **model_kw)
         guide = build_guide(guide_name, model, num_data=20)
         idx = torch.tensor([0, 3, 4, 8, 11, 15, 19])
-        assert_same(model, guide, x, idx=idx, N=20, num_particles=particles, vectorize=vectorize)
+        assert_same(model, guide, x, idx=idx, N=20, num_particles=particles, vectorize=vectorize, pair=pair)
 
 
-def test_kl_warmup_scale_is_applied():
+@pytest.mark.parametrize("pair", ["trace", "meanfield"])
+def test_kl_warmup_scale_is_applied(pair):
     x = binary_data()
     with pyro.validation_enabled(False), KLWarmup(0.3):
         pyro.set_rng_seed(0)
         model = build_model("vae", x.shape[1])
         guide = build_guide("amortized", model)
-        assert_same(model, guide, x, idx=torch.arange(7), N=7)
+        assert_same(model, guide, x, idx=torch.arange(7), N=7, pair=pair)
 
 
 def masked_model(x):
@@ -109,6 +126,35 @@ def test_masks_scales_factors_and_model_only_sites():
     del model, guide
 
 
+def auxiliary_model(x):
+    with pyro.plate("data", x.shape[0], dim=-1):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        pyro.sample("x", dist.Normal(z.sum(-1), 1.0), obs=x)
+
+
+def auxiliary_guide(x):
+    scale = pyro.param("aux_scale", torch.tensor(0.7), constraint=dist.constraints.positive)
+    with pyro.plate("data", x.shape[0], dim=-1):
+        u = pyro.sample("u", dist.Normal(torch.zeros(x.shape[0]), scale), infer={"is_auxiliary": True})
+        pyro.sample("z", dist.Normal(u[:, None].expand(-1, 2), scale).to_event(1))
+
+
+def test_mean_field_auxiliary_guide_sites():
+    """A guide-only (auxiliary) site adds -log q, as in TraceMeanField_ELBO."""
+    pyro.clear_param_store()
+    x = torch.randn(5)
+    with pyro.validation_enabled(False):
+        auxiliary_guide(x)
+        scale = pyro.get_param_store()["aux_scale"].unconstrained()
+        results = []
+        for objective in (LeanTraceMeanField_ELBO(), pyro.infer.TraceMeanField_ELBO()):
+            scale.grad = None
+            pyro.set_rng_seed(2)
+            results.append((objective.loss_and_grads(auxiliary_model, auxiliary_guide, x), scale.grad.clone()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    torch.testing.assert_close(results[0][1], results[1][1])
+
+
 @pytest.mark.parametrize("validated_first", [True, False])
 def test_score_function_guides_go_to_trace_elbo(validated_first):
     """A Bernoulli guide's gradient needs the score function: seen in a validated step (the zoo's first), no step
@@ -139,9 +185,10 @@ def test_validation_steps_go_to_trace_elbo():
         assert_same(model, guide, x, idx=torch.arange(7), N=7, lean_expected=False)
 
 
-def test_the_auto_estimator_is_lean():
+def test_the_auto_and_analytic_kl_estimators_are_lean():
     assert isinstance(build_objective("elbo", 1), LeanTrace_ELBO)
     assert isinstance(build_objective("elbo", 4), pyro.infer.Trace_ELBO)
+    assert isinstance(build_objective("tracemeanfield"), LeanTraceMeanField_ELBO)
 
 
 def test_param_sites_are_left_out_only_where_no_handler_reads_them():

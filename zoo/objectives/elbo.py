@@ -10,7 +10,8 @@ Its estimators (``--estimator``), each with what it assumes:
   sample so, the score function (no baseline) elsewhere; as :class:`~zoo.objectives.lean.LeanTrace_ELBO`,
   which gives the same numbers with less bookkeeping per step where every guide latent is reparameterized;
 - ``analytic_kl``: Pyro's :class:`~pyro.infer.TraceMeanField_ELBO`, KL(q || p) in closed form
-  where available (reparameterizable guides);
+  where available (reparameterizable guides); as :class:`~zoo.objectives.lean.LeanTraceMeanField_ELBO`,
+  the same numbers with less bookkeeping per step;
 - ``tracegraph``: Pyro's :class:`~pyro.infer.TraceGraph_ELBO`, the Rao-Blackwellized score
   function with the guide's per-datum baselines (:mod:`zoo.objectives.baselines`);
 - ``reinforce``, ``rloo``, ``stl``: the zoo's per-datum estimators (:mod:`zoo.objectives.estimators`);
@@ -24,7 +25,7 @@ Example::
 
     >>> from zoo.objectives import build_objective
     >>> type(build_objective("elbo", estimator="analytic_kl")).__name__, type(build_objective("tracemeanfield")).__name__
-    ('TraceMeanField_ELBO', 'TraceMeanField_ELBO')
+    ('LeanTraceMeanField_ELBO', 'LeanTraceMeanField_ELBO')
 """
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-from pyro.infer import TraceMeanField_ELBO
 
 from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.core.components import OptionError, option
@@ -44,7 +44,7 @@ from zoo.objectives.enum import EnumELBO
 from zoo.objectives.estimators import LeaveOneOutReinforce, Reinforce, StickingTheLanding
 from zoo.objectives.relax import REBAR, RELAX
 from zoo.objectives.free_bits import FreeBitsELBO
-from zoo.objectives.lean import LeanTrace_ELBO
+from zoo.objectives.lean import LeanTrace_ELBO, LeanTraceMeanField_ELBO
 
 __all__ = ["ELBOOptions", "ELBO_ESTIMATORS"]
 
@@ -111,7 +111,7 @@ ELBO_ESTIMATORS = register_bound("elbo", options=ELBOOptions, default="auto", de
               pyro_elbo(LeanTrace_ELBO), warmup=True, jit=True, ddp=True),
     Estimator("analytic_kl", "TraceMeanField_ELBO: analytic KL(q || p) where available (reparameterizable guides "
               "only; with the relaxed guide, the discrete KL: Jang et al.'s objective)",
-              pyro_elbo(TraceMeanField_ELBO), needs_reparam=True, needs_mean_field_guide=True, needs_guide_density=True,
+              pyro_elbo(LeanTraceMeanField_ELBO), needs_reparam=True, needs_mean_field_guide=True, needs_guide_density=True,
               warmup=True, jit=True, ddp=True),
     Estimator("tracegraph", "TraceGraph_ELBO: score function with Rao-Blackwellization and the guide's --baseline "
               "(none, decaying, neural = NVIL), per datum (zoo.objectives.baselines)",

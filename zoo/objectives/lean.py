@@ -25,6 +25,10 @@ to ``Trace_ELBO`` itself wherever that short way would not be the same estimator
 - Pyro's validation on (the zoo's first step of each epoch): ``Trace_ELBO`` checks that model and guide
   match and that every site's shape fits its plates;
 - a ``GuideMessenger`` guide, or vectorized particles with an unknown plate nesting.
+
+:class:`LeanTraceMeanField_ELBO` is ``TraceMeanField_ELBO`` the same way: each latent contributes
+``-KL(q || p)`` in closed form where one is registered (``log p - log q`` of the draw where not), scaled and
+masked as the guide site is, each observed site its ``log_prob``, and a guide-only (auxiliary) site ``-log q``.
 """
 from __future__ import annotations
 
@@ -32,14 +36,15 @@ import pyro.util
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
-from pyro.infer import Trace_ELBO
+from pyro.distributions.kl import kl_divergence
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import _PYRO_STACK
 
 from zoo.core import params
 
-__all__ = ["LeanTrace_ELBO"]
+__all__ = ["LeanTrace_ELBO", "LeanTraceMeanField_ELBO"]
 
 
 class _NotLean(Exception):
@@ -60,6 +65,10 @@ class _Pass(Messenger):
         self.values = values if values is not None else {}
         self.total = 0.0
         self.quiet = False
+
+    @staticmethod
+    def log_prob_sum(fn, msg):
+        return scale_and_mask(fn.log_prob(msg["value"], *msg["args"], **msg["kwargs"]), msg["scale"], msg["mask"]).sum()
 
     def __enter__(self):
         self.quiet = not _PYRO_STACK
@@ -86,14 +95,58 @@ class _Pass(Messenger):
             if msg["is_observed"] or not getattr(fn, "has_rsample", False) or msg["infer"].get("enumerate"):
                 raise _NotLean(msg["name"])
             self.values[msg["name"]] = (msg["value"], msg["infer"])
-        log_p = scale_and_mask(fn.log_prob(msg["value"], *msg["args"], **msg["kwargs"]), msg["scale"], msg["mask"])
-        self.total = self.total + log_p.sum()
+        self.total = self.total + self.log_prob_sum(fn, msg)
+
+    def finish(self, guide_pass: "_Pass"):
+        """-(the particle's surrogate loss), this being the model's pass after ``guide_pass``."""
+        return self.total - guide_pass.total
 
 
-class LeanTrace_ELBO(Trace_ELBO):
-    """``Trace_ELBO`` without the traces where every guide latent is reparameterized (module docstring).
+class _MeanFieldPass(_Pass):
+    """A pass of :class:`LeanTraceMeanField_ELBO`: the guide's pass keeps each latent's message (its log-density
+    is needed only where no closed-form KL is); the model's adds -KL(q || p) per latent, log p per observation."""
 
-    Same constructor, same results; ``lean`` says whether the last step took the short way."""
+    def __init__(self, values=None):
+        super().__init__(values)
+        self.seen = set()
+
+    def _pyro_post_sample(self, msg) -> None:
+        fn = msg["fn"]
+        if type(fn).__name__ == "_Subsample":
+            return
+        if not self.replaying:
+            if msg["is_observed"] or not getattr(fn, "has_rsample", False) or msg["infer"].get("enumerate"):
+                raise _NotLean(msg["name"])
+            self.values[msg["name"]] = (msg["value"], msg["infer"], msg)
+            return
+        if msg["is_observed"]:
+            self.total = self.total + self.log_prob_sum(fn, msg)
+            return
+        recorded = self.values.get(msg["name"])
+        if recorded is None:                            # a model latent the guide lacks: TraceMeanField_ELBO's error
+            raise _NotLean(msg["name"])
+        self.seen.add(msg["name"])
+        q = recorded[2]
+        try:
+            kl = scale_and_mask(kl_divergence(q["fn"], fn), q["scale"], q["mask"])
+        except NotImplementedError:
+            self.total = self.total + self.log_prob_sum(fn, msg) - self.log_prob_sum(q["fn"], q)
+            return
+        self.total = self.total - (kl.sum() if torch.is_tensor(kl) else kl * q["fn"].batch_shape.numel())
+
+    def finish(self, guide_pass: "_Pass"):
+        total = self.total
+        for name, recorded in guide_pass.values.items():
+            if name not in self.seen:                   # an auxiliary guide site: its entropy term
+                total = total - self.log_prob_sum(recorded[2]["fn"], recorded[2])
+        return total
+
+
+class _Lean:
+    """What the lean ELBOs share: the short way where it applies (module docstring), the Pyro class's own
+    methods elsewhere. ``lean`` says whether the last step took the short way."""
+
+    passes = _Pass
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -120,17 +173,17 @@ class LeanTrace_ELBO(Trace_ELBO):
             draws = self.num_particles
         total = 0.0
         for _ in range(draws):
-            q = _Pass()
+            q = self.passes()
             try:
                 with q:
                     guide(*args, **kwargs)
             except _NotLean:
                 self._pyro_only = True                  # a guide's kinds of sites do not change between steps
                 raise
-            p = _Pass(q.values)
+            p = self.passes(q.values)
             with p:
                 model(*args, **kwargs)
-            total = total + (p.total - q.total)
+            total = total + p.finish(q)
         return -total / self.num_particles
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
@@ -168,3 +221,13 @@ class LeanTrace_ELBO(Trace_ELBO):
         loss = float(surrogate)
         pyro.util.warn_if_nan(loss, "loss")
         return loss
+
+
+class LeanTrace_ELBO(_Lean, Trace_ELBO):
+    """``Trace_ELBO`` without the traces where every guide latent is reparameterized (module docstring)."""
+
+
+class LeanTraceMeanField_ELBO(_Lean, TraceMeanField_ELBO):
+    """``TraceMeanField_ELBO`` without the traces (module docstring): closed-form KLs where registered."""
+
+    passes = _MeanFieldPass
