@@ -44,6 +44,7 @@ CASES = [
     ("sbn", "amortized", "arm", {}, {}),                                   # an antithetic pair from kept uniforms
     ("sbn", "amortized", "disarm", {"layers": (6, 4)}, {}),                # two layers of bits drawn from x
     ("sbn", "amortized", "iwae:disarm", {}, {}),                           # multi-sample DisARM: a swap per sample
+    ("sbn", "amortized", "arm", {"layers": (6, 4)}, {"structured": True}),   # a pair per layer, upper layers redrawn
 ]
 
 

@@ -346,8 +346,10 @@ def _list_objectives(objectives, describe) -> None:
                 (name == objectives[bound].capability("default_estimator"), "default"),
                 ((bound, name) in named, f"preset {named.get((bound, name))!r}"),
                 (caps.needs_reparam, "reparameterizable guide"), (caps.needs_enumeration, "small discrete latents"),
-                (caps.needs_bernoulli_latents and caps.several_bernoulli_layers, "binary latents, q of each layer "
-                 "from x alone"),
+                (caps.needs_bernoulli_latents and caps.structured_bernoulli_layers, "binary latents, a pair per layer "
+                 "where the guide is structured"),
+                (caps.needs_bernoulli_latents and caps.several_bernoulli_layers and not caps.structured_bernoulli_layers,
+                 "binary latents, q of each layer from x alone"),
                 (caps.needs_bernoulli_latents and not caps.several_bernoulli_layers, "one layer of binary latents"),
                 (caps.needs_categorical_latents, "one layer of categorical latents"),
                 (not (caps.needs_reparam or caps.needs_enumeration or caps.needs_bernoulli_latents

@@ -221,7 +221,8 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
       bits, of Normal sites);
     - ``local_latents_only``: a model without global latents;
     - ``needs_bernoulli_latents``: one local binary site (or several, with ``several_bernoulli_layers``, drawn from x
-      alone), and a guide of Bernoulli bits (amortized, meanfield);
+      alone, or in turn by a structured guide with ``structured_bernoulli_layers``), and a guide of Bernoulli bits
+      (amortized, meanfield);
     - ``needs_categorical_latents``: one local categorical site in one-hot form, and a guide of categoricals;
     - a guide's ``baseline`` only where the estimator ``uses_baselines``.
     """
@@ -292,11 +293,12 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
             layers = "layers" if several else "one layer"
             return lambda fits: (f"objective {label} takes {layers} of {layer}, and {model.display_name}'s latents "
                                  f"are {what}; use {fits()}")
-        if len(local) > 1 and (guide_options or {}).get("structured"):
+        structured = bool((guide_options or {}).get("structured"))
+        if len(local) > 1 and structured and not caps.structured_bernoulli_layers:
             return lambda fits: (f"objective {label} draws every layer's bits as one antithetic pair, which needs "
                                  f"each layer drawn from x alone, and a structured guide draws q(z2 | z1, x); drop "
                                  f"structured, or use {fits()}")
-        if not gcls.enumerable or (guide_options or {}).get("structured"):
+        if not gcls.enumerable or (structured and not (len(local) > 1 and caps.structured_bernoulli_layers)):
             return lambda fits: (f"objective {label} sets the guide's {sets}, which the {guide!r} guide does not "
                                  f"sample; use the amortized or meanfield guide")
     if caps.local_latents_only and getattr(model, "global_latents", ()):

@@ -73,6 +73,8 @@ class Estimator:
         several_bernoulli_layers: with ``needs_bernoulli_latents``, the model's latents may be several binary
             sites (the layers of an SBN), sampled by a guide that draws each from x alone: then all the layers'
             bits are one vector of independent Bernoulli bits, to which the estimator applies as to one layer.
+        structured_bernoulli_layers: with ``several_bernoulli_layers``, a guide that samples the layers in turn
+            (``structured``, q(z2 | z1, x)) too, by a pair per layer (ARM, DisARM: :mod:`zoo.objectives.arm`).
         needs_categorical_latents: sets the guide's categoricals itself, to swapped Dirichlet actions (ARSM): the
             model's latents one categorical site in one-hot form, sampled by a guide of categoricals.
         warmup: ``kl_warmup`` is defined (the latent terms are weighted, not summed or slept).
@@ -102,6 +104,7 @@ class Estimator:
     local_latents_only: bool = False
     needs_bernoulli_latents: bool = False
     several_bernoulli_layers: bool = False
+    structured_bernoulli_layers: bool = False
     needs_categorical_latents: bool = False
     warmup: bool = False
     jit: bool = False

@@ -129,12 +129,13 @@ ELBO_ESTIMATORS = register_bound("elbo", options=ELBOOptions, default="auto", de
     Estimator("enum", "TraceEnum_ELBO with the guide's discrete sites summed exactly (small latent spaces; "
               "K is not used)", without_free_bits(lambda k: EnumELBO()), needs_enumeration=True, jit=True, ddp=True),
     Estimator.of(ARM, "arm", "ARM's antithetic-pair gradient for Bernoulli latents (Yin & Zhou 2019), one layer or "
-                 "several drawn from x alone, K pairs per datum", without_free_bits(lambda k: ARM(num_particles=k)),
-                 needs_bernoulli_latents=True, several_bernoulli_layers=True, jit=True, ddp=True),
+                 "several (a pair per layer where the guide is structured), K pairs per datum", without_free_bits(lambda k: ARM(num_particles=k)),
+                 needs_bernoulli_latents=True, several_bernoulli_layers=True, structured_bernoulli_layers=True,
+                 jit=True, ddp=True),
     Estimator.of(DisARM, "disarm", "DisARM's antithetic-pair gradient for Bernoulli latents (Dong, Mnih & Tucker "
-                 "2020), one layer or several drawn from x alone, K pairs per datum",
+                 "2020), one layer or several (a pair per layer where the guide is structured), K pairs per datum",
                  without_free_bits(lambda k: DisARM(num_particles=k)), needs_bernoulli_latents=True,
-                 several_bernoulli_layers=True, jit=True, ddp=True),
+                 several_bernoulli_layers=True, structured_bernoulli_layers=True, jit=True, ddp=True),
     Estimator.of(ARSM, "arsm", "ARSM's swapped-Dirichlet gradient for one layer of categorical latents (Yin, Yue & "
                  "Zhou 2019): 1 + C(C-1)/2 evaluations per datum, K draws", without_free_bits(lambda k: ARSM(
                      num_particles=k)), needs_categorical_latents=True, jit=True, ddp=True),
