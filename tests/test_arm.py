@@ -48,6 +48,19 @@ def estimate(name, layers=(3,), structured=False):
     return draws.mean(0), draws.std(0) / math.sqrt(S), draws.var(0), exact, n_model_coords
 
 
+def assert_unbiased(mean, se, exact, n_model):
+    """The mean of the calls lies within Z of its standard errors of the exact gradient in every coordinate that
+    varies (one that never does, an encoder weight of a pixel that is 0 in every datum, equals it), and this test
+    would see the guide's gradient taken twice over (the first ``n_model`` coordinates are the model's)."""
+    varies = se > 0
+    assert torch.allclose(mean[~varies], exact[~varies], atol=1e-12)
+    z = ((mean - exact)[varies] / se[varies]).abs()
+    assert z.max() < Z, f"|estimate - exact| / se: {z.tolist()}"
+    wrong = exact.clone()
+    wrong[n_model:] *= 2
+    assert ((exact - wrong)[varies] / se[varies]).abs().max() > Z + 4
+
+
 @pytest.mark.parametrize("layers", [(3,), (3, 2)], ids=["one-layer", "two-layers"])
 @pytest.mark.parametrize("name", ["arm", "disarm"])
 def test_the_antithetic_gradient_is_unbiased_for_the_enumerated_elbo(name, layers):
@@ -55,13 +68,7 @@ def test_the_antithetic_gradient_is_unbiased_for_the_enumerated_elbo(name, layer
     are one vector of independent Bernoulli bits given x, and one antithetic pair of it is unbiased as for one
     layer."""
     mean, se, _, exact, n_model = estimate(name, layers)
-    varies = se > 0                                       # an encoder weight of a pixel that is 0 in every datum: none
-    assert torch.allclose(mean[~varies], exact[~varies], atol=1e-12)
-    z = ((mean - exact)[varies] / se[varies]).abs()
-    assert z.max() < Z, f"|estimate - exact| / se: {z.tolist()}"
-    wrong = exact.clone()
-    wrong[n_model:] *= 2                                  # the guide's gradient twice over
-    assert ((exact - wrong)[varies] / se[varies]).abs().max() > Z + 4
+    assert_unbiased(mean, se, exact, n_model)
 
 
 @pytest.mark.parametrize("name", [pytest.param("arm", marks=pytest.mark.slow), "disarm"])
@@ -70,13 +77,7 @@ def test_the_per_layer_gradient_is_unbiased_for_a_structured_guide(name):
     with the layers below held and the layers above drawn afresh on each side (module docstring of
     zoo.objectives.arm). The exact gradient is the enumerated ELBO's; one pair for all five bits would be biased."""
     mean, se, _, exact, n_model = estimate(name, (3, 2), structured=True)
-    varies = se > 0
-    assert torch.allclose(mean[~varies], exact[~varies], atol=1e-12)
-    z = ((mean - exact)[varies] / se[varies]).abs()
-    assert z.max() < Z, f"|estimate - exact| / se: {z.tolist()}"
-    wrong = exact.clone()
-    wrong[n_model:] *= 2
-    assert ((exact - wrong)[varies] / se[varies]).abs().max() > Z + 4
+    assert_unbiased(mean, se, exact, n_model)
 
 
 def test_disarm_has_lower_variance_than_arm_for_the_encoder():
