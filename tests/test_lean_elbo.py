@@ -12,6 +12,15 @@ from zoo.registry import build_guide, build_model
 from zoo.training.warmup import KLWarmup
 
 
+@pytest.fixture(autouse=True)
+def empty_param_store():
+    """The hand-written models here keep pyro.param sites in Pyro's global store: emptied before and after each test,
+    so no other test sees them."""
+    pyro.clear_param_store()
+    yield
+    pyro.clear_param_store()
+
+
 def loss_and_grads(objective, model, guide, *args, seed=3, **kwargs):
     """The loss and the flat gradient of every parameter of ``model`` and ``guide`` after one step."""
     params = [p for m in (model, guide) for p in m.parameters()]
@@ -104,7 +113,6 @@ def masked_guide(x):
 
 
 def test_masks_scales_factors_and_model_only_sites():
-    pyro.clear_param_store()
     x = torch.randn(6, 3)
     with pyro.validation_enabled(False):
         masked_model(x), masked_guide(x)                 # create the params
@@ -141,7 +149,6 @@ def auxiliary_guide(x):
 
 def test_mean_field_auxiliary_guide_sites():
     """A guide-only (auxiliary) site adds -log q, as in TraceMeanField_ELBO."""
-    pyro.clear_param_store()
     x = torch.randn(5)
     with pyro.validation_enabled(False):
         auxiliary_guide(x)
