@@ -80,6 +80,21 @@ def test_the_per_layer_gradient_is_unbiased_for_a_structured_guide(name):
     assert_unbiased(mean, se, exact, n_model)
 
 
+@pytest.mark.slow
+def test_one_pair_for_all_bits_is_biased_for_a_structured_guide(monkeypatch):
+    """The control for the per-layer test above: the same structured guide taken as if its layers were drawn from x
+    alone (one antithetic pair for all five bits) is many standard errors off the exact gradient."""
+    def unstructured_view(layers=(3,), structured=False):
+        model, guide, x = setup(layers, structured)
+        guide.structured = False                          # value_and_surrogate then draws one pair for all bits
+        return model, guide, x
+    setup = _setup
+    monkeypatch.setitem(globals(), "_setup", unstructured_view)
+    mean, se, _, exact, _ = estimate("disarm", (3, 2), structured=True)
+    varies = se > 0
+    assert ((mean - exact)[varies] / se[varies]).abs().max() > 3 * Z
+
+
 def test_disarm_has_lower_variance_than_arm_for_the_encoder():
     _, _, arm_var, _, n_model = estimate("arm")
     _, _, disarm_var, _, _ = estimate("disarm")
