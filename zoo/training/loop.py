@@ -88,9 +88,11 @@ def svi_step(loop: Loop, compute, x: torch.Tensor, idx: torch.Tensor, callbacks:
     """One SVI step on the minibatch ``idx``: ``compute(x[idx], idx)``, the loss and its gradients, inside
     the callbacks' step contexts, then the optimizer step, with the callbacks' hooks before and after it.
 
-    Pyro checks distribution arguments (shapes, supports) when ``check_args`` (the first step of each
-    epoch); in the hot loop they are off: the data were validated before training, and non-finite values
-    are caught by the guards."""
+    Pyro checks distribution arguments (shapes, supports) when ``check_args`` (step 0 of each epoch, by
+    position: a run resumed mid-epoch takes the same validated and unvalidated steps as an uninterrupted
+    one, and so the same numbers, since a validated step goes through Pyro's own ELBO classes and the others
+    through :mod:`zoo.objectives.lean`, whose gradients agree to float rounding, not bit for bit); in the hot
+    loop they are off: the data were validated before training, and non-finite values are caught by the guards."""
     loop.guide.on_step(loop.global_step)
     loop.optimizer.zero_grad(set_to_none=True)
     with contextlib.ExitStack() as around:
@@ -138,7 +140,7 @@ def fit(model, guide, objective, x: torch.Tensor, config: Optional[TrainConfig] 
         loop.epoch, loop.steps, first = epoch, len(batches), loop.state.step
         for step in range(first, loop.steps):
             loop.step, loop.global_step = step, epoch * loop.steps + step
-            svi_step(loop, parallel.step, x, batches[step], callbacks, check_args=step == first)
+            svi_step(loop, parallel.step, x, batches[step], callbacks, check_args=step == 0)
         row = {"epoch": epoch + 1, "loss": loop.state.epoch_total / loop.steps, "seconds": time.perf_counter() - t0,
                "valid_elbo": None, "lr": optimizer.param_groups[0]["lr"], **guide.epoch_record()}
         loop.state.epoch, loop.state.step, loop.state.epoch_total = epoch + 1, 0, 0.0
