@@ -43,6 +43,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import _PYRO_STACK
 
 from zoo.core import params
+from zoo.core.weights import is_subsample_site
 
 __all__ = ["LeanTrace_ELBO", "LeanTraceMeanField_ELBO"]
 
@@ -89,7 +90,7 @@ class _Pass(Messenger):
 
     def _pyro_post_sample(self, msg) -> None:
         fn = msg["fn"]
-        if type(fn).__name__ == "_Subsample":          # a plate's indices, pruned by Trace_ELBO too
+        if is_subsample_site(msg):                     # a plate's indices, pruned by Trace_ELBO too
             return
         if not self.replaying:
             if msg["is_observed"] or not getattr(fn, "has_rsample", False) or msg["infer"].get("enumerate"):
@@ -112,7 +113,7 @@ class _MeanFieldPass(_Pass):
 
     def _pyro_post_sample(self, msg) -> None:
         fn = msg["fn"]
-        if type(fn).__name__ == "_Subsample":
+        if is_subsample_site(msg):
             return
         if not self.replaying:
             if msg["is_observed"] or not getattr(fn, "has_rsample", False) or msg["infer"].get("enumerate"):
@@ -157,7 +158,7 @@ class _Lean:
         model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
         if not self._pyro_only:                         # a step Trace_ELBO took: does the guide allow the short way?
             self._pyro_only = any(
-                site["type"] == "sample" and type(site["fn"]).__name__ != "_Subsample" and (
+                site["type"] == "sample" and not is_subsample_site(site) and (
                     site["is_observed"] or not getattr(site["fn"], "has_rsample", False)
                     or site["infer"].get("enumerate")) for site in guide_trace.nodes.values())
         return model_trace, guide_trace
