@@ -78,6 +78,7 @@ from pyro.poutine.messenger import Messenger
 from torch.distributions import biject_to
 
 from zoo.core.distributions import joint_configurations
+from zoo.core.process import map_torch_constants
 from zoo.core.errors import ZooError
 from zoo.core.latents import LATENT_FAMILIES, MANIFOLDS
 from zoo.core.modes import evaluation_mode
@@ -505,6 +506,7 @@ class AnnealedImportanceSampling:
             raise ZooError("AIS got no data to evaluate")
         guide = as_zoo_guide(guide, model)
         check_annealing(model, "AIS", guide, self.path)
+        map_torch_constants()                    # once per process: zoo.core.process
         global_guide = getattr(guide, "global_guide", None)
         with evaluation_mode(model, guide), torch.no_grad():
             if global_guide is None:

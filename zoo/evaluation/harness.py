@@ -47,6 +47,7 @@ from zoo.evaluation.estimators.globals import DATA_ELBO_MAX_PASSES, DATA_ELBO_TA
 from zoo.evaluation.estimators.importance import effective_sample_size, rounding_floor
 from zoo.evaluation.estimators.psis import PSIS_MIN_ESS, PSIS_THRESHOLD, psis_khat, psis_tail_size
 from zoo.evaluation.estimators.views import conditional_log_likelihoods
+from zoo.core.process import map_torch_constants
 
 __all__ = ["evaluate", "bound_per_datum", "conditional_log_likelihoods", "RESULT_KEYS", "PSIS_THRESHOLD",
            "PSIS_MIN_ESS", "bits_per_dim", "psis_khat", "psis_tail_size", "effective_sample_size", "rounding_floor",
@@ -92,6 +93,7 @@ def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int
     datum or ``data_elbo_max_passes`` are done. ``keep_reconstructions`` keeps that many data and the
     decoder's means of their first draw (``result["reconstructions"]``, for the plots).
     """
+    map_torch_constants()                        # once per process: zoo.core.process
     proposal = as_proposal(proposal)
     model.validate_data(x, what="evaluation data")
     from guides.user import as_zoo_guide

@@ -31,6 +31,7 @@ import torch
 from zoo.training.callbacks import Callback, callbacks_for
 from zoo.training.config import TrainConfig, TrainState
 from zoo.training.guards import step_errors
+from zoo.core.process import map_torch_constants
 
 __all__ = ["fit", "Loop", "SingleProcess", "svi_step", "epoch_order"]
 
@@ -130,6 +131,7 @@ def fit(model, guide, objective, x: torch.Tensor, config: Optional[TrainConfig] 
         from zoo.training.prepare import keyword_fit
         return fit(model, **keyword_fit(model, guide, objective, x, optimizer, callbacks, **options), state=state,
                    parallel=parallel)
+    map_torch_constants()                        # once per process: zoo.core.process
     callbacks = callbacks_for(config, *callbacks)
     loop = Loop(model, guide, objective, optimizer, config, state if state is not None else TrainState(), x.shape[0])
     parallel = parallel or SingleProcess(model, guide, objective, x, config.batch_size, config.seed)
