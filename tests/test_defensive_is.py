@@ -298,3 +298,15 @@ def test_a_draw_that_q_gives_no_density_keeps_a_finite_weight():
                          log_q=torch.tensor([-inf, -1.25]))
     swapped = _swap_sites(lw, {"z": torch.tensor([-2.0, -3.0])})
     assert torch.equal(swapped, torch.tensor([-2.5, -3.25]))
+
+
+def test_the_student_t_with_one_df_scores_as_torchs_student_t_after_expand():
+    from zoo.evaluation.defensive import StudentT
+    torch.manual_seed(0)
+    loc, scale = torch.randn(4, 3, dtype=torch.float64), torch.rand(4, 3, dtype=torch.float64) + 0.1
+    for df in (1.0, 5.0, 30.0):
+        ours = StudentT(df, loc, scale).expand((7, 4, 3))
+        assert isinstance(ours, StudentT) and ours._df == df
+        value = ours.sample()
+        assert torch.allclose(ours.log_prob(value), dist.StudentT(df, loc, scale).log_prob(value), atol=1e-12)
+    assert widen(dist.Normal(loc, scale), 2.0, 5.0).__class__ is StudentT
