@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pyro  # noqa: E402
 from common import run_script, write_result  # noqa: E402
 
+from zoo.core.process import map_torch_constants  # noqa: E402
 from zoo.data import load_dataset  # noqa: E402
 from zoo.registry import build_guide, build_model, build_objective  # noqa: E402
 from zoo.experiments.config import resolve_device  # noqa: E402
@@ -142,6 +143,9 @@ def sync(device):
 
 
 def main(argv=None):
+    # every loop runs with torch's constants mapped in, as ``pyro-zoo`` and ``fit`` run (zoo.core.process): a plain
+    # PyTorch process gets that state only by accident, and the first loop to run would otherwise set it for the rest
+    map_torch_constants()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="binarized_mnist")
     p.add_argument("--model", choices=("vae", "hvae"), default="vae",

@@ -34,6 +34,7 @@ import torch  # noqa: E402
 from common import run_script, write_result  # noqa: E402
 from speed import hand_epoch, hand_loss  # noqa: E402
 
+from zoo.core.process import map_torch_constants  # noqa: E402
 from zoo.data import load_dataset  # noqa: E402
 from zoo.registry import build_guide, build_model, build_objective  # noqa: E402
 from zoo.training.loop import epoch_order, fit
@@ -105,6 +106,7 @@ def small(args) -> None:
 
 
 def main(argv=None):
+    map_torch_constants()        # every loop in the state pyro-zoo and fit run in (zoo.core.process; speed.py)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--rounds", type=int, default=4)
