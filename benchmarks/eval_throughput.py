@@ -10,6 +10,11 @@ as a user evaluates it, and each figure is set beside what the machine allows:
   measured float32 matmul rate (the best of 20 products of 1024 x 1024 matrices): no evaluation on this
   machine does the matrix products faster. The rest of an evaluation (a softplus per pixel and sample, the
   draws, the log-densities) is work the count leaves out.
+- **The floor**: one chunk of IS draws as the harness makes it (213 draws of 100 images), in process. The decoder's
+  three matrix products alone, into outputs already allocated, are what no evaluation can beat at these shapes
+  (products with an inner dimension of 50 or 200 run below the 1024 x 1024 rate); the decoder as the model calls it
+  followed by the compiled Bernoulli score (a softplus per logit, read once) is that plus the least of the
+  per-pixel work. Both as multiples of the chunk's FLOP limit.
 - **AIS**: :class:`zoo.evaluation.ais.AnnealedImportanceSampling` in process (no start-up) on N' images, at the
   settings of ``--ais-leapfrog`` etc. Its cost per image per temperature is set beside **one gradient
   evaluation**: log f(z) = log q(z | x) + beta (log p(x, z) - log q(z | x)) and its gradient with respect to z
@@ -136,6 +141,52 @@ def measure_ais(args, run, leapfrog: int, pilot_chains: int) -> dict:
             "over_its_gradients": per_temperature / gradient / needed}
 
 
+def measure_floor(run, rate: float, K: int, repeats: int = 9) -> dict:
+    """What one chunk of IS draws costs at its least (module docstring): the decoder's three matrix products alone,
+    into tensors already allocated, and the decoder as the model calls it followed by the compiled Bernoulli score,
+    on a chunk of the harness's shape ([chunk, 100, 50] draws), in this process, with the command line's process
+    settings (zoo.core.process). Each as a multiple of the products' FLOP limit at the measured matmul rate."""
+    from zoo.core.kernels import bernoulli_log_prob
+    from zoo.core.process import keep_freed_memory
+    keep_freed_memory()
+    decoder = run.model.decoder
+    linears = [m for m in decoder.modules() if isinstance(m, torch.nn.Linear)]
+    x = run.data.test[:EVAL_BATCH]
+    chunk = max(1, MAX_ELEMENTS // (EVAL_BATCH * x.shape[1]))
+    z = torch.randn(chunk, EVAL_BATCH, linears[0].in_features)
+    rows = z.reshape(-1, z.shape[-1])
+    outs = [rows.new_empty(rows.shape[0], m.out_features) for m in linears]
+    weights = [m.weight.detach().t() for m in linears]
+
+    def products():
+        h = rows
+        for w, out in zip(weights, outs):
+            h = torch.mm(h, w, out=out)
+
+    def scored():
+        bernoulli_log_prob(decoder(z), x)
+
+    times = {}
+    with torch.no_grad():
+        for name, fn in (("products", products), ("decoder_and_score", scored)):
+            fn()
+            fn()
+            spans = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                spans.append(time.perf_counter() - t0)
+            times[name] = statistics.median(spans)
+    flops = 2.0 * rows.shape[0] * linear_macs(decoder)
+    limit = flops / (rate * 1e9)
+    return {"chunk_draws": chunk, "images": EVAL_BATCH, "flops": flops, "flop_limit_seconds": limit,
+            "products_seconds": times["products"], "decoder_and_score_seconds": times["decoder_and_score"],
+            "products_over_limit": times["products"] / limit,
+            "decoder_and_score_over_limit": times["decoder_and_score"] / limit,
+            "seconds_per_image_products": times["products"] * K / chunk / EVAL_BATCH,
+            "seconds_per_image_decoder_and_score": times["decoder_and_score"] * K / chunk / EVAL_BATCH}
+
+
 def markdown(data: dict) -> str:
     s = data["is"]
     lines = ["| IS | data | K | seconds | images/s | GFLOP/s | FLOP limit (s) | × limit |", "|---|---|---|---|---|---|---|---|",
@@ -150,6 +201,14 @@ def markdown(data: dict) -> str:
                      f"{a['leapfrog_steps']} | {a['pilot_chains']} | {a['seconds']:.1f} | {a['images_per_second']:.2f} | "
                      f"{a['seconds_per_image_per_temperature'] * 1e3:.3f} ms | {a['gradients_per_temperature']:.2f} | "
                      f"{a['gradients_a_transition_needs']:.2f} | {a['over_its_gradients']:.2f}× |")
+    f = data.get("floor")
+    if f:
+        lines += ["", f"| one chunk of IS draws ({f['chunk_draws']} x {f['images']} images) | ms | × FLOP limit |",
+                  "|---|---|---|",
+                  f"| the decoder's three products alone, outputs allocated | {f['products_seconds'] * 1e3:.1f} | "
+                  f"{f['products_over_limit']:.2f}× |",
+                  f"| the decoder as the model calls it, then the Bernoulli score | "
+                  f"{f['decoder_and_score_seconds'] * 1e3:.1f} | {f['decoder_and_score_over_limit']:.2f}× |"]
     return "\n".join(lines) + "\n"
 
 
@@ -172,6 +231,8 @@ def main(argv=None):
     rate = matmul_gflops(torch.device("cpu"))
     data = {"threads": torch.get_num_threads(), "matmul_gflops": rate, "checkpoint": str(CHECKPOINT.relative_to(
         RESULTS.parent.parent)), "is": measure_is(args, run, rate), "ais": []}
+    data["floor"] = measure_floor(run, rate, args.is_samples)
+    print(data["floor"], flush=True)
     for label, leapfrog, pilot in (("headline settings", 5, 4), ("one leapfrog step, no pilot", 1, 0)):
         data["ais"].append({"label": label, **measure_ais(args, run, leapfrog, pilot)})
         print(data["ais"][-1], flush=True)
