@@ -147,8 +147,9 @@ def measure_floor(run, rate: float, K: int, repeats: int = 9) -> dict:
     on a chunk of the harness's shape ([chunk, 100, 50] draws), in this process, with the command line's process
     settings (zoo.core.process). Each as a multiple of the products' FLOP limit at the measured matmul rate."""
     from zoo.core.kernels import bernoulli_log_prob
-    from zoo.core.process import keep_freed_memory
+    from zoo.core.process import keep_freed_memory, map_torch_constants
     keep_freed_memory()
+    map_torch_constants()
     decoder = run.model.decoder
     linears = [m for m in decoder.modules() if isinstance(m, torch.nn.Linear)]
     x = run.data.test[:EVAL_BATCH]
