@@ -6,7 +6,9 @@
 - the wrapped normal's density integrates to 1 over H^1 and H^2 (quadrature in geodesic polar coordinates,
   volume sinh(r)^(n-1) dr dtheta), and its samples have the expectations that quadrature of that density gives;
 - rsample's gradients (in the location's tangent parameter and in the scale) are finite differences of the
-  same draws (common random numbers: the sampler is a smooth map of Gaussian noise, with no rejection).
+  same draws (common random numbers: the sampler is a smooth map of Gaussian noise, with no rejection);
+- the gyroplane layer's units are Mathieu et al.'s Poincare-ball formula (Mobius sums at 50 digits with mpmath, also
+  at radius 1 - 1e-6), and |asinh(<z, n>_L)| is the distance from z to the gyroplane found by search along it.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.core.hyperbolic import (WrappedNormal, distance, exp_map, exp_origin, from_poincare, log_map, log_origin,
+from zoo.core.hyperbolic import (Gyroplane, WrappedNormal, distance, exp_map, exp_origin, from_poincare, log_map, log_origin,
                                  lorentz_inner, parallel_transport, to_poincare)
 
 Z = 4.5
@@ -128,3 +130,80 @@ def test_rsample_gradients_are_finite_differences_of_the_same_draws():
         fd_s = (f(draws(base, scale + e)).sum() - f(draws(base, scale - e)).sum()) / (2 * h)
         assert gb[i].item() == pytest.approx(fd_b.item(), rel=1e-6, abs=1e-6)
         assert gs[i].item() == pytest.approx(fd_s.item(), rel=1e-6, abs=1e-6)
+
+
+def _mobius_add(x, y):
+    """x (+) y in the Poincare ball (curvature -1), for mpmath vectors."""
+    xy, xx, yy = sum(a * b for a, b in zip(x, y)), sum(a * a for a in x), sum(b * b for b in y)
+    den = 1 + 2 * xy + xx * yy
+    return [((1 + 2 * xy + yy) * a + (1 - xx) * b) / den for a, b in zip(x, y)]
+
+
+def _gyroplane_unit(z_ball, p, a):
+    """Mathieu et al.'s eq. 11 at 50 digits: lambda_p |a| asinh(2 <(-p) (+) z, a> / ((1 - |(-p) (+) z|^2) |a|))."""
+    import mpmath
+    mpmath.mp.dps = 50
+    z_ball, p, a = ([mpmath.mpf(float(v)) for v in u] for u in (z_ball, p, a))
+    w = _mobius_add([-v for v in p], z_ball)
+    norm_a = mpmath.sqrt(sum(v * v for v in a))
+    lam = 2 / (1 - sum(v * v for v in p))
+    inner = sum(u * v for u, v in zip(w, a))
+    return float(lam * norm_a * mpmath.asinh(2 * inner / ((1 - sum(v * v for v in w)) * norm_a)))
+
+
+@pytest.mark.parametrize("n", [2, 5])
+def test_gyroplane_units_are_the_poincare_ball_formula_to_the_boundary(n):
+    torch.manual_seed(n)
+    layer = Gyroplane(n, 4).double()
+    with torch.no_grad():
+        layer.offset.mul_(0).add_(torch.randn(4, n, dtype=torch.float64))      # offsets well away from the origin
+    direction = torch.nn.functional.normalize(torch.randn(6, n, dtype=torch.float64), dim=-1)
+    radius = torch.tensor([0.0, 0.3, 0.9, 0.999, 1 - 1e-5, 1 - 1e-6], dtype=torch.float64)
+    ball = direction * radius[:, None]
+    z = from_poincare(ball)
+    # from_poincare rounds near the boundary: compare with the ball point the layer is actually handed
+    ball = to_poincare(z)
+    got = layer(z)
+    p, a = layer.offsets().detach(), layer.normal.detach()
+    for i in range(z.shape[0]):
+        for k in range(4):
+            want = _gyroplane_unit(ball[i].tolist(), p[k].tolist(), a[k].tolist())
+            assert got[i, k].item() == pytest.approx(want, rel=1e-7, abs=1e-9), (i, k)
+
+
+def test_gyroplane_distance_is_the_distance_to_the_plane_found_by_search_along_it():
+    """In H^2 the gyroplane through p with normal a is the geodesic {p (+) s a_perp : -1 < s < 1} (left cancellation:
+    (-p) (+) (p (+) v) = v); the smallest distance from z to a fine grid of its points is |asinh(<z, n>_L)|."""
+    torch.manual_seed(3)
+    layer = Gyroplane(2, 3).double()
+    with torch.no_grad():
+        layer.offset.copy_(torch.randn(3, 2, dtype=torch.float64))
+    p, a = layer.offsets().detach(), layer.normal.detach()
+    n = layer.plane_normals().detach()
+    z = exp_origin(2.0 * torch.randn(5, 2, dtype=torch.float64))
+    s = torch.tanh(torch.linspace(-18.0, 18.0, 400_001, dtype=torch.float64))
+    for k in range(3):
+        perp = torch.stack([-a[k, 1], a[k, 0]]) / a[k].norm()
+        v = s[:, None] * perp                                                    # points of the ball with <v, a> = 0
+        pv = p[k].expand_as(v)
+        xy, xx, yy = (pv * v).sum(-1, keepdim=True), (pv * pv).sum(-1, keepdim=True), (v * v).sum(-1, keepdim=True)
+        on_plane = from_poincare(((1 + 2 * xy + yy) * pv + (1 - xx) * v) / (1 + 2 * xy + xx * yy))
+        for i in range(z.shape[0]):
+            nearest = distance(z[i].expand_as(on_plane), on_plane).min()
+            exact = torch.asinh(lorentz_inner(z[i], n[k])).abs()
+            assert nearest.item() == pytest.approx(exact.item(), abs=1e-6)
+
+
+def test_gyroplane_gradients_are_finite_differences():
+    torch.manual_seed(0)
+    layer = Gyroplane(3, 2).double()
+    z = exp_origin(torch.randn(4, 3, dtype=torch.float64)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z, a, b: _with(layer, a, b)(z), (z, layer.normal.detach().clone()
+                                    .requires_grad_(True), layer.offset.detach().clone().requires_grad_(True)))
+
+
+def _with(layer, normal, offset):
+    clone = Gyroplane(layer.in_features, layer.out_features).double()
+    del clone.normal, clone.offset
+    clone.normal, clone.offset = normal, offset
+    return clone

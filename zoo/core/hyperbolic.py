@@ -47,9 +47,10 @@ import math
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
+from torch import nn
 from torch.distributions import Transform
 
-__all__ = ["WrappedNormal", "OriginChart", "lorentz_inner", "exp_map", "log_map", "parallel_transport", "exp_origin",
+__all__ = ["WrappedNormal", "Gyroplane", "OriginChart", "lorentz_inner", "exp_map", "log_map", "parallel_transport", "exp_origin",
            "log_origin", "to_poincare", "from_poincare", "distance", "project"]
 
 
@@ -211,3 +212,66 @@ class WrappedNormal(TorchDistribution):
     def mean(self):
         """The Frechet mean is mu (the distribution is symmetric about it in the tangent space)."""
         return self.loc
+
+
+class Gyroplane(nn.Module):
+    """The gyroplane layer of Mathieu et al. (2019), a decoder's first layer that reads z in H^n as hyperbolic geometry.
+
+    Each of the ``out_features`` units has an offset p_k in the Poincare ball and a normal a_k in R^n; its
+    gyroplane is H_k = {y : <(-p_k) (+) y, a_k> = 0} ((+) Mobius addition), the hyperbolic analogue of the affine
+    hyperplane {y : <y - p_k, a_k> = 0}, and the unit reads the signed distance of z to it, scaled as Ganea et al.'s
+    hyperbolic logistic regression scales it::
+
+        f_k(z) = lambda_pk |a_k| asinh( 2 <(-p_k) (+) z, a_k> / ((1 - |(-p_k) (+) z|^2) |a_k|) ),
+        lambda_p = 2 / (1 - |p|^2),
+
+    where |asinh(.)| is the distance d(z, H_k) (Mathieu et al., eq. 11, curvature -1). Written in the Lorentz model
+    it is linear in z inside the asinh, with no Mobius sum to cancel near the boundary: H_k = {y : <y, n_k>_L = 0}
+    for the unit spacelike vector n_k = (lambda <p, a^>, a^ + lambda <p, a^> p), a^ = a / |a|, so
+    f_k(z) = lambda_pk |a_k| asinh(<z, n_k>_L), computed in float64 (``tests/test_hyperbolic.py`` checks it against
+    the Poincare-ball formula and the distance to H_k found by search along it). Where p_k = 0 the unit is
+    2 |a_k| asinh(<z_(1:), a^_k>): the gyroplanes through the origin.
+
+    The offsets are parameterised in the origin's tangent space, p_k = to_poincare(exp_origin(b_k)), b_k in R^n, so
+    every b is a point of the ball; a and b start as ``nn.Linear``'s weight and bias would.
+
+    References:
+        E. Mathieu, C. Le Lan, C. J. Maddison, R. Tomioka and Y. W. Teh, "Continuous Hierarchical Representations
+        with Poincare Variational Auto-Encoders", NeurIPS 2019, https://arxiv.org/abs/1901.06033 (section 3.3).
+        O.-E. Ganea, G. Becigneul and T. Hofmann, "Hyperbolic Neural Networks", NeurIPS 2018,
+        https://arxiv.org/abs/1805.09112.
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        init = nn.Linear(self.in_features, self.out_features)
+        self.normal = nn.Parameter(init.weight.detach().clone())                       # a_k, [out, n]
+        self.offset = nn.Parameter(init.weight.detach().new_empty(self.out_features, self.in_features)
+                                   .uniform_(-1.0, 1.0) * init.bias.detach().abs().max())   # b_k, [out, n]
+
+    def offsets(self) -> torch.Tensor:
+        """p_k, the offsets in the Poincare ball, [out, n], float64."""
+        return to_poincare(exp_origin(self.offset.double()))
+
+    def plane_normals(self) -> torch.Tensor:
+        """n_k, the unit spacelike normals of the gyroplanes in R^(n+1), [out, n + 1], float64."""
+        p, a = self.offsets(), self.normal.double()
+        a_hat = a / a.norm(dim=-1, keepdim=True)
+        lam = 2.0 / (1.0 - (p * p).sum(-1, keepdim=True))
+        pa = lam * (p * a_hat).sum(-1, keepdim=True)
+        return torch.cat([pa, a_hat + pa * p], -1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.shape[-1] != self.in_features + 1:
+            raise ValueError(f"a gyroplane layer on H^{self.in_features} reads points with {self.in_features + 1} "
+                             f"coordinates, got {z.shape[-1]}")
+        n = self.plane_normals()
+        p = self.offsets()
+        scale = 2.0 / (1.0 - (p * p).sum(-1)) * self.normal.double().norm(dim=-1)     # lambda_pk |a_k|
+        zd = z.double()
+        inner = zd[..., 1:] @ n[:, 1:].T - zd[..., :1] * n[:, 0]                     # <z, n_k>_L, [..., out]
+        return (scale * torch.asinh(inner)).to(z.dtype)
+
+    def extra_repr(self) -> str:
+        return f"H^{self.in_features} -> {self.out_features}"
