@@ -207,3 +207,29 @@ def _with(layer, normal, offset):
     del clone.normal, clone.offset
     clone.normal, clone.offset = normal, offset
     return clone
+
+
+def test_the_vae_with_a_gyroplane_decoder_scores_x_by_the_layer_on_z_itself():
+    import pyro
+    import pyro.distributions as dist
+    from zoo.models.vae import VAE
+    torch.manual_seed(0)
+    model = VAE(12, latent_dim=2, hidden=(8,), latent="wrapped-normal", latent_decoder="gyroplane")
+    assert isinstance(model.decoder[0], Gyroplane) and model.decoder[0].in_features == 2
+    x = torch.bernoulli(torch.full((5, 12), 0.4))
+    trace = pyro.poutine.trace(model.model).get_trace(x)
+    z = trace.nodes["z"]["value"]
+    want = dist.Bernoulli(logits=model.decoder(z)).to_event(1).log_prob(x)
+    assert torch.allclose(trace.nodes["x"]["fn"].log_prob(x), want)
+
+
+@pytest.mark.parametrize("flags, says", [(["--latent-decoder", "gyroplane"], "add --latent wrapped-normal"),
+                                         (["--latent", "wrapped-normal", "--latent-decoder", "gyroplane",
+                                           "--activation", "gated"], "another --activation")])
+def test_a_gyroplane_decoder_without_a_hyperbolic_latent_or_an_mlp_is_refused_in_one_line(flags, says, tmp_path,
+                                                                                          capsys):
+    from zoo.cli import main
+    assert main(["train", "vae", "--epochs", "1", "--out", str(tmp_path / "run"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err and "--latent-decoder" in err
+    assert not (tmp_path / "run").exists()

@@ -29,7 +29,7 @@ from typing import Sequence, Tuple
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "GatedDense", "mlp", "lstm_step"]
+__all__ = ["ACTIVATIONS", "GatedDense", "activation_layer", "mlp", "lstm_step"]
 
 ACTIVATIONS = ("tanh", "relu", "gated", "linear")
 
@@ -44,6 +44,15 @@ class GatedDense(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.h(x) * torch.sigmoid(self.g(x))
+
+
+def activation_layer(activation: str) -> nn.Module:
+    """The nonlinearity ``activation`` as a layer: tanh, relu, or linear (the identity). A gated unit is a layer of
+    its own (:class:`GatedDense`), not a nonlinearity after one."""
+    layers = {"tanh": nn.Tanh, "relu": nn.ReLU, "linear": nn.Identity}
+    if activation not in layers:
+        raise ValueError(f"activation must be one of {', '.join(layers)}, got {activation!r}")
+    return layers[activation]()
 
 
 def mlp(sizes: Sequence[int], activation: str = "tanh", final_activation: bool = False) -> nn.Sequential:
@@ -61,7 +70,7 @@ def mlp(sizes: Sequence[int], activation: str = "tanh", final_activation: bool =
             continue
         layers.append(nn.Linear(a, b))
         if hidden and activation != "linear":
-            layers.append(nn.Tanh() if activation == "tanh" else nn.ReLU())
+            layers.append(activation_layer(activation))
     return nn.Sequential(*layers)
 
 

@@ -4,7 +4,9 @@ Generative story, for each datum n = 1..N::
 
     z_n ~ N(0, I_d)                                       (or a learned prior: --prior, zoo.models.priors)
     z_n ~ Uniform(S^(d-1))                                (--latent vmf / power-spherical: zoo.core.latents)
-    z_n ~ WrappedNormal(mu_0, I) on H^d                   (--latent wrapped-normal; f_theta reads log_(mu_0)(z_n))
+    z_n ~ WrappedNormal(mu_0, I) on H^d                   (--latent wrapped-normal; f_theta reads log_(mu_0)(z_n),
+                                                           or, with --latent-decoder gyroplane, z_n's distances
+                                                           to learned gyroplanes: zoo.core.hyperbolic.Gyroplane)
     z_n ~ Bernoulli(1/2)^d on {0, 1}^d                    (--latent bernoulli: binary latents)
     x_n | z_n ~ Bernoulli(sigmoid(f_theta(z_n)))          (likelihood="bernoulli")
     x_n | z_n ~ N(f_theta(z_n), diag(sigma_theta^2))        (likelihood="gaussian")
@@ -42,17 +44,24 @@ from typing import ClassVar, Optional, Sequence, Tuple
 
 import pyro
 import torch
+from torch import nn
 
 from zoo.core.autoregressive import DecoderOptions
 from zoo.core.components import MODELS, option
 from zoo.core.contract import ZooModel
+from zoo.core.errors import OptionError
+from zoo.core.hyperbolic import Gyroplane
 from zoo.core.latents import LATENT_FAMILIES, LatentOptions, latent_site
 from zoo.core.likelihoods import LEGACY_TENSOR_NAMES, LikelihoodOptions, build_likelihood
+from zoo.core.nn import activation_layer
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
 from zoo.models.priors import PriorMixin, PriorOptions, build_prior
 
-__all__ = ["VAE"]
+__all__ = ["VAE", "LATENT_DECODERS"]
+
+#: how the decoder reads z: wrapped (the family's decoder_input, log_(mu_0)(z) on H^d) or gyroplane (H^d only)
+LATENT_DECODERS = ("wrapped", "gyroplane")
 
 
 
@@ -63,6 +72,20 @@ class VAEOptions(LikelihoodOptions, DecoderOptions, PriorOptions, LatentOptions)
 
     latent_dim: int = option(50, "number of latent units", minimum=1, shape=True)
     hidden: Tuple[int, ...] = option((200, 200), "decoder hidden sizes, from z to x", minimum=1, shape=True)
+    latent_decoder: str = option("wrapped", "how the decoder reads a hyperbolic z (--latent wrapped-normal): wrapped "
+                                 "(log_(mu_0)(z) into the MLP) or gyroplane (the first layer's units are distances to "
+                                 "learned gyroplanes; Mathieu et al. 2019)", choices=LATENT_DECODERS, shape=True)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.latent_decoder == "gyroplane":
+            if self.latent != "wrapped-normal":
+                raise OptionError("latent_decoder", f"gyroplane reads a hyperbolic z, and the latent is {self.latent!r}: "
+                                  f"add --latent wrapped-normal, or drop --latent-decoder")
+            if self.decoder != "mlp" or self.activation == "gated":
+                raise OptionError("latent_decoder", "the gyroplane layer replaces the first layer of an mlp decoder "
+                                  "with tanh, relu or linear units: drop --latent-decoder, or use --decoder mlp and "
+                                  "another --activation")
 
 
 @MODELS.register("vae", options=VAEOptions, description="VAE, Gaussian prior (or --latent on the sphere or "
@@ -94,7 +117,8 @@ class VAE(PriorMixin, ZooModel):
                  likelihood: Optional[str] = "bernoulli", prior: str = "standard",
                  prior_components: Optional[int] = None, prior_flows: int = 2, decoder: str = "mlp",
                  channels: Sequence[int] = (32, 32, 32), activation: str = "tanh", levels: Optional[int] = None,
-                 mixtures: int = 5, latent: str = "gaussian", latent_classes: int = 10):
+                 mixtures: int = 5, latent: str = "gaussian", latent_classes: int = 10,
+                 latent_decoder: str = "wrapped"):
         super().__init__(x_dim)
         self.latent_family = latent
         self.latent_dim = int(latent_dim)
@@ -104,8 +128,13 @@ class VAE(PriorMixin, ZooModel):
         self.activation = activation                           # the encoder's too, by default
         px = build_likelihood(likelihood, decoder, x_dim, levels, mixtures)     # p(x | z): zoo.core.likelihoods
         self.likelihood, self.levels = px.name, px.levels
-        decoder_in = LATENT_FAMILIES[latent].decoder_size(self.latent_dim, self.latent_classes)  # d, or d x C one-hot
-        self.decoder = px.network(decoder_in, self.hidden, activation, channels)
+        self.latent_decoder = latent_decoder
+        if latent_decoder == "gyroplane":     # z in H^d read by distances to gyroplanes, then the rest of the MLP
+            self.decoder = nn.Sequential(Gyroplane(self.latent_dim, self.hidden[0]), activation_layer(activation),
+                                         *px.network(self.hidden[0], self.hidden[1:], activation, channels))
+        else:
+            decoder_in = LATENT_FAMILIES[latent].decoder_size(self.latent_dim, self.latent_classes)  # d, d x C one-hot
+            self.decoder = px.network(decoder_in, self.hidden, activation, channels)
         self.px = px
         self.register_buffer("prior_loc", torch.zeros(self.latent_dim))
         self.prior = build_prior(prior, self.latents[0], x_dim, prior_components, prior_flows)
@@ -118,5 +147,6 @@ class VAE(PriorMixin, ZooModel):
         register_module("vae", self)
         with data_plate(x, idx, N, device=self.prior_loc.device):
             z = pyro.sample("z", self.prior())                 # N(0, I) unless --prior or --latent say otherwise
-            h = LATENT_FAMILIES[self.latent_family].decoder_input(z)    # z itself, but log_(mu_0)(z) on H^d
+            h = z if self.latent_decoder == "gyroplane" else LATENT_FAMILIES[self.latent_family].decoder_input(z)
+            # ^ z itself, but log_(mu_0)(z) on H^d unless the gyroplane layer reads z
             pyro.sample("x", self.px(self.decoder, h, observed=x), obs=x)
