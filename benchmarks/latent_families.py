@@ -14,7 +14,9 @@ Protocol: the VAE of Burda et al. (x-200-200-d, tanh, or --hidden; the encoder m
 likelihood for binary data and a Gaussian one (learned per-dimension scale) otherwise, the amortized guide, the
 ELBO (Trace_ELBO, one sample), Adam lr 1e-3, batch 100, seed 0, --epochs epochs, scored on --eval-limit test
 data. d is the ambient dimension of the sphere (d = 2 is the circle S^1, a 1-D manifold) and the dimension of
-H^d (whose points have d + 1 coordinates; the decoder reads log_(mu_0)(z) in R^d). The guide's concentration is
+H^d (whose points have d + 1 coordinates; the decoder reads log_(mu_0)(z) in R^d, or, for
+wrapped-normal-gyroplane, z itself through a first layer of distances to learned gyroplanes, Mathieu et al.'s
+geodesic decoder). The guide's concentration is
 softplus(.) + 1, as in Davidson et al.'s code. The papers train to convergence with early stopping (Davidson et
 al.: up to 1000 epochs, their own smaller MLPs, dynamically binarized MNIST); the figures here are at the stated
 CPU budget, on static binarization, and are not the papers' setting.
@@ -25,6 +27,9 @@ CPU budget, on static binarization, and are not the papers' setting.
         --eval-samples 1000 --name latent_families_tree --out runs/latent_families_tree
     python benchmarks/latent_families.py --dataset digits --epochs 200 --eval-samples 1000 \\
         --name latent_families_digits --out runs/latent_families_digits
+    python benchmarks/latent_families.py --dataset branching_diffusion --dims 2,5 --hidden 200 --epochs 200 \\
+        --eval-samples 1000 --families gaussian,wrapped-normal,wrapped-normal-gyroplane \\
+        --name latent_families_tree_gyroplane --out runs/latent_families_tree_gyroplane
 """
 from __future__ import annotations
 
@@ -38,7 +43,15 @@ from common import fail, grid_parser, run_grid, run_script  # noqa: E402
 
 from zoo.experiments.config import RunConfig  # noqa: E402
 
-FAMILIES = ("gaussian", "vmf", "power-spherical", "wrapped-normal")
+#: the latent families, and wrapped-normal-gyroplane: H^d read by the gyroplane layer (--latent-decoder gyroplane)
+FAMILIES = ("gaussian", "vmf", "power-spherical", "wrapped-normal", "wrapped-normal-gyroplane")
+
+
+def family_options(family: str) -> dict:
+    """The run options of a --families entry."""
+    if family == "wrapped-normal-gyroplane":
+        return {"latent": "wrapped-normal", "latent_decoder": "gyroplane"}
+    return {"latent": family}
 DATASETS = ("binarized_mnist", "digits", "branching_diffusion")
 DIMS = (2, 5, 10, 20)
 
@@ -81,7 +94,7 @@ def main(argv=None):
         common["hidden"] = hidden
     if likelihood != "bernoulli":
         common["likelihood"] = likelihood
-    runs = [(f"{family}-d{d}", RunConfig.make(latent=family, latent_dim=d, **common), None)
+    runs = [(f"{family}-d{d}", RunConfig.make(**family_options(family), latent_dim=d, **common), None)
             for d in dims for family in families]
     run_grid(args.name, f"Latent families at the same budget ({args.dataset})", runs, Path(args.out),
              __doc__.split("Protocol:")[1].split("\n\n")[0].strip().replace("\n", " "),
