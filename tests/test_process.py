@@ -91,3 +91,11 @@ def test_every_read_only_page_of_torchs_cpu_library_is_resident_after_mapping_an
     assert out["before"] < 0.9 * out["total"]           # a fresh process has touched only part of them
     assert out["after"] >= 0.999 * out["total"]         # all of them, so no masked load meets an absent page
     assert out["again"] == 0                            # once per process
+
+
+def test_an_unreadable_proc_leaves_the_process_as_it_is(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError("no /proc here")
+    monkeypatch.setattr(process, "_MAPPED", None)
+    monkeypatch.setattr(process, "_read_only_mappings", refuse)
+    assert process.map_torch_constants() == 0

@@ -99,7 +99,11 @@ def map_torch_constants() -> int:
     libc = _libc()
     if libc is not None:
         libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    for start, end in _read_only_mappings(_torch_cpu_library(torch)):
+    try:
+        spans = list(_read_only_mappings(_torch_cpu_library(torch)))
+    except OSError:                                         # /proc unreadable (a sandbox): leave things as they are
+        return 0
+    for start, end in spans:
         if libc is None or libc.madvise(start, end - start, _MADV_POPULATE_READ) != 0:
             for page in range(start, end, _PAGE):          # a kernel before 5.14: one read per page
                 ctypes.string_at(page, 1)
