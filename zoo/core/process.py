@@ -5,13 +5,13 @@
 ``torch.compile`` generates call) handles special cases with AVX-512 *masked* loads of constants from the
 library's read-only data. Where the mask is all zeros nothing is read, but the load still names its address, and
 if that page has never been touched the processor cannot suppress the fault without a microcode assist: hundreds of
-cycles per load, on every call, because a suppressed fault never maps the page in. Measured on the 2-core AMD EPYC
+cycles per load, on every call, because a suppressed fault never maps the page in. Found on the 2-core AMD EPYC
 VM of 2026-11-26 (``perf record`` put 80% of ``Sleef_finz_log1pf16_u10avx512f``'s samples on the instruction after
-one such load): ``torch.log1p`` of 213 x 100 x 784 floats on one thread took 147 ms in a fresh process and 16.5 ms
-once the library's read-only pages were mapped; a training step of the 784-200-200-50 VAE went from about 8.5 to
-6.3 ms. Any call that happens to read a constant on the same page has the same effect, which is why the
-evaluation was fast after the Student-t's ``torch.lgamma`` and slow without it (``benchmarks/kernel_state.py``
-measures both states). :func:`map_torch_constants` asks the kernel to map every read-only page of torch's CPU
+one such load); ``benchmarks/kernel_state.py`` measures it: the compiled Bernoulli kernel and ATen's softplus and
+binary cross-entropy ran five to six times faster once the library's read-only pages were mapped
+(``benchmarks/results/kernel_state.json``). Any call that happens to read a constant on the same page has the
+same effect, which is why the evaluation was fast after the Student-t's ``torch.lgamma`` and slow without it (the
+script measures that state too). :func:`map_torch_constants` asks the kernel to map every read-only page of torch's CPU
 library, ``libtorch_cpu.so``, into the process (``madvise(MADV_POPULATE_READ)``, Linux 5.14 and later; elsewhere
 one read per page): about 60 MiB of file-backed pages, shared with every other process that loaded them, in
 about 50 ms, once.
@@ -21,10 +21,9 @@ about 50 ms, once.
 with a fresh ``mmap`` and gives it back to the kernel on ``free``; it also gives back the top of its heap beyond the
 *trim threshold*. Every new block of that size is then new pages, and the kernel faults each 4 KiB page in and
 zeroes it on first touch. The evaluation's chunks are such blocks: importance sampling on MNIST holds 2**24
-decoder outputs at once (64 MiB of logits), allocated and freed once per chunk. On the same VM the 21350 x 200 x 784
-product behind a chunk's logits ran at 131 GFLOP/s into a new tensor and at 181 GFLOP/s into one already touched.
-:func:`keep_freed_memory` raises both thresholds (``mallopt``), so freed blocks stay in the process's heap and the
-next chunk reuses their pages; PyTorch's CPU tuning guide reaches the same end by preloading jemalloc or tcmalloc,
+decoder outputs at once (64 MiB of logits), allocated and freed once per chunk, each time faulted in afresh
+(``tests/test_process.py`` counts the faults). :func:`keep_freed_memory` raises both thresholds (``mallopt``), so
+freed blocks stay in the process's heap and the next chunk reuses their pages; PyTorch's CPU tuning guide reaches the same end by preloading jemalloc or tcmalloc,
 which a ``pip install`` cannot do. The cost is memory the process keeps after a peak (its resident size does not
 shrink until it exits), so the command line sets it for its own process and the library does not. It does nothing
 where the C library is not glibc, where the user chose glibc's settings through its environment variables
