@@ -22,7 +22,8 @@ with a fresh ``mmap`` and gives it back to the kernel on ``free``; it also gives
 *trim threshold*. Every new block of that size is then new pages, and the kernel faults each 4 KiB page in and
 zeroes it on first touch. The evaluation's chunks are such blocks: importance sampling on MNIST holds 2**24
 decoder outputs at once (64 MiB of logits), allocated and freed once per chunk, each time faulted in afresh
-(``tests/test_process.py`` counts the faults). :func:`keep_freed_memory` raises both thresholds (``mallopt``), so freed blocks stay in the process's heap and the
+(``tests/test_process.py`` counts the faults). :func:`keep_freed_memory` raises both thresholds (``mallopt``),
+so freed blocks stay in the process's heap and the
 next chunk reuses their pages; PyTorch's CPU tuning guide reaches the same end by preloading jemalloc or tcmalloc,
 which a ``pip install`` cannot do. The cost is memory the process keeps after a peak (its resident size does not
 shrink until it exits), so the command line sets it for its own process and the library does not. It does nothing
