@@ -42,6 +42,7 @@ PAGES = (1 << 24) * 4 // 4096        # the pages of one such tensor
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
 def test_freed_chunks_are_reused_where_the_setting_is_made_and_faulted_in_again_where_not():
     done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
@@ -83,6 +84,7 @@ print(json.dumps({"before": before, "after": after, "total": total, "mapped": ma
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
 def test_every_read_only_page_of_torchs_cpu_library_is_resident_after_mapping_and_not_before():
     done = subprocess.run([sys.executable, "-c", MAPPED], capture_output=True, text=True, check=True)

@@ -616,13 +616,13 @@ COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compare": c
 def main(argv: Optional[List[str]] = None) -> int:
     import signal
     import warnings
-    from zoo.core.process import keep_freed_memory, map_torch_constants
+    from zoo.core.process import keep_freed_memory
     from zoo.training.interrupts import exit_code, handle_stop_signals, stopped_message
-    keep_freed_memory()                    # freed tensors' pages stay in the process (zoo.core.process)
-    map_torch_constants()                  # and torch's math constants are mapped in once
     warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor.*")
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     handle_stop_signals()                  # SIGINT and SIGTERM stop in one line (zoo.training.interrupts)
+    keep_freed_memory()                    # freed tensors' pages stay in the process (zoo.core.process); torch's
+    #                                        constants are mapped in where a command computes (fit, evaluate, AIS)
     try:
         args = build_parser().parse_args(argv)
         COMMANDS[args.command](args)
