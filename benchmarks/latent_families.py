@@ -12,7 +12,7 @@ so the crossover, if any, shows in one table.
 
 Protocol: the VAE of Burda et al. (x-200-200-d, tanh, or --hidden; the encoder mirrors it), a Bernoulli
 likelihood for binary data and a Gaussian one (learned per-dimension scale) otherwise, the amortized guide, the
-ELBO (Trace_ELBO, one sample), Adam lr 1e-3, batch 100, seed 0, --epochs epochs, scored on --eval-limit test
+ELBO (Trace_ELBO, one sample), Adam lr 1e-3, batch 100, seed 0 (or --seed), --epochs epochs, scored on --eval-limit test
 data. d is the ambient dimension of the sphere (d = 2 is the circle S^1, a 1-D manifold) and the dimension of
 H^d (whose points have d + 1 coordinates; the decoder reads log_(mu_0)(z) in R^d, or, for
 wrapped-normal-gyroplane, z itself through a first layer of distances to learned gyroplanes, Mathieu et al.'s
@@ -63,6 +63,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--dims", default=",".join(map(str, DIMS)), help="latent dimensions d, comma-separated")
     p.add_argument("--families", default=",".join(FAMILIES), help="latent families, comma-separated")
+    p.add_argument("--seed", type=int, default=0, help="the runs' seed (default 0)")
     p.add_argument("--name", default="latent_families", help="result file name in benchmarks/results")
     args = p.parse_args(argv)
     families = args.families.split(",")
@@ -87,7 +88,7 @@ def main(argv=None):
     likelihood = "bernoulli" if args.dataset in ("binarized_mnist", "digits") else "gaussian"
 
     common = dict(model="vae", dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, batch_size=100,
-                  seed=0, device=args.device, eval_samples=args.eval_samples, eval_limit=args.eval_limit, iwae_k=50,
+                  seed=args.seed, device=args.device, eval_samples=args.eval_samples, eval_limit=args.eval_limit, iwae_k=50,
                   guide="amortized", objective="elbo", lr=1e-3)
     # options given only where they differ from the VAE's defaults, so a run folder of the defaults resumes as one
     if hidden != [200, 200]:
