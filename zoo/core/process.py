@@ -6,15 +6,14 @@
 library's read-only data. Where the mask is all zeros nothing is read, but the load still names its address, and
 if that page has never been touched the processor cannot suppress the fault without a microcode assist: hundreds of
 cycles per load, on every call, because a suppressed fault never maps the page in. Found on the 2-core AMD EPYC
-VM of 2026-11-26 (``perf record`` put 80% of ``Sleef_finz_log1pf16_u10avx512f``'s samples on the instruction after
+VM of 2026-11-26 (``perf record`` put most of ``Sleef_finz_log1pf16_u10avx512f``'s samples on the instruction after
 one such load); ``benchmarks/kernel_state.py`` measures it: the compiled Bernoulli kernel and ATen's softplus and
 binary cross-entropy ran five to six times faster once the library's read-only pages were mapped
 (``benchmarks/results/kernel_state.json``). Any call that happens to read a constant on the same page has the
 same effect, which is why the evaluation was fast after the Student-t's ``torch.lgamma`` and slow without it (the
 script measures that state too). :func:`map_torch_constants` asks the kernel to map every read-only page of torch's CPU
 library, ``libtorch_cpu.so``, into the process (``madvise(MADV_POPULATE_READ)``, Linux 5.14 and later; elsewhere
-one read per page): about 60 MiB of file-backed pages, shared with every other process that loaded them, in
-about 50 ms, once.
+one read per page): file-backed pages, shared with every other process that loaded them, mapped once per process.
 
 **Freed memory kept** (:func:`keep_freed_memory`). PyTorch allocates CPU tensors with the C library's
 ``malloc``. glibc serves a block above its *mmap threshold* (128 KiB at start, raised by itself to at most 32 MiB)
