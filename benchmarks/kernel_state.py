@@ -2,7 +2,8 @@
 
 Observed on the 2-core AMD EPYC VM of 2026-11-26: the evaluation's compiled Bernoulli kernel
 (``zoo.core.kernels.bernoulli_log_prob``, a softplus per logit summed over the pixels) and ATen's own softplus,
-log1p and binary cross-entropy ran 4-9x slower in a fresh process than after one ``torch.lgamma`` of one element.
+log1p and binary cross-entropy ran five to six times slower in a fresh process than after one ``torch.lgamma`` of one
+element.
 The cause (``perf record``; :mod:`zoo.core.process`): SLEEF's AVX-512 functions in ``libtorch_cpu.so`` make masked
 loads of constants whose mask is all zeros, from read-only pages the process has never touched, and each such load
 takes a microcode assist, on every call. ``torch.lgamma`` happens to read a constant on that page; mapping the
