@@ -16,6 +16,7 @@
 #   OUT=folder PYRO_ZOO_GIT_COMMIT=sha bash benchmarks/gpu_checklist.sh DATA_DIR     # on the GPU machine
 #   GPU_CHECK_STAGES="env test_cuda draw_ais" DRAW_RUN=.gpu_runs/draw_t16 ...   # a chosen few stages
 #   GPU_CHECK_SMOKE=1 OUT=/tmp/out bash benchmarks/gpu_checklist.sh ../shared/data   # tiny sizes, any machine
+#   GPU_CHECK_SUFFIX=_h100 ...      # result names end in _cuda_h100, beside another card's _cuda files
 #
 # On 2026-11-26's H200 the stages took 10, 52, 69, 109 and 37 s, and ais_hvae ran out of its 190 s limit in the
 # headline's second K = 5000 pass, which ais_mnist.py no longer makes when --limit covers the test split.
@@ -30,6 +31,7 @@ DATA=${1:?usage: OUT=folder bash benchmarks/gpu_checklist.sh DATA_DIR}
 : "${OUT:?set OUT to the folder for the logs and results.tgz}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg PYRO_ZOO_OFFLINE=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 SMOKE=${GPU_CHECK_SMOKE:-0}
+SUFFIX=${GPU_CHECK_SUFFIX:-}
 DEVICE=cuda
 if [ "$SMOKE" = 1 ]; then DEVICE=cpu; fi
 mkdir -p "$OUT" runs/gpu
@@ -70,18 +72,18 @@ stage env 20 bash -c "nvidia-smi -L; python3 -c 'import torch, jax, pyro, zoo; p
 torch.cuda.get_device_name(), jax.__version__, jax.devices(), pyro.__version__, zoo.__file__)'"
 stage test_cuda 100 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
 stage speed 140 python3 benchmarks/speed.py --data-dir "$DATA" --device cuda --rounds 8 --segment 10000 --numpyro \
-    --name speed_cuda
+    --name speed_cuda${SUFFIX}
 stage ais_elbo 200 python3 benchmarks/ais_mnist.py --data-dir "$DATA" --runs elbo --headline --limit 10000 \
     --temperatures 100,400 --chains 8 --bdmc-data 200 --bdmc-temperatures 100,200 --ais-batch-size 10000 \
-    --out runs/gpu/ais --runs-dir runs/gpu/headline --name ais_mnist_elbo_cuda
+    --out runs/gpu/ais --runs-dir runs/gpu/headline --name ais_mnist_elbo_cuda${SUFFIX}
 stage ais_hvae 190 python3 benchmarks/ais_mnist.py --data-dir "$DATA" --runs hvae --headline --limit 10000 \
     --temperatures 100,400 --chains 8 --bdmc-data 200 --bdmc-temperatures 100,200 --ais-batch-size 10000 \
-    --out runs/gpu/ais --runs-dir runs/gpu/headline --name ais_mnist_hvae_cuda
+    --out runs/gpu/ais --runs-dir runs/gpu/headline --name ais_mnist_hvae_cuda${SUFFIX}
 stage speed_iw 40 python3 benchmarks/speed.py --data-dir "$DATA" --device cuda --rounds 3 --segment 5000 \
-    --objective iwae --particles 50 --name speed_cuda_iwae50
+    --objective iwae --particles 50 --name speed_cuda_iwae50${SUFFIX}
 if [[ "$STAGES" == *" draw_"* ]]; then
     : "${DRAW_RUN:?set DRAW_RUN to a trained DRAW run folder (checkpoint.pt and config.json) for the draw stages}"
 fi
 stage draw_ais 300 python3 benchmarks/ais_mnist.py --data-dir "$DATA" --folders "draw_t16=${DRAW_RUN:-}" --limit 100 \
     --is-samples 1000 --temperatures 400 --chains 4 --bdmc-data 0 --ais-batch-size 100 --out runs/gpu/ais \
-    --name ais_draw_mnist_cuda
+    --name ais_draw_mnist_cuda${SUFFIX}
