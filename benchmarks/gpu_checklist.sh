@@ -23,6 +23,8 @@
 # On the second H200 lease (7910fec) env and test_cuda took 12 and 51 s; DRAW's AIS at T = 100 and 400 on 500 images
 # did not finish in 240 s, nor T = 1600 on 100 in 200 s: each HMC gradient runs DRAW's 16-step recurrence, which
 # keeps a GPU latency-bound, so the stage is now one T on the CPU file's 100 images.
+# On an H100 (888138d) env, test_cuda, speed and speed_iw took 7, 37, 47 and 25 s; DRAW's AIS at T = 800 on the 100
+# images did not finish in 320 s (IS at K = 1000 did), so draw_ais stays at T = 400, which the CPU file already has.
 # Result files go to benchmarks/results/ of the copy (names ending in _cuda); bring results.tgz back, unpack it
 # into the checkout and run `pyro-zoo report benchmarks/results`.
 set -uo pipefail
