@@ -35,6 +35,7 @@ from __future__ import annotations
 import pyro.util
 import torch
 from pyro import poutine
+from pyro.distributions import Independent
 from pyro.distributions.util import scale_and_mask
 from pyro.distributions.kl import kl_divergence
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
@@ -52,9 +53,33 @@ class _NotLean(Exception):
     """Raised inside a pass at a site the short way does not cover; the step goes to ``Trace_ELBO``."""
 
 
+def _add(sums, scale, term, sign: int) -> None:
+    """Add ``sign * term`` to ``sums[scale]``, kept as a (plus, minus) pair so that no negation is computed."""
+    entry = sums.setdefault(scale, [None, None])
+    i = 0 if sign > 0 else 1
+    entry[i] = term if entry[i] is None else entry[i] + term
+
+
+def _merge(into, sums, sign: int) -> None:
+    """``into += sign * sums``, scale by scale."""
+    for scale, (plus, minus) in sums.items():
+        for s, term in ((sign, plus), (-sign, minus)):
+            if term is not None:
+                _add(into, scale, term, s)
+
+
+#: Pyro's and torch's ``Independent``: their ``log_prob`` sums the base's over the event dims, which the pass sums anyway
+_INDEPENDENT = (Independent, torch.distributions.Independent)
+
+
 class _Pass(Messenger):
     """One run of the guide (``values`` None: record each latent's value) or of the model (replay ``values``
-    into its latent sites), adding every sample site's scaled, masked ``log_prob`` sum to ``total``.
+    into its latent sites), adding up every sample site's scaled, masked ``log_prob`` sum.
+
+    The sums are kept per scale (``sums``: scale -> (plus, minus)): every site of the data plate carries the
+    same scale N/B, so a step multiplies by it once, after adding the sites, rather than once per site; an
+    unmasked ``Independent`` site's base density is summed directly, since the pass sums over the event dims
+    anyway. A site with a mask or a tensor scale is scaled and masked on its own, as ``Trace_ELBO`` does.
 
     With no handler outside it (the training loop's step), nothing reads the zoo modules' ``param`` sites, and
     :func:`zoo.core.params.register_module` leaves them out for the pass (``params.quiet``). Under an outer
@@ -64,12 +89,21 @@ class _Pass(Messenger):
         super().__init__()
         self.replaying = values is not None
         self.values = values if values is not None else {}
-        self.total = 0.0
+        self.sums = {}
         self.quiet = False
 
     @staticmethod
     def log_prob_sum(fn, msg):
-        return scale_and_mask(fn.log_prob(msg["value"], *msg["args"], **msg["kwargs"]), msg["scale"], msg["mask"]).sum()
+        """``(scale, sum)``: the site's log-density summed over every dim, to be multiplied by ``scale``."""
+        scale, mask = msg["scale"], msg["mask"]
+        if mask is None and isinstance(scale, (int, float)):
+            while type(fn) in _INDEPENDENT:
+                fn = fn.base_dist
+            return float(scale), fn.log_prob(msg["value"], *msg["args"], **msg["kwargs"]).sum()
+        return 1.0, scale_and_mask(fn.log_prob(msg["value"], *msg["args"], **msg["kwargs"]), scale, mask).sum()
+
+    def add(self, fn, msg, sign: int = 1) -> None:
+        _add(self.sums, *self.log_prob_sum(fn, msg), sign)
 
     def __enter__(self):
         self.quiet = not _PYRO_STACK
@@ -96,11 +130,14 @@ class _Pass(Messenger):
             if msg["is_observed"] or not getattr(fn, "has_rsample", False) or msg["infer"].get("enumerate"):
                 raise _NotLean(msg["name"])
             self.values[msg["name"]] = (msg["value"], msg["infer"])
-        self.total = self.total + self.log_prob_sum(fn, msg)
+        self.add(fn, msg)
 
     def finish(self, guide_pass: "_Pass"):
-        """-(the particle's surrogate loss), this being the model's pass after ``guide_pass``."""
-        return self.total - guide_pass.total
+        """The particle's ELBO (log p - log q) as per-scale sums, this being the model's pass after ``guide_pass``."""
+        sums = {}
+        _merge(sums, self.sums, 1)
+        _merge(sums, guide_pass.sums, -1)
+        return sums
 
 
 class _MeanFieldPass(_Pass):
@@ -121,7 +158,7 @@ class _MeanFieldPass(_Pass):
             self.values[msg["name"]] = (msg["value"], msg["infer"], msg)
             return
         if msg["is_observed"]:
-            self.total = self.total + self.log_prob_sum(fn, msg)
+            self.add(fn, msg)
             return
         recorded = self.values.get(msg["name"])
         if recorded is None:                            # a model latent the guide lacks: TraceMeanField_ELBO's error
@@ -129,18 +166,23 @@ class _MeanFieldPass(_Pass):
         self.seen.add(msg["name"])
         q = recorded[2]
         try:
-            kl = scale_and_mask(kl_divergence(q["fn"], fn), q["scale"], q["mask"])
+            kl = kl_divergence(q["fn"], fn)
         except NotImplementedError:
-            self.total = self.total + self.log_prob_sum(fn, msg) - self.log_prob_sum(q["fn"], q)
+            self.add(fn, msg)
+            self.add(q["fn"], q, -1)
             return
-        self.total = self.total - (kl.sum() if torch.is_tensor(kl) else kl * q["fn"].batch_shape.numel())
+        if torch.is_tensor(kl):
+            _add(self.sums, 1.0, scale_and_mask(kl, q["scale"], q["mask"]).sum(), -1)
+        else:
+            _add(self.sums, 1.0, scale_and_mask(kl, q["scale"], q["mask"]) * q["fn"].batch_shape.numel(), -1)
 
     def finish(self, guide_pass: "_Pass"):
-        total = self.total
         for name, recorded in guide_pass.values.items():
             if name not in self.seen:                   # an auxiliary guide site: its entropy term
-                total = total - self.log_prob_sum(recorded[2]["fn"], recorded[2])
-        return total
+                self.add(recorded[2]["fn"], recorded[2], -1)
+        sums = {}
+        _merge(sums, self.sums, 1)
+        return sums
 
 
 class _Lean:
@@ -172,7 +214,7 @@ class _Lean:
             model, guide, draws = self._vectorized_num_particles(model), self._vectorized_num_particles(guide), 1
         else:
             draws = self.num_particles
-        total = 0.0
+        sums = {}
         for _ in range(draws):
             q = self.passes()
             try:
@@ -184,8 +226,13 @@ class _Lean:
             p = self.passes(q.values)
             with p:
                 model(*args, **kwargs)
-            total = total + p.finish(q)
-        return -total / self.num_particles
+            _merge(sums, p.finish(q), 1)
+        total = None                                    # -(1/K) sum_scale scale * (plus - minus), one product per scale
+        for scale, (plus, minus) in sums.items():
+            term = plus if minus is None else (-minus if plus is None else plus - minus)
+            term = term * (-scale / self.num_particles)
+            total = term if total is None else total + term
+        return total if total is not None else 0.0
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         try:
