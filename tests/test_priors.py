@@ -23,6 +23,25 @@ def mixture_by_loop(logits, loc, scale, z):
     return torch.logsumexp(torch.stack(terms), 0)
 
 
+@pytest.mark.parametrize("batch,value", [((3,), (3,)), ((3,), (5, 3)), ((2, 3), (3,)), ((), (4,))])
+def test_the_standard_normal_is_torchs_normal_at_zero_and_one(batch, value):
+    """Its log-density in any broadcast, its expand, its registered KL and its samples are Normal(0, 1)'s."""
+    from zoo.core.distributions import StandardNormal
+    d = StandardNormal(torch.zeros(batch), torch.ones(batch))
+    reference = Normal(torch.zeros(batch), torch.ones(batch))
+    z = torch.randn(value, requires_grad=True)
+    torch.testing.assert_close(d.log_prob(z), reference.log_prob(z))
+    (grad,) = torch.autograd.grad(d.log_prob(z).sum(), z)
+    torch.testing.assert_close(grad, -z.detach() * torch.broadcast_shapes(batch, value).numel() / z.numel())
+    e = d.expand((6,) + batch)
+    assert type(e) is StandardNormal and e.batch_shape == (6,) + batch
+    w = torch.randn((6,) + batch)
+    torch.testing.assert_close(e.log_prob(w), reference.expand((6,) + batch).log_prob(w))
+    q = Normal(torch.full(batch, 0.3), torch.full(batch, 0.7))
+    torch.testing.assert_close(torch.distributions.kl_divergence(q, d), torch.distributions.kl_divergence(q, reference))
+    assert d.sample((2,)).shape == (2,) + batch
+
+
 def test_mixture_log_density_is_the_sum_over_components():
     torch.manual_seed(0)
     logits, loc, scale = torch.randn(5, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64), \

@@ -70,6 +70,7 @@ from scipy.special import ndtr, ndtri
 from zoo.core.errors import ZooError
 from zoo.core.levels import levels_of, pixel_levels_table
 from zoo.core.modes import evaluation_mode
+from zoo.core.distributions import StandardNormal
 from zoo.rules import COMPRESS_NEEDS_NORMAL, check_compress, compress_levels
 
 __all__ = ["BitsBackCoder", "coded_sites", "PRECISION_BITS", "DEFAULT_LATENT_BITS", "MAX_LATENT_BITS"]
@@ -107,7 +108,7 @@ def _unwrap(fn):
 
 def _normal(fn, what: str) -> Tuple[np.ndarray, np.ndarray]:
     base = _unwrap(fn)
-    if type(base) not in (dist.Normal, torch.distributions.Normal):
+    if type(base) not in (dist.Normal, torch.distributions.Normal, StandardNormal):
         raise COMPRESS_NEEDS_NORMAL.error(f"a real latent's {what} is a {type(fn).__name__}")
     return (base.loc.detach().double().reshape(-1).cpu().numpy(), base.scale.detach().double().reshape(-1).cpu().numpy())
 

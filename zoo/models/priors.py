@@ -66,6 +66,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from zoo.core.contract import Borrowed, LatentSite
+from zoo.core.distributions import StandardNormal
 from zoo.core.errors import ZooError
 from zoo.core.latents import FamilyPrior
 from zoo.core.params import register_module
@@ -179,9 +180,10 @@ class StandardPrior(LearnedPrior):
     def __init__(self, site: LatentSite):
         super().__init__(site)
         self.register_buffer("loc", torch.zeros(self.dim), persistent=False)   # checkpoints hold no constant
+        self.register_buffer("scale", torch.ones(self.dim), persistent=False)
 
     def forward(self):
-        return dist.Normal(self.loc, 1.0).to_event(1)
+        return StandardNormal(self.loc, self.scale).to_event(1)     # Normal(0, 1), scored in fewer operations
 
 
 class MixturePrior(LearnedPrior):
