@@ -99,9 +99,11 @@ def site_distribution(site: LatentSite, raw: torch.Tensor) -> dist.TorchDistribu
     batch = raw.shape[:-1]
     if site.support == "real":
         loc, s = raw.chunk(2, dim=-1)
-        shape = site.unconstrained_shape
-        return constrain(site, dist.Normal(loc.reshape(batch + shape),
-                                           (F.softplus(s) + 1e-5).reshape(batch + shape)).to_event(len(shape)))
+        shape = batch + site.unconstrained_shape
+        scale = F.softplus(s) + 1e-5
+        if loc.shape != shape:                         # a vector site's already are: no view in the graph
+            loc, scale = loc.reshape(shape), scale.reshape(shape)
+        return constrain(site, dist.Normal(loc, scale).to_event(len(site.unconstrained_shape)))
     if site.support in MANIFOLDS:
         return LATENT_FAMILIES[site.family].posterior(raw)
     return discrete_distribution(site, raw.reshape(batch + site.logits_shape))

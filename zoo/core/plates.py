@@ -34,4 +34,5 @@ def data_plate(x: Optional[torch.Tensor], idx: Optional[torch.Tensor] = None,
         if N is not None and N != B:
             raise ValueError(f"a minibatch of {B} out of N={N} needs its indices idx")
         return pyro.plate("data", B, dim=-1, device=x.device)
-    return pyro.plate("data", N if N is not None else B, subsample=idx, dim=-1)
+    # device: Pyro's plate otherwise makes a tensor on every entry to find the default device
+    return pyro.plate("data", N if N is not None else B, subsample=idx, dim=-1, device=getattr(idx, "device", None))
