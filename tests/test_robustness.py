@@ -274,6 +274,20 @@ def test_a_non_finite_gradient_is_caught_even_when_the_loss_is_finite():
     check_finite(1.0, [p, q], epoch=1, step=3, global_step=10, objective=pyro.infer.Trace_ELBO())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), None])
+def test_the_finiteness_check_finds_every_non_finite_value_and_changes_none(dtype, bad):
+    from zoo.training.guards import any_non_finite
+    tensors = [torch.randn(4, 3, dtype=dtype), torch.randn(5, dtype=dtype), torch.randn(2, 2, dtype=dtype)[:, 0]]
+    if bad is not None:
+        tensors[2][1] = bad                            # in the last tensor, a non-contiguous view
+    before = [t.clone() for t in tensors]
+    assert any_non_finite(tensors) is (bad is not None)
+    for a, b in zip(tensors, before):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    assert any_non_finite([]) is False
+
+
 def test_keep_best_scores_the_epoch_with_the_best_validation_elbo(tmp_path, monkeypatch):
     """Validation ELBOs scripted to peak at epoch 2 of 4: best.pt holds exactly the model and guide
     after epoch 2 (a 2-epoch run of the same config is the reference), and both the run's own

@@ -15,9 +15,10 @@ from typing import Optional, Tuple
 import torch
 
 from zoo.core.errors import ZooError
-from zoo.usercode.errors import user_code_errors
+from zoo.usercode.errors import user_code_errors, user_line
 
-__all__ = ["NonFiniteError", "check_finite", "check_parameters", "check_validation", "step_errors",
+__all__ = ["NonFiniteError", "any_non_finite", "check_finite", "check_parameters", "check_validation", "step_errors",
+           "nan_warnings_silenced",
            "invalid_values_refusal"]
 
 #: Pyro's ``warn_if_nan`` warnings ("Encountered NaN: loss"): the loop reports a non-finite loss itself, in one line.
@@ -37,16 +38,35 @@ class NonFiniteError(ZooError):
         self.epoch, self.step = epoch, step
 
 
+def any_non_finite(tensors) -> bool:
+    """Whether any of the floating-point ``tensors`` holds NaN or inf, in one fused pass per device and one sync.
+
+    The pass is ``torch._amp_foreach_non_finite_check_and_unscale_``, the kernel with which PyTorch's
+    ``GradScaler`` checks gradients: it sets a flag where it meets a non-finite value and multiplies by an
+    inverse scale, here exactly 1, which leaves every value (and the tensors' version counters) as it is.
+    On a CPU at the small models' sizes it costs a fraction of a norm per tensor (``torch._foreach_norm``
+    runs one kernel per tensor and reduces across threads), and the training loop checks twice a step."""
+    by_device = {}
+    for t in tensors:
+        by_device.setdefault(t.device, []).append(t)
+    flags = []
+    with torch.no_grad():
+        for device, group in by_device.items():
+            found = torch.zeros(1, device=device)
+            torch._amp_foreach_non_finite_check_and_unscale_(group, found, torch.ones(1, device=device))
+            flags.append(found)
+    if not flags:
+        return False
+    return bool((flags[0] if len(flags) == 1 else sum(f.cpu() for f in flags)).item())
+
+
 def check_finite(loss: float, params, epoch: int, step: int, global_step: int, objective) -> None:
     """Stop before a non-finite loss or gradient reaches the parameters (or a checkpoint)."""
     bad = None
     if not math.isfinite(loss):
         bad = f"loss {loss}"
-    else:
-        grads = [p.grad for p in params if p.grad is not None]
-        # one fused norm per tensor and a single sync: any NaN/inf makes the sum non-finite
-        if grads and not math.isfinite(torch.stack(torch._foreach_norm(grads)).sum().item()):
-            bad = "gradient"
+    elif any_non_finite([p.grad for p in params if p.grad is not None]):
+        bad = "gradient"
     if bad:
         raise NonFiniteError(f"non-finite {bad} at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1}) "
                              f"with {type(objective).__name__}; {ADVICE}", epoch + 1, step + 1)
@@ -54,7 +74,7 @@ def check_finite(loss: float, params, epoch: int, step: int, global_step: int, o
 
 def check_parameters(params, epoch: int, step: int, global_step: int) -> None:
     """Stop when the optimizer step has made a parameter NaN or inf, before it can be checkpointed."""
-    if params and not math.isfinite(torch.stack(torch._foreach_norm(params)).sum().item()):
+    if any_non_finite(params):
         raise NonFiniteError(f"non-finite parameters after the optimizer step at epoch {epoch + 1}, step {step + 1} "
                              f"(global step {global_step + 1}); {ADVICE}", epoch + 1, step + 1)
 
@@ -79,29 +99,46 @@ def invalid_values_refusal(error: ValueError) -> Optional[Tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def step_errors(name: str, objective, epoch: int, step: Optional[int]):
-    """One training step (``step``) or the validation pass after ``epoch`` (``step`` None), with Pyro's
-    NaN warnings silenced and its failures in one line: a distribution refusing NaN arguments is a
-    :class:`NonFiniteError`; a value outside its site's support says the guide and model disagree; an
-    exception raised in the user's own model code names its file and line (as the trial run of
-    :mod:`zoo.models.pyro_model` does); anything else is a bug and keeps its traceback."""
-    where = (f"epoch {epoch + 1}, step {step + 1}" if step is not None
-             else f"the validation pass after epoch {epoch + 1}")
+def nan_warnings_silenced():
+    """Pyro's NaN warnings ("Encountered NaN: loss") silenced: the training loop reports a non-finite loss
+    itself, in one line (:func:`check_finite`). ``fit`` sets it once around its epochs, not once per step."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_NAN_WARNINGS)
-        try:
+        yield
+
+
+class step_errors:
+    """One training step (``step``) or the validation pass after ``epoch`` (``step`` None), its failures in one
+    line: a distribution refusing NaN arguments is a :class:`NonFiniteError`; a value outside its site's
+    support says the guide and model disagree; an exception raised in the user's own model code names its
+    file and line (as the trial run of :mod:`zoo.models.pyro_model` does); anything else is a bug and keeps
+    its traceback. A class, not a generator: entered every step, it costs nothing until something fails."""
+
+    def __init__(self, name: str, objective, epoch: int, step: Optional[int]):
+        self.name, self.objective, self.epoch, self.step = name, objective, epoch, step
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if error is None or isinstance(error, ZooError) or not isinstance(error, Exception):
+            return False
+        epoch, step, name = self.epoch, self.step, self.name
+        where = (f"epoch {epoch + 1}, step {step + 1}" if step is not None
+                 else f"the validation pass after epoch {epoch + 1}")
+        if user_line(error):                            # raised in the user's own code: one line naming it
             with user_code_errors(name, f"at {where}"):
-                yield
-        except ValueError as e:
-            refusal = invalid_values_refusal(e)
-            if refusal is None:
-                raise
-            kind, support = refusal
-            if kind == "value":                     # a value, not a parameter: no NaN involved
-                raise ZooError(f"{name} at {where} with {type(objective).__name__}: a latent's value is outside "
-                               f"the support {support} of its model site's distribution, so the guide samples "
-                               f"values of another form than the model declares; give the guide and the model's "
-                               f"site the same support") from None
-            raise NonFiniteError(f"non-finite values in a distribution's parameters at {where} with "
-                                 f"{type(objective).__name__}; {ADVICE}", epoch + 1,
-                                 None if step is None else step + 1) from None
+                raise error
+        if isinstance(error, ValueError):
+            refusal = invalid_values_refusal(error)
+            if refusal is not None:
+                kind, support = refusal
+                if kind == "value":                     # a value, not a parameter: no NaN involved
+                    raise ZooError(f"{name} at {where} with {type(self.objective).__name__}: a latent's value is "
+                                   f"outside the support {support} of its model site's distribution, so the guide "
+                                   f"samples values of another form than the model declares; give the guide and the "
+                                   f"model's site the same support") from None
+                raise NonFiniteError(f"non-finite values in a distribution's parameters at {where} with "
+                                     f"{type(self.objective).__name__}; {ADVICE}", epoch + 1,
+                                     None if step is None else step + 1) from None
+        return False
