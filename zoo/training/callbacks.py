@@ -3,7 +3,7 @@
 A callback overrides the hooks it needs, each given the running :class:`~zoo.training.loop.Loop` (and the
 epoch's history row), as Lightning's and pythae's trainers hand theirs::
 
-    step_context(loop)              a context manager around the step's loss and gradients
+    step_context(loop)              a context manager around the step's loss and gradients (or None)
     on_before_optimizer_step(loop)  the gradients are there, the parameters not yet changed
     on_step_end(loop)               after the optimizer step
     on_epoch_end(loop, row)         the epoch's row is in loop.state.history; a callback may add to it
@@ -17,7 +17,6 @@ bar.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, List, Optional
 
 import torch
@@ -35,7 +34,7 @@ class Callback:
     """The hooks of :func:`~zoo.training.loop.fit`, each doing nothing here (see the module docstring)."""
 
     def step_context(self, loop):
-        return contextlib.nullcontext()
+        return None
 
     def on_before_optimizer_step(self, loop) -> None:
         pass
@@ -70,7 +69,7 @@ class KLWarmupSchedule(Callback):
 
     def step_context(self, loop):
         beta = kl_warmup_weight(loop.global_step, self.epochs * loop.steps)
-        return KLWarmup(beta) if beta < 1.0 else contextlib.nullcontext()
+        return KLWarmup(beta) if beta < 1.0 else None
 
     def on_epoch_end(self, loop, row: dict) -> None:
         if loop.epoch < self.epochs:

@@ -30,7 +30,7 @@ import torch
 
 from zoo.training.callbacks import Callback, callbacks_for
 from zoo.training.config import TrainConfig, TrainState
-from zoo.training.guards import step_errors
+from zoo.training.guards import nan_warnings_silenced, step_errors
 from zoo.core.process import map_torch_constants
 
 __all__ = ["fit", "Loop", "SingleProcess", "svi_step", "epoch_order"]
@@ -84,22 +84,16 @@ class Loop:
         return step_errors(name, self.objective, self.epoch, step)
 
 
-def svi_step(loop: Loop, compute, x: torch.Tensor, idx: torch.Tensor, callbacks: Sequence[Callback],
-             check_args: bool) -> None:
+def svi_step(loop: Loop, compute, x: torch.Tensor, idx: torch.Tensor, callbacks: Sequence[Callback]) -> None:
     """One SVI step on the minibatch ``idx``: ``compute(x[idx], idx)``, the loss and its gradients, inside
-    the callbacks' step contexts, then the optimizer step, with the callbacks' hooks before and after it.
-
-    Pyro checks distribution arguments (shapes, supports) when ``check_args`` (step 0 of each epoch, by
-    position: a run resumed mid-epoch takes the same validated and unvalidated steps as an uninterrupted
-    one, and so the same numbers, since a validated step goes through Pyro's own ELBO classes and the others
-    through :mod:`zoo.objectives.lean`, whose gradients agree to float rounding, not bit for bit); in the hot
-    loop they are off: the data were validated before training, and non-finite values are caught by the guards."""
+    the callbacks' step contexts, then the optimizer step, with the callbacks' hooks before and after it."""
     loop.guide.on_step(loop.global_step)
     loop.optimizer.zero_grad(set_to_none=True)
     with contextlib.ExitStack() as around:
-        around.enter_context(pyro.validation_enabled(pyro.infer.util.is_validation_enabled() and check_args))
         for callback in callbacks:
-            around.enter_context(callback.step_context(loop))
+            context = callback.step_context(loop)
+            if context is not None:
+                around.enter_context(context)
         around.enter_context(loop.errors(loop.step))
         loop.loss = compute(x[idx], idx)
     for callback in callbacks:
@@ -136,17 +130,35 @@ def fit(model, guide, objective, x: torch.Tensor, config: Optional[TrainConfig] 
     loop = Loop(model, guide, objective, optimizer, config, state if state is not None else TrainState(), x.shape[0])
     parallel = parallel or SingleProcess(model, guide, objective, x, config.batch_size, config.seed)
     loop.train()
+    validating = pyro.infer.util.is_validation_enabled()
+    with nan_warnings_silenced(), pyro.validation_enabled(False):
+        _epochs(loop, parallel, x, callbacks, validating)
+    return loop.state.history
+
+
+def _epochs(loop: Loop, parallel, x: torch.Tensor, callbacks: Sequence[Callback], validating: bool) -> None:
+    """The epochs of :func:`fit`, with Pyro's validation off but in the first step of each epoch (when it
+    was on): the data were validated before training, and non-finite values are caught by the guards.
+
+    Validation goes by the step's position: a run resumed mid-epoch takes the same validated and unvalidated
+    steps as an uninterrupted one, and so the same numbers (a validated step goes through Pyro's own ELBO
+    classes and the others through :mod:`zoo.objectives.lean`, whose gradients agree to float rounding, not
+    bit for bit)."""
+    config, optimizer, guide = loop.config, loop.optimizer, loop.guide
     for epoch in range(loop.state.epoch, config.epochs):
         t0 = time.perf_counter()
         batches = parallel.batches(epoch)
         loop.epoch, loop.steps, first = epoch, len(batches), loop.state.step
         for step in range(first, loop.steps):
             loop.step, loop.global_step = step, epoch * loop.steps + step
-            svi_step(loop, parallel.step, x, batches[step], callbacks, check_args=step == 0)
+            if step == 0 and validating:
+                with pyro.validation_enabled(True):
+                    svi_step(loop, parallel.step, x, batches[step], callbacks)
+            else:
+                svi_step(loop, parallel.step, x, batches[step], callbacks)
         row = {"epoch": epoch + 1, "loss": loop.state.epoch_total / loop.steps, "seconds": time.perf_counter() - t0,
                "valid_elbo": None, "lr": optimizer.param_groups[0]["lr"], **guide.epoch_record()}
         loop.state.epoch, loop.state.step, loop.state.epoch_total = epoch + 1, 0, 0.0
         loop.state.history.append(row)
         for callback in callbacks:
             callback.on_epoch_end(loop, row)
-    return loop.state.history
