@@ -127,3 +127,12 @@ def test_real_binarized_mnist_checksums():
     data = load_binarized_mnist(Path(__file__).resolve().parents[2] / "shared/data", download=False)
     assert data.train.shape == (50000, 784) and data.test.shape == (10000, 784)
     assert array_sha256(data.test.numpy().astype(np.uint8)) == BINARIZED_MNIST_SHA256["test"]
+
+
+@pytest.mark.parametrize("values,binary", [([0, 1, 1, 0], True), ([0.0, 1.0], True), ([True, False], True),
+                                           ([0, 2], False), ([0.0, float("nan")], False), ([0.5, 1.0], False),
+                                           ([-1, 0], False), ([255, 0], False)])
+def test_the_binary_check_accepts_exactly_zeros_and_ones(values, binary):
+    from zoo.data.dataset import only_zeros_and_ones
+    for dtype in ({np.uint8, np.float32, np.float64} if all(float(v) in (0.0, 1.0) for v in values) else {None}):
+        assert only_zeros_and_ones(np.asarray(values, dtype=dtype)) is binary

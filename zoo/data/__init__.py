@@ -37,7 +37,7 @@ from zoo.core.errors import ZooError
 from zoo.core.components import DATASETS, Component, NoOptions, OptionError
 from zoo.core.views import ViewSite
 from zoo.data.headers import read_npz_arrays
-from zoo.data.dataset import SPLITS, Dataset, as_tensor, split_indices
+from zoo.data.dataset import SPLITS, Dataset, as_tensor, only_zeros_and_ones, split_indices
 from zoo.data.files import load_data_file, looks_like_path
 from zoo.data.torchvision_files import load_cifar10, load_fashion_mnist256, load_mnist256
 
@@ -179,7 +179,7 @@ def read_amat(path: Path, num_features: int = 784) -> np.ndarray:
         a = np.asarray(rows, dtype=np.float64)
     except ValueError:
         raise ZooError(f"{path} is corrupt: it has non-numeric values; delete it and download it again") from None
-    if not np.isin(a, (0.0, 1.0)).all():
+    if not only_zeros_and_ones(a):
         raise ZooError(f"{path} is corrupt: values other than 0 and 1; delete it and download it again")
     return a.astype(np.uint8)
 
@@ -204,7 +204,7 @@ def read_npz(path: Path, num_features: Optional[int] = None) -> Dict[str, np.nda
                            f"and dtype {a.dtype}")
         if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
             raise ZooError(f"{path}: array {s!r} contains NaN or infinite values; clean the file")
-        if not np.isin(a, (0, 1)).all():
+        if not only_zeros_and_ones(a):
             raise ZooError(f"{path}: array {s!r} has values other than 0 and 1; binarize it first")
         dims.add(a.shape[1])
     if len(dims) != 1:

@@ -11,7 +11,7 @@ from zoo.core.errors import ZooError
 from zoo.core.views import ViewSite
 from zoo.data.kinds import ColumnKinds, column_kinds, merge_kinds
 
-__all__ = ["Dataset", "SPLITS", "as_tensor", "split_indices"]
+__all__ = ["Dataset", "SPLITS", "as_tensor", "split_indices", "only_zeros_and_ones"]
 
 SPLITS = ("train", "valid", "test")
 
@@ -79,3 +79,9 @@ def split_indices(n: int, n_valid: int, n_test: int, seed: int = 0):
 
 def as_tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def only_zeros_and_ones(a: np.ndarray) -> bool:
+    """Whether every value of ``a`` is 0 or 1 (NaN is neither): two comparisons in one pass each, where
+    ``np.isin`` sorts; on MNIST's training split it was the slowest step of loading the file."""
+    return bool(((a == 0) | (a == 1)).all())

@@ -48,7 +48,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from zoo.core.errors import ZooError
-from zoo.data.dataset import SPLITS, Dataset, as_tensor, split_indices
+from zoo.data.dataset import SPLITS, Dataset, as_tensor, only_zeros_and_ones, split_indices
 from zoo.data.headers import read_npy, read_npz_arrays
 
 __all__ = ["FILE_SUFFIXES", "DEFAULT_SPLIT", "looks_like_path", "load_data_file", "read_file_bytes",
@@ -164,7 +164,7 @@ def finished_dataset(path: Path, digest: str, data: Dict[str, np.ndarray], covs:
         raise ZooError(f"{path}: the splits have different numbers of values per datum {sorted(dims)}")
     if levels is not None:
         _check_levels(flat, levels, path)
-    binary = all(bool(np.isin(flat[s], (0, 1)).all()) for s in SPLITS)
+    binary = all(only_zeros_and_ones(flat[s]) for s in SPLITS)
     covariate_dim = sum(arrays["train"].shape[1] for arrays in cov_flat.values())
     rows = {s: np.concatenate([flat[s]] + [cov_flat[c][s] for c in covariate_names], axis=1)
             if covariate_names else flat[s] for s in SPLITS}
