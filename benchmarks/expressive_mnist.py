@@ -107,7 +107,7 @@ DRAW without attention at the same 25 epochs (reads x and the error image whole,
 al.'s 87.40), on two threads:
 
     python benchmarks/expressive_mnist.py --data-dir ../shared/data --epochs 25 --threads 2 \
-        --eval-samples 500 --eval-limit 1000 --runs draw_t16_noattention --name draw_mnist25_noattention
+        --eval-samples 500 --eval-limit 1000 --runs draw_t16_noattention --name draw_mnist25_draw_t16_noattention
 """
 from __future__ import annotations
 
