@@ -138,7 +138,8 @@ def fit(model, guide, objective, x: torch.Tensor, config: Optional[TrainConfig] 
 
 def _epochs(loop: Loop, parallel, x: torch.Tensor, callbacks: Sequence[Callback], validating: bool) -> None:
     """The epochs of :func:`fit`, with Pyro's validation off but in the first step of each epoch (when it
-    was on): the data were validated before training, and non-finite values are caught by the guards.
+    was on): the data were validated before training, and non-finite values are caught by the guards. The
+    callbacks' epoch-end work (the validation ELBO, checkpoints) runs with it off too.
 
     Validation goes by the step's position: a run resumed mid-epoch takes the same validated and unvalidated
     steps as an uninterrupted one, and so the same numbers (a validated step goes through Pyro's own ELBO
