@@ -103,11 +103,11 @@ DRAW at a 2-core budget (issue 52, item 5; T = 16 steps cost about 2.5 minutes a
         --eval-samples 500 --eval-limit 1000 --runs draw_t16 --name draw_mnist25_draw_t16
     python benchmarks/expressive_mnist.py --collect --runs draw_t16 --name draw_mnist --run-prefix draw_mnist25
 
-DRAW without attention at the same 25 epochs (reads x and the error image whole, writes the whole canvas; Gregor et
-al.'s 87.40), on two threads:
+DRAW without attention (reads x and the error image whole, writes the whole canvas; Gregor et al.'s 87.40) at the
+15 epochs of ``draw_mnist_draw_t16``, on two threads (about 2.7 minutes an epoch):
 
-    python benchmarks/expressive_mnist.py --data-dir ../shared/data --epochs 25 --threads 2 \
-        --eval-samples 500 --eval-limit 1000 --runs draw_t16_noattention --name draw_mnist25_draw_t16_noattention
+    python benchmarks/expressive_mnist.py --data-dir ../shared/data --epochs 15 --threads 2 \
+        --eval-samples 500 --eval-limit 1000 --runs draw_t16_noattention --name draw_mnist_draw_t16_noattention
 """
 from __future__ import annotations
 
