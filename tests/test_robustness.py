@@ -288,6 +288,19 @@ def test_the_finiteness_check_finds_every_non_finite_value_and_changes_none(dtyp
     assert any_non_finite([]) is False
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf"), None])
+def test_the_finiteness_check_works_without_the_fused_kernel(monkeypatch, bad):
+    from zoo.training.guards import any_non_finite
+
+    def missing(*args, **kwargs):
+        raise NotImplementedError("no such kernel on this device")
+    monkeypatch.setattr(torch, "_amp_foreach_non_finite_check_and_unscale_", missing)
+    tensors = [torch.randn(3), torch.randn(2, 2)]
+    if bad is not None:
+        tensors[1][1, 0] = bad
+    assert any_non_finite(tensors) is (bad is not None)
+
+
 def test_keep_best_scores_the_epoch_with_the_best_validation_elbo(tmp_path, monkeypatch):
     """Validation ELBOs scripted to peak at epoch 2 of 4: best.pt holds exactly the model and guide
     after epoch 2 (a 2-epoch run of the same config is the reference), and both the run's own

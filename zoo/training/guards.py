@@ -45,7 +45,8 @@ def any_non_finite(tensors) -> bool:
     ``GradScaler`` checks gradients: it sets a flag where it meets a non-finite value and multiplies by an
     inverse scale, here exactly 1, which leaves every value (and the tensors' version counters) as it is.
     On a CPU at the small models' sizes it costs a fraction of a norm per tensor (``torch._foreach_norm``
-    runs one kernel per tensor and reduces across threads), and the training loop checks twice a step."""
+    runs one kernel per tensor and reduces across threads), and the training loop checks twice a step. On a
+    device without that kernel, each tensor is checked on its own."""
     by_device = {}
     for t in tensors:
         by_device.setdefault(t.device, []).append(t)
@@ -53,7 +54,10 @@ def any_non_finite(tensors) -> bool:
     with torch.no_grad():
         for device, group in by_device.items():
             found = torch.zeros(1, device=device)
-            torch._amp_foreach_non_finite_check_and_unscale_(group, found, torch.ones(1, device=device))
+            try:
+                torch._amp_foreach_non_finite_check_and_unscale_(group, found, torch.ones(1, device=device))
+            except (RuntimeError, NotImplementedError):     # a device without the fused check: one per tensor
+                found = torch.stack([t.isfinite().all() for t in group]).all().logical_not().float().reshape(1)
             flags.append(found)
     if not flags:
         return False
