@@ -17,6 +17,8 @@ Runs (each at the same budget of --epochs epochs):
   ``hvae_standard_gated``, inferred top-down by the ladder guide (``guides/ladder.py``: the Ladder VAE's
   precision-weighted merge, or NVAE's residual one) instead of bottom-up; same decoder, budget and warm-up, so the
   paired differences against ``hvae_standard_gated`` isolate the inference direction;
+- ``hvae_ladder_vampprior_gated``: ``hvae_vampprior_gated`` (VampPrior on z2) inferred top-down by the ladder
+  guide's precision-weighted merge, paired against ``hvae_vampprior_gated`` (bottom-up) at the same budget;
 - ``vae_hvi8``: ``vae_standard``'s VAE with the hamiltonian guide (``guides/hamiltonian.py``): the amortized Normal
   moved by 8 tempered leapfrog steps on log p(x, z), trained by the augmented ELBO; its -ELBO is that augmented
   bound, its NLL the importance-sampled one (unbiased for p(x) with the augmented weights), paired against
@@ -138,6 +140,8 @@ RUNS = {
     "hvae_ladder_gated": ("hvae", {"activation": "gated"}, "ladder", {}, "elbo", 1, 81.74),
     "hvae_ladder_residual_gated": ("hvae", {"activation": "gated"}, "ladder", {"merge": "residual"}, "elbo", 1,
                                    81.74),
+    "hvae_ladder_vampprior_gated": ("hvae", {"activation": "gated", "prior": "vampprior"}, "ladder", {}, "elbo", 1,
+                                    83.19),
     "vae_hvi8": ("vae", {}, "hamiltonian", {"leapfrog_steps": 8}, "elbo", 1, 85.51),
     "draw_t16": ("draw", {"steps": 16}, "recurrent", {}, "tracemeanfield", 1, 80.97),
     "draw_t16_noattention": ("draw", {"steps": 16, "write_glimpse": 0}, "recurrent", {"read_glimpse": 0},
