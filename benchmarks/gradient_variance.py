@@ -23,7 +23,13 @@
    datum), the spread of log w, and the share of data whose PSIS k-hat exceeds 0.7. The encoder's expected IWAE
    gradient falls as 1/K only once K is past the weights' relative variance; while the gap to log p(x) closes more
    slowly than 1/K (heavy-tailed weights), the SNR need not fall.
-8. ``rainforth``: the same figure on the paper's own model, where its assumption holds: z ~ N(mu, I_20),
+8. ``budget``: the paper's MNIST comparison on the same VAE and minibatch, at a fixed budget of M K = 64 samples per
+   datum: IWAE (M = 1, K = 64), and MIWAE and PIWAE with (M, K) = (16, 4), (4, 16) and MIWAE at (64, 1) (the VAE's
+   ELBO averaged over 64 draws; PIWAE at K = 1 is IWAE_64 for the decoder and that ELBO for the encoder). At a fixed
+   budget, moving samples from M into K buys the decoder a tighter bound and costs the encoder its signal, whatever
+   the regime of the weights. Each row gives the mean and the median over coordinates of |mean g| / sd(g) (the
+   paper draws the per-coordinate SNRs as histograms).
+9. ``rainforth``: the same figure on the paper's own model, where its assumption holds: z ~ N(mu, I_20),
    x | z ~ N(z, I_20) (the zoo's pPCA with W = I, sigma = 1, 20 latents), the amortized guide affine
    (q(z | x) = N(A x + b, diag s(x)^2)), 1024 data drawn from the model with mu ~ N(0, I), every parameter of
    model and guide set to its optimum plus N(0, 0.01^2) noise, and the gradient taken on all 1024 data. IWAE at
@@ -42,6 +48,8 @@
         --sections sbn --name gradient_variance_sbn_relax --sbn-checkpoint runs/discrete_mnist_arm/sbn200-disarm
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 400 --sections weights,rainforth \
         --name gradient_variance_rainforth --vae-checkpoint benchmarks/checkpoints/mnist-vae-elbo
+    python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 400 --sections budget \
+        --name gradient_variance_budget --vae-checkpoint benchmarks/checkpoints/mnist-vae-elbo
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \
         --sections sbn --name gradient_variance_sbn_iwae --sbn-checkpoint runs/discrete_mnist_arm/sbn200-disarm
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \
@@ -63,6 +71,9 @@ from zoo.data import load_dataset  # noqa: E402
 from zoo.evaluation.gradients import diagnose, toy_gradients  # noqa: E402
 from zoo.registry import build_guide, build_model  # noqa: E402
 from zoo.evaluation.tables import gradients_markdown  # noqa: E402
+
+
+SECTIONS = ("toy", "vae", "sbn", "cat", "tighter", "budget", "weights", "rainforth")
 
 
 def load(folder, model, *guides) -> bool:
@@ -89,16 +100,15 @@ def main(argv=None):
     p.add_argument("--vae-checkpoint", default=None)
     p.add_argument("--sbn-checkpoint", default=None)
     p.add_argument("--cat-checkpoint", default=None)
-    p.add_argument("--sections", default="toy,vae,sbn,cat,tighter,weights,rainforth",
-                   help="comma-separated, from toy, vae, sbn, cat, tighter, weights, rainforth (default: all)")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma-separated, from {', '.join(SECTIONS)} (default: all)")
     p.add_argument("--name", default="gradient_variance", help="result file name in benchmarks/results")
     args = p.parse_args(argv)
     sections = set(args.sections.split(","))
-    if not sections or sections - {"toy", "vae", "sbn", "cat", "tighter", "weights", "rainforth"}:
-        p.error(f"--sections takes toy, vae, sbn, cat, tighter, weights and rainforth, comma-separated; got "
-                f"{args.sections!r}")
+    if not sections or sections - set(SECTIONS):
+        p.error(f"--sections takes {', '.join(SECTIONS)}, comma-separated; got {args.sections!r}")
 
-    needs_mnist = bool(sections & {"vae", "sbn", "cat", "tighter", "weights"})         # the toy and rainforth make their own
+    needs_mnist = bool(sections & {"vae", "sbn", "cat", "tighter", "budget", "weights"})         # the toy and rainforth make their own
     data = load_dataset("binarized_mnist", args.data_dir) if needs_mnist else None
     x = data.train[:args.batch_size] if needs_mnist else None
     toy = toy_gradients(theta=1.5, samples=(1, 10, 100, 1000), repeats=10000) if "toy" in sections else []
@@ -106,6 +116,7 @@ def main(argv=None):
     sbn_rows = sbn_section(data, x, args) if "sbn" in sections else []
     cat_rows = cat_section(data, x, args) if "cat" in sections else []
     tighter_rows = tighter_section(data, x, args) if "tighter" in sections else []
+    budget = budget_section(data, x, args) if "budget" in sections else None
     weights = log_weight_spread(data, x, args) if "weights" in sections else None
     rainforth = rainforth_section(args) if "rainforth" in sections else None
     cost = {}
@@ -115,12 +126,12 @@ def main(argv=None):
                         and b["particles"] == r["particles"] and b["group"] == "model")
             cost[f"{r['objective']} K={r['particles']}"] = r["seconds"] / base
     write_result(args.name, {"toy": toy, "vae": vae_result, "sbn": sbn_rows, "cat": cat_rows, "tighter": tighter_rows,
-                             "tighter_log_weights": weights, "rainforth": rainforth, "cost_ratio_to_elbo": cost,
+                             "budget": budget, "tighter_log_weights": weights, "rainforth": rainforth, "cost_ratio_to_elbo": cost,
                              "batch_size": args.batch_size, "repeats": args.repeats, "sections": sorted(sections),
                              "vae_checkpoint": args.vae_checkpoint, "sbn_checkpoint": args.sbn_checkpoint,
                              "cat_checkpoint": args.cat_checkpoint})
     md = (markdown(toy, vae_result, sbn_rows, cost, args) + cat_markdown(cat_rows, args)
-          + tighter_markdown(tighter_rows, args) + weights_markdown(weights) + rainforth_markdown(rainforth))
+          + tighter_markdown(tighter_rows, args) + budget_markdown(budget, args) + weights_markdown(weights) + rainforth_markdown(rainforth))
     (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
@@ -228,6 +239,59 @@ def tighter_markdown(rows, args):
     md += [f"| {r['label']} | {r['particles']} | {r['outer']} | {r['samples']} | {r['group']} | {r['snr']:.4f} | "
            f"{r['variance']:.4g} |" for r in rows]
     return md + [""]
+
+
+#: the budget section's rows at M K = BUDGET samples per datum: (label, objective, K, M)
+BUDGET = 64
+BUDGET_ROWS = (("IWAE", "iwae", 64, 1), ("MIWAE", "miwae", 16, 4), ("PIWAE", "piwae", 16, 4),
+               ("MIWAE", "miwae", 4, 16), ("PIWAE", "piwae", 4, 16), ("MIWAE (the VAE's ELBO, 64 draws)", "miwae", 1, 64),
+               ("PIWAE", "piwae", 1, 64))
+
+
+def budget_section(data, x, args):
+    """Encoder and decoder SNR at a fixed budget of M K samples per datum (module docstring, 8.)."""
+    vae = build_model("vae", data.x_dim)
+    guide = build_guide("amortized", vae)
+    load(args.vae_checkpoint, vae, guide)
+    rows = []
+    for label, objective, k, outer in BUDGET_ROWS:
+        assert k * outer == BUDGET
+        options = {objective: {"outer": outer}} if objective != "iwae" else None
+        result = diagnose(vae, guide, x, [objective], [k], args.repeats, reference=False, objective_options=options)
+        rows += [dict(r, label=label, outer=outer, samples=k * outer) for r in result["rows"]]
+    return {"rows": rows, "budget": BUDGET, "slopes": budget_slopes(rows)}
+
+
+def budget_slopes(rows):
+    """Least-squares slope of log SNR (mean over coordinates) against log K along IWAE and the MIWAE rows (M = 64 / K),
+    for each group: the paper's asymptotic SNR_guide ~ sqrt(M / K) gives -1 at a fixed budget, of which -1/2 is the
+    sqrt(M) of averaging M independent estimates."""
+    import numpy as np
+    slopes = {}
+    for group in ("model", "guide"):
+        pts = sorted((r["particles"], r["snr"]) for r in rows if r["group"] == group and r["objective"] in
+                     ("iwae", "miwae"))
+        slopes[group] = float(np.polyfit(np.log([k for k, _ in pts]), np.log([v for _, v in pts]), 1)[0])
+    return slopes
+
+
+def budget_markdown(budget, args):
+    import math
+    if not budget:
+        return []
+    rows = budget["rows"]
+    md = [f"## A fixed budget of M K = {BUDGET} samples per datum (Rainforth et al. 2018's MNIST comparison), VAE "
+          f"784-200-200-50, minibatch of {args.batch_size}, "
+          f"{'checkpoint ' + args.vae_checkpoint if args.vae_checkpoint else 'at initialization'}", "",
+          f"SNR: over coordinates, |mean g| / sd(g) from R = {args.repeats} estimates; a coordinate of zero mean reads "
+          f"about sqrt(2/pi)/sqrt(R) = {math.sqrt(2 / math.pi / args.repeats):.3f}.", "",
+          "| objective | M | K | group | mean SNR | median SNR | variance |", "|---|---|---|---|---|---|---|"]
+    md += [f"| {r['label']} | {r['outer']} | {r['particles']} | {r['group']} | {r['snr']:.4f} | "
+           f"{r['snr_median']:.4f} | {r['variance']:.4g} |" for r in rows]
+    return md + ["", "Slope of log SNR against log K along IWAE and MIWAE (M = 64 / K): decoder "
+                 f"{budget['slopes']['model']:+.2f}, encoder {budget['slopes']['guide']:+.2f} (the paper's "
+                 "asymptotic sqrt(M / K) gives -1 for the encoder at a fixed budget; the sqrt(M) of averaging alone "
+                 "gives -1/2).", ""]
 
 
 def log_weight_spread(data, x, args, draws: int = 4096, ks=(1, 8, 64, 512, 4096)):

@@ -189,6 +189,18 @@ def test_snr_ignores_coordinates_whose_gradient_does_not_vary():
     assert snr == pytest.approx(expected) and snr < 2
 
 
+def test_snr_median_is_the_middle_coordinate_and_the_mean_is_pulled_by_the_largest():
+    """Three coordinates of known SNR (|mean| / sd = 0, 0.5 and 10 to within sampling error): the median reads the
+    middle one, the mean is pulled up by the largest."""
+    from zoo.evaluation.gradients import summarize
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(20000, 3, generator=g)
+    noise = (noise - noise.mean(0)) / noise.std(0)                      # exact mean 0, sd 1 per coordinate
+    out = summarize(noise + torch.tensor([0.0, 0.5, 10.0]), None)
+    assert out["snr_median"] == pytest.approx(0.5, abs=1e-4)
+    assert out["snr"] == pytest.approx(10.5 / 3, abs=1e-4)
+
+
 def test_dreg_trains_a_constrained_pyro_param_as_iwae_does():
     """DReG's model gradient is the IWAE bound's. A constrained ``pyro.param`` (a positive noise scale) enters the
     trace as transform_to(c) of its leaf, a non-leaf tensor: its gradient must reach the leaf, as backward()

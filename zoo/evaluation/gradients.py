@@ -13,6 +13,9 @@ parameters we report, with P coordinates in the group:
     whose gradient varies at all (sd > 1e-6 x the group's largest sd): a numerically
     deterministic coordinate, e.g. the bias of a saturated always-off pixel, has no
     meaningful ratio and would swamp the mean.
+``snr_median``
+    the median over the same coordinates (the paper draws their SNRs as histograms; the mean is pulled up by a
+    few coordinates of large SNR).
 ``cosine``
     cosine similarity of mean g to the reference gradient.
 ``bias_norm``, ``bias_se``
@@ -138,18 +141,20 @@ def reference_gradients(model, guide, x, idx, N, groups, reference_repeats: int 
     return ref, how
 
 
-def _snr(mean: torch.Tensor, sd: torch.Tensor) -> float:
-    """Mean |mean| / sd over the coordinates whose gradient varies (sd > 1e-6 max sd)."""
+def _snrs(mean: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
+    """|mean| / sd of the coordinates whose gradient varies (sd > 1e-6 max sd)."""
     varies = sd > 1e-6 * sd.max() if sd.numel() and sd.max() > 0 else torch.zeros_like(sd, dtype=torch.bool)
-    return (mean[varies].abs() / sd[varies]).mean().item() if varies.any() else float("nan")
+    return mean[varies].abs() / sd[varies]
 
 
 def summarize(samples: torch.Tensor, reference: Optional[torch.Tensor]) -> Dict[str, float]:
     """Statistics of ``[R, P]`` gradient samples against a reference vector."""
     R = samples.shape[0]
     mean, sd = samples.mean(0), samples.std(0)
+    snrs = _snrs(mean, sd)
     out = {"repeats": R, "num_parameters": samples.shape[1], "variance": sd.pow(2).mean().item(),
-           "snr": _snr(mean, sd), "mean_norm": mean.norm().item()}
+           "snr": snrs.mean().item() if snrs.numel() else float("nan"),
+           "snr_median": snrs.median().item() if snrs.numel() else float("nan"), "mean_norm": mean.norm().item()}
     if reference is not None:
         denom = mean.norm() * reference.norm()
         out["cosine"] = (mean @ reference / denom).item() if denom > 0 else float("nan")
