@@ -202,7 +202,9 @@ PAIRS = [("vae_vampprior", "vae_standard"), ("vae_vampprior_gated", "vae_standar
          ("hvae_iwae5", "hvae_standard"), ("hvae_iwae5_gated", "hvae_standard_gated"),
          ("hvae_standard_gated", "hvae_standard"), ("hvae_standard", "vae_standard"),
          ("hvae_ladder_gated", "hvae_standard_gated"), ("hvae_ladder_residual_gated", "hvae_standard_gated"),
-         ("hvae_ladder_residual_gated", "hvae_ladder_gated"), ("vae_hvi8", "vae_standard")]
+         ("hvae_ladder_residual_gated", "hvae_ladder_gated"), ("hvae_ladder_vampprior_gated", "hvae_vampprior_gated"),
+         ("hvae_ladder_vampprior_gated", "hvae_ladder_gated"), ("hvae_ladder_vampprior_gated", "hvae_standard_gated"),
+         ("vae_hvi8", "vae_standard")]
 
 
 def collect(name: str, out_root: Path, labels, prefix=None) -> None:
