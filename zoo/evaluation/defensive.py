@@ -49,7 +49,7 @@ Example::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 import pyro.distributions as dist
@@ -272,9 +272,13 @@ class DefensiveProposal:
                 "reference": "Hesterberg 1995, defensive mixture; deterministic allocation, balance heuristic"}
 
     def draw(self, model, guide, x: torch.Tensor, idx: torch.Tensor, N: int, num_samples: int,
-             max_elements: int = 1 << 24) -> Draws:
+             max_elements: int = 1 << 24, keep_observation: bool = True) -> Draws:
         """K = ``num_samples`` draws per datum of ``x = data[idx]`` in particle chunks of at most ``max_elements``
-        decoder outputs; the first n_q from q, the rest from q_wide (:meth:`allocation`)."""
+        decoder outputs; the first n_q from q, the rest from q_wide (:meth:`allocation`).
+
+        With ``keep_observation=False`` the chunks do not keep p(x | z) (``x_dist``: for a Bernoulli decoder its
+        ``K x B x D`` logits, 67 MB a chunk at the harness's bound), so each chunk's decoder output is freed as the
+        next is made, and memory stays at one chunk's, not K's, outputs."""
         n_q, n_wide = self.allocation(num_samples)
         per_particle = x.shape[0] * max(1, x.shape[1])
         chunk = max(1, min(num_samples, max_elements // per_particle))
@@ -296,7 +300,7 @@ class DefensiveProposal:
                 log_w.append(lw.log_likelihood + lw.log_prior - log_q_def)
                 widened.update(defended.widened)
                 kept += [name for name in defended.kept if name not in kept]
-            parts.append(lw)
+            parts.append(lw if keep_observation else replace(lw, x_dist=None))
             done += k
         return Draws(parts, n_q, torch.cat(log_w), widened, kept)
 
