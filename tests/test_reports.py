@@ -136,6 +136,14 @@ def test_an_unknown_placeholder_names_its_line(results_copy, capsys):
     assert code == 2 and "line 3" in err and "nosuchrun" in err
 
 
+def test_a_placeholder_broken_across_lines_is_refused_not_passed_through():
+    results = {"a.json": {"provenance": {"command": "python a.py"}, "runs": [{"label": "x", "n": 3}]}}
+    assert reports.render_template("{{ a.json | runs/x/n }}", results) == "3"
+    with pytest.raises(Exception, match="line 1: a placeholder's '{{' and '}}' must be on the same line"):
+        reports.render_template("n = {{ a.json |\nruns/x/n }}", results)
+    assert reports.render_template("```\n{{ not a placeholder\n```\n", results).startswith("```")
+
+
 def test_placeholders_render_values_references_and_tables():
     results = {"a.json": {"provenance": {"command": "python a.py"},
                           "runs": [{"label": "x", "elbo": -90.456, "n": 3, "ratio": 1.0449}]}}

@@ -634,10 +634,25 @@ def _check_no_hand_figures(template: str, where: str) -> None:
                            "with {{ FILE | PATH }} (see zoo.evaluation.reports)")
 
 
+def _check_placeholders_close(template: str, where: str) -> None:
+    """A placeholder opens and closes on one line: one broken across lines would pass into the page unrendered."""
+    in_code = False
+    for i, line in enumerate(template.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+            continue
+        rest = _PLACEHOLDER.sub("", line)
+        if not in_code and ("{{" in rest or "}}" in rest):
+            raise ZooError(f"{where} line {i}: a placeholder's '{{{{' and '}}}}' must be on the same line; join "
+                           "the placeholder onto one line")
+
+
 def render_template(template: str, results: Results, where: str = "template",
                     config: ReportConfig = GENERIC) -> str:
-    """Fill the placeholders of ``template`` from ``results``; refuse figures typed by hand."""
+    """Fill the placeholders of ``template`` from ``results``; refuse figures typed by hand and placeholders
+    broken across lines."""
     _check_no_hand_figures(template, where)
+    _check_placeholders_close(template, where)
 
     def fill(match):
         try:
