@@ -276,5 +276,5 @@ def test_run_grid_with_keep_best_scores_and_names_the_best_epoch(tmp_path, monke
 def test_gradient_variance_refuses_an_unknown_section(tmp_path):
     r = subprocess.run([sys.executable, str(BENCHMARKS / "gradient_variance.py"), "--sections", "sbn,vea",
                         "--name", "never_written"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert r.returncode == 2 and "--sections takes toy, vae, sbn, cat, tighter, weights and rainforth" in r.stderr.strip().splitlines()[-1], r.stderr
+    assert r.returncode == 2 and "--sections takes toy, vae, sbn, cat, tighter, budget, weights, rainforth" in r.stderr.strip().splitlines()[-1], r.stderr
     assert not (BENCHMARKS / "results" / "never_written.json").exists()
