@@ -18,7 +18,8 @@ Runs (each at the same budget of --epochs epochs):
   precision-weighted merge, or NVAE's residual one) instead of bottom-up; same decoder, budget and warm-up, so the
   paired differences against ``hvae_standard_gated`` isolate the inference direction;
 - ``hvae_ladder_vampprior_gated``: ``hvae_vampprior_gated`` (VampPrior on z2) inferred top-down by the ladder
-  guide's precision-weighted merge, paired against ``hvae_vampprior_gated`` (bottom-up) at the same budget;
+  guide's precision-weighted merge, paired against ``hvae_vampprior_gated`` (bottom-up) at the same budget; its
+  reference is Tomczak & Welling's HVAE + VampPrior (83.19), the nearest published model, not Sønderby's ladder;
 - ``vae_hvi8``: ``vae_standard``'s VAE with the hamiltonian guide (``guides/hamiltonian.py``): the amortized Normal
   moved by 8 tempered leapfrog steps on log p(x, z), trained by the augmented ELBO; its -ELBO is that augmented
   bound, its NLL the importance-sampled one (unbiased for p(x) with the augmented weights), paired against
@@ -37,7 +38,8 @@ References: Tomczak & Welling (2018), static binarization: VAE 88.56, VAE + Vamp
 two stochastic layers, on *dynamic* binarization (so not directly comparable with static figures): VAE 86.76,
 IWAE k=5 85.54. Sonderby et al. (2016), Ladder VAE: 81.74 on dynamically binarized MNIST (five stochastic layers
 64-32-16-8-4 with 512-256-128-64-32 MLPs, batch normalization, warm-up, a fine-tuned last phase), a different
-architecture and binarization: the reference for the ladder rows, not their expected figure. Salimans, Kingma &
+architecture and binarization: the reference for the ladder rows with the standard prior, not their expected
+figure. Salimans, Kingma &
 Welling (2015): DLGM with Hamiltonian variational inference, 8 leapfrog steps, 85.51 (their DLGM, dynamic
 binarization, long training; the lecture's MNIST table): the reference for ``vae_hvi8``. Gregor et al. (2015): DRAW,
 -log p(x) <= 80.97 (the negative variational bound, not an importance-sampled NLL) with T = 64 and attention, 87.40
@@ -79,6 +81,17 @@ Top-down against bottom-up inference at that protocol (issue 52, item 3):
     # ... and hvae_standard_gated, hvae_ladder_residual_gated (each --name ladder_mnist_RUN), then
     python benchmarks/expressive_mnist.py --collect --runs hvae_standard_gated,hvae_ladder_gated,\
 hvae_ladder_residual_gated --name ladder_mnist --run-prefix ladder_mnist
+
+With the VampPrior on z2 (the same protocol), collected beside the bottom-up VampPrior hvae (scored in an earlier
+run folder, so paired only with the runs whose per-datum scores are in --out):
+
+    OMP_NUM_THREADS=1 python benchmarks/expressive_mnist.py --data-dir ../shared/data --epochs 150 --kl-warmup 15 \
+        --lr 1e-3 --keep-best --eval-samples 5000 --runs hvae_ladder_vampprior_gated \
+        --name ladder_mnist_hvae_ladder_vampprior_gated
+    python benchmarks/expressive_mnist.py --collect --runs hvae_standard_gated,hvae_vampprior_gated,\
+hvae_ladder_gated,hvae_ladder_vampprior_gated --name ladder_vampprior_mnist --run-prefix hvae_standard_gated=\
+ladder_mnist,hvae_vampprior_gated=expressive_mnist,hvae_ladder_gated=ladder_mnist,hvae_ladder_vampprior_gated=\
+ladder_mnist
 
 The hamiltonian guide against the amortized one at a short budget (issue 52, item 4; 8 leapfrog steps cost about
 17 model passes a step):

@@ -89,9 +89,10 @@ def test_chunking_keeps_the_defensive_allocation(ml_ppca, synthetic):
     assert chunked["elbo"] == pytest.approx(chunked["exact_log_likelihood"], abs=1e-4)
 
 
-def test_chunks_keep_p_x_given_z_only_for_the_reconstructions():
+def test_chunks_keep_p_x_given_z_only_for_the_reconstructions(monkeypatch):
     """The harness's draws drop each chunk's p(x | z) (a K x B x D tensor of decoder outputs) once its weights
-    are formed, except for the one minibatch whose reconstructions it returns; the figures do not change."""
+    are formed, except the first chunk of the one minibatch whose reconstructions it returns; the figures do not
+    change."""
     from zoo.evaluation.defensive import DefensiveProposal
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(12, 16, generator=g) < 0.4).float()
@@ -99,18 +100,30 @@ def test_chunks_keep_p_x_given_z_only_for_the_reconstructions():
     guide = Amortized(model, hidden=(8,))
     idx = torch.arange(12)
     draws = {}
-    for keep in (True, False):
+    for keep in (None, 1, 0):
         pyro.set_rng_seed(1)
         draws[keep] = DefensiveProposal().draw(model, guide, x, idx, 12, 40, max_elements=12 * 16 * 8,
-                                               keep_observation=keep)
-    assert len(draws[False].parts) == 6          # 36 draws of q in chunks of 8, then the 4 of q_wide
-    assert all(p.x_dist is None for p in draws[False].parts)
-    assert all(p.x_dist is not None for p in draws[True].parts)
-    assert torch.equal(draws[True].log_w, draws[False].log_w)
-    r = evaluate(model, guide, x, num_samples=40, iwae_k=8, batch_size=6, max_elements=6 * 16 * 8, psis=False,
-                 keep_reconstructions=4)
-    assert r["reconstructions"][1].shape == (4, 16)
-    assert torch.equal(r["reconstructions"][0], x[:4])
+                                               keep_observations=keep)
+    assert len(draws[0].parts) == 6               # 36 draws of q in chunks of 8, then the 4 of q_wide
+    assert [p.x_dist is not None for p in draws[None].parts] == [True] * 6
+    assert [p.x_dist is not None for p in draws[1].parts] == [True] + [False] * 5
+    assert [p.x_dist is not None for p in draws[0].parts] == [False] * 6
+    assert torch.equal(draws[None].log_w, draws[0].log_w) and torch.equal(draws[None].log_w, draws[1].log_w)
+
+    kept = []
+    draw = DefensiveProposal.draw
+    monkeypatch.setattr(DefensiveProposal, "draw", lambda self, *a, keep_observations=None, **k: (
+        kept.append(keep_observations), draw(self, *a, keep_observations=keep_observations, **k))[1])
+    results = {}
+    for recon in (0, 4):
+        pyro.set_rng_seed(2)
+        results[recon] = evaluate(model, guide, x, num_samples=40, iwae_k=8, batch_size=6, max_elements=6 * 16 * 8,
+                                  psis=False, keep_reconstructions=recon)
+    assert kept == [0, 0, 1, 0]                   # two minibatches each; only the first one with reconstructions
+    assert results[4]["reconstructions"][1].shape == (4, 16)
+    assert torch.equal(results[4]["reconstructions"][0], x[:4])
+    for key in ("log_likelihood", "elbo", "iwae_bound"):
+        assert results[4][key] == results[0][key]
 
 
 def test_active_units_count_the_used_latents(ml_ppca, synthetic):

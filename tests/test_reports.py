@@ -142,6 +142,7 @@ def test_a_placeholder_broken_across_lines_is_refused_not_passed_through():
     with pytest.raises(Exception, match="line 1: a placeholder's '{{' and '}}' must be on the same line"):
         reports.render_template("n = {{ a.json |\nruns/x/n }}", results)
     assert reports.render_template("```\n{{ not a placeholder\n```\n", results).startswith("```")
+    assert reports.render_template("`f{{x}` and\n    {{ indented code\n", results).startswith("`f{{x}`")
 
 
 def test_placeholders_render_values_references_and_tables():

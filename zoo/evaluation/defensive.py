@@ -272,13 +272,14 @@ class DefensiveProposal:
                 "reference": "Hesterberg 1995, defensive mixture; deterministic allocation, balance heuristic"}
 
     def draw(self, model, guide, x: torch.Tensor, idx: torch.Tensor, N: int, num_samples: int,
-             max_elements: int = 1 << 24, keep_observation: bool = True) -> Draws:
+             max_elements: int = 1 << 24, keep_observations: Optional[int] = None) -> Draws:
         """K = ``num_samples`` draws per datum of ``x = data[idx]`` in particle chunks of at most ``max_elements``
         decoder outputs; the first n_q from q, the rest from q_wide (:meth:`allocation`).
 
-        With ``keep_observation=False`` the chunks do not keep p(x | z) (``x_dist``: for a Bernoulli decoder its
-        ``K x B x D`` logits, 67 MB a chunk at the harness's bound), so each chunk's decoder output is freed as the
-        next is made, and memory stays at one chunk's, not K's, outputs."""
+        ``keep_observations``: how many of the first chunks keep p(x | z) (``x_dist``: for a Bernoulli decoder its
+        ``K x B x D`` logits, 67 MB a chunk at the harness's bound); ``None``, all of them. The others drop it once
+        their weights are formed, so each one's decoder output is freed as the next is made, and memory stays at a
+        chunk's outputs, not K's."""
         n_q, n_wide = self.allocation(num_samples)
         per_particle = x.shape[0] * max(1, x.shape[1])
         chunk = max(1, min(num_samples, max_elements // per_particle))
@@ -300,7 +301,8 @@ class DefensiveProposal:
                 log_w.append(lw.log_likelihood + lw.log_prior - log_q_def)
                 widened.update(defended.widened)
                 kept += [name for name in defended.kept if name not in kept]
-            parts.append(lw if keep_observation else replace(lw, x_dist=None))
+            keep = keep_observations is None or len(parts) < keep_observations
+            parts.append(lw if keep else replace(lw, x_dist=None))
             done += k
         return Draws(parts, n_q, torch.cat(log_w), widened, kept)
 

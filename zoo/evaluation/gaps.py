@@ -224,7 +224,7 @@ def per_datum_estimates(model, guide, x: torch.Tensor, num_samples: int, batch_s
     with evaluation_mode(model, guide):
         for i in range(0, n, batch_size):
             idx = torch.arange(i, min(i + batch_size, n), device=x.device)
-            draws = proposal.draw(model, guide, x[idx], idx, n, num_samples, max_elements, keep_observation=False)
+            draws = proposal.draw(model, guide, x[idx], idx, n, num_samples, max_elements, keep_observations=0)
             log_w = draws.of_q(torch.cat([p.log_w for p in draws.parts])).double()          # [n_q, b], q's own
             K = log_w.shape[0]
             cols["elbo"].append(log_w.mean(0))

@@ -145,11 +145,11 @@ def _draw(ctx: Context, estimators, keep_reconstructions: int):
     for i in range(0, ctx.n, ctx.batch_size):
         idx = torch.arange(i, min(i + ctx.batch_size, ctx.n), device=ctx.x.device)
         xb = ctx.x[idx]
-        keep_observation = bool(keep_reconstructions) and recon is None     # only the plot reads p(x | z)
+        keep = 1 if keep_reconstructions and recon is None else 0     # only the plot reads p(x | z), of one chunk
         batch = Batch(xb, idx, ctx.proposal.draw(ctx.model, ctx.guide, xb, idx, ctx.n, ctx.num_samples,
-                                                 ctx.max_elements, keep_observation=keep_observation))
+                                                 ctx.max_elements, keep_observations=keep))
         for e in estimators:
             e.update(batch)
         if keep_reconstructions and recon is None:
-            recon = (xb[:keep_reconstructions], batch.parts[0].x_mean[0, :keep_reconstructions])
+            recon = (xb[:keep_reconstructions], batch.parts[0].x_mean[0, :keep_reconstructions].clone())
     return recon

@@ -635,14 +635,15 @@ def _check_no_hand_figures(template: str, where: str) -> None:
 
 
 def _check_placeholders_close(template: str, where: str) -> None:
-    """A placeholder opens and closes on one line: one broken across lines would pass into the page unrendered."""
+    """A placeholder opens and closes on one line: one broken across lines would pass into the page unrendered.
+    Code (fenced, indented or inline) may hold braces of its own."""
     in_code = False
     for i, line in enumerate(template.splitlines(), 1):
         if line.lstrip().startswith("```"):
             in_code = not in_code
             continue
-        rest = _PLACEHOLDER.sub("", line)
-        if not in_code and ("{{" in rest or "}}" in rest):
+        rest = re.sub(r"`[^`]*`", "", _PLACEHOLDER.sub("", line))
+        if not in_code and not line.startswith("    ") and ("{{" in rest or "}}" in rest):
             raise ZooError(f"{where} line {i}: a placeholder's '{{{{' and '}}}}' must be on the same line; join "
                            "the placeholder onto one line")
 
