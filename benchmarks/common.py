@@ -30,7 +30,8 @@ def readme_command(install: str) -> list:
 def timed_run(argv: list, cwd, threads: Optional[int] = None) -> dict:
     """Run ``argv`` to completion in a fresh process from ``cwd`` and return its wall seconds, its CPU-seconds
     (user + system of the child and its children, from ``getrusage``), its last stdout line and its ``pyro-zoo:``
-    notices. ``OMP_NUM_THREADS`` is ``threads``, or absent where ``threads`` is None (what a user who sets nothing
+    notices, and the peak resident memory of the largest child process so far (``ru_maxrss``: this command's own
+    where it is the first or largest one run). ``OMP_NUM_THREADS`` is ``threads``, or absent where ``threads`` is None (what a user who sets nothing
     runs). A failed command ends the benchmark with the failed tests or the error it printed."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env.update({"MPLBACKEND": "Agg", **({"OMP_NUM_THREADS": str(threads)} if threads else {})})
@@ -46,6 +47,7 @@ def timed_run(argv: list, cwd, threads: Optional[int] = None) -> dict:
         raise SystemExit("\n".join(error + [f"{' '.join(argv)} failed ({last}); fix it first"]))
     return {"command": " ".join(argv), "wall_seconds": round(wall, 2),
             "cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
+            "max_child_resident_mb": round(after.ru_maxrss / 1024, 1),          # KiB on Linux
             "last_line": last, "notices": [line for line in done.stderr.splitlines() if line.startswith("pyro-zoo:")]}
 
 

@@ -113,6 +113,7 @@ def measure_is(args, run, rate: float) -> dict:
     seconds = timing["wall_seconds"]
     return {"command": f"pyro-zoo eval RUN --eval-samples {args.is_samples} --eval-limit {n}", "num_data": n,
             "num_samples": args.is_samples, "seconds": seconds, "cpu_seconds": timing["cpu_seconds"],
+            "peak_resident_mb": timing["max_child_resident_mb"],                   # the first child of this script
             "images_per_second": n / seconds, "flops": flops, "achieved_gflops": flops / seconds / 1e9,
             "flop_limit_seconds": flops / (rate * 1e9), "over_flop_limit": seconds / (flops / (rate * 1e9))}
 
@@ -190,10 +191,12 @@ def measure_floor(run, rate: float, K: int, repeats: int = 9) -> dict:
 
 def markdown(data: dict) -> str:
     s = data["is"]
-    lines = ["| IS | data | K | seconds | images/s | GFLOP/s | FLOP limit (s) | × limit |", "|---|---|---|---|---|---|---|---|",
+    peak = f"{s['peak_resident_mb']:.0f}" if s.get("peak_resident_mb") else "–"
+    lines = ["| IS | data | K | seconds | images/s | GFLOP/s | FLOP limit (s) | × limit | peak memory (MB) |",
+             "|---|---|---|---|---|---|---|---|---|",
              f"| `{s['command']}` | {s['num_data']} | {s['num_samples']} | {s['seconds']:.1f} | "
              f"{s['images_per_second']:.1f} | {s['achieved_gflops']:.0f} | {s['flop_limit_seconds']:.1f} | "
-             f"{s['over_flop_limit']:.2f}× |", "",
+             f"{s['over_flop_limit']:.2f}× | {peak} |", "",
              "| AIS | data | T | C | L | pilot chains | seconds | images/s | s / image / temperature | "
              "gradient evaluations per temperature | a transition needs | × its gradients |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
