@@ -126,6 +126,32 @@ def test_chunks_keep_p_x_given_z_only_for_the_reconstructions(monkeypatch):
         assert results[4][key] == results[0][key]
 
 
+@pytest.mark.parametrize("structured", [False, True])
+def test_an_analytic_mean_shared_by_every_draw_is_taken_once_with_the_same_figures(monkeypatch, structured):
+    """Active units read E_q[z | x]. Where the guide's mean is one broadcast view for all K draws (the amortized
+    guide) it is taken as it is, not averaged over K rows; where it depends on another draw (z2 of q(z2 | z1, x))
+    the rows are averaged. The figures are those of the full computation."""
+    import numpy as np
+    from zoo.evaluation.estimators import active_units
+    from zoo.models import HVAE
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(10, 16, generator=g) < 0.4).float()
+    model = HVAE(16, layers=(4, 3), hidden=(8,), transition_hidden=(6,))
+    guide = Amortized(model, hidden=(8,), structured=structured)
+    taken = []
+    shortcut = active_units._mean_over_draws
+    monkeypatch.setattr(active_units, "_mean_over_draws",
+                        lambda site, *a: taken.append((site.name, shortcut(site, *a) is not None)) or shortcut(site, *a))
+    pyro.set_rng_seed(3)
+    fast = evaluate(model, guide, x, num_samples=30, iwae_k=5, batch_size=5, max_elements=5 * 16 * 8, psis=False)
+    monkeypatch.setattr(active_units, "_mean_over_draws", lambda *a: None)
+    pyro.set_rng_seed(3)
+    full = evaluate(model, guide, x, num_samples=30, iwae_k=5, batch_size=5, max_elements=5 * 16 * 8, psis=False)
+    assert dict(taken) == {"z2": not structured, "z1": True}
+    np.testing.assert_allclose(fast["per_datum"]["z_mean"], full["per_datum"]["z_mean"], rtol=1e-6, atol=1e-7)
+    assert fast["active_units_per_site"] == full["active_units_per_site"]
+
+
 def test_active_units_count_the_used_latents(ml_ppca, synthetic):
     """pPCA's two latents both carry signal; a VAE whose decoder ignores z has none active."""
     r = evaluate(ml_ppca, Exact(ml_ppca), synthetic.test, num_samples=20, iwae_k=5)
