@@ -100,6 +100,7 @@ The hamiltonian guide against the amortized one at a short budget (issue 52, ite
         --eval-samples 1000 --eval-limit 1000 --runs vae_hvi8 --name hvi_mnist_vae_hvi8
     # ... and vae_standard (--name hvi_mnist_vae_standard), then
     python benchmarks/expressive_mnist.py --collect --runs vae_standard,vae_hvi8 --name hvi_mnist --run-prefix hvi_mnist
+    # three times the epochs: the same with --epochs 60 and --name hvi_mnist60_RUN, collected as --name hvi_mnist60
 
 The amortized VAE at the hamiltonian guide's training time instead (150 epochs, about the 620 s of vae_hvi8's 20),
 paired against vae_hvi8 (its folder copied into the same --out):
