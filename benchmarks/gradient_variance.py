@@ -217,17 +217,28 @@ TIGHTER = (("IWAE", "iwae", (1, 8, 64, 512), None), ("MIWAE, M = 8", "miwae", (1
            ("PIWAE, M = 8", "piwae", (1, 8, 64), 8))
 
 
-def tighter_section(data, x, args):
+def grouped_rows(model, guide, x, table, repeats: int, seed: int = 0):
+    """SNR rows of each (label, objective, K values, M or None) of ``table`` at fixed parameters, each row with its
+    label, M and its M K samples per datum."""
+    rows = []
+    for label, objective, ks, outer in table:
+        options = {objective: {"outer": outer}} if outer else None
+        result = diagnose(model, guide, x, [objective], list(ks), repeats, reference=False, objective_options=options,
+                          seed=seed)
+        rows += [dict(r, label=label, outer=outer or 1, samples=r["particles"] * (outer or 1)) for r in result["rows"]]
+    return rows
+
+
+def checkpoint_vae(data, args):
+    """The 784-200-200-50 VAE and its amortized guide, from --vae-checkpoint (or at initialization)."""
     vae = build_model("vae", data.x_dim)
     guide = build_guide("amortized", vae)
     load(args.vae_checkpoint, vae, guide)
-    rows = []
-    for label, objective, ks, outer in TIGHTER:
-        options = {objective: {"outer": outer}} if outer else None
-        result = diagnose(vae, guide, x, [objective], list(ks), args.repeats, reference=False,
-                          objective_options=options)
-        rows += [dict(r, label=label, outer=outer or 1, samples=r["particles"] * (outer or 1)) for r in result["rows"]]
-    return rows
+    return vae, guide
+
+
+def tighter_section(data, x, args):
+    return grouped_rows(*checkpoint_vae(data, args), x, TIGHTER, args.repeats)
 
 
 def tighter_markdown(rows, args):
@@ -243,22 +254,15 @@ def tighter_markdown(rows, args):
 
 #: the budget section's rows at M K = BUDGET samples per datum: (label, objective, K, M)
 BUDGET = 64
-BUDGET_ROWS = (("IWAE", "iwae", 64, 1), ("MIWAE", "miwae", 16, 4), ("PIWAE", "piwae", 16, 4),
-               ("MIWAE", "miwae", 4, 16), ("PIWAE", "piwae", 4, 16), ("MIWAE (the VAE's ELBO, 64 draws)", "miwae", 1, 64),
-               ("PIWAE", "piwae", 1, 64))
+BUDGET_ROWS = (("IWAE", "iwae", (64,), None), ("MIWAE", "miwae", (16,), 4), ("PIWAE", "piwae", (16,), 4),
+               ("MIWAE", "miwae", (4,), 16), ("PIWAE", "piwae", (4,), 16),
+               ("MIWAE (the VAE's ELBO, 64 draws)", "miwae", (1,), 64), ("PIWAE", "piwae", (1,), 64))
 
 
 def budget_section(data, x, args):
     """Encoder and decoder SNR at a fixed budget of M K samples per datum (module docstring, 8.)."""
-    vae = build_model("vae", data.x_dim)
-    guide = build_guide("amortized", vae)
-    load(args.vae_checkpoint, vae, guide)
-    rows = []
-    for label, objective, k, outer in BUDGET_ROWS:
-        assert k * outer == BUDGET
-        options = {objective: {"outer": outer}} if objective != "iwae" else None
-        result = diagnose(vae, guide, x, [objective], [k], args.repeats, reference=False, objective_options=options)
-        rows += [dict(r, label=label, outer=outer, samples=k * outer) for r in result["rows"]]
+    rows = grouped_rows(*checkpoint_vae(data, args), x, BUDGET_ROWS, args.repeats)
+    assert all(r["samples"] == BUDGET for r in rows)
     return {"rows": rows, "budget": BUDGET, "slopes": budget_slopes(rows)}
 
 
@@ -303,9 +307,7 @@ def log_weight_spread(data, x, args, draws: int = 4096, ks=(1, 8, 64, 512, 4096)
 
     from zoo.core.weights import per_datum_log_weights
     from zoo.evaluation.estimators.psis import psis_khat
-    vae = build_model("vae", data.x_dim)
-    guide = build_guide("amortized", vae)
-    load(args.vae_checkpoint, vae, guide)
+    vae, guide = checkpoint_vae(data, args)
     idx = torch.arange(x.shape[0])
     with torch.no_grad():
         log_w = torch.cat([per_datum_log_weights(vae, guide, x, idx=idx, N=x.shape[0], num_particles=256).log_w
@@ -363,12 +365,7 @@ def rainforth_section(args, dim: int = 20, num_data: int = 1024, perturbation: f
         for p in list(model.parameters()) + list(guide.parameters()):
             p.add_(perturbation * torch.randn_like(p))
     batch = x                                                   # the gradient of the whole data set
-    rows = []
-    for label, objective, ks, outer in RAINFORTH:
-        options = {objective: {"outer": outer}} if outer else None
-        result = diagnose(model, guide, batch, [objective], list(ks), args.repeats, reference=False,
-                          objective_options=options, seed=seed)
-        rows += [dict(r, label=label, outer=outer or 1, samples=r["particles"] * (outer or 1)) for r in result["rows"]]
+    rows = grouped_rows(model, guide, batch, RAINFORTH, args.repeats, seed=seed)
     slopes = {}
     for label, *_ in RAINFORTH:
         for group in ("model", "guide"):

@@ -619,31 +619,26 @@ def _fill(results: Results, expr: str, config: ReportConfig) -> str:
                    "{{ reference | KEY }}")
 
 
-def _check_no_hand_figures(template: str, where: str) -> None:
-    """Prose may not quote a decimal figure; code (settings, commands) may."""
+def _prose(template: str):
+    """(line number, the line's prose) for each line outside code: fenced and indented blocks are skipped, and
+    inline code and the placeholders are taken out of the line."""
     in_code = False
     for i, line in enumerate(template.splitlines(), 1):
         if line.lstrip().startswith("```"):
             in_code = not in_code
-            continue
-        prose = re.sub(r"`[^`]*`", "", _PLACEHOLDER.sub("", line))
-        prose = re.sub(r"\]\([^)]*\)", "]", prose)          # link targets are file names
-        hit = None if in_code or line.startswith("    ") else _HAND_FIGURE.search(prose)
+        elif not in_code and not line.startswith("    "):
+            yield i, re.sub(r"`[^`]*`", "", _PLACEHOLDER.sub("", line))
+
+
+def _check_prose(template: str, where: str) -> None:
+    """Prose may not quote a decimal figure (code, settings and commands may), and a placeholder opens and closes
+    on one line (one broken across lines would pass into the page unrendered)."""
+    for i, prose in _prose(template):
+        hit = _HAND_FIGURE.search(re.sub(r"\]\([^)]*\)", "]", prose))      # link targets are file names
         if hit:
             raise ZooError(f"{where} line {i}: {hit.group()} is typed by hand; render it from a result file "
                            "with {{ FILE | PATH }} (see zoo.evaluation.reports)")
-
-
-def _check_placeholders_close(template: str, where: str) -> None:
-    """A placeholder opens and closes on one line: one broken across lines would pass into the page unrendered.
-    Code (fenced, indented or inline) may hold braces of its own."""
-    in_code = False
-    for i, line in enumerate(template.splitlines(), 1):
-        if line.lstrip().startswith("```"):
-            in_code = not in_code
-            continue
-        rest = re.sub(r"`[^`]*`", "", _PLACEHOLDER.sub("", line))
-        if not in_code and not line.startswith("    ") and ("{{" in rest or "}}" in rest):
+        if "{{" in prose or "}}" in prose:
             raise ZooError(f"{where} line {i}: a placeholder's '{{{{' and '}}}}' must be on the same line; join "
                            "the placeholder onto one line")
 
@@ -652,8 +647,7 @@ def render_template(template: str, results: Results, where: str = "template",
                     config: ReportConfig = GENERIC) -> str:
     """Fill the placeholders of ``template`` from ``results``; refuse figures typed by hand and placeholders
     broken across lines."""
-    _check_no_hand_figures(template, where)
-    _check_placeholders_close(template, where)
+    _check_prose(template, where)
 
     def fill(match):
         try:
