@@ -30,6 +30,9 @@ CPU budget, on static binarization, and are not the papers' setting.
     python benchmarks/latent_families.py --dataset branching_diffusion --dims 2,5 --hidden 200 --epochs 200 \\
         --eval-samples 1000 --families gaussian,wrapped-normal,wrapped-normal-gyroplane \\
         --name latent_families_tree_gyroplane --out runs/latent_families_tree_gyroplane
+    python benchmarks/latent_families.py --data-dir ../shared/data --dims 2 --families gaussian,vmf --epochs 300 \\
+        --patience 30 --eval-samples 1000 --eval-limit 1000 --name latent_families_mnist_patience_d2 \\
+        --out runs/latent_families_mnist_patience       # and likewise --dims 5 ... _d5: the longer budget, early stopped
 """
 from __future__ import annotations
 
@@ -64,6 +67,9 @@ def main(argv=None):
     p.add_argument("--dims", default=",".join(map(str, DIMS)), help="latent dimensions d, comma-separated")
     p.add_argument("--families", default=",".join(FAMILIES), help="latent families, comma-separated")
     p.add_argument("--seed", type=int, default=0, help="the runs' seed (default 0)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early stopping: end a run once its validation ELBO has not improved for N epochs, and score "
+                        "its best epoch (--keep-best); --epochs is then the most (default: train --epochs, score the last)")
     p.add_argument("--name", default="latent_families", help="result file name in benchmarks/results")
     args = p.parse_args(argv)
     families = args.families.split(",")
@@ -79,6 +85,8 @@ def main(argv=None):
         fail("--dims: a sphere needs d >= 2 (d = 2 is the circle)")
     if args.epochs < 1:
         fail("--epochs must be at least 1")
+    if args.patience is not None and args.patience < 1:
+        fail("--patience must be at least 1 epoch")
     if args.dataset not in DATASETS:
         fail(f"unknown --dataset {args.dataset!r}; choose from {', '.join(DATASETS)}")
     try:
@@ -93,6 +101,8 @@ def main(argv=None):
     # options given only where they differ from the VAE's defaults, so a run folder of the defaults resumes as one
     if hidden != [200, 200]:
         common["hidden"] = hidden
+    if args.patience is not None:
+        common.update(keep_best=True, patience=args.patience)
     if likelihood != "bernoulli":
         common["likelihood"] = likelihood
     runs = [(f"{family}-d{d}", RunConfig.make(**family_options(family), latent_dim=d, **common), None)

@@ -341,6 +341,70 @@ def test_keep_best_run_without_its_best_checkpoint_is_a_clear_error(tmp_path):
     assert (tmp_path / "r" / "results.json").read_text() == before
 
 
+def test_patience_stops_training_that_many_epochs_after_the_best_and_scores_the_best(tmp_path, monkeypatch, capsys):
+    """Validation ELBOs scripted to peak at epoch 2: with patience 3 the run of at most 10 epochs stops after
+    epoch 5, says so, records it, and scores epoch 2 (--keep-best's best.pt)."""
+    import zoo.experiments.run
+    scripted = iter([-30.0, -20.0, -25.0, -20.5, -21.0] + [-10.0] * 5)
+    monkeypatch.setattr(zoo.experiments.run, "bound_per_datum", lambda *a, **k: next(scripted))
+    config = RunConfig.make(**{**SMALL_RUN, "epochs": 10, "batch_size": 200, "keep_best": True, "patience": 3})
+    s = train_run(config, tmp_path / "r", progress=False)
+    assert s["epochs_trained"] == 5 and s["best_epoch"] == 2
+    assert s["stopped_early"].startswith("early stopping after epoch 5: the validation ELBO has not improved for 3")
+    assert "early stopping after epoch 5" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["epoch"] == 5
+
+
+def test_a_stopped_run_resumed_with_the_same_patience_trains_no_more_and_with_more_patience_trains_on(
+        tmp_path, monkeypatch):
+    """Early stopping is a function of the history: resuming a stopped run with the same patience adds no epoch
+    (an uninterrupted run would have stopped there too); a larger patience trains on, up to --epochs."""
+    import zoo.experiments.run
+    values = [-30.0, -20.0, -25.0, -26.0, -21.0, -22.0, -23.0, -24.0]
+    scripted = iter(values)
+    monkeypatch.setattr(zoo.experiments.run, "bound_per_datum", lambda *a, **k: next(scripted))
+    make = lambda patience: RunConfig.make(**{**SMALL_RUN, "epochs": 8, "batch_size": 200, "keep_best": True,  # noqa: E731
+                                              "patience": patience})
+    out = tmp_path / "r"
+    assert train_run(make(2), out, progress=False)["epochs_trained"] == 4
+    again = train_run(make(2), out, resume=True, progress=False)
+    assert again["epochs_trained"] == 4 and again["stopped_early"].startswith("early stopping after epoch 4")
+    more = train_run(make(5), out, resume=True, progress=False)
+    assert more["epochs_trained"] == 7 and more["best_epoch"] == 2
+    assert more["stopped_early"].startswith("early stopping after epoch 7")
+
+
+def test_no_stop_while_the_validation_elbo_improves_ties_count_as_improvement():
+    from zoo.training.loop import early_stop
+    rows = lambda *v: [{"epoch": i + 1, "valid_elbo": x} for i, x in enumerate(v)]  # noqa: E731
+    assert early_stop(rows(-3.0, -2.0, -1.0), 1) is None
+    assert early_stop(rows(-3.0, -2.0, -2.0, -2.0), 2) is None            # a tie is the later epoch's
+    assert early_stop(rows(-3.0, -2.0, -2.5, -2.5), 2).startswith("early stopping after epoch 4")
+    assert early_stop(rows(-3.0, -2.0, -2.5, -2.5), None) is None
+    assert early_stop([{"epoch": 1, "valid_elbo": None}], 1) is None
+
+
+def test_patience_needs_keep_best_and_one_process(tmp_path, digits):
+    from zoo.rules import verdict
+    with pytest.raises(ZooError, match="patience .* add --keep-best"):
+        train_run(RunConfig.make(**{**SMALL_RUN, "patience": 2}), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
+    config = RunConfig.make(**{**SMALL_RUN, "patience": 2, "keep_best": True})
+    assert verdict(config, digits) is None
+    assert "only rank 0" in str(verdict(config, digits, distributed=True))
+
+
+def test_patience_in_zoo_fit_without_a_validation_elbo_is_refused(digits):
+    from zoo.training.config import TrainConfig
+    from zoo.training.loop import fit
+    model = zoo.build_model("vae", digits.train.shape[1], latent_dim=2, hidden=(16,))
+    guide = zoo.build_guide("amortized", model)
+    optimizer = torch.optim.Adam(list(model.parameters()) + list(guide.parameters()))
+    with pytest.raises(ZooError, match="early stopping .* computes none"):
+        fit(model, guide, zoo.build_objective("elbo"), digits.train[:100],
+            TrainConfig(epochs=2, batch_size=50, lr=1e-3, patience=1, progress=False), optimizer)
+
+
 @pytest.mark.slow
 def test_a_jit_run_resumes_where_it_would_have_been_and_follows_the_eager_run(tmp_path):
     """--jit captures its step afresh after a resume without drawing from the run's random stream, so

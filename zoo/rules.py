@@ -376,6 +376,12 @@ def check_run(config, model: ZooModel, data: Optional[DataFacts] = None, distrib
     if config.keep_best and not GUIDES[config.guide].factory.amortized:
         raise OptionError("keep_best", f"picks the epoch with the best validation ELBO, which needs an amortized "
                           f"guide; {config.guide!r} is per-datum: drop it or use amortized", kind="run")
+    if config.patience and not config.keep_best:
+        raise OptionError("patience", "stops training some epochs after the best validation ELBO, and only "
+                          "--keep-best then scores that best epoch: add --keep-best (or drop --patience)", kind="run")
+    if config.patience and distributed:
+        raise OptionError("patience", "watches the validation ELBO, which only rank 0 computes in a distributed "
+                          "run: drop it, or train in one process", kind="run")
     if config.kl_warmup and not objective_capabilities(config.objective, estimator).warmup:
         raise OptionError("kl_warmup", f"weights the latent terms of a bound; "
                           f"{objective_label(config.objective, estimator)} has none to weight "

@@ -62,7 +62,7 @@ from zoo.training.callbacks import Checkpoint, Log, LRSchedule, ValidationELBO
 from zoo.training.config import TrainConfig, TrainState
 from zoo.training.guards import NonFiniteError
 from zoo.training.threads import run_threads
-from zoo.training.loop import fit
+from zoo.training.loop import early_stop, fit
 from zoo.objectives.analytic_kl import sites_without_closed_form_kl, uses_analytic_kl
 from zoo.training.refit import refit_local_guide, refit_settings
 from zoo.training.optimizer import change_schedule, make_optimizer, restore_optimizer
@@ -303,7 +303,8 @@ def _train_locked(run: Prepared, out: Path, resume: Union[bool, LoadedRun], prog
                      Checkpoint(lambda loop: _checkpoint(run, ckpt_path, loop, scheduler, saved),
                                 every=config.checkpoint_every)]
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-                               clip_grad=config.clip_grad, kl_warmup=config.kl_warmup, progress=progress and main)
+                               clip_grad=config.clip_grad, kl_warmup=config.kl_warmup, patience=config.patience,
+                               progress=progress and main)
     t0 = time.perf_counter()
     try:
         fit(run.model, run.guide, objective, x, train_config, optimizer, callbacks=callbacks,
@@ -316,6 +317,9 @@ def _train_locked(run: Prepared, out: Path, resume: Union[bool, LoadedRun], prog
     if not main:
         return {"rank": "worker", "history": history}
     train_seconds = time.perf_counter() - t0
+    stopped = early_stop(history, config.patience)
+    if stopped:
+        print(stopped, flush=True)
     return _evaluate_and_write(run, out, history, progress, train_seconds=train_seconds)
 
 
@@ -370,6 +374,8 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
                "likelihood": likelihood_name(run.model, facts),
                "epochs_trained": len(history), "best_epoch": best_epoch, "train_seconds": train_seconds,
                "eval_seconds": eval_seconds, **result, "history": history}
+    if cfg.patience:
+        summary["stopped_early"] = early_stop(history, cfg.patience)
     if refit is not None:
         summary["refit"] = refit.to_json()
     if uses_analytic_kl(cfg.objective, cfg.objective_options.get("estimator")):

@@ -19,6 +19,9 @@ class TrainConfig:
         guide_only: train the guide's parameters alone; the model stays in eval mode (a test-time fit).
         clip_grad: clip the global gradient norm to this (:class:`~zoo.training.callbacks.GradientClipping`).
         kl_warmup: epochs of KL annealing (:class:`~zoo.training.callbacks.KLWarmupSchedule`).
+        patience: stop once the validation ELBO (the rows' ``valid_elbo``) has not improved for this many epochs
+            (:func:`~zoo.training.loop.early_stop`); the caller must fill ``valid_elbo`` (a
+            :class:`~zoo.training.callbacks.ValidationELBO`), or the run is refused.
         progress: a progress bar per epoch and a line after it (:class:`~zoo.training.callbacks.ProgressBar`).
     """
 
@@ -29,6 +32,7 @@ class TrainConfig:
     guide_only: bool = False
     clip_grad: Optional[float] = None
     kl_warmup: Optional[int] = None
+    patience: Optional[int] = None
     progress: bool = True
 
 

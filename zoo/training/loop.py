@@ -28,12 +28,13 @@ import pyro
 import pyro.infer.util
 import torch
 
-from zoo.training.callbacks import Callback, callbacks_for
+from zoo.core.errors import ZooError
+from zoo.training.callbacks import Callback, ValidationELBO, callbacks_for
 from zoo.training.config import TrainConfig, TrainState
 from zoo.training.guards import nan_warnings_silenced, step_errors
 from zoo.core.process import map_torch_constants
 
-__all__ = ["fit", "Loop", "SingleProcess", "svi_step", "epoch_order"]
+__all__ = ["fit", "Loop", "SingleProcess", "svi_step", "epoch_order", "early_stop"]
 
 
 def epoch_order(num_data: int, seed: int, epoch: int) -> torch.Tensor:
@@ -126,6 +127,9 @@ def fit(model, guide, objective, x: torch.Tensor, config: Optional[TrainConfig] 
         return fit(model, **keyword_fit(model, guide, objective, x, optimizer, callbacks, **options), state=state,
                    parallel=parallel)
     map_torch_constants()                        # once per process: zoo.core.process
+    if config.patience and not (guide.amortized and any(isinstance(c, ValidationELBO) for c in callbacks)):
+        raise ZooError("early stopping (patience) watches the validation ELBO, and this fit computes none (it needs "
+                       "an amortized guide and a ValidationELBO callback): drop the patience, or validate")
     callbacks = callbacks_for(config, *callbacks)
     loop = Loop(model, guide, objective, optimizer, config, state if state is not None else TrainState(), x.shape[0])
     parallel = parallel or SingleProcess(model, guide, objective, x, config.batch_size, config.seed)
@@ -146,6 +150,8 @@ def _epochs(loop: Loop, parallel, x: torch.Tensor, callbacks: Sequence[Callback]
     classes and the others through :mod:`zoo.objectives.lean`, whose gradients agree to float rounding, not
     bit for bit)."""
     config, optimizer, guide = loop.config, loop.optimizer, loop.guide
+    if early_stop(loop.state.history, config.patience):        # a resumed run that had stopped: no more epochs
+        return
     for epoch in range(loop.state.epoch, config.epochs):
         t0 = time.perf_counter()
         batches = parallel.batches(epoch)
@@ -163,3 +169,24 @@ def _epochs(loop: Loop, parallel, x: torch.Tensor, callbacks: Sequence[Callback]
         loop.state.history.append(row)
         for callback in callbacks:
             callback.on_epoch_end(loop, row)
+        if early_stop(loop.state.history, config.patience):
+            return
+
+
+def early_stop(history: Sequence[Dict], patience: Optional[int]) -> Optional[str]:
+    """Early stopping's verdict on a run's ``history``: None while it trains on, else the line that says why it
+    stopped. It stops once its best validation ELBO (``valid_elbo``; ties go to the later epoch, as for
+    ``--keep-best``'s ``best.pt``) lies ``patience`` or more epochs behind its last epoch, as in Tomczak &
+    Welling's (2018) protocol and Lightning's ``EarlyStopping``. A function of the history alone, so a resumed
+    run stops where an uninterrupted one would."""
+    if not patience or not history:
+        return None
+    scored = [(row["valid_elbo"], row["epoch"]) for row in history if row.get("valid_elbo") is not None]
+    if not scored:
+        return None
+    best, best_epoch = max(scored)
+    last = history[-1]["epoch"]
+    if last - best_epoch < patience:
+        return None
+    return (f"early stopping after epoch {last}: the validation ELBO has not improved for {last - best_epoch} "
+            f"epochs, since epoch {best_epoch} ({best:.3f}); patience {patience}")
