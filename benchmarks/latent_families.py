@@ -12,8 +12,9 @@ so the crossover, if any, shows in one table.
 
 Protocol: the VAE of Burda et al. (x-200-200-d, tanh, or --hidden; the encoder mirrors it), a Bernoulli
 likelihood for binary data and a Gaussian one (learned per-dimension scale) otherwise, the amortized guide, the
-ELBO (Trace_ELBO, one sample), Adam lr 1e-3, batch 100, seed 0 (or --seed), --epochs epochs, scored on --eval-limit test
-data. d is the ambient dimension of the sphere (d = 2 is the circle S^1, a 1-D manifold) and the dimension of
+ELBO (Trace_ELBO, one sample), Adam lr 1e-3, batch 100, seed 0 (or --seed), --epochs epochs (with --patience N: at
+most --epochs, stopped once the validation ELBO has not improved for N epochs, and the best epoch scored), scored
+on --eval-limit test data. d is the ambient dimension of the sphere (d = 2 is the circle S^1, a 1-D manifold) and the dimension of
 H^d (whose points have d + 1 coordinates; the decoder reads log_(mu_0)(z) in R^d, or, for
 wrapped-normal-gyroplane, z itself through a first layer of distances to learned gyroplanes, Mathieu et al.'s
 geodesic decoder). The guide's concentration is

@@ -372,6 +372,10 @@ def test_a_stopped_run_resumed_with_the_same_patience_trains_no_more_and_with_mo
     more = train_run(make(5), out, resume=True, progress=False)
     assert more["epochs_trained"] == 7 and more["best_epoch"] == 2
     assert more["stopped_early"].startswith("early stopping after epoch 7")
+    before = {f: (out / f).read_bytes() for f in ("config.json", "checkpoint.pt", "results.json")}
+    with pytest.raises(ZooError, match="--patience 3 would stop the run .* its record says --patience 5"):
+        train_run(make(3), out, resume=True, progress=False)     # nothing would train: the record would disagree
+    assert {f: (out / f).read_bytes() for f in before} == before
 
 
 def test_no_stop_while_the_validation_elbo_improves_ties_count_as_improvement():
@@ -381,6 +385,8 @@ def test_no_stop_while_the_validation_elbo_improves_ties_count_as_improvement():
     assert early_stop(rows(-3.0, -2.0, -2.0, -2.0), 2) is None            # a tie is the later epoch's
     assert early_stop(rows(-3.0, -2.0, -2.5, -2.5), 2).startswith("early stopping after epoch 4")
     assert early_stop(rows(-3.0, -2.0, -2.5, -2.5), None) is None
+    assert early_stop(rows(-1.0, -2.0, -3.0, -4.0), 2, warmup=3) is None    # warm-up epochs never count
+    assert "not improved for 2 epochs after the warm-up" in early_stop(rows(-1.0, -2.0, -3.0, -4.0, -5.0), 2, warmup=3)
     assert early_stop([{"epoch": 1, "valid_elbo": None}], 1) is None
 
 
@@ -403,6 +409,9 @@ def test_patience_in_zoo_fit_without_a_validation_elbo_is_refused(digits):
     with pytest.raises(ZooError, match="early stopping .* computes none"):
         fit(model, guide, zoo.build_objective("elbo"), digits.train[:100],
             TrainConfig(epochs=2, batch_size=50, lr=1e-3, patience=1, progress=False), optimizer)
+    with pytest.raises(ZooError, match="patience must be at least 1 epoch, got 0"):
+        fit(model, guide, zoo.build_objective("elbo"), digits.train[:100],
+            TrainConfig(epochs=2, batch_size=50, lr=1e-3, patience=0, progress=False), optimizer)
 
 
 @pytest.mark.slow

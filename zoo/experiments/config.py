@@ -97,7 +97,7 @@ class RunConfig(Options):
     keep_best: bool = option(False, "evaluate the epoch with the best validation ELBO (saved as OUT/best.pt), not the "
                              "last", cli=_group("training"))
     patience: Optional[int] = option(None, "early stopping: end training once the validation ELBO has not improved "
-                                     "for N epochs (Tomczak & Welling's protocol; --epochs stays the most); needs "
+                                     "for N epochs (not counting --kl-warmup's; --epochs stays the most); needs "
                                      "--keep-best, which then scores the best epoch", minimum=1, resumable=True,
                                      cli={"group": "training", "metavar": "N"})
     deterministic: bool = option(False, "use torch's deterministic algorithms (see zoo/README.md, \"Reproducibility\")",

@@ -273,13 +273,20 @@ def _train_locked(run: Prepared, out: Path, resume: Union[bool, LoadedRun], prog
         if (stored.lr, stored.lr_decay) != (config.lr, config.lr_decay):
             change_schedule(optimizer, scheduler, config.lr != stored.lr, config.lr_decay, fresh_lrs)
         set_rng_state(rng)
+    stopped = early_stop(history, config.patience, config.kl_warmup) if resume else None
+    if stopped and config.patience != stored.patience:
+        raise ZooError(f"--patience {config.patience} would stop the run in {out} where it stands ({stopped}), "
+                       f"and its record says {'no --patience' if stored.patience is None else f'--patience {stored.patience}'}: resume with a larger --patience to train "
+                       f"on, or score it as it is with 'pyro-zoo eval {out}'")
     if main:
         warning = likelihood_warning(run.model, DataFacts.of(run.data))
         if warning and not resume:
             print(f"warning: {warning}", flush=True)
         if config.jit:
             print(f"note: {JIT_NOTICE}", flush=True)
-        if not progress:                     # no bar: one line says what the next minutes are
+        if stopped:
+            print(f"{out} stopped early, at epoch {start_epoch}: no epoch to train", flush=True)
+        elif not progress:                   # no bar: one line says what the next minutes are
             print(f"training {out}: epochs {start_epoch + 1} to {config.epochs}", flush=True)
         if isinstance(run.objective, CapturedObjective):     # a capture's cost and any fallback, in a line each
             run.objective.say = _say
@@ -317,7 +324,7 @@ def _train_locked(run: Prepared, out: Path, resume: Union[bool, LoadedRun], prog
     if not main:
         return {"rank": "worker", "history": history}
     train_seconds = time.perf_counter() - t0
-    stopped = early_stop(history, config.patience)
+    stopped = early_stop(history, config.patience, config.kl_warmup)
     if stopped:
         print(stopped, flush=True)
     return _evaluate_and_write(run, out, history, progress, train_seconds=train_seconds)
@@ -375,7 +382,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
                "epochs_trained": len(history), "best_epoch": best_epoch, "train_seconds": train_seconds,
                "eval_seconds": eval_seconds, **result, "history": history}
     if cfg.patience:
-        summary["stopped_early"] = early_stop(history, cfg.patience)
+        summary["stopped_early"] = early_stop(history, cfg.patience, cfg.kl_warmup)
     if refit is not None:
         summary["refit"] = refit.to_json()
     if uses_analytic_kl(cfg.objective, cfg.objective_options.get("estimator")):

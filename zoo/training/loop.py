@@ -127,6 +127,8 @@ def fit(model, guide, objective, x: torch.Tensor, config: Optional[TrainConfig] 
         return fit(model, **keyword_fit(model, guide, objective, x, optimizer, callbacks, **options), state=state,
                    parallel=parallel)
     map_torch_constants()                        # once per process: zoo.core.process
+    if config.patience is not None and config.patience < 1:
+        raise ZooError(f"patience must be at least 1 epoch, got {config.patience}")
     if config.patience and not (guide.amortized and any(isinstance(c, ValidationELBO) for c in callbacks)):
         raise ZooError("early stopping (patience) watches the validation ELBO, and this fit computes none (it needs "
                        "an amortized guide and a ValidationELBO callback): drop the patience, or validate")
@@ -150,7 +152,7 @@ def _epochs(loop: Loop, parallel, x: torch.Tensor, callbacks: Sequence[Callback]
     classes and the others through :mod:`zoo.objectives.lean`, whose gradients agree to float rounding, not
     bit for bit)."""
     config, optimizer, guide = loop.config, loop.optimizer, loop.guide
-    if early_stop(loop.state.history, config.patience):        # a resumed run that had stopped: no more epochs
+    if early_stop(loop.state.history, config.patience, config.kl_warmup):    # a resumed run that had stopped
         return
     for epoch in range(loop.state.epoch, config.epochs):
         t0 = time.perf_counter()
@@ -169,16 +171,17 @@ def _epochs(loop: Loop, parallel, x: torch.Tensor, callbacks: Sequence[Callback]
         loop.state.history.append(row)
         for callback in callbacks:
             callback.on_epoch_end(loop, row)
-        if early_stop(loop.state.history, config.patience):
+        if early_stop(loop.state.history, config.patience, config.kl_warmup):
             return
 
 
-def early_stop(history: Sequence[Dict], patience: Optional[int]) -> Optional[str]:
+def early_stop(history: Sequence[Dict], patience: Optional[int], warmup: Optional[int] = None) -> Optional[str]:
     """Early stopping's verdict on a run's ``history``: None while it trains on, else the line that says why it
-    stopped. It stops once its best validation ELBO (``valid_elbo``; ties go to the later epoch, as for
-    ``--keep-best``'s ``best.pt``) lies ``patience`` or more epochs behind its last epoch, as in Tomczak &
-    Welling's (2018) protocol and Lightning's ``EarlyStopping``. A function of the history alone, so a resumed
-    run stops where an uninterrupted one would."""
+    stopped. It stops once ``patience`` epochs have passed without a better validation ELBO (``valid_elbo``),
+    counted as Lightning's ``EarlyStopping`` counts them, except that the first ``warmup`` epochs (KL warm-up,
+    whose models are not yet the final objective's) never count, as in Tomczak & Welling's (2018) code. A tie
+    counts as the later epoch's, as for ``--keep-best``'s ``best.pt``, so the epoch it scores is the one the line
+    names. A function of the history alone, so a resumed run stops where an uninterrupted one would."""
     if not patience or not history:
         return None
     scored = [(row["valid_elbo"], row["epoch"]) for row in history if row.get("valid_elbo") is not None]
@@ -186,7 +189,9 @@ def early_stop(history: Sequence[Dict], patience: Optional[int]) -> Optional[str
         return None
     best, best_epoch = max(scored)
     last = history[-1]["epoch"]
-    if last - best_epoch < patience:
+    waited = last - max(best_epoch, warmup or 0)
+    if waited < patience:
         return None
-    return (f"early stopping after epoch {last}: the validation ELBO has not improved for {last - best_epoch} "
-            f"epochs, since epoch {best_epoch} ({best:.3f}); patience {patience}")
+    return (f"early stopping after epoch {last}: the validation ELBO has not improved for {waited} epochs"
+            f"{' after the warm-up' if (warmup or 0) > best_epoch else ''}, its best at epoch {best_epoch} "
+            f"({best:.3f}); patience {patience}")
