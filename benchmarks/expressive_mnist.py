@@ -24,6 +24,10 @@ Runs (each at the same budget of --epochs epochs):
   moved by 8 tempered leapfrog steps on log p(x, z), trained by the augmented ELBO; its -ELBO is that augmented
   bound, its NLL the importance-sampled one (unbiased for p(x) with the augmented weights), paired against
   ``vae_standard`` at the same budget;
+- ``hvae_hvi8`` / ``hvae_unstructured``: the same on the two-layer ``hvae`` (tanh, standard prior): the hamiltonian
+  guide moves (z1, z2) as one vector from a factorized amortized Normal q_0(z1 | x) q_0(z2 | x), paired against
+  that q_0 alone (``hvae_unstructured``, the amortized guide without ``--structured``) and against the structured
+  guide of ``hvae_standard``; the DLGM of Salimans et al. is the nearer model for 85.51;
 - ``draw_t16``: DRAW (``zoo/models/draw.py``) with its recurrent guide (``guides/recurrent.py``), the paper's MNIST
   network (100 latents a step, 256-unit LSTMs, 2 x 2 read and 5 x 5 write attention) but T = 16 steps instead of
   64, trained by its own loss (``tracemeanfield``: the analytic KL of each step at the sampled past);
@@ -101,6 +105,9 @@ The hamiltonian guide against the amortized one at a short budget (issue 52, ite
     # ... and vae_standard (--name hvi_mnist_vae_standard), then
     python benchmarks/expressive_mnist.py --collect --runs vae_standard,vae_hvi8 --name hvi_mnist --run-prefix hvi_mnist
     # three times the epochs: the same with --epochs 60 and --name hvi_mnist60_RUN, collected as --name hvi_mnist60
+    # on the hvae: --runs hvae_hvi8, hvae_unstructured and hvae_standard, each --name hvi_hvae_mnist_RUN, then
+    python benchmarks/expressive_mnist.py --collect --runs hvae_unstructured,hvae_standard,hvae_hvi8 \
+        --name hvi_hvae_mnist
 
 The amortized VAE at the hamiltonian guide's training time instead (150 epochs, about the 620 s of vae_hvi8's 20),
 paired against vae_hvi8 (its folder copied into the same --out):
@@ -157,6 +164,8 @@ RUNS = {
     "hvae_ladder_vampprior_gated": ("hvae", {"activation": "gated", "prior": "vampprior"}, "ladder", {}, "elbo", 1,
                                     83.19),
     "vae_hvi8": ("vae", {}, "hamiltonian", {"leapfrog_steps": 8}, "elbo", 1, 85.51),
+    "hvae_unstructured": ("hvae", {}, "amortized", {}, "elbo", 1, 86.76),
+    "hvae_hvi8": ("hvae", {}, "hamiltonian", {"leapfrog_steps": 8}, "elbo", 1, 85.51),
     "draw_t16": ("draw", {"steps": 16}, "recurrent", {}, "tracemeanfield", 1, 80.97),
     "draw_t16_noattention": ("draw", {"steps": 16, "write_glimpse": 0}, "recurrent", {"read_glimpse": 0},
                              "tracemeanfield", 1, 87.40),
@@ -218,7 +227,8 @@ PAIRS = [("vae_vampprior", "vae_standard"), ("vae_vampprior_gated", "vae_standar
          ("hvae_ladder_gated", "hvae_standard_gated"), ("hvae_ladder_residual_gated", "hvae_standard_gated"),
          ("hvae_ladder_residual_gated", "hvae_ladder_gated"), ("hvae_ladder_vampprior_gated", "hvae_vampprior_gated"),
          ("hvae_ladder_vampprior_gated", "hvae_ladder_gated"), ("hvae_ladder_vampprior_gated", "hvae_standard_gated"),
-         ("vae_hvi8", "vae_standard")]
+         ("vae_hvi8", "vae_standard"), ("hvae_hvi8", "hvae_unstructured"), ("hvae_hvi8", "hvae_standard"),
+         ("hvae_standard", "hvae_unstructured")]
 
 
 def collect(name: str, out_root: Path, labels, prefix=None) -> None:
