@@ -49,9 +49,9 @@ binarization, long training; the lecture's MNIST table): the reference for ``vae
 -log p(x) <= 80.97 (the negative variational bound, not an importance-sampled NLL) with T = 64 and attention, 87.40
 without attention: the reference for ``draw_t16``.
 
-Protocol: Adam (lr --lr, default 1e-3), batch 100, seed 0, --epochs epochs for every run (no early stopping,
-no warm-up unless --kl-warmup; with --keep-best the epoch of best validation ELBO is scored), one torch thread
-per process. Test NLL = -log (1/K) sum_k w_k with K =
+Protocol: Adam (lr --lr, default 1e-3), batch 100, seed 0, --epochs epochs for every run (no early stopping
+unless --patience, no warm-up unless --kl-warmup; with --keep-best the epoch of best validation ELBO is scored), one
+torch thread per process. Test NLL = -log (1/K) sum_k w_k with K =
 --eval-samples importance samples from the trained guide, on all 10,000 test images (or --eval-limit n, a fixed
 random subset). The harness also reports the KL and active units of each latent site (z1, z2).
 
@@ -140,7 +140,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, grid_parser, provenance, run_grid, run_script, write_result  # noqa: E402
+from common import RESULTS, fail, grid_parser, provenance, run_grid, run_script, write_result  # noqa: E402
 
 from zoo.experiments.config import RunConfig  # noqa: E402
 
@@ -184,6 +184,10 @@ def main(argv=None):
     p.add_argument("--kl-warmup", type=int, default=None, metavar="EPOCHS")
     p.add_argument("--keep-best", action="store_true",
                    help="score each run's epoch with the best validation ELBO (early stopping without stopping)")
+    p.add_argument("--patience", type=int, default=None, metavar="N",
+                   help="early stopping: end a run once its validation ELBO has not improved for N epochs after the "
+                        "warm-up, and score its best epoch (implies --keep-best); Tomczak & Welling's protocol is "
+                        "--epochs 2000 --kl-warmup 100 --patience 50")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--name", default="expressive_mnist", help="result file name in benchmarks/results")
     p.add_argument("--run-prefix", default=None, help="with --collect: the runs' result files are "
@@ -199,7 +203,9 @@ def main(argv=None):
     chosen = [r for r in args.runs.split(",") if r]
     unknown = [r for r in chosen if r not in RUNS]
     if unknown:
-        p.error(f"unknown run {unknown[0]!r}; choose from {', '.join(RUNS)}")
+        fail(f"unknown run {unknown[0]!r}; choose from {', '.join(RUNS)}")
+    if args.patience is not None and args.patience < 1:
+        fail("--patience must be at least 1 epoch")
 
     runs = []
     for label in chosen:
@@ -210,7 +216,7 @@ def main(argv=None):
                                 dataset="binarized_mnist", data_dir=args.data_dir, epochs=args.epochs, batch_size=100,
                                 lr=args.lr, seed=0, device=args.device, eval_samples=args.eval_samples,
                                 eval_limit=args.eval_limit, iwae_k=50, kl_warmup=args.kl_warmup,
-                                keep_best=args.keep_best,
+                                keep_best=args.keep_best or args.patience is not None, patience=args.patience,
                                 **model_options, **guide_options)
         runs.append((label, config, reference))
     run_grid(args.name, "Learned priors and hierarchical VAEs on static binarized MNIST: test NLL", runs,
