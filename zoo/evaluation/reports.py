@@ -719,7 +719,11 @@ def leaderboard_runs(results: Results, config: ReportConfig = GENERIC) -> List[T
     scored on more test images beats one scored on a subset (``--eval-limit``), whatever their figures:
     only runs on the same images compare; then a run whose NLL is reliable beats one whose NLL is not.
     Datasets come in the declared order, then by name; within one, the reliable entries first, then the
-    unreliable ones, each by the declared order of models and by score."""
+    unreliable ones, each by the declared order of models and by score. A committed checkpoint scored again
+    (a run or result file naming its ``checkpoint``, with no training history: the AIS and headline files) is
+    left to the archive: the
+    same model's training run stands for it here, with its curve, and a second draw of the same estimate does
+    not displace it by its Monte Carlo noise."""
     datasets = list(config.leaderboard_datasets)
     best: Dict[tuple, Tuple[str, dict]] = {}
     # a grid's seeds of one cell (run folders beside each other, or runs of one result file): one row, their mean
@@ -727,6 +731,8 @@ def leaderboard_runs(results: Results, config: ReportConfig = GENERIC) -> List[T
                                 if results[name].get(USER_RUN_KEY) else name):
         c = run["config"]
         dataset = str(c.get("dataset"))
+        if _rescored(results, name, run):
+            continue
         if datasets and dataset not in datasets and not results[name].get(USER_RUN_KEY):
             continue
         key = (dataset, model_label(c, config), c.get("guide"), c.get("objective"))
@@ -736,6 +742,12 @@ def leaderboard_runs(results: Results, config: ReportConfig = GENERIC) -> List[T
                                         _rank(config.leaderboard_model_order, best[k][1]["config"].get("model")),
                                         _score(best[k][1])))
     return [best[k] for k in order]
+
+
+def _rescored(results: Results, name: str, run: dict) -> bool:
+    """Whether ``run`` of result file ``name`` scores a committed checkpoint again (the run or its file names
+    the ``checkpoint``) without the training history that produced it."""
+    return bool(run.get("checkpoint") or results[name].get("checkpoint")) and not run.get("history")
 
 
 def plot_path(name: str, run: dict) -> str:
