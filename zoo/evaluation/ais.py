@@ -223,7 +223,16 @@ class _Chains:
         return {s.name: trace.nodes[s.name]["value"] for s in self.model.latents}
 
     def score(self, values: Optional[Dict[str, torch.Tensor]]):
-        """The LogWeights of the state ``values`` (``None``: a fresh draw from the guide)."""
+        """The LogWeights of the state ``values`` (``None``: a fresh draw from the guide).
+
+        On the prior's path log q is never used, so the state is scored with the model's own prior in the guide's
+        place (its observations hidden): the guide need not be able to score a state it did not draw (the
+        hamiltonian guide cannot), and no encoder runs. Not where the model has global latents, whose values come
+        from the guide's point estimate."""
+        if values is not None and self.path == "prior" and not getattr(self.model, "global_latents", ()):
+            prior = poutine.block(self.model, hide_fn=lambda msg: msg["is_observed"])
+            return per_datum_log_weights(self.model, _at(prior, values), self.x, idx=self.idx, N=self.N,
+                                         num_particles=self.C)
         guide = self.guide if values is None else _at(self.guide, values)
         lw = per_datum_log_weights(self.model, guide, self.x, idx=self.idx, N=self.N, num_particles=self.C)
         return lw
