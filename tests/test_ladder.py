@@ -163,3 +163,20 @@ def test_a_vampprior_on_top_is_the_mixture_of_the_ladder_s_top_posteriors():
     x = (torch.rand(4, 16, dtype=torch.float64) < 0.5).double()
     per_datum_log_weights(model.model, guide, x, num_particles=2).log_w.sum().backward()
     assert model.prior.raw_pseudo_inputs.grad is not None and guide.blocks[1][0].weight.grad is not None
+
+
+def test_compare_sets_the_top_down_and_hamiltonian_guides_beside_the_bottom_up_one_on_the_same_hvae(tmp_path, capsys):
+    """Issue 52's "the new hierarchical and Hamiltonian guides on the same model", from the command a user types:
+    one cell per guide, each a trained and scored run of the same hvae on the same data, in one table."""
+    import json
+    from zoo.cli import main
+    out = tmp_path / "grid"
+    guides = ["amortized", "ladder", "hamiltonian"]
+    assert main(["compare", "hvae", "--guides", ",".join(guides), "--objectives", "elbo", "--dataset", "digits",
+                 "--epochs", "1", "--hidden", "16", "--leapfrog-steps", "1", "--eval-samples", "10",
+                 "--eval-limit", "50", "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    configs = {g: json.loads((out / f"{g}-elbo" / "results.json").read_text())["config"] for g in guides}
+    assert {g: c["guide"] for g, c in configs.items()} == {g: g for g in guides}
+    assert len({json.dumps(c["model_options"], sort_keys=True) for c in configs.values()}) == 1
+    table = (out / "compare.md").read_text()
+    assert all(f"{g}/elbo" in table for g in guides)
