@@ -29,8 +29,8 @@ def readme_command(install: str) -> list:
 
 def timed_run(argv: list, cwd, threads: Optional[int] = None) -> dict:
     """Run ``argv`` to completion in a fresh process from ``cwd`` and return its wall seconds, its CPU-seconds
-    (user + system of the child and its children, from ``getrusage``), its last stdout line and its ``pyro-zoo:``
-    notices, and the peak resident memory of the largest child process so far (``ru_maxrss``: this command's own
+    (user + system of the child and its children, from ``getrusage``), its last stdout line, its ``pyro-zoo:``
+    notices (stderr) and ``note:`` lines (stdout), and the peak resident memory of the largest child process so far (``ru_maxrss``: this command's own
     where it is the first or largest one run). ``OMP_NUM_THREADS`` is ``threads``, or absent where ``threads`` is None (what a user who sets nothing
     runs). A failed command ends the benchmark with the failed tests or the error it printed."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
@@ -48,7 +48,11 @@ def timed_run(argv: list, cwd, threads: Optional[int] = None) -> dict:
     return {"command": " ".join(argv), "wall_seconds": round(wall, 2),
             "cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
             "max_child_resident_mb": round(after.ru_maxrss / 1024, 1),          # KiB on Linux
-            "last_line": last, "notices": [line for line in done.stderr.splitlines() if line.startswith("pyro-zoo:")]}
+            "last_line": last,
+            # what the zoo told the user about its own settings: its stderr notices and its stdout notes (the
+            # threads it picked, zoo.training.threads)
+            "notices": [line for line in done.stderr.splitlines() if line.startswith("pyro-zoo:")]
+            + [line for line in done.stdout.splitlines() if line.startswith("note:")]}
 
 
 def _git_state():

@@ -48,6 +48,9 @@ def main() -> None:
     table = ("| command | threads | CPU-seconds | wall seconds |\n|---|---|---|---|\n"
              + "".join(f"| `{r['command']}` | {r['threads']} | {r['cpu_seconds']:.2f} | {r['wall_seconds']:.2f} |\n"
                        for r in rows))
+    notes = quick["notices"]
+    table += ("\nWhat the main command told the user as a user runs it: "
+              + ("; ".join(f"`{n}`" for n in notes) if notes else "nothing about its settings") + ".\n")
     (RESULTS / "quickstart_cost.md").write_text(table)
     print(table + f"\nwrote {path}")
 
