@@ -11,9 +11,10 @@ one's Python alone (no backward pass, no optimizer).
     python benchmarks/step_overhead.py --data-dir ../shared/data --rounds 4
 
 ``--small`` measures the fixed cost of a step instead, at negligible compute: the digits, a VAE with 2 latents
-and 16 hidden units, batch 1 and batch 32, the zoo's fused Adam for every loop. Five loops, interleaved, each
+and 16 hidden units, batch 1 and batch 32, the zoo's fused Adam for every loop. Six loops, interleaved, each
 timed over ``--steps`` steps per round: hand-written PyTorch, Pyro's own ``pyro.infer.Trace_ELBO`` with the
-same model and guide, and ``zoo.fit`` eager, ``--jit`` and ``--compile``. The overhead of a loop is its
+same model and guide (twice: with Pyro's argument validation as Pyro ships it, on, and with it off, as ``zoo.fit``
+runs after its first step, the like-for-like comparison), and ``zoo.fit`` eager, ``--jit`` and ``--compile``. The overhead of a loop is its
 median microseconds per step minus the hand-written loop's::
 
     python benchmarks/step_overhead.py --small --rounds 11 --steps 300 --name step_overhead_small
@@ -70,19 +71,23 @@ def small(args) -> None:
             hand_epoch(x, guide, model, opt, order, B)
             return time.perf_counter() - t
 
-        def pyro_trace_elbo():
-            t = time.perf_counter()
-            for idx in order.split(B):
-                opt.zero_grad(set_to_none=True)
-                pyro_elbo.loss_and_grads(model, guide, x[idx], idx=idx, N=N)
-                opt.step()
-            return time.perf_counter() - t
+        def pyro_trace_elbo(validation: bool):
+            def run():
+                t = time.perf_counter()
+                with pyro.validation_enabled(validation):
+                    for idx in order.split(B):
+                        opt.zero_grad(set_to_none=True)
+                        pyro_elbo.loss_and_grads(model, guide, x[idx], idx=idx, N=N)
+                        opt.step()
+                return time.perf_counter() - t
+            return run
 
         def zoo(objective):
             return lambda: fit(model, guide, objective, x, epochs=1, batch_size=B, lr=1e-3, progress=False,
                                optimizer=opt)[-1]["seconds"]
 
-        loops = {"hand-written": hand, "Pyro Trace_ELBO": pyro_trace_elbo,
+        loops = {"hand-written": hand, "Pyro Trace_ELBO": pyro_trace_elbo(True),
+                 "Pyro Trace_ELBO, validation off": pyro_trace_elbo(False),
                  **{name: zoo(objective) for name, objective in objectives.items()}}
         times = {name: [] for name in loops}
         names = list(loops)
@@ -95,6 +100,8 @@ def small(args) -> None:
         overhead = {k: v - us["hand-written"] for k, v in us.items() if k != "hand-written"}
         result["batches"][str(B)] = {"us_per_step": us, "overhead_us_per_step": overhead, "all_us_per_step": times,
                                      "zoo_overhead_over_pyro": overhead["zoo.fit"] / overhead["Pyro Trace_ELBO"],
+                                     "zoo_overhead_over_pyro_validation_off":
+                                         overhead["zoo.fit"] / overhead["Pyro Trace_ELBO, validation off"],
                                      **({"compiled_over_hand": us["zoo.fit --compile"] / us["hand-written"]}
                                         if "zoo.fit --compile" in us else {})}
         for k, v in us.items():
