@@ -162,6 +162,18 @@ def test_a_step_under_kl_warmup_runs_eagerly_with_the_tempered_bound():
     assert values["jit", 1.0] == pytest.approx(values["eager", 1.0], rel=1e-5)
     assert values["jit", 0.2] < values["jit", 1.0]             # the tempered bound, not a frozen trace of beta = 1
     assert not jit._compiled                                   # no step was traced under a handler
+    assert len(jit.notes) == 1 and "outer Pyro handler" in jit.notes[0]      # said, once for both steps
+
+
+def test_a_step_found_uncapturable_is_said_once_however_many_batch_shapes():
+    """An epoch's short last batch is another shape, so another capture is tried; its reason is not said again."""
+    x, model, guide, settings, lr = case("sbn", "amortized", "enum", {"layers": (4,)}, {})
+    objective = jit_objective(objective_of("enum"), **settings)
+    for size in (10, 7, 10, 7):
+        idx = torch.arange(size)
+        objective.loss_and_grads(model, guide, x[idx], idx=idx, N=N)
+    assert len(objective._compiled) == 2 and all(c.fn is None for c in objective._compiled.values())
+    assert len(objective.notes) == 1 and "runs this step eagerly" in objective.notes[0]
 
 
 def test_a_replaced_parameter_is_traced_afresh():

@@ -146,6 +146,7 @@ class CapturedObjective:
     def __init__(self, objective, say=None):
         self.objective = objective
         self.say = say                               # one-line notes (a capture's cost, a fallback); None: silent
+        self._said: set = set()                      # each note once per run, however many batch shapes
         self._compiled: Dict[Tuple, _Compiled] = {}
 
     def around(self, objective) -> "CapturedObjective":
@@ -172,6 +173,9 @@ class CapturedObjective:
     def loss_and_grads(self, model, guide, x, idx=None, N=None):
         """One step: the loss (a float, the negative bound scaled to N data), gradients accumulated."""
         if _PYRO_STACK or not torch.is_grad_enabled():
+            if _PYRO_STACK and torch.is_grad_enabled():
+                self._note("steps under an outer Pyro handler (such as KL warm-up's) run eagerly; the captured step "
+                           "takes over once it is gone")
             return self.objective.loss_and_grads(model, guide, x, idx=idx, N=N)
         args = (x,) if idx is None else (x, idx)
         key = (id(model), id(guide), N, getattr(model, "training", None), getattr(guide, "training", None),
@@ -186,7 +190,11 @@ class CapturedObjective:
         return self._run(compiled, model, guide, args)
 
     def _note(self, message: str) -> None:
-        if self.say is not None:
+        """Say ``message`` once: a fallback found again for another batch shape (an epoch's short last batch) is
+        not said again."""
+        said = self.__dict__.setdefault("_said", set())     # (absent from a capture unpickled from before it)
+        if self.say is not None and message not in said:
+            said.add(message)
             self.say(f"note: {message}")
 
     def _capture(self, model, guide, args, N) -> _Compiled:
