@@ -27,14 +27,15 @@ def readme_command(install: str) -> list:
     return shlex.split(line.split("&&", 1)[1])
 
 
-def timed_run(argv: list, cwd, threads: Optional[int] = None) -> dict:
+def timed_run(argv: list, cwd, threads: Optional[int] = None, env: Optional[dict] = None) -> dict:
     """Run ``argv`` to completion in a fresh process from ``cwd`` and return its wall seconds, its CPU-seconds
     (user + system of the child and its children, from ``getrusage``), its last stdout line, its ``pyro-zoo:``
     notices (stderr) and ``note:`` lines (stdout), and the peak resident memory of the largest child process so far (``ru_maxrss``: this command's own
     where it is the first or largest one run). ``OMP_NUM_THREADS`` is ``threads``, or absent where ``threads`` is None (what a user who sets nothing
-    runs). A failed command ends the benchmark with the failed tests or the error it printed."""
+    runs); ``env`` adds variables. A failed command ends the benchmark with the failed tests or the error it printed."""
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    env.update({"MPLBACKEND": "Agg", **({"OMP_NUM_THREADS": str(threads)} if threads else {})})
+    env.update({"MPLBACKEND": "Agg", **({"OMP_NUM_THREADS": str(threads)} if threads else {}), **extra})
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
