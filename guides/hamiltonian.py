@@ -23,7 +23,8 @@ the IWAE and Renyi bounds, and the harness's importance-sampled log p(x), whose 
 unbiased estimate of p(x) (the reverse kernel is the deterministic inverse), with its k-hat a diagnostic of those
 weights. What needs q(z | x) at another point, or its score at a fixed z, is refused in one line (``has_density``
 is ``False``): score-function and wake-sleep estimators, closed-form KLs, the defensive proposal's wider copy (its
-sites are kept as drawn), the amortization gap, AIS and BDMC from the guide, and bits-back compression.
+sites are kept as drawn), the amortization gap and bits-back compression. AIS and BDMC "from the guide" start at
+q_0 instead (:meth:`Hamiltonian.initial_guide`), which has a density: any normalized start with one is valid.
 
 A model with several latent sites is moved as one vector (every site's units share the dynamics); L is carried
 by the first site and the others are ``Delta`` at their z_K with 0, so per-site KLs of this guide are not per-site
@@ -77,7 +78,7 @@ from zoo.core.nn import ACTIVATIONS
 from zoo.core.params import register_module
 from zoo.core.plates import data_plate
 
-__all__ = ["Hamiltonian", "HamiltonianOptions", "tempering_schedule"]
+__all__ = ["Hamiltonian", "HamiltonianOptions", "InitialGuide", "tempering_schedule"]
 
 
 @dataclass
@@ -200,6 +201,11 @@ class Hamiltonian(Amortized):
         log_density = log_q0 + phi.log_prob(rho0 * beta_0.sqrt()).sum(-1) - phi.log_prob(rhoK).sum(-1)
         return {**self._split(zK), "log_density": log_density}
 
+    def initial_guide(self) -> "InitialGuide":
+        """q_0(z | x), the amortized Normal before the leapfrog steps, as a guide with a density: where AIS and BDMC
+        anneal "from the guide", they start here (a normalized start with a density at any z is all they need)."""
+        return InitialGuide(self)
+
     def forward(self, x, idx=None, N=None):
         register_module("hamiltonian", self)
         _, raw = self.encode(x)
@@ -210,6 +216,27 @@ class Hamiltonian(Amortized):
             for s in self.sites[1:]:
                 pyro.sample(s.name, dist.Delta(drawn[s.name], log_density=torch.zeros_like(drawn["log_density"]),
                                                event_dim=len(s.event_shape)))
+
+
+class InitialGuide(nn.Module):
+    """The q_0 of a :class:`Hamiltonian` guide as a guide: each site drawn from its mean-field Normal, with its
+    density (:meth:`Hamiltonian.initial_guide`). Its parameters are the hamiltonian guide's, under the same name."""
+
+    has_density = True
+    amortized = True
+
+    def __init__(self, guide: Hamiltonian):
+        super().__init__()
+        self.guide = guide
+        self.family = f"{guide.family} q_0"
+
+    def forward(self, x, idx=None, N=None):
+        g = self.guide
+        register_module("hamiltonian", g)
+        _, raw = g.encode(x)
+        with data_plate(x, idx, N):
+            for s in g.sites:
+                pyro.sample(s.name, site_distribution(s, raw[s.name]))
 
 
 @contextlib.contextmanager

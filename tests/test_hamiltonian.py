@@ -99,16 +99,40 @@ def test_what_needs_the_guide_s_density_is_refused_in_one_line(objective):
     check_combination(model, "hamiltonian", "iwae")
 
 
-def test_annealing_from_the_guide_compression_and_the_gaps_refuse_it():
+def test_compression_and_the_gaps_refuse_it_and_annealing_starts_at_its_q0():
     model = build_model("vae", 64, latent_dim=2, hidden=(8,))
     guide = build_guide("hamiltonian", model, hidden=(8,), leapfrog_steps=1)
-    with pytest.raises(ZooError, match="has no marginal density.*--ais-path prior"):
-        check_annealing(model, "AIS", guide, "guide")
+    check_annealing(model, "AIS", guide, "guide")          # from q_0 (the next test)
     check_annealing(model, "AIS", guide, "prior")
+
+    class NoStart:                                         # a guide without a density that declares no start
+        has_density, family = False, "opaque"
+    with pytest.raises(ZooError, match="has no marginal density.*--ais-path prior"):
+        check_annealing(model, "AIS", NoStart(), "guide")
     with pytest.raises(ZooError, match="has no marginal density"):
         check_compress(model, guide)
     with pytest.raises(ZooError, match="refit a per-datum counterpart"):
         check_gaps(guide)
+
+
+def test_ais_from_the_guide_starts_at_q0_and_reaches_the_ppca_closed_form(synthetic):
+    """The guide's path anneals from the hamiltonian guide's q_0, the amortized Normal before its leapfrog steps:
+    the same distribution its draws start from, with a density, so AIS is valid and reaches log p(x)."""
+    from zoo.evaluation.ais import AnnealedImportanceSampling
+    model = build_model("ppca", synthetic.x_dim)
+    model.set_ml_solution(synthetic.train)
+    guide = build_guide("hamiltonian", model, hidden=(8,), leapfrog_steps=2)
+    x = synthetic.test[:20]
+    start = poutine.trace(guide.initial_guide()).get_trace(x).nodes["z"]["fn"]
+    q0 = site_distribution(guide.sites[0], guide.encode(x)[1]["z"])
+    assert torch.equal(start.mean, q0.mean) and torch.equal(start.stddev, q0.stddev)
+    pyro.set_rng_seed(5)
+    result = AnnealedImportanceSampling(num_temperatures=100, num_chains=8, leapfrog_steps=5).estimate(model, guide, x)
+    assert "q_0" in result.settings["start"] and result.settings["path"] == "guide"
+    exact = model.log_marginal(x).double()
+    error = (result.log_likelihood - exact).mean().item()
+    se = (result.log_likelihood_se.pow(2).sum().sqrt() / x.shape[0]).item()
+    assert abs(error) < 3 * se + 0.02 and abs(error) < 0.1, f"AIS from q_0 is off by {error:.4f} nats ({se:.4f} SE)"
 
 
 @pytest.mark.slow

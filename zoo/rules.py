@@ -672,8 +672,9 @@ MANIFOLD_HAS_NO_COUNTERPART = _rule(
     "hyperbolic space: use --latent gaussian for them")
 GUIDE_NEEDS_DENSITY = _rule(
     "guide_needs_density", "eval --estimator ais|bdmc|compress", "AIS and BDMC from the guide start at q(z | x) and "
-    "bits-back coding codes with it, which needs its density at any z, and a hamiltonian guide has one only at its "
-    "own draws (the augmented term): use --ais-path prior, or the importance-sampling estimate (pyro-zoo eval)")
+    "bits-back coding codes with it, which needs its density at any z, and a guide without a marginal density has "
+    "one only at its own draws (the hamiltonian guide's augmented term; AIS starts at its q_0 instead, but bits-back "
+    "coding cannot): use --ais-path prior, or the importance-sampling estimate (pyro-zoo eval)")
 BDMC_NEEDS_AMORTIZED = _rule(
     "bdmc_needs_amortized", "eval --estimator bdmc", "BDMC's guide path starts at q(z | x) of simulated data, which "
     "needs an amortized guide: pass --ais-path prior")
@@ -743,7 +744,8 @@ def check_annealing(model: ZooModel, estimator: str, guide=None, path: str = "pr
     """Raise :class:`ZooError` unless ``estimator`` (``"AIS"`` or ``"BDMC"``) has local latents of ``model`` to
     anneal (it moves exactly ``model.latents``; those on the sphere or in hyperbolic space through their family's
     chart of R^k) and, on the guide's path, a ``guide`` with a density."""
-    if path == "guide" and guide is not None and not getattr(guide, "has_density", True):
+    if path == "guide" and guide is not None and not getattr(guide, "has_density", True) \
+            and not hasattr(guide, "initial_guide"):
         raise GUIDE_NEEDS_DENSITY.error(f"the {getattr(guide, 'family', type(guide).__name__)!r} guide has no "
                                         f"marginal density")
     if not model.latents:

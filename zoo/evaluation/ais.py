@@ -119,6 +119,18 @@ def log_mean_exp_and_se(log_w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor
     return lme, se, ess
 
 
+def annealing_start(guide, path: str):
+    """(the guide AIS and BDMC anneal from, what pi_0 is, in words). On the guide's path: the guide itself, or,
+    for a guide without a marginal density, the start it declares (``initial_guide()``: the hamiltonian guide's
+    q_0, before its leapfrog steps); on the prior's path the guide is kept only for its global latents."""
+    if path != "guide":
+        return guide, "the prior p(z)"
+    if not getattr(guide, "has_density", True) and hasattr(guide, "initial_guide"):
+        family = getattr(guide, "family", type(guide).__name__)
+        return guide.initial_guide(), f"q_0 of the {family!r} guide (its draw before the leapfrog steps)"
+    return guide, "the guide's q(z | x)"
+
+
 class _FixedValues(Messenger):
     """Sets the value of every named sample site (as ``poutine.replay`` does, without a trace), so that a
     guide run under it scores the given state instead of drawing one."""
@@ -516,12 +528,16 @@ class AnnealedImportanceSampling:
         guide = as_zoo_guide(guide, model)
         check_annealing(model, "AIS", guide, self.path)
         map_torch_constants()                    # once per process: zoo.core.process
+        guide, start = annealing_start(guide, self.path)
         global_guide = getattr(guide, "global_guide", None)
         with evaluation_mode(model, guide), torch.no_grad():
             if global_guide is None:
-                return self._estimate(model, guide, x, progress, seed, done or {}, on_batch)
-            with global_guide.at_point_estimate():
-                return self._estimate(model, guide, x, progress, seed, done or {}, on_batch)
+                result = self._estimate(model, guide, x, progress, seed, done or {}, on_batch)
+            else:
+                with global_guide.at_point_estimate():
+                    result = self._estimate(model, guide, x, progress, seed, done or {}, on_batch)
+        result.settings["start"] = start
+        return result
 
     def minibatch(self, model, guide, x: torch.Tensor, idx: torch.Tensor, N: int) -> Dict[str, torch.Tensor]:
         """The figures of one minibatch ``x[idx]`` (CPU tensors): per datum ``log_likelihood``, ``se``, ``ess``,

@@ -47,7 +47,7 @@ import torch
 from zoo.core.errors import ZooError
 from zoo.core.modes import evaluation_mode
 from zoo.core.weights import dreamt_data
-from zoo.evaluation.ais import AnnealedImportanceSampling, _Chains, log_mean_exp_and_se
+from zoo.evaluation.ais import AnnealedImportanceSampling, _Chains, annealing_start, log_mean_exp_and_se
 from zoo.rules import check_annealing
 
 __all__ = ["simulate", "bidirectional_monte_carlo", "bdmc_markdown"]
@@ -98,6 +98,7 @@ def bidirectional_monte_carlo(model, guide, ais: AnnealedImportanceSampling, num
         raise ZooError("BDMC needs one or more numbers of temperatures, each >= 1")
     guide = as_zoo_guide(guide, model)
     check_annealing(model, "BDMC", guide, ais.path)
+    guide, _ = annealing_start(guide, ais.path)
     global_guide = getattr(guide, "global_guide", None)
     rows = []
     with evaluation_mode(model, guide), torch.no_grad():

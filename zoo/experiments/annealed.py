@@ -223,7 +223,7 @@ def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: in
 def ais_markdown(summary: Dict) -> str:
     """The AIS table of ``ais.json``: one row per number of temperatures."""
     lines = [f"AIS on {summary['num_data']} {summary['split']} data ({summary['num_chains']} chains per datum, path "
-             f"{summary['path']}, {summary['schedule']} schedule, {summary['leapfrog_steps']} leapfrog steps, "
+             f"{summary['path']}{', from ' + summary['start'] if summary.get('start') else ''}, {summary['schedule']} schedule, {summary['leapfrog_steps']} leapfrog steps, "
              f"step sizes from a pilot run of {summary['pilot_chains']} chains, frozen).", "",
              "| T | log p(x) | SE (chains) | SE (data) | ESS mean | acceptance | seconds |",
              "|---|---|---|---|---|---|---|"]
