@@ -38,7 +38,7 @@ from zoo.data.headers import read_npz_arrays
 from zoo.evaluation.ais import AnnealedImportanceSampling
 from zoo.evaluation.bdmc import bdmc_markdown, bidirectional_monte_carlo
 from zoo.experiments.outputs import json_ready, refuse_weaker
-from zoo.experiments.run import _eval_subset, evaluation_guide, prepare, results_kept_on_stop
+from zoo.experiments.run import BEST, _eval_subset, best_checkpoint, evaluation_guide, prepare, results_kept_on_stop
 from zoo.experiments.run_folder import load_run, load_weights, writer_lock
 from zoo.rules import check_bdmc
 from zoo.training.checkpoint import atomic_write_bytes, atomic_write_text, signals_deferred
@@ -55,12 +55,17 @@ DEFAULT_BDMC_TEMPERATURES = (100, 200, 400)
 
 
 def _opened(out: Path, model_file, guide_file, device, data_dir, eval_limit):
-    """The run in ``out`` prepared with its weights, and its evaluation data."""
+    """The run in ``out`` prepared with the weights its results score: those of its last epoch, or with
+    ``--keep-best`` those of its best epoch (``best.pt``), as ``pyro-zoo eval`` scores it, so that AIS and BDMC
+    estimate the same model as the importance-sampled figure beside them."""
     state, config = load_run(out, model_file, guide_file=guide_file)
     changes = {"device": device, "data_dir": data_dir, "eval_limit": eval_limit}
     config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
     run = prepare(config)
-    load_weights(run.model, run.guide, state, out / "checkpoint.pt")
+    if config.keep_best:
+        load_weights(run.model, run.guide, best_checkpoint(out, config), out / BEST)
+    else:
+        load_weights(run.model, run.guide, state, out / "checkpoint.pt")
     return run
 
 
