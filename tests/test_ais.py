@@ -178,3 +178,25 @@ def test_on_the_prior_path_a_guide_without_a_density_runs_and_does_not_enter_the
     assert torch.equal(results[0].log_likelihood, results[1].log_likelihood)
     error, z = _z_of_mean(results[0], model.log_marginal(x))
     assert abs(z) < 3 and abs(error) < 0.1, f"AIS from the prior is off by {error:.4f} nats, {z:.1f} SE"
+
+
+def test_on_the_guide_path_real_sites_move_in_the_guide_s_whitened_coordinates(synthetic):
+    """z = mu(x) + sigma(x) u with the guide's per-datum mean and scale (a diagonal mass matrix fixed before the
+    chains run); the prior's path, and precondition=False, keep the site's own coordinates."""
+    from torch.distributions.transforms import AffineTransform
+    from zoo.evaluation.ais import _Chains
+    model = zoo.build_model("ppca", synthetic.x_dim)
+    guide = zoo.build_guide("amortized", model, hidden=(8,))
+    x = synthetic.test[:6]
+    idx = torch.arange(6)
+    with torch.no_grad():
+        q = guide.marginal_posterior("z", x)
+        chains = _Chains(model, guide, x, idx, 6, 4, "guide")
+    t = chains.transforms["z"]
+    assert isinstance(t, AffineTransform)
+    assert torch.equal(t.loc, q.mean) and torch.equal(t.scale, q.stddev)
+    u = torch.randn(4, 6, q.mean.shape[-1])
+    assert torch.allclose(t.inv(t(u)), u, atol=1e-6)
+    for chains in (_Chains(model, guide, x, idx, 6, 4, "prior"), _Chains(model, guide, x, idx, 6, 4, "guide",
+                                                                        precondition=False)):
+        assert not isinstance(chains.transforms["z"], AffineTransform)

@@ -19,7 +19,12 @@ as T grows, and the gap left is what bidirectional Monte Carlo measures (:mod:`z
   delta = 4, which spends more temperatures near both ends where f_t changes fastest.
 - **Real latents** move by Hamiltonian Monte Carlo in the unconstrained space (``biject_to`` of the site's
   constraint, its log-Jacobian added to f_t): ``leapfrog_steps`` L steps with identity mass and a step size
-  eps_{t,n} per temperature and datum. The step sizes come from a **separate pilot run** (``pilot_chains``
+  eps_{t,n} per temperature and datum. On the guide's path an unconstrained real site moves in the guide's
+  whitened coordinates, z = mu(x) + sigma(x) u, with mu and sigma the guide's per-datum mean and scale
+  (``precondition``): a diagonal mass matrix, so one step size fits units whose posterior widths differ by orders
+  of magnitude (a ladder hvae's, where identity mass drove the pilot's step size to 1e-3 and the chains stalled).
+  mu and sigma are functions of x alone, fixed before the chains run, so every kernel still leaves its f_t
+  invariant; the Jacobian is constant per datum and cancels. The step sizes come from a **separate pilot run** (``pilot_chains``
   chains over the same schedule, adapting log eps by (acceptance - ``target_accept``) after each
   temperature) and are **frozen** during the measured run: a kernel that adapted to the measured chains'
   own states would no longer leave f_t invariant, and E[w] = p(x) would not hold. log f_beta = b + beta g with
@@ -76,6 +81,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
 from torch.distributions import biject_to
+from torch.distributions.transforms import AffineTransform
 
 from zoo.core.distributions import joint_configurations
 from zoo.core.process import map_torch_constants
@@ -199,8 +205,10 @@ class _Chains:
     """The state of C chains for a minibatch of B data: discrete site values, real sites on their unconstrained
     space, and how to score them under the model and pi_0."""
 
-    def __init__(self, model, guide, x, idx, N, C: int, path: str, gibbs_max_states: int = GIBBS_MAX_STATES):
+    def __init__(self, model, guide, x, idx, N, C: int, path: str, gibbs_max_states: int = GIBBS_MAX_STATES,
+                 precondition: bool = True):
         self.model, self.guide, self.x, self.idx, self.N, self.C, self.path = model, guide, x, idx, N, C, path
+        self.precondition = precondition and path == "guide" and guide is not None
         # "real": every site HMC moves, real ones on their unconstrained space, those on the sphere or in
         # hyperbolic space through their family's chart of R^k
         self.real = [s for s in model.latents if s.support == "real" or s.support in MANIFOLDS]
@@ -215,6 +223,10 @@ class _Chains:
         pole: put opposite the guide's mean direction for each datum (a function of x alone, fixed before the
         chains run, as AIS's kernels must be), so the chains stay near u = 0."""
         if site.support == "real":
+            if self.precondition and not site.constrained:
+                whitened = self._whitened(site)
+                if whitened is not None:
+                    return whitened
             return biject_to(site.constraint)
         family = LATENT_FAMILIES[site.family]
         pole = None
@@ -225,6 +237,32 @@ class _Chains:
             direction = loc if loc is not None and loc.shape == node["value"].shape else node["value"]
             pole = -direction.detach().to(self.x.dtype)
         return family.chart(family.dim_of(site.numel), pole)
+
+    def _whitened(self, site):
+        """z = mu + sigma u for a real, unconstrained ``site``, with the guide's mean and standard deviation of the
+        site per datum ``[B, *event]`` (for a structured guide, q(site | x, the sites before it at their means where
+        the guide says how: ``marginal_posterior``, else at one draw). None where the guide gives neither."""
+        with torch.no_grad(), evaluation_mode(self.guide):
+            q = None
+            marginal = getattr(self.guide, "marginal_posterior", None)
+            if marginal is not None:
+                try:
+                    q = marginal(site.name, self.x)
+                except (ZooError, NotImplementedError, AttributeError, TypeError):
+                    q = None
+            if q is None:
+                node = poutine.trace(self.guide).get_trace(self.x, idx=self.idx, N=self.N).nodes.get(site.name)
+                q = None if node is None else node["fn"]
+            try:
+                loc, scale = q.mean, q.stddev
+            except (AttributeError, NotImplementedError):
+                return None
+        shape = (self.x.shape[0],) + tuple(site.event_shape)
+        if loc.shape != shape or scale.shape != shape or not bool(torch.isfinite(loc).all()) \
+                or not bool((scale > 0).all()) or not bool(torch.isfinite(scale).all()):
+            return None
+        return AffineTransform(loc.detach().to(self.x.dtype), scale.detach().to(self.x.dtype),
+                               event_dim=len(site.event_shape))
 
     # --- drawing and scoring -------------------------------------------------------------------------
     def draw_initial(self) -> Dict[str, torch.Tensor]:
@@ -418,6 +456,8 @@ class AnnealedImportanceSampling:
         schedule: ``"sigmoid"`` (Wu et al.) or ``"linear"``.
         gibbs_max_states: discrete sites of at most this many values per datum also take a Gibbs update after the
             independent MH step (0: the MH step only).
+        precondition: on the guide's path, move each real unconstrained site in the guide's whitened coordinates
+            (module docstring); False: identity mass in the site's own coordinates.
     """
 
     num_temperatures: int = 500
@@ -430,6 +470,7 @@ class AnnealedImportanceSampling:
     batch_size: int = 100
     schedule: str = "sigmoid"
     gibbs_max_states: int = GIBBS_MAX_STATES
+    precondition: bool = True
 
     def __post_init__(self):
         for name in ("num_temperatures", "num_chains", "leapfrog_steps", "batch_size"):
@@ -442,6 +483,8 @@ class AnnealedImportanceSampling:
                 raise ZooError(f"AIS {name} must be a whole number >= 0, got {value!r}")
         if self.path not in PATHS:
             raise ZooError(f"AIS path must be one of {', '.join(PATHS)}, got {self.path!r}")
+        if not isinstance(self.precondition, bool):
+            raise ZooError(f"AIS precondition must be True or False, got {self.precondition!r}")
         if self.schedule not in ("sigmoid", "linear"):
             raise ZooError(f"AIS schedule must be sigmoid or linear, got {self.schedule!r}")
         if not (0.0 < float(self.target_accept) < 1.0) or not (float(self.initial_step_size) > 0.0) \
@@ -458,7 +501,8 @@ class AnnealedImportanceSampling:
         return {"num_temperatures": self.num_temperatures, "num_chains": self.num_chains, "path": self.path,
                 "schedule": self.schedule, "leapfrog_steps": self.leapfrog_steps,
                 "target_accept": self.target_accept, "pilot_chains": self.pilot_chains,
-                "initial_step_size": self.initial_step_size, "gibbs_max_states": self.gibbs_max_states}
+                "initial_step_size": self.initial_step_size, "gibbs_max_states": self.gibbs_max_states,
+                "precondition": self.precondition and self.path == "guide"}
 
     # --- the annealing loop, for one minibatch ---------------------------------------------------------
     def anneal(self, chains: _Chains, values, betas: torch.Tensor, step_sizes: Optional[torch.Tensor] = None,
@@ -507,7 +551,7 @@ class AnnealedImportanceSampling:
         """The step size of each temperature and datum ``[T + 1, B]``, adapted in a separate run."""
         if not any(s.support == "real" or s.support in MANIFOLDS for s in model.latents) or self.pilot_chains == 0:
             return None
-        chains = _Chains(model, guide, x, idx, N, self.pilot_chains, self.path, self.gibbs_max_states)
+        chains = _Chains(model, guide, x, idx, N, self.pilot_chains, self.path, self.gibbs_max_states, self.precondition)
         _, _, eps = self.anneal(chains, chains.draw_initial(), self.betas, adapt=True)
         return eps
 
@@ -545,7 +589,7 @@ class AnnealedImportanceSampling:
         ``[T + 1, B]`` (empty without real latents)."""
         xb = x[idx]
         step_sizes = self.pilot(model, guide, xb, idx, N)
-        chains = _Chains(model, guide, xb, idx, N, self.num_chains, self.path, self.gibbs_max_states)
+        chains = _Chains(model, guide, xb, idx, N, self.num_chains, self.path, self.gibbs_max_states, self.precondition)
         log_w, acceptance, eps = self.anneal(chains, chains.draw_initial(), self.betas, step_sizes)
         ll, se, ess = log_mean_exp_and_se(log_w)
         se = rounding_floor(se, ll, xb.dtype)       # the weights are sums of float32 log-densities

@@ -69,7 +69,7 @@ def _bounds(ais: AnnealedImportanceSampling, model, guide, x, z, progress=None) 
         idx = torch.arange(start, min(start + ais.batch_size, n), device=x.device)
         xb = x[idx]
         step_sizes = ais.pilot(model, guide, xb, idx, n)
-        chains = _Chains(model, guide, xb, idx, n, ais.num_chains, ais.path, ais.gibbs_max_states)
+        chains = _Chains(model, guide, xb, idx, n, ais.num_chains, ais.path, ais.gibbs_max_states, ais.precondition)
         log_w, _, _ = ais.anneal(chains, chains.draw_initial(), betas, step_sizes)
         lower, lower_se, _ = log_mean_exp_and_se(log_w)
         exact = {name: v[idx].unsqueeze(0).expand(ais.num_chains, *v[idx].shape) for name, v in z.items()}
