@@ -32,10 +32,13 @@ def timed_run(argv: list, cwd, threads: Optional[int] = None, env: Optional[dict
     (user + system of the child and its children, from ``getrusage``), its last stdout line, its ``pyro-zoo:``
     notices (stderr) and ``note:`` lines (stdout), and the peak resident memory of the largest child process so far (``ru_maxrss``: this command's own
     where it is the first or largest one run). ``OMP_NUM_THREADS`` is ``threads``, or absent where ``threads`` is None (what a user who sets nothing
-    runs); ``env`` adds variables. A failed command ends the benchmark with the failed tests or the error it printed."""
+    runs); ``env`` adds variables. The child imports this checkout's ``zoo`` (``PYTHONPATH``), not an installed copy. A failed command ends the benchmark with the failed tests or the error it printed."""
     extra = env or {}
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env.update({"MPLBACKEND": "Agg", **({"OMP_NUM_THREADS": str(threads)} if threads else {}), **extra})
+    # the checkout's zoo, whatever copy pip installed: a command run from another folder (pyro-zoo, python -m zoo)
+    # would import the installed one, and the result file would record this commit for another's code
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
