@@ -22,9 +22,11 @@ as T grows, and the gap left is what bidirectional Monte Carlo measures (:mod:`z
   eps_{t,n} per temperature and datum. On the guide's path an unconstrained real site moves in the guide's
   whitened coordinates, z = mu(x) + sigma(x) u, with mu and sigma the guide's per-datum mean and scale
   (``precondition``): a diagonal mass matrix, so one step size fits units whose posterior widths differ by orders
-  of magnitude (a ladder hvae's, where identity mass drove the pilot's step size to 1e-3 and the chains stalled).
-  mu and sigma are functions of x alone, fixed before the chains run, so every kernel still leaves its f_t
-  invariant; the Jacobian is constant per datum and cancels. The step sizes come from a **separate pilot run** (``pilot_chains``
+  of magnitude. mu and sigma are functions of x alone, fixed before the chains run, so every kernel still leaves
+  its f_t invariant; the Jacobian is constant per datum and cancels. A diagonal cannot undo strong coupling
+  between sites: on the ladder hvae of ``benchmarks/results`` the pilot's step size still falls below 0.01 in these
+  coordinates and the chains barely move (BDMC's gap stays above 10 nats); a transport map, the guide's own
+  reparameterization, is what this sampler does not have. The step sizes come from a **separate pilot run** (``pilot_chains``
   chains over the same schedule, adapting log eps by (acceptance - ``target_accept``) after each
   temperature) and are **frozen** during the measured run: a kernel that adapted to the measured chains'
   own states would no longer leave f_t invariant, and E[w] = p(x) would not hold. log f_beta = b + beta g with
