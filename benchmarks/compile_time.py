@@ -32,7 +32,7 @@ def one_run(mode: str, args, cache: str) -> dict:
     with tempfile.TemporaryDirectory() as cwd:
         argv = [sys.executable, "-m", "zoo", "train", "vae", "--dataset", args.dataset, "--epochs", "1",
                 "--eval-samples", "10", "--eval-limit", "100", "--no-progress", "--out", str(Path(cwd) / "run"),
-                *(["--data-dir", args.data_dir] if args.data_dir else []), *([mode] if mode != "eager" else [])]
+                *(["--data-dir", str(Path(args.data_dir).resolve())] if args.data_dir else []), *([mode] if mode != "eager" else [])]
         run = timed_run(argv, cwd, env={"TORCHINDUCTOR_CACHE_DIR": cache})
     captures = [float(m.group(2)) for line in run["notices"] for m in [NOTE.search(line)] if m]
     if mode != "eager" and not captures:

@@ -108,7 +108,7 @@ def measure_is(args, run, rate: float) -> dict:
         folder = Path(tmp) / "run"
         shutil.copytree(CHECKPOINT, folder)
         timing = timed_run([sys.executable, "-m", "zoo", "eval", str(folder), "--eval-samples", str(args.is_samples),
-                            "--eval-limit", str(n), "--data-dir", args.data_dir, "--no-progress", "--force"], cwd=tmp)
+                            "--eval-limit", str(n), "--data-dir", str(Path(args.data_dir).resolve()), "--no-progress", "--force"], cwd=tmp)
     flops = is_flops(run.model, run.guide, n, args.is_samples, run.data.test.shape[1])
     seconds = timing["wall_seconds"]
     return {"command": f"pyro-zoo eval RUN --eval-samples {args.is_samples} --eval-limit {n}", "num_data": n,

@@ -229,6 +229,7 @@ class InitialGuide(nn.Module):
         super().__init__()
         self.guide = guide
         self.family = f"{guide.family} q_0"
+        self.train(guide.training)          # so that leaving an evaluation restores the guide's own mode
 
     def forward(self, x, idx=None, N=None):
         g = self.guide

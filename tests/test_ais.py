@@ -88,6 +88,20 @@ def test_ais_on_binary_latents_matches_enumeration(gibbs_max_states):
     assert result.step_size_per_temperature == [None] * 49          # no real latent: no HMC, no step size
 
 
+def test_ais_from_the_prior_on_binary_latents_matches_enumeration():
+    """The prior's path with the independent MH step alone: the step proposes from the guide, so the state it
+    leaves is scored by the guide too (not by the prior that scores states on that path otherwise)."""
+    x = E.binary_latent_data(60)
+    model = zoo.from_pyro(E.binary_latent_model, 6)
+    guide = zoo.build_guide("amortized", model)
+    pyro.set_rng_seed(2)
+    result = AnnealedImportanceSampling(num_temperatures=50, num_chains=32, gibbs_max_states=0,
+                                        path="prior").estimate(model, guide, x)
+    error, z = _z_of_mean(result, E.binary_latent_log_marginal(x))
+    assert abs(z) < 3 and abs(error) < 0.05, f"AIS is off by {error:.4f} nats, {z:.1f} SE"
+    assert result.step_size_per_temperature == [None] * 49          # no real latent: no HMC, no step size
+
+
 @pytest.mark.slow
 def test_masked_steps_of_a_padded_hmm_are_scored_as_the_forward_algorithm_scores_them():
     """Masked time steps (poutine.mask on latent and observation) leave the model: IS and AIS both reach the
@@ -163,9 +177,9 @@ def test_options_are_checked_as_whole_numbers_and_names(options, message):
 
 
 def test_on_the_prior_path_a_guide_without_a_density_runs_and_does_not_enter_the_estimate(synthetic):
-    """The hamiltonian guide has no q(z | x) to score a state it did not draw, so AIS must anneal from the prior
-    (the one-line refusal of the guide's path says so); there the guide plays no part: the estimate is the one
-    an amortized guide gives at the same seed, bit for bit, and it reaches pPCA's closed form."""
+    """The hamiltonian guide has no q(z | x) to score a state it did not draw; on the prior's path the guide plays
+    no part (states are scored by the prior): the estimate is the one an amortized guide gives at the same seed,
+    bit for bit, and it reaches pPCA's closed form."""
     model = zoo.build_model("ppca", synthetic.x_dim)
     model.set_ml_solution(synthetic.train)
     x = synthetic.test[:20]

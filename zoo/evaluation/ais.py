@@ -127,6 +127,10 @@ def log_mean_exp_and_se(log_w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor
     return lme, se, ess
 
 
+#: the seed of the one guide draw a structured guide's preconditioner is read from (:meth:`_Chains._whitened`)
+PRECONDITION_SEED = 7919
+
+
 def annealing_start(guide, path: str):
     """(the guide AIS and BDMC anneal from, what pi_0 is, in words). On the guide's path: the guide itself, or,
     for a guide without a marginal density, the start it declares (``initial_guide()``: the hamiltonian guide's
@@ -243,7 +247,8 @@ class _Chains:
     def _whitened(self, site):
         """z = mu + sigma u for a real, unconstrained ``site``, with the guide's mean and standard deviation of the
         site per datum ``[B, *event]`` (for a structured guide, q(site | x, the sites before it at their means where
-        the guide says how: ``marginal_posterior``, else at one draw). None where the guide gives neither."""
+        the guide says how: ``marginal_posterior``, else at one draw from a fixed seed). None where the guide gives
+        neither."""
         with torch.no_grad(), evaluation_mode(self.guide):
             q = None
             marginal = getattr(self.guide, "marginal_posterior", None)
@@ -252,8 +257,11 @@ class _Chains:
                     q = marginal(site.name, self.x)
                 except (ZooError, NotImplementedError, AttributeError, TypeError):
                     q = None
-            if q is None:
-                node = poutine.trace(self.guide).get_trace(self.x, idx=self.idx, N=self.N).nodes.get(site.name)
+            if q is None:                   # one draw of the guide, from a fixed seed: the same for the pilot and
+                # the measured chains, and none of the run's random stream
+                with torch.random.fork_rng(devices=[self.x.device] if self.x.device.type == "cuda" else []):
+                    torch.manual_seed(PRECONDITION_SEED)
+                    node = poutine.trace(self.guide).get_trace(self.x, idx=self.idx, N=self.N).nodes.get(site.name)
                 q = None if node is None else node["fn"]
             try:
                 loc, scale = q.mean, q.stddev
@@ -280,8 +288,10 @@ class _Chains:
         On the prior's path log q is never used, so the state is scored with the model's own prior in the guide's
         place (its observations hidden): the guide need not be able to score a state it did not draw (the
         hamiltonian guide cannot), and no encoder runs. Not where the model has global latents, whose values come
-        from the guide's point estimate."""
-        if values is not None and self.path == "prior" and not getattr(self.model, "global_latents", ()):
+        from the guide's point estimate, nor discrete latents, whose independent MH step proposes from the guide
+        and needs log q of the current state."""
+        if values is not None and self.path == "prior" and not getattr(self.model, "global_latents", ()) \
+                and not self.discrete:
             prior = poutine.block(self.model, hide_fn=lambda msg: msg["is_observed"])
             return per_datum_log_weights(self.model, _at(prior, values), self.x, idx=self.idx, N=self.N,
                                          num_particles=self.C)

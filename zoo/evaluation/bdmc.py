@@ -98,7 +98,7 @@ def bidirectional_monte_carlo(model, guide, ais: AnnealedImportanceSampling, num
         raise ZooError("BDMC needs one or more numbers of temperatures, each >= 1")
     guide = as_zoo_guide(guide, model)
     check_annealing(model, "BDMC", guide, ais.path)
-    guide, _ = annealing_start(guide, ais.path)
+    guide, start = annealing_start(guide, ais.path)
     global_guide = getattr(guide, "global_guide", None)
     rows = []
     with evaluation_mode(model, guide), torch.no_grad():
@@ -110,7 +110,7 @@ def bidirectional_monte_carlo(model, guide, ais: AnnealedImportanceSampling, num
                 run = dataclasses.replace(ais, num_temperatures=T)
                 b = _bounds(run, model, guide, x, z)
                 gap = b["upper"] - b["lower"]
-                rows.append({"num_temperatures": T, "num_data": num_data,
+                rows.append({"num_temperatures": T, "num_data": num_data, "start": start,
                              "lower": b["lower"].mean().item(),
                              "lower_se": (b["lower_se"].pow(2).sum().sqrt() / num_data).item(),
                              "upper": b["upper"].mean().item(),
