@@ -316,3 +316,13 @@ def test_without_a_cpp_compiler_jit_runs_the_captured_graph_uncompiled_and_says_
     assert objective.backend == "aot_eager" and objective._compiled
     assert notes[0].startswith("note: --jit: no C++ compiler") and len(notes) == 2      # the reason, then the capture
     assert_same_trajectory(*runs)
+
+
+def test_a_capture_s_cost_is_said_per_batch_shape_even_when_two_take_the_same_time():
+    """The cost note is one per shape, whatever its text; the once-per-run notes are the fallbacks'."""
+    objective = jit_objective("elbo")
+    objective._note("captured (aot_eager) the training step in 0.8 s (once per batch shape)", once=False)
+    objective._note("captured (aot_eager) the training step in 0.8 s (once per batch shape)", once=False)
+    objective._note("--jit runs this step eagerly: a reason")
+    objective._note("--jit runs this step eagerly: a reason")
+    assert len(objective.notes) == 3

@@ -189,11 +189,12 @@ class CapturedObjective:
             return self.objective.loss_and_grads(model, guide, x, idx=idx, N=N)
         return self._run(compiled, model, guide, args)
 
-    def _note(self, message: str) -> None:
-        """Say ``message`` once: a fallback found again for another batch shape (an epoch's short last batch) is
-        not said again."""
+    def _note(self, message: str, once: bool = True) -> None:
+        """Say ``message``; with ``once``, only the first time (a fallback found again for another batch shape, an
+        epoch's short last batch, is not said again). A capture's cost is said per shape (``once=False``): two
+        shapes may well take the same time to the tenth of a second."""
         said = self.__dict__.setdefault("_said", set())     # (absent from a capture unpickled from before it)
-        if self.say is not None and message not in said:
+        if self.say is not None and not (once and message in said):
             said.add(message)
             self.say(f"note: {message}")
 

@@ -179,7 +179,8 @@ class CompiledObjective(CapturedObjective):
                     b.copy_(value)
             compiled.fresh = False
             self._note(f"{compiled.how} the training step in {time.perf_counter() - compiled.started:.1f} s "
-                       f"(once per batch shape{'; Inductor caches the code for later runs' if compiled.cached else ''})")
+                       f"(once per batch shape{'; Inductor caches the code for later runs' if compiled.cached else ''})",
+                       once=False)
         with torch.no_grad():        # the graph computes its gradients itself: nothing of it for autograd to record
             value, grads = compiled.fn(tensors, *args)
         # A gradient the graph returns is a tensor of its own and becomes .grad as it is, without a copy, unless
