@@ -149,3 +149,20 @@ def test_the_harness_scores_it_with_its_sites_kept_as_drawn(tmp_path, capsys):
     assert result["config"]["guide"] == "hamiltonian" and result["proposal"]["sites_kept"] == ["z"]
     assert "augmented bounds" in result["guide_density_note"]
     assert result["iwae_bound"] >= result["elbo"] and math.isfinite(result["log_likelihood"])
+
+
+@pytest.mark.parametrize("path", ["guide", "prior"])
+def test_pyro_zoo_eval_ais_runs_on_a_hamiltonian_run(tmp_path, capsys, path):
+    """`pyro-zoo eval RUN --estimator ais` on a run trained with the hamiltonian guide: the guide's path was refused
+    (no density) and the prior's crashed in the guide's forward; both run now, and ais.json says where AIS started."""
+    import json
+    from zoo.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--guide", "hamiltonian", "--leapfrog-steps", "1", "--latent-dim", "2", "--hidden",
+                 "8", "--dataset", "digits", "--epochs", "1", "--eval-samples", "10", "--eval-limit", "20", "--out",
+                 str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    assert main(["eval", str(out), "--estimator", "ais", "--ais-path", path, "--temperatures", "3", "--chains", "2",
+                 "--eval-limit", "5", "--no-progress"]) == 0, capsys.readouterr().err
+    ais = json.loads((out / "ais.json").read_text())
+    assert math.isfinite(ais["log_likelihood"])
+    assert ("q_0" in ais["start"]) if path == "guide" else ais["start"] == "the prior p(z)"
