@@ -62,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import fail, run_script, write_result, RESULTS  # noqa: E402
 from zoo.cli import main as zoo  # noqa: E402
+from zoo.evaluation.ais import COORDINATES  # noqa: E402
 from zoo.training.checkpoint import load_checkpoint  # noqa: E402
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
@@ -186,14 +187,14 @@ def measure(label: str, args) -> dict:
     t0 = time.perf_counter()
     _cli(["eval", run, "--estimator", "ais", "--temperatures", temperatures, "--chains", args.chains,
           "--leapfrog", args.leapfrog, "--eval-limit", args.limit, "--ais-batch-size", args.ais_batch_size,
-          "--ais-path", args.ais_path, *common])
+          "--ais-path", args.ais_path, "--ais-precondition", args.precondition, *common])
     timings["ais_seconds"] = time.perf_counter() - t0
     bdmc = None
     if args.bdmc_data:
         t0 = time.perf_counter()
         _cli(["eval", run, "--estimator", "bdmc", "--temperatures", ",".join(str(t) for t in args.bdmc_temperatures),
               "--chains", args.bdmc_chains, "--leapfrog", args.leapfrog, "--bdmc-data", args.bdmc_data,
-              "--ais-batch-size", args.ais_batch_size, "--ais-path", args.ais_path, *common])
+              "--ais-batch-size", args.ais_batch_size, "--ais-path", args.ais_path, "--ais-precondition", args.precondition, *common])
         timings["bdmc_seconds"] = time.perf_counter() - t0
         bdmc = json.loads((run / "bdmc.json").read_text())
     results = json.loads((run / "results.json").read_text())
@@ -227,6 +228,9 @@ def main(argv=None):
     p.add_argument("--temperatures", type=lambda s: [int(t) for t in s.split(",")], default=[50, 100, 200])
     p.add_argument("--chains", type=int, default=8)
     p.add_argument("--leapfrog", type=int, default=5)
+    p.add_argument("--precondition", choices=("transport", "diagonal", "none"), default="transport",
+                   help="pyro-zoo eval's --ais-precondition: the coordinates HMC moves in on the guide's path "
+                        "(default: the guide's own reparameterization)")
     p.add_argument("--ais-path", choices=("guide", "prior"), default="guide",
                    help="AIS's initial distribution, pyro-zoo eval's --ais-path: the guide (default; the hamiltonian "
                         "guide's q_0) or the prior")
@@ -262,9 +266,12 @@ def main(argv=None):
         print(f"wrote {export(Path(args.export), labels[0])}")
     runs = [measure(label, args) for label in labels]
     settings = {k: getattr(args, k) for k in ("limit", "is_samples", "temperatures", "chains", "leapfrog", "ais_path",
-                                              "ais_batch_size", "bdmc_data", "bdmc_temperatures", "bdmc_chains")}
+                                              "precondition", "ais_batch_size", "bdmc_data", "bdmc_temperatures",
+                                              "bdmc_chains")}
+    coordinates = COORDINATES[args.precondition] if args.ais_path == "guide" else ""
     path = write_result(args.name, {"protocol": f"IS (defensive proposal) and AIS ({args.ais_path} path, sigmoid "
-                                                f"schedule, HMC with pilot-adapted frozen step sizes) on the same fixed "
+                                                f"schedule, HMC{coordinates} with pilot-adapted frozen step sizes) on "
+                                                f"the same fixed "
                                                 f"random subset of the test split; BDMC on data simulated from the model",
                                     "settings": settings, "runs": runs})
     (RESULTS / f"{args.name}.md").write_text(markdown(json.loads(path.read_text())))

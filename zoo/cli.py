@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     ais.add_argument("--leapfrog", type=int, default=10, help="HMC leapfrog steps per transition (default 10)")
     ais.add_argument("--ais-path", choices=("guide", "prior"), default="guide",
                      help="where the annealing starts: the guide q(z|x) (default) or the prior p(z)")
+    ais.add_argument("--ais-precondition", choices=("transport", "diagonal", "none"), default="transport",
+                     help="the coordinates HMC moves in on the guide's path: the guide's own reparameterization "
+                          "(transport, default), its per-datum mean and scale (diagonal), or the latents' own (none)")
     ais.add_argument("--ais-batch-size", type=int, default=100, help="data per AIS tensor program (default 100)")
     ais.add_argument("--bdmc-data", type=int, default=100, help="BDMC: data simulated from the model (default 100)")
 
@@ -408,6 +411,7 @@ def cmd_eval(args) -> None:
                 raise ZooError("--gaps --estimator ais takes one number of temperatures (--temperatures T)")
             reference = AnnealedImportanceSampling(num_temperatures=temperatures[0], num_chains=args.chains,
                                                    leapfrog_steps=args.leapfrog, path=args.ais_path,
+                                                   precondition=args.ais_precondition,
                                                    batch_size=args.ais_batch_size)
         summary = gaps_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress,
                            model_file=args.model, guide_file=args.guide, force=args.force, reference=reference)
@@ -432,6 +436,7 @@ def _eval_annealed(args) -> None:
         raise ZooError(f"--estimator {args.estimator} does not use {', '.join('--' + k.replace('_', '-') for k in ignored)}"
                        f"; leave them out (they set the importance-sampling evaluation)")
     common = dict(temperatures=args.temperatures, chains=args.chains, leapfrog=args.leapfrog, path=args.ais_path,
+                  precondition=args.ais_precondition,
                   batch_size=args.ais_batch_size, device=settings.get("device"), data_dir=settings.get("data_dir"),
                   progress=not args.no_progress, model_file=args.model, guide_file=args.guide, force=args.force)
     out = Path(args.dir)

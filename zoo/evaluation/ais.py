@@ -19,15 +19,22 @@ as T grows, and the gap left is what bidirectional Monte Carlo measures (:mod:`z
   delta = 4, which spends more temperatures near both ends where f_t changes fastest.
 - **Real latents** move by Hamiltonian Monte Carlo in the unconstrained space (``biject_to`` of the site's
   constraint, its log-Jacobian added to f_t): ``leapfrog_steps`` L steps with identity mass and a step size
-  eps_{t,n} per temperature and datum. On the guide's path an unconstrained real site moves in the guide's
-  whitened coordinates, z = mu(x) + sigma(x) u, with mu and sigma the guide's per-datum mean and scale
-  (``precondition``): a diagonal mass matrix, so one step size fits units whose posterior widths differ by orders
-  of magnitude. mu and sigma are functions of x alone, fixed before the chains run, so every kernel still leaves
-  its f_t invariant; the Jacobian is constant per datum and cancels. A diagonal cannot undo strong coupling
-  between sites: on the ladder hvae of ``benchmarks/results`` the pilot's step size still falls below 0.01 in these
-  coordinates and the chains barely move (BDMC's gap stays above 10 nats); a transport map, the guide's own
-  reparameterization, is what this sampler does not have. The step sizes come from a **separate pilot run** (``pilot_chains``
-  chains over the same schedule, adapting log eps by (acceptance - ``target_accept``) after each
+  eps_{t,n} per temperature and datum. On the guide's path the chains move in the **guide's own reparameterization**
+  (``precondition="transport"``, the default; the transport-map HMC of NeuTra, Hoffman et al. 2019): each site whose
+  guide distribution is a Normal (reinterpreted with ``to_event``, or pushed through bijections, as a LogNormal or an
+  IAF is) is written z_s = T_s(u_s; x, z_<s) = t(mu_s + sigma_s u_s), with mu_s, sigma_s and t the guide's at the
+  values of the sites it drew before (the ladder guide's top-down pass, a structured guide's parents). The map is
+  triangular, so log|det dz/du| = sum_s log|det dT_s/du_s| and log q(z | x) + log|det dz/du| = log N(u; 0, I):
+  f_0 is a standard normal in u, and where the guide is close to the posterior, so is f_1, whatever the coupling
+  between the sites. The map depends on x alone (the guide is fixed before the chains run), so every kernel still
+  leaves its f_t invariant. Each gradient evaluation runs the guide forward and backward; scoring a state needs
+  the guide's log q anyway. A site the map does not cover (another family, a guide without such a distribution)
+  moves in the whitened coordinates of ``precondition="diagonal"``: z = mu(x) + sigma(x) u, with mu and sigma
+  the guide's per-datum mean and scale, a diagonal mass matrix fixed per datum (its Jacobian constant, so it
+  cancels). On the ladder hvae of ``benchmarks/results`` the diagonal left the pilot's step size below 0.01 and
+  the chains barely moving (BDMC's gap above 10 nats); ``ais_ladder_transport_*`` measures the transport map there.
+  ``"none"``: identity mass in the site's own coordinates.
+  The step sizes come from a **separate pilot run** (``pilot_chains`` chains over the same schedule, adapting log eps by (acceptance - ``target_accept``) after each
   temperature) and are **frozen** during the measured run: a kernel that adapted to the measured chains'
   own states would no longer leave f_t invariant, and E[w] = p(x) would not hold. log f_beta = b + beta g with
   b = log pi_0 + the log-Jacobian, so a state's value and gradient at *any* temperature follow from (b, g) and
@@ -59,6 +66,8 @@ the ESS is below :data:`MIN_ESS_FRACTION` of the chains, the result says the SE 
 (``se_reliable``), and more temperatures are the remedy.
 
 References: R. M. Neal, "Annealed importance sampling", Statistics and Computing 11, 2001.
+M. Hoffman, P. Sountsov, J. V. Dillon, I. Langmore, D. Tran and S. Vasudevan, "NeuTra-lizing bad geometry in
+Hamiltonian Monte Carlo using neural transport", 2019, https://arxiv.org/abs/1903.03704.
 Y. Wu, Y. Burda, R. Salakhutdinov and R. Grosse, "On the quantitative analysis of decoder-based generative
 models", ICLR 2017, https://arxiv.org/abs/1611.04273.
 
@@ -95,9 +104,14 @@ from zoo.evaluation.estimators.importance import rounding_floor
 from zoo.rules import check_annealing
 
 __all__ = ["AnnealedImportanceSampling", "AISResult", "sigmoid_schedule", "log_mean_exp_and_se", "PATHS",
-           "MIN_ESS_FRACTION", "GIBBS_MAX_STATES"]
+           "PRECONDITIONERS", "MIN_ESS_FRACTION", "GIBBS_MAX_STATES"]
 
 PATHS = ("guide", "prior")
+#: the coordinates HMC moves the real sites in, on the guide's path (module docstring)
+PRECONDITIONERS = ("transport", "diagonal", "none")
+#: how the tables name each preconditioner's coordinates
+COORDINATES = {"transport": " in the guide's reparameterization", "diagonal": " in the guide's whitened coordinates",
+               "none": ""}
 #: a discrete site with at most this many values per datum also takes a Gibbs update (all take the independent MH step)
 GIBBS_MAX_STATES = 64
 #: below this fraction of the chains, the effective sample size of a datum's final weights says that one or two
@@ -164,6 +178,69 @@ def _at(guide: Callable, values: Dict[str, torch.Tensor]) -> Callable:
     return fixed
 
 
+def _base_and_bijections(fn):
+    """(the Normal, the bijections after it) of a guide distribution that is a Normal, reinterpreted (``to_event``)
+    or pushed through bijections that keep its shape; None for any other."""
+    transforms = []
+    while True:
+        if isinstance(fn, torch.distributions.Independent):
+            fn = fn.base_dist
+        elif isinstance(fn, torch.distributions.TransformedDistribution):
+            transforms = list(fn.transforms) + transforms
+            fn = fn.base_dist
+        else:
+            break
+    if not isinstance(fn, torch.distributions.Normal) or not all(t.bijective for t in transforms):
+        return None
+    return fn, transforms
+
+
+def _event_sum(term: torch.Tensor) -> torch.Tensor:
+    """A ``[C, B, ...]`` per-element term summed to ``[C, B]``."""
+    return term.reshape(term.shape[:2] + (-1,)).sum(-1)
+
+
+def _push(fn, u: torch.Tensor):
+    """z = t(mu + sigma u) and log|det dz/du| ``[C, B]`` for the guide distribution ``fn`` (:func:`_base_and_bijections`)
+    and the standard-normal noise ``u`` ``[C, B, *event]``."""
+    normal, transforms = _base_and_bijections(fn)
+    z = normal.loc + normal.scale * u
+    log_det = _event_sum(normal.scale.log().expand(z.shape))
+    for t in transforms:
+        y = t(z)
+        log_det = log_det + _event_sum(t.log_abs_det_jacobian(z, y))
+        z = y
+    return z, log_det
+
+
+def _pull(fn, z: torch.Tensor) -> torch.Tensor:
+    """The noise u that :func:`_push` maps to ``z``."""
+    normal, transforms = _base_and_bijections(fn)
+    for t in reversed(transforms):
+        z = t.inv(z)
+    return (z - normal.loc) / normal.scale
+
+
+class _Transported(Messenger):
+    """Runs a guide in its own reparameterization: each site of ``noise`` takes the value its distribution maps the
+    noise to (:func:`_push`), the sites of ``values`` are set, and ``log_det`` sums log|det dz/du| ``[C, B]``."""
+
+    def __init__(self, values: Dict[str, torch.Tensor], noise: Dict[str, torch.Tensor]):
+        super().__init__()
+        self.values, self.noise, self.log_det = values, noise, 0.0
+
+    def _pyro_sample(self, msg) -> None:
+        if msg["is_observed"]:
+            return
+        name = msg["name"]
+        if name in self.noise:
+            z, log_det = _push(msg["fn"], self.noise[name])
+            msg["value"], msg["done"] = z, True
+            self.log_det = self.log_det + log_det
+        elif name in self.values:
+            msg["value"], msg["done"] = self.values[name], True
+
+
 @dataclass
 class AISResult:
     """What :meth:`AnnealedImportanceSampling.estimate` returns: per-datum ``[n]`` tensors (float64) and
@@ -212,16 +289,43 @@ class _Chains:
     space, and how to score them under the model and pi_0."""
 
     def __init__(self, model, guide, x, idx, N, C: int, path: str, gibbs_max_states: int = GIBBS_MAX_STATES,
-                 precondition: bool = True):
+                 precondition: str = "transport"):
         self.model, self.guide, self.x, self.idx, self.N, self.C, self.path = model, guide, x, idx, N, C, path
-        self.precondition = precondition and path == "guide" and guide is not None
+        self.precondition = precondition if path == "guide" and guide is not None else "none"
         # "real": every site HMC moves, real ones on their unconstrained space, those on the sphere or in
         # hyperbolic space through their family's chart of R^k
         self.real = [s for s in model.latents if s.support == "real" or s.support in MANIFOLDS]
         self.discrete = [s for s in model.latents if s.support in ("binary", "categorical")]
         self.gibbs = [s for s in self.discrete if s.num_configurations <= gibbs_max_states]
         self.proposed = [s for s in self.discrete if s.num_configurations > gibbs_max_states]
-        self.transforms = {s.name: self.chart(s) for s in self.real}
+        #: the real sites moved in the guide's own reparameterization (module docstring); the rest through chart()
+        self.transported = self._transportable() if self.precondition == "transport" else []
+        self.transforms = {s.name: self.chart(s) for s in self.real if s.name not in self.transported}
+
+    def _transportable(self) -> List[str]:
+        """The real sites whose guide distribution is a Normal, or a bijection of one, of the site's own shape, and
+        whose log q no mask hides (a masked entry would add its log-Jacobian to f_t with no density beside it)."""
+        real = [s.name for s in self.real if s.support == "real"]
+        if not real:
+            return []
+        with torch.no_grad(), evaluation_mode(self.guide), \
+                torch.random.fork_rng(devices=[self.x.device] if self.x.device.type == "cuda" else []):
+            torch.manual_seed(PRECONDITION_SEED)
+            trace = poutine.trace(vectorize(self.guide, 1)).get_trace(self.x, idx=self.idx, N=self.N)
+            masked = per_datum_log_weights(self.model, self.guide, self.x, idx=self.idx, N=self.N).site_q_mask
+            out = []
+            for name in real:
+                node = trace.nodes.get(name)
+                if node is None or node.get("mask") is not None or name in masked \
+                        or _base_and_bijections(node["fn"]) is None:
+                    continue
+                try:
+                    z, log_det = _push(node["fn"], torch.zeros_like(node["value"]))
+                except (ValueError, RuntimeError, NotImplementedError):
+                    continue
+                if z.shape == node["value"].shape and log_det.shape == node["value"].shape[:2]:
+                    out.append(name)
+        return out
 
     def chart(self, site):
         """How HMC sees ``site``: ``biject_to`` of a real site's constraint, or its latent family's chart of R^k
@@ -229,7 +333,7 @@ class _Chains:
         pole: put opposite the guide's mean direction for each datum (a function of x alone, fixed before the
         chains run, as AIS's kernels must be), so the chains stay near u = 0."""
         if site.support == "real":
-            if self.precondition and not site.constrained:
+            if self.precondition in ("transport", "diagonal") and not site.constrained:
                 whitened = self._whitened(site)
                 if whitened is not None:
                     return whitened
@@ -306,11 +410,35 @@ class _Chains:
 
     # --- the unconstrained space of the real sites ---------------------------------------------------
     def unconstrain(self, values) -> List[torch.Tensor]:
-        return [self.transforms[s.name].inv(values[s.name]).detach() for s in self.real]
+        """u of every real site of the state ``values``: a chart's inverse, or the noise the guide maps to the value."""
+        fns = {}
+        if self.transported:
+            trace = poutine.trace(vectorize(_at(self.guide, values), self.C)).get_trace(self.x, idx=self.idx, N=self.N)
+            fns = {name: trace.nodes[name]["fn"] for name in self.transported}
+        return [(_pull(fns[s.name], values[s.name]) if s.name in fns else self.transforms[s.name].inv(values[s.name]))
+                .detach() for s in self.real]
+
+    def evaluate(self, values, u: List[torch.Tensor]):
+        """(the state ``values`` with its real sites at ``u``, its LogWeights, log|det dz/du| ``[C, B]``)."""
+        z, log_det = self.constrain(values, u)
+        if not self.transported:
+            return z, self.score(z), log_det
+        noise = {s.name: u_s for s, u_s in zip(self.real, u) if s.name in self.transported}
+        transported = _Transported({k: v for k, v in z.items() if k not in noise}, noise)
+
+        def guide(*args, **kwargs):
+            with transported:
+                return self.guide(*args, **kwargs)
+        lw = per_datum_log_weights(self.model, guide, self.x, idx=self.idx, N=self.N, num_particles=self.C)
+        return {**z, **{name: lw.latents[name] for name in noise}}, lw, log_det + transported.log_det
 
     def constrain(self, values, u: List[torch.Tensor]):
+        """The state with its charted real sites at ``u`` (the transported ones left to :meth:`evaluate`) and the
+        charts' log|det dz/du| ``[C, B]``."""
         out, log_det = dict(values), 0.0
         for s, u_s in zip(self.real, u):
+            if s.name in self.transported:
+                continue
             t = self.transforms[s.name]
             z = t(u_s)
             out[s.name] = z
@@ -325,8 +453,8 @@ class _Chains:
         u = self.unconstrain(values) if u is None else u
         with torch.enable_grad():
             u = [u_s.detach().requires_grad_(True) for u_s in u]
-            z, log_det = self.constrain(values, u)
-            g, log_pi0 = self.g_and_log_pi0(self.score(z))
+            z, lw, log_det = self.evaluate(values, u)
+            g, log_pi0 = self.g_and_log_pi0(lw)
             base = log_pi0 + log_det
             grad_g = _grad(g, u, retain_graph=True)
             grad_b = _grad(base, u)
@@ -468,8 +596,9 @@ class AnnealedImportanceSampling:
         schedule: ``"sigmoid"`` (Wu et al.) or ``"linear"``.
         gibbs_max_states: discrete sites of at most this many values per datum also take a Gibbs update after the
             independent MH step (0: the MH step only).
-        precondition: on the guide's path, move each real unconstrained site in the guide's whitened coordinates
-            (module docstring); False: identity mass in the site's own coordinates.
+        precondition: the coordinates the real sites move in on the guide's path (module docstring): ``"transport"``
+            (the guide's own reparameterization), ``"diagonal"`` (its per-datum mean and scale) or ``"none"``
+            (the site's own); True and False stand for ``"transport"`` and ``"none"``.
     """
 
     num_temperatures: int = 500
@@ -482,7 +611,7 @@ class AnnealedImportanceSampling:
     batch_size: int = 100
     schedule: str = "sigmoid"
     gibbs_max_states: int = GIBBS_MAX_STATES
-    precondition: bool = True
+    precondition: str = "transport"
 
     def __post_init__(self):
         for name in ("num_temperatures", "num_chains", "leapfrog_steps", "batch_size"):
@@ -495,8 +624,10 @@ class AnnealedImportanceSampling:
                 raise ZooError(f"AIS {name} must be a whole number >= 0, got {value!r}")
         if self.path not in PATHS:
             raise ZooError(f"AIS path must be one of {', '.join(PATHS)}, got {self.path!r}")
-        if not isinstance(self.precondition, bool):
-            raise ZooError(f"AIS precondition must be True or False, got {self.precondition!r}")
+        if isinstance(self.precondition, bool):
+            self.precondition = "transport" if self.precondition else "none"
+        if self.precondition not in PRECONDITIONERS:
+            raise ZooError(f"AIS precondition must be one of {', '.join(PRECONDITIONERS)}, got {self.precondition!r}")
         if self.schedule not in ("sigmoid", "linear"):
             raise ZooError(f"AIS schedule must be sigmoid or linear, got {self.schedule!r}")
         if not (0.0 < float(self.target_accept) < 1.0) or not (float(self.initial_step_size) > 0.0) \
@@ -514,7 +645,7 @@ class AnnealedImportanceSampling:
                 "schedule": self.schedule, "leapfrog_steps": self.leapfrog_steps,
                 "target_accept": self.target_accept, "pilot_chains": self.pilot_chains,
                 "initial_step_size": self.initial_step_size, "gibbs_max_states": self.gibbs_max_states,
-                "precondition": self.precondition and self.path == "guide"}
+                "precondition": self.precondition if self.path == "guide" else "none"}
 
     # --- the annealing loop, for one minibatch ---------------------------------------------------------
     def anneal(self, chains: _Chains, values, betas: torch.Tensor, step_sizes: Optional[torch.Tensor] = None,

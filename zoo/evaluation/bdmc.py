@@ -47,7 +47,7 @@ import torch
 from zoo.core.errors import ZooError
 from zoo.core.modes import evaluation_mode
 from zoo.core.weights import dreamt_data
-from zoo.evaluation.ais import AnnealedImportanceSampling, _Chains, annealing_start, log_mean_exp_and_se
+from zoo.evaluation.ais import COORDINATES, AnnealedImportanceSampling, _Chains, annealing_start, log_mean_exp_and_se
 from zoo.rules import check_annealing
 
 __all__ = ["simulate", "bidirectional_monte_carlo", "bdmc_markdown"]
@@ -126,7 +126,8 @@ def bidirectional_monte_carlo(model, guide, ais: AnnealedImportanceSampling, num
 def bdmc_markdown(summary: Dict) -> str:
     """The BDMC table of a results file (``bdmc.json``): one row per number of temperatures."""
     lines = [f"BDMC on {summary['num_data']} data simulated from the model ({summary['settings']['num_chains']} "
-             f"chains, path {summary['settings']['path']}, {summary['settings']['leapfrog_steps']} leapfrog steps): "
+             f"chains, path {summary['settings']['path']}, {summary['settings']['leapfrog_steps']} leapfrog steps"
+             f"{COORDINATES.get(summary['settings'].get('precondition'), '')}): "
              f"forward AIS bounds log p(x) from below, reverse AIS from above.", "",
              "| T | lower (forward AIS) | upper (reverse AIS) | gap | largest gap |", "|---|---|---|---|---|"]
     for row in summary["rows"]:

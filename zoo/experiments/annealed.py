@@ -35,7 +35,7 @@ import torch
 from zoo.core.errors import ZooError
 from zoo.core.files import open_regular
 from zoo.data.headers import read_npz_arrays
-from zoo.evaluation.ais import AnnealedImportanceSampling
+from zoo.evaluation.ais import COORDINATES, AnnealedImportanceSampling
 from zoo.evaluation.bdmc import bdmc_markdown, bidirectional_monte_carlo
 from zoo.experiments.outputs import json_ready, refuse_weaker
 from zoo.experiments.run import BEST, _eval_subset, best_checkpoint, evaluation_guide, prepare, results_kept_on_stop
@@ -69,8 +69,9 @@ def _opened(out: Path, model_file, guide_file, device, data_dir, eval_limit):
     return run
 
 
-def _sampler(chains: int, leapfrog: int, path: str, batch_size: int) -> AnnealedImportanceSampling:
-    return AnnealedImportanceSampling(num_chains=chains, leapfrog_steps=leapfrog, path=path, batch_size=batch_size)
+def _sampler(chains: int, leapfrog: int, path: str, batch_size: int, precondition: str) -> AnnealedImportanceSampling:
+    return AnnealedImportanceSampling(num_chains=chains, leapfrog_steps=leapfrog, path=path, batch_size=batch_size,
+                                      precondition=precondition)
 
 
 def _temperatures(values: Optional[Sequence[int]], default: Sequence[int]) -> list:
@@ -133,13 +134,13 @@ def _keep(path: Path, key: str, kept: Dict[int, Dict[int, Dict]]) -> None:
 
 def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int = 16, leapfrog: int = 10,
             path: str = "guide", batch_size: int = 100, eval_limit: Optional[int] = None,
-            device: Optional[str] = None, data_dir: Optional[str] = None, progress: bool = True,
+            precondition: str = "transport", device: Optional[str] = None, data_dir: Optional[str] = None, progress: bool = True,
             model_file: Optional[str] = None, guide_file: Optional[str] = None, force: bool = False) -> Dict:
     """AIS estimates of log p(x) on the run's evaluation split at each number of temperatures; writes
     ``ais.{json,md}`` and ``ais_per_datum.npz`` (the largest T's per-datum figures) and returns the summary."""
     out = Path(out)
     temperatures = _temperatures(temperatures, DEFAULT_TEMPERATURES)
-    base = _sampler(chains, leapfrog, path, batch_size)             # checks the options before any work
+    base = _sampler(chains, leapfrog, path, batch_size, precondition)   # checks the options before any work
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
@@ -193,14 +194,15 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
 
 
 def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int = 16, leapfrog: int = 10,
-             path: str = "guide", batch_size: int = 100, num_data: int = 100, device: Optional[str] = None,
+             path: str = "guide", batch_size: int = 100, num_data: int = 100, precondition: str = "transport",
+             device: Optional[str] = None,
              data_dir: Optional[str] = None, progress: bool = True, model_file: Optional[str] = None,
              guide_file: Optional[str] = None, force: bool = False) -> Dict:
     """BDMC on ``num_data`` data simulated from the trained model at each number of temperatures; writes
     ``bdmc.{json,md}`` and returns the summary."""
     out = Path(out)
     temperatures = _temperatures(temperatures, DEFAULT_BDMC_TEMPERATURES)
-    base = _sampler(chains, leapfrog, path, batch_size)
+    base = _sampler(chains, leapfrog, path, batch_size, precondition)
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
@@ -227,9 +229,11 @@ def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: in
 
 def ais_markdown(summary: Dict) -> str:
     """The AIS table of ``ais.json``: one row per number of temperatures."""
+    start = f", from {summary['start']}" if summary.get("start") else ""
+    coordinates = COORDINATES.get(summary.get("precondition"), "")
     lines = [f"AIS on {summary['num_data']} {summary['split']} data ({summary['num_chains']} chains per datum, path "
-             f"{summary['path']}{', from ' + summary['start'] if summary.get('start') else ''}, {summary['schedule']} schedule, {summary['leapfrog_steps']} leapfrog steps, "
-             f"step sizes from a pilot run of {summary['pilot_chains']} chains, frozen).", "",
+             f"{summary['path']}{start}, {summary['schedule']} schedule, {summary['leapfrog_steps']} leapfrog steps"
+             f"{coordinates}, step sizes from a pilot run of {summary['pilot_chains']} chains, frozen).", "",
              "| T | log p(x) | SE (chains) | SE (data) | ESS mean | acceptance | seconds |",
              "|---|---|---|---|---|---|---|"]
     for row in summary["rows"]:
