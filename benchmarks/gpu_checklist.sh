@@ -10,6 +10,8 @@
 #   ais_elbo   benchmarks/ais_mnist.py --headline for the VAE: IS at K = 5000 on all 10,000 test images, AIS and
 #   ais_hvae   IS on all 10,000 (AIS batched by thousands on the GPU), BDMC; likewise the HVAE with a VampPrior
 #   speed_iw   speed.py for Burda's IWAE bound at K = 50 (the epoch time behind his 3280-epoch budget)
+#   ladder_ais IS at K = 5000, AIS (in the guide's reparameterization) and BDMC on all 10,000 test images for the
+#              ladder hvae (LADDER_RUN=folder), whose AIS in the diagonal coordinates did not converge on the CPU
 #   draw_ais   AIS on a trained DRAW run (DRAW_RUN=folder) at T = 400 on the 100 test images of ais_draw_mnist.json
 #              (one CPU thread reached T = 100 on them in half an hour)
 #
@@ -83,6 +85,12 @@ stage ais_hvae 190 python3 benchmarks/ais_mnist.py --data-dir "$DATA" --runs hva
     --out runs/gpu/ais --runs-dir runs/gpu/headline --name ais_mnist_hvae_cuda${SUFFIX}
 stage speed_iw 40 python3 benchmarks/speed.py --data-dir "$DATA" --device cuda --rounds 3 --segment 5000 \
     --objective iwae --particles 50 --name speed_cuda_iwae50${SUFFIX}
+if [[ "$STAGES" == *" ladder_ais "* ]]; then
+    : "${LADDER_RUN:?set LADDER_RUN to the trained ladder hvae run folder for the ladder_ais stage}"
+fi
+stage ladder_ais 330 python3 benchmarks/ais_mnist.py --data-dir "$DATA" --folders "hvae_ladder_gated=${LADDER_RUN:-}" \
+    --limit 10000 --is-samples 5000 --temperatures 100,400 --chains 8 --bdmc-data 200 --bdmc-temperatures 100,400 \
+    --ais-batch-size 10000 --out runs/gpu/ais --name ais_ladder_transport_mnist_cuda${SUFFIX}
 if [[ "$STAGES" == *" draw_"* ]]; then
     : "${DRAW_RUN:?set DRAW_RUN to a trained DRAW run folder (checkpoint.pt and config.json) for the draw stages}"
 fi
