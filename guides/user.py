@@ -122,7 +122,7 @@ _WRAPPED: "weakref.WeakKeyDictionary[ZooModel, Dict[int, UserGuide]]" = weakref.
 def as_zoo_guide(guide, model: ZooModel, num_data: Optional[int] = None):
     """``guide`` as the harness, ``zoo.fit`` and ``gradients`` take it: an ``nn.Module`` as it is (a zoo
     guide, or a module the caller vouches for), a plain function (or bound method) wrapped by
-    :func:`from_pyro_guide`, the same wrapper each time for the same function and model."""
+    :func:`from_pyro_guide`, the same wrapper each time for the same function and model, on the model's device."""
     if isinstance(guide, nn.Module):
         return guide
     if not callable(guide):
@@ -131,7 +131,7 @@ def as_zoo_guide(guide, model: ZooModel, num_data: Optional[int] = None):
     key = id(getattr(guide, "__func__", guide)), id(getattr(guide, "__self__", None))
     cache = _WRAPPED.setdefault(model, {})
     if key not in cache:
-        cache[key] = from_pyro_guide(guide, model, num_data=num_data)
+        cache[key] = from_pyro_guide(guide, model, num_data=num_data).to(model.device)
     return cache[key]
 
 

@@ -410,3 +410,24 @@ def test_a_model_whose_sites_depend_on_sampled_values_is_refused_by_from_pyro_li
     assert code == 2 and err == f"pyro-zoo: error: {error.value}\n" and not out.exists()
     code, listed, _ = run_cli(["list", f"{source}:air_masked", *run], capsys)
     assert code == 0 and listed.startswith("valid:"), listed
+
+
+def test_a_model_and_guide_of_fixed_constants_go_where_to_device_sends_them():
+    """A model with no parameters at all (constants in its function) still has a device: ``.to(device)`` moves an
+    empty anchor that is not in the state dict, so the tensors its function makes are made there, and the harness
+    puts a guide function wrapped for it on the same device (on a GPU: tests/test_cuda.py's ridge)."""
+    from guides.user import as_zoo_guide
+
+    def fixed(x, idx=None, N=None):
+        with pyro.plate("data", N, subsample=idx):
+            z = pyro.sample("z", dist.Normal(torch.zeros(1), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def fixed_guide(x, idx=None, N=None):
+        with pyro.plate("data", N, subsample=idx):
+            pyro.sample("z", dist.Normal(0.5 * x, 0.7).to_event(1))
+    model = from_pyro(fixed, 1)
+    assert model.device.type == "cpu" and list(model.state_dict()) == []
+    guide = as_zoo_guide(fixed_guide, model)
+    assert list(guide.state_dict()) == []
+    assert model.to("meta").device.type == "meta" and guide.to("meta").device.type == "meta"

@@ -40,7 +40,12 @@ class UserParameters:
     """
 
     def init_parameter_sites(self) -> None:
-        """Start with no param sites (called in ``__init__``, where ``params`` takes its place in the module)."""
+        """Start with no param sites (called in ``__init__``, where ``params`` takes its place in the module).
+
+        An empty buffer, out of the state dict, goes wherever ``.to(device)`` sends the module, so a model or guide
+        of fixed constants (no parameters at all) has a device too: the tensors its function makes
+        (``torch.zeros(1)``) are made there (:func:`~zoo.usercode.messengers.call_owned`)."""
+        self.register_buffer("device_anchor", torch.zeros(0), persistent=False)
         self.params = nn.ParameterDict()
         self.param_sites: Dict[str, Tuple[str, constraints.Constraint]] = {}
         self.adopting = False
