@@ -290,3 +290,20 @@ def test_in_the_transport_map_a_ridge_posterior_takes_steps_fourteen_times_longe
 def test_an_unknown_preconditioner_is_refused_in_one_line(value):
     with pytest.raises(ZooError, match="precondition must be one of transport, diagonal, none"):
         AnnealedImportanceSampling(precondition=value)
+
+
+def test_an_iaf_guide_s_flow_is_part_of_the_transport_map(synthetic):
+    """A guide distribution pushed through bijections (the IAF's TransformedDistribution) is transported through
+    them: z = flow(mu + sigma u), its log-Jacobian the flow's plus log sigma, so again log q + log|det| = log N(u)."""
+    from zoo.evaluation.ais import _Chains
+    model = zoo.build_model("ppca", synthetic.x_dim)
+    guide = zoo.build_guide("iaf", model)
+    x = synthetic.test[:10]
+    with torch.no_grad():
+        chains = _Chains(model, guide, x, torch.arange(10), 10, 4, "guide")
+        assert chains.transported == ["z"]
+        values = chains.draw_initial()
+        u = chains.unconstrain(values)
+        z, lw, log_det = chains.evaluate(values, u)
+    assert torch.allclose(z["z"], values["z"], atol=1e-5)
+    assert torch.allclose(lw.log_q + log_det, dist.Normal(0.0, 1.0).log_prob(u[0]).sum(-1), atol=1e-4)
