@@ -178,6 +178,7 @@ def measure(label: str, args) -> dict:
         shutil.rmtree(run)
     shutil.copytree(source, run)
     common = ["--data-dir", args.data_dir, "--no-progress"]
+    precondition = ["--ais-precondition", args.precondition] if args.ais_path == "guide" else []
     timings = {}
     t0 = time.perf_counter()
     # --force: the copy may hold the run's own evaluation (another K, other data), which this one replaces
@@ -187,14 +188,14 @@ def measure(label: str, args) -> dict:
     t0 = time.perf_counter()
     _cli(["eval", run, "--estimator", "ais", "--temperatures", temperatures, "--chains", args.chains,
           "--leapfrog", args.leapfrog, "--eval-limit", args.limit, "--ais-batch-size", args.ais_batch_size,
-          "--ais-path", args.ais_path, "--ais-precondition", args.precondition, *common])
+          "--ais-path", args.ais_path, *precondition, *common])
     timings["ais_seconds"] = time.perf_counter() - t0
     bdmc = None
     if args.bdmc_data:
         t0 = time.perf_counter()
         _cli(["eval", run, "--estimator", "bdmc", "--temperatures", ",".join(str(t) for t in args.bdmc_temperatures),
               "--chains", args.bdmc_chains, "--leapfrog", args.leapfrog, "--bdmc-data", args.bdmc_data,
-              "--ais-batch-size", args.ais_batch_size, "--ais-path", args.ais_path, "--ais-precondition", args.precondition, *common])
+              "--ais-batch-size", args.ais_batch_size, "--ais-path", args.ais_path, *precondition, *common])
         timings["bdmc_seconds"] = time.perf_counter() - t0
         bdmc = json.loads((run / "bdmc.json").read_text())
     results = json.loads((run / "results.json").read_text())

@@ -188,6 +188,7 @@ class UserGuide(ZooGuide, UserParameters):
                            f"N=None), an nn.Module with a guide method, or a factory def make(model)")
         self.amortized = bool(getattr(owner if owner is not None else guide, "amortized", True))
         self.init_parameter_sites()
+        self.device_anchor = self.device_anchor.to(model.device)    # the trial runs on the model's device
         self._lent = {id(p): p for p in model.parameters()}     # pyro.module on the model's networks: theirs
         self._refuse_model_parameters(model)
         self.reparameterized = self._trial(model)

@@ -197,7 +197,7 @@ def test_on_the_prior_path_a_guide_without_a_density_runs_and_does_not_enter_the
 
 def test_on_the_guide_path_real_sites_move_in_the_guide_s_whitened_coordinates(synthetic):
     """precondition="diagonal": z = mu(x) + sigma(x) u with the guide's per-datum mean and scale (a diagonal mass
-    matrix fixed before the chains run); the prior's path, and precondition=False, keep the site's own coordinates."""
+    matrix fixed before the chains run); the prior's path, and precondition="none", keep the site's own coordinates."""
     from torch.distributions.transforms import AffineTransform
     from zoo.evaluation.ais import _Chains
     model = zoo.build_model("ppca", synthetic.x_dim)
@@ -284,6 +284,25 @@ def test_in_the_transport_map_a_ridge_posterior_takes_steps_fourteen_times_longe
         se[precondition] = result.log_likelihood_se.mean().item()
     assert step["transport"] > 0.5 and step["transport"] > 5 * max(step["diagonal"], step["none"]), step
     assert se["transport"] < min(se["diagonal"], se["none"]), se
+
+
+def test_results_say_which_sites_the_transport_map_covered(synthetic):
+    """The settings record the sites moved through the guide's reparameterization: none for the exact posterior
+    (a MultivariateNormal, so the chains fall back to the whitened coordinates, and the tables say so), z for the
+    amortized Normal, and none on the prior's path."""
+    from zoo.evaluation.ais import coordinates_text
+    model = zoo.build_model("ppca", synthetic.x_dim)
+    model.set_ml_solution(synthetic.train)
+    x = synthetic.test[:4]
+    ais = AnnealedImportanceSampling(num_temperatures=3, num_chains=2, leapfrog_steps=1)
+    exact = ais.estimate(model, zoo.build_guide("exact", model), x).settings
+    amortized = ais.estimate(model, zoo.build_guide("amortized", model), x).settings
+    assert exact["transported"] == [] and amortized["transported"] == ["z"]
+    assert "whitened" in coordinates_text(exact["precondition"], exact["transported"])
+    assert coordinates_text(amortized["precondition"], amortized["transported"]) == \
+        " in the guide's reparameterization (z)"
+    prior = AnnealedImportanceSampling(num_temperatures=3, num_chains=2, leapfrog_steps=1, path="prior")
+    assert prior.estimate(model, zoo.build_guide("amortized", model), x).settings["transported"] == []
 
 
 @pytest.mark.parametrize("value", ["sideways", 1, None])

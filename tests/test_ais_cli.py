@@ -42,7 +42,8 @@ def test_ais_writes_its_table_and_leaves_the_importance_sampling_results_alone(t
     assert per_datum["log_likelihood"].shape == (12,) and np.isfinite(per_datum["log_likelihood_se"]).all()
     assert "| 8 |" in (run / "ais.md").read_text() and "| 8 |" in out
     assert (run / "results.json").read_bytes() == before
-    assert summary["precondition"] == "transport" and "in the guide's reparameterization" in out
+    assert summary["precondition"] == "transport" and summary["transported"] == ["z"]
+    assert "in the guide's reparameterization (z)" in out
 
 
 @pytest.mark.parametrize("precondition, says", [("diagonal", "in the guide's whitened coordinates"),
@@ -60,6 +61,8 @@ def test_ais_and_bdmc_move_in_the_coordinates_asked_for_and_say_so(tmp_path, tra
     assert json.loads((run / "bdmc.json").read_text())["settings"]["precondition"] == precondition
     code, _, err = run_cli(["eval", run, *AIS, "--ais-precondition", "sideways"], capsys)
     assert code == 2 and "--ais-precondition" in err
+    code, _, err = run_cli(["eval", run, *AIS, "--ais-path", "prior", "--ais-precondition", precondition], capsys)
+    assert code == 2 and "--ais-precondition sets the coordinates" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_weaker_ais_evaluation_is_refused_and_bad_options_get_one_line(tmp_path, trained, capsys):

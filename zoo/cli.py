@@ -92,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     ais.add_argument("--leapfrog", type=int, default=10, help="HMC leapfrog steps per transition (default 10)")
     ais.add_argument("--ais-path", choices=("guide", "prior"), default="guide",
                      help="where the annealing starts: the guide q(z|x) (default) or the prior p(z)")
-    ais.add_argument("--ais-precondition", choices=("transport", "diagonal", "none"), default="transport",
+    ais.add_argument("--ais-precondition", choices=("transport", "diagonal", "none"), default=None,
                      help="the coordinates HMC moves in on the guide's path: the guide's own reparameterization "
-                          "(transport, default), its per-datum mean and scale (diagonal), or the latents' own (none)")
+                          "(transport, default), its per-datum mean and scale (diagonal), or the latents' own "
+                          "unconstrained ones (none)")
     ais.add_argument("--ais-batch-size", type=int, default=100, help="data per AIS tensor program (default 100)")
     ais.add_argument("--bdmc-data", type=int, default=100, help="BDMC: data simulated from the model (default 100)")
 
@@ -411,7 +412,7 @@ def cmd_eval(args) -> None:
                 raise ZooError("--gaps --estimator ais takes one number of temperatures (--temperatures T)")
             reference = AnnealedImportanceSampling(num_temperatures=temperatures[0], num_chains=args.chains,
                                                    leapfrog_steps=args.leapfrog, path=args.ais_path,
-                                                   precondition=args.ais_precondition,
+                                                   precondition=_precondition(args),
                                                    batch_size=args.ais_batch_size)
         summary = gaps_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress,
                            model_file=args.model, guide_file=args.guide, force=args.force, reference=reference)
@@ -426,6 +427,14 @@ def cmd_eval(args) -> None:
     _print_summary([summary], Path(args.dir))
 
 
+def _precondition(args) -> str:
+    """``--ais-precondition``, which only the guide's path takes (default: the transport map)."""
+    if args.ais_precondition is not None and args.ais_path != "guide":
+        raise ZooError("--ais-precondition sets the coordinates of the chains on the guide's path; from the prior "
+                       "they move in the latents' own: leave it out, or use --ais-path guide")
+    return args.ais_precondition or "transport"
+
+
 def _eval_annealed(args) -> None:
     """``eval --estimator ais|bdmc`` (zoo.experiments.annealed)."""
     from zoo.experiments.annealed import ais_markdown, ais_run, bdmc_run
@@ -436,7 +445,7 @@ def _eval_annealed(args) -> None:
         raise ZooError(f"--estimator {args.estimator} does not use {', '.join('--' + k.replace('_', '-') for k in ignored)}"
                        f"; leave them out (they set the importance-sampling evaluation)")
     common = dict(temperatures=args.temperatures, chains=args.chains, leapfrog=args.leapfrog, path=args.ais_path,
-                  precondition=args.ais_precondition,
+                  precondition=_precondition(args),
                   batch_size=args.ais_batch_size, device=settings.get("device"), data_dir=settings.get("data_dir"),
                   progress=not args.no_progress, model_file=args.model, guide_file=args.guide, force=args.force)
     out = Path(args.dir)

@@ -31,7 +31,8 @@ as T grows, and the gap left is what bidirectional Monte Carlo measures (:mod:`z
   the guide's log q anyway. A site the map does not cover (another family, a guide without such a distribution)
   moves in the whitened coordinates of ``precondition="diagonal"``: z = mu(x) + sigma(x) u, with mu and sigma
   the guide's per-datum mean and scale, a diagonal mass matrix fixed per datum (its Jacobian constant, so it
-  cancels). On the ladder hvae of ``benchmarks/results`` the diagonal left the pilot's step size below 0.01 and
+  cancels); a constrained one on ``biject_to`` of its constraint. The map depends on x, and on the values of the
+  discrete and charted sites the guide conditions on, never on the transported sites' own chains. On the ladder hvae of ``benchmarks/results`` the diagonal left the pilot's step size below 0.01 and
   the chains barely moving (BDMC's gap above 10 nats); ``ais_ladder_transport_*`` measures the transport map there.
   ``"none"``: identity mass in the site's own coordinates.
   The step sizes come from a **separate pilot run** (``pilot_chains`` chains over the same schedule, adapting log eps by (acceptance - ``target_accept``) after each
@@ -104,7 +105,7 @@ from zoo.evaluation.estimators.importance import rounding_floor
 from zoo.rules import check_annealing
 
 __all__ = ["AnnealedImportanceSampling", "AISResult", "sigmoid_schedule", "log_mean_exp_and_se", "PATHS",
-           "PRECONDITIONERS", "MIN_ESS_FRACTION", "GIBBS_MAX_STATES"]
+           "PRECONDITIONERS", "COORDINATES", "coordinates_text", "MIN_ESS_FRACTION", "GIBBS_MAX_STATES"]
 
 PATHS = ("guide", "prior")
 #: the coordinates HMC moves the real sites in, on the guide's path (module docstring)
@@ -112,6 +113,16 @@ PRECONDITIONERS = ("transport", "diagonal", "none")
 #: how the tables name each preconditioner's coordinates
 COORDINATES = {"transport": " in the guide's reparameterization", "diagonal": " in the guide's whitened coordinates",
                "none": ""}
+
+
+def coordinates_text(precondition, transported=None) -> str:
+    """What the tables say of the coordinates the chains moved in: the preconditioner asked for, and on the
+    transport map's, the sites it covered (``transported``; None: not recorded, as in files before it was)."""
+    if precondition == "transport" and transported is not None:
+        if not transported:
+            return " in the guide's whitened coordinates (no site's guide distribution a Normal to transport)"
+        return f" in the guide's reparameterization ({', '.join(transported)})"
+    return COORDINATES.get(precondition, "")
 #: a discrete site with at most this many values per datum also takes a Gibbs update (all take the independent MH step)
 GIBBS_MAX_STATES = 64
 #: below this fraction of the chains, the effective sample size of a datum's final weights says that one or two
@@ -195,8 +206,11 @@ def _base_and_bijections(fn):
     return fn, transforms
 
 
-def _event_sum(term: torch.Tensor) -> torch.Tensor:
-    """A ``[C, B, ...]`` per-element term summed to ``[C, B]``."""
+def _event_sum(term: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-element term of ``like`` ``[C, B, *event]`` summed to ``[C, B]``; a term that is not shaped so (a
+    transform's log-Jacobian over its parameters, say) is refused, never broadcast."""
+    if term.dim() < 2 or term.shape[:2] != like.shape[:2]:
+        raise ValueError(f"a log-Jacobian of shape {tuple(term.shape)} for a value of shape {tuple(like.shape)}")
     return term.reshape(term.shape[:2] + (-1,)).sum(-1)
 
 
@@ -205,10 +219,10 @@ def _push(fn, u: torch.Tensor):
     and the standard-normal noise ``u`` ``[C, B, *event]``."""
     normal, transforms = _base_and_bijections(fn)
     z = normal.loc + normal.scale * u
-    log_det = _event_sum(normal.scale.log().expand(z.shape))
+    log_det = _event_sum(normal.scale.log().expand(z.shape), z)
     for t in transforms:
         y = t(z)
-        log_det = log_det + _event_sum(t.log_abs_det_jacobian(z, y))
+        log_det = log_det + _event_sum(t.log_abs_det_jacobian(z, y), y)
         z = y
     return z, log_det
 
@@ -304,7 +318,8 @@ class _Chains:
 
     def _transportable(self) -> List[str]:
         """The real sites whose guide distribution is a Normal, or a bijection of one, of the site's own shape, and
-        whose log q no mask hides (a masked entry would add its log-Jacobian to f_t with no density beside it)."""
+        whose log q no mask hides nor scale weighs (a masked entry would add its log-Jacobian to f_t with no density
+        beside it, a weighted one its log-Jacobian at another weight)."""
         real = [s.name for s in self.real if s.support == "real"]
         if not real:
             return []
@@ -316,14 +331,14 @@ class _Chains:
             out = []
             for name in real:
                 node = trace.nodes.get(name)
-                if node is None or node.get("mask") is not None or name in masked \
+                if node is None or node.get("mask") is not None or node.get("scale", 1.0) != 1.0 or name in masked \
                         or _base_and_bijections(node["fn"]) is None:
                     continue
                 try:
                     z, log_det = _push(node["fn"], torch.zeros_like(node["value"]))
                 except (ValueError, RuntimeError, NotImplementedError):
                     continue
-                if z.shape == node["value"].shape and log_det.shape == node["value"].shape[:2]:
+                if z.shape == node["value"].shape:
                     out.append(name)
         return out
 
@@ -742,6 +757,17 @@ class AnnealedImportanceSampling:
                 "acceptance_sum": acceptance.double().sum(2).sum(1).cpu(),
                 "step_sizes": eps.cpu() if step_sizes is not None else torch.zeros(0, dtype=torch.float64)}
 
+    def transported_sites(self, model, guide, x: torch.Tensor, N: int) -> List[str]:
+        """The real sites the chains move through the guide's reparameterization (module docstring), read on the
+        first minibatch of ``x`` without touching the random stream; empty unless the preconditioner is the
+        transport map and the path the guide's."""
+        if self.precondition != "transport" or self.path != "guide":
+            return []
+        idx = torch.arange(min(self.batch_size, x.shape[0]), device=x.device)
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            return list(_Chains(model, guide, x[idx], idx, N, 1, self.path, self.gibbs_max_states,
+                                self.precondition).transported)
+
     def _estimate(self, model, guide, x, progress, seed, done, on_batch) -> AISResult:
         n = x.shape[0]
         batches = []
@@ -766,6 +792,7 @@ class AnnealedImportanceSampling:
                  if batches[0]["step_sizes"].numel() else [None] * (self.num_temperatures + 1))
         return AISResult(joined("log_likelihood"), joined("se"), joined("ess"), joined("acceptance"),
                          per_t.tolist() if per_t is not None else [], steps[1:self.num_temperatures],
-                         {**self.settings(), "num_chains": self.num_chains})
+                         {**self.settings(), "num_chains": self.num_chains,
+                          "transported": self.transported_sites(model, guide, x, n)})
 
 

@@ -47,7 +47,7 @@ import torch
 from zoo.core.errors import ZooError
 from zoo.core.modes import evaluation_mode
 from zoo.core.weights import dreamt_data
-from zoo.evaluation.ais import COORDINATES, AnnealedImportanceSampling, _Chains, annealing_start, log_mean_exp_and_se
+from zoo.evaluation.ais import AnnealedImportanceSampling, _Chains, coordinates_text, annealing_start, log_mean_exp_and_se
 from zoo.rules import check_annealing
 
 __all__ = ["simulate", "bidirectional_monte_carlo", "bdmc_markdown"]
@@ -106,11 +106,12 @@ def bidirectional_monte_carlo(model, guide, ais: AnnealedImportanceSampling, num
         with held:
             torch.manual_seed(seed)
             x, z = simulate(model, num_data)
+            transported = ais.transported_sites(model, guide, x, num_data)
             for T in temperatures:
                 run = dataclasses.replace(ais, num_temperatures=T)
                 b = _bounds(run, model, guide, x, z)
                 gap = b["upper"] - b["lower"]
-                rows.append({"num_temperatures": T, "num_data": num_data, "start": start,
+                rows.append({"num_temperatures": T, "num_data": num_data, "start": start, "transported": transported,
                              "lower": b["lower"].mean().item(),
                              "lower_se": (b["lower_se"].pow(2).sum().sqrt() / num_data).item(),
                              "upper": b["upper"].mean().item(),
@@ -127,7 +128,7 @@ def bdmc_markdown(summary: Dict) -> str:
     """The BDMC table of a results file (``bdmc.json``): one row per number of temperatures."""
     lines = [f"BDMC on {summary['num_data']} data simulated from the model ({summary['settings']['num_chains']} "
              f"chains, path {summary['settings']['path']}, {summary['settings']['leapfrog_steps']} leapfrog steps"
-             f"{COORDINATES.get(summary['settings'].get('precondition'), '')}): "
+             f"{coordinates_text(summary['settings'].get('precondition'), summary['rows'][-1].get('transported'))}): "
              f"forward AIS bounds log p(x) from below, reverse AIS from above.", "",
              "| T | lower (forward AIS) | upper (reverse AIS) | gap | largest gap |", "|---|---|---|---|---|"]
     for row in summary["rows"]:

@@ -35,7 +35,7 @@ import torch
 from zoo.core.errors import ZooError
 from zoo.core.files import open_regular
 from zoo.data.headers import read_npz_arrays
-from zoo.evaluation.ais import COORDINATES, AnnealedImportanceSampling
+from zoo.evaluation.ais import AnnealedImportanceSampling, coordinates_text
 from zoo.evaluation.bdmc import bdmc_markdown, bidirectional_monte_carlo
 from zoo.experiments.outputs import json_ready, refuse_weaker
 from zoo.experiments.run import BEST, _eval_subset, best_checkpoint, evaluation_guide, prepare, results_kept_on_stop
@@ -230,7 +230,7 @@ def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: in
 def ais_markdown(summary: Dict) -> str:
     """The AIS table of ``ais.json``: one row per number of temperatures."""
     start = f", from {summary['start']}" if summary.get("start") else ""
-    coordinates = COORDINATES.get(summary.get("precondition"), "")
+    coordinates = coordinates_text(summary.get("precondition"), summary.get("transported"))
     lines = [f"AIS on {summary['num_data']} {summary['split']} data ({summary['num_chains']} chains per datum, path "
              f"{summary['path']}{start}, {summary['schedule']} schedule, {summary['leapfrog_steps']} leapfrog steps"
              f"{coordinates}, step sizes from a pilot run of {summary['pilot_chains']} chains, frozen).", "",
