@@ -15,7 +15,8 @@ and 16 hidden units, batch 1 and batch 32, the zoo's fused Adam for every loop. 
 timed over ``--steps`` steps per round: hand-written PyTorch, Pyro's own ``pyro.infer.Trace_ELBO`` with the
 same model and guide (twice: with Pyro's argument validation as Pyro ships it, on, and with it off, as ``zoo.fit``
 runs after its first step, the like-for-like comparison), and ``zoo.fit`` eager, ``--jit`` and ``--compile``. The overhead of a loop is its
-median microseconds per step minus the hand-written loop's::
+median microseconds per step minus the hand-written loop's, and, paired (``paired_*``, the figures to compare), the
+median over rounds of each round's difference from the same round's hand-written loop::
 
     python benchmarks/step_overhead.py --small --rounds 11 --steps 300 --name step_overhead_small
 """
@@ -98,15 +99,24 @@ def small(args) -> None:
                     times[name].append(seconds / args.steps * 1e6)
         us = {k: statistics.median(v) for k, v in times.items()}
         overhead = {k: v - us["hand-written"] for k, v in us.items() if k != "hand-written"}
+        # paired: each round's loop minus the same round's hand-written loop, then the median over rounds; the
+        # machine's speed drifts between rounds (by a third on a shared VM), and a difference of two medians
+        # taken over different rounds carries that drift
+        paired = {k: statistics.median(a - b for a, b in zip(v, times["hand-written"]))
+                  for k, v in times.items() if k != "hand-written"}
         result["batches"][str(B)] = {"us_per_step": us, "overhead_us_per_step": overhead, "all_us_per_step": times,
+                                     "paired_overhead_us_per_step": paired,
+                                     "paired_zoo_overhead_over_pyro": paired["zoo.fit"] / paired["Pyro Trace_ELBO"],
+                                     "paired_zoo_overhead_over_pyro_validation_off":
+                                         paired["zoo.fit"] / paired["Pyro Trace_ELBO, validation off"],
                                      "zoo_overhead_over_pyro": overhead["zoo.fit"] / overhead["Pyro Trace_ELBO"],
                                      "zoo_overhead_over_pyro_validation_off":
                                          overhead["zoo.fit"] / overhead["Pyro Trace_ELBO, validation off"],
                                      **({"compiled_over_hand": us["zoo.fit --compile"] / us["hand-written"]}
                                         if "zoo.fit --compile" in us else {})}
         for k, v in us.items():
-            print(f"batch {B}: {k}: {v:.0f} us/step" + (f" (overhead {overhead[k]:+.0f} us)" if k in overhead else ""),
-                  flush=True)
+            print(f"batch {B}: {k}: {v:.0f} us/step" + (f" (overhead {overhead[k]:+.0f} us, paired {paired[k]:+.0f} us)"
+                                                       if k in overhead else ""), flush=True)
     for B in (1, 32):
         measure(B)
     write_result(args.name or "step_overhead_small", result)
