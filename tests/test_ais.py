@@ -218,25 +218,6 @@ def test_on_the_guide_path_real_sites_move_in_the_guide_s_whitened_coordinates(s
 
 
 # --- the guide's own reparameterization as HMC's coordinates (precondition="transport") ------------------------
-RIDGE_S1 = 0.05     # z1 | z2 ~ N(z2, 0.05^2): the posterior of (z2, z1) is a ridge 0.05 wide and about 0.7 long
-RIDGE_V1 = 1 / (1 / (1 + RIDGE_S1 ** 2) + 1)            # Var(z1 | x)
-RIDGE_V2 = 1 / (1 + 1 / RIDGE_S1 ** 2)                  # Var(z2 | z1)
-
-
-def ridge(x, idx=None, N=None):
-    with pyro.plate("data", N, subsample=idx):
-        z2 = pyro.sample("z2", dist.Normal(torch.zeros(1), 1.0).to_event(1))
-        z1 = pyro.sample("z1", dist.Normal(z2, RIDGE_S1).to_event(1))
-        pyro.sample("x", dist.Normal(z1, 1.0).to_event(1), obs=x)
-
-
-def ridge_guide(x, idx=None, N=None):
-    """The exact posterior p(z1 | x) p(z2 | z1), each scale widened by half (so the weights are not constant)."""
-    with pyro.plate("data", N, subsample=idx):
-        z1 = pyro.sample("z1", dist.Normal(RIDGE_V1 * x, 1.5 * RIDGE_V1 ** 0.5).to_event(1))
-        pyro.sample("z2", dist.Normal(RIDGE_V2 * z1 / RIDGE_S1 ** 2, 1.5 * RIDGE_V2 ** 0.5).to_event(1))
-
-
 def test_the_transport_map_is_the_guide_s_reparameterization_and_pi_0_is_a_standard_normal_in_it():
     """On the guide's path a structured guide's sites move as z = T(u): running the guide on the noise u that
     ``unconstrain`` reads off a state gives that state back, and log q(z | x) + log|det dz/du| = log N(u; 0, I)
@@ -268,15 +249,14 @@ def test_in_the_transport_map_a_ridge_posterior_takes_steps_fourteen_times_longe
     ones) HMC's step must fit the narrow width; in the guide's reparameterization, where the ridge is straightened,
     the pilot's step size reaches about 1. Every coordinate system keeps AIS unbiased: each estimate is within 3 SE
     of the closed form log N(x; 0, 2 + s1^2), the transport map's with the smallest SE."""
-    model = zoo.from_pyro(ridge, 1)
-    torch.manual_seed(0)
-    x = torch.randn(50, 1) * math.sqrt(2 + RIDGE_S1 ** 2)
-    exact = dist.Normal(0.0, math.sqrt(2 + RIDGE_S1 ** 2)).log_prob(x).sum(-1).double()
+    model = zoo.from_pyro(E.ridge, 1)
+    x = E.ridge_data(50)
+    exact = E.ridge_log_marginal(x)
     step, se = {}, {}
     for precondition in ("transport", "diagonal", "none"):
         pyro.set_rng_seed(0)
         result = AnnealedImportanceSampling(num_temperatures=30, num_chains=16, leapfrog_steps=5,
-                                            precondition=precondition).estimate(model, ridge_guide, x)
+                                            precondition=precondition).estimate(model, E.ridge_guide, x)
         error, z = _z_of_mean(result, exact)
         assert abs(z) < 3, f"AIS ({precondition}) is {z:.1f} SE from the closed form (error {error:.4f} nats)"
         assert result.settings["precondition"] == precondition
@@ -331,14 +311,14 @@ def test_an_iaf_guide_s_flow_is_part_of_the_transport_map(synthetic):
 def test_bdmc_in_the_transport_map_sandwiches_the_ridge_s_exact_log_p():
     """BDMC's reverse chains start at exact posterior draws, pulled back to u through the guide: on the ridge both
     bounds hold the closed form within their standard errors, and the gap is small at T = 30."""
-    model = zoo.from_pyro(ridge, 1)
+    model = zoo.from_pyro(E.ridge, 1)
     pyro.set_rng_seed(2)
-    rows = bidirectional_monte_carlo(model, ridge_guide, AnnealedImportanceSampling(num_chains=8, leapfrog_steps=5),
+    rows = bidirectional_monte_carlo(model, E.ridge_guide, AnnealedImportanceSampling(num_chains=8, leapfrog_steps=5),
                                      num_data=40, temperatures=(30,), seed=3)
     from zoo.evaluation.bdmc import simulate
     torch.manual_seed(3)                                       # the data BDMC simulated, again
     x = simulate(model, 40)[0]
-    exact = dist.Normal(0.0, math.sqrt(2 + RIDGE_S1 ** 2)).log_prob(x).sum(-1).double().mean().item()
+    exact = E.ridge_log_marginal(x).mean().item()
     row = rows[0]
     assert sorted(row["transported"]) == ["z1", "z2"]
     assert row["lower"] - 3 * row["lower_se"] < exact < row["upper"] + 3 * row["upper_se"], (row, exact)

@@ -85,32 +85,17 @@ def test_compiled_step_on_the_gpu_matches_the_eager_step(digits, mode):
 
 @pytest.mark.parametrize("precondition", ["transport", "diagonal"])
 def test_ais_on_the_gpu_reaches_the_exact_marginal_of_a_ridge_posterior(precondition):
-    """AIS's chains, the pilot's step sizes and the guide's transport map all on the GPU, on test_ais's ridge (a
+    """AIS's chains, the pilot's step sizes and the guide's transport map all on the GPU, on zoo.exact_models' ridge (a
     posterior 0.05 wide along a 0.7-long ridge, a structured guide): within 3 SE of the closed form."""
-    import math
     import pyro
-    import pyro.distributions as dist
+    from zoo import exact_models as E
     from zoo.evaluation.ais import AnnealedImportanceSampling
-    s1 = 0.05
-    v1, v2 = 1 / (1 / (1 + s1 ** 2) + 1), 1 / (1 + 1 / s1 ** 2)
-
-    def ridge(x, idx=None, N=None):
-        with pyro.plate("data", N, subsample=idx):
-            z2 = pyro.sample("z2", dist.Normal(torch.zeros(1), 1.0).to_event(1))
-            z1 = pyro.sample("z1", dist.Normal(z2, s1).to_event(1))
-            pyro.sample("x", dist.Normal(z1, 1.0).to_event(1), obs=x)
-
-    def ridge_guide(x, idx=None, N=None):
-        with pyro.plate("data", N, subsample=idx):
-            z1 = pyro.sample("z1", dist.Normal(v1 * x, 1.5 * v1 ** 0.5).to_event(1))
-            pyro.sample("z2", dist.Normal(v2 * z1 / s1 ** 2, 1.5 * v2 ** 0.5).to_event(1))
-    torch.manual_seed(0)
-    x = torch.randn(50, 1) * math.sqrt(2 + s1 ** 2)
-    model = zoo.from_pyro(ridge, 1).cuda()
+    x = E.ridge_data(50)
+    model = zoo.from_pyro(E.ridge, 1).cuda()
     pyro.set_rng_seed(0)
     result = AnnealedImportanceSampling(num_temperatures=30, num_chains=16, leapfrog_steps=5,
-                                        precondition=precondition).estimate(model, ridge_guide, x.cuda())
-    exact = dist.Normal(0.0, math.sqrt(2 + s1 ** 2)).log_prob(x).sum(-1).double()
+                                        precondition=precondition).estimate(model, E.ridge_guide, x.cuda())
+    exact = E.ridge_log_marginal(x)
     error = (result.log_likelihood - exact).mean().item()
     se = (result.log_likelihood_se.pow(2).sum().sqrt() / x.shape[0]).item()
     assert abs(error) < 3 * se + 0.01, f"AIS ({precondition}) on the GPU is off by {error:.4f} nats ({se:.4f} SE)"

@@ -16,6 +16,9 @@ log p(x) per datum computed another way:
 - :func:`padded_hmm`: a two-state HMM over sequences padded to a common length, the padded steps masked out
   with ``poutine.mask`` (latent and observation alike); log p(x) by the forward algorithm over each sequence's
   own steps.
+- :func:`ridge`: z2 ~ N(0, 1), z1 | z2 ~ N(z2, 0.05^2), x | z1 ~ N(z1, 1): a posterior 0.05 wide along a ridge
+  about 0.7 long, with :func:`ridge_guide`, the exact posterior p(z1 | x) p(z2 | z1) widened by half; x ~ N(0,
+  2 + 0.05^2). It holds no tensor of its own, so it runs wherever its data are (a GPU too).
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ import torch
 
 __all__ = ["linear_gaussian_hierarchy", "linear_gaussian_hierarchy_log_marginal", "linear_gaussian_hierarchy_data",
            "binary_latent_model", "binary_latent_log_marginal", "binary_latent_data", "poisson_1d",
-           "poisson_1d_log_marginal", "poisson_1d_data", "padded_hmm", "padded_hmm_log_marginal", "padded_hmm_data"]
+           "poisson_1d_log_marginal", "poisson_1d_data", "padded_hmm", "padded_hmm_log_marginal", "padded_hmm_data",
+           "ridge", "ridge_guide", "ridge_log_marginal", "ridge_data", "RIDGE_S1"]
 
 G = torch.Generator().manual_seed(1234)
 
@@ -167,3 +171,32 @@ def padded_hmm_data(n: int, seed: int = 0):
                 s = int(torch.multinomial(p["trans"][s], 1, generator=g))
             x[i, t] = p["locs"][s] + p["scale"] * torch.randn((), generator=g)
     return x, lengths
+
+
+# --- a ridge: two real latents coupled 0.05 apart, and a structured guide ---------------------------------------
+RIDGE_S1 = 0.05
+_RIDGE_V1 = 1 / (1 / (1 + RIDGE_S1 ** 2) + 1)             # Var(z1 | x)
+_RIDGE_V2 = 1 / (1 + 1 / RIDGE_S1 ** 2)                   # Var(z2 | z1)
+
+
+def ridge(x, idx=None, N=None):
+    with pyro.plate("data", N, subsample=idx):
+        z2 = pyro.sample("z2", dist.Normal(torch.zeros(1), 1.0).to_event(1))
+        z1 = pyro.sample("z1", dist.Normal(z2, RIDGE_S1).to_event(1))
+        pyro.sample("x", dist.Normal(z1, 1.0).to_event(1), obs=x)
+
+
+def ridge_guide(x, idx=None, N=None):
+    """The exact posterior p(z1 | x) p(z2 | z1), each scale widened by half (so the importance weights vary)."""
+    with pyro.plate("data", N, subsample=idx):
+        z1 = pyro.sample("z1", dist.Normal(_RIDGE_V1 * x, 1.5 * _RIDGE_V1 ** 0.5).to_event(1))
+        pyro.sample("z2", dist.Normal(_RIDGE_V2 * z1 / RIDGE_S1 ** 2, 1.5 * _RIDGE_V2 ** 0.5).to_event(1))
+
+
+def ridge_log_marginal(x: torch.Tensor) -> torch.Tensor:
+    return dist.Normal(0.0, math.sqrt(2 + RIDGE_S1 ** 2)).log_prob(x.double()).sum(-1)
+
+
+def ridge_data(n: int, seed: int = 0) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return torch.randn(n, 1) * math.sqrt(2 + RIDGE_S1 ** 2)
