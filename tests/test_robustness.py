@@ -481,3 +481,13 @@ def test_resume_with_a_lower_temperature_floor_anneals_on_from_the_resumed_step(
     assert load_checkpoint(out / "checkpoint.pt")["guide"]["temperature"].item() == pytest.approx(0.2)
     with pytest.raises(ZooError, match="straight_through"):
         train_run(RunConfig.make(**{**config, "epochs": 4, "straight_through": True}), out, resume=True, progress=False)
+
+
+def test_the_non_finite_check_works_inside_and_after_inference_mode():
+    """Its reused flag is an ordinary tensor even when the first check ran under torch.inference_mode."""
+    from zoo.training import guards
+    guards._CHECK_BUFFERS.clear()
+    with torch.inference_mode():
+        assert guards.any_non_finite([torch.tensor([1.0, float("nan")])])
+    assert guards.any_non_finite([torch.tensor([float("inf")])]) and not guards.any_non_finite([torch.ones(3)])
+    assert not guards.any_non_finite([])

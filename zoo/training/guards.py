@@ -44,13 +44,14 @@ _CHECK_BUFFERS = {}
 
 def _check_buffers(device: torch.device):
     buffers = _CHECK_BUFFERS.get(device)
-    if buffers is None:
-        buffers = _CHECK_BUFFERS[device] = (torch.zeros(1, device=device), torch.ones(1, device=device))
+    if buffers is None or buffers[0].is_inference():
+        with torch.inference_mode(False):           # ordinary tensors even when first made under inference_mode
+            buffers = _CHECK_BUFFERS[device] = (torch.zeros(1, device=device), torch.ones(1, device=device))
     return buffers
 
 
 def any_non_finite(tensors) -> bool:
-    """Whether any of the floating-point ``tensors`` holds NaN or inf, in one fused pass per device and one sync.
+    """Whether any of the floating-point ``tensors`` holds NaN or inf, in one fused pass and one sync per device.
 
     The pass is ``torch._amp_foreach_non_finite_check_and_unscale_``, the kernel with which PyTorch's
     ``GradScaler`` checks gradients: it sets a flag where it meets a non-finite value and multiplies by an
