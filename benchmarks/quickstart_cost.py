@@ -12,9 +12,11 @@ machine, where wall time is not meaningful. The main command is read from the RE
 Usage::
 
     python benchmarks/quickstart_cost.py            # writes benchmarks/results/quickstart_cost.{json,md}
+    python benchmarks/quickstart_cost.py --name quickstart_cost_rerun   # a re-measurement beside the README's file
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -25,7 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, readme_command, timed_run, write_result  # noqa: E402
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", default="quickstart_cost", help="result file name in benchmarks/results (the README's "
+                   "figure is checked against quickstart_cost)")
+    name = p.parse_args(argv).name
     command = readme_command("pip install .")
     cores = os.cpu_count() or 1
     rows = []
@@ -38,7 +44,7 @@ def main() -> None:
                              "wall_seconds": run["wall_seconds"], "notices": run["notices"],
                              **({"quickstart": True} if argv is command and threads is None else {})})
     quick = next(r for r in rows if r.get("quickstart"))     # the figure the README states: as a user runs it
-    path = write_result("quickstart_cost", {"protocol": "each command once in a fresh process in an empty folder, "
+    path = write_result(name, {"protocol": "each command once in a fresh process in an empty folder, "
                                             "first in the caller's environment without OMP_NUM_THREADS (as a user "
                                             f"runs it), then with OMP_NUM_THREADS={cores} (PyTorch's default) and "
                                             "with OMP_NUM_THREADS=1; CPU-seconds = user + system time of the "
@@ -51,7 +57,7 @@ def main() -> None:
     notes = quick["notices"]
     table += ("\nWhat the main command told the user as a user runs it: "
               + ("; ".join(f"`{n}`" for n in notes) if notes else "nothing about its settings") + ".\n")
-    (RESULTS / "quickstart_cost.md").write_text(table)
+    (RESULTS / f"{name}.md").write_text(table)
     print(table + f"\nwrote {path}")
 
 
