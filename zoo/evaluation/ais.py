@@ -235,24 +235,21 @@ def _pull(fn, z: torch.Tensor) -> torch.Tensor:
     return (z - normal.loc) / normal.scale
 
 
-class _Transported(Messenger):
+class _Transported(_FixedValues):
     """Runs a guide in its own reparameterization: each site of ``noise`` takes the value its distribution maps the
-    noise to (:func:`_push`), the sites of ``values`` are set, and ``log_det`` sums log|det dz/du| ``[C, B]``."""
+    noise to (:func:`_push`), the sites of ``values`` are set (:class:`_FixedValues`), and ``log_det`` sums
+    log|det dz/du| ``[C, B]``."""
 
     def __init__(self, values: Dict[str, torch.Tensor], noise: Dict[str, torch.Tensor]):
-        super().__init__()
-        self.values, self.noise, self.log_det = values, noise, 0.0
+        super().__init__(values)
+        self.noise, self.log_det = noise, 0.0
 
     def _pyro_sample(self, msg) -> None:
-        if msg["is_observed"]:
-            return
-        name = msg["name"]
-        if name in self.noise:
-            z, log_det = _push(msg["fn"], self.noise[name])
-            msg["value"], msg["done"] = z, True
-            self.log_det = self.log_det + log_det
-        elif name in self.values:
-            msg["value"], msg["done"] = self.values[name], True
+        if msg["is_observed"] or msg["name"] not in self.noise:
+            return super()._pyro_sample(msg)
+        z, log_det = _push(msg["fn"], self.noise[msg["name"]])
+        msg["value"], msg["done"] = z, True
+        self.log_det = self.log_det + log_det
 
 
 @dataclass

@@ -47,7 +47,8 @@ import torch
 from zoo.core.errors import ZooError
 from zoo.core.modes import evaluation_mode
 from zoo.core.weights import dreamt_data
-from zoo.evaluation.ais import AnnealedImportanceSampling, _Chains, coordinates_text, annealing_start, log_mean_exp_and_se
+from zoo.evaluation.ais import (AnnealedImportanceSampling, _Chains, annealing_start, coordinates_text,
+                                log_mean_exp_and_se)
 from zoo.rules import check_annealing
 
 __all__ = ["simulate", "bidirectional_monte_carlo", "bdmc_markdown"]

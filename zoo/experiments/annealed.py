@@ -134,8 +134,9 @@ def _keep(path: Path, key: str, kept: Dict[int, Dict[int, Dict]]) -> None:
 
 def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int = 16, leapfrog: int = 10,
             path: str = "guide", batch_size: int = 100, eval_limit: Optional[int] = None,
-            precondition: str = "transport", device: Optional[str] = None, data_dir: Optional[str] = None, progress: bool = True,
-            model_file: Optional[str] = None, guide_file: Optional[str] = None, force: bool = False) -> Dict:
+            precondition: str = "transport", device: Optional[str] = None, data_dir: Optional[str] = None,
+            progress: bool = True, model_file: Optional[str] = None, guide_file: Optional[str] = None,
+            force: bool = False) -> Dict:
     """AIS estimates of log p(x) on the run's evaluation split at each number of temperatures; writes
     ``ais.{json,md}`` and ``ais_per_datum.npz`` (the largest T's per-datum figures) and returns the summary."""
     out = Path(out)
