@@ -102,6 +102,40 @@ def test_digits_is_binary_8x8_with_disjoint_splits(digits):
     assert load_digits(binarize=False).train.max() <= 1.0
 
 
+def test_digits_are_scikit_learns_own_read_without_importing_it():
+    """The file is read as scikit-learn reads it (the same pixels and labels, in order), in a process that never
+    imports scikit-learn; a layout without the file falls back to scikit-learn's loader."""
+    import subprocess
+    import sys
+    from sklearn.datasets import load_digits as sk_digits
+    import zoo.data as data
+    bunch = sk_digits()
+    pixels, labels = data._sklearn_digits()
+    np.testing.assert_array_equal(pixels, bunch.data)
+    np.testing.assert_array_equal(labels, bunch.target)
+    d = load_digits()
+    torch.testing.assert_close(torch.cat([d.train, d.valid, d.test]).sum(0),
+                               torch.from_numpy((bunch.data >= 8).sum(0).astype(np.float32)))
+    probe = ("import sys; from zoo.data import load_digits; d = load_digits(); "
+             "print(d.train.shape[0], any(m == 'sklearn' or m.startswith('sklearn.') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1257", "False"]
+
+
+def test_digits_fall_back_to_scikit_learns_loader(monkeypatch):
+    import importlib.util
+    import zoo.data as data
+    expected = [a.copy() for a in data._sklearn_digits()]
+    data._sklearn_digits.cache_clear()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)      # another layout: no file found
+    try:
+        pixels, labels = data._sklearn_digits()
+        np.testing.assert_array_equal(pixels, expected[0])
+        np.testing.assert_array_equal(labels, expected[1])
+    finally:
+        data._sklearn_digits.cache_clear()
+
+
 def test_synthetic_carries_its_truth():
     d = load_dataset("synthetic")
     assert set(d.truth) == {"W", "mu", "sigma"} and d.train.shape == (2000, 10)

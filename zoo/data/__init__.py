@@ -59,17 +59,43 @@ def array_sha256(a: np.ndarray) -> str:
 
 
 # -- digits (embedded, offline) ---------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _sklearn_digits():
+    """(pixels ``[1797, 64]`` float64 0..16, labels ``[1797]`` int): scikit-learn's bundled digits, read from the
+    file scikit-learn ships them in, ``sklearn/datasets/data/digits.csv.gz`` (65 comma-separated columns, the
+    label last), as :func:`sklearn.datasets.load_digits` reads it, but without importing scikit-learn:
+    ``sklearn.datasets`` imports SciPy and pandas, about 1.4 CPU-seconds, for a 1797 x 65 table. Where the
+    file is not at that place (another scikit-learn layout), scikit-learn's own loader reads it. The arrays are
+    read-only: the cache hands out the same ones to every caller."""
+    import gzip
+    import importlib.util
+    spec = importlib.util.find_spec("sklearn")          # finds the package without running it
+    path = (Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+            if spec is not None and spec.submodule_search_locations else None)
+    if path is not None and path.is_file():
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            table = np.loadtxt(f, delimiter=",")
+        x, y = table[:, :-1], table[:, -1].astype(int)
+    else:
+        from sklearn.datasets import load_digits as sk_digits
+        bunch = sk_digits()
+        x, y = bunch.data, bunch.target
+    if x.shape != (1797, 64) or y.shape != (1797,):
+        raise ZooError(f"scikit-learn's digits file holds a table of shape {x.shape}, not 1797 x 64: "
+                       f"reinstall scikit-learn ('pip install --force-reinstall scikit-learn')")
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
 def load_digits(binarize: bool = True, **_) -> Dataset:
     """scikit-learn's bundled 8x8 digits (1797 images): 1257 train / 270 valid / 270 test.
 
     Pixels are 0..16; binarized at >= 8, or scaled to [0, 1] with ``binarize=False``.
     """
-    from sklearn.datasets import load_digits as sk_digits
-    bunch = sk_digits()
-    x = bunch.data.astype(np.float32)
+    pixels, y = _sklearn_digits()
+    x = pixels.astype(np.float32)
     x = (x >= 8).astype(np.float32) if binarize else x / 16.0
     tr, va, te = split_indices(len(x), 270, 270)
-    y = bunch.target
     return Dataset("digits" if binarize else "digits-gray", as_tensor(x[tr]), as_tensor(x[va]),
                    as_tensor(x[te]), binary=binarize, image_shape=(8, 8),
                    labels={s: torch.from_numpy(y[i]) for s, i in zip(SPLITS, (tr, va, te))})
@@ -78,11 +104,9 @@ def load_digits(binarize: bool = True, **_) -> Dataset:
 def load_digits17(**_) -> Dataset:
     """The 8x8 digits at their 17 levels: each pixel an integer 0..16, as scikit-learn ships them (the splits of
     :func:`load_digits`); the data a Categorical over 17 levels models (Tomczak's intro_dgm)."""
-    from sklearn.datasets import load_digits as sk_digits
-    bunch = sk_digits()
-    x = bunch.data.astype(np.float32)
+    pixels, y = _sklearn_digits()
+    x = pixels.astype(np.float32)
     tr, va, te = split_indices(len(x), 270, 270)
-    y = bunch.target
     return Dataset("digits17", as_tensor(x[tr]), as_tensor(x[va]), as_tensor(x[te]), binary=False, image_shape=(8, 8),
                    labels={s: torch.from_numpy(y[i]) for s, i in zip(SPLITS, (tr, va, te))}, levels=17)
 
