@@ -193,3 +193,30 @@ def test_harness_is_model_agnostic():
     source = inspect.getsource(harness)
     for name in ("PPCA", "VAE", "ppca", "vae"):
         assert name not in source
+
+
+def test_validation_checks_the_first_minibatch_and_is_off_after(ml_ppca, synthetic, monkeypatch):
+    """Pyro's checks run for the first minibatch (both strata of the defensive proposal) and not for the later
+    ones; the caller's setting is what it was afterwards, and the answer is the one a run with checks throughout
+    gives (the same draws)."""
+    import pyro.infer.util
+    import zoo.evaluation.defensive as defensive
+    seen, draw = [], defensive.per_datum_log_weights
+
+    def recording(*args, **kwargs):
+        seen.append(pyro.infer.util.is_validation_enabled())
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(defensive, "per_datum_log_weights", recording)
+    x = synthetic.test[:30]
+    with pyro.validation_enabled(True):
+        pyro.set_rng_seed(3)
+        fast = evaluate(ml_ppca, Exact(ml_ppca), x, num_samples=20, iwae_k=4, batch_size=10, psis=False)
+        assert pyro.infer.util.is_validation_enabled()
+    assert seen == [True, True] + [False, False] * 2
+    seen.clear()
+    with pyro.validation_enabled(False):
+        pyro.set_rng_seed(3)
+        unchecked = evaluate(ml_ppca, Exact(ml_ppca), x, num_samples=20, iwae_k=4, batch_size=10, psis=False)
+    assert seen == [False] * 6
+    assert fast["log_likelihood"] == pytest.approx(unchecked["log_likelihood"], abs=1e-6)

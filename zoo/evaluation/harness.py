@@ -33,8 +33,10 @@ All figures are in nats per datum. Per-datum arrays come back in ``per_datum``.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Dict
 
+import pyro
 import torch
 
 from zoo.core.modes import evaluation_mode
@@ -140,14 +142,21 @@ def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int
 
 def _draw(ctx: Context, estimators, keep_reconstructions: int):
     """One pass over the data: each minibatch's K draws per datum, handed to every estimator. Returns the first
-    ``keep_reconstructions`` data and their decoder means, or ``None``."""
+    ``keep_reconstructions`` data and their decoder means, or ``None``.
+
+    Pyro's validation (each distribution's checks of its arguments and of the values scored, where the caller
+    has it on, as Pyro ships) runs for the first minibatch, both strata of the proposal, and is off for the rest,
+    as :func:`zoo.training.loop.fit` does after a validated step: the data were validated whole before (the
+    model's ``validate_data``), and the checks cost about 5% of an evaluation of the quickstart's models."""
     recon = None
     for i in range(0, ctx.n, ctx.batch_size):
         idx = torch.arange(i, min(i + ctx.batch_size, ctx.n), device=ctx.x.device)
         xb = ctx.x[idx]
         keep = 1 if keep_reconstructions and recon is None else 0     # only the plot reads p(x | z), of one chunk
-        batch = Batch(xb, idx, ctx.proposal.draw(ctx.model, ctx.guide, xb, idx, ctx.n, ctx.num_samples,
-                                                 ctx.max_elements, keep_observations=keep))
+        with contextlib.nullcontext() if i == 0 else pyro.validation_enabled(False):
+            draws = ctx.proposal.draw(ctx.model, ctx.guide, xb, idx, ctx.n, ctx.num_samples, ctx.max_elements,
+                                      keep_observations=keep)
+        batch = Batch(xb, idx, draws)
         for e in estimators:
             e.update(batch)
         if keep_reconstructions and recon is None:
