@@ -240,6 +240,10 @@ class ZooGuide(nn.Module):
         if self.global_guide is not None and other.global_guide is not None:
             self.globals.load_state_dict(other.globals.state_dict())
 
+    def refit_start(self) -> None:
+        """Put the per-datum rows where a test-time refit (:func:`zoo.training.refit.refit_local_guide`) of a fresh
+        guide starts them; nothing for a family without per-datum rows."""
+
     def marginal_posterior(self, name: str, x: torch.Tensor):
         """q(name | x) from x alone, batch shape ``x.shape[:-1]``: what a VampPrior (a mixture of the guide's
         posteriors at pseudo-inputs) is made of. A family that has it for some sites gives it (amortized: every site,

@@ -97,6 +97,19 @@ def test_named_result_scripts_refuse_bad_input_in_one_line(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("args, says", [
+    (["--runs", "vae-elbo,sbn-elbo"], "unknown run 'sbn-elbo'; pick from vae-elbo"),
+    (["--runs", ","], "--runs names no run"),
+    (["--seeds", "0"], "--seeds must be at least 1"),
+])
+def test_the_refit_start_benchmark_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys, args, says):
+    code, err = run_benchmark("refit_start.py", ["--name", str(tmp_path / "result"), *args], monkeypatch, capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
+    assert not list(tmp_path.glob("result*"))
+
+
+@pytest.mark.parametrize("args, says", [
     (["--seeds", "0"], "--seeds must be at least 1"),
     (["--mutant-seeds", "0"], "--mutant-seeds must be at least 1"),
     (["--calibration-rate", "2"], "--calibration-rate must be in (0, 1)"),

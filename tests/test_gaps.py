@@ -59,6 +59,38 @@ def test_refit_of_meanfield_on_ppca_reaches_the_optimal_mean_field_gaussian_and_
     assert abs(evaluate(model, guide, x, num_samples=2000, psis=False)["elbo"] - optimum) < 0.02
 
 
+def test_an_evaluations_refit_starts_at_refit_start_and_reaches_the_optimum_at_its_defaults(monkeypatch):
+    """An evaluation's fresh per-datum guide starts where ``refit_start`` puts it (loc 0, sd 0.3, not training's
+    0.1), and from there the refit at its default tolerance and step size reaches the closed-form optimal mean-field
+    Gaussian of pPCA: variances within 10%, ELBO within 0.02 nats of log p(x) - KL."""
+    import math
+    import zoo.experiments.run as run_module
+    from guides.meanfield import MeanField
+    model, x = _ppca()
+    _, variance, kl = _closed_form(model, x)
+    started = {}
+
+    def recording(model, guide, x, **kwargs):
+        started["loc"], started["log_scale"] = guide.z_loc.detach().clone(), guide.z_log_scale.detach().clone()
+        return refit_local_guide(model, guide, x, **kwargs)
+
+    monkeypatch.setattr(run_module, "refit_local_guide", recording)
+    trained = build_guide("meanfield", model, num_data=400)
+    with torch.no_grad():
+        trained.z_loc.normal_()                       # training's rows, wherever they are, are not the start
+    from zoo.experiments.config import RunConfig
+    cfg = RunConfig(model="ppca", guide="meanfield", objective="elbo", dataset="synthetic")
+    run = run_module.Prepared(cfg, None, model, trained, None, torch.device("cpu"))
+    guide, result = run_module.evaluation_guide(run, x, progress=False)
+    assert torch.equal(started["loc"], torch.zeros_like(started["loc"]))
+    assert torch.allclose(started["log_scale"], torch.full_like(started["log_scale"], math.log(0.3)))
+    assert MeanField.refit_init_scale == 0.3 and result.converged
+    fitted = torch.exp(2 * guide.z_log_scale.detach()).double()
+    assert torch.allclose(fitted, variance.expand_as(fitted), rtol=0.1)
+    optimum = model.log_marginal(x).mean().item() - kl
+    assert abs(evaluate(model, guide, x, num_samples=2000, psis=False)["elbo"] - optimum) < 0.02
+
+
 def test_ppca_gaps_match_the_closed_form_and_add_up():
     """The approximation gap of a mean-field Gaussian on pPCA is the closed-form KL (0.376 nats here) within
     0.03 nats;

@@ -450,6 +450,7 @@ def evaluation_guide(run: Prepared, x_eval: torch.Tensor, progress: bool):
     guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0],
                         **dataclasses.asdict(cfg.resolved("guide"))).to(run.device)
     guide.adopt_globals(run.guide)          # q(theta) was fitted to the training data; the refit keeps it
+    guide.refit_start()                     # where a refit starts its rows, not where training does
     if not run.model.latents:               # with global latents alone there is nothing per datum to refit
         return guide, None
     if progress:                            # minutes with no other output otherwise
