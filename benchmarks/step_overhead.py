@@ -19,6 +19,9 @@ median microseconds per step minus the hand-written loop's, and, paired (``paire
 median over rounds of each round's difference from the same round's hand-written loop::
 
     python benchmarks/step_overhead.py --small --rounds 11 --steps 300 --name step_overhead_small
+
+``--threads N`` sets torch's threads for every loop (the result records them): at these sizes each kernel's
+parallel region costs more than its work, so the figures depend on it; ``pyro-zoo`` itself trains such models on one.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyro  # noqa: E402
 import torch  # noqa: E402
-from common import run_script, write_result  # noqa: E402
+from common import fail, run_script, write_result  # noqa: E402
 from speed import hand_epoch, hand_loss  # noqa: E402
 
 from zoo.core.process import map_torch_constants  # noqa: E402
@@ -130,7 +133,14 @@ def main(argv=None):
     p.add_argument("--small", action="store_true", help="the fixed cost per step at negligible compute (see above)")
     p.add_argument("--steps", type=int, default=300, help="steps per loop and round with --small")
     p.add_argument("--name", default=None, help="result file name with --small (default step_overhead_small)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for every loop (default: torch's own, as the Python API runs; pyro-zoo's "
+                        "commands take 1 for models this small, zoo.training.threads)")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            fail(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     if args.small:
         return small(args)
     x = load_dataset("binarized_mnist", args.data_dir).train[:20000]

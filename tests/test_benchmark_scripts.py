@@ -84,6 +84,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, script,
     ("expressive_mnist.py", ["--patience", "0"], "--patience must be at least 1 epoch"),
     ("expressive_mnist.py", ["--runs", "vae_hvi9"], "unknown run 'vae_hvi9'; choose from"),
     ("latent_families.py", ["--epochs", "1", "--dims", "2"], "binarized MNIST is not in"),
+    ("step_overhead.py", ["--small", "--threads", "0"], "--threads must be at least 1, got 0"),
 ])
 def test_named_result_scripts_refuse_bad_input_in_one_line(tmp_path, monkeypatch, capsys, script, args, says):
     empty = tmp_path / "no_data"
