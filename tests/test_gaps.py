@@ -91,6 +91,33 @@ def test_an_evaluations_refit_starts_at_refit_start_and_reaches_the_optimum_at_i
     assert abs(evaluate(model, guide, x, num_samples=2000, psis=False)["elbo"] - optimum) < 0.02
 
 
+def test_the_refits_monitor_draws_the_same_numbers_every_time_and_leaves_the_callers_stream_alone():
+    from zoo.training.refit import _Monitor
+    model, x = _ppca(n=30)
+    guide = build_guide("meanfield", model, num_data=30)
+    monitor = _Monitor(model, guide, x, [torch.arange(30)], particles=4)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    first, second = monitor(), monitor()
+    assert torch.equal(torch.rand(3), expected)               # the caller's stream goes on as if it had not run
+    assert torch.equal(first, second)
+    with torch.no_grad():
+        guide.z_loc.add_(0.1)
+    assert not torch.equal(monitor(), first)                 # the same numbers, another q: another value
+
+
+def test_the_refit_monitors_every_second_epoch_and_refuses_a_spacing_that_does_not_divide_its_window():
+    model, x = _ppca(n=30)
+    guide = build_guide("meanfield", model, num_data=30)
+    result = refit_local_guide(model, guide, x, max_epochs=15, tol=1e-12)
+    assert not result.converged and result.epochs == 15
+    assert len(result.monitor) == 1 + 7 + 1 and result.monitor_every == 2     # the start, epochs 2..14, the last
+    assert result.to_json()["monitor_every"] == 2
+    with pytest.raises(ZooError, match="monitor_every must be a positive divisor of its window"):
+        refit_local_guide(model, guide, x, max_epochs=5, monitor_every=3)
+
+
 def test_ppca_gaps_match_the_closed_form_and_add_up():
     """The approximation gap of a mean-field Gaussian on pPCA is the closed-form KL (0.376 nats here) within
     0.03 nats;
