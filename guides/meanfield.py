@@ -72,8 +72,9 @@ class MeanField(ZooGuide):
     #: The standard deviation a test-time refit starts each real latent's rows at (:meth:`refit_start`): the
     #: geometric middle of training's start, 0.1, and the standard prior's 1. A narrow posterior (an active
     #: dimension) and one at the prior (a dimension the decoder ignores) are then each at most log(sqrt(10)) from
-    #: the start in log-scale, half of what 0.1 leaves to the second, which Adam covers at about lr per step;
-    #: ``benchmarks/refit_start.py`` measures the epochs and the ELBO the refit reaches from each start.
+    #: the start in log-scale, half of what 0.1 leaves to the second, which Adam covers at about lr per step.
+    #: ``benchmarks/refit_start.py`` measures the refit from here (with its step size and monitor) against the
+    #: earlier one from 0.1: the epochs, the CPU time and the ELBO reached.
     refit_init_scale = 0.3
 
     def __init__(self, model, num_data: int, init_scale: float = 0.1, baseline: Optional[str] = None,

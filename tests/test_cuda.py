@@ -100,3 +100,21 @@ def test_ais_on_the_gpu_reaches_the_exact_marginal_of_a_ridge_posterior(precondi
     se = (result.log_likelihood_se.pow(2).sum().sqrt() / x.shape[0]).item()
     assert abs(error) < 3 * se + 0.01, f"AIS ({precondition}) on the GPU is off by {error:.4f} nats ({se:.4f} SE)"
     assert result.step_size_per_temperature[-1] > (0.5 if precondition == "transport" else 0.0)
+
+
+def test_the_refits_monitor_on_the_gpu_draws_the_same_numbers_and_leaves_both_streams_alone():
+    """The monitor restores the CPU and the data's CUDA generator states it keeps (common random numbers), inside
+    ``fork_rng``: the same value twice, and the caller's CPU and CUDA streams go on as if it had not run."""
+    from zoo.models import PPCA
+    from zoo.registry import build_guide
+    from zoo.training.refit import _Monitor
+    model = PPCA(x_dim=6, latent_dim=2).cuda()
+    x = torch.randn(20, 6, device="cuda")
+    guide = build_guide("meanfield", model, num_data=20).cuda()
+    monitor = _Monitor(model, guide, x, [torch.arange(20, device="cuda")], particles=4)
+    torch.manual_seed(3)
+    expected = torch.rand(2), torch.rand(2, device="cuda")
+    torch.manual_seed(3)
+    first, second = monitor(), monitor()
+    assert torch.equal(torch.rand(2), expected[0]) and torch.equal(torch.rand(2, device="cuda"), expected[1])
+    assert first.device.type == "cuda" and torch.equal(first, second)

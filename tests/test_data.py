@@ -124,12 +124,17 @@ def test_digits_are_scikit_learns_own_read_without_importing_it():
 
 def test_digits_fall_back_to_scikit_learns_loader(monkeypatch):
     import importlib.util
+    import sklearn.datasets
     import zoo.data as data
     expected = [a.copy() for a in data._sklearn_digits()]
     data._sklearn_digits.cache_clear()
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)      # another layout: no file found
+    find_spec, loader, calls = importlib.util.find_spec, sklearn.datasets.load_digits, []
+    monkeypatch.setattr(importlib.util, "find_spec",          # another layout: no package file to read
+                        lambda name, *a, **k: None if name == "sklearn" else find_spec(name, *a, **k))
+    monkeypatch.setattr(sklearn.datasets, "load_digits", lambda *a, **k: calls.append(1) or loader(*a, **k))
     try:
         pixels, labels = data._sklearn_digits()
+        assert calls == [1]                                   # scikit-learn's own loader read them
         np.testing.assert_array_equal(pixels, expected[0])
         np.testing.assert_array_equal(labels, expected[1])
     finally:

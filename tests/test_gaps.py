@@ -76,8 +76,6 @@ def test_an_evaluations_refit_starts_at_refit_start_and_reaches_the_optimum_at_i
 
     monkeypatch.setattr(run_module, "refit_local_guide", recording)
     trained = build_guide("meanfield", model, num_data=400)
-    with torch.no_grad():
-        trained.z_loc.normal_()                       # training's rows, wherever they are, are not the start
     from zoo.experiments.config import RunConfig
     cfg = RunConfig(model="ppca", guide="meanfield", objective="elbo", dataset="synthetic")
     run = run_module.Prepared(cfg, None, model, trained, None, torch.device("cpu"))
@@ -89,6 +87,19 @@ def test_an_evaluations_refit_starts_at_refit_start_and_reaches_the_optimum_at_i
     assert torch.allclose(fitted, variance.expand_as(fitted), rtol=0.1)
     optimum = model.log_marginal(x).mean().item() - kl
     assert abs(evaluate(model, guide, x, num_samples=2000, psis=False)["elbo"] - optimum) < 0.02
+
+
+def test_refit_start_puts_every_row_at_loc_zero_and_the_refit_scale():
+    import math
+    from guides.meanfield import MeanField
+    model, _ = _ppca(n=10)
+    guide = build_guide("meanfield", model, num_data=10)
+    with torch.no_grad():
+        guide.z_loc.normal_()
+        guide.z_log_scale.normal_()
+    guide.refit_start()
+    assert torch.equal(guide.z_loc, torch.zeros_like(guide.z_loc))
+    assert torch.allclose(guide.z_log_scale, torch.full_like(guide.z_log_scale, math.log(MeanField.refit_init_scale)))
 
 
 def test_the_refits_monitor_draws_the_same_numbers_every_time_and_leaves_the_callers_stream_alone():

@@ -197,8 +197,8 @@ def test_harness_is_model_agnostic():
 
 def test_validation_checks_the_first_minibatch_and_is_off_after(ml_ppca, synthetic, monkeypatch):
     """Pyro's checks run for the first minibatch (both strata of the defensive proposal) and not for the later
-    ones; the caller's setting is what it was afterwards, and the answer is the one a run with checks throughout
-    gives (the same draws)."""
+    ones; the caller's setting is what it was afterwards, and the answer is the one a run without any checks gives
+    (the same draws: the checks change nothing but what is raised)."""
     import pyro.infer.util
     import zoo.evaluation.defensive as defensive
     seen, draw = [], defensive.per_datum_log_weights

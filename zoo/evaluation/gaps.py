@@ -79,7 +79,7 @@ from zoo.core.modes import evaluation_mode
 from zoo.evaluation.estimators.psis import PSIS_THRESHOLD, psis_khat
 from zoo.registry import build_guide
 from zoo.rules import check_gaps
-from zoo.training.refit import REFIT_LR, REFIT_MAX_EPOCHS, REFIT_TOL, refit_local_guide
+from zoo.training.refit import REFIT_LR_FROM_ENCODER, REFIT_MAX_EPOCHS, REFIT_TOL, refit_local_guide
 
 __all__ = ["inference_gaps", "local_guide", "LocalIAF", "LocalGaussian", "GAP_KEYS", "gaps_markdown",
            "same_family"]
@@ -246,7 +246,7 @@ def _mean_and_errors(per_datum: torch.Tensor, mc_se: Optional[torch.Tensor]):
 
 
 def inference_gaps(model, guide, x: torch.Tensor, *, num_samples: int = 1000, tol: float = REFIT_TOL,
-                   max_epochs: int = REFIT_MAX_EPOCHS, lr: float = REFIT_LR, seed: int = 0,
+                   max_epochs: int = REFIT_MAX_EPOCHS, lr: float = REFIT_LR_FROM_ENCODER, seed: int = 0,
                    progress: bool = False, proposal="defensive", reference=None) -> Dict:
     """The approximation and amortization gaps of the amortized ``guide`` on data ``x`` (keys: :data:`GAP_KEYS`,
     each with ``_se`` and ``_data_se``; ``refit``: what the per-datum refit did; ``per_datum``: arrays;

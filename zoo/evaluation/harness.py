@@ -147,7 +147,7 @@ def _draw(ctx: Context, estimators, keep_reconstructions: int):
     Pyro's validation (each distribution's checks of its arguments and of the values scored, where the caller
     has it on, as Pyro ships) runs for the first minibatch, both strata of the proposal, and is off for the rest,
     as :func:`zoo.training.loop.fit` does after a validated step: the data were validated whole before (the
-    model's ``validate_data``), and the checks cost about 5% of an evaluation of the quickstart's models."""
+    model's ``validate_data``), and the checks re-scan every tensor a distribution is given or scores."""
     recon = None
     for i in range(0, ctx.n, ctx.batch_size):
         idx = torch.arange(i, min(i + ctx.batch_size, ctx.n), device=ctx.x.device)
