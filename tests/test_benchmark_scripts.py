@@ -97,43 +97,23 @@ def test_named_result_scripts_refuse_bad_input_in_one_line(tmp_path, monkeypatch
     assert not list(tmp_path.glob("result*"))
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--runs", "vae-elbo,sbn-elbo"], "unknown run 'sbn-elbo'; pick from vae-elbo"),
-    (["--runs", ","], "--runs names no run"),
-    (["--seeds", "0"], "--seeds must be at least 1"),
+@pytest.mark.parametrize("script, args, says", [
+    ("refit_start.py", ["--runs", "vae-elbo,sbn-elbo"], "unknown run 'sbn-elbo'; pick from vae-elbo"),
+    ("refit_start.py", ["--runs", ","], "--runs names no run"),
+    ("refit_start.py", ["--seeds", "0"], "--seeds must be at least 1"),
+    ("homework_seed_sweep.py", ["--seeds", "0"], "--seeds must be at least 1"),
+    ("homework_seed_sweep.py", ["--mutant-seeds", "0"], "--mutant-seeds must be at least 1"),
+    ("homework_seed_sweep.py", ["--calibration-rate", "2"], "--calibration-rate must be in (0, 1)"),
+    ("homework_seed_sweep.py", ["--assignments", "bernoulli_vae,hw9"], "unknown assignment 'hw9'"),
+    ("fault_injection.py", ["--families", "sigkill,flood"], "--families takes names from sigkill, full_disk"),
+    ("fault_injection.py", ["--kills", "0"], "--kills must be at least 1"),
+    ("fault_injection.py", ["--flips", "-1"], "--flips at least 0"),
+    ("fault_injection.py", ["--free-kib", "16,a"], "--free-kib takes comma-separated KiB from 0 to 1024"),
+    ("fault_injection.py", ["--free-kib", "-4"], "--free-kib takes comma-separated KiB from 0 to 1024"),
 ])
-def test_the_refit_start_benchmark_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys, args, says):
-    code, err = run_benchmark("refit_start.py", ["--name", str(tmp_path / "result"), *args], monkeypatch, capsys)
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
-    assert not list(tmp_path.glob("result*"))
-
-
-@pytest.mark.parametrize("args, says", [
-    (["--seeds", "0"], "--seeds must be at least 1"),
-    (["--mutant-seeds", "0"], "--mutant-seeds must be at least 1"),
-    (["--calibration-rate", "2"], "--calibration-rate must be in (0, 1)"),
-    (["--assignments", "bernoulli_vae,hw9"], "unknown assignment 'hw9'"),
-])
-def test_the_homework_seed_sweep_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys, args, says):
-    code, err = run_benchmark("homework_seed_sweep.py", ["--name", str(tmp_path / "result"), *args], monkeypatch,
-                              capsys)
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
-    assert not list(tmp_path.glob("result*"))
-
-
-@pytest.mark.parametrize("args, says", [
-    (["--families", "sigkill,flood"], "--families takes names from sigkill, full_disk"),
-    (["--kills", "0"], "--kills must be at least 1"),
-    (["--flips", "-1"], "--flips at least 0"),
-    (["--free-kib", "16,a"], "--free-kib takes comma-separated KiB from 0 to 1024"),
-    (["--free-kib", "-4"], "--free-kib takes comma-separated KiB from 0 to 1024"),
-])
-def test_the_fault_injection_run_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys, args, says):
-    code, err = run_benchmark("fault_injection.py", ["--name", str(tmp_path / "result"), *args], monkeypatch, capsys)
+def test_scripts_without_data_refuse_bad_input_in_one_line(tmp_path, monkeypatch, capsys, script, args, says):
+    """The scripts that read no dataset (a refit comparison on the digits, the homework sweep, the fault run)."""
+    code, err = run_benchmark(script, ["--name", str(tmp_path / "result"), *args], monkeypatch, capsys)
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
