@@ -130,7 +130,7 @@ class ZooGuide(nn.Module):
     ``pyro.module``, and :class:`~zoo.core.contract.ZooModel` for why not ``PyroModule``).
 
     The class attributes are the family's capabilities, read by the registry and the training loop. The hooks
-    the loop and the evaluation call are :meth:`on_step`, :meth:`epoch_record`, :meth:`adopt_globals` and
+    the loop and the evaluation call are :meth:`training_model`, :meth:`on_step`, :meth:`epoch_record`, :meth:`adopt_globals` and
     :meth:`refit_start` (where the evaluation of a per-datum guide starts the fresh guide it refits to the test data).
 
     Class attributes:

@@ -112,7 +112,8 @@ def test_named_result_scripts_refuse_bad_input_in_one_line(tmp_path, monkeypatch
     ("fault_injection.py", ["--free-kib", "-4"], "--free-kib takes comma-separated KiB from 0 to 1024"),
 ])
 def test_scripts_without_data_refuse_bad_input_in_one_line(tmp_path, monkeypatch, capsys, script, args, says):
-    """The scripts that read no dataset (a refit comparison on the digits, the homework sweep, the fault run)."""
+    """The scripts that take no ``--data-dir`` (a refit comparison on the embedded digits, the homework sweep, the
+    fault run)."""
     code, err = run_benchmark(script, ["--name", str(tmp_path / "result"), *args], monkeypatch, capsys)
     assert code == 2, err
     lines = err.strip().splitlines()

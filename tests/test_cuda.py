@@ -115,6 +115,7 @@ def test_the_refits_monitor_on_the_gpu_draws_the_same_numbers_and_leaves_both_st
     torch.manual_seed(3)
     expected = torch.rand(2), torch.rand(2, device="cuda")
     torch.manual_seed(3)
-    first, second = monitor(), monitor()
+    first = monitor()
     assert torch.equal(torch.rand(2), expected[0]) and torch.equal(torch.rand(2, device="cuda"), expected[1])
+    second = monitor()                                        # after the caller drew on both: the same numbers
     assert first.device.type == "cuda" and torch.equal(first, second)

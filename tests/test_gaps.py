@@ -110,8 +110,9 @@ def test_the_refits_monitor_draws_the_same_numbers_every_time_and_leaves_the_cal
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    first, second = monitor(), monitor()
+    first = monitor()
     assert torch.equal(torch.rand(3), expected)               # the caller's stream goes on as if it had not run
+    second = monitor()                                        # after the caller drew: the same numbers again
     assert torch.equal(first, second)
     with torch.no_grad():
         guide.z_loc.add_(0.1)
@@ -127,6 +128,14 @@ def test_the_refit_monitors_every_second_epoch_and_refuses_a_spacing_that_does_n
     assert result.to_json()["monitor_every"] == 2
     with pytest.raises(ZooError, match="monitor_every must be a positive divisor of its window"):
         refit_local_guide(model, guide, x, max_epochs=5, monitor_every=3)
+
+
+def test_the_gaps_refit_from_the_encoder_keeps_the_earlier_step_size():
+    from zoo.training.refit import REFIT_LR, REFIT_LR_FROM_ENCODER
+    model, x = _ppca(n=20)
+    guide = build_guide("amortized", model, hidden=(8,))
+    gaps = inference_gaps(model, guide, x, num_samples=20, max_epochs=4)
+    assert gaps["refit"]["lr"] == REFIT_LR_FROM_ENCODER == 0.02 and REFIT_LR == 0.04
 
 
 def test_ppca_gaps_match_the_closed_form_and_add_up():

@@ -70,6 +70,25 @@ def test_same_seed_same_device_same_result(tmp_path):
     assert not same_parameters(tmp_path / "a", tmp_path / "c")
 
 
+def test_set_determinism_switches_torch_on_a_change_and_clears_warn_only():
+    """Off when off: no call to torch (the call imports torch._inductor, checked in a fresh process); on, strict even
+    after a warn-only setting; off again."""
+    from zoo.experiments.config import set_determinism
+    probe = ("import sys, torch; from zoo.experiments.config import set_determinism; set_determinism(False); "
+             "print('torch._inductor' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.split() == ["False"]
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        set_determinism(True)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+        set_determinism(False)
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
 def test_deterministic_flag(tmp_path):
     try:
         train_run(RunConfig.make(**{**SMALL_RUN, "epochs": 1, "deterministic": True}), tmp_path / "d", progress=False)

@@ -64,8 +64,7 @@ def _sklearn_digits():
     """(pixels ``[1797, 64]`` float64 0..16, labels ``[1797]`` int): scikit-learn's bundled digits, read from the
     file scikit-learn ships them in, ``sklearn/datasets/data/digits.csv.gz`` (65 comma-separated columns, the
     label last), as :func:`sklearn.datasets.load_digits` reads it, but without importing scikit-learn:
-    ``sklearn.datasets`` imports SciPy and pandas, more CPU time than the quickstart's loading of every other
-    module but torch, for a 1797 x 65 table. Where the
+    ``sklearn.datasets`` imports SciPy and pandas, for a 1797 x 65 table. Where the
     file is not at that place (another scikit-learn layout), scikit-learn's own loader reads it. The arrays are
     read-only: the cache hands out the same ones to every caller."""
     import gzip

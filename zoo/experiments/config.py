@@ -353,6 +353,6 @@ def set_determinism(on: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
     if on != torch.are_deterministic_algorithms_enabled() or torch.is_deterministic_algorithms_warn_only_enabled():
-        # only on a change: the call imports torch._inductor, seconds of CPU time that a run neither
-        # deterministic nor compiled never needs
+        # only on a change (or to clear a warn_only setting, which the call resets): the call imports
+        # torch._inductor, seconds of CPU time that a run neither deterministic nor compiled never needs
         torch.use_deterministic_algorithms(on)
