@@ -38,7 +38,7 @@ from common import fail, run_script, write_result  # noqa: E402
 
 from guides.meanfield import MeanField  # noqa: E402
 from zoo.core.weights import per_datum_log_weights  # noqa: E402
-from zoo.experiments.run import _eval_subset, prepare  # noqa: E402
+from zoo.experiments.run import prepare  # noqa: E402
 from zoo.experiments.run_folder import load_run, load_weights  # noqa: E402
 from zoo.training.refit import MONITOR_EVERY, REFIT_LR, REFIT_WINDOW, refit_local_guide  # noqa: E402
 
@@ -84,7 +84,7 @@ def refits(folder: Path, seeds: int) -> dict:
     state, config = load_run(folder)
     run = prepare(config)
     load_weights(run.model, run.guide, state, folder / "checkpoint.pt")
-    x, _ = _eval_subset(run.data, config)
+    x = run.data.split(config.eval_split)            # the whole test split: the runs set no --eval-limit
     refit_once(run, x, "now", seeds)            # the warm-up, at a seed no recorded refit uses
     rows = {setting: [] for setting in SETTINGS}
     for seed in range(seeds):
