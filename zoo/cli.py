@@ -629,10 +629,8 @@ COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compare": c
 
 def main(argv: Optional[List[str]] = None) -> int:
     import signal
-    import warnings
     from zoo.core.process import keep_freed_memory
     from zoo.training.interrupts import exit_code, handle_stop_signals, stopped_message
-    warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor.*")
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     handle_stop_signals()                  # SIGINT and SIGTERM stop in one line (zoo.training.interrupts)
     keep_freed_memory()                    # freed tensors' pages stay in the process (zoo.core.process); torch's
