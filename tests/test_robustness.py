@@ -320,6 +320,26 @@ def test_the_finiteness_check_works_without_the_fused_kernel(monkeypatch, bad):
     assert any_non_finite(tensors) is (bad is not None)
 
 
+def test_a_checkpoint_names_each_non_finite_tensor_and_writes_nothing(tmp_path):
+    """The fused check finds the non-finite tensors of a nested state of mixed dtypes (an optimizer's float step
+    counters, a float64 buffer, integers that are not checked); save_checkpoint names the first of them, says how
+    many, and leaves the previous checkpoint as it was."""
+    from zoo.core.errors import ZooError
+    from zoo.training.checkpoint import load_checkpoint, non_finite_tensors, save_checkpoint
+    state = {"config": {}, "guide": {"loc": torch.zeros(2)},
+             "model": {"w": torch.randn(3, 2), "counts": torch.arange(4), "empty": torch.zeros(0)},
+             "optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2).double()}},
+                           "param_groups": [{"lr": 0.1}]}}
+    assert non_finite_tensors(state) == []
+    save_checkpoint(tmp_path / "c.pt", **state)
+    state["model"]["w"][1, 0] = float("nan")
+    state["optimizer"]["state"][0]["exp_avg"][1] = float("-inf")
+    assert non_finite_tensors(state) == ["model.w", "optimizer.state.0.exp_avg"]
+    with pytest.raises(ZooError, match=r"model.w holds NaN or inf \(2 tensor\(s\)\)"):
+        save_checkpoint(tmp_path / "c.pt", **state)
+    assert torch.isfinite(load_checkpoint(tmp_path / "c.pt")["model"]["w"]).all()
+
+
 def test_keep_best_scores_the_epoch_with_the_best_validation_elbo(tmp_path, monkeypatch):
     """Validation ELBOs scripted to peak at epoch 2 of 4: best.pt holds exactly the model and guide
     after epoch 2 (a 2-epoch run of the same config is the reference), and both the run's own

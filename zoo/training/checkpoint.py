@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from zoo.core.errors import ZooError
+from zoo.training.guards import any_non_finite
 from zoo.training.interrupts import raise_if_stopped
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "remove_temp_files", "save_checkpoint",
@@ -179,13 +180,17 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 
 def non_finite_tensors(state) -> list:
-    """The names of the floating-point tensors in a nested dict/list ``state`` that hold NaN or inf."""
-    bad = []
+    """The names of the floating-point tensors in a nested dict/list ``state`` that hold NaN or inf.
+
+    The common case, all finite, is one fused check (:func:`zoo.training.guards.any_non_finite`, as the training
+    loop checks its parameters), not one per tensor: a checkpoint is written every epoch. Only where it finds one
+    are the tensors checked one by one for their names."""
+    named = []
 
     def visit(value, name):
         if torch.is_tensor(value):
-            if value.is_floating_point() and value.numel() and not torch.isfinite(value).all():
-                bad.append(name)
+            if value.is_floating_point() and value.numel():
+                named.append((name, value))
         elif isinstance(value, dict):
             for k, v in value.items():
                 visit(v, f"{name}.{k}" if name else str(k))
@@ -193,7 +198,9 @@ def non_finite_tensors(state) -> list:
             for i, v in enumerate(value):
                 visit(v, f"{name}[{i}]")
     visit(state, "")
-    return bad
+    if not any_non_finite([t for _, t in named]):
+        return []
+    return [name for name, t in named if not bool(torch.isfinite(t).all())]
 
 
 def save_checkpoint(path: Path, **state) -> None:
