@@ -76,7 +76,6 @@ from typing import Tuple
 import numpy as np
 import torch
 from pyro.distributions import TorchDistribution, constraints
-from scipy import special
 from torch.autograd.function import once_differentiable
 from torch.distributions import Beta, Transform, register_kl
 
@@ -94,6 +93,7 @@ def log_sphere_area(d: int) -> float:
 
 def _ive_numpy(nu: float, kappa: np.ndarray) -> np.ndarray:
     """log ive(nu, kappa) = log I_nu(kappa) - kappa in float64, with the small-kappa series where ive underflows."""
+    from scipy import special           # here, not at import: SciPy's start-up is paid by the runs that use it
     kappa = np.asarray(kappa, dtype=np.float64)
     flat = kappa.reshape(-1)
     value = special.ive(nu, flat)
