@@ -36,9 +36,12 @@ def test_the_quickstart_says_what_it_costs_and_how_to_skip_the_cuda_wheels():
     measured = json.loads((ROOT / "benchmarks" / "results" / "quickstart_cost.json").read_text())
     quickstart = next(r for r in measured["rows"] if r.get("quickstart"))
     assert quickstart["command"] in " ".join(section.split()), "quickstart_cost.json measured another command"
-    assert int(stated.group(1)) == int(float(f"{quickstart['cpu_seconds']:.2g}")), (
+    figure = measured["quickstart_cpu_seconds"]                 # the median of its rounds as a user runs it
+    assert int(stated.group(1)) == int(float(f"{figure:.2g}")), (
         f"the README says about {stated.group(1)} CPU-seconds, benchmarks/results/quickstart_cost.json measured "
-        f"{quickstart['cpu_seconds']}: run python benchmarks/quickstart_cost.py and state its figure")
+        f"{figure}: run python benchmarks/quickstart_cost.py and state its figure")
+    if measured.get("repeats", 1) > 1:
+        assert f"median of {measured['repeats']} runs" in " ".join(section.split())
     assert quickstart["threads"].startswith("as a user runs it"), "the stated figure must be the default threads'"
     assert "2-core machine" in section and "laptop" not in section
     assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in section
