@@ -64,6 +64,7 @@ def main(argv=None) -> None:
         "repeats": args.repeats, "rows": rows,
         "quickstart_cpu_seconds": round(statistics.median(cpu), 2),
         "quickstart_cpu_seconds_min": cpu[0], "quickstart_cpu_seconds_max": cpu[-1],
+        # the median of the wall seconds, taken on its own (it may come from another round than the CPU median)
         "quickstart_wall_seconds": round(statistics.median(r["wall_seconds"] for r in quick), 2)})
     table = ("| round | command | threads | CPU-seconds | wall seconds |\n|---|---|---|---|---|\n"
              + "".join(f"| {r['round']} | `{r['command']}` | {r['threads']} | {r['cpu_seconds']:.2f} | "

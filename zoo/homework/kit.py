@@ -42,7 +42,7 @@ __all__ = ["assignment_folder", "solution_path", "selfcheck", "list_text", "init
 #: What ``homework init`` writes into the student's folder.
 STUDENT_FILES = ("handout.md", "starter.py", "selfcheck.py")
 #: The Python packages the bundle's setup.sh installs, pinned at the versions installed here.
-BUNDLE_PACKAGES = ("pyro-ppl", "numpy", "scikit-learn", "arviz", "tqdm", "matplotlib")
+BUNDLE_PACKAGES = ("pyro-ppl", "numpy", "scikit-learn", "tqdm", "matplotlib")
 _SOURCE_PACKAGES = ("zoo", "guides")
 #: The unprivileged user the bundle runs submissions as (setup.sh creates it).
 STUDENT_USER = "pyrozoo-student"

@@ -2,8 +2,8 @@
 
 PyTorch starts one intra-op thread per core. A training step of a small model (the 8x8 digits, most homework and
 user models) is mostly Python and small matrix products, and a second thread buys little: the README's
-quickstart grid on 2 cores finishes sooner on PyTorch's default 2 threads than on one, but for a third to a half more
-CPU-seconds (``benchmarks/results/quickstart_cost.json`` has both, round by round), and on a loaded machine
+quickstart grid on 2 cores finishes sooner on PyTorch's default 2 threads than on one, but for more CPU-seconds in
+every round of ``benchmarks/results/quickstart_cost.json``, and on a loaded machine
 the spinning threads of several such processes cost far more. The 784-200-200-50 MNIST VAE (about 250 MFLOP a step at batch 100) runs 1.9x
 faster on 2 threads than on one for about the same CPU (the eager loop of ``benchmarks/results/
 speed_cpu_compiled.json`` on one thread and of ``speed_cpu_numpyro.json`` on two, same machine type).

@@ -69,9 +69,9 @@ def psis_khat(log_w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
     - ``"few distinct weights"``: the M largest weights take fewer than M / 2
       distinct values. Weights that take a few values are bounded (a discrete latent, or a discrete
-      proposal against a discrete posterior: q = (0.5, 0.5) against (0.6, 0.4) gives two), their tail
-      has no Pareto shape to estimate, and PSIS returns inf for ties. Their reliability is read from the
-      effective sample size instead;
+      proposal against a discrete posterior: q = (0.5, 0.5) against (0.6, 0.4) gives two) and their tail
+      has no Pareto shape to estimate: a fit to it means nothing, whether it returns inf (ties leave 4 or fewer
+      weights above the cutoff) or a number. Their reliability is read from the effective sample size instead;
     - ``"degenerate tail"``: the fit failed otherwise (inf or NaN).
 
     Rows whose weights are constant to 1e-4 nats (the proposal is the exact posterior) have k-hat 0
