@@ -45,12 +45,17 @@ def psis_tail_size(K: int) -> int:
 
 def _pareto_shape(sorted_x: np.ndarray, M: int) -> float:
     """k-hat of one datum's log weights, shifted to a maximum of 0 and sorted: the generalized Pareto shape of the
-    weights above the (M + 1)-th largest, less that cutoff (inf for a tail of 4 or fewer)."""
+    weights above the (M + 1)-th largest, less that cutoff (inf for a tail of 4 or fewer, NaN where the fit divides
+    by zero: Pyro's raises ZeroDivisionError for a tail of one repeated value, where arviz's numpy gives its
+    prior's k; such a tail has few distinct weights, and :func:`psis_khat` gives the row that reason)."""
     cutoff = max(sorted_x[-M - 1], _LOG_TINY)
     tail = sorted_x[sorted_x > cutoff]
     if tail.size <= 4:
         return math.inf
-    k, _ = fit_generalized_pareto(torch.from_numpy(np.exp(tail) - math.exp(cutoff)))
+    try:
+        k, _ = fit_generalized_pareto(torch.from_numpy(np.exp(tail) - math.exp(cutoff)))
+    except ZeroDivisionError:
+        return math.nan
     return k
 
 
