@@ -186,8 +186,8 @@ def _psis_cases():
                    np.round(rng.normal(size=(12, K)), 1)):
             lw[0, :3] = -math.inf
             lw[1] = -math.inf
-            # a tail of one repeated weight above a lower cutoff: Pyro's fit divides by zero for most such values
-            # (this one, the tail of 112 a padded HMM's masked steps gave at K = 5000, among them)
+            # a tail of one repeated weight above a lower cutoff (a padded HMM's masked steps gave this one): at
+            # K = 5000 its 112 values put a point of Pyro's Zhang-Stephens grid at b = 0, and the fit divides by zero
             lw[3, :] = math.log1p(-0.9903736732565701)
             lw[3, :min(112, psis_tail_size(K))] = 0.0
             yield lw

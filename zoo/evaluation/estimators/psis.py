@@ -45,15 +45,17 @@ def psis_tail_size(K: int) -> int:
 
 def _pareto_shape(sorted_x: np.ndarray, M: int) -> float:
     """k-hat of one datum's log weights, shifted to a maximum of 0 and sorted: the generalized Pareto shape of the
-    weights above the (M + 1)-th largest, less that cutoff (inf for a tail of 4 or fewer, NaN where the fit divides
-    by zero: Pyro's raises ZeroDivisionError for a tail of one repeated value, where arviz's numpy gives its
-    prior's k; such a tail has few distinct weights, and :func:`psis_khat` gives the row that reason)."""
+    weights above the (M + 1)-th largest, less that cutoff (``np.exp`` for both, as arviz: a tail within an ulp of
+    its cutoff is moved by ``math.exp``'s rounding). inf for a tail of 4 or fewer; NaN where the fit fails, which
+    Pyro's reports by dividing by zero: a point of Zhang and Stephens' grid at b = 0 exactly (a tail of one
+    repeated value, or of values in particular ratios) makes every grid weight NaN, and arviz, whose numpy does not
+    raise, returns its prior's k, 5 / (M + 10), there."""
     cutoff = max(sorted_x[-M - 1], _LOG_TINY)
     tail = sorted_x[sorted_x > cutoff]
     if tail.size <= 4:
         return math.inf
     try:
-        k, _ = fit_generalized_pareto(torch.from_numpy(np.exp(tail) - math.exp(cutoff)))
+        k, _ = fit_generalized_pareto(torch.from_numpy(np.exp(tail) - np.exp(cutoff)))
     except ZeroDivisionError:
         return math.nan
     return k
@@ -66,8 +68,9 @@ def psis_khat(log_w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     weights (:func:`psis_tail_size`) less the (M + 1)-th: Zhang and Stephens' (2009) empirical-Bayes fit with
     Vehtari's weak prior towards 0.5, which is Pyro's :func:`pyro.ops.stats.fit_generalized_pareto`. The tail and
     its cutoff are chosen as arviz's ``psislw`` chooses them (with a relative efficiency of 1), and the k-hat is
-    arviz's to rounding (tested); arviz itself is not imported, as it imports SciPy, pandas and xarray, two
-    CPU-seconds of a small run's start-up.
+    arviz's to rounding (tested), except where the fit fails (:func:`_pareto_shape`: NaN here, arviz's prior k
+    there). arviz itself is not imported: it imports SciPy, pandas and xarray, which a small run's start-up would
+    pay for.
 
     Returns ``(khat, not_applicable)``: ``khat`` is NaN where the tail fit means nothing, and
     ``not_applicable`` holds the reason there ("" elsewhere):
@@ -77,7 +80,8 @@ def psis_khat(log_w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
       proposal against a discrete posterior: q = (0.5, 0.5) against (0.6, 0.4) gives two) and their tail
       has no Pareto shape to estimate: a fit to it means nothing, whether it returns inf (ties leave 4 or fewer
       weights above the cutoff) or a number. Their reliability is read from the effective sample size instead;
-    - ``"degenerate tail"``: the fit failed otherwise (inf or NaN).
+    - ``"degenerate tail"``: the fit failed otherwise (inf or NaN: Zhang and Stephens' grid met b = 0 exactly, or
+      the weights above the cutoff are within rounding of it).
 
     Rows whose weights are constant to 1e-4 nats (the proposal is the exact posterior) have k-hat 0
     (perfectly reliable).
