@@ -38,7 +38,7 @@ from torch import nn
 from torch.distributions import Bernoulli, OneHotCategorical, biject_to
 
 from zoo.objectives.baselines import BASELINE_KEY, SiteBaseline
-from zoo.core.distributions import JointDiscrete
+from zoo.core.distributions import JointDiscrete, ShapedIndependent
 from zoo.core.errors import ZooError
 from zoo.core.contract import LatentSite, ZooModel
 from zoo.core.latents import LATENT_FAMILIES, MANIFOLDS
@@ -103,7 +103,10 @@ def site_distribution(site: LatentSite, raw: torch.Tensor) -> dist.TorchDistribu
         scale = F.softplus(s) + 1e-5
         if loc.shape != shape:                         # a vector site's already are: no view in the graph
             loc, scale = loc.reshape(shape), scale.reshape(shape)
-        return constrain(site, dist.Normal(loc, scale).to_event(len(site.unconstrained_shape)))
+        q = dist.Normal(loc, scale)
+        if site.unconstrained_shape:                   # the datum's event dims; a plate's broadcast won't copy it
+            q = ShapedIndependent(q, len(site.unconstrained_shape))
+        return constrain(site, q)
     if site.support in MANIFOLDS:
         return LATENT_FAMILIES[site.family].posterior(raw)
     return discrete_distribution(site, raw.reshape(batch + site.logits_shape))

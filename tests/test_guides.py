@@ -162,3 +162,31 @@ def test_pyros_own_svi_trains_a_zoo_model_and_guide():
     assert sum(losses[-20:]) < sum(losses[:20])
     assert all(not torch.equal(b, p) for b, p in zip(before, (*model.parameters(), *guide.parameters())))
     assert len(pyro.get_param_store()) == 0
+
+
+def test_a_plate_keeps_the_guides_and_likelihoods_distributions_of_its_own_shape():
+    """A plate's broadcast of a site whose distribution already has the plate's batch shape returns that
+    object (no copy, ``ShapedIndependent`` and ``IndependentBernoulli``); any other shape is expanded as torch
+    expands it, with the same densities as Pyro's ``Normal(...).to_event(1)``."""
+    import pyro.distributions as dist
+    from zoo.core.distributions import IndependentBernoulli, ShapedIndependent
+    torch.manual_seed(0)
+    site = LatentSite("z", (3,))
+    q = site_distribution(site, torch.randn(4, 6))
+    px = IndependentBernoulli(torch.randn(4, 5))
+    assert isinstance(q, ShapedIndependent) and q.batch_shape == (4,) and q.event_shape == (3,)
+
+    def model():
+        with pyro.plate("data", 4):
+            pyro.sample("z", q)
+            pyro.sample("x", px, obs=(torch.rand(4, 5) < 0.5).float())
+    trace = poutine.trace(model).get_trace()
+    assert trace.nodes["z"]["fn"] is q and trace.nodes["x"]["fn"] is px
+    reference = dist.Normal(q.base_dist.loc, q.base_dist.scale).to_event(1)
+    z = torch.randn(2, 4, 3)
+    wide = q.expand((2, 4))                                 # a particle plate to the left: a real expand
+    assert wide is not q and wide.batch_shape == (2, 4) and isinstance(wide, ShapedIndependent)
+    assert torch.allclose(wide.log_prob(z), reference.expand((2, 4)).log_prob(z))
+    assert torch.allclose(q.log_prob(z), reference.log_prob(z))
+    assert px.expand((2, 4)).batch_shape == (2, 4)
+    assert site_distribution(LatentSite("s", ()), torch.randn(4, 2)).batch_shape == (4,)     # a scalar site: Normal

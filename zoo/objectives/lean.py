@@ -44,6 +44,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import _PYRO_STACK
 
 from zoo.core import params
+from zoo.core.distributions import ShapedIndependent
 from zoo.core.weights import is_subsample_site
 
 __all__ = ["LeanTrace_ELBO", "LeanTraceMeanField_ELBO"]
@@ -69,7 +70,7 @@ def _merge(into, sums, sign: int) -> None:
 
 
 #: Pyro's and torch's ``Independent``: their ``log_prob`` sums the base's over the event dims, which the pass sums anyway
-_INDEPENDENT = (Independent, torch.distributions.Independent)
+_INDEPENDENT = (Independent, torch.distributions.Independent, ShapedIndependent)
 
 
 class _Pass(Messenger):
