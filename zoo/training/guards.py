@@ -55,25 +55,35 @@ def any_non_finite(tensors) -> bool:
 
     The pass is ``torch._amp_foreach_non_finite_check_and_unscale_``, the kernel with which PyTorch's
     ``GradScaler`` checks gradients: it sets a flag where it meets a non-finite value and multiplies by an
-    inverse scale, here exactly 1, which leaves every value (and the tensors' version counters) as it is.
+    inverse scale, here exactly 1, which leaves every value (and the tensors' version counters) as it is; it
+    has no autograd formula, so it runs on parameters that require grad without a ``no_grad`` block.
     On a CPU at the small models' sizes it costs a fraction of a norm per tensor (``torch._foreach_norm``
     runs one kernel per tensor and reduces across threads), and the training loop checks twice a step, so the
-    flag and the scale are made once per device and reused (``benchmarks/step_overhead.py --small`` times the
-    step). On a device without that kernel, each tensor is checked on its own."""
+    flag and the scale are made once per device and reused, and tensors on one device (the usual case) skip
+    the grouping (``benchmarks/step_overhead.py --small`` times the step). On a device without that kernel,
+    each tensor is checked on its own."""
+    tensors = tensors if isinstance(tensors, list) else list(tensors)
+    if not tensors:
+        return False
+    device = tensors[0].device
+    if all(t.device == device for t in tensors):
+        return _non_finite_on(device, tensors)
     by_device = {}
     for t in tensors:
         by_device.setdefault(t.device, []).append(t)
-    flags = []
-    with torch.no_grad():
-        for device, group in by_device.items():
-            found, inverse_scale = _check_buffers(device)
-            found.zero_()
-            try:
-                torch._amp_foreach_non_finite_check_and_unscale_(group, found, inverse_scale)
-            except (RuntimeError, NotImplementedError):     # a device without the fused check: one per tensor
-                found = torch.stack([t.isfinite().all() for t in group]).all().logical_not().float().reshape(1)
-            flags.append(bool(found.item()))
-    return any(flags)
+    return any([_non_finite_on(d, group) for d, group in by_device.items()])     # every device synced, as before
+
+
+def _non_finite_on(device: torch.device, tensors) -> bool:
+    """:func:`any_non_finite` of ``tensors``, all on ``device``."""
+    found, inverse_scale = _check_buffers(device)
+    found.zero_()
+    try:
+        torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, inverse_scale)
+    except (RuntimeError, NotImplementedError):     # a device without the fused check: one per tensor
+        with torch.no_grad():
+            return not bool(torch.stack([t.isfinite().all() for t in tensors]).all())
+    return bool(found.item())
 
 
 def check_finite(loss: float, params, epoch: int, step: int, global_step: int, objective) -> None:
