@@ -42,6 +42,27 @@ def test_the_standard_normal_is_torchs_normal_at_zero_and_one(batch, value):
     assert d.sample((2,)).shape == (2,) + batch
 
 
+def test_the_standard_prior_is_one_object_per_buffers_and_validation_setting():
+    """N(0, I) is made once and its expansion to a minibatch kept, while its buffers and Pyro's validation
+    setting are the same; a move to float64 or a change of the setting makes a new one, which follows them."""
+    import pyro
+    from zoo.core.distributions import ShapedIndependent
+    prior = build_prior("standard", SITE, 6)
+    with pyro.validation_enabled(False):
+        p = prior()
+        assert prior() is p and isinstance(p, ShapedIndependent) and not p._validate_args
+        assert p.expand((4,)) is p.expand((4,)) and p.expand((4,)).batch_shape == (4,)
+        z = torch.randn(4, 3)
+        torch.testing.assert_close(p.expand((4,)).log_prob(z), Normal(0.0, 1.0).log_prob(z).sum(-1))
+    with pyro.validation_enabled(True):
+        v = prior()
+        assert v is not p and v._validate_args and v.expand((4,))._validate_args
+    with pyro.validation_enabled(False):
+        prior.double()
+        d = prior()
+        assert d is not p and d.base_dist.loc.dtype == torch.float64 and d.base_dist.loc is prior.loc
+
+
 def test_mixture_log_density_is_the_sum_over_components():
     torch.manual_seed(0)
     logits, loc, scale = torch.randn(5, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64), \

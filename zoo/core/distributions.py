@@ -171,27 +171,40 @@ class IndependentBernoulli(dist.Independent):
 
 
 class ShapedIndependent(dist.Independent):
-    """Pyro's ``Independent``, except that expanding it to the batch shape it already has returns it unchanged.
+    """Pyro's ``Independent``, except that a plate's broadcast does not rebuild it on every step.
 
     Every ``pyro.plate`` broadcasts each sample site inside it: it calls ``fn.expand(batch_shape)`` with the
     plates' sizes, and torch's ``Independent.expand`` builds a new ``Independent`` around a new base (a new
-    ``Normal`` with its ``loc`` and ``scale`` expanded) even when the shape is already that one. A guide's q of a
-    datum's latents is already shaped ``[B]`` by the encoder, so that copy is all the broadcast does, a few
-    microseconds a site on each step (``benchmarks/step_overhead.py --small``), for the zoo's loop and for
-    Pyro's own ``Trace_ELBO`` alike. Distributions are never modified in place, so the same object serves;
-    Pyro's own ``ExpandedDistribution.expand`` returns itself too. Any other shape is torch's ``expand``.
+    ``Normal`` with its ``loc`` and ``scale`` expanded) even when the shape is already that one. Here:
+
+    - expanded to the batch shape it already has, it returns itself. A guide's q of a datum's latents is
+      already shaped ``[B]`` by the encoder, so that copy was all the broadcast did;
+    - another shape is torch's ``expand``, kept for the next call with the same shape. The N(0, I) prior is one
+      such object per model (:class:`zoo.models.priors.StandardPrior`), expanded to ``[B]`` by every step's plate.
+
+    Each costs a few microseconds a site on each step (``benchmarks/step_overhead.py --small``), for the zoo's loop
+    and for Pyro's own ``Trace_ELBO`` alike. Distributions are never modified in place, so the same object serves;
+    Pyro's own ``ExpandedDistribution.expand`` returns itself too.
 
     Example::
 
         >>> d = ShapedIndependent(dist.Normal(torch.zeros(4, 3), torch.ones(4, 3)), 1)
-        >>> d.expand((4,)) is d, d.expand((2, 4)).batch_shape
-        (True, torch.Size([2, 4]))
+        >>> d.expand((4,)) is d, d.expand((2, 4)).batch_shape, d.expand((2, 4)) is d.expand((2, 4))
+        (True, torch.Size([2, 4]), True)
     """
 
+    _last_expansion = None
+
     def expand(self, batch_shape, _instance=None):
-        if _instance is None and torch.Size(batch_shape) == self.batch_shape:
+        batch_shape = torch.Size(batch_shape)
+        if _instance is not None:
+            return super().expand(batch_shape, _instance)
+        if batch_shape == self.batch_shape:
             return self
-        return super().expand(batch_shape, _instance)
+        last = self._last_expansion
+        if last is None or last[0] != batch_shape:
+            last = self._last_expansion = (batch_shape, super().expand(batch_shape))
+        return last[1]
 
 
 class StandardNormal(dist.Normal):

@@ -66,7 +66,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from zoo.core.contract import Borrowed, LatentSite
-from zoo.core.distributions import StandardNormal
+from zoo.core.distributions import ShapedIndependent, StandardNormal
 from zoo.core.errors import ZooError
 from zoo.core.latents import FamilyPrior
 from zoo.core.params import register_module
@@ -183,7 +183,16 @@ class StandardPrior(LearnedPrior):
         self.register_buffer("scale", torch.ones(self.dim), persistent=False)
 
     def forward(self):
-        return StandardNormal(self.loc, self.scale).to_event(1)     # Normal(0, 1), scored in fewer operations
+        """N(0, I), scored in fewer operations (``StandardNormal``). One object while the buffers are the same tensors
+        (a move to another device or dtype, or a capture's tracing tensors, make new ones) and argument validation
+        is as it was (the object keeps the setting it was made with), so that each step's plate finds its expansion
+        to the minibatch made (``ShapedIndependent``)."""
+        validate = torch.distributions.Distribution._validate_args
+        made = self.__dict__.get("_made")
+        if made is None or made[0] is not self.loc or made[1] is not self.scale or made[2] != validate:
+            prior = ShapedIndependent(StandardNormal(self.loc, self.scale), 1)
+            made = self.__dict__["_made"] = (self.loc, self.scale, validate, prior)
+        return made[3]
 
 
 class MixturePrior(LearnedPrior):
