@@ -105,3 +105,20 @@ def test_an_uncapturable_step_is_refused_before_the_run_writes_anything(tmp_path
                  "--compile", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "--compile cannot capture this step" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("objective_name", ["elbo", "tracemeanfield"])
+def test_a_captured_step_makes_the_kept_prior_from_its_inputs(objective_name):
+    """The N(0, I) prior kept between eager steps (zoo.models.priors.StandardPrior) is made afresh while a step is
+    captured: the graph reads the prior's buffers as inputs and holds no tensor made before the capture."""
+    x = _data("vae")[:5]
+    pyro.set_rng_seed(1)
+    model = build_model("vae", D, latent_dim=2, hidden=(8,))
+    guide = build_guide("amortized", model)
+    objective = _compiled(objective_name, "aot_eager")
+    with pyro.validation_enabled(False):            # as the loop's steps after the first: the eager prior stays kept
+        kept = model.prior()
+        graph, _, _ = objective._graph(guide.training_model(model), guide, (x, torch.arange(5)), N)
+        assert model.prior() is kept
+    constants = [node.target for node in graph.graph.nodes if node.op == "get_attr"]
+    assert not constants, constants

@@ -22,6 +22,7 @@ and :class:`StandardNormal`, the N(0, I) prior, each with torch's numbers in few
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 
@@ -34,7 +35,7 @@ from torch.distributions import Bernoulli, OneHotCategorical, constraints
 from zoo.core.errors import ZooError
 from zoo.core.kernels import FUSED_MIN_ELEMENTS, bernoulli_log_prob
 
-__all__ = ["JointDiscrete", "IndependentBernoulli", "ShapedIndependent", "StandardNormal", "ENUMERATION_LIMIT", "discrete_kl", "joint_configurations",
+__all__ = ["JointDiscrete", "IndependentBernoulli", "ShapedIndependent", "StandardNormal", "capturing", "is_capturing", "ENUMERATION_LIMIT", "discrete_kl", "joint_configurations",
            "num_configurations"]
 
 #: The largest joint latent space summed exactly (2^16 configurations).
@@ -170,6 +171,26 @@ class IndependentBernoulli(dist.Independent):
         return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
 
 
+_CAPTURES = [0]
+
+
+@contextlib.contextmanager
+def capturing():
+    """While a step is captured as a graph (:mod:`zoo.objectives.compiled`): what the zoo keeps between steps (the
+    N(0, I) prior, :class:`ShapedIndependent`'s expansion) is made afresh from the modules' tensors, so that the graph
+    records how it is made from its inputs rather than holding the kept tensors as constants."""
+    _CAPTURES[0] += 1
+    try:
+        yield
+    finally:
+        _CAPTURES[0] -= 1
+
+
+def is_capturing() -> bool:
+    """Whether a step is being captured (:func:`capturing`)."""
+    return _CAPTURES[0] > 0
+
+
 class ShapedIndependent(dist.Independent):
     """Pyro's ``Independent``, except that a plate's broadcast does not rebuild it on every step.
 
@@ -183,8 +204,11 @@ class ShapedIndependent(dist.Independent):
       such object per model (:class:`zoo.models.priors.StandardPrior`), expanded to ``[B]`` by every step's plate.
 
     Each costs a few microseconds a site on each step (``benchmarks/step_overhead.py --small``), for the zoo's loop
-    and for Pyro's own ``Trace_ELBO`` alike. Distributions are never modified in place, so the same object serves;
-    Pyro's own ``ExpandedDistribution.expand`` returns itself too.
+    and for Pyro's own ``Trace_ELBO`` alike. Nothing the zoo or Pyro's ELBOs run modifies a distribution once made, so
+    the same object serves (Pyro's own ``ExpandedDistribution.expand`` returns itself too). What would not: wrapping
+    one in Pyro's ``dist.Independent(...)`` and expanding that to its own shape, since Pyro's ``Independent`` sets its
+    base's validation flag as it expands (``.to_event`` unwraps instead, and is safe). While a step is captured as a
+    graph (:func:`capturing`), no expansion is kept.
 
     Example::
 
@@ -202,8 +226,10 @@ class ShapedIndependent(dist.Independent):
         if batch_shape == self.batch_shape:
             return self
         last = self._last_expansion
-        if last is None or last[0] != batch_shape:
-            last = self._last_expansion = (batch_shape, super().expand(batch_shape))
+        if last is None or last[0] != batch_shape or is_capturing():
+            last = (batch_shape, super().expand(batch_shape))
+            if not is_capturing():
+                self._last_expansion = last
         return last[1]
 
 

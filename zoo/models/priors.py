@@ -66,7 +66,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from zoo.core.contract import Borrowed, LatentSite
-from zoo.core.distributions import ShapedIndependent, StandardNormal
+from zoo.core.distributions import ShapedIndependent, StandardNormal, is_capturing
 from zoo.core.errors import ZooError
 from zoo.core.latents import FamilyPrior
 from zoo.core.params import register_module
@@ -184,9 +184,12 @@ class StandardPrior(LearnedPrior):
 
     def forward(self):
         """N(0, I), scored in fewer operations (``StandardNormal``). One object while the buffers are the same tensors
-        (a move to another device or dtype, or a capture's tracing tensors, make new ones) and argument validation
-        is as it was (the object keeps the setting it was made with), so that each step's plate finds its expansion
-        to the minibatch made (``ShapedIndependent``)."""
+        (a move to another device or dtype makes new ones) and Pyro's argument validation is as it was (an expansion
+        keeps the setting it was made with), so that each step's plate finds its expansion to the minibatch made
+        (``ShapedIndependent``). A step being captured as a graph gets one made afresh from the buffers it reads
+        (``zoo.core.distributions.capturing``), so the graph records it from its inputs."""
+        if is_capturing():
+            return ShapedIndependent(StandardNormal(self.loc, self.scale), 1)
         validate = torch.distributions.Distribution._validate_args
         made = self.__dict__.get("_made")
         if made is None or made[0] is not self.loc or made[1] is not self.scale or made[2] != validate:

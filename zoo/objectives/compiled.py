@@ -53,6 +53,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from zoo.core import params as model_base
 from zoo.core.contract import Borrowed
 from zoo.core.errors import ZooError
+from zoo.core.distributions import capturing
 from zoo.core.kernels import cpu_compiler, quiet_compiler
 from zoo.objectives.capture import (CapturedObjective, _buffers, _Compiled, _step_inputs, _tensor_valued_bounds,
                               value_and_surrogate)
@@ -83,7 +84,8 @@ def _no_nan_check(value, *args, **kwargs):
 
 @contextlib.contextmanager
 def _capturable():
-    """Pyro without the checks that read a tensor's value in Python, for the length of a capture."""
+    """Pyro without the checks that read a tensor's value in Python, and the zoo's kept distributions made afresh
+    (``zoo.core.distributions.capturing``), for the length of a capture."""
     validation = pyro.infer.util.is_validation_enabled()
     torch_default = torch.distributions.Distribution._validate_args
     modules = [m for m in (pyro.infer.trace_elbo, pyro.util) if hasattr(m, "warn_if_nan")]
@@ -93,7 +95,7 @@ def _capturable():
     for m in modules:
         m.warn_if_nan = _no_nan_check
     try:
-        with _tensor_valued_bounds():
+        with _tensor_valued_bounds(), capturing():
             yield
     finally:
         for m, fn in saved:
