@@ -119,3 +119,27 @@ def test_the_refits_monitor_on_the_gpu_draws_the_same_numbers_and_leaves_both_st
     assert torch.equal(torch.rand(2), expected[0]) and torch.equal(torch.rand(2, device="cuda"), expected[1])
     second = monitor()                                        # after the caller drew on both: the same numbers
     assert first.device.type == "cuda" and torch.equal(first, second)
+
+
+def test_the_fused_finite_check_and_the_kept_prior_on_the_gpu():
+    """The NaN guard's fused check runs on CUDA parameters that require grad (no ``no_grad`` block), on a mix of
+    devices too, and leaves values and version counters alone; the N(0, I) prior kept on the CPU is made again on
+    the GPU after ``.cuda()``, and a step there has finite gradients."""
+    from zoo.registry import build_guide, build_model, build_objective
+    from zoo.training.guards import any_non_finite
+    params = [torch.nn.Parameter(torch.randn(3, device="cuda")), torch.nn.Parameter(torch.randn(2, device="cuda"))]
+    versions = [p._version for p in params]
+    assert not any_non_finite(params) and [p._version for p in params] == versions
+    assert not any_non_finite(params + [torch.zeros(2)])                  # two devices, each checked
+    bad = torch.tensor([1.0, float("nan")], device="cuda")
+    assert any_non_finite([torch.zeros(2), bad]) and any_non_finite(params + [bad])
+    model = build_model("vae", 8, latent_dim=2, hidden=(4,))
+    on_cpu = model.prior()
+    model.cuda()
+    prior = model.prior()
+    assert prior is not on_cpu and prior.base_dist.loc.device.type == "cuda" and model.prior() is prior
+    guide = build_guide("amortized", model).cuda()
+    x = (torch.rand(5, 8, device="cuda") < 0.5).float()
+    loss = build_objective("elbo").loss_and_grads(guide.training_model(model), guide, x, idx=torch.arange(5, device="cuda"), N=5)
+    grads = [p.grad for p in list(model.parameters()) + list(guide.parameters()) if p.grad is not None]
+    assert grads and torch.isfinite(torch.tensor(loss)) and not any_non_finite(grads)
