@@ -530,3 +530,14 @@ def test_the_non_finite_check_works_inside_and_after_inference_mode():
         assert guards.any_non_finite([torch.tensor([1.0, float("nan")])])
     assert guards.any_non_finite([torch.tensor([float("inf")])]) and not guards.any_non_finite([torch.ones(3)])
     assert not guards.any_non_finite([])
+
+
+def test_the_non_finite_flag_is_reset_after_each_finding_and_a_known_device_gives_the_same_answers():
+    """The reused flag is left set by nothing: check after check, with the device given (as the training loop gives
+    it) or found, each answer is that call's own."""
+    from zoo.training.guards import any_non_finite, one_device
+    cpu = torch.device("cpu")
+    finite, bad = [torch.ones(3), torch.zeros(2, 2)], [torch.ones(3), torch.tensor([float("nan")])]
+    answers = [any_non_finite(t, device) for t in (bad, finite, bad, bad, finite) for device in (None, cpu)]
+    assert answers == [True, True, False, False, True, True, True, True, False, False]
+    assert one_device(finite) == cpu and one_device([]) is None

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from zoo.training.config import TrainConfig
-from zoo.training.guards import check_finite, check_parameters, check_validation
+from zoo.training.guards import check_finite, check_parameters, check_validation, one_device
 from zoo.training.warmup import KLWarmup, kl_warmup_weight
 
 __all__ = ["Callback", "NonFiniteGuard", "KLWarmupSchedule", "GradientClipping", "ProgressBar", "Checkpoint",
@@ -50,11 +50,19 @@ class NonFiniteGuard(Callback):
     """A non-finite loss or gradient stops the run before the optimizer step, non-finite parameters right
     after it (a finite gradient times too large a step overflows): no checkpoint ever holds them."""
 
+    _device = False                                 # the parameters' one device (None: several), found at the first step
+
+    def _device_of(self, loop):
+        if self._device is False:
+            self._device = one_device(loop.params)
+        return self._device
+
     def on_before_optimizer_step(self, loop) -> None:
-        check_finite(loop.loss, loop.params, loop.epoch, loop.step, loop.global_step, loop.objective)
+        check_finite(loop.loss, loop.params, loop.epoch, loop.step, loop.global_step, loop.objective,
+                     self._device_of(loop))
 
     def on_step_end(self, loop) -> None:
-        check_parameters(loop.params, loop.epoch, loop.step, loop.global_step)
+        check_parameters(loop.params, loop.epoch, loop.step, loop.global_step, self._device_of(loop))
 
 
 class KLWarmupSchedule(Callback):

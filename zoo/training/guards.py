@@ -17,7 +17,7 @@ import torch
 from zoo.core.errors import ZooError
 from zoo.usercode.errors import user_code_errors, user_line
 
-__all__ = ["NonFiniteError", "any_non_finite", "check_finite", "check_parameters", "check_validation", "step_errors",
+__all__ = ["NonFiniteError", "any_non_finite", "one_device", "check_finite", "check_parameters", "check_validation", "step_errors",
            "nan_warnings_silenced",
            "invalid_values_refusal"]
 
@@ -50,57 +50,72 @@ def _check_buffers(device: torch.device):
     return buffers
 
 
-def any_non_finite(tensors) -> bool:
+def any_non_finite(tensors, device: Optional[torch.device] = None) -> bool:
     """Whether any of the floating-point ``tensors`` holds NaN or inf, in one fused pass and one sync per device.
 
     The pass is ``torch._amp_foreach_non_finite_check_and_unscale_``, the kernel with which PyTorch's
     ``GradScaler`` checks gradients: it sets a flag where it meets a non-finite value and multiplies by an
     inverse scale, here exactly 1, which leaves every value (and the tensors' version counters) as it is; it
-    has no autograd formula, so it runs on parameters that require grad without a ``no_grad`` block.
+    is not differentiable, so it runs on parameters that require grad without a ``no_grad`` block.
     On a CPU at the small models' sizes it costs a fraction of a norm per tensor (``torch._foreach_norm``
-    runs one kernel per tensor and reduces across threads), and the training loop checks twice a step, so the
-    flag and the scale are made once per device and reused, and tensors on one device (the usual case) skip
-    the grouping (``benchmarks/step_overhead.py --small`` times the step). On a device without that kernel,
-    each tensor is checked on its own."""
+    runs one kernel per tensor and reduces across threads), and the training loop checks twice a step, so what a
+    call costs around the kernel is kept small (``benchmarks/step_overhead.py --small`` times the step): the flag
+    and the scale are made once per device and reused, the flag is reset only after it has been set, and
+    ``device``, where the caller knows that every tensor is on it (the training loop's parameters and gradients),
+    spares looking. On a device without that kernel, each tensor is checked on its own."""
     tensors = tensors if isinstance(tensors, list) else list(tensors)
     if not tensors:
         return False
-    device = tensors[0].device
-    if all(t.device == device for t in tensors):
-        return _non_finite_on(device, tensors)
-    by_device = {}
-    for t in tensors:
-        by_device.setdefault(t.device, []).append(t)
-    return any([_non_finite_on(d, group) for d, group in by_device.items()])     # every device synced, as before
+    if device is None:
+        device = tensors[0].device
+        if not all(t.device == device for t in tensors):
+            by_device = {}
+            for t in tensors:
+                by_device.setdefault(t.device, []).append(t)
+            return any([_non_finite_on(d, group) for d, group in by_device.items()])    # every device synced
+    return _non_finite_on(device, tensors)
 
 
 def _non_finite_on(device: torch.device, tensors) -> bool:
-    """:func:`any_non_finite` of ``tensors``, all on ``device``."""
+    """:func:`any_non_finite` of ``tensors``, all on ``device``. The flag is 0 between calls: only the kernel sets it,
+    on finding a non-finite value, and it is reset here before this returns True."""
     found, inverse_scale = _check_buffers(device)
-    found.zero_()
     try:
         torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, inverse_scale)
     except (RuntimeError, NotImplementedError):     # a device without the fused check: one per tensor
+        found.zero_()
         with torch.no_grad():
             return not bool(torch.stack([t.isfinite().all() for t in tensors]).all())
-    return bool(found.item())
+    if found.item():
+        found.zero_()
+        return True
+    return False
 
 
-def check_finite(loss: float, params, epoch: int, step: int, global_step: int, objective) -> None:
-    """Stop before a non-finite loss or gradient reaches the parameters (or a checkpoint)."""
+def one_device(tensors) -> Optional[torch.device]:
+    """The device every one of ``tensors`` is on, or None (none, or several)."""
+    devices = {t.device for t in tensors}
+    return devices.pop() if len(devices) == 1 else None
+
+
+def check_finite(loss: float, params, epoch: int, step: int, global_step: int, objective,
+                 device: Optional[torch.device] = None) -> None:
+    """Stop before a non-finite loss or gradient reaches the parameters (or a checkpoint). ``device``: the one
+    device of ``params``, where the caller knows it (:func:`any_non_finite`)."""
     bad = None
     if not math.isfinite(loss):
         bad = f"loss {loss}"
-    elif any_non_finite([p.grad for p in params if p.grad is not None]):
+    elif any_non_finite([p.grad for p in params if p.grad is not None], device):
         bad = "gradient"
     if bad:
         raise NonFiniteError(f"non-finite {bad} at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1}) "
                              f"with {type(objective).__name__}; {ADVICE}", epoch + 1, step + 1)
 
 
-def check_parameters(params, epoch: int, step: int, global_step: int) -> None:
-    """Stop when the optimizer step has made a parameter NaN or inf, before it can be checkpointed."""
-    if any_non_finite(params):
+def check_parameters(params, epoch: int, step: int, global_step: int, device: Optional[torch.device] = None) -> None:
+    """Stop when the optimizer step has made a parameter NaN or inf, before it can be checkpointed. ``device``: as
+    for :func:`check_finite`."""
+    if any_non_finite(params, device):
         raise NonFiniteError(f"non-finite parameters after the optimizer step at epoch {epoch + 1}, step {step + 1} "
                              f"(global step {global_step + 1}); {ADVICE}", epoch + 1, step + 1)
 
