@@ -70,6 +70,7 @@ class Loop:
         self.model, self.guide, self.objective, self.optimizer = model, guide, objective, optimizer
         self.config, self.state, self.num_data = config, state, num_data
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.name = getattr(model, "display_name", type(model).__name__)          # for the one-line errors
         self.epoch = self.step = self.global_step = self.steps = 0
         self.loss = float("nan")
 
@@ -81,8 +82,7 @@ class Loop:
 
     def errors(self, step: Optional[int]):
         """The one-line errors of the step ``step`` of this epoch, or (None) of the validation pass after it."""
-        name = getattr(self.model, "display_name", type(self.model).__name__)
-        return step_errors(name, self.objective, self.epoch, step)
+        return step_errors(self.name, self.objective, self.epoch, step)
 
 
 def svi_step(loop: Loop, compute, x: torch.Tensor, idx: torch.Tensor, callbacks: Sequence[Callback]) -> None:
@@ -90,13 +90,12 @@ def svi_step(loop: Loop, compute, x: torch.Tensor, idx: torch.Tensor, callbacks:
     the callbacks' step contexts, then the optimizer step, with the callbacks' hooks before and after it."""
     loop.guide.on_step(loop.global_step)
     loop.optimizer.zero_grad(set_to_none=True)
-    with contextlib.ExitStack() as around:
-        for callback in callbacks:
-            context = callback.step_context(loop)
-            if context is not None:
-                around.enter_context(context)
-        around.enter_context(loop.errors(loop.step))
-        loop.loss = compute(x[idx], idx)
+    contexts = [c for c in (callback.step_context(loop) for callback in callbacks) if c is not None]
+    with contextlib.ExitStack() if contexts else contextlib.nullcontext() as around:    # most steps have none
+        for context in contexts:
+            around.enter_context(context)
+        with loop.errors(loop.step):
+            loop.loss = compute(x[idx], idx)
     for callback in callbacks:
         callback.on_before_optimizer_step(loop)
     loop.optimizer.step()
