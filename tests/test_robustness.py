@@ -541,3 +541,20 @@ def test_the_non_finite_flag_is_reset_after_each_finding_and_a_known_device_give
     answers = [any_non_finite(t, device) for t in (bad, finite, bad, bad, finite) for device in (None, cpu)]
     assert answers == [True, True, False, False, True, True, True, True, False, False]
     assert one_device(finite) == cpu and one_device([]) is None
+
+
+def test_an_interrupted_non_finite_check_leaves_no_finding_behind(monkeypatch):
+    """A Ctrl-C that lands right after the fused kernel has flagged a NaN: the next check of finite tensors is
+    still answered for itself (the flag reset before the interrupt goes on)."""
+    from zoo.training import guards
+    kernel = torch._amp_foreach_non_finite_check_and_unscale_
+
+    def interrupted(*args):
+        kernel(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "_amp_foreach_non_finite_check_and_unscale_", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        guards.any_non_finite([torch.tensor([float("nan")])])
+    monkeypatch.setattr(torch, "_amp_foreach_non_finite_check_and_unscale_", kernel)
+    assert not guards.any_non_finite([torch.ones(3)])

@@ -3,7 +3,8 @@
 A callback overrides the hooks it needs, each given the running :class:`~zoo.training.loop.Loop` (and the
 epoch's history row), as Lightning's and pythae's trainers hand theirs::
 
-    step_context(loop)              a context manager around the step's loss and gradients (or None)
+    step_context(loop)              a context manager around the step's loss and gradients (or None); every
+                                    callback's is asked for before the first is entered
     on_before_optimizer_step(loop)  the gradients are there, the parameters not yet changed
     on_step_end(loop)               after the optimizer step
     on_epoch_end(loop, row)         the epoch's row is in loop.state.history; a callback may add to it
@@ -50,11 +51,11 @@ class NonFiniteGuard(Callback):
     """A non-finite loss or gradient stops the run before the optimizer step, non-finite parameters right
     after it (a finite gradient times too large a step overflows): no checkpoint ever holds them."""
 
-    _device = False                                 # the parameters' one device (None: several), found at the first step
+    _loop = _device = None          # the loop whose parameters' one device (None: several) was found, at its first step
 
     def _device_of(self, loop):
-        if self._device is False:
-            self._device = one_device(loop.params)
+        if self._loop is not loop:
+            self._loop, self._device = loop, one_device(loop.params)
         return self._device
 
     def on_before_optimizer_step(self, loop) -> None:

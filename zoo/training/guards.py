@@ -17,7 +17,8 @@ import torch
 from zoo.core.errors import ZooError
 from zoo.usercode.errors import user_code_errors, user_line
 
-__all__ = ["NonFiniteError", "any_non_finite", "one_device", "check_finite", "check_parameters", "check_validation", "step_errors",
+__all__ = ["NonFiniteError", "any_non_finite", "one_device", "check_finite", "check_parameters", "check_validation",
+           "step_errors",
            "nan_warnings_silenced",
            "invalid_values_refusal"]
 
@@ -78,18 +79,22 @@ def any_non_finite(tensors, device: Optional[torch.device] = None) -> bool:
 
 def _non_finite_on(device: torch.device, tensors) -> bool:
     """:func:`any_non_finite` of ``tensors``, all on ``device``. The flag is 0 between calls: only the kernel sets it,
-    on finding a non-finite value, and it is reset here before this returns True."""
+    on finding a non-finite value, and it is reset here before this returns True or raises (a Ctrl-C during the
+    check included). Like the flag it shares, a check is for one thread and one CUDA stream at a time."""
     found, inverse_scale = _check_buffers(device)
     try:
         torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, inverse_scale)
+        if not found.item():
+            return False
     except (RuntimeError, NotImplementedError):     # a device without the fused check: one per tensor
         found.zero_()
         with torch.no_grad():
-            return not bool(torch.stack([t.isfinite().all() for t in tensors]).all())
-    if found.item():
+            return any(not bool(t.isfinite().all()) for t in tensors)
+    except BaseException:
         found.zero_()
-        return True
-    return False
+        raise
+    found.zero_()
+    return True
 
 
 def one_device(tensors) -> Optional[torch.device]:
