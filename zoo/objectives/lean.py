@@ -86,6 +86,9 @@ class _Pass(Messenger):
     :func:`zoo.core.params.register_module` leaves them out for the pass (``params.quiet``). Under an outer
     handler (a trace collecting the parameters, a capture) they are emitted as always."""
 
+    #: the pass skips the plates' subsample sites (:class:`zoo.core.plates.DataPlate` need not send them)
+    ignores_subsample_sites = True
+
     def __init__(self, values=None):
         super().__init__()
         self.replaying = values is not None
