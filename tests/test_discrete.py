@@ -477,6 +477,32 @@ def test_independent_bernoulli_is_torchs_bernoulli_to_event():
     assert torch.allclose(trace.nodes["x"]["fn"].log_prob(x), Bernoulli(logits=logits[0, 0]).log_prob(x).sum(-1))
 
 
+def test_independent_bernoulli_makes_its_base_only_when_asked_and_keeps_torchs_behaviour():
+    """Built and scored (a training step's likelihood), no base Bernoulli is made; sampling, entropy, support, a
+    mask, pickling and the validation flag (off unless asked for, as before) behave as torch's Bernoulli.to_event."""
+    import pickle
+    from zoo.core.distributions import IndependentBernoulli
+    torch.manual_seed(1)
+    logits, x = torch.randn(3, 7), (torch.rand(3, 7) < 0.5).float()
+    d, ref = IndependentBernoulli(logits), pyro.distributions.Bernoulli(logits=logits).to_event(1)
+    d.log_prob(x)
+    assert "base_dist" not in d.__dict__ and not d._validate_args
+    assert d.log_prob(torch.full((3, 7), 0.5)).shape == (3,)              # not validated, as before
+    checked = IndependentBernoulli(logits, validate_args=True)
+    with pytest.raises(ValueError):
+        checked.log_prob(torch.full((3, 7), 0.5))
+    assert torch.allclose(d.entropy(), ref.entropy()) and d.support.event_dim == 1
+    torch.manual_seed(2)
+    s = d.sample((2,))
+    torch.manual_seed(2)
+    assert torch.equal(s, ref.sample((2,))) and "base_dist" in d.__dict__
+    mask = torch.tensor([True, False, True])
+    assert torch.allclose(d.mask(mask).log_prob(x), ref.mask(mask).log_prob(x))
+    assert torch.allclose(pickle.loads(pickle.dumps(d)).log_prob(x), ref.log_prob(x))
+    with pytest.raises(ValueError, match="pixel dim"):
+        IndependentBernoulli(torch.tensor(0.3))
+
+
 @pytest.mark.parametrize("objective_name", ["elbo", "tracegraph"])
 def test_kl_warmup_tempers_the_score_function_elbo(objective_name):
     """For an SBN with a score-function guide, with the same samples, loss(beta) is linear in beta,

@@ -23,6 +23,7 @@ and :class:`StandardNormal`, the N(0, I) prior, each with torch's numbers in few
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 
@@ -150,11 +151,25 @@ class IndependentBernoulli(dist.Independent):
     """
 
     def __init__(self, logits: torch.Tensor, validate_args=None):
-        super().__init__(dist.Bernoulli(logits=logits, validate_args=False), 1, validate_args=validate_args)
+        # Independent's own __init__ would build the base Bernoulli first, which only sampling, ``mean`` and the
+        # like use (the likelihood of every training step is built and scored, never sampled): ``base_dist`` is
+        # made when first asked for. The shapes are those Independent(Bernoulli(logits), 1) has. The validation
+        # flag is this object's own (Pyro's Independent keeps it on the base): off unless validate_args=True,
+        # as it was when it was read from the base built with validate_args=False.
+        if logits.dim() < 1:
+            raise ValueError(f"IndependentBernoulli needs logits with a pixel dim, got shape {tuple(logits.shape)}")
+        self._logits, self.reinterpreted_batch_ndims = logits, 1
+        TorchDistribution.__init__(self, logits.shape[:-1], logits.shape[-1:], validate_args=validate_args)
+
+    _validate_args = False              # a plain attribute here, not Pyro's Independent's property of the base
+
+    @functools.cached_property
+    def base_dist(self) -> dist.Bernoulli:
+        return dist.Bernoulli(logits=self._logits, validate_args=False)
 
     @property
     def logits(self) -> torch.Tensor:
-        return self.base_dist.logits
+        return self._logits
 
     def expand(self, batch_shape, _instance=None):
         shape = torch.Size(batch_shape) + self.event_shape
@@ -167,7 +182,9 @@ class IndependentBernoulli(dist.Independent):
             self._validate_sample(value)
         if not torch.is_grad_enabled() and self.logits.numel() >= FUSED_MIN_ELEMENTS:    # the evaluation's big chunks
             return bernoulli_log_prob(self.logits, value)
-        logits, value = torch.broadcast_tensors(self.logits, value)
+        logits = self._logits
+        if logits.shape != value.shape:
+            logits, value = torch.broadcast_tensors(logits, value)
         return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
 
 
