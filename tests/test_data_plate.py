@@ -95,6 +95,10 @@ def test_under_the_lean_pass_alone_the_plate_sends_no_subsample_site():
         with plate as ind:
             pass
     assert isinstance(plate, DataPlate) and torch.equal(ind, idx) and plate.subsample_size == 2 and plate.size == 5
+    with _Pass():                                           # indices as a list: Pyro's plate takes them as they are
+        with data_plate(torch.zeros(2, 3), [1, 3], 5) as ind:
+            pass
+    assert list(ind) == [1, 3]
 
 
 @pytest.mark.parametrize("name,guide_name,options", [("vae", "amortized", {"latent_dim": 2, "hidden": 5}),

@@ -489,8 +489,14 @@ def test_independent_bernoulli_makes_its_base_only_when_asked_and_keeps_torchs_b
     assert "base_dist" not in d.__dict__ and not d._validate_args
     assert d.log_prob(torch.full((3, 7), 0.5)).shape == (3,)              # not validated, as before
     checked = IndependentBernoulli(logits, validate_args=True)
-    with pytest.raises(ValueError):
-        checked.log_prob(torch.full((3, 7), 0.5))
+    for score in (checked.log_prob, checked.base_dist.log_prob, checked.to_event(1).log_prob):
+        with pytest.raises(ValueError):
+            score(torch.full((3, 7), 0.5))
+    with pyro.plate("particles", 2, dim=-2):                  # a broadcast to another shape reads has_rsample only
+        with pyro.plate("data", 3, dim=-1):
+            trace = pyro.poutine.trace(lambda: pyro.sample("x", IndependentBernoulli(logits), obs=x)).get_trace()
+    assert trace.nodes["x"]["fn"].batch_shape == (2, 3) and not trace.nodes["x"]["fn"].has_rsample
+    assert "base_dist" not in trace.nodes["x"]["fn"].__dict__
     assert torch.allclose(d.entropy(), ref.entropy()) and d.support.event_dim == 1
     torch.manual_seed(2)
     s = d.sample((2,))

@@ -151,9 +151,9 @@ class IndependentBernoulli(dist.Independent):
     """
 
     def __init__(self, logits: torch.Tensor, validate_args=None):
-        # Independent's own __init__ would build the base Bernoulli first, which only sampling, ``mean`` and the
-        # like use (the likelihood of every training step is built and scored, never sampled): ``base_dist`` is
-        # made when first asked for. The shapes are those Independent(Bernoulli(logits), 1) has. The validation
+        # Independent's own __init__ would build the base Bernoulli first, which only sampling, ``mean``, the
+        # support and the like use (the likelihood of every training step is built and scored, never sampled):
+        # ``base_dist`` is made when something other than ``log_prob`` first asks for it. The shapes are those Independent(Bernoulli(logits), 1) has. The validation
         # flag is this object's own (Pyro's Independent keeps it on the base): off unless validate_args=True,
         # as it was when it was read from the base built with validate_args=False.
         if logits.dim() < 1:
@@ -162,10 +162,11 @@ class IndependentBernoulli(dist.Independent):
         TorchDistribution.__init__(self, logits.shape[:-1], logits.shape[-1:], validate_args=validate_args)
 
     _validate_args = False              # a plain attribute here, not Pyro's Independent's property of the base
+    has_rsample = False                 # a Bernoulli's; read by every plate's broadcast, so not from the base
 
     @functools.cached_property
     def base_dist(self) -> dist.Bernoulli:
-        return dist.Bernoulli(logits=self._logits, validate_args=False)
+        return dist.Bernoulli(logits=self._logits, validate_args=self._validate_args)
 
     @property
     def logits(self) -> torch.Tensor:

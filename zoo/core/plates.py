@@ -62,7 +62,7 @@ class DataPlate(pyro.plate):
     """
 
     def __init__(self, name: str, size: int, subsample: torch.Tensor, dim: int, device=None):
-        if subsample is None or not isinstance(size, int) or not all(
+        if not torch.is_tensor(subsample) or not isinstance(size, int) or not all(
                 getattr(handler, "ignores_subsample_sites", False) for handler in _PYRO_STACK):
             super().__init__(name, size, subsample=subsample, dim=dim, device=device)
             return
