@@ -48,26 +48,32 @@ from zoo.core.errors import ZooError  # noqa: E402
 from zoo.objectives.compiled import check_compilable  # noqa: E402
 
 
-def small(args) -> None:
-    """The fixed cost per step at negligible compute (module docstring, ``--small``)."""
-    x_all = load_dataset("digits").train
-    pyro.set_rng_seed(0)
-    model = build_model("vae", x_all.shape[1], latent_dim=2, hidden=16)
-    guide = build_guide("amortized", model)
-    opt = make_optimizer(model, guide, 1e-3)
-    pyro_elbo = pyro.infer.Trace_ELBO()
-    objectives = {"zoo.fit": build_objective("elbo", 1), "zoo.fit --jit": build_objective("elbo", 1, jit=True)}
-    try:
-        check_compilable(torch.device("cpu"))
-        objectives["zoo.fit --compile"] = build_objective("elbo", 1, compile=True)
-    except ZooError as e:
-        print(f"no --compile loop: {e}", flush=True)
-    result = {"model": "vae, 2 latents, 16 hidden units, amortized guide, digits (64 pixels)",
-              "objective": "Trace_ELBO, K=1", "optimizer": "make_optimizer (fused Adam) for every loop",
-              "steps_per_round": args.steps, "threads": torch.get_num_threads(), "batches": {}}
-    def measure(B: int) -> None:
-        N = args.steps * B                          # one epoch of fit is exactly --steps steps
-        x = x_all[torch.arange(N) % x_all.shape[0]]
+class SmallLoops:
+    """The ``--small`` setting (the digits, a VAE with 2 latents and 16 hidden units, the amortized guide, one fused
+    Adam for every loop) and its loops: :meth:`loops` gives, for a batch size, each loop as a function that runs
+    one round of ``steps`` steps and returns its seconds. ``benchmarks/step_instructions.py`` counts the same
+    loops' instructions. ``compiled``: with the ``--jit`` and ``--compile`` loops."""
+
+    def __init__(self, compiled: bool = True):
+        self.x_all = load_dataset("digits").train
+        pyro.set_rng_seed(0)
+        self.model = build_model("vae", self.x_all.shape[1], latent_dim=2, hidden=16)
+        self.guide = build_guide("amortized", self.model)
+        self.opt = make_optimizer(self.model, self.guide, 1e-3)
+        self.pyro_elbo = pyro.infer.Trace_ELBO()
+        self.objectives = {"zoo.fit": build_objective("elbo", 1)}
+        if compiled:
+            self.objectives["zoo.fit --jit"] = build_objective("elbo", 1, jit=True)
+            try:
+                check_compilable(torch.device("cpu"))
+                self.objectives["zoo.fit --compile"] = build_objective("elbo", 1, compile=True)
+            except ZooError as e:
+                print(f"no --compile loop: {e}", flush=True)
+
+    def loops(self, B: int, steps: int) -> dict:
+        model, guide, opt, pyro_elbo = self.model, self.guide, self.opt, self.pyro_elbo
+        N = steps * B                               # one epoch of fit is exactly `steps` steps
+        x = self.x_all[torch.arange(N) % self.x_all.shape[0]]
         order = epoch_order(N, 0, 0)
 
         def hand():
@@ -90,9 +96,20 @@ def small(args) -> None:
             return lambda: fit(model, guide, objective, x, epochs=1, batch_size=B, lr=1e-3, progress=False,
                                optimizer=opt)[-1]["seconds"]
 
-        loops = {"hand-written": hand, "Pyro Trace_ELBO": pyro_trace_elbo(True),
-                 "Pyro Trace_ELBO, validation off": pyro_trace_elbo(False),
-                 **{name: zoo(objective) for name, objective in objectives.items()}}
+        return {"hand-written": hand, "Pyro Trace_ELBO": pyro_trace_elbo(True),
+                "Pyro Trace_ELBO, validation off": pyro_trace_elbo(False),
+                **{name: zoo(objective) for name, objective in self.objectives.items()}}
+
+
+def small(args) -> None:
+    """The fixed cost per step at negligible compute (module docstring, ``--small``)."""
+    setting = SmallLoops()
+    result = {"model": "vae, 2 latents, 16 hidden units, amortized guide, digits (64 pixels)",
+              "objective": "Trace_ELBO, K=1", "optimizer": "make_optimizer (fused Adam) for every loop",
+              "steps_per_round": args.steps, "threads": torch.get_num_threads(), "batches": {}}
+
+    def measure(B: int) -> None:
+        loops = setting.loops(B, args.steps)
         times = {name: [] for name in loops}
         names = list(loops)
         for r in range(args.rounds):                # round 0 is warm-up (the trace, the compilation)

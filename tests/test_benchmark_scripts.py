@@ -102,6 +102,8 @@ def test_named_result_scripts_refuse_bad_input_in_one_line(tmp_path, monkeypatch
     ("refit_start.py", ["--runs", ","], "--runs names no run"),
     ("refit_start.py", ["--seeds", "0"], "--seeds must be at least 1"),
     ("quickstart_cost.py", ["--repeats", "0"], "--repeats must be at least 1"),
+    ("step_instructions.py", ["--steps", "0"], "--steps must be at least 1"),
+    ("step_instructions.py", ["--jobs", "0"], "--jobs must be at least 1"),
     ("homework_seed_sweep.py", ["--seeds", "0"], "--seeds must be at least 1"),
     ("homework_seed_sweep.py", ["--mutant-seeds", "0"], "--mutant-seeds must be at least 1"),
     ("homework_seed_sweep.py", ["--calibration-rate", "2"], "--calibration-rate must be in (0, 1)"),
