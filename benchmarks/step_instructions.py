@@ -13,8 +13,8 @@ the overhead of a loop is its instructions per step minus the hand-written loop'
 
     python benchmarks/step_instructions.py --steps 300 --name step_instructions_small
 
-Instructions are not time: a cache miss or a branch mispredicted costs cycles the count does not show, and the
-hand-written step's matrix kernels retire more instructions per cycle than the interpreter does. The count tells
+Instructions are not time: a cache miss or a branch mispredicted costs cycles the count does not show, and
+different code retires instructions at different rates. The count tells
 which of two loops does more work, exactly and repeatably; the wall-clock benchmark tells what a user waits. Needs
 valgrind (``callgrind_control`` included); takes some minutes (each process starts about 50 times slower under it),
 and counts ``--jobs`` loops at once.
