@@ -276,10 +276,24 @@ def _chromium(tmp_path):
 
 # after MathJax has typeset the page (its startup promise; a page whose MathJax did not load has none):
 # the page's own links that resolve (HEAD, same origin), its images' natural sizes, the prose a reader
-# sees, and every script, stylesheet and resource that did not come from the site
+# sees, and every script, stylesheet and resource that did not come from the site. On a loaded machine the
+# check could run before MathJax had started or drawn anything (seen twice under pytest -n 2, never alone),
+# so it waits, up to a minute, for a page with a MathJax script and TeX in it to show a typeset formula
 _RENDER_CHECK = """
 const done = arguments[arguments.length - 1];
-const typeset = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+const until = Date.now() + 60000;
+const typeset = new Promise(resolve => {
+  const poll = () => {
+    const started = window.MathJax && MathJax.startup && MathJax.startup.promise;
+    const waiting = document.querySelector('script[src*="mathjax"]') && document.querySelector('.math')
+        && !document.querySelector('mjx-container') && Date.now() < until;
+    if (started && !waiting) started.then(resolve, resolve);
+    else if (!started && !document.querySelector('script[src*="mathjax"]')) resolve();
+    else if (Date.now() >= until) resolve();
+    else setTimeout(poll, 200);
+  };
+  poll();
+});
 const links = () => [...new Set([...document.querySelectorAll('a[href]')].map(a => a.href)
     .filter(h => h.startsWith(location.origin)).map(h => h.split('#')[0]))];
 const prose = () => {            // the page's text without code (a plot label may be TeX) or MathML copies
