@@ -63,6 +63,12 @@ def child(name: str, B: int, steps: int, threads: int, ready: str) -> None:
     os._exit(0)                                  # no teardown in the count
 
 
+def _last_line(text: str) -> str:
+    """The last non-empty line of a child's output (its error), so that a failure stays one line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
 def count(name: str, B: int, steps: int, threads: int) -> int:
     """Instructions of one round of ``steps`` steps of loop ``name`` at batch ``B``, in a fresh process."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,7 +81,7 @@ def count(name: str, B: int, steps: int, threads: int) -> int:
             while not os.path.exists(ready):
                 if process.poll() is not None:
                     log.seek(0)
-                    fail(f"the {name!r} loop ended before its counted round: {log.read()[-2000:]}")
+                    fail(f"the {name!r} loop ended before its counted round: {_last_line(log.read())}")
                 time.sleep(0.5)
             subprocess.run(["callgrind_control", "--instr=on", str(process.pid)], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -85,7 +91,7 @@ def count(name: str, B: int, steps: int, threads: int) -> int:
             text = log.read()
         found = re.search(r"Collected : (\d+)", text)
         if process.returncode != 0 or not found:
-            fail(f"callgrind gave no count for the {name!r} loop (exit {process.returncode}): {text[-2000:]}")
+            fail(f"callgrind gave no count for the {name!r} loop (exit {process.returncode}): {_last_line(text)}")
         return int(found.group(1))
 
 
