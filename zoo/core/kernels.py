@@ -10,12 +10,14 @@ A kernel is built on first use, once per process (Inductor keeps the generated c
 a later process loads it), and only where a C++ compiler (CPU) or Triton (CUDA) can build it; anywhere it
 cannot, the eager twin runs. Callers use the kernel on arrays big enough to repay a compilation
 (:data:`FUSED_MIN_ELEMENTS`).
-Both are written as the same sum, so they differ by float rounding only (``tests/test_kernels.py``).
+Both compute the same sum, to float rounding (``tests/test_kernels.py``); the kernel writes the softplus so
+that the CPU's ``log1p`` never takes the arguments on which it is ten times slower (:func:`_kernel_bernoulli`).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shutil
 from typing import Callable, Optional
@@ -57,6 +59,36 @@ def _eager_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     return (value * logits - F.softplus(logits)).sum(-1)
 
 
+#: below this logit, log1p(e^l) is e^l in float32 (they differ by a factor 1 - e^l / 2 + ..., under half an ulp)
+_TINY = -17.0
+#: e^l is taken at l >= -87 at most: below, it would be a denormal float32 (under 1.2e-38)
+_UNDERFLOW = -87.0
+
+
+def _kernel_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """The sum the compiled kernel computes: softplus(l) as torch computes it, l above 20 and log1p(e^l) below,
+    except that e^l itself is taken below l = -17, where it equals log1p(e^l) in float32.
+
+    Why: SLEEF's vectorised ``log1p``, which torch and Inductor's generated code call on the CPU, is ten times slower
+    on arguments between about 1e-25 and 1e-9 than elsewhere (its intermediates fall into denormal floats, each a
+    microcode assist), and ``exp`` a hundred times slower where its result is a denormal. A trained MNIST decoder
+    puts most background pixels there: on draws from the headline VAE's prior, half its logits are below -13 and a
+    tenth below -39, so log1p(e^l) took three times as long on such a chunk as on ``4 * randn`` logits
+    (``benchmarks/bernoulli_kernel.py`` times both). Here ``log1p`` is given e^l no smaller than e^-17, and ``exp``
+    l no smaller than -87 (below, the term changes by under 1.7e-38). The result is softplus to the float32 ulps of
+    torch's own, and the sum :func:`_eager_bernoulli`'s to float rounding (``tests/test_kernels.py``).
+
+    ``exp_l()`` makes e^l afresh at each use: Inductor keeps a CPU ``exp`` that is read twice in memory (here a
+    64 MiB array per chunk, written and read back), while two identical ones become one line of its kernel.
+    """
+    def exp_l():
+        return torch.exp(logits.clamp(min=_UNDERFLOW))
+
+    log1p_exp = torch.where(logits < _TINY, exp_l(), torch.log1p(exp_l().clamp(min=math.exp(_TINY))))
+    softplus = torch.where(logits > 20.0, logits, log1p_exp)
+    return (value * logits - softplus).sum(-1)
+
+
 def _compiled(name: str, fn: Callable, device: torch.device) -> Optional[Callable]:
     """``fn`` compiled for ``device``'s kind, or None where no compiler can build it (decided once per process)."""
     key = (name, device.type)
@@ -72,7 +104,7 @@ def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tenso
     or where no kernel can be built, the same sum eagerly."""
     if torch.is_grad_enabled():
         return _eager_bernoulli(logits, value)
-    kernel = _compiled("bernoulli", _eager_bernoulli, logits.device)
+    kernel = _compiled("bernoulli", _kernel_bernoulli, logits.device)
     if kernel is not None:
         try:
             with quiet_compiler():
