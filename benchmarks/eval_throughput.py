@@ -14,9 +14,9 @@ as a user evaluates it, and each figure is set beside what the machine allows:
   three matrix products alone, into outputs already allocated, are what no evaluation can beat at these shapes
   (products with an inner dimension of 50 or 200 run below the 1024 x 1024 rate). The compiled Bernoulli score
   alone, on the chunk's logits already computed, is the per-pixel work no Bernoulli evaluation can skip: an ``exp``
-  and a ``log1p`` per logit (the softplus), which no matrix unit does. The two added are this machine's floor for
-  a chunk with torch's kernels. The decoder as the model calls it followed by the score is the product, bias and
-  tanh work done the way an evaluation does it. Each as a multiple of the chunk's FLOP limit.
+  and a ``log1p`` per logit (the softplus), which no matrix unit does: with the products at the limit, the score
+  alone puts a chunk that much above it. The decoder as the model calls it followed by the score is the product,
+  bias and tanh work done the way an evaluation does it. Each as a multiple of the chunk's FLOP limit.
 - **AIS**: :class:`zoo.evaluation.ais.AnnealedImportanceSampling` in process (no start-up) on N' images, at the
   settings of ``--ais-leapfrog`` etc. Its cost per image per temperature is set beside **one gradient
   evaluation**: log f(z) = log q(z | x) + beta (log p(x, z) - log q(z | x)) and its gradient with respect to z
@@ -225,7 +225,7 @@ def markdown(data: dict) -> str:
         if "score_seconds" in f:                        # files from before the score was timed alone lack it
             lines += [f"| the Bernoulli score alone, on those logits (an exp and a log1p each) | "
                       f"{f['score_seconds'] * 1e3:.1f} | {f['score_over_limit']:.2f}× |",
-                      f"| the two added: the floor with torch's kernels | "
+                      f"| the two added | "
                       f"{(f['products_seconds'] + f['score_seconds']) * 1e3:.1f} | "
                       f"{f['products_and_score_over_limit']:.2f}× |"]
         lines += [f"| the decoder as the model calls it, then the Bernoulli score | "
