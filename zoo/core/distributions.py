@@ -34,7 +34,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import Bernoulli, OneHotCategorical, constraints
 
 from zoo.core.errors import ZooError
-from zoo.core.kernels import FUSED_MIN_ELEMENTS, bernoulli_log_prob
+from zoo.core.kernels import FUSED_GRAD_MIN_ELEMENTS, FUSED_MIN_ELEMENTS, bernoulli_log_prob
 
 __all__ = ["JointDiscrete", "IndependentBernoulli", "ShapedIndependent", "StandardNormal", "capturing", "is_capturing", "ENUMERATION_LIMIT", "discrete_kl", "joint_configurations",
            "num_configurations"]
@@ -138,7 +138,9 @@ class IndependentBernoulli(dist.Independent):
     saving small. Outside autograd, an array of :data:`~zoo.core.kernels.FUSED_MIN_ELEMENTS` logits or more (the
     evaluation's chunks of K draws on MNIST) is scored by one compiled kernel instead
     (:func:`zoo.core.kernels.bernoulli_log_prob`; ``benchmarks/bernoulli_kernel.py`` times it against torch's on a
-    214 x 100 x 784 chunk: ``benchmarks/results/bernoulli_kernel.json``).
+    214 x 100 x 784 chunk: ``benchmarks/results/bernoulli_kernel.json``), and so, with its gradient x - sigmoid(l),
+    is an array of :data:`~zoo.core.kernels.FUSED_GRAD_MIN_ELEMENTS` logits or more that need one (AIS's gradient
+    evaluations, many-particle bounds), except while a step is captured as a graph.
     ``mean`` (E[x | z] = sigmoid(logits)), ``sample`` and supports are torch's.
 
     Example::
@@ -178,10 +180,19 @@ class IndependentBernoulli(dist.Independent):
             return self
         return IndependentBernoulli(self.logits.expand(shape), validate_args=False)
 
+    def _fused(self, value: torch.Tensor) -> bool:
+        """Whether the compiled kernel scores ``value``: the evaluation's big chunks, and big arrays of logits that
+        need a gradient (AIS, many-particle bounds) outside a captured step (whose own compilation fuses the sum)."""
+        n = self._logits.numel()
+        if not torch.is_grad_enabled():
+            return n >= FUSED_MIN_ELEMENTS
+        return (n >= FUSED_GRAD_MIN_ELEMENTS and self._logits.requires_grad and not value.requires_grad
+                and not is_capturing() and not torch.compiler.is_compiling() and not torch.jit.is_tracing())
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        if not torch.is_grad_enabled() and self.logits.numel() >= FUSED_MIN_ELEMENTS:    # the evaluation's big chunks
+        if self._fused(value):
             return bernoulli_log_prob(self.logits, value)
         logits = self._logits
         if logits.shape != value.shape:
@@ -270,6 +281,15 @@ class StandardNormal(dist.Normal):
     """
 
     _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+    def _fused(self, value: torch.Tensor) -> bool:
+        """Whether the compiled kernel scores ``value``: the evaluation's big chunks, and big arrays of logits that
+        need a gradient (AIS, many-particle bounds) outside a captured step (whose own compilation fuses the sum)."""
+        n = self._logits.numel()
+        if not torch.is_grad_enabled():
+            return n >= FUSED_MIN_ELEMENTS
+        return (n >= FUSED_GRAD_MIN_ELEMENTS and self._logits.requires_grad and not value.requires_grad
+                and not is_capturing() and not torch.compiler.is_compiling() and not torch.jit.is_tracing())
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:

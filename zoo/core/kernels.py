@@ -25,11 +25,15 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cpu_compiler", "quiet_compiler", "bernoulli_log_prob", "FUSED_MIN_ELEMENTS"]
+__all__ = ["cpu_compiler", "quiet_compiler", "bernoulli_log_prob", "FUSED_MIN_ELEMENTS", "FUSED_GRAD_MIN_ELEMENTS"]
 
 #: Arrays below this many elements are scored eagerly: a compilation (seconds, once per process) repays itself only
 #: on the evaluation's big chunks (an MNIST chunk holds up to 2**24 elements; the 8x8 digits' stay below 2**23).
 FUSED_MIN_ELEMENTS = 1 << 23
+#: The same, for logits that need a gradient: AIS's gradient evaluations (100 MNIST images x 16 chains, 1.25e6
+#: elements, hundreds of times per image) and the IWAE bound with 50 particles repay a compilation; a training
+#: step of one particle (100 x 784) does not.
+FUSED_GRAD_MIN_ELEMENTS = 1 << 20
 
 _BUILT: dict = {}
 
@@ -59,15 +63,14 @@ def _eager_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     return (value * logits - F.softplus(logits)).sum(-1)
 
 
-#: below this logit, log1p(e^l) is e^l in float32 (they differ by a factor 1 - e^l / 2 + ..., under half an ulp)
-_TINY = -17.0
-#: e^l is taken at l >= -87 at most: below, it would be a denormal float32 (under 1.2e-38)
-_UNDERFLOW = -87.0
+#: per dtype, (tiny, underflow): below ``tiny``, log1p(e^l) is e^l to under half an ulp (they differ by a factor
+#: 1 - e^l / 2 + ...); below ``underflow``, e^l would be a denormal. Other dtypes are scored eagerly.
+_GUARDS = {torch.float32: (-17.0, -87.0), torch.float64: (-37.0, -708.0)}
 
 
 def _kernel_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """The sum the compiled kernel computes: softplus(l) as torch computes it, l above 20 and log1p(e^l) below,
-    except that e^l itself is taken below l = -17, where it equals log1p(e^l) in float32.
+    except that e^l itself is taken below l = -17, where it equals log1p(e^l) in float32 (-37 in float64).
 
     Why: SLEEF's vectorised ``log1p``, which torch and Inductor's generated code call on the CPU, is ten times slower
     on arguments between about 1e-25 and 1e-9 than elsewhere (its intermediates fall into denormal floats, each a
@@ -75,16 +78,19 @@ def _kernel_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor
     puts most background pixels there: on draws from the headline VAE's prior, half its logits are below -13 and a
     tenth below -39, so log1p(e^l) took three times as long on such a chunk as on ``4 * randn`` logits
     (``benchmarks/bernoulli_kernel.py`` times both). Here ``log1p`` is given e^l no smaller than e^-17, and ``exp``
-    l no smaller than -87 (below, the term changes by under 1.7e-38). The result is softplus to the float32 ulps of
-    torch's own, and the sum :func:`_eager_bernoulli`'s to float rounding (``tests/test_kernels.py``).
+    l no smaller than -87 (below, the term changes by under 1.7e-38; :data:`_GUARDS` has float64's bounds). The
+    result is softplus to the ulps of torch's own, and the sum :func:`_eager_bernoulli`'s to float rounding
+    (``tests/test_kernels.py``).
 
     ``exp_l()`` makes e^l afresh at each use: Inductor keeps a CPU ``exp`` that is read twice in memory (here a
     64 MiB array per chunk, written and read back), while two identical ones become one line of its kernel.
     """
-    def exp_l():
-        return torch.exp(logits.clamp(min=_UNDERFLOW))
+    tiny, underflow = _GUARDS[logits.dtype]
 
-    log1p_exp = torch.where(logits < _TINY, exp_l(), torch.log1p(exp_l().clamp(min=math.exp(_TINY))))
+    def exp_l():
+        return torch.exp(logits.clamp(min=underflow))
+
+    log1p_exp = torch.where(logits < tiny, exp_l(), torch.log1p(exp_l().clamp(min=math.exp(tiny))))
     softplus = torch.where(logits > 20.0, logits, log1p_exp)
     return (value * logits - softplus).sum(-1)
 
@@ -98,17 +104,40 @@ def _compiled(name: str, fn: Callable, device: torch.device) -> Optional[Callabl
     return _BUILT[key]
 
 
+class _BernoulliScore(torch.autograd.Function):
+    """The compiled kernel's sum forward, and its gradient backward: d/dl_d sum_d [x_d l_d - softplus(l_d)] is
+    x_d - sigmoid(l_d), times the gradient of the sum. The data ``value`` get none (callers pass data that need none,
+    and logits already of the broadcast shape)."""
+
+    @staticmethod
+    def forward(ctx, logits, value, kernel):
+        ctx.save_for_backward(logits, value)
+        return kernel(logits, value)
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, value = ctx.saved_tensors
+        return grad.unsqueeze(-1) * (value - torch.sigmoid(logits)), None, None
+
+
 def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """sum_d [x_d l_d - softplus(l_d)], the log-density of binary ``value`` under Bernoulli ``logits``, summed over
-    the last dimension (the two broadcast against each other). Outside autograd, one compiled kernel; with autograd,
+    the last dimension (the two broadcast against each other). One compiled kernel, outside autograd and within it
+    (:class:`_BernoulliScore`, where the logits have the broadcast shape and ``value`` needs no gradient); otherwise,
     or where no kernel can be built, the same sum eagerly."""
-    if torch.is_grad_enabled():
+    if logits.dtype not in _GUARDS:
+        return _eager_bernoulli(logits, value)
+    grad = torch.is_grad_enabled() and (logits.requires_grad or value.requires_grad)
+    if grad and (value.requires_grad or logits.shape != torch.broadcast_shapes(logits.shape, value.shape)):
         return _eager_bernoulli(logits, value)
     kernel = _compiled("bernoulli", _kernel_bernoulli, logits.device)
     if kernel is not None:
         try:
             with quiet_compiler():
-                return kernel(logits, value)
+                if grad:
+                    return _BernoulliScore.apply(logits, value, kernel)
+                with torch.no_grad():                    # one compiled graph, whatever autograd's mode
+                    return kernel(logits, value)
         except Exception:          # noqa: BLE001  a kernel that cannot be built: the eager sum, from now on
             _BUILT[("bernoulli", logits.device.type)] = None
     return _eager_bernoulli(logits, value)
