@@ -10,7 +10,8 @@ constants mapped in as the command line maps them (``zoo.core.process``), on two
   prior, whose background pixels sit far below zero (half below -13), where SLEEF's ``log1p`` is ten times slower.
 
 Beside the kernel, the same kernel with torch's softplus, log1p(e^l), which is what it computed before
-(``zoo.core.kernels._kernel_bernoulli`` says why it no longer does).
+(``zoo.core.kernels._kernel_bernoulli`` says why it no longer does). And with autograd, at AIS's batch of 16 chains
+x 100 images: the likelihood's score and gradient (forward and backward) by torch's path and by the kernel's.
 
     python benchmarks/bernoulli_kernel.py            # writes benchmarks/results/bernoulli_kernel.json
 """
@@ -30,12 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import fail, run_script, write_result  # noqa: E402
 
-from zoo.core import kernels  # noqa: E402
+from zoo.core import distributions, kernels  # noqa: E402
 from zoo.core.process import map_torch_constants  # noqa: E402
 
 
 CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mnist-vae-elbo" / "checkpoint.pt"
 SHAPE = (214, 100, 784)
+#: AIS's batch: 16 chains for each of 100 images
+GRAD_DRAWS = 16
+FUSED_GRAD_ON, FUSED_GRAD_OFF = distributions.FUSED_GRAD_MIN_ELEMENTS, 1 << 62
 
 
 def torch_score(logits, x):
@@ -51,6 +55,32 @@ def decoder_logits() -> torch.Tensor:
     model.load_state_dict(state["model"])
     with torch.no_grad():
         return model.decoder(torch.randn(*SHAPE[:2], model.latent_dim))
+
+
+def gradient_ms(inputs: dict, x: torch.Tensor, repeats: int) -> dict:
+    """Median ms of the score and its gradient (forward and backward) at AIS's batch of chains, torch's way (the
+    likelihood's path below FUSED_GRAD_MIN_ELEMENTS) and the compiled kernel's (_BernoulliScore), interleaved."""
+    from zoo.core.distributions import IndependentBernoulli
+    ways = {"torch (binary_cross_entropy_with_logits)": FUSED_GRAD_OFF, "compiled kernel": FUSED_GRAD_ON}
+    leaves = {kind: logits.clone().requires_grad_(True) for kind, logits in inputs.items()}
+    times = {(kind, name): [] for kind in inputs for name in ways}
+
+    def once(kind, name):
+        distributions.FUSED_GRAD_MIN_ELEMENTS = ways[name]
+        leaves[kind].grad = None
+        IndependentBernoulli(leaves[kind]).log_prob(x).sum().backward()
+
+    try:
+        for cell in times:                                                  # warm-up (compiles)
+            once(*cell)
+        for _ in range(repeats):
+            for cell in times:
+                t0 = time.perf_counter()
+                once(*cell)
+                times[cell].append(time.perf_counter() - t0)
+    finally:
+        distributions.FUSED_GRAD_MIN_ELEMENTS = FUSED_GRAD_ON
+    return {kind: {name: statistics.median(times[kind, name]) * 1e3 for name in ways} for kind in inputs}
 
 
 def main(argv=None):
@@ -85,12 +115,13 @@ def main(argv=None):
                 ways[name](inputs[kind], x)
                 times[kind, name].append(time.perf_counter() - t0)
     ms = {kind: {name: statistics.median(times[kind, name]) * 1e3 for name in ways} for kind in inputs}
+    grad_ms = gradient_ms({kind: logits[:GRAD_DRAWS] for kind, logits in inputs.items()}, x, args.repeats)
     quantiles = torch.tensor([0.1, 0.5, 0.9])
     path = write_result(args.name, {
         "shape": list(SHAPE), "threads": torch.get_num_threads(),
         "logit_quantiles_10_50_90": {kind: torch.quantile(l.flatten()[::97], quantiles).tolist()
                                      for kind, l in inputs.items()},
-        "median_ms": ms,
+        "median_ms": ms, "gradient_shape": [GRAD_DRAWS, *SHAPE[1:]], "gradient_median_ms": grad_ms,
         "speedup_over_torch": {kind: {name: row["torch (binary_cross_entropy_with_logits)"] / v
                                       for name, v in row.items()} for kind, row in ms.items()},
         "max_abs_difference_from_float64": {kind: {name: error[kind, name] for name in ways} for kind in inputs},
@@ -98,6 +129,9 @@ def main(argv=None):
     for kind, row in ms.items():
         for name, value in row.items():
             print(f"{kind}, {name}: {value:.1f} ms ({row['torch (binary_cross_entropy_with_logits)'] / value:.2f}x torch's)")
+    for kind, row in grad_ms.items():
+        print(f"{kind}, with its gradient, {GRAD_DRAWS} x {SHAPE[1]} x {SHAPE[2]}: " +
+              ", ".join(f"{name} {value:.2f} ms" for name, value in row.items()))
     print(f"wrote {path}")
 
 
