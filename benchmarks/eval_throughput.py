@@ -176,8 +176,8 @@ def measure_floor(run, rate: float, K: int, repeats: int = 9) -> dict:
 
     times = {}
     with torch.no_grad():
-        # the score reads the decoder's own logits: the products' outputs, without bias and tanh, grow large enough
-        # for exp to underflow to denormals, which slow the kernel and which no real chunk has
+        # the score reads the decoder's own logits: the products' outputs, without bias and tanh, are not in the
+        # range a real chunk's logits are in, and the score's speed depends on that range (zoo/core/kernels.py)
         logits = decoder(z)
         for name, fn in (("products", products), ("score", score), ("decoder_and_score", scored)):
             fn()

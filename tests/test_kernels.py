@@ -8,6 +8,14 @@ from zoo.core import kernels
 from zoo.core.distributions import IndependentBernoulli
 
 
+@pytest.fixture(autouse=True)
+def _fresh_compiler_caches():
+    """Each test compiles afresh: torch.compile keeps a few graphs per function (8 by default) and runs it
+    uncompiled past them, so tests that add shapes and dtypes could end up testing the eager twin."""
+    torch._dynamo.reset()
+    yield
+
+
 def _reference(logits, x):
     """torch's own Bernoulli, in float64, summed over the last dimension."""
     return dist.Bernoulli(logits=logits.double()).to_event(1).log_prob(x.double())
@@ -117,3 +125,33 @@ def test_with_autograd_big_logits_take_the_kernel_and_get_torchs_gradients(monke
         expected = IndependentBernoulli(small.expand(1, 3, 10)).log_prob(x)
     scored = kernels.bernoulli_log_prob(small, x)
     assert "_BernoulliScore" not in type(scored.grad_fn).__name__ and torch.allclose(scored, expected, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")   # torch.func's own import
+def test_forward_mode_ad_and_torch_func_get_torchs_path_and_the_kernel_stays_built(monkeypatch):
+    """_BernoulliScore has no forward-mode rule and no torch.func rule: under either, torch's own operations answer,
+    with the right derivatives, and the compiled kernel stays in use for everything else."""
+    if kernels.cpu_compiler() is None:
+        pytest.skip("no C++ compiler to build the kernel with")
+    monkeypatch.setattr(distributions, "FUSED_GRAD_MIN_ELEMENTS", 100)
+    monkeypatch.setattr(kernels, "_BUILT", {})
+    torch.manual_seed(4)
+    logits = 10 * torch.randn(20, 3, 10)
+    x = torch.bernoulli(torch.full((3, 10), 0.4))
+    expected = x - torch.sigmoid(logits)
+
+    def total(l):
+        return IndependentBernoulli(l).log_prob(x).sum()
+
+    with torch.no_grad():
+        kernels.bernoulli_log_prob(logits, x)                       # builds the kernel
+    assert kernels._BUILT[("bernoulli", "cpu")] is not None
+    assert torch.allclose(torch.func.grad(total)(logits), expected, atol=1e-6)
+    tangent = torch.randn_like(logits)
+    import torch.autograd.forward_ad as fwad
+    with fwad.dual_level():
+        out = total(fwad.make_dual(logits, tangent))
+        assert torch.allclose(fwad.unpack_dual(out).tangent, (expected * tangent).sum(), rtol=1e-5, atol=1e-4)
+    assert kernels._BUILT[("bernoulli", "cpu")] is not None
+    leaf = logits.clone().requires_grad_()
+    assert type(IndependentBernoulli(leaf).log_prob(x).grad_fn).__name__ == "_BernoulliScoreBackward"

@@ -140,7 +140,9 @@ class IndependentBernoulli(dist.Independent):
     (:func:`zoo.core.kernels.bernoulli_log_prob`; ``benchmarks/bernoulli_kernel.py`` times it against torch's on a
     214 x 100 x 784 chunk: ``benchmarks/results/bernoulli_kernel.json``), and so, with its gradient x - sigmoid(l),
     is an array of :data:`~zoo.core.kernels.FUSED_GRAD_MIN_ELEMENTS` logits or more that need one (AIS's gradient
-    evaluations, many-particle bounds), except while a step is captured as a graph.
+    evaluations, many-particle bounds). Torch's own path answers where the kernel does not apply: while a step is
+    captured or compiled, for data that need a gradient, logits smaller than the data's shape, dtypes other than
+    float32 and float64, and under forward-mode AD or ``torch.func`` transforms.
     ``mean`` (E[x | z] = sigmoid(logits)), ``sample`` and supports are torch's.
 
     Example::
@@ -281,15 +283,6 @@ class StandardNormal(dist.Normal):
     """
 
     _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
-
-    def _fused(self, value: torch.Tensor) -> bool:
-        """Whether the compiled kernel scores ``value``: the evaluation's big chunks, and big arrays of logits that
-        need a gradient (AIS, many-particle bounds) outside a captured step (whose own compilation fuses the sum)."""
-        n = self._logits.numel()
-        if not torch.is_grad_enabled():
-            return n >= FUSED_MIN_ELEMENTS
-        return (n >= FUSED_GRAD_MIN_ELEMENTS and self._logits.requires_grad and not value.requires_grad
-                and not is_capturing() and not torch.compiler.is_compiling() and not torch.jit.is_tracing())
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:

@@ -78,9 +78,9 @@ def _kernel_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor
     puts most background pixels there: on draws from the headline VAE's prior, half its logits are below -13 and a
     tenth below -39, so log1p(e^l) took three times as long on such a chunk as on ``4 * randn`` logits
     (``benchmarks/bernoulli_kernel.py`` times both). Here ``log1p`` is given e^l no smaller than e^-17, and ``exp``
-    l no smaller than -87 (below, the term changes by under 1.7e-38; :data:`_GUARDS` has float64's bounds). The
-    result is softplus to the ulps of torch's own, and the sum :func:`_eager_bernoulli`'s to float rounding
-    (``tests/test_kernels.py``).
+    l no smaller than -87 (:data:`_GUARDS` has float64's bounds). The result is softplus to the ulps of torch's own,
+    except below -87, where it is e^-87 (1.7e-38) and torch's is a denormal or 0, and the sum is
+    :func:`_eager_bernoulli`'s to float rounding (``tests/test_kernels.py``).
 
     ``exp_l()`` makes e^l afresh at each use: Inductor keeps a CPU ``exp`` that is read twice in memory (here a
     64 MiB array per chunk, written and read back), while two identical ones become one line of its kernel.
@@ -112,7 +112,7 @@ class _BernoulliScore(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, value, kernel):
         ctx.save_for_backward(logits, value)
-        return kernel(logits, value)
+        return kernel(logits.detach(), value.detach())      # the graph compiled for no_grad calls, not a second one
 
     @staticmethod
     def backward(ctx, grad):
@@ -128,7 +128,8 @@ def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tenso
     if logits.dtype not in _GUARDS:
         return _eager_bernoulli(logits, value)
     grad = torch.is_grad_enabled() and (logits.requires_grad or value.requires_grad)
-    if grad and (value.requires_grad or logits.shape != torch.broadcast_shapes(logits.shape, value.shape)):
+    if grad and (value.requires_grad or logits.shape != torch.broadcast_shapes(logits.shape, value.shape)
+                 or _transformed(logits)):
         return _eager_bernoulli(logits, value)
     kernel = _compiled("bernoulli", _kernel_bernoulli, logits.device)
     if kernel is not None:
@@ -141,3 +142,12 @@ def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tenso
         except Exception:          # noqa: BLE001  a kernel that cannot be built: the eager sum, from now on
             _BUILT[("bernoulli", logits.device.type)] = None
     return _eager_bernoulli(logits, value)
+
+
+def _transformed(logits: torch.Tensor) -> bool:
+    """Whether ``logits`` are seen through forward-mode AD or a ``torch.func`` transform (grad, vmap, jacrev), which
+    :class:`_BernoulliScore` does not implement: torch's own operations answer there."""
+    if torch.autograd.forward_ad.unpack_dual(logits).tangent is not None:
+        return True
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)      # no public test for it (torch 2.4+)
+    return bool(active()) if active is not None else False
