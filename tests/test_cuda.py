@@ -143,3 +143,26 @@ def test_the_fused_finite_check_and_the_kept_prior_on_the_gpu():
     loss = build_objective("elbo").loss_and_grads(guide.training_model(model), guide, x, idx=torch.arange(5, device="cuda"), N=5)
     grads = [p.grad for p in list(model.parameters()) + list(guide.parameters()) if p.grad is not None]
     assert grads and torch.isfinite(torch.tensor(loss)) and not any_non_finite(grads)
+
+
+def test_the_bernoulli_kernel_and_its_gradient_on_the_gpu(monkeypatch):
+    """The compiled Bernoulli score (Triton on CUDA), without and with autograd, against torch's own path on the GPU,
+    on logits far below zero (where the CPU's guards matter) and above."""
+    from zoo.core import distributions, kernels
+    from zoo.core.distributions import IndependentBernoulli
+    monkeypatch.setattr(distributions, "FUSED_MIN_ELEMENTS", 100)
+    monkeypatch.setattr(distributions, "FUSED_GRAD_MIN_ELEMENTS", 100)
+    torch.manual_seed(5)
+    logits = torch.cat([-100 * torch.rand(8, 5, 50), 30 * torch.randn(8, 5, 14)], -1).cuda()
+    x = torch.bernoulli(torch.full((5, 64), 0.3)).cuda()
+    reference = -torch.nn.functional.binary_cross_entropy_with_logits(
+        logits.double(), x.double().expand(8, 5, 64), reduction="none").sum(-1)
+    with torch.no_grad():
+        fast = IndependentBernoulli(logits).log_prob(x)
+    assert fast.is_cuda and torch.allclose(fast.double(), reference, rtol=1e-5, atol=1e-3)
+    leaf = logits.clone().requires_grad_()
+    scored = IndependentBernoulli(leaf).log_prob(x)
+    assert type(scored.grad_fn).__name__ == "_BernoulliScoreBackward"
+    scored.sum().backward()
+    assert torch.allclose(leaf.grad, x - torch.sigmoid(logits), atol=1e-6)
+    assert kernels._BUILT[("bernoulli", "cuda")] is not None
