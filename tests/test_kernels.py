@@ -155,3 +155,35 @@ def test_forward_mode_ad_and_torch_func_get_torchs_path_and_the_kernel_stays_bui
     assert kernels._BUILT[("bernoulli", "cpu")] is not None
     leaf = logits.clone().requires_grad_()
     assert type(IndependentBernoulli(leaf).log_prob(x).grad_fn).__name__ == "_BernoulliScoreBackward"
+
+
+def test_a_captured_or_compiled_step_scores_with_the_guarded_sum_and_torchs_gradient(monkeypatch):
+    """While a step is captured (or compiled by torch.compile), the likelihood is the kernel's guarded sum written
+    in tensor operations, which the step's compiler fuses: the same values and gradients as torch's path, on logits
+    from far below zero to far above."""
+    if kernels.cpu_compiler() is None:
+        pytest.skip("no C++ compiler: a captured step keeps torch's softplus")
+    calls = []
+    monkeypatch.setattr(distributions, "guarded_bernoulli", lambda l, x: calls.append(1) or kernels.guarded_bernoulli(l, x))
+    torch.manual_seed(6)
+    logits = torch.cat([-100 * torch.rand(4, 3, 12), 30 * torch.randn(4, 3, 4)], -1)
+    x = torch.bernoulli(torch.full((3, 16), 0.3))
+    eager_leaf = logits.clone().requires_grad_()
+    eager = IndependentBernoulli(eager_leaf).log_prob(x)
+    (eager_grad,) = torch.autograd.grad(eager.sum(), eager_leaf)
+    captured_leaf = logits.clone().requires_grad_()
+    with distributions.capturing():
+        captured = IndependentBernoulli(captured_leaf).log_prob(x)
+    assert len(calls) == 1                                      # the eager call took torch's path
+    (captured_grad,) = torch.autograd.grad(captured.sum(), captured_leaf)
+
+    @torch.compile
+    def step(l):
+        lp = IndependentBernoulli(l).log_prob(x)
+        return lp, torch.autograd.grad(lp.sum(), l)[0]
+
+    compiled, compiled_grad = step(logits.clone().requires_grad_())
+    assert len(calls) == 2
+    for value, grad in ((captured, captured_grad), (compiled, compiled_grad)):
+        assert torch.allclose(value, eager, rtol=1e-6, atol=1e-4)
+        assert torch.allclose(grad, eager_grad, atol=1e-6)

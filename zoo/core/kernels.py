@@ -25,7 +25,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cpu_compiler", "quiet_compiler", "bernoulli_log_prob", "FUSED_MIN_ELEMENTS", "FUSED_GRAD_MIN_ELEMENTS"]
+__all__ = ["cpu_compiler", "quiet_compiler", "bernoulli_log_prob", "guarded_bernoulli", "FUSED_MIN_ELEMENTS",
+           "FUSED_GRAD_MIN_ELEMENTS"]
 
 #: Arrays below this many elements are scored eagerly: a compilation (seconds, once per process) repays itself only
 #: on the evaluation's big chunks (an MNIST chunk holds up to 2**24 elements; the 8x8 digits' stay below 2**23).
@@ -93,6 +94,19 @@ def _kernel_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor
     log1p_exp = torch.where(logits < tiny, exp_l(), torch.log1p(exp_l().clamp(min=math.exp(tiny))))
     softplus = torch.where(logits > 20.0, logits, log1p_exp)
     return (value * logits - softplus).sum(-1)
+
+
+def guarded_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """The kernel's sum, for a graph that is being compiled as a whole (a captured training step): there Inductor
+    fuses it into the step's own code, which would otherwise meet the same slow ``log1p`` as torch's softplus once
+    the decoder is trained. Dtypes without guards, and a capture on a CPU without a C++ compiler (where the graph
+    runs uncompiled, operation by operation), get torch's softplus. (Under ``torch.compile`` itself the compiler
+    is not looked for: looking is a file-system call, which Dynamo cannot trace.)"""
+    if logits.dtype not in _GUARDS:
+        return _eager_bernoulli(logits, value)
+    if logits.device.type == "cpu" and not torch.compiler.is_compiling() and cpu_compiler() is None:
+        return _eager_bernoulli(logits, value)
+    return _kernel_bernoulli(logits, value)
 
 
 def _compiled(name: str, fn: Callable, device: torch.device) -> Optional[Callable]:
