@@ -122,3 +122,32 @@ def test_a_captured_step_makes_the_kept_prior_from_its_inputs(objective_name):
         assert model.prior() is kept
     constants = [node.target for node in graph.graph.nodes if node.op == "get_attr"]
     assert not constants, constants
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_a_decoder_with_logits_far_from_zero_gets_the_eager_steps_finite_gradients(backend):
+    """Logits of +-100 and +-30 (a trained decoder's background and a confident pixel): the captured step's
+    likelihood (the kernel's guarded sum) gives the eager step's loss and finite gradients, not the NaN that
+    0 x inf in its untaken overflow branch gave."""
+    if backend == "inductor" and cpu_compiler() is None:
+        pytest.skip("no C++ compiler for Inductor")
+    torch.manual_seed(0)
+    model = build_model("vae", 12, latent_dim=2, hidden=(8,))
+    guide = build_guide("amortized", model)
+    with torch.no_grad():
+        model.decoder[-1].bias.copy_(torch.tensor([100.0, -100.0, 95.0, 30.0, -30.0] + [0.0] * 7))
+    x = torch.bernoulli(torch.full((5, 12), 0.5))
+    results = []
+    for objective in (build_objective("elbo"), _compiled("elbo", backend)):
+        m, g = copy.deepcopy((model, guide))
+        objective.loss_and_grads(m, g, x)                      # the compiled objective's first step runs eagerly
+        for p in list(m.parameters()) + list(g.parameters()):
+            p.grad = None
+        torch.manual_seed(1)
+        loss = objective.loss_and_grads(m, g, x)
+        grads = [p.grad for p in list(m.parameters()) + list(g.parameters())]
+        assert all(torch.isfinite(v).all() for v in grads)
+        results.append((loss, grads))
+    (eager_loss, eager_grads), (loss, grads) = results
+    assert loss == pytest.approx(eager_loss, rel=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(eager_grads, grads))

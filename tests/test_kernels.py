@@ -187,3 +187,16 @@ def test_a_captured_or_compiled_step_scores_with_the_guarded_sum_and_torchs_grad
     for value, grad in ((captured, captured_grad), (compiled, compiled_grad)):
         assert torch.allclose(value, eager, rtol=1e-6, atol=1e-4)
         assert torch.allclose(grad, eager_grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_guarded_sums_gradient_is_finite_and_torchs_for_logits_far_above_and_below(dtype):
+    """Autograd through the guarded sum (a captured step's likelihood) where e^l overflows (l = 100, 1000: the branch
+    that is not taken must not turn 0 x inf into NaN) and where it underflows, against torch's own gradient."""
+    logits = torch.tensor([1000.0, 710.0, 100.0, 89.0, 30.0, 20.5, 20.0, 0.0, -16.0, -18.0, -80.0, -90.0, -800.0],
+                          dtype=dtype)
+    for x in (torch.zeros_like(logits), torch.ones_like(logits)):
+        leaf = logits.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(kernels.guarded_bernoulli(leaf[:, None], x[:, None]).sum(), leaf)
+        assert torch.isfinite(grad).all()
+        assert torch.allclose(grad, x - torch.sigmoid(logits), atol=1e-7)

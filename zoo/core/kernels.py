@@ -88,8 +88,8 @@ def _kernel_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor
     """
     tiny, underflow = _GUARDS[logits.dtype]
 
-    def exp_l():
-        return torch.exp(logits.clamp(min=underflow))
+    def exp_l():        # at most e^30: above 20 this branch is not taken, but autograd would still multiply its
+        return torch.exp(logits.clamp(min=underflow, max=30.0))    # gradient, 0, by e^l, and 0 x inf is NaN
 
     log1p_exp = torch.where(logits < tiny, exp_l(), torch.log1p(exp_l().clamp(min=math.exp(tiny))))
     softplus = torch.where(logits > 20.0, logits, log1p_exp)
