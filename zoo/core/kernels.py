@@ -69,7 +69,7 @@ def _eager_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
 _GUARDS = {torch.float32: (-17.0, -87.0), torch.float64: (-37.0, -708.0)}
 
 
-def _kernel_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+def _kernel_bernoulli(logits: torch.Tensor, value: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
     """The sum the compiled kernel computes: softplus(l) as torch computes it, l above 20 and log1p(e^l) below,
     except that e^l itself is taken below l = -17, where it equals log1p(e^l) in float32 (-37 in float64).
 
@@ -88,8 +88,10 @@ def _kernel_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor
     """
     tiny, underflow = _GUARDS[logits.dtype]
 
-    def exp_l():        # at most e^30: above 20 this branch is not taken, but autograd would still multiply its
-        return torch.exp(logits.clamp(min=underflow, max=30.0))    # gradient, 0, by e^l, and 0 x inf is NaN
+    def exp_l():
+        if differentiable:      # at most e^30: above 20 this branch is not taken, but autograd would still multiply
+            return torch.exp(logits.clamp(min=underflow, max=30.0))   # its gradient, 0, by e^l: 0 x inf is NaN
+        return torch.exp(logits.clamp(min=underflow))   # (the bound costs the kernel half again its time: not here)
 
     log1p_exp = torch.where(logits < tiny, exp_l(), torch.log1p(exp_l().clamp(min=math.exp(tiny))))
     softplus = torch.where(logits > 20.0, logits, log1p_exp)
@@ -106,7 +108,7 @@ def guarded_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor
         return _eager_bernoulli(logits, value)
     if logits.device.type == "cpu" and not torch.compiler.is_compiling() and cpu_compiler() is None:
         return _eager_bernoulli(logits, value)
-    return _kernel_bernoulli(logits, value)
+    return _kernel_bernoulli(logits, value, differentiable=True)
 
 
 def _compiled(name: str, fn: Callable, device: torch.device) -> Optional[Callable]:
