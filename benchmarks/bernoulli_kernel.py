@@ -11,9 +11,7 @@ constants mapped in as the command line maps them (``zoo.core.process``), on two
 
 Beside the kernel, the same kernel with torch's softplus, log1p(e^l), which is what it computed before
 (``zoo.core.kernels._kernel_bernoulli`` says why it no longer does). And with autograd, at AIS's batch of 16 chains
-x 100 images: the likelihood's score and gradient (forward and backward) by torch's path and by the kernel's. And
-compiled by torch.compile at a training batch of 100 images, as a captured step is: with torch's binary
-cross-entropy and with the kernel's guarded sum.
+x 100 images: the likelihood's score and gradient (forward and backward) by torch's path and by the kernel's.
 
     python benchmarks/bernoulli_kernel.py            # writes benchmarks/results/bernoulli_kernel.json
 """
@@ -85,30 +83,6 @@ def gradient_ms(inputs: dict, x: torch.Tensor, repeats: int) -> dict:
     return {kind: {name: statistics.median(times[kind, name]) * 1e3 for name in ways} for kind in inputs}
 
 
-def compiled_step_us(inputs: dict, x: torch.Tensor, repeats: int) -> dict:
-    """Median us of the score and its gradient at a training batch (100 x 784), compiled by torch.compile as a
-    captured step is: with torch's binary cross-entropy, and with the kernel's guarded sum (what the likelihood
-    gives a captured step, ``zoo.core.kernels.guarded_bernoulli``), interleaved."""
-    def with_gradient(score):
-        def step(logits, data):
-            total = score(logits, data).sum()
-            return torch.autograd.grad(total, logits)[0]
-        return torch.compile(step)
-
-    ways = {"torch (binary_cross_entropy_with_logits)": with_gradient(torch_score),
-            "guarded sum": with_gradient(kernels.guarded_bernoulli)}
-    leaves = {kind: logits[0].clone().requires_grad_(True) for kind, logits in inputs.items()}
-    times = {(kind, name): [] for kind in inputs for name in ways}
-    for kind, name in times:                                                # warm-up (compiles)
-        ways[name](leaves[kind], x)
-    for _ in range(repeats * 10):
-        for kind, name in times:
-            t0 = time.perf_counter()
-            ways[name](leaves[kind], x)
-            times[kind, name].append(time.perf_counter() - t0)
-    return {kind: {name: statistics.median(times[kind, name]) * 1e6 for name in ways} for kind in inputs}
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=20)
@@ -142,14 +116,12 @@ def main(argv=None):
                 times[kind, name].append(time.perf_counter() - t0)
     ms = {kind: {name: statistics.median(times[kind, name]) * 1e3 for name in ways} for kind in inputs}
     grad_ms = gradient_ms({kind: logits[:GRAD_DRAWS] for kind, logits in inputs.items()}, x, args.repeats)
-    step_us = compiled_step_us(inputs, x, args.repeats)
     quantiles = torch.tensor([0.1, 0.5, 0.9])
     path = write_result(args.name, {
         "shape": list(SHAPE), "threads": torch.get_num_threads(),
         "logit_quantiles_10_50_90": {kind: torch.quantile(l.flatten()[::97], quantiles).tolist()
                                      for kind, l in inputs.items()},
         "median_ms": ms, "gradient_shape": [GRAD_DRAWS, *SHAPE[1:]], "gradient_median_ms": grad_ms,
-        "compiled_step_shape": list(SHAPE[1:]), "compiled_step_median_us": step_us,
         "speedup_over_torch": {kind: {name: row["torch (binary_cross_entropy_with_logits)"] / v
                                       for name, v in row.items()} for kind, row in ms.items()},
         "max_abs_difference_from_float64": {kind: {name: error[kind, name] for name in ways} for kind in inputs},
@@ -160,9 +132,6 @@ def main(argv=None):
     for kind, row in grad_ms.items():
         print(f"{kind}, with its gradient, {GRAD_DRAWS} x {SHAPE[1]} x {SHAPE[2]}: " +
               ", ".join(f"{name} {value:.2f} ms" for name, value in row.items()))
-    for kind, row in step_us.items():
-        print(f"{kind}, score and gradient compiled, {SHAPE[1]} x {SHAPE[2]}: " +
-              ", ".join(f"{name} {value:.0f} us" for name, value in row.items()))
     print(f"wrote {path}")
 
 

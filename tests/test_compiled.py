@@ -126,9 +126,8 @@ def test_a_captured_step_makes_the_kept_prior_from_its_inputs(objective_name):
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 def test_a_decoder_with_logits_far_from_zero_gets_the_eager_steps_finite_gradients(backend):
-    """Logits of +-100 and +-30 (a trained decoder's background and a confident pixel): the captured step's
-    likelihood (the kernel's guarded sum) gives the eager step's loss and finite gradients, not the NaN that
-    0 x inf in its untaken overflow branch gave."""
+    """Logits of +-100 and +-30 (a trained decoder's background and a confident pixel): the captured step gives the
+    eager step's loss and finite gradients (a likelihood written with a where over exp(l) gave NaN there once)."""
     if backend == "inductor" and cpu_compiler() is None:
         pytest.skip("no C++ compiler for Inductor")
     torch.manual_seed(0)

@@ -34,7 +34,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import Bernoulli, OneHotCategorical, constraints
 
 from zoo.core.errors import ZooError
-from zoo.core.kernels import FUSED_GRAD_MIN_ELEMENTS, FUSED_MIN_ELEMENTS, bernoulli_log_prob, guarded_bernoulli
+from zoo.core.kernels import FUSED_GRAD_MIN_ELEMENTS, FUSED_MIN_ELEMENTS, bernoulli_log_prob
 
 __all__ = ["JointDiscrete", "IndependentBernoulli", "ShapedIndependent", "StandardNormal", "capturing", "is_capturing", "ENUMERATION_LIMIT", "discrete_kl", "joint_configurations",
            "num_configurations"]
@@ -142,8 +142,7 @@ class IndependentBernoulli(dist.Independent):
     is an array of :data:`~zoo.core.kernels.FUSED_GRAD_MIN_ELEMENTS` logits or more that need one (AIS's gradient
     evaluations, many-particle bounds). Torch's own path answers where the kernel does not apply: while a step is
     captured or compiled, for data that need a gradient, logits smaller than the data's shape, dtypes other than
-    float32 and float64, and under forward-mode AD or ``torch.func`` transforms. A captured or compiled step scores
-    with the kernel's guarded sum instead (:func:`~zoo.core.kernels.guarded_bernoulli`), which its compiler fuses.
+    float32 and float64, and under forward-mode AD or ``torch.func`` transforms.
     ``mean`` (E[x | z] = sigmoid(logits)), ``sample`` and supports are torch's.
 
     Example::
@@ -197,8 +196,6 @@ class IndependentBernoulli(dist.Independent):
             self._validate_sample(value)
         if self._fused(value):
             return bernoulli_log_prob(self.logits, value)
-        if is_capturing() or torch.compiler.is_compiling():        # fused into the captured step by its compiler
-            return guarded_bernoulli(self._logits, value)
         logits = self._logits
         if logits.shape != value.shape:
             logits, value = torch.broadcast_tensors(logits, value)

@@ -25,8 +25,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cpu_compiler", "quiet_compiler", "bernoulli_log_prob", "guarded_bernoulli", "FUSED_MIN_ELEMENTS",
-           "FUSED_GRAD_MIN_ELEMENTS"]
+__all__ = ["cpu_compiler", "quiet_compiler", "bernoulli_log_prob", "FUSED_MIN_ELEMENTS", "FUSED_GRAD_MIN_ELEMENTS"]
 
 #: Arrays below this many elements are scored eagerly: a compilation (seconds, once per process) repays itself only
 #: on the evaluation's big chunks (an MNIST chunk holds up to 2**24 elements; the 8x8 digits' stay below 2**23).
@@ -69,7 +68,7 @@ def _eager_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
 _GUARDS = {torch.float32: (-17.0, -87.0), torch.float64: (-37.0, -708.0)}
 
 
-def _kernel_bernoulli(logits: torch.Tensor, value: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
+def _kernel_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """The sum the compiled kernel computes: softplus(l) as torch computes it, l above 20 and log1p(e^l) below,
     except that e^l itself is taken below l = -17, where it equals log1p(e^l) in float32 (-37 in float64).
 
@@ -88,27 +87,12 @@ def _kernel_bernoulli(logits: torch.Tensor, value: torch.Tensor, differentiable:
     """
     tiny, underflow = _GUARDS[logits.dtype]
 
-    def exp_l():
-        if differentiable:      # at most e^30: above 20 this branch is not taken, but autograd would still multiply
-            return torch.exp(logits.clamp(min=underflow, max=30.0))   # its gradient, 0, by e^l: 0 x inf is NaN
-        return torch.exp(logits.clamp(min=underflow))   # (the bound costs the kernel half again its time: not here)
+    def exp_l():    # not for autograd: above l = 88.7, e^l is inf, and its untaken branch's gradient 0 x inf is NaN
+        return torch.exp(logits.clamp(min=underflow))
 
     log1p_exp = torch.where(logits < tiny, exp_l(), torch.log1p(exp_l().clamp(min=math.exp(tiny))))
     softplus = torch.where(logits > 20.0, logits, log1p_exp)
     return (value * logits - softplus).sum(-1)
-
-
-def guarded_bernoulli(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """The kernel's sum, for a graph that is being compiled as a whole (a captured training step): there Inductor
-    fuses it into the step's own code, which would otherwise meet the same slow ``log1p`` as torch's softplus once
-    the decoder is trained. Dtypes without guards, and a capture on a CPU without a C++ compiler (where the graph
-    runs uncompiled, operation by operation), get torch's softplus. (Under ``torch.compile`` itself the compiler
-    is not looked for: looking is a file-system call, which Dynamo cannot trace.)"""
-    if logits.dtype not in _GUARDS:
-        return _eager_bernoulli(logits, value)
-    if logits.device.type == "cpu" and not torch.compiler.is_compiling() and cpu_compiler() is None:
-        return _eager_bernoulli(logits, value)
-    return _kernel_bernoulli(logits, value, differentiable=True)
 
 
 def _compiled(name: str, fn: Callable, device: torch.device) -> Optional[Callable]:
