@@ -113,6 +113,7 @@ def test_named_result_scripts_refuse_bad_input_in_one_line(tmp_path, monkeypatch
     ("fault_injection.py", ["--flips", "-1"], "--flips at least 0"),
     ("fault_injection.py", ["--free-kib", "16,a"], "--free-kib takes comma-separated KiB from 0 to 1024"),
     ("fault_injection.py", ["--free-kib", "-4"], "--free-kib takes comma-separated KiB from 0 to 1024"),
+    ("bernoulli_kernel.py", ["--repeats", "0"], "--repeats must be at least 1"),
 ])
 def test_scripts_without_data_refuse_bad_input_in_one_line(tmp_path, monkeypatch, capsys, script, args, says):
     """The scripts that take no ``--data-dir`` (a refit comparison on the embedded digits, the homework sweep, the
