@@ -127,6 +127,31 @@ def test_with_autograd_big_logits_take_the_kernel_and_get_torchs_gradients(monke
     assert "_BernoulliScore" not in type(scored.grad_fn).__name__ and torch.allclose(scored, expected, atol=1e-4)
 
 
+def test_the_gradient_is_compiled_exact_and_falls_back_to_torchs_operations(monkeypatch):
+    """A plain backward takes the compiled gradient, x - sigmoid(l) times the incoming gradient (a non-uniform one
+    here), for logits from -200 to 200; one that is itself differentiated, or whose kernel cannot be built, takes
+    the same formula in torch's operations."""
+    if kernels.cpu_compiler() is None:
+        pytest.skip("no C++ compiler to build the kernel with")
+    monkeypatch.setattr(distributions, "FUSED_GRAD_MIN_ELEMENTS", 100)
+    monkeypatch.setattr(kernels, "_BUILT", {})
+    torch.manual_seed(5)
+    logits = torch.cat([torch.linspace(-200, 200, 40).expand(6, 4, 40), 8 * torch.randn(6, 4, 24)], -1)
+    x = torch.bernoulli(torch.full((4, 64), 0.4))
+    weights = torch.randn(6, 4)
+    expected = (weights.double().unsqueeze(-1) * (x.double() - torch.sigmoid(logits.double()))).float()
+    leaf = logits.clone().requires_grad_()
+    (weights * IndependentBernoulli(leaf).log_prob(x)).sum().backward()
+    assert kernels._BUILT[("bernoulli_gradient", "cpu")] is not None
+    assert torch.isfinite(leaf.grad).all() and torch.allclose(leaf.grad, expected, rtol=1e-5, atol=1e-6)
+    monkeypatch.setitem(kernels._BUILT, ("bernoulli_gradient", "cpu"),
+                        lambda *args: (_ for _ in ()).throw(RuntimeError("cannot build")))
+    leaf.grad = None
+    (weights * IndependentBernoulli(leaf).log_prob(x)).sum().backward()
+    assert kernels._BUILT[("bernoulli_gradient", "cpu")] is None
+    assert torch.allclose(leaf.grad, expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")   # torch.func's own import
 def test_forward_mode_ad_and_torch_func_get_torchs_path_and_the_kernel_stays_built(monkeypatch):
     """_BernoulliScore has no forward-mode rule and no torch.func rule: under either, torch's own operations answer,
@@ -156,3 +181,42 @@ def test_forward_mode_ad_and_torch_func_get_torchs_path_and_the_kernel_stays_bui
     leaf = logits.clone().requires_grad_()
     assert type(IndependentBernoulli(leaf).log_prob(x).grad_fn).__name__ == "_BernoulliScoreBackward"
 
+
+
+def test_the_quiet_compiler_leaves_logging_alone_once_the_builders_note_is_past(monkeypatch):
+    """After torch's C++ extension builder is imported (its note is logged at import), entering the context sets no
+    logger's level: each setLevel clears every logger's cache, twice per kernel call."""
+    import logging
+    import sys
+    calls = []
+    monkeypatch.setattr(logging.Logger, "setLevel", lambda self, level: calls.append(level))
+    monkeypatch.delitem(sys.modules, "torch.utils.cpp_extension", raising=False)
+    with kernels.quiet_compiler():
+        pass
+    assert len(calls) == 2 and calls[0] == logging.ERROR             # quieted, then restored
+    import torch.utils.cpp_extension  # noqa: F401
+    calls.clear()
+    with kernels.quiet_compiler():
+        pass
+    assert calls == []
+
+
+@pytest.mark.slow
+def test_a_first_compilation_prints_none_of_the_builders_notes(tmp_path):
+    """In a fresh process, the first kernel is built without torch's "No CUDA runtime is found" note (logged where
+    the CUDA toolkit is installed but no GPU is), and later calls do not bring it back."""
+    import os
+    import subprocess
+    import sys
+    if kernels.cpu_compiler() is None:
+        pytest.skip("no C++ compiler to build the kernel with")
+    code = ("import torch\nfrom zoo.core import kernels\n"
+            "x = torch.bernoulli(torch.full((3, 50), 0.5))\n"
+            "with torch.no_grad():\n"
+            "    for _ in range(2):\n"
+            "        kernels.bernoulli_log_prob(torch.randn(4, 3, 50), x)\n"
+            "assert kernels._BUILT[('bernoulli', 'cpu')] is not None\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                         env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr
+    assert "No CUDA runtime" not in out.stderr

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 from typing import Callable, Optional
 
 import torch
@@ -48,8 +49,15 @@ def cpu_compiler() -> Optional[str]:
 
 @contextlib.contextmanager
 def quiet_compiler():
-    """Compiling without torch's notes about its own set-up (such as "No CUDA runtime is found" from its C++
-    extension builder on a machine with no GPU), which are not the user's to act on."""
+    """Compiling without torch's notes about its own set-up ("No CUDA runtime is found" from its C++ extension
+    builder on a machine with no GPU), which are not the user's to act on.
+
+    That note is logged once, when the builder's module is first imported (by the first compilation). Once it is
+    imported there is nothing left to silence, and the level is left alone: setting a logger's level clears every
+    logger's cache (about 15 us with torch's 200-odd loggers), twice per call of a kernel that takes a few ms."""
+    if "torch.utils.cpp_extension" in sys.modules:
+        yield
+        return
     logger = logging.getLogger("torch.utils.cpp_extension")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -104,10 +112,19 @@ def _compiled(name: str, fn: Callable, device: torch.device) -> Optional[Callabl
     return _BUILT[key]
 
 
+def _bernoulli_gradient(grad: torch.Tensor, logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """d/dl_d of ``grad * sum_d [x_d l_d - softplus(l_d)]``: ``grad * (x_d - sigmoid(l_d))``, exact for every l."""
+    return grad.unsqueeze(-1) * (value - torch.sigmoid(logits))
+
+
 class _BernoulliScore(torch.autograd.Function):
     """The compiled kernel's sum forward, and its gradient backward: d/dl_d sum_d [x_d l_d - softplus(l_d)] is
     x_d - sigmoid(l_d), times the gradient of the sum. The data ``value`` get none (callers pass data that need none,
-    and logits already of the broadcast shape)."""
+    and logits already of the broadcast shape).
+
+    The backward is compiled too (one pass over the logits instead of eager torch's three, a temporary each, which
+    made the kernel's gradient slower than torch's fused one on an AMD EPYC: ``benchmarks/bernoulli_kernel.py``), except
+    where it is itself differentiated (``create_graph=True``), which torch's operations then record."""
 
     @staticmethod
     def forward(ctx, logits, value, kernel):
@@ -117,7 +134,15 @@ class _BernoulliScore(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         logits, value = ctx.saved_tensors
-        return grad.unsqueeze(-1) * (value - torch.sigmoid(logits)), None, None
+        gradient = None if torch.is_grad_enabled() else _compiled("bernoulli_gradient", _bernoulli_gradient,
+                                                                  logits.device)
+        if gradient is not None:
+            try:
+                with quiet_compiler():
+                    return gradient(grad, logits, value), None, None
+            except Exception:      # noqa: BLE001  a kernel that cannot be built: the eager gradient, from now on
+                _BUILT[("bernoulli_gradient", logits.device.type)] = None
+        return _bernoulli_gradient(grad, logits, value), None, None
 
 
 def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
