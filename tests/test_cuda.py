@@ -146,8 +146,8 @@ def test_the_fused_finite_check_and_the_kept_prior_on_the_gpu():
 
 
 def test_the_bernoulli_kernel_and_its_gradient_on_the_gpu(monkeypatch):
-    """The compiled Bernoulli score (Triton on CUDA), without and with autograd, against torch's own path on the GPU,
-    on logits far below zero (where the CPU's guards matter) and above."""
+    """The compiled Bernoulli score and its compiled gradient (Triton on CUDA), without and with autograd, against
+    torch's own path on the GPU, on logits far below zero (where the CPU's guards matter) and above."""
     from zoo.core import distributions, kernels
     from zoo.core.distributions import IndependentBernoulli
     monkeypatch.setattr(distributions, "FUSED_MIN_ELEMENTS", 100)
@@ -166,3 +166,4 @@ def test_the_bernoulli_kernel_and_its_gradient_on_the_gpu(monkeypatch):
     scored.sum().backward()
     assert torch.allclose(leaf.grad, x - torch.sigmoid(logits), atol=1e-6)
     assert kernels._BUILT[("bernoulli", "cuda")] is not None
+    assert kernels._BUILT[("bernoulli_gradient", "cuda")] is not None      # the gradient too was Triton's, not eager

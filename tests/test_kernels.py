@@ -127,29 +127,66 @@ def test_with_autograd_big_logits_take_the_kernel_and_get_torchs_gradients(monke
     assert "_BernoulliScore" not in type(scored.grad_fn).__name__ and torch.allclose(scored, expected, atol=1e-4)
 
 
-def test_the_gradient_is_compiled_exact_and_falls_back_to_torchs_operations(monkeypatch):
-    """A plain backward takes the compiled gradient, x - sigmoid(l) times the incoming gradient (a non-uniform one
-    here), for logits from -200 to 200; one that is itself differentiated, or whose kernel cannot be built, takes
-    the same formula in torch's operations."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_gradient_is_compiled_exact_and_falls_back_to_torchs_operations(monkeypatch, dtype):
+    """A plain backward takes the compiled gradient, x - sigmoid(l) times the incoming gradient, for logits from -200
+    to 200, whether that gradient is per datum (weights) or the stride-0 ones of ``.sum().backward()``; one whose
+    kernel cannot be built takes the same formula in torch's operations from then on."""
     if kernels.cpu_compiler() is None:
         pytest.skip("no C++ compiler to build the kernel with")
     monkeypatch.setattr(distributions, "FUSED_GRAD_MIN_ELEMENTS", 100)
     monkeypatch.setattr(kernels, "_BUILT", {})
     torch.manual_seed(5)
-    logits = torch.cat([torch.linspace(-200, 200, 40).expand(6, 4, 40), 8 * torch.randn(6, 4, 24)], -1)
-    x = torch.bernoulli(torch.full((4, 64), 0.4))
-    weights = torch.randn(6, 4)
-    expected = (weights.double().unsqueeze(-1) * (x.double() - torch.sigmoid(logits.double()))).float()
+    logits = torch.cat([torch.linspace(-200, 200, 40).expand(6, 4, 40), 8 * torch.randn(6, 4, 24)], -1).to(dtype)
+    x = torch.bernoulli(torch.full((4, 64), 0.4, dtype=dtype))
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-14}
+
+    def expected(weights):
+        return (weights.double().unsqueeze(-1) * (x.double() - torch.sigmoid(logits.double()))).to(dtype)
+
     leaf = logits.clone().requires_grad_()
-    (weights * IndependentBernoulli(leaf).log_prob(x)).sum().backward()
-    assert kernels._BUILT[("bernoulli_gradient", "cpu")] is not None
-    assert torch.isfinite(leaf.grad).all() and torch.allclose(leaf.grad, expected, rtol=1e-5, atol=1e-6)
-    monkeypatch.setitem(kernels._BUILT, ("bernoulli_gradient", "cpu"),
-                        lambda *args: (_ for _ in ()).throw(RuntimeError("cannot build")))
+    for weights in (torch.randn(6, 4, dtype=dtype), torch.ones(6, 4, dtype=dtype)):
+        leaf.grad = None
+        score = IndependentBernoulli(leaf).log_prob(x)
+        (score.sum() if weights.eq(1).all() else (weights * score).sum()).backward()
+        assert kernels._BUILT[("bernoulli_gradient", "cpu")] is not None
+        assert torch.isfinite(leaf.grad).all() and torch.allclose(leaf.grad, expected(weights), **tol)
+
+    def cannot_build(*args):
+        raise torch._dynamo.exc.TorchDynamoException("cannot build")
+
+    monkeypatch.setitem(kernels._BUILT, ("bernoulli_gradient", "cpu"), cannot_build)
     leaf.grad = None
-    (weights * IndependentBernoulli(leaf).log_prob(x)).sum().backward()
+    IndependentBernoulli(leaf).log_prob(x).sum().backward()
     assert kernels._BUILT[("bernoulli_gradient", "cpu")] is None
-    assert torch.allclose(leaf.grad, expected, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(leaf.grad, expected(torch.ones(6, 4)), **tol)
+
+
+def test_an_error_that_is_not_a_failed_build_is_raised_and_the_kernels_stay_built(monkeypatch):
+    """The exception with which ``torch.utils.checkpoint`` stops a recomputation early passes through the kernel's
+    call, as any error of the caller's own does, instead of being taken for a kernel that cannot be built (which
+    switched the kernel off and broke the checkpoint's backward)."""
+    if kernels.cpu_compiler() is None:
+        pytest.skip("no C++ compiler to build the kernel with")
+    from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
+    monkeypatch.setattr(distributions, "FUSED_GRAD_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(kernels, "_BUILT", {})
+    torch.manual_seed(6)
+    x = torch.bernoulli(torch.full((3, 8), 0.4))
+    layer = torch.nn.Linear(4, 8)
+    z, weights = torch.randn(5, 3, 4, requires_grad=True), torch.randn(5, 3)
+
+    def block(z):
+        return IndependentBernoulli(10 * layer(z)).log_prob(x)
+
+    with set_checkpoint_early_stop(True):
+        out = checkpoint(block, z, use_reentrant=False)
+        (weights * out).sum().backward()
+    assert kernels._BUILT[("bernoulli", "cpu")] is not None
+    assert kernels._BUILT[("bernoulli_gradient", "cpu")] is not None
+    leaf = z.detach().requires_grad_()
+    (weights * block(leaf)).sum().backward()
+    assert torch.allclose(z.grad, leaf.grad, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")   # torch.func's own import
@@ -190,11 +227,12 @@ def test_the_quiet_compiler_leaves_logging_alone_once_the_builders_note_is_past(
     import sys
     calls = []
     monkeypatch.setattr(logging.Logger, "setLevel", lambda self, level: calls.append(level))
-    monkeypatch.delitem(sys.modules, "torch.utils.cpp_extension", raising=False)
+    import torch.utils.cpp_extension as builder
+    monkeypatch.delitem(sys.modules, "torch.utils.cpp_extension")
     with kernels.quiet_compiler():
         pass
     assert len(calls) == 2 and calls[0] == logging.ERROR             # quieted, then restored
-    import torch.utils.cpp_extension  # noqa: F401
+    monkeypatch.setitem(sys.modules, "torch.utils.cpp_extension", builder)     # imported: its note is past
     calls.clear()
     with kernels.quiet_compiler():
         pass
@@ -203,8 +241,9 @@ def test_the_quiet_compiler_leaves_logging_alone_once_the_builders_note_is_past(
 
 @pytest.mark.slow
 def test_a_first_compilation_prints_none_of_the_builders_notes(tmp_path):
-    """In a fresh process, the first kernel is built without torch's "No CUDA runtime is found" note (logged where
-    the CUDA toolkit is installed but no GPU is), and later calls do not bring it back."""
+    """In a fresh process, the first kernel is built without torch's "No CUDA runtime is found" note, which torch's
+    C++ builder logs at its import where CUDA_HOME is set and no GPU is (set here, so that the note is there to be
+    silenced on any machine without a GPU)."""
     import os
     import subprocess
     import sys
@@ -217,6 +256,38 @@ def test_a_first_compilation_prints_none_of_the_builders_notes(tmp_path):
             "        kernels.bernoulli_log_prob(torch.randn(4, 3, 50), x)\n"
             "assert kernels._BUILT[('bernoulli', 'cpu')] is not None\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600,
-                         env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")})
+                         env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache"), "CUDA_HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr
     assert "No CUDA runtime" not in out.stderr
+
+
+@pytest.mark.slow
+def test_a_compiler_that_fails_leaves_the_eager_score_and_gradient(tmp_path):
+    """With a C++ compiler that fails every build (CXX=/bin/false, a fresh Inductor cache), the score and its
+    gradient come from torch's operations, right, and the kernels are marked unbuildable: a real failed build is
+    taken for one."""
+    import os
+    import subprocess
+    import sys
+    if not os.path.exists("/bin/false"):
+        pytest.skip("no /bin/false")
+    code = ("import torch\nimport zoo.core.distributions as d\nfrom zoo.core import kernels\n"
+            "d.FUSED_MIN_ELEMENTS = d.FUSED_GRAD_MIN_ELEMENTS = 1\n"
+            "torch.manual_seed(0)\n"
+            "logits, x = 8 * torch.randn(4, 3, 50, dtype=torch.float64), torch.bernoulli(torch.full((3, 50), 0.5))\n"
+            "x = x.double()\n"
+            "reference = torch.distributions.Bernoulli(logits=logits).log_prob(x).sum(-1)\n"
+            "with torch.no_grad():\n"
+            "    assert torch.allclose(d.IndependentBernoulli(logits).log_prob(x), reference)\n"
+            "assert kernels._BUILT[('bernoulli', 'cpu')] is None, kernels._BUILT\n"
+            "kernels._BUILT.clear()\n"
+            "leaf = logits.clone().requires_grad_()\n"
+            "score = d.IndependentBernoulli(leaf).log_prob(x)\n"
+            "assert torch.allclose(score, reference)\n"
+            "score.sum().backward()\n"
+            "assert torch.allclose(leaf.grad, x - torch.sigmoid(logits))\n"
+            "assert kernels._BUILT[('bernoulli', 'cpu')] is None, kernels._BUILT\n"
+            "print('fell back')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                         env={**os.environ, "CXX": "/bin/false", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")})
+    assert out.returncode == 0 and "fell back" in out.stdout, out.stderr[-3000:]

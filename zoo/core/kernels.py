@@ -39,6 +39,19 @@ FUSED_GRAD_MIN_ELEMENTS = 1 << 20
 _BUILT: dict = {}
 
 
+def _build_errors() -> tuple:
+    """What a kernel that cannot be built raises: torch.compile's own errors (Inductor's failed builds come wrapped in
+    them), a compiler or Triton that cannot be run or imported. Anything else (an error in the caller's tensors, or
+    the exception ``torch.utils.checkpoint`` stops a recomputation with) is raised, not taken for a failed build."""
+    errors = [OSError, ImportError]
+    for module, name in (("torch._dynamo.exc", "TorchDynamoException"), ("torch._inductor.exc", "CppCompileError")):
+        try:
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):  # pragma: no cover  another torch's layout: the two above still hold
+            pass
+    return tuple(errors)
+
+
 def cpu_compiler() -> Optional[str]:
     """The C++ compiler Inductor would build CPU kernels with (``$CXX``, g++, c++ or clang++), or None."""
     for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
@@ -113,7 +126,8 @@ def _compiled(name: str, fn: Callable, device: torch.device) -> Optional[Callabl
 
 
 def _bernoulli_gradient(grad: torch.Tensor, logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """d/dl_d of ``grad * sum_d [x_d l_d - softplus(l_d)]``: ``grad * (x_d - sigmoid(l_d))``, exact for every l."""
+    """d/dl_d of ``grad * sum_d [x_d l_d - softplus(l_d)]``: ``grad * (x_d - sigmoid(l_d))``, finite for every l and
+    to an ulp as torch's own."""
     return grad.unsqueeze(-1) * (value - torch.sigmoid(logits))
 
 
@@ -122,9 +136,11 @@ class _BernoulliScore(torch.autograd.Function):
     x_d - sigmoid(l_d), times the gradient of the sum. The data ``value`` get none (callers pass data that need none,
     and logits already of the broadcast shape).
 
-    The backward is compiled too (one pass over the logits instead of eager torch's three, a temporary each, which
-    made the kernel's gradient slower than torch's fused one on an AMD EPYC: ``benchmarks/bernoulli_kernel.py``), except
-    where it is itself differentiated (``create_graph=True``), which torch's operations then record."""
+    The backward is compiled too (one pass over the logits instead of eager torch's three, a sigmoid, a difference and
+    a product, which made the kernel's gradient slower than torch's fused one on an AMD EPYC:
+    ``benchmarks/bernoulli_kernel.py``), except where it is itself differentiated (``create_graph=True``), which
+    torch's operations then record. The incoming gradient (K x B, a D-th of the logits) is made contiguous first: as
+    ``.sum().backward()`` gives it, it is a stride-0 expansion, and each layout would be a graph of its own."""
 
     @staticmethod
     def forward(ctx, logits, value, kernel):
@@ -139,8 +155,8 @@ class _BernoulliScore(torch.autograd.Function):
         if gradient is not None:
             try:
                 with quiet_compiler():
-                    return gradient(grad, logits, value), None, None
-            except Exception:      # noqa: BLE001  a kernel that cannot be built: the eager gradient, from now on
+                    return gradient(grad.contiguous(), logits, value), None, None
+            except _build_errors():             # a kernel that cannot be built: the eager gradient, from now on
                 _BUILT[("bernoulli_gradient", logits.device.type)] = None
         return _bernoulli_gradient(grad, logits, value), None, None
 
@@ -164,7 +180,7 @@ def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tenso
                     return _BernoulliScore.apply(logits, value, kernel)
                 with torch.no_grad():                    # one compiled graph, whatever autograd's mode
                     return kernel(logits, value)
-        except Exception:          # noqa: BLE001  a kernel that cannot be built: the eager sum, from now on
+        except _build_errors():                 # a kernel that cannot be built: the eager sum, from now on
             _BUILT[("bernoulli", logits.device.type)] = None
     return _eager_bernoulli(logits, value)
 
