@@ -67,7 +67,7 @@ def quiet_compiler():
 
     That note is logged once, when the builder's module is first imported (by the first compilation). Once it is
     imported there is nothing left to silence, and the level is left alone: setting a logger's level clears every
-    logger's cache (about 15 us with torch's 200-odd loggers), twice per call of a kernel that takes a few ms."""
+    logger's cache (torch registers many loggers), twice per call of a kernel that takes a few ms."""
     if "torch.utils.cpp_extension" in sys.modules:
         yield
         return
