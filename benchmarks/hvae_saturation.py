@@ -66,7 +66,7 @@ def main(argv=None):
     import zoo
     from zoo.core.errors import ZooError
     from zoo.data import load_dataset
-    from zoo.experiments.run import fixed_subset
+    from zoo.experiments.trained import fixed_subset
     from zoo.registry import build_guide, build_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -69,7 +69,7 @@ def main(argv=None):
     from zoo.core.weights import per_datum_log_weights
     from zoo.data import load_dataset
     from zoo.evaluation.harness import evaluation_mode
-    from zoo.experiments.run import fixed_subset_rows
+    from zoo.experiments.trained import fixed_subset_rows
     from zoo.registry import build_guide, build_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -89,7 +89,8 @@ def _trajectory(label: str, config_json: dict, at) -> dict:
     import torch
     torch.set_num_threads(1)
     import zoo
-    from zoo.experiments.run import fixed_subset, prepare
+    from zoo.experiments.run import prepare
+    from zoo.experiments.trained import fixed_subset
     run = prepare(RunConfig.from_json(config_json))
     c, data, points = run.config, run.data, []
     test_x, train_x = fixed_subset(data.test, c.eval_limit), fixed_subset(data.train, c.eval_limit)

@@ -94,12 +94,9 @@ def regression_elbo_draws(x: torch.Tensor, mean_q: torch.Tensor, scale_q: torch.
 def trained_run(folder: Path, model_file: str):
     """The trained model and guide of a run folder and the data the harness scored (the split's fixed
     subset), rebuilt as ``pyro-zoo evaluate`` rebuilds them."""
-    from zoo.experiments.run import _eval_subset, prepare
-    from zoo.experiments.run_folder import load_run, load_weights
-    state, config = load_run(Path(folder), model_file)
-    run = prepare(config)
-    load_weights(run.model, run.guide, state, Path(folder) / "checkpoint.pt")
-    x_eval, _ = _eval_subset(run.data, config)
+    from zoo.experiments.trained import open_trained
+    run = open_trained(Path(folder), model_file=model_file)
+    x_eval, _ = run.evaluation_data()
     return run.model, run.guide, x_eval
 
 

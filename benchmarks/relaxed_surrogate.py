@@ -44,7 +44,8 @@ from discrete_mnist import REFERENCES  # noqa: E402
 from zoo.training.checkpoint import load_checkpoint  # noqa: E402
 from zoo.registry import build_objective  # noqa: E402
 from zoo.experiments.config import RunConfig
-from zoo.experiments.run import _eval_subset, prepare  # noqa: E402
+from zoo.experiments.run import prepare  # noqa: E402
+from zoo.experiments.trained import evaluation_split  # noqa: E402
 
 
 def surrogate_per_datum(run, x: torch.Tensor, particles: int, batch_size: int = 500) -> float:
@@ -88,7 +89,7 @@ def main(argv=None):
         run.model.load_state_dict(state["model"])
         run.guide.load_state_dict(state["guide"])          # includes the final temperature (a buffer)
         harness = json.loads((folder / "results.json").read_text())
-        x, _ = _eval_subset(run.data, config)
+        x, _ = evaluation_split(run.data, config)
         values = []
         for r in range(args.repeats):
             pyro.set_rng_seed(r)

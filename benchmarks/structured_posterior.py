@@ -136,7 +136,7 @@ def main(argv=None):
     import zoo
     from zoo.core.errors import ZooError
     from zoo.data import load_dataset
-    from zoo.experiments.run import fixed_subset
+    from zoo.experiments.trained import fixed_subset
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None)

@@ -33,7 +33,7 @@ def test_round_trip_is_bit_exact(which, request, capsys):
     rate is near the -ELBO in bits/dim (a bound, up to the latent discretization and the first image's bits)."""
     from zoo.data import load_dataset
     from zoo.experiments.compress import compress_run
-    from zoo.experiments.run import fixed_subset
+    from zoo.experiments.trained import fixed_subset
     run = request.getfixturevalue(which)
     result = compress_run(run, limit=40)
     assert result["bit_exact"] and result["num_data"] == 40
@@ -401,7 +401,7 @@ def test_a_run_with_covariates_codes_its_data_columns_given_them(covariate_run, 
     import numpy as np
 
     from zoo.data import load_data_file
-    from zoo.experiments.run import fixed_subset
+    from zoo.experiments.trained import fixed_subset
     run, spec = covariate_run
     code, decoded = tmp_path / "code.pzbb", tmp_path / "decoded.npy"
     capsys.readouterr()
@@ -447,3 +447,16 @@ def test_a_code_given_other_covariates_is_refused_and_they_change_the_code(covar
     except ZooError as e:                  # the chain does not end in its initial words
         other = str(e)
     assert not isinstance(other, torch.Tensor) or not torch.equal(other, x[:, :6])
+
+
+def test_a_keep_best_run_is_coded_with_its_best_epoch(tmp_path_factory):
+    """compress opens a run as eval does (zoo.experiments.trained): a run trained with --keep-best is coded with the
+    weights its results score, its best epoch's (best.pt), not the last epoch's; the code file names them by their
+    SHA-256 (it named checkpoint.pt's, so it coded with another model than the one eval, the gaps and AIS score)."""
+    import hashlib
+    from zoo.experiments.compress import compress_run, _code_file_run
+    run = train(tmp_path_factory, "best", "--dataset", "digits", "--keep-best", "--epochs", "3")
+    result = compress_run(run, limit=10)
+    best, last = ((hashlib.sha256((run / name).read_bytes()).hexdigest()) for name in ("best.pt", "checkpoint.pt"))
+    assert best != last and _code_file_run(Path(result["file"])) == best
+    assert main(["compress", str(run), "--decode", result["file"]]) == 0

@@ -361,9 +361,10 @@ def test_keep_best_scores_the_epoch_with_the_best_validation_elbo(tmp_path, monk
         assert not all(torch.equal(best[part][k], last[part][k]) for k in last[part])
     assert s["elbo"] == pytest.approx(reference["elbo"]) and evaluate_run(tmp_path / "best", progress=False)[
         "elbo"] == pytest.approx(reference["elbo"])
-    # AIS and BDMC of the run estimate the same model: the run opened for them holds best.pt's weights
-    from zoo.experiments.annealed import _opened
-    opened = _opened(tmp_path / "best", None, None, None, None, None)
+    # eval, AIS, BDMC, the gaps and compress open the run one way: with best.pt's weights
+    from zoo.experiments.trained import open_trained
+    opened = open_trained(tmp_path / "best")
+    assert opened.weights_file == tmp_path / "best" / "best.pt" and opened.best_epoch == 2
     for part, module in (("model", opened.model), ("guide", opened.guide)):
         state = module.state_dict()
         assert all(torch.equal(state[k], best[part][k]) for k in best[part])

@@ -38,8 +38,9 @@ from zoo.data.headers import read_npz_arrays
 from zoo.evaluation.ais import AnnealedImportanceSampling, coordinates_text
 from zoo.evaluation.bdmc import bdmc_markdown, bidirectional_monte_carlo
 from zoo.experiments.outputs import json_ready, refuse_weaker
-from zoo.experiments.run import BEST, _eval_subset, best_checkpoint, evaluation_guide, prepare, results_kept_on_stop
-from zoo.experiments.run_folder import load_run, load_weights, writer_lock
+from zoo.experiments.run import evaluation_guide, results_kept_on_stop
+from zoo.experiments.run_folder import writer_lock
+from zoo.experiments.trained import open_trained
 from zoo.rules import check_bdmc
 from zoo.training.checkpoint import atomic_write_bytes, atomic_write_text, signals_deferred
 from zoo.usercode.errors import user_code_errors
@@ -52,21 +53,6 @@ _FIELDS = ("log_likelihood", "se", "ess", "acceptance", "acceptance_sum", "step_
 
 DEFAULT_TEMPERATURES = (500,)
 DEFAULT_BDMC_TEMPERATURES = (100, 200, 400)
-
-
-def _opened(out: Path, model_file, guide_file, device, data_dir, eval_limit):
-    """The run in ``out`` prepared with the weights its results score: those of its last epoch, or with
-    ``--keep-best`` those of its best epoch (``best.pt``), as ``pyro-zoo eval`` scores it, so that AIS and BDMC
-    estimate the same model as the importance-sampled figure beside them."""
-    state, config = load_run(out, model_file, guide_file=guide_file)
-    changes = {"device": device, "data_dir": data_dir, "eval_limit": eval_limit}
-    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
-    run = prepare(config)
-    if config.keep_best:
-        load_weights(run.model, run.guide, best_checkpoint(out, config), out / BEST)
-    else:
-        load_weights(run.model, run.guide, state, out / "checkpoint.pt")
-    return run
 
 
 def _sampler(chains: int, leapfrog: int, path: str, batch_size: int, precondition: str) -> AnnealedImportanceSampling:
@@ -145,8 +131,10 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
-        run = _opened(out, model_file, guide_file, device, data_dir, eval_limit)
-        x_eval, _ = _eval_subset(run.data, run.config)
+        # the weights its results score (the best epoch's under --keep-best), so AIS estimates the same model as IS
+        run = open_trained(out, {"device": device, "data_dir": data_dir, "eval_limit": eval_limit},
+                           model_file=model_file, guide_file=guide_file)
+        x_eval, _ = run.evaluation_data()
         settings = {"path": path, "leapfrog_steps": leapfrog, "split": run.config.eval_split}
         refuse_weaker(out / "ais.json", {"num_data": (x_eval.shape[0], "{} data"),
                                          "num_chains": (chains, "{} chains"),
@@ -207,7 +195,7 @@ def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: in
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
-        run = _opened(out, model_file, guide_file, device, data_dir, None)
+        run = open_trained(out, {"device": device, "data_dir": data_dir}, model_file=model_file, guide_file=guide_file)
         check_bdmc(run.model, run.guide, path)
         refuse_weaker(out / "bdmc.json", {"num_data": (num_data, "{} simulated data"),
                                           "num_chains": (chains, "{} chains")},

@@ -9,8 +9,8 @@ achieves) and the whole file's (``file_bits_per_dim``: the words, the magic and 
 needs to be decoded, what a user stores). :func:`decode_file` decodes a code file and verifies it.
 
 The code file is ``MAGIC``, a version byte, a 4-byte header length, a JSON header and the ANS words
-(little-endian uint32). The header holds the SHA-256 of the run's ``checkpoint.pt`` (another run
-cannot decode it), the data's shape and levels, the coder's precision, and two checksums: SHA-256 of
+(little-endian uint32). The header holds the SHA-256 of the weights it was coded with (the run's
+``checkpoint.pt``, or ``best.pt`` for a run trained with ``--keep-best``: another run cannot decode it), the data's shape and levels, the coder's precision, and two checksums: SHA-256 of
 the words (a corrupt or truncated file is refused before decoding) and of the data (the decoded rows
 are compared with it, so a file that passes the first check but was made otherwise is refused too,
 never turned into a wrong image).
@@ -50,8 +50,8 @@ from zoo.core.files import open_regular, read_bytes
 from zoo.data.dataset import SPLITS
 from zoo.evaluation.bitsback import MAX_LATENT_BITS, PRECISION_BITS, BitsBackCoder
 from zoo.evaluation.harness import bound_per_datum
-from zoo.experiments.run import fixed_subset_rows, prepare
-from zoo.experiments.run_folder import RUN_FILES, load_run, load_weights, writer_lock
+from zoo.experiments.run_folder import RUN_FILES, writer_lock
+from zoo.experiments.trained import fixed_subset_rows, open_trained
 from zoo.rules import check_compress
 from zoo.training.checkpoint import atomic_write_bytes
 
@@ -94,11 +94,11 @@ def baseline_bits(x: torch.Tensor, levels: int, image_shape: Optional[Tuple[int,
 
 
 def _open(run_dir: Path, model_file, guide_file):
-    state, config = load_run(run_dir, model_file, guide_file=guide_file)
-    run = prepare(config)
-    load_weights(run.model, run.guide, state, run_dir / "checkpoint.pt")
+    """The run in ``run_dir`` with the weights its results score (the best epoch's under ``--keep-best``,
+    :func:`~zoo.experiments.trained.open_trained`), checked for coding, and the SHA-256 of those weights."""
+    run = open_trained(run_dir, model_file=model_file, guide_file=guide_file)
     check_compress(run.model, run.guide)
-    return run, _sha256((run_dir / "checkpoint.pt").read_bytes())
+    return run, run.weights_sha256()
 
 
 def _covariate_bytes(c: torch.Tensor) -> bytes:
@@ -188,7 +188,8 @@ def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=
     if not run_dir.is_dir():
         raise ZooError(f"no run folder at {run_dir}; train one there first ('pyro-zoo train ... --out {run_dir}')")
     out = Path(out) if out else run_dir / f"compressed-{split}.pzbb"
-    existing = _existing_out(out, "code file", [run_dir / "checkpoint.pt", run_dir / "config.json"])
+    existing = _existing_out(out, "code file", [run_dir / "checkpoint.pt", run_dir / "best.pt",
+                                                      run_dir / "config.json"])
     coded_with = _code_file_run(out) if existing else None
     if existing and coded_with is None:
         raise ZooError(f"{out} exists and is not a code file that pyro-zoo compress wrote (no {MAGIC.decode()} "

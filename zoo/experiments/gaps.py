@@ -12,7 +12,6 @@ the refit starts and before any file is written.
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import time
@@ -24,8 +23,9 @@ import numpy as np
 from zoo.core.errors import ZooError
 from zoo.evaluation.gaps import gaps_markdown, inference_gaps, same_family
 from zoo.experiments.outputs import json_ready, refuse_weaker, refuse_weaker_evaluation
-from zoo.experiments.run import BEST, _eval_subset, best_checkpoint, prepare, results_kept_on_stop
-from zoo.experiments.run_folder import load_run, load_weights, writer_lock
+from zoo.experiments.run import results_kept_on_stop
+from zoo.experiments.run_folder import writer_lock
+from zoo.experiments.trained import open_trained
 from zoo.training.checkpoint import atomic_write_bytes, atomic_write_text, signals_deferred
 from zoo.training.refit import refit_settings
 
@@ -54,15 +54,10 @@ def gaps_run(out: Path, eval_samples: Optional[int] = None, eval_limit: Optional
 
 def _gaps_locked(out: Path, model_file: Optional[str], guide_file: Optional[str], progress: bool, force: bool,
                  reference, **changes) -> Dict:
-    state, config = load_run(out, model_file, guide_file=guide_file)
-    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
-    run = prepare(config)
+    run = open_trained(out, changes, model_file=model_file, guide_file=guide_file)
+    config = run.config
     same_family(run.guide)                       # refuse a per-datum or structured guide before any work
-    weights, source = state, out / "checkpoint.pt"
-    if config.keep_best:
-        weights, source = best_checkpoint(out, config), out / BEST
-    load_weights(run.model, run.guide, weights, source)
-    x_eval, _ = _eval_subset(run.data, config)
+    x_eval, _ = run.evaluation_data()
     # a weaker split does not replace a stronger one, as for results.json
     refuse_weaker_evaluation(out, config.to_json(), config.eval_samples, x_eval.shape[0], force, name="gaps.json")
     # an AIS reference for log p(x) is another estimate than an IS one, and the stronger of the two

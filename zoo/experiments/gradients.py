@@ -16,6 +16,7 @@ from zoo.experiments.config import RunConfig, refuse_other_shapes
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
 from zoo.experiments.run import prepare
 from zoo.experiments.run_folder import load_run, load_weights, read_stored_config, writer_lock
+from zoo.experiments.trained import chosen_weights
 from zoo.objectives import build_objective
 from zoo.registry import build_guide
 from zoo.training.checkpoint import atomic_path, atomic_write_text, load_checkpoint
@@ -33,8 +34,9 @@ def checkpoint_for(checkpoint: Path, model: str, guide: Optional[str] = None):
     guide_file = guide if guide is not None and is_file_spec(guide) else None
     how = "pyro-zoo gradients FILE.py:NAME --checkpoint ..."
     guide_how = "pyro-zoo gradients ... --guide FILE.py:NAME --checkpoint ..."
-    if checkpoint.is_dir():
-        return load_run(checkpoint, model_file, how, guide_file, guide_how)
+    if checkpoint.is_dir():                 # the weights its figures score: the best epoch's under --keep-best
+        state, config = load_run(checkpoint, model_file, how, guide_file, guide_how)
+        return chosen_weights(checkpoint, state, config)[0], config
     state = load_checkpoint(checkpoint)
     return state, read_stored_config(state["config"], str(checkpoint), model_file, how, guide_file, guide_how)
 

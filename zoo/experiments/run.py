@@ -28,7 +28,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Union
 
@@ -39,24 +38,23 @@ from tqdm.auto import tqdm
 
 from zoo.core.errors import ZooError
 from zoo.core.files import sealed
-from zoo.core.memory import refuse_oversized_run
 from zoo.data import Dataset
 from zoo.evaluation import plots
 from zoo.evaluation.harness import bound_per_datum, evaluate
 from zoo.evaluation.reliability import sample_spread
 from zoo.evaluation.tables import results_markdown
-from zoo.experiments.config import RunConfig, refuse_mismatch, resolve_device, set_determinism, with_data_source
+from zoo.experiments.config import RunConfig, refuse_mismatch
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir, refuse_weaker_evaluation
-from zoo.objectives import build_objective
 from zoo.objectives.base import for_model
 from zoo.objectives.capture import CapturedObjective
 from zoo.objectives.jit import JIT_NOTICE
 from zoo.registry import build_guide
-from zoo.rules import DataFacts, build_run_model, check_run, check_step, likelihood_name, likelihood_warning
+from zoo.rules import DataFacts, likelihood_name, likelihood_warning
 from zoo.training import distributed as ddp
-from zoo.experiments.run_folder import (LoadedRun, load_run, load_weights, read_stored_config,
-                                       refuse_foreign_checkpoint, writer_lock)
-from zoo.training.checkpoint import (atomic_path, atomic_write_bytes, atomic_write_text, load_checkpoint, rng_state,
+from zoo.experiments.prepare import Prepared, prepare
+from zoo.experiments.run_folder import LoadedRun, load_run, load_weights, writer_lock
+from zoo.experiments.trained import BEST, TrainedRun, best_checkpoint, evaluation_split, open_trained
+from zoo.training.checkpoint import (atomic_path, atomic_write_bytes, atomic_write_text, rng_state,
                                      save_checkpoint, set_rng_state, signals_deferred)
 from zoo.training.callbacks import Checkpoint, Log, LRSchedule, ValidationELBO
 from zoo.training.config import TrainConfig, TrainState
@@ -69,49 +67,7 @@ from zoo.training.optimizer import change_schedule, make_optimizer, restore_opti
 from zoo.usercode.errors import user_code_errors
 from zoo.usercode.specs import is_file_spec
 
-__all__ = ["Prepared", "prepare", "train_run", "evaluate_run", "BEST"]
-
-
-@dataclass
-class Prepared:
-    """A run's live objects, built and checked from a :class:`RunConfig`."""
-
-    config: RunConfig
-    data: Dataset
-    model: object
-    guide: object
-    objective: object
-    device: torch.device
-
-
-def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[torch.device] = None,
-            distributed: bool = False) -> Prepared:
-    """Build and check data, model, guide and objective; raises ZooError before any output exists.
-
-    ``config`` was checked when it was made (names, options, training settings); what is checked
-    here needs the data or the built model, and is decided by :mod:`zoo.rules` (what ``pyro-zoo list``
-    asks too): the run's rules (:func:`~zoo.rules.check_run`), then what a trial step shows
-    (:func:`~zoo.rules.check_step`). ``distributed``: the run trains data-parallel; its device is
-    then the rank's (:func:`zoo.training.distributed.init`, joined once the rules pass).
-    """
-    set_determinism(config.deterministic)
-    data = data if data is not None else config.load_data()
-    config = with_data_source(config, data)
-    facts = DataFacts.of(data)
-    pyro.set_rng_seed(config.seed)
-    model = build_run_model(config, data, facts)
-    check_run(config, model, facts, distributed)
-    model.validate_data(data.train, what=f"dataset {data.name!r}")
-    if distributed:
-        device = ddp.init(config.device)[2]
-    device = device if device is not None else resolve_device(config.device)
-    guide = config.component("guide").build(model, data.train.shape[0], **dataclasses.asdict(config.resolved("guide")))
-    model.bind_guide(guide)
-    objective = build_objective(config.objective, jit=config.jit, compile=config.compile,
-                                **dataclasses.asdict(config.resolved("objective")))
-    check_step(config, model, guide, objective, data.train, device)
-    refuse_oversized_run(config, data.x_dim, data.train.shape[0], device)
-    return Prepared(config, data, model.to(device), guide.to(device), objective, device)
+__all__ = ["Prepared", "prepare", "train_run", "evaluate_run", "evaluation_guide", "TrainedRun", "BEST"]
 
 
 def _checkpoint(run: Prepared, path: Path, loop, scheduler, saved: list) -> None:
@@ -162,10 +118,6 @@ def objective_state(objective) -> dict:
     the checkpoint; ``{}`` for the others."""
     state_dict = getattr(objective, "state_dict", None)
     return state_dict() if callable(state_dict) else {}
-
-
-#: With ``keep_best``, the model and guide of the epoch with the best validation ELBO.
-BEST = "best.pt"
 
 
 def _is_best_epoch(history) -> bool:
@@ -327,7 +279,12 @@ def _train_locked(run: Prepared, out: Path, resume: Union[bool, LoadedRun], prog
     stopped = early_stop(history, config.patience, config.kl_warmup)
     if stopped:
         print(stopped, flush=True)
-    return _evaluate_and_write(run, out, history, progress, train_seconds=train_seconds)
+    best_epoch = None
+    if config.keep_best:                     # the best epoch's weights are the run's, as eval opens it
+        best = best_checkpoint(out, config)
+        load_weights(run.model, run.guide, best, out / BEST)
+        best_epoch = int(best["epoch"])
+    return _evaluate_and_write(run, out, history, progress, best_epoch=best_epoch, train_seconds=train_seconds)
 
 
 def _refuse_fewer_epochs(state: Dict, config: RunConfig, out: Path) -> None:
@@ -341,27 +298,12 @@ def _refuse_fewer_epochs(state: Dict, config: RunConfig, out: Path) -> None:
                        f"with 'pyro-zoo eval {out}'")
 
 
-def best_checkpoint(out: Path, config: Optional[RunConfig] = None) -> Dict:
-    """The checkpoint of the epoch with the best validation ELBO of a run trained with ``--keep-best``
-    (refused unless it was made by the run of ``config``)."""
-    if not (out / BEST).is_file():
-        raise ZooError(f"this run was trained with --keep-best but {out / BEST} is missing; restore it, or "
-                       f"train the run again")
-    state = load_checkpoint(out / BEST)
-    if config is not None:
-        model_file = config.model if is_file_spec(config.model) else None
-        refuse_foreign_checkpoint(config, read_stored_config(state["config"], str(out / BEST), model_file), out)
-    return state
-
-
-def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train_seconds=None) -> Dict:
+def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, best_epoch: Optional[int] = None,
+                        train_seconds=None) -> Dict:
+    """Evaluate ``run`` as its model and guide stand (the caller loaded the weights to score: with ``--keep-best``
+    those of ``best_epoch``) and write its results into ``out``."""
     cfg = run.config
-    best_epoch = None
-    if cfg.keep_best:
-        best = best_checkpoint(out, cfg)
-        load_weights(run.model, run.guide, best, out / BEST)
-        best_epoch = int(best["epoch"])
-    x_eval, labels = _eval_subset(run.data, cfg)
+    x_eval, labels = evaluation_split(run.data, cfg)
     x_eval = x_eval.to(run.device)
     guide, refit = evaluation_guide(run, x_eval, progress)
     pyro.set_rng_seed(cfg.seed + 12345)
@@ -460,35 +402,6 @@ def evaluation_guide(run: Prepared, x_eval: torch.Tensor, progress: bool):
                                     progress=progress)
 
 
-def fixed_subset_rows(n: int, limit: Optional[int]) -> Optional[torch.Tensor]:
-    """The rows of a fixed random subset of ``limit`` out of ``n`` data, in their order (None: all of them).
-
-    The subset is drawn with a fixed generator (seed 0), so every run and every model is
-    scored on the same data. Not the first N: dataset files can be ordered (the first
-    images of the binarized MNIST test file are darker than the rest, and a VAE's ELBO on
-    them is several nats lower than on the whole split).
-    """
-    if limit is None or limit >= n:
-        return None
-    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit].sort().values
-
-
-def fixed_subset(x: torch.Tensor, limit: Optional[int]) -> torch.Tensor:
-    """All of ``x``, or its fixed random subset of ``limit`` rows (:func:`fixed_subset_rows`)."""
-    rows = fixed_subset_rows(x.shape[0], limit)
-    return x if rows is None else x[rows]
-
-
-def _eval_subset(data: Dataset, cfg: RunConfig):
-    """The evaluation data: the whole split, or with ``eval_limit`` its fixed random subset (:func:`fixed_subset_rows`)."""
-    x = data.split(cfg.eval_split)
-    labels = data.labels.get(cfg.eval_split)
-    rows = fixed_subset_rows(x.shape[0], cfg.eval_limit)
-    if rows is None:
-        return x, labels
-    return x[rows], (labels[rows] if labels is not None else None)
-
-
 def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional[int] = None,
                  eval_limit: Optional[int] = None, eval_proposal: Optional[str] = None,
                  device: Optional[str] = None, data_dir: Optional[str] = None,
@@ -506,16 +419,13 @@ def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
-        state, config = load_run(out, model_file, guide_file=guide_file)
         changes = {"eval_samples": eval_samples, "iwae_k": iwae_k, "eval_limit": eval_limit,
                    "eval_proposal": eval_proposal, "device": device,
                    "data_dir": data_dir, "refit_epochs": refit_epochs, "refit_tol": refit_tol}
-        config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
-        run = prepare(config)
-        refuse_weaker_evaluation(out, config.to_json(), config.eval_samples,
-                                 _eval_subset(run.data, config)[0].shape[0], force)
-        load_weights(run.model, run.guide, state, out / "checkpoint.pt")
-        return _evaluate_and_write(run, out, list(state["history"]), progress)
+        run = open_trained(out, changes, model_file=model_file, guide_file=guide_file)
+        refuse_weaker_evaluation(out, run.config.to_json(), run.config.eval_samples,
+                                 run.evaluation_data()[0].shape[0], force)
+        return _evaluate_and_write(run, out, run.history, progress, best_epoch=run.best_epoch)
 
 
 @contextlib.contextmanager
