@@ -67,7 +67,7 @@ from zoo.training.checkpoint import load_checkpoint  # noqa: E402
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 #: the headline runs this benchmark knows: label -> checkpoint folder under benchmarks/checkpoints
-RUNS = {"elbo": "mnist-vae-elbo", "hvae": "mnist-hvae-vampprior"}
+RUNS = {"elbo": "vae-mnist-elbo", "hvae": "hvae-vampprior-mnist-elbo"}
 #: label -> (model, training stages (epochs reached, lr, lr decay per epoch; each later stage resumes the run with
 #: a new step size, Adam's moments kept), the flags of every stage). Both are Burda et al.'s sizes.
 RECIPES = {

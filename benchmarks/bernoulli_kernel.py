@@ -6,7 +6,7 @@ after one warm-up call (which also compiles the kernels), all ways interleaved i
 constants mapped in as the command line maps them (``zoo.core.process``), on two kinds of logits:
 
 - ``4 randn``: 4 x N(0, 1), the range of an untrained decoder;
-- ``decoder``: the headline VAE's decoder (``benchmarks/checkpoints/mnist-vae-elbo``) on draws from its N(0, I)
+- ``decoder``: the headline VAE's decoder (``benchmarks/checkpoints/vae-mnist-elbo``) on draws from its N(0, I)
   prior, whose background pixels sit far below zero (half below -13), where SLEEF's ``log1p`` is ten times slower.
 
 Beside the kernel, the same kernel with torch's softplus, log1p(e^l), which is what it computed before
@@ -35,7 +35,7 @@ from zoo.core import distributions, kernels  # noqa: E402
 from zoo.core.process import map_torch_constants  # noqa: E402
 
 
-CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mnist-vae-elbo" / "checkpoint.pt"
+CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "vae-mnist-elbo" / "checkpoint.pt"
 SHAPE = (214, 100, 784)
 #: AIS's batch: 16 chains for each of 100 images
 GRAD_DRAWS = 16

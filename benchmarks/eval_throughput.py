@@ -1,6 +1,6 @@
 """Evaluation at the FLOP limit: importance-sampled and annealed log p(x) on binarized MNIST.
 
-The 784-200-200-50 VAE behind the README's headline row (``benchmarks/checkpoints/mnist-vae-elbo``) is evaluated
+The 784-200-200-50 VAE behind the README's headline row (``benchmarks/checkpoints/vae-mnist-elbo``) is evaluated
 as a user evaluates it, and each figure is set beside what the machine allows:
 
 - **IS**: ``pyro-zoo eval RUN --eval-samples K --eval-limit N`` in a fresh process (start-up, data loading and
@@ -51,7 +51,7 @@ from zoo.evaluation.ais import AnnealedImportanceSampling  # noqa: E402
 from zoo.experiments.run import prepare  # noqa: E402
 from zoo.experiments.run_folder import load_run, load_weights  # noqa: E402
 
-CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mnist-vae-elbo"
+CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "vae-mnist-elbo"
 #: the harness's default chunk bound (zoo.evaluation.harness.evaluate's max_elements) and data per minibatch
 MAX_ELEMENTS, EVAL_BATCH = 1 << 24, 100
 

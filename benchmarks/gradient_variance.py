@@ -47,9 +47,9 @@
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \
         --sections sbn --name gradient_variance_sbn_relax --sbn-checkpoint runs/discrete_mnist_arm/sbn200-disarm
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 400 --sections weights,rainforth \
-        --name gradient_variance_rainforth --vae-checkpoint benchmarks/checkpoints/mnist-vae-elbo
+        --name gradient_variance_rainforth --vae-checkpoint benchmarks/checkpoints/vae-mnist-elbo
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 400 --sections budget \
-        --name gradient_variance_budget --vae-checkpoint benchmarks/checkpoints/mnist-vae-elbo
+        --name gradient_variance_budget --vae-checkpoint benchmarks/checkpoints/vae-mnist-elbo
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \
         --sections sbn --name gradient_variance_sbn_iwae --sbn-checkpoint runs/discrete_mnist_arm/sbn200-disarm
     python benchmarks/gradient_variance.py --data-dir ../shared/data --repeats 30 --reference-repeats 3 \

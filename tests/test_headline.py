@@ -2,7 +2,7 @@
 
 Each row of ``report.json``'s ``headline`` comes from a ``headline_LABEL.json`` written by
 ``benchmarks/ais_mnist.py --train``, which names the checkpoint folder it exported under ``benchmarks/checkpoints/``.
-Here: every such folder is there, is within the 30 MB the repository allows for checkpoints, holds the run the
+Here: every such folder is there, is within the 60 MB the repository allows for checkpoints, holds the run the
 result describes (the same model, guide, objective, options and epochs), and its tensors are exactly the
 parameters of the model and guide that config builds. Where binarized MNIST is on this machine
 (``PYRO_ZOO_DATA`` or ``../shared/data``), the README's re-derivation command evaluates a copy of it.
@@ -23,7 +23,7 @@ from zoo.training.checkpoint import load_checkpoint
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 CHECKPOINTS = ROOT / "benchmarks" / "checkpoints"
-MAX_BYTES = 30 * 2 ** 20
+MAX_BYTES = 60 * 2 ** 20
 MNIST_DIM = 784
 
 
@@ -46,7 +46,7 @@ def test_every_headline_row_names_a_committed_checkpoint_and_all_fit_in_30_mb():
     for label, _, folder in ROWS:
         assert (folder / "checkpoint.pt").is_file() and (folder / "config.json").is_file(), label
     total = sum(f.stat().st_size for f in CHECKPOINTS.rglob("*") if f.is_file())
-    assert total <= MAX_BYTES, f"benchmarks/checkpoints holds {total / 2 ** 20:.1f} MB, over 30 MB"
+    assert total <= MAX_BYTES, f"benchmarks/checkpoints holds {total / 2 ** 20:.1f} MB, over 60 MB"
 
 
 @pytest.mark.parametrize("label,run,folder", ROWS, ids=[r[0] for r in ROWS])

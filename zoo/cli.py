@@ -63,8 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its checkpoint")
     _add_common(p)
 
-    p = sub.add_parser("eval", help="re-evaluate a trained run folder")
-    p.add_argument("dir", help="a run folder written by 'pyro-zoo train'")
+    p = sub.add_parser("eval", help="re-evaluate a trained run folder, or a trained model by name")
+    p.add_argument("dir", help="a run folder written by 'pyro-zoo train', or a trained model's name ('pyro-zoo list' "
+                   "names them), evaluated in a copy (--out)")
+    p.add_argument("--out", default=None, metavar="DIR", help="with a trained model's name: the run folder to evaluate "
+                   "it in, a new one or one made so before (default runs/NAME)")
     p.add_argument("--gaps", action="store_true",
                    help="the inference-suboptimality split (Cremer et al. 2018) of an amortized run: refit a per-datum "
                         "guide of the same family to convergence on the evaluation data and report log p(x), "
@@ -131,14 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--particles", type=flags.ints, default=[1, 5, 50], dest="particles_list",
                    help="comma-separated K values (default 1,5,50)")
     p.add_argument("--repeats", type=int, default=100, help="gradient estimates per setting (default 100)")
-    p.add_argument("--checkpoint", default=None, help="a run folder (or checkpoint.pt) to take parameters from")
+    p.add_argument("--checkpoint", default=None, help="a run folder (or checkpoint.pt), or a trained model's name, "
+                   "to take parameters from")
     p.add_argument("--out", default=None, help="output folder (default: runs/gradients-MODEL-GUIDE)")
     _add_common(p, exclude=("particles",))
 
     p = sub.add_parser("compress", help="lossless compression of a split with a trained run: bits-back ANS "
                        "(BB-ANS), decoded and checked bit-exact, beside the -ELBO, gzip, bz2, lzma and PNG")
     p.add_argument("dir", help="a run folder written by 'pyro-zoo train' (discrete data: a Bernoulli or k-level "
-                   "likelihood, an amortized guide)")
+                   "likelihood, an amortized guide), or a trained model's name, coded in its copy runs/NAME")
     p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="the split to code (default test)")
     p.add_argument("--limit", type=int, default=None, help="code a fixed random subset of this many rows")
     p.add_argument("--out", default=None, help="the code file (default: DIR/compressed-SPLIT.pzbb; with --decode: "
@@ -238,14 +242,49 @@ def _add_common(p: argparse.ArgumentParser, exclude=()) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _fixed_run(args):
+    """The stored config of ``--fixed-model RUN|NAME``'s run, read as data (None without the flag): the model, its
+    options and the data set of a run trained against it are that run's."""
+    given = flags.given_run_settings(args).get("fixed_model")
+    if given is None:
+        return None
+    from zoo.core.catalogue import is_trained_name, trained_folder
+    from zoo.core.files import read_json
+    from zoo.experiments.run_folder import read_stored_config
+    from zoo.usercode.specs import is_file_spec
+    folder = trained_folder(given) if is_trained_name(given) else Path(given)
+    if not (folder / "config.json").is_file():
+        raise ZooError(f"--fixed-model {given}: no trained run there (no config.json); give a run folder or a trained "
+                       f"model's name ('pyro-zoo list' names them)")
+    stored = read_json(folder / "config.json", "run config", fix="restore it or train the run again")
+    model_file = args.model if getattr(args, "model", None) and is_file_spec(args.model) else None
+    return read_stored_config(stored, str(folder / "config.json"), model_file, how="--model FILE.py:NAME")
+
+
+def _with_fixed(args, model: Optional[str], settings: dict, model_options: dict):
+    """``(model, settings, model options)`` with what ``--fixed-model`` decides filled in: its run's model, model
+    options, data set and data folder where the command line leaves them out (a clash is refused when it loads)."""
+    fixed = _fixed_run(args)
+    if fixed is None:
+        return model, settings, model_options
+    settings = {"dataset": fixed.dataset, **({"data_dir": fixed.data_dir} if fixed.data_dir else {}), **settings}
+    return model or fixed.model, settings, {**fixed.model_options, **model_options}
+
+
 def _config(args, model: str, guide: str, objective: str, base=None):
     """A RunConfig from the command line (over ``base``, a resumed run's stored config)."""
     from zoo.experiments.config import RunConfig
     from zoo.rules import check_data_dir
     settings = flags.given_run_settings(args)
+    given_model_options = flags.given_options(args, "model", [model]) if model else {}
+    if base is None:
+        model, settings, given_model_options = _with_fixed(args, model, settings, given_model_options)
+        if not model:
+            raise ZooError("name a model, e.g. 'pyro-zoo train vae --guide amortized' (see 'pyro-zoo list'), or a "
+                           "trained one to hold fixed with --fixed-model NAME")
     check_data_dir(settings.get("dataset") or (base.dataset if base else RunConfig.dataset), settings.get("data_dir"))
     options = {f"{kind}_options": {**(getattr(base, f"{kind}_options") if base else {}),
-                                   **flags.given_options(args, kind, [name])}
+                                   **(given_model_options if kind == "model" else flags.given_options(args, kind, [name]))}
                for kind, name in (("model", model), ("guide", guide), ("objective", objective))}
     if base is None:
         return RunConfig(model=model, guide=guide, objective=objective, **settings, **options)
@@ -262,6 +301,14 @@ def cmd_list(args) -> None:
     if args.model:
         _list_runs(args)
         return
+    list_registry()
+    print()
+    from zoo.core.catalogue import catalogue_text     # read afresh: the folder of weights changes without the code
+    sys.stdout.write(catalogue_text())
+
+
+def list_registry() -> None:
+    """A bare ``list``'s sections that only the code decides: components, valid combinations, rules."""
     from zoo.registry import DATASETS, GUIDES, MODELS, OBJECTIVES
     from zoo.rules import compatibility, rules_text
 
@@ -386,8 +433,6 @@ def cmd_train(args) -> None:
                          args.guide or stored.guide, args.objective or stored.objective, base=stored)
         summary = train_run(config, out, resume=loaded, progress=not args.no_progress)
     else:
-        if not args.model:
-            raise ZooError("name a model, e.g. 'pyro-zoo train vae --guide amortized' (see 'pyro-zoo list')")
         config = _config(args, args.model, args.guide or "amortized", args.objective or "elbo")
         out = Path(args.out or f"runs/{model_label(config.model)}-{model_label(config.guide)}-{config.objective}")
         summary = train_run(config, out, force=args.force, progress=not args.no_progress)
@@ -396,8 +441,22 @@ def cmd_train(args) -> None:
     _print_summary([summary], out)
 
 
+def _run_folder(spec: str, out: Optional[str] = None) -> Path:
+    """The run folder a command that writes into one works in: ``spec`` itself, or for a trained model's name
+    (:mod:`zoo.core.catalogue`) its working copy ``out`` (default runs/NAME), so the committed weights stay as
+    they are."""
+    from zoo.core.catalogue import is_trained_name, working_copy
+    if not is_trained_name(spec):
+        if out is not None:
+            raise ZooError(f"--out names the folder to evaluate a trained model in; {spec} is a run folder, evaluated "
+                           f"in place: leave out --out")
+        return Path(spec)
+    return working_copy(spec, Path(out or f"runs/{spec}"))
+
+
 def cmd_eval(args) -> None:
     from zoo.experiments.run import evaluate_run
+    args.dir = str(_run_folder(args.dir, args.out))
     if args.gaps:
         from zoo.evaluation.gaps import gaps_markdown
         from zoo.experiments.gaps import gaps_run
@@ -477,15 +536,17 @@ def cmd_compare(args) -> None:
         out = Path(args.resume)
         rows = resume_compare(out, model_file=args.model, progress=not args.no_progress, **engine)
     else:
-        if not (args.model and args.guides and args.objectives):
-            raise ZooError("name a model, --guides and --objectives (e.g. 'pyro-zoo compare vae --guides amortized,iaf "
-                           "--objectives elbo,iwae'), or finish a grid with --resume OUT")
+        model, settings, model_options = _with_fixed(
+            args, args.model, flags.given_run_settings(args),
+            flags.given_options(args, "model", [args.model]) if args.model else {})
+        if not (model and args.guides and args.objectives):
+            raise ZooError("name a model (or --fixed-model RUN|NAME), --guides and --objectives (e.g. 'pyro-zoo compare "
+                           "vae --guides amortized,iaf --objectives elbo,iwae'), or finish a grid with --resume OUT")
+        args.model = model
         seeds = _grid_seeds(args)
         from zoo.rules import check_data_dir
-        settings = flags.given_run_settings(args)
         check_data_dir(settings.get("dataset", RunConfig.dataset), settings.get("data_dir"))
-        base = RunConfig(model=args.model, **settings,
-                         model_options=flags.given_options(args, "model", [args.model]))
+        base = RunConfig(model=args.model, **settings, model_options=model_options)
         out = Path(args.out or f"runs/compare-{model_label(args.model)}")
         rows = compare(args.model, args.guides, args.objectives, base, out, force=args.force,
                        progress=not args.no_progress, guide_options=flags.given_options(args, "guide", args.guides),
@@ -544,6 +605,9 @@ def cmd_gradients(args) -> None:
     from zoo.evaluation.tables import gradients_markdown
     from zoo.experiments.gradients import checkpoint_for, gradients_run
     from zoo.experiments.config import RunConfig
+    from zoo.core.catalogue import is_trained_name, trained_folder
+    if args.checkpoint and is_trained_name(args.checkpoint):     # read, never written: the committed folder itself
+        args.checkpoint = str(trained_folder(args.checkpoint))
     if args.checkpoint:                 # a run's model file is checked against its SHA-256 before it is imported
         checkpoint_for(args.checkpoint, args.model, args.guide)
     from zoo.rules import check_data_dir
@@ -562,6 +626,7 @@ def cmd_gradients(args) -> None:
 
 def cmd_compress(args) -> None:
     from zoo.experiments.compress import compress_run, compression_markdown, decode_file
+    args.dir = str(_run_folder(args.dir))
     if args.limit is not None and args.limit < 1:
         raise ZooError(f"--limit must be at least 1, got {args.limit}")
     if args.decode:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -100,6 +101,10 @@ class RunConfig(Options):
                                      "for N epochs (not counting --kl-warmup's; --epochs stays the most); needs "
                                      "--keep-best, which then scores the best epoch", minimum=1, resumable=True,
                                      cli={"group": "training", "metavar": "N"})
+    fixed_model: Optional[str] = option(None, "a trained run folder or trained model's name ('pyro-zoo list'): its "
+                                        "model is loaded and held fixed, bit for bit, and only the guide (and an "
+                                        "estimator's own baselines) train; the model, its options and the data set "
+                                        "are that run's", cli={"group": "training", "metavar": "RUN|NAME"})
     deterministic: bool = option(False, "use torch's deterministic algorithms (see zoo/README.md, \"Reproducibility\")",
                                  cli=_group("training"))
     distributed: bool = option(False, "data-parallel training under torchrun (automatic when torchrun starts "
@@ -130,6 +135,10 @@ class RunConfig(Options):
         self.model, self.guide = absolute_spec(self.model, "model"), absolute_spec(self.guide, "guide")
         from zoo.data import data_path
         self.dataset = data_path(self.dataset)          # a data file, like a model file, by its absolute path
+        if self.fixed_model is not None:                # a trained model's name, or a run folder: by its path
+            from zoo.core.catalogue import is_trained_name, trained_folder
+            self.fixed_model = str(trained_folder(self.fixed_model) if is_trained_name(self.fixed_model)
+                                   else Path(self.fixed_model).absolute())
         super().__post_init__()
 
     def validate(self) -> None:

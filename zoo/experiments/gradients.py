@@ -15,8 +15,7 @@ from zoo.experiments.compare import grid_cells
 from zoo.experiments.config import RunConfig, refuse_other_shapes
 from zoo.experiments.outputs import check_out_dir, json_ready, make_out_dir
 from zoo.experiments.run import prepare
-from zoo.experiments.run_folder import load_run, load_weights, read_stored_config, writer_lock
-from zoo.experiments.trained import chosen_weights
+from zoo.experiments.run_folder import chosen_weights, load_run, load_weights, read_stored_config, writer_lock
 from zoo.objectives import build_objective
 from zoo.registry import build_guide
 from zoo.training.checkpoint import atomic_path, atomic_write_text, load_checkpoint
@@ -75,7 +74,7 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
     config = cells[0]
     data = config.load_data()
     for cell in cells:
-        run = prepare(cell, data)
+        run = prepare(cell, data, freeze_fixed=False)     # a fixed model's gradients are measured too
     if stored is not None:
         state, stored_config = stored
         refuse_other_shapes(stored_config, config)

@@ -53,7 +53,8 @@ from zoo.rules import DataFacts, likelihood_name, likelihood_warning
 from zoo.training import distributed as ddp
 from zoo.experiments.prepare import Prepared, prepare
 from zoo.experiments.run_folder import LoadedRun, load_run, load_weights, writer_lock
-from zoo.experiments.trained import BEST, TrainedRun, best_checkpoint, evaluation_split, open_trained
+from zoo.experiments.run_folder import BEST, best_checkpoint
+from zoo.experiments.trained import TrainedRun, evaluation_split, open_trained
 from zoo.training.checkpoint import (atomic_path, atomic_write_bytes, atomic_write_text, rng_state,
                                      save_checkpoint, set_rng_state, signals_deferred)
 from zoo.training.callbacks import Checkpoint, Log, LRSchedule, ValidationELBO
@@ -196,8 +197,8 @@ def _train_locked(run: Prepared, out: Path, resume: Union[bool, LoadedRun], prog
     """:func:`train_run` once the folder is locked: restore a resumed run, train, evaluate."""
     config = run.config
     ckpt_path = out / "checkpoint.pt"
-    optimizer = make_optimizer(run.model, run.guide, config.lr, betas=config.adam_betas, eps=config.adam_eps,
-                               weight_decay=config.weight_decay)
+    optimizer = make_optimizer(run.model, run.guide, config.lr, guide_only=config.fixed_model is not None,
+                               betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     history, start_epoch, start_step, epoch_total = [], 0, 0, 0.0
     if resume:

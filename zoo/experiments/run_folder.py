@@ -35,9 +35,13 @@ from zoo.training.checkpoint import load_checkpoint, non_finite_tensors, remove_
 from zoo.usercode.loading import file_sha256, only_named_files
 from zoo.usercode.specs import is_file_spec
 
-__all__ = ["read_stored_config", "refuse_foreign_checkpoint", "load_run", "LoadedRun", "open_run", "load_weights", "upgrade_legacy_names",
+__all__ = ["chosen_weights", "best_checkpoint", "BEST", "LAST", "read_stored_config", "refuse_foreign_checkpoint", "load_run", "LoadedRun", "open_run", "load_weights", "upgrade_legacy_names",
            "writer_lock", "LOCK", "RUN_FILES", "CODE_FILES"]
 
+#: The checkpoint of a run's last epoch (and of its optimizer, to resume it).
+LAST = "checkpoint.pt"
+#: With ``keep_best``, the model and guide of the epoch with the best validation ELBO.
+BEST = "best.pt"
 #: The lock file of a run folder (empty but for the holder's pid; a left-over one is harmless).
 LOCK = ".pyro-zoo.lock"
 
@@ -243,6 +247,28 @@ def load_weights(model, guide, state: Mapping, source: Path) -> None:
             raise ZooError(f"{source} does not fit this run's model and guide: {detail}; restore the run's own "
                            f"checkpoint or train the run again")
         module.load_state_dict(state[part])
+
+
+def chosen_weights(folder: Path, state: Dict, config: RunConfig) -> Tuple[Dict, Path, Optional[int]]:
+    """(the checkpoint whose weights a trained run's figures score, its file, the best epoch or None): the last
+    epoch's ``state`` (read from ``checkpoint.pt``), or for a run trained with ``--keep-best`` its best epoch's."""
+    if config.keep_best:
+        best = best_checkpoint(folder, config)
+        return best, folder / BEST, int(best["epoch"])
+    return state, folder / LAST, None
+
+
+def best_checkpoint(out: Path, config: Optional[RunConfig] = None) -> Dict:
+    """The checkpoint of the epoch with the best validation ELBO of a run trained with ``--keep-best``
+    (refused unless it was made by the run of ``config``)."""
+    if not (out / BEST).is_file():
+        raise ZooError(f"this run was trained with --keep-best but {out / BEST} is missing; restore it, or "
+                       f"train the run again")
+    state = load_checkpoint(out / BEST)
+    if config is not None:
+        model_file = config.model if is_file_spec(config.model) else None
+        refuse_foreign_checkpoint(config, read_stored_config(state["config"], str(out / BEST), model_file), out)
+    return state
 
 
 @contextmanager

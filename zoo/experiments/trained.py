@@ -29,21 +29,15 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
+from zoo.core.catalogue import trained_folder
 from zoo.core.errors import ZooError
 from zoo.data import Dataset
 from zoo.experiments.config import RunConfig
 from zoo.experiments.prepare import Prepared, prepare
-from zoo.experiments.run_folder import load_run, load_weights, read_stored_config, refuse_foreign_checkpoint
-from zoo.training.checkpoint import load_checkpoint
-from zoo.usercode.specs import is_file_spec
+from zoo.experiments.run_folder import chosen_weights, load_run, load_weights
 
-__all__ = ["TrainedRun", "open_trained", "chosen_weights", "best_checkpoint", "fixed_subset_rows", "fixed_subset", "evaluation_split",
-           "BEST", "LAST"]
+__all__ = ["TrainedRun", "open_trained", "load_trained", "fixed_subset_rows", "fixed_subset", "evaluation_split"]
 
-#: The checkpoint of a run's last epoch (and of its optimizer, to resume it).
-LAST = "checkpoint.pt"
-#: With ``keep_best``, the model and guide of the epoch with the best validation ELBO.
-BEST = "best.pt"
 
 
 @dataclass
@@ -88,26 +82,20 @@ def open_trained(folder, changes: Optional[Mapping] = None, *, model_file: Optio
                       history=list(state["history"]), weights_file=source, best_epoch=best_epoch)
 
 
-def chosen_weights(folder: Path, state: Dict, config: RunConfig) -> Tuple[Dict, Path, Optional[int]]:
-    """(the checkpoint whose weights a trained run's figures score, its file, the best epoch or None): the last
-    epoch's ``state`` (read from ``checkpoint.pt``), or for a run trained with ``--keep-best`` its best epoch's."""
-    if config.keep_best:
-        best = best_checkpoint(folder, config)
-        return best, folder / BEST, int(best["epoch"])
-    return state, folder / LAST, None
+def load_trained(name: str, data_dir: Optional[str] = None, device: Optional[str] = None,
+                 data: Optional[Dataset] = None) -> TrainedRun:
+    """The trained model ``name`` (:mod:`zoo.core.catalogue`: the weights committed under ``benchmarks/checkpoints``,
+    as ``pyro-zoo list`` names them), opened: its model and guide hold the committed weights. ``data_dir``: where its
+    data set is (else the run's own setting or ``$PYRO_ZOO_DATA``); ``device``: where to put it (default: the
+    run's, ``auto``); ``data``: the data set already loaded.
 
+    Example::
 
-def best_checkpoint(out: Path, config: Optional[RunConfig] = None) -> Dict:
-    """The checkpoint of the epoch with the best validation ELBO of a run trained with ``--keep-best``
-    (refused unless it was made by the run of ``config``)."""
-    if not (out / BEST).is_file():
-        raise ZooError(f"this run was trained with --keep-best but {out / BEST} is missing; restore it, or "
-                       f"train the run again")
-    state = load_checkpoint(out / BEST)
-    if config is not None:
-        model_file = config.model if is_file_spec(config.model) else None
-        refuse_foreign_checkpoint(config, read_stored_config(state["config"], str(out / BEST), model_file), out)
-    return state
+        run = load_trained("vae-mnist-elbo", data_dir="../shared/data")
+        x, _ = run.evaluation_data()
+        zoo.evaluate(run.model, run.guide, x[:100], num_samples=100)
+    """
+    return open_trained(trained_folder(name), {"data_dir": data_dir, "device": device}, data=data)
 
 
 def fixed_subset_rows(n: int, limit: Optional[int]) -> Optional[torch.Tensor]:

@@ -1,0 +1,137 @@
+"""--fixed-model RUN|NAME: a trained model held fixed, bit for bit, while only a guide trains against it (train,
+compare, gradients); a guide that shares the model's networks, or a run of another model, is refused in one line
+before any folder is made."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.cli import main
+
+SMALL = ["--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--eval-samples", "3", "--eval-limit", "20",
+         "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fixed") / "base"
+    assert main(["train", "vae", "--epochs", "2", "--out", str(out), *SMALL]) == 0
+    return out
+
+
+def _tensors(folder: Path, part: str) -> dict:
+    return torch.load(folder / "checkpoint.pt", weights_only=True)[part]
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_holds_the_model_bit_identical_and_trains_the_guide(base, tmp_path):
+    """The model, its options and the data set are the fixed run's (none given here); after 3 epochs the model's
+    tensors equal the fixed run's exactly, the guide's moved from their initialization, and the training loss fell."""
+    out = tmp_path / "iaf"
+    assert main(["train", "--fixed-model", str(base), "--guide", "iaf", "--epochs", "3", "--eval-samples", "3",
+                 "--eval-limit", "20", "--out", str(out), "--no-progress"]) == 0
+    assert _same(_tensors(out, "model"), _tensors(base, "model"))
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["config"]["fixed_model"] == str(base.absolute()) and state["config"]["model_options"]["latent_dim"] == 2
+    history = state["history"]
+    assert history[-1]["loss"] < history[0]["loss"]
+    # the optimizer holds the guide's parameters alone
+    n_guide = sum(1 for _ in _tensors(out, "guide"))
+    assert sum(len(g["params"]) for g in state["optimizer"]["param_groups"]) <= n_guide
+
+
+def test_a_resumed_fixed_model_run_stays_fixed(base, tmp_path):
+    out = tmp_path / "amortized"
+    assert main(["train", "--fixed-model", str(base), "--epochs", "1", "--eval-samples", "3", "--eval-limit", "20",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
+    assert _same(_tensors(out, "model"), _tensors(base, "model"))
+    assert len(torch.load(out / "checkpoint.pt", weights_only=True)["history"]) == 2
+
+
+def test_compare_trains_every_cell_against_one_model(base, tmp_path):
+    out = tmp_path / "grid"
+    assert main(["compare", "--fixed-model", str(base), "--guides", "amortized,iaf", "--objectives", "elbo,iwae",
+                 "--epochs", "1", "--eval-samples", "3", "--eval-limit", "20", "--out", str(out),
+                 "--no-progress"]) == 0
+    cells = sorted(p.parent for p in out.rglob("checkpoint.pt"))
+    assert len(cells) == 4
+    for cell in cells:
+        assert _same(_tensors(cell, "model"), _tensors(base, "model")), cell
+
+
+def test_gradients_measures_at_the_fixed_models_tensors(base, tmp_path):
+    from zoo.experiments.config import RunConfig
+    from zoo.experiments.prepare import prepare
+    config = RunConfig.make(model="vae", dataset="digits", latent_dim=2, hidden=[16], fixed_model=str(base))
+    run = prepare(config, freeze_fixed=False)
+    assert _same(run.model.state_dict(), _tensors(base, "model"))
+    assert all(p.requires_grad for p in run.model.parameters())
+    assert not any(p.requires_grad for p in prepare(config).model.parameters())
+    assert main(["gradients", "vae", "--latent-dim", "2", "--hidden", "16", "--dataset", "digits", "--objectives",
+                 "elbo", "--particles", "1", "--repeats", "3", "--fixed-model", str(base), "--out",
+                 str(tmp_path / "g"), "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--latent-dim", "3"], "model option latent_dim = 2, not 3"),
+    (["--dataset", "digits17", "--likelihood", "categorical"], "is a run of dataset 'digits', not 'digits17'"),
+])
+def test_another_model_is_refused_in_one_line(base, tmp_path, capsys, args, message):
+    out = tmp_path / "refused"
+    assert main(["train", "vae", "--fixed-model", str(base), "--epochs", "1", "--out", str(out), "--no-progress",
+                 *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and not out.exists()
+
+
+def test_a_guide_sharing_the_models_networks_is_refused(tmp_path, capsys):
+    """The ladder guide's top-down pass is the model's p(z_l | z_l+1): it cannot train against a frozen model."""
+    hvae = tmp_path / "hvae"
+    assert main(["train", "hvae", "--epochs", "1", "--dataset", "digits", "--eval-samples", "2", "--eval-limit", "10",
+                 "--out", str(hvae), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--fixed-model", str(hvae), "--guide", "ladder", "--epochs", "1", "--out",
+                 str(tmp_path / "ladder"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be trained against a fixed model" in err[0]
+    assert not (tmp_path / "ladder").exists()
+
+
+def test_no_run_there_is_refused(tmp_path, capsys):
+    assert main(["train", "--fixed-model", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert "no trained run there" in capsys.readouterr().err
+
+
+def test_the_fixed_run_is_recorded_and_kept_on_resume(base, tmp_path):
+    """fixed_model is not a setting a resume may change: the record says which model the guide was trained on."""
+    from zoo.experiments.config import resumable_changes, RunConfig
+    assert "fixed_model" not in resumable_changes(RunConfig())["run"]
+    out = tmp_path / "rec"
+    assert main(["train", "--fixed-model", str(base), "--epochs", "1", "--eval-samples", "3", "--eval-limit", "20",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "config.json").read_text())["fixed_model"] == str(base.absolute())
+
+
+def test_a_vampprior_keeps_the_prior_it_was_trained_with(tmp_path):
+    """A VampPrior's p(z) is the mixture of q(z | u_k) over its pseudo-inputs: the model computes with a guide. Held
+    fixed, its prior computes with a frozen copy of the guide it was trained with, so training a new guide moves
+    neither the model's tensors nor its prior's density: log p(z) at fixed z is the same before and after."""
+    from zoo.experiments.trained import open_trained
+    base = tmp_path / "vamp"
+    assert main(["train", "vae", "--prior", "vampprior", "--prior-components", "5", "--epochs", "1", "--out", str(base),
+                 *SMALL]) == 0
+    z = torch.randn(7, 2)
+    before = open_trained(base).model
+    out = tmp_path / "new-guide"
+    assert main(["train", "--fixed-model", str(base), "--epochs", "2", "--eval-samples", "3", "--eval-limit", "20",
+                 "--lr", "1e-2", "--out", str(out), "--no-progress"]) == 0
+    after = open_trained(out)
+    assert _same(_tensors(out, "model"), _tensors(base, "model"))
+    assert not _same(_tensors(out, "guide"), _tensors(base, "guide"))        # the new guide trained
+    with torch.no_grad():
+        assert torch.equal(before.prior().log_prob(z), after.model.prior().log_prob(z))

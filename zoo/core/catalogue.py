@@ -1,0 +1,240 @@
+"""Trained models by name: the weights committed under ``benchmarks/checkpoints/``, each with its model card, as
+``torchvision.models`` or ``timm`` give weights by name.
+
+A trained model is a run folder named for it (``vae-mnist-elbo``: model, data set, objective) holding:
+
+- ``config.json`` and ``checkpoint.pt``: the run, its weights only (float32, no optimizer state), read as any run
+  folder is (:mod:`zoo.experiments.run_folder`: a checkpoint is data, ``torch.load(weights_only=True)``);
+- ``card.json``: what the figures cannot say: a title, the architecture, the command that trained it, how long,
+  on which split, and the paper's figure to hold it against;
+- ``ais.json`` (and ``bdmc.json`` where run): its log p(x) by annealed importance sampling on the fixed
+  1,000-image subset of the test split, and the BDMC gap that bounds AIS's own error on data from the model:
+  the result files the card's figures are read from, written by ``pyro-zoo eval --estimator ais|bdmc``;
+- ``README.md``: the card as a person reads it, rendered from those files (:func:`card_markdown`).
+
+Where they are: the folder ``$PYRO_ZOO_CHECKPOINTS`` names, else ``benchmarks/checkpoints`` of the source
+checkout the zoo runs from (an installed wheel carries no weights: point the variable at a checkout's folder).
+
+Everything here reads JSON and no tensor, so ``pyro-zoo list`` names the trained models without loading torch;
+:func:`zoo.experiments.trained.load_trained` opens one.
+
+Example::
+
+    >>> import zoo
+    >>> run = zoo.load_trained("vae-mnist-elbo", data_dir="../shared/data")    # doctest: +SKIP
+    >>> run.model, run.guide, run.evaluation_data()[0].shape                     # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional
+
+from zoo.core.errors import ZooError, unknown_name
+from zoo.core.files import read_json
+
+__all__ = ["checkpoints_dir", "trained_names", "trained_folder", "is_trained_name", "read_card", "card_figures",
+           "card_markdown", "catalogue_text", "working_copy", "CARD_KEYS", "ENV"]
+
+#: The environment variable that names the folder of trained models.
+ENV = "PYRO_ZOO_CHECKPOINTS"
+#: A trained model's name: lower-case words joined by hyphens (it is also its folder's name).
+_NAME = re.compile(r"[a-z0-9]+(?:[-_.][a-z0-9]+)*")
+#: The files every trained model holds.
+_FILES = ("config.json", "checkpoint.pt", "card.json")
+
+#: card.json's keys, each a string unless said: what a reader needs besides the figures.
+CARD_KEYS = {
+    "name": "the model's name, its folder's",
+    "title": "one line: the model and how it was trained",
+    "architecture": "the networks and latents, in the paper's terms",
+    "command": "the command that trained it (a benchmark script anyone can re-run)",
+    "training": "the optimizer, its schedule and what else shaped training (warm-up, early stopping)",
+    "epochs": "epochs trained (an integer); with early stopping, the epoch whose weights these are",
+    "data": "the data set and its split: what it trained on, what chose the epoch, what the figures score",
+    "hardware": "where it trained",
+    "paper": "the published figure it is held against, with its reference (or '–' where none matches)",
+    "paper_nll": "that figure in nats per image (a number), or null",
+}
+
+
+def checkpoints_dir() -> Optional[Path]:
+    """The folder of trained models: ``$PYRO_ZOO_CHECKPOINTS``, else the source checkout's ``benchmarks/checkpoints``
+    (None where neither exists)."""
+    given = os.environ.get(ENV)
+    if given:
+        return Path(given)
+    here = Path(__file__).resolve().parents[2] / "benchmarks" / "checkpoints"
+    return here if here.is_dir() else None
+
+
+def trained_names() -> List[str]:
+    """The names of the trained models in :func:`checkpoints_dir`, sorted (a folder counts once it holds its
+    config, weights and card)."""
+    root = checkpoints_dir()
+    if root is None or not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.is_symlink() and _NAME.fullmatch(p.name)
+                  and all((p / f).is_file() for f in _FILES))
+
+
+def is_trained_name(spec: str) -> bool:
+    """Is ``spec`` (what a user typed where a run folder goes) the name of a trained model rather than a folder?
+    A path that exists is a folder, whatever its name."""
+    return isinstance(spec, str) and not os.path.lexists(spec) and _NAME.fullmatch(spec) is not None \
+        and spec in trained_names()
+
+
+def trained_folder(name: str) -> Path:
+    """The folder of the trained model ``name``; an unknown name is refused with the known ones."""
+    names = trained_names()
+    if name not in names:
+        if not names:
+            raise ZooError(f"no trained model {name!r}: no folder of trained models was found (set {ENV} to a source "
+                           f"checkout's benchmarks/checkpoints)")
+        raise unknown_name("trained model", name, names)
+    return checkpoints_dir() / name
+
+
+def _text(card: Mapping, key: str, folder: Path) -> str:
+    value = card.get(key)
+    if not isinstance(value, str) or len(value) > 2000:
+        raise ZooError(f"{folder / 'card.json'}: {key!r} must be a string of at most 2000 characters; restore the "
+                       f"model card")
+    return value
+
+
+def read_card(folder: Path) -> Dict:
+    """The model card of the trained model in ``folder``, read as untrusted data and checked key by key."""
+    folder = Path(folder)
+    card = read_json(folder / "card.json", "model card", fix="restore it from the repository")
+    if not isinstance(card, dict):
+        raise ZooError(f"{folder / 'card.json'} is not a model card (a JSON object); restore it from the repository")
+    checked = {key: _text(card, key, folder) for key in CARD_KEYS if key not in ("epochs", "paper_nll")}
+    epochs, paper_nll = card.get("epochs"), card.get("paper_nll")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ZooError(f"{folder / 'card.json'}: 'epochs' must be a whole number; restore the model card")
+    if paper_nll is not None and (isinstance(paper_nll, bool) or not isinstance(paper_nll, (int, float))
+                                  or not math.isfinite(paper_nll)):
+        raise ZooError(f"{folder / 'card.json'}: 'paper_nll' must be a number or null; restore the model card")
+    if checked["name"] != folder.name:
+        raise ZooError(f"{folder / 'card.json'} names the model {checked['name']!r}, but its folder is "
+                       f"{folder.name!r}; restore the model card")
+    return {**checked, "epochs": epochs, "paper_nll": paper_nll}
+
+
+def _number(value) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) else None
+
+
+def card_figures(folder: Path) -> Dict:
+    """The figures of a trained model, read from its result files: AIS's NLL ± its standard error on its images
+    (``ais.json``: the largest T's row) and the BDMC gap at the largest T (``bdmc.json``), each None where the file
+    is missing or does not hold it."""
+    folder = Path(folder)
+    out = {"nll": None, "nll_se": None, "num_data": None, "num_temperatures": None, "num_chains": None,
+           "bdmc_gap": None, "bdmc_temperatures": None}
+    if (folder / "ais.json").is_file():
+        ais = read_json(folder / "ais.json", "AIS result", fix="run 'pyro-zoo eval --estimator ais' again")
+        if isinstance(ais, dict):
+            ll = _number(ais.get("log_likelihood"))
+            out.update(nll=-ll if ll is not None else None, nll_se=_number(ais.get("log_likelihood_se")),
+                       num_data=ais.get("num_data") if isinstance(ais.get("num_data"), int) else None,
+                       num_temperatures=_number(ais.get("num_temperatures")),
+                       num_chains=_number(ais.get("num_chains")))
+    if (folder / "bdmc.json").is_file():
+        bdmc = read_json(folder / "bdmc.json", "BDMC result", fix="run 'pyro-zoo eval --estimator bdmc' again")
+        rows = bdmc.get("rows") if isinstance(bdmc, dict) else None
+        if isinstance(rows, list) and rows and isinstance(rows[-1], dict):
+            out.update(bdmc_gap=_number(rows[-1].get("gap")), bdmc_temperatures=_number(rows[-1].get("num_temperatures")))
+    return out
+
+
+def _nll_text(figures: Mapping) -> str:
+    if figures["nll"] is None:
+        return "not yet scored by AIS"
+    text = f"{figures['nll']:.2f} ± {figures['nll_se']:.2f}" if figures["nll_se"] is not None else f"{figures['nll']:.2f}"
+    return text + f" (AIS, {figures['num_data']} test images, T = {figures['num_temperatures']:.0f})"
+
+
+def _cell(text: str) -> str:
+    """``text`` as one cell of a Markdown table: its pipes escaped, on one line."""
+    return " ".join(text.replace("|", "\\|").split())
+
+
+def card_markdown(folder: Path) -> str:
+    """The model card of the trained model in ``folder`` as Markdown: the card's facts and the figures of its
+    result files (:func:`card_figures`), with the paper's figure beside them."""
+    folder = Path(folder)
+    card, figures = read_card(folder), card_figures(folder)
+    gap = (f"{figures['bdmc_gap']:.2f} nats (T = {figures['bdmc_temperatures']:.0f})"
+           if figures["bdmc_gap"] is not None else "not run")
+    paper = card["paper"]
+    if card["paper_nll"] is not None and figures["nll"] is not None:
+        diff = figures["nll"] - card["paper_nll"]
+        paper += f": {'met' if diff <= 0 else 'missed'} by {abs(diff):.2f} nats"
+    lines = ["<!-- generated from card.json, ais.json and bdmc.json by benchmarks/trained_models.py card; "
+             "do not edit -->", f"# {card['name']}", "", card["title"], "",
+             "| | |", "|---|---|",
+             f"| load it | `zoo.load_trained({card['name']!r})`, `pyro-zoo eval {card['name']}` |",
+             f"| architecture | {_cell(card['architecture'])} |",
+             f"| trained by | `{card['command']}` |",
+             f"| training | {_cell(card['training'])} |",
+             f"| epochs | {card['epochs']} |",
+             f"| data | {_cell(card['data'])} |",
+             f"| hardware | {_cell(card['hardware'])} |",
+             f"| test NLL | {_nll_text(figures)} |",
+             f"| BDMC gap | {gap} |",
+             f"| paper | {_cell(paper)} |", ""]
+    return "\n".join(lines)
+
+
+def catalogue_text() -> str:
+    """``pyro-zoo list``'s section of trained models: a line each, with its NLL by AIS where scored."""
+    names = trained_names()
+    if not names:
+        return (f"trained models: none found (a source checkout's benchmarks/checkpoints, or the folder {ENV} "
+                f"names)\n")
+    lines = ["trained models (load with zoo.load_trained(NAME); 'pyro-zoo eval NAME', 'compress NAME', "
+             "'gradients --checkpoint NAME', '--fixed-model NAME'):"]
+    for name in names:
+        folder = checkpoints_dir() / name
+        try:
+            card, figures = read_card(folder), card_figures(folder)
+        except ZooError as e:
+            lines.append(f"  {name:<28} unreadable card: {str(e)[:120]}")
+            continue
+        nll = f"NLL {figures['nll']:.2f}" if figures["nll"] is not None else "NLL not yet scored"
+        lines.append(f"  {name:<28} {card['title'][:70]}  [{nll}]")
+    return "\n".join(lines) + "\n"
+
+
+def working_copy(name: str, out: Path) -> Path:
+    """A run folder ``out`` to evaluate the trained model ``name`` in (its results are written there, never into the
+    committed folder): made with a copy of its config and weights, or, where ``out`` exists, refused unless it holds
+    those very weights (then it is used as it is, with the results already in it)."""
+    import filecmp
+    import shutil
+    import tempfile
+    source, out = trained_folder(name), Path(out)
+    if os.path.lexists(out):
+        if not (out.is_dir() and not out.is_symlink() and (out / "checkpoint.pt").is_file()
+                and filecmp.cmp(source / "checkpoint.pt", out / "checkpoint.pt", shallow=False)
+                and filecmp.cmp(source / "config.json", out / "config.json", shallow=False)):
+            raise ZooError(f"{out} exists and does not hold the trained model {name!r}; name a new folder with --out "
+                           f"(it is left as it was)")
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for f in ("config.json", "checkpoint.pt"):
+            shutil.copyfile(source / f, staged / f)
+        os.rename(staged, out)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return out
