@@ -135,3 +135,40 @@ def test_a_vampprior_keeps_the_prior_it_was_trained_with(tmp_path):
     assert not _same(_tensors(out, "guide"), _tensors(base, "guide"))        # the new guide trained
     with torch.no_grad():
         assert torch.equal(before.prior().log_prob(z), after.model.prior().log_prob(z))
+
+
+def test_the_grids_gaps_on_a_fixed_ppca_equal_their_closed_form(tmp_path):
+    """pPCA's log p(x) and posterior are closed form: on a fixed pPCA the grid's shared reference equals the model's
+    log p(x) on the same data, and each guide's gap log p(x) − ELBO equals the mean KL(q(z | x) ‖ p(z | x)) computed
+    in closed form from the trained guide's Gaussian q (within the ELBO's Monte Carlo error)."""
+    from torch.distributions import MultivariateNormal, kl_divergence
+    from zoo.experiments.trained import open_trained
+    base = tmp_path / "ppca"
+    assert main(["train", "ppca", "--dataset", "digits", "--latent-dim", "2", "--epochs", "3", "--eval-samples", "3",
+                 "--eval-limit", "30", "--out", str(base), "--no-progress"]) == 0
+    grid = tmp_path / "grid"
+    assert main(["compare", "--fixed-model", str(base), "--guides", "amortized,iaf", "--objectives", "elbo",
+                 "--epochs", "2", "--eval-samples", "2000", "--eval-limit", "30", "--out", str(grid),
+                 "--no-progress"]) == 0
+    gaps = json.loads((grid / "fixed_gaps.json").read_text())
+    run = open_trained(base)
+    x, _ = run.evaluation_data()
+    with torch.no_grad():
+        assert gaps["log_likelihood"] == pytest.approx(run.model.log_marginal(x).mean().item(), abs=1e-4)
+        cell = open_trained(next(p.parent for p in grid.rglob("checkpoint.pt") if "amortized" in str(p)))
+        q = cell.guide.marginal_posterior("z", x)
+        q = MultivariateNormal(q.mean, scale_tril=torch.diag_embed(q.stddev))
+        kl = kl_divergence(q, run.model.posterior(x)["z"]).mean().item()
+    amortized = gaps["cells"]["amortized/elbo"]
+    assert kl > 0.05 and amortized["gap"] == pytest.approx(kl, abs=0.02)
+    assert gaps["cells"]["iaf/elbo"]["gap"] > 0
+    assert "One model held fixed" in (grid / "compare.md").read_text()
+
+
+def test_a_guide_with_nothing_to_train_is_refused(tmp_path, capsys):
+    base = tmp_path / "ppca"
+    assert main(["train", "ppca", "--dataset", "digits", "--latent-dim", "2", "--epochs", "1", "--eval-samples", "3",
+                 "--eval-limit", "10", "--out", str(base), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--fixed-model", str(base), "--guide", "exact", "--out", str(tmp_path / "e")]) == 2
+    assert "nothing is left to train" in capsys.readouterr().err and not (tmp_path / "e").exists()

@@ -28,6 +28,7 @@ from zoo.core.errors import ZooError
 from zoo.core.components import REGISTRIES, OptionError
 from zoo.evaluation import plots
 from zoo.core.files import SEAL, read_json, seal_holds, sealed
+from zoo.evaluation.fixed_gaps import fixed_gaps_markdown, fixed_model_gaps
 from zoo.evaluation.compare_tables import compare_markdown
 from zoo.experiments.config import RunConfig, refuse_mismatch
 from zoo.experiments.engines import ENGINES, Job, engine_session, run_jobs
@@ -416,7 +417,8 @@ def _run_grid(grid: Grid, out: Path, fresh: bool, progress: bool, workers: int, 
                 failed = run_jobs(jobs, engine, workers, session, progress=progress and workers == 1
                                   and engine == "serial", data=data, on_done=on_done)
                 rows = _gather(grid, cells, out)
-                _write_tables(grid, rows, skipped, failed, out, notes=_axes_notes(cells, data))
+                _write_tables(grid, rows, skipped, failed, out, notes=_axes_notes(cells, data),
+                              fixed=_fixed_gaps(grid, cells, out))
         except BaseException as e:
             if isinstance(e, KeyboardInterrupt) and (out / PLAN).is_file():
                 e.zoo_note = (f"the grid's finished cells and the last checkpoint of each interrupted one are kept: "
@@ -449,6 +451,19 @@ def _gather(grid: Grid, cells: Sequence[RunConfig], out: Path) -> List[Dict]:
     return rows
 
 
+def _fixed_gaps(grid: Grid, cells: Sequence[RunConfig], out: Path) -> Optional[Dict]:
+    """With ``--fixed-model``, each finished cell's gap to one shared log p(x) (:mod:`zoo.evaluation.fixed_gaps`)."""
+    if grid.base.fixed_model is None:
+        return None
+    seeded = len(grid.seeds) > 1
+    folders = {cell_label(cfg): [out / seed_folder(dataclasses.replace(cfg, seed=seed), seeded) for seed in grid.seeds
+                                 if (out / seed_folder(dataclasses.replace(cfg, seed=seed), seeded) / "per_datum.npz")
+                                 .is_file()] for cfg in cells}
+    folders = {label: f for label, f in folders.items() if f}
+    return fixed_model_gaps(Path(grid.base.fixed_model), folders, grid.base.eval_split,
+                            grid.base.eval_limit) if folders else None
+
+
 def _axes_notes(cells: Sequence[RunConfig], data) -> List[str]:
     """The sentences compare.md must say about an axis of the grid (several guides, several objectives) that
     cannot change its figures on this model (:func:`zoo.rules.grid_axes_without_effect`)."""
@@ -460,8 +475,11 @@ def _axes_notes(cells: Sequence[RunConfig], data) -> List[str]:
 
 
 def _write_tables(grid: Grid, rows: List[Dict], skipped, failed: Mapping[str, str], out: Path,
-                  notes: Sequence[str] = ()) -> None:
+                  notes: Sequence[str] = (), fixed: Optional[Dict] = None) -> None:
     table = compare_markdown(rows, baseline=grid.baseline, notes=notes)
+    if fixed is not None:
+        table += "\n" + fixed_gaps_markdown(fixed)
+        atomic_write_text(out / "fixed_gaps.json", json.dumps(json_ready(fixed), indent=2))
     if failed:
         table += "\n\nFailed (resume the grid to retry them):\n\n" + "\n".join(f"- {c}: {why}"
                                                                              for c, why in failed.items()) + "\n"

@@ -13,8 +13,10 @@ model's name is resolved to its folder when the config is made) is prepared here
 - a model that computes with its guide (a VampPrior, whose prior is the mixture of q(z | u_k) over its pseudo-inputs)
   is fixed with the guide it was trained with: a frozen copy of the fixed run's guide is bound as the prior's, and the
   guide being trained is a new one of its own, so its steps never move the prior;
-- a guide that computes with the model's parameters (the ladder guide's top-down pass is the model's
-  p(z_l | z_{l+1})) is refused: part of it would be frozen, and it would be compared with guides that are not.
+- a guide that computes with the model's parameters beside its own (the ladder guide's top-down pass is the model's
+  p(z_l | z_{l+1})) is refused: part of it would be frozen, and it would be compared with guides that are not. The
+  exact posterior (``exact``) has no parameters of its own: with the model fixed there is nothing to train, and it is
+  refused too (``eval`` scores it).
 """
 from __future__ import annotations
 
@@ -60,10 +62,14 @@ def hold_model_fixed(model, guide, config: RunConfig, num_data: int, freeze: boo
     loaded only, for a command that measures the model's gradients and takes no step). A model that computes with
     its guide is bound to a frozen copy of the fixed run's guide (``num_data``: the data a per-datum one has rows
     for), which is returned (borrowed, it does not move with the model: the caller places it); else None."""
-    if getattr(type(guide), "borrows_model", False):
+    if getattr(type(guide), "borrows_model", False) and any(True for _ in guide.parameters()):
         raise ZooError(f"the {config.guide!r} guide computes with the model's own parameters, so part of it would be "
                        f"frozen with the model: it cannot be trained against a fixed model; choose a guide with networks "
                        f"of its own (amortized, iaf, meanfield)")
+    if freeze and not any(True for _ in guide.parameters()):
+        raise ZooError(f"the {config.guide!r} guide has no parameters of its own, and with the model fixed nothing is "
+                       f"left to train: score it on the fixed model with 'pyro-zoo eval {config.fixed_model}', or "
+                       f"choose a guide that trains")
     weights, stored, source = fixed_model_state(config)
     if model.borrows_guide:              # the prior computes with the guide the model was trained with, frozen
         trained_with = stored.component("guide").build(model, num_data,

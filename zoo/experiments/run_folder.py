@@ -51,7 +51,7 @@ LOCK = ".pyro-zoo.lock"
 RUN_FILES = ("checkpoint.pt", "best.pt", "config.json", "results.json", "results.md", "per_datum.npz",
              "training_curves.png", "samples.png", "reconstructions.png", "latent_scatter.png", "gaps.json",
              "gaps.md", "gaps_per_datum.npz", "grid.json", "compare.json", "compare.md", "compare.png",
-             "gradients.json", "gradients.md", "gradients.png", "ais.json", "ais.md", "ais_per_datum.npz",
+             "gradients.json", "gradients.md", "gradients.png", "fixed_gaps.json", "ais.json", "ais.md", "ais_per_datum.npz",
              "ais_partial.npz", "bdmc.json", "bdmc.md", LOCK)
 #: The code files ``pyro-zoo compress`` writes into a run folder by default (``compressed-SPLIT.pzbb``). Not run
 #: files (``--out`` may name them), but written under the folder's lock, so their temporary files are removed too.

@@ -1,0 +1,128 @@
+"""Each guide's distance from log p(x) on one model held fixed: the table of a compare grid run with ``--fixed-model``.
+
+With the model fixed, every cell of the grid scores the same log p(x_n); what differs is the guide. So the figure
+that compares guides is, per datum, the gap
+
+    gap_n = log p(x_n) − ELBO_n(q) = KL(q(z | x_n) ‖ p(z | x_n))   (≥ 0),
+
+against **one** reference of log p(x_n) shared by all cells (Cremer, Li & Duvenaud 2018, their Table 1):
+
+- the exact log p(x_n), where the model has one in closed form or by enumeration (the harness's
+  ``exact_log_likelihood``, the same in every cell, since the model is);
+- else the fixed run's own AIS (its ``ais_per_datum.npz``, as a trained model's card has it) where it scored the
+  grid's evaluation data (the same split, the same fixed subset);
+- else, per datum, the largest importance-sampled log p(x_n) of the grid's cells: each is a stochastic lower bound,
+  so their maximum is the tightest the grid holds (slightly high by the noise of a maximum; the table says which
+  reference it used).
+
+A cell's gap is the mean over data ± its standard error over data (a paired figure: every cell is scored on the same
+data, against the same reference), and its IS shortfall is reference − its own importance-sampled log p(x): how far
+that cell's guide, as a proposal, falls short.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from zoo.core.errors import ZooError
+from zoo.core.files import open_regular
+from zoo.data.headers import read_npz_arrays
+
+__all__ = ["fixed_model_gaps", "fixed_gaps_markdown"]
+
+
+def _arrays(path: Path, names: Sequence[str], n: Optional[int]) -> Dict[str, np.ndarray]:
+    """The 1-D float arrays ``names`` of the untrusted ``path`` (n entries each where ``n`` is given), finite."""
+    with open_regular(path, "per-datum file") as f:
+        arrays = read_npz_arrays(f, path, keep=lambda name: name in names)
+    out = {}
+    for name in names:
+        a = arrays.get(name)
+        if a is None or a.ndim != 1 or a.dtype.kind != "f" or (n is not None and a.shape[0] != n) \
+                or not np.isfinite(a).all():
+            raise ZooError(f"{path}: {name!r} is not {n if n is not None else 'the'} finite per-datum values; "
+                           f"re-evaluate the run that wrote it")
+        out[name] = a.astype(np.float64)
+    return out
+
+
+def _has_member(path: Path, name: str) -> bool:
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return f"{name}.npy" in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _fixed_reference(fixed: Path, split: str, eval_limit: Optional[int], n: int) -> Optional[np.ndarray]:
+    """The fixed run's AIS log p(x_n) where it scored these data (its ais.json says the split, subset and count)."""
+    summary = fixed / "ais.json"
+    if not summary.is_file() or not (fixed / "ais_per_datum.npz").is_file():
+        return None
+    try:
+        ais = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return None
+    config = ais.get("config") if isinstance(ais, dict) else None
+    if not isinstance(config, dict) or ais.get("split") != split or config.get("eval_limit") != eval_limit \
+            or ais.get("num_data") != n:
+        return None
+    return _arrays(fixed / "ais_per_datum.npz", ["log_likelihood"], n)["log_likelihood"]
+
+
+def fixed_model_gaps(fixed: Path, cells: Mapping[str, Sequence[Path]], split: str,
+                     eval_limit: Optional[int]) -> Dict:
+    """The grid's gaps on its fixed model (module docstring): ``cells`` maps each cell's label to its run folders
+    (one per seed), each holding the ``per_datum.npz`` its evaluation wrote."""
+    per_cell: Dict[str, List[Dict[str, np.ndarray]]] = {
+        label: [_arrays(folder / "per_datum.npz", ["elbo", "log_likelihood"], None) for folder in folders]
+        for label, folders in cells.items()}
+    sizes = {a["elbo"].shape[0] for runs in per_cell.values() for a in runs}
+    if len(sizes) != 1:
+        raise ZooError("the grid's cells scored different numbers of data, so they share no reference; evaluate them "
+                       "alike ('pyro-zoo compare --resume')")
+    n = sizes.pop()
+    first = next(folder for folders in cells.values() for folder in folders) / "per_datum.npz"
+    reference, source = None, None
+    if _has_member(first, "exact_log_likelihood"):
+        reference, source = _arrays(first, ["exact_log_likelihood"], n)["exact_log_likelihood"], "its exact value"
+    if reference is None:
+        reference = _fixed_reference(Path(fixed), split, eval_limit, n)
+        source = "AIS of the fixed model" if reference is not None else None
+    if reference is None:
+        source = "the largest IS estimate of the grid's cells"
+        reference = np.max(np.stack([a["log_likelihood"] for runs in per_cell.values() for a in runs]), axis=0)
+    rows = {}
+    for label, runs in per_cell.items():
+        gaps = np.concatenate([reference - a["elbo"] for a in runs])
+        shortfall = np.concatenate([reference - a["log_likelihood"] for a in runs])
+        rows[label] = {"gap": float(gaps.mean()), "gap_se": float(gaps.std(ddof=1) / math.sqrt(gaps.size))
+                       if gaps.size > 1 else None, "is_shortfall": float(shortfall.mean()),
+                       "elbo": float(np.mean([a["elbo"].mean() for a in runs])), "seeds": len(runs)}
+    return {"fixed_model": str(fixed), "reference": source, "log_likelihood": float(reference.mean()),
+            "num_data": n, "cells": rows}
+
+
+def _number(v: Optional[float]) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def fixed_gaps_markdown(gaps: Mapping) -> str:
+    """The section of compare.md for a grid on a fixed model."""
+    lines = [f"## One model held fixed: {gaps['fixed_model']}", "",
+             f"Every cell trained its guide against this model (its parameters bit-identical in every cell), so the "
+             f"cells differ by their guides alone. log p(x) = {gaps['log_likelihood']:.2f} nats per datum on the "
+             f"{gaps['num_data']} data, from {gaps['reference']}. gap: log p(x) − ELBO, the mean KL(q ‖ p(z | x)) "
+             f"± its standard error over the data; IS shortfall: log p(x) minus the cell's own importance-sampled "
+             f"estimate.", "", "| cell | seeds | ELBO | gap (KL to the posterior) | IS shortfall |",
+             "|---|---|---|---|---|"]
+    ordered: List[Tuple[str, Mapping]] = sorted(gaps["cells"].items(), key=lambda kv: kv[1]["gap"])
+    for label, row in ordered:
+        gap = f"{row['gap']:.2f}" + (f" ± {row['gap_se']:.2f}" if row["gap_se"] is not None else "")
+        lines.append(f"| {label} | {row['seeds']} | {row['elbo']:.2f} | {gap} | {_number(row['is_shortfall'])} |")
+    return "\n".join(lines) + "\n"
