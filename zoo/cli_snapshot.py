@@ -269,9 +269,9 @@ def build() -> Optional[Dict]:
     from zoo.core.errors import ZooError
     try:
         snapshot = live()
-    except Exception:
+        snapshot.update(format=FORMAT, root=str(ROOT), python=PYTHON, sources=source_hashes())
+    except Exception:                           # OSError included: a source file gone while it was hashed
         return None
-    snapshot.update(format=FORMAT, root=str(ROOT), python=PYTHON, sources=source_hashes())
     from zoo.training.checkpoint import atomic_write_text
     try:
         target = cache_file()
