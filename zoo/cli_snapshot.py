@@ -238,9 +238,7 @@ def answer(argv: List[str]) -> Optional[int]:
             parser_from_spec(snapshot["parser"]).parse_args(argv)
         except SystemExit as done:              # argparse printed the help
             code = done.code or 0
-        except _Undecided:
-            return None
-        except Exception:                       # a cache that is JSON but no parser's: nothing was printed
+        except Exception:                       # _Undecided, or a cache that is JSON but no parser's: nothing printed
             return None
     sys.stdout.flush()                          # a closed pipe (`| head`) raises here, for the caller
     return code
