@@ -149,11 +149,10 @@ def measure_floor(run, rate: float, K: int, repeats: int = 9) -> dict:
     into tensors already allocated, the compiled Bernoulli score alone on their logits, and the decoder as the model
     calls it followed by the score,
     on a chunk of the harness's shape ([chunk, 100, 50] draws), in this process, with the command line's process
-    settings (zoo.core.process). Each as a multiple of the products' FLOP limit at the measured matmul rate."""
+    settings (zoo.cli_process). Each as a multiple of the products' FLOP limit at the measured matmul rate."""
+    from zoo.cli_process import tune_process
     from zoo.core.kernels import bernoulli_log_prob
-    from zoo.core.process import keep_freed_memory, map_torch_constants
-    keep_freed_memory()
-    map_torch_constants()
+    tune_process()
     decoder = run.model.decoder
     linears = [m for m in decoder.modules() if isinstance(m, torch.nn.Linear)]
     x = run.data.test[:EVAL_BATCH]

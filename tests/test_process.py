@@ -1,5 +1,6 @@
-"""zoo.core.process: torch's read-only data pages are mapped in, and with the command line's malloc setting a freed
-64 MiB tensor's pages are reused, not faulted in again.
+"""The command line's process tuning (zoo.cli_process, zoo.core.process): torch's read-only data pages are mapped in,
+and with the command line's malloc setting a freed 64 MiB tensor's pages are reused, not faulted in again; one switch,
+PYRO_ZOO_PROCESS_TUNING=0, turns both off.
 
 Checked in the kernel's own counts (resident pages of a mapping, page faults), not in seconds, in fresh processes;
 the speed that follows is ``benchmarks/kernel_state.py``'s.
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from zoo import cli, cli_process
 from zoo.core import process
 
 PROBE = """
 import json, resource, torch
-from zoo.core.process import keep_freed_memory
+from zoo.cli_process import keep_freed_memory
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 def cycle():                      # an evaluation chunk's logits: allocated, written, freed
@@ -52,12 +54,12 @@ def test_freed_chunks_are_reused_where_the_setting_is_made_and_faulted_in_again_
     assert out["faults"] < PAGES // 10               # five cycles, not one tensor's worth of new pages
 
 
-@pytest.mark.parametrize("env", [{"PYRO_ZOO_KEEP_FREED_MEMORY": "0"}, {"MALLOC_TRIM_THRESHOLD_": "131072"},
+@pytest.mark.parametrize("env", [{"PYRO_ZOO_PROCESS_TUNING": "0"}, {"MALLOC_TRIM_THRESHOLD_": "131072"},
                                  {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"}])
 def test_the_users_own_malloc_settings_and_the_opt_out_are_left_alone(env, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert process.keep_freed_memory() is False    # returns before it touches malloc
+    assert cli_process.keep_freed_memory() is False    # returns before it touches malloc
 
 
 MAPPED = """
@@ -101,3 +103,21 @@ def test_an_unreadable_proc_leaves_the_process_as_it_is(monkeypatch):
     monkeypatch.setattr(process, "_MAPPED", None)
     monkeypatch.setattr(process, "_read_only_mappings", refuse)
     assert process.map_torch_constants() == 0
+
+
+def test_the_switch_turns_the_mapping_off_before_it_reads_proc(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("read /proc/self/maps with the tuning off")
+    monkeypatch.setenv(process.SWITCH, "0")
+    monkeypatch.setattr(process, "_MAPPED", None)
+    monkeypatch.setattr(process, "_read_only_mappings", refuse)
+    assert cli_process.tune_process() == {"kept_freed_memory": False, "mapped_bytes": 0}
+
+
+def test_the_command_line_tunes_its_process_once_per_command(monkeypatch, capsys):
+    """``fit`` and ``evaluate`` map torch's constants for any caller; the malloc setting is the command line's
+    alone, made before the command runs."""
+    calls = []
+    monkeypatch.setattr(cli_process, "tune_process", lambda: calls.append("tuned"))
+    assert cli.main(["list"]) == 0
+    assert calls == ["tuned"]

@@ -194,7 +194,7 @@ def test_a_new_estimator_supports_nothing_it_does_not_declare():
 def test_list_prints_every_rule_of_one_command(capsys):
     """compress's, the defensive proposal's, eval --gaps' and BDMC's refusals were raised in their own modules,
     and `pyro-zoo list` could not show them: each is now a Rule, and list prints its text, as the light path
-    (`python -m zoo list`, from the snapshot) does too."""
+    (`python -m zoo list`, from its cache) does too."""
     from zoo.rules import RULES
     assert {"batch_size", "sleep_needs_amortized", "compress_needs_amortized", "compress_needs_levels",
             "defensive_needs_particles", "gaps_needs_amortized", "bdmc_needs_generation"} <= set(RULES)

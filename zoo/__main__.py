@@ -4,7 +4,8 @@ It does two things before anything heavy loads. It installs the SIGINT and SIGTE
 (:mod:`zoo.training.interrupts`), so that a Ctrl-C in the seconds torch and Pyro take to load stops
 the command instead of being lost (a background job starts with SIGINT ignored, and Python only
 raises ``KeyboardInterrupt`` for a SIGINT it handles). And it answers ``--help`` and ``list`` from
-:mod:`zoo.cli_snapshot`, without torch or Pyro. Everything else is :func:`zoo.cli.main`.
+:mod:`zoo.cli_snapshot`'s cache, without torch or Pyro once the cache is built. Everything else is
+:func:`zoo.cli.main`.
 """
 import os
 import sys

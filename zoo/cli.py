@@ -694,12 +694,11 @@ COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compare": c
 
 def main(argv: Optional[List[str]] = None) -> int:
     import signal
-    from zoo.core.process import keep_freed_memory
+    from zoo.cli_process import tune_process
     from zoo.training.interrupts import exit_code, handle_stop_signals, stopped_message
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     handle_stop_signals()                  # SIGINT and SIGTERM stop in one line (zoo.training.interrupts)
-    keep_freed_memory()                    # freed tensors' pages stay in the process (zoo.core.process); torch's
-    #                                        constants are mapped in where a command computes (fit, evaluate, AIS)
+    tune_process()                         # unless PYRO_ZOO_PROCESS_TUNING=0 (zoo.cli_process)
     try:
         args = build_parser().parse_args(argv)
         COMMANDS[args.command](args)

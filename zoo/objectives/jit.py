@@ -1,19 +1,17 @@
 """``--jit``: the captured and compiled training step, and the eager step wherever it cannot be had.
 
-``--jit`` used to record the loss with ``torch.jit.trace`` and replay it. PyTorch has deprecated
-TorchScript (``torch.jit.trace`` warns with a ``FutureWarning`` and gets no new features) in favour of
-``torch.compile``, and the zoo's ``--compile`` (:mod:`zoo.objectives.compiled`) was already faster: it
-captures loss, estimator and backward pass as one graph, where the trace left the backward pass to
-autograd (``benchmarks/results/speed_cpu_numpyro.json``: 1.33 s an epoch against 1.51 on the MNIST VAE).
-So ``--jit`` is now that capture, kept under its old name, with one difference: where ``--compile`` refuses,
-``--jit`` falls back and says why, once.
+``--jit`` is the capture of ``--compile`` (:mod:`zoo.objectives.compiled`): ``torch.compile`` takes the loss,
+the estimator and the backward pass as one graph. It differs in one thing: where ``--compile`` refuses, ``--jit``
+falls back and says why, once. It does not use ``torch.jit.trace``: PyTorch has deprecated TorchScript, and a trace
+leaves the backward pass to autograd, which is slower (``benchmarks/results/speed_cpu_numpyro.json``: 1.51 s an
+epoch against 1.33 captured, on the MNIST VAE).
 
 - No C++ compiler on a CPU (Inductor builds its kernels with one): the captured graph runs without
   generated code (``torch.compile``'s ``aot_eager`` backend), still without Pyro's Python per step.
 - A step that cannot be captured (it reads a tensor's value in Python, as sampling a categorical site and
   summing an enumerated one do): that step runs eagerly, the same estimator.
 
-A run with ``--jit`` says so in one line (``pyro-zoo train``); the Python API takes ``jit=True`` as before.
+A run with ``--jit`` says so in one line (``pyro-zoo train``); the Python API takes ``jit=True``.
 """
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ trace's sample sites, Monte Carlo draws and gradients, trained weights; see
 with a one-line ``AssertionError``. What each one certifies:
 
 - ``kl_closed_form``: ``kl_normal`` = KL(N(mu, diag sigma^2) || N(0, I)), against torch's
-  ``kl_divergence`` of the two Normals in float64, to float32 rounding (deterministic: it used to be a Monte Carlo
-  estimate, whose 5 standard errors let a KL off by 0.1 pass).
+  ``kl_divergence`` of the two Normals in float64, to float32 rounding (deterministic: a Monte Carlo estimate's
+  5 standard errors would let a KL off by 0.1 pass).
 - ``model_matches_story``: the trace of ``model`` is p(z) p_theta(x|z): z ~ N(0, I) with event
   shape (z_dim,), x ~ Bernoulli(logits = decoder(z)) observed, both in the plate "data" of size N
   subsampled to idx (so scaled by N / B), and the decoder registered with ``pyro.module``.
