@@ -14,6 +14,12 @@
 #              ladder hvae (LADDER_RUN=folder), whose AIS in the diagonal coordinates did not converge on the CPU
 #   draw_ais   AIS on a trained DRAW run (DRAW_RUN=folder) at T = 400 on the 100 test images of ais_draw_mnist.json
 #              (one CPU thread reached T = 100 on them in half an hour)
+#   trained    the zoo's trained models, continued across leases: each run of benchmarks/trained_models.py's
+#              RECIPES named in TRAINED_MODELS (default: those not yet under benchmarks/checkpoints) trains on from
+#              its checkpoint in runs/trained for its share of TRAINED_SECONDS (default 300), stopping at an epoch's
+#              checkpoint; the folders come back in $OUT/trained_runs.tgz. Carry runs/trained to the next lease
+#              (the device tool's carry) and the same command trains on, bit for bit as one uninterrupted run; a
+#              finished run is exported and scored with benchmarks/trained_models.py export|score NAME
 #
 #   OUT=folder PYRO_ZOO_GIT_COMMIT=sha bash benchmarks/gpu_checklist.sh DATA_DIR     # on the GPU machine
 #   GPU_CHECK_STAGES="env test_cuda draw_ais" DRAW_RUN=.gpu_runs/draw_t16 ...   # a chosen few stages
@@ -45,7 +51,7 @@ pack() {
     tar czf "$OUT/results.tgz.part" -T "$MARK.new" && mv "$OUT/results.tgz.part" "$OUT/results.tgz"
 }
 
-STAGES=" ${GPU_CHECK_STAGES:-env test_cuda speed ais_elbo ais_hvae speed_iw} "
+STAGES=" ${GPU_CHECK_STAGES:-env test_cuda speed ais_elbo ais_hvae speed_iw trained} "
 stage() {                       # stage NAME SECONDS COMMAND...: run it under a time limit, log it, pack results
     local name=$1 limit=$2 t0 rc
     shift 2
@@ -61,6 +67,23 @@ stage() {                       # stage NAME SECONDS COMMAND...: run it under a 
 MARK=$(mktemp)                  # outside $OUT: the device tool brings back at most 8 files
 touch "$MARK"
 sleep 1
+# trained: each named run trains for its share of the time, then every run folder is packed for the next lease
+train_trained() {
+    local names=${TRAINED_MODELS:-$(python3 benchmarks/trained_models.py pending)} total=${TRAINED_SECONDS:-300}
+    local n share name
+    n=$(echo $names | wc -w)
+    [ "$n" -gt 0 ] || { echo "no trained model left to train"; return 0; }
+    share=$(( total / n ))
+    for name in $names; do
+        timeout --signal=INT "$share" python3 benchmarks/trained_models.py train "$name" --data-dir "$DATA" \
+            ${TRAINED_FLAGS:-}
+        echo "$name: exit $? after at most $share s"
+    done
+    tar czf "$OUT/trained_runs.tgz.part" --exclude='*-score' runs/trained && mv "$OUT/trained_runs.tgz.part" "$OUT/trained_runs.tgz"
+}
+export -f train_trained
+export DATA OUT
+
 if [ "$SMOKE" = 1 ]; then
     stage env 30 python3 -c "import torch, zoo; print(torch.__version__, zoo.__file__)"
     stage test_cuda 60 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
@@ -70,6 +93,7 @@ if [ "$SMOKE" = 1 ]; then
         --limit 20 --is-samples 50 --headline-samples 50 --temperatures 5,10 --chains 2 --leapfrog 2 --bdmc-data 4 \
         --bdmc-temperatures 5,10 --bdmc-chains 2 --ais-batch-size 10 --out runs/gpu/ais --runs-dir runs/gpu/headline \
         --name ais_mnist_smoke
+    TRAINED_MODELS=${TRAINED_MODELS:-vae-mnist-iwae} TRAINED_SECONDS=${TRAINED_SECONDS:-60} stage trained 120 bash -c train_trained
     exit 0
 fi
 stage env 20 bash -c "nvidia-smi -L; python3 -c 'import torch, jax, pyro, zoo; print(torch.__version__, \
@@ -97,3 +121,4 @@ fi
 stage draw_ais 300 python3 benchmarks/ais_mnist.py --data-dir "$DATA" --folders "draw_t16=${DRAW_RUN:-}" --limit 100 \
     --is-samples 1000 --temperatures 400 --chains 4 --bdmc-data 0 --ais-batch-size 100 --out runs/gpu/ais \
     --name ais_draw_mnist_cuda${SUFFIX}
+stage trained $(( ${TRAINED_SECONDS:-300} + 60 )) bash -c train_trained

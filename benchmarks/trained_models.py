@@ -17,7 +17,10 @@ holds). This script makes one, in steps that each resume where the last stopped 
     the command, commit and hardware;
 ``card NAME|all``
     renders each ``README.md`` (the card a person reads) from ``card.json`` and the result files;
-    ``--check`` fails where a card is not what its files give.
+    ``--check`` fails where a card is not what its files give;
+``pending``
+    names the recipes not yet committed (what ``benchmarks/gpu_checklist.sh``'s ``trained`` stage trains on across
+    leases).
 
     python benchmarks/trained_models.py train vae-mnist-iwae --data-dir ../shared/data
     python benchmarks/trained_models.py export vae-mnist-iwae
@@ -171,10 +174,15 @@ def card(name: str, args) -> None:
              f"'python benchmarks/trained_models.py card all'")
 
 
+def pending(name: str, args) -> None:
+    """Print the recipes not yet committed as trained models, one line (what the GPU checklist trains on)."""
+    print(" ".join(n for n in RECIPES if not (CHECKPOINTS / n / "card.json").is_file()))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=("train", "export", "score", "card"))
-    p.add_argument("name", help="a trained model's name (RECIPES), or 'all' for card")
+    p.add_argument("step", choices=("train", "export", "score", "card", "pending"))
+    p.add_argument("name", nargs="?", default="all", help="a trained model's name (RECIPES), or 'all' for card")
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--runs-dir", default="runs/trained")
     p.add_argument("--limit", type=int, default=1000, help="score: the fixed test subset's size (default 1000)")
@@ -184,7 +192,7 @@ def main() -> None:
     p.add_argument("--bdmc-temperatures", default="100,200,400")
     p.add_argument("--check", action="store_true", help="card: write nothing, fail where a card is stale")
     args = p.parse_args()
-    {"train": train, "export": export, "score": score, "card": card}[args.step](args.name, args)
+    {"train": train, "export": export, "score": score, "card": card, "pending": pending}[args.step](args.name, args)
 
 
 if __name__ == "__main__":
