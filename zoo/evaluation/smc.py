@@ -104,8 +104,8 @@ __all__ = ["SequentialMonteCarlo", "SMCResult", "conditional_ess", "next_tempera
 
 #: where one replica's Z^_r is more than this share of the R replicas' sum, the SE (from R numbers) is not a precision
 MAX_REPLICA_SHARE = 0.5
-#: bisection steps of the next temperature: the step is found to within 2^-50 of 1 - beta
-BISECTION_STEPS = 50
+#: bisection steps of the next temperature: the step is found to within 2^-40 of 1 - beta
+BISECTION_STEPS = 40
 #: the per-datum figures of a minibatch (:meth:`SequentialMonteCarlo.minibatch`)
 FIELDS = ("log_likelihood", "se", "replicas", "steps", "resamples", "acceptance", "forced")
 
