@@ -35,7 +35,7 @@ import torch
 from zoo.core.errors import ZooError
 from zoo.core.files import open_regular
 from zoo.data.headers import read_npz_arrays
-from zoo.evaluation.ais import AnnealedImportanceSampling, coordinates_text
+from zoo.evaluation.ais import MIXING_FIELDS, AnnealedImportanceSampling, coordinates_text
 from zoo.evaluation.bdmc import bdmc_markdown, bidirectional_monte_carlo
 from zoo.experiments.outputs import json_ready, refuse_weaker
 from zoo.experiments.run import BEST, _eval_subset, best_checkpoint, evaluation_guide, prepare, results_kept_on_stop
@@ -48,7 +48,7 @@ __all__ = ["ais_run", "bdmc_run", "ais_markdown", "DEFAULT_TEMPERATURES", "DEFAU
 
 #: the minibatches of an AIS evaluation finished so far, kept so that a stopped run resumes (module docstring)
 PARTIAL = "ais_partial.npz"
-_FIELDS = ("log_likelihood", "se", "ess", "acceptance", "acceptance_sum", "step_sizes")
+_FIELDS = ("log_likelihood", "se", "ess", "acceptance", "acceptance_sum", "step_sizes") + MIXING_FIELDS
 
 DEFAULT_TEMPERATURES = (500,)
 DEFAULT_BDMC_TEMPERATURES = (100, 200, 400)
