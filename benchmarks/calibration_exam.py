@@ -141,7 +141,8 @@ def funnel(x, idx=None, N=None):
     p = FUNNEL
     with pyro.plate("data", N, subsample=idx):
         v = pyro.sample("v", dist.Normal(torch.zeros(1), p["v_scale"]).to_event(1))
-        z = pyro.sample("z", dist.Normal(torch.zeros(p["dim"]), (0.5 * v).exp()).to_event(1))
+        # the clamp only acts 40 prior SDs out, where a diverging leapfrog step may take v
+        z = pyro.sample("z", dist.Normal(torch.zeros(p["dim"]), (0.5 * v).clamp(-60.0, 60.0).exp()).to_event(1))
         pyro.sample("x", dist.Normal(z, p["noise"]).to_event(1), obs=x)
 
 

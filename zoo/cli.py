@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "unconstrained ones (none)")
     ais.add_argument("--ais-batch-size", type=int, default=100, help="data per AIS tensor program (default 100)")
     ais.add_argument("--bdmc-data", type=int, default=100, help="BDMC: data simulated from the model (default 100)")
+    ais.add_argument("--replicas", type=int, default=4,
+                     help="AIS: independent replicas per datum from different starts and seeds (the guide, the "
+                          "prior, the widened guide, the prior); the estimate is theirs pooled, and a datum is called "
+                          "reliable only where they agree and their chains pass their checks, each flag with its "
+                          "reason in ais_per_datum.npz (default 4; 1: one run, judged by its weights' ESS alone)")
     smc = p.add_argument_group("sequential Monte Carlo (zoo.evaluation.smc)")
     smc.add_argument("--smc-particles", type=int, default=None, metavar="N",
                      help=f"SMC: particles per datum and replica (default {SMC_DEFAULTS['num_particles']})")
@@ -499,7 +504,7 @@ def _eval_annealed(args) -> None:
                   progress=not args.no_progress, model_file=args.model, guide_file=args.guide, force=args.force)
     out = Path(args.dir)
     if args.estimator == "ais":
-        summary = ais_run(out, eval_limit=settings.get("eval_limit"), **common)
+        summary = ais_run(out, eval_limit=settings.get("eval_limit"), replicas=args.replicas, **common)
         print(ais_markdown(summary))
         print(f"wrote {', '.join(str(out / f) for f in ('ais.json', 'ais.md', 'ais_per_datum.npz'))}")
         return

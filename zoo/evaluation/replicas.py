@@ -101,7 +101,7 @@ from zoo.evaluation.defensive import GUIDE_PROPOSAL, DefensiveProposal, widen
 from zoo.evaluation.estimators.psis import PSIS_MIN_ESS, PSIS_THRESHOLD
 
 __all__ = ["Replica", "Verdict", "judge", "cochran_q", "chi2_quantile", "pool", "WidenedGuide", "replicated_ais",
-           "replicated_importance_sampling", "ais_replica", "t_quantile", "f_quantile", "agreement_threshold", "AIS_STARTS", "IS_STARTS", "ALPHA", "SE_TOLERANCE",
+           "replicated_importance_sampling", "ais_replica", "ais_starts", "reason_array", "t_quantile", "f_quantile", "agreement_threshold", "AIS_STARTS", "IS_STARTS", "ALPHA", "SE_TOLERANCE",
            "MIN_ACCEPTANCE", "MIN_SWITCH_RATE", "WIDE_INFLATION", "DEFAULT_AIS_REPLICAS", "DEFAULT_IS_REPLICAS"]
 
 #: the agreement test's false-alarm rate per datum, where each replica is normal with its stated SE
@@ -406,8 +406,17 @@ def _ais_problems(result, start: str) -> List[str]:
     return out
 
 
-def ais_replica(sampler: AnnealedImportanceSampling, model, guide, x: torch.Tensor, start: str, seed: int):
-    """(one AIS replica from ``start`` with ``seed``, its :class:`~zoo.evaluation.ais.AISResult`)."""
+def ais_starts(path: str, replicas: int) -> List[str]:
+    """The starts of ``replicas`` AIS replicas whose first starts where ``path`` says (the guide or the prior)."""
+    order = AIS_STARTS if path == "guide" else ("prior", "guide", "wide", "prior")
+    return [order[r % len(order)] for r in range(replicas)]
+
+
+def ais_replica(sampler: AnnealedImportanceSampling, model, guide, x: torch.Tensor, start: str, seed: int,
+                **estimate_options):
+    """(one AIS replica from ``start`` with ``seed``, its :class:`~zoo.evaluation.ais.AISResult`);
+    ``estimate_options`` (``progress``, ``done``, ``on_batch``) go to
+    :meth:`~zoo.evaluation.ais.AnnealedImportanceSampling.estimate`."""
     from guides.user import as_zoo_guide
     guide = as_zoo_guide(guide, model)
     if start == "prior":
@@ -418,7 +427,7 @@ def ais_replica(sampler: AnnealedImportanceSampling, model, guide, x: torch.Tens
         sampler, chosen = replace(sampler, path="guide"), guide
     else:
         raise ValueError(f"an AIS replica starts from one of guide, prior, wide; got {start!r}")
-    result = sampler.estimate(model, chosen, x, seed=seed)
+    result = sampler.estimate(model, chosen, x, seed=seed, **estimate_options)
     return Replica(start, seed, result.log_likelihood, result.log_likelihood_se, _ais_problems(result, start),
                    result.se_reliable, torch.full_like(result.ess, float(sampler.num_chains - 1))), result
 
