@@ -323,7 +323,7 @@ def main(argv=None):
     p.add_argument("--replicas", type=int, default=4)
     p.add_argument("--samples", type=int, default=1000, help="IS samples K per datum and replica")
     p.add_argument("--temperatures", type=int, default=100)
-    p.add_argument("--chains", type=int, default=8)
+    p.add_argument("--chains", type=int, default=16)
     p.add_argument("--leapfrog", type=int, default=5)
     p.add_argument("--guide-epochs", type=int, default=20)
     p.add_argument("--quick", action="store_true", help="a smoke run: 2 seeds x 3 data, K = 50, T = 5, 4 chains, "
