@@ -21,9 +21,9 @@ The guide is the zoo's amortized guide (a diagonal Normal per real site, indepen
 site: one mode, mean-field), trained with the ELBO for ``--guide-epochs`` on 500 data, as a user's is. For each of
 ``--seeds`` seeds, ``--data`` fresh data are drawn (all seeds' data in one batched call: each datum's estimate uses
 its own draws or chains only). Each estimator runs ``--replicas`` independent replicas
-(:mod:`zoo.evaluation.replicas`): IS (the guide and the defensive mixture through the harness, then the prior and
-the widened guide as proposals; K = ``--samples``) and AIS (from the guide, the prior, the widened guide, the
-guide; T = ``--temperatures``, C = ``--chains``, ``--leapfrog`` steps). The table gives, per model and estimator:
+(:mod:`zoo.evaluation.replicas`): IS (the guide through the harness, the prior, the harness's defensive mixture,
+the prior; K = ``--samples``) and AIS (from the guide, the prior, the widened guide, the prior; T =
+``--temperatures``, C = ``--chains``, ``--leapfrog`` steps). The table gives, per model and estimator:
 
 - **coverage | reliable**: among the data the replicas call reliable, how often pooled estimate ± 1.96 pooled SE
   holds the exact log p(x) (goal >= 90 %);
@@ -58,7 +58,8 @@ import zoo  # noqa: E402
 import zoo.data  # noqa: E402
 from zoo import exact_models as E  # noqa: E402
 from zoo.evaluation.ais import AnnealedImportanceSampling  # noqa: E402
-from zoo.evaluation.replicas import ALPHA, replicated_ais, replicated_importance_sampling  # noqa: E402
+from zoo.evaluation.replicas import (ALPHA, AIS_STARTS, IS_STARTS, replicated_ais,  # noqa: E402
+                                     replicated_importance_sampling)
 
 MODELS = ("two_mode", "regimes", "padded_hmm", "funnel", "experts", "ppca")
 ESTIMATORS = ("is", "ais")
@@ -259,7 +260,7 @@ def exam(names, estimators, args, log=print):
                 verdict = replicated_importance_sampling(model, guide, x, num_samples=args.samples,
                                                          replicas=args.replicas, seed=1000 + 100 * i,
                                                          batch_size=x.shape[0])
-                alone = verdict.replicas[1 % len(verdict.replicas)]     # the defensive mixture, its PSIS verdict
+                alone = next((r for r in verdict.replicas if r.start == "defensive"), verdict.replicas[0])
             pooled = _figures(verdict.log_likelihood, verdict.log_likelihood_se, verdict.reliable, exact)
             single = _figures(alone.log_likelihood, alone.se, alone.alone, exact)
             reasons = verdict.summary()["flag_counts"]
@@ -282,6 +283,10 @@ def _fmt(v):
     return "–" if v is None else f"{v:.3f}"
 
 
+def _cycle(starts, replicas: int) -> str:
+    return ", ".join(starts[r % len(starts)] for r in range(replicas))
+
+
 def _pass(v, goal):
     return "–" if v is None else (f"{v:.1%}" + ("" if v >= goal else " ✗"))
 
@@ -291,8 +296,9 @@ def markdown(rows, args, provenance) -> str:
              f"Command: `{provenance['command']}`  ", f"Commit: `{provenance['git_commit']}`  ",
              f"Hardware: {provenance['cpu']}, {provenance['cpu_threads']} threads  ", "",
              f"{args.seeds} seeds × {args.data} data per model; {args.replicas} replicas per estimator "
-             f"(IS: guide, defensive, prior, widened guide; AIS: guide, prior, widened guide, guide), agreement by "
-             f"Cochran's Q at a {ALPHA:.0%} false-alarm rate; IS K = {args.samples}; AIS T = {args.temperatures}, "
+             f"(IS: {_cycle(IS_STARTS, args.replicas)}; AIS: {_cycle(AIS_STARTS, args.replicas)}), agreement by "
+             f"Cochran's Q against Welch's threshold at a {ALPHA:.0%} false-alarm rate; IS K = {args.samples}; "
+             f"AIS T = {args.temperatures}, "
              f"{args.chains} chains, {args.leapfrog} leapfrog steps; amortized guides trained for {args.guide_epochs} "
              "epochs of the ELBO. Goals: coverage of the nominal 95 % interval among data called reliable >= 90 %; "
              "share flagged among data more than 3 SE off >= 95 % (✗: missed). 'alone': one run (IS: the defensive "
