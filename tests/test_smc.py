@@ -92,6 +92,9 @@ def test_smc_reaches_the_ppca_closed_form_within_three_se(synthetic, path):
     error, z = _z_of_mean(result, model.log_marginal(x))
     assert abs(z) < 3 and abs(error) < 0.1, f"SMC ({path}) is off by {error:.4f} nats, {z:.1f} SE"
     assert bool((result.steps >= 1).all()) and result.replicas.shape == (4, 20)
+    Z = result.replicas.exp()                   # the estimate is log mean_r Z_r, its SE sd_r(Z_r) / (sqrt(R) mean_r Z_r)
+    assert torch.allclose(result.log_likelihood, Z.mean(0).log())
+    assert torch.allclose(result.log_likelihood_se, Z.std(0) / 2 / Z.mean(0))
     assert 0.3 < result.summary()["acceptance_mean"] <= 1.0
 
 

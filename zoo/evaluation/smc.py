@@ -40,7 +40,13 @@ usual run has none there: the estimate misses that mass and its SE, read from th
 Resampling copies the particles where f_beta's mass grows as it grows, and the adaptive steps spend the
 temperatures where the weights change, so the same budget of gradient evaluations goes into far more particles
 (``tests/test_smc.py`` shows SMC recovering such a mode where AIS from the same guide is more than 3 SE off).
-SMC cannot find a mode that pi_0 and the moves never reach: a particle must get there first.
+SMC cannot find a mode that pi_0 and the moves never reach: a particle must get there first. Nor does it with large
+steps: the particles in pi_0's tail that would reach the second mode sit between the modes, where g is low, and a
+big step's resampling discards them before a move carries them on. Small steps (``target_ess`` near 1: 0.98 in the
+test, about 16 temperatures) reweight them gently while the moves work. On the test's two-mode data (256 particles x
+8 replicas, 3 seeds) the average error is -0.05 to +0.01 nats at 0.98, -0.01 to -0.05 at 0.9 and -0.11 to -0.17 at
+the default 0.5 (about 3 temperatures), against AIS's -0.27 (T = 400, 16 chains); raise ``target_ess`` where modes
+are the worry.
 
 **The standard error** comes from R = ``num_replicas`` independent runs of the whole algorithm per datum (own
 random streams, own schedules, own step sizes): the replica estimates Z^_r are i.i.d., so, with
@@ -54,7 +60,10 @@ particles would not give it (they are dependent after resampling; Lee and Whitel
 It is an estimate from R numbers, so at R = 4 it is itself uncertain by about 40 %; where the Z^_r are heavy-tailed
 (a mode that only some replicas find) it understates the error, and ``se_reliable`` says so where the largest
 replica's Z^_r carries more than :data:`MAX_REPLICA_SHARE` of their sum. ``benchmarks/smc_exact.py`` measures how often
-the estimate +- 1.96 SE covers exact values.
+the estimate +- 1.96 SE covers exact values (1,000 intervals each, 64 particles): 0.86 on pPCA from an untrained guide
+and 0.85 on a Poisson model from the prior at R = 4; 0.89 and 0.90 at R = 8. The SE is estimated from R numbers, so
+Student's t quantile at R - 1 degrees of freedom (3.18 at R = 4, 2.36 at R = 8) is the honest multiplier: it covers
+0.94 to 0.96 on both.
 
 What it assumes: the moves mix within f_beta over the region the particles are in (check ``acceptance``); pi_0 puts
 particles wherever the posterior has mass, or the moves carry them there. Wrong answers come from modes that no
