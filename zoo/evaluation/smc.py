@@ -46,7 +46,9 @@ big step's resampling discards them before a move carries them on. Small steps (
 test, about 16 temperatures) reweight them gently while the moves work. On the test's two-mode data (256 particles x
 8 replicas, 3 seeds) the average error is -0.05 to +0.01 nats at 0.98, -0.01 to -0.05 at 0.9 and -0.11 to -0.17 at
 the default 0.5 (about 3 temperatures), against AIS's -0.27 (T = 400, 16 chains); raise ``target_ess`` where modes
-are the worry.
+are the worry. Over 5 seeds (``benchmarks/smc_exact.py``), SMC at 0.98 covers 93 % of the 40 data's exact values with
++- 1.96 SE, where AIS at T = 400 covers 42 % with 16 chains and 75 % with 64 (about SMC's gradient evaluations,
+136,000 against 161,000 per datum; AIS in ten times SMC's time, its temperatures one tensor program each).
 
 **The standard error** comes from R = ``num_replicas`` independent runs of the whole algorithm per datum (own
 random streams, own schedules, own step sizes): the replica estimates Z^_r are i.i.d., so, with
