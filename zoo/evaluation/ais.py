@@ -60,8 +60,10 @@ as T grows, and the gap left is what bidirectional Monte Carlo measures (:mod:`z
 
 Per datum it reports log p^(x), the delta-method standard error over the C chains,
 sqrt((mean w^2 / (mean w)^2 - 1) / C), the effective sample size (sum w)^2 / sum w^2 of the final weights,
-and the mean acceptance rate of its chains; per temperature, the acceptance rate over all data and chains
-and the pilot's step size. The whole batch of data and chains is one tensor program (no Python loop
+and the mean acceptance rate of its chains; what its chains' moves say of their mixing (the HMC steps' mean
+acceptance, the share of transitions at beta >= 1/2 that changed a chain's discrete state, and how many distinct
+discrete states the chains end in: :mod:`zoo.evaluation.replicas` reads them); per temperature, the acceptance
+rate over all data and chains and the pilot's step size. The whole batch of data and chains is one tensor program (no Python loop
 over data). The standard error is a precision only where the final weights are not heavy-tailed: where
 the ESS is below :data:`MIN_ESS_FRACTION` of the chains, the result says the SE is not one
 (``se_reliable``), and more temperatures are the remedy.
@@ -298,8 +300,11 @@ class AISResult:
         return out
 
     def per_datum(self) -> Dict[str, torch.Tensor]:
+        # a figure the model has no sites for (NaN throughout: no real site for HMC, no discrete one to switch) is left out
+        mixing = {name: value for name in MIXING_FIELDS if (value := getattr(self, name)) is not None
+                  and not bool(torch.isnan(value).all()) and not (name == "final_states" and not bool(value.any()))}
         return {"log_likelihood": self.log_likelihood, "log_likelihood_se": self.log_likelihood_se,
-                "ess": self.ess, "acceptance": self.acceptance, "se_reliable": self.se_reliable}
+                "ess": self.ess, "acceptance": self.acceptance, "se_reliable": self.se_reliable, **mixing}
 
 
 #: the per-datum figures of how the chains moved (:class:`_Mixing`), beside the estimate's
