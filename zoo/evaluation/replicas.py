@@ -297,8 +297,14 @@ class Verdict:
         kinds: Dict[str, int] = {}
         for reason in self.reasons:
             for part in filter(None, reason.split("; ")):
-                kind = part.split(" (")[0] if part.startswith("replicas") else part.split(": ", 1)[-1].split(" ")[0]
-                kinds[kind] = kinds.get(kind, 0) + 1
+                if not part.startswith("replicas") and ": " in part:
+                    start, problems = part.split(": ", 1)
+                    found = [f"{start}: " + ("discrete states" if p.startswith("discrete") else p.split(" ")[0])
+                             for p in problems.split(", ")]
+                else:
+                    found = [part.split(" (")[0]]
+                for kind in found:
+                    kinds[kind] = kinds.get(kind, 0) + 1
         return {"replicas": len(self.replicas), "starts": [r.start for r in self.replicas],
                 "seeds": [r.seed for r in self.replicas],
                 "pooled_log_likelihood": self.log_likelihood.mean().item(),
