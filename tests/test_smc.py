@@ -78,6 +78,19 @@ def test_options_are_refused_in_one_line_naming_the_option(options, message):
         SequentialMonteCarlo(**options)
 
 
+def test_a_replica_carrying_most_of_the_estimate_or_a_forced_schedule_makes_the_se_no_precision():
+    """Where one replica's Z^_r is more than half the sum of R's, the SE from R numbers is not a precision; nor where
+    a replica reached max_steps before beta = 1. Both are flagged per datum, and the summary says why."""
+    from zoo.evaluation.smc import SMCResult
+    replicas = torch.tensor([[-3.0, -3.0, -3.0], [-3.1, -3.0, -3.0], [-2.9, 0.0, -3.0], [-3.0, -3.0, -3.0]],
+                            dtype=torch.float64)
+    ll, se = replicas.exp().mean(0).log(), torch.full((3,), 0.1, dtype=torch.float64)
+    ones = torch.ones(3, dtype=torch.float64)
+    result = SMCResult(ll, se, replicas, ones, ones, ones, torch.tensor([False, False, True]), {"num_replicas": 4})
+    assert result.se_reliable.tolist() == [True, False, False]
+    assert "not a precision" in result.summary()["se_warning"]
+
+
 # --- exact answers ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", ["guide", "prior"])
 def test_smc_reaches_the_ppca_closed_form_within_three_se(synthetic, path):
@@ -218,7 +231,7 @@ def test_smc_writes_its_three_files_and_leaves_the_other_results_alone(tmp_path,
     assert (run / "results.json").read_bytes() == before and not (run / "smc_partial.npz").exists()
 
 
-def test_a_weaker_smc_evaluation_and_bad_or_foreign_flags_are_refused_in_one_line(tmp_path, trained, capsys):
+def test_a_weaker_or_oversized_smc_evaluation_is_refused_in_one_line_and_the_results_kept(tmp_path, trained, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
     assert run_cli(["eval", run, *SMC], capsys)[0] == 0
@@ -226,15 +239,25 @@ def test_a_weaker_smc_evaluation_and_bad_or_foreign_flags_are_refused_in_one_lin
     weaker = [a if a != "8" else "4" for a in SMC]
     code, _, err = run_cli(["eval", run, *weaker], capsys)
     assert code == 2 and "4 particles, not 8" in err and len(err.strip().splitlines()) == 1, err
-    for bad, says in ((["--smc-particles", "0"], "num_particles"), (["--smc-replicas", "1"], "num_replicas"),
-                      (["--smc-target-ess", "1.5"], "target_ess"), (["--temperatures", "10"], "--temperatures"),
-                      (["--eval-samples", "5"], "--eval-samples"),
-                      (["--smc-particles", str(10 ** 12)], "--smc-particles")):
+    code, _, err = run_cli(["eval", run, "--estimator", "smc", "--no-progress", "--smc-particles", 10 ** 12], capsys)
+    assert code == 2 and "--smc-particles" in err and "more than the" in err and len(err.strip().splitlines()) == 1
+    assert (run / "smc.json").read_bytes() == stored
+
+
+def test_bad_or_foreign_smc_flags_are_refused_in_one_line(tmp_path, capsys):
+    run = tmp_path / "run"           # refused before the folder is read
+    for bad, says in ((["--smc-particles", "0"], "num_particles"), (["--smc-target-ess", "1.5"], "target_ess"),
+                      (["--temperatures", "10"], "--temperatures"), (["--eval-samples", "5"], "--eval-samples")):
         code, _, err = run_cli(["eval", run, "--estimator", "smc", "--no-progress", *bad], capsys)
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_smc_flags_without_smc_and_smc_with_gaps_are_refused_in_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
     code, _, err = run_cli(["eval", run, "--estimator", "ais", "--smc-particles", "8", "--no-progress"], capsys)
     assert code == 2 and "--estimator smc" in err and len(err.strip().splitlines()) == 1, err
-    assert (run / "smc.json").read_bytes() == stored
+    code, _, err = run_cli(["eval", run, "--gaps", "--estimator", "smc", "--no-progress"], capsys)
+    assert code == 2 and "--gaps" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_a_stopped_smc_resumes_from_its_finished_minibatches_to_the_figures_of_a_run_without_a_stop(
