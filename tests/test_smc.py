@@ -104,7 +104,7 @@ def test_smc_reaches_the_ppca_closed_form_within_three_se(synthetic, path):
     result = SequentialMonteCarlo(num_particles=32, num_replicas=4, path=path).estimate(model, guide, x)
     error, z = _z_of_mean(result, model.log_marginal(x))
     assert abs(z) < 3 and abs(error) < 0.1, f"SMC ({path}) is off by {error:.4f} nats, {z:.1f} SE"
-    assert bool((result.steps >= 1).all()) and result.replicas.shape == (4, 20)
+    assert bool((result.steps >= 1).all()) and result.steps.max() > 1 and result.replicas.shape == (4, 20)
     Z = result.replicas.exp()                   # the estimate is log mean_r Z_r, its SE sd_r(Z_r) / (sqrt(R) mean_r Z_r)
     assert torch.allclose(result.log_likelihood, Z.mean(0).log())
     assert torch.allclose(result.log_likelihood_se, Z.std(0) / 2 / Z.mean(0))
@@ -122,6 +122,7 @@ def test_smc_on_binary_latents_matches_enumeration():
     error, z = _z_of_mean(result, E.binary_latent_log_marginal(x))
     assert abs(z) < 3 and abs(error) < 0.05, f"SMC is off by {error:.4f} nats, {z:.1f} SE"
     assert bool(torch.isnan(result.acceptance).all())          # no real site: no HMC move to count
+    assert result.steps.max() > 1 and result.resamples.max() > 0   # the discrete kernels ran at beta < 1
 
 
 
