@@ -114,7 +114,7 @@ def test_stuck_chains_in_different_discrete_states_are_flagged_and_agreeing_ones
     assert _ais_problems(_result(0.004, 3.0), "guide") == ["discrete states switched in 0.4% of moves"]
     assert _ais_problems(_result(0.0, 1.0), "guide") == [""]             # a concentrated posterior
     assert _ais_problems(_result(0.5, 2.0, acceptance=0.02), "guide") == ["acceptance 0.02"]
-    assert _ais_problems(_result(0.5, 2.0, ess=1.2), "guide") == ["ESS 1.2 < 1.6"]
+    assert _ais_problems(_result(0.5, 2.0, ess=1.2), "guide") == ["ESS 1.20 < 1.6"]
 
 
 def test_ais_records_how_its_chains_moved():

@@ -60,7 +60,7 @@ of a good proposal), and where the replicas' weights are few it asks for more be
   without a k-hat an ESS of at least 10; :mod:`zoo.evaluation.estimators.psis`).
 
 A datum is reliable only when all hold, and each flag says why, in a short string per datum
-(``"replicas disagree (Q 41.2 > 16.3)"``, ``"prior: acceptance 0.02"``, ``"guide: ESS 1.3 < 1.6"``,
+(``"replicas disagree (Q 41.2 > 16.3)"``, ``"prior: acceptance 0.02"``, ``"guide: ESS 1.30 < 1.6"``,
 ``"guide: discrete states never switched"``).
 
 **The pooled estimate** is that of all R replicas together: log p^(x) = log (1/R) sum_r Z^_r (each unbiased, so
@@ -398,7 +398,7 @@ def _ais_problems(result, start: str) -> List[str]:
         parts = []
         ess = float(result.ess[n])
         if ess < min_ess:
-            parts.append(f"ESS {ess:.1f} < {min_ess:g}")
+            parts.append(f"ESS {ess:.2f} < {min_ess:g}")
         if result.hmc_acceptance is not None:
             a = float(result.hmc_acceptance[n])
             if math.isfinite(a) and a < MIN_ACCEPTANCE:
