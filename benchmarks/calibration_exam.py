@@ -263,6 +263,14 @@ def exam(names, estimators, args, log=print):
                 alone = next((r for r in verdict.replicas if r.start == "defensive"), verdict.replicas[0])
             pooled = _figures(verdict.log_likelihood, verdict.log_likelihood_se, verdict.reliable, exact)
             single = _figures(alone.log_likelihood, alone.se, alone.alone, exact)
+            # the data one run gets wrong (more than 3 of its SEs off): how many the replicas flag, and how many of
+            # the rest their pooled estimate covers within 3 pooled SEs
+            wrong = ((alone.log_likelihood - exact) / alone.se.clamp(min=1e-12)).abs() > 3
+            pooled_z = ((verdict.log_likelihood - exact) / verdict.log_likelihood_se.clamp(min=1e-12)).abs()
+            single["replicas_flag_where_far_off"] = (~verdict.reliable)[wrong].double().mean().item() \
+                if wrong.any() else None
+            single["replicas_flag_or_cover_where_far_off"] = ((~verdict.reliable) | (pooled_z <= 3))[wrong] \
+                .double().mean().item() if wrong.any() else None
             reasons = verdict.summary()["flag_counts"]
             row = {"model": name, "estimator": estimator, "intervals": int(x.shape[0]), **pooled,
                    "single_run": {"start": alone.start, **single}, "flag_counts": reasons,
@@ -287,6 +295,10 @@ def _cycle(starts, replicas: int) -> str:
     return ", ".join(starts[r % len(starts)] for r in range(replicas))
 
 
+def _share(v):
+    return "–" if v is None else f"{v:.1%}"
+
+
 def _pass(v, goal):
     return "–" if v is None else (f"{v:.1%}" + ("" if v >= goal else " ✗"))
 
@@ -302,16 +314,21 @@ def markdown(rows, args, provenance) -> str:
              f"{args.chains} chains, {args.leapfrog} leapfrog steps; amortized guides trained for {args.guide_epochs} "
              "epochs of the ELBO. Goals: coverage of the nominal 95 % interval among data called reliable >= 90 %; "
              "share flagged among data more than 3 SE off >= 95 % (✗: missed). 'alone': one run (IS: the defensive "
-             "mixture, PSIS verdict; AIS: from the guide, ESS rule), judged by its own rule.", "",
+             "mixture, PSIS verdict; AIS: from the guide, ESS rule), judged by its own rule; of the data it puts more than "
+             "3 of its SEs from the truth, the share the replicas flag, and the share they flag or whose pooled "
+             "estimate is within 3 pooled SEs. Under exact calibration 0.27 % of data lie beyond 3 SE by chance "
+             "alone (1.35 of 500), so the goal on 'flagged | >3 SE' is read on counts of that size with care.", "",
              "| model | estimator | coverage \\| reliable | flagged \\| >3 SE (n) | flagged | mean error | "
-             "alone: coverage \\| reliable | alone: flagged \\| >3 SE (n) | alone: flagged | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "alone: coverage \\| reliable | alone: flagged \\| >3 SE (n) | alone: flagged | "
+             "alone >3 SE: flagged by replicas | … or pooled within 3 SE | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["single_run"]
         lines.append(f"| {r['model']} | {r['estimator']} | {_pass(r['coverage_where_reliable'], 0.9)} | "
                      f"{_pass(r['flagged_where_far_off'], 0.95)} ({r['far_off']}) | {r['share_flagged']:.1%} | "
                      f"{r['mean_error']:+.3f} | {_pass(s['coverage_where_reliable'], 0.9)} | "
                      f"{_pass(s['flagged_where_far_off'], 0.95)} ({s['far_off']}) | {s['share_flagged']:.1%} | "
+                     f"{_share(s['replicas_flag_where_far_off'])} | {_share(s['replicas_flag_or_cover_where_far_off'])} | "
                      f"{r['seconds']:.0f} |")
     lines += ["", "Reasons given (counts of data; a datum may have several):", ""]
     for r in rows:
