@@ -37,7 +37,8 @@ Each s_r is widened in quadrature by :data:`SE_TOLERANCE` nats, so that replicas
 rounding (the exact posterior as the guide) are not called apart for differences no table shows.
 
 **Estimated SEs.** The s_r are themselves estimates, from C chains or K draws, and one from 8 AIS chains is far from
-exact: with Q against chi^2_(R-1), replicas of pPCA from its exact posterior were flagged at 7.5 % instead of 1 %.
+exact: with Q against chi^2_(R-1), replicas whose SEs are estimated from 8 normal draws are flagged at several times
+the stated 1 % (``tests/test_replicas.py``).
 So the threshold is Welch's (1951) for equal means with unequal *estimated* variances: with nu_r the degrees of
 freedom of s_r (AIS: the chains less one; importance sampling: the weights' effective sample size less one, so
 that a few dominant weights count as few draws), w_r = 1 / s_r^2 and L = sum_r (1 - w_r / sum w)^2 / nu_r, Q / ((R - 1) (1 + 2 (R - 2) L / (R^2 - 1))) is
