@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, fail, provenance, run_script, write_result  # noqa: E402
+from common import RESULTS, fail, run_script, write_result  # noqa: E402
 
 
 def _zoo(argv) -> int:

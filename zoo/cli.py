@@ -83,11 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "(fewer samples K, fewer data, or another estimator; without it such an evaluation is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     ais = p.add_argument_group("annealed importance sampling (zoo.evaluation.ais, zoo.evaluation.bdmc)")
-    ais.add_argument("--estimator", choices=("is", "ais", "bdmc"), default="is",
+    ais.add_argument("--estimator", choices=("is", "ais", "bdmc", "smc"), default="is",
                      help="is: importance sampling, results.json (default); ais: annealed importance sampling of the "
                           "evaluation data, ais.json beside it (with --gaps: AIS from the refitted q* is the gaps' "
                           "log p(x)); bdmc: forward and reverse AIS on data simulated from the model, bounding "
-                          "log p(x) from both sides, bdmc.json")
+                          "log p(x) from both sides, bdmc.json; smc: sequential Monte Carlo with adaptive tempering "
+                          "and resampling, its SE from independent replicas, smc.json (it takes --leapfrog, --ais-path, "
+                          "--ais-precondition and --ais-batch-size too)")
     ais.add_argument("--temperatures", type=flags.ints, default=None, metavar="T[,T...]",
                      help="AIS: numbers of temperatures, each run on the same data (default 500); BDMC: the Ts whose "
                           "gaps are shown (default 100,200,400)")
@@ -101,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
                           "unconstrained ones (none)")
     ais.add_argument("--ais-batch-size", type=int, default=100, help="data per AIS tensor program (default 100)")
     ais.add_argument("--bdmc-data", type=int, default=100, help="BDMC: data simulated from the model (default 100)")
+    ais.add_argument("--replicas", type=int, default=4,
+                     help="AIS: independent replicas per datum from different starts and seeds (the guide, the "
+                          "prior, the widened guide, the prior); the estimate is theirs pooled, and a datum is called "
+                          "reliable only where they agree and their chains pass their checks, each flag with its "
+                          "reason in ais_per_datum.npz (default 4; 1: one run, judged by its weights' ESS alone)")
+    smc = p.add_argument_group("sequential Monte Carlo (zoo.evaluation.smc)")
+    smc.add_argument("--smc-particles", type=int, default=None, metavar="N",
+                     help=f"SMC: particles per datum and replica (default {SMC_DEFAULTS['num_particles']})")
+    smc.add_argument("--smc-replicas", type=int, default=None, metavar="R",
+                     help=f"SMC: independent runs per datum, whose spread is the SE (default {SMC_DEFAULTS['num_replicas']})")
+    smc.add_argument("--smc-target-ess", type=float, default=None, metavar="F",
+                     help=f"SMC: the conditional ESS, a fraction of the particles, each temperature is chosen to keep "
+                          f"(default {SMC_DEFAULTS['target_ess']}; nearer 1: more temperatures)")
+    smc.add_argument("--smc-moves", type=int, default=None, metavar="M",
+                     help=f"SMC: MCMC moves per temperature (default {SMC_DEFAULTS['num_moves']})")
 
     p = sub.add_parser("compare", help="train and evaluate a grid of guides × objectives at one or more seeds")
     p.add_argument("model", nargs="?", help=MODEL_HELP)
@@ -460,9 +477,9 @@ def cmd_eval(args) -> None:
     if args.gaps:
         from zoo.evaluation.gaps import gaps_markdown
         from zoo.experiments.gaps import gaps_run
-        if args.estimator == "bdmc":
-            raise ZooError("--gaps takes log p(x) from IS (default) or --estimator ais; BDMC needs simulated data, "
-                           "run it on its own (--estimator bdmc without --gaps)")
+        if args.estimator in ("bdmc", "smc"):
+            raise ZooError(f"--gaps takes log p(x) from IS (default) or --estimator ais; run --estimator "
+                           f"{args.estimator} on its own (without --gaps)")
         reference = None
         if args.estimator == "ais":
             from zoo.evaluation.ais import AnnealedImportanceSampling
@@ -477,6 +494,13 @@ def cmd_eval(args) -> None:
                            model_file=args.model, guide_file=args.guide, force=args.force, reference=reference)
         print(gaps_markdown(summary))
         print(f"wrote {', '.join(str(Path(args.dir) / f) for f in ('gaps.json', 'gaps.md', 'gaps_per_datum.npz'))}")
+        return
+    given_smc = [f for f in _SMC_FLAGS if getattr(args, f) is not None]
+    if given_smc and args.estimator != "smc":
+        raise ZooError(f"{', '.join('--' + f.replace('_', '-') for f in given_smc)} set sequential Monte Carlo; add "
+                       f"--estimator smc, or leave them out")
+    if args.estimator == "smc":
+        _eval_smc(args)
         return
     if args.estimator != "is":
         _eval_annealed(args)
@@ -494,6 +518,36 @@ def _precondition(args) -> str:
     return args.ais_precondition or "transport"
 
 
+#: the flags of ``eval --estimator smc`` and the sampler's options they set
+_SMC_FLAGS = {"smc_particles": "num_particles", "smc_replicas": "num_replicas", "smc_target_ess": "target_ess",
+              "smc_moves": "num_moves"}
+#: the sampler's defaults, as --help shows them (zoo.evaluation.smc.SequentialMonteCarlo)
+SMC_DEFAULTS = {"num_particles": 64, "num_replicas": 4, "target_ess": 0.5, "num_moves": 2}
+
+
+def _eval_smc(args) -> None:
+    """``eval --estimator smc`` (zoo.experiments.sequential)."""
+    from zoo.evaluation.smc import SequentialMonteCarlo
+    from zoo.experiments.sequential import FILES, smc_markdown, smc_run
+    settings = flags.given_run_settings(args)
+    ignored = sorted(k for k in settings if k not in ("eval_limit", "device", "data_dir"))
+    if ignored:
+        raise ZooError(f"--estimator smc does not use {', '.join('--' + k.replace('_', '-') for k in ignored)}"
+                       f"; leave them out (they set the importance-sampling evaluation)")
+    if args.temperatures:
+        raise ZooError("--estimator smc chooses its temperatures itself (adaptive tempering): leave out --temperatures, "
+                       "and set --smc-target-ess for more or fewer")
+    options = {option: getattr(args, flag) for flag, option in _SMC_FLAGS.items() if getattr(args, flag) is not None}
+    smc = SequentialMonteCarlo(**{**SMC_DEFAULTS, **options}, leapfrog_steps=args.leapfrog, path=args.ais_path,
+                               precondition=_precondition(args), batch_size=args.ais_batch_size)
+    out = Path(args.dir)
+    summary = smc_run(out, smc, eval_limit=settings.get("eval_limit"), device=settings.get("device"),
+                      data_dir=settings.get("data_dir"), progress=not args.no_progress, model_file=args.model,
+                      guide_file=args.guide, force=args.force)
+    print(smc_markdown(summary))
+    print(f"wrote {', '.join(str(out / f) for f in FILES)}")
+
+
 def _eval_annealed(args) -> None:
     """``eval --estimator ais|bdmc`` (zoo.experiments.annealed)."""
     from zoo.experiments.annealed import ais_markdown, ais_run, bdmc_run
@@ -509,7 +563,7 @@ def _eval_annealed(args) -> None:
                   progress=not args.no_progress, model_file=args.model, guide_file=args.guide, force=args.force)
     out = Path(args.dir)
     if args.estimator == "ais":
-        summary = ais_run(out, eval_limit=settings.get("eval_limit"), **common)
+        summary = ais_run(out, eval_limit=settings.get("eval_limit"), replicas=args.replicas, **common)
         print(ais_markdown(summary))
         print(f"wrote {', '.join(str(out / f) for f in ('ais.json', 'ais.md', 'ais_per_datum.npz'))}")
         return

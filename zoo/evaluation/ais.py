@@ -60,8 +60,10 @@ as T grows, and the gap left is what bidirectional Monte Carlo measures (:mod:`z
 
 Per datum it reports log p^(x), the delta-method standard error over the C chains,
 sqrt((mean w^2 / (mean w)^2 - 1) / C), the effective sample size (sum w)^2 / sum w^2 of the final weights,
-and the mean acceptance rate of its chains; per temperature, the acceptance rate over all data and chains
-and the pilot's step size. The whole batch of data and chains is one tensor program (no Python loop
+and the mean acceptance rate of its chains; what its chains' moves say of their mixing (the HMC steps' mean
+acceptance, the share of transitions at beta >= 1/2 that changed a chain's discrete state, and how many distinct
+discrete states the chains end in: :mod:`zoo.evaluation.replicas` reads them); per temperature, the acceptance
+rate over all data and chains and the pilot's step size. The whole batch of data and chains is one tensor program (no Python loop
 over data). The standard error is a precision only where the final weights are not heavy-tailed: where
 the ESS is below :data:`MIN_ESS_FRACTION` of the chains, the result says the SE is not one
 (``se_reliable``), and more temperatures are the remedy.
@@ -105,7 +107,8 @@ from zoo.evaluation.estimators.importance import rounding_floor
 from zoo.rules import check_annealing
 
 __all__ = ["AnnealedImportanceSampling", "AISResult", "sigmoid_schedule", "log_mean_exp_and_se", "PATHS",
-           "PRECONDITIONERS", "COORDINATES", "coordinates_text", "MIN_ESS_FRACTION", "GIBBS_MAX_STATES"]
+           "PRECONDITIONERS", "COORDINATES", "coordinates_text", "MIN_ESS_FRACTION", "GIBBS_MAX_STATES",
+           "MIXING_FIELDS", "SWITCH_FROM_BETA"]
 
 PATHS = ("guide", "prior")
 #: the coordinates HMC moves the real sites in, on the guide's path (module docstring)
@@ -264,6 +267,12 @@ class AISResult:
     acceptance_per_temperature: List[float]     # per transition t = 1..T-1, mean over data and chains
     step_size_per_temperature: List[Optional[float]]   # the pilot's eps_t, median over data (None: no HMC)
     settings: Dict = field(default_factory=dict)
+    #: per datum, the HMC steps' mean acceptance probability over chains and temperatures (NaN: no real site)
+    hmc_acceptance: Optional[torch.Tensor] = None
+    #: per datum, the share of transitions at beta >= 1/2 in which a chain's discrete state changed (NaN: none)
+    switch_rate: Optional[torch.Tensor] = None
+    #: per datum, how many distinct discrete states the C chains end in (0: no discrete site)
+    final_states: Optional[torch.Tensor] = None
 
     @property
     def se_reliable(self) -> torch.Tensor:
@@ -291,8 +300,61 @@ class AISResult:
         return out
 
     def per_datum(self) -> Dict[str, torch.Tensor]:
+        # a figure the model has no sites for (NaN throughout: no real site for HMC, no discrete one to switch) is left out
+        mixing = {name: value for name in MIXING_FIELDS if (value := getattr(self, name)) is not None
+                  and not bool(torch.isnan(value).all()) and not (name == "final_states" and not bool(value.any()))}
         return {"log_likelihood": self.log_likelihood, "log_likelihood_se": self.log_likelihood_se,
-                "ess": self.ess, "acceptance": self.acceptance, "se_reliable": self.se_reliable}
+                "ess": self.ess, "acceptance": self.acceptance, "se_reliable": self.se_reliable, **mixing}
+
+
+#: the per-datum figures of how the chains moved (:class:`_Mixing`), beside the estimate's
+MIXING_FIELDS = ("hmc_acceptance", "switch_rate", "final_states")
+#: the discrete states' switching is counted from this temperature on, where f_beta is close to the posterior
+SWITCH_FROM_BETA = 0.5
+
+
+@dataclass
+class _Mixing:
+    """What the chains' own moves say of their mixing, per chain and datum ``[C, B]``: the HMC steps' acceptance
+    probabilities summed, and from beta >= :data:`SWITCH_FROM_BETA` on, how many discrete transitions changed a
+    chain's state (MH and Gibbs together), with the state each chain ends in."""
+
+    hmc: torch.Tensor
+    hmc_steps: int
+    switched: torch.Tensor
+    discrete_steps: int
+    last: Optional[torch.Tensor] = None
+
+    @classmethod
+    def empty(cls, C: int, B: int, device) -> "_Mixing":
+        zeros = torch.zeros(C, B, dtype=torch.float64, device=device)
+        return cls(zeros, 0, zeros.clone(), 0)
+
+    def hmc_moved(self, accept: torch.Tensor) -> None:
+        self.hmc, self.hmc_steps = self.hmc + accept.double(), self.hmc_steps + 1
+
+    def discrete_moved(self, sites, before, after, beta: float) -> None:
+        flat = torch.cat([after[s.name].reshape(after[s.name].shape[:2] + (-1,)).double() for s in sites], -1)
+        self.last = flat
+        if beta < SWITCH_FROM_BETA:
+            return
+        changed = torch.zeros_like(self.switched, dtype=torch.bool)
+        for s in sites:
+            diff = after[s.name] != before[s.name]
+            changed |= diff.reshape(diff.shape[:2] + (-1,)).any(-1)
+        self.switched, self.discrete_steps = self.switched + changed.double(), self.discrete_steps + 1
+
+    def figures(self) -> Dict[str, torch.Tensor]:
+        B = self.hmc.shape[1]
+        nan = torch.full((B,), math.nan, dtype=torch.float64)
+        hmc = (self.hmc / self.hmc_steps).mean(0).cpu() if self.hmc_steps else nan
+        switch = (self.switched / self.discrete_steps).mean(0).cpu() if self.discrete_steps else nan
+        if self.last is None:
+            states = torch.zeros(B, dtype=torch.float64)
+        else:
+            states = torch.tensor([float(torch.unique(self.last[:, b], dim=0).shape[0]) for b in range(B)],
+                                  dtype=torch.float64)
+        return {"hmc_acceptance": hmc, "switch_rate": switch, "final_states": states}
 
 
 class _Chains:
@@ -674,6 +736,7 @@ class AnnealedImportanceSampling:
         current = torch.full((B,), float(self.initial_step_size), dtype=torch.float64)
         log_w = torch.zeros(chains.C, B, dtype=torch.float64, device=chains.x.device)
         accepts = []
+        chains.mixing = _Mixing.empty(chains.C, B, chains.x.device)
         point = chains.point(values)                    # b, g and their gradients: the HMC steps carry it on
         for i in range(1, T + 1):
             log_w += (float(betas[i]) - float(betas[i - 1])) * point.g.double()
@@ -684,15 +747,18 @@ class AnnealedImportanceSampling:
             accept = torch.zeros(chains.C, B, device=chains.x.device)
             moves = 0
             if chains.discrete:
+                before = point.values
                 values, a = _independent_mh(chains, point.values, beta)
                 accept, moves = accept + a, moves + 1
                 for site in chains.gibbs:
                     values, a = _gibbs(chains, values, beta, site)
                     accept, moves = accept + a, moves + 1
+                chains.mixing.discrete_moved(chains.discrete, before, values, beta)
                 point = chains.point(values)            # the discrete sites moved: a new evaluation
             if chains.real:
                 e = current if adapt else eps[position]
                 point, a = _hmc(chains, point, beta, e.to(chains.x.device), self.leapfrog_steps)
+                chains.mixing.hmc_moved(a)
                 if adapt:
                     eps[position] = current
                     rate = a.double().mean(0).cpu()
@@ -751,6 +817,7 @@ class AnnealedImportanceSampling:
         return {"log_likelihood": ll.cpu(), "se": se.cpu(), "ess": ess.cpu(),
                 "acceptance": (acceptance.double().mean((0, 1)).cpu() if acceptance.numel()
                                else torch.ones(xb.shape[0], dtype=torch.float64)),
+                **chains.mixing.figures(),
                 "acceptance_sum": acceptance.double().sum(2).sum(1).cpu(),
                 "step_sizes": eps.cpu() if step_sizes is not None else torch.zeros(0, dtype=torch.float64)}
 
@@ -790,6 +857,7 @@ class AnnealedImportanceSampling:
         return AISResult(joined("log_likelihood"), joined("se"), joined("ess"), joined("acceptance"),
                          per_t.tolist() if per_t is not None else [], steps[1:self.num_temperatures],
                          {**self.settings(), "num_chains": self.num_chains,
-                          "transported": self.transported_sites(model, guide, x, n)})
+                          "transported": self.transported_sites(model, guide, x, n)},
+                         *(joined(k) if all(k in b for b in batches) else None for k in MIXING_FIELDS))
 
 

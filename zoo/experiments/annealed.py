@@ -35,8 +35,9 @@ import torch
 from zoo.core.errors import ZooError
 from zoo.core.files import open_regular
 from zoo.data.headers import read_npz_arrays
-from zoo.evaluation.ais import AnnealedImportanceSampling, coordinates_text
+from zoo.evaluation.ais import MIXING_FIELDS, AnnealedImportanceSampling, coordinates_text
 from zoo.evaluation.bdmc import bdmc_markdown, bidirectional_monte_carlo
+from zoo.evaluation.replicas import ais_replica, ais_starts, judge, reason_array
 from zoo.experiments.outputs import json_ready, refuse_weaker
 from zoo.experiments.run import evaluation_guide, results_kept_on_stop
 from zoo.experiments.run_folder import writer_lock
@@ -49,7 +50,7 @@ __all__ = ["ais_run", "bdmc_run", "ais_markdown", "DEFAULT_TEMPERATURES", "DEFAU
 
 #: the minibatches of an AIS evaluation finished so far, kept so that a stopped run resumes (module docstring)
 PARTIAL = "ais_partial.npz"
-_FIELDS = ("log_likelihood", "se", "ess", "acceptance", "acceptance_sum", "step_sizes")
+_FIELDS = ("log_likelihood", "se", "ess", "acceptance", "acceptance_sum", "step_sizes") + MIXING_FIELDS
 
 DEFAULT_TEMPERATURES = (500,)
 DEFAULT_BDMC_TEMPERATURES = (100, 200, 400)
@@ -67,7 +68,8 @@ def _temperatures(values: Optional[Sequence[int]], default: Sequence[int]) -> li
     return sorted(set(values))
 
 
-def _resume_key(run, guide, x_eval, temperatures, sampler: AnnealedImportanceSampling, seed: int) -> str:
+def _resume_key(run, guide, x_eval, temperatures, sampler: AnnealedImportanceSampling, seed: int,
+                replicas: int = 1) -> str:
     """What kept minibatches must have been computed with to be taken: a hash of the model's and guide's tensors
     (the guide after any refit) and of the evaluation data, every setting of the sampler, the Ts and the seed."""
     digest = hashlib.sha256()
@@ -77,6 +79,7 @@ def _resume_key(run, guide, x_eval, temperatures, sampler: AnnealedImportanceSam
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digest.update(x_eval.detach().cpu().contiguous().numpy().tobytes())
     return json.dumps({"sha256": digest.hexdigest(), "temperatures": list(temperatures), "seed": seed,
+                       **({"replicas": replicas} if replicas > 1 else {}),
                        "batch_size": sampler.batch_size, "device": str(run.device), **sampler.settings()},
                       sort_keys=True)
 
@@ -99,20 +102,21 @@ def _kept_minibatches(path: Path, key: str) -> Dict[int, Dict[int, Dict]]:
         return {}
     kept: Dict[int, Dict[int, Dict]] = {}
     for name, array in arrays.items():
-        match = re.fullmatch(r"T(\d+)_(\d+)_(\w+)", name)
-        if match is None or match.group(3) not in _FIELDS:
+        match = re.fullmatch(r"T(\d+)(?:r(\d+))?_(\d+)_(\w+)", name)
+        if match is None or match.group(4) not in _FIELDS:
             continue
-        kept.setdefault(int(match.group(1)), {}).setdefault(int(match.group(2)), {})[match.group(3)] = \
-            torch.from_numpy(array)
+        slot = int(match.group(1)) if match.group(2) is None else (int(match.group(1)), int(match.group(2)))
+        kept.setdefault(slot, {}).setdefault(int(match.group(3)), {})[match.group(4)] = torch.from_numpy(array)
     return {T: {start: figures for start, figures in batches.items() if set(figures) == set(_FIELDS)}
             for T, batches in kept.items()}
 
 
 def _keep(path: Path, key: str, kept: Dict[int, Dict[int, Dict]]) -> None:
     arrays = {"key": np.frombuffer(key.encode(), dtype=np.uint8)}
-    for T, batches in kept.items():
+    for slot, batches in kept.items():
+        name = f"T{slot}" if isinstance(slot, int) else f"T{slot[0]}r{slot[1]}"     # (T, replica) past the first
         for start, figures in batches.items():
-            arrays.update({f"T{T}_{start}_{k}": v.numpy() for k, v in figures.items()})
+            arrays.update({f"{name}_{start}_{k}": v.numpy() for k, v in figures.items()})
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
@@ -122,11 +126,18 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
             path: str = "guide", batch_size: int = 100, eval_limit: Optional[int] = None,
             precondition: str = "transport", device: Optional[str] = None, data_dir: Optional[str] = None,
             progress: bool = True, model_file: Optional[str] = None, guide_file: Optional[str] = None,
-            force: bool = False) -> Dict:
+            force: bool = False, replicas: int = 1) -> Dict:
     """AIS estimates of log p(x) on the run's evaluation split at each number of temperatures; writes
-    ``ais.{json,md}`` and ``ais_per_datum.npz`` (the largest T's per-datum figures) and returns the summary."""
+    ``ais.{json,md}`` and ``ais_per_datum.npz`` (the largest T's per-datum figures) and returns the summary.
+
+    With ``replicas`` R > 1 each T runs R independent replicas from different starts and seeds
+    (:mod:`zoo.evaluation.replicas`; the first is the run R = 1 makes, bit for bit): the headline is their pooled
+    estimate, and each datum is called reliable only where they agree and their chains and weights pass their
+    checks; ``ais_per_datum.npz`` holds the flags and a reason per datum, the summary the share flagged."""
     out = Path(out)
     temperatures = _temperatures(temperatures, DEFAULT_TEMPERATURES)
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+        raise ZooError(f"--replicas takes a whole number >= 1, got {replicas!r}")
     base = _sampler(chains, leapfrog, path, batch_size, precondition)   # checks the options before any work
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
@@ -138,12 +149,13 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
         settings = {"path": path, "leapfrog_steps": leapfrog, "split": run.config.eval_split}
         refuse_weaker(out / "ais.json", {"num_data": (x_eval.shape[0], "{} data"),
                                          "num_chains": (chains, "{} chains"),
-                                         "num_temperatures": (max(temperatures), "T = {} temperatures")},
+                                         "num_temperatures": (max(temperatures), "T = {} temperatures"),
+                                         "replicas": (replicas, "{} replicas")},
                       settings, force)
         x_eval = x_eval.to(run.device)
         guide, refit = evaluation_guide(run, x_eval, progress)
         seed = run.config.seed + 23456
-        key = _resume_key(run, guide, x_eval, temperatures, base, seed)
+        key = _resume_key(run, guide, x_eval, temperatures, base, seed, replicas)
         kept = _kept_minibatches(out / PARTIAL, key)
         resumed = sum(len(batches) for batches in kept.values())
         if resumed and progress:
@@ -156,13 +168,21 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
                     done = ((lambda n, T=T: print(f"AIS T={T}: {n}/{x_eval.shape[0]} data", flush=True)) if progress
                             else None)
 
-                    def keep(start, figures, T=T):
-                        kept.setdefault(T, {})[start] = figures
-                        _keep(out / PARTIAL, key, kept)
-                    result = dataclasses.replace(base, num_temperatures=T).estimate(
-                        run.model, guide, x_eval, done, seed=seed, done=kept.get(T), on_batch=keep)
-                    rows.append({**result.summary(), "seconds": time.perf_counter() - t0})
-                    per_datum = result.per_datum()
+                    sampler, found, first = dataclasses.replace(base, num_temperatures=T), [], None
+                    for r, start in enumerate(ais_starts(path, replicas)):
+                        slot = T if r == 0 else (T, r)
+
+                        def keep(first_index, figures, slot=slot):
+                            kept.setdefault(slot, {})[first_index] = figures
+                            _keep(out / PARTIAL, key, kept)
+                        replica, result = ais_replica(sampler, run.model, guide, x_eval, start, seed + 1009 * r,
+                                                      progress=done, done=kept.get(slot), on_batch=keep)
+                        found.append(replica)
+                        first = first or result
+                    row, per_datum = {**first.summary(), "seconds": time.perf_counter() - t0}, first.per_datum()
+                    if replicas > 1:
+                        row, per_datum = _pooled(row, per_datum, judge(found))
+                    rows.append(row)
         except KeyboardInterrupt as e:
             count = sum(len(batches) for batches in kept.values())
             if count:
@@ -173,13 +193,30 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
                    **{k: v for k, v in rows[-1].items()}, "rows": rows,
                    "refit": refit.to_json() if refit is not None else None}
         buf = io.BytesIO()
-        np.savez(buf, **{k: v.numpy() for k, v in per_datum.items()})
+        np.savez(buf, **{k: (v.numpy() if torch.is_tensor(v) else v) for k, v in per_datum.items()})
         with signals_deferred():
             atomic_write_text(out / "ais.json", json.dumps(json_ready(summary), indent=2))
             atomic_write_text(out / "ais.md", ais_markdown(summary))
             atomic_write_bytes(out / "ais_per_datum.npz", buf.getvalue())
             (out / PARTIAL).unlink(missing_ok=True)
         return summary
+
+
+def _pooled(row: Dict, per_datum: Dict, verdict) -> tuple:
+    """The row and per-datum columns of the first replica with the replicas' pooled estimate as the headline, and
+    their verdict per datum (:mod:`zoo.evaluation.replicas`)."""
+    n = verdict.log_likelihood.shape[0]
+    summary = verdict.summary()
+    row = {**row, "replicas": len(verdict.replicas), "reliability": summary,
+           "log_likelihood": summary["pooled_log_likelihood"], "log_likelihood_se": summary["pooled_log_likelihood_se"],
+           "log_likelihood_data_se": (verdict.log_likelihood.std() / n ** 0.5).item() if n > 1 else None,
+           "nll": -summary["pooled_log_likelihood"], "frac_flagged": summary["frac_flagged"],
+           "first_replica": {k: row[k] for k in ("log_likelihood", "log_likelihood_se", "frac_se_unreliable")}}
+    per_datum = {**{f"first_replica_{k}": v for k, v in per_datum.items()},
+                 "log_likelihood": verdict.log_likelihood, "log_likelihood_se": verdict.log_likelihood_se,
+                 **{k: v for k, v in verdict.per_datum().items() if not k.startswith("pooled_")},
+                 "reasons": reason_array(verdict.reasons)}
+    return row, per_datum
 
 
 def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int = 16, leapfrog: int = 10,
@@ -234,6 +271,14 @@ def ais_markdown(summary: Dict) -> str:
     lines += ["", "Nats per datum. AIS is a stochastic lower bound on log p(x); its SE is the spread of the chains "
               "and says nothing of the bias left at a finite T: the estimate rising as T doubles shows that bias, "
               "and `--estimator bdmc` bounds it from above on simulated data."]
+    last = summary["rows"][-1]
+    if last.get("reliability"):
+        reliability = last["reliability"]
+        counts = ", ".join(f"{k} {v}" for k, v in reliability["flag_counts"].items()) or "none"
+        lines += ["", f"{reliability['replicas']} replicas per datum (from {', '.join(reliability['starts'])}), "
+                  f"pooled: log p(x) and its SE are theirs; {reliability['frac_flagged']:.1%} of data flagged "
+                  f"(the replicas disagree, or a replica's chains or weights fail their checks: {counts}); each "
+                  f"datum's reason is in ais_per_datum.npz (`reasons`)."]
     warnings = [row["se_warning"] for row in summary["rows"] if row.get("se_warning")]
     if warnings:
         lines += ["", f"⚠ {warnings[-1]}"]

@@ -1,0 +1,177 @@
+"""``pyro-zoo eval RUN --estimator smc``: sequential Monte Carlo (:mod:`zoo.evaluation.smc`) of a trained run's
+log p(x) on its evaluation split.
+
+It writes ``smc.json``, ``smc.md`` and ``smc_per_datum.npz`` beside the run's ``results.json``, as one group, and
+leaves the other results as they are. The folder is read and locked as ``--estimator ais`` reads and locks it
+(:func:`~zoo.experiments.annealed.ais_run`, whose run it opens the same way), and a weaker evaluation (fewer data,
+particles or replicas, or another path or number of leapfrog steps) does not replace a stronger one without
+``--force``. Sizes the machine cannot hold are refused in one line before any work (:mod:`zoo.core.memory`).
+
+Like AIS it is resumable: each minibatch draws from a seed of its own, its figures are kept in
+``smc_partial.npz`` (written atomically) as soon as it is done, and the same command run again after a stop takes
+them if the weights, data, settings and seed are the same (a hash of all of them is stored with them), giving the
+figures of a run without a stop, bit for bit. The file is removed once ``smc.json`` is written.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from zoo.core.errors import ZooError
+from zoo.core.files import open_regular
+from zoo.core.memory import FLOAT_BYTES, refuse_oversized
+from zoo.data.headers import read_npz_arrays
+from zoo.evaluation.ais import coordinates_text
+from zoo.evaluation.smc import FIELDS, SequentialMonteCarlo
+from zoo.experiments.annealed import _resume_key
+from zoo.experiments.outputs import json_ready, refuse_weaker
+from zoo.experiments.run import evaluation_guide, results_kept_on_stop
+from zoo.experiments.trained import open_trained
+from zoo.experiments.run_folder import writer_lock
+from zoo.training.checkpoint import atomic_write_bytes, atomic_write_text, signals_deferred
+from zoo.usercode.errors import user_code_errors
+
+__all__ = ["smc_run", "smc_markdown", "PARTIAL", "FILES"]
+
+#: the minibatches of an SMC evaluation finished so far (module docstring)
+PARTIAL = "smc_partial.npz"
+#: what a finished evaluation writes, as one group
+FILES = ("smc.json", "smc.md", "smc_per_datum.npz")
+#: float32 numbers each particle state holds at least: its likelihood terms (one per data dimension), b, g and
+#: their gradients, the HMC momentum and the proposal (a lower bound for :func:`refuse_oversized`)
+_TERMS_PER_STATE = 4
+
+
+def _refuse_oversized(smc: SequentialMonteCarlo, x_eval: torch.Tensor, device) -> None:
+    """Refuse, in one line, particles x replicas x batch that the device cannot hold."""
+    batch = min(smc.batch_size, x_eval.shape[0])
+    width = int(np.prod(x_eval.shape[1:])) if x_eval.dim() > 1 else 1
+    nbytes = batch * smc.num_replicas * smc.num_particles * (width + _TERMS_PER_STATE) * FLOAT_BYTES
+    refuse_oversized("smc_particles", None, nbytes, f"the {smc.num_particles} particles x {smc.num_replicas} "
+                     f"replicas x {batch} data of one SMC minibatch", device,
+                     advice="use fewer particles or replicas, or a smaller --ais-batch-size",
+                     value=smc.num_particles)
+
+
+def _kept_minibatches(path: Path, key: str) -> Dict[int, Dict]:
+    """{first index: figures} of ``smc_partial.npz`` where its key is ``key``; else nothing (and a line on stderr
+    saying why it was set aside). Read as untrusted data: no pickle, headers checked first."""
+    if not path.is_file():
+        return {}
+    try:
+        with open_regular(path, "file of SMC progress") as f:
+            arrays = read_npz_arrays(f, path)
+    except ZooError as e:
+        print(f"pyro-zoo: {e}; starting SMC afresh", file=sys.stderr)
+        return {}
+    stored = arrays.pop("key", None)
+    if stored is None or stored.dtype != np.uint8 or stored.ndim != 1 or stored.tobytes() != key.encode():
+        print(f"pyro-zoo: {path} holds SMC progress of another evaluation (other weights, data or settings); "
+              f"starting afresh", file=sys.stderr)
+        return {}
+    kept: Dict[int, Dict] = {}
+    for name, array in arrays.items():
+        match = re.fullmatch(r"b(\d+)_(\w+)", name)
+        if match is not None and match.group(2) in FIELDS:
+            kept.setdefault(int(match.group(1)), {})[match.group(2)] = torch.from_numpy(array)
+    return {start: figures for start, figures in kept.items() if set(figures) == set(FIELDS)}
+
+
+def _keep(path: Path, key: str, kept: Dict[int, Dict]) -> None:
+    arrays = {"key": np.frombuffer(key.encode(), dtype=np.uint8)}
+    for start, figures in kept.items():
+        arrays.update({f"b{start}_{k}": v.numpy() for k, v in figures.items()})
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def smc_run(out: Path, smc: SequentialMonteCarlo, eval_limit: Optional[int] = None, device: Optional[str] = None,
+            data_dir: Optional[str] = None, progress: bool = True, model_file: Optional[str] = None,
+            guide_file: Optional[str] = None, force: bool = False) -> Dict:
+    """SMC estimates of log p(x) on the run's evaluation split with the sampler ``smc``; writes :data:`FILES` and
+    returns the summary."""
+    out = Path(out)
+    if not out.is_dir():
+        raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
+    with results_kept_on_stop(out), writer_lock(out):
+        # the weights its results score (the best epoch's under --keep-best), as IS and AIS open it
+        run = open_trained(out, {"device": device, "data_dir": data_dir, "eval_limit": eval_limit},
+                           model_file=model_file, guide_file=guide_file)
+        x_eval, _ = run.evaluation_data()
+        _refuse_oversized(smc, x_eval, run.device)
+        settings = {"path": smc.path, "leapfrog_steps": smc.leapfrog_steps, "target_ess": smc.target_ess,
+                    "split": run.config.eval_split}
+        refuse_weaker(out / "smc.json", {"num_data": (x_eval.shape[0], "{} data"),
+                                         "num_particles": (smc.num_particles, "{} particles"),
+                                         "num_replicas": (smc.num_replicas, "{} replicas")}, settings, force)
+        x_eval = x_eval.to(run.device)
+        guide, refit = evaluation_guide(run, x_eval, progress)
+        seed = run.config.seed + 45678
+        key = _resume_key(run, guide, x_eval, [], smc, seed)
+        kept = _kept_minibatches(out / PARTIAL, key)
+        if kept and progress:
+            print(f"SMC: resuming, {len(kept)} minibatches kept in {out / PARTIAL}", flush=True)
+        done = ((lambda n: print(f"SMC: {n}/{x_eval.shape[0]} data", flush=True)) if progress else None)
+
+        def keep(start, figures):
+            kept[start] = figures
+            _keep(out / PARTIAL, key, kept)
+        t0 = time.perf_counter()
+        try:
+            with user_code_errors(run.model.display_name, "in evaluation"):
+                result = smc.estimate(run.model, guide, x_eval, done, seed=seed, done=dict(kept), on_batch=keep)
+        except KeyboardInterrupt as e:
+            if kept:
+                e.zoo_note = (f"{out}'s results are as they were, and {len(kept)} finished SMC minibatches are kept in "
+                              f"{out / PARTIAL}: run the same command again to resume")
+            raise
+        transported = []
+        if smc.path == "guide" and smc.precondition == "transport":
+            from zoo.evaluation.ais import AnnealedImportanceSampling
+            transported = AnnealedImportanceSampling(batch_size=smc.batch_size, path=smc.path).transported_sites(
+                run.model, guide, x_eval, x_eval.shape[0])
+        summary = {"config": run.config.to_json(), "device": str(run.device), "split": run.config.eval_split,
+                   **result.summary(), "transported": transported, "seconds": time.perf_counter() - t0,
+                   "refit": refit.to_json() if refit is not None else None}
+        buf = io.BytesIO()
+        np.savez(buf, **{k: v.numpy() for k, v in result.per_datum().items()})
+        with signals_deferred():
+            atomic_write_text(out / "smc.json", json.dumps(json_ready(summary), indent=2))
+            atomic_write_text(out / "smc.md", smc_markdown(summary))
+            atomic_write_bytes(out / "smc_per_datum.npz", buf.getvalue())
+            (out / PARTIAL).unlink(missing_ok=True)
+        return summary
+
+
+def smc_markdown(summary: Dict) -> str:
+    """The SMC table of ``smc.json``."""
+    start = f", from {summary['start']}" if summary.get("start") else ""
+    coordinates = coordinates_text(summary.get("precondition"), summary.get("transported"))
+    data_se = summary["log_likelihood_data_se"]
+    acceptance = summary.get("acceptance_mean")
+    flag = " ⚠" if summary.get("se_warning") else ""
+    lines = [f"SMC on {summary['num_data']} {summary['split']} data ({summary['num_particles']} particles x "
+             f"{summary['num_replicas']} independent replicas per datum, path {summary['path']}{start}; adaptive "
+             f"tempering at conditional ESS {summary['target_ess']:g}, systematic resampling below ESS "
+             f"{summary['resample_threshold']:g}, {summary['num_moves']} moves per temperature of "
+             f"{summary['leapfrog_steps']} leapfrog steps{coordinates}).", "",
+             "| log p(x) | SE (replicas) | SE (data) | temperatures (mean, max) | resamplings | acceptance | seconds |",
+             "|---|---|---|---|---|---|---|",
+             f"| {summary['log_likelihood']:.3f} | {summary['log_likelihood_se']:.4f}{flag} | "
+             f"{'-' if data_se is None else f'{data_se:.3f}'} | {summary['steps_mean']:.1f}, {summary['steps_max']:.0f} "
+             f"| {summary['resamples_mean']:.1f} | {'-' if acceptance is None else f'{acceptance:.2f}'} | "
+             f"{summary['seconds']:.0f} |", "",
+             "Nats per datum. The SE is the spread of the replicas' estimates (each a whole SMC run), which counts the "
+             "resampling's noise; like AIS's it says nothing of a mode that no particle reached."]
+    if summary.get("se_warning"):
+        lines += ["", f"⚠ {summary['se_warning']}"]
+    return "\n".join(lines) + "\n"
