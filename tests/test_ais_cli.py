@@ -188,3 +188,71 @@ def test_ais_progress_of_another_evaluation_is_set_aside_not_taken(tmp_path, tra
     (run / "ais_partial.npz").write_bytes(b"not an npz")
     code, _, err = run_cli(["eval", run, *args, "--chains", "4", "--force"], capsys)
     assert code == 0 and "starting AIS afresh" in err, err
+
+
+RESUMED = ["--estimator", "ais", "--temperatures", "4", "--chains", "4", "--leapfrog", "2", "--eval-limit", "12",
+           "--ais-batch-size", "3", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def stopped_ais(trained, tmp_path_factory):
+    """A run's AIS without a stop (``whole``), and the same AIS stopped in its third of four minibatches
+    (``stopped``: two minibatches kept in ais_partial.npz)."""
+    from zoo.evaluation.ais import AnnealedImportanceSampling
+    root = tmp_path_factory.mktemp("stopped_ais")
+    whole, stopped = root / "whole", root / "stopped"
+    shutil.copytree(trained, whole)
+    shutil.copytree(trained, stopped)
+    assert main([str(a) for a in ["eval", whole, *RESUMED]]) == 0
+    minibatch, calls = AnnealedImportanceSampling.minibatch, []
+
+    def stopped_in_the_third(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return minibatch(self, *a, **k)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(AnnealedImportanceSampling, "minibatch", stopped_in_the_third)
+        assert main([str(a) for a in ["eval", stopped, *RESUMED]]) == 130
+    assert (stopped / "ais_partial.npz").is_file()
+    return whole, stopped
+
+
+@pytest.mark.parametrize("edit, digest_rewritten", [
+    (lambda a: np.zeros_like(a), False), (lambda a: a + 1e6, False),
+    (lambda a: a + 1e6, True), (lambda a: a[:2], True),
+    (lambda a: np.concatenate([a, a]), True), (lambda a: np.where(np.arange(a.size) == 1, np.nan, a), True),
+    (lambda a: np.stack([a, a]), True)],
+    ids=["zero", "plus-1e6", "plus-1e6-new-digest", "short", "long", "nan", "two-d"])
+def test_ais_progress_edited_since_it_was_kept_is_set_aside_and_computed_again(
+        tmp_path, stopped_ais, capsys, edit, digest_rewritten):
+    """Kept minibatches are untrusted input: an edit of their figures (one minibatch's log p(x) set to 0 or
+    raised by 1e6, cut short, doubled, a NaN, made 2-D) is seen, whether the file's digest was left as it was
+    (the figures no longer match it) or written anew to match (then they are figures AIS cannot have computed:
+    a log-probability of binary pixels above 0, a minibatch of 3 data with 2 or 6 figures). The run says so in
+    one line, computes that minibatch again, and ends with the figures of a run without a stop, bit for bit."""
+    from zoo.data.headers import read_npz_arrays
+    from zoo.experiments.annealed import _keep
+    whole, stopped = stopped_ais
+    run = tmp_path / "run"
+    shutil.copytree(stopped, run)
+    arrays = read_npz_arrays(str(run / "ais_partial.npz"), run / "ais_partial.npz")
+    arrays["T4_3_log_likelihood"] = edit(arrays["T4_3_log_likelihood"])
+    if digest_rewritten:
+        key = arrays.pop("key").tobytes().decode()
+        arrays.pop("digest", None)
+        kept = {}
+        for name, array in arrays.items():
+            _, start, field = name.split("_", 2)
+            kept.setdefault(4, {}).setdefault(int(start), {})[field] = __import__("torch").from_numpy(array)
+        _keep(run / "ais_partial.npz", key, kept)
+    else:
+        np.savez(run / "ais_partial.npz", **arrays)
+    code, _, err = run_cli(["eval", run, *RESUMED], capsys)
+    assert code == 0, err
+    assert len(err.strip().splitlines()) == 1 and ("AIS cannot have computed" in err or "edited or damaged" in err)
+    assert not (run / "ais_partial.npz").exists()
+    resumed, uninterrupted = np.load(run / "ais_per_datum.npz"), np.load(whole / "ais_per_datum.npz")
+    for name in uninterrupted.files:
+        assert np.array_equal(resumed[name], uninterrupted[name]), name
+    assert json.loads((run / "ais.json").read_text())["num_data"] == 12

@@ -14,7 +14,9 @@ AIS on a thousand images runs for an hour, so it is resumable: after each miniba
 again after a stop (Ctrl-C, SIGKILL, a power cut) takes the minibatches kept there and runs only the others. The
 result is that of a run without a stop, bit for bit. Kept minibatches are taken only if they were computed with
 the same weights (the model's and guide's tensors, after any refit), the same data, the same settings and seed
-(a hash of all of them is stored with them); otherwise they are set aside and the run starts afresh. The file is
+(a hash of all of them is stored with them), and only if they are still the figures that were kept (a SHA-256 of
+them is stored too) and figures AIS can have computed (per-datum vectors of the minibatch's length, finite, in
+range); otherwise they are set aside, with one line that says so, and computed again. The file is
 removed once ``ais.json`` is written.
 """
 from __future__ import annotations
@@ -95,9 +97,54 @@ def _resume_key(run, guide, x_eval, temperatures, sampler: AnnealedImportanceSam
                       sort_keys=True)
 
 
-def _kept_minibatches(path: Path, key: str) -> Dict[int, Dict[int, Dict]]:
-    """{T: {first index: figures}} of ``ais_partial.npz`` where its key is ``key``; else nothing (and a line on
-    stderr saying why it was set aside). The file is read as untrusted data: no pickle, headers checked first."""
+def _digest(key: str, arrays: Dict[str, np.ndarray]) -> np.ndarray:
+    """SHA-256 of the key and of every kept array (name, dtype, shape, bytes), written with them so that a figure
+    edited or damaged since is seen as such: the key alone says which evaluation the figures belong to, not that
+    they are still the ones it computed."""
+    digest = hashlib.sha256(key.encode())
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return np.frombuffer(digest.digest(), dtype=np.uint8)
+
+
+def _log_p_bound(model) -> float:
+    """The largest log p(x) a minibatch of kept figures may hold: a log-probability of data with levels is at
+    most 0 (the slack is for a stochastic estimate of a mass near 1); a density is given a bound no trained model
+    reaches (50 nats per value), so that only a figure no evaluation can have computed is refused."""
+    return 1.0 if getattr(model, "data_levels", None) is not None else 50.0 * model.x_dim
+
+
+def _unfit_figures(figures: Dict[str, np.ndarray], length: int, T: int, chains: int, bound: float) -> Optional[str]:
+    """Why a kept minibatch of ``length`` data cannot be one that AIS at ``T`` temperatures with ``chains`` chains
+    computed, or ``None``: the figures are per-datum vectors of its exact length, finite and in their ranges."""
+    for name in ("log_likelihood", "se", "ess", "acceptance"):
+        array = figures[name]
+        if array.dtype.kind != "f" or array.shape != (length,) or not np.isfinite(array).all():
+            return f"{name} is not {length} finite numbers"
+    if (figures["log_likelihood"] > bound).any():
+        return f"a log p(x) above {bound:g}"
+    if (figures["se"] < 0).any() or (figures["ess"] < 0).any() or (figures["ess"] > chains * (1 + 1e-6)).any():
+        return f"an SE below 0 or an ESS outside [0, {chains}]"
+    if (figures["acceptance"] < 0).any() or (figures["acceptance"] > 1).any():
+        return "an acceptance rate outside [0, 1]"
+    sums, steps = figures["acceptance_sum"], figures["step_sizes"]
+    if (sums.dtype.kind != "f" or sums.ndim != 1 or sums.shape[0] not in (0, T - 1) or not np.isfinite(sums).all()
+            or (sums < 0).any() or (sums > length * chains * (1 + 1e-6)).any()):
+        return "acceptance sums that are not one per temperature"
+    if steps.dtype.kind != "f" or not (steps.size == 0 or steps.shape == (T + 1, length)) \
+            or not np.isfinite(steps).all() or (steps < 0).any():
+        return f"step sizes that are not [{T + 1}, {length}] finite numbers"
+    return None
+
+
+def _kept_minibatches(path: Path, key: str, num_data: int, batch_size: int, temperatures: Sequence[int],
+                      chains: int, bound: float) -> Dict[int, Dict[int, Dict]]:
+    """{T: {first index: figures}} of ``ais_partial.npz`` where its key is ``key`` and its digest that of its
+    figures; else nothing (and a line on stderr saying why it was set aside). The file is read as untrusted data:
+    no pickle, headers checked first, and each minibatch taken only if AIS can have computed it (its length, its
+    figures finite and in range); the others are run again."""
     if not path.is_file():
         return {}
     try:
@@ -111,24 +158,41 @@ def _kept_minibatches(path: Path, key: str) -> Dict[int, Dict[int, Dict]]:
         print(f"pyro-zoo: {path} holds AIS progress of another evaluation (other weights, data or settings); "
               f"starting afresh", file=sys.stderr)
         return {}
-    kept: Dict[int, Dict[int, Dict]] = {}
+    digest = arrays.pop("digest", None)
+    if digest is None or digest.dtype != np.uint8 or not np.array_equal(digest, _digest(key, arrays)):
+        print(f"pyro-zoo: {path}'s figures are not those AIS kept there (edited or damaged since); starting AIS "
+              f"afresh", file=sys.stderr)
+        return {}
+    found: Dict[int, Dict[int, Dict]] = {}
     for name, array in arrays.items():
         match = re.fullmatch(r"T(\d+)_(\d+)_(\w+)", name)
         if match is None or match.group(3) not in _FIELDS:
             continue
-        kept.setdefault(int(match.group(1)), {}).setdefault(int(match.group(2)), {})[match.group(3)] = \
-            torch.from_numpy(array)
-    return {T: {start: figures for start, figures in batches.items() if set(figures) == set(_FIELDS)}
-            for T, batches in kept.items()}
+        found.setdefault(int(match.group(1)), {}).setdefault(int(match.group(2)), {})[match.group(3)] = array
+    kept: Dict[int, Dict[int, Dict]] = {}
+    unfit = []
+    for T, batches in found.items():
+        for start, figures in batches.items():
+            if T not in temperatures or start % batch_size or start >= num_data or set(figures) != set(_FIELDS):
+                continue
+            why = _unfit_figures(figures, min(batch_size, num_data - start), T, chains, bound)
+            if why is not None:
+                unfit.append(why)
+                continue
+            kept.setdefault(T, {})[start] = {k: torch.from_numpy(v) for k, v in figures.items()}
+    if unfit:
+        print(f"pyro-zoo: {len(unfit)} minibatches kept in {path} hold figures AIS cannot have computed "
+              f"({unfit[0]}); running them again", file=sys.stderr)
+    return kept
 
 
 def _keep(path: Path, key: str, kept: Dict[int, Dict[int, Dict]]) -> None:
-    arrays = {"key": np.frombuffer(key.encode(), dtype=np.uint8)}
+    arrays = {}
     for T, batches in kept.items():
         for start, figures in batches.items():
             arrays.update({f"T{T}_{start}_{k}": v.numpy() for k, v in figures.items()})
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, key=np.frombuffer(key.encode(), dtype=np.uint8), digest=_digest(key, arrays), **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -156,7 +220,8 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
         guide, refit = evaluation_guide(run, x_eval, progress)
         seed = run.config.seed + 23456
         key = _resume_key(run, guide, x_eval, temperatures, base, seed)
-        kept = _kept_minibatches(out / PARTIAL, key)
+        kept = _kept_minibatches(out / PARTIAL, key, x_eval.shape[0], base.batch_size, temperatures,
+                                 base.num_chains, _log_p_bound(run.model))
         resumed = sum(len(batches) for batches in kept.values())
         if resumed and progress:
             print(f"AIS: resuming, {resumed} minibatches kept in {out / PARTIAL}", flush=True)
