@@ -218,6 +218,7 @@ def stopped_ais(trained, tmp_path_factory):
     return whole, stopped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit, digest_rewritten", [
     (lambda a: np.zeros_like(a), False), (lambda a: a + 1e6, False),
     (lambda a: a + 1e6, True), (lambda a: a[:2], True),
