@@ -268,6 +268,8 @@ def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: in
     ``bdmc.{json,md}`` and returns the summary."""
     out = Path(out)
     temperatures = _temperatures(temperatures, DEFAULT_BDMC_TEMPERATURES)
+    if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
+        raise ZooError(f"--bdmc-data takes a whole number >= 1 of data to simulate, got {num_data}")
     base = _sampler(chains, leapfrog, path, batch_size, precondition)
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
@@ -275,8 +277,9 @@ def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: in
         run = _opened(out, model_file, guide_file, device, data_dir, None)
         check_bdmc(run.model, run.guide, path)
         refuse_weaker(out / "bdmc.json", {"num_data": (num_data, "{} simulated data"),
-                                          "num_chains": (chains, "{} chains")},
-                      {"path": path, "leapfrog_steps": leapfrog}, force)
+                                          "num_chains": (chains, "{} chains"),
+                                          "num_temperatures": (max(temperatures), "T = {} temperatures")},
+                      {"path": path, "leapfrog_steps": leapfrog}, force, stored=_bdmc_stored)
         t0 = time.perf_counter()
         with user_code_errors(run.model.display_name, "in evaluation"):
             rows = bidirectional_monte_carlo(run.model, run.guide, base, num_data=num_data, temperatures=temperatures,
@@ -291,6 +294,18 @@ def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: in
             atomic_write_text(out / "bdmc.json", json.dumps(json_ready(summary), indent=2))
             atomic_write_text(out / "bdmc.md", bdmc_markdown(summary))
         return summary
+
+
+def _bdmc_stored(old: Dict) -> Dict:
+    """``bdmc.json`` as the strength rule reads it: the sampler's settings are kept under ``settings``, and its
+    numbers of temperatures as a list, whose largest is the strength."""
+    settings = old.get("settings") if isinstance(old.get("settings"), dict) else {}
+    flat = {**settings, "num_data": old.get("num_data")}
+    temperatures = settings.get("num_temperatures")
+    if isinstance(temperatures, list) and temperatures and all(isinstance(t, int) and not isinstance(t, bool)
+                                                               for t in temperatures):
+        flat["num_temperatures"] = max(temperatures)
+    return flat
 
 
 def ais_markdown(summary: Dict) -> str:
