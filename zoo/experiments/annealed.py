@@ -43,7 +43,7 @@ from zoo.experiments.outputs import json_ready, refuse_weaker
 from zoo.experiments.run import BEST, _eval_subset, best_checkpoint, evaluation_guide, prepare, results_kept_on_stop
 from zoo.experiments.run_folder import load_run, load_weights, writer_lock
 from zoo.rules import check_bdmc
-from zoo.training.checkpoint import atomic_write_bytes, atomic_write_text, signals_deferred
+from zoo.training.checkpoint import atomic_write_bytes, written_together
 from zoo.usercode.errors import user_code_errors
 
 __all__ = ["ais_run", "bdmc_run", "ais_markdown", "DEFAULT_TEMPERATURES", "DEFAULT_BDMC_TEMPERATURES", "PARTIAL"]
@@ -251,11 +251,11 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
                    "refit": refit.to_json() if refit is not None else None}
         buf = io.BytesIO()
         np.savez(buf, **{k: v.numpy() for k, v in per_datum.items()})
-        with signals_deferred():
-            atomic_write_text(out / "ais.json", json.dumps(json_ready(summary), indent=2))
-            atomic_write_text(out / "ais.md", ais_markdown(summary))
-            atomic_write_bytes(out / "ais_per_datum.npz", buf.getvalue())
-            (out / PARTIAL).unlink(missing_ok=True)
+        with written_together(out) as files:        # ais.json last: the group is whole once it is in place
+            files.write_bytes(out / "ais_per_datum.npz", buf.getvalue())
+            files.write_text(out / "ais.md", ais_markdown(summary))
+            files.write_text(out / "ais.json", json.dumps(json_ready(summary), indent=2))
+        (out / PARTIAL).unlink(missing_ok=True)
         return summary
 
 
@@ -290,9 +290,9 @@ def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: in
         summary = {"config": run.config.to_json(), "device": str(run.device), "num_data": num_data,
                    "settings": {**base.settings(), "num_temperatures": temperatures}, "rows": rows,
                    "gap": rows[-1]["gap"], "seconds": time.perf_counter() - t0}
-        with signals_deferred():
-            atomic_write_text(out / "bdmc.json", json.dumps(json_ready(summary), indent=2))
-            atomic_write_text(out / "bdmc.md", bdmc_markdown(summary))
+        with written_together(out) as files:
+            files.write_text(out / "bdmc.md", bdmc_markdown(summary))
+            files.write_text(out / "bdmc.json", json.dumps(json_ready(summary), indent=2))
         return summary
 
 

@@ -56,8 +56,8 @@ from zoo.rules import DataFacts, build_run_model, check_run, check_step, likelih
 from zoo.training import distributed as ddp
 from zoo.experiments.run_folder import (LoadedRun, load_run, load_weights, read_stored_config,
                                        refuse_foreign_checkpoint, writer_lock)
-from zoo.training.checkpoint import (atomic_path, atomic_write_bytes, atomic_write_text, load_checkpoint, rng_state,
-                                     save_checkpoint, set_rng_state, signals_deferred)
+from zoo.training.checkpoint import (atomic_path, atomic_write_text, load_checkpoint, rng_state,
+                                     save_checkpoint, set_rng_state, signals_deferred, written_together)
 from zoo.training.callbacks import Checkpoint, Log, LRSchedule, ValidationELBO
 from zoo.training.config import TrainConfig, TrainState
 from zoo.training.guards import NonFiniteError
@@ -411,30 +411,30 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, train
     if samples is not None:                 # near-identical samples: a collapsed model (zoo.evaluation.reliability)
         summary["sample_spread"] = sample_spread(samples.detach().cpu(), x_eval.cpu() * unit)
     try:
-        # the files are written as one group: SIGINT/SIGTERM wait until it is whole (each file is atomic). SIGKILL
-        # cannot wait, so results.json comes last: a run or grid cell holds it only once the rest is written, and
+        # the files are one group (written_together): all replaced, or none, and SIGINT/SIGTERM wait until it is
+        # whole. results.json is renamed in last: a run or grid cell holds it only once the rest is in place, and
         # one killed before that is evaluated again by its resume
-        with signals_deferred():
+        with written_together(out) as files:
             buf = io.BytesIO()
             np.savez(buf, **{k: np.asarray(v) for k, v in per_datum.items() if v is not None})
-            atomic_write_bytes(out / "per_datum.npz", buf.getvalue())
-            with atomic_path(out / "training_curves.png") as path:
+            files.write_bytes(out / "per_datum.npz", buf.getvalue())
+            with files.path(out / "training_curves.png") as path:
                 plots.training_curves(history, path, summary)
             if generate:
-                with atomic_path(out / "samples.png") as path:
+                with files.path(out / "samples.png") as path:
                     plots.image_grid(samples, run.data.image_shape, path)
             if generate and run.model.has_recurrent_decoder:        # DRAW: the canvas, step by step
-                with atomic_path(out / "canvas.png") as path:
+                with files.path(out / "canvas.png") as path:
                     plots.canvas_grid(run.model.canvas_steps(8) * unit, run.data.image_shape, path)
             if run.data.image_shape:
-                with atomic_path(out / "reconstructions.png") as path:
+                with files.path(out / "reconstructions.png") as path:
                     plots.reconstruction_grid(recon[0] * unit, recon[1] * unit, run.data.image_shape, path)
             if per_datum["z_mean"].shape[1] == 2:
-                with atomic_path(out / "latent_scatter.png") as path:
+                with files.path(out / "latent_scatter.png") as path:
                     plots.latent_scatter(per_datum["z_mean"], labels, path)
-            atomic_write_text(out / "results.md", results_markdown([summary]))
+            files.write_text(out / "results.md", results_markdown([summary]))
             # sealed (content_sha256): a grid takes a cell's results into its tables only as they were written
-            atomic_write_text(out / "results.json", json.dumps(sealed(json_ready(summary)), indent=2))
+            files.write_text(out / "results.json", json.dumps(sealed(json_ready(summary)), indent=2))
     except KeyboardInterrupt as e:
         e.zoo_note = f"it came while {out}'s results were being written, and they were written whole first"
         raise
