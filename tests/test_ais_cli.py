@@ -280,3 +280,19 @@ def test_bdmc_runs_again_as_strong_or_stronger_and_refuses_a_weaker_or_bad_one_i
     code, _, err = run_cli([*bdmc, "--bdmc-data", "-1"], capsys)
     assert code == 2 and "--bdmc-data takes a whole number >= 1" in err and len(err.strip().splitlines()) == 1, err
     assert (run / "bdmc.json").read_bytes() == stored
+
+
+@pytest.mark.parametrize("options, named", [
+    (["--estimator", "ais", "--temperatures", 10 ** 12], "--temperatures 1000000000000"),
+    (["--estimator", "ais", "--chains", 10 ** 10], "--chains 10000000000"),
+    (["--estimator", "bdmc", "--temperatures", 10 ** 12], "--temperatures 1000000000000"),
+    (["--estimator", "bdmc", "--chains", 10 ** 10], "--chains 10000000000"),
+    (["--estimator", "bdmc", "--bdmc-data", 10 ** 13], "--bdmc-data 10000000000000")])
+def test_ais_and_bdmc_sizes_beyond_memory_are_refused_in_one_line_before_any_chain_runs(trained, capsys, options,
+                                                                                        named):
+    """T temperatures keep an acceptance rate per transition, chain and datum; C chains score D likelihood terms
+    each; BDMC simulates N x D values: sizes beyond any machine ended in a traceback from the allocator."""
+    before = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file() and p.name != ".pyro-zoo.lock"}
+    code, _, err = run_cli(["eval", trained, *options, "--no-progress"], capsys)
+    assert code == 2 and named in err and "asks for at least" in err and len(err.strip().splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file() and p.name != ".pyro-zoo.lock"} == before

@@ -36,6 +36,7 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.core.files import open_regular
+from zoo.core.memory import refuse_oversized_annealing
 from zoo.data.headers import read_npz_arrays
 from zoo.evaluation.ais import AnnealedImportanceSampling, coordinates_text
 from zoo.evaluation.bdmc import bdmc_markdown, bidirectional_monte_carlo
@@ -211,6 +212,8 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
     with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
         run = _opened(out, model_file, guide_file, device, data_dir, eval_limit)
         x_eval, _ = _eval_subset(run.data, run.config)
+        refuse_oversized_annealing(max(temperatures), chains, min(base.batch_size, x_eval.shape[0]), run.data.x_dim,
+                                   run.device)
         settings = {"path": path, "leapfrog_steps": leapfrog, "split": run.config.eval_split}
         refuse_weaker(out / "ais.json", {"num_data": (x_eval.shape[0], "{} data"),
                                          "num_chains": (chains, "{} chains"),
@@ -276,6 +279,8 @@ def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: in
     with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
         run = _opened(out, model_file, guide_file, device, data_dir, None)
         check_bdmc(run.model, run.guide, path)
+        refuse_oversized_annealing(max(temperatures), chains, min(base.batch_size, num_data), run.data.x_dim,
+                                   run.device, simulated=num_data)
         refuse_weaker(out / "bdmc.json", {"num_data": (num_data, "{} simulated data"),
                                           "num_chains": (chains, "{} chains"),
                                           "num_temperatures": (max(temperatures), "T = {} temperatures")},

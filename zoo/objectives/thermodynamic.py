@@ -125,6 +125,10 @@ class TVOOptions(BoundOptions):
     log_beta_min: float = option(-1.7, "tvo: log10 of beta_1 for the log schedule (default -1.7, beta_1 = 0.02)",
                                  maximum=0.0)
 
+    def floats_per_datum(self, x_dim: int):
+        # each particle is weighted at every beta of the partition: [S, B, P + 1]
+        return [("partitions", self.partitions + 1, "the weights of each particle at P + 1 temperatures")]
+
 
 register_bound("tvo", options=TVOOptions, default="covariance", description=(
     "the thermodynamic variational objective (Masrani et al. 2019): a left Riemann sum of E_{pi_beta}[log w] over "
