@@ -328,6 +328,8 @@ HOSTILE_RUNS = {"a huge label": ({"label": "x" * 1_000_000}, "1000000 characters
                 "a list for the objective": ({"config__objective": ["elbo"]}, "objective is a JSON list"),
                 "a huge model name": ({"config__model": "m" * 1_000_000}, "1000000 characters"),
                 "text for the elbo": ({"elbo": "high"}, "elbo is a JSON string"),
+                "NaN for the elbo": ({"elbo": float("nan")}, "elbo is NaN, not a finite number"),
+                "Infinity for the nll": ({"nll": float("-inf")}, "nll is -Infinity, not a finite number"),
                 "a list for the nll": ({"nll": [95.0]}, "nll is a JSON list")}
 
 
