@@ -296,3 +296,18 @@ def test_ais_and_bdmc_sizes_beyond_memory_are_refused_in_one_line_before_any_cha
     code, _, err = run_cli(["eval", trained, *options, "--no-progress"], capsys)
     assert code == 2 and named in err and "asks for at least" in err and len(err.strip().splitlines()) == 1, err
     assert {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file() and p.name != ".pyro-zoo.lock"} == before
+
+
+@pytest.mark.parametrize("options, says", [
+    (["--temperatures", "5"], "--estimator is (the default) does not use --temperatures"),
+    (["--chains", "3", "--bdmc-data", "4"], "does not use --chains, --bdmc-data"),
+    (["--estimator", "is", "--leapfrog", "3"], "does not use --leapfrog"),
+    (["--gaps", "--chains", "3"], "does not use --chains"),
+    (["--estimator", "ais", "--bdmc-data", "4"], "--estimator ais does not use --bdmc-data")])
+def test_annealing_flags_the_estimator_would_ignore_are_refused_in_one_line(trained, capsys, options, says):
+    """`eval --estimator is` ran with --temperatures, --chains and --bdmc-data and used none of them: the
+    figures it wrote were not those the command line asked for."""
+    before = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file() and p.name != ".pyro-zoo.lock"}
+    code, _, err = run_cli(["eval", trained, *options, "--no-progress"], capsys)
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file() and p.name != ".pyro-zoo.lock"} == before
