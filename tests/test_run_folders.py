@@ -495,8 +495,9 @@ def test_resume_with_fewer_epochs_than_trained_is_refused(vae_run, tmp_path, cap
     code, _, err = run_cli(["train", "--resume", run, "--epochs", "1"], capsys)
     assert one_line(code, err) and "already trained 2 epochs" in err and "--epochs 3 or more" in err, err
     assert snapshot(run) == before
-    code, _, err = run_cli(["train", "--resume", run, "--epochs", "2"], capsys)       # the same total: evaluates
+    code, out, err = run_cli(["train", "--resume", run, "--epochs", "2"], capsys)     # the same total: evaluates
     assert code == 0, err
+    assert "epochs 3 to 2" not in out and f"{run} has trained its 2 epochs: no epoch to train" in out, out
     assert json.loads((run / "results.json").read_text())["config"]["epochs"] == 2
 
 

@@ -290,6 +290,9 @@ def _train_locked(run: Prepared, out: Path, resume: Union[bool, LoadedRun], prog
             print(f"note: {JIT_NOTICE}", flush=True)
         if stopped:
             print(f"{out} stopped early, at epoch {start_epoch}: no epoch to train", flush=True)
+        elif start_epoch >= config.epochs:   # a resume of a run killed between its last checkpoint and results
+            print(f"{out} has trained its {config.epochs} epoch{'s' if config.epochs != 1 else ''}: no epoch to "
+                  f"train, evaluating it", flush=True)
         elif not progress:                   # no bar: one line says what the next minutes are
             print(f"training {out}: epochs {start_epoch + 1} to {config.epochs}", flush=True)
         if isinstance(run.objective, CapturedObjective):     # a capture's cost and any fallback, in a line each
