@@ -311,3 +311,35 @@ def test_annealing_flags_the_estimator_would_ignore_are_refused_in_one_line(trai
     code, _, err = run_cli(["eval", trained, *options, "--no-progress"], capsys)
     assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
     assert {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file() and p.name != ".pyro-zoo.lock"} == before
+
+
+@pytest.mark.parametrize("estimator", ["ais", "bdmc"])
+def test_a_full_disk_part_way_through_ais_or_bdmc_files_replaces_none_of_them(tmp_path, trained, capsys,
+                                                                               monkeypatch, estimator):
+    """ais.json, ais.md and ais_per_datum.npz (bdmc.json and bdmc.md) are one group: a disk that fills after the
+    first of them is written leaves all of them as they were, not a new ais.json beside an old table. (AIS's
+    progress file, written before the group, stays: the same command resumes from it.)"""
+    import errno
+    import os
+    import stat
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    args = (["--estimator", "ais", "--temperatures", "3", "--chains", "2", "--leapfrog", "2", "--eval-limit", "4"]
+            if estimator == "ais" else ["--estimator", "bdmc", "--temperatures", "3", "--chains", "2",
+                                        "--leapfrog", "2", "--bdmc-data", "3"])
+    assert run_cli(["eval", run, *args, "--no-progress"], capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".pyro-zoo.lock"}
+    real, synced = os.fsync, []
+
+    def fsync(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            synced.append(fd)
+            if len(synced) > (2 if estimator == "ais" else 1):     # AIS: its progress file, then the group's first
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    code, _, err = run_cli(["eval", run, *args, "--temperatures", "4", "--force", "--no-progress"], capsys)
+    assert code == 2 and "no space left on device writing" in err and len(err.strip().splitlines()) == 1, err
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".pyro-zoo.lock"}
+    assert after.pop("ais_partial.npz", None) is not None or estimator == "bdmc"
+    assert after == before
