@@ -189,3 +189,158 @@ def test_ais_progress_of_another_evaluation_is_set_aside_not_taken(tmp_path, tra
     (run / "ais_partial.npz").write_bytes(b"not an npz")
     code, _, err = run_cli(["eval", run, *args, "--chains", "4", "--force"], capsys)
     assert code == 0 and "starting AIS afresh" in err, err
+
+
+RESUMED = ["--estimator", "ais", "--temperatures", "4", "--chains", "4", "--leapfrog", "2", "--eval-limit", "12",
+           "--ais-batch-size", "3", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def stopped_ais(trained, tmp_path_factory):
+    """A run's AIS without a stop (``whole``), and the same AIS stopped in its third of four minibatches
+    (``stopped``: two minibatches kept in ais_partial.npz)."""
+    from zoo.evaluation.ais import AnnealedImportanceSampling
+    root = tmp_path_factory.mktemp("stopped_ais")
+    whole, stopped = root / "whole", root / "stopped"
+    shutil.copytree(trained, whole)
+    shutil.copytree(trained, stopped)
+    assert main([str(a) for a in ["eval", whole, *RESUMED]]) == 0
+    minibatch, calls = AnnealedImportanceSampling.minibatch, []
+
+    def stopped_in_the_third(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return minibatch(self, *a, **k)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(AnnealedImportanceSampling, "minibatch", stopped_in_the_third)
+        assert main([str(a) for a in ["eval", stopped, *RESUMED]]) == 130
+    assert (stopped / "ais_partial.npz").is_file()
+    return whole, stopped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("edit, digest_rewritten", [
+    (lambda a: np.zeros_like(a), False), (lambda a: a + 1e6, False),
+    (lambda a: a + 1e6, True), (lambda a: a[:2], True),
+    (lambda a: np.concatenate([a, a]), True), (lambda a: np.where(np.arange(a.size) == 1, np.nan, a), True),
+    (lambda a: np.stack([a, a]), True)],
+    ids=["zero", "plus-1e6", "plus-1e6-new-digest", "short", "long", "nan", "two-d"])
+def test_ais_progress_edited_since_it_was_kept_is_set_aside_and_computed_again(
+        tmp_path, stopped_ais, capsys, edit, digest_rewritten):
+    """Kept minibatches are untrusted input: an edit of their figures (one minibatch's log p(x) set to 0 or
+    raised by 1e6, cut short, doubled, a NaN, made 2-D) is seen, whether the file's digest was left as it was
+    (the figures no longer match it) or written anew to match (then they are figures AIS cannot have computed:
+    a log-probability of binary pixels above 0, a minibatch of 3 data with 2 or 6 figures). The run says so in
+    one line, computes that minibatch again, and ends with the figures of a run without a stop, bit for bit."""
+    from zoo.data.headers import read_npz_arrays
+    from zoo.experiments.annealed import _keep
+    whole, stopped = stopped_ais
+    run = tmp_path / "run"
+    shutil.copytree(stopped, run)
+    arrays = read_npz_arrays(str(run / "ais_partial.npz"), run / "ais_partial.npz")
+    arrays["T4_3_log_likelihood"] = edit(arrays["T4_3_log_likelihood"])
+    if digest_rewritten:
+        key = arrays.pop("key").tobytes().decode()
+        arrays.pop("digest", None)
+        kept = {}
+        for name, array in arrays.items():
+            _, start, field = name.split("_", 2)
+            kept.setdefault(4, {}).setdefault(int(start), {})[field] = __import__("torch").from_numpy(array)
+        _keep(run / "ais_partial.npz", key, kept)
+    else:
+        np.savez(run / "ais_partial.npz", **arrays)
+    code, _, err = run_cli(["eval", run, *RESUMED], capsys)
+    assert code == 0, err
+    assert len(err.strip().splitlines()) == 1 and ("AIS cannot have computed" in err or "edited or damaged" in err)
+    assert not (run / "ais_partial.npz").exists()
+    resumed, uninterrupted = np.load(run / "ais_per_datum.npz"), np.load(whole / "ais_per_datum.npz")
+    for name in uninterrupted.files:
+        assert np.array_equal(resumed[name], uninterrupted[name]), name
+    assert json.loads((run / "ais.json").read_text())["num_data"] == 12
+
+
+def test_bdmc_runs_again_as_strong_or_stronger_and_refuses_a_weaker_or_bad_one_in_one_line(tmp_path, trained, capsys):
+    """The strength rule reads bdmc.json where BDMC keeps its settings (under ``settings``): the same command
+    again and a stronger one (more simulated data) run; fewer data are refused as weaker; a bad --bdmc-data is
+    refused as a bad value, before the stored file is read."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    bdmc = ["eval", run, "--estimator", "bdmc", "--temperatures", "3", "--chains", "2", "--leapfrog", "2",
+            "--no-progress"]
+    assert run_cli([*bdmc, "--bdmc-data", "4"], capsys)[0] == 0
+    code, _, err = run_cli([*bdmc, "--bdmc-data", "4"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*bdmc, "--bdmc-data", "8"], capsys)
+    assert code == 0, err
+    stored = (run / "bdmc.json").read_bytes()
+    code, _, err = run_cli([*bdmc, "--bdmc-data", "4"], capsys)
+    assert code == 2 and "4 simulated data, not 8" in err and "not None" not in err, err
+    code, _, err = run_cli([*bdmc, "--bdmc-data", "8", "--leapfrog", "3"], capsys)
+    assert code == 2 and "leapfrog_steps 3, not 2" in err, err
+    code, _, err = run_cli([*bdmc, "--bdmc-data", "-1"], capsys)
+    assert code == 2 and "--bdmc-data takes a whole number >= 1" in err and len(err.strip().splitlines()) == 1, err
+    assert (run / "bdmc.json").read_bytes() == stored
+
+
+@pytest.mark.parametrize("options, named", [
+    (["--estimator", "ais", "--temperatures", 10 ** 12], "--temperatures 1000000000000"),
+    (["--estimator", "ais", "--chains", 10 ** 10], "--chains 10000000000"),
+    (["--estimator", "bdmc", "--temperatures", 10 ** 12], "--temperatures 1000000000000"),
+    (["--estimator", "bdmc", "--chains", 10 ** 10], "--chains 10000000000"),
+    (["--estimator", "bdmc", "--bdmc-data", 10 ** 13], "--bdmc-data 10000000000000")])
+def test_ais_and_bdmc_sizes_beyond_memory_are_refused_in_one_line_before_any_chain_runs(trained, capsys, options,
+                                                                                        named):
+    """T temperatures keep an acceptance rate per transition, chain and datum; C chains score D likelihood terms
+    each; BDMC simulates N x D values: sizes beyond any machine ended in a traceback from the allocator."""
+    before = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file() and p.name != ".pyro-zoo.lock"}
+    code, _, err = run_cli(["eval", trained, *options, "--no-progress"], capsys)
+    assert code == 2 and named in err and "asks for at least" in err and len(err.strip().splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file() and p.name != ".pyro-zoo.lock"} == before
+
+
+@pytest.mark.parametrize("options, says", [
+    (["--temperatures", "5"], "--estimator is (the default) does not use --temperatures"),
+    (["--chains", "3", "--bdmc-data", "4"], "does not use --chains, --bdmc-data"),
+    (["--estimator", "is", "--leapfrog", "3"], "does not use --leapfrog"),
+    (["--gaps", "--chains", "3"], "does not use --chains"),
+    (["--estimator", "ais", "--bdmc-data", "4"], "--estimator ais does not use --bdmc-data")])
+def test_annealing_flags_the_estimator_would_ignore_are_refused_in_one_line(trained, capsys, options, says):
+    """`eval --estimator is` ran with --temperatures, --chains and --bdmc-data and used none of them: the
+    figures it wrote were not those the command line asked for."""
+    before = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file() and p.name != ".pyro-zoo.lock"}
+    code, _, err = run_cli(["eval", trained, *options, "--no-progress"], capsys)
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file() and p.name != ".pyro-zoo.lock"} == before
+
+
+@pytest.mark.parametrize("estimator", ["ais", "bdmc"])
+def test_a_full_disk_part_way_through_ais_or_bdmc_files_replaces_none_of_them(tmp_path, trained, capsys,
+                                                                               monkeypatch, estimator):
+    """ais.json, ais.md and ais_per_datum.npz (bdmc.json and bdmc.md) are one group: a disk that fills after the
+    first of them is written leaves all of them as they were, not a new ais.json beside an old table. (AIS's
+    progress file, written before the group, stays: the same command resumes from it.)"""
+    import errno
+    import os
+    import stat
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    args = (["--estimator", "ais", "--temperatures", "3", "--chains", "2", "--leapfrog", "2", "--eval-limit", "4"]
+            if estimator == "ais" else ["--estimator", "bdmc", "--temperatures", "3", "--chains", "2",
+                                        "--leapfrog", "2", "--bdmc-data", "3"])
+    assert run_cli(["eval", run, *args, "--no-progress"], capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".pyro-zoo.lock"}
+    real, synced = os.fsync, []
+
+    def fsync(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            synced.append(fd)
+            if len(synced) > (2 if estimator == "ais" else 1):     # AIS: its progress file, then the group's first
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    code, _, err = run_cli(["eval", run, *args, "--temperatures", "4", "--force", "--no-progress"], capsys)
+    assert code == 2 and "no space left on device writing" in err and len(err.strip().splitlines()) == 1, err
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".pyro-zoo.lock"}
+    assert after.pop("ais_partial.npz", None) is not None or estimator == "bdmc"
+    assert after == before

@@ -52,6 +52,33 @@ def test_particles_beyond_memory_are_refused_before_config_json(tmp_path, capsys
     assert not out.exists()
 
 
+@pytest.mark.parametrize("options, named", [
+    (["--objective", "miwae", "--outer", 10 ** 11], "--outer 100000000000"),
+    (["--objective", "miwae", "--outer", 10 ** 5, "--particles", 10 ** 5], "--outer 100000"),
+    (["--objective", "tvo", "--partitions", 10 ** 11], "--partitions 100000000000")])
+def test_sizes_an_objective_takes_beyond_memory_are_refused_before_config_json(tmp_path, capsys, options, named):
+    """MIWAE holds M x K x batch x D likelihood terms per step, TVO weighs each particle at P + 1 temperatures:
+    sizes beyond any machine ended in a traceback from the allocator; now refused in one line, by the memory
+    estimate that refuses --particles (Options.floats_per_datum), before anything is built or written."""
+    out = tmp_path / "run"
+    refused(capsys, ["train", "vae", *options, "--out", out, *TINY], named, "asks for at least")
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_draw_steps_beyond_memory_are_refused_at_once(tmp_path):
+    """`train draw --steps 10^11` printed nothing for minutes while its memory grew (a latent site per step);
+    the steps' latents and canvases (T x batch x (d + D) floats) are bounded before the model is built. A
+    subprocess with a time limit, as the old code never returns."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "zoo", "train", "draw", "--guide", "recurrent", "--steps",
+                           str(10 ** 11), "--dataset", "digits", "--epochs", "1", "--no-progress", "--out", str(out)],
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "--steps 100000000000 asks for at least" in proc.stderr
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("seed", [99999999999999999999999, -1, 2 ** 32, 2 ** 32 - 1])
 def test_a_seed_numpy_cannot_take_is_refused(tmp_path, capsys, seed):
     """numpy's legacy RNG (seeded by pyro.set_rng_seed) takes 0 <= seed < 2**32, and the evaluation seeds with
@@ -301,6 +328,8 @@ HOSTILE_RUNS = {"a huge label": ({"label": "x" * 1_000_000}, "1000000 characters
                 "a list for the objective": ({"config__objective": ["elbo"]}, "objective is a JSON list"),
                 "a huge model name": ({"config__model": "m" * 1_000_000}, "1000000 characters"),
                 "text for the elbo": ({"elbo": "high"}, "elbo is a JSON string"),
+                "NaN for the elbo": ({"elbo": float("nan")}, "elbo is NaN, not a finite number"),
+                "Infinity for the nll": ({"nll": float("-inf")}, "nll is -Infinity, not a finite number"),
                 "a list for the nll": ({"nll": [95.0]}, "nll is a JSON list")}
 
 

@@ -195,6 +195,36 @@ def test_a_learned_prior_on_the_sphere_is_refused():
         VAE(x_dim=64, latent_dim=3, latent="wrapped-normal", prior="flow")
 
 
+@pytest.mark.parametrize("model_name, flags, option", [("vae", ["--latent-dim", "1"], "--latent-dim"),
+                                                        ("hvae", ["--layers", "3,1"], "--layers")])
+@pytest.mark.parametrize("family", ["vmf", "power-spherical"])
+def test_a_sphere_of_one_coordinate_is_refused_in_one_line(tmp_path, capsys, model_name, flags, option, family):
+    """S^(d-1) in R^d needs d >= 2: d = 1 ended in a ValueError traceback from the latent site."""
+    from zoo.cli import main
+    out = tmp_path / "run"
+    code = main(["train", model_name, "--latent", family, *flags, "--dataset", "digits", "--epochs", "1",
+                 "--no-progress", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and f"{option} gives the top latent d = 1" in err, err
+    assert "needs d >= 2" in err and not out.exists()
+
+
+@pytest.mark.parametrize("family", ["vmf", "wrapped-normal"])
+def test_a_per_datum_guide_on_the_manifold_is_refit_for_its_evaluation_without_a_path_derivative_estimator(family):
+    """A meanfield guide's refit took STL, which needs Normal sites: `train vae --latent vmf --guide meanfield`
+    trained, then failed at its evaluation naming stl and dreg, which the command never named. The refit of a
+    guide whose sites are on a manifold takes the reparameterized ELBO."""
+    from zoo.training.refit import refit_objective
+    model = zoo.build_model("vae", 64, latent=family, latent_dim=3, hidden=(16,))
+    guide = zoo.build_guide("meanfield", model, num_data=10)
+    objective = refit_objective(model, guide)
+    assert type(objective).__name__ != "StickingTheLanding"
+    x = zoo.load_dataset("digits").train[:10]
+    objective.value_and_surrogate(model, guide, x, idx=torch.arange(10), N=10)      # no path-derivative refusal
+    real = zoo.build_model("vae", 64, latent_dim=3, hidden=(16,))
+    assert refit_objective(real, zoo.build_guide("meanfield", real, num_data=10)) is not None
+
+
 @pytest.mark.parametrize("family", ["vmf", "wrapped-normal"])
 def test_the_amortization_gap_and_compression_refuse_the_manifolds(family):
     from zoo import rules

@@ -387,6 +387,44 @@ def test_a_full_disk_while_writing_results_keeps_the_old_ones(vae_run, tmp_path,
     assert snapshot(run) == before
 
 
+@pytest.mark.parametrize("good_writes", [1, 3, 6])
+def test_a_full_disk_part_way_through_an_evaluation_s_files_replaces_none_of_them(vae_run, tmp_path, capsys,
+                                                                                   monkeypatch, good_writes):
+    """`eval RUN --force` with a little space left replaced per_datum.npz, then failed on a plot: the folder held
+    the new per-datum figures beside the old results.json. A command's files are one group (written_together):
+    the disk fills after the first file, a plot, or results.md, and every file is as it was, with no temporary
+    file left beside them."""
+    run = copy_run(vae_run, tmp_path / "run")
+    before = snapshot(run)
+    _full_disk_after(monkeypatch, good_writes)
+    code, _, err = run_cli(["eval", run, "--eval-samples", "6", "--eval-limit", "20", "--force"], capsys)
+    assert one_line(code, err) and "no space left on device writing" in err, err
+    assert snapshot(run) == before
+
+
+def test_a_group_whose_rename_fails_half_way_puts_back_the_files_renamed_before_it(tmp_path, monkeypatch):
+    """The renames of a group can fail too (a folder that cannot grow): the files renamed before the failing one
+    get their old contents back, a file that had none is removed, and no temporary file is left."""
+    from zoo.core.errors import ZooError
+    from zoo.training.checkpoint import written_together
+    (tmp_path / "a.txt").write_text("old a")
+    (tmp_path / "c.txt").write_text("old c")
+    real, renames = os.replace, []
+
+    def replace(src, dst):
+        renames.append(dst)
+        if len(renames) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(ZooError, match="no space left on device writing .*c.txt"):
+        with written_together(tmp_path) as files:
+            files.write_text(tmp_path / "a.txt", "new a")
+            files.write_text(tmp_path / "b.txt", "new b")
+            files.write_text(tmp_path / "c.txt", "new c")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.txt": "old a", "c.txt": "old c"}
+
+
 def _disk_full(monkeypatch):
     """Every write to a regular file fails with ENOSPC, as on a full disk: os.write, os.pwrite (the writer
     lock's pid) and os.fsync (the atomic writes); an empty file can still be made."""
@@ -457,8 +495,9 @@ def test_resume_with_fewer_epochs_than_trained_is_refused(vae_run, tmp_path, cap
     code, _, err = run_cli(["train", "--resume", run, "--epochs", "1"], capsys)
     assert one_line(code, err) and "already trained 2 epochs" in err and "--epochs 3 or more" in err, err
     assert snapshot(run) == before
-    code, _, err = run_cli(["train", "--resume", run, "--epochs", "2"], capsys)       # the same total: evaluates
+    code, out, err = run_cli(["train", "--resume", run, "--epochs", "2"], capsys)     # the same total: evaluates
     assert code == 0, err
+    assert "epochs 3 to 2" not in out and f"{run} has trained its 2 epochs: no epoch to train" in out, out
     assert json.loads((run / "results.json").read_text())["config"]["epochs"] == 2
 
 

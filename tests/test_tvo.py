@@ -176,8 +176,10 @@ def test_a_gradient_without_the_covariance_term_is_caught():
 @pytest.mark.parametrize("options,says", [({"particles": 1}, "at least 2 particles"),
                                           ({"schedule": "cubic"}, "schedule"),
                                           ({"partitions": 0}, "partitions"),
-                                          ({"log_beta_min": 1.0}, "log_beta_min")])
+                                          ({"log_beta_min": 1.0}, "log_beta_min"),
+                                          ({"log_beta_min": 0.0}, "log_beta_min 0 puts every beta")])
 def test_bad_options_are_refused_in_one_line(options, says):
+    """log_beta_min 0 puts every beta of the log schedule at 1: it trained the plain ELBO without a word."""
     from zoo.core.errors import ZooError
     with pytest.raises(ZooError, match=says) as e:
         build_objective("tvo", **options)

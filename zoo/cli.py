@@ -93,16 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     ais.add_argument("--temperatures", type=flags.ints, default=None, metavar="T[,T...]",
                      help="AIS: numbers of temperatures, each run on the same data (default 500); BDMC: the Ts whose "
                           "gaps are shown (default 100,200,400)")
-    ais.add_argument("--chains", type=int, default=16, help="AIS chains per datum (default 16)")
-    ais.add_argument("--leapfrog", type=int, default=10, help="HMC leapfrog steps per transition (default 10)")
-    ais.add_argument("--ais-path", choices=("guide", "prior"), default="guide",
+    ais.add_argument("--chains", type=int, default=None, help="AIS chains per datum (default 16)")
+    ais.add_argument("--leapfrog", type=int, default=None, help="HMC leapfrog steps per transition (default 10)")
+    ais.add_argument("--ais-path", choices=("guide", "prior"), default=None,
                      help="where the annealing starts: the guide q(z|x) (default) or the prior p(z)")
     ais.add_argument("--ais-precondition", choices=("transport", "diagonal", "none"), default=None,
                      help="the coordinates HMC moves in on the guide's path: the guide's own reparameterization "
                           "(transport, default), its per-datum mean and scale (diagonal), or the latents' own "
                           "unconstrained ones (none)")
-    ais.add_argument("--ais-batch-size", type=int, default=100, help="data per AIS tensor program (default 100)")
-    ais.add_argument("--bdmc-data", type=int, default=100, help="BDMC: data simulated from the model (default 100)")
+    ais.add_argument("--ais-batch-size", type=int, default=None, help="data per AIS tensor program (default 100)")
+    ais.add_argument("--bdmc-data", type=int, default=None, help="BDMC: data simulated from the model (default 100)")
     ais.add_argument("--replicas", type=int, default=4,
                      help="AIS: independent replicas per datum from different starts and seeds (the guide, the "
                           "prior, the widened guide, the prior); the estimate is theirs pooled, and a datum is called "
@@ -471,8 +471,30 @@ def _run_folder(spec: str, out: Optional[str] = None) -> Path:
     return working_copy(spec, Path(out or f"runs/{spec}"))
 
 
+#: the defaults of eval's AIS and BDMC flags, filled in once a flag is known to be one the estimator uses
+ANNEALING_DEFAULTS = {"chains": 16, "leapfrog": 10, "ais_path": "guide", "ais_batch_size": 100, "bdmc_data": 100}
+
+
+def _annealing_flags(args) -> None:
+    """Refuse, in one line, AIS and BDMC flags that the chosen estimator would ignore (--chains with the default
+    --estimator is: its figures would not be what the command line says); then fill in the defaults."""
+    names = ("temperatures", "chains", "leapfrog", "ais_path", "ais_precondition", "ais_batch_size", "bdmc_data")
+    unused = {"is": names, "ais": ("bdmc_data",), "bdmc": (), "smc": ("temperatures", "chains", "bdmc_data")}[
+        args.estimator]
+    ignored = [n for n in unused if getattr(args, n) is not None]
+    if ignored:
+        flags_text = ", ".join("--" + n.replace("_", "-") for n in ignored)
+        hint = ("add --estimator ais or bdmc" if args.estimator == "is" else "use --estimator bdmc for simulated data")
+        raise ZooError(f"--estimator {args.estimator}{' (the default)' if args.estimator == 'is' else ''} does not use "
+                       f"{flags_text}; leave {'them' if len(ignored) > 1 else 'it'} out, or {hint}")
+    for name, value in ANNEALING_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def cmd_eval(args) -> None:
     from zoo.experiments.run import evaluate_run
+    _annealing_flags(args)                  # refused before a trained model's working copy is made
     args.dir = str(_run_folder(args.dir, args.out))
     if args.gaps:
         from zoo.evaluation.gaps import gaps_markdown

@@ -671,10 +671,14 @@ MANIFOLD_HAS_NO_COUNTERPART = _rule(
     "coding's equal-mass bins are written for Normal and discrete posteriors, not for a latent on the sphere or in "
     "hyperbolic space: use --latent gaussian for them")
 GUIDE_NEEDS_DENSITY = _rule(
-    "guide_needs_density", "eval --estimator ais|bdmc|compress", "AIS and BDMC from the guide start at q(z | x) and "
-    "bits-back coding codes with it, which needs its density at any z, and a guide without a marginal density has "
-    "one only at its own draws (the hamiltonian guide's augmented term; AIS starts at its q_0 instead, but bits-back "
-    "coding cannot): use --ais-path prior, or the importance-sampling estimate (pyro-zoo eval)")
+    "guide_needs_density", "eval --estimator ais|bdmc", "AIS and BDMC from the guide start at q(z | x), which needs "
+    "its density at any z, and a guide without a marginal density (nor a q_0 to start from, as the hamiltonian guide "
+    "has) has one only at its own draws: use --ais-path prior, or the importance-sampling estimate (pyro-zoo eval)")
+COMPRESS_NEEDS_DENSITY = _rule(
+    "compress_needs_density", "compress", "bits-back coding codes each datum's latents with q(z | x), which needs "
+    "its density at any z, and a guide without a marginal density (the hamiltonian guide's augmented term) has one "
+    "only at its own draws: compress a run whose guide has one (amortized, iaf), or score this run with pyro-zoo "
+    "eval")
 BDMC_NEEDS_AMORTIZED = _rule(
     "bdmc_needs_amortized", "eval --estimator bdmc", "BDMC's guide path starts at q(z | x) of simulated data, which "
     "needs an amortized guide: pass --ais-path prior")
@@ -691,7 +695,7 @@ def check_compress(model: ZooModel, guide) -> None:
     if getattr(guide, "structured", False):
         raise COMPRESS_NEEDS_MEAN_FIELD.error(f"the {family!r} guide is structured")
     if not getattr(guide, "has_density", True):
-        raise GUIDE_NEEDS_DENSITY.error(f"the {family!r} guide has no marginal density")
+        raise COMPRESS_NEEDS_DENSITY.error(f"the {family!r} guide has no marginal density")
     if getattr(model, "global_latents", ()):
         names = ", ".join(s.name for s in model.global_latents)
         raise COMPRESS_NEEDS_LOCAL_LATENTS.error(f"{model.display_name} has global latents ({names})")

@@ -206,6 +206,13 @@ class Options:
     def validate(self) -> None:
         """Checks that involve several fields; raise :class:`OptionError`."""
 
+    def floats_per_datum(self, x_dim: int) -> Sequence[Tuple[str, int, str]]:
+        """Lower bounds of the numbers one datum of a training step holds per particle because of an option
+        that sizes them (DRAW's steps, MIWAE's groups, TVO's partition), as ``(option, floats, what they
+        are)``: :func:`zoo.core.memory.refuse_oversized_run` refuses a value whose bound exceeds the machine
+        before anything is built. None by default: most options size parameters, which are checked as built."""
+        return ()
+
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], owner: str = "this component") -> "Options":
         """Build from a (JSON) dict; an unknown key is an error that lists the known ones."""

@@ -331,6 +331,12 @@ class LatentOptions(Options):
         if self.latent != "categorical" and self.latent_classes != 10:
             raise OptionError("latent_classes", f"classes go with --latent categorical, and the latent is "
                               f"{self.latent!r}: drop --latent-classes, or add --latent categorical")
+        # the top layer's d: a model's latent_dim, or the last of its layers (hvae)
+        option, dims = ("latent_dim", getattr(self, "latent_dim", None)) if hasattr(self, "latent_dim") \
+            else ("layers", (getattr(self, "layers", None) or (None,))[-1])
+        if LATENT_FAMILIES[self.latent].support == "sphere" and isinstance(dims, int) and dims < 2:
+            raise OptionError(option, f"gives the top latent d = {dims}, and latent {self.latent!r} lives on the "
+                              f"sphere S^(d-1) in R^d, which needs d >= 2 (2 is the circle); give 2 or more")
         prior: Optional[str] = getattr(self, "prior", "standard")
         if LATENT_FAMILIES[self.latent].support != "real" and prior != "standard":
             raise OptionError("prior", f"{prior!r} is a learned prior on R^d, and latent {self.latent!r} is not in "

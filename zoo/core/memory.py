@@ -35,7 +35,7 @@ import torch
 from zoo.core.errors import OptionError
 
 __all__ = ["FLOAT_BYTES", "memory_bytes", "human_bytes", "refuse_oversized", "is_out_of_memory", "sized_by",
-           "refuse_oversized_run", "refuse_oversized_parameters", "TRAINING_COPIES"]
+           "refuse_oversized_run", "refuse_oversized_annealing", "refuse_oversized_parameters", "TRAINING_COPIES"]
 
 #: float32, the zoo's tensors
 FLOAT_BYTES = 4
@@ -156,6 +156,35 @@ def refuse_oversized_run(config, x_dim: int, num_train: int, device: Optional[to
     refuse_oversized("particles", "objective", particles * batch * x_dim * 2 * FLOAT_BYTES,
                      f"the likelihood terms of one training step (K x batch {batch} x {x_dim} values, with "
                      f"their gradients)", device, advice="use fewer particles or a smaller batch size")
+    for kind in ("model", "objective"):         # what an option sizes besides: Options.floats_per_datum
+        options = config.resolved(kind)
+        bounds = getattr(options, "floats_per_datum", None)
+        for option, floats, what in (bounds(x_dim) if callable(bounds) else ()):
+            refuse_oversized(option, kind, particles * batch * floats * 2 * FLOAT_BYTES,
+                             f"{what} in one training step (K x batch {batch} x {floats} values, with "
+                             f"their gradients)", device, advice="use a smaller value (or fewer particles)",
+                             value=getattr(options, option, None))
     refuse_oversized("eval_samples", "run", config.eval_samples * EVAL_BATCH * EVAL_TERMS * FLOAT_BYTES,
                      f"the log-weights of one evaluation minibatch (K x {EVAL_BATCH} data x {EVAL_TERMS} terms)",
                      device, advice="use fewer samples")
+
+
+def refuse_oversized_annealing(temperatures: int, chains: int, batch: int, x_dim: int,
+                               device: Optional[torch.device] = None, simulated: Optional[int] = None) -> None:
+    """Refuse AIS or BDMC settings whose tensors cannot fit ``device``, naming the option, before any chain runs.
+
+    Lower bounds for every model: each chain of a minibatch of ``batch`` data scores its datum's ``x_dim``
+    likelihood terms at every move (``chains x batch x D`` floats); the acceptance of each of the T - 1
+    transitions is kept per chain and datum, and a step size per temperature and datum (``(T - 1) x chains x
+    batch`` floats, ``(T + 1) x batch`` doubles); BDMC first simulates its ``simulated`` data (``N x D`` floats).
+    """
+    if simulated is not None:
+        refuse_oversized("bdmc_data", None, simulated * x_dim * FLOAT_BYTES,
+                         f"the data BDMC simulates (N x {x_dim} values)", device, advice="simulate fewer data",
+                         value=simulated)
+    refuse_oversized("chains", None, chains * batch * x_dim * FLOAT_BYTES,
+                     f"the likelihood terms of one move of the chains (chains x batch {batch} x {x_dim} values)",
+                     device, advice="use fewer chains or a smaller --ais-batch-size", value=chains)
+    refuse_oversized("temperatures", None, ((temperatures - 1) * chains * FLOAT_BYTES + (temperatures + 1) * 8) * batch,
+                     f"the acceptance rates and step sizes of every temperature ({chains} chains x batch {batch})",
+                     device, advice="use fewer temperatures", value=temperatures)

@@ -99,6 +99,7 @@ from torch.distributions.transforms import AffineTransform
 
 from zoo.core.distributions import joint_configurations
 from zoo.core.process import map_torch_constants
+from zoo.core.memory import refuse_oversized_annealing
 from zoo.core.errors import ZooError
 from zoo.core.latents import LATENT_FAMILIES, MANIFOLDS
 from zoo.core.modes import evaluation_mode
@@ -792,6 +793,8 @@ class AnnealedImportanceSampling:
             raise ZooError("AIS got no data to evaluate")
         guide = as_zoo_guide(guide, model)
         check_annealing(model, "AIS", guide, self.path)
+        refuse_oversized_annealing(self.num_temperatures, self.num_chains, min(self.batch_size, x.shape[0]),
+                                   x[0].numel(), x.device)
         map_torch_constants()                    # once per process: zoo.core.process
         guide, start = annealing_start(guide, self.path)
         global_guide = getattr(guide, "global_guide", None)

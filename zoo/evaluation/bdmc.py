@@ -45,6 +45,7 @@ import pyro.poutine as poutine
 import torch
 
 from zoo.core.errors import ZooError
+from zoo.core.memory import refuse_oversized_annealing
 from zoo.core.modes import evaluation_mode
 from zoo.core.weights import dreamt_data
 from zoo.evaluation.ais import (AnnealedImportanceSampling, _Chains, annealing_start, coordinates_text,
@@ -99,6 +100,8 @@ def bidirectional_monte_carlo(model, guide, ais: AnnealedImportanceSampling, num
         raise ZooError("BDMC needs one or more numbers of temperatures, each >= 1")
     guide = as_zoo_guide(guide, model)
     check_annealing(model, "BDMC", guide, ais.path)
+    refuse_oversized_annealing(max(temperatures), ais.num_chains, min(ais.batch_size, num_data), model.x_dim,
+                               next(model.parameters(), torch.empty(0)).device, simulated=num_data)
     guide, start = annealing_start(guide, ais.path)
     global_guide = getattr(guide, "global_guide", None)
     rows = []

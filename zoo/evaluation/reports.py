@@ -227,6 +227,9 @@ def check_training_run(run: dict, where: str) -> None:
         value = run.get(key)
         if (value is not None or key == "elbo") and (isinstance(value, bool) or not isinstance(value, (int, float))):
             refuse(f"its {key} is a JSON {json_type(value)}, not a number")
+        if isinstance(value, float) and (value != value or abs(value) == float("inf")):
+            # the zoo writes a figure it could not compute as null; NaN is JSON only to Python's reader
+            refuse(f"its {key} is {json.dumps(value)}, not a finite number")
 
 
 def _training_runs(results: Results):

@@ -14,7 +14,9 @@ AIS on a thousand images runs for an hour, so it is resumable: after each miniba
 again after a stop (Ctrl-C, SIGKILL, a power cut) takes the minibatches kept there and runs only the others. The
 result is that of a run without a stop, bit for bit. Kept minibatches are taken only if they were computed with
 the same weights (the model's and guide's tensors, after any refit), the same data, the same settings and seed
-(a hash of all of them is stored with them); otherwise they are set aside and the run starts afresh. The file is
+(a hash of all of them is stored with them), and only if they are still the figures that were kept (a SHA-256 of
+them is stored too) and figures AIS can have computed (per-datum vectors of the minibatch's length, finite, in
+range); otherwise they are set aside, with one line that says so, and computed again. The file is
 removed once ``ais.json`` is written.
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.core.files import open_regular
+from zoo.core.memory import refuse_oversized_annealing
 from zoo.data.headers import read_npz_arrays
 from zoo.evaluation.ais import MIXING_FIELDS, AnnealedImportanceSampling, coordinates_text
 from zoo.evaluation.bdmc import bdmc_markdown, bidirectional_monte_carlo
@@ -43,7 +46,7 @@ from zoo.experiments.run import evaluation_guide, results_kept_on_stop
 from zoo.experiments.run_folder import writer_lock
 from zoo.experiments.trained import open_trained
 from zoo.rules import check_bdmc
-from zoo.training.checkpoint import atomic_write_bytes, atomic_write_text, signals_deferred
+from zoo.training.checkpoint import atomic_write_bytes, written_together
 from zoo.usercode.errors import user_code_errors
 
 __all__ = ["ais_run", "bdmc_run", "ais_markdown", "DEFAULT_TEMPERATURES", "DEFAULT_BDMC_TEMPERATURES", "PARTIAL"]
@@ -84,9 +87,58 @@ def _resume_key(run, guide, x_eval, temperatures, sampler: AnnealedImportanceSam
                       sort_keys=True)
 
 
-def _kept_minibatches(path: Path, key: str) -> Dict[int, Dict[int, Dict]]:
-    """{T: {first index: figures}} of ``ais_partial.npz`` where its key is ``key``; else nothing (and a line on
-    stderr saying why it was set aside). The file is read as untrusted data: no pickle, headers checked first."""
+def _digest(key: str, arrays: Dict[str, np.ndarray]) -> np.ndarray:
+    """SHA-256 of the key and of every kept array (name, dtype, shape, bytes), written with them so that a figure
+    edited or damaged since is seen as such: the key alone says which evaluation the figures belong to, not that
+    they are still the ones it computed."""
+    digest = hashlib.sha256(key.encode())
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return np.frombuffer(digest.digest(), dtype=np.uint8)
+
+
+def _log_p_bound(model) -> float:
+    """The largest log p(x) a minibatch of kept figures may hold: a log-probability of data with levels is at
+    most 0 (the slack is for a stochastic estimate of a mass near 1); a density is given a bound no trained model
+    reaches (50 nats per value), so that only a figure no evaluation can have computed is refused."""
+    return 1.0 if getattr(model, "data_levels", None) is not None else 50.0 * model.x_dim
+
+
+def _unfit_figures(figures: Dict[str, np.ndarray], length: int, T: int, chains: int, bound: float) -> Optional[str]:
+    """Why a kept minibatch of ``length`` data cannot be one that AIS at ``T`` temperatures with ``chains`` chains
+    computed, or ``None``: the figures are per-datum vectors of its exact length, finite and in their ranges."""
+    for name in ("log_likelihood", "se", "ess", "acceptance"):
+        array = figures[name]
+        if array.dtype.kind != "f" or array.shape != (length,) or not np.isfinite(array).all():
+            return f"{name} is not {length} finite numbers"
+    for name in MIXING_FIELDS:                 # NaN where a figure does not apply (no discrete site, no HMC)
+        array = figures[name]
+        if array.dtype.kind != "f" or array.shape != (length,) or np.isinf(array).any() or (array < 0).any():
+            return f"{name} is not {length} numbers >= 0 (or NaN)"
+    if (figures["log_likelihood"] > bound).any():
+        return f"a log p(x) above {bound:g}"
+    if (figures["se"] < 0).any() or (figures["ess"] < 0).any() or (figures["ess"] > chains * (1 + 1e-6)).any():
+        return f"an SE below 0 or an ESS outside [0, {chains}]"
+    if (figures["acceptance"] < 0).any() or (figures["acceptance"] > 1).any():
+        return "an acceptance rate outside [0, 1]"
+    sums, steps = figures["acceptance_sum"], figures["step_sizes"]
+    if (sums.dtype.kind != "f" or sums.ndim != 1 or sums.shape[0] not in (0, T - 1) or not np.isfinite(sums).all()
+            or (sums < 0).any() or (sums > length * chains * (1 + 1e-6)).any()):
+        return "acceptance sums that are not one per temperature"
+    if steps.dtype.kind != "f" or not (steps.size == 0 or steps.shape == (T + 1, length)) \
+            or not np.isfinite(steps).all() or (steps < 0).any():
+        return f"step sizes that are not [{T + 1}, {length}] finite numbers"
+    return None
+
+
+def _kept_minibatches(path: Path, key: str, num_data: int, batch_size: int, temperatures: Sequence[int],
+                      chains: int, bound: float) -> Dict:
+    """{slot: {first index: figures}} of ``ais_partial.npz`` (a slot is T, or (T, replica) past the first replica)
+    where its key is ``key`` and its digest that of its figures; else nothing (and a line on stderr saying why it
+    was set aside). The file is read as untrusted data: no pickle, headers checked first, and each minibatch taken
+    only if AIS can have computed it (its length, its figures finite and in range); the others are run again."""
     if not path.is_file():
         return {}
     try:
@@ -100,25 +152,44 @@ def _kept_minibatches(path: Path, key: str) -> Dict[int, Dict[int, Dict]]:
         print(f"pyro-zoo: {path} holds AIS progress of another evaluation (other weights, data or settings); "
               f"starting afresh", file=sys.stderr)
         return {}
-    kept: Dict[int, Dict[int, Dict]] = {}
+    digest = arrays.pop("digest", None)
+    if digest is None or digest.dtype != np.uint8 or not np.array_equal(digest, _digest(key, arrays)):
+        print(f"pyro-zoo: {path}'s figures are not those AIS kept there (edited or damaged since); starting AIS "
+              f"afresh", file=sys.stderr)
+        return {}
+    found: Dict = {}
     for name, array in arrays.items():
         match = re.fullmatch(r"T(\d+)(?:r(\d+))?_(\d+)_(\w+)", name)
         if match is None or match.group(4) not in _FIELDS:
             continue
         slot = int(match.group(1)) if match.group(2) is None else (int(match.group(1)), int(match.group(2)))
-        kept.setdefault(slot, {}).setdefault(int(match.group(3)), {})[match.group(4)] = torch.from_numpy(array)
-    return {T: {start: figures for start, figures in batches.items() if set(figures) == set(_FIELDS)}
-            for T, batches in kept.items()}
+        found.setdefault(slot, {}).setdefault(int(match.group(3)), {})[match.group(4)] = array
+    kept: Dict = {}
+    unfit = []
+    for slot, batches in found.items():
+        T = slot if isinstance(slot, int) else slot[0]
+        for start, figures in batches.items():
+            if T not in temperatures or start % batch_size or start >= num_data or set(figures) != set(_FIELDS):
+                continue
+            why = _unfit_figures(figures, min(batch_size, num_data - start), T, chains, bound)
+            if why is not None:
+                unfit.append(why)
+                continue
+            kept.setdefault(slot, {})[start] = {k: torch.from_numpy(v) for k, v in figures.items()}
+    if unfit:
+        print(f"pyro-zoo: {len(unfit)} minibatches kept in {path} hold figures AIS cannot have computed "
+              f"({unfit[0]}); running them again", file=sys.stderr)
+    return kept
 
 
-def _keep(path: Path, key: str, kept: Dict[int, Dict[int, Dict]]) -> None:
-    arrays = {"key": np.frombuffer(key.encode(), dtype=np.uint8)}
+def _keep(path: Path, key: str, kept: Dict) -> None:
+    arrays = {}
     for slot, batches in kept.items():
         name = f"T{slot}" if isinstance(slot, int) else f"T{slot[0]}r{slot[1]}"     # (T, replica) past the first
         for start, figures in batches.items():
             arrays.update({f"{name}_{start}_{k}": v.numpy() for k, v in figures.items()})
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, key=np.frombuffer(key.encode(), dtype=np.uint8), digest=_digest(key, arrays), **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -146,6 +217,8 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
         run = open_trained(out, {"device": device, "data_dir": data_dir, "eval_limit": eval_limit},
                            model_file=model_file, guide_file=guide_file)
         x_eval, _ = run.evaluation_data()
+        refuse_oversized_annealing(max(temperatures), chains, min(base.batch_size, x_eval.shape[0]), run.data.x_dim,
+                                   run.device)
         settings = {"path": path, "leapfrog_steps": leapfrog, "split": run.config.eval_split}
         refuse_weaker(out / "ais.json", {"num_data": (x_eval.shape[0], "{} data"),
                                          "num_chains": (chains, "{} chains"),
@@ -156,7 +229,8 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
         guide, refit = evaluation_guide(run, x_eval, progress)
         seed = run.config.seed + 23456
         key = _resume_key(run, guide, x_eval, temperatures, base, seed, replicas)
-        kept = _kept_minibatches(out / PARTIAL, key)
+        kept = _kept_minibatches(out / PARTIAL, key, x_eval.shape[0], base.batch_size, temperatures,
+                                 base.num_chains, _log_p_bound(run.model))
         resumed = sum(len(batches) for batches in kept.values())
         if resumed and progress:
             print(f"AIS: resuming, {resumed} minibatches kept in {out / PARTIAL}", flush=True)
@@ -190,15 +264,15 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
                               f"{out / PARTIAL}: run the same command again to resume")
             raise
         summary = {"config": run.config.to_json(), "device": str(run.device), "split": run.config.eval_split,
-                   **{k: v for k, v in rows[-1].items()}, "rows": rows,
+                   "weights_sha256": run.weights_sha256(), **{k: v for k, v in rows[-1].items()}, "rows": rows,
                    "refit": refit.to_json() if refit is not None else None}
         buf = io.BytesIO()
         np.savez(buf, **{k: (v.numpy() if torch.is_tensor(v) else v) for k, v in per_datum.items()})
-        with signals_deferred():
-            atomic_write_text(out / "ais.json", json.dumps(json_ready(summary), indent=2))
-            atomic_write_text(out / "ais.md", ais_markdown(summary))
-            atomic_write_bytes(out / "ais_per_datum.npz", buf.getvalue())
-            (out / PARTIAL).unlink(missing_ok=True)
+        with written_together(out) as files:        # ais.json last: the group is whole once it is in place
+            files.write_bytes(out / "ais_per_datum.npz", buf.getvalue())
+            files.write_text(out / "ais.md", ais_markdown(summary))
+            files.write_text(out / "ais.json", json.dumps(json_ready(summary), indent=2))
+        (out / PARTIAL).unlink(missing_ok=True)
         return summary
 
 
@@ -228,15 +302,20 @@ def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: in
     ``bdmc.{json,md}`` and returns the summary."""
     out = Path(out)
     temperatures = _temperatures(temperatures, DEFAULT_BDMC_TEMPERATURES)
+    if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
+        raise ZooError(f"--bdmc-data takes a whole number >= 1 of data to simulate, got {num_data}")
     base = _sampler(chains, leapfrog, path, batch_size, precondition)
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
         run = open_trained(out, {"device": device, "data_dir": data_dir}, model_file=model_file, guide_file=guide_file)
         check_bdmc(run.model, run.guide, path)
+        refuse_oversized_annealing(max(temperatures), chains, min(base.batch_size, num_data), run.data.x_dim,
+                                   run.device, simulated=num_data)
         refuse_weaker(out / "bdmc.json", {"num_data": (num_data, "{} simulated data"),
-                                          "num_chains": (chains, "{} chains")},
-                      {"path": path, "leapfrog_steps": leapfrog}, force)
+                                          "num_chains": (chains, "{} chains"),
+                                          "num_temperatures": (max(temperatures), "T = {} temperatures")},
+                      {"path": path, "leapfrog_steps": leapfrog}, force, stored=_bdmc_stored)
         t0 = time.perf_counter()
         with user_code_errors(run.model.display_name, "in evaluation"):
             rows = bidirectional_monte_carlo(run.model, run.guide, base, num_data=num_data, temperatures=temperatures,
@@ -247,10 +326,22 @@ def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: in
         summary = {"config": run.config.to_json(), "device": str(run.device), "num_data": num_data,
                    "settings": {**base.settings(), "num_temperatures": temperatures}, "rows": rows,
                    "gap": rows[-1]["gap"], "seconds": time.perf_counter() - t0}
-        with signals_deferred():
-            atomic_write_text(out / "bdmc.json", json.dumps(json_ready(summary), indent=2))
-            atomic_write_text(out / "bdmc.md", bdmc_markdown(summary))
+        with written_together(out) as files:
+            files.write_text(out / "bdmc.md", bdmc_markdown(summary))
+            files.write_text(out / "bdmc.json", json.dumps(json_ready(summary), indent=2))
         return summary
+
+
+def _bdmc_stored(old: Dict) -> Dict:
+    """``bdmc.json`` as the strength rule reads it: the sampler's settings are kept under ``settings``, and its
+    numbers of temperatures as a list, whose largest is the strength."""
+    settings = old.get("settings") if isinstance(old.get("settings"), dict) else {}
+    flat = {**settings, "num_data": old.get("num_data")}
+    temperatures = settings.get("num_temperatures")
+    if isinstance(temperatures, list) and temperatures and all(isinstance(t, int) and not isinstance(t, bool)
+                                                               for t in temperatures):
+        flat["num_temperatures"] = max(temperatures)
+    return flat
 
 
 def ais_markdown(summary: Dict) -> str:

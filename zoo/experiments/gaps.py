@@ -26,7 +26,7 @@ from zoo.experiments.outputs import json_ready, refuse_weaker, refuse_weaker_eva
 from zoo.experiments.run import results_kept_on_stop
 from zoo.experiments.run_folder import writer_lock
 from zoo.experiments.trained import open_trained
-from zoo.training.checkpoint import atomic_write_bytes, atomic_write_text, signals_deferred
+from zoo.training.checkpoint import written_together
 from zoo.training.refit import refit_settings
 
 __all__ = ["gaps_run"]
@@ -74,9 +74,9 @@ def _gaps_locked(out: Path, model_file: Optional[str], guide_file: Optional[str]
                "seconds": time.perf_counter() - t0, **result}
     buf = io.BytesIO()
     np.savez(buf, **{k: v.numpy() for k, v in per_datum.items()})
-    with signals_deferred():                     # the three files are written as one group
-        atomic_write_text(out / "gaps.json", json.dumps(json_ready(summary), indent=2))
-        atomic_write_text(out / "gaps.md", f"# Inference gaps: {config.model} × {config.guide} × {config.objective}, "
-                                           f"{config.dataset} ({config.eval_split})\n\n{gaps_markdown(summary)}\n")
-        atomic_write_bytes(out / "gaps_per_datum.npz", buf.getvalue())
+    with written_together(out) as files:         # the three files are one group: all replaced, or none
+        files.write_bytes(out / "gaps_per_datum.npz", buf.getvalue())
+        files.write_text(out / "gaps.md", f"# Inference gaps: {config.model} × {config.guide} × {config.objective}, "
+                                          f"{config.dataset} ({config.eval_split})\n\n{gaps_markdown(summary)}\n")
+        files.write_text(out / "gaps.json", json.dumps(json_ready(summary), indent=2))
     return summary

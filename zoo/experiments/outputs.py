@@ -87,15 +87,16 @@ def stored_count(value, what: str, path: Path):
 
 
 def refuse_weaker(path: Path, strengths: Mapping[str, tuple], settings: Mapping, force: bool,
-                  stored_settings=None, held_format: Optional[str] = None) -> None:
+                  stored_settings=None, held_format: Optional[str] = None, stored=None) -> None:
     """Refuse (one line, exit 2, nothing touched) to replace the results file ``path`` by a weaker evaluation.
 
     ``strengths`` maps a stored key to ``(this evaluation's count, how to say it)``: the stored one is stronger
     where its count is larger (more importance samples, more data, more temperatures or chains). ``settings``
     are what the figures estimate, compared with ``stored_settings(old)`` (default: the stored file's own keys
     of the same names): a difference means another estimate, not the same one better estimated. ``force``
-    replaces it anyway. A file that cannot be read as JSON holds nothing to keep; one whose counts are not whole
-    numbers is refused (:func:`stored_count`)."""
+    replaces it anyway. ``stored(old)`` reads the stored file into one flat mapping where its file keeps the
+    counts and settings elsewhere (``bdmc.json`` keeps them under ``settings``). A file that cannot be read as JSON
+    holds nothing to keep; one whose counts are not whole numbers is refused (:func:`stored_count`)."""
     path = Path(path)
     if force or not path.is_file():
         return
@@ -105,6 +106,8 @@ def refuse_weaker(path: Path, strengths: Mapping[str, tuple], settings: Mapping,
         return
     if not isinstance(old, dict):
         return
+    if stored is not None:
+        old = stored(old)
     reasons, held = [], {}
     for key, (new, says) in strengths.items():
         stored = held[key] = stored_count(old.get(key), key, path)

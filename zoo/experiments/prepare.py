@@ -53,6 +53,10 @@ def prepare(config: RunConfig, data: Optional[Dataset] = None, device: Optional[
     config = with_data_source(config, data)
     facts = DataFacts.of(data)
     pyro.set_rng_seed(config.seed)
+    # sizes first: an option such as DRAW's --steps or TVO's --partitions is allocated as the model or objective is
+    # built or first stepped; the device is checked again below once a data-parallel rank has its own
+    refuse_oversized_run(config, data.x_dim, data.train.shape[0],
+                         device if device is not None or distributed else resolve_device(config.device))
     model = build_run_model(config, data, facts)
     check_run(config, model, facts, distributed)
     model.validate_data(data.train, what=f"dataset {data.name!r}")

@@ -52,11 +52,10 @@ from zoo.registry import build_guide
 from zoo.rules import DataFacts, likelihood_name, likelihood_warning
 from zoo.training import distributed as ddp
 from zoo.experiments.prepare import Prepared, prepare
-from zoo.experiments.run_folder import LoadedRun, load_run, load_weights, writer_lock
-from zoo.experiments.run_folder import BEST, best_checkpoint
+from zoo.experiments.run_folder import BEST, LoadedRun, best_checkpoint, load_run, load_weights, writer_lock
 from zoo.experiments.trained import TrainedRun, evaluation_split, open_trained
-from zoo.training.checkpoint import (atomic_path, atomic_write_bytes, atomic_write_text, rng_state,
-                                     save_checkpoint, set_rng_state, signals_deferred)
+from zoo.training.checkpoint import (atomic_path, atomic_write_text, rng_state, save_checkpoint, set_rng_state,
+                                     signals_deferred, written_together)
 from zoo.training.callbacks import Checkpoint, Log, LRSchedule, ValidationELBO
 from zoo.training.config import TrainConfig, TrainState
 from zoo.training.guards import NonFiniteError
@@ -239,6 +238,9 @@ def _train_locked(run: Prepared, out: Path, resume: Union[bool, LoadedRun], prog
             print(f"note: {JIT_NOTICE}", flush=True)
         if stopped:
             print(f"{out} stopped early, at epoch {start_epoch}: no epoch to train", flush=True)
+        elif start_epoch >= config.epochs:   # a resume of a run killed between its last checkpoint and results
+            print(f"{out} has trained its {config.epochs} epoch{'s' if config.epochs != 1 else ''}: no epoch to "
+                  f"train, evaluating it", flush=True)
         elif not progress:                   # no bar: one line says what the next minutes are
             print(f"training {out}: epochs {start_epoch + 1} to {config.epochs}", flush=True)
         if isinstance(run.objective, CapturedObjective):     # a capture's cost and any fallback, in a line each
@@ -354,30 +356,30 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, best_
     if samples is not None:                 # near-identical samples: a collapsed model (zoo.evaluation.reliability)
         summary["sample_spread"] = sample_spread(samples.detach().cpu(), x_eval.cpu() * unit)
     try:
-        # the files are written as one group: SIGINT/SIGTERM wait until it is whole (each file is atomic). SIGKILL
-        # cannot wait, so results.json comes last: a run or grid cell holds it only once the rest is written, and
+        # the files are one group (written_together): all replaced, or none, and SIGINT/SIGTERM wait until it is
+        # whole. results.json is renamed in last: a run or grid cell holds it only once the rest is in place, and
         # one killed before that is evaluated again by its resume
-        with signals_deferred():
+        with written_together(out) as files:
             buf = io.BytesIO()
             np.savez(buf, **{k: np.asarray(v) for k, v in per_datum.items() if v is not None})
-            atomic_write_bytes(out / "per_datum.npz", buf.getvalue())
-            with atomic_path(out / "training_curves.png") as path:
+            files.write_bytes(out / "per_datum.npz", buf.getvalue())
+            with files.path(out / "training_curves.png") as path:
                 plots.training_curves(history, path, summary)
             if generate:
-                with atomic_path(out / "samples.png") as path:
+                with files.path(out / "samples.png") as path:
                     plots.image_grid(samples, run.data.image_shape, path)
             if generate and run.model.has_recurrent_decoder:        # DRAW: the canvas, step by step
-                with atomic_path(out / "canvas.png") as path:
+                with files.path(out / "canvas.png") as path:
                     plots.canvas_grid(run.model.canvas_steps(8) * unit, run.data.image_shape, path)
             if run.data.image_shape:
-                with atomic_path(out / "reconstructions.png") as path:
+                with files.path(out / "reconstructions.png") as path:
                     plots.reconstruction_grid(recon[0] * unit, recon[1] * unit, run.data.image_shape, path)
             if per_datum["z_mean"].shape[1] == 2:
-                with atomic_path(out / "latent_scatter.png") as path:
+                with files.path(out / "latent_scatter.png") as path:
                     plots.latent_scatter(per_datum["z_mean"], labels, path)
-            atomic_write_text(out / "results.md", results_markdown([summary]))
+            files.write_text(out / "results.md", results_markdown([summary]))
             # sealed (content_sha256): a grid takes a cell's results into its tables only as they were written
-            atomic_write_text(out / "results.json", json.dumps(sealed(json_ready(summary)), indent=2))
+            files.write_text(out / "results.json", json.dumps(sealed(json_ready(summary)), indent=2))
     except KeyboardInterrupt as e:
         e.zoo_note = f"it came while {out}'s results were being written, and they were written whole first"
         raise

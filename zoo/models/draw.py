@@ -68,6 +68,10 @@ class DRAWOptions(LikelihoodOptions):
     write_glimpse: int = option(5, "N of the N x N write attention (0: no attention, each step writes the whole "
                                 "image)", minimum=0, shape=True)
 
+    def floats_per_datum(self, x_dim: int):
+        # each step draws its latents and writes the canvas, and the gradient keeps every step's
+        return [("steps", self.steps * (self.latent_dim + x_dim), "the latents and canvases of T steps")]
+
 
 @MODELS.register("draw", options=DRAWOptions, description="DRAW (Gregor et al. 2015): T steps of latents, an LSTM "
                  "decoder writing on a canvas through Gaussian attention; its guide is 'recurrent'")

@@ -40,7 +40,7 @@ from typing import ClassVar
 
 import torch
 
-from zoo.core.components import option
+from zoo.core.components import OptionError, option
 from zoo.core.plates import MAX_PLATE_NESTING
 from zoo.objectives.axes import BoundOptions, Estimator, estimator_option, register_bound
 from zoo.objectives.base import PerDatumObjective
@@ -124,6 +124,18 @@ class TVOOptions(BoundOptions):
                            "(default log)", choices=SCHEDULES)
     log_beta_min: float = option(-1.7, "tvo: log10 of beta_1 for the log schedule (default -1.7, beta_1 = 0.02)",
                                  maximum=0.0)
+
+    def validate(self) -> None:
+        super().validate()
+        # at 10^0 every beta of the log schedule is 1: the sum keeps its first interval alone, the plain ELBO
+        if self.schedule == "log" and self.partitions > 1 and self.log_beta_min >= 0:
+            raise OptionError("log_beta_min", f"{self.log_beta_min:g} puts every beta_1..beta_(P-1) at 1, which makes "
+                              f"the TVO the plain ELBO; give a negative value (beta_1 = 10^log_beta_min, default "
+                              f"-1.7), or --partitions 1 for the ELBO")
+
+    def floats_per_datum(self, x_dim: int):
+        # each particle is weighted at every beta of the partition: [S, B, P + 1]
+        return [("partitions", self.partitions + 1, "the weights of each particle at P + 1 temperatures")]
 
 
 register_bound("tvo", options=TVOOptions, default="covariance", description=(

@@ -122,6 +122,9 @@ class Outer(Particles):
     outer: int = option(8, "miwae, piwae: M groups of K particles per datum (Rainforth et al. 2018; default 8)",
                         minimum=1)
 
+    def floats_per_datum(self, x_dim: int):
+        return [("outer", self.outer * x_dim, "the likelihood terms of M groups of K particles")]
+
 
 @dataclass
 class MIWAEOptions(Outer, BoundOptions):

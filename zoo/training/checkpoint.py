@@ -32,7 +32,7 @@ from zoo.core.errors import ZooError
 from zoo.training.guards import any_non_finite
 from zoo.training.interrupts import raise_if_stopped
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "remove_temp_files", "save_checkpoint",
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "written_together", "remove_temp_files", "save_checkpoint",
            "load_checkpoint", "rng_state", "set_rng_state", "write_error", "signals_deferred", "non_finite_tensors"]
 
 #: The errno values of a full disk or an exhausted quota.
@@ -96,6 +96,131 @@ def atomic_path(path: Path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _give_usual_mode(fd: int) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)               # mkstemp makes 0600; give results the usual mode
+
+
+_KEPT = object()       # FileGroup._backup: an old file that could not be linked to a backup
+
+
+class FileGroup:
+    """Files staged by :func:`written_together`: each is written whole to a temporary file beside its target, and
+    none replaces its target until all are written."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._staged: List[tuple] = []          # (temporary, target), in the order the targets are renamed in
+
+    def write_bytes(self, path: Path, data: bytes) -> None:
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        self._staged.append((Path(tmp), path))
+        try:
+            with os.fdopen(fd, "wb") as f:
+                _give_usual_mode(f.fileno())
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise write_error(path, e) from None
+
+    def write_text(self, path: Path, text: str) -> None:
+        self.write_bytes(path, text.encode())
+
+    @contextlib.contextmanager
+    def path(self, path: Path):
+        """A temporary path beside ``path`` (same suffix) for a writer that takes a file name (a plot); what the
+        writer left there is synced as the block ends."""
+        path = Path(path)
+        tmp = path.with_name(_partial(path.name))
+        self._staged.append((tmp, path))
+        try:
+            yield tmp
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                _give_usual_mode(fd)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise write_error(path, e) from None
+        except ZooError as e:           # the writer's own atomic write names the temporary file: name the target
+            if isinstance(e.__context__, OSError):
+                raise write_error(path, e.__context__) from None
+            raise
+
+    def _commit(self) -> None:
+        """Rename every staged file over its target. The old targets are first linked to backups, so that a
+        rename failing half-way puts back the ones renamed before it: all are replaced, or none."""
+        backups, renamed, target = [], [], self.folder
+        try:
+            for _, target in self._staged:
+                backups.append(self._backup(target))
+            for tmp, target in self._staged:
+                os.replace(tmp, target)
+                renamed.append(target)
+        except OSError as e:
+            for (_, old), backup in reversed(list(zip(self._staged[:len(renamed)], backups))):
+                with contextlib.suppress(OSError):
+                    if backup is None:
+                        os.unlink(old)
+                    elif backup is not _KEPT:
+                        os.replace(backup, old)
+            raise write_error(target, e) from None
+        finally:
+            for backup in backups:
+                if isinstance(backup, Path):
+                    with contextlib.suppress(OSError):
+                        os.unlink(backup)
+        dir_fd = os.open(self.folder, os.O_RDONLY)      # make the renames themselves durable
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    @staticmethod
+    def _backup(target: Path):
+        """A hard link to ``target``'s old file (named as a temporary file, so that one a kill leaves behind is
+        swept by :func:`remove_temp_files`); ``None`` where there is no old file; ``_KEPT`` where the folder
+        takes no hard links (the rename then cannot be undone, as with :func:`atomic_write_bytes`)."""
+        if not target.is_file():
+            return None
+        backup = target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp")
+        try:
+            os.link(target, backup)
+        except OSError as e:
+            if e.errno in _NO_SPACE:
+                raise
+            return _KEPT
+        return backup
+
+    def _discard(self) -> None:
+        for tmp, _ in self._staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def written_together(folder: Path):
+    """A command's output files in ``folder``, written as one group: all replaced, or none.
+
+    The block writes each file to the :class:`FileGroup` it is given (``write_bytes``, ``write_text``, or
+    ``path`` for a writer that takes a file name); each goes to a temporary file. Only when the block ends and
+    every file is written and synced are they renamed over their targets, in the order they were written (so
+    the last one, e.g. ``results.json``, appears last). If anything fails (a full disk), every temporary file is
+    removed and the old files stay as they were; an ``OSError`` becomes one line naming the file. SIGINT and
+    SIGTERM wait until the group is renamed in (:func:`signals_deferred`)."""
+    group = FileGroup(folder)
+    try:
+        with signals_deferred():
+            yield group
+            group._commit()
+    finally:
+        group._discard()
 
 
 def _partial(name: str) -> str:

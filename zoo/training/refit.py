@@ -61,6 +61,7 @@ import pyro
 import torch
 
 from zoo.core.errors import ZooError
+from zoo.core.latents import MANIFOLDS
 from zoo.core.weights import per_datum_log_weights
 from zoo.core.modes import evaluation_mode
 from zoo.objectives import build_objective
@@ -134,8 +135,8 @@ def refit_objective(model, guide, particles: int = 1):
     """The gradient estimator for a per-datum refit of ``guide`` (see the module docstring)."""
     if not type(guide).is_reparameterized(model):
         return build_objective("rloo", particles=max(2, particles))
-    if getattr(guide, "normal_sites", False):
-        return build_objective("stl", particles=particles)
+    if getattr(guide, "normal_sites", False) and not any(s.support in MANIFOLDS for s in model.latents):
+        return build_objective("stl", particles=particles)    # STL needs Normal sites: not a vMF or wrapped normal
     return build_objective("renyi", alpha=1.0, particles=particles)      # the ELBO (Renyi order 1), per datum
 
 
