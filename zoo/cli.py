@@ -774,8 +774,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from zoo.training.interrupts import exit_code, handle_stop_signals, stopped_message
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     handle_stop_signals()                  # SIGINT and SIGTERM stop in one line (zoo.training.interrupts)
-    tune_process()                         # unless PYRO_ZOO_PROCESS_TUNING=0 (zoo.cli_process)
     try:
+        tune_process()                     # unless PYRO_ZOO_PROCESS_TUNING=0 (zoo.cli_process); imports torch
         args = build_parser().parse_args(argv)
         COMMANDS[args.command](args)
     except ZooError as e:
