@@ -172,3 +172,35 @@ def test_a_guide_with_nothing_to_train_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--fixed-model", str(base), "--guide", "exact", "--out", str(tmp_path / "e")]) == 2
     assert "nothing is left to train" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+def test_a_run_notices_that_its_fixed_model_changed(tmp_path, capsys):
+    """A run records the SHA-256 of the fixed weights it trained against: once they change (the fixed run trained on),
+    evaluating or resuming it is refused in one line instead of scoring another model; and the fixed run's own folder
+    is never the guide's --out."""
+    base = tmp_path / "base"
+    assert main(["train", "vae", "--epochs", "1", "--out", str(base), *SMALL]) == 0
+    out = tmp_path / "guide"
+    assert main(["train", "--fixed-model", str(base), "--epochs", "1", "--eval-samples", "3", "--eval-limit", "20",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "config.json").read_text())["fixed_model_sha256"]
+    assert main(["eval", str(out), "--eval-samples", "3", "--eval-limit", "20", "--force", "--no-progress"]) == 0
+    assert main(["train", "--resume", str(base), "--epochs", "2", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--eval-samples", "3", "--eval-limit", "20", "--force", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "changed since this run was trained against it" in err[0]
+    assert main(["train", "--fixed-model", str(base), "--epochs", "1", "--out", str(base), "--force",
+                 "--no-progress"]) == 2
+    assert "the fixed model's own folder" in capsys.readouterr().err
+
+
+def test_a_per_datum_guide_against_a_fixed_vampprior_keeps_its_prior_through_evaluation(tmp_path):
+    """The evaluation's refit of a per-datum guide must not rebind a fixed VampPrior's prior to the refitted rows."""
+    base = tmp_path / "vamp"
+    assert main(["train", "vae", "--prior", "vampprior", "--prior-components", "5", "--epochs", "1", "--out", str(base),
+                 *SMALL]) == 0
+    out = tmp_path / "mf"
+    assert main(["train", "--fixed-model", str(base), "--guide", "meanfield", "--epochs", "1", "--eval-samples", "3",
+                 "--eval-limit", "20", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "results.json").is_file() and _same(_tensors(out, "model"), _tensors(base, "model"))

@@ -108,7 +108,8 @@ def test_list_names_the_trained_models(in_catalogue, capsys):
 @pytest.mark.parametrize("damage", [
     lambda card: card.update(epochs="two"), lambda card: card.update(name="elsewhere"),
     lambda card: card.update(title=["a", "list"]), lambda card: card.update(paper_nll=float("nan")),
-    lambda card: card.pop("architecture"),
+    lambda card: card.pop("architecture"), lambda card: card.update(title="ok\nFAKE: trusted weights"),
+    lambda card: card.update(title="\x1b[31mred"),
 ])
 def test_a_damaged_card_is_refused_in_one_line(in_catalogue, damage):
     from zoo.core.catalogue import read_card
@@ -177,6 +178,8 @@ def test_each_cards_figure_comes_from_its_weights(name, tmp_path):
     combined standard errors plus 0.5 nats: AIS at another seed)."""
     import numpy as np
     folder = COMMITTED / name
+    if not (folder / "ais.json").is_file():
+        pytest.skip(f"{name} is not yet scored by AIS (benchmarks/trained_models.py score {name})")
     ais = json.loads((folder / "ais.json").read_text())
     done = subprocess.run([sys.executable, "-m", "zoo", "eval", name, "--estimator", "ais", "--eval-limit", "10",
                            "--temperatures", str(ais["num_temperatures"]), "--chains", str(ais["num_chains"]),
@@ -193,3 +196,19 @@ def test_each_cards_figure_comes_from_its_weights(name, tmp_path):
     diff = np.abs(card["log_likelihood"][at] - again["log_likelihood"])
     se = np.sqrt(card["log_likelihood_se"][at] ** 2 + again["log_likelihood_se"] ** 2)
     assert (diff <= 5 * se + 0.5).all(), (diff, se)
+
+
+def test_eval_by_name_never_writes_into_the_folder_of_trained_models(in_catalogue, capsys):
+    """--out naming the committed folder (or one inside the folder of trained models) is refused in one line: the
+    weights, the card and its result files stay as they were."""
+    before = _digest(in_catalogue)
+    assert main(["eval", "tiny-digits-elbo", "--out", str(in_catalogue), "--eval-samples", "3", "--eval-limit", "10",
+                 "--no-progress"]) == 2
+    assert "never write into" in capsys.readouterr().err and _digest(in_catalogue) == before
+
+
+def test_a_working_copy_that_cannot_be_made_is_one_line(in_catalogue, tmp_path, capsys):
+    (tmp_path / "afile").write_text("hi")
+    assert main(["eval", "tiny-digits-elbo", "--out", str(tmp_path / "afile" / "sub"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot make the working copy" in err[0]

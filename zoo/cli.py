@@ -280,11 +280,17 @@ def _fixed_run(args):
 
 def _with_fixed(args, model: Optional[str], settings: dict, model_options: dict):
     """``(model, settings, model options)`` with what ``--fixed-model`` decides filled in: its run's model, model
-    options, data set and data folder where the command line leaves them out (a clash is refused when it loads)."""
+    options, data set, split and data folder (an absolute one: a relative one named the trainer's current folder,
+    so ``--data-dir`` or ``$PYRO_ZOO_DATA`` says where the data are) where the command line leaves them out (a
+    clash is refused when it loads)."""
     fixed = _fixed_run(args)
     if fixed is None:
         return model, settings, model_options
-    settings = {"dataset": fixed.dataset, **({"data_dir": fixed.data_dir} if fixed.data_dir else {}), **settings}
+    inherited = {key: getattr(fixed, key) for key in ("dataset", "split", "split_seed", "levels", "covariates")
+                 if getattr(fixed, key) is not None}
+    if fixed.data_dir and Path(fixed.data_dir).is_absolute():      # a relative one was the trainer's current folder
+        inherited["data_dir"] = fixed.data_dir
+    settings = {**inherited, **settings}
     return model or fixed.model, settings, {**fixed.model_options, **model_options}
 
 

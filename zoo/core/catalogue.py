@@ -26,9 +26,12 @@ Example::
 """
 from __future__ import annotations
 
+import filecmp
 import math
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
@@ -65,7 +68,7 @@ def checkpoints_dir() -> Optional[Path]:
     (None where neither exists)."""
     given = os.environ.get(ENV)
     if given:
-        return Path(given)
+        return Path(given).absolute()           # recorded in configs (--fixed-model): never relative
     here = Path(__file__).resolve().parents[2] / "benchmarks" / "checkpoints"
     return here if here.is_dir() else None
 
@@ -101,9 +104,9 @@ def trained_folder(name: str) -> Path:
 
 def _text(card: Mapping, key: str, folder: Path) -> str:
     value = card.get(key)
-    if not isinstance(value, str) or len(value) > 2000:
-        raise ZooError(f"{folder / 'card.json'}: {key!r} must be a string of at most 2000 characters; restore the "
-                       f"model card")
+    if not isinstance(value, str) or len(value) > 2000 or any(not c.isprintable() for c in value):
+        raise ZooError(f"{folder / 'card.json'}: {key!r} must be one line of at most 2000 printable characters (no "
+                       f"control characters); restore the model card")
     return value
 
 
@@ -158,7 +161,8 @@ def _nll_text(figures: Mapping) -> str:
     if figures["nll"] is None:
         return "not yet scored by AIS"
     text = f"{figures['nll']:.2f} ± {figures['nll_se']:.2f}" if figures["nll_se"] is not None else f"{figures['nll']:.2f}"
-    return text + f" (AIS, {figures['num_data']} test images, T = {figures['num_temperatures']:.0f})"
+    at = f", T = {figures['num_temperatures']:.0f}" if figures["num_temperatures"] is not None else ""
+    return text + f" (AIS, {figures['num_data'] or '?'} test images{at})"
 
 
 def _cell(text: str) -> str:
@@ -171,7 +175,8 @@ def card_markdown(folder: Path) -> str:
     result files (:func:`card_figures`), with the paper's figure beside them."""
     folder = Path(folder)
     card, figures = read_card(folder), card_figures(folder)
-    gap = (f"{figures['bdmc_gap']:.2f} nats (T = {figures['bdmc_temperatures']:.0f})"
+    gap = (f"{figures['bdmc_gap']:.2f} nats" + (f" (T = {figures['bdmc_temperatures']:.0f})"
+                                                   if figures["bdmc_temperatures"] is not None else "")
            if figures["bdmc_gap"] is not None else "not run")
     paper = card["paper"]
     if card["paper_nll"] is not None and figures["nll"] is not None:
@@ -217,10 +222,18 @@ def working_copy(name: str, out: Path) -> Path:
     """A run folder ``out`` to evaluate the trained model ``name`` in (its results are written there, never into the
     committed folder): made with a copy of its config and weights, or, where ``out`` exists, refused unless it holds
     those very weights (then it is used as it is, with the results already in it)."""
-    import filecmp
-    import shutil
-    import tempfile
     source, out = trained_folder(name), Path(out)
+    if out.resolve() == source.resolve() or checkpoints_dir().resolve() in out.resolve().parents:
+        raise ZooError(f"{out} is inside the folder of trained models ({checkpoints_dir()}), which commands never "
+                       f"write into; name a folder elsewhere with --out")
+    try:
+        return _working_copy(name, source, out)
+    except OSError as e:
+        raise ZooError(f"cannot make the working copy {out} of the trained model {name!r} ({e.strerror or e}); name "
+                       f"another folder with --out") from None
+
+
+def _working_copy(name: str, source: Path, out: Path) -> Path:
     if os.path.lexists(out):
         if not (out.is_dir() and not out.is_symlink() and (out / "checkpoint.pt").is_file()
                 and filecmp.cmp(source / "checkpoint.pt", out / "checkpoint.pt", shallow=False)

@@ -21,7 +21,6 @@ that cell's guide, as a proposal, falls short.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -29,7 +28,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from zoo.core.errors import ZooError
-from zoo.core.files import open_regular
+from zoo.core.files import open_regular, read_json
 from zoo.data.headers import read_npz_arrays
 
 __all__ = ["fixed_model_gaps", "fixed_gaps_markdown"]
@@ -59,26 +58,30 @@ def _has_member(path: Path, name: str) -> bool:
         return False
 
 
-def _fixed_reference(fixed: Path, split: str, eval_limit: Optional[int], n: int) -> Optional[np.ndarray]:
-    """The fixed run's AIS log p(x_n) where it scored these data (its ais.json says the split, subset and count)."""
+def _fixed_reference(fixed: Path, split: str, eval_limit: Optional[int], n: int,
+                     weights_sha256: Optional[str]) -> Optional[np.ndarray]:
+    """The fixed run's AIS log p(x_n) where it scored these data with these weights (its ais.json says the split,
+    subset, count and the SHA-256 of the weights it scored); else None, also for an unreadable file."""
     summary = fixed / "ais.json"
     if not summary.is_file() or not (fixed / "ais_per_datum.npz").is_file():
         return None
     try:
-        ais = json.loads(summary.read_text())
-    except (OSError, ValueError):
+        ais = read_json(summary, "AIS result")
+    except ZooError:
         return None
     config = ais.get("config") if isinstance(ais, dict) else None
     if not isinstance(config, dict) or ais.get("split") != split or config.get("eval_limit") != eval_limit \
-            or ais.get("num_data") != n:
+            or ais.get("num_data") != n or weights_sha256 is None or ais.get("weights_sha256") != weights_sha256:
         return None
     return _arrays(fixed / "ais_per_datum.npz", ["log_likelihood"], n)["log_likelihood"]
 
 
 def fixed_model_gaps(fixed: Path, cells: Mapping[str, Sequence[Path]], split: str,
-                     eval_limit: Optional[int]) -> Dict:
+                     eval_limit: Optional[int], weights_sha256: Optional[str] = None) -> Dict:
     """The grid's gaps on its fixed model (module docstring): ``cells`` maps each cell's label to its run folders
-    (one per seed), each holding the ``per_datum.npz`` its evaluation wrote."""
+    (one per seed), each holding the ``per_datum.npz`` its evaluation wrote; ``weights_sha256``: the fixed weights',
+    which an AIS reference must have scored. A cell's figures at several seeds are averaged per datum first, so the
+    standard error is over the data alone."""
     per_cell: Dict[str, List[Dict[str, np.ndarray]]] = {
         label: [_arrays(folder / "per_datum.npz", ["elbo", "log_likelihood"], None) for folder in folders]
         for label, folders in cells.items()}
@@ -92,15 +95,15 @@ def fixed_model_gaps(fixed: Path, cells: Mapping[str, Sequence[Path]], split: st
     if _has_member(first, "exact_log_likelihood"):
         reference, source = _arrays(first, ["exact_log_likelihood"], n)["exact_log_likelihood"], "its exact value"
     if reference is None:
-        reference = _fixed_reference(Path(fixed), split, eval_limit, n)
+        reference = _fixed_reference(Path(fixed), split, eval_limit, n, weights_sha256)
         source = "AIS of the fixed model" if reference is not None else None
     if reference is None:
         source = "the largest IS estimate of the grid's cells"
         reference = np.max(np.stack([a["log_likelihood"] for runs in per_cell.values() for a in runs]), axis=0)
     rows = {}
     for label, runs in per_cell.items():
-        gaps = np.concatenate([reference - a["elbo"] for a in runs])
-        shortfall = np.concatenate([reference - a["log_likelihood"] for a in runs])
+        gaps = reference - np.mean([a["elbo"] for a in runs], axis=0)
+        shortfall = reference - np.mean([a["log_likelihood"] for a in runs], axis=0)
         rows[label] = {"gap": float(gaps.mean()), "gap_se": float(gaps.std(ddof=1) / math.sqrt(gaps.size))
                        if gaps.size > 1 else None, "is_shortfall": float(shortfall.mean()),
                        "elbo": float(np.mean([a["elbo"].mean() for a in runs])), "seeds": len(runs)}

@@ -460,8 +460,8 @@ def _fixed_gaps(grid: Grid, cells: Sequence[RunConfig], out: Path) -> Optional[D
                                  if (out / seed_folder(dataclasses.replace(cfg, seed=seed), seeded) / "per_datum.npz")
                                  .is_file()] for cfg in cells}
     folders = {label: f for label, f in folders.items() if f}
-    return fixed_model_gaps(Path(grid.base.fixed_model), folders, grid.base.eval_split,
-                            grid.base.eval_limit) if folders else None
+    return fixed_model_gaps(Path(grid.base.fixed_model), folders, grid.base.eval_split, grid.base.eval_limit,
+                            grid.base.fixed_model_sha256) if folders else None
 
 
 def _axes_notes(cells: Sequence[RunConfig], data) -> List[str]:

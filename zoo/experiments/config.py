@@ -105,6 +105,8 @@ class RunConfig(Options):
                                         "model is loaded and held fixed, bit for bit, and only the guide (and an "
                                         "estimator's own baselines) train; the model, its options and the data set "
                                         "are that run's", cli={"group": "training", "metavar": "RUN|NAME"})
+    fixed_model_sha256: Optional[str] = option(None, "the SHA-256 of the fixed model's weights file when the run "
+                                               "was made (recorded, not given)", cli=False)
     deterministic: bool = option(False, "use torch's deterministic algorithms (see zoo/README.md, \"Reproducibility\")",
                                  cli=_group("training"))
     distributed: bool = option(False, "data-parallel training under torchrun (automatic when torchrun starts "
@@ -139,6 +141,8 @@ class RunConfig(Options):
             from zoo.core.catalogue import is_trained_name, trained_folder
             self.fixed_model = str(trained_folder(self.fixed_model) if is_trained_name(self.fixed_model)
                                    else Path(self.fixed_model).absolute())
+            if self.fixed_model_sha256 is None:         # which weights: a later change of them is then seen
+                self.fixed_model_sha256 = fixed_weights_sha256(Path(self.fixed_model))
         super().__post_init__()
 
     def validate(self) -> None:
@@ -214,6 +218,19 @@ class RunConfig(Options):
             for kind in COMPONENT_KINDS:
                 run[f"{kind}_options"] = {**routed[kind], **run.get(f"{kind}_options", {})}
         return cls(**run)
+
+
+def fixed_weights_sha256(folder: Path) -> Optional[str]:
+    """The SHA-256 of the weights file a trained run's figures score (``best.pt`` for a ``--keep-best`` run, else
+    ``checkpoint.pt``), read from its config.json as data; None where the folder holds no such run."""
+    import hashlib
+    import json
+    try:
+        stored = json.loads((folder / "config.json").read_text())
+        name = "best.pt" if isinstance(stored, dict) and stored.get("keep_best") is True else "checkpoint.pt"
+        return hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 #: The options that every objective took before the bound x estimator split (zoo.objectives.axes).

@@ -27,7 +27,7 @@ from typing import Dict, Optional, Tuple
 from torch import nn
 
 from zoo.core.errors import ZooError
-from zoo.experiments.config import RunConfig
+from zoo.experiments.config import RunConfig, fixed_weights_sha256
 from zoo.experiments.run_folder import chosen_weights, load_run, load_weights
 from zoo.usercode.specs import is_file_spec
 
@@ -52,7 +52,16 @@ def fixed_model_state(config: RunConfig) -> Tuple[Dict, RunConfig, Path]:
         if theirs.get(name) != ours[name]:
             raise ZooError(f"--fixed-model {folder} has model option {name} = {theirs.get(name)!r}, not {ours[name]!r}; "
                            f"leave out the model's options (they are the fixed run's) or name another run")
+    for key in ("split", "split_seed", "levels", "covariates"):
+        if getattr(stored, key) != getattr(config, key):
+            raise ZooError(f"--fixed-model {folder} was trained with --{key.replace('_', '-')} {getattr(stored, key)!r}, "
+                           f"not {getattr(config, key)!r}: its guide would train and be scored on other rows; leave it "
+                           f"out (it is the fixed run's) or name another run")
     weights, source, _ = chosen_weights(folder, state, stored)
+    if config.fixed_model_sha256 is not None and fixed_weights_sha256(folder) != config.fixed_model_sha256:
+        raise ZooError(f"the fixed model in {folder} changed since this run was trained against it (its weights' "
+                       f"SHA-256 differs): restore that run's weights, or train the guide again against the new ones "
+                       f"in a new folder")
     return weights, stored, source
 
 

@@ -81,7 +81,8 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
         load_weights(run.model, run.guide, state, Path(checkpoint))
     x = run.data.train[:config.batch_size].to(run.device)
     if not getattr(run.guide, "amortized", True):
-        run.guide = build_guide(config.guide, run.model, num_data=x.shape[0]).to(run.device)
+        run.guide = build_guide(config.guide, run.model, num_data=x.shape[0],
+                                bind=config.fixed_model is None).to(run.device)
     result = diagnose(run.model, run.guide, x, objectives, particles, repeats, seed=config.seed,
                       objective_options={name: cell.objective_options for name, cell in zip(objectives, cells)},
                       status=_status_line if progress else None,

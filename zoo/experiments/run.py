@@ -146,6 +146,8 @@ def train_run(config: RunConfig, out: Path, force: bool = False, resume: Union[b
     ckpt_path = out / "checkpoint.pt"
     if resume and not ckpt_path.is_file():
         raise ZooError(f"--resume: no checkpoint in {out}; start the run without --resume")
+    if config.fixed_model is not None and out.resolve() == Path(config.fixed_model).resolve():
+        raise ZooError(f"--out {out} is the fixed model's own folder; train the guide into a new folder with --out")
     check_out_dir(out, force, resume)
     distributed = config.distributed or (ddp.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1)
     run = prepare(config, data, distributed=distributed)
@@ -392,7 +394,8 @@ def evaluation_guide(run: Prepared, x_eval: torch.Tensor, progress: bool):
     cfg, guide = run.config, run.guide
     if guide.amortized:
         return guide, None
-    guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0],
+    # a fixed model that computes with its guide keeps the frozen one it was trained with (zoo.experiments.fixed)
+    guide = build_guide(cfg.guide, run.model, num_data=x_eval.shape[0], bind=cfg.fixed_model is None,
                         **dataclasses.asdict(cfg.resolved("guide"))).to(run.device)
     guide.adopt_globals(run.guide)          # q(theta) was fitted to the training data; the refit keeps it
     guide.refit_start()                     # where a refit starts its rows, not where training does
