@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("gradients", help="bias, variance and SNR of gradient estimators at fixed parameters")
-    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("model", nargs="?", help=MODEL_HELP + " (with --fixed-model: that run's)")
     p.add_argument("--guide", default="amortized", help=GUIDE_HELP + " (default: amortized)")
     p.add_argument("--objectives", type=flags.names, required=True, help=OBJECTIVES_HELP)
     p.add_argument("--particles", type=flags.ints, default=[1, 5, 50], dest="particles_list",
@@ -690,13 +690,18 @@ def cmd_gradients(args) -> None:
     from zoo.core.catalogue import is_trained_name, trained_folder
     if args.checkpoint and is_trained_name(args.checkpoint):     # read, never written: the committed folder itself
         args.checkpoint = str(trained_folder(args.checkpoint))
-    if args.checkpoint:                 # a run's model file is checked against its SHA-256 before it is imported
+    if args.checkpoint and args.model:  # a run's model file is checked against its SHA-256 before it is imported
         checkpoint_for(args.checkpoint, args.model, args.guide)
     from zoo.rules import check_data_dir
-    settings = flags.given_run_settings(args)
+    model, settings, model_options = _with_fixed(args, args.model, flags.given_run_settings(args),
+                                                 flags.given_options(args, "model", [args.model]) if args.model else {})
+    if not model:
+        raise ZooError("name a model, e.g. 'pyro-zoo gradients vae --objectives elbo,stl', or a trained one to hold "
+                       "fixed with --fixed-model NAME")
+    args.model = model
     check_data_dir(settings.get("dataset", RunConfig.dataset), settings.get("data_dir"))
-    config = RunConfig(model=args.model, guide=args.guide, objective=args.objectives[0], **settings, model_options=flags.given_options(args, "model", [args.model]),
-                       guide_options=flags.given_options(args, "guide", [args.guide]))
+    config = RunConfig(model=args.model, guide=args.guide, objective=args.objectives[0], **settings,
+                       model_options=model_options, guide_options=flags.given_options(args, "guide", [args.guide]))
     out = Path(args.out or f"runs/gradients-{model_label(args.model)}-{model_label(args.guide)}")
     result = gradients_run(args.model, args.guide, args.objectives, args.particles_list, args.repeats, config, out,
                            checkpoint=args.checkpoint, force=args.force,
