@@ -108,3 +108,57 @@ def test_a_monte_carlo_bug_loses_the_check_that_certifies_the_estimator(tmp_path
             results[name, seed] = json.loads(out.read_text())["checks"][0]
     assert all(results["reference", seed]["passed"] for seed in ("1", "2")), results
     assert not any(results[bug, seed]["passed"] for seed in ("1", "2")), results
+
+
+#: train_svi without the algorithm (issue 80, item 7): no SVI step, the closed-form fit and the exact posterior written
+#: into Pyro's param store. The SVI checks looked only at the end state, so it scored them in full.
+_WRITE_THE_ANSWER = '''    pyro.clear_param_store()
+    W, mu, sigma2 = ml_solution(x, latent_dim)
+    mean, cov = posterior(x, W, mu, sigma2)
+    pyro.param("W", W)
+    pyro.param("mu", mu)
+    pyro.param("log_sigma", 0.5 * torch.log(sigma2))
+    if guide is exact_guide:
+        pyro.param("m", mean)
+    else:
+        A = torch.linalg.solve(W.T @ W + sigma2 * torch.eye(latent_dim), W.T)
+        pyro.param("A", A)
+        pyro.param("b", -mu @ A.T)
+    pyro.param("L", torch.linalg.cholesky(cov), constraint=constraints.lower_cholesky)
+    return W, mu, sigma2
+'''
+SVI_WITHOUT_SVI = {
+    "no_step": _WRITE_THE_ANSWER + "    pyro.clear_param_store()\n",
+    # a short real run (the loop's loss still far from the maximum), then the answer written over its end
+    "short_run_then_the_answer": "    num_steps = 120\n",
+}
+
+
+@pytest.mark.parametrize("cheat", sorted(SVI_WITHOUT_SVI))
+def test_svi_checks_ask_for_the_path_not_only_the_end_state(tmp_path, cheat):
+    """The ELBO of the state train_svi left is within 0.5 nats/datum of the maximum for both cheats; the path of its
+    own SVI steps is not: no step at all, or a loss that ended far above the state it left."""
+    from zoo.homework import get_assignment
+    from zoo.homework.in_process import grade_in_process, load_file
+    from zoo.homework.kit import solution_path
+
+    path = solution_path(get_assignment("ppca_three_ways"))
+    source = path.read_text()
+    head = "    pyro.clear_param_store()\n    N = x.shape[0]\n"
+    assert source.count(head) == 1
+    if cheat == "no_step":
+        text = source.replace(head, SVI_WITHOUT_SVI[cheat] + "    N = x.shape[0]\n")
+    else:
+        tail = "    W, mu = pyro.param(\"W\").detach(), pyro.param(\"mu\").detach()\n"
+        assert source.count(tail) == 1
+        text = source.replace(head, SVI_WITHOUT_SVI[cheat] + head).replace(
+            "    optim = ClippedAdam({\"lr\": 0.1, ", "    optim = ClippedAdam({\"lr\": 0.003, ").replace(
+            tail, _WRITE_THE_ANSWER + tail)
+    checks = ["svi_exact_guide", "svi_amortized_guide"]
+    reference = grade_in_process("ppca_three_ways", load_file(path), seed=3, only=checks)
+    assert all(r.passed for r in reference.values()), reference
+    (tmp_path / "cheat.py").write_text(text)
+    results = grade_in_process("ppca_three_ways", load_file(tmp_path / "cheat.py"), seed=3, only=checks)
+    for name, r in results.items():
+        assert not r.passed and "\n" not in r.message, (name, r)
+        assert ("SVI steps" in r.message) if cheat == "no_step" else ("not where its SVI got" in r.message), r.message
