@@ -237,7 +237,7 @@ def fast_probes(assignment: str, memo: _Memo):
 
 
 # -- the sweep ------------------------------------------------------------------------------------------------
-def sweep_file(assignment, label, path, fails, seeds, train_seeds, calibration_rate, log):
+def sweep_file(assignment, label, path, fails, seeds, train_seeds, calibration_rate, log, only_checks=None):
     """The file's outcomes: {check: {"runs", "failures", "failing_seeds", "calibration_failures", "margins"}}."""
     import torch
     from zoo.homework import get_assignment
@@ -247,6 +247,7 @@ def sweep_file(assignment, label, path, fails, seeds, train_seeds, calibration_r
     hw = get_assignment(assignment)
     checks_module = importlib.import_module(f"zoo.homework.{assignment}.checks")
     names = [c.name for c in hw.checks] if fails is None else [c.name for c in hw.checks if c.name in fails]
+    names = [n for n in names if only_checks is None or n in only_checks]
     training = set(TRAINING.get(assignment, ()))
     statistical = set(STATISTICAL.get(assignment, ())) if fails is None else set()
     stats = {name: {"runs": 0, "failures": 0, "failing_seeds": [], "messages": [], "calibration_runs": 0,
@@ -297,8 +298,11 @@ def main(argv=None):
     p.add_argument("--calibration-rate", type=float, default=0.02,
                    help="the design rate of the calibration pass (default 0.02)")
     p.add_argument("--first-seed", type=int, default=10 ** 6, help="the seeds are first-seed, first-seed + 1, ...")
+    p.add_argument("--checks", default=None,
+                   help="comma-separated checks to sweep (default: all); the files that must fail none of them skip")
     p.add_argument("--name", default="homework_seed_sweep", help="result file name (default homework_seed_sweep)")
     args = p.parse_args(argv)
+    only_checks = set(args.checks.split(",")) if args.checks else None
     import tempfile
 
     import torch
@@ -329,13 +333,15 @@ def main(argv=None):
         for assignment in names:
             report[assignment] = {}
             for label, path, fails, mutant in files(assignment, Path(folder)):
+                if only_checks is not None and fails is not None and not fails & only_checks:
+                    continue
                 seeds = mutant_seeds if mutant else correct_seeds      # a mutant that must lose nothing: correct
                 train = len(seeds) if mutant else min(args.train_seeds, len(seeds))
                 report[assignment][label] = sweep_file(assignment, label, path, fails, seeds, train,
-                                                       args.calibration_rate, log)
+                                                       args.calibration_rate, log, only_checks)
     payload = {"false_alarm_stated": FALSE_ALARM, "design_rate": DESIGN_RATE, "calibration_rate": args.calibration_rate,
                "seeds": args.seeds, "train_seeds": args.train_seeds, "mutant_seeds": args.mutant_seeds,
-               "first_seed": args.first_seed, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+               "first_seed": args.first_seed, "checks": sorted(only_checks) if only_checks else "all", "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                "seconds": round(time.perf_counter() - start, 1), "cpu_seconds": round(time.process_time(), 1),
                "assignments": report}
@@ -384,6 +390,8 @@ def markdown(payload, json_name) -> str:
                "| check | runs | false alarms | upper 95% | calibration at " f"{payload['calibration_rate']:g} "
                "| margin of the correct files (min / median / max) |", "|---|---|---|---|---|---|"]
         for check in hw.checks:
+            if not all(check.name in r["checks"] for r in correct.values()):
+                continue                         # left out by --checks
             runs = sum(r["checks"][check.name]["runs"] for r in correct.values())
             alarms = sum(r["checks"][check.name]["failures"] for r in correct.values())
             c_runs = sum(r["checks"][check.name]["calibration_runs"] for r in correct.values())

@@ -248,6 +248,39 @@ def test_a_big_valid_reply_is_refused_with_the_graders_memory_bounded(tmp_path):
     assert result["grader_peak_growth_bytes"] < 3 * MAX_REPLY, result["grader_peak_growth_bytes"]
 
 
+# a valid reply just under MAX_REPLY bytes of 4 million empty dicts ("{}, " each)
+EMPTY_DICTS = "def answer():\n    return [{}] * 4_000_000\n\ndef small():\n    return 1\n"
+
+
+def test_a_valid_reply_of_many_small_values_is_refused_before_it_is_parsed(tmp_path):
+    """Parsing costs per value, not per byte: a reply under MAX_REPLY made of ``{}`` grew the grader by about
+    0.67 GB (40 times its 16 MB; 4 million dicts, then their decoded copies). Its values and containers are
+    counted on its bytes and it is refused in one line, with the grader's peak RSS within 3 * MAX_REPLY of its
+    start."""
+    from zoo.homework.grader import MAX_REPLY, MAX_REPLY_VALUES
+    checks = [{"name": "big", "function": "check_call", "timeout": 60},
+              {"name": "small", "function": "check_small", "timeout": 60}]
+    result, _ = _grade(tmp_path, BIG_CHECKS, checks, EMPTY_DICTS)
+    one, two = result["checks"]
+    assert one["status"] == "failed" and f"over the {MAX_REPLY_VALUES} values" in one["message"], one
+    assert "\n" not in one["message"] and two["status"] == "passed", result
+    assert result["grader_peak_growth_bytes"] < 3 * MAX_REPLY, result["grader_peak_growth_bytes"]
+
+
+def test_reply_size_counts_values_and_containers_on_the_bytes():
+    """The pre-scan's counts: commas and brackets, a scalar being one value; a reference-sized tensor passes."""
+    import json as _json
+    from zoo.homework.grader import MAX_REPLY_CONTAINERS, MAX_REPLY_VALUES, _check_reply_size, _WorkerTrouble
+    tensor = {"id": 1, "value": {"__tensor__": {"dtype": "float64", "shape": [600, 160],
+                                                "data": [0.123456789] * 96_000}}}
+    _check_reply_size(_json.dumps(tensor).encode())
+    _check_reply_size(b"42")
+    with pytest.raises(_WorkerTrouble):
+        _check_reply_size(b"[" + b"0," * MAX_REPLY_VALUES + b"0]")
+    with pytest.raises(_WorkerTrouble):
+        _check_reply_size(b"[" + b"[]" * (MAX_REPLY_CONTAINERS + 1) + b"]")
+
+
 ENVIRONMENT_CHECK = '''
 def check_environment(sub, ctx):
     names = sub.call("names")

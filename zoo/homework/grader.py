@@ -32,7 +32,7 @@ remaining checks score 0 with one line.
 
 **The protocol cannot hang or crash the grader.** Whatever comes back on the reply pipe (nothing, a closed
 descriptor, garbage, binary, a partial or huge line) ends as the check's failure with one line: the reader
-is linear and capped at :data:`MAX_REPLY` bytes, and a worker whose reply channel closed is waited for at
+is linear and capped at :data:`MAX_REPLY` bytes and :data:`MAX_REPLY_VALUES` values (counted before parsing), and a worker whose reply channel closed is waited for at
 most :data:`_EXIT_GRACE` seconds, then killed. The worker's environment is :func:`worker_environment`
 (named variables only), never the grader's.
 
@@ -95,7 +95,8 @@ from zoo.homework.base import Assignment, Check
 
 __all__ = ["grade", "GradeResult", "CheckResult", "CheckContext", "Submission", "SubmissionError",
            "find_submission", "with_points", "check_output_file", "write_results", "calibrate", "worker_environment",
-           "IMPORT_TIMEOUT", "WALL_FACTOR", "BUDGET_FACTOR", "WORKER_ENVIRONMENT", "MAX_REPLY"]
+           "IMPORT_TIMEOUT", "WALL_FACTOR", "BUDGET_FACTOR", "WORKER_ENVIRONMENT", "MAX_REPLY",
+           "MAX_REPLY_VALUES", "MAX_REPLY_CONTAINERS"]
 
 #: Seconds of CPU time a submission may take to import.
 IMPORT_TIMEOUT = 60.0
@@ -106,9 +107,14 @@ _START_TIMEOUT = 300.0
 #: The longest message kept for one check (one line).
 _MAX_MESSAGE = 300
 #: The longest reply read from the worker (bytes): a bigger one fails the check, and the grader holds at most this
-#: much of it. The largest reply of a reference solution is under 2 MiB (discrete_estimators); decoding one of
-#: MAX_REPLY costs the grader about ten times its size.
+#: much of it. The largest reply of a reference solution is under 2 MiB (discrete_estimators).
 MAX_REPLY = 16 * 2 ** 20
+#: The most values (numbers, strings, lists, dicts) and containers (lists, dicts) a reply may hold, counted on its
+#: bytes before it is parsed: parsing costs per value, not per byte (16 MiB of ``{}`` became 0.67 GB of dicts). A
+#: reference solution's largest reply holds about 10^5 numbers in a handful of containers; at these bounds a reply
+#: costs the grader at most about 100 MB however it is built.
+MAX_REPLY_VALUES = 2 ** 19
+MAX_REPLY_CONTAINERS = 2 ** 15
 #: Seconds the grader waits for a worker whose reply channel closed to exit, before it kills it.
 _EXIT_GRACE = 0.5
 #: A grade's wall-clock budget, in multiples of the reference solution's own grade time on this machine (its
@@ -772,9 +778,10 @@ class _Worker:
                 raise _WorkerTrouble("failed", f"the submission's process sent a reply over {MAX_REPLY >> 20} MiB, "
                                                f"the most the grader reads")
             self._buffer += chunk
+        self._scanned = 0
+        _check_reply_size(self._buffer, end)     # counted in place, before the line is copied out
         line = bytes(self._buffer[:end])
         del self._buffer[:end + 1]
-        self._scanned = 0
         spent = used_cpu(), time.monotonic() - start_wall
         try:
             return json.loads(line), *spent
@@ -812,6 +819,19 @@ class _Worker:
                 closer()
             except OSError:
                 pass
+
+
+def _check_reply_size(line: Union[bytes, bytearray], end: Optional[int] = None) -> None:
+    """Refuse, before parsing, a reply with more values or containers than :data:`MAX_REPLY_VALUES` and
+    :data:`MAX_REPLY_CONTAINERS` (a :class:`_WorkerTrouble`). Every value but the last is followed by a comma and
+    every container opens with a bracket; those inside strings count too, which only over-counts."""
+    end = len(line) if end is None else end
+    containers = line.count(b"{", 0, end) + line.count(b"[", 0, end)
+    values = line.count(b",", 0, end) + containers + 1
+    if containers > MAX_REPLY_CONTAINERS or values > MAX_REPLY_VALUES:
+        raise _WorkerTrouble("failed", f"the submission's process sent a reply of {values} values in {containers} "
+                                       f"lists or dicts, over the {MAX_REPLY_VALUES} values in "
+                                       f"{MAX_REPLY_CONTAINERS} the grader parses")
 
 
 def worker_environment(threads: int, as_user: Optional[str] = None, home: Optional[str] = None) -> Dict[str, str]:

@@ -293,7 +293,9 @@ def check_reconstruction_unbiased(sub, ctx) -> str:
     assert_replayed(sub, [(ask, seeds, draws, what)])
     values = draws[:, :4]
     rows = iter(draws)
-    rate = DESIGN_RATE / 2                      # two tests: the mean (11 directions together) and the variance
+    rate = DESIGN_RATE / 3                      # three tests: the mean (11 directions), each block's and the variance
+    blocks = _assert_blocks_unbiased(draws[:, 4:], exact_grad, [p.numel() for p in params], what,
+                                     sigmas_for_rate(rate / len(params)))
     try:
         summary = assert_unbiased(lambda: next(rows), torch.cat([exact_value, exact_grad]), num_samples=n,
                                   sigmas=sigmas_for_rate(rate), seed=ctx.seed % 2 ** 31)
@@ -307,7 +309,34 @@ def check_reconstruction_unbiased(sub, ctx) -> str:
     # Bernoulli(logits=l).log_prob (a softplus) is finite
     large = {name: 1000.0 * value for name, value in decoder.state_dict().items()}
     ask(draw_seeds(2), large, f"{what} at logits of order 1e3 (log(sigmoid(l)) computed naively?)")
-    return f"{summary}; {variance}; finite at logits of order 1e3"
+    return f"{summary}; {blocks}; {variance}; finite at logits of order 1e3"
+
+
+def _assert_blocks_unbiased(gradients, exact_grad, sizes, what: str, sigmas: float) -> str:
+    """The mean of the gradient draws along each parameter tensor's exact gradient (a unit vector in that tensor's
+    coordinates, zero elsewhere) is that gradient's norm: a z-test per tensor at ``sigmas`` (Bonferroni over the
+    tensors). A term missing from one tensor's gradient (the scale of the reparameterized sample detached leaves the
+    log sigma head's expected gradient 0) is a bias of that tensor's full norm along its direction, where a random
+    direction of the 11 sees about 1/sqrt(P) of it."""
+    worst, worst_name = 0.0, ""
+    start = 0
+    for index, size in enumerate(sizes):
+        block = slice(start, start + size)
+        start += size
+        norm = float(exact_grad[block].norm())
+        if norm < 1e-12:
+            continue
+        projection = (gradients[:, block] - exact_grad[block]) @ (exact_grad[block] / norm)
+        error = float(projection.std()) / math.sqrt(len(projection))
+        z = float(projection.mean()) / max(error, 1e-12 * norm)
+        if abs(z) > abs(worst):
+            worst, worst_name = z, f"parameter tensor {index}"
+        if abs(z) > sigmas:
+            raise AssertionError(f"the gradient of {what} is biased along the exact gradient of its {worst_name}: "
+                                 f"mean {float(projection.mean()) + norm:.4g} where it is {norm:.4g} ({z:+.1f} "
+                                 f"standard errors, threshold {sigmas:.2f}): is every path to the parameters kept "
+                                 f"(the reparameterized sample's scale not detached)?")
+    return f"each parameter tensor's exact gradient direction within {abs(worst):.2f} of {sigmas:.2f} standard errors"
 
 
 # -- 5. the ELBO is a lower bound ----------------------------------------------------------------

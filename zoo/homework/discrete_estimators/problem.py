@@ -78,8 +78,13 @@ class Problem:
         return gradient_of(self.exact_elbo, self.params)
 
     def exact_variance(self, estimator: str, num_particles: int) -> float:
-        """The total variance (trace of the covariance) of the gradient that ``estimator`` (``reinforce`` or
-        ``reinforce_loo``) computes with S = ``num_particles``, exactly, from the moments of one particle over the
+        """The total variance of the gradient ``estimator`` computes with S = ``num_particles``: the sum of
+        :meth:`exact_variances`."""
+        return float(self.exact_variances(estimator, num_particles).sum())
+
+    def exact_variances(self, estimator: str, num_particles: int) -> torch.Tensor:
+        """The variance of each coordinate of the gradient that ``estimator`` (``reinforce`` or
+        ``reinforce_loo``) computes with S = ``num_particles`` (``[P]``, float64), exactly, from the moments of one particle over the
         2^K configurations of each datum (the data's particles are independent, so their variances add). It is
         what a correct estimator's draws show: one that ignores S, draws identical particles, divides the baseline
         by S instead of S - 1 or averages it over the data instead of the particles has another.
@@ -110,17 +115,17 @@ class Problem:
 
         u = f.unsqueeze(-1) * score + grad_f                  # [C, B, P]
         mean_u = expect(u)
-        variance_u = expect((u ** 2).sum(-1)) - (mean_u ** 2).sum(-1)        # tr Cov(u), per datum
+        variance_u = expect(u ** 2) - mean_u ** 2                            # Var(u_p), per datum [B, P]
         if estimator == "reinforce":
-            return float(variance_u.sum()) / S
-        mean_f, mean_f2 = expect(f), expect(f ** 2)
-        psi2, f_psi = expect((score ** 2).sum(-1)), expect(f.unsqueeze(-1) * score)
-        u_psi = expect((u * score).sum(-1))
-        UU = S * (variance_u + (mean_u ** 2).sum(-1)) + S * (S - 1) * (mean_u ** 2).sum(-1)
+            return variance_u.sum(0) / S
+        mean_f, mean_f2 = expect(f).unsqueeze(-1), expect(f ** 2).unsqueeze(-1)
+        psi2, f_psi = expect(score ** 2), expect(f.unsqueeze(-1) * score)
+        u_psi = expect(u * score)
+        UU = S * (variance_u + mean_u ** 2) + S * (S - 1) * mean_u ** 2
         UT = S * (S - 1) * mean_f * u_psi
-        TT = S * (S - 1) * (mean_f2 * psi2 + (f_psi ** 2).sum(-1)) + S * (S - 1) * (S - 2) * mean_f ** 2 * psi2
-        variance = UU / S ** 2 - 2 * UT / (S ** 2 * (S - 1)) + TT / (S * (S - 1)) ** 2 - (mean_u ** 2).sum(-1)
-        return float(variance.sum())
+        TT = S * (S - 1) * (mean_f2 * psi2 + f_psi ** 2) + S * (S - 1) * (S - 2) * mean_f ** 2 * psi2
+        variance = UU / S ** 2 - 2 * UT / (S ** 2 * (S - 1)) + TT / (S * (S - 1)) ** 2 - mean_u ** 2
+        return variance.sum(0)
 
     @torch.no_grad()
     def log_marginal(self) -> torch.Tensor:

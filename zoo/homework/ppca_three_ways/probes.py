@@ -8,11 +8,13 @@ inputs, which is the assignment.
 """
 from __future__ import annotations
 
+import contextlib
+
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from pyro.infer import Trace_ELBO
+from pyro.infer import SVI, Trace_ELBO
 
 __all__ = ["minibatch_elbos", "train_svi"]
 
@@ -36,13 +38,33 @@ def minibatch_elbos(sub, x, W, mu, sigma2, post_mean, post_cov, batches):
                                                   latent_dim).detach() for idx in batches.long()])
 
 
+@contextlib.contextmanager
+def _recorded_svi_steps():
+    """While inside, every ``pyro.infer.SVI.step`` (whatever name the student imported it by) appends the loss it
+    returns to the list yielded: the path of the student's loop."""
+    losses, step = [], SVI.step
+
+    def recording(self, *args, **kwargs):
+        loss = step(self, *args, **kwargs)
+        losses.append(float(loss))
+        return loss
+
+    SVI.step = recording
+    try:
+        yield losses
+    finally:
+        SVI.step = step
+
+
 def train_svi(sub, guide_name: str, x, latent_dim: int, num_steps=None):
     """The student's ``train_svi(x, guide, latent_dim)`` with their guide ``guide_name`` (and ``num_steps`` when
     given), then that guide as it was left trained, read from Pyro's param store at every datum:
-    ``{"parameters": (W, mu, sigma2), "loc": [N, q], "covariance": [N, q, q]}`` of q(z_n)."""
+    ``{"parameters": (W, mu, sigma2), "loc": [N, q], "covariance": [N, q, q], "losses": [steps]}`` of q(z_n),
+    ``losses`` being what each ``SVI.step`` of the student's loop returned (its path, which the grader checks)."""
     guide = getattr(sub, guide_name)
     steps = {} if num_steps is None else {"num_steps": num_steps}
-    parameters = sub.train_svi(x, guide, latent_dim, **steps)
+    with _recorded_svi_steps() as losses:
+        parameters = sub.train_svi(x, guide, latent_dim, **steps)
     N = x.shape[0]
     with torch.no_grad():
         sites = poutine.trace(guide).get_trace(x, torch.arange(N), N, latent_dim).nodes
@@ -51,4 +73,5 @@ def train_svi(sub, guide_name: str, x, latent_dim: int, num_steps=None):
         q = sites["z"]["fn"]
         loc = q.mean.expand(N, latent_dim)
         covariance = q.covariance_matrix if hasattr(q, "covariance_matrix") else torch.diag_embed(q.variance)
-    return {"parameters": parameters, "loc": loc, "covariance": covariance.expand(N, latent_dim, latent_dim)}
+    return {"parameters": parameters, "loc": loc, "covariance": covariance.expand(N, latent_dim, latent_dim),
+            "losses": torch.tensor(losses, dtype=torch.float64)}
