@@ -119,10 +119,11 @@ MUTANTS = {
                                              ".sum()\n\n\n"
                                              "def reinforce_loo_by_sampling(logits, f, num_particles):\n",
                                              {"reinforce_loo_unbiased", "variance_order"}),
-        # the baseline includes f(z_s) itself: the gradient shrinks by (S - 1) / S
+        # the baseline includes f(z_s) itself: the gradient shrinks by (S - 1) / S, and so do its coordinates'
+        # variances, which variance_order's per-coordinate test against the exact ones sees (8.9 SE at the batch seed)
         "baseline_depends_on_z": ("baseline = (fz.sum(0, keepdim=True) - fz) / (num_particles - 1)",
                                   "baseline = fz.mean(0, keepdim=True)",
-                                  {"reinforce_loo_unbiased", "unbiased_on_a_new_problem"}),
+                                  {"reinforce_loo_unbiased", "unbiased_on_a_new_problem", "variance_order"}),
         # log q summed over the particles instead of the latents: wrong shape everywhere it is used
         "log_prob_summed_over_particles": (".log_prob(z).sum(-1)", ".log_prob(z).sum(0)",
                                            {"log_q", "variance_order"} | UNBIASED),
