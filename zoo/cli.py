@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "prior, the widened guide, the prior); the estimate is theirs pooled, and a datum is called "
                           "reliable only where they agree and their chains pass their checks, each flag with its "
                           "reason in ais_per_datum.npz (default 4; 1: one run, judged by its weights' ESS alone)")
+    ais.add_argument("--sum-discrete", choices=("auto", "off"), default="auto",
+                     help="AIS and SMC: sum the model's local discrete latents out exactly where it allows (Pyro's "
+                          "parallel enumeration; the forward algorithm on a chain under pyro.markov) and anneal the "
+                          "real latents alone (auto, default; the result says what was summed, or why nothing was), "
+                          "or sample them as latents (off)")
     smc = p.add_argument_group("sequential Monte Carlo (zoo.evaluation.smc)")
     smc.add_argument("--smc-particles", type=int, default=None, metavar="N",
                      help=f"SMC: particles per datum and replica (default {SMC_DEFAULTS['num_particles']})")
@@ -571,7 +576,7 @@ def _eval_smc(args) -> None:
     out = Path(args.dir)
     summary = smc_run(out, smc, eval_limit=settings.get("eval_limit"), device=settings.get("device"),
                       data_dir=settings.get("data_dir"), progress=not args.no_progress, model_file=args.model,
-                      guide_file=args.guide, force=args.force)
+                      guide_file=args.guide, force=args.force, sum_discrete=args.sum_discrete)
     print(smc_markdown(summary))
     print(f"wrote {', '.join(str(out / f) for f in FILES)}")
 
@@ -591,12 +596,16 @@ def _eval_annealed(args) -> None:
                   progress=not args.no_progress, model_file=args.model, guide_file=args.guide, force=args.force)
     out = Path(args.dir)
     if args.estimator == "ais":
-        summary = ais_run(out, eval_limit=settings.get("eval_limit"), replicas=args.replicas, **common)
+        summary = ais_run(out, eval_limit=settings.get("eval_limit"), replicas=args.replicas,
+                          sum_discrete=args.sum_discrete, **common)
         print(ais_markdown(summary))
         print(f"wrote {', '.join(str(out / f) for f in ('ais.json', 'ais.md', 'ais_per_datum.npz'))}")
         return
     if "eval_limit" in settings:
         raise ZooError("--estimator bdmc simulates its data (--bdmc-data N); leave out --eval-limit")
+    if args.sum_discrete != "auto":
+        raise ZooError("--estimator bdmc samples every latent (its reverse chains start at the simulated ones); leave "
+                       "out --sum-discrete")
     summary = bdmc_run(out, num_data=args.bdmc_data, **common)
     print(bdmc_markdown(summary))
     print(f"wrote {out / 'bdmc.json'}, {out / 'bdmc.md'}")

@@ -18,7 +18,7 @@ import torch
 
 from zoo.core.distributions import ENUMERATION_LIMIT, joint_configurations
 from zoo.core.errors import ZooError
-from zoo.core.weights import is_deterministic, vectorize
+from zoo.core.weights import is_deterministic, masked_log_prob, vectorize
 
 __all__ = ["enumerated_log_marginal", "configuration_chunks", "site_configurations"]
 
@@ -73,6 +73,11 @@ def _enumerated_log_marginal(model, x, max_elements):
             # poutine.condition) are not summed: the result is then log p(x | theta)
             if site["type"] == "sample" and name not in ("particles", "data") and not is_deterministic(site) \
                     and any(f.name == "data" for f in site["cond_indep_stack"]):
-                log_joint = log_joint + site["fn"].log_prob(site["value"])
+                # an observation's poutine.mask drops its term (a padded step); a latent's is not applied: masked
+                # out, it is an auxiliary variable from its own conditional, whose sum over its values is one
+                log_p = site["fn"].log_prob(site["value"])
+                if site["is_observed"] and site["name"] not in values:
+                    log_p = masked_log_prob(log_p, site["mask"])
+                log_joint = log_joint + log_p
         parts.append(torch.logsumexp(log_joint, dim=0))
     return torch.logsumexp(torch.stack(parts), dim=0)

@@ -49,6 +49,7 @@ from zoo.evaluation.estimators.globals import DATA_ELBO_MAX_PASSES, DATA_ELBO_TA
 from zoo.evaluation.estimators.importance import effective_sample_size, rounding_floor
 from zoo.evaluation.estimators.psis import PSIS_MIN_ESS, PSIS_THRESHOLD, psis_khat, psis_tail_size
 from zoo.evaluation.estimators.views import conditional_log_likelihoods
+from zoo.evaluation.summed import exact_by_summing
 from zoo.core.process import map_torch_constants
 
 __all__ = ["evaluate", "bound_per_datum", "conditional_log_likelihoods", "RESULT_KEYS", "PSIS_THRESHOLD",
@@ -118,7 +119,7 @@ def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int
 
     with evaluation_mode(model, guide), torch.no_grad():
         if global_guide is None:
-            ctx.log_marginal = model.log_marginal if model.has_log_marginal else None
+            ctx.log_marginal = model.log_marginal if model.has_log_marginal else exact_by_summing(model, x)
             recon = _draw(ctx, estimators, keep_reconstructions)
             finish(estimators)
         else:

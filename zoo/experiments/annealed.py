@@ -22,7 +22,6 @@ removed once ``ais.json`` is written.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import re
@@ -42,6 +41,7 @@ from zoo.evaluation.ais import MIXING_FIELDS, AnnealedImportanceSampling, coordi
 from zoo.evaluation.bdmc import bdmc_markdown, bidirectional_monte_carlo
 from zoo.evaluation.replicas import ais_replica, ais_starts, judge, reason_array
 from zoo.experiments.outputs import json_ready, refuse_weaker
+from zoo.experiments.progress import figures_digest, log_p_bound, resume_key, summed_for_annealing
 from zoo.experiments.run import evaluation_guide, results_kept_on_stop
 from zoo.experiments.run_folder import writer_lock
 from zoo.experiments.trained import open_trained
@@ -69,41 +69,6 @@ def _temperatures(values: Optional[Sequence[int]], default: Sequence[int]) -> li
     if any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in values):
         raise ZooError(f"--temperatures takes whole numbers >= 1, got {','.join(str(t) for t in values)}")
     return sorted(set(values))
-
-
-def _resume_key(run, guide, x_eval, temperatures, sampler: AnnealedImportanceSampling, seed: int,
-                replicas: int = 1) -> str:
-    """What kept minibatches must have been computed with to be taken: a hash of the model's and guide's tensors
-    (the guide after any refit) and of the evaluation data, every setting of the sampler, the Ts and the seed."""
-    digest = hashlib.sha256()
-    for module in (run.model, guide):
-        for name, tensor in sorted(module.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(x_eval.detach().cpu().contiguous().numpy().tobytes())
-    return json.dumps({"sha256": digest.hexdigest(), "temperatures": list(temperatures), "seed": seed,
-                       **({"replicas": replicas} if replicas > 1 else {}),
-                       "batch_size": sampler.batch_size, "device": str(run.device), **sampler.settings()},
-                      sort_keys=True)
-
-
-def _digest(key: str, arrays: Dict[str, np.ndarray]) -> np.ndarray:
-    """SHA-256 of the key and of every kept array (name, dtype, shape, bytes), written with them so that a figure
-    edited or damaged since is seen as such: the key alone says which evaluation the figures belong to, not that
-    they are still the ones it computed."""
-    digest = hashlib.sha256(key.encode())
-    for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
-        digest.update(array.tobytes())
-    return np.frombuffer(digest.digest(), dtype=np.uint8)
-
-
-def _log_p_bound(model) -> float:
-    """The largest log p(x) a minibatch of kept figures may hold: a log-probability of data with levels is at
-    most 0 (the slack is for a stochastic estimate of a mass near 1); a density is given a bound no trained model
-    reaches (50 nats per value), so that only a figure no evaluation can have computed is refused."""
-    return 1.0 if getattr(model, "data_levels", None) is not None else 50.0 * model.x_dim
 
 
 def _unfit_figures(figures: Dict[str, np.ndarray], length: int, T: int, chains: int, bound: float) -> Optional[str]:
@@ -153,7 +118,7 @@ def _kept_minibatches(path: Path, key: str, num_data: int, batch_size: int, temp
               f"starting afresh", file=sys.stderr)
         return {}
     digest = arrays.pop("digest", None)
-    if digest is None or digest.dtype != np.uint8 or not np.array_equal(digest, _digest(key, arrays)):
+    if digest is None or digest.dtype != np.uint8 or not np.array_equal(digest, figures_digest(key, arrays)):
         print(f"pyro-zoo: {path}'s figures are not those AIS kept there (edited or damaged since); starting AIS "
               f"afresh", file=sys.stderr)
         return {}
@@ -189,7 +154,7 @@ def _keep(path: Path, key: str, kept: Dict) -> None:
         for start, figures in batches.items():
             arrays.update({f"{name}_{start}_{k}": v.numpy() for k, v in figures.items()})
     buf = io.BytesIO()
-    np.savez(buf, key=np.frombuffer(key.encode(), dtype=np.uint8), digest=_digest(key, arrays), **arrays)
+    np.savez(buf, key=np.frombuffer(key.encode(), dtype=np.uint8), digest=figures_digest(key, arrays), **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -197,14 +162,17 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
             path: str = "guide", batch_size: int = 100, eval_limit: Optional[int] = None,
             precondition: str = "transport", device: Optional[str] = None, data_dir: Optional[str] = None,
             progress: bool = True, model_file: Optional[str] = None, guide_file: Optional[str] = None,
-            force: bool = False, replicas: int = 1) -> Dict:
+            force: bool = False, replicas: int = 1, sum_discrete: str = "auto") -> Dict:
     """AIS estimates of log p(x) on the run's evaluation split at each number of temperatures; writes
     ``ais.{json,md}`` and ``ais_per_datum.npz`` (the largest T's per-datum figures) and returns the summary.
 
     With ``replicas`` R > 1 each T runs R independent replicas from different starts and seeds
     (:mod:`zoo.evaluation.replicas`; the first is the run R = 1 makes, bit for bit): the headline is their pooled
     estimate, and each datum is called reliable only where they agree and their chains and weights pass their
-    checks; ``ais_per_datum.npz`` holds the flags and a reason per datum, the summary the share flagged."""
+    checks; ``ais_per_datum.npz`` holds the flags and a reason per datum, the summary the share flagged.
+
+    With ``sum_discrete`` "auto" the model's local discrete latents are summed out exactly where it allows
+    (:mod:`zoo.evaluation.summed`) and the chains move the real latents alone; the summary says which, or why none."""
     out = Path(out)
     temperatures = _temperatures(temperatures, DEFAULT_TEMPERATURES)
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
@@ -227,10 +195,12 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
                       settings, force)
         x_eval = x_eval.to(run.device)
         guide, refit = evaluation_guide(run, x_eval, progress)
+        summing = summed_for_annealing(run, guide, x_eval, sum_discrete)
+        model, guide = summing.model, summing.guide
         seed = run.config.seed + 23456
-        key = _resume_key(run, guide, x_eval, temperatures, base, seed, replicas)
+        key = resume_key(run, guide, x_eval, temperatures, base, seed, replicas, summing.summed)
         kept = _kept_minibatches(out / PARTIAL, key, x_eval.shape[0], base.batch_size, temperatures,
-                                 base.num_chains, _log_p_bound(run.model))
+                                 base.num_chains, log_p_bound(run.model))
         resumed = sum(len(batches) for batches in kept.values())
         if resumed and progress:
             print(f"AIS: resuming, {resumed} minibatches kept in {out / PARTIAL}", flush=True)
@@ -249,7 +219,7 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
                         def keep(first_index, figures, slot=slot):
                             kept.setdefault(slot, {})[first_index] = figures
                             _keep(out / PARTIAL, key, kept)
-                        replica, result = ais_replica(sampler, run.model, guide, x_eval, start, seed + 1009 * r,
+                        replica, result = ais_replica(sampler, model, guide, x_eval, start, seed + 1009 * r,
                                                       progress=done, done=kept.get(slot), on_batch=keep)
                         found.append(replica)
                         first = first or result
@@ -265,7 +235,7 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
             raise
         summary = {"config": run.config.to_json(), "device": str(run.device), "split": run.config.eval_split,
                    "weights_sha256": run.weights_sha256(), **{k: v for k, v in rows[-1].items()}, "rows": rows,
-                   "refit": refit.to_json() if refit is not None else None}
+                   **summing.record(), "refit": refit.to_json() if refit is not None else None}
         buf = io.BytesIO()
         np.savez(buf, **{k: (v.numpy() if torch.is_tensor(v) else v) for k, v in per_datum.items()})
         with written_together(out) as files:        # ais.json last: the group is whole once it is in place
@@ -362,6 +332,9 @@ def ais_markdown(summary: Dict) -> str:
     lines += ["", "Nats per datum. AIS is a stochastic lower bound on log p(x); its SE is the spread of the chains "
               "and says nothing of the bias left at a finite T: the estimate rising as T doubles shows that bias, "
               "and `--estimator bdmc` bounds it from above on simulated data."]
+    if summary.get("summed_out"):
+        lines += ["", f"Discrete latents {summary['summed_out_note']} (zoo.evaluation.summed): the chains move the real "
+                      "latents alone."]
     last = summary["rows"][-1]
     if last.get("reliability"):
         reliability = last["reliability"]

@@ -15,6 +15,7 @@ figures of a run without a stop, bit for bit. The file is removed once ``smc.jso
 from __future__ import annotations
 
 import io
+import math
 import json
 import re
 import sys
@@ -31,12 +32,12 @@ from zoo.core.memory import FLOAT_BYTES, refuse_oversized
 from zoo.data.headers import read_npz_arrays
 from zoo.evaluation.ais import coordinates_text
 from zoo.evaluation.smc import FIELDS, SequentialMonteCarlo
-from zoo.experiments.annealed import _resume_key
+from zoo.experiments.progress import figures_digest, log_p_bound, resume_key, summed_for_annealing
 from zoo.experiments.outputs import json_ready, refuse_weaker
 from zoo.experiments.run import evaluation_guide, results_kept_on_stop
 from zoo.experiments.trained import open_trained
 from zoo.experiments.run_folder import writer_lock
-from zoo.training.checkpoint import atomic_write_bytes, atomic_write_text, signals_deferred
+from zoo.training.checkpoint import atomic_write_bytes, written_together
 from zoo.usercode.errors import user_code_errors
 
 __all__ = ["smc_run", "smc_markdown", "PARTIAL", "FILES"]
@@ -61,9 +62,37 @@ def _refuse_oversized(smc: SequentialMonteCarlo, x_eval: torch.Tensor, device) -
                      value=smc.num_particles)
 
 
-def _kept_minibatches(path: Path, key: str) -> Dict[int, Dict]:
-    """{first index: figures} of ``smc_partial.npz`` where its key is ``key``; else nothing (and a line on stderr
-    saying why it was set aside). Read as untrusted data: no pickle, headers checked first."""
+def _unfit_figures(figures: Dict[str, np.ndarray], length: int, replicas: int, bound: float) -> Optional[str]:
+    """Why a kept minibatch of ``length`` data cannot be one that SMC with ``replicas`` replicas computed, or
+    ``None``: per-datum vectors of its exact length, finite and in their ranges, the estimate the replicas' own."""
+    for name in ("log_likelihood", "se", "steps", "resamples"):
+        array = figures[name]
+        if array.dtype.kind != "f" or array.shape != (length,) or not np.isfinite(array).all():
+            return f"{name} is not {length} finite numbers"
+    acceptance, forced, each = figures["acceptance"], figures["forced"], figures["replicas"]
+    if acceptance.dtype.kind != "f" or acceptance.shape != (length,) or np.isinf(acceptance).any() \
+            or (acceptance < 0).any() or (acceptance > 1).any():
+        return "an acceptance rate outside [0, 1] (or NaN where nothing moved)"
+    if forced.dtype != np.bool_ or forced.shape != (length,):
+        return f"forced is not {length} booleans"
+    if each.dtype.kind != "f" or each.shape != (replicas, length) or not np.isfinite(each).all():
+        return f"replicas is not [{replicas}, {length}] finite numbers"
+    if (figures["log_likelihood"] > bound).any():
+        return f"a log p(x) above {bound:g}"
+    if (figures["se"] < 0).any() or (figures["steps"] < 1).any() or (figures["resamples"] < 0).any():
+        return "an SE below 0, fewer than one temperature, or resamplings below 0"
+    pooled = torch.logsumexp(torch.from_numpy(each).double(), 0) - math.log(replicas)
+    if not np.allclose(pooled.numpy(), figures["log_likelihood"], rtol=1e-5, atol=1e-4):
+        return "an estimate that is not the mean of its replicas"
+    return None
+
+
+def _kept_minibatches(path: Path, key: str, num_data: int, batch_size: int, replicas: int,
+                      bound: float) -> Dict[int, Dict]:
+    """{first index: figures} of ``smc_partial.npz`` where its key is ``key`` and its digest that of its figures;
+    else nothing (and a line on stderr saying why it was set aside). Read as untrusted data, as AIS's progress is
+    (``zoo.experiments.annealed``): no pickle, headers checked first, and each minibatch taken
+    only if SMC can have computed it (:func:`_unfit_figures`); the others are run again."""
     if not path.is_file():
         return {}
     try:
@@ -77,26 +106,43 @@ def _kept_minibatches(path: Path, key: str) -> Dict[int, Dict]:
         print(f"pyro-zoo: {path} holds SMC progress of another evaluation (other weights, data or settings); "
               f"starting afresh", file=sys.stderr)
         return {}
-    kept: Dict[int, Dict] = {}
+    digest = arrays.pop("digest", None)
+    if digest is None or digest.dtype != np.uint8 or not np.array_equal(digest, figures_digest(key, arrays)):
+        print(f"pyro-zoo: {path}'s figures are not those SMC kept there (edited or damaged since); starting SMC "
+              f"afresh", file=sys.stderr)
+        return {}
+    found: Dict[int, Dict] = {}
     for name, array in arrays.items():
         match = re.fullmatch(r"b(\d+)_(\w+)", name)
         if match is not None and match.group(2) in FIELDS:
-            kept.setdefault(int(match.group(1)), {})[match.group(2)] = torch.from_numpy(array)
-    return {start: figures for start, figures in kept.items() if set(figures) == set(FIELDS)}
+            found.setdefault(int(match.group(1)), {})[match.group(2)] = array
+    kept, unfit = {}, []
+    for start, figures in found.items():
+        if start % batch_size or start >= num_data or set(figures) != set(FIELDS):
+            continue
+        why = _unfit_figures(figures, min(batch_size, num_data - start), replicas, bound)
+        if why is not None:
+            unfit.append(why)
+            continue
+        kept[start] = {k: torch.from_numpy(v) for k, v in figures.items()}
+    if unfit:
+        print(f"pyro-zoo: {len(unfit)} minibatches kept in {path} hold figures SMC cannot have computed "
+              f"({unfit[0]}); running them again", file=sys.stderr)
+    return kept
 
 
 def _keep(path: Path, key: str, kept: Dict[int, Dict]) -> None:
-    arrays = {"key": np.frombuffer(key.encode(), dtype=np.uint8)}
+    arrays = {}
     for start, figures in kept.items():
         arrays.update({f"b{start}_{k}": v.numpy() for k, v in figures.items()})
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, key=np.frombuffer(key.encode(), dtype=np.uint8), digest=figures_digest(key, arrays), **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def smc_run(out: Path, smc: SequentialMonteCarlo, eval_limit: Optional[int] = None, device: Optional[str] = None,
             data_dir: Optional[str] = None, progress: bool = True, model_file: Optional[str] = None,
-            guide_file: Optional[str] = None, force: bool = False) -> Dict:
+            guide_file: Optional[str] = None, force: bool = False, sum_discrete: str = "auto") -> Dict:
     """SMC estimates of log p(x) on the run's evaluation split with the sampler ``smc``; writes :data:`FILES` and
     returns the summary."""
     out = Path(out)
@@ -115,9 +161,12 @@ def smc_run(out: Path, smc: SequentialMonteCarlo, eval_limit: Optional[int] = No
                                          "num_replicas": (smc.num_replicas, "{} replicas")}, settings, force)
         x_eval = x_eval.to(run.device)
         guide, refit = evaluation_guide(run, x_eval, progress)
+        summing = summed_for_annealing(run, guide, x_eval, sum_discrete)
+        model, guide = summing.model, summing.guide
         seed = run.config.seed + 45678
-        key = _resume_key(run, guide, x_eval, [], smc, seed)
-        kept = _kept_minibatches(out / PARTIAL, key)
+        key = resume_key(run, guide, x_eval, [], smc, seed, summed=summing.summed)
+        kept = _kept_minibatches(out / PARTIAL, key, x_eval.shape[0], smc.batch_size, smc.num_replicas,
+                                 log_p_bound(run.model))
         if kept and progress:
             print(f"SMC: resuming, {len(kept)} minibatches kept in {out / PARTIAL}", flush=True)
         done = ((lambda n: print(f"SMC: {n}/{x_eval.shape[0]} data", flush=True)) if progress else None)
@@ -128,7 +177,7 @@ def smc_run(out: Path, smc: SequentialMonteCarlo, eval_limit: Optional[int] = No
         t0 = time.perf_counter()
         try:
             with user_code_errors(run.model.display_name, "in evaluation"):
-                result = smc.estimate(run.model, guide, x_eval, done, seed=seed, done=dict(kept), on_batch=keep)
+                result = smc.estimate(model, guide, x_eval, done, seed=seed, done=dict(kept), on_batch=keep)
         except KeyboardInterrupt as e:
             if kept:
                 e.zoo_note = (f"{out}'s results are as they were, and {len(kept)} finished SMC minibatches are kept in "
@@ -138,17 +187,18 @@ def smc_run(out: Path, smc: SequentialMonteCarlo, eval_limit: Optional[int] = No
         if smc.path == "guide" and smc.precondition == "transport":
             from zoo.evaluation.ais import AnnealedImportanceSampling
             transported = AnnealedImportanceSampling(batch_size=smc.batch_size, path=smc.path).transported_sites(
-                run.model, guide, x_eval, x_eval.shape[0])
+                model, guide, x_eval, x_eval.shape[0])
         summary = {"config": run.config.to_json(), "device": str(run.device), "split": run.config.eval_split,
                    **result.summary(), "transported": transported, "seconds": time.perf_counter() - t0,
+                   **summing.record(),
                    "refit": refit.to_json() if refit is not None else None}
         buf = io.BytesIO()
         np.savez(buf, **{k: v.numpy() for k, v in result.per_datum().items()})
-        with signals_deferred():
-            atomic_write_text(out / "smc.json", json.dumps(json_ready(summary), indent=2))
-            atomic_write_text(out / "smc.md", smc_markdown(summary))
-            atomic_write_bytes(out / "smc_per_datum.npz", buf.getvalue())
-            (out / PARTIAL).unlink(missing_ok=True)
+        with written_together(out) as files:        # one group, smc.json last: all replaced or none
+            files.write_bytes(out / "smc_per_datum.npz", buf.getvalue())
+            files.write_text(out / "smc.md", smc_markdown(summary))
+            files.write_text(out / "smc.json", json.dumps(json_ready(summary), indent=2))
+        (out / PARTIAL).unlink(missing_ok=True)
         return summary
 
 
@@ -172,6 +222,9 @@ def smc_markdown(summary: Dict) -> str:
              f"{summary['seconds']:.0f} |", "",
              "Nats per datum. The SE is the spread of the replicas' estimates (each a whole SMC run), which counts the "
              "resampling's noise; like AIS's it says nothing of a mode that no particle reached."]
+    if summary.get("summed_out"):
+        lines += ["", f"Discrete latents {summary['summed_out_note']} (zoo.evaluation.summed): the particles hold the "
+                      "real latents alone."]
     if summary.get("se_warning"):
         lines += ["", f"⚠ {summary['se_warning']}"]
     return "\n".join(lines) + "\n"
