@@ -69,6 +69,73 @@ RECIPES = {
                                      ["--guide", "relaxed", "--objective", "tracemeanfield", "--keep-best"]),
     "draw-mnist-elbo": ("draw", [(25, "1e-3", "1.0")], ["--guide", "recurrent", "--objective", "tracemeanfield"]),
 }
+#: NAME -> (stages, flag overrides) of ``--schedule cpu``: the same recipe cut to what a 2-core CPU trains in
+#: about ten minutes, for the stops that have no GPU; its card says so (epochs, schedule). ``--schedule full``
+#: (the default) resumes such a run to the full recipe where the run folder is kept.
+CPU_SCHEDULE = {
+    "vae-mnist-iwae": ([(80, "1e-3", "1.0")], {}),
+    "vae-vmf-mnist-elbo": ([(60, "1e-3", "1.0")], {}),
+    "vae-wrapped-normal-mnist-elbo": ([(60, "1e-3", "1.0")], {}),
+    "categorical-vae-mnist-gumbel": ([(100, "1e-3", "1.0")], {}),
+    "sbn-mnist-rloo": ([(100, "1e-3", "1.0")], {}),
+    "vae-vampprior-mnist-elbo": ([(60, "1e-3", "1.0")], {"--kl-warmup": "20", "--patience": "20"}),
+    "hvae-mnist-elbo": ([(50, "1e-3", "1.0")], {}),
+    "hvae-ladder-mnist-elbo": ([(50, "1e-3", "1.0")], {}),
+    "draw-mnist-elbo": ([(8, "1e-3", "1.0")], {}),
+}
+#: NAME -> (title, architecture, the paper's figure with its reference, that figure as an NLL in nats or None) of
+#: the model card :func:`export` writes; the rest of the card (command, training, epochs, data, hardware) is read
+#: from the run itself.
+CARDS = {
+    "vae-mnist-iwae": (
+        "VAE, 50 Gaussian latents, tanh MLPs 784-200-200-50, trained with IWAE k = 5 (Burda et al. 2016)",
+        "z ~ N(0, I_50); x | z ~ Bernoulli(f(z)), decoder 50-200-200-784 with tanh; amortized mean-field Gaussian "
+        "guide, encoder 784-200-200-(50 means, 50 log-scales) with tanh",
+        "NLL 87.10, Burda et al. 2016 (IWAE, k = 5, one stochastic layer, 3,280 epochs)", 87.10),
+    "vae-vampprior-mnist-elbo": (
+        "VAE with a VampPrior (500 pseudo-inputs) and gated MLPs, trained with the ELBO (Tomczak & Welling 2018)",
+        "z ~ VampPrior, the mixture of q(z | u_k) over 500 learned pseudo-inputs u_k, 50 units; x | z ~ "
+        "Bernoulli(f(z)), gated MLP decoder 50-200-200-784; amortized mean-field Gaussian guide, gated encoder "
+        "784-200-200", "NLL 85.57, Tomczak & Welling 2018 (VAE + VampPrior)", 85.57),
+    "hvae-mnist-elbo": (
+        "Two-layer hierarchical VAE (z2: 50, z1: 100) with gated MLPs and a standard prior, trained with the ELBO",
+        "z2 ~ N(0, I_50); z1 | z2 ~ N(mu(z2), sigma(z2)), 100 units; x | z1, z2 ~ Bernoulli(f(z1, z2)), gated MLPs "
+        "of 200 units; amortized mean-field Gaussian guide q(z1 | x) q(z2 | x), gated 784-200-200 encoder",
+        "– (Tomczak & Welling 2018 report HVAE with a VampPrior, which is hvae-vampprior-mnist-elbo)", None),
+    "hvae-ladder-mnist-elbo": (
+        "Two-layer hierarchical VAE (z2: 50, z1: 100) with gated MLPs, trained with the ELBO and the ladder guide "
+        "(Sønderby et al. 2016)",
+        "z2 ~ N(0, I_50); z1 | z2 ~ N(mu(z2), sigma(z2)), 100 units; x | z1, z2 ~ Bernoulli(f(z1, z2)), gated MLPs of "
+        "200 units; ladder guide: a bottom-up deterministic pass, then top-down precision-weighted merges with the "
+        "generative path", "NLL 81.74, Sønderby et al. 2016 (ladder VAE, 5 layers)", 81.74),
+    "vae-vmf-mnist-elbo": (
+        "VAE with a von Mises-Fisher latent on the sphere S^19, tanh MLPs, trained with the ELBO (Davidson et al. "
+        "2018)",
+        "z ~ uniform on S^19 (unit vectors in R^20); x | z ~ Bernoulli(f(z)), decoder 20-200-200-784; guide "
+        "q(z | x) = vMF(mu(x), kappa(x)), encoder 784-200-200", "– (Davidson et al. 2018 report dynamically "
+        "binarized MNIST)", None),
+    "vae-wrapped-normal-mnist-elbo": (
+        "VAE with a wrapped-normal latent in hyperbolic space H^20 (the Lorentz model), tanh MLPs, trained with the "
+        "ELBO (Nagano et al. 2019)",
+        "z ~ wrapped normal at the origin of H^20 (points of R^21 on the hyperboloid); x | z ~ Bernoulli(f(z)), "
+        "decoder 21-200-200-784; guide q(z | x) a wrapped normal at mu(x), encoder 784-200-200",
+        "– (Nagano et al. 2019 report dynamically binarized MNIST)", None),
+    "sbn-mnist-rloo": (
+        "Sigmoid belief net, 200 binary latents, trained with the RLOO estimator, k = 4 (Kool et al. 2019)",
+        "z ~ Bernoulli(sigmoid(b)), 200 units; x | z ~ Bernoulli(sigmoid(W z + c)), linear 200-784; amortized guide "
+        "q(z | x), independent Bernoullis from an MLP encoder",
+        "NLL 113.1, Mnih & Gregor 2014 (NVIL, SBN 200)", 113.1),
+    "categorical-vae-mnist-gumbel": (
+        "Categorical VAE, 20 ten-way latents, trained with the Gumbel-softmax relaxation (Jang et al. 2017)",
+        "z: 20 independent one-hot variables of 10 classes, uniform prior; x | z ~ Bernoulli(f(z)), decoder MLP "
+        "200-256-512-784; relaxed (concrete) guide, an MLP encoder to 20 x 10 logits",
+        "−ELBO 101.5, Jang et al. 2017 (categorical VAE, Gumbel-softmax): a bound, not an NLL", None),
+    "draw-mnist-elbo": (
+        "DRAW, a recurrent VAE of 64 steps with 100 Gaussian latents each, trained with the ELBO (Gregor et al. 2015)",
+        "64 steps: z_t ~ N(0, I_100); an LSTM decoder adds its write, through 5 x 5 Gaussian attention, to a canvas "
+        "c_t; x | c_T ~ Bernoulli(sigmoid(c_T)); recurrent guide, an LSTM encoder reading x and the error image",
+        "−ELBO 80.97, Gregor et al. 2015 (DRAW with attention): a bound, not an NLL", None),
+}
 #: what a weights-only checkpoint keeps of the one training wrote
 KEPT = ("config", "model", "guide", "history", "epoch")
 
@@ -80,10 +147,25 @@ def _cli(argv) -> None:
         fail(f"pyro-zoo {' '.join(str(a) for a in argv)} exited with {code}")
 
 
-def train(name: str, args) -> Path:
+def recipe(name: str, schedule: str):
+    """(model, stages, flags) of ``name`` under ``schedule`` ("full": :data:`RECIPES`; "cpu": :data:`CPU_SCHEDULE`)."""
     if name not in RECIPES:
         fail(f"no recipe for {name!r}; known: {', '.join(RECIPES)}")
     model, stages, flags = RECIPES[name]
+    if schedule == "full":
+        return model, stages, flags
+    if name not in CPU_SCHEDULE:
+        fail(f"{name!r} has no CPU schedule (it is trained with --schedule full); those with one: "
+             f"{', '.join(CPU_SCHEDULE)}")
+    stages, overrides = CPU_SCHEDULE[name]
+    flags = list(flags)
+    for flag, value in overrides.items():
+        flags[flags.index(flag) + 1] = value
+    return model, stages, flags
+
+
+def train(name: str, args) -> Path:
+    model, stages, flags = recipe(name, args.schedule)
     run = Path(args.runs_dir) / name
     for epochs, lr, decay in stages:
         results = run / "results.json"
@@ -95,7 +177,14 @@ def train(name: str, args) -> Path:
         _cli(["train", *where, "--dataset", "binarized_mnist", "--epochs", epochs, "--lr", lr, "--lr-decay", decay,
               "--eval-samples", "100", "--data-dir", args.data_dir, "--no-progress"])
         print(f"{name}: trained to epoch {epochs} in {time.perf_counter() - t0:.0f} s", flush=True)
+    (run / "trained_by.json").write_text(json.dumps({"schedule": args.schedule, "hardware": _hardware()}, indent=2))
     return run
+
+
+def _hardware() -> str:
+    """Where this process trains: the GPU's name, or the CPU's with its cores."""
+    p = provenance()
+    return f"{p['gpu']} GPU" if p["gpu"] else f"{p['logical_cores']}-core {p['cpu']}, CPU only"
 
 
 def export(name: str, args) -> Path:
@@ -110,13 +199,54 @@ def export(name: str, args) -> Path:
         epoch = int(best["epoch"])
         config = {**config, "keep_best": False, "patience": None}
         kept.update(model=best["model"], guide=best["guide"], epoch=epoch, history=list(state["history"])[:epoch])
+    # the data folder as the recipe's command names it, not this machine's path (--data-dir overrides it anyway)
+    config = {**config, "data_dir": "../shared/data"} if config.get("data_dir") else config
     kept["config"] = config
     target.mkdir(parents=True, exist_ok=True)
     torch.save(kept, target / "checkpoint.pt")
     (target / "config.json").write_text(json.dumps(config, indent=2))
+    if name in CARDS and (args.card or not (target / "card.json").is_file()):
+        (target / "card.json").write_text(json.dumps(model_card(name, source, kept, args), indent=2) + "\n")
     print(f"{name}: exported epoch {kept['epoch']} to {target} "
           f"({(target / 'checkpoint.pt').stat().st_size / 2 ** 20:.1f} MB)", flush=True)
     return target
+
+
+def model_card(name: str, source: Path, kept: dict, args) -> dict:
+    """card.json of ``name``: :data:`CARDS`' words, and what the run folder ``source`` says of how it was trained
+    (the schedule it was trained on, recorded by :func:`train`; its epochs; the hardware of its results)."""
+    title, architecture, paper, paper_nll = CARDS[name]
+    trained = json.loads((source / "trained_by.json").read_text()) if (source / "trained_by.json").is_file() else {}
+    schedule = trained.get("schedule", "full")
+    _, stages, flags = recipe(name, schedule)
+    results = json.loads((source / "results.json").read_text()) if (source / "results.json").is_file() else {}
+    config = kept["config"]
+    parts, reached = [], 0
+    for epochs, lr, decay in stages:
+        part = f"to epoch {epochs} at lr {lr}" if reached else f"{epochs} epochs at lr {lr}"
+        parts.append(part + ("" if float(decay) == 1.0 else f" decayed by {decay} per epoch"))
+        reached = epochs
+    training = f"Adam, batch {config['batch_size']}, " + "; then ".join(parts)
+    if config.get("kl_warmup"):
+        training += f"; KL warm-up over the first {config['kl_warmup']} epochs"
+    if "--keep-best" in flags:
+        training += f"; --keep-best: the weights of the epoch with the best validation ELBO ({kept['epoch']})"
+    if schedule == "cpu":
+        training += (f"; the recipe's CPU schedule (CPU_SCHEDULE), cut from its full {RECIPES[name][1][-1][0]} "
+                     f"epochs to what a 2-core CPU trains in minutes: short of the paper's training")
+    hardware = trained.get("hardware") or "unrecorded"
+    return {"name": name, "title": title, "architecture": architecture,
+            "command": f"python benchmarks/trained_models.py train {name}"
+                       + (" --schedule cpu" if schedule == "cpu" else "") + " --data-dir ../shared/data",
+            "training": training, "epochs": int(kept["epoch"]),
+            "data": "static binarized MNIST (Larochelle & Murray): trained on the 50,000 training images"
+                    + (", the epoch chosen on the 10,000 validation images" if "--keep-best" in flags else
+                       ", the 10,000 validation images held out")
+                    + "; figures on the fixed random subset of 1,000 of the 10,000 test images (seed 0, pyro-zoo's "
+                      "--eval-limit 1000)",
+            "hardware": hardware + (f", {results['train_seconds']:.0f} s of training" if results.get("train_seconds")
+                                    and schedule == "cpu" else ""),
+            "paper": paper, "paper_nll": paper_nll}
 
 
 def _done(path: Path, **settings) -> bool:
@@ -185,12 +315,15 @@ def main() -> None:
     p.add_argument("name", nargs="?", default="all", help="a trained model's name (RECIPES), or 'all' for card")
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--runs-dir", default="runs/trained")
+    p.add_argument("--schedule", choices=("full", "cpu"), default="full",
+                   help="train: the recipe's full schedule, or its cut for a 2-core CPU (CPU_SCHEDULE)")
     p.add_argument("--limit", type=int, default=1000, help="score: the fixed test subset's size (default 1000)")
     p.add_argument("--temperatures", default="500", help="score: AIS's numbers of temperatures (default 500)")
     p.add_argument("--chains", type=int, default=16, help="score: chains per datum (default 16)")
     p.add_argument("--bdmc-data", type=int, default=100, help="score: BDMC's simulated data (0: no BDMC)")
     p.add_argument("--bdmc-temperatures", default="100,200,400")
     p.add_argument("--check", action="store_true", help="card: write nothing, fail where a card is stale")
+    p.add_argument("--card", action="store_true", help="export: write card.json anew even where one is committed")
     args = p.parse_args()
     {"train": train, "export": export, "score": score, "card": card, "pending": pending}[args.step](args.name, args)
 

@@ -13,7 +13,8 @@ A trained model is a run folder named for it (``vae-mnist-elbo``: model, data se
 - ``README.md``: the card as a person reads it, rendered from those files (:func:`card_markdown`).
 
 Where they are: the folder ``$PYRO_ZOO_CHECKPOINTS`` names, else ``benchmarks/checkpoints`` of the source
-checkout the zoo runs from (an installed wheel carries no weights: point the variable at a checkout's folder).
+checkout the zoo runs from, else that of the current directory (an installed wheel carries no weights: run it in a
+checkout, or point the variable at a checkout's folder).
 
 Everything here reads JSON and no tensor, so ``pyro-zoo list`` names the trained models without loading torch;
 :func:`zoo.experiments.trained.load_trained` opens one.
@@ -64,13 +65,17 @@ CARD_KEYS = {
 
 
 def checkpoints_dir() -> Optional[Path]:
-    """The folder of trained models: ``$PYRO_ZOO_CHECKPOINTS``, else the source checkout's ``benchmarks/checkpoints``
-    (None where neither exists)."""
+    """The folder of trained models: ``$PYRO_ZOO_CHECKPOINTS``, else the source checkout's ``benchmarks/checkpoints``,
+    else the current directory's (None where none exists)."""
     given = os.environ.get(ENV)
     if given:
         return Path(given).absolute()           # recorded in configs (--fixed-model): never relative
     here = Path(__file__).resolve().parents[2] / "benchmarks" / "checkpoints"
-    return here if here.is_dir() else None
+    if here.is_dir():
+        return here
+    # installed as a wheel (pip install .), run inside the checkout it came from
+    there = Path.cwd() / "benchmarks" / "checkpoints"
+    return there.absolute() if there.is_dir() else None
 
 
 def trained_names() -> List[str]:
