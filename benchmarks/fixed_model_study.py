@@ -11,7 +11,7 @@ folder):
 2. ``pyro-zoo eval CELL --gaps``: for each cell whose family has a per-datum optimum the zoo can fit (the Gaussian
    guide), the split of that gap into the approximation gap (log p(x) − ELBO[q*], q* fitted to each datum with the
    model fixed) and the amortization gap (ELBO[q*] − ELBO[q_amortized]);
-3. ``pyro-zoo gradients MODEL --checkpoint CELL``: at the trained amortized guide, each estimator's gradient
+3. ``pyro-zoo gradients --checkpoint CELL``: at the trained amortized guide, each estimator's gradient
    variance and SNR for the guide's parameters (and the decoder's, which the fixed model does not train).
 
     python benchmarks/fixed_model_study.py --fixed vae-mnist-elbo --data-dir ../shared/data --epochs 20 \\
@@ -69,18 +69,20 @@ def main(argv=None) -> None:
     split = {}
     for guide, folder in cells.items():
         t0 = time.perf_counter()
-        code = _zoo(["eval", folder, "--gaps", "--eval-limit", args.eval_limit, "--eval-samples", args.eval_samples,
-                     "--no-progress", *data])
+        kept = folder / "gaps.json"          # an earlier run's split of this very cell (the grid resumes, too)
+        code = 0 if kept.is_file() and json.loads(kept.read_text()).get("num_data") == args.eval_limit else \
+            _zoo(["eval", folder, "--gaps", "--eval-limit", args.eval_limit, "--eval-samples", args.eval_samples,
+                  "--no-progress", *data])
         seconds[f"gaps_{guide}"] = time.perf_counter() - t0
         split[guide] = json.loads((folder / "gaps.json").read_text()) if code == 0 else {"refused": True}
     gradients = None
     if "amortized" in cells:
-        model = json.loads((cells["amortized"] / "config.json").read_text())["model"]
-        t0 = time.perf_counter()
-        if _zoo(["gradients", model, "--checkpoint", cells["amortized"], "--objectives", args.estimators,
+        t0 = time.perf_counter()        # the model, its data set and the guide are the cell's (--checkpoint)
+        if _zoo(["gradients", "--checkpoint", cells["amortized"], "--objectives", args.estimators,
                  "--particles", args.particles, "--repeats", args.repeats, "--out", out / "gradients", "--force",
-                 "--no-progress", *data]) == 0:
-            gradients = json.loads((out / "gradients" / "gradients.json").read_text())
+                 "--no-progress", *data]) != 0:
+            fail("the gradients step failed (its message is above)")
+        gradients = json.loads((out / "gradients" / "gradients.json").read_text())
         seconds["gradients"] = time.perf_counter() - t0
     result = {"fixed_model": args.fixed, "fixed_gaps": fixed_gaps, "gap_split": split, "gradients": gradients,
               "seconds": seconds, "settings": vars(args)}
@@ -109,11 +111,13 @@ def markdown(result) -> str:
     g = result.get("gradients")
     if g:
         lines += ["## Gradient estimators at the trained amortized guide", "",
-                  "| estimator | K | guide SNR | guide variance |", "|---|---|---|---|"]
+                  f"`pyro-zoo gradients --checkpoint CELL`: {g['repeats']} estimates per row on a minibatch of "
+                  f"{g['config']['batch_size']} training images; the guide's parameters are what a fixed-model run "
+                  "trains (the decoder's, held fixed, are shown for reference).", "",
+                  "| estimator | K | parameters | variance | SNR | cosine to the reference |", "|---|---|---|---|---|---|"]
         for row in g.get("rows", []):
-            lines.append(f"| {row.get('objective')} | {row.get('particles')} | "
-                         f"{_f(row.get('snr_guide', row.get('guide_snr')))} | "
-                         f"{_f(row.get('variance_guide', row.get('guide_variance')))} |")
+            lines.append(f"| {row.get('objective')} | {row.get('particles')} | {row.get('group')} | "
+                         f"{_f(row.get('variance'))} | {_f(row.get('snr'))} | {_f(row.get('cosine'))} |")
     return "\n".join(lines) + "\n"
 
 

@@ -99,6 +99,20 @@ def test_gradients_reads_a_trained_model_by_name(in_catalogue, tmp_path):
     assert json.loads((tmp_path / "g" / "gradients.json").read_text())["checkpoint"] == str(in_catalogue)
 
 
+def test_gradients_at_a_trained_model_takes_its_model_data_set_and_guide_from_it(in_catalogue, tmp_path):
+    """Named by --checkpoint alone, the model, its options, the data set and the guide are the run's: the figures
+    are those of the command that names them all."""
+    inherited, named = tmp_path / "inherited", tmp_path / "named"
+    common = ["--objectives", "elbo", "--particles", "1", "--repeats", "3", "--checkpoint", "tiny-digits-elbo",
+              "--no-progress", "--seed", "0"]
+    assert main(["gradients", *common, "--out", str(inherited)]) == 0
+    assert main(["gradients", "vae", "--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--guide",
+                 "amortized", *common, "--out", str(named)]) == 0
+    a, b = (json.loads((f / "gradients.json").read_text()) for f in (inherited, named))
+    assert a["config"]["dataset"] == "digits" and a["config"]["model_options"] == b["config"]["model_options"]
+    assert [r["variance"] for r in a["rows"]] == [r["variance"] for r in b["rows"]]
+
+
 def test_list_names_the_trained_models(in_catalogue, capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out

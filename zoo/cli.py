@@ -150,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("gradients", help="bias, variance and SNR of gradient estimators at fixed parameters")
-    p.add_argument("model", nargs="?", help=MODEL_HELP + " (with --fixed-model: that run's)")
-    p.add_argument("--guide", default="amortized", help=GUIDE_HELP + " (default: amortized)")
+    p.add_argument("model", nargs="?", help=MODEL_HELP + " (with --fixed-model or --checkpoint: that run's)")
+    p.add_argument("--guide", default=None, help=GUIDE_HELP + " (default: --checkpoint's run's, else amortized)")
     p.add_argument("--objectives", type=flags.names, required=True, help=OBJECTIVES_HELP)
     p.add_argument("--particles", type=flags.ints, default=[1, 5, 50], dest="particles_list",
                    help="comma-separated K values (default 1,5,50)")
@@ -283,6 +283,17 @@ def _fixed_run(args):
     return read_stored_config(stored, str(folder / "config.json"), model_file, how="--model FILE.py:NAME")
 
 
+def _inherited(stored, model: Optional[str], settings: dict, model_options: dict):
+    """``(model, settings, model options)`` of a run's stored config where the command line leaves them out: its
+    model and options, data set, split and data folder (an absolute one only: a relative one named the trainer's
+    current folder). A clash (another model, other shapes) is refused when the weights load."""
+    inherited = {key: getattr(stored, key) for key in ("dataset", "split", "split_seed", "levels", "covariates")
+                 if getattr(stored, key) is not None}
+    if stored.data_dir and Path(stored.data_dir).is_absolute():
+        inherited["data_dir"] = stored.data_dir
+    return model or stored.model, {**inherited, **settings}, {**stored.model_options, **model_options}
+
+
 def _with_fixed(args, model: Optional[str], settings: dict, model_options: dict):
     """``(model, settings, model options)`` with what ``--fixed-model`` decides filled in: its run's model, model
     options, data set, split and data folder (an absolute one: a relative one named the trainer's current folder,
@@ -291,12 +302,7 @@ def _with_fixed(args, model: Optional[str], settings: dict, model_options: dict)
     fixed = _fixed_run(args)
     if fixed is None:
         return model, settings, model_options
-    inherited = {key: getattr(fixed, key) for key in ("dataset", "split", "split_seed", "levels", "covariates")
-                 if getattr(fixed, key) is not None}
-    if fixed.data_dir and Path(fixed.data_dir).is_absolute():      # a relative one was the trainer's current folder
-        inherited["data_dir"] = fixed.data_dir
-    settings = {**inherited, **settings}
-    return model or fixed.model, settings, {**fixed.model_options, **model_options}
+    return _inherited(fixed, model, settings, model_options)
 
 
 def _config(args, model: str, guide: str, objective: str, base=None):
@@ -699,14 +705,17 @@ def cmd_gradients(args) -> None:
     from zoo.core.catalogue import is_trained_name, trained_folder
     if args.checkpoint and is_trained_name(args.checkpoint):     # read, never written: the committed folder itself
         args.checkpoint = str(trained_folder(args.checkpoint))
-    if args.checkpoint and args.model:  # a run's model file is checked against its SHA-256 before it is imported
-        checkpoint_for(args.checkpoint, args.model, args.guide)
     from zoo.rules import check_data_dir
     model, settings, model_options = _with_fixed(args, args.model, flags.given_run_settings(args),
                                                  flags.given_options(args, "model", [args.model]) if args.model else {})
+    if args.checkpoint:     # read as data; a run's model file is checked against its SHA-256 before it is imported
+        _, stored = checkpoint_for(args.checkpoint, model or "", args.guide)
+        model, settings, model_options = _inherited(stored, model, settings, model_options)
+        args.guide = args.guide or stored.guide
+    args.guide = args.guide or "amortized"
     if not model:
         raise ZooError("name a model, e.g. 'pyro-zoo gradients vae --objectives elbo,stl', or a trained one to hold "
-                       "fixed with --fixed-model NAME")
+                       "fixed with --fixed-model NAME, or a run to measure at with --checkpoint RUN|NAME")
     args.model = model
     check_data_dir(settings.get("dataset", RunConfig.dataset), settings.get("data_dir"))
     config = RunConfig(model=args.model, guide=args.guide, objective=args.objectives[0], **settings,
