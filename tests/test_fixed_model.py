@@ -4,6 +4,7 @@ before any folder is made."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -203,3 +204,34 @@ def test_a_per_datum_guide_against_a_fixed_vampprior_keeps_its_prior_through_eva
     assert main(["train", "--fixed-model", str(base), "--guide", "meanfield", "--epochs", "1", "--eval-samples", "3",
                  "--eval-limit", "20", "--out", str(out), "--no-progress"]) == 0
     assert (out / "results.json").is_file() and _same(_tensors(out, "model"), _tensors(base, "model"))
+
+
+def test_paired_intervals_across_seeds_are_the_seed_means_of_per_datum_differences(tmp_path):
+    """fixed_model_gaps on made-up per-datum files with a known reference: each cell's per-seed gaps, its seed SE,
+    and its difference from the best cell paired per seed, with Student's interval (t_{0.975, 2} = 4.303)."""
+    from zoo.evaluation.fixed_gaps import fixed_gaps_markdown, fixed_model_gaps
+    rng = np.random.default_rng(0)
+    n, reference = 40, rng.normal(-90, 5, 40)
+    offsets = {"a": [1.0, 1.2, 0.9], "b": [2.0, 2.5, 1.6]}
+    cells = {}
+    for label, per_seed in offsets.items():
+        cells[label] = []
+        for s, offset in enumerate(per_seed):
+            folder = tmp_path / f"{label}{s}"
+            folder.mkdir()
+            elbo = reference - offset - rng.normal(0, 0.3, n)
+            np.savez(folder / "per_datum.npz", elbo=elbo, log_likelihood=elbo + 0.5, exact_log_likelihood=reference)
+            cells[label].append(folder)
+    gaps = fixed_model_gaps(tmp_path, cells, "test", None)
+    assert gaps["reference"] == "its exact value" and gaps["best"] == "a"
+    by_hand = {label: np.array([(reference - np.load(f / "per_datum.npz")["elbo"]).mean() for f in folders])
+               for label, folders in cells.items()}
+    b = gaps["cells"]["b"]
+    assert b["gap"] == pytest.approx(by_hand["b"].mean()) and gaps["cells"]["a"]["vs_best"] is None
+    assert b["gap_seed_se"] == pytest.approx(by_hand["b"].std(ddof=1) / np.sqrt(3))
+    d = by_hand["b"] - by_hand["a"]
+    se = d.std(ddof=1) / np.sqrt(3)
+    assert b["vs_best"]["over"] == "seeds" and b["vs_best"]["units"] == 3
+    assert b["vs_best"]["difference"] == pytest.approx(d.mean())
+    assert b["vs_best"]["ci95"] == pytest.approx([d.mean() - 4.303 * se, d.mean() + 4.303 * se], abs=2e-3)
+    assert "vs best" in fixed_gaps_markdown(gaps) and "over 3 seeds" in fixed_gaps_markdown(gaps)

@@ -18,6 +18,13 @@ against **one** reference of log p(x_n) shared by all cells (Cremer, Li & Duvena
 A cell's gap is the mean over data ± its standard error over data (a paired figure: every cell is scored on the same
 data, against the same reference), and its IS shortfall is reference − its own importance-sampled log p(x): how far
 that cell's guide, as a proposal, falls short.
+
+**Across seeds.** Trained at several seeds (``compare --seeds``: the same minibatch order per seed in every cell),
+a cell's gap also has the spread of its training: ``gap_seed_se`` = sd_s(G_s) / sqrt(S) of its per-seed gaps G_s.
+And each cell is compared with the cell of the smallest gap, **paired**: per seed s, D_s = mean_n (gap_{cell,s,n} −
+gap_{best,s,n}) on the same data against the same reference, so the data's own spread cancels; the difference is
+mean_s D_s with Student's 95 % interval over the S seeds (S - 1 degrees of freedom). With one seed the pairing is
+over the data alone (the interval then says nothing of another training run).
 """
 from __future__ import annotations
 
@@ -100,15 +107,38 @@ def fixed_model_gaps(fixed: Path, cells: Mapping[str, Sequence[Path]], split: st
     if reference is None:
         source = "the largest IS estimate of the grid's cells"
         reference = np.max(np.stack([a["log_likelihood"] for runs in per_cell.values() for a in runs]), axis=0)
-    rows = {}
+    rows, per_seed = {}, {}
     for label, runs in per_cell.items():
-        gaps = reference - np.mean([a["elbo"] for a in runs], axis=0)
+        per_seed[label] = np.stack([reference - a["elbo"] for a in runs])           # [S, n]
+        gaps = per_seed[label].mean(0)
         shortfall = reference - np.mean([a["log_likelihood"] for a in runs], axis=0)
+        seed_gaps = per_seed[label].mean(1)
         rows[label] = {"gap": float(gaps.mean()), "gap_se": float(gaps.std(ddof=1) / math.sqrt(gaps.size))
                        if gaps.size > 1 else None, "is_shortfall": float(shortfall.mean()),
-                       "elbo": float(np.mean([a["elbo"].mean() for a in runs])), "seeds": len(runs)}
+                       "elbo": float(np.mean([a["elbo"].mean() for a in runs])), "seeds": len(runs),
+                       "gap_seed_se": float(seed_gaps.std(ddof=1) / math.sqrt(seed_gaps.size))
+                       if seed_gaps.size > 1 else None}
+    best = min(rows, key=lambda label: rows[label]["gap"])
+    for label in rows:
+        rows[label]["vs_best"] = None if label == best else _paired(per_seed[label], per_seed[best], best)
     return {"fixed_model": str(fixed), "reference": source, "log_likelihood": float(reference.mean()),
-            "num_data": n, "cells": rows}
+            "num_data": n, "cells": rows, "best": best}
+
+
+def _paired(cell: np.ndarray, best: np.ndarray, best_label: str) -> Optional[Dict]:
+    """The cell's gap minus the best cell's, paired per seed and datum (module docstring): mean, SE and Student's
+    95 % interval over the seeds (over the data with one seed); None where their seeds differ in number."""
+    from zoo.evaluation.replicas import t_quantile
+    if cell.shape != best.shape:
+        return None
+    seeds = cell.shape[0]
+    units = (cell - best).mean(1) if seeds > 1 else (cell - best)[0]
+    if units.size < 2:
+        return None
+    mean, se = float(units.mean()), float(units.std(ddof=1) / math.sqrt(units.size))
+    half = t_quantile(0.975, units.size - 1) * se
+    return {"cell": best_label, "difference": mean, "se": se, "ci95": [mean - half, mean + half],
+            "over": "seeds" if seeds > 1 else "data", "units": int(units.size)}
 
 
 def _number(v: Optional[float]) -> str:
@@ -122,10 +152,17 @@ def fixed_gaps_markdown(gaps: Mapping) -> str:
              f"cells differ by their guides alone. log p(x) = {gaps['log_likelihood']:.2f} nats per datum on the "
              f"{gaps['num_data']} data, from {gaps['reference']}. gap: log p(x) − ELBO, the mean KL(q ‖ p(z | x)) "
              f"± its standard error over the data; IS shortfall: log p(x) minus the cell's own importance-sampled "
-             f"estimate.", "", "| cell | seeds | ELBO | gap (KL to the posterior) | IS shortfall |",
-             "|---|---|---|---|---|"]
+             f"estimate; ± seeds: the standard error of the gap over training seeds; vs best: the gap minus that of "
+             f"the best cell, paired per seed on the same data, with its 95 % interval over seeds (over data where "
+             f"one seed ran).", "",
+             "| cell | seeds | ELBO | gap (KL to the posterior) | ± seeds | vs best (95 % interval) | IS shortfall |",
+             "|---|---|---|---|---|---|---|"]
     ordered: List[Tuple[str, Mapping]] = sorted(gaps["cells"].items(), key=lambda kv: kv[1]["gap"])
     for label, row in ordered:
         gap = f"{row['gap']:.2f}" + (f" ± {row['gap_se']:.2f}" if row["gap_se"] is not None else "")
-        lines.append(f"| {label} | {row['seeds']} | {row['elbo']:.2f} | {gap} | {_number(row['is_shortfall'])} |")
+        paired = row.get("vs_best")
+        vs = "–" if not paired else (f"{paired['difference']:+.2f} [{paired['ci95'][0]:+.2f}, "
+                                      f"{paired['ci95'][1]:+.2f}] over {paired['units']} {paired['over']}")
+        lines.append(f"| {label} | {row['seeds']} | {row['elbo']:.2f} | {gap} | {_number(row.get('gap_seed_se'))} | "
+                     f"{vs} | {_number(row['is_shortfall'])} |")
     return "\n".join(lines) + "\n"
