@@ -70,6 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from guides.base import ZooGuide, site_distribution
+from zoo.core.seeds import stream_seed
 from zoo.core.contract import Borrowed
 from zoo.core.errors import ZooError
 from zoo.core.params import register_module
@@ -262,7 +263,7 @@ def inference_gaps(model, guide, x: torch.Tensor, *, num_samples: int = 1000, to
     with _frozen(guide):
         refit = refit_local_guide(model, local, x, tol=tol, max_epochs=max_epochs, lr=lr, seed=seed,
                                   progress=progress)
-    pyro.set_rng_seed(seed + 4321)
+    pyro.set_rng_seed(stream_seed(seed, "gaps"))
     amortized = per_datum_estimates(model, guide, x, num_samples, proposal=proposal)
     fitted = per_datum_estimates(model, local, x, num_samples, proposal=proposal)
     exact = model.log_marginal(x) if model.has_log_marginal else None

@@ -96,6 +96,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
+from zoo.core.seeds import REPLICA_STRIDE
 from zoo.core.weights import is_subsample_site
 from zoo.evaluation.ais import MIN_ESS_FRACTION, AnnealedImportanceSampling, annealing_start
 from zoo.evaluation.defensive import GUIDE_PROPOSAL, DefensiveProposal, widen
@@ -446,7 +447,7 @@ def replicated_ais(sampler: AnnealedImportanceSampling, model, guide, x: torch.T
     ``seed + 1009 r``, judged by :func:`judge`. ``on_replica(r, replica, result)`` is called after each."""
     out = []
     for r in range(replicas):
-        replica, result = ais_replica(sampler, model, guide, x, starts[r % len(starts)], seed + 1009 * r)
+        replica, result = ais_replica(sampler, model, guide, x, starts[r % len(starts)], seed + REPLICA_STRIDE * r)
         out.append(replica)
         if on_replica is not None:
             on_replica(r, replica, result)
@@ -498,7 +499,7 @@ def replicated_importance_sampling(model, guide, x: torch.Tensor, num_samples: i
     with the proposal ``starts[r % len(starts)]`` (the guide and the defensive mixture through the harness,
     :func:`zoo.evaluation.harness.evaluate`; the prior and the widened guide) and seed ``seed + 1009 r``, judged by
     :func:`judge`."""
-    out = [_is_replica(model, guide, x, starts[r % len(starts)], seed + 1009 * r, num_samples, batch_size)
+    out = [_is_replica(model, guide, x, starts[r % len(starts)], seed + REPLICA_STRIDE * r, num_samples, batch_size)
            for r in range(replicas)]
     return judge(out, alpha)
 

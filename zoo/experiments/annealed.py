@@ -33,6 +33,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
 
+from zoo.core.seeds import REPLICA_STRIDE, stream_seed
 from zoo.core.errors import ZooError
 from zoo.core.files import open_regular
 from zoo.core.memory import refuse_oversized_annealing
@@ -197,7 +198,7 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
         guide, refit = evaluation_guide(run, x_eval, progress)
         summing = summed_for_annealing(run, guide, x_eval, sum_discrete)
         model, guide = summing.model, summing.guide
-        seed = run.config.seed + 23456
+        seed = stream_seed(run.config.seed, "ais")
         key = resume_key(run, guide, x_eval, temperatures, base, seed, replicas, summing.summed)
         kept = _kept_minibatches(out / PARTIAL, key, x_eval.shape[0], base.batch_size, temperatures,
                                  base.num_chains, log_p_bound(run.model))
@@ -219,7 +220,7 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
                         def keep(first_index, figures, slot=slot):
                             kept.setdefault(slot, {})[first_index] = figures
                             _keep(out / PARTIAL, key, kept)
-                        replica, result = ais_replica(sampler, model, guide, x_eval, start, seed + 1009 * r,
+                        replica, result = ais_replica(sampler, model, guide, x_eval, start, seed + REPLICA_STRIDE * r,
                                                       progress=done, done=kept.get(slot), on_batch=keep)
                         found.append(replica)
                         first = first or result
@@ -289,7 +290,7 @@ def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: in
         t0 = time.perf_counter()
         with user_code_errors(run.model.display_name, "in evaluation"):
             rows = bidirectional_monte_carlo(run.model, run.guide, base, num_data=num_data, temperatures=temperatures,
-                                             seed=run.config.seed + 34567,
+                                             seed=stream_seed(run.config.seed, "bdmc"),
                                              progress=(lambda s: print(s, flush=True)) if progress else None)
         for row in rows:
             row.pop("per_datum")

@@ -45,6 +45,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from zoo.core.seeds import stream_seed
 from zoo.core.errors import ZooError
 from zoo.core.files import open_regular, read_bytes
 from zoo.data.dataset import SPLITS
@@ -217,7 +218,7 @@ def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=
         decoded, decode_seconds = _decode(out, *_read(out, run, run_sha), run)
         if not torch.equal(decoded, data):
             raise ZooError(f"the decoded {split} data differ from the original; {out} is not a valid code")
-        torch.manual_seed(run.config.seed + 4242)
+        torch.manual_seed(stream_seed(run.config.seed, "compress"))
         neg_elbo = -bound_per_datum(run.model, run.guide, x, num_particles=elbo_particles)
     N, D = data.shape
     per_dim = 1.0 / (N * D)

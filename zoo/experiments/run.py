@@ -36,6 +36,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from zoo.core.seeds import stream_seed
 from zoo.core.errors import ZooError
 from zoo.core.files import sealed
 from zoo.data import Dataset
@@ -311,7 +312,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, best_
     x_eval, labels = evaluation_split(run.data, cfg)
     x_eval = x_eval.to(run.device)
     guide, refit = evaluation_guide(run, x_eval, progress)
-    pyro.set_rng_seed(cfg.seed + 12345)
+    pyro.set_rng_seed(stream_seed(cfg.seed, "evaluation"))
     # a phase of seconds to minutes after training's last line: say what runs (also under --no-progress)
     print(f"evaluating {out}: log p(x) by importance sampling, K = {cfg.eval_samples}, on {x_eval.shape[0]} "
           f"{cfg.eval_split} data", flush=True)

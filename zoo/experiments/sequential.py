@@ -26,6 +26,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
+from zoo.core.seeds import stream_seed
 from zoo.core.errors import ZooError
 from zoo.core.files import open_regular
 from zoo.core.memory import FLOAT_BYTES, refuse_oversized
@@ -163,7 +164,7 @@ def smc_run(out: Path, smc: SequentialMonteCarlo, eval_limit: Optional[int] = No
         guide, refit = evaluation_guide(run, x_eval, progress)
         summing = summed_for_annealing(run, guide, x_eval, sum_discrete)
         model, guide = summing.model, summing.guide
-        seed = run.config.seed + 45678
+        seed = stream_seed(run.config.seed, "smc")
         key = resume_key(run, guide, x_eval, [], smc, seed, summed=summing.summed)
         kept = _kept_minibatches(out / PARTIAL, key, x_eval.shape[0], smc.batch_size, smc.num_replicas,
                                  log_p_bound(run.model))
