@@ -76,12 +76,12 @@ CPU_SCHEDULE = {
     "vae-mnist-iwae": ([(80, "1e-3", "1.0")], {}),
     "vae-vmf-mnist-elbo": ([(60, "1e-3", "1.0")], {}),
     "vae-wrapped-normal-mnist-elbo": ([(60, "1e-3", "1.0")], {}),
-    "categorical-vae-mnist-gumbel": ([(100, "1e-3", "1.0")], {}),
-    "sbn-mnist-rloo": ([(100, "1e-3", "1.0")], {}),
-    "vae-vampprior-mnist-elbo": ([(60, "1e-3", "1.0")], {"--kl-warmup": "20", "--patience": "20"}),
-    "hvae-mnist-elbo": ([(50, "1e-3", "1.0")], {}),
-    "hvae-ladder-mnist-elbo": ([(50, "1e-3", "1.0")], {}),
-    "draw-mnist-elbo": ([(8, "1e-3", "1.0")], {}),
+    "categorical-vae-mnist-gumbel": ([(40, "1e-3", "1.0")], {}),
+    "sbn-mnist-rloo": ([(40, "1e-3", "1.0")], {}),
+    "vae-vampprior-mnist-elbo": ([(25, "1e-3", "1.0")], {"--kl-warmup": "10", "--patience": "10"}),
+    "hvae-mnist-elbo": ([(25, "1e-3", "1.0")], {"--kl-warmup": "10"}),
+    "hvae-ladder-mnist-elbo": ([(25, "1e-3", "1.0")], {"--kl-warmup": "10"}),
+    "draw-mnist-elbo": ([(3, "1e-3", "1.0")], {}),
 }
 #: NAME -> (title, architecture, the paper's figure with its reference, that figure as an NLL in nats or None) of
 #: the model card :func:`export` writes; the rest of the card (command, training, epochs, data, hardware) is read
@@ -100,7 +100,7 @@ CARDS = {
     "hvae-mnist-elbo": (
         "Two-layer hierarchical VAE (z2: 50, z1: 100) with gated MLPs and a standard prior, trained with the ELBO",
         "z2 ~ N(0, I_50); z1 | z2 ~ N(mu(z2), sigma(z2)), 100 units; x | z1, z2 ~ Bernoulli(f(z1, z2)), gated MLPs "
-        "of 200 units; amortized mean-field Gaussian guide q(z1 | x) q(z2 | x), gated 784-200-200 encoder",
+        "of 200 units; structured guide q(z1 | x) q(z2 | z1, x) with a gated 784-200-200 trunk",
         "– (Tomczak & Welling 2018 report HVAE with a VampPrior, which is hvae-vampprior-mnist-elbo)", None),
     "hvae-ladder-mnist-elbo": (
         "Two-layer hierarchical VAE (z2: 50, z1: 100) with gated MLPs, trained with the ELBO and the ladder guide "
