@@ -262,17 +262,17 @@ def score(name: str, args) -> dict:
     work = Path(args.runs_dir) / f"{name}-score"
     data = ["--data-dir", args.data_dir, "--no-progress", "--out", work]
     timings = {}
-    ais_done = _done(work / "ais.json", num_data=args.limit, num_chains=args.chains,
+    ais_done = _done(work / "ais.json", num_data=args.limit, num_chains=args.chains, leapfrog_steps=args.leapfrog,
                      num_temperatures=max(int(t) for t in args.temperatures.split(",")))
     if not ais_done:
         t0 = time.perf_counter()
         _cli(["eval", name, "--estimator", "ais", "--eval-limit", args.limit, "--temperatures", args.temperatures,
-              "--chains", args.chains, *data])
+              "--chains", args.chains, "--leapfrog", args.leapfrog, "--replicas", args.replicas, *data])
         timings["ais_seconds"] = time.perf_counter() - t0
     if args.bdmc_data and not _done(work / "bdmc.json", num_data=args.bdmc_data):
         t0 = time.perf_counter()
         _cli(["eval", name, "--estimator", "bdmc", "--bdmc-data", args.bdmc_data, "--temperatures",
-              args.bdmc_temperatures, "--chains", args.chains, *data])
+              args.bdmc_temperatures, "--chains", args.chains, "--leapfrog", args.leapfrog, *data])
         timings["bdmc_seconds"] = time.perf_counter() - t0
     for f in ("ais.json", "ais.md", "ais_per_datum.npz", "bdmc.json", "bdmc.md"):
         if (work / f).is_file():
@@ -320,6 +320,9 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=1000, help="score: the fixed test subset's size (default 1000)")
     p.add_argument("--temperatures", default="500", help="score: AIS's numbers of temperatures (default 500)")
     p.add_argument("--chains", type=int, default=16, help="score: chains per datum (default 16)")
+    p.add_argument("--leapfrog", type=int, default=10, help="score: HMC leapfrog steps per transition (default 10)")
+    p.add_argument("--replicas", type=int, default=4, help="score: AIS replicas per datum, from different starts, "
+                   "whose agreement calls each datum reliable (default 4)")
     p.add_argument("--bdmc-data", type=int, default=100, help="score: BDMC's simulated data (0: no BDMC)")
     p.add_argument("--bdmc-temperatures", default="100,200,400")
     p.add_argument("--check", action="store_true", help="card: write nothing, fail where a card is stale")
