@@ -87,7 +87,17 @@ def test_a_second_estimator_turns_the_k_hat_warning_into_a_verdict():
     assert agrees(agreeing) and not is_unreliable(agreeing)
     assert agreement_verdict(agreeing) == "✓ IS = AIS (Δ 0.04; BDMC gap 0.40)"
     apart = dict(base, ais={"rows": [{"log_likelihood": -87.5, "log_likelihood_se": 0.01}]})
-    assert not agrees(apart) and is_unreliable(apart) and agreement_verdict(apart) == "⚠ IS lower by 1.14"
+    assert not agrees(apart) and is_unreliable(apart)
+    assert agreement_verdict(apart) == "⚠ IS lower by 1.14; no BDMC gap bounds AIS"
+    # AIS bounded by a narrow BDMC gap, its replicas agreeing: it is the figure to use, IS's shortfall beside it
+    bounded = dict(apart, bdmc={"rows": [{"gap": 0.08}]},
+                   ais={"rows": [{"log_likelihood": -87.5, "log_likelihood_se": 0.01, "frac_flagged": 0.02}]})
+    assert agreement_verdict(bounded) == "✓ AIS 87.50 ± 0.01, replicas agree on 98%; BDMC gap 0.08; IS 1.14 short"
+    assert agreement_verdict(dict(bounded, bdmc={"rows": [{"gap": 0.9}]})) == "⚠ IS lower by 1.14; BDMC gap 0.90 > 0.5"
+    split = dict(bounded, ais={"rows": [{"log_likelihood": -87.5, "log_likelihood_se": 0.01, "frac_flagged": 0.3}]})
+    assert agreement_verdict(split) == "⚠ IS lower by 1.14; replicas disagree on 30%"
+    short = dict(base, ais={"rows": [{"log_likelihood": -90.0, "log_likelihood_se": 0.01}]})
+    assert agreement_verdict(short) == "⚠ AIS lower by 1.36: its chains fall short"
     hand_edited = dict(base, ais={"rows": [{"log_likelihood": "high", "log_likelihood_se": 0.01}]})
     assert agrees(hand_edited) is None and is_unreliable(hand_edited)
 
