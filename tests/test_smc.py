@@ -292,24 +292,16 @@ def test_a_stopped_smc_resumes_from_its_finished_minibatches_to_the_figures_of_a
         assert np.array_equal(resumed[name], uninterrupted[name], equal_nan=True), name
 
 
-@pytest.mark.parametrize("edit, digest_rewritten", [
-    (lambda a: a + 1.0, False), (lambda a: a + 1e6, True), (lambda a: a[:1], True),
-    (lambda a: np.where(np.arange(a.size) == 1, np.nan, a), True), (lambda a: a - 5.0, True)],
-    ids=["shifted", "plus-1e6-new-digest", "short", "nan", "not-the-replicas-mean"])
-def test_smc_progress_edited_since_it_was_kept_is_set_aside_and_computed_again(
-        tmp_path, trained, capsys, monkeypatch, edit, digest_rewritten):
-    """Kept SMC minibatches are untrusted input, as AIS's are: a figure edited with the digest left as it was, or
-    written anew to match (then a figure SMC cannot have computed: a log-probability of data with levels above 0, a
-    minibatch of 2 data with 1 figure, a NaN, an estimate that is not its replicas' mean), is seen; the run says so in
-    one line and ends with the figures of a run without a stop, bit for bit."""
-    from zoo.data.headers import read_npz_arrays
-    from zoo.experiments.sequential import _keep
-    args = [*SMC, "--ais-batch-size", "2"]
-    whole = tmp_path / "whole"
+@pytest.fixture(scope="module")
+def stopped_smc(trained, tmp_path_factory):
+    """SMC of a run without a stop (``whole``), and the same SMC stopped in the second of three minibatches
+    (``stopped``: one minibatch kept in smc_partial.npz)."""
+    root = tmp_path_factory.mktemp("stopped_smc")
+    whole, stopped = root / "whole", root / "stopped"
     shutil.copytree(trained, whole)
-    assert run_cli(["eval", whole, *args], capsys)[0] == 0
-    run = tmp_path / "run"
-    shutil.copytree(trained, run)
+    shutil.copytree(trained, stopped)
+    args = [*SMC, "--ais-batch-size", "2"]
+    assert main([str(a) for a in ["eval", whole, *args]]) == 0
     minibatch, calls = SequentialMonteCarlo.minibatch, []
 
     def stopped_in_the_second(self, *a, **k):
@@ -317,9 +309,28 @@ def test_smc_progress_edited_since_it_was_kept_is_set_aside_and_computed_again(
         if len(calls) == 2:
             raise KeyboardInterrupt
         return minibatch(self, *a, **k)
-    with monkeypatch.context() as m:
+    with pytest.MonkeyPatch.context() as m:
         m.setattr(SequentialMonteCarlo, "minibatch", stopped_in_the_second)
-        assert run_cli(["eval", run, *args], capsys)[0] == 130
+        assert main([str(a) for a in ["eval", stopped, *args]]) == 130
+    assert (stopped / "smc_partial.npz").is_file()
+    return whole, stopped
+
+
+@pytest.mark.parametrize("edit, digest_rewritten", [
+    (lambda a: a + 1.0, False), (lambda a: a + 1e6, True), (lambda a: a[:1], True),
+    (lambda a: np.where(np.arange(a.size) == 1, np.nan, a), True), (lambda a: a - 5.0, True)],
+    ids=["shifted", "plus-1e6-new-digest", "short", "nan", "not-the-replicas-mean"])
+def test_smc_progress_edited_since_it_was_kept_is_set_aside_and_computed_again(
+        tmp_path, stopped_smc, capsys, edit, digest_rewritten):
+    """Kept SMC minibatches are untrusted input, as AIS's are: a figure edited with the digest left as it was, or
+    written anew to match (then a figure SMC cannot have computed: a log-probability of data with levels above 0, a
+    minibatch of 2 data with 1 figure, a NaN, an estimate that is not its replicas' mean), is seen; the run says so in
+    one line and ends with the figures of a run without a stop, bit for bit."""
+    from zoo.data.headers import read_npz_arrays
+    from zoo.experiments.sequential import _keep
+    whole, stopped = stopped_smc
+    run = tmp_path / "run"
+    shutil.copytree(stopped, run)
     path = run / "smc_partial.npz"
     arrays = read_npz_arrays(str(path), path)
     arrays["b0_log_likelihood"] = edit(arrays["b0_log_likelihood"])
@@ -329,7 +340,7 @@ def test_smc_progress_edited_since_it_was_kept_is_set_aside_and_computed_again(
         _keep(path, key, {0: {k[3:]: torch.from_numpy(v) for k, v in arrays.items()}})
     else:
         np.savez(path, **arrays)
-    code, _, err = run_cli(["eval", run, *args], capsys)
+    code, _, err = run_cli(["eval", run, *SMC, "--ais-batch-size", "2"], capsys)
     assert code == 0, err
     assert len(err.strip().splitlines()) == 1 and ("SMC cannot have computed" in err or "edited or damaged" in err)
     resumed, uninterrupted = np.load(run / "smc_per_datum.npz"), np.load(whole / "smc_per_datum.npz")
