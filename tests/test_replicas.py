@@ -247,3 +247,41 @@ def test_eval_with_replicas_records_each_datum_s_flag_and_reason_and_the_share_f
     pooled = np.log(np.exp(per_datum["replica_log_likelihood"]).mean(0))
     assert np.allclose(per_datum["log_likelihood"], pooled)
     assert "3 replicas per datum" in out
+
+
+def test_eval_with_replicas_by_importance_sampling_and_the_flags_each_estimator_refuses(tmp_path, capsys):
+    """`eval --replicas 3` (IS): results.json keeps the harness's figures and adds the replicas' pooled estimate and
+    share flagged; per_datum.npz holds each datum's replicas, flag and reason (strings, read without pickle), the
+    pooled estimate the log-mean of the replicas' Z. --replicas sets SMC's replicas too, and is refused in one line
+    where it would be ignored (BDMC, --gaps) or said twice (with --smc-replicas)."""
+    import json
+
+    import numpy as np
+
+    from zoo.cli import main
+    run = tmp_path / "run"
+    assert main(["train", "vae", "--out", str(run), "--dataset", "digits", "--latent-dim", "2", "--hidden", "16",
+                 "--epochs", "1", "--eval-samples", "20", "--iwae-k", "5", "--eval-limit", "20", "--no-progress",
+                 "--seed", "0"]) == 0
+    alone = json.loads((run / "results.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", str(run), "--eval-samples", "20", "--replicas", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((run / "results.json").read_text())
+    assert summary["log_likelihood"] == alone["log_likelihood"]          # the harness's figures, as they were
+    assert summary["replicas"]["starts"] == ["guide", "prior", "defensive"]
+    assert 0 <= summary["replicas"]["frac_flagged"] <= 1 and "3 importance-sampling replicas" in out
+    per_datum = np.load(run / "per_datum.npz", allow_pickle=False)
+    assert per_datum["replicas_replica_log_likelihood"].shape == (3, 20)
+    assert [bool(r) for r in per_datum["replicas_reasons"]] == [not ok for ok in per_datum["replicas_reliable"]]
+    pooled = np.log(np.exp(per_datum["replicas_replica_log_likelihood"].astype(np.float64)).mean(0))
+    assert np.allclose(per_datum["replicas_pooled_log_likelihood"], pooled, atol=1e-4)
+    for args, says in ((["--estimator", "bdmc", "--replicas", "2"], "--estimator bdmc takes none"),
+                       (["--gaps", "--replicas", "2"], "--gaps takes none"),
+                       (["--estimator", "smc", "--replicas", "2", "--smc-replicas", "3"], "give one")):
+        assert main(["eval", str(run), *args, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    assert main(["eval", str(run), "--estimator", "smc", "--replicas", "2", "--smc-particles", "8", "--leapfrog", "2",
+                 "--eval-limit", "4", "--no-progress"]) == 0
+    assert json.loads((run / "smc.json").read_text())["num_replicas"] == 2

@@ -103,11 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "unconstrained ones (none)")
     ais.add_argument("--ais-batch-size", type=int, default=None, help="data per AIS tensor program (default 100)")
     ais.add_argument("--bdmc-data", type=int, default=None, help="BDMC: data simulated from the model (default 100)")
-    ais.add_argument("--replicas", type=int, default=4,
-                     help="AIS: independent replicas per datum from different starts and seeds (the guide, the "
-                          "prior, the widened guide, the prior); the estimate is theirs pooled, and a datum is called "
-                          "reliable only where they agree and their chains pass their checks, each flag with its "
-                          "reason in ais_per_datum.npz (default 4; 1: one run, judged by its weights' ESS alone)")
+    ais.add_argument("--replicas", type=int, default=None,
+                     help="independent replicas per datum from different starts and seeds; a datum is called "
+                          "reliable only where they agree and each passes its own checks, each flag with its reason. "
+                          "AIS: from the guide, the prior, the widened guide, the prior; the estimate is theirs "
+                          "pooled, flags in ais_per_datum.npz (default 4; 1: one run, judged by its weights' ESS "
+                          "alone). IS: from the guide, the prior, the defensive mixture, the prior, the widened guide, "
+                          "each with K = --eval-samples; results.json's 'replicas' and per_datum.npz's replicas_* "
+                          "beside the usual figures (default 1: the harness alone)")
     ais.add_argument("--sum-discrete", choices=("auto", "off"), default="auto",
                      help="AIS and SMC: sum the model's local discrete latents out exactly where it allows (Pyro's "
                           "parallel enumeration; the forward algorithm on a chain under pyro.markov) and anneal the "
@@ -504,6 +507,13 @@ def _annealing_flags(args) -> None:
         hint = ("add --estimator ais or bdmc" if args.estimator == "is" else "use --estimator bdmc for simulated data")
         raise ZooError(f"--estimator {args.estimator}{' (the default)' if args.estimator == 'is' else ''} does not use "
                        f"{flags_text}; leave {'them' if len(ignored) > 1 else 'it'} out, or {hint}")
+    if args.replicas is not None and (args.estimator == "bdmc" or args.gaps):
+        raise ZooError(f"--replicas sets IS's, AIS's and SMC's independent replicas; "
+                       f"{'--gaps' if args.gaps else '--estimator bdmc'} takes none: leave it out")
+    if args.estimator == "smc" and args.replicas is not None:
+        if args.smc_replicas is not None:
+            raise ZooError("--replicas and --smc-replicas both set SMC's replicas; give one")
+        args.smc_replicas = args.replicas
     for name, value in ANNEALING_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -545,8 +555,15 @@ def cmd_eval(args) -> None:
         _eval_annealed(args)
         return
     summary = evaluate_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress,
-                           model_file=args.model, guide_file=args.guide, force=args.force)
+                           model_file=args.model, guide_file=args.guide, force=args.force,
+                           replicas=1 if args.replicas is None else args.replicas)
     _print_summary([summary], Path(args.dir))
+    if summary.get("replicas"):
+        r = summary["replicas"]
+        print(f"{r['replicas']} importance-sampling replicas (from {', '.join(r['starts'])}): pooled log p(x) "
+              f"{r['pooled_log_likelihood']:.3f} ± {r['pooled_log_likelihood_se']:.3f}; {r['frac_flagged']:.1%} of "
+              f"data flagged ({', '.join(f'{k} {v}' for k, v in r['flag_counts'].items()) or 'none'}); reasons per "
+              f"datum in per_datum.npz (replicas_reasons)")
 
 
 def _precondition(args) -> str:
@@ -602,7 +619,7 @@ def _eval_annealed(args) -> None:
                   progress=not args.no_progress, model_file=args.model, guide_file=args.guide, force=args.force)
     out = Path(args.dir)
     if args.estimator == "ais":
-        summary = ais_run(out, eval_limit=settings.get("eval_limit"), replicas=args.replicas,
+        summary = ais_run(out, eval_limit=settings.get("eval_limit"), replicas=4 if args.replicas is None else args.replicas,
                           sum_discrete=args.sum_discrete, **common)
         print(ais_markdown(summary))
         print(f"wrote {', '.join(str(out / f) for f in ('ais.json', 'ais.md', 'ais_per_datum.npz'))}")

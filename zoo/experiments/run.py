@@ -36,6 +36,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from zoo.evaluation.replicas import reason_array, replicated_importance_sampling
 from zoo.core.seeds import stream_seed
 from zoo.core.errors import ZooError
 from zoo.core.files import sealed
@@ -305,9 +306,12 @@ def _refuse_fewer_epochs(state: Dict, config: RunConfig, out: Path) -> None:
 
 
 def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, best_epoch: Optional[int] = None,
-                        train_seconds=None) -> Dict:
+                        train_seconds=None, replicas: int = 1) -> Dict:
     """Evaluate ``run`` as its model and guide stand (the caller loaded the weights to score: with ``--keep-best``
-    those of ``best_epoch``) and write its results into ``out``."""
+    those of ``best_epoch``) and write its results into ``out``. With ``replicas`` R >= 2, also R independent
+    importance-sampling estimates of every datum from different proposals (:mod:`zoo.evaluation.replicas`): their
+    pooled log p(x), and each datum called reliable only where they agree and each passes its own check, the summary
+    under ``results.json``'s ``replicas``, the flags and reasons per datum in ``per_datum.npz`` (``replicas_*``)."""
     cfg = run.config
     x_eval, labels = evaluation_split(run.data, cfg)
     x_eval = x_eval.to(run.device)
@@ -321,8 +325,18 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, best_
         result = evaluate(run.model, guide, x_eval, num_samples=cfg.eval_samples, iwae_k=cfg.iwae_k,
                           proposal=cfg.eval_proposal,
                           keep_reconstructions=32 if run.data.image_shape else 0)
-    eval_seconds = time.perf_counter() - t0
     per_datum = result.pop("per_datum")
+    if replicas > 1:
+        print(f"evaluating {out}: {replicas} importance-sampling replicas from different proposals, K = "
+              f"{cfg.eval_samples} each", flush=True)
+        with results_kept_on_stop(out), user_code_errors(run.model.display_name, "in evaluation"):
+            verdict = replicated_importance_sampling(run.model, guide, x_eval, num_samples=cfg.eval_samples,
+                                                     replicas=replicas, seed=stream_seed(cfg.seed, "evaluation"),
+                                                     batch_size=min(500, x_eval.shape[0]))
+        result["replicas"] = verdict.summary()
+        per_datum.update({f"replicas_{k}": v.detach().cpu().numpy() for k, v in verdict.per_datum().items()})
+        per_datum["replicas_reasons"] = reason_array(verdict.reasons)
+    eval_seconds = time.perf_counter() - t0
     recon = result.pop("reconstructions", None)
     facts = DataFacts.of(run.data)
     summary = {"config": cfg.to_json(), "device": str(run.device), "split": cfg.eval_split,
@@ -414,7 +428,7 @@ def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional
                  device: Optional[str] = None, data_dir: Optional[str] = None,
                  progress: bool = True, refit_epochs: Optional[int] = None,
                  refit_tol: Optional[float] = None, model_file: Optional[str] = None,
-                 guide_file: Optional[str] = None, force: bool = False) -> Dict:
+                 guide_file: Optional[str] = None, force: bool = False, replicas: int = 1) -> Dict:
     """Re-evaluate a trained run folder (optionally with more samples or another device; a per-datum
     guide's test-time refit with another cap ``refit_epochs`` or tolerance ``refit_tol``). An evaluation
     that would replace a stronger one is refused unless ``force`` (:func:`~zoo.experiments.outputs.refuse_weaker_evaluation`).
@@ -432,7 +446,9 @@ def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional
         run = open_trained(out, changes, model_file=model_file, guide_file=guide_file)
         refuse_weaker_evaluation(out, run.config.to_json(), run.config.eval_samples,
                                  run.evaluation_data()[0].shape[0], force)
-        return _evaluate_and_write(run, out, run.history, progress, best_epoch=run.best_epoch)
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise ZooError(f"--replicas takes a whole number >= 1, got {replicas!r}")
+        return _evaluate_and_write(run, out, run.history, progress, best_epoch=run.best_epoch, replicas=replicas)
 
 
 @contextlib.contextmanager
