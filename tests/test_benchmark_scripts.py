@@ -114,6 +114,9 @@ def test_named_result_scripts_refuse_bad_input_in_one_line(tmp_path, monkeypatch
     ("fault_injection.py", ["--free-kib", "16,a"], "--free-kib takes comma-separated KiB from 0 to 1024"),
     ("fault_injection.py", ["--free-kib", "-4"], "--free-kib takes comma-separated KiB from 0 to 1024"),
     ("bernoulli_kernel.py", ["--repeats", "0"], "--repeats must be at least 1"),
+    ("fixed_model_gradients.py", ["--stages", "1,x"], "--stages takes comma-separated epochs"),
+    ("fixed_model_gradients.py", ["--stages", "0,5"], "--stages must be epochs >= 1"),
+    ("calibration_exam.py", ["--models", "two_mode,nine_modes"], "--models takes names from"),
 ])
 def test_scripts_without_data_refuse_bad_input_in_one_line(tmp_path, monkeypatch, capsys, script, args, says):
     """The scripts that take no ``--data-dir`` (a refit comparison on the embedded digits, the homework sweep, the
