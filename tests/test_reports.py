@@ -458,3 +458,23 @@ def test_a_run_whose_results_are_another_runs_is_refused(tmp_path, capsys, monke
     assert main(["eval", str(runs / "a"), "--eval-samples", "7", "--force", "--no-progress"]) == 0
     code, out, err = run_cli(["report", "runs"], capsys)
     assert code == 0, err
+
+
+def test_the_template_splits_into_pages_listed_by_the_index_with_links_pointed_at_their_page(tmp_path, capsys):
+    """`<!-- page: NAME.md -->` starts a page; the index lists each by its first heading where `<!-- pages -->` is, a
+    link to an anchor another page holds (a heading, an `<a id>`) is pointed there, one it holds itself is left, and a
+    page that would overwrite a result file's table is refused in one line."""
+    (tmp_path / reports.TEMPLATE_NAME).write_text(
+        "# Results\n\nSee [the speed](#speed-of-things) and [a command](#cmd-x).\n\n## More\n\n<!-- pages -->\n\n"
+        "<!-- page: fast.md -->\n## Speed of things\n\nBack to [the top](#results); [here](#speed-of-things).\n\n"
+        "<!-- page: where.md -->\n## Sources\n\n| <a id=\"cmd-x\"></a>x |\n")
+    pages = reports.render_results_pages(tmp_path, {}, reports.GENERIC)
+    assert list(pages) == ["README.md", "fast.md", "where.md"]
+    index = pages["README.md"]
+    assert "- [Speed of things](fast.md)\n- [Sources](where.md)" in index
+    assert "[the speed](fast.md#speed-of-things)" in index and "[a command](where.md#cmd-x)" in index
+    assert "[the top](README.md#results)" in pages["fast.md"] and "[here](#speed-of-things)" in pages["fast.md"]
+    assert pages["fast.md"].startswith(reports.GENERATED_NOTE + "[← all results](README.md)")
+    (tmp_path / "fast.json").write_text("{}")
+    with pytest.raises(reports.ZooError, match="would overwrite the table of the result file fast.json"):
+        reports.render_results_pages(tmp_path, {}, reports.GENERIC)
