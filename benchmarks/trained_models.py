@@ -229,6 +229,12 @@ def model_card(name: str, source: Path, kept: dict, args) -> dict:
     training = f"Adam, batch {config['batch_size']}, " + "; then ".join(parts)
     if config.get("kl_warmup"):
         training += f"; KL warm-up over the first {config['kl_warmup']} epochs"
+    if config.get("weight_decay"):
+        training += f"; weight decay {config['weight_decay']:g}"
+    objective = config.get("objective")
+    if objective and objective not in ("elbo",):
+        particles = config.get("objective_options", {}).get("particles")
+        training += f"; objective {objective}" + (f" with {particles} particles" if particles else "")
     if "--keep-best" in flags:
         training += f"; --keep-best: the weights of the epoch with the best validation ELBO ({kept['epoch']})"
     if schedule == "cpu":
