@@ -161,6 +161,10 @@ def rewrite_links(app, relative_path, parent_docname, content) -> None:
         doc = SITE_PAGES.get(repo_path)
         if doc is None:
             return label                                       # a file that is not a page of the site
+        if fragment and fragment in _raw_anchors(repo_path):    # a raw HTML anchor of another page: an HTML link
+            here = (Path(app.srcdir) / app.env.docname).parent
+            href = os.path.relpath(Path(app.srcdir) / f"{doc}.html", here)
+            return f'<a href="{href}#{fragment}">{_inline_html(label)}</a>'
         return f"[{label}](/{doc}.md{'#' + fragment if fragment else ''})"
 
     content[0] = _LINK.sub(replace, text)
@@ -168,6 +172,16 @@ def rewrite_links(app, relative_path, parent_docname, content) -> None:
     including = (Path(app.srcdir) / app.env.docname).parent      # parent_docname comes bare from MyST
     content[0] = _IMG.sub(lambda m: f'<img src="{os.path.relpath(source.parent / m.group(1), including)}"',
                           content[0])
+
+
+_RAW_ANCHORS: dict = {}
+
+
+def _raw_anchors(repo_path: str) -> set:
+    """The raw HTML anchors (``<a id="...">``) of a page of the site, read once."""
+    if repo_path not in _RAW_ANCHORS:
+        _RAW_ANCHORS[repo_path] = set(_ANCHOR.findall((ROOT / repo_path).read_text()))
+    return _RAW_ANCHORS[repo_path]
 
 
 def _inline_html(label: str) -> str:

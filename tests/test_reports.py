@@ -474,7 +474,7 @@ def test_the_template_splits_into_pages_listed_by_the_index_with_links_pointed_a
     assert "- [Speed of things](fast.md)\n- [Sources](where.md)" in index
     assert "[the speed](fast.md#speed-of-things)" in index and "[a command](where.md#cmd-x)" in index
     assert "[the top](README.md#results)" in pages["fast.md"] and "[here](#speed-of-things)" in pages["fast.md"]
-    assert pages["fast.md"].startswith(reports.GENERATED_NOTE + "[← all results](README.md)")
+    assert pages["fast.md"].startswith(reports.GENERATED_NOTE + "[← all results](README.md)\n\n# Speed of things\n")
     (tmp_path / "fast.json").write_text("{}")
     with pytest.raises(reports.ZooError, match="would overwrite the table of the result file fast.json"):
         reports.render_results_pages(tmp_path, {}, reports.GENERIC)

@@ -734,8 +734,19 @@ def render_results_pages(directory: Path, results: Results, config: ReportConfig
             return match.group(0) if home is None else f"]({home}#{anchor})"
         text = re.sub(r"\]\(#([^)\s]+)\)", point, text)
         back = "" if name == index else f"[← all results]({index})\n\n"
-        out[name] = GENERATED_NOTE + back + text.strip("\n") + "\n"
+        out[name] = GENERATED_NOTE + back + (text if name == index else _promoted(text)).strip("\n") + "\n"
     return out
+
+
+def _promoted(text: str) -> str:
+    """Every heading of a page one level up (``## Speed`` becomes its title, ``# Speed``), outside fenced code: a
+    page of its own starts at H1, as a site's page must."""
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        lines.append(line[1:] if not fenced and line.startswith("##") else line)
+    return "\n".join(lines)
 
 
 def _anchors(text: str) -> set:
