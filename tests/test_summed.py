@@ -17,6 +17,13 @@ from zoo.cli import main
 from zoo.core.weights import per_datum_log_weights
 from zoo.evaluation.summed import FACTOR, SummedOut, exact_by_summing, sum_out_discrete, summing_for
 
+@pytest.fixture(autouse=True)
+def clean_param_store():
+    """No parameter these tests make is left in Pyro's global store for the next test."""
+    yield
+    pyro.clear_param_store()
+
+
 INIT, TRANS = torch.tensor([0.6, 0.4]), torch.tensor([[0.9, 0.1], [0.2, 0.8]])
 LOCS, STEPS = torch.tensor([-1.0, 1.5]), 6
 
@@ -140,7 +147,6 @@ class DependentGuide(nn.Module):
         self.shift = nn.Parameter(torch.tensor([0.0, 1.0, 2.0]))
 
     def forward(self, x, idx=None, N=None):
-        pyro.module("dependent", self)
         with pyro.plate("data", N, subsample=idx):
             c = pyro.sample("c", dist.Categorical(torch.ones(x.shape[0], 3) / 3))
             pyro.sample("w", dist.Normal(self.shift[c].unsqueeze(-1), 1.0).to_event(1))
