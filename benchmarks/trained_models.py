@@ -280,9 +280,11 @@ def score(name: str, args) -> dict:
         _cli(["eval", name, "--estimator", "bdmc", "--bdmc-data", args.bdmc_data, "--temperatures",
               args.bdmc_temperatures, "--chains", args.chains, "--leapfrog", args.leapfrog, *data])
         timings["bdmc_seconds"] = time.perf_counter() - t0
-    for f in ("ais.json", "ais.md", "ais_per_datum.npz", "bdmc.json", "bdmc.md"):
+    for f in ("ais.json", "ais.md", "bdmc.json", "bdmc.md"):
         if (work / f).is_file():
             shutil.copyfile(work / f, CHECKPOINTS / name / f)
+    if (work / "ais_per_datum.npz").is_file():      # per-datum figures as JSON: no binary array is committed
+        per_datum_json(work / "ais_per_datum.npz", CHECKPOINTS / name / "ais_per_datum.json")
     figures = {**card_figures(CHECKPOINTS / name), **timings}
     path = RESULTS / "trained_models.json"
     rows = json.loads(path.read_text()).get("models", {}) if path.is_file() else {}
@@ -290,6 +292,14 @@ def score(name: str, args) -> dict:
     write_result("trained_models", {"models": dict(sorted(rows.items()))})
     card(name, args)
     return figures
+
+
+def per_datum_json(npz: Path, target: Path) -> None:
+    """AIS's per-datum log p(x) and its SE (the figures a card and a fixed-model grid read) as JSON."""
+    import numpy as np
+    with np.load(npz, allow_pickle=False) as arrays:
+        figures = {k: [float(v) for v in arrays[k]] for k in ("log_likelihood", "log_likelihood_se")}
+    target.write_text(json.dumps(figures) + "\n")
 
 
 def card(name: str, args) -> None:

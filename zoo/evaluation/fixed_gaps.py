@@ -70,7 +70,8 @@ def _fixed_reference(fixed: Path, split: str, eval_limit: Optional[int], n: int,
     """The fixed run's AIS log p(x_n) where it scored these data with these weights (its ais.json says the split,
     subset, count and the SHA-256 of the weights it scored); else None, also for an unreadable file."""
     summary = fixed / "ais.json"
-    if not summary.is_file() or not (fixed / "ais_per_datum.npz").is_file():
+    as_json = fixed / "ais_per_datum.json"          # a committed trained model's (benchmarks/trained_models.py)
+    if not summary.is_file() or not ((fixed / "ais_per_datum.npz").is_file() or as_json.is_file()):
         return None
     try:
         ais = read_json(summary, "AIS result")
@@ -80,6 +81,16 @@ def _fixed_reference(fixed: Path, split: str, eval_limit: Optional[int], n: int,
     if not isinstance(config, dict) or ais.get("split") != split or config.get("eval_limit") != eval_limit \
             or ais.get("num_data") != n or weights_sha256 is None or ais.get("weights_sha256") != weights_sha256:
         return None
+    if not (fixed / "ais_per_datum.npz").is_file():
+        try:
+            values = read_json(as_json, "AIS per-datum figures").get("log_likelihood")
+        except (ZooError, AttributeError):
+            return None
+        if not isinstance(values, list) or len(values) != n or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise ZooError(f"{as_json}: 'log_likelihood' is not {n} finite per-datum values; restore it or score the "
+                           f"model again")
+        return np.asarray(values, dtype=np.float64)
     return _arrays(fixed / "ais_per_datum.npz", ["log_likelihood"], n)["log_likelihood"]
 
 
