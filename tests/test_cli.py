@@ -76,10 +76,14 @@ def test_resume_continues_the_run(tmp_path, capsys):
     out = tmp_path / "run"
     base = ["--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--eval-samples", "20", "--no-progress"]
     assert run_cli(["train", "vae", "--epochs", "1", "--out", str(out)] + base, capsys)[0] == 0
+    first = json.loads((out / "results.json").read_text())["train_seconds"]
     code, _, err = run_cli(["train", "--resume", str(out), "--epochs", "3", "--no-progress"], capsys)
     assert code == 0, err
-    history = json.loads((out / "results.json").read_text())["history"]
+    results = json.loads((out / "results.json").read_text())
+    history = results["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
+    # the training time is the whole run's: the epoch trained before the resume counts (it was left out)
+    assert results["train_seconds"] >= sum(h["seconds"] for h in history) and history[0]["seconds"] <= first
     code, _, err = run_cli(["train", "vae", "--guide", "iaf", "--resume", str(out)], capsys)
     assert code == 2 and "guide='amortized'" in err
 
