@@ -6,6 +6,8 @@ the options its options class declares for tests (``test_options``), its data ar
 as its model's likelihood says, and an objective runs at its defaults (the grid ``pyro-zoo list``
 shows) with K = 3 particles, or its estimator's minimum where that is larger.
 """
+import re
+
 import pyro
 import pytest
 import torch
@@ -37,6 +39,45 @@ def grid():
     rows = compatibility(x_dim=X_DIM, model_options={m: model_options(m) for m in MODELS})
     return ([(m, g, o) for m, g, o, why in rows if why is None],
             [(m, g, o, why) for m, g, o, why in rows if why is not None])
+
+
+def pairs(cell) -> set:
+    """The three pairs a cell makes: (model, guide), (model, objective), (guide, objective)."""
+    model, guide, objective = cell[:3]
+    return {("model", model, "guide", guide), ("model", model, "objective", objective),
+            ("guide", guide, "objective", objective)}
+
+
+def pairwise_cover(valid, first=(), keep=lambda pair: True) -> list:
+    """Valid cells, beginning with ``first``, in which every pair that a valid cell makes (of those ``keep``
+    keeps) appears at least once: the grid as ideas. A defect in one component shows with any partner, and one
+    in how two components meet shows in their pair; the full cross adds only a third partner to each pair.
+    Greedy: each next cell is the one that covers the most pairs not yet covered (ties: the grid's order)."""
+    chosen = list(dict.fromkeys(first))
+    need = {p for cell in valid for p in pairs(cell) if keep(p)} - {p for cell in chosen for p in pairs(cell)}
+    while need:
+        cell = max(valid, key=lambda c: len(pairs(c) & need))
+        chosen.append(cell)
+        need -= pairs(cell)
+    return chosen
+
+
+def refusal_kind(cell) -> tuple:
+    """(what refuses, the reason with the cell's names and the advice taken out): the component whose
+    declaration refuses the cell (the guide, where the message opens with the guide, else the objective) and
+    the rule it meets, so that one cell per kind tests each rule as each component applies it."""
+    model_name, guide, objective, why = cell
+    model = build_model(model_name, X_DIM, **model_options(model_name))
+    reason = re.split(r"; (?:use|pick) |guides that fit this model", why)[0]
+    for name, mark in ((model.display_name, "<model>"), (repr(guide), "<guide>"), (repr(objective), "<objective>")):
+        reason = reason.replace(name, mark)
+    reason = re.sub(r"'[^']*'|\b\w+ \((?:real|binary|categorical|sphere|hyperbolic)\)|\d[\d.e+]*", "_", reason)
+    return (guide if reason.startswith("the <guide>") else objective), reason
+
+
+def each_refusal_once(invalid) -> list:
+    """The first invalid cell of each :func:`refusal_kind`."""
+    return list(dict((refusal_kind(cell), cell) for cell in reversed(invalid)).values())[::-1]
 
 
 def data_for(model):
