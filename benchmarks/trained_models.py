@@ -182,9 +182,12 @@ def train(name: str, args) -> Path:
 
 
 def _hardware() -> str:
-    """Where this process trains: the GPU's name, or the CPU's with its cores."""
+    """Where this process trains: the GPU's name, or the CPU's with its cores and torch's threads."""
+    import torch
     p = provenance()
-    return f"{p['gpu']} GPU" if p["gpu"] else f"{p['logical_cores']}-core {p['cpu']}, CPU only"
+    threads = torch.get_num_threads()
+    return (f"{p['gpu']} GPU" if p["gpu"] else
+            f"{p['logical_cores']}-core {p['cpu']}, {threads} torch thread{'s' * (threads > 1)}, CPU only")
 
 
 def export(name: str, args) -> Path:
@@ -241,6 +244,8 @@ def model_card(name: str, source: Path, kept: dict, args) -> dict:
         training += (f"; the recipe's CPU schedule (CPU_SCHEDULE), cut from its full {RECIPES[name][1][-1][0]} "
                      f"epochs to what a 2-core CPU trains in minutes: short of the paper's training")
     hardware = trained.get("hardware") or "unrecorded"
+    # a run that pyro-zoo before its resume fix timed in its last part only: its epochs' steps bound it below
+    seconds = max(results.get("train_seconds") or 0.0, sum(row.get("seconds", 0.0) for row in results["history"]))
     return {"name": name, "title": title, "architecture": architecture,
             "command": f"python benchmarks/trained_models.py train {name}"
                        + (" --schedule cpu" if schedule == "cpu" else "") + " --data-dir ../shared/data",
@@ -250,8 +255,7 @@ def model_card(name: str, source: Path, kept: dict, args) -> dict:
                        ", the 10,000 validation images held out")
                     + "; figures on the fixed random subset of 1,000 of the 10,000 test images (seed 0, pyro-zoo's "
                       "--eval-limit 1000)",
-            "hardware": hardware + (f", {results['train_seconds']:.0f} s of training" if results.get("train_seconds")
-                                    and schedule == "cpu" else ""),
+            "hardware": hardware + (f", {seconds:.0f} s of training" if seconds and schedule == "cpu" else ""),
             "paper": paper, "paper_nll": paper_nll}
 
 
