@@ -30,7 +30,7 @@ the prior; K = ``--samples``) and AIS (from the guide, the prior, the widened gu
 - **flagged | >3 SE**: among the data whose pooled estimate is more than 3 of its SEs from the truth, the share
   flagged (goal >= 95 %);
 - the share flagged, the mean error, and the same two figures for one run alone judged by today's rule (IS: the
-  defensive mixture with its PSIS verdict; AIS: from the guide, its final weights' ESS >= a tenth of the chains).
+  defensive mixture with its PSIS verdict; AIS: from the guide, its final weights' ESS >= a tenth of the chains and >= 2).
 
     python benchmarks/calibration_exam.py                      # the committed exam
     python benchmarks/calibration_exam.py --quick --models two_mode --name calibration_exam_quick

@@ -114,7 +114,19 @@ def test_stuck_chains_in_different_discrete_states_are_flagged_and_agreeing_ones
     assert _ais_problems(_result(0.004, 3.0), "guide") == ["discrete states switched in 0.4% of moves"]
     assert _ais_problems(_result(0.0, 1.0), "guide") == [""]             # a concentrated posterior
     assert _ais_problems(_result(0.5, 2.0, acceptance=0.02), "guide") == ["acceptance 0.02"]
-    assert _ais_problems(_result(0.5, 2.0, ess=1.2), "guide") == ["ESS 1.20 < 1.6"]
+    assert _ais_problems(_result(0.5, 2.0, ess=1.2), "guide") == ["ESS 1.20 < 2"]
+
+
+@pytest.mark.parametrize("chains,ess,reliable", [(8, 1.0, False), (8, 1.9, False), (8, 2.0, True), (4, 1.05, False),
+                                                 (40, 3.9, False), (40, 4.0, True)])
+def test_one_chain_carrying_the_weight_is_never_a_precision_however_few_the_chains(chains, ess, reliable):
+    """The ESS floor was a tenth of the chains alone: with 10 chains or fewer that is at most 1, which every ESS
+    meets, so 8 chains whose weight sat on one (ESS 1.0, every datum of the committed SBN's AIS) passed as precise."""
+    result = AISResult(torch.zeros(1), torch.full((1,), 0.1), torch.full((1,), ess), torch.ones(1), [], [],
+                       {"num_chains": chains})
+    assert result.se_reliable.tolist() == [reliable]
+    assert result.summary()["frac_se_unreliable"] == (0.0 if reliable else 1.0)
+    assert (_ais_problems(result, "guide") == [""]) == reliable
 
 
 def test_ais_records_how_its_chains_moved():

@@ -226,3 +226,35 @@ def test_a_working_copy_that_cannot_be_made_is_one_line(in_catalogue, tmp_path, 
     assert main(["eval", "tiny-digits-elbo", "--out", str(tmp_path / "afile" / "sub"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot make the working copy" in err[0]
+
+
+@pytest.mark.parametrize("gap,flagged,paper_nll,says", [
+    (0.08, 0.0, 85.0, ["90.00 ± 0.10", "✓ the figure to use", "missed by 5.00 nats"]),
+    (22.48, 1.0, 85.0, ["90.00 (AIS", "⚠ an upper bound only", "BDMC gap 22.48 > 0.5", "not yet compared"]),
+    (0.01, 0.35, 95.0, ["⚠ an upper bound only", "replicas disagree on 35%", "met by at least 5.00 nats"]),
+    (None, None, 85.0, ["no BDMC gap bounds AIS", "not yet compared"])])
+def test_a_card_names_its_nll_the_figure_to_use_only_where_bdmc_and_the_replicas_bound_it(tmp_path, monkeypatch, gap,
+                                                                                           flagged, paper_nll, says):
+    """The SBN's card read "114.51 ± 0.65 ... missed by 1.41 nats" beside a BDMC gap of 22.5 nats with every datum
+    flagged: a precision and a comparison that AIS's figure cannot carry. Where the gap or the replicas say it is not
+    converged, the card calls it an upper bound on the NLL (AIS is a stochastic lower bound on log p(x)), gives no
+    standard error and compares with the paper only where even the bound meets it; ``pyro-zoo list`` says so too."""
+    from zoo.core.catalogue import card_markdown, catalogue_text
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for f in ("config.json", "checkpoint.pt"):          # the listing reads neither, only that they are there
+        (folder / f).write_text("")
+    (folder / "card.json").write_text(json.dumps({"name": "m", **CARD, "paper": "NLL, someone", "paper_nll": paper_nll}))
+    (folder / "ais.json").write_text(json.dumps({"log_likelihood": -90.0, "log_likelihood_se": 0.1, "num_data": 100,
+                                                 "num_temperatures": 100, "num_chains": 8,
+                                                 **({"frac_flagged": flagged} if flagged is not None else {})}))
+    if gap is not None:
+        (folder / "bdmc.json").write_text(json.dumps({"rows": [{"gap": gap, "num_temperatures": 100}]}))
+    text = card_markdown(folder)
+    for part in says:
+        assert part in text, (part, text)
+    if "✓" not in says[1]:
+        assert "±" not in text and "missed" not in text
+    monkeypatch.setenv("PYRO_ZOO_CHECKPOINTS", str(tmp_path))
+    line = next(s for s in catalogue_text().splitlines() if s.strip().startswith("m "))
+    assert ("[NLL 90.00]" in line) == ("✓ the figure to use" in says) and ("not yet trusted" in line) != ("[NLL 90.00]" in line)

@@ -65,7 +65,7 @@ acceptance, the share of transitions at beta >= 1/2 that changed a chain's discr
 discrete states the chains end in: :mod:`zoo.evaluation.replicas` reads them); per temperature, the acceptance
 rate over all data and chains and the pilot's step size. The whole batch of data and chains is one tensor program (no Python loop
 over data). The standard error is a precision only where the final weights are not heavy-tailed: where
-the ESS is below :data:`MIN_ESS_FRACTION` of the chains, the result says the SE is not one
+the ESS is below :data:`MIN_ESS_FRACTION` of the chains or below :data:`MIN_ESS`, the result says the SE is not one
 (``se_reliable``), and more temperatures are the remedy.
 
 References: R. M. Neal, "Annealed importance sampling", Statistics and Computing 11, 2001.
@@ -108,7 +108,7 @@ from zoo.evaluation.estimators.importance import rounding_floor
 from zoo.rules import check_annealing
 
 __all__ = ["AnnealedImportanceSampling", "AISResult", "sigmoid_schedule", "log_mean_exp_and_se", "PATHS",
-           "PRECONDITIONERS", "COORDINATES", "coordinates_text", "MIN_ESS_FRACTION", "GIBBS_MAX_STATES",
+           "PRECONDITIONERS", "COORDINATES", "coordinates_text", "MIN_ESS_FRACTION", "MIN_ESS", "GIBBS_MAX_STATES",
            "MIXING_FIELDS", "SWITCH_FROM_BETA"]
 
 PATHS = ("guide", "prior")
@@ -132,6 +132,9 @@ GIBBS_MAX_STATES = 64
 #: below this fraction of the chains, the effective sample size of a datum's final weights says that one or two
 #: chains carry the estimate: its delta-method standard error is then not a precision
 MIN_ESS_FRACTION = 0.1
+#: and below this ESS whatever the number of chains: at about 1, one chain carries all the weight and the spread of the
+#: weights says nothing (with 10 chains or fewer, a tenth of them is at most 1, which every ESS meets)
+MIN_ESS = 2.0
 
 
 def sigmoid_schedule(num_temperatures: int, delta: float = 4.0) -> torch.Tensor:
@@ -277,8 +280,9 @@ class AISResult:
 
     @property
     def se_reliable(self) -> torch.Tensor:
-        """Per datum: whether the final weights' ESS is at least :data:`MIN_ESS_FRACTION` of the chains."""
-        return self.ess >= MIN_ESS_FRACTION * self.settings.get("num_chains", 1)
+        """Per datum: whether the final weights' ESS is at least :data:`MIN_ESS_FRACTION` of the chains and at least
+        :data:`MIN_ESS`."""
+        return self.ess >= max(MIN_ESS_FRACTION * self.settings.get("num_chains", 1), MIN_ESS)
 
     def summary(self) -> Dict:
         """The figures of the data set, in nats per datum (for results files)."""
@@ -296,7 +300,8 @@ class AISResult:
                "step_size_per_temperature": self.step_size_per_temperature}
         if not bool(reliable.all()):
             out["se_warning"] = (f"{1 - reliable.double().mean().item():.1%} of data have final weights whose ESS is "
-                                 f"below {MIN_ESS_FRACTION:.0%} of the {self.settings.get('num_chains')} chains: their "
+                                 f"below {MIN_ESS_FRACTION:.0%} of the {self.settings.get('num_chains')} chains or below "
+                                 f"{MIN_ESS:g}: their "
                                  f"standard error is not a precision; run more temperatures (--ais-temperatures)")
         return out
 

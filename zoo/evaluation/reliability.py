@@ -40,7 +40,7 @@ from typing import Mapping, Optional
 
 # the share of data with k-hat above KHAT_THRESHOLD above which a run's average NLL is unreliable: one value for
 # the compare grid's cells (zoo.evaluation.compare_tables) and every other table
-from zoo.evaluation.seed_stats import UNRELIABLE_SHARE
+from zoo.core.trust import BDMC_TRUST_NATS, UNRELIABLE_SHARE, ais_untrusted
 
 __all__ = ["KHAT_THRESHOLD", "UNRELIABLE_SHARE", "MIN_SAMPLE_SPREAD", "AGREEMENT_NATS", "BDMC_TRUST_NATS", "khat_share", "is_unreliable",
            "agrees", "ais_minus_is", "is_of_ais_images", "bdmc_gap", "agreement_verdict",
@@ -51,9 +51,6 @@ KHAT_THRESHOLD = 0.7
 #: IS and AIS agree on a run's log p(x) when they differ by at most this many nats per datum (plus three of their
 #: combined Monte Carlo standard errors): a tenth of a nat is below every difference the leaderboard ranks on
 AGREEMENT_NATS = 0.1
-#: a BDMC gap (nats per datum) at most this wide bounds AIS's error well enough to name AIS the figure to use where
-#: IS sits below it (Grosse et al. 2015; Wu et al. 2017 report gaps of 0.1-1 nats on MNIST decoders)
-BDMC_TRUST_NATS = 0.5
 #: samples whose spread across samples is under this fraction of the data's are near-identical
 MIN_SAMPLE_SPREAD = 0.1
 
@@ -151,13 +148,12 @@ def agreement_verdict(run: Mapping) -> str:
     # error is bounded (BDMC's gap) and its replicas, where run, agree on most images
     row = _ais_row(run)
     flagged = row.get("frac_flagged")
-    if gap is not None and gap <= BDMC_TRUST_NATS and not (_number(flagged) and flagged > UNRELIABLE_SHARE):
+    why = ais_untrusted(gap, flagged if _number(flagged) else None)
+    if why is None:
         agree = f", replicas agree on {1 - flagged:.0%}" if _number(flagged) else ""
         se = float(row["log_likelihood_se"])
         return (f"✓ AIS {-float(row['log_likelihood']):.2f} ± {se:.{3 if se < 0.01 else 2}f}{where}{agree}"
                 f"{bdmc}; IS {delta:.2f} short")
-    why = ("no BDMC gap bounds AIS" if gap is None else f"BDMC gap {gap:.2f} > {BDMC_TRUST_NATS}" if
-           gap > BDMC_TRUST_NATS else f"replicas disagree on {flagged:.0%}")
     return f"⚠ IS lower by {abs(delta):.2f}{where}; {why}"
 
 

@@ -57,11 +57,11 @@ of a good proposal), and where the replicas' weights are few it asks for more be
   within-chain one); chains that all end in one state never moving is what a concentrated posterior does, and is
   not flagged;
 - the weights' effective sample size: AIS's (sum w)^2 / sum w^2 of the final weights at least
-  :data:`~zoo.evaluation.ais.MIN_ESS_FRACTION` of the chains; importance sampling's PSIS verdict (k-hat <= 0.7, or
+  :data:`~zoo.evaluation.ais.MIN_ESS_FRACTION` of the chains and at least :data:`~zoo.evaluation.ais.MIN_ESS`; importance sampling's PSIS verdict (k-hat <= 0.7, or
   without a k-hat an ESS of at least 10; :mod:`zoo.evaluation.estimators.psis`).
 
 A datum is reliable only when all hold, and each flag says why, in a short string per datum
-(``"replicas disagree (Q 41.2 > 16.3)"``, ``"prior: acceptance 0.02"``, ``"guide: ESS 1.30 < 1.6"``,
+(``"replicas disagree (Q 41.2 > 16.3)"``, ``"prior: acceptance 0.02"``, ``"guide: ESS 1.30 < 2"``,
 ``"guide: discrete states never switched"``).
 
 **The pooled estimate** is that of all R replicas together: log p^(x) = log (1/R) sum_r Z^_r (each unbiased, so
@@ -98,7 +98,7 @@ from torch import nn
 
 from zoo.core.seeds import REPLICA_STRIDE
 from zoo.core.weights import is_subsample_site
-from zoo.evaluation.ais import MIN_ESS_FRACTION, AnnealedImportanceSampling, annealing_start
+from zoo.evaluation.ais import MIN_ESS, MIN_ESS_FRACTION, AnnealedImportanceSampling, annealing_start
 from zoo.evaluation.defensive import GUIDE_PROPOSAL, DefensiveProposal, widen
 from zoo.evaluation.estimators.psis import PSIS_MIN_ESS, PSIS_THRESHOLD
 
@@ -394,7 +394,7 @@ class WidenedGuide(nn.Module):
 def _ais_problems(result, start: str) -> List[str]:
     """One string per datum of what an AIS replica's own checks found (module docstring)."""
     C = result.settings.get("num_chains", 1)
-    min_ess = MIN_ESS_FRACTION * C
+    min_ess = max(MIN_ESS_FRACTION * C, MIN_ESS)
     out = []
     for n in range(result.log_likelihood.shape[0]):
         parts = []

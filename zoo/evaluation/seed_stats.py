@@ -23,12 +23,12 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+# a cell is marked unreliable when more than this share of its data have PSIS k-hat > 0.7 (mean over seeds)
+from zoo.core.trust import UNRELIABLE_SHARE
+
 __all__ = ["Summary", "PairedDifference", "summarize", "pooled_se", "paired_difference", "t_quantile",
            "t_interval_mass", "pool_seeds", "pool_runs", "derived_figures", "bits_per_nat", "POOLED_MEANS",
            "UNRELIABLE_SHARE"]
-
-#: A cell is marked unreliable when more than this share of its data have PSIS k-hat > 0.7 (mean over seeds).
-UNRELIABLE_SHARE = 0.1
 
 
 def t_interval_mass(t: float, df: int) -> float:
