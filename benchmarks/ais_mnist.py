@@ -60,8 +60,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fail, run_script, write_result, RESULTS  # noqa: E402
-from zoo.cli import main as zoo  # noqa: E402
+from common import fail, run_script, write_result, zoo_cli, RESULTS  # noqa: E402
 from zoo.evaluation.ais import COORDINATES  # noqa: E402
 from zoo.training.checkpoint import load_checkpoint  # noqa: E402
 
@@ -118,8 +117,8 @@ def train(label: str, args) -> Path:
             continue
         where = ["--resume", run] if (run / "checkpoint.pt").is_file() else [model, "--out", run]
         t0 = time.perf_counter()
-        _cli(["train", *where, "--dataset", "binarized_mnist", "--epochs", epochs, "--lr", lr, "--lr-decay", decay,
-              "--eval-samples", "100", *flags, *data])
+        zoo_cli(["train", *where, "--dataset", "binarized_mnist", "--epochs", epochs, "--lr", lr, "--lr-decay", decay,
+                 "--eval-samples", "100", *flags, *data], check=True)
         print(f"{label}: trained to epoch {epochs} in {time.perf_counter() - t0:.0f} s", flush=True)
     return run
 
@@ -132,8 +131,8 @@ def rederive(label: str, args) -> Path:
         shutil.rmtree(run)
     shutil.copytree(CHECKPOINTS / RUNS[label], run)
     t0 = time.perf_counter()
-    _cli(["eval", run, "--eval-samples", args.headline_samples, "--data-dir", args.data_dir, "--no-progress",
-          *(["--eval-limit", args.headline_limit] if args.headline_limit else [])])
+    zoo_cli(["eval", run, "--eval-samples", args.headline_samples, "--data-dir", args.data_dir, "--no-progress",
+             *(["--eval-limit", args.headline_limit] if args.headline_limit else [])], check=True)
     print(f"{label}: scored the committed checkpoint on all test images in {time.perf_counter() - t0:.0f} s",
           flush=True)
     return run
@@ -162,12 +161,6 @@ def test_size(data_dir) -> int:
     return load_dataset("binarized_mnist", data_dir).test.shape[0]
 
 
-def _cli(args) -> None:
-    code = zoo([str(a) for a in args])
-    if code != 0:
-        raise SystemExit(f"pyro-zoo {' '.join(str(a) for a in args)} failed (exit {code})")
-
-
 def measure(label: str, args) -> dict:
     source = Path(args.folders[label]) if label in args.folders else CHECKPOINTS / RUNS[label]
     if not (source / "checkpoint.pt").is_file():
@@ -182,20 +175,20 @@ def measure(label: str, args) -> dict:
     timings = {}
     t0 = time.perf_counter()
     # --force: the copy may hold the run's own evaluation (another K, other data), which this one replaces
-    _cli(["eval", run, "--eval-samples", args.is_samples, "--eval-limit", args.limit, "--force", *common])
+    zoo_cli(["eval", run, "--eval-samples", args.is_samples, "--eval-limit", args.limit, "--force", *common], check=True)
     timings["is_seconds"] = time.perf_counter() - t0
     temperatures = ",".join(str(t) for t in args.temperatures)
     t0 = time.perf_counter()
-    _cli(["eval", run, "--estimator", "ais", "--temperatures", temperatures, "--chains", args.chains,
-          "--leapfrog", args.leapfrog, "--eval-limit", args.limit, "--ais-batch-size", args.ais_batch_size,
-          "--ais-path", args.ais_path, *precondition, *common])
+    zoo_cli(["eval", run, "--estimator", "ais", "--temperatures", temperatures, "--chains", args.chains,
+             "--leapfrog", args.leapfrog, "--eval-limit", args.limit, "--ais-batch-size", args.ais_batch_size,
+             "--ais-path", args.ais_path, *precondition, *common], check=True)
     timings["ais_seconds"] = time.perf_counter() - t0
     bdmc = None
     if args.bdmc_data:
         t0 = time.perf_counter()
-        _cli(["eval", run, "--estimator", "bdmc", "--temperatures", ",".join(str(t) for t in args.bdmc_temperatures),
-              "--chains", args.bdmc_chains, "--leapfrog", args.leapfrog, "--bdmc-data", args.bdmc_data,
-              "--ais-batch-size", args.ais_batch_size, "--ais-path", args.ais_path, *precondition, *common])
+        zoo_cli(["eval", run, "--estimator", "bdmc", "--temperatures", ",".join(str(t) for t in args.bdmc_temperatures),
+                 "--chains", args.bdmc_chains, "--leapfrog", args.leapfrog, "--bdmc-data", args.bdmc_data,
+                 "--ais-batch-size", args.ais_batch_size, "--ais-path", args.ais_path, *precondition, *common], check=True)
         timings["bdmc_seconds"] = time.perf_counter() - t0
         bdmc = json.loads((run / "bdmc.json").read_text())
     results = json.loads((run / "results.json").read_text())

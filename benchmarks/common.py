@@ -198,6 +198,16 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
+def zoo_cli(argv, check: bool = False) -> int:
+    """``pyro-zoo ARGV`` in this process (each item made a string), as a user types it; with ``check``, a non-zero
+    exit ends the script in one line naming the command (the command's own message is above it)."""
+    from zoo.cli import main as zoo
+    code = zoo([str(a) for a in argv])
+    if code and check:
+        fail(f"pyro-zoo {' '.join(str(a) for a in argv)} exited with {code}")
+    return code
+
+
 def run_script(main) -> None:
     """Run a benchmark's ``main()``. Bad input (a :class:`~zoo.core.errors.ZooError`: an unknown name, a
     missing dataset, a checkpoint that does not match) ends with one line and exit code 2, before any

@@ -30,12 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, fail, run_script, write_result  # noqa: E402
-
-
-def _zoo(argv) -> int:
-    from zoo.cli import main
-    return main([str(a) for a in argv])
+from common import RESULTS, fail, run_script, write_result, zoo_cli  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -67,17 +62,17 @@ def main(argv=None) -> None:
         where = (["--resume", run] if (run / "checkpoint.pt").is_file() else
                  ["--fixed-model", args.fixed, "--guide", args.guide, "--objective", args.objective, "--out", run,
                   *args.extra])
-        if _zoo(["train", *where, "--epochs", epochs, "--eval-samples", 10, "--eval-limit", 100, "--no-progress",
-                 *data]) != 0:
+        if zoo_cli(["train", *where, "--epochs", epochs, "--eval-samples", 10, "--eval-limit", 100, "--no-progress",
+                    *data]) != 0:
             fail(f"training the guide to epoch {epochs} failed (its message is above)")
         seconds[f"train_{epochs}"] = time.perf_counter() - t0
         stage = out / f"epoch-{epochs}"
         shutil.rmtree(stage, ignore_errors=True)
         shutil.copytree(run, stage)
         t0 = time.perf_counter()
-        if _zoo(["gradients", "--checkpoint", stage, "--objectives", args.estimators, "--particles", args.particles,
-                 "--repeats", args.repeats, "--out", out / f"gradients-{epochs}", "--force", "--no-progress",
-                 *data]) != 0:
+        if zoo_cli(["gradients", "--checkpoint", stage, "--objectives", args.estimators, "--particles", args.particles,
+                    "--repeats", args.repeats, "--out", out / f"gradients-{epochs}", "--force", "--no-progress",
+                    *data]) != 0:
             fail(f"the gradients at epoch {epochs} failed (its message is above)")
         seconds[f"gradients_{epochs}"] = time.perf_counter() - t0
         g = json.loads((out / f"gradients-{epochs}" / "gradients.json").read_text())

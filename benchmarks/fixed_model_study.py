@@ -28,12 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, fail, run_script, write_result  # noqa: E402
-
-
-def _zoo(argv) -> int:
-    from zoo.cli import main
-    return main([str(a) for a in argv])
+from common import RESULTS, fail, run_script, write_result, zoo_cli  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -55,11 +50,11 @@ def main(argv=None) -> None:
     grid = out / "grid"
     t0 = time.perf_counter()
     if (grid / "grid.json").is_file():
-        code = _zoo(["compare", "--resume", grid, "--no-progress"])
+        code = zoo_cli(["compare", "--resume", grid, "--no-progress"])
     else:
-        code = _zoo(["compare", "--fixed-model", args.fixed, "--guides", args.guides, "--objectives", "elbo",
-                     "--epochs", args.epochs, "--eval-samples", args.eval_samples, "--eval-limit", args.eval_limit,
-                     "--out", grid, "--no-progress", *data, *args.extra])
+        code = zoo_cli(["compare", "--fixed-model", args.fixed, "--guides", args.guides, "--objectives", "elbo",
+                        "--epochs", args.epochs, "--eval-samples", args.eval_samples, "--eval-limit", args.eval_limit,
+                        "--out", grid, "--no-progress", *data, *args.extra])
     if code:
         fail(f"the grid did not finish (exit {code})")
     seconds = {"grid": time.perf_counter() - t0}
@@ -71,16 +66,16 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         kept = folder / "gaps.json"          # an earlier run's split of this very cell (the grid resumes, too)
         code = 0 if kept.is_file() and json.loads(kept.read_text()).get("num_data") == args.eval_limit else \
-            _zoo(["eval", folder, "--gaps", "--eval-limit", args.eval_limit, "--eval-samples", args.eval_samples,
-                  "--no-progress", *data])
+            zoo_cli(["eval", folder, "--gaps", "--eval-limit", args.eval_limit, "--eval-samples", args.eval_samples,
+                     "--no-progress", *data])
         seconds[f"gaps_{guide}"] = time.perf_counter() - t0
         split[guide] = json.loads((folder / "gaps.json").read_text()) if code == 0 else {"refused": True}
     gradients = None
     if "amortized" in cells:
         t0 = time.perf_counter()        # the model, its data set and the guide are the cell's (--checkpoint)
-        if _zoo(["gradients", "--checkpoint", cells["amortized"], "--objectives", args.estimators,
-                 "--particles", args.particles, "--repeats", args.repeats, "--out", out / "gradients", "--force",
-                 "--no-progress", *data]) != 0:
+        if zoo_cli(["gradients", "--checkpoint", cells["amortized"], "--objectives", args.estimators,
+                    "--particles", args.particles, "--repeats", args.repeats, "--out", out / "gradients", "--force",
+                    "--no-progress", *data]) != 0:
             fail("the gradients step failed (its message is above)")
         gradients = json.loads((out / "gradients" / "gradients.json").read_text())
         seconds["gradients"] = time.perf_counter() - t0

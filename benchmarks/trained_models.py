@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fail, provenance, run_script, write_result, RESULTS  # noqa: E402
+from common import fail, provenance, run_script, write_result, zoo_cli, RESULTS  # noqa: E402
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 
@@ -140,13 +140,6 @@ CARDS = {
 KEPT = ("config", "model", "guide", "history", "epoch")
 
 
-def _cli(argv) -> None:
-    from zoo.cli import main as zoo
-    code = zoo([str(a) for a in argv])
-    if code:
-        fail(f"pyro-zoo {' '.join(str(a) for a in argv)} exited with {code}")
-
-
 def recipe(name: str, schedule: str):
     """(model, stages, flags) of ``name`` under ``schedule`` ("full": :data:`RECIPES`; "cpu": :data:`CPU_SCHEDULE`)."""
     if name not in RECIPES:
@@ -174,8 +167,8 @@ def train(name: str, args) -> Path:
             continue
         where = ["--resume", run] if (run / "checkpoint.pt").is_file() else [model, "--out", run, *flags]
         t0 = time.perf_counter()
-        _cli(["train", *where, "--dataset", "binarized_mnist", "--epochs", epochs, "--lr", lr, "--lr-decay", decay,
-              "--eval-samples", "100", "--data-dir", args.data_dir, "--no-progress"])
+        zoo_cli(["train", *where, "--dataset", "binarized_mnist", "--epochs", epochs, "--lr", lr, "--lr-decay", decay,
+                 "--eval-samples", "100", "--data-dir", args.data_dir, "--no-progress"], check=True)
         print(f"{name}: trained to epoch {epochs} in {time.perf_counter() - t0:.0f} s", flush=True)
     (run / "trained_by.json").write_text(json.dumps({"schedule": args.schedule, "hardware": _hardware()}, indent=2))
     return run
@@ -276,13 +269,13 @@ def score(name: str, args) -> dict:
                      num_temperatures=max(int(t) for t in args.temperatures.split(",")))
     if not ais_done:
         t0 = time.perf_counter()
-        _cli(["eval", name, "--estimator", "ais", "--eval-limit", args.limit, "--temperatures", args.temperatures,
-              "--chains", args.chains, "--leapfrog", args.leapfrog, "--replicas", args.replicas, *data])
+        zoo_cli(["eval", name, "--estimator", "ais", "--eval-limit", args.limit, "--temperatures", args.temperatures,
+                 "--chains", args.chains, "--leapfrog", args.leapfrog, "--replicas", args.replicas, *data], check=True)
         timings["ais_seconds"] = time.perf_counter() - t0
     if args.bdmc_data and not _done(work / "bdmc.json", num_data=args.bdmc_data):
         t0 = time.perf_counter()
-        _cli(["eval", name, "--estimator", "bdmc", "--bdmc-data", args.bdmc_data, "--temperatures",
-              args.bdmc_temperatures, "--chains", args.chains, "--leapfrog", args.leapfrog, *data])
+        zoo_cli(["eval", name, "--estimator", "bdmc", "--bdmc-data", args.bdmc_data, "--temperatures",
+                 args.bdmc_temperatures, "--chains", args.chains, "--leapfrog", args.leapfrog, *data], check=True)
         timings["bdmc_seconds"] = time.perf_counter() - t0
     for f in ("ais.json", "ais.md", "bdmc.json", "bdmc.md"):
         if (work / f).is_file():

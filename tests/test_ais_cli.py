@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
+from clitools import run_cli, stopped_at
 from zoo.cli import main
 
 RUN = ["--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--epochs", "1", "--eval-samples", "20",
@@ -13,11 +14,6 @@ RUN = ["--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--epochs",
 AIS = ["--estimator", "ais", "--temperatures", "4,8", "--chains", "4", "--leapfrog", "2", "--eval-limit", "12",
        "--no-progress"]
 
-
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -205,15 +201,7 @@ def stopped_ais(trained, tmp_path_factory):
     shutil.copytree(trained, whole)
     shutil.copytree(trained, stopped)
     assert main([str(a) for a in ["eval", whole, *RESUMED]]) == 0
-    minibatch, calls = AnnealedImportanceSampling.minibatch, []
-
-    def stopped_in_the_third(self, *a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return minibatch(self, *a, **k)
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(AnnealedImportanceSampling, "minibatch", stopped_in_the_third)
+    with stopped_at(AnnealedImportanceSampling, 3):
         assert main([str(a) for a in ["eval", stopped, *RESUMED]]) == 130
     assert (stopped / "ais_partial.npz").is_file()
     return whole, stopped

@@ -9,16 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from clitools import run_cli
 from zoo.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "2", "--eval-samples", "40", "--iwae-k", "8", "--no-progress", "--seed", "0"]
 
-
-def run_cli(args, capsys):
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_console_script_and_module_entry_points(tmp_path):

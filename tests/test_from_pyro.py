@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.cli import main
+from clitools import run_cli
 from zoo.core.errors import ZooError
 from zoo.core.components import MODELS
 from zoo.evaluation.harness import bound_per_datum
@@ -227,11 +227,6 @@ def test_a_model_that_cannot_generate_is_refused_in_one_line():
 
 
 # -- the CLI: FILE.py:NAME ---------------------------------------------------------------------
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 @pytest.mark.slow
 def test_the_cli_compares_three_guides_and_two_objectives_on_a_user_file(tmp_path, capsys):

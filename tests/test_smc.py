@@ -18,6 +18,7 @@ import torch
 
 import zoo
 from zoo import exact_models as E
+from clitools import run_cli, stopped_at
 from zoo.cli import main
 from zoo.core.errors import ZooError
 from zoo.evaluation.ais import AnnealedImportanceSampling
@@ -202,11 +203,6 @@ SMC = ["--estimator", "smc", "--smc-particles", "8", "--smc-replicas", "2", "--l
        "--no-progress"]
 
 
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -262,7 +258,7 @@ def test_smc_flags_without_smc_and_smc_with_gaps_are_refused_in_one_line(tmp_pat
 
 
 def test_a_stopped_smc_resumes_from_its_finished_minibatches_to_the_figures_of_a_run_without_a_stop(
-        tmp_path, trained, capsys, monkeypatch):
+        tmp_path, trained, capsys):
     """Stopped in the second of three minibatches, the command keeps the first and says so in one line; run
     again, it runs only the other two and writes what a run without a stop writes, bit for bit."""
     args = [*SMC, "--ais-batch-size", "2"]
@@ -271,21 +267,12 @@ def test_a_stopped_smc_resumes_from_its_finished_minibatches_to_the_figures_of_a
     assert run_cli(["eval", whole, *args], capsys)[0] == 0
     run = tmp_path / "run"
     shutil.copytree(trained, run)
-    minibatch, calls = SequentialMonteCarlo.minibatch, []
-
-    def stopped_in_the_second(self, *a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return minibatch(self, *a, **k)
-    monkeypatch.setattr(SequentialMonteCarlo, "minibatch", stopped_in_the_second)
-    code, _, err = run_cli(["eval", run, *args], capsys)
+    with stopped_at(SequentialMonteCarlo, 2):
+        code, _, err = run_cli(["eval", run, *args], capsys)
     assert code == 130 and "1 finished SMC minibatches are kept" in err and len(err.strip().splitlines()) == 1, err
     assert (run / "smc_partial.npz").is_file() and not (run / "smc.json").exists()
-    calls.clear()
-    monkeypatch.setattr(SequentialMonteCarlo, "minibatch", lambda self, *a, **k: (calls.append(1),
-                                                                                  minibatch(self, *a, **k))[1])
-    assert run_cli(["eval", run, *args], capsys)[0] == 0
+    with stopped_at(SequentialMonteCarlo, 0) as calls:              # counts the calls, stops none
+        assert run_cli(["eval", run, *args], capsys)[0] == 0
     assert len(calls) == 2 and not (run / "smc_partial.npz").exists()
     resumed, uninterrupted = np.load(run / "smc_per_datum.npz"), np.load(whole / "smc_per_datum.npz")
     for name in uninterrupted.files:
@@ -302,15 +289,7 @@ def stopped_smc(trained, tmp_path_factory):
     shutil.copytree(trained, stopped)
     args = [*SMC, "--ais-batch-size", "2"]
     assert main([str(a) for a in ["eval", whole, *args]]) == 0
-    minibatch, calls = SequentialMonteCarlo.minibatch, []
-
-    def stopped_in_the_second(self, *a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return minibatch(self, *a, **k)
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(SequentialMonteCarlo, "minibatch", stopped_in_the_second)
+    with stopped_at(SequentialMonteCarlo, 2):
         assert main([str(a) for a in ["eval", stopped, *args]]) == 130
     assert (stopped / "smc_partial.npz").is_file()
     return whole, stopped
