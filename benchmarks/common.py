@@ -187,6 +187,20 @@ def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluat
     return rows
 
 
+def write_result_and_page(name: str, payload: dict, markdown) -> Path:
+    """:func:`write_result` of ``payload``, then ``RESULTS/NAME.md``: ``markdown`` of the result as written (with its
+    provenance)."""
+    path = write_result(name, payload)
+    (RESULTS / f"{name}.md").write_text(markdown(json.loads(path.read_text())))
+    return path
+
+
+def provenance_lines(prov: dict) -> list:
+    """The lines a results page opens with, after its title: the command, the commit and the hardware."""
+    return [f"Command: `{prov['command']}`  ", f"Commit: `{prov['git_commit']}`  ",
+            f"Hardware: {prov['cpu']} ({prov['cpu_threads']} torch threads), GPU: {prov['gpu']}", ""]
+
+
 def _two_places(value) -> str:
     """A figure to two decimals, or a dash where there is none (a data se of one scored image)."""
     return "–" if value is None else f"{value:.2f}"

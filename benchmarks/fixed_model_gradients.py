@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, fail, run_script, write_result, zoo_cli  # noqa: E402
+from common import fail, provenance_lines, run_script, write_result_and_page, zoo_cli  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -80,16 +80,14 @@ def main(argv=None) -> None:
                        "reference": g.get("reference"), "batch_size": g["config"]["batch_size"]})
     result = {"fixed_model": args.fixed, "guide": args.guide, "objective": args.objective, "points": points,
               "seconds": seconds, "settings": vars(args)}
-    path = write_result(args.name, result)
-    (RESULTS / f"{args.name}.md").write_text(markdown(json.loads(path.read_text())))
+    path = write_result_and_page(args.name, result, markdown)
     print(f"wrote {path} and {args.name}.md")
 
 
 def markdown(result) -> str:
     prov, s = result["provenance"], result["settings"]
     lines = [f"# Gradient estimators on a fixed model as its guide trains: {result['fixed_model']}", "",
-             f"Command: `{prov['command']}`  ", f"Commit: `{prov['git_commit']}`  ",
-             f"Hardware: {prov['cpu']} ({prov['cpu_threads']} torch threads), GPU: {prov['gpu']}", "",
+             *provenance_lines(prov),
              f"The {result['guide']} guide trained with {result['objective']} against the fixed model; at each "
              f"stage, `pyro-zoo gradients --checkpoint STAGE`: {s['repeats']} estimates per row of the gradient for "
              f"the guide's parameters on one minibatch. variance: the mean over coordinates of the estimates' variance; "

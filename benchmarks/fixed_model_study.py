@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, fail, run_script, write_result, zoo_cli  # noqa: E402
+from common import fail, provenance_lines, run_script, write_result_and_page, zoo_cli  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -81,16 +81,14 @@ def main(argv=None) -> None:
         seconds["gradients"] = time.perf_counter() - t0
     result = {"fixed_model": args.fixed, "fixed_gaps": fixed_gaps, "gap_split": split, "gradients": gradients,
               "seconds": seconds, "settings": vars(args)}
-    path = write_result(args.name, result)
-    (RESULTS / f"{args.name}.md").write_text(markdown(json.loads(path.read_text())))
+    path = write_result_and_page(args.name, result, markdown)
     print(f"wrote {path} and {args.name}.md")
 
 
 def markdown(result) -> str:
     prov, gaps = result["provenance"], result["fixed_gaps"]
     lines = [f"# Guides on one fixed model: {result['fixed_model']}", "",
-             f"Command: `{prov['command']}`  ", f"Commit: `{prov['git_commit']}`  ",
-             f"Hardware: {prov['cpu']} ({prov['cpu_threads']} torch threads), GPU: {prov['gpu']}", "",
+             *provenance_lines(prov),
              f"log p(x) = {gaps['log_likelihood']:.2f} nats per image on {gaps['num_data']} test images, from "
              f"{gaps['reference']}; every guide trained {result['settings']['epochs']} epochs against the same "
              f"decoder.", "", "| guide | ELBO | gap log p(x) − ELBO | approximation gap | amortization gap |",

@@ -64,7 +64,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, provenance, run_script, write_result  # noqa: E402
+from common import RESULTS, provenance, provenance_lines, run_script, write_result  # noqa: E402
 
 import zoo  # noqa: E402,F401
 from zoo.data import load_dataset  # noqa: E402
@@ -396,8 +396,7 @@ def rainforth_markdown(result):
 def markdown(toy, vae_result, sbn_rows, cost, args):
     prov = provenance()
     md = ["# Gradient variance, SNR and cost at fixed parameters", "",
-          f"Command: `{prov['command']}`  ", f"Commit: `{prov['git_commit']}`  ",
-          f"Hardware: {prov['cpu']} ({prov['cpu_threads']} torch threads), GPU: {prov['gpu']}", ""]
+          *provenance_lines(prov)]
     if toy:
         md += ["## The lecture toy: d/dθ E_{N(θ,1)}[x²] = 2θ at θ = 1.5 (10000 repeats)", "",
                "| estimator | samples S | mean | exact | ± se | variance |", "|---|---|---|---|---|---|"]
