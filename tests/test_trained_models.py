@@ -232,13 +232,16 @@ def test_a_working_copy_that_cannot_be_made_is_one_line(in_catalogue, tmp_path, 
     (0.08, 0.0, 85.0, ["90.00 ± 0.10", "✓ the figure to use", "missed by 5.00 nats"]),
     (22.48, 1.0, 85.0, ["90.00 (AIS", "⚠ an upper bound only", "BDMC gap 22.48 > 0.5", "not yet compared"]),
     (0.01, 0.35, 95.0, ["⚠ an upper bound only", "replicas disagree on 35%", "met by at least 5.00 nats"]),
-    (None, None, 85.0, ["no BDMC gap bounds AIS", "not yet compared"])])
+    (None, None, 85.0, ["no BDMC gap bounds AIS", "not yet compared"]),
+    (0.06, 0.88, 90.5, ["⚠ an upper bound only", "within the sampling error of 100 test images (-0.50 nats, 2 data "
+                                                "se 4.40)"])])
 def test_a_card_names_its_nll_the_figure_to_use_only_where_bdmc_and_the_replicas_bound_it(tmp_path, monkeypatch, gap,
                                                                                            flagged, paper_nll, says):
     """The SBN's card read "114.51 ± 0.65 ... missed by 1.41 nats" beside a BDMC gap of 22.5 nats with every datum
     flagged: a precision and a comparison that AIS's figure cannot carry. Where the gap or the replicas say it is not
     converged, the card calls it an upper bound on the NLL (AIS is a stochastic lower bound on log p(x)), gives no
-    standard error and compares with the paper only where even the bound meets it; ``pyro-zoo list`` says so too."""
+    standard error and compares with the paper only where even the bound meets it, and never within the sampling
+    error of the card's few images (100 images' data se is about 2 nats); ``pyro-zoo list`` says so too."""
     from zoo.core.catalogue import card_markdown, catalogue_text
     folder = tmp_path / "m"
     folder.mkdir()
@@ -246,6 +249,7 @@ def test_a_card_names_its_nll_the_figure_to_use_only_where_bdmc_and_the_replicas
         (folder / f).write_text("")
     (folder / "card.json").write_text(json.dumps({"name": "m", **CARD, "paper": "NLL, someone", "paper_nll": paper_nll}))
     (folder / "ais.json").write_text(json.dumps({"log_likelihood": -90.0, "log_likelihood_se": 0.1, "num_data": 100,
+                                                 "log_likelihood_data_se": 2.2,
                                                  "num_temperatures": 100, "num_chains": 8,
                                                  **({"frac_flagged": flagged} if flagged is not None else {})}))
     if gap is not None:
