@@ -1,6 +1,7 @@
 """What a person reads about a run says whether to trust it: results.md and the console carry the PSIS verdict
 and a legend, in the papers' convention (−ELBO and NLL, positive, lower is better), and a collapsed model
 gets a warning."""
+import pytest
 import torch
 
 from zoo.evaluation import harness, reliability
@@ -119,3 +120,35 @@ def test_ais_of_a_subset_is_checked_against_is_of_that_subset_not_of_the_whole_s
     everything = dict(whole, num_data=10000, ais=dict(ais, num_data=10000, is_same_images=dict(whole, num_data=10000),
                                                       rows=[dict(ais["rows"][0], log_likelihood=-88.62)]))
     assert agreement_verdict(everything) == "✓ IS = AIS (Δ 0.02)"
+
+
+def _ais_run(ais_ll, ais_se, is_ll, gap=None, flagged=None, t_ais=100, t_bdmc=100):
+    row = {"num_temperatures": t_ais, "log_likelihood": ais_ll, "log_likelihood_se": ais_se}
+    if flagged is not None:
+        row["frac_flagged"] = flagged
+    run = {"log_likelihood": is_ll, "log_likelihood_se": 0.05, "num_data": 100, "ais": {"rows": [row]}}
+    if gap is not None:
+        run["bdmc"] = {"rows": [{"num_temperatures": t_bdmc, "gap": gap}]}
+    return run
+
+
+@pytest.mark.parametrize("run,verdict", [
+    (_ais_run(-88.0, 0.01, -90.0, gap=0.1, flagged=0.0), "✓ AIS 88.00 ± 0.01, replicas agree on 100%; BDMC gap 0.10; IS "
+                                                          "2.00 short"),
+    (_ais_run(-90.0, 0.01, -90.02, gap=0.1), "✓ IS = AIS (Δ 0.02; BDMC gap 0.10)"),
+    # found by review: each was ✓, or a traceback
+    (_ais_run(-90.0, 0.01, -90.02, gap=32.2, flagged=1.0), "⚠ IS = AIS (Δ 0.02), but BDMC gap 32.20 outside ±0.5"),
+    (_ais_run(-90.0, 0.01, -90.02), "⚠ IS = AIS (Δ 0.02), but no BDMC gap bounds AIS"),
+    (_ais_run(-90.0, 10.0, -115.0), "⚠ IS lower by 25.00; no BDMC gap bounds AIS"),
+    (_ais_run(-88.0, 0.01, -90.0, gap=-30.0, flagged=0.0), "⚠ IS lower by 2.00; BDMC gap -30.00 outside ±0.5"),
+    (_ais_run(-88.0, 0.01, -90.0, gap=float("nan")), "⚠ IS lower by 2.00; no BDMC gap bounds AIS"),
+    (_ais_run(-88.0, 0.01, -90.0, gap=0.1, flagged=float("nan")), "⚠ IS lower by 2.00; the replicas' agreement is "
+                                                                  "not a number"),
+    (_ais_run(-88.0, 0.01, -90.0, gap=0.1, flagged=0.0, t_ais=5, t_bdmc=1000),
+     "⚠ IS lower by 2.00; AIS ran at T = 5, below the T = 1000 of BDMC's gap"),
+    (_ais_run(-88.0, float("nan"), -90.0, gap=0.1, flagged=0.0), "–")])
+def test_the_verdict_names_a_figure_only_where_bdmc_at_its_temperatures_and_the_replicas_bound_it(run, verdict):
+    """Two stochastic lower bounds that agree can both miss a mode (AIS and IS from the same guide), and an
+    agreement within three standard errors of 10 nats is none: ✓ needs BDMC's gap within ±0.5 nats at no more
+    temperatures than AIS ran, and replicas that agree; a non-finite figure is not a figure."""
+    assert reliability.agreement_verdict(run) == verdict

@@ -166,7 +166,8 @@ def card_figures(folder: Path) -> Dict:
 
 def untrusted(figures: Mapping) -> Optional[str]:
     """Why the card's NLL is not yet the figure to use (:func:`zoo.core.trust.ais_untrusted`), or None."""
-    return None if figures["nll"] is None else ais_untrusted(figures["bdmc_gap"], figures["frac_flagged"])
+    return None if figures["nll"] is None else ais_untrusted(figures["bdmc_gap"], figures["frac_flagged"],
+                                                              figures["num_temperatures"], figures["bdmc_temperatures"])
 
 
 def _nll_text(figures: Mapping) -> str:

@@ -36,6 +36,7 @@ Example::
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping, Optional
 
 # the share of data with k-hat above KHAT_THRESHOLD above which a run's average NLL is unreliable: one value for
@@ -83,7 +84,7 @@ def _ais_row(run: Mapping) -> Optional[Mapping]:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def is_of_ais_images(run: Mapping) -> Optional[Mapping]:
@@ -112,7 +113,8 @@ def agrees(run: Mapping) -> Optional[bool]:
         return None
     is_se = is_of_ais_images(run).get("log_likelihood_se")
     combined = (float(row["log_likelihood_se"]) ** 2 + (float(is_se) if _number(is_se) else 0.0) ** 2) ** 0.5
-    return abs(delta) <= AGREEMENT_NATS + 3 * combined
+    # errors as wide as the tolerance itself leave anything "in agreement": that is no agreement
+    return abs(delta) <= AGREEMENT_NATS + 3 * combined and combined <= AGREEMENT_NATS
 
 
 def bdmc_gap(run: Mapping) -> Optional[float]:
@@ -122,14 +124,21 @@ def bdmc_gap(run: Mapping) -> Optional[float]:
     if not isinstance(rows, list) or not rows or not isinstance(rows[-1], Mapping):
         return None
     gap = rows[-1].get("gap")
-    return float(gap) if isinstance(gap, (int, float)) and not isinstance(gap, bool) else None
+    return float(gap) if _number(gap) else None
+
+
+def _bdmc_temperatures(run: Mapping) -> Optional[float]:
+    rows = run.get("bdmc", {}).get("rows") if isinstance(run.get("bdmc"), Mapping) else None
+    t = rows[-1].get("num_temperatures") if isinstance(rows, list) and rows and isinstance(rows[-1], Mapping) else None
+    return float(t) if _number(t) else None
 
 
 def agreement_verdict(run: Mapping) -> str:
-    """The table cell that says which NLL of the run to trust: ✓ where IS and AIS agree; where IS sits below AIS, ✓
-    naming AIS's figure where BDMC's gap bounds its error (at most :data:`BDMC_TRUST_NATS`) and its replicas, where
-    run, agree on most images, with IS's shortfall, else ⚠ saying what is missing; ⚠ where AIS sits below IS; without
-    AIS, from k-hat alone, said as such."""
+    """The table cell that says which NLL of the run to trust. Where BDMC's gap bounds AIS's error
+    (:func:`zoo.core.trust.ais_untrusted`: within :data:`BDMC_TRUST_NATS`, at no more temperatures than AIS ran, its
+    replicas agreeing on most images): ✓ where IS and AIS agree, ✓ naming AIS's figure where IS sits below it (with
+    IS's shortfall); else ⚠ saying what is missing, agreement or not; ⚠ where AIS sits below IS; without AIS, from
+    k-hat alone, said as such."""
     delta = ais_minus_is(run)
     if delta is None:
         share = khat_share(run)
@@ -140,15 +149,19 @@ def agreement_verdict(run: Mapping) -> str:
     images = ais.get("num_data") if isinstance(ais, Mapping) and isinstance(ais.get("is_same_images"), Mapping) else None
     # AIS of a subset: name its size (AIS of all the run's images needs no note)
     where = f" on {images:,} images" if _number(images) and images != run.get("num_data") else ""
-    if agrees(run):
-        return f"✓ IS = AIS{where} (Δ {abs(delta):.2f}{bdmc})"
-    if delta < 0:           # AIS below IS: its chains fall short of what importance sampling already found
-        return f"⚠ AIS lower by {abs(delta):.2f}{where}{bdmc}: its chains fall short"
-    # IS below AIS: both are stochastic lower bounds, so AIS is the nearer; it is the figure to use where its own
-    # error is bounded (BDMC's gap) and its replicas, where run, agree on most images
     row = _ais_row(run)
     flagged = row.get("frac_flagged")
-    why = ais_untrusted(gap, flagged if _number(flagged) else None)
+    flagged = float(flagged) if isinstance(flagged, (int, float)) and not isinstance(flagged, bool) else None
+    ais_t = row.get("num_temperatures")
+    # AIS's own error is bounded where BDMC's gap is small at no more temperatures than AIS ran, and its replicas,
+    # where run, agree on most images: else two lower bounds that agree can both miss a mode, and one that sits
+    # higher is only the nearer of two
+    why = ais_untrusted(gap, flagged, float(ais_t) if _number(ais_t) else None, _bdmc_temperatures(run))
+    if agrees(run):
+        return f"✓ IS = AIS{where} (Δ {abs(delta):.2f}{bdmc})" if why is None else \
+            f"⚠ IS = AIS{where} (Δ {abs(delta):.2f}), but {why}"
+    if delta < 0:           # AIS below IS: its chains fall short of what importance sampling already found
+        return f"⚠ AIS lower by {abs(delta):.2f}{where}{bdmc}: its chains fall short"
     if why is None:
         agree = f", replicas agree on {1 - flagged:.0%}" if _number(flagged) else ""
         se = float(row["log_likelihood_se"])
