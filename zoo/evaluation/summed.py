@@ -47,7 +47,6 @@ from typing import Optional, Tuple
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.infer import config_enumerate
 from pyro.ops.contract import contract_to_tensor
 from pyro.ops.packed import unpack
 from pyro.poutine.runtime import _PYRO_STACK
@@ -65,6 +64,15 @@ MAX_ENUMERATED = 1 << 16
 FACTOR = "summed_out"
 #: the first dimension parallel enumeration may take: left of the data plate (-1) and the particles (-2)
 _FIRST_ENUM_DIM = -(MAX_PLATE_NESTING + 2)
+
+
+def _enumerated(fn, names):
+    """``fn`` with the sample sites ``names`` enumerated in parallel (unexpanded), whatever their own ``infer`` says:
+    Pyro's ``config_enumerate`` leaves a site marked ``"sequential"`` (or given ``num_samples``) as it is, and
+    ``poutine.enum`` then draws it once instead of summing it."""
+    names = frozenset(names)
+    return poutine.infer_config(fn, lambda msg: {"enumerate": "parallel", "expand": False, "num_samples": None}
+                                if msg["name"] in names and not msg["is_observed"] else {})
 
 
 def _particles() -> int:
@@ -134,7 +142,7 @@ def summed_log_likelihood(model, summed, real, particles: int, x, idx, N, **kwar
     """log sum_d p(x, d | z) ``[particles, B]`` (``[B]`` for one particle): ``model`` run with the real latents at
     ``real`` and the sites ``summed`` enumerated in parallel, contracted over the enumeration dimensions."""
     conditioned = poutine.condition(model, data=real)
-    enumerated = config_enumerate(conditioned, "parallel", expand=False)
+    enumerated = _enumerated(conditioned, summed)
     fn = enumerated if particles == 1 else vectorize(enumerated, particles)
     trace = poutine.trace(poutine.enum(fn, first_available_dim=_FIRST_ENUM_DIM)).get_trace(x, idx, N, **kwargs)
     data_scale = _data_scale(trace)
@@ -285,7 +293,7 @@ def exact_by_summing(model, x: torch.Tensor):
 
 def _too_many(model, names, x, idx, N) -> Optional[str]:
     """Why enumerating ``names`` in parallel would hold too many values at once, or None."""
-    enumerated = config_enumerate(model.model, "parallel", expand=False)
+    enumerated = _enumerated(model.model, names)
     try:
         trace = poutine.trace(poutine.enum(enumerated, first_available_dim=_FIRST_ENUM_DIM)).get_trace(x, idx, N)
     except ZooError as e:                 # a block of the zoo's own too large to enumerate (zoo.core.distributions)
@@ -306,24 +314,30 @@ def _too_many(model, names, x, idx, N) -> Optional[str]:
 
 
 def _guide_depends(guide, names, x, idx, N) -> Optional[str]:
-    """Why the guide's real sites are not its marginal q(z | x) once ``names`` are hidden, or None: one draw of
-    them scored with every hidden site at its first value and at its last."""
+    """Why the guide's real sites are not its marginal q(z | x) once ``names`` are hidden, or None: the guide run with
+    its draws of ``names`` enumerated in parallel, where a real site whose distribution gains an enumeration
+    dimension depends on one of them (any dependence, not only between two of their values)."""
     trace = poutine.trace(guide).get_trace(x, idx=idx, N=N)
+    drawn = [n for n in names if n in trace.nodes]
     real = {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and n not in names
             and not is_subsample_site(s) and not s["is_observed"]}
-    if not real:
+    if not real or not drawn:
         return None
-    scores = []
-    for pick in (0, -1):
-        values = {}
-        for name in names:
-            fn = trace.nodes[name]["fn"]
-            support = fn.enumerate_support(expand=True)
-            values[name] = support[pick]
-        again = poutine.trace(poutine.condition(guide, data=values)).get_trace(x, idx=idx, N=N)
-        scores.append({n: again.nodes[n]["fn"].log_prob(s["value"]) for n, s in real.items() if n in again.nodes})
-    for n in real:
-        if n in scores[0] and n in scores[1] and not torch.allclose(scores[0][n], scores[1][n]):
+    for name in drawn:
+        fn = trace.nodes[name]["fn"]
+        if not fn.has_enumerate_support:
+            return (f"not summed out: the guide draws {name!r} from {type(fn).__name__}, which Pyro cannot enumerate, "
+                    f"so whether its real sites depend on that draw cannot be checked")
+    enumerated = poutine.trace(poutine.enum(_enumerated(guide, drawn), first_available_dim=_FIRST_ENUM_DIM))
+    try:
+        again = enumerated.get_trace(x, idx=idx, N=N)
+    except (RuntimeError, ValueError, IndexError, TypeError, NotImplementedError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        return (f"not summed out: the guide fails with its discrete draws enumerated in parallel ({type(e).__name__}: "
+                f"{first}), so whether its real sites depend on them cannot be checked")
+    for n, site in real.items():
+        shape = again.nodes[n]["fn"].batch_shape if n in again.nodes else site["fn"].batch_shape
+        if len(shape) > len(site["fn"].batch_shape):
             return (f"not summed out: the guide's real site {n!r} depends on its discrete draws, so hiding them "
                     f"would not leave its marginal q(z | x)")
     return None
