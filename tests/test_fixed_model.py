@@ -215,16 +215,16 @@ def test_paired_intervals_across_seeds_are_the_seed_means_of_per_datum_differenc
     offsets = {"a": [1.0, 1.2, 0.9], "b": [2.0, 2.5, 1.6]}
     cells = {}
     for label, per_seed in offsets.items():
-        cells[label] = []
+        cells[label] = {}
         for s, offset in enumerate(per_seed):
             folder = tmp_path / f"{label}{s}"
             folder.mkdir()
             elbo = reference - offset - rng.normal(0, 0.3, n)
             np.savez(folder / "per_datum.npz", elbo=elbo, log_likelihood=elbo + 0.5, exact_log_likelihood=reference)
-            cells[label].append(folder)
+            cells[label][s] = folder
     gaps = fixed_model_gaps(tmp_path, cells, "test", None)
     assert gaps["reference"] == "its exact value" and gaps["best"] == "a"
-    by_hand = {label: np.array([(reference - np.load(f / "per_datum.npz")["elbo"]).mean() for f in folders])
+    by_hand = {label: np.array([(reference - np.load(f / "per_datum.npz")["elbo"]).mean() for f in folders.values()])
                for label, folders in cells.items()}
     b = gaps["cells"]["b"]
     assert b["gap"] == pytest.approx(by_hand["b"].mean()) and gaps["cells"]["a"]["vs_best"] is None
@@ -235,3 +235,24 @@ def test_paired_intervals_across_seeds_are_the_seed_means_of_per_datum_differenc
     assert b["vs_best"]["difference"] == pytest.approx(d.mean())
     assert b["vs_best"]["ci95"] == pytest.approx([d.mean() - 4.303 * se, d.mean() + 4.303 * se], abs=2e-3)
     assert "vs best" in fixed_gaps_markdown(gaps) and "over 3 seeds" in fixed_gaps_markdown(gaps)
+
+
+def test_cells_that_ran_different_seeds_are_paired_on_the_seeds_both_ran(tmp_path):
+    """Review: a cell whose seed 1 had no per-datum file (seeds {0, 2, 3}) was paired with the best cell's {0, 1, 2}
+    by position, seed 2 against seed 1 and so on: a true difference of 1.00 nats came out 4.33 [-2.84, 11.50]. Seeds
+    are paired by name, on those both ran."""
+    from zoo.evaluation.fixed_gaps import fixed_model_gaps
+    n, reference = 30, np.full(30, -90.0)
+    seed_effect = {0: 0.0, 1: 5.0, 2: -3.0, 3: 8.0}                # what each seed's training does to every cell
+    cells = {}
+    for label, extra, seeds in (("a", 0.0, (0, 1, 2)), ("b", 1.0, (0, 2, 3))):
+        cells[label] = {}
+        for seed in seeds:
+            folder = tmp_path / f"{label}{seed}"
+            folder.mkdir()
+            elbo = reference - 2.0 - seed_effect[seed] - extra + 0.01 * np.arange(n) * (seed + 1)
+            np.savez(folder / "per_datum.npz", elbo=elbo, log_likelihood=elbo + 0.5, exact_log_likelihood=reference)
+            cells[label][seed] = folder
+    vs = fixed_model_gaps(tmp_path, cells, "test", None)["cells"]["b"]["vs_best"]
+    assert vs["seeds"] == [0, 2] and vs["over"] == "seeds" and vs["units"] == 2
+    assert vs["difference"] == pytest.approx(1.0)

@@ -94,21 +94,21 @@ def _fixed_reference(fixed: Path, split: str, eval_limit: Optional[int], n: int,
     return _arrays(fixed / "ais_per_datum.npz", ["log_likelihood"], n)["log_likelihood"]
 
 
-def fixed_model_gaps(fixed: Path, cells: Mapping[str, Sequence[Path]], split: str,
+def fixed_model_gaps(fixed: Path, cells: Mapping[str, Mapping[int, Path]], split: str,
                      eval_limit: Optional[int], weights_sha256: Optional[str] = None) -> Dict:
-    """The grid's gaps on its fixed model (module docstring): ``cells`` maps each cell's label to its run folders
-    (one per seed), each holding the ``per_datum.npz`` its evaluation wrote; ``weights_sha256``: the fixed weights',
-    which an AIS reference must have scored. A cell's figures at several seeds are averaged per datum first, so the
-    standard error is over the data alone."""
-    per_cell: Dict[str, List[Dict[str, np.ndarray]]] = {
-        label: [_arrays(folder / "per_datum.npz", ["elbo", "log_likelihood"], None) for folder in folders]
-        for label, folders in cells.items()}
-    sizes = {a["elbo"].shape[0] for runs in per_cell.values() for a in runs}
+    """The grid's gaps on its fixed model (module docstring): ``cells`` maps each cell's label to its run folders by
+    seed, each holding the ``per_datum.npz`` its evaluation wrote; ``weights_sha256``: the fixed weights', which an AIS
+    reference must have scored. A cell's figures at several seeds are averaged per datum first, so the standard error
+    is over the data alone; two cells are compared on the seeds both ran, seed by seed."""
+    per_cell: Dict[str, Dict[int, Dict[str, np.ndarray]]] = {
+        label: {seed: _arrays(folder / "per_datum.npz", ["elbo", "log_likelihood"], None)
+                for seed, folder in folders.items()} for label, folders in cells.items()}
+    sizes = {a["elbo"].shape[0] for runs in per_cell.values() for a in runs.values()}
     if len(sizes) != 1:
         raise ZooError("the grid's cells scored different numbers of data, so they share no reference; evaluate them "
                        "alike ('pyro-zoo compare --resume')")
     n = sizes.pop()
-    first = next(folder for folders in cells.values() for folder in folders) / "per_datum.npz"
+    first = next(folder for folders in cells.values() for folder in folders.values()) / "per_datum.npz"
     reference, source = None, None
     if _has_member(first, "exact_log_likelihood"):
         reference, source = _arrays(first, ["exact_log_likelihood"], n)["exact_log_likelihood"], "its exact value"
@@ -117,16 +117,17 @@ def fixed_model_gaps(fixed: Path, cells: Mapping[str, Sequence[Path]], split: st
         source = "AIS of the fixed model" if reference is not None else None
     if reference is None:
         source = "the largest IS estimate of the grid's cells"
-        reference = np.max(np.stack([a["log_likelihood"] for runs in per_cell.values() for a in runs]), axis=0)
+        reference = np.max(np.stack([a["log_likelihood"] for runs in per_cell.values() for a in runs.values()]),
+                           axis=0)
     rows, per_seed = {}, {}
     for label, runs in per_cell.items():
-        per_seed[label] = np.stack([reference - a["elbo"] for a in runs])           # [S, n]
-        gaps = per_seed[label].mean(0)
-        shortfall = reference - np.mean([a["log_likelihood"] for a in runs], axis=0)
-        seed_gaps = per_seed[label].mean(1)
+        per_seed[label] = {seed: reference - a["elbo"] for seed, a in runs.items()}          # seed -> [n]
+        gaps = np.mean(list(per_seed[label].values()), axis=0)
+        shortfall = reference - np.mean([a["log_likelihood"] for a in runs.values()], axis=0)
+        seed_gaps = np.array([g.mean() for g in per_seed[label].values()])
         rows[label] = {"gap": float(gaps.mean()), "gap_se": float(gaps.std(ddof=1) / math.sqrt(gaps.size))
                        if gaps.size > 1 else None, "is_shortfall": float(shortfall.mean()),
-                       "elbo": float(np.mean([a["elbo"].mean() for a in runs])), "seeds": len(runs),
+                       "elbo": float(np.mean([a["elbo"].mean() for a in runs.values()])), "seeds": len(runs),
                        "gap_seed_se": float(seed_gaps.std(ddof=1) / math.sqrt(seed_gaps.size))
                        if seed_gaps.size > 1 else None}
     best = min(rows, key=lambda label: rows[label]["gap"])
@@ -136,20 +137,23 @@ def fixed_model_gaps(fixed: Path, cells: Mapping[str, Sequence[Path]], split: st
             "num_data": n, "cells": rows, "best": best}
 
 
-def _paired(cell: np.ndarray, best: np.ndarray, best_label: str) -> Optional[Dict]:
-    """The cell's gap minus the best cell's, paired per seed and datum (module docstring): mean, SE and Student's
-    95 % interval over the seeds (over the data with one seed); None where their seeds differ in number."""
+def _paired(cell: Mapping[int, np.ndarray], best: Mapping[int, np.ndarray], best_label: str) -> Optional[Dict]:
+    """The cell's gap minus the best cell's, paired by seed and datum on the seeds both ran (module docstring): mean,
+    SE and Student's 95 % interval over those seeds (over the data where they share one); None where they share
+    none."""
     from zoo.evaluation.replicas import t_quantile
-    if cell.shape != best.shape:
+    common = sorted(set(cell) & set(best))
+    if not common:
         return None
-    seeds = cell.shape[0]
-    units = (cell - best).mean(1) if seeds > 1 else (cell - best)[0]
+    differences = np.stack([cell[seed] - best[seed] for seed in common])          # [S, n]
+    seeds = len(common)
+    units = differences.mean(1) if seeds > 1 else differences[0]
     if units.size < 2:
         return None
     mean, se = float(units.mean()), float(units.std(ddof=1) / math.sqrt(units.size))
     half = t_quantile(0.975, units.size - 1) * se
     return {"cell": best_label, "difference": mean, "se": se, "ci95": [mean - half, mean + half],
-            "over": "seeds" if seeds > 1 else "data", "units": int(units.size)}
+            "over": "seeds" if seeds > 1 else "data", "units": int(units.size), "seeds": common}
 
 
 def _number(v: Optional[float]) -> str:

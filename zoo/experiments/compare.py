@@ -456,9 +456,10 @@ def _fixed_gaps(grid: Grid, cells: Sequence[RunConfig], out: Path) -> Optional[D
     if grid.base.fixed_model is None:
         return None
     seeded = len(grid.seeds) > 1
-    folders = {cell_label(cfg): [out / seed_folder(dataclasses.replace(cfg, seed=seed), seeded) for seed in grid.seeds
+    folders = {cell_label(cfg): {seed: out / seed_folder(dataclasses.replace(cfg, seed=seed), seeded)
+                                 for seed in grid.seeds
                                  if (out / seed_folder(dataclasses.replace(cfg, seed=seed), seeded) / "per_datum.npz")
-                                 .is_file()] for cfg in cells}
+                                 .is_file()} for cfg in cells}
     folders = {label: f for label, f in folders.items() if f}
     return fixed_model_gaps(Path(grid.base.fixed_model), folders, grid.base.eval_split, grid.base.eval_limit,
                             grid.base.fixed_model_sha256) if folders else None
