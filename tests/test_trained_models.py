@@ -111,6 +111,10 @@ def test_gradients_at_a_trained_model_takes_its_model_data_set_and_guide_from_it
     a, b = (json.loads((f / "gradients.json").read_text()) for f in (inherited, named))
     assert a["config"]["dataset"] == "digits" and a["config"]["model_options"] == b["config"]["model_options"]
     assert [r["variance"] for r in a["rows"]] == [r["variance"] for r in b["rows"]]
+    # a model option given without the model is the run's model's (review: --hidden 64 was dropped, exit 0)
+    clash = tmp_path / "clash"
+    assert main(["gradients", *common, "--hidden", "64", "--out", str(clash)]) == 2 and not clash.exists()
+    assert main(["gradients", *common, "--hidden", "16", "--out", str(clash)]) == 0
 
 
 def test_list_names_the_trained_models(in_catalogue, capsys):

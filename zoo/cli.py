@@ -286,14 +286,17 @@ def _fixed_run(args):
     return read_stored_config(stored, str(folder / "config.json"), model_file, how="--model FILE.py:NAME")
 
 
-def _inherited(stored, model: Optional[str], settings: dict, model_options: dict):
+def _inherited(stored, model: Optional[str], settings: dict, model_options: dict, args=None):
     """``(model, settings, model options)`` of a run's stored config where the command line leaves them out: its
     model and options, data set, split and data folder (an absolute one only: a relative one named the trainer's
-    current folder). A clash (another model, other shapes) is refused when the weights load."""
+    current folder). Where no model is named, the model options ``args`` gives are read as the stored model's (they
+    were dropped). A clash (another model, other shapes) is refused when the weights load."""
     inherited = {key: getattr(stored, key) for key in ("dataset", "split", "split_seed", "levels", "covariates")
                  if getattr(stored, key) is not None}
     if stored.data_dir and Path(stored.data_dir).is_absolute():
         inherited["data_dir"] = stored.data_dir
+    if not model and args is not None:
+        model_options = {**flags.given_options(args, "model", [stored.model]), **model_options}
     return model or stored.model, {**inherited, **settings}, {**stored.model_options, **model_options}
 
 
@@ -305,7 +308,7 @@ def _with_fixed(args, model: Optional[str], settings: dict, model_options: dict)
     fixed = _fixed_run(args)
     if fixed is None:
         return model, settings, model_options
-    return _inherited(fixed, model, settings, model_options)
+    return _inherited(fixed, model, settings, model_options, args)
 
 
 def _config(args, model: str, guide: str, objective: str, base=None):
@@ -727,7 +730,7 @@ def cmd_gradients(args) -> None:
                                                  flags.given_options(args, "model", [args.model]) if args.model else {})
     if args.checkpoint:     # read as data; a run's model file is checked against its SHA-256 before it is imported
         _, stored = checkpoint_for(args.checkpoint, model or "", args.guide)
-        model, settings, model_options = _inherited(stored, model, settings, model_options)
+        model, settings, model_options = _inherited(stored, model, settings, model_options, args)
         args.guide = args.guide or stored.guide
     args.guide = args.guide or "amortized"
     if not model:
