@@ -256,3 +256,26 @@ def test_cells_that_ran_different_seeds_are_paired_on_the_seeds_both_ran(tmp_pat
     vs = fixed_model_gaps(tmp_path, cells, "test", None)["cells"]["b"]["vs_best"]
     assert vs["seeds"] == [0, 2] and vs["over"] == "seeds" and vs["units"] == 2
     assert vs["difference"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2, 3]", '{"log_likelihood": [-90.0, -91.0]}',
+                                  '{"log_likelihood": [-90.0, -91.0, NaN]}', '{"log_likelihood": [-90.0, -91.0, 1e308]}',
+                                  '{"log_likelihood": [-90.0, -91.0, ' + "9" * 400 + "]}",
+                                  '{"log_likelihood": [-90.0, -91.0, ' + "9" * 5000 + "]}",
+                                  '{"log_likelihood": [-90.0, -91.0, true]}'])
+def test_a_trained_model_s_per_datum_reference_that_is_not_what_its_ais_json_says_is_refused_in_one_line(tmp_path,
+                                                                                                     text):
+    """The committed per-datum AIS is untrusted input. Review: a 400-digit integer raised OverflowError, 1e308 passed
+    as a log p(x), and malformed JSON fell back to another reference without a word while a wrong length was
+    refused; each is now one line saying what to do."""
+    from zoo.core.errors import ZooError
+    from zoo.evaluation.fixed_gaps import _fixed_reference
+    (tmp_path / "ais.json").write_text(json.dumps({"split": "test", "config": {"eval_limit": None}, "num_data": 3,
+                                                   "weights_sha256": "abc"}))
+    (tmp_path / "ais_per_datum.json").write_text('{"log_likelihood": [-90.0, -91.0, -92.5]}')
+    assert _fixed_reference(tmp_path, "test", None, 3, "abc").tolist() == [-90.0, -91.0, -92.5]
+    assert _fixed_reference(tmp_path, "test", None, 3, "another") is None           # other weights: not this file's
+    (tmp_path / "ais_per_datum.json").write_text(text)
+    with pytest.raises(ZooError) as e:
+        _fixed_reference(tmp_path, "test", None, 3, "abc")
+    assert "\n" not in str(e.value) and "score the model again" in str(e.value)

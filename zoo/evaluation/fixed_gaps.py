@@ -65,6 +65,21 @@ def _has_member(path: Path, name: str) -> bool:
         return False
 
 
+#: no evaluation computes a log p(x) per datum further from zero than this (a 784-pixel image: tens to hundreds)
+MAX_LOG_P = 1e6
+
+
+def _plausible(value) -> bool:
+    """A number that can be a per-datum log p(x): finite, within :data:`MAX_LOG_P` of zero (an integer of 400 digits
+    is neither, and float() of it raises)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value)) and abs(float(value)) <= MAX_LOG_P
+    except OverflowError:
+        return False
+
+
 def _fixed_reference(fixed: Path, split: str, eval_limit: Optional[int], n: int,
                      weights_sha256: Optional[str]) -> Optional[np.ndarray]:
     """The fixed run's AIS log p(x_n) where it scored these data with these weights (its ais.json says the split,
@@ -82,14 +97,13 @@ def _fixed_reference(fixed: Path, split: str, eval_limit: Optional[int], n: int,
             or ais.get("num_data") != n or weights_sha256 is None or ais.get("weights_sha256") != weights_sha256:
         return None
     if not (fixed / "ais_per_datum.npz").is_file():
-        try:
-            values = read_json(as_json, "AIS per-datum figures").get("log_likelihood")
-        except (ZooError, AttributeError):
-            return None
-        if not isinstance(values, list) or len(values) != n or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-            raise ZooError(f"{as_json}: 'log_likelihood' is not {n} finite per-datum values; restore it or score the "
-                           f"model again")
+        # ais.json says these are the figures of these data and weights: a file that is not what it says is refused,
+        # however it fails (it is never replaced by another reference without a word)
+        figures = read_json(as_json, "AIS per-datum figures", fix="restore it or score the model again")
+        values = figures.get("log_likelihood") if isinstance(figures, dict) else None
+        if not isinstance(values, list) or len(values) != n or not all(_plausible(v) for v in values):
+            raise ZooError(f"{as_json}: 'log_likelihood' is not {n} per-datum log p(x) values, each finite and within "
+                           f"{MAX_LOG_P:.0e} nats of zero; restore it or score the model again")
         return np.asarray(values, dtype=np.float64)
     return _arrays(fixed / "ais_per_datum.npz", ["log_likelihood"], n)["log_likelihood"]
 
