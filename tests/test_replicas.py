@@ -290,7 +290,11 @@ def test_eval_with_replicas_by_importance_sampling_and_the_flags_each_estimator_
     assert np.allclose(per_datum["replicas_pooled_log_likelihood"], pooled, atol=1e-4)
     for args, says in ((["--estimator", "bdmc", "--replicas", "2"], "--estimator bdmc takes none"),
                        (["--gaps", "--replicas", "2"], "--gaps takes none"),
-                       (["--estimator", "smc", "--replicas", "2", "--smc-replicas", "3"], "give one")):
+                       (["--estimator", "smc", "--replicas", "2", "--smc-replicas", "3"], "give one"),
+                       # review: 10^11 AIS replicas built a list that long and was killed for memory
+                       (["--estimator", "ais", "--replicas", "100000000000"], "from 1 to 64, got 100000000000"),
+                       (["--replicas", "65"], "from 1 to 64"), (["--replicas", "0"], "from 1 to 64"),
+                       (["--estimator", "smc", "--replicas", "1"], "from 2 to 64 (the standard error")):
         assert main(["eval", str(run), *args, "--no-progress"]) == 2
         err = capsys.readouterr().err
         assert says in err and len(err.strip().splitlines()) == 1, err

@@ -96,6 +96,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
+from zoo.core.errors import ZooError
 from zoo.core.seeds import REPLICA_STRIDE
 from zoo.core.weights import is_subsample_site
 from zoo.evaluation.ais import MIN_ESS, MIN_ESS_FRACTION, AnnealedImportanceSampling, annealing_start
@@ -104,7 +105,8 @@ from zoo.evaluation.estimators.psis import PSIS_MIN_ESS, PSIS_THRESHOLD
 
 __all__ = ["Replica", "Verdict", "judge", "cochran_q", "chi2_quantile", "pool", "WidenedGuide", "replicated_ais",
            "replicated_importance_sampling", "ais_replica", "ais_starts", "reason_array", "t_quantile", "f_quantile", "agreement_threshold", "AIS_STARTS", "IS_STARTS", "ALPHA", "SE_TOLERANCE",
-           "MIN_ACCEPTANCE", "MIN_SWITCH_RATE", "WIDE_INFLATION", "DEFAULT_AIS_REPLICAS", "DEFAULT_IS_REPLICAS"]
+           "MIN_ACCEPTANCE", "MIN_SWITCH_RATE", "WIDE_INFLATION", "DEFAULT_AIS_REPLICAS", "DEFAULT_IS_REPLICAS",
+           "MAX_REPLICAS", "check_replicas"]
 
 #: the agreement test's false-alarm rate per datum, where each replica is normal with its stated SE
 ALPHA = 0.01
@@ -122,6 +124,9 @@ IS_STARTS = ("guide", "prior", "defensive", "prior", "wide")
 #: the standard normal's 97.5 % quantile: estimate +- Z_975 SE is the nominal 95 % interval
 Z_975 = 1.959963984540054
 DEFAULT_AIS_REPLICAS = 4
+#: the most replicas one evaluation runs: each is a whole estimate (beyond a few dozen, more temperatures or chains
+#: buy more than more replicas), and a larger count is refused before any is started
+MAX_REPLICAS = 64
 DEFAULT_IS_REPLICAS = 4
 
 
@@ -412,6 +417,14 @@ def _ais_problems(result, start: str) -> List[str]:
                              f"discrete states switched in {rate:.1%} of moves")
         out.append(", ".join(parts))
     return out
+
+
+def check_replicas(value, flag: str = "--replicas", minimum: int = 1, why: str = "") -> int:
+    """``value`` where it is a whole number of replicas from ``minimum`` to :data:`MAX_REPLICAS`; else a one-line
+    :class:`ZooError` naming ``flag`` (``why``: what the minimum is for)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_REPLICAS:
+        raise ZooError(f"{flag} takes a whole number from {minimum} to {MAX_REPLICAS}{why}, got {value!r}")
+    return value
 
 
 def ais_starts(path: str, replicas: int) -> List[str]:

@@ -301,10 +301,8 @@ class SequentialMonteCarlo:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ZooError(f"SMC {name} must be a whole number >= 1, got {value!r}")
-        value = self.num_replicas
-        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-            raise ZooError(f"SMC num_replicas must be a whole number >= 2 (the standard error is their spread), "
-                           f"got {value!r}")
+        from zoo.evaluation.replicas import check_replicas
+        check_replicas(self.num_replicas, "SMC num_replicas", 2, " (the standard error is their spread)")
         if isinstance(self.gibbs_max_states, bool) or not isinstance(self.gibbs_max_states, int) \
                 or self.gibbs_max_states < 0:
             raise ZooError(f"SMC gibbs_max_states must be a whole number >= 0, got {self.gibbs_max_states!r}")

@@ -40,7 +40,7 @@ from zoo.core.memory import refuse_oversized_annealing
 from zoo.data.headers import read_npz_arrays
 from zoo.evaluation.ais import MIXING_FIELDS, AnnealedImportanceSampling, coordinates_text
 from zoo.evaluation.bdmc import bdmc_markdown, bidirectional_monte_carlo
-from zoo.evaluation.replicas import ais_replica, ais_starts, judge, reason_array
+from zoo.evaluation.replicas import ais_replica, ais_starts, check_replicas, judge, reason_array
 from zoo.experiments.outputs import json_ready, refuse_weaker
 from zoo.experiments.progress import figures_digest, log_p_bound, resume_key, summed_for_annealing
 from zoo.experiments.run import evaluation_guide, results_kept_on_stop
@@ -176,8 +176,7 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
     (:mod:`zoo.evaluation.summed`) and the chains move the real latents alone; the summary says which, or why none."""
     out = Path(out)
     temperatures = _temperatures(temperatures, DEFAULT_TEMPERATURES)
-    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
-        raise ZooError(f"--replicas takes a whole number >= 1, got {replicas!r}")
+    check_replicas(replicas)
     base = _sampler(chains, leapfrog, path, batch_size, precondition)   # checks the options before any work
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")

@@ -1,8 +1,10 @@
 """What AIS's and SMC's resumable evaluations share: the key a kept minibatch must have been computed with, the
 digest written beside its figures, the largest log p(x) a figure may hold, and the discrete latents summed out
 before either runs. Their progress files are untrusted input (a run folder may come from anyone): the key says
-which evaluation the figures belong to, the digest that they are still the ones it computed, and each estimator
-checks its own figures against what it can have computed."""
+which evaluation the figures belong to, the digest that they were not damaged since they were written (a digest
+without a secret catches damage and careless edits, not a deliberate one, which can recompute it), and each estimator
+checks its own figures against what it can have computed: that check, not the digest, is what holds against a file
+made on purpose."""
 from __future__ import annotations
 
 import hashlib
@@ -50,7 +52,8 @@ def resume_key(run, guide, x_eval, temperatures, sampler, seed: int,
 
 def figures_digest(key: str, arrays: Dict[str, np.ndarray]) -> np.ndarray:
     """SHA-256 of the key and of every kept array (name, dtype, shape, bytes), written with them so that a figure
-    edited or damaged since is seen as such: the key alone says which evaluation the figures belong to, not that
+    damaged or edited by hand since is seen as such (one edited together with its digest is left to the estimator's
+    own checks of what it can have computed): the key alone says which evaluation the figures belong to, not that
     they are still the ones it computed."""
     hashed = hashlib.sha256(key.encode())
     for name in sorted(arrays):

@@ -36,7 +36,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from zoo.evaluation.replicas import reason_array, replicated_importance_sampling
+from zoo.evaluation.replicas import check_replicas, reason_array, replicated_importance_sampling
 from zoo.core.seeds import stream_seed
 from zoo.core.errors import ZooError
 from zoo.core.files import sealed
@@ -447,8 +447,7 @@ def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional
         run = open_trained(out, changes, model_file=model_file, guide_file=guide_file)
         refuse_weaker_evaluation(out, run.config.to_json(), run.config.eval_samples,
                                  run.evaluation_data()[0].shape[0], force)
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
-            raise ZooError(f"--replicas takes a whole number >= 1, got {replicas!r}")
+        check_replicas(replicas)
         return _evaluate_and_write(run, out, run.history, progress, best_epoch=run.best_epoch, replicas=replicas)
 
 
