@@ -193,7 +193,7 @@ class ZooGuide(nn.Module):
         self.check(model)
         self.x_dim = model.x_dim
         self.sites = tuple(model.latents)
-        global_sites = tuple(getattr(model, "global_latents", ()))
+        global_sites = tuple(model.global_latents)
         if global_sites:
             from guides.globals import GlobalGuide, prior_initial_values
             self.globals = GlobalGuide(global_sites, global_guide or "normal",
@@ -212,7 +212,7 @@ class ZooGuide(nn.Module):
     @classmethod
     def check(cls, model: ZooModel) -> None:
         """Raise :class:`ZooError` if this family cannot represent ``model``'s latents."""
-        global_sites = tuple(getattr(model, "global_latents", ()))
+        global_sites = tuple(model.global_latents)
         if global_sites and not cls.supports_globals:
             raise ZooError(f"the {cls.family!r} guide has no global part, but {model.display_name} has global "
                            f"latents ({', '.join(repr(s.name) for s in global_sites)}, outside the data plate); "

@@ -251,7 +251,7 @@ class UserGuide(ZooGuide, UserParameters):
         name, latents = self._name, {s.name: s for s in model.latents}
         sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not is_subsample_site(s)}
         listed = ", ".join(repr(s) for s in latents)
-        global_names = {s.name for s in getattr(model, "global_latents", ())}
+        global_names = {s.name for s in model.global_latents}
         if batch != (TRIAL_B,):        # the vectorized trace also holds the zoo's global guide's sites
             sites = {n: s for n, s in sites.items() if n not in global_names}
         for site_name, site in sites.items():

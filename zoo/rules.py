@@ -182,7 +182,7 @@ def check_sleep(model: ZooModel, guide, insomnia: Optional[float]) -> None:
         return
     if not getattr(guide, "amortized", True):
         raise SLEEP_NEEDS_AMORTIZED.error(f"insomnia {insomnia:g} with the per-datum {guide.family!r} guide")
-    refusal = getattr(model, "cannot_generate", None)
+    refusal = model.cannot_generate
     if refusal:
         raise SLEEP_NEEDS_GENERATION.error(f"insomnia {insomnia:g}: {refusal}")
 
@@ -287,7 +287,7 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
         if not needed:
             continue
         local = list(model.latents)
-        if not local or (len(local) > 1 and not several) or getattr(model, "global_latents", ()) \
+        if not local or (len(local) > 1 and not several) or model.global_latents \
                 or any(s.support != support or s.form == "index" for s in local):
             what = ", ".join(f"{s.name} ({s.support})" for s in local) or "none"
             layers = "layers" if several else "one layer"
@@ -301,7 +301,7 @@ def _problem(model: ZooModel, guide: str, caps, label: str, guide_options) -> Op
         if not gcls.enumerable or (structured and not (len(local) > 1 and caps.structured_bernoulli_layers)):
             return lambda fits: (f"objective {label} sets the guide's {sets}, which the {guide!r} guide does not "
                                  f"sample; use the amortized or meanfield guide")
-    if caps.local_latents_only and getattr(model, "global_latents", ()):
+    if caps.local_latents_only and model.global_latents:
         names = ", ".join(s.name for s in model.global_latents)
         return lambda fits: (f"objective {label} has no wake update for a guide of global latents ({names}, "
                              f"outside the data plate) of {model.display_name}; use {fits()}")
@@ -316,7 +316,7 @@ def check_guide_options(model: ZooModel, guide: str, guide_options: Optional[Map
     """Raise :class:`ZooError` for a guide option that ``model`` gives nothing to do: a global guide
     without global latents, a score-function baseline without discrete latents."""
     options = guide_options or {}
-    if options.get("global_guide") is not None and not getattr(model, "global_latents", ()):
+    if options.get("global_guide") is not None and not model.global_latents:
         raise ZooError(f"--global-guide applies to models with global latents (outside the data plate); "
                        f"{model.display_name} has none: drop it")
     if options.get("baseline") not in (None, "none") and not any(s.support in DISCRETE for s in model.latents):
@@ -550,7 +550,7 @@ def grid_axes_without_effect(model: ZooModel) -> Dict[str, str]:
     local latents: with none, each is E_q(theta)[log p(X | theta)] - KL(q(theta) || p(theta)), the ELBO of q(theta)
     (IWAE's K particles share theta, so its weights are all equal). So for a model whose latents are all global
     both columns of a grid differ by Monte Carlo noise alone (and an amortized family's encoder is unused)."""
-    global_latents = tuple(getattr(model, "global_latents", ()))
+    global_latents = tuple(model.global_latents)
     if model.latents or not global_latents:
         return {}
     names = ", ".join(s.name for s in global_latents)
@@ -696,7 +696,7 @@ def check_compress(model: ZooModel, guide) -> None:
         raise COMPRESS_NEEDS_MEAN_FIELD.error(f"the {family!r} guide is structured")
     if not getattr(guide, "has_density", True):
         raise COMPRESS_NEEDS_DENSITY.error(f"the {family!r} guide has no marginal density")
-    if getattr(model, "global_latents", ()):
+    if model.global_latents:
         names = ", ".join(s.name for s in model.global_latents)
         raise COMPRESS_NEEDS_LOCAL_LATENTS.error(f"{model.display_name} has global latents ({names})")
     _check_euclidean(model.latents)
@@ -760,7 +760,7 @@ def check_annealing(model: ZooModel, estimator: str, guide=None, path: str = "pr
 def check_bdmc(model: ZooModel, guide, path: str) -> None:
     """Raise :class:`ZooError` unless BDMC (``eval --estimator bdmc``) can run on ``model``: it simulates data, so
     the model must generate them, and the guide path needs an amortized guide."""
-    refusal = getattr(model, "cannot_generate", None)
+    refusal = model.cannot_generate
     if refusal:
         raise BDMC_NEEDS_GENERATION.error(refusal)
     if path == "guide" and not getattr(guide, "amortized", True):

@@ -474,7 +474,7 @@ class _Chains:
         hamiltonian guide cannot), and no encoder runs. Not where the model has global latents, whose values come
         from the guide's point estimate, nor discrete latents, whose independent MH step proposes from the guide
         and needs log q of the current state."""
-        if values is not None and self.path == "prior" and not getattr(self.model, "global_latents", ()) \
+        if values is not None and self.path == "prior" and not self.model.global_latents \
                 and not self.discrete:
             prior = poutine.block(self.model, hide_fn=lambda msg: msg["is_observed"])
             return per_datum_log_weights(self.model, _at(prior, values), self.x, idx=self.idx, N=self.N,

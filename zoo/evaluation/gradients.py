@@ -130,7 +130,7 @@ def reference_gradients(model, guide, x, idx, N, groups, reference_repeats: int 
             # a model with global latents: the per-datum ELBO (Renyi order 1), whose K particles share one theta,
             # runs vectorized and has the same expected gradient; Pyro's ELBO would run 1000 particles one by one
             reference = (build_objective("renyi", alpha=1.0, particles=1000)
-                         if name == "elbo" and getattr(model, "global_latents", ()) else build_objective(name, 1000))
+                         if name == "elbo" and model.global_latents else build_objective(name, 1000))
             samples, _ = gradient_samples(reference, model, guide, x, idx, N,
                                           reference_repeats, {group: groups[group]}, train_model=model)
         finally:

@@ -232,7 +232,7 @@ def sum_out_discrete(model, guide, x: torch.Tensor, idx: Optional[torch.Tensor] 
     discrete = [s for s in model.latents if s.support in ("binary", "categorical")]
     if not discrete:
         return Summing(model, guide, (), "no discrete latents")
-    if any(s.support in ("binary", "categorical") for s in getattr(model, "global_latents", ()) or ()):
+    if any(s.support in ("binary", "categorical") for s in model.global_latents):
         return Summing(model, guide, (), "a global discrete latent is not summed out")
     names = tuple(s.name for s in discrete)
     with torch.no_grad():

@@ -67,4 +67,4 @@ def log_p_bound(model) -> float:
     """The largest log p(x) a minibatch of kept figures may hold: a log-probability of data with levels is at
     most 0 (the slack is for a stochastic estimate of a mass near 1); a density is given a bound no trained model
     reaches (50 nats per value), so that only a figure no evaluation can have computed is refused."""
-    return 1.0 if getattr(model, "data_levels", None) is not None else 50.0 * model.x_dim
+    return 1.0 if model.data_levels is not None else 50.0 * model.x_dim

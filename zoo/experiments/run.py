@@ -351,7 +351,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, best_
     if uses_analytic_kl(cfg.objective, cfg.objective_options.get("estimator")):
         missing = sites_without_closed_form_kl(run.model, guide, x_eval[:2])
         if missing:                         # TraceMeanField_ELBO falls back to Monte Carlo without a word
-            global_names = {s.name for s in getattr(run.model, "global_latents", ())}
+            global_names = {s.name for s in run.model.global_latents}
             local = [m for m in missing if m not in global_names]
             glob = [m for m in missing if m in global_names]
             owners = ([f"{cfg.guide} has no closed-form KL for {', '.join(local)}"] if local else []) + (

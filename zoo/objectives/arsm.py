@@ -111,7 +111,7 @@ class ARSM(PerDatumObjective):
     @staticmethod
     def _classes(model) -> int:
         """C, from the model's declared categorical latent."""
-        for site in getattr(model, "latents", ()):
+        for site in model.latents:
             if getattr(site, "num_classes", None):
                 return int(site.num_classes)
         raise assumption_broken("ARSM", "a model that declares its categorical latent's number of classes")

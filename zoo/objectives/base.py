@@ -63,7 +63,7 @@ def for_model(objective, model):
     if isinstance(objective, CapturedObjective):
         inner = for_model(objective.objective, model)
         return objective if inner is objective.objective else objective.around(inner)
-    if (getattr(model, "global_latents", ()) and isinstance(objective, ELBO)
+    if (model.global_latents and isinstance(objective, ELBO)
             and not isinstance(objective, PerDatumObjective) and getattr(objective, "vectorize_particles", False)
             and objective.num_particles > 1 and not getattr(objective, "shares_globals", False)):
         import copy

@@ -38,4 +38,4 @@ class BitsPerDim(Estimator):
     def finish(self, result, per_datum):
         model = self.ctx.model
         observed = self.ctx.x.shape[1] - len(getattr(model, "covariates", ()))
-        return bits_per_dim(getattr(model, "data_levels", None), observed, -result["elbo"], result["nll"]), {}
+        return bits_per_dim(model.data_levels, observed, -result["elbo"], result["nll"]), {}
