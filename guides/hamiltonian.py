@@ -169,7 +169,9 @@ class Hamiltonian(Amortized):
         return -grad
 
     def move(self, z0: torch.Tensor, rho0: torch.Tensor, x, idx, N) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(z_K, rho_K) from (z_0, rho_0) by K tempered leapfrog steps."""
+        """(z_K, rho_K) from (z_0, rho_0) by K tempered leapfrog steps. Not Pyro's ``velocity_verlet``: the ELBO
+        differentiates through the steps (its gradients are taken with ``create_graph``, Pyro's are not), and the
+        momentum is cooled between steps (Salimans et al.'s tempering)."""
         create_graph = torch.is_grad_enabled()
         eps = self.step_size
         betas = tempering_schedule(self.beta_0, self.leapfrog_steps) if self.tempering else None

@@ -592,7 +592,9 @@ def _broadcast(per_chain: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def _hmc(chains: _Chains, start: _Point, beta: float, eps: torch.Tensor, L: int):
     """One HMC transition at temperature ``beta`` of every chain's real sites from ``start``: L leapfrog steps of size
     ``eps`` ``[B]``, then a Metropolis correction. Returns the point it ends in and the acceptance probability
-    ``[C, B]``."""
+    ``[C, B]``. Not Pyro's ``velocity_verlet``, which recomputes the potential and its gradient at every call: a
+    :class:`_Point` keeps the gradients of log pi_0 and of g apart, so the next temperature reuses them (one model
+    evaluation per leapfrog step, none per temperature)."""
     p0 = [torch.randn_like(u_s) for u_s in start.u]
     step = [_broadcast(eps.to(u_s.dtype), u_s[0]).unsqueeze(0) for u_s in start.u]
     p = [p_s + 0.5 * e * g_s for p_s, e, g_s in zip(p0, step, start.grad(beta))]
