@@ -234,7 +234,7 @@ def test_a_working_copy_that_cannot_be_made_is_one_line(in_catalogue, tmp_path, 
 
 @pytest.mark.parametrize("gap,flagged,paper_nll,says", [
     (0.08, 0.0, 85.0, ["90.00 ± 0.10", "✓ the figure to use", "missed by 5.00 nats"]),
-    (22.48, 1.0, 85.0, ["90.00 (AIS", "⚠ an upper bound only", "BDMC gap 22.48 > 0.5", "not yet compared"]),
+    (22.48, 1.0, 85.0, ["90.00 (AIS", "⚠ an upper bound only", "BDMC gap 22.48 outside ±0.5", "not yet compared"]),
     (0.01, 0.35, 95.0, ["⚠ an upper bound only", "replicas disagree on 35%", "met by at least 5.00 nats"]),
     (None, None, 85.0, ["no BDMC gap bounds AIS", "not yet compared"]),
     (0.06, 0.88, 90.5, ["⚠ an upper bound only", "within the sampling error of 100 test images (-0.50 nats, 2 data "

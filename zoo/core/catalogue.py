@@ -234,16 +234,17 @@ def catalogue_text() -> str:
                 f"names)\n")
     lines = ["trained models (load with zoo.load_trained(NAME); 'pyro-zoo eval NAME', 'compress NAME', "
              "'gradients --checkpoint NAME', '--fixed-model NAME'):"]
+    width = max(len(name) for name in names)
     for name in names:
         folder = checkpoints_dir() / name
         try:
             card, figures = read_card(folder), card_figures(folder)
         except ZooError as e:
-            lines.append(f"  {name:<28} unreadable card: {str(e)[:120]}")
+            lines.append(f"  {name:<{width}} unreadable card: {str(e)[:120]}")
             continue
         nll = ("NLL not yet scored" if figures["nll"] is None else f"NLL {figures['nll']:.2f}" if untrusted(figures) is None
                else f"NLL ≤ {figures['nll']:.2f}, not yet trusted")
-        lines.append(f"  {name:<28} {card['title'][:70]}  [{nll}]")
+        lines.append(f"  {name:<{width}} {card['title'][:70]}  [{nll}]")
     return "\n".join(lines) + "\n"
 
 
