@@ -262,7 +262,7 @@ def test_a_card_names_its_nll_the_figure_to_use_only_where_bdmc_and_the_replicas
     for part in says:
         assert part in text, (part, text)
     if "✓" not in says[1]:
-        assert "±" not in text and "missed" not in text
+        assert "90.00 ±" not in text and "missed" not in text
     monkeypatch.setenv("PYRO_ZOO_CHECKPOINTS", str(tmp_path))
     line = next(s for s in catalogue_text().splitlines() if s.strip().startswith("m "))
     assert ("[NLL 90.00]" in line) == ("✓ the figure to use" in says) and ("not yet trusted" in line) != ("[NLL 90.00]" in line)
