@@ -27,6 +27,7 @@ from common import RESULTS, provenance, run_script, write_result  # noqa: E402
 from zoo.evaluation.gaps import gaps_markdown  # noqa: E402
 from zoo.experiments.config import RunConfig  # noqa: E402
 from zoo.experiments.gaps import gaps_run  # noqa: E402
+from zoo.experiments.trained import Invocation  # noqa: E402
 from zoo.experiments.run import train_run  # noqa: E402
 
 
@@ -49,8 +50,9 @@ def main(argv=None):
                                 data_dir=args.data_dir, epochs=args.epochs, batch_size=100, lr=1e-3, seed=0,
                                 device=args.device, eval_samples=100, eval_limit=1000)
         train_run(config, run, progress=False)
-    summary = gaps_run(run, eval_samples=args.eval_samples, eval_limit=args.eval_limit, refit_tol=args.refit_tol,
-                       refit_epochs=args.refit_epochs, device=args.device, data_dir=args.data_dir, progress=True)
+    summary = gaps_run(run, Invocation({"eval_samples": args.eval_samples, "eval_limit": args.eval_limit,
+                                        "refit_tol": args.refit_tol, "refit_epochs": args.refit_epochs,
+                                        "device": args.device, "data_dir": args.data_dir}))
     summary["epochs_trained"] = len(__import__("torch").load(run / "checkpoint.pt", weights_only=True)["history"])
     write_result(args.name, summary)
     prov = provenance()

@@ -542,8 +542,7 @@ def cmd_eval(args) -> None:
                                                    leapfrog_steps=args.leapfrog, path=args.ais_path,
                                                    precondition=_precondition(args),
                                                    batch_size=args.ais_batch_size)
-        summary = gaps_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress,
-                           model_file=args.model, guide_file=args.guide, force=args.force, reference=reference)
+        summary = gaps_run(Path(args.dir), _invocation(args, flags.given_run_settings(args)), reference=reference)
         print(gaps_markdown(summary))
         print(f"wrote {', '.join(str(Path(args.dir) / f) for f in ('gaps.json', 'gaps.md', 'gaps_per_datum.npz'))}")
         return
@@ -600,15 +599,22 @@ def _eval_smc(args) -> None:
     smc = SequentialMonteCarlo(**{**SMC_DEFAULTS, **options}, leapfrog_steps=args.leapfrog, path=args.ais_path,
                                precondition=_precondition(args), batch_size=args.ais_batch_size)
     out = Path(args.dir)
-    summary = smc_run(out, smc, eval_limit=settings.get("eval_limit"), device=settings.get("device"),
-                      data_dir=settings.get("data_dir"), progress=not args.no_progress, model_file=args.model,
-                      guide_file=args.guide, force=args.force, sum_discrete=args.sum_discrete)
+    summary = smc_run(out, smc, _invocation(args, settings), sum_discrete=args.sum_discrete)
     print(smc_markdown(summary))
     print(f"wrote {', '.join(str(out / f) for f in FILES)}")
 
 
+def _invocation(args, settings: dict):
+    """The :class:`~zoo.experiments.trained.Invocation` of an ``eval`` on a run folder: the run's settings it
+    changes, the user's model and guide files, progress and ``--force``."""
+    from zoo.experiments.trained import Invocation
+    return Invocation(settings, model_file=args.model, guide_file=args.guide, progress=not args.no_progress,
+                      force=args.force)
+
+
 def _eval_annealed(args) -> None:
     """``eval --estimator ais|bdmc`` (zoo.experiments.annealed)."""
+    from zoo.evaluation.ais import AnnealedImportanceSampling
     from zoo.experiments.annealed import ais_markdown, ais_run, bdmc_run
     from zoo.evaluation.bdmc import bdmc_markdown
     settings = flags.given_run_settings(args)
@@ -616,14 +622,13 @@ def _eval_annealed(args) -> None:
     if ignored:
         raise ZooError(f"--estimator {args.estimator} does not use {', '.join('--' + k.replace('_', '-') for k in ignored)}"
                        f"; leave them out (they set the importance-sampling evaluation)")
-    common = dict(temperatures=args.temperatures, chains=args.chains, leapfrog=args.leapfrog, path=args.ais_path,
-                  precondition=_precondition(args),
-                  batch_size=args.ais_batch_size, device=settings.get("device"), data_dir=settings.get("data_dir"),
-                  progress=not args.no_progress, model_file=args.model, guide_file=args.guide, force=args.force)
+    # the sampler checks its options before any work
+    sampler = AnnealedImportanceSampling(num_chains=args.chains, leapfrog_steps=args.leapfrog, path=args.ais_path,
+                                         batch_size=args.ais_batch_size, precondition=_precondition(args))
     out = Path(args.dir)
     if args.estimator == "ais":
-        summary = ais_run(out, eval_limit=settings.get("eval_limit"), replicas=4 if args.replicas is None else args.replicas,
-                          sum_discrete=args.sum_discrete, **common)
+        summary = ais_run(out, sampler, args.temperatures, _invocation(args, settings),
+                          replicas=4 if args.replicas is None else args.replicas, sum_discrete=args.sum_discrete)
         print(ais_markdown(summary))
         print(f"wrote {', '.join(str(out / f) for f in ('ais.json', 'ais.md', 'ais_per_datum.npz'))}")
         return
@@ -632,7 +637,7 @@ def _eval_annealed(args) -> None:
     if args.sum_discrete != "auto":
         raise ZooError("--estimator bdmc samples every latent (its reverse chains start at the simulated ones); leave "
                        "out --sum-discrete")
-    summary = bdmc_run(out, num_data=args.bdmc_data, **common)
+    summary = bdmc_run(out, sampler, args.temperatures, _invocation(args, settings), num_data=args.bdmc_data)
     print(bdmc_markdown(summary))
     print(f"wrote {out / 'bdmc.json'}, {out / 'bdmc.md'}")
 

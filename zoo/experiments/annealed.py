@@ -45,7 +45,7 @@ from zoo.experiments.outputs import json_ready, refuse_weaker
 from zoo.experiments.progress import figures_digest, log_p_bound, resume_key, summed_for_annealing
 from zoo.experiments.run import evaluation_guide, results_kept_on_stop
 from zoo.experiments.run_folder import writer_lock
-from zoo.experiments.trained import open_trained
+from zoo.experiments.trained import Invocation
 from zoo.rules import check_bdmc
 from zoo.training.checkpoint import atomic_write_bytes, written_together
 from zoo.usercode.errors import user_code_errors
@@ -58,11 +58,6 @@ _FIELDS = ("log_likelihood", "se", "ess", "acceptance", "acceptance_sum", "step_
 
 DEFAULT_TEMPERATURES = (500,)
 DEFAULT_BDMC_TEMPERATURES = (100, 200, 400)
-
-
-def _sampler(chains: int, leapfrog: int, path: str, batch_size: int, precondition: str) -> AnnealedImportanceSampling:
-    return AnnealedImportanceSampling(num_chains=chains, leapfrog_steps=leapfrog, path=path, batch_size=batch_size,
-                                      precondition=precondition)
 
 
 def _temperatures(values: Optional[Sequence[int]], default: Sequence[int]) -> list:
@@ -159,13 +154,12 @@ def _keep(path: Path, key: str, kept: Dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int = 16, leapfrog: int = 10,
-            path: str = "guide", batch_size: int = 100, eval_limit: Optional[int] = None,
-            precondition: str = "transport", device: Optional[str] = None, data_dir: Optional[str] = None,
-            progress: bool = True, model_file: Optional[str] = None, guide_file: Optional[str] = None,
-            force: bool = False, replicas: int = 1, sum_discrete: str = "auto") -> Dict:
-    """AIS estimates of log p(x) on the run's evaluation split at each number of temperatures; writes
-    ``ais.{json,md}`` and ``ais_per_datum.npz`` (the largest T's per-datum figures) and returns the summary.
+def ais_run(out: Path, sampler: AnnealedImportanceSampling, temperatures: Optional[Sequence[int]] = None,
+            invocation: Optional[Invocation] = None, replicas: int = 1, sum_discrete: str = "auto") -> Dict:
+    """AIS estimates of log p(x) on the run's evaluation split (its fixed subset where ``invocation`` changes
+    ``eval_limit``) with ``sampler`` (its chains, leapfrog steps, path, batch size and preconditioner) at each number
+    of ``temperatures``; writes ``ais.{json,md}`` and ``ais_per_datum.npz`` (the largest T's per-datum figures) and
+    returns the summary.
 
     With ``replicas`` R > 1 each T runs R independent replicas from different starts and seeds
     (:mod:`zoo.evaluation.replicas`; the first is the run R = 1 makes, bit for bit): the headline is their pooled
@@ -175,24 +169,24 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
     With ``sum_discrete`` "auto" the model's local discrete latents are summed out exactly where it allows
     (:mod:`zoo.evaluation.summed`) and the chains move the real latents alone; the summary says which, or why none."""
     out = Path(out)
+    invocation = invocation or Invocation()
     temperatures = _temperatures(temperatures, DEFAULT_TEMPERATURES)
     check_replicas(replicas)
-    base = _sampler(chains, leapfrog, path, batch_size, precondition)   # checks the options before any work
+    base, progress = sampler, invocation.progress
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
         # the weights its results score (the best epoch's under --keep-best), so AIS estimates the same model as IS
-        run = open_trained(out, {"device": device, "data_dir": data_dir, "eval_limit": eval_limit},
-                           model_file=model_file, guide_file=guide_file)
+        run = invocation.open(out)
         x_eval, _ = run.evaluation_data()
-        refuse_oversized_annealing(max(temperatures), chains, min(base.batch_size, x_eval.shape[0]), run.data.x_dim,
-                                   run.device)
-        settings = {"path": path, "leapfrog_steps": leapfrog, "split": run.config.eval_split}
+        refuse_oversized_annealing(max(temperatures), base.num_chains, min(base.batch_size, x_eval.shape[0]),
+                                   run.data.x_dim, run.device)
+        settings = {"path": base.path, "leapfrog_steps": base.leapfrog_steps, "split": run.config.eval_split}
         refuse_weaker(out / "ais.json", {"num_data": (x_eval.shape[0], "{} data"),
-                                         "num_chains": (chains, "{} chains"),
+                                         "num_chains": (base.num_chains, "{} chains"),
                                          "num_temperatures": (max(temperatures), "T = {} temperatures"),
                                          "replicas": (replicas, "{} replicas")},
-                      settings, force)
+                      settings, invocation.force)
         x_eval = x_eval.to(run.device)
         guide, refit = evaluation_guide(run, x_eval, progress)
         summing = summed_for_annealing(run, guide, x_eval, sum_discrete)
@@ -213,7 +207,7 @@ def ais_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int
                             else None)
 
                     sampler, found, first = dataclasses.replace(base, num_temperatures=T), [], None
-                    for r, start in enumerate(ais_starts(path, replicas)):
+                    for r, start in enumerate(ais_starts(base.path, replicas)):
                         slot = T if r == 0 else (T, r)
 
                         def keep(first_index, figures, slot=slot):
@@ -263,34 +257,34 @@ def _pooled(row: Dict, per_datum: Dict, verdict) -> tuple:
     return row, per_datum
 
 
-def bdmc_run(out: Path, temperatures: Optional[Sequence[int]] = None, chains: int = 16, leapfrog: int = 10,
-             path: str = "guide", batch_size: int = 100, num_data: int = 100, precondition: str = "transport",
-             device: Optional[str] = None,
-             data_dir: Optional[str] = None, progress: bool = True, model_file: Optional[str] = None,
-             guide_file: Optional[str] = None, force: bool = False) -> Dict:
-    """BDMC on ``num_data`` data simulated from the trained model at each number of temperatures; writes
-    ``bdmc.{json,md}`` and returns the summary."""
+def bdmc_run(out: Path, sampler: AnnealedImportanceSampling, temperatures: Optional[Sequence[int]] = None,
+             invocation: Optional[Invocation] = None, num_data: int = 100) -> Dict:
+    """BDMC on ``num_data`` data simulated from the trained model with ``sampler`` at each number of
+    ``temperatures``; writes ``bdmc.{json,md}`` and returns the summary."""
     out = Path(out)
+    invocation = invocation or Invocation()
     temperatures = _temperatures(temperatures, DEFAULT_BDMC_TEMPERATURES)
     if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
         raise ZooError(f"--bdmc-data takes a whole number >= 1 of data to simulate, got {num_data}")
-    base = _sampler(chains, leapfrog, path, batch_size, precondition)
+    base = sampler
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
-        run = open_trained(out, {"device": device, "data_dir": data_dir}, model_file=model_file, guide_file=guide_file)
-        check_bdmc(run.model, run.guide, path)
-        refuse_oversized_annealing(max(temperatures), chains, min(base.batch_size, num_data), run.data.x_dim,
+        run = invocation.open(out)
+        check_bdmc(run.model, run.guide, base.path)
+        refuse_oversized_annealing(max(temperatures), base.num_chains, min(base.batch_size, num_data), run.data.x_dim,
                                    run.device, simulated=num_data)
         refuse_weaker(out / "bdmc.json", {"num_data": (num_data, "{} simulated data"),
-                                          "num_chains": (chains, "{} chains"),
+                                          "num_chains": (base.num_chains, "{} chains"),
                                           "num_temperatures": (max(temperatures), "T = {} temperatures")},
-                      {"path": path, "leapfrog_steps": leapfrog}, force, stored=_bdmc_stored)
+                      {"path": base.path, "leapfrog_steps": base.leapfrog_steps}, invocation.force,
+                      stored=_bdmc_stored)
         t0 = time.perf_counter()
         with user_code_errors(run.model.display_name, "in evaluation"):
             rows = bidirectional_monte_carlo(run.model, run.guide, base, num_data=num_data, temperatures=temperatures,
                                              seed=stream_seed(run.config.seed, "bdmc"),
-                                             progress=(lambda s: print(s, flush=True)) if progress else None)
+                                             progress=(lambda s: print(s, flush=True)) if invocation.progress
+                                             else None)
         for row in rows:
             row.pop("per_datum")
         summary = {"config": run.config.to_json(), "device": str(run.device), "num_data": num_data,

@@ -25,36 +25,31 @@ from zoo.evaluation.gaps import gaps_markdown, inference_gaps, same_family
 from zoo.experiments.outputs import json_ready, refuse_weaker, refuse_weaker_evaluation
 from zoo.experiments.run import results_kept_on_stop
 from zoo.experiments.run_folder import writer_lock
-from zoo.experiments.trained import open_trained
+from zoo.experiments.trained import Invocation
 from zoo.training.checkpoint import written_together
 from zoo.training.refit import refit_settings
 
 __all__ = ["gaps_run"]
 
 
-def gaps_run(out: Path, eval_samples: Optional[int] = None, eval_limit: Optional[int] = None,
-             refit_tol: Optional[float] = None, refit_epochs: Optional[int] = None, iwae_k: Optional[int] = None,
-             eval_proposal: Optional[str] = None, device: Optional[str] = None, data_dir: Optional[str] = None, progress: bool = True,
-             model_file: Optional[str] = None, guide_file: Optional[str] = None, force: bool = False,
-             reference=None) -> Dict:
-    """Compute the approximation and amortization gaps of the run in ``out`` on its evaluation split
-    (``eval_limit``: a fixed random subset), write ``gaps.{json,md}`` there and return the summary.
+def gaps_run(out: Path, invocation: Optional[Invocation] = None, reference=None) -> Dict:
+    """Compute the approximation and amortization gaps of the run in ``out`` on its evaluation split (the run's
+    settings as ``invocation`` changes them: ``eval_limit``, a fixed random subset; ``eval_samples``, ``iwae_k``,
+    ``eval_proposal``, ``refit_tol``, ``refit_epochs``, ``device``, ``data_dir``), write ``gaps.{json,md}`` there and
+    return the summary; ``reference``, an :class:`~zoo.evaluation.ais.AnnealedImportanceSampling` whose log p(x)
+    is used in place of importance sampling's (the stronger estimate), or None.
 
     The folder is read as data and locked as ``eval`` does (:func:`~zoo.experiments.run.evaluate_run`)."""
     out = Path(out)
+    invocation = invocation or Invocation()
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
-        return _gaps_locked(out, model_file, guide_file, progress, force, reference, eval_samples=eval_samples,
-                            eval_limit=eval_limit,
-                            refit_tol=refit_tol, refit_epochs=refit_epochs, iwae_k=iwae_k,
-                            eval_proposal=eval_proposal, device=device,
-                            data_dir=data_dir)
+        return _gaps_locked(out, invocation, reference)
 
 
-def _gaps_locked(out: Path, model_file: Optional[str], guide_file: Optional[str], progress: bool, force: bool,
-                 reference, **changes) -> Dict:
-    run = open_trained(out, changes, model_file=model_file, guide_file=guide_file)
+def _gaps_locked(out: Path, invocation: Invocation, reference) -> Dict:
+    run, progress, force = invocation.open(out), invocation.progress, invocation.force
     config = run.config
     same_family(run.guide)                       # refuse a per-datum or structured guide before any work
     x_eval, _ = run.evaluation_data()

@@ -36,7 +36,7 @@ from zoo.evaluation.smc import FIELDS, SequentialMonteCarlo
 from zoo.experiments.progress import figures_digest, log_p_bound, resume_key, summed_for_annealing
 from zoo.experiments.outputs import json_ready, refuse_weaker
 from zoo.experiments.run import evaluation_guide, results_kept_on_stop
-from zoo.experiments.trained import open_trained
+from zoo.experiments.trained import Invocation
 from zoo.experiments.run_folder import writer_lock
 from zoo.training.checkpoint import atomic_write_bytes, written_together
 from zoo.usercode.errors import user_code_errors
@@ -141,25 +141,25 @@ def _keep(path: Path, key: str, kept: Dict[int, Dict]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def smc_run(out: Path, smc: SequentialMonteCarlo, eval_limit: Optional[int] = None, device: Optional[str] = None,
-            data_dir: Optional[str] = None, progress: bool = True, model_file: Optional[str] = None,
-            guide_file: Optional[str] = None, force: bool = False, sum_discrete: str = "auto") -> Dict:
-    """SMC estimates of log p(x) on the run's evaluation split with the sampler ``smc``; writes :data:`FILES` and
-    returns the summary."""
+def smc_run(out: Path, smc: SequentialMonteCarlo, invocation: Optional[Invocation] = None,
+            sum_discrete: str = "auto") -> Dict:
+    """SMC estimates of log p(x) on the run's evaluation split (its fixed subset where ``invocation`` changes
+    ``eval_limit``) with the sampler ``smc``; writes :data:`FILES` and returns the summary."""
     out = Path(out)
+    invocation = invocation or Invocation()
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with results_kept_on_stop(out), writer_lock(out):
         # the weights its results score (the best epoch's under --keep-best), as IS and AIS open it
-        run = open_trained(out, {"device": device, "data_dir": data_dir, "eval_limit": eval_limit},
-                           model_file=model_file, guide_file=guide_file)
+        run, progress = invocation.open(out), invocation.progress
         x_eval, _ = run.evaluation_data()
         _refuse_oversized(smc, x_eval, run.device)
         settings = {"path": smc.path, "leapfrog_steps": smc.leapfrog_steps, "target_ess": smc.target_ess,
                     "split": run.config.eval_split}
         refuse_weaker(out / "smc.json", {"num_data": (x_eval.shape[0], "{} data"),
                                          "num_particles": (smc.num_particles, "{} particles"),
-                                         "num_replicas": (smc.num_replicas, "{} replicas")}, settings, force)
+                                         "num_replicas": (smc.num_replicas, "{} replicas")}, settings,
+                      invocation.force)
         x_eval = x_eval.to(run.device)
         guide, refit = evaluation_guide(run, x_eval, progress)
         summing = summed_for_annealing(run, guide, x_eval, sum_discrete)

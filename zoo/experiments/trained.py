@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
@@ -36,7 +36,7 @@ from zoo.experiments.config import RunConfig
 from zoo.experiments.prepare import Prepared, prepare
 from zoo.experiments.run_folder import chosen_weights, load_run, load_weights
 
-__all__ = ["TrainedRun", "open_trained", "load_trained", "fixed_subset_rows", "fixed_subset", "evaluation_split"]
+__all__ = ["TrainedRun", "Invocation", "open_trained", "load_trained", "fixed_subset_rows", "fixed_subset", "evaluation_split"]
 
 
 
@@ -80,6 +80,25 @@ def open_trained(folder, changes: Optional[Mapping] = None, *, model_file: Optio
     load_weights(run.model, run.guide, weights, source)
     return TrainedRun(**{f.name: getattr(run, f.name) for f in dataclasses.fields(Prepared)}, folder=folder,
                       history=list(state["history"]), weights_file=source, best_epoch=best_epoch)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What a command on a trained run folder (``eval`` with its estimators, ``--gaps``) is told beside its estimator's
+    own settings: ``changes``, the run's settings it overrides (``device``, ``data_dir``, ``eval_limit``, ...; a None
+    keeps the run's); ``model_file``/``guide_file``, the files a run of a user's model or guide was made from
+    (checked against the run before anything imports them); whether to print ``progress``; and ``force``, whether
+    a result may replace a stronger one."""
+
+    changes: Mapping = field(default_factory=dict)
+    model_file: Optional[str] = None
+    guide_file: Optional[str] = None
+    progress: bool = True
+    force: bool = False
+
+    def open(self, folder) -> TrainedRun:
+        """:func:`open_trained` of ``folder`` as this command changes it."""
+        return open_trained(folder, self.changes, model_file=self.model_file, guide_file=self.guide_file)
 
 
 def load_trained(name: str, data_dir: Optional[str] = None, device: Optional[str] = None,
