@@ -143,15 +143,16 @@ def run_grid(name: str, title: str, runs, out_root: Path, protocol: str, evaluat
     training time is the sum over all its epochs."""
     import json
     from zoo.experiments.run import evaluate_run, train_run
+    from zoo.experiments.trained import Invocation
     from zoo.evaluation.tables import results_markdown
     rows = []
     for label, config, reference in runs:
         if evaluate_only is True or (evaluate_only and label in evaluate_only):
             folder = Path(out_root) / label
             trained = json.loads((folder / "results.json").read_text()) if (folder / "results.json").exists() else {}
-            summary = evaluate_run(folder, eval_samples=config.eval_samples, iwae_k=config.iwae_k,
-                                   eval_limit=config.eval_limit, device=config.device, data_dir=config.data_dir,
-                                   progress=False)
+            summary = evaluate_run(folder, Invocation({"eval_samples": config.eval_samples, "iwae_k": config.iwae_k,
+                                                       "eval_limit": config.eval_limit, "device": config.device,
+                                                       "data_dir": config.data_dir}, progress=False))
             # the sum of the logged epoch times covers every epoch, also of a resumed run
             summary["train_seconds"] = sum(h["seconds"] for h in summary["history"]) or trained.get("train_seconds")
         elif resume and (Path(out_root) / label / "checkpoint.pt").exists():

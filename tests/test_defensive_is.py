@@ -226,14 +226,15 @@ def test_a_run_records_its_proposal_and_eval_can_name_the_guide_instead(tmp_path
 
     from zoo.experiments.config import RunConfig
     from zoo.experiments.run import evaluate_run, train_run
+    from zoo.experiments.trained import Invocation
     config = RunConfig.make(model="vae", guide="amortized", objective="elbo", dataset="digits", latent_dim=2,
                             hidden=[16], epochs=1, batch_size=100, eval_samples=40, eval_limit=20, seed=3)
     first = train_run(config, tmp_path / "run", progress=False)
     assert first["proposal"]["kind"] == "defensive" and first["proposal"]["draws_wide"] == 4
     from zoo.core.errors import ZooError
     with pytest.raises(ZooError, match="eval_proposal guide, not defensive"):   # another proposal: not silently
-        evaluate_run(tmp_path / "run", eval_proposal="guide", progress=False)
-    again = evaluate_run(tmp_path / "run", eval_proposal="guide", progress=False, force=True)
+        evaluate_run(tmp_path / "run", Invocation({"eval_proposal": "guide"}, progress=False))
+    again = evaluate_run(tmp_path / "run", Invocation({"eval_proposal": "guide"}, progress=False, force=True))
     stored = json.loads((tmp_path / "run" / "results.json").read_text())
     assert stored["proposal"]["kind"] == again["proposal"]["kind"] == "guide"
     assert stored["config"]["eval_proposal"] == "guide" and stored["proposal"]["draws_q"] == 40

@@ -346,6 +346,7 @@ def test_keep_best_scores_the_epoch_with_the_best_validation_elbo(tmp_path, monk
     evaluation and a later `eval` score that state, not the last one."""
     import zoo.experiments.run
     from zoo.experiments.run import evaluate_run
+    from zoo.experiments.trained import Invocation
     scripted = iter([-30.0, -20.0, -25.0, -20.5])
     monkeypatch.setattr(zoo.experiments.run, "bound_per_datum", lambda *a, **k: next(scripted))
     config = RunConfig.make(**{**SMALL_RUN, "epochs": 4, "batch_size": 200, "keep_best": True})
@@ -359,7 +360,7 @@ def test_keep_best_scores_the_epoch_with_the_best_validation_elbo(tmp_path, monk
     for part in ("model", "guide"):
         assert all(torch.equal(best[part][k], two[part][k]) for k in two[part])
         assert not all(torch.equal(best[part][k], last[part][k]) for k in last[part])
-    assert s["elbo"] == pytest.approx(reference["elbo"]) and evaluate_run(tmp_path / "best", progress=False)[
+    assert s["elbo"] == pytest.approx(reference["elbo"]) and evaluate_run(tmp_path / "best", Invocation(progress=False))[
         "elbo"] == pytest.approx(reference["elbo"])
     # eval, AIS, BDMC, the gaps and compress open the run one way: with best.pt's weights
     from zoo.experiments.trained import open_trained
@@ -378,12 +379,13 @@ def test_keep_best_needs_an_amortized_guide(tmp_path):
 
 def test_keep_best_run_without_its_best_checkpoint_is_a_clear_error(tmp_path):
     from zoo.experiments.run import evaluate_run
+    from zoo.experiments.trained import Invocation
     train_run(RunConfig.make(**{**SMALL_RUN, "epochs": 1, "batch_size": 200, "keep_best": True}), tmp_path / "r",
               progress=False)
     (tmp_path / "r" / "best.pt").unlink()
     before = (tmp_path / "r" / "results.json").read_text()
     with pytest.raises(ZooError, match="trained with --keep-best but .*best.pt is missing"):
-        evaluate_run(tmp_path / "r", progress=False)
+        evaluate_run(tmp_path / "r", Invocation(progress=False))
     assert (tmp_path / "r" / "results.json").read_text() == before
 
 

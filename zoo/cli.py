@@ -556,8 +556,7 @@ def cmd_eval(args) -> None:
     if args.estimator != "is":
         _eval_annealed(args)
         return
-    summary = evaluate_run(Path(args.dir), **flags.given_run_settings(args), progress=not args.no_progress,
-                           model_file=args.model, guide_file=args.guide, force=args.force,
+    summary = evaluate_run(Path(args.dir), _invocation(args, flags.given_run_settings(args)),
                            replicas=1 if args.replicas is None else args.replicas)
     _print_summary([summary], Path(args.dir))
     if summary.get("replicas"):

@@ -55,7 +55,7 @@ from zoo.rules import DataFacts, likelihood_name, likelihood_warning
 from zoo.training import distributed as ddp
 from zoo.experiments.prepare import Prepared, prepare
 from zoo.experiments.run_folder import BEST, LoadedRun, best_checkpoint, load_run, load_weights, writer_lock
-from zoo.experiments.trained import TrainedRun, evaluation_split, open_trained
+from zoo.experiments.trained import Invocation, TrainedRun, evaluation_split
 from zoo.training.checkpoint import (atomic_path, atomic_write_text, rng_state, save_checkpoint, set_rng_state,
                                      signals_deferred, written_together)
 from zoo.training.callbacks import Checkpoint, Log, LRSchedule, ValidationELBO
@@ -424,31 +424,27 @@ def evaluation_guide(run: Prepared, x_eval: torch.Tensor, progress: bool):
                                     progress=progress)
 
 
-def evaluate_run(out: Path, eval_samples: Optional[int] = None, iwae_k: Optional[int] = None,
-                 eval_limit: Optional[int] = None, eval_proposal: Optional[str] = None,
-                 device: Optional[str] = None, data_dir: Optional[str] = None,
-                 progress: bool = True, refit_epochs: Optional[int] = None,
-                 refit_tol: Optional[float] = None, model_file: Optional[str] = None,
-                 guide_file: Optional[str] = None, force: bool = False, replicas: int = 1) -> Dict:
-    """Re-evaluate a trained run folder (optionally with more samples or another device; a per-datum
-    guide's test-time refit with another cap ``refit_epochs`` or tolerance ``refit_tol``). An evaluation
-    that would replace a stronger one is refused unless ``force`` (:func:`~zoo.experiments.outputs.refuse_weaker_evaluation`).
+def evaluate_run(out: Path, invocation: Optional[Invocation] = None, replicas: int = 1) -> Dict:
+    """Re-evaluate a trained run folder with the run's settings as ``invocation`` changes them (more samples
+    ``eval_samples``, a subset ``eval_limit``, another ``device``; a per-datum guide's test-time refit with another cap
+    ``refit_epochs`` or tolerance ``refit_tol``) and ``replicas`` importance-sampling replicas beside the harness's
+    figures. An evaluation that would replace a stronger one is refused unless ``invocation.force``
+    (:func:`~zoo.experiments.outputs.refuse_weaker_evaluation`).
 
     The folder is read as data (:func:`~zoo.experiments.run_folder.load_run`): a run of a model file
-    needs ``model_file``, the file the user names, which must hash to the run's recorded SHA-256; a run
-    of a guide file (:mod:`guides.user`) needs ``guide_file`` the same way."""
+    needs ``invocation.model_file``, the file the user names, which must hash to the run's recorded SHA-256; a run
+    of a guide file (:mod:`guides.user`) needs ``invocation.guide_file`` the same way."""
     out = Path(out)
+    invocation = invocation or Invocation()
     if not out.is_dir():
         raise ZooError(f"no run folder at {out}; train one there first ('pyro-zoo train ... --out {out}')")
     with results_kept_on_stop(out), writer_lock(out):       # a stop once the lock is held says the results are kept
-        changes = {"eval_samples": eval_samples, "iwae_k": iwae_k, "eval_limit": eval_limit,
-                   "eval_proposal": eval_proposal, "device": device,
-                   "data_dir": data_dir, "refit_epochs": refit_epochs, "refit_tol": refit_tol}
-        run = open_trained(out, changes, model_file=model_file, guide_file=guide_file)
+        run = invocation.open(out)
         refuse_weaker_evaluation(out, run.config.to_json(), run.config.eval_samples,
-                                 run.evaluation_data()[0].shape[0], force)
+                                 run.evaluation_data()[0].shape[0], invocation.force)
         check_replicas(replicas)
-        return _evaluate_and_write(run, out, run.history, progress, best_epoch=run.best_epoch, replicas=replicas)
+        return _evaluate_and_write(run, out, run.history, invocation.progress, best_epoch=run.best_epoch,
+                                   replicas=replicas)
 
 
 @contextlib.contextmanager
