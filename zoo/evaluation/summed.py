@@ -25,9 +25,19 @@ given one twice:
 and records that tensor as a ``pyro.factor`` in the data plate, which every estimator counts as the likelihood.
 The prior of z is the model's own sites, so log w = log p(x, z) - log q(z | x) as before, with z alone.
 
+A site is enumerated whatever its own ``infer`` says: Pyro's ``config_enumerate`` keeps a user's ``"sequential"``
+or ``num_samples``, under which ``poutine.enum`` would draw the site once instead of summing it.
+
+A discrete latent the model masks out (a padded step) is summed with its prior weights p(d), its sum one. Sampled
+(``--sum-discrete off``), the zoo draws it from the guide and counts its density in neither p nor q, as Pyro's
+ELBOs do; where a real step depends on a masked one (padding before the sequence), the two readings differ, and the
+summed one is the model's generative story.
+
 **The guide** is the given one with its discrete sites hidden. That is its marginal q(z | x) only where its real
 sites do not depend on its discrete draws (the zoo's mean-field and amortized guides): :func:`sum_out_discrete`
-checks this by scoring one draw of the real sites with the discrete ones set two different ways.
+checks this by running the guide with its discrete draws enumerated in parallel, where a real site that depends on
+one gains an enumeration dimension; a draw that cannot be enumerated (a relaxed one) cannot be checked, and is not
+summed out.
 
 **Where it is not done**, :func:`sum_out_discrete` says why in one line, and the estimators sample d as before: no
 local discrete latent; a real latent whose density depends on a discrete one (a switching state-space model's
