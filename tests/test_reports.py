@@ -478,3 +478,14 @@ def test_the_template_splits_into_pages_listed_by_the_index_with_links_pointed_a
     (tmp_path / "fast.json").write_text("{}")
     with pytest.raises(reports.ZooError, match="would overwrite the table of the result file fast.json"):
         reports.render_results_pages(tmp_path, {}, reports.GENERIC)
+
+
+def test_a_page_marker_in_what_the_template_includes_is_text_not_a_page(tmp_path, monkeypatch):
+    """Only the template's own markers split pages: one inside a result file's included table or code block (review)
+    stays where it is and makes no page."""
+    (tmp_path / reports.TEMPLATE_NAME).write_text("# Results\n\nINCLUDED\n\n<!-- page: fast.md -->\n## Speed\n")
+    real = reports.render_template
+    monkeypatch.setattr(reports, "render_template", lambda template, *a, **k: real(template, *a, **k).replace(
+        "INCLUDED", "```\n<!-- page: evil.md -->\n```"))
+    pages = reports.render_results_pages(tmp_path, {}, reports.GENERIC)
+    assert list(pages) == ["README.md", "fast.md"] and "<!-- page: evil.md -->" in pages["README.md"]

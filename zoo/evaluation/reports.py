@@ -51,6 +51,7 @@ import json
 import os
 import posixpath
 import re
+import secrets
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -705,8 +706,12 @@ def render_results_pages(directory: Path, results: Results, config: ReportConfig
     directory = Path(directory)
     template_path = directory / TEMPLATE_NAME
     template = read_text(template_path, "template") if template_path.exists() else DEFAULT_TEMPLATE
+    # the template's markers alone split pages: each becomes a token no result file can hold before the template is
+    # rendered, so a marker inside an included table or code block (a result file's .md) stays text
+    token = secrets.token_hex(8)
+    template = PAGE_MARKER.sub(lambda m: f"<!-- {token} {m.group(1)} -->", template)
     body = render_template(template, results, where=str(template_path), config=config)
-    parts = PAGE_MARKER.split(body)
+    parts = re.split(rf"^<!-- {token} (\S+) -->[ \t]*$", body, flags=re.M)
     named = list(zip(parts[1::2], parts[2::2]))
     if len({name for name, _ in named}) != len(named) or any(name in (index, LEADERBOARD_NAME) for name, _ in named):
         raise ZooError(f"{template_path}: a page is named twice (or as the index, {index}, or the leaderboard); name "
