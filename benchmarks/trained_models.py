@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fail, provenance, run_script, write_result, zoo_cli, RESULTS  # noqa: E402
+from common import fail, provenance, run_script, write_result_and_page, zoo_cli, RESULTS  # noqa: E402
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 
@@ -286,9 +286,41 @@ def score(name: str, args) -> dict:
     path = RESULTS / "trained_models.json"
     rows = json.loads(path.read_text()).get("models", {}) if path.is_file() else {}
     rows[name] = {**rows.get(name, {}), **figures, "provenance": provenance()}
-    write_result("trained_models", {"models": dict(sorted(rows.items()))})
+    write_result_and_page("trained_models", {"models": dict(sorted(rows.items()))}, markdown)
     card(name, args)
     return figures
+
+
+def markdown(result) -> str:
+    """``trained_models.md``: each committed model's figures as its card gives them (its result files), one row each,
+    with the verdict of :func:`zoo.core.catalogue.untrusted` and the command that scored it."""
+    from zoo.core.catalogue import card_figures, read_card, untrusted
+    lines = ["# Trained models: their NLL by AIS and BDMC's gap", "",
+             "Each row is a model of `benchmarks/checkpoints/` (`pyro-zoo list`), scored by `trained_models.py score` "
+             "through `pyro-zoo eval NAME --estimator ais` (a fixed random subset of the test split) and `--estimator "
+             "bdmc` (data simulated from the model). AIS's NLL is an upper bound on the true one in expectation; it "
+             "is the figure to use (✓) where BDMC's gap, at no more temperatures, is within ±0.5 nats and its "
+             "replicas (from the guide and from the prior) agree on all but 10% of images. ± is the Monte Carlo "
+             "standard error, given only then; data se: the spread over the images, the error of comparing a "
+             "subset with a paper's whole test set.", "",
+             "| model | NLL (AIS) | images | T | chains | data se | BDMC gap (T) | flagged | verdict | paper | command |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, scored in result["models"].items():
+        if not (CHECKPOINTS / name / "card.json").is_file():
+            continue
+        card, row = read_card(CHECKPOINTS / name), card_figures(CHECKPOINTS / name)
+        why = untrusted(row)
+        nll = "–" if row.get("nll") is None else f"{row['nll']:.2f}" + (
+            f" ± {row['nll_se']:.2f}" if why is None and row.get("nll_se") is not None else "")
+        def num(key, fmt, row=row):
+            return "–" if row.get(key) is None else format(row[key], fmt)
+        gap = "–" if row.get("bdmc_gap") is None else f"{row['bdmc_gap']:.2f} ({num('bdmc_temperatures', '.0f')})"
+        paper = "–" if card.get("paper_nll") is None else f"{card['paper_nll']:.2f}"
+        command = scored.get("provenance", {}).get("command", "")
+        lines.append(f"| `{name}` | {nll} | {num('num_data', 'd')} | {num('num_temperatures', '.0f')} | "
+                     f"{num('num_chains', '.0f')} | {num('nll_data_se', '.2f')} | {gap} | {num('frac_flagged', '.0%')} "
+                     f"| {'✓' if why is None else '⚠ ' + why} | {paper} | `{command}` |")
+    return "\n".join(lines) + "\n"
 
 
 def per_datum_json(npz: Path, target: Path) -> None:
@@ -312,6 +344,15 @@ def card(name: str, args) -> None:
         else:
             path.write_text(text)
             print(f"wrote {path}")
+    results = RESULTS / "trained_models.json"
+    if name == "all" and results.is_file():               # the results page of every card, from the same files
+        text, page = markdown(json.loads(results.read_text())), RESULTS / "trained_models.md"
+        if args.check:
+            if not page.is_file() or page.read_text() != text:
+                stale.append(str(page.relative_to(RESULTS.parent.parent)))
+        else:
+            page.write_text(text)
+            print(f"wrote {page}")
     if stale:
         fail(f"model cards not as their files give them: {', '.join(stale)}; run "
              f"'python benchmarks/trained_models.py card all'")
