@@ -81,7 +81,7 @@ CPU_SCHEDULE = {
     "vae-vampprior-mnist-elbo": ([(25, "1e-3", "1.0")], {"--kl-warmup": "10", "--patience": "10"}),
     "hvae-mnist-elbo": ([(25, "1e-3", "1.0")], {"--kl-warmup": "10"}),
     "hvae-ladder-mnist-elbo": ([(25, "1e-3", "1.0")], {"--kl-warmup": "10"}),
-    "draw-mnist-elbo": ([(3, "1e-3", "1.0")], {}),
+    "draw-mnist-elbo": ([(3, "1e-3", "1.0")], {"--eval-samples": "10", "--eval-limit": "1000"}),
 }
 #: NAME -> (title, architecture, the paper's figure with its reference, that figure as an NLL in nats or None) of
 #: the model card :func:`export` writes; the rest of the card (command, training, epochs, data, hardware) is read
@@ -152,8 +152,11 @@ def recipe(name: str, schedule: str):
              f"{', '.join(CPU_SCHEDULE)}")
     stages, overrides = CPU_SCHEDULE[name]
     flags = list(flags)
-    for flag, value in overrides.items():
-        flags[flags.index(flag) + 1] = value
+    for flag, value in overrides.items():           # a recipe's flag given anew, or one it leaves at its default
+        if flag in flags:
+            flags[flags.index(flag) + 1] = value
+        else:
+            flags += [flag, value]
     return model, stages, flags
 
 
@@ -165,12 +168,17 @@ def train(name: str, args) -> Path:
         done = json.loads(results.read_text()).get("epochs_trained") if results.is_file() else None
         if done is not None and done >= epochs:
             continue
-        where = ["--resume", run] if (run / "checkpoint.pt").is_file() else [model, "--out", run, *flags]
+        # the run's evaluation: K = 100 on the test split unless the recipe says less (DRAW's K = 100 on all 10,000
+        # images is hours of CPU); a resumed run keeps its own
+        where = ["--resume", run] if (run / "checkpoint.pt").is_file() else [model, "--out", run, "--eval-samples",
+                                                                             "100", *flags]
+        run.mkdir(parents=True, exist_ok=True)      # who trains it, written first: a stop in its evaluation keeps it
+        (run / "trained_by.json").write_text(json.dumps({"schedule": args.schedule, "hardware": _hardware()},
+                                                        indent=2))
         t0 = time.perf_counter()
         zoo_cli(["train", *where, "--dataset", "binarized_mnist", "--epochs", epochs, "--lr", lr, "--lr-decay", decay,
-                 "--eval-samples", "100", "--data-dir", args.data_dir, "--no-progress"], check=True)
+                 "--data-dir", args.data_dir, "--no-progress"], check=True)
         print(f"{name}: trained to epoch {epochs} in {time.perf_counter() - t0:.0f} s", flush=True)
-    (run / "trained_by.json").write_text(json.dumps({"schedule": args.schedule, "hardware": _hardware()}, indent=2))
     return run
 
 
