@@ -94,7 +94,7 @@ def test_a_second_estimator_turns_the_k_hat_warning_into_a_verdict():
     bounded = dict(apart, bdmc={"rows": [{"gap": 0.08}]},
                    ais={"rows": [{"log_likelihood": -87.5, "log_likelihood_se": 0.01, "frac_flagged": 0.02}]})
     assert agreement_verdict(bounded) == "✓ AIS 87.50 ± 0.01, replicas agree on 98%; BDMC gap 0.08; IS 1.14 short"
-    assert agreement_verdict(dict(bounded, bdmc={"rows": [{"gap": 0.9}]})) == "⚠ IS lower by 1.14; BDMC gap 0.90 > 0.5"
+    assert agreement_verdict(dict(bounded, bdmc={"rows": [{"gap": 0.9}]})) == "⚠ IS lower by 1.14; BDMC gap 0.90 outside ±0.5"
     split = dict(bounded, ais={"rows": [{"log_likelihood": -87.5, "log_likelihood_se": 0.01, "frac_flagged": 0.3}]})
     assert agreement_verdict(split) == "⚠ IS lower by 1.14; replicas disagree on 30%"
     short = dict(base, ais={"rows": [{"log_likelihood": -90.0, "log_likelihood_se": 0.01}]})
@@ -112,14 +112,16 @@ def test_ais_of_a_subset_is_checked_against_is_of_that_subset_not_of_the_whole_s
     whole = {"log_likelihood": -88.64, "log_likelihood_se": 0.004, "psis_khat_frac_over_0_7": 0.97}
     ais = {"num_data": 1000, "rows": [{"log_likelihood": -89.50, "log_likelihood_se": 0.01, "num_temperatures": 400}]}
     assert not agrees(dict(whole, ais=ais))                          # the wrong pairing: 0.86 nats apart
-    paired = dict(whole, ais=dict(ais, is_same_images={"log_likelihood": -89.52, "log_likelihood_se": 0.005}))
+    paired = dict(whole, ais=dict(ais, is_same_images={"log_likelihood": -89.52, "log_likelihood_se": 0.005}),
+                  bdmc={"rows": [{"gap": 0.08, "num_temperatures": 400}]})
     assert agrees(paired) and abs(ais_minus_is(paired) - 0.02) < 1e-9
-    assert agreement_verdict(paired) == "✓ IS = AIS on 1,000 images (Δ 0.02)"
+    assert agreement_verdict(paired) == "✓ IS = AIS on 1,000 images (Δ 0.02; BDMC gap 0.08)"
     assert _ais_nll(paired) == "89.52 ± 0.005 / 89.50 ± 0.010 (T 400)"
     # AIS of every image the run scored (a GPU's run of all 10,000): no subset to name
     everything = dict(whole, num_data=10000, ais=dict(ais, num_data=10000, is_same_images=dict(whole, num_data=10000),
-                                                      rows=[dict(ais["rows"][0], log_likelihood=-88.62)]))
-    assert agreement_verdict(everything) == "✓ IS = AIS (Δ 0.02)"
+                                                      rows=[dict(ais["rows"][0], log_likelihood=-88.62)]),
+                      bdmc=paired["bdmc"])
+    assert agreement_verdict(everything) == "✓ IS = AIS (Δ 0.02; BDMC gap 0.08)"
 
 
 def _ais_run(ais_ll, ais_se, is_ll, gap=None, flagged=None, t_ais=100, t_bdmc=100):
@@ -139,7 +141,16 @@ def _ais_run(ais_ll, ais_se, is_ll, gap=None, flagged=None, t_ais=100, t_bdmc=10
     # found by review: each was ✓, or a traceback
     (_ais_run(-90.0, 0.01, -90.02, gap=32.2, flagged=1.0), "⚠ IS = AIS (Δ 0.02), but BDMC gap 32.20 outside ±0.5"),
     (_ais_run(-90.0, 0.01, -90.02), "⚠ IS = AIS (Δ 0.02), but no BDMC gap bounds AIS"),
-    (_ais_run(-90.0, 10.0, -115.0), "⚠ IS lower by 25.00; no BDMC gap bounds AIS"),
+    (_ais_run(-90.0, 10.0, -115.0), "⚠ IS and AIS within their errors (Δ +25.00); no BDMC gap bounds AIS"),
+    # errors too wide to tell agreement from disagreement (review: called a disagreement, 'AIS lower: its chains fall
+    # short', and the run ranked unreliable); with BDMC and replicas bounding AIS, AIS's figure is the one to use
+    (_ais_run(-90.05, 0.2, -90.0, gap=0.1, flagged=0.0), "✓ AIS 90.05 ± 0.20, replicas agree on 100%; BDMC gap 0.10; "
+                                                         "IS within their errors"),
+    (_ais_run(-89.95, 0.2, -90.0, gap=0.1), "✓ AIS 89.95 ± 0.20; BDMC gap 0.10; IS within their errors"),
+    # the BDMC row that bounds AIS is the one at the most temperatures not above AIS's (review: the largest T's)
+    ({**_ais_run(-88.0, 0.01, -90.0, flagged=0.0, t_ais=50), "bdmc": {"rows": [{"num_temperatures": 50, "gap": 0.2},
+                                                                             {"num_temperatures": 100, "gap": 0.1}]}},
+     "✓ AIS 88.00 ± 0.01, replicas agree on 100%; BDMC gap 0.20; IS 2.00 short"),
     (_ais_run(-88.0, 0.01, -90.0, gap=-30.0, flagged=0.0), "⚠ IS lower by 2.00; BDMC gap -30.00 outside ±0.5"),
     (_ais_run(-88.0, 0.01, -90.0, gap=float("nan")), "⚠ IS lower by 2.00; no BDMC gap bounds AIS"),
     (_ais_run(-88.0, 0.01, -90.0, gap=0.1, flagged=float("nan")), "⚠ IS lower by 2.00; the replicas' agreement is "
@@ -152,3 +163,11 @@ def test_the_verdict_names_a_figure_only_where_bdmc_at_its_temperatures_and_the_
     agreement within three standard errors of 10 nats is none: ✓ needs BDMC's gap within ±0.5 nats at no more
     temperatures than AIS ran, and replicas that agree; a non-finite figure is not a figure."""
     assert reliability.agreement_verdict(run) == verdict
+
+
+def test_errors_too_wide_to_tell_leave_the_reliability_cell_to_k_hat():
+    """Review: IS at k-hat 0% beside AIS ± 0.20 within 0.05 nats read as a disagreement and the run was marked
+    '⚠ unreliable' and ranked last; too wide to tell is k-hat's call, as without AIS."""
+    run = {**_ais_run(-90.05, 0.2, -90.0, gap=0.1), "psis_khat_frac_over_0_7": 0.0}
+    assert reliability.agrees(run) is None and not reliability.is_unreliable(run)
+    assert reliability.reliability_cell(run) == "0.0%"

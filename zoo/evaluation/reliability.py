@@ -106,31 +106,46 @@ def ais_minus_is(run: Mapping) -> Optional[float]:
 
 
 def agrees(run: Mapping) -> Optional[bool]:
-    """Do IS and AIS agree on the log p(x) of the same images: within :data:`AGREEMENT_NATS` plus three of their
-    combined Monte Carlo standard errors? None where no AIS is recorded."""
+    """Do IS and AIS agree on the log p(x) of the same images? True: within :data:`AGREEMENT_NATS` plus three of
+    their combined Monte Carlo standard errors, those errors themselves within the tolerance; False: further apart
+    than that; None where no AIS is recorded, or where the errors are too wide to tell (then the verdict is k-hat's,
+    as without AIS)."""
     delta, row = ais_minus_is(run), _ais_row(run)
     if delta is None:
         return None
     is_se = is_of_ais_images(run).get("log_likelihood_se")
     combined = (float(row["log_likelihood_se"]) ** 2 + (float(is_se) if _number(is_se) else 0.0) ** 2) ** 0.5
-    # errors as wide as the tolerance itself leave anything "in agreement": that is no agreement
-    return abs(delta) <= AGREEMENT_NATS + 3 * combined and combined <= AGREEMENT_NATS
+    if abs(delta) > AGREEMENT_NATS + 3 * combined:
+        return False
+    # errors as wide as the tolerance itself leave anything "in agreement": that is no agreement, nor a disagreement
+    return True if combined <= AGREEMENT_NATS else None
+
+
+def _bdmc_row(run: Mapping, ais_temperatures: Optional[float]) -> Optional[Mapping]:
+    """The BDMC row that bounds AIS at ``ais_temperatures``: the one with the most temperatures not above AIS's (a
+    gap shrinks as T grows); the largest T's where AIS's is unknown; the fewest's where every row has more than AIS
+    (whose gap then bounds nothing, as :func:`~zoo.core.trust.ais_untrusted` says)."""
+    bdmc = run.get("bdmc")
+    rows = bdmc.get("rows") if isinstance(bdmc, Mapping) else None
+    rows = [r for r in rows if isinstance(r, Mapping)] if isinstance(rows, list) else []
+    if not rows:
+        return None
+    if ais_temperatures is None:
+        return rows[-1]
+    timed = [r for r in rows if _number(r.get("num_temperatures"))]
+    within = [r for r in timed if r["num_temperatures"] <= ais_temperatures]
+    if within:
+        return max(within, key=lambda r: r["num_temperatures"])
+    return min(timed, key=lambda r: r["num_temperatures"]) if timed else rows[-1]
 
 
 def bdmc_gap(run: Mapping) -> Optional[float]:
-    """The largest-T BDMC gap recorded beside a run (nats per datum), or None."""
-    bdmc = run.get("bdmc")
-    rows = bdmc.get("rows") if isinstance(bdmc, Mapping) else None
-    if not isinstance(rows, list) or not rows or not isinstance(rows[-1], Mapping):
-        return None
-    gap = rows[-1].get("gap")
+    """The BDMC gap that bounds the run's AIS (:func:`_bdmc_row`), nats per datum, or None."""
+    row = _ais_row(run)
+    t = row.get("num_temperatures") if row is not None else None
+    chosen = _bdmc_row(run, float(t) if _number(t) else None)
+    gap = chosen.get("gap") if chosen is not None else None
     return float(gap) if _number(gap) else None
-
-
-def _bdmc_temperatures(run: Mapping) -> Optional[float]:
-    rows = run.get("bdmc", {}).get("rows") if isinstance(run.get("bdmc"), Mapping) else None
-    t = rows[-1].get("num_temperatures") if isinstance(rows, list) and rows and isinstance(rows[-1], Mapping) else None
-    return float(t) if _number(t) else None
 
 
 def agreement_verdict(run: Mapping) -> str:
@@ -156,17 +171,24 @@ def agreement_verdict(run: Mapping) -> str:
     # AIS's own error is bounded where BDMC's gap is small at no more temperatures than AIS ran, and its replicas,
     # where run, agree on most images: else two lower bounds that agree can both miss a mode, and one that sits
     # higher is only the nearer of two
-    why = ais_untrusted(gap, flagged, float(ais_t) if _number(ais_t) else None, _bdmc_temperatures(run))
-    if agrees(run):
+    ais_t = float(ais_t) if _number(ais_t) else None
+    chosen = _bdmc_row(run, ais_t)
+    bdmc_t = chosen.get("num_temperatures") if chosen is not None else None
+    why = ais_untrusted(gap, flagged, ais_t, float(bdmc_t) if _number(bdmc_t) else None)
+    agreement = agrees(run)
+    if agreement:
         return f"✓ IS = AIS{where} (Δ {abs(delta):.2f}{bdmc})" if why is None else \
             f"⚠ IS = AIS{where} (Δ {abs(delta):.2f}), but {why}"
-    if delta < 0:           # AIS below IS: its chains fall short of what importance sampling already found
+    if delta < 0 and agreement is False:    # AIS below IS: its chains fall short of what IS already found
         return f"⚠ AIS lower by {abs(delta):.2f}{where}{bdmc}: its chains fall short"
     if why is None:
-        agree = f", replicas agree on {1 - flagged:.0%}" if _number(flagged) else ""
+        agree = f", replicas agree on {1 - flagged:.0%}" if flagged is not None else ""
         se = float(row["log_likelihood_se"])
+        short = f"IS {delta:.2f} short" if agreement is False else "IS within their errors"
         return (f"✓ AIS {-float(row['log_likelihood']):.2f} ± {se:.{3 if se < 0.01 else 2}f}{where}{agree}"
-                f"{bdmc}; IS {delta:.2f} short")
+                f"{bdmc}; {short}")
+    if agreement is None:
+        return f"⚠ IS and AIS within their errors (Δ {delta:+.2f}){where}; {why}"
     return f"⚠ IS lower by {abs(delta):.2f}{where}; {why}"
 
 
