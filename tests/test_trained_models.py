@@ -237,8 +237,10 @@ def test_a_working_copy_that_cannot_be_made_is_one_line(in_catalogue, tmp_path, 
     (22.48, 1.0, 85.0, ["90.00 (AIS", "⚠ an upper bound only", "BDMC gap 22.48 outside ±0.5", "not yet compared"]),
     (0.01, 0.35, 95.0, ["⚠ an upper bound only", "replicas disagree on 35%", "met by at least 5.00 nats"]),
     (None, None, 85.0, ["no BDMC gap bounds AIS", "not yet compared"]),
-    (0.06, 0.88, 90.5, ["⚠ an upper bound only", "within the sampling error of 100 test images (-0.50 nats, 2 data "
-                                                "se 4.40)"])])
+    (0.06, 0.0, 90.5, ["90.00 ± 0.10", "✓ the figure to use", "within the sampling error of 100 test images (-0.50 "
+                                                              "nats, 2 data se 4.40)"]),
+    # review: an untrusted figure was compared within the noise too; it is compared only where the bound meets it
+    (0.06, 0.88, 90.5, ["⚠ an upper bound only", "not yet compared (the NLL above is an upper bound only, -0.50"])])
 def test_a_card_names_its_nll_the_figure_to_use_only_where_bdmc_and_the_replicas_bound_it(tmp_path, monkeypatch, gap,
                                                                                            flagged, paper_nll, says):
     """The SBN's card read "114.51 ± 0.65 ... missed by 1.41 nats" beside a BDMC gap of 22.5 nats with every datum
@@ -266,3 +268,34 @@ def test_a_card_names_its_nll_the_figure_to_use_only_where_bdmc_and_the_replicas
     monkeypatch.setenv("PYRO_ZOO_CHECKPOINTS", str(tmp_path))
     line = next(s for s in catalogue_text().splitlines() if s.strip().startswith("m "))
     assert ("[NLL 90.00]" in line) == ("✓ the figure to use" in says) and ("not yet trusted" in line) != ("[NLL 90.00]" in line)
+
+
+
+@pytest.mark.parametrize("ais_extra,bdmc_rows,says", [
+    ({"frac_flagged": float("nan")}, [{"gap": 0.1, "num_temperatures": 100}], "ais.json's frac_flagged not a number"),
+    ({"frac_flagged": "0.0"}, [{"gap": 0.1, "num_temperatures": 100}], "ais.json's frac_flagged not a number"),
+    ({"frac_flagged": 0.0, "num_temperatures": None}, [{"gap": 0.1, "num_temperatures": 100}],
+     "AIS's temperatures are not recorded"),
+    ({"frac_flagged": 0.0}, [{"gap": "0.1", "num_temperatures": 100}], "bdmc.json's gap not a number"),
+    ({"frac_flagged": 0.0, "log_likelihood_data_se": None}, [{"gap": 0.1, "num_temperatures": 100}],
+     "not compared: no data standard error"),
+    ({}, [{"gap": 0.1, "num_temperatures": 100}], "its BDMC gap bounds its error (one run: no replicas)"),
+    ({"frac_flagged": 0.0, "num_temperatures": 50}, [{"gap": 0.2, "num_temperatures": 50},
+                                                     {"gap": 3.0, "num_temperatures": 100}], "✓ the figure to use"),
+    ({"frac_flagged": 0.0, "num_temperatures": 100}, [{"gap": 0.2, "num_temperatures": 50},
+                                                      {"gap": 3.0, "num_temperatures": 100}], "BDMC gap 3.00 outside")])
+def test_a_card_s_figure_it_cannot_read_is_not_one_that_was_not_run(tmp_path, ais_extra, bdmc_rows, says):
+    """Review: a NaN or string share flagged, or AIS's temperatures missing, read as 'no replicas' or 'no check' and
+    the card said ✓; a missing data se made the noise band zero. And the BDMC row that bounds AIS is the one at the
+    most temperatures not above AIS's."""
+    from zoo.core.catalogue import card_markdown
+    tmp_path = tmp_path / "m"
+    tmp_path.mkdir()
+    (tmp_path / "card.json").write_text(json.dumps({"name": "m", **CARD, "paper": "NLL, someone", "paper_nll": 80.0}))
+    ais = {"log_likelihood": -90.0, "log_likelihood_se": 0.1, "num_data": 100, "log_likelihood_data_se": 2.2,
+           "num_temperatures": 100, "num_chains": 8}
+    ais = {k: v for k, v in {**ais, **ais_extra}.items() if v is not None}
+    (tmp_path / "ais.json").write_text(json.dumps(ais))
+    (tmp_path / "bdmc.json").write_text(json.dumps({"rows": bdmc_rows}))
+    text = card_markdown(tmp_path)
+    assert says in text, text
