@@ -71,7 +71,9 @@ def refusal_kind(cell) -> tuple:
     reason = re.split(r"; (?:use|pick) |guides that fit this model", why)[0]
     for name, mark in ((model.display_name, "<model>"), (repr(guide), "<guide>"), (repr(objective), "<objective>")):
         reason = reason.replace(name, mark)
-    reason = re.sub(r"'[^']*'|\b\w+ \((?:real|binary|categorical|sphere|hyperbolic)\)|\d[\d.e+]*", "_", reason)
+    # a site's name goes, its support stays: "z (categorical)" and "z (real)" are two conditions of one rule
+    reason = re.sub(r"(?:'[^']*'|\b\w+) \(((?:real|binary|categorical|sphere|hyperbolic)[^)]*)\)", r"(\1)", reason)
+    reason = re.sub(r"'[^']*'|\d[\d.e+]*", "_", reason)
     return (guide if reason.startswith("the <guide>") else objective), reason
 
 

@@ -279,3 +279,29 @@ def test_a_trained_model_s_per_datum_reference_that_is_not_what_its_ais_json_say
     with pytest.raises(ZooError) as e:
         _fixed_reference(tmp_path, "test", None, 3, "abc")
     assert "\n" not in str(e.value) and "score the model again" in str(e.value)
+
+
+@pytest.mark.parametrize("bdmc_gap,trusted", [(None, False), (3.0, False), (0.1, True)])
+def test_a_grid_says_when_its_ais_reference_is_not_yet_trusted(tmp_path, bdmc_gap, trusted):
+    """Review: a grid on a fixed model used its AIS as log p(x) whatever BDMC and the replicas said of it, and called
+    each gap the KL to the posterior; against an AIS nothing bounds, a gap is a lower bound, and the table says so."""
+    from zoo.evaluation.fixed_gaps import fixed_gaps_markdown, fixed_model_gaps
+    fixed, n = tmp_path / "fixed", 4
+    fixed.mkdir()
+    (fixed / "ais.json").write_text(json.dumps({"split": "test", "config": {"eval_limit": None}, "num_data": n,
+                                                "weights_sha256": "abc", "log_likelihood": -90.0,
+                                                "log_likelihood_se": 0.1, "num_temperatures": 100,
+                                                "frac_flagged": 0.0}))
+    (fixed / "ais_per_datum.json").write_text(json.dumps({"log_likelihood": [-90.0] * n}))
+    if bdmc_gap is not None:
+        (fixed / "bdmc.json").write_text(json.dumps({"rows": [{"gap": bdmc_gap, "num_temperatures": 100}]}))
+    cells = {}
+    for label in ("a", "b"):
+        folder = tmp_path / label
+        folder.mkdir()
+        np.savez(folder / "per_datum.npz", elbo=np.full(n, -95.0), log_likelihood=np.full(n, -91.0))
+        cells[label] = {0: folder}
+    gaps = fixed_model_gaps(fixed, cells, "test", None, "abc")
+    assert gaps["reference"].startswith("AIS of the fixed model")
+    assert ("not yet trusted" in gaps["reference"]) != trusted
+    assert ("each gap is a lower bound" in fixed_gaps_markdown(gaps)) != trusted

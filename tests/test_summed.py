@@ -162,6 +162,16 @@ class DependentGuide(nn.Module):
             pyro.sample("w", dist.Normal(self.shift[c].unsqueeze(-1), 1.0).to_event(1))
 
 
+class ShapeAssertingGuide(DependentGuide):
+    """A guide that asserts its draw has the data's shape, as a user's may: it fails under enumeration."""
+
+    def forward(self, x, idx=None, N=None):
+        with pyro.plate("data", N, subsample=idx):
+            c = pyro.sample("c", dist.Categorical(torch.ones(x.shape[0], 3) / 3))
+            assert c.shape == (x.shape[0],)
+            pyro.sample("w", dist.Normal(self.shift[c].unsqueeze(-1), 1.0).to_event(1))
+
+
 class RelaxedGuide(nn.Module):
     """q(c) relaxed (no support to enumerate) beside q(w): whether w depends on c cannot be checked by enumeration."""
 
@@ -186,7 +196,7 @@ def gathered(x, idx=None, N=None):
 
 
 @pytest.mark.parametrize("case", ["dependent real", "block", "dependent guide", "dependent guide, first = last",
-                                  "relaxed guide", "not broadcasting", "off"])
+                                  "relaxed guide", "asserting guide", "not broadcasting", "off"])
 def test_where_summing_is_not_allowed_the_model_and_guide_stay_and_the_note_says_why(case):
     x = torch.randn(4, 3)
     if case == "dependent real":
@@ -203,6 +213,9 @@ def test_where_summing_is_not_allowed_the_model_and_guide_stay_and_the_note_says
     elif case == "dependent guide, first = last":     # review: only the first and last values were compared
         model, guide = zoo.from_pyro(experts, 3, name="experts"), DependentGuide((0.0, 3.0, 0.0))
         why = "depends on its discrete draws"
+    elif case == "asserting guide":                   # review: its AssertionError was a traceback
+        model, guide = zoo.from_pyro(experts, 3, name="experts"), ShapeAssertingGuide()
+        why = "the guide fails with its discrete draws enumerated in parallel (AssertionError"
     elif case == "relaxed guide":                     # review: a traceback from enumerate_support
         model, guide, why = zoo.from_pyro(experts, 3, name="experts"), RelaxedGuide(), "which Pyro cannot enumerate"
     else:

@@ -299,3 +299,13 @@ def test_a_card_s_figure_it_cannot_read_is_not_one_that_was_not_run(tmp_path, ai
     (tmp_path / "bdmc.json").write_text(json.dumps({"rows": bdmc_rows}))
     text = card_markdown(tmp_path)
     assert says in text, text
+
+
+def test_an_invocation_changes_only_what_an_evaluation_may(in_catalogue):
+    """Review: the library's Invocation passed any run setting (its model, its seed) to the run it opens; an
+    evaluation changes only how it evaluates, and says which in one line."""
+    from zoo.experiments.trained import Invocation
+    with pytest.raises(ZooError, match="cannot change the run's model, seed; it may change eval_samples"):
+        Invocation({"seed": 3, "model": "ppca", "eval_samples": 5}).open(in_catalogue)
+    run = Invocation({"eval_samples": 5, "device": None}).open(in_catalogue)
+    assert run.config.eval_samples == 5

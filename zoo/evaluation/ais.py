@@ -302,7 +302,8 @@ class AISResult:
             out["se_warning"] = (f"{1 - reliable.double().mean().item():.1%} of data have final weights whose ESS is "
                                  f"below {MIN_ESS_FRACTION:.0%} of the {self.settings.get('num_chains')} chains or below "
                                  f"{MIN_ESS:g}: their "
-                                 f"standard error is not a precision; run more temperatures (--ais-temperatures)")
+                                 f"standard error is not a precision; run more temperatures (--temperatures) or chains "
+                                 f"(--chains)")
         return out
 
     def per_datum(self) -> Dict[str, torch.Tensor]:

@@ -458,6 +458,7 @@ def replicated_ais(sampler: AnnealedImportanceSampling, model, guide, x: torch.T
                    alpha: float = ALPHA, on_replica=None) -> Verdict:
     """R = ``replicas`` AIS runs of every datum of ``x``, the r-th from ``starts[r % len(starts)]`` with seed
     ``seed + 1009 r``, judged by :func:`judge`. ``on_replica(r, replica, result)`` is called after each."""
+    check_replicas(replicas)
     out = []
     for r in range(replicas):
         replica, result = ais_replica(sampler, model, guide, x, starts[r % len(starts)], seed + REPLICA_STRIDE * r)
@@ -512,6 +513,7 @@ def replicated_importance_sampling(model, guide, x: torch.Tensor, num_samples: i
     with the proposal ``starts[r % len(starts)]`` (the guide and the defensive mixture through the harness,
     :func:`zoo.evaluation.harness.evaluate`; the prior and the widened guide) and seed ``seed + 1009 r``, judged by
     :func:`judge`."""
+    check_replicas(replicas)
     out = [_is_replica(model, guide, x, starts[r % len(starts)], seed + REPLICA_STRIDE * r, num_samples, batch_size)
            for r in range(replicas)]
     return judge(out, alpha)

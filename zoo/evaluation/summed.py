@@ -326,7 +326,9 @@ def _too_many(model, names, x, idx, N) -> Optional[str]:
 def _guide_depends(guide, names, x, idx, N) -> Optional[str]:
     """Why the guide's real sites are not its marginal q(z | x) once ``names`` are hidden, or None: the guide run with
     its draws of ``names`` enumerated in parallel, where a real site whose distribution gains an enumeration
-    dimension depends on one of them (any dependence, not only between two of their values)."""
+    dimension depends on one of them. That sees every dependence through the draws' tensors (indexing, arithmetic,
+    broadcasting), not one through Python control flow on their values (``if (c == 2).all()``), which a vectorized
+    guide does not have."""
     trace = poutine.trace(guide).get_trace(x, idx=idx, N=N)
     drawn = [n for n in names if n in trace.nodes]
     real = {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and n not in names
@@ -341,7 +343,7 @@ def _guide_depends(guide, names, x, idx, N) -> Optional[str]:
     enumerated = poutine.trace(poutine.enum(_enumerated(guide, drawn), first_available_dim=_FIRST_ENUM_DIM))
     try:
         again = enumerated.get_trace(x, idx=idx, N=N)
-    except (RuntimeError, ValueError, IndexError, TypeError, NotImplementedError) as e:
+    except Exception as e:        # the user's guide may fail in any way under enumeration: then nothing is summed
         first = (str(e).strip().splitlines() or [""])[0][:200]
         return (f"not summed out: the guide fails with its discrete draws enumerated in parallel ({type(e).__name__}: "
                 f"{first}), so whether its real sites depend on them cannot be checked")

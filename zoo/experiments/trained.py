@@ -96,8 +96,16 @@ class Invocation:
     progress: bool = True
     force: bool = False
 
+    #: the run settings an evaluation may change; the rest (its model, its seed, ...) are the run's own
+    CHANGEABLE = ("eval_samples", "iwae_k", "eval_limit", "eval_proposal", "device", "data_dir", "refit_epochs",
+                  "refit_tol")
+
     def open(self, folder) -> TrainedRun:
         """:func:`open_trained` of ``folder`` as this command changes it."""
+        other = sorted(k for k, v in self.changes.items() if k not in self.CHANGEABLE and v is not None)
+        if other:
+            raise ZooError(f"an evaluation of {folder} cannot change the run's {', '.join(other)}; it may change "
+                           f"{', '.join(self.CHANGEABLE)}")
         return open_trained(folder, self.changes, model_file=self.model_file, guide_file=self.guide_file)
 
 
