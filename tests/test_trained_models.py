@@ -311,3 +311,15 @@ def test_an_invocation_changes_only_what_an_evaluation_may(in_catalogue):
         Invocation({"seed": 3, "model": "ppca", "eval_samples": 5}).open(in_catalogue)
     run = Invocation({"eval_samples": 5, "device": None}).open(in_catalogue)
     assert run.config.eval_samples == 5
+
+
+def test_the_trained_models_results_page_is_as_the_cards_give_it(monkeypatch):
+    """benchmarks/results/trained_models.md is written from each card's own files; a change to how a card reads its
+    figures (the verdict, the comparison) must show here, not leave the page behind."""
+    monkeypatch.delenv("PYRO_ZOO_CHECKPOINTS", raising=False)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import trained_models
+    results = ROOT / "benchmarks" / "results"
+    page = trained_models.markdown(json.loads((results / "trained_models.json").read_text()))
+    assert (results / "trained_models.md").read_text() == page, \
+        "run 'python benchmarks/trained_models.py card all' and commit the page"
