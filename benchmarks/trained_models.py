@@ -311,7 +311,7 @@ def markdown(result) -> str:
              "Each row is a model of `benchmarks/checkpoints/` (`pyro-zoo list`), scored by `trained_models.py score` "
              "through `pyro-zoo eval NAME --estimator ais` (a fixed random subset of the test split) and `--estimator "
              "bdmc` (data simulated from the model). AIS's NLL is an upper bound on the true one in expectation; it "
-             "is the figure to use (✓) where BDMC's gap, at no more temperatures, is within ±0.5 nats and its "
+             "is the figure to use (✓) where BDMC's gap, measured with no more temperatures, chains or leapfrog steps than AIS and from the same start, is within ±0.5 nats and its "
              "replicas (from the guide and from the prior) agree on all but 10% of images. ± is the Monte Carlo "
              "standard error, given only then; data se: the spread over the images, the error of comparing a "
              "subset with a paper's whole test set.", "",

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from zoo.evaluation import harness, reliability
+from zoo.core import trust
 from zoo.evaluation.tables import results_markdown, run_warnings
 
 CONFIG = {"model": "vae", "guide": "meanfield", "objective": "elbo", "objective_options": {}}
@@ -171,3 +172,38 @@ def test_errors_too_wide_to_tell_leave_the_reliability_cell_to_k_hat():
     run = {**_ais_run(-90.05, 0.2, -90.0, gap=0.1), "psis_khat_frac_over_0_7": 0.0}
     assert reliability.agrees(run) is None and not reliability.is_unreliable(run)
     assert reliability.reliability_cell(run) == "0.0%"
+
+
+def _with_samplers(ais: dict, bdmc: dict) -> dict:
+    run = _ais_run(-88.0, 0.01, -90.0, gap=0.1, flagged=0.0)
+    run["ais"].update(ais)
+    run["bdmc"]["settings"] = {"num_temperatures": [100], **bdmc}
+    return run
+
+
+SAME = {"num_chains": 8, "leapfrog_steps": 5, "path": "guide", "schedule": "sigmoid", "precondition": "transport"}
+
+
+@pytest.mark.parametrize("ais,bdmc,reason", [
+    (SAME, SAME, None),
+    # fewer chains or leapfrog steps in BDMC than in AIS: a wider gap, still a bound (the headline rows: 4 against 8)
+    (SAME, {**SAME, "num_chains": 4, "leapfrog_steps": 2}, None),
+    # results written before the preconditioner had names recorded a flag
+    ({**SAME, "precondition": None}, {**SAME, "precondition": True}, None),
+    ({**SAME, "precondition": False}, {**SAME, "precondition": "transport"},
+     "BDMC's gap was measured with preconditioner 'transport', AIS ran 'none'"),
+    (SAME, {**SAME, "num_chains": 64}, "AIS ran 8 chains, fewer than the 64 of BDMC's gap"),
+    (SAME, {**SAME, "leapfrog_steps": 20}, "AIS ran 5 leapfrog steps, fewer than the 20 of BDMC's gap"),
+    (SAME, {**SAME, "path": "prior"}, "BDMC's gap was measured with start 'prior', AIS ran 'guide'"),
+    (SAME, {**SAME, "schedule": "linear"}, "BDMC's gap was measured with schedule 'linear', AIS ran 'sigmoid'"),
+    # settings read from files are untrusted: a field that is not a number (or a name) is a reason, not skipped
+    ({**SAME, "num_chains": "many"}, SAME, "AIS's chains is not a number"),
+    (SAME, {**SAME, "leapfrog_steps": float("nan")}, "BDMC's leapfrog steps is not a number"),
+    (SAME, {**SAME, "path": ["guide"]}, "BDMC's start is not a name")])
+def test_a_bdmc_gap_bounds_ais_only_when_its_sampler_is_no_stronger(ais, bdmc, reason):
+    """Review: BDMC's chains, leapfrog steps and start were never compared with AIS's, so a gap measured with 64
+    chains and 20 leapfrog steps vouched for AIS run with 8 and 5. A gap shrinks as each grows, and another start,
+    schedule or preconditioner is another sampler."""
+    assert trust.bdmc_stronger(ais, bdmc) == reason
+    verdict = reliability.agreement_verdict(_with_samplers(ais, bdmc))
+    assert verdict.startswith("✓") if reason is None else verdict == f"⚠ IS lower by 2.00; {reason}"

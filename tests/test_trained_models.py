@@ -285,11 +285,21 @@ def test_a_card_names_its_nll_the_figure_to_use_only_where_bdmc_and_the_replicas
     ({"frac_flagged": 0.0, "num_temperatures": 50}, [{"gap": 0.2, "num_temperatures": 50},
                                                      {"gap": 3.0, "num_temperatures": 100}], "✓ the figure to use"),
     ({"frac_flagged": 0.0, "num_temperatures": 100}, [{"gap": 0.2, "num_temperatures": 50},
-                                                      {"gap": 3.0, "num_temperatures": 100}], "BDMC gap 3.00 outside")])
+                                                      {"gap": 3.0, "num_temperatures": 100}], "BDMC gap 3.00 outside"),
+    # review: BDMC's sampler was never compared with AIS's; a gap from more chains or another start bounds nothing
+    ({"frac_flagged": 0.0, "path": "guide"}, {"rows": [{"gap": 0.1, "num_temperatures": 100}],
+                                              "settings": {"num_chains": 64, "path": "guide"}},
+     "AIS ran 8 chains, fewer than the 64 of BDMC's gap"),
+    ({"frac_flagged": 0.0, "path": "guide"}, {"rows": [{"gap": 0.1, "num_temperatures": 100}],
+                                              "settings": {"num_chains": 4, "path": "prior"}},
+     "BDMC's gap was measured with start 'prior', AIS ran 'guide'"),
+    ({"frac_flagged": 0.0, "path": "guide"}, {"rows": [{"gap": 0.1, "num_temperatures": 100}],
+                                              "settings": {"num_chains": 4, "path": "guide",
+                                                           "num_temperatures": [100, 10000]}}, "✓ the figure to use")])
 def test_a_card_s_figure_it_cannot_read_is_not_one_that_was_not_run(tmp_path, ais_extra, bdmc_rows, says):
     """Review: a NaN or string share flagged, or AIS's temperatures missing, read as 'no replicas' or 'no check' and
     the card said ✓; a missing data se made the noise band zero. And the BDMC row that bounds AIS is the one at the
-    most temperatures not above AIS's."""
+    most temperatures not above AIS's, measured with a sampler no stronger than AIS's."""
     from zoo.core.catalogue import card_markdown
     tmp_path = tmp_path / "m"
     tmp_path.mkdir()
@@ -298,7 +308,7 @@ def test_a_card_s_figure_it_cannot_read_is_not_one_that_was_not_run(tmp_path, ai
            "num_temperatures": 100, "num_chains": 8}
     ais = {k: v for k, v in {**ais, **ais_extra}.items() if v is not None}
     (tmp_path / "ais.json").write_text(json.dumps(ais))
-    (tmp_path / "bdmc.json").write_text(json.dumps({"rows": bdmc_rows}))
+    (tmp_path / "bdmc.json").write_text(json.dumps(bdmc_rows if isinstance(bdmc_rows, dict) else {"rows": bdmc_rows}))
     text = card_markdown(tmp_path)
     assert says in text, text
 

@@ -38,7 +38,7 @@ from typing import Dict, List, Mapping, Optional
 
 from zoo.core.errors import ZooError, unknown_name
 from zoo.core.files import read_json
-from zoo.core.trust import ais_untrusted
+from zoo.core.trust import SAMPLER_AT_MOST, SAMPLER_SAME, ais_untrusted
 
 __all__ = ["checkpoints_dir", "trained_names", "trained_folder", "is_trained_name", "read_card", "card_figures",
            "card_markdown", "catalogue_text", "working_copy", "CARD_KEYS", "ENV"]
@@ -144,10 +144,14 @@ def card_figures(folder: Path) -> Dict:
     """The figures of a trained model, read from its result files: AIS's NLL ± its standard error on its images
     (``ais.json``: the largest T's row) and the BDMC gap that bounds it (``bdmc.json``: the row at the most
     temperatures not above AIS's), each None where the file is missing or does not hold it; ``unreadable`` names
-    the fields a file holds that are not finite numbers (a figure that cannot be read is not one that was not run)."""
+    the fields a file holds that are not finite numbers (a figure that cannot be read is not one that was not run);
+    ``ais_sampler`` and ``bdmc_sampler``, the two runs' sampler settings as recorded, for
+    :func:`zoo.core.trust.bdmc_stronger` to compare."""
     folder = Path(folder)
     out = {"nll": None, "nll_se": None, "num_data": None, "num_temperatures": None, "num_chains": None,
-           "nll_data_se": None, "frac_flagged": None, "bdmc_gap": None, "bdmc_temperatures": None, "unreadable": []}
+           "nll_data_se": None, "frac_flagged": None, "bdmc_gap": None, "bdmc_temperatures": None, "unreadable": [],
+           "ais_sampler": {}, "bdmc_sampler": {}}
+    sampler_keys = (*SAMPLER_AT_MOST, *SAMPLER_SAME)
 
     def read(record: Mapping, key: str, name: str) -> Optional[float]:
         value = record.get(key)
@@ -164,7 +168,8 @@ def card_figures(folder: Path) -> Dict:
                        num_temperatures=read(ais, "num_temperatures", "ais.json's num_temperatures"),
                        num_chains=read(ais, "num_chains", "ais.json's num_chains"),
                        frac_flagged=read(ais, "frac_flagged", "ais.json's frac_flagged"),
-                       nll_data_se=read(ais, "log_likelihood_data_se", "ais.json's log_likelihood_data_se"))
+                       nll_data_se=read(ais, "log_likelihood_data_se", "ais.json's log_likelihood_data_se"),
+                       ais_sampler={k: ais[k] for k in sampler_keys if k in ais})
     if (folder / "bdmc.json").is_file():
         bdmc = read_json(folder / "bdmc.json", "BDMC result", fix="run 'pyro-zoo eval --estimator bdmc' again")
         rows = bdmc.get("rows") if isinstance(bdmc, dict) else None
@@ -176,6 +181,9 @@ def card_figures(folder: Path) -> Dict:
         if row is not None:
             out.update(bdmc_gap=read(row, "gap", "bdmc.json's gap"),
                        bdmc_temperatures=read(row, "num_temperatures", "bdmc.json's num_temperatures"))
+            settings = bdmc.get("settings") if isinstance(bdmc.get("settings"), dict) else {}
+            out["bdmc_sampler"] = {**{k: settings[k] for k in sampler_keys if k in settings},
+                                   "num_temperatures": out["bdmc_temperatures"]}
     return out
 
 
@@ -189,8 +197,8 @@ def untrusted(figures: Mapping) -> Optional[str]:
         return f"{', '.join(figures['unreadable'])} not a number"
     if figures["bdmc_gap"] is not None and figures["num_temperatures"] is None:
         return "AIS's temperatures are not recorded, so no BDMC gap is known to bound it"
-    return ais_untrusted(figures["bdmc_gap"], figures["frac_flagged"], figures["num_temperatures"],
-                         figures["bdmc_temperatures"])
+    return ais_untrusted(figures["bdmc_gap"], figures["frac_flagged"], figures.get("ais_sampler"),
+                         figures.get("bdmc_sampler"))
 
 
 def _nll_text(figures: Mapping) -> str:

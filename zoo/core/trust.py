@@ -6,9 +6,10 @@ anything shows in its independent replicas (those that disagree beyond their err
 the one to use where both hold; otherwise :func:`ais_untrusted` says in words why not.
 """
 import math
-from typing import Optional
+from typing import Mapping, Optional
 
-__all__ = ["BDMC_TRUST_NATS", "UNRELIABLE_SHARE", "ais_untrusted"]
+__all__ = ["BDMC_TRUST_NATS", "UNRELIABLE_SHARE", "SAMPLER_AT_MOST", "SAMPLER_SAME", "ais_untrusted",
+           "bdmc_stronger"]
 
 #: a BDMC gap (nats per datum) at most this wide bounds AIS's error well enough to name AIS the figure to use
 #: (Grosse et al. 2015; Wu et al. 2017 report gaps of 0.1-1 nats on MNIST decoders)
@@ -18,18 +19,59 @@ BDMC_TRUST_NATS = 0.5
 UNRELIABLE_SHARE = 0.1
 
 
-def ais_untrusted(bdmc_gap: Optional[float], frac_flagged: Optional[float],
-                  ais_temperatures: Optional[float] = None, bdmc_temperatures: Optional[float] = None) -> Optional[str]:
+#: sampler settings in which BDMC may not exceed AIS: its gap shrinks as each grows, so a gap measured with more
+#: temperatures, chains or leapfrog steps than AIS ran bounds nothing about AIS's error
+SAMPLER_AT_MOST = {"num_temperatures": "T", "num_chains": "chains", "leapfrog_steps": "leapfrog steps"}
+#: sampler settings BDMC must share with AIS: another start, annealing schedule or preconditioner is another
+#: sampler, whose error BDMC's gap does not measure
+SAMPLER_SAME = {"path": "start", "schedule": "schedule", "precondition": "preconditioner"}
+
+
+_FLAG_NAMES = {True: "transport", False: "none"}
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def bdmc_stronger(ais: Mapping, bdmc: Mapping) -> Optional[str]:
+    """Why a BDMC gap measured with sampler settings ``bdmc`` does not bound the error of an AIS run with settings
+    ``ais`` (each a mapping of :data:`SAMPLER_AT_MOST` and :data:`SAMPLER_SAME` keys), or None where it does. A
+    setting that either side leaves out is not compared; one that a side records but not as a finite number (or,
+    for the ``SAMPLER_SAME`` keys, not as text) is a reason: settings read from files are untrusted input."""
+    for key, name in SAMPLER_AT_MOST.items():
+        a, b = ais.get(key), bdmc.get(key)
+        for side, value in (("AIS", a), ("BDMC", b)):
+            if value is not None and not _finite(value):
+                return f"{side}'s {name} is not a number"
+        if a is not None and b is not None and a < b:
+            return (f"AIS ran at T = {a:.0f}, below the T = {b:.0f} of BDMC's gap" if name == "T" else
+                    f"AIS ran {a:.0f} {name}, fewer than the {b:.0f} of BDMC's gap")
+    for key, name in SAMPLER_SAME.items():
+        # results written before the preconditioner had names recorded it as a flag, as AIS itself still reads one
+        a, b = ((_FLAG_NAMES.get(v, v) if key == "precondition" and isinstance(v, bool) else v)
+                for v in (ais.get(key), bdmc.get(key)))
+        for side, value in (("AIS", a), ("BDMC", b)):
+            if value is not None and not isinstance(value, str):
+                return f"{side}'s {name} is not a name"
+        if a is not None and b is not None and a != b:
+            return f"BDMC's gap was measured with {name} {b!r}, AIS ran {a!r}"
+    return None
+
+
+def ais_untrusted(bdmc_gap: Optional[float], frac_flagged: Optional[float], ais: Optional[Mapping] = None,
+                  bdmc: Optional[Mapping] = None) -> Optional[str]:
     """None where an AIS figure is the one to use: its BDMC gap within :data:`BDMC_TRUST_NATS` of zero (a gap far
-    below zero is as wrong as one far above), measured at no more temperatures than AIS ran (a gap shrinks as T
-    grows, so one at a larger T bounds nothing at a smaller), and its replicas, where run, agreeing on all but
+    below zero is as wrong as one far above), measured with a sampler no stronger than AIS's (:func:`bdmc_stronger`
+    on the two runs' settings ``ais`` and ``bdmc``, where given), and its replicas, where run, agreeing on all but
     :data:`UNRELIABLE_SHARE` of the data; else why not, in a few words."""
     if bdmc_gap is None:
         return "no BDMC gap bounds AIS"
     if not math.isfinite(bdmc_gap) or abs(bdmc_gap) > BDMC_TRUST_NATS:
         return f"BDMC gap {bdmc_gap:.2f} outside ±{BDMC_TRUST_NATS}"
-    if ais_temperatures is not None and bdmc_temperatures is not None and ais_temperatures < bdmc_temperatures:
-        return f"AIS ran at T = {ais_temperatures:.0f}, below the T = {bdmc_temperatures:.0f} of BDMC's gap"
+    stronger = bdmc_stronger(ais or {}, bdmc or {})
+    if stronger is not None:
+        return stronger
     if frac_flagged is not None and not (frac_flagged <= UNRELIABLE_SHARE):      # NaN: not known to agree
         return (f"replicas disagree on {frac_flagged:.0%}" if math.isfinite(frac_flagged) else
                 "the replicas' agreement is not a number")

@@ -41,7 +41,7 @@ from typing import Mapping, Optional
 
 # the share of data with k-hat above KHAT_THRESHOLD above which a run's average NLL is unreliable: one value for
 # the compare grid's cells (zoo.evaluation.compare_tables) and every other table
-from zoo.core.trust import BDMC_TRUST_NATS, UNRELIABLE_SHARE, ais_untrusted
+from zoo.core.trust import BDMC_TRUST_NATS, SAMPLER_AT_MOST, SAMPLER_SAME, UNRELIABLE_SHARE, ais_untrusted
 
 __all__ = ["KHAT_THRESHOLD", "UNRELIABLE_SHARE", "MIN_SAMPLE_SPREAD", "AGREEMENT_NATS", "BDMC_TRUST_NATS", "khat_share", "is_unreliable",
            "agrees", "ais_minus_is", "is_of_ais_images", "bdmc_gap", "agreement_verdict",
@@ -139,6 +139,22 @@ def _bdmc_row(run: Mapping, ais_temperatures: Optional[float]) -> Optional[Mappi
     return min(timed, key=lambda r: r["num_temperatures"]) if timed else rows[-1]
 
 
+def _samplers(run: Mapping, ais_row: Mapping, bdmc_row: Optional[Mapping]):
+    """The sampler settings of the run's AIS (its record and its largest-T row) and of the BDMC row that bounds it
+    (``bdmc.json``'s ``settings`` and the row's T), for :func:`zoo.core.trust.bdmc_stronger` to compare."""
+    keys = (*SAMPLER_AT_MOST, *SAMPLER_SAME)
+    ais, bdmc = run.get("ais"), run.get("bdmc")
+    ais = {k: v for k, v in (ais if isinstance(ais, Mapping) else {}).items() if k in keys}
+    ais.update({k: ais_row[k] for k in keys if k in ais_row})
+    settings = bdmc.get("settings") if isinstance(bdmc, Mapping) else None
+    bdmc = {k: v for k, v in (settings if isinstance(settings, Mapping) else {}).items() if k in keys}
+    if bdmc_row is not None and "num_temperatures" in bdmc_row:
+        bdmc["num_temperatures"] = bdmc_row["num_temperatures"]
+    else:
+        bdmc.pop("num_temperatures", None)      # the settings' list of T is not the row's T
+    return ais, bdmc
+
+
 def bdmc_gap(run: Mapping) -> Optional[float]:
     """The BDMC gap that bounds the run's AIS (:func:`_bdmc_row`), nats per datum, or None."""
     row = _ais_row(run)
@@ -150,8 +166,8 @@ def bdmc_gap(run: Mapping) -> Optional[float]:
 
 def agreement_verdict(run: Mapping) -> str:
     """The table cell that says which NLL of the run to trust. Where BDMC's gap bounds AIS's error
-    (:func:`zoo.core.trust.ais_untrusted`: within :data:`BDMC_TRUST_NATS`, at no more temperatures than AIS ran, its
-    replicas agreeing on most images): ✓ where IS and AIS agree, ✓ naming AIS's figure where IS sits below it (with
+    (:func:`zoo.core.trust.ais_untrusted`: within :data:`BDMC_TRUST_NATS`, measured with a sampler no stronger than
+    AIS's, its replicas agreeing on most images): ✓ where IS and AIS agree, ✓ naming AIS's figure where IS sits below it (with
     IS's shortfall); else ⚠ saying what is missing, agreement or not; ⚠ where AIS sits below IS; without AIS, from
     k-hat alone, said as such."""
     delta = ais_minus_is(run)
@@ -168,13 +184,12 @@ def agreement_verdict(run: Mapping) -> str:
     flagged = row.get("frac_flagged")
     flagged = float(flagged) if isinstance(flagged, (int, float)) and not isinstance(flagged, bool) else None
     ais_t = row.get("num_temperatures")
-    # AIS's own error is bounded where BDMC's gap is small at no more temperatures than AIS ran, and its replicas,
+    # AIS's own error is bounded where BDMC's gap is small measured with a sampler no stronger than AIS's, and its replicas,
     # where run, agree on most images: else two lower bounds that agree can both miss a mode, and one that sits
     # higher is only the nearer of two
     ais_t = float(ais_t) if _number(ais_t) else None
     chosen = _bdmc_row(run, ais_t)
-    bdmc_t = chosen.get("num_temperatures") if chosen is not None else None
-    why = ais_untrusted(gap, flagged, ais_t, float(bdmc_t) if _number(bdmc_t) else None)
+    why = ais_untrusted(gap, flagged, *_samplers(run, row, chosen))
     agreement = agrees(run)
     if agreement:
         return f"✓ IS = AIS{where} (Δ {abs(delta):.2f}{bdmc})" if why is None else \
