@@ -358,3 +358,20 @@ def test_a_transported_site_below_a_discrete_one_stays_exact():
     assert result.settings["transported"] == ["w"]
     error, z = _z_of_mean(result, exact)
     assert abs(z) < 3 and abs(error) < 0.05, f"AIS is off by {error:.4f} nats, {z:.1f} SE"
+
+
+@pytest.mark.parametrize("chains", [1, 2, 3])
+def test_with_one_or_two_chains_the_warning_says_to_run_more_chains_not_more_temperatures(chains):
+    """Review: with 1 or 2 chains every datum was flagged and told to 'run more temperatures', which cannot help: C
+    weights have an ESS of at most C, reached only where all are equal."""
+    x = E.binary_latent_data(20)
+    model = zoo.from_pyro(E.binary_latent_model, 6)
+    guide = zoo.build_guide("amortized", model)
+    pyro.set_rng_seed(0)
+    summary = AnnealedImportanceSampling(num_temperatures=5, num_chains=chains).estimate(model, guide, x).summary()
+    warning = summary.get("se_warning", "")
+    if chains <= 2:
+        assert summary["frac_se_unreliable"] > 0.5
+        assert f"with {chains} chain" in warning and "cannot reach 2" in warning and "--chains" in warning
+    else:
+        assert "cannot reach" not in warning

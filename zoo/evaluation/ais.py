@@ -298,7 +298,14 @@ class AISResult:
                "acceptance_mean": self.acceptance.mean().item(),
                "acceptance_per_temperature": self.acceptance_per_temperature,
                "step_size_per_temperature": self.step_size_per_temperature}
-        if not bool(reliable.all()):
+        chains = self.settings.get("num_chains")
+        if isinstance(chains, int) and chains <= MIN_ESS and not bool(reliable.all()):
+            # C weights have an ESS of at most C, reached only where all are equal: the rule cannot pass, and saying
+            # "more temperatures" would send the user the wrong way
+            out["se_warning"] = (f"with {chains} chain{'s' if chains > 1 else ''} per datum the final weights' ESS "
+                                 f"cannot reach {MIN_ESS:g}, so no datum's standard error is a precision; run 4 or "
+                                 f"more chains (--chains)")
+        elif not bool(reliable.all()):
             out["se_warning"] = (f"{1 - reliable.double().mean().item():.1%} of data have final weights whose ESS is "
                                  f"below {MIN_ESS_FRACTION:.0%} of the {self.settings.get('num_chains')} chains or below "
                                  f"{MIN_ESS:g}: their "
