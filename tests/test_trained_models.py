@@ -333,3 +333,41 @@ def test_the_trained_models_results_page_is_as_the_cards_give_it(monkeypatch):
     page = trained_models.markdown(json.loads((results / "trained_models.json").read_text()))
     assert (results / "trained_models.md").read_text() == page, \
         "run 'python benchmarks/trained_models.py card all' and commit the page"
+
+
+def test_the_leaderboard_names_the_committed_weights_of_each_entry_with_their_figure(tmp_path, monkeypatch):
+    """Issue 78/79: the leaderboard's rows could not be loaded, and gave no AIS figure. Each row now names the
+    trained model of its entry (its own run, loadable by name) with its AIS NLL: with ± and ✓ only where the card
+    trusts it, as an upper bound (≤ … ⚠) where not; an entry without one says so, and a model whose files cannot be
+    read is left out rather than breaking the report."""
+    from zoo.evaluation import reports
+    config = {"model": "vae", "guide": "amortized", "objective": "elbo", "dataset": "d"}
+    for name, gap in (("m-trusted", 0.1), ("m-bound", 22.5)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "checkpoint.pt").write_text("")
+        (folder / "config.json").write_text(json.dumps(dict(config, objective="elbo" if gap < 1 else "iwae")))
+        (folder / "card.json").write_text(json.dumps({"name": name, **CARD}))
+        (folder / "ais.json").write_text(json.dumps({"log_likelihood": -90.0, "log_likelihood_se": 0.1,
+                                                     "num_data": 100, "num_temperatures": 100, "num_chains": 8,
+                                                     "frac_flagged": 0.0}))
+        (folder / "bdmc.json").write_text(json.dumps({"rows": [{"gap": gap, "num_temperatures": 100}]}))
+    broken = tmp_path / "m-broken"
+    broken.mkdir()
+    for f, text in (("checkpoint.pt", ""), ("config.json", "{not json"), ("card.json", json.dumps(CARD))):
+        (broken / f).write_text(text)
+    monkeypatch.setenv("PYRO_ZOO_CHECKPOINTS", str(tmp_path))
+
+    def run(guide, objective):
+        return {"label": f"{guide}-{objective}", "config": dict(config, guide=guide, objective=objective),
+                "elbo": -95.0, "nll": 91.0, "psis_khat_frac_over_0_7": 0.5, "num_data": 100, "num_samples": 100}
+    results = {"r.json": {"provenance": {"command": "x"}, "runs": [run("amortized", "elbo"), run("amortized", "iwae"),
+                                                                    run("iaf", "elbo")]}}
+    board = reports.render_leaderboard(results).splitlines()
+
+    def row(entry):
+        return next(line for line in board if line.startswith(f"| {entry} |"))
+    assert row("vae · amortized · elbo").endswith("| `m-trusted` 90.00 ± 0.10 ✓ |")
+    assert row("vae · amortized · iwae").endswith("| `m-bound` ≤ 90.00 ⚠ |")
+    assert row("vae · iaf · elbo").endswith("| – |")
+    assert "m-broken" not in "\n".join(board) and "its own run" in "\n".join(board)

@@ -34,7 +34,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from zoo.core.errors import ZooError, unknown_name
 from zoo.core.files import read_json
@@ -199,6 +199,33 @@ def untrusted(figures: Mapping) -> Optional[str]:
         return "AIS's temperatures are not recorded, so no BDMC gap is known to bound it"
     return ais_untrusted(figures["bdmc_gap"], figures["frac_flagged"], figures.get("ais_sampler"),
                          figures.get("bdmc_sampler"))
+
+
+def trained_models() -> List[Tuple[str, Dict, Dict]]:
+    """(name, config, figures) of each trained model of :func:`checkpoints_dir`: the run's ``config.json`` and
+    :func:`card_figures`; a model whose files cannot be read is left out (``trained_models.py card all --check``
+    and ``pyro-zoo list`` name it)."""
+    out = []
+    for name in trained_names():
+        folder = checkpoints_dir() / name
+        try:
+            config = read_json(folder / "config.json", "trained model's config")
+            if isinstance(config, dict):
+                out.append((name, config, card_figures(folder)))
+        except (ZooError, OSError, ValueError, TypeError, AttributeError):
+            continue
+    return out
+
+
+def short_figure(figures: Mapping) -> str:
+    """A trained model's AIS NLL in a few characters: ``87.40 ± 0.05 ✓`` where it is the figure to use
+    (:func:`untrusted`), ``≤ 114.51 ⚠`` where it is an upper bound only, ``not scored`` without AIS."""
+    if figures.get("nll") is None:
+        return "not scored"
+    if untrusted(figures) is not None:
+        return f"≤ {figures['nll']:.2f} ⚠"
+    se = f" ± {figures['nll_se']:.2f}" if figures.get("nll_se") is not None else ""
+    return f"{figures['nll']:.2f}{se} ✓"
 
 
 def _nll_text(figures: Mapping) -> str:

@@ -882,21 +882,24 @@ def render_leaderboard(results: Results, archive: str = "README.md", config: Rep
     base = config.pages_to_results
     rows: Dict[str, list] = {}
     entries: Dict[str, list] = {}
+    weights = _trained_by_entry(config)
     for name, run in leaderboard_runs(results, config):
         c = run["config"]
         user = bool(results[name].get(USER_RUN_KEY))
         where = (f"[`{run['label']}`]({_in_results(base, Path(name).parent.as_posix())}/) (your run)" if user
                  else f"[`{run['label']}`]({_in_results(base, name)})")
         dataset = str(c.get("dataset"))
+        key = (dataset, model_label(c, config), c.get("guide"), c.get("objective"))
         rows.setdefault(dataset, []).append(
-            [f"{model_label(c, config)} · {c.get('guide')} · {c.get('objective')}",
+            [f"{key[1]} · {c.get('guide')} · {c.get('objective')}",
              _seed_mean(-run["elbo"], run, "elbo_seed_se"), _seed_mean(run.get("nll"), run, "nll_seed_se"),
              _num(run.get("bits_per_dim_nll"), ".4f"), reliability_cell(run, 0, short=True), _paper_cell(run, config),
-             f"{where}, {run.get('num_data')} images, {_epochs(run)} epochs"])
+             f"{where}, {run.get('num_data')} images, {_epochs(run)} epochs", weights.get(key, "–")])
         entries.setdefault(dataset, []).append((name, dict(run, _user=user)))
     # one column for what the entry is, words that wrap, no file name (the run's label links its file) and the
     # plots below the table: it fits a page's column of about 740 pixels
-    head = ["model · guide · objective", f"{MINUS}ELBO", "NLL", "NLL bits/dim", "k̂>0.7", "paper", "run"]
+    head = ["model · guide · objective", f"{MINUS}ELBO", "NLL", "NLL bits/dim", "k̂>0.7", "paper", "run",
+            "weights"]
     sections = []
     for dataset, table_rows in rows.items():
         title = config.leaderboard_datasets.get(dataset, f"`{dataset}`")
@@ -912,8 +915,23 @@ def render_leaderboard(results: Results, archive: str = "README.md", config: Rep
             f"published figure for the same model on the same data, met or missed by ours. Below each table, in its "
             f"order and titled with its entry, the training bound and the validation {MINUS}ELBO per epoch of each "
             f"run, from its result file's history (and a run folder's samples); click a plot to open it full size. "
+            f"weights: the committed trained model of the same entry (`pyro-zoo list`, `zoo.load_trained(NAME)`), "
+            f"its own run, with its NLL by AIS: ✓ the figure to use, ≤ an upper bound only ([its card]"
+            f"({_in_results(base, 'trained_models.md')}) says why); the row's own run has no committed weights, so "
+            f"its NLL stays the importance-sampled figure. "
             f"Every run, with its command or config: [the archive]({archive}).\n\n"
             + ("\n\n".join(sections) or "(no trained runs)") + "\n")
+
+
+def _trained_by_entry(config: ReportConfig) -> Dict[tuple, str]:
+    """Per leaderboard entry (dataset, model label, guide, objective): the committed trained models of that entry
+    (:func:`zoo.core.catalogue.trained_models`), each named with its AIS figure."""
+    from zoo.core.catalogue import short_figure, trained_models
+    cells: Dict[tuple, List[str]] = {}
+    for name, c, figures in trained_models():
+        key = (str(c.get("dataset")), model_label(c, config), c.get("guide"), c.get("objective"))
+        cells.setdefault(key, []).append(f"`{name}` {short_figure(figures)}")
+    return {key: "; ".join(names) for key, names in cells.items()}
 
 
 def _plot_title(run: dict, config: ReportConfig) -> str:
