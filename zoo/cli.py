@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="AIS: numbers of temperatures, each run on the same data (default 500); BDMC: the Ts whose "
                           "gaps are shown (default 100,200,400)")
     ais.add_argument("--chains", type=int, default=None, help="AIS chains per datum (default 16)")
-    ais.add_argument("--leapfrog", type=int, default=None, help="HMC leapfrog steps per transition (default 10)")
+    ais.add_argument("--leapfrog", type=int, default=None, help="HMC leapfrog steps per transition, and rounds of local moves of a discrete site too large for Gibbs (default 10)")
     ais.add_argument("--ais-path", choices=("guide", "prior"), default=None,
                      help="where the annealing starts: the guide q(z|x) (default) or the prior p(z)")
     ais.add_argument("--ais-precondition", choices=("transport", "diagonal", "none"), default=None,

@@ -51,9 +51,11 @@ as T grows, and the gap left is what bidirectional Monte Carlo measures (:mod:`z
   f_t invariant for any q. A site with few values per datum (at most ``gibbs_max_states``: an HMM's state, a
   label, a handful of bits) then takes a **Gibbs** update: every value of the site is scored under f_t given the
   rest of the state and one is drawn in proportion, which also leaves f_t invariant and moves the chains where a
-  proposal of the whole state is rarely accepted (a posterior that couples the sites); larger sites (200 bits)
-  have the MH step only. A model with both kinds takes the MH step, the Gibbs sweep, then the HMC step at each
-  temperature.
+  proposal of the whole state is rarely accepted (a posterior that couples the sites). A larger site (a sigmoid
+  belief net's 200 bits) takes instead L rounds of **local Metropolis moves**: one bit flipped, or one categorical
+  variable given a uniformly drawn class, accepted with probability min(1, f_t(z') / f_t(z)) (the proposal is
+  symmetric), which walk the chains toward the posterior where every proposal of the guide is refused. A model
+  with both kinds takes the MH step, the Gibbs sweep or the local moves, then the HMC step at each temperature.
 - **Global latents** theta are held at the guide's point estimate theta_hat, as the rest of the harness holds
   them (:func:`zoo.evaluation.harness.evaluate`): the estimate is then of log p(x_n | theta_hat).
 - ``poutine.mask`` and ``poutine.scale`` count as in Pyro's ELBOs (:func:`zoo.core.weights.per_datum_log_weights`).
@@ -127,7 +129,8 @@ def coordinates_text(precondition, transported=None) -> str:
             return " in the guide's whitened coordinates (no site's guide distribution a Normal to transport)"
         return f" in the guide's reparameterization ({', '.join(transported)})"
     return COORDINATES.get(precondition, "")
-#: a discrete site with at most this many values per datum also takes a Gibbs update (all take the independent MH step)
+#: a discrete site with at most this many values per datum also takes a Gibbs update, a larger one local Metropolis
+#: moves (all take the independent MH step)
 GIBBS_MAX_STATES = 64
 #: below this fraction of the chains, the effective sample size of a datum's final weights says that one or two
 #: chains carry the estimate: its delta-method standard error is then not a precision
@@ -670,6 +673,48 @@ def _independent_mh(chains: _Chains, values, beta: float):
     return new, log_accept.exp()
 
 
+def _local_proposal(site, current: torch.Tensor) -> torch.Tensor:
+    """A symmetric local move of a discrete ``site``'s values ``[C, B, *event]``: one bit flipped, or one
+    categorical variable given a class drawn uniformly (possibly its own), chosen uniformly per chain and datum."""
+    C, B = current.shape[:2]
+    if site.support == "binary":
+        flat = current.reshape(C, B, -1)
+        j = torch.randint(flat.shape[-1], (C, B, 1), device=current.device)
+        return flat.scatter(-1, j, 1 - flat.gather(-1, j)).reshape(current.shape)
+    K = int(site.num_classes)
+    if site.form == "index":
+        return torch.randint(K, current.shape, device=current.device).to(current.dtype)
+    one_hot = current.reshape(C, B, -1, K)
+    which = torch.nn.functional.one_hot(torch.randint(one_hot.shape[2], (C, B), device=current.device),
+                                        one_hot.shape[2]).bool().unsqueeze(-1)          # [C, B, n, 1]
+    row = torch.nn.functional.one_hot(torch.randint(K, (C, B), device=current.device), K).to(current.dtype)
+    return torch.where(which, row.unsqueeze(2), one_hot).reshape(current.shape)
+
+
+def _local_mh(chains: _Chains, values, beta: float, sites, moves: int):
+    """``moves`` rounds of Metropolis updates at temperature ``beta``, each proposing :func:`_local_proposal` for
+    each of ``sites`` in turn (the discrete sites too large for a Gibbs update): a symmetric proposal, so the
+    acceptance probability is min(1, f_beta(z') / f_beta(z)). Where the guide is far from the posterior, its
+    independent proposals are all refused and only such moves bring the chains there (a sigmoid belief net's 200
+    bits). Returns the new values and the mean acceptance probability ``[C, B]``."""
+    def log_f(state):
+        g, log_pi0 = chains.g_and_log_pi0(chains.score(state))
+        return torch.nan_to_num(log_pi0 + beta * g, nan=-math.inf)
+    current = log_f(values)
+    total = torch.zeros_like(current)
+    for _ in range(moves):
+        for site in sites:
+            proposed = {**values, site.name: _local_proposal(site, values[site.name])}
+            new = log_f(proposed)
+            log_accept = torch.nan_to_num(new - current, nan=-math.inf).clamp(max=0.0)
+            accept = torch.rand_like(log_accept).log() < log_accept
+            values = {**values, site.name: torch.where(_broadcast(accept, values[site.name]),
+                                                       proposed[site.name], values[site.name]).detach()}
+            current = torch.where(accept, new, current)
+            total = total + log_accept.exp()
+    return values, (total / (moves * len(sites))).float()
+
+
 @dataclass
 class AnnealedImportanceSampling:
     """AIS over the latents of any zoo model (module docstring).
@@ -678,14 +723,15 @@ class AnnealedImportanceSampling:
         num_temperatures: T, the number of annealing steps (T - 1 transitions).
         num_chains: C, independent chains per datum; the standard error comes from their spread.
         path: ``"guide"`` (pi_0 = q(z | x)) or ``"prior"`` (pi_0 = p(z)).
-        leapfrog_steps: L, leapfrog steps per HMC transition.
+        leapfrog_steps: L, leapfrog steps per HMC transition, and rounds of local Metropolis moves (one bit
+            flipped, one categorical variable redrawn) per transition of each discrete site too large for Gibbs.
         target_accept: the acceptance rate the pilot run adapts each temperature's step size toward.
         initial_step_size: the pilot's first step size.
         pilot_chains: chains per datum in the pilot run (0: no pilot, ``initial_step_size`` throughout).
         batch_size: data per tensor program (each holds ``batch_size x num_chains`` states).
         schedule: ``"sigmoid"`` (Wu et al.) or ``"linear"``.
         gibbs_max_states: discrete sites of at most this many values per datum also take a Gibbs update after the
-            independent MH step (0: the MH step only).
+            independent MH step; larger ones take L rounds of local Metropolis moves instead.
         precondition: the coordinates the real sites move in on the guide's path (module docstring): ``"transport"``
             (the guide's own reparameterization), ``"diagonal"`` (its per-datum mean and scale) or ``"none"``
             (the site's own); True and False stand for ``"transport"`` and ``"none"``.
@@ -768,6 +814,9 @@ class AnnealedImportanceSampling:
                 accept, moves = accept + a, moves + 1
                 for site in chains.gibbs:
                     values, a = _gibbs(chains, values, beta, site)
+                    accept, moves = accept + a, moves + 1
+                if chains.proposed:
+                    values, a = _local_mh(chains, values, beta, chains.proposed, self.leapfrog_steps)
                     accept, moves = accept + a, moves + 1
                 chains.mixing.discrete_moved(chains.discrete, before, values, beta)
                 point = chains.point(values)            # the discrete sites moved: a new evaluation
