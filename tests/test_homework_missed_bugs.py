@@ -184,7 +184,12 @@ SOMETIMES_CAUGHT = {
 }
 
 
-@pytest.mark.parametrize("bug", sorted(SOMETIMES_CAUGHT))
+#: the bugs whose check takes longest (9-17 s on the 2-core AMD EPYC, benchmarks/suite_time.py's machine): CI's slow step
+SLOWEST_TO_CATCH = ("loo_is_reinforce_with_4x_particles", "reparameterized_scale_detached")
+
+
+@pytest.mark.parametrize("bug", [pytest.param(b, marks=pytest.mark.slow) if b in SLOWEST_TO_CATCH else b
+                                 for b in sorted(SOMETIMES_CAUGHT)])
 def test_a_bug_caught_at_some_seeds_is_caught_at_every_seed(tmp_path, bug):
     from zoo.homework import get_assignment
     from zoo.homework.in_process import grade_in_process, load_file

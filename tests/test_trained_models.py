@@ -99,6 +99,7 @@ def test_gradients_reads_a_trained_model_by_name(in_catalogue, tmp_path):
     assert json.loads((tmp_path / "g" / "gradients.json").read_text())["checkpoint"] == str(in_catalogue)
 
 
+@pytest.mark.slow          # 10 s on 2 cores: the default suite keeps test_gradients_reads_a_trained_model_by_name
 def test_gradients_at_a_trained_model_takes_its_model_data_set_and_guide_from_it(in_catalogue, tmp_path):
     """Named by --checkpoint alone, the model, its options, the data set and the guide are the run's: the figures
     are those of the command that names them all."""
