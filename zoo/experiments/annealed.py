@@ -181,10 +181,12 @@ def ais_run(out: Path, sampler: AnnealedImportanceSampling, temperatures: Option
         x_eval, _ = run.evaluation_data()
         refuse_oversized_annealing(max(temperatures), base.num_chains, min(base.batch_size, x_eval.shape[0]),
                                    run.data.x_dim, run.device)
-        settings = {"path": base.path, "leapfrog_steps": base.leapfrog_steps, "split": run.config.eval_split}
+        # more leapfrog steps (and local discrete moves) per transition make a stronger sampler of the same figure
+        settings = {"path": base.path, "split": run.config.eval_split}
         refuse_weaker(out / "ais.json", {"num_data": (x_eval.shape[0], "{} data"),
                                          "num_chains": (base.num_chains, "{} chains"),
                                          "num_temperatures": (max(temperatures), "T = {} temperatures"),
+                                         "leapfrog_steps": (base.leapfrog_steps, "{} leapfrog steps"),
                                          "replicas": (replicas, "{} replicas")},
                       settings, invocation.force)
         x_eval = x_eval.to(run.device)
@@ -276,8 +278,9 @@ def bdmc_run(out: Path, sampler: AnnealedImportanceSampling, temperatures: Optio
                                    run.device, simulated=num_data)
         refuse_weaker(out / "bdmc.json", {"num_data": (num_data, "{} simulated data"),
                                           "num_chains": (base.num_chains, "{} chains"),
-                                          "num_temperatures": (max(temperatures), "T = {} temperatures")},
-                      {"path": base.path, "leapfrog_steps": base.leapfrog_steps}, invocation.force,
+                                          "num_temperatures": (max(temperatures), "T = {} temperatures"),
+                                          "leapfrog_steps": (base.leapfrog_steps, "{} leapfrog steps")},
+                      {"path": base.path}, invocation.force,
                       stored=_bdmc_stored)
         t0 = time.perf_counter()
         with user_code_errors(run.model.display_name, "in evaluation"):
