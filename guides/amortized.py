@@ -32,8 +32,9 @@ R. Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016, https://arxiv.o
 Example::
 
     >>> import torch
+    >>> from zoo.core.latents import LatentLayer
     >>> from zoo.models import VAE
-    >>> g = Amortized(VAE(x_dim=64, latent_dim=2, hidden=(32,)))
+    >>> g = Amortized(VAE(64, LatentLayer(dim=2), hidden=(32,)))
     >>> h, raw = g.encode(torch.zeros(3, 64))
     >>> raw["z"].shape
     torch.Size([3, 4])

@@ -45,8 +45,9 @@ References:
 Example::
 
     >>> import torch
+    >>> from zoo.core.latents import LatentLayer
     >>> from zoo.models import VAE
-    >>> g = Hamiltonian(VAE(x_dim=16, latent_dim=2, hidden=(8,)), leapfrog_steps=2)
+    >>> g = Hamiltonian(VAE(16, LatentLayer(dim=2), hidden=(8,)), leapfrog_steps=2)
     >>> import pyro.poutine as poutine
     >>> site = poutine.trace(g).get_trace(torch.rand(3, 16)).nodes["z"]
     >>> site["value"].shape, site["fn"].log_prob(site["value"]).shape

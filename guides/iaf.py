@@ -21,8 +21,9 @@ NeurIPS 2016, https://arxiv.org/abs/1606.04934.
 Example::
 
     >>> import torch
+    >>> from zoo.core.latents import LatentLayer
     >>> from zoo.models import VAE
-    >>> g = IAF(VAE(x_dim=64, latent_dim=4, hidden=(32,)), num_flows=2)
+    >>> g = IAF(VAE(64, LatentLayer(dim=4), hidden=(32,)), num_flows=2)
     >>> len(g.flows["z"])
     2
 """

@@ -8,6 +8,7 @@ from guides import IAF, Amortized, Exact, MeanField
 from guides.base import site_distribution
 from zoo.core.errors import ZooError
 from zoo.core.weights import vectorize
+from zoo.core.latents import LatentLayer
 from zoo.models import PPCA, VAE, LatentSite, ZooModel
 
 
@@ -15,7 +16,7 @@ def test_iaf_density_matches_a_fresh_inversion():
     """log q of the guide's own sample (read from the flow's cache) equals the density recomputed by
     inverting every step from scratch, so the IAF log-determinants are right."""
     torch.manual_seed(0)
-    g = IAF(VAE(x_dim=10, latent_dim=3, hidden=(8,)), hidden=(8,), num_flows=3)
+    g = IAF(VAE(10, LatentLayer(dim=3), hidden=(8,)), hidden=(8,), num_flows=3)
     x = torch.rand(5, 10)
     h, raw = g.encode(x)
     base = site_distribution(g.sites[0], raw["z"])
@@ -29,7 +30,7 @@ def test_iaf_density_matches_a_fresh_inversion():
 def test_iaf_changes_the_base_density():
     """With non-trivial flow weights, log q(z) differs from the Normal base's log density at the same z."""
     torch.manual_seed(0)
-    g = IAF(VAE(x_dim=10, latent_dim=3, hidden=(8,)), hidden=(8,), num_flows=2)
+    g = IAF(VAE(10, LatentLayer(dim=3), hidden=(8,)), hidden=(8,), num_flows=2)
     for p in g.flows.parameters():
         torch.nn.init.normal_(p, std=0.5)
     h, raw = g.encode(torch.rand(4, 10))
@@ -57,7 +58,7 @@ def test_meanfield_refuses_new_data_without_indices():
 
 
 def test_guides_sample_every_latent_with_vectorized_particles():
-    m = VAE(x_dim=6, latent_dim=3, hidden=(5,))
+    m = VAE(6, LatentLayer(dim=3), hidden=(5,))
     x = torch.rand(4, 6)
     for g in (MeanField(m, 4), Amortized(m), IAF(m)):
         tr = poutine.trace(vectorize(g, 7)).get_trace(x)

@@ -7,6 +7,7 @@ import torch
 
 from guides import Amortized, Exact, MeanField
 from zoo.evaluation.harness import RESULT_KEYS, evaluate, psis_khat
+from zoo.core.latents import LatentLayer
 from zoo.models import PPCA, VAE
 
 
@@ -96,7 +97,7 @@ def test_chunks_keep_p_x_given_z_only_for_the_reconstructions(monkeypatch):
     from zoo.evaluation.defensive import DefensiveProposal
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(12, 16, generator=g) < 0.4).float()
-    model = VAE(16, latent_dim=3, hidden=(8,))
+    model = VAE(16, LatentLayer(dim=3), hidden=(8,))
     guide = Amortized(model, hidden=(8,))
     idx = torch.arange(12)
     draws = {}
@@ -156,7 +157,7 @@ def test_active_units_count_the_used_latents(ml_ppca, synthetic):
     """pPCA's two latents both carry signal; a VAE whose decoder ignores z has none active."""
     r = evaluate(ml_ppca, Exact(ml_ppca), synthetic.test, num_samples=20, iwae_k=5)
     assert r["active_units"] == 2 and r["num_latent_units"] == 2
-    vae = VAE(x_dim=16, latent_dim=4, hidden=(8,))
+    vae = VAE(16, LatentLayer(dim=4), hidden=(8,))
     g = Amortized(vae, hidden=(8,))
     with torch.no_grad():
         g.heads["z"].weight.zero_()             # q(z | x) no longer depends on x

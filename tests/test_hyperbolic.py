@@ -212,9 +212,10 @@ def _with(layer, normal, offset):
 def test_the_vae_with_a_gyroplane_decoder_scores_x_by_the_layer_on_z_itself():
     import pyro
     import pyro.distributions as dist
+    from zoo.core.latents import LatentLayer
     from zoo.models.vae import VAE
     torch.manual_seed(0)
-    model = VAE(12, latent_dim=2, hidden=(8,), latent="wrapped-normal", latent_decoder="gyroplane")
+    model = VAE(12, LatentLayer.named("wrapped-normal", 2), hidden=(8,), latent_decoder="gyroplane")
     assert isinstance(model.decoder[0], Gyroplane) and model.decoder[0].in_features == 2
     x = torch.bernoulli(torch.full((5, 12), 0.4))
     trace = pyro.poutine.trace(model.model).get_trace(x)

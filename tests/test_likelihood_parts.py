@@ -69,8 +69,8 @@ def test_an_autoregressive_part_scores_x_with_the_logits_its_network_gives_x(dec
     """log p(x | z) = sum_i x_i l_i - log(1 + e^l_i) with l = net(x, z): the part hands the network the observed x.
     A non-Bernoulli likelihood is refused in one line."""
     torch.manual_seed(2)
-    px = build_likelihood("bernoulli", decoder, 16)
-    net = px.network(z_dim=2, hidden=(20,), channels=(4, 4))
+    px = build_likelihood("bernoulli", decoder, 16, channels=(4, 4))
+    net = px.network(z_dim=2, hidden=(20,))
     z, x = torch.randn(3, 2), torch.bernoulli(torch.full((3, 16), 0.5))
     logits = net(x, z)
     expected = (x * logits - torch.nn.functional.softplus(logits)).sum(-1)

@@ -25,10 +25,11 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 import zoo
 from zoo.core.components import OptionError
 from zoo.core.errors import ZooError
-from zoo.core.latents import LATENT_FAMILIES
+from zoo.core.latents import LATENT_FAMILIES, LatentLayer
 from zoo.core.spherical import HypersphericalUniform, PowerSpherical, VonMisesFisher
 from zoo.evaluation.harness import evaluate
 from zoo.models import VAE
+from zoo.models.priors import prior_part
 
 FAMILIES = {"vmf": VonMisesFisher, "power-spherical": PowerSpherical}
 ALL_FAMILIES = sorted(FAMILIES) + ["wrapped-normal"]
@@ -36,7 +37,7 @@ ALL_FAMILIES = sorted(FAMILIES) + ["wrapped-normal"]
 
 def _sphere_vae(family, d, seed=0):
     torch.manual_seed(seed)
-    model = VAE(x_dim=64, latent_dim=d, hidden=(16,), latent=family)
+    model = VAE(64, LatentLayer.named(family, d), hidden=(16,))
     with torch.no_grad():                      # a decoder whose p(x | z) moves with z: a peaked posterior
         for p in model.decoder.parameters():
             p.mul_(3.0)
@@ -190,9 +191,9 @@ def test_a_learned_prior_on_the_sphere_is_refused():
     with pytest.raises(OptionError, match="is not in R\\^d"):
         VAEOptions(latent="vmf", prior="mog").validate()
     with pytest.raises(ZooError, match="whose prior is its family's own"):
-        VAE(x_dim=64, latent_dim=3, latent="power-spherical", prior="vampprior")
+        VAE(64, LatentLayer.named("power-spherical", 3), prior=prior_part("vampprior"))
     with pytest.raises(ZooError, match="whose prior is its family's own"):
-        VAE(x_dim=64, latent_dim=3, latent="wrapped-normal", prior="flow")
+        VAE(64, LatentLayer.named("wrapped-normal", 3), prior=prior_part("flow"))
 
 
 @pytest.mark.parametrize("model_name, flags, option", [("vae", ["--latent-dim", "1"], "--latent-dim"),
@@ -318,7 +319,7 @@ def _one_direction_on_h3(n: int, sigma: float):
     scale ``sigma``; n binary data."""
     from guides.meanfield import MeanField
     torch.manual_seed(0)
-    model = VAE(x_dim=8, latent_dim=3, hidden=(4,), latent="wrapped-normal")
+    model = VAE(8, LatentLayer.named("wrapped-normal", 3), hidden=(4,))
     guide = MeanField(model, num_data=n)
     with torch.no_grad():
         guide.z_raw.zero_()

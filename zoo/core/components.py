@@ -269,8 +269,11 @@ class Component:
         from zoo.core.memory import refuse_oversized_parameters, sized_by
         resolved = self.resolve(options)
         sizing = self.sizing_options(resolved)
+        # a component composed from parts turns its options' names into them (``from_options``); one whose
+        # parameters are the options themselves takes them as keywords
+        make = getattr(self.factory, "from_options", None)
         with sized_by(sizing, self.kind, f"the {self.kind} {self.name!r}"):
-            built = self.factory(*args, **dataclasses.asdict(resolved))
+            built = make(*args, resolved) if make is not None else self.factory(*args, **dataclasses.asdict(resolved))
         refuse_oversized_parameters(built, sizing, self.kind, f"the {self.kind} {self.name!r}")
         return built
 

@@ -59,7 +59,7 @@ Example::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 import torch
@@ -73,6 +73,7 @@ from zoo.core.hyperbolic import OriginChart, WrappedNormal, exp_origin, log_orig
 from zoo.core.spherical import HypersphericalUniform, PowerSpherical, StereographicChart, VonMisesFisher
 
 __all__ = ["LatentFamily", "Gaussian", "Binary", "Categorical", "Sphere", "Hyperbolic", "LATENT_FAMILIES", "LatentOptions",
+           "LatentLayer",
            "latent_site", "family_of", "FamilyPrior", "MANIFOLDS"]
 
 
@@ -275,6 +276,36 @@ def latent_site(name: str, dim: int, family: str = "gaussian", parents=(), class
         return LatentSite(name, (int(dim), int(classes)), "categorical", int(classes), parents=tuple(parents))
     return LatentSite(name, (fam.value_size(int(dim)),), fam.support, parents=tuple(parents),
                       family=fam.name if fam.support in MANIFOLDS else None)
+
+
+@dataclass(frozen=True)
+class LatentLayer:
+    """A model's top latent layer, the part a VAE or HVAE takes: its family (a :class:`LatentFamily` object), its
+    d, and for a categorical family the classes C of each of its d variables.
+
+    Example::
+
+        >>> LatentLayer.named("categorical", 20, classes=10).site("z").event_shape
+        (20, 10)
+    """
+
+    family: LatentFamily = field(default_factory=lambda: LATENT_FAMILIES["gaussian"])
+    dim: int = 50
+    classes: int = 10
+
+    @classmethod
+    def named(cls, family: str, dim: int, classes: int = 10) -> "LatentLayer":
+        """The layer of the family called ``family`` (``--latent``): where a name becomes a part."""
+        return cls(LATENT_FAMILIES[family], int(dim), int(classes))
+
+    def site(self, name: str, parents=()) -> LatentSite:
+        """The layer's :class:`LatentSite` under the model's name for it."""
+        return latent_site(name, self.dim, self.family.name, parents, self.classes)
+
+    @property
+    def decoder_size(self) -> int:
+        """How many numbers the network above reads of one value (d, or d x C one-hot)."""
+        return self.family.decoder_size(self.dim, self.classes)
 
 
 def family_of(site: LatentSite) -> LatentFamily:

@@ -1,11 +1,15 @@
 """Likelihoods: p(x | z) as a part a model is composed from, not a flag it branches on.
 
 A likelihood is the distribution a decoder network's outputs parameterize, and it knows which network fits it
-(how many outputs per pixel, or an autoregressive one). A model takes the ``likelihood`` and ``decoder`` options
-(:class:`LikelihoodOptions`, :class:`~zoo.core.autoregressive.DecoderOptions`), builds its part once::
+(how many outputs per pixel, or an autoregressive one). A model takes the part itself; the command line's
+``likelihood`` and ``decoder`` options (:class:`LikelihoodOptions`, :class:`~zoo.core.autoregressive.DecoderOptions`)
+become one at the registry's boundary (the model's ``from_options``)::
 
-    self.px = build_likelihood(likelihood, decoder, x_dim, levels, mixtures)
-    self.decoder = self.px.network(latent_dim, hidden, activation, channels)
+    px = build_likelihood(likelihood, decoder, x_dim, levels, mixtures, channels)
+
+and the model builds the network the part reads::
+
+    self.decoder = self.px.network(latent_dim, hidden, activation)
 
 and observes x with one line, whatever the likelihood is::
 
@@ -112,8 +116,10 @@ class Likelihood(nn.Module):
         """How many numbers the decoder network gives per datum."""
         return self.x_dim
 
-    def network(self, z_dim: int, hidden: Sequence[int] = (200, 200), activation: str = "tanh",
-                channels: Sequence[int] = (32, 32, 32)) -> nn.Module:
+    #: the ``--decoder`` whose network this part reads: ``"mlp"`` (factorized), or an autoregressive one
+    decoder_kind: ClassVar[str] = "mlp"
+
+    def network(self, z_dim: int, hidden: Sequence[int] = (200, 200), activation: str = "tanh") -> nn.Module:
         """The decoder network f this likelihood reads: an MLP ``z_dim -> hidden -> outputs``."""
         return mlp((int(z_dim), *hidden, self.outputs), activation)
 
@@ -175,26 +181,33 @@ class PixelLevels(Likelihood):
 
 
 class Autoregressive(Bernoulli):
-    """p(x | z) = prod_i Bernoulli(x_i; sigmoid(l_i(x_<i, z))): a MADE or PixelCNN (``kind``) reads x and z."""
+    """p(x | z) = prod_i Bernoulli(x_i; sigmoid(l_i(x_<i, z))): a MADE or PixelCNN (``kind``) reads x and z, the
+    PixelCNN with ``channels`` per masked layer."""
 
-    def __init__(self, kind: str, x_dim: int):
+    def __init__(self, kind: str, x_dim: int, channels: Sequence[int] = (32, 32, 32)):
         super().__init__(x_dim)
         self.kind = kind
+        self.channels = tuple(int(c) for c in channels)
 
-    def network(self, z_dim, hidden=(200, 200), activation="tanh", channels=(32, 32, 32)):
-        return autoregressive_decoder(self.kind, self.x_dim, int(z_dim), hidden, channels, self.name)
+    @property
+    def decoder_kind(self) -> str:
+        return self.kind
+
+    def network(self, z_dim, hidden=(200, 200), activation="tanh"):
+        return autoregressive_decoder(self.kind, self.x_dim, int(z_dim), hidden, self.channels, self.name)
 
     def forward(self, decoder, h, observed=None):
         return AutoregressiveBernoulli(decoder, h, observed=observed)
 
 
 def build_likelihood(likelihood: Optional[str], decoder: str, x_dim: int, levels: Optional[int] = None,
-                     mixtures: int = 5) -> Likelihood:
-    """The part for ``--likelihood`` (``None``: bernoulli) with a ``decoder`` of kind mlp, made or pixelcnn."""
+                     mixtures: int = 5, channels: Sequence[int] = (32, 32, 32)) -> Likelihood:
+    """The part for ``--likelihood`` (``None``: bernoulli) with a ``decoder`` of kind mlp, made or pixelcnn (with
+    ``channels``)."""
     likelihood = likelihood or "bernoulli"
     if decoder != "mlp":
         check_autoregressive(decoder, x_dim, likelihood)
-        return Autoregressive(decoder, x_dim)
+        return Autoregressive(decoder, x_dim, channels)
     if likelihood in LEVEL_LIKELIHOODS:
         return PixelLevels(likelihood, x_dim, levels, mixtures)
     if likelihood == "bernoulli":

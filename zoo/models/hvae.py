@@ -58,13 +58,13 @@ from torch import nn
 
 from zoo.core.autoregressive import DecoderOptions
 from zoo.core.contract import LatentSite, ZooModel
-from zoo.core.latents import LATENT_FAMILIES, LatentOptions, latent_site
-from zoo.core.likelihoods import LEGACY_TENSOR_NAMES, LikelihoodOptions, build_likelihood
+from zoo.core.latents import LatentLayer, LatentOptions
+from zoo.core.likelihoods import LEGACY_TENSOR_NAMES, Bernoulli, Likelihood, LikelihoodOptions, build_likelihood
 from zoo.core.nn import mlp
 from zoo.core.params import register_module
 from zoo.core.plates import data_plate
 from zoo.core.components import MODELS, option
-from zoo.models.priors import PriorMixin, PriorOptions, build_prior
+from zoo.models.priors import STANDARD_PRIOR, PriorMixin, PriorOptions, PriorPart, prior_part
 
 __all__ = ["HVAE"]
 
@@ -85,57 +85,62 @@ class HVAEOptions(LikelihoodOptions, DecoderOptions, PriorOptions, LatentOptions
                  "(Burda et al. 2016: stochastic 100 and 50, deterministic 200 and 100), optional learned prior or "
                  "--latent family on top")
 class HVAE(PriorMixin, ZooModel):
-    """A VAE with a chain of Gaussian stochastic layers.
+    """A VAE with a chain of Gaussian stochastic layers, composed from parts.
 
     Arguments:
         x_dim: data dimension.
-        layers: stochastic layer sizes from the bottom (z1, next to x) to the top (default (100, 50)).
+        layers: stochastic layer sizes from the bottom (z1, next to x) to the top (default (100, 50)); the top may
+            be a :class:`~zoo.core.latents.LatentLayer` of another family (z_L on the unit sphere, in hyperbolic
+            space, bits, or one-hot variables); the layers below stay Gaussian.
         hidden: hidden sizes of the decoder p(x | z1), from z1 to x (default (200, 200)).
         transition_hidden: hidden sizes of each p(z_l | z_{l+1}) (default (100, 100)).
-        likelihood: ``"bernoulli"``, ``"gaussian"``, or a k-level one (:mod:`zoo.core.levels`, with ``levels``
-            and ``mixtures``).
-        prior, prior_components, prior_flows: p(z_L), see :mod:`zoo.models.priors`.
-        decoder: ``"mlp"``, or ``"made"`` / ``"pixelcnn"`` for an autoregressive Bernoulli p(x | z_1).
-        channels: the PixelCNN's channels per masked layer (``decoder="pixelcnn"`` only).
+        likelihood: p(x | z1), a :class:`~zoo.core.likelihoods.Likelihood` part (default Bernoulli pixels).
+        prior: p(z_L), a :data:`~zoo.models.priors.PriorPart` (default N(0, I), or the top family's own).
         activation: hidden units of the mlp decoder and the transitions: ``"tanh"``, ``"relu"`` or ``"gated"``.
-        latent: the top layer's family, ``"gaussian"``, ``"vmf"`` / ``"power-spherical"`` (z_L on the unit
-            sphere with a uniform prior), ``"wrapped-normal"`` (z_L in hyperbolic space), ``"bernoulli"`` (z_L
-            binary, uniform prior) or ``"categorical"`` (z_L one-hot variables of ``latent_classes`` classes); the
-            layers below stay Gaussian. See :mod:`zoo.core.latents`.
+
+    The command line's options become these parts once, in :meth:`from_options`.
     """
 
     legacy_tensor_names = LEGACY_TENSOR_NAMES
 
-    def __init__(self, x_dim: int, layers: Sequence[int] = (100, 50), hidden: Sequence[int] = (200, 200),
-                 transition_hidden: Sequence[int] = (100, 100), likelihood: Optional[str] = "bernoulli",
-                 prior: str = "standard", prior_components: Optional[int] = None, prior_flows: int = 2,
-                 decoder: str = "mlp", channels: Sequence[int] = (32, 32, 32), activation: str = "tanh",
-                 levels: Optional[int] = None, mixtures: int = 5, latent: str = "gaussian", latent_classes: int = 10):
+    def __init__(self, x_dim: int, layers: Sequence = (100, 50), hidden: Sequence[int] = (200, 200),
+                 transition_hidden: Sequence[int] = (100, 100), likelihood: Optional[Likelihood] = None,
+                 prior: PriorPart = STANDARD_PRIOR, activation: str = "tanh"):
         super().__init__(x_dim)
-        self.latent_family = latent
-        self.latent_classes = int(latent_classes)
-        self.layers = tuple(int(k) for k in layers)
+        *below, top = layers
+        self.top = top if isinstance(top, LatentLayer) else LatentLayer(dim=int(top))
+        self.latent_family, self.latent_classes = self.top.family.name, self.top.classes
+        self.layers = tuple(int(k) for k in below) + (self.top.dim,)
         # what each layer's reader (the transition below it, or the decoder) takes in: its size, but the top
         # layer's as its family gives it (d x C numbers for d one-hot variables)
-        reads = self.layers[:-1] + (LATENT_FAMILIES[latent].decoder_size(self.layers[-1], self.latent_classes),)
+        reads = self.layers[:-1] + (self.top.decoder_size,)
         self.hidden = tuple(int(h) for h in hidden)
         self.transition_hidden = tuple(int(h) for h in transition_hidden)
         # transitions[l] maps z_{l+2} to the loc and raw scale of z_{l+1} (0-based l)
         self.activation = activation                           # the encoder's too, by default
         self.transitions = nn.ModuleList([mlp((above, *self.transition_hidden, 2 * below), activation)
                                           for below, above in zip(self.layers[:-1], reads[1:])])
-        self.decoder_kind = decoder
-        px = build_likelihood(likelihood, decoder, x_dim, levels, mixtures)     # p(x | z1): zoo.core.likelihoods
+        px = likelihood if likelihood is not None else Bernoulli(x_dim)     # p(x | z1): zoo.core.likelihoods
+        self.decoder_kind = px.decoder_kind
         self.likelihood, self.levels = px.name, px.levels
-        self.decoder = px.network(reads[0], self.hidden, activation, channels)
+        self.decoder = px.network(reads[0], self.hidden, activation)
         self.px = px
-        self.prior = build_prior(prior, self.latents[0], x_dim, prior_components, prior_flows)
+        self.prior = prior(self.latents[0], x_dim)
+
+    @classmethod
+    def from_options(cls, x_dim: int, options: HVAEOptions) -> "HVAE":
+        """The model the command line's options name: each name made its part here, once."""
+        o = options
+        top = LatentLayer.named(o.latent, o.layers[-1], o.latent_classes)
+        return cls(x_dim, (*o.layers[:-1], top), o.hidden, o.transition_hidden,
+                   build_likelihood(o.likelihood, o.decoder, x_dim, o.levels, o.mixtures, o.channels),
+                   prior_part(o.prior, o.prior_components, o.prior_flows), o.activation)
 
     @property
     def latents(self):
         # in the order the model samples them (top layer first); each names the layer above as parent
         L = len(self.layers)
-        top = latent_site(f"z{L}", self.layers[-1], self.latent_family, classes=self.latent_classes)
+        top = self.top.site(f"z{L}")
         return (top,) + tuple(LatentSite(f"z{l + 1}", (k,), "real", parents=(f"z{l + 2}",))
                               for l, k in reversed(list(enumerate(self.layers[:-1]))))
 
@@ -153,7 +158,7 @@ class HVAE(PriorMixin, ZooModel):
             raise KeyError(f"{name!r} has no parent layer in {self.display_name} (its layers: z1..z{L})")
         above = parents[f"z{l + 1}"]
         if l + 1 == L:
-            above = LATENT_FAMILIES[self.latent_family].decoder_input(above)
+            above = self.top.family.decoder_input(above)
         return self.conditional(l - 1, above)
 
     def model(self, x=None, idx=None, N=None):
@@ -161,7 +166,7 @@ class HVAE(PriorMixin, ZooModel):
         L = len(self.layers)
         with data_plate(x, idx, N, device=next(self.decoder.parameters()).device):
             z = pyro.sample(f"z{L}", self.prior())
-            z = LATENT_FAMILIES[self.latent_family].decoder_input(z)     # z itself, but log_(mu_0)(z) on H^d
+            z = self.top.family.decoder_input(z)     # z itself, but log_(mu_0)(z) on H^d
             for l in reversed(range(L - 1)):
                 z = pyro.sample(f"z{l + 1}", self.conditional(l, z))
             pyro.sample("x", self.px(self.decoder, z, observed=x), obs=x)

@@ -55,8 +55,9 @@ Example::
 from __future__ import annotations
 
 import math
+import functools
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import pyro.distributions as dist
 import torch
@@ -73,7 +74,7 @@ from zoo.core.params import register_module
 from zoo.core.components import Options, OptionError, option
 
 __all__ = ["PRIORS", "PriorOptions", "LearnedPrior", "DiagonalNormalMixture", "build_prior", "StandardPrior",
-           "MixturePrior", "VampPrior", "FlowPrior", "PriorMixin"]
+           "MixturePrior", "VampPrior", "FlowPrior", "PriorMixin", "PriorPart", "prior_part", "STANDARD_PRIOR"]
 
 PRIORS = ("standard", "mog", "vampprior", "flow")
 
@@ -325,6 +326,21 @@ def build_prior(prior: str, site: LatentSite, x_dim: Optional[int] = None, compo
     if prior == "flow":
         return FlowPrior(site, flows)
     raise ZooError(f"unknown prior {prior!r}; use one of {', '.join(PRIORS)}")
+
+
+#: A prior as a part a model takes: called with the model's top latent site and the data dimension, it builds the
+#: prior module there (the family's own prior on a sphere, in hyperbolic space or on bits)
+PriorPart = Callable[[LatentSite, Optional[int]], nn.Module]
+
+
+def prior_part(prior: str = "standard", components: Optional[int] = None, flows: int = 2) -> PriorPart:
+    """The part for ``--prior`` (one of :data:`PRIORS`) with its ``components`` or ``flows``: where the option's name
+    becomes a part (:func:`build_prior` on the site the model gives it)."""
+    return functools.partial(build_prior, prior, components=components, flows=flows)
+
+
+#: N(0, I), or the family's own prior on a site other than R^d: a model's default
+STANDARD_PRIOR: PriorPart = prior_part("standard")
 
 
 class PriorMixin:

@@ -33,7 +33,8 @@ References:
 
 Example::
 
-    >>> m = VAE(x_dim=64, latent_dim=2, hidden=(32,))
+    >>> from zoo.core.latents import LatentLayer
+    >>> m = VAE(64, LatentLayer(dim=2), hidden=(32,))
     >>> m.sample(4).shape
     torch.Size([4, 64])
 """
@@ -51,14 +52,17 @@ from zoo.core.components import MODELS, option
 from zoo.core.contract import ZooModel
 from zoo.core.errors import OptionError
 from zoo.core.hyperbolic import Gyroplane
-from zoo.core.latents import LATENT_FAMILIES, LatentOptions, latent_site
-from zoo.core.likelihoods import LEGACY_TENSOR_NAMES, LikelihoodOptions, build_likelihood
+from zoo.core.latents import LatentLayer, LatentOptions
+from zoo.core.likelihoods import LEGACY_TENSOR_NAMES, Bernoulli, Likelihood, LikelihoodOptions, build_likelihood
 from zoo.core.nn import activation_layer
 from zoo.core.plates import data_plate
 from zoo.core.params import register_module
-from zoo.models.priors import PriorMixin, PriorOptions, build_prior
+from zoo.models.priors import STANDARD_PRIOR, PriorMixin, PriorOptions, PriorPart, prior_part
 
 __all__ = ["VAE", "LATENT_DECODERS"]
+
+#: the default latent layer: z in R^50 with an N(0, I) prior (Burda et al.)
+BURDA_LATENT = LatentLayer(dim=50)
 
 #: how the decoder reads z: wrapped (the family's decoder_input, log_(mu_0)(z) on H^d) or gyroplane (H^d only)
 LATENT_DECODERS = ("wrapped", "gyroplane")
@@ -92,61 +96,65 @@ class VAEOptions(LikelihoodOptions, DecoderOptions, PriorOptions, LatentOptions)
                  "in hyperbolic space), tanh MLP decoder, Bernoulli or Gaussian likelihood (Burda et al. 2016: "
                  "784-200-200-50)")
 class VAE(PriorMixin, ZooModel):
-    """Gaussian prior, MLP decoder, Bernoulli or Gaussian likelihood.
+    """Gaussian prior, MLP decoder, Bernoulli or Gaussian likelihood, composed from parts.
 
     Arguments:
         x_dim: data dimension (784 for MNIST, 64 for the 8x8 digits).
-        latent_dim: d, the number of latent units (default 50).
+        latent: the latent layer z (:class:`~zoo.core.latents.LatentLayer`): its family (R^d by default; the unit
+            sphere S^(d-1) of the S-VAE, hyperbolic space H^d, bits, or d one-hot variables of C classes), its d
+            (default 50) and C.
         hidden: decoder hidden sizes, from z to x (default (200, 200)).
-        likelihood: ``"bernoulli"`` for binary data, ``"gaussian"`` for continuous data, or one of
-            :data:`~zoo.core.levels.LEVEL_LIKELIHOODS` for pixels with ``levels`` intensities
-            (``mixtures``: components of ``dmol``).
-        prior, prior_components, prior_flows: p(z), see :mod:`zoo.models.priors` (default N(0, I)).
-        decoder: ``"mlp"``, or ``"made"`` / ``"pixelcnn"`` for an autoregressive Bernoulli p(x | z).
-        channels: the PixelCNN's channels per masked layer (``decoder="pixelcnn"`` only).
-        activation: the mlp decoder's hidden units, ``"tanh"``, ``"relu"`` or ``"gated"`` (:mod:`zoo.core.nn`).
-        latent: the latent family, ``"gaussian"`` (R^d), ``"vmf"`` / ``"power-spherical"`` (z on the unit
-            sphere S^(d-1) in R^d with a uniform prior: the S-VAE) or ``"wrapped-normal"`` (z in hyperbolic space
-            H^d) or ``"bernoulli"`` (z in {0, 1}^d with a uniform prior) or ``"categorical"`` (d one-hot variables of
-            ``latent_classes`` classes, uniform prior), see :mod:`zoo.core.latents`.
+        likelihood: p(x | z), a :class:`~zoo.core.likelihoods.Likelihood` part (default Bernoulli pixels; a
+            Gaussian density, k levels, or an autoregressive MADE or PixelCNN).
+        prior: p(z), a :data:`~zoo.models.priors.PriorPart` (default N(0, I), or the family's own prior; a mixture,
+            a VampPrior or a flow through :func:`~zoo.models.priors.prior_part`).
+        activation: the mlp decoder's hidden units, ``"tanh"``, ``"relu"`` or ``"gated"`` (:mod:`zoo.core.nn`);
+            the encoder's too, by default.
+        latent_decoder: how the decoder reads a hyperbolic z: ``"wrapped"`` (log_(mu_0)(z) into the MLP) or
+            ``"gyroplane"`` (its first layer's units are distances to learned gyroplanes).
+
+    The command line's options become these parts once, in :meth:`from_options`.
     """
 
     legacy_tensor_names = LEGACY_TENSOR_NAMES
 
-    def __init__(self, x_dim: int, latent_dim: int = 50, hidden: Sequence[int] = (200, 200),
-                 likelihood: Optional[str] = "bernoulli", prior: str = "standard",
-                 prior_components: Optional[int] = None, prior_flows: int = 2, decoder: str = "mlp",
-                 channels: Sequence[int] = (32, 32, 32), activation: str = "tanh", levels: Optional[int] = None,
-                 mixtures: int = 5, latent: str = "gaussian", latent_classes: int = 10,
-                 latent_decoder: str = "wrapped"):
+    def __init__(self, x_dim: int, latent: LatentLayer = BURDA_LATENT, hidden: Sequence[int] = (200, 200),
+                 likelihood: Optional[Likelihood] = None, prior: PriorPart = STANDARD_PRIOR,
+                 activation: str = "tanh", latent_decoder: str = "wrapped"):
         super().__init__(x_dim)
-        self.latent_family = latent
-        self.latent_dim = int(latent_dim)
-        self.latent_classes = int(latent_classes)
+        self.latent_layer = latent
+        self.latent_family, self.latent_dim, self.latent_classes = latent.family.name, latent.dim, latent.classes
         self.hidden = tuple(int(h) for h in hidden)
-        self.decoder_kind = decoder
+        px = likelihood if likelihood is not None else Bernoulli(x_dim)     # p(x | z): zoo.core.likelihoods
+        self.decoder_kind = px.decoder_kind
         self.activation = activation                           # the encoder's too, by default
-        px = build_likelihood(likelihood, decoder, x_dim, levels, mixtures)     # p(x | z): zoo.core.likelihoods
         self.likelihood, self.levels = px.name, px.levels
         self.latent_decoder = latent_decoder
         if latent_decoder == "gyroplane":     # z in H^d read by distances to gyroplanes, then the rest of the MLP
             self.decoder = nn.Sequential(Gyroplane(self.latent_dim, self.hidden[0]), activation_layer(activation),
-                                         *px.network(self.hidden[0], self.hidden[1:], activation, channels))
+                                         *px.network(self.hidden[0], self.hidden[1:], activation))
         else:
-            decoder_in = LATENT_FAMILIES[latent].decoder_size(self.latent_dim, self.latent_classes)  # d, d x C one-hot
-            self.decoder = px.network(decoder_in, self.hidden, activation, channels)
+            self.decoder = px.network(latent.decoder_size, self.hidden, activation)    # d, or d x C one-hot
         self.px = px
         self.register_buffer("prior_loc", torch.zeros(self.latent_dim))
-        self.prior = build_prior(prior, self.latents[0], x_dim, prior_components, prior_flows)
+        self.prior = prior(self.latents[0], x_dim)
+
+    @classmethod
+    def from_options(cls, x_dim: int, options: VAEOptions) -> "VAE":
+        """The model the command line's options name: each name made its part here, once."""
+        o = options
+        return cls(x_dim, LatentLayer.named(o.latent, o.latent_dim, o.latent_classes), o.hidden,
+                   build_likelihood(o.likelihood, o.decoder, x_dim, o.levels, o.mixtures, o.channels),
+                   prior_part(o.prior, o.prior_components, o.prior_flows), o.activation, o.latent_decoder)
 
     @property
     def latents(self):
-        return (latent_site("z", self.latent_dim, self.latent_family, classes=self.latent_classes),)
+        return (self.latent_layer.site("z"),)
 
     def model(self, x=None, idx=None, N=None):
         register_module("vae", self)
         with data_plate(x, idx, N, device=self.prior_loc.device):
             z = pyro.sample("z", self.prior())                 # N(0, I) unless --prior or --latent say otherwise
-            h = z if self.latent_decoder == "gyroplane" else LATENT_FAMILIES[self.latent_family].decoder_input(z)
+            h = z if self.latent_decoder == "gyroplane" else self.latent_layer.family.decoder_input(z)
             # ^ z itself, but log_(mu_0)(z) on H^d unless the gyroplane layer reads z
             pyro.sample("x", self.px(self.decoder, h, observed=x), obs=x)
