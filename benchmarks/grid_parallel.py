@@ -62,7 +62,7 @@ def main(argv=None):
     import torch
 
     from zoo.core.errors import ZooError
-    from zoo.experiments.compare import compare
+    from zoo.experiments.compare import Execution, Grid, compare
     from zoo.experiments.config import RunConfig
     from zoo.experiments.engines import RAY_INSTALL, threads_per_worker
 
@@ -88,7 +88,8 @@ def main(argv=None):
     root = Path(tempfile.mkdtemp(prefix="grid_parallel-"))
     rows, tables = [], {}
     try:
-        for mode, settings in (("serial", {}), ("workers", {"workers": 2}), ("ray", {"engine": "ray"})):
+        for mode, execution in (("serial", Execution(progress=False)), ("workers", Execution(workers=2, progress=False)),
+                                ("ray", Execution("ray", progress=False))):
             init_seconds = None
             if mode == "ray":
                 t0 = time.perf_counter()
@@ -97,7 +98,7 @@ def main(argv=None):
             cpu0 = os.times()
             t0 = time.perf_counter()
             out = root / mode
-            result = compare("vae", guides, objectives, base, out, progress=False, seeds=seeds, **settings)
+            result = compare(Grid("vae", guides, objectives, base, seeds), out, execution=execution)
             wall = time.perf_counter() - t0
             cpu1 = os.times()
             tables[mode] = _without_timings(json.loads((out / "compare.json").read_text()))

@@ -74,7 +74,7 @@ def spec_of(label: str) -> str:
 def run_model(label: str, global_guide, args, out_root: Path) -> dict:
     """compare(..., --guides all --objectives all) for one model (and global guide): its cells, skips, errors."""
     from zoo.data import load_dataset
-    from zoo.experiments.compare import cell_name, checked_cells, compare
+    from zoo.experiments.compare import Execution, Grid, cell_name, checked_cells, compare
     from zoo.experiments.config import RunConfig
     from zoo.experiments.run import train_run
     from zoo.core.errors import ZooError
@@ -92,7 +92,8 @@ def run_model(label: str, global_guide, args, out_root: Path) -> dict:
     cells, skipped = checked_cells(base.model, ["all"], ["all"], base, data, guide_options=guide_options)
     errors, rows = [], []
     try:
-        rows = compare(base.model, ["all"], ["all"], base, out, force=True, progress=False, guide_options=guide_options)
+        rows = compare(Grid(base.model, ["all"], ["all"], base, guide_options=guide_options), out, force=True,
+                       execution=Execution(progress=False))
     except (ZooError, RuntimeError, ValueError) as e:       # find which cells fail, and keep the others' figures
         print(f"{name}: compare stopped ({type(e).__name__}: {e}); running its cells one by one", flush=True)
         for cfg in cells:

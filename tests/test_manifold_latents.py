@@ -242,32 +242,33 @@ def test_compare_runs_the_latent_families_side_by_side(tmp_path):
     """``pyro-zoo compare --latents gaussian,vmf,wrapped-normal``: each (guide, objective) cell once per family,
     named and labelled by it, on the same data and budget; the plan keeps the families, so --resume finishes the
     same grid."""
-    from zoo.experiments.compare import compare, read_plan, resume_compare
+    from zoo.experiments.compare import Execution, Grid, compare, read_plan, resume_compare
     from zoo.experiments.config import RunConfig
     base = RunConfig(model="vae", dataset="digits", epochs=1, batch_size=100, eval_samples=20, iwae_k=5,
                      model_options={"latent_dim": 3, "hidden": (16,)}, guide_options={"hidden": (16,)})
     families = ["gaussian", "vmf", "wrapped-normal"]
-    rows = compare("vae", ["amortized"], ["elbo"], base, tmp_path / "grid", progress=False, latents=families)
+    quiet = Execution(progress=False)
+    rows = compare(Grid("vae", ["amortized"], ["elbo"], base, latents=families), tmp_path / "grid", execution=quiet)
     assert [r["cell"] for r in rows] == [f"{f}/amortized/elbo" for f in families]
     assert [r["config"]["model_options"]["latent"] for r in rows] == families
     for f in families:
         assert (tmp_path / "grid" / f"{f}-amortized-elbo" / "results.json").is_file()
     assert read_plan(tmp_path / "grid").latents == families
-    again = resume_compare(tmp_path / "grid", progress=False)
+    again = resume_compare(tmp_path / "grid", execution=quiet)
     assert [r["cell"] for r in again] == [r["cell"] for r in rows]
     table = (tmp_path / "grid" / "compare.md").read_text()
     assert all(f"{f}/amortized/elbo" in table for f in families)
 
 
 def test_compare_refuses_latents_beside_latent_and_unknown_families(tmp_path):
-    from zoo.experiments.compare import compare
+    from zoo.experiments.compare import Grid, compare
     from zoo.experiments.config import RunConfig
     base = RunConfig(model="vae", dataset="digits", epochs=1, model_options={"latent": "vmf"})
     with pytest.raises(ZooError, match="drop --latent, or --latents"):
-        compare("vae", ["amortized"], ["elbo"], base, tmp_path / "a", progress=False, latents=["gaussian", "vmf"])
+        compare(Grid("vae", ["amortized"], ["elbo"], base, latents=["gaussian", "vmf"]), tmp_path / "a")
     with pytest.raises(ZooError, match="unknown latent family 'poincare'"):
-        compare("vae", ["amortized"], ["elbo"], RunConfig(model="vae", dataset="digits"), tmp_path / "b",
-                progress=False, latents=["gaussian", "poincare"])
+        compare(Grid("vae", ["amortized"], ["elbo"], RunConfig(model="vae", dataset="digits"),
+                     latents=["gaussian", "poincare"]), tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

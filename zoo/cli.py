@@ -642,9 +642,9 @@ def _eval_annealed(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from zoo.experiments.compare import compare, resume_compare
+    from zoo.experiments.compare import Execution, Grid, compare, resume_compare
     from zoo.experiments.config import RunConfig
-    engine = {"workers": args.workers, "engine": args.engine, "address": args.address}
+    execution = Execution(args.engine, args.workers, args.address, progress=not args.no_progress)
     if args.address and args.engine != "ray":
         raise ZooError("--address is the Ray cluster's: give it with --engine ray")
     if args.resume:
@@ -655,7 +655,7 @@ def cmd_compare(args) -> None:
             raise ZooError(f"--resume finishes the grid as OUT/grid.json records it; drop {', '.join(given or ['--force'])} "
                            f"(only --workers, --engine, --address and a model file may be given)")
         out = Path(args.resume)
-        rows = resume_compare(out, model_file=args.model, progress=not args.no_progress, **engine)
+        rows = resume_compare(out, model_file=args.model, execution=execution)
     else:
         model, settings, model_options = _with_fixed(
             args, args.model, flags.given_run_settings(args),
@@ -669,10 +669,10 @@ def cmd_compare(args) -> None:
         check_data_dir(settings.get("dataset", RunConfig.dataset), settings.get("data_dir"))
         base = RunConfig(model=args.model, **settings, model_options=model_options)
         out = Path(args.out or f"runs/compare-{model_label(args.model)}")
-        rows = compare(args.model, args.guides, args.objectives, base, out, force=args.force,
-                       progress=not args.no_progress, guide_options=flags.given_options(args, "guide", args.guides),
-                       objective_options=flags.given_options(args, "objective", args.objectives), seeds=seeds,
-                       baseline=args.baseline_cell, latents=args.latents, **engine)
+        grid = Grid(args.model, args.guides, args.objectives, base, seeds or [], args.baseline_cell,
+                    flags.given_options(args, "guide", args.guides),
+                    flags.given_options(args, "objective", args.objectives), args.latents or [])
+        rows = compare(grid, out, force=args.force, execution=execution)
     _print_compare(rows, out)
 
 

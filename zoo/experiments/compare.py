@@ -40,8 +40,8 @@ from zoo.rules import build_run_model, grid_axes_without_effect
 from zoo.training.checkpoint import atomic_write_text
 from zoo.usercode.specs import is_file_spec, spec_label
 
-__all__ = ["compare", "resume_compare", "grid_cells", "checked_cells", "cell_name", "cell_label", "seed_folder",
-           "Grid", "read_plan", "resume_command", "PLAN", "ALL"]
+__all__ = ["compare", "resume_compare", "Grid", "Execution", "SERIAL", "grid_cells", "checked_cells", "cell_name",
+           "cell_label", "seed_folder", "read_plan", "resume_command", "PLAN", "ALL"]
 
 #: ``--guides all`` / ``--objectives all``: every registered guide family / objective (bounds and presets)
 #: that the registry says fits the model; the cells it rules out are skipped and listed, not errors.
@@ -159,8 +159,9 @@ class Grid:
     model: str
     guides: List[str]
     objectives: List[str]
-    seeds: List[int]
     base: RunConfig
+    #: paired seeds (:func:`compare`); empty: the base config's seed alone
+    seeds: List[int] = dataclasses.field(default_factory=list)
     baseline: Optional[str] = None
     guide_options: Dict = dataclasses.field(default_factory=dict)
     objective_options: Dict = dataclasses.field(default_factory=dict)
@@ -168,6 +169,12 @@ class Grid:
     latents: List[str] = dataclasses.field(default_factory=list)
     #: read from a grid.json whose content no longer matches its seal (:func:`read_plan`): edited since written
     edited: bool = False
+
+    def __post_init__(self):
+        self.guides, self.objectives = list(self.guides), list(self.objectives)
+        self.seeds = list(dict.fromkeys(self.seeds)) or [self.base.seed]
+        self.latents = list(dict.fromkeys(self.latents or ()))
+        self.guide_options, self.objective_options = dict(self.guide_options or {}), dict(self.objective_options or {})
 
     def to_json(self) -> Dict:
         """The plan as grid.json stores it, sealed (:func:`~zoo.core.files.sealed`): a grid's plan never changes,
@@ -178,6 +185,21 @@ class Grid:
         if self.latents:
             plan["latents"] = self.latents
         return sealed(json_ready(plan))
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """Where a grid's cells run (:mod:`zoo.experiments.engines`): ``serial``, a pool of ``workers`` processes, or
+    Ray at ``address``; ``progress``: a line per epoch or cell."""
+
+    engine: str = "serial"
+    workers: int = 1
+    address: Optional[str] = None
+    progress: bool = True
+
+
+#: one process, with progress: how a grid runs unless told otherwise
+SERIAL = Execution()
 
 
 def resume_command(model: str, out: Path) -> str:
@@ -209,26 +231,27 @@ def read_plan(out: Path, model_file: Optional[str] = None) -> Grid:
                        f"started it and --force")
     base = read_stored_config(stored.get("base"), str(path), model_file,
                               how=f"pyro-zoo compare FILE.py:NAME --resume {out}")
-    return Grid(base.model, guides, objectives, seeds, base, stored.get("baseline"), **extra,
+    return Grid(base.model, guides, objectives, base, seeds, stored.get("baseline"), **extra,
                 edited=not seal_holds(stored))
 
 
-def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: RunConfig, out: Path,
-            force: bool = False, progress: bool = True, guide_options: Optional[Mapping] = None,
-            objective_options: Optional[Mapping] = None, seeds: Optional[Sequence[int]] = None,
-            baseline: Optional[str] = None, workers: int = 1, engine: str = "serial",
-            address: Optional[str] = None, latents: Optional[Sequence[str]] = None) -> List[Dict]:
-    """Train and evaluate every (guide, objective) cell at every seed with the same budget and evaluation.
+def compare(grid: Grid, out: Path, force: bool = False, execution: Execution = SERIAL) -> List[Dict]:
+    """Train and evaluate every (guide, objective) cell of ``grid`` at every seed with the same budget and
+    evaluation, in ``out``.
 
-    ``seeds`` (default: ``base.seed`` alone) are paired: at seed s every cell draws the same minibatch order
-    (:func:`zoo.training.loop.epoch_order` is a function of the seed and epoch alone) on the same data
-    splits (fixed by the dataset, not the seed), and its evaluation's samples from the same seed. So
-    the per-seed differences from the ``baseline`` cell (``GUIDE/OBJECTIVE``, default the first) are
-    paired (:mod:`zoo.evaluation.seed_stats`). ``guide_options`` and ``objective_options`` (default:
-    ``base``'s) go to the cells whose guide or objective takes them, e.g. ``num_flows`` to ``iaf`` only.
-    Cells run on ``engine`` (:mod:`zoo.experiments.engines`): ``serial``, a pool of ``workers``
-    processes, or Ray at ``address``. ``latents`` (latent families) repeats the grid once per family, the model's
-    ``latent`` option set to it. Returns the rows of ``compare.json``, one per cell and seed.
+    The grid's seeds (default: its base config's seed alone) are paired: at seed s every cell draws the same
+    minibatch order (:func:`zoo.training.loop.epoch_order` is a function of the seed and epoch alone) on the same
+    data splits (fixed by the dataset, not the seed), and its evaluation's samples from the same seed. So the
+    per-seed differences from the ``baseline`` cell (``GUIDE/OBJECTIVE``, default the first) are paired
+    (:mod:`zoo.evaluation.seed_stats`). Its ``guide_options`` and ``objective_options`` (default: ``base``'s) go to
+    the cells whose guide or objective takes them, e.g. ``num_flows`` to ``iaf`` only; its ``latents`` (latent
+    families) repeat the grid once per family, the model's ``latent`` option set to it. Cells run as ``execution``
+    says. Returns the rows of ``compare.json``, one per cell and seed.
+
+    Example::
+
+        compare(Grid("vae", ["amortized", "iaf"], ["elbo", "iwae"], RunConfig(model="vae", dataset="digits"),
+                     seeds=[0, 1]), Path("runs/grid"), execution=Execution(workers=2))
     """
     out = Path(out)
     check_out_dir(out, force, resume=False)
@@ -237,22 +260,17 @@ def compare(model: str, guides: Sequence[str], objectives: Sequence[str], base: 
         raise ZooError(f"{out} already holds a comparison; pass --force to overwrite or choose another --out")
     if (out / PLAN).exists() and not force:
         raise ZooError(f"{out} holds an unfinished grid; pass --force to start it again, or finish it with: "
-                       f"{resume_command(base.model, out)}")
-    seeds = list(dict.fromkeys(seeds)) if seeds else [base.seed]
-    latents = list(dict.fromkeys(latents or ()))
-    if latents and "latent" in base.model_options:
+                       f"{resume_command(grid.base.model, out)}")
+    if grid.latents and "latent" in grid.base.model_options:
         raise ZooError("--latents sets each cell's --latent: drop --latent, or --latents")
-    unknown = [f for f in latents if f not in _latent_families()]
+    unknown = [f for f in grid.latents if f not in _latent_families()]
     if unknown:
         raise ZooError(f"unknown latent famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(map(repr, unknown))} in "
                        f"--latents; choose from {', '.join(_latent_families())}")
-    grid = Grid(model, list(guides), list(objectives), seeds, base, baseline, dict(guide_options or {}),
-                dict(objective_options or {}), latents)
-    return _run_grid(grid, out, fresh=True, progress=progress, workers=workers, engine=engine, address=address)
+    return _run_grid(grid, out, fresh=True, execution=execution)
 
 
-def resume_compare(out: Path, model_file: Optional[str] = None, progress: bool = True, workers: int = 1,
-                   engine: str = "serial", address: Optional[str] = None) -> List[Dict]:
+def resume_compare(out: Path, model_file: Optional[str] = None, execution: Execution = SERIAL) -> List[Dict]:
     """Finish the grid in ``out`` (``compare --resume OUT``): cells with results are kept once their folder is
     checked against the grid's config (as ``train --resume`` checks a run), interrupted cells resume from
     their last checkpoint, and missing cells train."""
@@ -261,7 +279,7 @@ def resume_compare(out: Path, model_file: Optional[str] = None, progress: bool =
         raise ZooError(f"--resume: no grid at {out}; start one with 'pyro-zoo compare MODEL ... --out {out}'")
     _refuse_running_grid(out)
     grid = read_plan(out, model_file)
-    return _run_grid(grid, out, fresh=False, progress=progress, workers=workers, engine=engine, address=address)
+    return _run_grid(grid, out, fresh=False, execution=execution)
 
 
 def _latent_families() -> Tuple[str, ...]:
@@ -380,8 +398,8 @@ def _cell_result(cfg: RunConfig, folder: Path) -> Dict:
     return result
 
 
-def _run_grid(grid: Grid, out: Path, fresh: bool, progress: bool, workers: int, engine: str,
-              address: Optional[str]) -> List[Dict]:
+def _run_grid(grid: Grid, out: Path, fresh: bool, execution: Execution) -> List[Dict]:
+    engine, workers, address, progress = execution.engine, execution.workers, execution.address, execution.progress
     if engine not in ENGINES:
         raise ZooError(f"unknown --engine {engine!r}; use one of {', '.join(ENGINES)}")
     if workers < 1:
