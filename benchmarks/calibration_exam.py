@@ -18,7 +18,8 @@ Each exam model has its log p(x) computed another way than by sampling:
 - ``ppca``: the zoo's pPCA at its maximum-likelihood solution, in closed form.
 - ``bits``: one layer of a sigmoid belief net, z ~ Bernoulli(1/2)^12, x | z ~ Bernoulli(sigmoid(W z + b)) in
   {0, 1}^30 with strong weights: 4,096 values, too many for AIS's Gibbs update, so its chains move by the guide's
-  independent proposals and local bit flips (the SBN-200 models' case in small); exact by enumeration.
+  independent proposals and local bit flips (the SBN-200 models' case in small); exact by enumeration
+  (:func:`zoo.exact_models.sbn_layer`).
 
 The guide is the zoo's amortized guide (a diagonal Normal per real site, independent categoricals per discrete
 site: one mode, mean-field), trained with the ELBO for ``--guide-epochs`` on 500 data, as a user's is. For each of
@@ -202,32 +203,6 @@ def experts_data(n: int, seed: int) -> torch.Tensor:
     return torch.cat([trace.nodes["y"]["value"], u], -1).float()
 
 
-# --- one layer of a sigmoid belief net ---------------------------------------------------------------------------
-_g = torch.Generator().manual_seed(7)
-BITS = {"latent": 12, "dim": 30}
-BITS.update(W=2.0 * torch.randn(BITS["dim"], BITS["latent"], generator=_g), b=torch.randn(BITS["dim"], generator=_g))
-
-
-def bits(x, idx=None, N=None):
-    p = BITS
-    with pyro.plate("data", N, subsample=idx):
-        z = pyro.sample("z", dist.Bernoulli(0.5 * torch.ones(p["latent"])).to_event(1))
-        pyro.sample("x", dist.Bernoulli(logits=z @ p["W"].T + p["b"]).to_event(1), obs=x)
-
-
-def bits_log_marginal(x: torch.Tensor) -> torch.Tensor:
-    import itertools
-    p = BITS
-    states = torch.tensor(list(itertools.product([0.0, 1.0], repeat=p["latent"])), dtype=torch.float64)
-    logits = (states @ p["W"].double().T + p["b"].double()).unsqueeze(1)                 # [S, 1, D]
-    log_lik = dist.Bernoulli(logits=logits).log_prob(x.double().unsqueeze(0)).sum(-1)     # [S, n]
-    return torch.logsumexp(log_lik, 0) - p["latent"] * math.log(2.0)
-
-
-def bits_data(n: int, seed: int) -> torch.Tensor:
-    return _simulate(bits, n, seed).nodes["x"]["value"].float()
-
-
 # --- the exam -------------------------------------------------------------------------------------------------------
 def build(name: str):
     """(model, draw(n, seed) -> data, exact(data) -> log p(x) [n])."""
@@ -242,7 +217,8 @@ def build(name: str):
         return (zoo.from_pyro(E.padded_hmm, 6, covariate_dim=1, data=draw(8, 0)), draw,
                 lambda d: E.padded_hmm_log_marginal(d[:, :-1], d[:, -1]))
     if name == "bits":
-        return zoo.from_pyro(bits, BITS["dim"]), bits_data, bits_log_marginal
+        model, log_marginal, data = E.sbn_layer(latent=12, dim=30, scale=2.0, seed=7)
+        return zoo.from_pyro(model, 30), lambda n, seed: data(n, seed), log_marginal
     if name == "funnel":
         return zoo.from_pyro(funnel, FUNNEL["dim"]), funnel_data, funnel_log_marginal
     if name == "experts":

@@ -377,32 +377,12 @@ def test_with_one_or_two_chains_the_warning_says_to_run_more_chains_not_more_tem
         assert "cannot reach" not in warning
 
 
-def _many_bits_model(K: int, D: int, seed: int = 3):
-    """z in {0, 1}^K (2^K values, more than Gibbs takes), x | z ~ Bernoulli(logits = W z + b): exact by
-    enumeration."""
-    g = torch.Generator().manual_seed(seed)
-    W, b = 2.5 * torch.randn(D, K, generator=g), torch.randn(D, generator=g)
-
-    def model(x, idx=None, N=None):
-        with pyro.plate("data", N, subsample=idx):
-            z = pyro.sample("z", dist.Bernoulli(0.5 * torch.ones(K)).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=z @ W.T + b).to_event(1), obs=x)
-
-    def exact(x):
-        import itertools
-        states = torch.tensor(list(itertools.product([0.0, 1.0], repeat=K)))
-        log_lik = dist.Bernoulli(logits=(states @ W.T + b).unsqueeze(1)).log_prob(x.unsqueeze(0)).sum(-1)
-        return (torch.logsumexp(log_lik, 0) - K * math.log(2)).double()
-    torch.manual_seed(seed)
-    x = dist.Bernoulli(logits=torch.randint(0, 2, (30, K)).float() @ W.T + b).sample()
-    return model, exact, x
-
-
 def test_a_binary_site_too_large_for_gibbs_takes_local_moves_and_ais_matches_enumeration():
     """A 10-bit site (1,024 values, above gibbs_max_states) with a peaked posterior that an untrained guide's
     independent proposals miss: the local moves (one bit flipped, accepted by f_t's ratio) bring AIS within 3 SE
     of the enumerated log p(x), and do move the chains."""
-    model, exact, x = _many_bits_model(K=10, D=24)
+    model, exact, data = E.sbn_layer(latent=10, dim=24, scale=2.5, seed=3)
+    x = data(30, seed=3)
     zoo_model = zoo.from_pyro(model, 24)
     guide = zoo.build_guide("amortized", zoo_model)
     pyro.set_rng_seed(0)

@@ -19,6 +19,8 @@ log p(x) per datum computed another way:
 - :func:`ridge`: z2 ~ N(0, 1), z1 | z2 ~ N(z2, 0.05^2), x | z1 ~ N(z1, 1): a posterior 0.05 wide along a ridge
   about 0.7 long, with :func:`ridge_guide`, the exact posterior p(z1 | x) p(z2 | z1) widened by half; x ~ N(0,
   2 + 0.05^2). It holds no tensor of its own, so it runs wherever its data are (a GPU too).
+- :func:`sbn_layer`: one layer of a sigmoid belief net, z ~ Bernoulli(1/2)^K, x | z ~ Bernoulli(sigmoid(W z + b))
+  with strong weights: 2^K values, more than AIS's Gibbs update takes; log p(x) by enumerating them.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import torch
 __all__ = ["linear_gaussian_hierarchy", "linear_gaussian_hierarchy_log_marginal", "linear_gaussian_hierarchy_data",
            "binary_latent_model", "binary_latent_log_marginal", "binary_latent_data", "poisson_1d",
            "poisson_1d_log_marginal", "poisson_1d_data", "padded_hmm", "padded_hmm_log_marginal", "padded_hmm_data",
-           "ridge", "ridge_guide", "ridge_log_marginal", "ridge_data", "RIDGE_S1"]
+           "ridge", "ridge_guide", "ridge_log_marginal", "ridge_data", "RIDGE_S1", "sbn_layer"]
 
 G = torch.Generator().manual_seed(1234)
 
@@ -200,3 +202,31 @@ def ridge_log_marginal(x: torch.Tensor) -> torch.Tensor:
 def ridge_data(n: int, seed: int = 0) -> torch.Tensor:
     torch.manual_seed(seed)
     return torch.randn(n, 1) * math.sqrt(2 + RIDGE_S1 ** 2)
+
+
+# --- one layer of a sigmoid belief net, by enumeration -------------------------------------------------------------
+def sbn_layer(latent: int, dim: int, scale: float = 2.0, seed: int = 7):
+    """(model, log_marginal, data): z ~ Bernoulli(1/2)^latent, x | z ~ Bernoulli(sigmoid(W z + b)) in {0, 1}^dim,
+    W = ``scale`` times standard normal draws and b standard normal ones (a generator seeded with ``seed``);
+    ``log_marginal(x)`` enumerates the 2^latent values (float64), ``data(n, seed)`` simulates n data."""
+    g = torch.Generator().manual_seed(seed)
+    W = scale * torch.randn(dim, latent, generator=g)
+    b = torch.randn(dim, generator=g)
+
+    def model(x, idx=None, N=None):
+        with pyro.plate("data", N, subsample=idx):
+            z = pyro.sample("z", dist.Bernoulli(0.5 * torch.ones(latent)).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=z @ W.T + b).to_event(1), obs=x)
+
+    def log_marginal(x: torch.Tensor) -> torch.Tensor:
+        states = torch.tensor(list(itertools.product([0.0, 1.0], repeat=latent)), dtype=torch.float64)
+        logits = (states @ W.double().T + b.double()).unsqueeze(1)                          # [S, 1, D]
+        log_lik = dist.Bernoulli(logits=logits).log_prob(x.double().unsqueeze(0)).sum(-1)  # [S, n]
+        return torch.logsumexp(log_lik, 0) - latent * math.log(2.0)
+
+    def data(n: int, seed: int = 0) -> torch.Tensor:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                return poutine.trace(model).get_trace(None, N=n).nodes["x"]["value"].float()
+    return model, log_marginal, data

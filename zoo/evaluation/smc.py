@@ -107,7 +107,7 @@ from zoo.core.latents import MANIFOLDS
 from zoo.core.modes import evaluation_mode
 from zoo.core.process import map_torch_constants
 from zoo.evaluation.ais import (GIBBS_MAX_STATES, PATHS, PRECONDITIONERS, _broadcast, _Chains, _gibbs, _hmc,
-                                _independent_mh, _Point, annealing_start, log_mean_exp_and_se)
+                                _independent_mh, _local_mh, _Point, annealing_start, log_mean_exp_and_se)
 from zoo.rules import check_annealing
 
 __all__ = ["SequentialMonteCarlo", "SMCResult", "conditional_ess", "next_temperatures", "systematic_resample",
@@ -261,7 +261,8 @@ class SequentialMonteCarlo:
         resample_threshold: resample a datum's particles where their ESS falls below this fraction of N.
         num_moves: MCMC moves (each: the discrete sites' MH and Gibbs updates, then one HMC transition) per step.
         path: ``"guide"`` (pi_0 = q(z | x)) or ``"prior"`` (pi_0 = p(z)).
-        leapfrog_steps: L, leapfrog steps per HMC transition.
+        leapfrog_steps: L, leapfrog steps per HMC transition, and rounds of local Metropolis moves per move of a
+            discrete site too large for Gibbs (:func:`zoo.evaluation.ais._local_mh`).
         target_accept: the acceptance rate each datum's step size adapts toward.
         initial_step_size: every datum's first step size.
         max_steps: the most temperatures a datum may take; the one after jumps to beta = 1 (flagged ``forced``).
@@ -338,6 +339,8 @@ class SequentialMonteCarlo:
                 values, _ = _independent_mh(chains, point.values, beta)
                 for site in chains.gibbs:
                     values, _ = _gibbs(chains, values, beta, site)
+                if chains.proposed:         # sites too large for Gibbs: AIS's local moves, L rounds
+                    values, _ = _local_mh(chains, values, beta, chains.proposed, self.leapfrog_steps)
                 point = chains.point(values)
             if chains.real:
                 moved, a = _hmc(chains, point, beta, eps.to(chains.x.device), self.leapfrog_steps)
