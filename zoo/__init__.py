@@ -62,7 +62,8 @@ _API = {
     "build_objective": "zoo.registry", "check_combination": "zoo.rules", "fit": "zoo.training.loop",
     "refit_local_guide": "zoo.training.refit", "evaluate": "zoo.evaluation.harness",
     "RunConfig": "zoo.experiments.config", "train_run": "zoo.experiments.run", "evaluate_run": "zoo.experiments.run",
-    "compare": "zoo.experiments.compare", "ZooError": "zoo.core.errors", "from_pyro": "zoo.models.pyro_model",
+    "compare": "zoo.experiments.compare", "Grid": "zoo.experiments.compare", "Execution": "zoo.experiments.compare",
+    "ZooError": "zoo.core.errors", "from_pyro": "zoo.models.pyro_model",
     "from_pyro_guide": "guides.user", "load_trained": "zoo.experiments.trained", "trained_names": "zoo.core.catalogue",
     "open_trained": "zoo.experiments.trained",
 }
