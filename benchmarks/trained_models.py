@@ -283,8 +283,10 @@ def score(name: str, args) -> dict:
                      num_temperatures=max(int(t) for t in args.temperatures.split(",")))
     if not ais_done:
         t0 = time.perf_counter()
+        # --force: the working copy's files are this command's own, replaced by the settings it names now
         zoo_cli(["eval", name, "--estimator", "ais", "--eval-limit", args.limit, "--temperatures", args.temperatures,
-                 "--chains", args.chains, "--leapfrog", args.leapfrog, "--replicas", args.replicas, *data], check=True)
+                 "--chains", args.chains, "--leapfrog", args.leapfrog, "--replicas", args.replicas, "--force", *data],
+                check=True)
         timings["ais_seconds"] = time.perf_counter() - t0
     # BDMC again where its sampler differs from this command's: its gap bounds AIS only as strong as AIS's
     if args.bdmc_data and not _done(work / "bdmc.json", num_data=args.bdmc_data, num_chains=args.chains,
@@ -292,7 +294,8 @@ def score(name: str, args) -> dict:
                                     num_temperatures=[int(t) for t in args.bdmc_temperatures.split(",")]):
         t0 = time.perf_counter()
         zoo_cli(["eval", name, "--estimator", "bdmc", "--bdmc-data", args.bdmc_data, "--temperatures",
-                 args.bdmc_temperatures, "--chains", args.chains, "--leapfrog", args.leapfrog, *data], check=True)
+                 args.bdmc_temperatures, "--chains", args.chains, "--leapfrog", args.leapfrog, "--force", *data],
+                check=True)
         timings["bdmc_seconds"] = time.perf_counter() - t0
     for f in ("ais.json", "ais.md", "bdmc.json", "bdmc.md"):
         if (work / f).is_file():

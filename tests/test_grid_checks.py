@@ -331,3 +331,14 @@ def test_a_ray_address_with_no_cluster_is_one_line_and_leaves_no_folder(tmp_path
     err = capsys.readouterr().err
     assert one_line(code, err, f"no Ray cluster answers at --address {address}"), err
     assert not out.exists()
+
+
+def test_a_grid_made_without_seeds_or_latents_takes_its_base_seed():
+    """Review: Grid(seeds=None) raised TypeError where compare(seeds=None) was valid; seeds and latents are
+    deduplicated where the grid is made."""
+    from zoo.experiments.compare import Grid
+    from zoo.experiments.config import RunConfig
+    grid = Grid("vae", ["amortized"], ["elbo"], RunConfig(model="vae", dataset="digits", seed=3), seeds=None,
+                latents=None)
+    assert grid.seeds == [3] and grid.latents == []
+    assert Grid("vae", ["amortized"], ["elbo"], RunConfig(model="vae"), seeds=[1, 1, 2]).seeds == [1, 2]

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import zoo
-from zoo.core.latents import LatentLayer
-from zoo.core.likelihoods import build_likelihood
+from zoo.core.errors import ZooError
+from zoo.core.latents import LATENT_FAMILIES, LatentLayer
+from zoo.core.likelihoods import Bernoulli, build_likelihood
 from zoo.models import HVAE, VAE
 from zoo.models.priors import MixturePrior, prior_part
 
@@ -51,3 +52,19 @@ def test_an_hvae_takes_a_top_layer_of_another_family_and_any_prior_callable():
 @pytest.mark.parametrize("model", [VAE, HVAE])
 def test_the_models_take_at_most_eight_parameters(model):
     assert len(inspect.signature(model.__init__).parameters) - 1 <= 8
+
+
+@pytest.mark.parametrize("build, says", [
+    (lambda: LatentLayer(dim=0), "dim must be a whole number >= 1"),
+    (lambda: LatentLayer(LATENT_FAMILIES["categorical"], 3, classes=1), "classes must be a whole number >= 2"),
+    (lambda: LatentLayer("vmf", 3), "a latent layer's family is a LatentFamily"),
+    (lambda: LatentLayer.named("poincare", 3), "unknown latent family 'poincare'"),
+    (lambda: VAE(16, LatentLayer(dim=2), likelihood=Bernoulli(10)), "models 10 values per datum and the data have 16"),
+    (lambda: VAE(16, LatentLayer(dim=2), hidden=(8,), latent_decoder="gyroplane"), "reads a hyperbolic z"),
+    (lambda: HVAE(16, layers=(4, 3), likelihood=Bernoulli(9)), "models 9 values per datum")])
+def test_parts_that_cannot_make_a_model_are_refused_in_one_line(build, says):
+    """Review: built by hand, a zero-sized layer, one class, a family by name where a part goes, a likelihood for
+    other data and a gyroplane reading a Euclidean z were accepted (or raised a bare KeyError)."""
+    with pytest.raises(ZooError, match=None) as err:
+        build()
+    assert says in str(err.value) and "\n" not in str(err.value), str(err.value)

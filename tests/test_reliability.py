@@ -199,7 +199,16 @@ SAME = {"num_chains": 8, "leapfrog_steps": 5, "path": "guide", "schedule": "sigm
     # settings read from files are untrusted: a field that is not a number (or a name) is a reason, not skipped
     ({**SAME, "num_chains": "many"}, SAME, "AIS's chains is not a number"),
     (SAME, {**SAME, "leapfrog_steps": float("nan")}, "BDMC's leapfrog steps is not a number"),
-    (SAME, {**SAME, "path": ["guide"]}, "BDMC's start is not a name")])
+    (SAME, {**SAME, "path": ["guide"]}, "BDMC's start is not a name"),
+    # review: an integer too large for a float (JSON holds one) raised OverflowError; a count AIS does not record
+    # could be anything, so BDMC's gap at that count bounds nothing
+    (SAME, {**SAME, "leapfrog_steps": 10 ** 400}, "BDMC's leapfrog steps is not a number"),
+    ({k: v for k, v in SAME.items() if k != "num_chains"}, SAME,
+     "AIS's chains are not recorded, so no BDMC gap is known to bound it"),
+    (SAME, {**SAME, "local_moves": True}, None),
+    ({**SAME, "local_moves": False}, {**SAME, "local_moves": True},
+     "BDMC's gap was measured with local discrete moves True, AIS ran False"),
+    (SAME, {**SAME, "local_moves": "yes"}, "BDMC's local discrete moves is not true or false")])
 def test_a_bdmc_gap_bounds_ais_only_when_its_sampler_is_no_stronger(ais, bdmc, reason):
     """Review: BDMC's chains, leapfrog steps and start were never compared with AIS's, so a gap measured with 64
     chains and 20 leapfrog steps vouched for AIS run with 8 and 5. A gap shrinks as each grows, and another start,

@@ -236,6 +236,9 @@ def test_a_weaker_or_oversized_smc_evaluation_is_refused_in_one_line_and_the_res
     weaker = [a if a != "8" else "4" for a in SMC]
     code, _, err = run_cli(["eval", run, *weaker], capsys)
     assert code == 2 and "4 particles, not 8" in err and len(err.strip().splitlines()) == 1, err
+    # review: fewer moves per temperature replaced a stored SMC; they make a weaker one, refused as such
+    code, _, err = run_cli(["eval", run, *SMC, "--smc-moves", "1"], capsys)
+    assert code == 2 and "1 moves, not" in err and len(err.strip().splitlines()) == 1, err
     code, _, err = run_cli(["eval", run, "--estimator", "smc", "--no-progress", "--smc-particles", 10 ** 12], capsys)
     assert code == 2 and "--smc-particles" in err and "more than the" in err and len(err.strip().splitlines()) == 1
     assert (run / "smc.json").read_bytes() == stored

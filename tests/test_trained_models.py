@@ -296,7 +296,10 @@ def test_a_card_names_its_nll_the_figure_to_use_only_where_bdmc_and_the_replicas
      "BDMC's gap was measured with start 'prior', AIS ran 'guide'"),
     ({"frac_flagged": 0.0, "path": "guide"}, {"rows": [{"gap": 0.1, "num_temperatures": 100}],
                                               "settings": {"num_chains": 4, "path": "guide",
-                                                           "num_temperatures": [100, 10000]}}, "✓ the figure to use")])
+                                                           "num_temperatures": [100, 10000]}}, "✓ the figure to use"),
+    # review: an integer too large for a float raised OverflowError in the card, the listing and the leaderboard
+    ({"frac_flagged": 0.0, "num_chains": 10 ** 400}, [{"gap": 0.1, "num_temperatures": 100}],
+     "ais.json's num_chains not a number")])
 def test_a_card_s_figure_it_cannot_read_is_not_one_that_was_not_run(tmp_path, ais_extra, bdmc_rows, says):
     """Review: a NaN or string share flagged, or AIS's temperatures missing, read as 'no replicas' or 'no check' and
     the card said ✓; a missing data se made the noise band zero. And the BDMC row that bounds AIS is the one at the

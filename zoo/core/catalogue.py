@@ -136,8 +136,14 @@ def read_card(folder: Path) -> Dict:
 
 
 def _number(value) -> Optional[float]:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value) else None
+    """``value`` as a finite float, or None (a bool, text, NaN, or an integer too large for a float)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def card_figures(folder: Path) -> Dict:

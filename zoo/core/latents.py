@@ -69,6 +69,7 @@ from torch import nn
 from zoo.core.components import OptionError, Options, option
 from zoo.core.contract import LatentSite
 from zoo.core.distributions import JointDiscrete
+from zoo.core.errors import ZooError
 from zoo.core.hyperbolic import OriginChart, WrappedNormal, exp_origin, log_origin
 from zoo.core.spherical import HypersphericalUniform, PowerSpherical, StereographicChart, VonMisesFisher
 
@@ -293,9 +294,20 @@ class LatentLayer:
     dim: int = 50
     classes: int = 10
 
+    def __post_init__(self):
+        if not isinstance(self.family, LatentFamily):
+            raise ZooError(f"a latent layer's family is a LatentFamily (zoo.core.latents.LATENT_FAMILIES), got "
+                           f"{self.family!r}; use LatentLayer.named(NAME, d) for a family by name")
+        for name, least in (("dim", 1), ("classes", 2)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ZooError(f"a latent layer's {name} must be a whole number >= {least}, got {value!r}")
+
     @classmethod
     def named(cls, family: str, dim: int, classes: int = 10) -> "LatentLayer":
         """The layer of the family called ``family`` (``--latent``): where a name becomes a part."""
+        if family not in LATENT_FAMILIES:
+            raise ZooError(f"unknown latent family {family!r}; choose from {', '.join(LATENT_FAMILIES)}")
         return cls(LATENT_FAMILIES[family], int(dim), int(classes))
 
     def site(self, name: str, parents=()) -> LatentSite:

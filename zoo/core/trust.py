@@ -24,26 +24,38 @@ UNRELIABLE_SHARE = 0.1
 SAMPLER_AT_MOST = {"num_temperatures": "T", "num_chains": "chains", "leapfrog_steps": "leapfrog steps"}
 #: sampler settings BDMC must share with AIS: another start, annealing schedule or preconditioner is another
 #: sampler, whose error BDMC's gap does not measure
-SAMPLER_SAME = {"path": "start", "schedule": "schedule", "precondition": "preconditioner"}
+SAMPLER_SAME = {"path": "start", "schedule": "schedule", "precondition": "preconditioner",
+                "local_moves": "local discrete moves"}
 
 
 _FLAG_NAMES = {True: "transport", False: "none"}
 
 
 def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite number (not a bool); an integer too large for a float, as JSON can hold, is not one."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def bdmc_stronger(ais: Mapping, bdmc: Mapping) -> Optional[str]:
     """Why a BDMC gap measured with sampler settings ``bdmc`` does not bound the error of an AIS run with settings
     ``ais`` (each a mapping of :data:`SAMPLER_AT_MOST` and :data:`SAMPLER_SAME` keys), or None where it does. A
-    setting that either side leaves out is not compared; one that a side records but not as a finite number (or,
-    for the ``SAMPLER_SAME`` keys, not as text) is a reason: settings read from files are untrusted input."""
+    count BDMC records and AIS does not is a reason (unknown, it may be smaller); any other setting either side
+    leaves out is not compared (results written before it was recorded); one that a side records but not as a
+    finite number (or, for the ``SAMPLER_SAME`` keys, not as text or a flag) is a reason: settings read from files
+    are untrusted input."""
     for key, name in SAMPLER_AT_MOST.items():
         a, b = ais.get(key), bdmc.get(key)
         for side, value in (("AIS", a), ("BDMC", b)):
             if value is not None and not _finite(value):
                 return f"{side}'s {name} is not a number"
+        if a is None and b is not None:         # unknown on AIS's side: no gap measured at a count can vouch for it
+            return (f"AIS's {'temperatures' if name == 'T' else name} are not recorded, so no BDMC gap is known to "
+                    f"bound it")
         if a is not None and b is not None and a < b:
             return (f"AIS ran at T = {a:.0f}, below the T = {b:.0f} of BDMC's gap" if name == "T" else
                     f"AIS ran {a:.0f} {name}, fewer than the {b:.0f} of BDMC's gap")
@@ -52,8 +64,8 @@ def bdmc_stronger(ais: Mapping, bdmc: Mapping) -> Optional[str]:
         a, b = ((_FLAG_NAMES.get(v, v) if key == "precondition" and isinstance(v, bool) else v)
                 for v in (ais.get(key), bdmc.get(key)))
         for side, value in (("AIS", a), ("BDMC", b)):
-            if value is not None and not isinstance(value, str):
-                return f"{side}'s {name} is not a name"
+            if value is not None and not isinstance(value, (bool if key == "local_moves" else str)):
+                return f"{side}'s {name} is not {'true or false' if key == 'local_moves' else 'a name'}"
         if a is not None and b is not None and a != b:
             return f"BDMC's gap was measured with {name} {b!r}, AIS ran {a!r}"
     return None

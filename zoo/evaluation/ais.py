@@ -303,11 +303,12 @@ class AISResult:
                "step_size_per_temperature": self.step_size_per_temperature}
         chains = self.settings.get("num_chains")
         if isinstance(chains, int) and chains <= MIN_ESS and not bool(reliable.all()):
-            # C weights have an ESS of at most C, reached only where all are equal: the rule cannot pass, and saying
-            # "more temperatures" would send the user the wrong way
-            out["se_warning"] = (f"with {chains} chain{'s' if chains > 1 else ''} per datum the final weights' ESS "
-                                 f"cannot reach {MIN_ESS:g}, so no datum's standard error is a precision; run 4 or "
-                                 f"more chains (--chains)")
+            # C weights have an ESS of at most C, reached only where all are equal: the rule passes almost nowhere,
+            # and saying "more temperatures" would send the user the wrong way
+            reach = (f"one chain's weights have an ESS of 1, below {MIN_ESS:g}" if chains == 1 else
+                     f"{chains} chains' weights reach an ESS of {MIN_ESS:g} only where they are all equal")
+            out["se_warning"] = (f"{1 - reliable.double().mean().item():.1%} of data have a standard error that is "
+                                 f"not a precision: {reach}; run 4 or more chains (--chains)")
         elif not bool(reliable.all()):
             out["se_warning"] = (f"{1 - reliable.double().mean().item():.1%} of data have final weights whose ESS is "
                                  f"below {MIN_ESS_FRACTION:.0%} of the {self.settings.get('num_chains')} chains or below "
@@ -731,7 +732,10 @@ class AnnealedImportanceSampling:
         batch_size: data per tensor program (each holds ``batch_size x num_chains`` states).
         schedule: ``"sigmoid"`` (Wu et al.) or ``"linear"``.
         gibbs_max_states: discrete sites of at most this many values per datum also take a Gibbs update after the
-            independent MH step; larger ones take L rounds of local Metropolis moves instead.
+            independent MH step; larger ones take L rounds of local Metropolis moves instead (0: every discrete site
+            takes the local moves).
+        local_moves: whether discrete sites too large for Gibbs take the local moves (False: the independent MH
+            step alone moves them; with ``gibbs_max_states=0``, every discrete site).
         precondition: the coordinates the real sites move in on the guide's path (module docstring): ``"transport"``
             (the guide's own reparameterization), ``"diagonal"`` (its per-datum mean and scale) or ``"none"``
             (the site's own); True and False stand for ``"transport"`` and ``"none"``.
@@ -748,8 +752,11 @@ class AnnealedImportanceSampling:
     schedule: str = "sigmoid"
     gibbs_max_states: int = GIBBS_MAX_STATES
     precondition: str = "transport"
+    local_moves: bool = True
 
     def __post_init__(self):
+        if not isinstance(self.local_moves, bool):
+            raise ZooError(f"AIS local_moves must be True or False, got {self.local_moves!r}")
         for name in ("num_temperatures", "num_chains", "leapfrog_steps", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -781,7 +788,8 @@ class AnnealedImportanceSampling:
                 "schedule": self.schedule, "leapfrog_steps": self.leapfrog_steps,
                 "target_accept": self.target_accept, "pilot_chains": self.pilot_chains,
                 "initial_step_size": self.initial_step_size, "gibbs_max_states": self.gibbs_max_states,
-                "precondition": self.precondition if self.path == "guide" else "none"}
+                "precondition": self.precondition if self.path == "guide" else "none",
+                "local_moves": self.local_moves}
 
     # --- the annealing loop, for one minibatch ---------------------------------------------------------
     def anneal(self, chains: _Chains, values, betas: torch.Tensor, step_sizes: Optional[torch.Tensor] = None,
@@ -815,7 +823,7 @@ class AnnealedImportanceSampling:
                 for site in chains.gibbs:
                     values, a = _gibbs(chains, values, beta, site)
                     accept, moves = accept + a, moves + 1
-                if chains.proposed:
+                if chains.proposed and self.local_moves:
                     values, a = _local_mh(chains, values, beta, chains.proposed, self.leapfrog_steps)
                     accept, moves = accept + a, moves + 1
                 chains.mixing.discrete_moved(chains.discrete, before, values, beta)

@@ -59,7 +59,7 @@ MIN_SAMPLE_SPREAD = 0.1
 def khat_share(run: Mapping) -> Optional[float]:
     """The share of data with k-hat > 0.7, or None where the run records none."""
     share = run.get("psis_khat_frac_over_0_7")
-    return float(share) if isinstance(share, (int, float)) and not isinstance(share, bool) else None
+    return _as_float(share)
 
 
 def is_unreliable(run: Mapping) -> bool:
@@ -83,8 +83,25 @@ def _ais_row(run: Mapping) -> Optional[Mapping]:
     return row if all(_number(row.get(k)) for k in ("log_likelihood", "log_likelihood_se")) else None
 
 
+def _as_float(value) -> Optional[float]:
+    """A number read from a results file as a float (NaN where it is too large for one), None where it is no
+    number (text, a bool, missing)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.nan
+
+
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """Is ``value`` a finite number (not a bool; an integer too large for a float, as JSON can hold, is not one)?"""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def is_of_ais_images(run: Mapping) -> Optional[Mapping]:
@@ -182,7 +199,7 @@ def agreement_verdict(run: Mapping) -> str:
     where = f" on {images:,} images" if _number(images) and images != run.get("num_data") else ""
     row = _ais_row(run)
     flagged = row.get("frac_flagged")
-    flagged = float(flagged) if isinstance(flagged, (int, float)) and not isinstance(flagged, bool) else None
+    flagged = _as_float(flagged)
     ais_t = row.get("num_temperatures")
     # AIS's own error is bounded where BDMC's gap is small measured with a sampler no stronger than AIS's, and its replicas,
     # where run, agree on most images: else two lower bounds that agree can both miss a mode, and one that sits

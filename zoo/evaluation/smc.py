@@ -262,7 +262,7 @@ class SequentialMonteCarlo:
         num_moves: MCMC moves (each: the discrete sites' MH and Gibbs updates, then one HMC transition) per step.
         path: ``"guide"`` (pi_0 = q(z | x)) or ``"prior"`` (pi_0 = p(z)).
         leapfrog_steps: L, leapfrog steps per HMC transition, and rounds of local Metropolis moves per move of a
-            discrete site too large for Gibbs (:func:`zoo.evaluation.ais._local_mh`).
+            discrete site too large for Gibbs (:func:`zoo.evaluation.ais._local_mh`; ``local_moves=False``: none).
         target_accept: the acceptance rate each datum's step size adapts toward.
         initial_step_size: every datum's first step size.
         max_steps: the most temperatures a datum may take; the one after jumps to beta = 1 (flagged ``forced``).
@@ -296,8 +296,11 @@ class SequentialMonteCarlo:
     batch_size: int = 100
     gibbs_max_states: int = GIBBS_MAX_STATES
     precondition: str = "transport"
+    local_moves: bool = True
 
     def __post_init__(self):
+        if not isinstance(self.local_moves, bool):
+            raise ZooError(f"SMC local_moves must be True or False, got {self.local_moves!r}")
         for name in ("num_particles", "num_moves", "leapfrog_steps", "max_steps", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -327,7 +330,7 @@ class SequentialMonteCarlo:
                 "leapfrog_steps": self.leapfrog_steps, "target_accept": self.target_accept,
                 "initial_step_size": self.initial_step_size, "max_steps": self.max_steps,
                 "gibbs_max_states": self.gibbs_max_states,
-                "precondition": self.precondition if self.path == "guide" else "none"}
+                "precondition": self.precondition if self.path == "guide" else "none", "local_moves": self.local_moves}
 
     # --- one population of particles per datum ------------------------------------------------------------
     def _move(self, chains: _TemperedChains, point: _TemperedPoint, beta: torch.Tensor, eps: torch.Tensor):
@@ -339,7 +342,7 @@ class SequentialMonteCarlo:
                 values, _ = _independent_mh(chains, point.values, beta)
                 for site in chains.gibbs:
                     values, _ = _gibbs(chains, values, beta, site)
-                if chains.proposed:         # sites too large for Gibbs: AIS's local moves, L rounds
+                if chains.proposed and self.local_moves:    # sites too large for Gibbs: AIS's local moves
                     values, _ = _local_mh(chains, values, beta, chains.proposed, self.leapfrog_steps)
                 point = chains.point(values)
             if chains.real:

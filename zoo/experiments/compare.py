@@ -172,7 +172,7 @@ class Grid:
 
     def __post_init__(self):
         self.guides, self.objectives = list(self.guides), list(self.objectives)
-        self.seeds = list(dict.fromkeys(self.seeds)) or [self.base.seed]
+        self.seeds = list(dict.fromkeys(self.seeds or ())) or [self.base.seed]
         self.latents = list(dict.fromkeys(self.latents or ()))
         self.guide_options, self.objective_options = dict(self.guide_options or {}), dict(self.objective_options or {})
 

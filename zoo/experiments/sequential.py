@@ -154,10 +154,13 @@ def smc_run(out: Path, smc: SequentialMonteCarlo, invocation: Optional[Invocatio
         run, progress = invocation.open(out), invocation.progress
         x_eval, _ = run.evaluation_data()
         _refuse_oversized(smc, x_eval, run.device)
-        settings = {"path": smc.path, "leapfrog_steps": smc.leapfrog_steps, "target_ess": smc.target_ess,
-                    "split": run.config.eval_split}
+        # more moves per temperature, and more leapfrog steps (and local discrete moves) per move, make a stronger
+        # SMC of the same figure, as more particles do
+        settings = {"path": smc.path, "target_ess": smc.target_ess, "split": run.config.eval_split}
         refuse_weaker(out / "smc.json", {"num_data": (x_eval.shape[0], "{} data"),
                                          "num_particles": (smc.num_particles, "{} particles"),
+                                         "num_moves": (smc.num_moves, "{} moves"),
+                                         "leapfrog_steps": (smc.leapfrog_steps, "{} leapfrog steps"),
                                          "num_replicas": (smc.num_replicas, "{} replicas")}, settings,
                       invocation.force)
         x_eval = x_eval.to(run.device)

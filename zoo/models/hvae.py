@@ -64,6 +64,7 @@ from zoo.core.nn import mlp
 from zoo.core.params import register_module
 from zoo.core.plates import data_plate
 from zoo.core.components import MODELS, option
+from zoo.models.vae import check_parts
 from zoo.models.priors import STANDARD_PRIOR, PriorMixin, PriorOptions, PriorPart, prior_part
 
 __all__ = ["HVAE"]
@@ -121,6 +122,7 @@ class HVAE(PriorMixin, ZooModel):
         self.transitions = nn.ModuleList([mlp((above, *self.transition_hidden, 2 * below), activation)
                                           for below, above in zip(self.layers[:-1], reads[1:])])
         px = likelihood if likelihood is not None else Bernoulli(x_dim)     # p(x | z1): zoo.core.likelihoods
+        check_parts(x_dim, px, self.top)
         self.decoder_kind = px.decoder_kind
         self.likelihood, self.levels = px.name, px.levels
         self.decoder = px.network(reads[0], self.hidden, activation)

@@ -50,7 +50,7 @@ from torch import nn
 from zoo.core.autoregressive import DecoderOptions
 from zoo.core.components import MODELS, option
 from zoo.core.contract import ZooModel
-from zoo.core.errors import OptionError
+from zoo.core.errors import OptionError, ZooError
 from zoo.core.hyperbolic import Gyroplane
 from zoo.core.latents import LatentLayer, LatentOptions
 from zoo.core.likelihoods import LEGACY_TENSOR_NAMES, Bernoulli, Likelihood, LikelihoodOptions, build_likelihood
@@ -68,6 +68,19 @@ BURDA_LATENT = LatentLayer(dim=50)
 LATENT_DECODERS = ("wrapped", "gyroplane")
 
 
+
+
+def check_parts(x_dim: int, likelihood, latent: LatentLayer, latent_decoder: str = "wrapped") -> None:
+    """Refuse, in one line, parts that cannot make one model: a likelihood part built for other data, or the
+    gyroplane layer reading a z that is not hyperbolic."""
+    if getattr(likelihood, "x_dim", x_dim) != int(x_dim):
+        raise ZooError(f"the likelihood part models {likelihood.x_dim} values per datum and the data have {x_dim}: "
+                       f"build it with x_dim={x_dim}")
+    if latent_decoder not in LATENT_DECODERS:
+        raise ZooError(f"latent_decoder must be one of {', '.join(LATENT_DECODERS)}, got {latent_decoder!r}")
+    if latent_decoder == "gyroplane" and latent.family.support != "hyperbolic":
+        raise ZooError(f"the gyroplane layer reads a hyperbolic z, and the latent layer is {latent.family.name!r}: "
+                       f"use LatentLayer.named('wrapped-normal', d), or latent_decoder='wrapped'")
 
 
 @dataclass
@@ -126,6 +139,7 @@ class VAE(PriorMixin, ZooModel):
         self.latent_family, self.latent_dim, self.latent_classes = latent.family.name, latent.dim, latent.classes
         self.hidden = tuple(int(h) for h in hidden)
         px = likelihood if likelihood is not None else Bernoulli(x_dim)     # p(x | z): zoo.core.likelihoods
+        check_parts(x_dim, px, latent, latent_decoder)
         self.decoder_kind = px.decoder_kind
         self.activation = activation                           # the encoder's too, by default
         self.likelihood, self.levels = px.name, px.levels
