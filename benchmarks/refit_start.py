@@ -40,7 +40,7 @@ from guides.meanfield import MeanField  # noqa: E402
 from zoo.core.weights import per_datum_log_weights  # noqa: E402
 from zoo.experiments.run import prepare  # noqa: E402
 from zoo.experiments.run_folder import load_run, load_weights  # noqa: E402
-from zoo.training.refit import MONITOR_EVERY, REFIT_LR, REFIT_WINDOW, refit_local_guide  # noqa: E402
+from zoo.training.refit import MONITOR_EVERY, REFIT_LR, REFIT_WINDOW, RefitSchedule, refit_local_guide  # noqa: E402
 
 RUNS = {"vae-elbo": ("vae", "elbo"), "vae-iwae": ("vae", "iwae"), "vae-tracemeanfield": ("vae", "tracemeanfield"),
         "hvae-elbo": ("hvae", "elbo"), "ppca-elbo": ("ppca", "elbo"), "fa-elbo": ("fa", "elbo")}
@@ -68,7 +68,7 @@ def refit_once(run, x, setting: str, seed: int) -> dict:
     if setting == "now":
         guide.refit_start()                    # the same start, by the method the evaluations call
     t = time.process_time()
-    result = refit_local_guide(run.model, guide, x, lr=lr, seed=seed, monitor_every=every)
+    result = refit_local_guide(run.model, guide, x, RefitSchedule(lr=lr, monitor_every=every), seed=seed)
     cpu = time.process_time() - t
     with torch.no_grad(), torch.random.fork_rng():
         pyro.set_rng_seed(SCORE_SEED)

@@ -5,6 +5,7 @@ mean-field Gaussian is N(m, diag(1 / Lambda_ii)), and its approximation gap is
 KL(q* || p(z | x)) = 0.5 (sum_i log Lambda_ii - log det Lambda) per datum.
 """
 import json
+from dataclasses import replace
 
 import pyro
 import pyro.poutine as poutine
@@ -14,13 +15,13 @@ import torch
 from zoo.cli import main
 from zoo.core.errors import ZooError
 from zoo.core.weights import per_datum_log_weights
-from zoo.evaluation.gaps import inference_gaps, local_guide, same_family
+from zoo.evaluation.gaps import FROM_ENCODER, inference_gaps, local_guide, same_family
 from zoo.evaluation.harness import evaluate
 from zoo.models import PPCA
 from zoo.objectives import build_objective
 from zoo.registry import build_guide, build_model
 from zoo.training.loop import fit
-from zoo.training.refit import refit_local_guide
+from zoo.training.refit import RefitSchedule, refit_local_guide
 
 
 def _ppca(n=100):
@@ -50,7 +51,7 @@ def test_refit_of_meanfield_on_ppca_reaches_the_optimal_mean_field_gaussian_and_
     model, x = _ppca()
     loc, variance, kl = _closed_form(model, x)
     guide = build_guide("meanfield", model, num_data=x.shape[0])
-    result = refit_local_guide(model, guide, x, tol=1e-5, max_epochs=3000)
+    result = refit_local_guide(model, guide, x, RefitSchedule(tol=1e-5, max_epochs=3000))
     assert result.converged and result.epochs < 3000
     assert (guide.z_loc.detach() - loc.detach()).abs().mean() < 0.05
     fitted = torch.exp(2 * guide.z_log_scale.detach()).double()
@@ -70,9 +71,9 @@ def test_an_evaluations_refit_starts_at_refit_start_and_reaches_the_optimum_at_i
     _, variance, kl = _closed_form(model, x)
     started = {}
 
-    def recording(model, guide, x, **kwargs):
+    def recording(model, guide, x, *args, **kwargs):
         started["loc"], started["log_scale"] = guide.z_loc.detach().clone(), guide.z_log_scale.detach().clone()
-        return refit_local_guide(model, guide, x, **kwargs)
+        return refit_local_guide(model, guide, x, *args, **kwargs)
 
     monkeypatch.setattr(run_module, "refit_local_guide", recording)
     trained = build_guide("meanfield", model, num_data=400)
@@ -122,19 +123,19 @@ def test_the_refits_monitor_draws_the_same_numbers_every_time_and_leaves_the_cal
 def test_the_refit_monitors_every_second_epoch_and_refuses_a_spacing_that_does_not_divide_its_window():
     model, x = _ppca(n=30)
     guide = build_guide("meanfield", model, num_data=30)
-    result = refit_local_guide(model, guide, x, max_epochs=15, tol=1e-12)
+    result = refit_local_guide(model, guide, x, RefitSchedule(max_epochs=15, tol=1e-12))
     assert not result.converged and result.epochs == 15
     assert len(result.monitor) == 1 + 7 + 1 and result.monitor_every == 2     # the start, epochs 2..14, the last
     assert result.to_json()["monitor_every"] == 2
     with pytest.raises(ZooError, match="monitor_every must be a positive divisor of its window"):
-        refit_local_guide(model, guide, x, max_epochs=5, monitor_every=3)
+        refit_local_guide(model, guide, x, RefitSchedule(max_epochs=5, monitor_every=3))
 
 
 def test_the_gaps_refit_from_the_encoder_keeps_the_earlier_step_size():
     from zoo.training.refit import REFIT_LR, REFIT_LR_FROM_ENCODER
     model, x = _ppca(n=20)
     guide = build_guide("amortized", model, hidden=(8,))
-    gaps = inference_gaps(model, guide, x, num_samples=20, max_epochs=4)
+    gaps = inference_gaps(model, guide, x, num_samples=20, schedule=replace(FROM_ENCODER, max_epochs=4))
     assert gaps["refit"]["lr"] == REFIT_LR_FROM_ENCODER == 0.02 and REFIT_LR == 0.04
 
 
@@ -147,7 +148,7 @@ def test_ppca_gaps_match_the_closed_form_and_add_up():
     model, x = _ppca()
     _, _, kl = _closed_form(model, x)
     guide = build_guide("amortized", model, hidden=(16,))
-    gaps = inference_gaps(model, guide, x, num_samples=400, tol=1e-5, max_epochs=3000)
+    gaps = inference_gaps(model, guide, x, num_samples=400, schedule=replace(FROM_ENCODER, tol=1e-5, max_epochs=3000))
     assert gaps["log_likelihood_proposal"] == "exact"
     assert gaps["log_likelihood"] == pytest.approx(model.log_marginal(x).mean().item(), abs=1e-4)
     assert gaps["approximation_gap"] == pytest.approx(kl, abs=0.03)
@@ -175,7 +176,7 @@ def test_gaps_of_a_vampprior_run_keep_the_prior_on_the_trained_encoder(digits):
     x = digits.test[:30]
     local = local_guide(guide, model, x)
     assert model.guide is guide and torch.equal(model.prior().log_prob(z), before)
-    gaps = inference_gaps(model, guide, x, num_samples=100, max_epochs=300)
+    gaps = inference_gaps(model, guide, x, num_samples=100, schedule=replace(FROM_ENCODER, max_epochs=300))
     assert model.guide is guide
     for key in ("approximation_gap", "amortization_gap"):
         assert gaps[key] > -4 * gaps[f"{key}_se"] - 1e-3, (key, gaps[key], gaps[f"{key}_se"])
@@ -186,7 +187,8 @@ def test_the_exact_guide_has_no_gaps():
     """q = p(z | x): its per-datum family (a full-covariance Gaussian) starts at the optimum, the refit
     leaves it there and stops on its criterion, and both gaps are 0 (within 1e-3 nats)."""
     model, x = _ppca(60)
-    gaps = inference_gaps(model, build_guide("exact", model), x, num_samples=50, max_epochs=500)
+    gaps = inference_gaps(model, build_guide("exact", model), x, num_samples=50,
+                          schedule=replace(FROM_ENCODER, max_epochs=500))
     assert abs(gaps["approximation_gap"]) < 1e-3 and abs(gaps["amortization_gap"]) < 1e-3
     assert gaps["refit"]["converged"] and gaps["refit"]["epochs"] < 500
 
@@ -213,7 +215,8 @@ def test_vae_gaps_are_non_negative_within_monte_carlo_error(family, digits):
     model = build_model("vae", digits.x_dim, latent_dim=4, hidden=(32,))
     guide = build_guide(family, model)
     fit(model, guide, build_objective("elbo"), digits.train, epochs=3, batch_size=100, lr=3e-3, progress=False)
-    gaps = inference_gaps(model, guide, digits.test[:40], num_samples=100, max_epochs=150)
+    gaps = inference_gaps(model, guide, digits.test[:40], num_samples=100,
+                          schedule=replace(FROM_ENCODER, max_epochs=150))
     assert gaps["approximation_gap"] > -3 * gaps["approximation_gap_se"]
     assert gaps["amortization_gap"] > -3 * gaps["amortization_gap_se"]
     assert gaps["total_gap"] > 0

@@ -197,14 +197,14 @@ def test_a_per_datum_refit_fits_the_local_posterior_given_theta_hat_and_keeps_q_
     """The refit (test-time inference of a meanfield guide) is of q(z_n) given mu = mu_hat: the posterior
     p(z_n | x_n, mu_hat) = N((x_n - mu_hat) / (1 + sigma^2), sigma^2 / (1 + sigma^2) I), so each datum's refitted
     loc lands on (x_n - mu_hat) / (1 + sigma^2); q(mu) was fitted to the training data and stays as it was."""
-    from zoo.training.refit import refit_local_guide
+    from zoo.training.refit import RefitSchedule, refit_local_guide
     x = data(20, seed=3)
     model = zoo.from_pyro(shift, D)
     guide = zoo.build_guide("meanfield", model, num_data=20)
     with torch.no_grad():
         guide.globals.loc["mu"].copy_(torch.tensor([1.0, -2.0, 0.5]))
     before = {k: v.clone() for k, v in guide.globals.state_dict().items()}
-    result = refit_local_guide(model, guide, x, max_epochs=1500, seed=0)
+    result = refit_local_guide(model, guide, x, RefitSchedule(max_epochs=1500), seed=0)
     assert result.converged
     assert all(torch.equal(before[k], v) for k, v in guide.globals.state_dict().items())
     mu_hat = guide.globals.point_estimate()["mu"]

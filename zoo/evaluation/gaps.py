@@ -53,7 +53,7 @@ Example::
     >>> from zoo.registry import build_guide
     >>> model = PPCA(x_dim=5, latent_dim=2)
     >>> gaps = inference_gaps(model, build_guide("amortized", model, hidden=(8,)), torch.randn(30, 5),
-    ...                       num_samples=20, max_epochs=30)
+    ...                       num_samples=20, schedule=RefitSchedule(max_epochs=30, lr=0.02))
     >>> abs(gaps["approximation_gap"] + gaps["amortization_gap"] - gaps["total_gap"]) < 1e-9
     True
 """
@@ -80,7 +80,10 @@ from zoo.core.modes import evaluation_mode
 from zoo.evaluation.estimators.psis import PSIS_THRESHOLD, psis_khat
 from zoo.registry import build_guide
 from zoo.rules import check_gaps
-from zoo.training.refit import REFIT_LR_FROM_ENCODER, REFIT_MAX_EPOCHS, REFIT_TOL, refit_local_guide
+from zoo.training.refit import REFIT_LR_FROM_ENCODER, RefitSchedule, refit_local_guide
+
+#: the per-datum refit of the gaps: it starts from the encoder's outputs, with the smaller step that suits them
+FROM_ENCODER = RefitSchedule(lr=REFIT_LR_FROM_ENCODER)
 
 __all__ = ["inference_gaps", "local_guide", "LocalIAF", "LocalGaussian", "GAP_KEYS", "gaps_markdown",
            "same_family"]
@@ -246,9 +249,8 @@ def _mean_and_errors(per_datum: torch.Tensor, mc_se: Optional[torch.Tensor]):
             (per_datum.std() / math.sqrt(n)).item() if n > 1 else None)
 
 
-def inference_gaps(model, guide, x: torch.Tensor, *, num_samples: int = 1000, tol: float = REFIT_TOL,
-                   max_epochs: int = REFIT_MAX_EPOCHS, lr: float = REFIT_LR_FROM_ENCODER, seed: int = 0,
-                   progress: bool = False, proposal="defensive", reference=None) -> Dict:
+def inference_gaps(model, guide, x: torch.Tensor, *, num_samples: int = 1000, schedule: RefitSchedule = FROM_ENCODER,
+                   seed: int = 0, progress: bool = False, proposal="defensive", reference=None) -> Dict:
     """The approximation and amortization gaps of the amortized ``guide`` on data ``x`` (keys: :data:`GAP_KEYS`,
     each with ``_se`` and ``_data_se``; ``refit``: what the per-datum refit did; ``per_datum``: arrays;
     ``proposal``: the importance-sampling proposal behind an IS log p(x), :mod:`zoo.evaluation.defensive`).
@@ -261,8 +263,7 @@ def inference_gaps(model, guide, x: torch.Tensor, *, num_samples: int = 1000, to
     model.validate_data(x, what="data for the inference gaps")
     local = local_guide(guide, model, x)
     with _frozen(guide):
-        refit = refit_local_guide(model, local, x, tol=tol, max_epochs=max_epochs, lr=lr, seed=seed,
-                                  progress=progress)
+        refit = refit_local_guide(model, local, x, schedule, seed=seed, progress=progress)
     pyro.set_rng_seed(stream_seed(seed, "gaps"))
     amortized = per_datum_estimates(model, guide, x, num_samples, proposal=proposal)
     fitted = per_datum_estimates(model, local, x, num_samples, proposal=proposal)

@@ -27,7 +27,7 @@ from zoo.experiments.run import results_kept_on_stop
 from zoo.experiments.run_folder import writer_lock
 from zoo.experiments.trained import Invocation
 from zoo.training.checkpoint import written_together
-from zoo.training.refit import refit_settings
+from zoo.training.refit import REFIT_LR_FROM_ENCODER, refit_settings
 
 __all__ = ["gaps_run"]
 
@@ -63,7 +63,7 @@ def _gaps_locked(out: Path, invocation: Invocation, reference) -> Dict:
     t0 = time.perf_counter()
     result = inference_gaps(run.model, run.guide, x_eval, num_samples=config.eval_samples,
                             seed=config.seed, progress=progress, proposal=config.eval_proposal, reference=reference,
-                            **refit_settings(config))
+                            schedule=refit_settings(config, lr=REFIT_LR_FROM_ENCODER))
     per_datum = result.pop("per_datum")
     summary = {"config": config.to_json(), "device": str(run.device), "split": config.eval_split,
                "seconds": time.perf_counter() - t0, **result}

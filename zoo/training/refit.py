@@ -46,7 +46,7 @@ Example::
     >>> from zoo.models import PPCA
     >>> from zoo.registry import build_guide
     >>> model, x = PPCA(x_dim=5, latent_dim=2), torch.randn(20, 5)
-    >>> result = refit_local_guide(model, build_guide("meanfield", model, num_data=20), x, max_epochs=40)
+    >>> result = refit_local_guide(model, build_guide("meanfield", model, num_data=20), x, RefitSchedule(max_epochs=40))
     >>> result.epochs <= 40, result.converged or result.epochs == 40
     (True, True)
 """
@@ -66,8 +66,8 @@ from zoo.core.weights import per_datum_log_weights
 from zoo.core.modes import evaluation_mode
 from zoo.objectives import build_objective
 
-__all__ = ["refit_local_guide", "model_held_fixed", "RefitResult", "REFIT_TOL", "REFIT_MAX_EPOCHS", "REFIT_LR",
-           "REFIT_LR_FROM_ENCODER", "refit_objective", "refit_settings"]
+__all__ = ["refit_local_guide", "model_held_fixed", "RefitResult", "RefitSchedule", "REFIT_TOL", "REFIT_MAX_EPOCHS",
+           "REFIT_LR", "REFIT_LR_FROM_ENCODER", "refit_objective", "refit_settings"]
 
 #: The defaults of ``--refit-tol``, ``--refit-epochs`` (the cap) and the per-datum Adam step.
 REFIT_TOL = 1e-4
@@ -126,9 +126,28 @@ def _mean(values: List[float]) -> float:
     return sum(values) / len(values)
 
 
-def refit_settings(config) -> dict:
-    """The refit's ``tol`` and ``max_epochs`` from a :class:`~zoo.experiments.config.RunConfig` (its defaults here)."""
-    return {"tol": config.refit_tol or REFIT_TOL, "max_epochs": config.refit_epochs or REFIT_MAX_EPOCHS}
+@dataclass(frozen=True)
+class RefitSchedule:
+    """How a per-datum refit runs (module docstring): it stops when the monitored mean ELBO improves by less than
+    ``tol`` (relative) over ``window`` epochs after ``lr_drops`` drops of the Adam step ``lr`` (each plateau drops it
+    by :data:`LR_DROP` and grows the ``particles`` per datum by :data:`PARTICLE_GROWTH`), or at ``max_epochs``; the
+    ELBO is monitored with ``monitor_particles`` per datum after every ``monitor_every``-th epoch, which must divide
+    ``window``."""
+
+    tol: float = REFIT_TOL
+    max_epochs: int = REFIT_MAX_EPOCHS
+    lr: float = REFIT_LR
+    particles: int = REFIT_PARTICLES
+    monitor_particles: int = 4
+    window: int = REFIT_WINDOW
+    lr_drops: int = 2
+    monitor_every: int = MONITOR_EVERY
+
+
+def refit_settings(config, lr: float = REFIT_LR) -> RefitSchedule:
+    """The refit's schedule from a :class:`~zoo.experiments.config.RunConfig` (its ``--refit-tol`` and
+    ``--refit-epochs``, the defaults here where it leaves them out), with the Adam step ``lr``."""
+    return RefitSchedule(tol=config.refit_tol or REFIT_TOL, max_epochs=config.refit_epochs or REFIT_MAX_EPOCHS, lr=lr)
 
 
 def refit_objective(model, guide, particles: int = 1):
@@ -195,17 +214,18 @@ def model_held_fixed(model, guide):
         model.train(was_training)
 
 
-def refit_local_guide(model, guide, x: torch.Tensor, *, tol: float = REFIT_TOL, max_epochs: int = REFIT_MAX_EPOCHS,
-                      lr: float = REFIT_LR, particles: int = REFIT_PARTICLES, monitor_particles: int = 4,
-                      window: int = REFIT_WINDOW, lr_drops: int = 2, seed: int = 0, max_elements: int = 1 << 23,
-                      monitor_every: int = MONITOR_EVERY, progress: bool = False) -> RefitResult:
-    """Fit the per-datum ``guide`` (one row per datum of ``x``) with ``model`` fixed until the monitored
-    mean ELBO stops improving by ``tol`` (relative) over ``window`` epochs, or ``max_epochs``. The monitor
-    runs after every ``monitor_every``-th epoch, which must divide ``window``.
+def refit_local_guide(model, guide, x: torch.Tensor, schedule: RefitSchedule = RefitSchedule(), *, seed: int = 0,
+                      max_elements: int = 1 << 23, progress: bool = False) -> RefitResult:
+    """Fit the per-datum ``guide`` (one row per datum of ``x``) with ``model`` fixed as ``schedule`` says
+    (:class:`RefitSchedule`: until the monitored mean ELBO stops improving by its ``tol`` over its ``window``
+    epochs, or its ``max_epochs``), holding at most ``max_elements`` decoder outputs at once.
 
     ``guide`` may start anywhere (e.g. from an amortized encoder's outputs; a fresh per-datum guide where its
     :meth:`~guides.base.ZooGuide.refit_start` puts it, as the evaluations start it). Returns a :class:`RefitResult`.
     """
+    tol, max_epochs, lr, particles = schedule.tol, schedule.max_epochs, schedule.lr, schedule.particles
+    monitor_particles, window, lr_drops = schedule.monitor_particles, schedule.window, schedule.lr_drops
+    monitor_every = schedule.monitor_every
     if tol <= 0:
         raise ZooError(f"the refit's tolerance must be positive, got {tol}")
     if max_epochs < 1:
