@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, grid_parser, run_grid, run_script  # noqa: E402
 
 from zoo.training.checkpoint import load_checkpoint  # noqa: E402
-from zoo.evaluation.gradients import diagnose  # noqa: E402
+from zoo.evaluation.gradients import GradientStudy, diagnose  # noqa: E402
 from zoo.experiments.config import RunConfig
 from zoo.experiments.run import prepare  # noqa: E402
 
@@ -44,7 +44,7 @@ def main(argv=None):
         run.model.load_state_dict(state["model"])
         run.guide.load_state_dict(state["guide"])
         result = diagnose(run.model, run.guide, run.data.train[:100].to(run.device), [name], [50], args.repeats,
-                          reference=False)
+                          GradientStudy(reference=False))
         for r in result["rows"]:
             lines.append(f"| {name} | {r['group']} | {r['variance']:.4g} | {r['snr']:.4f} |")
     with open(RESULTS / "dreg_mnist.md", "a") as f:

@@ -68,7 +68,7 @@ from common import RESULTS, provenance, provenance_lines, run_script, write_resu
 
 import zoo  # noqa: E402,F401
 from zoo.data import load_dataset  # noqa: E402
-from zoo.evaluation.gradients import diagnose, toy_gradients  # noqa: E402
+from zoo.evaluation.gradients import GradientStudy, diagnose, toy_gradients  # noqa: E402
 from zoo.registry import build_guide, build_model  # noqa: E402
 from zoo.evaluation.tables import gradients_markdown  # noqa: E402
 
@@ -141,7 +141,7 @@ def vae_section(data, x, args):
     vae_guide = build_guide("amortized", vae)
     load(args.vae_checkpoint, vae, vae_guide)
     return diagnose(vae, vae_guide, x, ["elbo", "reinforce", "iwae", "dreg", "stl"], [1, 5, 50], args.repeats,
-                    reference_repeats=args.reference_repeats)
+                    GradientStudy(reference_repeats=args.reference_repeats))
 
 
 def sbn_section(data, x, args):
@@ -171,15 +171,16 @@ def sbn_section(data, x, args):
                   f"net would be untrained", file=sys.stderr)
             continue
         if objective == "tracegraph" and guide.baseline == "decaying":   # let the running average settle
-            diagnose(sbn, guide, x, [objective], [k], 20, reference=False)
-        rows = diagnose(sbn, guide, x, [objective], [k], args.repeats, reference_repeats=args.reference_repeats)["rows"]
+            diagnose(sbn, guide, x, [objective], [k], 20, GradientStudy(reference=False))
+        rows = diagnose(sbn, guide, x, [objective], [k], args.repeats,
+                        GradientStudy(reference_repeats=args.reference_repeats))["rows"]
         sbn_rows += [dict(r, estimator=label) for r in rows]
     relaxed = build_guide("relaxed", sbn, temperature=0.5, temperature_min=0.5)
     relaxed.load_state_dict(sbn_guides["none"].state_dict(), strict=False)   # the same encoder
     for objective, label in (("elbo", "relaxed, Concrete ELBO (elbo), tau=0.5; a biased surrogate"),
                              ("tracemeanfield", "relaxed, discrete KL (tracemeanfield), tau=0.5; a biased surrogate")):
-        sbn_rows += [dict(r, estimator=label) for r in diagnose(sbn, relaxed, x, [objective], [1], args.repeats,
-                                                                reference_repeats=args.reference_repeats)["rows"]]
+        sbn_rows += [dict(r, estimator=label) for r in diagnose(
+            sbn, relaxed, x, [objective], [1], args.repeats, GradientStudy(reference_repeats=args.reference_repeats))["rows"]]
     return sbn_rows
 
 
@@ -194,8 +195,8 @@ def cat_section(data, x, args):
     load(args.cat_checkpoint, model, guide)
     rows = []
     for label, objective, k in CATEGORICAL:
-        rows += [dict(r, estimator=label) for r in diagnose(model, guide, x, [objective], [k], args.repeats,
-                                                            reference_repeats=args.reference_repeats)["rows"]]
+        rows += [dict(r, estimator=label) for r in diagnose(
+            model, guide, x, [objective], [k], args.repeats, GradientStudy(reference_repeats=args.reference_repeats))["rows"]]
     return rows
 
 
@@ -223,8 +224,8 @@ def grouped_rows(model, guide, x, table, repeats: int, seed: int = 0):
     rows = []
     for label, objective, ks, outer in table:
         options = {objective: {"outer": outer}} if outer else None
-        result = diagnose(model, guide, x, [objective], list(ks), repeats, reference=False, objective_options=options,
-                          seed=seed)
+        result = diagnose(model, guide, x, [objective], list(ks), repeats,
+                          GradientStudy(seed=seed, reference=False, objective_options=options))
         rows += [dict(r, label=label, outer=outer or 1, samples=r["particles"] * (outer or 1)) for r in result["rows"]]
     return rows
 

@@ -137,9 +137,10 @@ def test_a_relax_run_stopped_and_resumed_ends_where_an_uninterrupted_one_does(tm
 
 
 def test_the_gradient_diagnostics_train_the_control_variate_first_then_hold_it():
-    from zoo.evaluation.gradients import diagnose
+    from zoo.evaluation.gradients import GradientStudy, diagnose
     model, guide, x = _setup()
-    result = diagnose(model, guide, x, ["rebar", "relax"], [1], repeats=4, reference=False, control_variate_steps=3)
+    result = diagnose(model, guide, x, ["rebar", "relax"], [1], repeats=4,
+                      study=GradientStudy(reference=False, control_variate_steps=3))
     assert {r["objective"] for r in result["rows"]} == {"rebar", "relax"}
     assert all(r["control_variate_steps"] == 3 and r["variance"] > 0 for r in result["rows"])
     held = REBAR(num_particles=1)
@@ -207,7 +208,7 @@ def test_the_gradient_diagnostics_of_a_rebar_run_use_the_run_s_own_control_varia
 def test_a_control_variate_given_to_the_diagnostics_is_the_one_measured():
     """With the control variate switched off (eta = 0: REBAR is then the bare score function), the held state that
     ``diagnose`` is given shows in the variance: several times that of REBAR with its control variate on."""
-    from zoo.evaluation.gradients import diagnose
+    from zoo.evaluation.gradients import GradientStudy, diagnose
     model, guide, x = _setup()
     off = REBAR(num_particles=1)
     _grads(off, model, guide, x)
@@ -216,8 +217,9 @@ def test_a_control_variate_given_to_the_diagnostics_is_the_one_measured():
     state = off.state_dict()
 
     def guide_variance(trained):
-        rows = diagnose(model, guide, x, ["rebar"], [1], repeats=40, reference=False, control_variate_steps=3,
-                        trained_control_variate=trained)["rows"]
+        rows = diagnose(model, guide, x, ["rebar"], [1], repeats=40,
+                        study=GradientStudy(reference=False, control_variate_steps=3,
+                                            trained_control_variate=trained))["rows"]
         return next(r for r in rows if r["group"] == "guide")
 
     held, fresh = guide_variance((REBAR, state)), guide_variance(None)

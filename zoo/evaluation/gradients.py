@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import pyro
@@ -56,7 +57,8 @@ from zoo.core.errors import ZooError
 from zoo.objectives import OBJECTIVES, EnumELBO, build_objective, split_objective
 from zoo.objectives.base import for_model
 
-__all__ = ["parameter_groups", "gradient_samples", "reference_gradients", "summarize", "diagnose", "toy_gradients"]
+__all__ = ["parameter_groups", "gradient_samples", "reference_gradients", "summarize", "diagnose", "GradientStudy",
+           "toy_gradients"]
 
 
 def parameter_groups(model, guide) -> Dict[str, List[torch.nn.Parameter]]:
@@ -177,25 +179,43 @@ def _refuse_oversized(groups, x: torch.Tensor, particles: Sequence[int], repeats
                      f"gradients)", x.device, advice="use fewer particles or a smaller batch size")
 
 
+@dataclass(frozen=True)
+class GradientStudy:
+    """How :func:`diagnose` measures, beyond which estimators, K and repeats.
+
+    Arguments:
+        alpha: the order of the objectives that take one (Rényi).
+        seed: the seed of the references' and the estimates' draws.
+        reference: whether to compute the reference gradient (exact where enumerable, else ``reference_repeats``
+            estimates with K = 1000); variance and SNR need none.
+        reference_repeats: see ``reference``.
+        objective_options: per objective name, its options other than ``particles`` (e.g. a bound's ``estimator``).
+        control_variate_steps: an estimator that trains a control variate of its own (REBAR, RELAX:
+            :mod:`zoo.objectives.relax`) would be measured at its untrained start; it first takes this many steps of
+            its variance objective at the fixed parameters (their gradients discarded), as training keeps it
+            tracking them, and is then measured with that control variate held.
+        trained_control_variate: a pair ``(objective class, state_dict)`` from the checkpoint of a run that trained
+            one, loaded instead into the objectives of that class (``control_variate_steps`` 0, ``control_variate``
+            "checkpoint" in their rows).
+    """
+
+    alpha: float = 0.0
+    seed: int = 0
+    reference: bool = True
+    reference_repeats: int = 20
+    objective_options: Optional[Mapping[str, Mapping]] = None
+    control_variate_steps: int = 200
+    trained_control_variate: Optional[tuple] = None
+
+
 def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int], repeats: int,
-             alpha: float = 0.0, seed: int = 0, reference: bool = True, reference_repeats: int = 20,
-             objective_options: Optional[Mapping[str, Mapping]] = None,
-             status: Optional[Callable[[str], None]] = None, control_variate_steps: int = 200,
-             trained_control_variate: Optional[tuple] = None) -> Dict:
-    """The full table: one row per (objective, K, group), plus the references used
-    (``reference=False`` skips them: variance and SNR need none).
-
-    An estimator that trains a control variate of its own (REBAR, RELAX: :mod:`zoo.objectives.relax`) would be
-    measured at its untrained start; it first takes ``control_variate_steps`` steps of its variance objective at
-    the fixed parameters (their gradients discarded), as training keeps it tracking them, and is then measured with
-    that control variate held (the row's ``control_variate_steps``). ``trained_control_variate``, a pair
-    ``(objective class, state_dict)`` from the checkpoint of a run that trained one, is loaded instead into the
-    objectives of that class, which are then measured with the run's own control variate (``control_variate_steps``
-    0, ``control_variate`` "checkpoint").
-
-    ``objective_options``: per objective name, its options other than ``particles`` (e.g. a bound's
-    ``estimator``); ``alpha`` goes to the objectives that take it. ``status``, if given, is called with one
+             study: GradientStudy = GradientStudy(), status: Optional[Callable[[str], None]] = None) -> Dict:
+    """The full table: one row per (objective, K, group) of ``repeats`` gradient estimates each, plus the
+    references used, measured as ``study`` says (:class:`GradientStudy`). ``status``, if given, is called with one
     line as each stage starts (the references, then each objective and K), for a command line's progress."""
+    alpha, seed, reference, reference_repeats = study.alpha, study.seed, study.reference, study.reference_repeats
+    objective_options, control_variate_steps = study.objective_options, study.control_variate_steps
+    trained_control_variate = study.trained_control_variate
     status = status or (lambda line: None)
     from guides.user import as_zoo_guide
     guide = as_zoo_guide(guide, model)       # a Pyro guide function of your own is wrapped and checked

@@ -9,7 +9,7 @@ from typing import Dict, Mapping, Optional, Sequence
 
 from zoo.core.errors import ZooError
 from zoo.evaluation import plots
-from zoo.evaluation.gradients import diagnose
+from zoo.evaluation.gradients import GradientStudy, diagnose
 from zoo.evaluation.tables import gradients_markdown
 from zoo.experiments.compare import grid_cells
 from zoo.experiments.config import RunConfig, refuse_other_shapes
@@ -83,10 +83,11 @@ def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: 
     if not getattr(run.guide, "amortized", True):
         run.guide = build_guide(config.guide, run.model, num_data=x.shape[0],
                                 bind=config.fixed_model is None).to(run.device)
-    result = diagnose(run.model, run.guide, x, objectives, particles, repeats, seed=config.seed,
-                      objective_options={name: cell.objective_options for name, cell in zip(objectives, cells)},
-                      status=_status_line if progress else None,
-                      trained_control_variate=_trained_control_variate(stored))
+    study = GradientStudy(seed=config.seed,
+                          objective_options={name: cell.objective_options for name, cell in zip(objectives, cells)},
+                          trained_control_variate=_trained_control_variate(stored))
+    result = diagnose(run.model, run.guide, x, objectives, particles, repeats, study,
+                      status=_status_line if progress else None)
     result.update(config=config.to_json(), objectives=list(objectives), particles=list(particles),
                   repeats=repeats, checkpoint=str(checkpoint) if checkpoint else None, device=str(run.device))
     made = not out.exists()
