@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import zoo
+from zoo.evaluation.harness import EvaluationSettings
 from zoo.core.weights import per_datum_log_weights, vectorize
 
 TAU, SIGMA, D = 2.0, 0.5, 3
@@ -141,7 +142,7 @@ def test_harness_reports_log_p_x_given_the_point_estimate_and_a_data_set_elbo_be
     zoo.fit(model, guide, zoo.build_objective("elbo"), x, epochs=300, batch_size=60,
             lr=3e-3 if guide_name == "meanfield" else 3e-2, progress=False)          # meanfield: x10 (lr_multiplier)
     pyro.set_rng_seed(0)
-    r = zoo.evaluate(model, guide, x, num_samples=500, global_samples=20)
+    r = zoo.evaluate(model, guide, x, num_samples=500, settings=EvaluationSettings(global_samples=20))
     mu_hat = guide.globals.point_estimate()["mu"]
     exact = dist.Normal(mu_hat, math.sqrt(1 + SIGMA ** 2)).log_prob(x).sum(-1).mean().item()
     assert r["log_likelihood"] == pytest.approx(exact, abs=0.03)

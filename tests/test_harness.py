@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from guides import Amortized, Exact, MeanField
-from zoo.evaluation.harness import RESULT_KEYS, evaluate, psis_khat
+from zoo.evaluation.harness import RESULT_KEYS, EvaluationSettings, evaluate, psis_khat
 from zoo.core.latents import LatentLayer
 from zoo.models import PPCA, VAE
 
@@ -68,10 +68,10 @@ def test_chunking_does_not_change_the_answer(ml_ppca, synthetic):
     g = Amortized(ml_ppca, hidden=(8,))
     x = synthetic.test[:30]
     pyro.set_rng_seed(0)
-    whole = evaluate(ml_ppca, g, x, num_samples=64, iwae_k=8, batch_size=30, psis=False, proposal="guide")
+    whole = evaluate(ml_ppca, g, x, num_samples=64, iwae_k=8, psis=False, proposal="guide", settings=EvaluationSettings(batch_size=30))
     pyro.set_rng_seed(0)
-    chunked = evaluate(ml_ppca, g, x, num_samples=64, iwae_k=8, batch_size=30, max_elements=30 * 6 * 16, psis=False,
-                       proposal="guide")
+    chunked = evaluate(ml_ppca, g, x, num_samples=64, iwae_k=8, psis=False, proposal="guide",
+                       settings=EvaluationSettings(batch_size=30, max_elements=30 * 6 * 16))
     # different particle chunks consume the RNG differently, so compare to Monte Carlo precision
     assert chunked["log_likelihood"] == pytest.approx(whole["log_likelihood"], abs=0.05)
     assert chunked["num_samples"] == 64
@@ -81,9 +81,9 @@ def test_chunking_keeps_the_defensive_allocation(ml_ppca, synthetic):
     """K = 64 in chunks of 16: the last 6 draws come from q_wide although a chunk straddles the boundary, so
     chunked and whole agree within their SEs (here the guide is exact, the weights bounded)."""
     x = synthetic.test[:30]
-    whole = evaluate(ml_ppca, Exact(ml_ppca), x, num_samples=64, iwae_k=8, batch_size=30, psis=False)
-    chunked = evaluate(ml_ppca, Exact(ml_ppca), x, num_samples=64, iwae_k=8, batch_size=30,
-                       max_elements=30 * 6 * 16, psis=False)
+    whole = evaluate(ml_ppca, Exact(ml_ppca), x, num_samples=64, iwae_k=8, psis=False, settings=EvaluationSettings(batch_size=30))
+    chunked = evaluate(ml_ppca, Exact(ml_ppca), x, num_samples=64, iwae_k=8, psis=False,
+                       settings=EvaluationSettings(batch_size=30, max_elements=30 * 6 * 16))
     assert chunked["proposal"]["draws_wide"] == whole["proposal"]["draws_wide"] == 6
     assert abs(chunked["log_likelihood"] - whole["log_likelihood"]) < 3 * math.hypot(
         chunked["log_likelihood_se"], whole["log_likelihood_se"])
@@ -118,8 +118,8 @@ def test_chunks_keep_p_x_given_z_only_for_the_reconstructions(monkeypatch):
     results = {}
     for recon in (0, 4):
         pyro.set_rng_seed(2)
-        results[recon] = evaluate(model, guide, x, num_samples=40, iwae_k=8, batch_size=6, max_elements=6 * 16 * 8,
-                                  psis=False, keep_reconstructions=recon)
+        results[recon] = evaluate(model, guide, x, num_samples=40, iwae_k=8, psis=False,
+                                  settings=EvaluationSettings(batch_size=6, max_elements=6 * 16 * 8, keep_reconstructions=recon))
     assert kept == [0, 0, 1, 0]                   # two minibatches each; only the first one with reconstructions
     assert results[4]["reconstructions"][1].shape == (4, 16)
     assert torch.equal(results[4]["reconstructions"][0], x[:4])
@@ -144,10 +144,10 @@ def test_an_analytic_mean_shared_by_every_draw_is_taken_once_with_the_same_figur
     monkeypatch.setattr(active_units, "_mean_over_draws",
                         lambda site, *a: taken.append((site.name, shortcut(site, *a) is not None)) or shortcut(site, *a))
     pyro.set_rng_seed(3)
-    fast = evaluate(model, guide, x, num_samples=30, iwae_k=5, batch_size=5, max_elements=5 * 16 * 8, psis=False)
+    fast = evaluate(model, guide, x, num_samples=30, iwae_k=5, psis=False, settings=EvaluationSettings(batch_size=5, max_elements=5 * 16 * 8))
     monkeypatch.setattr(active_units, "_mean_over_draws", lambda *a: None)
     pyro.set_rng_seed(3)
-    full = evaluate(model, guide, x, num_samples=30, iwae_k=5, batch_size=5, max_elements=5 * 16 * 8, psis=False)
+    full = evaluate(model, guide, x, num_samples=30, iwae_k=5, psis=False, settings=EvaluationSettings(batch_size=5, max_elements=5 * 16 * 8))
     assert dict(taken) == {"z2": not structured, "z1": True}
     np.testing.assert_allclose(fast["per_datum"]["z_mean"], full["per_datum"]["z_mean"], rtol=1e-6, atol=1e-7)
     assert fast["active_units_per_site"] == full["active_units_per_site"]
@@ -271,12 +271,12 @@ def test_validation_checks_the_first_minibatch_and_is_off_after(ml_ppca, synthet
     x = synthetic.test[:30]
     with pyro.validation_enabled(True):
         pyro.set_rng_seed(3)
-        fast = evaluate(ml_ppca, Exact(ml_ppca), x, num_samples=20, iwae_k=4, batch_size=10, psis=False)
+        fast = evaluate(ml_ppca, Exact(ml_ppca), x, num_samples=20, iwae_k=4, psis=False, settings=EvaluationSettings(batch_size=10))
         assert pyro.infer.util.is_validation_enabled()
     assert seen == [True, True] + [False, False] * 2
     seen.clear()
     with pyro.validation_enabled(False):
         pyro.set_rng_seed(3)
-        unchecked = evaluate(ml_ppca, Exact(ml_ppca), x, num_samples=20, iwae_k=4, batch_size=10, psis=False)
+        unchecked = evaluate(ml_ppca, Exact(ml_ppca), x, num_samples=20, iwae_k=4, psis=False, settings=EvaluationSettings(batch_size=10))
     assert seen == [False] * 6
     assert fast["log_likelihood"] == pytest.approx(unchecked["log_likelihood"], abs=1e-6)

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import zoo
+from zoo.evaluation.harness import EvaluationSettings
 from zoo.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ def test_gmm_log_likelihood_at_theta_hat_is_the_sum_over_assignments(global_guid
     pyro.set_rng_seed(0)
     guide = zoo.build_guide("amortized", model, num_data=x.shape[0], global_guide=global_guide)
     zoo.fit(model, guide, zoo.build_objective("elbo"), x, epochs=30, batch_size=30, lr=3e-2, progress=False)
-    r = zoo.evaluate(model, guide, x, num_samples=200, iwae_k=5, global_samples=5)
+    r = zoo.evaluate(model, guide, x, num_samples=200, iwae_k=5, settings=EvaluationSettings(global_samples=5))
     check = gmm_check(model, guide, x, r)
     assert r["global_guide"] == global_guide
     assert r["exact_log_likelihood"] == pytest.approx(check["log_likelihood_by_hand"], abs=1e-4)
@@ -82,7 +83,7 @@ def test_gmm_log_likelihood_at_theta_hat_is_the_sum_over_assignments(global_guid
     for logits, exact in ((log_joint - log_joint.logsumexp(-1, keepdim=True), True), (torch.zeros_like(log_joint), False)):
         with torch.no_grad():
             proposal.assignment_logits.copy_(logits)
-        r = zoo.evaluate(model, proposal, x, num_samples=200, iwae_k=5, global_samples=5,
+        r = zoo.evaluate(model, proposal, x, num_samples=200, iwae_k=5, settings=EvaluationSettings(global_samples=5),
                          proposal="guide" if exact else "defensive")         # the exact posterior's weights are p(x)
         difference = r["log_likelihood"] - check["log_likelihood_by_hand"]
         if exact:
@@ -101,7 +102,7 @@ def test_regression_data_elbo_is_the_evidence_less_the_closed_form_kl():
     guide = zoo.build_guide("meanfield", model, num_data=x.shape[0])
     zoo.fit(model, guide, zoo.build_objective("elbo"), x, epochs=150, batch_size=40, lr=1e-1, progress=False)
     pyro.set_rng_seed(1)
-    r = zoo.evaluate(model, guide, x, num_samples=3, iwae_k=2, global_samples=400)
+    r = zoo.evaluate(model, guide, x, num_samples=3, iwae_k=2, settings=EvaluationSettings(global_samples=400))
     check = regression_check(model, guide, x, r)
     assert check["bound_holds"] and check["kl"] > 0
     assert abs(check["elbo_difference"]) < 4 * check["elbo_mc_se"], check

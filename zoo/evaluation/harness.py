@@ -34,6 +34,7 @@ All figures are in nats per datum. Per-datum arrays come back in ``per_datum``.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Dict
 
 import pyro
@@ -52,7 +53,7 @@ from zoo.evaluation.estimators.views import conditional_log_likelihoods
 from zoo.evaluation.summed import exact_by_summing
 from zoo.core.process import map_torch_constants
 
-__all__ = ["evaluate", "bound_per_datum", "conditional_log_likelihoods", "RESULT_KEYS", "PSIS_THRESHOLD",
+__all__ = ["evaluate", "EvaluationSettings", "bound_per_datum", "conditional_log_likelihoods", "RESULT_KEYS", "PSIS_THRESHOLD",
            "PSIS_MIN_ESS", "bits_per_dim", "psis_khat", "psis_tail_size", "effective_sample_size", "rounding_floor",
            "data_set_elbo", "evaluation_mode"]
 
@@ -72,30 +73,49 @@ def bound_per_datum(model, guide, x: torch.Tensor, num_particles: int = 1, batch
     return total / x.shape[0]
 
 
-def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int = 50,
-             batch_size: int = 100, max_elements: int = 1 << 24, psis: bool = True,
-             keep_reconstructions: int = 0, global_samples: int = 10, proposal="defensive",
-             data_elbo_target_se: float = DATA_ELBO_TARGET_SE,
-             data_elbo_max_passes: int = DATA_ELBO_MAX_PASSES) -> Dict:
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How :func:`evaluate` goes through the data, beyond what it estimates with.
+
+    Arguments:
+        batch_size: data per pass of the K draws.
+        max_elements: the most decoder outputs held at once (a batch is split further to stay below it).
+        keep_reconstructions: how many data to keep with the decoder's means of their first draw
+            (``result["reconstructions"]``, for the plots).
+        global_samples, data_elbo_target_se, data_elbo_max_passes: for a model with global latents, ``data_elbo``
+            takes at least ``global_samples`` passes over the data (a draw of theta each), and more until its
+            standard error is below ``data_elbo_target_se`` nats per datum or ``data_elbo_max_passes`` are done.
+    """
+
+    batch_size: int = 100
+    max_elements: int = 1 << 24
+    keep_reconstructions: int = 0
+    global_samples: int = 10
+    data_elbo_target_se: float = DATA_ELBO_TARGET_SE
+    data_elbo_max_passes: int = DATA_ELBO_MAX_PASSES
+
+
+def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int = 50, proposal="defensive",
+             psis: bool = True, settings: EvaluationSettings = EvaluationSettings()) -> Dict:
     """Score ``guide`` and ``model`` on data ``x`` ``[n, D]`` with every estimator of
-    :data:`~zoo.evaluation.estimators.ESTIMATORS`; see the module docstring, and each estimator's, for the keys.
+    :data:`~zoo.evaluation.estimators.ESTIMATORS`, K = ``num_samples`` importance samples per datum and the
+    IWAE-``iwae_k`` bound; see the module docstring, and each estimator's, for the keys. ``psis``: fit each
+    datum's Pareto k-hat (False: skip it, which tests of other figures may). ``settings``: how the data are gone
+    through (:class:`EvaluationSettings`: the batch size, memory, reconstructions kept, passes for global latents).
 
     ``guide`` is a zoo guide, or a Pyro guide function ``guide(x, idx=None, N=None)`` of your own,
     which is checked against the model and scored the same way (:func:`guides.user.from_pyro_guide`).
-
-    ``max_elements`` bounds the number of decoder outputs held at once. Model and guide
-    are scored in eval mode, so a relaxed guide proposes hard discrete samples and every
+    Model and guide are scored in eval mode, so a relaxed guide proposes hard discrete samples and every
     figure is a bound on the true discrete model.
 
     ``proposal`` is the importance-sampling proposal behind ``log_likelihood``, its standard error and the
     k-hats: ``"defensive"`` (the default, :mod:`zoo.evaluation.defensive`), ``"guide"`` (q itself), or a
     :class:`~zoo.evaluation.defensive.DefensiveProposal`; results.json records it (``proposal``).
-
-    For a model with global latents, ``data_elbo`` takes at least ``global_samples`` passes over ``x`` (a
-    draw of theta each), and more until its standard error is below ``data_elbo_target_se`` nats per
-    datum or ``data_elbo_max_passes`` are done. ``keep_reconstructions`` keeps that many data and the
-    decoder's means of their first draw (``result["reconstructions"]``, for the plots).
     """
+    batch_size, max_elements, keep_reconstructions = settings.batch_size, settings.max_elements, \
+        settings.keep_reconstructions
+    global_samples, data_elbo_target_se = settings.global_samples, settings.data_elbo_target_se
+    data_elbo_max_passes = settings.data_elbo_max_passes
     map_torch_constants()                        # once per process: zoo.core.process
     proposal = as_proposal(proposal)
     model.validate_data(x, what="evaluation data")

@@ -487,11 +487,12 @@ def _psis_problems(per_datum: Dict) -> List[str]:
 def _is_replica(model, guide, x, start: str, seed: int, num_samples: int, batch_size: int) -> Replica:
     import pyro
 
-    from zoo.evaluation.harness import evaluate
+    from zoo.evaluation.harness import EvaluationSettings, evaluate
     if start in ("guide", "defensive"):
         pyro.set_rng_seed(seed)
-        result = evaluate(model, guide, x, num_samples=num_samples, iwae_k=2, batch_size=batch_size,
-                          proposal=GUIDE_PROPOSAL if start == "guide" else DefensiveProposal())
+        result = evaluate(model, guide, x, num_samples=num_samples, iwae_k=2,
+                          proposal=GUIDE_PROPOSAL if start == "guide" else DefensiveProposal(),
+                          settings=EvaluationSettings(batch_size=batch_size))
         per = result["per_datum"]
         return Replica(start, seed, per["log_likelihood"], per["log_likelihood_se"], _psis_problems(per),
                        per["log_likelihood_se_reliable"].bool(), (per["is_ess"].double() - 1).clamp(min=1.0))

@@ -42,7 +42,7 @@ from zoo.core.errors import ZooError
 from zoo.core.files import sealed
 from zoo.data import Dataset
 from zoo.evaluation import plots
-from zoo.evaluation.harness import bound_per_datum, evaluate
+from zoo.evaluation.harness import EvaluationSettings, bound_per_datum, evaluate
 from zoo.evaluation.reliability import sample_spread
 from zoo.evaluation.tables import results_markdown
 from zoo.experiments.config import RunConfig, refuse_mismatch
@@ -325,7 +325,7 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, best_
     with results_kept_on_stop(out), user_code_errors(run.model.display_name, "in evaluation"):
         result = evaluate(run.model, guide, x_eval, num_samples=cfg.eval_samples, iwae_k=cfg.iwae_k,
                           proposal=cfg.eval_proposal,
-                          keep_reconstructions=32 if run.data.image_shape else 0)
+                          settings=EvaluationSettings(keep_reconstructions=32 if run.data.image_shape else 0))
     per_datum = result.pop("per_datum")
     if replicas > 1:
         print(f"evaluating {out}: {replicas} importance-sampling replicas from different proposals, K = "
