@@ -724,7 +724,7 @@ def _print_summary(rows, out: Path, files=("results.json", "results.md")) -> Non
 
 def cmd_gradients(args) -> None:
     from zoo.evaluation.tables import gradients_markdown
-    from zoo.experiments.gradients import checkpoint_for, gradients_run
+    from zoo.experiments.gradients import GradientsPlan, checkpoint_for, gradients_run
     from zoo.experiments.config import RunConfig
     from zoo.core.catalogue import is_trained_name, trained_folder
     if args.checkpoint and is_trained_name(args.checkpoint):     # read, never written: the committed folder itself
@@ -745,10 +745,10 @@ def cmd_gradients(args) -> None:
     config = RunConfig(model=args.model, guide=args.guide, objective=args.objectives[0], **settings,
                        model_options=model_options, guide_options=flags.given_options(args, "guide", [args.guide]))
     out = Path(args.out or f"runs/gradients-{model_label(args.model)}-{model_label(args.guide)}")
-    result = gradients_run(args.model, args.guide, args.objectives, args.particles_list, args.repeats, config, out,
-                           checkpoint=args.checkpoint, force=args.force,
-                           objective_options=flags.given_options(args, "objective", args.objectives),
-                           progress=not args.no_progress)
+    plan = GradientsPlan(args.model, args.guide, args.objectives, args.particles_list, args.repeats, config,
+                         checkpoint=args.checkpoint,
+                         objective_options=flags.given_options(args, "objective", args.objectives))
+    result = gradients_run(plan, out, force=args.force, progress=not args.no_progress)
     print(gradients_markdown(result))
     print(f"wrote {out / 'gradients.md'}, {out / 'gradients.json'}, {out / 'gradients.png'}")
 

@@ -21,7 +21,7 @@ from zoo.registry import build_guide
 from zoo.training.checkpoint import atomic_path, atomic_write_text, load_checkpoint
 from zoo.usercode.specs import is_file_spec
 
-__all__ = ["gradients_run", "checkpoint_for"]
+__all__ = ["gradients_run", "GradientsPlan", "checkpoint_for"]
 
 
 def checkpoint_for(checkpoint: Path, model: str, guide: Optional[str] = None):
@@ -54,13 +54,29 @@ def _trained_control_variate(stored) -> Optional[tuple]:
     return (type(trained), state["objective"]) if hasattr(trained, "train_control_variate") else None
 
 
-def gradients_run(model: str, guide: str, objectives: Sequence[str], particles: Sequence[int], repeats: int,
-                  base: RunConfig, out: Path, checkpoint: Optional[Path] = None, force: bool = False,
-                  objective_options: Optional[Mapping] = None, progress: bool = True) -> Dict:
-    """``pyro-zoo gradients``: gradient diagnostics at fixed parameters (initialization or a checkpoint).
+@dataclasses.dataclass(frozen=True)
+class GradientsPlan:
+    """What ``pyro-zoo gradients`` measures: ``repeats`` gradient estimates of each of ``objectives`` at each K of
+    ``particles``, for ``model`` with ``guide`` as ``base`` configures them, at their initialization or at the weights
+    of ``checkpoint`` (a run folder); ``objective_options`` (default: ``base``'s) go to the objectives that take them,
+    as in a compare grid."""
 
-    ``objective_options`` (default: ``base``'s) go to the objectives that take them, as in a compare grid.
+    model: str
+    guide: str
+    objectives: Sequence[str]
+    particles: Sequence[int]
+    repeats: int
+    base: RunConfig
+    checkpoint: Optional[Path] = None
+    objective_options: Optional[Mapping] = None
+
+
+def gradients_run(plan: GradientsPlan, out: Path, force: bool = False, progress: bool = True) -> Dict:
+    """``pyro-zoo gradients``: the gradient diagnostics ``plan`` names (:class:`GradientsPlan`), written to ``out``.
     With ``progress``, one line on stderr as each stage starts (the whole can take minutes)."""
+    model, guide, objectives, particles, repeats = plan.model, plan.guide, plan.objectives, plan.particles, \
+        plan.repeats
+    base, checkpoint, objective_options = plan.base, plan.checkpoint, plan.objective_options
     out = Path(out)
     check_out_dir(out, force, resume=False)
     if (out / "gradients.json").exists() and not force:
