@@ -52,7 +52,7 @@ from zoo.experiments.run import prepare  # noqa: E402
 from zoo.experiments.run_folder import load_run, load_weights  # noqa: E402
 
 CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "vae-mnist-elbo"
-#: the harness's default chunk bound (zoo.evaluation.harness.evaluate's max_elements) and data per minibatch
+#: the harness's default chunk bound (zoo.evaluation.harness.EvaluationSettings.max_elements) and data per minibatch
 MAX_ELEMENTS, EVAL_BATCH = 1 << 24, 100
 
 

@@ -216,3 +216,12 @@ def test_a_bdmc_gap_bounds_ais_only_when_its_sampler_is_no_stronger(ais, bdmc, r
     assert trust.bdmc_stronger(ais, bdmc) == reason
     verdict = reliability.agreement_verdict(_with_samplers(ais, bdmc))
     assert verdict.startswith("✓") if reason is None else verdict == f"⚠ IS lower by 2.00; {reason}"
+
+
+@pytest.mark.parametrize("share", [float("nan"), 10 ** 400])
+def test_a_k_hat_share_that_is_not_a_number_is_not_called_reliable(share):
+    """Review: a NaN share (or an integer too large for a float, read as NaN) compared False with the limit, so the
+    run lost its warning and ranked among the reliable ones."""
+    run = {"psis_khat_frac_over_0_7": share, "log_likelihood": -90.0, "num_data": 10}
+    assert reliability.is_unreliable(run)
+    assert reliability.reliability_cell(run) == "not a number ⚠ unreliable"

@@ -60,7 +60,8 @@ __version__ = "0.1.0"
 _API = {
     "load_dataset": "zoo.data", "build_model": "zoo.registry", "build_guide": "zoo.registry",
     "build_objective": "zoo.registry", "check_combination": "zoo.rules", "fit": "zoo.training.loop",
-    "refit_local_guide": "zoo.training.refit", "evaluate": "zoo.evaluation.harness",
+    "refit_local_guide": "zoo.training.refit", "RefitSchedule": "zoo.training.refit",
+    "evaluate": "zoo.evaluation.harness", "EvaluationSettings": "zoo.evaluation.harness",
     "RunConfig": "zoo.experiments.config", "train_run": "zoo.experiments.run", "evaluate_run": "zoo.experiments.run",
     "compare": "zoo.experiments.compare", "Grid": "zoo.experiments.compare", "Execution": "zoo.experiments.compare",
     "ZooError": "zoo.core.errors", "from_pyro": "zoo.models.pyro_model",

@@ -51,9 +51,10 @@ Example::
     >>> import torch
     >>> from zoo.models import PPCA
     >>> from zoo.registry import build_guide
+    >>> from dataclasses import replace
     >>> model = PPCA(x_dim=5, latent_dim=2)
     >>> gaps = inference_gaps(model, build_guide("amortized", model, hidden=(8,)), torch.randn(30, 5),
-    ...                       num_samples=20, schedule=RefitSchedule(max_epochs=30, lr=0.02))
+    ...                       num_samples=20, schedule=replace(FROM_ENCODER, max_epochs=30))
     >>> abs(gaps["approximation_gap"] + gaps["amortization_gap"] - gaps["total_gap"]) < 1e-9
     True
 """
@@ -85,7 +86,7 @@ from zoo.training.refit import REFIT_LR_FROM_ENCODER, RefitSchedule, refit_local
 #: the per-datum refit of the gaps: it starts from the encoder's outputs, with the smaller step that suits them
 FROM_ENCODER = RefitSchedule(lr=REFIT_LR_FROM_ENCODER)
 
-__all__ = ["inference_gaps", "local_guide", "LocalIAF", "LocalGaussian", "GAP_KEYS", "gaps_markdown",
+__all__ = ["inference_gaps", "FROM_ENCODER", "local_guide", "LocalIAF", "LocalGaussian", "GAP_KEYS", "gaps_markdown",
            "same_family"]
 
 #: The documented keys of a gaps result (``gaps.json``); all in nats per datum.
@@ -254,6 +255,10 @@ def inference_gaps(model, guide, x: torch.Tensor, *, num_samples: int = 1000, sc
     """The approximation and amortization gaps of the amortized ``guide`` on data ``x`` (keys: :data:`GAP_KEYS`,
     each with ``_se`` and ``_data_se``; ``refit``: what the per-datum refit did; ``per_datum``: arrays;
     ``proposal``: the importance-sampling proposal behind an IS log p(x), :mod:`zoo.evaluation.defensive`).
+
+    ``schedule``: how q* is refitted per datum (:class:`~zoo.training.refit.RefitSchedule`); the default,
+    :data:`FROM_ENCODER`, starts from the encoder's outputs with the smaller step that suits them, and
+    ``dataclasses.replace(FROM_ENCODER, max_epochs=...)`` changes one setting and keeps that step.
 
     ``reference``: an :class:`~zoo.evaluation.ais.AnnealedImportanceSampling` to take log p(x) from instead of the
     better of the two IS estimates (AIS starting from the refitted q*, the closest start there is); a model with a

@@ -65,12 +65,13 @@ def khat_share(run: Mapping) -> Optional[float]:
 def is_unreliable(run: Mapping) -> bool:
     """Is the run's importance-sampled NLL unreliable? Where an AIS estimate of the same data is recorded
     (``run["ais"]``), the verdict is theirs (:func:`agrees`); else k-hat's: more than :data:`UNRELIABLE_SHARE` of
-    data over 0.7."""
+    data over 0.7; a share recorded but not a finite number is not known to be small, so it counts as
+    unreliable."""
     agreement = agrees(run)
     if agreement is not None:
         return not agreement
     share = khat_share(run)
-    return share is not None and share > UNRELIABLE_SHARE
+    return share is not None and not (share <= UNRELIABLE_SHARE)
 
 
 def _ais_row(run: Mapping) -> Optional[Mapping]:
@@ -230,7 +231,8 @@ def reliability_cell(run: Mapping, digits: int = 1, short: bool = False) -> str:
     share = khat_share(run)
     if share is None:
         return "–"
-    return f"{share:.{digits}%}" + ((" ⚠" if short else " ⚠ unreliable") if is_unreliable(run) else "")
+    flag = (" ⚠" if short else " ⚠ unreliable") if is_unreliable(run) else ""
+    return (f"{share:.{digits}%}" if math.isfinite(share) else "not a number") + flag
 
 
 def reliability_legend() -> str:

@@ -182,13 +182,16 @@ def ais_run(out: Path, sampler: AnnealedImportanceSampling, temperatures: Option
         refuse_oversized_annealing(max(temperatures), base.num_chains, min(base.batch_size, x_eval.shape[0]),
                                    run.data.x_dim, run.device)
         # more leapfrog steps (and local discrete moves) per transition make a stronger sampler of the same figure
-        settings = {"path": base.path, "split": run.config.eval_split}
+        # local moves on or off is another sampler; a file without the switch is read as the default, on
+        settings = {"path": base.path, "split": run.config.eval_split, "local_moves": base.local_moves}
         refuse_weaker(out / "ais.json", {"num_data": (x_eval.shape[0], "{} data"),
                                          "num_chains": (base.num_chains, "{} chains"),
                                          "num_temperatures": (max(temperatures), "T = {} temperatures"),
                                          "leapfrog_steps": (base.leapfrog_steps, "{} leapfrog steps"),
                                          "replicas": (replicas, "{} replicas")},
-                      settings, invocation.force)
+                      settings, invocation.force,
+                      stored_settings=lambda old: {k: old.get(k, True if k == "local_moves" else None)
+                                                   for k in settings})
         x_eval = x_eval.to(run.device)
         guide, refit = evaluation_guide(run, x_eval, progress)
         summing = summed_for_annealing(run, guide, x_eval, sum_discrete)
