@@ -894,12 +894,11 @@ def render_leaderboard(results: Results, archive: str = "README.md", config: Rep
             [f"{key[1]} · {c.get('guide')} · {c.get('objective')}",
              _seed_mean(-run["elbo"], run, "elbo_seed_se"), _seed_mean(run.get("nll"), run, "nll_seed_se"),
              _num(run.get("bits_per_dim_nll"), ".4f"), reliability_cell(run, 0, short=True), _paper_cell(run, config),
-             f"{where}, {run.get('num_data')} images, {_epochs(run)} epochs", weights.get(key, "–")])
+             f"{where}, {run.get('num_data')} images, {_epochs(run)} epochs" + weights.get(key, "")])
         entries.setdefault(dataset, []).append((name, dict(run, _user=user)))
     # one column for what the entry is, words that wrap, no file name (the run's label links its file) and the
     # plots below the table: it fits a page's column of about 740 pixels
-    head = ["model · guide · objective", f"{MINUS}ELBO", "NLL", "NLL bits/dim", "k̂>0.7", "paper", "run",
-            "weights"]
+    head = ["model · guide · objective", f"{MINUS}ELBO", "NLL", "NLL bits/dim", "k̂>0.7", "paper", "run"]
     sections = []
     for dataset, table_rows in rows.items():
         title = config.leaderboard_datasets.get(dataset, f"`{dataset}`")
@@ -915,10 +914,10 @@ def render_leaderboard(results: Results, archive: str = "README.md", config: Rep
             f"published figure for the same model on the same data, met or missed by ours. Below each table, in its "
             f"order and titled with its entry, the training bound and the validation {MINUS}ELBO per epoch of each "
             f"run, from its result file's history (and a run folder's samples); click a plot to open it full size. "
-            f"weights: the committed trained model of the same entry (`pyro-zoo list`, `zoo.load_trained(NAME)`), "
-            f"its own run, with its NLL by AIS: ✓ the figure to use, ≤ an upper bound only ([its card]"
-            f"({_in_results(base, 'trained_models.md')}) says why); the row's own run has no committed weights, so "
-            f"its NLL stays the importance-sampled figure. "
+            f"\"weights\" under a run: the committed trained model of the same entry (`pyro-zoo list`, "
+            f"`zoo.load_trained(NAME)`), its own run, with its NLL by AIS: ✓ the figure to use, ≤ an upper bound only "
+            f"([the trained models](" + _in_results(base, 'trained_models.md') + ") say why); the row's own run has "
+            f"no committed weights, so its NLL stays the importance-sampled figure. "
             f"Every run, with its command or config: [the archive]({archive}).\n\n"
             + ("\n\n".join(sections) or "(no trained runs)") + "\n")
 
@@ -930,8 +929,9 @@ def _trained_by_entry(config: ReportConfig) -> Dict[tuple, str]:
     cells: Dict[tuple, List[str]] = {}
     for name, c, figures in trained_models():
         key = (str(c.get("dataset")), model_label(c, config), c.get("guide"), c.get("objective"))
-        cells.setdefault(key, []).append(f"`{name}` {short_figure(figures)}")
-    return {key: "; ".join(names) for key, names in cells.items()}
+        # plain words, not code: the run column wraps them (after a hyphen too), so the table keeps its width
+        cells.setdefault(key, []).append(f"{name} {short_figure(figures)}")
+    return {key: "; weights: " + "; ".join(names) for key, names in cells.items()}
 
 
 def _plot_title(run: dict, config: ReportConfig) -> str:
