@@ -38,7 +38,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from zoo.core.errors import ZooError, unknown_name
 from zoo.core.files import read_json
-from zoo.core.trust import SAMPLER_AT_MOST, SAMPLER_SAME, ais_untrusted
+from zoo.core.trust import SAMPLER_AT_MOST, SAMPLER_SAME, ais_untrusted, finite
 
 __all__ = ["checkpoints_dir", "trained_names", "trained_folder", "is_trained_name", "read_card", "card_figures",
            "card_markdown", "catalogue_text", "working_copy", "CARD_KEYS", "ENV"]
@@ -136,14 +136,8 @@ def read_card(folder: Path) -> Dict:
 
 
 def _number(value) -> Optional[float]:
-    """``value`` as a finite float, or None (a bool, text, NaN, or an integer too large for a float)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
+    """``value`` as a float where it is a finite number (:func:`zoo.core.trust.finite`), else None."""
+    return float(value) if finite(value) else None
 
 
 def card_figures(folder: Path) -> Dict:

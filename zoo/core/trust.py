@@ -9,7 +9,7 @@ import math
 from typing import Mapping, Optional
 
 __all__ = ["BDMC_TRUST_NATS", "UNRELIABLE_SHARE", "SAMPLER_AT_MOST", "SAMPLER_SAME", "ais_untrusted",
-           "bdmc_stronger"]
+           "bdmc_stronger", "finite"]
 
 #: a BDMC gap (nats per datum) at most this wide bounds AIS's error well enough to name AIS the figure to use
 #: (Grosse et al. 2015; Wu et al. 2017 report gaps of 0.1-1 nats on MNIST decoders)
@@ -31,7 +31,7 @@ SAMPLER_SAME = {"path": "start", "schedule": "schedule", "precondition": "precon
 _FLAG_NAMES = {True: "transport", False: "none"}
 
 
-def _finite(value) -> bool:
+def finite(value) -> bool:
     """A finite number (not a bool); an integer too large for a float, as JSON can hold, is not one."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return False
@@ -51,7 +51,7 @@ def bdmc_stronger(ais: Mapping, bdmc: Mapping) -> Optional[str]:
     for key, name in SAMPLER_AT_MOST.items():
         a, b = ais.get(key), bdmc.get(key)
         for side, value in (("AIS", a), ("BDMC", b)):
-            if value is not None and not _finite(value):
+            if value is not None and not finite(value):
                 return f"{side}'s {name} is not a number"
         if a is None and b is not None:         # unknown on AIS's side: no gap measured at a count can vouch for it
             return (f"AIS's {'temperatures' if name == 'T' else name} are not recorded, so no BDMC gap is known to "

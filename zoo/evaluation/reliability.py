@@ -41,7 +41,7 @@ from typing import Mapping, Optional
 
 # the share of data with k-hat above KHAT_THRESHOLD above which a run's average NLL is unreliable: one value for
 # the compare grid's cells (zoo.evaluation.compare_tables) and every other table
-from zoo.core.trust import BDMC_TRUST_NATS, SAMPLER_AT_MOST, SAMPLER_SAME, UNRELIABLE_SHARE, ais_untrusted
+from zoo.core.trust import BDMC_TRUST_NATS, SAMPLER_AT_MOST, SAMPLER_SAME, UNRELIABLE_SHARE, ais_untrusted, finite
 
 __all__ = ["KHAT_THRESHOLD", "UNRELIABLE_SHARE", "MIN_SAMPLE_SPREAD", "AGREEMENT_NATS", "BDMC_TRUST_NATS", "khat_share", "is_unreliable",
            "agrees", "ais_minus_is", "is_of_ais_images", "bdmc_gap", "agreement_verdict",
@@ -96,13 +96,8 @@ def _as_float(value) -> Optional[float]:
 
 
 def _number(value) -> bool:
-    """Is ``value`` a finite number (not a bool; an integer too large for a float, as JSON can hold, is not one)?"""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
+    """Is ``value`` a finite number (:func:`zoo.core.trust.finite`)?"""
+    return finite(value)
 
 
 def is_of_ais_images(run: Mapping) -> Optional[Mapping]:
