@@ -64,7 +64,7 @@ from zoo import exact_models as E  # noqa: E402
 from zoo.evaluation.ais import AnnealedImportanceSampling  # noqa: E402
 from zoo.evaluation.estimators.importance import rounding_floor  # noqa: E402
 from zoo.evaluation.summed import summing_for  # noqa: E402
-from zoo.evaluation.replicas import (ALPHA, AIS_STARTS, IS_STARTS, replicated_ais,  # noqa: E402
+from zoo.evaluation.replicas import (ALPHA, AIS_STARTS, IS_STARTS, Replication, replicated_ais,  # noqa: E402
                                      replicated_importance_sampling)
 
 MODELS = ("two_mode", "regimes", "padded_hmm", "funnel", "experts", "ppca", "bits")
@@ -273,11 +273,11 @@ def exam(names, estimators, args, log=print):
                 sampler = AnnealedImportanceSampling(num_temperatures=args.temperatures, num_chains=args.chains,
                                                      leapfrog_steps=args.leapfrog, batch_size=x.shape[0],
                                                      local_moves=not args.no_local_moves)
-                verdict = replicated_ais(sampler, model_e, guide_e, x, replicas=args.replicas, seed=1000 + 100 * i)
+                verdict = replicated_ais(sampler, model_e, guide_e, x, Replication(args.replicas, 1000 + 100 * i))
                 alone = verdict.replicas[0]                 # from the guide, today's rule
             else:
                 verdict = replicated_importance_sampling(model_e, guide_e, x, num_samples=args.samples,
-                                                         replicas=args.replicas, seed=1000 + 100 * i,
+                                                         replication=Replication(args.replicas, 1000 + 100 * i),
                                                          batch_size=x.shape[0])
                 alone = next((r for r in verdict.replicas if r.start == "defensive"), verdict.replicas[0])
             pooled = _figures(verdict.log_likelihood, verdict.log_likelihood_se, verdict.reliable, exact)

@@ -25,7 +25,7 @@ import torch
 import zoo
 from zoo.evaluation.ais import AISResult, AnnealedImportanceSampling
 from zoo.evaluation.replicas import (Replica, WidenedGuide, _ais_problems, agreement_threshold, chi2_quantile,
-                                     cochran_q, judge, pool, reason_array, replicated_ais,
+                                     cochran_q, judge, pool, reason_array, Replication, replicated_ais,
                                      replicated_importance_sampling)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -163,7 +163,7 @@ def test_on_two_modes_replicas_from_guide_and_prior_flag_the_data_ais_from_the_g
     x = exam.two_mode_data(40, seed=3)
     exact = exam.two_mode_log_marginal(x)
     sampler = AnnealedImportanceSampling(num_temperatures=50, num_chains=8, leapfrog_steps=4, batch_size=40)
-    verdict = replicated_ais(sampler, model, _branch_one_guide, x, replicas=4, seed=5)
+    verdict = replicated_ais(sampler, model, _branch_one_guide, x, Replication(4, seed=5))
     guide_run = verdict.replicas[0]
     far = (guide_run.log_likelihood - exact) / guide_run.se < -3
     assert far.sum() >= 8, "the guide's AIS should miss the second mode on many data"
@@ -189,7 +189,7 @@ def test_with_the_exact_posterior_as_guide_replicas_agree_on_ppca(synthetic):
     guide = zoo.build_guide("exact", model)
     x = synthetic.test[:40]
     sampler = AnnealedImportanceSampling(num_temperatures=200, num_chains=8, leapfrog_steps=4, batch_size=40)
-    verdict = replicated_ais(sampler, model, guide, x, replicas=4, seed=1)
+    verdict = replicated_ais(sampler, model, guide, x, Replication(4, seed=1))
     assert (~verdict.reliable).double().mean() <= 0.05, [r for r in verdict.reasons if r]
     z = (verdict.log_likelihood - model.log_marginal(x).detach().double()) / verdict.log_likelihood_se
     assert (z[verdict.reliable].abs() < 3).all(), z
@@ -225,7 +225,7 @@ def test_on_two_modes_importance_sampling_replicas_flag_what_the_guide_alone_get
     model = zoo.from_pyro(exam.two_mode, 2)
     x = exam.two_mode_data(40, seed=4)
     exact = exam.two_mode_log_marginal(x)
-    verdict = replicated_importance_sampling(model, _branch_one_guide, x, num_samples=200, seed=2)
+    verdict = replicated_importance_sampling(model, _branch_one_guide, x, num_samples=200, replication=Replication(seed=2))
     guide_run = verdict.replicas[0]
     far = (guide_run.log_likelihood - exact) / guide_run.se < -3
     assert far.sum() >= 8

@@ -103,8 +103,8 @@ from zoo.evaluation.ais import MIN_ESS, MIN_ESS_FRACTION, AnnealedImportanceSamp
 from zoo.evaluation.defensive import GUIDE_PROPOSAL, DefensiveProposal, widen
 from zoo.evaluation.estimators.psis import PSIS_MIN_ESS, PSIS_THRESHOLD
 
-__all__ = ["Replica", "Verdict", "judge", "cochran_q", "chi2_quantile", "pool", "WidenedGuide", "replicated_ais",
-           "replicated_importance_sampling", "ais_replica", "ais_starts", "reason_array", "t_quantile", "f_quantile", "agreement_threshold", "AIS_STARTS", "IS_STARTS", "ALPHA", "SE_TOLERANCE",
+__all__ = ["Replication", "Replica", "Verdict", "judge", "cochran_q", "chi2_quantile", "pool", "WidenedGuide",
+           "replicated_ais", "replicated_importance_sampling", "ais_replica", "ais_starts", "reason_array", "t_quantile", "f_quantile", "agreement_threshold", "AIS_STARTS", "IS_STARTS", "ALPHA", "SE_TOLERANCE",
            "MIN_ACCEPTANCE", "MIN_SWITCH_RATE", "WIDE_INFLATION", "DEFAULT_AIS_REPLICAS", "DEFAULT_IS_REPLICAS",
            "MAX_REPLICAS", "check_replicas"]
 
@@ -128,6 +128,18 @@ DEFAULT_AIS_REPLICAS = 4
 #: buy more than more replicas), and a larger count is refused before any is started
 MAX_REPLICAS = 64
 DEFAULT_IS_REPLICAS = 4
+
+
+@dataclass(frozen=True)
+class Replication:
+    """How many independent estimates of each datum :func:`replicated_ais` and :func:`replicated_importance_sampling`
+    make, and how they are judged: ``replicas`` runs, the r-th from ``starts[r % len(starts)]`` (``None``: the
+    estimator's default, :data:`AIS_STARTS` or :data:`IS_STARTS`) with seed ``seed + 1009 r``, agreement tested at
+    the false-alarm rate ``alpha`` per datum."""
+    replicas: int = DEFAULT_AIS_REPLICAS
+    seed: int = 0
+    starts: Optional[Sequence[str]] = None
+    alpha: float = ALPHA
 
 
 @dataclass
@@ -454,18 +466,14 @@ def ais_replica(sampler: AnnealedImportanceSampling, model, guide, x: torch.Tens
 
 
 def replicated_ais(sampler: AnnealedImportanceSampling, model, guide, x: torch.Tensor,
-                   replicas: int = DEFAULT_AIS_REPLICAS, seed: int = 0, starts: Sequence[str] = AIS_STARTS,
-                   alpha: float = ALPHA, on_replica=None) -> Verdict:
-    """R = ``replicas`` AIS runs of every datum of ``x``, the r-th from ``starts[r % len(starts)]`` with seed
-    ``seed + 1009 r``, judged by :func:`judge`. ``on_replica(r, replica, result)`` is called after each."""
-    check_replicas(replicas)
-    out = []
-    for r in range(replicas):
-        replica, result = ais_replica(sampler, model, guide, x, starts[r % len(starts)], seed + REPLICA_STRIDE * r)
-        out.append(replica)
-        if on_replica is not None:
-            on_replica(r, replica, result)
-    return judge(out, alpha)
+                   replication: Replication = Replication()) -> Verdict:
+    """R = ``replication.replicas`` AIS runs of every datum of ``x``, the r-th from the r-th of the replication's
+    starts (default :data:`AIS_STARTS`, in turn) with seed ``seed + 1009 r``, judged by :func:`judge`."""
+    check_replicas(replication.replicas)
+    starts = replication.starts or AIS_STARTS
+    out = [ais_replica(sampler, model, guide, x, starts[r % len(starts)], replication.seed + REPLICA_STRIDE * r)[0]
+           for r in range(replication.replicas)]
+    return judge(out, replication.alpha)
 
 
 def _psis_problems(per_datum: Dict) -> List[str]:
@@ -507,17 +515,17 @@ def _is_replica(model, guide, x, start: str, seed: int, num_samples: int, batch_
 
 
 def replicated_importance_sampling(model, guide, x: torch.Tensor, num_samples: int = 1000,
-                                   replicas: int = DEFAULT_IS_REPLICAS, seed: int = 0,
-                                   starts: Sequence[str] = IS_STARTS, alpha: float = ALPHA,
-                                   batch_size: int = 100) -> Verdict:
-    """R = ``replicas`` importance-sampling estimates of every datum of ``x`` with K = ``num_samples``, the r-th
-    with the proposal ``starts[r % len(starts)]`` (the guide and the defensive mixture through the harness,
-    :func:`zoo.evaluation.harness.evaluate`; the prior and the widened guide) and seed ``seed + 1009 r``, judged by
-    :func:`judge`."""
-    check_replicas(replicas)
-    out = [_is_replica(model, guide, x, starts[r % len(starts)], seed + REPLICA_STRIDE * r, num_samples, batch_size)
-           for r in range(replicas)]
-    return judge(out, alpha)
+                                   replication: Replication = Replication(), batch_size: int = 100) -> Verdict:
+    """R = ``replication.replicas`` importance-sampling estimates of every datum of ``x`` with K = ``num_samples``,
+    the r-th with the r-th of the replication's proposals (default :data:`IS_STARTS`, in turn: the guide and the
+    defensive mixture through the harness, :func:`zoo.evaluation.harness.evaluate`; the prior and the widened guide)
+    and seed ``seed + 1009 r``, judged by :func:`judge`."""
+    check_replicas(replication.replicas)
+    starts = replication.starts or IS_STARTS
+    out = [_is_replica(model, guide, x, starts[r % len(starts)], replication.seed + REPLICA_STRIDE * r, num_samples,
+                       batch_size)
+           for r in range(replication.replicas)]
+    return judge(out, replication.alpha)
 
 
 def reason_array(reasons: Sequence[str]):

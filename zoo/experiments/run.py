@@ -36,7 +36,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from zoo.evaluation.replicas import check_replicas, reason_array, replicated_importance_sampling
+from zoo.evaluation.replicas import Replication, check_replicas, reason_array, replicated_importance_sampling
 from zoo.core.seeds import stream_seed
 from zoo.core.errors import ZooError
 from zoo.core.files import sealed
@@ -331,9 +331,10 @@ def _evaluate_and_write(run: Prepared, out: Path, history, progress: bool, best_
         print(f"evaluating {out}: {replicas} importance-sampling replicas from different proposals, K = "
               f"{cfg.eval_samples} each", flush=True)
         with results_kept_on_stop(out), user_code_errors(run.model.display_name, "in evaluation"):
-            verdict = replicated_importance_sampling(run.model, guide, x_eval, num_samples=cfg.eval_samples,
-                                                     replicas=replicas, seed=stream_seed(cfg.seed, "evaluation"),
-                                                     batch_size=min(500, x_eval.shape[0]))
+            verdict = replicated_importance_sampling(
+                run.model, guide, x_eval, num_samples=cfg.eval_samples,
+                replication=Replication(replicas, stream_seed(cfg.seed, "evaluation")),
+                batch_size=min(500, x_eval.shape[0]))
         result["replicas"] = verdict.summary()
         per_datum.update({f"replicas_{k}": v.detach().cpu().numpy() for k, v in verdict.per_datum().items()})
         per_datum["replicas_reasons"] = reason_array(verdict.reasons)
