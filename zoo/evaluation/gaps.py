@@ -251,7 +251,7 @@ def _mean_and_errors(per_datum: torch.Tensor, mc_se: Optional[torch.Tensor]):
 
 
 def inference_gaps(model, guide, x: torch.Tensor, *, num_samples: int = 1000, schedule: RefitSchedule = FROM_ENCODER,
-                   seed: int = 0, progress: bool = False, proposal="defensive", reference=None) -> Dict:
+                   seed: int = 0, proposal="defensive", reference=None) -> Dict:
     """The approximation and amortization gaps of the amortized ``guide`` on data ``x`` (keys: :data:`GAP_KEYS`,
     each with ``_se`` and ``_data_se``; ``refit``: what the per-datum refit did; ``per_datum``: arrays;
     ``proposal``: the importance-sampling proposal behind an IS log p(x), :mod:`zoo.evaluation.defensive`).
@@ -268,7 +268,7 @@ def inference_gaps(model, guide, x: torch.Tensor, *, num_samples: int = 1000, sc
     model.validate_data(x, what="data for the inference gaps")
     local = local_guide(guide, model, x)
     with _frozen(guide):
-        refit = refit_local_guide(model, local, x, schedule, seed=seed, progress=progress)
+        refit = refit_local_guide(model, local, x, schedule, seed=seed)
     pyro.set_rng_seed(stream_seed(seed, "gaps"))
     amortized = per_datum_estimates(model, guide, x, num_samples, proposal=proposal)
     fitted = per_datum_estimates(model, local, x, num_samples, proposal=proposal)

@@ -62,8 +62,8 @@ def _gaps_locked(out: Path, invocation: Invocation, reference) -> Dict:
     x_eval = x_eval.to(run.device)
     t0 = time.perf_counter()
     result = inference_gaps(run.model, run.guide, x_eval, num_samples=config.eval_samples,
-                            seed=config.seed, progress=progress, proposal=config.eval_proposal, reference=reference,
-                            schedule=refit_settings(config, lr=REFIT_LR_FROM_ENCODER))
+                            seed=config.seed, proposal=config.eval_proposal, reference=reference,
+                            schedule=refit_settings(config, lr=REFIT_LR_FROM_ENCODER, progress=progress))
     per_datum = result.pop("per_datum")
     summary = {"config": config.to_json(), "device": str(run.device), "split": config.eval_split,
                "seconds": time.perf_counter() - t0, **result}

@@ -421,7 +421,7 @@ def evaluation_guide(run: Prepared, x_eval: torch.Tensor, progress: bool):
     if progress:                            # minutes with no other output otherwise
         print(f"refitting a per-datum {cfg.guide} guide to the {x_eval.shape[0]} {cfg.eval_split} data "
               f"(model fixed) before evaluating it", flush=True)
-    return guide, refit_local_guide(run.model, guide, x_eval, refit_settings(cfg), seed=cfg.seed, progress=progress)
+    return guide, refit_local_guide(run.model, guide, x_eval, refit_settings(cfg, progress=progress), seed=cfg.seed)
 
 
 def evaluate_run(out: Path, invocation: Optional[Invocation] = None, replicas: int = 1) -> Dict:

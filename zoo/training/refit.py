@@ -132,7 +132,7 @@ class RefitSchedule:
     ``tol`` (relative) over ``window`` epochs after ``lr_drops`` drops of the Adam step ``lr`` (each plateau drops it
     by :data:`LR_DROP` and grows the ``particles`` per datum by :data:`PARTICLE_GROWTH`), or at ``max_epochs``; the
     ELBO is monitored with ``monitor_particles`` per datum after every ``monitor_every``-th epoch, which must divide
-    ``window``."""
+    ``window``. ``progress``: print the monitored ELBO every 50 epochs."""
 
     tol: float = REFIT_TOL
     max_epochs: int = REFIT_MAX_EPOCHS
@@ -142,12 +142,14 @@ class RefitSchedule:
     window: int = REFIT_WINDOW
     lr_drops: int = 2
     monitor_every: int = MONITOR_EVERY
+    progress: bool = False
 
 
-def refit_settings(config, lr: float = REFIT_LR) -> RefitSchedule:
+def refit_settings(config, lr: float = REFIT_LR, progress: bool = False) -> RefitSchedule:
     """The refit's schedule from a :class:`~zoo.experiments.config.RunConfig` (its ``--refit-tol`` and
     ``--refit-epochs``, the defaults here where it leaves them out), with the Adam step ``lr``."""
-    return RefitSchedule(tol=config.refit_tol or REFIT_TOL, max_epochs=config.refit_epochs or REFIT_MAX_EPOCHS, lr=lr)
+    return RefitSchedule(tol=config.refit_tol or REFIT_TOL, max_epochs=config.refit_epochs or REFIT_MAX_EPOCHS, lr=lr,
+                         progress=progress)
 
 
 def refit_objective(model, guide, particles: int = 1):
@@ -215,7 +217,7 @@ def model_held_fixed(model, guide):
 
 
 def refit_local_guide(model, guide, x: torch.Tensor, schedule: RefitSchedule = RefitSchedule(), *, seed: int = 0,
-                      max_elements: int = 1 << 23, progress: bool = False) -> RefitResult:
+                      max_elements: int = 1 << 23) -> RefitResult:
     """Fit the per-datum ``guide`` (one row per datum of ``x``) with ``model`` fixed as ``schedule`` says
     (:class:`RefitSchedule`: until the monitored mean ELBO stops improving by its ``tol`` over its ``window``
     epochs, or its ``max_epochs``), holding at most ``max_elements`` decoder outputs at once.
@@ -266,7 +268,7 @@ def refit_local_guide(model, guide, x: torch.Tensor, schedule: RefitSchedule = R
                     monitor.append(monitored().mean().item())
                 continue
             monitor.append(monitored().mean().item())
-            if progress and epoch % 50 == 0:
+            if schedule.progress and epoch % 50 == 0:
                 print(f"refit epoch {epoch}: monitored ELBO {monitor[-1]:.4f}", flush=True)
             if epoch - stage_start >= 2 * window:
                 recent, before = _mean(monitor[-points:]), _mean(monitor[-2 * points:-points])
