@@ -174,7 +174,7 @@ def test_rloo_has_lower_variance_than_reinforce_with_the_same_samples():
     variance = {}
     for name in ("reinforce", "rloo"):
         pyro.set_rng_seed(0)
-        samples, _ = gradient_samples(build_objective(name, 4), m, g, x, torch.arange(x.shape[0]), x.shape[0],
+        samples, _ = gradient_samples(build_objective(name, 4), m, g, (x, torch.arange(x.shape[0]), x.shape[0]),
                                       300, parameter_groups(m, g))
         variance[name] = samples["guide"].var(0).sum().item()
     assert variance["rloo"] < 0.5 * variance["reinforce"], variance
@@ -549,7 +549,7 @@ def test_rloo_is_the_sharper_high_particle_reference_for_a_score_function_guide(
     error = {}
     for name in ("elbo", "rloo"):
         pyro.set_rng_seed(0)
-        samples, _ = gradient_samples(build_objective(name, 1000), m, g, x, torch.arange(x.shape[0]), x.shape[0],
+        samples, _ = gradient_samples(build_objective(name, 1000), m, g, (x, torch.arange(x.shape[0]), x.shape[0]),
                                       5, {"guide": groups["guide"]})
         error[name] = ((samples["guide"].mean(0) - exact).norm() / exact.norm()).item()
     assert error["rloo"] < 0.03 and error["rloo"] < error["elbo"] / 2, error

@@ -45,7 +45,7 @@ def closed_form_elbo(m, g, x):
 def mean_and_se(name, k, m, g, x, repeats, seed=0):
     groups = parameter_groups(m, g)
     pyro.set_rng_seed(seed)
-    samples, _ = gradient_samples(build_objective(name, k), m, g, x, torch.arange(x.shape[0]), x.shape[0],
+    samples, _ = gradient_samples(build_objective(name, k), m, g, (x, torch.arange(x.shape[0]), x.shape[0]),
                                   repeats, groups)
     flat = torch.cat([samples["model"], samples["guide"]], 1)
     return flat.mean(0), flat.std(0) / math.sqrt(repeats), samples

@@ -78,9 +78,11 @@ def _zero(groups):
             p.grad = None
 
 
-def gradient_samples(objective, model, guide, x, idx, N, repeats: int, groups, train_model=None):
-    """R gradient estimates per group, ``{group: [R, P]}``, and the wall time of each
-    (``train_model``: the model as the objective sees it; default the guide's training view)."""
+def gradient_samples(objective, model, guide, batch, repeats: int, groups, train_model=None):
+    """R = ``repeats`` gradient estimates per group on the minibatch ``batch`` = ``(x, idx, N)`` (data, their
+    indices, the data set's size), ``{group: [R, P]}``, and the wall time of each (``train_model``: the model as the
+    objective sees it; default the guide's training view)."""
+    x, idx, N = batch
     if train_model is None:
         train_model = guide.training_model(model)
     # as training runs it: Pyro's vectorized particles would draw a theta per particle, which a model with
@@ -133,7 +135,7 @@ def reference_gradients(model, guide, x, idx, N, groups, reference_repeats: int 
             # runs vectorized and has the same expected gradient; Pyro's ELBO would run 1000 particles one by one
             reference = (build_objective("renyi", alpha=1.0, particles=1000)
                          if name == "elbo" and model.global_latents else build_objective(name, 1000))
-            samples, _ = gradient_samples(reference, model, guide, x, idx, N,
+            samples, _ = gradient_samples(reference, model, guide, (x, idx, N),
                                           reference_repeats, {group: groups[group]}, train_model=model)
         finally:
             guide.train(was_training)
@@ -248,11 +250,11 @@ def diagnose(model, guide, x, objectives: Sequence[str], particles: Sequence[int
                 steps = 0
             if trains_own and steps:
                 status(f"{label}, K = {k}: {steps} steps of its control variate")
-                gradient_samples(objective, model, guide, x, idx, N, steps, groups)
+                gradient_samples(objective, model, guide, (x, idx, N), steps, groups)
             if trains_own:
                 objective.train_control_variate = False
             status(f"{label}, K = {k}: {repeats} gradient estimates")
-            samples, seconds = gradient_samples(objective, model, guide, x, idx, N, repeats, groups)
+            samples, seconds = gradient_samples(objective, model, guide, (x, idx, N), repeats, groups)
             for group, s in samples.items():
                 if s.shape[1] == 0:
                     continue
