@@ -52,7 +52,7 @@ from zoo.data.dataset import SPLITS, Dataset, as_tensor, only_zeros_and_ones, sp
 from zoo.data.headers import read_npy, read_npz_arrays
 
 __all__ = ["FILE_SUFFIXES", "DEFAULT_SPLIT", "looks_like_path", "load_data_file", "read_file_bytes",
-           "split_rows", "finished_dataset"]
+           "split_rows"]
 
 #: The suffixes of the data files ``--dataset PATH`` reads (a folder is read as an image folder).
 FILE_SUFFIXES = (".npz", ".npy", ".csv", ".tsv")
@@ -99,8 +99,8 @@ def load_data_file(path: str, covariates: Sequence[str] = (), split: Optional[Se
         if covariates:
             raise ZooError(f"{path} is an image folder; covariates are named columns of a .csv or arrays of an .npz")
         x, labels, image_shape, digest = read_image_folder(p)
-        return finished_dataset(p, digest, {"all": x}, {}, split, split_seed, levels if levels else 256, image_shape,
-                                labels=labels)
+        return _finished_dataset(p, digest, {"all": x}, {}, split, split_seed, levels if levels else 256,
+                                 image_shape, labels=labels)
     suffix = p.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         raise ZooError(f"{path}: a data file ends in {', '.join(FILE_SUFFIXES)}, or is a folder of images; "
@@ -121,14 +121,14 @@ def load_data_file(path: str, covariates: Sequence[str] = (), split: Optional[Se
     if first.ndim == 3:
         image_shape = tuple(first.shape[1:])
     declared = levels if levels else (256 if first.dtype == np.uint8 else None)
-    return finished_dataset(p, digest, data, covs, split, split_seed, declared, image_shape,
-                            covariate_names=covariates)
+    return _finished_dataset(p, digest, data, covs, split, split_seed, declared, image_shape,
+                             covariate_names=covariates)
 
 
-def finished_dataset(path: Path, digest: str, data: Dict[str, np.ndarray], covs: Dict[str, Dict[str, np.ndarray]],
-                     split: Optional[Sequence[float]], split_seed: int, levels: Optional[int],
-                     image_shape=None, labels: Optional[np.ndarray] = None,
-                     covariate_names: Sequence[str] = ()) -> Dataset:
+def _finished_dataset(path: Path, digest: str, data: Dict[str, np.ndarray], covs: Dict[str, Dict[str, np.ndarray]],
+                      split: Optional[Sequence[float]], split_seed: int, levels: Optional[int],
+                      image_shape=None, labels: Optional[np.ndarray] = None,
+                      covariate_names: Sequence[str] = ()) -> Dataset:
     """The dataset of arrays read from ``path``: ``data`` is ``{"all": array}`` (split here by ``split_seed``)
     or ``{"train", "valid", "test"}``; ``covs`` maps each covariate's name to arrays keyed the same way.
     Checks every value is finite, no split is empty and ``levels`` holds; records the source."""
