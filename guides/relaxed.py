@@ -56,7 +56,7 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import pyro.distributions as dist
 import torch
@@ -72,7 +72,7 @@ from zoo.core.contract import Borrowed
 from zoo.core.distributions import JointDiscrete, discrete_kl
 from zoo.core.errors import ZooError
 
-__all__ = ["Relaxed", "RelaxDiscrete", "SoftIndex", "check_schedule", "relaxed_distribution", "ConcreteBernoulli",
+__all__ = ["Relaxed", "Annealing", "RelaxDiscrete", "SoftIndex", "check_schedule", "relaxed_distribution", "ConcreteBernoulli",
            "ConcreteOneHotCategorical", "ConcreteBernoulliST", "ConcreteOneHotCategoricalST"]
 
 
@@ -215,6 +215,22 @@ def check_schedule(temperature=None, temperature_min=None, anneal_rate=None) -> 
         raise OptionError("anneal_rate", f"must be >= 0, got {anneal_rate}")
 
 
+@dataclass(frozen=True)
+class Annealing:
+    """The Concrete temperature's schedule: tau_t = max(``minimum``, ``start`` exp(-``rate`` t)) at step t
+    (``rate`` 0: a constant ``start``); ``minimum`` above ``start`` is read as ``start``."""
+    start: float = 1.0
+    minimum: float = 0.5
+    rate: float = 0.0
+
+    def __post_init__(self):
+        check_schedule(self.start, self.minimum, self.rate)
+
+    def at(self, step: int) -> float:
+        """tau at training step ``step``."""
+        return max(min(self.minimum, self.start), self.start * math.exp(-self.rate * step))
+
+
 @dataclass
 class RelaxedOptions(EncoderOptions, GlobalGuideOptions):
     temperature: float = option(1.0, "initial temperature tau_0", resumable=True)
@@ -307,9 +323,8 @@ class Relaxed(Amortized):
         model: a zoo model with binary and/or categorical latents (and any real ones).
         num_data: unused (amortized).
         hidden: encoder hidden sizes (default: mirror the decoder).
-        temperature: initial temperature tau_0 > 0 (default 1.0).
-        temperature_min: floor of the annealing schedule (default 0.5).
-        anneal_rate: r in tau_t = max(tau_min, tau_0 exp(-r t)) (default 0: constant tau_0).
+        temperature: the Concrete temperature: a number tau > 0 (constant), or an :class:`Annealing` schedule
+            tau_t = max(tau_min, tau_0 exp(-r t)) (default: 1.0).
         straight_through: use hard values in the forward pass (default False).
         structured: see :class:`~guides.amortized.Amortized`; a site's logits then read its
             children's relaxed (training) or hard (evaluation) values.
@@ -322,17 +337,23 @@ class Relaxed(Amortized):
     relaxes_model = True
 
     def __init__(self, model, num_data: Optional[int] = None, hidden: Optional[Sequence[int]] = None,
-                 temperature: float = 1.0, temperature_min: float = 0.5, anneal_rate: float = 0.0,
-                 straight_through: bool = False, structured: bool = False, activation: Optional[str] = None,
-                 global_guide: Optional[str] = None):
+                 temperature: Union[float, Annealing] = 1.0, straight_through: bool = False, structured: bool = False,
+                 activation: Optional[str] = None, global_guide: Optional[str] = None):
         super().__init__(model, num_data, hidden, structured=structured, activation=activation,
                          global_guide=global_guide)
-        check_schedule(temperature, temperature_min, anneal_rate)
-        self.temperature_0 = float(temperature)
-        self.temperature_min = min(float(temperature_min), float(temperature))
-        self.anneal_rate = float(anneal_rate)
+        if not isinstance(temperature, Annealing):
+            check_schedule(temperature)
+            temperature = Annealing(float(temperature), float(temperature), 0.0)
+        self.annealing = temperature
         self.straight_through = bool(straight_through)
-        self.register_buffer("temperature", torch.tensor(float(temperature)))
+        self.register_buffer("temperature", torch.tensor(float(temperature.start)))
+
+    @classmethod
+    def from_options(cls, model, num_data: Optional[int], options: RelaxedOptions) -> "Relaxed":
+        """The guide the command line's options name: its three temperature options made one schedule here."""
+        o = options
+        return cls(model, num_data, o.hidden, Annealing(o.temperature, o.temperature_min, o.anneal_rate),
+                   o.straight_through, o.structured, o.activation, o.global_guide)
 
     @classmethod
     def check(cls, model) -> None:
@@ -347,8 +368,7 @@ class Relaxed(Amortized):
 
     def on_step(self, step: int) -> None:
         """Anneal: tau_t = max(tau_min, tau_0 exp(-r t))."""
-        tau = max(self.temperature_min, self.temperature_0 * math.exp(-self.anneal_rate * step))
-        self.temperature.fill_(tau)
+        self.temperature.fill_(self.annealing.at(step))
 
     def epoch_record(self):
         """The temperature tau of the last step."""

@@ -8,6 +8,7 @@ import torch
 from torch.distributions import Bernoulli, OneHotCategorical
 
 from guides import Amortized, Relaxed
+from guides.relaxed import Annealing
 from zoo.evaluation.harness import evaluate
 from zoo.models import SBN, CategoricalVAE
 from zoo.objectives import EnumELBO, ReweightedWakeSleep, build_objective
@@ -202,7 +203,7 @@ def test_gradient_check_detects_a_biased_estimator():
 def test_relaxed_guide_approaches_the_discrete_one_as_temperature_goes_to_zero():
     torch.manual_seed(0)
     m = SBN(x_dim=6, layers=(4,))
-    g = Relaxed(m, hidden=(8,), temperature=1e-3, temperature_min=1e-3)
+    g = Relaxed(m, hidden=(8,), temperature=1e-3)
     x = binary_data(n=200, seed=3)
     g.train()
     tr = pyro.poutine.trace(g).get_trace(x)
@@ -226,7 +227,7 @@ def test_relaxed_reconstruction_term_tends_to_the_discrete_one():
     x = binary_data(n=100, seed=4)
 
     torch.manual_seed(1)
-    g = Relaxed(m, hidden=(8,), temperature=0.01, temperature_min=0.01)
+    g = Relaxed(m, hidden=(8,), temperature=0.01)
     from zoo.core.weights import per_datum_log_weights
     with torch.no_grad():
         g.train()
@@ -240,7 +241,7 @@ def test_relaxed_reconstruction_term_tends_to_the_discrete_one():
 
 
 def test_annealing_schedule():
-    g = Relaxed(SBN(x_dim=6, layers=(3,)), temperature=1.0, temperature_min=0.5, anneal_rate=1e-2)
+    g = Relaxed(SBN(x_dim=6, layers=(3,)), temperature=Annealing(1.0, 0.5, 1e-2))
     g.on_step(0)
     assert float(g.temperature) == pytest.approx(1.0)
     g.on_step(50)
