@@ -135,8 +135,8 @@ def check_model(sub, ctx) -> str:
     idx = torch.randperm(N)[:B].sort().values
     probe = torch.randn(B, J) * 2.0
     what = "model(decoder, x, idx, N)"
-    sites, registered = _sites(sub.probe(f"{_PROBES}:trace_sites", "model", "decoder", J, D, 8,
-                                         decoder.state_dict(), x, idx, N, {"z": [probe]}), what)
+    sites, registered = _sites(sub.probe(f"{_PROBES}:trace_sites", "model", "decoder", J, 8,
+                                         decoder.state_dict(), (x, idx, N), {"z": [probe]}), what)
     z_site, x_site = _site(sites, "z", what), _site(sites, "x", what)
     if z_site["observed"]:
         raise AssertionError(f"{what}: 'z' is observed; it is the latent")
@@ -177,8 +177,8 @@ def check_amortized_guide(sub, ctx) -> str:
         mu, log_sigma = encoder(x)
     probe = mu + torch.randn(B, J)
     what = "amortized_guide(encoder, x, idx, N)"
-    sites, registered = _sites(sub.probe(f"{_PROBES}:trace_sites", "amortized_guide", "encoder", J, D, 8,
-                                         encoder.state_dict(), x, idx, N, {"z": [probe]}), what)
+    sites, registered = _sites(sub.probe(f"{_PROBES}:trace_sites", "amortized_guide", "encoder", J, 8,
+                                         encoder.state_dict(), (x, idx, N), {"z": [probe]}), what)
     site = _site(sites, "z", what)
     z = expect_tensor(site["value"], f"{what}: z")
     if tuple(z.shape) != (B, J):

@@ -61,14 +61,15 @@ def _registered(trace, module: nn.Module):
     return [name for name, p in module.named_parameters() if id(p) in ids]
 
 
-def trace_sites(sub, function: str, kind: str, z_dim: int, x_dim: int, hidden: int, state, x, idx, N,
-                probes_by_site):
-    """Trace ``function(network, x, idx, N)`` (``model`` with a decoder, ``amortized_guide`` with an encoder):
+def trace_sites(sub, function: str, kind: str, z_dim: int, hidden: int, state, batch, probes_by_site):
+    """Trace ``function(network, x, idx, N)`` on ``batch`` = ``(x, idx, N)`` (``model`` with a decoder,
+    ``amortized_guide`` with an encoder, of ``z_dim`` latents, ``hidden`` units and weights ``state``):
     ``{"sites": {name: summary}, "registered": [the network's parameters registered with pyro.module]}``, each
     summary's ``log_prob`` taken at the site's value and at ``probes_by_site[name]``."""
     if function not in ("model", "amortized_guide"):
         raise ValueError(f"no traced function {function}")
-    net = network(kind, z_dim, x_dim, hidden, state)
+    x, idx, N = batch
+    net = network(kind, z_dim, x.shape[1], hidden, state)
     trace = poutine.trace(getattr(sub, function)).get_trace(net, x, idx, N)
     sites = {name: _summary(site, probes_by_site.get(name, [])) for name, site in trace.nodes.items()
              if site["type"] == "sample"}
