@@ -48,7 +48,7 @@ def main(argv=None):
                                  [("starter", folder / "starter.py", seeds[0])]:
             unit = calibrate()
             start = time.perf_counter()
-            result = grade(hw, path, hidden=True, seed=seed, threads=1)
+            result = grade(hw, path, hidden=True, seed=seed)
             wall = time.perf_counter() - start
             unit = (unit + calibrate()) / 2
             rows.append({"assignment": hw.name, "submission": label, "seed": seed, "seconds": round(wall, 2),

@@ -191,7 +191,7 @@ def main(argv=None):
             for hw in assignments:
                 budget = BUDGET_FACTOR * hw.reference_time * calibrate() if hw.reference_time else None
                 start = time.perf_counter()
-                result = grade(hw, solution_path(hw), hidden=True, seed=args.seed, threads=1)
+                result = grade(hw, solution_path(hw), hidden=True, seed=args.seed)
                 wall = time.perf_counter() - start
                 rows.append({"assignment": hw.name, "busy_processes": load, "seconds": round(wall, 1),
                              "score": result.score, "max_score": result.max_score,

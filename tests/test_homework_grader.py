@@ -21,7 +21,7 @@ import pytest
 from zoo.cli import main
 from zoo.homework import ASSIGNMENTS
 from zoo.homework.base import Assignment, Check
-from zoo.homework.grader import grade
+from zoo.homework.grader import WorkerSettings, grade
 from zoo.homework.kit import STUDENT_FILES, make_bundle
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -137,7 +137,7 @@ def test_each_failure_costs_only_its_check(toy):
 ])
 @pytest.mark.slow
 def test_a_submission_that_does_not_import_loses_every_check(toy, source, reason):
-    result = grade("toy", _write(toy, "broken.py", source), hidden=True, import_timeout=3)
+    result = grade("toy", _write(toy, "broken.py", source), hidden=True, worker=WorkerSettings(import_timeout=3))
     assert result.score == 0 and len(result.checks) == 6
     assert {c.status for c in result.checks} == {"import_error"}
     assert len({c.message for c in result.checks}) == 1

@@ -31,17 +31,17 @@ RUNNER = '''
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from zoo.homework.base import Assignment, Check
-from zoo.homework.grader import grade
+from zoo.homework.grader import WorkerSettings, grade
 spec = json.loads(open(sys.argv[2]).read())
 checks = tuple(Check(c["name"], 1, c["name"], f"toy_checks:{c['function']}", timeout=c["timeout"])
                for c in spec["checks"])
 hw = Assignment("toy", "toy", checks=checks, package="toy_checks")
-options = {k: spec[k] for k in ("budget", "sandbox") if k in spec}
+worker = WorkerSettings(import_timeout=spec.get("import_timeout", 20), sandbox=spec.get("sandbox", True))
 # this grader's own peak RSS (not its worker's), in KiB: VmHWM, since getrusage's ru_maxrss keeps the peak of the
 # process that started this one (pytest) across exec
 peak = lambda: int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")).split()[1])
 before = peak()
-result = grade(hw, sys.argv[3], seed=1, import_timeout=spec.get("import_timeout", 20), **options)
+result = grade(hw, sys.argv[3], seed=1, budget=spec.get("budget"), worker=worker)
 print(json.dumps({**result.to_json(), "grader_peak_growth_bytes": 1024 * (peak() - before)}))
 '''
 

@@ -208,10 +208,10 @@ import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from zoo.homework.base import Assignment, Check
-from zoo.homework.grader import grade, write_results
+from zoo.homework.grader import WorkerSettings, grade, write_results
 hw = Assignment("toy", "toy", package="class_checks", checks=tuple(
     Check(name, 1, name, f"class_checks:check_{name}", timeout=20) for name in ("add", "encode", "square")))
-write_results(sys.argv[3], grade(hw, Path(sys.argv[2]), seed=1, sandbox=sys.argv[4] == "sandbox").to_json())
+write_results(sys.argv[3], grade(hw, Path(sys.argv[2]), seed=1, worker=WorkerSettings(sandbox=sys.argv[4] == "sandbox")).to_json())
 '''
 ALICE = "def add(a, b):\n    raise NotImplementedError\n"          # the starter, unchanged: 0 points
 
@@ -433,6 +433,46 @@ def test_the_view_holds_where_the_requirements_are_installed_not_the_callers_fol
     command = sandbox.command(["python"], Path("/elsewhere/sub.py"), 3, {})
     view = {command[i + 1] for i, a in enumerate(command) if a == "--ro-bind"}
     assert str(target) in view and not {str(course), str(here)} & view
+
+
+def test_an_installed_zoo_binds_its_whole_environment(monkeypatch):
+    """Installed with `pip install pyro-zoo`, the zoo's root is site-packages: the view used to leave out the zoo's
+    root and every folder above it (meant for a checkout), so the standard library and torch were missing and every
+    student's selfcheck failed with "No module named 'torch'". Installed, the environment is bound whole; from a
+    checkout, the checkout and the folders above it still are not."""
+    import sysconfig
+
+    from zoo.homework import sandbox
+    purelib = Path(sysconfig.get_paths()["purelib"]).resolve()
+    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
+
+    def covered(path, folders):
+        return any(Path(f) == path or Path(f) in path.parents for f in folders)
+    monkeypatch.setattr(sandbox, "_zoo_root", lambda: purelib)
+    folders = sandbox._python_folders()
+    assert covered(purelib, folders) and covered(stdlib, folders), folders
+    monkeypatch.setattr(sandbox, "_zoo_root", lambda: ROOT)
+    assert not any(Path(f) == ROOT or Path(f) in ROOT.parents for f in sandbox._python_folders())
+
+
+@pytest.mark.slow
+def test_a_student_grades_with_a_pip_installed_zoo(tmp_path):
+    """The students' path end to end: the zoo installed (not editable) into a virtual environment that sees this
+    one's packages, the reference solution graded from another folder in the sandbox: full marks on a check."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(ROOT)],
+                   check=True, cwd=tmp_path, capture_output=True)
+    solution = ROOT / "zoo" / "homework" / "solutions" / "bernoulli_vae.py"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    where = subprocess.run([str(python), "-c", "import zoo; print(zoo.__file__)"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert str(venv) in where, where                  # the installed copy, not this checkout
+    graded = subprocess.run([str(python), "-m", "zoo", "grade", "bernoulli_vae", str(solution), "--seed", "1",
+                             "--only", "kl_closed_form"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert graded.returncode == 0 and "15 / 15" in graded.stdout, graded.stdout + graded.stderr
 
 
 # -- issue 53: every writable place and the sandbox's memory are capped -------------------------------------------

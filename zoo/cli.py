@@ -799,7 +799,8 @@ def cmd_homework(args) -> None:
 
 def cmd_grade(args) -> None:
     from zoo.homework import get_assignment
-    from zoo.homework.grader import check_output_file, find_submission, grade, with_points, write_results
+    from zoo.homework.grader import (WorkerSettings, check_output_file, find_submission, grade, with_points,
+                                     write_results)
     hw = with_points(get_assignment(args.assignment), args.points)
     find_submission(args.submission)
     outputs = [Path(f) for f in ([args.json] if args.json else []) + ([args.results] if args.gradescope else [])]
@@ -808,8 +809,7 @@ def cmd_grade(args) -> None:
     for out in outputs:
         check_output_file(out)                  # refused before grading, not after
     result = grade(hw, args.submission, hidden=args.hidden, seed=args.seed, timeout_scale=args.timeout_scale,
-                   only=args.only, as_user=args.as_user,
-                   sandbox=not args.unsafe_no_sandbox)
+                   only=args.only, worker=WorkerSettings(as_user=args.as_user, sandbox=not args.unsafe_no_sandbox))
     print(result.table())
     if args.json:
         write_results(args.json, result.to_json())

@@ -39,7 +39,7 @@ most :data:`_EXIT_GRACE` seconds, then killed. The worker's environment is :func
 **Each worker runs in a sandbox** (:mod:`zoo.homework.sandbox`, bubblewrap): its own pid, user and network
 namespaces, a read-only view of the system, the Python environment and the zoo (without the solutions),
 and a private copy of only the submission; killing the sandbox ends everything in it. Where no sandbox
-can be made, :func:`grade` refuses unless ``sandbox=False`` (``--unsafe-no-sandbox``), and then:
+can be made, :func:`grade` refuses unless ``worker=WorkerSettings(sandbox=False)`` (``--unsafe-no-sandbox``), and then:
 
 **Nothing is left behind.** On Linux the grader makes itself a child subreaper
 (``prctl(PR_SET_CHILD_SUBREAPER)``), so a process the submission detaches (double fork +
@@ -93,7 +93,7 @@ from zoo.homework import sandbox as _sandbox
 from zoo.homework._worker import ProtocolError, decode, encode
 from zoo.homework.base import Assignment, Check
 
-__all__ = ["grade", "GradeResult", "CheckResult", "CheckContext", "Submission", "SubmissionError",
+__all__ = ["grade", "WorkerSettings", "GradeResult", "CheckResult", "CheckContext", "Submission", "SubmissionError",
            "find_submission", "with_points", "check_output_file", "write_results", "calibrate", "worker_environment",
            "IMPORT_TIMEOUT", "WALL_FACTOR", "BUDGET_FACTOR", "WORKER_ENVIRONMENT", "MAX_REPLY",
            "MAX_REPLY_VALUES", "MAX_REPLY_CONTAINERS"]
@@ -321,10 +321,26 @@ class Submission:
 
 
 # -- grading -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How :func:`grade`'s worker process runs the submission.
+
+    Arguments:
+        threads: torch's CPU threads in the worker.
+        import_timeout: CPU seconds the submission may take to import.
+        as_user: run the worker as this (unprivileged) user; the grader must be root.
+        sandbox: run the worker in a bubblewrap sandbox (:mod:`zoo.homework.sandbox`); where none can be made,
+            grading is refused unless this is False (``--unsafe-no-sandbox``).
+    """
+    threads: int = 1
+    import_timeout: float = IMPORT_TIMEOUT
+    as_user: Optional[str] = None
+    sandbox: bool = True
+
+
 def grade(assignment: Union[str, Assignment], submission: Union[str, Path], *, hidden: bool = False,
-          seed: Optional[int] = None, timeout_scale: float = 1.0, threads: int = 1,
-          only: Optional[Sequence[str]] = None, import_timeout: float = IMPORT_TIMEOUT,
-          as_user: Optional[str] = None, budget: Optional[float] = None, sandbox: bool = True) -> GradeResult:
+          seed: Optional[int] = None, timeout_scale: float = 1.0, only: Optional[Sequence[str]] = None,
+          budget: Optional[float] = None, worker: WorkerSettings = WorkerSettings()) -> GradeResult:
     """Grade ``submission`` (a .py file, or a folder holding one) on ``assignment``.
 
     Arguments:
@@ -333,16 +349,12 @@ def grade(assignment: Union[str, Assignment], submission: Union[str, Path], *, h
         hidden: run the hidden checks too (and count them).
         seed: the seed the checks' inputs are drawn from; ``None`` (the default) draws a secret one.
         timeout_scale: multiplies every check's time limit (a slow grading machine).
-        threads: torch's CPU threads in the worker.
         only: grade only these checks (by name).
-        import_timeout: CPU seconds the submission may take to import.
-        as_user: run the worker as this (unprivileged) user; the grader must be root.
         budget: wall-clock seconds for the whole grade, after which the remaining checks score 0; ``None`` (the
             default) is :data:`BUDGET_FACTOR` times the reference solution's grade time on this machine now
             (``assignment.reference_time`` times :func:`calibrate`, times ``timeout_scale``), and no budget for an
             assignment that records no reference time.
-        sandbox: run the worker in a bubblewrap sandbox (:mod:`zoo.homework.sandbox`); where none can be made,
-            grading is refused unless this is False (``--unsafe-no-sandbox``).
+        worker: how the submission's process runs (:class:`WorkerSettings`: threads, import time, user, sandbox).
     """
     hw = get_assignment(assignment) if isinstance(assignment, str) else assignment
     path = find_submission(submission).resolve()
@@ -359,7 +371,7 @@ def grade(assignment: Union[str, Assignment], submission: Union[str, Path], *, h
             from zoo.core.errors import unknown_name
             raise unknown_name("check", unknown[0], [c.name for c in hw.checks], of=hw.name)
         checks = [c for c in checks if c.name in set(only)]
-    if sandbox and _sandbox.refusal() is not None:
+    if worker.sandbox and _sandbox.refusal() is not None:
         raise ZooError(f"cannot grade in a sandbox: {_sandbox.refusal()}; pass --unsafe-no-sandbox to grade without "
                        f"one (the submission then runs as you, beside your files: see INSTRUCTORS.md)")
     if budget is None and hw.reference_time is not None:
@@ -369,8 +381,8 @@ def grade(assignment: Union[str, Assignment], submission: Union[str, Path], *, h
     start = time.perf_counter()
     results: List[CheckResult] = []
     deadline = time.monotonic() + budget if budget is not None else math.inf
-    cpu_total = import_timeout + sum(c.timeout for c in checks) * timeout_scale
-    session = _Session(path, threads, import_timeout, as_user, deadline, sandbox, cpu_total)
+    cpu_total = worker.import_timeout + sum(c.timeout for c in checks) * timeout_scale
+    session = _Session(path, worker.threads, worker.import_timeout, worker.as_user, deadline, worker.sandbox, cpu_total)
     cache: Dict[str, Any] = {}
     import_failure: Optional[str] = None
     spent = f"not run: the grade's time budget of {budget or 0:.0f} s (wall clock) was spent on the checks before it"

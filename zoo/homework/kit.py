@@ -278,10 +278,10 @@ def make_bundle(name: str, zip_path, *, hidden: bool = False, points: Optional[M
 def selfcheck(assignment: str, argv: Sequence[str], starter: Path) -> int:
     """What a student's ``selfcheck.py`` runs: grade ``argv[0]`` (default: the ``starter.py`` beside it) on the
     visible checks, print the table, return 0."""
-    from zoo.homework.grader import grade
+    from zoo.homework.grader import WorkerSettings, grade
     from zoo.homework.sandbox import refusal
     # a student grading their own code needs no sandbox, and may have none (macOS, no bubblewrap)
-    result = grade(assignment, Path(argv[0]) if argv else starter, sandbox=refusal() is None)
+    result = grade(assignment, Path(argv[0]) if argv else starter, worker=WorkerSettings(sandbox=refusal() is None))
     print(result.table())
     return 0
 

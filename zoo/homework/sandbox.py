@@ -171,13 +171,24 @@ def _environment_folders() -> List[Path]:
     return [Path(c).resolve() for c in candidates if c]
 
 
+def _installed(root: Path) -> bool:
+    """Whether the zoo was installed into the environment (``pip install pyro-zoo``: ``root`` is a site-packages
+    folder, which holds nothing of a checkout, the reference solutions left out by ``setup.cfg``) rather than run
+    from a checkout or an editable install (``root`` is the checkout, beside its tests and benchmarks)."""
+    paths = sysconfig.get_paths()
+    packages = [paths.get("purelib"), paths.get("platlib"), *site.getsitepackages()]
+    return any(p and Path(p).resolve() == root for p in packages)
+
+
 def _python_folders() -> List[str]:
-    """:func:`_environment_folders` to bind, the outermost of nested ones; never ``/``, the zoo's checkout or a
-    folder above it (the zoo's packages are bound on their own, without the solutions)."""
+    """:func:`_environment_folders` to bind, the outermost of nested ones; never ``/``, nor, where the zoo runs from
+    a checkout, the checkout or a folder above it (the zoo's packages are bound on their own, without the
+    solutions). An installed zoo lives in site-packages, which is bound with the rest of the environment."""
     root = _zoo_root()
+    hidden = [] if _installed(root) else [root, *root.parents]
     folders: List[str] = []
     for path in _environment_folders():
-        if not path.is_dir() or path == Path("/") or path == root or path in root.parents:
+        if not path.is_dir() or path == Path("/") or path in hidden:
             continue
         if not any(Path(f) == path or Path(f) in path.parents for f in folders):
             folders = [f for f in folders if path not in Path(f).parents] + [str(path)]
