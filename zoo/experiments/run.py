@@ -270,12 +270,12 @@ def _train_locked(run: Prepared, out: Path, resume: Union[bool, LoadedRun], prog
                                 every=config.checkpoint_every)]
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
                                clip_grad=config.clip_grad, kl_warmup=config.kl_warmup, patience=config.patience,
-                               progress=progress and main)
+                               progress=progress and main, parallel=parallel)
     # a resumed run's training time counts the epochs it trained before it stopped (their steps' time)
     t0 = time.perf_counter() - sum(row.get("seconds", 0.0) for row in history)
     try:
         fit(run.model, run.guide, objective, x, train_config, optimizer, callbacks=callbacks,
-            state=TrainState(start_epoch, start_step, epoch_total, history), parallel=parallel)
+            state=TrainState(start_epoch, start_step, epoch_total, history))
     finally:
         if logger is not None:
             logger.close()

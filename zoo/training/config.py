@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 __all__ = ["TrainConfig", "TrainState"]
 
@@ -23,6 +23,9 @@ class TrainConfig:
             (:func:`~zoo.training.loop.early_stop`); the caller must fill ``valid_elbo`` (a
             :class:`~zoo.training.callbacks.ValidationELBO`), or the run is refused.
         progress: a progress bar per epoch and a line after it (:class:`~zoo.training.callbacks.ProgressBar`).
+        parallel: how the epoch's minibatches and each step are run, as Lightning's ``strategy``: ``None``, one
+            process (:class:`~zoo.training.loop.SingleProcess`), or one rank of data-parallel training
+            (:class:`~zoo.training.distributed.DataParallel`).
     """
 
     epochs: int
@@ -34,6 +37,7 @@ class TrainConfig:
     kl_warmup: Optional[int] = None
     patience: Optional[int] = None
     progress: bool = True
+    parallel: Optional[Any] = None
 
 
 @dataclass

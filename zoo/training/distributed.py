@@ -95,7 +95,7 @@ class SVILoss(nn.Module):
 
 
 class DataParallel:
-    """The minibatches and the step of :func:`zoo.training.loop.fit` for one rank (``parallel=``): this
+    """The minibatches and the step of :func:`zoo.training.loop.fit` for one rank (its ``TrainConfig.parallel``): this
     rank's ``DistributedSampler`` shard of epoch e in minibatches, and the step forward through DDP, whose
     backward all-reduces the gradients."""
 

@@ -105,7 +105,7 @@ def svi_step(loop: Loop, compute, x: torch.Tensor, idx: torch.Tensor, callbacks:
 
 
 def fit(model, guide, objective, x: torch.Tensor, config: Optional[TrainConfig] = None, optimizer=None, *,
-        callbacks: Sequence[Callback] = (), state: Optional[TrainState] = None, parallel=None,
+        callbacks: Sequence[Callback] = (), state: Optional[TrainState] = None,
         **options) -> List[Dict]:
     """Run SVI on ``x`` for ``config.epochs`` epochs with ``optimizer``; return the per-epoch history.
 
@@ -113,8 +113,8 @@ def fit(model, guide, objective, x: torch.Tensor, config: Optional[TrainConfig] 
     epoch's minibatches), ``valid_elbo`` (None unless a :class:`~zoo.training.callbacks.ValidationELBO`
     fills it), ``seconds``, ``lr`` and the guide's own record (a temperature). ``callbacks`` run between
     ``config``'s own (:func:`~zoo.training.callbacks.callbacks_for`). From a checkpoint's ``state``, with
-    the optimizer's and RNG's states restored, the run continues exactly. ``parallel`` gives the epoch's
-    minibatches and the step (default :class:`SingleProcess`; DDP:
+    the optimizer's and RNG's states restored, the run continues exactly. ``config.parallel`` gives the
+    epoch's minibatches and the step (default :class:`SingleProcess`; DDP:
     :class:`~zoo.training.distributed.DataParallel`).
 
     The keyword form, ``fit(model, guide, objective, x, epochs=10, batch_size=100, lr=1e-3)``, first makes
@@ -123,8 +123,7 @@ def fit(model, guide, objective, x: torch.Tensor, config: Optional[TrainConfig] 
     """
     if config is None:
         from zoo.training.prepare import keyword_fit
-        return fit(model, **keyword_fit(model, guide, objective, x, optimizer, callbacks, **options), state=state,
-                   parallel=parallel)
+        return fit(model, **keyword_fit(model, guide, objective, x, optimizer, callbacks, **options), state=state)
     map_torch_constants()                        # once per process: zoo.core.process
     if config.patience is not None and config.patience < 1:
         raise ZooError(f"patience must be at least 1 epoch, got {config.patience}")
@@ -133,7 +132,7 @@ def fit(model, guide, objective, x: torch.Tensor, config: Optional[TrainConfig] 
                        "an amortized guide and a ValidationELBO callback): drop the patience, or validate")
     callbacks = callbacks_for(config, *callbacks)
     loop = Loop(model, guide, objective, optimizer, config, state if state is not None else TrainState(), x.shape[0])
-    parallel = parallel or SingleProcess(model, guide, objective, x, config.batch_size, config.seed)
+    parallel = config.parallel or SingleProcess(model, guide, objective, x, config.batch_size, config.seed)
     loop.train()
     validating = pyro.infer.util.is_validation_enabled()
     with nan_warnings_silenced(), pyro.validation_enabled(False):

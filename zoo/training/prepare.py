@@ -20,11 +20,11 @@ from zoo.training.optimizer import make_optimizer
 __all__ = ["keyword_fit"]
 
 
-def keyword_fit(model, guide, objective, x: torch.Tensor, optimizer=None, callbacks: Sequence[Callback] = (), *,
-                on_checkpoint: Optional[Callable] = None, checkpoint_every: Optional[int] = None,
-                log: Optional[Callable] = None, **config) -> dict:
-    """The arguments of :func:`zoo.training.loop.fit` for its keyword form: ``config`` is the
-    :class:`~zoo.training.config.TrainConfig`'s fields (``epochs``, ``batch_size``, ``lr``, ...).
+def keyword_fit(model, guide, objective, x: torch.Tensor, optimizer=None, callbacks: Sequence[Callback] = (),
+                **options) -> dict:
+    """The arguments of :func:`zoo.training.loop.fit` for its keyword form: ``options`` are the
+    :class:`~zoo.training.config.TrainConfig`'s fields (``epochs``, ``batch_size``, ``lr``, ...) and three
+    callbacks given as functions, ``on_checkpoint``, ``checkpoint_every`` and ``log`` (below).
 
     The guide as the loop takes it (a Pyro guide function wrapped once per model, then reused), the data
     checked against the model, Adam over the model's and guide's parameters (the guide's alone with
@@ -33,7 +33,10 @@ def keyword_fit(model, guide, objective, x: torch.Tensor, optimizer=None, callba
     optimizer, scheduler, history)`` is called after every epoch (``step`` 0) and every ``checkpoint_every``
     steps; ``log`` receives the monitoring values (:class:`~zoo.training.callbacks.Log`).
     """
-    config = TrainConfig(**config)
+    on_checkpoint: Optional[Callable] = options.pop("on_checkpoint", None)
+    checkpoint_every: Optional[int] = options.pop("checkpoint_every", None)
+    log: Optional[Callable] = options.pop("log", None)
+    config = TrainConfig(**options)
     model.validate_data(x, what="training data")
     guide = as_zoo_guide(guide, model, num_data=x.shape[0])
     check_batch_size(config.batch_size, x.shape[0])
