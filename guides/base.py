@@ -57,7 +57,7 @@ class BaselineOptions(Options):
     """Options of a guide family that can carry score-function baselines."""
 
     baseline: Optional[str] = option(None, "score-function baseline for discrete sites under tracegraph: none, "
-                                     "decaying or neural (NVIL) (default none)", choices=BASELINES, shape=True)
+                                     "decaying or neural (NVIL) (default none)", choices=BASELINES, checkpoint="shape")
 
 
 @dataclass
@@ -67,13 +67,13 @@ class EncoderOptions(Options):
     test_options: ClassVar[dict] = {"hidden": (16,)}
 
     hidden: Optional[Tuple[int, ...]] = option(None, "encoder hidden sizes, from x (default: mirror the decoder)",
-                                               flag="guide-hidden", minimum=1, shape=True)
+                                               cli={"flag": "guide-hidden"}, minimum=1, checkpoint="shape")
     structured: bool = option(False, "condition each latent on what the posterior couples it with (a faithful "
                               "inverse of the model's graph): q(z1|x) q(z2|z1,x) for z2 -> z1 -> x, q(y|x) q(z|x,y) "
-                              "for M2, instead of mean-field q(z1|x) q(z2|x)", shape=True)
+                              "for M2, instead of mean-field q(z1|x) q(z2|x)", checkpoint="shape")
     activation: Optional[str] = option(None, "encoder nonlinearity: tanh, relu, gated or linear (default: the model's "
-                                       "--activation, else tanh)", flag="guide-activation", choices=ACTIVATIONS,
-                                       shape=True)
+                                       "--activation, else tanh)", cli={"flag": "guide-activation"}, choices=ACTIVATIONS,
+                                       checkpoint="shape")
 
 
 def raw_size(site: LatentSite) -> int:

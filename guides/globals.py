@@ -75,7 +75,7 @@ class GlobalGuideOptions(Options):
     global_guide: Optional[str] = option(None, "guide of the global latents (outside the data plate), models that "
                                          "have them: normal (mean-field Normal on the unconstrained space, like "
                                          "AutoNormal) or delta (a point mass, MAP, like AutoDelta) (default normal)",
-                                         choices=GLOBAL_GUIDES, shape=True)
+                                         choices=GLOBAL_GUIDES, checkpoint="shape")
 
 
 def prior_initial_values(model, sites: Sequence[LatentSite]) -> Dict[str, torch.Tensor]:

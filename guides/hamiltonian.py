@@ -87,13 +87,13 @@ class HamiltonianOptions(Options):
     test_options: ClassVar[dict] = {"hidden": (16,), "leapfrog_steps": 2}
 
     hidden: Optional[Tuple[int, ...]] = option(None, "q_0's encoder hidden sizes, from x (default: mirror the "
-                                               "decoder)", flag="guide-hidden", minimum=1, shape=True)
+                                               "decoder)", cli={"flag": "guide-hidden"}, minimum=1, checkpoint="shape")
     activation: Optional[str] = option(None, "q_0's encoder nonlinearity (default: the model's --activation)",
-                                       flag="guide-activation", choices=ACTIVATIONS, shape=True)
+                                       cli={"flag": "guide-activation"}, choices=ACTIVATIONS, checkpoint="shape")
     leapfrog_steps: int = option(8, "K, leapfrog steps on log p(x, z) after the Normal draw (Salimans et al.: 8)",
-                                 minimum=0, maximum=100, shape=True)
+                                 minimum=0, maximum=100, checkpoint="shape")
     tempering: bool = option(True, "temper the momentum from a learned beta_0 to 1 over the K steps (Caterini et "
-                             "al. 2018)", shape=True)
+                             "al. 2018)", checkpoint="shape")
     step_size: float = option(0.02, "the leapfrog step size each unit starts at (then learned)", positive=True,
                               maximum=1.0)
 

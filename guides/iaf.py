@@ -50,9 +50,9 @@ __all__ = ["IAF"]
 
 @dataclass
 class IAFOptions(EncoderOptions, GlobalGuideOptions):
-    num_flows: int = option(2, "number of IAF steps", flag="flows", minimum=1, shape=True)
+    num_flows: int = option(2, "number of IAF steps", cli={"flag": "flows"}, minimum=1, checkpoint="shape")
     flow_hidden: Optional[Tuple[int, ...]] = option(None, "hidden sizes of each autoregressive network "
-                                                    "(default two layers of max(2 D, 32))", minimum=1, shape=True)
+                                                    "(default two layers of max(2 D, 32))", minimum=1, checkpoint="shape")
 
 
 @GUIDES.register("iaf", options=IAFOptions, description="amortized encoder + K conditional inverse autoregressive "

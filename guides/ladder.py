@@ -88,16 +88,16 @@ class LadderOptions(Options):
     test_options: ClassVar[dict] = {"hidden": (16,), "ladder_hidden": (8,)}
 
     hidden: Optional[Tuple[int, ...]] = option(None, "hidden sizes of the first bottom-up block, from x (default: "
-                                               "mirror the decoder)", flag="guide-hidden", minimum=1, shape=True)
+                                               "mirror the decoder)", cli={"flag": "guide-hidden"}, minimum=1, checkpoint="shape")
     ladder_hidden: Optional[Tuple[int, ...]] = option(None, "hidden sizes of each bottom-up block above the first "
                                                       "(default: the model's transition_hidden reversed)", minimum=1,
-                                                      shape=True)
+                                                      checkpoint="shape")
     merge: str = option("precision", "how a layer's q joins the bottom-up message with p(z_l | z_l+1): precision "
                         "(Ladder VAE's precision-weighted mean and variance) or residual (NVAE: the prior shifted "
-                        "and scaled)", choices=MERGES, shape=True)
+                        "and scaled)", choices=MERGES, checkpoint="shape")
     activation: Optional[str] = option(None, "bottom-up nonlinearity: tanh, relu, gated or linear (default: the "
-                                       "model's --activation, else tanh)", flag="guide-activation",
-                                       choices=ACTIVATIONS, shape=True)
+                                       "model's --activation, else tanh)", cli={"flag": "guide-activation"},
+                                       choices=ACTIVATIONS, checkpoint="shape")
 
 
 def precision_weighted(mu_hat: torch.Tensor, sigma_hat: torch.Tensor, mu_p: torch.Tensor,

@@ -116,8 +116,8 @@ def view_site(name: str, view: str) -> str:
 @dataclass
 class PoEOptions(Options):
     hidden: Optional[Tuple[int, ...]] = option(None, "encoder hidden sizes, from x (default: mirror the decoder; "
-                                               "poe: of each view's expert)", flag="guide-hidden", minimum=1,
-                                               shape=True)
+                                               "poe: of each view's expert)", cli={"flag": "guide-hidden"}, minimum=1,
+                                               checkpoint="shape")
     joint_only: bool = option(False, "train on the joint ELBO(x1, x2) only, without Wu & Goodman's single-view "
                               "terms ELBO(x1) + ELBO(x2)")
 

@@ -56,9 +56,9 @@ __all__ = ["Recurrent", "RecurrentOptions"]
 class RecurrentOptions(Options):
     test_options: ClassVar[dict] = {"encoder_size": 8, "read_glimpse": 2}
 
-    encoder_size: int = option(256, "the encoder LSTM's units", minimum=1, shape=True)
+    encoder_size: int = option(256, "the encoder LSTM's units", minimum=1, checkpoint="shape")
     read_glimpse: int = option(2, "N of the N x N read attention (0: read the whole image and error image)",
-                               minimum=0, shape=True)
+                               minimum=0, checkpoint="shape")
 
 
 @GUIDES.register("recurrent", options=RecurrentOptions, description="DRAW's encoder: an LSTM reading x and the error "

@@ -233,9 +233,9 @@ class Annealing:
 
 @dataclass
 class RelaxedOptions(EncoderOptions, GlobalGuideOptions):
-    temperature: float = option(1.0, "initial temperature tau_0", resumable=True)
-    temperature_min: float = option(0.5, "annealing floor tau_min", resumable=True)
-    anneal_rate: float = option(0.0, "r in tau = max(tau_min, tau_0 exp(-r step))", resumable=True)
+    temperature: float = option(1.0, "initial temperature tau_0", checkpoint="resumable")
+    temperature_min: float = option(0.5, "annealing floor tau_min", checkpoint="resumable")
+    anneal_rate: float = option(0.0, "r in tau = max(tau_min, tau_0 exp(-r step))", checkpoint="resumable")
     straight_through: bool = option(False, "hard samples forward, soft gradients backward")
 
     def validate(self) -> None:

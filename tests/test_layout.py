@@ -240,3 +240,49 @@ def test_the_architecture_page_draws_every_layer():
         else:
             rows.append(names)
     assert rows[::-1] == [set(layer) for layer in LAYERS]
+
+
+#: the widest public signature allowed (issue 81): where more is needed, a settings object
+MAX_PARAMETERS = 8
+
+
+def _wide_signatures(source: str, path: str = "<source>"):
+    """(path, line, name, count) of each public function or method of ``source`` taking more than MAX_PARAMETERS
+    parameters (``self``/``cls`` not counted; ``*args``/``**kwargs`` not counted); methods of private classes and
+    private functions are left out, ``__init__`` of a public class is not."""
+    wide = []
+
+    def visit(node, private_class: bool):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                visit(child, private_class or child.name.startswith("_"))
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                public = not child.name.startswith("_") or child.name == "__init__"
+                a = child.args
+                names = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs)]
+                count = len(names) - (names[:1] in (["self"], ["cls"]))
+                if public and not private_class and count > MAX_PARAMETERS:
+                    wide.append((path, child.lineno, child.name, count))
+    visit(ast.parse(source), False)
+    return wide
+
+
+def test_no_public_signature_is_wider_than_eight_parameters():
+    wide = [w for package in ("zoo", "guides") for p in sorted((ROOT / package).rglob("*.py"))
+            for w in _wide_signatures(p.read_text(), str(p.relative_to(ROOT)))]
+    assert not wide, "\n".join(f"{p}:{line} {name} takes {n} parameters; give it a settings object"
+                               for p, line, name, n in wide)
+
+
+def test_the_signature_checker_counts_what_it_should():
+    source = '''
+def f(a, b, c, d, e, f, g, h, i): pass
+def ok(a, b, c, d, e, f, g, h, *args, **kwargs): pass
+def _private(a, b, c, d, e, f, g, h, i): pass
+class Public:
+    def __init__(self, a, b, c, d, e, f, g, h, i): pass
+    def method(self, a, b, c, d, e, f, g, h): pass
+class _Private:
+    def __init__(self, a, b, c, d, e, f, g, h, i): pass
+'''
+    assert [(name, n) for _, _, name, n in _wide_signatures(source)] == [("f", 9), ("__init__", 9)]

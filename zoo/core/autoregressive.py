@@ -63,13 +63,13 @@ class DecoderOptions(Options):
     (vae, hvae). ``activation`` sets the model's MLPs; a made or pixelcnn decoder keeps its own units."""
 
     decoder: str = option("mlp", "p(x|z): mlp (factorized), made or pixelcnn (autoregressive, binary data; "
-                          "pixelcnn: square images)", choices=DECODERS, shape=True)
+                          "pixelcnn: square images)", choices=DECODERS, checkpoint="shape")
     channels: Tuple[int, ...] = option((32, 32, 32), "pixelcnn decoder: channels of its masked layers (one 3x3 "
-                                       "mask-B layer per entry after the first)", minimum=1, nonempty=True, shape=True)
+                                       "mask-B layer per entry after the first)", minimum=1, positive=True, checkpoint="shape")
     activation: str = option("tanh", "nonlinearity of the model's MLPs (the mlp decoder, hvae's transitions) and, "
                              "by default, of the encoder: tanh, relu, gated (Tomczak & Welling's VampPrior nets) "
                              "or linear",
-                             choices=ACTIVATIONS, shape=True)
+                             choices=ACTIVATIONS, checkpoint="shape")
 
     def validate(self) -> None:
         super().validate()

@@ -68,31 +68,39 @@ __all__ = ["Options", "NoOptions", "option", "OptionError", "Component", "Regist
            "MODELS", "GUIDES", "OBJECTIVES", "DATASETS", "REGISTRIES"]
 
 
-def option(default: Any, help: str, *, flag: Optional[str] = None, choices: Optional[Sequence] = None,
-           minimum: Optional[float] = None, maximum: Optional[float] = None, positive: bool = False,
-           nonempty: bool = False, resumable: bool = False, shape: bool = False, cli: Any = None) -> Any:
+def option(default: Any, help: str, *, choices: Optional[Sequence] = None, minimum: Optional[float] = None,
+           maximum: Optional[float] = None, positive: bool = False, checkpoint: str = "kept", cli: Any = None) -> Any:
     """A field of an :class:`Options` dataclass.
 
     Arguments:
         default: the value when the option is not given (``None``: decided by the component).
         help: one line for ``--help`` and ``pyro-zoo list``.
-        flag: the CLI flag without dashes, when it is not the field name with ``-`` for ``_``
-            (a guide's ``hidden`` is ``--guide-hidden``, since models have a ``hidden`` too).
         choices: the allowed values.
         minimum: the smallest allowed number (for a tuple: of each element).
         maximum: the largest allowed number (for a tuple: of each element). An integer option
             without one is still bounded by :data:`MAX_INT` (torch's int64): a larger value
             cannot size or index anything, and would end in an ``OverflowError`` deep inside.
-        positive: the number (or each element) must be > 0.
-        nonempty: a tuple must have at least one element.
-        resumable: a resumed run may change it (it takes effect from the resumed step on).
-        shape: it changes parameter shapes, so a checkpoint made with another value cannot load.
-        cli: ``False`` for no flag, or argparse details (``group``, ``nargs``, ``metavar``).
+        positive: the number must be > 0; a tuple must have at least one element, each > 0.
+        checkpoint: what a checkpoint made with another value means: ``"kept"``, a resumed run keeps the value it
+            was started with (another is refused); ``"resumable"``, a resumed run may change it (it takes effect
+            from the resumed step on); ``"shape"``, it changes parameter shapes, so the checkpoint cannot load.
+        cli: ``False`` for no flag, or argparse details (``group``, ``nargs``, ``metavar``) and ``flag``, the CLI
+            flag without dashes where it is not the field name with ``-`` for ``_`` (a guide's ``hidden`` is
+            ``--guide-hidden``, since models have a ``hidden`` too).
     """
+    if checkpoint not in CHECKPOINT_RULES:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINT_RULES}, got {checkpoint!r}")
+    flag = cli.get("flag") if isinstance(cli, dict) else None
+    if isinstance(cli, dict):
+        cli = {k: v for k, v in cli.items() if k != "flag"} or None
     return field(default=default, metadata={"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
-                                            "minimum": minimum, "maximum": maximum, "positive": positive, "nonempty": nonempty,
-                                            "resumable": resumable, "cli": cli,
-                                            "shape": shape})
+                                            "minimum": minimum, "maximum": maximum, "positive": positive,
+                                            "resumable": checkpoint == "resumable", "cli": cli,
+                                            "shape": checkpoint == "shape"})
+
+
+#: :func:`option`'s ``checkpoint`` rules
+CHECKPOINT_RULES = ("kept", "resumable", "shape")
 
 
 #: The largest integer any option may hold: torch's sizes, indices and seeds are int64.
@@ -179,14 +187,11 @@ class Options:
     def _check(f, value, is_tuple: bool) -> None:
         meta = f.metadata
         values = value if is_tuple else (value,)
-        if is_tuple and meta.get("nonempty") and not values:
+        if is_tuple and meta.get("positive") and not values:
             raise OptionError(f.name, "must not be empty")
         if meta.get("choices") and value not in meta["choices"]:
             raise OptionError(f.name, f"must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
         for v in values:
-            if meta.get("positive") and not v > 0:
-                raise OptionError(f.name, f"must be positive, got {value!r}" if not is_tuple
-                                  else f"must be positive numbers, got {list(value)}")
             if None not in (meta.get("minimum"), meta.get("maximum")) and not meta["minimum"] <= v <= meta["maximum"]:
                 span = f"from {meta['minimum']} to {meta['maximum']}"
                 raise OptionError(f.name, f"must be {span}, got {value!r}" if not is_tuple
@@ -196,6 +201,9 @@ class Options:
                         else f"at least {meta['minimum']}")
                 raise OptionError(f.name, f"must be {what}, got {value!r}" if not is_tuple
                                   else f"must be numbers of at least {meta['minimum']}, got {list(value)}")
+            if meta.get("positive") and not v > 0:
+                raise OptionError(f.name, f"must be positive, got {value!r}" if not is_tuple
+                                  else f"must be positive numbers, got {list(value)}")
             maximum = meta.get("maximum")
             if maximum is None and isinstance(v, int) and not isinstance(v, bool):
                 maximum = MAX_INT

@@ -365,9 +365,9 @@ class LatentOptions(Options):
                          "(hyperbolic space H^d, wrapped normal prior and posterior; Nagano et al. 2019), or "
                          "bernoulli ({0, 1}^d, a uniform prior, Bernoulli posteriors: binary latents), or "
                          "categorical (d one-hot variables of --latent-classes classes, a uniform prior)",
-                         choices=tuple(LATENT_FAMILIES), shape=True)
+                         choices=tuple(LATENT_FAMILIES), checkpoint="shape")
     latent_classes: int = option(10, "classes of each variable of --latent categorical (its d is the latent "
-                                 "dimension)", minimum=2, shape=True)
+                                 "dimension)", minimum=2, checkpoint="shape")
 
     def validate(self) -> None:
         super().validate()

@@ -84,8 +84,8 @@ class LikelihoodOptions(Options):
                                        choices=LIKELIHOODS)
     levels: Optional[int] = option(None, "k, the intensity levels of a k-level likelihood (default: the dataset's; "
                                    "on the command line always the dataset's, which --levels declares for a data file)",
-                                   minimum=2, shape=True, cli=False)
-    mixtures: int = option(5, "dmol likelihood: logistic components per pixel", minimum=1, shape=True)
+                                   minimum=2, checkpoint="shape", cli=False)
+    mixtures: int = option(5, "dmol likelihood: logistic components per pixel", minimum=1, checkpoint="shape")
 
 
 class Likelihood(nn.Module):

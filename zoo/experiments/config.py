@@ -55,7 +55,7 @@ class RunConfig(Options):
     guide_options: Dict[str, Any] = field(default_factory=dict)
     objective_options: Dict[str, Any] = field(default_factory=dict)
     data_dir: Optional[str] = option(None, "folder (or .npz) holding binarized MNIST; default $PYRO_ZOO_DATA or "
-                                     "~/.cache/pyro-zoo", resumable=True, cli=_group("data"))
+                                     "~/.cache/pyro-zoo", checkpoint="resumable", cli=_group("data"))
     covariates: Optional[Tuple[str, ...]] = option(None, "for --dataset PATH: the CSV columns or .npz arrays that are "
                                                    "per-datum inputs, not data (e.g. age,dose), passed to a model file's "
                                                    "covariates= argument", cli=_group("data"))
@@ -68,19 +68,19 @@ class RunConfig(Options):
     #: what the run read (a data file's path, SHA-256 and shape), recorded when it is prepared; eval and --resume
     #: refuse a file whose SHA-256 differs
     data_source: Optional[Dict[str, Any]] = None
-    epochs: int = option(20, "training epochs", minimum=1, resumable=True, cli=_group("training"))
+    epochs: int = option(20, "training epochs", minimum=1, checkpoint="resumable", cli=_group("training"))
     batch_size: int = option(100, "minibatch size", minimum=1, cli=_group("training"))
-    lr: float = option(1e-3, "Adam learning rate", positive=True, resumable=True, cli=_group("training"))
+    lr: float = option(1e-3, "Adam learning rate", positive=True, checkpoint="resumable", cli=_group("training"))
     # numpy's legacy RNG, which pyro.set_rng_seed seeds, takes 0 <= seed < 2**32, and the zoo seeds its
     # evaluation and refits with seed + small offsets: so a seed is a 31-bit number.
     seed: int = option(0, "random seed, 0 to 2147483647", minimum=0, maximum=2 ** 31 - 1, cli=_group("training"))
-    device: str = option("auto", "auto, cpu or cuda; cuda without a GPU is an error", resumable=True,
+    device: str = option("auto", "auto, cpu or cuda; cuda without a GPU is an error", checkpoint="resumable",
                          cli=_group("training"))
     checkpoint_every: Optional[int] = option(None, "also checkpoint every N steps (default: after every epoch only)",
-                                             minimum=1, resumable=True, cli=_group("training"))
+                                             minimum=1, checkpoint="resumable", cli=_group("training"))
     clip_grad: Optional[float] = option(None, "clip the global gradient norm to this value", positive=True,
                                         cli=_group("training"))
-    lr_decay: float = option(1.0, "multiply the learning rate by this after each epoch", resumable=True,
+    lr_decay: float = option(1.0, "multiply the learning rate by this after each epoch", checkpoint="resumable",
                              cli=_group("training"))
     kl_warmup: Optional[int] = option(None, "KL annealing: weight the latent terms by beta rising linearly to 1 "
                                       "over EPOCHS epochs", minimum=1, cli={"group": "training", "metavar": "EPOCHS"})
@@ -91,15 +91,15 @@ class RunConfig(Options):
                                            "each step (default: none)", cli=_group("training"))
     jit: bool = option(False, "as --compile, but run the step eagerly where it cannot be captured, and without "
                        "generated code where no C++ compiler is found, saying so once (--jit used torch.jit.trace, "
-                       "which PyTorch deprecated)", resumable=True, cli=_group("training"))
+                       "which PyTorch deprecated)", checkpoint="resumable", cli=_group("training"))
     compile: bool = option(False, "capture the training step, loss and backward pass, as one graph and compile it "
                            "with torch.compile (CUDA graphs on a GPU): the same estimator with no Python per step",
-                           resumable=True, cli=_group("training"))
+                           checkpoint="resumable", cli=_group("training"))
     keep_best: bool = option(False, "evaluate the epoch with the best validation ELBO (saved as OUT/best.pt), not the "
                              "last", cli=_group("training"))
     patience: Optional[int] = option(None, "early stopping: end training once the validation ELBO has not improved "
                                      "for N epochs (not counting --kl-warmup's; --epochs stays the most); needs "
-                                     "--keep-best, which then scores the best epoch", minimum=1, resumable=True,
+                                     "--keep-best, which then scores the best epoch", minimum=1, checkpoint="resumable",
                                      cli={"group": "training", "metavar": "N"})
     fixed_model: Optional[str] = option(None, "a trained run folder or trained model's name ('pyro-zoo list'): its "
                                         "model is loaded and held fixed, bit for bit, and only the guide (and an "
@@ -110,25 +110,25 @@ class RunConfig(Options):
     deterministic: bool = option(False, "use torch's deterministic algorithms (see zoo/README.md, \"Reproducibility\")",
                                  cli=_group("training"))
     distributed: bool = option(False, "data-parallel training under torchrun (automatic when torchrun starts "
-                               "several ranks)", resumable=True, cli=_group("training"))
+                               "several ranks)", checkpoint="resumable", cli=_group("training"))
     tensorboard: bool = option(False, "log losses, gradient norms, bounds and sample grids to OUT/tensorboard",
-                               resumable=True, cli=_group("training"))
-    eval_samples: int = option(1000, "importance samples K per datum", minimum=1, resumable=True,
+                               checkpoint="resumable", cli=_group("training"))
+    eval_samples: int = option(1000, "importance samples K per datum", minimum=1, checkpoint="resumable",
                                cli=_group("evaluation"))
-    iwae_k: int = option(50, "k of the reported IWAE-k bound", minimum=1, resumable=True, cli=_group("evaluation"))
+    iwae_k: int = option(50, "k of the reported IWAE-k bound", minimum=1, checkpoint="resumable", cli=_group("evaluation"))
     eval_proposal: str = option("defensive", "the importance sampler's proposal for log p(x): defensive, the guide "
                                 "mixed with a wider copy of itself so that the standard error means what it says "
                                 "(Hesterberg 1995), or guide, the guide alone", choices=("defensive", "guide"),
-                                resumable=True, cli=_group("evaluation"))
-    eval_split: str = option("test", "the split to evaluate on", choices=("train", "valid", "test"), resumable=True,
+                                checkpoint="resumable", cli=_group("evaluation"))
+    eval_split: str = option("test", "the split to evaluate on", choices=("train", "valid", "test"), checkpoint="resumable",
                              cli=_group("evaluation"))
     eval_limit: Optional[int] = option(None, "evaluate on a fixed random subset of N data of the split "
-                                       "(default: all)", minimum=1, resumable=True, cli=_group("evaluation"))
+                                       "(default: all)", minimum=1, checkpoint="resumable", cli=_group("evaluation"))
     refit_epochs: Optional[int] = option(None, "the most epochs of the refit of a per-datum guide to the test data "
                                          "(and of --gaps); it stops earlier when converged (default 2000)", minimum=1,
-                                         resumable=True, cli=_group("evaluation"))
+                                         checkpoint="resumable", cli=_group("evaluation"))
     refit_tol: Optional[float] = option(None, "the refit converges when the mean per-datum ELBO gains less than this, "
-                                        "relative, over 10 epochs (default 1e-4)", positive=True, resumable=True,
+                                        "relative, over 10 epochs (default 1e-4)", positive=True, checkpoint="resumable",
                                         cli=_group("evaluation"))
 
     def __post_init__(self):

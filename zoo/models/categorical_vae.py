@@ -41,9 +41,9 @@ __all__ = ["CategoricalVAE"]
 class CategoricalVAEOptions(Options):
     test_options: ClassVar[dict] = {"num_variables": 2, "num_classes": 3, "hidden": (16,)}
 
-    num_variables: int = option(20, "number of categorical latents", minimum=1, shape=True)
-    num_classes: int = option(10, "classes per latent", minimum=2, shape=True)
-    hidden: Tuple[int, ...] = option((256, 512), "decoder hidden sizes, from z to x", minimum=1, shape=True)
+    num_variables: int = option(20, "number of categorical latents", minimum=1, checkpoint="shape")
+    num_classes: int = option(10, "classes per latent", minimum=2, checkpoint="shape")
+    hidden: Tuple[int, ...] = option((256, 512), "decoder hidden sizes, from z to x", minimum=1, checkpoint="shape")
 
 
 @MODELS.register("categorical_vae", options=CategoricalVAEOptions, description="categorical VAE: N one-hot latents "

@@ -62,11 +62,11 @@ __all__ = ["DRAW", "DRAWOptions"]
 class DRAWOptions(LikelihoodOptions):
     test_options: ClassVar[dict] = {"steps": 3, "latent_dim": 2, "decoder_size": 8, "write_glimpse": 2}
 
-    steps: int = option(64, "T, the steps that write the canvas (one latent site each)", minimum=1, shape=True)
-    latent_dim: int = option(100, "latent units per step", minimum=1, shape=True)
-    decoder_size: int = option(256, "the decoder LSTM's units", minimum=1, shape=True)
+    steps: int = option(64, "T, the steps that write the canvas (one latent site each)", minimum=1, checkpoint="shape")
+    latent_dim: int = option(100, "latent units per step", minimum=1, checkpoint="shape")
+    decoder_size: int = option(256, "the decoder LSTM's units", minimum=1, checkpoint="shape")
     write_glimpse: int = option(5, "N of the N x N write attention (0: no attention, each step writes the whole "
-                                "image)", minimum=0, shape=True)
+                                "image)", minimum=0, checkpoint="shape")
 
     def floats_per_datum(self, x_dim: int):
         # each step draws its latents and writes the canvas, and the gradient keeps every step's

@@ -75,11 +75,11 @@ class HVAEOptions(LikelihoodOptions, DecoderOptions, PriorOptions, LatentOptions
     test_options: ClassVar[dict] = {"layers": (3, 2), "hidden": (16,), "transition_hidden": (8,)}
 
     layers: Tuple[int, ...] = option((100, 50), "stochastic layer sizes, bottom (z1) to top, e.g. 100,50",
-                                     minimum=1, nonempty=True, shape=True)
+                                     minimum=1, positive=True, checkpoint="shape")
     hidden: Tuple[int, ...] = option((200, 200), "hidden sizes of p(x | z1), from z1 to x", minimum=1,
-                                     shape=True)
+                                     checkpoint="shape")
     transition_hidden: Tuple[int, ...] = option((100, 100), "hidden sizes of each p(z_l | z_l+1)", minimum=1,
-                                                shape=True)
+                                                checkpoint="shape")
 
 
 @MODELS.register("hvae", options=HVAEOptions, description="hierarchical VAE, Gaussian layers z2 -> z1 -> x "

@@ -56,11 +56,11 @@ class MVAEOptions(Options):
 
     views: Optional[Tuple[str, ...]] = option(
         None, "the views of a datum in column order, NAME:SIZE:LIKELIHOOD each, likelihood bernoulli or "
-        "categorical (default: the dataset's views)", shape=True,
+        "categorical (default: the dataset's views)", checkpoint="shape",
         cli={"nargs": "+", "metavar": "NAME:SIZE:LIKELIHOOD"})
-    latent_dim: int = option(20, "number of latent units", minimum=1, shape=True)
+    latent_dim: int = option(20, "number of latent units", minimum=1, checkpoint="shape")
     hidden: Tuple[int, ...] = option((200, 200), "decoder hidden sizes, from z to x (mvae: of each view's decoder)",
-                                     minimum=1, shape=True)
+                                     minimum=1, checkpoint="shape")
 
 
 @MODELS.register("mvae", options=MVAEOptions, description="multimodal VAE (Wu & Goodman 2018): one Gaussian z, "

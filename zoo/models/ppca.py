@@ -44,7 +44,7 @@ __all__ = ["PPCA", "ppca_ml_solution"]
 
 @dataclass
 class PPCAOptions(Options):
-    latent_dim: int = option(2, "number of latent units", minimum=1, shape=True)
+    latent_dim: int = option(2, "number of latent units", minimum=1, checkpoint="shape")
 
 
 @MODELS.register("ppca", options=PPCAOptions,

@@ -87,10 +87,10 @@ class PriorOptions(Options):
     """The prior options of a model with a learned prior on its top latent layer."""
 
     prior: str = option("standard", "prior on the top latent layer: standard N(0, I), mog (mixture of Gaussians), "
-                        "vampprior (Tomczak & Welling 2018) or flow (MAF)", choices=PRIORS, shape=True)
+                        "vampprior (Tomczak & Welling 2018) or flow (MAF)", choices=PRIORS, checkpoint="shape")
     prior_components: Optional[int] = option(None, "K, components of a mog (default 10) or pseudo-inputs of a "
-                                             "vampprior (default 500)", minimum=1, shape=True)
-    prior_flows: int = option(2, "autoregressive steps of a flow prior", minimum=1, shape=True)
+                                             "vampprior (default 500)", minimum=1, checkpoint="shape")
+    prior_flows: int = option(2, "autoregressive steps of a flow prior", minimum=1, checkpoint="shape")
 
     def validate(self) -> None:
         super().validate()

@@ -51,9 +51,9 @@ class SBNOptions(Options):
     test_options: ClassVar[dict] = {"layers": (4, 2)}
 
     layers: Tuple[int, ...] = option((200,), "stochastic layer sizes, bottom to top, e.g. 200 or 200,200",
-                                     minimum=1, nonempty=True, shape=True)
+                                     minimum=1, positive=True, checkpoint="shape")
     hidden: Tuple[int, ...] = option((), "deterministic tanh hidden sizes inside each map (default none: affine)",
-                                     minimum=1, shape=True)
+                                     minimum=1, checkpoint="shape")
 
 
 @MODELS.register("sbn", options=SBNOptions, description="sigmoid belief net / Helmholtz machine: binary latent "

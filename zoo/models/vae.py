@@ -87,11 +87,11 @@ def check_parts(x_dim: int, likelihood, latent: LatentLayer, latent_decoder: str
 class VAEOptions(LikelihoodOptions, DecoderOptions, PriorOptions, LatentOptions):
     test_options: ClassVar[dict] = {"latent_dim": 3, "hidden": (16,)}
 
-    latent_dim: int = option(50, "number of latent units", minimum=1, shape=True)
-    hidden: Tuple[int, ...] = option((200, 200), "decoder hidden sizes, from z to x", minimum=1, shape=True)
+    latent_dim: int = option(50, "number of latent units", minimum=1, checkpoint="shape")
+    hidden: Tuple[int, ...] = option((200, 200), "decoder hidden sizes, from z to x", minimum=1, checkpoint="shape")
     latent_decoder: str = option("wrapped", "how the decoder reads a hyperbolic z (--latent wrapped-normal): wrapped "
                                  "(log_(mu_0)(z) into the MLP) or gyroplane (the first layer's units are distances to "
-                                 "learned gyroplanes; Mathieu et al. 2019)", choices=LATENT_DECODERS, shape=True)
+                                 "learned gyroplanes; Mathieu et al. 2019)", choices=LATENT_DECODERS, checkpoint="shape")
 
     def validate(self) -> None:
         super().validate()
