@@ -75,6 +75,7 @@ from guides.base import site_distribution
 from zoo.core.components import GUIDES, Options, option
 from zoo.core.contract import Borrowed
 from zoo.core.errors import ZooError
+from zoo.core.leapfrog import leapfrog
 from zoo.core.nn import ACTIVATIONS
 from zoo.core.params import register_module
 from zoo.core.plates import data_plate
@@ -170,21 +171,19 @@ class Hamiltonian(Amortized):
         return -grad
 
     def move(self, z0: torch.Tensor, rho0: torch.Tensor, x, idx, N) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(z_K, rho_K) from (z_0, rho_0) by K tempered leapfrog steps. Not Pyro's ``velocity_verlet``: the ELBO
-        differentiates through the steps (its gradients are taken with ``create_graph``, Pyro's are not), and the
-        momentum is cooled between steps (Salimans et al.'s tempering)."""
+        """(z_K, rho_K) from (z_0, rho_0) by K tempered leapfrog steps (:func:`zoo.core.leapfrog.leapfrog`). The
+        ELBO differentiates through the steps (their gradients are taken with ``create_graph``), and the momentum
+        is cooled after each step (Salimans et al.'s tempering)."""
         create_graph = torch.is_grad_enabled()
-        eps = self.step_size
         betas = tempering_schedule(self.beta_0, self.leapfrog_steps) if self.tempering else None
-        z, rho = z0, rho0
-        grad = self._grad_U(z, x, idx, N, create_graph)
-        for k in range(1, self.leapfrog_steps + 1):
-            rho = rho - 0.5 * eps * grad
-            z = z + eps * rho
-            grad = self._grad_U(z, x, idx, N, create_graph)
-            rho = rho - 0.5 * eps * grad
-            if betas is not None:
-                rho = rho * (betas[k - 1] / betas[k]).sqrt()
+
+        def at(q):
+            return None, [-self._grad_U(q[0], x, idx, N, create_graph)]
+
+        def cool(k, p):
+            return [p[0] * (betas[k] / betas[k + 1]).sqrt()]
+        [z], [rho], _, _ = leapfrog([z0], [rho0], at([z0])[1], [self.step_size], self.leapfrog_steps, at,
+                                    cool if betas is not None else None)
         if not create_graph:
             z, rho = z.detach(), rho.detach()
         return z, rho

@@ -104,6 +104,7 @@ from zoo.core.process import map_torch_constants
 from zoo.core.memory import refuse_oversized_annealing
 from zoo.core.errors import ZooError
 from zoo.core.latents import LATENT_FAMILIES, MANIFOLDS
+from zoo.core.leapfrog import leapfrog
 from zoo.core.modes import evaluation_mode
 from zoo.core.weights import per_datum_log_weights, vectorize
 from zoo.evaluation.estimators.importance import rounding_floor
@@ -604,18 +605,17 @@ def _broadcast(per_chain: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def _hmc(chains: _Chains, start: _Point, beta: float, eps: torch.Tensor, L: int):
     """One HMC transition at temperature ``beta`` of every chain's real sites from ``start``: L leapfrog steps of size
     ``eps`` ``[B]``, then a Metropolis correction. Returns the point it ends in and the acceptance probability
-    ``[C, B]``. Not Pyro's ``velocity_verlet``, which recomputes the potential and its gradient at every call: a
-    :class:`_Point` keeps the gradients of log pi_0 and of g apart, so the next temperature reuses them (one model
-    evaluation per leapfrog step, none per temperature)."""
+    ``[C, B]``. The integrator is :func:`zoo.core.leapfrog.leapfrog`; each point is a :class:`_Point`, which keeps
+    the gradients of log pi_0 and of g apart, so the next temperature reuses them (one model evaluation per leapfrog
+    step, none per temperature)."""
     p0 = [torch.randn_like(u_s) for u_s in start.u]
     step = [_broadcast(eps.to(u_s.dtype), u_s[0]).unsqueeze(0) for u_s in start.u]
-    p = [p_s + 0.5 * e * g_s for p_s, e, g_s in zip(p0, step, start.grad(beta))]
-    end = start
-    for leap in range(L):
-        u = [u_s + e * p_s for u_s, e, p_s in zip(end.u, step, p)]
-        end = chains.point(start.values, u)
-        scale = 1.0 if leap < L - 1 else 0.5
-        p = [p_s + scale * e * g_s for p_s, e, g_s in zip(p, step, end.grad(beta))]
+
+    def at(u):
+        point = chains.point(start.values, u)
+        return point, point.grad(beta)
+    _, p, end, _ = leapfrog(start.u, p0, start.grad(beta), step, L, at)
+    end = start if end is None else end
 
     def kinetic(ps):
         return sum(0.5 * p_s.pow(2).reshape(p_s.shape[:2] + (-1,)).sum(-1) for p_s in ps)
