@@ -24,9 +24,11 @@ Three zoo loops: ``zoo`` is ``fit`` with the eager Pyro step, ``zoo_jit`` the sa
 and ``zoo_compiled`` with ``--compile`` (:class:`zoo.objectives.compiled.CompiledObjective`: the loss and its
 backward pass captured as one graph and compiled by ``torch.compile``, CUDA graphs on a GPU; left out on a
 CPU without a C++ compiler).
-With ``--numpyro`` a sixth loop, ``numpyro``, trains the same VAE in NumPyro (``benchmarks/numpyro_vae.py``:
-``Trace_ELBO`` with ``svi.update`` compiled by ``jax.jit``, the peer a speed-conscious user picks), interleaved with
-the others in the same rounds. Beside each loop's epoch time the result gives its achieved GFLOP/s (the VAE's
+With ``--numpyro`` three more loops train the same VAE in NumPyro (``benchmarks/numpyro_vae.py``: ``Trace_ELBO``
+with ``svi.update`` compiled by ``jax.jit``, the peer a speed-conscious user picks), as its users run it:
+``numpyro`` reads the loss every step, ``numpyro_async`` does not (JAX dispatches ahead; one block per epoch), and
+``numpyro_scan`` is ``svi.run(progress_bar=False)``'s compiled ``lax.scan``; interleaved with the others in the
+same rounds. Beside each loop's epoch time the result gives its achieved GFLOP/s (the VAE's
 multiply-adds counted from its linear layers: 2 per multiply-add forward, twice that backward) and the machine's
 measured float32 matmul rate (``torch.mm`` of 1024 x 1024 matrices, at the benchmark's threads).
 Two hand-written loops: ``hand`` uses ``torch.optim.Adam(params, lr)``, what a PyTorch user
@@ -196,7 +198,7 @@ def main(argv=None):
     times = {**{name: [] for name in objectives}, "hand": [], "hand_fused": []}
     if args.numpyro:
         try:
-            from numpyro_vae import NumPyroVAE
+            from numpyro_vae import LOOPS as NUMPYRO_LOOPS, NumPyroVAE
         except ImportError as e:
             raise SystemExit(f"speed.py: error: --numpyro needs JAX and NumPyro ({e}); run: pip install '.[bench]'") from None
         import jax
@@ -207,7 +209,7 @@ def main(argv=None):
             raise SystemExit(f"speed.py: error: JAX runs on {jax_device} while the torch loops run on {device}; "
                              "install JAX for the same device (jax[cuda] for a GPU)")
         np_segments = [jax.device_put(s.cpu().numpy(), jax_device) for s in segments]   # on JAX's device, untimed
-        times["numpyro"] = []
+        times.update({name: [] for name in NUMPYRO_LOOPS})
     loops = list(times)
     for r in range(args.rounds + 1):          # round 0 is warm-up (the --jit trace, the compilation), not recorded
         xs = segments[r % len(segments)]
@@ -220,8 +222,8 @@ def main(argv=None):
                               seed=r, progress=False, optimizer=zoo_opts[which])
                 sync(device)
                 seconds = history[-1]["seconds"]
-            elif which == "numpyro":
-                numpyro_vae.epoch(np_segments[r % len(segments)], epoch_order(xs.shape[0], r, 0).numpy())
+            elif which.startswith("numpyro"):
+                numpyro_vae.run(which, np_segments[r % len(segments)], epoch_order(xs.shape[0], r, 0).numpy())
                 seconds = time.perf_counter() - t0
             else:
                 hand_epoch(xs, guide, model, hand_opts[which], epoch_order(xs.shape[0], r, 0).to(device),
@@ -270,13 +272,17 @@ def main(argv=None):
         import jax
         import numpyro
         np_s = statistics.median(times["numpyro"])
-        result["loops"]["numpyro"] = "NumPyro Trace_ELBO, jax.jit(svi.update) (benchmarks/numpyro_vae.py)"
-        result["optimizers"]["numpyro"] = "numpyro.optim.Adam"
-        result.update({"numpyro": numpyro.__version__, "jax": jax.__version__, "jax_device": str(jax.devices()[0]), "median_numpyro_s": np_s,
-                       "ratio_numpyro_over_hand": np_s / hand_s})
-        for name in objectives:
-            result[f"median_round_ratio_{name}_over_numpyro"] = statistics.median(
-                u / v for u, v in zip(times[name], times["numpyro"]))
+        result["loops"].update({name: f"{text} (benchmarks/numpyro_vae.py)" for name, text in NUMPYRO_LOOPS.items()})
+        result["optimizers"].update({name: "numpyro.optim.Adam" for name in NUMPYRO_LOOPS})
+        result.update({"numpyro": numpyro.__version__, "jax": jax.__version__, "jax_device": str(jax.devices()[0]),
+                       "median_numpyro_s": np_s, "ratio_numpyro_over_hand": np_s / hand_s})
+        fastest = min(NUMPYRO_LOOPS, key=lambda name: statistics.median(times[name]))
+        result["fastest_numpyro_loop"] = fastest
+        for peer in NUMPYRO_LOOPS:
+            result[f"median_{peer}_s"] = statistics.median(times[peer])
+            for name in objectives:
+                result[f"median_round_ratio_{name}_over_{peer}"] = statistics.median(
+                    u / v for u, v in zip(times[name], times[peer]))
     path = write_result(args.name or f"speed_{device.type}", result)
     print(f"hand-written {hand_s:.2f} s/epoch; zoo {zoo_s:.2f} s/epoch (ratio {zoo_s / hand_s:.3f}); zoo --jit "
           f"{jit_s:.2f} s/epoch (ratio {jit_s / hand_s:.3f}); hand-written with the zoo's optimizer {fused_s:.2f} "
