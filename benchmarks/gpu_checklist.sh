@@ -14,10 +14,12 @@
 #              ladder hvae (LADDER_RUN=folder), whose AIS in the diagonal coordinates did not converge on the CPU
 #   draw_ais   AIS on a trained DRAW run (DRAW_RUN=folder) at T = 400 on the 100 test images of ais_draw_mnist.json
 #              (one CPU thread reached T = 100 on them in half an hour)
-#   trained    the zoo's trained models, continued across leases: each run of benchmarks/trained_models.py's
-#              RECIPES named in TRAINED_MODELS (default: those not yet under benchmarks/checkpoints) trains on from
-#              its checkpoint in runs/trained for its share of TRAINED_SECONDS (default 300), stopping at an epoch's
-#              checkpoint; the folders come back in $OUT/trained_runs.tgz. Carry runs/trained to the next lease
+#   trained    the zoo's trained models, continued across leases: the runs of benchmarks/trained_models.py's
+#              RECIPES named in TRAINED_MODELS (default: `trained_models.py pending`, those whose full recipe is not
+#              finished, the published tables' long budgets first: Burda's IWAE k = 50 over 3,280 epochs, the
+#              VampPrior and HVAE + VampPrior to 2,000 epochs with early stopping) train on in turn from their
+#              checkpoints in runs/trained for TRAINED_SECONDS in all (default 300), each until it is finished or the
+#              time is spent, stopping at an epoch's checkpoint; the folders come back in $OUT/trained_runs.tgz. Carry runs/trained to the next lease
 #              (the device tool's carry) and the same command trains on, bit for bit as one uninterrupted run; a
 #              finished run is exported and scored with benchmarks/trained_models.py export|score NAME
 #
@@ -69,15 +71,17 @@ touch "$MARK"
 sleep 1
 # trained: each named run trains for its share of the time, then every run folder is packed for the next lease
 train_trained() {
-    local names=${TRAINED_MODELS:-$(python3 benchmarks/trained_models.py pending)} total=${TRAINED_SECONDS:-300}
-    local n share name
-    n=$(echo $names | wc -w)
-    [ "$n" -gt 0 ] || { echo "no trained model left to train"; return 0; }
-    share=$(( total / n ))
+    local names=${TRAINED_MODELS:-$(python3 benchmarks/trained_models.py pending --runs-dir runs/trained)}
+    local deadline=$(( $(date +%s) + ${TRAINED_SECONDS:-300} )) left name
+    [ -n "$names" ] || { echo "no trained model left to train"; return 0; }
+    # in order, the long budgets first: each run trains on until it is finished or the time is spent, so the
+    # leases add up to finished runs one at a time instead of advancing all of them a little
     for name in $names; do
-        timeout --signal=INT "$share" python3 benchmarks/trained_models.py train "$name" --data-dir "$DATA" \
+        left=$(( deadline - $(date +%s) ))
+        [ "$left" -ge 30 ] || break
+        timeout --signal=INT "$left" python3 benchmarks/trained_models.py train "$name" --data-dir "$DATA" \
             ${TRAINED_FLAGS:-}
-        echo "$name: exit $? after at most $share s"
+        echo "$name: exit $? after at most $left s"
     done
     tar czf "$OUT/trained_runs.tgz.part" --exclude='*-score' runs/trained && mv "$OUT/trained_runs.tgz.part" "$OUT/trained_runs.tgz"
 }

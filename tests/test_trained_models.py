@@ -375,3 +375,36 @@ def test_the_leaderboard_names_the_committed_weights_of_each_entry_with_their_fi
     assert row("vae · amortized · iwae").endswith("epochs; weights: m-bound ≤ 90.00 ⚠ |")
     assert row("vae · iaf · elbo").endswith("epochs |")
     assert "m-broken" not in "\n".join(board) and "its own run" in "\n".join(board)
+
+
+def test_pending_lists_the_unfinished_full_recipes_long_budgets_first(tmp_path, monkeypatch):
+    """What the GPU checklist trains on across leases: recipes with no committed card, with a card from the CPU
+    schedule or from a shorter run, the published tables' long budgets first; not a run that reached its last
+    epoch or stopped early (in its run folder, or as its card records), and a card whose record is not an integer
+    counts as unfinished."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import trained_models as tm
+    monkeypatch.setattr(tm, "CHECKPOINTS", tmp_path / "checkpoints")
+    runs = tmp_path / "runs"
+
+    def card(name, **fields):
+        (tm.CHECKPOINTS / name).mkdir(parents=True, exist_ok=True)
+        (tm.CHECKPOINTS / name / "card.json").write_text(json.dumps(fields))
+
+    def pending():
+        return [n for n in [*tm.FIRST, *(n for n in tm.RECIPES if n not in tm.FIRST)] if tm.unfinished(n, runs)]
+    assert pending()[:3] == list(tm.FIRST) and set(pending()) == set(tm.RECIPES)
+    final = {n: tm.RECIPES[n][1][-1][0] for n in tm.RECIPES}
+    card("vae-mnist-elbo", command="python benchmarks/trained_models.py train vae-mnist-elbo", epochs=final["vae-mnist-elbo"])
+    card("vae-mnist-iwae", command="... train vae-mnist-iwae --schedule cpu", epochs=final["vae-mnist-iwae"])
+    card("hvae-vampprior-mnist-elbo", command="... train hvae-vampprior-mnist-elbo", epochs=139)
+    card("vae-vampprior-mnist-elbo", command="... train vae-vampprior-mnist-elbo", epochs=300, recipe_epochs=2000)
+    card("sbn-mnist-rloo", command="... train sbn-mnist-rloo", epochs="300", recipe_epochs="lots")
+    (runs / "vae-mnist-iwae50").mkdir(parents=True)
+    (runs / "vae-mnist-iwae50" / "results.json").write_text(json.dumps({"epochs_trained": 3280}))
+    (runs / "hvae-mnist-elbo").mkdir(parents=True)
+    (runs / "hvae-mnist-elbo" / "results.json").write_text(json.dumps({"epochs_trained": 90, "stopped_early": True}))
+    left = pending()
+    assert {"vae-mnist-elbo", "vae-vampprior-mnist-elbo", "vae-mnist-iwae50", "hvae-mnist-elbo"}.isdisjoint(left)
+    assert {"vae-mnist-iwae", "hvae-vampprior-mnist-elbo", "sbn-mnist-rloo"} <= set(left)
+    assert left[0] == "hvae-vampprior-mnist-elbo"
