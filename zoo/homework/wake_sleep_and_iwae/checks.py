@@ -273,7 +273,7 @@ def check_iwae_bound_values(sub, ctx):
                                  f"E[logsumexp_k log w_k - log K] grows with K toward log p(x)")
         means[K] = values.mean(0)
     K = 1024
-    values = _bound_values(sub, seed, K, 100, False, 0.0, B)
+    values = _bound_values(sub, seed, K, 200, False, 0.0, B)
     allowed = problem.chi_square().detach() / K
     error = values.std(0) / math.sqrt(values.shape[0])
     below = (log_px - values.mean(0)) / error
