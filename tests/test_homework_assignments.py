@@ -13,7 +13,9 @@ For each assignment the kit registers (:data:`zoo.homework.ASSIGNMENTS`):
 
 Then, per assignment, that the problem its checks use is what the handout says: the pPCA maximum
 likelihood is a stationary point of EM and its log-likelihood is scikit-learn's; the enumerated ELBO of
-the discrete problem is below the exact log p(x) and its gradient is the limit of finite differences.
+the discrete problem is below the exact log p(x) and its gradient is the limit of finite differences; homework 4's
+exact wake and RWS moments are those of enumerated tuples of particles, its linear Gaussian closed forms hold and
+its bound rises from the ELBO toward log p(x), and its two KL minimisers differ.
 
 Each assignment's submissions are graded once, two at a time (the grader runs each in its own worker
 process).
@@ -170,6 +172,10 @@ MUTANTS = {
         "iwae_log_q_added": ("log_w = log_joint(z) - Normal(loc, scale).log_prob(z).sum(-1)",
                              "log_w = log_joint(z) + Normal(loc, scale).log_prob(z).sum(-1)",
                              {"iwae_bound_values", "iwae_gradient", "digits_comparison"}),
+        # a tighter bound than asked for: L_4K in place of L_K (the ELBO at K = 1 is missed, and the gradient is L_20's)
+        "iwae_with_4x_the_particles": ("def iwae_bound(log_joint, loc, log_scale, num_samples):\n",
+                                       "def iwae_bound(log_joint, loc, log_scale, num_samples):\n"
+                                       "    num_samples = 4 * num_samples\n", {"iwae_bound_values", "iwae_gradient"}),
         # the wake phase with latents from the prior p(h) instead of the recognition model q(h | x)
         "wake_with_prior_samples": ("    h = _recognise(machine, x, num_samples)\n    return log_joint(",
                                     "    prior = torch.sigmoid(machine.prior_logits).detach()\n"

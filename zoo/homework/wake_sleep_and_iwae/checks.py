@@ -284,7 +284,7 @@ def check_iwae_bound_values(sub, ctx):
                              f"is {float(log_px[b]):.4f} (allowed gap {float(allowed[b]):.4f}, standard error "
                              f"{float(error[b]):.4f}): L_K converges to log p(x) from below")
     means[K] = values.mean(0)
-    path = " < ".join(f"{float(means[k][0]):.3f}" for k in (1, 8, 64, 1024))
+    path = ", ".join(f"{float(means[k][0]):.3f}" for k in (1, 8, 64, 1024))
     return (f"w = p(x) at the posterior; datum 0: L_1, L_8, L_64, L_1024 = {path} -> log p(x) "
             f"{float(log_px[0]):.3f} (ELBO {float(elbo[0]):.3f})")
 
