@@ -13,12 +13,15 @@ For each assignment the kit registers (:data:`zoo.homework.ASSIGNMENTS`):
 
 Then, per assignment, that the problem its checks use is what the handout says: the pPCA maximum
 likelihood is a stationary point of EM and its log-likelihood is scikit-learn's; the enumerated ELBO of
-the discrete problem is below the exact log p(x) and its gradient is the limit of finite differences.
+the discrete problem is below the exact log p(x) and its gradient is the limit of finite differences; homework 4's
+exact wake and RWS moments are those of enumerated tuples of particles, its linear Gaussian closed forms hold and
+its bound rises from the ELBO toward log p(x), and its two KL minimisers differ.
 
 Each assignment's submissions are graded once, two at a time (the grader runs each in its own worker
 process).
 """
 import ast
+import math
 
 import pytest
 import torch
@@ -148,6 +151,88 @@ MUTANTS = {
         "straight_through_without_gradient": ("return y_hard - y_soft.detach() + y_soft", "return y_hard",
                                               {"straight_through"}),
     },
+    "wake_sleep_and_iwae": {
+        # logsumexp without - log K: every value log K too high (the exact posterior's draws are log p(x) + log K); the
+        # gradient is the same
+        "iwae_logsumexp_without_log_K": ("return torch.logsumexp(log_w, dim=0) - math.log(num_samples)",
+                                         "return torch.logsumexp(log_w, dim=0)", {"iwae_bound_values"}),
+        # the mean of the log weights: the ELBO averaged over K particles, flat in K, and its gradient
+        "iwae_mean_of_log_weights": ("return torch.logsumexp(log_w, dim=0) - math.log(num_samples)",
+                                     "return log_w.mean(0)", {"iwae_bound_values", "iwae_gradient"}),
+        # log of the mean of exp(log w): right where nothing underflows, -inf with the log joint shifted by -1000
+        "iwae_log_mean_exp_naive": ("return torch.logsumexp(log_w, dim=0) - math.log(num_samples)",
+                                    "return torch.log(torch.exp(log_w).mean(0))", {"iwae_bound_values"}),
+        # the reparameterised scale detached: no pathwise gradient to log_scale (its training diverges on the digits)
+        "iwae_scale_detached": ("z = loc + scale * eps", "z = loc + scale.detach() * eps",
+                                {"iwae_gradient", "digits_comparison"}),
+        # the sample detached: only log q's explicit dependence on (loc, log_scale) is left
+        "iwae_sample_detached": ("z = loc + scale * eps", "z = (loc + scale * eps).detach()",
+                                 {"iwae_gradient", "digits_comparison"}),
+        # w = p q instead of p / q
+        "iwae_log_q_added": ("log_w = log_joint(z) - Normal(loc, scale).log_prob(z).sum(-1)",
+                             "log_w = log_joint(z) + Normal(loc, scale).log_prob(z).sum(-1)",
+                             {"iwae_bound_values", "iwae_gradient", "digits_comparison"}),
+        # a tighter bound than asked for: L_4K in place of L_K (the ELBO at K = 1 is missed, and the gradient is L_20's)
+        "iwae_with_4x_the_particles": ("def iwae_bound(log_joint, loc, log_scale, num_samples):\n",
+                                       "def iwae_bound(log_joint, loc, log_scale, num_samples):\n"
+                                       "    num_samples = 4 * num_samples\n", {"iwae_bound_values", "iwae_gradient"}),
+        # the wake phase with latents from the prior p(h) instead of the recognition model q(h | x)
+        "wake_with_prior_samples": ("    h = _recognise(machine, x, num_samples)\n    return log_joint(",
+                                    "    prior = torch.sigmoid(machine.prior_logits).detach()\n"
+                                    "    h = torch.bernoulli(prior.expand(num_samples, x.shape[0], prior.shape[0]))\n"
+                                    "    return log_joint(", {"wake_phase", "digits_comparison"}),
+        # a gradient through h by putting q's probabilities where a sample belongs: log p(x, E[h]) is not
+        # E[log p(x, h)], it has no variance, and it moves phi
+        "wake_through_the_mean_of_q": ("    h = _recognise(machine, x, num_samples)\n    return log_joint(",
+                                       "    probs = torch.sigmoid(machine.encoder(x))\n"
+                                       "    h = probs.expand(num_samples, *probs.shape)\n    return log_joint(",
+                                       {"wake_phase"}),
+        "wake_sign_flipped": ("return log_joint(machine, x, h).mean(0).sum()",
+                              "return -log_joint(machine, x, h).mean(0).sum()", {"wake_phase", "digits_comparison"}),
+        # S times the update and S^2 times its variance
+        "wake_particles_summed": ("return log_joint(machine, x, h).mean(0).sum()",
+                                  "return log_joint(machine, x, h).sum(0).sum()", {"wake_phase"}),
+        # the sleep phase with h drawn from q(h | x) on the dreamed x (the KL the wrong way round): its expected
+        # gradient is E_q[grad log q] = 0, and q stays at the KL(q || p) minimiser it starts from
+        "sleep_with_q_samples": ("        x = torch.bernoulli(torch.sigmoid(machine.decoder(h)))\n",
+                                 "        x = torch.bernoulli(torch.sigmoid(machine.decoder(h)))\n"
+                                 "        h = torch.bernoulli(torch.sigmoid(machine.encoder(x)))\n",
+                                 {"sleep_phase", "sleep_kl_direction", "digits_comparison"}),
+        "sleep_sign_flipped": ("return log_recognition(machine, h, x).mean()",
+                               "return -log_recognition(machine, h, x).mean()",
+                               {"sleep_phase", "sleep_kl_direction", "digits_comparison"}),
+        # dreams from h ~ Bernoulli(1/2) instead of the prior: q fits the posterior of another model
+        "sleep_dreams_from_uniform_h": ("h = torch.bernoulli(prior.expand(num_samples, *prior.shape))",
+                                        "h = torch.bernoulli(torch.full((num_samples, *prior.shape), 0.5))",
+                                        {"sleep_phase", "sleep_kl_direction"}),
+        # the gradient flows through the self-normalised weights
+        "rws_weights_not_detached": ("weights = torch.softmax((log_p - log_q).detach(), dim=0)",
+                                     "weights = torch.softmax(log_p - log_q, dim=0)", {"reweighted_wake_sleep"}),
+        # the raw importance weights w_s, not w_s / sum_j w_j
+        "rws_weights_not_normalised": ("weights = torch.softmax((log_p - log_q).detach(), dim=0)",
+                                       "weights = (log_p - log_q).detach().exp()",
+                                       {"reweighted_wake_sleep", "digits_comparison"}),
+        # log w = log p + log q
+        "rws_log_q_added_in_weights": ("weights = torch.softmax((log_p - log_q).detach(), dim=0)",
+                                       "weights = torch.softmax((log_p + log_q).detach(), dim=0)",
+                                       {"reweighted_wake_sleep", "digits_comparison"}),
+        # equal weights: the wake phase with S particles, and q's update toward nothing in particular
+        "rws_uniform_weights": ("weights = torch.softmax((log_p - log_q).detach(), dim=0)",
+                                "weights = torch.full_like(log_p, 1.0 / num_samples)",
+                                {"reweighted_wake_sleep", "digits_comparison"}),
+        # the weights normalised over the data instead of the particles
+        "rws_normalised_over_data": ("weights = torch.softmax((log_p - log_q).detach(), dim=0)",
+                                     "weights = torch.softmax((log_p - log_q).detach(), dim=1)",
+                                     {"reweighted_wake_sleep", "digits_comparison"}),
+        # log(sigmoid(logits)) by hand: -inf at logits of order 1e3
+        "log_joint_naive_log_sigmoid": ("Bernoulli(logits=machine.decoder(h), validate_args=False)",
+                                        "Bernoulli(probs=torch.sigmoid(machine.decoder(h)), validate_args=False)",
+                                        {"log_probabilities"}),
+        # log p(x | h) without log p(h): the prior logits get no wake update
+        "log_joint_without_prior": ("    return prior + Bernoulli(logits=machine.decoder(h)",
+                                    "    return 0 * prior + Bernoulli(logits=machine.decoder(h)",
+                                    {"log_probabilities", "wake_phase", "reweighted_wake_sleep"}),
+    },
     "ppca_three_ways": {
         # M^-1 for sigma^2 M^-1: the posterior is too wide, and EM's E-step with it is no longer EM
         "posterior_covariance_without_sigma2": ("cov = sigma2 * Minv", "cov = Minv", {"posterior"} | EM),
@@ -255,7 +340,7 @@ def test_the_solution_keeps_what_the_starter_gives(assignment):
 def test_every_assignment_with_mutants_is_one_the_kit_registers():
     """A renamed or unregistered assignment would silently lose its mutation tests."""
     assert set(MUTANTS) <= set(ASSIGNMENTS)
-    assert {"bernoulli_vae", "discrete_estimators", "ppca_three_ways"} <= set(ASSIGNMENTS)
+    assert {"bernoulli_vae", "discrete_estimators", "ppca_three_ways", "wake_sleep_and_iwae"} <= set(ASSIGNMENTS)
 
 
 def test_the_ml_solution_is_a_fixed_point_of_em_and_matches_sklearn():
@@ -340,3 +425,79 @@ def test_the_elbo_of_the_svi_checks_is_log_p_x_at_the_exact_posterior_and_below_
     shift = torch.tensor([0.3, -0.2], dtype=torch.float64)
     kl = 0.5 * float(shift @ torch.linalg.solve(cov[0], shift))              # same covariance, shifted means
     assert abs(ll - average_elbo(x, W, mu, sigma2, loc + shift, cov) - kl) < 1e-9
+
+
+def test_the_exact_wake_and_rws_moments_are_those_of_enumerated_tuples():
+    """SBNProblem.exact_wake averages one particle's moments over S; enumerating every pair of latents (16^2 per
+    datum, each with its probability under q) gives the same mean and total variance at S = 2. The theta part of
+    exact_rws's mean is the gradient in theta of L_S = E[log (1/S) sum_s w_s], enumerated over the same pairs."""
+    from zoo.core.distributions import joint_configurations
+    from zoo.homework.wake_sleep_and_iwae.problem import log_joint, log_recognition, make_sbn_problem
+    from zoo.testing import gradient_of
+
+    problem = make_sbn_problem(5)
+    S = 2
+    h = joint_configurations("binary", (4,)).double()
+    tuples = torch.cartesian_prod(*[torch.arange(16)] * S)                                     # [256, 2]
+    pairs = h[tuples].unsqueeze(2).expand(-1, -1, problem.x.shape[0], -1)                       # [256, 2, B, K]
+    probability = log_recognition(problem.machine, pairs, problem.x).detach().exp().prod(1)     # [256, B]
+    mean, total = 0.0, 0.0
+    for b in range(problem.x.shape[0]):
+        rows = torch.stack([gradient_of(lambda t=t, b=b: log_joint(problem.machine, problem.x[b], h[tuples[t]]).mean(),
+                                        problem.params) for t in range(len(tuples))])
+        m = probability[:, b] @ rows
+        mean, total = mean + m, total + float(probability[:, b] @ (rows ** 2).sum(-1) - (m ** 2).sum())
+    exact, variance = problem.exact_wake(S)
+    assert_close(exact, mean, atol=1e-9, what="the exact wake update")
+    assert abs(variance - total) <= 1e-9 * total
+
+    def bound():
+        log_w = log_joint(problem.machine, problem.x, pairs) - log_recognition(problem.machine, pairs, problem.x)
+        q = log_recognition(problem.machine, pairs, problem.x).detach().exp().prod(1)
+        return (q * (torch.logsumexp(log_w, 1) - math.log(S))).sum()
+    G = problem.num_generative
+    assert_close(problem.exact_rws(S)[0][:G], gradient_of(bound, problem.params)[:G], atol=1e-9,
+                 what="RWS's theta update against grad_theta L_2")
+
+
+def test_the_linear_gaussian_closed_forms_and_the_bound_between_them():
+    """At the exact posterior the ELBO is log p(x) and chi^2 is 0; elsewhere log p(x) - ELBO is KL(q || p(z | x))
+    (torch's closed form), and the grader's own L_K rises from the ELBO toward log p(x) (2000 draws at K = 1, 8, 64,
+    each 6 standard errors apart at least)."""
+    from torch.distributions import Normal, kl_divergence
+
+    from zoo.homework.wake_sleep_and_iwae.problem import make_gaussian_problem
+
+    problem = make_gaussian_problem(2)
+    exact = problem.at_posterior()
+    assert_close(exact.elbo(), exact.log_marginal(), atol=1e-9, what="the ELBO at the posterior")
+    assert float(exact.chi_square().detach().abs().max()) < 1e-9
+    mean, var = problem.posterior()
+    loc, log_scale = problem.guide()
+    kl = kl_divergence(Normal(loc, log_scale.exp()), Normal(mean, var.sqrt())).sum(-1)
+    assert_close(problem.log_marginal() - problem.elbo(), kl, atol=1e-9, what="log p(x) - ELBO")
+    torch.manual_seed(0)
+    previous = problem.elbo().detach()
+    for K in (1, 8, 64):
+        values = problem.iwae_values(K, 2000)
+        error = values.std(0) / math.sqrt(2000)
+        if K == 1:
+            assert ((values.mean(0) - previous).abs() < 5 * error).all()
+        else:
+            assert ((values.mean(0) - previous) > 6 * error).all()
+        assert (values.mean(0) < problem.log_marginal().detach() + 5 * error).all()
+        previous = values.mean(0)
+
+
+def test_the_two_kl_minimisers_of_the_explaining_away_toy_differ():
+    """The factorised q minimising KL(p || q) (the marginals) and the one minimising KL(q || p) (a mode) are far apart
+    in both KLs, for several seeds: the sleep phase's direction is visible."""
+    from zoo.homework.wake_sleep_and_iwae.problem import fit_recognition, forward_kl, make_kl_problem, reverse_kl
+
+    for seed in range(3):
+        machine = make_kl_problem(seed)
+        R_rev, b_rev = fit_recognition(machine, reverse_kl, torch.tensor([[4.0], [-4.0]], dtype=torch.float64),
+                                       torch.zeros(2, dtype=torch.float64))
+        R_fwd, b_fwd = fit_recognition(machine, forward_kl, R_rev, b_rev)
+        assert float(forward_kl(machine, R_rev, b_rev)) > float(forward_kl(machine, R_fwd, b_fwd)) + 0.05
+        assert float(reverse_kl(machine, R_fwd, b_fwd)) > float(reverse_kl(machine, R_rev, b_rev)) + 0.02

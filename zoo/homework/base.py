@@ -63,7 +63,8 @@ class Assignment:
     """A homework assignment: its checks and the package holding its files.
 
     Arguments:
-        name: the assignment's id (``"bernoulli_vae"``, ``"discrete_estimators"``, ``"ppca_three_ways"``).
+        name: the assignment's id (``"bernoulli_vae"``, ``"discrete_estimators"``, ``"ppca_three_ways"``,
+            ``"wake_sleep_and_iwae"``).
         title: one line for ``pyro-zoo homework list``.
         checks: the graded checks, in the order they run.
         package: ``"zoo.homework.<name>"``; its folder holds handout.md, starter.py, selfcheck.py,
