@@ -335,21 +335,31 @@ def main(argv=None):
     correct_seeds = [args.first_seed + k for k in range(args.seeds)]
     mutant_seeds = [args.first_seed + k for k in range(args.mutant_seeds)]
     start = time.perf_counter()
-    report = {}
 
     def log(line):
         print(f"[{time.perf_counter() - start:7.0f} s] {line}", flush=True)
 
+    # each file's outcome is kept in NAME.partial.json as it is done, so a sweep that is stopped (hours at 1000 seeds
+    # per mutant) continues where it was, with the same arguments, instead of starting again
+    key = {k: getattr(args, k) for k in ("assignments", "seeds", "train_seeds", "mutant_seeds", "mutant_train_seeds",
+                                         "calibration_rate", "first_seed", "checks")}
+    partial = RESULTS / f"{args.name}.partial.json"
+    report = _resumed(partial, key, log)
     with tempfile.TemporaryDirectory() as folder:
         for assignment in names:
-            report[assignment] = {}
+            report.setdefault(assignment, {})
             for label, path, fails, mutant in files(assignment, Path(folder)):
                 if only_checks is not None and fails is not None and not fails & only_checks:
                     continue
+                if label in report[assignment]:
+                    continue                     # done before the sweep was stopped
                 seeds = mutant_seeds if mutant else correct_seeds      # a mutant that must lose nothing: correct
                 train = min(args.mutant_train_seeds if mutant else args.train_seeds, len(seeds))
                 report[assignment][label] = sweep_file(assignment, label, path, fails, seeds, train,
                                                        args.calibration_rate, log, only_checks)
+                tmp = partial.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"key": key, "assignments": report}))
+                os.replace(tmp, partial)
     payload = {"false_alarm_stated": FALSE_ALARM, "design_rate": DESIGN_RATE, "calibration_rate": args.calibration_rate,
                "seeds": args.seeds, "train_seeds": args.train_seeds, "mutant_seeds": args.mutant_seeds,
                "mutant_train_seeds": args.mutant_train_seeds,
@@ -359,7 +369,28 @@ def main(argv=None):
                "assignments": report}
     path = write_result(args.name, payload)
     (RESULTS / f"{args.name}.md").write_text(markdown(json.loads(path.read_text()), path.name))
+    partial.unlink(missing_ok=True)
     log(f"wrote {path}")
+
+
+def _resumed(partial: Path, key: dict, log) -> dict:
+    """The outcomes a stopped sweep with the same arguments kept in ``partial`` (each file's a dict with its
+    ``checks``), or nothing: a file made by other arguments, or one that does not read as such, is started over."""
+    if not partial.is_file():
+        return {}
+    try:
+        kept = json.loads(partial.read_text())
+        report = kept["assignments"] if kept.get("key") == key else None
+        ok = isinstance(report, dict) and all(
+            isinstance(files, dict) and all(isinstance(r, dict) and isinstance(r.get("checks"), dict)
+                                            for r in files.values()) for files in report.values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        log(f"{partial.name} is from other arguments or unreadable: starting over")
+        return {}
+    log(f"continuing from {partial.name}: {sum(len(f) for f in report.values())} files done")
+    return report
 
 
 def _upper_95(failures: int, runs: int) -> float:
