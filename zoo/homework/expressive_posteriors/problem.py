@@ -1,0 +1,196 @@
+"""The fixed model of homework 4 and the grader's own computations: exact IAF steps, the VampPrior's mixture, the
+ELBO and log p(x) of a 2-d latent by quadrature.
+
+**The fixed model** (:func:`fixed_model`) is a VAE with a 2-d latent, p(z) = N(0, I), the starter's
+:class:`Decoder` and a factorised Gaussian :class:`Encoder`, trained by the kit on the binarized 8x8 digits
+(:data:`TRAIN_SEED`, :data:`EPOCHS` epochs of Adam on the ELBO with the KL in closed form). The training is
+deterministic: the same weights on every machine with the same torch, trained on first use and kept in the zoo's
+cache folder (``zoo.cli_snapshot.cache_dir()``, a file keyed by the settings and torch's version), so a grade
+does not train it again. Nothing is committed.
+
+**A 2-d latent is integrated exactly.** Every expectation over q(z_0 | x) = N(mu, diag sigma^2) is a Gauss-Hermite
+quadrature on z_0 = mu + sigma * u (:func:`gauss_hermite_2d`), through the flow: the ELBO of an IAF guide is
+E_{z_0}[log p(x | z_T) + log p(z_T) - log q_0(z_0) + sum_t log sigma_t(z_{t-1})], a smooth function of z_0. log p(x)
+is a quadrature over the prior (N(0, I), or each Gaussian of a VampPrior) on the tiny models of the checks, and an
+importance-sampled estimate with its standard error on the digits model (:func:`importance_log_px`).
+
+Example::
+
+    >>> decoder, encoder = fixed_model()
+    >>> x = digits()[1][:5]
+    >>> bool((exact_elbo(decoder, encoder, x) < importance_log_px(decoder, encoder, x, 2000)[0] + 0.1).all())
+    True
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from functools import lru_cache
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.distributions import Bernoulli, Normal
+
+from zoo.homework.expressive_posteriors.starter import HIDDEN, Z_DIM, AutoregressiveNet, Decoder, Encoder
+
+__all__ = ["fixed_model", "digits", "exact_masks", "exact_step", "exact_flow", "exact_vamp_log_prob",
+           "gauss_hermite_2d", "exact_elbo", "elbo_integrand", "importance_log_px", "TRAIN_SEED", "EPOCHS"]
+
+#: The fixed model's training: seed, epochs of minibatches of BATCH, Adam's learning rate.
+TRAIN_SEED, EPOCHS, BATCH, LR = 0, 30, 100, 1e-2
+
+
+def digits() -> Tuple[torch.Tensor, torch.Tensor]:
+    """The binarized 8x8 digits: (train [1257, 64], test [270, 64])."""
+    from zoo.data import load_digits
+    data = load_digits()
+    return data.train, data.test
+
+
+def _cache_path():
+    from zoo.cli_snapshot import cache_dir
+    key = hashlib.sha256(f"{TRAIN_SEED}:{EPOCHS}:{BATCH}:{LR}:{Z_DIM}:{HIDDEN}:{torch.__version__}".encode())
+    return cache_dir() / f"homework-expressive-{key.hexdigest()[:16]}.pt"
+
+
+def _train() -> dict:
+    x, _ = digits()
+    generator = torch.Generator().manual_seed(TRAIN_SEED)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TRAIN_SEED)
+        decoder, encoder = Decoder(Z_DIM, x.shape[1]), Encoder(x.shape[1], Z_DIM)
+        optimizer = torch.optim.Adam([*decoder.parameters(), *encoder.parameters()], lr=LR)
+        for _ in range(EPOCHS):
+            for idx in torch.randperm(x.shape[0], generator=generator).split(BATCH):
+                mu, log_sigma = encoder(x[idx])
+                z = mu + log_sigma.exp() * torch.randn(mu.shape, generator=generator)
+                kl = 0.5 * (mu ** 2 + (2 * log_sigma).exp() - 1 - 2 * log_sigma).sum(-1)
+                loss = (kl - Bernoulli(logits=decoder(z)).log_prob(x[idx]).sum(-1)).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    return {"decoder": decoder.state_dict(), "encoder": encoder.state_dict()}
+
+
+@lru_cache(maxsize=1)
+def _weights() -> dict:
+    path = _cache_path()
+    try:
+        return torch.load(path, weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError):
+        pass
+    weights = _train()
+    try:                                          # a read-only cache folder costs a retraining, nothing else
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        torch.save(weights, partial)
+        partial.replace(path)
+    except OSError:
+        pass
+    return weights
+
+
+def fixed_model() -> Tuple[Decoder, Encoder]:
+    """The fixed digits VAE (fresh modules, frozen weights): ``(decoder, encoder)``."""
+    weights = _weights()
+    decoder, encoder = Decoder(Z_DIM, 64), Encoder(64, Z_DIM)
+    decoder.load_state_dict(weights["decoder"])
+    encoder.load_state_dict(weights["encoder"])
+    for p in [*decoder.parameters(), *encoder.parameters()]:
+        p.requires_grad_(False)
+    return decoder, encoder
+
+
+# -- the grader's own IAF and VampPrior ------------------------------------------------------------------------
+def exact_masks(hidden_degrees: torch.Tensor, dim: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """MADE's masks: [H, dim] with m(k) >= d, and [dim, H] with i > m(k)."""
+    degrees = torch.arange(1, dim + 1)
+    return ((hidden_degrees[:, None] >= degrees[None, :]).double(), (degrees[:, None] > hidden_degrees[None, :]).double())
+
+
+def exact_step(net: AutoregressiveNet, z: torch.Tensor, h: torch.Tensor):
+    """The gated IAF step of the handout in float64: ``(z', log_det, m, s)``."""
+    mask_in, mask_out = exact_masks(net.hidden_degrees, net.dim)
+    w = {k: v.double() for k, v in net.state_dict().items()}
+    hidden = torch.tanh(F.linear(z, w["inner.weight"] * mask_in, w["inner.bias"]) + F.linear(h, w["context.weight"]))
+    m = F.linear(hidden, w["shift.weight"] * mask_out, w["shift.bias"])
+    s = F.linear(hidden, w["scale.weight"] * mask_out, w["scale.bias"])
+    sigma = torch.sigmoid(s)
+    return sigma * z + (1 - sigma) * m, F.logsigmoid(s).sum(-1), m, s
+
+
+def exact_flow(flows: Sequence[AutoregressiveNet], z: torch.Tensor, h: torch.Tensor):
+    """The steps applied in order: ``(z_T, sum_t log_det_t)``."""
+    total = torch.zeros(z.shape[:-1], dtype=z.dtype)
+    for net in flows:
+        z, log_det, _, _ = exact_step(net, z, h)
+        total = total + log_det
+    return z, total
+
+
+def exact_vamp_log_prob(z: torch.Tensor, encoder: Encoder, pseudo_inputs: torch.Tensor) -> torch.Tensor:
+    """log of the mixture (1/K) sum_k N(z; mu(u_k), diag sigma(u_k)^2) by torch's MixtureSameFamily, in float64."""
+    from torch.distributions import Categorical, Independent, MixtureSameFamily
+    with torch.no_grad():
+        mu, log_sigma = encoder(pseudo_inputs)
+    K = pseudo_inputs.shape[0]
+    mixture = MixtureSameFamily(Categorical(logits=torch.zeros(K, dtype=torch.float64)),
+                                Independent(Normal(mu.double(), log_sigma.double().exp()), 1))
+    return mixture.log_prob(z.double())
+
+
+# -- quadrature over a 2-d latent ------------------------------------------------------------------------------
+@lru_cache(maxsize=4)
+def gauss_hermite_2d(n: int = 40) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Nodes [n*n, 2] and weights [n*n] with sum_k w_k f(u_k) ~= E_{u ~ N(0, I_2)} f(u)."""
+    t, w = np.polynomial.hermite_e.hermegauss(n)
+    w = w / w.sum()
+    u = torch.tensor(np.stack(np.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2), dtype=torch.float64)
+    return u, torch.tensor(np.outer(w, w).reshape(-1), dtype=torch.float64)
+
+
+@torch.no_grad()
+def elbo_integrand(decoder, encoder, x: torch.Tensor, u: torch.Tensor, flows: Sequence[AutoregressiveNet] = (),
+                   pseudo_inputs: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """log p(x | z_T) + log p(z_T) - log q(z_T | x) at z_0 = mu(x) + sigma(x) * u, for u [K, 2]: [K, B]
+    (float64; the networks are evaluated in float64 copies)."""
+    import copy
+    decoder, encoder = copy.deepcopy(decoder).double(), copy.deepcopy(encoder).double()
+    x = x.double()
+    mu, log_sigma = encoder(x)
+    z0 = mu.unsqueeze(0) + log_sigma.exp().unsqueeze(0) * u.unsqueeze(1)                     # [K, B, 2]
+    log_q = Normal(mu, log_sigma.exp()).log_prob(z0).sum(-1)
+    z, log_det = exact_flow(flows, z0, x.expand(u.shape[0], *x.shape))
+    log_q = log_q - log_det
+    if pseudo_inputs is None:
+        log_p = Normal(0.0, 1.0).log_prob(z).sum(-1)
+    else:
+        log_p = exact_vamp_log_prob(z, encoder, pseudo_inputs.double())
+    return Bernoulli(logits=decoder(z)).log_prob(x).sum(-1) + log_p - log_q
+
+
+def exact_elbo(decoder, encoder, x, flows=(), pseudo_inputs=None, n: int = 40, chunk: int = 64) -> torch.Tensor:
+    """The ELBO per datum [B] by an n x n Gauss-Hermite quadrature over z_0 (in chunks of data)."""
+    u, w = gauss_hermite_2d(n)
+    return torch.cat([w @ elbo_integrand(decoder, encoder, x[i:i + chunk], u, flows, pseudo_inputs)
+                      for i in range(0, x.shape[0], chunk)])
+
+
+@torch.no_grad()
+def importance_log_px(decoder, encoder, x, num_samples: int, flows=(), generator=None):
+    """log p(x) per datum [B] under the standard prior by importance sampling from the guide (IAF steps ``flows``
+    on the encoder's Gaussian), with the delta-method standard error of each: ``(log_px, stderr)``."""
+    x = x.double()
+    import copy
+    decoder, encoder = copy.deepcopy(decoder).double(), copy.deepcopy(encoder).double()
+    mu, log_sigma = encoder(x)
+    u = torch.randn((num_samples, *mu.shape), generator=generator, dtype=torch.float64)
+    z0 = mu + log_sigma.exp() * u
+    log_q = Normal(mu, log_sigma.exp()).log_prob(z0).sum(-1)
+    z, log_det = exact_flow(flows, z0, x.expand(num_samples, *x.shape))
+    log_w = Bernoulli(logits=decoder(z)).log_prob(x).sum(-1) + Normal(0.0, 1.0).log_prob(z).sum(-1) - log_q + log_det
+    log_px = torch.logsumexp(log_w, 0) - math.log(num_samples)
+    w = (log_w - log_px).exp()                                  # normalised so that their mean is 1
+    return log_px, w.std(0) / math.sqrt(num_samples)
