@@ -14,9 +14,9 @@ Each check is ``check(sub, ctx)``: it builds its own networks (the starter's :cl
   student's step by autograd through their code is that one (a scale or shift detached from z changes its entries
   below the diagonal, not the values) (deterministic).
 - ``vamp_prior``: ``vamp_prior_log_prob`` equals the log-density of torch's ``MixtureSameFamily`` of the K Gaussians
-  with weights 1/K on random pseudo-inputs, also at points far from every component (where a density underflows
+  with weights 1/K on random pseudo-inputs, also at points 25 scales away from every component (where a density underflows
   and only a logsumexp stays finite), on batches of any leading shape; and in 2-d it integrates to 1 (a grid rule,
-  accurate to 1e-6 for Gaussians of scale >= 8 grid steps) (deterministic).
+  accurate to 1e-8 for Gaussians of scale >= 1 grid step) (deterministic).
 - ``elbo_estimator``: on a 4-pixel model with a 2-d latent, for no flow, two IAF steps, and one step with a
   VampPrior, ``elbo``'s draws vary as ``num_particles`` independent particles do, their mean is the exact ELBO
   (quadrature over z_0 through the flow) and lies below the exact log p(x) (quadrature over the prior): z-tests at
@@ -26,15 +26,16 @@ Each check is ``check(sub, ctx)``: it builds its own networks (the starter's :cl
   factor 3 of it) with posterior scales near 1; then on the fixed digits model (deterministic).
 - ``iaf_closes_the_gap``: the student's ``fit_iaf`` fits two IAF steps to 200 test digits under the fixed digits
   model (:func:`~zoo.homework.expressive_posteriors.problem.fixed_model`); with the returned weights the grader
-  computes each datum's ELBO of the IAF guide and of the factorised guide exactly (quadrature), and the gap to
-  log p(x) (importance-sampled with 2000 draws, for the report): the IAF guide's gap must not exceed the factorised
-  one's by more than z standard errors of the mean difference over the digits, z one-sided at ``DESIGN_RATE``. The
-  flows start 0.37 to 0.39 nats/digit worse than the factorised guide, so a fit that does not train, or trains the
-  wrong way, fails.
+  computes each datum's ELBO of the IAF guide and of the factorised guide exactly (quadrature over z_0), and, for the
+  report, their gaps to log p(x) (importance-sampled, 2000 draws): the IAF guide's gap must be smaller than the
+  factorised one's by more than z standard errors of the mean difference over the digits (z one-sided at
+  ``DESIGN_RATE``). The flows start 0.37 to 0.39 nats/digit worse than the factorised guide, so a fit that does not
+  train, or trains the wrong way, fails.
 
-False alarms: the deterministic checks have none; ``elbo_estimator``'s tests share ``DESIGN_RATE``; the fit is a
-training run, whose margin (correct fits end 0.11 to 0.15 nats/digit *better* than the factorised guide, about 9
-standard errors) ``benchmarks/homework_seed_sweep.py`` measures.
+False alarms: the deterministic checks have none; ``elbo_estimator``'s tests share ``DESIGN_RATE``. The fit is a
+training run: its test's threshold comes from ``DESIGN_RATE``, but whether a correct fit clears it depends on the
+fit's gain (correct fits end 0.11 to 0.15 nats/digit better than the factorised guide, 8 to 10 standard errors, where
+4.06 are needed); ``benchmarks/homework_seed_sweep.py`` measures that margin over seeds.
 """
 from __future__ import annotations
 
@@ -173,7 +174,7 @@ def _where(diff: torch.Tensor):
 
 # -- 4. the VampPrior ------------------------------------------------------------------------------------------------
 def _vamp_encoder(x_dim: int, z_dim: int, hidden: int) -> Encoder:
-    """A random encoder whose Gaussians have scales in about [0.5, 2] (so that a grid of 200 steps resolves them)."""
+    """A random encoder whose Gaussians have scales in about [0.4, 2.5] and means spread over about [-6, 6]."""
     encoder = Encoder(x_dim, z_dim, hidden)
     with torch.no_grad():
         encoder.mu.weight.mul_(6.0)
@@ -190,8 +191,12 @@ def check_vamp_prior(sub, ctx) -> str:
     encoder = _vamp_encoder(x_dim, 3, hidden)
     pseudo = torch.rand(K, x_dim)
     near = torch.randn(2, 5, 3) * 2.0
+    with torch.no_grad():
+        mu, log_sigma = encoder(pseudo)
+    # 25 scales beyond every component: each log q(z | u_k) is below -300, whose exp is 0 in float32
+    radius = float(mu.norm(dim=-1).max() + 25 * log_sigma.exp().max())
     far = torch.randn(1, 5, 3)
-    far = 40.0 * far / far.norm(dim=-1, keepdim=True)                   # 40 from the origin: log q(z|u_k) ~ -400
+    far = radius * far / far.norm(dim=-1, keepdim=True)
     z = torch.cat([near, far])                                          # [3, 5, 3]: any leading shape
     got = expect_tensor(sub.probe(f"{_PROBES}:vamp_log_prob", encoder.state_dict(), x_dim, 3, hidden, z, pseudo),
                         f"{what} with z of shape [3, 5, 3] and {K} pseudo-inputs", (3, 5), finite=False)
@@ -214,11 +219,10 @@ def check_vamp_prior(sub, ctx) -> str:
         mu, log_sigma = encoder(pseudo)
     sigma = log_sigma.exp()
     low, high = float((mu - 9 * sigma).min()), float((mu + 9 * sigma).max())
-    n = 200
+    # the rectangle rule on a Gaussian of scale sigma with step h errs by about 2 exp(-2 pi^2 sigma^2 / h^2) per axis:
+    # below 1e-8 at h = sigma, and the step here is at most a third of the smallest scale (or the grid has 400^2 points)
+    n = min(400, math.ceil((high - low) / (float(sigma.min()) / 3)) + 1)
     step = (high - low) / (n - 1)
-    if step > float(sigma.min()) / 8:
-        raise AssertionError(f"the grader's grid is too coarse for these Gaussians (step {step:.3g}); regrade with "
-                             f"another seed")
     axis = torch.linspace(low, high, n)
     grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
     log_p = expect_tensor(sub.probe(f"{_PROBES}:vamp_log_prob", encoder.state_dict(), x_dim, 2, hidden, grid, pseudo),
@@ -409,7 +413,8 @@ def _load_flows(reply, start):
 
 def check_iaf_closes_the_gap(sub, ctx) -> str:
     """fit_iaf on 200 test digits under the fixed model; then, with the grader's exact ELBOs, the IAF guide's gap to
-    log p(x) is at most the factorised guide's (one-sided z-test of the mean difference over the digits)."""
+    log p(x) is smaller than the factorised guide's by more than z standard errors of the mean difference over the
+    digits (z one-sided at DESIGN_RATE)."""
     from statistics import NormalDist
     decoder, encoder = problem.fixed_model()
     _, x_test = problem.digits()
@@ -423,13 +428,14 @@ def check_iaf_closes_the_gap(sub, ctx) -> str:
     gain = iaf - factorised                                        # = gap(factorised) - gap(IAF), per digit
     mean, stderr = float(gain.mean()), float(gain.std()) / math.sqrt(len(gain))
     z = NormalDist().inv_cdf(1.0 - DESIGN_RATE)
-    log_px, log_px_se = problem.importance_log_px(decoder, encoder, x, IS_SAMPLES, flows,
+    log_px, log_px_se = problem.importance_log_px(decoder, encoder, x, IS_SAMPLES,
                                                   generator=torch.Generator().manual_seed(ctx.seed % 2 ** 31))
     gap_f, gap_i = float((log_px - factorised).mean()), float((log_px - iaf).mean())
     report = (f"gap to log p(x) ({float(log_px.mean()):.3f} +- {float(log_px_se.pow(2).sum().sqrt()) / len(x):.3f} "
               f"nats/digit by IS): factorised {gap_f:.3f}, IAF {gap_i:.3f}; the IAF buys {mean:.3f} +- {stderr:.3f} "
               f"nats/digit of ELBO")
-    if mean < -z * stderr:
-        raise AssertionError(f"after fit_iaf the IAF guide's gap exceeds the factorised guide's: {report} ({mean / stderr:.1f} "
-                             f"standard errors, threshold -{z:.2f}); does fit_iaf maximize the ELBO of the flows?")
+    if mean < z * stderr:
+        raise AssertionError(f"after fit_iaf the IAF guide's gap is not smaller than the factorised guide's: {report} "
+                             f"({mean / stderr:.1f} standard errors, needed {z:.2f}); does fit_iaf maximize the ELBO of "
+                             f"the flows, and does elbo subtract their log-determinants from log q?")
     return report
