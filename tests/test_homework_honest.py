@@ -55,13 +55,17 @@ def test_the_reference_keeps_a_check_at_a_seed_where_it_lost_it_by_chance(tmp_pa
     assert result["checks"][0]["passed"], result["checks"][0]["message"]
 
 
-@pytest.mark.parametrize("assignment, alternative", [("bernoulli_vae", "bernoulli_vae_other_forms.py"),
-                                                     ("discrete_estimators", "discrete_estimators_other_forms.py")])
+@pytest.mark.parametrize("assignment, alternative", [
+    ("bernoulli_vae", "bernoulli_vae_other_forms.py"), ("discrete_estimators", "discrete_estimators_other_forms.py"),
+    ("expressive_posteriors", "expressive_posteriors_other_forms.py"),
+    ("expressive_posteriors", "expressive_posteriors_other_forms_2.py"),
+    ("expressive_posteriors", "expressive_posteriors_other_forms_3.py")])
 @pytest.mark.slow
 def test_correct_submissions_written_another_way_keep_every_point(tmp_path, capsys, assignment, alternative):
     """torch.distributions where the reference writes the formula, a softplus scale, particles one at a time, the
-    leave-one-out signal as S/(S-1) (f - mean f), Gumbel noise as -log(Exponential): full marks, hidden checks
-    included (the sweep grades them at 1000 seeds)."""
+    leave-one-out signal as S/(S-1) (f - mean f), Gumbel noise as -log(Exponential); MADE's masks as booleans or
+    degree differences, z' = m + sigma (z - m), the VampPrior as MixtureSameFamily or a hand-made logsumexp, the
+    particles folded into the batch: full marks, hidden checks included (the sweep grades them at 1000 seeds)."""
     out = tmp_path / "r.json"
     assert main(["grade", assignment, str(SUBMISSIONS / alternative), "--seed", "11", "--hidden",
                  "--json", str(out)]) == 0
