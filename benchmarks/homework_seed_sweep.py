@@ -4,7 +4,7 @@ A grade's inputs come from a secret seed; a check must not fail a correct submis
 (``zoo/homework/INSTRUCTORS.md`` states at most 1e-4 per check). This sweep grades, for each assignment:
 
 - the correct files, at ``--seeds`` seeds (default 1000): the reference solution and the correct alternatives in
-  ``tests/homework_submissions/`` (``<assignment>_other_forms.py``, ``ppca_float64_woodbury.py``), and at
+  ``tests/homework_submissions/`` (``<assignment>_other_forms*.py``, ``ppca_float64_woodbury.py``), and at
   ``--mutant-seeds`` the mutants of the mutation suite that must lose nothing (``straight_through_other_algebraic_form``,
   the reference with one line written another way). Every check that fails one of them is a false alarm. The checks that train (homework 1's VAE on the digits, homework 3's SVI: the file's own
   training loop, a second or more each, which nothing can run for many seeds at once) run at ``--train-seeds``.
@@ -52,20 +52,26 @@ TESTS = ROOT / "tests"
 #: The correct alternatives of each assignment, in tests/homework_submissions/.
 ALTERNATIVES = {"bernoulli_vae": ("bernoulli_vae_other_forms.py",),
                 "discrete_estimators": ("discrete_estimators_other_forms.py",),
-                "ppca_three_ways": ("ppca_float64_woodbury.py",)}
+                "ppca_three_ways": ("ppca_float64_woodbury.py",),
+                "expressive_posteriors": ("expressive_posteriors_other_forms.py", "expressive_posteriors_other_forms_2.py",
+                                          "expressive_posteriors_other_forms_3.py")}
 #: The checks that train with the file's own loop: run at --train-seeds.
 TRAINING = {"bernoulli_vae": ("train_amortized", "amortization_gap"),
-            "ppca_three_ways": ("svi_exact_guide", "svi_amortized_guide")}
+            "ppca_three_ways": ("svi_exact_guide", "svi_amortized_guide"),
+            "expressive_posteriors": ("iaf_closes_the_gap",)}
 #: The checks whose thresholds come from DESIGN_RATE: recomputed at --calibration-rate.
 STATISTICAL = {"bernoulli_vae": ("reconstruction_unbiased", "elbo_lower_bound"),
                "discrete_estimators": ("reinforce_unbiased", "reinforce_loo_unbiased", "variance_order",
                                        "gumbel_softmax_distribution", "relaxation_converges",
-                                       "unbiased_on_a_new_problem")}
+                                       "unbiased_on_a_new_problem"),
+               "expressive_posteriors": ("elbo_estimator",)}
 #: A number a passing or failing check reports, to show how far from its threshold a correct file stays.
 MARGINS = {"svi_exact_guide": (r"ELBO (?:was )?([0-9.e+-]+) nats/datum below", "ELBO gap (nats/datum), allowed 0.5"),
            "svi_amortized_guide": (r"ELBO (?:was )?([0-9.e+-]+) nats/datum below", "ELBO gap (nats/datum), allowed 0.5"),
            "train_amortized": (r"test ELBO (-?[0-9.]+)", "test ELBO (nats), target -23.5"),
            "amortization_gap": (r"= (-?[0-9.]+) nats", "per-datum minus amortized ELBO, allowed down to -1"),
+           "iaf_closes_the_gap": (r"the IAF buys (-?[0-9.]+)",
+                                  "ELBO the IAF buys (nats/digit), needed: 4.06 standard errors, about 0.055"),
            "em_converges": (r"([0-9.e+-]+) nats/datum below the maximum after",
                             "nats/datum below the maximum after 60 EM steps, allowed 1e-4")}
 
