@@ -427,6 +427,8 @@ def check_iaf_closes_the_gap(sub, ctx) -> str:
     iaf = problem.exact_elbo(decoder, encoder, x, flows)
     gain = iaf - factorised                                        # = gap(factorised) - gap(IAF), per digit
     mean, stderr = float(gain.mean()), float(gain.std()) / math.sqrt(len(gain))
+    if not (math.isfinite(mean) and math.isfinite(stderr)):
+        raise AssertionError("the ELBO of the IAF guide with the fitted flows is nan or inf (weights that overflow?)")
     z = NormalDist().inv_cdf(1.0 - DESIGN_RATE)
     log_px, log_px_se = problem.importance_log_px(decoder, encoder, x, IS_SAMPLES,
                                                   generator=torch.Generator().manual_seed(ctx.seed % 2 ** 31))
