@@ -31,8 +31,14 @@ Each check is ``check(sub, ctx)``: it builds its own networks (the starter's :cl
   factorised one's by more than z standard errors of the mean difference over the digits (z one-sided at
   ``DESIGN_RATE``). The flows start 0.37 to 0.39 nats/digit worse than the factorised guide, so a fit that does not
   train, or trains the wrong way, fails.
+- ``vamp_prior_buys``: on the digits VAE the kit trained with a VampPrior of 25 pseudo-inputs
+  (:func:`~zoo.homework.expressive_posteriors.problem.fixed_vamp_model`), ``elbo`` with those pseudo-inputs at 100
+  test digits (20 particles, 5 draws) averages to the exact ELBO (quadrature): one z-test at ``DESIGN_RATE`` with the
+  exact standard error. The output compares the two fixed models with the grader's own figures: ELBO, log p(x) by
+  importance sampling, the gap, the active units.
 
-False alarms: the deterministic checks have none; ``elbo_estimator``'s tests share ``DESIGN_RATE``. The fit is a
+False alarms: the deterministic checks have none; ``elbo_estimator``'s tests share ``DESIGN_RATE``, and so does
+``vamp_prior_buys``'s one test. The fit is a
 training run: its test's threshold comes from ``DESIGN_RATE``, but whether a correct fit clears it depends on the
 fit's gain: the reference's fits at the sweep's first 30 seeds end 0.111 to 0.139 nats/digit better than the
 factorised guide, 8.4 to 9.9 standard errors, where 4.06 are needed; ``benchmarks/homework_seed_sweep.py`` measures
@@ -442,3 +448,59 @@ def check_iaf_closes_the_gap(sub, ctx) -> str:
                              f"({mean / stderr:.1f} standard errors, needed {z:.2f}); does fit_iaf maximize the ELBO of "
                              f"the flows, and does elbo subtract their log-determinants from log q?")
     return report
+
+
+# -- 8. what the VampPrior buys on the digits ----------------------------------------------------------------------------
+#: The test digits, particles and draws of ``vamp_prior_buys``.
+VAMP_DIGITS, VAMP_PARTICLES, VAMP_DRAWS = 100, 20, 5
+
+
+def check_vamp_prior_buys(sub, ctx) -> str:
+    """elbo(decoder, encoder, x, 20, pseudo_inputs=u) on the VAE the kit trained with a VampPrior of 25 pseudo-inputs,
+    at 100 test digits, 5 draws: the mean of the draws over the digits is the exact average ELBO (quadrature), a
+    two-sided z-test at DESIGN_RATE whose standard error is the exact one (each digit's one-particle variance by
+    quadrature, over 20 particles and 5 draws) or the draws' own if larger. The output compares the two fixed models
+    (the grader's figures): ELBO, log p(x) by importance sampling, the gap, the active units."""
+    from zoo.testing import sigmas_for_rate
+    decoder, encoder, pseudo = problem.fixed_vamp_model()
+    _, x_test = problem.digits()
+    x = x_test[torch.randperm(len(x_test))[:VAMP_DIGITS]].double()
+    u, w = problem.gauss_hermite_2d()
+    values = torch.cat([problem.elbo_integrand(decoder, encoder, x[i:i + 50], u, (), pseudo) for i in range(0, len(x), 50)],
+                       1)                                                          # [K, B]
+    exact = w @ values
+    one = w @ (values - exact) ** 2
+    what = (f"elbo(decoder, encoder, x, num_particles={VAMP_PARTICLES}, pseudo_inputs=u) on the digits model trained "
+            f"with a VampPrior")
+    hidden = decoder.net[0].out_features
+
+    def ask(seeds):
+        return expect_tensor(sub.probe(f"{_PROBES}:elbo_draws", decoder.state_dict(), encoder.state_dict(), hidden, [],
+                                       32, pseudo.double(), x, VAMP_PARTICLES, seeds), what, (len(seeds), len(x)))
+    seeds = draw_seeds(VAMP_DRAWS)
+    draws = ask(seeds)
+    assert_replayed(sub, [(ask, seeds, draws, what)])
+    mean = float(draws.mean())
+    exact_se = math.sqrt(float(one.sum()) / (VAMP_PARTICLES * VAMP_DRAWS)) / len(x)
+    own_se = float(draws.mean(1).std()) / math.sqrt(VAMP_DRAWS)
+    stderr = max(exact_se, own_se)
+    threshold = sigmas_for_rate(DESIGN_RATE)
+    z = (mean - float(exact.mean())) / stderr
+    if abs(z) > threshold:
+        raise AssertionError(f"{what}: its average over {len(x)} test digits is {mean:.4f}, the exact ELBO (quadrature) "
+                             f"{float(exact.mean()):.4f}: {z:+.1f} standard errors (threshold {threshold:.2f}); is "
+                             f"log p(z) the VampPrior's, logsumexp over the pseudo-inputs minus log K?")
+    figures = []
+    generator = torch.Generator().manual_seed(ctx.seed % 2 ** 31)
+    for label, (dec, enc, u_k) in (("N(0, I)", (*problem.fixed_model(), None)),
+                                   (f"VampPrior ({len(pseudo)} pseudo-inputs)", (decoder, encoder, pseudo))):
+        elbo = problem.exact_elbo(dec, enc, x, pseudo_inputs=u_k)
+        log_px, _ = problem.importance_log_px(dec, enc, x, IS_SAMPLES, generator, pseudo_inputs=u_k)
+        with torch.no_grad():
+            variances = enc(x.float())[0].double().var(0)
+        figures.append((label, float(elbo.mean()), float(log_px.mean()), int((variances > 0.01).sum())))
+    (_, elbo_n, log_px_n, au_n), (label, elbo_v, log_px_v, au_v) = figures
+    return (f"your ELBO {mean:.3f} (exact {float(exact.mean()):.3f}, {z:+.1f} SE); per digit, N(0, I): ELBO {elbo_n:.3f}, "
+            f"log p(x) {log_px_n:.3f}, gap {log_px_n - elbo_n:.3f}, {au_n} of 2 units active; {label}: ELBO "
+            f"{elbo_v:.3f}, log p(x) {log_px_v:.3f}, gap {log_px_v - elbo_v:.3f}, {au_v} of 2 active: the VampPrior "
+            f"buys {log_px_v - log_px_n:+.3f} nats of log p(x)")
