@@ -434,20 +434,23 @@ def test_the_quadrature_elbo_of_an_iaf_guide_is_the_monte_carlo_one_and_below_lo
     assert (exact < checks._exact_log_px(decoder, encoder, x)).all()
 
 
-def test_the_fixed_digits_model_is_the_same_when_trained_again(tmp_path, monkeypatch):
-    """Homework 4's fixed model is deterministic: trained afresh into an empty cache folder, it has the weights every
-    grade uses; its cached file is then what a second call reads."""
+@pytest.mark.parametrize("prior", ["standard", "vamp"])
+def test_the_fixed_digits_model_is_the_same_when_trained_again(tmp_path, monkeypatch, prior):
+    """Homework 4's fixed models (p(z) = N(0, I), and a VampPrior) are deterministic: trained afresh into an empty
+    cache folder, each has the weights every grade uses, and its cached file is what a second call reads."""
     from zoo.homework.expressive_posteriors import problem
 
-    decoder, encoder = problem.fixed_model()
+    used = problem._weights(prior)
     monkeypatch.setenv("PYRO_ZOO_CACHE", str(tmp_path))
     problem._weights.cache_clear()
     try:
-        again = problem._weights()
-        assert problem._cache_path().is_file()
-        for name, value in decoder.state_dict().items():
-            assert torch.equal(again["decoder"][name], value), name
-        for name, value in encoder.state_dict().items():
-            assert torch.equal(again["encoder"][name], value), name
+        again = problem._weights(prior)
+        assert problem._cache_path(prior).is_file()
+        assert set(again) == set(used)
+        for part in used:
+            tensors = used[part] if isinstance(used[part], dict) else {"": used[part]}
+            for name, value in tensors.items():
+                got = again[part][name] if name else again[part]
+                assert torch.equal(got, value), (part, name)
     finally:
         problem._weights.cache_clear()
