@@ -60,14 +60,19 @@ def test_the_reference_keeps_a_check_at_a_seed_where_it_lost_it_by_chance(tmp_pa
     ("discrete_estimators", "discrete_estimators_other_forms.py"),
     ("wake_sleep_and_iwae", "wake_sleep_and_iwae_other_forms.py"),
     ("wake_sleep_and_iwae", "wake_sleep_and_iwae_other_forms_2.py"),
-    ("wake_sleep_and_iwae", "wake_sleep_and_iwae_other_forms_3.py")])
+    ("wake_sleep_and_iwae", "wake_sleep_and_iwae_other_forms_3.py"),
+    ("expressive_posteriors", "expressive_posteriors_other_forms.py"),
+    ("expressive_posteriors", "expressive_posteriors_other_forms_2.py"),
+    ("expressive_posteriors", "expressive_posteriors_other_forms_3.py")])
 @pytest.mark.slow
 def test_correct_submissions_written_another_way_keep_every_point(tmp_path, capsys, assignment, alternative):
     """torch.distributions where the reference writes the formula, a softplus scale, particles one at a time, the
     leave-one-out signal as S/(S-1) (f - mean f), Gumbel noise as -log(Exponential); for homework 4 samples as
     uniform < probability, RWS as the IWAE bound's theta gradient plus the weighted log q, the log-mean-exp with the
-    maximum subtracted, float64 inside, SGD with momentum or RWS with an extra sleep phase: full marks, hidden checks
-    included (the sweep grades them at 1000 seeds)."""
+    maximum subtracted, float64 inside, SGD with momentum or RWS with an extra sleep phase; for homework 5 MADE's
+    masks as booleans or degree differences, z' = m + sigma (z - m), the VampPrior as MixtureSameFamily or a
+    hand-made logsumexp, the particles folded into the batch: full marks, hidden checks included (the sweep grades
+    them at 1000 seeds)."""
     out = tmp_path / "r.json"
     assert main(["grade", assignment, str(SUBMISSIONS / alternative), "--seed", "11", "--hidden",
                  "--json", str(out)]) == 0

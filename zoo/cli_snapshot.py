@@ -25,10 +25,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path, PurePosixPath
 from typing import Dict, List, Optional
+
+from zoo.core.files import cache_dir
 
 __all__ = ["answer", "load", "live", "build", "is_fresh", "cache_dir", "cache_file", "source_hashes", "parser_spec",
            "parser_from_spec"]
@@ -127,14 +128,6 @@ def parser_from_spec(spec: Dict) -> argparse.ArgumentParser:
     parser = _Parser(prog=spec["prog"], description=spec["description"], epilog=spec["epilog"])
     _fill(parser, spec)
     return parser
-
-
-def cache_dir() -> Path:
-    """Where the cache lives: ``$PYRO_ZOO_CACHE``, else ``$XDG_CACHE_HOME/pyro-zoo``, else ``~/.cache/pyro-zoo``."""
-    if os.environ.get("PYRO_ZOO_CACHE"):
-        return Path(os.environ["PYRO_ZOO_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "pyro-zoo"
 
 
 def cache_file() -> Path:

@@ -19,7 +19,8 @@ from typing import Any, BinaryIO, Iterator
 
 from zoo.core.errors import ZooError
 
-__all__ = ["MAX_FILE_BYTES", "open_regular", "read_bytes", "read_text", "read_json", "SEAL", "sealed", "seal_holds"]
+__all__ = ["MAX_FILE_BYTES", "open_regular", "read_bytes", "read_text", "read_json", "SEAL", "sealed", "seal_holds",
+           "cache_dir"]
 
 #: The largest text file read (a result file or run config is kilobytes; a README well under a megabyte).
 MAX_FILE_BYTES = 64 * 2 ** 20
@@ -116,3 +117,12 @@ def seal_holds(value: Any) -> bool:
         return _content_sha256(value) == value[SEAL]
     except (TypeError, ValueError, RecursionError):
         return False
+
+
+def cache_dir() -> Path:
+    """The user's cache folder for what the zoo builds on first use (the CLI's snapshot, the homework kit's fixed
+    models): ``$PYRO_ZOO_CACHE``, else ``$XDG_CACHE_HOME/pyro-zoo``, else ``~/.cache/pyro-zoo``."""
+    if os.environ.get("PYRO_ZOO_CACHE"):
+        return Path(os.environ["PYRO_ZOO_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pyro-zoo"

@@ -18,7 +18,8 @@ __all__ = ["ASSIGNMENTS", "Assignment", "Check", "register", "get_assignment"]
 #: name -> Assignment, filled by each assignment package's ``__init__``.
 ASSIGNMENTS: Dict[str, Assignment] = {}
 
-_PACKAGES = ("bernoulli_vae", "discrete_estimators", "ppca_three_ways", "wake_sleep_and_iwae")
+_PACKAGES = ("bernoulli_vae", "discrete_estimators", "ppca_three_ways", "wake_sleep_and_iwae",
+             "expressive_posteriors")
 
 
 def register(assignment: Assignment) -> Assignment:
