@@ -348,11 +348,12 @@ def main(argv=None):
     def log(line):
         print(f"[{time.perf_counter() - start:7.0f} s] {line}", flush=True)
 
-    # each file's outcome is kept in NAME.partial.json as it is done, so a sweep that is stopped (hours at 1000 seeds
+    # each file's outcome is kept in runs/sweeps/NAME.partial.json as it is done, so a sweep that is stopped (hours at 1000 seeds
     # per mutant) continues where it was, with the same arguments, instead of starting again
     key = {k: getattr(args, k) for k in ("assignments", "seeds", "train_seeds", "mutant_seeds", "mutant_train_seeds",
                                          "calibration_rate", "first_seed", "checks")}
-    partial = RESULTS / f"{args.name}.partial.json"
+    partial = ROOT / "runs" / "sweeps" / f"{args.name}.partial.json"     # not in results/: the report reads those
+    partial.parent.mkdir(parents=True, exist_ok=True)
     report = _resumed(partial, key, log)
     with tempfile.TemporaryDirectory() as folder:
         for assignment in names:
