@@ -173,8 +173,10 @@ def test_the_two_mode_marginal_is_the_quadrature_of_the_model():
 def test_smc_recovers_the_mode_the_guide_misses_where_ais_from_the_same_guide_does_not():
     """Eight data, each with two modes of equal mass; the guide sits on one, with 3 % of its mass past z = 0. AIS
     from it (T = 400, 16 chains, 5 leapfrog steps: 40,000 gradient evaluations per datum with its pilot) starts
-    16 x 3 % ~ 0.5 chains per datum in the other basin, and its chains cannot cross once the barrier has risen: half
-    the data are more than 3 of its own SEs below the truth. SMC from the same guide (256 particles x 8
+    16 x 3 % ~ 0.5 chains per datum in the other basin, and its chains cannot cross once the barrier has risen. Run
+    on the eight data four times over (32 runs, so the count does not hang on one draw), 7 to 17 of the 32 are more
+    than 3 of its own SEs below the truth over seeds 0-11 (measured with the integrator of zoo/core/leapfrog.py); the
+    test asks for at least 4. On the eight data alone that count ranged 1-6, too few runs to assert on. SMC from the same guide (256 particles x 8
     replicas, one move of 5 leapfrog steps per temperature, conditional ESS 0.98: about 160,000 gradient
     evaluations per datum, in a third of AIS's time here, since its ~16 temperatures are one tensor program each)
     copies the particles that reach the second basin while its share of f_beta grows: its average is within 3 SE
@@ -190,10 +192,9 @@ def test_smc_recovers_the_mode_the_guide_misses_where_ais_from_the_same_guide_do
     assert abs(z) < 3 and int((z_smc.abs() > 3).sum()) <= 1, f"SMC: {error:.3f} nats, {z:.1f} SE; per datum {z_smc}"
     pyro.set_rng_seed(0)
     ais = AnnealedImportanceSampling(num_temperatures=400, num_chains=16, leapfrog_steps=5).estimate(
-        model, one_mode_guide, TWO_X)
-    z_ais = (ais.log_likelihood - exact) / ais.log_likelihood_se
-    error, z = _z_of_mean(ais, exact)
-    assert int((z_ais < -3).sum()) >= 3, f"AIS: {error:.3f} nats, {z:.1f} SE; per datum {z_ais}"
+        model, one_mode_guide, TWO_X.repeat(4, 1))
+    z_ais = (ais.log_likelihood - exact.repeat(4)) / ais.log_likelihood_se
+    assert int((z_ais < -3).sum()) >= 4, f"AIS: per datum {z_ais}"
 
 
 # --- the command line ---------------------------------------------------------------------------------------------
