@@ -401,19 +401,34 @@ def card(name: str, args) -> None:
 FIRST = ("vae-mnist-iwae50", "vae-vampprior-mnist-elbo", "hvae-vampprior-mnist-elbo")
 
 
+def _json_object(path: Path, what: str) -> dict:
+    """``path`` read as a JSON object, or one line naming the file and exit 2 (a run folder may come from anyone)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        fail(f"{path} cannot be read as {what} ({type(e).__name__}); move it away and run again")
+    if not isinstance(value, dict):
+        fail(f"{path} is not {what} (a JSON {type(value).__name__}, not an object); move it away and run again")
+    return value
+
+
 def unfinished(name: str, runs_dir: Path) -> bool:
     """Whether ``name``'s full recipe is still to be trained: no committed weights, or weights from a shorter run (the
     CPU schedule, an older recipe) and no run folder here that reached the recipe's last epoch or stopped early."""
     final = RECIPES[name][1][-1][0]
     results = runs_dir / name / "results.json"
     if results.is_file():
-        done = json.loads(results.read_text())
-        if done.get("stopped_early") or (done.get("epochs_trained") or 0) >= final:
+        done = _json_object(results, "a run's results.json")
+        epochs = done.get("epochs_trained") or 0
+        if isinstance(epochs, bool) or not isinstance(epochs, int):
+            fail(f"{results} says epochs_trained = {epochs!r}, not a whole number: it is not a run the zoo wrote; "
+                 f"move {results.parent} away and run again")
+        if done.get("stopped_early") is True or epochs >= final:
             return False
     card = CHECKPOINTS / name / "card.json"
     if not card.is_file():
         return True
-    card = json.loads(card.read_text())
+    card = _json_object(card, "a model card")
     finished = card.get("recipe_epochs", card.get("epochs"))
     if isinstance(finished, bool) or not isinstance(finished, int):
         return True                              # a card that does not say how far it was trained: train it

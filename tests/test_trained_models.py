@@ -408,3 +408,25 @@ def test_pending_lists_the_unfinished_full_recipes_long_budgets_first(tmp_path, 
     assert {"vae-mnist-elbo", "vae-vampprior-mnist-elbo", "vae-mnist-iwae50", "hvae-mnist-elbo"}.isdisjoint(left)
     assert {"vae-mnist-iwae", "hvae-vampprior-mnist-elbo", "sbn-mnist-rloo"} <= set(left)
     assert left[0] == "hvae-vampprior-mnist-elbo"
+
+
+@pytest.mark.parametrize("text, says", [
+    ('{"epochs_trained": "3280"}', "not a whole number"),
+    ('{"epochs_trained": true}', "not a whole number"),
+    ('[3280]', "a JSON list, not an object"),
+    ('{"epochs_trained": 32', "cannot be read as a run's results.json"),
+    ('\udcff', "cannot be read"),
+])
+def test_pending_refuses_a_run_folder_it_did_not_write_in_one_line(tmp_path, monkeypatch, capsys, text, says):
+    """A run folder may come from anyone: a results.json that is not JSON, not an object, or whose epochs_trained is
+    not a whole number ends ``pending`` with one line naming the file and exit 2, not a traceback."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import trained_models as tm
+    monkeypatch.setattr(tm, "CHECKPOINTS", tmp_path / "checkpoints")
+    results = tmp_path / "runs" / "vae-mnist-elbo" / "results.json"
+    results.parent.mkdir(parents=True)
+    results.write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(SystemExit) as exit_:
+        tm.unfinished("vae-mnist-elbo", tmp_path / "runs")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and says in err and str(results) in err and len(err.strip().splitlines()) == 1
