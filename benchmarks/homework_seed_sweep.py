@@ -391,8 +391,10 @@ def _resumed(partial: Path, key: dict, log) -> dict:
     try:
         kept = json.loads(partial.read_text())
         report = kept["assignments"] if kept.get("key") == key else None
+        most = max(key["seeds"], key["mutant_seeds"])
         ok = isinstance(report, dict) and all(
             isinstance(files, dict) and all(isinstance(r, dict) and isinstance(r.get("checks"), dict)
+                                            and all(_plausible(c, most) for c in r["checks"].values())
                                             for r in files.values()) for files in report.values())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         ok = False
@@ -401,6 +403,18 @@ def _resumed(partial: Path, key: dict, log) -> dict:
         return {}
     log(f"continuing from {partial.name}: {sum(len(f) for f in report.values())} files done")
     return report
+
+
+def _plausible(check: dict, most: int) -> bool:
+    """Whether one check's kept outcome is figures a sweep of at most ``most`` seeds can give: whole numbers with
+    0 <= failures <= runs <= most, the same for the calibration runs, and no more failing seeds than failures."""
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= most
+    return (isinstance(check, dict) and all(whole(check.get(k)) for k in ("runs", "failures", "calibration_runs",
+                                                                           "calibration_failures"))
+            and check["failures"] <= check["runs"] and check["calibration_failures"] <= check["calibration_runs"]
+            and isinstance(check.get("failing_seeds"), list) and len(check["failing_seeds"]) <= check["failures"]
+            and isinstance(check.get("margins", []), list))
 
 
 def _upper_95(failures: int, runs: int) -> float:

@@ -283,3 +283,28 @@ def test_gradient_variance_refuses_an_unknown_section(tmp_path):
                         "--name", "never_written"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 2 and "--sections takes toy, vae, sbn, cat, tighter, budget, weights, rainforth" in r.stderr.strip().splitlines()[-1], r.stderr
     assert not (BENCHMARKS / "results" / "never_written.json").exists()
+
+
+def test_a_sweeps_kept_outcomes_are_resumed_only_where_their_figures_can_be_true(tmp_path):
+    """The homework sweep continues from runs/sweeps/NAME.partial.json; a file in the right shape whose figures no
+    sweep with these arguments could give (more failures than runs, more runs than seeds, a count that is not a
+    whole number) is started over rather than added into the committed rates."""
+    import json
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from homework_seed_sweep import _resumed
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    key = {"assignments": "a", "seeds": 10, "train_seeds": 2, "mutant_seeds": 5, "mutant_train_seeds": 2,
+           "calibration_rate": 0.1, "first_seed": 0, "checks": None}
+    good = {"runs": 10, "failures": 1, "failing_seeds": [3], "messages": ["m"], "calibration_runs": 2,
+            "calibration_failures": 0, "margins": [0.1]}
+    partial = tmp_path / "s.partial.json"
+
+    def resumed(**change):
+        partial.write_text(json.dumps({"key": key, "assignments": {"a": {"ref": {"checks": {"c": {**good, **change}}}}}}))
+        return _resumed(partial, key, lambda line: None)
+    assert resumed()["a"]["ref"]["checks"]["c"]["runs"] == 10
+    for bad in ({"failures": 11}, {"runs": 11, "failures": 0}, {"runs": 9.5}, {"runs": True}, {"failures": -1},
+                {"calibration_failures": 3}, {"failing_seeds": [1, 2]}, {"failing_seeds": "3"}, {"margins": 0.1}):
+        assert resumed(**bad) == {}, bad
