@@ -149,6 +149,41 @@ def assert_total_variance(draws, exact: float, what: str, *, sigmas: float = 3.5
 
 
 
+def assert_elbo_draws(what: str, draws, log_px, exact_elbo, one, particles: int, threshold: float,
+                      few_hint: str) -> float:
+    """A Monte Carlo ELBO of ``particles`` independent particles, from its draws ``[n, B]`` (one row per seed) on
+    B data, against the exact answers by quadrature: ``log_px`` and ``exact_elbo`` ``[B]``, and ``one``, one
+    particle's variance ``[B]``. Its spread is that of ``particles`` particles: the mean over the data of
+    var / (one / particles) is chi-square(B (n - 1)) / (B (n - 1)) for a correct estimator, and it fails above 4 or
+    below 0.25 (``few_hint`` says what the estimator must be). Its mean lies below log p(x) and equals the exact
+    ELBO: z-tests at ``threshold`` whose standard error is the exact one over ``particles`` and n, or the draws'
+    own if larger (a mean above log p(x) by the threshold is above the exact ELBO by more, so the bound adds no
+    false alarm). Returns the mean gap log p(x) - ELBO over the data (the homeworks 1 and 5 ELBO checks)."""
+    import torch
+    ratio = float((draws.var(0) / (one / particles)).mean())
+    if ratio > 4.0:
+        raise AssertionError(f"{what} varies {ratio:.3g} times as much as the mean of {particles} independent "
+                             f"particles: does it average num_particles independent particles?")
+    if ratio < 0.25:
+        raise AssertionError(f"{what} varies only {ratio:.3g} times as much as the mean of {particles} independent "
+                             f"particles: {few_hint}")
+    mean = draws.mean(0)
+    stderr = torch.sqrt(torch.maximum(one / particles, draws.var(0)) / draws.shape[0])
+    above = (mean - log_px) / stderr
+    if float(above.max()) > threshold:
+        b = int(above.argmax())
+        raise AssertionError(f"{what} is above the exact log p(x) (datum {b}): {float(mean[b]):.4f} > "
+                             f"{float(log_px[b]):.4f} by {float(above[b]):.1f} standard errors (threshold "
+                             f"{threshold:.2f})")
+    off = (mean - exact_elbo).abs() / stderr
+    if float(off.max()) > threshold:
+        b = int(off.argmax())
+        raise AssertionError(f"{what} against the exact ELBO by quadrature (datum {b}): {float(mean[b]):.4f} vs "
+                             f"{float(exact_elbo[b]):.4f}, {float(off[b]):.1f} standard errors (threshold "
+                             f"{threshold:.2f})")
+    return float((log_px - exact_elbo).mean())
+
+
 # -- how often a check may fail a correct submission -----------------------------------------------------------
 #: The false-alarm rate of one check: the probability, over the grade's secret seed, that a correct submission loses
 #: its points by chance. Every statistical test inside a check shares it (Bonferroni); a deterministic check (a
