@@ -19,10 +19,9 @@ ASSIGNMENT = register(Assignment(
     name="expressive_posteriors",
     title="Homework 5: expressive VAEs (IAF, the VampPrior, what they buy)",
     package=__name__,
-    # the reference grade in calibrate() units: benchmarks/homework_grade.py --assignments expressive_posteriors
-    # --seeds 0,1 measured 173 and 143 (10.9 and 10.0 s) on 2 cores at load average 3.3 to 4.8, the fixed model cached
-    # (before vamp_prior_buys, which adds about 3.5 s in process: not measured again, so the budget is tighter)
-    reference_time=175.0,
+    # the reference grade in calibrate() units: see benchmarks/results/homework_grade.md (`homework_grade.py --seeds
+    # 0,1,2`: 246, 238 and 248, 13.2 to 13.8 s, with vamp_prior_buys; 175 before it was measured was too tight)
+    reference_time=250.0,
     checks=(
         Check("made_masks", 10, "made_masks are MADE's masks: hidden unit k sees input d when m(k) >= d, output i sees k when i > m(k)",
               f"{_CHECKS}:check_made_masks", timeout=20),
