@@ -294,7 +294,9 @@ def test_ais_and_bdmc_sizes_beyond_memory_are_refused_in_one_line_before_any_cha
     (["--chains", "3", "--bdmc-data", "4"], "does not use --chains, --bdmc-data"),
     (["--estimator", "is", "--leapfrog", "3"], "does not use --leapfrog"),
     (["--gaps", "--chains", "3"], "does not use --chains"),
-    (["--estimator", "ais", "--bdmc-data", "4"], "--estimator ais does not use --bdmc-data")])
+    (["--estimator", "ais", "--bdmc-data", "4"], "--estimator ais does not use --bdmc-data"),
+    (["--ais-guide-moves"], "--estimator is (the default) does not use --ais-guide-moves"),
+    (["--estimator", "smc", "--ais-guide-moves"], "--estimator smc does not use --ais-guide-moves")])
 def test_annealing_flags_the_estimator_would_ignore_are_refused_in_one_line(trained, capsys, options, says):
     """`eval --estimator is` ran with --temperatures, --chains and --bdmc-data and used none of them: the
     figures it wrote were not those the command line asked for."""
@@ -334,3 +336,22 @@ def test_a_full_disk_part_way_through_ais_or_bdmc_files_replaces_none_of_them(tm
     after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".pyro-zoo.lock"}
     assert after.pop("ais_partial.npz", None) is not None or estimator == "bdmc"
     assert after == before
+
+
+def test_guide_moves_are_recorded_and_are_another_sampler_a_later_run_does_not_silently_replace(tmp_path, trained,
+                                                                                               capsys):
+    """`--ais-guide-moves` writes guide_moves: true into ais.json (BDMC's trust rule reads it); the same command
+    without it is another sampler, refused in one line unless --force, and with --force it runs and says nothing of
+    guide moves."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    code, _, err = run_cli(["eval", run, *AIS, "--ais-guide-moves", "--replicas", "1"], capsys)
+    assert code == 0, err
+    assert json.loads((run / "ais.json").read_text())["guide_moves"] is True
+    before = (run / "ais.json").read_bytes()
+    code, _, err = run_cli(["eval", run, *AIS, "--replicas", "1"], capsys)
+    assert code == 2 and "guide_moves" in err and len(err.strip().splitlines()) == 1, err
+    assert (run / "ais.json").read_bytes() == before
+    code, _, err = run_cli(["eval", run, *AIS, "--replicas", "1", "--force"], capsys)
+    assert code == 0, err
+    assert "guide_moves" not in json.loads((run / "ais.json").read_text())

@@ -208,7 +208,13 @@ SAME = {"num_chains": 8, "leapfrog_steps": 5, "path": "guide", "schedule": "sigm
     (SAME, {**SAME, "local_moves": True}, None),
     ({**SAME, "local_moves": False}, {**SAME, "local_moves": True},
      "BDMC's gap was measured with local discrete moves True, AIS ran False"),
-    (SAME, {**SAME, "local_moves": "yes"}, "BDMC's local discrete moves is not true or false")])
+    (SAME, {**SAME, "local_moves": "yes"}, "BDMC's local discrete moves is not true or false"),
+    # guide moves are written only where switched on: BDMC with them bounds only an AIS with them; AIS with them and
+    # BDMC without is a weaker BDMC, a wider gap, still a bound
+    ({**SAME, "guide_moves": True}, SAME, None),
+    ({**SAME, "guide_moves": True}, {**SAME, "guide_moves": True}, None),
+    (SAME, {**SAME, "guide_moves": True}, "BDMC's gap was measured with guide moves, which AIS ran without"),
+    (SAME, {**SAME, "guide_moves": "on"}, "BDMC's guide moves is not true or false")])
 def test_a_bdmc_gap_bounds_ais_only_when_its_sampler_is_no_stronger(ais, bdmc, reason):
     """Review: BDMC's chains, leapfrog steps and start were never compared with AIS's, so a gap measured with 64
     chains and 20 leapfrog steps vouched for AIS run with 8 and 5. A gap shrinks as each grows, and another start,

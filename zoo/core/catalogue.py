@@ -38,7 +38,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from zoo.core.errors import ZooError, unknown_name
 from zoo.core.files import read_json
-from zoo.core.trust import SAMPLER_AT_MOST, SAMPLER_SAME, ais_untrusted, finite
+from zoo.core.trust import SAMPLER_AT_MOST, SAMPLER_FLAGS, SAMPLER_SAME, ais_untrusted, finite
 
 __all__ = ["checkpoints_dir", "trained_names", "trained_folder", "is_trained_name", "read_card", "card_figures",
            "card_markdown", "catalogue_text", "working_copy", "CARD_KEYS", "ENV"]
@@ -151,7 +151,7 @@ def card_figures(folder: Path) -> Dict:
     out = {"nll": None, "nll_se": None, "num_data": None, "num_temperatures": None, "num_chains": None,
            "nll_data_se": None, "frac_flagged": None, "bdmc_gap": None, "bdmc_temperatures": None, "unreadable": [],
            "ais_sampler": {}, "bdmc_sampler": {}}
-    sampler_keys = (*SAMPLER_AT_MOST, *SAMPLER_SAME)
+    sampler_keys = (*SAMPLER_AT_MOST, *SAMPLER_SAME, *SAMPLER_FLAGS)
 
     def read(record: Mapping, key: str, name: str) -> Optional[float]:
         value = record.get(key)

@@ -8,7 +8,7 @@ the one to use where both hold; otherwise :func:`ais_untrusted` says in words wh
 import math
 from typing import Mapping, Optional
 
-__all__ = ["BDMC_TRUST_NATS", "UNRELIABLE_SHARE", "SAMPLER_AT_MOST", "SAMPLER_SAME", "ais_untrusted",
+__all__ = ["BDMC_TRUST_NATS", "UNRELIABLE_SHARE", "SAMPLER_AT_MOST", "SAMPLER_SAME", "SAMPLER_FLAGS", "ais_untrusted",
            "bdmc_stronger", "finite"]
 
 #: a BDMC gap (nats per datum) at most this wide bounds AIS's error well enough to name AIS the figure to use
@@ -26,6 +26,10 @@ SAMPLER_AT_MOST = {"num_temperatures": "T", "num_chains": "chains", "leapfrog_st
 #: sampler, whose error BDMC's gap does not measure
 SAMPLER_SAME = {"path": "start", "schedule": "schedule", "precondition": "preconditioner",
                 "local_moves": "local discrete moves"}
+
+#: kernels BDMC may not add to AIS's: recorded only where switched on (a file without one ran without it), and a BDMC
+#: gap measured with one bounds only an AIS that had it too (AIS's guide moves, zoo.evaluation.ais)
+SAMPLER_FLAGS = {"guide_moves": "guide moves"}
 
 
 _FLAG_NAMES = {True: "transport", False: "none"}
@@ -68,6 +72,13 @@ def bdmc_stronger(ais: Mapping, bdmc: Mapping) -> Optional[str]:
                 return f"{side}'s {name} is not {'true or false' if key == 'local_moves' else 'a name'}"
         if a is not None and b is not None and a != b:
             return f"BDMC's gap was measured with {name} {b!r}, AIS ran {a!r}"
+    for key, name in SAMPLER_FLAGS.items():
+        a, b = ais.get(key, False), bdmc.get(key, False)
+        for side, value in (("AIS", a), ("BDMC", b)):
+            if not isinstance(value, bool):
+                return f"{side}'s {name} is not true or false"
+        if b and not a:
+            return f"BDMC's gap was measured with {name}, which AIS ran without"
     return None
 
 

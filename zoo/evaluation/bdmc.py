@@ -48,7 +48,7 @@ from zoo.core.errors import ZooError
 from zoo.core.memory import refuse_oversized_annealing
 from zoo.core.modes import evaluation_mode
 from zoo.core.weights import dreamt_data
-from zoo.evaluation.ais import (AnnealedImportanceSampling, _Chains, annealing_start, coordinates_text,
+from zoo.evaluation.ais import (AnnealedImportanceSampling, _Chains, annealing_start, coordinates_text, refuse_guide_moves,
                                 log_mean_exp_and_se)
 from zoo.rules import check_annealing
 
@@ -71,7 +71,8 @@ def _bounds(ais: AnnealedImportanceSampling, model, guide, x, z, progress=None) 
         idx = torch.arange(start, min(start + ais.batch_size, n), device=x.device)
         xb = x[idx]
         step_sizes = ais.pilot(model, guide, xb, idx, n)
-        chains = _Chains(model, guide, xb, idx, n, ais.num_chains, ais.path, ais.gibbs_max_states, ais.precondition)
+        chains = _Chains(model, guide, xb, idx, n, ais.num_chains, ais.path, ais.gibbs_max_states, ais.precondition,
+                         ais.guide_moves)
         log_w, _, _ = ais.anneal(chains, chains.draw_initial(), betas, step_sizes)
         lower, lower_se, _ = log_mean_exp_and_se(log_w)
         exact = {name: v[idx].unsqueeze(0).expand(ais.num_chains, *v[idx].shape) for name, v in z.items()}
@@ -100,6 +101,7 @@ def bidirectional_monte_carlo(model, guide, ais: AnnealedImportanceSampling, num
         raise ZooError("BDMC needs one or more numbers of temperatures, each >= 1")
     guide = as_zoo_guide(guide, model)
     check_annealing(model, "BDMC", guide, ais.path)
+    refuse_guide_moves(ais, guide)
     refuse_oversized_annealing(max(temperatures), ais.num_chains, min(ais.batch_size, num_data), model.x_dim,
                                next(model.parameters(), torch.empty(0)).device, simulated=num_data)
     guide, start = annealing_start(guide, ais.path)

@@ -41,7 +41,7 @@ from typing import Mapping, Optional
 
 # the share of data with k-hat above KHAT_THRESHOLD above which a run's average NLL is unreliable: one value for
 # the compare grid's cells (zoo.evaluation.compare_tables) and every other table
-from zoo.core.trust import BDMC_TRUST_NATS, SAMPLER_AT_MOST, SAMPLER_SAME, UNRELIABLE_SHARE, ais_untrusted, finite
+from zoo.core.trust import BDMC_TRUST_NATS, SAMPLER_AT_MOST, SAMPLER_FLAGS, SAMPLER_SAME, UNRELIABLE_SHARE, ais_untrusted, finite
 
 __all__ = ["KHAT_THRESHOLD", "UNRELIABLE_SHARE", "MIN_SAMPLE_SPREAD", "AGREEMENT_NATS", "BDMC_TRUST_NATS", "khat_share", "is_unreliable",
            "agrees", "ais_minus_is", "is_of_ais_images", "bdmc_gap", "agreement_verdict",
@@ -155,7 +155,7 @@ def _bdmc_row(run: Mapping, ais_temperatures: Optional[float]) -> Optional[Mappi
 def _samplers(run: Mapping, ais_row: Mapping, bdmc_row: Optional[Mapping]):
     """The sampler settings of the run's AIS (its record and its largest-T row) and of the BDMC row that bounds it
     (``bdmc.json``'s ``settings`` and the row's T), for :func:`zoo.core.trust.bdmc_stronger` to compare."""
-    keys = (*SAMPLER_AT_MOST, *SAMPLER_SAME)
+    keys = (*SAMPLER_AT_MOST, *SAMPLER_SAME, *SAMPLER_FLAGS)
     ais, bdmc = run.get("ais"), run.get("bdmc")
     ais = {k: v for k, v in (ais if isinstance(ais, Mapping) else {}).items() if k in keys}
     ais.update({k: ais_row[k] for k in keys if k in ais_row})

@@ -183,14 +183,15 @@ def ais_run(out: Path, sampler: AnnealedImportanceSampling, temperatures: Option
                                    run.data.x_dim, run.device)
         # more leapfrog steps (and local discrete moves) per transition make a stronger sampler of the same figure
         # local moves on or off is another sampler; a file without the switch is read as the default, on
-        settings = {"path": base.path, "split": run.config.eval_split, "local_moves": base.local_moves}
+        settings = {"path": base.path, "split": run.config.eval_split, "local_moves": base.local_moves,
+                    "guide_moves": base.guide_moves}
         refuse_weaker(out / "ais.json", {"num_data": (x_eval.shape[0], "{} data"),
                                          "num_chains": (base.num_chains, "{} chains"),
                                          "num_temperatures": (max(temperatures), "T = {} temperatures"),
                                          "leapfrog_steps": (base.leapfrog_steps, "{} leapfrog steps"),
                                          "replicas": (replicas, "{} replicas")},
                       settings, invocation.force,
-                      stored_settings=lambda old: {k: old.get(k, True if k == "local_moves" else None)
+                      stored_settings=lambda old: {k: old.get(k, {"local_moves": True, "guide_moves": False}.get(k))
                                                    for k in settings})
         x_eval = x_eval.to(run.device)
         guide, refit = evaluation_guide(run, x_eval, progress)
