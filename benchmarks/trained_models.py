@@ -297,14 +297,17 @@ def score(name: str, args) -> dict:
     work = Path(args.runs_dir) / f"{name}-score"
     data = ["--data-dir", args.data_dir, "--no-progress", "--out", work]
     timings = {}
+    # guide moves on or off is another sampler: a file is done only where it says the same (absent: off)
+    moves = ["--ais-guide-moves"] if args.guide_moves else []
     ais_done = _done(work / "ais.json", num_data=args.limit, num_chains=args.chains, leapfrog_steps=args.leapfrog,
-                     num_temperatures=max(int(t) for t in args.temperatures.split(",")))
+                     num_temperatures=max(int(t) for t in args.temperatures.split(",")),
+                     guide_moves=True if args.guide_moves else None)
     if not ais_done:
         t0 = time.perf_counter()
         # --force: the working copy's files are this command's own, replaced by the settings it names now
         zoo_cli(["eval", name, "--estimator", "ais", "--eval-limit", args.limit, "--temperatures", args.temperatures,
-                 "--chains", args.chains, "--leapfrog", args.leapfrog, "--replicas", args.replicas, "--force", *data],
-                check=True)
+                 "--chains", args.chains, "--leapfrog", args.leapfrog, "--replicas", args.replicas, *moves, "--force",
+                 *data], check=True)
         timings["ais_seconds"] = time.perf_counter() - t0
     # BDMC again where its sampler differs from this command's: its gap bounds AIS only as strong as AIS's
     if args.bdmc_data and not _done(work / "bdmc.json", num_data=args.bdmc_data, num_chains=args.chains,
@@ -456,6 +459,11 @@ def main() -> None:
     p.add_argument("--leapfrog", type=int, default=10, help="score: HMC leapfrog steps per transition (default 10)")
     p.add_argument("--replicas", type=int, default=4, help="score: AIS replicas per datum, from different starts, "
                    "whose agreement calls each datum reliable (default 4)")
+    p.add_argument("--guide-moves", action="store_true",
+                   help="score: AIS with guide moves (pyro-zoo eval --ais-guide-moves: an independent proposal from the "
+                        "guide and the prior at every temperature), for a model whose replicas disagree without them "
+                        "(a VampPrior's prior-started chains); BDMC runs without them, a weaker sampler whose gap still "
+                        "bounds AIS")
     p.add_argument("--bdmc-data", type=int, default=100, help="score: BDMC's simulated data (0: no BDMC)")
     p.add_argument("--bdmc-temperatures", default="100,200,400")
     p.add_argument("--check", action="store_true", help="card: write nothing, fail where a card is stale")

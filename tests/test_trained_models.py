@@ -430,3 +430,17 @@ def test_pending_refuses_a_run_folder_it_did_not_write_in_one_line(tmp_path, mon
         tm.unfinished("vae-mnist-elbo", tmp_path / "runs")
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and says in err and str(results) in err and len(err.strip().splitlines()) == 1
+
+
+def test_score_takes_an_ais_file_as_done_only_where_its_guide_moves_are_the_ones_asked_for(tmp_path):
+    """``trained_models.py score --guide-moves`` runs AIS again over a working copy's ais.json written without them,
+    and a score without the flag runs again over one written with them: on or off is another sampler (a file records
+    guide_moves only where they were on)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import trained_models as tm
+    common = {"num_data": 100, "num_chains": 16, "leapfrog_steps": 5, "num_temperatures": 3000}
+    path = tmp_path / "ais.json"
+    path.write_text(json.dumps(common))
+    assert tm._done(path, **common, guide_moves=None) and not tm._done(path, **common, guide_moves=True)
+    path.write_text(json.dumps({**common, "guide_moves": True}))
+    assert tm._done(path, **common, guide_moves=True) and not tm._done(path, **common, guide_moves=None)

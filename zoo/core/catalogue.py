@@ -236,6 +236,7 @@ def _nll_text(figures: Mapping) -> str:
     text = (f"{figures['nll']:.2f} ± {figures['nll_se']:.2f}" if figures["nll_se"] is not None and why is None else
             f"{figures['nll']:.2f}")
     at = f", T = {figures['num_temperatures']:.0f}" if figures["num_temperatures"] is not None else ""
+    at += ", guide moves" if figures.get("ais_sampler", {}).get("guide_moves") is True else ""
     # AIS's NLL is a stochastic upper bound; where its error is not bounded, that is all it is
     replicas = " and its replicas agree" if figures["frac_flagged"] is not None else " (one run: no replicas)"
     caveat = (f"; ⚠ an upper bound only, not yet the figure to use: {why}" if why else
