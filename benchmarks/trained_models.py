@@ -298,7 +298,8 @@ def score(name: str, args) -> dict:
     data = ["--data-dir", args.data_dir, "--no-progress", "--out", work]
     timings = {}
     # guide moves on or off is another sampler: a file is done only where it says the same (absent: off)
-    moves = ["--ais-guide-moves"] if args.guide_moves else []
+    moves = (["--ais-guide-moves"] if args.guide_moves else []) + (
+        ["--ais-batch-size", args.ais_batch_size] if args.ais_batch_size else [])
     ais_done = _done(work / "ais.json", num_data=args.limit, num_chains=args.chains, leapfrog_steps=args.leapfrog,
                      num_temperatures=max(int(t) for t in args.temperatures.split(",")),
                      guide_moves=True if args.guide_moves else None)
@@ -464,6 +465,10 @@ def main() -> None:
                         "guide and the prior at every temperature), for a model whose replicas disagree without them "
                         "(a VampPrior's prior-started chains); BDMC runs without them, a weaker sampler whose gap still "
                         "bounds AIS")
+    p.add_argument("--ais-batch-size", type=int, default=None,
+                   help="score: images per AIS tensor program (pyro-zoo eval --ais-batch-size; default 100): AIS keeps "
+                        "each finished batch, so a smaller one lets a score stopped by the end of a lease continue "
+                        "where it was")
     p.add_argument("--bdmc-data", type=int, default=100, help="score: BDMC's simulated data (0: no BDMC)")
     p.add_argument("--bdmc-temperatures", default="100,200,400")
     p.add_argument("--check", action="store_true", help="card: write nothing, fail where a card is stale")
