@@ -204,6 +204,7 @@ def test_each_cards_figure_comes_from_its_weights(name, tmp_path):
                            "--temperatures", str(ais["num_temperatures"]), "--chains", str(ais["num_chains"]),
                            # the card's chains as it ran them, one replica (from the guide): minutes, not half an hour
                            "--leapfrog", str(ais.get("leapfrog_steps", 10)), "--replicas", "1",
+                           *(["--ais-guide-moves"] if ais.get("guide_moves") is True else []),
                            "--data-dir", str(_mnist_dir()), "--out", str(tmp_path / name), "--no-progress"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=1200,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "PYRO_ZOO_CHECKPOINTS": str(COMMITTED)})
