@@ -674,6 +674,9 @@ GUIDE_NEEDS_DENSITY = _rule(
     "guide_needs_density", "eval --estimator ais|bdmc", "AIS and BDMC from the guide start at q(z | x), which needs "
     "its density at any z, and a guide without a marginal density (nor a q_0 to start from, as the hamiltonian guide "
     "has) has one only at its own draws: use --ais-path prior, or the importance-sampling estimate (pyro-zoo eval)")
+GUIDE_MOVES_NEED_DENSITY = _rule(
+    "guide_moves_need_density", "eval --estimator ais|bdmc --ais-guide-moves", "guide moves propose from the guide "
+    "and score each chain's state under it, which needs its density at any z: drop --ais-guide-moves")
 COMPRESS_NEEDS_DENSITY = _rule(
     "compress_needs_density", "compress", "bits-back coding codes each datum's latents with q(z | x), which needs "
     "its density at any z, and a guide without a marginal density (the hamiltonian guide's augmented term) has one "
@@ -744,14 +747,19 @@ def _check_euclidean(sites) -> None:
         raise MANIFOLD_HAS_NO_COUNTERPART.error(f"{', '.join(manifold)} is not in R^d")
 
 
-def check_annealing(model: ZooModel, estimator: str, guide=None, path: str = "prior") -> None:
+def check_annealing(model: ZooModel, estimator: str, guide=None, path: str = "prior",
+                    guide_moves: bool = False) -> None:
     """Raise :class:`ZooError` unless ``estimator`` (``"AIS"`` or ``"BDMC"``) has local latents of ``model`` to
     anneal (it moves exactly ``model.latents``; those on the sphere or in hyperbolic space through their family's
-    chart of R^k) and, on the guide's path, a ``guide`` with a density."""
+    chart of R^k), on the guide's path a ``guide`` with a density, and with ``guide_moves`` one with a density
+    on either path."""
     if path == "guide" and guide is not None and not getattr(guide, "has_density", True) \
             and not hasattr(guide, "initial_guide"):
         raise GUIDE_NEEDS_DENSITY.error(f"the {getattr(guide, 'family', type(guide).__name__)!r} guide has no "
                                         f"marginal density")
+    if guide_moves and guide is not None and not getattr(guide, "has_density", True):
+        raise GUIDE_MOVES_NEED_DENSITY.error(f"the {getattr(guide, 'family', type(guide).__name__)!r} guide has no "
+                                             f"marginal density")
     if not model.latents:
         raise ANNEALING_NEEDS_LOCAL_LATENTS.error(f"{model.display_name} has no local latents, so {estimator} has "
                                                   f"nothing to anneal")

@@ -179,15 +179,6 @@ def log_mean_exp_and_se(log_w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor
 PRECONDITION_SEED = 7919
 
 
-def refuse_guide_moves(ais, guide) -> None:
-    """One line where ``guide_moves`` is asked of a guide that cannot score a state (the independent MH step needs
-    log q of the chain's state, which the hamiltonian guide has no density for)."""
-    if getattr(ais, "guide_moves", False) and not getattr(guide, "has_density", True):
-        family = getattr(guide, "family", type(guide).__name__)
-        raise ZooError(f"AIS's guide moves propose from the guide and score the chains' states under it, and the "
-                       f"{family!r} guide has no density to score them with: drop the guide moves")
-
-
 def annealing_start(guide, path: str):
     """(the guide AIS and BDMC anneal from, what pi_0 is, in words). On the guide's path: the guide itself, or,
     for a guide without a marginal density, the start it declares (``initial_guide()``: the hamiltonian guide's
@@ -922,8 +913,7 @@ class AnnealedImportanceSampling:
         if x.shape[0] == 0:
             raise ZooError("AIS got no data to evaluate")
         guide = as_zoo_guide(guide, model)
-        check_annealing(model, "AIS", guide, self.path)
-        refuse_guide_moves(self, guide)
+        check_annealing(model, "AIS", guide, self.path, self.guide_moves)
         refuse_oversized_annealing(self.num_temperatures, self.num_chains, min(self.batch_size, x.shape[0]),
                                    x[0].numel(), x.device)
         map_torch_constants()                    # once per process: zoo.core.process

@@ -48,7 +48,7 @@ from zoo.core.errors import ZooError
 from zoo.core.memory import refuse_oversized_annealing
 from zoo.core.modes import evaluation_mode
 from zoo.core.weights import dreamt_data
-from zoo.evaluation.ais import (AnnealedImportanceSampling, _Chains, annealing_start, coordinates_text, refuse_guide_moves,
+from zoo.evaluation.ais import (AnnealedImportanceSampling, _Chains, annealing_start, coordinates_text,
                                 log_mean_exp_and_se)
 from zoo.rules import check_annealing
 
@@ -100,8 +100,7 @@ def bidirectional_monte_carlo(model, guide, ais: AnnealedImportanceSampling, num
     if not temperatures or min(temperatures) < 1:
         raise ZooError("BDMC needs one or more numbers of temperatures, each >= 1")
     guide = as_zoo_guide(guide, model)
-    check_annealing(model, "BDMC", guide, ais.path)
-    refuse_guide_moves(ais, guide)
+    check_annealing(model, "BDMC", guide, ais.path, ais.guide_moves)
     refuse_oversized_annealing(max(temperatures), ais.num_chains, min(ais.batch_size, num_data), model.x_dim,
                                next(model.parameters(), torch.empty(0)).device, simulated=num_data)
     guide, start = annealing_start(guide, ais.path)
