@@ -367,10 +367,13 @@ def markdown(result) -> str:
 
 
 def per_datum_json(npz: Path, target: Path) -> None:
-    """AIS's per-datum log p(x) and its SE (the figures a card and a fixed-model grid read) as JSON."""
+    """AIS's per-datum log p(x) and its SE (the figures a card and a fixed-model grid read) as JSON, with the first
+    replica's (the one from the guide) where replicas ran: a rescoring from the guide is compared with that replica,
+    whose SE is its own, not with the pooled figure, whose SE is wide where the replicas disagree."""
     import numpy as np
+    keys = ("log_likelihood", "log_likelihood_se", "first_replica_log_likelihood", "first_replica_log_likelihood_se")
     with np.load(npz, allow_pickle=False) as arrays:
-        figures = {k: [float(v) for v in arrays[k]] for k in ("log_likelihood", "log_likelihood_se")}
+        figures = {k: [float(v) for v in arrays[k]] for k in keys if k in arrays.files}
     target.write_text(json.dumps(figures) + "\n")
 
 

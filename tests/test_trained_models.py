@@ -194,7 +194,9 @@ def _mnist_dir():
 def test_each_cards_figure_comes_from_its_weights(name, tmp_path):
     """AIS of the committed weights on the first 10 images of the card's fixed subset (the same permutation's first
     rows), run afresh by the command a user types, agrees per datum with the card's ais_per_datum.npz (within five
-    combined standard errors plus 0.5 nats: AIS at another seed)."""
+    combined standard errors plus 0.5 nats: AIS at another seed). A card whose replicas ran is compared through its
+    first replica, the one from the guide as this run is, with that replica's own SE: the pooled figure's SE is wide
+    where replicas disagree, and a comparison with it could not fail."""
     import numpy as np
     folder = COMMITTED / name
     if not (folder / "ais.json").is_file():
@@ -215,8 +217,10 @@ def test_each_cards_figure_comes_from_its_weights(name, tmp_path):
     rows10 = fixed_subset_rows(10000, 10).tolist()
     rows_card = fixed_subset_rows(10000, ais["num_data"]).tolist()
     at = [rows_card.index(r) for r in rows10]
-    diff = np.abs(card["log_likelihood"][at] - again["log_likelihood"])
-    se = np.sqrt(card["log_likelihood_se"][at] ** 2 + again["log_likelihood_se"] ** 2)
+    key = "first_replica_log_likelihood" if ais.get("replicas", 1) > 1 else "log_likelihood"
+    assert key in card, f"{name}'s ais_per_datum.json lacks {key} (benchmarks/trained_models.py score {name})"
+    diff = np.abs(card[key][at] - again["log_likelihood"])
+    se = np.sqrt(card[key + "_se"][at] ** 2 + again["log_likelihood_se"] ** 2)
     assert (diff <= 5 * se + 0.5).all(), (diff, se)
 
 
