@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 __all__ = ["Check", "Assignment", "expect_tensor", "expect_sequence", "expect_number", "assert_total_variance",
-           "draw_seeds", "seed_draw", "assert_replayed", "REPLAYS", "FALSE_ALARM", "DESIGN_RATE"]
+           "draw_seeds", "seed_draw", "with_weights", "assert_replayed", "REPLAYS", "FALSE_ALARM", "DESIGN_RATE"]
 
 
 @dataclass(frozen=True)
@@ -217,6 +217,16 @@ def seed_draw(seed: int) -> None:
     torch.manual_seed(seed)
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed(seed)
+
+
+def with_weights(net, state=None, double: bool = False):
+    """In a probe: the starter's network ``net``, in float64 where ``double``, holding the weights ``state`` the grader
+    sent (where given)."""
+    if double:
+        net = net.double()
+    if state is not None:
+        net.load_state_dict(state)
+    return net
 
 
 def assert_replayed(sub, requests, replays: int = REPLAYS) -> None:

@@ -24,7 +24,7 @@ import pyro.poutine as poutine
 import torch
 from torch import nn
 
-from zoo.homework.base import seed_draw
+from zoo.homework.base import seed_draw, with_weights
 from zoo.homework.bernoulli_vae.starter import Decoder, Encoder
 
 __all__ = ["network", "trace_sites", "meanfield_rows", "reconstruction_draws", "elbo_draws", "train_amortized",
@@ -33,12 +33,8 @@ __all__ = ["network", "trace_sites", "meanfield_rows", "reconstruction_draws", "
 
 def network(kind: str, z_dim: int, x_dim: int, hidden: int, state: Optional[Dict] = None, double: bool = False):
     """A :class:`Decoder` (``kind="decoder"``) or :class:`Encoder` of that architecture, with weights ``state``."""
-    net = Decoder(z_dim, x_dim, hidden) if kind == "decoder" else Encoder(x_dim, z_dim, hidden)
-    if double:
-        net = net.double()
-    if state is not None:
-        net.load_state_dict(state)
-    return net
+    return with_weights(Decoder(z_dim, x_dim, hidden) if kind == "decoder" else Encoder(x_dim, z_dim, hidden), state,
+                        double)
 
 
 def _summary(site, probes):

@@ -17,7 +17,7 @@ from typing import Dict, Optional
 
 import torch
 
-from zoo.homework.base import seed_draw
+from zoo.homework.base import seed_draw, with_weights
 from zoo.homework.expressive_posteriors.starter import AutoregressiveNet, Decoder, Encoder
 
 __all__ = ["network", "flow", "autoregressive_outputs", "iaf_step_jacobian", "vamp_log_prob", "elbo_draws",
@@ -26,21 +26,13 @@ __all__ = ["network", "flow", "autoregressive_outputs", "iaf_step_jacobian", "va
 
 def network(kind: str, z_dim: int, x_dim: int, hidden: int, state: Optional[Dict] = None, double: bool = False):
     """A :class:`Decoder` (``kind="decoder"``) or :class:`Encoder` of that architecture, with weights ``state``."""
-    net = Decoder(z_dim, x_dim, hidden) if kind == "decoder" else Encoder(x_dim, z_dim, hidden)
-    if double:
-        net = net.double()
-    if state is not None:
-        net.load_state_dict(state)
-    return net
+    return with_weights(Decoder(z_dim, x_dim, hidden) if kind == "decoder" else Encoder(x_dim, z_dim, hidden), state,
+                        double)
 
 
 def flow(dim: int, context_dim: int, hidden: int, state: Dict, double: bool = False) -> AutoregressiveNet:
     """An :class:`AutoregressiveNet` with the weights and hidden degrees of ``state``."""
-    net = AutoregressiveNet(dim, context_dim, hidden)
-    if double:
-        net = net.double()
-    net.load_state_dict(state)
-    return net
+    return with_weights(AutoregressiveNet(dim, context_dim, hidden), state, double)
 
 
 def autoregressive_outputs(sub, state, dim: int, context_dim: int, hidden: int, z, h):
