@@ -15,6 +15,11 @@ holds). This script makes one, in steps that each resume where the last stopped 
     from the model), in the working copy ``--runs-dir/NAME-score``; their ``ais.json``/``bdmc.json`` (and ``.md``) are
     copied beside the weights, and ``benchmarks/results/trained_models.json`` collects every model's figures with
     the command, commit and hardware;
+``smc NAME``
+    a second estimator where AIS is flagged: ``pyro-zoo eval NAME --estimator smc`` (sequential Monte Carlo with
+    adaptive tempering and resampling, its SE from independent replicas) on the images AIS scored, in the same
+    working copy; its ``smc.json`` (and ``.md``) is copied beside the weights and the card shows it beside AIS's
+    replica from the guide. It is not a verdict: no BDMC gap bounds SMC's error;
 ``card NAME|all``
     renders each ``README.md`` (the card a person reads) from ``card.json`` and the result files;
     ``--check`` fails where a card is not what its files give;
@@ -333,6 +338,37 @@ def score(name: str, args) -> dict:
     return figures
 
 
+def smc(name: str, args) -> dict:
+    """The ``smc`` step (module docstring): SMC on the images the card's AIS scored (their number read from its
+    ``ais.json``, else ``--limit``), through the command a user types, its result files copied beside the weights and
+    its figures added to the model's row of ``trained_models.json``."""
+    from zoo.core.catalogue import card_figures
+    folder = CHECKPOINTS / name
+    if not (folder / "card.json").is_file():
+        fail(f"no trained model {name!r} in {CHECKPOINTS}; train, export and score it first")
+    figures = card_figures(folder)
+    # the images AIS scored, moved as AIS moved them (its leapfrog steps), so the two are held side by side
+    limit = figures["num_data"] or args.limit
+    leapfrog = figures["ais_sampler"].get("leapfrog_steps") or args.leapfrog
+    work = Path(args.runs_dir) / f"{name}-score"
+    t0 = time.perf_counter()
+    # --force: the working copy's smc files are this command's own (AIS's and BDMC's beside them are left alone)
+    zoo_cli(["eval", name, "--estimator", "smc", "--eval-limit", limit, "--smc-particles", args.smc_particles,
+             "--smc-replicas", args.smc_replicas, "--smc-target-ess", args.smc_target_ess, "--leapfrog",
+             leapfrog, "--ais-path", args.smc_path, "--force", "--data-dir", args.data_dir, "--no-progress",
+             "--out", work], check=True)
+    seconds = time.perf_counter() - t0
+    for f in ("smc.json", "smc.md"):
+        shutil.copyfile(work / f, folder / f)
+    path = RESULTS / "trained_models.json"
+    rows = json.loads(path.read_text()).get("models", {}) if path.is_file() else {}
+    rows[name] = {**rows.get(name, {}), "smc": card_figures(folder)["smc"], "smc_seconds": seconds,
+                  "smc_provenance": provenance()}
+    write_result_and_page("trained_models", {"models": dict(sorted(rows.items()))}, markdown)
+    card(name, args)
+    return rows[name]
+
+
 def markdown(result) -> str:
     """``trained_models.md``: each committed model's figures as its card gives them (its result files), one row each,
     with the verdict of :func:`zoo.core.catalogue.untrusted` and the command that scored it."""
@@ -346,8 +382,11 @@ def markdown(result) -> str:
              "replicas (from the guide and from the prior) agree on all but 10% of images. ± is the Monte Carlo "
              "standard error, given only then; data se: the spread over the images, the error of comparing a "
              "subset with a paper's whole test set.", "",
-             "| model | NLL (AIS) | images | T | chains | data se | BDMC gap (T) | flagged | verdict | paper | command |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "SMC: sequential Monte Carlo on the same images (`trained_models.py smc`, run where AIS is flagged), "
+             "another upper bound in expectation, which no BDMC gap bounds; its card says more.", "",
+             "| model | NLL (AIS) | images | T | chains | data se | BDMC gap (T) | flagged | verdict | SMC | paper | "
+             "command |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, scored in result["models"].items():
         if not (CHECKPOINTS / name / "card.json").is_file():
             continue
@@ -360,9 +399,12 @@ def markdown(result) -> str:
         gap = "–" if row.get("bdmc_gap") is None else f"{row['bdmc_gap']:.2f} ({num('bdmc_temperatures', '.0f')})"
         paper = "–" if card.get("paper_nll") is None else f"{card['paper_nll']:.2f}"
         command = scored.get("provenance", {}).get("command", "")
+        smc = row.get("smc") or {}
+        smc = "–" if smc.get("log_likelihood") is None else f"{-smc['log_likelihood']:.2f}" + (
+            f" ± {smc['se']:.2f}" if smc.get("se") is not None else "")
         lines.append(f"| `{name}` | {nll} | {num('num_data', 'd')} | {num('num_temperatures', '.0f')} | "
                      f"{num('num_chains', '.0f')} | {num('nll_data_se', '.2f')} | {gap} | {num('frac_flagged', '.0%')} "
-                     f"| {'✓' if why is None else '⚠ ' + why} | {paper} | `{command}` |")
+                     f"| {'✓' if why is None else '⚠ ' + why} | {smc} | {paper} | `{command}` |")
     return "\n".join(lines) + "\n"
 
 
@@ -451,7 +493,7 @@ def pending(name: str, args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=("train", "export", "score", "card", "pending"))
+    p.add_argument("step", choices=("train", "export", "score", "smc", "card", "pending"))
     p.add_argument("name", nargs="?", default="all", help="a trained model's name (RECIPES), or 'all' for card")
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--runs-dir", default="runs/trained")
@@ -474,10 +516,17 @@ def main() -> None:
                         "where it was")
     p.add_argument("--bdmc-data", type=int, default=100, help="score: BDMC's simulated data (0: no BDMC)")
     p.add_argument("--bdmc-temperatures", default="100,200,400")
+    p.add_argument("--smc-particles", type=int, default=256, help="smc: particles per image and replica (default 256)")
+    p.add_argument("--smc-replicas", type=int, default=4, help="smc: independent runs per image (default 4)")
+    p.add_argument("--smc-target-ess", type=float, default=0.97,
+                   help="smc: the conditional ESS each temperature keeps (default 0.97: many small steps, where modes "
+                        "are the worry)")
+    p.add_argument("--smc-path", choices=("guide", "prior"), default="guide", help="smc: where the particles start")
     p.add_argument("--check", action="store_true", help="card: write nothing, fail where a card is stale")
     p.add_argument("--card", action="store_true", help="export: write card.json anew even where one is committed")
     args = p.parse_args()
-    {"train": train, "export": export, "score": score, "card": card, "pending": pending}[args.step](args.name, args)
+    {"train": train, "export": export, "score": score, "smc": smc, "card": card, "pending": pending}[args.step](
+        args.name, args)
 
 
 if __name__ == "__main__":

@@ -322,6 +322,64 @@ def test_a_card_s_figure_it_cannot_read_is_not_one_that_was_not_run(tmp_path, ai
     assert says in text, text
 
 
+_SMC = {"log_likelihood": -93.5, "log_likelihood_se": 0.04, "num_data": 100, "num_particles": 256, "num_replicas": 4,
+        "target_ess": 0.97, "frac_se_unreliable": 0.2, "frac_forced": 0.0, "path": "guide"}
+
+
+@pytest.mark.parametrize("smc,says,not_says", [
+    (None, [], ["| SMC |", "smc.json"]),
+    (_SMC, ["| SMC | 93.50 ± 0.04 (SMC, from the guide, 256 particles × 4 replicas, conditional ESS 0.97, 100 test "
+            "images); its SE is not a precision on 20% of images", "AIS's replica from the guide alone: 94.00",
+            "the lower is the tighter, here SMC's", "ais.json, bdmc.json and smc.json"], []),
+    ({**_SMC, "log_likelihood": -95.0}, ["here AIS's"], []),
+    ({**_SMC, "log_likelihood": "-93.5"}, ["| SMC | not readable (smc.json's log_likelihood not a number)"], ["93.50"]),
+    ({**_SMC, "num_particles": 2.5, "frac_se_unreliable": float("nan")},
+     ["| SMC | 93.50 ± 0.04 (SMC, from the guide, conditional ESS", "smc.json's num_particles, smc.json's "
+      "frac_se_unreliable not a number"], ["particles ×"]),
+    ([1, 2], ["| SMC | not readable"], [])])
+@pytest.mark.parametrize("reliability", [{"starts": ["guide", "prior"]}, ["guide", "prior"], {"starts": "guide"}])
+def test_a_card_shows_smc_beside_ais_s_guide_replica_and_never_as_its_verdict(tmp_path, smc, says, not_says,
+                                                                             reliability):
+    """Issue 78: where AIS is flagged, SMC is a second estimator on the same images. The card shows its figure beside
+    AIS's replica from the guide (both upper bounds on the NLL in expectation: the lower is the tighter), read from
+    smc.json as untrusted data: a field that is not a number is named and never shown as a figure, and nothing in
+    smc.json changes AIS's verdict, which only BDMC and AIS's replicas decide."""
+    from zoo.core.catalogue import card_markdown
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "card.json").write_text(json.dumps({"name": "m", **CARD, "paper": "NLL, someone", "paper_nll": 80.0}))
+    (folder / "ais.json").write_text(json.dumps({
+        "log_likelihood": -94.7, "log_likelihood_se": 0.6, "num_data": 100, "log_likelihood_data_se": 2.2,
+        "num_temperatures": 100, "num_chains": 8, "frac_flagged": 1.0, "first_replica": {"log_likelihood": -94.0},
+        "reliability": reliability}))
+    if not isinstance(reliability, dict) or not isinstance(reliability["starts"], list):
+        # an ais.json that does not say its first replica started from the guide: no replica is named
+        says, not_says = [s for s in says if not any(w in s for w in ("replica", "tighter", "here"))], [*not_says, "replica from"]
+    (folder / "bdmc.json").write_text(json.dumps({"rows": [{"gap": 0.1, "num_temperatures": 100}]}))
+    before = card_markdown(folder)
+    if smc is not None:
+        (folder / "smc.json").write_text(json.dumps(smc))
+    text = card_markdown(folder)
+    for part in says:
+        assert part in text, (part, text)
+    for part in not_says:
+        assert part not in text, (part, text)
+    verdict = [line for line in text.splitlines() if line.startswith("| test NLL")]
+    assert verdict == [line for line in before.splitlines() if line.startswith("| test NLL")]
+    assert "⚠ an upper bound only" in verdict[0] and "replicas disagree on 100%" in verdict[0]
+
+
+def test_an_smc_file_that_is_not_json_is_one_line(tmp_path):
+    from zoo.core.catalogue import card_markdown
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "card.json").write_text(json.dumps({"name": "m", **CARD}))
+    (folder / "smc.json").write_text("{not json")
+    with pytest.raises(ZooError, match="smc.json") as e:
+        card_markdown(folder)
+    assert "\n" not in str(e.value)
+
+
 def test_an_invocation_changes_only_what_an_evaluation_may(in_catalogue):
     """Review: the library's Invocation passed any run setting (its model, its seed) to the run it opens; an
     evaluation changes only how it evaluates, and says which in one line."""

@@ -10,6 +10,8 @@ A trained model is a run folder named for it (``vae-mnist-elbo``: model, data se
 - ``ais.json`` (and ``bdmc.json`` where run): its log p(x) by annealed importance sampling on the fixed
   1,000-image subset of the test split, and the BDMC gap that bounds AIS's own error on data from the model:
   the result files the card's figures are read from, written by ``pyro-zoo eval --estimator ais|bdmc``;
+- ``smc.json`` where AIS is flagged: sequential Monte Carlo on the same images, a second estimator the card shows
+  beside AIS's replica from the guide, never as its verdict (no BDMC gap bounds it);
 - ``README.md``: the card as a person reads it, rendered from those files (:func:`card_markdown`).
 
 Where they are: the folder ``$PYRO_ZOO_CHECKPOINTS`` names, else ``benchmarks/checkpoints`` of the source
@@ -41,7 +43,7 @@ from zoo.core.files import read_json
 from zoo.core.trust import SAMPLER_AT_MOST, SAMPLER_FLAGS, SAMPLER_SAME, ais_untrusted, finite
 
 __all__ = ["checkpoints_dir", "trained_names", "trained_folder", "is_trained_name", "read_card", "card_figures",
-           "card_markdown", "catalogue_text", "working_copy", "CARD_KEYS", "ENV"]
+           "smc_figures", "card_markdown", "catalogue_text", "working_copy", "CARD_KEYS", "ENV"]
 
 #: The environment variable that names the folder of trained models.
 ENV = "PYRO_ZOO_CHECKPOINTS"
@@ -150,7 +152,7 @@ def card_figures(folder: Path) -> Dict:
     folder = Path(folder)
     out = {"nll": None, "nll_se": None, "num_data": None, "num_temperatures": None, "num_chains": None,
            "nll_data_se": None, "frac_flagged": None, "bdmc_gap": None, "bdmc_temperatures": None, "unreadable": [],
-           "ais_sampler": {}, "bdmc_sampler": {}}
+           "ais_sampler": {}, "bdmc_sampler": {}, "nll_guide_replica": None}
     sampler_keys = (*SAMPLER_AT_MOST, *SAMPLER_SAME, *SAMPLER_FLAGS)
 
     def read(record: Mapping, key: str, name: str) -> Optional[float]:
@@ -170,6 +172,13 @@ def card_figures(folder: Path) -> Dict:
                        frac_flagged=read(ais, "frac_flagged", "ais.json's frac_flagged"),
                        nll_data_se=read(ais, "log_likelihood_data_se", "ais.json's log_likelihood_data_se"),
                        ais_sampler={k: ais[k] for k in sampler_keys if k in ais})
+            # the replica from the guide alone (where replicas ran from several starts): what SMC from the guide is
+            # held against, as a figure of its own, never a verdict
+            reliability = ais.get("reliability") if isinstance(ais.get("reliability"), dict) else {}
+            first, starts = ais.get("first_replica"), reliability.get("starts")
+            if isinstance(first, dict) and isinstance(starts, list) and starts[:1] == ["guide"] and len(starts) > 1:
+                guide_ll = _number(first.get("log_likelihood"))
+                out["nll_guide_replica"] = -guide_ll if guide_ll is not None else None
     if (folder / "bdmc.json").is_file():
         bdmc = read_json(folder / "bdmc.json", "BDMC result", fix="run 'pyro-zoo eval --estimator bdmc' again")
         rows = bdmc.get("rows") if isinstance(bdmc, dict) else None
@@ -184,6 +193,34 @@ def card_figures(folder: Path) -> Dict:
             settings = bdmc.get("settings") if isinstance(bdmc.get("settings"), dict) else {}
             out["bdmc_sampler"] = {**{k: settings[k] for k in sampler_keys if k in settings},
                                    "num_temperatures": out["bdmc_temperatures"]}
+    out["smc"] = smc_figures(folder)
+    return out
+
+
+#: smc.json's figures a card reads: (key in the file, name on the card's side, whole number?)
+_SMC_KEYS = (("log_likelihood", "log_likelihood", False), ("log_likelihood_se", "se", False),
+             ("num_data", "num_data", True), ("num_particles", "particles", True), ("num_replicas", "replicas", True),
+             ("target_ess", "target_ess", False), ("frac_se_unreliable", "frac_se_unreliable", False),
+             ("frac_forced", "frac_forced", False))
+
+
+def smc_figures(folder: Path) -> Optional[Dict]:
+    """SMC's figures of a trained model (``smc.json``, written by ``pyro-zoo eval --estimator smc``: a second
+    estimator, run where AIS is flagged), or None where it was not run. A field the file holds but not as a finite
+    number (a whole one for the counts) is named in ``unreadable`` and left None: it never passes for a figure, and it
+    never makes AIS's figure untrusted, which it says nothing about."""
+    path = Path(folder) / "smc.json"
+    if not path.is_file():
+        return None
+    smc = read_json(path, "SMC result", fix="run 'pyro-zoo eval --estimator smc' again")
+    smc = smc if isinstance(smc, dict) else {}
+    out: Dict = {"unreadable": [], "path": smc.get("path") if smc.get("path") in ("guide", "prior") else None}
+    for key, name, whole in _SMC_KEYS:
+        value = smc.get(key)
+        ok = finite(value) and (not whole or (isinstance(value, int) and value > 0))
+        out[name] = (int(value) if whole else float(value)) if ok else None
+        if not ok:
+            out["unreadable"].append(f"smc.json's {key}")
     return out
 
 
@@ -261,6 +298,35 @@ def _paper_comparison(figures: Mapping, paper_nll: float) -> str:
     return f"{'met' if diff <= 0 else 'missed'} by {abs(diff):.2f} nats"
 
 
+def _smc_text(figures: Mapping) -> Optional[str]:
+    """The card's SMC row (:func:`smc_figures`), or None where SMC was not run: its NLL, a stochastic upper bound as
+    AIS's is, with its replicas' SE and how many images that SE is not a precision for, beside AIS's replica from
+    the guide (the lower of two upper bounds is the tighter one); never a verdict, which no BDMC gap bounds."""
+    smc = figures.get("smc")
+    if smc is None:
+        return None
+    if smc["log_likelihood"] is None:
+        return f"not readable ({', '.join(smc['unreadable'])} not a number); run the SMC score again"
+    text = f"{-smc['log_likelihood']:.2f}" + (f" ± {smc['se']:.2f}" if smc["se"] is not None else "")
+    how = [f"from the {smc['path']}" if smc["path"] else None,
+           f"{smc['particles']} particles × {smc['replicas']} replicas" if smc["particles"] and smc["replicas"]
+           else None,
+           f"conditional ESS {smc['target_ess']:g}" if smc["target_ess"] is not None else None,
+           f"{smc['num_data']} test images" if smc["num_data"] else None]
+    text += f" (SMC, {', '.join(h for h in how if h)})"
+    if smc["frac_se_unreliable"]:
+        text += f"; its SE is not a precision on {smc['frac_se_unreliable']:.0%} of images (one replica dominates)"
+    if smc["frac_forced"]:
+        text += f"; {smc['frac_forced']:.0%} of images reached its step limit"
+    guide = figures.get("nll_guide_replica")
+    if guide is not None:
+        text += (f"; AIS's replica from the guide alone: {guide:.2f} (both are upper bounds in expectation: the "
+                 f"lower is the tighter, here {'SMC' if -smc['log_likelihood'] < guide else 'AIS'}'s)")
+    if smc["unreadable"]:
+        text += f"; {', '.join(smc['unreadable'])} not a number"
+    return _cell(text)
+
+
 def _cell(text: str) -> str:
     """``text`` as one cell of a Markdown table: its pipes escaped, on one line."""
     return " ".join(text.replace("|", "\\|").split())
@@ -268,7 +334,7 @@ def _cell(text: str) -> str:
 
 def card_markdown(folder: Path) -> str:
     """The model card of the trained model in ``folder`` as Markdown: the card's facts and the figures of its
-    result files (:func:`card_figures`), with the paper's figure beside them."""
+    result files (:func:`card_figures`; SMC's where it ran), with the paper's figure beside them."""
     folder = Path(folder)
     card, figures = read_card(folder), card_figures(folder)
     gap = (f"{figures['bdmc_gap']:.2f} nats" + (f" (T = {figures['bdmc_temperatures']:.0f})"
@@ -277,8 +343,9 @@ def card_markdown(folder: Path) -> str:
     paper = card["paper"]
     if card["paper_nll"] is not None and figures["nll"] is not None:
         paper += ": " + _paper_comparison(figures, card["paper_nll"])
-    lines = ["<!-- generated from card.json, ais.json and bdmc.json by benchmarks/trained_models.py card; "
-             "do not edit -->", f"# {card['name']}", "", card["title"], "",
+    sources = "card.json, ais.json, bdmc.json and smc.json" if figures["smc"] is not None else \
+        "card.json, ais.json and bdmc.json"
+    lines = [f"<!-- generated from {sources} by benchmarks/trained_models.py card; do not edit -->", f"# {card['name']}", "", card["title"], "",
              "| | |", "|---|---|",
              f"| load it | `zoo.load_trained({card['name']!r})`, `pyro-zoo eval {card['name']}` |",
              f"| architecture | {_cell(card['architecture'])} |",
@@ -289,6 +356,7 @@ def card_markdown(folder: Path) -> str:
              f"| hardware | {_cell(card['hardware'])} |",
              f"| test NLL | {_nll_text(figures)} |",
              f"| BDMC gap | {gap} |",
+             *([f"| SMC | {_smc_text(figures)} |"] if figures.get("smc") is not None else []),
              f"| paper | {_cell(paper)} |", ""]
     return "\n".join(lines)
 
