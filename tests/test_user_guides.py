@@ -132,6 +132,7 @@ def test_an_exact_posterior_guide_function_gives_the_exact_log_marginal_on_ppca(
 def test_zoo_fit_trains_a_guide_function_and_evaluate_scores_what_it_trained(digits):
     """fit and evaluate wrap the same function once for the model, so its pyro.param sites (the wrapper's
     own parameters, never Pyro's global param store) are the trained ones when it is scored."""
+    pyro.clear_param_store()        # what another test in this worker left there is not this test's to judge
     model = zoo.build_model("vae", digits.x_dim, latent_dim=2, hidden=(16,))
     encoder = torch.nn.Linear(digits.x_dim, 4)
 
