@@ -300,8 +300,9 @@ def _paper_comparison(figures: Mapping, paper_nll: float) -> str:
 
 def _smc_text(figures: Mapping) -> Optional[str]:
     """The card's SMC row (:func:`smc_figures`), or None where SMC was not run: its NLL, a stochastic upper bound as
-    AIS's is, with its replicas' SE and how many images that SE is not a precision for, beside AIS's replica from
-    the guide (the lower of two upper bounds is the tighter one); never a verdict, which no BDMC gap bounds."""
+    AIS's is, with its replicas' SE and how many images that SE is not a precision for, beside AIS from the same
+    start, its replica from the guide (the lower of two upper bounds is the tighter one); never a verdict, which no
+    BDMC gap bounds."""
     smc = figures.get("smc")
     if smc is None:
         return None
@@ -319,9 +320,11 @@ def _smc_text(figures: Mapping) -> Optional[str]:
     if smc["frac_forced"]:
         text += f"; {smc['frac_forced']:.0%} of images reached its step limit"
     guide = figures.get("nll_guide_replica")
-    if guide is not None:
-        text += (f"; AIS's replica from the guide alone: {guide:.2f} (both are upper bounds in expectation: the "
-                 f"lower is the tighter, here {'SMC' if -smc['log_likelihood'] < guide else 'AIS'}'s)")
+    if guide is not None and smc["path"] == "guide":
+        # the same start: where the two differ, it is the sampler, not the start (the card's NLL pools every start)
+        gap = guide - (-smc["log_likelihood"])
+        text += (f"; AIS from the same start (its replica from the guide): {guide:.2f}, SMC {abs(gap):.2f} nats "
+                 f"{'tighter' if gap > 0 else 'looser'} (both upper bounds in expectation: the lower is the tighter)")
     if smc["unreadable"]:
         text += f"; {', '.join(smc['unreadable'])} not a number"
     return _cell(text)
