@@ -233,6 +233,26 @@ def test_eval_by_name_never_writes_into_the_folder_of_trained_models(in_catalogu
     assert "never write into" in capsys.readouterr().err and _digest(in_catalogue) == before
 
 
+def test_a_refused_command_leaves_no_working_copy_it_made(in_catalogue, tmp_path, capsys):
+    """A bad value (refused once the working copy is made) left the trained model's copied config and weights in a
+    new folder the user named: a refused command leaves no files. The copy and the folders made to hold it are
+    removed; a folder that was there before, and a copy an earlier command made, stay."""
+    before = tmp_path / "there"
+    before.mkdir()
+    bad = ["--estimator", "smc", "--smc-particles", "-3", "--no-progress"]
+    assert main(["eval", "tiny-digits-elbo", "--out", str(before / "new" / "copy"), *bad]) == 2
+    assert "num_particles" in capsys.readouterr().err
+    assert before.is_dir() and list(before.iterdir()) == []
+    assert main(["eval", "tiny-digits-elbo", "--out", str(tmp_path / "runs" / "copy"), *bad]) == 2
+    assert not (tmp_path / "runs").exists()
+    kept = tmp_path / "kept"
+    assert main(["eval", "tiny-digits-elbo", "--out", str(kept), "--eval-samples", "3", "--eval-limit", "10",
+                 "--no-progress"]) == 0
+    files = _digest(kept)
+    assert main(["eval", "tiny-digits-elbo", "--out", str(kept), *bad]) == 2
+    assert _digest(kept) == files
+
+
 def test_a_working_copy_that_cannot_be_made_is_one_line(in_catalogue, tmp_path, capsys):
     (tmp_path / "afile").write_text("hi")
     assert main(["eval", "tiny-digits-elbo", "--out", str(tmp_path / "afile" / "sub"), "--no-progress"]) == 2

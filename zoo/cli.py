@@ -489,14 +489,45 @@ def cmd_train(args) -> None:
 def _run_folder(spec: str, out: Optional[str] = None) -> Path:
     """The run folder a command that writes into one works in: ``spec`` itself, or for a trained model's name
     (:mod:`zoo.core.catalogue`) its working copy ``out`` (default runs/NAME), so the committed weights stay as
-    they are."""
+    they are. A working copy this call makes is recorded in :data:`_MADE_COPIES` (see :func:`_undo_fresh_copies`)."""
     from zoo.core.catalogue import is_trained_name, working_copy
     if not is_trained_name(spec):
         if out is not None:
             raise ZooError(f"--out names the folder to evaluate a trained model in; {spec} is a run folder, evaluated "
                            f"in place: leave out --out")
         return Path(spec)
-    return working_copy(spec, Path(out or f"runs/{spec}"))
+    target = Path(out or f"runs/{spec}")
+    top = target                            # the highest folder of the path that this call will make
+    while not os.path.lexists(top.parent) and top.parent != top:
+        top = top.parent
+    fresh = not os.path.lexists(target)
+    folder = working_copy(spec, target)
+    if fresh:
+        _MADE_COPIES.append((folder, top))
+    return folder
+
+
+#: the working copies of trained models this command made, each with the highest folder it made for it
+_MADE_COPIES: List[tuple] = []
+#: what a working copy holds before its command writes anything of its own (the writer's lock comes and goes)
+_COPY_ONLY = {"config.json", "checkpoint.pt", ".pyro-zoo.lock"}
+
+
+def _undo_fresh_copies() -> None:
+    """After a command failed: remove each working copy it made that still holds only the copied config and
+    weights, and the folders made to hold it, so a refused command leaves no folder behind. A copy holding anything
+    the command wrote (AIS's kept batches, to resume from) is left as it is."""
+    import shutil
+    while _MADE_COPIES:
+        folder, top = _MADE_COPIES.pop()
+        try:
+            if folder.is_dir() and not folder.is_symlink() and {p.name for p in folder.iterdir()} <= _COPY_ONLY:
+                shutil.rmtree(folder)
+                while folder != top:            # and the folders made to hold it, each only where empty
+                    folder = folder.parent
+                    folder.rmdir()
+        except OSError:
+            pass
 
 
 #: the defaults of eval's AIS and BDMC flags, filled in once a flag is known to be one the estimator uses
@@ -834,10 +865,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     from zoo.training.interrupts import exit_code, handle_stop_signals, stopped_message
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     handle_stop_signals()                  # SIGINT and SIGTERM stop in one line (zoo.training.interrupts)
+    done = False
     try:
         tune_process()                     # unless PYRO_ZOO_PROCESS_TUNING=0 (zoo.cli_process); imports torch
         args = build_parser().parse_args(argv)
         COMMANDS[args.command](args)
+        done = True
     except ZooError as e:
         print(f"pyro-zoo: error: {flags.translate(e)}", file=sys.stderr)
         return ZooError.exit_code
@@ -850,6 +883,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     finally:
+        if done:
+            _MADE_COPIES.clear()
+        else:                                   # a refused or failed command leaves no working copy it made
+            _undo_fresh_copies()
         for s, handler in previous.items():     # in-process callers (tests) keep their own handlers
             if handler is not None and signal.getsignal(s) is not handler:
                 signal.signal(s, handler)
