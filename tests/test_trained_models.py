@@ -188,6 +188,20 @@ def _mnist_dir():
     return None
 
 
+@pytest.mark.parametrize("name", COMMITTED_NAMES)
+def test_each_card_keeps_its_guide_replica_per_image_where_replicas_ran(name):
+    """The rescoring test below compares a fresh AIS from the guide with the card's guide replica; a card scored
+    with replicas must keep that replica's per-image figures (a score by an older trained_models.py did not)."""
+    folder = COMMITTED / name
+    if not (folder / "ais.json").is_file():
+        pytest.skip(f"{name} is not yet scored by AIS")
+    ais = json.loads((folder / "ais.json").read_text())
+    figures = json.loads((folder / "ais_per_datum.json").read_text())
+    if ais.get("replicas", 1) > 1:
+        for key in ("first_replica_log_likelihood", "first_replica_log_likelihood_se"):
+            assert len(figures.get(key, [])) == ais["num_data"], f"run 'trained_models.py score {name}' again"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(_mnist_dir() is None, reason="needs binarized MNIST (PYRO_ZOO_DATA or ../shared/data)")
 @pytest.mark.parametrize("name", COMMITTED_NAMES)
