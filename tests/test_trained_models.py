@@ -222,7 +222,7 @@ def test_each_cards_figure_comes_from_its_weights(name, tmp_path):
                            "--leapfrog", str(ais.get("leapfrog_steps", 10)), "--replicas", "1",
                            *(["--ais-guide-moves"] if ais.get("guide_moves") is True else []),
                            "--data-dir", str(_mnist_dir()), "--out", str(tmp_path / name), "--no-progress"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=1200,
+                          capture_output=True, text=True, cwd=tmp_path, timeout=2400,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "PYRO_ZOO_CHECKPOINTS": str(COMMITTED)})
     assert done.returncode == 0, done.stderr[-2000:]
     card = {k: np.asarray(v) for k, v in json.loads((folder / "ais_per_datum.json").read_text()).items()}
