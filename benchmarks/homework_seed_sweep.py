@@ -20,10 +20,11 @@ A grade's inputs come from a secret seed; a check must not fail a correct submis
 it, the shared ``ctx.cache``, the same verdict code from the replies), through
 :func:`zoo.homework.in_process.grade_in_process`: the file's functions and the kit's probes are called in this
 process, each request seeded as the worker seeds it, instead of in a sandboxed worker (7 to 12 s a grade, far too
-slow for thousands). **Vectorized where the law allows**: the score-function gradients of homework 2 and the
-reconstruction gradients of homework 1 are drawn by ``torch.func.vmap`` over the file's own function, all draws of a
+slow for thousands). **Vectorized where the law allows**: the score-function gradients of homework 2, the
+reconstruction gradients of homework 1 and the phase and IWAE gradients of homework 4 are drawn by ``torch.func.vmap`` over the file's own function, all draws of a
 request in one call (i.i.d. draws of the same estimator; the per-draw seeds the grader picks are not used, and a
-replay returns the recorded draw, as a fresh worker running a correct file does).
+replay returns the recorded draw, as a fresh worker running a correct file does; where vmap cannot run the file's function, the kit's probe draws
+them one by one).
 
     OMP_NUM_THREADS=1 python benchmarks/homework_seed_sweep.py                 # the committed results (~40 min)
     OMP_NUM_THREADS=1 python benchmarks/homework_seed_sweep.py --seeds 20 --train-seeds 4 --mutant-seeds 2 --name try
@@ -246,6 +247,48 @@ def fast_probes(assignment: str, memo: _Memo):
             return {"values": rows[:, :x.shape[0]], "gradients": rows[:, x.shape[0]:]}
 
         return {"zoo.homework.bernoulli_vae.probes:reconstruction_draws": reconstruction_draws}
+
+    if assignment == "wake_sleep_and_iwae":
+        from zoo.homework.wake_sleep_and_iwae import probes
+        from zoo.homework.wake_sleep_and_iwae.problem import load_machine, machine_state, make_sbn_problem
+
+        def flat_draws(key, seeds, value, theta, one_by_one):
+            """Each draw the gradient of the scalar ``value(theta)`` (a dict of the parameters, in the probe's
+            order), flattened as ``gradient_of`` does; all of ``seeds`` in one vmap."""
+            def one(_):
+                return torch.cat([g.reshape(-1) for g in grad(value)(theta).values()])
+            return torch.stack(memo.serve(key, seeds, lambda n: vmap(one, randomness="different")(torch.arange(n)),
+                                          one_by_one))
+
+        def phase_gradients(module, function, problem_seed, num_samples, seeds):
+            if function not in probes.PHASES:
+                raise ValueError(f"no phase {function}")
+            problem = make_sbn_problem(problem_seed)
+            machine = load_machine(machine_state(problem.machine))
+            x, surrogate, call = problem.x.float(), getattr(module, function), _Call(machine=machine)
+            args = (num_samples,) if function == "sleep_surrogate" else (x, num_samples)
+            theta = {f"machine.{k}": v.detach() for k, v in machine.named_parameters()}
+
+            def value(theta):
+                return functional_call(call, theta, (lambda: surrogate(machine, *args),)).reshape(())
+            return flat_draws((function, problem_seed, num_samples), seeds, value, theta,
+                              lambda missing: probes.phase_gradients(module, function, problem_seed, num_samples,
+                                                                     missing))
+
+        def iwae_gradients(module, problem_seed, num_samples, seeds):
+            problem, params = probes._gaussian(problem_seed, False)
+            names = ("W", "mu", "log_sigma", "A", "d", "e")
+            theta = {name: p.detach() for name, p in zip(names, params)}
+
+            def value(theta):
+                p = type(problem)(*(theta[name] for name in names), problem.x)
+                loc, log_scale = p.guide()
+                return module.iwae_bound(p.log_joint, loc, log_scale, num_samples).sum()
+            return flat_draws(("iwae", problem_seed, num_samples), seeds, value, theta,
+                              lambda missing: probes.iwae_gradients(module, problem_seed, num_samples, missing))
+
+        return {"zoo.homework.wake_sleep_and_iwae.probes:phase_gradients": phase_gradients,
+                "zoo.homework.wake_sleep_and_iwae.probes:iwae_gradients": iwae_gradients}
     return {}
 
 

@@ -308,3 +308,41 @@ def test_a_sweeps_kept_outcomes_are_resumed_only_where_their_figures_can_be_true
     for bad in ({"failures": 11}, {"runs": 11, "failures": 0}, {"runs": 9.5}, {"runs": True}, {"failures": -1},
                 {"calibration_failures": 3}, {"failing_seeds": [1, 2]}, {"failing_seeds": "3"}, {"margins": 0.1}):
         assert resumed(**bad) == {}, bad
+
+
+def test_the_sweeps_vectorized_homework_4_draws_are_the_kits_draws_in_law():
+    """The seed sweep draws homework 4's gradients by vmap over the file's own function; on the reference solution
+    each row is laid out as the kit's probe lays it out (a surrogate without randomness gives the same rows to the
+    last bit) and the draws agree with the kit's in mean (a two-sample z-test per coordinate, 300 draws each)."""
+    import types
+
+    from zoo.homework.in_process import load_file
+    from zoo.homework.wake_sleep_and_iwae import probes
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from homework_seed_sweep import _Memo, fast_probes
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    fast = fast_probes("wake_sleep_and_iwae", _Memo())
+    phase, iwae = (fast[f"zoo.homework.wake_sleep_and_iwae.probes:{name}"] for name in ("phase_gradients",
+                                                                                         "iwae_gradients"))
+    weights = torch.linspace(-1, 1, 200)
+
+    def fixed(machine, *args):
+        flat = torch.cat([p.reshape(-1) for p in machine.parameters()])
+        return (flat * weights[:flat.numel()].repeat(flat.numel() // 200 + 1)[:flat.numel()] * flat).sum()
+    plain = types.SimpleNamespace(wake_surrogate=fixed, iwae_bound=lambda log_joint, loc, log_scale, K:
+                                  (log_joint(loc) - log_scale.sum(-1) * K))
+    assert torch.equal(phase(plain, "wake_surrogate", 3, 4, [1, 2]),
+                       probes.phase_gradients(plain, "wake_surrogate", 3, 4, [1, 2]))
+    assert torch.allclose(iwae(plain, 3, 5, [1, 2]), probes.iwae_gradients(plain, 3, 5, [1, 2]), atol=1e-5)
+
+    module = load_file(Path(probes.__file__).parents[1] / "solutions" / "wake_sleep_and_iwae.py", "sweep_vmap_test")
+    seeds = list(range(300))
+    for vectorized, kit in ((phase(module, "rws_surrogate", 7, 3, seeds),
+                             probes.phase_gradients(module, "rws_surrogate", 7, 3, seeds)),
+                            (iwae(module, 7, 5, seeds), probes.iwae_gradients(module, 7, 5, seeds))):
+        assert vectorized.shape == kit.shape
+        se = (vectorized.var(0) / len(seeds) + kit.var(0) / len(seeds)).sqrt().clamp_min(1e-6)
+        z = (vectorized.mean(0) - kit.mean(0)) / se
+        assert z.abs().max() < 5, z.abs().max()
