@@ -14,9 +14,7 @@ holds). This script makes one, in steps that each resume where the last stopped 
     (AIS on the fixed 1,000-image subset of the test split) and ``--estimator bdmc`` (BDMC's gap on data simulated
     from the model), in the working copy ``--runs-dir/NAME-score``; their ``ais.json``/``bdmc.json`` (and ``.md``) are
     copied beside the weights, and ``benchmarks/results/trained_models.json`` collects every model's figures with
-    the command, commit and hardware; with ``--carry benchmarks/in_progress``, AIS's finished batches are kept in the
-    repository between sessions (committed there by hand when a session ends with the score unfinished) and the
-    same command continues from them;
+    the command, commit and hardware;
 ``smc NAME``
     a second estimator where AIS is flagged: ``pyro-zoo eval NAME --estimator smc`` (sequential Monte Carlo with
     adaptive tempering and resampling, its SE from independent replicas) on the images AIS scored, in the same
@@ -37,7 +35,6 @@ holds). This script makes one, in steps that each resume where the last stopped 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import shutil
 import sys
@@ -300,44 +297,6 @@ def _done(path: Path, **settings) -> bool:
     return all(result.get(k, kept.get(k)) == v for k, v in settings.items())
 
 
-@contextlib.contextmanager
-def carried_batches(name: str, work: Path, carry):
-    """AIS's finished batches kept in ``carry/NAME/ais_partial.npz`` between sessions whose machines keep nothing
-    but the repository (a card's AIS at T = 3000 takes hours on two cores): where the working copy holds none, it is
-    made and given the carried file, which ``pyro-zoo eval`` checks as it checks its own (the settings and the
-    weights' digest in its key, every figure) and resumes from or starts over; when AIS stops unfinished, its file
-    goes back to ``carry``; once AIS finishes, the carried file is removed. Without ``carry``: nothing."""
-    from zoo.core.catalogue import working_copy
-    from zoo.experiments.annealed import PARTIAL
-    if carry is None:
-        yield
-        return
-    from zoo.core.errors import ZooError
-    carried = Path(carry) / name / PARTIAL
-    if carried.is_file() and not (work / PARTIAL).exists():
-        try:
-            working_copy(name, work)
-        except ZooError as e:
-            fail(str(e))
-        shutil.copyfile(carried, work / PARTIAL)
-
-    def keep():
-        if (work / PARTIAL).is_file():
-            carried.parent.mkdir(parents=True, exist_ok=True)
-            staged = carried.with_name(carried.name + ".part")
-            shutil.copyfile(work / PARTIAL, staged)
-            staged.replace(carried)
-    try:
-        yield
-    except BaseException:
-        keep()
-        raise
-    if (work / PARTIAL).is_file():
-        keep()
-    else:                                        # AIS finished: its batches are in its result files now
-        carried.unlink(missing_ok=True)
-
-
 def score(name: str, args) -> dict:
     from zoo.core.catalogue import card_figures
     work = Path(args.runs_dir) / f"{name}-score"
@@ -351,11 +310,10 @@ def score(name: str, args) -> dict:
                      guide_moves=True if args.guide_moves else None)
     if not ais_done:
         t0 = time.perf_counter()
-        with carried_batches(name, work, args.carry):
-            # --force: the working copy's files are this command's own, replaced by the settings it names now
-            zoo_cli(["eval", name, "--estimator", "ais", "--eval-limit", args.limit, "--temperatures",
-                     args.temperatures, "--chains", args.chains, "--leapfrog", args.leapfrog, "--replicas",
-                     args.replicas, *moves, "--force", *data], check=True)
+        # --force: the working copy's files are this command's own, replaced by the settings it names now
+        zoo_cli(["eval", name, "--estimator", "ais", "--eval-limit", args.limit, "--temperatures", args.temperatures,
+                 "--chains", args.chains, "--leapfrog", args.leapfrog, "--replicas", args.replicas, *moves, "--force",
+                 *data], check=True)
         timings["ais_seconds"] = time.perf_counter() - t0
     # BDMC again where its sampler differs from this command's: its gap bounds AIS only as strong as AIS's
     if args.bdmc_data and not _done(work / "bdmc.json", num_data=args.bdmc_data, num_chains=args.chains,
@@ -556,10 +514,6 @@ def main() -> None:
                    help="score: images per AIS tensor program (pyro-zoo eval --ais-batch-size; default 100): AIS keeps "
                         "each finished batch, so a smaller one lets a score stopped by the end of a lease continue "
                         "where it was")
-    p.add_argument("--carry", default=None,
-                   help="score: a folder of the repository keeping AIS's finished batches between sessions "
-                        "(benchmarks/in_progress): they seed the working copy, and go back there when AIS stops "
-                        "unfinished")
     p.add_argument("--bdmc-data", type=int, default=100, help="score: BDMC's simulated data (0: no BDMC)")
     p.add_argument("--bdmc-temperatures", default="100,200,400")
     p.add_argument("--smc-particles", type=int, default=256, help="smc: particles per image and replica (default 256)")

@@ -542,37 +542,3 @@ def test_score_takes_an_ais_file_as_done_only_where_its_guide_moves_are_the_ones
     assert tm._done(path, **common, guide_moves=None) and not tm._done(path, **common, guide_moves=True)
     path.write_text(json.dumps({**common, "guide_moves": True}))
     assert tm._done(path, **common, guide_moves=True) and not tm._done(path, **common, guide_moves=None)
-
-
-def test_a_scores_finished_batches_are_carried_between_sessions_and_dropped_once_it_finishes(in_catalogue, tmp_path):
-    """trained_models.py score --carry DIR: a carried ais_partial.npz seeds a working copy that has none (made from
-    the committed weights); what AIS keeps when it stops goes back to DIR (an error too), and once AIS finishes (its
-    partial file gone) the carried one is removed. A working copy of other weights is refused in one line."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from trained_models import carried_batches
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    carry, work = tmp_path / "carry", tmp_path / "runs" / "tiny-digits-elbo-score"
-    (carry / "tiny-digits-elbo").mkdir(parents=True)
-    carried = carry / "tiny-digits-elbo" / "ais_partial.npz"
-    carried.write_bytes(b"two batches")
-    with pytest.raises(RuntimeError):
-        with carried_batches("tiny-digits-elbo", work, carry):
-            assert (work / "ais_partial.npz").read_bytes() == b"two batches"
-            assert (work / "checkpoint.pt").read_bytes() == (in_catalogue / "checkpoint.pt").read_bytes()
-            (work / "ais_partial.npz").write_bytes(b"three batches")
-            raise RuntimeError("the session ended")
-    assert carried.read_bytes() == b"three batches"
-    with carried_batches("tiny-digits-elbo", work, carry):      # the working copy's own file is newer: kept as it is
-        assert (work / "ais_partial.npz").read_bytes() == b"three batches"
-        (work / "ais_partial.npz").unlink()                      # AIS finished
-    assert not carried.exists() and not list(carry.rglob("*.part"))
-    carried.write_bytes(b"two batches")
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "checkpoint.pt").write_bytes(b"not these weights")
-    with pytest.raises(SystemExit):
-        with carried_batches("tiny-digits-elbo", other, carry):
-            pass
-    assert carried.read_bytes() == b"two batches"
