@@ -361,6 +361,9 @@ def main(argv=None):
     p.add_argument("--first-seed", type=int, default=10 ** 6, help="the seeds are first-seed, first-seed + 1, ...")
     p.add_argument("--checks", default=None,
                    help="comma-separated checks to sweep (default: all); the files that must fail none of them skip")
+    p.add_argument("--files", choices=("all", "correct", "wrong"), default="all",
+                   help="sweep every file, only the correct ones or only the mutants that must lose checks (two "
+                        "processes, one result file each, where one core cannot hold the whole sweep)")
     p.add_argument("--name", default="homework_seed_sweep", help="result file name (default homework_seed_sweep)")
     args = p.parse_args(argv)
     only_checks = set(args.checks.split(",")) if args.checks else None
@@ -394,7 +397,7 @@ def main(argv=None):
     # each file's outcome is kept in runs/sweeps/NAME.partial.json as it is done, so a sweep that is stopped (hours at 1000 seeds
     # per mutant) continues where it was, with the same arguments, instead of starting again
     key = {k: getattr(args, k) for k in ("assignments", "seeds", "train_seeds", "mutant_seeds", "mutant_train_seeds",
-                                         "calibration_rate", "first_seed", "checks")}
+                                         "calibration_rate", "first_seed", "checks", "files")}
     partial = ROOT / "runs" / "sweeps" / f"{args.name}.partial.json"     # not in results/: the report reads those
     partial.parent.mkdir(parents=True, exist_ok=True)
     report = _resumed(partial, key, log)
@@ -403,6 +406,8 @@ def main(argv=None):
             report.setdefault(assignment, {})
             for label, path, fails, mutant in files(assignment, Path(folder)):
                 if only_checks is not None and fails is not None and not fails & only_checks:
+                    continue
+                if args.files != "all" and (fails is None) != (args.files == "correct"):
                     continue
                 if label in report[assignment]:
                     continue                     # done before the sweep was stopped
@@ -416,7 +421,7 @@ def main(argv=None):
     payload = {"false_alarm_stated": FALSE_ALARM, "design_rate": DESIGN_RATE, "calibration_rate": args.calibration_rate,
                "seeds": args.seeds, "train_seeds": args.train_seeds, "mutant_seeds": args.mutant_seeds,
                "mutant_train_seeds": args.mutant_train_seeds,
-               "first_seed": args.first_seed, "checks": sorted(only_checks) if only_checks else "all", "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+               "first_seed": args.first_seed, "files": args.files, "checks": sorted(only_checks) if only_checks else "all", "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                "seconds": round(time.perf_counter() - start, 1), "cpu_seconds": round(time.process_time(), 1),
                "assignments": report}
@@ -483,8 +488,10 @@ def markdown(payload, json_name) -> str:
           f"Command: `OMP_NUM_THREADS={payload['omp_num_threads']} {payload['provenance']['command']}` "
           f"(result: `{json_name}`), {payload['seconds'] / 60:.0f} min at one thread{cpu}; load average at the start "
           f"{payload['load_average_at_start']} on {os.cpu_count()} cores. In process, without the sandbox "
-          f"(`zoo.homework.in_process`); the score-function and reconstruction draws vectorized by `torch.func.vmap` "
-          f"(see the script's docstring).", "",
+          f"(`zoo.homework.in_process`); the score-function, reconstruction, phase and IWAE gradient draws vectorized "
+          f"by `torch.func.vmap` (see the script's docstring)."
+          + {"all": "", "correct": " The correct files only (`--files correct`).",
+             "wrong": " The mutants that must lose checks only (`--files wrong`)."}[payload.get("files", "all")], "",
           f"The stated false-alarm rate is {payload['false_alarm_stated']:g} per check; each check's tests are designed "
           f"at {payload['design_rate']:g} together. Correct files: {payload['seeds']} seeds each (the training checks "
           f"{payload['train_seeds']}); wrong files (mutants): {payload['mutant_seeds']} seeds each (the training checks "
@@ -496,44 +503,57 @@ def markdown(payload, json_name) -> str:
     for assignment, by_file in payload["assignments"].items():
         hw = get_assignment(assignment)
         correct = {label: r for label, r in by_file.items() if r["correct"]}
-        md += [f"## {hw.title} (`{assignment}`)", "", "Correct files: " +
-               ", ".join(f"`{label}` ({r['file']}, {r['seconds']:.0f} s)" for label, r in correct.items()), "",
-               f"{hw.title}: false alarms of the correct files:", "",
-               "| check | runs | false alarms | upper 95% | calibration at " f"{payload['calibration_rate']:g} "
-               "| margin of the correct files (min / median / max) |", "|---|---|---|---|---|---|"]
-        for check in hw.checks:
-            if not all(check.name in r["checks"] for r in correct.values()):
-                continue                         # left out by --checks
-            runs = sum(r["checks"][check.name]["runs"] for r in correct.values())
-            alarms = sum(r["checks"][check.name]["failures"] for r in correct.values())
-            c_runs = sum(r["checks"][check.name]["calibration_runs"] for r in correct.values())
-            c_fail = sum(r["checks"][check.name]["calibration_failures"] for r in correct.values())
-            margins = sorted(m for r in correct.values() for m in r["checks"][check.name]["margins"])
-            margin = (f"{margins[0]:.4g} / {margins[len(margins) // 2]:.4g} / {margins[-1]:.4g}: "
-                      f"{MARGINS[check.name][1]}" if margins else "")
-            calibration = f"{c_fail} / {c_runs} ({c_fail / c_runs:.3g})" if c_runs else "deterministic or by margin"
-            md.append(f"| `{check.name}` | {runs} | {alarms} | {_upper_95(alarms, runs):.2g} | {calibration} | "
-                      f"{margin} |")
-        failing = [(label, check, r["checks"][check]) for label, r in correct.items() for check in r["checks"]
-                   if r["checks"][check]["failures"]]
-        if failing:
-            md += ["", "False alarms seen: " + "; ".join(f"`{label}` `{check}` at seeds {s['failing_seeds']}: "
-                                                         f"{s['messages'][0]}" for label, check, s in failing)]
-        md += ["", f"{hw.title}: detections of the mutants, on the checks each must fail:", "",
-               "| mutant | check | detected | missed, upper 95% | seconds |", "|---|---|---|---|---|"]
-        for label, r in by_file.items():
-            if r["correct"]:
-                continue
-            if "seeds_losing_points" in r:
-                missed = _upper_95(r["seeds"] - r["seeds_losing_points"], r["seeds"])
-                md.append(f"| `{label}` | any of its checks | {r['seeds_losing_points']} / {r['seeds']} | {missed:.2g}"
-                          f"{'' if missed < 0.01 else ' ✗'} | {r['seconds']:.0f} |")
-            for check, s in r["checks"].items():
-                missed = _upper_95(s["runs"] - s["failures"], s["runs"])
-                md.append(f"| `{label}` | `{check}` | {s['failures']} / {s['runs']} | {missed:.2g}"
-                          f"{'' if missed < 0.01 else ' ✗'} | {r['seconds']:.0f} |")
+        md += [f"## {hw.title} (`{assignment}`)", ""]
+        if correct:
+            md += _false_alarms(hw, correct, payload["calibration_rate"])
+        if any(not r["correct"] for r in by_file.values()):
+            md += _detections(hw, by_file)
         md.append("")
     return "\n".join(md) + "\n"
+
+
+def _false_alarms(hw, correct, calibration_rate) -> list:
+    md = ["Correct files: " +
+          ", ".join(f"`{label}` ({r['file']}, {r['seconds']:.0f} s)" for label, r in correct.items()), "",
+          f"{hw.title}: false alarms of the correct files:", "",
+          "| check | runs | false alarms | upper 95% | calibration at " f"{calibration_rate:g} "
+          "| margin of the correct files (min / median / max) |", "|---|---|---|---|---|---|"]
+    for check in hw.checks:
+        if not all(check.name in r["checks"] for r in correct.values()):
+            continue                         # left out by --checks
+        runs = sum(r["checks"][check.name]["runs"] for r in correct.values())
+        alarms = sum(r["checks"][check.name]["failures"] for r in correct.values())
+        c_runs = sum(r["checks"][check.name]["calibration_runs"] for r in correct.values())
+        c_fail = sum(r["checks"][check.name]["calibration_failures"] for r in correct.values())
+        margins = sorted(m for r in correct.values() for m in r["checks"][check.name]["margins"])
+        margin = (f"{margins[0]:.4g} / {margins[len(margins) // 2]:.4g} / {margins[-1]:.4g}: "
+                  f"{MARGINS[check.name][1]}" if margins else "")
+        calibration = f"{c_fail} / {c_runs} ({c_fail / c_runs:.3g})" if c_runs else "deterministic or by margin"
+        md.append(f"| `{check.name}` | {runs} | {alarms} | {_upper_95(alarms, runs):.2g} | {calibration} | "
+                  f"{margin} |")
+    failing = [(label, check, r["checks"][check]) for label, r in correct.items() for check in r["checks"]
+               if r["checks"][check]["failures"]]
+    if failing:
+        md += ["", "False alarms seen: " + "; ".join(f"`{label}` `{check}` at seeds {s['failing_seeds']}: "
+                                                     f"{s['messages'][0]}" for label, check, s in failing)]
+    return md + [""]
+
+
+def _detections(hw, by_file) -> list:
+    md = [f"{hw.title}: detections of the mutants, on the checks each must fail:", "",
+          "| mutant | check | detected | missed, upper 95% | seconds |", "|---|---|---|---|---|"]
+    for label, r in by_file.items():
+        if r["correct"]:
+            continue
+        if "seeds_losing_points" in r:
+            missed = _upper_95(r["seeds"] - r["seeds_losing_points"], r["seeds"])
+            md.append(f"| `{label}` | any of its checks | {r['seeds_losing_points']} / {r['seeds']} | {missed:.2g}"
+                      f"{'' if missed < 0.01 else ' ✗'} | {r['seconds']:.0f} |")
+        for check, s in r["checks"].items():
+            missed = _upper_95(s["runs"] - s["failures"], s["runs"])
+            md.append(f"| `{label}` | `{check}` | {s['failures']} / {s['runs']} | {missed:.2g}"
+                      f"{'' if missed < 0.01 else ' ✗'} | {r['seconds']:.0f} |")
+    return md
 
 
 if __name__ == "__main__":
