@@ -424,6 +424,8 @@ def main(argv=None):
                "first_seed": args.first_seed, "files": args.files, "checks": sorted(only_checks) if only_checks else "all", "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                "seconds": round(time.perf_counter() - start, 1), "cpu_seconds": round(time.process_time(), 1),
+               # the files' own times, those done before a stop included: this process's alone says little
+               "files_seconds": round(sum(r["seconds"] for by_file in report.values() for r in by_file.values()), 1),
                "assignments": report}
     path = write_result(args.name, payload)
     (RESULTS / f"{args.name}.md").write_text(markdown(json.loads(path.read_text()), path.name))
@@ -484,18 +486,27 @@ def markdown(payload, json_name) -> str:
     ``{{ include }}``)."""
     from zoo.homework import get_assignment
     cpu = f" ({payload['cpu_seconds'] / 60:.0f} min of CPU)" if "cpu_seconds" in payload else ""
+    files = payload.get("files", "all")
     md = ["# The homework checks over many secret seeds: false alarms and detections", "",
           f"Command: `OMP_NUM_THREADS={payload['omp_num_threads']} {payload['provenance']['command']}` "
-          f"(result: `{json_name}`), {payload['seconds'] / 60:.0f} min at one thread{cpu}; load average at the start "
+          f"(result: `{json_name}`), "
+          + (f"{payload['files_seconds'] / 60:.0f} min of grading at one thread in all (this process, which resumed "
+             f"the files done before a stop: {payload['seconds'] / 60:.0f} min{cpu})"
+             if payload.get("files_seconds", 0) > payload["seconds"] + 60 else
+             f"{payload['seconds'] / 60:.0f} min at one thread{cpu}")
+          + "; load average at the start "
           f"{payload['load_average_at_start']} on {os.cpu_count()} cores. In process, without the sandbox "
           f"(`zoo.homework.in_process`); the score-function, reconstruction, phase and IWAE gradient draws vectorized "
           f"by `torch.func.vmap` (see the script's docstring)."
           + {"all": "", "correct": " The correct files only (`--files correct`).",
-             "wrong": " The mutants that must lose checks only (`--files wrong`)."}[payload.get("files", "all")], "",
+             "wrong": " The mutants that must lose checks only (`--files wrong`)."}[files], "",
           f"The stated false-alarm rate is {payload['false_alarm_stated']:g} per check; each check's tests are designed "
-          f"at {payload['design_rate']:g} together. Correct files: {payload['seeds']} seeds each (the training checks "
-          f"{payload['train_seeds']}); wrong files (mutants): {payload['mutant_seeds']} seeds each (the training checks "
-          f"{payload.get('mutant_train_seeds', payload['mutant_seeds'])}), on the checks they must fail. *Upper 95%* "
+          f"at {payload['design_rate']:g} together. "
+          + ("" if files == "wrong" else f"Correct files: {payload['seeds']} seeds each (the training checks "
+             f"{payload['train_seeds']}). ")
+          + ("" if files == "correct" else f"Wrong files (mutants): {payload['mutant_seeds']} seeds each (the training "
+             f"checks {payload.get('mutant_train_seeds', payload['mutant_seeds'])}), on the checks they must fail. ")
+          + "*Upper 95%* "
           f"is the Clopper-Pearson bound of the false-alarm rate from what was seen, and *missed, upper 95%* that of "
           f"the share of seeds at which a mutant keeps the check's points (the goal: below 1%). "
           f"*Calibration*: the statistical checks' failures on the same draws with their design rate raised to "
