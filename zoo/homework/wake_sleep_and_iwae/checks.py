@@ -289,12 +289,16 @@ def check_iwae_bound_values(sub, ctx):
             f"{float(log_px[0]):.3f} (ELBO {float(elbo[0]):.3f})")
 
 
+#: the Gaussian problem's parameter tensors, in the order of its ``params`` and of the flat gradient
+PARAMETERS = ("W", "mu", "log_sigma", "A", "d", "e")
+
+
 def check_iwae_gradient(sub, ctx):
     """The reparameterised gradient of sum_b L_K(x_b) at K = 5 in (W, mu, log sigma, A, d, e): 400 draws, each from
     its own seed (some replayed in a fresh worker), against the grader's mean of 100 batches of 1000 of its own
     draws: the difference of the two means projected on 10 random directions, the all-ones direction and the
-    reference gradient's direction within theta and within phi, each a two-sample z-test whose standard error
-    counts both samples; the 13 tests share :data:`~zoo.homework.base.DESIGN_RATE`."""
+    reference gradient's direction within each parameter tensor (W, mu, log sigma, A, d, e), each a two-sample z-test
+    whose standard error counts both samples; the 17 tests share :data:`~zoo.homework.base.DESIGN_RATE`."""
     seed = _problem_seed(ctx, 6)
     problem = make_gaussian_problem(seed)
     width = sum(p.numel() for p in problem.params)
@@ -303,15 +307,18 @@ def check_iwae_gradient(sub, ctx):
     samples = draws.get("iwae_gradients", (seed, IWAE_K), IWAE_DRAWS, width, what)
     draws.replayed()
     reference = problem.iwae_gradients(IWAE_K, 100, 1000).detach()
-    G = problem.num_generative
     directions = torch.randn(10, width, dtype=torch.float64)
     mean = reference.mean(0)
-    blocks = torch.zeros(2, width, dtype=torch.float64)
-    blocks[0, :G], blocks[1, G:] = mean[:G], mean[G:]
+    # each parameter tensor's own gradient direction: a term missing from one tensor (the sample's scale detached
+    # drops the pathwise part of log_scale's) is a bias of its full size there, and a small share of theta's or phi's
+    blocks, start = torch.zeros(len(PARAMETERS), width, dtype=torch.float64), 0
+    for k, p in enumerate(problem.params):
+        blocks[k, start:start + p.numel()] = mean[start:start + p.numel()]
+        start += p.numel()
     directions = torch.cat([directions, torch.ones(1, width, dtype=torch.float64), blocks])
     directions = directions / directions.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    names = [f"random direction {k}" for k in range(10)] + ["the all-ones direction", "theta's gradient direction",
-                                                              "phi's gradient direction"]
+    names = ([f"random direction {k}" for k in range(10)] + ["the all-ones direction"]
+             + [f"{name}'s gradient direction" for name in PARAMETERS])
     a, r = samples @ directions.T, reference @ directions.T
     error = (a.var(0) / a.shape[0] + r.var(0) / r.shape[0]).sqrt()
     z = (a.mean(0) - r.mean(0)) / error.clamp_min(1e-300)
@@ -321,7 +328,7 @@ def check_iwae_gradient(sub, ctx):
         raise AssertionError(f"{what} is biased along {names[worst]}: {float(a.mean(0)[worst]):.4g} against the "
                              f"reference {float(r.mean(0)[worst]):.4g} ({float(z[worst]):.1f} standard errors, threshold "
                              f"{threshold:.2f}): z = loc + exp(log_scale) eps keeps the gradient in loc and log_scale")
-    return (f"unbiased for grad L_{IWAE_K} along 13 directions (largest |z| {abs(float(z[worst])):.2f} < "
+    return (f"unbiased for grad L_{IWAE_K} along {len(names)} directions (largest |z| {abs(float(z[worst])):.2f} < "
             f"{threshold:.2f}; {IWAE_DRAWS} draws against 100,000)")
 
 
