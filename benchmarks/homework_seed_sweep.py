@@ -276,7 +276,7 @@ def fast_probes(assignment: str, memo: _Memo):
                                                                      missing))
 
         def iwae_gradients(module, problem_seed, num_samples, seeds):
-            problem, params = probes._gaussian(problem_seed, False)
+            problem, params = probes.gaussian_problem(problem_seed, False)
             names = ("W", "mu", "log_sigma", "A", "d", "e")
             theta = {name: p.detach() for name, p in zip(names, params)}
 

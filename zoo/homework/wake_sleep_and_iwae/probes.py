@@ -47,7 +47,7 @@ def phase_gradients(sub, function: str, problem_seed: int, num_samples: int, see
     return torch.stack(draws)
 
 
-def _gaussian(problem_seed: int, at_posterior: bool):
+def gaussian_problem(problem_seed: int, at_posterior: bool):
     """The linear Gaussian problem in float32, its parameters leaves that require grad."""
     problem = make_gaussian_problem(problem_seed)
     if at_posterior:
@@ -59,7 +59,7 @@ def _gaussian(problem_seed: int, at_posterior: bool):
 def iwae_gradients(sub, problem_seed: int, num_samples: int, seeds):
     """One flat gradient per seed (``[len(seeds), P]``, over W, mu, log sigma, A, d, e) of sum_b
     ``iwae_bound(log_joint, loc, log_scale, K)`` on ``make_gaussian_problem(problem_seed)``, in float32."""
-    problem, params = _gaussian(problem_seed, False)
+    problem, params = gaussian_problem(problem_seed, False)
     draws = []
     for seed in seeds:
         seed_draw(seed)
@@ -75,7 +75,7 @@ def iwae_values(sub, problem_seed: int, num_samples: int, repeats: int, at_poste
     """``iwae_bound(log_joint + offset, loc, log_scale, K)`` on the Gaussian problem's data repeated ``repeats``
     times (independent draws of each datum's bound): ``[repeats, B]``; with ``at_posterior`` q is the exact
     posterior."""
-    problem, _ = _gaussian(problem_seed, at_posterior)
+    problem, _ = gaussian_problem(problem_seed, at_posterior)
     B = problem.x.shape[0]
     repeated = type(problem)(*problem.params, problem.x.repeat(repeats, 1))
     with torch.no_grad():
