@@ -618,3 +618,21 @@ def test_the_fixed_digits_model_is_the_same_when_trained_again(tmp_path, monkeyp
                 assert torch.equal(got, value), (part, name)
     finally:
         problem._weights.cache_clear()
+
+
+def test_iwae_gradient_catches_the_detached_scale_along_log_sigma_s_own_direction(tmp_path):
+    """The sample's scale detached passed iwae_gradient at 65 of 150 seeds when the check tested theta's and phi's
+    directions only (benchmarks/results/homework_seed_sweep_wake_sleep_mutants.md); 1000006 and 1000008 were two of
+    them. Along each parameter tensor's direction it loses the check there, and the reference keeps it."""
+    from zoo.homework.in_process import grade_in_process, load_file
+    old, new, _ = MUTANTS["wake_sleep_and_iwae"]["iwae_scale_detached"]
+    from pathlib import Path
+    solution = Path(__file__).resolve().parents[1] / "zoo" / "homework" / "solutions" / "wake_sleep_and_iwae.py"
+    source = solution.read_text()
+    (tmp_path / "mutant.py").write_text(source.replace(old, new, 1))
+    mutant = load_file(tmp_path / "mutant.py", "iwae_scale_detached_at_two_seeds")
+    reference = load_file(solution, "reference_at_two_seeds")
+    for seed in (1000006, 1000008):
+        caught = grade_in_process("wake_sleep_and_iwae", mutant, seed, only=["iwae_gradient"])["iwae_gradient"]
+        assert not caught.passed and "gradient direction" in caught.message, (seed, caught.message)
+        assert grade_in_process("wake_sleep_and_iwae", reference, seed, only=["iwae_gradient"])["iwae_gradient"].passed
