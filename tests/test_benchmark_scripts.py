@@ -108,6 +108,9 @@ def test_named_result_scripts_refuse_bad_input_in_one_line(tmp_path, monkeypatch
     ("homework_seed_sweep.py", ["--mutant-seeds", "0"], "--mutant-seeds must be at least 1"),
     ("homework_seed_sweep.py", ["--calibration-rate", "2"], "--calibration-rate must be in (0, 1)"),
     ("homework_seed_sweep.py", ["--assignments", "bernoulli_vae,hw9"], "unknown assignment 'hw9'"),
+    ("homework_seed_sweep.py", ["--assignments", "wake_sleep_and_iwae", "--only", "reference,iwae_scale_detach"],
+     "--only names no file of wake_sleep_and_iwae: iwae_scale_detach"),
+    ("homework_seed_sweep.py", ["--rewrite-page"], "is not a sweep's result file"),
     ("fault_injection.py", ["--families", "sigkill,flood"], "--families takes names from sigkill, full_disk"),
     ("fault_injection.py", ["--kills", "0"], "--kills must be at least 1"),
     ("fault_injection.py", ["--flips", "-1"], "--flips at least 0"),
@@ -283,6 +286,27 @@ def test_gradient_variance_refuses_an_unknown_section(tmp_path):
                         "--name", "never_written"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 2 and "--sections takes toy, vae, sbn, cat, tighter, budget, weights, rainforth" in r.stderr.strip().splitlines()[-1], r.stderr
     assert not (BENCHMARKS / "results" / "never_written.json").exists()
+
+
+def test_a_mutant_of_the_training_checks_alone_is_counted_over_the_seeds_they_ran():
+    """Homework 5's fit_* mutants must fail a training check only, which the sweep runs at --mutant-train-seeds (5)
+    of its --mutant-seeds (100): "any of its checks" read 5 / 100 detected where all 5 graded seeds caught it."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from homework_seed_sweep import _detections
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from zoo.homework import get_assignment
+
+    def outcome(runs, failures, lost):
+        check = {"runs": runs, "failures": failures, "failing_seeds": [], "messages": [], "calibration_runs": 0,
+                 "calibration_failures": 0, "margins": []}
+        return {"correct": False, "seconds": 1.0, "seeds": 100, "seeds_losing_points": lost,
+                "checks": {"iaf_closes_the_gap": check}}
+    rows = _detections(get_assignment("expressive_posteriors"), {"fit_without_optimizer_step": outcome(5, 5, 5),
+                                                                 "fit_half_caught": outcome(5, 3, 3)})
+    rows = [r for r in rows if "any of its checks" in r]
+    assert "| 5 / 5 |" in rows[0] and "| 3 / 5 |" in rows[1], rows
 
 
 def test_a_sweeps_kept_outcomes_are_resumed_only_where_their_figures_can_be_true(tmp_path):
