@@ -115,6 +115,42 @@ def test_vampprior_is_the_average_of_the_encoders_posteriors_at_the_pseudo_input
     assert torch.allclose(model.prior().log_prob(z), direct, atol=1e-10)
 
 
+def test_a_held_vampprior_keeps_its_components_only_while_nothing_can_change_them():
+    """Held fixed (eval mode, parameters frozen), the VampPrior computes its K components once; any change to the
+    pseudo-inputs or the encoder (an in-place update, load_state_dict) is seen at the next call, and where a
+    gradient is asked for (training, or parameters that require one) every call computes them afresh, so the
+    pseudo-inputs and the encoder still get their gradients."""
+    from unittest import mock
+    from zoo.core.modes import held_fixed
+    torch.manual_seed(3)
+    model = build_model("vae", 6, latent_dim=3, hidden=(8,), prior="vampprior", prior_components=4).double()
+    guide = build_guide("amortized", model).double()
+    z = torch.randn(5, 3, dtype=torch.float64)
+    fresh = model.prior().log_prob(z).detach()
+    with mock.patch.object(type(model.prior), "components", autospec=True,
+                           side_effect=type(model.prior).components) as computed:
+        with held_fixed(model, guide):
+            for _ in range(3):
+                assert torch.equal(model.prior().log_prob(z), fresh)
+            assert computed.call_count == 1                                   # kept
+            with torch.no_grad():
+                model.prior.raw_pseudo_inputs.add_(0.3)                       # an in-place change: seen
+            moved = model.prior().log_prob(z)
+            assert computed.call_count == 2 and not torch.allclose(moved, fresh)
+            state = {k: v.clone() for k, v in guide.state_dict().items()}
+            state = {k: v + 0.1 if v.is_floating_point() else v for k, v in state.items()}
+            guide.load_state_dict(state)                                     # the encoder changed: seen
+            assert not torch.allclose(model.prior().log_prob(z), moved) and computed.call_count == 3
+        assert all(p.requires_grad for p in [*model.parameters(), *guide.parameters()])
+        model.train(), guide.train()
+        calls = computed.call_count
+        model.prior().log_prob(z).sum().backward()
+        model.prior().log_prob(z).sum().backward()                          # twice at the same parameters
+        assert computed.call_count == calls + 2
+        assert model.prior.raw_pseudo_inputs.grad is not None
+        assert any(p.grad is not None for p in guide.parameters())
+
+
 def test_vampprior_with_one_pseudo_input_at_x_is_the_encoders_posterior_at_x():
     torch.manual_seed(2)
     x = torch.bernoulli(torch.full((1, 6), 0.5, dtype=torch.float64))

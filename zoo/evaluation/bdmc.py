@@ -46,7 +46,7 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.core.memory import refuse_oversized_annealing
-from zoo.core.modes import evaluation_mode
+from zoo.core.modes import held_fixed
 from zoo.core.weights import dreamt_data
 from zoo.evaluation.ais import (AnnealedImportanceSampling, _Chains, annealing_start, coordinates_text,
                                 log_mean_exp_and_se)
@@ -106,7 +106,7 @@ def bidirectional_monte_carlo(model, guide, ais: AnnealedImportanceSampling, num
     guide, start = annealing_start(guide, ais.path)
     global_guide = getattr(guide, "global_guide", None)
     rows = []
-    with evaluation_mode(model, guide), torch.no_grad():
+    with held_fixed(model, guide), torch.no_grad():
         held = global_guide.at_point_estimate() if global_guide is not None else contextlib.nullcontext()
         with held:
             torch.manual_seed(seed)

@@ -61,7 +61,6 @@ Example::
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from typing import Dict, Optional
 
 import pyro
@@ -77,7 +76,7 @@ from zoo.core.errors import ZooError
 from zoo.core.params import register_module
 from zoo.core.plates import data_plate
 from zoo.evaluation.defensive import as_proposal, log_mean_weight
-from zoo.core.modes import evaluation_mode
+from zoo.core.modes import evaluation_mode, frozen_parameters
 from zoo.evaluation.estimators.psis import PSIS_THRESHOLD, psis_khat
 from zoo.registry import build_guide
 from zoo.rules import check_gaps
@@ -204,19 +203,6 @@ def local_guide(guide, model, x: torch.Tensor) -> nn.Module:
     return local
 
 
-@contextmanager
-def _frozen(module: nn.Module):
-    """Hold ``module``'s parameters fixed (no gradients) for the duration."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
 @torch.no_grad()
 def per_datum_estimates(model, guide, x: torch.Tensor, num_samples: int, batch_size: int = 100,
                         max_elements: int = 1 << 24, psis: bool = True, proposal="defensive") -> Dict[str, torch.Tensor]:
@@ -267,7 +253,7 @@ def inference_gaps(model, guide, x: torch.Tensor, *, num_samples: int = 1000, sc
     family = same_family(guide)
     model.validate_data(x, what="data for the inference gaps")
     local = local_guide(guide, model, x)
-    with _frozen(guide):
+    with frozen_parameters(guide):
         refit = refit_local_guide(model, local, x, schedule, seed=seed)
     pyro.set_rng_seed(stream_seed(seed, "gaps"))
     amortized = per_datum_estimates(model, guide, x, num_samples, proposal=proposal)

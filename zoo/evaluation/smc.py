@@ -104,7 +104,7 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.core.latents import MANIFOLDS
-from zoo.core.modes import evaluation_mode
+from zoo.core.modes import held_fixed
 from zoo.core.process import map_torch_constants
 from zoo.evaluation.ais import (GIBBS_MAX_STATES, PATHS, PRECONDITIONERS, _broadcast, _Chains, _gibbs, _hmc,
                                 _independent_mh, _local_mh, _Point, annealing_start, log_mean_exp_and_se)
@@ -430,7 +430,7 @@ class SequentialMonteCarlo:
         map_torch_constants()
         guide, start = annealing_start(guide, self.path)
         global_guide = getattr(guide, "global_guide", None)
-        with evaluation_mode(model, guide), torch.no_grad():
+        with held_fixed(model, guide), torch.no_grad():
             if global_guide is None:
                 result = self._estimate(model, guide, x, progress, seed, done or {}, on_batch)
             else:

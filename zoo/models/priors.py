@@ -263,11 +263,34 @@ class VampPrior(LearnedPrior):
         return self._guide.module.marginal_posterior(self.site.name, u)
 
     def forward(self):
-        q = self.components(self.pseudo_inputs).base_dist          # Normal, batch [K, D]
-        guide = self._guide.module
+        guide = self._guide.module if self._guide is not None else None
+        loc, scale = self._kept_components() if guide is not None else (None, None)
+        if loc is None:
+            q = self.components(self.pseudo_inputs).base_dist      # Normal, batch [K, D]
+            loc, scale = q.loc, q.scale
         register_module(getattr(guide, "module_name", "encoder"), guide)    # the borrowed encoder's parameters
-        K = q.loc.shape[0]
-        return DiagonalNormalMixture(torch.zeros(K, dtype=q.loc.dtype, device=q.loc.device), q.loc, q.scale)
+        K = loc.shape[0]
+        return DiagonalNormalMixture(torch.zeros(K, dtype=loc.dtype, device=loc.device), loc, scale)
+
+    def _kept_components(self):
+        """The components' (loc, scale) computed once while nothing can change them: in eval mode, with no graph to
+        record (gradients off, or no parameter of the pseudo-inputs and the encoder requiring one: an evaluation
+        under :func:`zoo.core.modes.frozen_parameters`), for as long as every one of those parameters is the same
+        tensor at the same version and storage (an in-place update, an optimizer's step or ``load_state_dict``,
+        moves the version on; a move to another device or dtype, the storage). The K pseudo-inputs through the encoder were a third of AIS's time on the HVAE + VampPrior
+        model, recomputed at every leapfrog step. ``(None, None)`` where they must be computed afresh."""
+        if self.training:
+            return None, None
+        params = [self.raw_pseudo_inputs, *self._guide.module.parameters()]
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return None, None
+        key = tuple((id(p), p._version, p.data_ptr(), p.dtype, p.device) for p in params)
+        kept = self.__dict__.get("_kept")
+        if kept is None or kept[0] != key:
+            with torch.no_grad():
+                q = self.components(self.pseudo_inputs).base_dist
+            kept = self.__dict__["_kept"] = (key, q.loc, q.scale)
+        return kept[1], kept[2]
 
 
 class FlowPrior(LearnedPrior):
