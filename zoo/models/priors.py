@@ -279,7 +279,7 @@ class VampPrior(LearnedPrior):
         tensor at the same version and storage (an in-place update, an optimizer's step or ``load_state_dict``,
         moves the version on; a move to another device or dtype, the storage). The K pseudo-inputs through the encoder were a third of AIS's time on the HVAE + VampPrior
         model, recomputed at every leapfrog step. ``(None, None)`` where they must be computed afresh."""
-        if self.training:
+        if self.training or is_capturing():             # a step being captured as a graph reads its inputs
             return None, None
         params = [self.raw_pseudo_inputs, *self._guide.module.parameters()]
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
