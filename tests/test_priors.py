@@ -116,12 +116,14 @@ def test_vampprior_is_the_average_of_the_encoders_posteriors_at_the_pseudo_input
 
 
 def test_a_held_vampprior_keeps_its_components_only_while_nothing_can_change_them():
-    """Held fixed (eval mode, parameters frozen), the VampPrior computes its K components once; any change to the
-    pseudo-inputs or the encoder (an in-place update, load_state_dict) is seen at the next call, and where a
-    gradient is asked for (training, or parameters that require one) every call computes them afresh, so the
-    pseudo-inputs and the encoder still get their gradients."""
+    """Held fixed (eval mode, parameters frozen: zoo.core.modes.held_fixed), the VampPrior computes its K components
+    once; a change to the pseudo-inputs or the encoder inside the block (an in-place update, load_state_dict) is seen
+    at the next call, and so is a step of the zoo's optimizer between two blocks (a fused Adam step moves no tensor's
+    version). Outside a block nothing is kept, so gradients reach the pseudo-inputs and the encoder, twice at the
+    same parameters; a parameter frozen before the block stays frozen after it."""
     from unittest import mock
     from zoo.core.modes import held_fixed
+    from zoo.training.optimizer import make_optimizer
     torch.manual_seed(3)
     model = build_model("vae", 6, latent_dim=3, hidden=(8,), prior="vampprior", prior_components=4).double()
     guide = build_guide("amortized", model).double()
@@ -140,7 +142,8 @@ def test_a_held_vampprior_keeps_its_components_only_while_nothing_can_change_the
             state = {k: v.clone() for k, v in guide.state_dict().items()}
             state = {k: v + 0.1 if v.is_floating_point() else v for k, v in state.items()}
             guide.load_state_dict(state)                                     # the encoder changed: seen
-            assert not torch.allclose(model.prior().log_prob(z), moved) and computed.call_count == 3
+            held = model.prior().log_prob(z)
+            assert not torch.allclose(held, moved) and computed.call_count == 3
         assert all(p.requires_grad for p in [*model.parameters(), *guide.parameters()])
         model.train(), guide.train()
         calls = computed.call_count
@@ -149,6 +152,20 @@ def test_a_held_vampprior_keeps_its_components_only_while_nothing_can_change_the
         assert computed.call_count == calls + 2
         assert model.prior.raw_pseudo_inputs.grad is not None
         assert any(p.grad is not None for p in guide.parameters())
+        optimizer = make_optimizer(model, guide, lr=0.05)
+        optimizer.zero_grad()
+        (-model.prior().log_prob(z).sum()).backward()
+        optimizer.step()                                                     # between two held blocks: seen
+        with torch.no_grad():
+            model.eval(), guide.eval()
+            outside = model.prior().log_prob(z)                              # not held: computed, not kept
+        with held_fixed(model, guide):
+            assert torch.equal(model.prior().log_prob(z), outside) and not torch.allclose(outside, held)
+    frozen = next(iter(guide.parameters()))
+    frozen.requires_grad_(False)
+    with held_fixed(model, guide):
+        pass
+    assert not frozen.requires_grad and model.prior.raw_pseudo_inputs.requires_grad
 
 
 def test_vampprior_with_one_pseudo_input_at_x_is_the_encoders_posterior_at_x():

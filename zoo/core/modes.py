@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-__all__ = ["evaluation_mode", "frozen_parameters", "held_fixed"]
+__all__ = ["evaluation_mode", "frozen_parameters", "held_fixed", "held_generation"]
+
+#: how deep in frozen_parameters blocks this process is, and a count of their entries and exits
+_HELD = {"depth": 0, "generation": 0}
 
 
 @contextmanager
@@ -28,11 +31,23 @@ def frozen_parameters(*modules):
     params = {id(p): p for m in modules for p in m.parameters() if p.requires_grad}
     for p in params.values():
         p.requires_grad_(False)
+    _HELD["depth"] += 1
+    _HELD["generation"] += 1
     try:
         yield
     finally:
+        _HELD["depth"] -= 1
+        _HELD["generation"] += 1
         for p in params.values():
             p.requires_grad_(True)
+
+
+def held_generation():
+    """Inside a :func:`frozen_parameters` block, a number that changes each time such a block is entered or left: what
+    a part may keep a value computed from parameters under (the VampPrior's components), since nothing trains them
+    in the block; ``None`` outside one, where an optimizer may change a parameter without a trace a part could
+    read (a fused Adam step leaves a tensor's version and storage as they were)."""
+    return _HELD["generation"] if _HELD["depth"] else None
 
 
 @contextmanager

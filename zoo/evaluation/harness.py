@@ -40,7 +40,7 @@ from typing import Dict
 import pyro
 import torch
 
-from zoo.core.modes import evaluation_mode
+from zoo.core.modes import evaluation_mode, held_fixed
 from zoo.core.weights import per_datum_log_weights
 from zoo.evaluation.defensive import as_proposal
 from zoo.evaluation.estimators import ESTIMATORS, Batch, Context
@@ -137,7 +137,7 @@ def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int
             result.update(entries)
             per_datum.update(columns)
 
-    with evaluation_mode(model, guide), torch.no_grad():
+    with held_fixed(model, guide), torch.no_grad():
         if global_guide is None:
             ctx.log_marginal = model.log_marginal if model.has_log_marginal else exact_by_summing(model, x)
             recon = _draw(ctx, estimators, keep_reconstructions)

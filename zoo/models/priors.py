@@ -70,6 +70,7 @@ from zoo.core.contract import Borrowed, LatentSite
 from zoo.core.distributions import ShapedIndependent, StandardNormal, is_capturing
 from zoo.core.errors import ZooError
 from zoo.core.latents import FamilyPrior
+from zoo.core.modes import held_generation
 from zoo.core.params import register_module
 from zoo.core.components import Options, OptionError, option
 
@@ -273,24 +274,27 @@ class VampPrior(LearnedPrior):
         return DiagonalNormalMixture(torch.zeros(K, dtype=loc.dtype, device=loc.device), loc, scale)
 
     def _kept_components(self):
-        """The components' (loc, scale) computed once while nothing can change them: in eval mode, with no graph to
-        record (gradients off, or no parameter of the pseudo-inputs and the encoder requiring one: an evaluation
-        under :func:`zoo.core.modes.frozen_parameters`), for as long as every one of those parameters is the same
-        tensor at the same version and storage (an in-place update, an optimizer's step or ``load_state_dict``,
-        moves the version on; a move to another device or dtype, the storage). The K pseudo-inputs through the encoder were a third of AIS's time on the HVAE + VampPrior
-        model, recomputed at every leapfrog step. ``(None, None)`` where they must be computed afresh."""
-        if self.training or is_capturing():             # a step being captured as a graph reads its inputs
+        """The components' (loc, scale) computed once while nothing can change them: in eval mode, inside a
+        :func:`zoo.core.modes.frozen_parameters` block (AIS, BDMC, SMC and IS hold the model so), and for as long as
+        the pseudo-inputs and every parameter of the encoder are the same tensors at the same version and storage
+        (``load_state_dict`` or an in-place update inside the block is seen). Outside such a block nothing is kept:
+        a fused optimizer step changes a parameter without moving its version. The K pseudo-inputs through the
+        encoder were a third of AIS's time on the HVAE + VampPrior model, recomputed at every leapfrog step.
+        ``(None, None)`` where they must be computed afresh."""
+        generation = held_generation()
+        if self.training or generation is None or is_capturing():
             return None, None
         params = [self.raw_pseudo_inputs, *self._guide.module.parameters()]
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return None, None
-        key = tuple((id(p), p._version, p.data_ptr(), p.dtype, p.device) for p in params)
+        versions = [(p._version, p.data_ptr(), p.dtype, p.device) for p in params]
         kept = self.__dict__.get("_kept")
-        if kept is None or kept[0] != key:
+        if (kept is None or kept[0] != generation or len(kept[1]) != len(params)
+                or any(a is not b for a, b in zip(kept[1], params)) or kept[2] != versions):
             with torch.no_grad():
                 q = self.components(self.pseudo_inputs).base_dist
-            kept = self.__dict__["_kept"] = (key, q.loc, q.scale)
-        return kept[1], kept[2]
+            kept = self.__dict__["_kept"] = (generation, params, versions, q.loc, q.scale)
+        return kept[3], kept[4]
 
 
 class FlowPrior(LearnedPrior):

@@ -294,7 +294,7 @@ def check_iwae_bound_values(sub, ctx):
 PARAMETERS = ("W", "mu", "log_sigma", "A", "d", "e")
 
 
-#: eigenvalues of a tensor's gradient covariance below this share of its largest are rounding (1e-13 and less where
+#: eigenvalues of a tensor's gradient covariance below this share of its largest are rounding (1e-12 and less where
 #: the draws are confined to a subspace; the smallest real ones are 1e-3), left out of Hotelling's test
 RANK_TOLERANCE = 1e-8
 
@@ -344,14 +344,14 @@ def check_iwae_gradient(sub, ctx):
                              f"{threshold:.2f}): {hint}")
     # Hotelling's T^2 in each tensor's coordinates: (n - 1) p / (n - p) F(p, n - p) at the student's n draws (the
     # reference's covariance of its mean is 1/60 of theirs, so theirs is the covariance estimated)
-    n, margin = samples.shape[0], float("inf")
+    n = samples.shape[0]
     for k, name in enumerate(PARAMETERS):
         cols = slice(starts[k], starts[k + 1])
         delta = samples[:, cols].mean(0) - reference[:, cols].mean(0)
         cov = (torch.atleast_2d(torch.cov(samples[:, cols].T)) / n
                + torch.atleast_2d(torch.cov(reference[:, cols].T)) / reference.shape[0])
         # within the span the draws vary in: mu's gradient moves only along W's columns (the rest of its covariance
-        # is rounding, 1e-13 of the top, where a float32 mean would be thousands of "standard errors" off)
+        # is rounding, 1e-12 of the top and less, where a float32 mean would be thousands of "standard errors" off)
         values, vectors = torch.linalg.eigh(cov)
         kept = values > RANK_TOLERANCE * values.max().clamp_min(1e-300)
         p = int(kept.sum())
@@ -363,7 +363,6 @@ def check_iwae_gradient(sub, ctx):
             raise AssertionError(f"{what} is biased in {name}'s coordinates: Hotelling's T^2 = {t2:.1f} in the {p} "
                                  f"directions its draws vary in, against the reference (threshold {limit:.1f}, an F "
                                  f"law at {n} draws): {hint}")
-        margin = min(margin, limit - t2)
     return (f"unbiased for grad L_{IWAE_K} along {len(names)} directions (largest |z| {abs(float(z[worst])):.2f} < "
             f"{threshold:.2f}) and in each parameter tensor's coordinates (Hotelling's T^2); {IWAE_DRAWS} draws "
             f"against 100,000")
