@@ -409,10 +409,15 @@ def main(argv=None):
         get_assignment(name)                     # an unknown name is refused before anything runs
     if only_files is not None:
         with tempfile.TemporaryDirectory() as folder:
-            known = {label for name in names for label, *_ in files(name, Path(folder))}
+            listed = [(label, fails) for name in names for label, _, fails, _ in files(name, Path(folder))]
+        known = {label for label, _ in listed}
         if only_files - known:
             raise ZooError(f"--only names no file of {', '.join(names)}: {', '.join(sorted(only_files - known))}; "
                            f"the files are {', '.join(sorted(known))}")
+        if args.files != "all" and not any(label in only_files and (fails is None) == (args.files == "correct")
+                                           for label, fails in listed):
+            raise ZooError(f"--only names no {'correct file' if args.files == 'correct' else 'mutant'}, and "
+                           f"--files {args.files} sweeps only those: drop --files or name one")
     torch.set_num_threads(1)
     torch.distributions.Distribution.set_default_validate_args(False)      # vmap cannot branch on a validation
     import warnings

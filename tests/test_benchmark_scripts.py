@@ -111,6 +111,8 @@ def test_named_result_scripts_refuse_bad_input_in_one_line(tmp_path, monkeypatch
     ("homework_seed_sweep.py", ["--assignments", "wake_sleep_and_iwae", "--only", "reference,iwae_scale_detach"],
      "--only names no file of wake_sleep_and_iwae: iwae_scale_detach"),
     ("homework_seed_sweep.py", ["--rewrite-page"], "is not a sweep's result file"),
+    ("homework_seed_sweep.py", ["--assignments", "wake_sleep_and_iwae", "--files", "correct", "--only",
+                                "iwae_scale_detached"], "--only names no correct file"),
     ("fault_injection.py", ["--families", "sigkill,flood"], "--families takes names from sigkill, full_disk"),
     ("fault_injection.py", ["--kills", "0"], "--kills must be at least 1"),
     ("fault_injection.py", ["--flips", "-1"], "--flips at least 0"),
