@@ -652,12 +652,12 @@ def test_iwae_gradient_finds_a_bias_orthogonal_to_a_tensors_mean_gradient(tmp_pa
     1600 draws in size: no direction test reaches its threshold (e's own direction sees none of it, a random one a
     share), Hotelling's T^2 in e's two coordinates does."""
     import math
-    from zoo.homework.grader import _derive
+    from zoo.homework.in_process import check_seed
     from zoo.homework.in_process import grade_in_process
     from zoo.homework.wake_sleep_and_iwae.checks import IWAE_DRAWS, IWAE_K
     from zoo.homework.wake_sleep_and_iwae.problem import make_gaussian_problem
     seed = 1000000
-    problem = make_gaussian_problem((_derive(seed, "iwae_gradient") + 6) % 2 ** 31)
+    problem = make_gaussian_problem((check_seed(seed, "iwae_gradient") + 6) % 2 ** 31)
     torch.manual_seed(0)
     draws = problem.iwae_gradients(IWAE_K, 20, 200)          # means of 200: their spread is the draws' / sqrt(200)
     e = draws[:, -2:]
