@@ -576,6 +576,30 @@ def test_a_writer_killed_mid_checkpoint_leaves_a_temp_file_the_next_run_removes(
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] == load_checkpoint(vae_run / "checkpoint.pt")["epoch"]
 
 
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "fifo"])
+def test_a_lock_file_that_is_not_the_zoos_own_touches_nothing_outside_the_folder(vae_run, tmp_path, capsys, kind):
+    """A run folder from someone else whose `.pyro-zoo.lock` was a symbolic link to a file outside it: `eval` took
+    the lock through the link and truncated that file to its pid, exit 0. A link, a hard link or a FIFO in the
+    lock's place is now refused in one line, and the file it names keeps its bytes."""
+    run = copy_run(vae_run, tmp_path / "run")
+    victim = tmp_path / "outside" / "victim.txt"
+    victim.parent.mkdir()
+    victim.write_text("precious data\n")
+    lock = run / ".pyro-zoo.lock"
+    lock.unlink(missing_ok=True)
+    if kind == "symlink":
+        lock.symlink_to(victim)
+    elif kind == "hardlink":
+        os.link(victim, lock)
+    else:
+        os.mkfifo(lock)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p != lock}
+    code, _, err = run_cli(["eval", run, "--eval-samples", "2", "--iwae-k", "1", "--no-progress"], capsys)
+    assert one_line(code, err) and ".pyro-zoo.lock" in err and "remove it" in err, err
+    assert victim.read_text() == "precious data\n"
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p != lock} == before
+
+
 def _wait_for_lock(run: Path, proc):
     """Until ``proc`` holds the run's writer lock: the lock file then holds its pid (run_folder.writer_lock)."""
     lock = run / ".pyro-zoo.lock"

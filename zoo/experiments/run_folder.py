@@ -22,7 +22,9 @@ an atomic write; the next writer to take the lock removes those of the folder's 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -290,10 +292,7 @@ def writer_lock(out: Path, made: bool = False):
         yield
         return
     path = Path(out) / LOCK
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise write_error(path, e) from None
+    fd = _open_lock(path)
     held = False
     try:
         try:
@@ -316,6 +315,27 @@ def writer_lock(out: Path, made: bool = False):
         raise
     finally:
         os.close(fd)                                      # closing the descriptor releases the lock
+
+
+def _open_lock(path: Path) -> int:
+    """A descriptor of the lock file ``path``, made if missing. A folder may come from someone else, so the lock is
+    opened without following a symbolic link, and refused unless it is a regular file of one name: the lock is
+    truncated and written, and a link would carry that write to a file outside the folder."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0),
+                     0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ZooError(f"{path} is a symbolic link, not the lock file pyro-zoo writes: remove it (a run "
+                           f"folder's lock is its own file) and run the command again") from None
+        raise write_error(path, e) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        what = "a hard link to another file" if stat.S_ISREG(info.st_mode) else "not a regular file"
+        raise ZooError(f"{path} is {what}, not the lock file pyro-zoo writes: remove it (a run folder's lock is its "
+                       f"own file) and run the command again")
+    return fd
 
 
 def _remove_if_only_lock(out: Path) -> None:
