@@ -247,6 +247,28 @@ def test_eval_by_name_never_writes_into_the_folder_of_trained_models(in_catalogu
     assert "never write into" in capsys.readouterr().err and _digest(in_catalogue) == before
 
 
+def test_no_command_writes_into_the_folder_of_trained_models_named_by_its_path(in_catalogue, tmp_path, capsys):
+    """Named by its path rather than its name, the committed folder was written into: `eval FOLDER` wrote its results,
+    plots and lock there, `compress FOLDER` its code file, `compress NAME --out FOLDER/x.pzbb` a file, and
+    `gradients --checkpoint NAME --out CATALOGUE/new` a new folder (all exit 0). Each is refused in one line, and the
+    folder of trained models is as it was."""
+    catalogue = in_catalogue.parent
+    before = {p.relative_to(catalogue): p.read_bytes() for p in catalogue.rglob("*") if p.is_file()}
+    small = ["--eval-samples", "3", "--eval-limit", "5", "--no-progress"]
+    tries = [["eval", str(in_catalogue), *small],
+             ["compress", str(in_catalogue), "--limit", "3"],
+             ["compress", "tiny-digits-elbo", "--limit", "3", "--out", str(in_catalogue / "x.pzbb")],
+             ["gradients", "--checkpoint", "tiny-digits-elbo", "--objectives", "elbo", "--out", str(catalogue / "new"),
+              "--steps", "1"],
+             ["eval", "tiny-digits-elbo", "--out", str(catalogue / "copy"), *small]]
+    for argv in tries:
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "never write into" in err, (argv, err)
+    assert {p.relative_to(catalogue): p.read_bytes() for p in catalogue.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in catalogue.iterdir()) == ["tiny-digits-elbo"]
+
+
 def test_a_refused_command_leaves_no_working_copy_it_made(in_catalogue, tmp_path, capsys):
     """A bad value (refused once the working copy is made) left the trained model's copied config and weights in a
     new folder the user named: a refused command leaves no files. The copy and the folders made to hold it are

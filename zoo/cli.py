@@ -859,6 +859,19 @@ COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compare": c
             "compress": cmd_compress, "report": cmd_report, "docs": cmd_docs, "homework": cmd_homework, "grade": cmd_grade}
 
 
+#: the commands whose --out names what they write (a run folder, or compress's code file)
+_WRITERS = ("train", "eval", "compare", "gradients", "compress")
+
+
+def _refuse_writing_the_catalogue(args) -> None:
+    """A command's ``--out`` inside the folder of trained models is refused before anything is made: the committed
+    weights' folder is read, never written (a run folder named by its path there is refused by its lock)."""
+    out = getattr(args, "out", None)
+    if args.command in _WRITERS and out:
+        from zoo.core.catalogue import refuse_inside_catalogue
+        refuse_inside_catalogue(Path(out), "the code file" if args.command == "compress" else "a folder")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     import signal
     from zoo.cli_process import tune_process
@@ -869,6 +882,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         tune_process()                     # unless PYRO_ZOO_PROCESS_TUNING=0 (zoo.cli_process); imports torch
         args = build_parser().parse_args(argv)
+        _refuse_writing_the_catalogue(args)
         COMMANDS[args.command](args)
         done = True
     except ZooError as e:

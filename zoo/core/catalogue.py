@@ -386,14 +386,25 @@ def catalogue_text() -> str:
     return "\n".join(lines) + "\n"
 
 
+def refuse_inside_catalogue(path: Path, what: str = "a folder") -> None:
+    """Refuse in one line to write ``path`` where it is the folder of trained models or inside it (through links
+    too): commands evaluate a trained model in a working copy and never write into the committed weights' folder,
+    whether it was named by its path or by a file's. ``what`` says what the user names instead (``--out``'s)."""
+    root = checkpoints_dir()
+    if root is None:
+        return
+    root, where = root.resolve(), Path(path).resolve()
+    if where == root or root in where.parents:
+        raise ZooError(f"{path} is inside the folder of trained models ({root}), which commands never write into; "
+                       f"name {what} elsewhere with --out (to score a trained model, name it: pyro-zoo eval NAME)")
+
+
 def working_copy(name: str, out: Path) -> Path:
     """A run folder ``out`` to evaluate the trained model ``name`` in (its results are written there, never into the
     committed folder): made with a copy of its config and weights, or, where ``out`` exists, refused unless it holds
     those very weights (then it is used as it is, with the results already in it)."""
     source, out = trained_folder(name), Path(out)
-    if out.resolve() == source.resolve() or checkpoints_dir().resolve() in out.resolve().parents:
-        raise ZooError(f"{out} is inside the folder of trained models ({checkpoints_dir()}), which commands never "
-                       f"write into; name a folder elsewhere with --out")
+    refuse_inside_catalogue(out)
     try:
         return _working_copy(name, source, out)
     except OSError as e:

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from zoo.core.catalogue import refuse_inside_catalogue
 from zoo.core.errors import OptionError, ZooError
 from zoo.core.files import read_json
 from zoo.data.dataset import SPLITS
@@ -291,6 +292,12 @@ def writer_lock(out: Path, made: bool = False):
     except ImportError:                                   # pragma: no cover - not on POSIX
         yield
         return
+    try:
+        refuse_inside_catalogue(Path(out))     # every writer of a folder takes this lock
+    except ZooError:
+        if made:
+            _remove_if_only_lock(Path(out))
+        raise
     path = Path(out) / LOCK
     fd = _open_lock(path)
     held = False
