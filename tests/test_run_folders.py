@@ -245,6 +245,23 @@ def test_a_checkpoint_holding_inf_is_refused_in_one_line(vae_run, tmp_path, caps
     assert snapshot(run) == before
 
 
+def test_a_checkpoint_declaring_a_huge_tensor_is_refused_by_its_shape_in_one_line(vae_run, tmp_path, capsys):
+    """A tensor saved as one number expanded to 10^6 x 10^6 (a few bytes on disk): eval and resume checked it for NaN
+    before its shape and tried to allocate 4 TB, a traceback (a few GB less would have been the OOM killer). The
+    shape is checked first, so the file is refused in one line, whatever size it declares."""
+    run = copy_run(vae_run, tmp_path / "run")
+    state = load_checkpoint(run / "checkpoint.pt")
+    first = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][first] = torch.zeros(1).expand(10 ** 6, 10 ** 6)
+    torch.save(state, run / "checkpoint.pt")
+    assert (run / "checkpoint.pt").stat().st_size < 10 ** 7
+    before = snapshot(run)
+    for command in (["eval", run], ["train", "--resume", run, "--epochs", "4"]):
+        code, _, err = run_cli(command, capsys)
+        assert one_line(code, err) and "does not fit" in err and "1000000, 1000000" in err, err
+    assert snapshot(run) == before
+
+
 def test_a_whole_batch_blow_up_is_one_line_and_leaves_no_folder(tmp_path, capsys):
     """--batch-size = the training set with --lr 1e39 left a traceback and a lone config.json."""
     out = tmp_path / "run"

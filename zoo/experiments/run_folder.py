@@ -234,11 +234,7 @@ def load_weights(model, guide, state: Mapping, source: Path) -> None:
     (an earlier pyro-zoo could checkpoint a diverged step). Tensors an earlier pyro-zoo named otherwise are
     renamed first (:func:`upgrade_legacy_names`)."""
     upgrade_legacy_names(model, state)
-    bad = non_finite_tensors({"model": state["model"], "guide": state["guide"]})
-    if bad:
-        raise ZooError(f"{source} holds NaN or inf ({bad[0]} and {len(bad) - 1} more tensors): its training diverged "
-                       f"and it can be neither evaluated nor resumed; train the run again with a lower --lr")
-    for part, module in (("model", model), ("guide", guide)):
+    for part, module in (("model", model), ("guide", guide)):   # shapes first: a file may declare any size
         ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
         theirs = {k: tuple(v.shape) for k, v in state[part].items()}
         missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
@@ -249,6 +245,11 @@ def load_weights(model, guide, state: Mapping, source: Path) -> None:
                       f"{part} tensor {shape!r} is {list(theirs[shape])} there, {list(ours[shape])} here")
             raise ZooError(f"{source} does not fit this run's model and guide: {detail}; restore the run's own "
                            f"checkpoint or train the run again")
+    bad = non_finite_tensors({"model": state["model"], "guide": state["guide"]})
+    if bad:
+        raise ZooError(f"{source} holds NaN or inf ({bad[0]} and {len(bad) - 1} more tensors): its training diverged "
+                       f"and it can be neither evaluated nor resumed; train the run again with a lower --lr")
+    for part, module in (("model", model), ("guide", guide)):
         module.load_state_dict(state[part])
 
 
