@@ -422,9 +422,10 @@ def test_a_code_given_other_covariates_is_refused_and_they_change_the_code(covar
     from zoo.evaluation.bitsback import BitsBackCoder
     from zoo.experiments.compress import compress_run
     from zoo.experiments.run import prepare
+    from zoo.experiments.trained import Invocation
     from zoo.experiments.run_folder import load_run, load_weights
     run_dir, spec = covariate_run
-    compress_run(run_dir, limit=5, out=tmp_path / "ok.pzbb", model_file=spec)
+    compress_run(run_dir, limit=5, out=tmp_path / "ok.pzbb", invocation=Invocation(model_file=spec))
     blob = (tmp_path / "ok.pzbb").read_bytes()
     header = header_of(blob)
     for changed in ({**header, "covariates_sha256": "0" * 64}, {k: v for k, v in header.items() if k != "limit"}):

@@ -63,6 +63,44 @@ def test_load_trained_gives_the_committed_weights_by_name(in_catalogue):
     assert run.weights_file == in_catalogue / "checkpoint.pt" and run.evaluation_data()[0].shape[1] == 64
 
 
+@pytest.mark.parametrize("stored, exists, given, expected", [
+    ("../shared/data", False, None, None),             # the trainer's folder, not here: $PYRO_ZOO_DATA decides
+    ("../shared/data", True, None, "../shared/data"),  # a run of one's own, opened where it was trained
+    ("../shared/data", False, "/given", "/given"),     # --data-dir / data_dir= wins
+    ("/abs/data", False, None, "/abs/data"),           # an absolute folder is the run's own choice
+])
+def test_a_trained_runs_relative_data_folder_counts_only_where_it_exists(in_catalogue, tmp_path, monkeypatch, stored,
+                                                                         exists, given, expected):
+    """A committed model's config names its trainer's relative data folder (../shared/data): `compress NAME`,
+    `eval NAME` and `zoo.load_trained(NAME)` looked for the data there from wherever they ran and refused,
+    although $PYRO_ZOO_DATA said where the data are. Where that relative folder is not here, the run reads its data
+    as a run that named none does (the data folder given, else $PYRO_ZOO_DATA)."""
+    import zoo.experiments.trained as trained
+    run = tmp_path / "run"
+    shutil.copytree(in_catalogue, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "data_dir": stored}))
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["config"] = {**state["config"], "data_dir": stored}
+    torch.save(state, run / "checkpoint.pt")
+    monkeypatch.chdir(tmp_path)
+    if exists:
+        Path(stored).mkdir(parents=True)
+    seen = []
+
+    class Opened(Exception):
+        pass
+
+    def prepare(config, data=None):
+        seen.append(config.data_dir)
+        raise Opened
+
+    monkeypatch.setattr(trained, "prepare", prepare)
+    with pytest.raises(Opened):
+        trained.open_trained(run, {"data_dir": given})
+    assert seen == [expected]
+
+
 def test_an_unknown_name_is_refused_with_the_names_known(in_catalogue):
     import zoo
     with pytest.raises(ZooError, match="tiny-digits-elbo"):

@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode", default=None, metavar="FILE", help="decode FILE with the run and verify it instead")
     p.add_argument("--model", default=None, metavar="FILE.py:NAME", help="the model file of a run trained on one")
     p.add_argument("--guide", default=None, metavar="FILE.py:NAME", help="the guide file of a run trained on one")
+    p.add_argument("--data-dir", default=None, help="where the run's data set is, where not where it was trained "
+                   "(default: the run's own folder where it exists here, else $PYRO_ZOO_DATA)")
 
     p = sub.add_parser("report", help="render the leaderboard (LEADERBOARD.md, best run per model, guide and "
                        "objective, with training plots) and the archive of every run (README.md) from result files")
@@ -796,13 +798,15 @@ def cmd_compress(args) -> None:
     args.dir = str(_run_folder(args.dir))
     if args.limit is not None and args.limit < 1:
         raise ZooError(f"--limit must be at least 1, got {args.limit}")
+    from zoo.experiments.trained import Invocation
+    how = Invocation({"data_dir": args.data_dir}, model_file=args.model, guide_file=args.guide)
     if args.decode:
-        r = decode_file(Path(args.dir), Path(args.decode), out=args.out, model_file=args.model, guide_file=args.guide)
+        r = decode_file(Path(args.dir), Path(args.decode), out=args.out, invocation=how)
         print(f"decoded {r['num_data']} rows of {r['x_dim']} from {r['file']}: checksums verified"
               + (f"; wrote {r['out']}" if r["out"] else ""))
         return
     r = compress_run(Path(args.dir), split=args.split, limit=args.limit, out=args.out, latent_bits=args.latent_bits,
-                     model_file=args.model, guide_file=args.guide)
+                     invocation=how)
     print(compression_markdown([r]))
     print(f"wrote {r['file']} ({r['file_bits'] // 8} bytes: {r['header_bits'] // 8} of header, {r['bits'] // 8} of "
           f"code); decoded it back bit-exactly")

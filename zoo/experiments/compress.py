@@ -52,7 +52,7 @@ from zoo.data.dataset import SPLITS
 from zoo.evaluation.bitsback import MAX_LATENT_BITS, PRECISION_BITS, BitsBackCoder
 from zoo.evaluation.harness import bound_per_datum
 from zoo.experiments.run_folder import RUN_FILES, writer_lock
-from zoo.experiments.trained import fixed_subset_rows, open_trained
+from zoo.experiments.trained import Invocation, fixed_subset_rows
 from zoo.rules import check_compress
 from zoo.training.checkpoint import atomic_write_bytes
 
@@ -94,10 +94,11 @@ def baseline_bits(x: torch.Tensor, levels: int, image_shape: Optional[Tuple[int,
             "lzma": 8 * len(lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME)), "png": 8 * len(buf.getvalue())}
 
 
-def _open(run_dir: Path, model_file, guide_file):
+def _open(run_dir: Path, invocation: Optional[Invocation]):
     """The run in ``run_dir`` with the weights its results score (the best epoch's under ``--keep-best``,
-    :func:`~zoo.experiments.trained.open_trained`), checked for coding, and the SHA-256 of those weights."""
-    run = open_trained(run_dir, model_file=model_file, guide_file=guide_file)
+    :func:`~zoo.experiments.trained.open_trained`) as ``invocation`` opens it (its model and guide files, the data
+    folder it names), checked for coding, and the SHA-256 of those weights."""
+    run = (invocation or Invocation()).open(run_dir)
     check_compress(run.model, run.guide)
     return run, run.weights_sha256()
 
@@ -181,10 +182,11 @@ def _holds_rows(path: Path, header: Dict) -> bool:
 
 
 def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=None,
-                 latent_bits: int = 12, elbo_particles: int = 10, model_file: Optional[str] = None,
-                 guide_file: Optional[str] = None) -> Dict:
+                 latent_bits: int = 12, elbo_particles: int = 10, invocation: Optional[Invocation] = None) -> Dict:
     """Code ``split`` of the run in ``run_dir`` to ``out`` (default ``RUN/compressed-SPLIT.pzbb``), decode it
-    back from the file, check it, and measure it against the −ELBO and the generic coders."""
+    back from the file, check it, and measure it against the −ELBO and the generic coders. ``invocation``: the
+    model and guide files of a run made from files, and the data folder where it is not the run's
+    (:class:`~zoo.experiments.trained.Invocation`; only ``data_dir`` and ``device`` may change)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ZooError(f"no run folder at {run_dir}; train one there first ('pyro-zoo train ... --out {run_dir}')")
@@ -196,7 +198,7 @@ def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=
         raise ZooError(f"{out} exists and is not a code file that pyro-zoo compress wrote (no {MAGIC.decode()} "
                        f"header), so it is left as it was; name a new file with --out")
     with writer_lock(run_dir):
-        run, run_sha = _open(run_dir, model_file, guide_file)
+        run, run_sha = _open(run_dir, invocation)
         if existing and coded_with != run_sha:
             raise ZooError(f"{out} is a code file of another run (checkpoint SHA-256 {coded_with[:12]}…), so it is "
                            f"left as it was; name a new file with --out")
@@ -348,14 +350,13 @@ def _decode(path: Path, header: Dict, words: np.ndarray, run) -> Tuple[torch.Ten
     return x, seconds
 
 
-def decode_file(run_dir, path, out=None, model_file: Optional[str] = None,
-                guide_file: Optional[str] = None) -> Dict:
+def decode_file(run_dir, path, out=None, invocation: Optional[Invocation] = None) -> Dict:
     """Decode the code file ``path`` with the run in ``run_dir`` and verify it; with ``out``, save the rows as
     an ``.npy`` array of levels (a new file, or the one this code file was decoded to before)."""
     run_dir, path = Path(run_dir), Path(path)
     out = None if out is None else Path(out)
     existing = out is not None and _existing_out(out, ".npy of decoded rows", [path])
-    run, run_sha = _open(run_dir, model_file, guide_file)
+    run, run_sha = _open(run_dir, invocation)
     run.model.cpu(), run.guide.cpu()
     header, words = _read(path, run, run_sha)
     if existing and not _holds_rows(out, header):

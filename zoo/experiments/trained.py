@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import os
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,10 @@ def open_trained(folder, changes: Optional[Mapping] = None, *, model_file: Optio
     if not folder.is_dir():
         raise ZooError(f"no run folder at {folder}; train one there first ('pyro-zoo train ... --out {folder}')")
     state, config = load_run(folder, model_file, how, guide_file, guide_how)
+    if config.data_dir and not Path(config.data_dir).is_absolute() and not os.path.exists(config.data_dir):
+        # a relative folder named the trainer's current directory (a committed model's: its machine's); where it is
+        # not here, the data are where $PYRO_ZOO_DATA (or --data-dir) says, as for a run that named none
+        config = dataclasses.replace(config, data_dir=None)
     config = dataclasses.replace(config, **{k: v for k, v in (changes or {}).items() if v is not None})
     run = prepare(config, data)
     weights, source, best_epoch = chosen_weights(folder, state, config)
