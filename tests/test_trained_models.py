@@ -101,6 +101,18 @@ def test_a_trained_runs_relative_data_folder_counts_only_where_it_exists(in_cata
     assert seen == [expected]
 
 
+def test_a_mistyped_name_on_the_command_line_is_named_as_such(in_catalogue, capsys):
+    """`eval tiny-digits-elbx --out X` said "tiny-digits-elbx is a run folder, evaluated in place: leave out --out",
+    and without --out "no run folder at ...; train one there first" (compress too): neither said that the name was
+    mistyped. Each now says it is neither a run folder nor a trained model's name, and names the nearest model."""
+    for argv in (["eval", "tiny-digits-elbx", "--out", "X"], ["eval", "Tiny-Digits-Elbo"], ["compress", "tiny-digits-elb"]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "neither a run folder nor a trained model's name" in err and "'tiny-digits-elbo'?" in err, err
+    assert not Path("X").exists()
+
+
 def test_an_unknown_name_is_refused_with_the_names_known(in_catalogue):
     import zoo
     with pytest.raises(ZooError, match="tiny-digits-elbo"):

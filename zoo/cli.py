@@ -492,8 +492,10 @@ def _run_folder(spec: str, out: Optional[str] = None) -> Path:
     """The run folder a command that writes into one works in: ``spec`` itself, or for a trained model's name
     (:mod:`zoo.core.catalogue`) its working copy ``out`` (default runs/NAME), so the committed weights stay as
     they are. A working copy this call makes is recorded in :data:`_MADE_COPIES` (see :func:`_undo_fresh_copies`)."""
-    from zoo.core.catalogue import is_trained_name, working_copy
+    from zoo.core.catalogue import is_trained_name, neither_folder_nor_name, working_copy
     if not is_trained_name(spec):
+        if not os.path.lexists(spec):
+            raise neither_folder_nor_name(spec)
         if out is not None:
             raise ZooError(f"--out names the folder to evaluate a trained model in; {spec} is a run folder, evaluated "
                            f"in place: leave out --out")

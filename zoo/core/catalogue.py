@@ -29,6 +29,7 @@ Example::
 """
 from __future__ import annotations
 
+import difflib
 import filecmp
 import math
 import os
@@ -108,6 +109,18 @@ def trained_folder(name: str) -> Path:
                            f"checkout's benchmarks/checkpoints)")
         raise unknown_name("trained model", name, names)
     return checkpoints_dir() / name
+
+
+def neither_folder_nor_name(spec: str) -> ZooError:
+    """The refusal of ``spec`` where a command takes a run folder or a trained model's name and it is neither (no
+    such path, no such name), naming the nearest trained model where one is close (a typo, another case)."""
+    names = trained_names()
+    close = difflib.get_close_matches(spec.lower(), names, n=1)
+    hint = f"; did you mean the trained model {close[0]!r}?" if close else ""
+    where = ("'pyro-zoo list' names the trained models" if names else
+             f"no folder of trained models was found (set {ENV} to a source checkout's benchmarks/checkpoints)")
+    return ZooError(f"{spec} is neither a run folder nor a trained model's name{hint} ({where}; 'pyro-zoo train ... "
+                    f"--out FOLDER' makes a run folder)")
 
 
 def _text(card: Mapping, key: str, folder: Path) -> str:
