@@ -82,15 +82,28 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line_for_every_reader(vae_run, t
     assert snapshot(run) == before and not (tmp_path / "g").exists()
 
 
-def test_a_checkpoint_holding_pickled_code_is_refused_and_not_run(vae_run, tmp_path, capsys):
+@pytest.mark.parametrize("call", ["a method", "a function of a blocked module"])
+def test_a_checkpoint_holding_pickled_code_is_refused_and_not_run(vae_run, tmp_path, capsys, call):
+    """A call to os.system (a module torch blocks) was reported as a corrupt file: torch 2.14 words that refusal
+    "unsupported GLOBAL posix.system whose module posix is blocked". Both kinds say the file holds code."""
     run = copy_run(vae_run, tmp_path / "run")
     marker = tmp_path / "ran"
     state = load_checkpoint(run / "checkpoint.pt")
-    state["history"] = [_Pickled(str(marker))]
+    state["history"] = [_Pickled(str(marker)) if call == "a method" else _System(f"touch {marker}")]
     torch.save(state, run / "checkpoint.pt")
     code, _, err = run_cli(["eval", run], capsys)
-    assert one_line(code, err) and "never runs code" in err
+    assert one_line(code, err) and "never runs code" in err, err
     assert not marker.exists()
+
+
+class _System:
+    """Unpickling this (weights_only=False) would run a shell command."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
 
 
 class _Pickled:

@@ -22,6 +22,7 @@ import random
 import re
 import signal
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterable, List
 
@@ -360,9 +361,13 @@ def load_checkpoint(path: Path, map_location="cpu") -> Dict[str, Any]:
                            f"not a checkpoint; restore the run's checkpoint.pt or train the run again")
         raise ZooError(f"no checkpoint at {path}; train a run there first")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():     # torch's note on a pickle protocol it may not read: the error says
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):       # a class or function to call: what weights_only exists to refuse
+        # a class or function to call, what weights_only exists to refuse: "Unsupported global: GLOBAL x.y" or, for a
+        # blocked module (os.system), "unsupported GLOBAL posix.system whose module posix is blocked"
+        if "unsupported global" in str(e).lower():
             raise ZooError(f"{path} holds pickled Python objects, not only tensors; pyro-zoo loads checkpoints with "
                            f"torch.load(weights_only=True) and never runs code from one: use a checkpoint "
                            f"written by pyro-zoo") from None
