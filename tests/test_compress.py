@@ -1,5 +1,6 @@
 """pyro-zoo compress: bits-back ANS round trips bit-exactly, and a damaged code file is refused in one line."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,18 @@ def damaged(path, how):
         return bytes(blob[:-4])
     blob[-3] ^= 0x10                       # one flipped bit in the code words
     return bytes(blob)
+
+
+def test_a_code_file_elsewhere_writes_nothing_into_the_run_folder(binary_run, tmp_path, capsys):
+    """compress of a run folder the user may only read (a read-only mount, a folder sent to them) with --out
+    elsewhere was refused: it took the run folder's writer lock, a file it wrote there. A code file elsewhere only
+    reads the run, so nothing is written into the folder, its lock included."""
+    run = tmp_path / "run"
+    shutil.copytree(binary_run, run)
+    (run / ".pyro-zoo.lock").unlink(missing_ok=True)
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["compress", str(run), "--limit", "3", "--out", str(tmp_path / "c.pzbb")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "c.pzbb").is_file() and sorted(p.name for p in run.iterdir()) == before
 
 
 @pytest.mark.parametrize("how", ["corrupt", "truncated"])
