@@ -200,7 +200,8 @@ def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=
                        f"header), so it is left as it was; name a new file with --out")
     # the run folder's lock where the code file goes into it; a code file elsewhere only reads the run (its files
     # are replaced whole, by rename), which a read-only run folder allows
-    inside = run_dir.resolve() == out.parent.resolve()
+    where, home = out.absolute().parent.resolve(), run_dir.resolve()
+    inside = where == home or home in where.parents
     with writer_lock(run_dir) if inside else contextlib.nullcontext():
         run, run_sha = _open(run_dir, invocation)
         if existing and coded_with != run_sha:
