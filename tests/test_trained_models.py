@@ -113,6 +113,16 @@ def test_a_mistyped_name_on_the_command_line_is_named_as_such(in_catalogue, caps
     assert not Path("X").exists()
 
 
+def test_a_trained_model_named_where_a_model_family_goes_says_how_to_use_it(in_catalogue, capsys):
+    """`gradients NAME` and `train NAME` said "unknown model 'NAME'. Known models: ..." and never named
+    --checkpoint or --fixed-model, the flags that take a trained model there."""
+    for argv in (["gradients", "tiny-digits-elbo", "--objectives", "elbo"], ["train", "tiny-digits-elbo"]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "is a trained model" in err and "--fixed-model tiny-digits-elbo" in err and "--checkpoint" in err, err
+
+
 def test_an_unknown_name_is_refused_with_the_names_known(in_catalogue):
     import zoo
     with pytest.raises(ZooError, match="tiny-digits-elbo"):

@@ -378,6 +378,11 @@ class Registry:
                     return component
             error = unknown_name(self.kind, name, self._entries)
             if self._resolvers and self.kind == "model":
+                from zoo.core.catalogue import is_trained_name
+                if is_trained_name(name):
+                    raise ZooError(f"{name!r} is a trained model, not a model family: hold it fixed with --fixed-model "
+                                   f"{name} (train, compare), take its parameters with --checkpoint {name} "
+                                   f"(gradients), or score it with 'pyro-zoo eval {name}'")
                 error = ZooError(f"{error} Or give your own Pyro model as FILE.py:NAME.")
             raise error
         return self._entries[name]
