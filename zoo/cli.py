@@ -494,7 +494,7 @@ def _run_folder(spec: str, out: Optional[str] = None) -> Path:
     they are. A working copy this call makes is recorded in :data:`_MADE_COPIES` (see :func:`_undo_fresh_copies`)."""
     from zoo.core.catalogue import is_trained_name, neither_folder_nor_name, working_copy
     if not is_trained_name(spec):
-        if not os.path.lexists(spec):
+        if not os.path.lexists(spec) and os.sep not in spec:     # a bare word: a name mistyped, most likely
             raise neither_folder_nor_name(spec)
         if out is not None:
             raise ZooError(f"--out names the folder to evaluate a trained model in; {spec} is a run folder, evaluated "

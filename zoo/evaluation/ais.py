@@ -564,7 +564,10 @@ class _Chains:
         """The state ``values`` (its real sites at the unconstrained ``u``, default: from ``values``) with b, g and
         their gradients with respect to ``u`` (:class:`_Point`)."""
         u = self.unconstrain(values) if u is None else u
-        with torch.enable_grad():
+        # A leapfrog step may carry a chain where the model's own parameters leave their support (a funnel's scale
+        # exp(v / 2) overflows to inf or underflows to 0): without validation such a point scores NaN or -inf, and
+        # the Metropolis test rejects it (_Point.log_f), where Pyro's check would have raised out of the estimator.
+        with torch.enable_grad(), pyro.validation_enabled(False):
             u = [u_s.detach().requires_grad_(True) for u_s in u]
             z, lw, log_det = self.evaluate(values, u)
             g, log_pi0 = self.g_and_log_pi0(lw)
