@@ -426,3 +426,30 @@ def test_a_model_and_guide_of_fixed_constants_go_where_to_device_sends_them():
     guide = as_zoo_guide(fixed_guide, model)
     assert list(guide.state_dict()) == []
     assert model.to("meta").device.type == "meta" and guide.to("meta").device.type == "meta"
+
+
+def _nan_past_the_trial(x, idx=None, N=None):
+    with pyro.plate("data", N, subsample=idx):
+        z = pyro.sample("z", dist.Normal(0., 1.))
+        pyro.sample("x", dist.Normal(z, 1.), obs=None if x is None else x[..., 0])
+        if x is not None:        # NaN only where x > 2: rows the trial run did not see
+            nan = torch.full_like(x[..., 0], float("nan"))
+            pyro.factor("f", torch.where(x[..., 0] > 2, nan, torch.zeros_like(nan)))
+
+
+@pytest.mark.parametrize("estimator", ["evaluate", "ais", "smc"])
+def test_a_user_model_failing_in_evaluation_from_python_is_one_line_naming_its_line(estimator):
+    """A model whose log-density is NaN only at data the trial run did not reach: the command line said so in one
+    line, but zoo.evaluate, AIS and SMC called from Python raised Pyro's ValueError with its tensors and trace
+    (found by an independent check). Each now raises a ZooError naming the model's file and line."""
+    from zoo.evaluation.ais import AnnealedImportanceSampling
+    from zoo.evaluation.smc import SequentialMonteCarlo
+    x = torch.cat([torch.zeros(30, 1), torch.full((2, 1), 3.0)])
+    m = zoo.from_pyro(_nan_past_the_trial, 1, data=x[:30])
+    g = zoo.build_guide("amortized", m, num_data=len(x))
+    call = {"evaluate": lambda: zoo.evaluate(m, g, x, num_samples=10),
+            "ais": lambda: AnnealedImportanceSampling(num_temperatures=5, num_chains=2).estimate(m, g, x, seed=0),
+            "smc": lambda: SequentialMonteCarlo(num_particles=4, num_replicas=2).estimate(m, g, x, seed=0)}[estimator]
+    with pytest.raises(ZooError) as e:
+        call()
+    assert "test_from_pyro.py, line" in str(e.value) and "\n" not in str(e.value), str(e.value)

@@ -115,6 +115,7 @@ from zoo.core.memory import refuse_oversized_annealing
 from zoo.core.errors import ZooError
 from zoo.core.latents import LATENT_FAMILIES, MANIFOLDS
 from zoo.core.leapfrog import leapfrog
+from zoo.usercode.errors import user_code_errors
 from zoo.core.modes import evaluation_mode, held_fixed
 from zoo.core.weights import per_datum_log_weights, vectorize
 from zoo.evaluation.estimators.importance import rounding_floor
@@ -923,7 +924,7 @@ class AnnealedImportanceSampling:
         guide, start = annealing_start(guide, self.path)
         global_guide = getattr(guide, "global_guide", None)
         # the chains differentiate with respect to the latents alone: the parameters record no graph
-        with held_fixed(model, guide), torch.no_grad():
+        with held_fixed(model, guide), torch.no_grad(), user_code_errors(model.display_name, "in AIS"):
             if global_guide is None:
                 result = self._estimate(model, guide, x, progress, seed, done or {}, on_batch)
             else:

@@ -40,6 +40,7 @@ from typing import Dict
 import pyro
 import torch
 
+from zoo.usercode.errors import user_code_errors
 from zoo.core.modes import evaluation_mode, held_fixed
 from zoo.core.weights import per_datum_log_weights
 from zoo.evaluation.defensive import as_proposal
@@ -137,7 +138,8 @@ def evaluate(model, guide, x: torch.Tensor, num_samples: int = 1000, iwae_k: int
             result.update(entries)
             per_datum.update(columns)
 
-    with held_fixed(model, guide), torch.no_grad():
+    # a user's model that fails here (a NaN log-density at data the trial run did not reach) is said in one line
+    with held_fixed(model, guide), torch.no_grad(), user_code_errors(model.display_name, "in evaluation"):
         if global_guide is None:
             ctx.log_marginal = model.log_marginal if model.has_log_marginal else exact_by_summing(model, x)
             recon = _draw(ctx, estimators, keep_reconstructions)

@@ -104,6 +104,7 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.core.latents import MANIFOLDS
+from zoo.usercode.errors import user_code_errors
 from zoo.core.modes import held_fixed
 from zoo.core.process import map_torch_constants
 from zoo.evaluation.ais import (GIBBS_MAX_STATES, PATHS, PRECONDITIONERS, _broadcast, _Chains, _gibbs, _hmc,
@@ -430,7 +431,7 @@ class SequentialMonteCarlo:
         map_torch_constants()
         guide, start = annealing_start(guide, self.path)
         global_guide = getattr(guide, "global_guide", None)
-        with held_fixed(model, guide), torch.no_grad():
+        with held_fixed(model, guide), torch.no_grad(), user_code_errors(model.display_name, "in SMC"):
             if global_guide is None:
                 result = self._estimate(model, guide, x, progress, seed, done or {}, on_batch)
             else:
