@@ -365,3 +365,26 @@ def test_smc_moves_a_binary_site_too_large_for_gibbs_by_local_flips_and_matches_
     result = SequentialMonteCarlo(num_particles=32, num_replicas=4).estimate(zoo_model, guide, x)
     error, z = _z_of_mean(result, exact(x))
     assert abs(z) < 3 and abs(error) < 0.1, f"SMC is off by {error:.4f} nats, {z:.1f} SE"
+
+
+def test_smc_replicas_from_the_guide_and_the_prior_flag_the_mode_one_start_misses():
+    """One SMC run's copies all start where its path says: from a guide settled on one of two modes, with few
+    particles (32 x 4 copies, the default schedule), most data are more than 3 of its SEs below the truth and its
+    own check calls them precise (found by an independent check). A second run from the prior, judged with the
+    first by the replicas' agreement test (zoo.evaluation.replicas.replicated_smc), flags data where the two
+    disagree; where it calls a datum reliable, the pooled estimate is within 3 pooled SEs of the closed form."""
+    from zoo.evaluation.replicas import Replication, replicated_smc
+    model = zoo.from_pyro(two_mode, 1)
+    x = TWO_X.repeat(2, 1)
+    exact = two_mode_log_marginal(x)
+    missed = flagged = 0
+    for seed in range(2):
+        verdict = replicated_smc(SequentialMonteCarlo(num_particles=32, num_replicas=4), model, one_mode_guide, x,
+                                 Replication(replicas=2, seed=seed))
+        guide = verdict.replicas[0]
+        assert guide.start == "guide" and verdict.replicas[1].start == "prior"
+        missed += int((((guide.log_likelihood - exact) / guide.se) < -3).sum())
+        flagged += int((~verdict.reliable).sum())
+        z = (verdict.log_likelihood - exact) / verdict.log_likelihood_se
+        assert (z[verdict.reliable].abs() <= 3).all(), (z, verdict.reasons)
+    assert missed >= 8 and flagged >= 4, (missed, flagged)

@@ -121,6 +121,9 @@ WIDE_INFLATION = 2.0
 #: where the replicas start, in turn (module docstring)
 AIS_STARTS = ("guide", "prior", "wide", "prior")
 IS_STARTS = ("guide", "prior", "defensive", "prior", "wide")
+#: the starts of SMC's replicas, in turn: each replica is a whole SMC run (its own R copies give its SE), so two
+#: starts already double the cost; the prior is the one a guide that settled on one mode cannot mislead
+SMC_STARTS = ("guide", "prior")
 #: the standard normal's 97.5 % quantile: estimate +- Z_975 SE is the nominal 95 % interval
 Z_975 = 1.959963984540054
 DEFAULT_AIS_REPLICAS = 4
@@ -472,6 +475,43 @@ def replicated_ais(sampler: AnnealedImportanceSampling, model, guide, x: torch.T
     check_replicas(replication.replicas)
     starts = replication.starts or AIS_STARTS
     out = [ais_replica(sampler, model, guide, x, starts[r % len(starts)], replication.seed + REPLICA_STRIDE * r)[0]
+           for r in range(replication.replicas)]
+    return judge(out, replication.alpha)
+
+
+def smc_replica(smc, model, guide, x: torch.Tensor, start: str, seed: int, **estimate_options):
+    """(one SMC run from ``start`` with ``seed``, its :class:`~zoo.evaluation.smc.SMCResult`) as a :class:`Replica`:
+    its estimate, its SE from its own copies (with their number less one as the SE's degrees of freedom, which
+    Welch's threshold reads), and its own checks (one copy carrying the estimate, a schedule forced to beta = 1)."""
+    from guides.user import as_zoo_guide
+    guide = as_zoo_guide(guide, model)
+    if start in ("guide", "prior"):
+        sampler, chosen = replace(smc, path=start), guide
+    elif start == "wide":
+        sampler, chosen = replace(smc, path="guide"), WidenedGuide(annealing_start(guide, "guide")[0])
+    else:
+        raise ValueError(f"an SMC replica starts from one of guide, prior, wide; got {start!r}")
+    result = sampler.estimate(model, chosen, x, seed=seed, **estimate_options)
+    problems = ["schedule forced to beta = 1" if bool(f) else "" if bool(ok) else "one copy carries the estimate"
+                for ok, f in zip(result.se_reliable, result.forced)]
+    dof = torch.full_like(result.log_likelihood, float(max(sampler.num_replicas - 1, 1)))
+    return Replica(start, seed, result.log_likelihood, result.log_likelihood_se, problems, result.se_reliable,
+                   dof), result
+
+
+def replicated_smc(smc, model, guide, x: torch.Tensor,
+                   replication: Replication = Replication(replicas=2, starts=SMC_STARTS)) -> Verdict:
+    """R = ``replication.replicas`` SMC runs of every datum of ``x``, the r-th from the r-th of the replication's
+    starts (default :data:`SMC_STARTS`, in turn) with seed ``seed + 1009 r``, judged by :func:`judge`.
+
+    One SMC run's own copies all start where its path says, so a mode that no particle of that start reaches is
+    missed by every copy alike and their spread, its SE, does not see it (``zoo.evaluation.smc``): from the guide of
+    a two-mode posterior that settled on one mode, every copy is off by the missing mode's mass and called precise.
+    A run from the prior, whose particles reach both, disagrees with it by far more than their SEs, and the
+    agreement test flags the datum (``tests/test_replicas.py`` against the two-mode model's closed form)."""
+    check_replicas(replication.replicas, minimum=1)
+    starts = replication.starts or SMC_STARTS
+    out = [smc_replica(smc, model, guide, x, starts[r % len(starts)], replication.seed + REPLICA_STRIDE * r)[0]
            for r in range(replication.replicas)]
     return judge(out, replication.alpha)
 

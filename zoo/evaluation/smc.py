@@ -69,7 +69,8 @@ Student's t quantile at R - 1 degrees of freedom (3.18 at R = 4, 2.36 at R = 8) 
 
 What it assumes: the moves mix within f_beta over the region the particles are in (check ``acceptance``); pi_0 puts
 particles wherever the posterior has mass, or the moves carry them there. Wrong answers come from modes that no
-particle reaches (the estimate is then too low in every replica alike, and the SE does not see it), and from
+particle reaches (the estimate is then too low in every replica alike, and the SE does not see it: runs from other
+starts, :func:`zoo.evaluation.replicas.replicated_smc`, and their agreement test see it), and from
 ``max_steps`` reached before beta = 1 (the last step then jumps to 1 at any CESS, and the datum's ``forced`` flag
 says so).
 
