@@ -388,3 +388,18 @@ def test_smc_replicas_from_the_guide_and_the_prior_flag_the_mode_one_start_misse
         z = (verdict.log_likelihood - exact) / verdict.log_likelihood_se
         assert (z[verdict.reliable].abs() <= 3).all(), (z, verdict.reasons)
     assert missed >= 8 and flagged >= 4, (missed, flagged)
+
+
+def test_one_replica_is_refused_in_one_line_naming_the_agreement_test():
+    """replicated_smc, replicated_ais and replicated_importance_sampling with one replica raised judge's bare
+    ValueError after the run (found by review): refused before any work, in one line."""
+    from zoo.evaluation.replicas import Replication, replicated_ais, replicated_importance_sampling, replicated_smc
+    model = zoo.from_pyro(two_mode, 1)
+    calls = [lambda: replicated_smc(SequentialMonteCarlo(num_particles=4), model, one_mode_guide, TWO_X,
+                                    Replication(replicas=1)),
+             lambda: replicated_ais(AnnealedImportanceSampling(num_temperatures=2), model, one_mode_guide, TWO_X,
+                                    Replication(replicas=1)),
+             lambda: replicated_importance_sampling(model, one_mode_guide, TWO_X, 10, Replication(replicas=1))]
+    for call in calls:
+        with pytest.raises(ZooError, match="at least two runs"):
+            call()

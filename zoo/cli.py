@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, metavar="FILE.py:NAME", help="the model file of a run trained on one")
     p.add_argument("--guide", default=None, metavar="FILE.py:NAME", help="the guide file of a run trained on one")
     p.add_argument("--data-dir", default=None, help="where the run's data set is, where not where it was trained "
-                   "(default: the run's own folder where it exists here, else $PYRO_ZOO_DATA)")
+                   "(default: the folder the run was trained with, where that path exists from the current "
+                   "directory; else $PYRO_ZOO_DATA)")
 
     p = sub.add_parser("report", help="render the leaderboard (LEADERBOARD.md, best run per model, guide and "
                        "objective, with training plots) and the archive of every run (README.md) from result files")

@@ -98,6 +98,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
@@ -564,11 +565,14 @@ class _Chains:
     def point(self, values, u: Optional[List[torch.Tensor]] = None) -> "_Point":
         """The state ``values`` (its real sites at the unconstrained ``u``, default: from ``values``) with b, g and
         their gradients with respect to ``u`` (:class:`_Point`)."""
+        # A leapfrog step (``u`` given) may carry a chain where the model's own parameters leave their support (a
+        # funnel's scale exp(v / 2) overflows to inf or underflows to 0): without validation such a point scores NaN
+        # or -inf, and the Metropolis test rejects it (_Point.log_f), where Pyro's check would have raised out of the
+        # estimator. A state the chains start from or moved to otherwise is scored with the caller's validation, so
+        # data outside the likelihood's support (0.5 under a Bernoulli) are still refused, on every path.
+        proposed = u is not None
         u = self.unconstrain(values) if u is None else u
-        # A leapfrog step may carry a chain where the model's own parameters leave their support (a funnel's scale
-        # exp(v / 2) overflows to inf or underflows to 0): without validation such a point scores NaN or -inf, and
-        # the Metropolis test rejects it (_Point.log_f), where Pyro's check would have raised out of the estimator.
-        with torch.enable_grad(), pyro.validation_enabled(False):
+        with torch.enable_grad(), pyro.validation_enabled(False) if proposed else contextlib.nullcontext():
             u = [u_s.detach().requires_grad_(True) for u_s in u]
             z, lw, log_det = self.evaluate(values, u)
             g, log_pi0 = self.g_and_log_pi0(lw)

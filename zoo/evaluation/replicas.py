@@ -472,7 +472,7 @@ def replicated_ais(sampler: AnnealedImportanceSampling, model, guide, x: torch.T
                    replication: Replication = Replication()) -> Verdict:
     """R = ``replication.replicas`` AIS runs of every datum of ``x``, the r-th from the r-th of the replication's
     starts (default :data:`AIS_STARTS`, in turn) with seed ``seed + 1009 r``, judged by :func:`judge`."""
-    check_replicas(replication.replicas)
+    check_replicas(replication.replicas, minimum=2, why=" (the agreement test compares at least two runs)")
     starts = replication.starts or AIS_STARTS
     out = [ais_replica(sampler, model, guide, x, starts[r % len(starts)], replication.seed + REPLICA_STRIDE * r)[0]
            for r in range(replication.replicas)]
@@ -508,8 +508,8 @@ def replicated_smc(smc, model, guide, x: torch.Tensor,
     missed by every copy alike and their spread, its SE, does not see it (``zoo.evaluation.smc``): from the guide of
     a two-mode posterior that settled on one mode, every copy is off by the missing mode's mass and called precise.
     A run from the prior, whose particles reach both, disagrees with it by far more than their SEs, and the
-    agreement test flags the datum (``tests/test_replicas.py`` against the two-mode model's closed form)."""
-    check_replicas(replication.replicas, minimum=1)
+    agreement test flags the datum (``tests/test_smc.py`` against the two-mode model's closed form)."""
+    check_replicas(replication.replicas, minimum=2, why=" (the agreement test compares at least two runs)")
     starts = replication.starts or SMC_STARTS
     out = [smc_replica(smc, model, guide, x, starts[r % len(starts)], replication.seed + REPLICA_STRIDE * r)[0]
            for r in range(replication.replicas)]
@@ -560,7 +560,7 @@ def replicated_importance_sampling(model, guide, x: torch.Tensor, num_samples: i
     the r-th with the r-th of the replication's proposals (default :data:`IS_STARTS`, in turn: the guide and the
     defensive mixture through the harness, :func:`zoo.evaluation.harness.evaluate`; the prior and the widened guide)
     and seed ``seed + 1009 r``, judged by :func:`judge`."""
-    check_replicas(replication.replicas)
+    check_replicas(replication.replicas, minimum=2, why=" (the agreement test compares at least two runs)")
     starts = replication.starts or IS_STARTS
     out = [_is_replica(model, guide, x, starts[r % len(starts)], replication.seed + REPLICA_STRIDE * r, num_samples,
                        batch_size)
