@@ -104,6 +104,26 @@ def test_a_code_file_elsewhere_writes_nothing_into_the_run_folder(binary_run, tm
     assert (tmp_path / "c.pzbb").is_file() and sorted(p.name for p in run.iterdir()) == before
 
 
+def test_a_code_file_elsewhere_waits_for_no_writer_mid_change(binary_run, tmp_path, capsys):
+    """Without the writer lock, compress --out elsewhere would code whatever checkpoint a resumed run had just
+    written, its config and weights read at different moments (found by review). It takes a shared lock: while a
+    writer holds the folder it is refused in one line, and once the writer is done it codes."""
+    import fcntl
+    import os
+    run = tmp_path / "run"
+    shutil.copytree(binary_run, run)
+    fd = os.open(run / ".pyro-zoo.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)                      # a writer (train --resume) holds the folder
+        assert main(["compress", str(run), "--limit", "3", "--out", str(tmp_path / "c.pzbb")]) == 2
+        err = capsys.readouterr().err
+        assert "another pyro-zoo process" in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "c.pzbb").exists()
+    finally:
+        os.close(fd)                                        # the writer is done
+    assert main(["compress", str(run), "--limit", "3", "--out", str(tmp_path / "c.pzbb")]) == 0
+
+
 @pytest.mark.parametrize("how", ["corrupt", "truncated"])
 def test_damaged_code_file_is_one_line_never_an_image(binary_run, tmp_path, capsys, how):
     from zoo.experiments.compress import compress_run

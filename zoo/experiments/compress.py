@@ -30,7 +30,6 @@ this run's checkpoint), or, for
 from __future__ import annotations
 
 import bz2
-import contextlib
 import gzip
 import hashlib
 import io
@@ -52,7 +51,7 @@ from zoo.core.files import open_regular, read_bytes
 from zoo.data.dataset import SPLITS
 from zoo.evaluation.bitsback import MAX_LATENT_BITS, PRECISION_BITS, BitsBackCoder
 from zoo.evaluation.harness import bound_per_datum
-from zoo.experiments.run_folder import RUN_FILES, writer_lock
+from zoo.experiments.run_folder import RUN_FILES, reader_lock, writer_lock
 from zoo.experiments.trained import Invocation, fixed_subset_rows
 from zoo.rules import check_compress
 from zoo.training.checkpoint import atomic_write_bytes
@@ -198,11 +197,11 @@ def compress_run(run_dir, split: str = "test", limit: Optional[int] = None, out=
     if existing and coded_with is None:
         raise ZooError(f"{out} exists and is not a code file that pyro-zoo compress wrote (no {MAGIC.decode()} "
                        f"header), so it is left as it was; name a new file with --out")
-    # the run folder's lock where the code file goes into it; a code file elsewhere only reads the run (its files
-    # are replaced whole, by rename), which a read-only run folder allows
+    # the run folder's writer lock where the code file goes into it; a code file elsewhere only reads the run, under
+    # a shared lock where the folder has one (no writer mid-change; a read-only folder is read as it is)
     where, home = out.absolute().parent.resolve(), run_dir.resolve()
     inside = where == home or home in where.parents
-    with writer_lock(run_dir) if inside else contextlib.nullcontext():
+    with writer_lock(run_dir) if inside else reader_lock(run_dir):
         run, run_sha = _open(run_dir, invocation)
         if existing and coded_with != run_sha:
             raise ZooError(f"{out} is a code file of another run (checkpoint SHA-256 {coded_with[:12]}…), so it is "

@@ -325,6 +325,38 @@ def writer_lock(out: Path, made: bool = False):
         os.close(fd)                                      # closing the descriptor releases the lock
 
 
+@contextmanager
+def reader_lock(out: Path):
+    """Hold a shared lock on folder ``out`` for a command that only reads it: refused in one line while a writer
+    holds :func:`writer_lock` (its files may be mid-change: a resumed run replacing its checkpoint), and held so
+    that no writer starts meanwhile. A folder the reader may not write (read-only, or with no lock file yet) is read
+    without one: there is then no lock file for a writer to hold either, or the reader cannot make one."""
+    try:
+        import fcntl
+    except ImportError:                                   # pragma: no cover - not on POSIX
+        yield
+        return
+    path = Path(out) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        yield                                             # no lock file (no writer ever ran here), or not ours
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ZooError(f"{path} is not a regular file, not the lock file pyro-zoo writes: remove it and run the "
+                           f"command again")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise ZooError(f"another pyro-zoo process{f' (pid {holder})' if holder.isdigit() else ''} is writing to "
+                           f"{out}; wait for it to finish, or use another folder") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def _open_lock(path: Path) -> int:
     """A descriptor of the lock file ``path``, made if missing. A folder may come from someone else, so the lock is
     opened without following a symbolic link, and refused unless it is a regular file of one name: the lock is
