@@ -303,12 +303,7 @@ def writer_lock(out: Path, made: bool = False):
     fd = _open_lock(path)
     held = False
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            raise ZooError(f"another pyro-zoo process{f' (pid {holder})' if holder.isdigit() else ''} is writing to "
-                           f"{out}; wait for it to finish, or use another folder") from None
+        _lock_or_refuse(fcntl, fd, fcntl.LOCK_EX, out)
         held = True
         try:                        # the holder's pid, for a second writer's message; a full disk stops here
             os.ftruncate(fd, 0)
@@ -346,15 +341,21 @@ def reader_lock(out: Path):
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ZooError(f"{path} is not a regular file, not the lock file pyro-zoo writes: remove it and run the "
                            f"command again")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            raise ZooError(f"another pyro-zoo process{f' (pid {holder})' if holder.isdigit() else ''} is writing to "
-                           f"{out}; wait for it to finish, or use another folder") from None
+        _lock_or_refuse(fcntl, fd, fcntl.LOCK_SH, out)
         yield
     finally:
         os.close(fd)
+
+
+def _lock_or_refuse(fcntl, fd: int, kind: int, out: Path) -> None:
+    """Take the lock ``kind`` (exclusive: a writer; shared: a reader) on the open lock file ``fd`` of folder ``out``
+    without waiting; refuse in one line, naming the writer's pid, where a writer holds it."""
+    try:
+        fcntl.flock(fd, kind | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        raise ZooError(f"another pyro-zoo process{f' (pid {holder})' if holder.isdigit() else ''} is writing to "
+                       f"{out}; wait for it to finish, or use another folder") from None
 
 
 def _open_lock(path: Path) -> int:
