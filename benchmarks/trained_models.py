@@ -17,9 +17,10 @@ holds). This script makes one, in steps that each resume where the last stopped 
     the command, commit and hardware;
 ``smc NAME``
     a second estimator where AIS is flagged: ``pyro-zoo eval NAME --estimator smc`` (sequential Monte Carlo with
-    adaptive tempering and resampling, its SE from independent replicas) on the images AIS scored, in the same
-    working copy; its ``smc.json`` (and ``.md``) is copied beside the weights and the card shows it beside AIS's
-    replica from the guide. It is not a verdict: no BDMC gap bounds SMC's error;
+    adaptive tempering and resampling, two whole runs from the guide and the prior, each with its SE from independent
+    copies, pooled and judged) on the images AIS scored, in the same working copy; its ``smc.json`` (and ``.md``) is
+    copied beside the weights and the card shows it beside AIS's. It is not a verdict: no BDMC gap bounds SMC's
+    error;
 ``card NAME|all``
     renders each ``README.md`` (the card a person reads) from ``card.json`` and the result files;
     ``--check`` fails where a card is not what its files give;
@@ -354,7 +355,8 @@ def smc(name: str, args) -> dict:
     t0 = time.perf_counter()
     # --force: the working copy's smc files are this command's own (AIS's and BDMC's beside them are left alone)
     zoo_cli(["eval", name, "--estimator", "smc", "--eval-limit", limit, "--smc-particles", args.smc_particles,
-             "--smc-replicas", args.smc_replicas, "--smc-target-ess", args.smc_target_ess, "--leapfrog",
+             "--smc-replicas", args.smc_replicas, "--replicas", args.smc_runs, "--smc-target-ess",
+             args.smc_target_ess, "--leapfrog",
              leapfrog, "--ais-path", args.smc_path, "--force", "--data-dir", args.data_dir, "--no-progress",
              "--out", work], check=True)
     seconds = time.perf_counter() - t0
@@ -517,11 +519,16 @@ def main() -> None:
     p.add_argument("--bdmc-data", type=int, default=100, help="score: BDMC's simulated data (0: no BDMC)")
     p.add_argument("--bdmc-temperatures", default="100,200,400")
     p.add_argument("--smc-particles", type=int, default=256, help="smc: particles per image and replica (default 256)")
-    p.add_argument("--smc-replicas", type=int, default=4, help="smc: independent runs per image (default 4)")
+    p.add_argument("--smc-replicas", type=int, default=4,
+                   help="smc: independent copies per image within one run, from its start (default 4)")
+    p.add_argument("--smc-runs", type=int, default=2,
+                   help="smc: whole runs per image, from --smc-path's start and then the other's, pooled and judged "
+                        "(default 2)")
     p.add_argument("--smc-target-ess", type=float, default=0.97,
                    help="smc: the conditional ESS each temperature keeps (default 0.97: many small steps, where modes "
                         "are the worry)")
-    p.add_argument("--smc-path", choices=("guide", "prior"), default="guide", help="smc: where the particles start")
+    p.add_argument("--smc-path", choices=("guide", "prior"), default="guide",
+                   help="smc: where the first run's particles start")
     p.add_argument("--check", action="store_true", help="card: write nothing, fail where a card is stale")
     p.add_argument("--card", action="store_true", help="export: write card.json anew even where one is committed")
     args = p.parse_args()

@@ -292,14 +292,16 @@ def test_eval_with_replicas_by_importance_sampling_and_the_flags_each_estimator_
     assert np.allclose(per_datum["replicas_pooled_log_likelihood"], pooled, atol=1e-4)
     for args, says in ((["--estimator", "bdmc", "--replicas", "2"], "--estimator bdmc takes none"),
                        (["--gaps", "--replicas", "2"], "--gaps takes none"),
-                       (["--estimator", "smc", "--replicas", "2", "--smc-replicas", "3"], "give one"),
                        # review: 10^11 AIS replicas built a list that long and was killed for memory
                        (["--estimator", "ais", "--replicas", "100000000000"], "from 1 to 64, got 100000000000"),
                        (["--replicas", "65"], "from 1 to 64"), (["--replicas", "0"], "from 1 to 64"),
-                       (["--estimator", "smc", "--replicas", "1"], "from 2 to 64 (the standard error")):
+                       (["--estimator", "smc", "--smc-replicas", "1"], "from 2 to 64 (the standard error"),
+                       (["--estimator", "smc", "--replicas", "0"], "--replicas takes a whole number from 1 to 64")):
         assert main(["eval", str(run), *args, "--no-progress"]) == 2
         err = capsys.readouterr().err
         assert says in err and len(err.strip().splitlines()) == 1, err
-    assert main(["eval", str(run), "--estimator", "smc", "--replicas", "2", "--smc-particles", "8", "--leapfrog", "2",
-                 "--eval-limit", "4", "--no-progress"]) == 0
-    assert json.loads((run / "smc.json").read_text())["num_replicas"] == 2
+    # SMC's --replicas are whole runs from different starts (as AIS's are), --smc-replicas the copies within one
+    assert main(["eval", str(run), "--estimator", "smc", "--replicas", "3", "--smc-replicas", "2", "--smc-particles",
+                 "8", "--leapfrog", "2", "--eval-limit", "4", "--no-progress"]) == 0
+    smc = json.loads((run / "smc.json").read_text())
+    assert smc["num_replicas"] == 2 and smc["runs"] == 3 and smc["starts"] == ["guide", "prior", "guide"]

@@ -222,6 +222,11 @@ SMC = ["--estimator", "smc", "--smc-particles", "8", "--smc-replicas", "2", "--l
 
 
 
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit for bit, NaN where NaN (the reasons per datum are strings)."""
+    return np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("smc") / "run"
@@ -239,10 +244,17 @@ def test_smc_writes_its_three_files_and_leaves_the_other_results_alone(tmp_path,
     assert summary["estimator"] == "smc" and summary["num_data"] == 6 and summary["num_particles"] == 8
     assert summary["num_replicas"] == 2 and summary["leapfrog_steps"] == 2 and summary["transported"] == ["z"]
     assert math.isfinite(summary["log_likelihood"]) and summary["log_likelihood_se"] > 0
+    # by default two whole runs, from the guide and from the prior, pooled and judged (module docstring)
+    assert summary["runs"] == 2 and summary["starts"] == ["guide", "prior"]
+    assert summary["reliability"]["starts"] == ["guide", "prior"] and 0 <= summary["frac_flagged"] <= 1
     per_datum = np.load(run / "smc_per_datum.npz")
-    assert per_datum["log_likelihood"].shape == (6,) and per_datum["replicas"].shape == (2, 6)
-    assert np.isfinite(per_datum["log_likelihood_se"]).all()
-    assert "independent replicas" in (run / "smc.md").read_text() and "smc.json" in out
+    assert per_datum["log_likelihood"].shape == (6,) and per_datum["first_replica_replicas"].shape == (2, 6)
+    assert per_datum["replica_log_likelihood"].shape == (2, 6) and np.isfinite(per_datum["log_likelihood_se"]).all()
+    pooled = np.logaddexp(*per_datum["replica_log_likelihood"].astype(np.float64)) - np.log(2)
+    assert np.allclose(per_datum["log_likelihood"], pooled, atol=1e-5)
+    assert [bool(r) for r in per_datum["reasons"]] == [not ok for ok in per_datum["reliable"]]
+    md = (run / "smc.md").read_text()
+    assert "independent copies" in md and "2 whole SMC runs per datum (from guide, prior)" in md and "smc.json" in out
     assert (run / "results.json").read_bytes() == before and not (run / "smc_partial.npz").exists()
 
 
@@ -281,8 +293,9 @@ def test_smc_flags_without_smc_and_smc_with_gaps_are_refused_in_one_line(tmp_pat
 def test_a_stopped_smc_resumes_from_its_finished_minibatches_to_the_figures_of_a_run_without_a_stop(
         tmp_path, trained, capsys):
     """Stopped in the second of three minibatches, the command keeps the first and says so in one line; run
-    again, it runs only the other two and writes what a run without a stop writes, bit for bit."""
-    args = [*SMC, "--ais-batch-size", "2"]
+    again, it runs only the other two and writes what a run without a stop writes, bit for bit (one run: --replicas
+    1)."""
+    args = [*SMC, "--ais-batch-size", "2", "--replicas", "1"]
     whole = tmp_path / "whole"
     shutil.copytree(trained, whole)
     assert run_cli(["eval", whole, *args], capsys)[0] == 0
@@ -297,7 +310,7 @@ def test_a_stopped_smc_resumes_from_its_finished_minibatches_to_the_figures_of_a
     assert len(calls) == 2 and not (run / "smc_partial.npz").exists()
     resumed, uninterrupted = np.load(run / "smc_per_datum.npz"), np.load(whole / "smc_per_datum.npz")
     for name in uninterrupted.files:
-        assert np.array_equal(resumed[name], uninterrupted[name], equal_nan=True), name
+        assert _same(resumed[name], uninterrupted[name]), name
 
 
 @pytest.fixture(scope="module")
@@ -337,7 +350,7 @@ def test_smc_progress_edited_since_it_was_kept_is_set_aside_and_computed_again(
     if digest_rewritten:
         key = arrays.pop("key").tobytes().decode()
         arrays.pop("digest")
-        _keep(path, key, {0: {k[3:]: torch.from_numpy(v) for k, v in arrays.items()}})
+        _keep(path, key, {0: {0: {k[3:]: torch.from_numpy(v) for k, v in arrays.items()}}})
     else:
         np.savez(path, **arrays)
     code, _, err = run_cli(["eval", run, *SMC, "--ais-batch-size", "2"], capsys)
@@ -345,7 +358,7 @@ def test_smc_progress_edited_since_it_was_kept_is_set_aside_and_computed_again(
     assert len(err.strip().splitlines()) == 1 and ("SMC cannot have computed" in err or "edited or damaged" in err)
     resumed, uninterrupted = np.load(run / "smc_per_datum.npz"), np.load(whole / "smc_per_datum.npz")
     for name in uninterrupted.files:
-        assert np.array_equal(resumed[name], uninterrupted[name], equal_nan=True), name
+        assert _same(resumed[name], uninterrupted[name]), name
 
 
 def test_the_command_line_s_defaults_are_the_sampler_s():
@@ -403,3 +416,51 @@ def test_one_replica_is_refused_in_one_line_naming_the_agreement_test():
     for call in calls:
         with pytest.raises(ZooError, match="at least two runs"):
             call()
+
+
+def test_one_smc_run_is_the_first_run_of_two_bit_for_bit_and_says_what_it_cannot_see(tmp_path, trained, capsys):
+    """--replicas 1 is the one run from --ais-path's start that the default's first run is; its page says that one
+    start's SE cannot see a mode its particles never reached. A stored two-run SMC is not replaced by one run."""
+    two, one = tmp_path / "two", tmp_path / "one"
+    for run in (two, one):
+        shutil.copytree(trained, run)
+    assert run_cli(["eval", two, *SMC], capsys)[0] == 0
+    assert run_cli(["eval", one, *SMC, "--replicas", "1"], capsys)[0] == 0
+    pooled, alone = np.load(two / "smc_per_datum.npz"), np.load(one / "smc_per_datum.npz")
+    for name in alone.files:
+        assert _same(pooled[f"first_replica_{name}"], alone[name]), name
+    summary = json.loads((one / "smc.json").read_text())
+    assert summary["runs"] == 1 and summary["starts"] == ["guide"] and "reliability" not in summary
+    assert "One run from one start" in (one / "smc.md").read_text()
+    code, _, err = run_cli(["eval", two, *SMC, "--replicas", "1"], capsys)
+    assert code == 2 and "1 whole runs (--replicas), not 2" in err and len(err.strip().splitlines()) == 1, err
+    # from the prior first: the starts turn the other way
+    assert run_cli(["eval", one, *SMC, "--ais-path", "prior", "--force"], capsys)[0] == 0
+    assert json.loads((one / "smc.json").read_text())["starts"] == ["prior", "guide"]
+
+
+def test_a_two_run_smc_stopped_in_its_second_run_resumes_to_the_figures_of_a_run_without_a_stop(
+        tmp_path, trained, capsys):
+    """Stopped in the second run's second minibatch, the command keeps the first run's three minibatches and the
+    second's first; run again, it runs only the other two and writes what a run without a stop writes, bit for bit."""
+    args = [*SMC, "--ais-batch-size", "2"]
+    whole = tmp_path / "whole"
+    shutil.copytree(trained, whole)
+    assert run_cli(["eval", whole, *args], capsys)[0] == 0
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    with stopped_at(SequentialMonteCarlo, 5):
+        code, _, err = run_cli(["eval", run, *args], capsys)
+    assert code == 130 and "4 finished SMC minibatches are kept" in err and len(err.strip().splitlines()) == 1, err
+    with stopped_at(SequentialMonteCarlo, 0) as calls:              # counts the calls, stops none
+        assert run_cli(["eval", run, *args], capsys)[0] == 0
+    assert len(calls) == 2 and not (run / "smc_partial.npz").exists()
+    resumed, uninterrupted = np.load(run / "smc_per_datum.npz"), np.load(whole / "smc_per_datum.npz")
+    for name in uninterrupted.files:
+        assert _same(resumed[name], uninterrupted[name]), name
+    # the kept file of a one-run evaluation is not taken by a two-run one (another key), and the reverse
+    with stopped_at(SequentialMonteCarlo, 2):
+        run_cli(["eval", run, *args, "--replicas", "1", "--force"], capsys)
+    with stopped_at(SequentialMonteCarlo, 0) as calls:
+        code, _, err = run_cli(["eval", run, *args, "--force"], capsys)
+    assert code == 0 and len(calls) == 6 and "another evaluation" in err, err

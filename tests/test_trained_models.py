@@ -453,7 +453,15 @@ _SMC = {"log_likelihood": -93.5, "log_likelihood_se": 0.04, "num_data": 100, "nu
     ({**_SMC, "num_particles": 2.5, "frac_se_unreliable": float("nan")},
      ["| SMC | 93.50 ± 0.04 (SMC, from the guide, conditional ESS", "smc.json's num_particles, smc.json's "
       "frac_se_unreliable not a number"], ["particles ×"]),
-    ([1, 2], ["| SMC | not readable"], [])])
+    ([1, 2], ["| SMC | not readable"], []),
+    # two whole runs from two starts (zoo.experiments.sequential): their pooled figure and share flagged, and no
+    # comparison with AIS's guide replica, which is one start's
+    ({**_SMC, "runs": 2, "starts": ["guide", "prior"], "frac_flagged": 0.31},
+     ["(SMC, 2 runs pooled, from the guide and the prior, 256 particles × 4 replicas", "; 31% of images flagged"],
+     ["replica from the guide", "not a precision"]),
+    ({**_SMC, "runs": 2, "starts": ["guide", "prior"], "frac_flagged": "none"},
+     ["smc.json's runs, starts or frac_flagged not a number"], ["images flagged"]),
+    ({**_SMC, "runs": 0}, ["smc.json's runs, starts or frac_flagged not a number"], [])])
 @pytest.mark.parametrize("reliability", [{"starts": ["guide", "prior"]}, ["guide", "prior"], {"starts": "guide"}])
 def test_a_card_shows_smc_beside_ais_s_guide_replica_and_never_as_its_verdict(tmp_path, smc, says, not_says,
                                                                              reliability):

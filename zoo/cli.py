@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "pooled, flags in ais_per_datum.npz (default 4; 1: one run, judged by its weights' ESS "
                           "alone). IS: from the guide, the prior, the defensive mixture, the prior, the widened guide, "
                           "each with K = --eval-samples; results.json's 'replicas' and per_datum.npz's replicas_* "
-                          "beside the usual figures (default 1: the harness alone)")
+                          "beside the usual figures (default 1: the harness alone). SMC: whole runs, from --ais-path's "
+                          "start and then the other's, each with --smc-replicas copies; pooled, flags in "
+                          "smc_per_datum.npz (default 2; 1: one run, judged by its copies alone)")
     ais.add_argument("--sum-discrete", choices=("auto", "off"), default="auto",
                      help="AIS and SMC: sum the model's local discrete latents out exactly where it allows (Pyro's "
                           "parallel enumeration; the forward algorithm on a chain under pyro.markov) and anneal the "
@@ -125,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     smc.add_argument("--smc-particles", type=int, default=None, metavar="N",
                      help=f"SMC: particles per datum and replica (default {SMC_DEFAULTS['num_particles']})")
     smc.add_argument("--smc-replicas", type=int, default=None, metavar="R",
-                     help=f"SMC: independent runs per datum, whose spread is the SE (default {SMC_DEFAULTS['num_replicas']})")
+                     help=f"SMC: independent copies per datum within one run, from its start, whose spread is its SE "
+                          f"(default {SMC_DEFAULTS['num_replicas']}; --replicas sets the runs from different starts)")
     smc.add_argument("--smc-target-ess", type=float, default=None, metavar="F",
                      help=f"SMC: the conditional ESS, a fraction of the particles, each temperature is chosen to keep "
                           f"(default {SMC_DEFAULTS['target_ess']}; nearer 1: more temperatures)")
@@ -555,10 +558,6 @@ def _annealing_flags(args) -> None:
     if args.replicas is not None and (args.estimator == "bdmc" or args.gaps):
         raise ZooError(f"--replicas sets IS's, AIS's and SMC's independent replicas; "
                        f"{'--gaps' if args.gaps else '--estimator bdmc'} takes none: leave it out")
-    if args.estimator == "smc" and args.replicas is not None:
-        if args.smc_replicas is not None:
-            raise ZooError("--replicas and --smc-replicas both set SMC's replicas; give one")
-        args.smc_replicas = args.replicas
     for name, value in ANNEALING_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -627,7 +626,7 @@ SMC_DEFAULTS = {"num_particles": 64, "num_replicas": 4, "target_ess": 0.5, "num_
 def _eval_smc(args) -> None:
     """``eval --estimator smc`` (zoo.experiments.sequential)."""
     from zoo.evaluation.smc import SequentialMonteCarlo
-    from zoo.experiments.sequential import FILES, smc_markdown, smc_run
+    from zoo.experiments.sequential import DEFAULT_SMC_RUNS, FILES, smc_markdown, smc_run
     settings = flags.given_run_settings(args)
     ignored = sorted(k for k in settings if k not in ("eval_limit", "device", "data_dir"))
     if ignored:
@@ -640,7 +639,8 @@ def _eval_smc(args) -> None:
     smc = SequentialMonteCarlo(**{**SMC_DEFAULTS, **options}, leapfrog_steps=args.leapfrog, path=args.ais_path,
                                precondition=_precondition(args), batch_size=args.ais_batch_size)
     out = Path(args.dir)
-    summary = smc_run(out, smc, _invocation(args, settings), sum_discrete=args.sum_discrete)
+    summary = smc_run(out, smc, _invocation(args, settings), sum_discrete=args.sum_discrete,
+                      replicas=DEFAULT_SMC_RUNS if args.replicas is None else args.replicas)
     print(smc_markdown(summary))
     print(f"wrote {', '.join(str(out / f) for f in FILES)}")
 

@@ -234,6 +234,14 @@ def smc_figures(folder: Path) -> Optional[Dict]:
         out[name] = (int(value) if whole else float(value)) if ok else None
         if not ok:
             out["unreadable"].append(f"smc.json's {key}")
+    # whole runs from different starts (zoo.experiments.sequential); a file from before them holds one run
+    runs, starts, flagged = smc.get("runs", 1), smc.get("starts"), smc.get("frac_flagged")
+    out["runs"] = runs if isinstance(runs, int) and not isinstance(runs, bool) and runs > 0 else None
+    out["starts"] = (starts if isinstance(starts, list) and all(s in ("guide", "prior", "wide") for s in starts)
+                     else None)
+    out["frac_flagged"] = float(flagged) if finite(flagged) and 0 <= flagged <= 1 else None
+    if out["runs"] is None or (out["runs"] > 1 and (out["starts"] is None or out["frac_flagged"] is None)):
+        out["unreadable"].append("smc.json's runs, starts or frac_flagged")
     return out
 
 
@@ -327,13 +335,18 @@ def _smc_text(figures: Mapping) -> Optional[str]:
            else None,
            f"conditional ESS {smc['target_ess']:g}" if smc["target_ess"] is not None else None,
            f"{smc['num_data']} test images" if smc["num_data"] else None]
+    pooled = (smc.get("runs") or 1) > 1 and smc.get("starts") is not None
+    if pooled:
+        how[0] = f"{smc['runs']} runs pooled, from the {' and the '.join(dict.fromkeys(smc['starts']))}"
     text += f" (SMC, {', '.join(h for h in how if h)})"
-    if smc["frac_se_unreliable"]:
+    if pooled and smc.get("frac_flagged") is not None:
+        text += f"; {smc['frac_flagged']:.0%} of images flagged (the runs disagree, or a run's checks fail)"
+    elif smc["frac_se_unreliable"]:
         text += f"; its SE is not a precision on {smc['frac_se_unreliable']:.0%} of images (one replica dominates)"
     if smc["frac_forced"]:
         text += f"; {smc['frac_forced']:.0%} of images reached its step limit"
     guide = figures.get("nll_guide_replica")
-    if guide is not None and smc["path"] == "guide":
+    if guide is not None and smc["path"] == "guide" and not pooled:
         # the same start: where the two differ, it is the sampler, not the start (the card's NLL pools every start)
         gap = guide - (-smc["log_likelihood"])
         text += (f"; AIS from the same start (its replica from the guide): {guide:.2f}, SMC {abs(gap):.2f} nats "

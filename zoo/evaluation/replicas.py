@@ -89,6 +89,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence
 
@@ -321,7 +322,10 @@ class Verdict:
             for part in filter(None, reason.split("; ")):
                 if not part.startswith("replicas") and ": " in part:
                     start, problems = part.split(": ", 1)
-                    found = [f"{start}: " + ("discrete states" if p.startswith("discrete") else p.split(" ")[0])
+                    # a problem's kind is its words before its first figure ("ESS 1.2 < 1.6": ESS; "one copy
+                    # carries the estimate": all of it)
+                    found = [f"{start}: " + ("discrete states" if p.startswith("discrete") else
+                                             re.split(r"\s+[\d<>=]", p, maxsplit=1)[0])
                              for p in problems.split(", ")]
                 else:
                     found = [part.split(" (")[0]]

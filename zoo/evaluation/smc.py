@@ -234,7 +234,7 @@ class SMCResult:
         if not bool(reliable.all()):
             out["se_warning"] = (f"{1 - reliable.double().mean().item():.1%} of data have one replica carrying more "
                                  f"than {MAX_REPLICA_SHARE:.0%} of the estimate, or reached max_steps: their standard "
-                                 f"error is not a precision; run more particles (--smc-particles) or replicas")
+                                 f"error is not a precision; run more particles (--smc-particles) or copies (--smc-replicas)")
         return out
 
     def per_datum(self) -> Dict[str, torch.Tensor]:

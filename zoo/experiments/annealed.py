@@ -50,7 +50,7 @@ from zoo.rules import check_bdmc
 from zoo.training.checkpoint import atomic_write_bytes, written_together
 from zoo.usercode.errors import user_code_errors
 
-__all__ = ["ais_run", "bdmc_run", "ais_markdown", "DEFAULT_TEMPERATURES", "DEFAULT_BDMC_TEMPERATURES", "PARTIAL"]
+__all__ = ["ais_run", "bdmc_run", "ais_markdown", "pooled_row", "DEFAULT_TEMPERATURES", "DEFAULT_BDMC_TEMPERATURES", "PARTIAL"]
 
 #: the minibatches of an AIS evaluation finished so far, kept so that a stopped run resumes (module docstring)
 PARTIAL = "ais_partial.npz"
@@ -225,7 +225,7 @@ def ais_run(out: Path, sampler: AnnealedImportanceSampling, temperatures: Option
                         first = first or result
                     row, per_datum = {**first.summary(), "seconds": time.perf_counter() - t0}, first.per_datum()
                     if replicas > 1:
-                        row, per_datum = _pooled(row, per_datum, judge(found))
+                        row, per_datum = pooled_row(row, per_datum, judge(found))
                     rows.append(row)
         except KeyboardInterrupt as e:
             count = sum(len(batches) for batches in kept.values())
@@ -246,7 +246,7 @@ def ais_run(out: Path, sampler: AnnealedImportanceSampling, temperatures: Option
         return summary
 
 
-def _pooled(row: Dict, per_datum: Dict, verdict) -> tuple:
+def pooled_row(row: Dict, per_datum: Dict, verdict) -> tuple:
     """The row and per-datum columns of the first replica with the replicas' pooled estimate as the headline, and
     their verdict per datum (:mod:`zoo.evaluation.replicas`)."""
     n = verdict.log_likelihood.shape[0]
