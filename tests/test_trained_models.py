@@ -329,6 +329,30 @@ def test_no_command_writes_into_the_folder_of_trained_models_named_by_its_path(i
     assert sorted(p.name for p in catalogue.iterdir()) == ["tiny-digits-elbo"]
 
 
+def test_a_folder_of_trained_models_set_to_a_parent_of_one_s_work_leaves_that_work_writable(catalogue, tmp_path,
+                                                                                             monkeypatch, capsys):
+    """Review: $PYRO_ZOO_CHECKPOINTS pointing at a parent of one's work folders made every writer there refuse. A
+    folder deeper inside it that is no trained model's is written as anywhere else; the folder itself, a new entry of
+    it, and the inside of a trained model's folder (whole or not) are still refused in one line."""
+    home = tmp_path / "home"
+    shutil.copytree(catalogue, home)
+    (home / "half").mkdir()
+    shutil.copyfile(home / "tiny-digits-elbo" / "checkpoint.pt", home / "half" / "checkpoint.pt")
+    monkeypatch.setenv("PYRO_ZOO_CHECKPOINTS", str(home))
+    monkeypatch.chdir(tmp_path)
+    small = ["--eval-samples", "3", "--eval-limit", "5", "--no-progress"]
+    assert main(["train", "vae", "--dataset", "digits", "--epochs", "1", "--latent-dim", "2", "--hidden", "8",
+                 "--out", str(home / "work" / "r1"), *small]) == 0
+    assert main(["eval", "tiny-digits-elbo", "--out", str(home / "work" / "copy"), *small]) == 0
+    assert (home / "work" / "copy" / "results.json").is_file()
+    capsys.readouterr()
+    for out in (home / "new", home / "tiny-digits-elbo" / "sub", home / "half" / "x"):
+        code = main(["eval", "tiny-digits-elbo", "--out", str(out), *small])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "never write into" in err, (out, err)
+        assert not out.exists()
+
+
 def test_a_refused_command_leaves_no_working_copy_it_made(in_catalogue, tmp_path, capsys):
     """A bad value (refused once the working copy is made) left the trained model's copied config and weights in a
     new folder the user named: a refused command leaves no files. The copy and the folders made to hold it are

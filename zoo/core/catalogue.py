@@ -413,14 +413,22 @@ def catalogue_text() -> str:
 
 
 def refuse_inside_catalogue(path: Path, what: str = "a folder") -> None:
-    """Refuse in one line to write ``path`` where it is the folder of trained models or inside it (through links
-    too): commands evaluate a trained model in a working copy and never write into the committed weights' folder,
-    whether it was named by its path or by a file's. ``what`` says what the user names instead (``--out``'s)."""
+    """Refuse in one line to write ``path`` where it is the folder of trained models, a new entry of it, or inside
+    one of its trained models (through links too): commands evaluate a trained model in a working copy and never
+    write into the committed weights' folder, whether it was named by its path or by a file's. A folder deeper
+    inside it that is no trained model's (the folder of trained models set by ``$PYRO_ZOO_CHECKPOINTS`` to a parent
+    of one's work) is not the catalogue's, and is written as anywhere else. ``what`` says what the user names
+    instead (``--out``'s)."""
     root = checkpoints_dir()
     if root is None:
         return
     root, where = root.resolve(), Path(path).resolve()
     if where == root or root in where.parents:
+        entry = where.relative_to(root).parts[0] if where != root else None
+        folder = root / entry if entry is not None else None
+        if folder is not None and where.parent != root and entry not in trained_names() \
+                and not any(os.path.lexists(folder / f) for f in _FILES):
+            return                                  # deeper, in a folder that is no trained model's, whole or not
         raise ZooError(f"{path} is inside the folder of trained models ({root}), which commands never write into; "
                        f"name {what} elsewhere with --out (to score a trained model, name it: pyro-zoo eval NAME)")
 
