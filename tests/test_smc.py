@@ -255,6 +255,13 @@ def test_smc_writes_its_three_files_and_leaves_the_other_results_alone(tmp_path,
     assert [bool(r) for r in per_datum["reasons"]] == [not ok for ok in per_datum["reliable"]]
     md = (run / "smc.md").read_text()
     assert "independent copies" in md and "2 whole SMC runs per datum (from guide, prior)" in md and "smc.json" in out
+    assert "2 runs, from the guide and the prior in turn" in md
+    # review: the first run's own SE warning was shown beside the pooled SE; it is the first run's, and the shares
+    # beside the pooled figure count the data any run found forced or without a precise SE
+    assert "se_warning" not in summary and "one replica carrying more than" not in md
+    assert ("⚠" in md) == (summary["frac_flagged"] > 0)
+    copies_ok = [per_datum["first_replica_se_reliable"]]
+    assert summary["frac_se_unreliable"] >= 1 - np.mean(copies_ok) - 1e-12
     assert (run / "results.json").read_bytes() == before and not (run / "smc_partial.npz").exists()
 
 
@@ -458,9 +465,24 @@ def test_a_two_run_smc_stopped_in_its_second_run_resumes_to_the_figures_of_a_run
     resumed, uninterrupted = np.load(run / "smc_per_datum.npz"), np.load(whole / "smc_per_datum.npz")
     for name in uninterrupted.files:
         assert _same(resumed[name], uninterrupted[name]), name
-    # the kept file of a one-run evaluation is not taken by a two-run one (another key), and the reverse
+    # a run's figures do not depend on how many runs there are: a one-run evaluation's kept minibatch is taken by a
+    # two-run one (five left to run), and a two-run evaluation's first run by a one-run one (none left to run)
+    again = tmp_path / "again"
+    shutil.copytree(trained, again)
     with stopped_at(SequentialMonteCarlo, 2):
-        run_cli(["eval", run, *args, "--replicas", "1", "--force"], capsys)
+        assert run_cli(["eval", again, *args, "--replicas", "1"], capsys)[0] == 130
     with stopped_at(SequentialMonteCarlo, 0) as calls:
-        code, _, err = run_cli(["eval", run, *args, "--force"], capsys)
-    assert code == 0 and len(calls) == 6 and "another evaluation" in err, err
+        assert run_cli(["eval", again, *args], capsys)[0] == 0
+    assert len(calls) == 5
+    resumed = np.load(again / "smc_per_datum.npz")
+    assert all(_same(resumed[name], uninterrupted[name]) for name in uninterrupted.files)
+    alone = tmp_path / "alone"
+    shutil.copytree(trained, alone)
+    assert run_cli(["eval", alone, *args, "--replicas", "1"], capsys)[0] == 0
+    with stopped_at(SequentialMonteCarlo, 5):
+        assert run_cli(["eval", again, *args, "--force"], capsys)[0] == 130
+    with stopped_at(SequentialMonteCarlo, 0) as calls:
+        assert run_cli(["eval", again, *args, "--replicas", "1", "--force"], capsys)[0] == 0
+    assert len(calls) == 0
+    one, reference = np.load(again / "smc_per_datum.npz"), np.load(alone / "smc_per_datum.npz")
+    assert set(one.files) == set(reference.files) and all(_same(one[k], reference[k]) for k in reference.files)

@@ -468,7 +468,7 @@ _SMC = {"log_likelihood": -93.5, "log_likelihood_se": 0.04, "num_data": 100, "nu
 
 @pytest.mark.parametrize("smc,says,not_says", [
     (None, [], ["| SMC |", "smc.json"]),
-    (_SMC, ["| SMC | 93.50 ± 0.04 (SMC, from the guide, 256 particles × 4 replicas, conditional ESS 0.97, 100 test "
+    (_SMC, ["| SMC | 93.50 ± 0.04 (SMC, from the guide, 256 particles × 4 copies, conditional ESS 0.97, 100 test "
             "images); its SE is not a precision on 20% of images", "AIS from the same start (its replica from the guide): 94.00, SMC 0.50 nats tighter",
             "ais.json, bdmc.json and smc.json"], []),
     ({**_SMC, "log_likelihood": -95.0}, ["94.00, SMC 1.00 nats looser"], []),
@@ -481,11 +481,17 @@ _SMC = {"log_likelihood": -93.5, "log_likelihood_se": 0.04, "num_data": 100, "nu
     # two whole runs from two starts (zoo.experiments.sequential): their pooled figure and share flagged, and no
     # comparison with AIS's guide replica, which is one start's
     ({**_SMC, "runs": 2, "starts": ["guide", "prior"], "frac_flagged": 0.31},
-     ["(SMC, 2 runs pooled, from the guide and the prior, 256 particles × 4 replicas", "; 31% of images flagged"],
+     ["(SMC, 2 runs pooled, from the guide and the prior, 256 particles × 4 copies", "; 31% of images flagged"],
      ["replica from the guide", "not a precision"]),
-    ({**_SMC, "runs": 2, "starts": ["guide", "prior"], "frac_flagged": "none"},
-     ["smc.json's runs, starts or frac_flagged not a number"], ["images flagged"]),
-    ({**_SMC, "runs": 0}, ["smc.json's runs, starts or frac_flagged not a number"], [])])
+    # review: runs or starts that cannot be read made a pooled figure pass for one start's ("from the guide", beside
+    # AIS's guide replica); such a figure is nobody's start, and the card names the field
+    *[({**_SMC, **bad}, ["smc.json's runs, starts or frac_flagged not a number", "(SMC, 256 particles"],
+       ["from the guide", "replica from the guide", "not a precision", "flagged (the runs disagree"])
+      for bad in ({"runs": 2, "starts": ["guide", "prior"], "frac_flagged": "none"}, {"runs": 0}, {"runs": "2"},
+                  {"runs": None}, {"runs": 2, "starts": None, "frac_flagged": 0.1},
+                  {"runs": 2, "starts": "guide", "frac_flagged": 0.1}, {"runs": 2, "starts": [], "frac_flagged": 0.1},
+                  {"runs": 3, "starts": ["guide"], "frac_flagged": 0.1}, {"runs": 10 ** 30, "frac_flagged": 0.1},
+                  {"runs": 2, "starts": ["guide", "evil"], "frac_flagged": 0.1})]])
 @pytest.mark.parametrize("reliability", [{"starts": ["guide", "prior"]}, ["guide", "prior"], {"starts": "guide"}])
 def test_a_card_shows_smc_beside_ais_s_guide_replica_and_never_as_its_verdict(tmp_path, smc, says, not_says,
                                                                              reliability):
@@ -656,3 +662,9 @@ def test_score_takes_an_ais_file_as_done_only_where_its_guide_moves_are_the_ones
     assert tm._done(path, **common, guide_moves=None) and not tm._done(path, **common, guide_moves=True)
     path.write_text(json.dumps({**common, "guide_moves": True}))
     assert tm._done(path, **common, guide_moves=True) and not tm._done(path, **common, guide_moves=None)
+
+
+def test_the_card_s_bound_on_smc_runs_is_the_evaluation_s():
+    from zoo.core.catalogue import _MAX_RUNS
+    from zoo.evaluation.replicas import MAX_REPLICAS
+    assert _MAX_RUNS == MAX_REPLICAS

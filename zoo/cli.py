@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     ais.add_argument("--chains", type=int, default=None, help="AIS chains per datum (default 16)")
     ais.add_argument("--leapfrog", type=int, default=None, help="HMC leapfrog steps per transition, and rounds of local moves of a discrete site too large for Gibbs (default 10)")
     ais.add_argument("--ais-path", choices=("guide", "prior"), default=None,
-                     help="where the annealing starts: the guide q(z|x) (default) or the prior p(z)")
+                     help="where the annealing starts: the guide q(z|x) (default) or the prior p(z); SMC: where its first run "
+                          "starts (the second starts from the other)")
     ais.add_argument("--ais-precondition", choices=("transport", "diagonal", "none"), default=None,
                      help="the coordinates HMC moves in on the guide's path: the guide's own reparameterization "
                           "(transport, default), its per-datum mean and scale (diagonal), or the latents' own "
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "or sample them as latents (off)")
     smc = p.add_argument_group("sequential Monte Carlo (zoo.evaluation.smc)")
     smc.add_argument("--smc-particles", type=int, default=None, metavar="N",
-                     help=f"SMC: particles per datum and replica (default {SMC_DEFAULTS['num_particles']})")
+                     help=f"SMC: particles per datum and copy (default {SMC_DEFAULTS['num_particles']})")
     smc.add_argument("--smc-replicas", type=int, default=None, metavar="R",
                      help=f"SMC: independent copies per datum within one run, from its start, whose spread is its SE "
                           f"(default {SMC_DEFAULTS['num_replicas']}; --replicas sets the runs from different starts)")

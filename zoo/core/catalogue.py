@@ -210,6 +210,9 @@ def card_figures(folder: Path) -> Dict:
     return out
 
 
+#: the most whole SMC runs an evaluation makes (zoo.evaluation.replicas.MAX_REPLICAS, not imported: this module is
+#: read without torch); a file saying more is not read as a figure
+_MAX_RUNS = 64
 #: smc.json's figures a card reads: (key in the file, name on the card's side, whole number?)
 _SMC_KEYS = (("log_likelihood", "log_likelihood", False), ("log_likelihood_se", "se", False),
              ("num_data", "num_data", True), ("num_particles", "particles", True), ("num_replicas", "replicas", True),
@@ -234,14 +237,17 @@ def smc_figures(folder: Path) -> Optional[Dict]:
         out[name] = (int(value) if whole else float(value)) if ok else None
         if not ok:
             out["unreadable"].append(f"smc.json's {key}")
-    # whole runs from different starts (zoo.experiments.sequential); a file from before them holds one run
+    # whole runs from different starts, pooled (zoo.experiments.sequential); a file from before them holds one run.
+    # Where they cannot be read, the figure is no one start's either: runs stays None, and the card says so
     runs, starts, flagged = smc.get("runs", 1), smc.get("starts"), smc.get("frac_flagged")
-    out["runs"] = runs if isinstance(runs, int) and not isinstance(runs, bool) and runs > 0 else None
-    out["starts"] = (starts if isinstance(starts, list) and all(s in ("guide", "prior", "wide") for s in starts)
-                     else None)
-    out["frac_flagged"] = float(flagged) if finite(flagged) and 0 <= flagged <= 1 else None
-    if out["runs"] is None or (out["runs"] > 1 and (out["starts"] is None or out["frac_flagged"] is None)):
+    runs = runs if isinstance(runs, int) and not isinstance(runs, bool) and 1 <= runs <= _MAX_RUNS else None
+    starts = (starts if isinstance(starts, list) and runs is not None and len(starts) == runs
+              and all(s in ("guide", "prior", "wide") for s in starts) else None)
+    flagged = float(flagged) if finite(flagged) and 0 <= flagged <= 1 else None
+    if runs is None or (runs > 1 and (starts is None or flagged is None)):
+        runs = None
         out["unreadable"].append("smc.json's runs, starts or frac_flagged")
+    out.update(runs=runs, starts=starts, frac_flagged=flagged)
     return out
 
 
@@ -331,22 +337,24 @@ def _smc_text(figures: Mapping) -> Optional[str]:
         return f"not readable ({', '.join(smc['unreadable'])} not a number); run the SMC score again"
     text = f"{-smc['log_likelihood']:.2f}" + (f" ± {smc['se']:.2f}" if smc["se"] is not None else "")
     how = [f"from the {smc['path']}" if smc["path"] else None,
-           f"{smc['particles']} particles × {smc['replicas']} replicas" if smc["particles"] and smc["replicas"]
+           f"{smc['particles']} particles × {smc['replicas']} copies" if smc["particles"] and smc["replicas"]
            else None,
            f"conditional ESS {smc['target_ess']:g}" if smc["target_ess"] is not None else None,
            f"{smc['num_data']} test images" if smc["num_data"] else None]
-    pooled = (smc.get("runs") or 1) > 1 and smc.get("starts") is not None
-    if pooled:
+    one_start = smc.get("runs", 1) == 1        # an old file holds one run; None: its runs could not be read
+    if smc.get("runs") is None:
+        how[0] = None
+    elif not one_start:
         how[0] = f"{smc['runs']} runs pooled, from the {' and the '.join(dict.fromkeys(smc['starts']))}"
     text += f" (SMC, {', '.join(h for h in how if h)})"
-    if pooled and smc.get("frac_flagged") is not None:
+    if smc.get("runs") not in (None, 1):
         text += f"; {smc['frac_flagged']:.0%} of images flagged (the runs disagree, or a run's checks fail)"
-    elif smc["frac_se_unreliable"]:
-        text += f"; its SE is not a precision on {smc['frac_se_unreliable']:.0%} of images (one replica dominates)"
+    elif one_start and smc["frac_se_unreliable"]:
+        text += f"; its SE is not a precision on {smc['frac_se_unreliable']:.0%} of images (one copy dominates)"
     if smc["frac_forced"]:
         text += f"; {smc['frac_forced']:.0%} of images reached its step limit"
     guide = figures.get("nll_guide_replica")
-    if guide is not None and smc["path"] == "guide" and not pooled:
+    if guide is not None and smc["path"] == "guide" and one_start:
         # the same start: where the two differ, it is the sampler, not the start (the card's NLL pools every start)
         gap = guide - (-smc["log_likelihood"])
         text += (f"; AIS from the same start (its replica from the guide): {guide:.2f}, SMC {abs(gap):.2f} nats "

@@ -325,7 +325,7 @@ class Verdict:
                     # a problem's kind is its words before its first figure ("ESS 1.2 < 1.6": ESS; "one copy
                     # carries the estimate": all of it)
                     found = [f"{start}: " + ("discrete states" if p.startswith("discrete") else
-                                             re.split(r"\s+[\d<>=]", p, maxsplit=1)[0])
+                                             re.split(r"\s+\d", p, maxsplit=1)[0])
                              for p in problems.split(", ")]
                 else:
                     found = [part.split(" (")[0]]
@@ -496,7 +496,8 @@ def smc_replica(smc, model, guide, x: torch.Tensor, start: str, seed: int, **est
     else:
         raise ValueError(f"an SMC replica starts from one of guide, prior, wide; got {start!r}")
     result = sampler.estimate(model, chosen, x, seed=seed, **estimate_options)
-    problems = ["schedule forced to beta = 1" if bool(f) else "" if bool(ok) else "one copy carries the estimate"
+    problems = ["schedule forced to its end at the step limit" if bool(f) else "" if bool(ok) else
+                "one copy carries the estimate"
                 for ok, f in zip(result.se_reliable, result.forced)]
     dof = torch.full_like(result.log_likelihood, float(max(sampler.num_replicas - 1, 1)))
     return Replica(start, seed, result.log_likelihood, result.log_likelihood_se, problems, result.se_reliable,

@@ -251,11 +251,14 @@ def pooled_row(row: Dict, per_datum: Dict, verdict) -> tuple:
     their verdict per datum (:mod:`zoo.evaluation.replicas`)."""
     n = verdict.log_likelihood.shape[0]
     summary = verdict.summary()
-    row = {**row, "replicas": len(verdict.replicas), "reliability": summary,
+    # the first replica's own warning is its alone, not the pooled SE's: each replica's problems are among the
+    # verdict's reasons, and the pooled figure is judged by the share flagged
+    first = {k: row[k] for k in ("log_likelihood", "log_likelihood_se", "frac_se_unreliable", "se_warning") if k in row}
+    row = {**{k: v for k, v in row.items() if k != "se_warning"}, "replicas": len(verdict.replicas),
+           "reliability": summary,
            "log_likelihood": summary["pooled_log_likelihood"], "log_likelihood_se": summary["pooled_log_likelihood_se"],
            "log_likelihood_data_se": (verdict.log_likelihood.std() / n ** 0.5).item() if n > 1 else None,
-           "nll": -summary["pooled_log_likelihood"], "frac_flagged": summary["frac_flagged"],
-           "first_replica": {k: row[k] for k in ("log_likelihood", "log_likelihood_se", "frac_se_unreliable")}}
+           "nll": -summary["pooled_log_likelihood"], "frac_flagged": summary["frac_flagged"], "first_replica": first}
     per_datum = {**{f"first_replica_{k}": v for k, v in per_datum.items()},
                  "log_likelihood": verdict.log_likelihood, "log_likelihood_se": verdict.log_likelihood_se,
                  **{k: v for k, v in verdict.per_datum().items() if not k.startswith("pooled_")},

@@ -20,9 +20,10 @@ judged by its own copies alone; the first run of any ``replicas`` is that run, b
 
 Like AIS it is resumable: each minibatch draws from a seed of its own, its figures are kept in
 ``smc_partial.npz`` (written atomically, under a name per run) as soon as it is done, and the same command run again
-after a stop takes them if the weights, data, settings, number of runs and seed are the same (a hash of all of them
-is stored with them), giving the figures of a run without a stop, bit for bit. The file is removed once ``smc.json``
-is written.
+after a stop takes them if the weights, data, settings and seed are the same (a hash of all of them is stored with
+them), giving the figures of a run without a stop, bit for bit; a run's figures do not depend on how many runs
+there are, so a command with more or fewer runs takes those of the runs both have. The file is removed once
+``smc.json`` is written.
 """
 from __future__ import annotations
 
@@ -191,15 +192,18 @@ def smc_run(out: Path, smc: SequentialMonteCarlo, invocation: Optional[Invocatio
                                          "num_particles": (smc.num_particles, "{} particles"),
                                          "num_moves": (smc.num_moves, "{} moves"),
                                          "leapfrog_steps": (smc.leapfrog_steps, "{} leapfrog steps"),
-                                         "num_replicas": (smc.num_replicas, "{} replicas"),
+                                         "num_replicas": (smc.num_replicas, "{} copies per run (--smc-replicas)"),
                                          "runs": (replicas, "{} whole runs (--replicas)")}, settings,
-                      invocation.force, stored=lambda old: {**old, "runs": old.get("runs", 1)})
+                      invocation.force,
+                      stored=lambda old: {**old, "runs": 1 if old.get("runs") is None else old["runs"]})
         x_eval = x_eval.to(run.device)
         guide, refit = evaluation_guide(run, x_eval, progress)
         summing = summed_for_annealing(run, guide, x_eval, sum_discrete)
         model, guide = summing.model, summing.guide
         seed = stream_seed(run.config.seed, "smc")
-        key = resume_key(run, guide, x_eval, [], smc, seed, replicas, summed=summing.summed)
+        # a run's figures depend on its index alone (its start and seed), not on how many runs there are: minibatches
+        # kept by an evaluation of fewer or more runs are taken for the runs both have
+        key = resume_key(run, guide, x_eval, [], smc, seed, summed=summing.summed)
         kept = _kept_minibatches(out / PARTIAL, key, x_eval.shape[0], smc.batch_size, smc.num_replicas,
                                  log_p_bound(run.model), replicas)
         resumed = sum(len(batches) for batches in kept.values())
@@ -207,7 +211,7 @@ def smc_run(out: Path, smc: SequentialMonteCarlo, invocation: Optional[Invocatio
             print(f"SMC: resuming, {resumed} minibatches kept in {out / PARTIAL}", flush=True)
         starts = smc_starts(smc.path, replicas)
         t0 = time.perf_counter()
-        found, first = [], None
+        found, results = [], []
         try:
             with user_code_errors(run.model.display_name, "in evaluation"):
                 for r, start in enumerate(starts):
@@ -221,7 +225,7 @@ def smc_run(out: Path, smc: SequentialMonteCarlo, invocation: Optional[Invocatio
                     replica, result = smc_replica(smc, model, guide, x_eval, start, seed + REPLICA_STRIDE * r,
                                                   progress=done, done=dict(kept.get(r, {})), on_batch=keep)
                     found.append(replica)
-                    first = first or result
+                    results.append(result)
         except KeyboardInterrupt as e:
             count = sum(len(batches) for batches in kept.values())
             if count:
@@ -233,9 +237,13 @@ def smc_run(out: Path, smc: SequentialMonteCarlo, invocation: Optional[Invocatio
             from zoo.evaluation.ais import AnnealedImportanceSampling
             transported = AnnealedImportanceSampling(batch_size=smc.batch_size, path=smc.path).transported_sites(
                 model, guide, x_eval, x_eval.shape[0])
-        row, per_datum = first.summary(), first.per_datum()
+        row, per_datum = results[0].summary(), results[0].per_datum()
         if replicas > 1:
             row, per_datum = pooled_row(row, per_datum, judge(found))
+            # beside the pooled figure, the share of data that any run found forced or without a precise SE (each
+            # such datum is flagged, with the run's reason)
+            row["frac_forced"] = torch.stack([r.forced for r in results]).any(0).double().mean().item()
+            row["frac_se_unreliable"] = (~torch.stack([r.se_reliable for r in results]).all(0)).double().mean().item()
         summary = {"config": run.config.to_json(), "device": str(run.device), "split": run.config.eval_split,
                    **row, "runs": replicas, "starts": starts, "transported": transported,
                    "seconds": time.perf_counter() - t0, **summing.record(),
@@ -256,9 +264,16 @@ def smc_markdown(summary: Dict) -> str:
     coordinates = coordinates_text(summary.get("precondition"), summary.get("transported"))
     data_se = summary["log_likelihood_data_se"]
     acceptance = summary.get("acceptance_mean")
-    flag = " ⚠" if summary.get("se_warning") else ""
+    # one run: its copies' own warning; runs pooled: data flagged by the runs' agreement or their own checks
+    flagged = summary.get("reliability") and summary["reliability"]["frac_flagged"] > 0
+    flag = " ⚠" if summary.get("se_warning") or flagged else ""
+    if summary.get("reliability"):
+        start = f", from the {' and the '.join(dict.fromkeys(summary['starts']))} in turn"
+        where = f"{summary['runs']} runs"
+    else:
+        where = f"path {summary['path']}"
     lines = [f"SMC on {summary['num_data']} {summary['split']} data ({summary['num_particles']} particles x "
-             f"{summary['num_replicas']} independent copies per datum and run, path {summary['path']}{start}; adaptive "
+             f"{summary['num_replicas']} independent copies per datum and run, {where}{start}; adaptive "
              f"tempering at conditional ESS {summary['target_ess']:g}, systematic resampling below ESS "
              f"{summary['resample_threshold']:g}, {summary['num_moves']} moves per temperature of "
              f"{summary['leapfrog_steps']} leapfrog steps{coordinates}).", "",
@@ -271,7 +286,8 @@ def smc_markdown(summary: Dict) -> str:
              f"{summary['seconds']:.0f} |", "",
              "Nats per datum. A run's SE is the spread of its copies' estimates (each a whole SMC from the run's "
              "start), which counts the resampling's noise; it says nothing of a mode that no particle of that start "
-             "reached. The temperatures, resamplings and acceptance are the first run's."]
+             "reached." + (" The temperatures, resamplings and acceptance are the first run's."
+                           if summary.get("reliability") else "")]
     if summary.get("summed_out"):
         lines += ["", f"Discrete latents {summary['summed_out_note']} (zoo.evaluation.summed): the particles hold the "
                       "real latents alone."]
