@@ -325,6 +325,7 @@ def score(name: str, args) -> dict:
                  args.bdmc_temperatures, "--chains", args.chains, "--leapfrog", args.leapfrog, "--force", *data],
                 check=True)
         timings["bdmc_seconds"] = time.perf_counter() - t0
+    _refuse_a_worse_card(name, work, args.replace_trusted)
     for f in ("ais.json", "ais.md", "bdmc.json", "bdmc.md"):
         if (work / f).is_file():
             shutil.copyfile(work / f, CHECKPOINTS / name / f)
@@ -337,6 +338,28 @@ def score(name: str, args) -> dict:
     write_result_and_page("trained_models", {"models": dict(sorted(rows.items()))}, markdown)
     card(name, args)
     return figures
+
+
+def _refuse_a_worse_card(name: str, work: Path, replace_trusted: bool) -> None:
+    """Fail, leaving the committed card as it is, where its NLL is the figure to use (✓) and the new scoring's is not:
+    a scoring with weaker settings, or on more images where the sampler falls short, would otherwise replace a
+    trusted figure by an upper bound. The new files stay in the working copy ``work`` to read;
+    ``--replace-trusted`` replaces the card anyway."""
+    import tempfile
+    from zoo.core.catalogue import card_figures, untrusted
+    folder = CHECKPOINTS / name
+    if replace_trusted or untrusted(card_figures(folder)) is not None or not (work / "ais.json").is_file():
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copyfile(folder / "card.json", Path(tmp) / "card.json")
+        for f in ("ais.json", "bdmc.json"):
+            source = work / f if (work / f).is_file() else folder / f
+            if source.is_file():
+                shutil.copyfile(source, Path(tmp) / f)
+        why = untrusted(card_figures(Path(tmp)))
+    if why is not None:
+        fail(f"{name}'s card holds a figure to use and this scoring's is not one ({why}); its files are in {work}, "
+             f"and the card is as it was (pass --replace-trusted to replace it anyway)")
 
 
 def smc(name: str, args) -> dict:
@@ -507,6 +530,8 @@ def main() -> None:
     p.add_argument("--leapfrog", type=int, default=10, help="score: HMC leapfrog steps per transition (default 10)")
     p.add_argument("--replicas", type=int, default=4, help="score: AIS replicas per datum, from different starts, "
                    "whose agreement calls each datum reliable (default 4)")
+    p.add_argument("--replace-trusted", action="store_true",
+                   help="score: replace a card whose NLL is the figure to use even by a scoring whose figure is not")
     p.add_argument("--guide-moves", action="store_true",
                    help="score: AIS with guide moves (pyro-zoo eval --ais-guide-moves: an independent proposal from the "
                         "guide and the prior at every temperature), for a model whose replicas disagree without them "

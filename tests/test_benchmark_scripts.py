@@ -372,3 +372,37 @@ def test_the_sweeps_vectorized_homework_4_draws_are_the_kits_draws_in_law():
         se = (vectorized.var(0) / len(seeds) + kit.var(0) / len(seeds)).sqrt().clamp_min(1e-6)
         z = (vectorized.mean(0) - kit.mean(0)) / se
         assert z.abs().max() < 5, z.abs().max()
+
+
+def test_a_scoring_whose_figure_is_not_one_to_use_never_replaces_a_trusted_card(tmp_path, monkeypatch, capsys):
+    """trained_models.py score copied a new scoring's files over the card whatever they said: a scoring on more
+    images with a sampler too weak for them would have turned a ✓ card into an upper bound. It fails in one line and
+    leaves the card as it was, unless --replace-trusted; a card that is no figure to use yet takes any scoring."""
+    import json
+    import shutil
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import trained_models
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    source = BENCHMARKS / "checkpoints"
+    catalogue = tmp_path / "checkpoints"
+    for name in ("vae-vmf-mnist-elbo", "hvae-ladder-mnist-elbo"):
+        shutil.copytree(source / name, catalogue / name, ignore=shutil.ignore_patterns("checkpoint.pt"))
+    monkeypatch.setattr(trained_models, "CHECKPOINTS", catalogue)
+    monkeypatch.setenv("PYRO_ZOO_CHECKPOINTS", str(catalogue))
+    flagged = tmp_path / "work"
+    flagged.mkdir()
+    ais = json.loads((source / "vae-vmf-mnist-elbo" / "ais.json").read_text())
+    ais["reliability"] = {**ais["reliability"], "frac_flagged": 0.4}
+    (flagged / "ais.json").write_text(json.dumps({**ais, "frac_flagged": 0.4}))
+    with pytest.raises(SystemExit) as stop:
+        trained_models._refuse_a_worse_card("vae-vmf-mnist-elbo", flagged, replace_trusted=False)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "holds a figure to use" in err and len(err.strip().splitlines()) == 1, err
+    trained_models._refuse_a_worse_card("vae-vmf-mnist-elbo", flagged, replace_trusted=True)
+    trained_models._refuse_a_worse_card("hvae-ladder-mnist-elbo", flagged, replace_trusted=False)
+    as_good = tmp_path / "same"
+    as_good.mkdir()
+    shutil.copyfile(source / "vae-vmf-mnist-elbo" / "ais.json", as_good / "ais.json")
+    trained_models._refuse_a_worse_card("vae-vmf-mnist-elbo", as_good, replace_trusted=False)
