@@ -443,7 +443,11 @@ def test_one_smc_run_is_the_first_run_of_two_bit_for_bit_and_says_what_it_cannot
     assert code == 2 and "1 whole runs (--replicas), not 2" in err and len(err.strip().splitlines()) == 1, err
     # from the prior first: the starts turn the other way
     assert run_cli(["eval", one, *SMC, "--ais-path", "prior", "--force"], capsys)[0] == 0
-    assert json.loads((one / "smc.json").read_text())["starts"] == ["prior", "guide"]
+    prior_first = json.loads((one / "smc.json").read_text())
+    assert prior_first["starts"] == ["prior", "guide"] and prior_first["transported"] == ["z"]
+    # review: the second run's coordinates were not recorded (the top level's are the first run's)
+    assert [(r["path"], r["precondition"]) for r in prior_first["per_run"]] == [("prior", "none"),
+                                                                               ("guide", "transport")]
 
 
 def test_a_two_run_smc_stopped_in_its_second_run_resumes_to_the_figures_of_a_run_without_a_stop(

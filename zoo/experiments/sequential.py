@@ -233,9 +233,9 @@ def smc_run(out: Path, smc: SequentialMonteCarlo, invocation: Optional[Invocatio
                               f"{out / PARTIAL}: run the same command again to resume")
             raise
         transported = []
-        if smc.path == "guide" and smc.precondition == "transport":
+        if "guide" in starts and smc.precondition == "transport":        # the guide's run, first or not
             from zoo.evaluation.ais import AnnealedImportanceSampling
-            transported = AnnealedImportanceSampling(batch_size=smc.batch_size, path=smc.path).transported_sites(
+            transported = AnnealedImportanceSampling(batch_size=smc.batch_size, path="guide").transported_sites(
                 model, guide, x_eval, x_eval.shape[0])
         row, per_datum = results[0].summary(), results[0].per_datum()
         if replicas > 1:
@@ -246,6 +246,9 @@ def smc_run(out: Path, smc: SequentialMonteCarlo, invocation: Optional[Invocatio
             row["frac_se_unreliable"] = (~torch.stack([r.se_reliable for r in results]).all(0)).double().mean().item()
         summary = {"config": run.config.to_json(), "device": str(run.device), "split": run.config.eval_split,
                    **row, "runs": replicas, "starts": starts, "transported": transported,
+                   # each run's own start and coordinates (the first run's are also the top level's)
+                   "per_run": [{"start": start, "path": r.settings.get("path"), "from": r.settings.get("start"),
+                                "precondition": r.settings.get("precondition")} for start, r in zip(starts, results)],
                    "seconds": time.perf_counter() - t0, **summing.record(),
                    "refit": refit.to_json() if refit is not None else None}
         buf = io.BytesIO()
