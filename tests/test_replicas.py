@@ -261,6 +261,11 @@ def test_eval_with_replicas_records_each_datum_s_flag_and_reason_and_the_share_f
     pooled = np.log(np.exp(per_datum["replica_log_likelihood"]).mean(0))
     assert np.allclose(per_datum["log_likelihood"], pooled)
     assert "3 replicas per datum" in out
+    # the first replica's own warning is its alone, kept with its figures, not beside the pooled SE, which is marked
+    # where data are flagged
+    assert "se_warning" not in summary and "se_warning" not in summary["rows"][-1]
+    md = (run / "ais.md").read_text()
+    assert (" ⚠ |" in md) == (summary["frac_flagged"] > 0) and "their standard error is not a precision" not in md
 
 
 def test_eval_with_replicas_by_importance_sampling_and_the_flags_each_estimator_refuses(tmp_path, capsys):

@@ -329,7 +329,9 @@ def ais_markdown(summary: Dict) -> str:
              "|---|---|---|---|---|---|---|"]
     for row in summary["rows"]:
         data_se = row["log_likelihood_data_se"]
-        flag = " ⚠" if row.get("se_warning") else ""
+        # one run: its chains' own warning; replicas pooled: data flagged by their agreement or their own checks
+        flagged = row.get("reliability") and row["reliability"]["frac_flagged"] > 0
+        flag = " ⚠" if row.get("se_warning") or flagged else ""
         lines.append(f"| {row['num_temperatures']} | {row['log_likelihood']:.3f} | {row['log_likelihood_se']:.4f}{flag} "
                      f"| {'-' if data_se is None else f'{data_se:.3f}'} | {row['ess_mean']:.1f} | "
                      f"{row['acceptance_mean']:.2f} | {row['seconds']:.0f} |")
