@@ -426,7 +426,9 @@ def markdown(result) -> str:
         command = scored.get("provenance", {}).get("command", "")
         smc = row.get("smc") or {}
         smc = "–" if smc.get("log_likelihood") is None else f"{-smc['log_likelihood']:.2f}" + (
-            f" ± {smc['se']:.2f}" if smc.get("se") is not None else "")
+            f" ± {smc['se']:.2f}" if smc.get("se") is not None else "") + (
+            f" ({smc['runs']} runs, {smc['frac_flagged']:.0%} flagged)"
+            if (smc.get("runs") or 1) > 1 and smc.get("frac_flagged") is not None else "")
         lines.append(f"| `{name}` | {nll} | {num('num_data', 'd')} | {num('num_temperatures', '.0f')} | "
                      f"{num('num_chains', '.0f')} | {num('nll_data_se', '.2f')} | {gap} | {num('frac_flagged', '.0%')} "
                      f"| {'✓' if why is None else '⚠ ' + why} | {smc} | {paper} | `{command}` |")

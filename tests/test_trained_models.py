@@ -482,7 +482,15 @@ _SMC = {"log_likelihood": -93.5, "log_likelihood_se": 0.04, "num_data": 100, "nu
     # comparison with AIS's guide replica, which is one start's
     ({**_SMC, "runs": 2, "starts": ["guide", "prior"], "frac_flagged": 0.31},
      ["(SMC, 2 runs pooled, from the guide and the prior, 256 particles × 4 copies", "; 31% of images flagged"],
-     ["replica from the guide", "not a precision"]),
+     ["replica from the guide", "not a precision", "the runs alone"]),
+    ({**_SMC, "runs": 2, "starts": ["guide", "prior"], "frac_flagged": 1.0,
+      "reliability": {"replica_log_likelihood": [-94.95, -146.49]}},
+     ["100% of images flagged (the runs disagree, or a run's checks fail); the runs alone: 94.95 from the guide, "
+      "146.49 from the prior"], []),
+    *[({**_SMC, "runs": 2, "starts": ["guide", "prior"], "frac_flagged": 1.0, "reliability": bad},
+       ["100% of images flagged"], ["the runs alone"])
+      for bad in ({"replica_log_likelihood": [-94.95]}, {"replica_log_likelihood": [-94.95, "x"]},
+                  {"replica_log_likelihood": "-94"}, [1, 2], {"replica_log_likelihood": [-94.95, float("nan")]})],
     # review: runs or starts that cannot be read made a pooled figure pass for one start's ("from the guide", beside
     # AIS's guide replica); such a figure is nobody's start, and the card names the field
     *[({**_SMC, **bad}, ["smc.json's runs, starts or frac_flagged not a number", "(SMC, 256 particles"],

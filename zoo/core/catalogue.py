@@ -247,7 +247,12 @@ def smc_figures(folder: Path) -> Optional[Dict]:
     if runs is None or (runs > 1 and (starts is None or flagged is None)):
         runs = None
         out["unreadable"].append("smc.json's runs, starts or frac_flagged")
-    out.update(runs=runs, starts=starts, frac_flagged=flagged)
+    # each run's own estimate, where they are pooled: what the share flagged is about
+    each = (smc.get("reliability") or {}).get("replica_log_likelihood") if isinstance(smc.get("reliability"), dict) \
+        else None
+    each = ([float(v) for v in each] if runs is not None and runs > 1 and isinstance(each, list) and len(each) == runs
+            and all(finite(v) for v in each) else None)
+    out.update(runs=runs, starts=starts, frac_flagged=flagged, run_log_likelihoods=each)
     return out
 
 
@@ -349,6 +354,9 @@ def _smc_text(figures: Mapping) -> Optional[str]:
     text += f" (SMC, {', '.join(h for h in how if h)})"
     if smc.get("runs") not in (None, 1):
         text += f"; {smc['frac_flagged']:.0%} of images flagged (the runs disagree, or a run's checks fail)"
+        if smc.get("run_log_likelihoods"):
+            text += "; the runs alone: " + ", ".join(f"{-v:.2f} from the {start}" for v, start in
+                                                     zip(smc["run_log_likelihoods"], smc["starts"]))
     elif one_start and smc["frac_se_unreliable"]:
         text += f"; its SE is not a precision on {smc['frac_se_unreliable']:.0%} of images (one copy dominates)"
     if smc["frac_forced"]:
