@@ -7,7 +7,7 @@ one variable given a class drawn uniformly) has a BDMC gap of 5.80 nats at T = 1
 (``zoo.evaluation.bdmc``) runs forward and reverse AIS on data simulated from the model, bounding log p(x) from
 both sides; the gap bounds the error of either. Here, on the same ``--data`` simulated images and seeds:
 
-- ``local``: the zoo's kernel (``zoo.evaluation.ais._local_mh``), L = 20 rounds per temperature, at T = 100 and at
+- ``local``: the zoo's kernel (``zoo.evaluation.ais.local_mh``), L = 20 rounds per temperature, at T = 100 and at
   T = 1,000;
 - ``gibbs``: a candidate kernel, not in the library: per round one variable chosen uniformly is drawn from its exact
   conditional over its 10 classes (10 evaluations of the model), L = 2 rounds at T = 100 (the evaluations of the
@@ -36,7 +36,7 @@ from common import fail, run_script, write_result  # noqa: E402
 import zoo  # noqa: E402
 from zoo.evaluation import ais as ais_module  # noqa: E402
 from zoo.evaluation.ais import AnnealedImportanceSampling  # noqa: E402
-from zoo.evaluation.bdmc import _bounds, simulate  # noqa: E402
+from zoo.evaluation.bdmc import bounds, simulate  # noqa: E402
 
 NAME = "categorical-vae-mnist-gumbel"
 #: (kernel, T, rounds per temperature L, model evaluations per temperature and chain)
@@ -82,19 +82,19 @@ def main(argv=None):
     with torch.no_grad():
         torch.manual_seed(args.seed)
         x, z = simulate(model, args.data)
-    local = ais_module._local_mh
+    local = ais_module.local_mh
     rows = []
     for kernel, T, L, evaluations in ROWS:
         sampler = AnnealedImportanceSampling(num_temperatures=T, num_chains=args.chains, leapfrog_steps=L, path="guide")
-        ais_module._local_mh = gibbs_one_variable if kernel == "gibbs" else local
+        ais_module.local_mh = gibbs_one_variable if kernel == "gibbs" else local
         try:
             torch.manual_seed(args.seed + 1)
             t0 = time.perf_counter()
             with torch.no_grad():
-                b = _bounds(sampler, model, guide, x, z)
+                b = bounds(sampler, model, guide, x, z)
             seconds = time.perf_counter() - t0
         finally:
-            ais_module._local_mh = local
+            ais_module.local_mh = local
         gap = b["upper"] - b["lower"]
         rows.append({"kernel": kernel, "num_temperatures": T, "rounds": L, "evaluations_per_temperature": evaluations,
                      "evaluations": T * evaluations, "lower": b["lower"].mean().item(),

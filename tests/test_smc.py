@@ -297,24 +297,32 @@ def test_smc_flags_without_smc_and_smc_with_gaps_are_refused_in_one_line(tmp_pat
     assert code == 2 and "--gaps" in err and len(err.strip().splitlines()) == 1, err
 
 
+def _stopped_then_resumed(tmp_path, trained, capsys, args, stop_at: int, kept: int):
+    """(the run stopped at SMC's ``stop_at``-th minibatch and run again, the same run without a stop, the minibatches
+    the resumed command computed): the stop keeps ``kept`` minibatches and says so in one line."""
+    whole = tmp_path / "whole"
+    shutil.copytree(trained, whole)
+    assert run_cli(["eval", whole, *args], capsys)[0] == 0
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    with stopped_at(SequentialMonteCarlo, stop_at):
+        code, _, err = run_cli(["eval", run, *args], capsys)
+    assert code == 130 and f"{kept} finished SMC minibatches are kept" in err and len(err.strip().splitlines()) == 1
+    assert (run / "smc_partial.npz").is_file() and not (run / "smc.json").exists()
+    with stopped_at(SequentialMonteCarlo, 0) as calls:              # counts the calls, stops none
+        assert run_cli(["eval", run, *args], capsys)[0] == 0
+    assert not (run / "smc_partial.npz").exists()
+    return run, whole, calls
+
+
 def test_a_stopped_smc_resumes_from_its_finished_minibatches_to_the_figures_of_a_run_without_a_stop(
         tmp_path, trained, capsys):
     """Stopped in the second of three minibatches, the command keeps the first and says so in one line; run
     again, it runs only the other two and writes what a run without a stop writes, bit for bit (one run: --replicas
     1)."""
     args = [*SMC, "--ais-batch-size", "2", "--replicas", "1"]
-    whole = tmp_path / "whole"
-    shutil.copytree(trained, whole)
-    assert run_cli(["eval", whole, *args], capsys)[0] == 0
-    run = tmp_path / "run"
-    shutil.copytree(trained, run)
-    with stopped_at(SequentialMonteCarlo, 2):
-        code, _, err = run_cli(["eval", run, *args], capsys)
-    assert code == 130 and "1 finished SMC minibatches are kept" in err and len(err.strip().splitlines()) == 1, err
-    assert (run / "smc_partial.npz").is_file() and not (run / "smc.json").exists()
-    with stopped_at(SequentialMonteCarlo, 0) as calls:              # counts the calls, stops none
-        assert run_cli(["eval", run, *args], capsys)[0] == 0
-    assert len(calls) == 2 and not (run / "smc_partial.npz").exists()
+    run, whole, calls = _stopped_then_resumed(tmp_path, trained, capsys, args, stop_at=2, kept=1)
+    assert len(calls) == 2
     resumed, uninterrupted = np.load(run / "smc_per_datum.npz"), np.load(whole / "smc_per_datum.npz")
     for name in uninterrupted.files:
         assert _same(resumed[name], uninterrupted[name]), name
@@ -455,17 +463,8 @@ def test_a_two_run_smc_stopped_in_its_second_run_resumes_to_the_figures_of_a_run
     """Stopped in the second run's second minibatch, the command keeps the first run's three minibatches and the
     second's first; run again, it runs only the other two and writes what a run without a stop writes, bit for bit."""
     args = [*SMC, "--ais-batch-size", "2"]
-    whole = tmp_path / "whole"
-    shutil.copytree(trained, whole)
-    assert run_cli(["eval", whole, *args], capsys)[0] == 0
-    run = tmp_path / "run"
-    shutil.copytree(trained, run)
-    with stopped_at(SequentialMonteCarlo, 5):
-        code, _, err = run_cli(["eval", run, *args], capsys)
-    assert code == 130 and "4 finished SMC minibatches are kept" in err and len(err.strip().splitlines()) == 1, err
-    with stopped_at(SequentialMonteCarlo, 0) as calls:              # counts the calls, stops none
-        assert run_cli(["eval", run, *args], capsys)[0] == 0
-    assert len(calls) == 2 and not (run / "smc_partial.npz").exists()
+    run, whole, calls = _stopped_then_resumed(tmp_path, trained, capsys, args, stop_at=5, kept=4)
+    assert len(calls) == 2
     resumed, uninterrupted = np.load(run / "smc_per_datum.npz"), np.load(whole / "smc_per_datum.npz")
     for name in uninterrupted.files:
         assert _same(resumed[name], uninterrupted[name]), name

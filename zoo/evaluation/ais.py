@@ -122,7 +122,7 @@ from zoo.core.weights import per_datum_log_weights, vectorize
 from zoo.evaluation.estimators.importance import rounding_floor
 from zoo.rules import check_annealing
 
-__all__ = ["AnnealedImportanceSampling", "AISResult", "sigmoid_schedule", "log_mean_exp_and_se", "PATHS",
+__all__ = ["AnnealedImportanceSampling", "AISResult", "local_mh", "sigmoid_schedule", "log_mean_exp_and_se", "PATHS",
            "PRECONDITIONERS", "COORDINATES", "coordinates_text", "MIN_ESS_FRACTION", "MIN_ESS", "GIBBS_MAX_STATES",
            "MIXING_FIELDS", "SWITCH_FROM_BETA"]
 
@@ -733,7 +733,7 @@ def _local_proposal(site, current: torch.Tensor) -> torch.Tensor:
     return torch.where(which, row.unsqueeze(2), one_hot).reshape(current.shape)
 
 
-def _local_mh(chains: _Chains, values, beta: float, sites, moves: int):
+def local_mh(chains: _Chains, values, beta: float, sites, moves: int):
     """``moves`` rounds of Metropolis updates at temperature ``beta``, each proposing :func:`_local_proposal` for
     each of ``sites`` in turn (the discrete sites too large for a Gibbs update): a symmetric proposal, so the
     acceptance probability is min(1, f_beta(z') / f_beta(z)). Where the guide is far from the posterior, its
@@ -879,7 +879,7 @@ class AnnealedImportanceSampling:
                     values, a = _gibbs(chains, values, beta, site)
                     accept, moves = accept + a, moves + 1
                 if chains.proposed and self.local_moves:
-                    values, a = _local_mh(chains, values, beta, chains.proposed, self.leapfrog_steps)
+                    values, a = local_mh(chains, values, beta, chains.proposed, self.leapfrog_steps)
                     accept, moves = accept + a, moves + 1
                 if chains.discrete:
                     chains.mixing.discrete_moved(chains.discrete, before, values, beta)

@@ -52,7 +52,7 @@ from zoo.evaluation.ais import (AnnealedImportanceSampling, _Chains, annealing_s
                                 log_mean_exp_and_se)
 from zoo.rules import check_annealing
 
-__all__ = ["simulate", "bidirectional_monte_carlo", "bdmc_markdown"]
+__all__ = ["simulate", "bounds", "bidirectional_monte_carlo", "bdmc_markdown"]
 
 
 def simulate(model, num_data: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
@@ -63,7 +63,7 @@ def simulate(model, num_data: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor
     return x.detach(), {s.name: trace.nodes[s.name]["value"].detach() for s in model.latents}
 
 
-def _bounds(ais: AnnealedImportanceSampling, model, guide, x, z, progress=None) -> Dict[str, torch.Tensor]:
+def bounds(ais: AnnealedImportanceSampling, model, guide, x, z, progress=None) -> Dict[str, torch.Tensor]:
     """Per datum: forward AIS's lower bound and reverse AIS's upper bound, each with its chains' SE."""
     n, betas = x.shape[0], ais.betas
     out = {k: [] for k in ("lower", "lower_se", "upper", "upper_se")}
@@ -114,7 +114,7 @@ def bidirectional_monte_carlo(model, guide, ais: AnnealedImportanceSampling, num
             transported = ais.transported_sites(model, guide, x, num_data)
             for T in temperatures:
                 run = dataclasses.replace(ais, num_temperatures=T)
-                b = _bounds(run, model, guide, x, z)
+                b = bounds(run, model, guide, x, z)
                 gap = b["upper"] - b["lower"]
                 rows.append({"num_temperatures": T, "num_data": num_data, "start": start, "transported": transported,
                              "lower": b["lower"].mean().item(),

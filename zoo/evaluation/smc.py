@@ -109,7 +109,7 @@ from zoo.usercode.errors import user_code_errors
 from zoo.core.modes import held_fixed
 from zoo.core.process import map_torch_constants
 from zoo.evaluation.ais import (GIBBS_MAX_STATES, PATHS, PRECONDITIONERS, _broadcast, _Chains, _gibbs, _hmc,
-                                _independent_mh, _local_mh, _Point, annealing_start, log_mean_exp_and_se)
+                                _independent_mh, local_mh, _Point, annealing_start, log_mean_exp_and_se)
 from zoo.rules import check_annealing
 
 __all__ = ["SequentialMonteCarlo", "SMCResult", "conditional_ess", "next_temperatures", "systematic_resample",
@@ -264,7 +264,7 @@ class SequentialMonteCarlo:
         num_moves: MCMC moves (each: the discrete sites' MH and Gibbs updates, then one HMC transition) per step.
         path: ``"guide"`` (pi_0 = q(z | x)) or ``"prior"`` (pi_0 = p(z)).
         leapfrog_steps: L, leapfrog steps per HMC transition, and rounds of local Metropolis moves per move of a
-            discrete site too large for Gibbs (:func:`zoo.evaluation.ais._local_mh`; ``local_moves=False``: none).
+            discrete site too large for Gibbs (:func:`zoo.evaluation.ais.local_mh`; ``local_moves=False``: none).
         target_accept: the acceptance rate each datum's step size adapts toward.
         initial_step_size: every datum's first step size.
         max_steps: the most temperatures a datum may take; the one after jumps to beta = 1 (flagged ``forced``).
@@ -345,7 +345,7 @@ class SequentialMonteCarlo:
                 for site in chains.gibbs:
                     values, _ = _gibbs(chains, values, beta, site)
                 if chains.proposed and self.local_moves:    # sites too large for Gibbs: AIS's local moves
-                    values, _ = _local_mh(chains, values, beta, chains.proposed, self.leapfrog_steps)
+                    values, _ = local_mh(chains, values, beta, chains.proposed, self.leapfrog_steps)
                 point = chains.point(values)
             if chains.real:
                 moved, a = _hmc(chains, point, beta, eps.to(chains.x.device), self.leapfrog_steps)
